@@ -1,0 +1,22 @@
+// Subcommands of the `aerollm` binary; each parses its own flags and returns the process exit code.
+#ifndef AERO_CLI_H
+#define AERO_CLI_H
+
+#include <aerollm.h>
+
+int aero_cmd_run(int argc, char **argv);
+int aero_cmd_bench(int argc, char **argv);
+int aero_cmd_info(int argc, char **argv);
+int aero_cmd_synth(int argc, char **argv);
+int aero_cmd_tokenize(int argc, char **argv);
+int aero_cmd_detokenize(int argc, char **argv);
+int aero_cmd_serve(int argc, char **argv);
+int aero_cmd_template(int argc, char **argv);
+int aero_cmd_chat(int argc, char **argv);
+int aero_cmd_perplexity(int argc, char **argv);
+int aero_cmd_repack(int argc, char **argv);
+
+// Prints "aerollm <cmd>: <msg>" to stderr and returns 1 (for `return cli_fail(...)`).
+int cli_fail(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#endif

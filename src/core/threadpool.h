@@ -1,0 +1,21 @@
+// A fixed pool of pthreads that runs one parallel job at a time; the caller takes part as thread 0.
+#ifndef AERO_CORE_THREADPOOL_H
+#define AERO_CORE_THREADPOOL_H
+
+typedef struct aero_pool aero_pool;
+
+// Work item: called once on each of nth threads with its index ith in [0, nth).
+typedef void (*aero_pool_fn)(void *ctx, int ith, int nth);
+
+// Starts n_threads-1 workers (n_threads <= 0 means the number of online CPUs). NULL when out of memory.
+aero_pool *aero_pool_new(int n_threads);
+void aero_pool_free(aero_pool *p);
+int aero_pool_size(const aero_pool *p);
+
+// Runs fn on every thread of the pool and returns when all have finished. p may be NULL (runs fn(ctx, 0, 1)).
+void aero_pool_run(aero_pool *p, aero_pool_fn fn, void *ctx);
+
+// Splits [0, n) into nth nearly equal contiguous ranges; returns the range of thread ith.
+void aero_pool_split(long n, int ith, int nth, long *begin, long *end);
+
+#endif

@@ -1,0 +1,65 @@
+// Weight access under a memory budget. Tensors are grouped into units: unit l < n_layer holds the tensors
+// named "blk.<l>.*"; unit n_layer is the output head (output.weight, or token_embd.weight when tied). A planner
+// decides once which units stay resident and which are streamed through a ring of slots by IO threads that
+// read ahead cyclically. Everything the model reads goes through here (invariant 1).
+#ifndef AERO_STREAM_H
+#define AERO_STREAM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "../core/status.h"
+#include "../format/gguf.h"
+
+typedef struct aero_stream aero_stream;
+
+typedef struct {
+    uint64_t mem_budget;   // 0 = no limit
+    int prefetch;          // units read ahead; <= 0: 2
+    int io_threads;        // <= 0: 2
+    const char *output_tensor; // name of the output head tensor (unit n_layer)
+    const char *embd_tensor;   // name of the token embedding (read by rows)
+} aero_stream_params;
+
+typedef struct {
+    uint64_t passes;
+    uint64_t bytes_streamed;     // read from disk for streamed units
+    double io_busy_s;            // wall time IO threads spent reading
+    double compute_s;            // wall time between acquire returning and release (model compute)
+    double wait_s;               // time acquire() blocked waiting for IO
+    double wall_s;               // time from first acquire of a pass to release of its last unit, summed
+} aero_stream_stats;
+
+typedef struct {
+    uint64_t resident_bytes;     // small tensors + pinned units + resident head/embeddings
+    uint64_t streamed_bytes;     // bytes read per pass
+    uint64_t window_bytes;       // slot ring
+    uint64_t min_budget;         // smallest legal budget
+    int n_units, n_pinned, n_streamed, n_slots;
+    bool head_resident, embd_resident;
+    bool *unit_resident;         // per unit
+} aero_stream_plan;
+
+aero_status aero_stream_open(aero_stream **out, const aero_gguf *g, int n_layer, const aero_stream_params *p,
+                             aero_error *err);
+void aero_stream_close(aero_stream *s);
+const aero_stream_plan *aero_stream_get_plan(const aero_stream *s);
+
+// Data of a tensor that is not part of any unit (norms, biases, ...): always resident. NULL if in a unit.
+const void *aero_stream_global(aero_stream *s, int64_t tensor);
+// Blocks until unit u is in memory; pair with release. Units must be acquired in cyclic order 0..n_layer.
+aero_status aero_stream_acquire(aero_stream *s, int unit, aero_error *err);
+// Data of a tensor of an acquired (or resident) unit.
+const void *aero_stream_tensor(aero_stream *s, int64_t tensor);
+void aero_stream_release(aero_stream *s, int unit);
+// Dequantized rows of the embedding tensor (n rows of ne[0] floats), read from memory or disk.
+aero_status aero_stream_embed_rows(aero_stream *s, const int32_t *rows, int n, float *out, aero_error *err);
+
+void aero_stream_get_stats(const aero_stream *s, aero_stream_stats *out);
+void aero_stream_reset_stats(aero_stream *s);
+uint64_t aero_stream_weight_bytes_held(const aero_stream *s); // current bytes of weights in RAM
+
+// Parses "512M", "8G", "1.5G", "100000" into bytes; false when malformed.
+bool aero_parse_size(const char *s, uint64_t *out);
+
+#endif

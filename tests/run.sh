@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs every test binary given, then the shell and Node tests; prints a summary; non-zero when any failed.
+# Exit code 77 from a test means skipped (it prints why).
+set -u
+pass=0; fail=0; skip=0; failed=()
+run_one() {
+  local name=$1; shift
+  local out rc start end
+  start=$(date +%s.%N)
+  out=$("$@" 2>&1); rc=$?
+  end=$(date +%s.%N)
+  local secs; secs=$(awk -v a="$start" -v b="$end" 'BEGIN{printf "%.1f", b-a}')
+  if [ $rc -eq 0 ]; then pass=$((pass+1)); echo "PASS  $name (${secs}s)";
+  elif [ $rc -eq 77 ]; then skip=$((skip+1)); echo "SKIP  $name: $(echo "$out" | grep -m1 -i skipped)";
+  else fail=$((fail+1)); failed+=("$name"); echo "FAIL  $name (rc=$rc)"; echo "$out" | tail -40 | sed 's/^/      /'; fi
+}
+for t in "$@"; do run_one "$(basename "$t")" "$t"; done
+for t in tests/sh/test_*.sh; do [ -e "$t" ] && run_one "$(basename "$t")" bash "$t"; done
+if [ -d node_modules ]; then
+  for t in tests/node/*.test.mjs; do [ -e "$t" ] && run_one "$(basename "$t")" node --test "$t"; done
+else
+  echo "SKIP  node tests: node_modules missing (run npm ci)"; skip=$((skip+1))
+fi
+echo "== $pass passed, $skip skipped, $fail failed"
+[ $fail -eq 0 ] || { printf 'failed: %s\n' "${failed[@]}"; exit 1; }
