@@ -1,0 +1,489 @@
+#include "request.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_TOKENS_LIMIT (1 << 30)
+
+// Records the offending field beside the message so the HTTP layer can fill the "param" of the error.
+static aero_status bad(char *param_out, const char *param, aero_error *err, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static aero_status bad(char *param_out, const char *param, aero_error *err, const char *fmt, ...) {
+    snprintf(param_out, 64, "%s", param ? param : "");
+    if (err) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+        va_end(ap);
+        err->code = AERO_ERR_INVALID;
+    }
+    return AERO_ERR_INVALID;
+}
+
+// A field that is absent or JSON null counts as not given, as in OpenAI's API.
+static json_t *opt(json_t *o, const char *key) {
+    json_t *v = json_object_get(o, key);
+    return v && !json_is_null(v) ? v : NULL;
+}
+
+static const char *type_name(const json_t *v) {
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: return "an object";
+    case JSON_ARRAY: return "an array";
+    case JSON_STRING: return "a string";
+    case JSON_INTEGER: return "an integer";
+    case JSON_REAL: return "a number";
+    case JSON_TRUE:
+    case JSON_FALSE: return "a boolean";
+    case JSON_NULL: return "null";
+    }
+    return "a value";
+}
+
+aero_status aero_req_load_object(json_t **out, const char *body, size_t len, aero_error *err) {
+    *out = NULL;
+    if (len == 0) return aero_fail(err, AERO_ERR_INVALID, "request body is empty: expected a JSON object");
+    json_error_t je;
+    json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
+    if (!root)
+        return aero_fail(err, AERO_ERR_INVALID, "request body is not valid JSON: %s (line %d, column %d)", je.text,
+                         je.line, je.column);
+    if (!json_is_object(root)) {
+        aero_status st = aero_fail(err, AERO_ERR_INVALID, "request body must be a JSON object, not %s",
+                                   type_name(root));
+        json_decref(root);
+        return st;
+    }
+    *out = root;
+    return AERO_OK;
+}
+
+// Optional boolean field.
+static aero_status get_bool(json_t *o, const char *key, bool *out, char *param, aero_error *err) {
+    json_t *v = opt(o, key);
+    if (!v) return AERO_OK;
+    if (!json_is_boolean(v)) return bad(param, key, err, "'%s' must be a boolean, not %s", key, type_name(v));
+    *out = json_is_true(v);
+    return AERO_OK;
+}
+
+// Optional integer field within [lo, hi].
+static aero_status get_int(json_t *o, const char *key, long long lo, long long hi, long long *out, bool *given,
+                           char *param, aero_error *err) {
+    json_t *v = opt(o, key);
+    if (given) *given = v != NULL;
+    if (!v) return AERO_OK;
+    if (!json_is_integer(v)) return bad(param, key, err, "'%s' must be an integer, not %s", key, type_name(v));
+    long long x = json_integer_value(v);
+    if (x < lo || x > hi) return bad(param, key, err, "'%s' is %lld; it must be between %lld and %lld", key, x, lo, hi);
+    *out = x;
+    return AERO_OK;
+}
+
+// Optional number field within [lo, hi].
+static aero_status get_num(json_t *o, const char *key, double lo, double hi, float *out, char *param,
+                           aero_error *err) {
+    json_t *v = opt(o, key);
+    if (!v) return AERO_OK;
+    if (!json_is_number(v)) return bad(param, key, err, "'%s' must be a number, not %s", key, type_name(v));
+    double x = json_number_value(v);
+    if (!isfinite(x) || x < lo || x > hi)
+        return bad(param, key, err, "'%s' is %g; it must be between %g and %g", key, x, lo, hi);
+    *out = (float)x;
+    return AERO_OK;
+}
+
+// "stop": a string or an array of strings; empty strings are dropped as OpenAI does.
+static aero_status parse_stop(aero_req *r, aero_error *err) {
+    json_t *v = opt(r->root, "stop");
+    if (!v) return AERO_OK;
+    if (json_is_string(v)) {
+        if (json_string_length(v) > AERO_REQ_MAX_STOP_LEN)
+            return bad(r->err_param, "stop", err, "'stop' is longer than %d bytes", AERO_REQ_MAX_STOP_LEN);
+        if (json_string_length(v)) r->stop[r->n_stop++] = json_string_value(v);
+        return AERO_OK;
+    }
+    if (!json_is_array(v))
+        return bad(r->err_param, "stop", err, "'stop' must be a string or an array of strings, not %s",
+                   type_name(v));
+    if (json_array_size(v) > AERO_REQ_MAX_STOP)
+        return bad(r->err_param, "stop", err, "'stop' has %zu entries; at most %d are allowed", json_array_size(v),
+                   AERO_REQ_MAX_STOP);
+    size_t i;
+    json_t *s;
+    json_array_foreach(v, i, s) {
+        if (!json_is_string(s))
+            return bad(r->err_param, "stop", err, "'stop[%zu]' must be a string, not %s", i, type_name(s));
+        if (json_string_length(s) > AERO_REQ_MAX_STOP_LEN)
+            return bad(r->err_param, "stop", err, "'stop[%zu]' is longer than %d bytes", i, AERO_REQ_MAX_STOP_LEN);
+        if (json_string_length(s)) r->stop[r->n_stop++] = json_string_value(s);
+    }
+    return AERO_OK;
+}
+
+// "logit_bias": {"<token id>": bias in [-100, 100]}.
+static aero_status parse_bias(aero_req *r, int n_vocab, aero_error *err) {
+    json_t *v = opt(r->root, "logit_bias");
+    if (!v) return AERO_OK;
+    if (!json_is_object(v))
+        return bad(r->err_param, "logit_bias", err, "'logit_bias' must be an object, not %s", type_name(v));
+    if (json_object_size(v) > AERO_REQ_MAX_BIAS)
+        return bad(r->err_param, "logit_bias", err, "'logit_bias' has %zu entries; at most %d are allowed",
+                   json_object_size(v), AERO_REQ_MAX_BIAS);
+    const char *key;
+    json_t *b;
+    json_object_foreach(v, key, b) {
+        char *end;
+        errno = 0;
+        long id = strtol(key, &end, 10);
+        if (!*key || *end || errno || id < 0 || id > INT32_MAX || (n_vocab > 0 && id >= n_vocab))
+            return bad(r->err_param, "logit_bias", err,
+                       "'logit_bias' key '%.64s' is not a token id of this model (0..%d)", key, n_vocab - 1);
+        if (!json_is_number(b) || !isfinite(json_number_value(b)) || fabs(json_number_value(b)) > 100)
+            return bad(r->err_param, "logit_bias", err, "'logit_bias' value for token %ld must be a number in [-100, 100]",
+                       id);
+        r->bias_id[r->n_bias] = (int32_t)id;
+        r->bias[r->n_bias] = (float)json_number_value(b);
+        r->n_bias++;
+    }
+    return AERO_OK;
+}
+
+// Reads an array of token ids (a pre-tokenized prompt).
+static aero_status parse_ids(aero_req *r, json_t *a, int n_vocab, aero_error *err) {
+    size_t n = json_array_size(a);
+    if (n == 0) return bad(r->err_param, "prompt", err, "'prompt' token array is empty");
+    r->prompt_ids = malloc(n * sizeof *r->prompt_ids);
+    if (!r->prompt_ids) return aero_fail(err, AERO_ERR_NOMEM, "out of memory reading the prompt");
+    size_t i;
+    json_t *t;
+    json_array_foreach(a, i, t) {
+        if (!json_is_integer(t))
+            return bad(r->err_param, "prompt", err, "'prompt[%zu]' must be a token id (integer), not %s", i,
+                       type_name(t));
+        long long id = json_integer_value(t);
+        if (id < 0 || id > INT32_MAX || (n_vocab > 0 && id >= n_vocab))
+            return bad(r->err_param, "prompt", err, "'prompt[%zu]' = %lld is not a token id of this model (0..%d)", i,
+                       id, n_vocab - 1);
+        r->prompt_ids[i] = (int32_t)id;
+    }
+    r->n_prompt_ids = n;
+    return AERO_OK;
+}
+
+// "prompt": a string, or one prompt given as [string], [ids] or [[ids]]; several prompts would mean several
+// choices, which this server does not produce.
+static aero_status parse_prompt(aero_req *r, int n_vocab, aero_error *err) {
+    json_t *p = opt(r->root, "prompt");
+    if (!p) return bad(r->err_param, "prompt", err, "'prompt' is required");
+    if (json_is_string(p)) {
+        r->prompt = json_string_value(p);
+        r->prompt_len = json_string_length(p);
+        return AERO_OK;
+    }
+    if (!json_is_array(p))
+        return bad(r->err_param, "prompt", err, "'prompt' must be a string or an array, not %s", type_name(p));
+    if (json_array_size(p) == 0) return bad(r->err_param, "prompt", err, "'prompt' is an empty array");
+    json_t *first = json_array_get(p, 0);
+    if (json_is_integer(first)) return parse_ids(r, p, n_vocab, err);
+    if (json_array_size(p) > 1)
+        return bad(r->err_param, "prompt", err,
+                   "'prompt' holds %zu prompts; this server completes one prompt per request", json_array_size(p));
+    if (json_is_string(first)) {
+        r->prompt = json_string_value(first);
+        r->prompt_len = json_string_length(first);
+        return AERO_OK;
+    }
+    if (json_is_array(first)) return parse_ids(r, first, n_vocab, err);
+    return bad(r->err_param, "prompt", err, "'prompt[0]' must be a string or token ids, not %s", type_name(first));
+}
+
+// Flattens message content (a string, or an array of text parts) into one string; NULL content stays null.
+static aero_status message_text(aero_req *r, size_t i, json_t *content, json_t **out, aero_error *err) {
+    *out = NULL;
+    if (json_is_string(content)) {
+        *out = json_incref(content);
+        return AERO_OK;
+    }
+    if (!json_is_array(content))
+        return bad(r->err_param, "messages", err, "'messages[%zu].content' must be a string or an array of parts, not %s",
+                   i, type_name(content));
+    size_t total = 0, k;
+    json_t *part;
+    json_array_foreach(content, k, part) {
+        json_t *type = json_object_get(part, "type");
+        if (!json_is_object(part) || !json_is_string(type))
+            return bad(r->err_param, "messages", err, "'messages[%zu].content[%zu]' must be an object with a 'type'", i, k);
+        const char *ts = json_string_value(type);
+        if (strcmp(ts, "text") != 0)
+            return bad(r->err_param, "messages", err,
+                       "'messages[%zu].content[%zu]' has type '%.32s'; only 'text' parts are supported", i, k, ts);
+        json_t *text = json_object_get(part, "text");
+        if (!json_is_string(text))
+            return bad(r->err_param, "messages", err, "'messages[%zu].content[%zu].text' must be a string", i, k);
+        total += json_string_length(text);
+    }
+    char *buf = malloc(total + 1);
+    if (!buf) return aero_fail(err, AERO_ERR_NOMEM, "out of memory reading messages");
+    size_t o = 0;
+    json_array_foreach(content, k, part) {
+        json_t *text = json_object_get(part, "text");
+        memcpy(buf + o, json_string_value(text), json_string_length(text));
+        o += json_string_length(text);
+    }
+    *out = json_stringn_nocheck(buf, o);
+    free(buf);
+    return *out ? AERO_OK : aero_fail(err, AERO_ERR_NOMEM, "out of memory reading messages");
+}
+
+// "messages": a non-empty array of {role, content}; roles are OpenAI's; content parts are text only.
+static aero_status parse_messages(aero_req *r, aero_error *err) {
+    static const char *roles[] = {"system", "developer", "user", "assistant", "tool", "function"};
+    json_t *m = opt(r->root, "messages");
+    if (!m) return bad(r->err_param, "messages", err, "'messages' is required");
+    if (!json_is_array(m))
+        return bad(r->err_param, "messages", err, "'messages' must be an array, not %s", type_name(m));
+    if (json_array_size(m) == 0)
+        return bad(r->err_param, "messages", err, "'messages' is empty: give at least one message");
+    r->messages = json_array();
+    size_t i;
+    json_t *msg;
+    json_array_foreach(m, i, msg) {
+        if (!json_is_object(msg))
+            return bad(r->err_param, "messages", err, "'messages[%zu]' must be an object, not %s", i, type_name(msg));
+        json_t *role = json_object_get(msg, "role");
+        if (!json_is_string(role))
+            return bad(r->err_param, "messages", err, "'messages[%zu].role' must be a string", i);
+        const char *rs = json_string_value(role);
+        bool known = false;
+        for (size_t k = 0; k < sizeof roles / sizeof roles[0]; k++) known |= !strcmp(rs, roles[k]);
+        if (!known)
+            return bad(r->err_param, "messages", err,
+                       "'messages[%zu].role' is '%.32s'; expected system, developer, user, assistant or tool", i, rs);
+        json_t *content = opt(msg, "content");
+        json_t *tool_calls = opt(msg, "tool_calls");
+        if (tool_calls && !json_is_array(tool_calls))
+            return bad(r->err_param, "messages", err, "'messages[%zu].tool_calls' must be an array", i);
+        if (!content && !(strcmp(rs, "assistant") == 0))
+            return bad(r->err_param, "messages", err, "'messages[%zu].content' is required for role '%s'", i, rs);
+        json_t *norm = json_object();
+        json_array_append_new(r->messages, norm);
+        json_object_set(norm, "role", role);
+        if (content) {
+            json_t *text;
+            aero_status st = message_text(r, i, content, &text, err);
+            if (st) return st;
+            json_object_set_new(norm, "content", text);
+        } else {
+            json_object_set_new(norm, "content", json_null());
+        }
+        static const char *strs[] = {"name", "tool_call_id", "reasoning_content"};
+        for (size_t k = 0; k < sizeof strs / sizeof strs[0]; k++) {
+            json_t *v = opt(msg, strs[k]);
+            if (!v) continue;
+            if (!json_is_string(v))
+                return bad(r->err_param, "messages", err, "'messages[%zu].%s' must be a string", i, strs[k]);
+            json_object_set(norm, strs[k], v);
+        }
+        if (tool_calls) json_object_set(norm, "tool_calls", tool_calls);
+    }
+    json_t *tools = opt(r->root, "tools");
+    if (tools && !json_is_array(tools))
+        return bad(r->err_param, "tools", err, "'tools' must be an array, not %s", type_name(tools));
+    r->tools = tools;
+    return AERO_OK;
+}
+
+// Rejects features that would silently change the meaning of a request if ignored.
+static aero_status reject_unsupported(aero_req *r, aero_error *err) {
+    long long n = 1;
+    aero_status st;
+    if ((st = get_int(r->root, "n", LLONG_MIN, LLONG_MAX, &n, NULL, r->err_param, err))) return st;
+    if (n != 1)
+        return bad(r->err_param, "n", err, "'n' is %lld; this server generates exactly one choice per request (n = 1)",
+                   n);
+    long long best_of = 1;
+    if ((st = get_int(r->root, "best_of", LLONG_MIN, LLONG_MAX, &best_of, NULL, r->err_param, err))) return st;
+    if (best_of != 1) return bad(r->err_param, "best_of", err, "'best_of' must be 1 on this server");
+    json_t *suffix = opt(r->root, "suffix");
+    if (suffix && (!json_is_string(suffix) || json_string_length(suffix)))
+        return bad(r->err_param, "suffix", err, "'suffix' (insertion) is not supported");
+    json_t *rf = opt(r->root, "response_format");
+    if (rf) {
+        json_t *t = json_object_get(rf, "type");
+        if (!json_is_object(rf) || !json_is_string(t))
+            return bad(r->err_param, "response_format", err, "'response_format' must be an object with a 'type'");
+        if (strcmp(json_string_value(t), "text") != 0)
+            return bad(r->err_param, "response_format", err,
+                       "'response_format' type '%.32s' is not supported (only 'text')", json_string_value(t));
+    }
+    return AERO_OK;
+}
+
+aero_status aero_req_parse(aero_req *r, aero_req_kind kind, const char *body, size_t len, int n_vocab,
+                           aero_error *err) {
+    memset(r, 0, sizeof *r);
+    r->kind = kind;
+    r->max_tokens = -1;
+    aero_status st = aero_req_load_object(&r->root, body, len, err);
+    if (st) return st;
+    json_t *root = r->root;
+
+    json_t *model = opt(root, "model");
+    if (model && !json_is_string(model)) {
+        st = bad(r->err_param, "model", err, "'model' must be a string, not %s", type_name(model));
+        goto fail;
+    }
+    r->model = model ? json_string_value(model) : NULL;
+
+    if ((st = reject_unsupported(r, err))) goto fail;
+    if ((st = kind == AERO_REQ_CHAT ? parse_messages(r, err) : parse_prompt(r, n_vocab, err))) goto fail;
+
+    long long v = -1;
+    bool given;
+    if ((st = get_int(root, "max_tokens", 1, MAX_TOKENS_LIMIT, &v, &given, r->err_param, err))) goto fail;
+    if (given) r->max_tokens = (int)v;
+    if ((st = get_int(root, "max_completion_tokens", 1, MAX_TOKENS_LIMIT, &v, &given, r->err_param, err))) goto fail;
+    if (given) r->max_tokens = (int)v;
+
+    aero_sampler_params *sp = &r->sp;
+    sp->temp = 1.0f;
+    sp->top_p = 1.0f;
+    sp->top_k = 0;
+    sp->min_p = 0.0f;
+    sp->repeat_penalty = 1.0f;
+    sp->repeat_last_n = 64;
+    sp->presence_penalty = 0.0f;
+    sp->frequency_penalty = 0.0f;
+    if ((st = get_num(root, "temperature", 0, 2, &sp->temp, r->err_param, err))) goto fail;
+    if ((st = get_num(root, "top_p", 0, 1, &sp->top_p, r->err_param, err))) goto fail;
+    if ((st = get_num(root, "min_p", 0, 1, &sp->min_p, r->err_param, err))) goto fail;
+    if ((st = get_num(root, "presence_penalty", -2, 2, &sp->presence_penalty, r->err_param, err))) goto fail;
+    if ((st = get_num(root, "frequency_penalty", -2, 2, &sp->frequency_penalty, r->err_param, err))) goto fail;
+    if ((st = get_num(root, "repeat_penalty", 0.01, 10, &sp->repeat_penalty, r->err_param, err))) goto fail;
+    long long k = 0;
+    if ((st = get_int(root, "top_k", -1, INT32_MAX, &k, NULL, r->err_param, err))) goto fail;
+    sp->top_k = k < 0 ? 0 : (int)k;
+    long long seed = 0;
+    if ((st = get_int(root, "seed", LLONG_MIN, LLONG_MAX, &seed, &r->has_seed, r->err_param, err))) goto fail;
+    sp->seed = (uint64_t)seed;
+
+    if ((st = parse_stop(r, err))) goto fail;
+    if ((st = get_bool(root, "stream", &r->stream, r->err_param, err))) goto fail;
+    json_t *so = opt(root, "stream_options");
+    if (so) {
+        if (!json_is_object(so)) {
+            st = bad(r->err_param, "stream_options", err, "'stream_options' must be an object, not %s", type_name(so));
+            goto fail;
+        }
+        if (!r->stream) {
+            st = bad(r->err_param, "stream_options", err, "'stream_options' is only allowed when 'stream' is true");
+            goto fail;
+        }
+        if ((st = get_bool(so, "include_usage", &r->include_usage, r->err_param, err))) goto fail;
+    }
+
+    if (kind == AERO_REQ_CHAT) {
+        if ((st = get_bool(root, "logprobs", &r->logprobs, r->err_param, err))) goto fail;
+        long long top = 0;
+        if ((st = get_int(root, "top_logprobs", 0, 20, &top, &given, r->err_param, err))) goto fail;
+        if (given && !r->logprobs) {
+            st = bad(r->err_param, "top_logprobs", err, "'top_logprobs' requires 'logprobs' to be true");
+            goto fail;
+        }
+        r->top_logprobs = (int)top;
+    } else {
+        long long top = 0;
+        if ((st = get_int(root, "logprobs", 0, 5, &top, &r->logprobs, r->err_param, err))) goto fail;
+        r->top_logprobs = (int)top;
+        if ((st = get_bool(root, "echo", &r->echo, r->err_param, err))) goto fail;
+        if (r->echo && r->logprobs) {
+            st = bad(r->err_param, "echo", err, "'echo' together with 'logprobs' is not supported");
+            goto fail;
+        }
+    }
+    if ((st = get_bool(root, "ignore_eos", &r->ignore_eos, r->err_param, err))) goto fail;
+    if ((st = parse_bias(r, n_vocab, err))) goto fail;
+    return AERO_OK;
+fail:
+    {
+        char param[64];
+        memcpy(param, r->err_param, sizeof param);
+        aero_req_free(r);
+        memcpy(r->err_param, param, sizeof param);
+    }
+    return st;
+}
+
+void aero_req_free(aero_req *r) {
+    free(r->prompt_ids);
+    json_decref(r->messages);
+    json_decref(r->root);
+    memset(r, 0, sizeof *r);
+}
+
+aero_status aero_req_parse_tokenize(aero_tokenize_req *r, const char *body, size_t len, aero_error *err) {
+    memset(r, 0, sizeof *r);
+    r->add_special = true;
+    r->parse_special = true;
+    aero_status st = aero_req_load_object(&r->root, body, len, err);
+    if (st) return st;
+    json_t *c = opt(r->root, "content");
+    if (!c || !json_is_string(c)) {
+        st = bad(r->err_param, "content", err, "'content' must be a string");
+        goto fail;
+    }
+    r->content = json_string_value(c);
+    r->content_len = json_string_length(c);
+    if ((st = get_bool(r->root, "add_special", &r->add_special, r->err_param, err))) goto fail;
+    if ((st = get_bool(r->root, "parse_special", &r->parse_special, r->err_param, err))) goto fail;
+    if ((st = get_bool(r->root, "with_pieces", &r->with_pieces, r->err_param, err))) goto fail;
+    return AERO_OK;
+fail:
+    json_decref(r->root);
+    r->root = NULL;
+    return st;
+}
+
+aero_status aero_req_parse_detokenize(aero_detokenize_req *r, const char *body, size_t len, int n_vocab,
+                                      aero_error *err) {
+    memset(r, 0, sizeof *r);
+    json_t *root;
+    aero_status st = aero_req_load_object(&root, body, len, err);
+    if (st) return st;
+    json_t *a = opt(root, "tokens");
+    if (!a || !json_is_array(a)) {
+        st = bad(r->err_param, "tokens", err, "'tokens' must be an array of token ids");
+        goto fail;
+    }
+    r->n = json_array_size(a);
+    r->ids = malloc((r->n ? r->n : 1) * sizeof *r->ids);
+    if (!r->ids) {
+        st = aero_fail(err, AERO_ERR_NOMEM, "out of memory reading tokens");
+        goto fail;
+    }
+    size_t i;
+    json_t *t;
+    json_array_foreach(a, i, t) {
+        long long id = json_is_integer(t) ? json_integer_value(t) : -1;
+        if (!json_is_integer(t) || id < 0 || (n_vocab > 0 && id >= n_vocab)) {
+            st = bad(r->err_param, "tokens", err, "'tokens[%zu]' is not a token id of this model (0..%d)", i,
+                     n_vocab - 1);
+            goto fail;
+        }
+        r->ids[i] = (int32_t)id;
+    }
+    json_decref(root);
+    return AERO_OK;
+fail:
+    free(r->ids);
+    r->ids = NULL;
+    r->n = 0;
+    json_decref(root);
+    return st;
+}
