@@ -11,7 +11,7 @@ BUILD   ?= build
 OPT     := -O2 -g
 LDSAN   :=
 endif
-CFLAGS  := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers \
+CFLAGS  := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -Wno-format-truncation \
            -pthread -Iinclude -Isrc $(OPT) $(EXTRA_CFLAGS)
 LDLIBS  := -pthread -lm -ljansson -lmicrohttpd -lpcre2-8
 

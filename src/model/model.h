@@ -22,12 +22,14 @@ typedef struct {
     int io_threads;        // <= 0: default
 } aero_model_params;
 
+typedef enum { AERO_ROPE_SCALING_NONE, AERO_ROPE_SCALING_LINEAR, AERO_ROPE_SCALING_LLAMA3 } aero_rope_scaling;
+
 typedef struct {
     char arch[32];
-    int n_layer, n_embd, n_head, n_head_kv, head_dim, n_ff, n_vocab, n_ctx_train;
+    int n_layer, n_embd, n_head, n_head_kv, head_dim, rope_dim, n_ff, n_vocab, n_ctx_train;
     float norm_eps, rope_base;
-    // Llama 3 rope scaling (factor 0 = none)
-    float rope_scale_factor, rope_low_freq, rope_high_freq;
+    aero_rope_scaling rope_scaling;
+    float rope_scale_factor, rope_low_freq, rope_high_freq; // linear: factor; llama3: all four
     int rope_orig_ctx;
     bool tied_output;
 } aero_hparams;

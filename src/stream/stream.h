@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "../core/status.h"
+#include "../core/util.h"
 #include "../format/gguf.h"
 
 typedef struct aero_stream aero_stream;
@@ -58,8 +59,5 @@ aero_status aero_stream_embed_rows(aero_stream *s, const int32_t *rows, int n, f
 void aero_stream_get_stats(const aero_stream *s, aero_stream_stats *out);
 void aero_stream_reset_stats(aero_stream *s);
 uint64_t aero_stream_weight_bytes_held(const aero_stream *s); // current bytes of weights in RAM
-
-// Parses "512M", "8G", "1.5G", "100000" into bytes; false when malformed.
-bool aero_parse_size(const char *s, uint64_t *out);
 
 #endif

@@ -1,0 +1,64 @@
+#include "util.h"
+
+#include <ctype.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+bool aero_parse_size(const char *s, uint64_t *out) {
+    if (!s || !*s) return false;
+    char *end;
+    double v = strtod(s, &end);
+    if (end == s || !(v > 0) || !isfinite(v)) return false;
+    double mul = 1;
+    switch (toupper((unsigned char)*end)) {
+    case 0: break;
+    case 'K': mul = 1024.0; end++; break;
+    case 'M': mul = 1024.0 * 1024; end++; break;
+    case 'G': mul = 1024.0 * 1024 * 1024; end++; break;
+    case 'T': mul = 1024.0 * 1024 * 1024 * 1024; end++; break;
+    default: return false;
+    }
+    if (toupper((unsigned char)*end) == 'I') end++;
+    if (toupper((unsigned char)*end) == 'B') end++;
+    if (*end) return false;
+    double bytes = v * mul;
+    if (bytes >= 1.8e19 || bytes < 1) return false;
+    *out = (uint64_t)bytes;
+    return true;
+}
+
+double aero_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+void *aero_alloc_aligned(size_t align, size_t size) {
+    void *p = NULL;
+    size_t rounded = (size + align - 1) / align * align;
+    if (posix_memalign(&p, align, rounded ? rounded : align)) return NULL;
+    memset(p, 0, rounded ? rounded : align);
+    return p;
+}
+
+// Reads one "Key:   N kB" line of /proc/self/status.
+static uint64_t proc_status_kb(const char *key) {
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return 0;
+    char line[256];
+    size_t kl = strlen(key);
+    uint64_t kb = 0;
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, key, kl) && line[kl] == ':') {
+            kb = strtoull(line + kl + 1, NULL, 10);
+            break;
+        }
+    fclose(f);
+    return kb * 1024;
+}
+
+uint64_t aero_peak_rss(void) { return proc_status_kb("VmHWM"); }
+uint64_t aero_current_rss(void) { return proc_status_kb("VmRSS"); }

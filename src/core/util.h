@@ -1,0 +1,20 @@
+// Small helpers every module uses: sizes from the command line, a monotonic clock, aligned allocation.
+#ifndef AERO_CORE_UTIL_H
+#define AERO_CORE_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+// Parses "512M", "8G", "1.5G", "64K", "100000" (binary units) into bytes; false when malformed or zero.
+bool aero_parse_size(const char *s, uint64_t *out);
+// Seconds from a monotonic clock.
+double aero_now(void);
+// Zero-filled memory aligned to `align` (a power of two >= sizeof(void*)); free with free(). NULL on failure.
+void *aero_alloc_aligned(size_t align, size_t size);
+// Peak resident set size of this process in bytes (from /proc/self/status VmHWM), 0 if unknown.
+uint64_t aero_peak_rss(void);
+// Current resident set size in bytes (VmRSS), 0 if unknown.
+uint64_t aero_current_rss(void);
+
+#endif

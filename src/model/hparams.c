@@ -1,0 +1,103 @@
+// Hyperparameters from GGUF metadata: read, defaulted where the format allows, and checked for consistency,
+// so a bad file fails at load with the key named rather than producing garbage later.
+#include <stdio.h>
+#include <string.h>
+
+#include "model_internal.h"
+
+// Reads "<arch>.<suffix>" as an integer; required keys fail with the key named.
+static aero_status get_int(const aero_gguf *g, const char *arch, const char *suffix, bool required, int64_t dflt,
+                           int64_t *out, aero_error *err) {
+    char key[160];
+    snprintf(key, sizeof key, "%s.%s", arch, suffix);
+    if (aero_gguf_get_i64(g, key, out)) {
+        if (*out < 0 || *out > (1ll << 31))
+            return aero_fail(err, AERO_ERR_FORMAT, "metadata %s = %lld is out of range", key, (long long)*out);
+        return AERO_OK;
+    }
+    if (aero_gguf_get(g, key)) return aero_fail(err, AERO_ERR_FORMAT, "metadata %s has the wrong type", key);
+    if (required) return aero_fail(err, AERO_ERR_FORMAT, "metadata %s is missing", key);
+    *out = dflt;
+    return AERO_OK;
+}
+
+static aero_status get_float(const aero_gguf *g, const char *arch, const char *suffix, double dflt, double *out,
+                             aero_error *err) {
+    char key[160];
+    snprintf(key, sizeof key, "%s.%s", arch, suffix);
+    if (aero_gguf_get_f64(g, key, out)) return AERO_OK;
+    if (aero_gguf_get(g, key)) return aero_fail(err, AERO_ERR_FORMAT, "metadata %s has the wrong type", key);
+    *out = dflt;
+    return AERO_OK;
+}
+
+aero_status aero_hparams_read(const aero_gguf *g, aero_hparams *hp, aero_arch_kind *kind, aero_error *err) {
+    memset(hp, 0, sizeof *hp);
+    const char *arch = aero_gguf_get_str(g, "general.architecture");
+    if (!arch) return aero_fail(err, AERO_ERR_FORMAT, "metadata general.architecture is missing");
+    if (!strcmp(arch, "llama")) *kind = AERO_ARCH_LLAMA;
+    else if (!strcmp(arch, "qwen2")) *kind = AERO_ARCH_QWEN2;
+    else if (!strcmp(arch, "qwen3")) *kind = AERO_ARCH_QWEN3;
+    else return aero_fail(err, AERO_ERR_UNSUPPORTED, "unsupported architecture '%s' (supported: llama, qwen2, qwen3)", arch);
+    snprintf(hp->arch, sizeof hp->arch, "%s", arch);
+    int64_t n_layer, n_embd, n_ff, n_head, n_head_kv, n_ctx, key_len, rope_dim, orig_ctx;
+    double eps, base, factor, low, high;
+    if (get_int(g, arch, "block_count", true, 0, &n_layer, err) ||
+        get_int(g, arch, "embedding_length", true, 0, &n_embd, err) ||
+        get_int(g, arch, "feed_forward_length", true, 0, &n_ff, err) ||
+        get_int(g, arch, "attention.head_count", true, 0, &n_head, err) ||
+        get_int(g, arch, "attention.head_count_kv", false, n_head, &n_head_kv, err) ||
+        get_int(g, arch, "context_length", true, 0, &n_ctx, err))
+        return err->code;
+    if (n_layer < 1 || n_embd < 1 || n_ff < 1 || n_head < 1 || n_head_kv < 1 || n_ctx < 1)
+        return aero_fail(err, AERO_ERR_FORMAT, "%s hyperparameters must be positive (block_count %lld, embedding_length "
+                         "%lld, feed_forward_length %lld, head_count %lld, head_count_kv %lld, context_length %lld)",
+                         arch, (long long)n_layer, (long long)n_embd, (long long)n_ff, (long long)n_head,
+                         (long long)n_head_kv, (long long)n_ctx);
+    if (n_head % n_head_kv)
+        return aero_fail(err, AERO_ERR_FORMAT, "%s.attention.head_count %lld is not a multiple of head_count_kv %lld",
+                         arch, (long long)n_head, (long long)n_head_kv);
+    if (get_int(g, arch, "attention.key_length", false, n_embd / n_head, &key_len, err) ||
+        get_int(g, arch, "rope.dimension_count", false, key_len, &rope_dim, err))
+        return err->code;
+    if (key_len < 2 || key_len % 2 || rope_dim > key_len || rope_dim % 2)
+        return aero_fail(err, AERO_ERR_FORMAT, "%s head size %lld / rope.dimension_count %lld are inconsistent", arch,
+                         (long long)key_len, (long long)rope_dim);
+    if (*kind == AERO_ARCH_LLAMA && key_len * n_head != n_embd)
+        return aero_fail(err, AERO_ERR_FORMAT, "%s.embedding_length %lld != head_count %lld x head size %lld", arch,
+                         (long long)n_embd, (long long)n_head, (long long)key_len);
+    if (get_float(g, arch, "attention.layer_norm_rms_epsilon", *kind == AERO_ARCH_LLAMA ? 1e-5 : 1e-6, &eps, err) ||
+        get_float(g, arch, "rope.freq_base", 10000.0, &base, err) ||
+        get_float(g, arch, "rope.scaling.factor", 0.0, &factor, err) ||
+        get_float(g, arch, "rope.scaling.low_freq_factor", 1.0, &low, err) ||
+        get_float(g, arch, "rope.scaling.high_freq_factor", 4.0, &high, err) ||
+        get_int(g, arch, "rope.scaling.original_context_length", false, 8192, &orig_ctx, err))
+        return err->code;
+    if (!(eps > 0 && eps < 1)) return aero_fail(err, AERO_ERR_FORMAT, "%s.attention.layer_norm_rms_epsilon = %g is invalid", arch, eps);
+    if (!(base > 1)) return aero_fail(err, AERO_ERR_FORMAT, "%s.rope.freq_base = %g is invalid", arch, base);
+    char key[160];
+    snprintf(key, sizeof key, "%s.rope.scaling.type", arch);
+    const char *stype = aero_gguf_get_str(g, key);
+    hp->rope_scaling = AERO_ROPE_SCALING_NONE;
+    if (stype && strcmp(stype, "none")) {
+        if (!strcmp(stype, "linear")) hp->rope_scaling = AERO_ROPE_SCALING_LINEAR;
+        else if (!strcmp(stype, "llama3")) hp->rope_scaling = AERO_ROPE_SCALING_LLAMA3;
+        else return aero_fail(err, AERO_ERR_UNSUPPORTED, "%s = '%s' is not supported (none, linear, llama3)", key, stype);
+        if (!(factor > 0)) return aero_fail(err, AERO_ERR_FORMAT, "%s.rope.scaling.factor is missing or invalid", arch);
+    }
+    hp->n_layer = (int)n_layer;
+    hp->n_embd = (int)n_embd;
+    hp->n_ff = (int)n_ff;
+    hp->n_head = (int)n_head;
+    hp->n_head_kv = (int)n_head_kv;
+    hp->head_dim = (int)key_len;
+    hp->rope_dim = (int)rope_dim;
+    hp->n_ctx_train = (int)n_ctx;
+    hp->norm_eps = (float)eps;
+    hp->rope_base = (float)base;
+    hp->rope_scale_factor = (float)factor;
+    hp->rope_low_freq = (float)low;
+    hp->rope_high_freq = (float)high;
+    hp->rope_orig_ctx = (int)orig_ctx;
+    return AERO_OK;
+}
