@@ -40,8 +40,9 @@ aero_status aero_ctx_new(aero_ctx **out, aero_model *m, const aero_ctx_params *p
     c->kv_f32 = p->kv_f32;
     c->kv_dim = hp->n_head_kv * hp->head_dim;
     if (c->n_ctx > (1 << 24) || c->n_seq > 4096) {
+        int n_ctx = c->n_ctx, n_seq = c->n_seq;
         free(c);
-        return aero_fail(err, AERO_ERR_INVALID, "context %d x %d sequences is too large", c->n_ctx, c->n_seq);
+        return aero_fail(err, AERO_ERR_INVALID, "context %d x %d sequences is too large", n_ctx, n_seq);
     }
     size_t per_layer = (size_t)c->n_seq * c->n_ctx * kv_row_bytes(c);
     c->k = calloc(hp->n_layer, sizeof *c->k);

@@ -1,0 +1,331 @@
+// Shared CLI plumbing: flag parsing, opening a model, the plain generation loop.
+#include "common.h"
+
+#include <errno.h>
+#include <glob.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+void cli_opts_default(cli_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->n_predict = 128;
+    o->n_batch = 512;
+    aero_sampler_params_default(&o->sp);
+    o->draft_max = 16;
+    o->draft_min = 0;
+    o->draft_p_min = 0.0f;
+}
+
+void cli_common_usage(void) {
+    printf("common options:\n"
+           "  -t N                compute threads (default: all CPUs)\n"
+           "  -c N                context size (default: the model's, at most 4096)\n"
+           "  -b N                prompt tokens per pass (default 512)\n"
+           "  --mem SIZE          weight memory budget (e.g. 512M, 8G); layers beyond it are streamed from disk\n"
+           "  --prefetch N        layers read ahead when streaming (default 2)\n"
+           "  --io-threads N      IO threads when streaming\n"
+           "  --temp T --top-k K --top-p P --min-p P --repeat-penalty R --repeat-last-n N\n"
+           "  --presence-penalty P --frequency-penalty P --seed S     sampling (--temp 0: greedy)\n"
+           "  --kv-f32            F32 KV cache (default F16)\n"
+           "  --draft MODEL|ngram speculative decoding with a draft model or prompt-lookup n-grams\n"
+           "  --draft-max K --draft-min K --draft-p-min P --draft-tree N --draft-threads N\n");
+}
+
+// Parses an int flag value within [lo, hi].
+static bool parse_int(const char *cmd, const char *flag, const char *s, int lo, int hi, int *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) {
+        cli_fail(cmd, "%s expects an integer in [%d, %d], got '%s'", flag, lo, hi, s);
+        return false;
+    }
+    *out = (int)v;
+    return true;
+}
+
+static bool parse_float(const char *cmd, const char *flag, const char *s, float lo, float hi, float *out) {
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !(v >= lo && v <= hi)) {
+        cli_fail(cmd, "%s expects a number in [%g, %g], got '%s'", flag, lo, hi, s);
+        return false;
+    }
+    *out = (float)v;
+    return true;
+}
+
+int cli_opts_parse(cli_opts *o, const char *cmd, int argc, char **argv, int i) {
+    const char *f = argv[i];
+    // flags without a value
+    if (!strcmp(f, "--stats")) return o->stats = true, 1;
+    if (!strcmp(f, "--no-bos")) return o->no_bos = true, 1;
+    if (!strcmp(f, "--ignore-eos")) return o->ignore_eos = true, 1;
+    if (!strcmp(f, "--kv-f32")) return o->kv_f32 = true, 1;
+    if (!strcmp(f, "--json")) return o->json = true, 1;
+    static const char *with_value[] = {"-m", "--model", "-p", "--prompt", "-f", "--file", "-n", "--n-predict", "-t",
+                                       "--threads", "-c", "--ctx-size", "-b", "--batch-size", "--mem", "--prefetch",
+                                       "--io-threads", "--temp", "--top-k", "--top-p", "--min-p", "--repeat-penalty",
+                                       "--repeat-last-n", "--presence-penalty", "--frequency-penalty", "--seed",
+                                       "--draft", "-md", "--model-draft", "--draft-max", "--draft-min", "--draft-p-min",
+                                       "--draft-tree", "--draft-threads", "-td", NULL};
+    bool known = false;
+    for (int k = 0; with_value[k]; k++) known |= !strcmp(f, with_value[k]);
+    if (!known) return 0;
+    if (i + 1 >= argc) return cli_fail(cmd, "%s needs a value", f), -1;
+    const char *v = argv[i + 1];
+    bool ok = true;
+    int tmp;
+    if (!strcmp(f, "-m") || !strcmp(f, "--model")) o->model = v;
+    else if (!strcmp(f, "-p") || !strcmp(f, "--prompt")) o->prompt = v;
+    else if (!strcmp(f, "-f") || !strcmp(f, "--file")) o->prompt_file = v;
+    else if (!strcmp(f, "-n") || !strcmp(f, "--n-predict")) ok = parse_int(cmd, f, v, 0, 1 << 24, &o->n_predict);
+    else if (!strcmp(f, "-t") || !strcmp(f, "--threads")) ok = parse_int(cmd, f, v, 1, 1024, &o->n_threads);
+    else if (!strcmp(f, "-c") || !strcmp(f, "--ctx-size")) ok = parse_int(cmd, f, v, 0, 1 << 24, &o->n_ctx);
+    else if (!strcmp(f, "-b") || !strcmp(f, "--batch-size")) ok = parse_int(cmd, f, v, 1, 1 << 16, &o->n_batch);
+    else if (!strcmp(f, "--mem")) {
+        if (!(ok = aero_parse_size(v, &o->mem))) cli_fail(cmd, "--mem expects a size like 512M or 8G, got '%s'", v);
+    } else if (!strcmp(f, "--prefetch")) ok = parse_int(cmd, f, v, 1, 64, &o->prefetch);
+    else if (!strcmp(f, "--io-threads")) ok = parse_int(cmd, f, v, 1, 64, &o->io_threads);
+    else if (!strcmp(f, "--temp")) ok = parse_float(cmd, f, v, 0, 100, &o->sp.temp);
+    else if (!strcmp(f, "--top-k")) ok = parse_int(cmd, f, v, 0, INT_MAX, &o->sp.top_k);
+    else if (!strcmp(f, "--top-p")) ok = parse_float(cmd, f, v, 0, 1, &o->sp.top_p);
+    else if (!strcmp(f, "--min-p")) ok = parse_float(cmd, f, v, 0, 1, &o->sp.min_p);
+    else if (!strcmp(f, "--repeat-penalty")) ok = parse_float(cmd, f, v, 0, 100, &o->sp.repeat_penalty);
+    else if (!strcmp(f, "--repeat-last-n")) ok = parse_int(cmd, f, v, 0, 4096, &o->sp.repeat_last_n);
+    else if (!strcmp(f, "--presence-penalty")) ok = parse_float(cmd, f, v, -2, 2, &o->sp.presence_penalty);
+    else if (!strcmp(f, "--frequency-penalty")) ok = parse_float(cmd, f, v, -2, 2, &o->sp.frequency_penalty);
+    else if (!strcmp(f, "--seed")) {
+        char *end;
+        errno = 0;
+        unsigned long long s = strtoull(v, &end, 10);
+        if ((ok = !errno && end != v && !*end && v[0] != '-')) o->sp.seed = s;
+        else cli_fail(cmd, "--seed expects a non-negative integer, got '%s'", v);
+    } else if (!strcmp(f, "--draft") || !strcmp(f, "-md") || !strcmp(f, "--model-draft")) o->draft = v;
+    else if (!strcmp(f, "--draft-max")) ok = parse_int(cmd, f, v, 1, 256, &o->draft_max);
+    else if (!strcmp(f, "--draft-min")) ok = parse_int(cmd, f, v, 0, 256, &o->draft_min);
+    else if (!strcmp(f, "--draft-p-min")) ok = parse_float(cmd, f, v, 0, 1, &o->draft_p_min);
+    else if (!strcmp(f, "--draft-tree")) ok = parse_int(cmd, f, v, 2, 1024, &o->draft_tree);
+    else if (!strcmp(f, "--draft-threads") || !strcmp(f, "-td")) ok = parse_int(cmd, f, v, 1, 1024, &o->draft_threads);
+    (void)tmp;
+    return ok ? 2 : -1;
+}
+
+// Looks for models/*teacher*.gguf beside the executable, then in the working directory.
+const char *cli_default_model(void) {
+    static char found[PATH_MAX];
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    const char *dirs[2] = {NULL, "."};
+    if (n > 0) {
+        exe[n] = 0;
+        char *slash = strrchr(exe, '/');
+        if (slash) *slash = 0;
+        dirs[0] = exe;
+    }
+    for (int d = 0; d < 2; d++) {
+        if (!dirs[d]) continue;
+        char pattern[PATH_MAX + 64];
+        snprintf(pattern, sizeof pattern, "%s/models/*teacher*.gguf", dirs[d]);
+        glob_t g;
+        if (glob(pattern, 0, NULL, &g) == 0 && g.gl_pathc > 0) {
+            snprintf(found, sizeof found, "%s", g.gl_pathv[0]);
+            globfree(&g);
+            return found;
+        }
+        globfree(&g);
+    }
+    return NULL;
+}
+
+int cli_engine_open(cli_engine *e, const cli_opts *o, const char *cmd) {
+    memset(e, 0, sizeof *e);
+    const char *path = o->model ? o->model : cli_default_model();
+    if (!path) return cli_fail(cmd, "no model given (-m MODEL.gguf) and no bundled model found under models/");
+    aero_model_params mp;
+    aero_model_params_default(&mp);
+    mp.path = path;
+    mp.mem_budget = o->mem;
+    mp.n_threads = o->n_threads;
+    mp.prefetch = o->prefetch;
+    mp.io_threads = o->io_threads;
+    aero_error err = {0};
+    double t0 = aero_now();
+    if (aero_model_load(&e->model, &mp, &err)) return cli_fail(cmd, "%s", err.msg);
+    aero_ctx_params cp = {.n_ctx = o->n_ctx, .n_seq = 1, .kv_f32 = o->kv_f32};
+    if (aero_ctx_new(&e->ctx, e->model, &cp, &err)) {
+        cli_engine_close(e);
+        return cli_fail(cmd, "%s", err.msg);
+    }
+    e->sampler = aero_sampler_new(&o->sp, aero_model_hparams(e->model)->n_vocab);
+    if (!e->sampler) {
+        cli_engine_close(e);
+        return cli_fail(cmd, "out of memory");
+    }
+    e->load_s = aero_now() - t0;
+    return 0;
+}
+
+void cli_engine_close(cli_engine *e) {
+    aero_sampler_free(e->sampler);
+    aero_ctx_free(e->ctx);
+    aero_model_free(e->model);
+    memset(e, 0, sizeof *e);
+}
+
+char *cli_read_prompt(const cli_opts *o, const char *cmd) {
+    if (o->prompt && o->prompt_file) return cli_fail(cmd, "give -p or -f, not both"), NULL;
+    if (!o->prompt_file) return strdup(o->prompt ? o->prompt : "");
+    FILE *f = fopen(o->prompt_file, "rb");
+    if (!f) return cli_fail(cmd, "%s: cannot open: %s", o->prompt_file, strerror(errno)), NULL;
+    size_t cap = 1 << 16, len = 0;
+    char *buf = malloc(cap);
+    size_t n;
+    while (buf && (n = fread(buf + len, 1, cap - len - 1, f)) > 0) {
+        len += n;
+        if (cap - len - 1 == 0) {
+            char *nb = realloc(buf, cap * 2);
+            if (!nb) {
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            buf = nb;
+            cap *= 2;
+        }
+    }
+    bool bad = ferror(f);
+    fclose(f);
+    if (!buf || bad) {
+        free(buf);
+        return cli_fail(cmd, "%s: read failed", o->prompt_file), NULL;
+    }
+    buf[len] = 0;
+    return buf;
+}
+
+// Streams a token's text through the incremental decoder.
+static void emit(aero_detok *d, int32_t tok, FILE *out) {
+    char buf[512];
+    size_t n = aero_detok_push(d, tok, buf, sizeof buf);
+    fwrite(buf, 1, n, out);
+    fflush(out);
+}
+
+// Prints per-pass streaming statistics (bytes, IO, compute, waits) to stderr.
+static void print_stream_stats(aero_model *m) {
+    aero_stream_stats s;
+    aero_stream_get_stats(aero_model_stream(m), &s);
+    double gbs = s.io_busy_s > 0 ? s.bytes_streamed / s.io_busy_s / 1e9 : 0;
+    fprintf(stderr, "stream: %llu passes, %.1f MB streamed (%.1f MB/pass), IO busy %.3f s (%.2f GB/s), compute %.3f s, "
+            "waited for IO %.3f s\n",
+            (unsigned long long)s.passes, s.bytes_streamed / 1e6, s.passes ? s.bytes_streamed / 1e6 / s.passes : 0,
+            s.io_busy_s, gbs, s.compute_s, s.wait_s);
+}
+
+int cli_generate(cli_engine *e, const cli_opts *o, FILE *out) {
+    const char *cmd = "run";
+    char *prompt = cli_read_prompt(o, cmd);
+    if (!prompt) return 1;
+    const aero_tokenizer *tok = aero_model_tokenizer(e->model);
+    const aero_hparams *hp = aero_model_hparams(e->model);
+    aero_error err = {0};
+    int32_t *ids = NULL;
+    size_t n_ids = 0;
+    bool add_bos = !o->no_bos && aero_tokenizer_add_bos(tok) && aero_tokenizer_bos(tok) >= 0;
+    int rc = 1;
+    float *logits = malloc(sizeof(float) * hp->n_vocab);
+    if (!logits) {
+        cli_fail(cmd, "out of memory");
+        goto done;
+    }
+    if (aero_tokenize(tok, prompt, strlen(prompt), add_bos, true, &ids, &n_ids, &err)) {
+        cli_fail(cmd, "%s", err.msg);
+        goto done;
+    }
+    if (n_ids == 0) {
+        cli_fail(cmd, "the prompt is empty and the model has no BOS token to start from");
+        goto done;
+    }
+    int n_ctx = aero_ctx_n_ctx(e->ctx);
+    if (n_ids >= (size_t)n_ctx) {
+        cli_fail(cmd, "the prompt has %zu tokens, more than the context size %d allows (-c)", n_ids, n_ctx);
+        goto done;
+    }
+    fputs(prompt, out);
+    fflush(out);
+    for (size_t i = 0; i < n_ids; i++) aero_sampler_accept(e->sampler, ids[i]);
+    double t0 = aero_now();
+    // prefill in passes of -b tokens; logits only for the last token
+    for (size_t first = 0; first < n_ids; first += o->n_batch) {
+        int n = (int)(n_ids - first < (size_t)o->n_batch ? n_ids - first : (size_t)o->n_batch);
+        int32_t *pos = malloc(sizeof(int32_t) * n);
+        uint8_t *want = calloc(n, 1);
+        if (!pos || !want) {
+            free(pos);
+            free(want);
+            cli_fail(cmd, "out of memory");
+            goto done;
+        }
+        for (int i = 0; i < n; i++) pos[i] = (int32_t)(first + i);
+        want[n - 1] = 1;
+        aero_batch b = {.n = n, .tokens = ids + first, .pos = pos, .want_logits = want};
+        aero_status st = aero_decode(e->ctx, &b, logits, &err);
+        free(pos);
+        free(want);
+        if (st) {
+            cli_fail(cmd, "%s", err.msg);
+            goto done;
+        }
+    }
+    double t1 = aero_now();
+    aero_detok d;
+    aero_detok_init(&d, tok, false);
+    if (n_ids == 1 && add_bos) d.first = true;
+    else d.first = false;
+    int n_gen = 0, pos = (int)n_ids;
+    const char *stop_reason = "length";
+    while (n_gen < o->n_predict) {
+        int32_t t = aero_sampler_sample(e->sampler, logits);
+        aero_sampler_accept(e->sampler, t);
+        n_gen++;
+        if (!o->ignore_eos && aero_tokenizer_is_eog(tok, t)) {
+            stop_reason = "end of text";
+            break;
+        }
+        emit(&d, t, out);
+        if (n_gen >= o->n_predict) break;
+        if (pos >= n_ctx) {
+            stop_reason = "context full";
+            break;
+        }
+        aero_batch b = {.n = 1, .tokens = &t, .pos = &pos};
+        if (aero_decode(e->ctx, &b, logits, &err)) {
+            cli_fail(cmd, "%s", err.msg);
+            goto done;
+        }
+        pos++;
+    }
+    char tail[64];
+    size_t nt = aero_detok_flush(&d, tail, sizeof tail);
+    fwrite(tail, 1, nt, out);
+    fputc('\n', out);
+    fflush(out);
+    double t2 = aero_now();
+    fprintf(stderr, "\nload %.2f s | prompt %zu tokens in %.3f s (%.1f tok/s) | generated %d tokens in %.3f s (%.2f tok/s)"
+            " | stop: %s\n",
+            e->load_s, n_ids, t1 - t0, n_ids / (t1 - t0 > 0 ? t1 - t0 : 1e-9), n_gen, t2 - t1,
+            n_gen / (t2 - t1 > 0 ? t2 - t1 : 1e-9), stop_reason);
+    if (o->stats) print_stream_stats(e->model);
+    rc = 0;
+done:
+    free(logits);
+    free(ids);
+    free(prompt);
+    return rc;
+}

@@ -1,0 +1,56 @@
+// Options and the generation loop shared by run, chat, bench and perplexity: one parser for llama.cpp-style
+// flags, one place that opens a model with its context and sampler, one place that generates.
+#ifndef AERO_CLI_COMMON_H
+#define AERO_CLI_COMMON_H
+
+#include <stdio.h>
+
+#include <aerollm.h>
+
+typedef struct {
+    const char *model;
+    const char *prompt;
+    const char *prompt_file;
+    int n_predict;
+    int n_threads;
+    int n_ctx;
+    int n_batch;
+    uint64_t mem;
+    int prefetch;
+    int io_threads;
+    bool stats;
+    bool no_bos;
+    bool ignore_eos;
+    bool kv_f32;
+    bool json;
+    aero_sampler_params sp;
+    // speculative decoding
+    const char *draft;      // model path or "ngram"
+    int draft_max, draft_min, draft_tree, draft_threads;
+    float draft_p_min;
+} cli_opts;
+
+void cli_opts_default(cli_opts *o);
+// Parses the common flag at argv[i]; returns the number of argv entries used, 0 when not a common flag,
+// -1 after printing an error.
+int cli_opts_parse(cli_opts *o, const char *cmd, int argc, char **argv, int i);
+void cli_common_usage(void);
+// The bundled default model path (models/ beside the binary or in the working directory), or NULL.
+const char *cli_default_model(void);
+
+typedef struct {
+    aero_model *model;
+    aero_ctx *ctx;
+    aero_sampler *sampler;
+    double load_s;
+} cli_engine;
+
+// Loads the model (o->model or the default), creates a one-sequence context and a sampler.
+int cli_engine_open(cli_engine *e, const cli_opts *o, const char *cmd);
+void cli_engine_close(cli_engine *e);
+// Reads the prompt from -p or -f (malloc'ed; "" when none), or NULL after printing an error.
+char *cli_read_prompt(const cli_opts *o, const char *cmd);
+// Tokenizes, prefills, generates and streams text to out; timings (and --stats) to stderr. Exit code.
+int cli_generate(cli_engine *e, const cli_opts *o, FILE *out);
+
+#endif
