@@ -7,6 +7,8 @@
 #include "../src/core/status.h"
 #include "../src/core/dtype.h"
 #include "../src/core/threadpool.h"
+#include "../src/core/util.h"
+#include "../src/core/measure.h"
 #include "../src/format/gguf.h"
 #include "../src/kernels/kernels.h"
 #include "../src/tokenizer/tokenizer.h"
