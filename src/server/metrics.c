@@ -1,0 +1,177 @@
+#include "metrics.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+double aero_metrics_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+void aero_metrics_init(aero_metrics *m) {
+    memset(m, 0, sizeof *m);
+    pthread_mutex_init(&m->mu, NULL);
+    m->t_start = aero_metrics_now();
+    for (int i = 0; i < AERO_METRICS_WINDOW; i++) m->window_sec[i] = -1;
+}
+
+void aero_metrics_destroy(aero_metrics *m) { pthread_mutex_destroy(&m->mu); }
+
+// Counted once per HTTP response, by status class, so error rates show on a dashboard.
+void aero_metrics_request(aero_metrics *m, int status) {
+    int cls = status / 100;
+    if (cls < 0 || cls > 5) cls = 5;
+    pthread_mutex_lock(&m->mu);
+    m->requests[cls]++;
+    pthread_mutex_unlock(&m->mu);
+}
+
+void aero_metrics_cancelled(aero_metrics *m) {
+    pthread_mutex_lock(&m->mu);
+    m->cancelled++;
+    pthread_mutex_unlock(&m->mu);
+}
+
+void aero_metrics_prompt(aero_metrics *m, int n_tokens) {
+    pthread_mutex_lock(&m->mu);
+    m->prompt_tokens += (uint64_t)n_tokens;
+    pthread_mutex_unlock(&m->mu);
+}
+
+// Adds n to the bucket of the current second, recycling buckets older than the window.
+static void window_add(aero_metrics *m, uint64_t n) {
+    int64_t sec = (int64_t)(aero_metrics_now() - m->t_start);
+    int i = (int)(sec % AERO_METRICS_WINDOW);
+    if (m->window_sec[i] != sec) {
+        m->window_sec[i] = sec;
+        m->window_tokens[i] = 0;
+    }
+    m->window_tokens[i] += n;
+}
+
+void aero_metrics_step(aero_metrics *m, int n_tokens, int n_gen, double secs, const aero_engine_stats *es) {
+    pthread_mutex_lock(&m->mu);
+    m->steps++;
+    m->batch_tokens += (uint64_t)n_tokens;
+    m->gen_tokens += (uint64_t)n_gen;
+    m->decode_s += secs;
+    if (es) m->engine = *es;
+    window_add(m, (uint64_t)n_gen);
+    pthread_mutex_unlock(&m->mu);
+}
+
+void aero_metrics_load(aero_metrics *m, int active, int queued, int slots) {
+    pthread_mutex_lock(&m->mu);
+    m->active = active;
+    m->queued = queued;
+    m->slots = slots;
+    pthread_mutex_unlock(&m->mu);
+}
+
+// Rate over the completed seconds of the window (the current, partial second is left out).
+static double rate_locked(aero_metrics *m) {
+    double now = aero_metrics_now() - m->t_start;
+    int64_t sec = (int64_t)now;
+    uint64_t sum = 0;
+    for (int i = 0; i < AERO_METRICS_WINDOW; i++)
+        if (m->window_sec[i] >= 0 && m->window_sec[i] < sec && m->window_sec[i] >= sec - (AERO_METRICS_WINDOW - 1))
+            sum += m->window_tokens[i];
+    double span = now < AERO_METRICS_WINDOW - 1 ? (double)sec : AERO_METRICS_WINDOW - 1;
+    return span > 0 ? (double)sum / span : 0.0;
+}
+
+double aero_metrics_rate(aero_metrics *m) {
+    pthread_mutex_lock(&m->mu);
+    double r = rate_locked(m);
+    pthread_mutex_unlock(&m->mu);
+    return r;
+}
+
+typedef struct {
+    char *buf;
+    size_t len, cap;
+    int oom;
+} sbuf;
+
+// printf into a growing buffer; remembers an allocation failure instead of crashing.
+static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sb_printf(sbuf *b, const char *fmt, ...) {
+    if (b->oom) return;
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(b->buf + b->len, b->cap - b->len, fmt, ap);
+        va_end(ap);
+        if (n < 0) return;
+        if ((size_t)n < b->cap - b->len) {
+            b->len += (size_t)n;
+            return;
+        }
+        size_t cap = (b->cap + (size_t)n) * 2;
+        char *nb = realloc(b->buf, cap);
+        if (!nb) {
+            b->oom = 1;
+            return;
+        }
+        b->buf = nb;
+        b->cap = cap;
+    }
+}
+
+// One metric with its HELP and TYPE lines.
+static void metric(sbuf *b, const char *name, const char *type, const char *help, double v) {
+    sb_printf(b, "# HELP %s %s\n# TYPE %s %s\n%s %.17g\n", name, help, name, type, name, v);
+}
+
+char *aero_metrics_render(aero_metrics *m, size_t *len) {
+    sbuf b = {malloc(4096), 0, 4096, 0};
+    if (!b.buf) return NULL;
+    b.buf[0] = 0;
+    pthread_mutex_lock(&m->mu);
+    aero_metrics c = *m; // consistent snapshot
+    double rate = rate_locked(m);
+    pthread_mutex_unlock(&m->mu);
+    sb_printf(&b, "# HELP aerollm_requests_total HTTP responses by status class.\n"
+                  "# TYPE aerollm_requests_total counter\n");
+    static const char *cls[] = {"", "1xx", "2xx", "3xx", "4xx", "5xx"};
+    for (int i = 2; i <= 5; i++) sb_printf(&b, "aerollm_requests_total{status=\"%s\"} %llu\n", cls[i],
+                                           (unsigned long long)c.requests[i]);
+    metric(&b, "aerollm_requests_cancelled_total", "counter", "Generations stopped because the client went away.",
+           (double)c.cancelled);
+    metric(&b, "aerollm_requests_active", "gauge", "Sequences being generated now.", c.active);
+    metric(&b, "aerollm_requests_queued", "gauge", "Requests waiting for a free sequence slot.", c.queued);
+    metric(&b, "aerollm_slots", "gauge", "Sequence slots (--parallel).", c.slots);
+    metric(&b, "aerollm_prompt_tokens_total", "counter", "Prompt tokens processed.", (double)c.prompt_tokens);
+    metric(&b, "aerollm_generation_tokens_total", "counter", "Tokens generated.", (double)c.gen_tokens);
+    metric(&b, "aerollm_tokens_per_second", "gauge", "Generated tokens per second over the last 10 seconds.", rate);
+    metric(&b, "aerollm_decode_steps_total", "counter", "Forward passes (each advances every active sequence).",
+           (double)c.steps);
+    metric(&b, "aerollm_batch_tokens_total", "counter", "Tokens carried by all forward passes.",
+           (double)c.batch_tokens);
+    metric(&b, "aerollm_decode_seconds_total", "counter", "Wall time spent in forward passes.", c.decode_s);
+    metric(&b, "aerollm_stream_bytes_total", "counter", "Weight bytes read from disk by the streamer.",
+           (double)c.engine.bytes_streamed);
+    metric(&b, "aerollm_stream_passes_total", "counter", "Passes over the weights.", (double)c.engine.passes);
+    metric(&b, "aerollm_stream_io_wait_seconds_total", "counter", "Time compute waited for weights (IO stall).",
+           c.engine.io_wait_s);
+    metric(&b, "aerollm_stream_io_busy_seconds_total", "counter", "Time IO threads spent reading weights.",
+           c.engine.io_busy_s);
+    metric(&b, "aerollm_draft_tokens_total", "counter", "Tokens proposed by the speculative drafter.",
+           (double)c.engine.draft_tokens);
+    metric(&b, "aerollm_draft_accepted_total", "counter", "Drafted tokens accepted by the target model.",
+           (double)c.engine.draft_accepted);
+    metric(&b, "aerollm_draft_acceptance_ratio", "gauge", "Accepted over proposed draft tokens.",
+           c.engine.draft_tokens ? (double)c.engine.draft_accepted / (double)c.engine.draft_tokens : 0.0);
+    metric(&b, "aerollm_uptime_seconds", "gauge", "Seconds since the server started.",
+           aero_metrics_now() - c.t_start);
+    if (b.oom) {
+        free(b.buf);
+        return NULL;
+    }
+    *len = b.len;
+    return b.buf;
+}

@@ -1,0 +1,576 @@
+#include "sched.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+enum { GEN_QUEUED, GEN_PREFILL, GEN_DECODE, GEN_DONE };
+
+struct aero_gen {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    atomic_int refs;
+    atomic_bool cancel;
+    aero_gen_params p;
+    // Published to readers under mu.
+    char *text;
+    size_t text_len, text_cap, released;
+    aero_oai_logprob *lp;
+    size_t *lp_end;          // text offset where each token's bytes end
+    int n_lp, lp_cap, lp_released;
+    int n_gen;
+    bool done;
+    aero_finish finish;
+    char error[256];
+    double t_submit, t_start, t_first, t_end;
+    // Scheduler thread only.
+    aero_gen *next;
+    int state, slot, n_fed, n_past;
+    uint64_t admit_order;
+    int32_t next_tok;
+    bool stopped;            // a stop string was found
+    aero_sampler *sampler;
+    aero_detok detok;
+    aero_stop stopm;
+};
+
+struct aero_sched {
+    aero_engine e;
+    aero_metrics *metrics;
+    pthread_t th;
+    bool started;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool stop;
+    aero_gen *qhead, *qtail;
+    int n_queued, max_queue;
+    // Scheduler thread only.
+    aero_gen **slots;
+    int n_active;
+    uint64_t admitted;
+    int32_t *tok, *pos, *seq;
+    uint8_t *want;
+    float *logits, *scratch;
+};
+
+const char *aero_finish_name(aero_finish f) {
+    switch (f) {
+    case AERO_FINISH_STOP: return "stop";
+    case AERO_FINISH_LENGTH: return "length";
+    case AERO_FINISH_CANCELLED: return "cancelled";
+    case AERO_FINISH_ERROR: return "error";
+    default: return "none";
+    }
+}
+
+// Frees what a generation's parameters own (used on every path that drops them).
+static void params_free(aero_gen_params *p) {
+    free(p->prompt);
+    for (int i = 0; i < p->n_stop; i++) free(p->stop[i]);
+    free(p->stop);
+    free(p->bias_id);
+    free(p->bias);
+    memset(p, 0, sizeof *p);
+}
+
+// Condition variables use the monotonic clock so waits survive wall-clock jumps.
+static void cond_init_mono(pthread_cond_t *cv) {
+    pthread_condattr_t a;
+    pthread_condattr_init(&a);
+    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+    pthread_cond_init(cv, &a);
+    pthread_condattr_destroy(&a);
+}
+
+aero_gen *aero_gen_new(aero_gen_params *p) {
+    aero_gen *g = calloc(1, sizeof *g);
+    if (!g) {
+        params_free(p);
+        return NULL;
+    }
+    g->p = *p;
+    memset(p, 0, sizeof *p);
+    if (g->p.top_logprobs > AERO_OAI_MAX_TOP) g->p.top_logprobs = AERO_OAI_MAX_TOP;
+    if (g->p.top_logprobs < 0) g->p.top_logprobs = 0;
+    pthread_mutex_init(&g->mu, NULL);
+    cond_init_mono(&g->cv);
+    atomic_init(&g->refs, 1);
+    atomic_init(&g->cancel, false);
+    g->slot = -1;
+    return g;
+}
+
+void aero_gen_unref(aero_gen *g) {
+    if (!g || atomic_fetch_sub(&g->refs, 1) != 1) return;
+    params_free(&g->p);
+    aero_sampler_free(g->sampler);
+    free(g->text);
+    free(g->lp);
+    free(g->lp_end);
+    pthread_mutex_destroy(&g->mu);
+    pthread_cond_destroy(&g->cv);
+    free(g);
+}
+
+void aero_gen_cancel(aero_gen *g) { atomic_store(&g->cancel, true); }
+
+// Absolute monotonic deadline timeout_ms from now.
+static struct timespec deadline_in(int timeout_ms) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += timeout_ms / 1000;
+    ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    return ts;
+}
+
+bool aero_gen_next(aero_gen *g, aero_gen_cursor *cur, int timeout_ms, aero_gen_delta *d) {
+    memset(d, 0, sizeof *d);
+    struct timespec dl = deadline_in(timeout_ms);
+    pthread_mutex_lock(&g->mu);
+    while (g->released <= cur->text && g->lp_released <= cur->lp && !g->done)
+        if (pthread_cond_timedwait(&g->cv, &g->mu, &dl) == ETIMEDOUT) break;
+    bool fresh = false;
+    if (g->released > cur->text) {
+        d->len = g->released - cur->text;
+        d->text = malloc(d->len + 1);
+        if (d->text) {
+            memcpy(d->text, g->text + cur->text, d->len);
+            d->text[d->len] = 0;
+            cur->text = g->released;
+            fresh = true;
+        } else {
+            d->len = 0;
+        }
+    }
+    if (g->lp_released > cur->lp) {
+        d->n_lp = g->lp_released - cur->lp;
+        d->lp = malloc((size_t)d->n_lp * sizeof *d->lp);
+        if (d->lp) {
+            memcpy(d->lp, g->lp + cur->lp, (size_t)d->n_lp * sizeof *d->lp);
+            cur->lp = g->lp_released;
+            fresh = true;
+        } else {
+            d->n_lp = 0;
+        }
+    }
+    // "done" only once everything has been taken, so a reader never drops the tail.
+    d->done = g->done && cur->text == g->released && cur->lp == g->lp_released;
+    fresh |= d->done;
+    d->finish = g->finish;
+    memcpy(d->error, g->error, sizeof d->error);
+    d->n_prompt = g->p.n_prompt;
+    d->n_gen = g->n_gen;
+    d->t_submit = g->t_submit;
+    d->t_start = g->t_start;
+    d->t_first = g->t_first;
+    d->t_end = g->t_end;
+    pthread_mutex_unlock(&g->mu);
+    return fresh;
+}
+
+void aero_gen_delta_free(aero_gen_delta *d) {
+    free(d->text);
+    free(d->lp);
+    d->text = NULL;
+    d->lp = NULL;
+}
+
+// ---- scheduler thread ----
+
+// Appends token bytes (and the token's logprob entry) to the published text; called with g->mu held.
+static bool append_locked(aero_gen *g, const char *bytes, size_t n, const aero_oai_logprob *lp) {
+    if (g->text_len + n + 1 > g->text_cap) {
+        size_t cap = g->text_cap ? g->text_cap : 256;
+        while (cap < g->text_len + n + 1) cap *= 2;
+        char *t = realloc(g->text, cap);
+        if (!t) return false;
+        g->text = t;
+        g->text_cap = cap;
+    }
+    memcpy(g->text + g->text_len, bytes, n);
+    g->text_len += n;
+    g->text[g->text_len] = 0;
+    if (lp) {
+        if (g->n_lp == g->lp_cap) {
+            int cap = g->lp_cap ? g->lp_cap * 2 : 64;
+            aero_oai_logprob *a = realloc(g->lp, (size_t)cap * sizeof *a);
+            if (!a) return false;
+            g->lp = a;
+            size_t *e = realloc(g->lp_end, (size_t)cap * sizeof *e);
+            if (!e) return false;
+            g->lp_end = e;
+            g->lp_cap = cap;
+        }
+        g->lp[g->n_lp] = *lp;
+        g->lp_end[g->n_lp] = g->text_len;
+        g->n_lp++;
+    }
+    return true;
+}
+
+// Makes text up to `upto` visible to readers, with the logprob entries of the tokens it completes.
+static void release_locked(aero_gen *g, size_t upto) {
+    if (upto > g->released) g->released = upto;
+    while (g->lp_released < g->n_lp && g->lp_end[g->lp_released] <= g->released) g->lp_released++;
+}
+
+// Ends a generation: frees its sequence at once, publishes the tail and wakes its reader.
+static void finish_gen(aero_sched *s, aero_gen *g, aero_finish f, const char *msg) {
+    if (g->slot >= 0) {
+        s->e.kv_drop(s->e.self, g->slot);
+        s->slots[g->slot] = NULL;
+        s->n_active--;
+        g->slot = -1;
+    }
+    char tail[64];
+    size_t n = 0;
+    if (g->state != GEN_QUEUED && !g->stopped && (f == AERO_FINISH_STOP || f == AERO_FINISH_LENGTH))
+        n = s->e.detok_flush(s->e.self, &g->detok, tail, sizeof tail);
+    g->state = GEN_DONE;
+    aero_sampler_free(g->sampler);
+    g->sampler = NULL;
+    pthread_mutex_lock(&g->mu);
+    if (n) append_locked(g, tail, n, NULL);
+    size_t cut = g->text_len, safe;
+    if (!g->stopped && g->p.n_stop && aero_stop_scan(&g->stopm, g->text, g->text_len, &cut, &safe))
+        f = AERO_FINISH_STOP;
+    if (g->stopped) cut = g->released;
+    g->text_len = cut;
+    if (g->text) g->text[cut] = 0;
+    release_locked(g, cut);
+    g->n_lp = g->lp_released;
+    g->done = true;
+    g->finish = f;
+    if (msg) snprintf(g->error, sizeof g->error, "%s", msg);
+    g->t_end = aero_metrics_now();
+    pthread_cond_broadcast(&g->cv);
+    pthread_mutex_unlock(&g->mu);
+    if (f == AERO_FINISH_CANCELLED && s->metrics) aero_metrics_cancelled(s->metrics);
+    aero_gen_unref(g);
+}
+
+// Log-probabilities of the sampled token and the most likely alternatives under the distribution sampled from.
+static void fill_logprobs(const float *logits, int n_vocab, int32_t tok, int n_top, aero_oai_logprob *out) {
+    float mx = -INFINITY;
+    for (int i = 0; i < n_vocab; i++)
+        if (logits[i] > mx) mx = logits[i];
+    double sum = 0;
+    for (int i = 0; i < n_vocab; i++) sum += exp((double)(logits[i] - mx));
+    double lse = (double)mx + log(sum);
+    out->id = tok;
+    out->logprob = (float)((double)logits[tok] - lse);
+    out->n_top = 0;
+    for (int i = 0; i < n_vocab && n_top > 0; i++) {
+        float v = logits[i];
+        int k = out->n_top;
+        if (k == n_top && v <= logits[out->top_id[k - 1]]) continue;
+        if (k < n_top) out->n_top++;
+        else k--;
+        while (k > 0 && logits[out->top_id[k - 1]] < v) {
+            out->top_id[k] = out->top_id[k - 1];
+            k--;
+        }
+        out->top_id[k] = i;
+    }
+    for (int k = 0; k < out->n_top; k++) out->top_lp[k] = (float)((double)logits[out->top_id[k]] - lse);
+}
+
+// Samples the next token of g from its logits row and publishes the text it adds; may finish g.
+static void advance(aero_sched *s, aero_gen *g, const float *row, int *n_gen_step) {
+    const aero_engine *e = &s->e;
+    const float *lg = row;
+    if (g->p.n_bias) {
+        memcpy(s->scratch, row, (size_t)e->n_vocab * sizeof *row);
+        for (int i = 0; i < g->p.n_bias; i++)
+            if (g->p.bias_id[i] >= 0 && g->p.bias_id[i] < e->n_vocab) s->scratch[g->p.bias_id[i]] += g->p.bias[i];
+        lg = s->scratch;
+    }
+    int32_t tok = aero_sampler_sample(g->sampler, lg);
+    double now = aero_metrics_now();
+    if (g->t_first == 0) {
+        pthread_mutex_lock(&g->mu);
+        g->t_first = now;
+        pthread_mutex_unlock(&g->mu);
+    }
+    if (e->is_eog(e->self, tok) && !g->p.ignore_eos) {
+        finish_gen(s, g, AERO_FINISH_STOP, NULL);
+        return;
+    }
+    aero_sampler_accept(g->sampler, tok);
+    (*n_gen_step)++;
+    aero_oai_logprob lp;
+    if (g->p.logprobs) fill_logprobs(lg, e->n_vocab, tok, g->p.top_logprobs, &lp);
+    char bytes[1024];
+    size_t n = e->detok_push(e->self, &g->detok, tok, bytes, sizeof bytes);
+    if (n > sizeof bytes) n = sizeof bytes;
+    pthread_mutex_lock(&g->mu);
+    g->n_gen++;
+    bool ok = append_locked(g, bytes, n, g->p.logprobs ? &lp : NULL);
+    size_t cut, safe = g->text_len;
+    if (ok && g->p.n_stop && aero_stop_scan(&g->stopm, g->text, g->text_len, &cut, &safe)) {
+        g->text_len = cut;
+        g->text[cut] = 0;
+        release_locked(g, cut);
+        g->stopped = true;
+    } else if (ok) {
+        release_locked(g, safe);
+    }
+    pthread_cond_broadcast(&g->cv);
+    pthread_mutex_unlock(&g->mu);
+    if (!ok) finish_gen(s, g, AERO_FINISH_ERROR, "out of memory while generating");
+    else if (g->stopped) finish_gen(s, g, AERO_FINISH_STOP, NULL);
+    else if (g->n_gen >= g->p.max_tokens || g->n_past >= e->n_ctx) finish_gen(s, g, AERO_FINISH_LENGTH, NULL);
+    else {
+        g->next_tok = tok;
+        g->state = GEN_DECODE;
+    }
+}
+
+// Moves queued requests into free slots (oldest first) and drops queued ones whose client left.
+static void admit(aero_sched *s) {
+    aero_gen *dropped = NULL;
+    pthread_mutex_lock(&s->mu);
+    aero_gen **pp = &s->qhead;
+    s->qtail = NULL;
+    while (*pp) {
+        aero_gen *g = *pp;
+        if (atomic_load(&g->cancel)) {
+            *pp = g->next;
+            s->n_queued--;
+            g->next = dropped;
+            dropped = g;
+            continue;
+        }
+        if (s->n_active < s->e.n_seq) {
+            *pp = g->next;
+            s->n_queued--;
+            int slot = 0;
+            while (s->slots[slot]) slot++;
+            s->slots[slot] = g;
+            s->n_active++;
+            g->slot = slot;
+            g->state = GEN_PREFILL;
+            g->admit_order = s->admitted++;
+            g->next = NULL;
+            continue;
+        }
+        s->qtail = g;
+        pp = &g->next;
+    }
+    if (s->metrics) aero_metrics_load(s->metrics, s->n_active, s->n_queued, s->e.n_seq);
+    pthread_mutex_unlock(&s->mu);
+    while (dropped) {
+        aero_gen *g = dropped;
+        dropped = g->next;
+        finish_gen(s, g, AERO_FINISH_CANCELLED, NULL);
+    }
+    // Set up the newly admitted outside the queue lock.
+    for (int i = 0; i < s->e.n_seq; i++) {
+        aero_gen *g = s->slots[i];
+        if (!g || g->state != GEN_PREFILL || g->sampler) continue;
+        g->sampler = aero_sampler_new(&g->p.sp, s->e.n_vocab);
+        s->e.kv_drop(s->e.self, i);
+        s->e.detok_init(s->e.self, &g->detok);
+        aero_stop_init(&g->stopm, (const char *const *)g->p.stop, g->p.n_stop);
+        pthread_mutex_lock(&g->mu);
+        g->t_start = aero_metrics_now();
+        pthread_mutex_unlock(&g->mu);
+        if (!g->sampler) finish_gen(s, g, AERO_FINISH_ERROR, "out of memory creating the sampler");
+        else if (s->metrics) aero_metrics_prompt(s->metrics, g->p.n_prompt);
+    }
+}
+
+// One step: every decoding sequence contributes its next token, prefills fill the rest of the batch.
+static void step(aero_sched *s) {
+    const aero_engine *e = &s->e;
+    for (int i = 0; i < e->n_seq; i++) {
+        aero_gen *g = s->slots[i];
+        if (g && atomic_load(&g->cancel)) finish_gen(s, g, AERO_FINISH_CANCELLED, NULL);
+    }
+    int n = 0;
+    for (int i = 0; i < e->n_seq; i++) {
+        aero_gen *g = s->slots[i];
+        if (!g || g->state != GEN_DECODE) continue;
+        s->tok[n] = g->next_tok;
+        s->pos[n] = g->n_past;
+        s->seq[n] = i;
+        s->want[n] = 1;
+        n++;
+    }
+    int budget = e->n_batch - n;
+    for (;;) { // prompt chunks, oldest request first
+        aero_gen *best = NULL;
+        for (int i = 0; i < e->n_seq; i++) {
+            aero_gen *g = s->slots[i];
+            if (g && g->state == GEN_PREFILL && g->n_fed < g->p.n_prompt && (!best || g->admit_order < best->admit_order))
+                best = g;
+        }
+        if (!best || budget <= 0) break;
+        int c = best->p.n_prompt - best->n_fed;
+        if (c > budget) c = budget;
+        for (int k = 0; k < c; k++) {
+            s->tok[n] = best->p.prompt[best->n_fed + k];
+            s->pos[n] = best->n_fed + k;
+            s->seq[n] = best->slot;
+            s->want[n] = 0;
+            n++;
+        }
+        best->n_fed += c;
+        if (best->n_fed == best->p.n_prompt) s->want[n - 1] = 1;
+        budget -= c;
+    }
+    if (n == 0) return;
+    aero_batch b = {.n = n, .tokens = s->tok, .pos = s->pos, .seq = s->seq, .mask = NULL, .want_logits = s->want};
+    aero_error err = {0};
+    double t0 = aero_metrics_now();
+    aero_status st = e->decode(e->self, &b, s->logits, &err);
+    double dt = aero_metrics_now() - t0;
+    int n_gen = 0;
+    if (st != AERO_OK) {
+        char msg[600];
+        snprintf(msg, sizeof msg, "forward pass failed: %s", err.msg);
+        for (int i = 0; i < n; i++) {
+            aero_gen *g = s->slots[s->seq[i]];
+            if (g) finish_gen(s, g, AERO_FINISH_ERROR, msg);
+        }
+    } else {
+        for (int i = 0; i < n; i++) s->slots[s->seq[i]]->n_past++;
+        int row = 0;
+        for (int i = 0; i < n; i++) {
+            if (!s->want[i]) continue;
+            aero_gen *g = s->slots[s->seq[i]];
+            if (g) advance(s, g, s->logits + (size_t)row * e->n_vocab, &n_gen);
+            row++;
+        }
+    }
+    if (s->metrics) {
+        aero_engine_stats es = {0};
+        if (e->stats) e->stats(e->self, &es);
+        aero_metrics_step(s->metrics, n, n_gen, dt, e->stats ? &es : NULL);
+    }
+}
+
+static void *sched_main(void *arg) {
+    aero_sched *s = arg;
+    for (;;) {
+        pthread_mutex_lock(&s->mu);
+        while (!s->stop && s->n_active == 0 && !s->qhead) pthread_cond_wait(&s->cv, &s->mu);
+        bool stop = s->stop;
+        pthread_mutex_unlock(&s->mu);
+        if (stop) break;
+        admit(s);
+        step(s);
+        if (s->metrics) {
+            pthread_mutex_lock(&s->mu);
+            aero_metrics_load(s->metrics, s->n_active, s->n_queued, s->e.n_seq);
+            pthread_mutex_unlock(&s->mu);
+        }
+    }
+    return NULL;
+}
+
+aero_status aero_sched_new(aero_sched **out, const aero_engine *e, int max_queue, aero_metrics *metrics,
+                           aero_error *err) {
+    *out = NULL;
+    if (e->n_seq < 1 || e->n_vocab < 1 || e->n_ctx < 2)
+        return aero_fail(err, AERO_ERR_INVALID, "scheduler: bad engine shape (n_seq %d, n_vocab %d, n_ctx %d)",
+                         e->n_seq, e->n_vocab, e->n_ctx);
+    aero_sched *s = calloc(1, sizeof *s);
+    if (!s) return aero_fail(err, AERO_ERR_NOMEM, "scheduler: out of memory");
+    s->e = *e;
+    if (s->e.n_batch < s->e.n_seq) s->e.n_batch = s->e.n_seq;
+    s->metrics = metrics;
+    s->max_queue = max_queue < 0 ? 0 : max_queue;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    size_t nb = (size_t)s->e.n_batch;
+    s->slots = calloc((size_t)e->n_seq, sizeof *s->slots);
+    s->tok = malloc(nb * sizeof *s->tok);
+    s->pos = malloc(nb * sizeof *s->pos);
+    s->seq = malloc(nb * sizeof *s->seq);
+    s->want = malloc(nb);
+    s->logits = malloc((size_t)e->n_seq * (size_t)e->n_vocab * sizeof *s->logits);
+    s->scratch = malloc((size_t)e->n_vocab * sizeof *s->scratch);
+    if (!s->slots || !s->tok || !s->pos || !s->seq || !s->want || !s->logits || !s->scratch) {
+        aero_sched_free(s);
+        return aero_fail(err, AERO_ERR_NOMEM, "scheduler: out of memory for batch buffers (%d x %d logits)",
+                         e->n_seq, e->n_vocab);
+    }
+    if (pthread_create(&s->th, NULL, sched_main, s) != 0) {
+        aero_sched_free(s);
+        return aero_fail(err, AERO_ERR_NOMEM, "scheduler: cannot start its thread");
+    }
+    s->started = true;
+    if (metrics) aero_metrics_load(metrics, 0, 0, e->n_seq);
+    *out = s;
+    return AERO_OK;
+}
+
+void aero_sched_free(aero_sched *s) {
+    if (!s) return;
+    pthread_mutex_lock(&s->mu);
+    s->stop = true;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    if (s->started) pthread_join(s->th, NULL);
+    while (s->qhead) {
+        aero_gen *g = s->qhead;
+        s->qhead = g->next;
+        finish_gen(s, g, AERO_FINISH_ERROR, "the server is shutting down");
+    }
+    for (int i = 0; s->slots && i < s->e.n_seq; i++)
+        if (s->slots[i]) finish_gen(s, s->slots[i], AERO_FINISH_ERROR, "the server is shutting down");
+    free(s->slots);
+    free(s->tok);
+    free(s->pos);
+    free(s->seq);
+    free(s->want);
+    free(s->logits);
+    free(s->scratch);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cv);
+    free(s);
+}
+
+aero_status aero_sched_submit(aero_sched *s, aero_gen *g, aero_error *err) {
+    if (g->p.n_prompt < 1 || g->p.n_prompt >= s->e.n_ctx)
+        return aero_fail(err, AERO_ERR_INVALID, "the prompt has %d tokens; this context holds %d (prompt + output)",
+                         g->p.n_prompt, s->e.n_ctx);
+    if (g->p.max_tokens < 1) return aero_fail(err, AERO_ERR_INVALID, "max_tokens must be at least 1");
+    pthread_mutex_lock(&s->mu);
+    if (s->stop) {
+        pthread_mutex_unlock(&s->mu);
+        return aero_fail(err, AERO_ERR_IO, "the server is shutting down");
+    }
+    if (s->n_queued >= s->max_queue) {
+        int q = s->n_queued;
+        pthread_mutex_unlock(&s->mu);
+        return aero_fail(err, AERO_ERR_RANGE, "the server is busy: %d requests are already waiting; retry later", q);
+    }
+    atomic_fetch_add(&g->refs, 1);
+    g->state = GEN_QUEUED;
+    g->next = NULL;
+    g->t_submit = aero_metrics_now();
+    if (s->qtail) s->qtail->next = g;
+    else s->qhead = g;
+    s->qtail = g;
+    s->n_queued++;
+    if (s->metrics) aero_metrics_load(s->metrics, s->n_active, s->n_queued, s->e.n_seq);
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    return AERO_OK;
+}
+
+void aero_sched_poke(aero_sched *s) {
+    pthread_mutex_lock(&s->mu);
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+const aero_engine *aero_sched_engine(const aero_sched *s) { return &s->e; }

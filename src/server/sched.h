@@ -1,0 +1,110 @@
+// The request scheduler: one thread owns the model context and runs a step loop with continuous batching.
+// Each step builds ONE batch holding the next token of every generating sequence plus prompt chunks of newly
+// admitted requests, runs one forward pass (one pass over possibly streamed weights advances everyone), then
+// samples, detokenizes, matches stop strings and publishes text to each request. HTTP threads submit
+// generations into a bounded queue and read their output through aero_gen_next.
+#ifndef AERO_SERVER_SCHED_H
+#define AERO_SERVER_SCHED_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../core/status.h"
+#include "../model/model.h"
+#include "../sample/sample.h"
+#include "../tokenizer/tokenizer.h"
+#include "metrics.h"
+#include "oai.h"
+#include "stop.h"
+
+// What the scheduler needs from a model: a batched forward pass over a multi-sequence KV cache, the
+// end-of-generation test and streaming detokenization. The server wraps aero_model/aero_ctx in one; unit
+// tests use a small deterministic fake.
+typedef struct {
+    void *self;
+    int n_vocab;
+    int n_ctx;    // KV capacity per sequence
+    int n_seq;    // sequence slots
+    int n_batch;  // most tokens per forward pass (>= n_seq)
+    aero_status (*decode)(void *self, const aero_batch *b, float *logits, aero_error *err);
+    void (*kv_drop)(void *self, int seq);
+    bool (*is_eog)(void *self, int32_t tok);
+    void (*detok_init)(void *self, aero_detok *d);
+    size_t (*detok_push)(void *self, aero_detok *d, int32_t tok, char *out, size_t cap);
+    size_t (*detok_flush)(void *self, aero_detok *d, char *out, size_t cap);
+    void (*stats)(void *self, aero_engine_stats *out); // may be NULL
+} aero_engine;
+
+typedef enum {
+    AERO_FINISH_NONE = 0,
+    AERO_FINISH_STOP,      // end-of-generation token or a stop string
+    AERO_FINISH_LENGTH,    // max_tokens or the context is full
+    AERO_FINISH_CANCELLED, // the client went away
+    AERO_FINISH_ERROR,     // the forward pass failed or the server is shutting down
+} aero_finish;
+
+const char *aero_finish_name(aero_finish f); // "stop", "length", ...
+
+typedef struct {
+    int32_t *prompt;        // malloc'ed; the generation takes ownership
+    int n_prompt;           // >= 1 and < n_ctx
+    int max_tokens;         // >= 1
+    aero_sampler_params sp;
+    char **stop;            // malloc'ed array of malloc'ed strings; owned
+    int n_stop;
+    bool logprobs;
+    int top_logprobs;       // 0..AERO_OAI_MAX_TOP
+    bool ignore_eos;
+    int n_bias;             // logit_bias entries (owned arrays)
+    int32_t *bias_id;
+    float *bias;
+} aero_gen_params;
+
+typedef struct aero_gen aero_gen;
+
+// Takes ownership of p's arrays (also on failure). NULL when out of memory.
+aero_gen *aero_gen_new(aero_gen_params *p);
+void aero_gen_unref(aero_gen *g);
+// Asks the scheduler to stop this generation and free its sequence at the next step.
+void aero_gen_cancel(aero_gen *g);
+
+typedef struct {
+    size_t text; // bytes of text already taken
+    int lp;      // logprob entries already taken
+} aero_gen_cursor;
+
+typedef struct {
+    char *text;             // new text (malloc'ed, NUL-terminated) or NULL
+    size_t len;
+    aero_oai_logprob *lp;   // new logprob entries (malloc'ed) or NULL
+    int n_lp;
+    bool done;
+    aero_finish finish;
+    char error[256];
+    int n_prompt, n_gen;
+    double t_submit, t_start, t_first, t_end; // monotonic seconds; 0 until reached
+} aero_gen_delta;
+
+// Waits up to timeout_ms for output past cur or the end; fills d with what is new and advances cur. Returns
+// false when nothing new arrived (timeout). Free d with aero_gen_delta_free.
+bool aero_gen_next(aero_gen *g, aero_gen_cursor *cur, int timeout_ms, aero_gen_delta *d);
+void aero_gen_delta_free(aero_gen_delta *d);
+
+typedef struct aero_sched aero_sched;
+
+// Starts the scheduler thread over engine e (copied). max_queue bounds waiting requests.
+aero_status aero_sched_new(aero_sched **out, const aero_engine *e, int max_queue, aero_metrics *metrics,
+                           aero_error *err);
+// Stops the thread; every queued or running generation ends with AERO_FINISH_ERROR.
+void aero_sched_free(aero_sched *s);
+// Queues g (the scheduler takes its own reference). AERO_ERR_RANGE when the queue is full, AERO_ERR_INVALID
+// when the prompt cannot fit the context, AERO_ERR_IO when the scheduler has stopped.
+aero_status aero_sched_submit(aero_sched *s, aero_gen *g, aero_error *err);
+// Wakes the scheduler so it notices a cancellation while otherwise idle.
+void aero_sched_poke(aero_sched *s);
+const aero_engine *aero_sched_engine(const aero_sched *s);
+
+#endif
