@@ -86,6 +86,7 @@ int aero_cmd_bench(int argc, char **argv) {
     }
     n_gen = o.n_predict == 128 ? n_gen : o.n_predict;
     if (n_gen < 1) return cli_fail("bench", "-n expects a positive token count");
+    if (o.draft) return cli_bench_spec(&o, n_prompt, n_gen);
     if (o.n_ctx == 0) o.n_ctx = n_prompt + n_gen + 8;
     cli_engine e;
     if (cli_engine_open(&e, &o, "bench")) return 1;

@@ -3,6 +3,7 @@
 #include <stdio.h>
 
 #include "cli.h"
+#include "common.h"
 
 #define PENDING(fn, name)                                                                       \
     __attribute__((weak)) int fn(int argc, char **argv) {                                       \
@@ -21,3 +22,8 @@ PENDING(aero_cmd_template, "template")
 PENDING(aero_cmd_chat, "chat")
 PENDING(aero_cmd_perplexity, "perplexity")
 PENDING(aero_cmd_repack, "repack")
+__attribute__((weak)) int cli_bench_spec(const cli_opts *o, int n_prompt, int n_gen) {
+    (void)o, (void)n_prompt, (void)n_gen;
+    fprintf(stderr, "aerollm bench: --draft not built yet\n");
+    return 1;
+}

@@ -217,17 +217,6 @@ static void emit(aero_detok *d, int32_t tok, FILE *out) {
     fflush(out);
 }
 
-// Prints per-pass streaming statistics (bytes, IO, compute, waits) to stderr.
-static void print_stream_stats(aero_model *m) {
-    aero_stream_stats s;
-    aero_stream_get_stats(aero_model_stream(m), &s);
-    double gbs = s.io_busy_s > 0 ? s.bytes_streamed / s.io_busy_s / 1e9 : 0;
-    fprintf(stderr, "stream: %llu passes, %.1f MB streamed (%.1f MB/pass), IO busy %.3f s (%.2f GB/s), compute %.3f s, "
-            "waited for IO %.3f s\n",
-            (unsigned long long)s.passes, s.bytes_streamed / 1e6, s.passes ? s.bytes_streamed / 1e6 / s.passes : 0,
-            s.io_busy_s, gbs, s.compute_s, s.wait_s);
-}
-
 int cli_generate(cli_engine *e, const cli_opts *o, FILE *out) {
     const char *cmd = "run";
     char *prompt = cli_read_prompt(o, cmd);
@@ -321,7 +310,7 @@ int cli_generate(cli_engine *e, const cli_opts *o, FILE *out) {
             " | stop: %s\n",
             e->load_s, n_ids, t1 - t0, n_ids / (t1 - t0 > 0 ? t1 - t0 : 1e-9), n_gen, t2 - t1,
             n_gen / (t2 - t1 > 0 ? t2 - t1 : 1e-9), stop_reason);
-    if (o->stats) print_stream_stats(e->model);
+    if (o->stats) aero_stream_print_stats(aero_model_stream(e->model), stderr);
     rc = 0;
 done:
     free(logits);

@@ -53,4 +53,7 @@ char *cli_read_prompt(const cli_opts *o, const char *cmd);
 // Tokenizes, prefills, generates and streams text to out; timings (and --stats) to stderr. Exit code.
 int cli_generate(cli_engine *e, const cli_opts *o, FILE *out);
 
+// `aerollm bench --draft ...`: speculative decoding measurements (spec engineer's file bench_spec.c).
+int cli_bench_spec(const cli_opts *o, int n_prompt, int n_gen);
+
 #endif

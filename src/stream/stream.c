@@ -142,3 +142,8 @@ aero_status aero_stream_embed_rows(aero_stream *s, const int32_t *rows, int n, f
 void aero_stream_get_stats(const aero_stream *s, aero_stream_stats *out) { *out = s->stats; }
 void aero_stream_reset_stats(aero_stream *s) { memset(&s->stats, 0, sizeof s->stats); }
 uint64_t aero_stream_weight_bytes_held(const aero_stream *s) { return s->held; }
+
+void aero_stream_print_stats(aero_stream *s, FILE *f) {
+    fprintf(f, "stream: %llu passes, all weights resident (%.1f MB)\n", (unsigned long long)s->stats.passes,
+            s->held / 1e6);
+}

@@ -7,6 +7,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "../core/status.h"
 #include "../core/util.h"
@@ -59,5 +60,7 @@ aero_status aero_stream_embed_rows(aero_stream *s, const int32_t *rows, int n, f
 void aero_stream_get_stats(const aero_stream *s, aero_stream_stats *out);
 void aero_stream_reset_stats(aero_stream *s);
 uint64_t aero_stream_weight_bytes_held(const aero_stream *s); // current bytes of weights in RAM
+// Prints the --stats report (per pass: bytes streamed, IO busy, compute, IO wait, GB/s, disk floor) to f.
+void aero_stream_print_stats(aero_stream *s, FILE *f);
 
 #endif
