@@ -376,7 +376,7 @@ static void admit(aero_sched *s) {
         if (!g || g->state != GEN_PREFILL || g->sampler) continue;
         g->sampler = aero_sampler_new(&g->p.sp, s->e.n_vocab);
         s->e.kv_drop(s->e.self, i);
-        s->e.detok_init(s->e.self, &g->detok);
+        s->e.detok_init(s->e.self, &g->detok, g->p.detok_first);
         aero_stop_init(&g->stopm, (const char *const *)g->p.stop, g->p.n_stop);
         pthread_mutex_lock(&g->mu);
         g->t_start = aero_metrics_now();

@@ -32,7 +32,8 @@ typedef struct {
     aero_status (*decode)(void *self, const aero_batch *b, float *logits, aero_error *err);
     void (*kv_drop)(void *self, int seq);
     bool (*is_eog)(void *self, int32_t tok);
-    void (*detok_init)(void *self, aero_detok *d);
+    // first: the output starts right after BOS (SPM drops the leading space of the first piece)
+    void (*detok_init)(void *self, aero_detok *d, bool first);
     size_t (*detok_push)(void *self, aero_detok *d, int32_t tok, char *out, size_t cap);
     size_t (*detok_flush)(void *self, aero_detok *d, char *out, size_t cap);
     void (*stats)(void *self, aero_engine_stats *out); // may be NULL
@@ -58,6 +59,7 @@ typedef struct {
     bool logprobs;
     int top_logprobs;       // 0..AERO_OAI_MAX_TOP
     bool ignore_eos;
+    bool detok_first;       // the prompt is only BOS: generated text starts a document
     int n_bias;             // logit_bias entries (owned arrays)
     int32_t *bias_id;
     float *bias;

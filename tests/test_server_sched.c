@@ -1,0 +1,319 @@
+// The scheduler against a deterministic fake engine: continuous batching must be invisible (every request's
+// output alone equals its output among others, with chunked prefill), stop strings, max_tokens, the context
+// limit, logprobs, logit bias, seeds, cancellation freeing the sequence, the bounded queue and shutdown.
+#include <pthread.h>
+#include <string.h>
+
+#include "check.h"
+#include "server/sched.h"
+
+#define V 32
+#define MAXSEQ 8
+static const char ALPHA[] = "abcdefghijklmnopqrstuvwxyz .,!?"; // token v >= 1 prints ALPHA[v-1]
+
+typedef struct {
+    int n_ctx;
+    uint64_t h[MAXSEQ];
+    int len[MAXSEQ];
+    int drops[MAXSEQ];
+    int max_batch, bad_pos;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool gate_closed;
+    int in_decode;
+} fake;
+
+static uint64_t mix(uint64_t x) {
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+// Logits depend on the whole history of the sequence, so any mix-up of sequences or positions shows.
+static aero_status fake_decode(void *self, const aero_batch *b, float *logits, aero_error *err) {
+    fake *f = self;
+    pthread_mutex_lock(&f->mu);
+    f->in_decode++;
+    pthread_cond_broadcast(&f->cv);
+    while (f->gate_closed) pthread_cond_wait(&f->cv, &f->mu);
+    f->in_decode--;
+    if (b->n > f->max_batch) f->max_batch = b->n;
+    pthread_mutex_unlock(&f->mu);
+    int row = 0;
+    for (int i = 0; i < b->n; i++) {
+        int s = b->seq[i];
+        if (b->pos[i] != f->len[s]) {
+            f->bad_pos++;
+            return aero_fail(err, AERO_ERR_INVALID, "seq %d: pos %d but %d cached", s, b->pos[i], f->len[s]);
+        }
+        if (f->len[s] >= f->n_ctx) return aero_fail(err, AERO_ERR_RANGE, "context full");
+        f->h[s] = mix(f->h[s] ^ (uint64_t)b->tokens[i]);
+        f->len[s]++;
+        if (!b->want_logits[i]) continue;
+        float *l = logits + (size_t)row++ * V;
+        for (int v = 0; v < V; v++) l[v] = (float)(mix(f->h[s] + (uint64_t)v) % 10000) / 1000.0f;
+        l[0] -= 2.0f; // end-of-generation is rarer
+    }
+    return AERO_OK;
+}
+static void fake_drop(void *self, int seq) {
+    fake *f = self;
+    f->h[seq] = 0;
+    f->len[seq] = 0;
+    f->drops[seq]++;
+}
+static bool fake_eog(void *self, int32_t t) { return t == 0; }
+static void fake_detok_init(void *self, aero_detok *d, bool first) { memset(d, 0, sizeof *d); }
+static size_t fake_push(void *self, aero_detok *d, int32_t t, char *out, size_t cap) {
+    if (t <= 0 || t >= V) return 0;
+    out[0] = ALPHA[t - 1];
+    return 1;
+}
+static size_t fake_flush(void *self, aero_detok *d, char *out, size_t cap) { return 0; }
+
+static fake F;
+static aero_metrics M;
+
+static aero_sched *start(int n_seq, int n_ctx, int n_batch, int max_queue) {
+    memset(&F, 0, sizeof F);
+    pthread_mutex_init(&F.mu, NULL);
+    pthread_cond_init(&F.cv, NULL);
+    F.n_ctx = n_ctx;
+    aero_engine e = {.self = &F, .n_vocab = V, .n_ctx = n_ctx, .n_seq = n_seq, .n_batch = n_batch,
+                     .decode = fake_decode, .kv_drop = fake_drop, .is_eog = fake_eog, .detok_init = fake_detok_init,
+                     .detok_push = fake_push, .detok_flush = fake_flush};
+    aero_sched *s;
+    aero_error err = {0};
+    CHECK(aero_sched_new(&s, &e, max_queue, &M, &err) == AERO_OK);
+    return s;
+}
+
+static void gate(bool closed) {
+    pthread_mutex_lock(&F.mu);
+    F.gate_closed = closed;
+    pthread_cond_broadcast(&F.cv);
+    pthread_mutex_unlock(&F.mu);
+}
+
+static void wait_in_decode(void) {
+    pthread_mutex_lock(&F.mu);
+    while (F.in_decode == 0) pthread_cond_wait(&F.cv, &F.mu);
+    pthread_mutex_unlock(&F.mu);
+}
+
+typedef struct {
+    int n_prompt, max_tokens, seed_tok, n_stop, top;
+    float temp;
+    uint64_t seed;
+    const char *stop;
+    bool ignore_eos, logprobs;
+    int bias_tok;
+} spec;
+
+static aero_gen *make(const spec *sp) {
+    aero_gen_params p = {0};
+    p.n_prompt = sp->n_prompt;
+    p.prompt = malloc(sizeof(int32_t) * (size_t)sp->n_prompt);
+    for (int i = 0; i < sp->n_prompt; i++) p.prompt[i] = 1 + (sp->seed_tok * 7 + i * 3) % (V - 1);
+    p.max_tokens = sp->max_tokens;
+    p.sp.temp = sp->temp;
+    p.sp.top_p = 1.0f;
+    p.sp.repeat_penalty = 1.0f;
+    p.sp.seed = sp->seed;
+    p.ignore_eos = sp->ignore_eos;
+    p.logprobs = sp->logprobs;
+    p.top_logprobs = sp->top;
+    if (sp->stop) {
+        p.stop = malloc(sizeof(char *));
+        p.stop[0] = strdup(sp->stop);
+        p.n_stop = 1;
+    }
+    if (sp->bias_tok) {
+        p.n_bias = 1;
+        p.bias_id = malloc(sizeof(int32_t));
+        p.bias = malloc(sizeof(float));
+        p.bias_id[0] = sp->bias_tok;
+        p.bias[0] = 100.0f;
+    }
+    return aero_gen_new(&p);
+}
+
+typedef struct {
+    char text[4096];
+    size_t len;
+    aero_finish finish;
+    int n_gen, n_lp;
+    aero_oai_logprob lp[512];
+} result;
+
+// Reads a generation to its end the way an HTTP thread does.
+static void collect(aero_gen *g, result *r) {
+    memset(r, 0, sizeof *r);
+    aero_gen_cursor cur = {0};
+    for (int spins = 0; spins < 2000; spins++) {
+        aero_gen_delta d;
+        aero_gen_next(g, &cur, 100, &d);
+        if (d.len && r->len + d.len < sizeof r->text) {
+            memcpy(r->text + r->len, d.text, d.len);
+            r->len += d.len;
+        }
+        for (int i = 0; i < d.n_lp && r->n_lp < 512; i++) r->lp[r->n_lp++] = d.lp[i];
+        bool done = d.done;
+        r->finish = d.finish;
+        r->n_gen = d.n_gen;
+        aero_gen_delta_free(&d);
+        if (done) return;
+    }
+    CHECKF(0, "generation did not finish");
+}
+
+static void run_one(aero_sched *s, const spec *sp, result *r) {
+    aero_gen *g = make(sp);
+    aero_error err = {0};
+    CHECK(aero_sched_submit(s, g, &err) == AERO_OK);
+    collect(g, r);
+    aero_gen_unref(g);
+}
+
+static void test_batch_invariance(void) {
+    aero_sched *s = start(4, 256, 8, 16);
+    spec specs[8];
+    result solo[8], batched[8];
+    for (int i = 0; i < 8; i++) {
+        specs[i] = (spec){.n_prompt = 3 + i * 5, .max_tokens = 20 + i, .seed_tok = i, .temp = 0};
+        run_one(s, &specs[i], &solo[i]);
+        CHECK(solo[i].len > 0);
+    }
+    aero_gen *g[8];
+    aero_error err = {0};
+    for (int i = 0; i < 8; i++) {
+        g[i] = make(&specs[i]);
+        CHECK(aero_sched_submit(s, g[i], &err) == AERO_OK);
+    }
+    for (int i = 7; i >= 0; i--) collect(g[i], &batched[i]); // read in another order than submitted
+    int distinct = 0;
+    for (int i = 0; i < 8; i++) {
+        CHECKF(batched[i].len == solo[i].len && !memcmp(batched[i].text, solo[i].text, solo[i].len),
+               "request %d: solo '%.*s' vs batched '%.*s'", i, (int)solo[i].len, solo[i].text, (int)batched[i].len,
+               batched[i].text);
+        CHECK(batched[i].finish == solo[i].finish);
+        CHECK(batched[i].finish == AERO_FINISH_STOP || batched[i].n_gen == specs[i].max_tokens);
+        distinct += i > 0 && strcmp(solo[i].text, solo[i - 1].text) != 0;
+        aero_gen_unref(g[i]);
+    }
+    CHECK(distinct >= 6);
+    CHECK(F.bad_pos == 0);
+    CHECK(F.max_batch <= 8 && F.max_batch >= 4); // several sequences shared passes, within n_batch
+    aero_sched_free(s);
+}
+
+static void test_limits(void) {
+    aero_sched *s = start(2, 64, 16, 4);
+    result r;
+    // max_tokens
+    run_one(s, &(spec){.n_prompt = 4, .max_tokens = 7, .ignore_eos = true}, &r);
+    CHECK(r.finish == AERO_FINISH_LENGTH && r.n_gen == 7);
+    // context: 60 prompt tokens in a 64-token context leave room for 5 generated tokens
+    run_one(s, &(spec){.n_prompt = 60, .max_tokens = 100, .ignore_eos = true}, &r);
+    CHECK(r.finish == AERO_FINISH_LENGTH && r.n_gen == 5);
+    // prompt that does not fit is refused at submit
+    aero_gen *g = make(&(spec){.n_prompt = 64, .max_tokens = 1});
+    aero_error err = {0};
+    CHECK(aero_sched_submit(s, g, &err) == AERO_ERR_INVALID && strstr(err.msg, "64 tokens"));
+    aero_gen_unref(g);
+    // stop string: output is the solo text cut before the first occurrence
+    result base;
+    spec sp = {.n_prompt = 5, .max_tokens = 40, .ignore_eos = true, .seed_tok = 3};
+    run_one(s, &sp, &base);
+    CHECK(base.len == 40);
+    char stop[4];
+    memcpy(stop, base.text + 20, 3);
+    stop[3] = 0;
+    size_t at = (size_t)(strstr(base.text, stop) - base.text);
+    sp.stop = stop;
+    run_one(s, &sp, &r);
+    CHECKF(r.finish == AERO_FINISH_STOP && r.len == at && !memcmp(r.text, base.text, at),
+           "stop '%s': got '%.*s' want '%.*s'", stop, (int)r.len, r.text, (int)at, base.text);
+    // logprobs: greedy picks the most likely token; entries match the text
+    run_one(s, &(spec){.n_prompt = 5, .max_tokens = 12, .ignore_eos = true, .logprobs = true, .top = 5}, &r);
+    CHECK(r.n_lp == 12);
+    for (int i = 0; i < r.n_lp; i++) {
+        CHECK(r.lp[i].n_top == 5 && r.lp[i].top_id[0] == r.lp[i].id && r.lp[i].logprob <= 0.0f);
+        CHECK(r.lp[i].top_lp[0] >= r.lp[i].top_lp[1] && r.lp[i].top_lp[3] >= r.lp[i].top_lp[4]);
+        CHECK(ALPHA[r.lp[i].id - 1] == r.text[i]);
+    }
+    // logit bias forces a token
+    run_one(s, &(spec){.n_prompt = 5, .max_tokens = 10, .bias_tok = 5, .temp = 1.0f, .seed = 3}, &r);
+    CHECK(r.len == 10 && !strcmp(r.text, "eeeeeeeeee"));
+    // seeds: same seed, same text; another seed, other text
+    result a, b, c;
+    run_one(s, &(spec){.n_prompt = 5, .max_tokens = 30, .ignore_eos = true, .temp = 1.0f, .seed = 7}, &a);
+    run_one(s, &(spec){.n_prompt = 5, .max_tokens = 30, .ignore_eos = true, .temp = 1.0f, .seed = 7}, &b);
+    run_one(s, &(spec){.n_prompt = 5, .max_tokens = 30, .ignore_eos = true, .temp = 1.0f, .seed = 8}, &c);
+    CHECK(!strcmp(a.text, b.text) && strcmp(a.text, c.text) != 0);
+    aero_sched_free(s);
+}
+
+static void test_cancel_queue_shutdown(void) {
+    aero_sched *s = start(1, 4096, 16, 2);
+    aero_error err = {0};
+    // a cancelled generation frees its sequence at once and the next request runs
+    aero_gen *g = make(&(spec){.n_prompt = 4, .max_tokens = 4000, .ignore_eos = true});
+    CHECK(aero_sched_submit(s, g, &err) == AERO_OK);
+    aero_gen_cursor cur = {0};
+    aero_gen_delta d;
+    while (aero_gen_next(g, &cur, 1000, &d), aero_gen_delta_free(&d), cur.text == 0) {}
+    int drops = F.drops[0];
+    aero_gen_cancel(g);
+    aero_sched_poke(s);
+    result r;
+    collect(g, &r);
+    CHECK(r.finish == AERO_FINISH_CANCELLED && r.n_gen < 4000);
+    CHECK(F.drops[0] > drops);
+    aero_gen_unref(g);
+    run_one(s, &(spec){.n_prompt = 4, .max_tokens = 3, .ignore_eos = true}, &r);
+    CHECK(r.finish == AERO_FINISH_LENGTH && r.len == 3);
+
+    // bounded queue: one running (held in the forward pass), two waiting, the fourth refused
+    gate(true);
+    aero_gen *q[4];
+    for (int i = 0; i < 4; i++) q[i] = make(&(spec){.n_prompt = 4, .max_tokens = 3, .ignore_eos = true});
+    CHECK(aero_sched_submit(s, q[0], &err) == AERO_OK);
+    wait_in_decode();
+    CHECK(aero_sched_submit(s, q[1], &err) == AERO_OK);
+    CHECK(aero_sched_submit(s, q[2], &err) == AERO_OK);
+    CHECK(aero_sched_submit(s, q[3], &err) == AERO_ERR_RANGE && strstr(err.msg, "busy"));
+    aero_gen_cancel(q[2]); // a queued request whose client left never runs
+    gate(false);
+    for (int i = 0; i < 3; i++) {
+        collect(q[i], &r);
+        CHECK(r.finish == (i == 2 ? AERO_FINISH_CANCELLED : AERO_FINISH_LENGTH));
+        CHECK(i == 2 ? r.n_gen == 0 : r.len == 3);
+    }
+    for (int i = 0; i < 4; i++) aero_gen_unref(q[i]);
+
+    // shutdown ends a running generation with an error, and the reader still gets its end
+    g = make(&(spec){.n_prompt = 4, .max_tokens = 4000, .ignore_eos = true});
+    CHECK(aero_sched_submit(s, g, &err) == AERO_OK);
+    cur = (aero_gen_cursor){0};
+    while (aero_gen_next(g, &cur, 1000, &d), aero_gen_delta_free(&d), cur.text == 0) {}
+    aero_sched_free(s);
+    collect(g, &r);
+    CHECK(r.finish == AERO_FINISH_ERROR);
+    aero_gen_unref(g);
+}
+
+int main(void) {
+    aero_metrics_init(&M);
+    test_batch_invariance();
+    test_limits();
+    test_cancel_queue_shutdown();
+    size_t len;
+    char *txt = aero_metrics_render(&M, &len);
+    CHECK(txt && strstr(txt, "aerollm_generation_tokens_total ") && strstr(txt, "# TYPE aerollm_requests_active gauge"));
+    CHECK(M.gen_tokens > 100 && M.cancelled >= 2);
+    free(txt);
+    aero_metrics_destroy(&M);
+    return check_done("test_server_sched");
+}
