@@ -118,9 +118,17 @@ typedef struct aero_gguf_writer aero_gguf_writer;
 // Writes exactly nbytes into dst (called with dst sized nbytes); returns false on failure.
 typedef bool (*aero_gguf_fill_fn)(void *ctx, void *dst, uint64_t nbytes, aero_error *err);
 
-aero_gguf_writer *aero_gguf_writer_new(uint64_t alignment); // 0 = default 32
+// Produces rows [row0, row0 + n_rows) of a tensor (each aero_dtype_row_bytes(type, ne[0]) bytes, a row being
+// ne[0] elements) into dst, so that a tensor larger than memory is written in pieces of a few MiB. Called in
+// increasing row order; returns false (with err set) on failure.
+typedef bool (*aero_gguf_fill_rows_fn)(void *ctx, void *dst, uint64_t row0, uint64_t n_rows, aero_error *err);
+
+// alignment: 0 = default 32; another power of two is recorded as general.alignment (setting that key later
+// also changes the alignment). Returns NULL only when out of memory.
+aero_gguf_writer *aero_gguf_writer_new(uint64_t alignment);
 void aero_gguf_writer_free(aero_gguf_writer *w);
-// Metadata setters copy their arguments. Setting an existing key replaces it.
+// Metadata setters copy their arguments. Setting an existing key replaces it. An invalid value (unknown type,
+// bool not 0/1, arrays nested deeper than the reader accepts, empty key) makes aero_gguf_write fail naming it.
 void aero_gguf_set_u32(aero_gguf_writer *w, const char *key, uint32_t v);
 void aero_gguf_set_i32(aero_gguf_writer *w, const char *key, int32_t v);
 void aero_gguf_set_u64(aero_gguf_writer *w, const char *key, uint64_t v);
@@ -137,9 +145,12 @@ aero_status aero_gguf_add_tensor(aero_gguf_writer *w, const char *name, aero_dty
                                  const uint64_t *ne, const void *data, aero_error *err);
 aero_status aero_gguf_add_tensor_fill(aero_gguf_writer *w, const char *name, aero_dtype type, uint32_t n_dims,
                                       const uint64_t *ne, aero_gguf_fill_fn fill, void *ctx, aero_error *err);
+aero_status aero_gguf_add_tensor_rows(aero_gguf_writer *w, const char *name, aero_dtype type, uint32_t n_dims,
+                                      const uint64_t *ne, aero_gguf_fill_rows_fn fill, void *ctx, aero_error *err);
 // Optional progress callback during write (bytes written so far, total).
 void aero_gguf_writer_progress(aero_gguf_writer *w, void (*fn)(void *ctx, uint64_t done, uint64_t total), void *ctx);
-// Writes GGUF v3 to path via path.tmp.<pid> and rename; nothing is left at path on failure.
+// Writes GGUF v3 to path via path.tmp.<pid>, fsync and rename; nothing is left at path (nor the temporary file)
+// on failure, including a producer that fails. May be called again (the writer is not consumed).
 aero_status aero_gguf_write(aero_gguf_writer *w, const char *path, aero_error *err);
 
 #endif

@@ -2,6 +2,7 @@
 // against the file size and for overflow, so that a corrupt file is an error that names the field and offset.
 #include <errno.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +27,20 @@ typedef struct {
     size_t cache_len;
 } reader;
 
+// A field description for error messages ("metadata 'general.name' value"), built only where needed.
+typedef struct {
+    char s[200];
+} field_name;
+
+static const char *fieldf(field_name *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static const char *fieldf(field_name *f, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(f->s, sizeof f->s, fmt, ap);
+    va_end(ap);
+    return f->s;
+}
+
 static uint64_t rd_left(const reader *r) { return r->pos <= r->size ? r->size - r->pos : 0; }
 
 // Copies n bytes at the cursor, failing (with the field name and offset) when the file ends first.
@@ -35,7 +50,7 @@ static aero_status rd_bytes(reader *r, void *dst, uint64_t n, const char *field,
                          r->name, field, (unsigned long long)r->pos, (unsigned long long)n,
                          (unsigned long long)r->size);
     if (r->buf) {
-        memcpy(dst, r->buf + r->pos, n);
+        if (n) memcpy(dst, r->buf + r->pos, n);
         r->pos += n;
         return AERO_OK;
     }
@@ -70,7 +85,8 @@ static aero_status rd_u64(reader *r, uint64_t *v, const char *field, aero_error 
 // Reads a GGUF string (u64 length + bytes) into a NUL-terminated heap copy.
 static aero_status rd_str(reader *r, aero_gguf_str *s, const char *field, aero_error *err) {
     uint64_t at = r->pos;
-    if (rd_u64(r, &s->len, field, err)) return err->code;
+    field_name f;
+    if (rd_u64(r, &s->len, fieldf(&f, "%s length", field), err)) return err->code;
     if (s->len > rd_left(r))
         return aero_fail(err, AERO_ERR_FORMAT, "%s: %s at offset %llu: string length %llu past end of file (size %llu)",
                          r->name, field, (unsigned long long)at, (unsigned long long)s->len,
@@ -134,75 +150,75 @@ static void scalar_set(aero_gguf_value *v, aero_gguf_type t, const uint8_t *p) {
     }
 }
 
-static aero_status rd_value(reader *r, aero_gguf_value *v, aero_gguf_type type, int depth, const char *key,
+static aero_status rd_value(reader *r, aero_gguf_value *v, aero_gguf_type type, int depth, const char *what,
                             aero_error *err);
 
 // Reads an array body (element type, count, elements), bounding the count by the bytes left in the file.
-static aero_status rd_array(reader *r, aero_gguf_value *v, int depth, const char *key, aero_error *err) {
+// `what` names the value for messages ("metadata 'k'", "metadata 'k' element 3").
+static aero_status rd_array(reader *r, aero_gguf_value *v, int depth, const char *what, aero_error *err) {
     uint64_t at = r->pos;
     uint32_t elem;
+    field_name f;
     v->type = AERO_GGUF_ARRAY;
     if (depth >= GGUF_MAX_DEPTH)
-        return aero_fail(err, AERO_ERR_FORMAT, "%s: metadata '%s' at offset %llu: arrays nested deeper than %d",
-                         r->name, key, (unsigned long long)at, GGUF_MAX_DEPTH);
-    if (rd_u32(r, &elem, "array element type", err)) return aero_error_prefix(err, "metadata '%s': ", key);
+        return aero_fail(err, AERO_ERR_FORMAT, "%s: %s at offset %llu: arrays nested deeper than %d", r->name, what,
+                         (unsigned long long)at, GGUF_MAX_DEPTH);
+    if (rd_u32(r, &elem, fieldf(&f, "%s array element type", what), err)) return err->code;
     if (elem >= AERO_GGUF_TYPE_COUNT)
-        return aero_fail(err, AERO_ERR_FORMAT, "%s: metadata '%s' at offset %llu: unknown array element type %u",
-                         r->name, key, (unsigned long long)at, elem);
-    if (rd_u64(r, &v->arr.n, "array length", err)) return aero_error_prefix(err, "metadata '%s': ", key);
+        return aero_fail(err, AERO_ERR_FORMAT, "%s: %s at offset %llu: unknown array element type %u", r->name, what,
+                         (unsigned long long)at, elem);
     v->arr.elem = (aero_gguf_type)elem;
+    uint64_t n;
+    if (rd_u64(r, &n, fieldf(&f, "%s array length", what), err)) return err->code;
     uint64_t min_elem = elem == AERO_GGUF_STRING ? 8 : elem == AERO_GGUF_ARRAY ? 12 : type_sizes[elem];
-    if (v->arr.n > rd_left(r) / min_elem)
+    if (n > rd_left(r) / min_elem)
         return aero_fail(err, AERO_ERR_FORMAT,
-                         "%s: metadata '%s' at offset %llu: array of %llu %s elements past end of file (size %llu)",
-                         r->name, key, (unsigned long long)at, (unsigned long long)v->arr.n, type_names[elem],
+                         "%s: %s at offset %llu: array of %llu %s elements past end of file (size %llu)", r->name,
+                         what, (unsigned long long)at, (unsigned long long)n, type_names[elem],
                          (unsigned long long)r->size);
-    if (v->arr.n == 0) return AERO_OK;
+    if (n == 0) return AERO_OK;
     if (elem != AERO_GGUF_STRING && elem != AERO_GGUF_ARRAY) {
-        v->arr.data = malloc(v->arr.n * min_elem);
-        if (!v->arr.data) return aero_fail(err, AERO_ERR_NOMEM, "%s: metadata '%s': out of memory", r->name, key);
-        if (rd_bytes(r, v->arr.data, v->arr.n * min_elem, "array data", err))
-            return aero_error_prefix(err, "metadata '%s': ", key);
+        v->arr.data = malloc(n * min_elem);
+        if (!v->arr.data) return aero_fail(err, AERO_ERR_NOMEM, "%s: %s: out of memory", r->name, what);
+        v->arr.n = n;
+        if (rd_bytes(r, v->arr.data, n * min_elem, fieldf(&f, "%s array data", what), err)) return err->code;
         if (elem == AERO_GGUF_BOOL) {
             uint8_t *b = v->arr.data;
-            for (uint64_t i = 0; i < v->arr.n; i++)
+            for (uint64_t i = 0; i < n; i++)
                 if (b[i] > 1)
-                    return aero_fail(err, AERO_ERR_FORMAT, "%s: metadata '%s': bool element %llu has value %u",
-                                     r->name, key, (unsigned long long)i, b[i]);
+                    return aero_fail(err, AERO_ERR_FORMAT, "%s: %s at offset %llu: bool element %llu has value %u "
+                                     "(not 0 or 1)", r->name, what, (unsigned long long)at, (unsigned long long)i, b[i]);
         }
         return AERO_OK;
     }
     size_t each = elem == AERO_GGUF_STRING ? sizeof(aero_gguf_str) : sizeof(aero_gguf_value);
-    v->arr.data = calloc(v->arr.n, each);
-    if (!v->arr.data) return aero_fail(err, AERO_ERR_NOMEM, "%s: metadata '%s': out of memory", r->name, key);
-    for (uint64_t i = 0; i < v->arr.n; i++) {
+    v->arr.data = calloc(n, each);
+    if (!v->arr.data) return aero_fail(err, AERO_ERR_NOMEM, "%s: %s: out of memory", r->name, what);
+    for (uint64_t i = 0; i < n; i++) {
+        v->arr.n = i + 1; // so that value_free releases what was read so far
+        fieldf(&f, "%s element %llu", what, (unsigned long long)i);
         aero_status s = elem == AERO_GGUF_STRING
-                            ? rd_str(r, &((aero_gguf_str *)v->arr.data)[i], "array string", err)
-                            : rd_value(r, &((aero_gguf_value *)v->arr.data)[i], AERO_GGUF_ARRAY, depth + 1, key, err);
-        if (s) {
-            v->arr.n = i + 1; // free what was read so far (the rest is zeroed)
-            return elem == AERO_GGUF_STRING ? aero_error_prefix(err, "metadata '%s' element %llu: ", key,
-                                                                 (unsigned long long)i)
-                                            : s;
-        }
+                            ? rd_str(r, &((aero_gguf_str *)v->arr.data)[i], f.s, err)
+                            : rd_value(r, &((aero_gguf_value *)v->arr.data)[i], AERO_GGUF_ARRAY, depth + 1, f.s, err);
+        if (s) return s;
     }
     return AERO_OK;
 }
 
 // Reads one metadata value of a known type.
-static aero_status rd_value(reader *r, aero_gguf_value *v, aero_gguf_type type, int depth, const char *key,
+static aero_status rd_value(reader *r, aero_gguf_value *v, aero_gguf_type type, int depth, const char *what,
                             aero_error *err) {
+    field_name f;
     if (type == AERO_GGUF_STRING) {
         v->type = AERO_GGUF_STRING;
-        if (rd_str(r, &v->str, "string value", err)) return aero_error_prefix(err, "metadata '%s': ", key);
-        return AERO_OK;
+        return rd_str(r, &v->str, fieldf(&f, "%s string value", what), err);
     }
-    if (type == AERO_GGUF_ARRAY) return rd_array(r, v, depth, key, err);
+    if (type == AERO_GGUF_ARRAY) return rd_array(r, v, depth, what, err);
     uint8_t raw[8];
     uint64_t at = r->pos;
-    if (rd_bytes(r, raw, type_sizes[type], "value", err)) return aero_error_prefix(err, "metadata '%s': ", key);
+    if (rd_bytes(r, raw, type_sizes[type], fieldf(&f, "%s %s value", what, type_names[type]), err)) return err->code;
     if (type == AERO_GGUF_BOOL && raw[0] > 1)
-        return aero_fail(err, AERO_ERR_FORMAT, "%s: metadata '%s' at offset %llu: bool has value %u", r->name, key,
+        return aero_fail(err, AERO_ERR_FORMAT, "%s: %s at offset %llu: bool has value %u (not 0 or 1)", r->name, what,
                          (unsigned long long)at, raw[0]);
     scalar_set(v, type, raw);
     return AERO_OK;
@@ -231,6 +247,26 @@ static int cmp_tensor_offset(const void *a, const void *b) {
     const aero_tensor_info *x = *(aero_tensor_info *const *)a, *y = *(aero_tensor_info *const *)b;
     if (x->file != y->file) return x->file < y->file ? -1 : 1;
     return x->offset < y->offset ? -1 : x->offset > y->offset;
+}
+
+static int cmp_kv_key(const void *a, const void *b) {
+    const aero_gguf_kv *x = *(aero_gguf_kv *const *)a, *y = *(aero_gguf_kv *const *)b;
+    return strcmp(x->key.ptr, y->key.ptr);
+}
+
+// Refuses duplicate metadata keys (sorted, so a file with many keys is not a quadratic scan).
+static aero_status check_keys(aero_gguf *g, aero_error *err) {
+    if (g->n_kv < 2) return AERO_OK;
+    aero_gguf_kv **idx = malloc(g->n_kv * sizeof *idx);
+    if (!idx) return aero_fail(err, AERO_ERR_NOMEM, "metadata table: out of memory");
+    for (uint64_t i = 0; i < g->n_kv; i++) idx[i] = &g->kv[i];
+    qsort(idx, g->n_kv, sizeof *idx, cmp_kv_key);
+    aero_status s = AERO_OK;
+    for (uint64_t i = 1; i < g->n_kv && !s; i++)
+        if (!strcmp(idx[i - 1]->key.ptr, idx[i]->key.ptr))
+            s = aero_fail(err, AERO_ERR_FORMAT, "%s: duplicate metadata key '%s'", g->files[0].path, idx[i]->key.ptr);
+    free(idx);
+    return s;
 }
 
 // Refuses duplicate names and overlapping data ranges across the whole tensor table.
@@ -268,45 +304,70 @@ static aero_status rd_tensor_info(reader *r, aero_tensor_info *t, uint64_t index
                                   aero_error *err) {
     uint64_t at = r->pos;
     aero_gguf_str name = {0};
-    char field[64];
-    snprintf(field, sizeof field, "tensor %llu name", (unsigned long long)index);
-    if (rd_str(r, &name, field, err)) return err->code;
+    field_name f;
+    if (rd_str(r, &name, fieldf(&f, "tensor %llu name", (unsigned long long)index), err)) return err->code;
     t->name = name.ptr;
     if (name.len == 0 || name.len > GGUF_MAX_NAME || strlen(name.ptr) != name.len)
-        return aero_fail(err, AERO_ERR_FORMAT, "%s: tensor %llu at offset %llu: invalid name (length %llu)", r->name,
-                         (unsigned long long)index, (unsigned long long)at, (unsigned long long)name.len);
-    if (rd_u32(r, &t->n_dims, "tensor n_dims", err)) return aero_error_prefix(err, "tensor '%s': ", t->name);
+        return aero_fail(err, AERO_ERR_FORMAT, "%s: tensor %llu at offset %llu: invalid name (length %llu%s)", r->name,
+                         (unsigned long long)index, (unsigned long long)at, (unsigned long long)name.len,
+                         name.len && strlen(name.ptr) != name.len ? ", contains NUL" : "");
+    uint64_t dims_at = r->pos;
+    if (rd_u32(r, &t->n_dims, fieldf(&f, "tensor '%s' n_dims", t->name), err)) return err->code;
     if (t->n_dims < 1 || t->n_dims > AERO_GGUF_MAX_DIMS)
-        return aero_fail(err, AERO_ERR_FORMAT, "%s: tensor '%s' at offset %llu: n_dims %u not in [1, %d]", r->name,
-                         t->name, (unsigned long long)at, t->n_dims, AERO_GGUF_MAX_DIMS);
+        return aero_fail(err, AERO_ERR_FORMAT, "%s: tensor '%s' n_dims at offset %llu: %u not in [1, %d]", r->name,
+                         t->name, (unsigned long long)dims_at, t->n_dims, AERO_GGUF_MAX_DIMS);
     for (int d = 0; d < AERO_GGUF_MAX_DIMS; d++) t->ne[d] = 1;
     uint64_t n = 1;
     for (uint32_t d = 0; d < t->n_dims; d++) {
-        if (rd_u64(r, &t->ne[d], "tensor dimension", err)) return aero_error_prefix(err, "tensor '%s': ", t->name);
-        if (t->ne[d] == 0 || t->ne[d] > (uint64_t)INT64_MAX || n > (uint64_t)INT64_MAX / t->ne[d])
-            return aero_fail(err, AERO_ERR_FORMAT, "%s: tensor '%s': dimension %u = %llu makes the shape invalid or "
-                             "overflow", r->name, t->name, d, (unsigned long long)t->ne[d]);
+        uint64_t dim_at = r->pos;
+        if (rd_u64(r, &t->ne[d], fieldf(&f, "tensor '%s' dimension %u", t->name, d), err)) return err->code;
+        if (t->ne[d] == 0)
+            return aero_fail(err, AERO_ERR_FORMAT, "%s: tensor '%s' dimension %u at offset %llu is 0", r->name,
+                             t->name, d, (unsigned long long)dim_at);
+        if (t->ne[d] > (uint64_t)INT64_MAX || n > (uint64_t)INT64_MAX / t->ne[d])
+            return aero_fail(err, AERO_ERR_FORMAT, "%s: tensor '%s' dimension %u at offset %llu: %llu makes the "
+                             "element count overflow", r->name, t->name, d, (unsigned long long)dim_at,
+                             (unsigned long long)t->ne[d]);
         n *= t->ne[d];
     }
     t->n_elements = n;
     uint32_t type;
-    if (rd_u32(r, &type, "tensor type", err)) return aero_error_prefix(err, "tensor '%s': ", t->name);
+    uint64_t type_at = r->pos;
+    if (rd_u32(r, &type, fieldf(&f, "tensor '%s' type", t->name), err)) return err->code;
     const aero_dtype_info *di = aero_dtype_get(type);
     if (!di)
-        return aero_fail(err, AERO_ERR_FORMAT, "%s: tensor '%s': unknown tensor type %u", r->name, t->name, type);
+        return aero_fail(err, AERO_ERR_FORMAT, "%s: tensor '%s' type at offset %llu: unknown tensor type %u", r->name,
+                         t->name, (unsigned long long)type_at, type);
     t->type = (aero_dtype)type;
     if (t->ne[0] % di->block)
         return aero_fail(err, AERO_ERR_FORMAT, "%s: tensor '%s': row length %llu is not a multiple of the %s block "
                          "size %u", r->name, t->name, (unsigned long long)t->ne[0], di->name, di->block);
     uint64_t blocks = n / di->block;
-    if (blocks > UINT64_MAX / di->block_bytes)
-        return aero_fail(err, AERO_ERR_FORMAT, "%s: tensor '%s': byte size overflows", r->name, t->name);
+    if (blocks > (uint64_t)INT64_MAX / di->block_bytes)
+        return aero_fail(err, AERO_ERR_FORMAT, "%s: tensor '%s': byte size of %llu %s elements overflows", r->name,
+                         t->name, (unsigned long long)n, di->name);
     t->nbytes = blocks * di->block_bytes;
-    if (rd_u64(r, &t->offset, "tensor offset", err)) return aero_error_prefix(err, "tensor '%s': ", t->name);
+    uint64_t off_at = r->pos;
+    if (rd_u64(r, &t->offset, fieldf(&f, "tensor '%s' offset", t->name), err)) return err->code;
     if (t->offset % alignment)
-        return aero_fail(err, AERO_ERR_FORMAT, "%s: tensor '%s': data offset %llu is not a multiple of the alignment "
-                         "%llu", r->name, t->name, (unsigned long long)t->offset, (unsigned long long)alignment);
+        return aero_fail(err, AERO_ERR_FORMAT, "%s: tensor '%s' offset at offset %llu: data offset %llu is not a "
+                         "multiple of the alignment %llu", r->name, t->name, (unsigned long long)off_at,
+                         (unsigned long long)t->offset, (unsigned long long)alignment);
     return AERO_OK;
+}
+
+// Grows an array of `each`-byte items to hold at least `need`, doubling, so that memory follows what the file
+// actually contains rather than the counts its header claims.
+static bool grow(void **p, uint64_t *cap, uint64_t need, size_t each) {
+    if (need <= *cap) return true;
+    uint64_t c = *cap ? *cap : 16;
+    while (c < need) c *= 2;
+    void *q = realloc(*p, c * each);
+    if (!q) return false;
+    memset((char *)q + *cap * each, 0, (c - *cap) * each);
+    *p = q;
+    *cap = c;
+    return true;
 }
 
 // Parses one GGUF file (already opened as a reader) into g, appending its tensors with file index `file`.
@@ -322,71 +383,67 @@ static aero_status parse_one(aero_gguf *g, reader *r, uint32_t file, aero_error 
         return aero_fail(err, AERO_ERR_UNSUPPORTED, "%s: GGUF version %u at offset 4 is not supported (2 or 3)",
                          r->name, version);
     if (rd_u64(r, &n_tensors, "tensor count", err) || rd_u64(r, &n_kv, "metadata count", err)) return err->code;
-    if (n_kv > rd_left(r) / 12)
+    if (n_kv > rd_left(r) / 13)
         return aero_fail(err, AERO_ERR_FORMAT, "%s: metadata count %llu at offset 16 is larger than the file allows",
                          r->name, (unsigned long long)n_kv);
-    if (n_tensors > rd_left(r) / 24)
+    if (n_tensors > rd_left(r) / 33)
         return aero_fail(err, AERO_ERR_FORMAT, "%s: tensor count %llu at offset 8 is larger than the file allows",
                          r->name, (unsigned long long)n_tensors);
 
-    aero_gguf_kv *kv = NULL;
-    uint64_t kv_n = 0;
-    if (file == 0) {
-        g->version = version;
-        g->kv = kv = calloc(n_kv ? n_kv : 1, sizeof *kv);
-        if (!kv) return aero_fail(err, AERO_ERR_NOMEM, "%s: out of memory", r->name);
-    }
-    uint64_t alignment = AERO_GGUF_DEFAULT_ALIGNMENT;
+    if (file == 0) g->version = version;
+    uint64_t alignment = AERO_GGUF_DEFAULT_ALIGNMENT, cap = 0;
     aero_gguf_kv scratch;
+    field_name f;
     for (uint64_t i = 0; i < n_kv; i++) {
-        aero_gguf_kv *e = file == 0 ? &kv[i] : &scratch;
+        aero_gguf_kv *e = &scratch;
+        if (file == 0) {
+            if (!grow((void **)&g->kv, &cap, i + 1, sizeof *g->kv))
+                return aero_fail(err, AERO_ERR_NOMEM, "%s: out of memory", r->name);
+            e = &g->kv[i];
+            g->n_kv = i + 1; // so that aero_gguf_free releases a partly read entry
+        }
         memset(e, 0, sizeof *e);
         uint64_t at = r->pos;
         uint32_t type;
-        char field[48];
-        snprintf(field, sizeof field, "metadata %llu key", (unsigned long long)i);
-        aero_status s = rd_str(r, &e->key, field, err);
+        aero_status s = rd_str(r, &e->key, fieldf(&f, "metadata %llu key", (unsigned long long)i), err);
         if (!s && (e->key.len == 0 || strlen(e->key.ptr) != e->key.len))
-            s = aero_fail(err, AERO_ERR_FORMAT, "%s: metadata %llu at offset %llu: invalid key", r->name,
-                          (unsigned long long)i, (unsigned long long)at);
-        if (!s && (s = rd_u32(r, &type, "metadata value type", err))) aero_error_prefix(err, "metadata '%s': ", e->key.ptr);
+            s = aero_fail(err, AERO_ERR_FORMAT, "%s: metadata %llu key at offset %llu: invalid key (length %llu%s)",
+                          r->name, (unsigned long long)i, (unsigned long long)at, (unsigned long long)e->key.len,
+                          e->key.len ? ", contains NUL" : "");
+        uint64_t type_at = r->pos;
+        if (!s) s = rd_u32(r, &type, fieldf(&f, "metadata '%s' value type", e->key.ptr), err);
         if (!s && type >= AERO_GGUF_TYPE_COUNT)
-            s = aero_fail(err, AERO_ERR_FORMAT, "%s: metadata '%s' at offset %llu: unknown value type %u", r->name,
-                          e->key.ptr, (unsigned long long)at, type);
-        if (!s) s = rd_value(r, &e->value, (aero_gguf_type)type, 0, e->key.ptr, err);
+            s = aero_fail(err, AERO_ERR_FORMAT, "%s: metadata '%s' value type at offset %llu: unknown value type %u",
+                          r->name, e->key.ptr, (unsigned long long)type_at, type);
+        if (!s) s = rd_value(r, &e->value, (aero_gguf_type)type, 0, fieldf(&f, "metadata '%s'", e->key.ptr), err);
         if (!s && !strcmp(e->key.ptr, "general.alignment")) {
-            if (e->value.type != AERO_GGUF_UINT32 || e->value.u64 == 0 || (e->value.u64 & (e->value.u64 - 1)))
-                s = aero_fail(err, AERO_ERR_FORMAT, "%s: general.alignment must be a uint32 power of two", r->name);
+            if (e->value.type != AERO_GGUF_UINT32)
+                s = aero_fail(err, AERO_ERR_FORMAT, "%s: general.alignment at offset %llu has type %s, must be uint32",
+                              r->name, (unsigned long long)at, type_names[e->value.type]);
+            else if (e->value.u64 == 0 || (e->value.u64 & (e->value.u64 - 1)))
+                s = aero_fail(err, AERO_ERR_FORMAT, "%s: general.alignment at offset %llu is %llu, must be a power of two",
+                              r->name, (unsigned long long)at, (unsigned long long)e->value.u64);
             else
                 alignment = e->value.u64;
         }
-        if (!s && file == 0) {
-            for (uint64_t j = 0; j < kv_n; j++)
-                if (!strcmp(kv[j].key.ptr, e->key.ptr)) {
-                    s = aero_fail(err, AERO_ERR_FORMAT, "%s: duplicate metadata key '%s'", r->name, e->key.ptr);
-                    break;
-                }
-        }
-        if (file == 0) {
-            kv_n = i + 1;
-            g->n_kv = kv_n;
-        } else {
+        if (file != 0) {
             free(scratch.key.ptr);
             value_free(&scratch.value);
         }
         if (s) return s;
     }
-    if (file == 0) g->alignment = alignment;
+    if (file == 0) {
+        g->alignment = alignment;
+        if (check_keys(g, err)) return err->code;
+    }
 
     uint64_t base = g->n_tensors;
-    if (n_tensors) {
-        aero_tensor_info *t = realloc(g->tensors, (base + n_tensors) * sizeof *t);
-        if (!t) return aero_fail(err, AERO_ERR_NOMEM, "%s: out of memory", r->name);
-        g->tensors = t;
-        memset(t + base, 0, n_tensors * sizeof *t);
-    }
+    cap = base;
     for (uint64_t i = 0; i < n_tensors; i++) {
+        if (!grow((void **)&g->tensors, &cap, base + i + 1, sizeof *g->tensors))
+            return aero_fail(err, AERO_ERR_NOMEM, "%s: out of memory", r->name);
         aero_tensor_info *t = &g->tensors[base + i];
+        memset(t, 0, sizeof *t);
         g->n_tensors = base + i + 1;
         t->file = file;
         if (rd_tensor_info(r, t, i, alignment, err)) return err->code;
@@ -395,10 +452,11 @@ static aero_status parse_one(aero_gguf *g, reader *r, uint32_t file, aero_error 
     g->files[file].data_offset = data;
     for (uint64_t i = 0; i < n_tensors; i++) {
         aero_tensor_info *t = &g->tensors[base + i];
-        if (t->offset > r->size || data > r->size - t->offset || t->nbytes > r->size - t->offset - data)
-            return aero_fail(err, AERO_ERR_FORMAT, "%s: tensor '%s' data [%llu, %llu) past end of file (size %llu)",
-                             r->name, t->name, (unsigned long long)(data + t->offset),
-                             (unsigned long long)(data + t->offset + t->nbytes), (unsigned long long)r->size);
+        if (data > r->size || t->offset > r->size - data || t->nbytes > r->size - data - t->offset)
+            return aero_fail(err, AERO_ERR_FORMAT, "%s: tensor '%s' data [%llu, +%llu) (offset %llu in the data section "
+                             "at %llu) past end of file (size %llu)", r->name, t->name,
+                             (unsigned long long)(data + t->offset), (unsigned long long)t->nbytes,
+                             (unsigned long long)t->offset, (unsigned long long)data, (unsigned long long)r->size);
         t->offset += data;
     }
     return AERO_OK;
@@ -465,8 +523,9 @@ aero_status aero_gguf_open(aero_gguf *g, const char *path, aero_error *err) {
 
 aero_status aero_gguf_parse_buffer(aero_gguf *g, const void *buf, size_t len, const char *name, aero_error *err) {
     memset(g, 0, sizeof *g);
-    reader r = {.fd = -1, .buf = buf, .size = len, .name = name};
-    aero_status s = add_file(g, name, len, err);
+    static const uint8_t empty[1];
+    reader r = {.fd = -1, .buf = buf ? buf : empty, .size = buf ? len : 0, .name = name ? name : "buffer"};
+    aero_status s = add_file(g, r.name, r.size, err);
     if (!s) s = parse_one(g, &r, 0, err);
     if (!s) s = check_table(g, err);
     if (s) aero_gguf_free(g);
