@@ -31,9 +31,17 @@ bool aero_tokenizer_is_eog(const aero_tokenizer *t, int32_t id);
 const char *aero_tokenizer_token_str(const aero_tokenizer *t, int32_t id);
 // Id of an exact vocabulary string, or -1.
 int32_t aero_tokenizer_find(const aero_tokenizer *t, const char *str);
+// Control/unknown tokens (BOS, EOS, <|im_start|>...): they print nothing unless render_special.
+bool aero_tokenizer_is_control(const aero_tokenizer *t, int32_t id);
+// An output buffer of this many bytes always holds what one aero_detok_push can write.
+size_t aero_tokenizer_max_piece(const aero_tokenizer *t);
+// The pre-tokenizer name (GGUF tokenizer.ggml.pre), "" when none.
+const char *aero_tokenizer_pre_name(const aero_tokenizer *t);
 
-// Encodes len bytes of text. add_bos: prepend BOS (when the vocab has one). parse_special: recognise
-// special/control token strings in the text. *ids is malloc'ed; caller frees.
+// Encodes len bytes of text. add_bos: prepend BOS (when the vocab has one; WordPiece also appends SEP, and a
+// vocabulary with add_eos_token appends EOS). parse_special: recognise control-token strings in the text
+// (user-defined tokens are always recognised, as in Hugging Face and llama.cpp). Any bytes are accepted:
+// invalid UTF-8 becomes byte tokens (or <unk>). *ids is malloc'ed; caller frees.
 aero_status aero_tokenize(const aero_tokenizer *t, const char *text, size_t len, bool add_bos, bool parse_special,
                           int32_t **ids, size_t *n_ids, aero_error *err);
 
@@ -42,6 +50,8 @@ aero_status aero_tokenize(const aero_tokenizer *t, const char *text, size_t len,
 size_t aero_token_to_bytes(const aero_tokenizer *t, int32_t id, bool render_special, char *buf, size_t cap);
 
 // Decodes a whole id sequence into text (malloc'ed, NUL-terminated), applying the SPM leading-space rule.
+// The bytes are exactly the tokens' bytes (no UTF-8 repair, no clean-up of spaces before punctuation);
+// an id outside the vocabulary is an error.
 aero_status aero_detokenize(const aero_tokenizer *t, const int32_t *ids, size_t n, bool render_special,
                             char **text, size_t *len, aero_error *err);
 
@@ -55,7 +65,10 @@ typedef struct {
 } aero_detok;
 
 void aero_detok_init(aero_detok *d, const aero_tokenizer *t, bool render_special);
-// Appends the complete UTF-8 produced by token id to out (cap bytes); returns bytes written.
+// aero_detok_init sets first = true: the next token starts the output, so an SPM leading space is dropped;
+// set d->first = false to continue text that already has output before it.
+// Appends the complete UTF-8 produced by token id to out (cap bytes); returns bytes written. Invalid byte
+// sequences come out as U+FFFD. cap >= aero_tokenizer_max_piece(t) always suffices.
 size_t aero_detok_push(aero_detok *d, int32_t id, char *out, size_t cap);
 // Flushes what is pending at the end of a stream (invalid leftovers as U+FFFD); returns bytes written.
 size_t aero_detok_flush(aero_detok *d, char *out, size_t cap);

@@ -1,0 +1,262 @@
+// BPE encoders: merge-rank BPE (GPT-2 byte-level and SentencePiece-style tokenizer.json models) and
+// score-ordered SentencePiece BPE (llama GGUF). Both keep a heap of candidate pairs so that a word of n
+// symbols costs O(n log n), whatever its length.
+#include <stdlib.h>
+#include <string.h>
+
+#include "tok_internal.h"
+
+typedef struct {
+    int32_t id;      // current token of this symbol (-1 while it has none)
+    int32_t prev, next;
+    uint32_t start, len; // bytes in the word
+    bool alive, mergeable;
+} sym;
+
+typedef struct {
+    float key;       // SPM: score (higher first); BPE: unused
+    uint32_t rank;   // BPE: rank (lower first)
+    int32_t left, right;
+    int32_t left_id, right_id;
+    int32_t result;
+    uint32_t size;
+} pair;
+
+struct aero_tok_scratch {
+    sym *syms;
+    size_t nsym, capsym;
+    pair *heap;
+    size_t nheap, capheap;
+    aero_tok_buf word;
+};
+
+aero_tok_scratch *aero_tok_scratch_new(void) { return calloc(1, sizeof(aero_tok_scratch)); }
+
+void aero_tok_scratch_free(aero_tok_scratch *s) {
+    if (!s) return;
+    free(s->syms);
+    free(s->heap);
+    free(s->word.p);
+    free(s);
+}
+
+static bool sym_push(aero_tok_scratch *s, sym v) {
+    if (s->nsym == s->capsym) {
+        size_t cap = s->capsym ? s->capsym * 2 : 256;
+        sym *p = realloc(s->syms, cap * sizeof *p);
+        if (!p) return false;
+        s->syms = p;
+        s->capsym = cap;
+    }
+    s->syms[s->nsym++] = v;
+    return true;
+}
+
+// Heap order: BPE pops the lowest rank, SPM the highest score; ties go to the leftmost pair.
+static bool pair_before(const pair *a, const pair *b, bool spm) {
+    if (spm) {
+        if (a->key != b->key) return a->key > b->key;
+    } else if (a->rank != b->rank) {
+        return a->rank < b->rank;
+    }
+    return a->left < b->left;
+}
+
+static bool heap_push(aero_tok_scratch *s, pair p, bool spm) {
+    if (s->nheap == s->capheap) {
+        size_t cap = s->capheap ? s->capheap * 2 : 256;
+        pair *h = realloc(s->heap, cap * sizeof *h);
+        if (!h) return false;
+        s->heap = h;
+        s->capheap = cap;
+    }
+    size_t i = s->nheap++;
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (!pair_before(&p, &s->heap[parent], spm)) break;
+        s->heap[i] = s->heap[parent];
+        i = parent;
+    }
+    s->heap[i] = p;
+    return true;
+}
+
+static pair heap_pop(aero_tok_scratch *s, bool spm) {
+    pair top = s->heap[0];
+    pair last = s->heap[--s->nheap];
+    size_t i = 0, n = s->nheap;
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= n) break;
+        if (c + 1 < n && pair_before(&s->heap[c + 1], &s->heap[c], spm)) c++;
+        if (!pair_before(&s->heap[c], &last, spm)) break;
+        s->heap[i] = s->heap[c];
+        i = c;
+    }
+    if (n) s->heap[i] = last;
+    return top;
+}
+
+static bool bpe_try_pair(const aero_tokenizer *t, aero_tok_scratch *s, int32_t l, int32_t r) {
+    if (l < 0 || r < 0) return true;
+    const sym *a = &s->syms[l], *b = &s->syms[r];
+    if (!a->mergeable || !b->mergeable || a->id < 0 || b->id < 0) return true;
+    uint32_t rank;
+    int32_t res;
+    if (!aero_tok_merge_find(t, a->id, b->id, &rank, &res)) return true;
+    pair p = {.rank = rank, .left = l, .right = r, .left_id = a->id, .right_id = b->id, .result = res};
+    return heap_push(s, p, false);
+}
+
+// Encodes one pre-token by merge rank. Characters without a token fall back to <0xNN> tokens (byte_fallback)
+// or the unknown token, as Hugging Face's BPE model does.
+aero_status aero_tok_bpe_word(const aero_tokenizer *t, aero_tok_scratch *s, const char *w, size_t n,
+                              aero_tok_ids *out, aero_error *err) {
+    if (n == 0) return AERO_OK;
+    if (n > UINT32_MAX) return aero_fail(err, AERO_ERR_RANGE, "tokenizer: word of %zu bytes is too long", n);
+    const unsigned char *u = (const unsigned char *)w;
+    if (t->ignore_merges) {
+        int32_t id;
+        if (t->byte_level) {
+            s->word.len = 0;
+            if (!aero_tok_buf_reserve(&s->word, n * 2)) goto nomem;
+            for (size_t i = 0; i < n; i++)
+                s->word.len += (size_t)aero_utf8_encode(aero_tok_byte_to_unicode(u[i]), s->word.p + s->word.len);
+            id = aero_tok_lookup(t, s->word.p, s->word.len);
+        } else {
+            id = aero_tok_lookup(t, w, n);
+        }
+        if (id >= 0) return aero_tok_ids_push(out, id) ? AERO_OK : aero_fail(err, AERO_ERR_NOMEM, "tokenizer: out of memory");
+    }
+    s->nsym = 0;
+    s->nheap = 0;
+    bool last_unk = false;
+    if (t->byte_level) {
+        for (size_t i = 0; i < n; i++) {
+            int32_t id = t->byte_tok[u[i]];
+            if (id < 0) { // vocabulary lacks this byte: unknown (once per run when fuse_unk), else dropped
+                if (t->unk < 0 || (t->fuse_unk && last_unk)) continue;
+                id = t->unk;
+                last_unk = true;
+                if (!sym_push(s, (sym){.id = id, .start = (uint32_t)i, .len = 1, .mergeable = false})) goto nomem;
+                continue;
+            }
+            last_unk = false;
+            if (!sym_push(s, (sym){.id = id, .start = (uint32_t)i, .len = 1, .mergeable = true})) goto nomem;
+        }
+    } else {
+        for (size_t i = 0; i < n;) {
+            uint32_t cp;
+            size_t l = (size_t)aero_utf8_decode(u + i, n - i, &cp);
+            int32_t id = cp == AERO_UTF8_INVALID ? -1 : aero_tok_lookup(t, w + i, l);
+            if (id >= 0) {
+                last_unk = false;
+                if (!sym_push(s, (sym){.id = id, .start = (uint32_t)i, .len = (uint32_t)l, .mergeable = true})) goto nomem;
+            } else {
+                bool bytes_ok = t->byte_fallback;
+                for (size_t k = 0; bytes_ok && k < l; k++) bytes_ok = t->byte_tok[u[i + k]] >= 0;
+                if (bytes_ok) {
+                    last_unk = false;
+                    for (size_t k = 0; k < l; k++)
+                        if (!sym_push(s, (sym){.id = t->byte_tok[u[i + k]], .start = (uint32_t)(i + k), .len = 1, .mergeable = false}))
+                            goto nomem;
+                } else if (t->unk >= 0 && !(t->fuse_unk && last_unk)) {
+                    last_unk = true;
+                    if (!sym_push(s, (sym){.id = t->unk, .start = (uint32_t)i, .len = (uint32_t)l, .mergeable = false})) goto nomem;
+                }
+            }
+            i += l;
+        }
+    }
+    size_t ns = s->nsym;
+    for (size_t i = 0; i < ns; i++) {
+        s->syms[i].prev = (int32_t)i - 1;
+        s->syms[i].next = i + 1 < ns ? (int32_t)i + 1 : -1;
+        s->syms[i].alive = true;
+    }
+    for (size_t i = 0; i + 1 < ns; i++)
+        if (!bpe_try_pair(t, s, (int32_t)i, (int32_t)i + 1)) goto nomem;
+    while (s->nheap) {
+        pair p = heap_pop(s, false);
+        sym *a = &s->syms[p.left], *b = &s->syms[p.right];
+        if (!a->alive || !b->alive || a->next != p.right || a->id != p.left_id || b->id != p.right_id) continue;
+        a->id = p.result;
+        a->len += b->len;
+        b->alive = false;
+        a->next = b->next;
+        if (b->next >= 0) s->syms[b->next].prev = p.left;
+        if (!bpe_try_pair(t, s, a->prev, p.left) || !bpe_try_pair(t, s, p.left, a->next)) goto nomem;
+    }
+    for (int32_t i = ns ? 0 : -1; i >= 0; i = s->syms[i].next)
+        if (!aero_tok_ids_push(out, s->syms[i].id)) goto nomem;
+    return AERO_OK;
+nomem:
+    return aero_fail(err, AERO_ERR_NOMEM, "tokenizer: out of memory in BPE (word of %zu bytes)", n);
+}
+
+// ---- SentencePiece BPE (llama GGUF) ----
+
+static bool spm_try_pair(const aero_tokenizer *t, aero_tok_scratch *s, const char *text, int32_t l, int32_t r) {
+    if (l < 0 || r < 0) return true;
+    const sym *a = &s->syms[l], *b = &s->syms[r];
+    uint32_t size = a->len + b->len;
+    if (size > t->max_token_len) return true;
+    int32_t id = aero_tok_lookup(t, text + a->start, size);
+    if (id < 0 || (t->attr[id] & (AERO_TA_CONTROL | AERO_TA_UNKNOWN))) return true;
+    pair p = {.key = t->score[id], .left = l, .right = r, .result = id, .size = size};
+    return heap_push(s, p, true);
+}
+
+// Encodes escaped text (spaces already U+2581) as SentencePiece BPE does: repeatedly merge the adjacent pair
+// whose concatenation is the highest-scoring token; leftovers become <0xNN> byte tokens or <unk>.
+aero_status aero_tok_spm_encode(const aero_tokenizer *t, aero_tok_scratch *s, const char *text, size_t n,
+                                aero_tok_ids *out, aero_error *err) {
+    if (n == 0) return AERO_OK;
+    if (n > UINT32_MAX) return aero_fail(err, AERO_ERR_RANGE, "tokenizer: text of %zu bytes is too long", n);
+    const unsigned char *u = (const unsigned char *)text;
+    s->nsym = 0;
+    s->nheap = 0;
+    for (size_t i = 0; i < n;) {
+        uint32_t cp;
+        size_t l = (size_t)aero_utf8_decode(u + i, n - i, &cp);
+        if (!sym_push(s, (sym){.id = -1, .start = (uint32_t)i, .len = (uint32_t)l, .alive = true})) goto nomem;
+        i += l;
+    }
+    size_t ns = s->nsym;
+    for (size_t i = 0; i < ns; i++) {
+        s->syms[i].prev = (int32_t)i - 1;
+        s->syms[i].next = i + 1 < ns ? (int32_t)i + 1 : -1;
+    }
+    for (size_t i = 0; i + 1 < ns; i++)
+        if (!spm_try_pair(t, s, text, (int32_t)i, (int32_t)i + 1)) goto nomem;
+    while (s->nheap) {
+        pair p = heap_pop(s, true);
+        sym *a = &s->syms[p.left], *b = &s->syms[p.right];
+        if (!a->alive || !b->alive || a->next != p.right || a->len + b->len != p.size) continue;
+        a->len += b->len;
+        a->id = p.result;
+        b->alive = false;
+        a->next = b->next;
+        if (b->next >= 0) s->syms[b->next].prev = p.left;
+        if (!spm_try_pair(t, s, text, a->prev, p.left) || !spm_try_pair(t, s, text, p.left, a->next)) goto nomem;
+    }
+    for (int32_t i = 0; i >= 0; i = s->syms[i].next) {
+        sym *a = &s->syms[i];
+        int32_t id = a->id >= 0 ? a->id : aero_tok_lookup(t, text + a->start, a->len);
+        if (id >= 0 && !(t->attr[id] & (AERO_TA_CONTROL | AERO_TA_UNKNOWN))) {
+            if (!aero_tok_ids_push(out, id)) goto nomem;
+            continue;
+        }
+        bool bytes_ok = true;
+        for (uint32_t k = 0; bytes_ok && k < a->len; k++) bytes_ok = t->byte_tok[u[a->start + k]] >= 0;
+        if (bytes_ok) {
+            for (uint32_t k = 0; k < a->len; k++)
+                if (!aero_tok_ids_push(out, t->byte_tok[u[a->start + k]])) goto nomem;
+        } else if (t->unk >= 0) {
+            if (!aero_tok_ids_push(out, t->unk)) goto nomem;
+        }
+    }
+    return AERO_OK;
+nomem:
+    return aero_fail(err, AERO_ERR_NOMEM, "tokenizer: out of memory in SentencePiece BPE (%zu bytes)", n);
+}
