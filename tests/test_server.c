@@ -94,7 +94,7 @@ static void test_stop(void) {
 static void expect_parse(aero_req_kind kind, const char *body, const char *param) {
     aero_req r;
     aero_error err = {0};
-    aero_status st = aero_req_parse(&r, kind, body, strlen(body), 512, &err);
+    aero_status st = aero_req_parse(&r, kind, body, strlen(body), 512, NULL, &err);
     if (param) {
         CHECKF(st == AERO_ERR_INVALID, "expected failure for %s", body);
         CHECKF(!strcmp(r.err_param, param), "param '%s' != '%s' for %s (%s)", r.err_param, param, body, err.msg);
@@ -181,7 +181,7 @@ static void test_request_matrix(void) {
     for (size_t i = 0; i < sizeof junk / sizeof junk[0]; i++) {
         aero_req r;
         aero_error err = {0};
-        CHECKF(aero_req_parse(&r, P, junk[i], strlen(junk[i]), 512, &err) == AERO_ERR_INVALID, "junk %zu", i);
+        CHECKF(aero_req_parse(&r, P, junk[i], strlen(junk[i]), 512, NULL, &err) == AERO_ERR_INVALID, "junk %zu", i);
         CHECKF(err.msg[0], "junk %zu has no message", i);
     }
 }
@@ -195,7 +195,7 @@ static void test_request_values(void) {
                        "\"presence_penalty\":0.5,\"frequency_penalty\":-0.5,\"logit_bias\":{\"3\":-100}}";
     aero_req r;
     aero_error err = {0};
-    CHECK(aero_req_parse(&r, AERO_REQ_CHAT, body, strlen(body), 512, &err) == AERO_OK);
+    CHECK(aero_req_parse(&r, AERO_REQ_CHAT, body, strlen(body), 512, NULL, &err) == AERO_OK);
     CHECK(!strcmp(r.model, "m"));
     CHECK(r.max_tokens == 12);
     CHECK(r.sp.temp == 0.0f && r.sp.top_p == 0.5f && r.sp.top_k == 7);
@@ -209,7 +209,7 @@ static void test_request_values(void) {
     aero_req_free(&r);
 
     const char *p = "{\"prompt\":\"Once upon\"}";
-    CHECK(aero_req_parse(&r, AERO_REQ_COMPLETION, p, strlen(p), 0, &err) == AERO_OK);
+    CHECK(aero_req_parse(&r, AERO_REQ_COMPLETION, p, strlen(p), 0, NULL, &err) == AERO_OK);
     CHECK(r.prompt_len == 9 && !memcmp(r.prompt, "Once upon", 9) && r.max_tokens == -1 && r.sp.temp == 1.0f);
     CHECK(!r.stream && !r.logprobs);
     aero_req_free(&r);

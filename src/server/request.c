@@ -326,7 +326,7 @@ static aero_status reject_unsupported(aero_req *r, aero_error *err) {
 }
 
 aero_status aero_req_parse(aero_req *r, aero_req_kind kind, const char *body, size_t len, int n_vocab,
-                           aero_error *err) {
+                           const aero_sampler_params *defaults, aero_error *err) {
     memset(r, 0, sizeof *r);
     r->kind = kind;
     r->max_tokens = -1;
@@ -352,14 +352,18 @@ aero_status aero_req_parse(aero_req *r, aero_req_kind kind, const char *body, si
     if (given) r->max_tokens = (int)v;
 
     aero_sampler_params *sp = &r->sp;
-    sp->temp = 1.0f;
-    sp->top_p = 1.0f;
-    sp->top_k = 0;
-    sp->min_p = 0.0f;
-    sp->repeat_penalty = 1.0f;
-    sp->repeat_last_n = 64;
-    sp->presence_penalty = 0.0f;
-    sp->frequency_penalty = 0.0f;
+    if (defaults) {
+        *sp = *defaults;
+    } else {
+        sp->temp = 1.0f;
+        sp->top_p = 1.0f;
+        sp->top_k = 0;
+        sp->min_p = 0.0f;
+        sp->repeat_penalty = 1.0f;
+        sp->repeat_last_n = 64;
+        sp->presence_penalty = 0.0f;
+        sp->frequency_penalty = 0.0f;
+    }
     if ((st = get_num(root, "temperature", 0, 2, &sp->temp, r->err_param, err))) goto fail;
     if ((st = get_num(root, "top_p", 0, 1, &sp->top_p, r->err_param, err))) goto fail;
     if ((st = get_num(root, "min_p", 0, 1, &sp->min_p, r->err_param, err))) goto fail;

@@ -47,9 +47,10 @@ typedef struct {
 } aero_req;
 
 // Parses a request body of the given kind. n_vocab bounds logit_bias and token-id prompts (0: unchecked).
-// On failure r holds nothing to free and err / r->err_param describe the problem.
+// defaults gives the sampling values of fields the request leaves out (NULL: OpenAI's: temperature 1, top_p 1,
+// no top_k / min_p). On failure r holds nothing to free and err / r->err_param describe the problem.
 aero_status aero_req_parse(aero_req *r, aero_req_kind kind, const char *body, size_t len, int n_vocab,
-                           aero_error *err);
+                           const aero_sampler_params *defaults, aero_error *err);
 void aero_req_free(aero_req *r);
 
 // /tokenize: {"content": string, "add_special": bool, "parse_special": bool, "with_pieces": bool}

@@ -512,20 +512,29 @@ aero_status aero_sched_new(aero_sched **out, const aero_engine *e, int max_queue
     return AERO_OK;
 }
 
-void aero_sched_free(aero_sched *s) {
+void aero_sched_shutdown(aero_sched *s) {
     if (!s) return;
     pthread_mutex_lock(&s->mu);
     s->stop = true;
     pthread_cond_broadcast(&s->cv);
+    aero_gen *q = s->qhead;
+    s->qhead = s->qtail = NULL;
+    s->n_queued = 0;
     pthread_mutex_unlock(&s->mu);
     if (s->started) pthread_join(s->th, NULL);
-    while (s->qhead) {
-        aero_gen *g = s->qhead;
-        s->qhead = g->next;
+    s->started = false;
+    while (q) {
+        aero_gen *g = q;
+        q = g->next;
         finish_gen(s, g, AERO_FINISH_ERROR, "the server is shutting down");
     }
     for (int i = 0; s->slots && i < s->e.n_seq; i++)
         if (s->slots[i]) finish_gen(s, s->slots[i], AERO_FINISH_ERROR, "the server is shutting down");
+}
+
+void aero_sched_free(aero_sched *s) {
+    if (!s) return;
+    aero_sched_shutdown(s);
     free(s->slots);
     free(s->tok);
     free(s->pos);

@@ -100,7 +100,10 @@ typedef struct aero_sched aero_sched;
 // Starts the scheduler thread over engine e (copied). max_queue bounds waiting requests.
 aero_status aero_sched_new(aero_sched **out, const aero_engine *e, int max_queue, aero_metrics *metrics,
                            aero_error *err);
-// Stops the thread; every queued or running generation ends with AERO_FINISH_ERROR.
+// Stops the thread; every queued or running generation ends with AERO_FINISH_ERROR and later submissions fail.
+// The scheduler stays valid (for HTTP threads still holding it) until aero_sched_free.
+void aero_sched_shutdown(aero_sched *s);
+// Shuts down (if not yet) and frees.
 void aero_sched_free(aero_sched *s);
 // Queues g (the scheduler takes its own reference). AERO_ERR_RANGE when the queue is full, AERO_ERR_INVALID
 // when the prompt cannot fit the context, AERO_ERR_IO when the scheduler has stopped.

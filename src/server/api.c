@@ -1,0 +1,546 @@
+// The OpenAI endpoints: models, completions and chat completions (whole or streamed as Server-Sent Events),
+// plus health, metrics, tokenize and detokenize. Requests are validated and tokenized here, on the connection's
+// thread; only token work reaches the scheduler.
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "internal.h"
+
+// Status for a failed parse: bad input is the client's fault, running out of memory is ours.
+static int status_of(aero_status st) { return st == AERO_ERR_NOMEM ? 500 : 400; }
+
+// The model names a request may use: the id we list, the file name with or without .gguf, or the path given.
+static bool model_ok(aero_server *s, const char *name) {
+    if (!name || !*name || !strcmp(name, s->model_id)) return true;
+    const char *path = s->p.model.path ? s->p.model.path : "";
+    const char *slash = strrchr(path, '/');
+    const char *base = slash ? slash + 1 : path;
+    if (!strcmp(name, path) || !strcmp(name, base)) return true;
+    size_t bl = strlen(base);
+    return bl > 5 && !strcmp(base + bl - 5, ".gguf") && strlen(name) == bl - 5 && !strncmp(name, base, bl - 5);
+}
+
+static json_t *model_object(aero_server *s) {
+    json_t *m = json_pack("{s:s, s:s, s:I, s:s}", "id", s->model_id, "object", "model", "created",
+                          (json_int_t)time(NULL), "owned_by", "aerollm");
+    if (atomic_load(&s->state) == 1) {
+        const aero_engine *e = &s->eng.e;
+        json_object_set_new(m, "meta",
+                            json_pack("{s:i, s:i, s:i, s:s, s:I}", "n_ctx", e->n_ctx, "n_vocab", e->n_vocab,
+                                      "n_parallel", e->n_seq, "chat_template", s->eng.tmpl_name, "weight_bytes",
+                                      (json_int_t)aero_model_weight_bytes(s->eng.model)));
+    }
+    return m;
+}
+
+static enum MHD_Result handle_models(aero_http_req *r, const char *id) {
+    aero_server *s = r->srv;
+    if (id) {
+        if (!model_ok(s, id)) {
+            char msg[400];
+            snprintf(msg, sizeof msg, "The model '%.200s' does not exist; this server serves '%.100s'", id, s->model_id);
+            return aero_http_error(r, 404, msg, "model", "model_not_found");
+        }
+        return aero_http_json(r, 200, model_object(s));
+    }
+    json_t *data = json_array();
+    json_array_append_new(data, model_object(s));
+    return aero_http_json(r, 200, json_pack("{s:s, s:o}", "object", "list", "data", data));
+}
+
+static enum MHD_Result handle_health(aero_http_req *r) {
+    int st = atomic_load(&r->srv->state);
+    if (st == 1) return aero_http_json(r, 200, json_pack("{s:s}", "status", "ok"));
+    if (st == 0) return aero_http_error(r, 503, "Loading model", NULL, "model_loading");
+    if (st == -1) return aero_http_error(r, 500, "The model failed to load", NULL, NULL);
+    return aero_http_error(r, 503, "The server is shutting down", NULL, NULL);
+}
+
+static enum MHD_Result handle_metrics(aero_http_req *r) {
+    size_t len;
+    char *txt = aero_metrics_render(&r->srv->metrics, &len);
+    if (!txt) return aero_http_error(r, 500, "out of memory rendering metrics", NULL, NULL);
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, txt, MHD_RESPMEM_MUST_FREE);
+    if (!resp) {
+        free(txt);
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8");
+    enum MHD_Result ret = MHD_queue_response(r->conn, 200, resp);
+    MHD_destroy_response(resp);
+    r->status = 200;
+    return ret;
+}
+
+static enum MHD_Result handle_tokenize(aero_http_req *r) {
+    aero_srv_engine *x = &r->srv->eng;
+    aero_tokenize_req q;
+    aero_error err = {0};
+    aero_status st = aero_req_parse_tokenize(&q, r->body, r->len, &err);
+    if (st) return aero_http_error(r, status_of(st), err.msg, q.err_param[0] ? q.err_param : NULL, NULL);
+    int32_t *ids = NULL;
+    size_t n = 0;
+    st = aero_srv_engine_tokenize(x, q.content, q.content_len, q.add_special, q.parse_special, &ids, &n, &err);
+    bool pieces = q.with_pieces;
+    json_decref(q.root);
+    if (st) return aero_http_error(r, status_of(st), err.msg, "content", NULL);
+    json_t *a = json_array();
+    for (size_t i = 0; i < n; i++) {
+        if (!pieces) {
+            json_array_append_new(a, json_integer(ids[i]));
+            continue;
+        }
+        char buf[256];
+        size_t len = aero_srv_engine_piece(x, ids[i], buf, sizeof buf);
+        if (len > sizeof buf) len = sizeof buf;
+        json_array_append_new(a, json_pack("{s:i, s:o}", "id", ids[i], "piece", aero_oai_string(buf, len)));
+    }
+    free(ids);
+    return aero_http_json(r, 200, json_pack("{s:o}", "tokens", a));
+}
+
+static enum MHD_Result handle_detokenize(aero_http_req *r) {
+    aero_srv_engine *x = &r->srv->eng;
+    aero_detokenize_req q;
+    aero_error err = {0};
+    aero_status st = aero_req_parse_detokenize(&q, r->body, r->len, x->e.n_vocab, &err);
+    if (st) return aero_http_error(r, status_of(st), err.msg, q.err_param[0] ? q.err_param : NULL, NULL);
+    char *text = NULL;
+    size_t len = 0;
+    st = aero_detokenize(x->tok, q.ids, q.n, false, &text, &len, &err);
+    free(q.ids);
+    if (st) return aero_http_error(r, 500, err.msg, NULL, NULL);
+    json_t *j = json_pack("{s:o}", "content", aero_oai_string(text, len));
+    free(text);
+    return aero_http_json(r, 200, j);
+}
+
+// Random-looking ids so that logs of several servers do not collide.
+static void make_id(aero_server *s, const char *prefix, char *out, size_t cap) {
+    unsigned long long n = atomic_fetch_add(&s->next_id, 1);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    unsigned long long x = ((unsigned long long)ts.tv_sec * 1000000007ull) ^ (unsigned long long)ts.tv_nsec ^ (n << 40);
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdull;
+    x ^= x >> 33;
+    snprintf(out, cap, "%s-%016llx%04llx", prefix, x, n & 0xffff);
+}
+
+static char **dup_strings(const char *const *src, int n, int extra) {
+    char **a = calloc((size_t)(n + extra) + 1, sizeof *a);
+    if (!a) return NULL;
+    for (int i = 0; i < n; i++)
+        if (!(a[i] = strdup(src[i]))) {
+            for (int k = 0; k < i; k++) free(a[k]);
+            free(a);
+            return NULL;
+        }
+    return a;
+}
+
+// ---- streaming ----
+
+// Appends bytes to the request's output buffer (handed to MHD by the reader callback).
+static bool out_add(aero_http_req *r, const char *s, size_t n) {
+    size_t need = r->out_len + n;
+    if (need > r->out_cap) {
+        size_t cap = r->out_cap ? r->out_cap : 1024;
+        while (cap < need) cap *= 2;
+        char *b = realloc(r->out, cap);
+        if (!b) return false;
+        r->out = b;
+        r->out_cap = cap;
+    }
+    memcpy(r->out + r->out_len, s, n);
+    r->out_len += n;
+    return true;
+}
+
+static bool out_event(aero_http_req *r, json_t *j) {
+    size_t len;
+    char *ev = j ? aero_oai_sse(j, &len) : NULL;
+    json_decref(j);
+    if (!ev) return false;
+    bool ok = out_add(r, ev, len);
+    free(ev);
+    return ok;
+}
+
+// Turns new output of the generation into SSE events: text/logprob deltas, then the finish chunk, the usage
+// chunk when asked, and [DONE]; an error becomes a data: {"error": ...} event.
+static bool emit_delta(aero_http_req *r, const aero_gen_delta *d) {
+    aero_srv_engine *x = &r->srv->eng;
+    bool ok = true;
+    if (d->len || d->n_lp) {
+        json_t *lp = NULL;
+        if (r->logprobs && d->n_lp)
+            lp = aero_oai_logprobs(r->meta.chat, d->lp, d->n_lp, r->top_logprobs, aero_srv_engine_piece, x,
+                                   r->text_sent);
+        ok = out_event(r, aero_oai_chunk(&r->meta, false, d->text ? d->text : "", d->len, NULL, lp,
+                                         r->include_usage));
+        r->text_sent += d->len;
+    }
+    if (!d->done) return ok;
+    r->finished = true;
+    r->n_gen = d->n_gen;
+    r->finish_name = aero_finish_name(d->finish);
+    if (d->finish == AERO_FINISH_ERROR) {
+        ok = ok && out_event(r, aero_oai_error(500, d->error[0] ? d->error : "generation failed", NULL, NULL));
+        return ok;
+    }
+    const char *fin = d->finish == AERO_FINISH_LENGTH ? "length" : "stop";
+    ok = ok && out_event(r, aero_oai_chunk(&r->meta, false, NULL, 0, fin, NULL, r->include_usage));
+    if (r->include_usage) ok = ok && out_event(r, aero_oai_usage_chunk(&r->meta, d->n_prompt, d->n_gen));
+    ok = ok && out_add(r, "data: [DONE]\n\n", 14);
+    return ok;
+}
+
+// MHD pulls the stream through here on the connection's own thread; blocking is fine (one thread per
+// connection). While waiting, the socket is checked so a vanished client frees its sequence at once.
+static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max) {
+    aero_http_req *r = cls;
+    (void)pos;
+    for (;;) {
+        if (r->out_off < r->out_len) {
+            size_t n = r->out_len - r->out_off;
+            if (n > max) n = max;
+            memcpy(buf, r->out + r->out_off, n);
+            r->out_off += n;
+            return (ssize_t)n;
+        }
+        r->out_len = r->out_off = 0;
+        if (r->finished) return MHD_CONTENT_READER_END_OF_STREAM;
+        if (!r->sent_head) {
+            r->sent_head = true;
+            bool ok = true;
+            if (r->meta.chat) ok = out_event(r, aero_oai_chunk(&r->meta, true, "", 0, NULL, NULL, r->include_usage));
+            else if (r->echo_len) {
+                ok = out_event(r, aero_oai_chunk(&r->meta, false, r->echo, r->echo_len, NULL, NULL, r->include_usage));
+                r->text_sent += r->echo_len;
+            }
+            if (!ok) return MHD_CONTENT_READER_END_WITH_ERROR;
+            continue;
+        }
+        aero_gen_delta d;
+        bool fresh = aero_gen_next(r->gen, &r->cur, 200, &d);
+        bool ok = !fresh || emit_delta(r, &d);
+        aero_gen_delta_free(&d);
+        if (!ok) return MHD_CONTENT_READER_END_WITH_ERROR;
+        if (!fresh && aero_http_client_gone(r)) {
+            aero_gen_cancel(r->gen);
+            aero_sched_poke(r->srv->sched);
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+        }
+    }
+}
+
+// Waits for a whole generation (non-streamed request); false when the client left meanwhile.
+static bool wait_all(aero_http_req *r, char **text, size_t *len, aero_oai_logprob **lp, int *n_lp,
+                     aero_gen_delta *last) {
+    size_t cap = 0;
+    int lp_cap = 0;
+    *text = NULL;
+    *len = 0;
+    *lp = NULL;
+    *n_lp = 0;
+    for (;;) {
+        aero_gen_delta d;
+        bool fresh = aero_gen_next(r->gen, &r->cur, 200, &d);
+        if (d.len) {
+            if (*len + d.len + 1 > cap) {
+                cap = (*len + d.len + 1) * 2;
+                char *t = realloc(*text, cap);
+                if (!t) goto oom;
+                *text = t;
+            }
+            memcpy(*text + *len, d.text, d.len);
+            *len += d.len;
+            (*text)[*len] = 0;
+        }
+        if (d.n_lp) {
+            if (*n_lp + d.n_lp > lp_cap) {
+                lp_cap = (*n_lp + d.n_lp) * 2;
+                aero_oai_logprob *a = realloc(*lp, (size_t)lp_cap * sizeof *a);
+                if (!a) goto oom;
+                *lp = a;
+            }
+            memcpy(*lp + *n_lp, d.lp, (size_t)d.n_lp * sizeof *d.lp);
+            *n_lp += d.n_lp;
+        }
+        if (d.done) {
+            *last = d;
+            last->text = NULL;
+            last->lp = NULL;
+            aero_gen_delta_free(&d);
+            return true;
+        }
+        aero_gen_delta_free(&d);
+        if (!fresh && aero_http_client_gone(r)) return false;
+        continue;
+    oom:
+        aero_gen_delta_free(&d);
+        memset(last, 0, sizeof *last);
+        last->done = true;
+        last->finish = AERO_FINISH_ERROR;
+        snprintf(last->error, sizeof last->error, "out of memory collecting the output");
+        return true;
+    }
+}
+
+// Completions and chat completions: validate, build the prompt, check the context, queue, answer.
+static enum MHD_Result handle_generate(aero_http_req *r, aero_req_kind kind) {
+    aero_server *s = r->srv;
+    aero_srv_engine *x = &s->eng;
+    const aero_engine *e = &x->e;
+    aero_req q;
+    aero_error err = {0};
+    aero_status st = aero_req_parse(&q, kind, r->body, r->len, e->n_vocab, &s->p.defaults, &err);
+    if (st) return aero_http_error(r, status_of(st), err.msg, q.err_param[0] ? q.err_param : NULL, NULL);
+    enum MHD_Result ret;
+    char *text = NULL;
+    size_t text_len = 0;
+    int32_t *ids = NULL;
+    size_t n_ids = 0;
+    aero_gen *g = NULL;
+    const char *pparam = kind == AERO_REQ_CHAT ? "messages" : "prompt";
+    if (!model_ok(s, q.model)) {
+        char msg[400];
+        snprintf(msg, sizeof msg, "The model '%.200s' does not exist; this server serves '%.100s'", q.model, s->model_id);
+        ret = aero_http_error(r, 404, msg, "model", "model_not_found");
+        goto done;
+    }
+    if (kind == AERO_REQ_CHAT) {
+        if ((st = aero_srv_engine_render(x, q.messages, q.tools, &text, &text_len, &err))) {
+            ret = aero_http_error(r, status_of(st), err.msg, "messages", NULL);
+            goto done;
+        }
+        st = aero_srv_engine_tokenize(x, text, text_len, true, true, &ids, &n_ids, &err);
+    } else if (q.prompt_ids) {
+        ids = q.prompt_ids;
+        n_ids = q.n_prompt_ids;
+        q.prompt_ids = NULL;
+    } else {
+        st = aero_srv_engine_tokenize(x, q.prompt, q.prompt_len, true, true, &ids, &n_ids, &err);
+    }
+    if (st) {
+        ret = aero_http_error(r, status_of(st), err.msg, pparam, NULL);
+        goto done;
+    }
+    if (n_ids == 0) {
+        ret = aero_http_error(r, 400, "The prompt is empty and this model has no BOS token to start from", pparam, NULL);
+        goto done;
+    }
+    int n_ctx = e->n_ctx;
+    if (n_ids >= (size_t)n_ctx) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "This model's maximum context length is %d tokens. However, your %s has %zu tokens.",
+                 n_ctx, kind == AERO_REQ_CHAT ? "messages" : "prompt", n_ids);
+        ret = aero_http_error(r, 400, msg, pparam, "context_length_exceeded");
+        goto done;
+    }
+    int room = n_ctx - (int)n_ids;
+    int max_tokens = q.max_tokens;
+    if (max_tokens < 0) {
+        max_tokens = kind == AERO_REQ_COMPLETION ? 16 : room; // OpenAI's completions default is 16
+        if (max_tokens > room) max_tokens = room;
+    } else if (max_tokens > room) {
+        char msg[400];
+        snprintf(msg, sizeof msg,
+                 "This model's maximum context length is %d tokens. However, you requested %lld tokens (%zu in the "
+                 "%s, %d in the completion). Please reduce the length of the %s or the completion.",
+                 n_ctx, (long long)n_ids + max_tokens, n_ids, kind == AERO_REQ_CHAT ? "messages" : "prompt",
+                 max_tokens, kind == AERO_REQ_CHAT ? "messages" : "prompt");
+        ret = aero_http_error(r, 400, msg, q.max_tokens == max_tokens ? "max_tokens" : NULL,
+                              "context_length_exceeded");
+        goto done;
+    }
+
+    if (q.echo) { // completions only (the parser accepts echo there)
+        if (q.prompt) {
+            r->echo = malloc(q.prompt_len + 1);
+            if (r->echo) {
+                memcpy(r->echo, q.prompt, q.prompt_len);
+                r->echo_len = q.prompt_len;
+            }
+        } else if (aero_detokenize(x->tok, ids, n_ids, false, &r->echo, &r->echo_len, &err)) {
+            r->echo = NULL;
+            r->echo_len = 0;
+        }
+    }
+    aero_gen_params gp = {0};
+    bool fallback = kind == AERO_REQ_CHAT && !x->tmpl;
+    gp.stop = dup_strings(q.stop, q.n_stop, fallback ? 1 : 0);
+    gp.n_stop = q.n_stop;
+    if (gp.stop && fallback) { // ChatML turns end at <|im_end|>, even where the vocabulary lacks the token
+        gp.stop[gp.n_stop] = strdup("<|im_end|>");
+        if (gp.stop[gp.n_stop]) gp.n_stop++;
+    }
+    if (q.n_bias) {
+        gp.bias_id = malloc((size_t)q.n_bias * sizeof *gp.bias_id);
+        gp.bias = malloc((size_t)q.n_bias * sizeof *gp.bias);
+        if (gp.bias_id && gp.bias) {
+            memcpy(gp.bias_id, q.bias_id, (size_t)q.n_bias * sizeof *gp.bias_id);
+            memcpy(gp.bias, q.bias, (size_t)q.n_bias * sizeof *gp.bias);
+            gp.n_bias = q.n_bias;
+        }
+    }
+    gp.detok_first = n_ids == 1 && ids[0] == aero_tokenizer_bos(x->tok);
+    gp.prompt = ids;
+    gp.n_prompt = (int)n_ids;
+    ids = NULL;
+    gp.max_tokens = max_tokens;
+    gp.sp = q.sp;
+    if (!q.has_seed) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        gp.sp.seed = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)ts.tv_sec ^ atomic_fetch_add(&s->next_id, 1) * 0x9e3779b97f4a7c15ull;
+    }
+    gp.logprobs = q.logprobs;
+    gp.top_logprobs = q.top_logprobs;
+    gp.ignore_eos = q.ignore_eos;
+    bool oom = !gp.stop || (q.n_bias && !gp.n_bias);
+    r->n_prompt = gp.n_prompt;
+    g = aero_gen_new(&gp);
+    if (!g || oom) {
+        ret = aero_http_error(r, 500, "out of memory queueing the request", NULL, NULL);
+        goto done;
+    }
+    if ((st = aero_sched_submit(s->sched, g, &err))) {
+        int code = st == AERO_ERR_INVALID ? 400 : 503;
+        ret = aero_http_error(r, code, err.msg, NULL, st == AERO_ERR_RANGE ? "queue_full" : NULL);
+        goto done;
+    }
+    r->gen = g;
+    g = NULL;
+    make_id(s, kind == AERO_REQ_CHAT ? "chatcmpl" : "cmpl", r->id, sizeof r->id);
+    r->meta = (aero_oai_meta){.chat = kind == AERO_REQ_CHAT, .id = r->id, .model = s->model_id,
+                              .created = (long long)time(NULL)};
+    r->logprobs = q.logprobs;
+    r->top_logprobs = q.top_logprobs;
+    r->include_usage = q.include_usage;
+
+    if (q.stream) {
+        struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, sse_read, r, NULL);
+        if (!resp) {
+            ret = MHD_NO;
+            goto done;
+        }
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream; charset=utf-8");
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+        MHD_add_response_header(resp, "X-Accel-Buffering", "no");
+        MHD_add_response_header(resp, "Access-Control-Allow-Origin", "*");
+        ret = MHD_queue_response(r->conn, 200, resp);
+        MHD_destroy_response(resp);
+        r->status = 200;
+        goto done;
+    }
+
+    // Whole response: the connection's idle timeout is off while the model works, then restored.
+    MHD_set_connection_option(r->conn, MHD_CONNECTION_OPTION_TIMEOUT, 0u);
+    char *out = NULL;
+    size_t out_len = 0;
+    aero_oai_logprob *lps = NULL;
+    int n_lp = 0;
+    aero_gen_delta last;
+    bool present = wait_all(r, &out, &out_len, &lps, &n_lp, &last);
+    MHD_set_connection_option(r->conn, MHD_CONNECTION_OPTION_TIMEOUT,
+                              (unsigned)(s->p.timeout_s > 0 ? s->p.timeout_s : 0));
+    if (!present) { // the client is gone: free the sequence now and drop the connection
+        aero_gen_cancel(r->gen);
+        aero_sched_poke(s->sched);
+        free(out);
+        free(lps);
+        ret = MHD_NO;
+        goto done;
+    }
+    r->finished = true;
+    r->n_gen = last.n_gen;
+    r->finish_name = aero_finish_name(last.finish);
+    if (last.finish == AERO_FINISH_ERROR) {
+        ret = aero_http_error(r, 500, last.error[0] ? last.error : "generation failed", NULL, NULL);
+    } else {
+        if (r->echo_len) {
+            char *joined = malloc(r->echo_len + out_len + 1);
+            if (joined) {
+                memcpy(joined, r->echo, r->echo_len);
+                if (out_len) memcpy(joined + r->echo_len, out, out_len);
+                joined[r->echo_len + out_len] = 0;
+                free(out);
+                out = joined;
+                out_len += r->echo_len;
+            }
+        }
+        json_t *lpj = r->logprobs ? aero_oai_logprobs(r->meta.chat, lps, n_lp, r->top_logprobs, aero_srv_engine_piece,
+                                                      x, 0)
+                                  : NULL;
+        const char *fin = last.finish == AERO_FINISH_LENGTH ? "length" : "stop";
+        ret = aero_http_json(r, 200,
+                             aero_oai_response(&r->meta, out ? out : "", out_len, fin, lpj, last.n_prompt, last.n_gen));
+    }
+    free(out);
+    free(lps);
+done:
+    aero_gen_unref(g);
+    free(ids);
+    free(text);
+    aero_req_free(&q);
+    return ret;
+}
+
+typedef enum { R_HEALTH, R_METRICS, R_MODELS, R_MODEL, R_COMPLETIONS, R_CHAT, R_TOKENIZE, R_DETOKENIZE } route;
+
+static const struct {
+    const char *path;
+    const char *method;
+    route id;
+    bool prefix;
+} routes[] = {
+    {"/health", "GET", R_HEALTH, false},
+    {"/v1/health", "GET", R_HEALTH, false},
+    {"/metrics", "GET", R_METRICS, false},
+    {"/v1/models", "GET", R_MODELS, false},
+    {"/models", "GET", R_MODELS, false},
+    {"/v1/models/", "GET", R_MODEL, true},
+    {"/v1/completions", "POST", R_COMPLETIONS, false},
+    {"/completions", "POST", R_COMPLETIONS, false},
+    {"/v1/chat/completions", "POST", R_CHAT, false},
+    {"/chat/completions", "POST", R_CHAT, false},
+    {"/tokenize", "POST", R_TOKENIZE, false},
+    {"/detokenize", "POST", R_DETOKENIZE, false},
+};
+
+enum MHD_Result aero_api_handle(aero_http_req *r, const char *url) {
+    bool path_known = false;
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+        size_t pl = strlen(routes[i].path);
+        bool match = routes[i].prefix ? !strncmp(url, routes[i].path, pl) && url[pl] : !strcmp(url, routes[i].path);
+        if (!match) continue;
+        path_known = true;
+        bool head = !strcmp(r->method, "HEAD") && !strcmp(routes[i].method, "GET");
+        if (strcmp(r->method, routes[i].method) != 0 && !head) continue;
+        route id = routes[i].id;
+        if (id == R_HEALTH) return handle_health(r);
+        if (id == R_METRICS) return handle_metrics(r);
+        if (id == R_MODELS) return handle_models(r, NULL);
+        if (id == R_MODEL) return handle_models(r, url + pl);
+        int st = atomic_load(&r->srv->state);
+        if (st != 1)
+            return aero_http_error(r, 503, st == 0 ? "The model is still loading; retry when /health answers 200"
+                                                   : "The server is not serving (model failed to load or shutting down)",
+                                   NULL, st == 0 ? "model_loading" : NULL);
+        if (id == R_COMPLETIONS) return handle_generate(r, AERO_REQ_COMPLETION);
+        if (id == R_CHAT) return handle_generate(r, AERO_REQ_CHAT);
+        if (id == R_TOKENIZE) return handle_tokenize(r);
+        return handle_detokenize(r);
+    }
+    char msg[160];
+    if (path_known) {
+        snprintf(msg, sizeof msg, "Method %s is not allowed on %.100s", r->method, url);
+        return aero_http_error(r, 405, msg, NULL, "method_not_allowed");
+    }
+    snprintf(msg, sizeof msg, "Unknown endpoint: %s %.100s", r->method, url);
+    return aero_http_error(r, 404, msg, NULL, "unknown_url");
+}

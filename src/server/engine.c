@@ -1,0 +1,160 @@
+// The model adapter: aero_model + aero_ctx + tokenizer behind the scheduler's aero_engine interface, plus the
+// prompt side (chat rendering, tokenization) that HTTP threads use. The chat template of the model is used
+// when the chat module can render it; otherwise the documented ChatML fallback:
+//   <|im_start|>{role}\n{content}<|im_end|>\n ... <|im_start|>assistant\n
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../stream/stream.h"
+#include "internal.h"
+
+static aero_status eng_decode(void *self, const aero_batch *b, float *logits, aero_error *err) {
+    aero_srv_engine *x = self;
+    return aero_decode(x->ctx, b, logits, err);
+}
+static void eng_drop(void *self, int seq) {
+    aero_srv_engine *x = self;
+    aero_kv_drop(x->ctx, seq);
+}
+static bool eng_eog(void *self, int32_t t) {
+    aero_srv_engine *x = self;
+    return aero_tokenizer_is_eog(x->tok, t);
+}
+static void eng_detok_init(void *self, aero_detok *d, bool first) {
+    aero_srv_engine *x = self;
+    aero_detok_init(d, x->tok, false);
+    d->first = first;
+}
+static size_t eng_detok_push(void *self, aero_detok *d, int32_t t, char *out, size_t cap) {
+    (void)self;
+    return aero_detok_push(d, t, out, cap);
+}
+static size_t eng_detok_flush(void *self, aero_detok *d, char *out, size_t cap) {
+    (void)self;
+    return aero_detok_flush(d, out, cap);
+}
+// Called on the scheduler thread, which owns the model, after every step.
+static void eng_stats(void *self, aero_engine_stats *out) {
+    aero_srv_engine *x = self;
+    aero_stream_stats st;
+    aero_stream_get_stats(aero_model_stream(x->model), &st);
+    out->bytes_streamed = st.bytes_streamed;
+    out->passes = st.passes;
+    out->io_wait_s = st.wait_s;
+    out->io_busy_s = st.io_busy_s;
+    out->draft_tokens = 0;
+    out->draft_accepted = 0;
+}
+
+// Copies a special token's vocabulary string (e.g. "<s>") so templates and BOS detection can use it.
+static void token_string(const aero_tokenizer *t, int32_t id, char *out, size_t cap) {
+    out[0] = 0;
+    const char *s = id >= 0 ? aero_tokenizer_token_str(t, id) : NULL;
+    if (s) snprintf(out, cap, "%s", s);
+}
+
+aero_status aero_srv_engine_open(aero_srv_engine *x, const aero_server_params *p, aero_error *err) {
+    memset(x, 0, sizeof *x);
+    aero_status st = aero_model_load(&x->model, &p->model, err);
+    if (st) return st;
+    aero_ctx_params cp = {.n_ctx = p->n_ctx, .n_seq = p->parallel, .kv_f32 = p->kv_f32};
+    if ((st = aero_ctx_new(&x->ctx, x->model, &cp, err))) goto fail;
+    x->tok = aero_model_tokenizer(x->model);
+    token_string(x->tok, aero_tokenizer_bos(x->tok), x->bos_str, sizeof x->bos_str);
+    token_string(x->tok, aero_tokenizer_eos(x->tok), x->eos_str, sizeof x->eos_str);
+    x->tmpl = NULL;
+    x->tmpl_name = "chatml fallback";
+    if (p->chat_template_file) {
+        st = aero_fail(err, AERO_ERR_UNSUPPORTED,
+                       "--chat-template-file: chat templates cannot be rendered by this build yet");
+        goto fail;
+    }
+    x->e = (aero_engine){
+        .self = x,
+        .n_vocab = aero_model_hparams(x->model)->n_vocab,
+        .n_ctx = aero_ctx_n_ctx(x->ctx),
+        .n_seq = aero_ctx_n_seq(x->ctx),
+        .n_batch = p->n_batch > 0 ? p->n_batch : 512,
+        .decode = eng_decode,
+        .kv_drop = eng_drop,
+        .is_eog = eng_eog,
+        .detok_init = eng_detok_init,
+        .detok_push = eng_detok_push,
+        .detok_flush = eng_detok_flush,
+        .stats = eng_stats,
+    };
+    return AERO_OK;
+fail:
+    aero_srv_engine_close(x);
+    return st;
+}
+
+void aero_srv_engine_close(aero_srv_engine *x) {
+    aero_ctx_free(x->ctx);
+    aero_model_free(x->model);
+    memset(x, 0, sizeof *x);
+}
+
+typedef struct {
+    char *p;
+    size_t len, cap;
+} buf;
+
+static bool buf_add(buf *b, const char *s, size_t n) {
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->len + n + 1) cap *= 2;
+        char *q = realloc(b->p, cap);
+        if (!q) return false;
+        b->p = q;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = 0;
+    return true;
+}
+
+// ChatML, the fallback for models without a usable template (stories260K has none).
+static aero_status render_chatml(const json_t *messages, char **out, size_t *len, aero_error *err) {
+    buf b = {0};
+    size_t i;
+    json_t *m;
+    bool ok = true;
+    json_array_foreach(messages, i, m) {
+        const char *role = json_string_value(json_object_get(m, "role"));
+        json_t *c = json_object_get(m, "content");
+        ok = ok && buf_add(&b, "<|im_start|>", 12) && buf_add(&b, role, strlen(role)) && buf_add(&b, "\n", 1);
+        if (json_is_string(c)) ok = ok && buf_add(&b, json_string_value(c), json_string_length(c));
+        ok = ok && buf_add(&b, "<|im_end|>\n", 11);
+    }
+    ok = ok && buf_add(&b, "<|im_start|>assistant\n", 22);
+    if (!ok) {
+        free(b.p);
+        return aero_fail(err, AERO_ERR_NOMEM, "out of memory rendering the chat");
+    }
+    *out = b.p;
+    *len = b.len;
+    return AERO_OK;
+}
+
+aero_status aero_srv_engine_render(aero_srv_engine *x, const json_t *messages, const json_t *tools, char **out,
+                                   size_t *len, aero_error *err) {
+    (void)tools;
+    (void)x;
+    return render_chatml(messages, out, len, err);
+}
+
+aero_status aero_srv_engine_tokenize(aero_srv_engine *x, const char *text, size_t len, bool add_special,
+                                     bool parse_special, int32_t **ids, size_t *n, aero_error *err) {
+    size_t bl = strlen(x->bos_str);
+    bool has_bos_text = bl && len >= bl && !memcmp(text, x->bos_str, bl) && parse_special;
+    bool add_bos = add_special && aero_tokenizer_add_bos(x->tok) && !has_bos_text;
+    return aero_tokenize(x->tok, text, len, add_bos, parse_special, ids, n, err);
+}
+
+size_t aero_srv_engine_piece(void *self, int32_t id, char *buf, size_t cap) {
+    aero_srv_engine *x = self;
+    return aero_token_to_bytes(x->tok, id, true, buf, cap);
+}

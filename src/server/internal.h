@@ -1,0 +1,91 @@
+// Pieces shared by the server's files: the model adapter (engine.c) and the server state (server.c, api.c).
+#ifndef AERO_SERVER_INTERNAL_H
+#define AERO_SERVER_INTERNAL_H
+
+#include <jansson.h>
+#include <microhttpd.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "../tokenizer/tokenizer.h"
+#include "metrics.h"
+#include "request.h"
+#include "sched.h"
+#include "server.h"
+
+// The loaded model seen through what the server needs: the scheduler's aero_engine plus prompt building.
+typedef struct {
+    aero_model *model;
+    aero_ctx *ctx;
+    const aero_tokenizer *tok;
+    void *tmpl;               // aero_chat_template when the model (or --chat-template-file) has one
+    const char *tmpl_name;    // "model", "file" or "chatml fallback"
+    char bos_str[64], eos_str[64];
+    aero_engine e;
+} aero_srv_engine;
+
+aero_status aero_srv_engine_open(aero_srv_engine *x, const aero_server_params *p, aero_error *err);
+void aero_srv_engine_close(aero_srv_engine *x);
+// Renders chat messages into the prompt text (malloc'ed).
+aero_status aero_srv_engine_render(aero_srv_engine *x, const json_t *messages, const json_t *tools, char **out,
+                                   size_t *len, aero_error *err);
+// Tokenizes a prompt; add_special adds BOS unless the text already starts with the BOS string.
+aero_status aero_srv_engine_tokenize(aero_srv_engine *x, const char *text, size_t len, bool add_special,
+                                     bool parse_special, int32_t **ids, size_t *n, aero_error *err);
+// Bytes of one token for logprobs and /tokenize pieces (aero_oai_piece_fn).
+size_t aero_srv_engine_piece(void *x, int32_t id, char *buf, size_t cap);
+
+struct aero_server {
+    aero_server_params p;
+    char model_id[256];
+    struct MHD_Daemon *daemon;
+    int port;
+    atomic_int state;         // 0 loading, 1 ready, -1 load failed
+    aero_srv_engine eng;
+    aero_sched *sched;
+    aero_metrics metrics;
+    atomic_ullong next_id;
+    pthread_mutex_t log_mu;
+};
+
+// One HTTP request in flight.
+typedef struct {
+    aero_server *srv;
+    struct MHD_Connection *conn;
+    int fd;
+    char method[8];
+    char *body;
+    size_t len, cap;
+    bool too_large;
+    double t0;
+    int status;               // what was answered (for the log and metrics)
+    // streamed generation
+    aero_gen *gen;
+    aero_gen_cursor cur;
+    aero_oai_meta meta;
+    char id[48];
+    bool include_usage, logprobs, sent_head, finished;
+    int top_logprobs;
+    size_t text_sent;         // for completions' text_offset
+    char *echo;               // text to send before the output (completions echo)
+    size_t echo_len;
+    char *out;                // formatted bytes not yet handed to MHD
+    size_t out_len, out_off, out_cap;
+    int n_prompt, n_gen;
+    const char *finish_name;
+    char path[64];
+} aero_http_req;
+
+// Answers a request whose body is complete (api.c). Returns the MHD result.
+enum MHD_Result aero_api_handle(aero_http_req *r, const char *url);
+// Queues a JSON response (takes ownership of j) with the given status.
+enum MHD_Result aero_http_json(aero_http_req *r, int status, json_t *j);
+// Queues an OpenAI error response.
+enum MHD_Result aero_http_error(aero_http_req *r, int status, const char *message, const char *param,
+                                const char *code);
+// True when the client closed its side of the connection.
+bool aero_http_client_gone(const aero_http_req *r);
+// One log line on stderr.
+void aero_server_log(aero_server *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#endif
