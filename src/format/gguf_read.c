@@ -27,28 +27,41 @@ typedef struct {
     size_t cache_len;
 } reader;
 
-// A field description for error messages ("metadata 'general.name' value"), built only where needed.
+// A field for error messages, formatted only when an error happens (vocabularies have 100k+ strings):
+// base [" element " index] tail tail2, e.g. "metadata 'tokenizer.ggml.tokens' element 7 length".
+#define NO_INDEX UINT64_MAX
 typedef struct {
-    char s[200];
-} field_name;
+    const char *base;
+    const char *sep;      // between base and index: " element " or " "
+    uint64_t index;
+    const char *tail, *tail2;
+} fld;
+#define FLD(base, tail) (&(fld){(base), "", NO_INDEX, (tail), ""})
 
-static const char *fieldf(field_name *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static const char *fieldf(field_name *f, const char *fmt, ...) {
+static const char *fld_text(const fld *f, char *buf, size_t cap) {
+    if (f->index == NO_INDEX) snprintf(buf, cap, "%s%s%s", f->base, f->tail, f->tail2);
+    else snprintf(buf, cap, "%s%s%llu%s%s", f->base, f->sep, (unsigned long long)f->index, f->tail, f->tail2);
+    return buf;
+}
+
+static const char *fmt_base(char *buf, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static const char *fmt_base(char *buf, size_t cap, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(f->s, sizeof f->s, fmt, ap);
+    vsnprintf(buf, cap, fmt, ap);
     va_end(ap);
-    return f->s;
+    return buf;
 }
 
 static uint64_t rd_left(const reader *r) { return r->pos <= r->size ? r->size - r->pos : 0; }
 
 // Copies n bytes at the cursor, failing (with the field name and offset) when the file ends first.
-static aero_status rd_bytes(reader *r, void *dst, uint64_t n, const char *field, aero_error *err) {
+static aero_status rd_bytes(reader *r, void *dst, uint64_t n, const fld *field, aero_error *err) {
+    char text[256];
     if (n > rd_left(r))
         return aero_fail(err, AERO_ERR_FORMAT, "%s: %s at offset %llu: needs %llu bytes, file ends at %llu",
-                         r->name, field, (unsigned long long)r->pos, (unsigned long long)n,
-                         (unsigned long long)r->size);
+                         r->name, fld_text(field, text, sizeof text), (unsigned long long)r->pos,
+                         (unsigned long long)n, (unsigned long long)r->size);
     if (r->buf) {
         if (n) memcpy(dst, r->buf + r->pos, n);
         r->pos += n;
@@ -59,8 +72,9 @@ static aero_status rd_bytes(reader *r, void *dst, uint64_t n, const char *field,
         if (r->pos < r->cache_off || r->pos >= r->cache_off + r->cache_len) {
             ssize_t got = pread(r->fd, r->cache, RD_CACHE, (off_t)r->pos);
             if (got <= 0)
-                return aero_fail(err, AERO_ERR_IO, "%s: reading %s at offset %llu: %s", r->name, field,
-                                 (unsigned long long)r->pos, got < 0 ? strerror(errno) : "unexpected end of file");
+                return aero_fail(err, AERO_ERR_IO, "%s: reading %s at offset %llu: %s", r->name,
+                                 fld_text(field, text, sizeof text), (unsigned long long)r->pos,
+                                 got < 0 ? strerror(errno) : "unexpected end of file");
             r->cache_off = r->pos;
             r->cache_len = (size_t)got;
         }
@@ -75,25 +89,28 @@ static aero_status rd_bytes(reader *r, void *dst, uint64_t n, const char *field,
     return AERO_OK;
 }
 
-static aero_status rd_u32(reader *r, uint32_t *v, const char *field, aero_error *err) {
+static aero_status rd_u32(reader *r, uint32_t *v, const fld *field, aero_error *err) {
     return rd_bytes(r, v, 4, field, err);
 }
-static aero_status rd_u64(reader *r, uint64_t *v, const char *field, aero_error *err) {
+static aero_status rd_u64(reader *r, uint64_t *v, const fld *field, aero_error *err) {
     return rd_bytes(r, v, 8, field, err);
 }
 
 // Reads a GGUF string (u64 length + bytes) into a NUL-terminated heap copy.
-static aero_status rd_str(reader *r, aero_gguf_str *s, const char *field, aero_error *err) {
+static aero_status rd_str(reader *r, aero_gguf_str *s, fld field, aero_error *err) {
     uint64_t at = r->pos;
-    field_name f;
-    if (rd_u64(r, &s->len, fieldf(&f, "%s length", field), err)) return err->code;
+    char text[256];
+    fld len_field = field;
+    len_field.tail2 = " length";
+    if (rd_u64(r, &s->len, &len_field, err)) return err->code;
     if (s->len > rd_left(r))
         return aero_fail(err, AERO_ERR_FORMAT, "%s: %s at offset %llu: string length %llu past end of file (size %llu)",
-                         r->name, field, (unsigned long long)at, (unsigned long long)s->len,
-                         (unsigned long long)r->size);
+                         r->name, fld_text(&field, text, sizeof text), (unsigned long long)at,
+                         (unsigned long long)s->len, (unsigned long long)r->size);
     s->ptr = malloc(s->len + 1);
-    if (!s->ptr) return aero_fail(err, AERO_ERR_NOMEM, "%s: %s: out of memory", r->name, field);
-    if (rd_bytes(r, s->ptr, s->len, field, err)) {
+    if (!s->ptr)
+        return aero_fail(err, AERO_ERR_NOMEM, "%s: %s: out of memory", r->name, fld_text(&field, text, sizeof text));
+    if (rd_bytes(r, s->ptr, s->len, &field, err)) {
         free(s->ptr);
         s->ptr = NULL;
         return err->code;
@@ -158,18 +175,17 @@ static aero_status rd_value(reader *r, aero_gguf_value *v, aero_gguf_type type, 
 static aero_status rd_array(reader *r, aero_gguf_value *v, int depth, const char *what, aero_error *err) {
     uint64_t at = r->pos;
     uint32_t elem;
-    field_name f;
     v->type = AERO_GGUF_ARRAY;
     if (depth >= GGUF_MAX_DEPTH)
         return aero_fail(err, AERO_ERR_FORMAT, "%s: %s at offset %llu: arrays nested deeper than %d", r->name, what,
                          (unsigned long long)at, GGUF_MAX_DEPTH);
-    if (rd_u32(r, &elem, fieldf(&f, "%s array element type", what), err)) return err->code;
+    if (rd_u32(r, &elem, FLD(what, " array element type"), err)) return err->code;
     if (elem >= AERO_GGUF_TYPE_COUNT)
         return aero_fail(err, AERO_ERR_FORMAT, "%s: %s at offset %llu: unknown array element type %u", r->name, what,
                          (unsigned long long)at, elem);
     v->arr.elem = (aero_gguf_type)elem;
     uint64_t n;
-    if (rd_u64(r, &n, fieldf(&f, "%s array length", what), err)) return err->code;
+    if (rd_u64(r, &n, FLD(what, " array length"), err)) return err->code;
     uint64_t min_elem = elem == AERO_GGUF_STRING ? 8 : elem == AERO_GGUF_ARRAY ? 12 : type_sizes[elem];
     if (n > rd_left(r) / min_elem)
         return aero_fail(err, AERO_ERR_FORMAT,
@@ -181,7 +197,7 @@ static aero_status rd_array(reader *r, aero_gguf_value *v, int depth, const char
         v->arr.data = malloc(n * min_elem);
         if (!v->arr.data) return aero_fail(err, AERO_ERR_NOMEM, "%s: %s: out of memory", r->name, what);
         v->arr.n = n;
-        if (rd_bytes(r, v->arr.data, n * min_elem, fieldf(&f, "%s array data", what), err)) return err->code;
+        if (rd_bytes(r, v->arr.data, n * min_elem, FLD(what, " array data"), err)) return err->code;
         if (elem == AERO_GGUF_BOOL) {
             uint8_t *b = v->arr.data;
             for (uint64_t i = 0; i < n; i++)
@@ -196,10 +212,14 @@ static aero_status rd_array(reader *r, aero_gguf_value *v, int depth, const char
     if (!v->arr.data) return aero_fail(err, AERO_ERR_NOMEM, "%s: %s: out of memory", r->name, what);
     for (uint64_t i = 0; i < n; i++) {
         v->arr.n = i + 1; // so that value_free releases what was read so far
-        fieldf(&f, "%s element %llu", what, (unsigned long long)i);
-        aero_status s = elem == AERO_GGUF_STRING
-                            ? rd_str(r, &((aero_gguf_str *)v->arr.data)[i], f.s, err)
-                            : rd_value(r, &((aero_gguf_value *)v->arr.data)[i], AERO_GGUF_ARRAY, depth + 1, f.s, err);
+        aero_status s;
+        if (elem == AERO_GGUF_STRING) {
+            s = rd_str(r, &((aero_gguf_str *)v->arr.data)[i], (fld){what, " element ", i, "", ""}, err);
+        } else {
+            char sub[256];
+            fmt_base(sub, sizeof sub, "%s element %llu", what, (unsigned long long)i);
+            s = rd_value(r, &((aero_gguf_value *)v->arr.data)[i], AERO_GGUF_ARRAY, depth + 1, sub, err);
+        }
         if (s) return s;
     }
     return AERO_OK;
@@ -208,15 +228,15 @@ static aero_status rd_array(reader *r, aero_gguf_value *v, int depth, const char
 // Reads one metadata value of a known type.
 static aero_status rd_value(reader *r, aero_gguf_value *v, aero_gguf_type type, int depth, const char *what,
                             aero_error *err) {
-    field_name f;
     if (type == AERO_GGUF_STRING) {
         v->type = AERO_GGUF_STRING;
-        return rd_str(r, &v->str, fieldf(&f, "%s string value", what), err);
+        return rd_str(r, &v->str, (fld){what, "", NO_INDEX, " string value", ""}, err);
     }
     if (type == AERO_GGUF_ARRAY) return rd_array(r, v, depth, what, err);
     uint8_t raw[8];
     uint64_t at = r->pos;
-    if (rd_bytes(r, raw, type_sizes[type], fieldf(&f, "%s %s value", what, type_names[type]), err)) return err->code;
+    if (rd_bytes(r, raw, type_sizes[type], &(fld){what, "", NO_INDEX, " value of type ", type_names[type]}, err))
+        return err->code;
     if (type == AERO_GGUF_BOOL && raw[0] > 1)
         return aero_fail(err, AERO_ERR_FORMAT, "%s: %s at offset %llu: bool has value %u (not 0 or 1)", r->name, what,
                          (unsigned long long)at, raw[0]);
@@ -304,15 +324,17 @@ static aero_status rd_tensor_info(reader *r, aero_tensor_info *t, uint64_t index
                                   aero_error *err) {
     uint64_t at = r->pos;
     aero_gguf_str name = {0};
-    field_name f;
-    if (rd_str(r, &name, fieldf(&f, "tensor %llu name", (unsigned long long)index), err)) return err->code;
+    char base[GGUF_MAX_NAME + 64];
+    if (rd_str(r, &name, (fld){"tensor", " ", index, " name", ""}, err))
+        return err->code;
     t->name = name.ptr;
     if (name.len == 0 || name.len > GGUF_MAX_NAME || strlen(name.ptr) != name.len)
         return aero_fail(err, AERO_ERR_FORMAT, "%s: tensor %llu at offset %llu: invalid name (length %llu%s)", r->name,
                          (unsigned long long)index, (unsigned long long)at, (unsigned long long)name.len,
                          name.len && strlen(name.ptr) != name.len ? ", contains NUL" : "");
     uint64_t dims_at = r->pos;
-    if (rd_u32(r, &t->n_dims, fieldf(&f, "tensor '%s' n_dims", t->name), err)) return err->code;
+    fmt_base(base, sizeof base, "tensor '%s'", t->name);
+    if (rd_u32(r, &t->n_dims, FLD(base, " n_dims"), err)) return err->code;
     if (t->n_dims < 1 || t->n_dims > AERO_GGUF_MAX_DIMS)
         return aero_fail(err, AERO_ERR_FORMAT, "%s: tensor '%s' n_dims at offset %llu: %u not in [1, %d]", r->name,
                          t->name, (unsigned long long)dims_at, t->n_dims, AERO_GGUF_MAX_DIMS);
@@ -320,7 +342,9 @@ static aero_status rd_tensor_info(reader *r, aero_tensor_info *t, uint64_t index
     uint64_t n = 1;
     for (uint32_t d = 0; d < t->n_dims; d++) {
         uint64_t dim_at = r->pos;
-        if (rd_u64(r, &t->ne[d], fieldf(&f, "tensor '%s' dimension %u", t->name, d), err)) return err->code;
+        static const char *const dim_names[AERO_GGUF_MAX_DIMS] = {" dimension 0", " dimension 1", " dimension 2",
+                                                                   " dimension 3"};
+        if (rd_u64(r, &t->ne[d], FLD(base, dim_names[d]), err)) return err->code;
         if (t->ne[d] == 0)
             return aero_fail(err, AERO_ERR_FORMAT, "%s: tensor '%s' dimension %u at offset %llu is 0", r->name,
                              t->name, d, (unsigned long long)dim_at);
@@ -333,7 +357,7 @@ static aero_status rd_tensor_info(reader *r, aero_tensor_info *t, uint64_t index
     t->n_elements = n;
     uint32_t type;
     uint64_t type_at = r->pos;
-    if (rd_u32(r, &type, fieldf(&f, "tensor '%s' type", t->name), err)) return err->code;
+    if (rd_u32(r, &type, FLD(base, " type"), err)) return err->code;
     const aero_dtype_info *di = aero_dtype_get(type);
     if (!di)
         return aero_fail(err, AERO_ERR_FORMAT, "%s: tensor '%s' type at offset %llu: unknown tensor type %u", r->name,
@@ -348,7 +372,7 @@ static aero_status rd_tensor_info(reader *r, aero_tensor_info *t, uint64_t index
                          t->name, (unsigned long long)n, di->name);
     t->nbytes = blocks * di->block_bytes;
     uint64_t off_at = r->pos;
-    if (rd_u64(r, &t->offset, fieldf(&f, "tensor '%s' offset", t->name), err)) return err->code;
+    if (rd_u64(r, &t->offset, FLD(base, " offset"), err)) return err->code;
     if (t->offset % alignment)
         return aero_fail(err, AERO_ERR_FORMAT, "%s: tensor '%s' offset at offset %llu: data offset %llu is not a "
                          "multiple of the alignment %llu", r->name, t->name, (unsigned long long)off_at,
@@ -375,14 +399,15 @@ static aero_status parse_one(aero_gguf *g, reader *r, uint32_t file, aero_error 
     char magic[4];
     uint32_t version;
     uint64_t n_tensors, n_kv;
-    if (rd_bytes(r, magic, 4, "magic", err)) return err->code;
+    if (rd_bytes(r, magic, 4, FLD("magic", ""), err)) return err->code;
     if (memcmp(magic, "GGUF", 4))
         return aero_fail(err, AERO_ERR_FORMAT, "%s: not a GGUF file (magic at offset 0 is not 'GGUF')", r->name);
-    if (rd_u32(r, &version, "version", err)) return err->code;
+    if (rd_u32(r, &version, FLD("version", ""), err)) return err->code;
     if (version != 2 && version != 3)
         return aero_fail(err, AERO_ERR_UNSUPPORTED, "%s: GGUF version %u at offset 4 is not supported (2 or 3)",
                          r->name, version);
-    if (rd_u64(r, &n_tensors, "tensor count", err) || rd_u64(r, &n_kv, "metadata count", err)) return err->code;
+    if (rd_u64(r, &n_tensors, FLD("tensor count", ""), err) || rd_u64(r, &n_kv, FLD("metadata count", ""), err))
+        return err->code;
     if (n_kv > rd_left(r) / 13)
         return aero_fail(err, AERO_ERR_FORMAT, "%s: metadata count %llu at offset 16 is larger than the file allows",
                          r->name, (unsigned long long)n_kv);
@@ -393,7 +418,7 @@ static aero_status parse_one(aero_gguf *g, reader *r, uint32_t file, aero_error 
     if (file == 0) g->version = version;
     uint64_t alignment = AERO_GGUF_DEFAULT_ALIGNMENT, cap = 0;
     aero_gguf_kv scratch;
-    field_name f;
+    char kbase[256];
     for (uint64_t i = 0; i < n_kv; i++) {
         aero_gguf_kv *e = &scratch;
         if (file == 0) {
@@ -405,17 +430,17 @@ static aero_status parse_one(aero_gguf *g, reader *r, uint32_t file, aero_error 
         memset(e, 0, sizeof *e);
         uint64_t at = r->pos;
         uint32_t type;
-        aero_status s = rd_str(r, &e->key, fieldf(&f, "metadata %llu key", (unsigned long long)i), err);
+        aero_status s = rd_str(r, &e->key, (fld){"metadata", " ", i, " key", ""}, err);
         if (!s && (e->key.len == 0 || strlen(e->key.ptr) != e->key.len))
             s = aero_fail(err, AERO_ERR_FORMAT, "%s: metadata %llu key at offset %llu: invalid key (length %llu%s)",
                           r->name, (unsigned long long)i, (unsigned long long)at, (unsigned long long)e->key.len,
                           e->key.len ? ", contains NUL" : "");
         uint64_t type_at = r->pos;
-        if (!s) s = rd_u32(r, &type, fieldf(&f, "metadata '%s' value type", e->key.ptr), err);
+        if (!s) s = rd_u32(r, &type, FLD(fmt_base(kbase, sizeof kbase, "metadata '%.200s'", e->key.ptr), " value type"), err);
         if (!s && type >= AERO_GGUF_TYPE_COUNT)
             s = aero_fail(err, AERO_ERR_FORMAT, "%s: metadata '%s' value type at offset %llu: unknown value type %u",
                           r->name, e->key.ptr, (unsigned long long)type_at, type);
-        if (!s) s = rd_value(r, &e->value, (aero_gguf_type)type, 0, fieldf(&f, "metadata '%s'", e->key.ptr), err);
+        if (!s) s = rd_value(r, &e->value, (aero_gguf_type)type, 0, kbase, err);
         if (!s && !strcmp(e->key.ptr, "general.alignment")) {
             if (e->value.type != AERO_GGUF_UINT32)
                 s = aero_fail(err, AERO_ERR_FORMAT, "%s: general.alignment at offset %llu has type %s, must be uint32",
