@@ -15,6 +15,7 @@
 #include "../src/stream/stream.h"
 #include "../src/model/model.h"
 #include "../src/sample/sample.h"
+#include "../src/chat/chat.h"
 #include "../src/server/server.h"
 
 #define AEROLLM_VERSION "0.1.0"
