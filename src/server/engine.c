@@ -66,10 +66,25 @@ aero_status aero_srv_engine_open(aero_srv_engine *x, const aero_server_params *p
     x->tmpl = NULL;
     x->tmpl_name = "chatml fallback";
     if (p->chat_template_file) {
-        st = aero_fail(err, AERO_ERR_UNSUPPORTED,
-                       "--chat-template-file: chat templates cannot be rendered by this build yet");
-        goto fail;
+        if ((st = aero_chat_template_load_file(&x->tmpl, p->chat_template_file, err))) {
+            aero_error_prefix(err, "--chat-template-file %s: ", p->chat_template_file);
+            goto fail;
+        }
+        x->tmpl_name = "file";
+    } else if (aero_chat_template_source_gguf(aero_model_gguf(x->model))) {
+        aero_error terr = {0};
+        if (aero_chat_template_from_gguf(&x->tmpl, aero_model_gguf(x->model), &terr) == AERO_OK) {
+            x->tmpl_name = "model";
+        } else { // serve anyway, but say loudly that chats use the fallback
+            x->tmpl = NULL;
+            snprintf(x->note, sizeof x->note, "the model's chat template cannot be used (%s); chats use ChatML",
+                     terr.msg);
+        }
+    } else {
+        snprintf(x->note, sizeof x->note, "the model has no chat template; chats use the ChatML fallback");
     }
+    pthread_mutex_init(&x->render_mu, NULL);
+    x->render_mu_ok = true;
     x->e = (aero_engine){
         .self = x,
         .n_vocab = aero_model_hparams(x->model)->n_vocab,
@@ -91,6 +106,8 @@ fail:
 }
 
 void aero_srv_engine_close(aero_srv_engine *x) {
+    aero_chat_template_free(x->tmpl);
+    if (x->render_mu_ok) pthread_mutex_destroy(&x->render_mu);
     aero_ctx_free(x->ctx);
     aero_model_free(x->model);
     memset(x, 0, sizeof *x);
@@ -141,9 +158,15 @@ static aero_status render_chatml(const json_t *messages, char **out, size_t *len
 
 aero_status aero_srv_engine_render(aero_srv_engine *x, const json_t *messages, const json_t *tools, char **out,
                                    size_t *len, aero_error *err) {
-    (void)tools;
-    (void)x;
-    return render_chatml(messages, out, len, err);
+    if (!x->tmpl) return render_chatml(messages, out, len, err);
+    aero_chat_inputs in = {.messages = messages, .tools = tools, .add_generation_prompt = true,
+                           .bos_token = x->bos_str, .eos_token = x->eos_str, .extra = NULL};
+    // The header does not promise concurrent renders of one template; they are short, so serialize them.
+    pthread_mutex_lock(&x->render_mu);
+    aero_status st = aero_chat_render(x->tmpl, &in, out, len, err);
+    pthread_mutex_unlock(&x->render_mu);
+    if (st) aero_error_prefix(err, "chat template: ");
+    return st;
 }
 
 aero_status aero_srv_engine_tokenize(aero_srv_engine *x, const char *text, size_t len, bool add_special,

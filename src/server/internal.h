@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+#include "../chat/chat.h"
 #include "../tokenizer/tokenizer.h"
 #include "metrics.h"
 #include "request.h"
@@ -18,8 +19,11 @@ typedef struct {
     aero_model *model;
     aero_ctx *ctx;
     const aero_tokenizer *tok;
-    void *tmpl;               // aero_chat_template when the model (or --chat-template-file) has one
+    aero_chat_template *tmpl; // the model's (or --chat-template-file's) template; NULL: ChatML fallback
     const char *tmpl_name;    // "model", "file" or "chatml fallback"
+    char note[600];           // why the model's template is not used, when it is not
+    pthread_mutex_t render_mu;
+    bool render_mu_ok;
     char bos_str[64], eos_str[64];
     aero_engine e;
 } aero_srv_engine;

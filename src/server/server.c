@@ -292,6 +292,7 @@ aero_status aero_server_load(aero_server *s, aero_error *err) {
         atomic_store(&s->state, -1);
         return st;
     }
+    if (s->eng.note[0]) aero_server_log(s, "%s", s->eng.note);
     atomic_store(&s->state, 1);
     return AERO_OK;
 }
