@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "../core/dtype.h"
+#include "../core/status.h"
 #include "../core/threadpool.h"
 
 typedef enum { AERO_ISA_SCALAR = 0, AERO_ISA_AVX2 = 1, AERO_ISA_AVX512 = 2 } aero_isa;
@@ -61,5 +62,9 @@ void aero_matmul(aero_pool *pool, const aero_wmat *w, const float *x, int n, flo
 
 // Same, with exact f32 activations (aero_vec_dot_f32); slower, used where quantizing activations is unwanted.
 void aero_matmul_f32(aero_pool *pool, const aero_wmat *w, const float *x, int n, float *y);
+
+// Checks that aero_matmul can use W (type with kernels, whole blocks, row stride); call once at load. The
+// matmuls themselves never crash on a bad W: they write zeros.
+aero_status aero_wmat_check(const aero_wmat *w, aero_error *err);
 
 #endif

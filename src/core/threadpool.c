@@ -1,0 +1,178 @@
+// Persistent pthread workers with low-latency dispatch: a decode step calls matmul hundreds of times per
+// token, so workers spin briefly on a generation counter before sleeping on a condition variable, and the
+// caller runs share 0 itself instead of waiting idle.
+#include "threadpool.h"
+
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "cpu.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define cpu_relax() _mm_pause()
+#else
+#define cpu_relax() ((void)0)
+#endif
+
+#define POOL_MAX_THREADS 512
+#define POOL_SPIN_NS 300000L // how long an idle worker spins before sleeping (0.3 ms)
+
+struct aero_pool {
+    int n;
+    pthread_t *threads;
+    pthread_mutex_t run_lock; // one job at a time, even when several threads share the pool
+    pthread_mutex_t lock;     // guards sleeping
+    pthread_cond_t wake;
+    _Atomic unsigned long gen;  // bumped once per job
+    _Atomic int done;           // workers finished with the current job
+    _Atomic int stop;
+    int sleepers;               // workers blocked on `wake` (under lock)
+    aero_pool_fn fn;
+    void *ctx;
+};
+
+typedef struct {
+    aero_pool *pool;
+    int ith;
+} pool_worker_arg;
+
+// Monotonic nanoseconds, to bound spinning by time rather than by a CPU-dependent loop count.
+static long long now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+// Waits for a new generation: spin (cheap wake-up for back-to-back jobs), then block on the condvar.
+static unsigned long wait_for_job(aero_pool *p, unsigned long seen) {
+    unsigned long g;
+    long long deadline = 0;
+    for (int spins = 0;; spins++) {
+        g = atomic_load_explicit(&p->gen, memory_order_acquire);
+        if (g != seen || atomic_load_explicit(&p->stop, memory_order_acquire)) return g;
+        cpu_relax();
+        if ((spins & 255) == 255) {
+            long long t = now_ns();
+            if (!deadline) deadline = t + POOL_SPIN_NS;
+            else if (t > deadline) break;
+        }
+    }
+    pthread_mutex_lock(&p->lock);
+    p->sleepers++;
+    while ((g = atomic_load_explicit(&p->gen, memory_order_acquire)) == seen &&
+           !atomic_load_explicit(&p->stop, memory_order_acquire))
+        pthread_cond_wait(&p->wake, &p->lock);
+    p->sleepers--;
+    pthread_mutex_unlock(&p->lock);
+    return g;
+}
+
+// Worker body: run each new job once as thread ith, then report completion.
+static void *pool_worker(void *varg) {
+    pool_worker_arg *arg = varg;
+    aero_pool *p = arg->pool;
+    int ith = arg->ith;
+    free(arg);
+    unsigned long seen = 0;
+    for (;;) {
+        seen = wait_for_job(p, seen);
+        if (atomic_load_explicit(&p->stop, memory_order_acquire)) break;
+        p->fn(p->ctx, ith, p->n);
+        atomic_fetch_add_explicit(&p->done, 1, memory_order_acq_rel);
+    }
+    return NULL;
+}
+
+aero_pool *aero_pool_new(int n_threads) {
+    if (n_threads <= 0) n_threads = aero_cpu_count();
+    if (n_threads > POOL_MAX_THREADS) n_threads = POOL_MAX_THREADS;
+    aero_pool *p = calloc(1, sizeof *p);
+    if (!p) return NULL;
+    p->n = n_threads;
+    atomic_init(&p->gen, 0);
+    atomic_init(&p->done, 0);
+    atomic_init(&p->stop, 0);
+    if (pthread_mutex_init(&p->run_lock, NULL)) goto fail_run_lock;
+    if (pthread_mutex_init(&p->lock, NULL)) goto fail_lock;
+    if (pthread_cond_init(&p->wake, NULL)) goto fail_cond;
+    p->threads = calloc((size_t)n_threads, sizeof *p->threads);
+    if (!p->threads) goto fail_threads;
+    int started = 0;
+    for (int i = 1; i < n_threads; i++) {
+        pool_worker_arg *arg = malloc(sizeof *arg);
+        if (!arg) break;
+        arg->pool = p;
+        arg->ith = i;
+        if (pthread_create(&p->threads[i], NULL, pool_worker, arg)) {
+            free(arg);
+            break;
+        }
+        started++;
+    }
+    if (started != n_threads - 1) {
+        // Could not start them all: stop the ones that run and report failure.
+        p->n = started + 1;
+        aero_pool_free(p);
+        return NULL;
+    }
+    return p;
+fail_threads:
+    pthread_cond_destroy(&p->wake);
+fail_cond:
+    pthread_mutex_destroy(&p->lock);
+fail_lock:
+    pthread_mutex_destroy(&p->run_lock);
+fail_run_lock:
+    free(p);
+    return NULL;
+}
+
+void aero_pool_free(aero_pool *p) {
+    if (!p) return;
+    pthread_mutex_lock(&p->lock);
+    atomic_store_explicit(&p->stop, 1, memory_order_release);
+    pthread_cond_broadcast(&p->wake);
+    pthread_mutex_unlock(&p->lock);
+    for (int i = 1; i < p->n; i++) pthread_join(p->threads[i], NULL);
+    pthread_cond_destroy(&p->wake);
+    pthread_mutex_destroy(&p->lock);
+    pthread_mutex_destroy(&p->run_lock);
+    free(p->threads);
+    free(p);
+}
+
+int aero_pool_size(const aero_pool *p) { return p ? p->n : 1; }
+
+void aero_pool_run(aero_pool *p, aero_pool_fn fn, void *ctx) {
+    if (!p || p->n == 1) {
+        fn(ctx, 0, 1);
+        return;
+    }
+    pthread_mutex_lock(&p->run_lock);
+    p->fn = fn;
+    p->ctx = ctx;
+    atomic_store_explicit(&p->done, 0, memory_order_relaxed);
+    // Publishing under the lock means a worker that checks gen and then sleeps cannot miss the bump.
+    pthread_mutex_lock(&p->lock);
+    atomic_fetch_add_explicit(&p->gen, 1, memory_order_release);
+    if (p->sleepers) pthread_cond_broadcast(&p->wake);
+    pthread_mutex_unlock(&p->lock);
+    fn(ctx, 0, p->n);
+    for (int spins = 0; atomic_load_explicit(&p->done, memory_order_acquire) < p->n - 1; spins++) {
+        if (spins < 4096) cpu_relax();
+        else sched_yield(); // a worker was descheduled (busy machine): give it the core
+    }
+    pthread_mutex_unlock(&p->run_lock);
+}
+
+void aero_pool_split(long n, int ith, int nth, long *begin, long *end) {
+    if (nth < 1) nth = 1;
+    if (n < 0) n = 0;
+    long base = n / nth, rem = n % nth;
+    *begin = ith * base + (ith < rem ? ith : rem);
+    *end = *begin + base + (ith < rem ? 1 : 0);
+}

@@ -1,0 +1,236 @@
+// Batched matmul y = W x for n activation rows, split across the pool. Activations are quantized once to the
+// weight type's vec-dot type, then each thread takes chunks of output rows; for n > 1 a small tile of weight
+// rows is reused from cache for every token. Each output element always comes from the same per-(row, token)
+// dot kernel, so results are bitwise independent of n and of the thread count (DESIGN.md invariant 3).
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "quants.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define cpu_relax() _mm_pause()
+#else
+#define cpu_relax() ((void)0)
+#endif
+
+#define MM_TILE_BYTES (24 * 1024) // weight bytes of a tile reused across the tokens of a batch (fits L1)
+#define MM_CHUNKS_PER_THREAD 4    // dynamic chunks per thread: absorbs a thread slowed by a busy machine
+
+// ---- per-thread scratch (reentrant: each calling thread owns its buffer) ------------------------------
+
+typedef struct {
+    void *p;
+    size_t cap;
+} mm_scratch;
+
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+static bool scratch_key_ok;
+
+// Frees a thread's scratch when the thread exits.
+static void scratch_destroy(void *v) {
+    mm_scratch *s = v;
+    free(s->p);
+    free(s);
+}
+
+static void scratch_key_init(void) { scratch_key_ok = pthread_key_create(&scratch_key, scratch_destroy) == 0; }
+
+// A 64-byte aligned buffer of at least `bytes`, cached per calling thread; NULL when out of memory.
+static void *scratch_get(size_t bytes) {
+    pthread_once(&scratch_once, scratch_key_init);
+    if (!scratch_key_ok) return NULL;
+    mm_scratch *s = pthread_getspecific(scratch_key);
+    if (!s) {
+        s = calloc(1, sizeof *s);
+        if (!s) return NULL;
+        if (pthread_setspecific(scratch_key, s)) {
+            free(s);
+            return NULL;
+        }
+    }
+    if (s->cap < bytes) {
+        size_t cap = bytes + bytes / 4 + 4096;
+        void *p = NULL;
+        if (posix_memalign(&p, 64, cap)) return NULL;
+        free(s->p);
+        s->p = p;
+        s->cap = cap;
+    }
+    return s->p;
+}
+
+// ---- the job ----------------------------------------------------------------------------------------------
+
+typedef struct {
+    const aero_wmat *w;
+    const float *x;
+    float *y;
+    int n;
+    bool exact_f32;          // aero_matmul_f32: dequantized weights times f32 activations
+    const aero_kernel_ops *ops;
+    aero_dtype vt;           // activation type of the dot
+    uint8_t *act;            // n quantized activation rows (NULL when the dot takes f32 directly)
+    size_t act_row_bytes;
+    int64_t act_unit;        // elements per quantization unit (a run of whole activation blocks)
+    float *deq;              // exact_f32: one dequantized weight row per thread
+    long tile_rows;          // weight rows reused across the tokens of a batch
+    long chunk_rows;         // rows per dynamically claimed chunk (a multiple of tile_rows)
+    long n_chunks;
+    _Atomic long next_chunk;
+    _Atomic int quantized;   // threads done with the activation quantization
+} mm_job;
+
+// Quantizes this thread's share of the activation units (whole blocks, so the split never changes a bit).
+static void mm_quantize(mm_job *j, int ith, int nth) {
+    int64_t cols = j->w->cols, per_row = cols / j->act_unit;
+    long b, e;
+    aero_pool_split((long)(per_row * j->n), ith, nth, &b, &e);
+    while (b < e) {
+        int64_t t = b / per_row, u = b % per_row, take = per_row - u;
+        if (take > e - b) take = e - b;
+        const float *src = j->x + t * cols + u * j->act_unit;
+        uint8_t *dst = j->act + t * j->act_row_bytes + aero_dtype_row_bytes(j->vt, (uint64_t)(u * j->act_unit));
+        int64_t len = take * j->act_unit;
+        switch (j->vt) {
+        case AERO_DT_Q8_0: j->ops->quantize_q8_0(src, dst, len); break;
+        case AERO_DT_Q8_K: j->ops->quantize_q8_K(src, dst, len); break;
+        case AERO_DT_F16: j->ops->f32_to_f16_row(src, (uint16_t *)dst, len); break;
+        default: aero_quantize_row(j->vt, src, dst, len); break; // BF16
+        }
+        b += take;
+    }
+}
+
+// The f32 dot of a dequantized weight row with an activation row, in the fixed 16-lane order.
+static float mm_dot_f32(const aero_kernel_ops *ops, const float *w, const float *x, int64_t n) {
+    float acc[16] = {0};
+    int64_t n16 = n & ~(int64_t)15;
+    ops->dot_f32_acc16(acc, w, x, n16);
+    for (int64_t i = n16; i < n; i++) acc[i - n16] = acc[i - n16] + w[i] * x[i];
+    return aero_reduce16(acc);
+}
+
+// Output rows [r0, r1) for every token: tiles of weight rows stay in cache while all tokens pass over them.
+static void mm_rows(mm_job *j, int ith, long r0, long r1) {
+    const aero_wmat *w = j->w;
+    const uint8_t *wd = w->data;
+    int64_t cols = w->cols, rows = w->rows;
+    int n = j->n;
+    if (j->exact_f32 && w->type != AERO_DT_F32) {
+        float *deq = j->deq + (size_t)ith * (size_t)cols;
+        for (long r = r0; r < r1; r++) {
+            aero_dequant_row_f32(w->type, wd + (size_t)r * w->row_bytes, deq, cols);
+            for (int t = 0; t < n; t++) j->y[(size_t)t * rows + r] = mm_dot_f32(j->ops, deq, j->x + (size_t)t * cols, cols);
+        }
+        return;
+    }
+    aero_dot_fn dot = j->ops->dot[w->type];
+    for (long tr = r0; tr < r1; tr += j->tile_rows) {
+        long te = tr + j->tile_rows < r1 ? tr + j->tile_rows : r1;
+        for (int t = 0; t < n; t++) {
+            const void *a = j->act ? (const void *)(j->act + (size_t)t * j->act_row_bytes)
+                                   : (const void *)(j->x + (size_t)t * cols);
+            float *yt = j->y + (size_t)t * rows;
+            for (long r = tr; r < te; r++) yt[r] = dot(cols, wd + (size_t)r * w->row_bytes, a);
+        }
+    }
+}
+
+// Pool entry: quantize a share of the activations, wait for all shares, then claim chunks of rows.
+static void mm_task(void *ctx, int ith, int nth) {
+    mm_job *j = ctx;
+    if (j->act) {
+        mm_quantize(j, ith, nth);
+        atomic_fetch_add_explicit(&j->quantized, 1, memory_order_acq_rel);
+        for (int spins = 0; atomic_load_explicit(&j->quantized, memory_order_acquire) < nth; spins++) {
+            if (spins < 4096) cpu_relax();
+            else sched_yield();
+        }
+    }
+    for (;;) {
+        long c = atomic_fetch_add_explicit(&j->next_chunk, 1, memory_order_relaxed);
+        if (c >= j->n_chunks) break;
+        long r0 = c * j->chunk_rows, r1 = r0 + j->chunk_rows;
+        if (r1 > j->w->rows) r1 = j->w->rows;
+        mm_rows(j, ith, r0, r1);
+    }
+}
+
+// True when W can be multiplied: a computable type, whole blocks, rows long enough.
+static bool wmat_ok(const aero_wmat *w) {
+    const aero_dtype_info *info = aero_dtype_get((uint32_t)w->type);
+    if (!w->data || !info || !info->computable || w->cols <= 0 || w->rows <= 0 || w->cols % info->block) return false;
+    return w->row_bytes >= aero_dtype_row_bytes(w->type, (uint64_t)w->cols);
+}
+
+aero_status aero_wmat_check(const aero_wmat *w, aero_error *err) {
+    const aero_dtype_info *info = aero_dtype_get((uint32_t)w->type);
+    if (!info || !info->computable)
+        return aero_fail(err, AERO_ERR_UNSUPPORTED, "matmul: weight type %s has no kernels", aero_dtype_name(w->type));
+    if (w->cols <= 0 || w->rows <= 0)
+        return aero_fail(err, AERO_ERR_INVALID, "matmul: bad shape %lld x %lld", (long long)w->rows, (long long)w->cols);
+    if (w->cols % info->block)
+        return aero_fail(err, AERO_ERR_INVALID, "matmul: %s row of %lld elements is not a multiple of the block (%u)",
+                         info->name, (long long)w->cols, info->block);
+    if (w->row_bytes < aero_dtype_row_bytes(w->type, (uint64_t)w->cols))
+        return aero_fail(err, AERO_ERR_INVALID, "matmul: row stride %zu below the %zu bytes of a %s row", w->row_bytes,
+                         aero_dtype_row_bytes(w->type, (uint64_t)w->cols), info->name);
+    if (!w->data) return aero_fail(err, AERO_ERR_INVALID, "matmul: no weight data");
+    return AERO_OK;
+}
+
+// Sets up the job (scratch, tiles, chunks) and runs it on the pool.
+static void matmul_run(aero_pool *pool, const aero_wmat *w, const float *x, int n, float *y, bool exact_f32) {
+    if (n <= 0) return;
+    if (!wmat_ok(w)) {
+        memset(y, 0, (size_t)n * (size_t)(w->rows > 0 ? w->rows : 0) * sizeof *y);
+        return;
+    }
+    int nth = aero_pool_size(pool);
+    mm_job j = {.w = w, .x = x, .y = y, .n = n, .exact_f32 = exact_f32, .ops = aero_kernels_selected()};
+    j.vt = exact_f32 ? AERO_DT_F32 : aero_vec_dot_type(w->type);
+    size_t need = 0;
+    if (j.vt != AERO_DT_F32) {
+        j.act_row_bytes = (aero_dtype_row_bytes(j.vt, (uint64_t)w->cols) + 63) & ~(size_t)63;
+        j.act_unit = j.vt == AERO_DT_Q8_0 ? AERO_QK : j.vt == AERO_DT_Q8_K ? AERO_QK_K : w->cols;
+        need = j.act_row_bytes * (size_t)n;
+    } else if (exact_f32 && w->type != AERO_DT_F32) {
+        need = (size_t)nth * (size_t)w->cols * sizeof(float);
+    }
+    if (need) {
+        uint8_t *s = scratch_get(need);
+        if (!s) { // out of memory: the exact-f32 path needs no heap when run one row at a time
+            for (int t = 0; t < n; t++)
+                for (int64_t r = 0; r < w->rows; r++)
+                    y[(size_t)t * w->rows + r] = aero_vec_dot_f32(w->type, w->cols,
+                                                                  (const uint8_t *)w->data + (size_t)r * w->row_bytes,
+                                                                  x + (size_t)t * w->cols);
+            return;
+        }
+        if (j.vt != AERO_DT_F32) j.act = s;
+        else j.deq = (float *)s;
+    }
+    size_t rb = w->row_bytes ? w->row_bytes : 1;
+    j.tile_rows = n > 1 ? (long)(MM_TILE_BYTES / rb) : 1;
+    if (j.tile_rows < 1) j.tile_rows = 1;
+    long want = w->rows / ((long)nth * MM_CHUNKS_PER_THREAD);
+    if (want < 16) want = 16;
+    j.chunk_rows = (want + j.tile_rows - 1) / j.tile_rows * j.tile_rows;
+    j.n_chunks = (w->rows + j.chunk_rows - 1) / j.chunk_rows;
+    atomic_init(&j.next_chunk, 0);
+    atomic_init(&j.quantized, 0);
+    aero_pool_run(pool, mm_task, &j);
+}
+
+void aero_matmul(aero_pool *pool, const aero_wmat *w, const float *x, int n, float *y) {
+    matmul_run(pool, w, x, n, y, false);
+}
+
+void aero_matmul_f32(aero_pool *pool, const aero_wmat *w, const float *x, int n, float *y) {
+    matmul_run(pool, w, x, n, y, true);
+}
