@@ -246,6 +246,7 @@ static bool wait_all(aero_http_req *r, char **text, size_t *len, aero_oai_logpro
     *len = 0;
     *lp = NULL;
     *n_lp = 0;
+    double checked = aero_metrics_now();
     for (;;) {
         aero_gen_delta d;
         bool fresh = aero_gen_next(r->gen, &r->cur, 200, &d);
@@ -278,7 +279,12 @@ static bool wait_all(aero_http_req *r, char **text, size_t *len, aero_oai_logpro
             return true;
         }
         aero_gen_delta_free(&d);
-        if (!fresh && aero_http_client_gone(r)) return false;
+        // Tokens may arrive faster than the timeout, so the socket is checked by the clock, not only when idle.
+        double now = aero_metrics_now();
+        if (!fresh || now - checked > 0.1) {
+            checked = now;
+            if (aero_http_client_gone(r)) return false;
+        }
         continue;
     oom:
         aero_gen_delta_free(&d);
