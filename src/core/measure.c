@@ -37,35 +37,50 @@ double aero_measure_mem_bw(aero_pool *pool, uint64_t bytes) {
     uint64_t *buf = aero_alloc_aligned(64, n * 8);
     if (!buf) return 0;
     for (uint64_t i = 0; i < n; i++) buf[i] = i;
-    sum_job j = {.buf = buf, .n = n};
+    double bw = aero_measure_mem_bw_buf(pool, buf, n * 8);
+    free(buf);
+    return bw;
+}
+
+double aero_measure_mem_bw_buf(aero_pool *pool, const void *buffer, uint64_t bytes) {
+    uint64_t n = bytes / 8;
+    if (!n || ((uintptr_t)buffer & 7)) return 0;
+    sum_job j = {.buf = buffer, .n = n};
     aero_pool_run(pool, sum_worker, &j); // warm up
     double best = 0;
     for (int rep = 0; rep < 5; rep++) {
         double t0 = aero_now();
         aero_pool_run(pool, sum_worker, &j);
         double t = aero_now() - t0;
-        if (t > 0 && bytes / t > best) best = bytes / t;
+        if (t > 0 && n * 8 / t > best) best = n * 8 / t;
     }
     volatile uint64_t sink = j.sums[0];
     (void)sink;
-    free(buf);
     return best;
 }
+
+#define DISK_REQ (8u << 20)
 
 typedef struct {
     int fd;
     bool direct;
-    uint64_t size, next;
+    uint64_t end, next, req;
+    char *buf;               // caller's buffer (one request per thread), or NULL: each thread allocates
     pthread_mutex_t mu;
     bool failed;
 } disk_job;
 
-#define DISK_REQ (8u << 20)
+typedef struct {
+    disk_job *j;
+    int index;
+} disk_worker_arg;
 
-// Reads 8 MiB requests from a shared cursor until the range is done.
+// Reads requests from a shared cursor until the range is done.
 static void *disk_worker(void *arg) {
-    disk_job *j = arg;
-    void *buf = aero_alloc_aligned(4096, DISK_REQ);
+    disk_worker_arg *a = arg;
+    disk_job *j = a->j;
+    void *own = j->buf ? NULL : aero_alloc_aligned(4096, j->req);
+    char *buf = j->buf ? j->buf + (size_t)a->index * j->req : own;
     if (!buf) {
         j->failed = true;
         return NULL;
@@ -73,10 +88,10 @@ static void *disk_worker(void *arg) {
     for (;;) {
         pthread_mutex_lock(&j->mu);
         uint64_t off = j->next;
-        j->next += DISK_REQ;
+        j->next += j->req;
         pthread_mutex_unlock(&j->mu);
-        if (off >= j->size) break;
-        size_t len = j->size - off < DISK_REQ ? (size_t)(j->size - off) : DISK_REQ;
+        if (off >= j->end) break;
+        size_t len = j->end - off < j->req ? (size_t)(j->end - off) : j->req;
         if (j->direct) len = (len + 4095) & ~(size_t)4095;
         ssize_t got = pread(j->fd, buf, len, (off_t)off);
         if (got <= 0) {
@@ -85,11 +100,26 @@ static void *disk_worker(void *arg) {
         }
         if (!j->direct) posix_fadvise(j->fd, (off_t)off, got, POSIX_FADV_DONTNEED);
     }
-    free(buf);
+    free(own);
     return NULL;
 }
 
 double aero_measure_disk_bw(const char *path, uint64_t max_bytes, int inflight) {
+    return aero_measure_disk_bw_at(path, 0, max_bytes, inflight, DISK_REQ, NULL, 0);
+}
+
+double aero_measure_disk_bw_at(const char *path, uint64_t offset, uint64_t max_bytes, int inflight, uint64_t req,
+                               void *buf, uint64_t buf_bytes) {
+    req = (req + 4095) & ~(uint64_t)4095;
+    if (!req) req = DISK_REQ;
+    if (inflight < 1) inflight = 1;
+    if (inflight > 16) inflight = 16;
+    if (buf) { // the requests in flight share the caller's buffer
+        if ((uintptr_t)buf & 4095) return 0;
+        if (buf_bytes < req) req = buf_bytes & ~(uint64_t)4095;
+        if (!req) return 0;
+        if ((uint64_t)inflight * req > buf_bytes) inflight = (int)(buf_bytes / req);
+    }
     int fd = open(path, O_RDONLY | O_DIRECT | O_CLOEXEC);
     bool direct = fd >= 0;
     if (fd < 0) fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -99,21 +129,28 @@ double aero_measure_disk_bw(const char *path, uint64_t max_bytes, int inflight) 
         close(fd);
         return 0;
     }
-    uint64_t size = (uint64_t)st.st_size < max_bytes ? (uint64_t)st.st_size : max_bytes;
-    if (direct) size &= ~(uint64_t)4095;
+    offset &= ~(uint64_t)4095;
+    uint64_t size = (uint64_t)st.st_size;
+    uint64_t end = offset < size && size - offset > max_bytes ? offset + max_bytes : size;
+    if (direct) end &= ~(uint64_t)4095;
+    if (end <= offset) {
+        close(fd);
+        return 0;
+    }
     if (!direct) posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
-    if (inflight < 1) inflight = 1;
-    if (inflight > 16) inflight = 16;
-    disk_job j = {.fd = fd, .direct = direct, .size = size};
+    disk_job j = {.fd = fd, .direct = direct, .end = end, .next = offset, .req = req, .buf = buf};
     pthread_mutex_init(&j.mu, NULL);
     pthread_t th[16];
+    disk_worker_arg args[16];
     double t0 = aero_now();
     int started = 0;
-    for (int i = 0; i < inflight; i++)
-        if (pthread_create(&th[i], NULL, disk_worker, &j) == 0) started++;
+    for (int i = 0; i < inflight; i++) {
+        args[i] = (disk_worker_arg){.j = &j, .index = started};
+        if (pthread_create(&th[started], NULL, disk_worker, &args[i]) == 0) started++;
+    }
     for (int i = 0; i < started; i++) pthread_join(th[i], NULL);
     double t = aero_now() - t0;
     pthread_mutex_destroy(&j.mu);
     close(fd);
-    return j.failed || t <= 0 || size == 0 ? 0 : size / t;
+    return j.failed || t <= 0 || !started ? 0 : (end - offset) / t;
 }

@@ -1,149 +1,360 @@
-// Weight access (bring-up version): groups tensors into units and loads everything resident. The streaming
-// planner and IO threads replace the loading part; the interface stays.
+// Weight access under a memory budget: open (plan, load what stays resident, start the IO threads), and the
+// acquire/release cycle that hands the model one unit at a time while the IO threads fill the ring ahead of it.
 #include "stream.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "../kernels/kernels.h"
+#include "stream_internal.h"
 
-struct aero_stream {
-    const aero_gguf *g;
-    int n_layer;
-    int n_units;
-    int *unit_of;            // per tensor: unit index, or -1 for globals
-    void **data;             // per tensor: resident bytes
-    int64_t embd;            // tensor index of the token embedding
-    aero_stream_plan plan;
-    aero_stream_stats stats;
-    uint64_t held;
-};
+#define OCC(s, seq) (&(s)->occ[(seq) % ((s)->depth + 1)])
 
-// Which unit a tensor belongs to: its layer for "blk.N.*", n_layer for the output head, -1 otherwise.
-static int tensor_unit(const char *name, int n_layer, const char *output) {
-    int l;
-    char dot;
-    if (sscanf(name, "blk.%d%c", &l, &dot) == 2 && dot == '.' && l >= 0 && l < n_layer) return l;
-    if (output && !strcmp(name, output)) return n_layer;
-    return -1;
+// Reads the small tensors into one arena with buffered reads (they are scattered and tiny).
+static aero_status load_small(aero_stream *s, aero_error *err) {
+    const aero_gguf *g = s->g;
+    if (!s->small_bytes) return AERO_OK;
+    s->small_mem = aero_alloc_aligned(64, s->small_bytes);
+    if (!s->small_mem) return aero_fail(err, AERO_ERR_NOMEM, "stream: cannot allocate %llu bytes for small tensors",
+                                        (unsigned long long)s->small_bytes);
+    s->held += s->small_bytes;
+    uint64_t at = 0;
+    for (uint64_t i = 0; i < g->n_tensors; i++) {
+        if (s->kind[i] != ST_T_SMALL) continue;
+        const aero_tensor_info *t = &g->tensors[i];
+        st_file *f = &s->files[t->file];
+        char *dst = (char *)s->small_mem + at;
+        uint64_t done = 0;
+        while (done < t->nbytes) {
+            ssize_t n = pread(f->fd, dst + done, t->nbytes - done, (off_t)(t->offset + done));
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0)
+                return aero_fail(err, AERO_ERR_IO, "%s: reading tensor '%s' at offset %llu: %s", f->path, t->name,
+                                 (unsigned long long)(t->offset + done), n < 0 ? strerror(errno) : "the file is shorter");
+            done += (uint64_t)n;
+        }
+        posix_fadvise(f->fd, (off_t)t->offset, (off_t)t->nbytes, POSIX_FADV_DONTNEED);
+        s->ptr[i] = dst;
+        at += (t->nbytes + 63) & ~(uint64_t)63;
+    }
+    return AERO_OK;
 }
 
-// Reads a tensor's bytes from its file into dst.
-static aero_status read_tensor(const aero_gguf *g, const aero_tensor_info *t, void *dst, aero_error *err) {
-    const char *path = g->files[t->file].path;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return aero_fail(err, AERO_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    uint64_t done = 0;
-    while (done < t->nbytes) {
-        ssize_t n = pread(fd, (char *)dst + done, t->nbytes - done, (off_t)(t->offset + done));
-        if (n <= 0) {
-            close(fd);
-            return aero_fail(err, AERO_ERR_IO, "%s: reading tensor '%s' at offset %llu: %s", path, t->name,
-                             (unsigned long long)(t->offset + done), n < 0 ? strerror(errno) : "file is shorter");
+// Allocates the pinned units (and the resident embedding) and reads them with all IO threads at once.
+static aero_status load_resident(aero_stream *s, aero_error *err) {
+    int n_jobs = 0;
+    st_job *jobs = calloc(s->n_units + 1, sizeof *jobs);
+    if (!jobs) return aero_fail(err, AERO_ERR_NOMEM, "stream: out of memory");
+    aero_status st = AERO_OK;
+    for (int u = 0; u < s->n_units; u++) {
+        st_unit *un = &s->units[u];
+        if (!un->resident || !un->bytes) continue;
+        un->mem = aero_alloc_aligned(ST_ALIGN, un->bytes);
+        if (!un->mem) {
+            st = aero_fail(err, AERO_ERR_NOMEM, "stream: cannot allocate %llu bytes for unit %d",
+                           (unsigned long long)un->bytes, u);
+            goto out;
         }
-        done += (uint64_t)n;
+        s->held += un->bytes;
+        for (int i = 0; i < un->n_places; i++) {
+            const st_place *pl = &s->places[un->first_place + i];
+            s->ptr[pl->tensor] = (char *)un->mem + pl->mem_off;
+        }
+        jobs[n_jobs++] = (st_job){.ranges = s->ranges + un->first_range, .n_ranges = un->n_ranges, .mem = un->mem};
     }
-    close(fd);
-    return AERO_OK;
+    if (s->plan.embd_resident && !s->embd_in_head) {
+        s->embd_mem = aero_alloc_aligned(ST_ALIGN, s->embd_bytes);
+        if (!s->embd_mem) {
+            st = aero_fail(err, AERO_ERR_NOMEM, "stream: cannot allocate %llu bytes for the token embedding",
+                           (unsigned long long)s->embd_bytes);
+            goto out;
+        }
+        s->held += s->embd_bytes;
+        s->ptr[s->embd] = (char *)s->embd_mem + (s->g->tensors[s->embd].offset - s->embd_ranges[0].off);
+        jobs[n_jobs++] = (st_job){.ranges = s->embd_ranges, .n_ranges = s->n_embd_ranges, .mem = s->embd_mem};
+    }
+    pthread_mutex_lock(&s->mu);
+    for (int i = 0; i < n_jobs; i++) st_job_enqueue(s, &jobs[i]);
+    for (int i = 0; i < n_jobs; i++) {
+        while (!jobs[i].complete) pthread_cond_wait(&s->cv_done, &s->mu);
+        if (jobs[i].failed && !st) st = aero_fail(err, AERO_ERR_IO, "%s", jobs[i].errmsg);
+    }
+    pthread_mutex_unlock(&s->mu);
+out:
+    if (st) { // the queue must not keep pointers into jobs freed below
+        pthread_mutex_lock(&s->mu);
+        st_io_cancel_all(s);
+        pthread_mutex_unlock(&s->mu);
+    }
+    free(jobs);
+    return st;
+}
+
+// Keeps the IO threads `depth` occurrences ahead of the compute, as far as the ring has room (lock held).
+void st_schedule(aero_stream *s) {
+    if (!s->n_streamed) return;
+    int64_t cur = s->held_seq >= 0 ? s->held_seq : s->next_seq;
+    while (s->occ_end <= cur + s->depth) {
+        int n_live = (int)(s->occ_end - s->occ_first);
+        int u = s->streamed[s->occ_end % s->n_streamed];
+        const st_unit *un = &s->units[u];
+        uint64_t at;
+        if (!st_ring_place(s->ring_bytes, n_live, n_live ? OCC(s, s->occ_first)->ring_off : 0, s->alloc_off, un->bytes,
+                           &at))
+            break;
+        st_occ *o = OCC(s, s->occ_end);
+        o->seq = s->occ_end;
+        o->unit = u;
+        o->ring_off = at;
+        o->bytes = un->bytes;
+        o->job = (st_job){.ranges = s->ranges + un->first_range, .n_ranges = un->n_ranges, .mem = s->ring + at};
+        st_job_enqueue(s, &o->job);
+        s->alloc_off = at + un->bytes;
+        s->occ_end++;
+    }
+}
+
+// Forgets the ring contents so that the cyclic schedule can restart at any unit (lock held).
+void st_ring_restart(aero_stream *s, int64_t seq) {
+    st_io_cancel_all(s);
+    s->occ_first = s->occ_end = s->next_seq = seq;
+    s->alloc_off = 0;
 }
 
 aero_status aero_stream_open(aero_stream **out, const aero_gguf *g, int n_layer, const aero_stream_params *p,
                              aero_error *err) {
+    *out = NULL;
+    if (n_layer < 0) return aero_fail(err, AERO_ERR_INVALID, "stream: negative layer count %d", n_layer);
     aero_stream *s = calloc(1, sizeof *s);
     if (!s) return aero_fail(err, AERO_ERR_NOMEM, "out of memory");
     s->g = g;
     s->n_layer = n_layer;
     s->n_units = n_layer + 1;
-    s->unit_of = calloc(g->n_tensors + 1, sizeof *s->unit_of);
-    s->data = calloc(g->n_tensors + 1, sizeof *s->data);
-    s->plan.unit_resident = calloc(s->n_units, sizeof(bool));
-    if (!s->unit_of || !s->data || !s->plan.unit_resident) {
-        aero_stream_close(s);
-        return aero_fail(err, AERO_ERR_NOMEM, "out of memory");
+    s->params = *p;
+    s->prefetch = p->prefetch > 0 ? p->prefetch : 2;
+    if (s->prefetch > ST_MAX_PREFETCH) s->prefetch = ST_MAX_PREFETCH;
+    s->io_threads = p->io_threads > 0 ? p->io_threads : 4;
+    if (s->io_threads > ST_MAX_IO_THREADS) s->io_threads = ST_MAX_IO_THREADS;
+    s->chunk = p->chunk_bytes ? (p->chunk_bytes + ST_ALIGN - 1) & ~(uint64_t)(ST_ALIGN - 1) : ST_CHUNK_DEFAULT;
+    s->held_seq = -1;
+    s->held_unit = -1;
+    if (st_build_tables(s, err) || st_plan(s, err)) goto fail;
+    if (p->plan_only) {
+        *out = s;
+        return AERO_OK;
     }
-    s->embd = p->embd_tensor ? aero_gguf_tensor_index(g, p->embd_tensor) : -1;
-    uint64_t total = 0;
-    for (uint64_t i = 0; i < g->n_tensors; i++) {
-        s->unit_of[i] = tensor_unit(g->tensors[i].name, n_layer, p->output_tensor);
-        total += g->tensors[i].nbytes;
+    if (pthread_mutex_init(&s->mu, NULL) || pthread_cond_init(&s->cv_work, NULL) || pthread_cond_init(&s->cv_done, NULL)) {
+        aero_fail(err, AERO_ERR_NOMEM, "stream: cannot create locks");
+        goto fail;
     }
-    if (p->mem_budget && p->mem_budget < total) {
-        aero_stream_close(s);
-        return aero_fail(err, AERO_ERR_UNSUPPORTED, "--mem below the model size (%llu bytes) needs the streaming "
-                         "engine, which this build does not have yet", (unsigned long long)total);
+    s->mutex_ready = true;
+    s->log = calloc(ST_PASS_LOG, sizeof *s->log);
+    s->occ = calloc(s->depth + 1, sizeof *s->occ);
+    if (!s->log || !s->occ) {
+        aero_fail(err, AERO_ERR_NOMEM, "stream: out of memory");
+        goto fail;
     }
-    for (uint64_t i = 0; i < g->n_tensors; i++) {
-        const aero_tensor_info *t = &g->tensors[i];
-        s->data[i] = aero_alloc_aligned(64, t->nbytes);
-        if (!s->data[i]) {
-            aero_stream_close(s);
-            return aero_fail(err, AERO_ERR_NOMEM, "tensor '%s': cannot allocate %llu bytes", t->name,
-                             (unsigned long long)t->nbytes);
+    if (st_files_open(s, err) || load_small(s, err) || st_io_start(s, err) || load_resident(s, err)) goto fail;
+    if (s->row_buf_bytes) {
+        s->row_buf = aero_alloc_aligned(ST_ALIGN, s->row_buf_bytes);
+        if (!s->row_buf) {
+            aero_fail(err, AERO_ERR_NOMEM, "stream: out of memory");
+            goto fail;
         }
-        if (read_tensor(g, t, s->data[i], err)) {
-            aero_stream_close(s);
-            return err->code;
-        }
-        s->held += t->nbytes;
+        s->held += s->row_buf_bytes;
     }
-    s->plan.resident_bytes = total;
-    s->plan.n_units = s->n_units;
-    s->plan.n_pinned = s->n_units;
-    s->plan.head_resident = s->plan.embd_resident = true;
-    for (int u = 0; u < s->n_units; u++) s->plan.unit_resident[u] = true;
+    if (s->ring_bytes) {
+        s->ring = aero_alloc_aligned(ST_ALIGN, s->ring_bytes);
+        if (!s->ring) {
+            aero_fail(err, AERO_ERR_NOMEM, "stream: cannot allocate the %llu-byte streaming window",
+                      (unsigned long long)s->ring_bytes);
+            goto fail;
+        }
+        s->held += s->ring_bytes;
+    }
+    if (p->mem_budget && s->held > p->mem_budget) { // the planner's arithmetic and the allocations disagree
+        aero_fail(err, AERO_ERR_NOMEM, "stream: internal error: %llu bytes held exceed the budget of %llu",
+                  (unsigned long long)s->held, (unsigned long long)p->mem_budget);
+        goto fail;
+    }
+    if (!s->n_streamed) { // everything is in memory: the IO threads have nothing more to do
+        st_io_stop(s);
+    } else { // the first units of the first pass start reading now, while the caller finishes loading
+        pthread_mutex_lock(&s->mu);
+        st_schedule(s);
+        pthread_mutex_unlock(&s->mu);
+    }
     *out = s;
     return AERO_OK;
+fail:
+    aero_stream_close(s);
+    return err->code;
 }
 
 void aero_stream_close(aero_stream *s) {
     if (!s) return;
-    if (s->data)
-        for (uint64_t i = 0; i < s->g->n_tensors; i++) free(s->data[i]);
-    free(s->data);
+    st_io_stop(s);
+    st_files_close(s);
+    if (s->units)
+        for (int u = 0; u < s->n_units; u++) free(s->units[u].mem);
+    free(s->ring);
+    free(s->embd_mem);
+    free(s->small_mem);
+    free(s->row_buf);
+    free(s->occ);
+    free(s->log);
+    free(s->kind);
     free(s->unit_of);
+    free(s->ptr);
+    free(s->units);
+    free(s->ranges);
+    free(s->places);
+    free(s->embd_ranges);
+    free(s->streamed);
     free(s->plan.unit_resident);
+    if (s->mutex_ready) {
+        pthread_mutex_destroy(&s->mu);
+        pthread_cond_destroy(&s->cv_work);
+        pthread_cond_destroy(&s->cv_done);
+    }
     free(s);
 }
 
 const aero_stream_plan *aero_stream_get_plan(const aero_stream *s) { return &s->plan; }
 
 const void *aero_stream_global(aero_stream *s, int64_t tensor) {
-    return s->unit_of[tensor] < 0 ? s->data[tensor] : NULL;
+    if (tensor < 0 || (uint64_t)tensor >= s->g->n_tensors) return NULL;
+    return s->kind[tensor] == ST_T_SMALL || s->kind[tensor] == ST_T_EMBD ? s->ptr[tensor] : NULL;
+}
+
+const void *aero_stream_tensor(aero_stream *s, int64_t tensor) {
+    if (tensor < 0 || (uint64_t)tensor >= s->g->n_tensors) return NULL;
+    return s->ptr[tensor];
+}
+
+// Position of a streamed unit in the cyclic order, -1 when it is pinned.
+static int streamed_pos(const aero_stream *s, int unit) {
+    for (int i = 0; i < s->n_streamed; i++)
+        if (s->streamed[i] == unit) return i;
+    return -1;
 }
 
 aero_status aero_stream_acquire(aero_stream *s, int unit, aero_error *err) {
     if (unit < 0 || unit >= s->n_units) return aero_fail(err, AERO_ERR_INVALID, "stream: no unit %d", unit);
-    if (unit == 0) s->stats.passes++;
+    if (!s->mutex_ready) return aero_fail(err, AERO_ERR_INVALID, "stream: opened for planning only");
+    pthread_mutex_lock(&s->mu);
+    if (s->held_unit >= 0) {
+        int h = s->held_unit;
+        pthread_mutex_unlock(&s->mu);
+        return aero_fail(err, AERO_ERR_INVALID, "stream: unit %d acquired while unit %d is still held", unit, h);
+    }
+    double now = aero_now();
+    if (unit == 0 && s->in_pass && s->cur.units > 0) st_pass_end(s, now); // the previous pass was abandoned
+    if (!s->in_pass) st_pass_begin(s, now);
+    s->cur.units++;
+    if (s->units[unit].resident) {
+        s->held_unit = unit;
+        s->acquired_at = aero_now();
+        pthread_mutex_unlock(&s->mu);
+        return AERO_OK;
+    }
+    int pos = streamed_pos(s, unit), k = s->n_streamed;
+    int want = (int)(s->next_seq % k);
+    if (pos != want) // out of the cyclic order (a pass abandoned after an error): read from this unit on
+        st_ring_restart(s, s->next_seq + (pos - want + k) % k);
+    st_schedule(s);
+    st_occ *o = OCC(s, s->next_seq);
+    double t0 = aero_now();
+    while (!o->job.complete) pthread_cond_wait(&s->cv_done, &s->mu);
+    double waited = aero_now() - t0;
+    s->cur.wait += waited;
+    s->stats.wait_s += waited;
+    if (o->job.failed) {
+        aero_fail(err, AERO_ERR_IO, "%s", o->job.errmsg);
+        st_ring_restart(s, s->next_seq); // a later acquire of this unit reads it again
+        pthread_mutex_unlock(&s->mu);
+        return err->code;
+    }
+    const st_unit *un = &s->units[unit];
+    for (int i = 0; i < un->n_places; i++) {
+        const st_place *pl = &s->places[un->first_place + i];
+        s->ptr[pl->tensor] = s->ring + o->ring_off + pl->mem_off;
+    }
+    s->held_seq = s->next_seq;
+    s->held_unit = unit;
+    s->cur.bytes += o->bytes;
+    s->stats.bytes_streamed += o->bytes;
+    s->acquired_at = aero_now();
+    pthread_mutex_unlock(&s->mu);
     return AERO_OK;
 }
 
-const void *aero_stream_tensor(aero_stream *s, int64_t tensor) { return s->data[tensor]; }
-
-void aero_stream_release(aero_stream *s, int unit) { (void)s, (void)unit; }
+void aero_stream_release(aero_stream *s, int unit) {
+    if (!s->mutex_ready) return;
+    pthread_mutex_lock(&s->mu);
+    if (unit != s->held_unit) { // a release without its acquire changes nothing
+        pthread_mutex_unlock(&s->mu);
+        return;
+    }
+    double now = aero_now();
+    s->cur.compute += now - s->acquired_at;
+    s->stats.compute_s += now - s->acquired_at;
+    if (s->held_seq >= 0) {
+        const st_unit *un = &s->units[unit];
+        for (int i = 0; i < un->n_places; i++) s->ptr[s->places[un->first_place + i].tensor] = NULL;
+        s->next_seq = s->held_seq + 1;
+        s->occ_first = s->next_seq;
+        if (s->occ_first == s->occ_end) s->alloc_off = 0;
+        s->held_seq = -1;
+        st_schedule(s);
+    }
+    s->held_unit = -1;
+    if (unit == s->n_layer) st_pass_end(s, now);
+    pthread_mutex_unlock(&s->mu);
+}
 
 aero_status aero_stream_embed_rows(aero_stream *s, const int32_t *rows, int n, float *out, aero_error *err) {
     if (s->embd < 0) return aero_fail(err, AERO_ERR_INVALID, "stream: no token embedding tensor");
+    if (!s->mutex_ready) return aero_fail(err, AERO_ERR_INVALID, "stream: opened for planning only");
     const aero_tensor_info *t = &s->g->tensors[s->embd];
     size_t row_bytes = aero_dtype_row_bytes(t->type, t->ne[0]);
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < n; i++)
         if (rows[i] < 0 || (uint64_t)rows[i] >= t->ne[1])
             return aero_fail(err, AERO_ERR_INVALID, "token id %d out of range [0, %llu)", rows[i],
                              (unsigned long long)t->ne[1]);
-        aero_dequantize_row(t->type, (const char *)s->data[s->embd] + (size_t)rows[i] * row_bytes,
-                            out + (size_t)i * t->ne[0], (int64_t)t->ne[0]);
+    pthread_mutex_lock(&s->mu);
+    double t0 = aero_now();
+    if (!s->in_pass) st_pass_begin(s, t0);
+    pthread_mutex_unlock(&s->mu);
+    if (s->plan.embd_resident) {
+        const char *base = s->ptr[s->embd];
+        for (int i = 0; i < n; i++)
+            aero_dequantize_row(t->type, base + (size_t)rows[i] * row_bytes, out + (size_t)i * t->ne[0],
+                                (int64_t)t->ne[0]);
+        return AERO_OK;
     }
-    return AERO_OK;
+    uint64_t bytes = 0;
+    aero_status st = AERO_OK;
+    for (int i = 0; i < n && !st; i++) {
+        uint64_t off = t->offset + (uint64_t)rows[i] * row_bytes, end = off + row_bytes;
+        uint64_t a = off & ~(uint64_t)(ST_ALIGN - 1), len = ((end + ST_ALIGN - 1) & ~(uint64_t)(ST_ALIGN - 1)) - a;
+        st = st_read_sync(s, t->file, a, len, end - a, s->row_buf, err);
+        if (!st)
+            aero_dequantize_row(t->type, (const char *)s->row_buf + (off - a), out + (size_t)i * t->ne[0],
+                                (int64_t)t->ne[0]);
+        bytes += len;
+    }
+    pthread_mutex_lock(&s->mu);
+    double dt = aero_now() - t0;
+    s->cur.wait += dt;
+    s->stats.wait_s += dt;
+    s->cur.bytes += bytes;
+    s->stats.bytes_streamed += bytes;
+    pthread_mutex_unlock(&s->mu);
+    return st;
 }
 
-void aero_stream_get_stats(const aero_stream *s, aero_stream_stats *out) { *out = s->stats; }
-void aero_stream_reset_stats(aero_stream *s) { memset(&s->stats, 0, sizeof s->stats); }
 uint64_t aero_stream_weight_bytes_held(const aero_stream *s) { return s->held; }
-
-void aero_stream_print_stats(aero_stream *s, FILE *f) {
-    fprintf(f, "stream: %llu passes, all weights resident (%.1f MB)\n", (unsigned long long)s->stats.passes,
-            s->held / 1e6);
-}

@@ -10,6 +10,7 @@
 #include <stdio.h>
 
 #include "../core/status.h"
+#include "../core/threadpool.h"
 #include "../core/util.h"
 #include "../format/gguf.h"
 
@@ -18,9 +19,12 @@ typedef struct aero_stream aero_stream;
 typedef struct {
     uint64_t mem_budget;   // 0 = no limit
     int prefetch;          // units read ahead; <= 0: 2
-    int io_threads;        // <= 0: 2
+    int io_threads;        // reads in flight (one per IO thread); <= 0: 4
     const char *output_tensor; // name of the output head tensor (unit n_layer)
     const char *embd_tensor;   // name of the token embedding (read by rows)
+    bool plan_only;        // decide the plan and stop: no files opened, nothing read (aerollm info)
+    bool no_direct;        // buffered reads + POSIX_FADV_DONTNEED even where O_DIRECT works (tests, benchmarks)
+    uint64_t chunk_bytes;  // bytes per read request; 0: 4 MiB (rounded to 4 KiB)
 } aero_stream_params;
 
 typedef struct {
@@ -40,6 +44,13 @@ typedef struct {
     int n_units, n_pinned, n_streamed, n_slots;
     bool head_resident, embd_resident;
     bool *unit_resident;         // per unit
+    // additions (fields above stay as they are: aerollm info prints them)
+    uint64_t budget;             // the --mem given (0 = none)
+    uint64_t embd_bytes;         // part of resident_bytes held only for embedding row lookups (0 when tied/by row)
+    uint64_t small_bytes;        // part of resident_bytes: norms, biases and other small tensors
+    int prefetch;                // units read ahead (n_slots - 1)
+    int io_threads;
+    bool direct;                 // O_DIRECT reads (false: buffered + FADV_DONTNEED); known after open
 } aero_stream_plan;
 
 aero_status aero_stream_open(aero_stream **out, const aero_gguf *g, int n_layer, const aero_stream_params *p,
@@ -47,11 +58,12 @@ aero_status aero_stream_open(aero_stream **out, const aero_gguf *g, int n_layer,
 void aero_stream_close(aero_stream *s);
 const aero_stream_plan *aero_stream_get_plan(const aero_stream *s);
 
-// Data of a tensor that is not part of any unit (norms, biases, ...): always resident. NULL if in a unit.
+// Data of an always-resident tensor (not part of any unit, or a small one of a unit: norms, biases). NULL for a
+// tensor that lives in a unit's memory (use aero_stream_tensor while the unit is acquired).
 const void *aero_stream_global(aero_stream *s, int64_t tensor);
 // Blocks until unit u is in memory; pair with release. Units must be acquired in cyclic order 0..n_layer.
 aero_status aero_stream_acquire(aero_stream *s, int unit, aero_error *err);
-// Data of a tensor of an acquired (or resident) unit.
+// Data of a tensor of an acquired (or resident) unit, or of an always-resident tensor; NULL otherwise.
 const void *aero_stream_tensor(aero_stream *s, int64_t tensor);
 void aero_stream_release(aero_stream *s, int unit);
 // Dequantized rows of the embedding tensor (n rows of ne[0] floats), read from memory or disk.
@@ -60,7 +72,17 @@ aero_status aero_stream_embed_rows(aero_stream *s, const int32_t *rows, int n, f
 void aero_stream_get_stats(const aero_stream *s, aero_stream_stats *out);
 void aero_stream_reset_stats(aero_stream *s);
 uint64_t aero_stream_weight_bytes_held(const aero_stream *s); // current bytes of weights in RAM
-// Prints the --stats report (per pass: bytes streamed, IO busy, compute, IO wait, GB/s, disk floor) to f.
+// Prints the --stats report (per pass: bytes streamed, IO busy, compute, IO wait, GB/s, disk floor) to f. The
+// floor's disk bandwidth is measured now (O_DIRECT reads of the model file into the idle window) unless set.
 void aero_stream_print_stats(aero_stream *s, FILE *f);
+// Disk read bandwidth (bytes/s) of the model file read the way the streamer reads it (its IO threads, request
+// size and requests in flight, O_DIRECT), at most max_bytes, using the streaming window as the buffer so the
+// measurement adds no memory; the next acquire refills the window. 0 when nothing is streamed or it failed.
+double aero_stream_measure_disk_bw(aero_stream *s, uint64_t max_bytes);
+// Uses bw (bytes/s) as the disk bandwidth of the floor in aero_stream_print_stats instead of measuring.
+void aero_stream_set_disk_bw(aero_stream *s, double bw);
+// Memory read bandwidth (bytes/s) summing the engine's own largest weight buffer (window or pinned unit) on
+// the pool's threads, so that a benchmark under a memory limit allocates nothing more. 0 when too small.
+double aero_stream_measure_mem_bw(aero_stream *s, aero_pool *pool);
 
 #endif

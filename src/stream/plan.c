@@ -1,0 +1,372 @@
+// The residency planner: groups tensors into units and aligned read ranges, sizes the streaming window, and
+// decides once, at open, what stays resident under the budget. Access is cyclic (layer 0..L-1, then the head,
+// again and again), so a fixed pinned set is the right cache: an LRU smaller than the scan never hits.
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "stream_internal.h"
+
+static uint64_t align_down(uint64_t x) { return x & ~(uint64_t)(ST_ALIGN - 1); }
+static uint64_t align_up(uint64_t x) { return (x + ST_ALIGN - 1) & ~(uint64_t)(ST_ALIGN - 1); }
+
+// Formats a byte count for messages ("35.2 MiB").
+static const char *fmt_size(uint64_t b, char *buf, size_t cap) {
+    if (b >= (1ull << 30)) snprintf(buf, cap, "%.2f GiB", b / (double)(1ull << 30));
+    else if (b >= (1ull << 20)) snprintf(buf, cap, "%.1f MiB", b / (double)(1ull << 20));
+    else snprintf(buf, cap, "%.1f KiB", b / 1024.0);
+    return buf;
+}
+
+// Which unit a tensor belongs to: its layer for "blk.N.*", n_layer for the output head, -1 otherwise.
+static int tensor_unit(const char *name, int n_layer, const char *output) {
+    int l, len = 0;
+    if (sscanf(name, "blk.%d.%n", &l, &len) == 1 && len > 0 && l >= 0 && l < n_layer) return l;
+    if (output && !strcmp(name, output)) return n_layer;
+    return -1;
+}
+
+// Small tensors (one row: norms, biases) stay resident so that a unit's reads are only its matrices.
+static bool tensor_is_small(const aero_tensor_info *t) { return t->n_elements == t->ne[0]; }
+
+static const aero_gguf *sort_g; // qsort has no context argument in C11
+
+// Orders tensors by file, then offset, so that neighbours on disk become one read.
+static int cmp_by_position(const void *a, const void *b) {
+    const aero_tensor_info *x = &sort_g->tensors[*(const int64_t *)a], *y = &sort_g->tensors[*(const int64_t *)b];
+    if (x->file != y->file) return x->file < y->file ? -1 : 1;
+    return x->offset < y->offset ? -1 : x->offset > y->offset;
+}
+
+// Turns a list of tensors (sorted by position) into aligned ranges and placements; returns the buffer size.
+static uint64_t make_ranges(aero_stream *s, const int64_t *idx, int n, st_range *ranges, int *n_ranges,
+                            st_place *places) {
+    const aero_gguf *g = s->g;
+    int nr = 0;
+    uint64_t mem = 0;
+    for (int i = 0; i < n; i++) {
+        const aero_tensor_info *t = &g->tensors[idx[i]];
+        uint64_t a = align_down(t->offset), end = t->offset + t->nbytes;
+        st_range *r = nr ? &ranges[nr - 1] : NULL;
+        if (r && r->file == t->file && a <= r->off + r->len + ST_GAP_MERGE) {
+            if (end > r->need_end) r->need_end = end;
+            uint64_t len = align_up(r->need_end) - r->off;
+            mem += len - r->len;
+            r->len = len;
+        } else {
+            r = &ranges[nr++];
+            *r = (st_range){.file = t->file, .off = a, .need_end = end, .mem_off = mem};
+            r->len = align_up(end) - a;
+            mem += r->len;
+        }
+        places[i] = (st_place){.tensor = idx[i], .mem_off = r->mem_off + (t->offset - r->off)};
+    }
+    *n_ranges = nr;
+    return mem;
+}
+
+aero_status st_build_tables(aero_stream *s, aero_error *err) {
+    const aero_gguf *g = s->g;
+    uint64_t nt = g->n_tensors;
+    int64_t *idx = NULL;
+    int *count = NULL;
+    s->kind = calloc(nt + 1, sizeof *s->kind);
+    s->unit_of = calloc(nt + 1, sizeof *s->unit_of);
+    s->ptr = calloc(nt + 1, sizeof *s->ptr);
+    s->units = calloc(s->n_units, sizeof *s->units);
+    s->ranges = calloc(nt + 1, sizeof *s->ranges);
+    s->places = calloc(nt + 1, sizeof *s->places);
+    s->embd_ranges = calloc(1, sizeof *s->embd_ranges);
+    idx = malloc((nt + 1) * sizeof *idx);
+    count = calloc(s->n_units + 1, sizeof *count);
+    if (!s->kind || !s->unit_of || !s->ptr || !s->units || !s->ranges || !s->places || !s->embd_ranges || !idx ||
+        !count) {
+        aero_fail(err, AERO_ERR_NOMEM, "stream: out of memory for the tensor table");
+        goto fail;
+    }
+    const char *out_name = s->params.output_tensor;
+    if (out_name && aero_gguf_tensor_index(g, out_name) < 0) {
+        aero_fail(err, AERO_ERR_FORMAT, "stream: output tensor '%s' not in the model", out_name);
+        goto fail;
+    }
+    s->embd = s->params.embd_tensor ? aero_gguf_tensor_index(g, s->params.embd_tensor) : -1;
+    s->embd_in_head = s->embd >= 0 && out_name && !strcmp(out_name, s->params.embd_tensor);
+    for (uint64_t i = 0; i < nt; i++) {
+        const aero_tensor_info *t = &g->tensors[i];
+        int u = tensor_unit(t->name, s->n_layer, out_name);
+        s->unit_of[i] = u;
+        if (u >= 0 && !tensor_is_small(t)) s->kind[i] = ST_T_UNIT, count[u]++;
+        else if (u < 0 && (int64_t)i == s->embd) s->kind[i] = ST_T_EMBD;
+        else s->kind[i] = ST_T_SMALL, s->small_bytes += (t->nbytes + 63) & ~(uint64_t)63;
+    }
+    // each unit's tensors, sorted by position, become its ranges
+    sort_g = g;
+    int nr_total = 0, np_total = 0;
+    for (int u = 0; u < s->n_units; u++) {
+        int n = 0;
+        for (uint64_t i = 0; i < nt; i++)
+            if (s->unit_of[i] == u && s->kind[i] == ST_T_UNIT) idx[n++] = (int64_t)i;
+        qsort(idx, n, sizeof *idx, cmp_by_position);
+        st_unit *un = &s->units[u];
+        un->first_range = nr_total;
+        un->first_place = np_total;
+        un->n_places = n;
+        un->bytes = make_ranges(s, idx, n, s->ranges + nr_total, &un->n_ranges, s->places + np_total);
+        for (int i = 0; i < n; i++) un->tensor_bytes += g->tensors[idx[i]].nbytes;
+        nr_total += un->n_ranges;
+        np_total += n;
+    }
+    s->n_ranges = nr_total;
+    s->n_places = np_total;
+    if (s->embd >= 0) {
+        const aero_tensor_info *t = &g->tensors[s->embd];
+        size_t row = aero_dtype_row_bytes(t->type, t->ne[0]);
+        if (row == 0 || t->ne[1] == 0 || row * t->ne[1] > t->nbytes) {
+            aero_fail(err, AERO_ERR_FORMAT, "stream: embedding '%s' has rows of %zu bytes that do not fit its %llu "
+                      "bytes", t->name, row, (unsigned long long)t->nbytes);
+            goto fail;
+        }
+        s->row_buf_bytes = align_up(row) + ST_ALIGN;
+        if (s->kind[s->embd] == ST_T_EMBD) {
+            st_place pl;
+            s->embd_bytes = make_ranges(s, &s->embd, 1, s->embd_ranges, &s->n_embd_ranges, &pl);
+        }
+    }
+    free(idx);
+    free(count);
+    return AERO_OK;
+fail:
+    free(idx);
+    free(count);
+    return err->code;
+}
+
+bool st_ring_place(uint64_t cap, int n_live, uint64_t first_off, uint64_t alloc_off, uint64_t size, uint64_t *at) {
+    if (n_live == 0) {
+        *at = 0;
+        return size <= cap;
+    }
+    if (alloc_off > first_off) { // live: [first_off, alloc_off); free: the tail, then the head
+        if (cap - alloc_off >= size) {
+            *at = alloc_off;
+            return true;
+        }
+        *at = 0;
+        return first_off >= size;
+    }
+    *at = alloc_off; // wrapped: free is [alloc_off, first_off)
+    return first_off - alloc_off >= size;
+}
+
+#define SIM_PASSES 32
+
+// Runs the runtime's FIFO ring over the cyclic sequence from every starting unit; true when `depth`
+// occurrences ahead always fit (checked for SIM_PASSES passes or until the layout repeats).
+static bool ring_sim_ok(const uint64_t *sizes, int k, int depth, uint64_t cap) {
+    uint64_t off[ST_MAX_PREFETCH + 2], prev[ST_MAX_PREFETCH + 2];
+    for (int start = 0; start < k; start++) {
+        int64_t first = start, end = start; // live occurrences [first, end)
+        uint64_t alloc = 0;
+        bool have_prev = false;
+        for (int64_t i = start; i < start + (int64_t)SIM_PASSES * k; i++) {
+            while (end <= i + depth) {
+                int n_live = (int)(end - first);
+                uint64_t at, sz = sizes[end % k];
+                if (!st_ring_place(cap, n_live, n_live ? off[first % (depth + 1)] : 0, alloc, sz, &at)) return false;
+                off[end % (depth + 1)] = at;
+                alloc = at + sz;
+                end++;
+            }
+            if ((i - start) % k == 0) { // pass boundary: a repeated layout repeats forever
+                uint64_t cur[ST_MAX_PREFETCH + 2];
+                for (int j = 0; j <= depth; j++) cur[j] = off[(i + j) % (depth + 1)];
+                if (have_prev && !memcmp(cur, prev, sizeof(uint64_t) * (depth + 1))) break;
+                memcpy(prev, cur, sizeof(uint64_t) * (depth + 1));
+                have_prev = true;
+            }
+            first++; // release occurrence i
+            if (first == end) alloc = 0;
+        }
+    }
+    return true;
+}
+
+uint64_t st_ring_capacity(const uint64_t *sizes, int k, int depth) {
+    if (k <= 0) return 0;
+    uint64_t w = 0, m = 0;
+    bool uniform = true;
+    for (int i = 0; i < k; i++) {
+        uint64_t sum = 0;
+        for (int j = 0; j <= depth; j++) sum += sizes[(i + j) % k];
+        if (sum > w) w = sum;
+        if (sizes[i] > m) m = sizes[i];
+        if (sizes[i] != sizes[0]) uniform = false;
+    }
+    if (uniform) return w;
+    // W (the largest depth+1 consecutive units) is enough unless wrapping wastes space; W + M always is
+    for (int c = 0; c < 8; c++) {
+        uint64_t cap = align_up(w + m * c / 8);
+        if (ring_sim_ok(sizes, k, depth, cap)) return cap;
+    }
+    return w + m;
+}
+
+typedef struct {
+    bool feasible;
+    bool head_resident;
+    bool *pinned;          // per unit (layers and head)
+    uint64_t ring, fixed, cost, min_cost, streamed;
+    int n_streamed, depth;
+} plan_option;
+
+// Pins `npin` of the candidate layers, evenly spaced, and prices the option (ring sized for the rest).
+static void price_option(const aero_stream *s, plan_option *o, const int *cand, int n_cand, int npin, uint64_t *sizes) {
+    for (int u = 0; u < s->n_units; u++) o->pinned[u] = s->units[u].bytes == 0;
+    if (o->head_resident) o->pinned[s->n_layer] = true;
+    for (int i = 0; i < npin; i++) o->pinned[cand[(int)(((int64_t)2 * i + 1) * n_cand / (2 * npin))]] = true;
+    int k = 0;
+    uint64_t pinned_bytes = 0, streamed = 0;
+    for (int u = 0; u < s->n_units; u++) {
+        if (o->pinned[u]) pinned_bytes += s->units[u].bytes;
+        else sizes[k++] = s->units[u].bytes, streamed += s->units[u].bytes;
+    }
+    o->n_streamed = k;
+    o->depth = k < s->prefetch ? k : s->prefetch;
+    o->ring = st_ring_capacity(sizes, k, o->depth);
+    o->streamed = streamed;
+    o->cost = o->fixed + pinned_bytes + o->ring;
+}
+
+// Best plan with the head resident or streamed: the most layers pinned that the budget leaves room for.
+static void plan_with_head(const aero_stream *s, plan_option *o, bool head_resident, uint64_t budget, uint64_t *sizes,
+                           int *cand) {
+    o->head_resident = head_resident;
+    o->fixed = s->small_bytes + s->row_buf_bytes;
+    int n_cand = 0;
+    uint64_t maxl = 1;
+    for (int u = 0; u < s->n_layer; u++)
+        if (s->units[u].bytes) {
+            cand[n_cand++] = u;
+            if (s->units[u].bytes > maxl) maxl = s->units[u].bytes;
+        }
+    price_option(s, o, cand, n_cand, 0, sizes);
+    o->min_cost = o->cost;
+    o->feasible = o->cost <= budget;
+    if (!o->feasible) return;
+    int npin = (int)((budget - o->min_cost) / maxl);
+    if (npin > n_cand) npin = n_cand;
+    for (;;) {
+        price_option(s, o, cand, n_cand, npin, sizes);
+        if (o->cost <= budget || npin == 0) break;
+        npin--;
+    }
+    while (npin < n_cand) {
+        price_option(s, o, cand, n_cand, npin + 1, sizes);
+        if (o->cost > budget) break;
+        npin++;
+    }
+    price_option(s, o, cand, n_cand, npin, sizes);
+}
+
+aero_status st_plan(aero_stream *s, aero_error *err) {
+    aero_stream_plan *p = &s->plan;
+    const uint64_t budget = s->params.mem_budget;
+    int nu = s->n_units;
+    uint64_t *sizes = malloc(sizeof *sizes * nu);
+    int *cand = malloc(sizeof *cand * nu);
+    bool *pin_a = calloc(nu, sizeof(bool)), *pin_b = calloc(nu, sizeof(bool));
+    p->unit_resident = calloc(nu, sizeof(bool));
+    s->streamed = calloc(nu, sizeof(int));
+    if (!sizes || !cand || !pin_a || !pin_b || !p->unit_resident || !s->streamed) {
+        aero_fail(err, AERO_ERR_NOMEM, "stream: out of memory for the plan");
+        goto fail;
+    }
+    p->n_units = nu;
+    p->budget = budget;
+    p->io_threads = s->io_threads;
+    p->small_bytes = s->small_bytes;
+    uint64_t all = s->small_bytes;
+    for (int u = 0; u < nu; u++) all += s->units[u].bytes;
+    if (s->embd >= 0 && !s->embd_in_head) all += s->embd_bytes;
+
+    plan_option a = {.pinned = pin_a}, b = {.pinned = pin_b};
+    const uint64_t limit = budget ? budget : UINT64_MAX;
+    plan_with_head(s, &a, true, limit, sizes, cand);
+    bool can_stream_head = s->units[s->n_layer].bytes > 0;
+    if (can_stream_head) plan_with_head(s, &b, false, limit, sizes, cand);
+    const plan_option *smallest = can_stream_head && b.min_cost < a.min_cost ? &b : &a;
+    p->min_budget = smallest->min_cost;
+
+    if (budget == 0 || budget >= all) { // everything resident: no window, no IO threads after load
+        for (int u = 0; u < nu; u++) s->units[u].resident = p->unit_resident[u] = true;
+        p->resident_bytes = all;
+        p->n_pinned = nu;
+        p->head_resident = true;
+        p->embd_resident = s->embd >= 0;
+        p->embd_bytes = s->embd_in_head ? 0 : s->embd_bytes;
+        p->prefetch = s->prefetch;
+        s->row_buf_bytes = 0;
+        goto done;
+    }
+    if (!a.feasible && !(can_stream_head && b.feasible)) {
+        char bb[32], mb[32], sb[32], wb[32], ub[32], hb[32];
+        const plan_option *m = smallest;
+        uint64_t maxu = 0;
+        for (int u = 0; u < nu; u++)
+            if (!m->pinned[u] && s->units[u].bytes > maxu) maxu = s->units[u].bytes;
+        char head[96] = "";
+        if (m->head_resident && can_stream_head)
+            snprintf(head, sizeof head, " and the output head (%s)", fmt_size(s->units[s->n_layer].bytes, hb, sizeof hb));
+        aero_fail(err, AERO_ERR_NOMEM, "--mem %s is below the minimum %s for this model: a streaming window of %s "
+                  "(%d units of up to %s each in memory at once, prefetch %d) plus %s of resident small tensors%s; "
+                  "use --mem %s or more", fmt_size(budget, bb, sizeof bb), fmt_size(p->min_budget, mb, sizeof mb),
+                  fmt_size(m->ring, wb, sizeof wb), m->depth + 1, fmt_size(maxu, ub, sizeof ub), m->depth,
+                  fmt_size(s->small_bytes + s->row_buf_bytes, sb, sizeof sb), head,
+                  fmt_size(p->min_budget, mb, sizeof mb));
+        goto fail;
+    }
+    const plan_option *best = &a;
+    if (!a.feasible || (can_stream_head && b.feasible && b.streamed < a.streamed)) best = &b;
+    uint64_t resident = best->cost - best->ring;
+    // the untied embedding is the last thing worth holding: a lookup reads only a few rows
+    bool embd_res = false;
+    if (s->embd >= 0 && !s->embd_in_head && best->cost - s->row_buf_bytes + s->embd_bytes <= budget) {
+        embd_res = true;
+        resident = resident - s->row_buf_bytes + s->embd_bytes;
+        s->row_buf_bytes = 0;
+    }
+    if (s->embd_in_head && best->head_resident) { // the embedding rows come from the resident head
+        resident -= s->row_buf_bytes;
+        s->row_buf_bytes = 0;
+    }
+    int k = 0;
+    for (int u = 0; u < nu; u++) {
+        s->units[u].resident = p->unit_resident[u] = best->pinned[u];
+        if (best->pinned[u]) p->n_pinned++;
+        else s->streamed[k++] = u;
+    }
+    s->n_streamed = k;
+    s->ring_bytes = best->ring;
+    s->depth = best->depth;
+    p->resident_bytes = resident;
+    p->streamed_bytes = best->streamed;
+    p->window_bytes = best->ring;
+    p->n_streamed = k;
+    p->n_slots = best->depth + 1;
+    p->prefetch = best->depth;
+    p->head_resident = best->pinned[s->n_layer];
+    p->embd_resident = s->embd >= 0 && (s->embd_in_head ? p->head_resident : embd_res);
+    p->embd_bytes = embd_res ? s->embd_bytes : 0;
+done:
+    free(sizes);
+    free(cand);
+    free(pin_a);
+    free(pin_b);
+    return AERO_OK;
+fail:
+    free(sizes);
+    free(cand);
+    free(pin_a);
+    free(pin_b);
+    return err->code;
+}

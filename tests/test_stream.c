@@ -1,0 +1,323 @@
+// The stream module alone, on GGUF files written here: the planner (budget held, minimum refused with the
+// minimum in the message, pinned set, ring capacity), every tensor's bytes as the model would read them over
+// many passes at several budgets (O_DIRECT and buffered), out-of-order restarts, embedding rows, and a file
+// truncated while in use giving a clean error and recovering once the file is whole again.
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <aerollm.h>
+
+#include "check.h"
+#include "stream/stream_internal.h"
+
+#define N_LAYER 6
+#define EMBD_COLS 100
+#define EMBD_ROWS 700
+
+// Element e of tensor id: distinct per tensor and position, exact in float.
+static float pattern(int id, uint64_t e) { return (float)((id * 131 + e * 7) % 10007) - 5000.0f; }
+
+static bool fill_pattern(void *ctx, void *dst, uint64_t nbytes, aero_error *err) {
+    int id = (int)(intptr_t)ctx;
+    float *f = dst;
+    for (uint64_t e = 0; e < nbytes / 4; e++) f[e] = pattern(id, e);
+    (void)err;
+    return true;
+}
+
+typedef struct {
+    const char *name;
+    uint64_t ne0, ne1;
+} tdef;
+
+static int tensor_id(const char *name) { // a stable id per name (sum of characters times position)
+    int h = 0;
+    for (int i = 0; name[i]; i++) h = h * 31 + name[i];
+    return (h & 0x7fff) + 1;
+}
+
+// Writes a model of N_LAYER layers (a norm and two matrices each, the second layer's larger), an embedding
+// and, unless tied, a larger output head. Returns false on failure.
+static bool write_model(const char *path, bool tied) {
+    aero_gguf_writer *w = aero_gguf_writer_new(0);
+    aero_error err = {0};
+    char name[64];
+    bool ok = true;
+    aero_gguf_set_str(w, "general.architecture", "llama");
+    aero_gguf_set_u32(w, "llama.block_count", N_LAYER);
+    uint64_t ne[2] = {EMBD_COLS, EMBD_ROWS};
+    ok = ok && !aero_gguf_add_tensor_fill(w, "token_embd.weight", AERO_DT_F32, 2, ne, fill_pattern,
+                                          (void *)(intptr_t)tensor_id("token_embd.weight"), &err);
+    for (int l = 0; l < N_LAYER && ok; l++) {
+        tdef defs[3] = {{"attn_norm.weight", 64, 1}, {"attn_q.weight", 64, 300 + 10 * l}, {"ffn_up.weight", 64, 1000}};
+        for (int i = 0; i < 3 && ok; i++) {
+            snprintf(name, sizeof name, "blk.%d.%s", l, defs[i].name);
+            uint64_t d[2] = {defs[i].ne0, defs[i].ne1};
+            ok = !aero_gguf_add_tensor_fill(w, name, AERO_DT_F32, defs[i].ne1 > 1 ? 2 : 1, d, fill_pattern,
+                                            (void *)(intptr_t)tensor_id(name), &err);
+        }
+    }
+    uint64_t nn[1] = {64};
+    ok = ok && !aero_gguf_add_tensor_fill(w, "output_norm.weight", AERO_DT_F32, 1, nn, fill_pattern,
+                                          (void *)(intptr_t)tensor_id("output_norm.weight"), &err);
+    uint64_t no[2] = {64, 2000};
+    if (!tied)
+        ok = ok && !aero_gguf_add_tensor_fill(w, "output.weight", AERO_DT_F32, 2, no, fill_pattern,
+                                              (void *)(intptr_t)tensor_id("output.weight"), &err);
+    ok = ok && !aero_gguf_write(w, path, &err);
+    if (!ok) fprintf(stderr, "write %s: %s\n", path, err.msg);
+    aero_gguf_writer_free(w);
+    return ok;
+}
+
+// Whether a tensor's data (as the stream hands it out) is what was written.
+static bool tensor_ok(const aero_gguf *g, int64_t t, const void *data) {
+    if (!data) return false;
+    const float *f = data;
+    int id = tensor_id(g->tensors[t].name);
+    for (uint64_t e = 0; e < g->tensors[t].n_elements; e++)
+        if (f[e] != pattern(id, e)) return false;
+    return true;
+}
+
+static int unit_of(const char *name, int n_layer, const char *out) {
+    int l, len = 0;
+    if (sscanf(name, "blk.%d.%n", &l, &len) == 1 && len) return l;
+    return !strcmp(name, out) ? n_layer : -1;
+}
+
+// Runs `passes` model-like passes (embedding rows, layers 0..L-1, head) checking every tensor; false on error.
+static bool run_passes(aero_stream *s, const aero_gguf *g, const char *out, int passes, aero_error *err) {
+    int32_t rows[5] = {0, 1, 350, EMBD_ROWS - 1, 77};
+    float emb[5 * EMBD_COLS];
+    int id = tensor_id("token_embd.weight");
+    for (int p = 0; p < passes; p++) {
+        if (aero_stream_embed_rows(s, rows, 5, emb, err)) return false;
+        for (int i = 0; i < 5; i++)
+            for (int c = 0; c < EMBD_COLS; c++)
+                CHECKF(emb[i * EMBD_COLS + c] == pattern(id, (uint64_t)rows[i] * EMBD_COLS + c), "embedding row %d",
+                       rows[i]);
+        for (int u = 0; u <= N_LAYER; u++) {
+            if (aero_stream_acquire(s, u, err)) return false;
+            for (uint64_t t = 0; t < g->n_tensors; t++) {
+                int tu = unit_of(g->tensors[t].name, N_LAYER, out);
+                if (tu == u) CHECKF(tensor_ok(g, (int64_t)t, aero_stream_tensor(s, (int64_t)t)), "pass %d tensor %s", p,
+                                    g->tensors[t].name);
+                if (tu < 0 && strcmp(g->tensors[t].name, "token_embd.weight"))
+                    CHECKF(tensor_ok(g, (int64_t)t, aero_stream_global(s, (int64_t)t)), "global %s", g->tensors[t].name);
+            }
+            aero_stream_release(s, u);
+        }
+    }
+    return true;
+}
+
+static aero_status open_stream(aero_stream **s, const aero_gguf *g, const char *out, uint64_t budget, bool no_direct,
+                               aero_error *err) {
+    aero_stream_params p = {.mem_budget = budget, .output_tensor = out, .embd_tensor = "token_embd.weight",
+                            .no_direct = no_direct, .chunk_bytes = 64 << 10};
+    return aero_stream_open(s, g, N_LAYER, &p, err);
+}
+
+// Budgets from the minimum to everything resident: identical data, the budget held, the plan consistent.
+static void test_budgets(const char *path, bool tied) {
+    aero_gguf g;
+    aero_error err = {0};
+    if (aero_gguf_open(&g, path, &err)) {
+        CHECKF(0, "open %s: %s", path, err.msg);
+        return;
+    }
+    const char *out = tied ? "token_embd.weight" : "output.weight";
+    aero_stream *s;
+    aero_stream_params pp = {.mem_budget = 1, .output_tensor = out, .embd_tensor = "token_embd.weight", .plan_only = true};
+    CHECK(aero_stream_open(&s, &g, N_LAYER, &pp, &err) == AERO_ERR_NOMEM);
+    CHECKF(strstr(err.msg, "minimum") != NULL, "%s", err.msg);
+    pp.mem_budget = 0;
+    CHECK(!aero_stream_open(&s, &g, N_LAYER, &pp, &err));
+    uint64_t min = aero_stream_get_plan(s)->min_budget, all = aero_stream_get_plan(s)->resident_bytes;
+    aero_stream_close(s);
+    CHECKF(min > 0 && min < all, "min %llu all %llu", (unsigned long long)min, (unsigned long long)all);
+    // below the minimum: refused, naming the minimum
+    CHECK(open_stream(&s, &g, out, min - 1, false, &err) == AERO_ERR_NOMEM);
+    char want[32];
+    snprintf(want, sizeof want, "minimum %.1f MiB", min / (double)(1u << 20));
+    CHECKF(strstr(err.msg, want) != NULL, "message '%s' lacks '%s'", err.msg, want);
+    uint64_t budgets[] = {min, min + 100000, (min + all) / 2, all - 1, all, 0};
+    for (size_t i = 0; i < sizeof budgets / sizeof budgets[0]; i++) {
+        for (int nd = 0; nd < 2; nd++) {
+            if (open_stream(&s, &g, out, budgets[i], nd, &err)) {
+                CHECKF(0, "budget %llu: %s", (unsigned long long)budgets[i], err.msg);
+                continue;
+            }
+            const aero_stream_plan *p = aero_stream_get_plan(s);
+            CHECKF(!budgets[i] || aero_stream_weight_bytes_held(s) <= budgets[i], "held %llu > budget %llu",
+                   (unsigned long long)aero_stream_weight_bytes_held(s), (unsigned long long)budgets[i]);
+            CHECK(p->resident_bytes + p->window_bytes == aero_stream_weight_bytes_held(s));
+            CHECK(p->n_pinned + p->n_streamed == N_LAYER + 1);
+            if (budgets[i] == min) CHECK(p->n_streamed > 0 && p->prefetch == 2 && p->n_slots == 3);
+            if (budgets[i] == 0 || budgets[i] == all) CHECK(p->n_streamed == 0 && p->embd_resident);
+            CHECKF(run_passes(s, &g, out, 4, &err), "budget %llu: %s", (unsigned long long)budgets[i], err.msg);
+            aero_stream_stats st;
+            aero_stream_get_stats(s, &st);
+            CHECK(st.passes == 4);
+            if (p->n_streamed) CHECK(st.bytes_streamed >= 4 * p->streamed_bytes);
+            // a pass abandoned half way (the model's error path) and restarted at unit 0, twice
+            for (int r = 0; r < 2; r++) {
+                CHECK(!aero_stream_acquire(s, 0, &err));
+                aero_stream_release(s, 0);
+                CHECK(!aero_stream_acquire(s, 1, &err));
+                aero_stream_release(s, 1);
+            }
+            CHECKF(run_passes(s, &g, out, 2, &err), "after restart: %s", err.msg);
+            // acquiring while holding is refused
+            CHECK(!aero_stream_acquire(s, 0, &err));
+            CHECK(aero_stream_acquire(s, 1, &err) == AERO_ERR_INVALID);
+            aero_stream_release(s, 0);
+            if (p->n_streamed) {
+                char *buf = NULL;
+                size_t len = 0;
+                FILE *f = open_memstream(&buf, &len);
+                aero_stream_print_stats(s, f);
+                fclose(f);
+                CHECKF(strstr(buf, "floor") && strstr(buf, "mean"), "%s", buf);
+                free(buf);
+            }
+            aero_stream_close(s);
+        }
+    }
+    aero_gguf_free(&g);
+}
+
+// A model file cut short while streamed: a clean error from acquire, no hang, and recovery once it is whole.
+static void test_truncation(const char *path) {
+    char copy[256];
+    snprintf(copy, sizeof copy, "%s.trunc", path);
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "cp '%s' '%s'", path, copy);
+    if (system(cmd)) {
+        CHECK(0);
+        return;
+    }
+    aero_gguf g;
+    aero_error err = {0};
+    CHECK(!aero_gguf_open(&g, copy, &err));
+    aero_stream *s;
+    aero_stream_params pp = {.output_tensor = "output.weight", .embd_tensor = "token_embd.weight", .plan_only = true};
+    CHECK(!aero_stream_open(&s, &g, N_LAYER, &pp, &err));
+    uint64_t min = aero_stream_get_plan(s)->min_budget;
+    aero_stream_close(s);
+    for (int nd = 0; nd < 2; nd++) {
+        CHECK(!open_stream(&s, &g, "output.weight", min, nd, &err));
+        CHECK(run_passes(s, &g, "output.weight", 1, &err));
+        // cut the file in the middle of the layers
+        uint64_t cut = g.tensors[aero_gguf_tensor_index(&g, "blk.3.attn_q.weight")].offset + 100;
+        CHECK(truncate(copy, (off_t)cut) == 0);
+        bool failed = false;
+        for (int p = 0; p < 3 && !failed; p++) {
+            for (int u = 0; u <= N_LAYER; u++) {
+                if (aero_stream_acquire(s, u, &err)) {
+                    failed = true;
+                    break;
+                }
+                aero_stream_release(s, u);
+            }
+        }
+        CHECKF(failed, "no error from a truncated file (direct=%d)", !nd);
+        CHECKF(strstr(err.msg, copy) && strstr(err.msg, "truncated"), "message: %s", err.msg);
+        // the next pass fails again, cleanly
+        aero_error e2 = {0};
+        bool again = false;
+        for (int u = 0; u <= N_LAYER && !again; u++) {
+            if (aero_stream_acquire(s, u, &e2)) again = true;
+            else aero_stream_release(s, u);
+        }
+        CHECK(again);
+        // whole again: the stream reads it all
+        CHECK(system(cmd) == 0);
+        CHECKF(run_passes(s, &g, "output.weight", 2, &err), "after repair: %s", err.msg);
+        aero_stream_close(s);
+    }
+    aero_gguf_free(&g);
+    unlink(copy);
+}
+
+// The ring: W (the largest depth+1 consecutive units) for equal sizes; for mixed sizes a capacity in which an
+// independent FIFO simulation never runs out of room, starting anywhere.
+static void test_ring_capacity(void) {
+    uint64_t eq[5] = {8192, 8192, 8192, 8192, 8192};
+    CHECK(st_ring_capacity(eq, 5, 2) == 3 * 8192);
+    CHECK(st_ring_capacity(eq, 1, 1) == 2 * 8192);
+    CHECK(st_ring_capacity(eq, 0, 2) == 0);
+    uint64_t seed = 12345;
+    for (int trial = 0; trial < 200; trial++) {
+        int k = 1 + (int)(seed % 9), depth = 1 + (int)((seed >> 8) % 3);
+        uint64_t sz[9];
+        for (int i = 0; i < k; i++) {
+            seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+            sz[i] = 4096 * (1 + (seed >> 33) % 40);
+        }
+        if (depth > k) depth = k;
+        uint64_t cap = st_ring_capacity(sz, k, depth), w = 0, m = 0;
+        for (int i = 0; i < k; i++) {
+            uint64_t sum = 0;
+            for (int j = 0; j <= depth; j++) sum += sz[(i + j) % k];
+            if (sum > w) w = sum;
+            if (sz[i] > m) m = sz[i];
+        }
+        CHECKF(cap >= w && cap <= w + m, "trial %d cap %llu w %llu", trial, (unsigned long long)cap,
+               (unsigned long long)w);
+        // independent simulation: regions as [start, end) intervals, first fit after the newest, else at 0
+        for (int start = 0; start < k; start++) {
+            uint64_t lo[32], hi[32];
+            int n = 0;
+            bool ok = true;
+            for (int i = 0; i < 10 * k && ok; i++) {
+                while (n <= depth) { // place occurrence start + i + n
+                    uint64_t size = sz[(start + i + n) % k], at = n ? hi[n - 1] : 0;
+                    bool clash = at + size > cap;
+                    for (int j = 0; j < n && !clash; j++) clash = at < hi[j] && lo[j] < at + size;
+                    if (clash) {
+                        at = 0;
+                        clash = size > cap;
+                        for (int j = 0; j < n && !clash; j++) clash = at < hi[j] && lo[j] < at + size;
+                    }
+                    if (clash) {
+                        ok = false;
+                        break;
+                    }
+                    lo[n] = at, hi[n] = at + size, n++;
+                }
+                memmove(lo, lo + 1, sizeof(uint64_t) * (n - 1)); // release the oldest
+                memmove(hi, hi + 1, sizeof(uint64_t) * (n - 1));
+                n--;
+            }
+            CHECKF(ok, "trial %d start %d: depth %d not kept in %llu bytes", trial, start, depth,
+                   (unsigned long long)cap);
+        }
+    }
+}
+
+int main(void) {
+    alarm(120); // a hang is a failure, not a stuck suite
+    test_ring_capacity();
+    char dir[] = "/tmp/aero_test_stream_XXXXXX";
+    if (!mkdtemp(dir)) {
+        printf("skipped: cannot make a temporary directory\n");
+        return 77;
+    }
+    char path[256], path_tied[256];
+    snprintf(path, sizeof path, "%s/untied.gguf", dir);
+    snprintf(path_tied, sizeof path_tied, "%s/tied.gguf", dir);
+    CHECK(write_model(path, false));
+    CHECK(write_model(path_tied, true));
+    test_budgets(path, false);
+    test_budgets(path_tied, true);
+    test_truncation(path);
+    unlink(path);
+    unlink(path_tied);
+    rmdir(dir);
+    return check_done("test_stream");
+}
