@@ -562,7 +562,14 @@ jv jfilter_apply(jctx *c, int id, jv v, const jargs *a) {
         double x = num(v), m = pow(10.0, (double)prec), r;
         if (!strcmp(method, "common")) {
             if (v.t != JV_FLOAT) return v.t == JV_BOOL ? jv_int(v.b) : v;
-            r = nearbyint(x * m) / m; // Python's round(): half to even
+            if (prec >= 0 && isfinite(x)) {
+                // Python rounds the exact binary value to prec decimals (2.675 -> 2.67), as printf does
+                char buf[400];
+                snprintf(buf, sizeof buf, "%.*f", (int)prec, x);
+                r = strtod(buf, NULL);
+            } else {
+                r = nearbyint(x * m) / m; // half to even
+            }
         } else if (!strcmp(method, "ceil")) r = ceil(x * m) / m;
         else if (!strcmp(method, "floor")) r = floor(x * m) / m;
         else jraise(c, "round: method must be 'common', 'ceil' or 'floor'");

@@ -231,7 +231,18 @@ jv jstr_case(jctx *c, const jstr *s, jcase mode) {
     while (i < s->len) {
         uint32_t cp = jutf8_next(s->s, s->len, &i), out = cp;
         switch (mode) {
-        case CASE_UPPER: out = jpy_upper(cp); break;
+        case CASE_UPPER: {
+            // Python's full mappings that expand to two or three letters
+            const char *full = cp == 0xDF ? "SS" : cp == 0xFB00 ? "FF" : cp == 0xFB01 ? "FI" : cp == 0xFB02 ? "FL"
+                             : cp == 0xFB03 ? "FFI" : cp == 0xFB04 ? "FFL" : cp == 0xFB05 || cp == 0xFB06 ? "ST" : NULL;
+            if (full) {
+                jbuf_puts(c, &b, full);
+                first = false;
+                continue;
+            }
+            out = jpy_upper(cp);
+            break;
+        }
         case CASE_LOWER: out = jpy_lower(cp); break;
         case CASE_CAPITALIZE: out = first ? jpy_upper(cp) : jpy_lower(cp); break;
         case CASE_SWAP: out = jpy_isupper(cp) ? jpy_lower(cp) : jpy_upper(cp); break;
@@ -351,13 +362,8 @@ jv jstr_split(jctx *c, const jstr *s, const jstr *sep, int64_t maxsplit, bool fr
             }
             if (hi == 0) break;
             if (maxsplit == 0) {
-                size_t lo = 0;
-                while (lo < hi) {
-                    size_t j = lo;
-                    if (!jpy_isspace(jutf8_next(s->s, hi, &j))) break;
-                    lo = j;
-                }
-                jv_list_push(c, out, jv_str_new(c, s->s + lo, hi - lo));
+                // the unsplit rest keeps its leading whitespace, as in Python
+                jv_list_push(c, out, jv_str_new(c, s->s, hi));
                 break;
             }
             size_t st = hi;

@@ -305,7 +305,7 @@ static jv invoke(jctx *c, const jnode *def, const jnodes *params, const jnodes *
     for (int i = 0; i < np; i++)
         if (!given[i] && params->v[i]->kind == E_KWARG) jscope_set(c, ms, params->v[i]->s, eval(c, ms, params->v[i]->a));
     jx_free(c, given);
-    jv varargs = jv_list_new(c, 0, false);
+    jv varargs = jv_list_new(c, 0, true);
     for (int i = np; i < a->npos; i++) jv_list_push(c, varargs, jv_incref(a->pos[i]));
     jscope_set(c, ms, "varargs", varargs);
     jscope_set(c, ms, "kwargs", kwargs);
@@ -599,9 +599,8 @@ static void exec_for(jctx *c, jscope *s, const jnode *n) {
         return;
     }
     // Loop objects carry the iterated list and the position; they are created here.
-    jv *outer = jscope_lookup(s, "loop");
-    int depth = outer && outer->t == JV_LOOP ? ((jloop *)outer->o)->depth + 1 : 1;
-    jv loopv = jv_loop_new(c, items, depth);
+    // loop.depth counts recursive-loop levels in jinja2; recursive loops are not supported, so it is 1
+    jv loopv = jv_loop_new(c, items, 1);
     jloop *lp = (jloop *)loopv.o;
     for (size_t i = 0; i < l->n; i++) {
         if (++c->steps > MAX_STEPS) jraise(c, "template runs too long (more than %llu loop iterations)", MAX_STEPS);

@@ -859,8 +859,9 @@ jv jstr_slice_cp(jctx *c, const jstr *s, int64_t start, int64_t stop, int64_t st
         int64_t lo = !has_start ? 0 : start < 0 ? (start + len < 0 ? 0 : start + len) : (start > len ? len : start);
         int64_t hi = !has_stop ? len : stop < 0 ? (stop + len < 0 ? 0 : stop + len) : (stop > len ? len : stop);
         if (step == 1 && lo < hi) {
+            jv r = jv_str_new(c, s->s + off[lo], off[hi] - off[lo]);
             jx_free(c, off);
-            return jv_str_new(c, s->s + off[lo], off[hi] - off[lo]);
+            return r;
         }
         for (int64_t x = lo; x < hi; x += step) jbuf_put(c, &b, s->s + off[x], off[x + 1] - off[x]);
     } else {
