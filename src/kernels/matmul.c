@@ -148,7 +148,7 @@ static void mm_task(void *ctx, int ith, int nth) {
         mm_quantize(j, ith, nth);
         atomic_fetch_add_explicit(&j->quantized, 1, memory_order_acq_rel);
         for (int spins = 0; atomic_load_explicit(&j->quantized, memory_order_acquire) < nth; spins++) {
-            if (spins < 4096) cpu_relax();
+            if (spins < 64) cpu_relax();
             else sched_yield();
         }
     }

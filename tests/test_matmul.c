@@ -1,0 +1,286 @@
+// Thread pool and batched matmul: the pool runs every share exactly once; matmul matches a double-precision
+// reference; and batch invariance: every token's outputs are bitwise identical for n in {1,2,3,7,16,33} and
+// 1 or 2 threads, for every weight type. The test re-runs itself under each ISA the CPU has (AERO_ISA).
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "core/cpu.h"
+#include "kernels/kernels.h"
+
+static uint64_t rng_state = 0x243f6a8885a308d3ull;
+
+// splitmix64: deterministic test data.
+static uint64_t rng_next(void) {
+    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+static float rng_sym(void) { return 2.0f * (float)(rng_next() >> 40) / (float)(1 << 24) - 1.0f; }
+
+// ---- thread pool ------------------------------------------------------------------------------------------
+
+typedef struct {
+    _Atomic long calls;
+    _Atomic long mask;
+    _Atomic long sum;
+    int nth_seen;
+} pool_probe;
+
+static void probe_fn(void *ctx, int ith, int nth) {
+    pool_probe *p = ctx;
+    atomic_fetch_add(&p->calls, 1);
+    atomic_fetch_or(&p->mask, 1L << ith);
+    long b, e;
+    aero_pool_split(1000003, ith, nth, &b, &e);
+    long s = 0;
+    for (long i = b; i < e; i++) s += i;
+    atomic_fetch_add(&p->sum, s);
+    p->nth_seen = nth;
+}
+
+static void test_pool(void) {
+    // split: contiguous, covering, balanced
+    for (int nth = 1; nth <= 9; nth++) {
+        long prev = 0;
+        for (int i = 0; i < nth; i++) {
+            long b, e;
+            aero_pool_split(103, i, nth, &b, &e);
+            CHECK(b == prev && e >= b && e - b <= 103 / nth + 1);
+            prev = e;
+        }
+        CHECK(prev == 103);
+    }
+    aero_pool *p0 = aero_pool_new(0);
+    CHECK(p0 && aero_pool_size(p0) == aero_cpu_count());
+    aero_pool_free(p0);
+    CHECK(aero_pool_size(NULL) == 1);
+
+    const long want = 1000003L * 1000002L / 2;
+    for (int n = 1; n <= 4; n++) {
+        aero_pool *p = aero_pool_new(n);
+        CHECK(p != NULL);
+        if (!p) continue;
+        int bad = 0;
+        for (int rep = 0; rep < 2000; rep++) { // back-to-back jobs: the spin/sleep hand-off must never lose one
+            pool_probe pr = {0};
+            aero_pool_run(p, probe_fn, &pr);
+            if (pr.calls != n || pr.mask != (1L << n) - 1 || pr.sum != want || pr.nth_seen != n) bad++;
+            if (rep % 500 == 499) usleep(2000); // let workers fall asleep, then wake them
+        }
+        CHECKF(bad == 0, "pool of %d: %d bad jobs", n, bad);
+        aero_pool_free(p);
+    }
+    pool_probe pr = {0};
+    aero_pool_run(NULL, probe_fn, &pr);
+    CHECK(pr.calls == 1 && pr.sum == want);
+}
+
+// ---- matmul ---------------------------------------------------------------------------------------------
+
+static const aero_dtype types[] = {AERO_DT_F32,  AERO_DT_F16,  AERO_DT_BF16, AERO_DT_Q4_0, AERO_DT_Q4_1,
+                                   AERO_DT_Q5_0, AERO_DT_Q5_1, AERO_DT_Q8_0, AERO_DT_Q2_K, AERO_DT_Q3_K,
+                                   AERO_DT_Q4_K, AERO_DT_Q5_K, AERO_DT_Q6_K};
+
+typedef struct {
+    aero_wmat w;
+    uint8_t *data;
+    float *deq; // rows x cols, dequantized
+} test_mat;
+
+static void mat_make(test_mat *m, aero_dtype t, int64_t rows, int64_t cols) {
+    size_t rb = aero_dtype_row_bytes(t, (uint64_t)cols);
+    m->data = malloc(rb * (size_t)rows);
+    m->deq = malloc(sizeof(float) * (size_t)(rows * cols));
+    float *tmp = malloc(sizeof(float) * (size_t)cols);
+    for (int64_t r = 0; r < rows; r++) {
+        float scale = 0.1f + (float)(r % 5);
+        for (int64_t c = 0; c < cols; c++) tmp[c] = rng_sym() * scale;
+        aero_quantize_row(t, tmp, m->data + (size_t)r * rb, cols);
+        aero_dequantize_row(t, m->data + (size_t)r * rb, m->deq + r * cols, cols);
+    }
+    free(tmp);
+    m->w = (aero_wmat){.data = m->data, .type = t, .cols = cols, .rows = rows, .row_bytes = rb};
+}
+
+static void mat_free(test_mat *m) {
+    free(m->data);
+    free(m->deq);
+}
+
+static bool same_bits(const float *a, const float *b, size_t n) { return memcmp(a, b, n * sizeof(float)) == 0; }
+
+static void test_matmul_type(aero_dtype t, int64_t rows, int64_t cols, aero_pool **pools) {
+    static const int ns[] = {1, 2, 3, 7, 16, 33};
+    const int nmax = 33;
+    test_mat m;
+    mat_make(&m, t, rows, cols);
+    float *x = malloc(sizeof(float) * (size_t)(nmax * cols));
+    for (int64_t i = 0; i < nmax * cols; i++) x[i] = rng_sym() * (1.0f + (float)((i / cols) % 3));
+    float *solo = malloc(sizeof(float) * (size_t)(nmax * rows)), *solo32 = malloc(sizeof(float) * (size_t)(nmax * rows));
+    float *y = malloc(sizeof(float) * (size_t)(nmax * rows));
+    // Reference: each token alone, one thread.
+    for (int tk = 0; tk < nmax; tk++) {
+        aero_matmul(NULL, &m.w, x + tk * cols, 1, solo + tk * rows);
+        aero_matmul_f32(NULL, &m.w, x + tk * cols, 1, solo32 + tk * rows);
+    }
+    // Against double precision: exact-f32 path tightly, quantized activations within their rounding.
+    int bad_ref = 0, bad_ref32 = 0;
+    for (int tk = 0; tk < nmax; tk++) {
+        const float *xt = x + tk * cols;
+        float amax = 0.0f;
+        for (int64_t c = 0; c < cols; c++) amax = fmaxf(amax, fabsf(xt[c]));
+        for (int64_t r = 0; r < rows; r++) {
+            const float *wr = m.deq + r * cols;
+            double ref = 0.0, mag = 0.0, wabs = 0.0;
+            for (int64_t c = 0; c < cols; c++) ref += (double)wr[c] * xt[c], mag += fabs((double)wr[c] * xt[c]), wabs += fabs(wr[c]);
+            double qerr = (t == AERO_DT_F32) ? 0.0 : (t == AERO_DT_F16) ? wabs * amax * 0x1p-11 : (t == AERO_DT_BF16) ? wabs * amax * 0x1p-8 : wabs * amax / 254.0 * 1.01;
+            double tol = qerr + 3e-6 * mag + 1e-30;
+            if (fabs(solo[tk * rows + r] - ref) > tol) {
+                if (bad_ref < 3)
+                    fprintf(stderr, "%s token %d row %lld: %.9g vs %.9g (tol %.3g)\n", aero_dtype_name(t), tk,
+                            (long long)r, solo[tk * rows + r], ref, tol);
+                bad_ref++;
+            }
+            if (fabs(solo32[tk * rows + r] - ref) > 3e-6 * mag + 1e-30) bad_ref32++;
+            float direct = aero_vec_dot_f32(t, cols, m.data + (size_t)r * m.w.row_bytes, xt);
+            if (memcmp(&direct, &solo32[tk * rows + r], 4)) bad_ref32++;
+        }
+    }
+    CHECKF(bad_ref == 0, "%s %lldx%lld: %d outputs off the double reference", aero_dtype_name(t), (long long)rows,
+           (long long)cols, bad_ref);
+    CHECKF(bad_ref32 == 0, "%s %lldx%lld: %d exact-f32 outputs off the reference", aero_dtype_name(t), (long long)rows,
+           (long long)cols, bad_ref32);
+    // Batch invariance: every n, every thread count, bitwise equal to the solo result.
+    for (int pi = 0; pi < 3; pi++) {
+        for (size_t k = 0; k < sizeof ns / sizeof ns[0]; k++) {
+            int n = ns[k];
+            for (int off = 0; off + n <= nmax; off += (n == 1 ? 11 : nmax)) { // a few different tokens for n = 1
+                memset(y, 0xff, sizeof(float) * (size_t)(n * rows));
+                aero_matmul(pools[pi], &m.w, x + off * cols, n, y);
+                CHECKF(same_bits(y, solo + off * rows, (size_t)(n * rows)), "%s %lldx%lld n=%d threads=%d: not bitwise equal to solo",
+                       aero_dtype_name(t), (long long)rows, (long long)cols, n, aero_pool_size(pools[pi]));
+                memset(y, 0xff, sizeof(float) * (size_t)(n * rows));
+                aero_matmul_f32(pools[pi], &m.w, x + off * cols, n, y);
+                CHECKF(same_bits(y, solo32 + off * rows, (size_t)(n * rows)), "%s %lldx%lld n=%d threads=%d: f32 path not bitwise equal to solo",
+                       aero_dtype_name(t), (long long)rows, (long long)cols, n, aero_pool_size(pools[pi]));
+            }
+        }
+    }
+    free(x), free(solo), free(solo32), free(y);
+    mat_free(&m);
+}
+
+typedef struct {
+    const aero_wmat *w;
+    const float *x;
+    float *y;
+    int n;
+    aero_pool *pool;
+} mm_thread_arg;
+
+static void *mm_thread(void *v) {
+    mm_thread_arg *a = v;
+    for (int i = 0; i < 20; i++) aero_matmul(a->pool, a->w, a->x, a->n, a->y);
+    return NULL;
+}
+
+// Two callers at once (own pools, and a shared one): scratch is per caller, so results are unchanged.
+static void test_reentrant(aero_pool *shared) {
+    test_mat m;
+    mat_make(&m, AERO_DT_Q4_K, 64, 1024);
+    float *x = malloc(sizeof(float) * 4 * 1024), *want = malloc(sizeof(float) * 4 * 64);
+    float *y[4];
+    for (int i = 0; i < 4 * 1024; i++) x[i] = rng_sym();
+    aero_matmul(NULL, &m.w, x, 4, want);
+    aero_pool *own = aero_pool_new(2);
+    pthread_t th[4];
+    mm_thread_arg args[4];
+    for (int i = 0; i < 4; i++) {
+        y[i] = malloc(sizeof(float) * 4 * 64);
+        args[i] = (mm_thread_arg){&m.w, x, y[i], 4, i == 0 ? own : i == 1 ? NULL : shared};
+        pthread_create(&th[i], NULL, mm_thread, &args[i]);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        CHECKF(same_bits(y[i], want, 4 * 64), "concurrent caller %d got different results", i);
+        free(y[i]);
+    }
+    aero_pool_free(own);
+    free(x), free(want);
+    mat_free(&m);
+}
+
+static void test_bad_input(aero_pool *pool) {
+    uint8_t data[4096] = {0};
+    float x[512], y[8];
+    for (int i = 0; i < 512; i++) x[i] = 1.0f;
+    aero_error err = {0};
+    aero_wmat w = {.data = data, .type = AERO_DT_Q4_0, .cols = 48, .rows = 2, .row_bytes = 36};
+    CHECK(aero_wmat_check(&w, &err) == AERO_ERR_INVALID && strstr(err.msg, "multiple"));
+    for (int i = 0; i < 8; i++) y[i] = 5.0f;
+    aero_matmul(pool, &w, x, 2, y);
+    CHECK(y[0] == 0.0f && y[3] == 0.0f);
+    w = (aero_wmat){.data = data, .type = AERO_DT_IQ2_XXS, .cols = 256, .rows = 2, .row_bytes = 66};
+    CHECK(aero_wmat_check(&w, &err) == AERO_ERR_UNSUPPORTED && strstr(err.msg, "IQ2_XXS"));
+    aero_matmul_f32(pool, &w, x, 1, y);
+    w = (aero_wmat){.data = data, .type = AERO_DT_Q8_0, .cols = 64, .rows = 2, .row_bytes = 60};
+    CHECK(aero_wmat_check(&w, &err) == AERO_ERR_INVALID && strstr(err.msg, "stride"));
+    w.row_bytes = 68;
+    CHECK(aero_wmat_check(&w, &err) == AERO_OK);
+    aero_matmul(pool, &w, x, 0, y); // n = 0: nothing
+}
+
+// Runs this binary again under every other ISA the CPU has, so each ISA's matmul is checked.
+static int run_other_isas(const char *self) {
+    static const char *caps[] = {"scalar", "avx2"};
+    int failed = 0;
+    for (int i = 0; i < 2; i++) {
+        if (i == 1 && !aero_isa_available(AERO_ISA_AVX2)) {
+            printf("note: avx2 not available, its matmul is not tested\n");
+            continue;
+        }
+        if (aero_kernels_isa() == (aero_isa)i) continue;
+        fflush(stdout);
+        pid_t pid = fork();
+        if (pid == 0) {
+            setenv("AERO_ISA", caps[i], 1);
+            execl(self, self, "--child", (char *)NULL);
+            _exit(127);
+        }
+        int st = 0;
+        waitpid(pid, &st, 0);
+        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+            fprintf(stderr, "test_matmul under AERO_ISA=%s failed\n", caps[i]);
+            failed++;
+        }
+    }
+    return failed;
+}
+
+int main(int argc, char **argv) {
+    bool child = argc > 1 && !strcmp(argv[1], "--child");
+    aero_kernels_init();
+    printf("matmul with ISA %s\n", aero_isa_name(aero_kernels_isa()));
+    if (!child) test_pool();
+    aero_pool *pools[3] = {NULL, aero_pool_new(1), aero_pool_new(2)};
+    for (size_t k = 0; k < sizeof types / sizeof types[0]; k++) {
+        aero_dtype t = types[k];
+        bool blocky = aero_dtype_get(t)->block > 1;
+        test_matmul_type(t, 67, blocky ? 512 : 517, pools);
+        test_matmul_type(t, 96, blocky ? 1280 : 1281, pools);
+    }
+    test_reentrant(pools[2]);
+    test_bad_input(pools[2]);
+    aero_pool_free(pools[1]);
+    aero_pool_free(pools[2]);
+    if (!child) check_failures += run_other_isas(argv[0]);
+    return check_done(child ? "test_matmul (child)" : "test_matmul");
+}
