@@ -94,6 +94,7 @@ struct aero_tokenizer {
     bool add_space_prefix; // SPM: prepend a space at the start and after each special token
     bool strip_first_space;// decoding: drop the leading space of the first piece
     bool metaspace_decode; // decoding: U+2581 -> ' '
+    bool added_metaspace;  // ... also inside added tokens (tokenizer.json's Replace decoder sees every token)
     bool wpm_lowercase, wpm_strip_accents;
     char *wpm_prefix;      // WordPiece continuation prefix ("##") for tokenizer.json; NULL for GGUF (U+2581 word starts)
     int32_t byte_tok[256]; // token of each byte (byte-level char or <0xNN>), -1 when absent

@@ -433,6 +433,7 @@ aero_status aero_tokenizer_from_json(aero_tokenizer **out, const char *path, aer
         if (json_is_boolean(ab)) t->add_bos = json_is_true(ab);
     }
 
+    t->added_metaspace = t->metaspace_decode;
     st = aero_tok_finish(t, err);
     if (st != AERO_OK) goto fail;
     free(strs);

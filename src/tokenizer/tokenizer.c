@@ -203,7 +203,8 @@ static bool build_piece(const aero_tokenizer *t, int32_t id, aero_tok_buf *out) 
             return aero_tok_buf_put(out, &c, 1);
         }
     }
-    if (a & (AERO_TA_CONTROL | AERO_TA_USER | AERO_TA_UNKNOWN)) return aero_tok_buf_put(out, s, n);
+    if ((a & (AERO_TA_CONTROL | AERO_TA_USER | AERO_TA_UNKNOWN)) && !(t->metaspace_decode && t->added_metaspace))
+        return aero_tok_buf_put(out, s, n);
     if (t->byte_level) {
         for (uint32_t i = 0; i < n;) {
             uint32_t cp;
