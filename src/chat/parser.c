@@ -702,7 +702,7 @@ static jnode *parse_statement(parser *P) {
         expect_block_end(P, "if");
         P->open_name = "if";
         P->open_line = line;
-        static const char *const ends[] = {"elif", "else", "endif"};
+        static const char *const ends[] = {"endif", "elif", "else"};
         jnode *node = n;
         for (;;) {
             jnode *body = parse_body(P, ends, 3);
@@ -866,7 +866,7 @@ static jnode *parse_body(parser *P, const char *const *ends, int nends) {
         case TK_EOF:
             if (ends)
                 jparse_fail(P->a, P->open_line, "unclosed '%s' block (expected '{%% %s %%}' before the end of the template)",
-                            P->open_name, ends[nends - 1]);
+                            P->open_name, ends[0]);
             return blk;
         case TK_TEXT: {
             advance(P);

@@ -14,7 +14,7 @@
 #include "jinja.h"
 
 #define MAX_TEMPLATE_BYTES (16u << 20)
-#define MAX_STEPS 20000000ull
+#define MAX_STEPS 5000000ull
 #define MAX_CALL_DEPTH 100
 
 struct aero_chat_template {
