@@ -23,6 +23,7 @@ class Config:
     norm_eps: float = 1e-5
     rope_base: float = 10000.0
     tied: bool = False
+    dropout: float = 0.0  # residual dropout, training only (not part of the exported model)
 
     @property
     def head_dim(self):
@@ -86,6 +87,7 @@ class Block(nn.Module):
         self.w1 = nn.Linear(c.dim, c.ffn_dim, bias=False)  # gate
         self.w3 = nn.Linear(c.dim, c.ffn_dim, bias=False)  # up
         self.w2 = nn.Linear(c.ffn_dim, c.dim, bias=False)  # down
+        self.drop = nn.Dropout(c.dropout)
 
     def forward(self, x, cos, sin):
         c = self.c
@@ -99,9 +101,9 @@ class Block(nn.Module):
             k = k.repeat_interleave(rep, dim=2)
             v = v.repeat_interleave(rep, dim=2)
         o = causal_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
-        x = x + self.wo(o.transpose(1, 2).reshape(B, T, -1))
+        x = x + self.drop(self.wo(o.transpose(1, 2).reshape(B, T, -1)))
         h = self.ffn_norm(x)
-        return x + self.w2(F.silu(self.w1(h)) * self.w3(h))
+        return x + self.drop(self.w2(F.silu(self.w1(h)) * self.w3(h)))
 
 
 class Llama(nn.Module):

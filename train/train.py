@@ -469,24 +469,25 @@ def main():
     ap.add_argument("--vocab", type=int, default=8192)
     ap.add_argument("--ctx", type=int, default=512)
     ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--ts-frac", type=float, default=0.15)
+    ap.add_argument("--ts-frac", type=float, default=0.05)
     ap.add_argument("--teacher", default="512,8,8,8,1408")
     ap.add_argument("--drafter", default="192,4,6,6,512")
-    ap.add_argument("--teacher-steps", type=int, default=4000)
-    ap.add_argument("--teacher-seconds", type=float, default=0, help="also stop (annealed) after this time")
-    ap.add_argument("--teacher-lr", type=float, default=1.5e-3)
-    ap.add_argument("--drafter-steps", type=int, default=2000)
+    ap.add_argument("--teacher-steps", type=int, default=100000)
+    ap.add_argument("--teacher-seconds", type=float, default=150, help="stable phase ends after this time")
+    ap.add_argument("--teacher-lr", type=float, default=1e-3)
+    ap.add_argument("--teacher-dropout", type=float, default=0.1)
+    ap.add_argument("--drafter-steps", type=int, default=100000)
     ap.add_argument("--drafter-seconds", type=float, default=0)
     ap.add_argument("--drafter-lr", type=float, default=3e-3)
-    ap.add_argument("--teacher-patience", type=int, default=6,
+    ap.add_argument("--teacher-patience", type=int, default=4,
                     help="evaluations without val improvement that end the teacher's stable phase (0: off)")
-    ap.add_argument("--decay-frac", type=float, default=0.2)
-    ap.add_argument("--deadline", type=float, default=0,
+    ap.add_argument("--decay-frac", type=float, default=0.25)
+    ap.add_argument("--deadline", type=float, default=440,
                     help="seconds from start by which training must end (drafter time is cut to fit)")
-    ap.add_argument("--eval-reserve", type=float, default=45)
+    ap.add_argument("--eval-reserve", type=float, default=30)
     ap.add_argument("--warmup", type=int, default=100)
     ap.add_argument("--wd", type=float, default=0.1)
-    ap.add_argument("--eval-every", type=int, default=250)
+    ap.add_argument("--eval-every", type=int, default=100)
     ap.add_argument("--compile", type=int, default=1)
     ap.add_argument("--bench", action="store_true", help="time eager vs compiled steps first")
     ap.add_argument("--smoke", action="store_true", help="tiny CPU run on a slice (local test)")
@@ -564,12 +565,12 @@ def main():
     bk_t = torch.tensor(book_stream, device=device)
     counts = np.bincount(np.concatenate([ts_stream, book_stream]), minlength=V).astype(np.float64)
 
-    def cfg_from(spec, tied):
+    def cfg_from(spec, tied, dropout=0.0):
         dim, nl, nh, nkv, ffn = (int(v) for v in spec.split(","))
         return Config(vocab_size=V, dim=dim, n_layers=nl, n_heads=nh, n_kv_heads=nkv, ffn_dim=ffn, ctx=args.ctx,
-                      tied=tied)
+                      tied=tied, dropout=dropout)
 
-    tcfg = cfg_from(args.teacher, tied=False)
+    tcfg = cfg_from(args.teacher, tied=False, dropout=args.teacher_dropout)
     dcfg = cfg_from(args.drafter, tied=True)
     vx, vy = val_chunks(ho_ids, args.ctx, 96, tok.eot, device)
     batches = Batches(ts_t, bk_t, args.batch, args.ctx, args.ts_frac, tok.eot, device, args.seed)
@@ -645,7 +646,7 @@ def main():
     dsec = args.drafter_seconds
     if args.deadline:
         left = args.deadline - (time.time() - T0) - args.eval_reserve
-        dsec = min(dsec, left) if dsec else left
+        dsec = max(5.0, min(dsec, left) if dsec else left)
         log("drafter time budget %.0fs" % dsec)
     dr = train_loop("drafter", drafter, dbatches, args.drafter_steps, dsec, args.drafter_lr,
                     args.warmup, args.wd, device, kd_loss, deval, args.eval_every, args.compile)
