@@ -444,7 +444,7 @@ def spec_sim(teacher, drafter, prompt_ids, n_new, k, device):
     """Greedy chain speculation in PyTorch: mean tokens per teacher pass with k drafted tokens."""
     ids = list(prompt_ids)
     passes, made = 0, 0
-    while made < n_new:
+    while made < n_new and len(ids) + k < teacher.c.ctx:
         d = generate(drafter, ids, k, device)
         x = torch.tensor([ids + d], dtype=torch.long, device=device)
         tl = teacher(x)[0].float().argmax(-1).tolist()
@@ -456,7 +456,7 @@ def spec_sim(teacher, drafter, prompt_ids, n_new, k, device):
         ids += new
         made += len(new)
         passes += 1
-    return made / passes
+    return made / max(1, passes)
 
 
 # ----------------------------------------------------------------------------- main
