@@ -15,6 +15,7 @@
 #include "../src/stream/stream.h"
 #include "../src/model/model.h"
 #include "../src/sample/sample.h"
+#include "../src/spec/spec.h"
 #include "../src/chat/chat.h"
 #include "../src/server/server.h"
 

@@ -32,7 +32,12 @@ void cli_common_usage(void) {
            "  --presence-penalty P --frequency-penalty P --seed S     sampling (--temp 0: greedy)\n"
            "  --kv-f32            F32 KV cache (default F16)\n"
            "  --draft MODEL|ngram speculative decoding with a draft model or prompt-lookup n-grams\n"
-           "  --draft-max K --draft-min K --draft-p-min P --draft-tree N --draft-threads N\n");
+           "  --draft-max K       longest draft (default 16); the length adapts to measured acceptance and costs\n"
+           "  --draft-min K       shortest draft --draft-p-min may cut (and the least the adaptive length picks)\n"
+           "  --draft-p-min P     stop drafting when the drafter's confidence falls below P\n"
+           "  --draft-fixed       always draft --draft-max tokens (no adaptive length)\n"
+           "  --draft-tree N      draft a tree of up to N nodes (depth <= --draft-max), verified in one pass\n"
+           "  --draft-threads N   drafter compute threads (default: as -t)\n");
 }
 
 // Parses an int flag value within [lo, hi].
@@ -68,6 +73,7 @@ int cli_opts_parse(cli_opts *o, const char *cmd, int argc, char **argv, int i) {
     if (!strcmp(f, "--ignore-eos")) return o->ignore_eos = true, 1;
     if (!strcmp(f, "--kv-f32")) return o->kv_f32 = true, 1;
     if (!strcmp(f, "--json")) return o->json = true, 1;
+    if (!strcmp(f, "--draft-fixed")) return o->draft_fixed = true, 1;
     static const char *with_value[] = {"-m", "--model", "-p", "--prompt", "-f", "--file", "-n", "--n-predict", "-t",
                                        "--threads", "-c", "--ctx-size", "-b", "--batch-size", "--mem", "--prefetch",
                                        "--io-threads", "--temp", "--top-k", "--top-p", "--min-p", "--repeat-penalty",
@@ -143,6 +149,17 @@ const char *cli_default_model(void) {
     return NULL;
 }
 
+void cli_spec_params(const cli_opts *o, aero_spec_params *p) {
+    aero_spec_params_default(p);
+    p->draft_max = o->draft_max;
+    p->draft_min = o->draft_min;
+    p->p_min = o->draft_p_min;
+    p->tree_nodes = o->draft_tree;
+    p->adaptive = !o->draft_fixed;
+    p->n_batch = o->n_batch;
+    p->sampling = o->sp;
+}
+
 int cli_engine_open(cli_engine *e, const cli_opts *o, const char *cmd) {
     memset(e, 0, sizeof *e);
     const char *path = o->model ? o->model : cli_default_model();
@@ -167,11 +184,36 @@ int cli_engine_open(cli_engine *e, const cli_opts *o, const char *cmd) {
         cli_engine_close(e);
         return cli_fail(cmd, "out of memory");
     }
+    if (o->draft) {
+        if (o->draft_min > o->draft_max) {
+            cli_engine_close(e);
+            return cli_fail(cmd, "--draft-min %d exceeds --draft-max %d", o->draft_min, o->draft_max);
+        }
+        if (strcmp(o->draft, "ngram")) {
+            // the drafter is small and read every step: fully resident, with its own threads
+            aero_model_params dp;
+            aero_model_params_default(&dp);
+            dp.path = o->draft;
+            dp.n_threads = o->draft_threads > 0 ? o->draft_threads : o->n_threads;
+            if (aero_model_load(&e->draft, &dp, &err)) {
+                cli_engine_close(e);
+                return cli_fail(cmd, "draft model %s: %s", o->draft, err.msg);
+            }
+        }
+        aero_spec_params sp;
+        cli_spec_params(o, &sp);
+        if (aero_spec_new(&e->spec, e->ctx, 0, e->draft, &sp, &err)) {
+            cli_engine_close(e);
+            return cli_fail(cmd, "%s: %s", o->draft, err.msg);
+        }
+    }
     e->load_s = aero_now() - t0;
     return 0;
 }
 
 void cli_engine_close(cli_engine *e) {
+    aero_spec_free(e->spec);
+    aero_model_free(e->draft);
     aero_sampler_free(e->sampler);
     aero_ctx_free(e->ctx);
     aero_model_free(e->model);
@@ -217,6 +259,116 @@ static void emit(aero_detok *d, int32_t tok, FILE *out) {
     fflush(out);
 }
 
+// Prefills the prompt in passes of -b tokens, keeping the last token's logits.
+static int prefill_plain(cli_engine *e, const cli_opts *o, const int32_t *ids, size_t n_ids, float *logits) {
+    aero_error err = {0};
+    for (size_t first = 0; first < n_ids; first += o->n_batch) {
+        int n = (int)(n_ids - first < (size_t)o->n_batch ? n_ids - first : (size_t)o->n_batch);
+        int32_t *pos = malloc(sizeof(int32_t) * n);
+        uint8_t *want = calloc(n, 1);
+        if (!pos || !want) {
+            free(pos);
+            free(want);
+            return cli_fail("run", "out of memory");
+        }
+        for (int i = 0; i < n; i++) pos[i] = (int32_t)(first + i);
+        want[n - 1] = 1;
+        aero_batch b = {.n = n, .tokens = ids + first, .pos = pos, .want_logits = want};
+        aero_status st = aero_decode(e->ctx, &b, logits, &err);
+        free(pos);
+        free(want);
+        if (st) return cli_fail("run", "%s", err.msg);
+    }
+    return 0;
+}
+
+// Plain decoding: one target pass per token.
+static int generate_plain(cli_engine *e, const cli_opts *o, aero_detok *d, float *logits, size_t n_ids, int *n_gen,
+                          const char **stop_reason, FILE *out) {
+    const aero_tokenizer *tok = aero_model_tokenizer(e->model);
+    int n_ctx = aero_ctx_n_ctx(e->ctx), pos = (int)n_ids;
+    aero_error err = {0};
+    while (*n_gen < o->n_predict) {
+        int32_t t = aero_sampler_sample(e->sampler, logits);
+        aero_sampler_accept(e->sampler, t);
+        (*n_gen)++;
+        if (!o->ignore_eos && aero_tokenizer_is_eog(tok, t)) {
+            *stop_reason = "end of text";
+            break;
+        }
+        emit(d, t, out);
+        if (*n_gen >= o->n_predict) break;
+        if (pos >= n_ctx) {
+            *stop_reason = "context full";
+            break;
+        }
+        aero_batch b = {.n = 1, .tokens = &t, .pos = &pos};
+        if (aero_decode(e->ctx, &b, logits, &err)) return cli_fail("run", "%s", err.msg);
+        pos++;
+    }
+    return 0;
+}
+
+// Speculative decoding: each step yields the accepted drafts plus one token of the target's own; the same
+// stopping rules as the plain loop, so greedy output is identical.
+static int generate_spec(cli_engine *e, const cli_opts *o, aero_detok *d, int *n_gen, const char **stop_reason,
+                         FILE *out) {
+    const aero_tokenizer *tok = aero_model_tokenizer(e->model);
+    int n_ctx = aero_ctx_n_ctx(e->ctx);
+    int cap = (o->draft_tree > o->draft_max ? o->draft_tree : o->draft_max) + 1;
+    int32_t *buf = malloc(sizeof(int32_t) * cap);
+    aero_error err = {0};
+    if (!buf) return cli_fail("run", "out of memory");
+    while (*n_gen < o->n_predict) {
+        if (aero_spec_n_tokens(e->spec) > n_ctx) {
+            *stop_reason = "context full";
+            break;
+        }
+        int got = 0, want = o->n_predict - *n_gen;
+        if (aero_spec_step(e->spec, e->sampler, want < cap ? want : cap, buf, &got, &err)) {
+            free(buf);
+            return cli_fail("run", "%s", err.msg);
+        }
+        for (int i = 0; i < got; i++) {
+            (*n_gen)++;
+            if (!o->ignore_eos && aero_tokenizer_is_eog(tok, buf[i])) {
+                *stop_reason = "end of text";
+                free(buf);
+                return 0;
+            }
+            emit(d, buf[i], out);
+        }
+    }
+    free(buf);
+    return 0;
+}
+
+void cli_spec_print_stats(aero_spec *s, double gen_s, double t1_pass, FILE *f) {
+    aero_spec_stats st;
+    aero_spec_get_stats(s, &st);
+    char what[160];
+    aero_spec_describe(s, what, sizeof what);
+    double passes = st.verify_passes ? (double)st.verify_passes : 1;
+    fprintf(f, "speculative decoding: %s\n", what);
+    fprintf(f, "  target passes     %llu prefill + %llu verify; %.2f tokens per verify pass (%llu tokens)\n",
+            (unsigned long long)st.prefill_passes, (unsigned long long)st.verify_passes, st.generated / passes,
+            (unsigned long long)st.generated);
+    fprintf(f, "  drafted           %llu, accepted %llu: acceptance rate %.1f%%, %.2f accepted per pass\n",
+            (unsigned long long)st.drafted, (unsigned long long)st.accepted,
+            st.drafted ? 100.0 * st.accepted / st.drafted : 0.0, st.accepted / passes);
+    fprintf(f, "  time              draft %.3f s (%.2f ms/pass, %llu drafter passes), verify %.3f s (%.2f ms/pass), "
+               "accept %.3f s, prefill %.3f s\n",
+            st.draft_s, st.draft_s * 1e3 / passes, (unsigned long long)st.draft_calls, st.verify_s,
+            st.verify_s * 1e3 / passes, st.accept_s, st.prefill_s);
+    fprintf(f, "  cost model        target pass %.3f ms + %.4f ms/token, drafter step %.3f ms, acceptance estimate %.2f, "
+               "last chain length %d\n",
+            st.pass_a * 1e3, st.pass_b * 1e3, st.draft_call_s * 1e3, st.alpha, st.draft_len);
+    if (t1_pass > 0 && gen_s > 0)
+        fprintf(f, "  speedup           %.2fx over plain decoding (%.2f ms per token vs a 1-token target pass of %.2f ms, "
+                   "measured after generation)\n",
+                t1_pass * st.generated / gen_s, gen_s * 1e3 / (st.generated ? st.generated : 1), t1_pass * 1e3);
+}
+
 int cli_generate(cli_engine *e, const cli_opts *o, FILE *out) {
     const char *cmd = "run";
     char *prompt = cli_read_prompt(o, cmd);
@@ -246,60 +398,32 @@ int cli_generate(cli_engine *e, const cli_opts *o, FILE *out) {
         cli_fail(cmd, "the prompt has %zu tokens, more than the context size %d allows (-c)", n_ids, n_ctx);
         goto done;
     }
+    // the speculative decoder checks its drafter against the request before any output
+    if (e->spec && aero_spec_begin(e->spec, ids, (int)n_ids, o->n_predict, &err)) {
+        cli_fail(cmd, "%s", err.msg);
+        goto done;
+    }
     fputs(prompt, out);
     fflush(out);
     for (size_t i = 0; i < n_ids; i++) aero_sampler_accept(e->sampler, ids[i]);
     double t0 = aero_now();
-    // prefill in passes of -b tokens; logits only for the last token
-    for (size_t first = 0; first < n_ids; first += o->n_batch) {
-        int n = (int)(n_ids - first < (size_t)o->n_batch ? n_ids - first : (size_t)o->n_batch);
-        int32_t *pos = malloc(sizeof(int32_t) * n);
-        uint8_t *want = calloc(n, 1);
-        if (!pos || !want) {
-            free(pos);
-            free(want);
-            cli_fail(cmd, "out of memory");
-            goto done;
-        }
-        for (int i = 0; i < n; i++) pos[i] = (int32_t)(first + i);
-        want[n - 1] = 1;
-        aero_batch b = {.n = n, .tokens = ids + first, .pos = pos, .want_logits = want};
-        aero_status st = aero_decode(e->ctx, &b, logits, &err);
-        free(pos);
-        free(want);
-        if (st) {
-            cli_fail(cmd, "%s", err.msg);
-            goto done;
-        }
+    aero_spec_stats sst;
+    if (e->spec) {
+        aero_spec_get_stats(e->spec, &sst);
+        t0 -= sst.prefill_s; // begin() above prefilled the prompt
+    } else if (prefill_plain(e, o, ids, n_ids, logits)) {
+        goto done;
     }
     double t1 = aero_now();
     aero_detok d;
     aero_detok_init(&d, tok, false);
     if (n_ids == 1 && add_bos) d.first = true;
     else d.first = false;
-    int n_gen = 0, pos = (int)n_ids;
+    int n_gen = 0;
     const char *stop_reason = "length";
-    while (n_gen < o->n_predict) {
-        int32_t t = aero_sampler_sample(e->sampler, logits);
-        aero_sampler_accept(e->sampler, t);
-        n_gen++;
-        if (!o->ignore_eos && aero_tokenizer_is_eog(tok, t)) {
-            stop_reason = "end of text";
-            break;
-        }
-        emit(&d, t, out);
-        if (n_gen >= o->n_predict) break;
-        if (pos >= n_ctx) {
-            stop_reason = "context full";
-            break;
-        }
-        aero_batch b = {.n = 1, .tokens = &t, .pos = &pos};
-        if (aero_decode(e->ctx, &b, logits, &err)) {
-            cli_fail(cmd, "%s", err.msg);
-            goto done;
-        }
-        pos++;
-    }
+    if (e->spec ? generate_spec(e, o, &d, &n_gen, &stop_reason, out)
+                : generate_plain(e, o, &d, logits, n_ids, &n_gen, &stop_reason, out))
+        goto done;
     char tail[64];
     size_t nt = aero_detok_flush(&d, tail, sizeof tail);
     fwrite(tail, 1, nt, out);
@@ -310,7 +434,18 @@ int cli_generate(cli_engine *e, const cli_opts *o, FILE *out) {
             " | stop: %s\n",
             e->load_s, n_ids, t1 - t0, n_ids / (t1 - t0 > 0 ? t1 - t0 : 1e-9), n_gen, t2 - t1,
             n_gen / (t2 - t1 > 0 ? t2 - t1 : 1e-9), stop_reason);
-    if (o->stats) aero_stream_print_stats(aero_model_stream(e->model), stderr);
+    if (o->stats) {
+        aero_stream_print_stats(aero_model_stream(e->model), stderr);
+        if (e->spec) {
+            // plain decoding costs one 1-token target pass per token: time one now (cache permitting)
+            double t1_pass = 0, t;
+            for (int r = 0; r < 3 && t1_pass < 0.2; r++) { // one is enough for a streamed (slow) pass
+                if (aero_spec_time_pass(e->spec, 1, &t, &err)) break;
+                if (t1_pass == 0 || t < t1_pass) t1_pass = t;
+            }
+            cli_spec_print_stats(e->spec, t2 - t1, t1_pass, stderr);
+        }
+    }
     rc = 0;
 done:
     free(logits);

@@ -28,6 +28,7 @@ typedef struct {
     const char *draft;      // model path or "ngram"
     int draft_max, draft_min, draft_tree, draft_threads;
     float draft_p_min;
+    bool draft_fixed;       // --draft-fixed: always draft draft_max tokens (default: adaptive length)
 } cli_opts;
 
 void cli_opts_default(cli_opts *o);
@@ -42,16 +43,24 @@ typedef struct {
     aero_model *model;
     aero_ctx *ctx;
     aero_sampler *sampler;
+    aero_model *draft;      // --draft MODEL (fully resident), or NULL
+    aero_spec *spec;        // --draft MODEL|ngram, or NULL
     double load_s;
 } cli_engine;
 
-// Loads the model (o->model or the default), creates a one-sequence context and a sampler.
+// Loads the model (o->model or the default), creates a one-sequence context and a sampler; with --draft, also
+// the drafter (checked for vocabulary compatibility) and the speculative decoder.
 int cli_engine_open(cli_engine *e, const cli_opts *o, const char *cmd);
 void cli_engine_close(cli_engine *e);
 // Reads the prompt from -p or -f (malloc'ed; "" when none), or NULL after printing an error.
 char *cli_read_prompt(const cli_opts *o, const char *cmd);
-// Tokenizes, prefills, generates and streams text to out; timings (and --stats) to stderr. Exit code.
+// Tokenizes, prefills, generates (speculatively with --draft) and streams text to out; timings (and --stats)
+// to stderr. Exit code.
 int cli_generate(cli_engine *e, const cli_opts *o, FILE *out);
+// The speculative decoder's settings from the command line.
+void cli_spec_params(const cli_opts *o, aero_spec_params *p);
+// Prints the --stats block of speculative decoding; t1_pass: a measured 1-token target pass (0: unknown).
+void cli_spec_print_stats(aero_spec *s, double gen_s, double t1_pass, FILE *f);
 
 // `aerollm bench --draft ...`: speculative decoding measurements (spec engineer's file bench_spec.c).
 int cli_bench_spec(const cli_opts *o, int n_prompt, int n_gen);

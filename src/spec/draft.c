@@ -1,0 +1,228 @@
+// Drafters: a small resident model proposing a chain (one token per drafter step) or a best-first tree, and
+// prompt lookup proposing continuations of earlier occurrences of the context's last n tokens.
+#include <math.h>
+#include <string.h>
+
+#include "spec_internal.h"
+
+// Runs one drafter batch, timing it for the adaptive cost model.
+static aero_status draft_decode(aero_spec *s, const aero_batch *b, float *logits, aero_error *err) {
+    double t0 = aero_now();
+    aero_status st = aero_decode(s->dctx, b, logits, err);
+    double dt = aero_now() - t0;
+    s->st.draft_calls++;
+    if (b->n <= 2) s->draft_call_ema = s->draft_call_ema > 0 ? 0.9 * s->draft_call_ema + 0.1 * dt : dt;
+    if (st) return aero_error_prefix(err, "draft model: ");
+    return AERO_OK;
+}
+
+// A committed token as the drafter sees it: ids beyond its vocabulary (a target's padding rows) become 0.
+static int32_t draft_id(const aero_spec *s, int32_t t) { return t < s->d_vocab ? t : 0; }
+
+aero_status aero_spec_draft_catch_up(aero_spec *s, aero_error *err) {
+    int nb = s->p.n_batch;
+    while (s->d_len < s->n_tok) {
+        int n = s->n_tok - s->d_len < nb ? s->n_tok - s->d_len : nb;
+        for (int i = 0; i < n; i++) {
+            s->btok[i] = draft_id(s, s->toks[s->d_len + i]);
+            s->bpos[i] = s->d_len + i;
+            s->bwant[i] = i == n - 1;
+        }
+        aero_batch b = {.n = n, .tokens = s->btok, .pos = s->bpos, .want_logits = s->bwant};
+        aero_status st = draft_decode(s, &b, s->dlogits, err);
+        if (st) return st;
+        s->d_len += n;
+    }
+    return AERO_OK;
+}
+
+// The drafter's distribution over the shared ids at one position, zero elsewhere: a softmax at temperature 1
+// when the target is greedy (only the ranking matters), else the target's sampling transform without penalties.
+static void draft_dist(aero_spec *s, bool greedy, const float *logits, float *q) {
+    int n = s->n_shared;
+    if (greedy) {
+        float mx = logits[aero_argmax(logits, n)];
+        double sum = 0;
+        for (int i = 0; i < n; i++) sum += q[i] = expf(logits[i] - mx);
+        float inv = (float)(1 / sum);
+        for (int i = 0; i < n; i++) q[i] *= inv;
+    } else {
+        aero_sampler_probs(s->dsmp, logits, q);
+    }
+    for (int i = n; i < s->n_vocab; i++) q[i] = 0;
+}
+
+// Appends a node; returns its index.
+static int add_node(aero_spec *s, int32_t tok, int parent, double logp, const float *q) {
+    spec_node *nd = &s->nodes[s->n_nodes];
+    *nd = (spec_node){.token = tok, .parent = parent, .depth = parent < 0 ? 1 : s->nodes[parent].depth + 1,
+                      .logp = logp, .q = q, .first_child = -1, .next_sibling = -1};
+    return s->n_nodes++;
+}
+
+static bool is_eog(const aero_spec *s, int32_t t) {
+    return aero_tokenizer_is_eog(aero_model_tokenizer(s->tmodel), t);
+}
+
+aero_status aero_spec_draft_chain(aero_spec *s, bool greedy, int k, aero_error *err) {
+    s->n_nodes = 0;
+    if (k <= 0) return AERO_OK;
+    aero_status st = aero_spec_draft_catch_up(s, err);
+    if (st) return st;
+    double logp = 0;
+    for (int i = 0; i < k; i++) {
+        float *q = s->qbuf + (size_t)i * s->n_vocab;
+        draft_dist(s, greedy, s->dlogits, q);
+        int32_t best = aero_argmax(q, s->n_shared);
+        if (s->p.p_min > 0 && i >= s->p.draft_min && q[best] < s->p.p_min) break;
+        int32_t x = greedy ? best : aero_sampler_draw(s->dsmp, q);
+        logp += log(q[x] > 0 ? q[x] : 1e-30);
+        add_node(s, x, i - 1, logp, greedy ? NULL : q);
+        if (i + 1 == k || is_eog(s, x)) break;
+        int32_t pos = s->n_tok + i;
+        aero_batch b = {.n = 1, .tokens = &x, .pos = &pos};
+        if ((st = draft_decode(s, &b, s->dlogits, err))) return st;
+        s->d_len++;
+    }
+    return AERO_OK;
+}
+
+// Ranks the drafter's candidates after one node (slot = node + 1; 0: the root): the top_b most probable ids.
+static void rank_children(aero_spec *s, bool greedy, const float *logits, int slot) {
+    draft_dist(s, greedy, logits, s->qtmp);
+    int32_t *tt = s->top_tok + (size_t)slot * s->top_b;
+    float *tq = s->top_q + (size_t)slot * s->top_b;
+    int n = 0;
+    for (int i = 0; i < s->n_shared; i++) {
+        float v = s->qtmp[i];
+        if (!(v > 0) || (n == s->top_b && v <= tq[n - 1])) continue;
+        int j = n < s->top_b ? n++ : n - 1;
+        while (j > 0 && tq[j - 1] < v) {
+            tq[j] = tq[j - 1];
+            tt[j] = tt[j - 1];
+            j--;
+        }
+        tq[j] = v;
+        tt[j] = i;
+    }
+    s->n_top[slot] = n;
+}
+
+// Best-first tree (the expansion SpecExec and Sequoia use): repeatedly adds the candidate with the highest
+// drafter path probability. A candidate is only known once its parent has been through the drafter, so the
+// tree grows in rounds: nodes are added while the best known candidate beats every unevaluated node (whose
+// children cannot be more probable than itself), then the new nodes are evaluated in one drafter batch. The
+// drafter's cache cannot mask entries it already holds, so each round feeds the whole tree again under a tree
+// mask and is then rolled back: tens of tokens cost a drafter about one read of its weights.
+aero_status aero_spec_draft_tree(aero_spec *s, bool greedy, int max_nodes, int max_depth, aero_error *err) {
+    s->n_nodes = 0;
+    if (max_nodes <= 0 || max_depth <= 0) return AERO_OK;
+    aero_status st = aero_spec_draft_catch_up(s, err);
+    if (st) return st;
+    rank_children(s, greedy, s->dlogits, 0);
+    // live candidates: (parent, rank); one per expanded node at most
+    int c_parent[max_nodes + 1], c_rank[max_nodes + 1], n_cand = 0;
+    double c_logp[max_nodes + 1];
+    int pend[max_nodes];
+    int n_pend = 0;
+    if (s->n_top[0] > 0) {
+        c_parent[0] = -1, c_rank[0] = 0, c_logp[0] = log(s->top_q[0]);
+        n_cand = 1;
+    }
+    bool stop = false;
+    while (!stop) {
+        while (n_cand > 0 && s->n_nodes < max_nodes) {
+            int best = 0;
+            for (int i = 1; i < n_cand; i++)
+                if (c_logp[i] > c_logp[best]) best = i;
+            double bound = -INFINITY;
+            for (int i = 0; i < n_pend; i++)
+                if (s->nodes[pend[i]].logp > bound) bound = s->nodes[pend[i]].logp;
+            if (n_pend > 0 && c_logp[best] < bound) break;
+            if (s->p.p_min > 0 && s->n_nodes >= s->p.draft_min && c_logp[best] < log(s->p.p_min)) {
+                stop = true; // every unexpanded branch is less probable still
+                break;
+            }
+            int parent = c_parent[best], slot = parent + 1, rank = c_rank[best];
+            int32_t tok = s->top_tok[(size_t)slot * s->top_b + rank];
+            int id = add_node(s, tok, parent, c_logp[best], NULL);
+            if (rank + 1 < s->n_top[slot]) {
+                c_rank[best] = rank + 1;
+                c_logp[best] = (parent < 0 ? 0 : s->nodes[parent].logp) + log(s->top_q[(size_t)slot * s->top_b + rank + 1]);
+            } else {
+                c_parent[best] = c_parent[n_cand - 1], c_rank[best] = c_rank[n_cand - 1], c_logp[best] = c_logp[n_cand - 1];
+                n_cand--;
+            }
+            if (s->nodes[id].depth < max_depth && !is_eog(s, tok)) pend[n_pend++] = id;
+        }
+        if (stop || s->n_nodes >= max_nodes || n_pend == 0) break;
+        // evaluate the pending nodes: the whole tree in one drafter batch, logits for the pending ones
+        int n = s->n_nodes;
+        memset(s->bmask, 0, (size_t)n * n);
+        memset(s->bwant, 0, n);
+        for (int i = 0; i < n; i++) {
+            s->btok[i] = s->nodes[i].token;
+            s->bpos[i] = s->n_tok + s->nodes[i].depth - 1;
+            for (int j = i; j >= 0; j = s->nodes[j].parent) s->bmask[(size_t)i * n + j] = 1;
+        }
+        for (int i = 0; i < n_pend; i++) s->bwant[pend[i]] = 1;
+        aero_batch b = {.n = n, .tokens = s->btok, .pos = s->bpos, .mask = s->bmask, .want_logits = s->bwant};
+        st = draft_decode(s, &b, s->dlogits, err);
+        aero_kv_truncate(s->dctx, 0, s->n_tok);
+        if (st) return st;
+        // rows come back in node order
+        int row = 0;
+        for (int i = 0; i < n; i++) {
+            if (!s->bwant[i]) continue;
+            rank_children(s, greedy, s->dlogits + (size_t)row++ * s->d_vocab, i + 1);
+            if (s->n_top[i + 1] > 0) {
+                c_parent[n_cand] = i, c_rank[n_cand] = 0;
+                c_logp[n_cand++] = s->nodes[i].logp + log(s->top_q[(size_t)(i + 1) * s->top_b]);
+            }
+        }
+        n_pend = 0;
+    }
+    return AERO_OK;
+}
+
+// Finds the child of parent (-1: root) holding tok, or -1.
+static int find_child(const aero_spec *s, int parent, int32_t tok) {
+    for (int i = 0; i < s->n_nodes; i++)
+        if (s->nodes[i].parent == parent && s->nodes[i].token == tok) return i;
+    return -1;
+}
+
+// Prompt lookup: the context's last n tokens (n from ngram_max down to ngram_min) are searched for earlier in
+// the context, most recent first, and what followed them is proposed. A chain takes the first match; a tree
+// merges the continuations of several matches into a trie, longer suffix matches first.
+void aero_spec_draft_ngram(aero_spec *s, bool tree, int max_nodes, int max_depth) {
+    s->n_nodes = 0;
+    if (max_nodes <= 0 || max_depth <= 0) return;
+    int matches = 0;
+    for (int n = s->p.ngram_max; n >= s->p.ngram_min; n--) {
+        if (n >= s->n_tok) continue;
+        const int32_t *suf = s->toks + s->n_tok - n;
+        for (int start = s->n_tok - n - 1; start >= 0; start--) {
+            if (memcmp(s->toks + start, suf, sizeof(int32_t) * n)) continue;
+            int from = start + n, len = s->n_tok - from < max_depth ? s->n_tok - from : max_depth;
+            int cur = -1;
+            for (int i = 0; i < len && s->n_nodes < max_nodes; i++) {
+                int32_t t = s->toks[from + i];
+                int c = find_child(s, cur, t);
+                cur = c >= 0 ? c : add_node(s, t, cur, 0, NULL);
+            }
+            if (!tree || s->n_nodes >= max_nodes || ++matches >= max_nodes) return;
+        }
+    }
+}
+
+void aero_spec_link_children(aero_spec *s) {
+    s->root_child = -1;
+    for (int i = 0; i < s->n_nodes; i++) s->nodes[i].first_child = -1;
+    for (int i = s->n_nodes - 1; i >= 0; i--) {
+        spec_node *nd = &s->nodes[i];
+        int *head = nd->parent < 0 ? &s->root_child : &s->nodes[nd->parent].first_child;
+        nd->next_sibling = *head;
+        *head = i;
+    }
+}

@@ -1,0 +1,392 @@
+// The speculative decoder: draft, verify every drafted token in one target pass (a chain causally, a tree under
+// a tree mask), walk the drafted tokens from the root keeping those the acceptance rule allows, and remove the
+// rest from both KV caches. The last committed token is never in the target cache: each verify pass starts
+// with it, so its output row gives the distribution of the first drafted token.
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "spec_internal.h"
+
+#define MAX_TREE_NODES 1024
+#define FIT_DECAY 0.95   // pass-cost samples weigh 0.95^age
+#define ACC_DECAY 0.9    // acceptance samples weigh 0.9^age
+#define TOP_B 16         // candidates kept per tree node
+
+void aero_spec_params_default(aero_spec_params *p) {
+    memset(p, 0, sizeof *p);
+    p->draft_max = 16;
+    p->adaptive = true;
+    p->ngram_min = 1;
+    p->ngram_max = 4;
+    p->n_batch = 512;
+    aero_sampler_params_default(&p->sampling);
+}
+
+static void fit_add(spec_fit *f, double n, double t) {
+    f->w = f->w * FIT_DECAY + 1;
+    f->sn = f->sn * FIT_DECAY + n;
+    f->st = f->st * FIT_DECAY + t;
+    f->snn = f->snn * FIT_DECAY + n * n;
+    f->snt = f->snt * FIT_DECAY + n * t;
+}
+
+// t(n) = a + b n by weighted least squares, with b >= 0 and a >= 0; a constant when all n were equal.
+static void fit_get(const spec_fit *f, double *a, double *b) {
+    if (f->w <= 0) {
+        *a = 1, *b = 0;
+        return;
+    }
+    double mn = f->sn / f->w, mt = f->st / f->w, var = f->snn / f->w - mn * mn;
+    *b = var > 1e-6 ? (f->snt / f->w - mn * mt) / var : 0;
+    if (*b < 0) *b = 0;
+    *a = mt - *b * mn;
+    if (*a < 0) *a = 0, *b = mn > 0 ? mt / mn : 0;
+}
+
+aero_status aero_spec_new(aero_spec **out, aero_ctx *target, int seq, aero_model *draft, const aero_spec_params *p,
+                          aero_error *err) {
+    *out = NULL;
+    if (p->draft_max < 1) return aero_fail(err, AERO_ERR_INVALID, "draft length (--draft-max) must be at least 1, got %d", p->draft_max);
+    if (p->draft_min < 0 || p->draft_min > p->draft_max)
+        return aero_fail(err, AERO_ERR_INVALID, "--draft-min %d must lie in [0, --draft-max %d]", p->draft_min, p->draft_max);
+    if (p->tree_nodes < 0 || p->tree_nodes > MAX_TREE_NODES)
+        return aero_fail(err, AERO_ERR_INVALID, "tree size (--draft-tree) must lie in [0, %d], got %d", MAX_TREE_NODES,
+                         p->tree_nodes);
+    if (!(p->p_min >= 0 && p->p_min <= 1))
+        return aero_fail(err, AERO_ERR_INVALID, "--draft-p-min must lie in [0, 1], got %g", p->p_min);
+    if (seq < 0 || seq >= aero_ctx_n_seq(target))
+        return aero_fail(err, AERO_ERR_INVALID, "sequence %d not in the target context", seq);
+    aero_model *tm = aero_ctx_model(target);
+    if (draft) {
+        aero_status st = aero_spec_check_vocab(tm, draft, err);
+        if (st) return st;
+    }
+    aero_spec *s = calloc(1, sizeof *s);
+    if (!s) return aero_fail(err, AERO_ERR_NOMEM, "out of memory");
+    s->p = *p;
+    if (s->p.ngram_min <= 0) s->p.ngram_min = 1;
+    if (s->p.ngram_max < s->p.ngram_min) s->p.ngram_max = s->p.ngram_min > 4 ? s->p.ngram_min : 4;
+    if (s->p.n_batch <= 0) s->p.n_batch = 512;
+    s->sp = p->sampling;
+    s->tctx = target;
+    s->tmodel = tm;
+    s->seq = seq;
+    s->n_vocab = aero_model_hparams(tm)->n_vocab;
+    s->n_ctx = aero_ctx_n_ctx(target);
+    s->max_nodes = p->tree_nodes > 0 ? p->tree_nodes : p->draft_max;
+    s->top_b = s->max_nodes < TOP_B ? s->max_nodes : TOP_B;
+    s->acc_w = 1, s->rej_w = 1;
+    s->d_vocab = s->n_shared = s->n_vocab;
+    int nm = s->max_nodes + 1, nb = nm > s->p.n_batch ? nm : s->p.n_batch;
+    if (draft) {
+        s->dmodel = draft;
+        s->d_vocab = aero_model_hparams(draft)->n_vocab;
+        int32_t tv = aero_tokenizer_n_vocab(aero_model_tokenizer(tm)), dv = aero_tokenizer_n_vocab(aero_model_tokenizer(draft));
+        s->n_shared = tv < dv ? tv : dv;
+        if (s->d_vocab < s->n_shared) s->n_shared = s->d_vocab;
+        if (s->n_vocab < s->n_shared) s->n_shared = s->n_vocab;
+        aero_ctx_params cp = {.n_ctx = s->n_ctx + nm + 1, .n_seq = 1};
+        if (aero_ctx_new(&s->dctx, draft, &cp, err)) {
+            aero_error_prefix(err, "draft model: ");
+            goto fail;
+        }
+        aero_sampler_params dp = p->sampling;
+        dp.repeat_penalty = 1, dp.presence_penalty = 0, dp.frequency_penalty = 0;
+        dp.seed = p->sampling.seed * 0x9e3779b97f4a7c15ull + 0x5bd1e995; // a stream apart from the target's
+        s->dsmp = aero_sampler_new(&dp, s->n_shared);
+        s->dlogits = malloc(sizeof(float) * (size_t)nm * s->d_vocab);
+        s->qtmp = malloc(sizeof(float) * s->n_vocab);
+        s->top_tok = malloc(sizeof(int32_t) * (size_t)nm * s->top_b);
+        s->top_q = malloc(sizeof(float) * (size_t)nm * s->top_b);
+        s->n_top = calloc(nm, sizeof(int));
+        if (p->tree_nodes == 0) s->qbuf = malloc(sizeof(float) * (size_t)p->draft_max * s->n_vocab);
+        if (!s->dsmp || !s->dlogits || !s->qtmp || !s->top_tok || !s->top_q || !s->n_top || (p->tree_nodes == 0 && !s->qbuf))
+            goto oom;
+    }
+    s->nodes = calloc(nm, sizeof *s->nodes);
+    s->tlogits = malloc(sizeof(float) * (size_t)nm * s->n_vocab);
+    s->pdist = malloc(sizeof(float) * s->n_vocab);
+    s->btok = malloc(sizeof(int32_t) * nb);
+    s->bpos = malloc(sizeof(int32_t) * nb);
+    s->bwant = malloc(nb);
+    s->bmask = malloc((size_t)nm * nm);
+    s->keep = malloc(sizeof(int) * nm);
+    s->cap_tok = s->n_ctx + nm + 2;
+    s->toks = malloc(sizeof(int32_t) * s->cap_tok);
+    if (!s->nodes || !s->tlogits || !s->pdist || !s->btok || !s->bpos || !s->bwant || !s->bmask || !s->keep || !s->toks)
+        goto oom;
+    *out = s;
+    return AERO_OK;
+oom:
+    aero_fail(err, AERO_ERR_NOMEM, "out of memory for the speculative decoder (%d draft nodes, vocabulary %d)",
+              s->max_nodes, s->n_vocab);
+fail:
+    aero_spec_free(s);
+    return err->code;
+}
+
+void aero_spec_free(aero_spec *s) {
+    if (!s) return;
+    aero_ctx_free(s->dctx);
+    aero_sampler_free(s->dsmp);
+    free(s->toks);
+    free(s->nodes);
+    free(s->qbuf);
+    free(s->qtmp);
+    free(s->dlogits);
+    free(s->top_tok);
+    free(s->top_q);
+    free(s->n_top);
+    free(s->tlogits);
+    free(s->pdist);
+    free(s->btok);
+    free(s->bpos);
+    free(s->bmask);
+    free(s->bwant);
+    free(s->keep);
+    free(s);
+}
+
+// Feeds toks[*len, upto) to a context in passes of n_batch without logits; counts passes and their costs.
+static aero_status prefill(aero_spec *s, aero_ctx *c, int *len, int upto, bool target, aero_error *err) {
+    while (*len < upto) {
+        int n = upto - *len < s->p.n_batch ? upto - *len : s->p.n_batch;
+        for (int i = 0; i < n; i++) {
+            s->btok[i] = s->toks[*len + i] < aero_model_hparams(aero_ctx_model(c))->n_vocab ? s->toks[*len + i] : 0;
+            s->bpos[i] = *len + i;
+        }
+        memset(s->bwant, 0, n);
+        aero_batch b = {.n = n, .tokens = s->btok, .pos = s->bpos, .want_logits = s->bwant};
+        double t0 = aero_now();
+        aero_status st = aero_decode(c, &b, NULL, err);
+        double dt = aero_now() - t0;
+        if (st) return target ? st : aero_error_prefix(err, "draft model: ");
+        if (target) {
+            s->st.prefill_passes++;
+            if (n <= 4 * (s->max_nodes + 1)) fit_add(&s->fit, n, dt);
+        }
+        *len += n;
+    }
+    return AERO_OK;
+}
+
+aero_status aero_spec_begin(aero_spec *s, const int32_t *prompt, int n, int n_predict, aero_error *err) {
+    if (n < 1) return aero_fail(err, AERO_ERR_INVALID, "speculative decoding needs at least one prompt token");
+    if (n > s->n_ctx)
+        return aero_fail(err, AERO_ERR_RANGE, "the prompt has %d tokens, more than the context size %d", n, s->n_ctx);
+    for (int i = 0; i < n; i++)
+        if (prompt[i] < 0 || prompt[i] >= s->n_vocab)
+            return aero_fail(err, AERO_ERR_INVALID, "prompt token %d: id %d not in the vocabulary [0, %d)", i, prompt[i],
+                             s->n_vocab);
+    if (s->dmodel) {
+        long need = (long)n + (n_predict > 0 ? n_predict : 0);
+        if (need > s->n_ctx) need = s->n_ctx;
+        int have = aero_model_hparams(s->dmodel)->n_ctx_train;
+        if (have < need)
+            return aero_fail(err, AERO_ERR_INVALID,
+                             "draft model: its context is %d tokens, shorter than the %ld this request needs (%d prompt "
+                             "+ %d to generate, target context %d)",
+                             have, need, n, n_predict, s->n_ctx);
+    }
+    memset(&s->st, 0, sizeof s->st);
+    memcpy(s->toks, prompt, sizeof(int32_t) * n);
+    s->n_tok = n;
+    s->t_len = s->d_len = 0;
+    aero_kv_drop(s->tctx, s->seq);
+    if (s->dctx) aero_kv_drop(s->dctx, 0);
+    double t0 = aero_now();
+    aero_status st = prefill(s, s->tctx, &s->t_len, n - 1, true, err);
+    if (!st && s->dctx) st = prefill(s, s->dctx, &s->d_len, n - 1, false, err);
+    s->st.prefill_s = aero_now() - t0;
+    if (st) {
+        aero_kv_drop(s->tctx, s->seq);
+        if (s->dctx) aero_kv_drop(s->dctx, 0);
+        s->n_tok = s->t_len = s->d_len = 0;
+    }
+    return st;
+}
+
+// Expected tokens a verify pass yields when each drafted token survives with probability alpha: 1 + a + ... + a^k.
+static double expected_tokens(double alpha, int k) {
+    double e = 0, t = 1;
+    for (int i = 0; i <= k; i++, t *= alpha) e += t;
+    return e;
+}
+
+// The chain length with the most tokens per second under the measured costs: a verify pass of n tokens takes
+// a + b n (fitted), a drafter step d (a model drafter runs k steps for k tokens; n-grams cost ~nothing).
+static int choose_length(aero_spec *s) {
+    int kmax = s->p.draft_max, kmin = s->p.draft_min > 1 ? s->p.draft_min : 1;
+    if (!s->p.adaptive || s->fit.w <= 0) return kmax;
+    double a, b, alpha = s->acc_w / (s->acc_w + s->rej_w), d = s->dmodel ? s->draft_call_ema : 0;
+    if (alpha > 0.99) alpha = 0.99;
+    fit_get(&s->fit, &a, &b);
+    int best = kmin;
+    double best_rate = -1;
+    for (int k = kmin; k <= kmax; k++) {
+        double rate = expected_tokens(alpha, k) / (a + b * (k + 1) + d * k + 1e-9);
+        if (rate > best_rate * (1 + 1e-9)) best_rate = rate, best = k;
+    }
+    return best;
+}
+
+// Verifies the drafted nodes in one target pass and walks them; returns the tokens produced.
+static aero_status verify(aero_spec *s, aero_sampler *smp, int32_t *out, int *n_out, aero_error *err) {
+    bool greedy = aero_sampler_is_greedy(smp);
+    int n = 1 + s->n_nodes;
+    bool linear = true;
+    s->btok[0] = s->toks[s->n_tok - 1];
+    s->bpos[0] = s->n_tok - 1;
+    for (int i = 0; i < s->n_nodes; i++) {
+        s->btok[1 + i] = s->nodes[i].token;
+        s->bpos[1 + i] = s->n_tok - 1 + s->nodes[i].depth;
+        linear &= s->nodes[i].parent == i - 1;
+    }
+    if (!linear) {
+        memset(s->bmask, 0, (size_t)n * n);
+        s->bmask[0] = 1;
+        for (int i = 0; i < s->n_nodes; i++) {
+            uint8_t *row = s->bmask + (size_t)(1 + i) * n;
+            row[0] = 1;
+            for (int j = i; j >= 0; j = s->nodes[j].parent) row[1 + j] = 1;
+        }
+    }
+    aero_batch b = {.n = n, .tokens = s->btok, .pos = s->bpos, .mask = linear ? NULL : s->bmask};
+    double t0 = aero_now();
+    aero_status st = aero_decode(s->tctx, &b, s->tlogits, err);
+    double dt = aero_now() - t0;
+    if (st) return st;
+    s->st.verify_s += dt;
+    s->st.verify_passes++;
+    s->st.verify_tokens += n;
+    fit_add(&s->fit, n, dt);
+    t0 = aero_now();
+    int m = 0, cur = -1, children[MAX_TREE_NODES];
+    for (;;) {
+        const float *lg = s->tlogits + (size_t)(cur + 1) * s->n_vocab;
+        int nc = 0;
+        for (int c = cur < 0 ? s->root_child : s->nodes[cur].first_child; c >= 0; c = s->nodes[c].next_sibling)
+            children[nc++] = c;
+        int pick = -1;
+        int32_t tok;
+        if (greedy) {
+            tok = aero_sampler_sample(smp, lg);
+            for (int i = 0; i < nc && pick < 0; i++)
+                if (s->nodes[children[i]].token == tok) pick = i;
+        } else {
+            aero_sampler_probs(smp, lg, s->pdist);
+            pick = aero_spec_accept(s->pdist, s->n_vocab, s->nodes, children, nc, s->p.rule, smp, &tok);
+        }
+        if (pick >= 0) tok = s->nodes[children[pick]].token;
+        aero_sampler_accept(smp, tok);
+        out[m] = tok;
+        if (pick < 0) break;
+        cur = children[pick];
+        s->keep[m++] = cur;
+    }
+    s->st.accept_s += aero_now() - t0;
+    *n_out = m + 1;
+    // the accepted path stays in the target cache, right after the root; the rest goes
+    aero_kv_keep(s->tctx, s->seq, s->n_tok, s->keep, m);
+    if (s->dctx) {
+        // a chain drafter cached its drafts in order: the accepted ones stay valid
+        int fed = s->d_len - s->n_tok;
+        s->d_len = s->n_tok + (fed < m ? fed : m);
+        aero_kv_truncate(s->dctx, 0, s->d_len);
+    }
+    if (s->p.tree_nodes == 0) {
+        s->acc_w = s->acc_w * ACC_DECAY + m;
+        s->rej_w = s->rej_w * ACC_DECAY + (m < s->n_nodes ? 1 : 0);
+    }
+    s->st.drafted += s->n_nodes;
+    s->st.accepted += m;
+    s->st.generated += m + 1;
+    memcpy(s->toks + s->n_tok, out, sizeof(int32_t) * (m + 1));
+    s->n_tok += m + 1;
+    s->t_len = s->n_tok - 1;
+    return AERO_OK;
+}
+
+aero_status aero_spec_step(aero_spec *s, aero_sampler *smp, int max_new, int32_t *out, int *n_out, aero_error *err) {
+    *n_out = 0;
+    if (s->n_tok < 1) return aero_fail(err, AERO_ERR_INVALID, "speculative decoding: aero_spec_begin was not called");
+    if (s->n_tok > s->n_ctx)
+        return aero_fail(err, AERO_ERR_RANGE, "context full: %d tokens fill the context size %d", s->n_tok - 1, s->n_ctx);
+    if (max_new < 1) return aero_fail(err, AERO_ERR_INVALID, "speculative step asked for %d tokens", max_new);
+    bool greedy = aero_sampler_is_greedy(smp);
+    // drafted tokens occupy target slots n_tok .. and are at most max_new - 1 (the pass adds one of its own)
+    int budget = s->n_ctx - s->n_tok;
+    if (budget > max_new - 1) budget = max_new - 1;
+    int depth = s->p.draft_max < budget ? s->p.draft_max : budget;
+    int tree = s->p.tree_nodes < budget ? s->p.tree_nodes : budget;
+    double t0 = aero_now();
+    aero_status st = AERO_OK;
+    if (s->p.tree_nodes > 0) {
+        if (s->dmodel) st = aero_spec_draft_tree(s, greedy, tree, depth, err);
+        else aero_spec_draft_ngram(s, true, tree, depth);
+    } else {
+        int k = choose_length(s);
+        if (k > budget) k = budget;
+        s->st.draft_len = k;
+        if (s->dmodel) st = aero_spec_draft_chain(s, greedy, k, err);
+        else aero_spec_draft_ngram(s, false, k, k);
+    }
+    s->st.draft_s += aero_now() - t0;
+    if (st) {
+        // a failed drafter pass leaves its cache unknown: start it again from the committed tokens
+        if (s->dctx) aero_kv_drop(s->dctx, 0);
+        s->d_len = 0;
+        return st;
+    }
+    aero_spec_link_children(s);
+    return verify(s, smp, out, n_out, err);
+}
+
+int aero_spec_n_tokens(const aero_spec *s) { return s->n_tok; }
+
+void aero_spec_get_stats(const aero_spec *s, aero_spec_stats *st) {
+    *st = s->st;
+    st->alpha = s->acc_w / (s->acc_w + s->rej_w);
+    fit_get(&s->fit, &st->pass_a, &st->pass_b);
+    st->draft_call_s = s->draft_call_ema;
+}
+
+aero_status aero_spec_time_pass(aero_spec *s, int n, double *secs, aero_error *err) {
+    if (s->n_tok < 1) return aero_fail(err, AERO_ERR_INVALID, "speculative decoding: aero_spec_begin was not called");
+    if (n < 1 || s->t_len + n > s->n_ctx)
+        return aero_fail(err, AERO_ERR_RANGE, "a timing pass of %d tokens does not fit: %d of %d context slots are used",
+                         n, s->t_len, s->n_ctx);
+    int32_t *tok = malloc(sizeof(int32_t) * n), *pos = malloc(sizeof(int32_t) * n);
+    uint8_t *want = calloc(n, 1);
+    float *logits = malloc(sizeof(float) * s->n_vocab);
+    aero_status st = AERO_OK;
+    if (!tok || !pos || !want || !logits) {
+        st = aero_fail(err, AERO_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    for (int i = 0; i < n; i++) tok[i] = s->toks[s->n_tok - 1], pos[i] = s->t_len + i;
+    want[n - 1] = 1;
+    aero_batch b = {.n = n, .tokens = tok, .pos = pos, .want_logits = want};
+    double t0 = aero_now();
+    st = aero_decode(s->tctx, &b, logits, err);
+    *secs = aero_now() - t0;
+    aero_kv_truncate(s->tctx, s->seq, s->t_len);
+done:
+    free(tok);
+    free(pos);
+    free(want);
+    free(logits);
+    return st;
+}
+
+void aero_spec_describe(const aero_spec *s, char *buf, int cap) {
+    const char *who = s->dmodel ? "draft model" : "n-gram prompt lookup";
+    if (s->p.tree_nodes > 0)
+        snprintf(buf, cap, "%s, tree of up to %d nodes, depth <= %d", who, s->p.tree_nodes, s->p.draft_max);
+    else if (s->p.adaptive)
+        snprintf(buf, cap, "%s, chain, adaptive length %d..%d", who, s->p.draft_min > 1 ? s->p.draft_min : 1, s->p.draft_max);
+    else
+        snprintf(buf, cap, "%s, chain of %d", who, s->p.draft_max);
+}

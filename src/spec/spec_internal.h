@@ -1,0 +1,78 @@
+// Internals shared by the speculative decoder's files: the draft tree, the decoder state, the drafters and the
+// acceptance rule.
+#ifndef AERO_SPEC_INTERNAL_H
+#define AERO_SPEC_INTERNAL_H
+
+#include "../core/util.h"
+#include "spec.h"
+
+// One drafted token. Nodes are stored parents first; the root (the last committed token, whose target
+// distribution the verify pass computes first) is index -1. A chain is the tree where every node has one child.
+typedef struct {
+    int32_t token;
+    int parent;        // node index, -1: a child of the root
+    int depth;         // 1 for the root's children
+    double logp;       // drafter log-probability of the path from the root to here (ranking)
+    const float *q;    // distribution the token was drawn from (sampled chain drafts); NULL: chosen deterministically
+    int first_child, next_sibling; // -1 terminated, in node order
+} spec_node;
+
+// Decayed least-squares fit of a cost t(n) = a + b n (target pass time against tokens in the pass).
+typedef struct {
+    double w, sn, st, snn, snt;
+} spec_fit;
+
+struct aero_spec {
+    aero_spec_params p;
+    aero_sampler_params sp;   // the target's sampling settings (the drafter's q uses them, penalties aside)
+    aero_ctx *tctx;
+    aero_model *tmodel;
+    int seq, n_vocab, n_ctx;
+    // drafter (NULL model: n-grams)
+    aero_model *dmodel;
+    aero_ctx *dctx;
+    int d_vocab, n_shared;     // ids both vocabularies hold: [0, n_shared)
+    aero_sampler *dsmp;        // drafter distribution and draws (sampling mode)
+    // committed tokens (prompt + generated); the target caches all but the last, the drafter d_len of them
+    int32_t *toks;
+    int n_tok, cap_tok, t_len, d_len;
+    // draft
+    int max_nodes, n_nodes, root_child; // root_child: first child of the root (-1: none)
+    spec_node *nodes;
+    float *qbuf;               // per chain node: the drafter distribution it was drawn from (n_vocab each)
+    float *qtmp;               // a drafter distribution being ranked (n_vocab)
+    float *dlogits;            // drafter logits: one row per node evaluated in a round (d_vocab each)
+    int32_t *top_tok;          // per evaluated tree node (+1 for the root): its top candidates
+    float *top_q;
+    int *n_top;
+    int top_b;
+    // verify
+    float *tlogits;            // target logits: root row then one per node (n_vocab each)
+    float *pdist;              // target distribution at a node (n_vocab)
+    int32_t *btok, *bpos;      // batch scratch (max_nodes + 1, or n_batch)
+    uint8_t *bmask, *bwant;    // (max_nodes + 1)^2, max(max_nodes + 1, n_batch)
+    int *keep;
+    // adaptive chain length
+    double acc_w, rej_w;       // decayed accepted-token and rejection counts
+    spec_fit fit;
+    double draft_call_ema;
+    aero_spec_stats st;
+};
+
+// Runs the drafter over toks[d_len, n_tok) and leaves the last token's logits in s->dlogits (row 0).
+aero_status aero_spec_draft_catch_up(aero_spec *s, aero_error *err);
+// Fills s->nodes with a chain of at most k tokens (model drafter; greedy: argmax, else drawn from q).
+aero_status aero_spec_draft_chain(aero_spec *s, bool greedy, int k, aero_error *err);
+// Fills s->nodes with a best-first tree of at most max_nodes nodes and depth max_depth (model drafter).
+aero_status aero_spec_draft_tree(aero_spec *s, bool greedy, int max_nodes, int max_depth, aero_error *err);
+// Fills s->nodes from earlier occurrences of the context's suffix (chain: one, tree: a trie of several).
+void aero_spec_draft_ngram(aero_spec *s, bool tree, int max_nodes, int max_depth);
+// Links first_child/next_sibling in node order.
+void aero_spec_link_children(aero_spec *s);
+
+// The next token at a node whose children were drafted: p is the target distribution there (overwritten).
+// Returns the index into children[] of the accepted child, or -1 with *token drawn from what remains of p.
+int aero_spec_accept(float *p, int n_vocab, const spec_node *nodes, const int *children, int n_children,
+                     aero_spec_rule rule, aero_sampler *smp, int32_t *token);
+
+#endif

@@ -1,0 +1,252 @@
+// Speculative decoding, greedy: the output is token-identical to plain greedy decoding (a loop written here on
+// aero_decode alone) for stories260K with a real imperfect drafter (stories260K-Q4_0), a perfect one (the
+// teacher itself) and prompt-lookup n-grams; chains (fixed, adaptive, cut by p_min) and trees; several prompts
+// and lengths, the context filling up, repetition penalties, resident and streamed teachers. After every step
+// the target cache holds exactly the committed tokens but the last (rollback). Plus the refusals: a drafter
+// with another vocabulary, a zero draft length, a drafter whose context is too short.
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <aerollm.h>
+
+#include "check.h"
+
+#define MODELS SHARED_DATA "/models/"
+
+static aero_model *load(const char *path, int threads, uint64_t mem) {
+    aero_model_params p;
+    aero_model_params_default(&p);
+    p.path = path;
+    p.n_threads = threads;
+    p.mem_budget = mem;
+    aero_model *m = NULL;
+    aero_error err = {0};
+    if (aero_model_load(&m, &p, &err)) fprintf(stderr, "load %s: %s\n", path, err.msg);
+    return m;
+}
+
+static aero_sampler *greedy_sampler(int n_vocab, float repeat_penalty) {
+    aero_sampler_params sp;
+    aero_sampler_params_default(&sp);
+    sp.temp = 0;
+    sp.repeat_penalty = repeat_penalty;
+    sp.repeat_last_n = 16;
+    return aero_sampler_new(&sp, n_vocab);
+}
+
+// Plain greedy decoding with the CLI's stopping rule: n tokens, or until the context is full.
+static int plain(aero_model *m, const int32_t *prompt, int np, int n, int n_ctx, float rp, int32_t *out) {
+    aero_ctx *c;
+    aero_error err = {0};
+    aero_ctx_params cp = {.n_ctx = n_ctx};
+    if (aero_ctx_new(&c, m, &cp, &err)) return -1;
+    int nv = aero_model_hparams(m)->n_vocab;
+    float *logits = malloc(sizeof(float) * nv * np);
+    int32_t *pos = malloc(sizeof(int32_t) * np);
+    for (int i = 0; i < np; i++) pos[i] = i;
+    aero_sampler *s = greedy_sampler(nv, rp);
+    for (int i = 0; i < np; i++) aero_sampler_accept(s, prompt[i]);
+    aero_batch b = {.n = np, .tokens = prompt, .pos = pos};
+    int got = -1;
+    if (aero_decode(c, &b, logits, &err)) goto done;
+    const float *last = logits + (size_t)(np - 1) * nv;
+    for (got = 0; got < n;) {
+        int32_t t = aero_sampler_sample(s, last);
+        aero_sampler_accept(s, t);
+        out[got++] = t;
+        int32_t p = np + got - 1;
+        if (got >= n || p >= n_ctx) break;
+        aero_batch one = {.n = 1, .tokens = &t, .pos = &p};
+        if (aero_decode(c, &one, logits, &err)) break;
+        last = logits;
+    }
+done:
+    aero_sampler_free(s);
+    free(pos);
+    free(logits);
+    aero_ctx_free(c);
+    return got;
+}
+
+// Speculative greedy decoding of up to n tokens; checks the target cache length after every step.
+static int spec(aero_model *t, aero_model *d, const aero_spec_params *sp, const int32_t *prompt, int np, int n,
+                int n_ctx, float rp, int32_t *out, aero_spec_stats *stats) {
+    aero_ctx *c;
+    aero_error err = {0};
+    aero_ctx_params cp = {.n_ctx = n_ctx};
+    if (aero_ctx_new(&c, t, &cp, &err)) return -1;
+    aero_spec *s = NULL;
+    int got = -1;
+    aero_sampler *smp = greedy_sampler(aero_model_hparams(t)->n_vocab, rp);
+    if (aero_spec_new(&s, c, 0, d, sp, &err) || aero_spec_begin(s, prompt, np, n, &err)) {
+        fprintf(stderr, "spec: %s\n", err.msg);
+        goto done;
+    }
+    for (int i = 0; i < np; i++) aero_sampler_accept(smp, prompt[i]);
+    got = 0;
+    int32_t buf[1100];
+    while (got < n && aero_spec_n_tokens(s) <= n_ctx) {
+        int k = 0;
+        if (aero_spec_step(s, smp, n - got, buf, &k, &err)) {
+            fprintf(stderr, "step: %s\n", err.msg);
+            got = -1;
+            break;
+        }
+        CHECKF(k >= 1 && k <= n - got, "step yields 1..%d tokens, got %d", n - got, k);
+        memcpy(out + got, buf, sizeof(int32_t) * k);
+        got += k;
+        CHECKF(aero_kv_len(c, 0) == aero_spec_n_tokens(s) - 1, "target cache %d == committed %d - 1", aero_kv_len(c, 0),
+               aero_spec_n_tokens(s));
+    }
+    if (stats) aero_spec_get_stats(s, stats);
+done:
+    aero_sampler_free(smp);
+    aero_spec_free(s);
+    aero_ctx_free(c);
+    return got;
+}
+
+static int tokenize(aero_model *m, const char *text, int32_t *out, int cap) {
+    int32_t *ids = NULL;
+    size_t n = 0;
+    aero_error err = {0};
+    if (aero_tokenize(aero_model_tokenizer(m), text, strlen(text), true, false, &ids, &n, &err)) return 0;
+    int k = (int)n < cap ? (int)n : cap;
+    memcpy(out, ids, sizeof(int32_t) * k);
+    free(ids);
+    return k;
+}
+
+typedef struct {
+    const char *name;
+    int draft_max, tree;
+    bool adaptive;
+    float p_min;
+} config;
+
+static const config configs[] = {
+    {"chain 1", 1, 0, false, 0},         {"chain 4", 4, 0, false, 0},         {"chain adaptive", 16, 0, true, 0},
+    {"chain 8 p_min 0.6", 8, 0, false, 0.6f}, {"tree 8", 4, 8, false, 0},  {"tree 48", 12, 48, false, 0},
+    {"tree 32 p_min 0.05", 16, 32, false, 0.05f},
+};
+static const char *prompts[] = {"", "Once upon a time", "Tom and Lily went to the park. Tom said"};
+
+// One comparison: plain vs speculative, same prompt, length, context and penalty.
+static void compare(const char *what, aero_model *t, aero_model *d, const config *cf, const int32_t *prompt, int np,
+                    int n, int n_ctx, float rp, aero_spec_stats *stats) {
+    int32_t *a = malloc(sizeof(int32_t) * (n + 1)), *b = malloc(sizeof(int32_t) * (n + 1));
+    aero_spec_params sp;
+    aero_spec_params_default(&sp);
+    sp.draft_max = cf->draft_max;
+    sp.tree_nodes = cf->tree;
+    sp.adaptive = cf->adaptive;
+    sp.p_min = cf->p_min;
+    sp.sampling.temp = 0;
+    int na = plain(t, prompt, np, n, n_ctx, rp, a);
+    int nb = spec(t, d, &sp, prompt, np, n, n_ctx, rp, b, stats);
+    bool same = na == nb && na > 0 && !memcmp(a, b, sizeof(int32_t) * na);
+    if (!same) {
+        int i = 0;
+        while (i < na && i < nb && a[i] == b[i]) i++;
+        fprintf(stderr, "%s, %s, %d prompt tokens, n %d, ctx %d, rp %.1f: plain %d tokens, speculative %d, first "
+                        "difference at %d\n", what, cf->name, np, n, n_ctx, rp, na, nb, i);
+    }
+    CHECKF(same, "%s (%s) greedy output identical", what, cf->name);
+    free(a);
+    free(b);
+}
+
+// Every configuration against one drafter (NULL: n-grams) over prompts, lengths, context end and penalties.
+static void run_drafter(const char *what, aero_model *t, aero_model *d) {
+    int32_t prompt[3][64];
+    int np[3];
+    for (int i = 0; i < 3; i++) np[i] = tokenize(t, prompts[i], prompt[i], 64);
+    double acc = 0, passes = 0, gen = 0;
+    for (size_t c = 0; c < sizeof configs / sizeof configs[0]; c++) {
+        aero_spec_stats st = {0};
+        compare(what, t, d, &configs[c], prompt[c % 3], np[c % 3], 120, 512, 1.0f, &st);
+        passes += st.verify_passes, gen += st.generated, acc += st.accepted;
+        compare(what, t, d, &configs[c], prompt[(c + 1) % 3], np[(c + 1) % 3], c % 2 ? 1 : 9, 512, 1.0f, NULL);
+        if (c % 2 == 0) compare(what, t, d, &configs[c], prompt[2], np[2], 100, 48, 1.0f, NULL); // context fills up
+        if (c % 3 == 1) compare(what, t, d, &configs[c], prompt[1], np[1], 60, 512, 1.3f, NULL); // penalties
+    }
+    printf("%s: %.2f tokens per verify pass over the 120-token runs\n", what, passes ? gen / passes : 0);
+}
+
+// The refusals, each with a message naming the problem.
+static void test_bad_input(aero_model *t, aero_model *q4) {
+    aero_error err = {0};
+    aero_model *other = load(MODELS "llama-2-tiny-random.gguf", 1, 0);
+    CHECK(other != NULL);
+    if (other) {
+        CHECK(aero_spec_check_vocab(t, other, &err) == AERO_ERR_INVALID);
+        printf("different vocabulary: %s\n", err.msg);
+        CHECKF(strstr(err.msg, "token id") != NULL, "message names the id: %s", err.msg);
+        aero_ctx *c;
+        aero_ctx_params cp = {.n_ctx = 64};
+        CHECK(!aero_ctx_new(&c, t, &cp, &err));
+        aero_spec_params sp;
+        aero_spec_params_default(&sp);
+        aero_spec *s = NULL;
+        CHECK(aero_spec_new(&s, c, 0, other, &sp, &err) == AERO_ERR_INVALID && s == NULL);
+        sp.draft_max = 0;
+        CHECK(aero_spec_new(&s, c, 0, q4, &sp, &err) == AERO_ERR_INVALID && s == NULL);
+        printf("draft length 0: %s\n", err.msg);
+        CHECK(strstr(err.msg, "draft-max") != NULL);
+        sp.draft_max = 4;
+        sp.tree_nodes = 5000;
+        CHECK(aero_spec_new(&s, c, 0, q4, &sp, &err) == AERO_ERR_INVALID && s == NULL);
+        CHECK(strstr(err.msg, "draft-tree") != NULL);
+        aero_ctx_free(c);
+        aero_model_free(other);
+    }
+    CHECK(aero_spec_check_vocab(t, q4, &err) == AERO_OK);
+    // stories260K's file declares 2048 positions: a 4096-token context with 3000 tokens to generate is refused
+    aero_ctx *c;
+    aero_ctx_params cp = {.n_ctx = 4096};
+    CHECK(!aero_ctx_new(&c, t, &cp, &err));
+    aero_spec_params sp;
+    aero_spec_params_default(&sp);
+    aero_spec *s = NULL;
+    CHECK(!aero_spec_new(&s, c, 0, q4, &sp, &err));
+    int32_t prompt[2] = {1, 403};
+    CHECK(aero_spec_begin(s, prompt, 2, 3000, &err) == AERO_ERR_INVALID);
+    printf("drafter context too short: %s\n", err.msg);
+    CHECK(strstr(err.msg, "context") != NULL);
+    CHECK(aero_spec_begin(s, prompt, 2, 2000, &err) == AERO_OK); // 2002 tokens fit in 2048
+    aero_spec_free(s);
+    aero_ctx_free(c);
+}
+
+int main(void) {
+    require_shared_data();
+    aero_model *t = load(MODELS "stories260K.gguf", 2, 0);
+    aero_model *q4 = load(MODELS "stories260K-Q4_0.gguf", 1, 0);
+    aero_model *self = load(MODELS "stories260K.gguf", 1, 0);
+    CHECK(t && q4 && self);
+    if (!t || !q4 || !self) return check_done("test_spec");
+    test_bad_input(t, q4);
+    run_drafter("stories260K-Q4_0 drafter", t, q4);
+    run_drafter("n-gram drafter", t, NULL);
+    run_drafter("stories260K drafting for itself", t, self);
+    // streamed teacher: the smallest budget the planner allows streams most layers
+    aero_model *ts = load(MODELS "stories260K.gguf", 2, 900 << 10);
+    CHECK(ts != NULL);
+    if (ts) {
+        const aero_stream_plan *plan = aero_stream_get_plan(aero_model_stream(ts));
+        CHECKF(plan->streamed_bytes > 0, "the teacher is streamed (%llu bytes per pass)",
+               (unsigned long long)plan->streamed_bytes);
+        int32_t prompt[64];
+        int np = tokenize(ts, prompts[1], prompt, 64);
+        for (int c = 0; c < 7; c += 2) {
+            compare("streamed teacher, Q4_0 drafter", ts, q4, &configs[c], prompt, np, 80, 512, 1.0f, NULL);
+            compare("streamed teacher, n-grams", ts, NULL, &configs[c], prompt, np, 40, 512, 1.0f, NULL);
+        }
+        aero_model_free(ts);
+    }
+    aero_model_free(self);
+    aero_model_free(q4);
+    aero_model_free(t);
+    return check_done("test_spec");
+}
