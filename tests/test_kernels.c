@@ -520,6 +520,13 @@ static void test_dots(void) {
                     CHECKF(same_float(e, exact_ref), "%s n=%lld %s exact-f32 dot %.9g != scalar %.9g", info->name,
                            (long long)n, isa_label[s], e, exact_ref);
                 }
+                // VNNI and plain AVX-512 compute the same integers and the same float steps: bitwise equal
+                const aero_kernel_ops *plain = aero_kernels_ops(AERO_ISA_AVX512, false),
+                                      *vnni = aero_kernels_ops(AERO_ISA_AVX512, true);
+                if (plain && vnni) {
+                    float p = plain->dot[t](n, w, a), v = vnni->dot[t](n, w, a);
+                    CHECKF(same_float(p, v), "%s n=%lld avx512 %.9g != avx512-vnni %.9g", info->name, (long long)n, p, v);
+                }
                 // public entry points agree with their tables
                 CHECK(same_float(aero_vec_dot_isa(AERO_ISA_SCALAR, t, n, w, a), scalar));
                 CHECK(same_float(aero_vec_dot_f32(t, n, w, xa), exact_ref));

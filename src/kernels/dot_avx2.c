@@ -1,7 +1,31 @@
 // AVX2 + FMA + F16C kernels. Compiled with per-file ISA flags; only called when the CPU has them.
+// Quantized dots: exact integer sums per block (maddubs, which never saturates here because every unsigned
+// operand is at most 128 and every signed one at most 127 in magnitude, then madd), then one float step per
+// block in 8 lanes. Weight codes are made unsigned and their offset removed with the activation sums.
 #include <immintrin.h>
 
 #include "quants.h"
+
+#define AI __attribute__((always_inline)) static inline
+
+AI float h2f(uint16_t h) { return _cvtsh_ss(h); }
+
+// Fixed-order horizontal sum of 8 floats.
+AI float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+AI __m256i madd1(__m256i p16) { return _mm256_madd_epi16(p16, _mm256_set1_epi16(1)); }
+
+// Mask of the first r (< 8) lanes.
+AI __m256i first_lanes(int r) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(r), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+// ---- f32 / f16 / bf16 -----------------------------------------------------------------------------------
 
 // 16-lane f32 accumulation with separate multiply and add, lane-for-lane the scalar order.
 static void dot_f32_acc16_avx2(float acc[16], const float *a, const float *b, int64_t n) {
@@ -14,8 +38,401 @@ static void dot_f32_acc16_avx2(float acc[16], const float *a, const float *b, in
     _mm256_storeu_ps(acc + 8, s1);
 }
 
+// Adds the tail (elements n16.., fewer than 16) into lanes 0.. as the scalar kernel does; other lanes untouched.
+AI void tail16(__m256 *s0, __m256 *s1, const float *w, const float *a, int r, const bool fused) {
+    float wt[16] = {0}, at[16] = {0};
+    memcpy(wt, w, (size_t)r * 4);
+    memcpy(at, a, (size_t)r * 4);
+    __m256 p0 = fused ? _mm256_fmadd_ps(_mm256_loadu_ps(wt), _mm256_loadu_ps(at), *s0)
+                      : _mm256_add_ps(*s0, _mm256_mul_ps(_mm256_loadu_ps(wt), _mm256_loadu_ps(at)));
+    __m256 p1 = fused ? _mm256_fmadd_ps(_mm256_loadu_ps(wt + 8), _mm256_loadu_ps(at + 8), *s1)
+                      : _mm256_add_ps(*s1, _mm256_mul_ps(_mm256_loadu_ps(wt + 8), _mm256_loadu_ps(at + 8)));
+    *s0 = _mm256_blendv_ps(*s0, p0, _mm256_castsi256_ps(first_lanes(r < 8 ? r : 8)));
+    *s1 = _mm256_blendv_ps(*s1, p1, _mm256_castsi256_ps(first_lanes(r > 8 ? r - 8 : 0)));
+}
+
+AI float reduce_2x8(__m256 s0, __m256 s1) {
+    float acc[16];
+    _mm256_storeu_ps(acc, s0);
+    _mm256_storeu_ps(acc + 8, s1);
+    return aero_reduce16(acc);
+}
+
+static float dot_f32(int64_t n, const void *vw, const void *va) {
+    const float *w = vw, *a = va;
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        s0 = _mm256_add_ps(s0, _mm256_mul_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(a + i)));
+        s1 = _mm256_add_ps(s1, _mm256_mul_ps(_mm256_loadu_ps(w + i + 8), _mm256_loadu_ps(a + i + 8)));
+    }
+    if (i < n) tail16(&s0, &s1, w + i, a + i, (int)(n - i), false);
+    return reduce_2x8(s0, s1);
+}
+
+AI __m256 f16x8(const uint16_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const void *)p)); }
+AI __m256 bf16x8(const uint16_t *p) {
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const void *)p)), 16));
+}
+
+// Products of halves (or bfloat16) are exact in f32: fused multiply-add equals the scalar multiply then add.
+static float dot_f16(int64_t n, const void *vw, const void *va) {
+    const uint16_t *w = vw, *a = va;
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        s0 = _mm256_fmadd_ps(f16x8(w + i), f16x8(a + i), s0);
+        s1 = _mm256_fmadd_ps(f16x8(w + i + 8), f16x8(a + i + 8), s1);
+    }
+    if (i < n) {
+        float wt[16], at[16];
+        for (int k = 0; k < n - i; k++) wt[k] = _cvtsh_ss(w[i + k]), at[k] = _cvtsh_ss(a[i + k]);
+        tail16(&s0, &s1, wt, at, (int)(n - i), true);
+    }
+    return reduce_2x8(s0, s1);
+}
+
+static float dot_bf16(int64_t n, const void *vw, const void *va) {
+    const uint16_t *w = vw, *a = va;
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        s0 = _mm256_fmadd_ps(bf16x8(w + i), bf16x8(a + i), s0);
+        s1 = _mm256_fmadd_ps(bf16x8(w + i + 8), bf16x8(a + i + 8), s1);
+    }
+    if (i < n) {
+        float wt[16], at[16];
+        for (int k = 0; k < n - i; k++) {
+            uint32_t bw = (uint32_t)w[i + k] << 16, ba = (uint32_t)a[i + k] << 16;
+            memcpy(&wt[k], &bw, 4);
+            memcpy(&at[k], &ba, 4);
+        }
+        tail16(&s0, &s1, wt, at, (int)(n - i), true);
+    }
+    return reduce_2x8(s0, s1);
+}
+
+static void f16_to_f32_row(const uint16_t *x, float *y, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, f16x8(x + i));
+    for (; i < n; i++) y[i] = _cvtsh_ss(x[i]);
+}
+
+static void f32_to_f16_row(const float *x, uint16_t *y, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((void *)(y + i), _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    for (; i < n; i++) y[i] = aero_f32_to_f16(x[i]);
+}
+
+static void bf16_to_f32_row(const uint16_t *x, float *y, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, bf16x8(x + i));
+    for (; i < n; i++) y[i] = aero_bf16_to_f32(x[i]);
+}
+
+// ---- activation quantizers (bitwise equal to the scalar ones) ------------------------------------------
+
+AI __m256 abs8(__m256 x) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), x); }
+
+// Rounds x * id to nearest even after clamping to [-127, 127] (NaN -> -127), as the scalar quantizer.
+AI __m256i q8_round(__m256 x, __m256 id) {
+    __m256 v = _mm256_mul_ps(x, id);
+    v = _mm256_max_ps(v, _mm256_set1_ps(-127.0f));
+    v = _mm256_min_ps(v, _mm256_set1_ps(127.0f));
+    return _mm256_cvtps_epi32(v);
+}
+
+// Packs 32 int32 (four vectors, element order) to 32 int8.
+AI __m256i pack32(__m256i a, __m256i b, __m256i c, __m256i d) {
+    __m256i ab = _mm256_packs_epi32(a, b), cd = _mm256_packs_epi32(c, d);
+    __m256i r = _mm256_packs_epi16(ab, cd);
+    return _mm256_permutevar8x32_epi32(r, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+AI float amax_n(const float *x, int n) {
+    __m256 m = _mm256_setzero_ps();
+    for (int j = 0; j < n; j += 8) m = _mm256_max_ps(abs8(_mm256_loadu_ps(x + j)), m); // NaN ignored like fmaxf
+    __m128 s = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_max_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+static void quantize_q8_0(const float *x, void *vy, int64_t n) {
+    aero_block_q8_0 *y = vy;
+    for (int64_t i = 0; i < n / AERO_QK; i++, x += AERO_QK) {
+        float id;
+        y[i].d = aero_q8_0_scale(amax_n(x, 32), &id);
+        __m256 vid = _mm256_set1_ps(id);
+        __m256i q = pack32(q8_round(_mm256_loadu_ps(x), vid), q8_round(_mm256_loadu_ps(x + 8), vid),
+                           q8_round(_mm256_loadu_ps(x + 16), vid), q8_round(_mm256_loadu_ps(x + 24), vid));
+        _mm256_storeu_si256((void *)y[i].qs, q);
+    }
+}
+
+static void quantize_q8_K(const float *x, void *vy, int64_t n) {
+    aero_block_q8_K *y = vy;
+    for (int64_t i = 0; i < n / AERO_QK_K; i++, x += AERO_QK_K) {
+        float id;
+        y[i].d = aero_q8_K_scale(amax_n(x, 256), &id);
+        __m256 vid = _mm256_set1_ps(id);
+        for (int j = 0; j < AERO_QK_K; j += 32) {
+            __m256i q0 = q8_round(_mm256_loadu_ps(x + j), vid), q1 = q8_round(_mm256_loadu_ps(x + j + 8), vid);
+            __m256i q2 = q8_round(_mm256_loadu_ps(x + j + 16), vid), q3 = q8_round(_mm256_loadu_ps(x + j + 24), vid);
+            _mm256_storeu_si256((void *)(y[i].qs + j), pack32(q0, q1, q2, q3));
+            __m256i s01 = _mm256_add_epi32(q0, q1), s23 = _mm256_add_epi32(q2, q3);
+            int32_t t[8], u[8];
+            _mm256_storeu_si256((void *)t, s01);
+            _mm256_storeu_si256((void *)u, s23);
+            y[i].bsums[j / 16] = (int16_t)(t[0] + t[1] + t[2] + t[3] + t[4] + t[5] + t[6] + t[7]);
+            y[i].bsums[j / 16 + 1] = (int16_t)(u[0] + u[1] + u[2] + u[3] + u[4] + u[5] + u[6] + u[7]);
+        }
+    }
+}
+
+// ---- 32-element blocks with Q8_0 activations -------------------------------------------------------------
+
+// 16 bytes of nibbles as 32 unsigned codes in element order (low nibbles then high).
+AI __m256i nibbles32(const uint8_t *q) {
+    __m128i v = _mm_loadu_si128((const void *)q);
+    __m256i r = _mm256_inserti128_si256(_mm256_castsi128_si256(v), _mm_srli_epi16(v, 4), 1);
+    return _mm256_and_si256(r, _mm256_set1_epi8(0x0F));
+}
+
+// The fifth bit of each of 32 elements, from 32 bits, as 0 or 16.
+AI __m256i fifth_bits(const uint8_t *qh) {
+    uint32_t bits;
+    memcpy(&bits, qh, 4);
+    __m256i v = _mm256_set1_epi32((int)bits);
+    v = _mm256_shuffle_epi8(v, _mm256_setr_epi64x(0x0000000000000000ll, 0x0101010101010101ll, 0x0202020202020202ll,
+                                                  0x0303030303030303ll));
+    const __m256i bit = _mm256_set1_epi64x(0x8040201008040201ll);
+    v = _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
+    return _mm256_and_si256(v, _mm256_set1_epi8(16));
+}
+
+// One kernel for the five 32-block types (t is a compile-time constant in each instance).
+AI float dot32(const aero_dtype t, int64_t n, const void *vw, const void *va) {
+    const aero_block_q8_0 *a = va;
+    const uint8_t *w = vw;
+    const size_t bb = t == AERO_DT_Q4_0 ? 18 : t == AERO_DT_Q4_1 ? 20 : t == AERO_DT_Q5_0 ? 22 : t == AERO_DT_Q5_1 ? 24 : 34;
+    const bool has_min = t == AERO_DT_Q4_1 || t == AERO_DT_Q5_1, five = t == AERO_DT_Q5_0 || t == AERO_DT_Q5_1;
+    const __m256i ones = _mm256_set1_epi8(1);
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / AERO_QK; i++, w += bb) {
+        __m256i av = _mm256_loadu_si256((const void *)a[i].qs);
+        float da = h2f(a[i].d);
+        uint16_t d;
+        memcpy(&d, w, 2);
+        if (t == AERO_DT_Q8_0) {
+            __m256i wv = _mm256_loadu_si256((const void *)(w + 2));
+            __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(av, wv));
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(madd1(p)), _mm256_set1_ps(h2f(d) * da), acc);
+            continue;
+        }
+        const size_t qh_off = has_min ? 4 : 2, qs_off = qh_off + (five ? 4 : 0);
+        __m256i u = nibbles32(w + qs_off);
+        if (five) u = _mm256_or_si256(u, fifth_bits(w + qh_off));
+        __m256i p = _mm256_maddubs_epi16(u, av);
+        if (has_min) {
+            uint16_t m;
+            memcpy(&m, w + 2, 2);
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(madd1(p)), _mm256_set1_ps(h2f(d) * da), acc);
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(madd1(_mm256_maddubs_epi16(ones, av))), _mm256_set1_ps(h2f(m) * da), acc);
+        } else {
+            // codes are offset by 8 (or 16): subtract offset * activation pair sums, still exact in 16 bits
+            __m256i o = _mm256_maddubs_epi16(_mm256_set1_epi8(five ? 16 : 8), av);
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(madd1(_mm256_sub_epi16(p, o))), _mm256_set1_ps(h2f(d) * da), acc);
+        }
+    }
+    return hsum8(acc);
+}
+
+// ---- K-quants with Q8_K activations -------------------------------------------------------------------
+
+AI __m256i scale16(int s) { return _mm256_set1_epi16((short)s); }
+// Two groups of 16 in one vector: the low 128 bits get scale s0, the high s1.
+AI __m256i scale16x2(int s0, int s1) { return _mm256_setr_m128i(_mm_set1_epi16((short)s0), _mm_set1_epi16((short)s1)); }
+
+AI void q4k_unpack(const uint8_t *sc, uint8_t out[16]) {
+    const uint32_t k1 = 0x3f3f3f3f, k2 = 0x0f0f0f0f, k3 = 0x03030303;
+    uint32_t u[3], o[4];
+    memcpy(u, sc, 12);
+    o[0] = u[0] & k1;
+    o[1] = (u[2] & k2) | (((u[0] >> 6) & k3) << 4);
+    o[2] = u[1] & k1;
+    o[3] = ((u[2] >> 4) & k2) | (((u[1] >> 6) & k3) << 4);
+    memcpy(out, o, 16);
+}
+
+// Q4_K / Q5_K: 8 groups of 32; 32 bytes of qs hold group 2p (low nibbles) and 2p+1 (high).
+AI float dot_q45k(const bool five, int64_t n, const void *vw, const void *va) {
+    const aero_block_q8_K *a = va;
+    const uint8_t *wb = vw;
+    const size_t bb = five ? sizeof(aero_block_q5_K) : sizeof(aero_block_q4_K);
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / AERO_QK_K; i++, wb += bb) {
+        const uint8_t *qs, *scales, *qh = NULL;
+        uint16_t d, dmin;
+        if (five) {
+            const aero_block_q5_K *x = (const void *)wb;
+            qs = x->qs, scales = x->scales, qh = x->qh, d = x->d, dmin = x->dmin;
+        } else {
+            const aero_block_q4_K *x = (const void *)wb;
+            qs = x->qs, scales = x->scales, d = x->d, dmin = x->dmin;
+        }
+        uint8_t sm[16];
+        q4k_unpack(scales, sm);
+        const int8_t *aq = a[i].qs;
+        __m256i isum = _mm256_setzero_si256();
+        __m256i hb = five ? _mm256_loadu_si256((const void *)qh) : _mm256_setzero_si256();
+        for (int p = 0; p < 4; p++) {
+            __m256i q = _mm256_loadu_si256((const void *)(qs + 32 * p));
+            __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+            if (five) {
+                __m256i b0 = _mm256_set1_epi8((char)(1 << (2 * p))), b1 = _mm256_set1_epi8((char)(1 << (2 * p + 1)));
+                lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hb, b0), b0), _mm256_set1_epi8(16)));
+                hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hb, b1), b1), _mm256_set1_epi8(16)));
+            }
+            __m256i plo = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const void *)(aq + 64 * p)));
+            __m256i phi = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const void *)(aq + 64 * p + 32)));
+            isum = _mm256_add_epi32(isum, _mm256_madd_epi16(plo, scale16(sm[2 * p])));
+            isum = _mm256_add_epi32(isum, _mm256_madd_epi16(phi, scale16(sm[2 * p + 1])));
+        }
+        __m256i mins16 = _mm256_cvtepu8_epi16(_mm_loadl_epi64((const void *)(sm + 8)));
+        // each min twice, for the two bsums of its group
+        __m256i mdup = _mm256_permute2x128_si256(_mm256_unpacklo_epi16(mins16, mins16), _mm256_unpackhi_epi16(mins16, mins16), 0x20);
+        __m256i msum = _mm256_madd_epi16(_mm256_loadu_si256((const void *)a[i].bsums), mdup);
+        float ad = a[i].d;
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(h2f(d) * ad), acc);
+        accm = _mm256_fmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_set1_ps(h2f(dmin) * ad), accm);
+    }
+    return hsum8(acc) - hsum8(accm);
+}
+
+// Q6_K: per half, ql bytes 0-31 / 32-63 give elements 0-31 / 32-63 (low nibbles) and 64-95 / 96-127 (high).
+static float dot_q6_K(int64_t n, const void *vw, const void *va) {
+    const aero_block_q8_K *a = va;
+    const aero_block_q6_K *x = vw;
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m3 = _mm256_set1_epi8(3);
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / AERO_QK_K; i++) {
+        const int8_t *aq = a[i].qs, *sc = x[i].scales;
+        __m256i isum = _mm256_setzero_si256();
+        for (int h = 0; h < 2; h++) {
+            __m256i l0 = _mm256_loadu_si256((const void *)(x[i].ql + 64 * h));
+            __m256i l1 = _mm256_loadu_si256((const void *)(x[i].ql + 64 * h + 32));
+            __m256i hb = _mm256_loadu_si256((const void *)(x[i].qh + 32 * h));
+            __m256i u[4];
+            u[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(hb, m3), 4));
+            u[1] = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2), m3), 4));
+            u[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
+                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 4), m3), 4));
+            u[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), m3), 4));
+            for (int k = 0; k < 4; k++) {
+                int g = 8 * h + 2 * k;
+                __m256i p = _mm256_maddubs_epi16(u[k], _mm256_loadu_si256((const void *)(aq + 128 * h + 32 * k)));
+                isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p, scale16x2(sc[g], sc[g + 1])));
+            }
+        }
+        __m256i corr = _mm256_madd_epi16(_mm256_loadu_si256((const void *)a[i].bsums),
+                                         _mm256_cvtepi8_epi16(_mm_loadu_si128((const void *)sc)));
+        isum = _mm256_sub_epi32(isum, _mm256_slli_epi32(corr, 5)); // codes are offset by 32
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(h2f(x[i].d) * a[i].d), acc);
+    }
+    return hsum8(acc);
+}
+
+// Q3_K: 2 low bits ((qs >> 2k) & 3 gives elements 32k.. in order) plus the hmask bit; offset 4.
+static float dot_q3_K(int64_t n, const void *vw, const void *va) {
+    const aero_block_q8_K *a = va;
+    const aero_block_q3_K *x = vw;
+    const __m256i m3 = _mm256_set1_epi8(3);
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / AERO_QK_K; i++) {
+        int8_t sc[16];
+        aero_q3k_scales(x[i].scales, sc);
+        const int8_t *aq = a[i].qs;
+        __m256i hm = _mm256_loadu_si256((const void *)x[i].hmask), isum = _mm256_setzero_si256();
+        for (int h = 0; h < 2; h++) {
+            __m256i q = _mm256_loadu_si256((const void *)(x[i].qs + 32 * h));
+            for (int k = 0; k < 4; k++) {
+                __m256i b = _mm256_set1_epi8((char)(1 << (4 * h + k)));
+                __m256i u = _mm256_and_si256(_mm256_srli_epi16(q, 2 * k), m3);
+                u = _mm256_or_si256(u, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hm, b), b), _mm256_set1_epi8(4)));
+                int g = 8 * h + 2 * k;
+                __m256i p = _mm256_maddubs_epi16(u, _mm256_loadu_si256((const void *)(aq + 128 * h + 32 * k)));
+                isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p, scale16x2(sc[g], sc[g + 1])));
+            }
+        }
+        __m256i corr = _mm256_madd_epi16(_mm256_loadu_si256((const void *)a[i].bsums),
+                                         _mm256_cvtepi8_epi16(_mm_loadu_si128((const void *)sc)));
+        isum = _mm256_sub_epi32(isum, _mm256_slli_epi32(corr, 2));
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(h2f(x[i].d) * a[i].d), acc);
+    }
+    return hsum8(acc);
+}
+
+// Q2_K: 4-bit scales and mins per group of 16.
+static float dot_q2_K(int64_t n, const void *vw, const void *va) {
+    const aero_block_q8_K *a = va;
+    const aero_block_q2_K *x = vw;
+    const __m256i m3 = _mm256_set1_epi8(3);
+    __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / AERO_QK_K; i++) {
+        const uint8_t *sc = x[i].scales;
+        const int8_t *aq = a[i].qs;
+        __m256i isum = _mm256_setzero_si256();
+        for (int h = 0; h < 2; h++) {
+            __m256i q = _mm256_loadu_si256((const void *)(x[i].qs + 32 * h));
+            for (int k = 0; k < 4; k++) {
+                int g = 8 * h + 2 * k;
+                __m256i u = _mm256_and_si256(_mm256_srli_epi16(q, 2 * k), m3);
+                __m256i p = _mm256_maddubs_epi16(u, _mm256_loadu_si256((const void *)(aq + 128 * h + 32 * k)));
+                isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p, scale16x2(sc[g] & 15, sc[g + 1] & 15)));
+            }
+        }
+        __m128i raw = _mm_loadu_si128((const void *)sc);
+        __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(raw, 4), _mm_set1_epi8(0x0F)));
+        __m256i msum = _mm256_madd_epi16(_mm256_loadu_si256((const void *)a[i].bsums), mins);
+        float ad = a[i].d;
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(h2f(x[i].d) * ad), acc);
+        accm = _mm256_fmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_set1_ps(h2f(x[i].dmin) * ad), accm);
+    }
+    return hsum8(acc) - hsum8(accm);
+}
+
+static float dot_q4_0(int64_t n, const void *w, const void *a) { return dot32(AERO_DT_Q4_0, n, w, a); }
+static float dot_q4_1(int64_t n, const void *w, const void *a) { return dot32(AERO_DT_Q4_1, n, w, a); }
+static float dot_q5_0(int64_t n, const void *w, const void *a) { return dot32(AERO_DT_Q5_0, n, w, a); }
+static float dot_q5_1(int64_t n, const void *w, const void *a) { return dot32(AERO_DT_Q5_1, n, w, a); }
+static float dot_q8_0(int64_t n, const void *w, const void *a) { return dot32(AERO_DT_Q8_0, n, w, a); }
+static float dot_q4_K(int64_t n, const void *w, const void *a) { return dot_q45k(false, n, w, a); }
+static float dot_q5_K(int64_t n, const void *w, const void *a) { return dot_q45k(true, n, w, a); }
+
 // Installs the AVX2 kernels over a copy of the scalar table.
 void aero_kernels_fill_avx2(aero_kernel_ops *ops) {
+    ops->dot[AERO_DT_F32] = dot_f32;
+    ops->dot[AERO_DT_F16] = dot_f16;
+    ops->dot[AERO_DT_BF16] = dot_bf16;
+    ops->dot[AERO_DT_Q4_0] = dot_q4_0;
+    ops->dot[AERO_DT_Q4_1] = dot_q4_1;
+    ops->dot[AERO_DT_Q5_0] = dot_q5_0;
+    ops->dot[AERO_DT_Q5_1] = dot_q5_1;
+    ops->dot[AERO_DT_Q8_0] = dot_q8_0;
+    ops->dot[AERO_DT_Q2_K] = dot_q2_K;
+    ops->dot[AERO_DT_Q3_K] = dot_q3_K;
+    ops->dot[AERO_DT_Q4_K] = dot_q4_K;
+    ops->dot[AERO_DT_Q5_K] = dot_q5_K;
+    ops->dot[AERO_DT_Q6_K] = dot_q6_K;
+    ops->f16_to_f32_row = f16_to_f32_row;
+    ops->f32_to_f16_row = f32_to_f16_row;
+    ops->bf16_to_f32_row = bf16_to_f32_row;
+    ops->quantize_q8_0 = quantize_q8_0;
+    ops->quantize_q8_K = quantize_q8_K;
     ops->dot_f32_acc16 = dot_f32_acc16_avx2;
     ops->name = "avx2";
 }
