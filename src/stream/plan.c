@@ -253,8 +253,8 @@ static void plan_with_head(const aero_stream *s, plan_option *o, bool head_resid
     o->min_cost = o->cost;
     o->feasible = o->cost <= budget;
     if (!o->feasible) return;
-    int npin = (int)((budget - o->min_cost) / maxl);
-    if (npin > n_cand) npin = n_cand;
+    uint64_t fit = (budget - o->min_cost) / maxl;
+    int npin = fit > (uint64_t)n_cand ? n_cand : (int)fit;
     for (;;) {
         price_option(s, o, cand, n_cand, npin, sizes);
         if (o->cost <= budget || npin == 0) break;

@@ -1,0 +1,212 @@
+// Streaming end to end through the model: the logits of a prompt and of greedy decoding are bitwise identical
+// with --mem at the smallest legal budget, at a middle budget and fully resident, for stories260K and for a
+// synthetic model of mixed tensor types whose 600-token prompt takes two passes (chunks of 512).
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <aerollm.h>
+
+#include "check.h"
+
+typedef struct {
+    float *logits;   // (n_prompt + n_gen) rows of n_vocab
+    int32_t *ids;    // n_gen greedy tokens
+    aero_stream_plan plan;
+    aero_stream_stats stats;
+    uint64_t held;
+} outcome;
+
+// Loads the model under the budget, prefills the prompt (logits of every token) and greedy-decodes n_gen tokens.
+static bool run(const char *path, uint64_t budget, const int32_t *prompt, int n_prompt, int n_gen, outcome *o) {
+    aero_model_params p;
+    aero_model_params_default(&p);
+    p.path = path;
+    p.n_threads = 2;
+    p.mem_budget = budget;
+    aero_model *m = NULL;
+    aero_ctx *c = NULL;
+    aero_error err = {0};
+    bool ok = false;
+    memset(o, 0, sizeof *o);
+    if (aero_model_load(&m, &p, &err)) {
+        fprintf(stderr, "load %s --mem %llu: %s\n", path, (unsigned long long)budget, err.msg);
+        return false;
+    }
+    aero_ctx_params cp = {.n_ctx = n_prompt + n_gen + 1};
+    if (aero_ctx_new(&c, m, &cp, &err)) goto out;
+    int nv = aero_model_hparams(m)->n_vocab;
+    o->logits = malloc(sizeof(float) * nv * (n_prompt + n_gen));
+    o->ids = malloc(sizeof(int32_t) * n_gen);
+    int32_t *pos = malloc(sizeof(int32_t) * n_prompt);
+    for (int i = 0; i < n_prompt; i++) pos[i] = i;
+    aero_batch b = {.n = n_prompt, .tokens = prompt, .pos = pos};
+    aero_status st = aero_decode(c, &b, o->logits, &err);
+    free(pos);
+    if (st) goto out;
+    int32_t t = aero_argmax(o->logits + (size_t)(n_prompt - 1) * nv, nv);
+    for (int i = 0; i < n_gen; i++) {
+        o->ids[i] = t;
+        int32_t ps = n_prompt + i;
+        aero_batch one = {.n = 1, .tokens = &t, .pos = &ps};
+        float *row = o->logits + (size_t)(n_prompt + i) * nv;
+        if (aero_decode(c, &one, row, &err)) goto out;
+        t = aero_argmax(row, nv);
+    }
+    aero_stream *s = aero_model_stream(m);
+    o->plan = *aero_stream_get_plan(s);
+    o->plan.unit_resident = NULL;
+    aero_stream_get_stats(s, &o->stats);
+    o->held = aero_stream_weight_bytes_held(s);
+    ok = true;
+out:
+    if (!ok) fprintf(stderr, "%s --mem %llu: %s\n", path, (unsigned long long)budget, err.msg);
+    aero_ctx_free(c);
+    aero_model_free(m);
+    return ok;
+}
+
+// Runs the three budgets and compares logits and tokens bit for bit.
+static void check_identity(const char *name, const char *path, const int32_t *prompt, int n_prompt, int n_gen) {
+    outcome res, lo, mid;
+    if (!run(path, 0, prompt, n_prompt, n_gen, &res)) {
+        CHECKF(0, "%s resident run", name);
+        return;
+    }
+    uint64_t min = res.plan.min_budget, all = res.plan.resident_bytes;
+    uint64_t budgets[2] = {min, (min + all) / 2};
+    outcome *outs[2] = {&lo, &mid};
+    aero_model_params pp;
+    aero_model_params_default(&pp);
+    int nv = 0;
+    {
+        aero_gguf g;
+        aero_error err = {0};
+        CHECK(!aero_gguf_open(&g, path, &err));
+        nv = (int)aero_gguf_tensor(&g, "token_embd.weight")->ne[1];
+        aero_gguf_free(&g);
+    }
+    size_t nbytes = sizeof(float) * nv * (n_prompt + n_gen);
+    for (int k = 0; k < 2; k++) {
+        outcome *o = outs[k];
+        if (!run(path, budgets[k], prompt, n_prompt, n_gen, o)) {
+            CHECKF(0, "%s run at --mem %llu", name, (unsigned long long)budgets[k]);
+            continue;
+        }
+        printf("%s --mem %llu: %d pinned, %d streamed, window %llu, %llu passes, %.2f MB read, held %llu\n", name,
+               (unsigned long long)budgets[k], o->plan.n_pinned, o->plan.n_streamed,
+               (unsigned long long)o->plan.window_bytes, (unsigned long long)o->stats.passes,
+               o->stats.bytes_streamed / 1e6, (unsigned long long)o->held);
+        CHECKF(o->plan.n_streamed > 0, "%s: something is streamed at --mem %llu", name, (unsigned long long)budgets[k]);
+        CHECKF(o->held <= budgets[k], "%s: %llu bytes held over the budget %llu", name, (unsigned long long)o->held,
+               (unsigned long long)budgets[k]);
+        CHECKF(o->stats.bytes_streamed >= o->stats.passes * o->plan.streamed_bytes, "%s: every pass reads its units",
+               name);
+        CHECKF(!memcmp(o->logits, res.logits, nbytes), "%s: logits at --mem %llu differ from resident", name,
+               (unsigned long long)budgets[k]);
+        CHECKF(!memcmp(o->ids, res.ids, sizeof(int32_t) * n_gen), "%s: greedy tokens at --mem %llu differ", name,
+               (unsigned long long)budgets[k]);
+        free(o->logits);
+        free(o->ids);
+    }
+    CHECKF(lo.plan.n_pinned < mid.plan.n_pinned || lo.plan.head_resident != mid.plan.head_resident,
+           "%s: the middle budget pins more than the smallest", name);
+    // passes: one per 512-token chunk of the prompt plus one per generated token
+    CHECKF(res.stats.passes == (uint64_t)((n_prompt + 511) / 512 + n_gen), "%s: %llu passes", name,
+           (unsigned long long)res.stats.passes);
+    free(res.logits);
+    free(res.ids);
+}
+
+static uint64_t rng = 0x9E3779B97F4A7C15ull;
+static float frand(void) { // xorshift64 in [-1, 1)
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (float)((rng >> 11) * (2.0 / 9007199254740992.0) - 1.0);
+}
+
+// Adds a (rows, cols) tensor of type t holding random values of the given scale (offset for norms).
+static void add(aero_gguf_writer *w, const char *name, aero_dtype t, int rows, int cols, float scale, float offset) {
+    float *x = malloc(sizeof(float) * cols);
+    size_t rb = aero_dtype_row_bytes(t, cols);
+    char *data = malloc(rb * rows);
+    for (int r = 0; r < rows; r++) {
+        for (int c = 0; c < cols; c++) x[c] = offset + scale * frand();
+        if (t == AERO_DT_F32) memcpy(data + rb * r, x, rb);
+        else aero_quantize_row(t, x, data + rb * r, cols);
+    }
+    uint64_t ne[2] = {(uint64_t)cols, (uint64_t)rows};
+    aero_error err = {0};
+    CHECKF(!aero_gguf_add_tensor(w, name, t, rows > 1 ? 2 : 1, ne, data, &err), "%s: %s", name, err.msg);
+    free(data);
+    free(x);
+}
+
+enum { DIM = 256, HEADS = 8, KV_HEADS = 4, HD = 32, FF = 512, LAYERS = 5 };
+
+// A llama model with the stories260K tokenizer and tensors of several types (rows not 4 KiB multiples).
+static bool write_synthetic(const char *path, int *vocab) {
+    aero_gguf tok;
+    aero_error err = {0};
+    if (aero_gguf_open(&tok, SHARED_DATA "/models/stories260K.gguf", &err)) return false;
+    *vocab = (int)aero_gguf_tensor(&tok, "token_embd.weight")->ne[1];
+    aero_gguf_writer *w = aero_gguf_writer_new(0);
+    aero_gguf_set_str(w, "general.architecture", "llama");
+    aero_gguf_set_u32(w, "llama.block_count", LAYERS);
+    aero_gguf_set_u32(w, "llama.embedding_length", DIM);
+    aero_gguf_set_u32(w, "llama.feed_forward_length", FF);
+    aero_gguf_set_u32(w, "llama.attention.head_count", HEADS);
+    aero_gguf_set_u32(w, "llama.attention.head_count_kv", KV_HEADS);
+    aero_gguf_set_u32(w, "llama.context_length", 1024);
+    aero_gguf_set_f32(w, "llama.attention.layer_norm_rms_epsilon", 1e-5f);
+    aero_gguf_set_f32(w, "llama.rope.freq_base", 10000.0f);
+    for (uint64_t i = 0; i < tok.n_kv; i++)
+        if (!strncmp(tok.kv[i].key.ptr, "tokenizer.", 10)) aero_gguf_set_value(w, tok.kv[i].key.ptr, &tok.kv[i].value);
+    aero_gguf_free(&tok);
+    add(w, "token_embd.weight", AERO_DT_Q8_0, *vocab, DIM, 1.0f, 0);
+    add(w, "output_norm.weight", AERO_DT_F32, 1, DIM, 0.2f, 1.0f);
+    add(w, "output.weight", AERO_DT_Q6_K, *vocab, DIM, 0.1f, 0);
+    for (int l = 0; l < LAYERS; l++) {
+        char n[64];
+#define ADD(suffix, t, r, c, s, o) (snprintf(n, sizeof n, "blk.%d." suffix, l), add(w, n, t, r, c, s, o))
+        ADD("attn_norm.weight", AERO_DT_F32, 1, DIM, 0.2f, 1.0f);
+        ADD("attn_q.weight", AERO_DT_Q8_0, HEADS * HD, DIM, 0.1f, 0);
+        ADD("attn_k.weight", AERO_DT_Q8_0, KV_HEADS * HD, DIM, 0.1f, 0);
+        ADD("attn_v.weight", AERO_DT_F16, KV_HEADS * HD, DIM, 0.1f, 0);
+        ADD("attn_output.weight", AERO_DT_Q4_0, DIM, HEADS * HD, 0.1f, 0);
+        ADD("ffn_norm.weight", AERO_DT_F32, 1, DIM, 0.2f, 1.0f);
+        ADD("ffn_gate.weight", AERO_DT_Q4_K, FF, DIM, 0.1f, 0);
+        ADD("ffn_up.weight", AERO_DT_Q4_K, FF, DIM, 0.1f, 0);
+        ADD("ffn_down.weight", AERO_DT_Q6_K, DIM, FF, 0.1f, 0);
+    }
+    bool ok = !aero_gguf_write(w, path, &err);
+    if (!ok) fprintf(stderr, "write %s: %s\n", path, err.msg);
+    aero_gguf_writer_free(w);
+    return ok;
+}
+
+int main(void) {
+    require_shared_data();
+    alarm(300);
+    int32_t story[24] = {1, 403, 407, 261, 378};
+    for (int i = 5; i < 24; i++) story[i] = (int32_t)(3 + (i * 37) % 500);
+    check_identity("stories260K", SHARED_DATA "/models/stories260K.gguf", story, 24, 16);
+
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/aero_test_stream_model_%d.gguf", (int)getpid());
+    int vocab = 0;
+    if (!write_synthetic(path, &vocab)) {
+        CHECKF(0, "cannot write %s", path);
+    } else {
+        enum { NP = 600 };
+        int32_t *prompt = malloc(sizeof(int32_t) * NP);
+        prompt[0] = 1;
+        for (int i = 1; i < NP; i++) prompt[i] = (int32_t)(3 + (i * 7919) % (vocab - 3));
+        check_identity("synthetic", path, prompt, NP, 6);
+        free(prompt);
+    }
+    unlink(path);
+    return check_done("test_stream_model");
+}
