@@ -1,46 +1,67 @@
-// `aerollm info MODEL [--mem SIZE] [--tensors]`: what is in a GGUF file and what would be resident under a budget.
+// `aerollm info MODEL [--mem SIZE] [--no-tensors]`: what is in a GGUF file (metadata with long arrays
+// abbreviated, the tensor table, totals by type, bytes per layer) and what would be resident under a budget.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
 
-// Prints one metadata value; arrays longer than a few elements are abbreviated.
-static void print_value(const aero_gguf_value *v) {
-    switch (v->type) {
-    case AERO_GGUF_STRING: {
-        const char *s = v->str.ptr;
-        size_t n = v->str.len;
-        putchar('"');
-        for (size_t i = 0; i < n && i < 120; i++) {
-            unsigned char c = (unsigned char)s[i];
-            if (c == '\n') fputs("\\n", stdout);
-            else if (c < 0x20) printf("\\x%02x", c);
-            else putchar(c);
-        }
-        if (n > 120) printf("...\" (%zu bytes)", n);
-        else putchar('"');
-        break;
+#define STR_MAX 120     // bytes of a string value shown
+#define ELEM_STR_MAX 40 // bytes of a string array element shown
+#define ARR_SHOW 8      // elements of an array shown
+
+// Length of a prefix of s of at most max bytes that does not cut a UTF-8 sequence.
+static size_t utf8_prefix(const char *s, size_t len, size_t max) {
+    if (len <= max) return len;
+    size_t n = max;
+    while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80) n--;
+    return n;
+}
+
+// Prints a string quoted, escaping quotes, backslashes and control bytes so that every value stays on one line.
+static void print_quoted(const char *s, size_t len, size_t max) {
+    size_t n = utf8_prefix(s, len, max);
+    putchar('"');
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\') printf("\\%c", c);
+        else if (c == '\n') fputs("\\n", stdout);
+        else if (c == '\t') fputs("\\t", stdout);
+        else if (c < 0x20 || c == 0x7f) printf("\\x%02x", c);
+        else putchar(c);
     }
+    putchar('"');
+    if (n < len) printf("...(%zu bytes)", len);
+}
+
+// Prints one metadata value; arrays longer than a few elements are abbreviated.
+static void print_value(const aero_gguf_value *v, int depth) {
+    switch (v->type) {
+    case AERO_GGUF_STRING: print_quoted(v->str.ptr, v->str.len, STR_MAX); break;
     case AERO_GGUF_ARRAY: {
         printf("[%s x %llu]", aero_gguf_type_name(v->arr.elem), (unsigned long long)v->arr.n);
-        uint64_t show = v->arr.n < 8 ? v->arr.n : 8;
+        if (v->arr.n == 0) break;
+        uint64_t show = v->arr.n < ARR_SHOW ? v->arr.n : ARR_SHOW;
+        if (depth > 0 && show > 3) show = 3;
         printf(" [");
         for (uint64_t i = 0; i < show; i++) {
             if (i) printf(", ");
             if (v->arr.elem == AERO_GGUF_STRING) {
                 const aero_gguf_str *s = aero_gguf_arr_str(v, i);
-                printf("\"%.*s\"", (int)(s->len < 40 ? s->len : 40), s->ptr);
+                print_quoted(s->ptr, s->len, ELEM_STR_MAX);
             } else if (v->arr.elem == AERO_GGUF_ARRAY) {
-                printf("[...]");
+                print_value(&((const aero_gguf_value *)v->arr.data)[i], depth + 1);
             } else if (v->arr.elem == AERO_GGUF_FLOAT32 || v->arr.elem == AERO_GGUF_FLOAT64) {
-                double d;
+                double d = 0;
                 aero_gguf_arr_f64(v, i, &d);
                 printf("%g", d);
+            } else if (v->arr.elem == AERO_GGUF_UINT64) {
+                printf("%llu", (unsigned long long)((const uint64_t *)v->arr.data)[i]);
             } else {
-                int64_t x;
-                if (aero_gguf_arr_i64(v, i, &x)) printf("%lld", (long long)x);
-                else printf("?");
+                int64_t x = 0;
+                aero_gguf_arr_i64(v, i, &x);
+                if (v->arr.elem == AERO_GGUF_BOOL) fputs(x ? "true" : "false", stdout);
+                else printf("%lld", (long long)x);
             }
         }
         printf(v->arr.n > show ? ", ...]" : "]");
@@ -64,20 +85,40 @@ static const char *fmt_bytes(uint64_t b, char *buf, size_t cap) {
     return buf;
 }
 
-// Prints the residency plan the streamer would choose under the budget.
-static int print_plan(const aero_gguf *g, uint64_t budget) {
-    aero_error err = {0};
-    int64_t n_layer = 0;
+// Human-readable element count ("8.03 B", "512.0 K").
+static const char *fmt_count(uint64_t n, char *buf, size_t cap) {
+    if (n >= 1000000000ull) snprintf(buf, cap, "%.2f B", n / 1e9);
+    else if (n >= 1000000ull) snprintf(buf, cap, "%.2f M", n / 1e6);
+    else if (n >= 1000ull) snprintf(buf, cap, "%.1f K", n / 1e3);
+    else snprintf(buf, cap, "%llu", (unsigned long long)n);
+    return buf;
+}
+
+// The layer count from metadata, or from the highest blk.N in the tensor names; -1 if neither.
+static int64_t layer_count(const aero_gguf *g, int64_t from_names) {
     const char *arch = aero_gguf_get_str(g, "general.architecture");
-    char key[128];
+    int64_t n;
+    char key[160];
     snprintf(key, sizeof key, "%s.block_count", arch ? arch : "llama");
-    if (!aero_gguf_get_i64(g, key, &n_layer)) return cli_fail("info", "%s missing: cannot plan", key);
-    aero_stream_params sp = {.mem_budget = budget, .output_tensor = aero_gguf_tensor(g, "output.weight") ? "output.weight" : "token_embd.weight",
-                             .embd_tensor = "token_embd.weight"};
+    if (aero_gguf_get_i64(g, key, &n) && n > 0 && n < (1 << 20)) return n;
+    return from_names;
+}
+
+// Prints the residency plan the streamer would choose under the budget (plan only: nothing is read).
+static int print_plan(const aero_gguf *g, int64_t n_layer, uint64_t budget) {
+    aero_error err = {0};
+    if (n_layer < 1) return cli_fail("info", "no layer count (block_count metadata or blk.N tensors): cannot plan");
+    aero_stream_params sp = {
+        .mem_budget = budget,
+        .output_tensor = aero_gguf_tensor(g, "output.weight") ? "output.weight" : "token_embd.weight",
+        .embd_tensor = "token_embd.weight",
+        .plan_only = true,
+    };
     aero_stream *s;
-    if (aero_stream_open(&s, g, (int)n_layer, &sp, &err)) return cli_fail("info", "%s", err.msg);
-    const aero_stream_plan *p = aero_stream_get_plan(s);
     char a[32], b[32], c[32], d[32];
+    if (aero_stream_open(&s, g, (int)n_layer, &sp, &err))
+        return cli_fail("info", "no plan under --mem %s: %s", fmt_bytes(budget, a, sizeof a), err.msg);
+    const aero_stream_plan *p = aero_stream_get_plan(s);
     printf("\nplan under --mem %s:\n", fmt_bytes(budget, a, sizeof a));
     printf("  resident %s, streamed per pass %s, window %s (%d slots), minimum budget %s\n",
            fmt_bytes(p->resident_bytes, a, sizeof a), fmt_bytes(p->streamed_bytes, b, sizeof b),
@@ -87,9 +128,39 @@ static int print_plan(const aero_gguf *g, uint64_t budget) {
            p->embd_resident ? "resident" : "read by row");
     printf("  per unit: ");
     for (int u = 0; u < p->n_units; u++) putchar(p->unit_resident[u] ? 'R' : 's');
-    printf("   (R resident, s streamed)\n");
+    printf("   (R resident, s streamed; the last is the output head)\n");
     aero_stream_close(s);
     return 0;
+}
+
+// Prints bytes per layer, folding runs of equal layers into one line (an 80-layer model takes a few lines).
+static void print_layers(const aero_gguf *g, int64_t n_layer) {
+    uint64_t *bytes = calloc((size_t)n_layer, sizeof *bytes);
+    if (!bytes) return;
+    uint64_t outside = 0;
+    for (uint64_t i = 0; i < g->n_tensors; i++) {
+        long l;
+        char rest;
+        if (sscanf(g->tensors[i].name, "blk.%ld.%c", &l, &rest) == 2 && l >= 0 && l < n_layer)
+            bytes[l] += g->tensors[i].nbytes;
+        else
+            outside += g->tensors[i].nbytes;
+    }
+    char a[32];
+    printf("\nbytes per layer:\n");
+    for (int64_t l = 0; l < n_layer;) {
+        int64_t e = l;
+        while (e + 1 < n_layer && bytes[e + 1] == bytes[l]) e++;
+        if (e == l) printf("  blk.%-12lld %s\n", (long long)l, fmt_bytes(bytes[l], a, sizeof a));
+        else {
+            char range[48];
+            snprintf(range, sizeof range, "%lld-%lld", (long long)l, (long long)e);
+            printf("  blk.%-12s %s each (%lld layers)\n", range, fmt_bytes(bytes[l], a, sizeof a), (long long)(e - l + 1));
+        }
+        l = e + 1;
+    }
+    printf("  outside layers    %s (embeddings, output head, final norm, ...)\n", fmt_bytes(outside, a, sizeof a));
+    free(bytes);
 }
 
 int aero_cmd_info(int argc, char **argv) {
@@ -97,74 +168,77 @@ int aero_cmd_info(int argc, char **argv) {
     bool tensors = true;
     uint64_t budget = 0;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--mem") && i + 1 < argc) {
+        if (!strcmp(argv[i], "--mem")) {
+            if (i + 1 >= argc) return cli_fail("info", "--mem needs a size (e.g. 512M, 8G)");
             if (!aero_parse_size(argv[++i], &budget)) return cli_fail("info", "bad size '%s' for --mem", argv[i]);
         } else if (!strcmp(argv[i], "--no-tensors")) {
             tensors = false;
-        } else if (!strcmp(argv[i], "-m") && i + 1 < argc) {
+        } else if (!strcmp(argv[i], "--tensors")) {
+            tensors = true;
+        } else if (!strcmp(argv[i], "-m")) {
+            if (i + 1 >= argc) return cli_fail("info", "-m needs a model file");
             path = argv[++i];
         } else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            printf("usage: aerollm info MODEL.gguf [--mem SIZE] [--no-tensors]\n");
+            printf("usage: aerollm info MODEL.gguf [--mem SIZE] [--no-tensors]\n"
+                   "  metadata (long arrays abbreviated), tensor table, totals by type, bytes per layer;\n"
+                   "  --mem SIZE also prints what would be resident and what streamed under that budget\n");
             return 0;
         } else if (argv[i][0] != '-' && !path) {
             path = argv[i];
         } else {
-            return cli_fail("info", "unknown argument '%s'", argv[i]);
+            return cli_fail("info", "unknown argument '%s' (aerollm info --help)", argv[i]);
         }
     }
     if (!path) return cli_fail("info", "no model file given (aerollm info MODEL.gguf)");
     aero_gguf g;
     aero_error err = {0};
     if (aero_gguf_open(&g, path, &err)) return cli_fail("info", "%s", err.msg);
-    printf("file: %s (GGUF v%u, %u file%s, alignment %llu)\n", path, g.version, g.n_files, g.n_files > 1 ? "s" : "",
-           (unsigned long long)g.alignment);
+    uint64_t file_bytes = 0;
+    for (uint32_t f = 0; f < g.n_files; f++) file_bytes += g.files[f].size;
+    char a[32], b[32];
+    printf("file: %s (GGUF v%u, %u file%s, %s, alignment %llu)\n", path, g.version, g.n_files,
+           g.n_files > 1 ? "s" : "", fmt_bytes(file_bytes, a, sizeof a), (unsigned long long)g.alignment);
     printf("\nmetadata (%llu keys):\n", (unsigned long long)g.n_kv);
     for (uint64_t i = 0; i < g.n_kv; i++) {
         printf("  %-40s %-8s ", g.kv[i].key.ptr, aero_gguf_type_name(g.kv[i].value.type));
-        print_value(&g.kv[i].value);
+        print_value(&g.kv[i].value, 0);
         putchar('\n');
     }
-    uint64_t by_type[AERO_DT_COUNT] = {0}, count_type[AERO_DT_COUNT] = {0}, total = 0;
-    int64_t n_layer = -1;
+    uint64_t by_type[AERO_DT_COUNT] = {0}, count_type[AERO_DT_COUNT] = {0}, total = 0, params = 0;
+    int64_t max_blk = -1;
     for (uint64_t i = 0; i < g.n_tensors; i++) {
         const aero_tensor_info *t = &g.tensors[i];
         by_type[t->type] += t->nbytes;
         count_type[t->type]++;
         total += t->nbytes;
-        int l;
-        if (sscanf(t->name, "blk.%d.", &l) == 1 && l > n_layer) n_layer = l;
+        params += t->n_elements;
+        long l;
+        char rest;
+        if (sscanf(t->name, "blk.%ld.%c", &l, &rest) == 2 && l > max_blk && l < (1 << 20)) max_blk = l;
     }
-    char a[32];
-    if (tensors) {
+    if (tensors && g.n_tensors) {
         printf("\ntensors (%llu):\n", (unsigned long long)g.n_tensors);
+        printf("  %-32s %-6s %-24s %-4s %-14s %s\n", "name", "type", "shape (ne0 first)", "file", "offset", "size");
         for (uint64_t i = 0; i < g.n_tensors; i++) {
             const aero_tensor_info *t = &g.tensors[i];
             char shape[96] = "";
             for (uint32_t d = 0; d < t->n_dims; d++)
                 snprintf(shape + strlen(shape), sizeof shape - strlen(shape), "%s%llu", d ? " x " : "",
                          (unsigned long long)t->ne[d]);
-            printf("  %-32s %-6s %-22s file %u offset %-12llu %s\n", t->name, aero_dtype_name(t->type), shape, t->file,
+            printf("  %-32s %-6s %-24s %-4u %-14llu %s\n", t->name, aero_dtype_name(t->type), shape, t->file,
                    (unsigned long long)t->offset, fmt_bytes(t->nbytes, a, sizeof a));
         }
     }
     printf("\ntotals by type:\n");
     for (int t = 0; t < AERO_DT_COUNT; t++)
         if (count_type[t])
-            printf("  %-6s %5llu tensors  %s\n", aero_dtype_name(t), (unsigned long long)count_type[t],
-                   fmt_bytes(by_type[t], a, sizeof a));
-    printf("  all    %5llu tensors  %s\n", (unsigned long long)g.n_tensors, fmt_bytes(total, a, sizeof a));
-    if (n_layer >= 0) {
-        printf("\nbytes per layer:\n");
-        for (int64_t l = 0; l <= n_layer; l++) {
-            uint64_t bytes = 0;
-            char prefix[32];
-            int plen = snprintf(prefix, sizeof prefix, "blk.%lld.", (long long)l);
-            for (uint64_t i = 0; i < g.n_tensors; i++)
-                if (!strncmp(g.tensors[i].name, prefix, plen)) bytes += g.tensors[i].nbytes;
-            printf("  blk.%-4lld %s\n", (long long)l, fmt_bytes(bytes, a, sizeof a));
-        }
-    }
-    int rc = budget ? print_plan(&g, budget) : 0;
+            printf("  %-7s %5llu tensors  %12s  %5.1f%%\n", aero_dtype_name(t), (unsigned long long)count_type[t],
+                   fmt_bytes(by_type[t], a, sizeof a), total ? 100.0 * by_type[t] / total : 0.0);
+    printf("  %-7s %5llu tensors  %12s  %s parameters\n", "all", (unsigned long long)g.n_tensors,
+           fmt_bytes(total, a, sizeof a), fmt_count(params, b, sizeof b));
+    int64_t n_layer = layer_count(&g, max_blk + 1);
+    if (n_layer > 0 && max_blk >= 0) print_layers(&g, n_layer);
+    int rc = budget ? print_plan(&g, n_layer, budget) : 0;
     aero_gguf_free(&g);
     return rc;
 }

@@ -1,0 +1,786 @@
+// Synthetic models: random weights of a real architecture and shape, produced row chunk by row chunk while the
+// GGUF writer streams them out, plus a byte-level BPE tokenizer trained here on a small built-in text.
+// Quantized matrices are drawn block by block from a pool of blocks made by the real quantizer from Gaussian
+// floats of the tensor's scale: the values have the distribution of a quantized random matrix, every block is
+// valid, and writing costs a memcpy per block instead of a quantization (an 8B-shape Q4_K in seconds, not minutes).
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../core/threadpool.h"
+#include "../core/util.h"
+#include "../kernels/kernels.h"
+#include "gguf.h"
+#include "synth.h"
+
+// ---------------------------------------------------------------------------------------------------------
+// Presets: the dimensions of the real models.
+
+typedef struct {
+    const char *name, *arch;
+    int n_embd, n_layer, n_head, n_head_kv, n_ff, n_vocab, n_ctx, head_dim;
+    float rope_base, norm_eps, llama3_factor;
+    bool tied;
+} preset;
+
+static const preset presets[] = {
+    // Llama 3.2 1B, Llama 3.1 8B and 70B (rope scaled the Llama 3.1 way), Qwen2 0.5B/7B, Qwen3 0.6B/8B.
+    {"llama-1b", "llama", 2048, 16, 32, 8, 8192, 128256, 131072, 64, 500000.f, 1e-5f, 32.f, true},
+    {"llama-8b", "llama", 4096, 32, 32, 8, 14336, 128256, 131072, 128, 500000.f, 1e-5f, 8.f, false},
+    {"llama-70b", "llama", 8192, 80, 64, 8, 28672, 128256, 131072, 128, 500000.f, 1e-5f, 8.f, false},
+    {"qwen2-0.5b", "qwen2", 896, 24, 14, 2, 4864, 151936, 32768, 64, 1000000.f, 1e-6f, 0.f, true},
+    {"qwen2-7b", "qwen2", 3584, 28, 28, 4, 18944, 152064, 32768, 128, 1000000.f, 1e-6f, 0.f, false},
+    {"qwen3-0.6b", "qwen3", 1024, 28, 16, 8, 3072, 151936, 40960, 128, 1000000.f, 1e-6f, 0.f, true},
+    {"qwen3-8b", "qwen3", 4096, 36, 32, 8, 12288, 151936, 40960, 128, 1000000.f, 1e-6f, 0.f, false},
+    // Small enough for tests: every matrix row a multiple of 256, so every type applies.
+    {"tiny", "llama", 256, 2, 4, 2, 512, 512, 512, 64, 10000.f, 1e-5f, 0.f, false},
+};
+
+bool aero_synth_preset(const char *name, aero_synth_params *p) {
+    for (size_t i = 0; i < sizeof presets / sizeof *presets; i++) {
+        const preset *s = &presets[i];
+        if (strcmp(s->name, name)) continue;
+        memset(p, 0, sizeof *p);
+        snprintf(p->arch, sizeof p->arch, "%s", s->arch);
+        snprintf(p->name, sizeof p->name, "synthetic %s", s->name);
+        p->n_embd = s->n_embd;
+        p->n_layer = s->n_layer;
+        p->n_head = s->n_head;
+        p->n_head_kv = s->n_head_kv;
+        p->n_ff = s->n_ff;
+        p->n_vocab = s->n_vocab;
+        p->n_ctx = s->n_ctx;
+        p->head_dim = s->head_dim;
+        p->rope_base = s->rope_base;
+        p->norm_eps = s->norm_eps;
+        p->rope_llama3_factor = s->llama3_factor;
+        p->tied = s->tied;
+        p->type = AERO_DT_F16;
+        return true;
+    }
+    return false;
+}
+
+const char *aero_synth_preset_names(void) {
+    return "llama-1b|llama-8b|llama-70b|qwen2-0.5b|qwen2-7b|qwen3-0.6b|qwen3-8b|tiny";
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Random numbers: splitmix64, seeded per tensor and per row, so the bytes do not depend on chunking or threads.
+
+static uint64_t mix64(uint64_t z) {
+    z += 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static uint64_t next64(uint64_t *s) {
+    *s += 0x9E3779B97F4A7C15ull;
+    uint64_t z = *s;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static uint64_t hash_str(const char *s) {
+    uint64_t h = 0xCBF29CE484222325ull;
+    for (; *s; s++) h = (h ^ (uint8_t)*s) * 0x100000001B3ull;
+    return h;
+}
+
+// Approximately Gaussian values (sum of four uniforms, scaled to unit variance): cheap, bounded, smooth enough.
+static void gauss(uint64_t *s, float *x, int64_t n, float mean, float std) {
+    const float k = std * 1.7320508f / 65536.0f; // sqrt(3) / 2^16: (sum - 2) has variance 1/3
+    for (int64_t i = 0; i < n; i++) {
+        uint64_t r = next64(s);
+        uint32_t sum = (uint32_t)(r & 0xFFFF) + (uint32_t)((r >> 16) & 0xFFFF) + (uint32_t)((r >> 32) & 0xFFFF) +
+                       (uint32_t)(r >> 48);
+        x[i] = mean + ((float)sum - 131072.0f) * k;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Tensor producers.
+
+typedef enum { KIND_MATRIX, KIND_NORM, KIND_BIAS, KIND_ROPE } tensor_kind;
+
+typedef struct {
+    aero_dtype type;
+    float std;
+    uint8_t *blocks;
+    int n;
+} block_pool;
+
+#define MAX_POOLS 16
+
+typedef struct synth_state synth_state;
+
+typedef struct {
+    synth_state *st;
+    tensor_kind kind;
+    aero_dtype type;
+    int64_t row_len;        // ne[0]
+    size_t row_bytes;
+    float std;
+    uint64_t seed;
+    const block_pool *pool; // quantized types, unless exact
+} tensor_src;
+
+struct synth_state {
+    const aero_synth_params *p;
+    aero_pool *pool;
+    block_pool pools[MAX_POOLS];
+    int n_pools;
+    tensor_src *src;
+    int n_src;
+    uint64_t done, total;   // tensor bytes produced, for progress
+};
+
+// A pool of quantized blocks of a type made from Gaussian floats of a scale, shared by the tensors that need it.
+static const block_pool *get_pool(synth_state *st, aero_dtype type, float std, aero_error *err) {
+    for (int i = 0; i < st->n_pools; i++)
+        if (st->pools[i].type == type && st->pools[i].std == std) return &st->pools[i];
+    if (st->n_pools == MAX_POOLS) {
+        aero_fail(err, AERO_ERR_INVALID, "synth: too many block pools");
+        return NULL;
+    }
+    const aero_dtype_info *di = aero_dtype_get(type);
+    block_pool *bp = &st->pools[st->n_pools];
+    bp->type = type;
+    bp->std = std;
+    bp->n = di->block >= 256 ? 2048 : 4096;
+    int64_t n_el = (int64_t)bp->n * di->block;
+    float *x = malloc((size_t)n_el * sizeof *x);
+    bp->blocks = malloc((size_t)bp->n * di->block_bytes);
+    if (!x || !bp->blocks) {
+        free(x);
+        free(bp->blocks);
+        aero_fail(err, AERO_ERR_NOMEM, "synth: out of memory for a block pool");
+        return NULL;
+    }
+    uint32_t stdbits;
+    memcpy(&stdbits, &std, 4);
+    uint64_t s = mix64(st->p->seed ^ mix64(((uint64_t)type << 32) | stdbits));
+    gauss(&s, x, n_el, 0.f, std);
+    aero_quantize_row(type, x, bp->blocks, n_el);
+    free(x);
+    st->n_pools++;
+    return bp;
+}
+
+// Llama 3.1 rope scaling as llama.cpp's converter stores it: one divisor per rotation frequency.
+static void rope_factors(const aero_synth_params *p, int head_dim, float *out) {
+    const double factor = p->rope_llama3_factor, low = 1.0, high = 4.0, orig = 8192.0;
+    const double low_wl = orig / low, high_wl = orig / high;
+    for (int i = 0; i < head_dim / 2; i++) {
+        double freq = pow(p->rope_base, -2.0 * i / head_dim), wavelen = 2 * M_PI / freq;
+        if (wavelen < high_wl) out[i] = 1.0f;
+        else if (wavelen > low_wl) out[i] = (float)factor;
+        else {
+            double smooth = (orig / wavelen - low) / (high - low);
+            out[i] = (float)(1.0 / ((1 - smooth) / factor + smooth));
+        }
+    }
+}
+
+// Produces one row of a tensor into dst; scratch holds row_len floats.
+static void make_row(const tensor_src *t, uint64_t row, uint8_t *dst, float *scratch) {
+    uint64_t s = mix64(t->seed ^ mix64(row + 1));
+    if (t->kind == KIND_ROPE) {
+        rope_factors(t->st->p, (int)(t->row_len * 2), (float *)dst);
+        return;
+    }
+    if (t->pool) {
+        const aero_dtype_info *di = aero_dtype_get(t->type);
+        int64_t nb = t->row_len / di->block;
+        for (int64_t b = 0; b < nb; b++) {
+            uint64_t pick = next64(&s) % (uint64_t)t->pool->n;
+            memcpy(dst + b * di->block_bytes, t->pool->blocks + pick * di->block_bytes, di->block_bytes);
+        }
+        return;
+    }
+    float mean = t->kind == KIND_NORM ? 1.0f : 0.0f;
+    float *x = t->type == AERO_DT_F32 ? (float *)dst : scratch;
+    gauss(&s, x, t->row_len, mean, t->std);
+    switch (t->type) {
+    case AERO_DT_F32: break;
+    case AERO_DT_F16: aero_f32_to_f16_row(x, (uint16_t *)dst, t->row_len); break;
+    case AERO_DT_BF16: {
+        uint16_t *y = (uint16_t *)dst;
+        for (int64_t i = 0; i < t->row_len; i++) y[i] = aero_f32_to_bf16(x[i]);
+        break;
+    }
+    default: aero_quantize_row(t->type, x, dst, t->row_len); break;
+    }
+}
+
+typedef struct {
+    const tensor_src *t;
+    uint8_t *dst;
+    uint64_t row0, n_rows;
+    int failed;
+} fill_job;
+
+// One thread's share of a chunk of rows.
+static void fill_part(void *ctx, int ith, int nth) {
+    fill_job *j = ctx;
+    long b, e;
+    aero_pool_split((long)j->n_rows, ith, nth, &b, &e);
+    if (b >= e) return;
+    float *scratch = malloc((size_t)j->t->row_len * sizeof *scratch);
+    if (!scratch) {
+        j->failed = 1;
+        return;
+    }
+    for (long r = b; r < e; r++) make_row(j->t, j->row0 + (uint64_t)r, j->dst + (size_t)r * j->t->row_bytes, scratch);
+    free(scratch);
+}
+
+// The writer's row producer: a chunk of rows, split across the thread pool.
+static bool fill_rows(void *ctx, void *dst, uint64_t row0, uint64_t n_rows, aero_error *err) {
+    const tensor_src *t = ctx;
+    fill_job j = {.t = t, .dst = dst, .row0 = row0, .n_rows = n_rows};
+    aero_pool_run(t->kind == KIND_MATRIX && n_rows > 1 ? t->st->pool : NULL, fill_part, &j);
+    if (j.failed) {
+        aero_fail(err, AERO_ERR_NOMEM, "out of memory for a row of %lld elements", (long long)t->row_len);
+        return false;
+    }
+    synth_state *st = t->st;
+    st->done += n_rows * t->row_bytes;
+    if (st->p->progress) st->p->progress(st->p->progress_ctx, st->done, st->total);
+    return true;
+}
+
+// The type a matrix is written in: the requested one, or (as llama.cpp's quantizer does) a smaller-block type
+// when its rows are not a multiple of the block.
+static aero_dtype fit_type(aero_dtype type, int64_t row_len) {
+    const aero_dtype_info *di = aero_dtype_get(type);
+    if (row_len % di->block == 0) return type;
+    aero_dtype fb;
+    switch (type) {
+    case AERO_DT_Q2_K: case AERO_DT_Q3_K: fb = AERO_DT_Q4_0; break;
+    case AERO_DT_Q4_K: fb = AERO_DT_Q5_0; break;
+    case AERO_DT_Q5_K: fb = AERO_DT_Q5_1; break;
+    case AERO_DT_Q6_K: fb = AERO_DT_Q8_0; break;
+    default: fb = AERO_DT_F16; break;
+    }
+    return row_len % aero_dtype_get(fb)->block == 0 ? fb : AERO_DT_F16;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Tokenizer: GPT-2 style byte-level BPE trained on a small built-in text.
+
+static const char train_text[] =
+    "Once upon a time, in a small town by the sea, there lived a girl who loved to read. Every morning she walked "
+    "to the library with her little brother, and every evening they came home with a bag full of books. "
+    "The library was an old stone house with a red door and a garden where the children played in the sun. "
+    "\"What are you reading today?\" asked the old man who kept the books. \"A story about the stars,\" she said. "
+    "He smiled and told her that the stars were very far away, farther than anyone could walk in a thousand years. "
+    "She thought about that for a long time. Then she asked if light could walk, and he laughed and said that light "
+    "does not walk, it runs, and it is the fastest thing in the world.\n"
+    "The next day it rained, so they stayed at home. Their mother made bread and soup, and their father fixed the "
+    "window that the wind had broken in the night. The children sat by the fire and read to each other. When the "
+    "rain stopped, the sky was clean and blue, and the whole town smelled of wet grass and salt.\n"
+    "In the summer the family went to the mountains. They walked for hours along a river, counted the birds, and "
+    "learned the names of the trees: oak, pine, birch and beech. At night they looked at the sky, and the girl found "
+    "the stars she had read about. There were more of them than she could count, 1, 2, 3, 10, 100, 1000, and she "
+    "was happy that some things are too many to count.\n"
+    "Years later she became a teacher. She told her students that a question is the beginning of every answer, that "
+    "it is good to be curious, and that the world is bigger and older than any of us. The students listened, and "
+    "some of them went to the library after school, where a new red door had been painted the same color as before.\n"
+    "def main():\n    for i in range(10):\n        print(i, i * i)\n    return 0\n"
+    "The quick brown fox jumps over the lazy dog. It's a beautiful day, isn't it? We'll see what they've done, "
+    "and I'm sure you'd like it. Numbers like 3.14, 2024 and 42 appear in text; so do commas, colons: and (brackets).";
+
+// GPT-2's reversible map from bytes to printable code points, and the vocabulary order of the 256 byte tokens.
+static void byte_unicode(uint32_t cp[256], int order[256]) {
+    int n = 0, k = 0;
+    bool printable[256] = {0};
+    for (int b = 33; b <= 126; b++) printable[b] = true;
+    for (int b = 161; b <= 172; b++) printable[b] = true;
+    for (int b = 174; b <= 255; b++) printable[b] = true;
+    for (int b = 0; b < 256; b++)
+        if (printable[b]) {
+            cp[b] = (uint32_t)b;
+            order[k++] = b;
+        }
+    for (int b = 0; b < 256; b++)
+        if (!printable[b]) {
+            cp[b] = 256u + (uint32_t)n++;
+            order[k++] = b;
+        }
+}
+
+static int utf8_put(uint32_t c, char *out) {
+    if (c < 0x80) { out[0] = (char)c; return 1; }
+    if (c < 0x800) { out[0] = (char)(0xC0 | (c >> 6)); out[1] = (char)(0x80 | (c & 63)); return 2; }
+    out[0] = (char)(0xE0 | (c >> 12));
+    out[1] = (char)(0x80 | ((c >> 6) & 63));
+    out[2] = (char)(0x80 | (c & 63));
+    return 3;
+}
+
+static bool is_alpha(int c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
+static bool is_digit(int c) { return c >= '0' && c <= '9'; }
+static bool is_space(int c) { return c == ' ' || c == '\n' || c == '\t' || c == '\r'; }
+
+// Length of the next pre-token at s[i] (GPT-2's pattern, for ASCII): contractions, ` ?letters`, ` ?digits`,
+// ` ?other`, and runs of whitespace that leave a last space to the word that follows.
+static size_t pretoken(const char *s, size_t n, size_t i) {
+    static const char *const contr[] = {"'s", "'t", "'re", "'ve", "'m", "'ll", "'d"};
+    if (s[i] == '\'')
+        for (int k = 0; k < 7; k++) {
+            size_t l = strlen(contr[k]);
+            if (i + l <= n && !strncmp(s + i, contr[k], l)) return l;
+        }
+    size_t j = i;
+    if (s[j] == ' ' && j + 1 < n && !is_space(s[j + 1])) j++;
+    if (!is_space(s[j])) {
+        int c = (unsigned char)s[j];
+        if (is_alpha(c)) while (j < n && is_alpha((unsigned char)s[j])) j++;
+        else if (is_digit(c)) while (j < n && is_digit((unsigned char)s[j])) j++;
+        else while (j < n && !is_space(s[j]) && !is_alpha((unsigned char)s[j]) && !is_digit((unsigned char)s[j])) j++;
+        return j - i;
+    }
+    while (j < n && is_space(s[j])) j++;
+    if (j < n && j - i > 1 && s[j - 1] == ' ') j--; // leave the space to the next word
+    return j - i;
+}
+
+typedef struct {
+    int *sym;
+    int n, count;
+} bpe_word;
+
+typedef struct {
+    char **tok;
+    int n, cap;
+    char **merges;
+    int n_merges;
+} vocab_build;
+
+static bool vocab_add(vocab_build *v, char *s) {
+    if (!s) return false;
+    if (v->n == v->cap) {
+        int cap = v->cap ? v->cap * 2 : 1024;
+        char **t = realloc(v->tok, (size_t)cap * sizeof *t);
+        if (!t) {
+            free(s);
+            return false;
+        }
+        v->tok = t;
+        v->cap = cap;
+    }
+    v->tok[v->n++] = s;
+    return true;
+}
+
+typedef struct {
+    uint64_t key; // first id << 32 | second id
+    int count;
+} pair_count;
+
+static int cmp_pair(const void *a, const void *b) {
+    uint64_t x = ((const pair_count *)a)->key, y = ((const pair_count *)b)->key;
+    return x < y ? -1 : x > y;
+}
+
+static void vocab_free(vocab_build *v) {
+    for (int i = 0; i < v->n; i++) free(v->tok[i]);
+    for (int i = 0; i < v->n_merges; i++) free(v->merges[i]);
+    free(v->tok);
+    free(v->merges);
+}
+
+// Trains up to max_merges merges on the built-in text: the most frequent adjacent pair each round (ties to the
+// lowest ids), until no pair occurs twice. Tokens 0..255 are the bytes; each merge adds the merged token.
+static aero_status train_bpe(vocab_build *v, int max_merges, aero_error *err) {
+    uint32_t cp[256];
+    int order[256], id_of_byte[256];
+    byte_unicode(cp, order);
+    for (int i = 0; i < 256; i++) {
+        char buf[4];
+        int l = utf8_put(cp[order[i]], buf);
+        id_of_byte[order[i]] = i;
+        if (!vocab_add(v, strndup(buf, (size_t)l))) return aero_fail(err, AERO_ERR_NOMEM, "synth: out of memory");
+    }
+    size_t n = strlen(train_text);
+    bpe_word *words = calloc(n, sizeof *words);
+    v->merges = calloc((size_t)max_merges + 1, sizeof *v->merges);
+    int n_words = 0;
+    pair_count *pairs = NULL;
+    aero_status status = AERO_OK;
+    if (!words || !v->merges) {
+        status = aero_fail(err, AERO_ERR_NOMEM, "synth: out of memory");
+        goto done;
+    }
+    for (size_t i = 0; i < n;) {
+        size_t l = pretoken(train_text, n, i);
+        int w;
+        for (w = 0; w < n_words; w++) // few hundred distinct words: a linear search is enough
+            if (words[w].n == (int)l) {
+                int k = 0;
+                while (k < (int)l && words[w].sym[k] == id_of_byte[(unsigned char)train_text[i + k]]) k++;
+                if (k == (int)l) break;
+            }
+        if (w == n_words) {
+            words[w].sym = malloc(l * sizeof(int));
+            if (!words[w].sym) {
+                status = aero_fail(err, AERO_ERR_NOMEM, "synth: out of memory");
+                goto done;
+            }
+            for (size_t k = 0; k < l; k++) words[w].sym[k] = id_of_byte[(unsigned char)train_text[i + k]];
+            words[w].n = (int)l;
+            n_words++;
+        }
+        words[w].count++;
+        i += l;
+    }
+    size_t n_sym = 0;
+    for (int w = 0; w < n_words; w++) n_sym += (size_t)words[w].n;
+    pairs = malloc((n_sym + 1) * sizeof *pairs);
+    if (!pairs) {
+        status = aero_fail(err, AERO_ERR_NOMEM, "synth: out of memory");
+        goto done;
+    }
+    while (v->n_merges < max_merges) {
+        // Count adjacent pairs: list them (weighted by word count), sort, and add up equal neighbours.
+        size_t np = 0;
+        for (int w = 0; w < n_words; w++)
+            for (int k = 0; k + 1 < words[w].n; k++) {
+                pairs[np].key = (uint64_t)(uint32_t)words[w].sym[k] << 32 | (uint32_t)words[w].sym[k + 1];
+                pairs[np++].count = words[w].count;
+            }
+        qsort(pairs, np, sizeof *pairs, cmp_pair);
+        int best_a = -1, best_b = -1, best_c = 1;
+        for (size_t i = 0; i < np;) {
+            size_t j = i;
+            int c = 0;
+            while (j < np && pairs[j].key == pairs[i].key) c += pairs[j++].count;
+            if (c > best_c) { // ties keep the first in key order: the lowest ids
+                best_c = c;
+                best_a = (int)(pairs[i].key >> 32);
+                best_b = (int)(pairs[i].key & 0xFFFFFFFFu);
+            }
+            i = j;
+        }
+        if (best_a < 0) break; // no pair occurs twice
+        size_t la = strlen(v->tok[best_a]), lb = strlen(v->tok[best_b]);
+        char *merged = malloc(la + lb + 1), *rule = malloc(la + lb + 2);
+        if (!merged || !rule) {
+            free(merged);
+            free(rule);
+            status = aero_fail(err, AERO_ERR_NOMEM, "synth: out of memory");
+            goto done;
+        }
+        memcpy(merged, v->tok[best_a], la);
+        memcpy(merged + la, v->tok[best_b], lb + 1);
+        memcpy(rule, v->tok[best_a], la);
+        rule[la] = ' ';
+        memcpy(rule + la + 1, v->tok[best_b], lb + 1);
+        v->merges[v->n_merges++] = rule;
+        int id = -1;
+        for (int t = 256; t < v->n && id < 0; t++)
+            if (!strcmp(v->tok[t], merged)) id = t;
+        if (id < 0) {
+            id = v->n;
+            if (!vocab_add(v, merged)) {
+                status = aero_fail(err, AERO_ERR_NOMEM, "synth: out of memory");
+                goto done;
+            }
+        } else {
+            free(merged);
+        }
+        for (int w = 0; w < n_words; w++) {
+            int o = 0;
+            for (int k = 0; k < words[w].n; k++) {
+                if (k + 1 < words[w].n && words[w].sym[k] == best_a && words[w].sym[k + 1] == best_b) {
+                    words[w].sym[o++] = id;
+                    k++;
+                } else {
+                    words[w].sym[o++] = words[w].sym[k];
+                }
+            }
+            words[w].n = o;
+        }
+    }
+done:
+    for (int w = 0; w < n_words && words; w++) free(words[w].sym);
+    free(words);
+    free(pairs);
+    return status;
+}
+
+static const char *const llama_specials[] = {"<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>",
+                                             "<|end_header_id|>", "<|eot_id|>"};
+static const char *const qwen_specials[] = {"<|endoftext|>", "<|im_start|>", "<|im_end|>"};
+
+static const char llama3_template[] =
+    "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = '<|start_header_id|>' + "
+    "message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 "
+    "%}{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}{% if add_generation_prompt %}"
+    "{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}";
+static const char chatml_template[] =
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + "
+    "'\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+// Writes the built-in tokenizer: bytes, merges, the architecture's special tokens, then unused padding tokens
+// up to n_vocab (as Hugging Face vocabularies padded for the embedding's size are converted).
+static aero_status write_tokenizer(aero_gguf_writer *w, const aero_synth_params *p, aero_synth_stats *stats,
+                                   aero_error *err) {
+    bool llama = !strcmp(p->arch, "llama");
+    const char *const *spec = llama ? llama_specials : qwen_specials;
+    int n_spec = llama ? 5 : 3;
+    int room = p->n_vocab - 256 - n_spec;
+    vocab_build v = {0};
+    int32_t *types = NULL;
+    aero_status s = train_bpe(&v, room < 4000 ? room : 4000, err);
+    if (s) goto done;
+    int first_spec = v.n;
+    for (int i = 0; i < n_spec && !s; i++)
+        if (!vocab_add(&v, strdup(spec[i]))) s = aero_fail(err, AERO_ERR_NOMEM, "synth: out of memory");
+    for (int i = v.n; i < p->n_vocab && !s; i++) {
+        char buf[32];
+        snprintf(buf, sizeof buf, "[PAD%d]", i);
+        if (!vocab_add(&v, strdup(buf))) s = aero_fail(err, AERO_ERR_NOMEM, "synth: out of memory");
+    }
+    if (s) goto done;
+    types = malloc((size_t)v.n * sizeof *types);
+    if (!types) {
+        s = aero_fail(err, AERO_ERR_NOMEM, "synth: out of memory");
+        goto done;
+    }
+    for (int i = 0; i < v.n; i++) types[i] = i < first_spec ? 1 : i < first_spec + n_spec ? 3 : 5; // normal, control, unused
+    aero_gguf_set_str(w, "tokenizer.ggml.model", "gpt2");
+    aero_gguf_set_str(w, "tokenizer.ggml.pre", "gpt-2");
+    aero_gguf_set_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)v.tok, (uint64_t)v.n);
+    aero_gguf_set_arr(w, "tokenizer.ggml.token_type", AERO_GGUF_INT32, types, (uint64_t)v.n);
+    aero_gguf_set_arr_str(w, "tokenizer.ggml.merges", (const char *const *)v.merges, (uint64_t)v.n_merges);
+    aero_gguf_set_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)first_spec);          // <|begin_of_text|> / <|endoftext|>
+    aero_gguf_set_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)first_spec + (llama ? 1 : 0));
+    aero_gguf_set_u32(w, "tokenizer.ggml.padding_token_id", (uint32_t)first_spec + (llama ? 1 : 0));
+    aero_gguf_set_bool(w, "tokenizer.ggml.add_bos_token", llama);
+    aero_gguf_set_bool(w, "tokenizer.ggml.add_eos_token", false);
+    aero_gguf_set_str(w, "tokenizer.chat_template", llama ? llama3_template : chatml_template);
+    if (stats) {
+        stats->n_vocab = v.n;
+        stats->n_merges = v.n_merges;
+    }
+done:
+    free(types);
+    vocab_free(&v);
+    return s;
+}
+
+// Copies every tokenizer.* key of another GGUF; the vocabulary size becomes that of its token list.
+static aero_status copy_tokenizer(aero_gguf_writer *w, const char *path, int *n_vocab, aero_error *err) {
+    aero_gguf g;
+    if (aero_gguf_open(&g, path, err)) return aero_error_prefix(err, "--tokenizer-from: ");
+    const aero_gguf_value *tokens = aero_gguf_get(&g, "tokenizer.ggml.tokens");
+    if (!tokens || tokens->type != AERO_GGUF_ARRAY || tokens->arr.elem != AERO_GGUF_STRING || tokens->arr.n == 0 ||
+        tokens->arr.n > (1u << 24)) {
+        aero_gguf_free(&g);
+        return aero_fail(err, AERO_ERR_FORMAT, "--tokenizer-from: %s has no tokenizer.ggml.tokens string array", path);
+    }
+    *n_vocab = (int)tokens->arr.n;
+    for (uint64_t i = 0; i < g.n_kv; i++)
+        if (!strncmp(g.kv[i].key.ptr, "tokenizer.", 10)) aero_gguf_set_value(w, g.kv[i].key.ptr, &g.kv[i].value);
+    aero_gguf_free(&g);
+    return AERO_OK;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+
+static bool matrix_type_ok(aero_dtype t) {
+    switch (t) {
+    case AERO_DT_F32: case AERO_DT_F16: case AERO_DT_BF16: case AERO_DT_Q8_0: case AERO_DT_Q4_0: case AERO_DT_Q4_1:
+    case AERO_DT_Q5_0: case AERO_DT_Q5_1: case AERO_DT_Q2_K: case AERO_DT_Q3_K: case AERO_DT_Q4_K: case AERO_DT_Q5_K:
+    case AERO_DT_Q6_K:
+        return true;
+    default: return false;
+    }
+}
+
+aero_status aero_synth_check(const aero_synth_params *p, aero_error *err) {
+    bool llama = !strcmp(p->arch, "llama"), qwen = !strcmp(p->arch, "qwen2") || !strcmp(p->arch, "qwen3");
+    if (!llama && !qwen)
+        return aero_fail(err, AERO_ERR_INVALID, "unknown architecture '%s' (llama, qwen2, qwen3)", p->arch);
+    struct { const char *name; int v, max; } dims[] = {
+        {"embedding size (--dim)", p->n_embd, 1 << 17}, {"layer count (--layers)", p->n_layer, 4096},
+        {"head count (--heads)", p->n_head, 4096}, {"KV head count (--kv-heads)", p->n_head_kv, 4096},
+        {"feed-forward size (--ffn)", p->n_ff, 1 << 20}, {"context length (--ctx)", p->n_ctx, 1 << 24}};
+    for (size_t i = 0; i < sizeof dims / sizeof *dims; i++)
+        if (dims[i].v < 1 || dims[i].v > dims[i].max)
+            return aero_fail(err, AERO_ERR_INVALID, "%s must be in [1, %d], not %d", dims[i].name, dims[i].max, dims[i].v);
+    if (p->n_head % p->n_head_kv)
+        return aero_fail(err, AERO_ERR_INVALID, "head count %d is not a multiple of the KV head count %d", p->n_head,
+                         p->n_head_kv);
+    int hd = p->head_dim ? p->head_dim : p->n_embd / p->n_head;
+    if (!p->head_dim && p->n_embd % p->n_head)
+        return aero_fail(err, AERO_ERR_INVALID, "embedding size %d is not a multiple of the head count %d", p->n_embd,
+                         p->n_head);
+    if (hd < 2 || hd % 2 || hd > 1024)
+        return aero_fail(err, AERO_ERR_INVALID, "head size %d must be even and in [2, 1024]", hd);
+    if (llama && hd * p->n_head != p->n_embd)
+        return aero_fail(err, AERO_ERR_INVALID, "llama needs head count x head size = embedding size (%d x %d != %d)",
+                         p->n_head, hd, p->n_embd);
+    if (!p->tokenizer_from) {
+        int min_vocab = 256 + (llama ? 5 : 3);
+        if (p->n_vocab < min_vocab || p->n_vocab > (1 << 22))
+            return aero_fail(err, AERO_ERR_INVALID, "vocabulary size (--vocab) must be in [%d, %d] for the built-in "
+                             "tokenizer (256 bytes + special tokens), not %d", min_vocab, 1 << 22, p->n_vocab);
+    }
+    if (!matrix_type_ok(p->type))
+        return aero_fail(err, AERO_ERR_UNSUPPORTED, "type %s cannot be used for weights (F32, F16, BF16, Q8_0, Q4_0, "
+                         "Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K)", aero_dtype_name(p->type));
+    if (!(p->rope_base > 1) || !(p->norm_eps > 0 && p->norm_eps < 1) || !(p->rope_llama3_factor >= 0))
+        return aero_fail(err, AERO_ERR_INVALID, "rope base %g / norm epsilon %g / rope factor %g out of range",
+                         p->rope_base, p->norm_eps, p->rope_llama3_factor);
+    return AERO_OK;
+}
+
+static int ftype_of(aero_dtype t) {
+    switch (t) {
+    case AERO_DT_F32: return 0;
+    case AERO_DT_F16: return 1;
+    case AERO_DT_Q4_0: return 2;
+    case AERO_DT_Q4_1: return 3;
+    case AERO_DT_Q8_0: return 7;
+    case AERO_DT_Q5_0: return 8;
+    case AERO_DT_Q5_1: return 9;
+    case AERO_DT_Q2_K: return 10;
+    case AERO_DT_Q3_K: return 11; // Q3_K_S: every matrix Q3_K
+    case AERO_DT_Q4_K: return 14; // Q4_K_S
+    case AERO_DT_Q5_K: return 16; // Q5_K_S
+    case AERO_DT_Q6_K: return 18;
+    case AERO_DT_BF16: return 32;
+    default: return 0;
+    }
+}
+
+// Registers one tensor and its producer.
+static aero_status add(aero_gguf_writer *w, synth_state *st, tensor_kind kind, aero_dtype type, float std,
+                       int64_t ne0, int64_t ne1, aero_synth_stats *stats, aero_error *err, const char *fmt, ...)
+    __attribute__((format(printf, 10, 11)));
+static aero_status add(aero_gguf_writer *w, synth_state *st, tensor_kind kind, aero_dtype type, float std,
+                       int64_t ne0, int64_t ne1, aero_synth_stats *stats, aero_error *err, const char *fmt, ...) {
+    char name[128];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    tensor_src *t = &st->src[st->n_src];
+    memset(t, 0, sizeof *t);
+    t->st = st;
+    t->kind = kind;
+    t->type = kind == KIND_MATRIX ? fit_type(type, ne0) : AERO_DT_F32;
+    if (t->type != type && kind == KIND_MATRIX) stats->n_fallback++;
+    t->row_len = ne0;
+    t->row_bytes = aero_dtype_row_bytes(t->type, (uint64_t)ne0);
+    t->std = std;
+    t->seed = mix64(st->p->seed ^ hash_str(name));
+    if (kind == KIND_MATRIX && t->type != AERO_DT_F32 && t->type != AERO_DT_F16 && t->type != AERO_DT_BF16 &&
+        !st->p->exact && !(t->pool = get_pool(st, t->type, std, err)))
+        return err->code;
+    uint64_t ne[2] = {(uint64_t)ne0, (uint64_t)ne1};
+    if (aero_gguf_add_tensor_rows(w, name, t->type, ne1 > 0 ? 2 : 1, ne, fill_rows, t, err)) return err->code;
+    st->n_src++;
+    st->total += t->row_bytes * (uint64_t)(ne1 > 0 ? ne1 : 1);
+    stats->n_tensors++;
+    stats->tensor_bytes += t->row_bytes * (uint64_t)(ne1 > 0 ? ne1 : 1);
+    return AERO_OK;
+}
+
+aero_status aero_synth_write(const aero_synth_params *p, const char *path, aero_synth_stats *stats_out,
+                             aero_error *err) {
+    aero_synth_stats stats = {0};
+    synth_state st = {.p = p};
+    aero_gguf_writer *w = NULL;
+    aero_status s = aero_synth_check(p, err);
+    if (s) return s;
+    aero_kernels_init();
+    bool llama = !strcmp(p->arch, "llama"), qwen2 = !strcmp(p->arch, "qwen2"), qwen3 = !strcmp(p->arch, "qwen3");
+    int hd = p->head_dim ? p->head_dim : p->n_embd / p->n_head;
+    int64_t d = p->n_embd, qd = (int64_t)p->n_head * hd, kvd = (int64_t)p->n_head_kv * hd, ff = p->n_ff;
+    int n_vocab = p->n_vocab;
+    w = aero_gguf_writer_new(0);
+    st.src = calloc((size_t)p->n_layer * 16 + 8, sizeof *st.src);
+    st.pool = aero_pool_new(p->n_threads);
+    if (!w || !st.src || !st.pool) {
+        s = aero_fail(err, AERO_ERR_NOMEM, "synth: out of memory");
+        goto done;
+    }
+    const char *arch = p->arch;
+    char key[96];
+#define KEY(suffix) (snprintf(key, sizeof key, "%s." suffix, arch), key)
+    aero_gguf_set_str(w, "general.architecture", arch);
+    aero_gguf_set_str(w, "general.name", p->name[0] ? p->name : "synthetic model");
+    char desc[160];
+    snprintf(desc, sizeof desc, "random weights written by aerollm synth (seed %llu); not a trained model",
+             (unsigned long long)p->seed);
+    aero_gguf_set_str(w, "general.description", desc);
+    aero_gguf_set_u32(w, "general.file_type", (uint32_t)ftype_of(p->type));
+    aero_gguf_set_u32(w, "general.quantization_version", 2);
+    if (p->tokenizer_from) {
+        if ((s = copy_tokenizer(w, p->tokenizer_from, &n_vocab, err))) goto done;
+        stats.n_vocab = n_vocab;
+    } else if ((s = write_tokenizer(w, p, &stats, err))) {
+        goto done;
+    }
+    aero_gguf_set_u32(w, KEY("vocab_size"), (uint32_t)n_vocab);
+    aero_gguf_set_u32(w, KEY("context_length"), (uint32_t)p->n_ctx);
+    aero_gguf_set_u32(w, KEY("embedding_length"), (uint32_t)d);
+    aero_gguf_set_u32(w, KEY("block_count"), (uint32_t)p->n_layer);
+    aero_gguf_set_u32(w, KEY("feed_forward_length"), (uint32_t)ff);
+    aero_gguf_set_u32(w, KEY("attention.head_count"), (uint32_t)p->n_head);
+    aero_gguf_set_u32(w, KEY("attention.head_count_kv"), (uint32_t)p->n_head_kv);
+    aero_gguf_set_u32(w, KEY("attention.key_length"), (uint32_t)hd);
+    aero_gguf_set_u32(w, KEY("attention.value_length"), (uint32_t)hd);
+    aero_gguf_set_f32(w, KEY("attention.layer_norm_rms_epsilon"), p->norm_eps);
+    aero_gguf_set_f32(w, KEY("rope.freq_base"), p->rope_base);
+    aero_gguf_set_u32(w, KEY("rope.dimension_count"), (uint32_t)hd);
+#undef KEY
+    // Tensors in llama.cpp's names and shapes (ne[0] first: the input dimension, the length of a row), in the
+    // order the forward pass reads them. Matrices ~ N(0, 1/fan_in) keep activations of order 1 through the
+    // layers; embeddings ~ N(0, 0.02); norms ~ 1 + N(0, 0.02); biases ~ N(0, 0.02).
+    const float sd = 1.0f / sqrtf((float)d), sq = 1.0f / sqrtf((float)qd), sf = 1.0f / sqrtf((float)ff);
+    aero_dtype T = p->type;
+#define ADD(kind, type, std, ne0, ne1, ...) \
+    if ((s = add(w, &st, kind, type, std, ne0, ne1, &stats, err, __VA_ARGS__))) goto done
+    ADD(KIND_MATRIX, T, 0.02f, d, n_vocab, "token_embd.weight");
+    if (llama && p->rope_llama3_factor > 0) ADD(KIND_ROPE, AERO_DT_F32, 0, hd / 2, 0, "rope_freqs.weight");
+    for (int l = 0; l < p->n_layer; l++) {
+        ADD(KIND_NORM, AERO_DT_F32, 0.02f, d, 0, "blk.%d.attn_norm.weight", l);
+        ADD(KIND_MATRIX, T, sd, d, qd, "blk.%d.attn_q.weight", l);
+        ADD(KIND_MATRIX, T, sd, d, kvd, "blk.%d.attn_k.weight", l);
+        ADD(KIND_MATRIX, T, sd, d, kvd, "blk.%d.attn_v.weight", l);
+        if (qwen2) {
+            ADD(KIND_BIAS, AERO_DT_F32, 0.02f, qd, 0, "blk.%d.attn_q.bias", l);
+            ADD(KIND_BIAS, AERO_DT_F32, 0.02f, kvd, 0, "blk.%d.attn_k.bias", l);
+            ADD(KIND_BIAS, AERO_DT_F32, 0.02f, kvd, 0, "blk.%d.attn_v.bias", l);
+        }
+        if (qwen3) {
+            ADD(KIND_NORM, AERO_DT_F32, 0.02f, hd, 0, "blk.%d.attn_q_norm.weight", l);
+            ADD(KIND_NORM, AERO_DT_F32, 0.02f, hd, 0, "blk.%d.attn_k_norm.weight", l);
+        }
+        ADD(KIND_MATRIX, T, sq, qd, d, "blk.%d.attn_output.weight", l);
+        ADD(KIND_NORM, AERO_DT_F32, 0.02f, d, 0, "blk.%d.ffn_norm.weight", l);
+        ADD(KIND_MATRIX, T, sd, d, ff, "blk.%d.ffn_gate.weight", l);
+        ADD(KIND_MATRIX, T, sd, d, ff, "blk.%d.ffn_up.weight", l);
+        ADD(KIND_MATRIX, T, sf, ff, d, "blk.%d.ffn_down.weight", l);
+    }
+    ADD(KIND_NORM, AERO_DT_F32, 0.02f, d, 0, "output_norm.weight");
+    if (!p->tied) ADD(KIND_MATRIX, T, sd, d, n_vocab, "output.weight");
+#undef ADD
+    s = aero_gguf_write(w, path, err);
+done:
+    aero_gguf_writer_free(w);
+    aero_pool_free(st.pool);
+    for (int i = 0; i < st.n_pools; i++) free(st.pools[i].blocks);
+    free(st.src);
+    if (stats_out) *stats_out = stats;
+    return s;
+}

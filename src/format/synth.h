@@ -1,0 +1,49 @@
+// Synthetic models: a random-weight GGUF of a real architecture and shape (llama, qwen2, qwen3) with a
+// byte-level BPE tokenizer section, deterministic from a seed and written tensor by tensor in row chunks, so
+// that a 70B-shape file needs no more memory than a few chunks. For tests and benchmarks of models too large
+// to ship (`aerollm synth`).
+#ifndef AERO_FORMAT_SYNTH_H
+#define AERO_FORMAT_SYNTH_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "../core/dtype.h"
+#include "../core/status.h"
+
+typedef struct {
+    char arch[16];              // "llama", "qwen2" (Q/K/V biases), "qwen3" (per-head Q/K RMSNorm)
+    char name[64];              // general.name ("synthetic llama-8b")
+    int n_embd, n_layer, n_head, n_head_kv, n_ff, n_vocab, n_ctx;
+    int head_dim;               // 0: n_embd / n_head
+    float rope_base, norm_eps;
+    float rope_llama3_factor;   // > 0: Llama 3.1 rope scaling, written as a rope_freqs.weight tensor
+    bool tied;                  // no output.weight: the head reuses token_embd.weight
+    aero_dtype type;            // of the matrices; norms, biases and rope_freqs are F32
+    uint64_t seed;
+    const char *tokenizer_from; // copy every tokenizer.* key of this GGUF (n_vocab then follows it); NULL: built in
+    bool exact;                 // quantize every row from fresh Gaussian floats (slow) instead of drawing
+                                // pre-quantized blocks of the same distribution
+    int n_threads;              // <= 0: all CPUs
+    void (*progress)(void *ctx, uint64_t done, uint64_t total); // bytes of tensor data written
+    void *progress_ctx;
+} aero_synth_params;
+
+typedef struct {
+    uint64_t n_tensors;
+    uint64_t tensor_bytes;      // sum of tensor data
+    int n_fallback;             // matrices whose rows do not fit the type's block: written as a smaller-block type
+    int n_vocab;                // the vocabulary written (from tokenizer_from when given)
+    int n_merges;               // merges of the built-in tokenizer
+} aero_synth_stats;
+
+// Fills p with a preset's architecture and real dimensions (and defaults: seed 0, type F16). False if unknown.
+bool aero_synth_preset(const char *name, aero_synth_params *p);
+// The preset names, "|"-separated, for usage messages.
+const char *aero_synth_preset_names(void);
+// Checks a parameter set (shape consistency, supported type, vocabulary room for the tokenizer).
+aero_status aero_synth_check(const aero_synth_params *p, aero_error *err);
+// Writes the model to path (via a temporary file and rename). stats may be NULL.
+aero_status aero_synth_write(const aero_synth_params *p, const char *path, aero_synth_stats *stats, aero_error *err);
+
+#endif
