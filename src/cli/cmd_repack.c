@@ -1,0 +1,218 @@
+// `aerollm repack IN.gguf OUT.gguf`: rewrites a model so that each layer is one contiguous, 4 KiB-aligned range
+// of the file (non-layer tensors first, then layer 0..L-1, then the output head), with every tensor 4 KiB
+// aligned. The streamer then reads a layer as one request with no aligned-superset waste. The output is a plain
+// GGUF (general.alignment = 4096) that other readers load; it is written to a temporary file and renamed.
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+typedef struct {
+    int fd;
+    const char *path;
+    const aero_tensor_info *t;
+    size_t row_bytes;
+} row_src;
+
+typedef struct {
+    double start, last;
+    uint64_t total;
+} progress;
+
+// Copies rows of a tensor from the input file (buffered, dropped from the page cache after use).
+static bool copy_rows(void *ctx, void *dst, uint64_t row0, uint64_t n_rows, aero_error *err) {
+    row_src *r = ctx;
+    uint64_t off = r->t->offset + row0 * r->row_bytes, len = n_rows * r->row_bytes, done = 0;
+    while (done < len) {
+        ssize_t n = pread(r->fd, (char *)dst + done, len - done, (off_t)(off + done));
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+            aero_fail(err, AERO_ERR_IO, "%s: reading tensor '%s' at offset %llu: %s", r->path, r->t->name,
+                      (unsigned long long)(off + done), n < 0 ? strerror(errno) : "the file is shorter");
+            return false;
+        }
+        done += (uint64_t)n;
+    }
+    posix_fadvise(r->fd, (off_t)off, (off_t)len, POSIX_FADV_DONTNEED);
+    return true;
+}
+
+// Draws a progress bar on stderr (at most a few times a second).
+static void show_progress(void *ctx, uint64_t done, uint64_t total) {
+    progress *p = ctx;
+    double now = aero_now();
+    if (done < total && now - p->last < 0.2) return;
+    p->last = now;
+    int width = 40, fill = total ? (int)(width * done / total) : width;
+    double secs = now - p->start;
+    fprintf(stderr, "\r[%.*s%*s] %5.1f%% %8.1f MB %6.1f MB/s", fill, "########################################",
+            width - fill, "", total ? 100.0 * done / total : 100.0, done / 1e6, secs > 0 ? done / 1e6 / secs : 0.0);
+    if (done >= total) fputc('\n', stderr);
+    fflush(stderr);
+}
+
+// The order of a tensor in the output: non-layer tensors, then layer by layer, then the output head.
+static int64_t rank(const aero_gguf *g, uint64_t i, int64_t n_layer, const char *head) {
+    const char *name = g->tensors[i].name;
+    int l, len = 0;
+    if (sscanf(name, "blk.%d.%n", &l, &len) == 1 && len > 0 && l >= 0 && l < n_layer)
+        return ((int64_t)(l + 1) << 32) + (int64_t)i;
+    if (head && !strcmp(name, head) && strcmp(name, "token_embd.weight")) return ((n_layer + 1) << 32) + (int64_t)i;
+    return (int64_t)i;
+}
+
+static const aero_gguf *rank_g;
+static int64_t rank_layers;
+static const char *rank_head;
+
+static int cmp_rank(const void *a, const void *b) {
+    int64_t x = rank(rank_g, *(const uint64_t *)a, rank_layers, rank_head);
+    int64_t y = rank(rank_g, *(const uint64_t *)b, rank_layers, rank_head);
+    return x < y ? -1 : x > y;
+}
+
+// NULL when every layer's tensors form one 4 KiB-aligned range holding nothing else, else what is wrong.
+static const char *layers_contiguous(const aero_gguf *o, int64_t n_layer) {
+    static char why[256];
+    for (int64_t l = 0; l < n_layer; l++) {
+        uint64_t lo = UINT64_MAX, hi = 0;
+        uint32_t file = 0;
+        char prefix[32];
+        int plen = snprintf(prefix, sizeof prefix, "blk.%lld.", (long long)l);
+        for (uint64_t i = 0; i < o->n_tensors; i++) {
+            const aero_tensor_info *t = &o->tensors[i];
+            if (strncmp(t->name, prefix, plen)) continue;
+            if (t->offset % 4096) {
+                snprintf(why, sizeof why, "tensor '%s' is not 4 KiB aligned", t->name);
+                return why;
+            }
+            if (t->offset < lo) lo = t->offset;
+            if (t->offset + t->nbytes > hi) hi = t->offset + t->nbytes;
+            file = t->file;
+        }
+        for (uint64_t i = 0; lo < hi && i < o->n_tensors; i++) {
+            const aero_tensor_info *t = &o->tensors[i];
+            if (!strncmp(t->name, prefix, plen) || t->file != file) continue;
+            if (t->offset < hi && t->offset + t->nbytes > lo) {
+                snprintf(why, sizeof why, "tensor '%s' lies inside layer %lld", t->name, (long long)l);
+                return why;
+            }
+        }
+    }
+    return NULL;
+}
+
+static void usage(void) {
+    printf("usage: aerollm repack IN.gguf OUT.gguf\n"
+           "  rewrites IN so that every layer is one contiguous 4 KiB-aligned range (faster streaming reads);\n"
+           "  OUT is a standard GGUF with general.alignment = 4096, written via a temporary file\n");
+}
+
+int aero_cmd_repack(int argc, char **argv) {
+    const char *in = NULL, *out = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            usage();
+            return 0;
+        }
+        if (argv[i][0] == '-') return cli_fail("repack", "unknown option '%s' (see aerollm repack --help)", argv[i]);
+        if (!in) in = argv[i];
+        else if (!out) out = argv[i];
+        else return cli_fail("repack", "unexpected argument '%s'", argv[i]);
+    }
+    if (!in || !out) {
+        usage();
+        return 1;
+    }
+    aero_gguf g;
+    aero_error err = {0};
+    if (aero_gguf_open(&g, in, &err)) return cli_fail("repack", "%s", err.msg);
+    int rc = 1;
+    aero_gguf_writer *w = NULL;
+    row_src *src = calloc(g.n_tensors + 1, sizeof *src);
+    uint64_t *order = malloc(sizeof *order * (g.n_tensors + 1));
+    int *fds = calloc(g.n_files, sizeof *fds);
+    if (!src || !order || !fds) {
+        cli_fail("repack", "out of memory");
+        goto done;
+    }
+    for (uint32_t f = 0; f < g.n_files; f++) fds[f] = -1;
+    for (uint32_t f = 0; f < g.n_files; f++) {
+        fds[f] = open(g.files[f].path, O_RDONLY | O_CLOEXEC);
+        if (fds[f] < 0) {
+            cli_fail("repack", "%s: %s", g.files[f].path, strerror(errno));
+            goto done;
+        }
+    }
+    const char *arch = aero_gguf_get_str(&g, "general.architecture");
+    char key[160];
+    snprintf(key, sizeof key, "%s.block_count", arch ? arch : "llama");
+    int64_t n_layer = 0;
+    if (!aero_gguf_get_i64(&g, key, &n_layer) || n_layer < 0 || n_layer > 100000) n_layer = 0;
+    w = aero_gguf_writer_new(4096);
+    if (!w) {
+        cli_fail("repack", "out of memory");
+        goto done;
+    }
+    for (uint64_t i = 0; i < g.n_kv; i++) { // split-file bookkeeping does not apply to the single output
+        const char *k = g.kv[i].key.ptr;
+        if (!strcmp(k, "general.alignment") || !strncmp(k, "split.", 6)) continue;
+        aero_gguf_set_value(w, k, &g.kv[i].value);
+    }
+    for (uint64_t i = 0; i < g.n_tensors; i++) order[i] = i;
+    rank_g = &g;
+    rank_layers = n_layer;
+    rank_head = aero_gguf_tensor(&g, "output.weight") ? "output.weight" : NULL;
+    qsort(order, g.n_tensors, sizeof *order, cmp_rank);
+    uint64_t total = 0;
+    for (uint64_t k = 0; k < g.n_tensors; k++) {
+        const aero_tensor_info *t = &g.tensors[order[k]];
+        row_src *r = &src[k];
+        *r = (row_src){.fd = fds[t->file], .path = g.files[t->file].path, .t = t,
+                       .row_bytes = aero_dtype_row_bytes(t->type, t->ne[0])};
+        if (!r->row_bytes || r->row_bytes * (t->n_elements / t->ne[0]) != t->nbytes) {
+            cli_fail("repack", "%s: tensor '%s' has rows that do not divide its %llu bytes", in, t->name,
+                     (unsigned long long)t->nbytes);
+            goto done;
+        }
+        if (aero_gguf_add_tensor_rows(w, t->name, t->type, t->n_dims, t->ne, copy_rows, r, &err)) {
+            cli_fail("repack", "%s", err.msg);
+            goto done;
+        }
+        total += t->nbytes;
+    }
+    progress pr = {.start = aero_now()};
+    aero_gguf_writer_progress(w, show_progress, &pr);
+    fprintf(stderr, "repack: %s -> %s: %llu tensors, %.1f MB, %lld layers\n", in, out,
+            (unsigned long long)g.n_tensors, total / 1e6, (long long)n_layer);
+    if (aero_gguf_write(w, out, &err)) {
+        fputc('\n', stderr);
+        cli_fail("repack", "%s", err.msg);
+        goto done;
+    }
+    // read back what was written: every layer one contiguous, aligned range
+    aero_gguf o;
+    if (aero_gguf_open(&o, out, &err)) {
+        cli_fail("repack", "the output does not read back: %s", err.msg);
+        goto done;
+    }
+    const char *bad = layers_contiguous(&o, n_layer);
+    fprintf(stderr, "repack: done in %.1f s; %s: alignment %llu, %llu tensors, %s\n", aero_now() - pr.start, out,
+            (unsigned long long)o.alignment, (unsigned long long)o.n_tensors,
+            bad ? bad : "each layer one contiguous 4 KiB-aligned range");
+    aero_gguf_free(&o);
+    rc = bad ? 1 : 0;
+done:
+    for (uint32_t f = 0; fds && f < g.n_files; f++)
+        if (fds[f] >= 0) close(fds[f]);
+    aero_gguf_writer_free(w);
+    free(fds);
+    free(order);
+    free(src);
+    aero_gguf_free(&g);
+    return rc;
+}
