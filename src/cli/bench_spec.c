@@ -1,0 +1,223 @@
+// `aerollm bench --draft ...`: what speculative decoding buys on this teacher. It measures the cost of one
+// target pass verifying k = 1..64 tokens (relative to k = 1), plain greedy decoding, and speculative greedy
+// decoding (acceptance, tokens per pass, draft time), then sets the speedup predicted from those parts beside
+// the measured one. Greedy throughout, so the two outputs must also be identical.
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "common.h"
+
+static const int curve_k[] = {1, 4, 8, 16, 32, 64};
+#define N_CURVE (int)(sizeof curve_k / sizeof curve_k[0])
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+// Median time of a k-token target pass after n_prompt cached tokens.
+static int time_curve(cli_engine *e, int n_prompt, double *secs, aero_error *err) {
+    const aero_hparams *hp = aero_model_hparams(e->model);
+    int32_t *tok = malloc(sizeof(int32_t) * n_prompt);
+    if (!tok) return aero_fail(err, AERO_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < n_prompt; i++) tok[i] = (int32_t)((i * 7919u + 13) % (unsigned)hp->n_vocab);
+    aero_status st = aero_spec_begin(e->spec, tok, n_prompt, 0, err);
+    free(tok);
+    if (st) return st;
+    double warm;
+    if ((st = aero_spec_time_pass(e->spec, 1, &warm, err))) return st;
+    int reps = warm < 0.05 ? 7 : 3;
+    for (int c = 0; c < N_CURVE; c++) {
+        double t[7];
+        for (int r = 0; r < reps; r++)
+            if ((st = aero_spec_time_pass(e->spec, curve_k[c], &t[r], err))) return st;
+        qsort(t, reps, sizeof *t, cmp_double);
+        secs[c] = t[reps / 2];
+    }
+    return AERO_OK;
+}
+
+// The curve at a fractional k, by linear interpolation (flat beyond its ends).
+static double curve_at(const double *secs, double k) {
+    if (k <= curve_k[0]) return secs[0];
+    for (int c = 1; c < N_CURVE; c++)
+        if (k <= curve_k[c])
+            return secs[c - 1] + (secs[c] - secs[c - 1]) * (k - curve_k[c - 1]) / (curve_k[c] - curve_k[c - 1]);
+    return secs[N_CURVE - 1];
+}
+
+// Plain greedy decoding of n tokens after the prompt: tokens to out, seconds per token (prefill excluded).
+static int plain_decode(cli_engine *e, const int32_t *ids, int n_ids, int n, int32_t *out, double *per_tok,
+                        aero_error *err) {
+    const aero_hparams *hp = aero_model_hparams(e->model);
+    float *logits = malloc(sizeof(float) * hp->n_vocab);
+    int32_t *pos = malloc(sizeof(int32_t) * n_ids);
+    uint8_t *want = calloc(n_ids, 1);
+    aero_status st = AERO_OK;
+    if (!logits || !pos || !want) {
+        st = aero_fail(err, AERO_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    aero_kv_drop(e->ctx, 0);
+    for (int i = 0; i < n_ids; i++) pos[i] = i;
+    want[n_ids - 1] = 1;
+    aero_batch b = {.n = n_ids, .tokens = ids, .pos = pos, .want_logits = want};
+    if ((st = aero_decode(e->ctx, &b, logits, err))) goto done;
+    double t0 = aero_now();
+    for (int i = 0; i < n; i++) {
+        out[i] = aero_argmax(logits, hp->n_vocab);
+        if (i + 1 == n) break;
+        int32_t p = n_ids + i;
+        aero_batch one = {.n = 1, .tokens = &out[i], .pos = &p};
+        if ((st = aero_decode(e->ctx, &one, logits, err))) goto done;
+    }
+    *per_tok = (aero_now() - t0) / n;
+done:
+    free(logits);
+    free(pos);
+    free(want);
+    return st;
+}
+
+// Speculative greedy decoding of n tokens: tokens to out, wall seconds (prefill excluded).
+static int spec_decode(cli_engine *e, const int32_t *ids, int n_ids, int n, int32_t *out, double *secs, aero_error *err) {
+    aero_status st = aero_spec_begin(e->spec, ids, n_ids, n, err);
+    if (st) return st;
+    double t0 = aero_now();
+    for (int got = 0; got < n;) {
+        int k = 0;
+        if ((st = aero_spec_step(e->spec, e->sampler, n - got, out + got, &k, err))) return st;
+        got += k;
+    }
+    *secs = aero_now() - t0;
+    return AERO_OK;
+}
+
+int cli_bench_spec(const cli_opts *opts, int n_prompt, int n_gen) {
+    const char *cmd = "bench";
+    cli_opts o = *opts;
+    o.sp.temp = 0; // greedy: the speculative output must equal the plain one
+    int nodes = o.draft_tree > o.draft_max ? o.draft_tree : o.draft_max;
+    char *text = NULL;
+    int32_t *ids = NULL, *plain = NULL, *spec = NULL;
+    size_t n_ids = 0;
+    aero_error err = {0};
+    cli_engine e;
+    int rc = 1;
+    if (!o.prompt_file) o.prompt = "Once upon a time";
+    if (!(text = cli_read_prompt(&o, cmd))) return 1;
+    if (o.n_ctx == 0) {
+        size_t need = strlen(text) + (size_t)n_gen + nodes + 8; // a token holds at least one byte of text
+        o.n_ctx = (int)(need > (size_t)n_prompt + 72 ? need : (size_t)n_prompt + 72);
+    }
+    if (cli_engine_open(&e, &o, cmd)) {
+        free(text);
+        return 1;
+    }
+    const aero_tokenizer *tok = aero_model_tokenizer(e.model);
+    bool bos = !o.no_bos && aero_tokenizer_add_bos(tok) && aero_tokenizer_bos(tok) >= 0;
+    if (aero_tokenize(tok, text, strlen(text), bos, true, &ids, &n_ids, &err)) {
+        cli_fail(cmd, "%s", err.msg);
+        goto done;
+    }
+    if (n_ids == 0) {
+        cli_fail(cmd, "the prompt is empty");
+        goto done;
+    }
+    plain = malloc(sizeof(int32_t) * n_gen);
+    spec = malloc(sizeof(int32_t) * (n_gen + nodes + 1));
+    if (!plain || !spec) {
+        cli_fail(cmd, "out of memory");
+        goto done;
+    }
+    aero_stream *s = aero_model_stream(e.model);
+    const aero_stream_plan *plan = aero_stream_get_plan(s);
+    aero_pool *mpool = aero_pool_new(aero_model_n_threads(e.model));
+    double mem_bw = mpool ? aero_measure_mem_bw(mpool, 512ull << 20) : 0;
+    aero_pool_free(mpool);
+    double disk_bw = plan->streamed_bytes ? aero_measure_disk_bw(aero_model_gguf(e.model)->files[0].path, 2ull << 30, 4) : 0;
+    double curve[N_CURVE], plain_tok = 0, spec_s = 0;
+    if (time_curve(&e, n_prompt, curve, &err)) {
+        cli_fail(cmd, "verify-cost curve: %s", err.msg);
+        goto done;
+    }
+    if (plain_decode(&e, ids, (int)n_ids, n_gen, plain, &plain_tok, &err)) {
+        cli_fail(cmd, "plain decoding: %s", err.msg);
+        goto done;
+    }
+    aero_stream_reset_stats(s);
+    if (spec_decode(&e, ids, (int)n_ids, n_gen, spec, &spec_s, &err)) {
+        cli_fail(cmd, "speculative decoding: %s", err.msg);
+        goto done;
+    }
+    aero_stream_stats ss;
+    aero_stream_get_stats(s, &ss);
+    aero_spec_stats st;
+    aero_spec_get_stats(e.spec, &st);
+    bool same = !memcmp(plain, spec, sizeof(int32_t) * n_gen);
+    double passes = st.verify_passes ? (double)st.verify_passes : 1;
+    double tau = st.generated / passes, kbar = st.verify_tokens / passes;
+    double other = (st.draft_s + st.accept_s) / passes;
+    double predicted = tau * curve[0] / (curve_at(curve, kbar) + other);
+    double measured = plain_tok / (spec_s / n_gen);
+    double mem_floor = mem_bw > 0 ? plan->resident_bytes / mem_bw : 0, disk_floor = disk_bw > 0 ? plan->streamed_bytes / disk_bw : 0;
+    char what[160];
+    aero_spec_describe(e.spec, what, sizeof what);
+    const char *tpath = aero_model_gguf(e.model)->files[0].path;
+    if (o.json) {
+        printf("{\"model\":\"%s\",\"draft\":\"%s\",\"mode\":\"%s\",\"mem_budget\":%llu,\"streamed_bytes_per_pass\":%llu,"
+               "\"mem_bw_gbs\":%.3f,\"disk_bw_gbs\":%.3f,\"floor_s\":%.6f,\"verify_k\":[",
+               tpath, o.draft, what, (unsigned long long)o.mem, (unsigned long long)plan->streamed_bytes, mem_bw / 1e9,
+               disk_bw / 1e9, mem_floor > disk_floor ? mem_floor : disk_floor);
+        for (int c = 0; c < N_CURVE; c++) printf("%s%d", c ? "," : "", curve_k[c]);
+        printf("],\"verify_s\":[");
+        for (int c = 0; c < N_CURVE; c++) printf("%s%.6f", c ? "," : "", curve[c]);
+        printf("],\"plain_s_per_token\":%.6f,\"spec_s_per_token\":%.6f,\"tokens\":%d,\"verify_passes\":%llu,"
+               "\"tokens_per_pass\":%.4f,\"mean_pass_tokens\":%.3f,\"drafted\":%llu,\"accepted\":%llu,"
+               "\"acceptance_rate\":%.4f,\"draft_s\":%.6f,\"verify_s_total\":%.6f,\"accept_s\":%.6f,"
+               "\"predicted_speedup\":%.3f,\"measured_speedup\":%.3f,\"identical\":%s,\"io_wait_s\":%.6f}\n",
+               plain_tok, spec_s / n_gen, n_gen, (unsigned long long)st.verify_passes, tau, kbar,
+               (unsigned long long)st.drafted, (unsigned long long)st.accepted,
+               st.drafted ? (double)st.accepted / st.drafted : 0, st.draft_s, st.verify_s, st.accept_s, predicted,
+               measured, same ? "true" : "false", ss.wait_s);
+    } else {
+        printf("teacher    %s (%.1f MB of weights, %d threads)\n", tpath, aero_model_weight_bytes(e.model) / 1e6,
+               aero_model_n_threads(e.model));
+        printf("drafter    %s: %s\n", o.draft, what);
+        printf("plan       resident %.1f MB, streamed %.1f MB per pass%s\n", plan->resident_bytes / 1e6,
+               plan->streamed_bytes / 1e6, o.mem ? "" : " (no --mem: all resident)");
+        printf("floors     memory bw %.2f GB/s, disk bw %.2f GB/s (measured now): a pass >= %.2f ms\n", mem_bw / 1e9,
+               disk_bw / 1e9, (mem_floor > disk_floor ? mem_floor : disk_floor) * 1e3);
+        printf("verify     cost of one pass of k tokens after %d cached, relative to k = 1 (%.2f ms):\n          ",
+               n_prompt, curve[0] * 1e3);
+        for (int c = 0; c < N_CURVE; c++) printf(" k=%d %.2fx", curve_k[c], curve[c] / curve[0]);
+        printf("\nplain      %d tokens, %.2f ms/token (%.2f tok/s)\n", n_gen, plain_tok * 1e3, 1 / plain_tok);
+        printf("spec       %d tokens in %.3f s = %.2f ms/token (%.2f tok/s)\n", n_gen, spec_s, spec_s * 1e3 / n_gen,
+               n_gen / spec_s);
+        printf("           %llu verify passes, %.2f tokens per pass, %.1f tokens per pass fed; drafted %llu, accepted "
+               "%llu: acceptance rate %.1f%%\n",
+               (unsigned long long)st.verify_passes, tau, kbar, (unsigned long long)st.drafted,
+               (unsigned long long)st.accepted, st.drafted ? 100.0 * st.accepted / st.drafted : 0.0);
+        printf("           per pass: verify %.2f ms, draft %.2f ms (%llu drafter passes in all), accept %.2f ms\n",
+               st.verify_s * 1e3 / passes, st.draft_s * 1e3 / passes, (unsigned long long)st.draft_calls,
+               st.accept_s * 1e3 / passes);
+        printf("identical  %s (greedy speculative tokens vs plain)\n", same ? "yes" : "NO");
+        printf("speedup    predicted %.2fx = %.2f tokens/pass x t(1) %.2f ms / (t(%.1f) %.2f ms + draft and accept "
+               "%.2f ms); measured %.2fx\n",
+               predicted, tau, curve[0] * 1e3, kbar, curve_at(curve, kbar) * 1e3, other * 1e3, measured);
+    }
+    if (!same) {
+        cli_fail(cmd, "greedy speculative output differs from plain greedy output");
+        goto done;
+    }
+    rc = 0;
+done:
+    cli_engine_close(&e);
+    free(text);
+    free(ids);
+    free(plain);
+    free(spec);
+    return rc;
+}
