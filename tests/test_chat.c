@@ -152,6 +152,12 @@ static void test_bad_messages(void) {
     expect_render_error("{{ 'ab' * 2000000000 }}", "[]", "too large", NULL);
     expect_render_error("{% set ns = namespace(x=1) %}{% set ns.self = ns %}{{ ns }}", "[]", "nested too deeply", NULL);
     expect_render_error("{{ 9223372036854775807 + 1 }}", "[]", "integer overflow", NULL);
+    // memory is bounded per render: doubling a string, growing a list, printing in a loop
+    expect_render_error("{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = ns.s + ns.s %}{% endfor %}", "[]",
+                        "more than 512 MiB", NULL);
+    expect_render_error("{% set ns = namespace(l=[1]) %}{% for i in range(40) %}{% set ns.l = ns.l + ns.l %}{% endfor %}", "[]",
+                        "512 MiB", NULL);
+    expect_render_error("{% for i in range(100000) %}{{ 'abcdefgh' * 1000 }}{% endfor %}", "[]", "512 MiB", NULL);
 
     // bad API arguments
     aero_chat_template *t = NULL;

@@ -434,5 +434,6 @@ void aero_kernels_fill_avx2(aero_kernel_ops *ops) {
     ops->quantize_q8_0 = quantize_q8_0;
     ops->quantize_q8_K = quantize_q8_K;
     ops->dot_f32_acc16 = dot_f32_acc16_avx2;
+    for (int t = 0; t < AERO_DT_COUNT; t++) ops->mm_dot[t] = ops->dot[t], ops->mm_dot_multi[t] = NULL;
     ops->name = "avx2";
 }

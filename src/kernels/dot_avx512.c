@@ -165,67 +165,163 @@ static void quantize_q8_K(const float *x, void *vy, int64_t n) {
 }
 
 // ---- 32-element blocks with Q8_0 activations -------------------------------------------------------------
+//
+// Activations are first laid out per pair of blocks (q8p): codes in the order the weight codes come out of
+// one byte permute, the scale of each int32 lane, and the sum of the 4 activations of each lane (to remove
+// the weights' code offset). Matmul prepares each token once; the standard-layout dot prepares 64 blocks at
+// a time on the stack and runs the same kernel, so both give the same bits. Pairs alternate between two
+// accumulators (two fma chains in flight); the reduction at the end is fixed.
 
-// Two 4-bit blocks as 64 unsigned codes in element order: [lo nibbles i, hi nibbles i, lo i+1, hi i+1].
-AI __m512i nibbles_pair(const uint8_t *q0, const uint8_t *q1) {
-    __m256i y = _mm256_loadu2_m128i((const __m128i *)q1, (const __m128i *)q0);
-    __m512i lo = _mm512_castsi256_si512(y), hi = _mm512_castsi256_si512(_mm256_srli_epi16(y, 4));
-    __m512i z = _mm512_permutex2var_epi64(lo, _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11), hi);
-    return _mm512_and_si512(z, _mm512_set1_epi8(0x0F));
+typedef struct {
+    int8_t q[64];    // [b0 0-15 | b1 0-15 | b0 16-31 | b1 16-31]
+    float d[16];     // scale of the block feeding each int32 lane of vpdpbusd
+    int32_t s8n[16]; // -8 * (sum of the 4 activations feeding each lane): removes the weights' code offset
+    float ds[16];    // d * (that sum): the min term of Q4_1 / Q5_1
+} q8p;
+_Static_assert(sizeof(q8p) == 256, "prepared pair size");
+
+#define PREP_CHUNK 64 // blocks prepared at a time by the standard-layout dots (an even number of pairs)
+
+static size_t act_bytes(aero_dtype vt, int64_t n) {
+    if (vt != AERO_DT_Q8_0) return 0;
+    return (size_t)((n / AERO_QK + 1) / 2) * sizeof(q8p);
 }
 
-AI uint64_t qh_pair(const uint8_t *h0, const uint8_t *h1) {
-    uint32_t a, b;
-    memcpy(&a, h0, 4);
-    memcpy(&b, h1, 4);
-    return (uint64_t)a | ((uint64_t)b << 32);
+// Lays out blocks b0 and b1 (b1 NULL: zeros) as one prepared pair.
+AI void prep_pair(const aero_block_q8_0 *b0, const aero_block_q8_0 *b1, q8p *p) {
+    __m256i a0 = _mm256_loadu_si256((const void *)b0->qs);
+    __m256i a1 = b1 ? _mm256_loadu_si256((const void *)b1->qs) : _mm256_setzero_si256();
+    __m512i z = join256(a0, a1);
+    z = _mm512_shuffle_i64x2(z, z, _MM_SHUFFLE(3, 1, 2, 0));
+    _mm512_storeu_si512(p->q, z);
+    __m512i sum = _mm512_madd_epi16(_mm512_maddubs_epi16(_mm512_set1_epi8(1), z), _mm512_set1_epi16(1));
+    float d0 = h2f(b0->d), d1 = b1 ? h2f(b1->d) : 0.0f;
+    __m512 d = _mm512_permutexvar_ps(_mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1),
+                                     _mm512_castps128_ps512(_mm_setr_ps(d0, d1, 0.0f, 0.0f)));
+    _mm512_storeu_ps(p->d, d);
+    _mm512_storeu_si512(p->s8n, _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(sum, 3)));
+    _mm512_storeu_ps(p->ds, _mm512_mul_ps(d, _mm512_cvtepi32_ps(sum)));
 }
 
-// One dot kernel for the five 32-block types; t is a compile-time constant in each instance. Pairs of blocks
-// share a vector (lanes 0-7 block i, 8-15 block i+1); an odd last block pairs with zeros.
-AI float dot32(const aero_dtype t, int64_t n, const void *vw, const void *va, const bool vnni) {
-    const aero_block_q8_0 *a = va;
-    const uint8_t *w = vw;
-    const size_t bb = t == AERO_DT_Q4_0 ? 18 : t == AERO_DT_Q4_1 ? 20 : t == AERO_DT_Q5_0 ? 22 : t == AERO_DT_Q5_1 ? 24 : 34;
-    const int64_t nb = n / AERO_QK;
-    const __m512i zero = _mm512_setzero_si512(), ones = _mm512_set1_epi8(1);
-    __m512 acc = _mm512_setzero_ps();
-    for (int64_t i = 0; i < nb; i += 2) {
-        const bool two = i + 1 < nb;
-        const uint8_t *w0 = w + (size_t)i * bb, *w1 = two ? w0 + bb : w0;
-        __m256i a0 = _mm256_loadu_si256((const void *)a[i].qs);
-        __m256i a1 = two ? _mm256_loadu_si256((const void *)a[i + 1].qs) : _mm256_setzero_si256();
-        __m512i av = join256(a0, a1);
-        float da0 = h2f(a[i].d), da1 = two ? h2f(a[i + 1].d) : 0.0f;
-        if (t == AERO_DT_Q8_0) {
-            const aero_block_q8_0 *x0 = (const void *)w0, *x1 = (const void *)w1;
-            __m512i wv = join256(_mm256_loadu_si256((const void *)x0->qs), _mm256_loadu_si256((const void *)x1->qs));
-            __mmask64 neg = _mm512_movepi8_mask(wv);
-            __m512i sum = dp(zero, _mm512_abs_epi8(wv), _mm512_mask_sub_epi8(av, neg, zero, av), vnni);
-            acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), join_ps(h2f(x0->d) * da0, h2f(x1->d) * da1), acc);
-        } else {
-            const uint8_t *qs0, *qs1;
-            uint16_t d0, d1, m0 = 0, m1 = 0;
-            const bool has_min = t == AERO_DT_Q4_1 || t == AERO_DT_Q5_1, five = t == AERO_DT_Q5_0 || t == AERO_DT_Q5_1;
-            memcpy(&d0, w0, 2);
-            memcpy(&d1, w1, 2);
-            if (has_min) memcpy(&m0, w0 + 2, 2), memcpy(&m1, w1 + 2, 2);
-            const size_t qh_off = has_min ? 4 : 2, qs_off = qh_off + (five ? 4 : 0);
-            qs0 = w0 + qs_off, qs1 = w1 + qs_off;
-            __m512i u = nibbles_pair(qs0, qs1);
-            if (five) u = _mm512_mask_add_epi8(u, _cvtu64_mask64(qh_pair(w0 + qh_off, w1 + qh_off)), u, _mm512_set1_epi8(16));
-            __m512i sum = dp(zero, u, av, vnni);
-            __m512i asum = dp(zero, ones, av, vnni);
-            if (has_min) {
-                acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), join_ps(h2f(d0) * da0, h2f(d1) * da1), acc);
-                acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(asum), join_ps(h2f(m0) * da0, h2f(m1) * da1), acc);
-            } else {
-                sum = _mm512_sub_epi32(sum, _mm512_slli_epi32(asum, five ? 4 : 3)); // codes are offset by 16 or 8
-                acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), join_ps(h2f(d0) * da0, h2f(d1) * da1), acc);
-            }
-        }
+static void prep_blocks(const aero_block_q8_0 *a, q8p *p, int64_t nb) {
+    for (int64_t i = 0; i < nb; i += 2) prep_pair(&a[i], i + 1 < nb ? &a[i + 1] : NULL, &p[i / 2]);
+}
+
+static void act_quantize(aero_dtype vt, const float *x, void *vp, int64_t n) {
+    aero_block_q8_0 tmp[PREP_CHUNK];
+    q8p *p = vp;
+    for (int64_t b = 0; b < n / AERO_QK; b += PREP_CHUNK) {
+        int64_t nb = n / AERO_QK - b < PREP_CHUNK ? n / AERO_QK - b : PREP_CHUNK;
+        quantize_q8_0(x + b * AERO_QK, tmp, nb * AERO_QK);
+        prep_blocks(tmp, p + b / 2, nb);
     }
-    return _mm512_reduce_add_ps(acc);
+    (void)vt;
+}
+
+AI size_t bytes32(const aero_dtype t) {
+    return t == AERO_DT_Q4_0 ? 18 : t == AERO_DT_Q4_1 ? 20 : t == AERO_DT_Q5_0 ? 22 : t == AERO_DT_Q5_1 ? 24 : 34;
+}
+
+// Word permute gathering 8 words from w0, w1, w2, w3 into the four 128-bit lanes (block sizes are even, so
+// every field of a pair of blocks is word aligned: AVX512BW's vpermw does it, no VBMI needed).
+AI __m512i widx4(int w0, int w1, int w2, int w3) {
+    __m512i iota = _mm512_broadcast_i32x4(_mm_setr_epi16(0, 1, 2, 3, 4, 5, 6, 7));
+    int a = w0 * 0x10001, b = w1 * 0x10001, c = w2 * 0x10001, d = w3 * 0x10001;
+    return _mm512_add_epi16(iota, _mm512_setr_epi32(a, a, a, a, b, b, b, b, c, c, c, c, d, d, d, d));
+}
+
+// Word permute giving 16 halves: word h0 for lanes 0-3 and 8-11, word h1 for lanes 4-7 and 12-15.
+AI __m512i widx_h(int h0, int h1) {
+    int a = h0 * 0x10001, b = h1 * 0x10001;
+    return _mm512_setr_epi32(a, a, b, b, a, a, b, b, 0, 0, 0, 0, 0, 0, 0, 0);
+}
+
+AI __m512 halves(__m512i z, int h0, int h1) {
+    return _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(widx_h(h0, h1), z)));
+}
+
+// One pair of weight blocks (p) against T prepared activation rows, into accumulator `slot` of each token.
+// Loads never read past the row: near its end they are masked.
+AI void pair32(const aero_dtype t, const int T, const bool vnni, const uint8_t *w, int64_t nb, int64_t p,
+               const q8p *const *a, int64_t pbase, __m512 acc[][2], const int slot) {
+    const int bb = (int)bytes32(t), hb = bb / 2; // block size in bytes and words
+    const bool has_min = t == AERO_DT_Q4_1 || t == AERO_DT_Q5_1, five = t == AERO_DT_Q5_0 || t == AERO_DT_Q5_1;
+    const __m512i zero = _mm512_setzero_si512();
+    const uint8_t *w0 = w + (size_t)(2 * p) * (size_t)bb;
+    const bool two = 2 * p + 1 < nb;
+    const int64_t rem = (nb - 2 * p) * bb; // bytes left in the row
+    __m512i z0 = rem >= 64 ? _mm512_loadu_si512(w0) : _mm512_maskz_loadu_epi8(_cvtu64_mask64((1ull << rem) - 1), w0);
+    __m512i u = zero, uabs = zero;
+    __mmask64 neg = 0;
+    __m512 dw = halves(z0, 0, hb), mw = _mm512_setzero_ps();
+    if (t == AERO_DT_Q8_0) {
+        __m512i z1 = two ? _mm512_maskz_loadu_epi8(0xF, w0 + 64) : zero;
+        __m512i wv = _mm512_permutex2var_epi16(z0, widx4(1, hb + 1, 9, hb + 9), z1);
+        neg = _mm512_movepi8_mask(wv);
+        uabs = _mm512_abs_epi8(wv);
+    } else {
+        const int qh_off = has_min ? 4 : 2, qs_w = (qh_off + (five ? 4 : 0)) / 2;
+        __m512i q = _mm512_permutexvar_epi16(widx4(qs_w, hb + qs_w, qs_w, hb + qs_w), z0);
+        u = _mm512_and_si512(_mm512_srlv_epi16(q, join256(_mm256_setzero_si256(), _mm256_set1_epi16(4))),
+                             _mm512_set1_epi8(0x0F)); // [b0 lo | b1 lo | b0 hi | b1 hi]
+        if (five) {
+            uint32_t h0, h1 = 0;
+            memcpy(&h0, w0 + qh_off, 4);
+            if (two) memcpy(&h1, w0 + bb + qh_off, 4);
+            uint64_t m = (uint64_t)(h0 & 0xFFFF) | (uint64_t)(h1 & 0xFFFF) << 16 | (uint64_t)(h0 >> 16) << 32 |
+                         (uint64_t)(h1 >> 16) << 48;
+            u = _mm512_mask_add_epi8(u, _cvtu64_mask64(m), u, _mm512_set1_epi8(16));
+        }
+        if (has_min) mw = halves(z0, 1, hb + 1);
+    }
+    for (int k = 0; k < T; k++) {
+        const q8p *ap = a[k] + (p - pbase);
+        __m512i av = _mm512_loadu_si512(ap->q);
+        __m512 ad = _mm512_loadu_ps(ap->d);
+        __m512i isum;
+        if (t == AERO_DT_Q8_0) isum = dp(zero, uabs, _mm512_mask_sub_epi8(av, neg, zero, av), vnni);
+        else if (has_min) isum = dp(zero, u, av, vnni);
+        else if (five) isum = dp(_mm512_slli_epi32(_mm512_loadu_si512(ap->s8n), 1), u, av, vnni); // offset 16
+        else isum = dp(_mm512_loadu_si512(ap->s8n), u, av, vnni);                                // offset 8
+        acc[k][slot] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_mul_ps(dw, ad), acc[k][slot]);
+        if (has_min) acc[k][slot] = _mm512_fmadd_ps(mw, _mm512_loadu_ps(ap->ds), acc[k][slot]);
+    }
+}
+
+// Pairs [p0, p1) of a row of nb blocks, activation pair p at a[k][p - p0] (p0 even, so the accumulator of a
+// pair is fixed by its index).
+AI void run32(const aero_dtype t, const int T, const bool vnni, const uint8_t *w, int64_t nb, int64_t p0, int64_t p1,
+              const q8p *const *a, __m512 acc[][2]) {
+    int64_t p = p0;
+    for (; p + 2 <= p1; p += 2) {
+        pair32(t, T, vnni, w, nb, p, a, p0, acc, 0);
+        pair32(t, T, vnni, w, nb, p + 1, a, p0, acc, 1);
+    }
+    if (p < p1) pair32(t, T, vnni, w, nb, p, a, p0, acc, 0);
+}
+
+// Matmul entry: T prepared rows at once.
+AI void mm32(const aero_dtype t, const int T, const bool vnni, int64_t n, const void *w, const void *const *a, float *out) {
+    __m512 acc[4][2];
+    for (int k = 0; k < T; k++) acc[k][0] = acc[k][1] = _mm512_setzero_ps();
+    const int64_t nb = n / AERO_QK;
+    run32(t, T, vnni, w, nb, 0, (nb + 1) / 2, (const q8p *const *)a, acc);
+    for (int k = 0; k < T; k++) out[k] = _mm512_reduce_add_ps(_mm512_add_ps(acc[k][0], acc[k][1]));
+}
+
+// Standard-layout entry: prepares 64 blocks at a time; pair indices, and so accumulators, stay global.
+AI float std32(const aero_dtype t, const bool vnni, int64_t n, const void *w, const void *va) {
+    q8p buf[PREP_CHUNK / 2];
+    const aero_block_q8_0 *a = va;
+    const int64_t nb = n / AERO_QK;
+    __m512 acc[1][2] = {{_mm512_setzero_ps(), _mm512_setzero_ps()}};
+    for (int64_t b = 0; b < nb; b += PREP_CHUNK) {
+        int64_t len = nb - b < PREP_CHUNK ? nb - b : PREP_CHUNK;
+        prep_blocks(a + b, buf, len);
+        const q8p *rows[1] = {buf};
+        run32(t, 1, vnni, w, nb, b / 2, b / 2 + (len + 1) / 2, rows, acc);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(acc[0][0], acc[0][1]));
 }
 
 // ---- K-quants with Q8_K activations -------------------------------------------------------------------
@@ -417,12 +513,28 @@ AI float dot_q2k(int64_t n, const void *vw, const void *va, const bool vnni) {
 
 // ---- instances: VNNI and plain AVX-512 ----------------------------------------------------------------
 
+#define T32(name, TYPE, sfx, V)                                                                                 \
+    static float name##_##sfx(int64_t n, const void *w, const void *a) { return std32(TYPE, V, n, w, a); }      \
+    static float name##_mm_##sfx(int64_t n, const void *w, const void *a) {                                     \
+        float out;                                                                                              \
+        mm32(TYPE, 1, V, n, w, &a, &out);                                                                       \
+        return out;                                                                                             \
+    }                                                                                                           \
+    static void name##_multi_##sfx(int64_t n, const void *w, const void *const *a, int T, float *out) {         \
+        switch (T) {                                                                                            \
+        case 1: mm32(TYPE, 1, V, n, w, a, out); break;                                                          \
+        case 2: mm32(TYPE, 2, V, n, w, a, out); break;                                                          \
+        case 3: mm32(TYPE, 3, V, n, w, a, out); break;                                                          \
+        default: mm32(TYPE, 4, V, n, w, a, out); break;                                                         \
+        }                                                                                                       \
+    }
+
 #define INSTANCES(sfx, V)                                                                                        \
-    static float dot_q4_0_##sfx(int64_t n, const void *w, const void *a) { return dot32(AERO_DT_Q4_0, n, w, a, V); } \
-    static float dot_q4_1_##sfx(int64_t n, const void *w, const void *a) { return dot32(AERO_DT_Q4_1, n, w, a, V); } \
-    static float dot_q5_0_##sfx(int64_t n, const void *w, const void *a) { return dot32(AERO_DT_Q5_0, n, w, a, V); } \
-    static float dot_q5_1_##sfx(int64_t n, const void *w, const void *a) { return dot32(AERO_DT_Q5_1, n, w, a, V); } \
-    static float dot_q8_0_##sfx(int64_t n, const void *w, const void *a) { return dot32(AERO_DT_Q8_0, n, w, a, V); } \
+    T32(dot_q4_0, AERO_DT_Q4_0, sfx, V)                                                                          \
+    T32(dot_q4_1, AERO_DT_Q4_1, sfx, V)                                                                          \
+    T32(dot_q5_0, AERO_DT_Q5_0, sfx, V)                                                                          \
+    T32(dot_q5_1, AERO_DT_Q5_1, sfx, V)                                                                          \
+    T32(dot_q8_0, AERO_DT_Q8_0, sfx, V)                                                                          \
     static float dot_q2_K_##sfx(int64_t n, const void *w, const void *a) { return dot_q2k(n, w, a, V); }            \
     static float dot_q3_K_##sfx(int64_t n, const void *w, const void *a) { return dot_q3k(n, w, a, V); }            \
     static float dot_q4_K_##sfx(int64_t n, const void *w, const void *a) { return dot_q45k(false, n, w, a, V); }    \
@@ -437,23 +549,33 @@ void aero_kernels_fill_avx512(aero_kernel_ops *ops, bool vnni) {
     ops->dot[AERO_DT_F32] = dot_f32;
     ops->dot[AERO_DT_F16] = dot_f16;
     ops->dot[AERO_DT_BF16] = dot_bf16;
+#define SET32(T, name, sfx)                  \
+    ops->dot[T] = name##_##sfx;              \
+    ops->mm_dot[T] = name##_mm_##sfx;        \
+    ops->mm_dot_multi[T] = name##_multi_##sfx;
 #define SET(sfx)                                \
-    ops->dot[AERO_DT_Q4_0] = dot_q4_0_##sfx;    \
-    ops->dot[AERO_DT_Q4_1] = dot_q4_1_##sfx;    \
-    ops->dot[AERO_DT_Q5_0] = dot_q5_0_##sfx;    \
-    ops->dot[AERO_DT_Q5_1] = dot_q5_1_##sfx;    \
-    ops->dot[AERO_DT_Q8_0] = dot_q8_0_##sfx;    \
+    SET32(AERO_DT_Q4_0, dot_q4_0, sfx)          \
+    SET32(AERO_DT_Q4_1, dot_q4_1, sfx)          \
+    SET32(AERO_DT_Q5_0, dot_q5_0, sfx)          \
+    SET32(AERO_DT_Q5_1, dot_q5_1, sfx)          \
+    SET32(AERO_DT_Q8_0, dot_q8_0, sfx)          \
     ops->dot[AERO_DT_Q2_K] = dot_q2_K_##sfx;    \
     ops->dot[AERO_DT_Q3_K] = dot_q3_K_##sfx;    \
     ops->dot[AERO_DT_Q4_K] = dot_q4_K_##sfx;    \
     ops->dot[AERO_DT_Q5_K] = dot_q5_K_##sfx;    \
     ops->dot[AERO_DT_Q6_K] = dot_q6_K_##sfx;
+    for (int t = 0; t < AERO_DT_COUNT; t++) ops->mm_dot_multi[t] = NULL;
     if (vnni) {
         SET(vnni)
     } else {
         SET(plain)
     }
 #undef SET
+#undef SET32
+    for (int t = 0; t < AERO_DT_COUNT; t++)
+        if (t < AERO_DT_Q4_0 || t > AERO_DT_Q8_0) ops->mm_dot[t] = ops->dot[t];
+    ops->act_bytes = act_bytes;
+    ops->act_quantize = act_quantize;
     ops->f16_to_f32_row = f16_to_f32_row;
     ops->f32_to_f16_row = f32_to_f16_row;
     ops->bf16_to_f32_row = bf16_to_f32_row;

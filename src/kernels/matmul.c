@@ -74,6 +74,7 @@ typedef struct {
     bool exact_f32;          // aero_matmul_f32: dequantized weights times f32 activations
     const aero_kernel_ops *ops;
     aero_dtype vt;           // activation type of the dot
+    bool prepared;           // activation rows in the ISA's own layout (ops->act_quantize)
     uint8_t *act;            // n quantized activation rows (NULL when the dot takes f32 directly)
     size_t act_row_bytes;
     int64_t act_unit;        // elements per quantization unit (a run of whole activation blocks)
@@ -88,6 +89,12 @@ typedef struct {
 // Quantizes this thread's share of the activation units (whole blocks, so the split never changes a bit).
 static void mm_quantize(mm_job *j, int ith, int nth) {
     int64_t cols = j->w->cols, per_row = cols / j->act_unit;
+    if (j->prepared) { // whole rows: the layout may group blocks
+        long b, e;
+        aero_pool_split(j->n, ith, nth, &b, &e);
+        for (long t = b; t < e; t++) j->ops->act_quantize(j->vt, j->x + t * cols, j->act + t * j->act_row_bytes, cols);
+        return;
+    }
     long b, e;
     aero_pool_split((long)(per_row * j->n), ith, nth, &b, &e);
     while (b < e) {
@@ -129,14 +136,28 @@ static void mm_rows(mm_job *j, int ith, long r0, long r1) {
         }
         return;
     }
-    aero_dot_fn dot = j->ops->dot[w->type];
+    aero_dot_fn dot = j->ops->mm_dot[w->type];
+    void (*multi)(int64_t, const void *, const void *const *, int, float *) = j->ops->mm_dot_multi[w->type];
     for (long tr = r0; tr < r1; tr += j->tile_rows) {
         long te = tr + j->tile_rows < r1 ? tr + j->tile_rows : r1;
-        for (int t = 0; t < n; t++) {
-            const void *a = j->act ? (const void *)(j->act + (size_t)t * j->act_row_bytes)
-                                   : (const void *)(j->x + (size_t)t * cols);
-            float *yt = j->y + (size_t)t * rows;
-            for (long r = tr; r < te; r++) yt[r] = dot(cols, wd + (size_t)r * w->row_bytes, a);
+        for (int t = 0; t < n; t += 4) {
+            int T = n - t < 4 ? n - t : 4;
+            const void *a[4];
+            for (int k = 0; k < T; k++)
+                a[k] = j->act ? (const void *)(j->act + (size_t)(t + k) * j->act_row_bytes)
+                              : (const void *)(j->x + (size_t)(t + k) * cols);
+            if (multi && T > 1) { // unpack each weight block once for T tokens; same bits as T single dots
+                float out[4];
+                for (long r = tr; r < te; r++) {
+                    multi(cols, wd + (size_t)r * w->row_bytes, a, T, out);
+                    for (int k = 0; k < T; k++) j->y[(size_t)(t + k) * rows + r] = out[k];
+                }
+            } else {
+                for (int k = 0; k < T; k++) {
+                    float *yt = j->y + (size_t)(t + k) * rows;
+                    for (long r = tr; r < te; r++) yt[r] = dot(cols, wd + (size_t)r * w->row_bytes, a[k]);
+                }
+            }
         }
     }
 }
@@ -196,7 +217,9 @@ static void matmul_run(aero_pool *pool, const aero_wmat *w, const float *x, int 
     j.vt = exact_f32 ? AERO_DT_F32 : aero_vec_dot_type(w->type);
     size_t need = 0;
     if (j.vt != AERO_DT_F32) {
-        j.act_row_bytes = (aero_dtype_row_bytes(j.vt, (uint64_t)w->cols) + 63) & ~(size_t)63;
+        size_t prep = j.ops->act_bytes ? j.ops->act_bytes(j.vt, w->cols) : 0;
+        j.prepared = prep > 0;
+        j.act_row_bytes = ((prep ? prep : aero_dtype_row_bytes(j.vt, (uint64_t)w->cols)) + 63) & ~(size_t)63;
         j.act_unit = j.vt == AERO_DT_Q8_0 ? AERO_QK : j.vt == AERO_DT_Q8_K ? AERO_QK_K : w->cols;
         need = j.act_row_bytes * (size_t)n;
     } else if (exact_f32 && w->type != AERO_DT_F32) {

@@ -668,5 +668,6 @@ void aero_kernels_fill_scalar(aero_kernel_ops *ops) {
     ops->quantize_q8_0 = aero_quantize_q8_0_ref;
     ops->quantize_q8_K = aero_quantize_q8_K_ref;
     ops->dot_f32_acc16 = aero_dot_f32_acc16_ref;
+    for (int t = 0; t < AERO_DT_COUNT; t++) ops->mm_dot[t] = ops->dot[t];
     ops->name = "scalar";
 }
