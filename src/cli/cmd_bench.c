@@ -65,6 +65,12 @@ static int run_decode(cli_engine *e, int n, double *per_token, aero_error *err) 
     return 0;
 }
 
+// Disk bandwidth for the floor: O_DIRECT reads of the model file through the engine's idle window (so that a
+// run under a memory limit allocates nothing more), or with 8 MiB buffers when nothing is streamed.
+static double measure_disk(aero_stream *s, const char *path, bool streamed) {
+    return streamed ? aero_stream_measure_disk_bw(s, 1ull << 30) : aero_measure_disk_bw(path, 1ull << 30, 4);
+}
+
 int aero_cmd_bench(int argc, char **argv) {
     cli_opts o;
     cli_opts_default(&o);
@@ -94,19 +100,19 @@ int aero_cmd_bench(int argc, char **argv) {
     const aero_hparams *hp = aero_model_hparams(e.model);
     aero_stream *s = aero_model_stream(e.model);
     const aero_stream_plan *plan = aero_stream_get_plan(s);
+    const char *path = aero_model_gguf(e.model)->files[0].path;
+    bool streamed = plan->streamed_bytes > 0;
     int threads = aero_model_n_threads(e.model);
-    aero_pool *mpool = aero_pool_new(threads);
-    double mem_bw = mpool ? aero_measure_mem_bw(mpool, 512ull << 20) : 0;
-    aero_pool_free(mpool);
-    double disk_bw = plan->streamed_bytes ? aero_measure_disk_bw(aero_model_gguf(e.model)->files[0].path, 2ull << 30, 4) : 0;
     double prefill_s = 0, decode_s = 0;
     aero_stream_reset_stats(s);
     if (run_prefill(&e, n_prompt, o.n_batch, &prefill_s, &err)) {
         cli_engine_close(&e);
         return cli_fail("bench", "prefill: %s", err.msg[0] ? err.msg : "out of memory");
     }
-    aero_stream_stats prefill_stats;
-    aero_stream_get_stats(s, &prefill_stats);
+    aero_stream_stats pre;
+    aero_stream_get_stats(s, &pre);
+    // the disk is shared and drifts: measure it just before and just after the decode, use the mean
+    double disk_before = streamed ? measure_disk(s, path, true) : 0;
     aero_stream_reset_stats(s);
     if (run_decode(&e, n_gen, &decode_s, &err)) {
         cli_engine_close(&e);
@@ -114,43 +120,82 @@ int aero_cmd_bench(int argc, char **argv) {
     }
     aero_stream_stats dec;
     aero_stream_get_stats(s, &dec);
+    double disk_after = streamed ? measure_disk(s, path, true) : 0;
+    double disk_bw = disk_before > 0 && disk_after > 0 ? (disk_before + disk_after) / 2 : disk_before + disk_after;
+    aero_stream_set_disk_bw(s, disk_bw);
+    uint64_t peak_rss = aero_peak_rss(); // of the runs, before any measurement buffer
+    // memory bandwidth: over the engine's own largest buffer when under a budget, else a fresh 512 MB
+    aero_pool *mpool = aero_pool_new(threads);
+    double mem_bw = 0;
+    if (mpool) {
+        if (o.mem) mem_bw = aero_stream_measure_mem_bw(s, mpool);
+        if (mem_bw <= 0) mem_bw = aero_measure_mem_bw(mpool, o.mem ? 64ull << 20 : 512ull << 20);
+    }
+    aero_pool_free(mpool);
     uint64_t model_bytes = aero_model_weight_bytes(e.model);
-    // Decode reads every resident weight once per token from memory and every streamed weight from disk.
-    double mem_floor = mem_bw > 0 ? (double)plan->resident_bytes / mem_bw : 0;
+    // decode reads every resident weight once per token from memory (not the embedding rows held for lookups)
+    // and every streamed weight from disk
+    uint64_t pass_resident = plan->resident_bytes - plan->embd_bytes;
+    double mem_floor = mem_bw > 0 ? (double)pass_resident / mem_bw : 0;
     double disk_floor = disk_bw > 0 ? (double)plan->streamed_bytes / disk_bw : 0;
     double floor = mem_floor > disk_floor ? mem_floor : disk_floor;
-    const char *path = aero_model_gguf(e.model)->files[0].path;
+    // a pass cannot be faster than its IO or its compute: how well the two overlap
+    double dec_pass = dec.passes ? dec.wall_s / dec.passes : decode_s;
+    double dec_compute = dec.passes ? dec.compute_s / dec.passes : 0;
+    double bound = dec_compute > disk_floor ? dec_compute : disk_floor;
+    double pre_floor = disk_bw > 0 ? (double)pre.passes * plan->streamed_bytes / disk_bw : 0;
     if (o.json) {
         printf("{\"model\":\"%s\",\"arch\":\"%s\",\"n_layer\":%d,\"n_embd\":%d,\"model_bytes\":%llu,"
                "\"threads\":%d,\"isa\":\"%s\",\"mem_budget\":%llu,\"resident_bytes\":%llu,\"streamed_bytes_per_pass\":%llu,"
-               "\"mem_bw_gbs\":%.3f,\"disk_bw_gbs\":%.3f,\"prefill_tokens\":%d,\"prefill_s\":%.6f,"
-               "\"prefill_tok_s\":%.3f,\"prefill_passes\":%llu,\"decode_tokens\":%d,\"decode_s_per_token\":%.6f,"
-               "\"decode_tok_s\":%.3f,\"decode_floor_s\":%.6f,\"decode_over_floor\":%.3f,"
-               "\"decode_io_wait_s\":%.6f,\"decode_bytes_streamed\":%llu,\"peak_rss\":%llu}\n",
+               "\"window_bytes\":%llu,\"prefetch\":%d,\"io_threads\":%d,\"direct\":%s,\"pinned_units\":%d,"
+               "\"streamed_units\":%d,\"mem_bw_gbs\":%.3f,\"disk_bw_gbs\":%.3f,\"disk_bw_before_gbs\":%.3f,"
+               "\"disk_bw_after_gbs\":%.3f,\"prefill_tokens\":%d,\"prefill_s\":%.6f,"
+               "\"prefill_tok_s\":%.3f,\"prefill_passes\":%llu,\"prefill_io_wait_s\":%.6f,\"prefill_disk_floor_s\":%.6f,"
+               "\"decode_tokens\":%d,\"decode_s_per_token\":%.6f,"
+               "\"decode_tok_s\":%.3f,\"decode_floor_s\":%.6f,\"decode_over_floor\":%.3f,\"decode_disk_floor_s\":%.6f,"
+               "\"decode_pass_s\":%.6f,\"decode_pass_over_disk_floor\":%.3f,\"decode_compute_s\":%.6f,"
+               "\"decode_pass_over_max_io_compute\":%.3f,"
+               "\"decode_io_wait_s\":%.6f,\"decode_io_busy_s\":%.6f,\"decode_bytes_streamed\":%llu,\"peak_rss\":%llu}\n",
                path, hp->arch, hp->n_layer, hp->n_embd, (unsigned long long)model_bytes, threads,
                aero_isa_name(aero_kernels_isa()), (unsigned long long)o.mem, (unsigned long long)plan->resident_bytes,
-               (unsigned long long)plan->streamed_bytes, mem_bw / 1e9, disk_bw / 1e9, n_prompt, prefill_s,
-               n_prompt / prefill_s, (unsigned long long)prefill_stats.passes, n_gen, decode_s, 1 / decode_s, floor,
-               floor > 0 ? decode_s / floor : 0, dec.wait_s / n_gen, (unsigned long long)dec.bytes_streamed,
-               (unsigned long long)aero_peak_rss());
+               (unsigned long long)plan->streamed_bytes, (unsigned long long)plan->window_bytes, plan->prefetch,
+               plan->io_threads, plan->direct ? "true" : "false", plan->n_pinned, plan->n_streamed, mem_bw / 1e9,
+               disk_bw / 1e9, disk_before / 1e9, disk_after / 1e9, n_prompt, prefill_s, n_prompt / prefill_s,
+               (unsigned long long)pre.passes, pre.wait_s, pre_floor, n_gen, decode_s, 1 / decode_s, floor,
+               floor > 0 ? decode_s / floor : 0, disk_floor, dec_pass, disk_floor > 0 ? dec_pass / disk_floor : 0,
+               dec_compute, bound > 0 ? dec_pass / bound : 0, dec.wait_s / n_gen, dec.io_busy_s / n_gen,
+               (unsigned long long)dec.bytes_streamed, (unsigned long long)peak_rss);
     } else {
         printf("model      %s (%s, %d layers, dim %d, %.1f MB of weights)\n", path, hp->arch, hp->n_layer, hp->n_embd,
                model_bytes / 1e6);
         printf("threads    %d (%s)\n", threads, aero_isa_name(aero_kernels_isa()));
         printf("plan       resident %.1f MB, streamed %.1f MB per pass%s\n", plan->resident_bytes / 1e6,
                plan->streamed_bytes / 1e6, o.mem ? "" : " (no --mem: all resident)");
+        if (streamed)
+            printf("stream     %d units pinned, %d streamed through a %.1f MB window (prefetch %d), %d IO threads, %s\n",
+                   plan->n_pinned, plan->n_streamed, plan->window_bytes / 1e6, plan->prefetch, plan->io_threads,
+                   plan->direct ? "O_DIRECT" : "buffered + FADV_DONTNEED");
         printf("memory bw  %.2f GB/s (read, measured now)\n", mem_bw / 1e9);
-        if (disk_bw > 0) printf("disk bw    %.2f GB/s (O_DIRECT reads of the model file, measured now)\n", disk_bw / 1e9);
-        printf("prefill    %d tokens in %.3f s = %.1f tok/s (%llu passes)\n", n_prompt, prefill_s, n_prompt / prefill_s,
-               (unsigned long long)prefill_stats.passes);
+        if (disk_bw > 0)
+            printf("disk bw    %.2f GB/s (O_DIRECT reads of the model file, measured now: %.2f before decode, %.2f after)\n",
+                   disk_bw / 1e9, disk_before / 1e9, disk_after / 1e9);
+        printf("prefill    %d tokens in %.3f s = %.1f tok/s (%llu passes", n_prompt, prefill_s, n_prompt / prefill_s,
+               (unsigned long long)pre.passes);
+        if (streamed) printf(", disk floor %.3f s, waited for IO %.3f s", pre_floor, pre.wait_s);
+        printf(")\n");
         printf("decode     %.2f ms/token = %.2f tok/s\n", decode_s * 1e3, 1 / decode_s);
         printf("floor      %.2f ms/token (resident bytes / memory bw %.2f ms, streamed bytes / disk bw %.2f ms)\n",
                floor * 1e3, mem_floor * 1e3, disk_floor * 1e3);
         printf("ratio      decode / floor = %.2f\n", floor > 0 ? decode_s / floor : 0);
-        if (plan->streamed_bytes)
+        if (streamed) {
+            printf("pass       %.2f ms per decode pass = %.2f x the disk floor; compute %.2f ms per pass, so "
+                   "pass / max(disk floor, compute) = %.2f\n", dec_pass * 1e3, disk_floor > 0 ? dec_pass / disk_floor : 0,
+                   dec_compute * 1e3, bound > 0 ? dec_pass / bound : 0);
             printf("stream     %.1f MB streamed per token, waited for IO %.2f ms/token, IO busy %.2f ms/token\n",
                    dec.bytes_streamed / 1e6 / n_gen, dec.wait_s * 1e3 / n_gen, dec.io_busy_s * 1e3 / n_gen);
-        printf("peak RSS   %.1f MB\n", aero_peak_rss() / 1e6);
+        }
+        printf("peak RSS   %.1f MB (prefill and decode)\n", peak_rss / 1e6);
+        if (o.stats) aero_stream_print_stats(s, stdout);
     }
     cli_engine_close(&e);
     return 0;
