@@ -128,6 +128,7 @@ typedef enum { JO_STR, JO_LIST, JO_DICT, JO_FUNC, JO_SCOPE, JO_LOOP, JO_BLOB } j
 typedef struct jobj jobj;
 struct jobj {
     jobj *prev, *next;
+    size_t bytes;   // accounted size of the object itself
     int32_t rc;
     uint8_t kind;
 };
@@ -208,7 +209,12 @@ typedef struct jctx {
     jbuf *outs;         // capture stack: outs[nout-1] receives output
     int nout, capout;
     jscope *globals;
+    uint64_t mem;       // bytes held by values and buffers, bounded per render
 } jctx;
+
+#define JCTX_MAX_MEM ((uint64_t)256 << 20)
+// Accounts n more (or, negative, fewer) bytes held by the render; raises past JCTX_MAX_MEM.
+void jctx_mem(jctx *c, int64_t n);
 
 enum { CTL_NONE = 0, CTL_BREAK = 1, CTL_CONTINUE = 2 };
 

@@ -49,10 +49,19 @@ static void unlink_obj(jobj *o) {
     o->next->prev = o->prev;
 }
 
+void jctx_mem(jctx *c, int64_t n) {
+    c->mem += (uint64_t)n;
+    if (n > 0 && c->mem > JCTX_MAX_MEM)
+        jraise(c, "rendering needs more than %llu MiB (values too large or too many)", (unsigned long long)(JCTX_MAX_MEM >> 20));
+}
+
 static void *obj_new(jctx *c, jobj_kind kind, size_t size) {
+    if (size > JCTX_MAX_MEM) jraise(c, "a value of %zu bytes is larger than the render limit", size);
+    jctx_mem(c, (int64_t)size);
     jobj *o = calloc(1, size);
     if (!o) jraise_oom(c);
     link_obj(c, o, kind);
+    o->bytes = size;
     return o;
 }
 
@@ -71,6 +80,7 @@ void jx_free(jctx *c, void *p) {
     (void)c;
     if (!p) return;
     jblob *b = (jblob *)((char *)p - offsetof(jblob, data));
+    jctx_mem(c, -(int64_t)b->h.bytes);
     unlink_obj(&b->h);
     free(b);
 }
@@ -79,9 +89,12 @@ void *jx_realloc(jctx *c, void *p, size_t n) {
     if (!p) return jx_alloc(c, n);
     if (n > SIZE_MAX - sizeof(jblob)) jraise_oom(c);
     jblob *b = (jblob *)((char *)p - offsetof(jblob, data));
+    if (n > JCTX_MAX_MEM) jraise(c, "a buffer of %zu bytes is larger than the render limit", n);
+    jctx_mem(c, (int64_t)(sizeof(jblob) + n) - (int64_t)b->h.bytes);
     jobj *prev = b->h.prev, *next = b->h.next;
     jblob *nb = realloc(b, sizeof(jblob) + n);
     if (!nb) jraise_oom(c);
+    nb->h.bytes = sizeof(jblob) + n;
     prev->next = &nb->h;
     next->prev = &nb->h;
     return nb->data;
@@ -90,15 +103,18 @@ void *jx_realloc(jctx *c, void *p, size_t n) {
 // Frees an object's own storage and drops its references to others.
 static void obj_free(jctx *c, jobj *o) {
     unlink_obj(o);
+    jctx_mem(c, -(int64_t)o->bytes);
     switch ((jobj_kind)o->kind) {
     case JO_LIST: {
         jlist *l = (jlist *)o;
+        jctx_mem(c, -(int64_t)(l->cap * sizeof(jv)));
         for (size_t i = 0; i < l->n; i++) jv_decref(c, l->v[i]);
         free(l->v);
         break;
     }
     case JO_DICT: {
         jdict *d = (jdict *)o;
+        jctx_mem(c, -(int64_t)(d->cap * (sizeof(jstr *) + sizeof(jv)) + d->hcap * sizeof(uint32_t)));
         for (size_t i = 0; i < d->n; i++) {
             jv k = {.t = JV_STR};
             k.o = &d->k[i]->h;
@@ -112,6 +128,7 @@ static void obj_free(jctx *c, jobj *o) {
     }
     case JO_SCOPE: {
         jscope *s = (jscope *)o;
+        jctx_mem(c, -(int64_t)(s->cap * (sizeof(char *) + sizeof(jv))));
         for (size_t i = 0; i < s->n; i++) jv_decref(c, s->vals[i]);
         free(s->names);
         free(s->vals);
@@ -179,7 +196,7 @@ void jbuf_put(jctx *c, jbuf *b, const char *s, size_t n) {
             if (cap > SIZE_MAX / 2) jraise_oom(c);
             cap *= 2;
         }
-        if (cap > ((size_t)1 << 31)) jraise(c, "rendered text grows beyond 2 GiB");
+
         b->p = jx_realloc(c, b->p, cap);
         b->cap = cap;
     }
@@ -243,6 +260,8 @@ jv jv_undef_hint(jctx *c, const char *fmt, ...) {
 jv jv_list_new(jctx *c, size_t cap, bool tuple) {
     jlist *l = obj_new(c, JO_LIST, sizeof(jlist));
     if (cap) {
+        if (cap > JCTX_MAX_MEM / sizeof(jv)) jraise(c, "a list of %zu items is larger than the render limit", cap);
+        jctx_mem(c, (int64_t)(cap * sizeof(jv)));
         l->v = malloc(cap * sizeof *l->v);
         if (!l->v) jraise_oom(c);
         l->cap = cap;
@@ -256,6 +275,7 @@ void jv_list_push(jctx *c, jv list, jv item) {
     jlist *l = jv_list(list);
     if (l->n == l->cap) {
         size_t cap = l->cap ? l->cap * 2 : 4;
+        jctx_mem(c, (int64_t)((cap - l->cap) * sizeof(jv)));
         jv *nv = realloc(l->v, cap * sizeof *nv);
         if (!nv) jraise_oom(c);
         l->v = nv;
@@ -280,6 +300,7 @@ static uint32_t hash_key(const char *s, size_t n) {
 static void dict_index(jctx *c, jdict *d) {
     size_t hcap = 16;
     while (hcap < d->n * 2 + 2) hcap *= 2;
+    jctx_mem(c, (int64_t)(hcap - d->hcap) * (int64_t)sizeof(uint32_t));
     uint32_t *ht = calloc(hcap, sizeof *ht);
     if (!ht) jraise_oom(c);
     for (size_t i = 0; i < d->n; i++) {
@@ -324,6 +345,7 @@ void jv_dict_set(jctx *c, jv dict, jstr *key, jv val) {
     }
     if (d->n == d->cap) {
         size_t cap = d->cap ? d->cap * 2 : 4;
+        jctx_mem(c, (int64_t)((cap - d->cap) * (sizeof(jstr *) + sizeof(jv))));
         jstr **nk = realloc(d->k, cap * sizeof *nk);
         if (!nk) jraise_oom(c);
         d->k = nk;
@@ -368,6 +390,7 @@ void jscope_set(jctx *c, jscope *s, const char *name, jv val) {
         }
     if (s->n == s->cap) {
         size_t cap = s->cap ? s->cap * 2 : 8;
+        jctx_mem(c, (int64_t)((cap - s->cap) * (sizeof(char *) + sizeof(jv))));
         const char **nn = realloc(s->names, cap * sizeof *nn);
         if (!nn) jraise_oom(c);
         s->names = nn;
