@@ -22,12 +22,27 @@ typedef struct {
     uint32_t size;
 } pair;
 
+// Word cache: natural text repeats its words, so one encode call remembers the ids of short pre-tokens.
+#define CACHE_MIN_SLOTS 1024u   // powers of two; the table doubles when half full, up to the max,
+#define CACHE_MAX_SLOTS 65536u  // where it starts over
+#define CACHE_MAX_WORD 48u
+
+typedef struct {
+    uint64_t h;          // 0 = empty
+    uint32_t woff, wlen; // bytes in cwords
+    uint32_t ioff, nid;  // ids in cids
+} cache_ent;
+
 struct aero_tok_scratch {
     sym *syms;
     size_t nsym, capsym;
     pair *heap;
     size_t nheap, capheap;
     aero_tok_buf word;
+    cache_ent *cache;
+    uint32_t cache_used, cache_slots;
+    aero_tok_buf cwords;
+    aero_tok_ids cids;
 };
 
 aero_tok_scratch *aero_tok_scratch_new(void) { return calloc(1, sizeof(aero_tok_scratch)); }
@@ -37,7 +52,62 @@ void aero_tok_scratch_free(aero_tok_scratch *s) {
     free(s->syms);
     free(s->heap);
     free(s->word.p);
+    free(s->cache);
+    free(s->cwords.p);
+    free(s->cids.v);
     free(s);
+}
+
+// Appends the cached ids of word w to out; false when absent.
+static bool cache_get(aero_tok_scratch *s, uint64_t h, const char *w, size_t n, aero_tok_ids *out, bool *nomem) {
+    if (!s->cache) return false;
+    uint32_t mask = s->cache_slots - 1;
+    for (uint32_t i = (uint32_t)h & mask;; i = (i + 1) & mask) {
+        const cache_ent *e = &s->cache[i];
+        if (!e->h) return false;
+        if (e->h == h && e->wlen == n && memcmp(s->cwords.p + e->woff, w, n) == 0) {
+            for (uint32_t k = 0; k < e->nid; k++)
+                if (!aero_tok_ids_push(out, s->cids.v[e->ioff + k])) {
+                    *nomem = true;
+                    return false;
+                }
+            return true;
+        }
+    }
+}
+
+// Remembers that word w encodes to ids[0..nid); a full cache starts over (best effort: no error).
+static void cache_put(aero_tok_scratch *s, uint64_t h, const char *w, size_t n, const int32_t *ids, size_t nid) {
+    if (!s->cache || s->cache_used >= s->cache_slots / 2) {
+        if (s->cache && s->cache_slots >= CACHE_MAX_SLOTS) { // full at the largest size: start over
+            memset(s->cache, 0, s->cache_slots * sizeof *s->cache);
+            s->cache_used = 0;
+            s->cwords.len = 0;
+            s->cids.n = 0;
+        } else { // grow and rehash
+            uint32_t slots = s->cache ? s->cache_slots * 2 : CACHE_MIN_SLOTS;
+            cache_ent *c = calloc(slots, sizeof *c);
+            if (!c) return;
+            for (uint32_t k = 0; s->cache && k < s->cache_slots; k++) {
+                if (!s->cache[k].h) continue;
+                uint32_t i = (uint32_t)s->cache[k].h & (slots - 1);
+                while (c[i].h) i = (i + 1) & (slots - 1);
+                c[i] = s->cache[k];
+            }
+            free(s->cache);
+            s->cache = c;
+            s->cache_slots = slots;
+        }
+    }
+    uint32_t woff = (uint32_t)s->cwords.len, ioff = (uint32_t)s->cids.n;
+    if (!aero_tok_buf_put(&s->cwords, w, n)) return;
+    for (size_t k = 0; k < nid; k++)
+        if (!aero_tok_ids_push(&s->cids, ids[k])) return;
+    uint32_t mask = s->cache_slots - 1;
+    uint32_t i = (uint32_t)h & mask;
+    while (s->cache[i].h) i = (i + 1) & mask;
+    s->cache[i] = (cache_ent){h, woff, (uint32_t)n, ioff, (uint32_t)nid};
+    s->cache_used++;
 }
 
 static bool sym_push(aero_tok_scratch *s, sym v) {
@@ -108,11 +178,83 @@ static bool bpe_try_pair(const aero_tokenizer *t, aero_tok_scratch *s, int32_t l
     return heap_push(s, p, false);
 }
 
-// Encodes one pre-token by merge rank. Characters without a token fall back to <0xNN> tokens (byte_fallback)
-// or the unknown token, as Hugging Face's BPE model does.
+// Runs the merges over the symbols in s (one word or one piece of it) and appends the resulting ids.
+static bool bpe_merge(const aero_tokenizer *t, aero_tok_scratch *s, aero_tok_ids *out) {
+    size_t ns = s->nsym;
+    s->nheap = 0;
+    for (size_t i = 0; i < ns; i++) {
+        s->syms[i].prev = (int32_t)i - 1;
+        s->syms[i].next = i + 1 < ns ? (int32_t)i + 1 : -1;
+        s->syms[i].alive = true;
+    }
+    for (size_t i = 0; i + 1 < ns; i++)
+        if (!bpe_try_pair(t, s, (int32_t)i, (int32_t)i + 1)) return false;
+    while (s->nheap) {
+        pair p = heap_pop(s, false);
+        sym *a = &s->syms[p.left], *b = &s->syms[p.right];
+        if (!a->alive || !b->alive || a->next != p.right || a->id != p.left_id || b->id != p.right_id) continue;
+        a->id = p.result;
+        a->len += b->len;
+        b->alive = false;
+        a->next = b->next;
+        if (b->next >= 0) s->syms[b->next].prev = p.left;
+        if (!bpe_try_pair(t, s, a->prev, p.left) || !bpe_try_pair(t, s, p.left, a->next)) return false;
+    }
+    for (int32_t i = ns ? 0 : -1; i >= 0; i = s->syms[i].next)
+        if (!aero_tok_ids_push(out, s->syms[i].id)) return false;
+    return true;
+}
+
+// Symbols of a character-level piece: a token per character, else <0xNN> bytes (byte_fallback), else <unk>.
+static bool bpe_chars(const aero_tokenizer *t, aero_tok_scratch *s, const char *w, size_t n, bool *last_unk,
+                      aero_tok_ids *out) {
+    const unsigned char *u = (const unsigned char *)w;
+    s->nsym = 0;
+    for (size_t i = 0; i < n;) {
+        uint32_t cp;
+        size_t l = (size_t)aero_utf8_decode(u + i, n - i, &cp);
+        int32_t id = cp == AERO_UTF8_INVALID ? -1 : aero_tok_lookup(t, w + i, l);
+        if (id >= 0) {
+            *last_unk = false;
+            if (!sym_push(s, (sym){.id = id, .start = (uint32_t)i, .len = (uint32_t)l, .mergeable = true})) return false;
+        } else {
+            bool bytes_ok = t->byte_fallback;
+            for (size_t k = 0; bytes_ok && k < l; k++) bytes_ok = t->byte_tok[u[i + k]] >= 0;
+            if (bytes_ok) {
+                *last_unk = false;
+                for (size_t k = 0; k < l; k++)
+                    if (!sym_push(s, (sym){.id = t->byte_tok[u[i + k]], .start = (uint32_t)(i + k), .len = 1, .mergeable = false}))
+                        return false;
+            } else if (t->unk >= 0 && !(t->fuse_unk && *last_unk)) {
+                *last_unk = true;
+                if (!sym_push(s, (sym){.id = t->unk, .start = (uint32_t)i, .len = (uint32_t)l, .mergeable = false})) return false;
+            }
+        }
+        i += l;
+    }
+    return bpe_merge(t, s, out);
+}
+
+static aero_status bpe_word_uncached(const aero_tokenizer *t, aero_tok_scratch *s, const char *w, size_t n,
+                                     aero_tok_ids *out, aero_error *err);
+
 aero_status aero_tok_bpe_word(const aero_tokenizer *t, aero_tok_scratch *s, const char *w, size_t n,
                               aero_tok_ids *out, aero_error *err) {
     if (n == 0) return AERO_OK;
+    if (n > CACHE_MAX_WORD) return bpe_word_uncached(t, s, w, n, out, err);
+    uint64_t h = aero_tok_hash(w, n) | 1;
+    bool nomem = false;
+    if (cache_get(s, h, w, n, out, &nomem)) return AERO_OK;
+    if (nomem) return aero_fail(err, AERO_ERR_NOMEM, "tokenizer: out of memory");
+    size_t start = out->n;
+    aero_status st = bpe_word_uncached(t, s, w, n, out, err);
+    if (st == AERO_OK) cache_put(s, h, w, n, out->v + start, out->n - start);
+    return st;
+}
+
+// Encodes one pre-token by merge rank, without the cache.
+static aero_status bpe_word_uncached(const aero_tokenizer *t, aero_tok_scratch *s, const char *w, size_t n,
+                                     aero_tok_ids *out, aero_error *err) {
     if (n > UINT32_MAX) return aero_fail(err, AERO_ERR_RANGE, "tokenizer: word of %zu bytes is too long", n);
     const unsigned char *u = (const unsigned char *)w;
     if (t->ignore_merges) {
@@ -128,67 +270,38 @@ aero_status aero_tok_bpe_word(const aero_tokenizer *t, aero_tok_scratch *s, cons
         }
         if (id >= 0) return aero_tok_ids_push(out, id) ? AERO_OK : aero_fail(err, AERO_ERR_NOMEM, "tokenizer: out of memory");
     }
-    s->nsym = 0;
-    s->nheap = 0;
-    bool last_unk = false;
     if (t->byte_level) {
+        s->nsym = 0;
+        bool last_unk = false;
         for (size_t i = 0; i < n; i++) {
             int32_t id = t->byte_tok[u[i]];
             if (id < 0) { // vocabulary lacks this byte: unknown (once per run when fuse_unk), else dropped
                 if (t->unk < 0 || (t->fuse_unk && last_unk)) continue;
-                id = t->unk;
                 last_unk = true;
-                if (!sym_push(s, (sym){.id = id, .start = (uint32_t)i, .len = 1, .mergeable = false})) goto nomem;
+                if (!sym_push(s, (sym){.id = t->unk, .start = (uint32_t)i, .len = 1, .mergeable = false})) goto nomem;
                 continue;
             }
             last_unk = false;
             if (!sym_push(s, (sym){.id = id, .start = (uint32_t)i, .len = 1, .mergeable = true})) goto nomem;
         }
-    } else {
-        for (size_t i = 0; i < n;) {
-            uint32_t cp;
-            size_t l = (size_t)aero_utf8_decode(u + i, n - i, &cp);
-            int32_t id = cp == AERO_UTF8_INVALID ? -1 : aero_tok_lookup(t, w + i, l);
-            if (id >= 0) {
-                last_unk = false;
-                if (!sym_push(s, (sym){.id = id, .start = (uint32_t)i, .len = (uint32_t)l, .mergeable = true})) goto nomem;
-            } else {
-                bool bytes_ok = t->byte_fallback;
-                for (size_t k = 0; bytes_ok && k < l; k++) bytes_ok = t->byte_tok[u[i + k]] >= 0;
-                if (bytes_ok) {
-                    last_unk = false;
-                    for (size_t k = 0; k < l; k++)
-                        if (!sym_push(s, (sym){.id = t->byte_tok[u[i + k]], .start = (uint32_t)(i + k), .len = 1, .mergeable = false}))
-                            goto nomem;
-                } else if (t->unk >= 0 && !(t->fuse_unk && last_unk)) {
-                    last_unk = true;
-                    if (!sym_push(s, (sym){.id = t->unk, .start = (uint32_t)i, .len = (uint32_t)l, .mergeable = false})) goto nomem;
-                }
-            }
-            i += l;
+        return bpe_merge(t, s, out) ? AERO_OK : aero_fail(err, AERO_ERR_NOMEM, "tokenizer: out of memory in BPE");
+    }
+    // character-level BPE: cut where no token can span (see bigrams), merge each piece on its own
+    bool last_unk = false;
+    size_t start = 0;
+    uint32_t prev = 0;
+    for (size_t i = 0; i < n;) {
+        uint32_t cp;
+        size_t l = (size_t)aero_utf8_decode(u + i, n - i, &cp);
+        uint32_t key = cp == AERO_UTF8_INVALID ? 0x110000u + u[i] : cp;
+        if (i > start && !aero_tok_bigram_possible(t, prev, key)) {
+            if (!bpe_chars(t, s, w + start, i - start, &last_unk, out)) goto nomem;
+            start = i;
         }
+        prev = key;
+        i += l;
     }
-    size_t ns = s->nsym;
-    for (size_t i = 0; i < ns; i++) {
-        s->syms[i].prev = (int32_t)i - 1;
-        s->syms[i].next = i + 1 < ns ? (int32_t)i + 1 : -1;
-        s->syms[i].alive = true;
-    }
-    for (size_t i = 0; i + 1 < ns; i++)
-        if (!bpe_try_pair(t, s, (int32_t)i, (int32_t)i + 1)) goto nomem;
-    while (s->nheap) {
-        pair p = heap_pop(s, false);
-        sym *a = &s->syms[p.left], *b = &s->syms[p.right];
-        if (!a->alive || !b->alive || a->next != p.right || a->id != p.left_id || b->id != p.right_id) continue;
-        a->id = p.result;
-        a->len += b->len;
-        b->alive = false;
-        a->next = b->next;
-        if (b->next >= 0) s->syms[b->next].prev = p.left;
-        if (!bpe_try_pair(t, s, a->prev, p.left) || !bpe_try_pair(t, s, p.left, a->next)) goto nomem;
-    }
-    for (int32_t i = ns ? 0 : -1; i >= 0; i = s->syms[i].next)
-        if (!aero_tok_ids_push(out, s->syms[i].id)) goto nomem;
+    if (!bpe_chars(t, s, w + start, n - start, &last_unk, out)) goto nomem;
     return AERO_OK;
 nomem:
     return aero_fail(err, AERO_ERR_NOMEM, "tokenizer: out of memory in BPE (word of %zu bytes)", n);
@@ -207,19 +320,16 @@ static bool spm_try_pair(const aero_tokenizer *t, aero_tok_scratch *s, const cha
     return heap_push(s, p, true);
 }
 
-// Encodes escaped text (spaces already U+2581) as SentencePiece BPE does: repeatedly merge the adjacent pair
-// whose concatenation is the highest-scoring token; leftovers become <0xNN> byte tokens or <unk>.
-aero_status aero_tok_spm_encode(const aero_tokenizer *t, aero_tok_scratch *s, const char *text, size_t n,
-                                aero_tok_ids *out, aero_error *err) {
-    if (n == 0) return AERO_OK;
-    if (n > UINT32_MAX) return aero_fail(err, AERO_ERR_RANGE, "tokenizer: text of %zu bytes is too long", n);
+// SentencePiece BPE over text[a, b) (a piece no token can extend beyond); appends its ids.
+static bool spm_piece(const aero_tokenizer *t, aero_tok_scratch *s, const char *text, size_t a, size_t b,
+                      aero_tok_ids *out) {
     const unsigned char *u = (const unsigned char *)text;
     s->nsym = 0;
     s->nheap = 0;
-    for (size_t i = 0; i < n;) {
+    for (size_t i = a; i < b;) {
         uint32_t cp;
-        size_t l = (size_t)aero_utf8_decode(u + i, n - i, &cp);
-        if (!sym_push(s, (sym){.id = -1, .start = (uint32_t)i, .len = (uint32_t)l, .alive = true})) goto nomem;
+        size_t l = (size_t)aero_utf8_decode(u + i, b - i, &cp);
+        if (!sym_push(s, (sym){.id = -1, .start = (uint32_t)i, .len = (uint32_t)l, .alive = true})) return false;
         i += l;
     }
     size_t ns = s->nsym;
@@ -228,34 +338,58 @@ aero_status aero_tok_spm_encode(const aero_tokenizer *t, aero_tok_scratch *s, co
         s->syms[i].next = i + 1 < ns ? (int32_t)i + 1 : -1;
     }
     for (size_t i = 0; i + 1 < ns; i++)
-        if (!spm_try_pair(t, s, text, (int32_t)i, (int32_t)i + 1)) goto nomem;
+        if (!spm_try_pair(t, s, text, (int32_t)i, (int32_t)i + 1)) return false;
     while (s->nheap) {
         pair p = heap_pop(s, true);
-        sym *a = &s->syms[p.left], *b = &s->syms[p.right];
-        if (!a->alive || !b->alive || a->next != p.right || a->len + b->len != p.size) continue;
-        a->len += b->len;
-        a->id = p.result;
-        b->alive = false;
-        a->next = b->next;
-        if (b->next >= 0) s->syms[b->next].prev = p.left;
-        if (!spm_try_pair(t, s, text, a->prev, p.left) || !spm_try_pair(t, s, text, p.left, a->next)) goto nomem;
+        sym *x = &s->syms[p.left], *y = &s->syms[p.right];
+        if (!x->alive || !y->alive || x->next != p.right || x->len + y->len != p.size) continue;
+        x->len += y->len;
+        x->id = p.result;
+        y->alive = false;
+        x->next = y->next;
+        if (y->next >= 0) s->syms[y->next].prev = p.left;
+        if (!spm_try_pair(t, s, text, x->prev, p.left) || !spm_try_pair(t, s, text, p.left, x->next)) return false;
     }
-    for (int32_t i = 0; i >= 0; i = s->syms[i].next) {
-        sym *a = &s->syms[i];
-        int32_t id = a->id >= 0 ? a->id : aero_tok_lookup(t, text + a->start, a->len);
+    for (int32_t i = ns ? 0 : -1; i >= 0; i = s->syms[i].next) {
+        sym *x = &s->syms[i];
+        int32_t id = x->id >= 0 ? x->id : aero_tok_lookup(t, text + x->start, x->len);
         if (id >= 0 && !(t->attr[id] & (AERO_TA_CONTROL | AERO_TA_UNKNOWN))) {
-            if (!aero_tok_ids_push(out, id)) goto nomem;
+            if (!aero_tok_ids_push(out, id)) return false;
             continue;
         }
         bool bytes_ok = true;
-        for (uint32_t k = 0; bytes_ok && k < a->len; k++) bytes_ok = t->byte_tok[u[a->start + k]] >= 0;
+        for (uint32_t k = 0; bytes_ok && k < x->len; k++) bytes_ok = t->byte_tok[u[x->start + k]] >= 0;
         if (bytes_ok) {
-            for (uint32_t k = 0; k < a->len; k++)
-                if (!aero_tok_ids_push(out, t->byte_tok[u[a->start + k]])) goto nomem;
+            for (uint32_t k = 0; k < x->len; k++)
+                if (!aero_tok_ids_push(out, t->byte_tok[u[x->start + k]])) return false;
         } else if (t->unk >= 0) {
-            if (!aero_tok_ids_push(out, t->unk)) goto nomem;
+            if (!aero_tok_ids_push(out, t->unk)) return false;
         }
     }
+    return true;
+}
+
+// Encodes escaped text (spaces already U+2581) as SentencePiece BPE does: repeatedly merge the adjacent pair
+// whose concatenation is the highest-scoring token; leftovers become <0xNN> byte tokens or <unk>.
+aero_status aero_tok_spm_encode(const aero_tokenizer *t, aero_tok_scratch *s, const char *text, size_t n,
+                                aero_tok_ids *out, aero_error *err) {
+    if (n == 0) return AERO_OK;
+    if (n > UINT32_MAX) return aero_fail(err, AERO_ERR_RANGE, "tokenizer: text of %zu bytes is too long", n);
+    const unsigned char *u = (const unsigned char *)text;
+    size_t start = 0;
+    uint32_t prev = 0;
+    for (size_t i = 0; i < n;) {
+        uint32_t cp;
+        size_t l = (size_t)aero_utf8_decode(u + i, n - i, &cp);
+        uint32_t key = cp == AERO_UTF8_INVALID ? 0x110000u + u[i] : cp;
+        if (i > start && !aero_tok_bigram_possible(t, prev, key)) {
+            if (!spm_piece(t, s, text, start, i, out)) goto nomem;
+            start = i;
+        }
+        prev = key;
+        i += l;
+    }
+    if (!spm_piece(t, s, text, start, n, out)) goto nomem;
     return AERO_OK;
 nomem:
     return aero_fail(err, AERO_ERR_NOMEM, "tokenizer: out of memory in SentencePiece BPE (%zu bytes)", n);

@@ -54,14 +54,18 @@ typedef struct {
 } aero_pre_rule;
 
 typedef struct {
-    uint32_t *slots; // id + 1, 0 = empty
+    uint64_t *slots; // (hash >> 32) << 32 | (id + 1); 0 = empty. The fingerprint skips most string compares.
     uint32_t mask;
 } aero_tok_strmap;
 
 typedef struct {
-    uint64_t *keys;   // (left id << 32 | right id) + 1, 0 = empty
-    uint32_t *rank;
-    int32_t *result;
+    uint64_t key;     // (left id << 32 | right id) + 1, 0 = empty
+    uint32_t rank;
+    int32_t result;
+} aero_tok_merge;
+
+typedef struct {
+    aero_tok_merge *slots; // one cache line per probe: key, rank and result together
     uint32_t mask;
 } aero_tok_mergemap;
 
@@ -80,6 +84,11 @@ struct aero_tokenizer {
     aero_tok_strmap vocab;
     aero_tok_mergemap merges;
     uint32_t n_merges;
+    // Every pair of adjacent characters found inside some token (SPM and character-level BPE). Text is cut
+    // between two characters whose pair is absent: no merge can ever cross there, so encoding the pieces
+    // separately gives the same ids with small heaps.
+    uint64_t *bigrams;
+    uint32_t bigram_mask;
 
     // pipeline
     aero_norm_step *norm;
@@ -122,7 +131,10 @@ aero_status aero_tok_merges_reserve(aero_tokenizer *t, uint32_t n, aero_error *e
 // Finishes a loaded tokenizer: byte tokens, decoded pieces, special-token index, EOG set.
 aero_status aero_tok_finish(aero_tokenizer *t, aero_error *err);
 int32_t aero_tok_lookup(const aero_tokenizer *t, const char *s, size_t n);
+uint64_t aero_tok_hash(const void *p, size_t n);
 bool aero_tok_merge_find(const aero_tokenizer *t, int32_t a, int32_t b, uint32_t *rank, int32_t *result);
+// Whether characters a then b occur next to each other inside some token (invalid bytes: 0x110000 + byte).
+bool aero_tok_bigram_possible(const aero_tokenizer *t, uint32_t a, uint32_t b);
 
 // ---- pre-tokenizer (tok_pretok.c) ----
 // Rewrites a Hugging Face (Oniguruma) regex for PCRE2 and compiles it.

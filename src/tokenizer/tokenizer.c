@@ -8,8 +8,8 @@
 
 // ---- hashing ----
 
-// A fast byte-string hash for the vocabulary map (token strings are short).
-static uint64_t hash_bytes(const void *p, size_t n) {
+// A fast byte-string hash for the vocabulary map and the word cache (strings are short).
+uint64_t aero_tok_hash(const void *p, size_t n) {
     const unsigned char *s = p;
     uint64_t h = 0x9E3779B97F4A7C15ull ^ (n * 0xff51afd7ed558ccdull);
     while (n >= 8) {
@@ -47,31 +47,80 @@ static uint32_t table_size_for(uint64_t n) {
 // Id of an exact token string, or -1. The map's probe sequence is linear over id+1 slots.
 int32_t aero_tok_lookup(const aero_tokenizer *t, const char *s, size_t n) {
     if (!t->vocab.slots) return -1;
-    uint32_t i = (uint32_t)hash_bytes(s, n) & t->vocab.mask;
+    uint64_t h = aero_tok_hash(s, n);
+    uint32_t i = (uint32_t)h & t->vocab.mask;
+    uint64_t fp = h >> 32;
     for (;;) {
-        uint32_t v = t->vocab.slots[i];
+        uint64_t v = t->vocab.slots[i];
         if (!v) return -1;
-        int32_t id = (int32_t)(v - 1);
-        if (t->str_len[id] == n && memcmp(t->str_pool + t->str_off[id], s, n) == 0) return id;
+        if ((v >> 32) == fp) {
+            int32_t id = (int32_t)(uint32_t)v - 1;
+            if (t->str_len[id] == n && memcmp(t->str_pool + t->str_off[id], s, n) == 0) return id;
+        }
         i = (i + 1) & t->vocab.mask;
     }
 }
 
 // Rank and result of merging token a with token b (byte-level and SPM-style BPE by rank).
 bool aero_tok_merge_find(const aero_tokenizer *t, int32_t a, int32_t b, uint32_t *rank, int32_t *result) {
-    if (!t->merges.keys) return false;
+    if (!t->merges.slots) return false;
     uint64_t key = (((uint64_t)(uint32_t)a << 32) | (uint32_t)b) + 1;
     uint32_t i = (uint32_t)hash_u64(key) & t->merges.mask;
     for (;;) {
-        uint64_t k = t->merges.keys[i];
-        if (!k) return false;
-        if (k == key) {
-            *rank = t->merges.rank[i];
-            *result = t->merges.result[i];
+        const aero_tok_merge *m = &t->merges.slots[i];
+        if (m->key == key) {
+            *rank = m->rank;
+            *result = m->result;
             return true;
         }
+        if (!m->key) return false;
         i = (i + 1) & t->merges.mask;
     }
+}
+
+static uint64_t bigram_key(uint32_t a, uint32_t b) { return ((uint64_t)a << 24 | b) + 1; }
+
+bool aero_tok_bigram_possible(const aero_tokenizer *t, uint32_t a, uint32_t b) {
+    if (!t->bigrams) return true;
+    uint64_t key = bigram_key(a, b);
+    uint32_t i = (uint32_t)hash_u64(key) & t->bigram_mask;
+    for (;;) {
+        uint64_t k = t->bigrams[i];
+        if (k == key) return true;
+        if (!k) return false;
+        i = (i + 1) & t->bigram_mask;
+    }
+}
+
+// Collects the adjacent character pairs of every token that merging can produce.
+static bool build_bigrams(aero_tokenizer *t) {
+    uint64_t total = 0;
+    for (int32_t id = 0; id < t->n_vocab; id++) total += t->str_len[id];
+    uint32_t cap = table_size_for(total);
+    t->bigrams = calloc(cap, sizeof *t->bigrams);
+    if (!t->bigrams) return false;
+    t->bigram_mask = cap - 1;
+    for (int32_t id = 0; id < t->n_vocab; id++) {
+        if (t->attr[id] & (AERO_TA_CONTROL | AERO_TA_UNKNOWN)) continue;
+        const unsigned char *s = (const unsigned char *)t->str_pool + t->str_off[id];
+        uint32_t n = t->str_len[id], prev = 0;
+        bool have_prev = false;
+        for (uint32_t i = 0; i < n;) {
+            uint32_t cp;
+            int l = aero_utf8_decode(s + i, n - i, &cp);
+            if (cp == AERO_UTF8_INVALID) cp = 0x110000u + s[i];
+            if (have_prev) {
+                uint64_t key = bigram_key(prev, cp);
+                uint32_t h = (uint32_t)hash_u64(key) & t->bigram_mask;
+                while (t->bigrams[h] && t->bigrams[h] != key) h = (h + 1) & t->bigram_mask;
+                t->bigrams[h] = key;
+            }
+            prev = cp;
+            have_prev = true;
+            i += (uint32_t)l;
+        }
+    }
+    return true;
 }
 
 aero_tokenizer *aero_tok_alloc(void) {
@@ -110,17 +159,18 @@ aero_status aero_tok_set_vocab(aero_tokenizer *t, int32_t n, const char *const *
         t->attr[i] = AERO_TA_NORMAL;
         if (lens[i] > t->max_token_len) t->max_token_len = lens[i];
         if (lens[i] == 0) continue;
-        uint32_t h = (uint32_t)hash_bytes(strs[i], lens[i]) & t->vocab.mask;
+        uint64_t hv = aero_tok_hash(strs[i], lens[i]);
+        uint32_t h = (uint32_t)hv & t->vocab.mask;
         bool dup = false;
         while (t->vocab.slots[h]) {
-            int32_t o = (int32_t)t->vocab.slots[h] - 1;
+            int32_t o = (int32_t)(uint32_t)t->vocab.slots[h] - 1;
             if (t->str_len[o] == lens[i] && memcmp(t->str_pool + t->str_off[o], strs[i], lens[i]) == 0) {
                 dup = true;
                 break;
             }
             h = (h + 1) & t->vocab.mask;
         }
-        if (!dup) t->vocab.slots[h] = (uint32_t)i + 1;
+        if (!dup) t->vocab.slots[h] = (hv >> 32) << 32 | ((uint64_t)i + 1);
     }
     return AERO_OK;
 }
@@ -128,12 +178,9 @@ aero_status aero_tok_set_vocab(aero_tokenizer *t, int32_t n, const char *const *
 // Sizes the merge table once so that adding merges never rehashes.
 aero_status aero_tok_merges_reserve(aero_tokenizer *t, uint32_t n, aero_error *err) {
     uint32_t cap = table_size_for(n);
-    t->merges.keys = calloc(cap, sizeof *t->merges.keys);
-    t->merges.rank = malloc((size_t)cap * sizeof *t->merges.rank);
-    t->merges.result = malloc((size_t)cap * sizeof *t->merges.result);
+    t->merges.slots = calloc(cap, sizeof *t->merges.slots);
     t->merges.mask = cap - 1;
-    if (!t->merges.keys || !t->merges.rank || !t->merges.result)
-        return aero_fail(err, AERO_ERR_NOMEM, "tokenizer: out of memory for %u merges", n);
+    if (!t->merges.slots) return aero_fail(err, AERO_ERR_NOMEM, "tokenizer: out of memory for %u merges", n);
     return AERO_OK;
 }
 
@@ -155,13 +202,11 @@ aero_status aero_tok_add_merge(aero_tokenizer *t, const char *a, size_t alen, co
         return aero_fail(err, AERO_ERR_INVALID, "tokenizer: merge table full (reserve too small)");
     uint64_t key = (((uint64_t)(uint32_t)ia << 32) | (uint32_t)ib) + 1;
     uint32_t i = (uint32_t)hash_u64(key) & t->merges.mask;
-    while (t->merges.keys[i]) {
-        if (t->merges.keys[i] == key) return AERO_OK;
+    while (t->merges.slots[i].key) {
+        if (t->merges.slots[i].key == key) return AERO_OK;
         i = (i + 1) & t->merges.mask;
     }
-    t->merges.keys[i] = key;
-    t->merges.rank[i] = rank;
-    t->merges.result[i] = r;
+    t->merges.slots[i] = (aero_tok_merge){key, rank, r};
     t->n_merges++;
     return AERO_OK;
 }
@@ -313,6 +358,7 @@ aero_status aero_tok_finish(aero_tokenizer *t, aero_error *err) {
         t->byte_tok[b] = id;
     }
     mark_eog(t);
+    if ((t->kind == AERO_TOK_SPM || (t->kind == AERO_TOK_BPE && !t->byte_level)) && !build_bigrams(t)) goto nomem;
     t->piece_off = malloc((size_t)t->n_vocab * sizeof *t->piece_off);
     t->piece_len = malloc((size_t)t->n_vocab * sizeof *t->piece_len);
     if (!t->piece_off || !t->piece_len) goto nomem;
@@ -359,9 +405,8 @@ void aero_tokenizer_free(aero_tokenizer *t) {
     free(t->piece_off);
     free(t->piece_len);
     free(t->vocab.slots);
-    free(t->merges.keys);
-    free(t->merges.rank);
-    free(t->merges.result);
+    free(t->merges.slots);
+    free(t->bigrams);
     for (int i = 0; i < t->n_norm; i++) {
         free(t->norm[i].a);
         free(t->norm[i].b);
