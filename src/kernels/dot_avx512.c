@@ -274,6 +274,7 @@ AI void pair32(const aero_dtype t, const int T, const bool vnni, const uint8_t *
         }
         if (has_min) mw = halves(z0, 1, hb + 1);
     }
+#pragma GCC unroll 4
     for (int k = 0; k < T; k++) {
         const q8p *ap = a[k] + (p - pbase);
         __m512i av = _mm512_loadu_si512(ap->q);
@@ -303,9 +304,11 @@ AI void run32(const aero_dtype t, const int T, const bool vnni, const uint8_t *w
 // Matmul entry: T prepared rows at once.
 AI void mm32(const aero_dtype t, const int T, const bool vnni, int64_t n, const void *w, const void *const *a, float *out) {
     __m512 acc[4][2];
-    for (int k = 0; k < T; k++) acc[k][0] = acc[k][1] = _mm512_setzero_ps();
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; k++) acc[k][0] = acc[k][1] = _mm512_setzero_ps();
     const int64_t nb = n / AERO_QK;
     run32(t, T, vnni, w, nb, 0, (nb + 1) / 2, (const q8p *const *)a, acc);
+#pragma GCC unroll 4
     for (int k = 0; k < T; k++) out[k] = _mm512_reduce_add_ps(_mm512_add_ps(acc[k][0], acc[k][1]));
 }
 
@@ -325,39 +328,81 @@ AI float std32(const aero_dtype t, const bool vnni, int64_t n, const void *w, co
 }
 
 // ---- K-quants with Q8_K activations -------------------------------------------------------------------
+//
+// Each super-block is unpacked once (codes, lane scales) and dotted with T activation rows (T = 1 for a
+// plain dot; up to 4 in matmul): every token gets the same integer sums and the same float steps either way.
+// Integer sums per super-block: vpdpbusd lanes times the group scale of the lane (vpmulld), plus the code
+// offset or the mins through the activation group sums (bsums), then one fma per super-block.
 
-// Scales of the int32 lanes of a vpdpbusd result (4 elements per lane): lane l gets s32[idx[l]].
+// Scales of the int32 lanes of a vpdpbusd result: 4 lanes per group of 16 (groups first.. first+3), or for the
+// Q4_K/Q5_K nibble vectors 8 lanes of group `first` then 8 of group first + 2.
 AI __m512i lane_scales(__m512i s32, const int first, const int per) {
-    // per = lanes per group (4 for 16-element groups); groups first, first+1, ... in lane order
     __m512i idx;
     if (per == 4)
         idx = _mm512_setr_epi32(first, first, first, first, first + 1, first + 1, first + 1, first + 1, first + 2,
                                 first + 2, first + 2, first + 2, first + 3, first + 3, first + 3, first + 3);
-    else // 8 lanes of group `first`, then 8 lanes of group first + 2 (Q4_K/Q5_K nibble vectors)
+    else
         idx = _mm512_setr_epi32(first, first, first, first, first, first, first, first, first + 2, first + 2,
                                 first + 2, first + 2, first + 2, first + 2, first + 2, first + 2);
     return _mm512_permutexvar_epi32(idx, s32);
 }
 
-// Unpacks the 6-bit scales (bytes 0-7) and mins (bytes 8-15) of a Q4_K/Q5_K block.
-AI void q4k_unpack(const uint8_t *sc, uint32_t out[4]) {
+// The 6-bit scales (bytes 0-7) and mins (bytes 8-15) of a Q4_K/Q5_K block, built in registers.
+AI __m128i q4k_scales(const uint8_t *sc) {
     const uint32_t k1 = 0x3f3f3f3f, k2 = 0x0f0f0f0f, k3 = 0x03030303;
     uint32_t u[3];
     memcpy(u, sc, 12);
-    out[0] = u[0] & k1;
-    out[1] = (u[2] & k2) | (((u[0] >> 6) & k3) << 4);
-    out[2] = u[1] & k1;
-    out[3] = ((u[2] >> 4) & k2) | (((u[1] >> 6) & k3) << 4);
+    uint32_t o0 = u[0] & k1, o1 = (u[2] & k2) | (((u[0] >> 6) & k3) << 4);
+    uint32_t o2 = u[1] & k1, o3 = ((u[2] >> 4) & k2) | (((u[1] >> 6) & k3) << 4);
+    return _mm_set_epi64x((long long)((uint64_t)o3 << 32 | o2), (long long)((uint64_t)o1 << 32 | o0));
+}
+
+// The 16 signed scales (value - 32) of a Q3_K block, built in registers.
+AI __m128i q3k_scales(const uint8_t *sc) {
+    const uint32_t k1 = 0x03030303, k2 = 0x0f0f0f0f;
+    uint32_t s3[3];
+    memcpy(s3, sc, 12);
+    uint32_t a0 = (s3[0] & k2) | (((s3[2] >> 0) & k1) << 4), a1 = (s3[1] & k2) | (((s3[2] >> 2) & k1) << 4);
+    uint32_t a2 = ((s3[0] >> 4) & k2) | (((s3[2] >> 4) & k1) << 4), a3 = ((s3[1] >> 4) & k2) | (((s3[2] >> 6) & k1) << 4);
+    __m128i v = _mm_set_epi64x((long long)((uint64_t)a3 << 32 | a2), (long long)((uint64_t)a1 << 32 | a0));
+    return _mm_sub_epi8(v, _mm_set1_epi8(32));
+}
+
+// 2-bit codes of 128 elements from 32 bytes: (q >> 2k) & 3 gives elements 32k..32k+31 in order.
+AI void twobit(__m256i q32, __m512i *lo, __m512i *hi) {
+    const __m512i qq = _mm512_broadcast_i64x4(q32), m3 = _mm512_set1_epi8(3);
+    *lo = _mm512_and_si512(_mm512_srlv_epi16(qq, join256(_mm256_set1_epi16(0), _mm256_set1_epi16(2))), m3);
+    *hi = _mm512_and_si512(_mm512_srlv_epi16(qq, join256(_mm256_set1_epi16(4), _mm256_set1_epi16(6))), m3);
+}
+
+// Integer sum over a super-block given four unsigned code vectors (element order 0-63, 64-127, 128-191,
+// 192-255, except Q4_K/Q5_K, see ahalf) and their lane scale vectors.
+AI __m512i ksum4(const __m512i u[4], const __m512i sc[4], const int8_t *aq, const bool nibble_order, const bool vnni) {
+    const __m512i zero = _mm512_setzero_si512();
+    __m512i isum = zero;
+#pragma GCC unroll 4
+    for (int v = 0; v < 4; v++) {
+        __m512i av;
+        if (nibble_order) { // Q4_K/Q5_K: vector 2h holds elements [128h + 0-31 | 128h + 64-95], 2h+1 the others
+            __m512i A0 = _mm512_loadu_si512(aq + 128 * (v / 2)), A1 = _mm512_loadu_si512(aq + 128 * (v / 2) + 64);
+            av = (v & 1) ? _mm512_shuffle_i64x2(A0, A1, 0xEE) : _mm512_shuffle_i64x2(A0, A1, 0x44);
+        } else {
+            av = _mm512_loadu_si512(aq + 64 * v);
+        }
+        isum = _mm512_add_epi32(isum, _mm512_mullo_epi32(dp(zero, u[v], av, vnni), sc[v]));
+    }
+    return isum;
 }
 
 // Q4_K and Q5_K: 8 groups of 32; a 64-byte load of qs gives groups (g, g+2) in its low nibbles, (g+1, g+3) high.
-AI float dot_q45k(const bool five, int64_t n, const void *vw, const void *va, const bool vnni) {
-    const aero_block_q8_K *a = va;
+AI void kq45(const bool five, const int T, const bool vnni, int64_t n, const void *vw, const void *const *va, float *out) {
     const uint8_t *wb = vw;
     const size_t bb = five ? sizeof(aero_block_q5_K) : sizeof(aero_block_q4_K);
-    const __m512i zero = _mm512_setzero_si512(), m4 = _mm512_set1_epi8(0x0F);
-    __m512 acc = _mm512_setzero_ps();
-    __m256 accm = _mm256_setzero_ps();
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    __m512 acc[4];
+    __m256 accm[4];
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; k++) acc[k] = _mm512_setzero_ps(), accm[k] = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / AERO_QK_K; i++, wb += bb) {
         const uint8_t *qs, *scales, *qh = NULL;
         uint16_t d, dmin;
@@ -368,147 +413,138 @@ AI float dot_q45k(const bool five, int64_t n, const void *vw, const void *va, co
             const aero_block_q4_K *x = (const void *)wb;
             qs = x->qs, scales = x->scales, d = x->d, dmin = x->dmin;
         }
-        uint32_t sm[4];
-        q4k_unpack(scales, sm);
-        __m128i sm8 = _mm_loadu_si128((const void *)sm);
+        __m128i sm8 = q4k_scales(scales);
         __m512i s32 = _mm512_cvtepu8_epi32(sm8); // lanes 0-7 scales, 8-15 mins
-        const int8_t *aq = a[i].qs;
-        __m512i isum = zero;
-        __m512i hh = five ? _mm512_broadcast_i64x4(_mm256_loadu_si256((const void *)qh)) : zero;
+        __m512i u[4], sc[4];
+        __m512i hh = five ? _mm512_broadcast_i64x4(_mm256_loadu_si256((const void *)qh)) : _mm512_setzero_si512();
         for (int half = 0; half < 2; half++) {
             __m512i q = _mm512_loadu_si512(qs + 64 * half);
-            __m512i A0 = _mm512_loadu_si512(aq + 128 * half), A1 = _mm512_loadu_si512(aq + 128 * half + 64);
-            __m512i alo = _mm512_shuffle_i64x2(A0, A1, 0x44), ahi = _mm512_shuffle_i64x2(A0, A1, 0xEE);
-            __m512i lo = _mm512_and_si512(q, m4), hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
+            u[2 * half] = _mm512_and_si512(q, m4);
+            u[2 * half + 1] = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
             if (five) {
-                int b = 4 * half; // groups 4h, 4h+2 (low) use qh bits 4h, 4h+2; groups 4h+1, 4h+3 bits 4h+1, 4h+3
+                int b = 4 * half; // groups 4h, 4h+2 (low nibbles) use qh bits 4h, 4h+2; the others 4h+1, 4h+3
                 __m512i blo = join256(_mm256_set1_epi8((char)(1 << b)), _mm256_set1_epi8((char)(1 << (b + 2))));
                 __m512i bhi = join256(_mm256_set1_epi8((char)(1 << (b + 1))), _mm256_set1_epi8((char)(1 << (b + 3))));
                 const __m512i sixteen = _mm512_set1_epi8(16);
-                lo = _mm512_mask_add_epi8(lo, _mm512_test_epi8_mask(hh, blo), lo, sixteen);
-                hi = _mm512_mask_add_epi8(hi, _mm512_test_epi8_mask(hh, bhi), hi, sixteen);
+                u[2 * half] = _mm512_mask_add_epi8(u[2 * half], _mm512_test_epi8_mask(hh, blo), u[2 * half], sixteen);
+                u[2 * half + 1] = _mm512_mask_add_epi8(u[2 * half + 1], _mm512_test_epi8_mask(hh, bhi), u[2 * half + 1], sixteen);
             }
-            __m512i plo = dp(zero, lo, alo, vnni), phi = dp(zero, hi, ahi, vnni);
-            isum = _mm512_add_epi32(isum, _mm512_mullo_epi32(plo, lane_scales(s32, 4 * half, 8)));
-            isum = _mm512_add_epi32(isum, _mm512_mullo_epi32(phi, lane_scales(s32, 4 * half + 1, 8)));
+            sc[2 * half] = lane_scales(s32, 4 * half, 8);
+            sc[2 * half + 1] = lane_scales(s32, 4 * half + 1, 8);
         }
-        // mins: sum over groups of m[g] * (bsums[2g] + bsums[2g+1])
-        __m256i bs = _mm256_loadu_si256((const void *)a[i].bsums);
-        __m256i mins16 = _mm256_cvtepu8_epi16(_mm_srli_si128(sm8, 8));            // 8 mins in 16-bit lanes 0-7
-        __m256i mdup = _mm256_permutexvar_epi16(
-            _mm256_setr_epi16(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7), mins16); // each min for its 2 bsums
-        __m256i msum = _mm256_madd_epi16(bs, mdup);
-        float ad = a[i].d;
-        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(h2f(d) * ad), acc);
-        accm = _mm256_fmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_set1_ps(h2f(dmin) * ad), accm);
+        // each min twice, for the two bsums of its group
+        __m256i mdup = _mm256_permutexvar_epi16(_mm256_setr_epi16(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7),
+                                                _mm256_cvtepu8_epi16(_mm_srli_si128(sm8, 8)));
+        float fd = h2f(d), fdmin = h2f(dmin);
+#pragma GCC unroll 4
+        for (int k = 0; k < T; k++) {
+            const aero_block_q8_K *a = (const aero_block_q8_K *)va[k] + i;
+            __m512i isum = ksum4(u, sc, a->qs, true, vnni);
+            __m256i msum = _mm256_madd_epi16(_mm256_loadu_si256((const void *)a->bsums), mdup);
+            acc[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(fd * a->d), acc[k]);
+            accm[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_set1_ps(fdmin * a->d), accm[k]);
+        }
     }
-    return _mm512_reduce_add_ps(acc) - hsum256(accm);
+#pragma GCC unroll 4
+    for (int k = 0; k < T; k++) out[k] = _mm512_reduce_add_ps(acc[k]) - hsum256(accm[k]);
 }
 
 // Q6_K: per half, 64 bytes of ql give elements 0-63 (low nibbles) and 64-127 (high) in order; qh adds 2 bits.
-AI float dot_q6k(int64_t n, const void *vw, const void *va, const bool vnni) {
-    const aero_block_q8_K *a = va;
+AI void kq6(const int T, const bool vnni, int64_t n, const void *vw, const void *const *va, float *out) {
     const aero_block_q6_K *x = vw;
-    const __m512i zero = _mm512_setzero_si512(), m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
+    const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
     const __m512i sh_lo = join256(_mm256_set1_epi16(4), _mm256_set1_epi16(2));
     const __m512i sh_hi = join256(_mm256_set1_epi16(0), _mm256_set1_epi16(2));
-    __m512 acc = _mm512_setzero_ps();
+    __m512 acc[4];
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; k++) acc[k] = _mm512_setzero_ps();
     for (int64_t i = 0; i < n / AERO_QK_K; i++) {
         __m128i sc8 = _mm_loadu_si128((const void *)x[i].scales);
         __m512i s32 = _mm512_cvtepi8_epi32(sc8);
-        const int8_t *aq = a[i].qs;
-        __m512i isum = zero;
+        __m512i u[4], sc[4];
         for (int h = 0; h < 2; h++) {
             __m512i l = _mm512_loadu_si512(x[i].ql + 64 * h);
             __m512i hh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const void *)(x[i].qh + 32 * h)));
-            __m512i ulo = _mm512_or_si512(_mm512_and_si512(l, m4), _mm512_and_si512(_mm512_sllv_epi16(hh, sh_lo), m30));
-            __m512i uhi = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), m4),
-                                          _mm512_and_si512(_mm512_srlv_epi16(hh, sh_hi), m30));
-            __m512i plo = dp(zero, ulo, _mm512_loadu_si512(aq + 128 * h), vnni);
-            __m512i phi = dp(zero, uhi, _mm512_loadu_si512(aq + 128 * h + 64), vnni);
-            isum = _mm512_add_epi32(isum, _mm512_mullo_epi32(plo, lane_scales(s32, 8 * h, 4)));
-            isum = _mm512_add_epi32(isum, _mm512_mullo_epi32(phi, lane_scales(s32, 8 * h + 4, 4)));
+            u[2 * h] = _mm512_or_si512(_mm512_and_si512(l, m4), _mm512_and_si512(_mm512_sllv_epi16(hh, sh_lo), m30));
+            u[2 * h + 1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), m4),
+                                           _mm512_and_si512(_mm512_srlv_epi16(hh, sh_hi), m30));
+            sc[2 * h] = lane_scales(s32, 8 * h, 4);
+            sc[2 * h + 1] = lane_scales(s32, 8 * h + 4, 4);
         }
-        // codes are offset by 32: subtract 32 * sum over groups of scale * bsum
-        __m256i corr = _mm256_madd_epi16(_mm256_loadu_si256((const void *)a[i].bsums), _mm256_cvtepi8_epi16(sc8));
-        isum = _mm512_sub_epi32(isum, _mm512_zextsi256_si512(_mm256_slli_epi32(corr, 5)));
-        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(h2f(x[i].d) * a[i].d), acc);
+        __m256i sc16 = _mm256_cvtepi8_epi16(sc8);
+        float fd = h2f(x[i].d);
+#pragma GCC unroll 4
+        for (int k = 0; k < T; k++) {
+            const aero_block_q8_K *a = (const aero_block_q8_K *)va[k] + i;
+            __m512i isum = ksum4(u, sc, a->qs, false, vnni);
+            // codes are offset by 32: subtract 32 * sum over groups of scale * bsum
+            __m256i corr = _mm256_madd_epi16(_mm256_loadu_si256((const void *)a->bsums), sc16);
+            isum = _mm512_sub_epi32(isum, _mm512_zextsi256_si512(_mm256_slli_epi32(corr, 5)));
+            acc[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(fd * a->d), acc[k]);
+        }
     }
-    return _mm512_reduce_add_ps(acc);
+#pragma GCC unroll 4
+    for (int k = 0; k < T; k++) out[k] = _mm512_reduce_add_ps(acc[k]);
 }
 
-// 2-bit codes of 128 elements from 32 bytes: (q >> 2k) & 3 gives elements 32k..32k+31 in order.
-AI void twobit(__m256i q32, __m512i *lo, __m512i *hi) {
-    const __m512i qq = _mm512_broadcast_i64x4(q32), m3 = _mm512_set1_epi8(3);
-    *lo = _mm512_and_si512(_mm512_srlv_epi16(qq, join256(_mm256_set1_epi16(0), _mm256_set1_epi16(2))), m3);
-    *hi = _mm512_and_si512(_mm512_srlv_epi16(qq, join256(_mm256_set1_epi16(4), _mm256_set1_epi16(6))), m3);
-}
-
-// Q3_K: 2 low bits like Q2_K plus a high bit from hmask; signed 6-bit scales; codes offset by 4.
-AI float dot_q3k(int64_t n, const void *vw, const void *va, const bool vnni) {
-    const aero_block_q8_K *a = va;
-    const aero_block_q3_K *x = vw;
-    const __m512i zero = _mm512_setzero_si512(), four = _mm512_set1_epi8(4);
-    __m512 acc = _mm512_setzero_ps();
-    for (int64_t i = 0; i < n / AERO_QK_K; i++) {
-        const uint32_t k1 = 0x03030303, k2 = 0x0f0f0f0f;
-        uint32_t aux[4], s[3];
-        memcpy(s, x[i].scales, 12);
-        aux[0] = (s[0] & k2) | (((s[2] >> 0) & k1) << 4);
-        aux[1] = (s[1] & k2) | (((s[2] >> 2) & k1) << 4);
-        aux[2] = ((s[0] >> 4) & k2) | (((s[2] >> 4) & k1) << 4);
-        aux[3] = ((s[1] >> 4) & k2) | (((s[2] >> 6) & k1) << 4);
-        __m128i sc8 = _mm_sub_epi8(_mm_loadu_si128((const void *)aux), _mm_set1_epi8(32));
-        __m512i s32 = _mm512_cvtepi8_epi32(sc8);
-        __m512i hm = _mm512_broadcast_i64x4(_mm256_loadu_si256((const void *)x[i].hmask));
-        const int8_t *aq = a[i].qs;
-        __m512i isum = zero;
+// Q3_K (three = true): 2 low bits plus the hmask bit, signed 6-bit scales, offset 4. Q2_K: 2 bits, 4-bit
+// scales and mins.
+AI void kq23(const bool three, const int T, const bool vnni, int64_t n, const void *vw, const void *const *va, float *out) {
+    const uint8_t *wb = vw;
+    const size_t bb = three ? sizeof(aero_block_q3_K) : sizeof(aero_block_q2_K);
+    const __m512i four = _mm512_set1_epi8(4);
+    __m512 acc[4];
+    __m256 accm[4];
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; k++) acc[k] = _mm512_setzero_ps(), accm[k] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / AERO_QK_K; i++, wb += bb) {
+        const uint8_t *qs;
+        __m128i sc8, m8 = _mm_setzero_si128();
+        __m512i hm = _mm512_setzero_si512();
+        float fd, fdmin = 0.0f;
+        if (three) {
+            const aero_block_q3_K *x = (const void *)wb;
+            qs = x->qs;
+            sc8 = q3k_scales(x->scales);
+            hm = _mm512_broadcast_i64x4(_mm256_loadu_si256((const void *)x->hmask));
+            fd = h2f(x->d);
+        } else {
+            const aero_block_q2_K *x = (const void *)wb;
+            qs = x->qs;
+            __m128i raw = _mm_loadu_si128((const void *)x->scales);
+            sc8 = _mm_and_si128(raw, _mm_set1_epi8(0x0F));
+            m8 = _mm_and_si128(_mm_srli_epi16(raw, 4), _mm_set1_epi8(0x0F));
+            fd = h2f(x->d), fdmin = h2f(x->dmin);
+        }
+        __m512i s32 = three ? _mm512_cvtepi8_epi32(sc8) : _mm512_cvtepu8_epi32(sc8);
+        __m512i u[4], sc[4];
         for (int h = 0; h < 2; h++) {
-            __m512i lo, hi;
-            twobit(_mm256_loadu_si256((const void *)(x[i].qs + 32 * h)), &lo, &hi);
-            __m512i blo = join256(_mm256_set1_epi8((char)(1 << (4 * h))), _mm256_set1_epi8((char)(1 << (4 * h + 1))));
-            __m512i bhi = join256(_mm256_set1_epi8((char)(1 << (4 * h + 2))), _mm256_set1_epi8((char)(1 << (4 * h + 3))));
-            lo = _mm512_mask_add_epi8(lo, _mm512_test_epi8_mask(hm, blo), lo, four);
-            hi = _mm512_mask_add_epi8(hi, _mm512_test_epi8_mask(hm, bhi), hi, four);
-            __m512i plo = dp(zero, lo, _mm512_loadu_si512(aq + 128 * h), vnni);
-            __m512i phi = dp(zero, hi, _mm512_loadu_si512(aq + 128 * h + 64), vnni);
-            isum = _mm512_add_epi32(isum, _mm512_mullo_epi32(plo, lane_scales(s32, 8 * h, 4)));
-            isum = _mm512_add_epi32(isum, _mm512_mullo_epi32(phi, lane_scales(s32, 8 * h + 4, 4)));
+            twobit(_mm256_loadu_si256((const void *)(qs + 32 * h)), &u[2 * h], &u[2 * h + 1]);
+            if (three) {
+                __m512i blo = join256(_mm256_set1_epi8((char)(1 << (4 * h))), _mm256_set1_epi8((char)(1 << (4 * h + 1))));
+                __m512i bhi = join256(_mm256_set1_epi8((char)(1 << (4 * h + 2))), _mm256_set1_epi8((char)(1 << (4 * h + 3))));
+                u[2 * h] = _mm512_mask_add_epi8(u[2 * h], _mm512_test_epi8_mask(hm, blo), u[2 * h], four);
+                u[2 * h + 1] = _mm512_mask_add_epi8(u[2 * h + 1], _mm512_test_epi8_mask(hm, bhi), u[2 * h + 1], four);
+            }
+            sc[2 * h] = lane_scales(s32, 8 * h, 4);
+            sc[2 * h + 1] = lane_scales(s32, 8 * h + 4, 4);
         }
-        __m256i corr = _mm256_madd_epi16(_mm256_loadu_si256((const void *)a[i].bsums), _mm256_cvtepi8_epi16(sc8));
-        isum = _mm512_sub_epi32(isum, _mm512_zextsi256_si512(_mm256_slli_epi32(corr, 2)));
-        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(h2f(x[i].d) * a[i].d), acc);
-    }
-    return _mm512_reduce_add_ps(acc);
-}
-
-// Q2_K: 4-bit scales and mins per group of 16.
-AI float dot_q2k(int64_t n, const void *vw, const void *va, const bool vnni) {
-    const aero_block_q8_K *a = va;
-    const aero_block_q2_K *x = vw;
-    const __m512i zero = _mm512_setzero_si512();
-    __m512 acc = _mm512_setzero_ps();
-    __m256 accm = _mm256_setzero_ps();
-    for (int64_t i = 0; i < n / AERO_QK_K; i++) {
-        __m128i raw = _mm_loadu_si128((const void *)x[i].scales);
-        __m128i sc8 = _mm_and_si128(raw, _mm_set1_epi8(0x0F)), m8 = _mm_and_si128(_mm_srli_epi16(raw, 4), _mm_set1_epi8(0x0F));
-        __m512i s32 = _mm512_cvtepu8_epi32(sc8);
-        const int8_t *aq = a[i].qs;
-        __m512i isum = zero;
-        for (int h = 0; h < 2; h++) {
-            __m512i lo, hi;
-            twobit(_mm256_loadu_si256((const void *)(x[i].qs + 32 * h)), &lo, &hi);
-            __m512i plo = dp(zero, lo, _mm512_loadu_si512(aq + 128 * h), vnni);
-            __m512i phi = dp(zero, hi, _mm512_loadu_si512(aq + 128 * h + 64), vnni);
-            isum = _mm512_add_epi32(isum, _mm512_mullo_epi32(plo, lane_scales(s32, 8 * h, 4)));
-            isum = _mm512_add_epi32(isum, _mm512_mullo_epi32(phi, lane_scales(s32, 8 * h + 4, 4)));
+        __m256i c16 = three ? _mm256_cvtepi8_epi16(sc8) : _mm256_cvtepu8_epi16(m8);
+#pragma GCC unroll 4
+        for (int k = 0; k < T; k++) {
+            const aero_block_q8_K *a = (const aero_block_q8_K *)va[k] + i;
+            __m512i isum = ksum4(u, sc, a->qs, false, vnni);
+            __m256i c = _mm256_madd_epi16(_mm256_loadu_si256((const void *)a->bsums), c16);
+            if (three) { // codes are offset by 4
+                isum = _mm512_sub_epi32(isum, _mm512_zextsi256_si512(_mm256_slli_epi32(c, 2)));
+            } else {     // mins
+                accm[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(c), _mm256_set1_ps(fdmin * a->d), accm[k]);
+            }
+            acc[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(fd * a->d), acc[k]);
         }
-        __m256i msum = _mm256_madd_epi16(_mm256_loadu_si256((const void *)a[i].bsums), _mm256_cvtepu8_epi16(m8));
-        float ad = a[i].d;
-        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(h2f(x[i].d) * ad), acc);
-        accm = _mm256_fmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_set1_ps(h2f(x[i].dmin) * ad), accm);
     }
-    return _mm512_reduce_add_ps(acc) - hsum256(accm);
+#pragma GCC unroll 4
+    for (int k = 0; k < T; k++) out[k] = _mm512_reduce_add_ps(acc[k]) - (three ? 0.0f : hsum256(accm[k]));
 }
 
 // ---- instances: VNNI and plain AVX-512 ----------------------------------------------------------------
@@ -529,17 +565,37 @@ AI float dot_q2k(int64_t n, const void *vw, const void *va, const bool vnni) {
         }                                                                                                       \
     }
 
+#define TK(name, CALL, sfx, V)                                                                                  \
+    static float name##_##sfx(int64_t n, const void *w, const void *a) {                                        \
+        float out;                                                                                              \
+        CALL(1, V, n, w, &a, &out);                                                                             \
+        return out;                                                                                             \
+    }                                                                                                           \
+    static void name##_multi_##sfx(int64_t n, const void *w, const void *const *a, int T, float *out) {         \
+        switch (T) {                                                                                            \
+        case 1: CALL(1, V, n, w, a, out); break;                                                                \
+        case 2: CALL(2, V, n, w, a, out); break;                                                                \
+        case 3: CALL(3, V, n, w, a, out); break;                                                                \
+        default: CALL(4, V, n, w, a, out); break;                                                               \
+        }                                                                                                       \
+    }
+#define KQ2(T, V, n, w, a, out) kq23(false, T, V, n, w, a, out)
+#define KQ3(T, V, n, w, a, out) kq23(true, T, V, n, w, a, out)
+#define KQ4(T, V, n, w, a, out) kq45(false, T, V, n, w, a, out)
+#define KQ5(T, V, n, w, a, out) kq45(true, T, V, n, w, a, out)
+#define KQ6(T, V, n, w, a, out) kq6(T, V, n, w, a, out)
+
 #define INSTANCES(sfx, V)                                                                                        \
     T32(dot_q4_0, AERO_DT_Q4_0, sfx, V)                                                                          \
     T32(dot_q4_1, AERO_DT_Q4_1, sfx, V)                                                                          \
     T32(dot_q5_0, AERO_DT_Q5_0, sfx, V)                                                                          \
     T32(dot_q5_1, AERO_DT_Q5_1, sfx, V)                                                                          \
     T32(dot_q8_0, AERO_DT_Q8_0, sfx, V)                                                                          \
-    static float dot_q2_K_##sfx(int64_t n, const void *w, const void *a) { return dot_q2k(n, w, a, V); }            \
-    static float dot_q3_K_##sfx(int64_t n, const void *w, const void *a) { return dot_q3k(n, w, a, V); }            \
-    static float dot_q4_K_##sfx(int64_t n, const void *w, const void *a) { return dot_q45k(false, n, w, a, V); }    \
-    static float dot_q5_K_##sfx(int64_t n, const void *w, const void *a) { return dot_q45k(true, n, w, a, V); }     \
-    static float dot_q6_K_##sfx(int64_t n, const void *w, const void *a) { return dot_q6k(n, w, a, V); }
+    TK(dot_q2_K, KQ2, sfx, V)                                                                                    \
+    TK(dot_q3_K, KQ3, sfx, V)                                                                                    \
+    TK(dot_q4_K, KQ4, sfx, V)                                                                                    \
+    TK(dot_q5_K, KQ5, sfx, V)                                                                                    \
+    TK(dot_q6_K, KQ6, sfx, V)
 
 INSTANCES(vnni, true)
 INSTANCES(plain, false)
@@ -553,17 +609,20 @@ void aero_kernels_fill_avx512(aero_kernel_ops *ops, bool vnni) {
     ops->dot[T] = name##_##sfx;              \
     ops->mm_dot[T] = name##_mm_##sfx;        \
     ops->mm_dot_multi[T] = name##_multi_##sfx;
+#define SETK(T, name, sfx)                   \
+    ops->dot[T] = name##_##sfx;              \
+    ops->mm_dot_multi[T] = name##_multi_##sfx;
 #define SET(sfx)                                \
     SET32(AERO_DT_Q4_0, dot_q4_0, sfx)          \
     SET32(AERO_DT_Q4_1, dot_q4_1, sfx)          \
     SET32(AERO_DT_Q5_0, dot_q5_0, sfx)          \
     SET32(AERO_DT_Q5_1, dot_q5_1, sfx)          \
     SET32(AERO_DT_Q8_0, dot_q8_0, sfx)          \
-    ops->dot[AERO_DT_Q2_K] = dot_q2_K_##sfx;    \
-    ops->dot[AERO_DT_Q3_K] = dot_q3_K_##sfx;    \
-    ops->dot[AERO_DT_Q4_K] = dot_q4_K_##sfx;    \
-    ops->dot[AERO_DT_Q5_K] = dot_q5_K_##sfx;    \
-    ops->dot[AERO_DT_Q6_K] = dot_q6_K_##sfx;
+    SETK(AERO_DT_Q2_K, dot_q2_K, sfx)           \
+    SETK(AERO_DT_Q3_K, dot_q3_K, sfx)           \
+    SETK(AERO_DT_Q4_K, dot_q4_K, sfx)           \
+    SETK(AERO_DT_Q5_K, dot_q5_K, sfx)           \
+    SETK(AERO_DT_Q6_K, dot_q6_K, sfx)
     for (int t = 0; t < AERO_DT_COUNT; t++) ops->mm_dot_multi[t] = NULL;
     if (vnni) {
         SET(vnni)
@@ -572,6 +631,7 @@ void aero_kernels_fill_avx512(aero_kernel_ops *ops, bool vnni) {
     }
 #undef SET
 #undef SET32
+#undef SETK
     for (int t = 0; t < AERO_DT_COUNT; t++)
         if (t < AERO_DT_Q4_0 || t > AERO_DT_Q8_0) ops->mm_dot[t] = ops->dot[t];
     ops->act_bytes = act_bytes;
