@@ -369,6 +369,21 @@ static bool spm_piece(const aero_tokenizer *t, aero_tok_scratch *s, const char *
     return true;
 }
 
+// spm_piece through the word cache (pieces are mostly words: text is cut before each U+2581).
+static bool spm_piece_cached(const aero_tokenizer *t, aero_tok_scratch *s, const char *text, size_t a, size_t b,
+                             aero_tok_ids *out) {
+    size_t n = b - a;
+    if (n > CACHE_MAX_WORD) return spm_piece(t, s, text, a, b, out);
+    uint64_t h = aero_tok_hash(text + a, n) | 1;
+    bool nomem = false;
+    if (cache_get(s, h, text + a, n, out, &nomem)) return true;
+    if (nomem) return false;
+    size_t start = out->n;
+    if (!spm_piece(t, s, text, a, b, out)) return false;
+    cache_put(s, h, text + a, n, out->v + start, out->n - start);
+    return true;
+}
+
 // Encodes escaped text (spaces already U+2581) as SentencePiece BPE does: repeatedly merge the adjacent pair
 // whose concatenation is the highest-scoring token; leftovers become <0xNN> byte tokens or <unk>.
 aero_status aero_tok_spm_encode(const aero_tokenizer *t, aero_tok_scratch *s, const char *text, size_t n,
@@ -383,13 +398,13 @@ aero_status aero_tok_spm_encode(const aero_tokenizer *t, aero_tok_scratch *s, co
         size_t l = (size_t)aero_utf8_decode(u + i, n - i, &cp);
         uint32_t key = cp == AERO_UTF8_INVALID ? 0x110000u + u[i] : cp;
         if (i > start && !aero_tok_bigram_possible(t, prev, key)) {
-            if (!spm_piece(t, s, text, start, i, out)) goto nomem;
+            if (!spm_piece_cached(t, s, text, start, i, out)) goto nomem;
             start = i;
         }
         prev = key;
         i += l;
     }
-    if (!spm_piece(t, s, text, start, n, out)) goto nomem;
+    if (!spm_piece_cached(t, s, text, start, n, out)) goto nomem;
     return AERO_OK;
 nomem:
     return aero_fail(err, AERO_ERR_NOMEM, "tokenizer: out of memory in SentencePiece BPE (%zu bytes)", n);
