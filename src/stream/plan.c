@@ -314,15 +314,20 @@ aero_status st_plan(aero_stream *s, aero_error *err) {
         uint64_t maxu = 0;
         for (int u = 0; u < nu; u++)
             if (!m->pinned[u] && s->units[u].bytes > maxu) maxu = s->units[u].bytes;
-        char head[96] = "";
+        char head[96] = "", suggest[32]; // a --mem value at or just above the minimum
+        if (p->min_budget >= (1ull << 30))
+            snprintf(suggest, sizeof suggest, "%.2fG", (double)((p->min_budget * 100 + (1ull << 30) - 1) >> 30) / 100);
+        else
+            snprintf(suggest, sizeof suggest, "%.1fM",
+                     (double)((p->min_budget * 10 + (1ull << 20) - 1) >> 20) / 10);
         if (m->head_resident && can_stream_head)
             snprintf(head, sizeof head, " and the output head (%s)", fmt_size(s->units[s->n_layer].bytes, hb, sizeof hb));
-        aero_fail(err, AERO_ERR_NOMEM, "--mem %s is below the minimum %s for this model: a streaming window of %s "
-                  "(%d units of up to %s each in memory at once, prefetch %d) plus %s of resident small tensors%s; "
-                  "use --mem %s or more", fmt_size(budget, bb, sizeof bb), fmt_size(p->min_budget, mb, sizeof mb),
+        aero_fail(err, AERO_ERR_NOMEM, "--mem %s is below the minimum %s (%llu bytes) for this model: a streaming "
+                  "window of %s (%d units of up to %s each in memory at once, prefetch %d) plus %s of resident small "
+                  "tensors%s; use --mem %s or more", fmt_size(budget, bb, sizeof bb),
+                  fmt_size(p->min_budget, mb, sizeof mb), (unsigned long long)p->min_budget,
                   fmt_size(m->ring, wb, sizeof wb), m->depth + 1, fmt_size(maxu, ub, sizeof ub), m->depth,
-                  fmt_size(s->small_bytes + s->row_buf_bytes, sb, sizeof sb), head,
-                  fmt_size(p->min_budget, mb, sizeof mb));
+                  fmt_size(s->small_bytes + s->row_buf_bytes, sb, sizeof sb), head, suggest);
         goto fail;
     }
     const plan_option *best = &a;
