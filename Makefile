@@ -85,9 +85,11 @@ fuzz:
 	    $(AVX512_FLAGS) -o build-fuzz/$$n $$f $(LIB_SRC) $(LDLIBS) || exit 1; \
 	done
 
-# Demo: builds and generates with the bundled model (see README).
+# Demo: the bundled teacher (models/, trained by train/train.sh) streamed under a deliberately small memory budget,
+# with the bundled drafter proposing tokens: prints the text, then the stream and speculation statistics.
+DEMO_PROMPT ?= Once upon a time
 run: all
-	./$(AEROLLM) run
+	./$(AEROLLM) run -p "$(DEMO_PROMPT)" -n 200 --mem 16M --draft models/aero-drafter-3M-F16.gguf --stats
 
 clean:
 	rm -rf build build-san build-fuzz aerollm
