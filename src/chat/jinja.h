@@ -210,10 +210,15 @@ typedef struct jctx {
     int nout, capout;
     jscope *globals;
     uint64_t mem;       // bytes held by values and buffers, bounded per render
+    uint64_t max_mem, max_steps;
 } jctx;
 
 #define JCTX_MAX_MEM ((uint64_t)256 << 20)
-// Accounts n more (or, negative, fewer) bytes held by the render; raises past JCTX_MAX_MEM.
+#define JCTX_MAX_STEPS 5000000ull
+// Lowers a template's render limits (fuzzers: many inputs per second); 0 keeps a limit unchanged.
+struct aero_chat_template;
+void jtemplate_set_limits(struct aero_chat_template *t, uint64_t max_steps, uint64_t max_mem);
+// Accounts n more (or, negative, fewer) bytes held by the render; raises past max_mem.
 void jctx_mem(jctx *c, int64_t n);
 
 enum { CTL_NONE = 0, CTL_BREAK = 1, CTL_CONTINUE = 2 };

@@ -14,13 +14,18 @@
 #include "jinja.h"
 
 #define MAX_TEMPLATE_BYTES (16u << 20)
-#define MAX_STEPS 5000000ull
 #define MAX_CALL_DEPTH 100
 
 struct aero_chat_template {
     jarena arena;
     jnode *root;
+    uint64_t max_steps, max_mem;
 };
+
+void jtemplate_set_limits(aero_chat_template *t, uint64_t max_steps, uint64_t max_mem) {
+    if (max_steps) t->max_steps = max_steps;
+    if (max_mem) t->max_mem = max_mem;
+}
 
 static jv eval(jctx *c, jscope *s, const jnode *n);
 static void exec_block(jctx *c, jscope *s, const jnodes *body);
@@ -603,7 +608,8 @@ static void exec_for(jctx *c, jscope *s, const jnode *n) {
     jv loopv = jv_loop_new(c, items, 1);
     jloop *lp = (jloop *)loopv.o;
     for (size_t i = 0; i < l->n; i++) {
-        if (++c->steps > MAX_STEPS) jraise(c, "template runs too long (more than %llu loop iterations)", MAX_STEPS);
+        if (++c->steps > c->max_steps)
+            jraise(c, "template runs too long (more than %llu loop iterations)", (unsigned long long)c->max_steps);
         lp->index0 = (int64_t)i;
         jscope *it = jscope_new(c, s);
         jscope_set(c, it, "loop", jv_incref(loopv));
@@ -734,6 +740,8 @@ aero_status aero_chat_template_parse(aero_chat_template **out, const char *sourc
     jtoks toks = {0};
     jlex(&t->arena, source ? source : "", len, &toks);
     t->root = jparse(&t->arena, &toks);
+    t->max_steps = JCTX_MAX_STEPS;
+    t->max_mem = JCTX_MAX_MEM;
     *out = t;
     return AERO_OK;
 }
@@ -765,6 +773,8 @@ aero_status aero_chat_render(const aero_chat_template *t, const aero_chat_inputs
     jctx *c = malloc(sizeof *c);
     if (!c) return aero_fail(err, AERO_ERR_NOMEM, "chat template: out of memory");
     jctx_init(c, err ? err : &local);
+    c->max_steps = t->max_steps;
+    c->max_mem = t->max_mem;
     if (setjmp(c->jb)) {
         aero_status st = c->err->code;
         jctx_sweep(c);

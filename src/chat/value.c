@@ -15,6 +15,8 @@ void jctx_init(jctx *c, aero_error *err) {
     memset(c, 0, sizeof *c);
     c->head.prev = c->head.next = &c->head;
     c->err = err;
+    c->max_mem = JCTX_MAX_MEM;
+    c->max_steps = JCTX_MAX_STEPS;
 }
 
 _Noreturn void jraise(jctx *c, const char *fmt, ...) {
@@ -51,12 +53,12 @@ static void unlink_obj(jobj *o) {
 
 void jctx_mem(jctx *c, int64_t n) {
     c->mem += (uint64_t)n;
-    if (n > 0 && c->mem > JCTX_MAX_MEM)
-        jraise(c, "rendering needs more than %llu MiB (values too large or too many)", (unsigned long long)(JCTX_MAX_MEM >> 20));
+    if (n > 0 && c->mem > c->max_mem)
+        jraise(c, "rendering needs more than %llu MiB (values too large or too many)", (unsigned long long)(c->max_mem >> 20));
 }
 
 static void *obj_new(jctx *c, jobj_kind kind, size_t size) {
-    if (size > JCTX_MAX_MEM) jraise(c, "a value of %zu bytes is larger than the render limit", size);
+    if (size > c->max_mem) jraise(c, "a value of %zu bytes is larger than the render limit", size);
     jctx_mem(c, (int64_t)size);
     jobj *o = calloc(1, size);
     if (!o) jraise_oom(c);
@@ -89,7 +91,7 @@ void *jx_realloc(jctx *c, void *p, size_t n) {
     if (!p) return jx_alloc(c, n);
     if (n > SIZE_MAX - sizeof(jblob)) jraise_oom(c);
     jblob *b = (jblob *)((char *)p - offsetof(jblob, data));
-    if (n > JCTX_MAX_MEM) jraise(c, "a buffer of %zu bytes is larger than the render limit", n);
+    if (n > c->max_mem) jraise(c, "a buffer of %zu bytes is larger than the render limit", n);
     jctx_mem(c, (int64_t)(sizeof(jblob) + n) - (int64_t)b->h.bytes);
     jobj *prev = b->h.prev, *next = b->h.next;
     jblob *nb = realloc(b, sizeof(jblob) + n);
@@ -260,7 +262,7 @@ jv jv_undef_hint(jctx *c, const char *fmt, ...) {
 jv jv_list_new(jctx *c, size_t cap, bool tuple) {
     jlist *l = obj_new(c, JO_LIST, sizeof(jlist));
     if (cap) {
-        if (cap > JCTX_MAX_MEM / sizeof(jv)) jraise(c, "a list of %zu items is larger than the render limit", cap);
+        if (cap > c->max_mem / sizeof(jv)) jraise(c, "a list of %zu items is larger than the render limit", cap);
         jctx_mem(c, (int64_t)(cap * sizeof(jv)));
         l->v = malloc(cap * sizeof *l->v);
         if (!l->v) jraise_oom(c);
