@@ -29,7 +29,10 @@ export async function startServer(extra = []) {
     proc.on('exit', (code) => reject(new Error(`server exited (${code}):\n${log}`)));
   });
   const base = `http://127.0.0.1:${port}`;
+  let gone = false;
+  proc.on('exit', () => { gone = true; });
   for (let i = 0; ; i++) {
+    if (gone) throw new Error(`server exited while loading:\n${log}`);
     const r = await fetch(`${base}/health`).catch(() => null);
     if (r && r.status === 200) break;
     if (i > 400) throw new Error(`server never became healthy:\n${log}`);
