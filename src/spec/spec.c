@@ -13,6 +13,7 @@
 #define FIT_DECAY 0.95   // pass-cost samples weigh 0.95^age
 #define ACC_DECAY 0.9    // acceptance samples weigh 0.9^age
 #define TOP_B 16         // candidates kept per tree node
+#define PROBE_EVERY 8    // adaptive: while drafting does not pay, draft on one step in this many
 
 void aero_spec_params_default(aero_spec_params *p) {
     memset(p, 0, sizeof *p);
@@ -216,20 +217,29 @@ static double expected_tokens(double alpha, int k) {
 }
 
 // The chain length with the most tokens per second under the measured costs: a verify pass of n tokens takes
-// a + b n (fitted), a drafter step d (a model drafter runs k steps for k tokens; n-grams cost ~nothing).
+// a + b n (fitted), a drafter step d (a model drafter runs k steps for k tokens; n-grams cost ~nothing). Zero
+// (plain decoding) wins when drafts are rarely accepted; then every PROBE_EVERY-th step still drafts, so the
+// acceptance estimate can recover when the text becomes predictable.
 static int choose_length(aero_spec *s) {
-    int kmax = s->p.draft_max, kmin = s->p.draft_min > 1 ? s->p.draft_min : 1;
+    int kmax = s->p.draft_max, kmin = s->p.draft_min;
     if (!s->p.adaptive || s->fit.w <= 0) return kmax;
     double a, b, alpha = s->acc_w / (s->acc_w + s->rej_w), d = s->dmodel ? s->draft_call_ema : 0;
     if (alpha > 0.99) alpha = 0.99;
     fit_get(&s->fit, &a, &b);
-    int best = kmin;
-    double best_rate = -1;
+    int best = kmin, best_drafting = kmin > 1 ? kmin : 1;
+    double best_rate = -1, best_drafting_rate = -1;
     for (int k = kmin; k <= kmax; k++) {
         double rate = expected_tokens(alpha, k) / (a + b * (k + 1) + d * k + 1e-9);
         if (rate > best_rate * (1 + 1e-9)) best_rate = rate, best = k;
+        if (k > 0 && rate > best_drafting_rate * (1 + 1e-9)) best_drafting_rate = rate, best_drafting = k;
     }
-    return best;
+    if (best > 0) {
+        s->skipped = 0;
+        return best;
+    }
+    if (++s->skipped < PROBE_EVERY) return 0;
+    s->skipped = 0;
+    return best_drafting;
 }
 
 // Verifies the drafted nodes in one target pass and walks them; returns the tokens produced.
@@ -328,8 +338,8 @@ aero_status aero_spec_step(aero_spec *s, aero_sampler *smp, int max_new, int32_t
         else aero_spec_draft_ngram(s, true, tree, depth);
     } else {
         int k = choose_length(s);
-        if (k > budget) k = budget;
         s->st.draft_len = k;
+        if (k > budget) k = budget;
         if (s->dmodel) st = aero_spec_draft_chain(s, greedy, k, err);
         else aero_spec_draft_ngram(s, false, k, k);
     }
@@ -386,7 +396,7 @@ void aero_spec_describe(const aero_spec *s, char *buf, int cap) {
     if (s->p.tree_nodes > 0)
         snprintf(buf, cap, "%s, tree of up to %d nodes, depth <= %d", who, s->p.tree_nodes, s->p.draft_max);
     else if (s->p.adaptive)
-        snprintf(buf, cap, "%s, chain, adaptive length %d..%d", who, s->p.draft_min > 1 ? s->p.draft_min : 1, s->p.draft_max);
+        snprintf(buf, cap, "%s, chain, adaptive length %d..%d", who, s->p.draft_min, s->p.draft_max);
     else
         snprintf(buf, cap, "%s, chain of %d", who, s->p.draft_max);
 }

@@ -56,6 +56,7 @@ struct aero_spec {
     double acc_w, rej_w;       // decayed accepted-token and rejection counts
     spec_fit fit;
     double draft_call_ema;
+    int skipped;               // steps since the adaptive length last drafted
     aero_spec_stats st;
 };
 
