@@ -28,7 +28,7 @@ static int time_curve(cli_engine *e, int n_prompt, double *secs, aero_error *err
     if (st) return st;
     double warm;
     if ((st = aero_spec_time_pass(e->spec, 1, &warm, err))) return st;
-    int reps = warm < 0.05 ? 7 : 3;
+    int reps = warm < 0.05 ? 7 : warm < 1 ? 3 : 1; // a streamed pass of an 8B model: seconds each
     for (int c = 0; c < N_CURVE; c++) {
         double t[7];
         for (int r = 0; r < reps; r++)

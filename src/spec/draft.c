@@ -193,8 +193,10 @@ static int find_child(const aero_spec *s, int parent, int32_t tok) {
 }
 
 // Prompt lookup: the context's last n tokens (n from ngram_max down to ngram_min) are searched for earlier in
-// the context, most recent first, and what followed them is proposed. A chain takes the first match; a tree
-// merges the continuations of several matches into a trie, longer suffix matches first.
+// the context, most recent first, and what followed them is proposed. A continuation that reaches the end of the
+// context goes on with its own tokens (a loop of period n_tok - from repeats), so greedy repetition is drafted in
+// full. A chain takes the first match; a tree merges the continuations of several matches into a trie, longer
+// suffix matches first.
 void aero_spec_draft_ngram(aero_spec *s, bool tree, int max_nodes, int max_depth) {
     s->n_nodes = 0;
     if (max_nodes <= 0 || max_depth <= 0) return;
@@ -204,10 +206,9 @@ void aero_spec_draft_ngram(aero_spec *s, bool tree, int max_nodes, int max_depth
         const int32_t *suf = s->toks + s->n_tok - n;
         for (int start = s->n_tok - n - 1; start >= 0; start--) {
             if (memcmp(s->toks + start, suf, sizeof(int32_t) * n)) continue;
-            int from = start + n, len = s->n_tok - from < max_depth ? s->n_tok - from : max_depth;
-            int cur = -1;
-            for (int i = 0; i < len && s->n_nodes < max_nodes; i++) {
-                int32_t t = s->toks[from + i];
+            int from = start + n, period = s->n_tok - from, cur = -1;
+            for (int i = 0; i < max_depth && s->n_nodes < max_nodes; i++) {
+                int32_t t = s->toks[from + i % period];
                 int c = find_child(s, cur, t);
                 cur = c >= 0 ? c : add_node(s, t, cur, 0, NULL);
             }
