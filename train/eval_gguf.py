@@ -23,6 +23,7 @@ def main():
     ap.add_argument("--prompt")
     ap.add_argument("-n", type=int, default=32)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--chunks", type=int, default=0, help="only the first N chunks (as aerollm --chunks)")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -42,9 +43,12 @@ def main():
         if a.ppl:
             text = open(a.ppl, encoding="utf-8").read()
             ids = tok.encode(text, parse_special=False)
+            n_text = len(ids)
+            if a.chunks:
+                ids = ids[:a.chunks * m.c.ctx]
             res = T.perplexity(m, ids, m.c.ctx, bos, dev, bs=4)
             print("tokens %d chunks %d scored %d mean_nll %.6f ppl %.4f (llama.cpp exact: scored %d ppl %.4f)" % (
-                len(ids), res["n_chunks"], res["brief"]["scored_tokens"], res["brief"]["mean_nll"],
+                n_text, res["n_chunks"], res["brief"]["scored_tokens"], res["brief"]["mean_nll"],
                 res["brief"]["ppl"], res["llamacpp"]["scored_tokens"], res["llamacpp"]["ppl"]))
 
 
