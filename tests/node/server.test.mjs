@@ -2,7 +2,9 @@
 // (whole and streamed with usage), stop, max_tokens, seeds, logprobs, typed errors, auth, cancellation, and
 // batching that is invisible: 8 concurrent greedy streams give exactly the text each gives alone.
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import OpenAI from 'openai';
 
@@ -217,5 +219,35 @@ describe('aerollm serve with --api-key and --alias', { skip: SKIP }, () => {
     const r = await good.chat.completions.create({ model: 'tiny-stories', messages: [{ role: 'user', content: 'x' }], max_tokens: 3 });
     assert.ok(r.usage.completion_tokens <= 3);
     assert.equal((await fetch(`${srv.base}/health`)).status, 200, 'health needs no key');
+  });
+});
+
+describe('aerollm serve with --chat-template-file', { skip: SKIP }, () => {
+  let srv, dir;
+  const TEMPLATE = "{% if messages[0].role == 'tool' %}{{ raise_exception('a conversation cannot start with a tool message') }}{% endif %}" +
+    '{{ bos_token }}{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}';
+  before(async () => {
+    dir = mkdtempSync(path.join(os.tmpdir(), 'aerollm-tmpl-'));
+    writeFileSync(path.join(dir, 't.jinja'), TEMPLATE);
+    srv = await startServer(['--chat-template-file', path.join(dir, 't.jinja'), '-np', '1']);
+  });
+  after(async () => {
+    if (srv) await srv.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('chats are rendered with the template; its exceptions are 400s', async () => {
+    const client = new OpenAI({ baseURL: `${srv.base}/v1`, apiKey: 'x', maxRetries: 0 });
+    const models = await client.models.list();
+    assert.equal(models.data[0].meta.chat_template, 'file');
+    const r = await client.chat.completions.create({ model: 'stories260K.gguf', messages: [{ role: 'user', content: 'Once upon a time' }],
+      max_tokens: 4, temperature: 0 });
+    const tok = await fetch(`${srv.base}/tokenize`, { method: 'POST', body: JSON.stringify({ content: '<s><user>Once upon a time<assistant>' }) });
+    const ids = (await tok.json()).tokens;
+    assert.equal(ids[0], 1, 'the rendered <s> is the BOS token, not added twice');
+    assert.equal(ids.filter((t) => t === 1).length, 1);
+    assert.equal(r.usage.prompt_tokens, ids.length);
+    await assert.rejects(client.chat.completions.create({ model: 'stories260K.gguf', messages: [{ role: 'tool', content: 'x', tool_call_id: '1' }] }),
+      (e) => e instanceof OpenAI.BadRequestError && /cannot start with a tool message/.test(e.message));
   });
 });
