@@ -28,6 +28,8 @@ aero_status st_files_open(aero_stream *s, aero_error *err) {
             free(probe);
             return aero_fail(err, AERO_ERR_IO, "%s: cannot open for reading: %s", f->path, strerror(errno));
         }
+        // buffered reads are exactly the requests: kernel readahead would cache pages past what is dropped after use
+        posix_fadvise(f->fd, 0, 0, POSIX_FADV_RANDOM);
         if (s->params.no_direct) continue;
         f->fd_direct = open(f->path, O_RDONLY | O_CLOEXEC | O_DIRECT);
         // some file systems accept the flag at open and refuse the reads: probe once
@@ -44,6 +46,7 @@ aero_status st_files_open(aero_stream *s, aero_error *err) {
 }
 
 void st_files_close(aero_stream *s) {
+    for (uint32_t i = 0; s->files && i < s->n_files; i++) st_drop_cache(s, i, 0, 0);
     for (uint32_t i = 0; s->files && i < s->n_files; i++) {
         if (s->files[i].fd >= 0) close(s->files[i].fd);
         if (s->files[i].fd_direct >= 0) close(s->files[i].fd_direct);
@@ -76,6 +79,14 @@ static aero_status read_chunk(aero_stream *s, uint32_t file, uint64_t off, uint6
                          "(was the file truncated while in use?)", f->path, (unsigned long long)(off + done),
                          (unsigned long long)(off + need));
     return AERO_OK;
+}
+
+void st_drop_cache(aero_stream *s, uint32_t file, uint64_t off, uint64_t len) {
+    const uint64_t huge = 2u << 20; // the largest page-cache folio: DONTNEED skips folios it covers only in part
+    st_file *f = &s->files[file];
+    if (f->fd < 0 || f->fd_direct >= 0) return;
+    uint64_t a = off / huge * huge, b = len ? (off + len + huge - 1) / huge * huge : 0;
+    posix_fadvise(f->fd, (off_t)a, b ? (off_t)(b - a) : 0, POSIX_FADV_DONTNEED);
 }
 
 aero_status st_read_sync(aero_stream *s, uint32_t file, uint64_t off, uint64_t len, uint64_t need, void *buf,

@@ -158,88 +158,41 @@ bool st_ring_place(uint64_t cap, int n_live, uint64_t first_off, uint64_t alloc_
     return first_off - alloc_off >= size;
 }
 
-#define SIM_PASSES 32
-
-// Runs the runtime's FIFO ring over the cyclic sequence from every starting unit; true when `depth`
-// occurrences ahead always fit (checked for SIM_PASSES passes or until the layout repeats).
-static bool ring_sim_ok(const uint64_t *sizes, int k, int depth, uint64_t cap) {
-    uint64_t off[ST_MAX_PREFETCH + 2], prev[ST_MAX_PREFETCH + 2];
-    for (int start = 0; start < k; start++) {
-        int64_t first = start, end = start; // live occurrences [first, end)
-        uint64_t alloc = 0;
-        bool have_prev = false;
-        for (int64_t i = start; i < start + (int64_t)SIM_PASSES * k; i++) {
-            while (end <= i + depth) {
-                int n_live = (int)(end - first);
-                uint64_t at, sz = sizes[end % k];
-                if (!st_ring_place(cap, n_live, n_live ? off[first % (depth + 1)] : 0, alloc, sz, &at)) return false;
-                off[end % (depth + 1)] = at;
-                alloc = at + sz;
-                end++;
-            }
-            if ((i - start) % k == 0) { // pass boundary: a repeated layout repeats forever
-                uint64_t cur[ST_MAX_PREFETCH + 2];
-                for (int j = 0; j <= depth; j++) cur[j] = off[(i + j) % (depth + 1)];
-                if (have_prev && !memcmp(cur, prev, sizeof(uint64_t) * (depth + 1))) break;
-                memcpy(prev, cur, sizeof(uint64_t) * (depth + 1));
-                have_prev = true;
-            }
-            first++; // release occurrence i
-            if (first == end) alloc = 0;
-        }
-    }
-    return true;
-}
-
-uint64_t st_ring_capacity(const uint64_t *sizes, int k, int depth) {
-    if (k <= 0) return 0;
-    uint64_t w = 0, m = 0;
-    bool uniform = true;
-    for (int i = 0; i < k; i++) {
-        uint64_t sum = 0;
-        for (int j = 0; j <= depth; j++) sum += sizes[(i + j) % k];
-        if (sum > w) w = sum;
-        if (sizes[i] > m) m = sizes[i];
-        if (sizes[i] != sizes[0]) uniform = false;
-    }
-    if (uniform) return w;
-    // W (the largest depth+1 consecutive units) is enough unless wrapping wastes space; W + M always is
-    for (int c = 0; c < 8; c++) {
-        uint64_t cap = align_up(w + m * c / 8);
-        if (ring_sim_ok(sizes, k, depth, cap)) return cap;
-    }
-    return w + m;
-}
-
 typedef struct {
     bool feasible;
     bool head_resident;
     bool *pinned;          // per unit (layers and head)
-    uint64_t ring, fixed, cost, min_cost, streamed;
+    uint64_t ring, slot, fixed, cost, min_cost, streamed;
     int n_streamed, depth;
 } plan_option;
 
-// Pins `npin` of the candidate layers, evenly spaced, and prices the option (ring sized for the rest).
-static void price_option(const aero_stream *s, plan_option *o, const int *cand, int n_cand, int npin, uint64_t *sizes) {
+// Pins `npin` of the candidate layers, evenly spaced, and prices the option. The streamed units share a ring of
+// depth + 1 slots of the largest streamed unit's size: with equal slots the cyclic schedule never fragments
+// the ring (layers differ by a few aligned pages; a head larger than a layer makes its option cost more than
+// keeping the head resident, so that option then loses on its own).
+static void price_option(const aero_stream *s, plan_option *o, const int *cand, int n_cand, int npin) {
     for (int u = 0; u < s->n_units; u++) o->pinned[u] = s->units[u].bytes == 0;
     if (o->head_resident) o->pinned[s->n_layer] = true;
     for (int i = 0; i < npin; i++) o->pinned[cand[(int)(((int64_t)2 * i + 1) * n_cand / (2 * npin))]] = true;
     int k = 0;
-    uint64_t pinned_bytes = 0, streamed = 0;
+    uint64_t pinned_bytes = 0, streamed = 0, slot = 0;
     for (int u = 0; u < s->n_units; u++) {
         if (o->pinned[u]) pinned_bytes += s->units[u].bytes;
-        else sizes[k++] = s->units[u].bytes, streamed += s->units[u].bytes;
+        else {
+            k++, streamed += s->units[u].bytes;
+            if (s->units[u].bytes > slot) slot = s->units[u].bytes;
+        }
     }
     o->n_streamed = k;
     o->depth = k < s->prefetch ? k : s->prefetch;
-    o->ring = st_ring_capacity(sizes, k, o->depth);
+    o->slot = slot;
+    o->ring = (uint64_t)(o->depth + 1) * slot;
     o->streamed = streamed;
     o->cost = o->fixed + pinned_bytes + o->ring;
 }
 
 // Best plan with the head resident or streamed: the most layers pinned that the budget leaves room for.
-static void plan_with_head(const aero_stream *s, plan_option *o, bool head_resident, uint64_t budget, uint64_t *sizes,
-                           int *cand) {
+static void plan_with_head(const aero_stream *s, plan_option *o, bool head_resident, uint64_t budget, int *cand) {
     o->head_resident = head_resident;
     o->fixed = s->small_bytes + s->row_buf_bytes;
     int n_cand = 0;
@@ -249,35 +202,34 @@ static void plan_with_head(const aero_stream *s, plan_option *o, bool head_resid
             cand[n_cand++] = u;
             if (s->units[u].bytes > maxl) maxl = s->units[u].bytes;
         }
-    price_option(s, o, cand, n_cand, 0, sizes);
+    price_option(s, o, cand, n_cand, 0);
     o->min_cost = o->cost;
     o->feasible = o->cost <= budget;
     if (!o->feasible) return;
     uint64_t fit = (budget - o->min_cost) / maxl;
     int npin = fit > (uint64_t)n_cand ? n_cand : (int)fit;
     for (;;) {
-        price_option(s, o, cand, n_cand, npin, sizes);
+        price_option(s, o, cand, n_cand, npin);
         if (o->cost <= budget || npin == 0) break;
         npin--;
     }
     while (npin < n_cand) {
-        price_option(s, o, cand, n_cand, npin + 1, sizes);
+        price_option(s, o, cand, n_cand, npin + 1);
         if (o->cost > budget) break;
         npin++;
     }
-    price_option(s, o, cand, n_cand, npin, sizes);
+    price_option(s, o, cand, n_cand, npin);
 }
 
 aero_status st_plan(aero_stream *s, aero_error *err) {
     aero_stream_plan *p = &s->plan;
     const uint64_t budget = s->params.mem_budget;
     int nu = s->n_units;
-    uint64_t *sizes = malloc(sizeof *sizes * nu);
     int *cand = malloc(sizeof *cand * nu);
     bool *pin_a = calloc(nu, sizeof(bool)), *pin_b = calloc(nu, sizeof(bool));
     p->unit_resident = calloc(nu, sizeof(bool));
     s->streamed = calloc(nu, sizeof(int));
-    if (!sizes || !cand || !pin_a || !pin_b || !p->unit_resident || !s->streamed) {
+    if (!cand || !pin_a || !pin_b || !p->unit_resident || !s->streamed) {
         aero_fail(err, AERO_ERR_NOMEM, "stream: out of memory for the plan");
         goto fail;
     }
@@ -291,9 +243,9 @@ aero_status st_plan(aero_stream *s, aero_error *err) {
 
     plan_option a = {.pinned = pin_a}, b = {.pinned = pin_b};
     const uint64_t limit = budget ? budget : UINT64_MAX;
-    plan_with_head(s, &a, true, limit, sizes, cand);
+    plan_with_head(s, &a, true, limit, cand);
     bool can_stream_head = s->units[s->n_layer].bytes > 0;
-    if (can_stream_head) plan_with_head(s, &b, false, limit, sizes, cand);
+    if (can_stream_head) plan_with_head(s, &b, false, limit, cand);
     const plan_option *smallest = can_stream_head && b.min_cost < a.min_cost ? &b : &a;
     p->min_budget = smallest->min_cost;
 
@@ -311,9 +263,7 @@ aero_status st_plan(aero_stream *s, aero_error *err) {
     if (!a.feasible && !(can_stream_head && b.feasible)) {
         char bb[32], mb[32], sb[32], wb[32], ub[32], hb[32];
         const plan_option *m = smallest;
-        uint64_t maxu = 0;
-        for (int u = 0; u < nu; u++)
-            if (!m->pinned[u] && s->units[u].bytes > maxu) maxu = s->units[u].bytes;
+        uint64_t maxu = m->slot;
         char head[96] = "", suggest[32]; // a --mem value at or just above the minimum
         if (p->min_budget >= (1ull << 30))
             snprintf(suggest, sizeof suggest, "%.2fG", (double)((p->min_budget * 100 + (1ull << 30) - 1) >> 30) / 100);
@@ -323,7 +273,7 @@ aero_status st_plan(aero_stream *s, aero_error *err) {
         if (m->head_resident && can_stream_head)
             snprintf(head, sizeof head, " and the output head (%s)", fmt_size(s->units[s->n_layer].bytes, hb, sizeof hb));
         aero_fail(err, AERO_ERR_NOMEM, "--mem %s is below the minimum %s (%llu bytes) for this model: a streaming "
-                  "window of %s (%d units of up to %s each in memory at once, prefetch %d) plus %s of resident small "
+                  "window of %s (%d slots of %s, prefetch %d) plus %s of resident small "
                   "tensors%s; use --mem %s or more", fmt_size(budget, bb, sizeof bb),
                   fmt_size(p->min_budget, mb, sizeof mb), (unsigned long long)p->min_budget,
                   fmt_size(m->ring, wb, sizeof wb), m->depth + 1, fmt_size(maxu, ub, sizeof ub), m->depth,
@@ -352,6 +302,7 @@ aero_status st_plan(aero_stream *s, aero_error *err) {
     }
     s->n_streamed = k;
     s->ring_bytes = best->ring;
+    s->slot_bytes = best->slot;
     s->depth = best->depth;
     p->resident_bytes = resident;
     p->streamed_bytes = best->streamed;
@@ -363,13 +314,11 @@ aero_status st_plan(aero_stream *s, aero_error *err) {
     p->embd_resident = s->embd >= 0 && (s->embd_in_head ? p->head_resident : embd_res);
     p->embd_bytes = embd_res ? s->embd_bytes : 0;
 done:
-    free(sizes);
     free(cand);
     free(pin_a);
     free(pin_b);
     return AERO_OK;
 fail:
-    free(sizes);
     free(cand);
     free(pin_a);
     free(pin_b);

@@ -36,7 +36,7 @@ static aero_status load_small(aero_stream *s, aero_error *err) {
                                  (unsigned long long)(t->offset + done), n < 0 ? strerror(errno) : "the file is shorter");
             done += (uint64_t)n;
         }
-        posix_fadvise(f->fd, (off_t)t->offset, (off_t)t->nbytes, POSIX_FADV_DONTNEED);
+        st_drop_cache(s, t->file, t->offset, t->nbytes);
         s->ptr[i] = dst;
         at += (t->nbytes + 63) & ~(uint64_t)63;
     }
@@ -83,6 +83,9 @@ static aero_status load_resident(aero_stream *s, aero_error *err) {
         if (jobs[i].failed && !st) st = aero_fail(err, AERO_ERR_IO, "%s", jobs[i].errmsg);
     }
     pthread_mutex_unlock(&s->mu);
+    for (int i = 0; i < n_jobs; i++)
+        for (int r = 0; r < jobs[i].n_ranges; r++)
+            st_drop_cache(s, jobs[i].ranges[r].file, jobs[i].ranges[r].off, jobs[i].ranges[r].len);
 out:
     if (st) { // the queue must not keep pointers into jobs freed below
         pthread_mutex_lock(&s->mu);
@@ -102,8 +105,8 @@ void st_schedule(aero_stream *s) {
         int u = s->streamed[s->occ_end % s->n_streamed];
         const st_unit *un = &s->units[u];
         uint64_t at;
-        if (!st_ring_place(s->ring_bytes, n_live, n_live ? OCC(s, s->occ_first)->ring_off : 0, s->alloc_off, un->bytes,
-                           &at))
+        if (!st_ring_place(s->ring_bytes, n_live, n_live ? OCC(s, s->occ_first)->ring_off : 0, s->alloc_off,
+                           s->slot_bytes, &at))
             break;
         st_occ *o = OCC(s, s->occ_end);
         o->seq = s->occ_end;
@@ -112,7 +115,7 @@ void st_schedule(aero_stream *s) {
         o->bytes = un->bytes;
         o->job = (st_job){.ranges = s->ranges + un->first_range, .n_ranges = un->n_ranges, .mem = s->ring + at};
         st_job_enqueue(s, &o->job);
-        s->alloc_off = at + un->bytes;
+        s->alloc_off = at + s->slot_bytes;
         s->occ_end++;
     }
 }
@@ -305,6 +308,10 @@ void aero_stream_release(aero_stream *s, int unit) {
     if (s->held_seq >= 0) {
         const st_unit *un = &s->units[unit];
         for (int i = 0; i < un->n_places; i++) s->ptr[s->places[un->first_place + i].tensor] = NULL;
+        for (int i = 0; i < un->n_ranges; i++) { // buffered reads: nothing of the unit may stay in the page cache
+            const st_range *r = &s->ranges[un->first_range + i];
+            st_drop_cache(s, r->file, r->off, r->len);
+        }
         s->next_seq = s->held_seq + 1;
         s->occ_first = s->next_seq;
         if (s->occ_first == s->occ_end) s->alloc_off = 0;

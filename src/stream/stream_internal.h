@@ -118,6 +118,7 @@ struct aero_stream {
     // ring of streamed units, served by the IO threads
     char *ring;
     uint64_t ring_bytes;
+    uint64_t slot_bytes;      // each streamed unit's share of the ring: the largest streamed unit
     int depth;                // effective prefetch (occurrences ahead of the one in use)
     st_occ *occ;              // depth + 1 records, indexed by seq % (depth + 1)
     int64_t occ_first;        // oldest occurrence still in the ring (not released)
@@ -153,8 +154,6 @@ struct aero_stream {
 // plan.c
 aero_status st_build_tables(aero_stream *s, aero_error *err);
 aero_status st_plan(aero_stream *s, aero_error *err);
-// Smallest ring (bytes) in which the cyclic sequence of unit sizes keeps `depth` occurrences read ahead.
-uint64_t st_ring_capacity(const uint64_t *sizes, int k, int depth);
 // Where `size` bytes go in a FIFO ring of cap bytes holding n_live regions from first_off (the oldest) to
 // alloc_off (the end of the newest); false when they do not fit until older regions are released.
 bool st_ring_place(uint64_t cap, int n_live, uint64_t first_off, uint64_t alloc_off, uint64_t size, uint64_t *at);
@@ -171,6 +170,9 @@ void st_io_cancel_all(aero_stream *s);
 // Reads [off, off + len) of file into buf (aligned), directly when possible; bytes up to need must exist.
 aero_status st_read_sync(aero_stream *s, uint32_t file, uint64_t off, uint64_t len, uint64_t need, void *buf,
                          aero_error *err);
+// Drops [off, off + len) of a file (len 0: to its end), widened to whole folios, from the page cache after
+// buffered reads; nothing under O_DIRECT.
+void st_drop_cache(aero_stream *s, uint32_t file, uint64_t off, uint64_t len);
 // Seconds the IO threads have had at least one read in flight, up to now (lock held).
 double st_io_busy_now(const aero_stream *s, double now);
 
