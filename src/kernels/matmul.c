@@ -17,7 +17,8 @@
 #define cpu_relax() ((void)0)
 #endif
 
-#define MM_TILE_BYTES (24 * 1024) // weight bytes of a tile reused across the tokens of a batch (fits L1)
+#define MM_TILE_BYTES (24 * 1024)   // weight bytes of a tile reused across the tokens of a batch (fits L1)
+#define MM_TOKEN_BYTES (384 * 1024) // activation bytes of a token tile that stays in L2 while weights pass
 #define MM_CHUNKS_PER_THREAD 4    // dynamic chunks per thread: absorbs a thread slowed by a busy machine
 
 // ---- per-thread scratch (reentrant: each calling thread owns its buffer) ------------------------------
@@ -80,6 +81,7 @@ typedef struct {
     int64_t act_unit;        // elements per quantization unit (a run of whole activation blocks)
     float *deq;              // exact_f32: one dequantized weight row per thread
     long tile_rows;          // weight rows reused across the tokens of a batch
+    int tile_tokens;         // tokens whose activations stay in cache while a chunk of weights passes
     long chunk_rows;         // rows per dynamically claimed chunk (a multiple of tile_rows)
     long n_chunks;
     _Atomic long next_chunk;
@@ -122,6 +124,34 @@ static float mm_dot_f32(const aero_kernel_ops *ops, const float *w, const float 
     return aero_reduce16(acc);
 }
 
+// Weight rows [r0, r1) times tokens [t0, t1), in groups of up to 4 tokens.
+static void mm_tile(const mm_job *j, int t0, int t1, long r0, long r1) {
+    const aero_wmat *w = j->w;
+    const uint8_t *wd = w->data;
+    int64_t cols = w->cols, rows = w->rows;
+    aero_dot_fn dot = j->ops->mm_dot[w->type];
+    void (*multi)(int64_t, const void *, const void *const *, int, float *) = j->ops->mm_dot_multi[w->type];
+    for (int t = t0; t < t1; t += 4) {
+        int T = t1 - t < 4 ? t1 - t : 4;
+        const void *a[4];
+        for (int k = 0; k < T; k++)
+            a[k] = j->act ? (const void *)(j->act + (size_t)(t + k) * j->act_row_bytes)
+                          : (const void *)(j->x + (size_t)(t + k) * cols);
+        if (multi && T > 1) { // same bits as T single dots
+            float out[4];
+            for (long r = r0; r < r1; r++) {
+                multi(cols, wd + (size_t)r * w->row_bytes, a, T, out);
+                for (int k = 0; k < T; k++) j->y[(size_t)(t + k) * rows + r] = out[k];
+            }
+        } else {
+            for (int k = 0; k < T; k++) {
+                float *yt = j->y + (size_t)(t + k) * rows;
+                for (long r = r0; r < r1; r++) yt[r] = dot(cols, wd + (size_t)r * w->row_bytes, a[k]);
+            }
+        }
+    }
+}
+
 // Output rows [r0, r1) for every token: tiles of weight rows stay in cache while all tokens pass over them.
 static void mm_rows(mm_job *j, int ith, long r0, long r1) {
     const aero_wmat *w = j->w;
@@ -136,29 +166,12 @@ static void mm_rows(mm_job *j, int ith, long r0, long r1) {
         }
         return;
     }
-    aero_dot_fn dot = j->ops->mm_dot[w->type];
-    void (*multi)(int64_t, const void *, const void *const *, int, float *) = j->ops->mm_dot_multi[w->type];
-    for (long tr = r0; tr < r1; tr += j->tile_rows) {
-        long te = tr + j->tile_rows < r1 ? tr + j->tile_rows : r1;
-        for (int t = 0; t < n; t += 4) {
-            int T = n - t < 4 ? n - t : 4;
-            const void *a[4];
-            for (int k = 0; k < T; k++)
-                a[k] = j->act ? (const void *)(j->act + (size_t)(t + k) * j->act_row_bytes)
-                              : (const void *)(j->x + (size_t)(t + k) * cols);
-            if (multi && T > 1) { // unpack each weight block once for T tokens; same bits as T single dots
-                float out[4];
-                for (long r = tr; r < te; r++) {
-                    multi(cols, wd + (size_t)r * w->row_bytes, a, T, out);
-                    for (int k = 0; k < T; k++) j->y[(size_t)(t + k) * rows + r] = out[k];
-                }
-            } else {
-                for (int k = 0; k < T; k++) {
-                    float *yt = j->y + (size_t)(t + k) * rows;
-                    for (long r = tr; r < te; r++) yt[r] = dot(cols, wd + (size_t)r * w->row_bytes, a[k]);
-                }
-            }
-        }
+    // Token tiles stay in L2 while the thread's rows pass; within them, weight tiles stay in L1 while groups
+    // of up to 4 tokens pass (the multi-token kernels unpack each weight block once per group).
+    for (int tt = 0; tt < n; tt += j->tile_tokens) {
+        int tend = tt + j->tile_tokens < n ? tt + j->tile_tokens : n;
+        for (long tr = r0; tr < r1; tr += j->tile_rows)
+            mm_tile(j, tt, tend, tr, tr + j->tile_rows < r1 ? tr + j->tile_rows : r1);
     }
 }
 
@@ -238,6 +251,9 @@ static void matmul_run(aero_pool *pool, const aero_wmat *w, const float *x, int 
         if (j.vt != AERO_DT_F32) j.act = s;
         else j.deq = (float *)s;
     }
+    size_t ab = j.act ? j.act_row_bytes : (size_t)w->cols * sizeof(float);
+    j.tile_tokens = (int)(MM_TOKEN_BYTES / (ab ? ab : 1)) & ~3;
+    if (j.tile_tokens < 4) j.tile_tokens = 4;
     size_t rb = w->row_bytes ? w->row_bytes : 1;
     j.tile_rows = n > 1 ? (long)(MM_TILE_BYTES / rb) : 1;
     if (j.tile_rows < 1) j.tile_rows = 1;
