@@ -156,6 +156,15 @@ static double time_matmul(aero_pool *pool, wset *s, const float *x, int n, float
     return best;
 }
 
+// The load average, so a reader can tell a quiet run from one that shared the CPUs.
+static const char *loadavg(void) {
+    static char buf[128];
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (!f || !fgets(buf, sizeof buf, f)) snprintf(buf, sizeof buf, "unknown\n");
+    if (f) fclose(f);
+    return buf;
+}
+
 int main(int argc, char **argv) {
     double secs = argc > 1 ? atof(argv[1]) : 0.25;
     if (!(secs > 0.0)) secs = 0.25;
@@ -165,7 +174,8 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_matmul: cannot start threads\n");
         return 1;
     }
-    printf("bench_matmul: ISA %s, %d CPUs\n", aero_isa_name(aero_kernels_isa()), aero_cpu_count());
+    printf("bench_matmul: ISA %s, %d CPUs, load average %s", aero_isa_name(aero_kernels_isa()), aero_cpu_count(),
+           loadavg());
 
     // Floors, measured now on the same machine.
     bw_job bj = {.bytes = 256u << 20};
@@ -225,6 +235,7 @@ int main(int argc, char **argv) {
         printf("%-5s %12.0f %12.0f %12.0f %9.1fx\n", aero_dtype_name(types[k]), r1, r16, r64, r64 / r1);
         free(ws.mem);
     }
+    printf("load average at the end: %s", loadavg());
     free(x), free(y);
     aero_pool_free(pools[0]);
     aero_pool_free(pools[1]);

@@ -275,6 +275,7 @@ int main(int argc, char **argv) {
         aero_dtype t = types[k];
         bool blocky = aero_dtype_get(t)->block > 1;
         test_matmul_type(t, 67, blocky ? 512 : 517, pools);
+        if (aero_dtype_get(t)->block < 256) test_matmul_type(t, 19, blocky ? 224 : 223, pools); // odd block count
         test_matmul_type(t, 96, blocky ? 1280 : 1281, pools);
         if (t == AERO_DT_F32 || t == AERO_DT_Q4_0 || t == AERO_DT_Q4_K || t == AERO_DT_Q6_K)
             test_matmul_type(t, 24, 8192, pools); // long rows: the batch is split into token tiles
