@@ -334,17 +334,27 @@ AI float std32(const aero_dtype t, const bool vnni, int64_t n, const void *w, co
 // Integer sums per super-block: vpdpbusd lanes times the group scale of the lane (vpmulld), plus the code
 // offset or the mins through the activation group sums (bsums), then one fma per super-block.
 
-// Scales of the int32 lanes of a vpdpbusd result: 4 lanes per group of 16 (groups first.. first+3), or for the
-// Q4_K/Q5_K nibble vectors 8 lanes of group `first` then 8 of group first + 2.
-AI __m512i lane_scales(__m512i s32, const int first, const int per) {
-    __m512i idx;
-    if (per == 4)
-        idx = _mm512_setr_epi32(first, first, first, first, first + 1, first + 1, first + 1, first + 1, first + 2,
-                                first + 2, first + 2, first + 2, first + 3, first + 3, first + 3, first + 3);
-    else
-        idx = _mm512_setr_epi32(first, first, first, first, first, first, first, first, first + 2, first + 2,
-                                first + 2, first + 2, first + 2, first + 2, first + 2, first + 2);
-    return _mm512_permutexvar_epi32(idx, s32);
+// acc + products of adjacent int16 pairs (vpdpwssd; pmaddwd + add without VNNI: the same integers).
+AI __m512i dpw(__m512i acc, __m512i a, __m512i b, const bool vnni) {
+    if (vnni) return _mm512_dpwssd_epi32(acc, a, b);
+    return _mm512_add_epi32(acc, _mm512_madd_epi16(a, b));
+}
+
+// Group scales for two vpdpbusd results packed to int16 (vpackssdw: per 128-bit lane L, 4 lanes of the
+// first then 4 of the second): a[L] / b[L] is the group of the first / second vector's lanes in lane L.
+// Gathers the int16 scales s16[g] so that vpdpwssd multiplies every lane by its group's scale.
+AI __m512i group_scales(__m512i s16, int a0, int a1, int a2, int a3, int b0, int b1, int b2, int b3) {
+    const int X = 0x10001;
+    __m512i idx = _mm512_setr_epi32(a0 * X, a0 * X, b0 * X, b0 * X, a1 * X, a1 * X, b1 * X, b1 * X, a2 * X, a2 * X,
+                                    b2 * X, b2 * X, a3 * X, a3 * X, b3 * X, b3 * X);
+    return _mm512_permutexvar_epi16(idx, s16);
+}
+
+// Scale vectors of the 16-element-group types: vector v covers groups 4v..4v+3, one per 128-bit lane.
+AI void scales16_g16(__m256i s16, __m512i out[2]) {
+    __m512i z = _mm512_castsi256_si512(s16);
+    out[0] = group_scales(z, 0, 1, 2, 3, 4, 5, 6, 7);
+    out[1] = group_scales(z, 8, 9, 10, 11, 12, 13, 14, 15);
 }
 
 // The 6-bit scales (bytes 0-7) and mins (bytes 8-15) of a Q4_K/Q5_K block, built in registers.
@@ -375,11 +385,12 @@ AI void twobit(__m256i q32, __m512i *lo, __m512i *hi) {
     *hi = _mm512_and_si512(_mm512_srlv_epi16(qq, join256(_mm256_set1_epi16(4), _mm256_set1_epi16(6))), m3);
 }
 
-// Integer sum over a super-block given four unsigned code vectors (element order 0-63, 64-127, 128-191,
-// 192-255, except Q4_K/Q5_K, see ahalf) and their lane scale vectors.
-AI __m512i ksum4(const __m512i u[4], const __m512i sc[4], const int8_t *aq, const bool nibble_order, const bool vnni) {
+// Integer sum over a super-block of four unsigned code vectors (element order 0-63, 64-127, 128-191, 192-255;
+// Q4_K/Q5_K: see nibble_order) with their int16 group scales: every vpdpbusd lane is below 2^15 (4 products
+// of codes <= 63 by |a| <= 128), so two results pack to int16 exactly and vpdpwssd applies the scales.
+AI __m512i ksum4(const __m512i u[4], const __m512i sc[2], const int8_t *aq, const bool nibble_order, const bool vnni) {
     const __m512i zero = _mm512_setzero_si512();
-    __m512i isum = zero;
+    __m512i d[4];
 #pragma GCC unroll 4
     for (int v = 0; v < 4; v++) {
         __m512i av;
@@ -389,9 +400,10 @@ AI __m512i ksum4(const __m512i u[4], const __m512i sc[4], const int8_t *aq, cons
         } else {
             av = _mm512_loadu_si512(aq + 64 * v);
         }
-        isum = _mm512_add_epi32(isum, _mm512_mullo_epi32(dp(zero, u[v], av, vnni), sc[v]));
+        d[v] = dp(zero, u[v], av, vnni);
     }
-    return isum;
+    __m512i isum = dpw(zero, _mm512_packs_epi32(d[0], d[1]), sc[0], vnni);
+    return dpw(isum, _mm512_packs_epi32(d[2], d[3]), sc[1], vnni);
 }
 
 // Q4_K and Q5_K: 8 groups of 32; a 64-byte load of qs gives groups (g, g+2) in its low nibbles, (g+1, g+3) high.
@@ -413,9 +425,11 @@ AI void kq45(const bool five, const int T, const bool vnni, int64_t n, const voi
             const aero_block_q4_K *x = (const void *)wb;
             qs = x->qs, scales = x->scales, d = x->d, dmin = x->dmin;
         }
-        __m128i sm8 = q4k_scales(scales);
-        __m512i s32 = _mm512_cvtepu8_epi32(sm8); // lanes 0-7 scales, 8-15 mins
-        __m512i u[4], sc[4];
+        __m128i sm8 = q4k_scales(scales); // bytes 0-7 scales, 8-15 mins
+        __m512i s16 = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(sm8));
+        // vectors 0..3 hold groups (0,2), (1,3), (4,6), (5,7) in their low / high 256 bits
+        __m512i sc[2] = {group_scales(s16, 0, 0, 2, 2, 1, 1, 3, 3), group_scales(s16, 4, 4, 6, 6, 5, 5, 7, 7)};
+        __m512i u[4];
         __m512i hh = five ? _mm512_broadcast_i64x4(_mm256_loadu_si256((const void *)qh)) : _mm512_setzero_si512();
         for (int half = 0; half < 2; half++) {
             __m512i q = _mm512_loadu_si512(qs + 64 * half);
@@ -429,8 +443,6 @@ AI void kq45(const bool five, const int T, const bool vnni, int64_t n, const voi
                 u[2 * half] = _mm512_mask_add_epi8(u[2 * half], _mm512_test_epi8_mask(hh, blo), u[2 * half], sixteen);
                 u[2 * half + 1] = _mm512_mask_add_epi8(u[2 * half + 1], _mm512_test_epi8_mask(hh, bhi), u[2 * half + 1], sixteen);
             }
-            sc[2 * half] = lane_scales(s32, 4 * half, 8);
-            sc[2 * half + 1] = lane_scales(s32, 4 * half + 1, 8);
         }
         // each min twice, for the two bsums of its group
         __m256i mdup = _mm256_permutexvar_epi16(_mm256_setr_epi16(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7),
@@ -460,18 +472,16 @@ AI void kq6(const int T, const bool vnni, int64_t n, const void *vw, const void 
     for (int k = 0; k < 4; k++) acc[k] = _mm512_setzero_ps();
     for (int64_t i = 0; i < n / AERO_QK_K; i++) {
         __m128i sc8 = _mm_loadu_si128((const void *)x[i].scales);
-        __m512i s32 = _mm512_cvtepi8_epi32(sc8);
-        __m512i u[4], sc[4];
+        __m256i sc16 = _mm256_cvtepi8_epi16(sc8);
+        __m512i u[4], sc[2];
+        scales16_g16(sc16, sc);
         for (int h = 0; h < 2; h++) {
             __m512i l = _mm512_loadu_si512(x[i].ql + 64 * h);
             __m512i hh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const void *)(x[i].qh + 32 * h)));
             u[2 * h] = _mm512_or_si512(_mm512_and_si512(l, m4), _mm512_and_si512(_mm512_sllv_epi16(hh, sh_lo), m30));
             u[2 * h + 1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), m4),
                                            _mm512_and_si512(_mm512_srlv_epi16(hh, sh_hi), m30));
-            sc[2 * h] = lane_scales(s32, 8 * h, 4);
-            sc[2 * h + 1] = lane_scales(s32, 8 * h + 4, 4);
         }
-        __m256i sc16 = _mm256_cvtepi8_epi16(sc8);
         float fd = h2f(x[i].d);
 #pragma GCC unroll 4
         for (int k = 0; k < T; k++) {
@@ -516,8 +526,8 @@ AI void kq23(const bool three, const int T, const bool vnni, int64_t n, const vo
             m8 = _mm_and_si128(_mm_srli_epi16(raw, 4), _mm_set1_epi8(0x0F));
             fd = h2f(x->d), fdmin = h2f(x->dmin);
         }
-        __m512i s32 = three ? _mm512_cvtepi8_epi32(sc8) : _mm512_cvtepu8_epi32(sc8);
-        __m512i u[4], sc[4];
+        __m512i u[4], sc[2];
+        scales16_g16(three ? _mm256_cvtepi8_epi16(sc8) : _mm256_cvtepu8_epi16(sc8), sc);
         for (int h = 0; h < 2; h++) {
             twobit(_mm256_loadu_si256((const void *)(qs + 32 * h)), &u[2 * h], &u[2 * h + 1]);
             if (three) {
@@ -526,8 +536,6 @@ AI void kq23(const bool three, const int T, const bool vnni, int64_t n, const vo
                 u[2 * h] = _mm512_mask_add_epi8(u[2 * h], _mm512_test_epi8_mask(hm, blo), u[2 * h], four);
                 u[2 * h + 1] = _mm512_mask_add_epi8(u[2 * h + 1], _mm512_test_epi8_mask(hm, bhi), u[2 * h + 1], four);
             }
-            sc[2 * h] = lane_scales(s32, 8 * h, 4);
-            sc[2 * h + 1] = lane_scales(s32, 8 * h + 4, 4);
         }
         __m256i c16 = three ? _mm256_cvtepi8_epi16(sc8) : _mm256_cvtepu8_epi16(m8);
 #pragma GCC unroll 4
