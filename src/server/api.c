@@ -68,6 +68,7 @@ static enum MHD_Result handle_metrics(aero_http_req *r) {
         return MHD_NO;
     }
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8");
+    aero_http_common_headers(r->srv, resp);
     enum MHD_Result ret = MHD_queue_response(r->conn, 200, resp);
     MHD_destroy_response(resp);
     r->status = 200;
@@ -437,7 +438,7 @@ static enum MHD_Result handle_generate(aero_http_req *r, aero_req_kind kind) {
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream; charset=utf-8");
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
         MHD_add_response_header(resp, "X-Accel-Buffering", "no");
-        MHD_add_response_header(resp, "Access-Control-Allow-Origin", "*");
+        aero_http_common_headers(s, resp);
         ret = MHD_queue_response(r->conn, 200, resp);
         MHD_destroy_response(resp);
         r->status = 200;

@@ -87,6 +87,9 @@ enum MHD_Result aero_http_json(aero_http_req *r, int status, json_t *j);
 // Queues an OpenAI error response.
 enum MHD_Result aero_http_error(aero_http_req *r, int status, const char *message, const char *param,
                                 const char *code);
+// Headers every response carries: CORS for browser UIs, and Keep-Alive with the idle timeout so clients
+// retire pooled connections before the server closes them (no request is written into a dying socket).
+void aero_http_common_headers(aero_server *s, struct MHD_Response *resp);
 // True when the client closed its side of the connection.
 bool aero_http_client_gone(const aero_http_req *r);
 // One log line on stderr.

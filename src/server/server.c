@@ -42,7 +42,15 @@ void aero_server_log(aero_server *s, const char *fmt, ...) {
     va_end(ap);
 }
 
-// Every response carries the CORS header so browser chat UIs can call the API.
+void aero_http_common_headers(aero_server *s, struct MHD_Response *resp) {
+    MHD_add_response_header(resp, "Access-Control-Allow-Origin", "*");
+    if (s->p.timeout_s > 0) {
+        char ka[32];
+        snprintf(ka, sizeof ka, "timeout=%d", s->p.timeout_s);
+        MHD_add_response_header(resp, "Keep-Alive", ka);
+    }
+}
+
 static enum MHD_Result queue(aero_http_req *r, int status, char *body, size_t len, const char *type) {
     struct MHD_Response *resp = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
     if (!resp) {
@@ -50,7 +58,7 @@ static enum MHD_Result queue(aero_http_req *r, int status, char *body, size_t le
         return MHD_NO;
     }
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, type);
-    MHD_add_response_header(resp, "Access-Control-Allow-Origin", "*");
+    aero_http_common_headers(r->srv, resp);
     if (status == 401) MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
     if (status == 405) MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, "GET, POST, OPTIONS");
     enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)status, resp);
@@ -162,7 +170,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (!strcmp(method, "OPTIONS")) {
         struct MHD_Response *resp = MHD_create_response_from_buffer(0, "", MHD_RESPMEM_PERSISTENT);
         if (!resp) return MHD_NO;
-        MHD_add_response_header(resp, "Access-Control-Allow-Origin", "*");
+        aero_http_common_headers(s, resp);
         MHD_add_response_header(resp, "Access-Control-Allow-Methods", "GET, POST, OPTIONS");
         MHD_add_response_header(resp, "Access-Control-Allow-Headers", "Authorization, Content-Type");
         MHD_add_response_header(resp, "Access-Control-Max-Age", "86400");
