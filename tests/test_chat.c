@@ -9,6 +9,7 @@
 
 #include <aerollm.h>
 
+#include "chat/jinja.h" // jtemplate_set_limits: runaway-template tests with small limits stay fast
 #include "check.h"
 
 static double now_s(void) {
@@ -27,6 +28,8 @@ static aero_status parse(const char *src, char *msg, size_t cap) {
     return st;
 }
 
+static uint64_t limit_steps, limit_mem; // nonzero: lowered render limits for the next renders
+
 // Renders src over messages (a JSON text); returns the output (malloc'ed) or NULL with msg set.
 static char *render(const char *src, const char *messages_json, const char *extra_json, char *msg, size_t cap) {
     aero_chat_template *t = NULL;
@@ -36,6 +39,7 @@ static char *render(const char *src, const char *messages_json, const char *extr
         snprintf(msg, cap, "parse: %s", err.msg);
         return NULL;
     }
+    jtemplate_set_limits(t, limit_steps, limit_mem);
     json_t *m = json_loads(messages_json, 0, NULL);
     json_t *x = extra_json ? json_loads(extra_json, 0, NULL) : NULL;
     aero_chat_inputs in = {.messages = m, .add_generation_prompt = true, .bos_token = "<s>", .eos_token = "</s>", .extra = x};
@@ -146,16 +150,23 @@ static void test_bad_messages(void) {
     expect_render_error("a\nb\n{{ raise_exception('Conversation roles must alternate') }}", "[]", "line 3",
                         "raise_exception: Conversation roles must alternate");
     expect_render_error("{{ messages[0].role }}", "[]", "list object has no element 0", NULL);
-    expect_render_error("{% for i in range(100) %}{% for j in range(100000) %}{% for k in range(1) %}{% endfor %}{% endfor %}{% endfor %}",
-                        "[]", "runs too long", NULL);
+    // runaway templates stop with an error: the default memory budget (a string doubled 40 times), then the
+    // step and memory limits lowered so that these stay fast
+    expect_render_error("{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = ns.s + ns.s %}{% endfor %}", "[]",
+                        "more than 256 MiB", NULL);
+    limit_steps = 100000;
+    limit_mem = 8u << 20;
+    expect_render_error("{% for i in range(100) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", "[]",
+                        "runs too long (more than 100000 loop iterations)", NULL);
+    expect_render_error("{% set ns = namespace(l=[1]) %}{% for i in range(40) %}{% set ns.l = ns.l + ns.l %}{% endfor %}", "[]",
+                        "8 MiB", NULL);
+    expect_render_error("{% for i in range(100000) %}{{ 'abcdefgh' * 100 }}{% endfor %}", "[]", "8 MiB", NULL);
+    limit_steps = limit_mem = 0;
     expect_render_error("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}", "[]", "nested too deeply", NULL);
     expect_render_error("{{ 'ab' * 2000000000 }}", "[]", "too large", NULL);
     expect_render_error("{% set ns = namespace(x=1) %}{% set ns.self = ns %}{{ ns }}", "[]", "nested too deeply", NULL);
     expect_render_error("{{ 9223372036854775807 + 1 }}", "[]", "integer overflow", NULL);
-    // memory is bounded per render: doubling a string, growing a list, printing in a loop
-    expect_render_error("{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = ns.s + ns.s %}{% endfor %}", "[]",
-                        "more than 256 MiB", NULL);
-    expect_render_error("{% for i in range(100000) %}{{ 'abcdefgh' * 10000 }}{% endfor %}", "[]", "256 MiB", NULL);
+
 
     // bad API arguments
     aero_chat_template *t = NULL;
