@@ -11,9 +11,9 @@ export const HAVE_MODEL = existsSync(MODEL);
 export const SKIP = HAVE_MODEL ? false : 'skipped: ../shared/data not found';
 
 // Starts a server with extra flags; resolves once /health answers 200.
-export async function startServer(extra = []) {
+export async function startServer(extra = [], env = {}) {
   const args = ['serve', '-m', MODEL, '--port', '0', ...extra];
-  const proc = spawn(BIN, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  const proc = spawn(BIN, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
   let log = '';
   const port = await new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`server did not start:\n${log}`)), 20000);
@@ -51,6 +51,11 @@ export async function startServer(extra = []) {
       return r;
     },
   };
+}
+
+// True when the process runs under AddressSanitizer (its allocator keeps freed memory; RSS is not comparable).
+export function underASan(pid) {
+  return /libasan|libclang_rt\.asan/.test(readFileSync(`/proc/${pid}/maps`, 'utf8'));
 }
 
 export function rssKiB(pid) {
