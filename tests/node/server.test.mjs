@@ -203,9 +203,9 @@ describe('aerollm serve with the openai client', { skip: SKIP }, () => {
   });
 });
 
-describe('aerollm serve with --api-key and --alias', { skip: SKIP }, () => {
+describe('aerollm serve with --api-key, --alias, one slot and a queue of one', { skip: SKIP }, () => {
   let srv;
-  before(async () => { srv = await startServer(['--api-key', 'sekret', '--alias', 'tiny-stories', '-np', '1']); });
+  before(async () => { srv = await startServer(['--api-key', 'sekret', '--alias', 'tiny-stories', '-np', '1', '--queue', '1']); });
   after(async () => { if (srv) await srv.stop(); });
 
   test('401 without the key, served with it, alias listed', async () => {
@@ -219,6 +219,17 @@ describe('aerollm serve with --api-key and --alias', { skip: SKIP }, () => {
     const r = await good.chat.completions.create({ model: 'tiny-stories', messages: [{ role: 'user', content: 'x' }], max_tokens: 3 });
     assert.ok(r.usage.completion_tokens <= 3);
     assert.equal((await fetch(`${srv.base}/health`)).status, 200, 'health needs no key');
+  });
+
+  test('a full queue answers 503 and the others are served', async () => {
+    const good = new OpenAI({ baseURL: `${srv.base}/v1`, apiKey: 'sekret', maxRetries: 0 });
+    const req = () => good.completions.create({ model: 'tiny-stories', prompt: 'Once', max_tokens: 300, ignore_eos: true, temperature: 0 });
+    const res = await Promise.allSettled([req(), req(), req()]);
+    const rejected = res.filter((r) => r.status === 'rejected');
+    assert.equal(rejected.length, 1);
+    assert.ok(rejected[0].reason instanceof OpenAI.InternalServerError && rejected[0].reason.status === 503);
+    assert.equal(rejected[0].reason.code, 'queue_full');
+    for (const r of res.filter((x) => x.status === 'fulfilled')) assert.equal(r.value.usage.completion_tokens, 300);
   });
 });
 
