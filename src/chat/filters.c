@@ -28,6 +28,7 @@ static const char *const filter_names[F_COUNT_ALL] = {
     [F_TRIM] = "trim", [F_UNIQUE] = "unique", [F_UPPER] = "upper", [F_WORDCOUNT] = "wordcount",
 };
 
+// Resolves a filter name at parse time, so an unknown filter fails where jinja2 fails: at compile time.
 int jfilter_lookup(const char *name) {
     for (int i = 0; i < F_COUNT_ALL; i++)
         if (!strcmp(filter_names[i], name)) return i;
@@ -50,6 +51,7 @@ static const char *const test_names[T_COUNT_ALL] = {
     [T_STRING] = "string", [T_TEST] = "test", [T_TRUE] = "true", [T_UNDEFINED] = "undefined", [T_UPPER] = "upper",
 };
 
+// Resolves a test name at parse time (an unknown test is a parse error, as in jinja2).
 int jtest_lookup(const char *name) {
     for (int i = 0; i < T_COUNT_ALL; i++)
         if (!strcmp(test_names[i], name)) return i;
@@ -147,6 +149,7 @@ static bool parse_pyint(const jstr *s, int64_t base, int64_t *out) {
     return true;
 }
 
+// Python float() of a string (underscores allowed, no hex); false when it is not a number.
 static bool parse_pyfloat(const jstr *s, double *out) {
     char buf[128];
     size_t lo = 0, hi = s->len;
@@ -167,6 +170,7 @@ static bool parse_pyfloat(const jstr *s, double *out) {
     return true;
 }
 
+// Adds without the silent wraparound Python's big integers never have.
 static int64_t checked_add(jctx *c, int64_t a, int64_t b) {
     int64_t r;
     if (__builtin_add_overflow(a, b, &r)) jraise(c, "integer overflow (values beyond 64 bits are not supported)");
@@ -178,6 +182,7 @@ typedef struct {
     jv key, item;
 } sort_ent;
 
+// Sorts e[0..n) by key, stable like Python's sort, using tmp as scratch.
 static void merge_sort(jctx *c, sort_ent *e, sort_ent *tmp, size_t n, bool cs, bool rev) {
     if (n < 2) return;
     size_t h = n / 2;
@@ -194,6 +199,7 @@ static void merge_sort(jctx *c, sort_ent *e, sort_ent *tmp, size_t n, bool cs, b
     memcpy(e, tmp, n * sizeof *e);
 }
 
+// The sort/dictsort/min/max core: items ordered by themselves, an attribute path, or element i of pairs.
 static jv sorted_list(jctx *c, jv seq, bool reverse, bool case_sensitive, jv attribute, bool by_value_of_pair) {
     jv items = jv_iter_list(c, seq);
     jlist *l = jv_list(items);
@@ -222,6 +228,7 @@ static bool run_named_test(jctx *c, jv item, const jargs *a, int first, const ch
     return jtest_apply(c, tid, item, &sub);
 }
 
+// markupsafe's escape(): the five characters HTML cares about.
 static void html_escape(jctx *c, jbuf *b, const jstr *s) {
     for (size_t i = 0; i < s->len; i++) {
         switch (s->s[i]) {

@@ -36,6 +36,7 @@ void *jarena_alloc(jarena *a, size_t n) {
     return p;
 }
 
+// NUL-terminated copy owned by the arena.
 char *jarena_strndup(jarena *a, const char *s, size_t n) {
     char *p = jarena_alloc(a, n + 1);
     memcpy(p, s, n);
@@ -43,6 +44,7 @@ char *jarena_strndup(jarena *a, const char *s, size_t n) {
     return p;
 }
 
+// Frees every chunk of the arena at once (the template's whole AST).
 void jarena_free(jarena *a) {
     jarena_chunk *c = a->head;
     while (c) {
@@ -89,6 +91,7 @@ static const char *op_names[] = {
 
 const char *jop_str(jop op) { return op < sizeof op_names / sizeof op_names[0] && op_names[op] ? op_names[op] : "?"; }
 
+// Appends a zeroed token, growing the arena-held array.
 static jtok *push(lexer *L, jtok_kind kind, int line) {
     jtoks *t = L->out;
     if (t->n == t->cap) {
@@ -105,6 +108,7 @@ static jtok *push(lexer *L, jtok_kind kind, int line) {
     return k;
 }
 
+// Newlines in a span, to keep line numbers for error messages.
 static int count_nl(const char *s, size_t n) {
     int k = 0;
     for (size_t i = 0; i < n; i++) k += s[i] == '\n';
@@ -153,6 +157,7 @@ static void emit_text(lexer *L, const char *text, size_t len, char sign, bool is
     L->line += count_nl(text, len);
 }
 
+// Whether the source has lit at position at.
 static bool starts(const lexer *L, size_t at, const char *lit) {
     size_t k = strlen(lit);
     return at + k <= L->n && memcmp(L->s + at, lit, k) == 0;
@@ -182,6 +187,7 @@ static bool block_end(lexer *L) {
     return true;
 }
 
+// Consumes a variable end ("-}}" + whitespace, or "}}") at L->pos if present.
 static bool var_end(lexer *L) {
     size_t p = L->pos;
     if (starts(L, p, "-}}")) {
@@ -197,6 +203,7 @@ static bool var_end(lexer *L) {
     return true;
 }
 
+// Value of a hex digit, -1 when c is not one.
 static int hexval(char c) {
     if (c >= '0' && c <= '9') return c - '0';
     if (c >= 'a' && c <= 'f') return c - 'a' + 10;
@@ -289,6 +296,7 @@ static int ok_hex(char c) { return hexval(c) >= 0; }
 static int ok_oct(char c) { return c >= '0' && c <= '7'; }
 static int ok_bin(char c) { return c == '0' || c == '1'; }
 
+// Integer (decimal, 0x, 0o, 0b, underscores) or float literal, as jinja2's integer_re/float_re.
 static void lex_number(lexer *L) {
     size_t p = L->pos, q;
     char buf[128];
@@ -349,6 +357,7 @@ static void lex_number(lexer *L) {
     L->pos = q;
 }
 
+// Whether an identifier starts at p (ASCII letter, underscore, or a Unicode letter).
 static bool name_start(lexer *L, size_t p) {
     unsigned char c = (unsigned char)L->s[p];
     if (c == '_' || ((c | 32) >= 'a' && (c | 32) <= 'z')) return true;
@@ -357,6 +366,7 @@ static bool name_start(lexer *L, size_t p) {
     return jpy_isalpha(jutf8_next(L->s, L->n, &j));
 }
 
+// End of the identifier starting at p.
 static size_t name_end(lexer *L, size_t p) {
     while (p < L->n) {
         unsigned char c = (unsigned char)L->s[p];
@@ -463,6 +473,7 @@ static size_t match_raw(lexer *L, size_t p, const char *word, char *sign_out, bo
     return 0;
 }
 
+// Tokenizes a whole template; raises (longjmp) on malformed input with the line.
 void jlex(jarena *a, const char *src, size_t len, jtoks *out) {
     // jinja2 turns \r\n and \r into \n everywhere and drops one trailing newline.
     char *s = jarena_alloc(a, len + 1);

@@ -35,6 +35,7 @@ static const char *const str_methods[] = {
     [M_SWAPCASE] = "swapcase", [M_TITLE] = "title", [M_UPPER] = "upper", [M_ZFILL] = "zfill",
 };
 
+// Name of a method id, for error messages.
 static const char *method_name(int id) {
     if (id <= M_ZFILL) return str_methods[id];
     switch (id) {
@@ -55,6 +56,7 @@ static bool name_is(const char *name, size_t len, const char *lit) { return strl
 
 static jv bound(jctx *c, int id, jv self) { return jfunc_new(c, FK_METHOD, id, jv_incref(self)); }
 
+// Using an undefined value is an error that says why it is undefined (jinja2's UndefinedError).
 _Noreturn static void raise_undefined(jctx *c, jv u) {
     if (u.o) jraise(c, "%s", jv_str(u)->s);
     jraise(c, "use of an undefined value");
@@ -65,6 +67,7 @@ _Noreturn static void raise_unsafe(jctx *c, const char *type, const char *name, 
     jraise(c, "access to %s.%.*s() is not allowed: chat templates cannot modify their inputs", type, (int)len, name);
 }
 
+// The attributes of jinja2's LoopContext.
 static jv loop_attr(jctx *c, jv obj, const char *name, size_t len) {
     jloop *l = (jloop *)obj.o;
     jlist *items = jv_list(l->items);
@@ -177,12 +180,14 @@ void jargs_bind(jctx *c, const char *what, const jargs *a, const char *const *na
     }
 }
 
+// Argument checking for string parameters; Undefined reads as "" as jinja2 prints it.
 const jstr *jexpect_str(jctx *c, jv v, const char *what) {
     if (v.t == JV_STR) return jv_str(v);
     if (v.t == JV_UNDEF) return jv_str(jv_str_new(c, "", 0));
     jraise(c, "%s expects a string, got %s", what, jv_type_name(v));
 }
 
+// Argument checking for integer parameters (bool counts, as in Python).
 int64_t jexpect_int(jctx *c, jv v, const char *what) {
     if (v.t == JV_INT) return v.i;
     if (v.t == JV_BOOL) return v.b;
@@ -199,6 +204,7 @@ static bool in_chars(const jstr *chars, uint32_t cp) {
     return false;
 }
 
+// Python's strip/lstrip/rstrip: Python whitespace, or the given characters.
 jv jstr_strip(jctx *c, const jstr *s, const jstr *chars, bool left, bool right) {
     size_t lo = 0, hi = s->len;
     if (left) {
@@ -219,11 +225,13 @@ jv jstr_strip(jctx *c, const jstr *s, const jstr *chars, bool left, bool right) 
     return jv_str_new(c, s->s + lo, hi - lo);
 }
 
+// Appends one code point as UTF-8.
 static void put_cp(jctx *c, jbuf *b, uint32_t cp) {
     char tmp[4];
     jbuf_put(c, b, tmp, jutf8_put(tmp, cp));
 }
 
+// Case conversions of str methods and filters, by code point.
 jv jstr_case(jctx *c, const jstr *s, jcase mode) {
     jbuf b = {0};
     size_t i = 0;
@@ -267,6 +275,7 @@ jv jstr_case(jctx *c, const jstr *s, jcase mode) {
     return jv_str_take_buf(c, &b);
 }
 
+// Python's str.replace (count < 0: all), including the empty-pattern case.
 jv jstr_replace(jctx *c, const jstr *s, const jstr *old, const jstr *rep, int64_t count) {
     jbuf b = {0};
     if (count < 0) count = INT64_MAX;
@@ -404,6 +413,7 @@ jv jstr_split(jctx *c, const jstr *s, const jstr *sep, int64_t maxsplit, bool fr
 // Code-point index of byte offset off in s.
 static int64_t cp_index(const jstr *s, size_t off) { return (int64_t)jutf8_len(s->s, off); }
 
+// find/rfind returning a code-point index, -1 when absent.
 static jv str_find(jctx *c, const jstr *s, const jstr *sub, bool rev) {
     (void)c;
     if (sub->len > s->len) return jv_int(-1);
@@ -416,6 +426,7 @@ static jv str_find(jctx *c, const jstr *s, const jstr *sub, bool rev) {
     return jv_int(-1);
 }
 
+// startswith/endswith with a string or a tuple of strings.
 static bool prefix_match(jctx *c, const jstr *s, jv arg, bool suffix) {
     if (arg.t == JV_STR) {
         const jstr *p = jv_str(arg);
@@ -433,6 +444,7 @@ static bool prefix_match(jctx *c, const jstr *s, jv arg, bool suffix) {
     jraise(c, "%s first arg must be str or a tuple of str, not %s", suffix ? "endswith" : "startswith", jv_type_name(arg));
 }
 
+// ljust (0), center (1), rjust (2) with Python's placement of the odd pad.
 static jv pad(jctx *c, const jstr *s, int64_t width, jv fill, int where) {
     uint32_t fc = ' ';
     if (fill.t != JV_MISSING) {
@@ -498,6 +510,7 @@ static jv str_format(jctx *c, const jstr *fmt, const jargs *a) {
     return jv_str_take_buf(c, &b);
 }
 
+// Calls a str method bound to self.
 static jv str_method(jctx *c, int id, jv self, const jargs *a) {
     const jstr *s = jv_str(self);
     jv p[3];
@@ -668,6 +681,7 @@ static jv str_method(jctx *c, int id, jv self, const jargs *a) {
     jraise(c, "str has no method %d", id);
 }
 
+// dict.items(): (key, value) tuples in insertion order.
 static jv items_of(jctx *c, jv d) {
     jdict *x = jv_dict(d);
     jv out = jv_list_new(c, x->n, false);
@@ -682,6 +696,7 @@ static jv items_of(jctx *c, jv d) {
     return out;
 }
 
+// Calls a bound method of a str, dict, list or loop.
 jv jcall_method(jctx *c, int id, jv self, const jargs *a) {
     jv p[3];
     char what[48];
@@ -751,6 +766,7 @@ jv jcall_method(jctx *c, int id, jv self, const jargs *a) {
 enum { G_RANGE, G_NAMESPACE, G_RAISE, G_STRFTIME, G_DICT, G_COUNT };
 static const char *const global_names[G_COUNT] = {"range", "namespace", "raise_exception", "strftime_now", "dict"};
 
+// Puts the global functions into the render's outermost scope.
 void jglobals_install(jctx *c, jscope *s) {
     for (int i = 0; i < G_COUNT; i++) jscope_set(c, s, global_names[i], jfunc_new(c, FK_GLOBAL, i, jv_undef()));
 }
@@ -779,6 +795,7 @@ static void dict_fill(jctx *c, jv out, const jargs *a, const char *what) {
     for (int k = 0; k < a->nkw; k++) jv_dict_set_cstr(c, out, a->kwk[k], jv_incref(a->kwv[k]));
 }
 
+// range, namespace, dict, raise_exception, strftime_now.
 jv jcall_global(jctx *c, int id, const jargs *a) {
     switch (id) {
     case G_RANGE: {

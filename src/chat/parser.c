@@ -19,10 +19,12 @@ typedef struct {
 } parser;
 
 static const jtok *cur(parser *P) { return &P->t->v[P->i]; }
+// The token k ahead (the EOF token past the end).
 static const jtok *look(parser *P, size_t k) {
     size_t j = P->i + k;
     return j < P->t->n ? &P->t->v[j] : &P->t->v[P->t->n - 1];
 }
+// Consumes the current token (never past EOF).
 static const jtok *advance(parser *P) {
     const jtok *t = cur(P);
     if (P->i + 1 < P->t->n) P->i++;
@@ -50,6 +52,7 @@ static const char *describe(parser *P, const jtok *t, char *buf, size_t cap) {
     return "token";
 }
 
+// "expected X, got Y" at the current token's line.
 _Noreturn static void fail_unexpected(parser *P, const char *expected) {
     char buf[96];
     const jtok *t = cur(P);
@@ -58,6 +61,7 @@ _Noreturn static void fail_unexpected(parser *P, const char *expected) {
     jparse_fail(P->a, t->line, "unexpected %s", describe(P, t, buf, sizeof buf));
 }
 
+// Consumes an operator token or fails naming it.
 static void expect_op(parser *P, jop op) {
     if (!is_op(P, op)) {
         char want[16];
@@ -67,11 +71,13 @@ static void expect_op(parser *P, jop op) {
     advance(P);
 }
 
+// Consumes a name token or fails naming what was wanted.
 static const char *expect_name(parser *P, const char *what) {
     if (cur(P)->kind != TK_NAME) fail_unexpected(P, what);
     return advance(P)->s;
 }
 
+// Consumes '%}' or fails naming the tag it should end.
 static void expect_block_end(parser *P, const char *tag) {
     if (cur(P)->kind != TK_BLOCK_END) {
         char buf[96], want[64];
@@ -81,6 +87,7 @@ static void expect_block_end(parser *P, const char *tag) {
     advance(P);
 }
 
+// A zeroed AST node in the arena.
 static jnode *mk(parser *P, jnode_kind kind, int line) {
     jnode *n = jarena_alloc(P->a, sizeof *n);
     n->kind = kind;
@@ -88,6 +95,7 @@ static jnode *mk(parser *P, jnode_kind kind, int line) {
     return n;
 }
 
+// Appends to a node list held in the arena.
 void jnodes_push(jarena *a, jnodes *l, jnode *n) {
     if (l->n == l->cap) {
         int cap = l->cap ? l->cap * 2 : 4;
@@ -99,6 +107,7 @@ void jnodes_push(jarena *a, jnodes *l, jnode *n) {
     l->v[l->n++] = n;
 }
 
+// Bounds recursion so hostile nesting is an error, not a stack overflow.
 static void enter(parser *P) {
     if (++P->depth > MAX_NESTING) jparse_fail(P->a, cur(P)->line, "expression or blocks nested too deeply (limit %d)", MAX_NESTING);
 }
@@ -135,6 +144,7 @@ static jnode *parse_condexpr(parser *P) {
 static jnode *parse_not(parser *P);
 static jnode *parse_compare(parser *P);
 
+// `and` chains (tighter than `or`).
 static jnode *parse_and(parser *P) {
     int line = cur(P)->line;
     jnode *left = parse_not(P);
@@ -148,6 +158,7 @@ static jnode *parse_and(parser *P) {
     return left;
 }
 
+// `or` chains.
 static jnode *parse_or(parser *P) {
     int line = cur(P)->line;
     jnode *left = parse_and(P);
@@ -161,6 +172,7 @@ static jnode *parse_or(parser *P) {
     return left;
 }
 
+// `not` binds looser than comparisons: `not a == b` is `not (a == b)`.
 static jnode *parse_not(parser *P) {
     if (is_name(P, "not")) {
         int line = advance(P)->line;
@@ -175,6 +187,7 @@ static jnode *parse_not(parser *P) {
 
 static jnode *parse_math1(parser *P);
 
+// Comparison chains (a < b < c), `in` and `not in`.
 static jnode *parse_compare(parser *P) {
     int line = cur(P)->line;
     jnode *expr = parse_math1(P);
@@ -208,6 +221,7 @@ static jnode *parse_compare(parser *P) {
     return cmp ? cmp : expr;
 }
 
+// A binary operator node (`~` gets its own kind: it stringifies).
 static jnode *binary(parser *P, jop op, jnode *l, jnode *r, int line) {
     jnode *n = mk(P, op == OP_TILDE ? E_CONCAT : E_BINARY, line);
     n->op = op;
@@ -217,6 +231,7 @@ static jnode *binary(parser *P, jop op, jnode *l, jnode *r, int line) {
 }
 
 static jnode *parse_math2(parser *P);
+// `~`: tighter than + and -, looser than * and /, as in jinja2.
 static jnode *parse_concat(parser *P) {
     int line = cur(P)->line;
     jnode *left = parse_math2(P);
@@ -227,6 +242,7 @@ static jnode *parse_concat(parser *P) {
     return left;
 }
 
+// `+` and `-`.
 static jnode *parse_math1(parser *P) {
     int line = cur(P)->line;
     jnode *left = parse_concat(P);
@@ -238,6 +254,7 @@ static jnode *parse_math1(parser *P) {
 }
 
 static jnode *parse_pow(parser *P);
+// `*`, `/`, `//`, `%`.
 static jnode *parse_math2(parser *P) {
     int line = cur(P)->line;
     jnode *left = parse_pow(P);
@@ -248,6 +265,7 @@ static jnode *parse_math2(parser *P) {
     return left;
 }
 
+// `**`, left-associative as in jinja2.
 static jnode *parse_pow(parser *P) {
     int line = cur(P)->line;
     jnode *left = parse_unary(P, true);
@@ -258,6 +276,7 @@ static jnode *parse_pow(parser *P) {
     return left;
 }
 
+// Unary sign, then postfix, then filters/tests (so `-x|abs` is `(-x)|abs`).
 static jnode *parse_unary(parser *P, bool with_filter) {
     enter(P);
     jnode *node;
@@ -276,6 +295,7 @@ static jnode *parse_unary(parser *P, bool with_filter) {
     return node;
 }
 
+// [a, b, ...] with an optional trailing comma.
 static jnode *parse_list(parser *P) {
     int line = advance(P)->line; // [
     jnode *n = mk(P, E_LIST, line);
@@ -290,6 +310,7 @@ static jnode *parse_list(parser *P) {
     return n;
 }
 
+// {k: v, ...} with an optional trailing comma.
 static jnode *parse_dict(parser *P) {
     int line = advance(P)->line; // {
     jnode *n = mk(P, E_DICT, line);
@@ -306,6 +327,7 @@ static jnode *parse_dict(parser *P) {
     return n;
 }
 
+// Literals, names, parenthesised expressions and tuples, lists, dicts.
 static jnode *parse_primary(parser *P) {
     const jtok *t = cur(P);
     jnode *n;
@@ -377,6 +399,7 @@ static jnode *parse_primary(parser *P) {
     fail_unexpected(P, "an expression");
 }
 
+// Where an implicit tuple stops.
 static bool is_tuple_end(parser *P, const char *extra_end) {
     const jtok *t = cur(P);
     if (t->kind == TK_VAR_END || t->kind == TK_BLOCK_END || t->kind == TK_EOF) return true;
@@ -384,6 +407,7 @@ static bool is_tuple_end(parser *P, const char *extra_end) {
     return extra_end && is_name(P, extra_end);
 }
 
+// An expression, or a tuple when commas follow (jinja2's parse_tuple).
 static jnode *parse_tuple(parser *P, bool simplified, bool with_condexpr, const char *extra_end, bool explicit_parens) {
     int line = cur(P)->line;
     jnode *tup = mk(P, E_TUPLE, line);
@@ -403,6 +427,7 @@ static jnode *parse_tuple(parser *P, bool simplified, bool with_condexpr, const 
     return tup;
 }
 
+// A full expression (with `x if c else y` when with_condexpr).
 static jnode *parse_expression(parser *P, bool with_condexpr) {
     enter(P);
     jnode *n = with_condexpr ? parse_condexpr(P) : parse_or(P);
@@ -410,6 +435,7 @@ static jnode *parse_expression(parser *P, bool with_condexpr) {
     return n;
 }
 
+// (a, b, k=v, *xs, **kw) into args.
 static void parse_call_args(parser *P, jnodes *args) {
     expect_op(P, OP_LPAREN);
     bool saw_kw = false;
@@ -444,6 +470,7 @@ static void parse_call_args(parser *P, jnodes *args) {
     expect_op(P, OP_RPAREN);
 }
 
+// A call of callee with its argument list.
 static jnode *parse_call(parser *P, jnode *callee) {
     jnode *n = mk(P, E_CALL, cur(P)->line);
     n->a = callee;
@@ -472,6 +499,7 @@ static jnode *parse_subscribed(parser *P) {
     return s;
 }
 
+// `.name`, `.0`, `[i]`, `[a:b:c]` and calls after a primary.
 static jnode *parse_postfix(parser *P, jnode *node) {
     for (;;) {
         int line = cur(P)->line;
@@ -555,6 +583,7 @@ static jnode *parse_filter(parser *P, jnode *node, bool start_inline) {
     return node;
 }
 
+// `is [not] test`, with arguments in parentheses or one bare argument, as jinja2 allows.
 static jnode *parse_test(parser *P, jnode *node) {
     int line = advance(P)->line; // 'is'
     bool negated = false;
@@ -596,6 +625,7 @@ static jnode *parse_test(parser *P, jnode *node) {
     return n;
 }
 
+// Any mix of filters, tests and calls after an operand.
 static jnode *parse_filter_expr(parser *P, jnode *node) {
     for (;;) {
         if (is_op(P, OP_PIPE)) node = parse_filter(P, node, false);
@@ -609,6 +639,7 @@ static jnode *parse_filter_expr(parser *P, jnode *node) {
 
 static jnode *parse_body(parser *P, const char *const *ends, int nends);
 
+// Only names and tuples of names can be assigned (or namespace attributes, parsed apart).
 static void check_assignable(parser *P, jnode *t) {
     if (t->kind == E_NAME) return;
     if (t->kind == E_TUPLE) {
@@ -618,6 +649,7 @@ static void check_assignable(parser *P, jnode *t) {
     jparse_fail(P->a, t->line, "cannot assign to this expression (only names, tuples of names and namespace.attribute)");
 }
 
+// The left side of set/for/with: a name, a tuple of names, or ns.attr.
 static jnode *parse_assign_target(parser *P, const char *extra_end, bool with_namespace, bool with_tuple) {
     if (with_namespace && cur(P)->kind == TK_NAME && look(P, 1)->kind == TK_OP && look(P, 1)->op == OP_DOT) {
         int line = cur(P)->line;
@@ -644,6 +676,7 @@ static void consume_end(parser *P, const char *name) {
     expect_block_end(P, name);
 }
 
+// Macro or call-block parameters: names with optional defaults, defaults last.
 static void parse_signature(parser *P, jnodes *params) {
     expect_op(P, OP_LPAREN);
     bool saw_default = false;
@@ -687,6 +720,7 @@ static int scan_special(const jnode *n) {
     return bits;
 }
 
+// One {% tag %} with its body and end tag.
 static jnode *parse_statement(parser *P) {
     const jtok *open = advance(P); // {%
     int line = open->line;
@@ -899,6 +933,7 @@ static jnode *parse_body(parser *P, const char *const *ends, int nends) {
     }
 }
 
+// The whole template as one block; raises (longjmp) on a syntax error.
 jnode *jparse(jarena *a, const jtoks *toks) {
     parser P = {.a = a, .t = toks, .i = 0};
     return parse_body(&P, NULL, 0);

@@ -22,6 +22,7 @@ struct aero_chat_template {
     uint64_t max_steps, max_mem;
 };
 
+// Lets fuzzers and tests lower the per-render limits of one template.
 void jtemplate_set_limits(aero_chat_template *t, uint64_t max_steps, uint64_t max_mem) {
     if (max_steps) t->max_steps = max_steps;
     if (max_mem) t->max_mem = max_mem;
@@ -41,6 +42,7 @@ static void out_push(jctx *c) {
     c->outs[c->nout++] = (jbuf){0};
 }
 
+// Ends a capture and returns what was written as a string.
 static jv out_pop(jctx *c) {
     jbuf *b = &c->outs[--c->nout];
     return jv_str_take_buf(c, b);
@@ -62,6 +64,7 @@ static double fval(jv v) { return v.t == JV_FLOAT ? v.f : (double)ival(v); }
 
 _Noreturn static void overflow(jctx *c) { jraise(c, "integer overflow (values beyond 64 bits are not supported)"); }
 
+// str * n and list * n, bounded.
 static jv repeat_seq(jctx *c, jv seq, int64_t times) {
     if (times < 0) times = 0;
     if (seq.t == JV_STR) {
@@ -79,6 +82,7 @@ static jv repeat_seq(jctx *c, jv seq, int64_t times) {
     return out;
 }
 
+// Python arithmetic: exact integers (overflow is an error), floor division and modulo by sign, str/list + and *.
 static jv binop(jctx *c, jop op, jv a, jv b) {
     if (a.t == JV_UNDEF) raise_undef(c, a);
     if (b.t == JV_UNDEF) raise_undef(c, b);
@@ -185,6 +189,7 @@ static bool contains(jctx *c, jv container, jv item) {
     }
 }
 
+// One link of a comparison chain.
 static bool compare_op(jctx *c, jop op, jv a, jv b) {
     switch (op) {
     case OP_EQ: return jv_equal(c, a, b, 0);
@@ -213,6 +218,7 @@ typedef struct {
     int nhold;
 } evargs;
 
+// Evaluates call arguments, expanding *args and **kwargs.
 static void eval_args(jctx *c, jscope *s, const jnodes *kids, evargs *out) {
     int cap = kids->n + 1;
     // star arguments may expand: count them first
@@ -265,6 +271,7 @@ static void eval_args(jctx *c, jscope *s, const jnodes *kids, evargs *out) {
     out->nhold = nv;
 }
 
+// Releases the values eval_args evaluated.
 static void free_args(jctx *c, evargs *e) {
     for (int i = 0; i < e->nhold; i++) jv_decref(c, e->hold[i]);
     jx_free(c, e->hold);
@@ -329,6 +336,7 @@ static jv invoke(jctx *c, const jnode *def, const jnodes *params, const jnodes *
     return r;
 }
 
+// Calls a macro (optionally from a call block, with its caller) or a call block's caller().
 static jv call_macro(jctx *c, jfunc *f, const jargs *a, jv caller) {
     const jnode *n = f->node;
     if (f->fk == FK_CALLER) return invoke(c, n, &n->kids2, &n->kids, f->closure, a, "caller", jv_undef());
@@ -337,6 +345,7 @@ static jv call_macro(jctx *c, jfunc *f, const jargs *a, jv caller) {
 
 jv jcall_macro(jctx *c, jfunc *f, const jargs *a) { return call_macro(c, f, a, jv_undef()); }
 
+// Calls any callable value: global function, bound method, macro, caller.
 jv jcall_value(jctx *c, jv fn, const jargs *a) {
     if (fn.t == JV_UNDEF) raise_undef(c, fn);
     if (fn.t != JV_FUNC) jraise(c, "'%s' object is not callable", jv_type_name(fn));
@@ -364,6 +373,7 @@ static jv apply_filter_chain(jctx *c, jscope *s, const jnode *f, jv operand) {
     return r;
 }
 
+// Python slicing of lists, tuples and strings (by code point).
 static jv eval_slice(jctx *c, jscope *s, jv obj, const jnode *sl) {
     int64_t v[3] = {0, 0, 1};
     bool has[3] = {false, false, false};
@@ -396,6 +406,7 @@ static jv eval_slice(jctx *c, jscope *s, jv obj, const jnode *sl) {
     return out;
 }
 
+// Evaluates an expression to a new reference.
 static jv eval(jctx *c, jscope *s, const jnode *n) {
     c->line = n->line;
     switch (n->kind) {
@@ -571,12 +582,14 @@ static void assign(jctx *c, jscope *s, const jnode *target, jv v) {
     jv_decref(c, v);
 }
 
+// Drops a scope reference (scopes are objects so macros can keep theirs).
 static void release_scope(jctx *c, jscope *sc) {
     jv d = {.t = JV_NS};
     d.o = &sc->h;
     jv_decref(c, d);
 }
 
+// A for loop: filter first, then one fresh scope per iteration, so `set` inside does not leak (jinja2 scoping).
 static void exec_for(jctx *c, jscope *s, const jnode *n) {
     jv iterv = eval(c, s, n->b);
     c->line = n->line;
@@ -626,6 +639,7 @@ static void exec_for(jctx *c, jscope *s, const jnode *n) {
     jv_decref(c, items);
 }
 
+// Executes one statement, writing to the current capture.
 static void exec_stmt(jctx *c, jscope *s, const jnode *n) {
     c->line = n->line;
     switch (n->kind) {
@@ -706,6 +720,7 @@ static void exec_stmt(jctx *c, jscope *s, const jnode *n) {
     }
 }
 
+// Executes statements until the end or a break/continue.
 static void exec_block(jctx *c, jscope *s, const jnodes *body) {
     for (int i = 0; i < body->n; i++) {
         exec_stmt(c, s, body->v[i]);
@@ -746,6 +761,7 @@ aero_status aero_chat_template_parse(aero_chat_template **out, const char *sourc
     return AERO_OK;
 }
 
+// Frees a parsed template (NULL is fine).
 void aero_chat_template_free(aero_chat_template *t) {
     if (!t) return;
     jarena_free(&t->arena);
@@ -810,10 +826,12 @@ aero_status aero_chat_render(const aero_chat_template *t, const aero_chat_inputs
     return AERO_OK;
 }
 
+// The GGUF metadata key llama.cpp and HF converters write the template to.
 const char *aero_chat_template_source_gguf(const aero_gguf *g) {
     return g ? aero_gguf_get_str(g, "tokenizer.chat_template") : NULL;
 }
 
+// Parses the model's own template; a model without one needs --chat-template-file.
 aero_status aero_chat_template_from_gguf(aero_chat_template **out, const aero_gguf *g, aero_error *err) {
     const char *src = aero_chat_template_source_gguf(g);
     if (!src)
@@ -824,6 +842,7 @@ aero_status aero_chat_template_from_gguf(aero_chat_template **out, const aero_gg
     return st;
 }
 
+// --chat-template-file: a bare template, or the chat_template of a tokenizer_config.json.
 aero_status aero_chat_template_load_file(aero_chat_template **out, const char *path, aero_error *err) {
     FILE *f = fopen(path, "rb");
     if (!f) return aero_fail(err, AERO_ERR_IO, "%s: %s", path, strerror(errno));

@@ -79,6 +79,7 @@ static void loc_init(void) {
     if (!loc_utf8) loc_utf8 = newlocale(LC_CTYPE_MASK, "en_US.UTF-8", (locale_t)0);
 }
 
+// The shared read-only locale, created once.
 static locale_t loc(void) {
     pthread_once(&loc_once, loc_init);
     return loc_utf8;
@@ -105,6 +106,7 @@ bool jpy_isalpha(uint32_t c) {
     return l ? iswalpha_l((wint_t)c, l) != 0 : false;
 }
 
+// Digit test for str.isdigit().
 bool jpy_isdigit(uint32_t c) {
     if (c < 0x80) return c >= '0' && c <= '9';
     locale_t l = loc();

@@ -19,6 +19,7 @@ void jctx_init(jctx *c, aero_error *err) {
     c->max_steps = JCTX_MAX_STEPS;
 }
 
+// Records "line N: msg" and unwinds to aero_chat_render, which frees everything.
 _Noreturn void jraise(jctx *c, const char *fmt, ...) {
     char msg[440];
     va_list ap;
@@ -32,11 +33,13 @@ _Noreturn void jraise(jctx *c, const char *fmt, ...) {
     longjmp(c->jb, 1);
 }
 
+// Allocation failure: unwinds like any other render error.
 _Noreturn void jraise_oom(jctx *c) {
     aero_fail(c->err, AERO_ERR_NOMEM, "chat template: out of memory while rendering");
     longjmp(c->jb, 1);
 }
 
+// Puts a new object on the render's list so an error can free it.
 static void link_obj(jctx *c, jobj *o, jobj_kind kind) {
     o->kind = (uint8_t)kind;
     o->rc = 1;
@@ -46,17 +49,20 @@ static void link_obj(jctx *c, jobj *o, jobj_kind kind) {
     c->head.next = o;
 }
 
+// Takes an object off the render's list before it is freed.
 static void unlink_obj(jobj *o) {
     o->prev->next = o->next;
     o->next->prev = o->prev;
 }
 
+// Keeps a hostile template from exhausting memory: every value and buffer is counted.
 void jctx_mem(jctx *c, int64_t n) {
     c->mem += (uint64_t)n;
     if (n > 0 && c->mem > c->max_mem)
         jraise(c, "rendering needs more than %llu MiB (values too large or too many)", (unsigned long long)(c->max_mem >> 20));
 }
 
+// A zeroed, counted, listed object with one reference.
 static void *obj_new(jctx *c, jobj_kind kind, size_t size) {
     if (size > c->max_mem) jraise(c, "a value of %zu bytes is larger than the render limit", size);
     jctx_mem(c, (int64_t)size);
@@ -72,12 +78,14 @@ typedef struct {
     _Alignas(16) char data[];
 } jblob;
 
+// Scratch memory that an error unwinding through the caller cannot leak.
 void *jx_alloc(jctx *c, size_t n) {
     if (n > SIZE_MAX - sizeof(jblob)) jraise_oom(c);
     jblob *b = obj_new(c, JO_BLOB, sizeof(jblob) + n);
     return b->data;
 }
 
+// Frees scratch memory early.
 void jx_free(jctx *c, void *p) {
     (void)c;
     if (!p) return;
@@ -87,6 +95,7 @@ void jx_free(jctx *c, void *p) {
     free(b);
 }
 
+// Grows scratch memory, keeping it on the render's list.
 void *jx_realloc(jctx *c, void *p, size_t n) {
     if (!p) return jx_alloc(c, n);
     if (n > SIZE_MAX - sizeof(jblob)) jraise_oom(c);
@@ -178,11 +187,13 @@ void jctx_sweep(jctx *c) {
     c->head.prev = c->head.next = &c->head;
 }
 
+// Takes a reference (no-op for immediates).
 jv jv_incref(jv v) {
     if (jv_isobj(v)) v.o->rc++;
     return v;
 }
 
+// Drops a reference, freeing the object at zero.
 void jv_decref(jctx *c, jv v) {
     if (!jv_isobj(v)) return;
     if (--v.o->rc == 0) obj_free(c, v.o);
@@ -225,6 +236,7 @@ jv jv_str_new(jctx *c, const char *s, size_t n) {
 
 jv jv_str_cstr(jctx *c, const char *s) { return jv_str_new(c, s, strlen(s)); }
 
+// A short formatted string value.
 jv jv_str_fmt(jctx *c, const char *fmt, ...) {
     char buf[512];
     va_list ap;
@@ -236,6 +248,7 @@ jv jv_str_fmt(jctx *c, const char *fmt, ...) {
     return jv_str_new(c, buf, (size_t)n);
 }
 
+// Turns a built buffer into a string value.
 jv jv_str_take_buf(jctx *c, jbuf *b) {
     jv v = jv_str_new(c, b->p ? b->p : "", b->n);
     jx_free(c, b->p);
@@ -259,6 +272,7 @@ jv jv_undef_hint(jctx *c, const char *fmt, ...) {
     return u;
 }
 
+// An empty list (or tuple, which prints with parentheses).
 jv jv_list_new(jctx *c, size_t cap, bool tuple) {
     jlist *l = obj_new(c, JO_LIST, sizeof(jlist));
     if (cap) {
@@ -273,6 +287,7 @@ jv jv_list_new(jctx *c, size_t cap, bool tuple) {
     return v;
 }
 
+// Appends, taking ownership of item.
 void jv_list_push(jctx *c, jv list, jv item) {
     jlist *l = jv_list(list);
     if (l->n == l->cap) {
@@ -286,6 +301,7 @@ void jv_list_push(jctx *c, jv list, jv item) {
     l->v[l->n++] = item;
 }
 
+// An empty insertion-ordered dict, or a namespace() (same storage).
 jv jv_dict_new(jctx *c, bool ns) {
     jdict *d = obj_new(c, JO_DICT, sizeof(jdict));
     jv v = {.t = ns ? JV_NS : JV_DICT};
@@ -293,12 +309,14 @@ jv jv_dict_new(jctx *c, bool ns) {
     return v;
 }
 
+// FNV-1a of a key.
 static uint32_t hash_key(const char *s, size_t n) {
     uint32_t h = 2166136261u;
     for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 16777619u;
     return h;
 }
 
+// Builds the hash index once a dict outgrows linear search (large JSON objects).
 static void dict_index(jctx *c, jdict *d) {
     size_t hcap = 16;
     while (hcap < d->n * 2 + 2) hcap *= 2;
@@ -315,6 +333,7 @@ static void dict_index(jctx *c, jdict *d) {
     d->hcap = hcap;
 }
 
+// Index of key, or -1.
 static long dict_find(const jdict *d, const char *key, size_t klen) {
     if (d->ht) {
         size_t h = hash_key(key, klen) & (d->hcap - 1);
@@ -330,12 +349,14 @@ static long dict_find(const jdict *d, const char *key, size_t klen) {
     return -1;
 }
 
+// Borrowed slot of key, or NULL.
 jv *jv_dict_get(jv dict, const char *key, size_t klen) {
     jdict *d = jv_dict(dict);
     long i = dict_find(d, key, klen);
     return i < 0 ? NULL : &d->v[i];
 }
 
+// Inserts or replaces (keeping the key's original position, as Python dicts do).
 void jv_dict_set(jctx *c, jv dict, jstr *key, jv val) {
     jdict *d = jv_dict(dict);
     long i = dict_find(d, key->s, key->len);
@@ -369,12 +390,14 @@ void jv_dict_set(jctx *c, jv dict, jstr *key, jv val) {
     }
 }
 
+// jv_dict_set with a C string key.
 void jv_dict_set_cstr(jctx *c, jv dict, const char *key, jv val) {
     jv k = jv_str_cstr(c, key);
     jv_dict_set(c, dict, jv_str(k), val);
     jv_decref(c, k);
 }
 
+// A variable scope chained to its parent.
 jscope *jscope_new(jctx *c, jscope *parent) {
     jscope *s = obj_new(c, JO_SCOPE, sizeof(jscope));
     if (parent) parent->h.rc++;
@@ -382,6 +405,7 @@ jscope *jscope_new(jctx *c, jscope *parent) {
     return s;
 }
 
+// Binds name in this scope (not a parent's), as jinja2's set does.
 void jscope_set(jctx *c, jscope *s, const char *name, jv val) {
     for (size_t i = 0; i < s->n; i++)
         if (!strcmp(s->names[i], name)) {
@@ -406,6 +430,7 @@ void jscope_set(jctx *c, jscope *s, const char *name, jv val) {
     s->n++;
 }
 
+// Innermost binding of name, or NULL.
 jv *jscope_lookup(jscope *s, const char *name) {
     for (; s; s = s->parent)
         for (size_t i = s->n; i-- > 0;)
@@ -413,6 +438,7 @@ jv *jscope_lookup(jscope *s, const char *name) {
     return NULL;
 }
 
+// A callable value; self is stolen.
 jv jfunc_new(jctx *c, jfunc_kind fk, int id, jv self) {
     jfunc *f = obj_new(c, JO_FUNC, sizeof(jfunc));
     f->fk = fk;
@@ -482,6 +508,7 @@ bool jv_truthy(jv v) {
     }
 }
 
+// Python's type name, for error messages like jinja2's.
 const char *jv_type_name(jv v) {
     switch ((jv_type)v.t) {
     case JV_UNDEF: return "Undefined";
@@ -526,6 +553,7 @@ static int num_cmp(jv a, jv b) {
     return swap ? -r : r;
 }
 
+// Python ==: numbers across int/float/bool, deep lists and dicts, identity otherwise.
 bool jv_equal(jctx *c, jv a, jv b, int depth) {
     if (depth > 500) jraise(c, "values nested too deeply (or cyclic) to compare");
     if (is_num(a) && is_num(b)) return num_cmp(a, b) == 0;
@@ -553,6 +581,7 @@ bool jv_equal(jctx *c, jv a, jv b, int depth) {
     }
 }
 
+// Case-insensitive ordering used by sort/unique/min/max by default.
 static int str_cmp_fold(const jstr *a, const jstr *b) {
     size_t i = 0, j = 0;
     while (i < a->len && j < b->len) {
@@ -648,6 +677,7 @@ static bool py_unprintable(uint32_t cp) {
     return false;
 }
 
+// Python's repr() of a str: quote choice and escapes as Python prints them.
 static void write_py_strrepr(jctx *c, jbuf *b, const jstr *s) {
     bool has_sq = memchr(s->s, '\'', s->len) != NULL, has_dq = memchr(s->s, '"', s->len) != NULL;
     char q = has_sq && !has_dq ? '"' : '\'';
@@ -676,6 +706,7 @@ static void write_py_strrepr(jctx *c, jbuf *b, const jstr *s) {
     jbuf_putc(c, b, q);
 }
 
+// How a callable prints (rare; templates print their results).
 static void write_func(jctx *c, jbuf *b, jv v) {
     jfunc *f = (jfunc *)v.o;
     char tmp[160];
@@ -686,6 +717,7 @@ static void write_func(jctx *c, jbuf *b, jv v) {
     jbuf_puts(c, b, tmp);
 }
 
+// Python repr(), used for containers printed with {{ }}.
 void jv_write_repr(jctx *c, jbuf *b, jv v, int depth) {
     if (depth > 500) jraise(c, "value nested too deeply (or cyclic) to print");
     char tmp[64];
@@ -727,6 +759,7 @@ void jv_write_repr(jctx *c, jbuf *b, jv v, int depth) {
     }
 }
 
+// Python str(): what {{ value }} writes (None prints as None, Undefined as nothing).
 void jv_write_str(jctx *c, jbuf *b, jv v) {
     char tmp[64];
     switch ((jv_type)v.t) {
@@ -741,6 +774,7 @@ void jv_write_str(jctx *c, jbuf *b, jv v) {
     }
 }
 
+// str() as a string value.
 jv jv_to_str(jctx *c, jv v) {
     if (v.t == JV_STR) return jv_incref(v);
     jbuf b = {0};
@@ -794,11 +828,13 @@ static void write_json_str(jctx *c, jbuf *b, const char *s, size_t n, bool ascii
     jbuf_putc(c, b, '"');
 }
 
+// Newline and indent for json.dumps(indent=...).
 static void json_newline(jctx *c, jbuf *b, const jjson_opts *o, int level) {
     jbuf_putc(c, b, '\n');
     for (int i = 0; i < level; i++) jbuf_puts(c, b, o->indent_str);
 }
 
+// sort_keys order: by code point.
 static int cmp_keys(const void *x, const void *y) {
     const jstr *a = *(jstr *const *)x, *b = *(jstr *const *)y;
     size_t n = a->len < b->len ? a->len : b->len;
@@ -806,6 +842,7 @@ static int cmp_keys(const void *x, const void *y) {
     return r ? r : (a->len > b->len) - (a->len < b->len);
 }
 
+// json.dumps as transformers' tojson calls it (no HTML escaping, no key sorting by default).
 void jv_write_json(jctx *c, jbuf *b, jv v, const jjson_opts *o, int depth) {
     if (depth > 500) jraise(c, "tojson: value nested too deeply (or cyclic)");
     char tmp[64];

@@ -13,11 +13,13 @@
 
 static volatile sig_atomic_t interrupted = 0;
 
+// Ctrl-C stops the answer being generated (or ends the chat at the prompt).
 static void on_sigint(int sig) {
     (void)sig;
     interrupted = 1;
 }
 
+// Help text.
 static void chat_usage(void) {
     printf("usage: aerollm chat [-m MODEL] [options]\n"
            "  -m MODEL                  GGUF file (default: the bundled model)\n"
@@ -219,6 +221,7 @@ static int turn(chat_state *s, const cli_opts *o, char **answer) {
     return 0;
 }
 
+// Adds a {role, content} message; text that is not UTF-8 is refused.
 static int append_message(json_t *messages, const char *role, const char *content) {
     json_t *m = json_pack("{s:s,s:s}", "role", role, "content", content);
     if (!m) return cli_fail("chat", "the %s message is not valid UTF-8 text", role);
@@ -226,6 +229,7 @@ static int append_message(json_t *messages, const char *role, const char *conten
     return 0;
 }
 
+// Entry point: options, model, template, then the read-answer loop.
 int aero_cmd_chat(int argc, char **argv) {
     cli_opts o;
     cli_opts_default(&o);

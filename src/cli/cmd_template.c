@@ -7,6 +7,7 @@
 
 #include "cli.h"
 
+// Help text.
 static void template_usage(FILE *f) {
     fprintf(f,
             "usage: aerollm template (-m MODEL.gguf | --template-file FILE) --messages MESSAGES.json [options]\n"
@@ -45,6 +46,7 @@ static int vocab_specials(const aero_gguf *g, char **bos, char **eos) {
     return 0;
 }
 
+// Entry point: template from the model or a file, messages from JSON, prompt to stdout.
 int aero_cmd_template(int argc, char **argv) {
     const char *model = NULL, *tfile = NULL, *mfile = NULL, *tools_file = NULL, *bos = NULL, *eos = NULL;
     bool gen = false;
