@@ -128,7 +128,7 @@ typedef struct {
 static const config configs[] = {
     {"chain 1", 1, 0, false, 0},         {"chain 4", 4, 0, false, 0},         {"chain adaptive", 16, 0, true, 0},
     {"chain 8 p_min 0.6", 8, 0, false, 0.6f}, {"tree 8", 4, 8, false, 0},  {"tree 48", 12, 48, false, 0},
-    {"tree 32 p_min 0.05", 16, 32, false, 0.05f},
+    {"tree 32 p_min 0.05", 16, 32, false, 0.05f}, {"tree 24 adaptive", 10, 24, true, 0},
 };
 static const char *prompts[] = {"", "Once upon a time", "Tom and Lily went to the park. Tom said"};
 

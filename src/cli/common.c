@@ -361,7 +361,7 @@ void cli_spec_print_stats(aero_spec *s, double gen_s, double t1_pass, FILE *f) {
             st.draft_s, st.draft_s * 1e3 / passes, (unsigned long long)st.draft_calls, st.verify_s,
             st.verify_s * 1e3 / passes, st.accept_s, st.prefill_s);
     fprintf(f, "  cost model        target pass %.3f ms + %.4f ms/token, drafter step %.3f ms, acceptance estimate %.2f, "
-               "last chain length %d\n",
+               "last draft size %d\n",
             st.pass_a * 1e3, st.pass_b * 1e3, st.draft_call_s * 1e3, st.alpha, st.draft_len);
     if (t1_pass > 0 && gen_s > 0)
         fprintf(f, "  speedup           %.2fx over plain decoding (%.2f ms per token vs a 1-token target pass of %.2f ms, "

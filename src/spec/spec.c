@@ -242,6 +242,24 @@ static int choose_length(aero_spec *s) {
     return best_drafting;
 }
 
+// Adaptive trees: keeps the prefix of the drafted nodes (parents come first, so any prefix is a tree) with the
+// most expected tokens per second. Node i is accepted with probability about c * P_i, P_i the drafter's path
+// probability and c its measured calibration (accepted nodes / summed P of verified nodes); a pass of n tokens
+// costs a + b n. Sets the next tree's size to twice what was kept, so drafting effort follows what pays.
+static void prune_tree(aero_spec *s) {
+    if (!s->p.adaptive || s->fit.w <= 0 || s->n_nodes == 0) return;
+    double a, b, c = (s->tree_acc_w + 1) / (s->tree_p_w + 1), e = 1, best_rate = 0;
+    fit_get(&s->fit, &a, &b);
+    int best = 0;
+    for (int m = 0; m <= s->n_nodes; m++) {
+        if (m > 0) e += c * exp(s->nodes[m - 1].logp);
+        double rate = e / (a + b * (m + 1) + 1e-9);
+        if (rate > best_rate * (1 + 1e-9)) best_rate = rate, best = m;
+    }
+    s->n_nodes = best;
+    s->tree_cap = 2 * best > 8 ? 2 * best : 8;
+}
+
 // Verifies the drafted nodes in one target pass and walks them; returns the tokens produced.
 static aero_status verify(aero_spec *s, aero_sampler *smp, int32_t *out, int *n_out, aero_error *err) {
     bool greedy = aero_sampler_is_greedy(smp);
@@ -306,7 +324,12 @@ static aero_status verify(aero_spec *s, aero_sampler *smp, int32_t *out, int *n_
         s->d_len = s->n_tok + (fed < m ? fed : m);
         aero_kv_truncate(s->dctx, 0, s->d_len);
     }
-    if (s->p.tree_nodes == 0) {
+    if (s->p.tree_nodes > 0) {
+        double psum = 0;
+        for (int i = 0; i < s->n_nodes; i++) psum += exp(s->nodes[i].logp);
+        s->tree_acc_w = s->tree_acc_w * ACC_DECAY + m;
+        s->tree_p_w = s->tree_p_w * ACC_DECAY + psum;
+    } else {
         s->acc_w = s->acc_w * ACC_DECAY + m;
         s->rej_w = s->rej_w * ACC_DECAY + (m < s->n_nodes ? 1 : 0);
     }
@@ -331,11 +354,14 @@ aero_status aero_spec_step(aero_spec *s, aero_sampler *smp, int max_new, int32_t
     if (budget > max_new - 1) budget = max_new - 1;
     int depth = s->p.draft_max < budget ? s->p.draft_max : budget;
     int tree = s->p.tree_nodes < budget ? s->p.tree_nodes : budget;
+    if (s->p.adaptive && s->tree_cap > 0 && s->tree_cap < tree) tree = s->tree_cap;
     double t0 = aero_now();
     aero_status st = AERO_OK;
     if (s->p.tree_nodes > 0) {
         if (s->dmodel) st = aero_spec_draft_tree(s, greedy, tree, depth, err);
         else aero_spec_draft_ngram(s, true, tree, depth);
+        if (!st) prune_tree(s);
+        s->st.draft_len = s->n_nodes;
     } else {
         int k = choose_length(s);
         s->st.draft_len = k;
@@ -394,7 +420,8 @@ done:
 void aero_spec_describe(const aero_spec *s, char *buf, int cap) {
     const char *who = s->dmodel ? "draft model" : "n-gram prompt lookup";
     if (s->p.tree_nodes > 0)
-        snprintf(buf, cap, "%s, tree of up to %d nodes, depth <= %d", who, s->p.tree_nodes, s->p.draft_max);
+        snprintf(buf, cap, "%s, tree of up to %d nodes%s, depth <= %d", who, s->p.tree_nodes,
+                 s->p.adaptive ? " (adaptive)" : "", s->p.draft_max);
     else if (s->p.adaptive)
         snprintf(buf, cap, "%s, chain, adaptive length %d..%d", who, s->p.draft_min, s->p.draft_max);
     else

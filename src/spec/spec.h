@@ -27,7 +27,8 @@ typedef struct {
     float p_min;       // stop drafting when the drafter's top probability (chain) or the best branch's path
                        // probability (tree) falls below this; 0: off
     int tree_nodes;    // > 0: draft a tree of up to this many nodes; 0: a chain
-    bool adaptive;     // chain: choose the length from measured acceptance and pass costs (else draft_max)
+    bool adaptive;     // chain: choose the length from measured acceptance and pass costs (else draft_max);
+                       // tree: verify the most promising prefix of the nodes by the same costs
     int ngram_min, ngram_max; // n-gram drafter: context suffix lengths tried, longest first (<= 0: 1 and 4)
     int n_batch;       // prompt tokens per pass when prefilling (<= 0: 512)
     aero_sampler_params sampling; // the target's sampling settings: drafts are drawn with the same temperature and
@@ -47,7 +48,7 @@ typedef struct {
     double alpha;              // current acceptance-rate estimate (chain, adaptive)
     double pass_a, pass_b;     // fitted target pass cost: a + b * tokens (seconds)
     double draft_call_s;       // mean drafter call time
-    int draft_len;             // chain length used by the last step
+    int draft_len;             // chain length (tree: nodes) chosen by the last step
 } aero_spec_stats;
 
 void aero_spec_params_default(aero_spec_params *p);

@@ -57,6 +57,8 @@ struct aero_spec {
     spec_fit fit;
     double draft_call_ema;
     int skipped;               // steps since the adaptive length last drafted
+    double tree_acc_w, tree_p_w; // decayed accepted nodes and summed drafter path probabilities of verified nodes
+    int tree_cap;              // adaptive tree: nodes to draft next (<= tree_nodes)
     aero_spec_stats st;
 };
 
