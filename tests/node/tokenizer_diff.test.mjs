@@ -53,7 +53,7 @@ const show = (s) => JSON.stringify(s.length > 120 ? s.slice(0, 120) + '…' : s)
 
 // The whole corpus for the two the issue names; a share of it for the others (Gemma 3's 33 MB file makes
 // every load slow on a small machine).
-const RUNS = [['llama3', corpus.length], ['qwen3', corpus.length], ['deepseek_v3', 3000], ['gemma3', 2000]];
+const RUNS = [['llama3', corpus.length], ['qwen3', corpus.length], ['deepseek_v3', 1500], ['gemma3', 1000]];
 for (const [pkg, n] of RUNS) {
   test(`${pkg}: aerollm ids and decoding equal transformers.js on ${n} strings`, { skip: !bin && 'aerollm binary not built' }, () => {
     const strings = corpus.slice(0, n);
