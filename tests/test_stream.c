@@ -41,39 +41,48 @@ static int tensor_id(const char *name) { // a stable id per name (sum of charact
     return (h & 0x7fff) + 1;
 }
 
-// Writes a model of N_LAYER layers (a norm and two matrices each, the second layer's larger), an embedding
-// and, unless tied, a larger output head. Returns false on failure.
-static bool write_model(const char *path, bool tied) {
+// The tensors of the test model in file order: an embedding, N_LAYER layers (a norm and two matrices each,
+// the matrices of different sizes per layer) and, unless tied, a final norm and a larger output head.
+static int model_tensors(tdef *defs, char names[][64], bool tied) {
+    int n = 0;
+    defs[n++] = (tdef){"token_embd.weight", EMBD_COLS, EMBD_ROWS};
+    for (int l = 0; l < N_LAYER; l++) {
+        const char *suffix[3] = {"attn_norm.weight", "attn_q.weight", "ffn_up.weight"};
+        uint64_t rows[3] = {1, 300 + 10 * l, 1000};
+        for (int i = 0; i < 3; i++) {
+            snprintf(names[n], 64, "blk.%d.%s", l, suffix[i]);
+            defs[n] = (tdef){names[n], 64, rows[i]};
+            n++;
+        }
+    }
+    defs[n++] = (tdef){"output_norm.weight", 64, 1};
+    if (!tied) defs[n++] = (tdef){"output.weight", 64, 2000};
+    return n;
+}
+
+// Writes tensors [lo, hi) of the test model to path (a whole model, or one file of a split model).
+static bool write_part(const char *path, bool tied, int lo, int hi) {
+    tdef defs[64];
+    char names[64][64];
+    int n = model_tensors(defs, names, tied);
+    if (hi > n) hi = n;
     aero_gguf_writer *w = aero_gguf_writer_new(0);
     aero_error err = {0};
-    char name[64];
     bool ok = true;
     aero_gguf_set_str(w, "general.architecture", "llama");
     aero_gguf_set_u32(w, "llama.block_count", N_LAYER);
-    uint64_t ne[2] = {EMBD_COLS, EMBD_ROWS};
-    ok = ok && !aero_gguf_add_tensor_fill(w, "token_embd.weight", AERO_DT_F32, 2, ne, fill_pattern,
-                                          (void *)(intptr_t)tensor_id("token_embd.weight"), &err);
-    for (int l = 0; l < N_LAYER && ok; l++) {
-        tdef defs[3] = {{"attn_norm.weight", 64, 1}, {"attn_q.weight", 64, 300 + 10 * l}, {"ffn_up.weight", 64, 1000}};
-        for (int i = 0; i < 3 && ok; i++) {
-            snprintf(name, sizeof name, "blk.%d.%s", l, defs[i].name);
-            uint64_t d[2] = {defs[i].ne0, defs[i].ne1};
-            ok = !aero_gguf_add_tensor_fill(w, name, AERO_DT_F32, defs[i].ne1 > 1 ? 2 : 1, d, fill_pattern,
-                                            (void *)(intptr_t)tensor_id(name), &err);
-        }
+    for (int i = lo; i < hi && ok; i++) {
+        uint64_t d[2] = {defs[i].ne0, defs[i].ne1};
+        ok = !aero_gguf_add_tensor_fill(w, defs[i].name, AERO_DT_F32, defs[i].ne1 > 1 ? 2 : 1, d, fill_pattern,
+                                        (void *)(intptr_t)tensor_id(defs[i].name), &err);
     }
-    uint64_t nn[1] = {64};
-    ok = ok && !aero_gguf_add_tensor_fill(w, "output_norm.weight", AERO_DT_F32, 1, nn, fill_pattern,
-                                          (void *)(intptr_t)tensor_id("output_norm.weight"), &err);
-    uint64_t no[2] = {64, 2000};
-    if (!tied)
-        ok = ok && !aero_gguf_add_tensor_fill(w, "output.weight", AERO_DT_F32, 2, no, fill_pattern,
-                                              (void *)(intptr_t)tensor_id("output.weight"), &err);
     ok = ok && !aero_gguf_write(w, path, &err);
     if (!ok) fprintf(stderr, "write %s: %s\n", path, err.msg);
     aero_gguf_writer_free(w);
     return ok;
 }
+
+static bool write_model(const char *path, bool tied) { return write_part(path, tied, 0, 1000); }
 
 // Whether a tensor's data (as the stream hands it out) is what was written.
 static bool tensor_ok(const aero_gguf *g, int64_t t, const void *data) {
@@ -239,6 +248,44 @@ static void test_page_cache(const char *path) {
     aero_gguf_free(&g);
 }
 
+// A model split over three files (*-0000N-of-00003.gguf), one layer cut between two of them: the same data at
+// every budget.
+static void test_split(const char *dir) {
+    char p1[256], p2[256], p3[256];
+    snprintf(p1, sizeof p1, "%s/split-00001-of-00003.gguf", dir);
+    snprintf(p2, sizeof p2, "%s/split-00002-of-00003.gguf", dir);
+    snprintf(p3, sizeof p3, "%s/split-00003-of-00003.gguf", dir);
+    // tensor 0: embedding; layer l: tensors 1 + 3l .. 3 + 3l; file 2 starts inside layer 2 (after its attn_q)
+    bool ok = write_part(p1, false, 0, 9) && write_part(p2, false, 9, 14) && write_part(p3, false, 14, 1000);
+    CHECK(ok);
+    aero_gguf g;
+    aero_error err = {0};
+    if (!ok || aero_gguf_open(&g, p1, &err)) {
+        CHECKF(0, "split open: %s", err.msg);
+        return;
+    }
+    CHECK(g.n_files == 3);
+    aero_stream *s;
+    aero_stream_params pp = {.output_tensor = "output.weight", .embd_tensor = "token_embd.weight", .plan_only = true};
+    CHECK(!aero_stream_open(&s, &g, N_LAYER, &pp, &err));
+    uint64_t min = aero_stream_get_plan(s)->min_budget, all = aero_stream_get_plan(s)->resident_bytes;
+    aero_stream_close(s);
+    uint64_t budgets[3] = {min, (min + all) / 2, 0};
+    for (int i = 0; i < 3; i++) {
+        if (open_stream(&s, &g, "output.weight", budgets[i], false, &err)) {
+            CHECKF(0, "split --mem %llu: %s", (unsigned long long)budgets[i], err.msg);
+            continue;
+        }
+        CHECKF(run_passes(s, &g, "output.weight", 3, &err), "split --mem %llu: %s", (unsigned long long)budgets[i],
+               err.msg);
+        aero_stream_close(s);
+    }
+    aero_gguf_free(&g);
+    unlink(p1);
+    unlink(p2);
+    unlink(p3);
+}
+
 // A model file cut short while streamed: a clean error from acquire, no hang, and recovery once it is whole.
 static void test_truncation(const char *path) {
     char copy[256];
@@ -343,6 +390,7 @@ int main(void) {
     test_budgets(path_tied, true);
     test_truncation(path);
     test_page_cache(path);
+    test_split(dir);
     unlink(path);
     unlink(path_tied);
     rmdir(dir);

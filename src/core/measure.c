@@ -64,7 +64,7 @@ double aero_measure_mem_bw_buf(aero_pool *pool, const void *buffer, uint64_t byt
 typedef struct {
     int fd;
     bool direct;
-    uint64_t end, next, req;
+    uint64_t start, end, next, req, stride; // requests at start, start + stride, ... below end
     char *buf;               // caller's buffer (one request per thread), or NULL: each thread allocates
     pthread_mutex_t mu;
     bool failed;
@@ -88,7 +88,7 @@ static void *disk_worker(void *arg) {
     for (;;) {
         pthread_mutex_lock(&j->mu);
         uint64_t off = j->next;
-        j->next += j->req;
+        j->next += j->stride;
         pthread_mutex_unlock(&j->mu);
         if (off >= j->end) break;
         size_t len = j->end - off < j->req ? (size_t)(j->end - off) : j->req;
@@ -105,11 +105,11 @@ static void *disk_worker(void *arg) {
 }
 
 double aero_measure_disk_bw(const char *path, uint64_t max_bytes, int inflight) {
-    return aero_measure_disk_bw_at(path, 0, max_bytes, inflight, DISK_REQ, NULL, 0);
+    return aero_measure_disk_bw_at(path, 0, UINT64_MAX, max_bytes, inflight, DISK_REQ, NULL, 0);
 }
 
-double aero_measure_disk_bw_at(const char *path, uint64_t offset, uint64_t max_bytes, int inflight, uint64_t req,
-                               void *buf, uint64_t buf_bytes) {
+double aero_measure_disk_bw_at(const char *path, uint64_t offset, uint64_t span, uint64_t max_bytes, int inflight,
+                               uint64_t req, void *buf, uint64_t buf_bytes) {
     req = (req + 4095) & ~(uint64_t)4095;
     if (!req) req = DISK_REQ;
     if (inflight < 1) inflight = 1;
@@ -131,14 +131,25 @@ double aero_measure_disk_bw_at(const char *path, uint64_t offset, uint64_t max_b
     }
     offset &= ~(uint64_t)4095;
     uint64_t size = (uint64_t)st.st_size;
-    uint64_t end = offset < size && size - offset > max_bytes ? offset + max_bytes : size;
+    uint64_t end = offset < size && size - offset > span ? offset + span : size;
     if (direct) end &= ~(uint64_t)4095;
-    if (end <= offset) {
+    if (end <= offset || max_bytes < req) {
         close(fd);
         return 0;
     }
+    // the whole span, or max_bytes of requests spread evenly over it
+    uint64_t n_req = (end - offset + req - 1) / req, stride = req, total = end - offset;
+    if (max_bytes < end - offset) {
+        n_req = max_bytes / req;
+        stride = ((end - offset) / n_req) & ~(uint64_t)4095;
+        if (stride < req) stride = req;
+        total = 0;
+        for (uint64_t o = offset; o < end && o < offset + n_req * stride; o += stride) total += end - o < req ? end - o : req;
+    }
     if (!direct) posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
-    disk_job j = {.fd = fd, .direct = direct, .end = end, .next = offset, .req = req, .buf = buf};
+    disk_job j = {.fd = fd, .direct = direct, .start = offset, .end = end, .next = offset, .req = req, .stride = stride,
+                  .buf = buf};
+    if (stride > req) j.end = offset + n_req * stride < end ? offset + n_req * stride : end;
     pthread_mutex_init(&j.mu, NULL);
     pthread_t th[16];
     disk_worker_arg args[16];
@@ -152,5 +163,5 @@ double aero_measure_disk_bw_at(const char *path, uint64_t offset, uint64_t max_b
     double t = aero_now() - t0;
     pthread_mutex_destroy(&j.mu);
     close(fd);
-    return j.failed || t <= 0 || !started ? 0 : (end - offset) / t;
+    return j.failed || t <= 0 || !started ? 0 : total / t;
 }

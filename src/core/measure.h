@@ -13,9 +13,10 @@ double aero_measure_mem_bw_buf(aero_pool *pool, const void *buf, uint64_t bytes)
 // Read bandwidth (bytes/s) of O_DIRECT reads of up to max_bytes of the file, 8 MiB requests, `inflight` threads
 // (the way the streamer reads); buffered reads with FADV_DONTNEED when O_DIRECT is refused. 0 on failure.
 double aero_measure_disk_bw(const char *path, uint64_t max_bytes, int inflight);
-// The same from byte `offset` with requests of req bytes; buf (4 KiB aligned, buf_bytes long) when not NULL
-// holds the requests in flight, so that a streamer can measure with its idle window and allocate nothing.
-double aero_measure_disk_bw_at(const char *path, uint64_t offset, uint64_t max_bytes, int inflight, uint64_t req,
-                               void *buf, uint64_t buf_bytes);
+// The same over [offset, offset + span) of the file with requests of req bytes: the whole span when it is at most
+// max_bytes, else max_bytes of requests spread evenly over it. buf (4 KiB aligned, buf_bytes long) when not
+// NULL holds the requests in flight, so that a streamer can measure with its idle window and allocate nothing.
+double aero_measure_disk_bw_at(const char *path, uint64_t offset, uint64_t span, uint64_t max_bytes, int inflight,
+                               uint64_t req, void *buf, uint64_t buf_bytes);
 
 #endif

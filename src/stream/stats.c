@@ -37,11 +37,12 @@ void aero_stream_reset_stats(aero_stream *s) {
 
 void aero_stream_set_disk_bw(aero_stream *s, double bw) { s->disk_bw = bw; }
 
-// The model file that holds most of the streamed bytes, and where its streamed data starts.
-static uint32_t streamed_file(const aero_stream *s, uint64_t *start) {
+// The model file that holds most of the streamed bytes, and the extent of its streamed data.
+static uint32_t streamed_file(const aero_stream *s, uint64_t *start, uint64_t *end) {
     uint64_t best = 0, *per = calloc(s->n_files ? s->n_files : 1, sizeof *per);
     uint32_t f = 0;
     *start = UINT64_MAX;
+    *end = 0;
     if (!per) return 0;
     for (int i = 0; i < s->n_streamed; i++) {
         const st_unit *u = &s->units[s->streamed[i]];
@@ -53,7 +54,9 @@ static uint32_t streamed_file(const aero_stream *s, uint64_t *start) {
         const st_unit *u = &s->units[s->streamed[i]];
         for (int r = 0; r < u->n_ranges; r++) {
             const st_range *rg = &s->ranges[u->first_range + r];
-            if (rg->file == f && rg->off < *start) *start = rg->off;
+            if (rg->file != f) continue;
+            if (rg->off < *start) *start = rg->off;
+            if (rg->off + rg->len > *end) *end = rg->off + rg->len;
         }
     }
     if (*start == UINT64_MAX) *start = 0;
@@ -69,10 +72,10 @@ double aero_stream_measure_disk_bw(aero_stream *s, uint64_t max_bytes) {
         return 0;
     }
     st_ring_restart(s, s->next_seq);
-    uint64_t start;
-    uint32_t f = streamed_file(s, &start);
-    double bw = aero_measure_disk_bw_at(s->files[f].path, start, max_bytes, s->io_threads, s->chunk, s->ring,
-                                        s->ring_bytes);
+    uint64_t start, end;
+    uint32_t f = streamed_file(s, &start, &end);
+    double bw = aero_measure_disk_bw_at(s->files[f].path, start, end - start, max_bytes, s->io_threads, s->chunk,
+                                        s->ring, s->ring_bytes);
     st_schedule(s); // the next pass's first units read again
     pthread_mutex_unlock(&s->mu);
     if (bw > 0) s->disk_bw = bw;
