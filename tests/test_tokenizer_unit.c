@@ -291,6 +291,42 @@ static void test_json_errors(void) {
     unlink(path);
 }
 
+// WordPiece from a BERT-style tokenizer.json: lowercase, accents stripped, punctuation split, ## pieces.
+static void test_wordpiece_json(void) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/tokenizer.json", tmpdir);
+    FILE *f = fopen(path, "w");
+    fputs("{\"added_tokens\": [{\"id\": 0, \"content\": \"[UNK]\", \"special\": true},"
+          " {\"id\": 1, \"content\": \"[CLS]\", \"special\": true}, {\"id\": 2, \"content\": \"[SEP]\", \"special\": true}],"
+          " \"normalizer\": {\"type\": \"BertNormalizer\", \"lowercase\": true, \"strip_accents\": null},"
+          " \"pre_tokenizer\": {\"type\": \"BertPreTokenizer\"},"
+          " \"post_processor\": {\"type\": \"TemplateProcessing\", \"single\": [{\"SpecialToken\": {\"id\": \"[CLS]\"}},"
+          "   {\"Sequence\": {\"id\": \"A\"}}, {\"SpecialToken\": {\"id\": \"[SEP]\"}}]},"
+          " \"decoder\": {\"type\": \"WordPiece\", \"prefix\": \"##\"},"
+          " \"model\": {\"type\": \"WordPiece\", \"unk_token\": \"[UNK]\", \"continuing_subword_prefix\": \"##\","
+          "   \"vocab\": {\"[UNK]\": 0, \"[CLS]\": 1, \"[SEP]\": 2, \"hello\": 3, \"world\": 4, \"##s\": 5, \"un\": 6,"
+          "   \"##aff\": 7, \"##able\": 8, \",\": 9, \"!\": 10, \"caf\": 11, \"##e\": 12, \"\u4e2d\": 13}}}", f);
+    fclose(f);
+    aero_tokenizer *t = NULL;
+    aero_error err = {0};
+    CHECKF(aero_tokenizer_load(&t, path, &err) == AERO_OK, "%s", err.msg);
+    unlink(path);
+    if (!t) return;
+    CHECK(aero_tokenizer_kind(t) == AERO_TOK_WPM && aero_tokenizer_add_bos(t) && aero_tokenizer_bos(t) == 1);
+    const char *s = "Hello, WORLDS!\tUnaffable caf\xC3\xA9 xyz\xE4\xB8\xAD";
+    int32_t *ids = NULL;
+    size_t n = 0;
+    CHECK(aero_tokenize(t, s, strlen(s), true, false, &ids, &n, &err) == AERO_OK);
+    int32_t want[] = {1, 3, 9, 4, 5, 10, 6, 7, 8, 11, 12, 0, 13, 2};
+    CHECKF(ids_eq(ids, n, want, sizeof want / sizeof want[0]), "got %zu ids", n);
+    char *txt = NULL;
+    CHECK(aero_detokenize(t, ids, n, false, &txt, NULL, &err) == AERO_OK);
+    CHECKF(txt && strcmp(txt, "hello , worlds ! unaffable cafe \xE4\xB8\xAD") == 0, "decoded \"%s\"", txt ? txt : "");
+    free(txt);
+    free(ids);
+    aero_tokenizer_free(t);
+}
+
 // NFC/NFD against values computed with Python's unicodedata.
 static void test_normalization(void) {
     struct { const char *in, *nfc, *nfd; } C[] = {
@@ -330,6 +366,7 @@ int main(void) {
     test_gpt2_vocab();
     test_bad_metadata();
     test_json_errors();
+    test_wordpiece_json();
     test_normalization();
     rmdir(tmpdir);
     return check_done("test_tokenizer_unit");
