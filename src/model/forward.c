@@ -19,7 +19,7 @@ struct aero_ctx {
     // activations for one chunk
     float *x, *xb, *q, *kb, *vb, *att, *hb, *hb2, *logit_in;
     float *scores;          // per thread: n_ctx + MAX_CHUNK attention scores
-    float *krow;            // per thread: one K or V row converted to f32
+    float *kf, *vf;         // per thread: one KV head of a sequence's cache in f32 (n_ctx x head_dim each)
 };
 
 // Bytes of one cached K or V row.
@@ -65,9 +65,10 @@ aero_status aero_ctx_new(aero_ctx **out, aero_model *m, const aero_ctx_params *p
     c->hb2 = malloc(sizeof(float) * n * hp->n_ff);
     c->logit_in = malloc(sizeof(float) * n * d);
     c->scores = malloc(sizeof(float) * nt * (c->n_ctx + MAX_CHUNK));
-    c->krow = malloc(sizeof(float) * nt * c->kv_dim);
+    c->kf = malloc(sizeof(float) * nt * c->n_ctx * hp->head_dim);
+    c->vf = malloc(sizeof(float) * nt * c->n_ctx * hp->head_dim);
     if (!c->x || !c->xb || !c->q || !c->kb || !c->vb || !c->att || !c->hb || !c->hb2 || !c->logit_in || !c->scores ||
-        !c->krow)
+        !c->kf || !c->vf)
         goto oom;
     *out = c;
     return AERO_OK;
@@ -94,7 +95,8 @@ void aero_ctx_free(aero_ctx *c) {
     free(c->hb2);
     free(c->logit_in);
     free(c->scores);
-    free(c->krow);
+    free(c->kf);
+    free(c->vf);
     free(c);
 }
 
@@ -176,15 +178,9 @@ typedef struct {
     const aero_batch *b;
     const int *slot;     // per batch token: its cache slot
     const int *base;     // per sequence: cache length before this batch
+    int n_blocks;
+    int block_start[MAX_CHUNK + 1]; // attention blocks of the chunk: [block_start[k], block_start[k+1])
 } attn_job;
-
-// Reads one head's part of cached row `slot` of K or V as f32.
-static const float *kv_get(const aero_ctx *c, void **base, int layer, int seq, int slot, int kvh, int hd, float *tmp) {
-    const char *r = kv_row(c, base, layer, seq, slot);
-    if (c->kv_f32) return (const float *)r + (size_t)kvh * hd;
-    aero_f16_to_f32_row((const uint16_t *)r + (size_t)kvh * hd, tmp, hd);
-    return tmp;
-}
 
 // Whether batch token i may attend to batch token j (same sequence, causal or per the tree mask).
 static bool batch_visible(const aero_batch *b, int i, int j) {
@@ -193,63 +189,100 @@ static bool batch_visible(const aero_batch *b, int i, int j) {
     return b->mask ? b->mask[(size_t)i * b->n + j] != 0 : true;
 }
 
-// Attention for (token, head) pairs split across threads; keys visited in ascending slot order.
+// Dot product in a fixed order (16 running lanes, then a fixed fold), so the compiler can vectorise it and
+// the result never depends on where the vectors sit or what else is in the batch.
+static float dot_fixed(const float *a, const float *b, int n) {
+    float acc[16] = {0};
+    int d = 0;
+    for (; d + 16 <= n; d += 16)
+        for (int j = 0; j < 16; j++) acc[j] += a[d + j] * b[d + j];
+    for (int j = 0; d < n; d++, j++) acc[j] += a[d] * b[d];
+    for (int w = 8; w >= 1; w /= 2)
+        for (int j = 0; j < w; j++) acc[j] += acc[j + w];
+    return acc[0];
+}
+
+// Copies one KV head's rows [0, n_slots) of a sequence into f32 (converting once per block, not per query).
+static void kv_head_f32(const aero_ctx *c, void **base, int layer, int seq, int kvh, int n_slots, int hd, float *out) {
+    for (int t = 0; t < n_slots; t++) {
+        const char *r = kv_row(c, base, layer, seq, t);
+        if (c->kv_f32) memcpy(out + (size_t)t * hd, (const float *)r + (size_t)kvh * hd, sizeof(float) * hd);
+        else aero_f16_to_f32_row((const uint16_t *)r + (size_t)kvh * hd, out + (size_t)t * hd, hd);
+    }
+}
+
+#define ATTN_BLOCK 32  // queries of one sequence sharing one conversion of their keys
+
+// Work items are (block of consecutive same-sequence queries of the chunk, KV head). Each query's keys are
+// visited in ascending slot order with the same arithmetic whatever the block, so results are batch invariant.
 static void attn_worker(void *arg, int ith, int nth) {
     attn_job *job = arg;
     aero_ctx *c = job->c;
     const aero_hparams *hp = &c->m->hp;
     int hd = hp->head_dim, group = hp->n_head / hp->n_head_kv;
     float *scores = c->scores + (size_t)ith * (c->n_ctx + MAX_CHUNK);
-    float *tmp = c->krow + (size_t)ith * c->kv_dim;
+    float *kf = c->kf + (size_t)ith * c->n_ctx * hd, *vf = c->vf + (size_t)ith * c->n_ctx * hd;
     float scale = 1.0f / sqrtf((float)hd);
     long begin, end;
-    aero_pool_split((long)job->n * hp->n_head, ith, nth, &begin, &end);
+    aero_pool_split((long)job->n_blocks * hp->n_head_kv, ith, nth, &begin, &end);
     for (long w = begin; w < end; w++) {
-        int ci = (int)(w / hp->n_head), h = (int)(w % hp->n_head), kvh = h / group;
-        int i = job->first + ci;
-        int seq = job->b->seq ? job->b->seq[i] : 0;
-        const float *q = c->q + ((size_t)ci * hp->n_head + h) * hd;
-        float *out = c->att + ((size_t)ci * hp->n_head + h) * hd;
-        int nb = job->base[seq], ns = 0;
-        float maxs = -INFINITY;
-        // scores over the committed cache, then over the visible tokens of this batch
-        for (int pass = 0; pass < 2; pass++) {
-            int count = pass == 0 ? nb : i + 1;
-            for (int t = 0; t < count; t++) {
-                int slot = t;
-                if (pass == 1) {
-                    if (!batch_visible(job->b, i, t)) continue;
-                    slot = job->slot[t];
+        int blk = (int)(w / hp->n_head_kv), kvh = (int)(w % hp->n_head_kv);
+        int b0 = job->block_start[blk], b1 = job->block_start[blk + 1];
+        int seq = job->b->seq ? job->b->seq[job->first + b0] : 0;
+        int n_slots = job->slot[job->first + b1 - 1] + 1; // the block's last query sees the highest slot
+        kv_head_f32(c, c->k, job->layer, seq, kvh, n_slots, hd, kf);
+        kv_head_f32(c, c->v, job->layer, seq, kvh, n_slots, hd, vf);
+        for (int ci = b0; ci < b1; ci++) {
+            int i = job->first + ci, nb = job->base[seq];
+            for (int h = kvh * group; h < (kvh + 1) * group; h++) {
+                const float *q = c->q + ((size_t)ci * hp->n_head + h) * hd;
+                float *out = c->att + ((size_t)ci * hp->n_head + h) * hd;
+                int ns = 0;
+                float maxs = -INFINITY;
+                // scores over the committed cache, then over the visible tokens of this batch
+                for (int t = 0; t < nb; t++) {
+                    float sc = dot_fixed(q, kf + (size_t)t * hd, hd) * scale;
+                    scores[ns++] = sc;
+                    if (sc > maxs) maxs = sc;
                 }
-                const float *k = kv_get(c, c->k, job->layer, seq, slot, kvh, hd, tmp);
-                float s = 0;
-                for (int d = 0; d < hd; d++) s += q[d] * k[d];
-                s *= scale;
-                scores[ns++] = s;
-                if (s > maxs) maxs = s;
-            }
-        }
-        float sum = 0;
-        for (int t = 0; t < ns; t++) {
-            scores[t] = expf(scores[t] - maxs);
-            sum += scores[t];
-        }
-        memset(out, 0, sizeof(float) * hd);
-        ns = 0;
-        for (int pass = 0; pass < 2; pass++) {
-            int count = pass == 0 ? nb : i + 1;
-            for (int t = 0; t < count; t++) {
-                int slot = t;
-                if (pass == 1) {
+                for (int t = 0; t <= i; t++) {
                     if (!batch_visible(job->b, i, t)) continue;
-                    slot = job->slot[t];
+                    float sc = dot_fixed(q, kf + (size_t)job->slot[t] * hd, hd) * scale;
+                    scores[ns++] = sc;
+                    if (sc > maxs) maxs = sc;
                 }
-                const float *v = kv_get(c, c->v, job->layer, seq, slot, kvh, hd, tmp);
-                float p = scores[ns++] / sum;
-                for (int d = 0; d < hd; d++) out[d] += p * v[d];
+                float sum = 0;
+                for (int t = 0; t < ns; t++) {
+                    scores[t] = expf(scores[t] - maxs);
+                    sum += scores[t];
+                }
+                memset(out, 0, sizeof(float) * hd);
+                ns = 0;
+                for (int t = 0; t < nb + i + 1; t++) {
+                    int slot = t;
+                    if (t >= nb) {
+                        if (!batch_visible(job->b, i, t - nb)) continue;
+                        slot = job->slot[t - nb];
+                    }
+                    const float *v = vf + (size_t)slot * hd;
+                    float p = scores[ns++] / sum;
+                    for (int d = 0; d < hd; d++) out[d] += p * v[d];
+                }
             }
         }
     }
+}
+
+// Splits the chunk into blocks of consecutive same-sequence queries (at most ATTN_BLOCK each).
+static void attn_blocks(attn_job *job) {
+    int nb = 0;
+    job->block_start[0] = 0;
+    for (int ci = 1; ci <= job->n; ci++) {
+        bool cut = ci == job->n || ci - job->block_start[nb] >= ATTN_BLOCK;
+        if (!cut && job->b->seq) cut = job->b->seq[job->first + ci] != job->b->seq[job->first + ci - 1];
+        if (cut) job->block_start[++nb] = ci;
+    }
+    job->n_blocks = nb;
 }
 
 // Writes this chunk's K and V rows into their cache slots.
@@ -308,6 +341,7 @@ static aero_status layer_forward(aero_ctx *c, int l, attn_job *job, aero_error *
     }
     job->layer = l;
     kv_store(c, l, job);
+    attn_blocks(job);
     aero_pool_run(m->pool, attn_worker, job);
     aero_wmat wo = wmat(m, w->wo);
     aero_matmul(m->pool, &wo, c->att, n, c->xb);
