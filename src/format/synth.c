@@ -127,6 +127,9 @@ typedef struct {
     float std;
     uint64_t seed;
     const block_pool *pool; // quantized types, unless exact
+    uint64_t tail_from;     // rows from here on (padding tokens of a vocabulary matrix) get tail_std: a random
+    float tail_std;         // model then rarely emits "[PAD123]", as a trained one never does; 0 = no tail
+    const block_pool *tail_pool;
 } tensor_src;
 
 struct synth_state {
@@ -137,6 +140,7 @@ struct synth_state {
     tensor_src *src;
     int n_src;
     uint64_t done, total;   // tensor bytes produced, for progress
+    int n_real_tokens;      // tokens before the padding of the built-in vocabulary; 0 = no padding
 };
 
 // A pool of quantized blocks of a type made from Gaussian floats of a scale, shared by the tensors that need it.
@@ -193,18 +197,21 @@ static void make_row(const tensor_src *t, uint64_t row, uint8_t *dst, float *scr
         rope_factors(t->st->p, (int)(t->row_len * 2), (float *)dst);
         return;
     }
-    if (t->pool) {
+    bool tail = t->tail_std > 0 && row >= t->tail_from;
+    float std = tail ? t->tail_std : t->std;
+    const block_pool *pool = tail ? t->tail_pool : t->pool;
+    if (pool) {
         const aero_dtype_info *di = aero_dtype_get(t->type);
         int64_t nb = t->row_len / di->block;
         for (int64_t b = 0; b < nb; b++) {
-            uint64_t pick = next64(&s) % (uint64_t)t->pool->n;
-            memcpy(dst + b * di->block_bytes, t->pool->blocks + pick * di->block_bytes, di->block_bytes);
+            uint64_t pick = next64(&s) % (uint64_t)pool->n;
+            memcpy(dst + b * di->block_bytes, pool->blocks + pick * di->block_bytes, di->block_bytes);
         }
         return;
     }
     float mean = t->kind == KIND_NORM ? 1.0f : 0.0f;
     float *x = t->type == AERO_DT_F32 ? (float *)dst : scratch;
-    gauss(&s, x, t->row_len, mean, t->std);
+    gauss(&s, x, t->row_len, mean, std);
     switch (t->type) {
     case AERO_DT_F32: break;
     case AERO_DT_F16: aero_f32_to_f16_row(x, (uint16_t *)dst, t->row_len); break;
@@ -530,7 +537,7 @@ static const char chatml_template[] =
 // Writes the built-in tokenizer: bytes, merges, the architecture's special tokens, then unused padding tokens
 // up to n_vocab (as Hugging Face vocabularies padded for the embedding's size are converted).
 static aero_status write_tokenizer(aero_gguf_writer *w, const aero_synth_params *p, aero_synth_stats *stats,
-                                   aero_error *err) {
+                                   int *n_real, aero_error *err) {
     bool llama = !strcmp(p->arch, "llama");
     const char *const *spec = llama ? llama_specials : qwen_specials;
     int n_spec = llama ? 5 : 3;
@@ -569,6 +576,7 @@ static aero_status write_tokenizer(aero_gguf_writer *w, const aero_synth_params 
         stats->n_vocab = v.n;
         stats->n_merges = v.n_merges;
     }
+    *n_real = first_spec + n_spec;
 done:
     free(types);
     vocab_free(&v);
@@ -682,9 +690,15 @@ static aero_status add(aero_gguf_writer *w, synth_state *st, tensor_kind kind, a
     t->row_bytes = aero_dtype_row_bytes(t->type, (uint64_t)ne0);
     t->std = std;
     t->seed = mix64(st->p->seed ^ hash_str(name));
-    if (kind == KIND_MATRIX && t->type != AERO_DT_F32 && t->type != AERO_DT_F16 && t->type != AERO_DT_BF16 &&
-        !st->p->exact && !(t->pool = get_pool(st, t->type, std, err)))
-        return err->code;
+    bool quant_pool = kind == KIND_MATRIX && t->type != AERO_DT_F32 && t->type != AERO_DT_F16 &&
+                      t->type != AERO_DT_BF16 && !st->p->exact;
+    if (quant_pool && !(t->pool = get_pool(st, t->type, std, err))) return err->code;
+    bool vocab_matrix = !strcmp(name, "token_embd.weight") || !strcmp(name, "output.weight");
+    if (vocab_matrix && st->n_real_tokens > 0 && st->n_real_tokens < ne1) {
+        t->tail_from = (uint64_t)st->n_real_tokens;
+        t->tail_std = std * 0.05f;
+        if (quant_pool && !(t->tail_pool = get_pool(st, t->type, t->tail_std, err))) return err->code;
+    }
     uint64_t ne[2] = {(uint64_t)ne0, (uint64_t)ne1};
     if (aero_gguf_add_tensor_rows(w, name, t->type, ne1 > 0 ? 2 : 1, ne, fill_rows, t, err)) return err->code;
     st->n_src++;
@@ -727,7 +741,7 @@ aero_status aero_synth_write(const aero_synth_params *p, const char *path, aero_
     if (p->tokenizer_from) {
         if ((s = copy_tokenizer(w, p->tokenizer_from, &n_vocab, err))) goto done;
         stats.n_vocab = n_vocab;
-    } else if ((s = write_tokenizer(w, p, &stats, err))) {
+    } else if ((s = write_tokenizer(w, p, &stats, &st.n_real_tokens, err))) {
         goto done;
     }
     aero_gguf_set_u32(w, KEY("vocab_size"), (uint32_t)n_vocab);

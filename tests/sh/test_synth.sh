@@ -90,6 +90,16 @@ elif ! grep -q "not built yet" "$T/err"; then
   fail "tokenize on a synthetic model failed: $(cat "$T/err")"
 fi
 
+# The model loader runs what synth writes (when the run command is built): each architecture generates, and the
+# padding tokens of the vocabulary stay out of greedy output.
+for m in llama qwen2 qwen3; do
+  if timeout 120 "$A" run -m "$T/$m.gguf" -p "Once upon a time" -n 8 --temp 0 >"$T/out" 2>"$T/err"; then
+    grep -q '\[PAD' "$T/out" && fail "greedy output of the synthetic $m model contains padding tokens: $(cat "$T/out")"
+  elif ! grep -q "not built yet" "$T/err"; then
+    fail "aerollm run on the synthetic $m model failed: $(tail -3 "$T/err")"
+  fi
+done
+
 # Bad arguments: non-zero exit, a message naming the problem, no file left behind.
 bad() {
   local want=$1; shift
