@@ -222,7 +222,8 @@ static void test_specials(void) {
         aero_error err = {0};
         CHECK(aero_detokenize(spm, seq, 3, false, &txt, NULL, &err) == AERO_OK && strcmp(txt, "Hello world") == 0);
         free(txt);
-        CHECK(aero_detokenize(spm, seq, 3, true, &txt, NULL, &err) == AERO_OK && strcmp(txt, "<s>Hello world") == 0);
+        // rendered, <s> is the first piece: the space of "▁Hello" stays (as llama.cpp and Hugging Face print it)
+        CHECK(aero_detokenize(spm, seq, 3, true, &txt, NULL, &err) == AERO_OK && strcmp(txt, "<s> Hello world") == 0);
         free(txt);
         aero_detok d;
         aero_detok_init(&d, spm, false);

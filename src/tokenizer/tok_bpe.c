@@ -276,8 +276,10 @@ static aero_status bpe_word_uncached(const aero_tokenizer *t, aero_tok_scratch *
         if (t->byte_level) {
             s->word.len = 0;
             if (!aero_tok_buf_reserve(&s->word, n * 2)) goto nomem;
-            for (size_t i = 0; i < n; i++)
-                s->word.len += (size_t)aero_utf8_encode(aero_tok_byte_to_unicode(u[i]), s->word.p + s->word.len);
+            for (size_t i = 0; i < n; i++) {
+                memcpy(s->word.p + s->word.len, t->byte_utf8[u[i]], 2);
+                s->word.len += t->byte_utf8_len[u[i]];
+            }
             id = aero_tok_lookup(t, s->word.p, s->word.len);
         } else {
             id = aero_tok_lookup(t, w, n);

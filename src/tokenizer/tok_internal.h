@@ -108,6 +108,8 @@ struct aero_tokenizer {
     char *wpm_prefix;      // WordPiece continuation prefix ("##") for tokenizer.json; NULL for GGUF (U+2581 word starts)
     int32_t byte_tok[256]; // token of each byte (byte-level char or <0xNN>), -1 when absent
     int16_t unicode_to_byte[324];
+    char byte_utf8[256][2];   // UTF-8 of each byte's GPT-2 character (1 or 2 bytes)
+    uint8_t byte_utf8_len[256];
 
     int32_t bos, eos, eot, eom, unk, sep, pad;
     bool add_bos, add_eos, add_sep;

@@ -310,13 +310,16 @@ typedef struct {
     pcre2_match_data *md;
     pcre2_match_context *mc;
     pcre2_jit_stack *js;
+    bool jit; // the current rule's pattern was JIT-compiled
 } matcher;
 
 // Finds the next match of re in s[0..n) at or after off. Returns 1 found, 0 none, <0 error (message in err).
 static int next_match(const pcre2_code *re, matcher *m, const char *s, size_t n, size_t off, size_t *ms, size_t *me,
                       aero_error *err) {
     for (;;) {
-        int rc = pcre2_match(re, (PCRE2_SPTR)s, n, off, 0, m->md, m->mc);
+        // pcre2_jit_match skips pcre2_match's argument checks: it matters at one call per word
+        int rc = m->jit ? pcre2_jit_match(re, (PCRE2_SPTR)s, n, off, 0, m->md, m->mc)
+                        : pcre2_match(re, (PCRE2_SPTR)s, n, off, 0, m->md, m->mc);
         if (rc == PCRE2_ERROR_NOMATCH) return 0;
         if (rc == PCRE2_ERROR_JIT_STACKLIMIT && !m->js) {
             m->js = pcre2_jit_stack_create(64 * 1024, 64 * 1024 * 1024, NULL);
@@ -467,6 +470,8 @@ aero_status aero_tok_pretokenize(const aero_tokenizer *t, const char **text, siz
         const aero_pre_rule *r = &t->pre[k];
         tmp.n = 0;
         if (r->kind == AERO_PRE_SPLIT) {
+            size_t jsz = 0;
+            m.jit = pcre2_pattern_info(r->re, PCRE2_INFO_JITSIZE, &jsz) == 0 && jsz > 0;
             for (size_t i = 0; i < out->n; i++) {
                 st = split_span(r, &m, *text, out->v[2 * i], out->v[2 * i + 1], &tmp, err);
                 if (st != AERO_OK) goto done;

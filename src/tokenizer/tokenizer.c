@@ -331,7 +331,14 @@ static void mark_eog(aero_tokenizer *t) {
 aero_status aero_tok_finish(aero_tokenizer *t, aero_error *err) {
     aero_tok_buf pieces = {0};
     for (int i = 0; i < 324; i++) t->unicode_to_byte[i] = -1;
-    for (int b = 0; b < 256; b++) t->unicode_to_byte[aero_tok_byte_to_unicode((uint8_t)b)] = (int16_t)b;
+    for (int b = 0; b < 256; b++) {
+        uint32_t cp = aero_tok_byte_to_unicode((uint8_t)b);
+        t->unicode_to_byte[cp] = (int16_t)b;
+        char u[4];
+        int l = aero_utf8_encode(cp, u);
+        memcpy(t->byte_utf8[b], u, (size_t)l);
+        t->byte_utf8_len[b] = (uint8_t)l;
+    }
     int32_t *ids[] = {&t->bos, &t->eos, &t->eot, &t->eom, &t->unk, &t->sep, &t->pad};
     for (size_t k = 0; k < sizeof ids / sizeof ids[0]; k++)
         if (*ids[k] >= t->n_vocab) *ids[k] = -1;
