@@ -1,7 +1,9 @@
 // Per-pass statistics of the streamer and the floors they are judged against: a pass should cost about
 // streamed_bytes / disk_bw, with disk_bw measured on the same file in the same run.
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../core/measure.h"
 #include "stream_internal.h"
@@ -37,47 +39,112 @@ void aero_stream_reset_stats(aero_stream *s) {
 
 void aero_stream_set_disk_bw(aero_stream *s, double bw) { s->disk_bw = bw; }
 
-// The model file that holds most of the streamed bytes, and the extent of its streamed data.
-static uint32_t streamed_file(const aero_stream *s, uint64_t *start, uint64_t *end) {
-    uint64_t best = 0, *per = calloc(s->n_files ? s->n_files : 1, sizeof *per);
-    uint32_t f = 0;
-    *start = UINT64_MAX;
-    *end = 0;
-    if (!per) return 0;
-    for (int i = 0; i < s->n_streamed; i++) {
-        const st_unit *u = &s->units[s->streamed[i]];
-        for (int r = 0; r < u->n_ranges; r++) per[s->ranges[u->first_range + r].file] += s->ranges[u->first_range + r].len;
-    }
-    for (uint32_t i = 0; i < s->n_files; i++)
-        if (per[i] > best) best = per[i], f = i;
-    for (int i = 0; i < s->n_streamed; i++) {
-        const st_unit *u = &s->units[s->streamed[i]];
-        for (int r = 0; r < u->n_ranges; r++) {
-            const st_range *rg = &s->ranges[u->first_range + r];
-            if (rg->file != f) continue;
-            if (rg->off < *start) *start = rg->off;
-            if (rg->off + rg->len > *end) *end = rg->off + rg->len;
+typedef struct {
+    int fd;
+    uint64_t off, len;
+} disk_req;
+
+typedef struct {
+    const disk_req *reqs;
+    int n, next;
+    pthread_mutex_t mu;
+    char *buf;
+    uint64_t slice;
+    bool failed;
+} disk_probe;
+
+typedef struct {
+    disk_probe *p;
+    int index;
+} disk_probe_arg;
+
+// One reader of the probe: takes the next request, reads it into its slice of the window.
+static void *probe_worker(void *arg) {
+    disk_probe_arg *a = arg;
+    disk_probe *p = a->p;
+    char *buf = p->buf + (uint64_t)a->index * p->slice;
+    for (;;) {
+        pthread_mutex_lock(&p->mu);
+        int i = p->next++;
+        pthread_mutex_unlock(&p->mu);
+        if (i >= p->n) break;
+        uint64_t done = 0;
+        while (done < p->reqs[i].len) {
+            ssize_t got = pread(p->reqs[i].fd, buf + done, p->reqs[i].len - done, (off_t)(p->reqs[i].off + done));
+            if (got <= 0) break;
+            done += (uint64_t)got;
+            if (got & (ST_ALIGN - 1)) break;
         }
+        if (!done) p->failed = true;
     }
-    if (*start == UINT64_MAX) *start = 0;
-    free(per);
-    return f;
+    return NULL;
 }
 
 double aero_stream_measure_disk_bw(aero_stream *s, uint64_t max_bytes) {
     if (!s->ring_bytes || !s->ring || !s->mutex_ready) return 0;
-    pthread_mutex_lock(&s->mu);
-    if (s->held_seq >= 0) { // the window is in use
-        pthread_mutex_unlock(&s->mu);
+    // the requests a pass makes: every streamed range in chunks, or max_bytes of them spread over the pass
+    int n = 0, cap = 0;
+    uint64_t total = 0;
+    for (int i = 0; i < s->n_streamed; i++) {
+        const st_unit *u = &s->units[s->streamed[i]];
+        for (int r = 0; r < u->n_ranges; r++) cap += (int)((s->ranges[u->first_range + r].len + s->chunk - 1) / s->chunk);
+    }
+    disk_req *reqs = calloc(cap ? cap : 1, sizeof *reqs);
+    int *fds = calloc(s->n_files ? s->n_files : 1, sizeof *fds);
+    if (!reqs || !fds) {
+        free(reqs);
+        free(fds);
         return 0;
     }
-    st_ring_restart(s, s->next_seq);
-    uint64_t start, end;
-    uint32_t f = streamed_file(s, &start, &end);
-    double bw = aero_measure_disk_bw_at(s->files[f].path, start, end - start, max_bytes, s->io_threads, s->chunk,
-                                        s->ring, s->ring_bytes);
-    st_schedule(s); // the next pass's first units read again
+    for (uint32_t f = 0; f < s->n_files; f++) { // a reader of its own, O_DIRECT as the floor is defined
+        fds[f] = open(s->files[f].path, O_RDONLY | O_CLOEXEC | O_DIRECT);
+        if (fds[f] < 0) fds[f] = open(s->files[f].path, O_RDONLY | O_CLOEXEC);
+    }
+    for (int i = 0; i < s->n_streamed; i++) {
+        const st_unit *u = &s->units[s->streamed[i]];
+        for (int r = 0; r < u->n_ranges; r++) {
+            const st_range *rg = &s->ranges[u->first_range + r];
+            for (uint64_t o = 0; o < rg->len; o += s->chunk) {
+                uint64_t len = rg->len - o < s->chunk ? rg->len - o : s->chunk;
+                reqs[n++] = (disk_req){.fd = fds[rg->file], .off = rg->off + o, .len = len};
+                total += len;
+            }
+        }
+    }
+    if (max_bytes < total) { // keep every k-th request
+        int k = (int)((total + max_bytes - 1) / max_bytes), m = 0;
+        total = 0;
+        for (int i = 0; i < n; i += k) reqs[m++] = reqs[i], total += reqs[i].len;
+        n = m;
+    }
+    int threads = s->io_threads;
+    if ((uint64_t)threads * s->chunk > s->ring_bytes) threads = (int)(s->ring_bytes / s->chunk);
+    if (threads < 1) threads = 1;
+    double bw = 0;
+    pthread_mutex_lock(&s->mu);
+    if (s->held_seq < 0) { // the window is the probe's buffer: empty it first
+        st_ring_restart(s, s->next_seq);
+        disk_probe p = {.reqs = reqs, .n = n, .buf = s->ring, .slice = s->chunk};
+        pthread_mutex_init(&p.mu, NULL);
+        pthread_t th[ST_MAX_IO_THREADS];
+        disk_probe_arg args[ST_MAX_IO_THREADS];
+        int started = 0;
+        double t0 = aero_now();
+        for (int i = 0; i < threads; i++) {
+            args[i] = (disk_probe_arg){.p = &p, .index = started};
+            if (!pthread_create(&th[started], NULL, probe_worker, &args[i])) started++;
+        }
+        for (int i = 0; i < started; i++) pthread_join(th[i], NULL);
+        double t = aero_now() - t0;
+        pthread_mutex_destroy(&p.mu);
+        if (started && !p.failed && t > 0) bw = total / t;
+        st_schedule(s); // the next pass's first units read again
+    }
     pthread_mutex_unlock(&s->mu);
+    for (uint32_t f = 0; f < s->n_files; f++)
+        if (fds[f] >= 0) close(fds[f]);
+    free(fds);
+    free(reqs);
     if (bw > 0) s->disk_bw = bw;
     return bw;
 }

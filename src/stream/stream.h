@@ -75,11 +75,11 @@ uint64_t aero_stream_weight_bytes_held(const aero_stream *s); // current bytes o
 // Prints the --stats report (per pass: bytes streamed, IO busy, compute, IO wait, GB/s, disk floor) to f. The
 // floor's disk bandwidth is measured now (O_DIRECT reads of the model file into the idle window) unless set.
 void aero_stream_print_stats(aero_stream *s, FILE *f);
-// Disk read bandwidth (bytes/s) of the model file read the way the streamer reads it (requests of its size, as
-// many in flight as it has IO threads, O_DIRECT) by an independent reader (core/measure.c): the extent of the
-// streamed data, whole when it is at most max_bytes, else max_bytes spread evenly over it. The streaming window
-// is the buffer, so the measurement adds no memory; the next acquire refills the window. 0 when nothing is
-// streamed or the reads failed.
+// Disk read bandwidth (bytes/s) of the bytes a pass streams, read by an independent reader the way the streamer
+// reads (its request size, as many requests in flight as it has IO threads, O_DIRECT): every streamed range,
+// or max_bytes of its requests spread evenly over the pass. The same bytes, so that a host-side cache favours
+// neither side. The streaming window is the buffer, so the measurement adds no memory; the next acquire
+// refills the window. 0 when nothing is streamed, the window is in use, or the reads failed.
 double aero_stream_measure_disk_bw(aero_stream *s, uint64_t max_bytes);
 // Uses bw (bytes/s) as the disk bandwidth of the floor in aero_stream_print_stats instead of measuring.
 void aero_stream_set_disk_bw(aero_stream *s, double bw);
