@@ -2,8 +2,9 @@
 // against a model that is streamed from disk (--mem well under its size). Every pass over the weights costs
 // about the same disk read whatever the batch, so N streams should approach N times one stream's rate.
 // Prints the disk floor (O_DIRECT dd on the model file) and per-pass figures from /metrics.
-// Env: AEROLLM (binary), MODEL (default: synthesize a llama-1b-shape Q4_0 model, 8 layers, in $TMPDIR),
-//      MEM (default 128M: every layer streamed), TOKENS per stream (default 32), LEVELS (default 1,4,8), THREADS (-t).
+// Env: AEROLLM (binary), MODEL (default: synthesize a llama-1b-shape model of TYPE (default Q8_0), 8 layers,
+//      in $TMPDIR),
+//      MEM (default 40% of the model file: nearly every layer streamed; 0: no budget, all resident), TOKENS per stream (default 32), LEVELS (default 1,4,8), THREADS (-t).
 // Run: node bench/server_bench.mjs
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, statSync } from 'node:fs';
@@ -11,17 +12,17 @@ import os from 'node:os';
 import path from 'node:path';
 
 const BIN = process.env.AEROLLM || './aerollm';
-const MEM = process.env.MEM || '128M';
 const TOKENS = Number(process.env.TOKENS || 32);
 const LEVELS = (process.env.LEVELS || '1,4,8').split(',').map(Number);
 const TOKSRC = '../shared/data/models/stories260K.gguf';
+const TYPE = process.env.TYPE || 'Q8_0';
 
 function synthModel() {
-  const file = path.join(process.env.TMPDIR || os.tmpdir(), 'aerollm-bench-server-llama1b-8l-q4_0.gguf');
+  const file = path.join(process.env.TMPDIR || os.tmpdir(), `aerollm-bench-server-llama1b-8l-${TYPE.toLowerCase()}.gguf`);
   if (existsSync(file)) return file;
   if (!existsSync(TOKSRC)) { console.log('skipped: ../shared/data not found (tokenizer for the synthetic model)'); process.exit(0); }
   console.log(`synthesizing ${file} ...`);
-  const r = spawnSync(BIN, ['synth', '--preset', 'llama-1b', '--layers', '8', '--type', 'Q4_0', '--tokenizer-from', TOKSRC,
+  const r = spawnSync(BIN, ['synth', '--preset', 'llama-1b', '--layers', '8', '--type', TYPE, '--tokenizer-from', TOKSRC,
     '--quiet', '-o', file], { stdio: 'inherit' });
   if (r.status !== 0) { console.error('synth failed'); process.exit(1); }
   return file;
@@ -71,8 +72,9 @@ async function stream(base, prompt, maxTokens) {
 
 const model = process.env.MODEL || synthModel();
 const size = statSync(model).size;
+const MEM = process.env.MEM || `${Math.ceil(size * 0.4 / 1048576)}M`;
 const bw = diskBandwidth(model);
-const args = ['serve', '-m', model, '--mem', MEM, '--port', '0', '-np', String(Math.max(...LEVELS)), '-c', '256', '--quiet'];
+const args = ['serve', '-m', model, ...(MEM === '0' ? [] : ['--mem', MEM]), '--port', '0', '-np', String(Math.max(...LEVELS)), '-c', '256', '--quiet'];
 if (process.env.THREADS) args.push('-t', process.env.THREADS);
 const srv = spawn(BIN, args, { stdio: ['ignore', 'ignore', 'pipe'] });
 let log = '';
@@ -97,7 +99,7 @@ await stream(base, 'Once upon a time', 4); // warm-up: first pass, page tables, 
 
 console.log(`model ${path.basename(model)}: ${(size / 1e6).toFixed(0)} MB, --mem ${MEM}; disk (O_DIRECT, 8 MiB) ` +
   `${bw ? (bw / 1e9).toFixed(2) + ' GB/s' : 'unknown'}; ${TOKENS} tokens per stream`);
-console.log('streams | aggregate tok/s | per-stream tok/s | passes | MB/pass | s/pass | floor s/pass | IO wait s | mean TTFT s');
+console.log('streams | aggregate tok/s | per-stream tok/s | passes | MB/pass | s/pass | floor s/pass | IO wait s | in forward | mean TTFT s');
 const rates = {};
 const prompts = ['Once upon a time', 'The dog', 'Lily and Tom', 'One day, a bird', 'The sun was', 'A little boy', 'In the park', 'Mom said'];
 for (const n of LEVELS) {
@@ -110,11 +112,13 @@ for (const n of LEVELS) {
   const passes = m1.aerollm_stream_passes_total - m0.aerollm_stream_passes_total || m1.aerollm_decode_steps_total - m0.aerollm_decode_steps_total;
   const bytes = m1.aerollm_stream_bytes_total - m0.aerollm_stream_bytes_total;
   const wait = m1.aerollm_stream_io_wait_seconds_total - m0.aerollm_stream_io_wait_seconds_total;
+  const fwd = m1.aerollm_decode_seconds_total - m0.aerollm_decode_seconds_total; // the rest is server overhead
   const perPass = bytes / Math.max(passes, 1);
   rates[n] = tokens / secs;
   console.log(`${String(n).padStart(7)} | ${rates[n].toFixed(2).padStart(15)} | ${(rates[n] / n).toFixed(2).padStart(16)} | ` +
     `${String(passes).padStart(6)} | ${(perPass / 1e6).toFixed(1).padStart(7)} | ${(secs / Math.max(passes, 1)).toFixed(3).padStart(6)} | ` +
     `${bw ? (perPass / bw).toFixed(3).padStart(12) : '           ?'} | ${wait.toFixed(2).padStart(9)} | ` +
+    `${(100 * fwd / secs).toFixed(0).padStart(9)}% | ` +
     `${(res.reduce((a, r) => a + r.ttft, 0) / n / 1000).toFixed(2).padStart(11)}`);
 }
 const hi = Math.max(...LEVELS), lo = Math.min(...LEVELS);

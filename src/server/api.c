@@ -71,7 +71,7 @@ static enum MHD_Result handle_metrics(aero_http_req *r) {
     aero_http_common_headers(r->srv, resp);
     enum MHD_Result ret = MHD_queue_response(r->conn, 200, resp);
     MHD_destroy_response(resp);
-    r->status = 200;
+    aero_http_status(r, 200);
     return ret;
 }
 
@@ -441,7 +441,7 @@ static enum MHD_Result handle_generate(aero_http_req *r, aero_req_kind kind) {
         aero_http_common_headers(s, resp);
         ret = MHD_queue_response(r->conn, 200, resp);
         MHD_destroy_response(resp);
-        r->status = 200;
+        aero_http_status(r, 200);
         goto done;
     }
 

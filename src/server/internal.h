@@ -90,6 +90,9 @@ enum MHD_Result aero_http_error(aero_http_req *r, int status, const char *messag
 // Headers every response carries: CORS for browser UIs, and Keep-Alive with the idle timeout so clients
 // retire pooled connections before the server closes them (no request is written into a dying socket).
 void aero_http_common_headers(aero_server *s, struct MHD_Response *resp);
+// Records the status a request is answered with (and counts it in /metrics at once, so a client that reads
+// /metrics right after its response already sees it).
+void aero_http_status(aero_http_req *r, int status);
 // True when the client closed its side of the connection.
 bool aero_http_client_gone(const aero_http_req *r);
 // One log line on stderr.

@@ -53,14 +53,19 @@ static void window_add(aero_metrics *m, uint64_t n) {
     m->window_tokens[i] += n;
 }
 
-void aero_metrics_step(aero_metrics *m, int n_tokens, int n_gen, double secs, const aero_engine_stats *es) {
+void aero_metrics_step(aero_metrics *m, int n_tokens, double secs, const aero_engine_stats *es) {
     pthread_mutex_lock(&m->mu);
     m->steps++;
     m->batch_tokens += (uint64_t)n_tokens;
-    m->gen_tokens += (uint64_t)n_gen;
     m->decode_s += secs;
     if (es) m->engine = *es;
-    window_add(m, (uint64_t)n_gen);
+    pthread_mutex_unlock(&m->mu);
+}
+
+void aero_metrics_generated(aero_metrics *m, int n) {
+    pthread_mutex_lock(&m->mu);
+    m->gen_tokens += (uint64_t)n;
+    window_add(m, (uint64_t)n);
     pthread_mutex_unlock(&m->mu);
 }
 

@@ -37,8 +37,10 @@ double aero_metrics_now(void);
 void aero_metrics_request(aero_metrics *m, int status);
 void aero_metrics_cancelled(aero_metrics *m);
 void aero_metrics_prompt(aero_metrics *m, int n_tokens);
-// One forward pass of n_tokens that produced n_gen new tokens in secs.
-void aero_metrics_step(aero_metrics *m, int n_tokens, int n_gen, double secs, const aero_engine_stats *es);
+// One forward pass of n_tokens in secs.
+void aero_metrics_step(aero_metrics *m, int n_tokens, double secs, const aero_engine_stats *es);
+// n tokens generated (counted before the client can see them, so /metrics never lags a response).
+void aero_metrics_generated(aero_metrics *m, int n);
 void aero_metrics_load(aero_metrics *m, int active, int queued, int slots);
 // Generated tokens per second over the last AERO_METRICS_WINDOW seconds.
 double aero_metrics_rate(aero_metrics *m);

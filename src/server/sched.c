@@ -220,6 +220,14 @@ static void release_locked(aero_gen *g, size_t upto) {
     while (g->lp_released < g->n_lp && g->lp_end[g->lp_released] <= g->released) g->lp_released++;
 }
 
+// Publishes the active/queued gauges; the scheduler thread calls it whenever they change.
+static void publish_load(aero_sched *s) {
+    if (!s->metrics) return;
+    pthread_mutex_lock(&s->mu);
+    aero_metrics_load(s->metrics, s->n_active, s->n_queued, s->e.n_seq);
+    pthread_mutex_unlock(&s->mu);
+}
+
 // Ends a generation: frees its sequence at once, publishes the tail and wakes its reader.
 static void finish_gen(aero_sched *s, aero_gen *g, aero_finish f, const char *msg) {
     if (g->slot >= 0) {
@@ -227,7 +235,9 @@ static void finish_gen(aero_sched *s, aero_gen *g, aero_finish f, const char *ms
         s->slots[g->slot] = NULL;
         s->n_active--;
         g->slot = -1;
+        publish_load(s);
     }
+    if (f == AERO_FINISH_CANCELLED && s->metrics) aero_metrics_cancelled(s->metrics);
     char tail[64];
     size_t n = 0;
     if (g->state != GEN_QUEUED && !g->stopped && (f == AERO_FINISH_STOP || f == AERO_FINISH_LENGTH))
@@ -251,7 +261,6 @@ static void finish_gen(aero_sched *s, aero_gen *g, aero_finish f, const char *ms
     g->t_end = aero_metrics_now();
     pthread_cond_broadcast(&g->cv);
     pthread_mutex_unlock(&g->mu);
-    if (f == AERO_FINISH_CANCELLED && s->metrics) aero_metrics_cancelled(s->metrics);
     aero_gen_unref(g);
 }
 
@@ -304,6 +313,7 @@ static void advance(aero_sched *s, aero_gen *g, const float *row, int *n_gen_ste
     }
     aero_sampler_accept(g->sampler, tok);
     (*n_gen_step)++;
+    if (s->metrics) aero_metrics_generated(s->metrics, 1);
     aero_oai_logprob lp;
     if (g->p.logprobs) fill_logprobs(lg, e->n_vocab, tok, g->p.top_logprobs, &lp);
     char bytes[1024];
@@ -432,6 +442,11 @@ static void step(aero_sched *s) {
     aero_status st = e->decode(e->self, &b, s->logits, &err);
     double dt = aero_metrics_now() - t0;
     int n_gen = 0;
+    if (s->metrics) {
+        aero_engine_stats es = {0};
+        if (e->stats) e->stats(e->self, &es);
+        aero_metrics_step(s->metrics, n, dt, e->stats ? &es : NULL);
+    }
     if (st != AERO_OK) {
         char msg[600];
         snprintf(msg, sizeof msg, "forward pass failed: %s", err.msg);
@@ -439,20 +454,15 @@ static void step(aero_sched *s) {
             aero_gen *g = s->slots[s->seq[i]];
             if (g) finish_gen(s, g, AERO_FINISH_ERROR, msg);
         }
-    } else {
-        for (int i = 0; i < n; i++) s->slots[s->seq[i]]->n_past++;
-        int row = 0;
-        for (int i = 0; i < n; i++) {
-            if (!s->want[i]) continue;
-            aero_gen *g = s->slots[s->seq[i]];
-            if (g) advance(s, g, s->logits + (size_t)row * e->n_vocab, &n_gen);
-            row++;
-        }
+        return;
     }
-    if (s->metrics) {
-        aero_engine_stats es = {0};
-        if (e->stats) e->stats(e->self, &es);
-        aero_metrics_step(s->metrics, n, n_gen, dt, e->stats ? &es : NULL);
+    for (int i = 0; i < n; i++) s->slots[s->seq[i]]->n_past++;
+    int row = 0;
+    for (int i = 0; i < n; i++) {
+        if (!s->want[i]) continue;
+        aero_gen *g = s->slots[s->seq[i]];
+        if (g) advance(s, g, s->logits + (size_t)row * e->n_vocab, &n_gen);
+        row++;
     }
 }
 
@@ -466,11 +476,6 @@ static void *sched_main(void *arg) {
         if (stop) break;
         admit(s);
         step(s);
-        if (s->metrics) {
-            pthread_mutex_lock(&s->mu);
-            aero_metrics_load(s->metrics, s->n_active, s->n_queued, s->e.n_seq);
-            pthread_mutex_unlock(&s->mu);
-        }
     }
     return NULL;
 }

@@ -51,6 +51,11 @@ void aero_http_common_headers(aero_server *s, struct MHD_Response *resp) {
     }
 }
 
+void aero_http_status(aero_http_req *r, int status) {
+    r->status = status;
+    aero_metrics_request(&r->srv->metrics, status);
+}
+
 static enum MHD_Result queue(aero_http_req *r, int status, char *body, size_t len, const char *type) {
     struct MHD_Response *resp = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
     if (!resp) {
@@ -63,7 +68,7 @@ static enum MHD_Result queue(aero_http_req *r, int status, char *body, size_t le
     if (status == 405) MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, "GET, POST, OPTIONS");
     enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)status, resp);
     MHD_destroy_response(resp);
-    r->status = status;
+    aero_http_status(r, status);
     return ret;
 }
 
@@ -176,7 +181,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         MHD_add_response_header(resp, "Access-Control-Max-Age", "86400");
         enum MHD_Result ret = MHD_queue_response(conn, 204, resp);
         MHD_destroy_response(resp);
-        r->status = 204;
+        aero_http_status(r, 204);
         return ret;
     }
     bool open_path = !strcmp(url, "/health") || !strcmp(url, "/v1/health") || !strcmp(url, "/metrics");
@@ -205,7 +210,6 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         aero_gen_unref(r->gen);
     }
     if (r->status) {
-        aero_metrics_request(&s->metrics, r->status);
         bool gen_path = strstr(r->path, "completions") != NULL;
         if (!s->p.quiet && (gen_path || r->status >= 400)) {
             char extra[96] = "";
