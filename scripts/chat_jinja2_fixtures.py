@@ -198,6 +198,13 @@ CASES = [
     ("raise-exception-guarded", "{% if messages | length > 10 %}{{ raise_exception('too long') }}{% endif %}ok", {"messages": MSGS}, None),
     ("unicode-content", "{{ s | length }} {{ s[0] }} {{ s | upper }} {{ s[::-1] }}", {"s": "ß😀é"}, None),
     ("python-whitespace-trim", "[{{ s | trim }}] [{{ s.strip() }}] {{ s.split() | length }}", {"s": "\x1c\x85a\u2028b\ufeff"}, None),
+    # ---- inputs and coercions where JavaScript and Python differ
+    ("concat-containers", "{{ 'x' ~ [1, 'a'] }} {{ 'y' ~ {'k': 1} }}", None, None),
+    ("compare-coercion", "{{ 1 == '1' }} {{ 0 == '' }} {{ none == 0 }} {{ [] == [] }} {{ 'a' in ['a'] }} {{ 1 in ['1'] }}", None, None),
+    ("json-int-keys-order", "{{ d | tojson }} {% for k, v in d.items() %}{{ k }}{% endfor %}", {"d": {"b": 1, "2": 2, "1": 3}}, None),
+    ("json-float-input", "{{ x }} {{ x | tojson }} {{ [x, 1.5] | tojson }}", {"x": 2.0}, None),
+    ("json-big-int", "{{ x }} {{ x + 1 }} {{ x | tojson }}", {"x": 9007199254740993}, None),
+    ("astral-index", "{{ s[1] }} {{ s | length }} {{ s[:1] }}", {"s": "😀x"}, None),
     # ---- errors (jinja2 raises: the C renderer must fail too)
     ("err-concat-int", "{{ 'a' + 1 }}", None, None),
     ("err-concat-list", "{{ 'a' + [1] }}", None, None),

@@ -49,6 +49,7 @@ static int run_fixture(const char *path, int *n_cases) {
     json_t *root = json_load_file(path, 0, &je);
     if (!root) {
         fprintf(stderr, "%s: %s (line %d)\n", path, je.text, je.line);
+        check_failures++;
         return 1;
     }
     json_t *templates = json_object_get(root, "templates"), *cases = json_object_get(root, "cases");
