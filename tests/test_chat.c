@@ -122,6 +122,21 @@ static void test_parse_errors(void) {
     o = 0;
     for (int i = 0; i < 3000; i++) o += (size_t)sprintf(deep2 + o, "{%% if x %%}");
     expect_parse_error(deep2, "nested too deeply", NULL);
+    // long operator and filter chains are built without recursion but rendered recursively: bounded too
+    char *chain = malloc(40000);
+    o = (size_t)sprintf(chain, "{{ 1");
+    for (int i = 0; i < 5000; i++) o += (size_t)sprintf(chain + o, " + 1");
+    strcpy(chain + o, " }}");
+    expect_parse_error(chain, "nested too deeply", NULL);
+    o = (size_t)sprintf(chain, "{{ x");
+    for (int i = 0; i < 5000; i++) o += (size_t)sprintf(chain + o, "|trim");
+    strcpy(chain + o, " }}");
+    expect_parse_error(chain, "nested too deeply", NULL);
+    o = (size_t)sprintf(chain, "{{ x");
+    for (int i = 0; i < 5000; i++) o += (size_t)sprintf(chain + o, ".a");
+    strcpy(chain + o, " }}");
+    expect_parse_error(chain, "nested too deeply", NULL);
+    free(chain);
     // NULL / empty input
     aero_chat_template *t = NULL;
     aero_error err = {0};

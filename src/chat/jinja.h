@@ -205,6 +205,7 @@ typedef struct jctx {
     int line;           // line being evaluated, for error messages
     int ctl;            // 0, CTL_BREAK, CTL_CONTINUE
     int depth;          // macro call depth
+    int edepth;         // expression/statement recursion depth
     uint64_t steps;     // loop iterations, bounded
     jbuf *outs;         // capture stack: outs[nout-1] receives output
     int nout, capout;

@@ -6,6 +6,7 @@
 #include "jinja.h"
 
 #define MAX_NESTING 200
+#define MAX_AST_DEPTH 600
 
 typedef struct {
     jarena *a;
@@ -704,23 +705,6 @@ static void parse_signature(parser *P, jnodes *params) {
     expect_op(P, OP_RPAREN);
 }
 
-// Whether a macro body mentions varargs/kwargs/caller (id bits 1/2/4): extra arguments are only accepted
-// by a macro that reads them, as in jinja2.
-static int scan_special(const jnode *n) {
-    if (!n) return 0;
-    int bits = 0;
-    if (n->kind == E_NAME && n->s) {
-        if (!strcmp(n->s, "varargs")) bits |= 1;
-        else if (!strcmp(n->s, "kwargs")) bits |= 2;
-        else if (!strcmp(n->s, "caller")) bits |= 4;
-    }
-    bits |= scan_special(n->a) | scan_special(n->b) | scan_special(n->c);
-    for (int i = 0; i < n->kids.n; i++) bits |= scan_special(n->kids.v[i]);
-    for (int i = 0; i < n->kids2.n; i++) bits |= scan_special(n->kids2.v[i]);
-    return bits;
-}
-
-// One {% tag %} with its body and end tag.
 static jnode *parse_statement(parser *P) {
     const jtok *open = advance(P); // {%
     int line = open->line;
@@ -822,7 +806,6 @@ static jnode *parse_statement(parser *P) {
         n->kids = parse_body(P, ends, 1)->kids;
         P->loop_depth = saved_loops;
         consume_end(P, "endmacro");
-        for (int i = 0; i < n->kids.n; i++) n->id |= scan_special(n->kids.v[i]);
     } else if (!strcmp(name, "call")) {
         n = mk(P, N_CALLBLOCK, line);
         if (is_op(P, OP_LPAREN)) parse_signature(P, &n->kids2);
@@ -834,7 +817,6 @@ static jnode *parse_statement(parser *P) {
         static const char *const ends[] = {"endcall"};
         n->kids = parse_body(P, ends, 1)->kids;
         consume_end(P, "endcall");
-        for (int i = 0; i < n->kids.n; i++) n->id |= scan_special(n->kids.v[i]);
     } else if (!strcmp(name, "filter")) {
         n = mk(P, N_FILTERBLOCK, line);
         n->b = parse_filter(P, NULL, true);
@@ -934,7 +916,47 @@ static jnode *parse_body(parser *P, const char *const *ends, int nends) {
 }
 
 // The whole template as one block; raises (longjmp) on a syntax error.
+// One pass over the finished AST without recursion: bounds its depth (long operator or filter chains are
+// built without recursion in the parser but are walked recursively when rendering), and marks each macro
+// whose body mentions varargs/kwargs/caller (id bits 1/2/4): extra arguments are accepted only then.
+static void finish_ast(parser *P, jnode *root) {
+    typedef struct {
+        jnode *n, *owner;
+        int depth;
+    } item;
+    size_t cap = 256, top = 0;
+    item *st = jarena_alloc(P->a, cap * sizeof *st);
+    st[top++] = (item){root, NULL, 0};
+    while (top) {
+        item it = st[--top];
+        jnode *n = it.n;
+        if (it.depth > MAX_AST_DEPTH)
+            jparse_fail(P->a, n->line, "expression nested too deeply (more than %d levels)", MAX_AST_DEPTH);
+        if (n->kind == E_NAME && it.owner && n->s) {
+            if (!strcmp(n->s, "varargs")) it.owner->id |= 1;
+            else if (!strcmp(n->s, "kwargs")) it.owner->id |= 2;
+            else if (!strcmp(n->s, "caller")) it.owner->id |= 4;
+        }
+        jnode *owner = n->kind == N_MACRO || n->kind == N_CALLBLOCK ? n : it.owner;
+        jnode *kids[3] = {n->a, n->b, n->c};
+        size_t need = top + 3 + (size_t)n->kids.n + (size_t)n->kids2.n;
+        if (need > cap) {
+            while (cap < need) cap *= 2;
+            item *ns = jarena_alloc(P->a, cap * sizeof *ns);
+            memcpy(ns, st, top * sizeof *st);
+            st = ns;
+        }
+        // a call block's own call expression belongs to the enclosing scope, not to its body
+        for (int k = 0; k < 3; k++)
+            if (kids[k]) st[top++] = (item){kids[k], n->kind == N_CALLBLOCK && k == 0 ? it.owner : owner, it.depth + 1};
+        for (int k = 0; k < n->kids.n; k++) st[top++] = (item){n->kids.v[k], owner, it.depth + 1};
+        for (int k = 0; k < n->kids2.n; k++) st[top++] = (item){n->kids2.v[k], owner, it.depth + 1};
+    }
+}
+
 jnode *jparse(jarena *a, const jtoks *toks) {
     parser P = {.a = a, .t = toks, .i = 0};
-    return parse_body(&P, NULL, 0);
+    jnode *root = parse_body(&P, NULL, 0);
+    finish_ast(&P, root);
+    return root;
 }

@@ -15,6 +15,7 @@
 
 #define MAX_TEMPLATE_BYTES (16u << 20)
 #define MAX_CALL_DEPTH 100
+#define MAX_EVAL_DEPTH 3000
 
 struct aero_chat_template {
     jarena arena;
@@ -30,6 +31,7 @@ void jtemplate_set_limits(aero_chat_template *t, uint64_t max_steps, uint64_t ma
 
 static jv eval(jctx *c, jscope *s, const jnode *n);
 static void exec_block(jctx *c, jscope *s, const jnodes *body);
+static void exec_stmt(jctx *c, jscope *s, const jnode *n);
 
 // ---------------------------------------------------------------- output capture
 
@@ -406,8 +408,8 @@ static jv eval_slice(jctx *c, jscope *s, jv obj, const jnode *sl) {
     return out;
 }
 
-// Evaluates an expression to a new reference.
-static jv eval(jctx *c, jscope *s, const jnode *n) {
+// The expression evaluator proper; eval() wraps it with the depth bound.
+static jv eval_node(jctx *c, jscope *s, const jnode *n) {
     c->line = n->line;
     switch (n->kind) {
     case E_CONST_STR: return jv_str_new(c, n->s, n->len);
@@ -557,6 +559,14 @@ static jv eval(jctx *c, jscope *s, const jnode *n) {
     }
 }
 
+// Evaluates an expression to a new reference, bounding the recursion depth.
+static jv eval(jctx *c, jscope *s, const jnode *n) {
+    if (++c->edepth > MAX_EVAL_DEPTH) jraise(c, "template nests too deeply while rendering (macro recursion?)");
+    jv r = eval_node(c, s, n);
+    c->edepth--;
+    return r;
+}
+
 // ---------------------------------------------------------------- statements
 
 static void assign(jctx *c, jscope *s, const jnode *target, jv v) {
@@ -640,7 +650,7 @@ static void exec_for(jctx *c, jscope *s, const jnode *n) {
 }
 
 // Executes one statement, writing to the current capture.
-static void exec_stmt(jctx *c, jscope *s, const jnode *n) {
+static void exec_node(jctx *c, jscope *s, const jnode *n) {
     c->line = n->line;
     switch (n->kind) {
     case N_TEXT: jbuf_put(c, out_cur(c), n->s, n->len); return;
@@ -718,6 +728,13 @@ static void exec_stmt(jctx *c, jscope *s, const jnode *n) {
     case N_BLOCK: exec_block(c, s, &n->kids); return;
     default: jraise(c, "expression used as a statement");
     }
+}
+
+// Bounds the C stack: statements and expressions nest through macro calls as well as through the AST.
+static void exec_stmt(jctx *c, jscope *s, const jnode *n) {
+    if (++c->edepth > MAX_EVAL_DEPTH) jraise(c, "template nests too deeply while rendering (macro recursion?)");
+    exec_node(c, s, n);
+    c->edepth--;
 }
 
 // Executes statements until the end or a break/continue.
