@@ -113,6 +113,21 @@ describe('aerollm serve with the openai client', { skip: SKIP }, () => {
     assert.notEqual(a.choices[0].text, c.choices[0].text);
   });
 
+  test('penalties and logit_bias reach the sampler', async () => {
+    const req = { model: 'stories260K.gguf', prompt: 'Once upon a time', max_tokens: 60, temperature: 0 };
+    const plain = (await client.completions.create(req)).choices[0].text;
+    const pen = (await client.completions.create({ ...req, frequency_penalty: 2 })).choices[0].text;
+    assert.notEqual(pen, plain);
+    const force = async (id) => {
+      const r = await client.completions.create({ ...req, max_tokens: 5, logit_bias: { [id]: 100 }, logprobs: 1 });
+      const toks = r.choices[0].logprobs.tokens;
+      assert.equal(toks.length, 5);
+      assert.equal(new Set(toks).size, 1, `every token is the biased one: ${JSON.stringify(toks)}`);
+      return toks[0];
+    };
+    assert.notEqual(await force(400), await force(401));
+  });
+
   test('logprobs: chat and legacy shapes', async () => {
     const r = await client.chat.completions.create({ model: 'stories260K.gguf', messages: [{ role: 'user', content: 'Hi' }],
       max_tokens: 8, temperature: 0, logprobs: true, top_logprobs: 3 });
