@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tokenizer/tok_unicode.h"
+#include "tokenizer/tok_internal.h"
 #include "tokenizer/tokenizer.h"
 
 typedef struct {
@@ -50,8 +50,46 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     return 0;
 }
 
+// The hand-written GPT-2 / Llama 3 / Qwen 2 splitters must cut exactly where PCRE2 cuts.
+static void check_fast_split(const char *text, size_t n, int kind) {
+    static aero_tokenizer *fake;
+    static aero_pre_rule rule;
+    static const char *pats[] = {NULL,
+        "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+",
+        "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+        "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"};
+    if (!fake) {
+        fake = aero_tok_alloc();
+        if (!fake) abort();
+    }
+    aero_error err = {0};
+    fake->n_pre = 0;
+    if (rule.re) pcre2_code_free(rule.re);
+    rule.re = NULL;
+    if (aero_tok_add_split(fake, pats[kind], strlen(pats[kind]), false, AERO_SPLIT_ISOLATED, false, &err) != AERO_OK) abort();
+    if (fake->pre[0].fast != kind) abort(); // the pattern must be recognised
+    rule = fake->pre[0];
+    aero_tok_spans a = {0}, b = {0};
+    aero_tok_buf buf = {0};
+    const char *tx = text;
+    size_t tn = n;
+    if (aero_tok_pretokenize(fake, &tx, &tn, &buf, true, &a, &err) != AERO_OK) abort();
+    fake->pre[0].fast = AERO_FAST_NONE;
+    tx = text;
+    tn = n;
+    if (aero_tok_pretokenize(fake, &tx, &tn, &buf, true, &b, &err) != AERO_OK) abort();
+    if (a.n != b.n || memcmp(a.v, b.v, a.n * 2 * sizeof *a.v) != 0) {
+        fprintf(stderr, "fast split %d differs from PCRE2 (%zu vs %zu pieces)\n", kind, a.n, b.n);
+        abort();
+    }
+    free(a.v);
+    free(b.v);
+    free(buf.p);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size < 1) return 0;
+    if (size <= 4096) check_fast_split((const char *)data + 1, size - 1, 1 + data[0] % 3);
     uint8_t ctl = data[0];
     const char *text = (const char *)data + 1;
     size_t n = size - 1;

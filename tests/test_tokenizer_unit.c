@@ -7,9 +7,11 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "check.h"
 #include "format/gguf.h"
-#include "tokenizer/tok_unicode.h"
+#include "tokenizer/tok_internal.h"
 #include "tokenizer/tokenizer.h"
 
 // GPT-2's byte -> character map, written independently of the library's.
@@ -327,6 +329,102 @@ static void test_wordpiece_json(void) {
     aero_tokenizer_free(t);
 }
 
+// Splits text with rule 0 of t, with or without its hand-written matcher; true when both agree.
+static bool same_split(aero_tokenizer *t, const char *text, size_t n) {
+    aero_tok_spans a = {0}, b = {0};
+    aero_tok_buf buf = {0};
+    aero_error err = {0};
+    const char *tx = text;
+    size_t tn = n;
+    int fast = t->pre[0].fast;
+    bool ok = aero_tok_pretokenize(t, &tx, &tn, &buf, true, &a, &err) == AERO_OK;
+    t->pre[0].fast = AERO_FAST_NONE;
+    tx = text;
+    tn = n;
+    ok = ok && aero_tok_pretokenize(t, &tx, &tn, &buf, true, &b, &err) == AERO_OK;
+    t->pre[0].fast = fast;
+    ok = ok && a.n == b.n && (a.n == 0 || memcmp(a.v, b.v, a.n * 2 * sizeof *a.v) == 0);
+    free(a.v);
+    free(b.v);
+    free(buf.p);
+    return ok;
+}
+
+// The hand-written GPT-2 / Llama 3 / Qwen 2 splitters against PCRE2 running the same pattern, on the
+// differential corpus and on random code points from all of Unicode plus invalid bytes.
+static void test_fast_split(void) {
+    const char *names[] = {"gpt-2", "llama-bpe", "qwen2"};
+    const int kinds[] = {AERO_FAST_GPT2, AERO_FAST_LLAMA3, AERO_FAST_QWEN2};
+    char *corpus = NULL;
+    size_t clen = 0;
+    FILE *f = fopen("tests/fixtures/tokenizer/corpus.jsonl", "rb");
+    if (f) {
+        fseek(f, 0, SEEK_END);
+        clen = (size_t)ftell(f);
+        fseek(f, 0, SEEK_SET);
+        corpus = malloc(clen + 1);
+        if (fread(corpus, 1, clen, f) != clen) clen = 0;
+        corpus[clen] = 0;
+        fclose(f);
+    }
+    CHECKF(corpus && clen, "tests/fixtures/tokenizer/corpus.jsonl missing");
+    for (int k = 0; k < 3; k++) {
+        aero_tokenizer *t = aero_tok_alloc();
+        aero_error err = {0};
+        CHECK(aero_tok_set_pre_by_name(t, names[k], &err) == AERO_OK);
+        CHECKF(t->n_pre == 1 && t->pre[0].fast == kinds[k], "%s: no fast matcher", names[k]);
+        if (t->n_pre != 1) {
+            aero_tokenizer_free(t);
+            continue;
+        }
+        int bad = 0, count = 0;
+        for (char *line = corpus; line && *line;) {
+            char *nl = strchr(line, '\n');
+            if (nl) *nl = 0;
+            json_t *js = json_loads(line, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
+            if (json_is_string(js)) {
+                count++;
+                if (!same_split(t, json_string_value(js), json_string_length(js)) && bad++ < 3)
+                    fprintf(stderr, "  %s: fast split differs on %s\n", names[k], line);
+            }
+            json_decref(js);
+            if (nl) *nl = '\n';
+            line = nl ? nl + 1 : NULL;
+        }
+        uint64_t x = 0x9E3779B97F4A7C15ull * (uint64_t)(k + 1);
+        char buf[256];
+        for (int r = 0; r < 20000; r++) {
+            size_t n = 0;
+            int len = 1 + r % 24;
+            for (int c = 0; c < len && n + 4 < sizeof buf; c++) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                uint32_t pick = (uint32_t)(x >> 32) % 16, cp;
+                if (pick < 5) cp = " \t\n\r'sStTlLdDmMvVeE0123456789.,!?"[(x >> 8) % 37];
+                else if (pick < 8) cp = (uint32_t)(x >> 16) % 0x3000;
+                else if (pick < 12) cp = (uint32_t)(x >> 16) % 0x30000;
+                else if (pick < 14) cp = (uint32_t[]){0x85, 0xA0, 0x3000, 0x2028, 0x180E, 0xFEFF, 0x200B, 0x2581}[(x >> 20) % 8];
+                else {
+                    buf[n++] = (char)(0x80 + (x >> 24) % 0x80); // invalid or truncated UTF-8
+                    continue;
+                }
+                if (cp >= 0xD800 && cp <= 0xDFFF) cp = 'x';
+                n += (size_t)aero_utf8_encode(cp, buf + n);
+            }
+            count++;
+            if (!same_split(t, buf, n) && bad++ < 3) {
+                fprintf(stderr, "  %s: fast split differs on bytes:", names[k]);
+                for (size_t i = 0; i < n; i++) fprintf(stderr, " %02x", (unsigned char)buf[i]);
+                fprintf(stderr, "\n");
+            }
+        }
+        CHECKF(bad == 0, "%s: %d of %d strings split differently", names[k], bad, count);
+        aero_tokenizer_free(t);
+    }
+    free(corpus);
+}
+
 // NFC/NFD against values computed with Python's unicodedata.
 static void test_normalization(void) {
     struct { const char *in, *nfc, *nfd; } C[] = {
@@ -367,6 +465,7 @@ int main(void) {
     test_bad_metadata();
     test_json_errors();
     test_wordpiece_json();
+    test_fast_split();
     test_normalization();
     rmdir(tmpdir);
     return check_done("test_tokenizer_unit");

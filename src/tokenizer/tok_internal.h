@@ -44,9 +44,15 @@ typedef enum {
     AERO_PRE_PREFIX_SPACE // ByteLevel add_prefix_space: prepend ' ' unless the piece starts with one
 } aero_pre_kind;
 
+// Patterns with a hand-written matcher (tok_fastsplit.c).
+enum { AERO_FAST_NONE, AERO_FAST_GPT2, AERO_FAST_LLAMA3, AERO_FAST_QWEN2 };
+int aero_tok_fast_kind(const char *pattern, size_t len);
+size_t aero_tok_fast_match(int kind, const unsigned char *s, size_t n, size_t i);
+
 typedef struct {
     aero_pre_kind kind;
     pcre2_code *re;        // SPLIT
+    int fast;              // SPLIT: AERO_FAST_* when the pattern has a hand-written matcher
     aero_split_behavior behavior;
     bool invert;
     // METASPACE

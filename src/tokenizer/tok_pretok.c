@@ -177,6 +177,7 @@ aero_status aero_tok_add_split(aero_tokenizer *t, const char *pattern, size_t le
     } else {
         st = aero_tok_compile_regex(pattern, len, &r.re, err);
         if (st != AERO_OK) return st;
+        r.fast = aero_tok_fast_kind(pattern, len);
     }
     st = aero_tok_add_rule(t, &r, err);
     if (st != AERO_OK) pcre2_code_free(r.re);
@@ -390,10 +391,18 @@ static aero_status split_span(const aero_pre_rule *r, matcher *m, const char *te
     } while (0)
 
     while (off <= n) {
-        size_t ms, me;
-        int rc = next_match(r->re, m, s, n, off, &ms, &me, err);
-        if (rc < 0) return err->code;
-        if (rc == 0) break;
+        size_t ms = 0, me = 0;
+        if (r->fast) {
+            // the hand-written matcher: a match starts at every character except invalid bytes
+            size_t p = off;
+            while (p < n && !(me = aero_tok_fast_match(r->fast, (const unsigned char *)s, n, p))) p++;
+            if (p >= n) break;
+            ms = p;
+        } else {
+            int rc = next_match(r->re, m, s, n, off, &ms, &me, err);
+            if (rc < 0) return err->code;
+            if (rc == 0) break;
+        }
         if (me == ms) { // empty match: step over one character
             if (ms >= n) break;
             uint32_t cp;
