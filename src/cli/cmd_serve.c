@@ -10,6 +10,7 @@
 #include "cli.h"
 #include "common.h"
 
+// Flags of serve, then the flags shared with run.
 static void usage(void) {
     printf("usage: aerollm serve -m MODEL [--host H] [--port P] [--parallel N] [options]\n"
            "  -m MODEL              GGUF file\n"
@@ -46,6 +47,7 @@ static void *load_main(void *arg) {
     return NULL;
 }
 
+// Integer flag values with a range, for serve's own flags.
 static bool parse_int(const char *flag, const char *v, long lo, long hi, int *out) {
     char *end;
     errno = 0;
@@ -58,6 +60,7 @@ static bool parse_int(const char *flag, const char *v, long lo, long hi, int *ou
     return true;
 }
 
+// Parses flags, starts listening, loads the model in the background, serves until a signal.
 int aero_cmd_serve(int argc, char **argv) {
     cli_opts o;
     cli_opts_default(&o);

@@ -22,6 +22,7 @@ static bool model_ok(aero_server *s, const char *name) {
     return bl > 5 && !strcmp(base + bl - 5, ".gguf") && strlen(name) == bl - 5 && !strncmp(name, base, bl - 5);
 }
 
+// The one model this server serves, with its shape once it is loaded (clients size prompts by n_ctx).
 static json_t *model_object(aero_server *s) {
     json_t *m = json_pack("{s:s, s:s, s:I, s:s}", "id", s->model_id, "object", "model", "created",
                           (json_int_t)time(NULL), "owned_by", "aerollm");
@@ -35,6 +36,7 @@ static json_t *model_object(aero_server *s) {
     return m;
 }
 
+// GET /v1/models and /v1/models/{id}: the list clients call first, and the lookup that 404s a wrong id.
 static enum MHD_Result handle_models(aero_http_req *r, const char *id) {
     aero_server *s = r->srv;
     if (id) {
@@ -50,6 +52,7 @@ static enum MHD_Result handle_models(aero_http_req *r, const char *id) {
     return aero_http_json(r, 200, json_pack("{s:s, s:o}", "object", "list", "data", data));
 }
 
+// GET /health: 503 while loading, so orchestrators wait before sending traffic.
 static enum MHD_Result handle_health(aero_http_req *r) {
     int st = atomic_load(&r->srv->state);
     if (st == 1) return aero_http_json(r, 200, json_pack("{s:s}", "status", "ok"));
@@ -58,6 +61,7 @@ static enum MHD_Result handle_health(aero_http_req *r) {
     return aero_http_error(r, 503, "The server is shutting down", NULL, NULL);
 }
 
+// GET /metrics in Prometheus text format for scrapers.
 static enum MHD_Result handle_metrics(aero_http_req *r) {
     size_t len;
     char *txt = aero_metrics_render(&r->srv->metrics, &len);
@@ -75,6 +79,7 @@ static enum MHD_Result handle_metrics(aero_http_req *r) {
     return ret;
 }
 
+// POST /tokenize (llama.cpp's shape): lets clients count tokens exactly as the server will.
 static enum MHD_Result handle_tokenize(aero_http_req *r) {
     aero_srv_engine *x = &r->srv->eng;
     aero_tokenize_req q;
@@ -102,6 +107,7 @@ static enum MHD_Result handle_tokenize(aero_http_req *r) {
     return aero_http_json(r, 200, json_pack("{s:o}", "tokens", a));
 }
 
+// POST /detokenize: the inverse, for clients that hold token ids.
 static enum MHD_Result handle_detokenize(aero_http_req *r) {
     aero_srv_engine *x = &r->srv->eng;
     aero_detokenize_req q;
@@ -130,6 +136,7 @@ static void make_id(aero_server *s, const char *prefix, char *out, size_t cap) {
     snprintf(out, cap, "%s-%016llx%04llx", prefix, x, n & 0xffff);
 }
 
+// Copies stop strings out of the request JSON, which dies before the generation does; extra slots stay free.
 static char **dup_strings(const char *const *src, int n, int extra) {
     char **a = calloc((size_t)(n + extra) + 1, sizeof *a);
     if (!a) return NULL;
@@ -160,6 +167,7 @@ static bool out_add(aero_http_req *r, const char *s, size_t n) {
     return true;
 }
 
+// Frames one JSON value as an SSE event into the output buffer.
 static bool out_event(aero_http_req *r, json_t *j) {
     size_t len;
     char *ev = j ? aero_oai_sse(j, &len) : NULL;
@@ -519,6 +527,7 @@ static const struct {
     {"/detokenize", "POST", R_DETOKENIZE, false},
 };
 
+// Routes a request: known path with the wrong method is 405, unknown path 404, model endpoints 503 until loaded.
 enum MHD_Result aero_api_handle(aero_http_req *r, const char *url) {
     bool path_known = false;
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {

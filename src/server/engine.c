@@ -9,27 +9,33 @@
 #include "../stream/stream.h"
 #include "internal.h"
 
+// The scheduler's forward pass: one batch over every active sequence.
 static aero_status eng_decode(void *self, const aero_batch *b, float *logits, aero_error *err) {
     aero_srv_engine *x = self;
     return aero_decode(x->ctx, b, logits, err);
 }
+// Frees a finished or cancelled request's KV entries at once.
 static void eng_drop(void *self, int seq) {
     aero_srv_engine *x = self;
     aero_kv_drop(x->ctx, seq);
 }
+// End-of-generation tokens (EOS, EOT, <|im_end|>, ...) finish a request with "stop".
 static bool eng_eog(void *self, int32_t t) {
     aero_srv_engine *x = self;
     return aero_tokenizer_is_eog(x->tok, t);
 }
+// Per-request streaming detokenizer, so no response ever carries half a UTF-8 character.
 static void eng_detok_init(void *self, aero_detok *d, bool first) {
     aero_srv_engine *x = self;
     aero_detok_init(d, x->tok, false);
     d->first = first;
 }
+// Text of one more generated token (complete characters only).
 static size_t eng_detok_push(void *self, aero_detok *d, int32_t t, char *out, size_t cap) {
     (void)self;
     return aero_detok_push(d, t, out, cap);
 }
+// What the detokenizer still holds when a request ends.
 static size_t eng_detok_flush(void *self, aero_detok *d, char *out, size_t cap) {
     (void)self;
     return aero_detok_flush(d, out, cap);
@@ -54,6 +60,7 @@ static void token_string(const aero_tokenizer *t, int32_t id, char *out, size_t 
     if (s) snprintf(out, cap, "%s", s);
 }
 
+// Loads the model, a context with one KV sequence per --parallel slot, and the chat template.
 aero_status aero_srv_engine_open(aero_srv_engine *x, const aero_server_params *p, aero_error *err) {
     memset(x, 0, sizeof *x);
     aero_status st = aero_model_load(&x->model, &p->model, err);
@@ -105,6 +112,7 @@ fail:
     return st;
 }
 
+// Frees what aero_srv_engine_open made, in reverse order.
 void aero_srv_engine_close(aero_srv_engine *x) {
     aero_chat_template_free(x->tmpl);
     if (x->render_mu_ok) pthread_mutex_destroy(&x->render_mu);
@@ -118,6 +126,7 @@ typedef struct {
     size_t len, cap;
 } buf;
 
+// Appends to a growing string (the ChatML rendering).
 static bool buf_add(buf *b, const char *s, size_t n) {
     if (b->len + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 256;
@@ -177,6 +186,7 @@ aero_status aero_srv_engine_tokenize(aero_srv_engine *x, const char *text, size_
     return aero_tokenize(x->tok, text, len, add_bos, parse_special, ids, n, err);
 }
 
+// Token bytes with special tokens shown, for logprobs and /tokenize pieces.
 size_t aero_srv_engine_piece(void *self, int32_t id, char *buf, size_t cap) {
     aero_srv_engine *x = self;
     return aero_token_to_bytes(x->tok, id, true, buf, cap);

@@ -6,12 +6,14 @@
 #include <string.h>
 #include <time.h>
 
+// Monotonic time for durations; wall-clock jumps must not skew rates.
 double aero_metrics_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+// Zeroes the counters and starts the uptime clock.
 void aero_metrics_init(aero_metrics *m) {
     memset(m, 0, sizeof *m);
     pthread_mutex_init(&m->mu, NULL);
@@ -30,12 +32,14 @@ void aero_metrics_request(aero_metrics *m, int status) {
     pthread_mutex_unlock(&m->mu);
 }
 
+// Counts generations stopped because their client left.
 void aero_metrics_cancelled(aero_metrics *m) {
     pthread_mutex_lock(&m->mu);
     m->cancelled++;
     pthread_mutex_unlock(&m->mu);
 }
 
+// Counts prompt tokens when a request is admitted.
 void aero_metrics_prompt(aero_metrics *m, int n_tokens) {
     pthread_mutex_lock(&m->mu);
     m->prompt_tokens += (uint64_t)n_tokens;
@@ -53,6 +57,7 @@ static void window_add(aero_metrics *m, uint64_t n) {
     m->window_tokens[i] += n;
 }
 
+// Records one forward pass and the latest weight-stream statistics.
 void aero_metrics_step(aero_metrics *m, int n_tokens, double secs, const aero_engine_stats *es) {
     pthread_mutex_lock(&m->mu);
     m->steps++;
@@ -62,6 +67,7 @@ void aero_metrics_step(aero_metrics *m, int n_tokens, double secs, const aero_en
     pthread_mutex_unlock(&m->mu);
 }
 
+// Counts generated tokens (also into the tok/s window) before they are published.
 void aero_metrics_generated(aero_metrics *m, int n) {
     pthread_mutex_lock(&m->mu);
     m->gen_tokens += (uint64_t)n;
@@ -69,6 +75,7 @@ void aero_metrics_generated(aero_metrics *m, int n) {
     pthread_mutex_unlock(&m->mu);
 }
 
+// Gauges of the scheduler: sequences running, requests waiting, slots.
 void aero_metrics_load(aero_metrics *m, int active, int queued, int slots) {
     pthread_mutex_lock(&m->mu);
     m->active = active;
@@ -89,6 +96,7 @@ static double rate_locked(aero_metrics *m) {
     return span > 0 ? (double)sum / span : 0.0;
 }
 
+// Recent tok/s for the gauge.
 double aero_metrics_rate(aero_metrics *m) {
     pthread_mutex_lock(&m->mu);
     double r = rate_locked(m);
@@ -132,6 +140,7 @@ static void metric(sbuf *b, const char *name, const char *type, const char *help
     sb_printf(b, "# HELP %s %s\n# TYPE %s %s\n%s %.17g\n", name, help, name, type, name, v);
 }
 
+// Prometheus exposition of a consistent snapshot of the counters.
 char *aero_metrics_render(aero_metrics *m, size_t *len) {
     sbuf b = {malloc(4096), 0, 4096, 0};
     if (!b.buf) return NULL;

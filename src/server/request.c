@@ -45,6 +45,7 @@ static const char *type_name(const json_t *v) {
     return "a value";
 }
 
+// Every endpoint's body must be one JSON object; jansson also rejects bad UTF-8, NULs and deep nesting.
 aero_status aero_req_load_object(json_t **out, const char *body, size_t len, aero_error *err) {
     *out = NULL;
     if (len == 0) return aero_fail(err, AERO_ERR_INVALID, "request body is empty: expected a JSON object");
@@ -424,6 +425,7 @@ fail:
     return st;
 }
 
+// Frees the parsed body and what was copied out of it.
 void aero_req_free(aero_req *r) {
     free(r->prompt_ids);
     json_decref(r->messages);
@@ -431,6 +433,7 @@ void aero_req_free(aero_req *r) {
     memset(r, 0, sizeof *r);
 }
 
+// Validates a /tokenize body (llama.cpp's fields and defaults).
 aero_status aero_req_parse_tokenize(aero_tokenize_req *r, const char *body, size_t len, aero_error *err) {
     memset(r, 0, sizeof *r);
     r->add_special = true;

@@ -55,6 +55,7 @@ struct aero_sched {
     float *logits, *scratch;
 };
 
+// Finish reasons as logged and as OpenAI spells the two it knows.
 const char *aero_finish_name(aero_finish f) {
     switch (f) {
     case AERO_FINISH_STOP: return "stop";
@@ -84,6 +85,7 @@ static void cond_init_mono(pthread_cond_t *cv) {
     pthread_condattr_destroy(&a);
 }
 
+// A generation is shared by an HTTP thread and the scheduler, hence the reference count.
 aero_gen *aero_gen_new(aero_gen_params *p) {
     aero_gen *g = calloc(1, sizeof *g);
     if (!g) {
@@ -102,6 +104,7 @@ aero_gen *aero_gen_new(aero_gen_params *p) {
     return g;
 }
 
+// The last of the HTTP thread and the scheduler to let go frees the generation.
 void aero_gen_unref(aero_gen *g) {
     if (!g || atomic_fetch_sub(&g->refs, 1) != 1) return;
     params_free(&g->p);
@@ -129,6 +132,7 @@ static struct timespec deadline_in(int timeout_ms) {
     return ts;
 }
 
+// The reader side: blocks with a timeout so the HTTP thread can also watch its socket.
 bool aero_gen_next(aero_gen *g, aero_gen_cursor *cur, int timeout_ms, aero_gen_delta *d) {
     memset(d, 0, sizeof *d);
     struct timespec dl = deadline_in(timeout_ms);
@@ -174,6 +178,7 @@ bool aero_gen_next(aero_gen *g, aero_gen_cursor *cur, int timeout_ms, aero_gen_d
     return fresh;
 }
 
+// Frees the copies aero_gen_next handed out.
 void aero_gen_delta_free(aero_gen_delta *d) {
     free(d->text);
     free(d->lp);
@@ -466,6 +471,7 @@ static void step(aero_sched *s) {
     }
 }
 
+// The scheduler thread: sleeps while idle, otherwise admits and steps.
 static void *sched_main(void *arg) {
     aero_sched *s = arg;
     for (;;) {
@@ -517,6 +523,7 @@ aero_status aero_sched_new(aero_sched **out, const aero_engine *e, int max_queue
     return AERO_OK;
 }
 
+// Stops the loop first, then ends every generation, so no reader waits forever.
 void aero_sched_shutdown(aero_sched *s) {
     if (!s) return;
     pthread_mutex_lock(&s->mu);
@@ -537,6 +544,7 @@ void aero_sched_shutdown(aero_sched *s) {
         if (s->slots[i]) finish_gen(s, s->slots[i], AERO_FINISH_ERROR, "the server is shutting down");
 }
 
+// Frees the scheduler after the HTTP threads that used it are gone.
 void aero_sched_free(aero_sched *s) {
     if (!s) return;
     aero_sched_shutdown(s);
@@ -552,6 +560,7 @@ void aero_sched_free(aero_sched *s) {
     free(s);
 }
 
+// Queues a request, refusing it when the queue is full (the HTTP layer answers 503).
 aero_status aero_sched_submit(aero_sched *s, aero_gen *g, aero_error *err) {
     if (g->p.n_prompt < 1 || g->p.n_prompt >= s->e.n_ctx)
         return aero_fail(err, AERO_ERR_INVALID, "the prompt has %d tokens; this context holds %d (prompt + output)",
@@ -581,6 +590,7 @@ aero_status aero_sched_submit(aero_sched *s, aero_gen *g, aero_error *err) {
     return AERO_OK;
 }
 
+// Wakes the scheduler after a cancellation.
 void aero_sched_poke(aero_sched *s) {
     pthread_mutex_lock(&s->mu);
     pthread_cond_signal(&s->cv);

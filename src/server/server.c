@@ -13,6 +13,7 @@
 
 #include "internal.h"
 
+// Defaults that match llama.cpp's server where it has the same option.
 void aero_server_params_default(aero_server_params *p) {
     memset(p, 0, sizeof *p);
     p->host = "127.0.0.1";
@@ -25,6 +26,7 @@ void aero_server_params_default(aero_server_params *p) {
     aero_sampler_params_default(&p->defaults);
 }
 
+// Timestamped log lines on stderr, one writer at a time.
 void aero_server_log(aero_server *s, const char *fmt, ...) {
     char ts[32];
     time_t now = time(NULL);
@@ -42,6 +44,7 @@ void aero_server_log(aero_server *s, const char *fmt, ...) {
     va_end(ap);
 }
 
+// CORS and the Keep-Alive timeout on every response (see internal.h).
 void aero_http_common_headers(aero_server *s, struct MHD_Response *resp) {
     MHD_add_response_header(resp, "Access-Control-Allow-Origin", "*");
     if (s->p.timeout_s > 0) {
@@ -51,11 +54,13 @@ void aero_http_common_headers(aero_server *s, struct MHD_Response *resp) {
     }
 }
 
+// Counted when decided, not when the connection closes, so /metrics never lags behind a response.
 void aero_http_status(aero_http_req *r, int status) {
     r->status = status;
     aero_metrics_request(&r->srv->metrics, status);
 }
 
+// Queues a whole response with the common headers.
 static enum MHD_Result queue(aero_http_req *r, int status, char *body, size_t len, const char *type) {
     struct MHD_Response *resp = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
     if (!resp) {
@@ -72,6 +77,7 @@ static enum MHD_Result queue(aero_http_req *r, int status, char *body, size_t le
     return ret;
 }
 
+// JSON responses; an encoding failure still answers (500) rather than dropping the connection.
 enum MHD_Result aero_http_json(aero_http_req *r, int status, json_t *j) {
     size_t len = 0;
     char *body = j ? aero_oai_dump(j, &len) : NULL;
@@ -92,6 +98,7 @@ enum MHD_Result aero_http_error(aero_http_req *r, int status, const char *messag
     return aero_http_json(r, status, aero_oai_error(status, message, param, code));
 }
 
+// A peer that closed its side shows POLLRDHUP without anything being written to it.
 bool aero_http_client_gone(const aero_http_req *r) {
     if (r->fd < 0) return false;
     struct pollfd p = {.fd = r->fd, .events = POLLRDHUP};
@@ -107,6 +114,7 @@ static bool key_equal(const char *a, const char *b) {
     return diff == 0;
 }
 
+// --api-key: OpenAI clients send 'Authorization: Bearer KEY'.
 static bool authorized(aero_http_req *r) {
     const char *key = r->srv->p.api_key;
     if (!key || !*key) return true;
@@ -240,6 +248,7 @@ static aero_status resolve(const char *host, int port, struct sockaddr_storage *
     return AERO_OK;
 }
 
+// Listens before the model loads so /health can say 503 meanwhile.
 aero_status aero_server_start(aero_server **out, const aero_server_params *p, aero_error *err) {
     *out = NULL;
     if (p->parallel < 1 || p->parallel > 256)
@@ -292,6 +301,7 @@ fail:
 
 int aero_server_port(const aero_server *s) { return s->port; }
 
+// The slow part (model, KV cache, scheduler), run off the main thread by `serve`.
 aero_status aero_server_load(aero_server *s, aero_error *err) {
     aero_status st = aero_srv_engine_open(&s->eng, &s->p, err);
     if (st) {
@@ -309,6 +319,7 @@ aero_status aero_server_load(aero_server *s, aero_error *err) {
     return AERO_OK;
 }
 
+// Ends generations, then joins the connection threads, then frees the model.
 void aero_server_stop(aero_server *s) {
     if (!s) return;
     int was = atomic_exchange(&s->state, 2);
