@@ -24,7 +24,7 @@ typedef struct {
     const char *embd_tensor;   // name of the token embedding (read by rows)
     bool plan_only;        // decide the plan and stop: no files opened, nothing read (aerollm info)
     bool no_direct;        // buffered reads + POSIX_FADV_DONTNEED even where O_DIRECT works (tests, benchmarks)
-    uint64_t chunk_bytes;  // bytes per read request; 0: 4 MiB (rounded to 4 KiB)
+    uint64_t chunk_bytes;  // bytes per read request; 0: 8 MiB (rounded to 4 KiB)
 } aero_stream_params;
 
 typedef struct {

@@ -11,7 +11,7 @@
 
 #define ST_ALIGN 4096u                  // O_DIRECT alignment of file offsets, lengths and buffers
 #define ST_GAP_MERGE (256u << 10)       // tensors of a unit closer than this are read as one range
-#define ST_CHUNK_DEFAULT (4u << 20)     // one read request (several are in flight, one per IO thread)
+#define ST_CHUNK_DEFAULT (8u << 20)     // one read request (several are in flight, one per IO thread)
 #define ST_MAX_IO_THREADS 32
 #define ST_MAX_PREFETCH 16
 #define ST_PASS_LOG 4096                // per-pass records kept for the --stats report
