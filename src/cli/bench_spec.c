@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "cli.h"
 #include "common.h"
@@ -17,8 +18,16 @@ static int cmp_double(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-// Median time of a k-token target pass after n_prompt cached tokens.
-static int time_curve(cli_engine *e, int n_prompt, double *secs, aero_error *err) {
+// CPU seconds (user + system, all threads) this process has used: on a shared machine the wall time of a
+// compute-bound pass depends on the neighbours, its CPU time much less.
+static double cpu_seconds(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6 + ru.ru_stime.tv_sec + ru.ru_stime.tv_usec * 1e-6;
+}
+
+// Median wall time and CPU time of a k-token target pass after n_prompt cached tokens.
+static int time_curve(cli_engine *e, int n_prompt, double *secs, double *cpu, aero_error *err) {
     const aero_hparams *hp = aero_model_hparams(e->model);
     int32_t *tok = malloc(sizeof(int32_t) * n_prompt);
     if (!tok) return aero_fail(err, AERO_ERR_NOMEM, "out of memory");
@@ -30,11 +39,16 @@ static int time_curve(cli_engine *e, int n_prompt, double *secs, aero_error *err
     if ((st = aero_spec_time_pass(e->spec, 1, &warm, err))) return st;
     int reps = warm < 0.05 ? 7 : warm < 1 ? 3 : 1; // a streamed pass of an 8B model: seconds each
     for (int c = 0; c < N_CURVE; c++) {
-        double t[7];
-        for (int r = 0; r < reps; r++)
+        double t[7], u[7];
+        for (int r = 0; r < reps; r++) {
+            double c0 = cpu_seconds();
             if ((st = aero_spec_time_pass(e->spec, curve_k[c], &t[r], err))) return st;
+            u[r] = cpu_seconds() - c0;
+        }
         qsort(t, reps, sizeof *t, cmp_double);
+        qsort(u, reps, sizeof *u, cmp_double);
         secs[c] = t[reps / 2];
+        cpu[c] = u[reps / 2];
     }
     return AERO_OK;
 }
@@ -138,8 +152,8 @@ int cli_bench_spec(const cli_opts *opts, int n_prompt, int n_gen) {
     double mem_bw = mpool ? aero_measure_mem_bw(mpool, 512ull << 20) : 0;
     aero_pool_free(mpool);
     double disk_bw = plan->streamed_bytes ? aero_measure_disk_bw(aero_model_gguf(e.model)->files[0].path, 2ull << 30, 4) : 0;
-    double curve[N_CURVE], plain_tok = 0, spec_s = 0;
-    if (time_curve(&e, n_prompt, curve, &err)) {
+    double curve[N_CURVE], curve_cpu[N_CURVE], plain_tok = 0, spec_s = 0;
+    if (time_curve(&e, n_prompt, curve, curve_cpu, &err)) {
         cli_fail(cmd, "verify-cost curve: %s", err.msg);
         goto done;
     }
@@ -174,6 +188,8 @@ int cli_bench_spec(const cli_opts *opts, int n_prompt, int n_gen) {
         for (int c = 0; c < N_CURVE; c++) printf("%s%d", c ? "," : "", curve_k[c]);
         printf("],\"verify_s\":[");
         for (int c = 0; c < N_CURVE; c++) printf("%s%.6f", c ? "," : "", curve[c]);
+        printf("],\"verify_cpu_s\":[");
+        for (int c = 0; c < N_CURVE; c++) printf("%s%.6f", c ? "," : "", curve_cpu[c]);
         printf("],\"plain_s_per_token\":%.6f,\"spec_s_per_token\":%.6f,\"tokens\":%d,\"verify_passes\":%llu,"
                "\"tokens_per_pass\":%.4f,\"mean_pass_tokens\":%.3f,\"drafted\":%llu,\"accepted\":%llu,"
                "\"acceptance_rate\":%.4f,\"draft_s\":%.6f,\"verify_s_total\":%.6f,\"accept_s\":%.6f,"
@@ -193,6 +209,8 @@ int cli_bench_spec(const cli_opts *opts, int n_prompt, int n_gen) {
         printf("verify     cost of one pass of k tokens after %d cached, relative to k = 1 (%.2f ms):\n          ",
                n_prompt, curve[0] * 1e3);
         for (int c = 0; c < N_CURVE; c++) printf(" k=%d %.2fx", curve_k[c], curve[c] / curve[0]);
+        printf("\n           CPU seconds per pass (all threads):");
+        for (int c = 0; c < N_CURVE; c++) printf(" k=%d %.3f", curve_k[c], curve_cpu[c]);
         printf("\nplain      %d tokens, %.2f ms/token (%.2f tok/s)\n", n_gen, plain_tok * 1e3, 1 / plain_tok);
         printf("spec       %d tokens in %.3f s = %.2f ms/token (%.2f tok/s)\n", n_gen, spec_s, spec_s * 1e3 / n_gen,
                n_gen / spec_s);
