@@ -28,11 +28,13 @@ FUZZ_CFLAGS="-std=c11 -D_GNU_SOURCE -g -O1 -Iinclude -Isrc -pthread -fsanitize=a
 LIBS="-pthread -lm -ljansson -lmicrohttpd -lpcre2-8"
 obj=build-fuzz/obj
 mkdir -p "$obj"
+# Suites running at once share build-fuzz/: one builds while the others wait.
+if command -v flock >/dev/null 2>&1; then exec 9>build-fuzz/.lock; flock 9; fi
 newest_h=$(find include src -name '*.h' -printf '%T@\n' | sort -n | tail -1)
 start=$(date +%s)
-stale=()
-for c in src/*/*.c; do
-  case $c in src/cli/*) continue;; esac
+stale=(); lib_srcs=()
+for c in src/*/*.c; do case $c in src/cli/*) ;; *) lib_srcs+=("$c");; esac; done # one snapshot of the sources
+for c in "${lib_srcs[@]}"; do
   o=$obj/$(echo "${c%.c}" | tr / _).o
   if [ ! -f "$o" ] || [ "$c" -nt "$o" ] || awk -v h="$newest_h" -v t="$(stat -c %Y "$o")" 'BEGIN{exit !(h > t)}'; then
     stale+=("$c")
@@ -44,16 +46,25 @@ if [ ${#stale[@]} -gt 0 ]; then
     >"$work/build.log" 2>&1 || { echo "building the library for fuzzing failed:"; tail -30 "$work/build.log"; exit 1; }
 fi
 objs=()
-for c in src/*/*.c; do case $c in src/cli/*) continue;; esac; objs+=("$obj/$(echo "${c%.c}" | tr / _).o"); done
+for c in "${lib_srcs[@]}"; do objs+=("$obj/$(echo "${c%.c}" | tr / _).o"); done
 lib=build-fuzz/libaero-fuzz.a
-if [ ${#stale[@]} -gt 0 ] || [ ! -f "$lib" ]; then rm -f "$lib"; ar rcs "$lib" "${objs[@]}"; fi
+relib=0
+[ -f "$lib" ] || relib=1
+for o in "${objs[@]}"; do [ $relib -eq 1 ] && break; [ "$o" -nt "$lib" ] && relib=1; done
+[ $relib -eq 0 ] && [ "$(ar t "$lib" | wc -l)" -ne ${#objs[@]} ] && relib=1 # a source added or removed
+if [ $relib -eq 1 ]; then
+  rm -f "$lib.part"
+  ar rcs "$lib.part" "${objs[@]}" && mv "$lib.part" "$lib" || { echo "archiving the fuzz library failed"; exit 1; }
+fi
 for s in "${srcs[@]}"; do
   b=build-fuzz/$(basename "$s" .c)
-  if [ ${#stale[@]} -gt 0 ] || [ ! -x "$b" ] || [ "$s" -nt "$b" ]; then
-    clang $FUZZ_CFLAGS -fsanitize=fuzzer -o "$b" "$s" "$lib" $LIBS >"$work/link.log" 2>&1 ||
+  if [ ! -x "$b" ] || [ "$s" -nt "$b" ] || [ "$lib" -nt "$b" ]; then
+    # Linked aside and renamed: another suite may be running the old binary.
+    clang $FUZZ_CFLAGS -fsanitize=fuzzer -o "$b.part" "$s" "$lib" $LIBS >"$work/link.log" 2>&1 && mv "$b.part" "$b" ||
       { echo "building $b failed:"; tail -30 "$work/link.log"; exit 1; }
   fi
 done
+[ -n "$(command -v flock)" ] && flock -u 9
 echo "fuzz targets up to date (${#stale[@]} library file(s) recompiled, $(( $(date +%s) - start )) s)"
 
 n=${#srcs[@]}
