@@ -401,7 +401,8 @@ static void test_fast_split(void) {
                 x ^= x >> 7;
                 x ^= x << 17;
                 uint32_t pick = (uint32_t)(x >> 32) % 16, cp;
-                if (pick < 5) cp = " \t\n\r'sStTlLdDmMvVeE0123456789.,!?"[(x >> 8) % 37];
+                static const char ascii[] = " \t\n\r'sStTlLdDmMvVeE0123456789.,!?";
+                if (pick < 5) cp = (unsigned char)ascii[(x >> 8) % (sizeof ascii - 1)];
                 else if (pick < 8) cp = (uint32_t)(x >> 16) % 0x3000;
                 else if (pick < 12) cp = (uint32_t)(x >> 16) % 0x30000;
                 else if (pick < 14) cp = (uint32_t[]){0x85, 0xA0, 0x3000, 0x2028, 0x180E, 0xFEFF, 0x200B, 0x2581}[(x >> 20) % 8];
