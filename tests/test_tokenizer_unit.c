@@ -426,6 +426,38 @@ static void test_fast_split(void) {
     free(corpus);
 }
 
+// Split behaviors on a small pattern, and empty matches as boundaries (SuperBPE's digit grouping).
+static void test_split_behaviors(void) {
+    struct { const char *re; aero_split_behavior b; bool invert; const char *text, *want; } C[] = {
+        {"(?=(\\d{3})+(?!\\d))", AERO_SPLIT_ISOLATED, false, "x1234567", "x1|234|567"},
+        {"-", AERO_SPLIT_ISOLATED, false, "a-b--c", "a|-|b|-|-|c"},
+        {"-", AERO_SPLIT_REMOVED, false, "a-b--c", "a|b|c"},
+        {"-", AERO_SPLIT_MERGED_PREV, false, "a-b--c", "a-|b-|-|c"},
+        {"-", AERO_SPLIT_MERGED_NEXT, false, "a-b--c", "a|-b|-|-c"},
+        {"-", AERO_SPLIT_CONTIGUOUS, false, "a-b--c", "a|-|b|--|c"},
+        {"\\w+", AERO_SPLIT_REMOVED, true, "ab, cd!", "ab|cd"},
+    };
+    for (size_t i = 0; i < sizeof C / sizeof C[0]; i++) {
+        aero_tokenizer *t = aero_tok_alloc();
+        aero_error err = {0};
+        CHECK(aero_tok_add_split(t, C[i].re, strlen(C[i].re), false, C[i].b, C[i].invert, &err) == AERO_OK);
+        aero_tok_spans sp = {0};
+        aero_tok_buf buf = {0};
+        const char *tx = C[i].text;
+        size_t tn = strlen(tx);
+        CHECK(aero_tok_pretokenize(t, &tx, &tn, &buf, true, &sp, &err) == AERO_OK);
+        char got[128] = "";
+        for (size_t k = 0; k < sp.n; k++) {
+            if (k) strcat(got, "|");
+            strncat(got, tx + sp.v[2 * k], sp.v[2 * k + 1] - sp.v[2 * k]);
+        }
+        CHECKF(strcmp(got, C[i].want) == 0, "case %zu: got %s want %s", i, got, C[i].want);
+        free(sp.v);
+        free(buf.p);
+        aero_tokenizer_free(t);
+    }
+}
+
 // NFC/NFD against values computed with Python's unicodedata.
 static void test_normalization(void) {
     struct { const char *in, *nfc, *nfd; } C[] = {
@@ -467,6 +499,7 @@ int main(void) {
     test_json_errors();
     test_wordpiece_json();
     test_fast_split();
+    test_split_behaviors();
     test_normalization();
     rmdir(tmpdir);
     return check_done("test_tokenizer_unit");

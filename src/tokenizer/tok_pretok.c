@@ -352,7 +352,7 @@ static aero_status split_span(const aero_pre_rule *r, matcher *m, const char *te
     const char *s = text + a;
     size_t pos = 0, off = 0;
     // pieces are emitted through these, so that the behaviors can merge neighbours
-    size_t pend_a = 0;
+    size_t pend_a = 0, pend_end = 0;
     bool have_pend = false;    // a MERGED_NEXT delimiter waiting for its following piece
     bool last_was_match = false;
     size_t last_out_end = (size_t)-1;
@@ -368,13 +368,20 @@ static aero_status split_span(const aero_pre_rule *r, matcher *m, const char *te
             case AERO_SPLIT_REMOVED:                                                                  \
                 if (!im && !aero_tok_spans_push(out, a + xa, a + yb)) goto nomem;                     \
                 break;                                                                                \
-            case AERO_SPLIT_MERGED_PREV:                                                              \
-                if (im && out->n && last_out_end == a + xa) out->v[2 * out->n - 1] = a + yb;          \
+            case AERO_SPLIT_MERGED_PREV: /* a delimiter joins the piece before it, unless that is one */ \
+                if (im && !last_was_match && out->n && last_out_end == a + xa)                        \
+                    out->v[2 * out->n - 1] = a + yb;                                                  \
                 else if (!aero_tok_spans_push(out, a + xa, a + yb)) goto nomem;                       \
                 break;                                                                                \
-            case AERO_SPLIT_MERGED_NEXT:                                                              \
+            case AERO_SPLIT_MERGED_NEXT: /* a delimiter joins the piece after it, unless that is one */  \
+                if (have_pend && (im || pend_end != xa)) {                                            \
+                    if (!aero_tok_spans_push(out, a + pend_a, a + pend_end)) goto nomem;              \
+                    have_pend = false;                                                                \
+                }                                                                                     \
                 if (im) {                                                                             \
-                    if (!have_pend) { pend_a = xa; have_pend = true; }                                \
+                    pend_a = xa;                                                                      \
+                    pend_end = yb;                                                                    \
+                    have_pend = true;                                                                 \
                 } else {                                                                              \
                     if (!aero_tok_spans_push(out, a + (have_pend ? pend_a : xa), a + yb)) goto nomem; \
                     have_pend = false;                                                                \
@@ -403,8 +410,10 @@ static aero_status split_span(const aero_pre_rule *r, matcher *m, const char *te
             if (rc < 0) return err->code;
             if (rc == 0) break;
         }
-        if (me == ms) { // empty match: step over one character
+        if (me == ms) { // empty match: a boundary (as in Hugging Face's Split), then step over one character
             if (ms >= n) break;
+            EMIT(pos, ms, false);
+            if (ms > pos) pos = ms;
             uint32_t cp;
             off = ms + (size_t)aero_utf8_decode((const unsigned char *)s + ms, n - ms, &cp);
             continue;
@@ -415,7 +424,7 @@ static aero_status split_span(const aero_pre_rule *r, matcher *m, const char *te
         off = me;
     }
     EMIT(pos, n, false);
-    if (have_pend && !aero_tok_spans_push(out, a + pend_a, a + n)) goto nomem;
+    if (have_pend && !aero_tok_spans_push(out, a + pend_a, a + pend_end)) goto nomem;
 #undef EMIT
     return AERO_OK;
 nomem:
