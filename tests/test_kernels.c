@@ -345,7 +345,11 @@ static void block_bounds(aero_dtype t, const float *x, float *bound) {
     float b = 0.0f;
     switch (t) {
     case AERO_DT_F32: b = 0.0f; break;
-    case AERO_DT_Q8_0: b = 0.5f * (amax / 127.0f * UP + SUB); break;
+    case AERO_DT_Q8_0: { // ggml's: d = amax / 127 rounded to the nearest half (spacing 2^-24 when subnormal)
+        float d = amax / 127.0f, dd = fmaxf(d * 0x1p-11f, 0x1p-25f);
+        b = 0.5f * (d + dd) + 127.0f * dd;
+        break;
+    }
     case AERO_DT_Q4_0: b = 0.5f * (amax / 7.5f * UP + SUB); break;
     case AERO_DT_Q5_0: b = 0.5f * (amax / 15.5f * UP + SUB); break;
     case AERO_DT_Q4_1:

@@ -175,7 +175,7 @@ static void quantize_q8_K(const float *x, void *vy, int64_t n) {
     aero_block_q8_K *y = vy;
     for (int64_t i = 0; i < n / AERO_QK_K; i++, x += AERO_QK_K) {
         float id;
-        y[i].d = aero_q8_K_scale(amax_n(x, 256), &id);
+        y[i].d = aero_q8_K_scale(aero_q8_K_signed_max(x, 256, amax_n(x, 256)), &id);
         __m256 vid = _mm256_set1_ps(id);
         for (int j = 0; j < AERO_QK_K; j += 32) {
             __m256i q0 = q8_round(_mm256_loadu_ps(x + j), vid), q1 = q8_round(_mm256_loadu_ps(x + j + 8), vid);

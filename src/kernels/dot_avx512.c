@@ -161,7 +161,7 @@ static void quantize_q8_K(const float *x, void *vy, int64_t n) {
         __m512 m = _mm512_setzero_ps();
         for (int j = 0; j < AERO_QK_K; j += 16) m = _mm512_max_ps(abs_ps(_mm512_loadu_ps(x + j)), m);
         float id;
-        y[i].d = aero_q8_K_scale(_mm512_reduce_max_ps(m), &id);
+        y[i].d = aero_q8_K_scale(aero_q8_K_signed_max(x, AERO_QK_K, _mm512_reduce_max_ps(m)), &id);
         __m512 vid = _mm512_set1_ps(id);
         for (int g = 0; g < 16; g++) {
             __m512i q = q8_round(_mm512_loadu_ps(x + 16 * g), vid);

@@ -190,9 +190,12 @@ float aero_dot_f32_ref(int64_t n, const float *a, const float *b);
 void aero_dot_f32_acc16_ref(float acc[16], const float *a, const float *b, int64_t n);
 void aero_quantize_q8_0_ref(const float *x, void *y, int64_t n);
 void aero_quantize_q8_K_ref(const float *x, void *y, int64_t n);
-// The Q8_0 scale of a block with absolute maximum amax (f16, rounded up) and its inverse; shared with SIMD.
+// The Q8_0 scale of a block with absolute maximum amax (f16) and the multiplier of the codes; shared with SIMD
+// so every ISA quantizes activations to the same bytes.
 uint16_t aero_q8_0_scale(float amax, float *inv);
-// The Q8_K scale and its inverse.
-float aero_q8_K_scale(float amax, float *inv);
+// The Q8_K scale of a block whose first element of largest magnitude is smax, and the code multiplier.
+float aero_q8_K_scale(float smax, float *inv);
+// That element, given the block's absolute maximum.
+float aero_q8_K_signed_max(const float *x, int n, float amax);
 
 #endif

@@ -87,16 +87,29 @@ static float block_amax(const float *x, int n) {
 
 // ---- 32-element block types --------------------------------------------------------------------------------
 
+// Q8_0 activations exactly as llama.cpp quantizes them at run time on x86 (d = amax / 127 rounded to the
+// nearest half, codes round(x * 127 / amax) to even), so quantized dots see the same activation codes.
 uint16_t aero_q8_0_scale(float amax, float *inv) {
-    uint16_t d = f16_ceil(amax / 127.0f);
-    float df = aero_fp16_to_fp32_inl(d);
-    *inv = df > 0.0f ? 1.0f / df : 0.0f;
-    return d;
+    *inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+    return aero_f32_to_f16(amax / 127.0f);
 }
 
-float aero_q8_K_scale(float amax, float *inv) {
-    *inv = amax > 0.0f ? 127.0f / amax : 0.0f;
-    return amax / 127.0f;
+// Q8_K as ggml's quantize_row_q8_K: the scale comes from the first element of largest magnitude, signed
+// (smax), iscale = -127 / smax, d = 1 / iscale; zero blocks get d = 0.
+float aero_q8_K_scale(float smax, float *inv) {
+    if (!(smax != 0.0f) || isnan(smax)) {
+        *inv = 0.0f;
+        return 0.0f;
+    }
+    *inv = -127.0f / smax;
+    return 1.0f / *inv;
+}
+
+// The first element of largest magnitude (NaNs ignored), with its sign: what ggml bases the Q8_K scale on.
+float aero_q8_K_signed_max(const float *x, int n, float amax) {
+    for (int i = 0; i < n; i++)
+        if (fabsf(x[i]) == amax) return x[i];
+    return 0.0f;
 }
 
 // Symmetric codes: the scale is rounded up so x / d stays in [-levels - 0.5, levels + 0.5], error <= d / 2.
@@ -318,7 +331,8 @@ void aero_quantize_q8_K_ref(const float *x, void *vy, int64_t n) {
     aero_block_q8_K *y = vy;
     for (int64_t i = 0; i < n / AERO_QK_K; i++, x += AERO_QK_K) {
         float id;
-        y[i].d = aero_q8_K_scale(block_amax(x, AERO_QK_K), &id);
+        float amax = block_amax(x, AERO_QK_K);
+        y[i].d = aero_q8_K_scale(aero_q8_K_signed_max(x, AERO_QK_K, amax), &id);
         for (int j = 0; j < AERO_QK_K; j++) y[i].qs[j] = (int8_t)nearest_clamped(x[j] * id, -127, 127);
         for (int g = 0; g < 16; g++) {
             int s = 0;
