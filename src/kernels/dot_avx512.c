@@ -189,9 +189,24 @@ _Static_assert(sizeof(q8p) == 256, "prepared pair size");
 
 #define PREP_CHUNK 64 // blocks prepared at a time by the standard-layout dots (an even number of pairs)
 
-static size_t act_bytes(aero_dtype vt, int64_t n) {
-    if (vt != AERO_DT_Q8_0) return 0;
-    return (size_t)((n / AERO_QK + 1) / 2) * sizeof(q8p);
+static bool is32(aero_dtype w) {
+    return w == AERO_DT_Q4_0 || w == AERO_DT_Q4_1 || w == AERO_DT_Q5_0 || w == AERO_DT_Q5_1 || w == AERO_DT_Q8_0;
+}
+
+// Prepared Q8_K activations for Q4_K / Q5_K: codes in the order the weight nibbles come out of a 64-byte
+// load ([0-31 | 64-95], [32-63 | 96-127], ...: no shuffles in the kernel), and the sum of each group of 32.
+typedef struct {
+    int8_t q[256];
+    float d;
+    int16_t gsum[8];
+    uint8_t pad[44]; // keeps q of the next block 64-byte aligned
+} q8kp;
+_Static_assert(sizeof(q8kp) == 320, "prepared Q8_K block size");
+
+static size_t act_bytes(aero_dtype w, int64_t n) {
+    if (is32(w)) return (size_t)((n / AERO_QK + 1) / 2) * sizeof(q8p);
+    if (w == AERO_DT_Q4_K || w == AERO_DT_Q5_K) return (size_t)(n / AERO_QK_K) * sizeof(q8kp);
+    return 0;
 }
 
 // Lays out blocks b0 and b1 (b1 NULL: zeros) as one prepared pair.
@@ -214,15 +229,35 @@ static void prep_blocks(const aero_block_q8_0 *a, q8p *p, int64_t nb) {
     for (int64_t i = 0; i < nb; i += 2) prep_pair(&a[i], i + 1 < nb ? &a[i + 1] : NULL, &p[i / 2]);
 }
 
-static void act_quantize(aero_dtype vt, const float *x, void *vp, int64_t n) {
-    aero_block_q8_0 tmp[PREP_CHUNK];
-    q8p *p = vp;
-    for (int64_t b = 0; b < n / AERO_QK; b += PREP_CHUNK) {
-        int64_t nb = n / AERO_QK - b < PREP_CHUNK ? n / AERO_QK - b : PREP_CHUNK;
-        quantize_q8_0(x + b * AERO_QK, tmp, nb * AERO_QK);
-        prep_blocks(tmp, p + b / 2, nb);
+static void prep_k(const aero_block_q8_K *a, q8kp *p) {
+    for (int h = 0; h < 2; h++) {
+        __m512i A0 = _mm512_loadu_si512(a->qs + 128 * h), A1 = _mm512_loadu_si512(a->qs + 128 * h + 64);
+        _mm512_storeu_si512(p->q + 128 * h, _mm512_shuffle_i64x2(A0, A1, 0x44));
+        _mm512_storeu_si512(p->q + 128 * h + 64, _mm512_shuffle_i64x2(A0, A1, 0xEE));
     }
-    (void)vt;
+    p->d = a->d;
+    __m256i pairs = _mm256_madd_epi16(_mm256_loadu_si256((const void *)a->bsums), _mm256_set1_epi16(1));
+    _mm_storeu_si128((void *)p->gsum, _mm256_cvtepi32_epi16(pairs)); // |sum of 32 codes| <= 4064
+    memset(p->pad, 0, sizeof p->pad);
+}
+
+static void act_quantize(aero_dtype w, const float *x, void *vp, int64_t n) {
+    if (is32(w)) {
+        aero_block_q8_0 tmp[PREP_CHUNK];
+        q8p *p = vp;
+        for (int64_t b = 0; b < n / AERO_QK; b += PREP_CHUNK) {
+            int64_t nb = n / AERO_QK - b < PREP_CHUNK ? n / AERO_QK - b : PREP_CHUNK;
+            quantize_q8_0(x + b * AERO_QK, tmp, nb * AERO_QK);
+            prep_blocks(tmp, p + b / 2, nb);
+        }
+    } else { // Q4_K, Q5_K
+        aero_block_q8_K tmp;
+        q8kp *p = vp;
+        for (int64_t b = 0; b < n / AERO_QK_K; b++) {
+            quantize_q8_K(x + b * AERO_QK_K, &tmp, AERO_QK_K);
+            prep_k(&tmp, p + b);
+        }
+    }
 }
 
 AI size_t bytes32(const aero_dtype t) {
@@ -393,36 +428,35 @@ AI void twobit(__m256i q32, __m512i *lo, __m512i *hi) {
     *hi = _mm512_and_si512(_mm512_srlv_epi16(qq, join256(_mm256_set1_epi16(4), _mm256_set1_epi16(6))), m3);
 }
 
-// Integer sum over a super-block of four unsigned code vectors (element order 0-63, 64-127, 128-191, 192-255;
-// Q4_K/Q5_K: see nibble_order) with their int16 group scales: every vpdpbusd lane is below 2^15 (4 products
+// Integer sum over a super-block of four unsigned code vectors (64 activation codes each, in the order of
+// aq: natural for Q2_K/Q3_K/Q6_K, prepared for Q4_K/Q5_K) with their int16 group scales: every vpdpbusd lane is below 2^15 (4 products
 // of codes <= 63 by |a| <= 128), so two results pack to int16 exactly and vpdpwssd applies the scales.
-AI __m512i ksum4(const __m512i u[4], const __m512i sc[2], const int8_t *aq, const bool nibble_order, const bool vnni) {
+AI __m512i ksum4(const __m512i u[4], const __m512i sc[2], const int8_t *aq, const bool vnni) {
     const __m512i zero = _mm512_setzero_si512();
     __m512i d[4];
 #pragma GCC unroll 4
     for (int v = 0; v < 4; v++) {
         __m512i av;
-        if (nibble_order) { // Q4_K/Q5_K: vector 2h holds elements [128h + 0-31 | 128h + 64-95], 2h+1 the others
-            __m512i A0 = _mm512_loadu_si512(aq + 128 * (v / 2)), A1 = _mm512_loadu_si512(aq + 128 * (v / 2) + 64);
-            av = (v & 1) ? _mm512_shuffle_i64x2(A0, A1, 0xEE) : _mm512_shuffle_i64x2(A0, A1, 0x44);
-        } else {
-            av = _mm512_loadu_si512(aq + 64 * v);
-        }
+        av = _mm512_loadu_si512(aq + 64 * v);
         d[v] = dp(zero, u[v], av, vnni);
     }
     __m512i isum = dpw(zero, _mm512_packs_epi32(d[0], d[1]), sc[0], vnni);
     return dpw(isum, _mm512_packs_epi32(d[2], d[3]), sc[1], vnni);
 }
 
-// Q4_K and Q5_K: 8 groups of 32; a 64-byte load of qs gives groups (g, g+2) in its low nibbles, (g+1, g+3) high.
-AI void kq45(const bool five, const int T, const bool vnni, int64_t n, const void *vw, const void *const *va, float *out) {
+// Q4_K and Q5_K: 8 groups of 32; a 64-byte load of qs gives groups (g, g+2) in its low nibbles, (g+1, g+3)
+// high, which is the order of prepared activations. prepared = false: va are standard Q8_K rows (T = 1),
+// prepared here one block at a time, so both entry points compute the same bits.
+AI void kq45(const bool five, const int T, const bool vnni, const bool prepared, int64_t n, const void *vw,
+             const void *const *va, float *out) {
     const uint8_t *wb = vw;
     const size_t bb = five ? sizeof(aero_block_q5_K) : sizeof(aero_block_q4_K);
     const __m512i m4 = _mm512_set1_epi8(0x0F);
     __m512 acc[4];
-    __m256 accm[4];
+    __m128 accm[4];
+    q8kp tmp;
 #pragma GCC unroll 4
-    for (int k = 0; k < 4; k++) acc[k] = _mm512_setzero_ps(), accm[k] = _mm256_setzero_ps();
+    for (int k = 0; k < 4; k++) acc[k] = _mm512_setzero_ps(), accm[k] = _mm_setzero_ps();
     for (int64_t i = 0; i < n / AERO_QK_K; i++, wb += bb) {
         prefetch_ahead(wb, five ? 3 : 2);
         const uint8_t *qs, *scales, *qh = NULL;
@@ -438,6 +472,7 @@ AI void kq45(const bool five, const int T, const bool vnni, int64_t n, const voi
         __m512i s16 = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(sm8));
         // vectors 0..3 hold groups (0,2), (1,3), (4,6), (5,7) in their low / high 256 bits
         __m512i sc[2] = {group_scales(s16, 0, 0, 2, 2, 1, 1, 3, 3), group_scales(s16, 4, 4, 6, 6, 5, 5, 7, 7)};
+        __m128i mins16 = _mm_cvtepu8_epi16(_mm_srli_si128(sm8, 8));
         __m512i u[4];
         __m512i hh = five ? _mm512_broadcast_i64x4(_mm256_loadu_si256((const void *)qh)) : _mm512_setzero_si512();
         for (int half = 0; half < 2; half++) {
@@ -453,21 +488,28 @@ AI void kq45(const bool five, const int T, const bool vnni, int64_t n, const voi
                 u[2 * half + 1] = _mm512_mask_add_epi8(u[2 * half + 1], _mm512_test_epi8_mask(hh, bhi), u[2 * half + 1], sixteen);
             }
         }
-        // each min twice, for the two bsums of its group
-        __m256i mdup = _mm256_permutexvar_epi16(_mm256_setr_epi16(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7),
-                                                _mm256_cvtepu8_epi16(_mm_srli_si128(sm8, 8)));
         float fd = h2f(d), fdmin = h2f(dmin);
 #pragma GCC unroll 4
         for (int k = 0; k < T; k++) {
-            const aero_block_q8_K *a = (const aero_block_q8_K *)va[k] + i;
-            __m512i isum = ksum4(u, sc, a->qs, true, vnni);
-            __m256i msum = _mm256_madd_epi16(_mm256_loadu_si256((const void *)a->bsums), mdup);
+            const q8kp *a;
+            if (prepared) {
+                a = (const q8kp *)va[k] + i;
+            } else {
+                prep_k((const aero_block_q8_K *)va[k] + i, &tmp);
+                a = &tmp;
+            }
+            __m512i isum = ksum4(u, sc, a->q, vnni);
+            __m128i msum = _mm_madd_epi16(_mm_loadu_si128((const void *)a->gsum), mins16);
             acc[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(fd * a->d), acc[k]);
-            accm[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_set1_ps(fdmin * a->d), accm[k]);
+            accm[k] = _mm_fmadd_ps(_mm_cvtepi32_ps(msum), _mm_set1_ps(fdmin * a->d), accm[k]);
         }
     }
 #pragma GCC unroll 4
-    for (int k = 0; k < T; k++) out[k] = _mm512_reduce_add_ps(acc[k]) - hsum256(accm[k]);
+    for (int k = 0; k < T; k++) {
+        __m128 m = _mm_add_ps(accm[k], _mm_movehl_ps(accm[k], accm[k]));
+        m = _mm_add_ss(m, _mm_movehdup_ps(m));
+        out[k] = _mm512_reduce_add_ps(acc[k]) - _mm_cvtss_f32(m);
+    }
 }
 
 // Q6_K: per half, 64 bytes of ql give elements 0-63 (low nibbles) and 64-127 (high) in order; qh adds 2 bits.
@@ -496,7 +538,7 @@ AI void kq6(const int T, const bool vnni, int64_t n, const void *vw, const void 
 #pragma GCC unroll 4
         for (int k = 0; k < T; k++) {
             const aero_block_q8_K *a = (const aero_block_q8_K *)va[k] + i;
-            __m512i isum = ksum4(u, sc, a->qs, false, vnni);
+            __m512i isum = ksum4(u, sc, a->qs, vnni);
             // codes are offset by 32: subtract 32 * sum over groups of scale * bsum
             __m256i corr = _mm256_madd_epi16(_mm256_loadu_si256((const void *)a->bsums), sc16);
             isum = _mm512_sub_epi32(isum, _mm512_zextsi256_si512(_mm256_slli_epi32(corr, 5)));
@@ -552,7 +594,7 @@ AI void kq23(const bool three, const int T, const bool vnni, int64_t n, const vo
 #pragma GCC unroll 4
         for (int k = 0; k < T; k++) {
             const aero_block_q8_K *a = (const aero_block_q8_K *)va[k] + i;
-            __m512i isum = ksum4(u, sc, a->qs, false, vnni);
+            __m512i isum = ksum4(u, sc, a->qs, vnni);
             __m256i c = _mm256_madd_epi16(_mm256_loadu_si256((const void *)a->bsums), c16);
             if (three) { // codes are offset by 4
                 isum = _mm512_sub_epi32(isum, _mm512_zextsi256_si512(_mm256_slli_epi32(c, 2)));
@@ -600,9 +642,17 @@ AI void kq23(const bool three, const int T, const bool vnni, int64_t n, const vo
     }
 #define KQ2(T, V, n, w, a, out) kq23(false, T, V, n, w, a, out)
 #define KQ3(T, V, n, w, a, out) kq23(true, T, V, n, w, a, out)
-#define KQ4(T, V, n, w, a, out) kq45(false, T, V, n, w, a, out)
-#define KQ5(T, V, n, w, a, out) kq45(true, T, V, n, w, a, out)
+#define KQ4(T, V, n, w, a, out) kq45(false, T, V, true, n, w, a, out)
+#define KQ5(T, V, n, w, a, out) kq45(true, T, V, true, n, w, a, out)
 #define KQ6(T, V, n, w, a, out) kq6(T, V, n, w, a, out)
+
+// Q4_K / Q5_K: dot takes standard Q8_K rows, mm_dot / mm_dot_multi prepared ones.
+#define TKP(name, FIVE, sfx, V)                                                                                 \
+    static float name##_std_##sfx(int64_t n, const void *w, const void *a) {                                    \
+        float out;                                                                                              \
+        kq45(FIVE, 1, V, false, n, w, &a, &out);                                                                \
+        return out;                                                                                             \
+    }
 
 #define INSTANCES(sfx, V)                                                                                        \
     T32(dot_q4_0, AERO_DT_Q4_0, sfx, V)                                                                          \
@@ -614,6 +664,8 @@ AI void kq23(const bool three, const int T, const bool vnni, int64_t n, const vo
     TK(dot_q3_K, KQ3, sfx, V)                                                                                    \
     TK(dot_q4_K, KQ4, sfx, V)                                                                                    \
     TK(dot_q5_K, KQ5, sfx, V)                                                                                    \
+    TKP(dot_q4_K, false, sfx, V)                                                                                 \
+    TKP(dot_q5_K, true, sfx, V)                                                                                  \
     TK(dot_q6_K, KQ6, sfx, V)
 
 INSTANCES(vnni, true)
@@ -641,6 +693,10 @@ void aero_kernels_fill_avx512(aero_kernel_ops *ops, bool vnni) {
     SETK(AERO_DT_Q3_K, dot_q3_K, sfx)           \
     SETK(AERO_DT_Q4_K, dot_q4_K, sfx)           \
     SETK(AERO_DT_Q5_K, dot_q5_K, sfx)           \
+    ops->mm_dot[AERO_DT_Q4_K] = dot_q4_K_##sfx; \
+    ops->mm_dot[AERO_DT_Q5_K] = dot_q5_K_##sfx; \
+    ops->dot[AERO_DT_Q4_K] = dot_q4_K_std_##sfx; \
+    ops->dot[AERO_DT_Q5_K] = dot_q5_K_std_##sfx; \
     SETK(AERO_DT_Q6_K, dot_q6_K, sfx)
     for (int t = 0; t < AERO_DT_COUNT; t++) ops->mm_dot_multi[t] = NULL;
     if (vnni) {
@@ -652,7 +708,7 @@ void aero_kernels_fill_avx512(aero_kernel_ops *ops, bool vnni) {
 #undef SET32
 #undef SETK
     for (int t = 0; t < AERO_DT_COUNT; t++)
-        if (t < AERO_DT_Q4_0 || t > AERO_DT_Q8_0) ops->mm_dot[t] = ops->dot[t];
+        if (!is32((aero_dtype)t) && t != AERO_DT_Q4_K && t != AERO_DT_Q5_K) ops->mm_dot[t] = ops->dot[t];
     ops->act_bytes = act_bytes;
     ops->act_quantize = act_quantize;
     ops->f16_to_f32_row = f16_to_f32_row;

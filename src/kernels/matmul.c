@@ -94,7 +94,7 @@ static void mm_quantize(mm_job *j, int ith, int nth) {
     if (j->prepared) { // whole rows: the layout may group blocks
         long b, e;
         aero_pool_split(j->n, ith, nth, &b, &e);
-        for (long t = b; t < e; t++) j->ops->act_quantize(j->vt, j->x + t * cols, j->act + t * j->act_row_bytes, cols);
+        for (long t = b; t < e; t++) j->ops->act_quantize(j->w->type, j->x + t * cols, j->act + t * j->act_row_bytes, cols);
         return;
     }
     long b, e;
@@ -230,7 +230,7 @@ static void matmul_run(aero_pool *pool, const aero_wmat *w, const float *x, int 
     j.vt = exact_f32 ? AERO_DT_F32 : aero_vec_dot_type(w->type);
     size_t need = 0;
     if (j.vt != AERO_DT_F32) {
-        size_t prep = j.ops->act_bytes ? j.ops->act_bytes(j.vt, w->cols) : 0;
+        size_t prep = j.ops->act_bytes ? j.ops->act_bytes(w->type, w->cols) : 0;
         j.prepared = prep > 0;
         j.act_row_bytes = ((prep ? prep : aero_dtype_row_bytes(j.vt, (uint64_t)w->cols)) + 63) & ~(size_t)63;
         j.act_unit = j.vt == AERO_DT_Q8_0 ? AERO_QK : j.vt == AERO_DT_Q8_K ? AERO_QK_K : w->cols;

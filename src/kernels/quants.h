@@ -149,12 +149,13 @@ typedef struct {
     // acc[k] += sum of a[i] * b[i] over i = k (mod 16), with separate multiply and add, for n a multiple of 16:
     // the fixed lane order of every f32 dot, so all ISAs give bitwise-identical f32 dots.
     void (*dot_f32_acc16)(float acc[16], const float *a, const float *b, int64_t n);
-    // Matmul's activation rows. An ISA may use its own layout for a vec-dot type (act_bytes returns its size,
-    // act_quantize writes it); otherwise (act_bytes NULL or 0) rows are standard blocks and mm_dot = dot.
+    // Matmul's activation rows for weights of type w. An ISA may use its own layout (act_bytes returns its
+    // size, act_quantize writes it); otherwise (act_bytes NULL or 0) rows are standard blocks of the vec-dot
+    // type and mm_dot = dot.
     // mm_dot must give the same bits as dot on the same activations, and mm_dot_multi (T <= 4 tokens at
     // once, reusing the unpacked weights; NULL: T calls of mm_dot) the same bits as T calls of mm_dot.
-    size_t (*act_bytes)(aero_dtype vt, int64_t n);
-    void (*act_quantize)(aero_dtype vt, const float *x, void *a, int64_t n);
+    size_t (*act_bytes)(aero_dtype w, int64_t n);
+    void (*act_quantize)(aero_dtype w, const float *x, void *a, int64_t n);
     aero_dot_fn mm_dot[AERO_DT_COUNT];
     void (*mm_dot_multi[AERO_DT_COUNT])(int64_t n, const void *w, const void *const *a, int T, float *out);
     const char *name;
