@@ -21,6 +21,7 @@ static int32_t draft_id(const aero_spec *s, int32_t t) { return t < s->d_vocab ?
 
 aero_status aero_spec_draft_catch_up(aero_spec *s, aero_error *err) {
     int nb = s->p.n_batch;
+    s->n_fed = 0;
     while (s->d_len < s->n_tok) {
         int n = s->n_tok - s->d_len < nb ? s->n_tok - s->d_len : nb;
         for (int i = 0; i < n; i++) {
@@ -64,6 +65,18 @@ static bool is_eog(const aero_spec *s, int32_t t) {
     return aero_tokenizer_is_eog(aero_model_tokenizer(s->tmodel), t);
 }
 
+// Feeds a drafted node to the drafter after the committed tokens and the nodes fed before it (its ancestors),
+// leaving its logits in dlogits; records it so that the accepted ones stay cached after verification.
+static aero_status feed_node(aero_spec *s, int node, aero_error *err) {
+    int32_t tok = s->nodes[node].token, pos = s->n_tok + s->nodes[node].depth - 1;
+    aero_batch b = {.n = 1, .tokens = &tok, .pos = &pos};
+    aero_status st = draft_decode(s, &b, s->dlogits, err);
+    if (st) return st;
+    s->fed[s->n_fed++] = node;
+    s->d_len++;
+    return AERO_OK;
+}
+
 aero_status aero_spec_draft_chain(aero_spec *s, bool greedy, int k, aero_error *err) {
     s->n_nodes = 0;
     if (k <= 0) return AERO_OK;
@@ -77,12 +90,9 @@ aero_status aero_spec_draft_chain(aero_spec *s, bool greedy, int k, aero_error *
         if (s->p.p_min > 0 && i >= s->p.draft_min && q[best] < s->p.p_min) break;
         int32_t x = greedy ? best : aero_sampler_draw(s->dsmp, q);
         logp += log(q[x] > 0 ? q[x] : 1e-30);
-        add_node(s, x, i - 1, logp, greedy ? NULL : q);
+        int id = add_node(s, x, i - 1, logp, greedy ? NULL : q);
         if (i + 1 == k || is_eog(s, x)) break;
-        int32_t pos = s->n_tok + i;
-        aero_batch b = {.n = 1, .tokens = &x, .pos = &pos};
-        if ((st = draft_decode(s, &b, s->dlogits, err))) return st;
-        s->d_len++;
+        if ((st = feed_node(s, id, err))) return st;
     }
     return AERO_OK;
 }
@@ -108,79 +118,113 @@ static void rank_children(aero_spec *s, bool greedy, const float *logits, int sl
     s->n_top[slot] = n;
 }
 
-// Best-first tree (the expansion SpecExec and Sequoia use): repeatedly adds the candidate with the highest
-// drafter path probability. A candidate is only known once its parent has been through the drafter, so the
-// tree grows in rounds: nodes are added while the best known candidate beats every unevaluated node (whose
-// children cannot be more probable than itself), then the new nodes are evaluated in one drafter batch. The
-// drafter's cache cannot mask entries it already holds, so each round feeds the whole tree again under a tree
-// mask and is then rolled back: tens of tokens cost a drafter about one read of its weights.
+// Evaluates the pending tree nodes in one drafter batch. The drafter's cache cannot hide entries it holds, so
+// the batch starts again after the committed tokens: the spine (nodes already fed, in order), then next_spine
+// (the tip's first-ranked child, or -1), then every other node in node order, under a tree mask; logits come
+// back for the pending nodes (rows in batch order). Afterwards the cache keeps the committed tokens and the
+// spine, extended by next_spine.
+static aero_status refeed(aero_spec *s, const bool *pending, int next_spine, aero_error *err) {
+    int n = s->n_nodes, order[n], bidx[n], k = 0;
+    for (int i = 0; i < n; i++) bidx[i] = -1;
+    for (int i = 0; i < s->n_fed; i++) bidx[s->fed[i]] = k, order[k++] = s->fed[i];
+    if (next_spine >= 0) bidx[next_spine] = k, order[k++] = next_spine;
+    for (int i = 0; i < n; i++)
+        if (bidx[i] < 0) bidx[i] = k, order[k++] = i;
+    memset(s->bmask, 0, (size_t)n * n);
+    for (int b = 0; b < n; b++) {
+        const spec_node *nd = &s->nodes[order[b]];
+        s->btok[b] = nd->token;
+        s->bpos[b] = s->n_tok + nd->depth - 1;
+        s->bwant[b] = pending[order[b]];
+        for (int j = order[b]; j >= 0; j = s->nodes[j].parent) s->bmask[(size_t)b * n + bidx[j]] = 1;
+    }
+    aero_kv_truncate(s->dctx, 0, s->n_tok);
+    aero_batch batch = {.n = n, .tokens = s->btok, .pos = s->bpos, .mask = s->bmask, .want_logits = s->bwant};
+    aero_status st = draft_decode(s, &batch, s->dlogits, err);
+    if (next_spine >= 0 && !st) s->fed[s->n_fed++] = next_spine;
+    s->d_len = s->n_tok + (st ? 0 : s->n_fed);
+    if (st) s->n_fed = 0;
+    aero_kv_truncate(s->dctx, 0, s->d_len);
+    // rows of the pending nodes, in batch order: remember which row is whose
+    for (int b = 0, row = 0; b < n; b++)
+        if (s->bwant[b]) s->keep[row++] = order[b];
+    return st;
+}
+
+// Best-first tree, as SpecExec (Svirschevski et al. 2024) builds them: nodes are added in decreasing drafter
+// path probability, each candidate being the next most probable child of a node already evaluated. A node's
+// children are known once the drafter has seen it, so nodes are added while the best known candidate beats
+// every unevaluated node (whose children cannot be more probable than itself); then the most probable
+// unevaluated node is evaluated. When that node continues the spine (the chain of first-ranked children the
+// drafter's cache holds), that is one cheap drafter step; otherwise all unevaluated nodes go through the
+// drafter in one batch (refeed). A drafter that is usually right thus pays about what a chain costs.
 aero_status aero_spec_draft_tree(aero_spec *s, bool greedy, int max_nodes, int max_depth, aero_error *err) {
     s->n_nodes = 0;
     if (max_nodes <= 0 || max_depth <= 0) return AERO_OK;
     aero_status st = aero_spec_draft_catch_up(s, err);
     if (st) return st;
     rank_children(s, greedy, s->dlogits, 0);
-    // live candidates: (parent, rank); one per expanded node at most
-    int c_parent[max_nodes + 1], c_rank[max_nodes + 1], n_cand = 0;
+    // live candidates (parent, rank): at most one per evaluated node plus the root
+    int c_parent[max_nodes + 1], c_rank[max_nodes + 1], n_cand = 0, tip = -1, rank_of[max_nodes];
     double c_logp[max_nodes + 1];
-    int pend[max_nodes];
+    bool pending[max_nodes];
     int n_pend = 0;
-    if (s->n_top[0] > 0) {
-        c_parent[0] = -1, c_rank[0] = 0, c_logp[0] = log(s->top_q[0]);
-        n_cand = 1;
-    }
-    bool stop = false;
-    while (!stop) {
+    if (s->n_top[0] > 0) c_parent[0] = -1, c_rank[0] = 0, c_logp[0] = log(s->top_q[0]), n_cand = 1;
+    for (;;) {
         while (n_cand > 0 && s->n_nodes < max_nodes) {
             int best = 0;
             for (int i = 1; i < n_cand; i++)
                 if (c_logp[i] > c_logp[best]) best = i;
             double bound = -INFINITY;
-            for (int i = 0; i < n_pend; i++)
-                if (s->nodes[pend[i]].logp > bound) bound = s->nodes[pend[i]].logp;
+            for (int i = 0; i < s->n_nodes; i++)
+                if (pending[i] && s->nodes[i].logp > bound) bound = s->nodes[i].logp;
             if (n_pend > 0 && c_logp[best] < bound) break;
             if (s->p.p_min > 0 && s->n_nodes >= s->p.draft_min && c_logp[best] < log(s->p.p_min)) {
-                stop = true; // every unexpanded branch is less probable still
+                n_cand = n_pend = 0; // every branch not yet in the tree is less probable still
                 break;
             }
             int parent = c_parent[best], slot = parent + 1, rank = c_rank[best];
+            double lp = c_logp[best];
             int32_t tok = s->top_tok[(size_t)slot * s->top_b + rank];
-            int id = add_node(s, tok, parent, c_logp[best], NULL);
             if (rank + 1 < s->n_top[slot]) {
                 c_rank[best] = rank + 1;
                 c_logp[best] = (parent < 0 ? 0 : s->nodes[parent].logp) + log(s->top_q[(size_t)slot * s->top_b + rank + 1]);
             } else {
-                c_parent[best] = c_parent[n_cand - 1], c_rank[best] = c_rank[n_cand - 1], c_logp[best] = c_logp[n_cand - 1];
                 n_cand--;
+                c_parent[best] = c_parent[n_cand], c_rank[best] = c_rank[n_cand], c_logp[best] = c_logp[n_cand];
             }
-            if (s->nodes[id].depth < max_depth && !is_eog(s, tok)) pend[n_pend++] = id;
+            int id = add_node(s, tok, parent, lp, NULL);
+            rank_of[id] = rank;
+            pending[id] = s->nodes[id].depth < max_depth && !is_eog(s, tok);
+            n_pend += pending[id];
         }
-        if (stop || s->n_nodes >= max_nodes || n_pend == 0) break;
-        // evaluate the pending nodes: the whole tree in one drafter batch, logits for the pending ones
-        int n = s->n_nodes;
-        memset(s->bmask, 0, (size_t)n * n);
-        memset(s->bwant, 0, n);
-        for (int i = 0; i < n; i++) {
-            s->btok[i] = s->nodes[i].token;
-            s->bpos[i] = s->n_tok + s->nodes[i].depth - 1;
-            for (int j = i; j >= 0; j = s->nodes[j].parent) s->bmask[(size_t)i * n + j] = 1;
+        if (s->n_nodes >= max_nodes || n_pend == 0) break;
+        int v = -1;
+        for (int i = 0; i < s->n_nodes; i++)
+            if (pending[i] && (v < 0 || s->nodes[i].logp > s->nodes[v].logp)) v = i;
+        bool extends = s->nodes[v].parent == tip && rank_of[v] == 0;
+        int n_eval = 1;
+        if (extends) {
+            if ((st = feed_node(s, v, err))) return st;
+            s->keep[0] = v;
+        } else {
+            int next = -1; // the spine's continuation, if pending, joins the spine on the way
+            for (int i = 0; i < s->n_nodes && next < 0; i++)
+                if (pending[i] && s->nodes[i].parent == tip && rank_of[i] == 0) next = i;
+            if ((st = refeed(s, pending, next, err))) return st;
+            n_eval = n_pend;
         }
-        for (int i = 0; i < n_pend; i++) s->bwant[pend[i]] = 1;
-        aero_batch b = {.n = n, .tokens = s->btok, .pos = s->bpos, .mask = s->bmask, .want_logits = s->bwant};
-        st = draft_decode(s, &b, s->dlogits, err);
-        aero_kv_truncate(s->dctx, 0, s->n_tok);
-        if (st) return st;
-        // rows come back in node order
-        int row = 0;
-        for (int i = 0; i < n; i++) {
-            if (!s->bwant[i]) continue;
-            rank_children(s, greedy, s->dlogits + (size_t)row++ * s->d_vocab, i + 1);
-            if (s->n_top[i + 1] > 0) {
-                c_parent[n_cand] = i, c_rank[n_cand] = 0;
-                c_logp[n_cand++] = s->nodes[i].logp + log(s->top_q[(size_t)(i + 1) * s->top_b]);
+        if (extends || (s->n_fed > 0 && s->fed[s->n_fed - 1] != tip)) tip = s->fed[s->n_fed - 1];
+        for (int r = 0; r < n_eval; r++) {
+            int id = s->keep[r];
+            pending[id] = false;
+            n_pend--;
+            rank_children(s, greedy, s->dlogits + (size_t)r * s->d_vocab, id + 1);
+            if (s->n_top[id + 1] > 0) {
+                c_parent[n_cand] = id, c_rank[n_cand] = 0;
+                c_logp[n_cand++] = s->nodes[id].logp + log(s->top_q[(size_t)(id + 1) * s->top_b]);
             }
         }
-        n_pend = 0;
     }
     return AERO_OK;
 }

@@ -114,9 +114,10 @@ aero_status aero_spec_new(aero_spec **out, aero_ctx *target, int seq, aero_model
     s->bwant = malloc(nb);
     s->bmask = malloc((size_t)nm * nm);
     s->keep = malloc(sizeof(int) * nm);
+    s->fed = malloc(sizeof(int) * nm);
     s->cap_tok = s->n_ctx + nm + 2;
     s->toks = malloc(sizeof(int32_t) * s->cap_tok);
-    if (!s->nodes || !s->tlogits || !s->pdist || !s->btok || !s->bpos || !s->bwant || !s->bmask || !s->keep || !s->toks)
+    if (!s->nodes || !s->tlogits || !s->pdist || !s->btok || !s->bpos || !s->bwant || !s->bmask || !s->keep || !s->fed || !s->toks)
         goto oom;
     *out = s;
     return AERO_OK;
@@ -147,6 +148,7 @@ void aero_spec_free(aero_spec *s) {
     free(s->bmask);
     free(s->bwant);
     free(s->keep);
+    free(s->fed);
     free(s);
 }
 
@@ -194,7 +196,7 @@ aero_status aero_spec_begin(aero_spec *s, const int32_t *prompt, int n, int n_pr
     memset(&s->st, 0, sizeof s->st);
     memcpy(s->toks, prompt, sizeof(int32_t) * n);
     s->n_tok = n;
-    s->t_len = s->d_len = 0;
+    s->t_len = s->d_len = s->n_fed = 0;
     aero_kv_drop(s->tctx, s->seq);
     if (s->dctx) aero_kv_drop(s->dctx, 0);
     double t0 = aero_now();
@@ -319,10 +321,13 @@ static aero_status verify(aero_spec *s, aero_sampler *smp, int32_t *out, int *n_
     // the accepted path stays in the target cache, right after the root; the rest goes
     aero_kv_keep(s->tctx, s->seq, s->n_tok, s->keep, m);
     if (s->dctx) {
-        // a chain drafter cached its drafts in order: the accepted ones stay valid
-        int fed = s->d_len - s->n_tok;
-        s->d_len = s->n_tok + (fed < m ? fed : m);
+        // the drafter cached some drafted nodes in order (a chain, a tree's spine): those on the accepted path
+        // stay valid
+        int valid = 0;
+        while (valid < s->n_fed && valid < m && s->fed[valid] == s->keep[valid]) valid++;
+        s->d_len = s->n_tok + valid;
         aero_kv_truncate(s->dctx, 0, s->d_len);
+        s->n_fed = 0;
     }
     if (s->p.tree_nodes > 0) {
         double psum = 0;
@@ -373,7 +378,7 @@ aero_status aero_spec_step(aero_spec *s, aero_sampler *smp, int max_new, int32_t
     if (st) {
         // a failed drafter pass leaves its cache unknown: start it again from the committed tokens
         if (s->dctx) aero_kv_drop(s->dctx, 0);
-        s->d_len = 0;
+        s->d_len = s->n_fed = 0;
         return st;
     }
     aero_spec_link_children(s);

@@ -41,7 +41,7 @@ struct aero_spec {
     spec_node *nodes;
     float *qbuf;               // per chain node: the drafter distribution it was drawn from (n_vocab each)
     float *qtmp;               // a drafter distribution being ranked (n_vocab)
-    float *dlogits;            // drafter logits: one row per node evaluated in a round (d_vocab each)
+    float *dlogits;            // drafter logits: one row per node evaluated at once (d_vocab each)
     int32_t *top_tok;          // per evaluated tree node (+1 for the root): its top candidates
     float *top_q;
     int *n_top;
@@ -51,7 +51,8 @@ struct aero_spec {
     float *pdist;              // target distribution at a node (n_vocab)
     int32_t *btok, *bpos;      // batch scratch (max_nodes + 1, or n_batch)
     uint8_t *bmask, *bwant;    // (max_nodes + 1)^2, max(max_nodes + 1, n_batch)
-    int *keep;
+    int *keep;                 // accepted path (verify); nodes whose drafter rows came back (tree drafting)
+    int *fed, n_fed;           // drafted nodes fed to the drafter after the committed tokens, in order
     // adaptive chain length
     double acc_w, rej_w;       // decayed accepted-token and rejection counts
     spec_fit fit;
@@ -66,7 +67,8 @@ struct aero_spec {
 aero_status aero_spec_draft_catch_up(aero_spec *s, aero_error *err);
 // Fills s->nodes with a chain of at most k tokens (model drafter; greedy: argmax, else drawn from q).
 aero_status aero_spec_draft_chain(aero_spec *s, bool greedy, int k, aero_error *err);
-// Fills s->nodes with a best-first tree of at most max_nodes nodes and depth max_depth (model drafter).
+// Fills s->nodes with a best-first tree of at most max_nodes nodes and depth max_depth (model drafter): the
+// drafter's greedy spine with the other candidates of each spine node as leaves.
 aero_status aero_spec_draft_tree(aero_spec *s, bool greedy, int max_nodes, int max_depth, aero_error *err);
 // Fills s->nodes from earlier occurrences of the context's suffix (chain: one, tree: a trie of several).
 void aero_spec_draft_ngram(aero_spec *s, bool tree, int max_nodes, int max_depth);
