@@ -7,6 +7,7 @@
 #include "cli.h"
 #include "common.h"
 
+// Prints the help.
 static void usage(void) {
     printf("usage: aerollm bench [-m MODEL] [-p N_PROMPT] [-n N_GEN] [--mem SIZE] [--json] [options]\n"
            "  -p N    prompt tokens for the prefill measurement (default 512)\n"
@@ -86,6 +87,7 @@ static int run_io_passes(aero_stream *s, int n_layer, int passes, double *per_pa
 // under a memory limit allocates nothing more.
 static double measure_disk(aero_stream *s) { return aero_stream_measure_disk_bw(s, UINT64_MAX); }
 
+// Entry point: prefill, decode and IO-only passes, each against the floor measured in the same run.
 int aero_cmd_bench(int argc, char **argv) {
     cli_opts o;
     cli_opts_default(&o);

@@ -69,6 +69,7 @@ static const aero_gguf *rank_g;
 static int64_t rank_layers;
 static const char *rank_head;
 
+// qsort order of the output tensors (see rank).
 static int cmp_rank(const void *a, const void *b) {
     int64_t x = rank(rank_g, *(const uint64_t *)a, rank_layers, rank_head);
     int64_t y = rank(rank_g, *(const uint64_t *)b, rank_layers, rank_head);
@@ -106,12 +107,14 @@ static const char *layers_contiguous(const aero_gguf *o, int64_t n_layer) {
     return NULL;
 }
 
+// Prints the help.
 static void usage(void) {
     printf("usage: aerollm repack IN.gguf OUT.gguf\n"
            "  rewrites IN so that every layer is one contiguous 4 KiB-aligned range (faster streaming reads);\n"
            "  OUT is a standard GGUF with general.alignment = 4096, written via a temporary file\n");
 }
 
+// Entry point: parse, order tensors by unit, write via the GGUF writer, read back and check the layout.
 int aero_cmd_repack(int argc, char **argv) {
     const char *in = NULL, *out = NULL;
     for (int i = 1; i < argc; i++) {

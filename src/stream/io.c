@@ -11,6 +11,7 @@
 
 #include "stream_internal.h"
 
+// Opens every model file twice: O_DIRECT for streaming (when the file system takes it), buffered for the rest.
 aero_status st_files_open(aero_stream *s, aero_error *err) {
     const aero_gguf *g = s->g;
     s->files = calloc(g->n_files ? g->n_files : 1, sizeof *s->files);
@@ -45,6 +46,7 @@ aero_status st_files_open(aero_stream *s, aero_error *err) {
     return AERO_OK;
 }
 
+// Closes the files, leaving nothing of them in the page cache after buffered reads.
 void st_files_close(aero_stream *s) {
     for (uint32_t i = 0; s->files && i < s->n_files; i++) st_drop_cache(s, i, 0, 0);
     for (uint32_t i = 0; s->files && i < s->n_files; i++) {
@@ -81,6 +83,7 @@ static aero_status read_chunk(aero_stream *s, uint32_t file, uint64_t off, uint6
     return AERO_OK;
 }
 
+// Keeps buffered streaming out of the page cache, including folios a single request covered only in part.
 void st_drop_cache(aero_stream *s, uint32_t file, uint64_t off, uint64_t len) {
     const uint64_t huge = 2u << 20; // the largest page-cache folio: DONTNEED skips folios it covers only in part
     st_file *f = &s->files[file];
@@ -94,6 +97,7 @@ aero_status st_read_sync(aero_stream *s, uint32_t file, uint64_t off, uint64_t l
     return read_chunk(s, file, off, len, need, buf, err);
 }
 
+// The IO busy clock including the interval running now, for per-pass figures.
 double st_io_busy_now(const aero_stream *s, double now) {
     return s->io_busy_total + (s->inflight > 0 ? now - s->busy_since : 0);
 }
@@ -109,6 +113,7 @@ static void dequeue(aero_stream *s, st_job *j) {
     j->queued = false;
 }
 
+// Hands a job to the IO threads; a job with nothing to read is complete at once.
 void st_job_enqueue(aero_stream *s, st_job *j) {
     j->cur_range = 0;
     j->cur_off = 0;
@@ -125,6 +130,7 @@ void st_job_enqueue(aero_stream *s, st_job *j) {
     pthread_cond_broadcast(&s->cv_work);
 }
 
+// Makes ring memory reusable: no queued chunk will start and none is still being read.
 void st_io_cancel_all(aero_stream *s) {
     while (s->q_head) {
         st_job *j = s->q_head;
@@ -175,6 +181,7 @@ static void *io_main(void *arg) {
     return NULL;
 }
 
+// Starts the IO threads: one blocking request in flight each.
 aero_status st_io_start(aero_stream *s, aero_error *err) {
     for (int i = 0; i < s->io_threads; i++) {
         int rc = pthread_create(&s->threads[i], NULL, io_main, s);
@@ -184,6 +191,7 @@ aero_status st_io_start(aero_stream *s, aero_error *err) {
     return AERO_OK;
 }
 
+// Stops the IO threads after the reads in flight finish (close, or nothing left to stream).
 void st_io_stop(aero_stream *s) {
     if (!s->mutex_ready) return;
     pthread_mutex_lock(&s->mu);

@@ -65,6 +65,7 @@ static uint64_t make_ranges(aero_stream *s, const int64_t *idx, int n, st_range 
     return mem;
 }
 
+// Builds, once, the tables every later step uses: tensor kinds, units, their aligned ranges and placements.
 aero_status st_build_tables(aero_stream *s, aero_error *err) {
     const aero_gguf *g = s->g;
     uint64_t nt = g->n_tensors;
@@ -141,6 +142,7 @@ fail:
     return err->code;
 }
 
+// The ring allocator shared by the runtime and the tests (FIFO: units are released in the order read).
 bool st_ring_place(uint64_t cap, int n_live, uint64_t first_off, uint64_t alloc_off, uint64_t size, uint64_t *at) {
     if (n_live == 0) {
         *at = 0;
@@ -221,6 +223,7 @@ static void plan_with_head(const aero_stream *s, plan_option *o, bool head_resid
     price_option(s, o, cand, n_cand, npin);
 }
 
+// Decides what stays resident under the budget, or refuses a budget below the minimum, saying the minimum.
 aero_status st_plan(aero_stream *s, aero_error *err) {
     aero_stream_plan *p = &s->plan;
     const uint64_t budget = s->params.mem_budget;

@@ -8,6 +8,7 @@
 #include "../core/measure.h"
 #include "stream_internal.h"
 
+// Starts the record of a pass at its first stream call (embedding rows or unit 0).
 void st_pass_begin(aero_stream *s, double now) {
     memset(&s->cur, 0, sizeof s->cur);
     s->cur.start = now;
@@ -16,6 +17,7 @@ void st_pass_begin(aero_stream *s, double now) {
     s->stats.passes++;
 }
 
+// Closes the record of a pass at the release of its last unit (or when the next pass starts early).
 void st_pass_end(aero_stream *s, double now) {
     if (!s->in_pass) return;
     s->cur.end = now;
@@ -27,8 +29,10 @@ void st_pass_end(aero_stream *s, double now) {
     s->in_pass = false;
 }
 
+// Totals since the last reset, for aerollm bench.
 void aero_stream_get_stats(const aero_stream *s, aero_stream_stats *out) { *out = s->stats; }
 
+// Separates phases (prefill, decode) in a benchmark.
 void aero_stream_reset_stats(aero_stream *s) {
     if (s->mutex_ready) pthread_mutex_lock(&s->mu);
     memset(&s->stats, 0, sizeof s->stats);
@@ -37,6 +41,7 @@ void aero_stream_reset_stats(aero_stream *s) {
     if (s->mutex_ready) pthread_mutex_unlock(&s->mu);
 }
 
+// Lets a benchmark reuse its own measurement for the --stats floor.
 void aero_stream_set_disk_bw(aero_stream *s, double bw) { s->disk_bw = bw; }
 
 typedef struct {
@@ -80,6 +85,7 @@ static void *probe_worker(void *arg) {
     return NULL;
 }
 
+// The floor's disk bandwidth, measured on the bytes a pass streams (see stream.h).
 double aero_stream_measure_disk_bw(aero_stream *s, uint64_t max_bytes) {
     if (!s->ring_bytes || !s->ring || !s->mutex_ready) return 0;
     // the requests a pass makes: every streamed range in chunks, or max_bytes of them spread over the pass
@@ -149,6 +155,7 @@ double aero_stream_measure_disk_bw(aero_stream *s, uint64_t max_bytes) {
     return bw;
 }
 
+// The resident floor's memory bandwidth without allocating under a memory limit (see stream.h).
 double aero_stream_measure_mem_bw(aero_stream *s, aero_pool *pool) {
     const uint64_t min_bytes = 64ull << 20; // well past the caches
     if (!s->mutex_ready) return 0;
@@ -176,6 +183,7 @@ static void print_pass(FILE *f, const char *label, const st_pass *p, double disk
             floor > 0 ? wall / floor : 0);
 }
 
+// The --stats report: the plan, then per-pass figures against the disk floor.
 void aero_stream_print_stats(aero_stream *s, FILE *f) {
     const aero_stream_plan *p = &s->plan;
     char unit_map[p->n_units + 1];

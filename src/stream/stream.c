@@ -127,6 +127,7 @@ void st_ring_restart(aero_stream *s, int64_t seq) {
     s->alloc_off = 0;
 }
 
+// Plans, loads what stays resident, starts the IO threads and the first reads of the first pass.
 aero_status aero_stream_open(aero_stream **out, const aero_gguf *g, int n_layer, const aero_stream_params *p,
                              aero_error *err) {
     *out = NULL;
@@ -197,6 +198,7 @@ fail:
     return err->code;
 }
 
+// Stops the IO threads before freeing the memory they write into.
 void aero_stream_close(aero_stream *s) {
     if (!s) return;
     st_io_stop(s);
@@ -226,13 +228,16 @@ void aero_stream_close(aero_stream *s) {
     free(s);
 }
 
+// The plan, for aerollm info and bench.
 const aero_stream_plan *aero_stream_get_plan(const aero_stream *s) { return &s->plan; }
 
+// Always-resident tensors (the model reads norms through here, acquired or not).
 const void *aero_stream_global(aero_stream *s, int64_t tensor) {
     if (tensor < 0 || (uint64_t)tensor >= s->g->n_tensors) return NULL;
     return s->kind[tensor] == ST_T_SMALL || s->kind[tensor] == ST_T_EMBD ? s->ptr[tensor] : NULL;
 }
 
+// Tensor data for the model while its unit is acquired (or resident).
 const void *aero_stream_tensor(aero_stream *s, int64_t tensor) {
     if (tensor < 0 || (uint64_t)tensor >= s->g->n_tensors) return NULL;
     return s->ptr[tensor];
@@ -245,6 +250,7 @@ static int streamed_pos(const aero_stream *s, int unit) {
     return -1;
 }
 
+// Hands the model a unit, waiting for its read when streamed; out of order restarts the cycle there.
 aero_status aero_stream_acquire(aero_stream *s, int unit, aero_error *err) {
     if (unit < 0 || unit >= s->n_units) return aero_fail(err, AERO_ERR_INVALID, "stream: no unit %d", unit);
     if (!s->mutex_ready) return aero_fail(err, AERO_ERR_INVALID, "stream: opened for planning only");
@@ -295,6 +301,7 @@ aero_status aero_stream_acquire(aero_stream *s, int unit, aero_error *err) {
     return AERO_OK;
 }
 
+// Frees the unit's slot for the read `prefetch` units ahead, and ends the pass after the head.
 void aero_stream_release(aero_stream *s, int unit) {
     if (!s->mutex_ready) return;
     pthread_mutex_lock(&s->mu);
@@ -323,6 +330,7 @@ void aero_stream_release(aero_stream *s, int unit) {
     pthread_mutex_unlock(&s->mu);
 }
 
+// Token embeddings: n rows, from memory when resident, else one aligned read per row.
 aero_status aero_stream_embed_rows(aero_stream *s, const int32_t *rows, int n, float *out, aero_error *err) {
     if (s->embd < 0) return aero_fail(err, AERO_ERR_INVALID, "stream: no token embedding tensor");
     if (!s->mutex_ready) return aero_fail(err, AERO_ERR_INVALID, "stream: opened for planning only");
@@ -364,4 +372,5 @@ aero_status aero_stream_embed_rows(aero_stream *s, const int32_t *rows, int n, f
     return st;
 }
 
+// Weight bytes allocated (resident + window): what invariant 5 bounds.
 uint64_t aero_stream_weight_bytes_held(const aero_stream *s) { return s->held; }
