@@ -36,9 +36,9 @@ typedef struct {
 } tdef;
 
 static int tensor_id(const char *name) { // a stable id per name (sum of characters times position)
-    int h = 0;
-    for (int i = 0; name[i]; i++) h = h * 31 + name[i];
-    return (h & 0x7fff) + 1;
+    unsigned h = 0;
+    for (int i = 0; name[i]; i++) h = h * 31 + (unsigned char)name[i];
+    return (int)(h & 0x7fff) + 1;
 }
 
 // The tensors of the test model in file order: an embedding, N_LAYER layers (a norm and two matrices each,
@@ -361,8 +361,9 @@ static void test_ring_place(void) {
                 lo[n] = at, hi[n] = at + slot, n++;
                 alloc = at + slot;
             }
-            memmove(lo, lo + 1, sizeof(uint64_t) * (n - 1)); // release the oldest
-            memmove(hi, hi + 1, sizeof(uint64_t) * (n - 1));
+            if (n < 1) break;
+            memmove(lo, lo + 1, sizeof(uint64_t) * (size_t)(n - 1)); // release the oldest
+            memmove(hi, hi + 1, sizeof(uint64_t) * (size_t)(n - 1));
             n--;
             if (!n) alloc = 0;
         }
