@@ -53,9 +53,11 @@ static void cpu_detect(void) {
 #endif
 }
 
+// Detection runs once, whatever thread asks first.
 const aero_cpu_features *aero_cpu_get(void) {
     pthread_once(&cpu_once, cpu_detect);
     return &cpu_features;
 }
 
+// The pool's default size.
 int aero_cpu_count(void) { return aero_cpu_get()->n_cpus; }

@@ -89,6 +89,7 @@ static void *pool_worker(void *varg) {
     return NULL;
 }
 
+// Starts the workers once; they live as long as the pool, so a job costs no thread creation.
 aero_pool *aero_pool_new(int n_threads) {
     if (n_threads <= 0) n_threads = aero_cpu_count();
     if (n_threads > POOL_MAX_THREADS) n_threads = POOL_MAX_THREADS;
@@ -133,6 +134,7 @@ fail_run_lock:
     return NULL;
 }
 
+// Wakes every worker with the stop flag and joins them.
 void aero_pool_free(aero_pool *p) {
     if (!p) return;
     pthread_mutex_lock(&p->lock);
@@ -147,8 +149,10 @@ void aero_pool_free(aero_pool *p) {
     free(p);
 }
 
+// Thread count, 1 for no pool (callers size per-thread scratch with it).
 int aero_pool_size(const aero_pool *p) { return p ? p->n : 1; }
 
+// One job on all threads; the caller is thread 0 and returns when every share is done. Not reentrant on the same pool.
 void aero_pool_run(aero_pool *p, aero_pool_fn fn, void *ctx) {
     if (!p || p->n == 1) {
         fn(ctx, 0, 1);
@@ -171,6 +175,7 @@ void aero_pool_run(aero_pool *p, aero_pool_fn fn, void *ctx) {
     pthread_mutex_unlock(&p->run_lock);
 }
 
+// Contiguous, balanced ranges: the first n % nth threads get one extra item.
 void aero_pool_split(long n, int ith, int nth, long *begin, long *end) {
     if (nth < 1) nth = 1;
     if (n < 0) n = 0;

@@ -48,11 +48,13 @@ static void kernels_setup(void) {
 
 void aero_kernels_init(void) { pthread_once(&kernels_once, kernels_setup); }
 
+// The ISA the kernels run with, for logs and benchmarks.
 aero_isa aero_kernels_isa(void) {
     aero_kernels_init();
     return isa_selected;
 }
 
+// Printable ISA name; AVX-512 says whether VNNI is in use.
 const char *aero_isa_name(aero_isa isa) {
     aero_kernels_init();
     switch (isa) {
@@ -63,6 +65,7 @@ const char *aero_isa_name(aero_isa isa) {
     return "unknown";
 }
 
+// Lets tests and benchmarks skip an ISA this CPU (or OS) cannot run.
 bool aero_isa_available(aero_isa isa) {
     aero_kernels_init();
     switch (isa) {
@@ -73,6 +76,7 @@ bool aero_isa_available(aero_isa isa) {
     return false;
 }
 
+// The table of one ISA, so tests can compare ISAs inside one process.
 const aero_kernel_ops *aero_kernels_ops(aero_isa isa, bool vnni) {
     aero_kernels_init();
     switch (isa) {
@@ -85,11 +89,13 @@ const aero_kernel_ops *aero_kernels_ops(aero_isa isa, bool vnni) {
     return NULL;
 }
 
+// The table chosen at start; every public entry point goes through it.
 const aero_kernel_ops *aero_kernels_selected(void) {
     aero_kernels_init();
     return ops_selected;
 }
 
+// Which activation format each weight type is dotted with (llama.cpp's choice).
 aero_dtype aero_vec_dot_type(aero_dtype w) {
     switch (w) {
     case AERO_DT_Q4_0:
@@ -117,15 +123,18 @@ static float dot_with(const aero_kernel_ops *ops, aero_dtype t, int64_t n, const
     return ops->dot[t](n, w, a);
 }
 
+// Public dot with the selected ISA.
 float aero_vec_dot(aero_dtype t, int64_t n, const void *w, const void *a) {
     return dot_with(aero_kernels_selected(), t, n, w, a);
 }
 
+// Public dot with a chosen ISA (tests); 0 when the ISA is not available.
 float aero_vec_dot_isa(aero_isa isa, aero_dtype t, int64_t n, const void *w, const void *a) {
     aero_kernels_init();
     return dot_with(aero_kernels_ops(isa, have_vnni), t, n, w, a);
 }
 
+// Dequantizes with the SIMD row conversions where there are some (their values equal the scalar ones).
 void aero_dequant_row_f32(aero_dtype t, const void *x, float *y, int64_t n) {
     const aero_kernel_ops *ops = aero_kernels_selected();
     if (t == AERO_DT_F16) ops->f16_to_f32_row(x, y, n);
@@ -155,18 +164,22 @@ float aero_vec_dot_f32_with(const aero_kernel_ops *ops, aero_dtype t, int64_t n,
     return aero_reduce16(acc);
 }
 
+// Public exact-f32 dot with the selected ISA.
 float aero_vec_dot_f32(aero_dtype t, int64_t n, const void *w, const float *x) {
     return aero_vec_dot_f32_with(aero_kernels_selected(), t, n, w, x);
 }
 
+// Row conversions go through the selected ISA (exact, so identical on every ISA).
 void aero_f16_to_f32_row(const uint16_t *x, float *y, int64_t n) {
     if (n > 0) aero_kernels_selected()->f16_to_f32_row(x, y, n);
 }
 
+// Round-to-nearest-even on every ISA (F16C and the scalar code agree).
 void aero_f32_to_f16_row(const float *x, uint16_t *y, int64_t n) {
     if (n > 0) aero_kernels_selected()->f32_to_f16_row(x, y, n);
 }
 
+// bfloat16 widening through the selected ISA.
 void aero_bf16_to_f32_row(const uint16_t *x, float *y, int64_t n) {
     if (n > 0) aero_kernels_selected()->bf16_to_f32_row(x, y, n);
 }

@@ -51,6 +51,7 @@ AI void tail16(__m256 *s0, __m256 *s1, const float *w, const float *a, int r, co
     *s1 = _mm256_blendv_ps(*s1, p1, _mm256_castsi256_ps(first_lanes(r > 8 ? r - 8 : 0)));
 }
 
+// The 16 lanes of two vectors reduced in the common fixed tree.
 AI float reduce_2x8(__m256 s0, __m256 s1) {
     float acc[16];
     _mm256_storeu_ps(acc, s0);
@@ -58,6 +59,7 @@ AI float reduce_2x8(__m256 s0, __m256 s1) {
     return aero_reduce16(acc);
 }
 
+// F32 x F32 in the fixed 16-lane order, bitwise equal to the scalar kernel.
 static float dot_f32(int64_t n, const void *vw, const void *va) {
     const float *w = vw, *a = va;
     __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
@@ -71,6 +73,7 @@ static float dot_f32(int64_t n, const void *vw, const void *va) {
 }
 
 AI __m256 f16x8(const uint16_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const void *)p)); }
+// 8 bfloat16 widened to f32 (a shift).
 AI __m256 bf16x8(const uint16_t *p) {
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const void *)p)), 16));
 }
@@ -92,6 +95,7 @@ static float dot_f16(int64_t n, const void *vw, const void *va) {
     return reduce_2x8(s0, s1);
 }
 
+// BF16 x BF16 in the fixed 16-lane order (products are exact).
 static float dot_bf16(int64_t n, const void *vw, const void *va) {
     const uint16_t *w = vw, *a = va;
     __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
@@ -112,12 +116,14 @@ static float dot_bf16(int64_t n, const void *vw, const void *va) {
     return reduce_2x8(s0, s1);
 }
 
+// F16C widening; exact, so equal to the scalar conversion.
 static void f16_to_f32_row(const uint16_t *x, float *y, int64_t n) {
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, f16x8(x + i));
     for (; i < n; i++) y[i] = _cvtsh_ss(x[i]);
 }
 
+// F16C narrowing with round-to-nearest-even, equal to the scalar conversion.
 static void f32_to_f16_row(const float *x, uint16_t *y, int64_t n) {
     int64_t i = 0;
     for (; i + 8 <= n; i += 8)
@@ -125,6 +131,7 @@ static void f32_to_f16_row(const float *x, uint16_t *y, int64_t n) {
     for (; i < n; i++) y[i] = aero_f32_to_f16(x[i]);
 }
 
+// bfloat16 widening (a shift).
 static void bf16_to_f32_row(const uint16_t *x, float *y, int64_t n) {
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, bf16x8(x + i));
@@ -150,6 +157,7 @@ AI __m256i pack32(__m256i a, __m256i b, __m256i c, __m256i d) {
     return _mm256_permutevar8x32_epi32(r, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
 }
 
+// Largest magnitude of n floats (a multiple of 8); exact, so equal to the scalar one.
 AI float amax_n(const float *x, int n) {
     __m256 m = _mm256_setzero_ps();
     for (int j = 0; j < n; j += 8) m = _mm256_max_ps(abs8(_mm256_loadu_ps(x + j)), m); // NaN ignored like fmaxf
@@ -159,6 +167,7 @@ AI float amax_n(const float *x, int n) {
     return _mm_cvtss_f32(s);
 }
 
+// SIMD Q8_0 activation quantizer, byte-identical to the scalar one.
 static void quantize_q8_0(const float *x, void *vy, int64_t n) {
     aero_block_q8_0 *y = vy;
     for (int64_t i = 0; i < n / AERO_QK; i++, x += AERO_QK) {
@@ -171,6 +180,7 @@ static void quantize_q8_0(const float *x, void *vy, int64_t n) {
     }
 }
 
+// SIMD Q8_K activation quantizer, byte-identical to the scalar one.
 static void quantize_q8_K(const float *x, void *vy, int64_t n) {
     aero_block_q8_K *y = vy;
     for (int64_t i = 0; i < n / AERO_QK_K; i++, x += AERO_QK_K) {
@@ -255,6 +265,7 @@ AI __m256i scale16(int s) { return _mm256_set1_epi16((short)s); }
 // Two groups of 16 in one vector: the low 128 bits get scale s0, the high s1.
 AI __m256i scale16x2(int s0, int s1) { return _mm256_setr_m128i(_mm_set1_epi16((short)s0), _mm_set1_epi16((short)s1)); }
 
+// The 6-bit scales (bytes 0-7) and mins (8-15) of a Q4_K/Q5_K block, 32 bits at a time.
 AI void q4k_unpack(const uint8_t *sc, uint8_t out[16]) {
     const uint32_t k1 = 0x3f3f3f3f, k2 = 0x0f0f0f0f, k3 = 0x03030303;
     uint32_t u[3], o[4];

@@ -12,6 +12,7 @@
 // Weights stream from DRAM once per pass: prefetching a few KB ahead into L1 keeps more lines in flight
 // than the hardware prefetcher alone (measured: +10-20 % single-thread DRAM throughput for Q8_0/Q4_0).
 #define PREFETCH_AHEAD 4096
+// Prefetches `lines` cache lines PREFETCH_AHEAD bytes past p (never faults).
 AI void prefetch_ahead(const void *p, int lines) {
     for (int l = 0; l < lines; l++) _mm_prefetch((const char *)((uintptr_t)p + PREFETCH_AHEAD + 64u * (unsigned)l), _MM_HINT_T0);
 }
@@ -79,13 +80,16 @@ static float dot_f16(int64_t n, const void *vw, const void *va) {
     return aero_reduce16(acc);
 }
 
+// 16 bfloat16 widened to f32 (a shift).
 AI __m512 bf16x16(const uint16_t *p) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const void *)p)), 16));
 }
+// The same for a tail, lanes outside k zero.
 AI __m512 bf16x16_mask(__mmask16 k, const uint16_t *p) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(k, p)), 16));
 }
 
+// BF16 x BF16 in the fixed 16-lane order (products are exact).
 static float dot_bf16(int64_t n, const void *vw, const void *va) {
     const uint16_t *w = vw, *a = va;
     __m512 s = _mm512_setzero_ps();
@@ -100,6 +104,7 @@ static float dot_bf16(int64_t n, const void *vw, const void *va) {
     return aero_reduce16(acc);
 }
 
+// F16C widening; exact, so equal to the scalar conversion.
 static void f16_to_f32_row(const uint16_t *x, float *y, int64_t n) {
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, _mm512_cvtph_ps(_mm256_loadu_si256((const void *)(x + i))));
@@ -109,6 +114,7 @@ static void f16_to_f32_row(const uint16_t *x, float *y, int64_t n) {
     }
 }
 
+// F16C narrowing with round-to-nearest-even, equal to the scalar conversion.
 static void f32_to_f16_row(const float *x, uint16_t *y, int64_t n) {
     int64_t i = 0;
     for (; i + 16 <= n; i += 16)
@@ -120,6 +126,7 @@ static void f32_to_f16_row(const float *x, uint16_t *y, int64_t n) {
     }
 }
 
+// bfloat16 widening (a shift).
 static void bf16_to_f32_row(const uint16_t *x, float *y, int64_t n) {
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, bf16x16(x + i));
@@ -141,6 +148,7 @@ AI __m512i q8_round(__m512 x, __m512 id) {
 
 AI __m512 abs_ps(__m512 x) { return _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32(0x7fffffff))); }
 
+// SIMD Q8_0 activation quantizer, byte-identical to the scalar one.
 static void quantize_q8_0(const float *x, void *vy, int64_t n) {
     aero_block_q8_0 *y = vy;
     for (int64_t i = 0; i < n / AERO_QK; i++, x += AERO_QK) {
@@ -155,6 +163,7 @@ static void quantize_q8_0(const float *x, void *vy, int64_t n) {
     }
 }
 
+// SIMD Q8_K activation quantizer, byte-identical to the scalar one.
 static void quantize_q8_K(const float *x, void *vy, int64_t n) {
     aero_block_q8_K *y = vy;
     for (int64_t i = 0; i < n / AERO_QK_K; i++, x += AERO_QK_K) {
@@ -189,6 +198,7 @@ _Static_assert(sizeof(q8p) == 256, "prepared pair size");
 
 #define PREP_CHUNK 64 // blocks prepared at a time by the standard-layout dots (an even number of pairs)
 
+// The 32-element block types, which share the prepared Q8_0 layout.
 static bool is32(aero_dtype w) {
     return w == AERO_DT_Q4_0 || w == AERO_DT_Q4_1 || w == AERO_DT_Q5_0 || w == AERO_DT_Q5_1 || w == AERO_DT_Q8_0;
 }
@@ -203,6 +213,7 @@ typedef struct {
 } q8kp;
 _Static_assert(sizeof(q8kp) == 320, "prepared Q8_K block size");
 
+// Bytes of a prepared activation row for weights of type w (0: standard blocks).
 static size_t act_bytes(aero_dtype w, int64_t n) {
     if (is32(w)) return (size_t)((n / AERO_QK + 1) / 2) * sizeof(q8p);
     if (w == AERO_DT_Q4_K || w == AERO_DT_Q5_K) return (size_t)(n / AERO_QK_K) * sizeof(q8kp);
@@ -225,10 +236,12 @@ AI void prep_pair(const aero_block_q8_0 *b0, const aero_block_q8_0 *b1, q8p *p) 
     _mm512_storeu_ps(p->ds, _mm512_mul_ps(d, _mm512_cvtepi32_ps(sum)));
 }
 
+// Prepares nb standard Q8_0 blocks (pairs; an odd last block pairs with zeros).
 static void prep_blocks(const aero_block_q8_0 *a, q8p *p, int64_t nb) {
     for (int64_t i = 0; i < nb; i += 2) prep_pair(&a[i], i + 1 < nb ? &a[i + 1] : NULL, &p[i / 2]);
 }
 
+// Prepares one Q8_K block for the Q4_K/Q5_K kernel.
 static void prep_k(const aero_block_q8_K *a, q8kp *p) {
     for (int h = 0; h < 2; h++) {
         __m512i A0 = _mm512_loadu_si512(a->qs + 128 * h), A1 = _mm512_loadu_si512(a->qs + 128 * h + 64);
@@ -241,6 +254,7 @@ static void prep_k(const aero_block_q8_K *a, q8kp *p) {
     memset(p->pad, 0, sizeof p->pad);
 }
 
+// Matmul's activation rows: quantized exactly like the standard ones, then laid out for the kernel.
 static void act_quantize(aero_dtype w, const float *x, void *vp, int64_t n) {
     if (is32(w)) {
         aero_block_q8_0 tmp[PREP_CHUNK];
@@ -260,6 +274,7 @@ static void act_quantize(aero_dtype w, const float *x, void *vp, int64_t n) {
     }
 }
 
+// Block bytes of a 32-element type, as a compile-time constant in each kernel instance.
 AI size_t bytes32(const aero_dtype t) {
     return t == AERO_DT_Q4_0 ? 18 : t == AERO_DT_Q4_1 ? 20 : t == AERO_DT_Q5_0 ? 22 : t == AERO_DT_Q5_1 ? 24 : 34;
 }
@@ -278,6 +293,7 @@ AI __m512i widx_h(int h0, int h1) {
     return _mm512_setr_epi32(a, a, b, b, a, a, b, b, 0, 0, 0, 0, 0, 0, 0, 0);
 }
 
+// Two f16 scales of a loaded pair of blocks as per-lane f32 scales.
 AI __m512 halves(__m512i z, int h0, int h1) {
     return _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(widx_h(h0, h1), z)));
 }

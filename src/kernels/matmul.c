@@ -202,6 +202,7 @@ static bool wmat_ok(const aero_wmat *w) {
     return w->row_bytes >= aero_dtype_row_bytes(w->type, (uint64_t)w->cols);
 }
 
+// Load-time check with a message, since the matmuls themselves cannot report errors.
 aero_status aero_wmat_check(const aero_wmat *w, aero_error *err) {
     const aero_dtype_info *info = aero_dtype_get((uint32_t)w->type);
     if (!info || !info->computable)
@@ -266,10 +267,12 @@ static void matmul_run(aero_pool *pool, const aero_wmat *w, const float *x, int 
     aero_pool_run(pool, mm_task, &j);
 }
 
+// Quantized-activation matmul: the fast path of every forward pass.
 void aero_matmul(aero_pool *pool, const aero_wmat *w, const float *x, int n, float *y) {
     matmul_run(pool, w, x, n, y, false);
 }
 
+// Exact-f32 matmul, for callers that must not quantize activations.
 void aero_matmul_f32(aero_pool *pool, const aero_wmat *w, const float *x, int n, float *y) {
     matmul_run(pool, w, x, n, y, true);
 }

@@ -79,6 +79,7 @@ static inline int ceil_clamped(float v, int lo, int hi) {
     return (int)ceilf(v);
 }
 
+// Largest magnitude of a block (NaN ignored), the basis of every symmetric scale.
 static float block_amax(const float *x, int n) {
     float amax = 0.0f;
     for (int i = 0; i < n; i++) amax = fmaxf(amax, fabsf(x[i]));
@@ -143,6 +144,7 @@ static void quantize_q4_1(const float *x, aero_block_q4_1 *y, int64_t nb) {
     }
 }
 
+// Symmetric 5-bit codes, the fifth bit of element j in bit j of qh.
 static void quantize_q5_0(const float *x, aero_block_q5_0 *y, int64_t nb) {
     for (int64_t i = 0; i < nb; i++, x += AERO_QK) {
         uint16_t d = f16_ceil(block_amax(x, AERO_QK) / 15.5f);
@@ -159,6 +161,7 @@ static void quantize_q5_0(const float *x, aero_block_q5_0 *y, int64_t nb) {
     }
 }
 
+// Asymmetric 5-bit codes (offset rounded down, scale up).
 static void quantize_q5_1(const float *x, aero_block_q5_1 *y, int64_t nb) {
     for (int64_t i = 0; i < nb; i++, x += AERO_QK) {
         float mn = x[0], mx = x[0];
@@ -180,6 +183,7 @@ static void quantize_q5_1(const float *x, aero_block_q5_1 *y, int64_t nb) {
     }
 }
 
+// Q8_0 as llama.cpp quantizes activations (also used for Q8_0 weights).
 void aero_quantize_q8_0_ref(const float *x, void *vy, int64_t n) {
     aero_block_q8_0 *y = vy;
     for (int64_t i = 0; i < n / AERO_QK; i++, x += AERO_QK) {
@@ -241,6 +245,7 @@ static void kquant_sym(const float *x, int ngroups, int gs, int qneg, int smax, 
     *d_out = d;
 }
 
+// 2-bit codes in 16 groups of 16 with 4-bit scales and mins.
 static void quantize_q2_K(const float *x, aero_block_q2_K *y, int64_t nb) {
     uint8_t sc[16], m[16], q[256];
     for (int64_t i = 0; i < nb; i++, x += AERO_QK_K) {
@@ -254,6 +259,7 @@ static void quantize_q2_K(const float *x, aero_block_q2_K *y, int64_t nb) {
     }
 }
 
+// 3-bit codes (2 bits in qs, 1 in hmask) with 6-bit signed scales packed in 12 bytes.
 static void quantize_q3_K(const float *x, aero_block_q3_K *y, int64_t nb) {
     uint8_t sc[16];
     int8_t q[256];
@@ -285,6 +291,7 @@ static void pack_q4k_scales(const uint8_t *sc, const uint8_t *m, uint8_t *out) {
     }
 }
 
+// 4-bit codes in 8 groups of 32 with 6-bit scales and mins.
 static void quantize_q4_K(const float *x, aero_block_q4_K *y, int64_t nb) {
     uint8_t sc[8], m[8], q[256];
     for (int64_t i = 0; i < nb; i++, x += AERO_QK_K) {
@@ -295,6 +302,7 @@ static void quantize_q4_K(const float *x, aero_block_q4_K *y, int64_t nb) {
     }
 }
 
+// As Q4_K with a fifth bit per element in qh.
 static void quantize_q5_K(const float *x, aero_block_q5_K *y, int64_t nb) {
     uint8_t sc[8], m[8], q[256];
     for (int64_t i = 0; i < nb; i++, x += AERO_QK_K) {
@@ -310,6 +318,7 @@ static void quantize_q5_K(const float *x, aero_block_q5_K *y, int64_t nb) {
     }
 }
 
+// 6-bit codes (4 in ql, 2 in qh) in 16 groups of 16 with 8-bit scales.
 static void quantize_q6_K(const float *x, aero_block_q6_K *y, int64_t nb) {
     uint8_t sc[16];
     int8_t q[256];
@@ -327,6 +336,7 @@ static void quantize_q6_K(const float *x, aero_block_q6_K *y, int64_t nb) {
     }
 }
 
+// Q8_K as ggml's quantize_row_q8_K, with the group sums the K-quant dots use for mins and offsets.
 void aero_quantize_q8_K_ref(const float *x, void *vy, int64_t n) {
     aero_block_q8_K *y = vy;
     for (int64_t i = 0; i < n / AERO_QK_K; i++, x += AERO_QK_K) {
@@ -471,11 +481,13 @@ static int unpack_k(aero_dtype t, const uint8_t *b, int8_t q[256], int sc[16], i
     }
 }
 
+// Types with 256-element super-blocks.
 static bool is_k_quant(aero_dtype t) {
     return t == AERO_DT_Q2_K || t == AERO_DT_Q3_K || t == AERO_DT_Q4_K || t == AERO_DT_Q5_K || t == AERO_DT_Q6_K ||
            t == AERO_DT_Q8_K;
 }
 
+// Types with 32-element blocks.
 static bool is_32_quant(aero_dtype t) {
     return t == AERO_DT_Q4_0 || t == AERO_DT_Q4_1 || t == AERO_DT_Q5_0 || t == AERO_DT_Q5_1 || t == AERO_DT_Q8_0;
 }
@@ -555,6 +567,7 @@ void aero_dequantize_row(aero_dtype t, const void *vx, float *y, int64_t n) {
 
 // ---- scalar dot products -------------------------------------------------------------------------------
 
+// The reference 16-lane accumulation that every ISA reproduces bit for bit.
 void aero_dot_f32_acc16_ref(float acc[16], const float *a, const float *b, int64_t n) {
     for (int64_t i = 0; i < n; i += 16)
         for (int k = 0; k < 16; k++) acc[k] = acc[k] + a[i + k] * b[i + k];
@@ -584,6 +597,7 @@ static float dot_f16(int64_t n, const void *vw, const void *va) {
     return aero_reduce16(acc);
 }
 
+// BF16 x BF16 in the fixed 16-lane order (products are exact).
 static float dot_bf16(int64_t n, const void *vw, const void *va) {
     const uint16_t *w = vw, *a = va;
     float acc[16] = {0};
@@ -649,12 +663,15 @@ static float dot_q5_K(int64_t n, const void *w, const void *a) { return dot_k(AE
 static float dot_q6_K(int64_t n, const void *w, const void *a) { return dot_k(AERO_DT_Q6_K, n, w, a); }
 static float dot_q8_K(int64_t n, const void *w, const void *a) { return dot_k(AERO_DT_Q8_K, n, w, a); }
 
+// Scalar row conversions for the scalar table.
 static void f16_to_f32_row_ref(const uint16_t *x, float *y, int64_t n) {
     for (int64_t i = 0; i < n; i++) y[i] = aero_fp16_to_fp32_inl(x[i]);
 }
+// Round-to-nearest-even, element by element.
 static void f32_to_f16_row_ref(const float *x, uint16_t *y, int64_t n) {
     for (int64_t i = 0; i < n; i++) y[i] = aero_f32_to_f16(x[i]);
 }
+// bfloat16 widening, element by element.
 static void bf16_to_f32_row_ref(const uint16_t *x, float *y, int64_t n) {
     for (int64_t i = 0; i < n; i++) y[i] = aero_bf16_to_f32(x[i]);
 }
