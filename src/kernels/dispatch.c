@@ -8,7 +8,7 @@
 #include "quants.h"
 
 static aero_kernel_ops ops_scalar, ops_avx2, ops_avx512, ops_avx512_vnni;
-static bool have_avx2, have_avx512, have_vnni;
+static bool have_avx2, have_avx512, have_vnni, use_vnni;
 static const aero_kernel_ops *ops_selected;
 static aero_isa isa_selected;
 static pthread_once_t kernels_once = PTHREAD_ONCE_INIT;
@@ -33,16 +33,18 @@ static void kernels_setup(void) {
         aero_kernels_fill_avx512(&ops_avx512_vnni, true);
     }
     aero_isa best = have_avx512 ? AERO_ISA_AVX512 : have_avx2 ? AERO_ISA_AVX2 : AERO_ISA_SCALAR;
+    use_vnni = have_vnni;
     const char *cap = getenv("AERO_ISA");
-    if (cap) {
+    if (cap) { // "avx512-plain": AVX-512 without VNNI, so tests can run that table on a VNNI CPU
         aero_isa c = best;
         if (!strcmp(cap, "scalar")) c = AERO_ISA_SCALAR;
         else if (!strcmp(cap, "avx2")) c = AERO_ISA_AVX2;
         else if (!strcmp(cap, "avx512") || !strcmp(cap, "avx512-vnni")) c = AERO_ISA_AVX512;
+        else if (!strcmp(cap, "avx512-plain")) c = AERO_ISA_AVX512, use_vnni = false;
         if (c < best) best = c;
     }
     isa_selected = best;
-    ops_selected = best == AERO_ISA_AVX512 ? (have_vnni ? &ops_avx512_vnni : &ops_avx512)
+    ops_selected = best == AERO_ISA_AVX512 ? (use_vnni ? &ops_avx512_vnni : &ops_avx512)
                    : best == AERO_ISA_AVX2 ? &ops_avx2 : &ops_scalar;
 }
 
@@ -60,7 +62,7 @@ const char *aero_isa_name(aero_isa isa) {
     switch (isa) {
     case AERO_ISA_SCALAR: return "scalar";
     case AERO_ISA_AVX2: return "avx2";
-    case AERO_ISA_AVX512: return have_vnni ? "avx512-vnni" : "avx512";
+    case AERO_ISA_AVX512: return use_vnni ? "avx512-vnni" : "avx512";
     }
     return "unknown";
 }
@@ -131,7 +133,7 @@ float aero_vec_dot(aero_dtype t, int64_t n, const void *w, const void *a) {
 // Public dot with a chosen ISA (tests); 0 when the ISA is not available.
 float aero_vec_dot_isa(aero_isa isa, aero_dtype t, int64_t n, const void *w, const void *a) {
     aero_kernels_init();
-    return dot_with(aero_kernels_ops(isa, have_vnni), t, n, w, a);
+    return dot_with(aero_kernels_ops(isa, use_vnni), t, n, w, a);
 }
 
 // Dequantizes with the SIMD row conversions where there are some (their values equal the scalar ones).
