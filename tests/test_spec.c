@@ -123,12 +123,14 @@ typedef struct {
     int draft_max, tree;
     bool adaptive;
     float p_min;
+    int n_batch; // prompt tokens per prefill pass (0: default): small ones leave a long last chunk to verify
 } config;
 
 static const config configs[] = {
     {"chain 1", 1, 0, false, 0},         {"chain 4", 4, 0, false, 0},         {"chain adaptive", 16, 0, true, 0},
     {"chain 8 p_min 0.6", 8, 0, false, 0.6f}, {"tree 8", 4, 8, false, 0},  {"tree 48", 12, 48, false, 0},
     {"tree 32 p_min 0.05", 16, 32, false, 0.05f}, {"tree 24 adaptive", 10, 24, true, 0},
+    {"chain 6, prompt in passes of 5", 6, 0, false, 0, 5}, {"tree 12, prompt in passes of 7", 6, 12, false, 0, 7},
 };
 static const char *prompts[] = {"", "Once upon a time", "Tom and Lily went to the park. Tom said"};
 
@@ -142,6 +144,7 @@ static void compare(const char *what, aero_model *t, aero_model *d, const config
     sp.tree_nodes = cf->tree;
     sp.adaptive = cf->adaptive;
     sp.p_min = cf->p_min;
+    sp.n_batch = cf->n_batch;
     sp.sampling.temp = 0;
     int na = plain(t, prompt, np, n, n_ctx, rp, a);
     int nb = spec(t, d, &sp, prompt, np, n, n_ctx, rp, b, stats);
@@ -219,6 +222,33 @@ static void test_bad_input(aero_model *t, aero_model *q4) {
     aero_ctx_free(c);
 }
 
+// The project's own pair (models/, trained by train/train.sh): the 34M teacher resident and streamed, its 3M
+// drafter (a different architecture size, tied output, same 8192-token vocabulary).
+static void test_bundled(void) {
+    const char *tp = "models/aero-teacher-34M-Q8_0.gguf", *dp = "models/aero-drafter-3M-F16.gguf";
+    if (access(tp, R_OK) || access(dp, R_OK)) {
+        printf("bundled pair: not in models/, not checked\n");
+        return;
+    }
+    aero_model *d = load(dp, 1, 0);
+    CHECK(d != NULL);
+    for (int streamed = 0; streamed < 2 && d; streamed++) {
+        aero_model *t = load(tp, 2, streamed ? 16u << 20 : 0);
+        CHECK(t != NULL);
+        if (!t) break;
+        CHECK(!streamed || aero_stream_get_plan(aero_model_stream(t))->streamed_bytes > 0);
+        int32_t prompt[64];
+        int np = tokenize(t, prompts[1 + streamed], prompt, 64);
+        const char *what = streamed ? "bundled pair, streamed teacher" : "bundled pair";
+        compare(what, t, d, &configs[2], prompt, np, 60, 512, 1.0f, NULL);  // chain, adaptive
+        compare(what, t, d, &configs[5], prompt, np, 40, 512, 1.0f, NULL);  // tree 48
+        compare(what, t, NULL, &configs[1], prompt, np, 30, 512, 1.0f, NULL); // n-grams
+        aero_model_free(t);
+        printf("%s: chain, tree and n-gram outputs compared\n", what);
+    }
+    aero_model_free(d);
+}
+
 int main(void) {
     require_shared_data();
     aero_model *t = load(MODELS "stories260K.gguf", 2, 0);
@@ -248,5 +278,6 @@ int main(void) {
     aero_model_free(self);
     aero_model_free(q4);
     aero_model_free(t);
+    test_bundled();
     return check_done("test_spec");
 }

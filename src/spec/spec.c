@@ -1,7 +1,8 @@
 // The speculative decoder: draft, verify every drafted token in one target pass (a chain causally, a tree under
 // a tree mask), walk the drafted tokens from the root keeping those the acceptance rule allows, and remove the
 // rest from both KV caches. The last committed token is never in the target cache: each verify pass starts
-// with it, so its output row gives the distribution of the first drafted token.
+// with it (the first pass with the prompt's last chunk), so its output row gives the distribution of the first
+// drafted token.
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -80,7 +81,7 @@ aero_status aero_spec_new(aero_spec **out, aero_ctx *target, int seq, aero_model
     s->top_b = s->max_nodes < TOP_B ? s->max_nodes : TOP_B;
     s->acc_w = 1, s->rej_w = 1;
     s->d_vocab = s->n_shared = s->n_vocab;
-    int nm = s->max_nodes + 1, nb = nm > s->p.n_batch ? nm : s->p.n_batch;
+    int nm = s->max_nodes + 1, nb = nm + s->p.n_batch;
     if (draft) {
         s->dmodel = draft;
         s->d_vocab = aero_model_hparams(draft)->n_vocab;
@@ -112,7 +113,7 @@ aero_status aero_spec_new(aero_spec **out, aero_ctx *target, int seq, aero_model
     s->btok = malloc(sizeof(int32_t) * nb);
     s->bpos = malloc(sizeof(int32_t) * nb);
     s->bwant = malloc(nb);
-    s->bmask = malloc((size_t)nm * nm);
+    s->bmask = malloc((size_t)nb * nb);
     s->keep = malloc(sizeof(int) * nm);
     s->fed = malloc(sizeof(int) * nm);
     s->cap_tok = s->n_ctx + nm + 2;
@@ -200,7 +201,8 @@ aero_status aero_spec_begin(aero_spec *s, const int32_t *prompt, int n, int n_pr
     aero_kv_drop(s->tctx, s->seq);
     if (s->dctx) aero_kv_drop(s->dctx, 0);
     double t0 = aero_now();
-    aero_status st = prefill(s, s->tctx, &s->t_len, n - 1, true, err);
+    // the prompt's last chunk (1..n_batch tokens) goes with the first draft: that pass also verifies it
+    aero_status st = prefill(s, s->tctx, &s->t_len, n - 1 - (n - 1) % s->p.n_batch, true, err);
     if (!st && s->dctx) st = prefill(s, s->dctx, &s->d_len, n - 1, false, err);
     s->st.prefill_s = aero_now() - t0;
     if (st) {
@@ -265,25 +267,31 @@ static void prune_tree(aero_spec *s) {
 // Verifies the drafted nodes in one target pass and walks them; returns the tokens produced.
 static aero_status verify(aero_spec *s, aero_sampler *smp, int32_t *out, int *n_out, aero_error *err) {
     bool greedy = aero_sampler_is_greedy(smp);
-    int n = 1 + s->n_nodes;
+    // the batch: the committed tokens the target has not seen (the last one; after begin, the prompt's last
+    // chunk), then the drafted nodes
+    int np = s->n_tok - s->t_len, n = np + s->n_nodes;
     bool linear = true;
-    s->btok[0] = s->toks[s->n_tok - 1];
-    s->bpos[0] = s->n_tok - 1;
+    for (int i = 0; i < np; i++) {
+        s->btok[i] = s->toks[s->t_len + i];
+        s->bpos[i] = s->t_len + i;
+        s->bwant[i] = i == np - 1;
+    }
     for (int i = 0; i < s->n_nodes; i++) {
-        s->btok[1 + i] = s->nodes[i].token;
-        s->bpos[1 + i] = s->n_tok - 1 + s->nodes[i].depth;
+        s->btok[np + i] = s->nodes[i].token;
+        s->bpos[np + i] = s->n_tok - 1 + s->nodes[i].depth;
+        s->bwant[np + i] = 1;
         linear &= s->nodes[i].parent == i - 1;
     }
     if (!linear) {
         memset(s->bmask, 0, (size_t)n * n);
-        s->bmask[0] = 1;
-        for (int i = 0; i < s->n_nodes; i++) {
-            uint8_t *row = s->bmask + (size_t)(1 + i) * n;
-            row[0] = 1;
-            for (int j = i; j >= 0; j = s->nodes[j].parent) row[1 + j] = 1;
+        for (int i = 0; i < n; i++) {
+            uint8_t *row = s->bmask + (size_t)i * n;
+            for (int j = 0; j < np && j <= i; j++) row[j] = 1;
+            if (i >= np)
+                for (int j = i - np; j >= 0; j = s->nodes[j].parent) row[np + j] = 1;
         }
     }
-    aero_batch b = {.n = n, .tokens = s->btok, .pos = s->bpos, .mask = linear ? NULL : s->bmask};
+    aero_batch b = {.n = n, .tokens = s->btok, .pos = s->bpos, .mask = linear ? NULL : s->bmask, .want_logits = s->bwant};
     double t0 = aero_now();
     aero_status st = aero_decode(s->tctx, &b, s->tlogits, err);
     double dt = aero_now() - t0;
@@ -291,7 +299,7 @@ static aero_status verify(aero_spec *s, aero_sampler *smp, int32_t *out, int *n_
     s->st.verify_s += dt;
     s->st.verify_passes++;
     s->st.verify_tokens += n;
-    fit_add(&s->fit, n, dt);
+    if (n <= 4 * (s->max_nodes + 1)) fit_add(&s->fit, n, dt);
     t0 = aero_now();
     int m = 0, cur = -1, children[MAX_TREE_NODES];
     for (;;) {

@@ -37,7 +37,7 @@ typedef struct {
 } aero_spec_params;
 
 typedef struct {
-    uint64_t prefill_passes;   // target passes over the prompt (all but its last token)
+    uint64_t prefill_passes;   // target passes over the prompt (all but its last chunk)
     uint64_t verify_passes;    // target passes that checked a draft (each yields >= 1 token)
     uint64_t drafted;          // tokens proposed (tree: nodes)
     uint64_t accepted;         // proposed tokens the target kept
@@ -63,8 +63,8 @@ aero_status aero_spec_new(aero_spec **out, aero_ctx *target, int seq, aero_model
                           aero_error *err);
 void aero_spec_free(aero_spec *s);
 
-// Starts generation after prompt (n >= 1 tokens): empties both caches and prefills all but the last prompt
-// token. n_predict: tokens the caller means to generate, for the drafter's context check (its training
+// Starts generation after prompt (n >= 1 tokens): empties both caches and prefills the prompt but its last
+// chunk of n_batch tokens or fewer, which the first step's pass verifies together with the first draft. n_predict: tokens the caller means to generate, for the drafter's context check (its training
 // context must cover min(target context, n + n_predict)).
 aero_status aero_spec_begin(aero_spec *s, const int32_t *prompt, int n, int n_predict, aero_error *err);
 

@@ -33,7 +33,8 @@ struct aero_spec {
     aero_ctx *dctx;
     int d_vocab, n_shared;     // ids both vocabularies hold: [0, n_shared)
     aero_sampler *dsmp;        // drafter distribution and draws (sampling mode)
-    // committed tokens (prompt + generated); the target caches all but the last, the drafter d_len of them
+    // committed tokens (prompt + generated); the target caches t_len of them (all but the last; after begin, all
+    // but the prompt's last chunk), the drafter d_len
     int32_t *toks;
     int n_tok, cap_tok, t_len, d_len;
     // draft
