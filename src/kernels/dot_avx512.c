@@ -190,11 +190,10 @@ static void quantize_q8_K(const float *x, void *vy, int64_t n) {
 
 typedef struct {
     int8_t q[64];    // [b0 0-15 | b1 0-15 | b0 16-31 | b1 16-31]
-    float d[16];     // scale of the block feeding each int32 lane of vpdpbusd
-    int32_t s8n[16]; // -8 * (sum of the 4 activations feeding each lane): removes the weights' code offset
-    float ds[16];    // d * (that sum): the min term of Q4_1 / Q5_1
-} q8p;
-_Static_assert(sizeof(q8p) == 256, "prepared pair size");
+    int16_t s8n[16]; // -8 * (sum of the 4 activations feeding each int32 lane): removes the weights' code offset
+    uint16_t d[16];  // the (f16) scale of the block feeding each lane
+} q8p;               // 2 bytes per element: 4 tokens of a 4096-wide row (32 KB) stay in L1
+_Static_assert(sizeof(q8p) == 128, "prepared pair size");
 
 #define PREP_CHUNK 64 // blocks prepared at a time by the standard-layout dots (an even number of pairs)
 
@@ -228,12 +227,11 @@ AI void prep_pair(const aero_block_q8_0 *b0, const aero_block_q8_0 *b1, q8p *p) 
     z = _mm512_shuffle_i64x2(z, z, _MM_SHUFFLE(3, 1, 2, 0));
     _mm512_storeu_si512(p->q, z);
     __m512i sum = _mm512_madd_epi16(_mm512_maddubs_epi16(_mm512_set1_epi8(1), z), _mm512_set1_epi16(1));
-    float d0 = h2f(b0->d), d1 = b1 ? h2f(b1->d) : 0.0f;
-    __m512 d = _mm512_permutexvar_ps(_mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1),
-                                     _mm512_castps128_ps512(_mm_setr_ps(d0, d1, 0.0f, 0.0f)));
-    _mm512_storeu_ps(p->d, d);
-    _mm512_storeu_si512(p->s8n, _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(sum, 3)));
-    _mm512_storeu_ps(p->ds, _mm512_mul_ps(d, _mm512_cvtepi32_ps(sum)));
+    _mm256_storeu_si256((void *)p->s8n, _mm512_cvtepi32_epi16(_mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(sum, 3))));
+    uint32_t hh = (uint32_t)b0->d | (uint32_t)(b1 ? b1->d : 0) << 16;
+    __m256i d = _mm256_permutexvar_epi16(_mm256_setr_epi16(0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1),
+                                         _mm256_castsi128_si256(_mm_cvtsi32_si128((int)hh)));
+    _mm256_storeu_si256((void *)p->d, d);
 }
 
 // Prepares nb standard Q8_0 blocks (pairs; an odd last block pairs with zeros).
@@ -337,14 +335,18 @@ AI void pair32(const aero_dtype t, const int T, const bool vnni, const uint8_t *
     for (int k = 0; k < T; k++) {
         const q8p *ap = a[k] + (p - pbase);
         __m512i av = _mm512_loadu_si512(ap->q);
-        __m512 ad = _mm512_loadu_ps(ap->d);
-        __m512i isum;
+        __m512 ad = _mm512_cvtph_ps(_mm256_loadu_si256((const void *)ap->d));
+        __m512i isum, s8n = zero;
+        if (t != AERO_DT_Q8_0) s8n = _mm512_cvtepi16_epi32(_mm256_loadu_si256((const void *)ap->s8n));
         if (t == AERO_DT_Q8_0) isum = dp(zero, uabs, _mm512_mask_sub_epi8(av, neg, zero, av), vnni);
         else if (has_min) isum = dp(zero, u, av, vnni);
-        else if (five) isum = dp(_mm512_slli_epi32(_mm512_loadu_si512(ap->s8n), 1), u, av, vnni); // offset 16
-        else isum = dp(_mm512_loadu_si512(ap->s8n), u, av, vnni);                                // offset 8
+        else if (five) isum = dp(_mm512_slli_epi32(s8n, 1), u, av, vnni); // offset 16
+        else isum = dp(s8n, u, av, vnni);                                 // offset 8
         acc[k][slot] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_mul_ps(dw, ad), acc[k][slot]);
-        if (has_min) acc[k][slot] = _mm512_fmadd_ps(mw, _mm512_loadu_ps(ap->ds), acc[k][slot]);
+        if (has_min) { // m * d * (sum of the lane's activations)
+            __m512 sum = _mm512_cvtepi32_ps(_mm512_sub_epi32(zero, _mm512_srai_epi32(s8n, 3)));
+            acc[k][slot] = _mm512_fmadd_ps(mw, _mm512_mul_ps(ad, sum), acc[k][slot]);
+        }
     }
 }
 

@@ -17,7 +17,9 @@
 #define cpu_relax() ((void)0)
 #endif
 
-#define MM_TILE_BYTES (24 * 1024)   // weight bytes of a tile reused across the tokens of a batch (fits L1)
+#ifndef MM_TILE_BYTES
+#define MM_TILE_BYTES (24 * 1024)
+#endif   // weight bytes of a tile reused across the tokens of a batch (fits L1)
 #define MM_TOKEN_BYTES (384 * 1024) // activation bytes of a token tile that stays in L2 while weights pass
 #define MM_CHUNKS_PER_THREAD 4    // dynamic chunks per thread: absorbs a thread slowed by a busy machine
 
