@@ -68,6 +68,7 @@ $(BUILD)/bench/%: bench/%.c $(BUILD)/libaero.a $(HEADERS)
 
 # The suite: C unit tests, then the Node tests against the oracles (tokenizers, templates, OpenAI client).
 test: $(AEROLLM) $(TEST_BIN)
+	@[ -d node_modules ] || ! command -v npm >/dev/null || npm ci
 	@AEROLLM=$(AEROLLM) BUILD=$(BUILD) ./tests/run.sh $(TEST_BIN)
 
 bench: $(AEROLLM) $(BENCH_BIN)
