@@ -8,6 +8,7 @@
 
 #include "cli.h"
 
+// Help text for `aerollm tokenize`.
 static void tok_usage(FILE *f) {
     fprintf(f,
             "usage: aerollm tokenize -m MODEL.gguf|tokenizer.json [-p TEXT | -f FILE | < stdin] [options]\n"
@@ -98,6 +99,7 @@ static int run_batch(const aero_tokenizer *t, bool add_bos, bool parse_special) 
     return 0;
 }
 
+// `aerollm tokenize`: text -> ids (and pieces), like llama.cpp's tokenize tool.
 int aero_cmd_tokenize(int argc, char **argv) {
     const char *model = NULL, *prompt = NULL, *file = NULL;
     bool no_bos = false, parse_special = false, ids_only = false, batch = false;
@@ -178,6 +180,7 @@ done:
     return rc;
 }
 
+// `aerollm detokenize`: ids -> text.
 int aero_cmd_detokenize(int argc, char **argv) {
     const char *model = NULL;
     bool special = false;

@@ -45,6 +45,7 @@ struct aero_tok_scratch {
 
 aero_tok_scratch *aero_tok_scratch_new(void) { return calloc(1, sizeof(aero_tok_scratch)); }
 
+// Releases the per-call buffers.
 void aero_tok_scratch_free(aero_tok_scratch *s) {
     if (!s) return;
     free(s->syms);
@@ -108,6 +109,7 @@ static void cache_put(aero_tok_scratch *s, uint64_t h, const char *w, size_t n, 
     s->cache_used++;
 }
 
+// Appends a symbol, growing the array geometrically.
 static bool sym_push(aero_tok_scratch *s, sym v) {
     if (s->nsym == s->capsym) {
         size_t cap = s->capsym ? s->capsym * 2 : 256;
@@ -120,6 +122,7 @@ static bool sym_push(aero_tok_scratch *s, sym v) {
     return true;
 }
 
+// Makes room for n keys so that the initial pairs can be written without checks.
 static bool heap_reserve(aero_tok_scratch *s, size_t n) {
     if (n <= s->capheap) return true;
     size_t cap = s->capheap ? s->capheap : 256;
@@ -131,6 +134,7 @@ static bool heap_reserve(aero_tok_scratch *s, size_t n) {
     return true;
 }
 
+// Restores the min-heap property below i (pop and heapify share it).
 static void sift_down(uint64_t *h, size_t n, size_t i) {
     uint64_t x = h[i];
     for (;;) {
@@ -144,6 +148,7 @@ static void sift_down(uint64_t *h, size_t n, size_t i) {
     h[i] = x;
 }
 
+// Adds a pair created by a merge.
 static bool heap_push(aero_tok_scratch *s, uint64_t key) {
     if (!heap_reserve(s, s->nheap + 1)) return false;
     size_t i = s->nheap++;
@@ -157,6 +162,7 @@ static bool heap_push(aero_tok_scratch *s, uint64_t key) {
     return true;
 }
 
+// Removes the best pair: lowest rank (or highest score), leftmost on ties.
 static uint64_t heap_pop(aero_tok_scratch *s) {
     uint64_t top = s->heap[0];
     s->heap[0] = s->heap[--s->nheap];
@@ -252,6 +258,7 @@ static bool bpe_chars(const aero_tokenizer *t, aero_tok_scratch *s, const char *
 static aero_status bpe_word_uncached(const aero_tokenizer *t, aero_tok_scratch *s, const char *w, size_t n,
                                      aero_tok_ids *out, aero_error *err);
 
+// Encodes one pre-token, through the word cache when it is short.
 aero_status aero_tok_bpe_word(const aero_tokenizer *t, aero_tok_scratch *s, const char *w, size_t n,
                               aero_tok_ids *out, aero_error *err) {
     if (n == 0) return AERO_OK;
@@ -333,6 +340,7 @@ static uint32_t score_key(float f) {
     return ~u;
 }
 
+// Records the pair (l, r) when its concatenation is a mergeable token, keyed by that token's score.
 static bool spm_try_pair(const aero_tokenizer *t, aero_tok_scratch *s, const char *text, int32_t l, int32_t r, bool push) {
     if (l < 0) return true;
     sym *a = &s->syms[l];

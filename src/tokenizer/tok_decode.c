@@ -14,6 +14,7 @@ static const char *piece_of(const aero_tokenizer *t, int32_t id, bool render_spe
     return t->piece_pool + t->piece_off[id];
 }
 
+// One token's output bytes, for callers that print token by token.
 size_t aero_token_to_bytes(const aero_tokenizer *t, int32_t id, bool render_special, char *buf, size_t cap) {
     size_t n;
     const char *p = piece_of(t, id, render_special, &n);
@@ -21,6 +22,7 @@ size_t aero_token_to_bytes(const aero_tokenizer *t, int32_t id, bool render_spec
     return n;
 }
 
+// Whole-sequence decode: concatenated pieces, minus the SPM leading space of the first one.
 aero_status aero_detokenize(const aero_tokenizer *t, const int32_t *ids, size_t n, bool render_special,
                             char **text, size_t *len, aero_error *err) {
     if (!t || !text || (!ids && n)) return aero_fail(err, AERO_ERR_INVALID, "aero_detokenize: NULL argument");
@@ -52,6 +54,7 @@ nomem:
     return aero_fail(err, AERO_ERR_NOMEM, "detokenize: out of memory");
 }
 
+// Starts a stream: nothing pending, next token is the first of the output.
 void aero_detok_init(aero_detok *d, const aero_tokenizer *t, bool render_special) {
     memset(d, 0, sizeof *d);
     d->tok = t;
@@ -80,6 +83,7 @@ static bool utf8_cont_ok(unsigned char lead, int k, unsigned char b) {
 
 typedef struct { char *out; size_t cap, n; } sink;
 
+// Appends to the caller's buffer if it fits (sized by aero_tokenizer_max_piece, it always does).
 static void put(sink *s, const void *p, size_t n) {
     if (s->n + n > s->cap) return; // cannot fit: the caller sized the buffer below aero_tokenizer_max_piece
     memcpy(s->out + s->n, p, n);
@@ -120,6 +124,7 @@ static void feed(aero_detok *d, const unsigned char *data, size_t n, sink *s) {
     }
 }
 
+// Emits what token id completes, holding back a trailing incomplete UTF-8 sequence.
 size_t aero_detok_push(aero_detok *d, int32_t id, char *out, size_t cap) {
     size_t pn;
     const char *p = piece_of(d->tok, id, d->render_special, &pn);
@@ -160,6 +165,7 @@ size_t aero_detok_push(aero_detok *d, int32_t id, char *out, size_t cap) {
     return s.n;
 }
 
+// Ends a stream: a sequence still incomplete becomes U+FFFD.
 size_t aero_detok_flush(aero_detok *d, char *out, size_t cap) {
     if (!d->n_pending) return 0;
     d->n_pending = 0;

@@ -10,6 +10,7 @@
 #define FAST_LLAMA3_RE "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
 #define FAST_QWEN2_RE "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
 
+// Recognises a pattern that has a hand-written matcher (exact string match only).
 int aero_tok_fast_kind(const char *pattern, size_t len) {
     if (len == strlen(FAST_GPT2_RE) && memcmp(pattern, FAST_GPT2_RE, len) == 0) return AERO_FAST_GPT2;
     if (len == strlen(FAST_LLAMA3_RE) && memcmp(pattern, FAST_LLAMA3_RE, len) == 0) return AERO_FAST_LLAMA3;
@@ -58,6 +59,7 @@ static inline int cls(const unsigned char *s, size_t n, size_t i, size_t *len) {
     return C_OTHER;
 }
 
+// Class at i, or -1 past the end (lookahead at the end of text).
 static inline int cls_at(const unsigned char *s, size_t n, size_t i) {
     size_t l;
     return i < n ? cls(s, n, i, &l) : -1;

@@ -10,6 +10,7 @@ static const aero_gguf_value *get_arr(const aero_gguf *g, const char *key) {
     return (v && v->type == AERO_GGUF_ARRAY) ? v : NULL;
 }
 
+// Reads an optional token id; out-of-range values (e.g. 0xFFFFFFFF for 'none') become -1.
 static void get_id(const aero_gguf *g, const char *key, int32_t *id) {
     uint64_t v;
     if (aero_gguf_get_u64(g, key, &v)) *id = v < (uint64_t)INT32_MAX ? (int32_t)v : -1;
@@ -19,6 +20,7 @@ static void get_id(const aero_gguf *g, const char *key, int32_t *id) {
     }
 }
 
+// Case-insensitive substring test, for model names.
 static bool contains_ci(const char *hay, const char *needle) {
     size_t n = strlen(needle);
     for (const char *p = hay; *p; p++)
@@ -26,6 +28,7 @@ static bool contains_ci(const char *hay, const char *needle) {
     return false;
 }
 
+// Builds a tokenizer from tokenizer.ggml.* metadata (the model file's own vocabulary).
 aero_status aero_tokenizer_from_gguf(aero_tokenizer **out, const aero_gguf *g, aero_error *err) {
     if (!out || !g) return aero_fail(err, AERO_ERR_INVALID, "aero_tokenizer_from_gguf: NULL argument");
     *out = NULL;
@@ -209,6 +212,7 @@ fail:
     return st;
 }
 
+// One entry point for the CLI and tests: *.json is a tokenizer.json, anything else a GGUF file.
 aero_status aero_tokenizer_load(aero_tokenizer **out, const char *path, aero_error *err) {
     if (!out || !path) return aero_fail(err, AERO_ERR_INVALID, "aero_tokenizer_load: NULL argument");
     size_t n = strlen(path);

@@ -12,11 +12,13 @@ static const char *jstr(const json_t *o, const char *key) {
     return json_is_string(v) ? json_string_value(v) : NULL;
 }
 
+// An optional boolean field.
 static bool jbool(const json_t *o, const char *key, bool dflt) {
     const json_t *v = json_object_get(o, key);
     return json_is_boolean(v) ? json_is_true(v) : dflt;
 }
 
+// Appends a normalizer step (takes ownership of its strings).
 static aero_status add_norm(aero_tokenizer *t, aero_norm_step s, aero_error *err) {
     aero_norm_step *p = realloc(t->norm, (size_t)(t->n_norm + 1) * sizeof *p);
     if (!p) {
@@ -29,6 +31,7 @@ static aero_status add_norm(aero_tokenizer *t, aero_norm_step s, aero_error *err
     return AERO_OK;
 }
 
+// Copies n bytes that may contain NUL.
 static char *dupn(const char *s, size_t n) {
     char *p = malloc(n + 1);
     if (p) {
@@ -89,6 +92,7 @@ static aero_status load_normalizer(aero_tokenizer *t, const json_t *n, aero_erro
     return aero_fail(err, AERO_ERR_UNSUPPORTED, "tokenizer.json: unsupported normalizer '%s'", type);
 }
 
+// Maps a Split 'behavior' name; *ok is false for an unknown one.
 static aero_split_behavior parse_behavior(const char *b, bool *ok) {
     *ok = true;
     if (!b || !strcmp(b, "Isolated")) return AERO_SPLIT_ISOLATED;
@@ -221,6 +225,7 @@ static const char *config_token(const json_t *cfg, const char *key) {
     return NULL;
 }
 
+// tokenizer_config.json next to tokenizer.json holds the BOS/EOS names; absent is fine.
 static json_t *load_config_beside(const char *path) {
     const char *slash = strrchr(path, '/');
     size_t dir = slash ? (size_t)(slash - path + 1) : 0;
@@ -234,6 +239,7 @@ static json_t *load_config_beside(const char *path) {
     return cfg;
 }
 
+// Builds a tokenizer from a Hugging Face tokenizer.json (for safetensors checkpoints).
 aero_status aero_tokenizer_from_json(aero_tokenizer **out, const char *path, aero_error *err) {
     if (!out || !path) return aero_fail(err, AERO_ERR_INVALID, "aero_tokenizer_from_json: NULL argument");
     *out = NULL;

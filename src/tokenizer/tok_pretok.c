@@ -148,6 +148,7 @@ aero_status aero_tok_compile_regex(const char *pattern, size_t len, pcre2_code *
     return AERO_OK;
 }
 
+// Appends a pre-tokenizer rule (rules run in order, each on the pieces of the previous).
 aero_status aero_tok_add_rule(aero_tokenizer *t, const aero_pre_rule *r, aero_error *err) {
     aero_pre_rule *p = realloc(t->pre, (size_t)(t->n_pre + 1) * sizeof *p);
     if (!p) return aero_fail(err, AERO_ERR_NOMEM, "tokenizer: out of memory");
@@ -258,6 +259,7 @@ static const pre_def PRE_DEFS[] = {
     {"superbpe", {"\\p{N}+", "(?=(\\d{3})+(?!\\d))"}, false, false, false},
 };
 
+// Whether name is one of the '|'-separated aliases.
 static bool name_in(const char *list, const char *name) {
     size_t n = strlen(name);
     for (const char *p = list; *p;) {
@@ -270,6 +272,7 @@ static bool name_in(const char *list, const char *name) {
     return false;
 }
 
+// Installs the splits a GGUF pre-tokenizer name stands for; an unknown name is an error naming it.
 aero_status aero_tok_set_pre_by_name(aero_tokenizer *t, const char *name, aero_error *err) {
     for (size_t d = 0; d < sizeof PRE_DEFS / sizeof PRE_DEFS[0]; d++) {
         const pre_def *pd = &PRE_DEFS[d];
@@ -469,6 +472,7 @@ nomem:
     return aero_fail(err, AERO_ERR_NOMEM, "tokenizer: out of memory in the pre-tokenizer");
 }
 
+// Runs every rule over the current pieces (see tok_internal.h).
 aero_status aero_tok_pretokenize(const aero_tokenizer *t, const char **text, size_t *n, aero_tok_buf *buf,
                                  bool first_section, aero_tok_spans *out, aero_error *err) {
     out->n = 0;

@@ -53,6 +53,7 @@ size_t aero_utf8_valid_prefix(const unsigned char *s, size_t n) {
     return i;
 }
 
+// Binary search in sorted, disjoint code point ranges.
 static int range_lookup(const aero_tok_urange *r, uint32_t n, uint32_t cp, int dflt) {
     uint32_t lo = 0, hi = n;
     while (lo < hi) {
@@ -115,6 +116,7 @@ bool aero_tok_buf_reserve(aero_tok_buf *b, size_t extra) {
     return true;
 }
 
+// Appends bytes to a growable buffer.
 bool aero_tok_buf_put(aero_tok_buf *b, const void *s, size_t n) {
     if (!aero_tok_buf_reserve(b, n)) return false;
     if (n) memcpy(b->p + b->len, s, n);
@@ -138,6 +140,7 @@ bool aero_tok_buf_put(aero_tok_buf *b, const void *s, size_t n) {
 
 typedef struct { uint32_t *p; size_t len, cap; } cpvec;
 
+// Appends a code point to the normalizer's work vector.
 static bool cp_push(cpvec *v, uint32_t cp) {
     if (v->len == v->cap) {
         size_t cap = v->cap ? v->cap * 2 : 64;
@@ -194,6 +197,7 @@ static void reorder(cpvec *v) {
     }
 }
 
+// Primary composite of a + b (Hangul by formula), or 0.
 static uint32_t compose_pair(uint32_t a, uint32_t b) {
     if (a >= LBASE && a < LBASE + LCOUNT && b >= VBASE && b < VBASE + VCOUNT)
         return SBASE + ((a - LBASE) * VCOUNT + (b - VBASE)) * TCOUNT;
@@ -235,6 +239,7 @@ static void compose(cpvec *v) {
     v->len = out;
 }
 
+// NFD (decompose + reorder) and, for NFC, recompose; ASCII-only text is copied as is.
 static bool normalize(const char *s, size_t n, aero_tok_buf *out, bool nfc) {
     const unsigned char *u = (const unsigned char *)s;
     // No byte >= 0xCC means every code point is below U+0300: nothing decomposes differently, nothing

@@ -12,6 +12,7 @@ static bool is_cjk(uint32_t cp) {
            (cp >= 0xF900 && cp <= 0xFAFF) || (cp >= 0x2F800 && cp <= 0x2FA1F);
 }
 
+// BERT's punctuation: ASCII symbols and Unicode P* categories.
 static bool is_punct(uint32_t cp) {
     if ((cp >= 33 && cp <= 47) || (cp >= 58 && cp <= 64) || (cp >= 91 && cp <= 96) || (cp >= 123 && cp <= 126)) return true;
     int c = aero_unicode_category(cp);
@@ -58,6 +59,7 @@ static bool wpm_word(const aero_tokenizer *t, const char *w, size_t n, size_t nc
     return true;
 }
 
+// Encodes one section of text with WordPiece.
 aero_status aero_tok_wpm_encode(const aero_tokenizer *t, const char *text, size_t n, aero_tok_ids *out, aero_error *err) {
     aero_tok_buf nfd = {0}, word = {0}, tmp = {0};
     aero_status st = AERO_OK;

@@ -29,6 +29,7 @@ uint64_t aero_tok_hash(const void *p, size_t n) {
     return h;
 }
 
+// Mixes a 64-bit key (merge pairs, bigrams) into a table index.
 static uint64_t hash_u64(uint64_t x) {
     x ^= x >> 33;
     x *= 0xff51afd7ed558ccdull;
@@ -38,6 +39,7 @@ static uint64_t hash_u64(uint64_t x) {
     return x;
 }
 
+// Power-of-two table size keeping open addressing at most half full.
 static uint32_t table_size_for(uint64_t n) {
     uint64_t cap = 16;
     while (cap < n * 2 + 1) cap <<= 1;
@@ -80,6 +82,7 @@ bool aero_tok_merge_find(const aero_tokenizer *t, int32_t a, int32_t b, uint32_t
 
 static uint64_t bigram_key(uint32_t a, uint32_t b) { return ((uint64_t)a << 24 | b) + 1; }
 
+// Set membership for the bigram table (true when the table was not built).
 bool aero_tok_bigram_possible(const aero_tokenizer *t, uint32_t a, uint32_t b) {
     if (!t->bigrams) return true;
     uint64_t key = bigram_key(a, b);
@@ -123,6 +126,7 @@ static bool build_bigrams(aero_tokenizer *t) {
     return true;
 }
 
+// An empty tokenizer with every special id unset, for the loaders to fill.
 aero_tokenizer *aero_tok_alloc(void) {
     aero_tokenizer *t = calloc(1, sizeof *t);
     if (!t) return NULL;
@@ -222,6 +226,7 @@ uint32_t aero_tok_byte_to_unicode(uint8_t b) {
     return 256 + n;
 }
 
+// Hex digit value, or -1.
 static int hexval(char c) {
     if (c >= '0' && c <= '9') return c - '0';
     if (c >= 'A' && c <= 'F') return c - 'A' + 10;
@@ -294,6 +299,7 @@ static int cmp_special(const void *pa, const void *pb, void *ctx) {
     return a < b ? -1 : (a > b);
 }
 
+// Whether token id's string is exactly s.
 static bool text_is(const aero_tokenizer *t, int32_t id, const char *s) {
     size_t n = strlen(s);
     return t->str_len[id] == n && memcmp(t->str_pool + t->str_off[id], s, n) == 0;
@@ -401,6 +407,7 @@ nomem:
     return aero_fail(err, AERO_ERR_NOMEM, "tokenizer: out of memory building decode tables");
 }
 
+// Frees a tokenizer and everything it owns (NULL is fine).
 void aero_tokenizer_free(aero_tokenizer *t) {
     if (!t) return;
     free(t->str_pool);
@@ -437,20 +444,24 @@ int32_t aero_tokenizer_bos(const aero_tokenizer *t) { return t->bos; }
 int32_t aero_tokenizer_eos(const aero_tokenizer *t) { return t->eos; }
 bool aero_tokenizer_add_bos(const aero_tokenizer *t) { return t->add_bos && t->bos >= 0; }
 
+// Lets generation loops stop on any turn-ending token, not just EOS.
 bool aero_tokenizer_is_eog(const aero_tokenizer *t, int32_t id) {
     return id >= 0 && id < t->n_vocab && (t->attr[id] & AERO_TA_EOG);
 }
 
+// The raw vocabulary string, for debugging and `aerollm tokenize`.
 const char *aero_tokenizer_token_str(const aero_tokenizer *t, int32_t id) {
     if (id < 0 || id >= t->n_vocab) return NULL;
     return t->str_pool + t->str_off[id];
 }
 
+// Looks up a token by its exact string (chat templates need ids of <|im_end|> and the like).
 int32_t aero_tokenizer_find(const aero_tokenizer *t, const char *str) {
     if (!str) return -1;
     return aero_tok_lookup(t, str, strlen(str));
 }
 
+// Tokens that print nothing by default.
 bool aero_tokenizer_is_control(const aero_tokenizer *t, int32_t id) {
     return id >= 0 && id < t->n_vocab && (t->attr[id] & (AERO_TA_CONTROL | AERO_TA_UNKNOWN));
 }
@@ -473,6 +484,7 @@ bool aero_tok_ids_push(aero_tok_ids *o, int32_t id) {
     return true;
 }
 
+// Whitespace test at s for lstrip/rstrip of special tokens (Unicode White_Space).
 static bool is_ws_at(const char *s, size_t n, size_t *len) {
     uint32_t cp;
     int l = aero_utf8_decode((const unsigned char *)s, n, &cp);
@@ -599,6 +611,7 @@ static int32_t match_special(const aero_tokenizer *t, const char *s, size_t n, b
     return -1;
 }
 
+// Encode driver: BOS, then special tokens split out of the text, each stretch between them encoded.
 aero_status aero_tokenize(const aero_tokenizer *t, const char *text, size_t len, bool add_bos, bool parse_special,
                           int32_t **ids, size_t *n_ids, aero_error *err) {
     if (!t || !ids || !n_ids || (!text && len))
