@@ -1,0 +1,53 @@
+// Internals shared by the CUDA files of the backend: the device handle and the error checks.
+#ifndef AERO_KERNELS_CUDA_INTERNAL_CUH
+#define AERO_KERNELS_CUDA_INTERNAL_CUH
+
+#include <cuda_runtime.h>
+
+#include "cuda_backend.h"
+
+struct aero_cuda {
+    aero_cuda_info info;
+    cudaStream_t compute, copy;
+    char *arena;        // one cudaMalloc of `budget` bytes
+    size_t budget, used;
+};
+
+struct aero_cuda_event {
+    cudaEvent_t ev;
+    int device;
+};
+
+struct aero_cuda_batch {
+    aero_cuda *cu;
+    int max_tokens, n_seq, n_ctx, n_head, head_dim;
+    int n;              // tokens of the current batch
+    int max_segs;       // attention segments of its token with the most visible keys
+    bool has_mask;
+    int32_t *d_pos, *d_seq, *d_slot, *d_base; // device
+    uint8_t *d_mask;                           // device, max_tokens^2
+    float *d_part;                             // attention partials: [token][head][seg][2 + head_dim]
+    int part_segs;                             // segments the partials have room for
+    void *h_stage;                             // pinned staging of the uploads
+    size_t stage_bytes;
+    cudaEvent_t staged;                        // the staging buffer's last upload is done
+};
+
+#define AERO_ATTN_SEG 256  // visible keys per attention segment
+
+// Turns a CUDA error into a status that names the call.
+static inline aero_status aero_cuda_fail(aero_error *err, cudaError_t e, const char *what) {
+    return aero_fail(err, e == cudaErrorMemoryAllocation ? AERO_ERR_NOMEM : AERO_ERR_IO, "CUDA %s: %s", what,
+                     cudaGetErrorString(e));
+}
+
+#define CU_TRY(call, what)                                                                                     \
+    do {                                                                                                       \
+        cudaError_t e_ = (call);                                                                               \
+        if (e_ != cudaSuccess) return aero_cuda_fail(err, e_, what);                                           \
+    } while (0)
+
+// After a launch: a bad configuration shows up here, a fault at the next sync.
+#define CU_LAUNCHED(what) CU_TRY(cudaGetLastError(), what)
+
+#endif

@@ -1,0 +1,587 @@
+// GPU kernels against the CPU scalar reference (a stated tolerance each) and batch invariance (bitwise): a
+// token's result alone equals its result inside any batch and under every kernel shape. Also the arena
+// budget, the refusal of a type without a kernel, and a copy-stream pipeline ordered by events.
+// No GPU: prints "skipped: no CUDA device" and exits 77.
+#include <math.h>
+
+#include "cuda_test_util.h"
+
+static int n_fail, n_pass;
+static aero_cuda *cu;
+static aero_error err;
+
+#define EXPECT(cond, ...)                                                                                      \
+    do {                                                                                                       \
+        if (cond) {                                                                                            \
+            n_pass++;                                                                                          \
+        } else {                                                                                               \
+            n_fail++;                                                                                          \
+            printf("FAIL %s:%d: ", __FILE__, __LINE__);                                                        \
+            printf(__VA_ARGS__);                                                                               \
+            printf("\n");                                                                                      \
+        }                                                                                                      \
+    } while (0)
+
+#define OK(call)                                                                                               \
+    do {                                                                                                       \
+        if ((call) != AERO_OK) {                                                                               \
+            printf("FATAL %s:%d: %s: %s\n", __FILE__, __LINE__, #call, err.msg);                               \
+            exit(1);                                                                                           \
+        }                                                                                                      \
+    } while (0)
+
+static void *dalloc(size_t bytes) {
+    void *p;
+    OK(aero_cuda_alloc(cu, bytes, &p, &err));
+    return p;
+}
+
+static void *up(const void *h, size_t bytes) {
+    void *d = dalloc(bytes);
+    OK(aero_cuda_copy_h2d_async(cu, AERO_CUDA_STREAM_COMPUTE, d, h, bytes, &err));
+    OK(aero_cuda_sync(cu, &err));
+    return d;
+}
+
+static void down(void *h, const void *d, size_t bytes) {
+    OK(aero_cuda_sync(cu, &err));
+    OK(aero_cuda_copy_d2h(cu, h, d, bytes, &err));
+}
+
+static const aero_dtype TYPES[] = {AERO_DT_F32,  AERO_DT_F16,  AERO_DT_BF16, AERO_DT_Q8_0,
+                                   AERO_DT_Q4_0, AERO_DT_Q4_K, AERO_DT_Q5_K, AERO_DT_Q6_K};
+#define N_TYPES (int)(sizeof TYPES / sizeof TYPES[0])
+
+#define MM_TOL 1e-5 // |gpu - ref| <= MM_TOL * sum |w_i x_i|
+
+// ---- matmul --------------------------------------------------------------------------------------------
+
+// One type and shape: GPU against dequantize + double dot, then alone == batch == every kernel shape, bitwise.
+static void test_matmul(aero_dtype t, int rows, int cols, int n, uint64_t *rng) {
+    size_t mark = aero_cuda_arena_mark(cu);
+    size_t rb;
+    uint8_t *w = ct_random_weights(t, rows, cols, rng, &rb);
+    float *x = malloc(sizeof(float) * n * cols), *deq = malloc(sizeof(float) * cols);
+    double *ref = malloc(sizeof(double) * n * rows), *mag = malloc(sizeof(double) * n * rows);
+    for (size_t i = 0; i < (size_t)n * cols; i++) x[i] = ct_unif(rng);
+    for (int r = 0; r < rows; r++) {
+        aero_dequantize_row(t, w + rb * r, deq, cols);
+        for (int i = 0; i < n; i++) {
+            double s = 0, a = 0;
+            for (int c = 0; c < cols; c++) {
+                double p = (double)deq[c] * x[(size_t)i * cols + c];
+                s += p, a += fabs(p);
+            }
+            ref[(size_t)i * rows + r] = s, mag[(size_t)i * rows + r] = a;
+        }
+    }
+    aero_cuda_wmat W = {up(w, rb * rows), t, cols, rows, rb};
+    float *dx = up(x, sizeof(float) * n * cols);
+    float *dy = dalloc(sizeof(float) * n * rows), *dy1 = dalloc(sizeof(float) * n * rows);
+    float *yb = malloc(sizeof(float) * n * rows), *y1 = malloc(sizeof(float) * n * rows);
+    OK(aero_cuda_matmul(cu, &W, dx, n, dy, &err));
+    down(yb, dy, sizeof(float) * n * rows);
+    double worst = 0;
+    for (size_t k = 0; k < (size_t)n * rows; k++) {
+        double e = fabs(yb[k] - ref[k]) / (mag[k] + 1e-30);
+        if (e > worst || isnan(yb[k])) worst = isnan(yb[k]) ? INFINITY : e;
+    }
+    EXPECT(worst <= MM_TOL, "matmul %s %dx%d n=%d: error %.3g of sum|wx| > %.0e", aero_dtype_name(t), rows, cols, n,
+           worst, MM_TOL);
+    // alone, token by token (the decode matvec)
+    for (int i = 0; i < n; i++) OK(aero_cuda_matmul(cu, &W, dx + (size_t)i * cols, 1, dy1 + (size_t)i * rows, &err));
+    down(y1, dy1, sizeof(float) * n * rows);
+    int bad = 0;
+    for (int i = 0; i < n; i++) bad += memcmp(yb + (size_t)i * rows, y1 + (size_t)i * rows, sizeof(float) * rows) != 0;
+    EXPECT(bad == 0, "matmul %s %dx%d: %d of %d tokens differ alone vs in a batch of %d", aero_dtype_name(t), rows, cols,
+           bad, n, n);
+    // every kernel shape
+    static const int shapes[][2] = {{1, 1}, {2, 1}, {4, 1}, {1, 8}, {2, 8}, {4, 8}};
+    int bad_shapes = 0;
+    for (int s = 0; s < 6; s++) {
+        OK(aero_cuda_memset0(cu, dy, sizeof(float) * n * rows, &err));
+        OK(aero_cuda_matmul_shape(cu, &W, dx, n, dy, shapes[s][0], shapes[s][1], &err));
+        down(yb, dy, sizeof(float) * n * rows);
+        bad_shapes += memcmp(yb, y1, sizeof(float) * n * rows) != 0;
+    }
+    EXPECT(bad_shapes == 0, "matmul %s %dx%d n=%d: %d of 6 kernel shapes differ from the matvec", aero_dtype_name(t),
+           rows, cols, n, bad_shapes);
+    printf("  matmul %-4s %5d x %-5d n=%-3d  max err %.2e of sum|wx| (tol %.0e)  alone==batch: %s  6 shapes: %s\n",
+           aero_dtype_name(t), rows, cols, n, worst, MM_TOL, bad ? "NO" : "bitwise", bad_shapes ? "NO" : "bitwise");
+    free(w), free(x), free(deq), free(ref), free(mag), free(yb), free(y1);
+    aero_cuda_arena_reset(cu, mark);
+}
+
+// ---- embedding rows ------------------------------------------------------------------------------------
+
+// Dequantized rows bitwise equal to the CPU reference; ids out of range give zeros.
+static void test_get_rows(aero_dtype t, int cols, uint64_t *rng) {
+    size_t mark = aero_cuda_arena_mark(cu);
+    int rows = 50;
+    size_t rb;
+    uint8_t *w = ct_random_weights(t, rows, cols, rng, &rb);
+    int32_t ids[] = {3, 49, 0, 7, -1, 50, 3};
+    int n = (int)(sizeof ids / sizeof ids[0]);
+    aero_cuda_wmat W = {up(w, rb * rows), t, cols, rows, rb};
+    int32_t *dids = up(ids, sizeof ids);
+    float *dout = dalloc(sizeof(float) * n * cols), *out = malloc(sizeof(float) * n * cols),
+          *ref = malloc(sizeof(float) * cols);
+    OK(aero_cuda_get_rows(cu, &W, dids, n, dout, &err));
+    down(out, dout, sizeof(float) * n * cols);
+    int bad = 0;
+    for (int i = 0; i < n; i++) {
+        if (ids[i] >= 0 && ids[i] < rows) aero_dequantize_row(t, w + rb * ids[i], ref, cols);
+        else memset(ref, 0, sizeof(float) * cols);
+        bad += memcmp(ref, out + (size_t)i * cols, sizeof(float) * cols) != 0;
+    }
+    EXPECT(bad == 0, "get_rows %s cols %d: %d of %d rows differ from aero_dequantize_row", aero_dtype_name(t), cols, bad, n);
+    printf("  get_rows %-4s cols %-4d  %s\n", aero_dtype_name(t), cols, bad ? "DIFFERS" : "bitwise equal to the CPU reference");
+    free(w), free(out), free(ref);
+    aero_cuda_arena_reset(cu, mark);
+}
+
+// ---- RMSNorm, RoPE, SwiGLU -------------------------------------------------------------------------------
+
+// The CPU forward pass's rmsnorm (model/forward.c).
+static void rmsnorm_cpu(float *out, const float *x, const float *w, int n, float eps) {
+    float ss = 0;
+    for (int i = 0; i < n; i++) ss += x[i] * x[i];
+    ss = 1.0f / sqrtf(ss / n + eps);
+    for (int i = 0; i < n; i++) out[i] = x[i] * ss * w[i];
+}
+
+#define NORM_TOL 1e-5 // relative to the row's largest output
+
+static void test_rmsnorm(int n, int dim, uint64_t *rng) {
+    size_t mark = aero_cuda_arena_mark(cu);
+    float *x = malloc(sizeof(float) * n * dim), *w = malloc(sizeof(float) * dim), *y = malloc(sizeof(float) * n * dim),
+          *r = malloc(sizeof(float) * dim), *y1 = malloc(sizeof(float) * dim);
+    for (size_t i = 0; i < (size_t)n * dim; i++) x[i] = 3.0f * ct_unif(rng);
+    for (int i = 0; i < dim; i++) w[i] = 1.0f + 0.5f * ct_unif(rng);
+    float *dx = up(x, sizeof(float) * n * dim), *dw = up(w, sizeof(float) * dim), *dy = dalloc(sizeof(float) * n * dim);
+    OK(aero_cuda_rmsnorm(cu, dy, dx, dw, n, dim, 1e-5f, &err));
+    down(y, dy, sizeof(float) * n * dim);
+    double worst = 0;
+    for (int i = 0; i < n; i++) {
+        rmsnorm_cpu(r, x + (size_t)i * dim, w, dim, 1e-5f);
+        float mx = 0;
+        for (int k = 0; k < dim; k++) mx = fmaxf(mx, fabsf(r[k]));
+        for (int k = 0; k < dim; k++) worst = fmax(worst, fabs(y[(size_t)i * dim + k] - r[k]) / mx);
+    }
+    int last = n - 1;
+    OK(aero_cuda_rmsnorm(cu, dy, dx + (size_t)last * dim, dw, 1, dim, 1e-5f, &err));
+    down(y1, dy, sizeof(float) * dim);
+    bool same = memcmp(y1, y + (size_t)last * dim, sizeof(float) * dim) == 0;
+    EXPECT(worst <= NORM_TOL, "rmsnorm dim %d: error %.3g", dim, worst);
+    EXPECT(same, "rmsnorm dim %d: a row alone differs from the same row in a batch", dim);
+    printf("  rmsnorm n=%d dim=%-5d max err %.2e of max|y| (tol %.0e)  alone==batch: %s\n", n, dim, worst, NORM_TOL,
+           same ? "bitwise" : "NO");
+    free(x), free(w), free(y), free(r), free(y1);
+    aero_cuda_arena_reset(cu, mark);
+}
+
+// The CPU forward pass's rope (model/forward.c).
+static void rope_cpu(float *v, int pos, int rope_dim, const float *inv_freq, bool neox) {
+    int half = rope_dim / 2;
+    for (int i = 0; i < half; i++) {
+        float theta = (float)pos * inv_freq[i];
+        float c = cosf(theta), s = sinf(theta);
+        int a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
+        float x0 = v[a], x1 = v[b];
+        v[a] = x0 * c - x1 * s;
+        v[b] = x0 * s + x1 * c;
+    }
+}
+
+// Llama 3.1 frequencies (factor 8, low 1, high 4, original context 8192, base 500000), as model_load.c folds them.
+static void llama3_inv_freq(float *f, int rope_dim) {
+    double base = 500000, factor = 8, low = 1, high = 4, orig = 8192;
+    for (int i = 0; i < rope_dim / 2; i++) {
+        double v = pow(base, -2.0 * i / rope_dim), wl = 2 * M_PI / v;
+        if (wl > orig / low) v /= factor;
+        else if (wl >= orig / high) {
+            double smooth = (orig / wl - low) / (high - low);
+            v = (1 - smooth) * v / factor + smooth * v;
+        }
+        f[i] = (float)v;
+    }
+}
+
+#define ROPE_TOL 1e-6 // |gpu - cpu| <= ROPE_TOL * (|x0| + |x1|): cosf/sinf within 2 ulp on both sides
+
+static void test_rope(bool neox, int rope_dim, uint64_t *rng) {
+    size_t mark = aero_cuda_arena_mark(cu);
+    int n = 13, nh = 4, hd = 128;
+    size_t cnt = (size_t)n * nh * hd;
+    float *x = malloc(sizeof(float) * cnt), *y = malloc(sizeof(float) * cnt), *r = malloc(sizeof(float) * cnt),
+          *y1 = malloc(sizeof(float) * nh * hd), freq[128];
+    int32_t pos[13];
+    for (size_t i = 0; i < cnt; i++) x[i] = ct_unif(rng);
+    for (int i = 0; i < n; i++) pos[i] = i < 3 ? i : (int32_t)(ct_next(rng) % 131072);
+    llama3_inv_freq(freq, rope_dim);
+    memcpy(r, x, sizeof(float) * cnt);
+    for (int t = 0; t < n; t++)
+        for (int h = 0; h < nh; h++) rope_cpu(r + ((size_t)t * nh + h) * hd, pos[t], rope_dim, freq, neox);
+    float *dx = up(x, sizeof(float) * cnt), *df = up(freq, sizeof(float) * rope_dim / 2);
+    int32_t *dp = up(pos, sizeof pos);
+    OK(aero_cuda_rope(cu, dx, n, nh, hd, rope_dim, dp, df, neox, &err));
+    down(y, dx, sizeof(float) * cnt);
+    double worst = 0;
+    for (int t = 0; t < n; t++)
+        for (int h = 0; h < nh; h++)
+            for (int i = 0; i < rope_dim / 2; i++) {
+                size_t o = ((size_t)t * nh + h) * hd;
+                int a = neox ? i : 2 * i, b = neox ? i + rope_dim / 2 : 2 * i + 1;
+                double m = fabs(x[o + a]) + fabs(x[o + b]);
+                worst = fmax(worst, fmax(fabs(y[o + a] - r[o + a]), fabs(y[o + b] - r[o + b])) / m);
+            }
+    bool tail_ok = true; // dims past rope_dim are untouched
+    for (int t = 0; t < n; t++)
+        for (int h = 0; h < nh; h++)
+            for (int d = rope_dim; d < hd; d++) tail_ok &= y[((size_t)t * nh + h) * hd + d] == x[((size_t)t * nh + h) * hd + d];
+    int last = n - 1; // alone
+    float *dx1 = up(x + (size_t)last * nh * hd, sizeof(float) * nh * hd);
+    OK(aero_cuda_rope(cu, dx1, 1, nh, hd, rope_dim, dp + last, df, neox, &err));
+    down(y1, dx1, sizeof(float) * nh * hd);
+    bool same = memcmp(y1, y + (size_t)last * nh * hd, sizeof(float) * nh * hd) == 0;
+    EXPECT(worst <= ROPE_TOL && tail_ok, "rope %s rope_dim %d: error %.3g, tail %d", neox ? "neox" : "normal", rope_dim,
+           worst, tail_ok);
+    EXPECT(same, "rope: a token alone differs from the same token in a batch");
+    printf("  rope %-6s rope_dim=%-3d llama3 freqs, pos < 131072  max err %.2e of |x0|+|x1| (tol %.0e)  alone==batch: %s\n",
+           neox ? "neox" : "normal", rope_dim, worst, ROPE_TOL, same ? "bitwise" : "NO");
+    free(x), free(y), free(r), free(y1);
+    aero_cuda_arena_reset(cu, mark);
+}
+
+#define SWIGLU_TOL 2e-6 // relative: expf within 2 ulp
+
+static void test_swiglu(uint64_t *rng) {
+    size_t mark = aero_cuda_arena_mark(cu);
+    size_t n = 100003;
+    float *g = malloc(sizeof(float) * n), *u = malloc(sizeof(float) * n), *y = malloc(sizeof(float) * n);
+    for (size_t i = 0; i < n; i++) g[i] = 12.0f * ct_unif(rng), u[i] = 4.0f * ct_unif(rng);
+    float *dg = up(g, sizeof(float) * n), *du = up(u, sizeof(float) * n), *dy = dalloc(sizeof(float) * n);
+    OK(aero_cuda_swiglu(cu, dy, dg, du, n, &err));
+    down(y, dy, sizeof(float) * n);
+    double worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        float r = g[i] / (1.0f + expf(-g[i])) * u[i];
+        worst = fmax(worst, fabs(y[i] - r) / (fabs(r) + 1e-30));
+    }
+    // residual add and bias: exact
+    OK(aero_cuda_add(cu, dy, dg, n, &err));
+    float *y2 = malloc(sizeof(float) * n);
+    down(y2, dy, sizeof(float) * n);
+    int add_bad = 0;
+    for (size_t i = 0; i < n; i++) add_bad += y2[i] != y[i] + g[i];
+    EXPECT(worst <= SWIGLU_TOL, "swiglu: error %.3g", worst);
+    EXPECT(add_bad == 0, "add: %d elements differ from the CPU sum", add_bad);
+    printf("  swiglu n=%zu  max rel err %.2e (tol %.0e); add: %s\n", n, worst, SWIGLU_TOL, add_bad ? "DIFFERS" : "exact");
+    free(g), free(u), free(y), free(y2);
+    aero_cuda_arena_reset(cu, mark);
+}
+
+// ---- KV cache and attention ----------------------------------------------------------------------------
+
+#define ATTN_TOL 2e-5 // absolute, for values in [-1, 1]
+
+typedef struct {
+    int n_head, n_kv, hd, n_ctx, n_seq, kv_dim;
+    uint16_t *dk, *dv;           // device caches [n_seq][n_ctx][kv_dim]
+    aero_cuda_batch *b;
+} attn_env;
+
+// Double-precision attention of one query over explicit slots of one sequence (host copy of the cache).
+static void attn_ref(const attn_env *e, const uint16_t *hk, const uint16_t *hv, int seq, const float *q, int h,
+                     const int *slots, int ns, double *out) {
+    int kvh = h / (e->n_head / e->n_kv);
+    double *sc = malloc(sizeof(double) * ns), mx = -INFINITY, sum = 0;
+    for (int t = 0; t < ns; t++) {
+        const uint16_t *kr = hk + ((size_t)seq * e->n_ctx + slots[t]) * e->kv_dim + (size_t)kvh * e->hd;
+        double d = 0;
+        for (int k = 0; k < e->hd; k++) d += (double)q[k] * aero_f16_to_f32(kr[k]);
+        sc[t] = d / sqrt((double)e->hd);
+        mx = fmax(mx, sc[t]);
+    }
+    for (int t = 0; t < ns; t++) sc[t] = exp(sc[t] - mx), sum += sc[t];
+    for (int k = 0; k < e->hd; k++) out[k] = 0;
+    for (int t = 0; t < ns; t++) {
+        const uint16_t *vr = hv + ((size_t)seq * e->n_ctx + slots[t]) * e->kv_dim + (size_t)kvh * e->hd;
+        for (int k = 0; k < e->hd; k++) out[k] += sc[t] / sum * aero_f16_to_f32(vr[k]);
+    }
+    free(sc);
+}
+
+// Stores f32 K/V rows of n tokens of one sequence at the given slots (through a batch).
+static void store_rows(attn_env *e, int seq, const int32_t *slots, int n, const float *k, const float *v) {
+    int32_t *pos = malloc(sizeof(int32_t) * n), *sq = malloc(sizeof(int32_t) * n), base[4] = {0};
+    for (int i = 0; i < n; i++) pos[i] = slots[i], sq[i] = seq;
+    OK(aero_cuda_batch_set(e->b, n, pos, sq, slots, NULL, base, &err));
+    float *dk = up(k, sizeof(float) * n * e->kv_dim), *dv = up(v, sizeof(float) * n * e->kv_dim);
+    OK(aero_cuda_kv_store(e->b, e->dk, e->dv, dk, dv, e->kv_dim, &err));
+    OK(aero_cuda_sync(cu, &err));
+    free(pos), free(sq);
+}
+
+// Runs the attention of a batch and returns its output on the host.
+static void run_attn(attn_env *e, int n, const int32_t *seq, const int32_t *slot, const uint8_t *mask,
+                     const int32_t *base, const float *q, float *out) {
+    int32_t pos[1024];
+    for (int i = 0; i < n; i++) pos[i] = slot[i];
+    OK(aero_cuda_batch_set(e->b, n, pos, seq, slot, mask, base, &err));
+    size_t qn = (size_t)n * e->n_head * e->hd;
+    size_t mark = aero_cuda_arena_mark(cu);
+    float *dq = up(q, sizeof(float) * qn), *dout = dalloc(sizeof(float) * qn);
+    OK(aero_cuda_attention(e->b, dq, e->dk, e->dv, e->n_head, e->n_kv, e->hd, dout, &err));
+    down(out, dout, sizeof(float) * qn);
+    aero_cuda_arena_reset(cu, mark);
+}
+
+// Causal prefill after a long committed prefix, a speculative tree, both in one mixed batch, and every token
+// alone (its ancestors compacted to consecutive slots, as after acceptance): all bitwise equal.
+static void test_attention(int n_head, int n_kv, int hd, uint64_t *rng) {
+    size_t mark = aero_cuda_arena_mark(cu);
+    attn_env e = {n_head, n_kv, hd, 1200, 3, n_kv * hd, NULL, NULL, NULL};
+    size_t cache = (size_t)e.n_seq * e.n_ctx * e.kv_dim * 2;
+    e.dk = dalloc(cache), e.dv = dalloc(cache);
+    OK(aero_cuda_memset0(cu, e.dk, cache, &err));
+    OK(aero_cuda_memset0(cu, e.dv, cache, &err));
+    OK(aero_cuda_batch_new(cu, 1024, e.n_seq, e.n_ctx, n_head, hd, &e.b, &err));
+    int nb = 700, np = 40, nt = 7;
+    // committed prefix of sequences 0 and 1 (same rows), and kv_store against aero_f32_to_f16
+    float *k = malloc(sizeof(float) * nb * e.kv_dim), *v = malloc(sizeof(float) * nb * e.kv_dim);
+    int32_t *slots = malloc(sizeof(int32_t) * 1024);
+    for (size_t i = 0; i < (size_t)nb * e.kv_dim; i++) k[i] = 2.0f * ct_unif(rng), v[i] = ct_unif(rng);
+    for (int i = 0; i < nb; i++) slots[i] = i;
+    store_rows(&e, 0, slots, nb, k, v);
+    store_rows(&e, 1, slots, nb, k, v);
+    store_rows(&e, 2, slots, nb, k, v);
+    uint16_t *hk = malloc(cache), *hv = malloc(cache);
+    down(hk, e.dk, cache);
+    down(hv, e.dv, cache);
+    int kv_bad = 0;
+    for (size_t i = 0; i < (size_t)nb * e.kv_dim; i++) kv_bad += hk[i] != aero_f32_to_f16(k[i]) || hv[i] != aero_f32_to_f16(v[i]);
+    EXPECT(kv_bad == 0, "kv_store: %d halves differ from aero_f32_to_f16", kv_bad);
+    // the new tokens: np causal in sequence 0, a tree of nt in sequence 1 (parents), with their own K/V
+    int parent[7] = {-1, 0, 0, 1, 1, 2, 5}, depth[7];
+    int nn = np + nt, qd = n_head * hd;
+    float *q = malloc(sizeof(float) * nn * qd), *kn = malloc(sizeof(float) * nn * e.kv_dim),
+          *vn = malloc(sizeof(float) * nn * e.kv_dim);
+    for (size_t i = 0; i < (size_t)nn * qd; i++) q[i] = 2.0f * ct_unif(rng);
+    for (size_t i = 0; i < (size_t)nn * e.kv_dim; i++) kn[i] = 2.0f * ct_unif(rng), vn[i] = ct_unif(rng);
+    for (int i = 0; i < np; i++) slots[i] = nb + i;
+    store_rows(&e, 0, slots, np, kn, vn);
+    store_rows(&e, 1, slots, nt, kn + (size_t)np * e.kv_dim, vn + (size_t)np * e.kv_dim);
+    down(hk, e.dk, cache);
+    down(hv, e.dv, cache);
+    // causal batch
+    int32_t seq[1024], slot[1024], base[3] = {nb, nb, 0};
+    for (int i = 0; i < np; i++) seq[i] = 0, slot[i] = nb + i;
+    float *o_causal = malloc(sizeof(float) * np * qd), *o_tree = malloc(sizeof(float) * nt * qd),
+          *o_mix = malloc(sizeof(float) * nn * qd), *o1 = malloc(sizeof(float) * qd);
+    run_attn(&e, np, seq, slot, NULL, base, q, o_causal);
+    // tree batch
+    uint8_t tmask[7 * 7] = {0};
+    for (int i = 0; i < nt; i++) {
+        depth[i] = 0;
+        for (int a = i; a >= 0; a = parent[a]) tmask[i * nt + a] = 1, depth[i] += a != i;
+        seq[i] = 1, slot[i] = nb + i;
+    }
+    run_attn(&e, nt, seq, slot, tmask, base, q + (size_t)np * qd, o_tree);
+    // reference
+    double worst = 0, *ro = malloc(sizeof(double) * hd);
+    int *vis = malloc(sizeof(int) * (nb + nn));
+    for (int i = 0; i < nn; i++) {
+        int ns = 0, sq = i < np ? 0 : 1;
+        for (int t = 0; t < nb; t++) vis[ns++] = t;
+        if (sq == 0)
+            for (int t = 0; t <= i; t++) vis[ns++] = nb + t;
+        else
+            for (int t = 0; t < nt; t++)
+                if (tmask[(i - np) * nt + t]) vis[ns++] = nb + t;
+        for (int h = 0; h < n_head; h++) {
+            attn_ref(&e, hk, hv, sq, q + (size_t)i * qd + (size_t)h * hd, h, vis, ns, ro);
+            const float *g = sq == 0 ? o_causal + (size_t)i * qd : o_tree + (size_t)(i - np) * qd;
+            for (int d = 0; d < hd; d++) worst = fmax(worst, fabs(g[(size_t)h * hd + d] - ro[d]));
+        }
+    }
+    EXPECT(worst <= ATTN_TOL, "attention %dx%d/%d: error %.3g", n_head, hd, n_kv, worst);
+    // mixed batch: causal tokens of sequence 0 and the tree of sequence 1 interleaved, one mask
+    int order[64], m = 0;
+    for (int i = 0, j = 0; i < np || j < nt;) {
+        if (i < np) order[m++] = i++;
+        if (j < nt && (i % 6 == 0 || i >= np)) order[m++] = np + j++;
+    }
+    uint8_t *mmask = calloc((size_t)nn * nn, 1);
+    float *qm = malloc(sizeof(float) * nn * qd);
+    for (int a = 0; a < nn; a++) {
+        int i = order[a];
+        seq[a] = i < np ? 0 : 1, slot[a] = i < np ? nb + i : nb + (i - np);
+        memcpy(qm + (size_t)a * qd, q + (size_t)i * qd, sizeof(float) * qd);
+        for (int c = 0; c <= a; c++) {
+            int j = order[c];
+            if (i < np) mmask[(size_t)a * nn + c] = j < np && j <= i;
+            else mmask[(size_t)a * nn + c] = j >= np && tmask[(i - np) * nt + (j - np)];
+        }
+    }
+    run_attn(&e, nn, seq, slot, mmask, base, qm, o_mix);
+    int mix_bad = 0;
+    for (int a = 0; a < nn; a++) {
+        int i = order[a];
+        const float *g = i < np ? o_causal + (size_t)i * qd : o_tree + (size_t)(i - np) * qd;
+        mix_bad += memcmp(g, o_mix + (size_t)a * qd, sizeof(float) * qd) != 0;
+    }
+    EXPECT(mix_bad == 0, "attention: %d tokens differ in the mixed batch", mix_bad);
+    // alone: causal token i sees [0, nb + i]
+    int alone_bad = 0;
+    for (int i = 0; i < np; i++) {
+        int32_t s0 = 0, sl = nb + i, bs[3] = {nb + i, 0, 0};
+        run_attn(&e, 1, &s0, &sl, NULL, bs, q + (size_t)i * qd, o1);
+        alone_bad += memcmp(o1, o_causal + (size_t)i * qd, sizeof(float) * qd) != 0;
+    }
+    // alone: tree token i after its ancestors were accepted, compacted into sequence 2 at nb, nb + 1, ...
+    for (int i = 0; i < nt; i++) {
+        int chain[8], len = 0;
+        for (int a = i; a >= 0; a = parent[a]) chain[len++] = a;
+        float ck[8 * 256 * 8], cv[8 * 256 * 8];
+        int32_t cs[8];
+        for (int c = 0; c < len; c++) {
+            int tok = chain[len - 1 - c];
+            memcpy(ck + (size_t)c * e.kv_dim, kn + (size_t)(np + tok) * e.kv_dim, sizeof(float) * e.kv_dim);
+            memcpy(cv + (size_t)c * e.kv_dim, vn + (size_t)(np + tok) * e.kv_dim, sizeof(float) * e.kv_dim);
+            cs[c] = nb + c;
+        }
+        store_rows(&e, 2, cs, len, ck, cv);
+        int32_t s2 = 2, sl = nb + len - 1, bs[3] = {0, 0, nb + len - 1};
+        run_attn(&e, 1, &s2, &sl, NULL, bs, q + (size_t)(np + i) * qd, o1);
+        alone_bad += memcmp(o1, o_tree + (size_t)i * qd, sizeof(float) * qd) != 0;
+    }
+    EXPECT(alone_bad == 0, "attention: %d tokens differ alone vs in their batch", alone_bad);
+    printf("  attention heads %d/%d x %d, %d committed (3 segments) + %d causal + tree of %d  max err %.2e (tol %.0e)\n"
+           "    kv_store: %s  mixed batch: %s  alone==batch (causal and accepted tree paths): %s\n",
+           n_head, n_kv, hd, nb, np, nt, worst, ATTN_TOL, kv_bad ? "DIFFERS" : "bitwise = aero_f32_to_f16",
+           mix_bad ? "NO" : "bitwise", alone_bad ? "NO" : "bitwise");
+    aero_cuda_batch_free(e.b);
+    free(k), free(v), free(slots), free(hk), free(hv), free(q), free(kn), free(vn), free(o_causal), free(o_tree);
+    free(o_mix), free(o1), free(ro), free(vis), free(mmask), free(qm);
+    aero_cuda_arena_reset(cu, mark);
+}
+
+// ---- errors and the copy pipeline ----------------------------------------------------------------------
+
+static void test_errors(void) {
+    size_t mark = aero_cuda_arena_mark(cu);
+    void *p = NULL;
+    aero_error e2 = {0};
+    aero_status st = aero_cuda_alloc(cu, aero_cuda_arena_budget(cu) + 1, &p, &e2);
+    EXPECT(st == AERO_ERR_NOMEM && p == NULL && strstr(e2.msg, "budget"), "over-budget alloc: %d '%s'", st, e2.msg);
+    printf("  over budget: '%s'\n", e2.msg);
+    uint8_t *w = dalloc(84 * 64);
+    aero_cuda_wmat W = {w, AERO_DT_Q2_K, 256, 64, 84};
+    float *x = dalloc(4096), *y = dalloc(4096);
+    st = aero_cuda_matmul(cu, &W, x, 1, y, &e2);
+    EXPECT(st == AERO_ERR_UNSUPPORTED && strstr(e2.msg, "Q2_K"), "Q2_K matmul: %d '%s'", st, e2.msg);
+    printf("  missing kernel: '%s'\n", e2.msg);
+    aero_cuda_wmat W2 = {w, AERO_DT_Q4_0, 100, 4, 18 * 4};
+    st = aero_cuda_matmul(cu, &W2, x, 1, y, &e2);
+    EXPECT(st == AERO_ERR_UNSUPPORTED, "cols 100: %d '%s'", st, e2.msg);
+    aero_cuda_arena_reset(cu, mark);
+}
+
+// Units copied from pinned host memory into a ring of 2 VRAM slots on the copy stream while the compute stream
+// multiplies the previous unit; events order copy -> compute -> slot reuse. Each result must equal the matvec
+// of the same weights uploaded plainly (a missing wait would let a copy overwrite a slot in use).
+static void test_pipeline(uint64_t *rng) {
+    size_t mark = aero_cuda_arena_mark(cu);
+    enum { UNITS = 6, ROWS = 1024, COLS = 4096 };
+    size_t rb, bytes = aero_dtype_row_bytes(AERO_DT_Q4_K, COLS) * ROWS;
+    uint8_t *host;
+    OK(aero_cuda_host_alloc(bytes * UNITS, (void **)&host, &err));
+    for (int u = 0; u < UNITS; u++) {
+        uint8_t *w = ct_random_weights(AERO_DT_Q4_K, ROWS, COLS, rng, &rb);
+        memcpy(host + bytes * u, w, bytes);
+        free(w);
+    }
+    float xh[COLS];
+    for (int i = 0; i < COLS; i++) xh[i] = ct_unif(rng);
+    float *x = up(xh, sizeof xh), *y = dalloc(sizeof(float) * ROWS * UNITS), *yr = dalloc(sizeof(float) * ROWS);
+    uint8_t *slot[2] = {dalloc(bytes), dalloc(bytes)};
+    aero_cuda_event *copied[2], *used[2];
+    for (int s = 0; s < 2; s++) {
+        OK(aero_cuda_event_new(cu, &copied[s], &err));
+        OK(aero_cuda_event_new(cu, &used[s], &err));
+    }
+    for (int u = 0; u < UNITS; u++) {
+        int s = u % 2;
+        if (u >= 2) OK(aero_cuda_wait(cu, AERO_CUDA_STREAM_COPY, used[s], &err));
+        OK(aero_cuda_copy_h2d_async(cu, AERO_CUDA_STREAM_COPY, slot[s], host + bytes * u, bytes, &err));
+        OK(aero_cuda_record(cu, AERO_CUDA_STREAM_COPY, copied[s], &err));
+        OK(aero_cuda_wait(cu, AERO_CUDA_STREAM_COMPUTE, copied[s], &err));
+        aero_cuda_wmat W = {slot[s], AERO_DT_Q4_K, COLS, ROWS, rb};
+        OK(aero_cuda_matmul(cu, &W, x, 1, y + (size_t)u * ROWS, &err));
+        OK(aero_cuda_record(cu, AERO_CUDA_STREAM_COMPUTE, used[s], &err));
+    }
+    OK(aero_cuda_sync(cu, &err));
+    float *a = malloc(sizeof(float) * ROWS * UNITS), *b = malloc(sizeof(float) * ROWS);
+    down(a, y, sizeof(float) * ROWS * UNITS);
+    int bad = 0;
+    uint8_t *plain = dalloc(bytes);
+    for (int u = 0; u < UNITS; u++) {
+        OK(aero_cuda_copy_h2d_async(cu, AERO_CUDA_STREAM_COMPUTE, plain, host + bytes * u, bytes, &err));
+        aero_cuda_wmat W = {plain, AERO_DT_Q4_K, COLS, ROWS, rb};
+        OK(aero_cuda_matmul(cu, &W, x, 1, yr, &err));
+        down(b, yr, sizeof(float) * ROWS);
+        bad += memcmp(a + (size_t)u * ROWS, b, sizeof(float) * ROWS) != 0;
+    }
+    EXPECT(bad == 0, "pipeline: %d of %d units differ", bad, UNITS);
+    printf("  copy-stream pipeline, %d units through 2 VRAM slots: %s\n", UNITS, bad ? "WRONG" : "ordered, bitwise");
+    for (int s = 0; s < 2; s++) aero_cuda_event_free(copied[s]), aero_cuda_event_free(used[s]);
+    aero_cuda_host_free(host);
+    free(a), free(b);
+    aero_cuda_arena_reset(cu, mark);
+}
+
+int main(void) {
+    ct_require_gpu();
+    aero_cuda_info info;
+    OK(aero_cuda_device_info(0, &info, &err));
+    printf("device: %s (sm_%d%d, %d SMs), %.1f of %.1f GiB free\n", info.name, info.cc_major, info.cc_minor, info.n_sm,
+           info.free_vram / 1073741824.0, info.total_vram / 1073741824.0);
+    OK(aero_cuda_init(&cu, 0, (size_t)4 << 30, &err));
+    uint64_t rng = 0x9E3779B97F4A7C15ull;
+
+    printf("matmul (reference: CPU scalar dequantize, double dot with the same f32 activations)\n");
+    for (int k = 0; k < N_TYPES; k++) {
+        aero_dtype t = TYPES[k];
+        test_matmul(t, 512, 4096, 37, &rng);
+        test_matmul(t, 67, 768, 5, &rng);
+        if (aero_dtype_get(t)->block < 256) test_matmul(t, 33, 96, 9, &rng);
+    }
+    test_matmul(AERO_DT_Q4_K, 256, 2048, 512, &rng);
+    test_matmul(AERO_DT_Q6_K, 128, 14336, 64, &rng);
+    printf("embedding rows\n");
+    for (int k = 0; k < N_TYPES; k++) {
+        test_get_rows(TYPES[k], 512, &rng);
+        if (aero_dtype_get(TYPES[k])->block < 256) test_get_rows(TYPES[k], 96, &rng);
+    }
+    printf("rmsnorm, rope, swiglu\n");
+    test_rmsnorm(19, 4096, &rng);
+    test_rmsnorm(40, 8, &rng);
+    test_rmsnorm(40, 128, &rng);
+    test_rope(false, 128, &rng);
+    test_rope(true, 128, &rng);
+    test_rope(false, 64, &rng);
+    test_rope(true, 32, &rng);
+    test_swiglu(&rng);
+    printf("attention over the F16 KV cache\n");
+    test_attention(32, 8, 128, &rng);
+    test_attention(8, 4, 8, &rng);
+    test_attention(4, 4, 256, &rng);
+    printf("errors, copy pipeline\n");
+    test_errors();
+    test_pipeline(&rng);
+
+    aero_cuda_free(cu);
+    printf("%s: %d checks passed, %d failed\n", n_fail ? "FAIL" : "PASS", n_pass, n_fail);
+    return n_fail ? 1 : 0;
+}
