@@ -153,8 +153,4 @@ void aero_gguf_writer_progress(aero_gguf_writer *w, void (*fn)(void *ctx, uint64
 // on failure, including a producer that fails. May be called again (the writer is not consumed).
 aero_status aero_gguf_write(aero_gguf_writer *w, const char *path, aero_error *err);
 
-// Synthetic models are written with this writer; their interface comes with it so that the public header
-// (which includes this one) offers it too.
-#include "synth.h"
-
 #endif
