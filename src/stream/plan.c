@@ -20,8 +20,8 @@ static const char *fmt_size(uint64_t b, char *buf, size_t cap) {
 
 // Which unit a tensor belongs to: its layer for "blk.N.*", n_layer for the output head, -1 otherwise.
 static int tensor_unit(const char *name, int n_layer, const char *output) {
-    int l, len = 0;
-    if (sscanf(name, "blk.%d.%n", &l, &len) == 1 && len > 0 && l >= 0 && l < n_layer) return l;
+    int l = aero_gguf_tensor_layer(name);
+    if (l >= 0 && l < n_layer) return l;
     if (output && !strcmp(name, output)) return n_layer;
     return -1;
 }
