@@ -98,7 +98,7 @@ out:
 
 // Keeps the IO threads `depth` occurrences ahead of the compute, as far as the ring has room (lock held).
 void st_schedule(aero_stream *s) {
-    if (!s->n_streamed) return;
+    if (!s->n_streamed || s->window_lent) return;
     int64_t cur = s->held_seq >= 0 ? s->held_seq : s->next_seq;
     while (s->occ_end <= cur + s->depth) {
         int n_live = (int)(s->occ_end - s->occ_first);
@@ -125,6 +125,54 @@ void st_ring_restart(aero_stream *s, int64_t seq) {
     st_io_cancel_all(s);
     s->occ_first = s->occ_end = s->next_seq = seq;
     s->alloc_off = 0;
+}
+
+// Lends the ring to a measurement while no unit is held (lock held): the ring is emptied (reads in flight
+// finish first) and nothing is scheduled into it until st_window_return. NULL when there is no ring or a unit
+// is in it.
+void *st_window_borrow(aero_stream *s, uint64_t *bytes) {
+    *bytes = 0;
+    if (!s->ring || s->held_seq >= 0) return NULL;
+    st_ring_restart(s, s->next_seq);
+    s->window_lent = true;
+    *bytes = s->ring_bytes;
+    return s->ring;
+}
+
+// Takes the ring back after a measurement and starts the reads of the next units again (lock held).
+void st_window_return(aero_stream *s) {
+    s->window_lent = false;
+    st_schedule(s);
+}
+
+// Starts the record of a pass at its first stream call (embedding rows or unit 0).
+void st_pass_begin(aero_stream *s, double now) {
+    memset(&s->cur, 0, sizeof s->cur);
+    s->cur.start = now;
+    s->cur.io_busy = st_io_busy_now(s, now); // the busy clock at the start; the pass's share at the end
+    s->in_pass = true;
+    s->stats.passes++;
+}
+
+// Closes the record of a pass at the release of its last unit (or when the next pass starts early).
+void st_pass_end(aero_stream *s, double now) {
+    if (!s->in_pass) return;
+    s->cur.end = now;
+    s->cur.io_busy = st_io_busy_now(s, now) - s->cur.io_busy;
+    s->stats.io_busy_s += s->cur.io_busy;
+    s->stats.wall_s += now - s->cur.start;
+    s->log[s->n_logged % ST_PASS_LOG] = s->cur;
+    s->n_logged++;
+    s->in_pass = false;
+}
+
+// Separates phases (prefill, decode) in a benchmark.
+void aero_stream_reset_stats(aero_stream *s) {
+    if (s->mutex_ready) pthread_mutex_lock(&s->mu);
+    memset(&s->stats, 0, sizeof s->stats);
+    s->n_logged = 0;
+    s->in_pass = false;
+    if (s->mutex_ready) pthread_mutex_unlock(&s->mu);
 }
 
 // Plans, loads what stays resident, starts the IO threads and the first reads of the first pass.
