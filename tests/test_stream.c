@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -95,8 +96,8 @@ static bool tensor_ok(const aero_gguf *g, int64_t t, const void *data) {
 }
 
 static int unit_of(const char *name, int n_layer, const char *out) {
-    int l, len = 0;
-    if (sscanf(name, "blk.%d.%n", &l, &len) == 1 && len) return l;
+    int l = aero_gguf_tensor_layer(name);
+    if (l >= 0) return l;
     return !strcmp(name, out) ? n_layer : -1;
 }
 
@@ -374,6 +375,54 @@ static void test_ring_place(void) {
     CHECK(!st_ring_place(2 * slot, 0, 0, 0, 3 * slot, &at));    // larger than the ring
 }
 
+// A tensor of a unit that is not acquired: a status from the checked path, an assertion from the plain one (a
+// streaming bug must stop the program, not become wrong text).
+static void test_unacquired(const char *path) {
+    aero_gguf g;
+    aero_error err = {0};
+    if (aero_gguf_open(&g, path, &err)) {
+        CHECKF(0, "open %s: %s", path, err.msg);
+        return;
+    }
+    aero_stream *s;
+    aero_stream_params pp = {.output_tensor = "output.weight", .embd_tensor = "token_embd.weight", .plan_only = true};
+    CHECK(!aero_stream_open(&s, &g, N_LAYER, &pp, &err));
+    uint64_t min = aero_stream_get_plan(s)->min_budget;
+    aero_stream_close(s);
+    if (open_stream(&s, &g, "output.weight", min, false, &err)) {
+        CHECKF(0, "open at the minimum: %s", err.msg);
+        aero_gguf_free(&g);
+        return;
+    }
+    CHECK(aero_stream_get_plan(s)->n_streamed == N_LAYER + 1);
+    int64_t t0 = aero_gguf_tensor_index(&g, "blk.0.attn_q.weight"), t1 = aero_gguf_tensor_index(&g, "blk.1.attn_q.weight");
+    CHECK(t0 >= 0 && t1 >= 0);
+    const void *data = (const void *)1;
+    CHECK(aero_stream_tensor_checked(s, t0, &data, &err) == AERO_ERR_INVALID && !data);
+    CHECKF(strstr(err.msg, "blk.0.attn_q.weight") && strstr(err.msg, "no unit is acquired"), "%s", err.msg);
+    CHECK(aero_stream_tensor_checked(s, -1, &data, &err) == AERO_ERR_INVALID);
+    CHECK(aero_stream_tensor_checked(s, (int64_t)g.n_tensors, &data, &err) == AERO_ERR_INVALID);
+    CHECK(!aero_stream_acquire(s, 0, &err));
+    CHECK(!aero_stream_tensor_checked(s, t0, &data, &err) && data && data == aero_stream_tensor(s, t0));
+    CHECK(tensor_ok(&g, t0, data));
+    CHECK(aero_stream_tensor_checked(s, t1, &data, &err) == AERO_ERR_INVALID && !data);
+    CHECKF(strstr(err.msg, "another unit is acquired"), "%s", err.msg);
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) { // the plain path on the same bug: an assertion, not NULL
+        int fd = open("/dev/null", O_WRONLY);
+        if (fd >= 0) dup2(fd, 2);
+        const void *p = aero_stream_tensor(s, t1);
+        _exit(p ? 1 : 2);
+    }
+    int status = 0;
+    CHECK(pid > 0 && waitpid(pid, &status, 0) == pid);
+    CHECKF(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT, "child status %d", status);
+    aero_stream_release(s, 0);
+    aero_stream_close(s);
+    aero_gguf_free(&g);
+}
+
 int main(void) {
     alarm(120); // a hang is a failure, not a stuck suite
     test_ring_place();
@@ -389,6 +438,7 @@ int main(void) {
     CHECK(write_model(path_tied, true));
     test_budgets(path, false);
     test_budgets(path_tied, true);
+    test_unacquired(path);
     test_truncation(path);
     test_page_cache(path);
     test_split(dir);

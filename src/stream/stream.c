@@ -2,8 +2,10 @@
 // acquire/release cycle that hands the model one unit at a time while the IO threads fill the ring ahead of it.
 #include "stream.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -285,10 +287,50 @@ const void *aero_stream_global(aero_stream *s, int64_t tensor) {
     return s->kind[tensor] == ST_T_SMALL || s->kind[tensor] == ST_T_EMBD ? s->ptr[tensor] : NULL;
 }
 
-// Tensor data for the model while its unit is acquired (or resident).
+// Why a tensor's data is not in memory now (into msg), or NULL when it is: the one rule behind both the
+// assertion of aero_stream_tensor and the status of aero_stream_tensor_checked.
+static const char *tensor_absent(const aero_stream *s, int64_t tensor, char *msg, size_t cap) {
+    if (tensor < 0 || (uint64_t)tensor >= s->g->n_tensors) {
+        snprintf(msg, cap, "stream: no tensor %lld", (long long)tensor);
+        return msg;
+    }
+    const char *name = s->g->tensors[tensor].name;
+    if (!s->mutex_ready) {
+        snprintf(msg, cap, "stream: tensor '%s' read from a stream opened for planning only", name);
+        return msg;
+    }
+    int u = s->unit_of[tensor];
+    if (s->kind[tensor] == ST_T_UNIT && !s->units[u].resident && s->held_unit != u) {
+        snprintf(msg, cap, "stream: tensor '%s' of unit %d read while %s", name, u,
+                 s->held_unit < 0 ? "no unit is acquired" : "another unit is acquired");
+        return msg;
+    }
+    if (s->kind[tensor] == ST_T_EMBD && !s->plan.embd_resident) {
+        snprintf(msg, cap, "stream: tensor '%s' is read by row (aero_stream_embed_rows), not held", name);
+        return msg;
+    }
+    return NULL;
+}
+
+// Tensor data for the model while its unit is acquired (or resident); reading any other is a streaming bug.
 const void *aero_stream_tensor(aero_stream *s, int64_t tensor) {
+#ifndef NDEBUG
+    char msg[256];
+    const char *why = tensor_absent(s, tensor, msg, sizeof msg);
+    if (why) fprintf(stderr, "%s\n", why);
+    assert(!why && "aero_stream_tensor: the tensor's unit is not acquired");
+#endif
     if (tensor < 0 || (uint64_t)tensor >= s->g->n_tensors) return NULL;
     return s->ptr[tensor];
+}
+
+// The same for a caller that cannot know the tensor is held (a tensor index from outside, a tool).
+aero_status aero_stream_tensor_checked(aero_stream *s, int64_t tensor, const void **data, aero_error *err) {
+    char msg[256];
+    *data = NULL;
+    if (tensor_absent(s, tensor, msg, sizeof msg)) return aero_fail(err, AERO_ERR_INVALID, "%s", msg);
+    *data = s->ptr[tensor];
+    return AERO_OK;
 }
 
 // Position of a streamed unit in the cyclic order, -1 when it is pinned.

@@ -63,8 +63,13 @@ const aero_stream_plan *aero_stream_get_plan(const aero_stream *s);
 const void *aero_stream_global(aero_stream *s, int64_t tensor);
 // Blocks until unit u is in memory; pair with release. Units must be acquired in cyclic order 0..n_layer.
 aero_status aero_stream_acquire(aero_stream *s, int unit, aero_error *err);
-// Data of a tensor of an acquired (or resident) unit, or of an always-resident tensor; NULL otherwise.
+// Data of a tensor of an acquired (or resident) unit, or of an always-resident tensor. Asking for any other
+// (its unit not acquired, an index out of range) is a bug of the caller's acquire/release cycle: an assertion
+// fails (NULL when assertions are compiled out), so that it never becomes wrong text downstream.
 const void *aero_stream_tensor(aero_stream *s, int64_t tensor);
+// The same with a status for callers that cannot know the tensor is held: AERO_ERR_INVALID naming the tensor and
+// why (not acquired, read by row, planning only, no such tensor), *data NULL.
+aero_status aero_stream_tensor_checked(aero_stream *s, int64_t tensor, const void **data, aero_error *err);
 void aero_stream_release(aero_stream *s, int unit);
 // Dequantized rows of the embedding tensor (n rows of ne[0] floats), read from memory or disk.
 aero_status aero_stream_embed_rows(aero_stream *s, const int32_t *rows, int n, float *out, aero_error *err);
