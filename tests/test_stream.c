@@ -95,10 +95,11 @@ static bool tensor_ok(const aero_gguf *g, int64_t t, const void *data) {
     return true;
 }
 
-static int unit_of(const char *name, int n_layer, const char *out) {
+// The unit the test expects a tensor in: its layer unit, the head unit for the output head, else -1.
+static int unit_of(const char *name, int head_unit, const char *out) {
     int l = aero_gguf_tensor_layer(name);
     if (l >= 0) return l;
-    return !strcmp(name, out) ? n_layer : -1;
+    return !strcmp(name, out) ? head_unit : -1;
 }
 
 // Runs `passes` model-like passes (embedding rows, layers 0..L-1, head) checking every tensor; false on error.
@@ -112,10 +113,12 @@ static bool run_passes(aero_stream *s, const aero_gguf *g, const char *out, int 
             for (int c = 0; c < EMBD_COLS; c++)
                 CHECKF(emb[i * EMBD_COLS + c] == pattern(id, (uint64_t)rows[i] * EMBD_COLS + c), "embedding row %d",
                        rows[i]);
-        for (int u = 0; u <= N_LAYER; u++) {
+        int head = aero_stream_head_unit(s);
+        CHECK(head == N_LAYER);
+        for (int u = 0; u <= head; u++) {
             if (aero_stream_acquire(s, u, err)) return false;
             for (uint64_t t = 0; t < g->n_tensors; t++) {
-                int tu = unit_of(g->tensors[t].name, N_LAYER, out);
+                int tu = unit_of(g->tensors[t].name, head, out);
                 if (tu == u) CHECKF(tensor_ok(g, (int64_t)t, aero_stream_tensor(s, (int64_t)t)), "pass %d tensor %s", p,
                                     g->tensors[t].name);
                 if (tu < 0 && strcmp(g->tensors[t].name, "token_embd.weight"))
@@ -313,7 +316,7 @@ static void test_truncation(const char *path) {
         CHECK(truncate(copy, (off_t)cut) == 0);
         bool failed = false;
         for (int p = 0; p < 3 && !failed; p++) {
-            for (int u = 0; u <= N_LAYER; u++) {
+            for (int u = 0; u <= aero_stream_head_unit(s); u++) {
                 if (aero_stream_acquire(s, u, &err)) {
                     failed = true;
                     break;
@@ -326,7 +329,7 @@ static void test_truncation(const char *path) {
         // the next pass fails again, cleanly
         aero_error e2 = {0};
         bool again = false;
-        for (int u = 0; u <= N_LAYER && !again; u++) {
+        for (int u = 0; u <= aero_stream_head_unit(s) && !again; u++) {
             if (aero_stream_acquire(s, u, &e2)) again = true;
             else aero_stream_release(s, u);
         }

@@ -147,7 +147,7 @@ void st_window_return(aero_stream *s) {
     st_schedule(s);
 }
 
-// Starts the record of a pass at its first stream call (embedding rows or unit 0).
+// Starts the record of a pass at its first stream call (embedding rows or layer unit 0).
 void st_pass_begin(aero_stream *s, double now) {
     memset(&s->cur, 0, sizeof s->cur);
     s->cur.start = now;
@@ -156,7 +156,7 @@ void st_pass_begin(aero_stream *s, double now) {
     s->stats.passes++;
 }
 
-// Closes the record of a pass at the release of its last unit (or when the next pass starts early).
+// Closes the record of a pass at the release of its head unit (or when the next pass starts early).
 void st_pass_end(aero_stream *s, double now) {
     if (!s->in_pass) return;
     s->cur.end = now;
@@ -181,11 +181,11 @@ void aero_stream_reset_stats(aero_stream *s) {
 aero_status aero_stream_open(aero_stream **out, const aero_gguf *g, int n_layer, const aero_stream_params *p,
                              aero_error *err) {
     *out = NULL;
-    if (n_layer < 0) return aero_fail(err, AERO_ERR_INVALID, "stream: negative layer count %d", n_layer);
+    if (n_layer < 0) return aero_fail(err, AERO_ERR_INVALID, "stream: negative layer unit count %d", n_layer);
     aero_stream *s = calloc(1, sizeof *s);
     if (!s) return aero_fail(err, AERO_ERR_NOMEM, "out of memory");
     s->g = g;
-    s->n_layer = n_layer;
+    s->head_unit = n_layer;
     s->n_units = n_layer + 1;
     s->params = *p;
     s->prefetch = p->prefetch > 0 ? p->prefetch : 2;
@@ -277,6 +277,9 @@ void aero_stream_close(aero_stream *s) {
     }
     free(s);
 }
+
+// The output head's unit, so that no caller spells it as the bare layer count.
+int aero_stream_head_unit(const aero_stream *s) { return s->head_unit; }
 
 // The plan, for aerollm info and bench.
 const aero_stream_plan *aero_stream_get_plan(const aero_stream *s) { return &s->plan; }
@@ -391,7 +394,7 @@ aero_status aero_stream_acquire(aero_stream *s, int unit, aero_error *err) {
     return AERO_OK;
 }
 
-// Frees the unit's slot for the read `prefetch` units ahead, and ends the pass after the head.
+// Frees the unit's ring slot for the read `prefetch` units ahead, and ends the pass after the head unit.
 void aero_stream_release(aero_stream *s, int unit) {
     if (!s->mutex_ready) return;
     pthread_mutex_lock(&s->mu);
@@ -416,7 +419,7 @@ void aero_stream_release(aero_stream *s, int unit) {
         st_schedule(s);
     }
     s->held_unit = -1;
-    if (unit == s->n_layer) st_pass_end(s, now);
+    if (unit == s->head_unit) st_pass_end(s, now);
     pthread_mutex_unlock(&s->mu);
 }
 

@@ -84,7 +84,8 @@ typedef struct {
 
 struct aero_stream {
     const aero_gguf *g;
-    int n_layer, n_units;
+    int n_units;              // the layer units 0..head_unit-1, then the head unit
+    int head_unit;            // the output head's unit: n_units - 1
     aero_stream_params params;
     int prefetch, io_threads;
     uint64_t chunk;
