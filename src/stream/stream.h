@@ -87,9 +87,9 @@ uint64_t aero_stream_weight_bytes_held(const aero_stream *s); // current bytes o
 // Prints the --stats report (per pass: bytes streamed, IO busy, compute, IO wait, GB/s, disk floor) to f. The
 // floor's disk bandwidth is measured now (O_DIRECT reads of the model file into the idle window) unless set.
 void aero_stream_print_stats(aero_stream *s, FILE *f);
-// Disk read bandwidth (bytes/s) of the bytes a pass streams, read by an independent reader the way the streamer
-// reads (its request size, as many requests in flight as it has IO threads, O_DIRECT): every streamed range,
-// or max_bytes of its requests spread evenly over the pass. The same bytes, so that a host-side cache favours
+// Disk read bandwidth (bytes/s) of the bytes a pass streams, read through the one disk probe (aero_measure_disk)
+// the way the streamer reads (its request size, as many requests in flight as it has IO threads, O_DIRECT):
+// every streamed range, or max_bytes of its requests spread evenly over the pass (0 or UINT64_MAX: no limit). The same bytes, so that a host-side cache favours
 // neither side. The streaming window is the buffer, so the measurement adds no memory; the next acquire
 // refills the window. 0 when nothing is streamed, the window is in use, or the reads failed.
 double aero_stream_measure_disk_bw(aero_stream *s, uint64_t max_bytes);
