@@ -704,7 +704,27 @@ static void test_writer_refuses(void) {
     aero_gguf_writer_free(w);
 }
 
+// The layer-of-a-tensor rule: exactly "blk.<digits>." and a layer index that fits an int.
+static void test_tensor_layer(void) {
+    CHECK(aero_gguf_tensor_layer("blk.0.attn_q.weight") == 0);
+    CHECK(aero_gguf_tensor_layer("blk.79.ffn_down.weight") == 79);
+    CHECK(aero_gguf_tensor_layer("blk.007.x") == 7);
+    CHECK(aero_gguf_tensor_layer("blk.3.") == 3);
+    CHECK(aero_gguf_tensor_layer("blk.2147483647.x") == 2147483647);
+    CHECK(aero_gguf_tensor_layer("blk.2147483648.x") == -1);
+    CHECK(aero_gguf_tensor_layer("blk.3") == -1);
+    CHECK(aero_gguf_tensor_layer("blk..x") == -1);
+    CHECK(aero_gguf_tensor_layer("blk.-1.x") == -1);
+    CHECK(aero_gguf_tensor_layer("blk. 1.x") == -1);
+    CHECK(aero_gguf_tensor_layer("blk.1a.x") == -1);
+    CHECK(aero_gguf_tensor_layer("output.weight") == -1);
+    CHECK(aero_gguf_tensor_layer("token_embd.weight") == -1);
+    CHECK(aero_gguf_tensor_layer("") == -1);
+    CHECK(aero_gguf_tensor_layer(NULL) == -1);
+}
+
 int main(void) {
+    test_tensor_layer();
     snprintf(tmpdir, sizeof tmpdir, "/tmp/aero_test_gguf.XXXXXX");
     if (!mkdtemp(tmpdir)) {
         perror("mkdtemp");

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -94,10 +95,11 @@ static bool tensor_ok(const aero_gguf *g, int64_t t, const void *data) {
     return true;
 }
 
-static int unit_of(const char *name, int n_layer, const char *out) {
-    int l, len = 0;
-    if (sscanf(name, "blk.%d.%n", &l, &len) == 1 && len) return l;
-    return !strcmp(name, out) ? n_layer : -1;
+// The unit the test expects a tensor in: its layer unit, the head unit for the output head, else -1.
+static int unit_of(const char *name, int head_unit, const char *out) {
+    int l = aero_gguf_tensor_layer(name);
+    if (l >= 0) return l;
+    return !strcmp(name, out) ? head_unit : -1;
 }
 
 // Runs `passes` model-like passes (embedding rows, layers 0..L-1, head) checking every tensor; false on error.
@@ -111,10 +113,12 @@ static bool run_passes(aero_stream *s, const aero_gguf *g, const char *out, int 
             for (int c = 0; c < EMBD_COLS; c++)
                 CHECKF(emb[i * EMBD_COLS + c] == pattern(id, (uint64_t)rows[i] * EMBD_COLS + c), "embedding row %d",
                        rows[i]);
-        for (int u = 0; u <= N_LAYER; u++) {
+        int head = aero_stream_head_unit(s);
+        CHECK(head == N_LAYER);
+        for (int u = 0; u <= head; u++) {
             if (aero_stream_acquire(s, u, err)) return false;
             for (uint64_t t = 0; t < g->n_tensors; t++) {
-                int tu = unit_of(g->tensors[t].name, N_LAYER, out);
+                int tu = unit_of(g->tensors[t].name, head, out);
                 if (tu == u) CHECKF(tensor_ok(g, (int64_t)t, aero_stream_tensor(s, (int64_t)t)), "pass %d tensor %s", p,
                                     g->tensors[t].name);
                 if (tu < 0 && strcmp(g->tensors[t].name, "token_embd.weight"))
@@ -312,7 +316,7 @@ static void test_truncation(const char *path) {
         CHECK(truncate(copy, (off_t)cut) == 0);
         bool failed = false;
         for (int p = 0; p < 3 && !failed; p++) {
-            for (int u = 0; u <= N_LAYER; u++) {
+            for (int u = 0; u <= aero_stream_head_unit(s); u++) {
                 if (aero_stream_acquire(s, u, &err)) {
                     failed = true;
                     break;
@@ -325,7 +329,7 @@ static void test_truncation(const char *path) {
         // the next pass fails again, cleanly
         aero_error e2 = {0};
         bool again = false;
-        for (int u = 0; u <= N_LAYER && !again; u++) {
+        for (int u = 0; u <= aero_stream_head_unit(s) && !again; u++) {
             if (aero_stream_acquire(s, u, &e2)) again = true;
             else aero_stream_release(s, u);
         }
@@ -374,6 +378,54 @@ static void test_ring_place(void) {
     CHECK(!st_ring_place(2 * slot, 0, 0, 0, 3 * slot, &at));    // larger than the ring
 }
 
+// A tensor of a unit that is not acquired: a status from the checked path, an assertion from the plain one (a
+// streaming bug must stop the program, not become wrong text).
+static void test_unacquired(const char *path) {
+    aero_gguf g;
+    aero_error err = {0};
+    if (aero_gguf_open(&g, path, &err)) {
+        CHECKF(0, "open %s: %s", path, err.msg);
+        return;
+    }
+    aero_stream *s;
+    aero_stream_params pp = {.output_tensor = "output.weight", .embd_tensor = "token_embd.weight", .plan_only = true};
+    CHECK(!aero_stream_open(&s, &g, N_LAYER, &pp, &err));
+    uint64_t min = aero_stream_get_plan(s)->min_budget;
+    aero_stream_close(s);
+    if (open_stream(&s, &g, "output.weight", min, false, &err)) {
+        CHECKF(0, "open at the minimum: %s", err.msg);
+        aero_gguf_free(&g);
+        return;
+    }
+    CHECK(aero_stream_get_plan(s)->n_streamed == N_LAYER + 1);
+    int64_t t0 = aero_gguf_tensor_index(&g, "blk.0.attn_q.weight"), t1 = aero_gguf_tensor_index(&g, "blk.1.attn_q.weight");
+    CHECK(t0 >= 0 && t1 >= 0);
+    const void *data = (const void *)1;
+    CHECK(aero_stream_tensor_checked(s, t0, &data, &err) == AERO_ERR_INVALID && !data);
+    CHECKF(strstr(err.msg, "blk.0.attn_q.weight") && strstr(err.msg, "no unit is acquired"), "%s", err.msg);
+    CHECK(aero_stream_tensor_checked(s, -1, &data, &err) == AERO_ERR_INVALID);
+    CHECK(aero_stream_tensor_checked(s, (int64_t)g.n_tensors, &data, &err) == AERO_ERR_INVALID);
+    CHECK(!aero_stream_acquire(s, 0, &err));
+    CHECK(!aero_stream_tensor_checked(s, t0, &data, &err) && data && data == aero_stream_tensor(s, t0));
+    CHECK(tensor_ok(&g, t0, data));
+    CHECK(aero_stream_tensor_checked(s, t1, &data, &err) == AERO_ERR_INVALID && !data);
+    CHECKF(strstr(err.msg, "another unit is acquired"), "%s", err.msg);
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) { // the plain path on the same bug: an assertion, not NULL
+        int fd = open("/dev/null", O_WRONLY);
+        if (fd >= 0) dup2(fd, 2);
+        const void *p = aero_stream_tensor(s, t1);
+        _exit(p ? 1 : 2);
+    }
+    int status = 0;
+    CHECK(pid > 0 && waitpid(pid, &status, 0) == pid);
+    CHECKF(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT, "child status %d", status);
+    aero_stream_release(s, 0);
+    aero_stream_close(s);
+    aero_gguf_free(&g);
+}
+
 int main(void) {
     alarm(120); // a hang is a failure, not a stuck suite
     test_ring_place();
@@ -389,6 +441,7 @@ int main(void) {
     CHECK(write_model(path_tied, true));
     test_budgets(path, false);
     test_budgets(path_tied, true);
+    test_unacquired(path);
     test_truncation(path);
     test_page_cache(path);
     test_split(dir);

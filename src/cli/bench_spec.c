@@ -151,7 +151,7 @@ int cli_bench_spec(const cli_opts *opts, int n_prompt, int n_gen) {
     aero_pool *mpool = aero_pool_new(aero_model_n_threads(e.model));
     double mem_bw = mpool ? aero_measure_mem_bw(mpool, 512ull << 20) : 0;
     aero_pool_free(mpool);
-    double disk_bw = plan->streamed_bytes ? aero_measure_disk_bw(aero_model_gguf(e.model)->files[0].path, 2ull << 30, 4) : 0;
+    double disk_bw = plan->streamed_bytes ? aero_stream_measure_disk_bw(s, 2ull << 30) : 0;
     double curve[N_CURVE], curve_cpu[N_CURVE], plain_tok = 0, spec_s = 0;
     if (time_curve(&e, n_prompt, curve, curve_cpu, &err)) {
         cli_fail(cmd, "verify-cost curve: %s", err.msg);

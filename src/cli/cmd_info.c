@@ -139,9 +139,8 @@ static void print_layers(const aero_gguf *g, int64_t n_layer) {
     if (!bytes) return;
     uint64_t outside = 0;
     for (uint64_t i = 0; i < g->n_tensors; i++) {
-        long l;
-        char rest;
-        if (sscanf(g->tensors[i].name, "blk.%ld.%c", &l, &rest) == 2 && l >= 0 && l < n_layer)
+        int l = aero_gguf_tensor_layer(g->tensors[i].name);
+        if (l >= 0 && l < n_layer)
             bytes[l] += g->tensors[i].nbytes;
         else
             outside += g->tensors[i].nbytes;
@@ -212,9 +211,8 @@ int aero_cmd_info(int argc, char **argv) {
         count_type[t->type]++;
         total += t->nbytes;
         params += t->n_elements;
-        long l;
-        char rest;
-        if (sscanf(t->name, "blk.%ld.%c", &l, &rest) == 2 && l > max_blk && l < (1 << 20)) max_blk = l;
+        int l = aero_gguf_tensor_layer(t->name);
+        if (l > max_blk && l < (1 << 20)) max_blk = l;
     }
     if (tensors && g.n_tensors) {
         printf("\ntensors (%llu):\n", (unsigned long long)g.n_tensors);

@@ -58,8 +58,8 @@ static void show_progress(void *ctx, uint64_t done, uint64_t total) {
 // The order of a tensor in the output: non-layer tensors, then layer by layer, then the output head.
 static int64_t rank(const aero_gguf *g, uint64_t i, int64_t n_layer, const char *head) {
     const char *name = g->tensors[i].name;
-    int l, len = 0;
-    if (sscanf(name, "blk.%d.%n", &l, &len) == 1 && len > 0 && l >= 0 && l < n_layer)
+    int l = aero_gguf_tensor_layer(name);
+    if (l >= 0 && l < n_layer)
         return ((int64_t)(l + 1) << 32) + (int64_t)i;
     if (head && !strcmp(name, head) && strcmp(name, "token_embd.weight")) return ((n_layer + 1) << 32) + (int64_t)i;
     return (int64_t)i;
@@ -82,11 +82,9 @@ static const char *layers_contiguous(const aero_gguf *o, int64_t n_layer) {
     for (int64_t l = 0; l < n_layer; l++) {
         uint64_t lo = UINT64_MAX, hi = 0;
         uint32_t file = 0;
-        char prefix[32];
-        int plen = snprintf(prefix, sizeof prefix, "blk.%lld.", (long long)l);
         for (uint64_t i = 0; i < o->n_tensors; i++) {
             const aero_tensor_info *t = &o->tensors[i];
-            if (strncmp(t->name, prefix, plen)) continue;
+            if (aero_gguf_tensor_layer(t->name) != l) continue;
             if (t->offset % 4096) {
                 snprintf(why, sizeof why, "tensor '%s' is not 4 KiB aligned", t->name);
                 return why;
@@ -97,7 +95,7 @@ static const char *layers_contiguous(const aero_gguf *o, int64_t n_layer) {
         }
         for (uint64_t i = 0; lo < hi && i < o->n_tensors; i++) {
             const aero_tensor_info *t = &o->tensors[i];
-            if (!strncmp(t->name, prefix, plen) || t->file != file) continue;
+            if (aero_gguf_tensor_layer(t->name) == l || t->file != file) continue;
             if (t->offset < hi && t->offset + t->nbytes > lo) {
                 snprintf(why, sizeof why, "tensor '%s' lies inside layer %lld", t->name, (long long)l);
                 return why;

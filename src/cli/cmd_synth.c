@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "synth/synth.h"
 
 static void usage(FILE *f) {
     fprintf(f,

@@ -110,6 +110,9 @@ bool aero_gguf_get_bool(const aero_gguf *g, const char *key, bool *out);
 bool aero_gguf_arr_i64(const aero_gguf_value *v, uint64_t i, int64_t *out);
 bool aero_gguf_arr_f64(const aero_gguf_value *v, uint64_t i, double *out);
 const aero_gguf_str *aero_gguf_arr_str(const aero_gguf_value *v, uint64_t i);
+// The layer a tensor belongs to: N for a name "blk.N.<anything>" (N decimal digits, below 2^31), else -1. The one
+// place the naming rule lives, for the streamer's units, `aerollm info` and `aerollm repack`.
+int aero_gguf_tensor_layer(const char *name);
 
 // ---- writer ----
 typedef struct aero_gguf_writer aero_gguf_writer;
@@ -152,9 +155,5 @@ void aero_gguf_writer_progress(aero_gguf_writer *w, void (*fn)(void *ctx, uint64
 // Writes GGUF v3 to path via path.tmp.<pid>, fsync and rename; nothing is left at path (nor the temporary file)
 // on failure, including a producer that fails. May be called again (the writer is not consumed).
 aero_status aero_gguf_write(aero_gguf_writer *w, const char *path, aero_error *err);
-
-// Synthetic models are written with this writer; their interface comes with it so that the public header
-// (which includes this one) offers it too.
-#include "synth.h"
 
 #endif

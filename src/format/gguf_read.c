@@ -661,3 +661,16 @@ const aero_gguf_str *aero_gguf_arr_str(const aero_gguf_value *v, uint64_t i) {
     if (!v || v->type != AERO_GGUF_ARRAY || v->arr.elem != AERO_GGUF_STRING || i >= v->arr.n) return NULL;
     return &((const aero_gguf_str *)v->arr.data)[i];
 }
+
+// Layer-of-a-tensor rule shared by every reader of the "blk.N." naming (see gguf.h).
+int aero_gguf_tensor_layer(const char *name) {
+    if (!name || strncmp(name, "blk.", 4)) return -1;
+    const char *p = name + 4;
+    int64_t l = 0;
+    if (*p < '0' || *p > '9') return -1;
+    for (; *p >= '0' && *p <= '9'; p++) {
+        l = l * 10 + (*p - '0');
+        if (l > INT32_MAX) return -1;
+    }
+    return *p == '.' ? (int)l : -1;
+}

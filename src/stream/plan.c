@@ -1,6 +1,6 @@
 // The residency planner: groups tensors into units and aligned read ranges, sizes the streaming window, and
-// decides once, at open, what stays resident under the budget. Access is cyclic (layer 0..L-1, then the head,
-// again and again), so a fixed pinned set is the right cache: an LRU smaller than the scan never hits.
+// decides once, at open, what stays resident under the budget. Access is cyclic (layer units 0..L-1, then the
+// head unit, again and again), so a fixed pinned set is the right cache: an LRU smaller than the scan never hits.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,11 +18,12 @@ static const char *fmt_size(uint64_t b, char *buf, size_t cap) {
     return buf;
 }
 
-// Which unit a tensor belongs to: its layer for "blk.N.*", n_layer for the output head, -1 otherwise.
-static int tensor_unit(const char *name, int n_layer, const char *output) {
-    int l, len = 0;
-    if (sscanf(name, "blk.%d.%n", &l, &len) == 1 && len > 0 && l >= 0 && l < n_layer) return l;
-    if (output && !strcmp(name, output)) return n_layer;
+// Which unit a tensor belongs to: layer unit N for "blk.N.*", the head unit for the output head, -1 otherwise
+// (the layer units are 0..head_unit-1).
+static int tensor_unit(const char *name, int head_unit, const char *output) {
+    int l = aero_gguf_tensor_layer(name);
+    if (l >= 0 && l < head_unit) return l;
+    if (output && !strcmp(name, output)) return head_unit;
     return -1;
 }
 
@@ -94,7 +95,7 @@ aero_status st_build_tables(aero_stream *s, aero_error *err) {
     s->embd_in_head = s->embd >= 0 && out_name && !strcmp(out_name, s->params.embd_tensor);
     for (uint64_t i = 0; i < nt; i++) {
         const aero_tensor_info *t = &g->tensors[i];
-        int u = tensor_unit(t->name, s->n_layer, out_name);
+        int u = tensor_unit(t->name, s->head_unit, out_name);
         s->unit_of[i] = u;
         if (u >= 0 && !tensor_is_small(t)) s->kind[i] = ST_T_UNIT, count[u]++;
         else if (u < 0 && (int64_t)i == s->embd) s->kind[i] = ST_T_EMBD;
@@ -163,18 +164,18 @@ bool st_ring_place(uint64_t cap, int n_live, uint64_t first_off, uint64_t alloc_
 typedef struct {
     bool feasible;
     bool head_resident;
-    bool *pinned;          // per unit (layers and head)
+    bool *pinned;          // per unit (layer units and the head unit)
     uint64_t ring, slot, fixed, cost, min_cost, streamed;
     int n_streamed, depth;
 } plan_option;
 
-// Pins `npin` of the candidate layers, evenly spaced, and prices the option. The streamed units share a ring of
-// depth + 1 slots of the largest streamed unit's size: with equal slots the cyclic schedule never fragments
-// the ring (layers differ by a few aligned pages; a head larger than a layer makes its option cost more than
-// keeping the head resident, so that option then loses on its own).
+// Pins `npin` of the candidate layer units, evenly spaced, and prices the option. The streamed units share a ring
+// of depth + 1 slots of the largest streamed unit's size: with equal slots the cyclic schedule never fragments
+// the ring (layer units differ by a few aligned pages; a head unit larger than a layer unit makes its option cost
+// more than keeping the head resident, so that option then loses on its own).
 static void price_option(const aero_stream *s, plan_option *o, const int *cand, int n_cand, int npin) {
     for (int u = 0; u < s->n_units; u++) o->pinned[u] = s->units[u].bytes == 0;
-    if (o->head_resident) o->pinned[s->n_layer] = true;
+    if (o->head_resident) o->pinned[s->head_unit] = true;
     for (int i = 0; i < npin; i++) o->pinned[cand[(int)(((int64_t)2 * i + 1) * n_cand / (2 * npin))]] = true;
     int k = 0;
     uint64_t pinned_bytes = 0, streamed = 0, slot = 0;
@@ -193,13 +194,13 @@ static void price_option(const aero_stream *s, plan_option *o, const int *cand, 
     o->cost = o->fixed + pinned_bytes + o->ring;
 }
 
-// Best plan with the head resident or streamed: the most layers pinned that the budget leaves room for.
+// Best plan with the head unit resident or streamed: the most layer units pinned that the budget leaves room for.
 static void plan_with_head(const aero_stream *s, plan_option *o, bool head_resident, uint64_t budget, int *cand) {
     o->head_resident = head_resident;
     o->fixed = s->small_bytes + s->row_buf_bytes;
     int n_cand = 0;
     uint64_t maxl = 1;
-    for (int u = 0; u < s->n_layer; u++)
+    for (int u = 0; u < s->head_unit; u++) // the layer units
         if (s->units[u].bytes) {
             cand[n_cand++] = u;
             if (s->units[u].bytes > maxl) maxl = s->units[u].bytes;
@@ -247,7 +248,7 @@ aero_status st_plan(aero_stream *s, aero_error *err) {
     plan_option a = {.pinned = pin_a}, b = {.pinned = pin_b};
     const uint64_t limit = budget ? budget : UINT64_MAX;
     plan_with_head(s, &a, true, limit, cand);
-    bool can_stream_head = s->units[s->n_layer].bytes > 0;
+    bool can_stream_head = s->units[s->head_unit].bytes > 0;
     if (can_stream_head) plan_with_head(s, &b, false, limit, cand);
     const plan_option *smallest = can_stream_head && b.min_cost < a.min_cost ? &b : &a;
     p->min_budget = smallest->min_cost;
@@ -274,7 +275,7 @@ aero_status st_plan(aero_stream *s, aero_error *err) {
             snprintf(suggest, sizeof suggest, "%.1fM",
                      (double)((p->min_budget * 10 + (1ull << 20) - 1) >> 20) / 10);
         if (m->head_resident && can_stream_head)
-            snprintf(head, sizeof head, " and the output head (%s)", fmt_size(s->units[s->n_layer].bytes, hb, sizeof hb));
+            snprintf(head, sizeof head, " and the output head (%s)", fmt_size(s->units[s->head_unit].bytes, hb, sizeof hb));
         aero_fail(err, AERO_ERR_NOMEM, "--mem %s is below the minimum %s (%llu bytes) for this model: a streaming "
                   "window of %s (%d slots of %s, prefetch %d) plus %s of resident small "
                   "tensors%s; use --mem %s or more", fmt_size(budget, bb, sizeof bb),
@@ -313,7 +314,7 @@ aero_status st_plan(aero_stream *s, aero_error *err) {
     p->n_streamed = k;
     p->n_slots = best->depth + 1;
     p->prefetch = best->depth;
-    p->head_resident = best->pinned[s->n_layer];
+    p->head_resident = best->pinned[s->head_unit];
     p->embd_resident = s->embd >= 0 && (s->embd_in_head ? p->head_resident : embd_res);
     p->embd_bytes = embd_res ? s->embd_bytes : 0;
 done:

@@ -1,156 +1,56 @@
-// Per-pass statistics of the streamer and the floors they are judged against: a pass should cost about
-// streamed_bytes / disk_bw, with disk_bw measured on the same file in the same run.
-#include <fcntl.h>
+// Reports of the streamer's per-pass statistics and the floors they are judged against: a pass should cost
+// about streamed_bytes / disk_bw, with disk_bw measured on the same file in the same run. This file only reads
+// the counters stream.c keeps and borrows its idle window for the floors; stream.c never calls into it.
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "../core/measure.h"
 #include "stream_internal.h"
 
-// Starts the record of a pass at its first stream call (embedding rows or unit 0).
-void st_pass_begin(aero_stream *s, double now) {
-    memset(&s->cur, 0, sizeof s->cur);
-    s->cur.start = now;
-    s->cur.io_busy = st_io_busy_now(s, now); // the busy clock at the start; the pass's share at the end
-    s->in_pass = true;
-    s->stats.passes++;
-}
-
-// Closes the record of a pass at the release of its last unit (or when the next pass starts early).
-void st_pass_end(aero_stream *s, double now) {
-    if (!s->in_pass) return;
-    s->cur.end = now;
-    s->cur.io_busy = st_io_busy_now(s, now) - s->cur.io_busy;
-    s->stats.io_busy_s += s->cur.io_busy;
-    s->stats.wall_s += now - s->cur.start;
-    s->log[s->n_logged % ST_PASS_LOG] = s->cur;
-    s->n_logged++;
-    s->in_pass = false;
-}
-
 // Totals since the last reset, for aerollm bench.
 void aero_stream_get_stats(const aero_stream *s, aero_stream_stats *out) { *out = s->stats; }
-
-// Separates phases (prefill, decode) in a benchmark.
-void aero_stream_reset_stats(aero_stream *s) {
-    if (s->mutex_ready) pthread_mutex_lock(&s->mu);
-    memset(&s->stats, 0, sizeof s->stats);
-    s->n_logged = 0;
-    s->in_pass = false;
-    if (s->mutex_ready) pthread_mutex_unlock(&s->mu);
-}
 
 // Lets a benchmark reuse its own measurement for the --stats floor.
 void aero_stream_set_disk_bw(aero_stream *s, double bw) { s->disk_bw = bw; }
 
-typedef struct {
-    int fd;
-    uint64_t off, len;
-} disk_req;
-
-typedef struct {
-    const disk_req *reqs;
-    int n, next;
-    pthread_mutex_t mu;
-    char *buf;
-    uint64_t slice;
-    bool failed;
-} disk_probe;
-
-typedef struct {
-    disk_probe *p;
-    int index;
-} disk_probe_arg;
-
-// One reader of the probe: takes the next request, reads it into its slice of the window.
-static void *probe_worker(void *arg) {
-    disk_probe_arg *a = arg;
-    disk_probe *p = a->p;
-    char *buf = p->buf + (uint64_t)a->index * p->slice;
-    for (;;) {
-        pthread_mutex_lock(&p->mu);
-        int i = p->next++;
-        pthread_mutex_unlock(&p->mu);
-        if (i >= p->n) break;
-        uint64_t done = 0;
-        while (done < p->reqs[i].len) {
-            ssize_t got = pread(p->reqs[i].fd, buf + done, p->reqs[i].len - done, (off_t)(p->reqs[i].off + done));
-            if (got <= 0) break;
-            done += (uint64_t)got;
-            if (got & (ST_ALIGN - 1)) break;
-        }
-        if (!done) p->failed = true;
-    }
-    return NULL;
-}
-
 // The floor's disk bandwidth, measured on the bytes a pass streams (see stream.h).
 double aero_stream_measure_disk_bw(aero_stream *s, uint64_t max_bytes) {
     if (!s->ring_bytes || !s->ring || !s->mutex_ready) return 0;
-    // the requests a pass makes: every streamed range in chunks, or max_bytes of them spread over the pass
-    int n = 0, cap = 0;
-    uint64_t total = 0;
-    for (int i = 0; i < s->n_streamed; i++) {
-        const st_unit *u = &s->units[s->streamed[i]];
-        for (int r = 0; r < u->n_ranges; r++) cap += (int)((s->ranges[u->first_range + r].len + s->chunk - 1) / s->chunk);
-    }
-    disk_req *reqs = calloc(cap ? cap : 1, sizeof *reqs);
-    int *fds = calloc(s->n_files ? s->n_files : 1, sizeof *fds);
-    if (!reqs || !fds) {
-        free(reqs);
-        free(fds);
+    int n = 0;
+    for (int i = 0; i < s->n_streamed; i++) n += s->units[s->streamed[i]].n_ranges;
+    aero_disk_range *ranges = calloc(n ? n : 1, sizeof *ranges);
+    const char **paths = calloc(s->n_files ? s->n_files : 1, sizeof *paths);
+    if (!ranges || !paths) {
+        free(ranges);
+        free(paths);
         return 0;
     }
-    for (uint32_t f = 0; f < s->n_files; f++) { // a reader of its own, O_DIRECT as the floor is defined
-        fds[f] = open(s->files[f].path, O_RDONLY | O_CLOEXEC | O_DIRECT);
-        if (fds[f] < 0) fds[f] = open(s->files[f].path, O_RDONLY | O_CLOEXEC);
-    }
-    for (int i = 0; i < s->n_streamed; i++) {
+    n = 0;
+    for (int i = 0; i < s->n_streamed; i++) { // the pass's reads, in the order the pass makes them
         const st_unit *u = &s->units[s->streamed[i]];
         for (int r = 0; r < u->n_ranges; r++) {
             const st_range *rg = &s->ranges[u->first_range + r];
-            for (uint64_t o = 0; o < rg->len; o += s->chunk) {
-                uint64_t len = rg->len - o < s->chunk ? rg->len - o : s->chunk;
-                reqs[n++] = (disk_req){.fd = fds[rg->file], .off = rg->off + o, .len = len};
-                total += len;
-            }
+            ranges[n++] = (aero_disk_range){.file = rg->file, .off = rg->off, .len = rg->len};
         }
     }
-    if (max_bytes < total) { // keep every k-th request
-        int k = (int)((total + max_bytes - 1) / max_bytes), m = 0;
-        total = 0;
-        for (int i = 0; i < n; i += k) reqs[m++] = reqs[i], total += reqs[i].len;
-        n = m;
-    }
-    int threads = s->io_threads;
-    if ((uint64_t)threads * s->chunk > s->ring_bytes) threads = (int)(s->ring_bytes / s->chunk);
-    if (threads < 1) threads = 1;
+    for (uint32_t f = 0; f < s->n_files; f++) paths[f] = s->files[f].path;
+    // O_DIRECT whatever the streamer uses: the floor is the disk, not the page cache
+    aero_disk_probe probe = {.paths = paths, .n_paths = s->n_files, .ranges = ranges, .n_ranges = n,
+                             .max_bytes = max_bytes == UINT64_MAX ? 0 : max_bytes, .req_bytes = s->chunk,
+                             .inflight = s->io_threads};
     double bw = 0;
     pthread_mutex_lock(&s->mu);
-    if (s->held_seq < 0) { // the window is the probe's buffer: empty it first
-        st_ring_restart(s, s->next_seq);
-        disk_probe p = {.reqs = reqs, .n = n, .buf = s->ring, .slice = s->chunk};
-        pthread_mutex_init(&p.mu, NULL);
-        pthread_t th[ST_MAX_IO_THREADS];
-        disk_probe_arg args[ST_MAX_IO_THREADS];
-        int started = 0;
-        double t0 = aero_now();
-        for (int i = 0; i < threads; i++) {
-            args[i] = (disk_probe_arg){.p = &p, .index = started};
-            if (!pthread_create(&th[started], NULL, probe_worker, &args[i])) started++;
-        }
-        for (int i = 0; i < started; i++) pthread_join(th[i], NULL);
-        double t = aero_now() - t0;
-        pthread_mutex_destroy(&p.mu);
-        if (started && !p.failed && t > 0) bw = total / t;
-        st_schedule(s); // the next pass's first units read again
+    uint64_t window_bytes;
+    void *window = st_window_borrow(s, &window_bytes);
+    if (window) { // the idle window holds the requests in flight
+        probe.buf = window;
+        probe.buf_bytes = window_bytes;
+        bw = aero_measure_disk(&probe);
+        st_window_return(s);
     }
     pthread_mutex_unlock(&s->mu);
-    for (uint32_t f = 0; f < s->n_files; f++)
-        if (fds[f] >= 0) close(fds[f]);
-    free(fds);
-    free(reqs);
+    free(paths);
+    free(ranges);
     if (bw > 0) s->disk_bw = bw;
     return bw;
 }
@@ -160,17 +60,13 @@ double aero_stream_measure_mem_bw(aero_stream *s, aero_pool *pool) {
     const uint64_t min_bytes = 64ull << 20; // well past the caches
     if (!s->mutex_ready) return 0;
     pthread_mutex_lock(&s->mu);
-    const void *buf = NULL;
     uint64_t bytes = 0;
-    if (s->ring && s->held_seq < 0) {
-        st_ring_restart(s, s->next_seq);
-        buf = s->ring, bytes = s->ring_bytes;
-    }
+    const void *window = st_window_borrow(s, &bytes), *buf = window;
     for (int u = 0; u < s->n_units; u++)
         if (s->units[u].mem && s->units[u].bytes > bytes) buf = s->units[u].mem, bytes = s->units[u].bytes;
     if (s->embd_mem && s->embd_bytes > bytes) buf = s->embd_mem, bytes = s->embd_bytes;
     double bw = bytes >= min_bytes ? aero_measure_mem_bw_buf(pool, buf, bytes) : 0;
-    st_schedule(s);
+    if (window) st_window_return(s);
     pthread_mutex_unlock(&s->mu);
     return bw;
 }

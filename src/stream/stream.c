@@ -2,8 +2,10 @@
 // acquire/release cycle that hands the model one unit at a time while the IO threads fill the ring ahead of it.
 #include "stream.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -98,7 +100,7 @@ out:
 
 // Keeps the IO threads `depth` occurrences ahead of the compute, as far as the ring has room (lock held).
 void st_schedule(aero_stream *s) {
-    if (!s->n_streamed) return;
+    if (!s->n_streamed || s->window_lent) return;
     int64_t cur = s->held_seq >= 0 ? s->held_seq : s->next_seq;
     while (s->occ_end <= cur + s->depth) {
         int n_live = (int)(s->occ_end - s->occ_first);
@@ -127,15 +129,63 @@ void st_ring_restart(aero_stream *s, int64_t seq) {
     s->alloc_off = 0;
 }
 
+// Lends the ring to a measurement while no unit is held (lock held): the ring is emptied (reads in flight
+// finish first) and nothing is scheduled into it until st_window_return. NULL when there is no ring or a unit
+// is in it.
+void *st_window_borrow(aero_stream *s, uint64_t *bytes) {
+    *bytes = 0;
+    if (!s->ring || s->held_seq >= 0) return NULL;
+    st_ring_restart(s, s->next_seq);
+    s->window_lent = true;
+    *bytes = s->ring_bytes;
+    return s->ring;
+}
+
+// Takes the ring back after a measurement and starts the reads of the next units again (lock held).
+void st_window_return(aero_stream *s) {
+    s->window_lent = false;
+    st_schedule(s);
+}
+
+// Starts the record of a pass at its first stream call (embedding rows or layer unit 0).
+void st_pass_begin(aero_stream *s, double now) {
+    memset(&s->cur, 0, sizeof s->cur);
+    s->cur.start = now;
+    s->cur.io_busy = st_io_busy_now(s, now); // the busy clock at the start; the pass's share at the end
+    s->in_pass = true;
+    s->stats.passes++;
+}
+
+// Closes the record of a pass at the release of its head unit (or when the next pass starts early).
+void st_pass_end(aero_stream *s, double now) {
+    if (!s->in_pass) return;
+    s->cur.end = now;
+    s->cur.io_busy = st_io_busy_now(s, now) - s->cur.io_busy;
+    s->stats.io_busy_s += s->cur.io_busy;
+    s->stats.wall_s += now - s->cur.start;
+    s->log[s->n_logged % ST_PASS_LOG] = s->cur;
+    s->n_logged++;
+    s->in_pass = false;
+}
+
+// Separates phases (prefill, decode) in a benchmark.
+void aero_stream_reset_stats(aero_stream *s) {
+    if (s->mutex_ready) pthread_mutex_lock(&s->mu);
+    memset(&s->stats, 0, sizeof s->stats);
+    s->n_logged = 0;
+    s->in_pass = false;
+    if (s->mutex_ready) pthread_mutex_unlock(&s->mu);
+}
+
 // Plans, loads what stays resident, starts the IO threads and the first reads of the first pass.
 aero_status aero_stream_open(aero_stream **out, const aero_gguf *g, int n_layer, const aero_stream_params *p,
                              aero_error *err) {
     *out = NULL;
-    if (n_layer < 0) return aero_fail(err, AERO_ERR_INVALID, "stream: negative layer count %d", n_layer);
+    if (n_layer < 0) return aero_fail(err, AERO_ERR_INVALID, "stream: negative layer unit count %d", n_layer);
     aero_stream *s = calloc(1, sizeof *s);
     if (!s) return aero_fail(err, AERO_ERR_NOMEM, "out of memory");
     s->g = g;
-    s->n_layer = n_layer;
+    s->head_unit = n_layer;
     s->n_units = n_layer + 1;
     s->params = *p;
     s->prefetch = p->prefetch > 0 ? p->prefetch : 2;
@@ -228,6 +278,9 @@ void aero_stream_close(aero_stream *s) {
     free(s);
 }
 
+// The output head's unit, so that no caller spells it as the bare layer count.
+int aero_stream_head_unit(const aero_stream *s) { return s->head_unit; }
+
 // The plan, for aerollm info and bench.
 const aero_stream_plan *aero_stream_get_plan(const aero_stream *s) { return &s->plan; }
 
@@ -237,10 +290,50 @@ const void *aero_stream_global(aero_stream *s, int64_t tensor) {
     return s->kind[tensor] == ST_T_SMALL || s->kind[tensor] == ST_T_EMBD ? s->ptr[tensor] : NULL;
 }
 
-// Tensor data for the model while its unit is acquired (or resident).
+// Why a tensor's data is not in memory now (into msg), or NULL when it is: the one rule behind both the
+// assertion of aero_stream_tensor and the status of aero_stream_tensor_checked.
+static const char *tensor_absent(const aero_stream *s, int64_t tensor, char *msg, size_t cap) {
+    if (tensor < 0 || (uint64_t)tensor >= s->g->n_tensors) {
+        snprintf(msg, cap, "stream: no tensor %lld", (long long)tensor);
+        return msg;
+    }
+    const char *name = s->g->tensors[tensor].name;
+    if (!s->mutex_ready) {
+        snprintf(msg, cap, "stream: tensor '%s' read from a stream opened for planning only", name);
+        return msg;
+    }
+    int u = s->unit_of[tensor];
+    if (s->kind[tensor] == ST_T_UNIT && !s->units[u].resident && s->held_unit != u) {
+        snprintf(msg, cap, "stream: tensor '%s' of unit %d read while %s", name, u,
+                 s->held_unit < 0 ? "no unit is acquired" : "another unit is acquired");
+        return msg;
+    }
+    if (s->kind[tensor] == ST_T_EMBD && !s->plan.embd_resident) {
+        snprintf(msg, cap, "stream: tensor '%s' is read by row (aero_stream_embed_rows), not held", name);
+        return msg;
+    }
+    return NULL;
+}
+
+// Tensor data for the model while its unit is acquired (or resident); reading any other is a streaming bug.
 const void *aero_stream_tensor(aero_stream *s, int64_t tensor) {
+#ifndef NDEBUG
+    char msg[256];
+    const char *why = tensor_absent(s, tensor, msg, sizeof msg);
+    if (why) fprintf(stderr, "%s\n", why);
+    assert(!why && "aero_stream_tensor: the tensor's unit is not acquired");
+#endif
     if (tensor < 0 || (uint64_t)tensor >= s->g->n_tensors) return NULL;
     return s->ptr[tensor];
+}
+
+// The same for a caller that cannot know the tensor is held (a tensor index from outside, a tool).
+aero_status aero_stream_tensor_checked(aero_stream *s, int64_t tensor, const void **data, aero_error *err) {
+    char msg[256];
+    *data = NULL;
+    if (tensor_absent(s, tensor, msg, sizeof msg)) return aero_fail(err, AERO_ERR_INVALID, "%s", msg);
+    *data = s->ptr[tensor];
+    return AERO_OK;
 }
 
 // Position of a streamed unit in the cyclic order, -1 when it is pinned.
@@ -301,7 +394,7 @@ aero_status aero_stream_acquire(aero_stream *s, int unit, aero_error *err) {
     return AERO_OK;
 }
 
-// Frees the unit's slot for the read `prefetch` units ahead, and ends the pass after the head.
+// Frees the unit's ring slot for the read `prefetch` units ahead, and ends the pass after the head unit.
 void aero_stream_release(aero_stream *s, int unit) {
     if (!s->mutex_ready) return;
     pthread_mutex_lock(&s->mu);
@@ -326,7 +419,7 @@ void aero_stream_release(aero_stream *s, int unit) {
         st_schedule(s);
     }
     s->held_unit = -1;
-    if (unit == s->n_layer) st_pass_end(s, now);
+    if (unit == s->head_unit) st_pass_end(s, now);
     pthread_mutex_unlock(&s->mu);
 }
 

@@ -1,7 +1,9 @@
-// Weight access under a memory budget. Tensors are grouped into units: unit l < n_layer holds the tensors
-// named "blk.<l>.*"; unit n_layer is the output head (output.weight, or token_embd.weight when tied). A planner
-// decides once which units stay resident and which are streamed through a ring of slots by IO threads that
-// read ahead cyclically. Everything the model reads goes through here (invariant 1).
+// Weight access under a memory budget. Tensors are grouped into units: layer unit l (0 <= l < n_layer) holds the
+// tensors named "blk.<l>.*" (aero_gguf_tensor_layer); the head unit, aero_stream_head_unit(s) (the last, after
+// the layer units), holds the output head (output.weight, or token_embd.weight when tied). A planner decides
+// once which units stay resident and which are streamed through a ring of slots (a slot: one streamed unit's
+// place in the ring) by IO threads that read ahead cyclically. Everything the model reads goes through here
+// (invariant 1).
 #ifndef AERO_STREAM_H
 #define AERO_STREAM_H
 
@@ -20,7 +22,7 @@ typedef struct {
     uint64_t mem_budget;   // 0 = no limit
     int prefetch;          // units read ahead; <= 0: 2
     int io_threads;        // reads in flight (one per IO thread); <= 0: 4
-    const char *output_tensor; // name of the output head tensor (unit n_layer)
+    const char *output_tensor; // name of the output head tensor (the head unit's)
     const char *embd_tensor;   // name of the token embedding (read by rows)
     bool plan_only;        // decide the plan and stop: no files opened, nothing read (aerollm info)
     bool no_direct;        // buffered reads + POSIX_FADV_DONTNEED even where O_DIRECT works (tests, benchmarks)
@@ -41,7 +43,7 @@ typedef struct {
     uint64_t streamed_bytes;     // bytes read per pass
     uint64_t window_bytes;       // slot ring
     uint64_t min_budget;         // smallest legal budget
-    int n_units, n_pinned, n_streamed, n_slots;
+    int n_units, n_pinned, n_streamed, n_slots; // units: layer units + the head unit; slots: of the ring
     bool head_resident, embd_resident;
     bool *unit_resident;         // per unit
     // additions (fields above stay as they are: aerollm info prints them)
@@ -53,18 +55,28 @@ typedef struct {
     bool direct;                 // O_DIRECT reads (false: buffered + FADV_DONTNEED); known after open
 } aero_stream_plan;
 
+// n_layer: the model's layer count, so the layer units are 0..n_layer-1; the head unit (aero_stream_head_unit)
+// follows them.
 aero_status aero_stream_open(aero_stream **out, const aero_gguf *g, int n_layer, const aero_stream_params *p,
                              aero_error *err);
 void aero_stream_close(aero_stream *s);
 const aero_stream_plan *aero_stream_get_plan(const aero_stream *s);
+// The output head's unit (the last unit, after the layer units): what callers acquire for the head.
+int aero_stream_head_unit(const aero_stream *s);
 
 // Data of an always-resident tensor (not part of any unit, or a small one of a unit: norms, biases). NULL for a
 // tensor that lives in a unit's memory (use aero_stream_tensor while the unit is acquired).
 const void *aero_stream_global(aero_stream *s, int64_t tensor);
-// Blocks until unit u is in memory; pair with release. Units must be acquired in cyclic order 0..n_layer.
+// Blocks until unit u is in memory; pair with release. Units are acquired in cyclic order: the layer units
+// 0..n_layer-1, then the head unit (out of order restarts the cycle there, re-reading).
 aero_status aero_stream_acquire(aero_stream *s, int unit, aero_error *err);
-// Data of a tensor of an acquired (or resident) unit, or of an always-resident tensor; NULL otherwise.
+// Data of a tensor of an acquired (or resident) unit, or of an always-resident tensor. Asking for any other
+// (its unit not acquired, an index out of range) is a bug of the caller's acquire/release cycle: an assertion
+// fails (NULL when assertions are compiled out), so that it never becomes wrong text downstream.
 const void *aero_stream_tensor(aero_stream *s, int64_t tensor);
+// The same with a status for callers that cannot know the tensor is held: AERO_ERR_INVALID naming the tensor and
+// why (not acquired, read by row, planning only, no such tensor), *data NULL.
+aero_status aero_stream_tensor_checked(aero_stream *s, int64_t tensor, const void **data, aero_error *err);
 void aero_stream_release(aero_stream *s, int unit);
 // Dequantized rows of the embedding tensor (n rows of ne[0] floats), read from memory or disk.
 aero_status aero_stream_embed_rows(aero_stream *s, const int32_t *rows, int n, float *out, aero_error *err);
@@ -75,9 +87,9 @@ uint64_t aero_stream_weight_bytes_held(const aero_stream *s); // current bytes o
 // Prints the --stats report (per pass: bytes streamed, IO busy, compute, IO wait, GB/s, disk floor) to f. The
 // floor's disk bandwidth is measured now (O_DIRECT reads of the model file into the idle window) unless set.
 void aero_stream_print_stats(aero_stream *s, FILE *f);
-// Disk read bandwidth (bytes/s) of the bytes a pass streams, read by an independent reader the way the streamer
-// reads (its request size, as many requests in flight as it has IO threads, O_DIRECT): every streamed range,
-// or max_bytes of its requests spread evenly over the pass. The same bytes, so that a host-side cache favours
+// Disk read bandwidth (bytes/s) of the bytes a pass streams, read through the one disk probe (aero_measure_disk)
+// the way the streamer reads (its request size, as many requests in flight as it has IO threads, O_DIRECT):
+// every streamed range, or max_bytes of its requests spread evenly over the pass (0 or UINT64_MAX: no limit). The same bytes, so that a host-side cache favours
 // neither side. The streaming window is the buffer, so the measurement adds no memory; the next acquire
 // refills the window. 0 when nothing is streamed, the window is in use, or the reads failed.
 double aero_stream_measure_disk_bw(aero_stream *s, uint64_t max_bytes);

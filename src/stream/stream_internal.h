@@ -84,7 +84,8 @@ typedef struct {
 
 struct aero_stream {
     const aero_gguf *g;
-    int n_layer, n_units;
+    int n_units;              // the layer units 0..head_unit-1, then the head unit
+    int head_unit;            // the output head's unit: n_units - 1
     aero_stream_params params;
     int prefetch, io_threads;
     uint64_t chunk;
@@ -125,6 +126,7 @@ struct aero_stream {
     int64_t occ_end;          // next occurrence to schedule
     int64_t next_seq;         // occurrence the compute acquires next
     int64_t held_seq;         // occurrence acquired now, -1 when none
+    bool window_lent;         // the ring serves a measurement (stats.c): nothing is scheduled into it
     uint64_t alloc_off;       // ring allocation cursor
 
     pthread_mutex_t mu;
@@ -139,7 +141,7 @@ struct aero_stream {
     double io_busy_total;     // seconds with at least one read in flight (up to busy_since)
     uint64_t bytes_read_total;
 
-    // statistics
+    // statistics, kept by stream.c, reported by stats.c
     aero_stream_stats stats;
     st_pass *log;             // last ST_PASS_LOG passes (ring by pass number)
     uint64_t n_logged;        // passes recorded since the last reset
@@ -147,7 +149,7 @@ struct aero_stream {
     bool in_pass;
     double acquired_at;       // when the unit now held was handed out
     int held_unit;            // unit acquired now, -1 when none
-    double disk_bw;           // measured or set; 0 = not yet measured
+    double disk_bw;           // stats.c: the floor's disk bandwidth, measured or set; 0 = not yet measured
     uint64_t held;            // weight bytes allocated
 };
 
@@ -176,13 +178,16 @@ void st_drop_cache(aero_stream *s, uint32_t file, uint64_t off, uint64_t len);
 // Seconds the IO threads have had at least one read in flight, up to now (lock held).
 double st_io_busy_now(const aero_stream *s, double now);
 
-// stream.c
+// stream.c (stats.c builds on these; stream.c never calls into stats.c)
 // Schedules ring occurrences up to the prefetch depth ahead of the unit in use (lock held).
 void st_schedule(aero_stream *s);
 // Empties the ring (waiting for reads in flight) and restarts the cyclic schedule at occurrence seq (lock held).
 void st_ring_restart(aero_stream *s, int64_t seq);
-
-// stats.c
+// Lends the idle ring (bytes long) to a measurement, NULL when a unit is in it; st_window_return ends the loan
+// and schedules the next reads (lock held for both).
+void *st_window_borrow(aero_stream *s, uint64_t *bytes);
+void st_window_return(aero_stream *s);
+// Open and close the record of a pass in the per-pass log (lock held).
 void st_pass_begin(aero_stream *s, double now);
 void st_pass_end(aero_stream *s, double now);
 

@@ -1,9 +1,9 @@
 // Synthetic models: a random-weight GGUF of a real architecture and shape (llama, qwen2, qwen3) with a
 // byte-level BPE tokenizer section, deterministic from a seed and written tensor by tensor in row chunks, so
 // that a 70B-shape file needs no more memory than a few chunks. For tests and benchmarks of models too large
-// to ship (`aerollm synth`).
-#ifndef AERO_FORMAT_SYNTH_H
-#define AERO_FORMAT_SYNTH_H
+// to ship (`aerollm synth`). A tool module: it builds on format/ and kernels/, and only the CLI and tests use it.
+#ifndef AERO_SYNTH_H
+#define AERO_SYNTH_H
 
 #include <stdbool.h>
 #include <stdint.h>
