@@ -146,7 +146,7 @@ int main(int argc, char **argv) {
     static const aero_dtype types[] = {AERO_DT_F32,  AERO_DT_F16,  AERO_DT_BF16, AERO_DT_Q8_0,
                                        AERO_DT_Q4_0, AERO_DT_Q4_K, AERO_DT_Q5_K, AERO_DT_Q6_K};
     printf("\nmatvec (one token), 16384 x 8192 weights (larger than L2), GB/s of weights and fraction of HBM read %.0f GB/s\n", hbm);
-    printf("  type  bytes      R=1            R=2            R=4\n");
+    printf("  type  bytes      R=1            R=2            R=4            R=8\n");
     int rows = 16384, cols = 8192;
     float *x = (float *)dalloc(sizeof(float) * 16384 * 512), *y = (float *)dalloc(sizeof(float) * rows * 512);
     {
@@ -166,8 +166,10 @@ int main(int argc, char **argv) {
         OK(aero_cuda_sync(cu, &err));
         aero_cuda_wmat W = {dw, t, cols, rows, rb};
         printf("  %-4s %6.0f MB", aero_dtype_name(t), rb * rows / 1e6);
-        for (int R = 1; R <= 4; R *= 2) {
-            double ms = time_ms(3, 20, [&](int) { OK(aero_cuda_matmul_shape(cu, &W, x, 1, y, R, 1, &err)); });
+        aero_cuda_act act;
+        OK(aero_cuda_act_prepare(cu, x, 1, cols, &act, &err));
+        for (int R = 1; R <= 8; R *= 2) {
+            double ms = time_ms(3, 20, [&](int) { OK(aero_cuda_matmul_shape(cu, &W, &act, y, R, 1, &err)); });
             double gbs = rb * rows / (ms * 1e-3) / 1e9;
             printf("   %5.0f (%.2f)", gbs, gbs / hbm);
         }
@@ -199,10 +201,16 @@ int main(int argc, char **argv) {
                 free(w);
             }
             OK(aero_cuda_sync(cu, &err));
-            for (int R = 1; R <= 4; R *= 2) {
+            aero_cuda_act a4096, a14336;
+            for (int R = 1; R <= 8; R *= 2) {
+                // activations prepared once per input, as the forward pass does (q/k/v, gate/up share theirs)
                 double ms = time_ms(3, 4, [&](int) {
                     for (int l = 0; l < L; l++)
-                        for (int m = 0; m < 7; m++) OK(aero_cuda_matmul_shape(cu, &W[l][m], x, 1, y, R, 1, &err));
+                        for (int m = 0; m < 7; m++) {
+                            if (m == 0 || m == 3 || m == 4) OK(aero_cuda_act_prepare(cu, x, 1, 4096, &a4096, &err));
+                            if (m == 6) OK(aero_cuda_act_prepare(cu, x, 1, 14336, &a14336, &err));
+                            OK(aero_cuda_matmul_shape(cu, &W[l][m], m == 6 ? &a14336 : &a4096, y, R, 1, &err));
+                        }
                 });
                 double gbs = layer_bytes * L / (ms * 1e-3) / 1e9;
                 printf("8B-shape %s layers (7 matvecs each, %.0f MB/layer), R=%d: %.3f ms/layer, %.0f GB/s = %.2f of HBM\n",
@@ -216,7 +224,11 @@ int main(int argc, char **argv) {
                     int kk = ks[ki];
                     double ms = time_ms(2, 2, [&](int) {
                         for (int l = 0; l < L; l++)
-                            for (int m = 0; m < 7; m++) OK(aero_cuda_matmul(cu, &W[l][m], x, kk, y, &err));
+                            for (int m = 0; m < 7; m++) {
+                                if (m == 0 || m == 3 || m == 4) OK(aero_cuda_act_prepare(cu, x, kk, 4096, &a4096, &err));
+                                if (m == 6) OK(aero_cuda_act_prepare(cu, x, kk, 14336, &a14336, &err));
+                                OK(aero_cuda_matmul_act(cu, &W[l][m], m == 6 ? &a14336 : &a4096, y, &err));
+                            }
                     });
                     ms /= L;
                     if (kk == 1) t1 = ms;

@@ -96,17 +96,19 @@ static void test_matmul(aero_dtype t, int rows, int cols, int n, uint64_t *rng) 
     EXPECT(bad == 0, "matmul %s %dx%d: %d of %d tokens differ alone vs in a batch of %d", aero_dtype_name(t), rows, cols,
            bad, n, n);
     // every kernel shape
-    static const int shapes[][2] = {{1, 1}, {2, 1}, {4, 1}, {1, 8}, {2, 8}, {4, 8}};
+    static const int shapes[][2] = {{1, 1}, {2, 1}, {4, 1}, {8, 1}, {1, 8}, {2, 8}, {4, 8}};
     int bad_shapes = 0;
-    for (int s = 0; s < 6; s++) {
+    aero_cuda_act act;
+    OK(aero_cuda_act_prepare(cu, dx, n, cols, &act, &err));
+    for (int s = 0; s < 7; s++) {
         OK(aero_cuda_memset0(cu, dy, sizeof(float) * n * rows, &err));
-        OK(aero_cuda_matmul_shape(cu, &W, dx, n, dy, shapes[s][0], shapes[s][1], &err));
+        OK(aero_cuda_matmul_shape(cu, &W, &act, dy, shapes[s][0], shapes[s][1], &err));
         down(yb, dy, sizeof(float) * n * rows);
         bad_shapes += memcmp(yb, y1, sizeof(float) * n * rows) != 0;
     }
-    EXPECT(bad_shapes == 0, "matmul %s %dx%d n=%d: %d of 6 kernel shapes differ from the matvec", aero_dtype_name(t),
+    EXPECT(bad_shapes == 0, "matmul %s %dx%d n=%d: %d of 7 kernel shapes differ from the matvec", aero_dtype_name(t),
            rows, cols, n, bad_shapes);
-    printf("  matmul %-4s %5d x %-5d n=%-3d  max err %.2e of sum|wx| (tol %.0e)  alone==batch: %s  6 shapes: %s\n",
+    printf("  matmul %-4s %5d x %-5d n=%-3d  max err %.2e of sum|wx| (tol %.0e)  alone==batch: %s  7 shapes: %s\n",
            aero_dtype_name(t), rows, cols, n, worst, MM_TOL, bad ? "NO" : "bitwise", bad_shapes ? "NO" : "bitwise");
     free(w), free(x), free(deq), free(ref), free(mag), free(yb), free(y1);
     aero_cuda_arena_reset(cu, mark);

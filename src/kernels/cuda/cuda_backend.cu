@@ -69,6 +69,13 @@ extern "C" aero_status aero_cuda_init(aero_cuda **out, int device, size_t vram_b
                          vram_budget >> 20, info.name, info.free_vram >> 20, cudaGetErrorString(e));
     }
     cu->budget = vram_budget;
+    st = aero_cuda_alloc(cu, AERO_CUDA_SCRATCH_FLOATS * sizeof(float), (void **)&cu->scratch, err);
+    if (st) {
+        aero_cuda_free(cu);
+        return aero_error_prefix(err, "activation scratch: ");
+    }
+    cu->scratch_floats = AERO_CUDA_SCRATCH_FLOATS;
+    cu->reserved = cu->used;
     *out = cu;
     return AERO_OK;
 }
@@ -108,6 +115,7 @@ extern "C" size_t aero_cuda_arena_budget(const aero_cuda *cu) { return cu->budge
 
 // Gives back everything allocated after `mark`; the caller makes sure no queued work still uses it.
 extern "C" void aero_cuda_arena_reset(aero_cuda *cu, size_t mark) {
+    if (mark < cu->reserved) mark = cu->reserved;
     if (mark <= cu->used) cu->used = mark;
 }
 

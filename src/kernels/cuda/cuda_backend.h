@@ -112,12 +112,27 @@ aero_status aero_cuda_wmat_check(const aero_cuda_wmat *w, aero_error *err);
 
 // ---- ops (compute stream; every pointer is device memory) ------------------------------------------------
 
-// y[i * rows + r] = dot(row r of W, x[i * cols ...]) for i in [0, n), f32 activations, weights dequantized in
-// registers. n = 1 is the decode matvec; any n (prefill, verification) gives each token the bits it gets alone.
+// Activations laid out for the matmul kernels. The quantized-weight kernels read each thread's 32-element
+// chunk of x from a permuted copy (so a warp's loads are contiguous); preparing it once lets several matmuls
+// share one input (q/k/v, gate/up), as the CPU quantizes an activation row once. Dense weights read `x`.
+typedef struct {
+    const float *x;   // natural layout [n][cols]
+    const float *xp;  // permuted copy in the backend's scratch (valid until the next prepare), or NULL
+    int n, cols;
+} aero_cuda_act;
+
+// Prepares n rows of cols activations (cols a multiple of 32, at most the scratch: n * cols <= 16 Mi floats;
+// the scratch is 64 MiB of the VRAM budget, taken at init). Exact copy: no rounding.
+aero_status aero_cuda_act_prepare(aero_cuda *cu, const float *x, int n, int cols, aero_cuda_act *out, aero_error *err);
+// y[i * rows + r] = dot(row r of W, activation row i), weights dequantized in registers, f32 arithmetic.
+// n = 1 is the decode matvec; any n (prefill, verification) gives each token the bits it gets alone.
+aero_status aero_cuda_matmul_act(aero_cuda *cu, const aero_cuda_wmat *w, const aero_cuda_act *a, float *y,
+                                 aero_error *err);
+// The same from natural activations x[n][cols] (prepares them, in token groups when they exceed the scratch).
 aero_status aero_cuda_matmul(aero_cuda *cu, const aero_cuda_wmat *w, const float *x, int n, float *y, aero_error *err);
-// The same with an explicit kernel shape (rows per block 1, 2 or 4; tokens per block 1 or 8): for tests,
-// which check that every shape gives the same bits, and benchmarks.
-aero_status aero_cuda_matmul_shape(aero_cuda *cu, const aero_cuda_wmat *w, const float *x, int n, float *y,
+// The same with an explicit kernel shape (rows per block 1, 2, 4 or 8 with 1 token per block; 1, 2 or 4 with 8
+// tokens): for tests, which check that every shape gives the same bits, and benchmarks.
+aero_status aero_cuda_matmul_shape(aero_cuda *cu, const aero_cuda_wmat *w, const aero_cuda_act *a, float *y,
                                    int rows_per_block, int tokens_per_block, aero_error *err);
 // out[i * cols ...] = row ids[i] of W dequantized to f32 (embedding lookup); ids in device memory.
 // Bitwise equal to the CPU's aero_dequantize_row. An id out of range gives a row of zeros.

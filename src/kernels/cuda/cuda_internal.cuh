@@ -11,7 +11,12 @@ struct aero_cuda {
     cudaStream_t compute, copy;
     char *arena;        // one cudaMalloc of `budget` bytes
     size_t budget, used;
+    size_t reserved;    // arena bytes the backend keeps (the scratch): a reset never goes below
+    float *scratch;     // permuted activations of aero_cuda_act_prepare
+    size_t scratch_floats;
 };
+
+#define AERO_CUDA_SCRATCH_FLOATS ((size_t)16 << 20)
 
 struct aero_cuda_event {
     cudaEvent_t ev;

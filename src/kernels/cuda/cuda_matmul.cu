@@ -3,12 +3,13 @@
 // compiler cannot fuse differently in the one-token and the many-token instantiations.
 //
 // Reduction order (batch invariance): a row of `cols` elements is cut into chunks of 32 (a Q4_0/Q8_0 block,
-// one 32-group of a K-quant super-block, or 32 dense elements). Thread t of the 128 of a block takes chunks
-// t, t + 128, ... in that order; inside a chunk, each half of 16 elements is summed in element order
-// (s = fma(q, x, s)) and folded into the thread's accumulator as acc = fma(scale, s, acc) (and, for Q4_K/Q5_K,
-// acc = fma(-min, sum of x, acc)). The 32 lanes of a warp are then folded by an xor butterfly and the 4 warps
-// as (w0 + w1) + (w2 + w3). Nothing here depends on how many rows (R) or tokens (T) a block holds, so every
-// kernel shape, and every batch size, gives the same bits.
+// one 32-group of a K-quant super-block, or, for dense types, 32 elements at fixed permuted positions, see
+// xpos). Thread t of the 128 of a block takes chunks t, t + 128, ... in that order; inside a chunk, each
+// half of 16 elements is summed in element order (s = fma(q, x, s)) and folded into the thread's
+// accumulator as acc = fma(scale, s, acc) (and, for Q4_K/Q5_K, acc = fma(-min, sum of x, acc)). The 32
+// lanes of a warp are then folded by an xor butterfly and the 4 warps as (w0 + w1) + (w2 + w3). Nothing
+// here depends on how many rows (R) or tokens (T) a block holds, so every kernel shape, and every batch
+// size, gives the same bits. Codes become floats exactly (byte permute into 2^23 + q, then subtract).
 #include <cuda_fp16.h>
 #include <stdint.h>
 
@@ -16,75 +17,85 @@
 
 #define MM_THREADS 128
 
-// ---- loads -------------------------------------------------------------------------------------------------
+// ---- loads and conversions -------------------------------------------------------------------------------
 
 __device__ __forceinline__ float f16_at(const uint8_t *p) { return __half2float(__ushort_as_half(__ldg((const unsigned short *)p))); }
 
-// 8 bytes from a 2-byte aligned address (Q4_0, Q8_0, Q6_K blocks are not 4-aligned).
-__device__ __forceinline__ void ld8_a2(const uint8_t *p, uint8_t b[8]) {
+// 8 bytes from a 2-byte aligned address (Q4_0, Q8_0, Q6_K blocks are not 4-aligned), as two words.
+__device__ __forceinline__ uint2 ld8_a2(const uint8_t *p) {
     const unsigned short *q = (const unsigned short *)p;
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-        unsigned short v = __ldg(q + i);
-        b[2 * i] = (uint8_t)(v & 0xff);
-        b[2 * i + 1] = (uint8_t)(v >> 8);
-    }
+    uint2 r;
+    r.x = (uint32_t)__ldg(q) | ((uint32_t)__ldg(q + 1) << 16);
+    r.y = (uint32_t)__ldg(q + 2) | ((uint32_t)__ldg(q + 3) << 16);
+    return r;
 }
 
 // 8 bytes from an 8-byte aligned address (Q4_K, Q5_K blocks are 16-aligned).
-__device__ __forceinline__ void ld8_a8(const uint8_t *p, uint8_t b[8]) {
-    uint2 v = __ldg((const uint2 *)p);
-#pragma unroll
-    for (int i = 0; i < 4; i++) b[i] = (uint8_t)(v.x >> (8 * i)), b[4 + i] = (uint8_t)(v.y >> (8 * i));
+__device__ __forceinline__ uint2 ld8_a8(const uint8_t *p) { return __ldg((const uint2 *)p); }
+
+// Byte i of w (an integer 0..255) as a float, exactly, minus `bias`: 0x4B0000XX is 2^23 + XX, so one byte
+// permute and one add replace an integer-to-float conversion (a quarter-rate instruction).
+__device__ __forceinline__ float byte_f(uint32_t w, int i, float bias) {
+    return __int_as_float((int)__byte_perm(w, 0x4B000000u, 0x7440 + i)) - (8388608.0f + bias);
 }
 
-// The 6-bit scale and min of group j of a Q4_K/Q5_K block (ggml's get_scale_min_k4).
+// The 8 bytes of two words as floats minus bias.
+__device__ __forceinline__ void bytes8(uint32_t a, uint32_t b, float bias, float v[8]) {
+#pragma unroll
+    for (int j = 0; j < 4; j++) v[j] = byte_f(a, j, bias), v[4 + j] = byte_f(b, j, bias);
+}
+
+// The 6-bit scale and min of group j of a Q4_K/Q5_K block (ggml's get_scale_min_k4), from the 12 bytes as words.
 __device__ __forceinline__ void q4k_scale_min(int j, const uint8_t *q, int *sc, int *m) {
+    uint32_t w0 = __ldg((const uint32_t *)q), w1 = __ldg((const uint32_t *)q + 1), w2 = __ldg((const uint32_t *)q + 2);
+    int jj = j & 3, sh = 8 * jj;
+    uint32_t b0 = (w0 >> sh) & 0xff, b4 = (w1 >> sh) & 0xff, b8 = (w2 >> sh) & 0xff; // q[jj], q[jj + 4], q[jj + 8]
     if (j < 4) {
-        *sc = __ldg(q + j) & 63;
-        *m = __ldg(q + j + 4) & 63;
+        *sc = (int)(b0 & 63);
+        *m = (int)(b4 & 63);
     } else {
-        *sc = (__ldg(q + j + 4) & 0xF) | ((__ldg(q + j - 4) >> 6) << 4);
-        *m = (__ldg(q + j + 4) >> 4) | ((__ldg(q + j) >> 6) << 4);
+        *sc = (int)((b8 & 0xF) | ((b0 >> 6) << 4));
+        *m = (int)((b8 >> 4) | ((b4 >> 6) << 4));
     }
 }
 
-// ---- per-type decoders: chunk c of a row, half h (16 elements), piece p (8 elements, 0..3) ---------------
-// scales(): the half's scale dl and min ml, so element = dl * q - ml (as the CPU's aero_dequantize_row).
-// decode8(): the 8 integer codes (or dense values) of the piece, as floats.
+// ---- per-type decoders -------------------------------------------------------------------------------------
+// A thread's unit is chunk c (32 elements) of a row. scales(): the scale dl[h] and min ml[h] of each half h,
+// so element = dl * q - ml (as the CPU's aero_dequantize_row). decode8(): the 8 codes of piece p (elements
+// 8p..8p+7 of the chunk) as floats. Dense types have no blocks: their chunk is the permuted set of positions
+// pa.. pa+3 and pb.. pb+3 (see k_matmul), the same positions the activations are read from.
 
 template <int TY> struct Dec;
 
 template <> struct Dec<AERO_DT_F32> {
     static constexpr bool MIN = false, DENSE = true;
-    __device__ static void scales(const uint8_t *, int, int, float *dl, float *ml) { *dl = 1.0f, *ml = 0.0f; }
-    __device__ static void decode8(const uint8_t *row, int c, int p, float v[8]) {
-        const float4 *q = (const float4 *)row + (c * 32 + 8 * p) / 4;
-        float4 a = __ldg(q), b = __ldg(q + 1);
+    __device__ static void scales(const uint8_t *, int, float dl[2], float ml[2]) {}
+    __device__ static void decode8(const uint8_t *row, int, int, int pa, int pb, float v[8]) {
+        float4 a = __ldg((const float4 *)row + pa / 4), b = __ldg((const float4 *)row + pb / 4);
         v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
     }
 };
 
 template <> struct Dec<AERO_DT_F16> {
     static constexpr bool MIN = false, DENSE = true;
-    __device__ static void scales(const uint8_t *, int, int, float *dl, float *ml) { *dl = 1.0f, *ml = 0.0f; }
-    __device__ static void decode8(const uint8_t *row, int c, int p, float v[8]) {
-        uint4 u = __ldg((const uint4 *)(row + 2 * (c * 32 + 8 * p)));
-        uint32_t w[4] = {u.x, u.y, u.z, u.w};
+    __device__ static void scales(const uint8_t *, int, float dl[2], float ml[2]) {}
+    __device__ static void decode8(const uint8_t *row, int, int, int pa, int pb, float v[8]) {
+        uint2 a = __ldg((const uint2 *)(row + 2 * (size_t)pa)), b = __ldg((const uint2 *)(row + 2 * (size_t)pb));
+        uint32_t w[4] = {a.x, a.y, b.x, b.y};
 #pragma unroll
         for (int i = 0; i < 4; i++) {
-            v[2 * i] = __half2float(__ushort_as_half((unsigned short)(w[i] & 0xffff)));
-            v[2 * i + 1] = __half2float(__ushort_as_half((unsigned short)(w[i] >> 16)));
+            float2 f = __half22float2(*(const __half2 *)&w[i]);
+            v[2 * i] = f.x, v[2 * i + 1] = f.y;
         }
     }
 };
 
 template <> struct Dec<AERO_DT_BF16> {
     static constexpr bool MIN = false, DENSE = true;
-    __device__ static void scales(const uint8_t *, int, int, float *dl, float *ml) { *dl = 1.0f, *ml = 0.0f; }
-    __device__ static void decode8(const uint8_t *row, int c, int p, float v[8]) {
-        uint4 u = __ldg((const uint4 *)(row + 2 * (c * 32 + 8 * p)));
-        uint32_t w[4] = {u.x, u.y, u.z, u.w};
+    __device__ static void scales(const uint8_t *, int, float dl[2], float ml[2]) {}
+    __device__ static void decode8(const uint8_t *row, int, int, int pa, int pb, float v[8]) {
+        uint2 a = __ldg((const uint2 *)(row + 2 * (size_t)pa)), b = __ldg((const uint2 *)(row + 2 * (size_t)pb));
+        uint32_t w[4] = {a.x, a.y, b.x, b.y};
 #pragma unroll
         for (int i = 0; i < 4; i++) {
             v[2 * i] = __uint_as_float(w[i] << 16);
@@ -93,104 +104,104 @@ template <> struct Dec<AERO_DT_BF16> {
     }
 };
 
-// x = d * q, 34-byte blocks of 32.
+// x = d * q, 34-byte blocks of 32 signed bytes.
 template <> struct Dec<AERO_DT_Q8_0> {
     static constexpr bool MIN = false, DENSE = false;
-    __device__ static void scales(const uint8_t *row, int c, int, float *dl, float *ml) {
-        *dl = f16_at(row + 34 * (size_t)c), *ml = 0.0f;
+    __device__ static void scales(const uint8_t *row, int c, float dl[2], float ml[2]) {
+        dl[0] = dl[1] = f16_at(row + 34 * (size_t)c);
+        ml[0] = ml[1] = 0.0f;
     }
-    __device__ static void decode8(const uint8_t *row, int c, int p, float v[8]) {
-        uint8_t b[8];
-        ld8_a2(row + 34 * (size_t)c + 2 + 8 * p, b);
-#pragma unroll
-        for (int j = 0; j < 8; j++) v[j] = (float)(int8_t)b[j];
+    __device__ static void decode8(const uint8_t *row, int c, int p, int, int, float v[8]) {
+        uint2 w = ld8_a2(row + 34 * (size_t)c + 2 + 8 * p);
+        bytes8(w.x ^ 0x80808080u, w.y ^ 0x80808080u, 128.0f, v); // signed byte b as (b + 128) - 128
     }
 };
 
 // x = d * (q - 8); qs[j] holds element j (low nibble) and j + 16 (high nibble).
 template <> struct Dec<AERO_DT_Q4_0> {
     static constexpr bool MIN = false, DENSE = false;
-    __device__ static void scales(const uint8_t *row, int c, int, float *dl, float *ml) {
-        *dl = f16_at(row + 18 * (size_t)c), *ml = 0.0f;
+    __device__ static void scales(const uint8_t *row, int c, float dl[2], float ml[2]) {
+        dl[0] = dl[1] = f16_at(row + 18 * (size_t)c);
+        ml[0] = ml[1] = 0.0f;
     }
-    __device__ static void decode8(const uint8_t *row, int c, int p, float v[8]) {
-        uint8_t b[8];
-        ld8_a2(row + 18 * (size_t)c + 2 + 8 * (p & 1), b);
+    __device__ static void decode8(const uint8_t *row, int c, int p, int, int, float v[8]) {
+        uint2 w = ld8_a2(row + 18 * (size_t)c + 2 + 8 * (p & 1));
         int sh = 4 * (p >> 1);
-#pragma unroll
-        for (int j = 0; j < 8; j++) v[j] = (float)(((b[j] >> sh) & 15) - 8);
+        bytes8((w.x >> sh) & 0x0F0F0F0Fu, (w.y >> sh) & 0x0F0F0F0Fu, 8.0f, v);
     }
 };
 
 // Group g = c % 8 of super-block c / 8: x = d * sc * q - dmin * m, q = (qs[32 (g/2) + l] >> 4 (g%2)) & 15.
 template <> struct Dec<AERO_DT_Q4_K> {
     static constexpr bool MIN = true, DENSE = false;
-    __device__ static void scales(const uint8_t *row, int c, int, float *dl, float *ml) {
+    __device__ static void scales(const uint8_t *row, int c, float dl[2], float ml[2]) {
         const uint8_t *blk = row + 144 * (size_t)(c >> 3);
         int sc, m;
         q4k_scale_min(c & 7, blk + 4, &sc, &m);
-        *dl = f16_at(blk) * (float)sc;
-        *ml = f16_at(blk + 2) * (float)m;
+        dl[0] = dl[1] = f16_at(blk) * (float)sc;
+        ml[0] = ml[1] = f16_at(blk + 2) * (float)m;
     }
-    __device__ static void decode8(const uint8_t *row, int c, int p, float v[8]) {
+    __device__ static void decode8(const uint8_t *row, int c, int p, int, int, float v[8]) {
         const uint8_t *blk = row + 144 * (size_t)(c >> 3);
-        int g = c & 7;
-        uint8_t b[8];
-        ld8_a8(blk + 16 + 32 * (g >> 1) + 8 * p, b);
-        int sh = 4 * (g & 1);
-#pragma unroll
-        for (int j = 0; j < 8; j++) v[j] = (float)((b[j] >> sh) & 15);
+        int g = c & 7, sh = 4 * (g & 1);
+        uint2 w = ld8_a8(blk + 16 + 32 * (g >> 1) + 8 * p);
+        bytes8((w.x >> sh) & 0x0F0F0F0Fu, (w.y >> sh) & 0x0F0F0F0Fu, 0.0f, v);
     }
 };
 
-// As Q4_K with a fifth bit: bit (2 (g/2) + g%2) of qh[l].
+// As Q4_K with a fifth bit: bit g (= 2 (g/2) + g%2) of qh[l].
 template <> struct Dec<AERO_DT_Q5_K> {
     static constexpr bool MIN = true, DENSE = false;
-    __device__ static void scales(const uint8_t *row, int c, int, float *dl, float *ml) {
+    __device__ static void scales(const uint8_t *row, int c, float dl[2], float ml[2]) {
         const uint8_t *blk = row + 176 * (size_t)(c >> 3);
         int sc, m;
         q4k_scale_min(c & 7, blk + 4, &sc, &m);
-        *dl = f16_at(blk) * (float)sc;
-        *ml = f16_at(blk + 2) * (float)m;
+        dl[0] = dl[1] = f16_at(blk) * (float)sc;
+        ml[0] = ml[1] = f16_at(blk + 2) * (float)m;
     }
-    __device__ static void decode8(const uint8_t *row, int c, int p, float v[8]) {
+    __device__ static void decode8(const uint8_t *row, int c, int p, int, int, float v[8]) {
         const uint8_t *blk = row + 176 * (size_t)(c >> 3);
-        int g = c & 7;
-        uint8_t b[8], h[8];
-        ld8_a8(blk + 48 + 32 * (g >> 1) + 8 * p, b);
-        ld8_a8(blk + 16 + 8 * p, h);
-        int sh = 4 * (g & 1), hb = g; // 2 (g / 2) + g % 2 == g
-#pragma unroll
-        for (int j = 0; j < 8; j++) v[j] = (float)(((b[j] >> sh) & 15) | (((h[j] >> hb) & 1) << 4));
+        int g = c & 7, sh = 4 * (g & 1);
+        uint2 w = ld8_a8(blk + 48 + 32 * (g >> 1) + 8 * p), h = ld8_a8(blk + 16 + 8 * p);
+        uint32_t a = ((w.x >> sh) & 0x0F0F0F0Fu) | (((h.x >> g) & 0x01010101u) << 4);
+        uint32_t b = ((w.y >> sh) & 0x0F0F0F0Fu) | (((h.y >> g) & 0x01010101u) << 4);
+        bytes8(a, b, 0.0f, v);
     }
 };
 
 // Chunk cc = c % 8 of super-block c / 8 is elements 128 hh + 32 k + l (hh = cc / 4, k = cc % 4): x = d * sc * (q - 32),
-// 4 low bits in ql, 2 high bits in qh, one int8 scale per 16 elements.
+// 4 low bits in ql, 2 high bits in qh, one int8 scale per 16 elements (one per half).
 template <> struct Dec<AERO_DT_Q6_K> {
     static constexpr bool MIN = false, DENSE = false;
-    __device__ static void scales(const uint8_t *row, int c, int h, float *dl, float *ml) {
+    __device__ static void scales(const uint8_t *row, int c, float dl[2], float ml[2]) {
         const uint8_t *blk = row + 210 * (size_t)(c >> 3);
         int cc = c & 7;
-        int sc = (int8_t)__ldg(blk + 192 + 8 * (cc >> 2) + 2 * (cc & 3) + h);
-        *dl = f16_at(blk + 208) * (float)sc;
-        *ml = 0.0f;
+        float d = f16_at(blk + 208);
+        unsigned short s2 = __ldg((const unsigned short *)(blk + 192 + 8 * (cc >> 2) + 2 * (cc & 3)));
+        dl[0] = d * (float)(int)(int8_t)(s2 & 0xff);
+        dl[1] = d * (float)(int)(int8_t)(s2 >> 8);
+        ml[0] = ml[1] = 0.0f;
     }
-    __device__ static void decode8(const uint8_t *row, int c, int p, float v[8]) {
+    __device__ static void decode8(const uint8_t *row, int c, int p, int, int, float v[8]) {
         const uint8_t *blk = row + 210 * (size_t)(c >> 3);
-        int cc = c & 7, hh = cc >> 2, k = cc & 3;
-        uint8_t lo[8], hi[8];
-        ld8_a2(blk + 64 * hh + 32 * (k & 1) + 8 * p, lo);
-        ld8_a2(blk + 128 + 32 * hh + 8 * p, hi);
-        int sl = 4 * (k >> 1), shh = 2 * k;
-#pragma unroll
-        for (int j = 0; j < 8; j++) v[j] = (float)((((lo[j] >> sl) & 15) | (((hi[j] >> shh) & 3) << 4)) - 32);
+        int cc = c & 7, hh = cc >> 2, k = cc & 3, sl = 4 * (k >> 1), shh = 2 * k;
+        uint2 lo = ld8_a2(blk + 64 * hh + 32 * (k & 1) + 8 * p), hi = ld8_a2(blk + 128 + 32 * hh + 8 * p);
+        uint32_t a = ((lo.x >> sl) & 0x0F0F0F0Fu) | (((hi.x >> shh) & 0x03030303u) << 4);
+        uint32_t b = ((lo.y >> sl) & 0x0F0F0F0Fu) | (((hi.y >> shh) & 0x03030303u) << 4);
+        bytes8(a, b, 32.0f, v);
     }
 };
 
 // ---- the matmul kernel -----------------------------------------------------------------------------------
 
-// R rows x T tokens per block of 128 threads; grid (ceil(rows / R), ceil(n / T)).
+// Where the activations of chunk c sit. Chunks go to the 128 threads in groups: group k holds chunks
+// 128k .. 128k + m - 1 (m = 128 but for the last group), thread t takes chunk 128k + t, and float4 q (elements
+// 4q..4q+3) of its chunk sits at float position 4096k + 4mq + 4t: a warp's loads are contiguous. For dense
+// weights these positions are the weight elements themselves; for quantized ones x is permuted to match.
+__device__ __forceinline__ int xpos(int k, int m, int t, int q) { return 4096 * k + 4 * m * q + 4 * t; }
+
+// R rows x T tokens per block of 128 threads; grid (ceil(rows / R), ceil(n / T)). X is [n][cols] in the layout
+// above (natural for dense weights, the permuted copy for quantized ones).
 template <int TY, int R, int T>
 __global__ void __launch_bounds__(MM_THREADS) k_matmul(const uint8_t *__restrict__ W, size_t row_bytes, int rows,
                                                        int cols, const float *__restrict__ X, int n,
@@ -212,12 +223,15 @@ __global__ void __launch_bounds__(MM_THREADS) k_matmul(const uint8_t *__restrict
 #pragma unroll
         for (int t = 0; t < T; t++) acc[r][t] = 0.0f;
 
-    for (int c = tid; c < nchunks; c += MM_THREADS) {
+    for (int k = 0; 128 * k < nchunks; k++) {
+        const int m = min(MM_THREADS, nchunks - 128 * k);
+        if (tid >= m) break;
+        const int c = 128 * k + tid;
+        float dl[R][2], ml[R][2];
+#pragma unroll
+        for (int r = 0; r < R; r++) D::scales(rowp[r], c, dl[r], ml[r]);
 #pragma unroll
         for (int h = 0; h < 2; h++) {
-            float dl[R], ml[R];
-#pragma unroll
-            for (int r = 0; r < R; r++) D::scales(rowp[r], c, h, &dl[r], &ml[r]);
             float s[R][T], sx[T];
 #pragma unroll
             for (int t = 0; t < T; t++) {
@@ -228,14 +242,15 @@ __global__ void __launch_bounds__(MM_THREADS) k_matmul(const uint8_t *__restrict
 #pragma unroll
             for (int pp = 0; pp < 2; pp++) {
                 const int p = 2 * h + pp;
+                const int pa = xpos(k, m, tid, 2 * p), pb = pa + 4 * m;
                 float q[R][8];
 #pragma unroll
-                for (int r = 0; r < R; r++) D::decode8(rowp[r], c, p, q[r]);
+                for (int r = 0; r < R; r++) D::decode8(rowp[r], c, p, pa, pb, q[r]);
 #pragma unroll
                 for (int t = 0; t < T; t++) {
                     if (t < nt) {
-                        const float4 *xp = (const float4 *)(xb + (size_t)t * cols + c * 32 + 8 * p);
-                        float4 a = __ldg(xp), b = __ldg(xp + 1);
+                        const float *xt = xb + (size_t)t * cols;
+                        float4 a = __ldg((const float4 *)(xt + pa)), b = __ldg((const float4 *)(xt + pb));
                         float xv[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
 #pragma unroll
                         for (int j = 0; j < 8; j++) {
@@ -251,8 +266,8 @@ __global__ void __launch_bounds__(MM_THREADS) k_matmul(const uint8_t *__restrict
 #pragma unroll
                 for (int t = 0; t < T; t++) {
                     if (D::DENSE) acc[r][t] = acc[r][t] + s[r][t];
-                    else acc[r][t] = fmaf(dl[r], s[r][t], acc[r][t]);
-                    if (D::MIN) acc[r][t] = fmaf(-ml[r], sx[t], acc[r][t]);
+                    else acc[r][t] = fmaf(dl[r][h], s[r][t], acc[r][t]);
+                    if (D::MIN) acc[r][t] = fmaf(-ml[r][h], sx[t], acc[r][t]);
                 }
         }
     }
@@ -275,9 +290,22 @@ __global__ void __launch_bounds__(MM_THREADS) k_matmul(const uint8_t *__restrict
     }
 }
 
+// Permutes activation rows into the chunk layout of k_matmul: float4 q of chunk c = 128k + t goes to
+// float4 index 1024k + m q + t. One thread per float4; an exact copy.
+__global__ void k_permute(const float4 *__restrict__ x, float4 *__restrict__ xp, int n, int cols) {
+    size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    size_t per = (size_t)cols / 4;
+    if (idx >= per * n) return;
+    int i = (int)(idx / per), f = (int)(idx % per);
+    int nchunks = cols / 32, c = f / 8, q = f % 8, k = c / 128, t = c % 128;
+    int m = min(128, nchunks - 128 * k);
+    xp[(size_t)i * per + 1024 * (size_t)k + (size_t)m * q + t] = x[idx];
+}
+
 // ---- embedding rows --------------------------------------------------------------------------------------
 
 // One thread per 8 outputs: element = dl * q - ml, the CPU reference's expression (q * d for the 32-blocks).
+// Dense types read their natural positions (pa, pb = the two float4 of the piece).
 template <int TY>
 __global__ void k_get_rows(const uint8_t *__restrict__ W, size_t row_bytes, int rows, int cols,
                            const int32_t *__restrict__ ids, int n, float *__restrict__ out) {
@@ -294,15 +322,16 @@ __global__ void k_get_rows(const uint8_t *__restrict__ W, size_t row_bytes, int 
         return;
     }
     const uint8_t *row = W + (size_t)id * row_bytes;
-    float v[8], dl, ml;
-    D::decode8(row, c, p, v);
-    D::scales(row, c, p >> 1, &dl, &ml);
+    float v[8], dl[2] = {1.0f, 1.0f}, ml[2] = {0.0f, 0.0f};
+    D::decode8(row, c, p, e8 * 8, e8 * 8 + 4, v);
+    D::scales(row, c, dl, ml);
+    float d = dl[p >> 1], mn = ml[p >> 1];
 #pragma unroll
     for (int j = 0; j < 8; j++) {
         float y;
         if (D::DENSE) y = v[j];
-        else if (TY == AERO_DT_Q4_0 || TY == AERO_DT_Q8_0) y = v[j] * dl;
-        else y = dl * v[j] - ml;
+        else if (TY == AERO_DT_Q4_0 || TY == AERO_DT_Q8_0) y = v[j] * d;
+        else y = d * v[j] - mn;
         o[j] = y;
     }
 }
@@ -360,6 +389,7 @@ template <int TY> static bool launch_shape(const aero_cuda_wmat *w, const float 
         if (R == 1) launch_mm<TY, 1, 1>(w, x, n, y, s);
         else if (R == 2) launch_mm<TY, 2, 1>(w, x, n, y, s);
         else if (R == 4) launch_mm<TY, 4, 1>(w, x, n, y, s);
+        else if (R == 8) launch_mm<TY, 8, 1>(w, x, n, y, s);
         else return false;
     } else if (T == 8) {
         if (R == 1) launch_mm<TY, 1, 8>(w, x, n, y, s);
@@ -374,15 +404,38 @@ template <int TY> static bool launch_shape(const aero_cuda_wmat *w, const float 
 
 // The decode shape (rows per block for one token), chosen by the bandwidth benchmark.
 #ifndef AERO_CUDA_MV_ROWS
-#define AERO_CUDA_MV_ROWS 2
+#define AERO_CUDA_MV_ROWS 4
 #endif
 
-extern "C" aero_status aero_cuda_matmul_shape(aero_cuda *cu, const aero_cuda_wmat *w, const float *x, int n, float *y,
+static bool is_dense(aero_dtype t) { return t == AERO_DT_F32 || t == AERO_DT_F16 || t == AERO_DT_BF16; }
+
+extern "C" aero_status aero_cuda_act_prepare(aero_cuda *cu, const float *x, int n, int cols, aero_cuda_act *out,
+                                             aero_error *err) {
+    *out = aero_cuda_act{x, NULL, n, cols};
+    if (n <= 0 || cols <= 0 || cols % 32 || !x || (uintptr_t)x % 16)
+        return aero_fail(err, AERO_ERR_INVALID, "CUDA activations %d x %d (cols a multiple of 32, 16-byte aligned)", n, cols);
+    if ((size_t)n * cols > cu->scratch_floats)
+        return aero_fail(err, AERO_ERR_RANGE, "CUDA activations %d x %d exceed the scratch of %zu floats", n, cols,
+                         cu->scratch_floats);
+    size_t total = (size_t)n * cols / 4;
+    k_permute<<<(unsigned)((total + 255) / 256), 256, 0, cu->compute>>>((const float4 *)x, (float4 *)cu->scratch, n, cols);
+    CU_LAUNCHED("permute launch");
+    out->xp = cu->scratch;
+    return AERO_OK;
+}
+
+extern "C" aero_status aero_cuda_matmul_shape(aero_cuda *cu, const aero_cuda_wmat *w, const aero_cuda_act *a, float *y,
                                               int R, int T, aero_error *err) {
     aero_status st = aero_cuda_wmat_check(w, err);
     if (st) return st;
+    int n = a->n;
     if (n <= 0) return n == 0 ? AERO_OK : aero_fail(err, AERO_ERR_INVALID, "CUDA matmul over %d tokens", n);
-    if (!x || !y || (uintptr_t)x % 16) return aero_fail(err, AERO_ERR_INVALID, "CUDA matmul: activations must be 16-byte aligned");
+    if (a->cols != w->cols)
+        return aero_fail(err, AERO_ERR_INVALID, "CUDA matmul: activations of %d for a matrix of %lld columns", a->cols,
+                         (long long)w->cols);
+    const float *x = is_dense(w->type) ? a->x : a->xp;
+    if (!x || !y) return aero_fail(err, AERO_ERR_INVALID, "CUDA matmul: %s activations missing",
+                                   is_dense(w->type) ? "natural" : "prepared");
     if ((n + T - 1) / (T > 0 ? T : 1) > 65535)
         return aero_fail(err, AERO_ERR_RANGE, "CUDA matmul of %d tokens (at most %d per call)", n, 65535 * T);
     cudaStream_t s = cu->compute;
@@ -404,10 +457,27 @@ extern "C" aero_status aero_cuda_matmul_shape(aero_cuda *cu, const aero_cuda_wma
 }
 
 // One token: the decode shape; more: 4 rows x 8 tokens per block (each weight chunk decoded once for 8 tokens).
+extern "C" aero_status aero_cuda_matmul_act(aero_cuda *cu, const aero_cuda_wmat *w, const aero_cuda_act *a, float *y,
+                                            aero_error *err) {
+    return a->n == 1 ? aero_cuda_matmul_shape(cu, w, a, y, AERO_CUDA_MV_ROWS, 1, err)
+                     : aero_cuda_matmul_shape(cu, w, a, y, 4, 8, err);
+}
+
+// Prepares and multiplies, in groups of tokens that fit the scratch (tokens are independent: same bits).
 extern "C" aero_status aero_cuda_matmul(aero_cuda *cu, const aero_cuda_wmat *w, const float *x, int n, float *y,
                                         aero_error *err) {
-    return n == 1 ? aero_cuda_matmul_shape(cu, w, x, n, y, AERO_CUDA_MV_ROWS, 1, err)
-                  : aero_cuda_matmul_shape(cu, w, x, n, y, 4, 8, err);
+    aero_status st = aero_cuda_wmat_check(w, err);
+    if (st) return st;
+    if (n <= 0) return n == 0 ? AERO_OK : aero_fail(err, AERO_ERR_INVALID, "CUDA matmul over %d tokens", n);
+    int cols = (int)w->cols, group = (int)(cu->scratch_floats / (size_t)cols);
+    if (group < 1) return aero_fail(err, AERO_ERR_RANGE, "CUDA matmul: rows of %d exceed the scratch", cols);
+    for (int i = 0; i < n; i += group) {
+        int k = n - i < group ? n - i : group;
+        aero_cuda_act a = {x + (size_t)i * cols, NULL, k, cols};
+        if (!is_dense(w->type) && (st = aero_cuda_act_prepare(cu, a.x, k, cols, &a, err))) return st;
+        if ((st = aero_cuda_matmul_act(cu, w, &a, y + (size_t)i * w->rows, err))) return st;
+    }
+    return AERO_OK;
 }
 
 template <int TY> static void launch_rows(const aero_cuda_wmat *w, const int32_t *ids, int n, float *out, cudaStream_t s) {
