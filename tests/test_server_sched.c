@@ -80,7 +80,7 @@ static aero_sched *start(int n_seq, int n_ctx, int n_batch, int max_queue) {
     pthread_mutex_init(&F.mu, NULL);
     pthread_cond_init(&F.cv, NULL);
     F.n_ctx = n_ctx;
-    aero_engine e = {.self = &F, .n_vocab = V, .n_ctx = n_ctx, .n_seq = n_seq, .n_batch = n_batch,
+    aero_sched_backend e = {.self = &F, .n_vocab = V, .n_ctx = n_ctx, .n_seq = n_seq, .n_batch = n_batch,
                      .decode = fake_decode, .kv_drop = fake_drop, .is_eog = fake_eog, .detok_init = fake_detok_init,
                      .detok_push = fake_push, .detok_flush = fake_flush};
     aero_sched *s;
