@@ -60,7 +60,7 @@ static void token_string(const aero_tokenizer *t, int32_t id, char *out, size_t 
     if (s) snprintf(out, cap, "%s", s);
 }
 
-// Loads the model, a context with one KV sequence per --parallel slot, and the chat template.
+// Loads the model, a context with one KV sequence per --parallel request, and the chat template.
 aero_status aero_srv_model_open(aero_srv_model *x, const aero_server_params *p, aero_error *err) {
     memset(x, 0, sizeof *x);
     aero_status st = aero_model_load(&x->model, &p->model, err);
