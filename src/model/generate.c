@@ -96,7 +96,7 @@ struct aero_generator {
     int32_t next_tok;
     bool has_next;
     int fed, row;            // tokens added by the last feed, their logits row (-1: none)
-    int32_t *new_tok;
+    int32_t *new_tok, *spec_tok; // tokens emitted by the last step; a drafter round's output
     int n_new, cap_new;
     const float *last_logits;
     float *scratch, *logits; // biased row; the step's own logits
@@ -138,6 +138,10 @@ static size_t tok_flush(void *self, aero_detok *d, char *out, size_t cap) {
     return aero_detok_flush(d, out, cap);
 }
 
+void aero_generator_vocab_of(aero_generator_vocab *v, const aero_tokenizer *t) {
+    *v = (aero_generator_vocab){(void *)t, tok_eog, tok_detok_init, tok_push, tok_flush};
+}
+
 aero_status aero_generator_new(aero_generator **out, const aero_generator_params *p, aero_sampler *smp,
                                aero_error *err) {
     *out = NULL;
@@ -152,10 +156,15 @@ aero_status aero_generator_new(aero_generator **out, const aero_generator_params
         g->p.n_vocab = aero_model_hparams(aero_ctx_model(p->ctx))->n_vocab;
     }
     if (p->vocab) g->vocab = *p->vocab;
-    else g->vocab = (aero_generator_vocab){(void *)p->tok, tok_eog, tok_detok_init, tok_push, tok_flush};
+    else aero_generator_vocab_of(&g->vocab, p->tok);
     g->cap_new = p->spec ? aero_spec_max_step_tokens(p->spec) : 1;
+    if (p->spec && p->n_bias) {
+        free(g);
+        return aero_fail(err, AERO_ERR_INVALID, "logit bias is not supported with speculative decoding");
+    }
     g->new_tok = malloc(sizeof(int32_t) * (size_t)g->cap_new);
     bool ok = g->new_tok != NULL;
+    if (p->spec) ok &= (g->spec_tok = malloc(sizeof(int32_t) * (size_t)g->cap_new)) != NULL;
     if (p->n_bias) ok &= (g->scratch = malloc(sizeof(float) * (size_t)g->p.n_vocab)) != NULL;
     if (p->ctx && !p->spec) {
         ok &= (g->hist = malloc(sizeof(int32_t) * ((size_t)g->p.n_ctx + 1))) != NULL;
@@ -179,6 +188,7 @@ void aero_generator_free(aero_generator *g) {
     free(g->prompt);
     free(g->hist);
     free(g->new_tok);
+    free(g->spec_tok);
     free(g->scratch);
     free(g->logits);
     aero_batch_buf_free(g->bb);
@@ -389,12 +399,11 @@ static aero_status spec_step(aero_generator *g, aero_error *err) {
     }
     int want = g->cap_new;
     if (g->p.max_tokens >= 0 && g->p.max_tokens - g->n_gen < want) want = g->p.max_tokens - g->n_gen;
-    int32_t buf[g->cap_new];
     int got = 0;
-    aero_status st = aero_spec_step(s, g->smp, want, buf, &got, err);
+    aero_status st = aero_spec_step(s, g->smp, want, g->spec_tok, &got, err);
     if (st) return st;
     for (int i = 0; i < got; i++)
-        if (!take(g, buf[i])) return AERO_OK;
+        if (!take(g, g->spec_tok[i])) return AERO_OK;
     if (aero_spec_n_tokens(s) > g->p.n_ctx) finish(g, AERO_END_CONTEXT);
     return AERO_OK;
 }

@@ -74,6 +74,9 @@ typedef struct {
     size_t (*detok_flush)(void *self, aero_detok *d, char *out, size_t cap);
 } aero_generator_vocab;
 
+// The callbacks of a tokenizer (what the generator uses when given tok): for callers that pass them on.
+void aero_generator_vocab_of(aero_generator_vocab *v, const aero_tokenizer *t);
+
 typedef struct {
     aero_ctx *ctx;                 // the context aero_generator_step and aero_generator_prefill decode with; NULL
                                    // when the caller runs the forward passes (feed/advance)
@@ -90,7 +93,7 @@ typedef struct {
     const int32_t *bias_id;        // logit bias (borrowed)
     const float *bias;
     int n_bias;
-    aero_spec *spec;               // speculative decoder over ctx (borrowed), or NULL
+    aero_spec *spec;               // speculative decoder over ctx (borrowed), or NULL; no logit bias with it
 } aero_generator_params;
 
 void aero_generator_params_default(aero_generator_params *p);

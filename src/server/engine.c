@@ -19,27 +19,6 @@ static void eng_drop(void *self, int seq) {
     aero_srv_model *x = self;
     aero_kv_drop(x->ctx, seq);
 }
-// End-of-generation tokens (EOS, EOT, <|im_end|>, ...) finish a request with "stop".
-static bool eng_eog(void *self, int32_t t) {
-    aero_srv_model *x = self;
-    return aero_tokenizer_is_eog(x->tok, t);
-}
-// Per-request streaming detokenizer, so no response ever carries half a UTF-8 character.
-static void eng_detok_init(void *self, aero_detok *d, bool first) {
-    aero_srv_model *x = self;
-    aero_detok_init(d, x->tok, false);
-    d->first = first;
-}
-// Text of one more generated token (complete characters only).
-static size_t eng_detok_push(void *self, aero_detok *d, int32_t t, char *out, size_t cap) {
-    (void)self;
-    return aero_detok_push(d, t, out, cap);
-}
-// What the detokenizer still holds when a request ends.
-static size_t eng_detok_flush(void *self, aero_detok *d, char *out, size_t cap) {
-    (void)self;
-    return aero_detok_flush(d, out, cap);
-}
 // Called on the scheduler thread, which owns the model, after every step.
 static void eng_stats(void *self, aero_engine_stats *out) {
     aero_srv_model *x = self;
@@ -85,12 +64,9 @@ aero_status aero_srv_model_open(aero_srv_model *x, const aero_server_params *p, 
         .n_batch = p->n_batch > 0 ? p->n_batch : 512,
         .decode = eng_decode,
         .kv_drop = eng_drop,
-        .is_eog = eng_eog,
-        .detok_init = eng_detok_init,
-        .detok_push = eng_detok_push,
-        .detok_flush = eng_detok_flush,
         .stats = eng_stats,
     };
+    aero_generator_vocab_of(&x->e.vocab, x->tok); // end-of-generation tokens and streaming text
     return AERO_OK;
 fail:
     aero_srv_model_close(x);

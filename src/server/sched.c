@@ -37,7 +37,6 @@ struct aero_gen {
 
 struct aero_sched {
     aero_sched_backend e;
-    aero_generator_vocab vocab; // the backend's end-of-generation test and detokenizer
     aero_metrics *metrics;
     pthread_t th;
     bool started;
@@ -378,7 +377,7 @@ static void admit(aero_sched *s) {
         pthread_mutex_unlock(&g->mu);
         aero_generator_params gp;
         aero_generator_params_default(&gp);
-        gp.vocab = &s->vocab;
+        gp.vocab = &s->e.vocab;
         gp.seq = i;
         gp.n_ctx = s->e.n_ctx;
         gp.n_vocab = s->e.n_vocab;
@@ -484,8 +483,6 @@ aero_status aero_sched_new(aero_sched **out, const aero_sched_backend *e, int ma
     s->max_queue = max_queue < 0 ? 0 : max_queue;
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
-    s->vocab = (aero_generator_vocab){.self = e->self, .is_eog = e->is_eog, .detok_init = e->detok_init,
-                                      .detok_push = e->detok_push, .detok_flush = e->detok_flush};
     s->seqs = calloc((size_t)e->n_seq, sizeof *s->seqs);
     s->batch = aero_batch_buf_new(s->e.n_batch);
     s->logits = malloc((size_t)e->n_seq * (size_t)e->n_vocab * sizeof *s->logits);

@@ -31,11 +31,7 @@ typedef struct {
     int n_batch;  // most tokens per forward pass (>= n_seq)
     aero_status (*decode)(void *self, const aero_batch *b, float *logits, aero_error *err);
     void (*kv_drop)(void *self, int seq);
-    bool (*is_eog)(void *self, int32_t tok);
-    // first: the output starts right after BOS (SPM drops the leading space of the first piece)
-    void (*detok_init)(void *self, aero_detok *d, bool first);
-    size_t (*detok_push)(void *self, aero_detok *d, int32_t tok, char *out, size_t cap);
-    size_t (*detok_flush)(void *self, aero_detok *d, char *out, size_t cap);
+    aero_generator_vocab vocab; // end-of-generation test and streaming text, with their own self
     void (*stats)(void *self, aero_engine_stats *out); // may be NULL
 } aero_sched_backend;
 
