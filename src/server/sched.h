@@ -1,7 +1,8 @@
 // The request scheduler: one thread owns the model context and runs a step loop with continuous batching.
 // Each step builds ONE batch holding the next token of every generating sequence plus prompt chunks of newly
-// admitted requests, runs one forward pass (one pass over possibly streamed weights advances everyone), then
-// samples, detokenizes, matches stop strings and publishes text to each request. HTTP threads submit
+// admitted requests (each request's part built by the generation layer, aero_generator_feed), runs one forward
+// pass (one pass over possibly streamed weights advances everyone), then lets the layer sample, detokenize and
+// match stop strings for each request (aero_generator_advance) and publishes its text. HTTP threads submit
 // generations into a bounded queue and read their output through aero_gen_next.
 #ifndef AERO_SERVER_SCHED_H
 #define AERO_SERVER_SCHED_H
