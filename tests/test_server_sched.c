@@ -80,9 +80,10 @@ static aero_sched *start(int n_seq, int n_ctx, int n_batch, int max_queue) {
     pthread_mutex_init(&F.mu, NULL);
     pthread_cond_init(&F.cv, NULL);
     F.n_ctx = n_ctx;
-    aero_engine e = {.self = &F, .n_vocab = V, .n_ctx = n_ctx, .n_seq = n_seq, .n_batch = n_batch,
-                     .decode = fake_decode, .kv_drop = fake_drop, .is_eog = fake_eog, .detok_init = fake_detok_init,
-                     .detok_push = fake_push, .detok_flush = fake_flush};
+    aero_sched_backend e = {.self = &F, .n_vocab = V, .n_ctx = n_ctx, .n_seq = n_seq, .n_batch = n_batch,
+                     .decode = fake_decode, .kv_drop = fake_drop,
+                     .vocab = {.self = &F, .is_eog = fake_eog, .detok_init = fake_detok_init, .detok_push = fake_push,
+                               .detok_flush = fake_flush}};
     aero_sched *s;
     aero_error err = {0};
     CHECK(aero_sched_new(&s, &e, max_queue, &M, &err) == AERO_OK);

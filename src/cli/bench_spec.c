@@ -27,7 +27,7 @@ static double cpu_seconds(void) {
 }
 
 // Median wall time and CPU time of a k-token target pass after n_prompt cached tokens.
-static int time_curve(cli_engine *e, int n_prompt, double *secs, double *cpu, aero_error *err) {
+static int time_curve(cli_session *e, int n_prompt, double *secs, double *cpu, aero_error *err) {
     const aero_hparams *hp = aero_model_hparams(e->model);
     int32_t *tok = malloc(sizeof(int32_t) * n_prompt);
     if (!tok) return aero_fail(err, AERO_ERR_NOMEM, "out of memory");
@@ -62,51 +62,39 @@ static double curve_at(const double *secs, double k) {
     return secs[N_CURVE - 1];
 }
 
-// Plain greedy decoding of n tokens after the prompt: tokens to out, seconds per token (prefill excluded).
-static int plain_decode(cli_engine *e, const int32_t *ids, int n_ids, int n, int32_t *out, double *per_tok,
-                        aero_error *err) {
-    const aero_hparams *hp = aero_model_hparams(e->model);
-    float *logits = malloc(sizeof(float) * hp->n_vocab);
-    int32_t *pos = malloc(sizeof(int32_t) * n_ids);
-    uint8_t *want = calloc(n_ids, 1);
-    aero_status st = AERO_OK;
-    if (!logits || !pos || !want) {
-        st = aero_fail(err, AERO_ERR_NOMEM, "out of memory");
-        goto done;
-    }
-    aero_kv_drop(e->ctx, 0);
-    for (int i = 0; i < n_ids; i++) pos[i] = i;
-    want[n_ids - 1] = 1;
-    aero_batch b = {.n = n_ids, .tokens = ids, .pos = pos, .want_logits = want};
-    if ((st = aero_decode(e->ctx, &b, logits, err))) goto done;
-    double t0 = aero_now();
-    for (int i = 0; i < n; i++) {
-        out[i] = aero_argmax(logits, hp->n_vocab);
-        if (i + 1 == n) break;
-        int32_t p = n_ids + i;
-        aero_batch one = {.n = 1, .tokens = &out[i], .pos = &p};
-        if ((st = aero_decode(e->ctx, &one, logits, err))) goto done;
-    }
-    *per_tok = (aero_now() - t0) / n;
-done:
-    free(logits);
-    free(pos);
-    free(want);
-    return st;
-}
-
-// Speculative greedy decoding of n tokens: tokens to out, wall seconds (prefill excluded).
-static int spec_decode(cli_engine *e, const int32_t *ids, int n_ids, int n, int32_t *out, double *secs, aero_error *err) {
-    aero_status st = aero_spec_begin(e->spec, ids, n_ids, n, err);
+// Greedy decoding of n tokens after the prompt through the generation layer, with the drafter when spec is
+// set: tokens to out, seconds (prefill excluded; with a drafter, all but the prompt's last chunk).
+static int decode(cli_session *e, aero_spec *spec, const int32_t *ids, int n_ids, int n, int32_t *out, double *secs,
+                  aero_error *err) {
+    aero_generator_params gp;
+    aero_generator_params_default(&gp);
+    gp.ctx = e->ctx;
+    gp.tok = aero_model_tokenizer(e->model);
+    gp.max_tokens = n;
+    gp.ignore_eos = true; // as many tokens as asked, to compare
+    gp.spec = spec;
+    aero_generator *g = NULL;
+    aero_status st = aero_generator_new(&g, &gp, e->sampler, err);
     if (st) return st;
+    aero_sampler_reset(e->sampler);
+    aero_kv_drop(e->ctx, 0);
+    if ((st = aero_generator_begin(g, ids, n_ids, err)) || (st = aero_generator_prefill(g, err))) goto done;
     double t0 = aero_now();
-    for (int got = 0; got < n;) {
-        int k = 0;
-        if ((st = aero_spec_step(e->spec, e->sampler, n - got, out + got, &k, err))) return st;
+    int got = 0, k;
+    const int32_t *t = aero_generator_new_tokens(g, &k);
+    for (;;) {
+        memcpy(out + got, t, sizeof(int32_t) * k);
         got += k;
+        if (aero_generator_end(g) != AERO_END_NONE) break;
+        if ((st = aero_generator_step(g, err))) goto done;
+        t = aero_generator_new_tokens(g, &k);
     }
     *secs = aero_now() - t0;
-    return AERO_OK;
+    if (got < n) st = aero_fail(err, AERO_ERR_RANGE, "generation ended (%s) after %d of %d tokens",
+                                aero_end_name(aero_generator_end(g)), got, n);
+done:
+    aero_generator_free(g);
+    return st;
 }
 
 int cli_bench_spec(const cli_opts *opts, int n_prompt, int n_gen) {
@@ -118,7 +106,7 @@ int cli_bench_spec(const cli_opts *opts, int n_prompt, int n_gen) {
     int32_t *ids = NULL, *plain = NULL, *spec = NULL;
     size_t n_ids = 0;
     aero_error err = {0};
-    cli_engine e;
+    cli_session e;
     int rc = 1;
     if (!o.prompt_file) o.prompt = "Once upon a time";
     if (!(text = cli_read_prompt(&o, cmd))) return 1;
@@ -126,7 +114,7 @@ int cli_bench_spec(const cli_opts *opts, int n_prompt, int n_gen) {
         size_t need = strlen(text) + (size_t)n_gen + nodes + 8; // a token holds at least one byte of text
         o.n_ctx = (int)(need > (size_t)n_prompt + 72 ? need : (size_t)n_prompt + 72);
     }
-    if (cli_engine_open(&e, &o, cmd)) {
+    if (cli_session_open(&e, &o, cmd)) {
         free(text);
         return 1;
     }
@@ -157,12 +145,13 @@ int cli_bench_spec(const cli_opts *opts, int n_prompt, int n_gen) {
         cli_fail(cmd, "verify-cost curve: %s", err.msg);
         goto done;
     }
-    if (plain_decode(&e, ids, (int)n_ids, n_gen, plain, &plain_tok, &err)) {
+    if (decode(&e, NULL, ids, (int)n_ids, n_gen, plain, &plain_tok, &err)) {
         cli_fail(cmd, "plain decoding: %s", err.msg);
         goto done;
     }
     aero_stream_reset_stats(s);
-    if (spec_decode(&e, ids, (int)n_ids, n_gen, spec, &spec_s, &err)) {
+    plain_tok /= n_gen;
+    if (decode(&e, e.spec, ids, (int)n_ids, n_gen, spec, &spec_s, &err)) {
         cli_fail(cmd, "speculative decoding: %s", err.msg);
         goto done;
     }
@@ -232,7 +221,7 @@ int cli_bench_spec(const cli_opts *opts, int n_prompt, int n_gen) {
     }
     rc = 0;
 done:
-    cli_engine_close(&e);
+    cli_session_close(&e);
     free(text);
     free(ids);
     free(plain);

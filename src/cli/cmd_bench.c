@@ -16,53 +16,28 @@ static void usage(void) {
     cli_common_usage();
 }
 
-// Feeds n tokens in passes of n_batch and returns the seconds taken.
-static int run_prefill(cli_engine *e, int n, int n_batch, double *secs, aero_error *err) {
+// Prefills n synthetic tokens (passes of n_batch) through a greedy generation and returns the seconds taken.
+static int run_prefill(cli_session *e, aero_generator *g, int n, double *secs, aero_error *err) {
     const aero_hparams *hp = aero_model_hparams(e->model);
-    int32_t *tok = malloc(sizeof(int32_t) * n), *pos = malloc(sizeof(int32_t) * n);
-    uint8_t *want = calloc(n, 1);
-    float *logits = malloc(sizeof(float) * hp->n_vocab);
-    int rc = 1;
-    if (!tok || !pos || !want || !logits) goto done;
-    for (int i = 0; i < n; i++) {
-        tok[i] = (int32_t)((i * 7919u + 13) % (unsigned)hp->n_vocab);
-        pos[i] = i;
-    }
+    int32_t *tok = malloc(sizeof(int32_t) * n);
+    if (!tok) return aero_fail(err, AERO_ERR_NOMEM, "out of memory"), 1;
+    for (int i = 0; i < n; i++) tok[i] = (int32_t)((i * 7919u + 13) % (unsigned)hp->n_vocab);
     double t0 = aero_now();
-    for (int first = 0; first < n; first += n_batch) {
-        int k = n - first < n_batch ? n - first : n_batch;
-        memset(want + first, 0, k);
-        want[first + k - 1] = 1;
-        aero_batch b = {.n = k, .tokens = tok + first, .pos = pos + first, .want_logits = want + first};
-        if (aero_decode(e->ctx, &b, logits, err)) goto done;
-    }
+    int rc = aero_generator_begin(g, tok, n, err) || aero_generator_prefill(g, err);
     *secs = aero_now() - t0;
-    rc = 0;
-done:
     free(tok);
-    free(pos);
-    free(want);
-    free(logits);
     return rc;
 }
 
-// Decodes n tokens one at a time (greedy) after the current cache; returns seconds per token.
-static int run_decode(cli_engine *e, int n, double *per_token, aero_error *err) {
-    const aero_hparams *hp = aero_model_hparams(e->model);
-    float *logits = malloc(sizeof(float) * hp->n_vocab);
-    if (!logits) return 1;
-    int32_t t = 1, pos = aero_kv_len(e->ctx, 0);
+// Decodes n more tokens one pass each (greedy); returns seconds per token.
+static int run_decode(aero_generator *g, int n, double *per_token, aero_error *err) {
     double t0 = aero_now();
-    for (int i = 0; i < n; i++, pos++) {
-        aero_batch b = {.n = 1, .tokens = &t, .pos = &pos};
-        if (aero_decode(e->ctx, &b, logits, err)) {
-            free(logits);
-            return 1;
-        }
-        t = aero_argmax(logits, hp->n_vocab);
+    for (int i = 0; i < n; i++) {
+        if (aero_generator_end(g) != AERO_END_NONE)
+            return aero_fail(err, AERO_ERR_RANGE, "the context (-c) is full after %d decoded tokens", i), 1;
+        if (aero_generator_step(g, err)) return 1;
     }
     *per_token = (aero_now() - t0) / n;
-    free(logits);
     return 0;
 }
 
@@ -92,7 +67,9 @@ int aero_cmd_bench(int argc, char **argv) {
     cli_opts o;
     cli_opts_default(&o);
     int n_prompt = 512, n_gen = 32;
+    bool n_predict_given = false;
     for (int i = 1; i < argc; i++) {
+        n_predict_given |= !strcmp(argv[i], "-n") || !strcmp(argv[i], "--n-predict");
         if (!strcmp(argv[i], "-p") && i + 1 < argc) {
             n_prompt = atoi(argv[++i]);
             if (n_prompt < 1) return cli_fail("bench", "-p expects a positive token count");
@@ -107,13 +84,25 @@ int aero_cmd_bench(int argc, char **argv) {
         if (used == 0) return cli_fail("bench", "unknown argument '%s' (see aerollm bench --help)", argv[i]);
         i += used - 1;
     }
-    n_gen = o.n_predict == 128 ? n_gen : o.n_predict;
+    n_gen = n_predict_given ? o.n_predict : n_gen;
     if (n_gen < 1) return cli_fail("bench", "-n expects a positive token count");
     if (o.draft) return cli_bench_spec(&o, n_prompt, n_gen);
     if (o.n_ctx == 0) o.n_ctx = n_prompt + n_gen + 8;
-    cli_engine e;
-    if (cli_engine_open(&e, &o, "bench")) return 1;
+    o.sp.temp = 0; // decode speed of greedy decoding
+    cli_session e;
+    if (cli_session_open(&e, &o, "bench")) return 1;
     aero_error err = {0};
+    aero_generator_params gp;
+    aero_generator_params_default(&gp);
+    gp.ctx = e.ctx;
+    gp.tok = aero_model_tokenizer(e.model);
+    gp.n_batch = o.n_batch;
+    gp.ignore_eos = true; // measure every pass asked for
+    aero_generator *g = NULL;
+    if (aero_generator_new(&g, &gp, e.sampler, &err)) {
+        cli_session_close(&e);
+        return cli_fail("bench", "%s", err.msg);
+    }
     const aero_hparams *hp = aero_model_hparams(e.model);
     aero_stream *s = aero_model_stream(e.model);
     const aero_stream_plan *plan = aero_stream_get_plan(s);
@@ -122,8 +111,9 @@ int aero_cmd_bench(int argc, char **argv) {
     int threads = aero_model_n_threads(e.model);
     double prefill_s = 0, decode_s = 0;
     aero_stream_reset_stats(s);
-    if (run_prefill(&e, n_prompt, o.n_batch, &prefill_s, &err)) {
-        cli_engine_close(&e);
+    if (run_prefill(&e, g, n_prompt, &prefill_s, &err)) {
+        aero_generator_free(g);
+        cli_session_close(&e);
         return cli_fail("bench", "prefill: %s", err.msg[0] ? err.msg : "out of memory");
     }
     aero_stream_stats pre;
@@ -132,20 +122,23 @@ int aero_cmd_bench(int argc, char **argv) {
     double disk_before = streamed ? measure_disk(s) : 0;
     // one token first, not counted: the probe leaves the window refilling, a head start no pass gets later
     double warm_s;
-    if (run_decode(&e, 1, &warm_s, &err)) {
-        cli_engine_close(&e);
+    if (run_decode(g, 1, &warm_s, &err)) {
+        aero_generator_free(g);
+        cli_session_close(&e);
         return cli_fail("bench", "decode: %s", err.msg[0] ? err.msg : "out of memory");
     }
     aero_stream_reset_stats(s);
-    if (run_decode(&e, n_gen, &decode_s, &err)) {
-        cli_engine_close(&e);
+    if (run_decode(g, n_gen, &decode_s, &err)) {
+        aero_generator_free(g);
+        cli_session_close(&e);
         return cli_fail("bench", "decode: %s", err.msg[0] ? err.msg : "out of memory");
     }
     aero_stream_stats dec;
     aero_stream_get_stats(s, &dec);
     double io_pass = 0;
     if (streamed && run_io_passes(s, hp->n_layer, 3, &io_pass, &err)) {
-        cli_engine_close(&e);
+        aero_generator_free(g);
+        cli_session_close(&e);
         return cli_fail("bench", "IO-only passes: %s", err.msg);
     }
     double disk_after = streamed ? measure_disk(s) : 0;
@@ -228,6 +221,7 @@ int aero_cmd_bench(int argc, char **argv) {
         printf("peak RSS   %.1f MB (prefill and decode)\n", peak_rss / 1e6);
         if (o.stats) aero_stream_print_stats(s, stdout);
     }
-    cli_engine_close(&e);
+    aero_generator_free(g);
+    cli_session_close(&e);
     return 0;
 }

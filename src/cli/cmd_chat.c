@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "../chat/template_pick.h"
 #include "common.h"
 
 static volatile sig_atomic_t interrupted = 0;
@@ -70,46 +71,19 @@ static char *read_message(bool tty) {
 }
 
 typedef struct {
-    cli_engine e;
+    cli_session e;
     const aero_tokenizer *tok;
     aero_chat_template *tmpl;
     char *bos, *eos;
     json_t *messages;
-    int32_t *cache;  // tokens held by the KV cache of sequence 0, in order
-    int n_cache, n_ctx;
-    float *logits;
+    aero_generator *gen; // one generation per turn on sequence 0; it knows what the KV cache holds
+    int n_ctx;
     bool verbose;
 } chat_state;
 
-// Decodes ids[from..n) after the cached prefix, in passes of n_batch, keeping the last token's logits.
-static int prefill(chat_state *s, const cli_opts *o, const int32_t *ids, int from, int n) {
-    aero_error err = {0};
-    for (int first = from; first < n; first += o->n_batch) {
-        int k = n - first < o->n_batch ? n - first : o->n_batch;
-        int32_t *pos = malloc(sizeof(int32_t) * (size_t)k);
-        uint8_t *want = calloc((size_t)k, 1);
-        if (!pos || !want) {
-            free(pos);
-            free(want);
-            return cli_fail("chat", "out of memory");
-        }
-        for (int i = 0; i < k; i++) pos[i] = first + i;
-        want[k - 1] = 1;
-        aero_batch b = {.n = k, .tokens = ids + first, .pos = pos, .want_logits = want};
-        aero_status st = aero_decode(s->e.ctx, &b, s->logits, &err);
-        free(pos);
-        free(want);
-        if (st) return cli_fail("chat", "%s", err.msg);
-        memcpy(s->cache + first, ids + first, sizeof(int32_t) * (size_t)k);
-        s->n_cache = first + k;
-        for (int i = 0; i < k; i++) aero_sampler_accept(s->e.sampler, ids[first + i]);
-    }
-    return 0;
-}
-
 // One turn: render, reuse the cached prefix, prefill the rest, stream the answer. The answer (malloc'ed) is
 // returned in *answer; 1 on a hard error, 2 when the turn was refused (conversation too long, bad render).
-static int turn(chat_state *s, const cli_opts *o, char **answer) {
+static int turn(chat_state *s, char **answer) {
     aero_error err = {0};
     char *prompt = NULL;
     size_t plen = 0;
@@ -135,88 +109,44 @@ static int turn(chat_state *s, const cli_opts *o, char **answer) {
         free(ids);
         return 2;
     }
-    int n = (int)n_ids, keep = 0;
-    while (keep < s->n_cache && keep < n && s->cache[keep] == ids[keep]) keep++;
-    if (keep == n) keep = n - 1; // the last prompt token is decoded again for its logits
-    aero_kv_truncate(s->e.ctx, 0, keep);
-    s->n_cache = keep;
+    int n = (int)n_ids;
     double t0 = aero_now();
-    if (prefill(s, o, ids, keep, n)) {
-        free(ids);
-        return 1;
-    }
+    st = aero_generator_begin(s->gen, ids, n, &err);
     free(ids);
+    if (st || aero_generator_prefill(s->gen, &err)) return cli_fail("chat", "%s", err.msg);
     double t1 = aero_now();
-    aero_detok d;
-    aero_detok_init(&d, s->tok, false);
-    d.first = false;
-    size_t cap = 256, len = 0;
-    char *ans = malloc(cap);
-    if (!ans) return cli_fail("chat", "out of memory");
-    const char *stop = "length";
-    int n_gen = 0;
-    char piece[512];
-    aero_error derr = {0};
+    int keep = aero_generator_n_reused(s->gen);
+    size_t shown = 0, len;
+    const char *text;
     interrupted = 0;
-    while (n_gen < o->n_predict) {
-        int32_t t = aero_sampler_sample(s->e.sampler, s->logits);
-        aero_sampler_accept(s->e.sampler, t);
-        n_gen++;
-        if (!o->ignore_eos && aero_tokenizer_is_eog(s->tok, t)) {
-            stop = "end of turn";
-            break;
-        }
-        size_t k = aero_detok_push(&d, t, piece, sizeof piece);
-        fwrite(piece, 1, k, stdout);
+    for (;;) {
+        size_t vis = aero_generator_visible(s->gen);
+        text = aero_generator_text(s->gen, &len);
+        fwrite(text + shown, 1, vis - shown, stdout);
         fflush(stdout);
-        if (len + k + 1 > cap) {
-            while (len + k + 1 > cap) cap *= 2;
-            char *na = realloc(ans, cap);
-            if (!na) {
-                free(ans);
-                return cli_fail("chat", "out of memory");
-            }
-            ans = na;
-        }
-        memcpy(ans + len, piece, k);
-        len += k;
+        shown = vis;
+        if (aero_generator_end(s->gen) != AERO_END_NONE) break;
         if (interrupted) {
-            stop = "interrupted";
-            break;
+            aero_generator_interrupt(s->gen);
+            continue;
         }
-        if (n_gen >= o->n_predict) break;
-        if (s->n_cache >= s->n_ctx) {
-            stop = "context full";
-            break;
-        }
-        int32_t pos = s->n_cache;
-        aero_batch b = {.n = 1, .tokens = &t, .pos = &pos};
-        if (aero_decode(s->e.ctx, &b, s->logits, &derr)) {
-            free(ans);
-            return cli_fail("chat", "%s", derr.msg);
-        }
-        s->cache[s->n_cache++] = t;
+        if (aero_generator_step(s->gen, &err)) return cli_fail("chat", "%s", err.msg);
     }
-    size_t k = aero_detok_flush(&d, piece, sizeof piece);
-    fwrite(piece, 1, k, stdout);
     fputc('\n', stdout);
     fflush(stdout);
-    if (len + k + 1 > cap) {
-        char *na = realloc(ans, len + k + 1);
-        if (!na) {
-            free(ans);
-            return cli_fail("chat", "out of memory");
-        }
-        ans = na;
-    }
-    memcpy(ans + len, piece, k);
-    len += k;
+    text = aero_generator_text(s->gen, &len);
+    char *ans = malloc(len + 1);
+    if (!ans) return cli_fail("chat", "out of memory");
+    memcpy(ans, text, len);
     ans[len] = 0;
     double t2 = aero_now();
+    int n_gen = aero_generator_n_generated(s->gen);
+    aero_end end = aero_generator_end(s->gen);
     if (s->verbose)
         fprintf(stderr, "[prompt %d tokens: %d reused from the cache, %d decoded in %.2f s | answer %d tokens in %.2f s "
                         "(%.1f tok/s) | stop: %s]\n",
-                n, keep, n - keep, t1 - t0, n_gen, t2 - t1, n_gen / (t2 - t1 > 0 ? t2 - t1 : 1e-9), stop);
+                n, keep, n - keep, t1 - t0, n_gen, t2 - t1, n_gen / (t2 - t1 > 0 ? t2 - t1 : 1e-9),
+                end == AERO_END_EOG ? "end of turn" : aero_end_name(end));
     *answer = ans;
     return 0;
 }
@@ -261,10 +191,23 @@ int aero_cmd_chat(int argc, char **argv) {
     if (o.prompt_file) return cli_fail("chat", "-f is not supported by chat; pipe messages on stdin");
     int rc = 1;
     aero_error err = {0};
-    if (cli_engine_open(&s.e, &o, "chat")) return 1;
+    if (cli_session_open(&s.e, &o, "chat")) return 1;
     s.tok = aero_model_tokenizer(s.e.model);
-    if (tfile ? aero_chat_template_load_file(&s.tmpl, tfile, &err)
-              : aero_chat_template_from_gguf(&s.tmpl, aero_model_gguf(s.e.model), &err)) {
+    const char *tname;
+    char note[256];
+    if (aero_chat_template_pick(&s.tmpl, aero_model_gguf(s.e.model), tfile, &tname, note, sizeof note, &err)) {
+        cli_fail("chat", "%s", err.msg);
+        goto done;
+    }
+    if (note[0]) fprintf(stderr, "aerollm chat: %s\n", note);
+    aero_generator_params gp;
+    aero_generator_params_default(&gp);
+    gp.ctx = s.e.ctx;
+    gp.tok = s.tok;
+    gp.n_batch = o.n_batch;
+    gp.max_tokens = o.n_predict;
+    gp.ignore_eos = o.ignore_eos;
+    if (aero_generator_new(&s.gen, &gp, s.e.sampler, &err)) {
         cli_fail("chat", "%s", err.msg);
         goto done;
     }
@@ -273,10 +216,8 @@ int aero_cmd_chat(int argc, char **argv) {
     s.bos = strdup(bs ? bs : "");
     s.eos = strdup(es ? es : "");
     s.n_ctx = aero_ctx_n_ctx(s.e.ctx);
-    s.cache = malloc(sizeof(int32_t) * (size_t)s.n_ctx);
-    s.logits = malloc(sizeof(float) * (size_t)aero_model_hparams(s.e.model)->n_vocab);
     s.messages = json_array();
-    if (!s.bos || !s.eos || !s.cache || !s.logits || !s.messages) {
+    if (!s.bos || !s.eos || !s.messages) {
         cli_fail("chat", "out of memory");
         goto done;
     }
@@ -308,9 +249,14 @@ int aero_cmd_chat(int argc, char **argv) {
             free(msg);
             json_array_clear(s.messages);
             if (system) append_message(s.messages, "system", system);
+            aero_generator_free(s.gen); // a fresh generation forgets what the cache held
+            s.gen = NULL;
             aero_kv_drop(s.e.ctx, 0);
-            s.n_cache = 0;
             aero_sampler_reset(s.e.sampler);
+            if (aero_generator_new(&s.gen, &gp, s.e.sampler, &err)) {
+                cli_fail("chat", "%s", err.msg);
+                goto done;
+            }
             if (tty) fprintf(stderr, "(conversation forgotten)\n");
             continue;
         }
@@ -327,7 +273,7 @@ int aero_cmd_chat(int argc, char **argv) {
         free(msg);
         if (bad) continue;
         char *answer = NULL;
-        int r = turn(&s, &o, &answer);
+        int r = turn(&s, &answer);
         if (r == 1) goto done;
         if (r == 2) {
             json_array_remove(s.messages, json_array_size(s.messages) - 1);
@@ -340,11 +286,10 @@ int aero_cmd_chat(int argc, char **argv) {
     rc = 0;
 done:
     json_decref(s.messages);
-    free(s.cache);
-    free(s.logits);
+    aero_generator_free(s.gen);
     free(s.bos);
     free(s.eos);
     aero_chat_template_free(s.tmpl);
-    cli_engine_close(&s.e);
+    cli_session_close(&s.e);
     return rc;
 }

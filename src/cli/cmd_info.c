@@ -166,10 +166,13 @@ int aero_cmd_info(int argc, char **argv) {
     const char *path = NULL;
     bool tensors = true;
     uint64_t budget = 0;
+    const char *draft = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--mem")) {
             if (i + 1 >= argc) return cli_fail("info", "--mem needs a size (e.g. 512M, 8G)");
             if (!aero_parse_size(argv[++i], &budget)) return cli_fail("info", "bad size '%s' for --mem", argv[i]);
+        } else if (!strcmp(argv[i], "--draft") && i + 1 < argc) {
+            draft = argv[++i];
         } else if (!strcmp(argv[i], "--no-tensors")) {
             tensors = false;
         } else if (!strcmp(argv[i], "--tensors")) {
@@ -180,7 +183,8 @@ int aero_cmd_info(int argc, char **argv) {
         } else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             printf("usage: aerollm info MODEL.gguf [--mem SIZE] [--no-tensors]\n"
                    "  metadata (long arrays abbreviated), tensor table, totals by type, bytes per layer;\n"
-                   "  --mem SIZE also prints what would be resident and what streamed under that budget\n");
+                   "  --mem SIZE also prints what would be resident and what streamed under that budget\n"
+                   "  --draft FILE the plan leaves room for this resident draft model inside --mem (as run does)\n");
             return 0;
         } else if (argv[i][0] != '-' && !path) {
             path = argv[i];
@@ -236,6 +240,24 @@ int aero_cmd_info(int argc, char **argv) {
            fmt_bytes(total, a, sizeof a), fmt_count(params, b, sizeof b));
     int64_t n_layer = layer_count(&g, max_blk + 1);
     if (n_layer > 0 && max_blk >= 0) print_layers(&g, n_layer);
+    if (budget && draft) { // the drafter is resident and counted inside --mem, as cli_session_open does
+        aero_gguf dg;
+        aero_error derr = {0};
+        if (aero_gguf_open(&dg, draft, &derr)) {
+            aero_gguf_free(&g);
+            return cli_fail("info", "--draft %s: %s", draft, derr.msg);
+        }
+        uint64_t db = 0;
+        for (uint64_t i = 0; i < dg.n_tensors; i++) db += dg.tensors[i].nbytes;
+        aero_gguf_free(&dg);
+        printf("\ndraft model %s: %s resident, counted inside --mem %s\n", draft, fmt_bytes(db, a, sizeof a),
+               fmt_bytes(budget, b, sizeof b));
+        if (db >= budget) {
+            aero_gguf_free(&g);
+            return cli_fail("info", "the draft model alone takes all of --mem");
+        }
+        budget -= db;
+    }
     int rc = budget ? print_plan(&g, n_layer, budget) : 0;
     aero_gguf_free(&g);
     return rc;

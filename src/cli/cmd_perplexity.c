@@ -49,8 +49,8 @@ int aero_cmd_perplexity(int argc, char **argv) {
     if (o.n_ctx < 8) return cli_fail("perplexity", "-c must be at least 8");
     char *text = cli_read_prompt(&o, "perplexity");
     if (!text) return 1;
-    cli_engine e;
-    if (cli_engine_open(&e, &o, "perplexity")) {
+    cli_session e;
+    if (cli_session_open(&e, &o, "perplexity")) {
         free(text);
         return 1;
     }
@@ -61,8 +61,8 @@ int aero_cmd_perplexity(int argc, char **argv) {
     size_t n_ids = 0;
     int rc = 1;
     float *logits = NULL;
-    int32_t *pos = NULL, *chunk = NULL;
-    uint8_t *want = NULL;
+    int32_t *chunk = NULL;
+    aero_batch_buf *batch = NULL;
     if (aero_tokenize(tok, text, strlen(text), false, false, &ids, &n_ids, &err)) {
         cli_fail("perplexity", "%s", err.msg);
         goto done;
@@ -75,16 +75,11 @@ int aero_cmd_perplexity(int argc, char **argv) {
     }
     int first = n_ctx / 2;
     logits = malloc(sizeof(float) * nv * (size_t)(n_ctx - first));
-    pos = malloc(sizeof(int32_t) * n_ctx);
     chunk = malloc(sizeof(int32_t) * n_ctx);
-    want = calloc(n_ctx, 1);
-    if (!logits || !pos || !chunk || !want) {
+    batch = aero_batch_buf_new(n_ctx);
+    if (!logits || !chunk || !batch) {
         cli_fail("perplexity", "out of memory");
         goto done;
-    }
-    for (int j = 0; j < n_ctx; j++) {
-        pos[j] = j;
-        want[j] = j >= first && j < n_ctx - 1;
     }
     int32_t bos = aero_tokenizer_bos(tok);
     bool add_bos = aero_tokenizer_add_bos(tok) && bos >= 0;
@@ -96,8 +91,9 @@ int aero_cmd_perplexity(int argc, char **argv) {
         memcpy(chunk, ids + c * n_ctx, sizeof(int32_t) * n_ctx);
         if (add_bos) chunk[0] = bos;
         aero_kv_drop(e.ctx, 0);
-        aero_batch b = {.n = n_ctx, .tokens = chunk, .pos = pos, .want_logits = want};
-        if (aero_decode(e.ctx, &b, logits, &err)) {
+        aero_batch_buf_clear(batch);
+        for (int j = 0; j < n_ctx; j++) aero_batch_buf_add(batch, chunk[j], j, 0, j >= first && j < n_ctx - 1);
+        if (aero_decode(e.ctx, aero_batch_buf_get(batch), logits, &err)) {
             cli_fail("perplexity", "%s", err.msg);
             goto done;
         }
@@ -118,11 +114,10 @@ int aero_cmd_perplexity(int argc, char **argv) {
     rc = 0;
 done:
     free(logits);
-    free(pos);
     free(chunk);
-    free(want);
+    aero_batch_buf_free(batch);
     free(ids);
     free(text);
-    cli_engine_close(&e);
+    cli_session_close(&e);
     return rc;
 }

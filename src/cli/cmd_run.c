@@ -34,9 +34,9 @@ int aero_cmd_run(int argc, char **argv) {
         }
         return cli_fail("run", "unknown argument '%s' (see aerollm run --help)", argv[i]);
     }
-    cli_engine e;
-    if (cli_engine_open(&e, &o, "run")) return 1;
+    cli_session e;
+    if (cli_session_open(&e, &o, "run")) return 1;
     int rc = cli_generate(&e, &o, stdout);
-    cli_engine_close(&e);
+    cli_session_close(&e);
     return rc;
 }

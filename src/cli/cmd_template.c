@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../chat/template_pick.h"
 #include "cli.h"
 
 // Help text.
@@ -114,10 +115,13 @@ int aero_cmd_template(int argc, char **argv) {
         have_gguf = true;
         if ((!bos || !eos) && vocab_specials(&g, &vbos, &veos)) goto done;
     }
-    if (tfile ? aero_chat_template_load_file(&t, tfile, &err) : aero_chat_template_from_gguf(&t, &g, &err)) {
+    const char *tname;
+    char note[256];
+    if (aero_chat_template_pick(&t, have_gguf ? &g : NULL, tfile, &tname, note, sizeof note, &err)) {
         cli_fail("template", "%s%s%s", model && !tfile ? model : "", model && !tfile ? ": " : "", err.msg);
         goto done;
     }
+    if (note[0]) fprintf(stderr, "aerollm template: %s\n", note);
     if (!(msgdoc = load_json(mfile, "messages"))) goto done;
     json_t *messages = msgdoc;
     if (json_is_object(msgdoc)) {

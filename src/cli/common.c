@@ -27,7 +27,7 @@ void cli_common_usage(void) {
            "  -b N                prompt tokens per pass (default 512)\n"
            "  --mem SIZE          weight memory budget (e.g. 512M, 8G); layers beyond it are streamed from disk\n"
            "  --prefetch N        layers read ahead when streaming (default 2)\n"
-           "  --io-threads N      IO threads when streaming\n"
+           "  --io-threads N      IO threads when streaming (default 4)\n"
            "  --temp T --top-k K --top-p P --min-p P --repeat-penalty R --repeat-last-n N\n"
            "  --presence-penalty P --frequency-penalty P --seed S     sampling (--temp 0: greedy)\n"
            "  --kv-f32            F32 KV cache (default F16)\n"
@@ -160,7 +160,7 @@ void cli_spec_params(const cli_opts *o, aero_spec_params *p) {
     p->sampling = o->sp;
 }
 
-int cli_engine_open(cli_engine *e, const cli_opts *o, const char *cmd) {
+int cli_session_open(cli_session *e, const cli_opts *o, const char *cmd) {
     memset(e, 0, sizeof *e);
     const char *path = o->model ? o->model : cli_default_model();
     if (!path) return cli_fail(cmd, "no model given (-m MODEL.gguf) and no bundled model found under models/");
@@ -173,37 +173,45 @@ int cli_engine_open(cli_engine *e, const cli_opts *o, const char *cmd) {
     mp.io_threads = o->io_threads;
     aero_error err = {0};
     double t0 = aero_now();
-    if (aero_model_load(&e->model, &mp, &err)) return cli_fail(cmd, "%s", err.msg);
+    if (o->draft && o->draft_min > o->draft_max)
+        return cli_fail(cmd, "--draft-min %d exceeds --draft-max %d", o->draft_min, o->draft_max);
+    if (o->draft && strcmp(o->draft, "ngram")) {
+        // the drafter is small and read every step: fully resident, with its own threads, and inside --mem
+        aero_model_params dp;
+        aero_model_params_default(&dp);
+        dp.path = o->draft;
+        dp.n_threads = o->draft_threads > 0 ? o->draft_threads : o->n_threads;
+        if (aero_model_load(&e->draft, &dp, &err)) return cli_fail(cmd, "draft model %s: %s", o->draft, err.msg);
+        e->draft_bytes = aero_model_weight_bytes(e->draft);
+        if (o->mem) {
+            if (e->draft_bytes >= o->mem) {
+                cli_session_close(e);
+                return cli_fail(cmd, "the draft model's weights take %.1f MB, all of --mem %.1f MB: nothing is left for "
+                                     "the model (raise --mem or use --draft ngram)",
+                                e->draft_bytes / 1e6, o->mem / 1e6);
+            }
+            mp.mem_budget = o->mem - e->draft_bytes;
+        }
+    }
+    if (aero_model_load(&e->model, &mp, &err)) {
+        cli_session_close(e);
+        return cli_fail(cmd, "%s", err.msg);
+    }
     aero_ctx_params cp = {.n_ctx = o->n_ctx, .n_seq = 1, .kv_f32 = o->kv_f32};
     if (aero_ctx_new(&e->ctx, e->model, &cp, &err)) {
-        cli_engine_close(e);
+        cli_session_close(e);
         return cli_fail(cmd, "%s", err.msg);
     }
     e->sampler = aero_sampler_new(&o->sp, aero_model_hparams(e->model)->n_vocab);
     if (!e->sampler) {
-        cli_engine_close(e);
+        cli_session_close(e);
         return cli_fail(cmd, "out of memory");
     }
     if (o->draft) {
-        if (o->draft_min > o->draft_max) {
-            cli_engine_close(e);
-            return cli_fail(cmd, "--draft-min %d exceeds --draft-max %d", o->draft_min, o->draft_max);
-        }
-        if (strcmp(o->draft, "ngram")) {
-            // the drafter is small and read every step: fully resident, with its own threads
-            aero_model_params dp;
-            aero_model_params_default(&dp);
-            dp.path = o->draft;
-            dp.n_threads = o->draft_threads > 0 ? o->draft_threads : o->n_threads;
-            if (aero_model_load(&e->draft, &dp, &err)) {
-                cli_engine_close(e);
-                return cli_fail(cmd, "draft model %s: %s", o->draft, err.msg);
-            }
-        }
         aero_spec_params sp;
         cli_spec_params(o, &sp);
         if (aero_spec_new(&e->spec, e->ctx, 0, e->draft, &sp, &err)) {
-            cli_engine_close(e);
+            cli_session_close(e);
             return cli_fail(cmd, "%s: %s", o->draft, err.msg);
         }
     }
@@ -211,7 +219,16 @@ int cli_engine_open(cli_engine *e, const cli_opts *o, const char *cmd) {
     return 0;
 }
 
-void cli_engine_close(cli_engine *e) {
+void cli_print_budget(const cli_session *e, const cli_opts *o, FILE *f) {
+    if (!e->draft) return;
+    if (o->mem)
+        fprintf(f, "memory budget: --mem %.1f MB = draft model %.1f MB (resident) + %.1f MB for the model's weights\n",
+                o->mem / 1e6, e->draft_bytes / 1e6, (o->mem - e->draft_bytes) / 1e6);
+    else
+        fprintf(f, "memory budget: no --mem; the draft model holds %.1f MB (resident)\n", e->draft_bytes / 1e6);
+}
+
+void cli_session_close(cli_session *e) {
     aero_spec_free(e->spec);
     aero_model_free(e->draft);
     aero_sampler_free(e->sampler);
@@ -251,98 +268,6 @@ char *cli_read_prompt(const cli_opts *o, const char *cmd) {
     return buf;
 }
 
-// Streams a token's text through the incremental decoder.
-static void emit(aero_detok *d, int32_t tok, FILE *out) {
-    char buf[512];
-    size_t n = aero_detok_push(d, tok, buf, sizeof buf);
-    fwrite(buf, 1, n, out);
-    fflush(out);
-}
-
-// Prefills the prompt in passes of -b tokens, keeping the last token's logits.
-static int prefill_plain(cli_engine *e, const cli_opts *o, const int32_t *ids, size_t n_ids, float *logits) {
-    aero_error err = {0};
-    for (size_t first = 0; first < n_ids; first += o->n_batch) {
-        int n = (int)(n_ids - first < (size_t)o->n_batch ? n_ids - first : (size_t)o->n_batch);
-        int32_t *pos = malloc(sizeof(int32_t) * n);
-        uint8_t *want = calloc(n, 1);
-        if (!pos || !want) {
-            free(pos);
-            free(want);
-            return cli_fail("run", "out of memory");
-        }
-        for (int i = 0; i < n; i++) pos[i] = (int32_t)(first + i);
-        want[n - 1] = 1;
-        aero_batch b = {.n = n, .tokens = ids + first, .pos = pos, .want_logits = want};
-        aero_status st = aero_decode(e->ctx, &b, logits, &err);
-        free(pos);
-        free(want);
-        if (st) return cli_fail("run", "%s", err.msg);
-    }
-    return 0;
-}
-
-// Plain decoding: one target pass per token.
-static int generate_plain(cli_engine *e, const cli_opts *o, aero_detok *d, float *logits, size_t n_ids, int *n_gen,
-                          const char **stop_reason, FILE *out) {
-    const aero_tokenizer *tok = aero_model_tokenizer(e->model);
-    int n_ctx = aero_ctx_n_ctx(e->ctx), pos = (int)n_ids;
-    aero_error err = {0};
-    while (*n_gen < o->n_predict) {
-        int32_t t = aero_sampler_sample(e->sampler, logits);
-        aero_sampler_accept(e->sampler, t);
-        (*n_gen)++;
-        if (!o->ignore_eos && aero_tokenizer_is_eog(tok, t)) {
-            *stop_reason = "end of text";
-            break;
-        }
-        emit(d, t, out);
-        if (*n_gen >= o->n_predict) break;
-        if (pos >= n_ctx) {
-            *stop_reason = "context full";
-            break;
-        }
-        aero_batch b = {.n = 1, .tokens = &t, .pos = &pos};
-        if (aero_decode(e->ctx, &b, logits, &err)) return cli_fail("run", "%s", err.msg);
-        pos++;
-    }
-    return 0;
-}
-
-// Speculative decoding: each step yields the accepted drafts plus one token of the target's own; the same
-// stopping rules as the plain loop, so greedy output is identical.
-static int generate_spec(cli_engine *e, const cli_opts *o, aero_detok *d, int *n_gen, const char **stop_reason,
-                         FILE *out) {
-    const aero_tokenizer *tok = aero_model_tokenizer(e->model);
-    int n_ctx = aero_ctx_n_ctx(e->ctx);
-    int cap = (o->draft_tree > o->draft_max ? o->draft_tree : o->draft_max) + 1;
-    int32_t *buf = malloc(sizeof(int32_t) * cap);
-    aero_error err = {0};
-    if (!buf) return cli_fail("run", "out of memory");
-    while (*n_gen < o->n_predict) {
-        if (aero_spec_n_tokens(e->spec) > n_ctx) {
-            *stop_reason = "context full";
-            break;
-        }
-        int got = 0, want = o->n_predict - *n_gen;
-        if (aero_spec_step(e->spec, e->sampler, want < cap ? want : cap, buf, &got, &err)) {
-            free(buf);
-            return cli_fail("run", "%s", err.msg);
-        }
-        for (int i = 0; i < got; i++) {
-            (*n_gen)++;
-            if (!o->ignore_eos && aero_tokenizer_is_eog(tok, buf[i])) {
-                *stop_reason = "end of text";
-                free(buf);
-                return 0;
-            }
-            emit(d, buf[i], out);
-        }
-    }
-    free(buf);
-    return 0;
-}
-
 void cli_spec_print_stats(aero_spec *s, double gen_s, double t1_pass, FILE *f) {
     aero_spec_stats st;
     aero_spec_get_stats(s, &st);
@@ -369,22 +294,28 @@ void cli_spec_print_stats(aero_spec *s, double gen_s, double t1_pass, FILE *f) {
                 t1_pass * st.generated / gen_s, gen_s * 1e3 / (st.generated ? st.generated : 1), t1_pass * 1e3);
 }
 
-int cli_generate(cli_engine *e, const cli_opts *o, FILE *out) {
+// Writes the text the generation made visible since the last call.
+static void emit(aero_generator *g, size_t *shown, FILE *out) {
+    size_t len, vis = aero_generator_visible(g);
+    const char *text = aero_generator_text(g, &len);
+    if (vis > *shown) {
+        fwrite(text + *shown, 1, vis - *shown, out);
+        fflush(out);
+        *shown = vis;
+    }
+}
+
+int cli_generate(cli_session *e, const cli_opts *o, FILE *out) {
     const char *cmd = "run";
     char *prompt = cli_read_prompt(o, cmd);
     if (!prompt) return 1;
     const aero_tokenizer *tok = aero_model_tokenizer(e->model);
-    const aero_hparams *hp = aero_model_hparams(e->model);
     aero_error err = {0};
     int32_t *ids = NULL;
     size_t n_ids = 0;
     bool add_bos = !o->no_bos && aero_tokenizer_add_bos(tok) && aero_tokenizer_bos(tok) >= 0;
     int rc = 1;
-    float *logits = malloc(sizeof(float) * hp->n_vocab);
-    if (!logits) {
-        cli_fail(cmd, "out of memory");
-        goto done;
-    }
+    aero_generator *g = NULL;
     if (aero_tokenize(tok, prompt, strlen(prompt), add_bos, true, &ids, &n_ids, &err)) {
         cli_fail(cmd, "%s", err.msg);
         goto done;
@@ -398,38 +329,46 @@ int cli_generate(cli_engine *e, const cli_opts *o, FILE *out) {
         cli_fail(cmd, "the prompt has %zu tokens, more than the context size %d allows (-c)", n_ids, n_ctx);
         goto done;
     }
+    aero_generator_params gp;
+    aero_generator_params_default(&gp);
+    gp.ctx = e->ctx;
+    gp.tok = tok;
+    gp.n_batch = o->n_batch;
+    gp.max_tokens = o->n_predict;
+    gp.ignore_eos = o->ignore_eos;
+    gp.text_starts_document = n_ids == 1 && add_bos;
+    gp.spec = e->spec;
+    if (aero_generator_new(&g, &gp, e->sampler, &err)) {
+        cli_fail(cmd, "%s", err.msg);
+        goto done;
+    }
+    double t0 = aero_now();
     // the speculative decoder checks its drafter against the request before any output
-    if (e->spec && aero_spec_begin(e->spec, ids, (int)n_ids, o->n_predict, &err)) {
+    if (aero_generator_begin(g, ids, (int)n_ids, &err)) {
         cli_fail(cmd, "%s", err.msg);
         goto done;
     }
     fputs(prompt, out);
     fflush(out);
-    for (size_t i = 0; i < n_ids; i++) aero_sampler_accept(e->sampler, ids[i]);
-    double t0 = aero_now();
-    aero_spec_stats sst;
-    if (e->spec) {
-        aero_spec_get_stats(e->spec, &sst);
-        t0 -= sst.prefill_s; // begin() above prefilled the prompt
-    } else if (prefill_plain(e, o, ids, n_ids, logits)) {
+    if (aero_generator_prefill(g, &err)) {
+        cli_fail(cmd, "%s", err.msg);
         goto done;
     }
     double t1 = aero_now();
-    aero_detok d;
-    aero_detok_init(&d, tok, false);
-    if (n_ids == 1 && add_bos) d.first = true;
-    else d.first = false;
-    int n_gen = 0;
-    const char *stop_reason = "length";
-    if (e->spec ? generate_spec(e, o, &d, &n_gen, &stop_reason, out)
-                : generate_plain(e, o, &d, logits, n_ids, &n_gen, &stop_reason, out))
-        goto done;
-    char tail[64];
-    size_t nt = aero_detok_flush(&d, tail, sizeof tail);
-    fwrite(tail, 1, nt, out);
+    size_t shown = 0;
+    emit(g, &shown, out);
+    while (aero_generator_end(g) == AERO_END_NONE) {
+        if (aero_generator_step(g, &err)) {
+            cli_fail(cmd, "%s", err.msg);
+            goto done;
+        }
+        emit(g, &shown, out);
+    }
     fputc('\n', out);
     fflush(out);
     double t2 = aero_now();
+    int n_gen = aero_generator_n_generated(g);
+    const char *stop_reason = aero_end_name(aero_generator_end(g));
     if (e->spec) // the prompt's last chunk went through the first verify pass: its time is in "generated"
         fprintf(stderr, "\nload %.2f s | prompt %zu tokens in %.3f s (the last %zu verified with the first draft) | "
                 "generated %d tokens in %.3f s (%.2f tok/s) | stop: %s\n",
@@ -441,6 +380,7 @@ int cli_generate(cli_engine *e, const cli_opts *o, FILE *out) {
                 e->load_s, n_ids, t1 - t0, n_ids / (t1 - t0 > 0 ? t1 - t0 : 1e-9), n_gen, t2 - t1,
                 n_gen / (t2 - t1 > 0 ? t2 - t1 : 1e-9), stop_reason);
     if (o->stats) {
+        cli_print_budget(e, o, stderr);
         aero_stream_print_stats(aero_model_stream(e->model), stderr);
         if (e->spec) {
             // plain decoding costs one 1-token target pass per token: time one now (cache permitting)
@@ -454,7 +394,7 @@ int cli_generate(cli_engine *e, const cli_opts *o, FILE *out) {
     }
     rc = 0;
 done:
-    free(logits);
+    aero_generator_free(g);
     free(ids);
     free(prompt);
     return rc;

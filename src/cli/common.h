@@ -7,6 +7,8 @@
 
 #include <aerollm.h>
 
+#include "../model/generate.h"
+
 typedef struct {
     const char *model;
     const char *prompt;
@@ -43,21 +45,25 @@ typedef struct {
     aero_model *model;
     aero_ctx *ctx;
     aero_sampler *sampler;
-    aero_model *draft;      // --draft MODEL (fully resident), or NULL
+    aero_model *draft;      // --draft MODEL (fully resident, counted inside --mem), or NULL
+    uint64_t draft_bytes;   // the drafter's weight bytes
     aero_spec *spec;        // --draft MODEL|ngram, or NULL
     double load_s;
-} cli_engine;
+} cli_session;
 
+// What one CLI command works with: a loaded model, its one-sequence context and sampler, and the drafter.
 // Loads the model (o->model or the default), creates a one-sequence context and a sampler; with --draft, also
-// the drafter (checked for vocabulary compatibility) and the speculative decoder.
-int cli_engine_open(cli_engine *e, const cli_opts *o, const char *cmd);
-void cli_engine_close(cli_engine *e);
+// the drafter (checked for vocabulary compatibility; its bytes come out of --mem) and the speculative decoder.
+int cli_session_open(cli_session *e, const cli_opts *o, const char *cmd);
+void cli_session_close(cli_session *e);
 // Reads the prompt from -p or -f (malloc'ed; "" when none), or NULL after printing an error.
 char *cli_read_prompt(const cli_opts *o, const char *cmd);
 // Tokenizes, prefills, generates (speculatively with --draft) and streams text to out; timings (and --stats)
 // to stderr. Exit code.
-int cli_generate(cli_engine *e, const cli_opts *o, FILE *out);
+int cli_generate(cli_session *e, const cli_opts *o, FILE *out);
 // The speculative decoder's settings from the command line.
+// The --stats line on how --mem is shared between the drafter and the model (nothing without a drafter).
+void cli_print_budget(const cli_session *e, const cli_opts *o, FILE *f);
 void cli_spec_params(const cli_opts *o, aero_spec_params *p);
 // Prints the --stats block of speculative decoding; t1_pass: a measured 1-token target pass (0: unknown).
 void cli_spec_print_stats(aero_spec *s, double gen_s, double t1_pass, FILE *f);

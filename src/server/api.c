@@ -27,7 +27,7 @@ static json_t *model_object(aero_server *s) {
     json_t *m = json_pack("{s:s, s:s, s:I, s:s}", "id", s->model_id, "object", "model", "created",
                           (json_int_t)time(NULL), "owned_by", "aerollm");
     if (atomic_load(&s->state) == 1) {
-        const aero_engine *e = &s->eng.e;
+        const aero_sched_backend *e = &s->eng.e;
         json_object_set_new(m, "meta",
                             json_pack("{s:i, s:i, s:i, s:s, s:I}", "n_ctx", e->n_ctx, "n_vocab", e->n_vocab,
                                       "n_parallel", e->n_seq, "chat_template", s->eng.tmpl_name, "weight_bytes",
@@ -81,14 +81,14 @@ static enum MHD_Result handle_metrics(aero_http_req *r) {
 
 // POST /tokenize (llama.cpp's shape): lets clients count tokens exactly as the server will.
 static enum MHD_Result handle_tokenize(aero_http_req *r) {
-    aero_srv_engine *x = &r->srv->eng;
+    aero_srv_model *x = &r->srv->eng;
     aero_tokenize_req q;
     aero_error err = {0};
     aero_status st = aero_req_parse_tokenize(&q, r->body, r->len, &err);
     if (st) return aero_http_error(r, status_of(st), err.msg, q.err_param[0] ? q.err_param : NULL, NULL);
     int32_t *ids = NULL;
     size_t n = 0;
-    st = aero_srv_engine_tokenize(x, q.content, q.content_len, q.add_special, q.parse_special, &ids, &n, &err);
+    st = aero_srv_model_tokenize(x, q.content, q.content_len, q.add_special, q.parse_special, &ids, &n, &err);
     bool pieces = q.with_pieces;
     json_decref(q.root);
     if (st) return aero_http_error(r, status_of(st), err.msg, "content", NULL);
@@ -99,7 +99,7 @@ static enum MHD_Result handle_tokenize(aero_http_req *r) {
             continue;
         }
         char buf[256];
-        size_t len = aero_srv_engine_piece(x, ids[i], buf, sizeof buf);
+        size_t len = aero_srv_model_piece(x, ids[i], buf, sizeof buf);
         if (len > sizeof buf) len = sizeof buf;
         json_array_append_new(a, json_pack("{s:i, s:o}", "id", ids[i], "piece", aero_oai_string(buf, len)));
     }
@@ -109,7 +109,7 @@ static enum MHD_Result handle_tokenize(aero_http_req *r) {
 
 // POST /detokenize: the inverse, for clients that hold token ids.
 static enum MHD_Result handle_detokenize(aero_http_req *r) {
-    aero_srv_engine *x = &r->srv->eng;
+    aero_srv_model *x = &r->srv->eng;
     aero_detokenize_req q;
     aero_error err = {0};
     aero_status st = aero_req_parse_detokenize(&q, r->body, r->len, x->e.n_vocab, &err);
@@ -181,12 +181,12 @@ static bool out_event(aero_http_req *r, json_t *j) {
 // Turns new output of the generation into SSE events: text/logprob deltas, then the finish chunk, the usage
 // chunk when asked, and [DONE]; an error becomes a data: {"error": ...} event.
 static bool emit_delta(aero_http_req *r, const aero_gen_delta *d) {
-    aero_srv_engine *x = &r->srv->eng;
+    aero_srv_model *x = &r->srv->eng;
     bool ok = true;
     if (d->len || d->n_lp) {
         json_t *lp = NULL;
         if (r->logprobs && d->n_lp)
-            lp = aero_oai_logprobs(r->meta.chat, d->lp, d->n_lp, r->top_logprobs, aero_srv_engine_piece, x,
+            lp = aero_oai_logprobs(r->meta.chat, d->lp, d->n_lp, r->top_logprobs, aero_srv_model_piece, x,
                                    r->text_sent);
         ok = out_event(r, aero_oai_chunk(&r->meta, false, d->text ? d->text : "", d->len, NULL, lp,
                                          r->include_usage));
@@ -308,8 +308,8 @@ static bool wait_all(aero_http_req *r, char **text, size_t *len, aero_oai_logpro
 // Completions and chat completions: validate, build the prompt, check the context, queue, answer.
 static enum MHD_Result handle_generate(aero_http_req *r, aero_req_kind kind) {
     aero_server *s = r->srv;
-    aero_srv_engine *x = &s->eng;
-    const aero_engine *e = &x->e;
+    aero_srv_model *x = &s->eng;
+    const aero_sched_backend *e = &x->e;
     aero_req q;
     aero_error err = {0};
     aero_status st = aero_req_parse(&q, kind, r->body, r->len, e->n_vocab, &s->p.defaults, &err);
@@ -328,17 +328,17 @@ static enum MHD_Result handle_generate(aero_http_req *r, aero_req_kind kind) {
         goto done;
     }
     if (kind == AERO_REQ_CHAT) {
-        if ((st = aero_srv_engine_render(x, q.messages, q.tools, &text, &text_len, &err))) {
+        if ((st = aero_srv_model_render(x, q.messages, q.tools, &text, &text_len, &err))) {
             ret = aero_http_error(r, status_of(st), err.msg, "messages", NULL);
             goto done;
         }
-        st = aero_srv_engine_tokenize(x, text, text_len, true, true, &ids, &n_ids, &err);
+        st = aero_srv_model_tokenize(x, text, text_len, true, true, &ids, &n_ids, &err);
     } else if (q.prompt_ids) {
         ids = q.prompt_ids;
         n_ids = q.n_prompt_ids;
         q.prompt_ids = NULL;
     } else {
-        st = aero_srv_engine_tokenize(x, q.prompt, q.prompt_len, true, true, &ids, &n_ids, &err);
+        st = aero_srv_model_tokenize(x, q.prompt, q.prompt_len, true, true, &ids, &n_ids, &err);
     }
     if (st) {
         ret = aero_http_error(r, status_of(st), err.msg, pparam, NULL);
@@ -488,7 +488,7 @@ static enum MHD_Result handle_generate(aero_http_req *r, aero_req_kind kind) {
                 out_len += r->echo_len;
             }
         }
-        json_t *lpj = r->logprobs ? aero_oai_logprobs(r->meta.chat, lps, n_lp, r->top_logprobs, aero_srv_engine_piece,
+        json_t *lpj = r->logprobs ? aero_oai_logprobs(r->meta.chat, lps, n_lp, r->top_logprobs, aero_srv_model_piece,
                                                       x, 0)
                                   : NULL;
         const char *fin = last.finish == AERO_FINISH_LENGTH ? "length" : "stop";

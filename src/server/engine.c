@@ -1,48 +1,27 @@
-// The model adapter: aero_model + aero_ctx + tokenizer behind the scheduler's aero_engine interface, plus the
-// prompt side (chat rendering, tokenization) that HTTP threads use. The chat template of the model is used
-// when the chat module can render it; otherwise the documented ChatML fallback:
-//   <|im_start|>{role}\n{content}<|im_end|>\n ... <|im_start|>assistant\n
+// The model adapter: aero_model + aero_ctx + tokenizer behind the scheduler's aero_sched_backend interface, plus the
+// prompt side (chat rendering, tokenization) that HTTP threads use. The template is chosen by
+// aero_chat_template_pick: the model's own when usable, else the documented ChatML fallback.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "../chat/template_pick.h"
 #include "../stream/stream.h"
 #include "internal.h"
 
 // The scheduler's forward pass: one batch over every active sequence.
 static aero_status eng_decode(void *self, const aero_batch *b, float *logits, aero_error *err) {
-    aero_srv_engine *x = self;
+    aero_srv_model *x = self;
     return aero_decode(x->ctx, b, logits, err);
 }
 // Frees a finished or cancelled request's KV entries at once.
 static void eng_drop(void *self, int seq) {
-    aero_srv_engine *x = self;
+    aero_srv_model *x = self;
     aero_kv_drop(x->ctx, seq);
-}
-// End-of-generation tokens (EOS, EOT, <|im_end|>, ...) finish a request with "stop".
-static bool eng_eog(void *self, int32_t t) {
-    aero_srv_engine *x = self;
-    return aero_tokenizer_is_eog(x->tok, t);
-}
-// Per-request streaming detokenizer, so no response ever carries half a UTF-8 character.
-static void eng_detok_init(void *self, aero_detok *d, bool first) {
-    aero_srv_engine *x = self;
-    aero_detok_init(d, x->tok, false);
-    d->first = first;
-}
-// Text of one more generated token (complete characters only).
-static size_t eng_detok_push(void *self, aero_detok *d, int32_t t, char *out, size_t cap) {
-    (void)self;
-    return aero_detok_push(d, t, out, cap);
-}
-// What the detokenizer still holds when a request ends.
-static size_t eng_detok_flush(void *self, aero_detok *d, char *out, size_t cap) {
-    (void)self;
-    return aero_detok_flush(d, out, cap);
 }
 // Called on the scheduler thread, which owns the model, after every step.
 static void eng_stats(void *self, aero_engine_stats *out) {
-    aero_srv_engine *x = self;
+    aero_srv_model *x = self;
     aero_stream_stats st;
     aero_stream_get_stats(aero_model_stream(x->model), &st);
     out->bytes_streamed = st.bytes_streamed;
@@ -60,8 +39,8 @@ static void token_string(const aero_tokenizer *t, int32_t id, char *out, size_t 
     if (s) snprintf(out, cap, "%s", s);
 }
 
-// Loads the model, a context with one KV sequence per --parallel slot, and the chat template.
-aero_status aero_srv_engine_open(aero_srv_engine *x, const aero_server_params *p, aero_error *err) {
+// Loads the model, a context with one KV sequence per --parallel request, and the chat template.
+aero_status aero_srv_model_open(aero_srv_model *x, const aero_server_params *p, aero_error *err) {
     memset(x, 0, sizeof *x);
     aero_status st = aero_model_load(&x->model, &p->model, err);
     if (st) return st;
@@ -70,29 +49,14 @@ aero_status aero_srv_engine_open(aero_srv_engine *x, const aero_server_params *p
     x->tok = aero_model_tokenizer(x->model);
     token_string(x->tok, aero_tokenizer_bos(x->tok), x->bos_str, sizeof x->bos_str);
     token_string(x->tok, aero_tokenizer_eos(x->tok), x->eos_str, sizeof x->eos_str);
-    x->tmpl = NULL;
-    x->tmpl_name = "chatml fallback";
-    if (p->chat_template_file) {
-        if ((st = aero_chat_template_load_file(&x->tmpl, p->chat_template_file, err))) {
-            aero_error_prefix(err, "--chat-template-file %s: ", p->chat_template_file);
-            goto fail;
-        }
-        x->tmpl_name = "file";
-    } else if (aero_chat_template_source_gguf(aero_model_gguf(x->model))) {
-        aero_error terr = {0};
-        if (aero_chat_template_from_gguf(&x->tmpl, aero_model_gguf(x->model), &terr) == AERO_OK) {
-            x->tmpl_name = "model";
-        } else { // serve anyway, but say loudly that chats use the fallback
-            x->tmpl = NULL;
-            snprintf(x->note, sizeof x->note, "the model's chat template cannot be used (%s); chats use ChatML",
-                     terr.msg);
-        }
-    } else {
-        snprintf(x->note, sizeof x->note, "the model has no chat template; chats use the ChatML fallback");
+    if ((st = aero_chat_template_pick(&x->tmpl, aero_model_gguf(x->model), p->chat_template_file, &x->tmpl_name,
+                                      x->note, sizeof x->note, err))) {
+        if (p->chat_template_file) aero_error_prefix(err, "--chat-template-file %s: ", p->chat_template_file);
+        goto fail;
     }
     pthread_mutex_init(&x->render_mu, NULL);
     x->render_mu_ok = true;
-    x->e = (aero_engine){
+    x->e = (aero_sched_backend){
         .self = x,
         .n_vocab = aero_model_hparams(x->model)->n_vocab,
         .n_ctx = aero_ctx_n_ctx(x->ctx),
@@ -100,20 +64,17 @@ aero_status aero_srv_engine_open(aero_srv_engine *x, const aero_server_params *p
         .n_batch = p->n_batch > 0 ? p->n_batch : 512,
         .decode = eng_decode,
         .kv_drop = eng_drop,
-        .is_eog = eng_eog,
-        .detok_init = eng_detok_init,
-        .detok_push = eng_detok_push,
-        .detok_flush = eng_detok_flush,
         .stats = eng_stats,
     };
+    aero_generator_vocab_of(&x->e.vocab, x->tok); // end-of-generation tokens and streaming text
     return AERO_OK;
 fail:
-    aero_srv_engine_close(x);
+    aero_srv_model_close(x);
     return st;
 }
 
-// Frees what aero_srv_engine_open made, in reverse order.
-void aero_srv_engine_close(aero_srv_engine *x) {
+// Frees what aero_srv_model_open made, in reverse order.
+void aero_srv_model_close(aero_srv_model *x) {
     aero_chat_template_free(x->tmpl);
     if (x->render_mu_ok) pthread_mutex_destroy(&x->render_mu);
     aero_ctx_free(x->ctx);
@@ -121,53 +82,8 @@ void aero_srv_engine_close(aero_srv_engine *x) {
     memset(x, 0, sizeof *x);
 }
 
-typedef struct {
-    char *p;
-    size_t len, cap;
-} buf;
-
-// Appends to a growing string (the ChatML rendering).
-static bool buf_add(buf *b, const char *s, size_t n) {
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1) cap *= 2;
-        char *q = realloc(b->p, cap);
-        if (!q) return false;
-        b->p = q;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = 0;
-    return true;
-}
-
-// ChatML, the fallback for models without a usable template (stories260K has none).
-static aero_status render_chatml(const json_t *messages, char **out, size_t *len, aero_error *err) {
-    buf b = {0};
-    size_t i;
-    json_t *m;
-    bool ok = true;
-    json_array_foreach(messages, i, m) {
-        const char *role = json_string_value(json_object_get(m, "role"));
-        json_t *c = json_object_get(m, "content");
-        ok = ok && buf_add(&b, "<|im_start|>", 12) && buf_add(&b, role, strlen(role)) && buf_add(&b, "\n", 1);
-        if (json_is_string(c)) ok = ok && buf_add(&b, json_string_value(c), json_string_length(c));
-        ok = ok && buf_add(&b, "<|im_end|>\n", 11);
-    }
-    ok = ok && buf_add(&b, "<|im_start|>assistant\n", 22);
-    if (!ok) {
-        free(b.p);
-        return aero_fail(err, AERO_ERR_NOMEM, "out of memory rendering the chat");
-    }
-    *out = b.p;
-    *len = b.len;
-    return AERO_OK;
-}
-
-aero_status aero_srv_engine_render(aero_srv_engine *x, const json_t *messages, const json_t *tools, char **out,
+aero_status aero_srv_model_render(aero_srv_model *x, const json_t *messages, const json_t *tools, char **out,
                                    size_t *len, aero_error *err) {
-    if (!x->tmpl) return render_chatml(messages, out, len, err);
     aero_chat_inputs in = {.messages = messages, .tools = tools, .add_generation_prompt = true,
                            .bos_token = x->bos_str, .eos_token = x->eos_str, .extra = NULL};
     // The header does not promise concurrent renders of one template; they are short, so serialize them.
@@ -178,7 +94,7 @@ aero_status aero_srv_engine_render(aero_srv_engine *x, const json_t *messages, c
     return st;
 }
 
-aero_status aero_srv_engine_tokenize(aero_srv_engine *x, const char *text, size_t len, bool add_special,
+aero_status aero_srv_model_tokenize(aero_srv_model *x, const char *text, size_t len, bool add_special,
                                      bool parse_special, int32_t **ids, size_t *n, aero_error *err) {
     size_t bl = strlen(x->bos_str);
     bool has_bos_text = bl && len >= bl && !memcmp(text, x->bos_str, bl) && parse_special;
@@ -187,7 +103,7 @@ aero_status aero_srv_engine_tokenize(aero_srv_engine *x, const char *text, size_
 }
 
 // Token bytes with special tokens shown, for logprobs and /tokenize pieces.
-size_t aero_srv_engine_piece(void *self, int32_t id, char *buf, size_t cap) {
-    aero_srv_engine *x = self;
+size_t aero_srv_model_piece(void *self, int32_t id, char *buf, size_t cap) {
+    aero_srv_model *x = self;
     return aero_token_to_bytes(x->tok, id, true, buf, cap);
 }

@@ -14,7 +14,7 @@
 #include "sched.h"
 #include "server.h"
 
-// The loaded model seen through what the server needs: the scheduler's aero_engine plus prompt building.
+// The loaded model seen through what the server needs: the scheduler's aero_sched_backend plus prompt building.
 typedef struct {
     aero_model *model;
     aero_ctx *ctx;
@@ -25,19 +25,19 @@ typedef struct {
     pthread_mutex_t render_mu;
     bool render_mu_ok;
     char bos_str[64], eos_str[64];
-    aero_engine e;
-} aero_srv_engine;
+    aero_sched_backend e;
+} aero_srv_model;
 
-aero_status aero_srv_engine_open(aero_srv_engine *x, const aero_server_params *p, aero_error *err);
-void aero_srv_engine_close(aero_srv_engine *x);
+aero_status aero_srv_model_open(aero_srv_model *x, const aero_server_params *p, aero_error *err);
+void aero_srv_model_close(aero_srv_model *x);
 // Renders chat messages into the prompt text (malloc'ed).
-aero_status aero_srv_engine_render(aero_srv_engine *x, const json_t *messages, const json_t *tools, char **out,
+aero_status aero_srv_model_render(aero_srv_model *x, const json_t *messages, const json_t *tools, char **out,
                                    size_t *len, aero_error *err);
 // Tokenizes a prompt; add_special adds BOS unless the text already starts with the BOS string.
-aero_status aero_srv_engine_tokenize(aero_srv_engine *x, const char *text, size_t len, bool add_special,
+aero_status aero_srv_model_tokenize(aero_srv_model *x, const char *text, size_t len, bool add_special,
                                      bool parse_special, int32_t **ids, size_t *n, aero_error *err);
 // Bytes of one token for logprobs and /tokenize pieces (aero_oai_piece_fn).
-size_t aero_srv_engine_piece(void *x, int32_t id, char *buf, size_t cap);
+size_t aero_srv_model_piece(void *x, int32_t id, char *buf, size_t cap);
 
 struct aero_server {
     aero_server_params p;
@@ -45,7 +45,7 @@ struct aero_server {
     struct MHD_Daemon *daemon;
     int port;
     atomic_int state;         // 0 loading, 1 ready, -1 load failed
-    aero_srv_engine eng;
+    aero_srv_model eng;
     aero_sched *sched;
     aero_metrics metrics;
     atomic_ullong next_id;

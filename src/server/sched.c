@@ -4,6 +4,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdint.h>
 #include <time.h>
 
 enum { GEN_QUEUED, GEN_PREFILL, GEN_DECODE, GEN_DONE };
@@ -27,17 +28,15 @@ struct aero_gen {
     double t_submit, t_start, t_first, t_end;
     // Scheduler thread only.
     aero_gen *next;
-    int state, slot, n_fed, n_past;
+    int state, seq;
     uint64_t admit_order;
-    int32_t next_tok;
-    bool stopped;            // a stop string was found
+    bool in_batch;           // fed to the batch being built
     aero_sampler *sampler;
-    aero_detok detok;
-    aero_stop stopm;
+    aero_generator *gen;     // the generation layer's state of this request
 };
 
 struct aero_sched {
-    aero_engine e;
+    aero_sched_backend e;
     aero_metrics *metrics;
     pthread_t th;
     bool started;
@@ -47,12 +46,11 @@ struct aero_sched {
     aero_gen *qhead, *qtail;
     int n_queued, max_queue;
     // Scheduler thread only.
-    aero_gen **slots;
+    aero_gen **seqs;         // the request on each KV sequence, or NULL
     int n_active;
     uint64_t admitted;
-    int32_t *tok, *pos, *seq;
-    uint8_t *want;
-    float *logits, *scratch;
+    aero_batch_buf *batch;
+    float *logits;
 };
 
 // Finish reasons as logged and as OpenAI spells the two it knows.
@@ -100,7 +98,7 @@ aero_gen *aero_gen_new(aero_gen_params *p) {
     cond_init_mono(&g->cv);
     atomic_init(&g->refs, 1);
     atomic_init(&g->cancel, false);
-    g->slot = -1;
+    g->seq = -1;
     return g;
 }
 
@@ -109,6 +107,7 @@ void aero_gen_unref(aero_gen *g) {
     if (!g || atomic_fetch_sub(&g->refs, 1) != 1) return;
     params_free(&g->p);
     aero_sampler_free(g->sampler);
+    aero_generator_free(g->gen);
     free(g->text);
     free(g->lp);
     free(g->lp_end);
@@ -233,29 +232,24 @@ static void publish_load(aero_sched *s) {
     pthread_mutex_unlock(&s->mu);
 }
 
-// Ends a generation: frees its sequence at once, publishes the tail and wakes its reader.
+// Ends a generation: frees its sequence at once, publishes the tail and wakes its reader. A generation that
+// ended by its own rules has already published its final text; a cancelled or failed one keeps what was shown.
 static void finish_gen(aero_sched *s, aero_gen *g, aero_finish f, const char *msg) {
-    if (g->slot >= 0) {
-        s->e.kv_drop(s->e.self, g->slot);
-        s->slots[g->slot] = NULL;
+    if (g->seq >= 0) {
+        s->e.kv_drop(s->e.self, g->seq);
+        s->seqs[g->seq] = NULL;
         s->n_active--;
-        g->slot = -1;
+        g->seq = -1;
         publish_load(s);
     }
     if (f == AERO_FINISH_CANCELLED && s->metrics) aero_metrics_cancelled(s->metrics);
-    char tail[64];
-    size_t n = 0;
-    if (g->state != GEN_QUEUED && !g->stopped && (f == AERO_FINISH_STOP || f == AERO_FINISH_LENGTH))
-        n = s->e.detok_flush(s->e.self, &g->detok, tail, sizeof tail);
     g->state = GEN_DONE;
     aero_sampler_free(g->sampler);
     g->sampler = NULL;
+    aero_generator_free(g->gen);
+    g->gen = NULL;
     pthread_mutex_lock(&g->mu);
-    if (n) append_locked(g, tail, n, NULL);
-    size_t cut = g->text_len, safe;
-    if (!g->stopped && g->p.n_stop && aero_stop_scan(&g->stopm, g->text, g->text_len, &cut, &safe))
-        f = AERO_FINISH_STOP;
-    if (g->stopped) cut = g->released;
+    size_t cut = f == AERO_FINISH_STOP || f == AERO_FINISH_LENGTH ? g->text_len : g->released;
     g->text_len = cut;
     if (g->text) g->text[cut] = 0;
     release_locked(g, cut);
@@ -295,59 +289,46 @@ static void fill_logprobs(const float *logits, int n_vocab, int32_t tok, int n_t
     for (int k = 0; k < out->n_top; k++) out->top_lp[k] = (float)((double)logits[out->top_id[k]] - lse);
 }
 
-// Samples the next token of g from its logits row and publishes the text it adds; may finish g.
-static void advance(aero_sched *s, aero_gen *g, const float *row, int *n_gen_step) {
-    const aero_engine *e = &s->e;
-    const float *lg = row;
-    if (g->p.n_bias) {
-        memcpy(s->scratch, row, (size_t)e->n_vocab * sizeof *row);
-        for (int i = 0; i < g->p.n_bias; i++)
-            if (g->p.bias_id[i] >= 0 && g->p.bias_id[i] < e->n_vocab) s->scratch[g->p.bias_id[i]] += g->p.bias[i];
-        lg = s->scratch;
-    }
-    int32_t tok = aero_sampler_sample(g->sampler, lg);
-    double now = aero_metrics_now();
+// After a forward pass: the generation layer samples g's next token (when its row was wanted), and the text
+// it adds is published, mirrored byte for byte from the layer's text; may finish g.
+static void advance(aero_sched *s, aero_gen *g) {
+    bool was_prefilling = aero_generator_prefilling(g->gen);
+    aero_generator_advance(g->gen, s->logits);
+    if (was_prefilling && aero_generator_prefilling(g->gen)) return; // a middle prompt chunk
     if (g->t_first == 0) {
         pthread_mutex_lock(&g->mu);
-        g->t_first = now;
+        g->t_first = aero_metrics_now();
         pthread_mutex_unlock(&g->mu);
     }
-    if (e->is_eog(e->self, tok) && !g->p.ignore_eos) {
-        finish_gen(s, g, AERO_FINISH_STOP, NULL);
-        return;
-    }
-    aero_sampler_accept(g->sampler, tok);
-    (*n_gen_step)++;
-    if (s->metrics) aero_metrics_generated(s->metrics, 1);
+    int n_new;
+    const int32_t *tok = aero_generator_new_tokens(g->gen, &n_new);
+    aero_end end = aero_generator_end(g->gen);
+    if (s->metrics && n_new) aero_metrics_generated(s->metrics, n_new);
     aero_oai_logprob lp;
-    if (g->p.logprobs) fill_logprobs(lg, e->n_vocab, tok, g->p.top_logprobs, &lp);
-    char bytes[1024];
-    size_t n = e->detok_push(e->self, &g->detok, tok, bytes, sizeof bytes);
-    if (n > sizeof bytes) n = sizeof bytes;
+    bool with_lp = g->p.logprobs && n_new == 1;
+    if (with_lp) fill_logprobs(aero_generator_last_logits(g->gen), s->e.n_vocab, tok[0], g->p.top_logprobs, &lp);
+    size_t len, vis = aero_generator_visible(g->gen);
+    const char *text = aero_generator_text(g->gen, &len);
     pthread_mutex_lock(&g->mu);
-    g->n_gen++;
-    bool ok = append_locked(g, bytes, n, g->p.logprobs ? &lp : NULL);
-    size_t cut, safe = g->text_len;
-    if (ok && g->p.n_stop && aero_stop_scan(&g->stopm, g->text, g->text_len, &cut, &safe)) {
-        g->text_len = cut;
-        g->text[cut] = 0;
-        release_locked(g, cut);
-        g->stopped = true;
-    } else if (ok) {
-        release_locked(g, safe);
+    g->n_gen = aero_generator_n_generated(g->gen);
+    bool ok = true;
+    if (len < g->text_len) { // a stop string began in text held back earlier
+        g->text_len = len;
+        g->text[len] = 0;
     }
+    if (len > g->text_len || with_lp) ok = append_locked(g, text + g->text_len, len - g->text_len, with_lp ? &lp : NULL);
+    // the token that completed a stop string ends past the cut: its logprob is never released
+    if (ok && with_lp && end == AERO_END_STOP_STRING) g->lp_end[g->n_lp - 1] = SIZE_MAX;
+    if (ok) release_locked(g, vis);
     pthread_cond_broadcast(&g->cv);
     pthread_mutex_unlock(&g->mu);
-    if (!ok) finish_gen(s, g, AERO_FINISH_ERROR, "out of memory while generating");
-    else if (g->stopped) finish_gen(s, g, AERO_FINISH_STOP, NULL);
-    else if (g->n_gen >= g->p.max_tokens || g->n_past >= e->n_ctx) finish_gen(s, g, AERO_FINISH_LENGTH, NULL);
-    else {
-        g->next_tok = tok;
-        g->state = GEN_DECODE;
-    }
+    if (!ok || end == AERO_END_INTERRUPTED) finish_gen(s, g, AERO_FINISH_ERROR, "out of memory while generating");
+    else if (end == AERO_END_EOG || end == AERO_END_STOP_STRING) finish_gen(s, g, AERO_FINISH_STOP, NULL);
+    else if (end == AERO_END_MAX_TOKENS || end == AERO_END_CONTEXT) finish_gen(s, g, AERO_FINISH_LENGTH, NULL);
+    else g->state = GEN_DECODE;
 }
 
-// Moves queued requests into free slots (oldest first) and drops queued ones whose client left.
+// Moves queued requests onto free sequences (oldest first) and drops queued ones whose client left.
 static void admit(aero_sched *s) {
     aero_gen *dropped = NULL;
     pthread_mutex_lock(&s->mu);
@@ -365,11 +346,11 @@ static void admit(aero_sched *s) {
         if (s->n_active < s->e.n_seq) {
             *pp = g->next;
             s->n_queued--;
-            int slot = 0;
-            while (s->slots[slot]) slot++;
-            s->slots[slot] = g;
+            int seq = 0;
+            while (s->seqs[seq]) seq++;
+            s->seqs[seq] = g;
             s->n_active++;
-            g->slot = slot;
+            g->seq = seq;
             g->state = GEN_PREFILL;
             g->admit_order = s->admitted++;
             g->next = NULL;
@@ -387,66 +368,69 @@ static void admit(aero_sched *s) {
     }
     // Set up the newly admitted outside the queue lock.
     for (int i = 0; i < s->e.n_seq; i++) {
-        aero_gen *g = s->slots[i];
+        aero_gen *g = s->seqs[i];
         if (!g || g->state != GEN_PREFILL || g->sampler) continue;
         g->sampler = aero_sampler_new(&g->p.sp, s->e.n_vocab);
         s->e.kv_drop(s->e.self, i);
-        s->e.detok_init(s->e.self, &g->detok, g->p.detok_first);
-        aero_stop_init(&g->stopm, (const char *const *)g->p.stop, g->p.n_stop);
         pthread_mutex_lock(&g->mu);
         g->t_start = aero_metrics_now();
         pthread_mutex_unlock(&g->mu);
+        aero_generator_params gp;
+        aero_generator_params_default(&gp);
+        gp.vocab = &s->e.vocab;
+        gp.seq = i;
+        gp.n_ctx = s->e.n_ctx;
+        gp.n_vocab = s->e.n_vocab;
+        gp.n_batch = s->e.n_batch;
+        gp.max_tokens = g->p.max_tokens;
+        gp.ignore_eos = g->p.ignore_eos;
+        gp.text_starts_document = g->p.detok_first;
+        gp.stop = (const char *const *)g->p.stop;
+        gp.n_stop = g->p.n_stop;
+        gp.bias_id = g->p.bias_id;
+        gp.bias = g->p.bias;
+        gp.n_bias = g->p.n_bias;
+        aero_error err = {0};
         if (!g->sampler) finish_gen(s, g, AERO_FINISH_ERROR, "out of memory creating the sampler");
+        else if (aero_generator_new(&g->gen, &gp, g->sampler, &err) ||
+                 aero_generator_begin(g->gen, g->p.prompt, g->p.n_prompt, &err))
+            finish_gen(s, g, AERO_FINISH_ERROR, err.msg);
         else if (s->metrics) aero_metrics_prompt(s->metrics, g->p.n_prompt);
     }
 }
 
 // One step: every decoding sequence contributes its next token, prefills fill the rest of the batch.
 static void step(aero_sched *s) {
-    const aero_engine *e = &s->e;
+    const aero_sched_backend *e = &s->e;
     for (int i = 0; i < e->n_seq; i++) {
-        aero_gen *g = s->slots[i];
+        aero_gen *g = s->seqs[i];
         if (g && atomic_load(&g->cancel)) finish_gen(s, g, AERO_FINISH_CANCELLED, NULL);
     }
-    int n = 0;
+    aero_batch_buf *b = s->batch;
+    aero_batch_buf_clear(b);
     for (int i = 0; i < e->n_seq; i++) {
-        aero_gen *g = s->slots[i];
-        if (!g || g->state != GEN_DECODE) continue;
-        s->tok[n] = g->next_tok;
-        s->pos[n] = g->n_past;
-        s->seq[n] = i;
-        s->want[n] = 1;
-        n++;
+        aero_gen *g = s->seqs[i];
+        if (!g) continue;
+        g->in_batch = g->state == GEN_DECODE && aero_generator_feed(g->gen, b, 1) > 0;
     }
-    int budget = e->n_batch - n;
     for (;;) { // prompt chunks, oldest request first
         aero_gen *best = NULL;
         for (int i = 0; i < e->n_seq; i++) {
-            aero_gen *g = s->slots[i];
-            if (g && g->state == GEN_PREFILL && g->n_fed < g->p.n_prompt && (!best || g->admit_order < best->admit_order))
+            aero_gen *g = s->seqs[i];
+            if (g && g->state == GEN_PREFILL && !g->in_batch && (!best || g->admit_order < best->admit_order))
                 best = g;
         }
+        int budget = aero_batch_buf_room(b);
         if (!best || budget <= 0) break;
-        int c = best->p.n_prompt - best->n_fed;
-        if (c > budget) c = budget;
-        for (int k = 0; k < c; k++) {
-            s->tok[n] = best->p.prompt[best->n_fed + k];
-            s->pos[n] = best->n_fed + k;
-            s->seq[n] = best->slot;
-            s->want[n] = 0;
-            n++;
-        }
-        best->n_fed += c;
-        if (best->n_fed == best->p.n_prompt) s->want[n - 1] = 1;
-        budget -= c;
+        best->in_batch = aero_generator_feed(best->gen, b, budget) > 0;
+        if (!best->in_batch) break;
     }
+    int n = aero_batch_buf_len(b);
     if (n == 0) return;
-    aero_batch b = {.n = n, .tokens = s->tok, .pos = s->pos, .seq = s->seq, .mask = NULL, .want_logits = s->want};
     aero_error err = {0};
     double t0 = aero_metrics_now();
-    aero_status st = e->decode(e->self, &b, s->logits, &err);
+    aero_status st = e->decode(e->self, aero_batch_buf_get(b), s->logits, &err);
     double dt = aero_metrics_now() - t0;
-    int n_gen = 0;
     if (s->metrics) {
         aero_engine_stats es = {0};
         if (e->stats) e->stats(e->self, &es);
@@ -456,18 +440,17 @@ static void step(aero_sched *s) {
         char msg[600];
         snprintf(msg, sizeof msg, "forward pass failed: %s", err.msg);
         for (int i = 0; i < n; i++) {
-            aero_gen *g = s->slots[s->seq[i]];
+            aero_gen *g = s->seqs[aero_batch_buf_seq(b, i)];
             if (g) finish_gen(s, g, AERO_FINISH_ERROR, msg);
         }
         return;
     }
-    for (int i = 0; i < n; i++) s->slots[s->seq[i]]->n_past++;
-    int row = 0;
-    for (int i = 0; i < n; i++) {
-        if (!s->want[i]) continue;
-        aero_gen *g = s->slots[s->seq[i]];
-        if (g) advance(s, g, s->logits + (size_t)row * e->n_vocab, &n_gen);
-        row++;
+    for (int i = 0; i < e->n_seq; i++) {
+        aero_gen *g = s->seqs[i];
+        if (g && g->in_batch) {
+            g->in_batch = false;
+            advance(s, g);
+        }
     }
 }
 
@@ -486,7 +469,7 @@ static void *sched_main(void *arg) {
     return NULL;
 }
 
-aero_status aero_sched_new(aero_sched **out, const aero_engine *e, int max_queue, aero_metrics *metrics,
+aero_status aero_sched_new(aero_sched **out, const aero_sched_backend *e, int max_queue, aero_metrics *metrics,
                            aero_error *err) {
     *out = NULL;
     if (e->n_seq < 1 || e->n_vocab < 1 || e->n_ctx < 2)
@@ -500,15 +483,10 @@ aero_status aero_sched_new(aero_sched **out, const aero_engine *e, int max_queue
     s->max_queue = max_queue < 0 ? 0 : max_queue;
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
-    size_t nb = (size_t)s->e.n_batch;
-    s->slots = calloc((size_t)e->n_seq, sizeof *s->slots);
-    s->tok = malloc(nb * sizeof *s->tok);
-    s->pos = malloc(nb * sizeof *s->pos);
-    s->seq = malloc(nb * sizeof *s->seq);
-    s->want = malloc(nb);
+    s->seqs = calloc((size_t)e->n_seq, sizeof *s->seqs);
+    s->batch = aero_batch_buf_new(s->e.n_batch);
     s->logits = malloc((size_t)e->n_seq * (size_t)e->n_vocab * sizeof *s->logits);
-    s->scratch = malloc((size_t)e->n_vocab * sizeof *s->scratch);
-    if (!s->slots || !s->tok || !s->pos || !s->seq || !s->want || !s->logits || !s->scratch) {
+    if (!s->seqs || !s->batch || !s->logits) {
         aero_sched_free(s);
         return aero_fail(err, AERO_ERR_NOMEM, "scheduler: out of memory for batch buffers (%d x %d logits)",
                          e->n_seq, e->n_vocab);
@@ -540,21 +518,17 @@ void aero_sched_shutdown(aero_sched *s) {
         q = g->next;
         finish_gen(s, g, AERO_FINISH_ERROR, "the server is shutting down");
     }
-    for (int i = 0; s->slots && i < s->e.n_seq; i++)
-        if (s->slots[i]) finish_gen(s, s->slots[i], AERO_FINISH_ERROR, "the server is shutting down");
+    for (int i = 0; s->seqs && i < s->e.n_seq; i++)
+        if (s->seqs[i]) finish_gen(s, s->seqs[i], AERO_FINISH_ERROR, "the server is shutting down");
 }
 
 // Frees the scheduler after the HTTP threads that used it are gone.
 void aero_sched_free(aero_sched *s) {
     if (!s) return;
     aero_sched_shutdown(s);
-    free(s->slots);
-    free(s->tok);
-    free(s->pos);
-    free(s->seq);
-    free(s->want);
+    free(s->seqs);
+    aero_batch_buf_free(s->batch);
     free(s->logits);
-    free(s->scratch);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
     free(s);
@@ -597,4 +571,4 @@ void aero_sched_poke(aero_sched *s) {
     pthread_mutex_unlock(&s->mu);
 }
 
-const aero_engine *aero_sched_engine(const aero_sched *s) { return &s->e; }
+const aero_sched_backend *aero_sched_backend_of(const aero_sched *s) { return &s->e; }

@@ -1,7 +1,8 @@
 // The request scheduler: one thread owns the model context and runs a step loop with continuous batching.
 // Each step builds ONE batch holding the next token of every generating sequence plus prompt chunks of newly
-// admitted requests, runs one forward pass (one pass over possibly streamed weights advances everyone), then
-// samples, detokenizes, matches stop strings and publishes text to each request. HTTP threads submit
+// admitted requests (each request's part built by the generation layer, aero_generator_feed), runs one forward
+// pass (one pass over possibly streamed weights advances everyone), then lets the layer sample, detokenize and
+// match stop strings for each request (aero_generator_advance) and publishes its text. HTTP threads submit
 // generations into a bounded queue and read their output through aero_gen_next.
 #ifndef AERO_SERVER_SCHED_H
 #define AERO_SERVER_SCHED_H
@@ -13,31 +14,27 @@
 #include <stdint.h>
 
 #include "../core/status.h"
+#include "../model/generate.h"
 #include "../model/model.h"
 #include "../sample/sample.h"
 #include "../tokenizer/tokenizer.h"
 #include "metrics.h"
 #include "oai.h"
-#include "stop.h"
 
-// What the scheduler needs from a model: a batched forward pass over a multi-sequence KV cache, the
-// end-of-generation test and streaming detokenization. The server wraps aero_model/aero_ctx in one; unit
-// tests use a small deterministic fake.
+// The scheduler's backend: what it needs from a model, i.e. a batched forward pass over a multi-sequence KV
+// cache, the end-of-generation test and streaming detokenization (handed to the generation layer). The server
+// wraps aero_model/aero_ctx in one; unit tests use a small deterministic fake.
 typedef struct {
     void *self;
     int n_vocab;
     int n_ctx;    // KV capacity per sequence
-    int n_seq;    // sequence slots
+    int n_seq;    // KV sequences, one per request in progress
     int n_batch;  // most tokens per forward pass (>= n_seq)
     aero_status (*decode)(void *self, const aero_batch *b, float *logits, aero_error *err);
     void (*kv_drop)(void *self, int seq);
-    bool (*is_eog)(void *self, int32_t tok);
-    // first: the output starts right after BOS (SPM drops the leading space of the first piece)
-    void (*detok_init)(void *self, aero_detok *d, bool first);
-    size_t (*detok_push)(void *self, aero_detok *d, int32_t tok, char *out, size_t cap);
-    size_t (*detok_flush)(void *self, aero_detok *d, char *out, size_t cap);
+    aero_generator_vocab vocab; // end-of-generation test and streaming text, with their own self
     void (*stats)(void *self, aero_engine_stats *out); // may be NULL
-} aero_engine;
+} aero_sched_backend;
 
 typedef enum {
     AERO_FINISH_NONE = 0,
@@ -97,8 +94,8 @@ void aero_gen_delta_free(aero_gen_delta *d);
 
 typedef struct aero_sched aero_sched;
 
-// Starts the scheduler thread over engine e (copied). max_queue bounds waiting requests.
-aero_status aero_sched_new(aero_sched **out, const aero_engine *e, int max_queue, aero_metrics *metrics,
+// Starts the scheduler thread over backend e (copied). max_queue bounds waiting requests.
+aero_status aero_sched_new(aero_sched **out, const aero_sched_backend *e, int max_queue, aero_metrics *metrics,
                            aero_error *err);
 // Stops the thread; every queued or running generation ends with AERO_FINISH_ERROR and later submissions fail.
 // The scheduler stays valid (for HTTP threads still holding it) until aero_sched_free.
@@ -110,6 +107,6 @@ void aero_sched_free(aero_sched *s);
 aero_status aero_sched_submit(aero_sched *s, aero_gen *g, aero_error *err);
 // Wakes the scheduler so it notices a cancellation while otherwise idle.
 void aero_sched_poke(aero_sched *s);
-const aero_engine *aero_sched_engine(const aero_sched *s);
+const aero_sched_backend *aero_sched_backend_of(const aero_sched *s);
 
 #endif

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../model/generate.h"
 #include "spec_internal.h"
 
 #define MAX_TREE_NODES 1024
@@ -154,17 +155,13 @@ void aero_spec_free(aero_spec *s) {
 }
 
 // Feeds toks[*len, upto) to a context in passes of n_batch without logits; counts passes and their costs.
-static aero_status prefill(aero_spec *s, aero_ctx *c, int *len, int upto, bool target, aero_error *err) {
+static aero_status prefill(aero_spec *s, aero_ctx *c, int seq, int *len, int upto, bool target, aero_error *err) {
+    int nv = aero_model_hparams(aero_ctx_model(c))->n_vocab;
     while (*len < upto) {
         int n = upto - *len < s->p.n_batch ? upto - *len : s->p.n_batch;
-        for (int i = 0; i < n; i++) {
-            s->btok[i] = s->toks[*len + i] < aero_model_hparams(aero_ctx_model(c))->n_vocab ? s->toks[*len + i] : 0;
-            s->bpos[i] = *len + i;
-        }
-        memset(s->bwant, 0, n);
-        aero_batch b = {.n = n, .tokens = s->btok, .pos = s->bpos, .want_logits = s->bwant};
+        for (int i = 0; i < n; i++) s->btok[i] = s->toks[*len + i] < nv ? s->toks[*len + i] : 0;
         double t0 = aero_now();
-        aero_status st = aero_decode(c, &b, NULL, err);
+        aero_status st = aero_prefill(c, seq, s->btok, n, *len, n, NULL, err);
         double dt = aero_now() - t0;
         if (st) return target ? st : aero_error_prefix(err, "draft model: ");
         if (target) {
@@ -202,8 +199,8 @@ aero_status aero_spec_begin(aero_spec *s, const int32_t *prompt, int n, int n_pr
     if (s->dctx) aero_kv_drop(s->dctx, 0);
     double t0 = aero_now();
     // the prompt's last chunk (1..n_batch tokens) goes with the first draft: that pass also verifies it
-    aero_status st = prefill(s, s->tctx, &s->t_len, n - 1 - (n - 1) % s->p.n_batch, true, err);
-    if (!st && s->dctx) st = prefill(s, s->dctx, &s->d_len, n - 1, false, err);
+    aero_status st = prefill(s, s->tctx, s->seq, &s->t_len, n - 1 - (n - 1) % s->p.n_batch, true, err);
+    if (!st && s->dctx) st = prefill(s, s->dctx, 0, &s->d_len, n - 1, false, err);
     s->st.prefill_s = aero_now() - t0;
     if (st) {
         aero_kv_drop(s->tctx, s->seq);
@@ -394,6 +391,10 @@ aero_status aero_spec_step(aero_spec *s, aero_sampler *smp, int max_new, int32_t
 }
 
 int aero_spec_n_tokens(const aero_spec *s) { return s->n_tok; }
+
+int aero_spec_max_step_tokens(const aero_spec *s) {
+    return (s->p.tree_nodes > s->p.draft_max ? s->p.tree_nodes : s->p.draft_max) + 1;
+}
 
 void aero_spec_get_stats(const aero_spec *s, aero_spec_stats *st) {
     *st = s->st;

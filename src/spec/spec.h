@@ -75,6 +75,8 @@ aero_status aero_spec_step(aero_spec *s, aero_sampler *smp, int max_new, int32_t
 
 // Tokens committed so far (prompt + generated) and the target context size.
 int aero_spec_n_tokens(const aero_spec *s);
+// The most tokens one aero_spec_step can produce (the longest draft plus the target's own token).
+int aero_spec_max_step_tokens(const aero_spec *s);
 void aero_spec_get_stats(const aero_spec *s, aero_spec_stats *st);
 // Times one target pass of n tokens appended after the committed ones, then removes them (for the speedup
 // estimate in --stats and the verify-cost curve in bench). Needs n free context slots.

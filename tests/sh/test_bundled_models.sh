@@ -44,7 +44,7 @@ check_greedy drafter $D
 
 # Lossless greedy speculation: the drafter's chain and tree drafts change nothing in the teacher's output.
 "$A" run -m $T -p "$PROMPT" -n 96 --temp 0 -t 2 >"$W/plain" 2>"$W/err" || fail "plain run: $(tail -3 "$W/err")"
-for mode in "--draft $D" "--draft $D --draft-tree 8" "--draft $D --mem 16M"; do
+for mode in "--draft $D" "--draft $D --draft-tree 8" "--draft $D --mem 23M"; do
   # shellcheck disable=SC2086
   "$A" run -m $T $mode -p "$PROMPT" -n 96 --temp 0 -t 2 >"$W/spec" 2>"$W/err" || { fail "run $mode: $(tail -3 "$W/err")"; continue; }
   cmp -s "$W/plain" "$W/spec" || fail "greedy with $mode differs from plain greedy:
