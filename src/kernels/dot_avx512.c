@@ -296,10 +296,10 @@ AI __m512 halves(__m512i z, int h0, int h1) {
     return _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(widx_h(h0, h1), z)));
 }
 
-// One pair of weight blocks (p) against T prepared activation rows, into accumulator `slot` of each token.
+// One pair of weight blocks (p) against T prepared activation rows, into accumulator `ai` of each token.
 // Loads never read past the row: near its end they are masked.
 AI void pair32(const aero_dtype t, const int T, const bool vnni, const uint8_t *w, int64_t nb, int64_t p,
-               const q8p *const *a, int64_t pbase, __m512 acc[][2], const int slot) {
+               const q8p *const *a, int64_t pbase, __m512 acc[][2], const int ai) {
     const int bb = (int)bytes32(t), hb = bb / 2; // block size in bytes and words
     const bool has_min = t == AERO_DT_Q4_1 || t == AERO_DT_Q5_1, five = t == AERO_DT_Q5_0 || t == AERO_DT_Q5_1;
     const __m512i zero = _mm512_setzero_si512();
@@ -342,10 +342,10 @@ AI void pair32(const aero_dtype t, const int T, const bool vnni, const uint8_t *
         else if (has_min) isum = dp(zero, u, av, vnni);
         else if (five) isum = dp(_mm512_slli_epi32(s8n, 1), u, av, vnni); // offset 16
         else isum = dp(s8n, u, av, vnni);                                 // offset 8
-        acc[k][slot] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_mul_ps(dw, ad), acc[k][slot]);
+        acc[k][ai] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_mul_ps(dw, ad), acc[k][ai]);
         if (has_min) { // m * d * (sum of the lane's activations)
             __m512 sum = _mm512_cvtepi32_ps(_mm512_sub_epi32(zero, _mm512_srai_epi32(s8n, 3)));
-            acc[k][slot] = _mm512_fmadd_ps(mw, _mm512_mul_ps(ad, sum), acc[k][slot]);
+            acc[k][ai] = _mm512_fmadd_ps(mw, _mm512_mul_ps(ad, sum), acc[k][ai]);
         }
     }
 }
