@@ -1,6 +1,7 @@
 // The forward pass over a batch (prefill, decoding, speculative verification and server batching are all
 // this one call), appending to the KV cache (kv.c). Every per-token result is computed in a fixed order, so a
 // token's logits do not depend on what else is in its batch nor on the tile size (invariant 3).
+#include <assert.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -105,9 +106,12 @@ static aero_status wmat(aero_model *m, int64_t t, aero_wmat *out, aero_error *er
     return AERO_OK;
 }
 
+// A norm or bias vector: always resident (stream/ keeps small tensors), so a missing one is a bug.
 static const float *vec(aero_model *m, int64_t t) {
     const float *p = aero_stream_global(m->stream, t);
-    return p ? p : aero_stream_tensor(m->stream, t);
+    if (!p) p = aero_stream_tensor(m->stream, t);
+    assert(p && "a norm or bias tensor is not in memory");
+    return p;
 }
 
 // One tile of the batch, with what attention needs to find each token's keys.
