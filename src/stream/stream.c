@@ -347,7 +347,8 @@ aero_status aero_stream_read_rows(aero_stream *s, const int32_t *rows, int n, vo
     pthread_mutex_unlock(&s->mu);
     if (s->plan.embd_resident) {
         const char *base = s->ptr[s->embd];
-        for (int i = 0; i < n; i++) memcpy((char *)out + (size_t)i * row_bytes, base + (size_t)rows[i] * row_bytes, row_bytes);
+        for (int i = 0; i < n; i++)
+            memcpy((char *)out + (size_t)i * row_bytes, base + (size_t)rows[i] * row_bytes, row_bytes);
         return AERO_OK;
     }
     uint64_t bytes = 0;
