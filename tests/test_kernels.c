@@ -550,10 +550,12 @@ static void test_dots(void) {
             CHECKF(!memcmp(w, a, 2816 / 256 * 292), "%s Q8_K activation quantizer differs from scalar", isa_label[s]);
         }
     }
-    // Bad arguments give 0, never a crash.
-    CHECK(aero_vec_dot(AERO_DT_Q4_0, 33, w, a) == 0.0f);
-    CHECK(aero_vec_dot(AERO_DT_IQ2_XXS, 256, w, a) == 0.0f);
-    CHECK(aero_vec_dot_f32((aero_dtype)99, 256, w, xa) == 0.0f);
+    // What the dots refuse (an assertion) aero_wmat_check reports at load.
+    aero_error err = {0};
+    aero_wmat bad = {.data = w, .type = AERO_DT_Q4_0, .cols = 33, .rows = 1, .row_bytes = 36};
+    CHECK(aero_wmat_check(&bad, &err) == AERO_ERR_INVALID);
+    bad = (aero_wmat){.data = w, .type = AERO_DT_IQ2_XXS, .cols = 256, .rows = 1, .row_bytes = 66};
+    CHECK(aero_wmat_check(&bad, &err) == AERO_ERR_UNSUPPORTED);
     free(xw), free(xa), free(dw), free(da), free(w), free(a);
 }
 

@@ -226,12 +226,10 @@ static void test_bad_input(aero_pool *pool) {
     aero_error err = {0};
     aero_wmat w = {.data = data, .type = AERO_DT_Q4_0, .cols = 48, .rows = 2, .row_bytes = 36};
     CHECK(aero_wmat_check(&w, &err) == AERO_ERR_INVALID && strstr(err.msg, "multiple"));
-    for (int i = 0; i < 8; i++) y[i] = 5.0f;
-    aero_matmul(pool, &w, x, 2, y);
-    CHECK(y[0] == 0.0f && y[3] == 0.0f);
     w = (aero_wmat){.data = data, .type = AERO_DT_IQ2_XXS, .cols = 256, .rows = 2, .row_bytes = 66};
     CHECK(aero_wmat_check(&w, &err) == AERO_ERR_UNSUPPORTED && strstr(err.msg, "IQ2_XXS"));
-    aero_matmul_f32(pool, &w, x, 1, y);
+    w = (aero_wmat){.data = NULL, .type = AERO_DT_Q8_0, .cols = 64, .rows = 2, .row_bytes = 68};
+    CHECK(aero_wmat_check(&w, &err) == AERO_OK); // at load a streamed weight has no data yet
     w = (aero_wmat){.data = data, .type = AERO_DT_Q8_0, .cols = 64, .rows = 2, .row_bytes = 60};
     CHECK(aero_wmat_check(&w, &err) == AERO_ERR_INVALID && strstr(err.msg, "stride"));
     w.row_bytes = 68;

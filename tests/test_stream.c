@@ -108,7 +108,7 @@ static bool run_passes(aero_stream *s, const aero_gguf *g, const char *out, int 
     float emb[5 * EMBD_COLS];
     int id = tensor_id("token_embd.weight");
     for (int p = 0; p < passes; p++) {
-        if (aero_stream_embed_rows(s, rows, 5, emb, err)) return false;
+        if (aero_stream_read_rows(s, rows, 5, emb, err)) return false; // F32: raw rows are the floats
         for (int i = 0; i < 5; i++)
             for (int c = 0; c < EMBD_COLS; c++)
                 CHECKF(emb[i * EMBD_COLS + c] == pattern(id, (uint64_t)rows[i] * EMBD_COLS + c), "embedding row %d",

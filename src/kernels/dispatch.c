@@ -1,5 +1,6 @@
 // Chooses the kernels once at start from CPU detection (capped by env AERO_ISA), and routes the public
 // dot-product and row-conversion calls to the selected table.
+#include <assert.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -117,12 +118,12 @@ aero_dtype aero_vec_dot_type(aero_dtype w) {
     }
 }
 
-// A dot the kernels cannot compute (unknown type, ragged length) is 0 rather than a crash.
+// Callers check types and lengths once (aero_wmat_check); a dot the kernels cannot compute is a bug.
 static float dot_with(const aero_kernel_ops *ops, aero_dtype t, int64_t n, const void *w, const void *a) {
-    if ((unsigned)t >= AERO_DT_COUNT || !ops || !ops->dot[t] || n <= 0) return 0.0f;
-    const aero_dtype_info *info = aero_dtype_get((uint32_t)t);
-    if (!info || n % info->block) return 0.0f;
-    return ops->dot[t](n, w, a);
+    const aero_dtype_info *info = (unsigned)t < AERO_DT_COUNT ? aero_dtype_get((uint32_t)t) : NULL;
+    bool ok = ops && info && ops->dot[t] && n > 0 && n % info->block == 0;
+    assert(ok && "vec_dot: type without kernels, ragged length or ISA not available");
+    return ok ? ops->dot[t](n, w, a) : 0.0f;
 }
 
 // Public dot with the selected ISA.
@@ -130,25 +131,27 @@ float aero_vec_dot(aero_dtype t, int64_t n, const void *w, const void *a) {
     return dot_with(aero_kernels_selected(), t, n, w, a);
 }
 
-// Public dot with a chosen ISA (tests); 0 when the ISA is not available.
+// Public dot with a chosen ISA (tests), which must be available.
 float aero_vec_dot_isa(aero_isa isa, aero_dtype t, int64_t n, const void *w, const void *a) {
     aero_kernels_init();
     return dot_with(aero_kernels_ops(isa, use_vnni), t, n, w, a);
 }
 
 // Dequantizes with the SIMD row conversions where there are some (their values equal the scalar ones).
-void aero_dequant_row_f32(aero_dtype t, const void *x, float *y, int64_t n) {
+void aero_dequantize_row(aero_dtype t, const void *x, float *y, int64_t n) {
     const aero_kernel_ops *ops = aero_kernels_selected();
-    if (t == AERO_DT_F16) ops->f16_to_f32_row(x, y, n);
-    else if (t == AERO_DT_BF16) ops->bf16_to_f32_row(x, y, n);
-    else aero_dequantize_row(t, x, y, n);
+    if (t == AERO_DT_F16 && n > 0) ops->f16_to_f32_row(x, y, n);
+    else if (t == AERO_DT_BF16 && n > 0) ops->bf16_to_f32_row(x, y, n);
+    else aero_dequantize_row_ref(t, x, y, n);
 }
 
 // Exact-f32 activations with a given table: dequantize 256 elements at a time and accumulate them in the
 // fixed 16-lane order, so the result is the same for every ISA.
 float aero_vec_dot_f32_with(const aero_kernel_ops *ops, aero_dtype t, int64_t n, const void *w, const float *x) {
     const aero_dtype_info *info = aero_dtype_get((uint32_t)t);
-    if (!ops || !info || !info->computable || n <= 0 || n % info->block) return 0.0f;
+    bool ok = ops && info && info->computable && n > 0 && n % info->block == 0;
+    assert(ok && "vec_dot_f32: type without kernels or ragged length");
+    if (!ok) return 0.0f;
     float buf[AERO_QK_K], acc[16] = {0};
     const uint8_t *wb = w;
     for (int64_t i = 0; i < n; i += AERO_QK_K) { // a multiple of every block size
@@ -158,7 +161,7 @@ float aero_vec_dot_f32_with(const aero_kernel_ops *ops, aero_dtype t, int64_t n,
         if (t == AERO_DT_F32) wf = (const float *)src;
         else if (t == AERO_DT_F16) ops->f16_to_f32_row(src, buf, len);
         else if (t == AERO_DT_BF16) ops->bf16_to_f32_row(src, buf, len);
-        else aero_dequantize_row(t, src, buf, len);
+        else aero_dequantize_row_ref(t, src, buf, len);
         int64_t l16 = len & ~(int64_t)15;
         ops->dot_f32_acc16(acc, wf, x + i, l16);
         for (int64_t k = l16; k < len; k++) acc[k - l16] = acc[k - l16] + wf[k] * x[i + k];

@@ -296,10 +296,10 @@ AI __m512 halves(__m512i z, int h0, int h1) {
     return _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(widx_h(h0, h1), z)));
 }
 
-// One pair of weight blocks (p) against T prepared activation rows, into accumulator `slot` of each token.
+// One pair of weight blocks (p) against T prepared activation rows, into accumulator `ai` of each token.
 // Loads never read past the row: near its end they are masked.
 AI void pair32(const aero_dtype t, const int T, const bool vnni, const uint8_t *w, int64_t nb, int64_t p,
-               const q8p *const *a, int64_t pbase, __m512 acc[][2], const int slot) {
+               const q8p *const *a, int64_t pbase, __m512 acc[][2], const int ai) {
     const int bb = (int)bytes32(t), hb = bb / 2; // block size in bytes and words
     const bool has_min = t == AERO_DT_Q4_1 || t == AERO_DT_Q5_1, five = t == AERO_DT_Q5_0 || t == AERO_DT_Q5_1;
     const __m512i zero = _mm512_setzero_si512();
@@ -342,10 +342,10 @@ AI void pair32(const aero_dtype t, const int T, const bool vnni, const uint8_t *
         else if (has_min) isum = dp(zero, u, av, vnni);
         else if (five) isum = dp(_mm512_slli_epi32(s8n, 1), u, av, vnni); // offset 16
         else isum = dp(s8n, u, av, vnni);                                 // offset 8
-        acc[k][slot] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_mul_ps(dw, ad), acc[k][slot]);
+        acc[k][ai] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_mul_ps(dw, ad), acc[k][ai]);
         if (has_min) { // m * d * (sum of the lane's activations)
             __m512 sum = _mm512_cvtepi32_ps(_mm512_sub_epi32(zero, _mm512_srai_epi32(s8n, 3)));
-            acc[k][slot] = _mm512_fmadd_ps(mw, _mm512_mul_ps(ad, sum), acc[k][slot]);
+            acc[k][ai] = _mm512_fmadd_ps(mw, _mm512_mul_ps(ad, sum), acc[k][ai]);
         }
     }
 }
@@ -660,16 +660,28 @@ AI void kq23(const bool three, const int T, const bool vnni, int64_t n, const vo
     }
 #define KQ2(T, V, n, w, a, out) kq23(false, T, V, n, w, a, out)
 #define KQ3(T, V, n, w, a, out) kq23(true, T, V, n, w, a, out)
-#define KQ4(T, V, n, w, a, out) kq45(false, T, V, true, n, w, a, out)
-#define KQ5(T, V, n, w, a, out) kq45(true, T, V, true, n, w, a, out)
 #define KQ6(T, V, n, w, a, out) kq6(T, V, n, w, a, out)
 
-// Q4_K / Q5_K: dot takes standard Q8_K rows, mm_dot / mm_dot_multi prepared ones.
+// Q4_K / Q5_K, named as the 32-blocks are: name_sfx (dot) takes standard Q8_K rows, name_mm_sfx (mm_dot)
+// and name_multi_sfx (mm_dot_multi) the prepared ones.
 #define TKP(name, FIVE, sfx, V)                                                                                 \
-    static float name##_std_##sfx(int64_t n, const void *w, const void *a) {                                    \
+    static float name##_##sfx(int64_t n, const void *w, const void *a) {                                        \
         float out;                                                                                              \
         kq45(FIVE, 1, V, false, n, w, &a, &out);                                                                \
         return out;                                                                                             \
+    }                                                                                                           \
+    static float name##_mm_##sfx(int64_t n, const void *w, const void *a) {                                     \
+        float out;                                                                                              \
+        kq45(FIVE, 1, V, true, n, w, &a, &out);                                                                 \
+        return out;                                                                                             \
+    }                                                                                                           \
+    static void name##_multi_##sfx(int64_t n, const void *w, const void *const *a, int T, float *out) {         \
+        switch (T) {                                                                                            \
+        case 1: kq45(FIVE, 1, V, true, n, w, a, out); break;                                                    \
+        case 2: kq45(FIVE, 2, V, true, n, w, a, out); break;                                                    \
+        case 3: kq45(FIVE, 3, V, true, n, w, a, out); break;                                                    \
+        default: kq45(FIVE, 4, V, true, n, w, a, out); break;                                                   \
+        }                                                                                                       \
     }
 
 #define INSTANCES(sfx, V)                                                                                        \
@@ -680,8 +692,6 @@ AI void kq23(const bool three, const int T, const bool vnni, int64_t n, const vo
     T32(dot_q8_0, AERO_DT_Q8_0, sfx, V)                                                                          \
     TK(dot_q2_K, KQ2, sfx, V)                                                                                    \
     TK(dot_q3_K, KQ3, sfx, V)                                                                                    \
-    TK(dot_q4_K, KQ4, sfx, V)                                                                                    \
-    TK(dot_q5_K, KQ5, sfx, V)                                                                                    \
     TKP(dot_q4_K, false, sfx, V)                                                                                 \
     TKP(dot_q5_K, true, sfx, V)                                                                                  \
     TK(dot_q6_K, KQ6, sfx, V)
@@ -709,12 +719,8 @@ void aero_kernels_fill_avx512(aero_kernel_ops *ops, bool vnni) {
     SET32(AERO_DT_Q8_0, dot_q8_0, sfx)          \
     SETK(AERO_DT_Q2_K, dot_q2_K, sfx)           \
     SETK(AERO_DT_Q3_K, dot_q3_K, sfx)           \
-    SETK(AERO_DT_Q4_K, dot_q4_K, sfx)           \
-    SETK(AERO_DT_Q5_K, dot_q5_K, sfx)           \
-    ops->mm_dot[AERO_DT_Q4_K] = dot_q4_K_##sfx; \
-    ops->mm_dot[AERO_DT_Q5_K] = dot_q5_K_##sfx; \
-    ops->dot[AERO_DT_Q4_K] = dot_q4_K_std_##sfx; \
-    ops->dot[AERO_DT_Q5_K] = dot_q5_K_std_##sfx; \
+    SET32(AERO_DT_Q4_K, dot_q4_K, sfx)          \
+    SET32(AERO_DT_Q5_K, dot_q5_K, sfx)          \
     SETK(AERO_DT_Q6_K, dot_q6_K, sfx)
     for (int t = 0; t < AERO_DT_COUNT; t++) ops->mm_dot_multi[t] = NULL;
     if (vnni) {

@@ -36,12 +36,14 @@ aero_dtype aero_vec_dot_type(aero_dtype w);
 
 // Scalar reference quantizer (also used for activations); n must be a multiple of the block size.
 void aero_quantize_row(aero_dtype t, const float *x, void *y, int64_t n);
-// Scalar reference dequantizer.
+// Dequantizes a row of n elements (SIMD F16/BF16 conversions where there are some; the values equal the scalar
+// reference's).
 void aero_dequantize_row(aero_dtype t, const void *x, float *y, int64_t n);
 
-// dot(w, a) with a already in aero_vec_dot_type(t), with the selected ISA.
+// dot(w, a) with a already in aero_vec_dot_type(t), with the selected ISA. t must have kernels and n be a
+// multiple of its block (aero_wmat_check); anything else is a bug (assertion).
 float aero_vec_dot(aero_dtype t, int64_t n, const void *w, const void *a);
-// Same with a chosen ISA (tests compare ISAs); the ISA must be available.
+// Same with a chosen ISA (tests compare ISAs); the ISA must be available (aero_isa_available).
 float aero_vec_dot_isa(aero_isa isa, aero_dtype t, int64_t n, const void *w, const void *a);
 // dot(w, x) with exact f32 activations (no activation quantization), with the selected ISA.
 float aero_vec_dot_f32(aero_dtype t, int64_t n, const void *w, const float *x);
@@ -63,8 +65,8 @@ void aero_matmul(aero_pool *pool, const aero_wmat *w, const float *x, int n, flo
 // Same, with exact f32 activations (aero_vec_dot_f32); slower, used where quantizing activations is unwanted.
 void aero_matmul_f32(aero_pool *pool, const aero_wmat *w, const float *x, int n, float *y);
 
-// Checks that aero_matmul can use W (type with kernels, whole blocks, row stride); call once at load. The
-// matmuls themselves never crash on a bad W: they write zeros.
+// Checks that aero_matmul can use W (type with kernels, whole blocks, row stride; not the data pointer); call
+// once at load. The matmuls assume it passed and that data is set: a W that fails it is a bug (assertion).
 aero_status aero_wmat_check(const aero_wmat *w, aero_error *err);
 
 #endif

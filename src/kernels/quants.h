@@ -180,8 +180,8 @@ static inline float aero_reduce16(const float acc[16]) {
     return s[0] + s[1];
 }
 
-// Dequantizes a weight row for the exact-f32 path (SIMD F16/BF16 conversion; values equal the scalar ones).
-void aero_dequant_row_f32(aero_dtype t, const void *x, float *y, int64_t n);
+// Scalar reference dequantizer (aero_dequantize_row is the public, SIMD-dispatched one).
+void aero_dequantize_row_ref(aero_dtype t, const void *x, float *y, int64_t n);
 
 // aero_vec_dot_f32 with a given table (tests compare ISAs; all give the same bits).
 float aero_vec_dot_f32_with(const aero_kernel_ops *ops, aero_dtype t, int64_t n, const void *w, const float *x);

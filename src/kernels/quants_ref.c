@@ -527,7 +527,7 @@ void aero_quantize_row(aero_dtype t, const float *x, void *y, int64_t n) {
 }
 
 // Dequantizes a row; a type or length the kernels cannot handle gives zeros (when n is usable).
-void aero_dequantize_row(aero_dtype t, const void *vx, float *y, int64_t n) {
+void aero_dequantize_row_ref(aero_dtype t, const void *vx, float *y, int64_t n) {
     if (!row_ok(t, n)) {
         if (n > 0) memset(y, 0, (size_t)n * sizeof *y);
         return;

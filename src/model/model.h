@@ -46,8 +46,10 @@ int aero_model_n_threads(const aero_model *m);
 
 typedef struct {
     int n_ctx;      // KV capacity per sequence; <= 0: model's training context capped at 4096
-    int n_seq;      // sequences the cache holds at once (server slots); <= 0: 1
+    int n_seq;      // sequences the cache holds at once (server sequences); <= 0: 1
     bool kv_f32;    // F32 cache instead of F16
+    int n_batch;    // tokens computed at once inside a layer (-b, the compute tile); <= 0: 512. A longer batch
+                    // is computed tile by tile within each layer, so it still reads the weights once.
 } aero_ctx_params;
 
 aero_status aero_ctx_new(aero_ctx **out, aero_model *m, const aero_ctx_params *p, aero_error *err);
@@ -59,7 +61,7 @@ aero_model *aero_ctx_model(aero_ctx *c);
 // A batch: token i has a position, a sequence and (optionally) a mask row. Without mask, token i attends to
 // its sequence's cached tokens and to the earlier tokens of the same sequence in this batch (causal). With
 // mask (n*n bytes, row i), token i attends to its sequence's cache and to batch token j iff mask[i*n+j] (tree
-// verification). Each token is appended to its sequence's cache at the next slot, in batch order.
+// verification). Each token is appended to its sequence's cache at the next cell (position), in batch order.
 typedef struct {
     int n;
     const int32_t *tokens;
@@ -70,7 +72,8 @@ typedef struct {
 } aero_batch;
 
 // Runs the model over the batch, appending K/V to the cache; writes n_vocab logits per wanted token.
-// Long batches are processed in chunks internally. Context overflow is AERO_ERR_RANGE and changes nothing.
+// Each layer computes every tile (n_batch tokens) of the batch while it is held, so a whole prompt passed in
+// one call reads streamed weights once. Context overflow is AERO_ERR_RANGE and changes nothing.
 aero_status aero_decode(aero_ctx *c, const aero_batch *b, float *logits, aero_error *err);
 
 int aero_kv_len(const aero_ctx *c, int seq);                 // tokens cached for seq

@@ -39,6 +39,13 @@ static aero_status find_tensor(const aero_gguf *g, int64_t *out, bool required, 
     if (!ne1 && t->type != AERO_DT_F32)
         return aero_fail(err, AERO_ERR_UNSUPPORTED, "tensor '%s' (a norm or bias) must be F32, not %s", name,
                          aero_dtype_name(t->type));
+    if (ne1) { // a matrix: the matmuls assume what aero_wmat_check checks, once here
+        aero_wmat w = {.type = t->type, .cols = ne0, .rows = ne1, .row_bytes = aero_dtype_row_bytes(t->type, ne0)};
+        if (aero_wmat_check(&w, err)) {
+            aero_error_prefix(err, "tensor '%s': ", name);
+            return err->code;
+        }
+    }
     return AERO_OK;
 }
 

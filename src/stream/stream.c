@@ -423,8 +423,9 @@ void aero_stream_release(aero_stream *s, int unit) {
     pthread_mutex_unlock(&s->mu);
 }
 
-// Token embeddings: n rows, from memory when resident, else one aligned read per row.
-aero_status aero_stream_embed_rows(aero_stream *s, const int32_t *rows, int n, float *out, aero_error *err) {
+// Raw rows of the token embedding: from memory when resident, else one aligned read per row. Dequantizing
+// them is the model's business.
+aero_status aero_stream_read_rows(aero_stream *s, const int32_t *rows, int n, void *out, aero_error *err) {
     if (s->embd < 0) return aero_fail(err, AERO_ERR_INVALID, "stream: no token embedding tensor");
     if (!s->mutex_ready) return aero_fail(err, AERO_ERR_INVALID, "stream: opened for planning only");
     const aero_tensor_info *t = &s->g->tensors[s->embd];
@@ -440,8 +441,7 @@ aero_status aero_stream_embed_rows(aero_stream *s, const int32_t *rows, int n, f
     if (s->plan.embd_resident) {
         const char *base = s->ptr[s->embd];
         for (int i = 0; i < n; i++)
-            aero_dequantize_row(t->type, base + (size_t)rows[i] * row_bytes, out + (size_t)i * t->ne[0],
-                                (int64_t)t->ne[0]);
+            memcpy((char *)out + (size_t)i * row_bytes, base + (size_t)rows[i] * row_bytes, row_bytes);
         return AERO_OK;
     }
     uint64_t bytes = 0;
@@ -450,9 +450,7 @@ aero_status aero_stream_embed_rows(aero_stream *s, const int32_t *rows, int n, f
         uint64_t off = t->offset + (uint64_t)rows[i] * row_bytes, end = off + row_bytes;
         uint64_t a = off & ~(uint64_t)(ST_ALIGN - 1), len = ((end + ST_ALIGN - 1) & ~(uint64_t)(ST_ALIGN - 1)) - a;
         st = st_read_sync(s, t->file, a, len, end - a, s->row_buf, err);
-        if (!st)
-            aero_dequantize_row(t->type, (const char *)s->row_buf + (off - a), out + (size_t)i * t->ne[0],
-                                (int64_t)t->ne[0]);
+        if (!st) memcpy((char *)out + (size_t)i * row_bytes, (const char *)s->row_buf + (off - a), row_bytes);
         bytes += len;
     }
     pthread_mutex_lock(&s->mu);

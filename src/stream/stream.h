@@ -78,8 +78,8 @@ const void *aero_stream_tensor(aero_stream *s, int64_t tensor);
 // why (not acquired, read by row, planning only, no such tensor), *data NULL.
 aero_status aero_stream_tensor_checked(aero_stream *s, int64_t tensor, const void **data, aero_error *err);
 void aero_stream_release(aero_stream *s, int unit);
-// Dequantized rows of the embedding tensor (n rows of ne[0] floats), read from memory or disk.
-aero_status aero_stream_embed_rows(aero_stream *s, const int32_t *rows, int n, float *out, aero_error *err);
+// Raw rows of the embedding tensor (n rows of its row bytes, packed in out), read from memory or disk.
+aero_status aero_stream_read_rows(aero_stream *s, const int32_t *rows, int n, void *out, aero_error *err);
 
 void aero_stream_get_stats(const aero_stream *s, aero_stream_stats *out);
 void aero_stream_reset_stats(aero_stream *s);

@@ -1,0 +1,70 @@
+// Scalar layer math shared by every ISA: these ops are a small part of a pass next to the matmuls, and one
+// fixed-order implementation keeps them bit-identical everywhere.
+#include "ops.h"
+
+#include <math.h>
+#include <string.h>
+
+// The normalization before attention, before the feed-forward, of q/k heads (qwen3) and before the head.
+void aero_rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
+    float ss = 0;
+    for (int i = 0; i < n; i++) ss += x[i] * x[i];
+    ss = 1.0f / sqrtf(ss / n + eps);
+    for (int i = 0; i < n; i++) out[i] = x[i] * ss * w[i];
+}
+
+// Position information for attention, applied to q and k before the k row is cached.
+void aero_rope(float *v, int pos, int rope_dim, const float *inv_freq, bool neox) {
+    int half = rope_dim / 2;
+    for (int i = 0; i < half; i++) {
+        float theta = (float)pos * inv_freq[i];
+        float c = cosf(theta), s = sinf(theta);
+        int a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
+        float x0 = v[a], x1 = v[b];
+        v[a] = x0 * c - x1 * s;
+        v[b] = x0 * s + x1 * c;
+    }
+}
+
+// The feed-forward's gated activation.
+void aero_swiglu(float *gate, const float *up, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        float g = gate[i];
+        gate[i] = g / (1.0f + expf(-g)) * up[i];
+    }
+}
+
+// Attention scores need a dot whose bits do not depend on alignment or batch; see ops.h.
+float aero_dot_fixed(const float *a, const float *b, int n) {
+    float acc[16] = {0};
+    int d = 0;
+    for (; d + 16 <= n; d += 16)
+        for (int j = 0; j < 16; j++) acc[j] += a[d + j] * b[d + j];
+    for (int j = 0; d < n; d++, j++) acc[j] += a[d] * b[d];
+    for (int w = 8; w >= 1; w /= 2)
+        for (int j = 0; j < w; j++) acc[j] += acc[j + w];
+    return acc[0];
+}
+
+// One query head's attention; the caller lists the visible rows so that causal, multi-sequence and tree masks
+// all reduce through this one order.
+void aero_attention(float *out, const float *q, const float *k, const float *v, const int *rows, int n, int hd,
+                    float scale, float *scores) {
+    float maxs = -INFINITY;
+    for (int t = 0; t < n; t++) {
+        float sc = aero_dot_fixed(q, k + (size_t)rows[t] * hd, hd) * scale;
+        scores[t] = sc;
+        if (sc > maxs) maxs = sc;
+    }
+    float sum = 0;
+    for (int t = 0; t < n; t++) {
+        scores[t] = expf(scores[t] - maxs);
+        sum += scores[t];
+    }
+    memset(out, 0, sizeof(float) * hd);
+    for (int t = 0; t < n; t++) {
+        const float *vr = v + (size_t)rows[t] * hd;
+        float p = scores[t] / sum;
+        for (int d = 0; d < hd; d++) out[d] += p * vr[d];
+    }
+}

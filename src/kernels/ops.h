@@ -1,0 +1,28 @@
+// The math of a transformer layer other than the matmuls: RMS norm, rotary position embedding, SwiGLU and the
+// attention of one query over listed key/value rows. Each computes in a fixed order, so a token's result never
+// depends on where its vectors sit or what else is in its batch (DESIGN.md invariant 3).
+#ifndef AERO_KERNELS_OPS_H
+#define AERO_KERNELS_OPS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+// out = x / rms(x) * w (out may be x).
+void aero_rmsnorm(float *out, const float *x, const float *w, int n, float eps);
+
+// Rotates one head's vector by its position: adjacent pairs (llama) or the two halves (neox: NeoX/qwen), over
+// the first rope_dim elements, with inv_freq[i] the angle per position of pair i.
+void aero_rope(float *v, int pos, int rope_dim, const float *inv_freq, bool neox);
+
+// gate[i] = silu(gate[i]) * up[i].
+void aero_swiglu(float *gate, const float *up, int64_t n);
+
+// Dot product in a fixed order (16 running lanes, then a fixed fold), which the compiler vectorises.
+float aero_dot_fixed(const float *a, const float *b, int n);
+
+// out = softmax(q . K[rows] * scale) . V[rows] for one query: K and V are f32 rows of hd elements, rows[0..n)
+// the visible ones in the order they are reduced; scores is scratch of n floats.
+void aero_attention(float *out, const float *q, const float *k, const float *v, const int *rows, int n, int hd,
+                    float scale, float *scores);
+
+#endif
