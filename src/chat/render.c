@@ -11,6 +11,7 @@
 
 #include "../format/gguf.h"
 #include "chat.h"
+#include "core/util.h"
 #include "jinja.h"
 
 #define MAX_TEMPLATE_BYTES (16u << 20)
@@ -861,39 +862,12 @@ aero_status aero_chat_template_from_gguf(aero_chat_template **out, const aero_gg
 
 // --chat-template-file: a bare template, or the chat_template of a tokenizer_config.json.
 aero_status aero_chat_template_load_file(aero_chat_template **out, const char *path, aero_error *err) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return aero_fail(err, AERO_ERR_IO, "%s: %s", path, strerror(errno));
-    char *buf = NULL;
-    size_t n = 0, cap = 0;
-    for (;;) {
-        if (n == cap) {
-            if (cap >= MAX_TEMPLATE_BYTES + 1) break;
-            cap = cap ? cap * 2 : 65536;
-            char *nb = realloc(buf, cap + 1);
-            if (!nb) {
-                free(buf);
-                fclose(f);
-                return aero_fail(err, AERO_ERR_NOMEM, "%s: out of memory", path);
-            }
-            buf = nb;
-        }
-        size_t r = fread(buf + n, 1, cap - n, f);
-        n += r;
-        if (r == 0) break;
-    }
-    bool rd_err = ferror(f);
-    fclose(f);
-    if (rd_err) {
-        free(buf);
-        return aero_fail(err, AERO_ERR_IO, "%s: read error", path);
-    }
-    if (n > MAX_TEMPLATE_BYTES) {
-        free(buf);
+    char *buf;
+    size_t n;
+    aero_status rd = aero_read_file(path, MAX_TEMPLATE_BYTES, &buf, &n, err);
+    if (rd == AERO_ERR_RANGE)
         return aero_fail(err, AERO_ERR_INVALID, "%s: larger than the %u-byte template limit", path, MAX_TEMPLATE_BYTES);
-    }
-    if (!buf) buf = calloc(1, 1);
-    if (!buf) return aero_fail(err, AERO_ERR_NOMEM, "%s: out of memory", path);
-    buf[n] = 0;
+    if (rd != AERO_OK) return rd;
     size_t pl = strlen(path);
     aero_status st;
     if (pl > 5 && !strcmp(path + pl - 5, ".json")) {
