@@ -7,7 +7,6 @@
 
 // Doubling keeps appends amortized O(1); 256 bytes covers most single events without a second allocation.
 bool aero_buf_reserve(aero_buf *b, size_t extra) {
-    if (b->oom) return false;
     if (extra > (size_t)-1 / 2 - b->len) {
         b->oom = true;
         return false;

@@ -10,7 +10,7 @@ typedef struct {
     char *p;    // NULL until the first append; then always NUL-terminated at p[len]
     size_t len; // bytes used, not counting the terminator
     size_t cap; // bytes allocated
-    bool oom;   // an append failed; later appends do nothing, so a caller can check once at the end
+    bool oom;   // an append failed since the last clear, so a caller can check once at the end
 } aero_buf;
 
 // Appends n bytes (s may be NULL when n is 0); false (and b->oom set) when memory runs out.
