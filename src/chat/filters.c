@@ -22,23 +22,6 @@ enum {
     T_NONE, T_NUMBER, T_ODD, T_SAMEAS, T_SEQUENCE, T_STRING, T_TEST, T_TRUE, T_UNDEFINED, T_UPPER, T_COUNT_ALL
 };
 
-static const char *const test_names[T_COUNT_ALL] = {
-    [T_BOOLEAN] = "boolean", [T_CALLABLE] = "callable", [T_DEFINED] = "defined", [T_DIVISIBLEBY] = "divisibleby",
-    [T_EQ] = "eq", [T_EQUALTO] = "equalto", [T_ESCAPED] = "escaped", [T_EVEN] = "even", [T_FALSE] = "false",
-    [T_FILTER] = "filter", [T_FLOAT] = "float", [T_GE] = "ge", [T_GREATERTHAN] = "greaterthan", [T_GT] = "gt",
-    [T_IN] = "in", [T_INTEGER] = "integer", [T_ITERABLE] = "iterable", [T_LE] = "le", [T_LESSTHAN] = "lessthan",
-    [T_LOWER] = "lower", [T_LT] = "lt", [T_MAPPING] = "mapping", [T_NE] = "ne", [T_NONE] = "none",
-    [T_NUMBER] = "number", [T_ODD] = "odd", [T_SAMEAS] = "sameas", [T_SEQUENCE] = "sequence",
-    [T_STRING] = "string", [T_TEST] = "test", [T_TRUE] = "true", [T_UNDEFINED] = "undefined", [T_UPPER] = "upper",
-};
-
-// Resolves a test name at parse time (an unknown test is a parse error, as in jinja2).
-int jtest_lookup(const char *name) {
-    for (int i = 0; i < T_COUNT_ALL; i++)
-        if (!strcmp(test_names[i], name)) return i;
-    return -1;
-}
-
 // ---------------------------------------------------------------- helpers
 
 // The items a for loop or a sequence filter sees: list/tuple as is, dict keys, string characters.
@@ -296,7 +279,7 @@ static jv filter_batch(jctx *c, int id, jv v, const jargs *a, const char *what) 
 }
 
 // `capitalize`, `lower`, `upper`, `title`: jinja2's case filters (title uses jinja2's word rule).
-static jv filter_capitalize(jctx *c, int id, jv v, const jargs *a, const char *what) {
+static jv filter_case(jctx *c, int id, jv v, const jargs *a, const char *what) {
     jv p[5];
     jargs_bind(c, what, a, NULL, 0, p);
     return jstr_case(c, jexpect_str(c, v, what), id == F_CAPITALIZE ? CASE_CAPITALIZE : id == F_LOWER ? CASE_LOWER
@@ -320,7 +303,7 @@ static jv filter_center(jctx *c, int id, jv v, const jargs *a, const char *what)
 }
 
 // `count` and `length`: len(), where an undefined value counts as empty.
-static jv filter_count(jctx *c, int id, jv v, const jargs *a, const char *what) {
+static jv filter_length(jctx *c, int id, jv v, const jargs *a, const char *what) {
     jv p[5];
     jargs_bind(c, what, a, NULL, 0, p);
     switch ((jv_type)v.t) {
@@ -333,7 +316,7 @@ static jv filter_count(jctx *c, int id, jv v, const jargs *a, const char *what) 
 }
 
 // `default` (alias `d`): a fallback for undefined values, or for falsy ones when boolean is true.
-static jv filter_d(jctx *c, int id, jv v, const jargs *a, const char *what) {
+static jv filter_default(jctx *c, int id, jv v, const jargs *a, const char *what) {
     jv p[5];
     static const char *const n[] = {"default_value", "boolean"};
     jargs_bind(c, what, a, n, 2, p);
@@ -366,7 +349,7 @@ static jv filter_dictsort(jctx *c, int id, jv v, const jargs *a, const char *wha
 }
 
 // `escape` (alias `e`): HTML escaping, for templates that ask for it explicitly.
-static jv filter_e(jctx *c, int id, jv v, const jargs *a, const char *what) {
+static jv filter_escape(jctx *c, int id, jv v, const jargs *a, const char *what) {
     jv p[5];
     jargs_bind(c, what, a, NULL, 0, p);
     jv s = jv_to_str(c, v);
@@ -377,7 +360,7 @@ static jv filter_e(jctx *c, int id, jv v, const jargs *a, const char *what) {
 }
 
 // `first` and `last`: an end of a sequence, undefined (with a reason) when it is empty.
-static jv filter_first(jctx *c, int id, jv v, const jargs *a, const char *what) {
+static jv filter_first_last(jctx *c, int id, jv v, const jargs *a, const char *what) {
     jv p[5];
     jargs_bind(c, what, a, NULL, 0, p);
     jv items = jv_iter_list(c, v);
@@ -559,7 +542,7 @@ static jv filter_map(jctx *c, int id, jv v, const jargs *a, const char *what) {
 }
 
 // `max` and `min`: the largest or smallest item (optionally by attribute), by sorting.
-static jv filter_max(jctx *c, int id, jv v, const jargs *a, const char *what) {
+static jv filter_max_min(jctx *c, int id, jv v, const jargs *a, const char *what) {
     jv p[5];
     static const char *const n[] = {"case_sensitive", "attribute"};
     jargs_bind(c, what, a, n, 2, p);
@@ -571,7 +554,7 @@ static jv filter_max(jctx *c, int id, jv v, const jargs *a, const char *what) {
 }
 
 // `select`, `reject`, `selectattr`, `rejectattr`: the items a test keeps or drops.
-static jv filter_select(jctx *c, int id, jv v, const jargs *a, const char *what) {
+static jv filter_select_reject(jctx *c, int id, jv v, const jargs *a, const char *what) {
     bool attr = id == F_SELECTATTR || id == F_REJECTATTR, keep = id == F_SELECT || id == F_SELECTATTR;
     if (attr && a->npos < 1) jraise(c, "%s: missing the attribute name", what);
     jv items = jv_iter_list(c, v);
@@ -763,44 +746,44 @@ static const struct {
     [F_ABS] = {"abs", filter_abs},
     [F_ATTR] = {"attr", filter_attr},
     [F_BATCH] = {"batch", filter_batch},
-    [F_CAPITALIZE] = {"capitalize", filter_capitalize},
+    [F_CAPITALIZE] = {"capitalize", filter_case},
     [F_CENTER] = {"center", filter_center},
-    [F_COUNT] = {"count", filter_count},
-    [F_D] = {"d", filter_d},
-    [F_DEFAULT] = {"default", filter_d},
+    [F_COUNT] = {"count", filter_length},
+    [F_D] = {"d", filter_default},
+    [F_DEFAULT] = {"default", filter_default},
     [F_DICTSORT] = {"dictsort", filter_dictsort},
-    [F_E] = {"e", filter_e},
-    [F_ESCAPE] = {"escape", filter_e},
-    [F_FIRST] = {"first", filter_first},
+    [F_E] = {"e", filter_escape},
+    [F_ESCAPE] = {"escape", filter_escape},
+    [F_FIRST] = {"first", filter_first_last},
     [F_FLOAT] = {"float", filter_float},
     [F_FORMAT] = {"format", filter_format},
     [F_INDENT] = {"indent", filter_indent},
     [F_INT] = {"int", filter_int},
     [F_ITEMS] = {"items", filter_items},
     [F_JOIN] = {"join", filter_join},
-    [F_LAST] = {"last", filter_first},
-    [F_LENGTH] = {"length", filter_count},
+    [F_LAST] = {"last", filter_first_last},
+    [F_LENGTH] = {"length", filter_length},
     [F_LIST] = {"list", filter_list},
-    [F_LOWER] = {"lower", filter_capitalize},
+    [F_LOWER] = {"lower", filter_case},
     [F_MAP] = {"map", filter_map},
-    [F_MAX] = {"max", filter_max},
-    [F_MIN] = {"min", filter_max},
-    [F_REJECT] = {"reject", filter_select},
-    [F_REJECTATTR] = {"rejectattr", filter_select},
+    [F_MAX] = {"max", filter_max_min},
+    [F_MIN] = {"min", filter_max_min},
+    [F_REJECT] = {"reject", filter_select_reject},
+    [F_REJECTATTR] = {"rejectattr", filter_select_reject},
     [F_REPLACE] = {"replace", filter_replace},
     [F_REVERSE] = {"reverse", filter_reverse},
     [F_ROUND] = {"round", filter_round},
     [F_SAFE] = {"safe", filter_safe},
-    [F_SELECT] = {"select", filter_select},
-    [F_SELECTATTR] = {"selectattr", filter_select},
+    [F_SELECT] = {"select", filter_select_reject},
+    [F_SELECTATTR] = {"selectattr", filter_select_reject},
     [F_SORT] = {"sort", filter_sort},
     [F_STRING] = {"string", filter_string},
     [F_SUM] = {"sum", filter_sum},
-    [F_TITLE] = {"title", filter_capitalize},
+    [F_TITLE] = {"title", filter_case},
     [F_TOJSON] = {"tojson", filter_tojson},
     [F_TRIM] = {"trim", filter_trim},
     [F_UNIQUE] = {"unique", filter_unique},
-    [F_UPPER] = {"upper", filter_capitalize},
+    [F_UPPER] = {"upper", filter_case},
     [F_WORDCOUNT] = {"wordcount", filter_wordcount},
 };
 
@@ -821,101 +804,179 @@ jv jfilter_apply(jctx *c, int id, jv v, const jargs *a) {
 
 // ---------------------------------------------------------------- tests
 
-bool jtest_apply(jctx *c, int id, jv v, const jargs *a) {
+// The single argument of the comparison tests.
+static const char *const one_arg[] = {"other"};
+
+// The tests on the operand's type or value alone (they take no arguments).
+static bool test_type(jctx *c, int id, jv v, const jargs *a, const char *what) {
     jv p[1];
-    char what[48];
-    snprintf(what, sizeof what, "test '%s'", test_names[id]);
-    static const char *const one[] = {"other"};
+    jargs_bind(c, what, a, NULL, 0, p);
     switch (id) {
-    case T_BOOLEAN: jargs_bind(c, what, a, NULL, 0, p); return v.t == JV_BOOL;
-    case T_CALLABLE: jargs_bind(c, what, a, NULL, 0, p); return v.t == JV_FUNC;
-    case T_DEFINED: jargs_bind(c, what, a, NULL, 0, p); return v.t != JV_UNDEF;
-    case T_UNDEFINED: jargs_bind(c, what, a, NULL, 0, p); return v.t == JV_UNDEF;
-    case T_NONE: jargs_bind(c, what, a, NULL, 0, p); return v.t == JV_NONE;
-    case T_TRUE: jargs_bind(c, what, a, NULL, 0, p); return v.t == JV_BOOL && v.b;
-    case T_FALSE: jargs_bind(c, what, a, NULL, 0, p); return v.t == JV_BOOL && !v.b;
-    case T_STRING: jargs_bind(c, what, a, NULL, 0, p); return v.t == JV_STR;
-    case T_MAPPING: jargs_bind(c, what, a, NULL, 0, p); return v.t == JV_DICT;
-    case T_NUMBER: jargs_bind(c, what, a, NULL, 0, p); return v.t == JV_INT || v.t == JV_FLOAT || v.t == JV_BOOL;
-    case T_INTEGER: jargs_bind(c, what, a, NULL, 0, p); return v.t == JV_INT;
-    case T_FLOAT: jargs_bind(c, what, a, NULL, 0, p); return v.t == JV_FLOAT;
-    case T_ESCAPED: jargs_bind(c, what, a, NULL, 0, p); return false;
-    case T_ITERABLE:
-        jargs_bind(c, what, a, NULL, 0, p);
-        return v.t == JV_STR || v.t == JV_LIST || v.t == JV_TUPLE || v.t == JV_DICT || v.t == JV_UNDEF;
-    case T_SEQUENCE:
-        jargs_bind(c, what, a, NULL, 0, p);
-        return v.t == JV_STR || v.t == JV_LIST || v.t == JV_TUPLE || v.t == JV_DICT || v.t == JV_UNDEF;
-    case T_LOWER: case T_UPPER: {
-        jargs_bind(c, what, a, NULL, 0, p);
-        jv s = jv_to_str(c, v);
-        const jstr *x = jv_str(s);
-        bool cased = false, ok = true;
-        size_t i = 0;
-        while (i < x->len && ok) {
-            uint32_t cp = jutf8_next(x->s, x->len, &i);
-            if (id == T_LOWER) { ok = !jpy_isupper(cp); cased |= jpy_islower(cp); }
-            else { ok = !jpy_islower(cp); cased |= jpy_isupper(cp); }
-        }
-        jv_decref(c, s);
-        return ok && cased;
+    case T_BOOLEAN: return v.t == JV_BOOL;
+    case T_CALLABLE: return v.t == JV_FUNC;
+    case T_DEFINED: return v.t != JV_UNDEF;
+    case T_UNDEFINED: return v.t == JV_UNDEF;
+    case T_NONE: return v.t == JV_NONE;
+    case T_TRUE: return v.t == JV_BOOL && v.b;
+    case T_FALSE: return v.t == JV_BOOL && !v.b;
+    case T_STRING: return v.t == JV_STR;
+    case T_MAPPING: return v.t == JV_DICT;
+    case T_NUMBER: return v.t == JV_INT || v.t == JV_FLOAT || v.t == JV_BOOL;
+    case T_INTEGER: return v.t == JV_INT;
+    case T_FLOAT: return v.t == JV_FLOAT;
+    case T_ESCAPED: return false;
+    case T_ITERABLE: return v.t == JV_STR || v.t == JV_LIST || v.t == JV_TUPLE || v.t == JV_DICT || v.t == JV_UNDEF;
+    case T_SEQUENCE: return v.t == JV_STR || v.t == JV_LIST || v.t == JV_TUPLE || v.t == JV_DICT || v.t == JV_UNDEF;
     }
-    case T_ODD: case T_EVEN: case T_DIVISIBLEBY: {
-        int64_t d = 2;
-        if (id == T_DIVISIBLEBY) {
-            static const char *const n[] = {"num"};
-            jargs_bind(c, what, a, n, 1, p);
-            d = jexpect_int(c, p[0], what);
-            if (d == 0) jraise(c, "divisibleby: integer modulo by zero");
-        } else {
-            jargs_bind(c, what, a, NULL, 0, p);
-        }
-        if (v.t == JV_FLOAT) {
-            double r = fmod(v.f, (double)d);
-            if (r != 0 && (r < 0) != (d < 0)) r += (double)d;
-            return id == T_ODD ? r == 1 : r == 0;
-        }
-        int64_t x = jexpect_int(c, v, what);
-        int64_t r = d == -1 ? 0 : x % d;
-        if (r != 0 && (r < 0) != (d < 0)) r += d;
+    return false;
+}
+
+// `lower` and `upper`: all cased characters in one case, and at least one of them (Python's islower/isupper).
+static bool test_case(jctx *c, int id, jv v, const jargs *a, const char *what) {
+    jv p[1];
+    jargs_bind(c, what, a, NULL, 0, p);
+    jv s = jv_to_str(c, v);
+    const jstr *x = jv_str(s);
+    bool cased = false, ok = true;
+    size_t i = 0;
+    while (i < x->len && ok) {
+        uint32_t cp = jutf8_next(x->s, x->len, &i);
+        if (id == T_LOWER) { ok = !jpy_isupper(cp); cased |= jpy_islower(cp); }
+        else { ok = !jpy_islower(cp); cased |= jpy_isupper(cp); }
+    }
+    jv_decref(c, s);
+    return ok && cased;
+}
+
+// `odd`, `even`, `divisibleby`: Python's modulo (the sign follows the divisor), floats included.
+static bool test_modulo(jctx *c, int id, jv v, const jargs *a, const char *what) {
+    jv p[1];
+    int64_t d = 2;
+    if (id == T_DIVISIBLEBY) {
+        static const char *const n[] = {"num"};
+        jargs_bind(c, what, a, n, 1, p);
+        d = jexpect_int(c, p[0], what);
+        if (d == 0) jraise(c, "divisibleby: integer modulo by zero");
+    } else {
+        jargs_bind(c, what, a, NULL, 0, p);
+    }
+    if (v.t == JV_FLOAT) {
+        double r = fmod(v.f, (double)d);
+        if (r != 0 && (r < 0) != (d < 0)) r += (double)d;
         return id == T_ODD ? r == 1 : r == 0;
     }
-    case T_EQ: case T_EQUALTO: case T_NE:
-        jargs_bind(c, what, a, one, 1, p);
-        return jv_equal(c, v, p[0], 0) == (id != T_NE);
-    case T_LT: case T_LESSTHAN: case T_LE: case T_GT: case T_GREATERTHAN: case T_GE: {
-        jargs_bind(c, what, a, one, 1, p);
-        int r = jv_compare(c, v, p[0], true);
-        if (id == T_LT || id == T_LESSTHAN) return r < 0;
-        if (id == T_LE) return r <= 0;
-        if (id == T_GT || id == T_GREATERTHAN) return r > 0;
-        return r >= 0;
+    int64_t x = jexpect_int(c, v, what);
+    int64_t r = d == -1 ? 0 : x % d;
+    if (r != 0 && (r < 0) != (d < 0)) r += d;
+    return id == T_ODD ? r == 1 : r == 0;
+}
+
+// `eq` (alias `equalto`) and `ne`: Python equality.
+static bool test_equal(jctx *c, int id, jv v, const jargs *a, const char *what) {
+    jv p[1];
+    jargs_bind(c, what, a, one_arg, 1, p);
+    return jv_equal(c, v, p[0], 0) == (id != T_NE);
+}
+
+// The ordering tests `lt`, `le`, `gt`, `ge` and their long names.
+static bool test_order(jctx *c, int id, jv v, const jargs *a, const char *what) {
+    jv p[1];
+    jargs_bind(c, what, a, one_arg, 1, p);
+    int r = jv_compare(c, v, p[0], true);
+    if (id == T_LT || id == T_LESSTHAN) return r < 0;
+    if (id == T_LE) return r <= 0;
+    if (id == T_GT || id == T_GREATERTHAN) return r > 0;
+    return r >= 0;
+}
+
+// `sameas`: the same object (identity), or equal for values that are not objects.
+static bool test_sameas(jctx *c, int id, jv v, const jargs *a, const char *what) {
+    jv p[1];
+    jargs_bind(c, what, a, one_arg, 1, p);
+    if (v.t != p[0].t) return false;
+    if (jv_isobj(v)) return v.o == p[0].o;
+    return jv_equal(c, v, p[0], 0);
+}
+
+// `in`: substring, mapping key or sequence member.
+static bool test_in(jctx *c, int id, jv v, const jargs *a, const char *what) {
+    jv p[1];
+    static const char *const n[] = {"seq"};
+    jargs_bind(c, what, a, n, 1, p);
+    jv seq = p[0];
+    if (seq.t == JV_STR) {
+        const jstr *x = jexpect_str(c, v, "'in <string>'");
+        return memmem(jv_str(seq)->s, jv_str(seq)->len, x->s, x->len) != NULL || x->len == 0;
     }
-    case T_SAMEAS:
-        jargs_bind(c, what, a, one, 1, p);
-        if (v.t != p[0].t) return false;
-        if (jv_isobj(v)) return v.o == p[0].o;
-        return jv_equal(c, v, p[0], 0);
-    case T_IN: {
-        static const char *const n[] = {"seq"};
-        jargs_bind(c, what, a, n, 1, p);
-        jv seq = p[0];
-        if (seq.t == JV_STR) {
-            const jstr *x = jexpect_str(c, v, "'in <string>'");
-            return memmem(jv_str(seq)->s, jv_str(seq)->len, x->s, x->len) != NULL || x->len == 0;
-        }
-        if (seq.t == JV_DICT) return v.t == JV_STR && jv_dict_get(seq, jv_str(v)->s, jv_str(v)->len);
-        jv items = jv_iter_list(c, seq);
-        bool found = false;
-        for (size_t i = 0; i < jv_list(items)->n && !found; i++) found = jv_equal(c, jv_list(items)->v[i], v, 0);
-        jv_decref(c, items);
-        return found;
-    }
-    case T_FILTER: case T_TEST: {
-        jargs_bind(c, what, a, NULL, 0, p);
-        if (v.t != JV_STR) return false;
-        return id == T_FILTER ? jfilter_lookup(jv_str(v)->s) >= 0 : jtest_lookup(jv_str(v)->s) >= 0;
-    }
-    }
-    jraise(c, "test %d not implemented", id);
+    if (seq.t == JV_DICT) return v.t == JV_STR && jv_dict_get(seq, jv_str(v)->s, jv_str(v)->len);
+    jv items = jv_iter_list(c, seq);
+    bool found = false;
+    for (size_t i = 0; i < jv_list(items)->n && !found; i++) found = jv_equal(c, jv_list(items)->v[i], v, 0);
+    jv_decref(c, items);
+    return found;
+}
+
+// `filter` and `test`: whether a name is a known filter or test.
+static bool test_known_name(jctx *c, int id, jv v, const jargs *a, const char *what) {
+    jv p[1];
+    jargs_bind(c, what, a, NULL, 0, p);
+    if (v.t != JV_STR) return false;
+    return id == T_FILTER ? jfilter_lookup(jv_str(v)->s) >= 0 : jtest_lookup(jv_str(v)->s) >= 0;
+}
+
+typedef bool (*test_fn)(jctx *c, int id, jv v, const jargs *a, const char *what);
+
+// Every test by id: its name (for lookup and messages) and the function that applies it; aliases share one.
+static const struct {
+    const char *name;
+    test_fn fn;
+} tests[T_COUNT_ALL] = {
+    [T_BOOLEAN] = {"boolean", test_type},
+    [T_CALLABLE] = {"callable", test_type},
+    [T_DEFINED] = {"defined", test_type},
+    [T_DIVISIBLEBY] = {"divisibleby", test_modulo},
+    [T_EQ] = {"eq", test_equal},
+    [T_EQUALTO] = {"equalto", test_equal},
+    [T_ESCAPED] = {"escaped", test_type},
+    [T_EVEN] = {"even", test_modulo},
+    [T_FALSE] = {"false", test_type},
+    [T_FILTER] = {"filter", test_known_name},
+    [T_FLOAT] = {"float", test_type},
+    [T_GE] = {"ge", test_order},
+    [T_GREATERTHAN] = {"greaterthan", test_order},
+    [T_GT] = {"gt", test_order},
+    [T_IN] = {"in", test_in},
+    [T_INTEGER] = {"integer", test_type},
+    [T_ITERABLE] = {"iterable", test_type},
+    [T_LE] = {"le", test_order},
+    [T_LESSTHAN] = {"lessthan", test_order},
+    [T_LOWER] = {"lower", test_case},
+    [T_LT] = {"lt", test_order},
+    [T_MAPPING] = {"mapping", test_type},
+    [T_NE] = {"ne", test_equal},
+    [T_NONE] = {"none", test_type},
+    [T_NUMBER] = {"number", test_type},
+    [T_ODD] = {"odd", test_modulo},
+    [T_SAMEAS] = {"sameas", test_sameas},
+    [T_SEQUENCE] = {"sequence", test_type},
+    [T_STRING] = {"string", test_type},
+    [T_TEST] = {"test", test_known_name},
+    [T_TRUE] = {"true", test_type},
+    [T_UNDEFINED] = {"undefined", test_type},
+    [T_UPPER] = {"upper", test_case},
+};
+
+// Resolves a test name at parse time (an unknown test is a parse error, as in jinja2).
+int jtest_lookup(const char *name) {
+    for (int i = 0; i < T_COUNT_ALL; i++)
+        if (!strcmp(tests[i].name, name)) return i;
+    return -1;
+}
+
+// Applies test `id` (from jtest_lookup) to v; `what` names the test in argument errors.
+bool jtest_apply(jctx *c, int id, jv v, const jargs *a) {
+    if (id < 0 || id >= T_COUNT_ALL) jraise(c, "test %d not implemented", id);
+    char what[48];
+    snprintf(what, sizeof what, "test '%s'", tests[id].name);
+    return tests[id].fn(c, id, v, a, what);
 }

@@ -409,6 +409,171 @@ static jv eval_slice(jctx *c, jscope *s, jv obj, const jnode *sl) {
     return out;
 }
 
+// A variable: its value in the innermost scope that has it, else undefined with the reason.
+static jv eval_name(jctx *c, jscope *s, const jnode *n) {
+    jv *v = jscope_lookup(s, n->s);
+    if (v) return jv_incref(*v);
+    return jv_undef_hint(c, "'%s' is undefined", n->s);
+}
+
+// obj.name: attribute access with the sandbox rules of jget_attr.
+static jv eval_getattr(jctx *c, jscope *s, const jnode *n) {
+    jv obj = eval(c, s, n->a);
+    c->line = n->line;
+    jv r = jget_attr(c, obj, n->s, n->len);
+    jv_decref(c, obj);
+    return r;
+}
+
+// obj[key] or obj[a:b:c].
+static jv eval_getitem(jctx *c, jscope *s, const jnode *n) {
+    jv obj = eval(c, s, n->a);
+    jv r;
+    if (n->b->kind == E_SLICE) {
+        r = eval_slice(c, s, obj, n->b);
+    } else {
+        jv key = eval(c, s, n->b);
+        c->line = n->line;
+        r = jget_item(c, obj, key);
+        jv_decref(c, key);
+    }
+    jv_decref(c, obj);
+    return r;
+}
+
+// f(args): a macro, a bound method or a global function.
+static jv eval_call(jctx *c, jscope *s, const jnode *n) {
+    jv fn = eval(c, s, n->a);
+    evargs ea;
+    eval_args(c, s, &n->kids, &ea);
+    c->line = n->line;
+    jv r = jcall_value(c, fn, &ea.a);
+    free_args(c, &ea);
+    jv_decref(c, fn);
+    return r;
+}
+
+// value | filter(args).
+static jv eval_filter(jctx *c, jscope *s, const jnode *n) {
+    jv operand = eval(c, s, n->a);
+    evargs ea;
+    eval_args(c, s, &n->kids, &ea);
+    c->line = n->line;
+    jv r = jfilter_apply(c, n->id, operand, &ea.a);
+    free_args(c, &ea);
+    jv_decref(c, operand);
+    return r;
+}
+
+// value is [not] test(args).
+static jv eval_test(jctx *c, jscope *s, const jnode *n) {
+    jv operand = eval(c, s, n->a);
+    evargs ea;
+    eval_args(c, s, &n->kids, &ea);
+    c->line = n->line;
+    bool r = jtest_apply(c, n->id, operand, &ea.a);
+    free_args(c, &ea);
+    jv_decref(c, operand);
+    return jv_bool(n->op == OP_NOT ? !r : r);
+}
+
+// Unary minus and plus: numbers only (bools count as ints, as in Python).
+static jv eval_unary(jctx *c, jscope *s, const jnode *n) {
+    jv v = eval(c, s, n->a);
+    c->line = n->line;
+    if (v.t == JV_UNDEF) raise_undef(c, v);
+    if (v.t == JV_BOOL) v = jv_int(v.b);
+    if (v.t == JV_INT) {
+        if (n->op == OP_NEG && v.i == INT64_MIN) overflow(c);
+        return jv_int(n->op == OP_NEG ? -v.i : v.i);
+    }
+    if (v.t == JV_FLOAT) return jv_float(n->op == OP_NEG ? -v.f : v.f);
+    jraise(c, "bad operand type for unary %s: '%s'", n->op == OP_NEG ? "-" : "+", jv_type_name(v));
+}
+
+// Arithmetic and `in`, delegated to binop once both sides are evaluated.
+static jv eval_binary(jctx *c, jscope *s, const jnode *n) {
+    jv a = eval(c, s, n->a), b = eval(c, s, n->b);
+    c->line = n->line;
+    jv r = binop(c, n->op, a, b);
+    jv_decref(c, a);
+    jv_decref(c, b);
+    return r;
+}
+
+// a ~ b: both sides written as strings and joined.
+static jv eval_concat(jctx *c, jscope *s, const jnode *n) {
+    jv a = eval(c, s, n->a), b = eval(c, s, n->b);
+    c->line = n->line;
+    jbuf buf = {0};
+    jv_write_str(c, &buf, a);
+    jv_write_str(c, &buf, b);
+    jv_decref(c, a);
+    jv_decref(c, b);
+    return jv_str_take_buf(c, &buf);
+}
+
+// A comparison chain (a < b <= c), stopping at the first false link as Python does.
+static jv eval_compare(jctx *c, jscope *s, const jnode *n) {
+    jv left = eval(c, s, n->a);
+    bool ok = true;
+    for (int i = 0; i < n->kids.n && ok; i++) {
+        jv right = eval(c, s, n->kids.v[i]);
+        c->line = n->line;
+        ok = compare_op(c, n->kids2.v[i]->op, left, right);
+        jv_decref(c, left);
+        left = right;
+    }
+    jv_decref(c, left);
+    return jv_bool(ok);
+}
+
+// `and` / `or`: short-circuit, returning the deciding operand itself, as Python does.
+static jv eval_and(jctx *c, jscope *s, const jnode *n) {
+    jv a = eval(c, s, n->a);
+    bool t = jv_truthy(a);
+    if ((n->kind == E_AND) != t) return a;
+    jv_decref(c, a);
+    return eval(c, s, n->b);
+}
+
+// `not`: the negated truth value.
+static jv eval_not(jctx *c, jscope *s, const jnode *n) {
+    jv a = eval(c, s, n->a);
+    bool t = jv_truthy(a);
+    jv_decref(c, a);
+    return jv_bool(!t);
+}
+
+// a if cond else b; without else, a false condition gives undefined (jinja2).
+static jv eval_cond(jctx *c, jscope *s, const jnode *n) {
+    jv t = eval(c, s, n->a);
+    bool yes = jv_truthy(t);
+    jv_decref(c, t);
+    if (yes) return eval(c, s, n->b);
+    if (n->c) return eval(c, s, n->c);
+    return jv_undef_hint(c, "the inline if-expression on line %d evaluated to false and no else section was defined", n->line);
+}
+
+// List and tuple literals.
+static jv eval_list(jctx *c, jscope *s, const jnode *n) {
+    jv out = jv_list_new(c, (size_t)n->kids.n, n->kind == E_TUPLE);
+    for (int i = 0; i < n->kids.n; i++) jv_list_push(c, out, eval(c, s, n->kids.v[i]));
+    return out;
+}
+
+// Dict literals (string keys only, as chat templates write them).
+static jv eval_dict(jctx *c, jscope *s, const jnode *n) {
+    jv out = jv_dict_new(c, false);
+    for (int i = 0; i < n->kids.n; i++) {
+        jv k = eval(c, s, n->kids.v[i]);
+        if (k.t != JV_STR) jraise(c, "dict literal keys must be strings here, got %s", jv_type_name(k));
+        jv_dict_set(c, out, jv_str(k), eval(c, s, n->kids2.v[i]));
+        jv_decref(c, k);
+    }
+    return out;
+}
+
 // The expression evaluator proper; eval() wraps it with the depth bound.
 static jv eval_node(jctx *c, jscope *s, const jnode *n) {
     c->line = n->line;
@@ -418,141 +583,21 @@ static jv eval_node(jctx *c, jscope *s, const jnode *n) {
     case E_CONST_FLOAT: return jv_float(n->f);
     case E_CONST_BOOL: return jv_bool(n->id != 0);
     case E_CONST_NONE: return jv_none();
-    case E_NAME: {
-        jv *v = jscope_lookup(s, n->s);
-        if (v) return jv_incref(*v);
-        return jv_undef_hint(c, "'%s' is undefined", n->s);
-    }
-    case E_GETATTR: {
-        jv obj = eval(c, s, n->a);
-        c->line = n->line;
-        jv r = jget_attr(c, obj, n->s, n->len);
-        jv_decref(c, obj);
-        return r;
-    }
-    case E_GETITEM: {
-        jv obj = eval(c, s, n->a);
-        jv r;
-        if (n->b->kind == E_SLICE) {
-            r = eval_slice(c, s, obj, n->b);
-        } else {
-            jv key = eval(c, s, n->b);
-            c->line = n->line;
-            r = jget_item(c, obj, key);
-            jv_decref(c, key);
-        }
-        jv_decref(c, obj);
-        return r;
-    }
-    case E_CALL: {
-        jv fn = eval(c, s, n->a);
-        evargs ea;
-        eval_args(c, s, &n->kids, &ea);
-        c->line = n->line;
-        jv r = jcall_value(c, fn, &ea.a);
-        free_args(c, &ea);
-        jv_decref(c, fn);
-        return r;
-    }
-    case E_FILTER: {
-        jv operand = eval(c, s, n->a);
-        evargs ea;
-        eval_args(c, s, &n->kids, &ea);
-        c->line = n->line;
-        jv r = jfilter_apply(c, n->id, operand, &ea.a);
-        free_args(c, &ea);
-        jv_decref(c, operand);
-        return r;
-    }
-    case E_TEST: {
-        jv operand = eval(c, s, n->a);
-        evargs ea;
-        eval_args(c, s, &n->kids, &ea);
-        c->line = n->line;
-        bool r = jtest_apply(c, n->id, operand, &ea.a);
-        free_args(c, &ea);
-        jv_decref(c, operand);
-        return jv_bool(n->op == OP_NOT ? !r : r);
-    }
-    case E_UNARY: {
-        jv v = eval(c, s, n->a);
-        c->line = n->line;
-        if (v.t == JV_UNDEF) raise_undef(c, v);
-        if (v.t == JV_BOOL) v = jv_int(v.b);
-        if (v.t == JV_INT) {
-            if (n->op == OP_NEG && v.i == INT64_MIN) overflow(c);
-            return jv_int(n->op == OP_NEG ? -v.i : v.i);
-        }
-        if (v.t == JV_FLOAT) return jv_float(n->op == OP_NEG ? -v.f : v.f);
-        jraise(c, "bad operand type for unary %s: '%s'", n->op == OP_NEG ? "-" : "+", jv_type_name(v));
-    }
-    case E_BINARY: {
-        jv a = eval(c, s, n->a), b = eval(c, s, n->b);
-        c->line = n->line;
-        jv r = binop(c, n->op, a, b);
-        jv_decref(c, a);
-        jv_decref(c, b);
-        return r;
-    }
-    case E_CONCAT: {
-        jv a = eval(c, s, n->a), b = eval(c, s, n->b);
-        c->line = n->line;
-        jbuf buf = {0};
-        jv_write_str(c, &buf, a);
-        jv_write_str(c, &buf, b);
-        jv_decref(c, a);
-        jv_decref(c, b);
-        return jv_str_take_buf(c, &buf);
-    }
-    case E_COMPARE: {
-        jv left = eval(c, s, n->a);
-        bool ok = true;
-        for (int i = 0; i < n->kids.n && ok; i++) {
-            jv right = eval(c, s, n->kids.v[i]);
-            c->line = n->line;
-            ok = compare_op(c, n->kids2.v[i]->op, left, right);
-            jv_decref(c, left);
-            left = right;
-        }
-        jv_decref(c, left);
-        return jv_bool(ok);
-    }
-    case E_AND: case E_OR: {
-        jv a = eval(c, s, n->a);
-        bool t = jv_truthy(a);
-        if ((n->kind == E_AND) != t) return a;
-        jv_decref(c, a);
-        return eval(c, s, n->b);
-    }
-    case E_NOT: {
-        jv a = eval(c, s, n->a);
-        bool t = jv_truthy(a);
-        jv_decref(c, a);
-        return jv_bool(!t);
-    }
-    case E_COND: {
-        jv t = eval(c, s, n->a);
-        bool yes = jv_truthy(t);
-        jv_decref(c, t);
-        if (yes) return eval(c, s, n->b);
-        if (n->c) return eval(c, s, n->c);
-        return jv_undef_hint(c, "the inline if-expression on line %d evaluated to false and no else section was defined", n->line);
-    }
-    case E_LIST: case E_TUPLE: {
-        jv out = jv_list_new(c, (size_t)n->kids.n, n->kind == E_TUPLE);
-        for (int i = 0; i < n->kids.n; i++) jv_list_push(c, out, eval(c, s, n->kids.v[i]));
-        return out;
-    }
-    case E_DICT: {
-        jv out = jv_dict_new(c, false);
-        for (int i = 0; i < n->kids.n; i++) {
-            jv k = eval(c, s, n->kids.v[i]);
-            if (k.t != JV_STR) jraise(c, "dict literal keys must be strings here, got %s", jv_type_name(k));
-            jv_dict_set(c, out, jv_str(k), eval(c, s, n->kids2.v[i]));
-            jv_decref(c, k);
-        }
-        return out;
-    }
+    case E_NAME: return eval_name(c, s, n);
+    case E_GETATTR: return eval_getattr(c, s, n);
+    case E_GETITEM: return eval_getitem(c, s, n);
+    case E_CALL: return eval_call(c, s, n);
+    case E_FILTER: return eval_filter(c, s, n);
+    case E_TEST: return eval_test(c, s, n);
+    case E_UNARY: return eval_unary(c, s, n);
+    case E_BINARY: return eval_binary(c, s, n);
+    case E_CONCAT: return eval_concat(c, s, n);
+    case E_COMPARE: return eval_compare(c, s, n);
+    case E_AND: case E_OR: return eval_and(c, s, n);
+    case E_NOT: return eval_not(c, s, n);
+    case E_COND: return eval_cond(c, s, n);
+    case E_LIST: case E_TUPLE: return eval_list(c, s, n);
+    case E_DICT: return eval_dict(c, s, n);
     case E_SLICE: jraise(c, "a slice is only valid inside [ ]");
     case E_KWARG: case E_STARARG: case E_DSTARARG: jraise(c, "keyword or star argument outside a call");
     case E_NSREF: jraise(c, "namespace attribute reference outside an assignment");
