@@ -935,6 +935,53 @@ jv jcall_global(jctx *c, int id, const jargs *a) {
 
 // ---------------------------------------------------------------- printf-style `%`
 
+// One %-conversion of val, with the flags, width and precision already in spec[0..sl) (printf does the work).
+static void percent_convert(jctx *c, jbuf *b, char conv, char *spec, size_t sl, jv val) {
+    char out[512];
+    switch (conv) {
+    case 's': case 'r': {
+        jbuf t = {0};
+        if (conv == 's') jv_write_str(c, &t, val);
+        else jv_write_repr(c, &t, val, 0);
+        spec[sl++] = 's';
+        spec[sl] = 0;
+        if (sl == 2) jbuf_put(c, b, t.p ? t.p : "", t.n);
+        else {
+            int n = snprintf(out, sizeof out, spec, t.p ? t.p : "");
+            jbuf_put(c, b, out, n < 0 ? 0 : (size_t)n >= sizeof out ? sizeof out - 1 : (size_t)n);
+        }
+        jx_free(c, t.p);
+        break;
+    }
+    case 'd': case 'i': case 'x': case 'X': case 'o': {
+        if (val.t != JV_INT && val.t != JV_BOOL && val.t != JV_FLOAT) jraise(c, "%%%c format: a number is required, not %s", conv, jv_type_name(val));
+        long long x = val.t == JV_INT ? val.i : val.t == JV_BOOL ? val.b : (long long)val.f;
+        spec[sl++] = 'l';
+        spec[sl++] = 'l';
+        spec[sl++] = conv == 'i' ? 'd' : conv;
+        spec[sl] = 0;
+        int n = snprintf(out, sizeof out, spec, x);
+        jbuf_put(c, b, out, n < 0 ? 0 : (size_t)n >= sizeof out ? sizeof out - 1 : (size_t)n);
+        break;
+    }
+    case 'f': case 'F': case 'e': case 'E': case 'g': case 'G': {
+        if (val.t != JV_INT && val.t != JV_BOOL && val.t != JV_FLOAT) jraise(c, "%%%c format: a number is required, not %s", conv, jv_type_name(val));
+        double x = val.t == JV_FLOAT ? val.f : val.t == JV_INT ? (double)val.i : val.b;
+        spec[sl++] = conv;
+        spec[sl] = 0;
+        int n = snprintf(out, sizeof out, spec, x);
+        jbuf_put(c, b, out, n < 0 ? 0 : (size_t)n >= sizeof out ? sizeof out - 1 : (size_t)n);
+        break;
+    }
+    case 'c': {
+        if (val.t == JV_STR) jbuf_put(c, b, jv_str(val)->s, jv_str(val)->len);
+        else put_cp(c, b, (uint32_t)jexpect_int(c, val, "%c"));
+        break;
+    }
+    default: jraise(c, "unsupported format character '%c'", conv);
+    }
+}
+
 jv jstr_percent(jctx *c, jv fmtv, jv args) {
     const jstr *f = jv_str(fmtv);
     jbuf b = {0};
@@ -982,49 +1029,7 @@ jv jstr_percent(jctx *c, jv fmtv, jv args) {
                 used_single = true;
             }
         }
-        char out[512];
-        switch (conv) {
-        case 's': case 'r': {
-            jbuf t = {0};
-            if (conv == 's') jv_write_str(c, &t, val);
-            else jv_write_repr(c, &t, val, 0);
-            spec[sl++] = 's';
-            spec[sl] = 0;
-            if (sl == 2) jbuf_put(c, &b, t.p ? t.p : "", t.n);
-            else {
-                int n = snprintf(out, sizeof out, spec, t.p ? t.p : "");
-                jbuf_put(c, &b, out, n < 0 ? 0 : (size_t)n >= sizeof out ? sizeof out - 1 : (size_t)n);
-            }
-            jx_free(c, t.p);
-            break;
-        }
-        case 'd': case 'i': case 'x': case 'X': case 'o': {
-            if (val.t != JV_INT && val.t != JV_BOOL && val.t != JV_FLOAT) jraise(c, "%%%c format: a number is required, not %s", conv, jv_type_name(val));
-            long long x = val.t == JV_INT ? val.i : val.t == JV_BOOL ? val.b : (long long)val.f;
-            spec[sl++] = 'l';
-            spec[sl++] = 'l';
-            spec[sl++] = conv == 'i' ? 'd' : conv;
-            spec[sl] = 0;
-            int n = snprintf(out, sizeof out, spec, x);
-            jbuf_put(c, &b, out, n < 0 ? 0 : (size_t)n >= sizeof out ? sizeof out - 1 : (size_t)n);
-            break;
-        }
-        case 'f': case 'F': case 'e': case 'E': case 'g': case 'G': {
-            if (val.t != JV_INT && val.t != JV_BOOL && val.t != JV_FLOAT) jraise(c, "%%%c format: a number is required, not %s", conv, jv_type_name(val));
-            double x = val.t == JV_FLOAT ? val.f : val.t == JV_INT ? (double)val.i : val.b;
-            spec[sl++] = conv;
-            spec[sl] = 0;
-            int n = snprintf(out, sizeof out, spec, x);
-            jbuf_put(c, &b, out, n < 0 ? 0 : (size_t)n >= sizeof out ? sizeof out - 1 : (size_t)n);
-            break;
-        }
-        case 'c': {
-            if (val.t == JV_STR) jbuf_put(c, &b, jv_str(val)->s, jv_str(val)->len);
-            else put_cp(c, &b, (uint32_t)jexpect_int(c, val, "%c"));
-            break;
-        }
-        default: jraise(c, "unsupported format character '%c'", conv);
-        }
+        percent_convert(c, &b, conv, spec, sl, val);
     }
     if (tup && next < tup->n) jraise(c, "not all arguments converted during string formatting");
     if (!tup && !used_single && args.t != JV_DICT) jraise(c, "not all arguments converted during string formatting");
