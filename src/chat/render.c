@@ -85,67 +85,74 @@ static jv repeat_seq(jctx *c, jv seq, int64_t times) {
     return out;
 }
 
+// Arithmetic on two numbers (bools count as ints): exact integers with overflow errors, Python's floor division
+// and modulo signs; jv_missing() for an operator that is not arithmetic.
+static jv num_binop(jctx *c, jop op, jv a, jv b) {
+    bool ints = intlike(a) && intlike(b);
+    int64_t x = ints ? ival(a) : 0, y = ints ? ival(b) : 0, r;
+    double fx = fval(a), fy = fval(b);
+    switch (op) {
+    case OP_ADD:
+        if (!ints) return jv_float(fx + fy);
+        if (__builtin_add_overflow(x, y, &r)) overflow(c);
+        return jv_int(r);
+    case OP_SUB:
+        if (!ints) return jv_float(fx - fy);
+        if (__builtin_sub_overflow(x, y, &r)) overflow(c);
+        return jv_int(r);
+    case OP_MUL:
+        if (!ints) return jv_float(fx * fy);
+        if (__builtin_mul_overflow(x, y, &r)) overflow(c);
+        return jv_int(r);
+    case OP_DIV:
+        if (fy == 0) jraise(c, "division by zero");
+        return jv_float(fx / fy);
+    case OP_FLOORDIV:
+        if (ints) {
+            if (y == 0) jraise(c, "integer division or modulo by zero");
+            if (x == INT64_MIN && y == -1) overflow(c);
+            r = x / y;
+            if ((x % y != 0) && ((x < 0) != (y < 0))) r--;
+            return jv_int(r);
+        }
+        if (fy == 0) jraise(c, "float floor division by zero");
+        return jv_float(floor(fx / fy));
+    case OP_MOD:
+        if (ints) {
+            if (y == 0) jraise(c, "integer division or modulo by zero");
+            if (y == -1) return jv_int(0);
+            r = x % y;
+            if (r != 0 && ((r < 0) != (y < 0))) r += y;
+            return jv_int(r);
+        } else {
+            if (fy == 0) jraise(c, "float modulo");
+            double m = fmod(fx, fy);
+            if (m != 0 && ((m < 0) != (fy < 0))) m += fy;
+            return jv_float(m);
+        }
+    case OP_POW:
+        if (ints && y >= 0) {
+            int64_t acc = 1, base = x;
+            for (int64_t e = y; e > 0; e >>= 1) {
+                if (e & 1 && __builtin_mul_overflow(acc, base, &acc)) overflow(c);
+                if (e > 1 && __builtin_mul_overflow(base, base, &base)) overflow(c);
+            }
+            return jv_int(acc);
+        }
+        if (fx == 0 && fy < 0) jraise(c, "0.0 cannot be raised to a negative power");
+        return jv_float(pow(fx, fy));
+    default: return jv_missing();
+    }
+}
+
 // Python arithmetic: exact integers (overflow is an error), floor division and modulo by sign, str/list + and *.
 static jv binop(jctx *c, jop op, jv a, jv b) {
     if (a.t == JV_UNDEF) raise_undef(c, a);
     if (b.t == JV_UNDEF) raise_undef(c, b);
     if (op == OP_MOD && a.t == JV_STR) return jstr_percent(c, a, b);
     if (numeric(a) && numeric(b)) {
-        bool ints = intlike(a) && intlike(b);
-        int64_t x = ints ? ival(a) : 0, y = ints ? ival(b) : 0, r;
-        double fx = fval(a), fy = fval(b);
-        switch (op) {
-        case OP_ADD:
-            if (!ints) return jv_float(fx + fy);
-            if (__builtin_add_overflow(x, y, &r)) overflow(c);
-            return jv_int(r);
-        case OP_SUB:
-            if (!ints) return jv_float(fx - fy);
-            if (__builtin_sub_overflow(x, y, &r)) overflow(c);
-            return jv_int(r);
-        case OP_MUL:
-            if (!ints) return jv_float(fx * fy);
-            if (__builtin_mul_overflow(x, y, &r)) overflow(c);
-            return jv_int(r);
-        case OP_DIV:
-            if (fy == 0) jraise(c, "division by zero");
-            return jv_float(fx / fy);
-        case OP_FLOORDIV:
-            if (ints) {
-                if (y == 0) jraise(c, "integer division or modulo by zero");
-                if (x == INT64_MIN && y == -1) overflow(c);
-                r = x / y;
-                if ((x % y != 0) && ((x < 0) != (y < 0))) r--;
-                return jv_int(r);
-            }
-            if (fy == 0) jraise(c, "float floor division by zero");
-            return jv_float(floor(fx / fy));
-        case OP_MOD:
-            if (ints) {
-                if (y == 0) jraise(c, "integer division or modulo by zero");
-                if (y == -1) return jv_int(0);
-                r = x % y;
-                if (r != 0 && ((r < 0) != (y < 0))) r += y;
-                return jv_int(r);
-            } else {
-                if (fy == 0) jraise(c, "float modulo");
-                double m = fmod(fx, fy);
-                if (m != 0 && ((m < 0) != (fy < 0))) m += fy;
-                return jv_float(m);
-            }
-        case OP_POW:
-            if (ints && y >= 0) {
-                int64_t acc = 1, base = x;
-                for (int64_t e = y; e > 0; e >>= 1) {
-                    if (e & 1 && __builtin_mul_overflow(acc, base, &acc)) overflow(c);
-                    if (e > 1 && __builtin_mul_overflow(base, base, &base)) overflow(c);
-                }
-                return jv_int(acc);
-            }
-            if (fx == 0 && fy < 0) jraise(c, "0.0 cannot be raised to a negative power");
-            return jv_float(pow(fx, fy));
-        default: break;
-        }
+        jv r = num_binop(c, op, a, b);
+        if (r.t != JV_MISSING) return r;
     }
     if (op == OP_ADD) {
         if (a.t == JV_STR && b.t == JV_STR) {
