@@ -318,89 +318,106 @@ static uint32_t prev_cp(const char *s, size_t *i) {
     return jutf8_next(s, end, &j);
 }
 
+// str.split() without a separator: runs of whitespace separate, leading and trailing ones give nothing.
+static void split_ws(jctx *c, jv out, const jstr *s, int64_t maxsplit) {
+    size_t i = 0;
+    for (;;) {
+        while (i < s->len) {
+            size_t j = i;
+            if (!jpy_isspace(jutf8_next(s->s, s->len, &j))) break;
+            i = j;
+        }
+        if (i >= s->len) return;
+        if (maxsplit == 0) {
+            jv_list_push(c, out, jv_str_new(c, s->s + i, s->len - i));
+            return;
+        }
+        size_t st = i;
+        while (i < s->len) {
+            size_t j = i;
+            if (jpy_isspace(jutf8_next(s->s, s->len, &j))) break;
+            i = j;
+        }
+        jv_list_push(c, out, jv_str_new(c, s->s + st, i - st));
+        maxsplit--;
+    }
+}
+
+// str.split(sep): every occurrence separates, up to maxsplit of them.
+static void split_sep(jctx *c, jv out, const jstr *s, const jstr *sep, int64_t maxsplit) {
+    size_t i = 0;
+    for (;;) {
+        const char *hit = maxsplit > 0 ? memmem(s->s + i, s->len - i, sep->s, sep->len) : NULL;
+        if (!hit) {
+            jv_list_push(c, out, jv_str_new(c, s->s + i, s->len - i));
+            return;
+        }
+        size_t at = (size_t)(hit - s->s);
+        jv_list_push(c, out, jv_str_new(c, s->s + i, at - i));
+        i = at + sep->len;
+        maxsplit--;
+    }
+}
+
+// str.rsplit() without a separator, collecting the parts right to left.
+static void rsplit_ws(jctx *c, jv out, const jstr *s, int64_t maxsplit) {
+    size_t hi = s->len;
+    for (;;) {
+        while (hi > 0) {
+            size_t q = hi;
+            if (!jpy_isspace(prev_cp(s->s, &q))) break;
+            hi = q;
+        }
+        if (hi == 0) return;
+        if (maxsplit == 0) {
+            // the unsplit rest keeps its leading whitespace, as in Python
+            jv_list_push(c, out, jv_str_new(c, s->s, hi));
+            return;
+        }
+        size_t st = hi;
+        while (st > 0) {
+            size_t q = st;
+            if (jpy_isspace(prev_cp(s->s, &q))) break;
+            st = q;
+        }
+        jv_list_push(c, out, jv_str_new(c, s->s + st, hi - st));
+        hi = st;
+        maxsplit--;
+    }
+}
+
+// str.rsplit(sep), collecting the parts right to left.
+static void rsplit_sep(jctx *c, jv out, const jstr *s, const jstr *sep, int64_t maxsplit) {
+    size_t hi = s->len;
+    for (;;) {
+        const char *hit = NULL;
+        if (maxsplit > 0 && hi >= sep->len)
+            for (size_t p = hi - sep->len + 1; p-- > 0;)
+                if (!memcmp(s->s + p, sep->s, sep->len)) { hit = s->s + p; break; }
+        if (!hit) {
+            jv_list_push(c, out, jv_str_new(c, s->s, hi));
+            return;
+        }
+        size_t at = (size_t)(hit - s->s);
+        jv_list_push(c, out, jv_str_new(c, s->s + at + sep->len, hi - at - sep->len));
+        hi = at;
+        maxsplit--;
+    }
+}
+
 // Python's str.split / str.rsplit (sep NULL: runs of whitespace, ends ignored).
 jv jstr_split(jctx *c, const jstr *s, const jstr *sep, int64_t maxsplit, bool from_right) {
     jv out = jv_list_new(c, 0, false);
     if (sep && sep->len == 0) jraise(c, "split(): empty separator");
     if (maxsplit < 0) maxsplit = INT64_MAX;
     if (!from_right) {
-        size_t i = 0;
-        if (!sep) {
-            for (;;) {
-                while (i < s->len) {
-                    size_t j = i;
-                    if (!jpy_isspace(jutf8_next(s->s, s->len, &j))) break;
-                    i = j;
-                }
-                if (i >= s->len) break;
-                if (maxsplit == 0) {
-                    jv_list_push(c, out, jv_str_new(c, s->s + i, s->len - i));
-                    break;
-                }
-                size_t st = i;
-                while (i < s->len) {
-                    size_t j = i;
-                    if (jpy_isspace(jutf8_next(s->s, s->len, &j))) break;
-                    i = j;
-                }
-                jv_list_push(c, out, jv_str_new(c, s->s + st, i - st));
-                maxsplit--;
-            }
-            return out;
-        }
-        for (;;) {
-            const char *hit = maxsplit > 0 ? memmem(s->s + i, s->len - i, sep->s, sep->len) : NULL;
-            if (!hit) {
-                jv_list_push(c, out, jv_str_new(c, s->s + i, s->len - i));
-                return out;
-            }
-            size_t at = (size_t)(hit - s->s);
-            jv_list_push(c, out, jv_str_new(c, s->s + i, at - i));
-            i = at + sep->len;
-            maxsplit--;
-        }
+        if (sep) split_sep(c, out, s, sep, maxsplit);
+        else split_ws(c, out, s, maxsplit);
+        return out;
     }
     // rsplit: collect from the right, then reverse
-    size_t hi = s->len;
-    if (!sep) {
-        for (;;) {
-            while (hi > 0) {
-                size_t q = hi;
-                if (!jpy_isspace(prev_cp(s->s, &q))) break;
-                hi = q;
-            }
-            if (hi == 0) break;
-            if (maxsplit == 0) {
-                // the unsplit rest keeps its leading whitespace, as in Python
-                jv_list_push(c, out, jv_str_new(c, s->s, hi));
-                break;
-            }
-            size_t st = hi;
-            while (st > 0) {
-                size_t q = st;
-                if (jpy_isspace(prev_cp(s->s, &q))) break;
-                st = q;
-            }
-            jv_list_push(c, out, jv_str_new(c, s->s + st, hi - st));
-            hi = st;
-            maxsplit--;
-        }
-    } else {
-        for (;;) {
-            const char *hit = NULL;
-            if (maxsplit > 0 && hi >= sep->len)
-                for (size_t p = hi - sep->len + 1; p-- > 0;)
-                    if (!memcmp(s->s + p, sep->s, sep->len)) { hit = s->s + p; break; }
-            if (!hit) {
-                jv_list_push(c, out, jv_str_new(c, s->s, hi));
-                break;
-            }
-            size_t at = (size_t)(hit - s->s);
-            jv_list_push(c, out, jv_str_new(c, s->s + at + sep->len, hi - at - sep->len));
-            hi = at;
-            maxsplit--;
-        }
-    }
+    if (sep) rsplit_sep(c, out, s, sep, maxsplit);
+    else rsplit_ws(c, out, s, maxsplit);
     jlist *l = jv_list(out);
     for (size_t a = 0, b = l->n ? l->n - 1 : 0; a < b; a++, b--) {
         jv t = l->v[a];
