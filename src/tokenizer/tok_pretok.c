@@ -27,6 +27,59 @@ static size_t escape_len(const char *p, size_t n, size_t i) {
     return 2;
 }
 
+// A character class [...] of the pattern at *at: copied with \s expanded, and inside a (?i: group with the
+// other case of ASCII letters added (PCRE2 has no scoped case folding we could use instead).
+static bool translate_class(const char *p, size_t n, size_t *at, bool ci, aero_tok_buf *o) {
+    size_t i = *at;
+    aero_tok_buf extra = {0};
+    if (!aero_buf_append(o, "[", 1)) return false;
+    i++;
+    if (i < n && p[i] == '^') {
+        if (!aero_buf_append(o, "^", 1)) return false;
+        i++;
+    }
+    if (i < n && p[i] == ']') { // a literal ] first in the class
+        if (!aero_buf_append(o, "\\]", 2)) return false;
+        i++;
+    }
+    bool ok = true;
+    while (ok && i < n && p[i] != ']') {
+        if (p[i] == '\\') {
+            size_t l = escape_len(p, n, i);
+            if (i + 1 < n && p[i + 1] == 's') ok = aero_buf_append(o, WS_CLASS_BODY, sizeof WS_CLASS_BODY - 1);
+            else ok = aero_buf_append(o, p + i, l);
+            i += l;
+            continue;
+        }
+        if (p[i] == '[' && i + 1 < n && p[i + 1] == ':') { // POSIX class [:alpha:]
+            size_t j = i + 2;
+            while (j + 1 < n && !(p[j] == ':' && p[j + 1] == ']')) j++;
+            size_t l = (j + 1 < n) ? j + 2 - i : n - i;
+            ok = aero_buf_append(o, p + i, l);
+            i += l;
+            continue;
+        }
+        if (ci && is_alpha(p[i])) {
+            if (i + 2 < n && p[i + 1] == '-' && is_alpha(p[i + 2])) {
+                char r[3] = {swap_case(p[i]), '-', swap_case(p[i + 2])};
+                ok = aero_buf_append(o, p + i, 3) && aero_buf_append(&extra, r, 3);
+                i += 3;
+                continue;
+            }
+            char r = swap_case(p[i]);
+            ok = aero_buf_append(&extra, &r, 1);
+        }
+        if (ok) ok = aero_buf_append(o, p + i, 1);
+        i++;
+    }
+    if (ok && extra.len) ok = aero_buf_append(o, extra.p, extra.len);
+    free(extra.p);
+    if (!ok || !aero_buf_append(o, "]", 1)) return false;
+    if (i < n) i++;
+    *at = i;
+    return true;
+}
+
 // Rewrites a Hugging Face regex into PCRE2 syntax with the reference semantics (see file comment).
 static bool translate(const char *p, size_t n, aero_tok_buf *o) {
     int depth = 0;
@@ -52,52 +105,7 @@ static bool translate(const char *p, size_t n, aero_tok_buf *o) {
             continue;
         }
         if (c == '[') {
-            // character class: copy, expanding \s, and in a (?i: group add the other case of ASCII letters
-            aero_tok_buf extra = {0};
-            if (!aero_buf_append(o, "[", 1)) return false;
-            i++;
-            if (i < n && p[i] == '^') {
-                if (!aero_buf_append(o, "^", 1)) return false;
-                i++;
-            }
-            if (i < n && p[i] == ']') { // a literal ] first in the class
-                if (!aero_buf_append(o, "\\]", 2)) return false;
-                i++;
-            }
-            bool ok = true;
-            while (ok && i < n && p[i] != ']') {
-                if (p[i] == '\\') {
-                    size_t l = escape_len(p, n, i);
-                    if (i + 1 < n && p[i + 1] == 's') ok = aero_buf_append(o, WS_CLASS_BODY, sizeof WS_CLASS_BODY - 1);
-                    else ok = aero_buf_append(o, p + i, l);
-                    i += l;
-                    continue;
-                }
-                if (p[i] == '[' && i + 1 < n && p[i + 1] == ':') { // POSIX class [:alpha:]
-                    size_t j = i + 2;
-                    while (j + 1 < n && !(p[j] == ':' && p[j + 1] == ']')) j++;
-                    size_t l = (j + 1 < n) ? j + 2 - i : n - i;
-                    ok = aero_buf_append(o, p + i, l);
-                    i += l;
-                    continue;
-                }
-                if (ci && is_alpha(p[i])) {
-                    if (i + 2 < n && p[i + 1] == '-' && is_alpha(p[i + 2])) {
-                        char r[3] = {swap_case(p[i]), '-', swap_case(p[i + 2])};
-                        ok = aero_buf_append(o, p + i, 3) && aero_buf_append(&extra, r, 3);
-                        i += 3;
-                        continue;
-                    }
-                    char r = swap_case(p[i]);
-                    ok = aero_buf_append(&extra, &r, 1);
-                }
-                if (ok) ok = aero_buf_append(o, p + i, 1);
-                i++;
-            }
-            if (ok && extra.len) ok = aero_buf_append(o, extra.p, extra.len);
-            free(extra.p);
-            if (!ok || !aero_buf_append(o, "]", 1)) return false;
-            if (i < n) i++;
+            if (!translate_class(p, n, &i, ci, o)) return false;
             continue;
         }
         if (c == '(') {
