@@ -1,8 +1,11 @@
 // Unit tests of the server's pure parts: stop-string matching across token boundaries, request parsing and
-// validation (the 400 matrix at the C level), and the OpenAI wire format (responses, chunks, SSE, errors).
+// validation (the 400 matrix at the C level), the OpenAI wire format (responses, chunks, SSE, errors), and the
+// core append buffer and file reader the server builds its bodies with.
 #include <string.h>
 
 #include "check.h"
+#include "core/buf.h"
+#include "core/util.h"
 #include "server/oai.h"
 #include "server/request.h"
 #include "server/stop.h"
@@ -308,10 +311,58 @@ static void test_oai(void) {
     json_decref(l);
 }
 
+// The append buffer: stays NUL-terminated through growth, printf past the spare capacity, take and clear.
+static void test_buf(void) {
+    aero_buf b = {0};
+    char *empty = aero_buf_take(&b, NULL);
+    CHECK(empty && !strcmp(empty, ""));
+    free(empty);
+    CHECK(aero_buf_append(&b, "ab", 2));
+    CHECK(b.len == 2 && !strcmp(b.p, "ab"));
+    CHECK(aero_buf_append(&b, NULL, 0) && b.len == 2);
+    char big[1000];
+    memset(big, 'x', sizeof big);
+    CHECK(aero_buf_printf(&b, "%d-%.*s", 42, (int)sizeof big, big));
+    CHECK(b.len == 2 + 3 + sizeof big && b.p[b.len] == 0 && !memcmp(b.p, "ab42-x", 6));
+    CHECK(aero_buf_puts(&b, "!") && b.p[b.len - 1] == '!');
+    aero_buf_clear(&b);
+    CHECK(b.len == 0 && b.p && b.p[0] == 0 && !b.oom);
+    CHECK(aero_buf_printf(&b, "%s", "tail"));
+    size_t n;
+    char *t = aero_buf_take(&b, &n);
+    CHECK(t && n == 4 && !strcmp(t, "tail"));
+    CHECK(b.p == NULL && b.len == 0 && b.cap == 0);
+    free(t);
+    aero_buf_free(&b);
+}
+
+// The whole-file reader: contents with a terminator, the size bound (AERO_ERR_RANGE), a missing file (IO).
+static void test_read_file(void) {
+    char path[] = "/tmp/aero_test_read_XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    if (fd < 0) return;
+    CHECK(write(fd, "hello\0world", 11) == 11);
+    close(fd);
+    char *p;
+    size_t n;
+    aero_error err = {0};
+    CHECK(aero_read_file(path, 0, &p, &n, &err) == AERO_OK);
+    CHECK(n == 11 && p && !memcmp(p, "hello\0world", 12));
+    free(p);
+    CHECK(aero_read_file(path, 11, &p, &n, &err) == AERO_OK);
+    free(p);
+    CHECK(aero_read_file(path, 10, &p, &n, &err) == AERO_ERR_RANGE && !p && strstr(err.msg, "10-byte limit"));
+    unlink(path);
+    CHECK(aero_read_file(path, 0, &p, &n, &err) == AERO_ERR_IO && !p && strstr(err.msg, path));
+}
+
 int main(void) {
     test_stop();
     test_request_matrix();
     test_request_values();
     test_oai();
+    test_buf();
+    test_read_file();
     return check_done("test_server");
 }

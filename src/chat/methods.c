@@ -318,89 +318,106 @@ static uint32_t prev_cp(const char *s, size_t *i) {
     return jutf8_next(s, end, &j);
 }
 
+// str.split() without a separator: runs of whitespace separate, leading and trailing ones give nothing.
+static void split_ws(jctx *c, jv out, const jstr *s, int64_t maxsplit) {
+    size_t i = 0;
+    for (;;) {
+        while (i < s->len) {
+            size_t j = i;
+            if (!jpy_isspace(jutf8_next(s->s, s->len, &j))) break;
+            i = j;
+        }
+        if (i >= s->len) return;
+        if (maxsplit == 0) {
+            jv_list_push(c, out, jv_str_new(c, s->s + i, s->len - i));
+            return;
+        }
+        size_t st = i;
+        while (i < s->len) {
+            size_t j = i;
+            if (jpy_isspace(jutf8_next(s->s, s->len, &j))) break;
+            i = j;
+        }
+        jv_list_push(c, out, jv_str_new(c, s->s + st, i - st));
+        maxsplit--;
+    }
+}
+
+// str.split(sep): every occurrence separates, up to maxsplit of them.
+static void split_sep(jctx *c, jv out, const jstr *s, const jstr *sep, int64_t maxsplit) {
+    size_t i = 0;
+    for (;;) {
+        const char *hit = maxsplit > 0 ? memmem(s->s + i, s->len - i, sep->s, sep->len) : NULL;
+        if (!hit) {
+            jv_list_push(c, out, jv_str_new(c, s->s + i, s->len - i));
+            return;
+        }
+        size_t at = (size_t)(hit - s->s);
+        jv_list_push(c, out, jv_str_new(c, s->s + i, at - i));
+        i = at + sep->len;
+        maxsplit--;
+    }
+}
+
+// str.rsplit() without a separator, collecting the parts right to left.
+static void rsplit_ws(jctx *c, jv out, const jstr *s, int64_t maxsplit) {
+    size_t hi = s->len;
+    for (;;) {
+        while (hi > 0) {
+            size_t q = hi;
+            if (!jpy_isspace(prev_cp(s->s, &q))) break;
+            hi = q;
+        }
+        if (hi == 0) return;
+        if (maxsplit == 0) {
+            // the unsplit rest keeps its leading whitespace, as in Python
+            jv_list_push(c, out, jv_str_new(c, s->s, hi));
+            return;
+        }
+        size_t st = hi;
+        while (st > 0) {
+            size_t q = st;
+            if (jpy_isspace(prev_cp(s->s, &q))) break;
+            st = q;
+        }
+        jv_list_push(c, out, jv_str_new(c, s->s + st, hi - st));
+        hi = st;
+        maxsplit--;
+    }
+}
+
+// str.rsplit(sep), collecting the parts right to left.
+static void rsplit_sep(jctx *c, jv out, const jstr *s, const jstr *sep, int64_t maxsplit) {
+    size_t hi = s->len;
+    for (;;) {
+        const char *hit = NULL;
+        if (maxsplit > 0 && hi >= sep->len)
+            for (size_t p = hi - sep->len + 1; p-- > 0;)
+                if (!memcmp(s->s + p, sep->s, sep->len)) { hit = s->s + p; break; }
+        if (!hit) {
+            jv_list_push(c, out, jv_str_new(c, s->s, hi));
+            return;
+        }
+        size_t at = (size_t)(hit - s->s);
+        jv_list_push(c, out, jv_str_new(c, s->s + at + sep->len, hi - at - sep->len));
+        hi = at;
+        maxsplit--;
+    }
+}
+
 // Python's str.split / str.rsplit (sep NULL: runs of whitespace, ends ignored).
 jv jstr_split(jctx *c, const jstr *s, const jstr *sep, int64_t maxsplit, bool from_right) {
     jv out = jv_list_new(c, 0, false);
     if (sep && sep->len == 0) jraise(c, "split(): empty separator");
     if (maxsplit < 0) maxsplit = INT64_MAX;
     if (!from_right) {
-        size_t i = 0;
-        if (!sep) {
-            for (;;) {
-                while (i < s->len) {
-                    size_t j = i;
-                    if (!jpy_isspace(jutf8_next(s->s, s->len, &j))) break;
-                    i = j;
-                }
-                if (i >= s->len) break;
-                if (maxsplit == 0) {
-                    jv_list_push(c, out, jv_str_new(c, s->s + i, s->len - i));
-                    break;
-                }
-                size_t st = i;
-                while (i < s->len) {
-                    size_t j = i;
-                    if (jpy_isspace(jutf8_next(s->s, s->len, &j))) break;
-                    i = j;
-                }
-                jv_list_push(c, out, jv_str_new(c, s->s + st, i - st));
-                maxsplit--;
-            }
-            return out;
-        }
-        for (;;) {
-            const char *hit = maxsplit > 0 ? memmem(s->s + i, s->len - i, sep->s, sep->len) : NULL;
-            if (!hit) {
-                jv_list_push(c, out, jv_str_new(c, s->s + i, s->len - i));
-                return out;
-            }
-            size_t at = (size_t)(hit - s->s);
-            jv_list_push(c, out, jv_str_new(c, s->s + i, at - i));
-            i = at + sep->len;
-            maxsplit--;
-        }
+        if (sep) split_sep(c, out, s, sep, maxsplit);
+        else split_ws(c, out, s, maxsplit);
+        return out;
     }
     // rsplit: collect from the right, then reverse
-    size_t hi = s->len;
-    if (!sep) {
-        for (;;) {
-            while (hi > 0) {
-                size_t q = hi;
-                if (!jpy_isspace(prev_cp(s->s, &q))) break;
-                hi = q;
-            }
-            if (hi == 0) break;
-            if (maxsplit == 0) {
-                // the unsplit rest keeps its leading whitespace, as in Python
-                jv_list_push(c, out, jv_str_new(c, s->s, hi));
-                break;
-            }
-            size_t st = hi;
-            while (st > 0) {
-                size_t q = st;
-                if (jpy_isspace(prev_cp(s->s, &q))) break;
-                st = q;
-            }
-            jv_list_push(c, out, jv_str_new(c, s->s + st, hi - st));
-            hi = st;
-            maxsplit--;
-        }
-    } else {
-        for (;;) {
-            const char *hit = NULL;
-            if (maxsplit > 0 && hi >= sep->len)
-                for (size_t p = hi - sep->len + 1; p-- > 0;)
-                    if (!memcmp(s->s + p, sep->s, sep->len)) { hit = s->s + p; break; }
-            if (!hit) {
-                jv_list_push(c, out, jv_str_new(c, s->s, hi));
-                break;
-            }
-            size_t at = (size_t)(hit - s->s);
-            jv_list_push(c, out, jv_str_new(c, s->s + at + sep->len, hi - at - sep->len));
-            hi = at;
-            maxsplit--;
-        }
-    }
+    if (sep) rsplit_sep(c, out, s, sep, maxsplit);
+    else rsplit_ws(c, out, s, maxsplit);
     jlist *l = jv_list(out);
     for (size_t a = 0, b = l->n ? l->n - 1 : 0; a < b; a++, b--) {
         jv t = l->v[a];
@@ -510,175 +527,258 @@ static jv str_format(jctx *c, const jstr *fmt, const jargs *a) {
     return jv_str_take_buf(c, &b);
 }
 
+// str.upper, lower, capitalize, title, swapcase, casefold: Python's case mappings (casefold as lower).
+static jv strm_case(jctx *c, int id, jv self, const jstr *s, const jargs *a, const char *what) {
+    jv p[3];
+    jargs_bind(c, what, a, NULL, 0, p);
+    return jstr_case(c, s, id == M_UPPER ? CASE_UPPER : id == M_CAPITALIZE ? CASE_CAPITALIZE : id == M_TITLE ? CASE_PYTITLE
+                                 : id == M_SWAPCASE ? CASE_SWAP : CASE_LOWER);
+}
+
+// str.strip, lstrip, rstrip: whitespace or the given characters off one or both ends.
+static jv strm_strip(jctx *c, int id, jv self, const jstr *s, const jargs *a, const char *what) {
+    jv p[3];
+    static const char *const n[] = {"chars"};
+    jargs_bind(c, what, a, n, 1, p);
+    const jstr *chars = p[0].t == JV_MISSING || p[0].t == JV_NONE ? NULL : jexpect_str(c, p[0], what);
+    return jstr_strip(c, s, chars, id != M_RSTRIP, id != M_LSTRIP);
+}
+
+// str.split and rsplit: on a separator or on runs of whitespace, with maxsplit from either end.
+static jv strm_split(jctx *c, int id, jv self, const jstr *s, const jargs *a, const char *what) {
+    jv p[3];
+    static const char *const n[] = {"sep", "maxsplit"};
+    jargs_bind(c, what, a, n, 2, p);
+    const jstr *sep = p[0].t == JV_MISSING || p[0].t == JV_NONE ? NULL : jexpect_str(c, p[0], what);
+    int64_t maxsplit = p[1].t == JV_MISSING ? -1 : jexpect_int(c, p[1], what);
+    return jstr_split(c, s, sep, maxsplit, id == M_RSPLIT);
+}
+
+// str.splitlines: on every line boundary Python recognises, \r\n counting as one.
+static jv strm_splitlines(jctx *c, int id, jv self, const jstr *s, const jargs *a, const char *what) {
+    jv p[3];
+    static const char *const n[] = {"keepends"};
+    jargs_bind(c, what, a, n, 1, p);
+    bool keep = p[0].t != JV_MISSING && jv_truthy(p[0]);
+    jv out = jv_list_new(c, 0, false);
+    size_t i = 0, st = 0;
+    while (i < s->len) {
+        size_t at = i;
+        uint32_t cp = jutf8_next(s->s, s->len, &i);
+        bool br = cp == '\n' || cp == '\r' || cp == 0x0B || cp == 0x0C || (cp >= 0x1C && cp <= 0x1E) ||
+                  cp == 0x85 || cp == 0x2028 || cp == 0x2029;
+        if (!br) continue;
+        size_t e = i;
+        if (cp == '\r' && i < s->len && s->s[i] == '\n') e = ++i;
+        jv_list_push(c, out, jv_str_new(c, s->s + st, (keep ? e : at) - st));
+        st = i;
+    }
+    if (st < s->len) jv_list_push(c, out, jv_str_new(c, s->s + st, s->len - st));
+    return out;
+}
+
+// str.startswith and endswith: a string or a tuple of candidates.
+static jv strm_affix_match(jctx *c, int id, jv self, const jstr *s, const jargs *a, const char *what) {
+    jv p[3];
+    static const char *const n[] = {"prefix"};
+    jargs_bind(c, what, a, n, 1, p);
+    if (p[0].t == JV_MISSING) jraise(c, "%s takes at least 1 argument", what);
+    return jv_bool(prefix_match(c, s, p[0], id == M_ENDSWITH));
+}
+
+// str.replace: Python's str.replace with an optional count.
+static jv strm_replace(jctx *c, int id, jv self, const jstr *s, const jargs *a, const char *what) {
+    jv p[3];
+    static const char *const n[] = {"old", "new", "count"};
+    jargs_bind(c, what, a, n, 3, p);
+    if (p[0].t == JV_MISSING || p[1].t == JV_MISSING) jraise(c, "%s takes at least 2 arguments", what);
+    int64_t count = p[2].t == JV_MISSING ? -1 : jexpect_int(c, p[2], what);
+    return jstr_replace(c, s, jexpect_str(c, p[0], what), jexpect_str(c, p[1], what), count);
+}
+
+// str.find, rfind, index, rindex, count: code-point positions of a substring (index raises when absent).
+static jv strm_find(jctx *c, int id, jv self, const jstr *s, const jargs *a, const char *what) {
+    jv p[3];
+    static const char *const n[] = {"sub"};
+    jargs_bind(c, what, a, n, 1, p);
+    if (p[0].t == JV_MISSING) jraise(c, "%s takes exactly 1 argument", what);
+    const jstr *sub = jexpect_str(c, p[0], what);
+    if (id == M_COUNT) {
+        if (sub->len == 0) return jv_int((int64_t)jstr_cplen(s) + 1);
+        int64_t k = 0;
+        const char *q = s->s, *end = s->s + s->len;
+        while ((q = memmem(q, (size_t)(end - q), sub->s, sub->len))) {
+            k++;
+            q += sub->len;
+        }
+        return jv_int(k);
+    }
+    jv r = str_find(c, s, sub, id == M_RFIND || id == M_RINDEX);
+    if (r.i < 0 && (id == M_INDEX || id == M_RINDEX)) jraise(c, "%s: substring not found", what);
+    return r;
+}
+
+// str.join: strings only, as Python refuses anything else.
+static jv strm_join(jctx *c, int id, jv self, const jstr *s, const jargs *a, const char *what) {
+    jv p[3];
+    static const char *const n[] = {"iterable"};
+    jargs_bind(c, what, a, n, 1, p);
+    jv items = jv_iter_list(c, p[0]);
+    jlist *l = jv_list(items);
+    jbuf b = {0};
+    for (size_t i = 0; i < l->n; i++) {
+        if (l->v[i].t != JV_STR) jraise(c, "str.join(): sequence item %zu: expected str instance, %s found", i, jv_type_name(l->v[i]));
+        if (i) jbuf_put(c, &b, s->s, s->len);
+        jbuf_put(c, &b, jv_str(l->v[i])->s, jv_str(l->v[i])->len);
+    }
+    jv_decref(c, items);
+    return jv_str_take_buf(c, &b);
+}
+
+// str.isalnum, isalpha, isdigit, isspace, islower, isupper: Python's character-class predicates.
+static jv strm_char_class(jctx *c, int id, jv self, const jstr *s, const jargs *a, const char *what) {
+    jv p[3];
+    jargs_bind(c, what, a, NULL, 0, p);
+    size_t i = 0;
+    bool any = false, cased = false;
+    while (i < s->len) {
+        uint32_t cp = jutf8_next(s->s, s->len, &i);
+        any = true;
+        switch (id) {
+        case M_ISALNUM: if (!jpy_isalnum(cp)) return jv_bool(false); break;
+        case M_ISALPHA: if (!jpy_isalpha(cp)) return jv_bool(false); break;
+        case M_ISDIGIT: if (!jpy_isdigit(cp)) return jv_bool(false); break;
+        case M_ISSPACE: if (!jpy_isspace(cp)) return jv_bool(false); break;
+        case M_ISLOWER: if (jpy_isupper(cp)) return jv_bool(false); cased |= jpy_islower(cp); break;
+        case M_ISUPPER: if (jpy_islower(cp)) return jv_bool(false); cased |= jpy_isupper(cp); break;
+        }
+    }
+    return jv_bool(id == M_ISLOWER || id == M_ISUPPER ? cased : any);
+}
+
+// str.removeprefix and removesuffix: the string without the affix when it is there.
+static jv strm_remove_affix(jctx *c, int id, jv self, const jstr *s, const jargs *a, const char *what) {
+    jv p[3];
+    static const char *const n[] = {"affix"};
+    jargs_bind(c, what, a, n, 1, p);
+    const jstr *x = jexpect_str(c, p[0], what);
+    if (x->len <= s->len) {
+        if (id == M_REMOVEPREFIX && !memcmp(s->s, x->s, x->len)) return jv_str_new(c, s->s + x->len, s->len - x->len);
+        if (id == M_REMOVESUFFIX && x->len && !memcmp(s->s + s->len - x->len, x->s, x->len))
+            return jv_str_new(c, s->s, s->len - x->len);
+    }
+    return jv_incref(self);
+}
+
+// str.partition and rpartition: (before, separator, after) at the first or last occurrence.
+static jv strm_partition(jctx *c, int id, jv self, const jstr *s, const jargs *a, const char *what) {
+    jv p[3];
+    static const char *const n[] = {"sep"};
+    jargs_bind(c, what, a, n, 1, p);
+    const jstr *sep = jexpect_str(c, p[0], what);
+    if (!sep->len) jraise(c, "%s: empty separator", what);
+    jv r = str_find(c, s, sep, id == M_RPARTITION);
+    jv out = jv_list_new(c, 3, true);
+    if (r.i < 0) {
+        jv e = jv_str_new(c, "", 0);
+        if (id == M_PARTITION) {
+            jv_list_push(c, out, jv_incref(self));
+            jv_list_push(c, out, jv_incref(e));
+            jv_list_push(c, out, e);
+        } else {
+            jv_list_push(c, out, jv_incref(e));
+            jv_list_push(c, out, e);
+            jv_list_push(c, out, jv_incref(self));
+        }
+        return out;
+    }
+    size_t at = id == M_PARTITION ? (size_t)((const char *)memmem(s->s, s->len, sep->s, sep->len) - s->s) : 0;
+    if (id == M_RPARTITION)
+        for (size_t q = s->len - sep->len + 1; q-- > 0;)
+            if (!memcmp(s->s + q, sep->s, sep->len)) { at = q; break; }
+    jv_list_push(c, out, jv_str_new(c, s->s, at));
+    jv_list_push(c, out, jv_str_new(c, sep->s, sep->len));
+    jv_list_push(c, out, jv_str_new(c, s->s + at + sep->len, s->len - at - sep->len));
+    return out;
+}
+
+// str.center, ljust, rjust: padding to a width in code points.
+static jv strm_pad(jctx *c, int id, jv self, const jstr *s, const jargs *a, const char *what) {
+    jv p[3];
+    static const char *const n[] = {"width", "fillchar"};
+    jargs_bind(c, what, a, n, 2, p);
+    return pad(c, s, jexpect_int(c, p[0], what), p[1], id == M_LJUST ? 0 : id == M_RJUST ? 2 : 1);
+}
+
+// str.zfill: zeros on the left to a width, after any sign.
+static jv strm_zfill(jctx *c, int id, jv self, const jstr *s, const jargs *a, const char *what) {
+    jv p[3];
+    static const char *const n[] = {"width"};
+    jargs_bind(c, what, a, n, 1, p);
+    int64_t w = jexpect_int(c, p[0], what), len = (int64_t)jstr_cplen(s);
+    if (w > 1000000) jraise(c, "zfill width too large");
+    if (w <= len) return jv_incref(self);
+    jbuf b = {0};
+    size_t st = 0;
+    if (s->len && (s->s[0] == '-' || s->s[0] == '+')) { jbuf_putc(c, &b, s->s[0]); st = 1; }
+    for (int64_t i = 0; i < w - len; i++) jbuf_putc(c, &b, '0');
+    jbuf_put(c, &b, s->s + st, s->len - st);
+    return jv_str_take_buf(c, &b);
+}
+
+// str.format: str.format's replacement fields.
+static jv strm_format(jctx *c, int id, jv self, const jstr *s, const jargs *a, const char *what) {
+    return str_format(c, s, a);
+}
+
+typedef jv (*str_method_fn)(jctx *c, int id, jv self, const jstr *s, const jargs *a, const char *what);
+
+// The function behind each str method id (names in str_methods); related methods share one.
+static const str_method_fn str_method_fns[M_ZFILL + 1] = {
+    [M_CAPITALIZE] = strm_case,
+    [M_CASEFOLD] = strm_case,
+    [M_CENTER] = strm_pad,
+    [M_COUNT] = strm_find,
+    [M_ENDSWITH] = strm_affix_match,
+    [M_FIND] = strm_find,
+    [M_FORMAT] = strm_format,
+    [M_INDEX] = strm_find,
+    [M_ISALNUM] = strm_char_class,
+    [M_ISALPHA] = strm_char_class,
+    [M_ISDIGIT] = strm_char_class,
+    [M_ISLOWER] = strm_char_class,
+    [M_ISSPACE] = strm_char_class,
+    [M_ISUPPER] = strm_char_class,
+    [M_JOIN] = strm_join,
+    [M_LJUST] = strm_pad,
+    [M_LOWER] = strm_case,
+    [M_LSTRIP] = strm_strip,
+    [M_PARTITION] = strm_partition,
+    [M_REMOVEPREFIX] = strm_remove_affix,
+    [M_REMOVESUFFIX] = strm_remove_affix,
+    [M_REPLACE] = strm_replace,
+    [M_RFIND] = strm_find,
+    [M_RINDEX] = strm_find,
+    [M_RJUST] = strm_pad,
+    [M_RPARTITION] = strm_partition,
+    [M_RSPLIT] = strm_split,
+    [M_RSTRIP] = strm_strip,
+    [M_SPLIT] = strm_split,
+    [M_SPLITLINES] = strm_splitlines,
+    [M_STARTSWITH] = strm_affix_match,
+    [M_STRIP] = strm_strip,
+    [M_SWAPCASE] = strm_case,
+    [M_TITLE] = strm_case,
+    [M_UPPER] = strm_case,
+    [M_ZFILL] = strm_zfill,
+};
+
 // Calls a str method bound to self.
 static jv str_method(jctx *c, int id, jv self, const jargs *a) {
-    const jstr *s = jv_str(self);
-    jv p[3];
+    if (id < 0 || id > M_ZFILL) jraise(c, "str has no method %d", id);
     char what[48];
     snprintf(what, sizeof what, "str.%s()", str_methods[id]);
-    switch (id) {
-    case M_UPPER: case M_LOWER: case M_CAPITALIZE: case M_TITLE: case M_SWAPCASE: case M_CASEFOLD:
-        jargs_bind(c, what, a, NULL, 0, p);
-        return jstr_case(c, s, id == M_UPPER ? CASE_UPPER : id == M_CAPITALIZE ? CASE_CAPITALIZE : id == M_TITLE ? CASE_PYTITLE
-                                     : id == M_SWAPCASE ? CASE_SWAP : CASE_LOWER);
-    case M_STRIP: case M_LSTRIP: case M_RSTRIP: {
-        static const char *const n[] = {"chars"};
-        jargs_bind(c, what, a, n, 1, p);
-        const jstr *chars = p[0].t == JV_MISSING || p[0].t == JV_NONE ? NULL : jexpect_str(c, p[0], what);
-        return jstr_strip(c, s, chars, id != M_RSTRIP, id != M_LSTRIP);
-    }
-    case M_SPLIT: case M_RSPLIT: {
-        static const char *const n[] = {"sep", "maxsplit"};
-        jargs_bind(c, what, a, n, 2, p);
-        const jstr *sep = p[0].t == JV_MISSING || p[0].t == JV_NONE ? NULL : jexpect_str(c, p[0], what);
-        int64_t maxsplit = p[1].t == JV_MISSING ? -1 : jexpect_int(c, p[1], what);
-        return jstr_split(c, s, sep, maxsplit, id == M_RSPLIT);
-    }
-    case M_SPLITLINES: {
-        static const char *const n[] = {"keepends"};
-        jargs_bind(c, what, a, n, 1, p);
-        bool keep = p[0].t != JV_MISSING && jv_truthy(p[0]);
-        jv out = jv_list_new(c, 0, false);
-        size_t i = 0, st = 0;
-        while (i < s->len) {
-            size_t at = i;
-            uint32_t cp = jutf8_next(s->s, s->len, &i);
-            bool br = cp == '\n' || cp == '\r' || cp == 0x0B || cp == 0x0C || (cp >= 0x1C && cp <= 0x1E) ||
-                      cp == 0x85 || cp == 0x2028 || cp == 0x2029;
-            if (!br) continue;
-            size_t e = i;
-            if (cp == '\r' && i < s->len && s->s[i] == '\n') e = ++i;
-            jv_list_push(c, out, jv_str_new(c, s->s + st, (keep ? e : at) - st));
-            st = i;
-        }
-        if (st < s->len) jv_list_push(c, out, jv_str_new(c, s->s + st, s->len - st));
-        return out;
-    }
-    case M_STARTSWITH: case M_ENDSWITH: {
-        static const char *const n[] = {"prefix"};
-        jargs_bind(c, what, a, n, 1, p);
-        if (p[0].t == JV_MISSING) jraise(c, "%s takes at least 1 argument", what);
-        return jv_bool(prefix_match(c, s, p[0], id == M_ENDSWITH));
-    }
-    case M_REPLACE: {
-        static const char *const n[] = {"old", "new", "count"};
-        jargs_bind(c, what, a, n, 3, p);
-        if (p[0].t == JV_MISSING || p[1].t == JV_MISSING) jraise(c, "%s takes at least 2 arguments", what);
-        int64_t count = p[2].t == JV_MISSING ? -1 : jexpect_int(c, p[2], what);
-        return jstr_replace(c, s, jexpect_str(c, p[0], what), jexpect_str(c, p[1], what), count);
-    }
-    case M_FIND: case M_RFIND: case M_INDEX: case M_RINDEX: case M_COUNT: {
-        static const char *const n[] = {"sub"};
-        jargs_bind(c, what, a, n, 1, p);
-        if (p[0].t == JV_MISSING) jraise(c, "%s takes exactly 1 argument", what);
-        const jstr *sub = jexpect_str(c, p[0], what);
-        if (id == M_COUNT) {
-            if (sub->len == 0) return jv_int((int64_t)jstr_cplen(s) + 1);
-            int64_t k = 0;
-            const char *q = s->s, *end = s->s + s->len;
-            while ((q = memmem(q, (size_t)(end - q), sub->s, sub->len))) {
-                k++;
-                q += sub->len;
-            }
-            return jv_int(k);
-        }
-        jv r = str_find(c, s, sub, id == M_RFIND || id == M_RINDEX);
-        if (r.i < 0 && (id == M_INDEX || id == M_RINDEX)) jraise(c, "%s: substring not found", what);
-        return r;
-    }
-    case M_JOIN: {
-        static const char *const n[] = {"iterable"};
-        jargs_bind(c, what, a, n, 1, p);
-        jv items = jv_iter_list(c, p[0]);
-        jlist *l = jv_list(items);
-        jbuf b = {0};
-        for (size_t i = 0; i < l->n; i++) {
-            if (l->v[i].t != JV_STR) jraise(c, "str.join(): sequence item %zu: expected str instance, %s found", i, jv_type_name(l->v[i]));
-            if (i) jbuf_put(c, &b, s->s, s->len);
-            jbuf_put(c, &b, jv_str(l->v[i])->s, jv_str(l->v[i])->len);
-        }
-        jv_decref(c, items);
-        return jv_str_take_buf(c, &b);
-    }
-    case M_ISALNUM: case M_ISALPHA: case M_ISDIGIT: case M_ISSPACE: case M_ISLOWER: case M_ISUPPER: {
-        jargs_bind(c, what, a, NULL, 0, p);
-        size_t i = 0;
-        bool any = false, cased = false;
-        while (i < s->len) {
-            uint32_t cp = jutf8_next(s->s, s->len, &i);
-            any = true;
-            switch (id) {
-            case M_ISALNUM: if (!jpy_isalnum(cp)) return jv_bool(false); break;
-            case M_ISALPHA: if (!jpy_isalpha(cp)) return jv_bool(false); break;
-            case M_ISDIGIT: if (!jpy_isdigit(cp)) return jv_bool(false); break;
-            case M_ISSPACE: if (!jpy_isspace(cp)) return jv_bool(false); break;
-            case M_ISLOWER: if (jpy_isupper(cp)) return jv_bool(false); cased |= jpy_islower(cp); break;
-            case M_ISUPPER: if (jpy_islower(cp)) return jv_bool(false); cased |= jpy_isupper(cp); break;
-            }
-        }
-        return jv_bool(id == M_ISLOWER || id == M_ISUPPER ? cased : any);
-    }
-    case M_REMOVEPREFIX: case M_REMOVESUFFIX: {
-        static const char *const n[] = {"affix"};
-        jargs_bind(c, what, a, n, 1, p);
-        const jstr *x = jexpect_str(c, p[0], what);
-        if (x->len <= s->len) {
-            if (id == M_REMOVEPREFIX && !memcmp(s->s, x->s, x->len)) return jv_str_new(c, s->s + x->len, s->len - x->len);
-            if (id == M_REMOVESUFFIX && x->len && !memcmp(s->s + s->len - x->len, x->s, x->len))
-                return jv_str_new(c, s->s, s->len - x->len);
-        }
-        return jv_incref(self);
-    }
-    case M_PARTITION: case M_RPARTITION: {
-        static const char *const n[] = {"sep"};
-        jargs_bind(c, what, a, n, 1, p);
-        const jstr *sep = jexpect_str(c, p[0], what);
-        if (!sep->len) jraise(c, "%s: empty separator", what);
-        jv r = str_find(c, s, sep, id == M_RPARTITION);
-        jv out = jv_list_new(c, 3, true);
-        if (r.i < 0) {
-            jv e = jv_str_new(c, "", 0);
-            if (id == M_PARTITION) {
-                jv_list_push(c, out, jv_incref(self));
-                jv_list_push(c, out, jv_incref(e));
-                jv_list_push(c, out, e);
-            } else {
-                jv_list_push(c, out, jv_incref(e));
-                jv_list_push(c, out, e);
-                jv_list_push(c, out, jv_incref(self));
-            }
-            return out;
-        }
-        size_t at = id == M_PARTITION ? (size_t)((const char *)memmem(s->s, s->len, sep->s, sep->len) - s->s) : 0;
-        if (id == M_RPARTITION)
-            for (size_t q = s->len - sep->len + 1; q-- > 0;)
-                if (!memcmp(s->s + q, sep->s, sep->len)) { at = q; break; }
-        jv_list_push(c, out, jv_str_new(c, s->s, at));
-        jv_list_push(c, out, jv_str_new(c, sep->s, sep->len));
-        jv_list_push(c, out, jv_str_new(c, s->s + at + sep->len, s->len - at - sep->len));
-        return out;
-    }
-    case M_CENTER: case M_LJUST: case M_RJUST: {
-        static const char *const n[] = {"width", "fillchar"};
-        jargs_bind(c, what, a, n, 2, p);
-        return pad(c, s, jexpect_int(c, p[0], what), p[1], id == M_LJUST ? 0 : id == M_RJUST ? 2 : 1);
-    }
-    case M_ZFILL: {
-        static const char *const n[] = {"width"};
-        jargs_bind(c, what, a, n, 1, p);
-        int64_t w = jexpect_int(c, p[0], what), len = (int64_t)jstr_cplen(s);
-        if (w > 1000000) jraise(c, "zfill width too large");
-        if (w <= len) return jv_incref(self);
-        jbuf b = {0};
-        size_t st = 0;
-        if (s->len && (s->s[0] == '-' || s->s[0] == '+')) { jbuf_putc(c, &b, s->s[0]); st = 1; }
-        for (int64_t i = 0; i < w - len; i++) jbuf_putc(c, &b, '0');
-        jbuf_put(c, &b, s->s + st, s->len - st);
-        return jv_str_take_buf(c, &b);
-    }
-    case M_FORMAT: return str_format(c, s, a);
-    }
-    jraise(c, "str has no method %d", id);
+    return str_method_fns[id](c, id, self, jv_str(self), a, what);
 }
 
 // dict.items(): (key, value) tuples in insertion order.
@@ -852,6 +952,53 @@ jv jcall_global(jctx *c, int id, const jargs *a) {
 
 // ---------------------------------------------------------------- printf-style `%`
 
+// One %-conversion of val, with the flags, width and precision already in spec[0..sl) (printf does the work).
+static void percent_convert(jctx *c, jbuf *b, char conv, char *spec, size_t sl, jv val) {
+    char out[512];
+    switch (conv) {
+    case 's': case 'r': {
+        jbuf t = {0};
+        if (conv == 's') jv_write_str(c, &t, val);
+        else jv_write_repr(c, &t, val, 0);
+        spec[sl++] = 's';
+        spec[sl] = 0;
+        if (sl == 2) jbuf_put(c, b, t.p ? t.p : "", t.n);
+        else {
+            int n = snprintf(out, sizeof out, spec, t.p ? t.p : "");
+            jbuf_put(c, b, out, n < 0 ? 0 : (size_t)n >= sizeof out ? sizeof out - 1 : (size_t)n);
+        }
+        jx_free(c, t.p);
+        break;
+    }
+    case 'd': case 'i': case 'x': case 'X': case 'o': {
+        if (val.t != JV_INT && val.t != JV_BOOL && val.t != JV_FLOAT) jraise(c, "%%%c format: a number is required, not %s", conv, jv_type_name(val));
+        long long x = val.t == JV_INT ? val.i : val.t == JV_BOOL ? val.b : (long long)val.f;
+        spec[sl++] = 'l';
+        spec[sl++] = 'l';
+        spec[sl++] = conv == 'i' ? 'd' : conv;
+        spec[sl] = 0;
+        int n = snprintf(out, sizeof out, spec, x);
+        jbuf_put(c, b, out, n < 0 ? 0 : (size_t)n >= sizeof out ? sizeof out - 1 : (size_t)n);
+        break;
+    }
+    case 'f': case 'F': case 'e': case 'E': case 'g': case 'G': {
+        if (val.t != JV_INT && val.t != JV_BOOL && val.t != JV_FLOAT) jraise(c, "%%%c format: a number is required, not %s", conv, jv_type_name(val));
+        double x = val.t == JV_FLOAT ? val.f : val.t == JV_INT ? (double)val.i : val.b;
+        spec[sl++] = conv;
+        spec[sl] = 0;
+        int n = snprintf(out, sizeof out, spec, x);
+        jbuf_put(c, b, out, n < 0 ? 0 : (size_t)n >= sizeof out ? sizeof out - 1 : (size_t)n);
+        break;
+    }
+    case 'c': {
+        if (val.t == JV_STR) jbuf_put(c, b, jv_str(val)->s, jv_str(val)->len);
+        else put_cp(c, b, (uint32_t)jexpect_int(c, val, "%c"));
+        break;
+    }
+    default: jraise(c, "unsupported format character '%c'", conv);
+    }
+}
+
 jv jstr_percent(jctx *c, jv fmtv, jv args) {
     const jstr *f = jv_str(fmtv);
     jbuf b = {0};
@@ -899,49 +1046,7 @@ jv jstr_percent(jctx *c, jv fmtv, jv args) {
                 used_single = true;
             }
         }
-        char out[512];
-        switch (conv) {
-        case 's': case 'r': {
-            jbuf t = {0};
-            if (conv == 's') jv_write_str(c, &t, val);
-            else jv_write_repr(c, &t, val, 0);
-            spec[sl++] = 's';
-            spec[sl] = 0;
-            if (sl == 2) jbuf_put(c, &b, t.p ? t.p : "", t.n);
-            else {
-                int n = snprintf(out, sizeof out, spec, t.p ? t.p : "");
-                jbuf_put(c, &b, out, n < 0 ? 0 : (size_t)n >= sizeof out ? sizeof out - 1 : (size_t)n);
-            }
-            jx_free(c, t.p);
-            break;
-        }
-        case 'd': case 'i': case 'x': case 'X': case 'o': {
-            if (val.t != JV_INT && val.t != JV_BOOL && val.t != JV_FLOAT) jraise(c, "%%%c format: a number is required, not %s", conv, jv_type_name(val));
-            long long x = val.t == JV_INT ? val.i : val.t == JV_BOOL ? val.b : (long long)val.f;
-            spec[sl++] = 'l';
-            spec[sl++] = 'l';
-            spec[sl++] = conv == 'i' ? 'd' : conv;
-            spec[sl] = 0;
-            int n = snprintf(out, sizeof out, spec, x);
-            jbuf_put(c, &b, out, n < 0 ? 0 : (size_t)n >= sizeof out ? sizeof out - 1 : (size_t)n);
-            break;
-        }
-        case 'f': case 'F': case 'e': case 'E': case 'g': case 'G': {
-            if (val.t != JV_INT && val.t != JV_BOOL && val.t != JV_FLOAT) jraise(c, "%%%c format: a number is required, not %s", conv, jv_type_name(val));
-            double x = val.t == JV_FLOAT ? val.f : val.t == JV_INT ? (double)val.i : val.b;
-            spec[sl++] = conv;
-            spec[sl] = 0;
-            int n = snprintf(out, sizeof out, spec, x);
-            jbuf_put(c, &b, out, n < 0 ? 0 : (size_t)n >= sizeof out ? sizeof out - 1 : (size_t)n);
-            break;
-        }
-        case 'c': {
-            if (val.t == JV_STR) jbuf_put(c, &b, jv_str(val)->s, jv_str(val)->len);
-            else put_cp(c, &b, (uint32_t)jexpect_int(c, val, "%c"));
-            break;
-        }
-        default: jraise(c, "unsupported format character '%c'", conv);
-        }
+        percent_convert(c, &b, conv, spec, sl, val);
     }
     if (tup && next < tup->n) jraise(c, "not all arguments converted during string formatting");
     if (!tup && !used_single && args.t != JV_DICT) jraise(c, "not all arguments converted during string formatting");

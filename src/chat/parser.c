@@ -705,6 +705,208 @@ static void parse_signature(parser *P, jnodes *params) {
     expect_op(P, OP_RPAREN);
 }
 
+// Marks a block as the innermost open one, so a stray end tag can name what is still open.
+static void open_block(parser *P, const char *name, int line) {
+    P->open_name = name;
+    P->open_line = line;
+}
+
+// The rest of a block tag with a single end tag: `%}`, the body, then `{% end<name> %}`; returns the body.
+static jnodes parse_simple_block(parser *P, const char *name, int line, const char *end) {
+    expect_block_end(P, name);
+    open_block(P, name, line);
+    const char *ends[] = {end};
+    jnodes kids = parse_body(P, ends, 1)->kids;
+    consume_end(P, end);
+    return kids;
+}
+
+// {% if %} ... {% elif %} ... {% else %} ... {% endif %}: each elif nests as the else branch of the one before.
+static jnode *parse_if(parser *P, const char *name, int line) {
+    jnode *n = mk(P, N_IF, line);
+    n->a = parse_tuple(P, false, false, NULL, false);
+    expect_block_end(P, "if");
+    open_block(P, "if", line);
+    static const char *const ends[] = {"endif", "elif", "else"};
+    jnode *node = n;
+    for (;;) {
+        jnode *body = parse_body(P, ends, 3);
+        node->kids = body->kids;
+        const char *tag = look(P, 1)->s;
+        if (!strcmp(tag, "elif")) {
+            int eline = advance(P)->line;
+            advance(P);
+            jnode *e = mk(P, N_IF, eline);
+            e->a = parse_tuple(P, false, false, NULL, false);
+            expect_block_end(P, "elif");
+            jnodes_push(P->a, &node->kids2, e);
+            node = e;
+            continue;
+        }
+        if (!strcmp(tag, "else")) {
+            advance(P);
+            advance(P);
+            expect_block_end(P, "else");
+            static const char *const ends2[] = {"endif"};
+            jnode *eb = parse_body(P, ends2, 1);
+            node->kids2 = eb->kids;
+        }
+        consume_end(P, "endif");
+        return n;
+    }
+}
+
+// {% for target in iterable [if cond] %} ... [{% else %} ...] {% endfor %}.
+static jnode *parse_for(parser *P, const char *name, int line) {
+    jnode *n = mk(P, N_FOR, line);
+    n->a = parse_assign_target(P, "in", false, true);
+    if (!is_name(P, "in")) fail_unexpected(P, "'in'");
+    advance(P);
+    n->b = parse_tuple(P, false, false, "recursive", false);
+    if (is_name(P, "if")) {
+        advance(P);
+        n->c = parse_expression(P, true);
+    }
+    if (is_name(P, "recursive")) jparse_fail(P->a, cur(P)->line, "recursive for loops are not supported");
+    expect_block_end(P, "for");
+    open_block(P, "for", line);
+    P->loop_depth++;
+    static const char *const ends[] = {"endfor", "else"};
+    jnode *body = parse_body(P, ends, 2);
+    P->loop_depth--;
+    n->kids = body->kids;
+    if (tok_is_name(look(P, 1), "else")) {
+        advance(P);
+        advance(P);
+        expect_block_end(P, "else");
+        static const char *const ends2[] = {"endfor"};
+        n->kids2 = parse_body(P, ends2, 1)->kids;
+    }
+    consume_end(P, "endfor");
+    return n;
+}
+
+// {% set target = value %}, or the block form {% set target [| filters] %} ... {% endset %}.
+static jnode *parse_set(parser *P, const char *name, int line) {
+    jnode *target = parse_assign_target(P, NULL, true, true);
+    jnode *n;
+    if (is_op(P, OP_ASSIGN)) {
+        advance(P);
+        n = mk(P, N_SET, line);
+        n->a = target;
+        n->b = parse_tuple(P, false, true, NULL, false);
+        expect_block_end(P, "set");
+        return n;
+    }
+    n = mk(P, N_SETBLOCK, line);
+    n->a = target;
+    n->b = parse_filter(P, NULL, false);
+    n->kids = parse_simple_block(P, "set", line, "endset");
+    return n;
+}
+
+// {% macro name(params) %} ... {% endmacro %}: loops outside do not reach into the macro body.
+static jnode *parse_macro(parser *P, const char *name, int line) {
+    jnode *n = mk(P, N_MACRO, line);
+    n->s = expect_name(P, "a macro name");
+    parse_signature(P, &n->kids2);
+    int saved_loops = P->loop_depth;
+    P->loop_depth = 0;
+    n->kids = parse_simple_block(P, "macro", line, "endmacro");
+    P->loop_depth = saved_loops;
+    return n;
+}
+
+// {% call [(params)] m(args) %} ... {% endcall %}.
+static jnode *parse_call_block(parser *P, const char *name, int line) {
+    jnode *n = mk(P, N_CALLBLOCK, line);
+    if (is_op(P, OP_LPAREN)) parse_signature(P, &n->kids2);
+    n->a = parse_expression(P, true);
+    if (n->a->kind != E_CALL) jparse_fail(P->a, line, "'call' needs a macro call, like {%% call m(x) %%}");
+    n->kids = parse_simple_block(P, "call", line, "endcall");
+    return n;
+}
+
+// {% filter f | g %} ... {% endfilter %}.
+static jnode *parse_filter_block(parser *P, const char *name, int line) {
+    jnode *n = mk(P, N_FILTERBLOCK, line);
+    n->b = parse_filter(P, NULL, true);
+    n->kids = parse_simple_block(P, "filter", line, "endfilter");
+    return n;
+}
+
+// {% with a = x, b = y %} ... {% endwith %}.
+static jnode *parse_with(parser *P, const char *name, int line) {
+    jnode *n = mk(P, N_WITH, line);
+    while (cur(P)->kind != TK_BLOCK_END) {
+        if (n->kids2.n) expect_op(P, OP_COMMA);
+        jnode *s = mk(P, N_SET, cur(P)->line);
+        s->a = parse_assign_target(P, NULL, false, false);
+        expect_op(P, OP_ASSIGN);
+        s->b = parse_expression(P, true);
+        jnodes_push(P->a, &n->kids2, s);
+    }
+    n->kids = parse_simple_block(P, "with", line, "endwith");
+    return n;
+}
+
+// {% break %} and {% continue %}, only inside a for loop.
+static jnode *parse_loop_control(parser *P, const char *name, int line) {
+    if (P->loop_depth == 0) jparse_fail(P->a, line, "'%s' outside a for loop", name);
+    jnode *n = mk(P, name[0] == 'b' ? N_BREAK : N_CONTINUE, line);
+    expect_block_end(P, name);
+    return n;
+}
+
+// transformers' {% generation %} marks assistant text for masks; it renders its body unchanged.
+static jnode *parse_generation(parser *P, const char *name, int line) {
+    jnode *n = mk(P, N_BLOCK, line);
+    n->kids = parse_simple_block(P, "generation", line, "endgeneration");
+    return n;
+}
+
+// jinja2 tags that make no sense for a chat template (no loader, no autoescape, no i18n).
+static jnode *parse_unsupported(parser *P, const char *name, int line) {
+    jparse_fail(P->a, line, "the '%s' tag is not supported in chat templates", name);
+}
+
+// Every tag a statement can open with, and its parser.
+static const struct {
+    const char *name;
+    jnode *(*parse)(parser *P, const char *name, int line);
+} statements[] = {
+    {"if", parse_if},
+    {"for", parse_for},
+    {"set", parse_set},
+    {"macro", parse_macro},
+    {"call", parse_call_block},
+    {"filter", parse_filter_block},
+    {"with", parse_with},
+    {"break", parse_loop_control},
+    {"continue", parse_loop_control},
+    {"generation", parse_generation},
+    {"include", parse_unsupported},
+    {"extends", parse_unsupported},
+    {"import", parse_unsupported},
+    {"from", parse_unsupported},
+    {"block", parse_unsupported},
+    {"autoescape", parse_unsupported},
+    {"do", parse_unsupported},
+    {"trans", parse_unsupported},
+};
+
+// A tag no statement opens with: a stray end/else/elif (naming the open block) or an unknown tag.
+_Noreturn static void fail_tag(parser *P, const char *name, int line) {
+    if (!strncmp(name, "end", 3) || !strcmp(name, "else") || !strcmp(name, "elif")) {
+        if (P->open_name)
+            jparse_fail(P->a, line, "unexpected '{%% %s %%}' (the innermost open block is '%s' from line %d)", name,
+                        P->open_name, P->open_line);
+        jparse_fail(P->a, line, "unexpected '{%% %s %%}' (no block is open)", name);
+    }
+    jparse_fail(P->a, line, "unknown tag '%s'", name);
+}
+
+// One `{% tag ... %}` statement (with its body and end tag for block tags), dispatched on the tag name.
 static jnode *parse_statement(parser *P) {
     const jtok *open = advance(P); // {%
     int line = open->line;
@@ -712,161 +914,11 @@ static jnode *parse_statement(parser *P) {
     const char *name = advance(P)->s;
     const char *saved_name = P->open_name;
     int saved_line = P->open_line;
-    jnode *n = NULL;
     enter(P);
-    if (!strcmp(name, "if")) {
-        n = mk(P, N_IF, line);
-        n->a = parse_tuple(P, false, false, NULL, false);
-        expect_block_end(P, "if");
-        P->open_name = "if";
-        P->open_line = line;
-        static const char *const ends[] = {"endif", "elif", "else"};
-        jnode *node = n;
-        for (;;) {
-            jnode *body = parse_body(P, ends, 3);
-            node->kids = body->kids;
-            const char *tag = look(P, 1)->s;
-            if (!strcmp(tag, "elif")) {
-                int eline = advance(P)->line;
-                advance(P);
-                jnode *e = mk(P, N_IF, eline);
-                e->a = parse_tuple(P, false, false, NULL, false);
-                expect_block_end(P, "elif");
-                jnodes_push(P->a, &node->kids2, e);
-                node = e;
-                continue;
-            }
-            if (!strcmp(tag, "else")) {
-                advance(P);
-                advance(P);
-                expect_block_end(P, "else");
-                static const char *const ends2[] = {"endif"};
-                jnode *eb = parse_body(P, ends2, 1);
-                node->kids2 = eb->kids;
-            }
-            consume_end(P, "endif");
-            break;
-        }
-    } else if (!strcmp(name, "for")) {
-        n = mk(P, N_FOR, line);
-        n->a = parse_assign_target(P, "in", false, true);
-        if (!is_name(P, "in")) fail_unexpected(P, "'in'");
-        advance(P);
-        n->b = parse_tuple(P, false, false, "recursive", false);
-        if (is_name(P, "if")) {
-            advance(P);
-            n->c = parse_expression(P, true);
-        }
-        if (is_name(P, "recursive")) jparse_fail(P->a, cur(P)->line, "recursive for loops are not supported");
-        expect_block_end(P, "for");
-        P->open_name = "for";
-        P->open_line = line;
-        P->loop_depth++;
-        static const char *const ends[] = {"endfor", "else"};
-        jnode *body = parse_body(P, ends, 2);
-        P->loop_depth--;
-        n->kids = body->kids;
-        if (tok_is_name(look(P, 1), "else")) {
-            advance(P);
-            advance(P);
-            expect_block_end(P, "else");
-            static const char *const ends2[] = {"endfor"};
-            n->kids2 = parse_body(P, ends2, 1)->kids;
-        }
-        consume_end(P, "endfor");
-    } else if (!strcmp(name, "set")) {
-        jnode *target = parse_assign_target(P, NULL, true, true);
-        if (is_op(P, OP_ASSIGN)) {
-            advance(P);
-            n = mk(P, N_SET, line);
-            n->a = target;
-            n->b = parse_tuple(P, false, true, NULL, false);
-            expect_block_end(P, "set");
-        } else {
-            n = mk(P, N_SETBLOCK, line);
-            n->a = target;
-            n->b = parse_filter(P, NULL, false);
-            expect_block_end(P, "set");
-            P->open_name = "set";
-            P->open_line = line;
-            static const char *const ends[] = {"endset"};
-            n->kids = parse_body(P, ends, 1)->kids;
-            consume_end(P, "endset");
-        }
-    } else if (!strcmp(name, "macro")) {
-        n = mk(P, N_MACRO, line);
-        n->s = expect_name(P, "a macro name");
-        parse_signature(P, &n->kids2);
-        expect_block_end(P, "macro");
-        P->open_name = "macro";
-        P->open_line = line;
-        int saved_loops = P->loop_depth;
-        P->loop_depth = 0;
-        static const char *const ends[] = {"endmacro"};
-        n->kids = parse_body(P, ends, 1)->kids;
-        P->loop_depth = saved_loops;
-        consume_end(P, "endmacro");
-    } else if (!strcmp(name, "call")) {
-        n = mk(P, N_CALLBLOCK, line);
-        if (is_op(P, OP_LPAREN)) parse_signature(P, &n->kids2);
-        n->a = parse_expression(P, true);
-        if (n->a->kind != E_CALL) jparse_fail(P->a, line, "'call' needs a macro call, like {%% call m(x) %%}");
-        expect_block_end(P, "call");
-        P->open_name = "call";
-        P->open_line = line;
-        static const char *const ends[] = {"endcall"};
-        n->kids = parse_body(P, ends, 1)->kids;
-        consume_end(P, "endcall");
-    } else if (!strcmp(name, "filter")) {
-        n = mk(P, N_FILTERBLOCK, line);
-        n->b = parse_filter(P, NULL, true);
-        expect_block_end(P, "filter");
-        P->open_name = "filter";
-        P->open_line = line;
-        static const char *const ends[] = {"endfilter"};
-        n->kids = parse_body(P, ends, 1)->kids;
-        consume_end(P, "endfilter");
-    } else if (!strcmp(name, "with")) {
-        n = mk(P, N_WITH, line);
-        while (cur(P)->kind != TK_BLOCK_END) {
-            if (n->kids2.n) expect_op(P, OP_COMMA);
-            jnode *s = mk(P, N_SET, cur(P)->line);
-            s->a = parse_assign_target(P, NULL, false, false);
-            expect_op(P, OP_ASSIGN);
-            s->b = parse_expression(P, true);
-            jnodes_push(P->a, &n->kids2, s);
-        }
-        expect_block_end(P, "with");
-        P->open_name = "with";
-        P->open_line = line;
-        static const char *const ends[] = {"endwith"};
-        n->kids = parse_body(P, ends, 1)->kids;
-        consume_end(P, "endwith");
-    } else if (!strcmp(name, "break") || !strcmp(name, "continue")) {
-        if (P->loop_depth == 0) jparse_fail(P->a, line, "'%s' outside a for loop", name);
-        n = mk(P, name[0] == 'b' ? N_BREAK : N_CONTINUE, line);
-        expect_block_end(P, name);
-    } else if (!strcmp(name, "generation")) {
-        // transformers' {% generation %} marks assistant text for masks; it renders its body unchanged
-        n = mk(P, N_BLOCK, line);
-        expect_block_end(P, "generation");
-        P->open_name = "generation";
-        P->open_line = line;
-        static const char *const ends[] = {"endgeneration"};
-        n->kids = parse_body(P, ends, 1)->kids;
-        consume_end(P, "endgeneration");
-    } else if (!strcmp(name, "include") || !strcmp(name, "extends") || !strcmp(name, "import") ||
-               !strcmp(name, "from") || !strcmp(name, "block") || !strcmp(name, "autoescape") ||
-               !strcmp(name, "do") || !strcmp(name, "trans")) {
-        jparse_fail(P->a, line, "the '%s' tag is not supported in chat templates", name);
-    } else if (!strncmp(name, "end", 3) || !strcmp(name, "else") || !strcmp(name, "elif")) {
-        if (P->open_name)
-            jparse_fail(P->a, line, "unexpected '{%% %s %%}' (the innermost open block is '%s' from line %d)", name,
-                        P->open_name, P->open_line);
-        jparse_fail(P->a, line, "unexpected '{%% %s %%}' (no block is open)", name);
-    } else {
-        jparse_fail(P->a, line, "unknown tag '%s'", name);
-    }
+    size_t k = 0;
+    while (k < sizeof statements / sizeof *statements && strcmp(statements[k].name, name)) k++;
+    if (k == sizeof statements / sizeof *statements) fail_tag(P, name, line);
+    jnode *n = statements[k].parse(P, name, line);
     leave(P);
     P->open_name = saved_name;
     P->open_line = saved_line;

@@ -11,6 +11,7 @@
 
 #include "../format/gguf.h"
 #include "chat.h"
+#include "core/util.h"
 #include "jinja.h"
 
 #define MAX_TEMPLATE_BYTES (16u << 20)
@@ -84,67 +85,74 @@ static jv repeat_seq(jctx *c, jv seq, int64_t times) {
     return out;
 }
 
+// Arithmetic on two numbers (bools count as ints): exact integers with overflow errors, Python's floor division
+// and modulo signs; jv_missing() for an operator that is not arithmetic.
+static jv num_binop(jctx *c, jop op, jv a, jv b) {
+    bool ints = intlike(a) && intlike(b);
+    int64_t x = ints ? ival(a) : 0, y = ints ? ival(b) : 0, r;
+    double fx = fval(a), fy = fval(b);
+    switch (op) {
+    case OP_ADD:
+        if (!ints) return jv_float(fx + fy);
+        if (__builtin_add_overflow(x, y, &r)) overflow(c);
+        return jv_int(r);
+    case OP_SUB:
+        if (!ints) return jv_float(fx - fy);
+        if (__builtin_sub_overflow(x, y, &r)) overflow(c);
+        return jv_int(r);
+    case OP_MUL:
+        if (!ints) return jv_float(fx * fy);
+        if (__builtin_mul_overflow(x, y, &r)) overflow(c);
+        return jv_int(r);
+    case OP_DIV:
+        if (fy == 0) jraise(c, "division by zero");
+        return jv_float(fx / fy);
+    case OP_FLOORDIV:
+        if (ints) {
+            if (y == 0) jraise(c, "integer division or modulo by zero");
+            if (x == INT64_MIN && y == -1) overflow(c);
+            r = x / y;
+            if ((x % y != 0) && ((x < 0) != (y < 0))) r--;
+            return jv_int(r);
+        }
+        if (fy == 0) jraise(c, "float floor division by zero");
+        return jv_float(floor(fx / fy));
+    case OP_MOD:
+        if (ints) {
+            if (y == 0) jraise(c, "integer division or modulo by zero");
+            if (y == -1) return jv_int(0);
+            r = x % y;
+            if (r != 0 && ((r < 0) != (y < 0))) r += y;
+            return jv_int(r);
+        } else {
+            if (fy == 0) jraise(c, "float modulo");
+            double m = fmod(fx, fy);
+            if (m != 0 && ((m < 0) != (fy < 0))) m += fy;
+            return jv_float(m);
+        }
+    case OP_POW:
+        if (ints && y >= 0) {
+            int64_t acc = 1, base = x;
+            for (int64_t e = y; e > 0; e >>= 1) {
+                if (e & 1 && __builtin_mul_overflow(acc, base, &acc)) overflow(c);
+                if (e > 1 && __builtin_mul_overflow(base, base, &base)) overflow(c);
+            }
+            return jv_int(acc);
+        }
+        if (fx == 0 && fy < 0) jraise(c, "0.0 cannot be raised to a negative power");
+        return jv_float(pow(fx, fy));
+    default: return jv_missing();
+    }
+}
+
 // Python arithmetic: exact integers (overflow is an error), floor division and modulo by sign, str/list + and *.
 static jv binop(jctx *c, jop op, jv a, jv b) {
     if (a.t == JV_UNDEF) raise_undef(c, a);
     if (b.t == JV_UNDEF) raise_undef(c, b);
     if (op == OP_MOD && a.t == JV_STR) return jstr_percent(c, a, b);
     if (numeric(a) && numeric(b)) {
-        bool ints = intlike(a) && intlike(b);
-        int64_t x = ints ? ival(a) : 0, y = ints ? ival(b) : 0, r;
-        double fx = fval(a), fy = fval(b);
-        switch (op) {
-        case OP_ADD:
-            if (!ints) return jv_float(fx + fy);
-            if (__builtin_add_overflow(x, y, &r)) overflow(c);
-            return jv_int(r);
-        case OP_SUB:
-            if (!ints) return jv_float(fx - fy);
-            if (__builtin_sub_overflow(x, y, &r)) overflow(c);
-            return jv_int(r);
-        case OP_MUL:
-            if (!ints) return jv_float(fx * fy);
-            if (__builtin_mul_overflow(x, y, &r)) overflow(c);
-            return jv_int(r);
-        case OP_DIV:
-            if (fy == 0) jraise(c, "division by zero");
-            return jv_float(fx / fy);
-        case OP_FLOORDIV:
-            if (ints) {
-                if (y == 0) jraise(c, "integer division or modulo by zero");
-                if (x == INT64_MIN && y == -1) overflow(c);
-                r = x / y;
-                if ((x % y != 0) && ((x < 0) != (y < 0))) r--;
-                return jv_int(r);
-            }
-            if (fy == 0) jraise(c, "float floor division by zero");
-            return jv_float(floor(fx / fy));
-        case OP_MOD:
-            if (ints) {
-                if (y == 0) jraise(c, "integer division or modulo by zero");
-                if (y == -1) return jv_int(0);
-                r = x % y;
-                if (r != 0 && ((r < 0) != (y < 0))) r += y;
-                return jv_int(r);
-            } else {
-                if (fy == 0) jraise(c, "float modulo");
-                double m = fmod(fx, fy);
-                if (m != 0 && ((m < 0) != (fy < 0))) m += fy;
-                return jv_float(m);
-            }
-        case OP_POW:
-            if (ints && y >= 0) {
-                int64_t acc = 1, base = x;
-                for (int64_t e = y; e > 0; e >>= 1) {
-                    if (e & 1 && __builtin_mul_overflow(acc, base, &acc)) overflow(c);
-                    if (e > 1 && __builtin_mul_overflow(base, base, &base)) overflow(c);
-                }
-                return jv_int(acc);
-            }
-            if (fx == 0 && fy < 0) jraise(c, "0.0 cannot be raised to a negative power");
-            return jv_float(pow(fx, fy));
-        default: break;
-        }
+        jv r = num_binop(c, op, a, b);
+        if (r.t != JV_MISSING) return r;
     }
     if (op == OP_ADD) {
         if (a.t == JV_STR && b.t == JV_STR) {
@@ -408,6 +416,171 @@ static jv eval_slice(jctx *c, jscope *s, jv obj, const jnode *sl) {
     return out;
 }
 
+// A variable: its value in the innermost scope that has it, else undefined with the reason.
+static jv eval_name(jctx *c, jscope *s, const jnode *n) {
+    jv *v = jscope_lookup(s, n->s);
+    if (v) return jv_incref(*v);
+    return jv_undef_hint(c, "'%s' is undefined", n->s);
+}
+
+// obj.name: attribute access with the sandbox rules of jget_attr.
+static jv eval_getattr(jctx *c, jscope *s, const jnode *n) {
+    jv obj = eval(c, s, n->a);
+    c->line = n->line;
+    jv r = jget_attr(c, obj, n->s, n->len);
+    jv_decref(c, obj);
+    return r;
+}
+
+// obj[key] or obj[a:b:c].
+static jv eval_getitem(jctx *c, jscope *s, const jnode *n) {
+    jv obj = eval(c, s, n->a);
+    jv r;
+    if (n->b->kind == E_SLICE) {
+        r = eval_slice(c, s, obj, n->b);
+    } else {
+        jv key = eval(c, s, n->b);
+        c->line = n->line;
+        r = jget_item(c, obj, key);
+        jv_decref(c, key);
+    }
+    jv_decref(c, obj);
+    return r;
+}
+
+// f(args): a macro, a bound method or a global function.
+static jv eval_call(jctx *c, jscope *s, const jnode *n) {
+    jv fn = eval(c, s, n->a);
+    evargs ea;
+    eval_args(c, s, &n->kids, &ea);
+    c->line = n->line;
+    jv r = jcall_value(c, fn, &ea.a);
+    free_args(c, &ea);
+    jv_decref(c, fn);
+    return r;
+}
+
+// value | filter(args).
+static jv eval_filter(jctx *c, jscope *s, const jnode *n) {
+    jv operand = eval(c, s, n->a);
+    evargs ea;
+    eval_args(c, s, &n->kids, &ea);
+    c->line = n->line;
+    jv r = jfilter_apply(c, n->id, operand, &ea.a);
+    free_args(c, &ea);
+    jv_decref(c, operand);
+    return r;
+}
+
+// value is [not] test(args).
+static jv eval_test(jctx *c, jscope *s, const jnode *n) {
+    jv operand = eval(c, s, n->a);
+    evargs ea;
+    eval_args(c, s, &n->kids, &ea);
+    c->line = n->line;
+    bool r = jtest_apply(c, n->id, operand, &ea.a);
+    free_args(c, &ea);
+    jv_decref(c, operand);
+    return jv_bool(n->op == OP_NOT ? !r : r);
+}
+
+// Unary minus and plus: numbers only (bools count as ints, as in Python).
+static jv eval_unary(jctx *c, jscope *s, const jnode *n) {
+    jv v = eval(c, s, n->a);
+    c->line = n->line;
+    if (v.t == JV_UNDEF) raise_undef(c, v);
+    if (v.t == JV_BOOL) v = jv_int(v.b);
+    if (v.t == JV_INT) {
+        if (n->op == OP_NEG && v.i == INT64_MIN) overflow(c);
+        return jv_int(n->op == OP_NEG ? -v.i : v.i);
+    }
+    if (v.t == JV_FLOAT) return jv_float(n->op == OP_NEG ? -v.f : v.f);
+    jraise(c, "bad operand type for unary %s: '%s'", n->op == OP_NEG ? "-" : "+", jv_type_name(v));
+}
+
+// Arithmetic and `in`, delegated to binop once both sides are evaluated.
+static jv eval_binary(jctx *c, jscope *s, const jnode *n) {
+    jv a = eval(c, s, n->a), b = eval(c, s, n->b);
+    c->line = n->line;
+    jv r = binop(c, n->op, a, b);
+    jv_decref(c, a);
+    jv_decref(c, b);
+    return r;
+}
+
+// a ~ b: both sides written as strings and joined.
+static jv eval_concat(jctx *c, jscope *s, const jnode *n) {
+    jv a = eval(c, s, n->a), b = eval(c, s, n->b);
+    c->line = n->line;
+    jbuf buf = {0};
+    jv_write_str(c, &buf, a);
+    jv_write_str(c, &buf, b);
+    jv_decref(c, a);
+    jv_decref(c, b);
+    return jv_str_take_buf(c, &buf);
+}
+
+// A comparison chain (a < b <= c), stopping at the first false link as Python does.
+static jv eval_compare(jctx *c, jscope *s, const jnode *n) {
+    jv left = eval(c, s, n->a);
+    bool ok = true;
+    for (int i = 0; i < n->kids.n && ok; i++) {
+        jv right = eval(c, s, n->kids.v[i]);
+        c->line = n->line;
+        ok = compare_op(c, n->kids2.v[i]->op, left, right);
+        jv_decref(c, left);
+        left = right;
+    }
+    jv_decref(c, left);
+    return jv_bool(ok);
+}
+
+// `and` / `or`: short-circuit, returning the deciding operand itself, as Python does.
+static jv eval_and(jctx *c, jscope *s, const jnode *n) {
+    jv a = eval(c, s, n->a);
+    bool t = jv_truthy(a);
+    if ((n->kind == E_AND) != t) return a;
+    jv_decref(c, a);
+    return eval(c, s, n->b);
+}
+
+// `not`: the negated truth value.
+static jv eval_not(jctx *c, jscope *s, const jnode *n) {
+    jv a = eval(c, s, n->a);
+    bool t = jv_truthy(a);
+    jv_decref(c, a);
+    return jv_bool(!t);
+}
+
+// a if cond else b; without else, a false condition gives undefined (jinja2).
+static jv eval_cond(jctx *c, jscope *s, const jnode *n) {
+    jv t = eval(c, s, n->a);
+    bool yes = jv_truthy(t);
+    jv_decref(c, t);
+    if (yes) return eval(c, s, n->b);
+    if (n->c) return eval(c, s, n->c);
+    return jv_undef_hint(c, "the inline if-expression on line %d evaluated to false and no else section was defined", n->line);
+}
+
+// List and tuple literals.
+static jv eval_list(jctx *c, jscope *s, const jnode *n) {
+    jv out = jv_list_new(c, (size_t)n->kids.n, n->kind == E_TUPLE);
+    for (int i = 0; i < n->kids.n; i++) jv_list_push(c, out, eval(c, s, n->kids.v[i]));
+    return out;
+}
+
+// Dict literals (string keys only, as chat templates write them).
+static jv eval_dict(jctx *c, jscope *s, const jnode *n) {
+    jv out = jv_dict_new(c, false);
+    for (int i = 0; i < n->kids.n; i++) {
+        jv k = eval(c, s, n->kids.v[i]);
+        if (k.t != JV_STR) jraise(c, "dict literal keys must be strings here, got %s", jv_type_name(k));
+        jv_dict_set(c, out, jv_str(k), eval(c, s, n->kids2.v[i]));
+        jv_decref(c, k);
+    }
+    return out;
+}
+
 // The expression evaluator proper; eval() wraps it with the depth bound.
 static jv eval_node(jctx *c, jscope *s, const jnode *n) {
     c->line = n->line;
@@ -417,141 +590,21 @@ static jv eval_node(jctx *c, jscope *s, const jnode *n) {
     case E_CONST_FLOAT: return jv_float(n->f);
     case E_CONST_BOOL: return jv_bool(n->id != 0);
     case E_CONST_NONE: return jv_none();
-    case E_NAME: {
-        jv *v = jscope_lookup(s, n->s);
-        if (v) return jv_incref(*v);
-        return jv_undef_hint(c, "'%s' is undefined", n->s);
-    }
-    case E_GETATTR: {
-        jv obj = eval(c, s, n->a);
-        c->line = n->line;
-        jv r = jget_attr(c, obj, n->s, n->len);
-        jv_decref(c, obj);
-        return r;
-    }
-    case E_GETITEM: {
-        jv obj = eval(c, s, n->a);
-        jv r;
-        if (n->b->kind == E_SLICE) {
-            r = eval_slice(c, s, obj, n->b);
-        } else {
-            jv key = eval(c, s, n->b);
-            c->line = n->line;
-            r = jget_item(c, obj, key);
-            jv_decref(c, key);
-        }
-        jv_decref(c, obj);
-        return r;
-    }
-    case E_CALL: {
-        jv fn = eval(c, s, n->a);
-        evargs ea;
-        eval_args(c, s, &n->kids, &ea);
-        c->line = n->line;
-        jv r = jcall_value(c, fn, &ea.a);
-        free_args(c, &ea);
-        jv_decref(c, fn);
-        return r;
-    }
-    case E_FILTER: {
-        jv operand = eval(c, s, n->a);
-        evargs ea;
-        eval_args(c, s, &n->kids, &ea);
-        c->line = n->line;
-        jv r = jfilter_apply(c, n->id, operand, &ea.a);
-        free_args(c, &ea);
-        jv_decref(c, operand);
-        return r;
-    }
-    case E_TEST: {
-        jv operand = eval(c, s, n->a);
-        evargs ea;
-        eval_args(c, s, &n->kids, &ea);
-        c->line = n->line;
-        bool r = jtest_apply(c, n->id, operand, &ea.a);
-        free_args(c, &ea);
-        jv_decref(c, operand);
-        return jv_bool(n->op == OP_NOT ? !r : r);
-    }
-    case E_UNARY: {
-        jv v = eval(c, s, n->a);
-        c->line = n->line;
-        if (v.t == JV_UNDEF) raise_undef(c, v);
-        if (v.t == JV_BOOL) v = jv_int(v.b);
-        if (v.t == JV_INT) {
-            if (n->op == OP_NEG && v.i == INT64_MIN) overflow(c);
-            return jv_int(n->op == OP_NEG ? -v.i : v.i);
-        }
-        if (v.t == JV_FLOAT) return jv_float(n->op == OP_NEG ? -v.f : v.f);
-        jraise(c, "bad operand type for unary %s: '%s'", n->op == OP_NEG ? "-" : "+", jv_type_name(v));
-    }
-    case E_BINARY: {
-        jv a = eval(c, s, n->a), b = eval(c, s, n->b);
-        c->line = n->line;
-        jv r = binop(c, n->op, a, b);
-        jv_decref(c, a);
-        jv_decref(c, b);
-        return r;
-    }
-    case E_CONCAT: {
-        jv a = eval(c, s, n->a), b = eval(c, s, n->b);
-        c->line = n->line;
-        jbuf buf = {0};
-        jv_write_str(c, &buf, a);
-        jv_write_str(c, &buf, b);
-        jv_decref(c, a);
-        jv_decref(c, b);
-        return jv_str_take_buf(c, &buf);
-    }
-    case E_COMPARE: {
-        jv left = eval(c, s, n->a);
-        bool ok = true;
-        for (int i = 0; i < n->kids.n && ok; i++) {
-            jv right = eval(c, s, n->kids.v[i]);
-            c->line = n->line;
-            ok = compare_op(c, n->kids2.v[i]->op, left, right);
-            jv_decref(c, left);
-            left = right;
-        }
-        jv_decref(c, left);
-        return jv_bool(ok);
-    }
-    case E_AND: case E_OR: {
-        jv a = eval(c, s, n->a);
-        bool t = jv_truthy(a);
-        if ((n->kind == E_AND) != t) return a;
-        jv_decref(c, a);
-        return eval(c, s, n->b);
-    }
-    case E_NOT: {
-        jv a = eval(c, s, n->a);
-        bool t = jv_truthy(a);
-        jv_decref(c, a);
-        return jv_bool(!t);
-    }
-    case E_COND: {
-        jv t = eval(c, s, n->a);
-        bool yes = jv_truthy(t);
-        jv_decref(c, t);
-        if (yes) return eval(c, s, n->b);
-        if (n->c) return eval(c, s, n->c);
-        return jv_undef_hint(c, "the inline if-expression on line %d evaluated to false and no else section was defined", n->line);
-    }
-    case E_LIST: case E_TUPLE: {
-        jv out = jv_list_new(c, (size_t)n->kids.n, n->kind == E_TUPLE);
-        for (int i = 0; i < n->kids.n; i++) jv_list_push(c, out, eval(c, s, n->kids.v[i]));
-        return out;
-    }
-    case E_DICT: {
-        jv out = jv_dict_new(c, false);
-        for (int i = 0; i < n->kids.n; i++) {
-            jv k = eval(c, s, n->kids.v[i]);
-            if (k.t != JV_STR) jraise(c, "dict literal keys must be strings here, got %s", jv_type_name(k));
-            jv_dict_set(c, out, jv_str(k), eval(c, s, n->kids2.v[i]));
-            jv_decref(c, k);
-        }
-        return out;
-    }
+    case E_NAME: return eval_name(c, s, n);
+    case E_GETATTR: return eval_getattr(c, s, n);
+    case E_GETITEM: return eval_getitem(c, s, n);
+    case E_CALL: return eval_call(c, s, n);
+    case E_FILTER: return eval_filter(c, s, n);
+    case E_TEST: return eval_test(c, s, n);
+    case E_UNARY: return eval_unary(c, s, n);
+    case E_BINARY: return eval_binary(c, s, n);
+    case E_CONCAT: return eval_concat(c, s, n);
+    case E_COMPARE: return eval_compare(c, s, n);
+    case E_AND: case E_OR: return eval_and(c, s, n);
+    case E_NOT: return eval_not(c, s, n);
+    case E_COND: return eval_cond(c, s, n);
+    case E_LIST: case E_TUPLE: return eval_list(c, s, n);
+    case E_DICT: return eval_dict(c, s, n);
     case E_SLICE: jraise(c, "a slice is only valid inside [ ]");
     case E_KWARG: case E_STARARG: case E_DSTARARG: jraise(c, "keyword or star argument outside a call");
     case E_NSREF: jraise(c, "namespace attribute reference outside an assignment");
@@ -861,39 +914,12 @@ aero_status aero_chat_template_from_gguf(aero_chat_template **out, const aero_gg
 
 // --chat-template-file: a bare template, or the chat_template of a tokenizer_config.json.
 aero_status aero_chat_template_load_file(aero_chat_template **out, const char *path, aero_error *err) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return aero_fail(err, AERO_ERR_IO, "%s: %s", path, strerror(errno));
-    char *buf = NULL;
-    size_t n = 0, cap = 0;
-    for (;;) {
-        if (n == cap) {
-            if (cap >= MAX_TEMPLATE_BYTES + 1) break;
-            cap = cap ? cap * 2 : 65536;
-            char *nb = realloc(buf, cap + 1);
-            if (!nb) {
-                free(buf);
-                fclose(f);
-                return aero_fail(err, AERO_ERR_NOMEM, "%s: out of memory", path);
-            }
-            buf = nb;
-        }
-        size_t r = fread(buf + n, 1, cap - n, f);
-        n += r;
-        if (r == 0) break;
-    }
-    bool rd_err = ferror(f);
-    fclose(f);
-    if (rd_err) {
-        free(buf);
-        return aero_fail(err, AERO_ERR_IO, "%s: read error", path);
-    }
-    if (n > MAX_TEMPLATE_BYTES) {
-        free(buf);
+    char *buf;
+    size_t n;
+    aero_status rd = aero_read_file(path, MAX_TEMPLATE_BYTES, &buf, &n, err);
+    if (rd == AERO_ERR_RANGE)
         return aero_fail(err, AERO_ERR_INVALID, "%s: larger than the %u-byte template limit", path, MAX_TEMPLATE_BYTES);
-    }
-    if (!buf) buf = calloc(1, 1);
-    if (!buf) return aero_fail(err, AERO_ERR_NOMEM, "%s: out of memory", path);
-    buf[n] = 0;
+    if (rd != AERO_OK) return rd;
     size_t pl = strlen(path);
     aero_status st;
     if (pl > 5 && !strcmp(path + pl - 5, ".json")) {

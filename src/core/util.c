@@ -1,6 +1,9 @@
 #include "util.h"
 
+#include "buf.h"
+
 #include <ctype.h>
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,3 +65,41 @@ static uint64_t proc_status_kb(const char *key) {
 
 uint64_t aero_peak_rss(void) { return proc_status_kb("VmHWM"); }
 uint64_t aero_current_rss(void) { return proc_status_kb("VmRSS"); }
+
+// One reader for prompts, templates and stdin, so size limits and error messages agree everywhere.
+aero_status aero_read_stream(FILE *f, const char *name, size_t max, char **out, size_t *len, aero_error *err) {
+    *out = NULL;
+    if (len) *len = 0;
+    aero_buf b = {0};
+    for (;;) {
+        if (!aero_buf_reserve(&b, 65536)) {
+            aero_buf_free(&b);
+            return aero_fail(err, AERO_ERR_NOMEM, "%s: out of memory", name);
+        }
+        size_t r = fread(b.p + b.len, 1, b.cap - b.len - 1, f);
+        b.len += r;
+        b.p[b.len] = 0;
+        if (max && b.len > max) {
+            aero_buf_free(&b);
+            return aero_fail(err, AERO_ERR_RANGE, "%s: larger than the %zu-byte limit", name, max);
+        }
+        if (r == 0) break;
+    }
+    if (ferror(f)) {
+        aero_buf_free(&b);
+        return aero_fail(err, AERO_ERR_IO, "%s: read error", name);
+    }
+    *out = aero_buf_take(&b, len);
+    return AERO_OK;
+}
+
+// Opening is the only difference from aero_read_stream; the message carries the system's reason.
+aero_status aero_read_file(const char *path, size_t max, char **out, size_t *len, aero_error *err) {
+    *out = NULL;
+    if (len) *len = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) return aero_fail(err, AERO_ERR_IO, "%s: %s", path, strerror(errno));
+    aero_status st = aero_read_stream(f, path, max, out, len, err);
+    fclose(f);
+    return st;
+}

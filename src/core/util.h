@@ -5,6 +5,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+
+#include "status.h"
 
 // Parses "512M", "8G", "1.5G", "64K", "100000" (binary units) into bytes; false when malformed or zero.
 bool aero_parse_size(const char *s, uint64_t *out);
@@ -16,5 +19,11 @@ void *aero_alloc_aligned(size_t align, size_t size);
 uint64_t aero_peak_rss(void);
 // Current resident set size in bytes (VmRSS), 0 if unknown.
 uint64_t aero_current_rss(void);
+
+// Reads a whole stream into a NUL-terminated buffer (free() it). max bounds the size (0: no bound); a longer
+// stream fails with AERO_ERR_RANGE. `name` prefixes the error messages.
+aero_status aero_read_stream(FILE *f, const char *name, size_t max, char **out, size_t *len, aero_error *err);
+// aero_read_stream on a file opened by path (AERO_ERR_IO when it cannot be opened).
+aero_status aero_read_file(const char *path, size_t max, char **out, size_t *len, aero_error *err);
 
 #endif

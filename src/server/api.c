@@ -84,7 +84,7 @@ static enum MHD_Result handle_tokenize(aero_http_req *r) {
     aero_srv_model *x = &r->srv->eng;
     aero_tokenize_req q;
     aero_error err = {0};
-    aero_status st = aero_req_parse_tokenize(&q, r->body, r->len, &err);
+    aero_status st = aero_req_parse_tokenize(&q, r->body.p, r->body.len, &err);
     if (st) return aero_http_error(r, status_of(st), err.msg, q.err_param[0] ? q.err_param : NULL, NULL);
     int32_t *ids = NULL;
     size_t n = 0;
@@ -112,7 +112,7 @@ static enum MHD_Result handle_detokenize(aero_http_req *r) {
     aero_srv_model *x = &r->srv->eng;
     aero_detokenize_req q;
     aero_error err = {0};
-    aero_status st = aero_req_parse_detokenize(&q, r->body, r->len, x->e.n_vocab, &err);
+    aero_status st = aero_req_parse_detokenize(&q, r->body.p, r->body.len, x->e.n_vocab, &err);
     if (st) return aero_http_error(r, status_of(st), err.msg, q.err_param[0] ? q.err_param : NULL, NULL);
     char *text = NULL;
     size_t len = 0;
@@ -152,20 +152,7 @@ static char **dup_strings(const char *const *src, int n, int extra) {
 // ---- streaming ----
 
 // Appends bytes to the request's output buffer (handed to MHD by the reader callback).
-static bool out_add(aero_http_req *r, const char *s, size_t n) {
-    size_t need = r->out_len + n;
-    if (need > r->out_cap) {
-        size_t cap = r->out_cap ? r->out_cap : 1024;
-        while (cap < need) cap *= 2;
-        char *b = realloc(r->out, cap);
-        if (!b) return false;
-        r->out = b;
-        r->out_cap = cap;
-    }
-    memcpy(r->out + r->out_len, s, n);
-    r->out_len += n;
-    return true;
-}
+static bool out_add(aero_http_req *r, const char *s, size_t n) { return aero_buf_append(&r->out, s, n); }
 
 // Frames one JSON value as an SSE event into the output buffer.
 static bool out_event(aero_http_req *r, json_t *j) {
@@ -213,14 +200,15 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max) {
     aero_http_req *r = cls;
     (void)pos;
     for (;;) {
-        if (r->out_off < r->out_len) {
-            size_t n = r->out_len - r->out_off;
+        if (r->out_off < r->out.len) {
+            size_t n = r->out.len - r->out_off;
             if (n > max) n = max;
-            memcpy(buf, r->out + r->out_off, n);
+            memcpy(buf, r->out.p + r->out_off, n);
             r->out_off += n;
             return (ssize_t)n;
         }
-        r->out_len = r->out_off = 0;
+        aero_buf_clear(&r->out);
+        r->out_off = 0;
         if (r->finished) return MHD_CONTENT_READER_END_OF_STREAM;
         if (!r->sent_head) {
             r->sent_head = true;
@@ -246,30 +234,17 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max) {
     }
 }
 
-// Waits for a whole generation (non-streamed request); false when the client left meanwhile.
-static bool wait_all(aero_http_req *r, char **text, size_t *len, aero_oai_logprob **lp, int *n_lp,
-                     aero_gen_delta *last) {
-    size_t cap = 0;
+// Waits for a whole generation (non-streamed request), appending its text to `text` and its logprob
+// entries to *lp; false when the client left meanwhile.
+static bool wait_all(aero_http_req *r, aero_buf *text, aero_oai_logprob **lp, int *n_lp, aero_gen_delta *last) {
     int lp_cap = 0;
-    *text = NULL;
-    *len = 0;
     *lp = NULL;
     *n_lp = 0;
-    double checked = aero_metrics_now();
+    double checked = aero_now();
     for (;;) {
         aero_gen_delta d;
         bool fresh = aero_gen_next(r->gen, &r->cur, 200, &d);
-        if (d.len) {
-            if (*len + d.len + 1 > cap) {
-                cap = (*len + d.len + 1) * 2;
-                char *t = realloc(*text, cap);
-                if (!t) goto oom;
-                *text = t;
-            }
-            memcpy(*text + *len, d.text, d.len);
-            *len += d.len;
-            (*text)[*len] = 0;
-        }
+        if (d.len && !aero_buf_append(text, d.text, d.len)) goto oom;
         if (d.n_lp) {
             if (*n_lp + d.n_lp > lp_cap) {
                 lp_cap = (*n_lp + d.n_lp) * 2;
@@ -289,7 +264,7 @@ static bool wait_all(aero_http_req *r, char **text, size_t *len, aero_oai_logpro
         }
         aero_gen_delta_free(&d);
         // Tokens may arrive faster than the timeout, so the socket is checked by the clock, not only when idle.
-        double now = aero_metrics_now();
+        double now = aero_now();
         if (!fresh || now - checked > 0.1) {
             checked = now;
             if (aero_http_client_gone(r)) return false;
@@ -305,169 +280,203 @@ static bool wait_all(aero_http_req *r, char **text, size_t *len, aero_oai_logpro
     }
 }
 
-// Completions and chat completions: validate, build the prompt, check the context, queue, answer.
-static enum MHD_Result handle_generate(aero_http_req *r, aero_req_kind kind) {
+// A generation request on its way from the parsed body to the scheduler.
+typedef struct {
+    aero_req q;
+    aero_req_kind kind;
+    char *text;        // the rendered chat prompt
+    size_t text_len;
+    int32_t *ids;      // the prompt's tokens
+    size_t n_ids;
+    int max_tokens;    // resolved against the context left after the prompt
+} gen_request;
+
+// The prompt as tokens: the chat template rendered and tokenized, token ids as given, or the text tokenized.
+// False when the request was answered with an error (in *ret).
+static bool gen_prompt(aero_http_req *r, gen_request *g, enum MHD_Result *ret) {
     aero_server *s = r->srv;
     aero_srv_model *x = &s->eng;
-    const aero_sched_backend *e = &x->e;
-    aero_req q;
+    aero_req *q = &g->q;
     aero_error err = {0};
-    aero_status st = aero_req_parse(&q, kind, r->body, r->len, e->n_vocab, &s->p.defaults, &err);
-    if (st) return aero_http_error(r, status_of(st), err.msg, q.err_param[0] ? q.err_param : NULL, NULL);
-    enum MHD_Result ret;
-    char *text = NULL;
-    size_t text_len = 0;
-    int32_t *ids = NULL;
-    size_t n_ids = 0;
-    aero_gen *g = NULL;
-    const char *pparam = kind == AERO_REQ_CHAT ? "messages" : "prompt";
-    if (!model_ok(s, q.model)) {
+    aero_status st = AERO_OK;
+    const char *pparam = g->kind == AERO_REQ_CHAT ? "messages" : "prompt";
+    if (!model_ok(s, q->model)) {
         char msg[400];
-        snprintf(msg, sizeof msg, "The model '%.200s' does not exist; this server serves '%.100s'", q.model, s->model_id);
-        ret = aero_http_error(r, 404, msg, "model", "model_not_found");
-        goto done;
+        snprintf(msg, sizeof msg, "The model '%.200s' does not exist; this server serves '%.100s'", q->model, s->model_id);
+        *ret = aero_http_error(r, 404, msg, "model", "model_not_found");
+        return false;
     }
-    if (kind == AERO_REQ_CHAT) {
-        if ((st = aero_srv_model_render(x, q.messages, q.tools, &text, &text_len, &err))) {
-            ret = aero_http_error(r, status_of(st), err.msg, "messages", NULL);
-            goto done;
+    if (g->kind == AERO_REQ_CHAT) {
+        if ((st = aero_srv_model_render(x, q->messages, q->tools, &g->text, &g->text_len, &err))) {
+            *ret = aero_http_error(r, status_of(st), err.msg, "messages", NULL);
+            return false;
         }
-        st = aero_srv_model_tokenize(x, text, text_len, true, true, &ids, &n_ids, &err);
-    } else if (q.prompt_ids) {
-        ids = q.prompt_ids;
-        n_ids = q.n_prompt_ids;
-        q.prompt_ids = NULL;
+        st = aero_srv_model_tokenize(x, g->text, g->text_len, true, true, &g->ids, &g->n_ids, &err);
+    } else if (q->prompt_ids) {
+        g->ids = q->prompt_ids;
+        g->n_ids = q->n_prompt_ids;
+        q->prompt_ids = NULL;
     } else {
-        st = aero_srv_model_tokenize(x, q.prompt, q.prompt_len, true, true, &ids, &n_ids, &err);
+        st = aero_srv_model_tokenize(x, q->prompt, q->prompt_len, true, true, &g->ids, &g->n_ids, &err);
     }
     if (st) {
-        ret = aero_http_error(r, status_of(st), err.msg, pparam, NULL);
-        goto done;
+        *ret = aero_http_error(r, status_of(st), err.msg, pparam, NULL);
+        return false;
     }
-    if (n_ids == 0) {
-        ret = aero_http_error(r, 400, "The prompt is empty and this model has no BOS token to start from", pparam, NULL);
-        goto done;
+    if (g->n_ids == 0) {
+        *ret = aero_http_error(r, 400, "The prompt is empty and this model has no BOS token to start from", pparam, NULL);
+        return false;
     }
-    int n_ctx = e->n_ctx;
-    if (n_ids >= (size_t)n_ctx) {
+    return true;
+}
+
+// max_tokens against the context: the prompt must leave room, and an explicit max_tokens must fit in it
+// (OpenAI's errors); an absent one is the room left (16 for completions, OpenAI's default).
+static bool gen_max_tokens(aero_http_req *r, gen_request *g, enum MHD_Result *ret) {
+    int n_ctx = r->srv->eng.e.n_ctx;
+    const char *what = g->kind == AERO_REQ_CHAT ? "messages" : "prompt";
+    if (g->n_ids >= (size_t)n_ctx) {
         char msg[256];
         snprintf(msg, sizeof msg, "This model's maximum context length is %d tokens. However, your %s has %zu tokens.",
-                 n_ctx, kind == AERO_REQ_CHAT ? "messages" : "prompt", n_ids);
-        ret = aero_http_error(r, 400, msg, pparam, "context_length_exceeded");
-        goto done;
+                 n_ctx, what, g->n_ids);
+        *ret = aero_http_error(r, 400, msg, what, "context_length_exceeded");
+        return false;
     }
-    int room = n_ctx - (int)n_ids;
-    int max_tokens = q.max_tokens;
+    int room = n_ctx - (int)g->n_ids;
+    int max_tokens = g->q.max_tokens;
     if (max_tokens < 0) {
-        max_tokens = kind == AERO_REQ_COMPLETION ? 16 : room; // OpenAI's completions default is 16
+        max_tokens = g->kind == AERO_REQ_COMPLETION ? 16 : room;
         if (max_tokens > room) max_tokens = room;
     } else if (max_tokens > room) {
         char msg[400];
         snprintf(msg, sizeof msg,
                  "This model's maximum context length is %d tokens. However, you requested %lld tokens (%zu in the "
                  "%s, %d in the completion). Please reduce the length of the %s or the completion.",
-                 n_ctx, (long long)n_ids + max_tokens, n_ids, kind == AERO_REQ_CHAT ? "messages" : "prompt",
-                 max_tokens, kind == AERO_REQ_CHAT ? "messages" : "prompt");
-        ret = aero_http_error(r, 400, msg, q.max_tokens == max_tokens ? "max_tokens" : NULL,
-                              "context_length_exceeded");
-        goto done;
+                 n_ctx, (long long)g->n_ids + max_tokens, g->n_ids, what, max_tokens, what);
+        *ret = aero_http_error(r, 400, msg, g->q.max_tokens == max_tokens ? "max_tokens" : NULL,
+                               "context_length_exceeded");
+        return false;
     }
+    g->max_tokens = max_tokens;
+    return true;
+}
 
-    if (q.echo) { // completions only (the parser accepts echo there)
-        if (q.prompt) {
-            r->echo = malloc(q.prompt_len + 1);
-            if (r->echo) {
-                memcpy(r->echo, q.prompt, q.prompt_len);
-                r->echo_len = q.prompt_len;
-            }
-        } else if (aero_detokenize(x->tok, ids, n_ids, false, &r->echo, &r->echo_len, &err)) {
+// Completions' echo: the prompt text (or the detokenized prompt ids) sent before the output.
+static void gen_echo(aero_http_req *r, const gen_request *g) {
+    if (g->q.prompt) {
+        r->echo = malloc(g->q.prompt_len + 1);
+        if (r->echo) {
+            memcpy(r->echo, g->q.prompt, g->q.prompt_len);
+            r->echo_len = g->q.prompt_len;
+        }
+    } else {
+        aero_error err = {0};
+        if (aero_detokenize(r->srv->eng.tok, g->ids, g->n_ids, false, &r->echo, &r->echo_len, &err)) {
             r->echo = NULL;
             r->echo_len = 0;
         }
     }
-    aero_gen_params gp = {0};
-    bool fallback = kind == AERO_REQ_CHAT && !x->tmpl;
-    gp.stop = dup_strings(q.stop, q.n_stop, fallback ? 1 : 0);
-    gp.n_stop = q.n_stop;
-    if (gp.stop && fallback) { // ChatML turns end at <|im_end|>, even where the vocabulary lacks the token
-        gp.stop[gp.n_stop] = strdup("<|im_end|>");
-        if (gp.stop[gp.n_stop]) gp.n_stop++;
+}
+
+// The scheduler's parameters for the request (taking its prompt ids); false when out of memory.
+static bool gen_params(aero_http_req *r, gen_request *g, aero_gen_params *gp) {
+    aero_server *s = r->srv;
+    aero_srv_model *x = &s->eng;
+    const aero_req *q = &g->q;
+    bool fallback = g->kind == AERO_REQ_CHAT && !x->tmpl;
+    gp->stop = dup_strings(q->stop, q->n_stop, fallback ? 1 : 0);
+    gp->n_stop = q->n_stop;
+    if (gp->stop && fallback) { // ChatML turns end at <|im_end|>, even where the vocabulary lacks the token
+        gp->stop[gp->n_stop] = strdup("<|im_end|>");
+        if (gp->stop[gp->n_stop]) gp->n_stop++;
     }
-    if (q.n_bias) {
-        gp.bias_id = malloc((size_t)q.n_bias * sizeof *gp.bias_id);
-        gp.bias = malloc((size_t)q.n_bias * sizeof *gp.bias);
-        if (gp.bias_id && gp.bias) {
-            memcpy(gp.bias_id, q.bias_id, (size_t)q.n_bias * sizeof *gp.bias_id);
-            memcpy(gp.bias, q.bias, (size_t)q.n_bias * sizeof *gp.bias);
-            gp.n_bias = q.n_bias;
+    if (q->n_bias) {
+        gp->bias_id = malloc((size_t)q->n_bias * sizeof *gp->bias_id);
+        gp->bias = malloc((size_t)q->n_bias * sizeof *gp->bias);
+        if (gp->bias_id && gp->bias) {
+            memcpy(gp->bias_id, q->bias_id, (size_t)q->n_bias * sizeof *gp->bias_id);
+            memcpy(gp->bias, q->bias, (size_t)q->n_bias * sizeof *gp->bias);
+            gp->n_bias = q->n_bias;
         }
     }
-    gp.detok_first = n_ids == 1 && ids[0] == aero_tokenizer_bos(x->tok);
-    gp.prompt = ids;
-    gp.n_prompt = (int)n_ids;
-    ids = NULL;
-    gp.max_tokens = max_tokens;
-    gp.sp = q.sp;
-    if (!q.has_seed) {
+    gp->detok_first = g->n_ids == 1 && g->ids[0] == aero_tokenizer_bos(x->tok);
+    gp->prompt = g->ids;
+    gp->n_prompt = (int)g->n_ids;
+    g->ids = NULL;
+    gp->max_tokens = g->max_tokens;
+    gp->sp = q->sp;
+    if (!q->has_seed) {
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
-        gp.sp.seed = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)ts.tv_sec ^ atomic_fetch_add(&s->next_id, 1) * 0x9e3779b97f4a7c15ull;
+        gp->sp.seed = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)ts.tv_sec ^ atomic_fetch_add(&s->next_id, 1) * 0x9e3779b97f4a7c15ull;
     }
-    gp.logprobs = q.logprobs;
-    gp.top_logprobs = q.top_logprobs;
-    gp.ignore_eos = q.ignore_eos;
-    bool oom = !gp.stop || (q.n_bias && !gp.n_bias);
+    gp->logprobs = q->logprobs;
+    gp->top_logprobs = q->top_logprobs;
+    gp->ignore_eos = q->ignore_eos;
+    return gp->stop && !(q->n_bias && !gp->n_bias);
+}
+
+// Builds the generation and queues it; on success r->gen holds it and the response metadata is set.
+static bool gen_submit(aero_http_req *r, gen_request *g, enum MHD_Result *ret) {
+    aero_server *s = r->srv;
+    aero_gen_params gp = {0};
+    bool ok = gen_params(r, g, &gp);
     r->n_prompt = gp.n_prompt;
-    g = aero_gen_new(&gp);
-    if (!g || oom) {
-        ret = aero_http_error(r, 500, "out of memory queueing the request", NULL, NULL);
-        goto done;
+    aero_gen *gen = aero_gen_new(&gp);
+    aero_error err = {0};
+    aero_status st;
+    if (!gen || !ok) {
+        *ret = aero_http_error(r, 500, "out of memory queueing the request", NULL, NULL);
+        aero_gen_unref(gen);
+        return false;
     }
-    if ((st = aero_sched_submit(s->sched, g, &err))) {
+    if ((st = aero_sched_submit(s->sched, gen, &err))) {
         int code = st == AERO_ERR_INVALID ? 400 : 503;
-        ret = aero_http_error(r, code, err.msg, NULL, st == AERO_ERR_RANGE ? "queue_full" : NULL);
-        goto done;
+        *ret = aero_http_error(r, code, err.msg, NULL, st == AERO_ERR_RANGE ? "queue_full" : NULL);
+        aero_gen_unref(gen);
+        return false;
     }
-    r->gen = g;
-    g = NULL;
-    make_id(s, kind == AERO_REQ_CHAT ? "chatcmpl" : "cmpl", r->id, sizeof r->id);
-    r->meta = (aero_oai_meta){.chat = kind == AERO_REQ_CHAT, .id = r->id, .model = s->model_id,
+    r->gen = gen;
+    make_id(s, g->kind == AERO_REQ_CHAT ? "chatcmpl" : "cmpl", r->id, sizeof r->id);
+    r->meta = (aero_oai_meta){.chat = g->kind == AERO_REQ_CHAT, .id = r->id, .model = s->model_id,
                               .created = (long long)time(NULL)};
-    r->logprobs = q.logprobs;
-    r->top_logprobs = q.top_logprobs;
-    r->include_usage = q.include_usage;
+    r->logprobs = g->q.logprobs;
+    r->top_logprobs = g->q.top_logprobs;
+    r->include_usage = g->q.include_usage;
+    return true;
+}
 
-    if (q.stream) {
-        struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, sse_read, r, NULL);
-        if (!resp) {
-            ret = MHD_NO;
-            goto done;
-        }
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream; charset=utf-8");
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
-        MHD_add_response_header(resp, "X-Accel-Buffering", "no");
-        aero_http_common_headers(s, resp);
-        ret = MHD_queue_response(r->conn, 200, resp);
-        MHD_destroy_response(resp);
-        aero_http_status(r, 200);
-        goto done;
-    }
+// A streamed response: server-sent events that sse_read produces as the generation advances.
+static enum MHD_Result respond_streamed(aero_http_req *r) {
+    struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, sse_read, r, NULL);
+    if (!resp) return MHD_NO;
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream; charset=utf-8");
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+    MHD_add_response_header(resp, "X-Accel-Buffering", "no");
+    aero_http_common_headers(r->srv, resp);
+    enum MHD_Result ret = MHD_queue_response(r->conn, 200, resp);
+    MHD_destroy_response(resp);
+    aero_http_status(r, 200);
+    return ret;
+}
 
-    // Whole response: the connection's idle timeout is off while the model works, then restored.
+// A whole response: waits for the end, then answers with the text (after the echo) in one JSON body. The
+// connection's idle timeout is off while the model works, then restored.
+static enum MHD_Result respond_whole(aero_http_req *r) {
+    aero_server *s = r->srv;
     MHD_set_connection_option(r->conn, MHD_CONNECTION_OPTION_TIMEOUT, 0u);
-    char *out = NULL;
-    size_t out_len = 0;
+    aero_buf out = {0};
+    if (r->echo_len) aero_buf_append(&out, r->echo, r->echo_len);
     aero_oai_logprob *lps = NULL;
     int n_lp = 0;
     aero_gen_delta last;
-    bool present = wait_all(r, &out, &out_len, &lps, &n_lp, &last);
+    bool present = wait_all(r, &out, &lps, &n_lp, &last);
     MHD_set_connection_option(r->conn, MHD_CONNECTION_OPTION_TIMEOUT,
                               (unsigned)(s->p.timeout_s > 0 ? s->p.timeout_s : 0));
+    enum MHD_Result ret;
     if (!present) { // the client is gone: free the sequence now and drop the connection
         aero_gen_cancel(r->gen);
         aero_sched_poke(s->sched);
-        free(out);
-        free(lps);
         ret = MHD_NO;
         goto done;
     }
@@ -476,32 +485,35 @@ static enum MHD_Result handle_generate(aero_http_req *r, aero_req_kind kind) {
     r->finish_name = aero_finish_name(last.finish);
     if (last.finish == AERO_FINISH_ERROR) {
         ret = aero_http_error(r, 500, last.error[0] ? last.error : "generation failed", NULL, NULL);
-    } else {
-        if (r->echo_len) {
-            char *joined = malloc(r->echo_len + out_len + 1);
-            if (joined) {
-                memcpy(joined, r->echo, r->echo_len);
-                if (out_len) memcpy(joined + r->echo_len, out, out_len);
-                joined[r->echo_len + out_len] = 0;
-                free(out);
-                out = joined;
-                out_len += r->echo_len;
-            }
-        }
-        json_t *lpj = r->logprobs ? aero_oai_logprobs(r->meta.chat, lps, n_lp, r->top_logprobs, aero_srv_model_piece,
-                                                      x, 0)
-                                  : NULL;
-        const char *fin = last.finish == AERO_FINISH_LENGTH ? "length" : "stop";
-        ret = aero_http_json(r, 200,
-                             aero_oai_response(&r->meta, out ? out : "", out_len, fin, lpj, last.n_prompt, last.n_gen));
+        goto done;
     }
-    free(out);
-    free(lps);
+    json_t *lpj = r->logprobs ? aero_oai_logprobs(r->meta.chat, lps, n_lp, r->top_logprobs, aero_srv_model_piece,
+                                                  &s->eng, 0)
+                              : NULL;
+    const char *fin = last.finish == AERO_FINISH_LENGTH ? "length" : "stop";
+    ret = aero_http_json(r, 200,
+                         aero_oai_response(&r->meta, out.p ? out.p : "", out.len, fin, lpj, last.n_prompt, last.n_gen));
 done:
-    aero_gen_unref(g);
-    free(ids);
-    free(text);
-    aero_req_free(&q);
+    aero_buf_free(&out);
+    free(lps);
+    return ret;
+}
+
+// Completions and chat completions: validate, build the prompt, check the context, queue, answer.
+static enum MHD_Result handle_generate(aero_http_req *r, aero_req_kind kind) {
+    aero_server *s = r->srv;
+    gen_request g = {.kind = kind};
+    aero_error err = {0};
+    aero_status st = aero_req_parse(&g.q, kind, r->body.p, r->body.len, s->eng.e.n_vocab, &s->p.defaults, &err);
+    if (st) return aero_http_error(r, status_of(st), err.msg, g.q.err_param[0] ? g.q.err_param : NULL, NULL);
+    enum MHD_Result ret;
+    if (gen_prompt(r, &g, &ret) && gen_max_tokens(r, &g, &ret)) {
+        if (g.q.echo) gen_echo(r, &g); // completions only (the parser accepts echo there)
+        if (gen_submit(r, &g, &ret)) ret = g.q.stream ? respond_streamed(r) : respond_whole(r);
+    }
+    free(g.ids);
+    free(g.text);
+    aero_req_free(&g.q);
     return ret;
 }
 

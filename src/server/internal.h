@@ -8,6 +8,7 @@
 #include <stdatomic.h>
 
 #include "../chat/chat.h"
+#include "../core/buf.h"
 #include "../tokenizer/tokenizer.h"
 #include "metrics.h"
 #include "request.h"
@@ -58,8 +59,7 @@ typedef struct {
     struct MHD_Connection *conn;
     int fd;
     char method[8];
-    char *body;
-    size_t len, cap;
+    aero_buf body;            // the request body as it arrives
     bool too_large;
     double t0;
     int status;               // what was answered (for the log and metrics)
@@ -73,8 +73,8 @@ typedef struct {
     size_t text_sent;         // for completions' text_offset
     char *echo;               // text to send before the output (completions echo)
     size_t echo_len;
-    char *out;                // formatted bytes not yet handed to MHD
-    size_t out_len, out_off, out_cap;
+    aero_buf out;             // formatted bytes not yet handed to MHD
+    size_t out_off;           // how much of out MHD has taken
     int n_prompt, n_gen;
     const char *finish_name;
     char path[64];

@@ -1,23 +1,18 @@
 #include "metrics.h"
 
+#include "../core/buf.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-// Monotonic time for durations; wall-clock jumps must not skew rates.
-double aero_metrics_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 // Zeroes the counters and starts the uptime clock.
 void aero_metrics_init(aero_metrics *m) {
     memset(m, 0, sizeof *m);
     pthread_mutex_init(&m->mu, NULL);
-    m->t_start = aero_metrics_now();
+    m->t_start = aero_now();
     for (int i = 0; i < AERO_METRICS_WINDOW; i++) m->window_sec[i] = -1;
 }
 
@@ -48,7 +43,7 @@ void aero_metrics_prompt(aero_metrics *m, int n_tokens) {
 
 // Adds n to the bucket of the current second, recycling buckets older than the window.
 static void window_add(aero_metrics *m, uint64_t n) {
-    int64_t sec = (int64_t)(aero_metrics_now() - m->t_start);
+    int64_t sec = (int64_t)(aero_now() - m->t_start);
     int i = (int)(sec % AERO_METRICS_WINDOW);
     if (m->window_sec[i] != sec) {
         m->window_sec[i] = sec;
@@ -86,7 +81,7 @@ void aero_metrics_load(aero_metrics *m, int active, int queued, int slots) {
 
 // Rate over the completed seconds of the window (the current, partial second is left out).
 static double rate_locked(aero_metrics *m) {
-    double now = aero_metrics_now() - m->t_start;
+    double now = aero_now() - m->t_start;
     int64_t sec = (int64_t)now;
     uint64_t sum = 0;
     for (int i = 0; i < AERO_METRICS_WINDOW; i++)
@@ -104,56 +99,24 @@ double aero_metrics_rate(aero_metrics *m) {
     return r;
 }
 
-typedef struct {
-    char *buf;
-    size_t len, cap;
-    int oom;
-} sbuf;
-
-// printf into a growing buffer; remembers an allocation failure instead of crashing.
-static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(sbuf *b, const char *fmt, ...) {
-    if (b->oom) return;
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(b->buf + b->len, b->cap - b->len, fmt, ap);
-        va_end(ap);
-        if (n < 0) return;
-        if ((size_t)n < b->cap - b->len) {
-            b->len += (size_t)n;
-            return;
-        }
-        size_t cap = (b->cap + (size_t)n) * 2;
-        char *nb = realloc(b->buf, cap);
-        if (!nb) {
-            b->oom = 1;
-            return;
-        }
-        b->buf = nb;
-        b->cap = cap;
-    }
-}
-
 // One metric with its HELP and TYPE lines.
-static void metric(sbuf *b, const char *name, const char *type, const char *help, double v) {
-    sb_printf(b, "# HELP %s %s\n# TYPE %s %s\n%s %.17g\n", name, help, name, type, name, v);
+static void metric(aero_buf *b, const char *name, const char *type, const char *help, double v) {
+    aero_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n%s %.17g\n", name, help, name, type, name, v);
 }
 
 // Prometheus exposition of a consistent snapshot of the counters.
 char *aero_metrics_render(aero_metrics *m, size_t *len) {
-    sbuf b = {malloc(4096), 0, 4096, 0};
-    if (!b.buf) return NULL;
-    b.buf[0] = 0;
+    aero_buf b = {0};
+    if (!aero_buf_reserve(&b, 4096)) return NULL;
     pthread_mutex_lock(&m->mu);
     aero_metrics c = *m; // consistent snapshot
     double rate = rate_locked(m);
     pthread_mutex_unlock(&m->mu);
-    sb_printf(&b, "# HELP aerollm_requests_total HTTP responses by status class.\n"
-                  "# TYPE aerollm_requests_total counter\n");
+    aero_buf_printf(&b, "# HELP aerollm_requests_total HTTP responses by status class.\n"
+                        "# TYPE aerollm_requests_total counter\n");
     static const char *cls[] = {"", "1xx", "2xx", "3xx", "4xx", "5xx"};
-    for (int i = 2; i <= 5; i++) sb_printf(&b, "aerollm_requests_total{status=\"%s\"} %llu\n", cls[i],
-                                           (unsigned long long)c.requests[i]);
+    for (int i = 2; i <= 5; i++) aero_buf_printf(&b, "aerollm_requests_total{status=\"%s\"} %llu\n", cls[i],
+                                                 (unsigned long long)c.requests[i]);
     metric(&b, "aerollm_requests_cancelled_total", "counter", "Generations stopped because the client went away.",
            (double)c.cancelled);
     metric(&b, "aerollm_requests_active", "gauge", "Sequences being generated now.", c.active);
@@ -181,11 +144,6 @@ char *aero_metrics_render(aero_metrics *m, size_t *len) {
     metric(&b, "aerollm_draft_acceptance_ratio", "gauge", "Accepted over proposed draft tokens.",
            c.engine.draft_tokens ? (double)c.engine.draft_accepted / (double)c.engine.draft_tokens : 0.0);
     metric(&b, "aerollm_uptime_seconds", "gauge", "Seconds since the server started.",
-           aero_metrics_now() - c.t_start);
-    if (b.oom) {
-        free(b.buf);
-        return NULL;
-    }
-    *len = b.len;
-    return b.buf;
+           aero_now() - c.t_start);
+    return aero_buf_take(&b, len);
 }

@@ -300,6 +300,72 @@ static aero_status parse_messages(aero_req *r, aero_error *err) {
     return AERO_OK;
 }
 
+// Sampling: the server's defaults (or OpenAI's), overridden field by field, each within OpenAI's range.
+static aero_status parse_sampling(aero_req *r, const aero_sampler_params *defaults, aero_error *err) {
+    json_t *root = r->root;
+    aero_sampler_params *sp = &r->sp;
+    aero_status st;
+    if (defaults) {
+        *sp = *defaults;
+    } else {
+        sp->temp = 1.0f;
+        sp->top_p = 1.0f;
+        sp->top_k = 0;
+        sp->min_p = 0.0f;
+        sp->repeat_penalty = 1.0f;
+        sp->repeat_last_n = 64;
+        sp->presence_penalty = 0.0f;
+        sp->frequency_penalty = 0.0f;
+    }
+    if ((st = get_num(root, "temperature", 0, 2, &sp->temp, r->err_param, err))) return st;
+    if ((st = get_num(root, "top_p", 0, 1, &sp->top_p, r->err_param, err))) return st;
+    if ((st = get_num(root, "min_p", 0, 1, &sp->min_p, r->err_param, err))) return st;
+    if ((st = get_num(root, "presence_penalty", -2, 2, &sp->presence_penalty, r->err_param, err))) return st;
+    if ((st = get_num(root, "frequency_penalty", -2, 2, &sp->frequency_penalty, r->err_param, err))) return st;
+    if ((st = get_num(root, "repeat_penalty", 0.01, 10, &sp->repeat_penalty, r->err_param, err))) return st;
+    long long k = 0;
+    if ((st = get_int(root, "top_k", -1, INT32_MAX, &k, NULL, r->err_param, err))) return st;
+    sp->top_k = k < 0 ? 0 : (int)k;
+    long long seed = 0;
+    if ((st = get_int(root, "seed", LLONG_MIN, LLONG_MAX, &seed, &r->has_seed, r->err_param, err))) return st;
+    sp->seed = (uint64_t)seed;
+    return AERO_OK;
+}
+
+// stream and stream_options (allowed only with stream: true, as OpenAI answers).
+static aero_status parse_streaming(aero_req *r, aero_error *err) {
+    aero_status st = get_bool(r->root, "stream", &r->stream, r->err_param, err);
+    if (st) return st;
+    json_t *so = opt(r->root, "stream_options");
+    if (!so) return AERO_OK;
+    if (!json_is_object(so))
+        return bad(r->err_param, "stream_options", err, "'stream_options' must be an object, not %s", type_name(so));
+    if (!r->stream)
+        return bad(r->err_param, "stream_options", err, "'stream_options' is only allowed when 'stream' is true");
+    return get_bool(so, "include_usage", &r->include_usage, r->err_param, err);
+}
+
+// logprobs in both dialects: chat's logprobs + top_logprobs, completions' logprobs count (and echo).
+static aero_status parse_logprobs(aero_req *r, aero_req_kind kind, aero_error *err) {
+    json_t *root = r->root;
+    aero_status st;
+    long long top = 0;
+    if (kind == AERO_REQ_CHAT) {
+        bool given;
+        if ((st = get_bool(root, "logprobs", &r->logprobs, r->err_param, err))) return st;
+        if ((st = get_int(root, "top_logprobs", 0, 20, &top, &given, r->err_param, err))) return st;
+        if (given && !r->logprobs)
+            return bad(r->err_param, "top_logprobs", err, "'top_logprobs' requires 'logprobs' to be true");
+        r->top_logprobs = (int)top;
+        return AERO_OK;
+    }
+    if ((st = get_int(root, "logprobs", 0, 5, &top, &r->logprobs, r->err_param, err))) return st;
+    r->top_logprobs = (int)top;
+    if ((st = get_bool(root, "echo", &r->echo, r->err_param, err))) return st;
+    if (r->echo && r->logprobs) return bad(r->err_param, "echo", err, "'echo' together with 'logprobs' is not supported");
+    return AERO_OK;
+}
+
 // Rejects features that would silently change the meaning of a request if ignored.
 static aero_status reject_unsupported(aero_req *r, aero_error *err) {
     long long n = 1;
@@ -352,66 +418,10 @@ aero_status aero_req_parse(aero_req *r, aero_req_kind kind, const char *body, si
     if ((st = get_int(root, "max_completion_tokens", 1, MAX_TOKENS_LIMIT, &v, &given, r->err_param, err))) goto fail;
     if (given) r->max_tokens = (int)v;
 
-    aero_sampler_params *sp = &r->sp;
-    if (defaults) {
-        *sp = *defaults;
-    } else {
-        sp->temp = 1.0f;
-        sp->top_p = 1.0f;
-        sp->top_k = 0;
-        sp->min_p = 0.0f;
-        sp->repeat_penalty = 1.0f;
-        sp->repeat_last_n = 64;
-        sp->presence_penalty = 0.0f;
-        sp->frequency_penalty = 0.0f;
-    }
-    if ((st = get_num(root, "temperature", 0, 2, &sp->temp, r->err_param, err))) goto fail;
-    if ((st = get_num(root, "top_p", 0, 1, &sp->top_p, r->err_param, err))) goto fail;
-    if ((st = get_num(root, "min_p", 0, 1, &sp->min_p, r->err_param, err))) goto fail;
-    if ((st = get_num(root, "presence_penalty", -2, 2, &sp->presence_penalty, r->err_param, err))) goto fail;
-    if ((st = get_num(root, "frequency_penalty", -2, 2, &sp->frequency_penalty, r->err_param, err))) goto fail;
-    if ((st = get_num(root, "repeat_penalty", 0.01, 10, &sp->repeat_penalty, r->err_param, err))) goto fail;
-    long long k = 0;
-    if ((st = get_int(root, "top_k", -1, INT32_MAX, &k, NULL, r->err_param, err))) goto fail;
-    sp->top_k = k < 0 ? 0 : (int)k;
-    long long seed = 0;
-    if ((st = get_int(root, "seed", LLONG_MIN, LLONG_MAX, &seed, &r->has_seed, r->err_param, err))) goto fail;
-    sp->seed = (uint64_t)seed;
-
+    if ((st = parse_sampling(r, defaults, err))) goto fail;
     if ((st = parse_stop(r, err))) goto fail;
-    if ((st = get_bool(root, "stream", &r->stream, r->err_param, err))) goto fail;
-    json_t *so = opt(root, "stream_options");
-    if (so) {
-        if (!json_is_object(so)) {
-            st = bad(r->err_param, "stream_options", err, "'stream_options' must be an object, not %s", type_name(so));
-            goto fail;
-        }
-        if (!r->stream) {
-            st = bad(r->err_param, "stream_options", err, "'stream_options' is only allowed when 'stream' is true");
-            goto fail;
-        }
-        if ((st = get_bool(so, "include_usage", &r->include_usage, r->err_param, err))) goto fail;
-    }
-
-    if (kind == AERO_REQ_CHAT) {
-        if ((st = get_bool(root, "logprobs", &r->logprobs, r->err_param, err))) goto fail;
-        long long top = 0;
-        if ((st = get_int(root, "top_logprobs", 0, 20, &top, &given, r->err_param, err))) goto fail;
-        if (given && !r->logprobs) {
-            st = bad(r->err_param, "top_logprobs", err, "'top_logprobs' requires 'logprobs' to be true");
-            goto fail;
-        }
-        r->top_logprobs = (int)top;
-    } else {
-        long long top = 0;
-        if ((st = get_int(root, "logprobs", 0, 5, &top, &r->logprobs, r->err_param, err))) goto fail;
-        r->top_logprobs = (int)top;
-        if ((st = get_bool(root, "echo", &r->echo, r->err_param, err))) goto fail;
-        if (r->echo && r->logprobs) {
-            st = bad(r->err_param, "echo", err, "'echo' together with 'logprobs' is not supported");
-            goto fail;
-        }
-    }
+    if ((st = parse_streaming(r, err))) goto fail;
+    if ((st = parse_logprobs(r, kind, err))) goto fail;
     if ((st = get_bool(root, "ignore_eos", &r->ignore_eos, r->err_param, err))) goto fail;
     if ((st = parse_bias(r, n_vocab, err))) goto fail;
     return AERO_OK;

@@ -134,7 +134,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (!r) return MHD_NO;
         r->srv = s;
         r->conn = conn;
-        r->t0 = aero_metrics_now();
+        r->t0 = aero_now();
         r->fd = -1;
         const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
         if (ci) r->fd = ci->connect_fd;
@@ -154,24 +154,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (*upload_size) {
         size_t n = *upload_size;
         *upload_size = 0;
-        if (r->too_large || r->len + n > s->p.max_body) {
+        if (r->too_large || r->body.len + n > s->p.max_body) {
             r->too_large = true;
-            free(r->body);
-            r->body = NULL;
-            r->len = r->cap = 0;
+            aero_buf_free(&r->body);
             return MHD_YES;
         }
-        if (r->len + n + 1 > r->cap) {
-            size_t cap = r->cap ? r->cap : 4096;
-            while (cap < r->len + n + 1) cap *= 2;
-            char *b = realloc(r->body, cap);
-            if (!b) return MHD_NO;
-            r->body = b;
-            r->cap = cap;
-        }
-        memcpy(r->body + r->len, upload, n);
-        r->len += n;
-        r->body[r->len] = 0;
+        if (!aero_buf_append(&r->body, upload, n)) return MHD_NO;
         return MHD_YES;
     }
     if (r->status) return MHD_YES; // already answered
@@ -224,13 +212,13 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
             if (r->n_prompt)
                 snprintf(extra, sizeof extra, " prompt=%d gen=%d finish=%s", r->n_prompt, r->n_gen,
                          r->finish_name ? r->finish_name : "none");
-            aero_server_log(s, "%s %s %d %.3fs%s%s", r->method, r->path, r->status, aero_metrics_now() - r->t0, extra,
+            aero_server_log(s, "%s %s %d %.3fs%s%s", r->method, r->path, r->status, aero_now() - r->t0, extra,
                             broken ? " (connection closed early)" : "");
         }
     }
-    free(r->body);
+    aero_buf_free(&r->body);
     free(r->echo);
-    free(r->out);
+    aero_buf_free(&r->out);
     free(r);
 }
 

@@ -99,7 +99,7 @@ static void cache_put(aero_tok_scratch *s, uint64_t h, const char *w, size_t n, 
         }
     }
     uint32_t woff = (uint32_t)s->cwords.len, ioff = (uint32_t)s->cids.n;
-    if (!aero_tok_buf_put(&s->cwords, w, n)) return;
+    if (!aero_buf_append(&s->cwords, w, n)) return;
     for (size_t k = 0; k < nid; k++)
         if (!aero_tok_ids_push(&s->cids, ids[k])) return;
     uint32_t mask = s->cache_slots - 1;
@@ -282,7 +282,7 @@ static aero_status bpe_word_uncached(const aero_tokenizer *t, aero_tok_scratch *
         int32_t id;
         if (t->byte_level) {
             s->word.len = 0;
-            if (!aero_tok_buf_reserve(&s->word, n * 2)) goto nomem;
+            if (!aero_buf_reserve(&s->word, n * 2)) goto nomem;
             for (size_t i = 0; i < n; i++) {
                 memcpy(s->word.p + s->word.len, t->byte_utf8[u[i]], 2);
                 s->word.len += t->byte_utf8_len[u[i]];

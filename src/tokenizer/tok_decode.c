@@ -42,9 +42,9 @@ aero_status aero_detokenize(const aero_tokenizer *t, const int32_t *ids, size_t 
             pn--;
         }
         first = false;
-        if (!aero_tok_buf_put(&b, p, pn)) goto nomem;
+        if (!aero_buf_append(&b, p, pn)) goto nomem;
     }
-    if (!aero_tok_buf_reserve(&b, 1)) goto nomem;
+    if (!aero_buf_reserve(&b, 1)) goto nomem;
     b.p[b.len] = 0;
     *text = b.p;
     if (len) *len = b.len;

@@ -239,83 +239,75 @@ static json_t *load_config_beside(const char *path) {
     return cfg;
 }
 
-// Builds a tokenizer from a Hugging Face tokenizer.json (for safetensors checkpoints).
-aero_status aero_tokenizer_from_json(aero_tokenizer **out, const char *path, aero_error *err) {
-    if (!out || !path) return aero_fail(err, AERO_ERR_INVALID, "aero_tokenizer_from_json: NULL argument");
-    *out = NULL;
-    json_error_t jerr;
-    json_t *root = json_load_file(path, JSON_ALLOW_NUL, &jerr);
-    if (!root) {
-        return aero_fail(err, jerr.line < 0 ? AERO_ERR_IO : AERO_ERR_FORMAT, "%s: %s (line %d, column %d)", path, jerr.text,
-                         jerr.line, jerr.column);
-    }
-    json_t *cfg = NULL;
-    aero_status st = AERO_OK;
-    const char **strs = NULL;
-    uint32_t *lens = NULL;
-    aero_tokenizer *t = aero_tok_alloc();
-    if (!t) goto nomem;
-
-    const json_t *model = json_object_get(root, "model");
+// model.type: BPE or WordPiece (with its continuing-subword prefix); anything else is refused.
+static aero_status json_model_kind(aero_tokenizer *t, const json_t *model, const char *path, aero_error *err) {
     const char *mtype = jstr(model, "type");
-    const json_t *vocab = json_object_get(model, "vocab");
-    if (!json_is_object(model) || !json_is_object(vocab)) {
-        st = aero_fail(err, AERO_ERR_FORMAT, "%s: no model.vocab object", path);
-        goto fail;
-    }
     if (mtype && !strcmp(mtype, "BPE")) {
         t->kind = AERO_TOK_BPE;
     } else if (mtype && !strcmp(mtype, "WordPiece")) {
         t->kind = AERO_TOK_WPM;
         const char *pfx = jstr(model, "continuing_subword_prefix");
         t->wpm_prefix = strdup(pfx ? pfx : "##");
-        if (!t->wpm_prefix) goto nomem;
+        if (!t->wpm_prefix) return aero_fail(err, AERO_ERR_NOMEM, "%s: out of memory", path);
     } else {
-        st = aero_fail(err, AERO_ERR_UNSUPPORTED, "%s: unsupported model type '%s' (supported: BPE, WordPiece)", path,
-                       mtype ? mtype : "(none)");
-        goto fail;
+        return aero_fail(err, AERO_ERR_UNSUPPORTED, "%s: unsupported model type '%s' (supported: BPE, WordPiece)", path,
+                         mtype ? mtype : "(none)");
     }
     t->model_name = strdup(mtype);
+    return AERO_OK;
+}
 
-    // vocabulary: model.vocab plus added_tokens, indexed by id; holes stay empty strings
-    int64_t max_id = -1;
+// The largest id of model.vocab and added_tokens, checking every id on the way; -1 for an empty vocabulary.
+static aero_status json_max_id(const json_t *vocab, const json_t *added, const char *path, int64_t *max_id,
+                               aero_error *err) {
+    *max_id = -1;
     const char *key;
     size_t klen;
     json_t *val;
     json_object_keylen_foreach((json_t *)vocab, key, klen, val) {
         (void)key;
         (void)klen;
-        if (!json_is_integer(val) || json_integer_value(val) < 0 || json_integer_value(val) >= INT32_MAX / 2) {
-            st = aero_fail(err, AERO_ERR_FORMAT, "%s: model.vocab has a non-integer or out-of-range id", path);
-            goto fail;
-        }
-        if (json_integer_value(val) > max_id) max_id = json_integer_value(val);
+        if (!json_is_integer(val) || json_integer_value(val) < 0 || json_integer_value(val) >= INT32_MAX / 2)
+            return aero_fail(err, AERO_ERR_FORMAT, "%s: model.vocab has a non-integer or out-of-range id", path);
+        if (json_integer_value(val) > *max_id) *max_id = json_integer_value(val);
     }
-    const json_t *added = json_object_get(root, "added_tokens");
     size_t ai;
     const json_t *at;
     json_array_foreach(added, ai, at) {
         const json_t *id = json_object_get(at, "id");
         if (!json_is_integer(id) || json_integer_value(id) < 0 || json_integer_value(id) >= INT32_MAX / 2 ||
-            !json_is_string(json_object_get(at, "content"))) {
-            st = aero_fail(err, AERO_ERR_FORMAT, "%s: added_tokens[%zu] lacks a valid id or content", path, ai);
-            goto fail;
-        }
-        if (json_integer_value(id) > max_id) max_id = json_integer_value(id);
+            !json_is_string(json_object_get(at, "content")))
+            return aero_fail(err, AERO_ERR_FORMAT, "%s: added_tokens[%zu] lacks a valid id or content", path, ai);
+        if (json_integer_value(id) > *max_id) *max_id = json_integer_value(id);
     }
-    if (max_id < 0) {
-        st = aero_fail(err, AERO_ERR_FORMAT, "%s: empty vocabulary", path);
-        goto fail;
-    }
+    if (*max_id < 0) return aero_fail(err, AERO_ERR_FORMAT, "%s: empty vocabulary", path);
+    return AERO_OK;
+}
+
+// The vocabulary: model.vocab plus added_tokens, indexed by id; holes stay empty (and unused) strings.
+static aero_status json_vocab(aero_tokenizer *t, const json_t *root, const json_t *vocab, const char *path,
+                              aero_error *err) {
+    const json_t *added = json_object_get(root, "added_tokens");
+    int64_t max_id;
+    aero_status st = json_max_id(vocab, added, path, &max_id, err);
+    if (st != AERO_OK) return st;
     int32_t n = (int32_t)(max_id + 1);
-    strs = calloc((size_t)n, sizeof *strs);
-    lens = calloc((size_t)n, sizeof *lens);
-    if (!strs || !lens) goto nomem;
+    const char **strs = calloc((size_t)n, sizeof *strs);
+    uint32_t *lens = calloc((size_t)n, sizeof *lens);
+    if (!strs || !lens) {
+        st = aero_fail(err, AERO_ERR_NOMEM, "%s: out of memory", path);
+        goto done;
+    }
+    const char *key;
+    size_t klen;
+    json_t *val;
     json_object_keylen_foreach((json_t *)vocab, key, klen, val) {
         int32_t id = (int32_t)json_integer_value(val);
         strs[id] = key;
         lens[id] = (uint32_t)klen;
     }
+    size_t ai;
+    const json_t *at;
     json_array_foreach(added, ai, at) {
         const json_t *c = json_object_get(at, "content");
         int32_t id = (int32_t)json_integer_value(json_object_get(at, "id"));
@@ -325,7 +317,7 @@ aero_status aero_tokenizer_from_json(aero_tokenizer **out, const char *path, aer
     for (int32_t i = 0; i < n; i++)
         if (!strs[i]) strs[i] = "";
     st = aero_tok_set_vocab(t, n, strs, lens, err);
-    if (st != AERO_OK) goto fail;
+    if (st != AERO_OK) goto done;
     for (int32_t i = 0; i < n; i++)
         if (lens[i] == 0) t->attr[i] = AERO_TA_UNUSED;
     json_array_foreach(added, ai, at) {
@@ -335,73 +327,65 @@ aero_status aero_tokenizer_from_json(aero_tokenizer **out, const char *path, aer
         if (jbool(at, "rstrip", false)) a |= AERO_TA_RSTRIP;
         t->attr[id] = a;
     }
+done:
+    free(strs);
+    free(lens);
+    return st;
+}
 
-    if (t->kind == AERO_TOK_BPE) {
-        const char *cs = jstr(model, "continuing_subword_prefix"), *ew = jstr(model, "end_of_word_suffix");
-        if ((cs && *cs) || (ew && *ew)) {
-            st = aero_fail(err, AERO_ERR_UNSUPPORTED, "%s: BPE with continuing_subword_prefix/end_of_word_suffix", path);
-            goto fail;
+// model.merges in either spelling ("a b" strings or [a, b] pairs), ranked by position.
+static aero_status json_merges(aero_tokenizer *t, const json_t *merges, const char *path, aero_error *err) {
+    aero_status st = aero_tok_merges_reserve(t, (uint32_t)json_array_size(merges), err);
+    if (st != AERO_OK) return st;
+    size_t mi;
+    const json_t *m;
+    json_array_foreach(merges, mi, m) {
+        const char *a, *b;
+        size_t al, bl;
+        if (json_is_string(m)) {
+            const char *s = json_string_value(m);
+            size_t sl = json_string_length(m);
+            const char *sp = sl > 1 ? memchr(s + 1, ' ', sl - 1) : NULL;
+            if (!sp) continue;
+            a = s;
+            al = (size_t)(sp - s);
+            b = sp + 1;
+            bl = sl - al - 1;
+        } else if (json_is_array(m) && json_array_size(m) == 2 && json_is_string(json_array_get(m, 0)) &&
+                   json_is_string(json_array_get(m, 1))) {
+            a = json_string_value(json_array_get(m, 0));
+            al = json_string_length(json_array_get(m, 0));
+            b = json_string_value(json_array_get(m, 1));
+            bl = json_string_length(json_array_get(m, 1));
+        } else {
+            return aero_fail(err, AERO_ERR_FORMAT, "%s: merges[%zu] is neither \"a b\" nor [a, b]", path, mi);
         }
-        const json_t *dropout = json_object_get(model, "dropout");
-        if (json_is_number(dropout) && json_number_value(dropout) > 0) {
-            st = aero_fail(err, AERO_ERR_UNSUPPORTED, "%s: BPE dropout is not deterministic", path);
-            goto fail;
-        }
-        t->byte_fallback = jbool(model, "byte_fallback", false);
-        t->fuse_unk = jbool(model, "fuse_unk", false);
-        t->ignore_merges = jbool(model, "ignore_merges", false);
-        const char *unk = jstr(model, "unk_token");
-        if (unk) t->unk = aero_tok_lookup(t, unk, strlen(unk));
-        const json_t *merges = json_object_get(model, "merges");
-        if (!json_is_array(merges)) {
-            st = aero_fail(err, AERO_ERR_FORMAT, "%s: BPE model without a merges array", path);
-            goto fail;
-        }
-        st = aero_tok_merges_reserve(t, (uint32_t)json_array_size(merges), err);
-        if (st != AERO_OK) goto fail;
-        size_t mi;
-        const json_t *m;
-        json_array_foreach(merges, mi, m) {
-            const char *a, *b;
-            size_t al, bl;
-            if (json_is_string(m)) {
-                const char *s = json_string_value(m);
-                size_t sl = json_string_length(m);
-                const char *sp = sl > 1 ? memchr(s + 1, ' ', sl - 1) : NULL;
-                if (!sp) continue;
-                a = s;
-                al = (size_t)(sp - s);
-                b = sp + 1;
-                bl = sl - al - 1;
-            } else if (json_is_array(m) && json_array_size(m) == 2 && json_is_string(json_array_get(m, 0)) &&
-                       json_is_string(json_array_get(m, 1))) {
-                a = json_string_value(json_array_get(m, 0));
-                al = json_string_length(json_array_get(m, 0));
-                b = json_string_value(json_array_get(m, 1));
-                bl = json_string_length(json_array_get(m, 1));
-            } else {
-                st = aero_fail(err, AERO_ERR_FORMAT, "%s: merges[%zu] is neither \"a b\" nor [a, b]", path, mi);
-                goto fail;
-            }
-            st = aero_tok_add_merge(t, a, al, b, bl, (uint32_t)mi, err);
-            if (st != AERO_OK) goto fail;
-        }
-    } else {
-        const char *unk = jstr(model, "unk_token");
-        if (unk) t->unk = aero_tok_lookup(t, unk, strlen(unk));
-        t->strip_first_space = true;
+        st = aero_tok_add_merge(t, a, al, b, bl, (uint32_t)mi, err);
+        if (st != AERO_OK) return st;
     }
+    return AERO_OK;
+}
 
-    st = load_normalizer(t, json_object_get(root, "normalizer"), err);
-    if (st == AERO_OK) st = load_pretok(t, json_object_get(root, "pre_tokenizer"), err);
-    if (st == AERO_OK) st = load_decoder(t, json_object_get(root, "decoder"), err);
-    if (st != AERO_OK) {
-        aero_error_prefix(err, "%s", path);
-        goto fail;
-    }
+// The BPE model's options and merges; the variants we cannot reproduce exactly are refused.
+static aero_status json_bpe_model(aero_tokenizer *t, const json_t *model, const char *path, aero_error *err) {
+    const char *cs = jstr(model, "continuing_subword_prefix"), *ew = jstr(model, "end_of_word_suffix");
+    if ((cs && *cs) || (ew && *ew))
+        return aero_fail(err, AERO_ERR_UNSUPPORTED, "%s: BPE with continuing_subword_prefix/end_of_word_suffix", path);
+    const json_t *dropout = json_object_get(model, "dropout");
+    if (json_is_number(dropout) && json_number_value(dropout) > 0)
+        return aero_fail(err, AERO_ERR_UNSUPPORTED, "%s: BPE dropout is not deterministic", path);
+    t->byte_fallback = jbool(model, "byte_fallback", false);
+    t->fuse_unk = jbool(model, "fuse_unk", false);
+    t->ignore_merges = jbool(model, "ignore_merges", false);
+    const char *unk = jstr(model, "unk_token");
+    if (unk) t->unk = aero_tok_lookup(t, unk, strlen(unk));
+    const json_t *merges = json_object_get(model, "merges");
+    if (!json_is_array(merges)) return aero_fail(err, AERO_ERR_FORMAT, "%s: BPE model without a merges array", path);
+    return json_merges(t, merges, path, err);
+}
 
-    // BOS/EOS: the post-processor template first, then tokenizer_config.json
-    const json_t *post = json_object_get(root, "post_processor");
+// BOS/EOS/SEP from the post-processor: TemplateProcessing's first and last special tokens, or BERT's cls/sep.
+static void json_post_processor(aero_tokenizer *t, const json_t *post) {
     const char *ptype = jstr(post, "type");
     if (ptype && !strcmp(ptype, "TemplateProcessing")) {
         const json_t *single = json_object_get(post, "single");
@@ -430,32 +414,69 @@ aero_status aero_tokenizer_from_json(aero_tokenizer **out, const char *path, aer
             t->add_sep = t->sep >= 0;
         }
     }
-    cfg = load_config_beside(path);
-    if (cfg) {
-        const char *b = config_token(cfg, "bos_token"), *e = config_token(cfg, "eos_token"), *u = config_token(cfg, "unk_token");
-        if (b && t->bos < 0) t->bos = aero_tok_lookup(t, b, strlen(b));
-        if (e) t->eos = aero_tok_lookup(t, e, strlen(e));
-        if (u && t->unk < 0) t->unk = aero_tok_lookup(t, u, strlen(u));
-        const json_t *ab = json_object_get(cfg, "add_bos_token");
-        if (json_is_boolean(ab)) t->add_bos = json_is_true(ab);
-    }
+}
 
-    t->added_metaspace = t->metaspace_decode;
-    st = aero_tok_finish(t, err);
-    if (st != AERO_OK) goto fail;
-    free(strs);
-    free(lens);
-    json_decref(root);
+// tokenizer_config.json's special tokens fill what the post-processor left out (its EOS wins).
+static void json_config_tokens(aero_tokenizer *t, const char *path) {
+    json_t *cfg = load_config_beside(path);
+    if (!cfg) return;
+    const char *b = config_token(cfg, "bos_token"), *e = config_token(cfg, "eos_token"), *u = config_token(cfg, "unk_token");
+    if (b && t->bos < 0) t->bos = aero_tok_lookup(t, b, strlen(b));
+    if (e) t->eos = aero_tok_lookup(t, e, strlen(e));
+    if (u && t->unk < 0) t->unk = aero_tok_lookup(t, u, strlen(u));
+    const json_t *ab = json_object_get(cfg, "add_bos_token");
+    if (json_is_boolean(ab)) t->add_bos = json_is_true(ab);
     json_decref(cfg);
+}
+
+// Everything of tokenizer.json but the file reading: model, vocabulary, pipeline stages, special tokens.
+static aero_status json_build(aero_tokenizer *t, const json_t *root, const char *path, aero_error *err) {
+    const json_t *model = json_object_get(root, "model");
+    const json_t *vocab = json_object_get(model, "vocab");
+    if (!json_is_object(model) || !json_is_object(vocab))
+        return aero_fail(err, AERO_ERR_FORMAT, "%s: no model.vocab object", path);
+    aero_status st = json_model_kind(t, model, path, err);
+    if (st == AERO_OK) st = json_vocab(t, root, vocab, path, err);
+    if (st != AERO_OK) return st;
+    if (t->kind == AERO_TOK_BPE) {
+        st = json_bpe_model(t, model, path, err);
+        if (st != AERO_OK) return st;
+    } else {
+        const char *unk = jstr(model, "unk_token");
+        if (unk) t->unk = aero_tok_lookup(t, unk, strlen(unk));
+        t->strip_first_space = true;
+    }
+    st = load_normalizer(t, json_object_get(root, "normalizer"), err);
+    if (st == AERO_OK) st = load_pretok(t, json_object_get(root, "pre_tokenizer"), err);
+    if (st == AERO_OK) st = load_decoder(t, json_object_get(root, "decoder"), err);
+    if (st != AERO_OK) {
+        aero_error_prefix(err, "%s", path);
+        return st;
+    }
+    // BOS/EOS: the post-processor template first, then tokenizer_config.json
+    json_post_processor(t, json_object_get(root, "post_processor"));
+    json_config_tokens(t, path);
+    t->added_metaspace = t->metaspace_decode;
+    return aero_tok_finish(t, err);
+}
+
+// Builds a tokenizer from a Hugging Face tokenizer.json (for safetensors checkpoints).
+aero_status aero_tokenizer_from_json(aero_tokenizer **out, const char *path, aero_error *err) {
+    if (!out || !path) return aero_fail(err, AERO_ERR_INVALID, "aero_tokenizer_from_json: NULL argument");
+    *out = NULL;
+    json_error_t jerr;
+    json_t *root = json_load_file(path, JSON_ALLOW_NUL, &jerr);
+    if (!root) {
+        return aero_fail(err, jerr.line < 0 ? AERO_ERR_IO : AERO_ERR_FORMAT, "%s: %s (line %d, column %d)", path, jerr.text,
+                         jerr.line, jerr.column);
+    }
+    aero_tokenizer *t = aero_tok_alloc();
+    aero_status st = t ? json_build(t, root, path, err) : aero_fail(err, AERO_ERR_NOMEM, "%s: out of memory", path);
+    json_decref(root);
+    if (st != AERO_OK) {
+        aero_tokenizer_free(t);
+        return st;
+    }
     *out = t;
     return AERO_OK;
-nomem:
-    st = aero_fail(err, AERO_ERR_NOMEM, "%s: out of memory", path);
-fail:
-    free(strs);
-    free(lens);
-    json_decref(root);
-    json_decref(cfg);
-    aero_tokenizer_free(t);
-    return st;
 }

@@ -27,6 +27,59 @@ static size_t escape_len(const char *p, size_t n, size_t i) {
     return 2;
 }
 
+// A character class [...] of the pattern at *at: copied with \s expanded, and inside a (?i: group with the
+// other case of ASCII letters added (PCRE2 has no scoped case folding we could use instead).
+static bool translate_class(const char *p, size_t n, size_t *at, bool ci, aero_tok_buf *o) {
+    size_t i = *at;
+    aero_tok_buf extra = {0};
+    if (!aero_buf_append(o, "[", 1)) return false;
+    i++;
+    if (i < n && p[i] == '^') {
+        if (!aero_buf_append(o, "^", 1)) return false;
+        i++;
+    }
+    if (i < n && p[i] == ']') { // a literal ] first in the class
+        if (!aero_buf_append(o, "\\]", 2)) return false;
+        i++;
+    }
+    bool ok = true;
+    while (ok && i < n && p[i] != ']') {
+        if (p[i] == '\\') {
+            size_t l = escape_len(p, n, i);
+            if (i + 1 < n && p[i + 1] == 's') ok = aero_buf_append(o, WS_CLASS_BODY, sizeof WS_CLASS_BODY - 1);
+            else ok = aero_buf_append(o, p + i, l);
+            i += l;
+            continue;
+        }
+        if (p[i] == '[' && i + 1 < n && p[i + 1] == ':') { // POSIX class [:alpha:]
+            size_t j = i + 2;
+            while (j + 1 < n && !(p[j] == ':' && p[j + 1] == ']')) j++;
+            size_t l = (j + 1 < n) ? j + 2 - i : n - i;
+            ok = aero_buf_append(o, p + i, l);
+            i += l;
+            continue;
+        }
+        if (ci && is_alpha(p[i])) {
+            if (i + 2 < n && p[i + 1] == '-' && is_alpha(p[i + 2])) {
+                char r[3] = {swap_case(p[i]), '-', swap_case(p[i + 2])};
+                ok = aero_buf_append(o, p + i, 3) && aero_buf_append(&extra, r, 3);
+                i += 3;
+                continue;
+            }
+            char r = swap_case(p[i]);
+            ok = aero_buf_append(&extra, &r, 1);
+        }
+        if (ok) ok = aero_buf_append(o, p + i, 1);
+        i++;
+    }
+    if (ok && extra.len) ok = aero_buf_append(o, extra.p, extra.len);
+    free(extra.p);
+    if (!ok || !aero_buf_append(o, "]", 1)) return false;
+    if (i < n) i++;
+    *at = i;
+    return true;
+}
+
 // Rewrites a Hugging Face regex into PCRE2 syntax with the reference semantics (see file comment).
 static bool translate(const char *p, size_t n, aero_tok_buf *o) {
     int depth = 0;
@@ -38,73 +91,28 @@ static bool translate(const char *p, size_t n, aero_tok_buf *o) {
             size_t l = escape_len(p, n, i);
             char e = i + 1 < n ? p[i + 1] : 0;
             if (e == 's') {
-                if (!aero_tok_buf_put(o, "[", 1) || !aero_tok_buf_put(o, WS_CLASS_BODY, sizeof WS_CLASS_BODY - 1) ||
-                    !aero_tok_buf_put(o, "]", 1))
+                if (!aero_buf_append(o, "[", 1) || !aero_buf_append(o, WS_CLASS_BODY, sizeof WS_CLASS_BODY - 1) ||
+                    !aero_buf_append(o, "]", 1))
                     return false;
             } else if (e == 'S') {
-                if (!aero_tok_buf_put(o, "[^", 2) || !aero_tok_buf_put(o, WS_CLASS_BODY, sizeof WS_CLASS_BODY - 1) ||
-                    !aero_tok_buf_put(o, "]", 1))
+                if (!aero_buf_append(o, "[^", 2) || !aero_buf_append(o, WS_CLASS_BODY, sizeof WS_CLASS_BODY - 1) ||
+                    !aero_buf_append(o, "]", 1))
                     return false;
-            } else if (!aero_tok_buf_put(o, p + i, l)) {
+            } else if (!aero_buf_append(o, p + i, l)) {
                 return false;
             }
             i += l;
             continue;
         }
         if (c == '[') {
-            // character class: copy, expanding \s, and in a (?i: group add the other case of ASCII letters
-            aero_tok_buf extra = {0};
-            if (!aero_tok_buf_put(o, "[", 1)) return false;
-            i++;
-            if (i < n && p[i] == '^') {
-                if (!aero_tok_buf_put(o, "^", 1)) return false;
-                i++;
-            }
-            if (i < n && p[i] == ']') { // a literal ] first in the class
-                if (!aero_tok_buf_put(o, "\\]", 2)) return false;
-                i++;
-            }
-            bool ok = true;
-            while (ok && i < n && p[i] != ']') {
-                if (p[i] == '\\') {
-                    size_t l = escape_len(p, n, i);
-                    if (i + 1 < n && p[i + 1] == 's') ok = aero_tok_buf_put(o, WS_CLASS_BODY, sizeof WS_CLASS_BODY - 1);
-                    else ok = aero_tok_buf_put(o, p + i, l);
-                    i += l;
-                    continue;
-                }
-                if (p[i] == '[' && i + 1 < n && p[i + 1] == ':') { // POSIX class [:alpha:]
-                    size_t j = i + 2;
-                    while (j + 1 < n && !(p[j] == ':' && p[j + 1] == ']')) j++;
-                    size_t l = (j + 1 < n) ? j + 2 - i : n - i;
-                    ok = aero_tok_buf_put(o, p + i, l);
-                    i += l;
-                    continue;
-                }
-                if (ci && is_alpha(p[i])) {
-                    if (i + 2 < n && p[i + 1] == '-' && is_alpha(p[i + 2])) {
-                        char r[3] = {swap_case(p[i]), '-', swap_case(p[i + 2])};
-                        ok = aero_tok_buf_put(o, p + i, 3) && aero_tok_buf_put(&extra, r, 3);
-                        i += 3;
-                        continue;
-                    }
-                    char r = swap_case(p[i]);
-                    ok = aero_tok_buf_put(&extra, &r, 1);
-                }
-                if (ok) ok = aero_tok_buf_put(o, p + i, 1);
-                i++;
-            }
-            if (ok && extra.len) ok = aero_tok_buf_put(o, extra.p, extra.len);
-            free(extra.p);
-            if (!ok || !aero_tok_buf_put(o, "]", 1)) return false;
-            if (i < n) i++;
+            if (!translate_class(p, n, &i, ci, o)) return false;
             continue;
         }
         if (c == '(') {
             depth++;
             if (i + 3 < n && p[i + 1] == '?' && p[i + 2] == 'i' && p[i + 3] == ':' && ci_depth < 0) {
                 ci_depth = depth;
-                if (!aero_tok_buf_put(o, "(?:", 3)) return false;
+                if (!aero_buf_append(o, "(?:", 3)) return false;
                 i += 4;
                 continue;
             }
@@ -113,11 +121,11 @@ static bool translate(const char *p, size_t n, aero_tok_buf *o) {
             depth--;
         } else if (ci && is_alpha(c)) {
             char r[4] = {'[', c, swap_case(c), ']'};
-            if (!aero_tok_buf_put(o, r, 4)) return false;
+            if (!aero_buf_append(o, r, 4)) return false;
             i++;
             continue;
         }
-        if (!aero_tok_buf_put(o, p + i, 1)) return false;
+        if (!aero_buf_append(o, p + i, 1)) return false;
         i++;
     }
     return true;
@@ -164,7 +172,7 @@ aero_status aero_tok_add_split(aero_tokenizer *t, const char *pattern, size_t le
     aero_status st;
     if (literal) {
         aero_tok_buf b = {0};
-        bool ok = aero_tok_buf_put(&b, "\\Q", 2) && aero_tok_buf_put(&b, pattern, len) && aero_tok_buf_put(&b, "\\E", 2);
+        bool ok = aero_buf_append(&b, "\\Q", 2) && aero_buf_append(&b, pattern, len) && aero_buf_append(&b, "\\E", 2);
         if (!ok) {
             free(b.p);
             return aero_fail(err, AERO_ERR_NOMEM, "tokenizer: out of memory");
@@ -444,15 +452,15 @@ static aero_status rewrite_spans(const aero_pre_rule *r, const char *text, const
         size_t start = nb->len;
         bool ok = true;
         if (r->kind == AERO_PRE_PREFIX_SPACE) {
-            if (b > a && text[a] != ' ') ok = aero_tok_buf_put(nb, " ", 1);
-            ok = ok && aero_tok_buf_put(nb, text + a, b - a);
+            if (b > a && text[a] != ' ') ok = aero_buf_append(nb, " ", 1);
+            ok = ok && aero_buf_append(nb, text + a, b - a);
             if (!ok || !aero_tok_spans_push(out, start, nb->len)) goto nomem;
             continue;
         }
         bool prepend = r->meta_prepend_always || (r->meta_prepend_first && first_section && a == 0);
         if (prepend && !(b - a >= 3 && memcmp(text + a, META, 3) == 0) && !(b > a && text[a] == ' '))
-            ok = aero_tok_buf_put(nb, META, 3);
-        for (size_t i = a; ok && i < b; i++) ok = text[i] == ' ' ? aero_tok_buf_put(nb, META, 3) : aero_tok_buf_put(nb, text + i, 1);
+            ok = aero_buf_append(nb, META, 3);
+        for (size_t i = a; ok && i < b; i++) ok = text[i] == ' ' ? aero_buf_append(nb, META, 3) : aero_buf_append(nb, text + i, 1);
         if (!ok) goto nomem;
         if (!r->meta_split) {
             if (nb->len > start && !aero_tok_spans_push(out, start, nb->len)) goto nomem;

@@ -101,29 +101,6 @@ uint32_t aero_unicode_tolower(uint32_t cp) {
     return cp;
 }
 
-// Grows a byte buffer geometrically so normalizers append in amortized O(1).
-bool aero_tok_buf_reserve(aero_tok_buf *b, size_t extra) {
-    if (b->len + extra <= b->cap) return true;
-    size_t cap = b->cap ? b->cap : 64;
-    while (cap < b->len + extra) {
-        if (cap > ((size_t)-1) / 2) return false;
-        cap *= 2;
-    }
-    char *p = realloc(b->p, cap);
-    if (!p) return false;
-    b->p = p;
-    b->cap = cap;
-    return true;
-}
-
-// Appends bytes to a growable buffer.
-bool aero_tok_buf_put(aero_tok_buf *b, const void *s, size_t n) {
-    if (!aero_tok_buf_reserve(b, n)) return false;
-    if (n) memcpy(b->p + b->len, s, n);
-    b->len += n;
-    return true;
-}
-
 // ---- normalization ----
 // Invalid input bytes travel through the pipeline as code points above U+10FFFF (0x110000 + byte): they
 // have class 0, never compose, and are written back as the original byte.
@@ -248,7 +225,7 @@ static bool normalize(const char *s, size_t n, aero_tok_buf *out, bool nfc) {
     for (size_t i = 0; i < n; i++) {
         if (u[i] >= (nfc ? 0xCC : 0xC3)) { simple = false; break; }
     }
-    if (simple) return aero_tok_buf_put(out, s, n);
+    if (simple) return aero_buf_append(out, s, n);
     cpvec v = {0};
     bool ok = true;
     for (size_t i = 0; i < n && ok;) {
@@ -261,7 +238,7 @@ static bool normalize(const char *s, size_t n, aero_tok_buf *out, bool nfc) {
     if (ok) {
         reorder(&v);
         if (nfc) compose(&v);
-        ok = aero_tok_buf_reserve(out, v.len * 4);
+        ok = aero_buf_reserve(out, v.len * 4);
         for (size_t i = 0; ok && i < v.len; i++) {
             uint32_t cp = v.p[i];
             if (cp >= RAW_BYTE_BASE) out->p[out->len++] = (char)(cp - RAW_BYTE_BASE);

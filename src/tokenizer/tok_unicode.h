@@ -7,6 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "../core/buf.h"
+
 typedef struct { uint32_t lo, hi; uint8_t v; } aero_tok_urange;
 typedef struct { uint32_t cp, a, b; } aero_tok_decomp;       // cp -> a b (b = 0: singleton)
 typedef struct { uint32_t a, b, cp; } aero_tok_comp;         // a b -> cp (primary composites, sorted)
@@ -47,11 +49,11 @@ bool aero_unicode_is_whitespace(uint32_t cp); // the Unicode White_Space propert
 int aero_unicode_ccc(uint32_t cp);
 uint32_t aero_unicode_tolower(uint32_t cp);   // simple lowercase mapping
 
+// The tokenizer's scratch text is core's append buffer (aero_buf_append / aero_buf_reserve).
+typedef aero_buf aero_tok_buf;
+
 // Appends the normalization of s[0..n) to a growable buffer; invalid bytes are passed through unchanged.
 // Returns false on allocation failure.
-typedef struct { char *p; size_t len, cap; } aero_tok_buf;
-bool aero_tok_buf_reserve(aero_tok_buf *b, size_t extra);
-bool aero_tok_buf_put(aero_tok_buf *b, const void *s, size_t n);
 bool aero_unicode_nfc(const char *s, size_t n, aero_tok_buf *out);
 bool aero_unicode_nfd(const char *s, size_t n, aero_tok_buf *out);
 

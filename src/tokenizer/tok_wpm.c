@@ -34,7 +34,7 @@ static bool wpm_word(const aero_tokenizer *t, const char *w, size_t n, size_t nc
             int32_t id;
             if (pre && i > 0) {
                 tmp->len = 0;
-                if (!aero_tok_buf_put(tmp, pre, pl) || !aero_tok_buf_put(tmp, w + i, l)) return false;
+                if (!aero_buf_append(tmp, pre, pl) || !aero_buf_append(tmp, w + i, l)) return false;
                 id = aero_tok_lookup(t, tmp->p, tmp->len);
             } else {
                 id = aero_tok_lookup(t, w + i, l);
@@ -79,9 +79,9 @@ aero_status aero_tok_wpm_encode(const aero_tokenizer *t, const char *text, size_
         }                                                                                           \
         word.len = 0;                                                                               \
         nchars = 0;                                                                                 \
-        if (phantom && !aero_tok_buf_put(&word, "\xE2\x96\x81", 3)) goto nomem;                     \
+        if (phantom && !aero_buf_append(&word, "\xE2\x96\x81", 3)) goto nomem;                     \
     } while (0)
-    if (phantom && !aero_tok_buf_put(&word, "\xE2\x96\x81", 3)) goto nomem;
+    if (phantom && !aero_buf_append(&word, "\xE2\x96\x81", 3)) goto nomem;
     for (size_t i = 0; i < n;) {
         uint32_t cp;
         size_t l = (size_t)aero_utf8_decode((const unsigned char *)s + i, n - i, &cp);
@@ -99,11 +99,11 @@ aero_status aero_tok_wpm_encode(const aero_tokenizer *t, const char *text, size_
         int ul = aero_utf8_encode(c2, u);
         if (is_punct(cp) || is_cjk(cp)) {
             FLUSH();
-            if (!aero_tok_buf_put(&word, u, (size_t)ul)) goto nomem;
+            if (!aero_buf_append(&word, u, (size_t)ul)) goto nomem;
             nchars = 1;
             FLUSH();
         } else {
-            if (!aero_tok_buf_put(&word, u, (size_t)ul)) goto nomem;
+            if (!aero_buf_append(&word, u, (size_t)ul)) goto nomem;
             nchars++;
         }
     }

@@ -250,19 +250,19 @@ static bool build_piece(const aero_tokenizer *t, int32_t id, aero_tok_buf *out) 
         int v = byte_token_value(s, n);
         if (v >= 0) {
             char c = (char)v;
-            return aero_tok_buf_put(out, &c, 1);
+            return aero_buf_append(out, &c, 1);
         }
     }
     if ((a & (AERO_TA_CONTROL | AERO_TA_USER | AERO_TA_UNKNOWN)) && !(t->metaspace_decode && t->added_metaspace))
-        return aero_tok_buf_put(out, s, n);
+        return aero_buf_append(out, s, n);
     if (t->byte_level) {
         for (uint32_t i = 0; i < n;) {
             uint32_t cp;
             int l = aero_utf8_decode((const unsigned char *)s + i, n - i, &cp);
             if (cp != AERO_UTF8_INVALID && cp < 324 && t->unicode_to_byte[cp] >= 0) {
                 char c = (char)t->unicode_to_byte[cp];
-                if (!aero_tok_buf_put(out, &c, 1)) return false;
-            } else if (!aero_tok_buf_put(out, s + i, (size_t)l)) {
+                if (!aero_buf_append(out, &c, 1)) return false;
+            } else if (!aero_buf_append(out, s + i, (size_t)l)) {
                 return false;
             }
             i += (size_t)l;
@@ -271,22 +271,22 @@ static bool build_piece(const aero_tokenizer *t, int32_t id, aero_tok_buf *out) 
     }
     if (t->kind == AERO_TOK_WPM && t->wpm_prefix) {
         size_t pl = strlen(t->wpm_prefix);
-        if (pl && n >= pl && memcmp(s, t->wpm_prefix, pl) == 0) return aero_tok_buf_put(out, s + pl, n - pl);
-        return aero_tok_buf_put(out, " ", 1) && aero_tok_buf_put(out, s, n);
+        if (pl && n >= pl && memcmp(s, t->wpm_prefix, pl) == 0) return aero_buf_append(out, s + pl, n - pl);
+        return aero_buf_append(out, " ", 1) && aero_buf_append(out, s, n);
     }
     if (t->metaspace_decode) {
         for (uint32_t i = 0; i < n;) {
             if (i + 3 <= n && memcmp(s + i, "\xE2\x96\x81", 3) == 0) {
-                if (!aero_tok_buf_put(out, " ", 1)) return false;
+                if (!aero_buf_append(out, " ", 1)) return false;
                 i += 3;
             } else {
-                if (!aero_tok_buf_put(out, s + i, 1)) return false;
+                if (!aero_buf_append(out, s + i, 1)) return false;
                 i++;
             }
         }
         return true;
     }
-    return aero_tok_buf_put(out, s, n);
+    return aero_buf_append(out, s, n);
 }
 
 // Orders special tokens by first byte, longest first, so the splitter finds the longest match first.
@@ -509,18 +509,18 @@ static aero_status normalize_section(const aero_tokenizer *t, const char *s, siz
             case AERO_NORM_NFC: ok = aero_unicode_nfc(cur, cn, o); break;
             case AERO_NORM_NFD: ok = aero_unicode_nfd(cur, cn, o); break;
             case AERO_NORM_LOWER:
-                ok = aero_tok_buf_reserve(o, cn * 2 + 4);
+                ok = aero_buf_reserve(o, cn * 2 + 4);
                 for (size_t i = 0; ok && i < cn;) {
                     uint32_t cp;
                     int l = aero_utf8_decode((const unsigned char *)cur + i, cn - i, &cp);
                     if (cp == AERO_UTF8_INVALID) {
-                        ok = aero_tok_buf_put(o, cur + i, 1);
+                        ok = aero_buf_append(o, cur + i, 1);
                     } else if (cp == 0x130) { // full lowercase of U+0130 is "i" + U+0307
-                        ok = aero_tok_buf_put(o, "i\xCC\x87", 3);
+                        ok = aero_buf_append(o, "i\xCC\x87", 3);
                     } else {
                         char u[4];
                         int ul = aero_utf8_encode(aero_unicode_tolower(cp), u);
-                        ok = aero_tok_buf_put(o, u, (size_t)ul);
+                        ok = aero_buf_append(o, u, (size_t)ul);
                     }
                     i += (size_t)l;
                 }
@@ -530,23 +530,23 @@ static aero_status normalize_section(const aero_tokenizer *t, const char *s, siz
                     uint32_t cp;
                     int l = aero_utf8_decode((const unsigned char *)cur + i, cn - i, &cp);
                     if (cp == AERO_UTF8_INVALID || aero_unicode_category(cp) != AERO_GC_Mn)
-                        ok = aero_tok_buf_put(o, cur + i, (size_t)l);
+                        ok = aero_buf_append(o, cur + i, (size_t)l);
                     i += (size_t)l;
                 }
                 break;
             case AERO_NORM_REPLACE:
                 for (size_t i = 0; ok && i < cn;) {
                     if (st->alen && i + st->alen <= cn && memcmp(cur + i, st->a, st->alen) == 0) {
-                        ok = aero_tok_buf_put(o, st->b, st->blen);
+                        ok = aero_buf_append(o, st->b, st->blen);
                         i += st->alen;
                     } else {
-                        ok = aero_tok_buf_put(o, cur + i, 1);
+                        ok = aero_buf_append(o, cur + i, 1);
                         i++;
                     }
                 }
                 break;
             case AERO_NORM_PREPEND:
-                if (cn) ok = aero_tok_buf_put(o, st->a, st->alen) && aero_tok_buf_put(o, cur, cn);
+                if (cn) ok = aero_buf_append(o, st->a, st->alen) && aero_buf_append(o, cur, cn);
                 break;
         }
         if (!ok) return aero_fail(err, AERO_ERR_NOMEM, "tokenizer: out of memory normalizing input");
@@ -576,11 +576,11 @@ static aero_status encode_section(const aero_tokenizer *t, encode_ctx *c, const 
     if (t->kind == AERO_TOK_SPM) {
         aero_tok_buf *b = &c->spm;
         b->len = 0;
-        bool ok = aero_tok_buf_reserve(b, tn * 3 + 3);
-        if (ok && t->add_space_prefix && prev_special) ok = aero_tok_buf_put(b, "\xE2\x96\x81", 3);
+        bool ok = aero_buf_reserve(b, tn * 3 + 3);
+        if (ok && t->add_space_prefix && prev_special) ok = aero_buf_append(b, "\xE2\x96\x81", 3);
         for (size_t i = 0; ok && i < tn; i++) {
-            if (txt[i] == ' ' && t->spm_escape) ok = aero_tok_buf_put(b, "\xE2\x96\x81", 3);
-            else ok = aero_tok_buf_put(b, txt + i, 1);
+            if (txt[i] == ' ' && t->spm_escape) ok = aero_buf_append(b, "\xE2\x96\x81", 3);
+            else ok = aero_buf_append(b, txt + i, 1);
         }
         if (!ok) return aero_fail(err, AERO_ERR_NOMEM, "tokenizer: out of memory");
         return aero_tok_spm_encode(t, c->scratch, b->p ? b->p : "", b->len, out, err);
