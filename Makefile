@@ -61,9 +61,12 @@ $(BUILD)/libaero.a: $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-# The commit the binary was built from, for `aerollm --version`. Rewritten only when it changes, so an unchanged
-# tree does not relink; a tarball without .git (or GIT_COMMIT=... given) builds too.
-GIT_COMMIT ?= $(shell [ -e .git ] && git describe --always --dirty --abbrev=12 --exclude='*' 2>/dev/null || echo unknown)
+# The commit the binary was built from, for `aerollm --version`: from git in a clone, from .git-commit in a tarball
+# made by `git archive` (export-subst fills it in), else "unknown" (or GIT_COMMIT=... given). The header is
+# rewritten only when the commit changes, so an unchanged tree does not relink.
+GIT_COMMIT ?= $(shell if [ -e .git ]; then git describe --always --dirty --abbrev=12 --exclude='*' 2>/dev/null || echo unknown; \
+                elif grep -qv '^[$$]Format' .git-commit 2>/dev/null; then head -c 40 .git-commit | tr -cd '0-9a-f'; \
+                else echo unknown; fi)
 $(BUILD)/aero_commit.h: FORCE
 	@mkdir -p $(dir $@)
 	@echo '#define AERO_GIT_COMMIT "$(GIT_COMMIT)"' > $@.tmp
