@@ -134,7 +134,7 @@ install: $(AEROLLM)
 	install -m 644 $(MODELS) $(DESTDIR)$(DATADIR)/models/
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/aerollm $(addprefix $(DESTDIR)$(DATADIR)/,$(MODELS))
-	-rmdir $(DESTDIR)$(DATADIR)/models $(DESTDIR)$(DATADIR) 2>/dev/null
+	rmdir $(DESTDIR)$(DATADIR)/models $(DESTDIR)$(DATADIR) 2>/dev/null || true
 
 # Demo: the bundled teacher (models/, trained by train/train.sh) streamed under a deliberately small memory budget,
 # with the bundled drafter proposing tokens: prints the text, then the stream and speculation statistics.
