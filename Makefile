@@ -57,6 +57,16 @@ $(1)/%.o: %.c
 endef
 $(eval $(call compile_rules,$(BUILD),$(CC),$$(CFLAGS)))
 
+# Objects also depend on the compiler command: changing flags (EXTRA_CFLAGS=..., a new warning) rebuilds them.
+# $(1) stamp file, $(2) the command it records.
+define flags_stamp
+$(1): FORCE
+	@mkdir -p $$(dir $$@)
+	@echo '$(2)' | cmp -s - $$@ || echo '$(2)' > $$@
+endef
+$(eval $(call flags_stamp,$(BUILD)/.flags,$(CC) $(CFLAGS) $(LDSAN) $(LDLIBS)))
+$(LIB_OBJ) $(CLI_OBJ) $(TEST_BIN) $(BENCH_BIN) $(AEROLLM): $(BUILD)/.flags
+
 $(BUILD)/libaero.a: $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
@@ -109,11 +119,14 @@ bench: $(AEROLLM) $(BENCH_BIN)
 # Run one: build-fuzz/fuzz_gguf -max_total_time=60 fuzz/corpus/gguf -dict=fuzz/gguf.dict
 FUZZ_BUILD  := build-fuzz
 FUZZ_CC     := clang
-FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -Iinclude -Isrc -pthread -MMD -MP -fsanitize=address,undefined
+FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -Iinclude -Isrc -pthread -MMD -MP -fsanitize=address,undefined \
+               -fno-sanitize-recover=undefined
 FUZZ_SRC    := $(wildcard fuzz/fuzz_*.c)
 FUZZ_BIN    := $(FUZZ_SRC:fuzz/%.c=$(FUZZ_BUILD)/%)
 FUZZ_OBJ    := $(LIB_SRC:%.c=$(FUZZ_BUILD)/obj/%.o)
 $(eval $(call compile_rules,$(FUZZ_BUILD)/obj,$(FUZZ_CC),$$(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link))
+$(eval $(call flags_stamp,$(FUZZ_BUILD)/.flags,$(FUZZ_CC) $(FUZZ_CFLAGS) $(LDLIBS)))
+$(FUZZ_OBJ) $(FUZZ_BIN): $(FUZZ_BUILD)/.flags
 fuzz: $(FUZZ_BIN)
 $(FUZZ_BUILD)/libaero.a: $(FUZZ_OBJ)
 	@rm -f $@
