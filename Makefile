@@ -1,5 +1,6 @@
-# AeroLLM build. `make` builds ./aerollm; `make test` runs the suite; `make bench` the benchmarks;
-# `make test SAN=1` builds with ASan+UBSan into build-san/; `make fuzz` builds the libFuzzer targets.
+# AeroLLM build. `make` builds ./aerollm; `make test` runs the suite (`make test T=NAME` runs one test);
+# `make bench` the benchmarks; `make test SAN=1` builds with ASan+UBSan into build-san/; `make fuzz` builds the
+# libFuzzer targets into build-fuzz/; `make install PREFIX=...` / `make uninstall` install the binary and models.
 CC      ?= cc
 SAN     ?= 0
 ifeq ($(SAN),1)
@@ -11,8 +12,9 @@ BUILD   ?= build
 OPT     := -O2 -g
 LDSAN   :=
 endif
-CFLAGS  := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -Wno-format-truncation \
-           -pthread -Iinclude -Isrc $(OPT) $(EXTRA_CFLAGS)
+WARN    := -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -Wno-format-truncation
+# -MMD -MP: each object records the headers it includes (BUILD/x.d), so touching a header rebuilds only its users.
+CFLAGS  := -std=c11 -D_GNU_SOURCE $(WARN) -pthread -Iinclude -Isrc -MMD -MP $(OPT) $(EXTRA_CFLAGS)
 LDLIBS  := -pthread -lm -ljansson -lmicrohttpd -lpcre2-8
 
 # Per-file ISA flags: the binary still runs on a CPU without AVX-512; dispatch happens at run time.
@@ -27,12 +29,11 @@ TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 BENCH_SRC := $(wildcard bench/bench_*.c)
 BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
-HEADERS  := $(wildcard include/*.h src/*/*.h tests/*.h)
 
 # Helpers and sanitizer builds use their own BUILD folder; the default build also installs ./aerollm.
 AEROLLM := $(BUILD)/aerollm
 
-.PHONY: all test bench fuzz clean run
+.PHONY: all test bench fuzz clean run install uninstall FORCE
 ifeq ($(BUILD),build)
 all: aerollm
 aerollm: $(AEROLLM)
@@ -41,50 +42,112 @@ else
 all: $(AEROLLM)
 endif
 
-$(BUILD)/%_avx2.o: %_avx2.c $(HEADERS)
-	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(AVX2_FLAGS) -c $< -o $@
-$(BUILD)/%_avx512.o: %_avx512.c $(HEADERS)
-	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(AVX512_FLAGS) -c $< -o $@
-$(BUILD)/%.o: %.c $(HEADERS)
-	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -c $< -o $@
+# Compile rules for one build folder: $(1) folder, $(2) compiler, $(3) flags. The ISA-specific kernels get their
+# instruction set on top; everything else stays baseline x86-64.
+define compile_rules
+$(1)/%_avx2.o: %_avx2.c
+	@mkdir -p $$(dir $$@)
+	$(2) $(3) $$(AVX2_FLAGS) -c $$< -o $$@
+$(1)/%_avx512.o: %_avx512.c
+	@mkdir -p $$(dir $$@)
+	$(2) $(3) $$(AVX512_FLAGS) -c $$< -o $$@
+$(1)/%.o: %.c
+	@mkdir -p $$(dir $$@)
+	$(2) $(3) -c $$< -o $$@
+endef
+$(eval $(call compile_rules,$(BUILD),$(CC),$$(CFLAGS)))
+
+# Objects also depend on the compiler command: changing flags (EXTRA_CFLAGS=..., a new warning) rebuilds them.
+# $(1) stamp file, $(2) the command it records.
+define flags_stamp
+$(1): FORCE
+	@mkdir -p $$(dir $$@)
+	@echo '$(2)' | cmp -s - $$@ || echo '$(2)' > $$@
+endef
+$(eval $(call flags_stamp,$(BUILD)/.flags,$(CC) $(CFLAGS) $(LDSAN) $(LDLIBS)))
+$(LIB_OBJ) $(CLI_OBJ) $(TEST_BIN) $(BENCH_BIN) $(AEROLLM): $(BUILD)/.flags
 
 $(BUILD)/libaero.a: $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
+# The commit the binary was built from, for `aerollm --version`: from git in a clone, from .git-commit in a tarball
+# made by `git archive` (export-subst fills it in), else "unknown" (or GIT_COMMIT=... given). The header is
+# rewritten only when the commit changes, so an unchanged tree does not relink.
+GIT_COMMIT ?= $(shell if [ -e .git ]; then git describe --always --dirty --abbrev=12 --exclude='*' 2>/dev/null || echo unknown; \
+                elif grep -qv '^[$$]Format' .git-commit 2>/dev/null; then head -c 40 .git-commit | tr -cd '0-9a-f'; \
+                else echo unknown; fi)
+$(BUILD)/aero_commit.h: FORCE
+	@mkdir -p $(dir $@)
+	@echo '#define AERO_GIT_COMMIT "$(GIT_COMMIT)"' > $@.tmp
+	@cmp -s $@.tmp $@ && rm -f $@.tmp || mv $@.tmp $@
+$(BUILD)/src/cli/main.o: $(BUILD)/aero_commit.h
+$(BUILD)/src/cli/main.o: CFLAGS += -I$(BUILD)
+
 $(AEROLLM): $(CLI_OBJ) $(BUILD)/libaero.a
 	$(CC) $(LDSAN) -o $@ $(CLI_OBJ) $(BUILD)/libaero.a $(LDLIBS)
 
-$(BUILD)/tests/%: tests/%.c $(BUILD)/libaero.a $(HEADERS)
+$(BUILD)/tests/%: tests/%.c $(BUILD)/libaero.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libaero.a $(LDSAN) $(LDLIBS)
 
-$(BUILD)/bench/%: bench/%.c $(BUILD)/libaero.a $(HEADERS)
+$(BUILD)/bench/%: bench/%.c $(BUILD)/libaero.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libaero.a $(LDSAN) $(LDLIBS)
 
-# The suite: C unit tests, then the Node tests against the oracles (tokenizers, templates, OpenAI client).
-test: $(AEROLLM) $(TEST_BIN)
+# The suite: C unit tests, then the shell tests, then the Node tests against the oracles (tokenizers, templates,
+# OpenAI client). T=NAME runs one test: a C test (test_sample or sample), a shell test (tests/sh/test_install.sh,
+# test_install or install) or a Node test (server_badinput, server_badinput.test.mjs); only what it needs is built.
+ifdef T
+T_NAME   := $(patsubst %.test,%,$(basename $(notdir $(T))))
+RUN_BIN  := $(filter $(BUILD)/tests/$(T_NAME) $(BUILD)/tests/test_$(T_NAME),$(TEST_BIN))
+RUN_ARGS := --only "$(T_NAME)"
+else
+RUN_BIN  := $(TEST_BIN)
+RUN_ARGS :=
+endif
+test: $(AEROLLM) $(RUN_BIN)
 	@[ -d node_modules ] || ! command -v npm >/dev/null || npm ci
-	@AEROLLM=$(AEROLLM) BUILD=$(BUILD) ./tests/run.sh $(TEST_BIN)
+	@AEROLLM=$(AEROLLM) BUILD=$(BUILD) SAN=$(SAN) ./tests/run.sh $(RUN_ARGS) $(RUN_BIN)
 
 bench: $(AEROLLM) $(BENCH_BIN)
 	@for b in $(BENCH_BIN); do echo "== $$b"; $$b || exit 1; done
 	@AEROLLM=$(AEROLLM) ./bench/run.sh
 
-# libFuzzer targets (clang). Run one: build-fuzz/fuzz_gguf -max_total_time=60
-FUZZ_SRC := $(wildcard fuzz/fuzz_*.c)
-fuzz:
-	@mkdir -p build-fuzz
-	@for f in $(FUZZ_SRC); do \
-	  n=$$(basename $$f .c); \
-	  echo "clang $$n"; \
-	  clang -std=c11 -D_GNU_SOURCE -g -O1 -Iinclude -Isrc -pthread -fsanitize=fuzzer,address,undefined \
-	    $(AVX512_FLAGS) -o build-fuzz/$$n $$f $(LIB_SRC) $(LDLIBS) || exit 1; \
-	done
+# libFuzzer targets (clang): the library is compiled once into build-fuzz/libaero.a with coverage
+# instrumentation (fuzzer-no-link) and sanitizers, then each fuzz/fuzz_*.c links against it.
+# Run one: build-fuzz/fuzz_gguf -max_total_time=60 fuzz/corpus/gguf -dict=fuzz/gguf.dict
+FUZZ_BUILD  := build-fuzz
+FUZZ_CC     := clang
+FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -Iinclude -Isrc -pthread -MMD -MP -fsanitize=address,undefined \
+               -fno-sanitize-recover=undefined
+FUZZ_SRC    := $(wildcard fuzz/fuzz_*.c)
+FUZZ_BIN    := $(FUZZ_SRC:fuzz/%.c=$(FUZZ_BUILD)/%)
+FUZZ_OBJ    := $(LIB_SRC:%.c=$(FUZZ_BUILD)/obj/%.o)
+$(eval $(call compile_rules,$(FUZZ_BUILD)/obj,$(FUZZ_CC),$$(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link))
+$(eval $(call flags_stamp,$(FUZZ_BUILD)/.flags,$(FUZZ_CC) $(FUZZ_CFLAGS) $(LDLIBS)))
+$(FUZZ_OBJ) $(FUZZ_BIN): $(FUZZ_BUILD)/.flags
+fuzz: $(FUZZ_BIN)
+$(FUZZ_BUILD)/libaero.a: $(FUZZ_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+# Linked aside and renamed: a test suite running at the same time may be executing the old binary.
+$(FUZZ_BUILD)/fuzz_%: fuzz/fuzz_%.c $(FUZZ_BUILD)/libaero.a
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -MF $@.d -MT $@ -fsanitize=fuzzer -o $@.part $< $(FUZZ_BUILD)/libaero.a $(LDLIBS)
+	@mv $@.part $@
+
+# Install: the binary in PREFIX/bin, the bundled models in PREFIX/share/aerollm/models, where the installed
+# binary looks for its default model (relative to itself, so DESTDIR staging and any PREFIX work unrebuilt).
+PREFIX  ?= /usr/local
+DATADIR := $(PREFIX)/share/aerollm
+MODELS  := $(wildcard models/*.gguf models/*.md)
+install: $(AEROLLM)
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(DATADIR)/models
+	install -m 755 $(AEROLLM) $(DESTDIR)$(PREFIX)/bin/aerollm
+	install -m 644 $(MODELS) $(DESTDIR)$(DATADIR)/models/
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/aerollm $(addprefix $(DESTDIR)$(DATADIR)/,$(MODELS))
+	rmdir $(DESTDIR)$(DATADIR)/models $(DESTDIR)$(DATADIR) 2>/dev/null || true
 
 # Demo: the bundled teacher (models/, trained by train/train.sh) streamed under a deliberately small memory budget,
 # with the bundled drafter proposing tokens: prints the text, then the stream and speculation statistics.
@@ -94,3 +157,5 @@ run: all
 
 clean:
 	rm -rf build build-san build-fuzz aerollm
+
+-include $(wildcard $(BUILD)/src/*/*.d $(BUILD)/tests/*.d $(BUILD)/bench/*.d $(FUZZ_BUILD)/obj/src/*/*.d $(FUZZ_BUILD)/*.d)

@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Runs every test binary given, then the shell and Node tests; prints a summary; non-zero when any failed.
 # Exit code 77 from a test means skipped (it prints why).
+# --only NAME: run only the tests called NAME (test_NAME, tests/sh/[test_]NAME.sh, tests/node/NAME.test.mjs);
+# fails when none is found. `make test T=NAME` uses it.
 set -u
+only=
+if [ "${1:-}" = --only ]; then only=$2; shift 2; fi
 pass=0; fail=0; skip=0; failed=()
 run_one() {
   local name=$1; shift
@@ -16,12 +20,21 @@ run_one() {
   elif [ $rc -eq 77 ]; then skip=$((skip+1)); echo "SKIP  $name: $(echo "$out" | grep -m1 -i 'skip')";
   else fail=$((fail+1)); failed+=("$name"); echo "FAIL  $name (rc=$rc)"; echo "$out" | tail -40 | sed 's/^/      /'; fi
 }
+# Whether a test whose file is called $1 (suffix stripped) is selected.
+wanted() { [ -z "$only" ] || [ "$1" = "$only" ] || [ "$1" = "test_$only" ]; }
 for t in "$@"; do run_one "$(basename "$t")" "$t"; done
-for t in tests/sh/test_*.sh; do [ -e "$t" ] && run_one "$(basename "$t")" bash "$t"; done
-if [ -d node_modules ]; then
-  for t in tests/node/*.test.mjs; do [ -e "$t" ] && run_one "$(basename "$t")" node --test "$t"; done
-else
+for t in tests/sh/test_*.sh; do
+  [ -e "$t" ] && wanted "$(basename "$t" .sh)" && run_one "$(basename "$t")" bash "$t"
+done
+node_tests=()
+for t in tests/node/*.test.mjs; do [ -e "$t" ] && wanted "$(basename "$t" .test.mjs)" && node_tests+=("$t"); done
+if [ ${#node_tests[@]} -gt 0 ] && [ ! -d node_modules ]; then
   echo "SKIP  node tests: node_modules missing (run npm ci)"; skip=$((skip+1))
+else
+  for t in "${node_tests[@]}"; do run_one "$(basename "$t")" node --test "$t"; done
+fi
+if [ -n "$only" ] && [ $((pass + skip + fail)) -eq 0 ]; then
+  echo "no test called '$only' (a tests/test_*.c, tests/sh/test_*.sh or tests/node/*.test.mjs name)"; exit 1
 fi
 echo "== $pass passed, $skip skipped, $fail failed"
 [ $fail -eq 0 ] || { printf 'failed: %s\n' "${failed[@]}"; exit 1; }

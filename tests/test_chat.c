@@ -11,12 +11,7 @@
 
 #include "chat/jinja.h" // jtemplate_set_limits: runaway-template tests with small limits stay fast
 #include "check.h"
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
+#include "helpers.h"
 
 // Parses src; returns the status and copies the error message.
 static aero_status parse(const char *src, char *msg, size_t cap) {
@@ -254,9 +249,9 @@ static void test_large_inputs(void) {
     aero_chat_inputs in = {.messages = msgs, .add_generation_prompt = true, .bos_token = "<s>"};
     char *out = NULL;
     size_t n = 0;
-    double t0 = now_s();
+    double t0 = test_now_s();
     CHECKF(aero_chat_render(t, &in, &out, &n, &err) == AERO_OK, "%s", err.msg);
-    double dt = now_s() - t0;
+    double dt = test_now_s() - t0;
     CHECKF(dt < 2.0, "1 MB message took %.2f s", dt);
     json_t *c = json_object_get(json_array_get(msgs, 1), "content");
     const char *want = json_string_value(c);
@@ -274,13 +269,13 @@ static void test_large_inputs(void) {
     aero_chat_template *t2 = NULL;
     CHECK(aero_chat_template_parse(&t2, acc, strlen(acc), &err) == AERO_OK);
     in.messages = msgs;
-    t0 = now_s();
+    t0 = test_now_s();
     CHECKF(aero_chat_render(t2, &in, &out, &n, &err) == AERO_OK, "%s", err.msg);
     CHECK(out && !strcmp(out, "20000"));
     free(out);
-    t0 = now_s();
+    t0 = test_now_s();
     CHECKF(aero_chat_render(t, &in, &out, &n, &err) == AERO_OK, "%s", err.msg);
-    dt = now_s() - t0;
+    dt = test_now_s() - t0;
     CHECKF(dt < 2.0, "20000 messages took %.2f s", dt);
     free(out);
     json_decref(msgs);

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "helpers.h"
 #include "format/gguf.h"
 
 // ---------------------------------------------------------------------------------------------------------
@@ -236,12 +237,7 @@ static void test_real_files(void) {
 // Round trip
 
 static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
-static uint64_t rnd(void) {
-    uint64_t z = (rng_state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
+static uint64_t rnd(void) { return test_splitmix64(&rng_state); }
 static void rnd_bytes(void *p, size_t n) {
     uint8_t *b = p;
     for (size_t i = 0; i < n; i++) b[i] = (uint8_t)rnd();

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "helpers.h"
 #include "format/gguf.h"
 
 #define NAME "img.gguf"
@@ -400,12 +401,7 @@ static void test_table(void) {
 // The real stories260K file: truncations of its header region and byte flips never crash.
 
 static uint64_t rng = 88172645463325252ull;
-static uint64_t xorshift(void) {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return rng;
-}
+static uint64_t xorshift(void) { return test_xorshift64(&rng); }
 
 static void test_real_file(void) {
     const char *path = SHARED_DATA "/models/stories260K.gguf";

@@ -7,18 +7,14 @@
 #include <string.h>
 
 #include "check.h"
+#include "helpers.h"
 #include "kernels/kernels.h"
 #include "kernels/quants.h"
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
 
 // splitmix64: deterministic test data.
-static uint64_t rng_next(void) {
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
+static uint64_t rng_next(void) { return test_splitmix64(&rng_state); }
 static float rng_unit(void) { return (float)(rng_next() >> 40) / (float)(1 << 24); } // [0, 1)
 static float rng_sym(void) { return 2.0f * rng_unit() - 1.0f; }                      // [-1, 1)
 

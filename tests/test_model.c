@@ -9,19 +9,11 @@
 #include <aerollm.h>
 
 #include "check.h"
+#include "helpers.h"
 
 #define MODELS SHARED_DATA "/models/"
 
-static aero_model *load(const char *path, int threads) {
-    aero_model_params p;
-    aero_model_params_default(&p);
-    p.path = path;
-    p.n_threads = threads;
-    aero_model *m = NULL;
-    aero_error err = {0};
-    if (aero_model_load(&m, &p, &err)) fprintf(stderr, "load %s: %s\n", path, err.msg);
-    return m;
-}
+static aero_model *load(const char *path, int threads) { return test_load_model(path, threads, 0); }
 
 // Runs a prompt (one batch) and greedy-decodes n tokens; returns malloc'ed ids (prompt excluded).
 static int32_t *greedy(aero_model *m, const int32_t *prompt, int n_prompt, int n, float *first_logits, bool kv_f32) {
@@ -54,18 +46,7 @@ static int32_t *greedy(aero_model *m, const int32_t *prompt, int n_prompt, int n
     return out;
 }
 
-static char *slurp(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = malloc(n + 1);
-    if (fread(s, 1, n, f) != (size_t)n) n = 0;
-    s[n] = 0;
-    fclose(f);
-    return s;
-}
+static char *slurp(const char *path) { return test_read_file(path, NULL); }
 
 static char *detok(aero_model *m, const int32_t *ids, int n, bool first_after_bos) {
     aero_detok d;

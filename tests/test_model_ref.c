@@ -9,6 +9,7 @@
 #include <aerollm.h>
 
 #include "check.h"
+#include "helpers.h"
 
 enum { DIM = 48, HEADS = 4, KV_HEADS = 2, HD = 12, FF = 80, LAYERS = 2, NPROMPT = 9 };
 
@@ -19,12 +20,7 @@ typedef struct {
 } variant;
 
 static uint64_t rng = 88172645463325252ull;
-static double urand(void) { // xorshift64, uniform in [-1, 1)
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (rng >> 11) * (2.0 / 9007199254740992.0) - 1.0;
-}
+static double urand(void) { return test_xorshift_sym(&rng); }
 
 typedef struct {
     char name[64];
@@ -42,9 +38,7 @@ static float *add(aero_gguf_writer *wr, const char *name, int rows, int cols, do
     t->cols = cols;
     t->w = malloc(sizeof(float) * rows * cols);
     for (int i = 0; i < rows * cols; i++) t->w[i] = (float)(offset + scale * urand());
-    uint64_t ne[2] = {(uint64_t)cols, (uint64_t)rows};
-    aero_error err = {0};
-    CHECKF(!aero_gguf_add_tensor(wr, name, AERO_DT_F32, rows > 1 ? 2 : 1, ne, t->w, &err), "%s", err.msg);
+    test_add_tensor(wr, name, AERO_DT_F32, rows, cols, t->w);
     return t->w;
 }
 

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "helpers.h"
 #include "server/sched.h"
 
 #define V 32
@@ -23,12 +24,7 @@ typedef struct {
     int in_decode;
 } fake;
 
-static uint64_t mix(uint64_t x) {
-    x += 0x9e3779b97f4a7c15ull;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-    return x ^ (x >> 31);
-}
+static uint64_t mix(uint64_t x) { return test_splitmix64(&x); }
 
 // Logits depend on the whole history of the sequence, so any mix-up of sequences or positions shows.
 static aero_status fake_decode(void *self, const aero_batch *b, float *logits, aero_error *err) {

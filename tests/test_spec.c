@@ -11,20 +11,11 @@
 #include <aerollm.h>
 
 #include "check.h"
+#include "helpers.h"
 
 #define MODELS SHARED_DATA "/models/"
 
-static aero_model *load(const char *path, int threads, uint64_t mem) {
-    aero_model_params p;
-    aero_model_params_default(&p);
-    p.path = path;
-    p.n_threads = threads;
-    p.mem_budget = mem;
-    aero_model *m = NULL;
-    aero_error err = {0};
-    if (aero_model_load(&m, &p, &err)) fprintf(stderr, "load %s: %s\n", path, err.msg);
-    return m;
-}
+static aero_model *load(const char *path, int threads, uint64_t mem) { return test_load_model(path, threads, mem); }
 
 static aero_sampler *greedy_sampler(int n_vocab, float repeat_penalty) {
     aero_sampler_params sp;

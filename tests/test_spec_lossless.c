@@ -13,16 +13,12 @@
 #include <aerollm.h>
 
 #include "check.h"
+#include "helpers.h"
 
 enum { DIM = 32, HEADS = 2, KV_HEADS = 1, HD = 16, FF = 48, LAYERS = 1, TOP_K = 6, RUNS = 6000 };
 
 static uint64_t rng_state;
-static double urand(void) { // xorshift64, uniform in [-1, 1)
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (rng_state >> 11) * (2.0 / 9007199254740992.0) - 1.0;
-}
+static double urand(void) { return test_xorshift_sym(&rng_state); }
 
 // Adds an F32 tensor of rows x cols uniform values offset + scale * [-1, 1) (+ noise * [-1, 1) on top).
 static void add(aero_gguf_writer *wr, const char *name, int rows, int cols, double scale, double offset, double noise,
@@ -35,33 +31,20 @@ static void add(aero_gguf_writer *wr, const char *name, int rows, int cols, doub
         for (int i = 0; i < rows * cols; i++) w[i] += (float)(noise * urand());
         rng_state = keep;
     }
-    uint64_t ne[2] = {(uint64_t)cols, (uint64_t)rows};
-    aero_error err = {0};
-    CHECKF(!aero_gguf_add_tensor(wr, name, AERO_DT_F32, rows > 1 ? 2 : 1, ne, w, &err), "%s", err.msg);
+    test_add_tensor(wr, name, AERO_DT_F32, rows, cols, w);
     free(w);
 }
 
 // A one-layer llama with stories260K's tokenizer; output_noise > 0 perturbs the output head (the drafter).
 static bool write_model(const char *path, double output_noise) {
-    aero_gguf tok;
     aero_error err = {0};
-    if (aero_gguf_open(&tok, SHARED_DATA "/models/stories260K.gguf", &err)) return false;
     aero_gguf_writer *wr = aero_gguf_writer_new(0);
-    aero_gguf_set_str(wr, "general.architecture", "llama");
-    aero_gguf_set_u32(wr, "llama.block_count", LAYERS);
-    aero_gguf_set_u32(wr, "llama.embedding_length", DIM);
-    aero_gguf_set_u32(wr, "llama.feed_forward_length", FF);
-    aero_gguf_set_u32(wr, "llama.attention.head_count", HEADS);
-    aero_gguf_set_u32(wr, "llama.attention.head_count_kv", KV_HEADS);
-    aero_gguf_set_u32(wr, "llama.context_length", 64);
-    aero_gguf_set_f32(wr, "llama.attention.layer_norm_rms_epsilon", 1e-5f);
-    int vocab = 0;
-    for (uint64_t i = 0; i < tok.n_kv; i++) {
-        if (strncmp(tok.kv[i].key.ptr, "tokenizer.", 10)) continue;
-        aero_gguf_set_value(wr, tok.kv[i].key.ptr, &tok.kv[i].value);
-        if (!strcmp(tok.kv[i].key.ptr, "tokenizer.ggml.tokens")) vocab = (int)tok.kv[i].value.arr.n;
+    const test_llama hp = {LAYERS, DIM, FF, HEADS, KV_HEADS, 64, 1e-5f, 0};
+    int vocab = test_llama_header(wr, &hp, SHARED_DATA "/models/stories260K.gguf");
+    if (vocab < 0) {
+        aero_gguf_writer_free(wr);
+        return false;
     }
-    aero_gguf_free(&tok);
     rng_state = 0x9e3779b97f4a7c15ull; // the same base weights for teacher and drafter
     add(wr, "token_embd.weight", vocab, DIM, 1.0, 0, 0, 0);
     add(wr, "output_norm.weight", 1, DIM, 0.1, 1.0, 0, 0);
@@ -85,16 +68,7 @@ static bool write_model(const char *path, double output_noise) {
     return ok;
 }
 
-static aero_model *load(const char *path) {
-    aero_model_params p;
-    aero_model_params_default(&p);
-    p.path = path;
-    p.n_threads = 1;
-    aero_model *m = NULL;
-    aero_error err = {0};
-    if (aero_model_load(&m, &p, &err)) fprintf(stderr, "load %s: %s\n", path, err.msg);
-    return m;
-}
+static aero_model *load(const char *path) { return test_load_model(path, 1, 0); }
 
 static aero_sampler_params sampling(uint64_t seed) {
     aero_sampler_params sp;

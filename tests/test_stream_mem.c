@@ -11,6 +11,7 @@
 #include <aerollm.h>
 
 #include "check.h"
+#include "helpers.h"
 
 #define MEMLIMIT "../shared/tools/memlimit"
 
@@ -22,12 +23,8 @@ static uint64_t rng = 0x2545F4914F6CDD1Dull;
 static bool fill_f16(void *ctx, void *dst, uint64_t row0, uint64_t n_rows, aero_error *err) {
     uint64_t cols = (uint64_t)(uintptr_t)ctx;
     uint16_t *h = dst;
-    for (uint64_t i = 0; i < n_rows * cols; i++) {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        h[i] = (uint16_t)(0x2000 | (rng & 0x83ff)); // sign, mantissa; exponent 2^-7
-    }
+    for (uint64_t i = 0; i < n_rows * cols; i++)
+        h[i] = (uint16_t)(0x2000 | (test_xorshift64(&rng) & 0x83ff)); // sign, mantissa; exponent 2^-7
     (void)row0, (void)err;
     return true;
 }
@@ -50,24 +47,11 @@ static bool add(aero_gguf_writer *w, const char *name, int rows, int cols) {
 }
 
 static bool write_model(const char *path) {
-    aero_gguf tok;
     aero_error err = {0};
-    if (aero_gguf_open(&tok, SHARED_DATA "/models/stories260K.gguf", &err)) return false;
-    int vocab = (int)aero_gguf_tensor(&tok, "token_embd.weight")->ne[1];
     aero_gguf_writer *w = aero_gguf_writer_new(0);
-    aero_gguf_set_str(w, "general.architecture", "llama");
-    aero_gguf_set_u32(w, "llama.block_count", LAYERS);
-    aero_gguf_set_u32(w, "llama.embedding_length", DIM);
-    aero_gguf_set_u32(w, "llama.feed_forward_length", FF);
-    aero_gguf_set_u32(w, "llama.attention.head_count", HEADS);
-    aero_gguf_set_u32(w, "llama.attention.head_count_kv", KV_HEADS);
-    aero_gguf_set_u32(w, "llama.context_length", 256);
-    aero_gguf_set_f32(w, "llama.attention.layer_norm_rms_epsilon", 1e-5f);
-    aero_gguf_set_f32(w, "llama.rope.freq_base", 10000.0f);
-    for (uint64_t i = 0; i < tok.n_kv; i++)
-        if (!strncmp(tok.kv[i].key.ptr, "tokenizer.", 10)) aero_gguf_set_value(w, tok.kv[i].key.ptr, &tok.kv[i].value);
-    aero_gguf_free(&tok);
-    bool ok = add(w, "token_embd.weight", vocab, DIM) && add(w, "output_norm.weight", 1, DIM) &&
+    const test_llama hp = {LAYERS, DIM, FF, HEADS, KV_HEADS, 256, 1e-5f, 10000.0f};
+    int vocab = test_llama_header(w, &hp, SHARED_DATA "/models/stories260K.gguf");
+    bool ok = vocab > 0 && add(w, "token_embd.weight", vocab, DIM) && add(w, "output_norm.weight", 1, DIM) &&
               add(w, "output.weight", vocab, DIM);
     for (int l = 0; l < LAYERS && ok; l++) {
         char n[64];

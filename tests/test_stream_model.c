@@ -9,6 +9,7 @@
 #include <aerollm.h>
 
 #include "check.h"
+#include "helpers.h"
 
 typedef struct {
     float *logits;   // (n_prompt + n_gen) rows of n_vocab
@@ -120,12 +121,7 @@ static void check_identity(const char *name, const char *path, const int32_t *pr
 }
 
 static uint64_t rng = 0x9E3779B97F4A7C15ull;
-static float frand(void) { // xorshift64 in [-1, 1)
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (float)((rng >> 11) * (2.0 / 9007199254740992.0) - 1.0);
-}
+static float frand(void) { return (float)test_xorshift_sym(&rng); }
 
 // Adds a (rows, cols) tensor of type t holding random values of the given scale (offset for norms).
 static void add(aero_gguf_writer *w, const char *name, aero_dtype t, int rows, int cols, float scale, float offset) {
@@ -137,9 +133,7 @@ static void add(aero_gguf_writer *w, const char *name, aero_dtype t, int rows, i
         if (t == AERO_DT_F32) memcpy(data + rb * r, x, rb);
         else aero_quantize_row(t, x, data + rb * r, cols);
     }
-    uint64_t ne[2] = {(uint64_t)cols, (uint64_t)rows};
-    aero_error err = {0};
-    CHECKF(!aero_gguf_add_tensor(w, name, t, rows > 1 ? 2 : 1, ne, data, &err), "%s: %s", name, err.msg);
+    test_add_tensor(w, name, t, rows, cols, data);
     free(data);
     free(x);
 }
@@ -149,23 +143,14 @@ enum { DIM = 256, HEADS = 8, KV_HEADS = 4, HD = 32, FF = 512, LAYERS = 5 };
 // A llama model with the stories260K tokenizer and tensors of several types (rows not 4 KiB multiples; the
 // types with fast kernels, so that the 600-token prompt stays quick).
 static bool write_synthetic(const char *path, int *vocab) {
-    aero_gguf tok;
     aero_error err = {0};
-    if (aero_gguf_open(&tok, SHARED_DATA "/models/stories260K.gguf", &err)) return false;
-    *vocab = (int)aero_gguf_tensor(&tok, "token_embd.weight")->ne[1];
     aero_gguf_writer *w = aero_gguf_writer_new(0);
-    aero_gguf_set_str(w, "general.architecture", "llama");
-    aero_gguf_set_u32(w, "llama.block_count", LAYERS);
-    aero_gguf_set_u32(w, "llama.embedding_length", DIM);
-    aero_gguf_set_u32(w, "llama.feed_forward_length", FF);
-    aero_gguf_set_u32(w, "llama.attention.head_count", HEADS);
-    aero_gguf_set_u32(w, "llama.attention.head_count_kv", KV_HEADS);
-    aero_gguf_set_u32(w, "llama.context_length", 1024);
-    aero_gguf_set_f32(w, "llama.attention.layer_norm_rms_epsilon", 1e-5f);
-    aero_gguf_set_f32(w, "llama.rope.freq_base", 10000.0f);
-    for (uint64_t i = 0; i < tok.n_kv; i++)
-        if (!strncmp(tok.kv[i].key.ptr, "tokenizer.", 10)) aero_gguf_set_value(w, tok.kv[i].key.ptr, &tok.kv[i].value);
-    aero_gguf_free(&tok);
+    const test_llama hp = {LAYERS, DIM, FF, HEADS, KV_HEADS, 1024, 1e-5f, 10000.0f};
+    *vocab = test_llama_header(w, &hp, SHARED_DATA "/models/stories260K.gguf");
+    if (*vocab < 0) {
+        aero_gguf_writer_free(w);
+        return false;
+    }
     add(w, "token_embd.weight", AERO_DT_Q4_0, *vocab, DIM, 1.0f, 0);
     add(w, "output_norm.weight", AERO_DT_F32, 1, DIM, 0.2f, 1.0f);
     add(w, "output.weight", AERO_DT_Q8_0, *vocab, DIM, 0.1f, 0);

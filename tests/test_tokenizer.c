@@ -8,26 +8,8 @@
 #include <time.h>
 
 #include "check.h"
+#include "helpers.h"
 #include "tokenizer/tokenizer.h"
-
-static char *read_file(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *p = malloc((size_t)n + 1);
-    if (p && fread(p, 1, (size_t)n, f) != (size_t)n) {
-        free(p);
-        p = NULL;
-    }
-    fclose(f);
-    if (p) {
-        p[n] = 0;
-        if (len) *len = (size_t)n;
-    }
-    return p;
-}
 
 static aero_tokenizer *load(const char *path) {
     aero_tokenizer *t = NULL;
@@ -51,7 +33,7 @@ static int run_vectors(aero_tokenizer *t, const char *name, bool roundtrip) {
     char ip[512], op[512];
     snprintf(ip, sizeof ip, SHARED_DATA "/vocab/ggml-vocab-%s.gguf.inp", name);
     snprintf(op, sizeof op, SHARED_DATA "/vocab/ggml-vocab-%s.gguf.out", name);
-    char *inp = read_file(ip, NULL), *outp = read_file(op, NULL);
+    char *inp = test_read_file(ip, NULL), *outp = test_read_file(op, NULL);
     if (!inp || !outp) {
         fprintf(stderr, "missing %s vectors\n", name);
         check_failures++;
@@ -142,7 +124,7 @@ static void test_json_vectors(void) {
 static void test_stories(void) {
     aero_tokenizer *t = load(SHARED_DATA "/models/stories260K.gguf");
     if (!t) return;
-    char *ref = read_file(SHARED_DATA "/reference/stories260K_tokens_logits.txt", NULL);
+    char *ref = test_read_file(SHARED_DATA "/reference/stories260K_tokens_logits.txt", NULL);
     CHECK(ref != NULL);
     const char *key = "prompt: \"Once upon a time\"\nprompt_tokens (";
     char *p = ref ? strstr(ref, key) : NULL;
@@ -186,12 +168,6 @@ static void test_stories(void) {
     }
     free(ref);
     aero_tokenizer_free(t);
-}
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
 static size_t encode_n(const aero_tokenizer *t, const char *s, size_t n, bool bos, bool special, int32_t **ids) {
@@ -292,9 +268,9 @@ static void test_big_inputs(void) {
         aero_tokenizer *t = load(paths[k]);
         if (!t) continue;
         int32_t *ids = NULL;
-        double t0 = now_s();
+        double t0 = test_now_s();
         size_t n = encode_n(t, rnd, big, false, false, &ids);
-        double dt = now_s() - t0;
+        double dt = test_now_s() - t0;
         char *back = NULL;
         size_t bl = 0;
         aero_error err = {0};
@@ -310,9 +286,9 @@ static void test_big_inputs(void) {
             size_t m = 1u << 20;
             char *rep = malloc(m);
             memset(rep, fill[f], m);
-            t0 = now_s();
+            t0 = test_now_s();
             n = encode_n(t, rep, m, false, false, &ids);
-            dt = now_s() - t0;
+            dt = test_now_s() - t0;
             CHECK(n > 0 && n <= m + 1);
             printf("  %-60s 1 MB of 0x%02x: %zu tokens in %.2f s\n", paths[k], fill[f], n, dt);
             free(ids);

@@ -10,6 +10,7 @@
 #include <jansson.h>
 
 #include "check.h"
+#include "helpers.h"
 #include "format/gguf.h"
 #include "tokenizer/tok_internal.h"
 #include "tokenizer/tokenizer.h"
@@ -488,12 +489,7 @@ static void test_normalization(void) {
 }
 
 int main(void) {
-    const char *base = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
-    snprintf(tmpdir, sizeof tmpdir, "%s/aero_tok_XXXXXX", base);
-    if (!mkdtemp(tmpdir)) {
-        perror("mkdtemp");
-        return 1;
-    }
+    if (!test_tmp_dir(tmpdir, sizeof tmpdir, "tok")) return 1;
     test_gpt2_vocab();
     test_bad_metadata();
     test_json_errors();

@@ -122,19 +122,23 @@ int cli_opts_parse(cli_opts *o, const char *cmd, int argc, char **argv, int i) {
     return ok ? 2 : -1;
 }
 
-// Looks for models/*teacher*.gguf beside the executable, then in the working directory.
+// Looks for models/*teacher*.gguf beside the executable, then where `make install` puts it (../share/aerollm
+// from the executable), then in the working directory.
 const char *cli_default_model(void) {
     static char found[PATH_MAX];
     char exe[PATH_MAX];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    const char *dirs[2] = {NULL, "."};
+    char installed[PATH_MAX + 32]; // `make install` puts the models in PREFIX/share/aerollm, the binary in PREFIX/bin
+    const char *dirs[3] = {NULL, NULL, "."};
     if (n > 0) {
         exe[n] = 0;
         char *slash = strrchr(exe, '/');
         if (slash) *slash = 0;
         dirs[0] = exe;
+        snprintf(installed, sizeof installed, "%s/../share/aerollm", exe);
+        dirs[1] = installed;
     }
-    for (int d = 0; d < 2; d++) {
+    for (int d = 0; d < 3; d++) {
         if (!dirs[d]) continue;
         char pattern[PATH_MAX + 64];
         snprintf(pattern, sizeof pattern, "%s/models/*teacher*.gguf", dirs[d]);

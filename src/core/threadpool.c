@@ -40,6 +40,10 @@ typedef struct {
     int ith;
 } pool_worker_arg;
 
+// The pool whose job this thread is running (NULL outside jobs): a job that calls aero_pool_run on its own pool
+// would wait forever for workers that are busy running it, so that call runs inline instead.
+static _Thread_local const aero_pool *tl_in_job;
+
 // Monotonic nanoseconds, to bound spinning by time rather than by a CPU-dependent loop count.
 static long long now_ns(void) {
     struct timespec ts;
@@ -79,6 +83,7 @@ static void *pool_worker(void *varg) {
     aero_pool *p = arg->pool;
     int ith = arg->ith;
     free(arg);
+    tl_in_job = p; // a worker only ever runs this pool's jobs
     unsigned long seen = 0;
     for (;;) {
         seen = wait_for_job(p, seen);
@@ -152,13 +157,18 @@ void aero_pool_free(aero_pool *p) {
 // Thread count, 1 for no pool (callers size per-thread scratch with it).
 int aero_pool_size(const aero_pool *p) { return p ? p->n : 1; }
 
-// One job on all threads; the caller is thread 0 and returns when every share is done. Not reentrant on the same pool.
+// One job on all threads; the caller is thread 0 and returns when every share is done. Called from inside a job
+// of the same pool (any thread), it runs the whole job inline on the calling thread as fn(ctx, 0, 1): the other
+// threads are busy with the outer job. Jobs of different pools may nest, but not in a cycle (A's job runs B's
+// job which runs A's).
 void aero_pool_run(aero_pool *p, aero_pool_fn fn, void *ctx) {
-    if (!p || p->n == 1) {
+    if (!p || p->n == 1 || tl_in_job == p) {
         fn(ctx, 0, 1);
         return;
     }
     pthread_mutex_lock(&p->run_lock);
+    const aero_pool *outer = tl_in_job;
+    tl_in_job = p;
     p->fn = fn;
     p->ctx = ctx;
     atomic_store_explicit(&p->done, 0, memory_order_relaxed);
@@ -168,6 +178,7 @@ void aero_pool_run(aero_pool *p, aero_pool_fn fn, void *ctx) {
     if (p->sleepers) pthread_cond_broadcast(&p->wake);
     pthread_mutex_unlock(&p->lock);
     fn(ctx, 0, p->n);
+    tl_in_job = outer;
     for (int spins = 0; atomic_load_explicit(&p->done, memory_order_acquire) < p->n - 1; spins++) {
         if (spins < 64) cpu_relax();
         else sched_yield(); // a worker was descheduled (busy machine): give it the core

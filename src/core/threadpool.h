@@ -13,6 +13,8 @@ void aero_pool_free(aero_pool *p);
 int aero_pool_size(const aero_pool *p);
 
 // Runs fn on every thread of the pool and returns when all have finished. p may be NULL (runs fn(ctx, 0, 1)).
+// Reentrant: called from inside one of p's jobs, it runs fn(ctx, 0, 1) on the calling thread. Several threads may
+// call it on one pool: their jobs run one after another.
 void aero_pool_run(aero_pool *p, aero_pool_fn fn, void *ctx);
 
 // Splits [0, n) into nth nearly equal contiguous ranges; returns the range of thread ith.

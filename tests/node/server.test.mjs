@@ -8,7 +8,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import OpenAI from 'openai';
 
-import { SKIP, metrics, startServer } from './server_util.mjs';
+import { SKIP, metrics, startServer, waitFor } from './server_util.mjs';
 
 const REF = '../shared/data/reference/llamacpp_stories260K_onceuponatime_n200.txt';
 
@@ -184,20 +184,27 @@ describe('aerollm serve with the openai client', { skip: SKIP }, () => {
     assert.ok(steps < tokens / 2, `continuous batching: ${tokens} tokens took ${steps} passes`);
   });
 
+  // A generation long enough (4000 tokens in a 4096 context) that it is still running when the client, having
+  // read three chunks, leaves: the test waits for states, never for a time.
   test('a client that disconnects mid-stream frees its sequence', async () => {
-    const m0 = await metrics(srv.base);
-    const s = await client.completions.create({ model: 'stories260K.gguf', prompt: 'Once', max_tokens: 400, temperature: 0, stream: true, ignore_eos: true });
-    let n = 0;
-    for await (const c of s) { if (++n === 3) break; } // break aborts the request
-    let m1;
-    for (let i = 0; i < 100; i++) {
-      m1 = await metrics(srv.base);
-      if (m1.aerollm_requests_active === 0 && m1.aerollm_requests_cancelled_total > m0.aerollm_requests_cancelled_total) break;
-      await new Promise((r) => setTimeout(r, 20));
+    const long = await startServer(['-np', '1', '-c', '4096', '--quiet']);
+    try {
+      const c = new OpenAI({ baseURL: `${long.base}/v1`, apiKey: 'unused', maxRetries: 0, timeout: 30000 });
+      const m0 = await metrics(long.base);
+      const s = await c.completions.create({ model: 'stories260K.gguf', prompt: 'Once', max_tokens: 4000, temperature: 0, stream: true, ignore_eos: true });
+      let n = 0;
+      for await (const _ of s) { if (++n === 3) break; } // break aborts the request
+      const m1 = await waitFor(async () => {
+        const m = await metrics(long.base);
+        return m.aerollm_requests_active === 0 && m.aerollm_requests_cancelled_total > m0.aerollm_requests_cancelled_total
+          ? m : null;
+      }, 'the sequence freed');
+      assert.equal(m1.aerollm_requests_active, 0);
+      assert.equal(m1.aerollm_requests_cancelled_total, m0.aerollm_requests_cancelled_total + 1);
+      assert.ok(m1.aerollm_generation_tokens_total - m0.aerollm_generation_tokens_total < 4000);
+    } finally {
+      assert.equal((await long.stop()).code, 0);
     }
-    assert.equal(m1.aerollm_requests_active, 0);
-    assert.equal(m1.aerollm_requests_cancelled_total, m0.aerollm_requests_cancelled_total + 1);
-    assert.ok(m1.aerollm_generation_tokens_total - m0.aerollm_generation_tokens_total < 400);
   });
 
   test('health, metrics, tokenize and detokenize', async () => {

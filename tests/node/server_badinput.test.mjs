@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
 
-import { SKIP, metrics, rawExchange, startServer } from './server_util.mjs';
+import { SKIP, metrics, rawExchange, startServer, waitFor, waitIdle } from './server_util.mjs';
 
 const M = 'stories260K.gguf';
 const msgs = [{ role: 'user', content: 'hi' }];
@@ -126,33 +126,40 @@ describe('bad input matrix', { skip: SKIP }, () => {
     sock.pause(); // stop reading
     assert.equal(await good(), baseline);
     sock.destroy();
-    let m;
-    for (let i = 0; i < 200; i++) {
-      m = await metrics(srv.base);
-      if (m.aerollm_requests_active === 0) break;
-      await new Promise((r) => setTimeout(r, 25));
-    }
+    const m = await waitIdle(srv.base);
     assert.equal(m.aerollm_requests_active, 0);
     assert.equal(await good(), baseline);
   });
 
+  // The client leaves once the server reports its request generating (a state, not a delay), and the generation is
+  // long enough (4000 tokens in a 4096 context: seconds of work) that it cannot end before the server notices.
   test('a client that leaves during a non-streamed generation frees its sequence', async () => {
-    const m0 = await metrics(srv.base);
-    const body = JSON.stringify({ model: M, prompt: 'Once', max_tokens: 500, ignore_eos: true });
-    const sock = net.connect(srv.port, '127.0.0.1');
-    sock.on('error', () => {});
-    await new Promise((res) => sock.on('connect', res));
-    sock.write(`POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
-    await new Promise((r) => setTimeout(r, 100));
-    sock.destroy();
-    let m;
-    for (let i = 0; i < 200; i++) {
-      m = await metrics(srv.base);
-      if (m.aerollm_requests_active === 0 && m.aerollm_requests_cancelled_total > m0.aerollm_requests_cancelled_total) break;
-      await new Promise((r) => setTimeout(r, 25));
+    const long = await startServer(['-np', '1', '-c', '4096', '--quiet']);
+    try {
+      const m0 = await metrics(long.base);
+      const body = JSON.stringify({ model: M, prompt: 'Once', max_tokens: 4000, ignore_eos: true });
+      const sock = net.connect(long.port, '127.0.0.1');
+      sock.on('error', () => {});
+      await new Promise((res) => sock.on('connect', res));
+      sock.write(`POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+      await waitFor(async () => {
+        const m = await metrics(long.base);
+        return m.aerollm_requests_active === 1 && m.aerollm_generation_tokens_total > m0.aerollm_generation_tokens_total;
+      }, 'the request generating');
+      sock.destroy();
+      const m = await waitFor(async () => {
+        const x = await metrics(long.base);
+        return x.aerollm_requests_active === 0 && x.aerollm_requests_cancelled_total > m0.aerollm_requests_cancelled_total
+          ? x : null;
+      }, 'the sequence freed');
+      assert.equal(m.aerollm_requests_cancelled_total, m0.aerollm_requests_cancelled_total + 1);
+      assert.ok(m.aerollm_generation_tokens_total - m0.aerollm_generation_tokens_total < 4000);
+      const r = await fetch(`${long.base}/v1/completions`, { method: 'POST', body: cmpl({ temperature: 0 }) });
+      assert.equal(r.status, 200);
+      assert.ok((await r.json()).choices[0].text.length > 0);
+    } finally {
+      assert.equal((await long.stop()).code, 0);
     }
-    assert.equal(m.aerollm_requests_cancelled_total, m0.aerollm_requests_cancelled_total + 1);
-    assert.equal(m.aerollm_requests_active, 0);
     assert.equal(await good(), baseline);
   });
 });

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import { after, before, describe, test } from 'node:test';
 
-import { SKIP, metrics, parseSSE, post, rssKiB, startServer, underASan } from './server_util.mjs';
+import { SKIP, metrics, parseSSE, post, rssKiB, startServer, underASan, waitIdle } from './server_util.mjs';
 
 const M = 'stories260K.gguf';
 const PROMPTS = ['Once upon a time', 'The dog', 'Lily and Tom', 'One day, a bird', 'The sun was', 'A little boy', 'In the park', 'Mom said'];
@@ -79,7 +79,7 @@ describe('load: 500 requests over 32 connections', { skip: SKIP }, () => {
     const warm = new http.Agent({ keepAlive: true, maxSockets: 32 });
     assert.equal(await runWave(warm, 64, 0), 0, 'warm-up wave');
     warm.destroy();
-    await new Promise((r) => setTimeout(r, 300));
+    await waitIdle(srv.base);
     const rss0 = rssKiB(srv.proc.pid);
     const m0 = await metrics(srv.base);
     const agent = new http.Agent({ keepAlive: true, maxSockets: 32 });
@@ -89,10 +89,10 @@ describe('load: 500 requests over 32 connections', { skip: SKIP }, () => {
     assert.equal(failures, 0);
     assert.ok(Object.values(agent.freeSockets).flat().length <= 32);
     agent.destroy();
-    await new Promise((r) => setTimeout(r, 300));
-    const m1 = await metrics(srv.base);
+    const m1 = await waitIdle(srv.base);
     const rss1 = rssKiB(srv.proc.pid);
-    assert.equal(m1['aerollm_requests_total{status="2xx"}'] - m0['aerollm_requests_total{status="2xx"}'], 500 + 1);
+    // the wave, m0's /metrics and the polls before the one that returned m1
+    assert.equal(m1['aerollm_requests_total{status="2xx"}'] - m0['aerollm_requests_total{status="2xx"}'], 500 + m1.polls);
     assert.equal(m1.aerollm_requests_active, 0);
     assert.equal(m1.aerollm_requests_queued, 0);
     const tokens = m1.aerollm_generation_tokens_total - m0.aerollm_generation_tokens_total;

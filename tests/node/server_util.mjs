@@ -75,6 +75,30 @@ export async function metrics(base) {
   return out;
 }
 
+// Waits for a state, never for a time: polls check() (async) until it returns a truthy value, which it returns;
+// throws with `what` when the state has not come within timeoutMs (a limit for a broken server, not a wait).
+export async function waitFor(check, what, timeoutMs = 20000) {
+  const t0 = Date.now();
+  for (;;) {
+    const v = await check();
+    if (v) return v;
+    if (Date.now() - t0 > timeoutMs) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10)); // between polls only: the condition is what ends the wait
+  }
+}
+
+// Waits until the server has no request generating or queued; returns those metrics, with `polls`: how many
+// /metrics requests it took (each counts as a 2xx request once answered).
+export async function waitIdle(base) {
+  let polls = 0;
+  const m = await waitFor(async () => {
+    polls++;
+    const x = await metrics(base);
+    return x.aerollm_requests_active === 0 && x.aerollm_requests_queued === 0 ? x : null;
+  }, 'no active or queued request');
+  return { ...m, polls };
+}
+
 // Raw HTTP/1.1 exchange over a socket: sends bytes, collects the reply until the server closes or timeout.
 export function rawExchange(port, payload, { timeoutMs = 5000, keepOpen = false } = {}) {
   return new Promise((resolve) => {
