@@ -9,6 +9,7 @@
 #include "check.h"
 #include "kernels/kernels.h"
 #include "model/moe.h"
+#include "stream/expert_cache.h"
 
 static uint64_t rng_state = 0x2545f4914f6cdd1dull;
 static uint64_t rng_next(void) {
@@ -242,6 +243,38 @@ static aero_status lim_get(void *ctx, int layer, int expert, aero_wmat w[3], aer
 }
 static void lim_release(void *ctx, int layer, const int *ex, int n) { ((limited_src *)ctx)->outstanding -= n; }
 
+// The wiring to come: routed experts read from a file by the expert cache, not resident. The file holds
+// the three merged tensors at unaligned offsets, as in a GGUF.
+typedef struct {
+    aero_expert_cache *cache;
+    uint64_t off[3], slice[3];
+    int n_embd, n_ff;
+    aero_dtype type;
+} cache_src;
+
+static aero_status cs_locate(void *ctx, int layer, int expert, aero_expert_extent ext[3], aero_error *err) {
+    const cache_src *s = ctx;
+    for (int p = 0; p < 3; p++)
+        ext[p] = (aero_expert_extent){.file = 0, .offset = s->off[p] + (uint64_t)expert * s->slice[p], .size = s->slice[p]};
+    return AERO_OK;
+}
+static aero_status cs_prepare(void *ctx, int layer, const int *ex, int n, int *n_ready, aero_error *err) {
+    return aero_expert_cache_acquire(((cache_src *)ctx)->cache, layer, ex, n, n_ready, err);
+}
+static aero_status cs_get(void *ctx, int layer, int expert, aero_wmat w[3], aero_error *err) {
+    const cache_src *s = ctx;
+    for (int p = 0; p < 3; p++) {
+        const void *d = aero_expert_cache_part(s->cache, layer, expert, p);
+        if (!d) return aero_fail(err, AERO_ERR_INVALID, "layer %d expert %d not acquired", layer, expert);
+        int64_t cols = p == AERO_MOE_DOWN ? s->n_ff : s->n_embd, rows = p == AERO_MOE_DOWN ? s->n_embd : s->n_ff;
+        w[p] = aero_moe_slice(d, s->type, cols, rows, 0);
+    }
+    return AERO_OK;
+}
+static void cs_release(void *ctx, int layer, const int *ex, int n) {
+    aero_expert_cache_release(((cache_src *)ctx)->cache, layer, ex, n);
+}
+
 static aero_status run(aero_pool *pool, engine_layer *el, const aero_moe_params *p, const aero_moe_source *src,
                        const float *x, int n, float *y, aero_error *err) {
     aero_moe_work *w = aero_moe_work_new(p, 64);
@@ -312,6 +345,47 @@ static void test_config(const char *name, aero_moe_params p, bool bias, bool sha
         CHECK(run(pool3, &el, &p, &lsrc, x, N, y2, &err) == AERO_OK);
         CHECKF(memcmp(y, y2, sizeof(float) * N * D) == 0, "%s: limited source differs", name);
         CHECK(ls.prepares > 1 && ls.outstanding == 0);
+
+        // Experts read by the expert cache from a file, with a budget of 3 experts (smaller than the union):
+        // the same bits as resident weights.
+        {
+            const aero_moe_params *pp = &p;
+            char path[] = "/tmp/aero_test_moe_XXXXXX";
+            int fd = mkstemp(path);
+            CHECK(fd >= 0);
+            cache_src cs = {.n_embd = pp->n_embd, .n_ff = pp->n_ff_exp, .type = t};
+            uint64_t pos = 1234;
+            for (int q = 0; q < 3; q++) {
+                int64_t cols = q == AERO_MOE_DOWN ? pp->n_ff_exp : pp->n_embd;
+                int64_t rows = q == AERO_MOE_DOWN ? pp->n_embd : pp->n_ff_exp;
+                cs.slice[q] = aero_dtype_row_bytes(t, (uint64_t)cols) * (uint64_t)rows;
+                cs.off[q] = pos;
+                size_t bytes = (size_t)(cs.slice[q] * (uint64_t)pp->n_expert);
+                CHECK(pwrite(fd, el.merged.data[q], bytes, (off_t)pos) == (ssize_t)bytes);
+                pos += bytes + 100;
+            }
+            close(fd);
+            const char *paths[1] = {path};
+            uint64_t span = 0;
+            for (int q = 0; q < 3; q++) span += cs.slice[q] + 8192;
+            aero_expert_cache_config cc = {.paths = paths, .n_files = 1, .n_layer = 1, .n_expert = pp->n_expert,
+                                           .budget = 3 * span, .policy = AERO_EXPERT_EVICT_LFU_RECENT,
+                                           .n_io_threads = 2, .locate = cs_locate, .locate_ctx = &cs};
+            cs.cache = aero_expert_cache_new(&cc, &err);
+            CHECKF(cs.cache != NULL, "%s", err.msg);
+            aero_moe_source csrc = {.ctx = &cs, .prepare = cs_prepare, .get = cs_get, .release = cs_release};
+            memset(y2, 0, sizeof(float) * N * D);
+            CHECKF(cs.cache && run(pool3, &el, &p, &csrc, x, N, y2, &err) == AERO_OK, "%s: %s", name, err.msg);
+            CHECKF(memcmp(y, y2, sizeof(float) * N * D) == 0, "%s %s: cache-backed experts differ", name,
+                   aero_dtype_name(t));
+            aero_expert_cache_stats cst;
+            if (cs.cache) {
+                aero_expert_cache_stats_get(cs.cache, &cst);
+                CHECK(cst.misses > 3 && cst.evictions > 0 && cst.peak_bytes <= cc.budget);
+            }
+            aero_expert_cache_free(cs.cache);
+            unlink(path);
+        }
 
         // An expert that cannot be read is a clean error naming it, with nothing left pinned.
         aero_moe_work *w = aero_moe_work_new(&p, N);
