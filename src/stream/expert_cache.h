@@ -2,7 +2,8 @@
 // its slices of the gate, up and down tensors (each contiguous in the file because the expert index is the
 // outermost dimension). A layer's compute acquires the experts its tokens were routed to: those present are
 // pinned (hits), the missing ones are read all at once by several IO threads (misses), and the unpinned
-// experts the policy values least are evicted to make room. Unlike the cyclic layer scan, expert use is
+// experts the policy values least are evicted to make room. prefetch() queues reads of experts a predictor
+// expects next, so they arrive while the current layer computes. Unlike the cyclic layer scan, expert use is
 // skewed (a few experts hot), so a cache that keeps frequent experts pays.
 #ifndef AERO_STREAM_EXPERT_CACHE_H
 #define AERO_STREAM_EXPERT_CACHE_H
@@ -54,6 +55,9 @@ typedef struct {
     uint64_t held_bytes;  // now
     uint64_t peak_bytes;  // most ever held
     int entries;          // experts resident now
+    uint64_t prefetch_issued; // experts read by prefetch()
+    uint64_t prefetch_used;   // of which acquired later (the predictor's hits)
+    uint64_t prefetch_wasted; // of which evicted before any acquire
 } aero_expert_cache_stats;
 
 typedef struct aero_expert_cache aero_expert_cache;
@@ -68,9 +72,16 @@ void aero_expert_cache_free(aero_expert_cache *c);
 // On a read error nothing of this call stays pinned and the message names the layer and expert.
 aero_status aero_expert_cache_acquire(aero_expert_cache *c, int layer, const int *experts, int n, int *n_ready,
                                       aero_error *err);
+// Starts reading the listed experts of a layer that are not resident (the next layer's likely experts),
+// without waiting and without pinning: a later acquire finds them (waiting for reads still in flight).
+// Room is made only from experts the policy values less than the guess; an expert that does not fit, or
+// whose read fails, is simply not prefetched (the acquire reads it again and reports the error).
+void aero_expert_cache_prefetch(aero_expert_cache *c, int layer, const int *experts, int n);
+// Waits until no read is in flight (prefetches included); benchmarks and tests that need a settled cache.
+void aero_expert_cache_wait_idle(aero_expert_cache *c);
 // Unpins experts acquired earlier.
 void aero_expert_cache_release(aero_expert_cache *c, int layer, const int *experts, int n);
-// The bytes of one part (0 gate, 1 up, 2 down) of a pinned expert; NULL when it is not resident.
+// The bytes of one part (0 gate, 1 up, 2 down) of a pinned expert; NULL when it is not pinned.
 const void *aero_expert_cache_part(const aero_expert_cache *c, int layer, int expert, int part);
 // Whether (layer, expert) is resident, without counting a lookup (predictors, tests).
 bool aero_expert_cache_contains(const aero_expert_cache *c, int layer, int expert);
