@@ -1,6 +1,7 @@
 # The CUDA backend (src/kernels/cuda/*.cu) and its GPU tests. The Makefile includes this file when CUDA=1 and
 # adds $(CUDA_OBJ) to the library and $(CUDA_LDLIBS) to the link; alone it builds the tests:
-#   make -f cuda.mk cuda-tests      # build-cuda/test_cuda, build-cuda/bench_cuda
+#   make -f cuda.mk cuda-tests      # build-cuda/test_cuda, build-cuda/bench_cuda, build-cuda/test_decode_host
+#   make -f cuda.mk cuda-test-host  # the GPU decoders checked on the CPU (no GPU or CUDA runtime needed)
 #   scripts/gpu_tests.sh            # runs them (on a machine with a GPU)
 # Real code for sm_90 (H100/H200) plus PTX for compute_80 that newer or older-than-Hopper drivers JIT.
 CUDA_HOME  ?= /usr/local/cuda
@@ -36,8 +37,19 @@ $(CUDA_BUILD)/bench_cuda: tests/cuda/bench_cuda.cu tests/cuda/cuda_test_util.h $
 	$(NVCC) $(NVCCFLAGS) -o $@ tests/cuda/bench_cuda.cu $(CUDA_OBJ) $(CUDA_BUILD)/ref/quants_ref.o \
 		$(CUDA_BUILD)/ref/dtype.o $(CUDA_BUILD)/ref/status.o -lm
 
-.PHONY: cuda-objs cuda-tests cuda-clean
+# The GPU decoders compiled for the CPU (host stand-ins for the intrinsics): runs anywhere, no CUDA needed.
+CUDA_CXX ?= c++
+$(CUDA_BUILD)/test_decode_host: tests/cuda/test_decode_host.cpp src/kernels/cuda/cuda_decode.cuh src/kernels/cuda/cuda_host_emu.h $(CUDA_REF_SRC)
+	@mkdir -p $(CUDA_BUILD)/ref
+	$(CUDA_CC) $(CUDA_TEST_CFLAGS) -c src/kernels/quants_ref.c -o $(CUDA_BUILD)/ref/quants_ref.o
+	$(CUDA_CC) $(CUDA_TEST_CFLAGS) -c src/core/dtype.c -o $(CUDA_BUILD)/ref/dtype.o
+	$(CUDA_CXX) -std=c++17 -O2 -Wall -Wno-unknown-pragmas -Isrc -Iinclude -o $@ tests/cuda/test_decode_host.cpp \
+		$(CUDA_BUILD)/ref/quants_ref.o $(CUDA_BUILD)/ref/dtype.o -lm
+
+.PHONY: cuda-objs cuda-tests cuda-test-host cuda-clean
 cuda-objs: $(CUDA_OBJ)
-cuda-tests: $(CUDA_BUILD)/test_cuda $(CUDA_BUILD)/bench_cuda
+cuda-tests: $(CUDA_BUILD)/test_cuda $(CUDA_BUILD)/bench_cuda $(CUDA_BUILD)/test_decode_host
+cuda-test-host: $(CUDA_BUILD)/test_decode_host
+	$(CUDA_BUILD)/test_decode_host
 cuda-clean:
 	rm -rf $(CUDA_BUILD)

@@ -13,6 +13,8 @@
 extern "C" {
 #endif
 #include "kernels/kernels.h"
+// The scalar reference dequantizer (kernels/quants.h, which is C-only): the GPU is checked against it.
+void aero_dequantize_row_ref(aero_dtype t, const void *x, float *y, int64_t n);
 #ifdef __cplusplus
 }
 #endif
