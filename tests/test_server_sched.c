@@ -1,7 +1,8 @@
 // The scheduler against a deterministic fake engine: continuous batching must be invisible (every request's
-// output alone equals its output among others, with chunked prefill), stop strings, max_tokens, the context
+// output alone equals its output among others, with prompts longer than a pass), stop strings, max_tokens, the context
 // limit, logprobs, logit bias, seeds, cancellation freeing the sequence, the bounded queue and shutdown.
 #include <pthread.h>
+#include <sched.h>
 #include <string.h>
 
 #include "check.h"
@@ -71,15 +72,15 @@ static size_t fake_flush(void *self, aero_detok *d, char *out, size_t cap) { ret
 static fake F;
 static aero_metrics M;
 
-static aero_sched *start(int n_seq, int n_ctx, int n_batch, int max_queue) {
+static aero_sched *start(int n_seq, int n_ctx, int n_pass, int max_queue) {
     memset(&F, 0, sizeof F);
     pthread_mutex_init(&F.mu, NULL);
     pthread_cond_init(&F.cv, NULL);
     F.n_ctx = n_ctx;
-    aero_sched_backend e = {.self = &F, .n_vocab = V, .n_ctx = n_ctx, .n_seq = n_seq, .n_batch = n_batch,
-                     .decode = fake_decode, .kv_drop = fake_drop,
-                     .vocab = {.self = &F, .is_eog = fake_eog, .detok_init = fake_detok_init, .detok_push = fake_push,
-                               .detok_flush = fake_flush}};
+    aero_sched_backend e = {.self = &F, .n_vocab = V, .n_ctx = n_ctx, .n_seq = n_seq, .n_pass = n_pass,
+                            .decode = fake_decode, .kv_drop = fake_drop,
+                            .vocab = {.self = &F, .is_eog = fake_eog, .detok_init = fake_detok_init,
+                                      .detok_push = fake_push, .detok_flush = fake_flush}};
     aero_sched *s;
     aero_error err = {0};
     CHECK(aero_sched_new(&s, &e, max_queue, &M, &err) == AERO_OK);
@@ -93,9 +94,10 @@ static void gate(bool closed) {
     pthread_mutex_unlock(&F.mu);
 }
 
-static void *open_gate_later(void *arg) {
-    (void)arg;
-    usleep(20000);
+// Lets the held forward pass finish once the scheduler is stopping, so the loop ends after that pass.
+static void *open_gate_when_stopping(void *arg) {
+    aero_sched *s = arg;
+    while (!aero_sched_stopping(s)) sched_yield();
     gate(false);
     return NULL;
 }
@@ -208,7 +210,7 @@ static void test_batch_invariance(void) {
     }
     CHECK(distinct >= 6);
     CHECK(F.bad_pos == 0);
-    CHECK(F.max_batch <= 8 && F.max_batch >= 4); // several sequences shared passes, within n_batch
+    CHECK(F.max_batch <= 8 && F.max_batch >= 4); // several sequences shared passes, within n_pass
     aero_sched_free(s);
 }
 
@@ -304,7 +306,7 @@ static void test_cancel_queue_shutdown(void) {
     CHECK(aero_sched_submit(s, g, &err) == AERO_OK);
     wait_in_decode();
     pthread_t opener;
-    pthread_create(&opener, NULL, open_gate_later, NULL);
+    pthread_create(&opener, NULL, open_gate_when_stopping, s);
     aero_sched_free(s); // stops the loop, then waits for the pass held by the gate
     pthread_join(opener, NULL);
     collect(g, &r);

@@ -62,10 +62,11 @@ const aero_batch *aero_batch_buf_get(aero_batch_buf *b) {
     return &b->b;
 }
 
-// Chunked prompt decoding shared by every caller that feeds known tokens (prompts, perplexity, drafters).
+// Prompt decoding shared by every caller that feeds known tokens (prompts, drafters): one pass unless the
+// caller bounds it, because each pass reads the streamed weights once.
 aero_status aero_prefill(aero_ctx *c, int seq, const int32_t *toks, int n, int pos0, int n_batch, float *last_logits,
                          aero_error *err) {
-    if (n_batch <= 0) n_batch = 512;
+    if (n_batch <= 0 || n_batch > n) n_batch = n > 0 ? n : 1;
     int cap = n < n_batch ? n : n_batch;
     aero_batch_buf *b = aero_batch_buf_new(cap);
     if (!b) return aero_fail(err, AERO_ERR_NOMEM, "out of memory for a batch of %d tokens", cap);
@@ -119,7 +120,6 @@ const char *aero_end_name(aero_end e) {
 
 void aero_generator_params_default(aero_generator_params *p) {
     memset(p, 0, sizeof *p);
-    p->n_batch = 512;
     p->max_tokens = -1;
 }
 
@@ -150,7 +150,6 @@ aero_status aero_generator_new(aero_generator **out, const aero_generator_params
     if (!g) return aero_fail(err, AERO_ERR_NOMEM, "out of memory");
     g->p = *p;
     g->smp = smp;
-    if (g->p.n_batch <= 0) g->p.n_batch = 512;
     if (p->ctx) {
         g->p.n_ctx = aero_ctx_n_ctx(p->ctx);
         g->p.n_vocab = aero_model_hparams(aero_ctx_model(p->ctx))->n_vocab;
@@ -169,7 +168,7 @@ aero_status aero_generator_new(aero_generator **out, const aero_generator_params
     if (p->ctx && !p->spec) {
         ok &= (g->hist = malloc(sizeof(int32_t) * ((size_t)g->p.n_ctx + 1))) != NULL;
         ok &= (g->logits = malloc(sizeof(float) * (size_t)g->p.n_vocab)) != NULL;
-        ok &= (g->bb = aero_batch_buf_new(g->p.n_batch)) != NULL;
+        ok &= (g->bb = aero_batch_buf_new(g->p.n_batch > 0 ? g->p.n_batch : 1)) != NULL;
     }
     for (int i = 0; i < p->n_stop; i++) {
         size_t l = strlen(p->stop[i]);
@@ -194,6 +193,24 @@ void aero_generator_free(aero_generator *g) {
     aero_batch_buf_free(g->bb);
     free(g->text);
     free(g);
+}
+
+// The tokens of one step's pass: the prompt's remaining tokens (at most n_batch when set), else one.
+static int pass_tokens(const aero_generator *g) {
+    int n = g->n_prompt - g->n_fed;
+    if (g->p.n_batch > 0 && n > g->p.n_batch) n = g->p.n_batch;
+    return n > 1 ? n : 1;
+}
+
+// Grows the step's batch so the prompt goes in one pass.
+static aero_status size_batch(aero_generator *g, aero_error *err) {
+    int need = pass_tokens(g);
+    if (aero_batch_buf_len(g->bb) + aero_batch_buf_room(g->bb) >= need) return AERO_OK;
+    aero_batch_buf *b = aero_batch_buf_new(need);
+    if (!b) return aero_fail(err, AERO_ERR_NOMEM, "out of memory for a batch of %d prompt tokens", need);
+    aero_batch_buf_free(g->bb);
+    g->bb = b;
+    return AERO_OK;
 }
 
 aero_status aero_generator_begin(aero_generator *g, const int32_t *prompt, int n, aero_error *err) {
@@ -230,7 +247,7 @@ aero_status aero_generator_begin(aero_generator *g, const int32_t *prompt, int n
     }
     g->n_reused = keep;
     g->n_fed = g->n_past = keep;
-    return AERO_OK;
+    return g->bb ? size_batch(g, err) : AERO_OK;
 }
 
 int aero_generator_feed(aero_generator *g, aero_batch_buf *b, int room) {
@@ -413,7 +430,7 @@ aero_status aero_generator_step(aero_generator *g, aero_error *err) {
     if (g->p.spec) return g->end ? AERO_OK : spec_step(g, err);
     if (!g->p.ctx) return aero_fail(err, AERO_ERR_INVALID, "generator: step needs a context");
     aero_batch_buf_clear(g->bb);
-    if (aero_generator_feed(g, g->bb, g->p.n_batch) == 0) return AERO_OK;
+    if (aero_generator_feed(g, g->bb, pass_tokens(g)) == 0) return AERO_OK;
     aero_status st = aero_decode(g->p.ctx, aero_batch_buf_get(g->bb), g->logits, err);
     if (st) {
         g->fed = 0;

@@ -9,6 +9,12 @@
 #include "../stream/stream.h"
 #include "internal.h"
 
+// A forward pass takes prompt tokens up to this many tiles (-b): a prompt up to that length costs one read of
+// streamed weights. Unbounded, one pass would hold the activations of every token it carries (n x n_embd
+// floats, for --parallel prompts at once) and delay the decoding sequences' next token by all their compute;
+// a longer prompt goes on in the next steps, the decoders advancing between them.
+#define PROMPT_PASS_TILES 4
+
 // The scheduler's forward pass: one batch over every active sequence.
 static aero_status eng_decode(void *self, const aero_batch *b, float *logits, aero_error *err) {
     aero_srv_model *x = self;
@@ -44,7 +50,8 @@ aero_status aero_srv_model_open(aero_srv_model *x, const aero_server_params *p, 
     memset(x, 0, sizeof *x);
     aero_status st = aero_model_load(&x->model, &p->model, err);
     if (st) return st;
-    aero_ctx_params cp = {.n_ctx = p->n_ctx, .n_seq = p->parallel, .kv_f32 = p->kv_f32};
+    int tile = p->n_batch > 0 ? p->n_batch : 512;
+    aero_ctx_params cp = {.n_ctx = p->n_ctx, .n_seq = p->parallel, .kv_f32 = p->kv_f32, .n_batch = tile};
     if ((st = aero_ctx_new(&x->ctx, x->model, &cp, err))) goto fail;
     x->tok = aero_model_tokenizer(x->model);
     token_string(x->tok, aero_tokenizer_bos(x->tok), x->bos_str, sizeof x->bos_str);
@@ -61,7 +68,7 @@ aero_status aero_srv_model_open(aero_srv_model *x, const aero_server_params *p, 
         .n_vocab = aero_model_hparams(x->model)->n_vocab,
         .n_ctx = aero_ctx_n_ctx(x->ctx),
         .n_seq = aero_ctx_n_seq(x->ctx),
-        .n_batch = p->n_batch > 0 ? p->n_batch : 512,
+        .n_pass = PROMPT_PASS_TILES * tile,
         .decode = eng_decode,
         .kv_drop = eng_drop,
         .stats = eng_stats,

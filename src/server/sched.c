@@ -381,7 +381,6 @@ static void admit(aero_sched *s) {
         gp.seq = i;
         gp.n_ctx = s->e.n_ctx;
         gp.n_vocab = s->e.n_vocab;
-        gp.n_batch = s->e.n_batch;
         gp.max_tokens = g->p.max_tokens;
         gp.ignore_eos = g->p.ignore_eos;
         gp.text_starts_document = g->p.detok_first;
@@ -413,7 +412,7 @@ static void step(aero_sched *s) {
         if (!g) continue;
         g->in_batch = g->state == GEN_DECODE && aero_generator_feed(g->gen, b, 1) > 0;
     }
-    for (;;) { // prompt chunks, oldest request first
+    for (;;) { // prompts, oldest request first, as far as the pass bound allows
         aero_gen *best = NULL;
         for (int i = 0; i < e->n_seq; i++) {
             aero_gen *g = s->seqs[i];
@@ -478,13 +477,13 @@ aero_status aero_sched_new(aero_sched **out, const aero_sched_backend *e, int ma
     aero_sched *s = calloc(1, sizeof *s);
     if (!s) return aero_fail(err, AERO_ERR_NOMEM, "scheduler: out of memory");
     s->e = *e;
-    if (s->e.n_batch < s->e.n_seq) s->e.n_batch = s->e.n_seq;
+    if (s->e.n_pass < s->e.n_seq) s->e.n_pass = s->e.n_seq;
     s->metrics = metrics;
     s->max_queue = max_queue < 0 ? 0 : max_queue;
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
     s->seqs = calloc((size_t)e->n_seq, sizeof *s->seqs);
-    s->batch = aero_batch_buf_new(s->e.n_batch);
+    s->batch = aero_batch_buf_new(s->e.n_pass);
     s->logits = malloc((size_t)e->n_seq * (size_t)e->n_vocab * sizeof *s->logits);
     if (!s->seqs || !s->batch || !s->logits) {
         aero_sched_free(s);
@@ -569,6 +568,13 @@ void aero_sched_poke(aero_sched *s) {
     pthread_mutex_lock(&s->mu);
     pthread_cond_signal(&s->cv);
     pthread_mutex_unlock(&s->mu);
+}
+
+bool aero_sched_stopping(aero_sched *s) {
+    pthread_mutex_lock(&s->mu);
+    bool stop = s->stop;
+    pthread_mutex_unlock(&s->mu);
+    return stop;
 }
 
 const aero_sched_backend *aero_sched_backend_of(const aero_sched *s) { return &s->e; }
