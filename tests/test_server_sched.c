@@ -18,7 +18,7 @@ typedef struct {
     uint64_t h[MAXSEQ];
     int len[MAXSEQ];
     int drops[MAXSEQ];
-    int max_batch, bad_pos;
+    int max_batch, bad_pos, calls;
     pthread_mutex_t mu;
     pthread_cond_t cv;
     bool gate_closed;
@@ -36,6 +36,7 @@ static aero_status fake_decode(void *self, const aero_batch *b, float *logits, a
     while (f->gate_closed) pthread_cond_wait(&f->cv, &f->mu);
     f->in_decode--;
     if (b->n > f->max_batch) f->max_batch = b->n;
+    f->calls++;
     pthread_mutex_unlock(&f->mu);
     int row = 0;
     for (int i = 0; i < b->n; i++) {
@@ -220,6 +221,10 @@ static void test_limits(void) {
     // max_tokens
     run_one(s, &(spec){.n_prompt = 4, .max_tokens = 7, .ignore_eos = true}, &r);
     CHECK(r.finish == AERO_FINISH_LENGTH && r.n_gen == 7);
+    // a prompt within the pass bound is one forward pass (its one token comes from the prompt's logits)
+    int calls = F.calls;
+    run_one(s, &(spec){.n_prompt = 16, .max_tokens = 1, .ignore_eos = true}, &r);
+    CHECK(r.n_gen == 1 && F.calls == calls + 1);
     // context: 60 prompt tokens in a 64-token context leave room for 5 generated tokens
     run_one(s, &(spec){.n_prompt = 60, .max_tokens = 100, .ignore_eos = true}, &r);
     CHECK(r.finish == AERO_FINISH_LENGTH && r.n_gen == 5);
