@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "../spec/spec.h"
+#include "stop.h"
 
 struct aero_batch_buf {
     int cap, n, n_logits;
@@ -104,7 +105,8 @@ struct aero_generator {
     aero_batch_buf *bb;      // the step's own batch
     aero_detok detok;
     char *text;
-    size_t len, cap, visible, scan_from, stop_max;
+    size_t len, cap, visible;
+    aero_stop stop;          // the stop strings' matcher over text
 };
 
 const char *aero_end_name(aero_end e) {
@@ -170,10 +172,7 @@ aero_status aero_generator_new(aero_generator **out, const aero_generator_params
         ok &= (g->logits = malloc(sizeof(float) * (size_t)g->p.n_vocab)) != NULL;
         ok &= (g->bb = aero_batch_buf_new(g->p.n_batch > 0 ? g->p.n_batch : 1)) != NULL;
     }
-    for (int i = 0; i < p->n_stop; i++) {
-        size_t l = strlen(p->stop[i]);
-        if (l > g->stop_max) g->stop_max = l;
-    }
+    aero_stop_init(&g->stop, p->stop, p->n_stop);
     if (!ok) {
         aero_generator_free(g);
         return aero_fail(err, AERO_ERR_NOMEM, "out of memory for a generation (vocabulary %d)", p->n_vocab);
@@ -228,7 +227,8 @@ aero_status aero_generator_begin(aero_generator *g, const int32_t *prompt, int n
     g->row = -1;
     g->has_next = false;
     g->last_logits = NULL;
-    g->len = g->visible = g->scan_from = 0;
+    g->len = g->visible = 0;
+    aero_stop_init(&g->stop, g->p.stop, g->p.n_stop);
     g->end = g->p.max_tokens == 0 ? AERO_END_MAX_TOKENS : AERO_END_NONE;
     g->vocab.detok_init(g->vocab.self, &g->detok, g->p.text_starts_document);
     int keep = 0;
@@ -288,40 +288,9 @@ static bool text_add(aero_generator *g, const char *s, size_t n) {
     return true;
 }
 
-// Finds the earliest stop string in the text (true: *cut is its offset) or else sets what may be shown: all
-// but the longest tail that begins a stop string. Looks only where new text can complete a match.
+// Finds the earliest stop string in the text (true: *cut is its offset) or else sets what may be shown.
 static bool stop_scan(aero_generator *g, size_t *cut) {
-    size_t len = g->len;
-    *cut = len;
-    g->visible = len;
-    if (g->stop_max == 0) return false;
-    bool found = false;
-    size_t best = len;
-    for (int i = 0; i < g->p.n_stop; i++) {
-        size_t l = strlen(g->p.stop[i]);
-        if (l == 0 || l > len) continue;
-        const char *p = memmem(g->text + g->scan_from, len - g->scan_from, g->p.stop[i], l);
-        if (p && (size_t)(p - g->text) < best) {
-            best = (size_t)(p - g->text);
-            found = true;
-        }
-    }
-    if (found) {
-        *cut = g->visible = best;
-        return true;
-    }
-    g->scan_from = len >= g->stop_max ? len - (g->stop_max - 1) : 0;
-    size_t hold = 0, lim = g->stop_max - 1 < len ? g->stop_max - 1 : len;
-    for (size_t k = lim; k > 0 && hold == 0; k--)
-        for (int i = 0; i < g->p.n_stop; i++) {
-            size_t l = strlen(g->p.stop[i]);
-            if (l > k && memcmp(g->text + len - k, g->p.stop[i], k) == 0) {
-                hold = k;
-                break;
-            }
-        }
-    g->visible = len - hold;
-    return false;
+    return aero_stop_scan(&g->stop, g->text, g->len, cut, &g->visible);
 }
 
 // Ends the generation: the detokenizer's tail joins the text, which may then complete a stop string.
