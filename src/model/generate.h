@@ -117,8 +117,8 @@ aero_status aero_generator_begin(aero_generator *g, const int32_t *prompt, int n
 // steps, one pass of n_batch tokens each, when n_batch is set).
 aero_status aero_generator_prefill(aero_generator *g, aero_error *err);
 // One forward pass of the sequence (needs ctx): the prompt (or its next n_batch tokens), or the next token;
-// with a drafter, one draft-and-verify round. Afterwards the new tokens and text are available, and aero_generator_end tells
-// whether the generation ended.
+// with a drafter, one draft-and-verify round. Afterwards the new tokens and text are available, and
+// aero_generator_end tells whether the generation ended.
 aero_status aero_generator_step(aero_generator *g, aero_error *err);
 
 // Multi-sequence form. feed: adds what the sequence needs next to b (its last token, or a prompt chunk of at

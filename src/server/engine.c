@@ -16,17 +16,17 @@
 #define PROMPT_PASS_TILES 4
 
 // The scheduler's forward pass: one batch over every active sequence.
-static aero_status eng_decode(void *self, const aero_batch *b, float *logits, aero_error *err) {
+static aero_status backend_decode(void *self, const aero_batch *b, float *logits, aero_error *err) {
     aero_srv_model *x = self;
     return aero_decode(x->ctx, b, logits, err);
 }
 // Frees a finished or cancelled request's KV entries at once.
-static void eng_drop(void *self, int seq) {
+static void backend_kv_drop(void *self, int seq) {
     aero_srv_model *x = self;
     aero_kv_drop(x->ctx, seq);
 }
 // Called on the scheduler thread, which owns the model, after every step.
-static void eng_stats(void *self, aero_engine_stats *out) {
+static void backend_stats(void *self, aero_backend_stats *out) {
     aero_srv_model *x = self;
     aero_stream_stats st;
     aero_stream_get_stats(aero_model_stream(x->model), &st);
@@ -63,17 +63,17 @@ aero_status aero_srv_model_open(aero_srv_model *x, const aero_server_params *p, 
     }
     pthread_mutex_init(&x->render_mu, NULL);
     x->render_mu_ok = true;
-    x->e = (aero_sched_backend){
+    x->backend = (aero_sched_backend){
         .self = x,
         .n_vocab = aero_model_hparams(x->model)->n_vocab,
         .n_ctx = aero_ctx_n_ctx(x->ctx),
         .n_seq = aero_ctx_n_seq(x->ctx),
         .n_pass = PROMPT_PASS_TILES * tile,
-        .decode = eng_decode,
-        .kv_drop = eng_drop,
-        .stats = eng_stats,
+        .decode = backend_decode,
+        .kv_drop = backend_kv_drop,
+        .stats = backend_stats,
     };
-    aero_generator_vocab_of(&x->e.vocab, x->tok); // end-of-generation tokens and streaming text
+    aero_generator_vocab_of(&x->backend.vocab, x->tok); // end-of-generation tokens and streaming text
     return AERO_OK;
 fail:
     aero_srv_model_close(x);

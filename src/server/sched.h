@@ -35,7 +35,7 @@ typedef struct {
     aero_status (*decode)(void *self, const aero_batch *b, float *logits, aero_error *err);
     void (*kv_drop)(void *self, int seq);
     aero_generator_vocab vocab; // end-of-generation test and streaming text, with their own self
-    void (*stats)(void *self, aero_engine_stats *out); // may be NULL
+    void (*stats)(void *self, aero_backend_stats *out); // may be NULL
 } aero_sched_backend;
 
 typedef enum {
