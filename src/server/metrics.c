@@ -1,3 +1,4 @@
+// Server counters (see metrics.h), one mutex for all: updates are rare next to a forward pass.
 #include "metrics.h"
 
 #include "../core/buf.h"

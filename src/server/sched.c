@@ -1,3 +1,4 @@
+// The request scheduler (see sched.h): the queue, the step loop on its own thread, and what readers take.
 #include "sched.h"
 
 #include "../core/buf.h"
