@@ -15,17 +15,6 @@
 
 #define MODELS SHARED_DATA "/models/"
 
-static aero_model *load(const char *path) {
-    aero_model_params p;
-    aero_model_params_default(&p);
-    p.path = path;
-    p.n_threads = 2;
-    aero_model *m = NULL;
-    aero_error err = {0};
-    if (aero_model_load(&m, &p, &err)) fprintf(stderr, "load %s: %s\n", path, err.msg);
-    return m;
-}
-
 static aero_sampler *greedy(int nv) {
     aero_sampler_params sp;
     aero_sampler_params_default(&sp);
@@ -303,7 +292,7 @@ static void test_reuse(aero_model *m, const int32_t *p, int np) {
 // speculative decoder's (all but the prompt's last tile) each read the weights once, and the greedy tokens are
 // those of the resident model.
 static void test_prompt_pass(const int32_t *p, int np) {
-    aero_model *res = load(MODELS "stories260K.gguf");
+    aero_model *res = test_load_model(MODELS "stories260K.gguf", 2, 0);
     CHECK(res != NULL);
     if (!res) return;
     uint64_t budget = aero_stream_get_plan(aero_model_stream(res))->min_budget;
@@ -374,7 +363,8 @@ static void test_prompt_pass(const int32_t *p, int np) {
 
 int main(void) {
     require_shared_data();
-    aero_model *m = load(MODELS "stories260K.gguf"), *d = load(MODELS "stories260K-Q4_0.gguf");
+    aero_model *m = test_load_model(MODELS "stories260K.gguf", 2, 0);
+    aero_model *d = test_load_model(MODELS "stories260K-Q4_0.gguf", 2, 0);
     CHECK(m && d);
     if (!m || !d) return check_done("test_generate");
     const char *texts[3] = {"Once upon a time", "Tom and Lily went to the park. Tom said", "Lily wanted to"};
