@@ -8,7 +8,7 @@
 
 #include "server/oai.h"
 #include "server/request.h"
-#include "server/stop.h"
+#include "model/stop.h"
 
 static size_t piece(void *ctx, int32_t id, char *buf, size_t cap) {
     (void)ctx;

@@ -1,7 +1,8 @@
 // The generation layer: greedy output equal to a plain loop written here on aero_decode alone; the stopping
 // rules (end-of-generation token sampled but never emitted, max_tokens, context full, stop strings cut before
 // the string); speculative generation token-identical to plain; several sequences advanced in ONE batch per
-// forward pass equal to each sequence generated alone; a chat-style second prompt reusing the KV cache.
+// forward pass equal to each sequence generated alone; a chat-style second prompt reusing the KV cache; a
+// prompt of several compute tiles prefilled in ONE pass over streamed weights, with and without a drafter.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,20 +10,10 @@
 #include <aerollm.h>
 
 #include "check.h"
+#include "helpers.h"
 #include "model/generate.h"
 
 #define MODELS SHARED_DATA "/models/"
-
-static aero_model *load(const char *path) {
-    aero_model_params p;
-    aero_model_params_default(&p);
-    p.path = path;
-    p.n_threads = 2;
-    aero_model *m = NULL;
-    aero_error err = {0};
-    if (aero_model_load(&m, &p, &err)) fprintf(stderr, "load %s: %s\n", path, err.msg);
-    return m;
-}
 
 static aero_sampler *greedy(int nv) {
     aero_sampler_params sp;
@@ -140,7 +131,7 @@ static void solo(aero_model *m, const int32_t *prompt, int np, const run_opts *o
     aero_ctx_free(c);
 }
 
-static run_opts base(void) { return (run_opts){.n_ctx = 256, .max_tokens = 40, .n_batch = 512, .bias_tok = -1}; }
+static run_opts base(void) { return (run_opts){.n_ctx = 256, .max_tokens = 40, .bias_tok = -1}; }
 
 static void test_rules(aero_model *m, const int32_t *p, int np) {
     int32_t want[64];
@@ -297,9 +288,83 @@ static void test_reuse(aero_model *m, const int32_t *p, int np) {
     aero_ctx_free(c);
 }
 
+// With every layer streamed and a compute tile of a third of the prompt, the generator's prefill and the
+// speculative decoder's (all but the prompt's last tile) each read the weights once, and the greedy tokens are
+// those of the resident model.
+static void test_prompt_pass(const int32_t *p, int np) {
+    aero_model *res = test_load_model(MODELS "stories260K.gguf", 2, 0);
+    CHECK(res != NULL);
+    if (!res) return;
+    uint64_t budget = aero_stream_get_plan(aero_model_stream(res))->min_budget;
+    aero_model *m = test_load_model(MODELS "stories260K.gguf", 2, budget);
+    CHECK(m && aero_stream_get_plan(aero_model_stream(m))->n_streamed > 0);
+    if (!m) {
+        aero_model_free(res);
+        return;
+    }
+    int tile = np / 3;
+    run_opts o = base();
+    o.ignore_eos = true;
+    o.max_tokens = 8;
+    result want;
+    solo(res, p, np, &o, &want);
+    for (int with_spec = 0; with_spec < 2; with_spec++) {
+        aero_error err = {0};
+        aero_ctx *c;
+        aero_ctx_params cp = {.n_ctx = 256, .n_batch = tile};
+        CHECK(aero_ctx_new(&c, m, &cp, &err) == AERO_OK);
+        aero_sampler *s = greedy(aero_model_hparams(m)->n_vocab);
+        aero_spec *spec = NULL;
+        if (with_spec) {
+            aero_spec_params sp;
+            aero_spec_params_default(&sp);
+            sp.sampling.temp = 0;
+            sp.n_batch = tile;
+            CHECK(aero_spec_new(&spec, c, 0, NULL, &sp, &err) == AERO_OK);
+        }
+        aero_generator_params gp;
+        aero_generator_params_default(&gp);
+        gp.ctx = c;
+        gp.tok = aero_model_tokenizer(m);
+        gp.max_tokens = o.max_tokens;
+        gp.ignore_eos = true;
+        gp.spec = spec;
+        aero_generator *g;
+        CHECK(aero_generator_new(&g, &gp, s, &err) == AERO_OK);
+        aero_stream *st = aero_model_stream(m);
+        aero_stream_reset_stats(st);
+        CHECK(aero_generator_begin(g, p, np, &err) == AERO_OK && aero_generator_prefill(g, &err) == AERO_OK);
+        aero_stream_stats ss;
+        aero_stream_get_stats(st, &ss);
+        CHECKF(ss.passes == 1, "%s: a %d-token prompt, tile %d: %llu passes", with_spec ? "spec" : "plain", np, tile,
+               (unsigned long long)ss.passes);
+        int n = 0, k;
+        int32_t got[64];
+        for (;;) {
+            const int32_t *t = aero_generator_new_tokens(g, &k);
+            for (int i = 0; i < k && n < 64; i++) got[n++] = t[i];
+            if (aero_generator_end(g) != AERO_END_NONE) break;
+            CHECKF(aero_generator_step(g, &err) == AERO_OK, "%s", err.msg);
+        }
+        CHECK(n == want.n_tok && !memcmp(got, want.tok, sizeof(int32_t) * n));
+        if (spec) {
+            aero_spec_stats sst;
+            aero_spec_get_stats(spec, &sst);
+            CHECK(sst.prefill_passes == 1);
+        }
+        aero_generator_free(g);
+        aero_spec_free(spec);
+        aero_sampler_free(s);
+        aero_ctx_free(c);
+    }
+    aero_model_free(m);
+    aero_model_free(res);
+}
+
 int main(void) {
     require_shared_data();
-    aero_model *m = load(MODELS "stories260K.gguf"), *d = load(MODELS "stories260K-Q4_0.gguf");
+    aero_model *m = test_load_model(MODELS "stories260K.gguf", 2, 0);
+    aero_model *d = test_load_model(MODELS "stories260K-Q4_0.gguf", 2, 0);
     CHECK(m && d);
     if (!m || !d) return check_done("test_generate");
     const char *texts[3] = {"Once upon a time", "Tom and Lily went to the park. Tom said", "Lily wanted to"};
@@ -312,6 +377,7 @@ int main(void) {
     test_spec_equal(m, d, prompts[2], np[2]);
     test_batch(m, prompts, np);
     test_reuse(m, prompts[1], np[1]);
+    test_prompt_pass(prompts[1], np[1]);
     aero_model_free(m);
     aero_model_free(d);
     return check_done("test_generate");

@@ -1,16 +1,17 @@
-// Unit tests of the server's pure parts: stop-string matching across token boundaries, request parsing and
-// validation (the 400 matrix at the C level), the OpenAI wire format (responses, chunks, SSE, errors), and the
-// core append buffer and file reader the server builds its bodies with.
+// Unit tests of the server's pure parts: stop-string matching across token boundaries (the generation layer's
+// matcher, model/stop.h, which every request's text goes through), request parsing and validation (the 400
+// matrix at the C level), the OpenAI wire format (responses, chunks, SSE, errors), and the core append buffer
+// and file reader the server builds its bodies with.
 #include <string.h>
 
 #include "check.h"
 #include "core/buf.h"
 #include "core/util.h"
+#include "model/stop.h"
 #include "server/oai.h"
 #include "server/request.h"
-#include "server/stop.h"
 
-// Feeds pieces one by one the way the scheduler does and returns the text released before the stop.
+// Feeds pieces one by one the way the generation layer does and returns the text released before the stop.
 static void run_stop(const char *const *stops, int n, const char *const *pieces, int n_pieces, char *out,
                      bool *found) {
     aero_stop s;

@@ -1,7 +1,8 @@
 // The scheduler against a deterministic fake engine: continuous batching must be invisible (every request's
-// output alone equals its output among others, with chunked prefill), stop strings, max_tokens, the context
+// output alone equals its output among others, with prompts longer than a pass), stop strings, max_tokens, the context
 // limit, logprobs, logit bias, seeds, cancellation freeing the sequence, the bounded queue and shutdown.
 #include <pthread.h>
+#include <sched.h>
 #include <string.h>
 
 #include "check.h"
@@ -17,7 +18,7 @@ typedef struct {
     uint64_t h[MAXSEQ];
     int len[MAXSEQ];
     int drops[MAXSEQ];
-    int max_batch, bad_pos;
+    int max_batch, bad_pos, calls;
     pthread_mutex_t mu;
     pthread_cond_t cv;
     bool gate_closed;
@@ -35,6 +36,7 @@ static aero_status fake_decode(void *self, const aero_batch *b, float *logits, a
     while (f->gate_closed) pthread_cond_wait(&f->cv, &f->mu);
     f->in_decode--;
     if (b->n > f->max_batch) f->max_batch = b->n;
+    f->calls++;
     pthread_mutex_unlock(&f->mu);
     int row = 0;
     for (int i = 0; i < b->n; i++) {
@@ -71,15 +73,15 @@ static size_t fake_flush(void *self, aero_detok *d, char *out, size_t cap) { ret
 static fake F;
 static aero_metrics M;
 
-static aero_sched *start(int n_seq, int n_ctx, int n_batch, int max_queue) {
+static aero_sched *start(int n_seq, int n_ctx, int n_pass, int max_queue) {
     memset(&F, 0, sizeof F);
     pthread_mutex_init(&F.mu, NULL);
     pthread_cond_init(&F.cv, NULL);
     F.n_ctx = n_ctx;
-    aero_sched_backend e = {.self = &F, .n_vocab = V, .n_ctx = n_ctx, .n_seq = n_seq, .n_batch = n_batch,
-                     .decode = fake_decode, .kv_drop = fake_drop,
-                     .vocab = {.self = &F, .is_eog = fake_eog, .detok_init = fake_detok_init, .detok_push = fake_push,
-                               .detok_flush = fake_flush}};
+    aero_sched_backend e = {.self = &F, .n_vocab = V, .n_ctx = n_ctx, .n_seq = n_seq, .n_pass = n_pass,
+                            .decode = fake_decode, .kv_drop = fake_drop,
+                            .vocab = {.self = &F, .is_eog = fake_eog, .detok_init = fake_detok_init,
+                                      .detok_push = fake_push, .detok_flush = fake_flush}};
     aero_sched *s;
     aero_error err = {0};
     CHECK(aero_sched_new(&s, &e, max_queue, &M, &err) == AERO_OK);
@@ -93,9 +95,10 @@ static void gate(bool closed) {
     pthread_mutex_unlock(&F.mu);
 }
 
-static void *open_gate_later(void *arg) {
-    (void)arg;
-    usleep(20000);
+// Lets the held forward pass finish once the scheduler is stopping, so the loop ends after that pass.
+static void *open_gate_when_stopping(void *arg) {
+    aero_sched *s = arg;
+    while (!aero_sched_stopping(s)) sched_yield();
     gate(false);
     return NULL;
 }
@@ -208,7 +211,7 @@ static void test_batch_invariance(void) {
     }
     CHECK(distinct >= 6);
     CHECK(F.bad_pos == 0);
-    CHECK(F.max_batch <= 8 && F.max_batch >= 4); // several sequences shared passes, within n_batch
+    CHECK(F.max_batch <= 8 && F.max_batch >= 4); // several sequences shared passes, within n_pass
     aero_sched_free(s);
 }
 
@@ -218,6 +221,10 @@ static void test_limits(void) {
     // max_tokens
     run_one(s, &(spec){.n_prompt = 4, .max_tokens = 7, .ignore_eos = true}, &r);
     CHECK(r.finish == AERO_FINISH_LENGTH && r.n_gen == 7);
+    // a prompt within the pass bound is one forward pass (its one token comes from the prompt's logits)
+    int calls = F.calls;
+    run_one(s, &(spec){.n_prompt = 16, .max_tokens = 1, .ignore_eos = true}, &r);
+    CHECK(r.n_gen == 1 && F.calls == calls + 1);
     // context: 60 prompt tokens in a 64-token context leave room for 5 generated tokens
     run_one(s, &(spec){.n_prompt = 60, .max_tokens = 100, .ignore_eos = true}, &r);
     CHECK(r.finish == AERO_FINISH_LENGTH && r.n_gen == 5);
@@ -304,7 +311,7 @@ static void test_cancel_queue_shutdown(void) {
     CHECK(aero_sched_submit(s, g, &err) == AERO_OK);
     wait_in_decode();
     pthread_t opener;
-    pthread_create(&opener, NULL, open_gate_later, NULL);
+    pthread_create(&opener, NULL, open_gate_when_stopping, s);
     aero_sched_free(s); // stops the loop, then waits for the pass held by the gate
     pthread_join(opener, NULL);
     collect(g, &r);

@@ -16,7 +16,7 @@ static void usage(void) {
     cli_common_usage();
 }
 
-// Prefills n synthetic tokens (passes of n_batch) through a greedy generation and returns the seconds taken.
+// Prefills n synthetic tokens (one pass) through a greedy generation and returns the seconds taken.
 static int run_prefill(cli_session *e, aero_generator *g, int n, double *secs, aero_error *err) {
     const aero_hparams *hp = aero_model_hparams(e->model);
     int32_t *tok = malloc(sizeof(int32_t) * n);
@@ -96,7 +96,6 @@ int aero_cmd_bench(int argc, char **argv) {
     aero_generator_params_default(&gp);
     gp.ctx = e.ctx;
     gp.tok = aero_model_tokenizer(e.model);
-    gp.n_batch = o.n_batch;
     gp.ignore_eos = true; // measure every pass asked for
     aero_generator *g = NULL;
     if (aero_generator_new(&g, &gp, e.sampler, &err)) {

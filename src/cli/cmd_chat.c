@@ -204,7 +204,6 @@ int aero_cmd_chat(int argc, char **argv) {
     aero_generator_params_default(&gp);
     gp.ctx = s.e.ctx;
     gp.tok = s.tok;
-    gp.n_batch = o.n_batch;
     gp.max_tokens = o.n_predict;
     gp.ignore_eos = o.ignore_eos;
     if (aero_generator_new(&s.gen, &gp, s.e.sampler, &err)) {

@@ -24,7 +24,8 @@ void cli_common_usage(void) {
     printf("common options:\n"
            "  -t N                compute threads (default: all CPUs)\n"
            "  -c N                context size (default: the model's, at most 4096)\n"
-           "  -b N                prompt tokens per pass (default 512)\n"
+           "  -b N                tokens computed at once in a layer (default 512); a prompt is prefilled in one\n"
+           "                      pass over the weights (serve: up to 4 x N prompt tokens a pass)\n"
            "  --mem SIZE          weight memory budget (e.g. 512M, 8G); layers beyond it are streamed from disk\n"
            "  --prefetch N        layers read ahead when streaming (default 2)\n"
            "  --io-threads N      IO threads when streaming (default 4)\n"
@@ -201,7 +202,7 @@ int cli_session_open(cli_session *e, const cli_opts *o, const char *cmd) {
         cli_session_close(e);
         return cli_fail(cmd, "%s", err.msg);
     }
-    aero_ctx_params cp = {.n_ctx = o->n_ctx, .n_seq = 1, .kv_f32 = o->kv_f32};
+    aero_ctx_params cp = {.n_ctx = o->n_ctx, .n_seq = 1, .kv_f32 = o->kv_f32, .n_batch = o->n_batch};
     if (aero_ctx_new(&e->ctx, e->model, &cp, &err)) {
         cli_session_close(e);
         return cli_fail(cmd, "%s", err.msg);
@@ -337,7 +338,6 @@ int cli_generate(cli_session *e, const cli_opts *o, FILE *out) {
     aero_generator_params_default(&gp);
     gp.ctx = e->ctx;
     gp.tok = tok;
-    gp.n_batch = o->n_batch;
     gp.max_tokens = o->n_predict;
     gp.ignore_eos = o->ignore_eos;
     gp.text_starts_document = n_ids == 1 && add_bos;

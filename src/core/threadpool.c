@@ -7,9 +7,9 @@
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
-#include <time.h>
 
 #include "cpu.h"
+#include "util.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -19,7 +19,7 @@
 #endif
 
 #define POOL_MAX_THREADS 512
-#define POOL_SPIN_NS 300000L // how long an idle worker spins before sleeping (0.3 ms)
+#define POOL_SPIN_S 0.0003 // how long an idle worker spins before sleeping (0.3 ms)
 
 struct aero_pool {
     int n;
@@ -44,17 +44,10 @@ typedef struct {
 // would wait forever for workers that are busy running it, so that call runs inline instead.
 static _Thread_local const aero_pool *tl_in_job;
 
-// Monotonic nanoseconds, to bound spinning by time rather than by a CPU-dependent loop count.
-static long long now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
 // Waits for a new generation: spin (cheap wake-up for back-to-back jobs), then block on the condvar.
 static unsigned long wait_for_job(aero_pool *p, unsigned long seen) {
     unsigned long g;
-    long long deadline = 0;
+    double deadline = 0; // spinning is bounded by time (the one clock), not by a CPU-dependent loop count
     for (int spins = 0;; spins++) {
         g = atomic_load_explicit(&p->gen, memory_order_acquire);
         if (g != seen || atomic_load_explicit(&p->stop, memory_order_acquire)) return g;
@@ -63,8 +56,8 @@ static unsigned long wait_for_job(aero_pool *p, unsigned long seen) {
             continue;
         }
         sched_yield(); // still waiting: let a thread that has work (ours or another program's) run
-        long long t = now_ns();
-        if (!deadline) deadline = t + POOL_SPIN_NS;
+        double t = aero_now();
+        if (!deadline) deadline = t + POOL_SPIN_S;
         else if (t > deadline) break;
     }
     pthread_mutex_lock(&p->lock);

@@ -336,9 +336,9 @@ aero_status aero_decode(aero_ctx *c, const aero_batch *b, float *logits, aero_er
         aero_stream_release(m->stream, l);
         if (st) goto rollback;
     }
-    if ((st = aero_stream_acquire(m->stream, hp->n_layer, err))) goto rollback;
+    if ((st = aero_stream_acquire(m->stream, aero_stream_head_unit(m->stream), err))) goto rollback;
     st = head(c, b, logits, err);
-    aero_stream_release(m->stream, hp->n_layer);
+    aero_stream_release(m->stream, aero_stream_head_unit(m->stream));
     if (st) goto rollback;
     for (int s = 0; s < c->n_seq; s++) c->kv.len[s] = base[s] + added[s];
     goto done;

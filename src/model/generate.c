@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "../spec/spec.h"
+#include "stop.h"
 
 struct aero_batch_buf {
     int cap, n, n_logits;
@@ -62,10 +63,11 @@ const aero_batch *aero_batch_buf_get(aero_batch_buf *b) {
     return &b->b;
 }
 
-// Chunked prompt decoding shared by every caller that feeds known tokens (prompts, perplexity, drafters).
+// Prompt decoding shared by every caller that feeds known tokens (prompts, drafters): one pass unless the
+// caller bounds it, because each pass reads the streamed weights once.
 aero_status aero_prefill(aero_ctx *c, int seq, const int32_t *toks, int n, int pos0, int n_batch, float *last_logits,
                          aero_error *err) {
-    if (n_batch <= 0) n_batch = 512;
+    if (n_batch <= 0 || n_batch > n) n_batch = n > 0 ? n : 1;
     int cap = n < n_batch ? n : n_batch;
     aero_batch_buf *b = aero_batch_buf_new(cap);
     if (!b) return aero_fail(err, AERO_ERR_NOMEM, "out of memory for a batch of %d tokens", cap);
@@ -103,7 +105,8 @@ struct aero_generator {
     aero_batch_buf *bb;      // the step's own batch
     aero_detok detok;
     char *text;
-    size_t len, cap, visible, scan_from, stop_max;
+    size_t len, cap, visible;
+    aero_stop stop;          // the stop strings' matcher over text
 };
 
 const char *aero_end_name(aero_end e) {
@@ -119,7 +122,6 @@ const char *aero_end_name(aero_end e) {
 
 void aero_generator_params_default(aero_generator_params *p) {
     memset(p, 0, sizeof *p);
-    p->n_batch = 512;
     p->max_tokens = -1;
 }
 
@@ -150,7 +152,6 @@ aero_status aero_generator_new(aero_generator **out, const aero_generator_params
     if (!g) return aero_fail(err, AERO_ERR_NOMEM, "out of memory");
     g->p = *p;
     g->smp = smp;
-    if (g->p.n_batch <= 0) g->p.n_batch = 512;
     if (p->ctx) {
         g->p.n_ctx = aero_ctx_n_ctx(p->ctx);
         g->p.n_vocab = aero_model_hparams(aero_ctx_model(p->ctx))->n_vocab;
@@ -169,12 +170,9 @@ aero_status aero_generator_new(aero_generator **out, const aero_generator_params
     if (p->ctx && !p->spec) {
         ok &= (g->hist = malloc(sizeof(int32_t) * ((size_t)g->p.n_ctx + 1))) != NULL;
         ok &= (g->logits = malloc(sizeof(float) * (size_t)g->p.n_vocab)) != NULL;
-        ok &= (g->bb = aero_batch_buf_new(g->p.n_batch)) != NULL;
+        ok &= (g->bb = aero_batch_buf_new(g->p.n_batch > 0 ? g->p.n_batch : 1)) != NULL;
     }
-    for (int i = 0; i < p->n_stop; i++) {
-        size_t l = strlen(p->stop[i]);
-        if (l > g->stop_max) g->stop_max = l;
-    }
+    aero_stop_init(&g->stop, p->stop, p->n_stop);
     if (!ok) {
         aero_generator_free(g);
         return aero_fail(err, AERO_ERR_NOMEM, "out of memory for a generation (vocabulary %d)", p->n_vocab);
@@ -196,6 +194,24 @@ void aero_generator_free(aero_generator *g) {
     free(g);
 }
 
+// The tokens of one step's pass: the prompt's remaining tokens (at most n_batch when set), else one.
+static int pass_tokens(const aero_generator *g) {
+    int n = g->n_prompt - g->n_fed;
+    if (g->p.n_batch > 0 && n > g->p.n_batch) n = g->p.n_batch;
+    return n > 1 ? n : 1;
+}
+
+// Grows the step's batch so the prompt goes in one pass.
+static aero_status size_batch(aero_generator *g, aero_error *err) {
+    int need = pass_tokens(g);
+    if (aero_batch_buf_len(g->bb) + aero_batch_buf_room(g->bb) >= need) return AERO_OK;
+    aero_batch_buf *b = aero_batch_buf_new(need);
+    if (!b) return aero_fail(err, AERO_ERR_NOMEM, "out of memory for a batch of %d prompt tokens", need);
+    aero_batch_buf_free(g->bb);
+    g->bb = b;
+    return AERO_OK;
+}
+
 aero_status aero_generator_begin(aero_generator *g, const int32_t *prompt, int n, aero_error *err) {
     if (n < 1) return aero_fail(err, AERO_ERR_INVALID, "the prompt is empty");
     if (n >= g->p.n_ctx)
@@ -211,7 +227,8 @@ aero_status aero_generator_begin(aero_generator *g, const int32_t *prompt, int n
     g->row = -1;
     g->has_next = false;
     g->last_logits = NULL;
-    g->len = g->visible = g->scan_from = 0;
+    g->len = g->visible = 0;
+    aero_stop_init(&g->stop, g->p.stop, g->p.n_stop);
     g->end = g->p.max_tokens == 0 ? AERO_END_MAX_TOKENS : AERO_END_NONE;
     g->vocab.detok_init(g->vocab.self, &g->detok, g->p.text_starts_document);
     int keep = 0;
@@ -230,7 +247,7 @@ aero_status aero_generator_begin(aero_generator *g, const int32_t *prompt, int n
     }
     g->n_reused = keep;
     g->n_fed = g->n_past = keep;
-    return AERO_OK;
+    return g->bb ? size_batch(g, err) : AERO_OK;
 }
 
 int aero_generator_feed(aero_generator *g, aero_batch_buf *b, int room) {
@@ -271,40 +288,9 @@ static bool text_add(aero_generator *g, const char *s, size_t n) {
     return true;
 }
 
-// Finds the earliest stop string in the text (true: *cut is its offset) or else sets what may be shown: all
-// but the longest tail that begins a stop string. Looks only where new text can complete a match.
+// Finds the earliest stop string in the text (true: *cut is its offset) or else sets what may be shown.
 static bool stop_scan(aero_generator *g, size_t *cut) {
-    size_t len = g->len;
-    *cut = len;
-    g->visible = len;
-    if (g->stop_max == 0) return false;
-    bool found = false;
-    size_t best = len;
-    for (int i = 0; i < g->p.n_stop; i++) {
-        size_t l = strlen(g->p.stop[i]);
-        if (l == 0 || l > len) continue;
-        const char *p = memmem(g->text + g->scan_from, len - g->scan_from, g->p.stop[i], l);
-        if (p && (size_t)(p - g->text) < best) {
-            best = (size_t)(p - g->text);
-            found = true;
-        }
-    }
-    if (found) {
-        *cut = g->visible = best;
-        return true;
-    }
-    g->scan_from = len >= g->stop_max ? len - (g->stop_max - 1) : 0;
-    size_t hold = 0, lim = g->stop_max - 1 < len ? g->stop_max - 1 : len;
-    for (size_t k = lim; k > 0 && hold == 0; k--)
-        for (int i = 0; i < g->p.n_stop; i++) {
-            size_t l = strlen(g->p.stop[i]);
-            if (l > k && memcmp(g->text + len - k, g->p.stop[i], k) == 0) {
-                hold = k;
-                break;
-            }
-        }
-    g->visible = len - hold;
-    return false;
+    return aero_stop_scan(&g->stop, g->text, g->len, cut, &g->visible);
 }
 
 // Ends the generation: the detokenizer's tail joins the text, which may then complete a stop string.
@@ -413,7 +399,7 @@ aero_status aero_generator_step(aero_generator *g, aero_error *err) {
     if (g->p.spec) return g->end ? AERO_OK : spec_step(g, err);
     if (!g->p.ctx) return aero_fail(err, AERO_ERR_INVALID, "generator: step needs a context");
     aero_batch_buf_clear(g->bb);
-    if (aero_generator_feed(g, g->bb, g->p.n_batch) == 0) return AERO_OK;
+    if (aero_generator_feed(g, g->bb, pass_tokens(g)) == 0) return AERO_OK;
     aero_status st = aero_decode(g->p.ctx, aero_batch_buf_get(g->bb), g->logits, err);
     if (st) {
         g->fed = 0;

@@ -1,5 +1,6 @@
 // The generation layer: the one loop every caller (run, chat, bench, perplexity, the speculative decoder's
-// prompt, the server's scheduler) goes through. It prefills a prompt in passes of n_batch tokens, samples,
+// prompt, the server's scheduler) goes through. It prefills a prompt in one forward pass (aero_decode tiles it
+// inside each layer, so a streamed model is read once per prompt), samples,
 // applies the stopping rules, and turns tokens into streaming-safe text, for one sequence (aero_generator_step)
 // or for many sequences that share one forward pass (aero_generator_feed + aero_decode + aero_generator_advance).
 //
@@ -44,8 +45,10 @@ int32_t aero_batch_buf_seq(const aero_batch_buf *b, int i); // sequence of token
 // The batch to pass to aero_decode; valid until the next change.
 const aero_batch *aero_batch_buf_get(aero_batch_buf *b);
 
-// Decodes toks[0..n) as positions pos0.. of sequence seq in passes of at most n_batch tokens (<= 0: 512);
-// last_logits (n_vocab floats, or NULL) receives the logits of the last token.
+// Decodes toks[0..n) as positions pos0.. of sequence seq in passes of at most n_batch tokens; <= 0: all n in
+// one pass, which reads streamed weights once (the context's tile, aero_ctx_params.n_batch, bounds the
+// compute; the pass holds n x n_embd floats of activations). last_logits (n_vocab floats, or NULL) receives the
+// logits of the last token.
 aero_status aero_prefill(aero_ctx *c, int seq, const int32_t *toks, int n, int pos0, int n_batch, float *last_logits,
                          aero_error *err);
 
@@ -84,7 +87,10 @@ typedef struct {
     const aero_generator_vocab *vocab; // used instead of tok when set (copied)
     int seq;                       // KV sequence
     int n_ctx, n_vocab;            // taken from ctx when it is set
-    int n_batch;                   // prompt tokens per pass; <= 0: 512
+    int n_batch;                   // most prompt tokens per forward pass; <= 0 (the default): the whole prompt in
+                                   // one pass, one read of streamed weights. The pass holds n x n_embd floats
+                                   // of activations (in real models several times less than the KV cache the
+                                   // same n tokens take); set a limit where that is too much.
     int max_tokens;                // tokens to emit at most; < 0: no limit
     bool ignore_eos;               // the end-of-generation token is emitted like any other
     bool text_starts_document;     // the prompt is only BOS: the first piece of text starts the document
@@ -107,11 +113,12 @@ void aero_generator_free(aero_generator *g);
 // only the tokens decoded anew are accepted into the sampler. With a drafter, this also checks the drafter
 // against the request and prefills all but the prompt's last chunk.
 aero_status aero_generator_begin(aero_generator *g, const int32_t *prompt, int n, aero_error *err);
-// Decodes what remains of the prompt (needs ctx). Without it, the first steps do it chunk by chunk.
+// Decodes what remains of the prompt (needs ctx). When it is not called, the first step does it (or the first
+// steps, one pass of n_batch tokens each, when n_batch is set).
 aero_status aero_generator_prefill(aero_generator *g, aero_error *err);
-// One forward pass of the sequence (needs ctx): a prompt chunk, or the next token; with a drafter, one
-// draft-and-verify round. Afterwards the new tokens and text are available, and aero_generator_end tells
-// whether the generation ended.
+// One forward pass of the sequence (needs ctx): the prompt (or its next n_batch tokens), or the next token;
+// with a drafter, one draft-and-verify round. Afterwards the new tokens and text are available, and
+// aero_generator_end tells whether the generation ended.
 aero_status aero_generator_step(aero_generator *g, aero_error *err);
 
 // Multi-sequence form. feed: adds what the sequence needs next to b (its last token, or a prompt chunk of at

@@ -27,11 +27,11 @@ static json_t *model_object(aero_server *s) {
     json_t *m = json_pack("{s:s, s:s, s:I, s:s}", "id", s->model_id, "object", "model", "created",
                           (json_int_t)time(NULL), "owned_by", "aerollm");
     if (atomic_load(&s->state) == 1) {
-        const aero_sched_backend *e = &s->eng.e;
+        const aero_sched_backend *e = &s->model.backend;
         json_object_set_new(m, "meta",
                             json_pack("{s:i, s:i, s:i, s:s, s:I}", "n_ctx", e->n_ctx, "n_vocab", e->n_vocab,
-                                      "n_parallel", e->n_seq, "chat_template", s->eng.tmpl_name, "weight_bytes",
-                                      (json_int_t)aero_model_weight_bytes(s->eng.model)));
+                                      "n_parallel", e->n_seq, "chat_template", s->model.tmpl_name, "weight_bytes",
+                                      (json_int_t)aero_model_weight_bytes(s->model.model)));
     }
     return m;
 }
@@ -81,7 +81,7 @@ static enum MHD_Result handle_metrics(aero_http_req *r) {
 
 // POST /tokenize (llama.cpp's shape): lets clients count tokens exactly as the server will.
 static enum MHD_Result handle_tokenize(aero_http_req *r) {
-    aero_srv_model *x = &r->srv->eng;
+    aero_srv_model *x = &r->srv->model;
     aero_tokenize_req q;
     aero_error err = {0};
     aero_status st = aero_req_parse_tokenize(&q, r->body.p, r->body.len, &err);
@@ -109,10 +109,10 @@ static enum MHD_Result handle_tokenize(aero_http_req *r) {
 
 // POST /detokenize: the inverse, for clients that hold token ids.
 static enum MHD_Result handle_detokenize(aero_http_req *r) {
-    aero_srv_model *x = &r->srv->eng;
+    aero_srv_model *x = &r->srv->model;
     aero_detokenize_req q;
     aero_error err = {0};
-    aero_status st = aero_req_parse_detokenize(&q, r->body.p, r->body.len, x->e.n_vocab, &err);
+    aero_status st = aero_req_parse_detokenize(&q, r->body.p, r->body.len, x->backend.n_vocab, &err);
     if (st) return aero_http_error(r, status_of(st), err.msg, q.err_param[0] ? q.err_param : NULL, NULL);
     char *text = NULL;
     size_t len = 0;
@@ -168,7 +168,7 @@ static bool out_event(aero_http_req *r, json_t *j) {
 // Turns new output of the generation into SSE events: text/logprob deltas, then the finish chunk, the usage
 // chunk when asked, and [DONE]; an error becomes a data: {"error": ...} event.
 static bool emit_delta(aero_http_req *r, const aero_gen_delta *d) {
-    aero_srv_model *x = &r->srv->eng;
+    aero_srv_model *x = &r->srv->model;
     bool ok = true;
     if (d->len || d->n_lp) {
         json_t *lp = NULL;
@@ -295,7 +295,7 @@ typedef struct {
 // False when the request was answered with an error (in *ret).
 static bool gen_prompt(aero_http_req *r, gen_request *g, enum MHD_Result *ret) {
     aero_server *s = r->srv;
-    aero_srv_model *x = &s->eng;
+    aero_srv_model *x = &s->model;
     aero_req *q = &g->q;
     aero_error err = {0};
     aero_status st = AERO_OK;
@@ -333,7 +333,7 @@ static bool gen_prompt(aero_http_req *r, gen_request *g, enum MHD_Result *ret) {
 // max_tokens against the context: the prompt must leave room, and an explicit max_tokens must fit in it
 // (OpenAI's errors); an absent one is the room left (16 for completions, OpenAI's default).
 static bool gen_max_tokens(aero_http_req *r, gen_request *g, enum MHD_Result *ret) {
-    int n_ctx = r->srv->eng.e.n_ctx;
+    int n_ctx = r->srv->model.backend.n_ctx;
     const char *what = g->kind == AERO_REQ_CHAT ? "messages" : "prompt";
     if (g->n_ids >= (size_t)n_ctx) {
         char msg[256];
@@ -371,7 +371,7 @@ static void gen_echo(aero_http_req *r, const gen_request *g) {
         }
     } else {
         aero_error err = {0};
-        if (aero_detokenize(r->srv->eng.tok, g->ids, g->n_ids, false, &r->echo, &r->echo_len, &err)) {
+        if (aero_detokenize(r->srv->model.tok, g->ids, g->n_ids, false, &r->echo, &r->echo_len, &err)) {
             r->echo = NULL;
             r->echo_len = 0;
         }
@@ -381,7 +381,7 @@ static void gen_echo(aero_http_req *r, const gen_request *g) {
 // The scheduler's parameters for the request (taking its prompt ids); false when out of memory.
 static bool gen_params(aero_http_req *r, gen_request *g, aero_gen_params *gp) {
     aero_server *s = r->srv;
-    aero_srv_model *x = &s->eng;
+    aero_srv_model *x = &s->model;
     const aero_req *q = &g->q;
     bool fallback = g->kind == AERO_REQ_CHAT && !x->tmpl;
     gp->stop = dup_strings(q->stop, q->n_stop, fallback ? 1 : 0);
@@ -488,7 +488,7 @@ static enum MHD_Result respond_whole(aero_http_req *r) {
         goto done;
     }
     json_t *lpj = r->logprobs ? aero_oai_logprobs(r->meta.chat, lps, n_lp, r->top_logprobs, aero_srv_model_piece,
-                                                  &s->eng, 0)
+                                                  &s->model, 0)
                               : NULL;
     const char *fin = last.finish == AERO_FINISH_LENGTH ? "length" : "stop";
     ret = aero_http_json(r, 200,
@@ -504,7 +504,7 @@ static enum MHD_Result handle_generate(aero_http_req *r, aero_req_kind kind) {
     aero_server *s = r->srv;
     gen_request g = {.kind = kind};
     aero_error err = {0};
-    aero_status st = aero_req_parse(&g.q, kind, r->body.p, r->body.len, s->eng.e.n_vocab, &s->p.defaults, &err);
+    aero_status st = aero_req_parse(&g.q, kind, r->body.p, r->body.len, s->model.backend.n_vocab, &s->p.defaults, &err);
     if (st) return aero_http_error(r, status_of(st), err.msg, g.q.err_param[0] ? g.q.err_param : NULL, NULL);
     enum MHD_Result ret;
     if (gen_prompt(r, &g, &ret) && gen_max_tokens(r, &g, &ret)) {

@@ -9,18 +9,24 @@
 #include "../stream/stream.h"
 #include "internal.h"
 
+// A forward pass takes prompt tokens up to this many tiles (-b): a prompt up to that length costs one read of
+// streamed weights. Unbounded, one pass would hold the activations of every token it carries (n x n_embd
+// floats, for --parallel prompts at once) and delay the decoding sequences' next token by all their compute;
+// a longer prompt goes on in the next steps, the decoders advancing between them.
+#define PROMPT_PASS_TILES 4
+
 // The scheduler's forward pass: one batch over every active sequence.
-static aero_status eng_decode(void *self, const aero_batch *b, float *logits, aero_error *err) {
+static aero_status backend_decode(void *self, const aero_batch *b, float *logits, aero_error *err) {
     aero_srv_model *x = self;
     return aero_decode(x->ctx, b, logits, err);
 }
 // Frees a finished or cancelled request's KV entries at once.
-static void eng_drop(void *self, int seq) {
+static void backend_kv_drop(void *self, int seq) {
     aero_srv_model *x = self;
     aero_kv_drop(x->ctx, seq);
 }
 // Called on the scheduler thread, which owns the model, after every step.
-static void eng_stats(void *self, aero_engine_stats *out) {
+static void backend_stats(void *self, aero_backend_stats *out) {
     aero_srv_model *x = self;
     aero_stream_stats st;
     aero_stream_get_stats(aero_model_stream(x->model), &st);
@@ -44,7 +50,8 @@ aero_status aero_srv_model_open(aero_srv_model *x, const aero_server_params *p, 
     memset(x, 0, sizeof *x);
     aero_status st = aero_model_load(&x->model, &p->model, err);
     if (st) return st;
-    aero_ctx_params cp = {.n_ctx = p->n_ctx, .n_seq = p->parallel, .kv_f32 = p->kv_f32};
+    int tile = p->n_batch > 0 ? p->n_batch : 512;
+    aero_ctx_params cp = {.n_ctx = p->n_ctx, .n_seq = p->parallel, .kv_f32 = p->kv_f32, .n_batch = tile};
     if ((st = aero_ctx_new(&x->ctx, x->model, &cp, err))) goto fail;
     x->tok = aero_model_tokenizer(x->model);
     token_string(x->tok, aero_tokenizer_bos(x->tok), x->bos_str, sizeof x->bos_str);
@@ -56,17 +63,17 @@ aero_status aero_srv_model_open(aero_srv_model *x, const aero_server_params *p, 
     }
     pthread_mutex_init(&x->render_mu, NULL);
     x->render_mu_ok = true;
-    x->e = (aero_sched_backend){
+    x->backend = (aero_sched_backend){
         .self = x,
         .n_vocab = aero_model_hparams(x->model)->n_vocab,
         .n_ctx = aero_ctx_n_ctx(x->ctx),
         .n_seq = aero_ctx_n_seq(x->ctx),
-        .n_batch = p->n_batch > 0 ? p->n_batch : 512,
-        .decode = eng_decode,
-        .kv_drop = eng_drop,
-        .stats = eng_stats,
+        .n_pass = PROMPT_PASS_TILES * tile,
+        .decode = backend_decode,
+        .kv_drop = backend_kv_drop,
+        .stats = backend_stats,
     };
-    aero_generator_vocab_of(&x->e.vocab, x->tok); // end-of-generation tokens and streaming text
+    aero_generator_vocab_of(&x->backend.vocab, x->tok); // end-of-generation tokens and streaming text
     return AERO_OK;
 fail:
     aero_srv_model_close(x);

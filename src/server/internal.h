@@ -26,7 +26,7 @@ typedef struct {
     pthread_mutex_t render_mu;
     bool render_mu_ok;
     char bos_str[64], eos_str[64];
-    aero_sched_backend e;
+    aero_sched_backend backend; // the scheduler's view: forward pass, KV drop, end-of-generation and text
 } aero_srv_model;
 
 aero_status aero_srv_model_open(aero_srv_model *x, const aero_server_params *p, aero_error *err);
@@ -46,7 +46,7 @@ struct aero_server {
     struct MHD_Daemon *daemon;
     int port;
     atomic_int state;         // 0 loading, 1 ready, -1 load failed
-    aero_srv_model eng;
+    aero_srv_model model;     // the loaded model and its context, tokenizer and chat template
     aero_sched *sched;
     aero_metrics metrics;
     atomic_ullong next_id;

@@ -1,3 +1,4 @@
+// Server counters (see metrics.h), one mutex for all: updates are rare next to a forward pass.
 #include "metrics.h"
 
 #include "../core/buf.h"
@@ -53,12 +54,12 @@ static void window_add(aero_metrics *m, uint64_t n) {
 }
 
 // Records one forward pass and the latest weight-stream statistics.
-void aero_metrics_step(aero_metrics *m, int n_tokens, double secs, const aero_engine_stats *es) {
+void aero_metrics_step(aero_metrics *m, int n_tokens, double secs, const aero_backend_stats *bs) {
     pthread_mutex_lock(&m->mu);
     m->steps++;
     m->batch_tokens += (uint64_t)n_tokens;
     m->decode_s += secs;
-    if (es) m->engine = *es;
+    if (bs) m->backend = *bs;
     pthread_mutex_unlock(&m->mu);
 }
 
@@ -70,12 +71,12 @@ void aero_metrics_generated(aero_metrics *m, int n) {
     pthread_mutex_unlock(&m->mu);
 }
 
-// Gauges of the scheduler: sequences running, requests waiting, slots.
-void aero_metrics_load(aero_metrics *m, int active, int queued, int slots) {
+// Gauges of the scheduler: sequences running, requests waiting, KV sequences.
+void aero_metrics_load(aero_metrics *m, int active, int queued, int n_seq) {
     pthread_mutex_lock(&m->mu);
     m->active = active;
     m->queued = queued;
-    m->slots = slots;
+    m->n_seq = n_seq;
     pthread_mutex_unlock(&m->mu);
 }
 
@@ -120,8 +121,8 @@ char *aero_metrics_render(aero_metrics *m, size_t *len) {
     metric(&b, "aerollm_requests_cancelled_total", "counter", "Generations stopped because the client went away.",
            (double)c.cancelled);
     metric(&b, "aerollm_requests_active", "gauge", "Sequences being generated now.", c.active);
-    metric(&b, "aerollm_requests_queued", "gauge", "Requests waiting for a free sequence slot.", c.queued);
-    metric(&b, "aerollm_slots", "gauge", "Sequence slots (--parallel).", c.slots);
+    metric(&b, "aerollm_requests_queued", "gauge", "Requests waiting for a free sequence.", c.queued);
+    metric(&b, "aerollm_slots", "gauge", "KV sequences, requests generated at once (--parallel).", c.n_seq);
     metric(&b, "aerollm_prompt_tokens_total", "counter", "Prompt tokens processed.", (double)c.prompt_tokens);
     metric(&b, "aerollm_generation_tokens_total", "counter", "Tokens generated.", (double)c.gen_tokens);
     metric(&b, "aerollm_tokens_per_second", "gauge", "Generated tokens per second over the last 10 seconds.", rate);
@@ -131,18 +132,18 @@ char *aero_metrics_render(aero_metrics *m, size_t *len) {
            (double)c.batch_tokens);
     metric(&b, "aerollm_decode_seconds_total", "counter", "Wall time spent in forward passes.", c.decode_s);
     metric(&b, "aerollm_stream_bytes_total", "counter", "Weight bytes read from disk by the streamer.",
-           (double)c.engine.bytes_streamed);
-    metric(&b, "aerollm_stream_passes_total", "counter", "Passes over the weights.", (double)c.engine.passes);
+           (double)c.backend.bytes_streamed);
+    metric(&b, "aerollm_stream_passes_total", "counter", "Passes over the weights.", (double)c.backend.passes);
     metric(&b, "aerollm_stream_io_wait_seconds_total", "counter", "Time compute waited for weights (IO stall).",
-           c.engine.io_wait_s);
+           c.backend.io_wait_s);
     metric(&b, "aerollm_stream_io_busy_seconds_total", "counter", "Time IO threads spent reading weights.",
-           c.engine.io_busy_s);
+           c.backend.io_busy_s);
     metric(&b, "aerollm_draft_tokens_total", "counter", "Tokens proposed by the speculative drafter.",
-           (double)c.engine.draft_tokens);
+           (double)c.backend.draft_tokens);
     metric(&b, "aerollm_draft_accepted_total", "counter", "Drafted tokens accepted by the target model.",
-           (double)c.engine.draft_accepted);
+           (double)c.backend.draft_accepted);
     metric(&b, "aerollm_draft_acceptance_ratio", "gauge", "Accepted over proposed draft tokens.",
-           c.engine.draft_tokens ? (double)c.engine.draft_accepted / (double)c.engine.draft_tokens : 0.0);
+           c.backend.draft_tokens ? (double)c.backend.draft_accepted / (double)c.backend.draft_tokens : 0.0);
     metric(&b, "aerollm_uptime_seconds", "gauge", "Seconds since the server started.",
            aero_now() - c.t_start);
     return aero_buf_take(&b, len);

@@ -12,11 +12,13 @@
 
 #define AERO_METRICS_WINDOW 10 // seconds of history behind the tok/s gauge
 
+// What the scheduler's backend (the model's forward pass) reports after each step: its weight-stream figures and
+// the speculative drafter's.
 typedef struct {
     uint64_t bytes_streamed, passes;
     double io_wait_s, io_busy_s;
     uint64_t draft_tokens, draft_accepted;
-} aero_engine_stats;
+} aero_backend_stats;
 
 typedef struct {
     pthread_mutex_t mu;
@@ -26,24 +28,22 @@ typedef struct {
     uint64_t prompt_tokens, gen_tokens;
     uint64_t steps, batch_tokens;    // forward passes and the tokens they carried
     double decode_s;                 // wall time inside the forward pass
-    int active, queued, slots;
-    aero_engine_stats engine;
+    int active, queued, n_seq;       // sequences generating, requests waiting, KV sequences (--parallel)
+    aero_backend_stats backend;
     uint64_t window_tokens[AERO_METRICS_WINDOW]; // generated tokens per second, ring indexed by second
     int64_t window_sec[AERO_METRICS_WINDOW];
 } aero_metrics;
 
 void aero_metrics_init(aero_metrics *m);
 void aero_metrics_destroy(aero_metrics *m);
-// An alias of aero_now(), the one monotonic clock, kept for sched.c; other code calls aero_now() directly.
-static inline double aero_metrics_now(void) { return aero_now(); }
 void aero_metrics_request(aero_metrics *m, int status);
 void aero_metrics_cancelled(aero_metrics *m);
 void aero_metrics_prompt(aero_metrics *m, int n_tokens);
 // One forward pass of n_tokens in secs.
-void aero_metrics_step(aero_metrics *m, int n_tokens, double secs, const aero_engine_stats *es);
+void aero_metrics_step(aero_metrics *m, int n_tokens, double secs, const aero_backend_stats *bs);
 // n tokens generated (counted before the client can see them, so /metrics never lags a response).
 void aero_metrics_generated(aero_metrics *m, int n);
-void aero_metrics_load(aero_metrics *m, int active, int queued, int slots);
+void aero_metrics_load(aero_metrics *m, int active, int queued, int n_seq);
 // Generated tokens per second over the last AERO_METRICS_WINDOW seconds.
 double aero_metrics_rate(aero_metrics *m);
 // Prometheus exposition text (malloc'ed).

@@ -1,4 +1,8 @@
+// The request scheduler (see sched.h): the queue, the step loop on its own thread, and what readers take.
 #include "sched.h"
+
+#include "../core/buf.h"
+#include "../core/util.h"
 
 #include <errno.h>
 #include <math.h>
@@ -16,8 +20,8 @@ struct aero_gen {
     atomic_bool cancel;
     aero_gen_params p;
     // Published to readers under mu.
-    char *text;
-    size_t text_len, text_cap, released;
+    aero_buf text;           // the generation's text so far
+    size_t released;         // bytes of text readers may take
     aero_oai_logprob *lp;
     size_t *lp_end;          // text offset where each token's bytes end
     int n_lp, lp_cap, lp_released;
@@ -36,7 +40,7 @@ struct aero_gen {
 };
 
 struct aero_sched {
-    aero_sched_backend e;
+    aero_sched_backend backend;
     aero_metrics *metrics;
     pthread_t th;
     bool started;
@@ -108,7 +112,7 @@ void aero_gen_unref(aero_gen *g) {
     params_free(&g->p);
     aero_sampler_free(g->sampler);
     aero_generator_free(g->gen);
-    free(g->text);
+    aero_buf_free(&g->text);
     free(g->lp);
     free(g->lp_end);
     pthread_mutex_destroy(&g->mu);
@@ -143,7 +147,7 @@ bool aero_gen_next(aero_gen *g, aero_gen_cursor *cur, int timeout_ms, aero_gen_d
         d->len = g->released - cur->text;
         d->text = malloc(d->len + 1);
         if (d->text) {
-            memcpy(d->text, g->text + cur->text, d->len);
+            memcpy(d->text, g->text.p + cur->text, d->len);
             d->text[d->len] = 0;
             cur->text = g->released;
             fresh = true;
@@ -189,17 +193,7 @@ void aero_gen_delta_free(aero_gen_delta *d) {
 
 // Appends token bytes (and the token's logprob entry) to the published text; called with g->mu held.
 static bool append_locked(aero_gen *g, const char *bytes, size_t n, const aero_oai_logprob *lp) {
-    if (g->text_len + n + 1 > g->text_cap) {
-        size_t cap = g->text_cap ? g->text_cap : 256;
-        while (cap < g->text_len + n + 1) cap *= 2;
-        char *t = realloc(g->text, cap);
-        if (!t) return false;
-        g->text = t;
-        g->text_cap = cap;
-    }
-    memcpy(g->text + g->text_len, bytes, n);
-    g->text_len += n;
-    g->text[g->text_len] = 0;
+    if (!aero_buf_append(&g->text, bytes, n)) return false;
     if (lp) {
         if (g->n_lp == g->lp_cap) {
             int cap = g->lp_cap ? g->lp_cap * 2 : 64;
@@ -212,10 +206,17 @@ static bool append_locked(aero_gen *g, const char *bytes, size_t n, const aero_o
             g->lp_cap = cap;
         }
         g->lp[g->n_lp] = *lp;
-        g->lp_end[g->n_lp] = g->text_len;
+        g->lp_end[g->n_lp] = g->text.len;
         g->n_lp++;
     }
     return true;
+}
+
+// Cuts the text at a stop string (text held back, never released); called with g->mu held.
+static void cut_locked(aero_gen *g, size_t len) {
+    if (len >= g->text.len) return;
+    g->text.len = len;
+    g->text.p[len] = 0;
 }
 
 // Makes text up to `upto` visible to readers, with the logprob entries of the tokens it completes.
@@ -228,7 +229,7 @@ static void release_locked(aero_gen *g, size_t upto) {
 static void publish_load(aero_sched *s) {
     if (!s->metrics) return;
     pthread_mutex_lock(&s->mu);
-    aero_metrics_load(s->metrics, s->n_active, s->n_queued, s->e.n_seq);
+    aero_metrics_load(s->metrics, s->n_active, s->n_queued, s->backend.n_seq);
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -236,7 +237,7 @@ static void publish_load(aero_sched *s) {
 // ended by its own rules has already published its final text; a cancelled or failed one keeps what was shown.
 static void finish_gen(aero_sched *s, aero_gen *g, aero_finish f, const char *msg) {
     if (g->seq >= 0) {
-        s->e.kv_drop(s->e.self, g->seq);
+        s->backend.kv_drop(s->backend.self, g->seq);
         s->seqs[g->seq] = NULL;
         s->n_active--;
         g->seq = -1;
@@ -249,15 +250,14 @@ static void finish_gen(aero_sched *s, aero_gen *g, aero_finish f, const char *ms
     aero_generator_free(g->gen);
     g->gen = NULL;
     pthread_mutex_lock(&g->mu);
-    size_t cut = f == AERO_FINISH_STOP || f == AERO_FINISH_LENGTH ? g->text_len : g->released;
-    g->text_len = cut;
-    if (g->text) g->text[cut] = 0;
+    size_t cut = f == AERO_FINISH_STOP || f == AERO_FINISH_LENGTH ? g->text.len : g->released;
+    cut_locked(g, cut);
     release_locked(g, cut);
     g->n_lp = g->lp_released;
     g->done = true;
     g->finish = f;
     if (msg) snprintf(g->error, sizeof g->error, "%s", msg);
-    g->t_end = aero_metrics_now();
+    g->t_end = aero_now();
     pthread_cond_broadcast(&g->cv);
     pthread_mutex_unlock(&g->mu);
     aero_gen_unref(g);
@@ -297,7 +297,7 @@ static void advance(aero_sched *s, aero_gen *g) {
     if (was_prefilling && aero_generator_prefilling(g->gen)) return; // a middle prompt chunk
     if (g->t_first == 0) {
         pthread_mutex_lock(&g->mu);
-        g->t_first = aero_metrics_now();
+        g->t_first = aero_now();
         pthread_mutex_unlock(&g->mu);
     }
     int n_new;
@@ -306,17 +306,15 @@ static void advance(aero_sched *s, aero_gen *g) {
     if (s->metrics && n_new) aero_metrics_generated(s->metrics, n_new);
     aero_oai_logprob lp;
     bool with_lp = g->p.logprobs && n_new == 1;
-    if (with_lp) fill_logprobs(aero_generator_last_logits(g->gen), s->e.n_vocab, tok[0], g->p.top_logprobs, &lp);
+    if (with_lp) fill_logprobs(aero_generator_last_logits(g->gen), s->backend.n_vocab, tok[0], g->p.top_logprobs, &lp);
     size_t len, vis = aero_generator_visible(g->gen);
     const char *text = aero_generator_text(g->gen, &len);
     pthread_mutex_lock(&g->mu);
     g->n_gen = aero_generator_n_generated(g->gen);
     bool ok = true;
-    if (len < g->text_len) { // a stop string began in text held back earlier
-        g->text_len = len;
-        g->text[len] = 0;
-    }
-    if (len > g->text_len || with_lp) ok = append_locked(g, text + g->text_len, len - g->text_len, with_lp ? &lp : NULL);
+    if (len < g->text.len) cut_locked(g, len); // a stop string began in text held back earlier
+    if (len > g->text.len || with_lp)
+        ok = append_locked(g, text + g->text.len, len - g->text.len, with_lp ? &lp : NULL);
     // the token that completed a stop string ends past the cut: its logprob is never released
     if (ok && with_lp && end == AERO_END_STOP_STRING) g->lp_end[g->n_lp - 1] = SIZE_MAX;
     if (ok) release_locked(g, vis);
@@ -343,7 +341,7 @@ static void admit(aero_sched *s) {
             dropped = g;
             continue;
         }
-        if (s->n_active < s->e.n_seq) {
+        if (s->n_active < s->backend.n_seq) {
             *pp = g->next;
             s->n_queued--;
             int seq = 0;
@@ -359,7 +357,7 @@ static void admit(aero_sched *s) {
         s->qtail = g;
         pp = &g->next;
     }
-    if (s->metrics) aero_metrics_load(s->metrics, s->n_active, s->n_queued, s->e.n_seq);
+    if (s->metrics) aero_metrics_load(s->metrics, s->n_active, s->n_queued, s->backend.n_seq);
     pthread_mutex_unlock(&s->mu);
     while (dropped) {
         aero_gen *g = dropped;
@@ -367,21 +365,20 @@ static void admit(aero_sched *s) {
         finish_gen(s, g, AERO_FINISH_CANCELLED, NULL);
     }
     // Set up the newly admitted outside the queue lock.
-    for (int i = 0; i < s->e.n_seq; i++) {
+    for (int i = 0; i < s->backend.n_seq; i++) {
         aero_gen *g = s->seqs[i];
         if (!g || g->state != GEN_PREFILL || g->sampler) continue;
-        g->sampler = aero_sampler_new(&g->p.sp, s->e.n_vocab);
-        s->e.kv_drop(s->e.self, i);
+        g->sampler = aero_sampler_new(&g->p.sp, s->backend.n_vocab);
+        s->backend.kv_drop(s->backend.self, i);
         pthread_mutex_lock(&g->mu);
-        g->t_start = aero_metrics_now();
+        g->t_start = aero_now();
         pthread_mutex_unlock(&g->mu);
         aero_generator_params gp;
         aero_generator_params_default(&gp);
-        gp.vocab = &s->e.vocab;
+        gp.vocab = &s->backend.vocab;
         gp.seq = i;
-        gp.n_ctx = s->e.n_ctx;
-        gp.n_vocab = s->e.n_vocab;
-        gp.n_batch = s->e.n_batch;
+        gp.n_ctx = s->backend.n_ctx;
+        gp.n_vocab = s->backend.n_vocab;
         gp.max_tokens = g->p.max_tokens;
         gp.ignore_eos = g->p.ignore_eos;
         gp.text_starts_document = g->p.detok_first;
@@ -401,7 +398,7 @@ static void admit(aero_sched *s) {
 
 // One step: every decoding sequence contributes its next token, prefills fill the rest of the batch.
 static void step(aero_sched *s) {
-    const aero_sched_backend *e = &s->e;
+    const aero_sched_backend *e = &s->backend;
     for (int i = 0; i < e->n_seq; i++) {
         aero_gen *g = s->seqs[i];
         if (g && atomic_load(&g->cancel)) finish_gen(s, g, AERO_FINISH_CANCELLED, NULL);
@@ -413,7 +410,7 @@ static void step(aero_sched *s) {
         if (!g) continue;
         g->in_batch = g->state == GEN_DECODE && aero_generator_feed(g->gen, b, 1) > 0;
     }
-    for (;;) { // prompt chunks, oldest request first
+    for (;;) { // prompts, oldest request first, as far as the pass bound allows
         aero_gen *best = NULL;
         for (int i = 0; i < e->n_seq; i++) {
             aero_gen *g = s->seqs[i];
@@ -428,13 +425,13 @@ static void step(aero_sched *s) {
     int n = aero_batch_buf_len(b);
     if (n == 0) return;
     aero_error err = {0};
-    double t0 = aero_metrics_now();
+    double t0 = aero_now();
     aero_status st = e->decode(e->self, aero_batch_buf_get(b), s->logits, &err);
-    double dt = aero_metrics_now() - t0;
+    double dt = aero_now() - t0;
     if (s->metrics) {
-        aero_engine_stats es = {0};
-        if (e->stats) e->stats(e->self, &es);
-        aero_metrics_step(s->metrics, n, dt, e->stats ? &es : NULL);
+        aero_backend_stats bs = {0};
+        if (e->stats) e->stats(e->self, &bs);
+        aero_metrics_step(s->metrics, n, dt, e->stats ? &bs : NULL);
     }
     if (st != AERO_OK) {
         char msg[600];
@@ -477,14 +474,14 @@ aero_status aero_sched_new(aero_sched **out, const aero_sched_backend *e, int ma
                          e->n_seq, e->n_vocab, e->n_ctx);
     aero_sched *s = calloc(1, sizeof *s);
     if (!s) return aero_fail(err, AERO_ERR_NOMEM, "scheduler: out of memory");
-    s->e = *e;
-    if (s->e.n_batch < s->e.n_seq) s->e.n_batch = s->e.n_seq;
+    s->backend = *e;
+    if (s->backend.n_pass < s->backend.n_seq) s->backend.n_pass = s->backend.n_seq;
     s->metrics = metrics;
     s->max_queue = max_queue < 0 ? 0 : max_queue;
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
     s->seqs = calloc((size_t)e->n_seq, sizeof *s->seqs);
-    s->batch = aero_batch_buf_new(s->e.n_batch);
+    s->batch = aero_batch_buf_new(s->backend.n_pass);
     s->logits = malloc((size_t)e->n_seq * (size_t)e->n_vocab * sizeof *s->logits);
     if (!s->seqs || !s->batch || !s->logits) {
         aero_sched_free(s);
@@ -518,7 +515,7 @@ void aero_sched_shutdown(aero_sched *s) {
         q = g->next;
         finish_gen(s, g, AERO_FINISH_ERROR, "the server is shutting down");
     }
-    for (int i = 0; s->seqs && i < s->e.n_seq; i++)
+    for (int i = 0; s->seqs && i < s->backend.n_seq; i++)
         if (s->seqs[i]) finish_gen(s, s->seqs[i], AERO_FINISH_ERROR, "the server is shutting down");
 }
 
@@ -536,9 +533,9 @@ void aero_sched_free(aero_sched *s) {
 
 // Queues a request, refusing it when the queue is full (the HTTP layer answers 503).
 aero_status aero_sched_submit(aero_sched *s, aero_gen *g, aero_error *err) {
-    if (g->p.n_prompt < 1 || g->p.n_prompt >= s->e.n_ctx)
+    if (g->p.n_prompt < 1 || g->p.n_prompt >= s->backend.n_ctx)
         return aero_fail(err, AERO_ERR_INVALID, "the prompt has %d tokens; this context holds %d (prompt + output)",
-                         g->p.n_prompt, s->e.n_ctx);
+                         g->p.n_prompt, s->backend.n_ctx);
     if (g->p.max_tokens < 1) return aero_fail(err, AERO_ERR_INVALID, "max_tokens must be at least 1");
     pthread_mutex_lock(&s->mu);
     if (s->stop) {
@@ -553,12 +550,12 @@ aero_status aero_sched_submit(aero_sched *s, aero_gen *g, aero_error *err) {
     atomic_fetch_add(&g->refs, 1);
     g->state = GEN_QUEUED;
     g->next = NULL;
-    g->t_submit = aero_metrics_now();
+    g->t_submit = aero_now();
     if (s->qtail) s->qtail->next = g;
     else s->qhead = g;
     s->qtail = g;
     s->n_queued++;
-    if (s->metrics) aero_metrics_load(s->metrics, s->n_active, s->n_queued, s->e.n_seq);
+    if (s->metrics) aero_metrics_load(s->metrics, s->n_active, s->n_queued, s->backend.n_seq);
     pthread_cond_signal(&s->cv);
     pthread_mutex_unlock(&s->mu);
     return AERO_OK;
@@ -571,4 +568,11 @@ void aero_sched_poke(aero_sched *s) {
     pthread_mutex_unlock(&s->mu);
 }
 
-const aero_sched_backend *aero_sched_backend_of(const aero_sched *s) { return &s->e; }
+bool aero_sched_stopping(aero_sched *s) {
+    pthread_mutex_lock(&s->mu);
+    bool stop = s->stop;
+    pthread_mutex_unlock(&s->mu);
+    return stop;
+}
+
+const aero_sched_backend *aero_sched_backend_of(const aero_sched *s) { return &s->backend; }

@@ -1,9 +1,10 @@
 // The request scheduler: one thread owns the model context and runs a step loop with continuous batching.
-// Each step builds ONE batch holding the next token of every generating sequence plus prompt chunks of newly
-// admitted requests (each request's part built by the generation layer, aero_generator_feed), runs one forward
-// pass (one pass over possibly streamed weights advances everyone), then lets the layer sample, detokenize and
-// match stop strings for each request (aero_generator_advance) and publishes its text. HTTP threads submit
-// generations into a bounded queue and read their output through aero_gen_next.
+// Each step builds ONE batch holding the next token of every generating sequence plus the prompts (whole, or
+// as much as the pass bound n_pass allows) of newly admitted requests, each request's part built by the
+// generation layer (aero_generator_feed); runs one forward pass (one pass over possibly streamed weights
+// advances everyone), then lets the layer sample, detokenize and match stop strings for each request
+// (aero_generator_advance) and publishes its text. HTTP threads submit generations into a bounded queue and read
+// their output through aero_gen_next.
 #ifndef AERO_SERVER_SCHED_H
 #define AERO_SERVER_SCHED_H
 
@@ -29,11 +30,12 @@ typedef struct {
     int n_vocab;
     int n_ctx;    // KV capacity per sequence
     int n_seq;    // KV sequences, one per request in progress
-    int n_batch;  // most tokens per forward pass (>= n_seq)
+    int n_pass;   // most tokens per forward pass (>= n_seq): the decoding sequences' next tokens, then prompt
+                  // tokens, oldest request first; a prompt that fits goes in one pass (one read of the weights)
     aero_status (*decode)(void *self, const aero_batch *b, float *logits, aero_error *err);
     void (*kv_drop)(void *self, int seq);
     aero_generator_vocab vocab; // end-of-generation test and streaming text, with their own self
-    void (*stats)(void *self, aero_engine_stats *out); // may be NULL
+    void (*stats)(void *self, aero_backend_stats *out); // may be NULL
 } aero_sched_backend;
 
 typedef enum {
@@ -107,6 +109,8 @@ void aero_sched_free(aero_sched *s);
 aero_status aero_sched_submit(aero_sched *s, aero_gen *g, aero_error *err);
 // Wakes the scheduler so it notices a cancellation while otherwise idle.
 void aero_sched_poke(aero_sched *s);
+// Whether aero_sched_shutdown has begun (the loop ends after the pass it is in): a state tests can wait for.
+bool aero_sched_stopping(aero_sched *s);
 const aero_sched_backend *aero_sched_backend_of(const aero_sched *s);
 
 #endif

@@ -291,18 +291,18 @@ int aero_server_port(const aero_server *s) { return s->port; }
 
 // The slow part (model, KV cache, scheduler), run off the main thread by `serve`.
 aero_status aero_server_load(aero_server *s, aero_error *err) {
-    aero_status st = aero_srv_model_open(&s->eng, &s->p, err);
+    aero_status st = aero_srv_model_open(&s->model, &s->p, err);
     if (st) {
         atomic_store(&s->state, -1);
         return st;
     }
-    st = aero_sched_new(&s->sched, &s->eng.e, s->p.max_queue, &s->metrics, err);
+    st = aero_sched_new(&s->sched, &s->model.backend, s->p.max_queue, &s->metrics, err);
     if (st) {
-        aero_srv_model_close(&s->eng);
+        aero_srv_model_close(&s->model);
         atomic_store(&s->state, -1);
         return st;
     }
-    if (s->eng.note[0]) aero_server_log(s, "%s", s->eng.note);
+    if (s->model.note[0]) aero_server_log(s, "%s", s->model.note);
     atomic_store(&s->state, 1);
     return AERO_OK;
 }
@@ -314,7 +314,7 @@ void aero_server_stop(aero_server *s) {
     if (s->sched) aero_sched_shutdown(s->sched); // running requests end now, new ones are refused
     MHD_stop_daemon(s->daemon);                  // joins every connection thread
     aero_sched_free(s->sched);
-    if (was == 1 || s->eng.model) aero_srv_model_close(&s->eng);
+    if (was == 1 || s->model.model) aero_srv_model_close(&s->model);
     aero_metrics_destroy(&s->metrics);
     pthread_mutex_destroy(&s->log_mu);
     free(s);

@@ -24,7 +24,7 @@ typedef struct {
     const char *chat_template_file; // overrides the model's chat template
     aero_model_params model;     // path, memory budget, threads, prefetch
     int n_ctx;                   // KV capacity per sequence (<= 0: the model's, at most 4096)
-    int n_batch;                 // most tokens per forward pass (default 512)
+    int n_batch;                 // the compute tile, tokens computed at once in a layer (default 512)
     bool kv_f32;
     aero_sampler_params defaults; // sampling for fields a request leaves out
     bool quiet;                  // no per-request log lines

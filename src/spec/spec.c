@@ -90,7 +90,7 @@ aero_status aero_spec_new(aero_spec **out, aero_ctx *target, int seq, aero_model
         s->n_shared = tv < dv ? tv : dv;
         if (s->d_vocab < s->n_shared) s->n_shared = s->d_vocab;
         if (s->n_vocab < s->n_shared) s->n_shared = s->n_vocab;
-        aero_ctx_params cp = {.n_ctx = s->n_ctx + nm + 1, .n_seq = 1};
+        aero_ctx_params cp = {.n_ctx = s->n_ctx + nm + 1, .n_seq = 1, .n_batch = s->p.n_batch};
         if (aero_ctx_new(&s->dctx, draft, &cp, err)) {
             aero_error_prefix(err, "draft model: ");
             goto fail;
@@ -154,22 +154,25 @@ void aero_spec_free(aero_spec *s) {
     free(s);
 }
 
-// Feeds toks[*len, upto) to a context in passes of n_batch without logits; counts passes and their costs.
+// Feeds toks[*len, upto) to a context in one pass without logits (one read of a streamed target, whatever
+// the prompt's length); counts it and its cost.
 static aero_status prefill(aero_spec *s, aero_ctx *c, int seq, int *len, int upto, bool target, aero_error *err) {
+    int n = upto - *len;
+    if (n <= 0) return AERO_OK;
     int nv = aero_model_hparams(aero_ctx_model(c))->n_vocab;
-    while (*len < upto) {
-        int n = upto - *len < s->p.n_batch ? upto - *len : s->p.n_batch;
-        for (int i = 0; i < n; i++) s->btok[i] = s->toks[*len + i] < nv ? s->toks[*len + i] : 0;
-        double t0 = aero_now();
-        aero_status st = aero_prefill(c, seq, s->btok, n, *len, n, NULL, err);
-        double dt = aero_now() - t0;
-        if (st) return target ? st : aero_error_prefix(err, "draft model: ");
-        if (target) {
-            s->st.prefill_passes++;
-            if (n <= 4 * (s->max_nodes + 1)) fit_add(&s->fit, n, dt);
-        }
-        *len += n;
+    int32_t *tok = malloc(sizeof(int32_t) * (size_t)n);
+    if (!tok) return aero_fail(err, AERO_ERR_NOMEM, "out of memory for a prompt of %d tokens", n);
+    for (int i = 0; i < n; i++) tok[i] = s->toks[*len + i] < nv ? s->toks[*len + i] : 0;
+    double t0 = aero_now();
+    aero_status st = aero_prefill(c, seq, tok, n, *len, 0, NULL, err);
+    double dt = aero_now() - t0;
+    free(tok);
+    if (st) return target ? st : aero_error_prefix(err, "draft model: ");
+    if (target) {
+        s->st.prefill_passes++;
+        if (n <= 4 * (s->max_nodes + 1)) fit_add(&s->fit, n, dt);
     }
+    *len += n;
     return AERO_OK;
 }
 

@@ -30,14 +30,15 @@ typedef struct {
     bool adaptive;     // chain: choose the length from measured acceptance and pass costs (else draft_max);
                        // tree: verify the most promising prefix of the nodes by the same costs
     int ngram_min, ngram_max; // n-gram drafter: context suffix lengths tried, longest first (<= 0: 1 and 4)
-    int n_batch;       // prompt tokens per pass when prefilling (<= 0: 512)
+    int n_batch;       // -b (<= 0: 512): the drafter context's compute tile, and the prompt's last chunk
+                       // (1..n_batch tokens) that the first verify pass takes; the rest is prefilled in one pass
     aero_sampler_params sampling; // the target's sampling settings: drafts are drawn with the same temperature and
                                   // truncation (penalties aside) so they are accepted often; any choice is lossless
     aero_spec_rule rule;
 } aero_spec_params;
 
 typedef struct {
-    uint64_t prefill_passes;   // target passes over the prompt (all but its last chunk)
+    uint64_t prefill_passes;   // target passes over the prompt but its last chunk (0 or 1)
     uint64_t verify_passes;    // target passes that checked a draft (each yields >= 1 token)
     uint64_t drafted;          // tokens proposed (tree: nodes)
     uint64_t accepted;         // proposed tokens the target kept
@@ -64,8 +65,9 @@ aero_status aero_spec_new(aero_spec **out, aero_ctx *target, int seq, aero_model
 void aero_spec_free(aero_spec *s);
 
 // Starts generation after prompt (n >= 1 tokens): empties both caches and prefills the prompt but its last
-// chunk of n_batch tokens or fewer, which the first step's pass verifies together with the first draft. n_predict: tokens the caller means to generate, for the drafter's context check (its training
-// context must cover min(target context, n + n_predict)).
+// chunk of n_batch tokens or fewer in one pass (one read of a streamed target); the first step's pass verifies
+// that chunk together with the first draft. n_predict: tokens the caller means to generate, for the drafter's
+// context check (its training context must cover min(target context, n + n_predict)).
 aero_status aero_spec_begin(aero_spec *s, const int32_t *prompt, int n, int n_predict, aero_error *err);
 
 // One draft-and-verify round: writes 1..max_new tokens to out (*n_out), each also passed to

@@ -46,7 +46,6 @@ typedef struct {
     int n_units, n_pinned, n_streamed, n_slots; // units: layer units + the head unit; slots: of the ring
     bool head_resident, embd_resident;
     bool *unit_resident;         // per unit
-    // additions (fields above stay as they are: aerollm info prints them)
     uint64_t budget;             // the --mem given (0 = none)
     uint64_t embd_bytes;         // part of resident_bytes held only for embedding row lookups (0 when tied/by row)
     uint64_t small_bytes;        // part of resident_bytes: norms, biases and other small tensors

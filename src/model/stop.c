@@ -1,3 +1,4 @@
+// The stop-string matcher (see stop.h).
 #include "stop.h"
 
 #include <string.h>

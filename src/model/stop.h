@@ -1,8 +1,9 @@
-// Stop strings matched across token boundaries. Generated text grows piece by piece; the matcher finds the
-// first stop string anywhere in it and says how much text is safe to send: never a tail that could be the
-// beginning of a stop string, so a stop string is never emitted, not even in part.
-#ifndef AERO_SERVER_STOP_H
-#define AERO_SERVER_STOP_H
+// Stop strings matched across token boundaries, for the generation layer (generate.c). Generated text grows
+// piece by piece; the matcher finds the first stop string anywhere in it and says how much text is safe to
+// show: never a tail that could be the beginning of a stop string, so a stop string is never emitted, not
+// even in part.
+#ifndef AERO_MODEL_STOP_H
+#define AERO_MODEL_STOP_H
 
 #include <stdbool.h>
 #include <stddef.h>
