@@ -25,7 +25,7 @@ static bool model_ok(aero_server *s, const char *name) {
 // The one model this server serves, with its shape once it is loaded (clients size prompts by n_ctx).
 static json_t *model_object(aero_server *s) {
     json_t *m = json_pack("{s:s, s:s, s:I, s:s}", "id", s->model_id, "object", "model", "created",
-                          (json_int_t)time(NULL), "owned_by", "aerollm");
+                          (json_int_t)s->t_created, "owned_by", "aerollm");
     if (atomic_load(&s->state) == 1) {
         const aero_sched_backend *e = &s->eng.e;
         json_object_set_new(m, "meta",
@@ -183,9 +183,9 @@ static bool emit_delta(aero_http_req *r, const aero_gen_delta *d) {
     r->finished = true;
     r->n_gen = d->n_gen;
     r->finish_name = aero_finish_name(d->finish);
-    if (d->finish == AERO_FINISH_ERROR) {
+    if (d->finish == AERO_FINISH_ERROR) { // still a complete stream: clients waiting for [DONE] stop cleanly
         ok = ok && out_event(r, aero_oai_error(500, d->error[0] ? d->error : "generation failed", NULL, NULL));
-        return ok;
+        return ok && out_add(r, "data: [DONE]\n\n", 14);
     }
     const char *fin = d->finish == AERO_FINISH_LENGTH ? "length" : "stop";
     ok = ok && out_event(r, aero_oai_chunk(&r->meta, false, NULL, 0, fin, NULL, r->include_usage));
@@ -437,6 +437,7 @@ static bool gen_submit(aero_http_req *r, gen_request *g, enum MHD_Result *ret) {
         return false;
     }
     r->gen = gen;
+    aero_http_active_add(r);
     make_id(s, g->kind == AERO_REQ_CHAT ? "chatcmpl" : "cmpl", r->id, sizeof r->id);
     r->meta = (aero_oai_meta){.chat = g->kind == AERO_REQ_CHAT, .id = r->id, .model = s->model_id,
                               .created = (long long)time(NULL)};
