@@ -91,6 +91,12 @@ typedef struct aero_http_req {
     aero_buf out;             // formatted bytes not yet handed to MHD
     size_t out_off;           // how much of out MHD has taken
     int n_prompt, n_gen;
+    struct { // what /slots shows of the request
+        aero_sampler_params sp;
+        int max_tokens;
+        bool stream, ignore_eos;
+        unsigned long long task;
+    } shown;
     const char *finish_name;
     char path[64];
 } aero_http_req;

@@ -45,12 +45,14 @@ static const char *type_name(const json_t *v) {
     return "a value";
 }
 
-// Every endpoint's body must be one JSON object; jansson also rejects bad UTF-8, NULs and deep nesting.
+// Every endpoint's body must be one JSON object; jansson also rejects bad UTF-8 and deep nesting. An escaped
+// \u0000 is valid JSON, so it is accepted: text fields are read with their lengths, and the few fields used as
+// C strings (model, role, stop) check for an embedded NUL themselves.
 aero_status aero_req_load_object(json_t **out, const char *body, size_t len, aero_error *err) {
     *out = NULL;
     if (len == 0) return aero_fail(err, AERO_ERR_INVALID, "request body is empty: expected a JSON object");
     json_error_t je;
-    json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
+    json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &je);
     if (!root)
         return aero_fail(err, AERO_ERR_INVALID, "request body is not valid JSON: %s (line %d, column %d)", je.text,
                          je.line, je.column);
@@ -63,6 +65,9 @@ aero_status aero_req_load_object(json_t **out, const char *body, size_t len, aer
     *out = root;
     return AERO_OK;
 }
+
+// True when a JSON string has no embedded NUL, i.e. it can be used as a C string without losing its tail.
+static bool c_string(const json_t *v) { return strlen(json_string_value(v)) == json_string_length(v); }
 
 // Optional boolean field.
 static aero_status get_bool(json_t *o, const char *key, bool *out, char *param, aero_error *err) {
@@ -79,8 +84,12 @@ static aero_status get_int(json_t *o, const char *key, long long lo, long long h
     json_t *v = opt(o, key);
     if (given) *given = v != NULL;
     if (!v) return AERO_OK;
-    if (!json_is_integer(v)) return bad(param, key, err, "'%s' must be an integer, not %s", key, type_name(v));
-    long long x = json_integer_value(v);
+    // 5.0 is an integer to a JavaScript client (JSON has one number type), so integral reals are accepted.
+    double d = json_is_real(v) ? json_real_value(v) : 0;
+    bool integral = json_is_real(v) && isfinite(d) && d == floor(d) && fabs(d) < 9.0e15;
+    if (!json_is_integer(v) && !integral)
+        return bad(param, key, err, "'%s' must be an integer, not %s", key, type_name(v));
+    long long x = json_is_integer(v) ? json_integer_value(v) : (long long)d;
     if (x < lo || x > hi) return bad(param, key, err, "'%s' is %lld; it must be between %lld and %lld", key, x, lo, hi);
     *out = x;
     return AERO_OK;
@@ -106,6 +115,7 @@ static aero_status parse_stop(aero_req *r, aero_error *err) {
     if (json_is_string(v)) {
         if (json_string_length(v) > AERO_REQ_MAX_STOP_LEN)
             return bad(r->err_param, "stop", err, "'stop' is longer than %d bytes", AERO_REQ_MAX_STOP_LEN);
+        if (!c_string(v)) return bad(r->err_param, "stop", err, "'stop' cannot contain a NUL character");
         if (json_string_length(v)) r->stop[r->n_stop++] = json_string_value(v);
         return AERO_OK;
     }
@@ -122,6 +132,7 @@ static aero_status parse_stop(aero_req *r, aero_error *err) {
             return bad(r->err_param, "stop", err, "'stop[%zu]' must be a string, not %s", i, type_name(s));
         if (json_string_length(s) > AERO_REQ_MAX_STOP_LEN)
             return bad(r->err_param, "stop", err, "'stop[%zu]' is longer than %d bytes", i, AERO_REQ_MAX_STOP_LEN);
+        if (!c_string(s)) return bad(r->err_param, "stop", err, "'stop[%zu]' cannot contain a NUL character", i);
         if (json_string_length(s)) r->stop[r->n_stop++] = json_string_value(s);
     }
     return AERO_OK;
@@ -262,7 +273,7 @@ static aero_status parse_messages(aero_req *r, aero_error *err) {
             return bad(r->err_param, "messages", err, "'messages[%zu].role' must be a string", i);
         const char *rs = json_string_value(role);
         bool known = false;
-        for (size_t k = 0; k < sizeof roles / sizeof roles[0]; k++) known |= !strcmp(rs, roles[k]);
+        for (size_t k = 0; k < sizeof roles / sizeof roles[0]; k++) known |= !strcmp(rs, roles[k]) && c_string(role);
         if (!known)
             return bad(r->err_param, "messages", err,
                        "'messages[%zu].role' is '%.32s'; expected system, developer, user, assistant or tool", i, rs);
@@ -406,6 +417,10 @@ aero_status aero_req_parse(aero_req *r, aero_req_kind kind, const char *body, si
         st = bad(r->err_param, "model", err, "'model' must be a string, not %s", type_name(model));
         goto fail;
     }
+    if (model && !c_string(model)) { // would otherwise match the served model by its prefix
+        st = bad(r->err_param, "model", err, "'model' cannot contain a NUL character");
+        goto fail;
+    }
     r->model = model ? json_string_value(model) : NULL;
 
     if ((st = reject_unsupported(r, err))) goto fail;
@@ -446,7 +461,7 @@ void aero_req_free(aero_req *r) {
 // Validates a /tokenize body (llama.cpp's fields and defaults).
 aero_status aero_req_parse_tokenize(aero_tokenize_req *r, const char *body, size_t len, aero_error *err) {
     memset(r, 0, sizeof *r);
-    r->add_special = true;
+    r->add_special = false; // llama-server's default: /tokenize counts the text's own tokens
     r->parse_special = true;
     aero_status st = aero_req_load_object(&r->root, body, len, err);
     if (st) return st;
