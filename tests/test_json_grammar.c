@@ -65,7 +65,7 @@ static void test_recognizer(void) {
     expect(tool,
            (const char *[]){"{\"city\":\"Paris\",\"unit\":\"celsius\"}",
                             "{\"city\": \"Oslo\", \"unit\": \"fahrenheit\", \"days\": 14, \"tags\": [\"a\", \"b\"], "
-                            "\"when\": \"2024-02-29\", \"extra\": 0.25}",
+                            "\"when\": \"2024-02-28\", \"extra\": 0.25}",
                             "{\"city\":\"\",\"unit\":\"celsius\",\"extra\":null}",
                             "{\"city\":\"x\",\"unit\":\"celsius\",\"extra\":1.000}", NULL},
            (const char *[]){"{\"unit\":\"celsius\",\"city\":\"Paris\"}", "{\"city\":\"Paris\"}",
@@ -75,6 +75,7 @@ static void test_recognizer(void) {
                             "{\"city\":\"Paris\",\"unit\":\"celsius\",\"tags\":[]}",
                             "{\"city\":\"Paris\",\"unit\":\"celsius\",\"tags\":[\"a\",\"b\",\"c\",\"d\"]}",
                             "{\"city\":\"Paris\",\"unit\":\"celsius\",\"when\":\"2024-13-01\"}",
+                            "{\"city\":\"Paris\",\"unit\":\"celsius\",\"when\":\"2024-04-31\"}",
                             "{\"city\":\"Paris\",\"unit\":\"celsius\",\"extra\":1.5}",
                             "{\"city\":\"123456789012345678901\",\"unit\":\"celsius\"}",
                             "{\"city\":\"Paris\",\"unit\":\"celsius\",\"other\":1}", NULL});
@@ -90,10 +91,10 @@ static void test_recognizer(void) {
     expect("{\"const\":{\"k\":[1,\"x\"]}}", (const char *[]){"{\"k\":[1,\"x\"]}", NULL},
            (const char *[]){"{\"k\":[1]}", NULL});
     expect("{\"type\":\"string\",\"format\":\"date-time\"}",
-           (const char *[]){"\"2024-05-01T12:30:00Z\"", "\"2024-05-01T23:59:59.123+02:00\"", NULL},
+           (const char *[]){"\"2024-05-01T12:30:00Z\"", "\"2024-12-31T23:59:59.123+02:00\"", NULL},
            (const char *[]){"\"2024-05-01 12:30:00Z\"", "\"2024-05-01T24:00:00Z\"", NULL});
     expect("{\"type\":\"string\",\"format\":\"email\"}", (const char *[]){"\"a.b@example.com\"", NULL},
-           (const char *[]){"\"a@b\"", "\"@x.com\"", NULL});
+           (const char *[]){"\"a@b\"", "\"@x.com\"", "\"a..b@x.com\"", "\".a@x.com\"", NULL});
     expect("{\"type\":\"integer\",\"minimum\":-5,\"maximum\":5}", (const char *[]){"-5", "0", "5", NULL},
            (const char *[]){"-6", "6", "-0", "05", NULL});
     expect("{\"type\":\"string\",\"minLength\":2,\"maxLength\":3}", (const char *[]){"\"ab\"", "\"abc\"", NULL},

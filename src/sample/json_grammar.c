@@ -565,16 +565,28 @@ static int type_array(jc *c, const json_t *s) {
     return array_of(c, item, min, max);
 }
 
-// date: YYYY-MM-DD with month 01-12 and day 01-31.
+// date: YYYY-MM-DD with a day that exists in its month (February up to the 28th, every year has one).
 static int fmt_date(jc *c) {
-    int mon = new_rule(c), day = new_rule(c), r = new_rule(c);
+    int m31 = new_rule(c), m30 = new_rule(c), d31 = new_rule(c), d30 = new_rule(c), d28 = new_rule(c);
+    int r = new_rule(c);
     aero_gel d = C(c, "0-9");
-    alt(c, mon, 2, B(c, '0'), C(c, "1-9"));
-    alt(c, mon, 2, B(c, '1'), C(c, "0-2"));
-    alt(c, day, 2, B(c, '0'), C(c, "1-9"));
-    alt(c, day, 2, C(c, "12"), d);
-    alt(c, day, 2, B(c, '3'), C(c, "01"));
-    alt(c, r, 8, d, d, d, d, B(c, '-'), R(mon), B(c, '-'), R(day));
+    alt(c, m31, 2, B(c, '0'), C(c, "13578"));
+    alt(c, m31, 2, B(c, '1'), C(c, "02"));
+    alt(c, m30, 2, B(c, '0'), C(c, "469"));
+    alt(c, m30, 2, B(c, '1'), B(c, '1'));
+    alt(c, d28, 2, B(c, '0'), C(c, "1-9"));
+    alt(c, d28, 2, B(c, '1'), d);
+    alt(c, d28, 2, B(c, '2'), C(c, "0-8"));
+    alt(c, d30, 2, B(c, '0'), C(c, "1-9"));
+    alt(c, d30, 2, C(c, "12"), d);
+    alt(c, d30, 2, B(c, '3'), B(c, '0'));
+    alt(c, d31, 1, R(d30));
+    alt(c, d31, 2, B(c, '3'), B(c, '1'));
+    int md = new_rule(c);
+    alt(c, md, 3, R(m31), B(c, '-'), R(d31));
+    alt(c, md, 3, R(m30), B(c, '-'), R(d30));
+    alt(c, md, 4, B(c, '0'), B(c, '2'), B(c, '-'), R(d28));
+    alt(c, r, 6, d, d, d, d, B(c, '-'), R(md));
     return c->st ? -1 : r;
 }
 
@@ -599,9 +611,14 @@ static int fmt_uuid(jc *c) {
     return c->st ? -1 : r;
 }
 
-// A conservative address: every text it allows is an email by the usual validators' rules.
+// A conservative address: every text it allows is an email by the usual validators' rules (a dot-atom local
+// part: no leading, trailing or doubled dots).
 static int fmt_email(jc *c) {
-    int local = repeat(c, C(c, "a-zA-Z0-9._+-"), 1, 40);
+    int atom = repeat(c, C(c, "a-zA-Z0-9_+-"), 1, 20);
+    int dot_atom = new_rule(c);
+    alt(c, dot_atom, 2, B(c, '.'), R(atom));
+    int local = new_rule(c);
+    alt(c, local, 2, R(atom), R(repeat(c, R(dot_atom), 0, 3)));
     int label = repeat(c, C(c, "a-zA-Z0-9"), 1, 30);
     int dot_label = new_rule(c);
     alt(c, dot_label, 2, B(c, '.'), R(label));

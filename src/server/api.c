@@ -500,6 +500,26 @@ static bool gen_params(aero_http_req *r, gen_request *g, aero_gen_params *gp) {
     return gp->stop && !(q->n_bias && !gp->n_bias);
 }
 
+// Token bytes and kinds for the grammar vocabulary: what the detokenizer emits for each token.
+static size_t gv_piece(void *ctx, int32_t id, char *buf, size_t cap) {
+    return aero_token_to_bytes(((aero_srv_model *)ctx)->tok, id, false, buf, cap);
+}
+
+static int gv_kind(void *ctx, int32_t id) {
+    const aero_tokenizer *t = ((aero_srv_model *)ctx)->tok;
+    if (aero_tokenizer_is_eog(t, id)) return 2;
+    return aero_tokenizer_is_control(t, id) ? 1 : 0;
+}
+
+// The model's token trie for constrained output, built once (about 0.1 s for a 100k vocabulary).
+static aero_grammar_vocab *grammar_vocab(aero_server *s) {
+    pthread_mutex_lock(&s->gvocab_mu);
+    if (!s->gvocab) s->gvocab = aero_grammar_vocab_new(s->eng.e.n_vocab, gv_piece, gv_kind, &s->eng);
+    aero_grammar_vocab *v = s->gvocab;
+    pthread_mutex_unlock(&s->gvocab_mu);
+    return v;
+}
+
 // Builds the generation and queues it; on success r->gen holds it and the response metadata is set.
 static bool gen_submit(aero_http_req *r, gen_request *g, enum MHD_Result *ret) {
     aero_server *s = r->srv;
@@ -511,6 +531,14 @@ static bool gen_submit(aero_http_req *r, gen_request *g, enum MHD_Result *ret) {
     r->shown.stream = g->q.stream;
     r->shown.ignore_eos = g->q.ignore_eos;
     r->shown.task = atomic_fetch_add(&s->next_id, 1);
+    if (g->q.grammar) { // response_format: the sampler masks every step with the request's own constraint
+        aero_grammar_vocab *v = grammar_vocab(s);
+        r->constraint = v ? aero_grammar_constraint_new(g->q.grammar, v) : NULL;
+        r->grammar = g->q.grammar;
+        g->q.grammar = NULL;
+        gp.sp.constraint = r->constraint;
+        ok &= r->constraint != NULL;
+    }
     aero_gen *gen = aero_gen_new(&gp);
     aero_error err = {0};
     aero_status st;

@@ -63,6 +63,9 @@ struct aero_server {
     int n_active;
     pthread_mutex_t active_mu;
     pthread_cond_t active_cv;
+    // Token bytes for constrained output, built on the first request that needs them.
+    aero_grammar_vocab *gvocab;
+    pthread_mutex_t gvocab_mu;
 };
 
 // One HTTP request in flight.
@@ -99,6 +102,8 @@ typedef struct aero_http_req {
     } shown;
     const char *finish_name;
     char path[64];
+    aero_grammar *grammar;                // response_format's grammar and the sampler's constraint over it:
+    aero_sampler_constraint *constraint;  // owned here, freed once the scheduler is done with the generation
 } aero_http_req;
 
 // Links a request that now holds a generation into srv->active (api.c calls it after submitting).

@@ -1,5 +1,7 @@
 #include "request.h"
 
+#include "../sample/json_grammar.h"
+
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -391,15 +393,40 @@ static aero_status reject_unsupported(aero_req *r, aero_error *err) {
     json_t *suffix = opt(r->root, "suffix");
     if (suffix && (!json_is_string(suffix) || json_string_length(suffix)))
         return bad(r->err_param, "suffix", err, "'suffix' (insertion) is not supported");
+    return AERO_OK;
+}
+
+// "response_format": text, json_object (any JSON object) or json_schema ({"json_schema": {"name", "schema",
+// "strict", "description"}}), the last two compiled into the grammar the sampler enforces. A schema keyword the
+// compiler cannot enforce is a 400 that names it.
+static aero_status parse_response_format(aero_req *r, aero_error *err) {
     json_t *rf = opt(r->root, "response_format");
-    if (rf) {
-        json_t *t = json_object_get(rf, "type");
-        if (!json_is_object(rf) || !json_is_string(t))
-            return bad(r->err_param, "response_format", err, "'response_format' must be an object with a 'type'");
-        if (strcmp(json_string_value(t), "text") != 0)
+    if (!rf) return AERO_OK;
+    json_t *t = json_object_get(rf, "type");
+    if (!json_is_object(rf) || !json_is_string(t))
+        return bad(r->err_param, "response_format", err, "'response_format' must be an object with a 'type'");
+    const char *ts = json_string_value(t);
+    if (!strcmp(ts, "text")) return AERO_OK;
+    const json_t *schema = NULL;
+    if (!strcmp(ts, "json_schema")) {
+        json_t *js = json_object_get(rf, "json_schema");
+        if (!json_is_object(js))
             return bad(r->err_param, "response_format", err,
-                       "'response_format' type '%.32s' is not supported (only 'text')", json_string_value(t));
+                       "'response_format.json_schema' must be an object with a 'schema' (and a 'name')");
+        schema = json_object_get(js, "schema");
+        if (!schema) return bad(r->err_param, "response_format", err, "'response_format.json_schema.schema' is required");
+        if (!json_is_object(schema) && !json_is_boolean(schema))
+            return bad(r->err_param, "response_format", err, "'response_format.json_schema.schema' must be an object");
+    } else if (strcmp(ts, "json_object") != 0) {
+        return bad(r->err_param, "response_format", err,
+                   "'response_format' type '%.32s' is not supported (text, json_object and json_schema are)", ts);
     }
+    aero_error cerr = {0};
+    char kw[64];
+    aero_status st = aero_json_grammar_compile(&r->grammar, schema, kw, &cerr);
+    if (st == AERO_ERR_NOMEM) return aero_fail(err, st, "%s", cerr.msg);
+    if (st) return bad(r->err_param, "response_format", err, "response_format: %s", cerr.msg);
+    r->json_mode = true;
     return AERO_OK;
 }
 
@@ -439,6 +466,7 @@ aero_status aero_req_parse(aero_req *r, aero_req_kind kind, const char *body, si
     if ((st = parse_logprobs(r, kind, err))) goto fail;
     if ((st = get_bool(root, "ignore_eos", &r->ignore_eos, r->err_param, err))) goto fail;
     if ((st = parse_bias(r, n_vocab, err))) goto fail;
+    if ((st = parse_response_format(r, err))) goto fail;
     return AERO_OK;
 fail:
     {
@@ -453,6 +481,7 @@ fail:
 // Frees the parsed body and what was copied out of it.
 void aero_req_free(aero_req *r) {
     free(r->prompt_ids);
+    aero_grammar_free(r->grammar);
     json_decref(r->messages);
     json_decref(r->root);
     memset(r, 0, sizeof *r);

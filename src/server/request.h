@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "../core/status.h"
+#include "../sample/grammar.h"
 #include "../sample/sample.h"
 
 #define AERO_REQ_MAX_STOP 16
@@ -43,6 +44,8 @@ typedef struct {
     int n_bias;
     int32_t bias_id[AERO_REQ_MAX_BIAS];
     float bias[AERO_REQ_MAX_BIAS];
+    bool json_mode;            // response_format json_object / json_schema
+    aero_grammar *grammar;     // its compiled grammar (owned; take it by setting NULL)
     char err_param[64];        // the offending field after a failure
 } aero_req;
 

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <stdint.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -248,8 +249,29 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
             aero_gen_cancel(r->gen);
             if (s->sched) aero_sched_poke(s->sched);
         }
-        aero_gen_unref(r->gen);
     }
+    char mask_note[64] = "";
+    if (r->constraint) {
+        // The scheduler's sampler uses the constraint until the generation is done (a cancelled one ends at
+        // the next step); only then can it go. Past a minute, leaking it beats a use after free.
+        bool done = !r->gen;
+        for (int i = 0; i < 300 && !done; i++) {
+            aero_gen_delta d;
+            aero_gen_cursor peek = {.text = SIZE_MAX, .lp = INT32_MAX};
+            aero_gen_next(r->gen, &peek, 200, &d);
+            done = d.t_end != 0;
+            aero_gen_delta_free(&d);
+        }
+        if (done) {
+            aero_grammar_stats gs;
+            aero_grammar_constraint_stats(r->constraint, &gs);
+            if (gs.masks)
+                snprintf(mask_note, sizeof mask_note, " mask=%.3fms/token", gs.seconds * 1e3 / (double)gs.masks);
+            aero_grammar_constraint_free(r->constraint);
+            aero_grammar_free(r->grammar);
+        }
+    }
+    if (r->gen) aero_gen_unref(r->gen);
     if (r->status) {
         bool gen_path = strstr(r->path, "completions") != NULL;
         if (!s->p.quiet && (gen_path || r->status >= 400)) {
@@ -257,8 +279,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
             if (r->n_prompt)
                 snprintf(extra, sizeof extra, " prompt=%d gen=%d finish=%s", r->n_prompt, r->n_gen,
                          r->finish_name ? r->finish_name : "none");
-            aero_server_log(s, "%s %s %d %.3fs%s%s", r->method, r->path, r->status, aero_now() - r->t0, extra,
-                            broken ? " (connection closed early)" : "");
+            aero_server_log(s, "%s %s %d %.3fs%s%s%s", r->method, r->path, r->status, aero_now() - r->t0, extra,
+                            mask_note, broken ? " (connection closed early)" : "");
         }
     }
     aero_buf_free(&r->body);
@@ -412,6 +434,7 @@ aero_status aero_server_start(aero_server **out, const aero_server_params *p, ae
     pthread_cond_init(&s->conn_cv, NULL);
     pthread_mutex_init(&s->active_mu, NULL);
     pthread_cond_init(&s->active_cv, NULL);
+    pthread_mutex_init(&s->gvocab_mu, NULL);
     const char *host = p->host ? p->host : "127.0.0.1";
     int lfd = -1;
     aero_status st = listen_on(host, p->port, &lfd, err);
@@ -442,6 +465,7 @@ aero_status aero_server_start(aero_server **out, const aero_server_params *p, ae
     *out = s;
     return AERO_OK;
 fail:
+    pthread_mutex_destroy(&s->gvocab_mu);
     pthread_cond_destroy(&s->active_cv);
     pthread_mutex_destroy(&s->active_mu);
     pthread_cond_destroy(&s->conn_cv);
@@ -521,6 +545,8 @@ void aero_server_stop(aero_server *s) {
     aero_sched_free(s->sched);
     if (was == 1 || s->eng.model) aero_srv_model_close(&s->eng);
     aero_metrics_destroy(&s->metrics);
+    aero_grammar_vocab_free(s->gvocab);
+    pthread_mutex_destroy(&s->gvocab_mu);
     pthread_cond_destroy(&s->active_cv);
     pthread_mutex_destroy(&s->active_mu);
     pthread_cond_destroy(&s->conn_cv);
