@@ -51,9 +51,10 @@ static void expect(const char *schema, const char *const *good, const char *cons
 static void test_recognizer(void) {
     expect(NULL,
            (const char *[]){"{}", "{\"a\":1}", " {\"a\" : [1, 2.5e3, {\"b\": null}], \"c\": \"x\\\"y\\u00e9\"}",
-                            "{\n  \"a\": true,\n  \"b\": false\n}", "{\"\xc3\xa9\":\"\xe2\x82\xac\"}", NULL},
+                            "{\n  \"a\": true,\n  \"b\": false\n}", "{\"\xc3\xa9\":\"\xe2\x82\xac\xf0\x9f\x98\x80\"}", "{\"e\":\"\\ud83d\\ude00\\u00e9\"}", NULL},
            (const char *[]){"[1]", "{\"a\":}", "{'a':1}", "{\"a\":1,}", "{\"a\":01}", "{\"a\":1}x", "\"s\"",
-                            "{\"a\":\"\x01\"}", "{\"a\":1e}", NULL});
+                            "{\"a\":\"\x01\"}", "{\"a\":1e}", "{\"a\":\"\xcd\"}", "{\"a\":\"\xc0\xaf\"}",
+                            "{\"a\":\"\xed\xa0\x80\"}", "{\"a\":\"\\ud800\"}", "{\"a\":\"\\udc00\"}", NULL});
     const char *tool = "{\"type\":\"object\",\"properties\":{"
                        "\"city\":{\"type\":\"string\",\"maxLength\":20},"
                        "\"unit\":{\"enum\":[\"celsius\",\"fahrenheit\"]},"

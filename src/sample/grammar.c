@@ -343,17 +343,6 @@ static void advance(const aero_grammar *g, arena *a, const sset *in, unsigned b,
 
 static bool sset_alive(const sset *s) { return s->n > 0 || s->accept; }
 
-// Same stacks in any order.
-static bool sset_eq(const sset *x, const sset *y) {
-    if (x->n != y->n || x->accept != y->accept) return false;
-    for (int i = 0; i < x->n; i++) {
-        bool found = false;
-        for (int j = 0; j < y->n && !found; j++) found = stack_eq(x->st[i], y->st[j]);
-        if (!found) return false;
-    }
-    return true;
-}
-
 static void sset_copy(sset *dst, const sset *src) {
     memcpy(dst->st, src->st, sizeof *src->st * (size_t)src->n);
     dst->n = src->n;
@@ -371,13 +360,6 @@ static cell *copy_stack(arena *a, const cell *c) {
     *n = *c;
     n->next = rest;
     return n;
-}
-
-// An order-free fingerprint of a state (for the mask cache).
-static uint64_t sset_hash(const sset *s) {
-    uint64_t h = s->accept ? 0x9e37ull : 0x7f4aull;
-    for (int i = 0; i < s->n; i++) h += mix(s->st[i]->hash);
-    return mix(h ^ (uint64_t)s->n);
 }
 
 // ---- byte-level run ----
@@ -598,13 +580,28 @@ fail:
 
 // ---- the constraint ----
 
+// Recognizer states reached while masking are interned as numbered states with memoized byte transitions
+// (a DFA built lazily), so a trie walk costs a table lookup per node once its states are known, and states
+// met again at later steps (the k-th character of a bounded string, the same key in another object) reuse
+// both their transitions and their masks.
+#define DFA_CAP 16384
+#define T_UNKNOWN 0xffff
+#define T_DEAD 0xfffe
+
 typedef struct {
-    uint64_t hash;
-    int n_stacks;
-    int32_t *key;    // the state's stacks, serialized (positions, stack after stack, -1 between)
-    int key_len;
-    uint64_t *bits;  // allowed tokens
+    cell **st;          // stacks, in the DFA's arena
+    int n;
     bool accept;
+    aero_cset first;
+    uint64_t hash;
+    int32_t *key;       // canonical form (see state_key)
+    int key_len;
+    uint16_t next[256]; // state after each byte, T_UNKNOWN until computed
+} dstate;
+
+typedef struct {
+    int sid;            // -1: empty slot
+    uint64_t *bits;     // allowed tokens in state sid
     unsigned long used;
 } mask_entry;
 
@@ -612,17 +609,22 @@ typedef struct {
     aero_sampler_constraint base;
     const aero_grammar *g;
     const aero_grammar_vocab *v;
-    arena a[2];
+    arena a[2];         // the current state's stacks (compacted after each token) and scratch work
     int cur;
-    sset s;           // the state after the tokens accepted so far
-    sset *depth_sets; // one per trie depth, for the walk
-    int n_depth;
-    bool dead;        // a token was accepted that the grammar refused (cannot happen through mask)
-    uint64_t *bits;   // the mask being built
+    sset s;             // the state after the tokens accepted so far
+    sset tmp[2];
+    bool dead;          // a token was accepted that the grammar refused (cannot happen through the mask)
+    arena dfa_arena;
+    dstate *ds;
+    int n_ds, cap_ds;
+    int32_t *htab;      // open addressing over ds by hash; -1 empty
+    int hcap;
+    bool overflow;      // a walk needed more states than DFA_CAP (tokens beyond were refused)
+    uint64_t *bits;     // the mask being built
     mask_entry cache[MASK_CACHE];
     unsigned long tick;
-    aero_cset loop;   // the looping bytes the table below was built for
-    uint16_t *loop_first; // per token: index of its first byte outside loop (len: none)
+    aero_cset loop;     // the looping bytes loop_first was computed for
+    uint16_t *loop_first; // per token: index of its first byte outside loop
     bool loop_ok;
     aero_grammar_stats stats;
 } gconstraint;
@@ -633,89 +635,9 @@ static double now_s(void) {
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-// Walks the trie under node, where the bytes so far leave state s (at depth d): a token whose bytes keep
-// some stack alive (or complete the sentence) is allowed.
-static void walk(gconstraint *c, int node, const sset *s, int d) {
-    const aero_grammar_vocab *v = c->v;
-    arena *a = &c->a[c->cur];
-    sset *out = &c->depth_sets[d];
-    int end = node + v->size[node];
-    for (int ch = node + 1; ch < end; ch += v->size[ch]) {
-        unsigned b = v->nbyte[ch];
-        if (!aero_cset_has(&s->first, b)) continue;
-        arena_mark m = arena_get(a);
-        advance(c->g, a, s, b, out);
-        if (sset_alive(out)) {
-            for (int t = v->tok_head[ch]; t >= 0; t = v->tok_next[t]) c->bits[t >> 6] |= 1ull << (t & 63);
-            if (out->n > 0 && v->size[ch] > 1 && d + 1 < c->n_depth) walk(c, ch, out, d + 1);
-        }
-        arena_set(a, m);
-    }
-}
-
-// Whether a token's bytes from index k on keep state s alive.
-static bool token_alive_from(gconstraint *c, const sset *s, int32_t id, int k) {
-    const aero_grammar_vocab *v = c->v;
-    const unsigned char *b = (const unsigned char *)v->bytes + v->off[id];
-    int l = v->len[id];
-    arena *a = &c->a[c->cur];
-    arena_mark m = arena_get(a);
-    const sset *in = s;
-    bool alive = true;
-    for (int i = k; i < l && alive; i++) {
-        sset *out = &c->depth_sets[(i - k) & 1];
-        advance(c->g, a, in, b[i], out);
-        alive = out->n > 0 || (out->accept && i + 1 == l);
-        in = out;
-    }
-    arena_set(a, m);
-    return alive;
-}
-
-// The bytes after which the state is itself again (inside a free string: every plain character).
-static void loop_bytes(gconstraint *c, const sset *s, aero_cset *out) {
-    memset(out, 0, sizeof *out);
-    arena *a = &c->a[c->cur];
-    sset *tmp = &c->depth_sets[0];
-    for (unsigned b = 0; b < 256; b++) {
-        if (!aero_cset_has(&s->first, b)) continue;
-        arena_mark m = arena_get(a);
-        advance(c->g, a, s, b, tmp);
-        if (sset_eq(tmp, s)) aero_cset_add(out, b);
-        arena_set(a, m);
-    }
-}
-
-static int popcount_cset(const aero_cset *x) {
-    int n = 0;
-    for (int k = 0; k < 4; k++) n += __builtin_popcountll(x->w[k]);
-    return n;
-}
-
-// Mask for a looping state: tokens made only of looping bytes are allowed at once (the state stays the
-// same); the others run from their first non-looping byte on.
-static void mask_loop(gconstraint *c, const sset *s, const aero_cset *loop) {
-    const aero_grammar_vocab *v = c->v;
-    if (!c->loop_ok || memcmp(&c->loop, loop, sizeof *loop)) {
-        for (int id = 0; id < v->n_vocab; id++) {
-            const unsigned char *b = (const unsigned char *)v->bytes + v->off[id];
-            int l = v->len[id], k = 0;
-            while (k < l && aero_cset_has(loop, b[k])) k++;
-            c->loop_first[id] = (uint16_t)k;
-        }
-        c->loop = *loop;
-        c->loop_ok = true;
-    }
-    for (int id = 0; id < v->n_vocab; id++) {
-        if (v->kind[id] != 0) continue;
-        int k = c->loop_first[id];
-        if (k == v->len[id] || token_alive_from(c, s, id, k)) c->bits[id >> 6] |= 1ull << (id & 63);
-    }
-}
-
-// Serializes a state for the cache: its stacks' positions, sorted by stack hash so order does not matter.
+// Serializes a state: its stacks' positions, sorted by stack hash so order does not matter.
 static int32_t *state_key(const sset *s, int *len) {
-    size_t n = (size_t)s->n + 1;
+    size_t n = (size_t)s->n + 2;
     for (int i = 0; i < s->n; i++)
         for (const cell *x = s->st[i]; x; x = x->next) n++;
     int32_t *k = malloc(sizeof *k * n);
@@ -732,6 +654,7 @@ static int32_t *state_key(const sset *s, int *len) {
         ord[j] = t;
     }
     int o = 0;
+    k[o++] = s->accept;
     for (int i = 0; i < s->n; i++) {
         for (const cell *x = ord[i]; x; x = x->next) k[o++] = x->pos;
         k[o++] = -1;
@@ -740,56 +663,170 @@ static int32_t *state_key(const sset *s, int *len) {
     return k;
 }
 
+static uint64_t key_hash(const int32_t *k, int n) {
+    uint64_t h = 0x243f6a8885a308d3ull;
+    for (int i = 0; i < n; i++) h = mix(h ^ (uint64_t)(uint32_t)k[i]) + 0x9e3779b97f4a7c15ull;
+    return h;
+}
+
+// Forgets every interned state (when the table fills up; at the start of a mask, never in the middle).
+static void dfa_reset(gconstraint *c) {
+    for (int i = 0; i < c->n_ds; i++) {
+        free(c->ds[i].st);
+        free(c->ds[i].key);
+    }
+    c->n_ds = 0;
+    for (int i = 0; i < c->hcap; i++) c->htab[i] = -1;
+    arena_set(&c->dfa_arena, (arena_mark){0, 0});
+    for (int i = 0; i < MASK_CACHE; i++) c->cache[i].sid = -1;
+}
+
+// The id of state s (interned on first sight); -1 when the table is full or memory ran out.
+static int intern(gconstraint *c, const sset *s) {
+    int klen;
+    int32_t *key = state_key(s, &klen);
+    if (!key) return -1;
+    uint64_t h = key_hash(key, klen);
+    int at = (int)(h & (uint64_t)(c->hcap - 1));
+    for (; c->htab[at] >= 0; at = (at + 1) & (c->hcap - 1)) {
+        const dstate *d = &c->ds[c->htab[at]];
+        if (d->hash == h && d->key_len == klen && !memcmp(d->key, key, sizeof *key * (size_t)klen)) {
+            free(key);
+            return c->htab[at];
+        }
+    }
+    if (c->n_ds == DFA_CAP || !grow((void **)&c->ds, &c->cap_ds, c->n_ds, 1, sizeof *c->ds, DFA_CAP)) goto full;
+    dstate *d = &c->ds[c->n_ds];
+    memset(d, 0, sizeof *d);
+    d->st = malloc(sizeof *d->st * (size_t)(s->n ? s->n : 1));
+    if (!d->st) goto full;
+    for (int i = 0; i < s->n; i++) {
+        d->st[i] = copy_stack(&c->dfa_arena, s->st[i]);
+        if (!d->st[i]) {
+            free(d->st);
+            goto full;
+        }
+    }
+    d->n = s->n;
+    d->accept = s->accept;
+    d->first = s->first;
+    d->hash = h;
+    d->key = key;
+    d->key_len = klen;
+    memset(d->next, 0xff, sizeof d->next);
+    c->htab[at] = c->n_ds;
+    return c->n_ds++;
+full:
+    free(key);
+    c->overflow = true;
+    return -1;
+}
+
+// The state after byte b from state sid (T_DEAD when b cannot come next).
+static int trans(gconstraint *c, int sid, unsigned b) {
+    uint16_t t = c->ds[sid].next[b];
+    if (t != T_UNKNOWN) return t == T_DEAD ? -1 : t;
+    if (!aero_cset_has(&c->ds[sid].first, b)) {
+        c->ds[sid].next[b] = T_DEAD;
+        return -1;
+    }
+    arena *a = &c->a[c->cur];
+    arena_mark m = arena_get(a);
+    const dstate *d = &c->ds[sid];
+    sset view = {.st = d->st, .n = d->n, .accept = d->accept, .first = d->first};
+    advance(c->g, a, &view, b, &c->tmp[0]);
+    int id = sset_alive(&c->tmp[0]) ? intern(c, &c->tmp[0]) : -2;
+    arena_set(a, m);
+    if (id == -1) return -1; // table full: refused, not remembered
+    c->ds[sid].next[b] = id < 0 ? T_DEAD : (uint16_t)id;
+    return id < 0 ? -1 : id;
+}
+
+static int popcount_cset(const aero_cset *x) {
+    int n = 0;
+    for (int k = 0; k < 4; k++) n += __builtin_popcountll(x->w[k]);
+    return n;
+}
+
+static void allow(gconstraint *c, int32_t id) { c->bits[id >> 6] |= 1ull << (id & 63); }
+
+// Walks the trie under node from state sid: a token is allowed when its bytes lead to a live state.
+static void walk(gconstraint *c, int node, int sid) {
+    const aero_grammar_vocab *v = c->v;
+    int end = node + v->size[node];
+    for (int ch = node + 1; ch < end; ch += v->size[ch]) {
+        int nid = trans(c, sid, v->nbyte[ch]);
+        if (nid < 0) continue;
+        for (int t = v->tok_head[ch]; t >= 0; t = v->tok_next[t]) allow(c, t);
+        if (v->size[ch] > 1 && c->ds[nid].n > 0) walk(c, ch, nid);
+    }
+}
+
+// Mask for a state that loops on many bytes (inside a free string): tokens made only of looping bytes are
+// allowed at once, the others run through the transitions from their first other byte.
+static void mask_loop(gconstraint *c, int sid, const aero_cset *loop) {
+    const aero_grammar_vocab *v = c->v;
+    if (!c->loop_ok || memcmp(&c->loop, loop, sizeof *loop)) {
+        for (int id = 0; id < v->n_vocab; id++) {
+            const unsigned char *b = (const unsigned char *)v->bytes + v->off[id];
+            int l = v->len[id], k = 0;
+            while (k < l && aero_cset_has(loop, b[k])) k++;
+            c->loop_first[id] = (uint16_t)(k < 65535 ? k : 65535);
+        }
+        c->loop = *loop;
+        c->loop_ok = true;
+    }
+    for (int id = 0; id < v->n_vocab; id++) {
+        if (v->kind[id] != 0) continue;
+        int k = c->loop_first[id], l = v->len[id];
+        if (k == l) {
+            allow(c, id);
+            continue;
+        }
+        const unsigned char *b = (const unsigned char *)v->bytes + v->off[id];
+        int x = sid;
+        for (int i = k; i < l && x >= 0; i++) x = trans(c, x, b[i]);
+        if (x >= 0) allow(c, id);
+    }
+}
+
 static void constraint_mask(aero_sampler_constraint *base, float *logits, int n_vocab) {
     gconstraint *c = (gconstraint *)base;
     const aero_grammar_vocab *v = c->v;
     double t0 = now_s();
     c->stats.masks++;
     int words = (v->n_vocab + 63) / 64;
-    const sset *s = &c->s;
-    bool accept = s->accept && !c->dead;
-    uint64_t h = sset_hash(s);
-    int klen = 0;
-    int32_t *key = state_key(s, &klen);
+    bool accept = c->s.accept && !c->dead;
+    if (c->n_ds > DFA_CAP * 3 / 4) dfa_reset(c);
+    int sid = !c->dead && c->s.n > 0 ? intern(c, &c->s) : -1;
     mask_entry *hit = NULL;
-    for (int i = 0; i < MASK_CACHE && key; i++) {
-        mask_entry *e = &c->cache[i];
-        if (e->bits && e->hash == h && e->key_len == klen && e->accept == s->accept &&
-            !memcmp(e->key, key, sizeof *key * (size_t)klen))
-            hit = e;
-    }
+    for (int i = 0; i < MASK_CACHE && sid >= 0; i++)
+        if (c->cache[i].sid == sid) hit = &c->cache[i];
     if (hit) {
         c->stats.cache_hits++;
         memcpy(c->bits, hit->bits, sizeof *c->bits * (size_t)words);
         hit->used = ++c->tick;
-        free(key);
     } else {
         memset(c->bits, 0, sizeof *c->bits * (size_t)words);
-        if (!c->dead && s->n > 0) {
-            aero_cset loop;
-            loop_bytes(c, s, &loop);
-            if (popcount_cset(&loop) >= LOOP_MIN_BYTES && c->loop_first) {
+        if (sid >= 0) {
+            aero_cset loop = {{0}};
+            for (unsigned b = 0; b < 256; b++)
+                if (aero_cset_has(&c->ds[sid].first, b) && trans(c, sid, b) == sid) aero_cset_add(&loop, b);
+            if (popcount_cset(&loop) >= LOOP_MIN_BYTES) {
                 c->stats.loop_masks++;
-                mask_loop(c, s, &loop);
+                mask_loop(c, sid, &loop);
             } else {
                 c->stats.trie_masks++;
-                walk(c, 0, s, 0);
+                walk(c, 0, sid);
             }
-        }
-        // remember it in the least recently used slot
-        mask_entry *e = &c->cache[0];
-        for (int i = 1; i < MASK_CACHE; i++)
-            if (c->cache[i].used < e->used) e = &c->cache[i];
-        if (key && (e->bits || (e->bits = malloc(sizeof *e->bits * (size_t)words)))) {
-            free(e->key);
-            e->key = key;
-            e->key_len = klen;
-            e->hash = h;
-            e->accept = s->accept;
-            memcpy(e->bits, c->bits, sizeof *c->bits * (size_t)words);
-            e->used = ++c->tick;
-        } else {
-            free(key);
+            mask_entry *e = &c->cache[0]; // remember it in the least recently used slot
+            for (int i = 1; i < MASK_CACHE; i++)
+                if (c->cache[i].used < e->used) e = &c->cache[i];
+            if (e->bits || (e->bits = malloc(sizeof *e->bits * (size_t)words))) {
+                memcpy(e->bits, c->bits, sizeof *c->bits * (size_t)words);
+                e->sid = sid;
+                e->used = ++c->tick;
+            }
         }
     }
     bool any = false;
@@ -816,7 +853,7 @@ static void constraint_accept(aero_sampler_constraint *base, int32_t token) {
     }
     const unsigned char *b = (const unsigned char *)v->bytes + v->off[token];
     arena *a = &c->a[c->cur];
-    sset *x = &c->depth_sets[0], *y = &c->depth_sets[1];
+    sset *x = &c->tmp[0], *y = &c->tmp[1];
     sset_copy(x, &c->s);
     for (int i = 0; i < v->len[token]; i++) {
         advance(c->g, a, x, b[i], y);
@@ -839,14 +876,15 @@ aero_sampler_constraint *aero_grammar_constraint_new(const aero_grammar *g, cons
     c->base.accept = constraint_accept;
     c->g = g;
     c->v = v;
-    c->n_depth = v->max_len + 2;
-    if (c->n_depth < 2) c->n_depth = 2;
-    c->depth_sets = calloc((size_t)c->n_depth, sizeof *c->depth_sets);
+    c->hcap = DFA_CAP * 2;
+    c->htab = malloc(sizeof *c->htab * (size_t)c->hcap);
     c->bits = malloc(sizeof *c->bits * (size_t)((v->n_vocab + 63) / 64));
     c->loop_first = malloc(sizeof *c->loop_first * (size_t)v->n_vocab);
-    if (!c->depth_sets || !c->bits || !c->loop_first || !sset_init(&c->s)) goto fail;
-    for (int i = 0; i < c->n_depth; i++)
-        if (!sset_init(&c->depth_sets[i])) goto fail;
+    if (!c->htab || !c->bits || !c->loop_first || !sset_init(&c->s) || !sset_init(&c->tmp[0]) ||
+        !sset_init(&c->tmp[1]))
+        goto fail;
+    for (int i = 0; i < c->hcap; i++) c->htab[i] = -1;
+    for (int i = 0; i < MASK_CACHE; i++) c->cache[i].sid = -1;
     start_state(g, &c->a[0], &c->s);
     if (c->a[0].oom) goto fail;
     return &c->base;
@@ -858,18 +896,18 @@ fail:
 void aero_grammar_constraint_free(aero_sampler_constraint *base) {
     if (!base) return;
     gconstraint *c = (gconstraint *)base;
+    if (c->htab) dfa_reset(c);
+    free(c->ds);
+    free(c->htab);
+    arena_free(&c->dfa_arena);
     arena_free(&c->a[0]);
     arena_free(&c->a[1]);
     free(c->s.st);
-    if (c->depth_sets)
-        for (int i = 0; i < c->n_depth; i++) free(c->depth_sets[i].st);
-    free(c->depth_sets);
+    free(c->tmp[0].st);
+    free(c->tmp[1].st);
     free(c->bits);
     free(c->loop_first);
-    for (int i = 0; i < MASK_CACHE; i++) {
-        free(c->cache[i].key);
-        free(c->cache[i].bits);
-    }
+    for (int i = 0; i < MASK_CACHE; i++) free(c->cache[i].bits);
     free(c);
 }
 

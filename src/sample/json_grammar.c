@@ -29,7 +29,7 @@ typedef struct {
     int depth;
     char path[256];
     // shared rules, -1 until built
-    int ws, value, object, array, string, strchar, strchar_ascii, number, integer, nn_integer, pos_integer, boolean,
+    int ws, value, object, array, string, strchar, utf8, number, integer, nn_integer, pos_integer, boolean,
         null, digits15, frac, exp, esc;
     struct {
         const json_t *schema;
@@ -158,23 +158,35 @@ static int ws(jc *c) {
     return c->ws = c->st ? -1 : r;
 }
 
-// The bytes that stand for themselves inside a JSON string (UTF-8 continuation bytes included).
-static aero_gel plain(jc *c) {
-    aero_cset s = {{0}};
-    aero_cset_range(&s, 0x20, 0xff);
-    s.w['"' >> 6] &= ~(1ull << ('"' & 63));
-    s.w['\\' >> 6] &= ~(1ull << ('\\' & 63));
-    int i = aero_grammar_cset(c->g, &s);
-    if (i < 0) oom(c);
-    return (aero_gel){AERO_GEL_CHARS, i < 0 ? 0 : i};
+// The ASCII bytes that stand for themselves inside a JSON string.
+static aero_gel plain(jc *c) { return C(c, " !#-[]-~\x7f"); }
+
+// A character of two to four bytes, exactly as UTF-8 allows (no overlongs, no surrogates, up to U+10FFFF),
+// so what the grammar accepts is what JSON parsers accept.
+static int utf8_multi(jc *c) {
+    if (c->utf8 >= 0) return c->utf8;
+    int r = new_rule(c);
+    aero_gel k = C(c, "\x80-\xbf");
+    alt(c, r, 2, C(c, "\xc2-\xdf"), k);
+    alt(c, r, 3, B(c, 0xe0), C(c, "\xa0-\xbf"), k);
+    alt(c, r, 3, C(c, "\xe1-\xec\xee\xef"), k, k);
+    alt(c, r, 3, B(c, 0xed), C(c, "\x80-\x9f"), k);
+    alt(c, r, 4, B(c, 0xf0), C(c, "\x90-\xbf"), k, k);
+    alt(c, r, 4, C(c, "\xf1-\xf3"), k, k, k);
+    alt(c, r, 4, B(c, 0xf4), C(c, "\x80-\x8f"), k, k);
+    return c->utf8 = c->st ? -1 : r;
 }
 
+// What follows a backslash: a one-letter escape or \uXXXX, where a surrogate must come as a pair.
 static int esc(jc *c) {
     if (c->esc >= 0) return c->esc;
     int r = new_rule(c);
     aero_gel hex = C(c, "0-9a-fA-F");
     alt(c, r, 1, C(c, "\"\\/bfnrt"));
-    alt(c, r, 5, B(c, 'u'), hex, hex, hex, hex);
+    alt(c, r, 5, B(c, 'u'), C(c, "0-9a-cA-Ce-fE-F"), hex, hex, hex);
+    alt(c, r, 5, B(c, 'u'), C(c, "dD"), C(c, "0-7"), hex, hex);
+    alt(c, r, 11, B(c, 'u'), C(c, "dD"), C(c, "89abAB"), hex, hex, B(c, '\\'), B(c, 'u'), C(c, "dD"), C(c, "c-fC-F"), hex,
+        hex);
     return c->esc = c->st ? -1 : r;
 }
 
@@ -184,31 +196,24 @@ static int string(jc *c) {
     int body = new_rule(c), r = new_rule(c);
     alt(c, body, 2, plain(c), R(body));
     alt(c, body, 3, B(c, '\\'), R(esc(c)), R(body));
+    alt(c, body, 2, R(utf8_multi(c)), R(body));
     alt(c, body, 1, B(c, '"'));
     alt(c, r, 2, B(c, '"'), R(body));
     return c->string = c->st ? -1 : r;
 }
 
-// One character of a string (a byte of a multi-byte one counts as a character: byte bounds are stricter).
+// One character of a string, as minLength and maxLength count them.
 static int strchar(jc *c) {
     if (c->strchar >= 0) return c->strchar;
     int r = new_rule(c);
     alt(c, r, 1, plain(c));
     alt(c, r, 2, B(c, '\\'), R(esc(c)));
+    alt(c, r, 1, R(utf8_multi(c)));
     return c->strchar = c->st ? -1 : r;
 }
 
-// One ASCII character, for the characters minLength requires (a byte of a multi-byte one would count short).
-static int strchar_ascii(jc *c) {
-    if (c->strchar_ascii >= 0) return c->strchar_ascii;
-    int r = new_rule(c);
-    alt(c, r, 1, C(c, " !#-[]-~"));
-    alt(c, r, 2, B(c, '\\'), R(esc(c)));
-    return c->strchar_ascii = c->st ? -1 : r;
-}
-
 static int string_bounded(jc *c, int min, int max) {
-    int req = min > 0 ? repeat(c, R(strchar_ascii(c)), min, min) : -1;
+    int req = min > 0 ? repeat(c, R(strchar(c)), min, min) : -1;
     int opt = repeat(c, R(strchar(c)), 0, max < 0 ? -1 : max - min);
     int r = new_rule(c);
     if (min > 0) alt(c, r, 4, B(c, '"'), R(req), R(opt), B(c, '"'));
@@ -869,7 +874,7 @@ aero_status aero_json_grammar_compile(aero_grammar **out, const json_t *sch, cha
     *out = NULL;
     if (keyword) keyword[0] = 0;
     jc c = {.err = err, .keyword = keyword, .root = sch};
-    c.ws = c.value = c.object = c.array = c.string = c.strchar = c.strchar_ascii = c.number = c.integer =
+    c.ws = c.value = c.object = c.array = c.string = c.strchar = c.utf8 = c.number = c.integer =
         c.nn_integer = c.pos_integer = c.boolean = c.null = c.digits15 = c.frac = c.exp = c.esc = -1;
     c.g = aero_grammar_new();
     if (!c.g) return aero_fail(err, AERO_ERR_NOMEM, "out of memory compiling the JSON schema");
