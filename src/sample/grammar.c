@@ -17,6 +17,7 @@
 #define MASK_CACHE 16
 #define LOOP_MIN_BYTES 32  // a state that loops on this many bytes is masked from the per-token table
 
+// Byte ranges are how grammars write classes ([0-9], [\x80-\xbf]).
 void aero_cset_range(aero_cset *c, unsigned lo, unsigned hi) {
     for (unsigned b = lo; b <= hi && b < 256; b++) aero_cset_add(c, b);
 }
@@ -36,12 +37,14 @@ struct aero_grammar {
     int root;
 };
 
+// An empty grammar for a compiler to fill; root unset until aero_grammar_set_root.
 aero_grammar *aero_grammar_new(void) {
     aero_grammar *g = calloc(1, sizeof *g);
     if (g) g->root = -1;
     return g;
 }
 
+// Frees the rules, their elements and the byte classes.
 void aero_grammar_free(aero_grammar *g) {
     if (!g) return;
     for (int i = 0; i < g->n_rules; i++) free(g->rules[i].alts);
@@ -65,12 +68,14 @@ static bool grow(void **p, int *cap, int n, int extra, size_t sz, int limit) {
     return true;
 }
 
+// Rules are created before their alternatives so that rules can refer to each other (recursion).
 int aero_grammar_add_rule(aero_grammar *g) {
     if (!grow((void **)&g->rules, &g->cap_rules, g->n_rules, 1, sizeof *g->rules, MAX_RULES)) return -1;
     memset(&g->rules[g->n_rules], 0, sizeof g->rules[0]);
     return g->n_rules++;
 }
 
+// Classes are shared: grammars repeat the same few ([0-9], string bytes) thousands of times.
 int aero_grammar_cset(aero_grammar *g, const aero_cset *c) {
     for (int i = 0; i < g->n_sets; i++)
         if (!memcmp(&g->sets[i], c, sizeof *c)) return i;
@@ -79,6 +84,7 @@ int aero_grammar_cset(aero_grammar *g, const aero_cset *c) {
     return g->n_sets++;
 }
 
+// Alternatives live end to end in one element array, each closed by an END element.
 bool aero_grammar_add_alt(aero_grammar *g, int rule, const aero_gel *els, int n) {
     if (rule < 0 || rule >= g->n_rules || n < 0) return false;
     if (!grow((void **)&g->elems, &g->cap_elems, g->n_elems, n + 1, sizeof *g->elems, MAX_ELEMS)) return false;
@@ -113,6 +119,7 @@ static bool *nullable_rules(const aero_grammar *g) {
     return nul;
 }
 
+// Runs once per compiled grammar, so the recognizer can assume a well-formed one.
 aero_status aero_grammar_check(const aero_grammar *g, aero_error *err) {
     if (g->root < 0 || g->root >= g->n_rules) return aero_fail(err, AERO_ERR_INVALID, "grammar has no root rule");
     for (int r = 0; r < g->n_rules; r++) {
@@ -208,6 +215,7 @@ typedef struct {
     int chunk, used;
 } arena_mark;
 
+// Cells come from fixed chunks so a mark/reset frees a whole trie branch's work at once.
 static cell *arena_cell(arena *a) {
     if (a->chunk < a->n_chunks && a->used == CHUNK_CELLS) {
         a->chunk++;
@@ -228,16 +236,19 @@ oom:
 }
 
 static arena_mark arena_get(const arena *a) { return (arena_mark){a->chunk, a->used}; }
+// Releases everything allocated after mark m (kept for reuse).
 static void arena_set(arena *a, arena_mark m) {
     a->chunk = m.chunk;
     a->used = m.used;
 }
+// Returns the chunks to the allocator.
 static void arena_free(arena *a) {
     for (int i = 0; i < a->n_chunks; i++) free(a->chunks[i]);
     free(a->chunks);
     memset(a, 0, sizeof *a);
 }
 
+// A 64-bit finalizer (murmur3), for stack and state hashes.
 static uint64_t mix(uint64_t x) {
     x ^= x >> 33;
     x *= 0xff51afd7ed558ccdull;
@@ -247,6 +258,7 @@ static uint64_t mix(uint64_t x) {
     return x;
 }
 
+// Pushes pos onto stack next; the hash covers the whole stack so equal stacks compare in O(1) mostly.
 static cell *mk(arena *a, int32_t pos, cell *next) {
     cell *c = arena_cell(a);
     if (!c) return NULL;
@@ -256,6 +268,7 @@ static cell *mk(arena *a, int32_t pos, cell *next) {
     return c;
 }
 
+// Structural equality, short-cut by shared tails and hashes.
 static bool stack_eq(const cell *x, const cell *y) {
     while (x != y) {
         if (!x || !y || x->hash != y->hash || x->pos != y->pos) return false;
@@ -279,18 +292,21 @@ typedef struct {
     sset *out;
 } expander;
 
+// State buffers are allocated once at their largest size; a step never allocates them.
 static bool sset_init(sset *s) {
     memset(s, 0, sizeof *s);
     s->st = malloc(sizeof *s->st * MAX_STACKS);
     return s->st != NULL;
 }
 
+// Empties a state before a step writes into it.
 static void sset_clear(sset *s) {
     s->n = 0;
     s->accept = false;
     memset(&s->first, 0, sizeof s->first);
 }
 
+// Adds a stack unless an equal one is there (ambiguity would otherwise multiply states).
 static void sset_add(const aero_grammar *g, sset *s, cell *c) {
     for (int i = 0; i < s->n; i++)
         if (stack_eq(s->st[i], c)) return;
@@ -343,6 +359,7 @@ static void advance(const aero_grammar *g, arena *a, const sset *in, unsigned b,
 
 static bool sset_alive(const sset *s) { return s->n > 0 || s->accept; }
 
+// Copies the stack pointers (stacks are immutable, so they can be shared).
 static void sset_copy(sset *dst, const sset *src) {
     memcpy(dst->st, src->st, sizeof *src->st * (size_t)src->n);
     dst->n = src->n;
@@ -382,6 +399,7 @@ static void start_state(const aero_grammar *g, arena *a, sset *s) {
     }
 }
 
+// A recognizer at the start of the root rule.
 aero_grammar_run *aero_grammar_run_new(const aero_grammar *g) {
     aero_grammar_run *r = calloc(1, sizeof *r);
     if (!r) return NULL;
@@ -394,6 +412,7 @@ aero_grammar_run *aero_grammar_run_new(const aero_grammar *g) {
     return r;
 }
 
+// Frees the recognizer's arenas and state buffers.
 void aero_grammar_run_free(aero_grammar_run *r) {
     if (!r) return;
     arena_free(&r->a[0]);
@@ -419,6 +438,7 @@ static void run_compact(arena a[2], int *cur, sset *s) {
     arena_set(&a[!*cur], (arena_mark){0, 0});
 }
 
+// Steps byte by byte; on failure the arena is reset so the old state stays intact.
 bool aero_grammar_run_feed(aero_grammar_run *r, const char *bytes, size_t n) {
     arena *a = &r->a[r->cur];
     arena_mark m = arena_get(a);
@@ -461,6 +481,7 @@ struct aero_grammar_vocab {
     int max_len;
 };
 
+// Frees the token bytes and the trie.
 void aero_grammar_vocab_free(aero_grammar_vocab *v) {
     if (!v) return;
     free(v->off);
@@ -475,6 +496,7 @@ void aero_grammar_vocab_free(aero_grammar_vocab *v) {
 }
 
 static const aero_grammar_vocab *sort_vocab; // qsort has no context argument; vocabularies are built at load
+// Byte order of token strings, so tokens sharing a prefix are adjacent (the trie is built in one pass).
 static int cmp_tok(const void *a, const void *b) {
     const aero_grammar_vocab *v = sort_vocab;
     int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
@@ -629,6 +651,7 @@ typedef struct {
     aero_grammar_stats stats;
 } gconstraint;
 
+// Monotonic seconds, for the mask cost statistics.
 static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -663,6 +686,7 @@ static int32_t *state_key(const sset *s, int *len) {
     return k;
 }
 
+// Hash of a state's canonical key, for the DFA's table.
 static uint64_t key_hash(const int32_t *k, int n) {
     uint64_t h = 0x243f6a8885a308d3ull;
     for (int i = 0; i < n; i++) h = mix(h ^ (uint64_t)(uint32_t)k[i]) + 0x9e3779b97f4a7c15ull;
@@ -742,6 +766,7 @@ static int trans(gconstraint *c, int sid, unsigned b) {
     return id < 0 ? -1 : id;
 }
 
+// Size of a byte class (how many bytes a state loops on).
 static int popcount_cset(const aero_cset *x) {
     int n = 0;
     for (int k = 0; k < 4; k++) n += __builtin_popcountll(x->w[k]);
@@ -790,6 +815,7 @@ static void mask_loop(gconstraint *c, int sid, const aero_cset *loop) {
     }
 }
 
+// The sampler's hook before each draw: forbidden tokens get -INFINITY.
 static void constraint_mask(aero_sampler_constraint *base, float *logits, int n_vocab) {
     gconstraint *c = (gconstraint *)base;
     const aero_grammar_vocab *v = c->v;
@@ -842,6 +868,7 @@ static void constraint_mask(aero_sampler_constraint *base, float *logits, int n_
     c->stats.seconds += now_s() - t0;
 }
 
+// The sampler's hook after each draw: the state moves past the token's bytes.
 static void constraint_accept(aero_sampler_constraint *base, int32_t token) {
     gconstraint *c = (gconstraint *)base;
     const aero_grammar_vocab *v = c->v;
@@ -869,6 +896,7 @@ static void constraint_accept(aero_sampler_constraint *base, int32_t token) {
     run_compact(c->a, &c->cur, &c->s);
 }
 
+// A request's constraint at the grammar's start; its DFA and mask cache start empty.
 aero_sampler_constraint *aero_grammar_constraint_new(const aero_grammar *g, const aero_grammar_vocab *v) {
     gconstraint *c = calloc(1, sizeof *c);
     if (!c) return NULL;
@@ -893,6 +921,7 @@ fail:
     return NULL;
 }
 
+// Frees the DFA, the caches and the state.
 void aero_grammar_constraint_free(aero_sampler_constraint *base) {
     if (!base) return;
     gconstraint *c = (gconstraint *)base;
@@ -911,11 +940,13 @@ void aero_grammar_constraint_free(aero_sampler_constraint *base) {
     free(c);
 }
 
+// For callers that want to know whether the output is a whole sentence (tests, logs).
 bool aero_grammar_constraint_complete(const aero_sampler_constraint *base) {
     const gconstraint *c = (const gconstraint *)base;
     return !c->dead && c->s.accept;
 }
 
+// Mask counters for the request log and the benchmark.
 void aero_grammar_constraint_stats(const aero_sampler_constraint *base, aero_grammar_stats *out) {
     *out = ((const gconstraint *)base)->stats;
 }

@@ -54,6 +54,7 @@ static int fail(jc *c, aero_status st, const char *kw, const char *fmt, ...) {
 
 static int oom(jc *c) { return fail(c, AERO_ERR_NOMEM, NULL, "out of memory compiling the JSON schema"); }
 
+// A rule, or -1 once anything failed (later steps then do nothing).
 static int new_rule(jc *c) {
     int r = c->st ? -1 : aero_grammar_add_rule(c->g);
     if (r < 0 && !c->st) oom(c);
@@ -212,6 +213,7 @@ static int strchar(jc *c) {
     return c->strchar = c->st ? -1 : r;
 }
 
+// A string of min..max characters (max < 0: no limit).
 static int string_bounded(jc *c, int min, int max) {
     int req = min > 0 ? repeat(c, R(strchar(c)), min, min) : -1;
     int opt = repeat(c, R(strchar(c)), 0, max < 0 ? -1 : max - min);
@@ -235,6 +237,7 @@ static int nn_integer(jc *c) { // 0 | [1-9][0-9]{0,15}
     return c->nn_integer = c->st ? -1 : r;
 }
 
+// Integers from 1 up (minimum 1).
 static int pos_integer(jc *c) {
     if (c->pos_integer >= 0) return c->pos_integer;
     int r = new_rule(c);
@@ -242,6 +245,7 @@ static int pos_integer(jc *c) {
     return c->pos_integer = c->st ? -1 : r;
 }
 
+// Any integer, within 16 digits.
 static int integer(jc *c) {
     if (c->integer >= 0) return c->integer;
     int r = new_rule(c);
@@ -264,6 +268,7 @@ static int frac_exp(jc *c) {
     return c->frac = c->st ? -1 : r;
 }
 
+// Any JSON number, within bounded digit counts.
 static int number(jc *c) {
     if (c->number >= 0) return c->number;
     int r = new_rule(c);
@@ -288,6 +293,7 @@ static int object_any(jc *c) {
 
 static int array_of(jc *c, int item, int min, int max);
 
+// Any JSON array (for values without a schema).
 static int array_any(jc *c) {
     if (c->array >= 0) return c->array;
     c->array = new_rule(c); // placeholder so value() can refer to it while it is built
@@ -296,6 +302,7 @@ static int array_any(jc *c) {
     return c->st ? -1 : c->array;
 }
 
+// Any JSON value (json_object's members, schemas that say nothing).
 static int value(jc *c) {
     if (c->value >= 0) return c->value;
     int r = c->value = new_rule(c);
@@ -377,6 +384,7 @@ static int int_range(jc *c, long long lo, long long hi) {
     return c->st ? -1 : r;
 }
 
+// Keywords that describe but do not constrain: ignored.
 static bool is_annotation(const char *k) {
     static const char *a[] = {"title",      "description", "default",  "examples", "$schema",     "$id",
                               "$comment",   "deprecated",  "readOnly", "writeOnly", "$defs",      "definitions",
@@ -386,6 +394,7 @@ static bool is_annotation(const char *k) {
     return false;
 }
 
+// Keywords the compiler enforces; any other is refused by name.
 static bool is_supported(const char *k) {
     static const char *s[] = {"type",     "properties", "required",  "additionalProperties", "items",
                               "minItems", "maxItems",   "enum",      "const",                "anyOf",
@@ -434,6 +443,7 @@ static const json_t *resolve_ref(jc *c, const char *ref) {
     return *p ? NULL : at;
 }
 
+// A $ref becomes a rule created before its body, so recursive schemas terminate.
 static int ref_rule(jc *c, const char *ref) {
     const json_t *target = resolve_ref(c, ref);
     if (!target) return fail(c, AERO_ERR_INVALID, "$ref", "'$ref' '%.100s' does not resolve within the schema", ref);
@@ -528,6 +538,7 @@ static int object_map(jc *c, int val) {
     return c->st ? -1 : r;
 }
 
+// type object: declared properties, a map of one schema, '{}' only, or any object.
 static int type_object(jc *c, const json_t *s) {
     const json_t *props = json_object_get(s, "properties"), *required = json_object_get(s, "required");
     const json_t *addl = json_object_get(s, "additionalProperties");
@@ -550,6 +561,7 @@ static int type_object(jc *c, const json_t *s) {
     return object_any(c);
 }
 
+// type array: items with minItems/maxItems.
 static int type_array(jc *c, const json_t *s) {
     const json_t *items = json_object_get(s, "items"), *uniq = json_object_get(s, "uniqueItems");
     if (json_is_true(uniq))
@@ -609,6 +621,7 @@ static int fmt_time(jc *c) {
     return c->st ? -1 : r;
 }
 
+// uuid: 8-4-4-4-12 lower-case hex digits.
 static int fmt_uuid(jc *c) {
     aero_gel h = C(c, "0-9a-f");
     int h4 = repeat(c, h, 4, 4), h8 = repeat(c, h, 8, 8), h12 = repeat(c, h, 12, 12), r = new_rule(c);
@@ -634,6 +647,7 @@ static int fmt_email(jc *c) {
     return c->st ? -1 : r;
 }
 
+// type string: a format, bounded length, or any string.
 static int type_string(jc *c, const json_t *s) {
     const json_t *fmt = json_object_get(s, "format");
     int min, max;
@@ -706,6 +720,7 @@ static bool int_bounds(jc *c, const json_t *s, bool integral_only, bool *has_lo,
     return true;
 }
 
+// type integer with the bounds the grammar can enforce exactly.
 static int type_integer(jc *c, const json_t *s) {
     bool has_lo, has_hi;
     long long lo = 0, hi = 0;
@@ -724,6 +739,7 @@ static int type_integer(jc *c, const json_t *s) {
                 kw, has_hi ? hi : lo, MAX_RANGE);
 }
 
+// type number with the bounds the grammar can enforce exactly.
 static int type_number(jc *c, const json_t *s) {
     bool has_lo, has_hi;
     long long lo = 0, hi = 0;
@@ -751,6 +767,7 @@ static int type_number(jc *c, const json_t *s) {
                 "or minimum 0 alone, are)", kw, has_hi ? hi : lo);
 }
 
+// One JSON type under the schema's keywords for that type.
 static int one_type(jc *c, const json_t *s, const char *t) {
     if (!strcmp(t, "object")) return type_object(c, s);
     if (!strcmp(t, "array")) return type_array(c, s);

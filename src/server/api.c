@@ -1,6 +1,7 @@
-// The OpenAI endpoints: models, completions and chat completions (whole or streamed as Server-Sent Events),
-// plus health, metrics, tokenize and detokenize. Requests are validated and tokenized here, on the connection's
-// thread; only token work reaches the scheduler.
+// The OpenAI endpoints: models, completions and chat completions (whole or streamed as Server-Sent Events,
+// optionally constrained to JSON by response_format), plus health, metrics, tokenize, detokenize and
+// llama-server's props and slots. Requests are validated and tokenized here, on the connection's thread; only
+// token work reaches the scheduler.
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -505,6 +506,7 @@ static size_t gv_piece(void *ctx, int32_t id, char *buf, size_t cap) {
     return aero_token_to_bytes(((aero_srv_model *)ctx)->tok, id, false, buf, cap);
 }
 
+// End-of-generation ids end a constrained output; other control tokens never appear in it.
 static int gv_kind(void *ctx, int32_t id) {
     const aero_tokenizer *t = ((aero_srv_model *)ctx)->tok;
     if (aero_tokenizer_is_eog(t, id)) return 2;

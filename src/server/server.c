@@ -1,6 +1,7 @@
 // HTTP plumbing on libmicrohttpd: one thread per connection (a blocked reader never stalls another client),
 // bodies gathered under a size limit, API-key check, CORS, JSON and error responses, the loading state, the
-// request log, and the server's start/load/stop life cycle.
+// request log, the per-request receive deadline, and the server's start/load/stop life cycle (a stop drains
+// the requests in flight before it ends them).
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
@@ -289,6 +290,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     free(r);
 }
 
+// Requests with a generation are listed for /slots and counted for the shutdown drain.
 void aero_http_active_add(aero_http_req *r) {
     aero_server *s = r->srv;
     pthread_mutex_lock(&s->active_mu);
