@@ -1,5 +1,5 @@
-// libFuzzer target for constrained output: the JSON-schema compiler on any bytes (a schema, then after a NUL
-// byte a candidate text), the recognizer on the candidate, and the token mask on a small vocabulary. A text
+// libFuzzer target for constrained output: the JSON-schema compiler and the GBNF parser on any bytes (a schema
+// or grammar, then after a NUL byte a candidate text), the recognizer on the candidate, and the token mask on a small vocabulary. A text
 // the grammar accepts must be JSON (the grammar's language stays inside JSON); a token the mask allows must
 // keep the recognizer alive, and an allowed end of generation must mean a complete sentence.
 // Run: make fuzz && build-fuzz/fuzz_json_schema -max_total_time=60 fuzz/corpus/json_schema
@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "sample/gbnf.h"
 #include "sample/grammar.h"
 #include "sample/json_grammar.h"
 
@@ -34,6 +35,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     size_t slen = nul ? (size_t)(nul - data) : size;
     const char *cand = nul ? (const char *)nul + 1 : "";
     size_t clen = nul ? size - slen - 1 : 0;
+    { // the same bytes as a GBNF grammar: compiles or fails cleanly; its recognizer runs on the candidate
+        aero_grammar *gb = NULL;
+        aero_error gerr = {0};
+        if (aero_gbnf_compile(&gb, (const char *)data, slen, &gerr) == AERO_OK) {
+            aero_grammar_run *gr = aero_grammar_run_new(gb);
+            if (gr && clen < 4096) aero_grammar_run_feed(gr, cand, clen);
+            aero_grammar_run_free(gr);
+            aero_grammar_free(gb);
+        } else if (!gerr.msg[0] || gb) {
+            abort();
+        }
+    }
     json_t *schema = json_loadb((const char *)data, slen, JSON_DECODE_ANY, NULL);
     aero_grammar *g = NULL;
     aero_error err = {0};

@@ -11,6 +11,7 @@
 
 #include "check.h"
 #include "helpers.h"
+#include "sample/gbnf.h"
 #include "sample/grammar.h"
 #include "sample/json_grammar.h"
 #include "sample/sample.h"
@@ -339,7 +340,46 @@ static void bench_real(const char *vocab_path) {
     aero_tokenizer_free(rv.t);
 }
 
+// GBNF: llama.cpp's grammar format, through the same recognizer.
+static bool gbnf_accepts(const char *grammar, const char *text) {
+    aero_grammar *g = NULL;
+    aero_error err = {0};
+    if (aero_gbnf_compile(&g, grammar, strlen(grammar), &err)) {
+        fprintf(stderr, "gbnf: %s\n", err.msg);
+        return false;
+    }
+    bool ok = accepts(g, text);
+    aero_grammar_free(g);
+    return ok;
+}
+
+static void test_gbnf(void) {
+    const char *answer = "# a yes/no answer and a two-digit count\n"
+                         "root ::= verdict \" \" count (\"!\")?\n"
+                         "verdict ::= \"yes\" | \"no\"\n"
+                         "count ::= [1-9] [0-9]{1}\n";
+    CHECK(gbnf_accepts(answer, "yes 42"));
+    CHECK(gbnf_accepts(answer, "no 10!"));
+    CHECK(!gbnf_accepts(answer, "maybe 42"));
+    CHECK(!gbnf_accepts(answer, "yes 042"));
+    CHECK(!gbnf_accepts(answer, "yes 4"));
+    const char *list = "root ::= item (\",\" ws item)*\nitem ::= [^,\\n ]+\nws ::= \" \"?\n";
+    CHECK(gbnf_accepts(list, "a,b, \xc3\xa9t\xc3\xa9"));
+    CHECK(!gbnf_accepts(list, "a,,b"));
+    CHECK(gbnf_accepts("root ::= \"\\u00e9\" . [a-c]{2,3}", "\xc3\xa9zab"));
+    CHECK(gbnf_accepts("root ::= \"\\u00e9\" . [a-c]{2,3}", "\xc3\xa9\xe2\x82\xac" "abc"));
+    const char *bad[] = {"root ::= missing", "item ::= \"x\"", "root ::= \"open", "root ::= [a-", "root ::= root \"x\"",
+                         "root ::= [\xc3\xa9]", "root ::= \"a\"{5,2}", "root ::= (\"a\"", "root ::= \"a\"\nroot ::= \"b\""};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        aero_grammar *g = NULL;
+        aero_error err = {0};
+        CHECKF(aero_gbnf_compile(&g, bad[i], strlen(bad[i]), &err) == AERO_ERR_INVALID && !g && err.msg[0],
+               "bad grammar %zu accepted", i);
+    }
+}
+
 int main(void) {
+    test_gbnf();
     test_recognizer();
     test_unsupported();
     test_mask_agrees();

@@ -91,7 +91,7 @@ bool aero_grammar_add_alt(aero_grammar *g, int rule, const aero_gel *els, int n)
     rule_t *r = &g->rules[rule];
     if (!grow((void **)&r->alts, &r->cap, r->n, 1, sizeof *r->alts, 1 << 20)) return false;
     r->alts[r->n++] = g->n_elems;
-    memcpy(g->elems + g->n_elems, els, sizeof *els * (size_t)n);
+    if (n) memcpy(g->elems + g->n_elems, els, sizeof *els * (size_t)n);
     g->n_elems += n;
     g->elems[g->n_elems++] = (aero_gel){AERO_GEL_END, 0};
     return true;

@@ -1,5 +1,6 @@
 #include "request.h"
 
+#include "../sample/gbnf.h"
 #include "../sample/json_grammar.h"
 
 #include <errno.h>
@@ -401,6 +402,18 @@ static aero_status reject_unsupported(aero_req *r, aero_error *err) {
 // compiler cannot enforce is a 400 that names it.
 static aero_status parse_response_format(aero_req *r, aero_error *err) {
     json_t *rf = opt(r->root, "response_format");
+    json_t *gbnf = opt(r->root, "grammar"); // llama-server's extension: a GBNF grammar
+    if (gbnf) {
+        if (!json_is_string(gbnf)) return bad(r->err_param, "grammar", err, "'grammar' must be a GBNF string");
+        json_t *t = json_object_get(rf, "type");
+        if (rf && !(json_is_string(t) && !strcmp(json_string_value(t), "text")))
+            return bad(r->err_param, "grammar", err, "give either 'grammar' or 'response_format', not both");
+        aero_error gerr = {0};
+        aero_status st = aero_gbnf_compile(&r->grammar, json_string_value(gbnf), json_string_length(gbnf), &gerr);
+        if (st == AERO_ERR_NOMEM) return aero_fail(err, st, "%s", gerr.msg);
+        if (st) return bad(r->err_param, "grammar", err, "%s", gerr.msg);
+        return AERO_OK;
+    }
     if (!rf) return AERO_OK;
     json_t *t = json_object_get(rf, "type");
     if (!json_is_object(rf) || !json_is_string(t))

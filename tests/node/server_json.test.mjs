@@ -2,7 +2,8 @@
 // object when the model stops, a valid prefix when max_tokens cuts it), and json_schema outputs of real tool
 // definitions (nested objects, arrays, enums, required, anyOf/oneOf, $ref, string formats, number ranges)
 // parse and validate against their schema, streamed or not, at any seed. Unsupported keywords are 400s that
-// name the keyword. The validator below is written here (no npm validator is installed).
+// name the keyword; llama-server's GBNF `grammar` field works too. The validator below is written here (no npm
+// validator is installed).
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import OpenAI from 'openai';
@@ -255,6 +256,24 @@ describe('constrained output (response_format)', { skip: SKIP }, () => {
     }
     await assert.rejects(client.chat.completions.create({ model: M, messages: [{ role: 'user', content: 'x' }],
       response_format: { type: 'json_schema' } }), (e) => e instanceof OpenAI.BadRequestError && e.param === 'response_format');
+  });
+
+  test("llama-server's grammar field (GBNF)", async () => {
+    const grammar = 'root ::= verdict " " [1-9] [0-9]\nverdict ::= "yes" | "no" # either\n';
+    for (const seed of [1, 2, 3]) {
+      const r = await (await fetch(`${srv.base}/v1/completions`, { method: 'POST', body: JSON.stringify({ prompt: 'Once upon a time',
+        max_tokens: 50, temperature: 1, seed, grammar }) })).json();
+      assert.equal(r.choices[0].finish_reason, 'stop');
+      assert.match(r.choices[0].text, /^(yes|no) [1-9][0-9]$/);
+    }
+    const bad = await fetch(`${srv.base}/v1/completions`, { method: 'POST', body: JSON.stringify({ prompt: 'x', grammar: 'root ::= undefined-rule' }) });
+    assert.equal(bad.status, 400);
+    const e = await bad.json();
+    assert.equal(e.error.param, 'grammar');
+    assert.match(e.error.message, /undefined-rule/);
+    const both = await fetch(`${srv.base}/v1/completions`, { method: 'POST', body: JSON.stringify({ prompt: 'x', grammar,
+      response_format: { type: 'json_object' } }) });
+    assert.equal(both.status, 400);
   });
 
   test('the server keeps serving plain requests alongside', async () => {
