@@ -398,8 +398,8 @@ static aero_status reject_unsupported(aero_req *r, aero_error *err) {
 }
 
 // "response_format": text, json_object (any JSON object) or json_schema ({"json_schema": {"name", "schema",
-// "strict", "description"}}), the last two compiled into the grammar the sampler enforces. A schema keyword the
-// compiler cannot enforce is a 400 that names it.
+// "strict", "description"}}), the last two compiled into the grammar the sampler enforces; or llama-server's
+// "grammar" (GBNF). A schema keyword the compiler cannot enforce is a 400 that names it.
 static aero_status parse_response_format(aero_req *r, aero_error *err) {
     json_t *rf = opt(r->root, "response_format");
     json_t *gbnf = opt(r->root, "grammar"); // llama-server's extension: a GBNF grammar
@@ -439,7 +439,6 @@ static aero_status parse_response_format(aero_req *r, aero_error *err) {
     aero_status st = aero_json_grammar_compile(&r->grammar, schema, kw, &cerr);
     if (st == AERO_ERR_NOMEM) return aero_fail(err, st, "%s", cerr.msg);
     if (st) return bad(r->err_param, "response_format", err, "response_format: %s", cerr.msg);
-    r->json_mode = true;
     return AERO_OK;
 }
 

@@ -44,8 +44,7 @@ typedef struct {
     int n_bias;
     int32_t bias_id[AERO_REQ_MAX_BIAS];
     float bias[AERO_REQ_MAX_BIAS];
-    bool json_mode;            // response_format json_object / json_schema
-    aero_grammar *grammar;     // its compiled grammar (owned; take it by setting NULL)
+    aero_grammar *grammar;     // response_format's JSON grammar or the GBNF 'grammar' (owned; take it by setting NULL)
     char err_param[64];        // the offending field after a failure
 } aero_req;
 
