@@ -181,7 +181,7 @@ static void test_request_matrix(void) {
 #undef CHAT
     // Bodies that are not a JSON object at all.
     const char *junk[] = {"", "{", "[1,2]", "\"str\"", "{\"prompt\": \"a\"} trailing", "{\"a\":1,\"a\":2}",
-                          "{\"prompt\":\"\\u0000\"}", "\xff\xfe{}", "{\"prompt\":\"\xc3\x28\"}", "null"};
+                          "\xff\xfe{}", "{\"prompt\":\"\xc3\x28\"}", "null"};
     for (size_t i = 0; i < sizeof junk / sizeof junk[0]; i++) {
         aero_req r;
         aero_error err = {0};
@@ -218,10 +218,22 @@ static void test_request_values(void) {
     CHECK(!r.stream && !r.logprobs);
     aero_req_free(&r);
 
+    // An escaped NUL is valid JSON: kept with its length in text, refused where a C string is needed.
+    const char *nul = "{\"prompt\":\"a\\u0000b\",\"max_tokens\":5.0}";
+    CHECK(aero_req_parse(&r, AERO_REQ_COMPLETION, nul, strlen(nul), 0, NULL, &err) == AERO_OK);
+    CHECK(r.prompt_len == 3 && !memcmp(r.prompt, "a\0b", 3) && r.max_tokens == 5);
+    aero_req_free(&r);
+    expect_parse(AERO_REQ_COMPLETION, "{\"prompt\":\"a\",\"model\":\"m\\u0000x\"}", "model");
+    expect_parse(AERO_REQ_COMPLETION, "{\"prompt\":\"a\",\"stop\":[\"m\\u0000x\"]}", "stop");
+    expect_parse(AERO_REQ_COMPLETION, "{\"prompt\":\"a\",\"max_tokens\":5.5}", "max_tokens");
+
     aero_tokenize_req t;
     const char *tb = "{\"content\":\"hello\",\"add_special\":false}";
     CHECK(aero_req_parse_tokenize(&t, tb, strlen(tb), &err) == AERO_OK);
     CHECK(t.content_len == 5 && !t.add_special && t.parse_special);
+    json_decref(t.root);
+    CHECK(aero_req_parse_tokenize(&t, "{\"content\":\"x\"}", 15, &err) == AERO_OK);
+    CHECK(!t.add_special); // llama-server's default
     json_decref(t.root);
     CHECK(aero_req_parse_tokenize(&t, "{\"content\":1}", 13, &err) == AERO_ERR_INVALID);
     aero_detokenize_req d;

@@ -20,7 +20,8 @@ static void usage(void) {
            "  --queue N             requests waiting for a free sequence before answering 503 (default 64)\n"
            "  --api-key KEY         require 'Authorization: Bearer KEY' (also read from AEROLLM_API_KEY)\n"
            "  --alias NAME          model id reported by /v1/models (default: the file name)\n"
-           "  --timeout S           idle connection timeout in seconds (default 600)\n"
+           "  --timeout S           limit on receiving a whole request, and on idle connections (default 600)\n"
+           "  --shutdown-timeout S  on SIGTERM/SIGINT, how long requests in flight may finish (default 30)\n"
            "  --max-body SIZE       request body limit (default 8M)\n"
            "  --chat-template-file F  chat template overriding the model's\n"
            "  --quiet               no per-request log lines\n"
@@ -78,7 +79,7 @@ int aero_cmd_serve(int argc, char **argv) {
             continue;
         }
         static const char *own[] = {"--host", "--port", "-np", "--parallel", "--queue", "--api-key", "--alias",
-                                    "--timeout", "--max-body", "--chat-template-file", NULL};
+                                    "--timeout", "--max-body", "--chat-template-file", "--shutdown-timeout", NULL};
         bool mine = false;
         for (int k = 0; own[k]; k++) mine |= !strcmp(f, own[k]);
         if (mine) {
@@ -92,6 +93,7 @@ int aero_cmd_serve(int argc, char **argv) {
             else if (!strcmp(f, "--api-key")) p.api_key = v;
             else if (!strcmp(f, "--alias")) p.alias = v;
             else if (!strcmp(f, "--timeout")) ok = parse_int(f, v, 0, 86400, &p.timeout_s);
+            else if (!strcmp(f, "--shutdown-timeout")) ok = parse_int(f, v, 0, 86400, &p.shutdown_timeout_s);
             else if (!strcmp(f, "--chat-template-file")) p.chat_template_file = v;
             else if (!strcmp(f, "--max-body")) {
                 uint64_t sz;
@@ -102,6 +104,9 @@ int aero_cmd_serve(int argc, char **argv) {
             if (!ok) return 1;
             continue;
         }
+        if ((!strcmp(f, "-m") || !strcmp(f, "--model")) && o.model) // one server serves one model
+            return cli_fail("serve", "-m given twice ('%s', then '%s'): serve takes one model", o.model,
+                            i + 1 < argc ? argv[i + 1] : "");
         int used = cli_opts_parse(&o, "serve", argc, argv, i);
         if (used < 0) return 1;
         if (used == 0) return cli_fail("serve", "unknown argument '%s' (see aerollm serve --help)", f);

@@ -17,6 +17,8 @@ struct aero_sampler {
     uint32_t *counts;        // occurrences of each token in the whole context (presence/frequency)
     int *order;              // scratch: token ids sorted by logit
     float *scratch;
+    aero_sampler_constraint *constraint;
+    int32_t drawn;           // the last token drawn under the constraint, until it is accepted
 };
 
 void aero_sampler_params_default(aero_sampler_params *p) {
@@ -67,6 +69,8 @@ aero_sampler *aero_sampler_new(const aero_sampler_params *p, int n_vocab) {
     if (s->p.repeat_last_n < 0) s->p.repeat_last_n = 0;
     if (s->p.repeat_last_n > HISTORY_MAX) s->p.repeat_last_n = HISTORY_MAX;
     s->n_vocab = n_vocab;
+    s->constraint = p->constraint;
+    s->drawn = -1;
     s->history = malloc(sizeof(int32_t) * HISTORY_MAX);
     s->counts = calloc(n_vocab, sizeof(uint32_t));
     s->order = malloc(sizeof(int) * n_vocab);
@@ -90,8 +94,18 @@ void aero_sampler_free(aero_sampler *s) {
 
 bool aero_sampler_is_greedy(const aero_sampler *s) { return !(s->p.temp > 0); }
 
+void aero_sampler_set_constraint(aero_sampler *s, aero_sampler_constraint *c) {
+    s->constraint = c;
+    s->p.constraint = c;
+    s->drawn = -1;
+}
+
 void aero_sampler_accept(aero_sampler *s, int32_t token) {
     if (token < 0 || token >= s->n_vocab) return;
+    if (s->constraint && token == s->drawn) { // a generated token, not context
+        s->constraint->accept(s->constraint, token);
+        s->drawn = -1;
+    }
     s->history[s->history_at] = token;
     s->history_at = (s->history_at + 1) % HISTORY_MAX;
     if (s->n_history < HISTORY_MAX) s->n_history++;
@@ -144,6 +158,7 @@ void aero_sampler_probs(const aero_sampler *s, const float *logits, float *probs
     float *l = s->scratch;
     memcpy(l, logits, sizeof(float) * n);
     apply_penalties(s, l);
+    if (s->constraint) s->constraint->mask(s->constraint, l, n);
     if (aero_sampler_is_greedy(s)) {
         memset(probs, 0, sizeof(float) * n);
         probs[aero_argmax(l, n)] = 1.0f;
@@ -182,7 +197,8 @@ void aero_sampler_probs(const aero_sampler *s, const float *logits, float *probs
 
 double aero_sampler_uniform(aero_sampler *s) { return (rng_next(s->rng) >> 11) * (1.0 / 9007199254740992.0); }
 
-int32_t aero_sampler_draw(aero_sampler *s, const float *probs) {
+// The token drawn from probs (the sampler's RNG).
+static int32_t draw(aero_sampler *s, const float *probs) {
     double u = aero_sampler_uniform(s), cum = 0;
     int last = -1;
     for (int i = 0; i < s->n_vocab; i++) {
@@ -194,15 +210,22 @@ int32_t aero_sampler_draw(aero_sampler *s, const float *probs) {
     return last >= 0 ? last : 0;
 }
 
+int32_t aero_sampler_draw(aero_sampler *s, const float *probs) {
+    int32_t t = draw(s, probs);
+    s->drawn = t;
+    return t;
+}
+
 int32_t aero_sampler_sample(aero_sampler *s, const float *logits) {
-    if (aero_sampler_is_greedy(s)) {
+    if (aero_sampler_is_greedy(s) && !s->constraint) {
         if (s->p.repeat_penalty == 1.0f && s->p.presence_penalty == 0 && s->p.frequency_penalty == 0)
             return aero_argmax(logits, s->n_vocab);
     }
     float *probs = malloc(sizeof(float) * s->n_vocab);
     if (!probs) return aero_argmax(logits, s->n_vocab);
     aero_sampler_probs(s, logits, probs);
-    int32_t t = aero_sampler_is_greedy(s) ? aero_argmax(probs, s->n_vocab) : aero_sampler_draw(s, probs);
+    int32_t t = aero_sampler_is_greedy(s) ? aero_argmax(probs, s->n_vocab) : draw(s, probs);
     free(probs);
+    s->drawn = t;
     return t;
 }

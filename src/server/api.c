@@ -1,6 +1,8 @@
-// The OpenAI endpoints: models, completions and chat completions (whole or streamed as Server-Sent Events),
-// plus health, metrics, tokenize and detokenize. Requests are validated and tokenized here, on the connection's
-// thread; only token work reaches the scheduler.
+// The OpenAI endpoints: models, completions and chat completions (whole or streamed as Server-Sent Events,
+// optionally constrained to JSON by response_format), plus health, metrics, tokenize, detokenize and
+// llama-server's props and slots. Requests are validated and tokenized here, on the connection's thread; only
+// token work reaches the scheduler.
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,7 +27,7 @@ static bool model_ok(aero_server *s, const char *name) {
 // The one model this server serves, with its shape once it is loaded (clients size prompts by n_ctx).
 static json_t *model_object(aero_server *s) {
     json_t *m = json_pack("{s:s, s:s, s:I, s:s}", "id", s->model_id, "object", "model", "created",
-                          (json_int_t)time(NULL), "owned_by", "aerollm");
+                          (json_int_t)s->t_created, "owned_by", "aerollm");
     if (atomic_load(&s->state) == 1) {
         const aero_sched_backend *e = &s->model.backend;
         json_object_set_new(m, "meta",
@@ -124,6 +126,89 @@ static enum MHD_Result handle_detokenize(aero_http_req *r) {
     return aero_http_json(r, 200, j);
 }
 
+// The sampling settings as llama-server names them (/props' defaults, /slots' per-request params).
+static json_t *params_object(const aero_sampler_params *sp, int n_predict, bool stream, bool ignore_eos) {
+    return json_pack("{s:i, s:I, s:f, s:i, s:f, s:f, s:i, s:f, s:f, s:f, s:b, s:b}", "n_predict", n_predict, "seed",
+                     (json_int_t)sp->seed, "temperature", (double)sp->temp, "top_k", sp->top_k, "top_p",
+                     (double)sp->top_p, "min_p", (double)sp->min_p, "repeat_last_n", sp->repeat_last_n,
+                     "repeat_penalty", (double)sp->repeat_penalty, "presence_penalty", (double)sp->presence_penalty,
+                     "frequency_penalty", (double)sp->frequency_penalty, "ignore_eos", ignore_eos, "stream", stream);
+}
+
+// The chat template's text as /props shows it: the model's, the --chat-template-file's, or "" for the
+// ChatML fallback (chat_template_source says which).
+static json_t *template_text(aero_server *s) {
+    if (!s->eng.tmpl) return json_string("");
+    if (s->p.chat_template_file && !strcmp(s->eng.tmpl_name, "file")) {
+        FILE *f = fopen(s->p.chat_template_file, "rb");
+        aero_buf b = {0};
+        char chunk[4096];
+        size_t n;
+        while (f && (n = fread(chunk, 1, sizeof chunk, f)) > 0) aero_buf_append(&b, chunk, n);
+        if (f) fclose(f);
+        json_t *j = aero_oai_string(b.p ? b.p : "", b.len);
+        aero_buf_free(&b);
+        return j;
+    }
+    const char *src = aero_chat_template_source_gguf(aero_model_gguf(s->eng.model));
+    return json_string(src ? src : "");
+}
+
+// GET /props (llama-server's shape): what scripts read to size prompts and pick templates.
+static enum MHD_Result handle_props(aero_http_req *r) {
+    aero_server *s = r->srv;
+    const aero_sched_backend *e = &s->eng.e;
+    json_t *gen = json_pack("{s:i, s:b, s:o}", "n_ctx", e->n_ctx, "speculative", false, "params",
+                            params_object(&s->p.defaults, -1, false, false));
+    json_t *j = json_pack("{s:o, s:i, s:s, s:s, s:o, s:s, s:s, s:s, s:o, s:{s:b, s:b}, s:i, s:i}",
+                          "default_generation_settings", gen, "total_slots", e->n_seq, "model_alias", s->model_id,
+                          "model_path", s->p.model.path ? s->p.model.path : "", "chat_template", template_text(s),
+                          "chat_template_source", s->eng.tmpl_name, "bos_token", s->eng.bos_str, "eos_token",
+                          s->eng.eos_str, "draft", json_null(), "modalities", "vision", false, "audio", false,
+                          "n_vocab", e->n_vocab, "n_batch", e->n_batch);
+    json_object_set_new(j, "build_info", json_string("aerollm"));
+    return aero_http_json(r, 200, j);
+}
+
+// GET /slots (llama-server's shape): one entry per sequence the scheduler runs at once. Busy entries are the
+// requests holding a sequence, in the order they started (ids are positions in this list, not KV sequence
+// numbers); tokens_cached and tokens_per_second are extensions.
+static enum MHD_Result handle_slots(aero_http_req *r) {
+    aero_server *s = r->srv;
+    const aero_sched_backend *e = &s->eng.e;
+    json_t *a = json_array();
+    double now = aero_now();
+    int used = 0;
+    pthread_mutex_lock(&s->active_mu);
+    for (aero_http_req *q = s->active; q && used < e->n_seq; q = q->act_next) {
+        aero_gen_cursor peek = {.text = SIZE_MAX, .lp = INT32_MAX}; // reads the counters, takes no output
+        aero_gen_delta d;
+        aero_gen_next(q->gen, &peek, 0, &d);
+        aero_gen_delta_free(&d);
+        if (d.t_start == 0 || d.t_end != 0) continue; // still queued, or already finished
+        bool gen_phase = d.t_first != 0;
+        double speed = gen_phase && now > d.t_first ? d.n_gen / (now - d.t_first) : 0;
+        int remain = q->shown.max_tokens - d.n_gen;
+        json_t *slot = json_pack("{s:i, s:I, s:i, s:b, s:b, s:o, s:{s:b, s:i, s:i}, s:s, s:s, s:i, s:i, s:f}",
+                                 "id", used, "id_task", (json_int_t)q->shown.task, "n_ctx", e->n_ctx, "speculative",
+                                 false, "is_processing", true, "params",
+                                 params_object(&q->shown.sp, q->shown.max_tokens, q->shown.stream, q->shown.ignore_eos),
+                                 "next_token", "has_next_token", true, "n_remain", remain, "n_decoded", d.n_gen,
+                                 "state", gen_phase ? "generating" : "prompt", "request_id", q->id, "n_prompt_tokens",
+                                 d.n_prompt, "tokens_cached", d.n_prompt + d.n_gen, "tokens_per_second", speed);
+        json_array_append_new(a, slot);
+        used++;
+    }
+    pthread_mutex_unlock(&s->active_mu);
+    for (int i = used; i < e->n_seq; i++)
+        json_array_append_new(a, json_pack("{s:i, s:i, s:i, s:b, s:b, s:o, s:{s:b, s:i, s:i}, s:s, s:i, s:f}", "id",
+                                           i, "id_task", -1, "n_ctx", e->n_ctx, "speculative", false, "is_processing",
+                                           false, "params", params_object(&s->p.defaults, -1, false, false),
+                                           "next_token", "has_next_token", false, "n_remain", -1, "n_decoded", 0,
+                                           "state", "idle", "tokens_cached", 0, "tokens_per_second", 0.0));
+    return aero_http_json(r, 200, a);
+}
+
 // Random-looking ids so that logs of several servers do not collide.
 static void make_id(aero_server *s, const char *prefix, char *out, size_t cap) {
     unsigned long long n = atomic_fetch_add(&s->next_id, 1);
@@ -183,9 +268,9 @@ static bool emit_delta(aero_http_req *r, const aero_gen_delta *d) {
     r->finished = true;
     r->n_gen = d->n_gen;
     r->finish_name = aero_finish_name(d->finish);
-    if (d->finish == AERO_FINISH_ERROR) {
+    if (d->finish == AERO_FINISH_ERROR) { // still a complete stream: clients waiting for [DONE] stop cleanly
         ok = ok && out_event(r, aero_oai_error(500, d->error[0] ? d->error : "generation failed", NULL, NULL));
-        return ok;
+        return ok && out_add(r, "data: [DONE]\n\n", 14);
     }
     const char *fin = d->finish == AERO_FINISH_LENGTH ? "length" : "stop";
     ok = ok && out_event(r, aero_oai_chunk(&r->meta, false, NULL, 0, fin, NULL, r->include_usage));
@@ -416,12 +501,46 @@ static bool gen_params(aero_http_req *r, gen_request *g, aero_gen_params *gp) {
     return gp->stop && !(q->n_bias && !gp->n_bias);
 }
 
+// Token bytes and kinds for the grammar vocabulary: what the detokenizer emits for each token.
+static size_t gv_piece(void *ctx, int32_t id, char *buf, size_t cap) {
+    return aero_token_to_bytes(((aero_srv_model *)ctx)->tok, id, false, buf, cap);
+}
+
+// End-of-generation ids end a constrained output; other control tokens never appear in it.
+static int gv_kind(void *ctx, int32_t id) {
+    const aero_tokenizer *t = ((aero_srv_model *)ctx)->tok;
+    if (aero_tokenizer_is_eog(t, id)) return 2;
+    return aero_tokenizer_is_control(t, id) ? 1 : 0;
+}
+
+// The model's token trie for constrained output, built once (about 0.1 s for a 100k vocabulary).
+static aero_grammar_vocab *grammar_vocab(aero_server *s) {
+    pthread_mutex_lock(&s->gvocab_mu);
+    if (!s->gvocab) s->gvocab = aero_grammar_vocab_new(s->eng.e.n_vocab, gv_piece, gv_kind, &s->eng);
+    aero_grammar_vocab *v = s->gvocab;
+    pthread_mutex_unlock(&s->gvocab_mu);
+    return v;
+}
+
 // Builds the generation and queues it; on success r->gen holds it and the response metadata is set.
 static bool gen_submit(aero_http_req *r, gen_request *g, enum MHD_Result *ret) {
     aero_server *s = r->srv;
     aero_gen_params gp = {0};
     bool ok = gen_params(r, g, &gp);
     r->n_prompt = gp.n_prompt;
+    r->shown.sp = gp.sp; // aero_gen_new takes gp over
+    r->shown.max_tokens = gp.max_tokens;
+    r->shown.stream = g->q.stream;
+    r->shown.ignore_eos = g->q.ignore_eos;
+    r->shown.task = atomic_fetch_add(&s->next_id, 1);
+    if (g->q.grammar) { // response_format: the sampler masks every step with the request's own constraint
+        aero_grammar_vocab *v = grammar_vocab(s);
+        r->constraint = v ? aero_grammar_constraint_new(g->q.grammar, v) : NULL;
+        r->grammar = g->q.grammar;
+        g->q.grammar = NULL;
+        gp.sp.constraint = r->constraint;
+        ok &= r->constraint != NULL;
+    }
     aero_gen *gen = aero_gen_new(&gp);
     aero_error err = {0};
     aero_status st;
@@ -437,6 +556,7 @@ static bool gen_submit(aero_http_req *r, gen_request *g, enum MHD_Result *ret) {
         return false;
     }
     r->gen = gen;
+    aero_http_active_add(r);
     make_id(s, g->kind == AERO_REQ_CHAT ? "chatcmpl" : "cmpl", r->id, sizeof r->id);
     r->meta = (aero_oai_meta){.chat = g->kind == AERO_REQ_CHAT, .id = r->id, .model = s->model_id,
                               .created = (long long)time(NULL)};
@@ -517,7 +637,9 @@ static enum MHD_Result handle_generate(aero_http_req *r, aero_req_kind kind) {
     return ret;
 }
 
-typedef enum { R_HEALTH, R_METRICS, R_MODELS, R_MODEL, R_COMPLETIONS, R_CHAT, R_TOKENIZE, R_DETOKENIZE } route;
+typedef enum {
+    R_HEALTH, R_METRICS, R_MODELS, R_MODEL, R_COMPLETIONS, R_CHAT, R_TOKENIZE, R_DETOKENIZE, R_PROPS, R_SLOTS
+} route;
 
 static const struct {
     const char *path;
@@ -537,6 +659,8 @@ static const struct {
     {"/chat/completions", "POST", R_CHAT, false},
     {"/tokenize", "POST", R_TOKENIZE, false},
     {"/detokenize", "POST", R_DETOKENIZE, false},
+    {"/props", "GET", R_PROPS, false},
+    {"/slots", "GET", R_SLOTS, false},
 };
 
 // Routes a request: known path with the wrong method is 405, unknown path 404, model endpoints 503 until loaded.
@@ -562,6 +686,8 @@ enum MHD_Result aero_api_handle(aero_http_req *r, const char *url) {
         if (id == R_COMPLETIONS) return handle_generate(r, AERO_REQ_COMPLETION);
         if (id == R_CHAT) return handle_generate(r, AERO_REQ_CHAT);
         if (id == R_TOKENIZE) return handle_tokenize(r);
+        if (id == R_PROPS) return handle_props(r);
+        if (id == R_SLOTS) return handle_slots(r);
         return handle_detokenize(r);
     }
     char msg[160];

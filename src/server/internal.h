@@ -51,12 +51,30 @@ struct aero_server {
     aero_metrics metrics;
     atomic_ullong next_id;
     pthread_mutex_t log_mu;
+    long long t_created;           // unix seconds at start: /v1/models' "created" stays put
+    // Open connections and the watchdog that enforces --timeout on receiving each whole request (server.c).
+    struct aero_conn *conns;
+    pthread_mutex_t conn_mu;
+    pthread_cond_t conn_cv;
+    pthread_t watchdog;
+    bool watchdog_on, watchdog_stop;
+    // Requests holding a generation: /slots reads them, the shutdown drain waits for them.
+    struct aero_http_req *active;
+    int n_active;
+    pthread_mutex_t active_mu;
+    pthread_cond_t active_cv;
+    // Token bytes for constrained output, built on the first request that needs them.
+    aero_grammar_vocab *gvocab;
+    pthread_mutex_t gvocab_mu;
 };
 
 // One HTTP request in flight.
-typedef struct {
+typedef struct aero_http_req {
     aero_server *srv;
     struct MHD_Connection *conn;
+    struct aero_conn *sock;   // its connection's deadline entry (NULL if unknown)
+    struct aero_http_req *act_prev, *act_next; // in srv->active while it holds a generation
+    bool in_active;
     int fd;
     char method[8];
     aero_buf body;            // the request body as it arrives
@@ -76,10 +94,20 @@ typedef struct {
     aero_buf out;             // formatted bytes not yet handed to MHD
     size_t out_off;           // how much of out MHD has taken
     int n_prompt, n_gen;
+    struct { // what /slots shows of the request
+        aero_sampler_params sp;
+        int max_tokens;
+        bool stream, ignore_eos;
+        unsigned long long task;
+    } shown;
     const char *finish_name;
     char path[64];
+    aero_grammar *grammar;                // response_format's grammar and the sampler's constraint over it:
+    aero_sampler_constraint *constraint;  // owned here, freed once the scheduler is done with the generation
 } aero_http_req;
 
+// Links a request that now holds a generation into srv->active (api.c calls it after submitting).
+void aero_http_active_add(aero_http_req *r);
 // Answers a request whose body is complete (api.c). Returns the MHD result.
 enum MHD_Result aero_api_handle(aero_http_req *r, const char *url);
 // Queues a JSON response (takes ownership of j) with the given status.

@@ -1,5 +1,8 @@
 #include "request.h"
 
+#include "../sample/gbnf.h"
+#include "../sample/json_grammar.h"
+
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -45,12 +48,14 @@ static const char *type_name(const json_t *v) {
     return "a value";
 }
 
-// Every endpoint's body must be one JSON object; jansson also rejects bad UTF-8, NULs and deep nesting.
+// Every endpoint's body must be one JSON object; jansson also rejects bad UTF-8 and deep nesting. An escaped
+// \u0000 is valid JSON, so it is accepted: text fields are read with their lengths, and the few fields used as
+// C strings (model, role, stop) check for an embedded NUL themselves.
 aero_status aero_req_load_object(json_t **out, const char *body, size_t len, aero_error *err) {
     *out = NULL;
     if (len == 0) return aero_fail(err, AERO_ERR_INVALID, "request body is empty: expected a JSON object");
     json_error_t je;
-    json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
+    json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &je);
     if (!root)
         return aero_fail(err, AERO_ERR_INVALID, "request body is not valid JSON: %s (line %d, column %d)", je.text,
                          je.line, je.column);
@@ -63,6 +68,9 @@ aero_status aero_req_load_object(json_t **out, const char *body, size_t len, aer
     *out = root;
     return AERO_OK;
 }
+
+// True when a JSON string has no embedded NUL, i.e. it can be used as a C string without losing its tail.
+static bool c_string(const json_t *v) { return strlen(json_string_value(v)) == json_string_length(v); }
 
 // Optional boolean field.
 static aero_status get_bool(json_t *o, const char *key, bool *out, char *param, aero_error *err) {
@@ -79,8 +87,12 @@ static aero_status get_int(json_t *o, const char *key, long long lo, long long h
     json_t *v = opt(o, key);
     if (given) *given = v != NULL;
     if (!v) return AERO_OK;
-    if (!json_is_integer(v)) return bad(param, key, err, "'%s' must be an integer, not %s", key, type_name(v));
-    long long x = json_integer_value(v);
+    // 5.0 is an integer to a JavaScript client (JSON has one number type), so integral reals are accepted.
+    double d = json_is_real(v) ? json_real_value(v) : 0;
+    bool integral = json_is_real(v) && isfinite(d) && d == floor(d) && fabs(d) < 9.0e15;
+    if (!json_is_integer(v) && !integral)
+        return bad(param, key, err, "'%s' must be an integer, not %s", key, type_name(v));
+    long long x = json_is_integer(v) ? json_integer_value(v) : (long long)d;
     if (x < lo || x > hi) return bad(param, key, err, "'%s' is %lld; it must be between %lld and %lld", key, x, lo, hi);
     *out = x;
     return AERO_OK;
@@ -106,6 +118,7 @@ static aero_status parse_stop(aero_req *r, aero_error *err) {
     if (json_is_string(v)) {
         if (json_string_length(v) > AERO_REQ_MAX_STOP_LEN)
             return bad(r->err_param, "stop", err, "'stop' is longer than %d bytes", AERO_REQ_MAX_STOP_LEN);
+        if (!c_string(v)) return bad(r->err_param, "stop", err, "'stop' cannot contain a NUL character");
         if (json_string_length(v)) r->stop[r->n_stop++] = json_string_value(v);
         return AERO_OK;
     }
@@ -122,6 +135,7 @@ static aero_status parse_stop(aero_req *r, aero_error *err) {
             return bad(r->err_param, "stop", err, "'stop[%zu]' must be a string, not %s", i, type_name(s));
         if (json_string_length(s) > AERO_REQ_MAX_STOP_LEN)
             return bad(r->err_param, "stop", err, "'stop[%zu]' is longer than %d bytes", i, AERO_REQ_MAX_STOP_LEN);
+        if (!c_string(s)) return bad(r->err_param, "stop", err, "'stop[%zu]' cannot contain a NUL character", i);
         if (json_string_length(s)) r->stop[r->n_stop++] = json_string_value(s);
     }
     return AERO_OK;
@@ -262,7 +276,7 @@ static aero_status parse_messages(aero_req *r, aero_error *err) {
             return bad(r->err_param, "messages", err, "'messages[%zu].role' must be a string", i);
         const char *rs = json_string_value(role);
         bool known = false;
-        for (size_t k = 0; k < sizeof roles / sizeof roles[0]; k++) known |= !strcmp(rs, roles[k]);
+        for (size_t k = 0; k < sizeof roles / sizeof roles[0]; k++) known |= !strcmp(rs, roles[k]) && c_string(role);
         if (!known)
             return bad(r->err_param, "messages", err,
                        "'messages[%zu].role' is '%.32s'; expected system, developer, user, assistant or tool", i, rs);
@@ -380,15 +394,51 @@ static aero_status reject_unsupported(aero_req *r, aero_error *err) {
     json_t *suffix = opt(r->root, "suffix");
     if (suffix && (!json_is_string(suffix) || json_string_length(suffix)))
         return bad(r->err_param, "suffix", err, "'suffix' (insertion) is not supported");
+    return AERO_OK;
+}
+
+// "response_format": text, json_object (any JSON object) or json_schema ({"json_schema": {"name", "schema",
+// "strict", "description"}}), the last two compiled into the grammar the sampler enforces; or llama-server's
+// "grammar" (GBNF). A schema keyword the compiler cannot enforce is a 400 that names it.
+static aero_status parse_response_format(aero_req *r, aero_error *err) {
     json_t *rf = opt(r->root, "response_format");
-    if (rf) {
+    json_t *gbnf = opt(r->root, "grammar"); // llama-server's extension: a GBNF grammar
+    if (gbnf) {
+        if (!json_is_string(gbnf)) return bad(r->err_param, "grammar", err, "'grammar' must be a GBNF string");
         json_t *t = json_object_get(rf, "type");
-        if (!json_is_object(rf) || !json_is_string(t))
-            return bad(r->err_param, "response_format", err, "'response_format' must be an object with a 'type'");
-        if (strcmp(json_string_value(t), "text") != 0)
-            return bad(r->err_param, "response_format", err,
-                       "'response_format' type '%.32s' is not supported (only 'text')", json_string_value(t));
+        if (rf && !(json_is_string(t) && !strcmp(json_string_value(t), "text")))
+            return bad(r->err_param, "grammar", err, "give either 'grammar' or 'response_format', not both");
+        aero_error gerr = {0};
+        aero_status st = aero_gbnf_compile(&r->grammar, json_string_value(gbnf), json_string_length(gbnf), &gerr);
+        if (st == AERO_ERR_NOMEM) return aero_fail(err, st, "%s", gerr.msg);
+        if (st) return bad(r->err_param, "grammar", err, "%s", gerr.msg);
+        return AERO_OK;
     }
+    if (!rf) return AERO_OK;
+    json_t *t = json_object_get(rf, "type");
+    if (!json_is_object(rf) || !json_is_string(t))
+        return bad(r->err_param, "response_format", err, "'response_format' must be an object with a 'type'");
+    const char *ts = json_string_value(t);
+    if (!strcmp(ts, "text")) return AERO_OK;
+    const json_t *schema = NULL;
+    if (!strcmp(ts, "json_schema")) {
+        json_t *js = json_object_get(rf, "json_schema");
+        if (!json_is_object(js))
+            return bad(r->err_param, "response_format", err,
+                       "'response_format.json_schema' must be an object with a 'schema' (and a 'name')");
+        schema = json_object_get(js, "schema");
+        if (!schema) return bad(r->err_param, "response_format", err, "'response_format.json_schema.schema' is required");
+        if (!json_is_object(schema) && !json_is_boolean(schema))
+            return bad(r->err_param, "response_format", err, "'response_format.json_schema.schema' must be an object");
+    } else if (strcmp(ts, "json_object") != 0) {
+        return bad(r->err_param, "response_format", err,
+                   "'response_format' type '%.32s' is not supported (text, json_object and json_schema are)", ts);
+    }
+    aero_error cerr = {0};
+    char kw[64];
+    aero_status st = aero_json_grammar_compile(&r->grammar, schema, kw, &cerr);
+    if (st == AERO_ERR_NOMEM) return aero_fail(err, st, "%s", cerr.msg);
+    if (st) return bad(r->err_param, "response_format", err, "response_format: %s", cerr.msg);
     return AERO_OK;
 }
 
@@ -404,6 +454,10 @@ aero_status aero_req_parse(aero_req *r, aero_req_kind kind, const char *body, si
     json_t *model = opt(root, "model");
     if (model && !json_is_string(model)) {
         st = bad(r->err_param, "model", err, "'model' must be a string, not %s", type_name(model));
+        goto fail;
+    }
+    if (model && !c_string(model)) { // would otherwise match the served model by its prefix
+        st = bad(r->err_param, "model", err, "'model' cannot contain a NUL character");
         goto fail;
     }
     r->model = model ? json_string_value(model) : NULL;
@@ -424,6 +478,7 @@ aero_status aero_req_parse(aero_req *r, aero_req_kind kind, const char *body, si
     if ((st = parse_logprobs(r, kind, err))) goto fail;
     if ((st = get_bool(root, "ignore_eos", &r->ignore_eos, r->err_param, err))) goto fail;
     if ((st = parse_bias(r, n_vocab, err))) goto fail;
+    if ((st = parse_response_format(r, err))) goto fail;
     return AERO_OK;
 fail:
     {
@@ -438,6 +493,7 @@ fail:
 // Frees the parsed body and what was copied out of it.
 void aero_req_free(aero_req *r) {
     free(r->prompt_ids);
+    aero_grammar_free(r->grammar);
     json_decref(r->messages);
     json_decref(r->root);
     memset(r, 0, sizeof *r);
@@ -446,7 +502,7 @@ void aero_req_free(aero_req *r) {
 // Validates a /tokenize body (llama.cpp's fields and defaults).
 aero_status aero_req_parse_tokenize(aero_tokenize_req *r, const char *body, size_t len, aero_error *err) {
     memset(r, 0, sizeof *r);
-    r->add_special = true;
+    r->add_special = false; // llama-server's default: /tokenize counts the text's own tokens
     r->parse_special = true;
     aero_status st = aero_req_load_object(&r->root, body, len, err);
     if (st) return st;

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "../core/status.h"
+#include "../sample/grammar.h"
 #include "../sample/sample.h"
 
 #define AERO_REQ_MAX_STOP 16
@@ -43,6 +44,7 @@ typedef struct {
     int n_bias;
     int32_t bias_id[AERO_REQ_MAX_BIAS];
     float bias[AERO_REQ_MAX_BIAS];
+    aero_grammar *grammar;     // response_format's JSON grammar or the GBNF 'grammar' (owned; take it by setting NULL)
     char err_param[64];        // the offending field after a failure
 } aero_req;
 

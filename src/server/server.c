@@ -1,7 +1,9 @@
 // HTTP plumbing on libmicrohttpd: one thread per connection (a blocked reader never stalls another client),
 // bodies gathered under a size limit, API-key check, CORS, JSON and error responses, the loading state, the
-// request log, and the server's start/load/stop life cycle.
+// request log, the per-request receive deadline, and the server's start/load/stop life cycle (a stop drains
+// the requests in flight before it ends them).
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netdb.h>
 #include <poll.h>
 #include <stdarg.h>
@@ -9,9 +11,21 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <stdint.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "internal.h"
+
+// One open connection as the request deadline sees it: while a request is still being received (headers or
+// body), it must be complete within --timeout of t0, however slowly its bytes trickle in.
+struct aero_conn {
+    struct aero_conn *prev, *next;
+    int fd;
+    double t0;
+    bool receiving;
+    bool cut;
+};
 
 // Defaults that match llama.cpp's server where it has the same option.
 void aero_server_params_default(aero_server_params *p) {
@@ -22,6 +36,7 @@ void aero_server_params_default(aero_server_params *p) {
     p->max_queue = 64;
     p->max_body = 8u << 20;
     p->timeout_s = 600;
+    p->shutdown_timeout_s = 30;
     p->n_batch = 512;
     aero_sampler_params_default(&p->defaults);
 }
@@ -71,6 +86,10 @@ static enum MHD_Result queue(aero_http_req *r, int status, char *body, size_t le
     aero_http_common_headers(r->srv, resp);
     if (status == 401) MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
     if (status == 405) MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, "GET, POST, OPTIONS");
+    // A full queue drains in seconds; a loading or stopping server takes longer to be worth retrying.
+    if (status == 503)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, atomic_load(&r->srv->state) == 1 ? "1" : "5");
+    if (atomic_load(&r->srv->state) == 2) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)status, resp);
     MHD_destroy_response(resp);
     aero_http_status(r, status);
@@ -138,6 +157,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         r->fd = -1;
         const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
         if (ci) r->fd = ci->connect_fd;
+        ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+        if (ci) r->sock = ci->socket_context;
         snprintf(r->method, sizeof r->method, "%s", method);
         snprintf(r->path, sizeof r->path, "%s", url);
         *con_cls = r;
@@ -163,6 +184,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return MHD_YES;
     }
     if (r->status) return MHD_YES; // already answered
+    if (r->sock) { // the whole request is in: from here on the model's time is not the client's
+        pthread_mutex_lock(&s->conn_mu);
+        r->sock->receiving = false;
+        pthread_mutex_unlock(&s->conn_mu);
+    }
     if (r->too_large) {
         char msg[128];
         snprintf(msg, sizeof msg, "request body exceeds the limit of %zu bytes", s->p.max_body);
@@ -198,13 +224,55 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (!r) return;
     *con_cls = NULL;
     bool broken = toe != MHD_REQUEST_TERMINATED_COMPLETED_OK;
+    if (r->sock) { // the next request on this connection has its own deadline, counted from now
+        pthread_mutex_lock(&s->conn_mu);
+        r->sock->receiving = true;
+        r->sock->t0 = aero_now();
+        pthread_mutex_unlock(&s->conn_mu);
+    }
+    if (r->in_active) {
+        pthread_mutex_lock(&s->active_mu);
+        if (r->act_prev) r->act_prev->act_next = r->act_next;
+        else s->active = r->act_next;
+        if (r->act_next) r->act_next->act_prev = r->act_prev;
+        s->n_active--;
+        pthread_cond_broadcast(&s->active_cv);
+        pthread_mutex_unlock(&s->active_mu);
+    }
     if (r->gen) {
         if (!r->finished || broken) {
+            // What was generated before the client left still counts in the log line.
+            aero_gen_delta d;
+            aero_gen_next(r->gen, &r->cur, 0, &d);
+            r->n_gen = d.n_gen;
+            if (!r->finish_name) r->finish_name = "cancelled";
+            aero_gen_delta_free(&d);
             aero_gen_cancel(r->gen);
             if (s->sched) aero_sched_poke(s->sched);
         }
-        aero_gen_unref(r->gen);
     }
+    char mask_note[64] = "";
+    if (r->constraint) {
+        // The scheduler's sampler uses the constraint until the generation is done (a cancelled one ends at
+        // the next step); only then can it go. Past a minute, leaking it beats a use after free.
+        bool done = !r->gen;
+        for (int i = 0; i < 300 && !done; i++) {
+            aero_gen_delta d;
+            aero_gen_cursor peek = {.text = SIZE_MAX, .lp = INT32_MAX};
+            aero_gen_next(r->gen, &peek, 200, &d);
+            done = d.t_end != 0;
+            aero_gen_delta_free(&d);
+        }
+        if (done) {
+            aero_grammar_stats gs;
+            aero_grammar_constraint_stats(r->constraint, &gs);
+            if (gs.masks)
+                snprintf(mask_note, sizeof mask_note, " mask=%.3fms/token", gs.seconds * 1e3 / (double)gs.masks);
+            aero_grammar_constraint_free(r->constraint);
+            aero_grammar_free(r->grammar);
+        }
+    }
+    if (r->gen) aero_gen_unref(r->gen);
     if (r->status) {
         bool gen_path = strstr(r->path, "completions") != NULL;
         if (!s->p.quiet && (gen_path || r->status >= 400)) {
@@ -212,14 +280,89 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
             if (r->n_prompt)
                 snprintf(extra, sizeof extra, " prompt=%d gen=%d finish=%s", r->n_prompt, r->n_gen,
                          r->finish_name ? r->finish_name : "none");
-            aero_server_log(s, "%s %s %d %.3fs%s%s", r->method, r->path, r->status, aero_now() - r->t0, extra,
-                            broken ? " (connection closed early)" : "");
+            aero_server_log(s, "%s %s %d %.3fs%s%s%s", r->method, r->path, r->status, aero_now() - r->t0, extra,
+                            mask_note, broken ? " (connection closed early)" : "");
         }
     }
     aero_buf_free(&r->body);
     free(r->echo);
     aero_buf_free(&r->out);
     free(r);
+}
+
+// Requests with a generation are listed for /slots and counted for the shutdown drain.
+void aero_http_active_add(aero_http_req *r) {
+    aero_server *s = r->srv;
+    pthread_mutex_lock(&s->active_mu);
+    r->act_prev = NULL;
+    r->act_next = s->active;
+    if (s->active) s->active->act_prev = r;
+    s->active = r;
+    r->in_active = true;
+    s->n_active++;
+    pthread_mutex_unlock(&s->active_mu);
+}
+
+// Tracks each connection from accept to close so the watchdog can find those that take too long to send a
+// request; the entry is unlinked before MHD closes the socket, so the watchdog never touches a reused fd.
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe) {
+    aero_server *s = cls;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        struct aero_conn *c = calloc(1, sizeof *c);
+        *socket_context = c;
+        if (!c) return;
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        c->fd = ci ? ci->connect_fd : -1;
+        c->t0 = aero_now();
+        c->receiving = true;
+        pthread_mutex_lock(&s->conn_mu);
+        c->next = s->conns;
+        if (s->conns) s->conns->prev = c;
+        s->conns = c;
+        pthread_mutex_unlock(&s->conn_mu);
+        return;
+    }
+    struct aero_conn *c = *socket_context;
+    if (!c) return;
+    pthread_mutex_lock(&s->conn_mu);
+    if (c->prev) c->prev->next = c->next;
+    else s->conns = c->next;
+    if (c->next) c->next->prev = c->prev;
+    pthread_mutex_unlock(&s->conn_mu);
+    free(c);
+    *socket_context = NULL;
+}
+
+// MHD's timeout restarts with every byte, so a client sending one byte a second would hold a connection
+// (and its thread) forever; this cuts any connection whose request is not fully received within --timeout.
+static void *watchdog_main(void *arg) {
+    aero_server *s = arg;
+    pthread_mutex_lock(&s->conn_mu);
+    while (!s->watchdog_stop) {
+        double now = aero_now();
+        for (struct aero_conn *c = s->conns; c; c = c->next) {
+            if (!c->receiving || c->cut || c->fd < 0 || now - c->t0 <= s->p.timeout_s) continue;
+            c->cut = true; // shutdown wakes the connection's thread, which then closes it
+            shutdown(c->fd, SHUT_RDWR);
+            if (!s->p.quiet) {
+                pthread_mutex_unlock(&s->conn_mu);
+                aero_server_log(s, "connection closed: request not received within --timeout %ds", s->p.timeout_s);
+                pthread_mutex_lock(&s->conn_mu);
+                break; // the list may have changed meanwhile; look again at the next tick
+            }
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 200 * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&s->conn_cv, &s->conn_mu, &ts);
+    }
+    pthread_mutex_unlock(&s->conn_mu);
+    return NULL;
 }
 
 // Resolves --host into a socket address (IPv4 or IPv6).
@@ -233,6 +376,37 @@ static aero_status resolve(const char *host, int port, struct sockaddr_storage *
     memcpy(ss, res->ai_addr, res->ai_addrlen);
     *v6 = res->ai_family == AF_INET6;
     freeaddrinfo(res);
+    return AERO_OK;
+}
+
+// Binds the listening socket ourselves: without SO_REUSEPORT a second server on the same port fails here
+// with a message that says so, instead of starting and splitting the requests with the first one.
+// SO_REUSEADDR only lets a restarted server take over a port whose old connections linger in TIME_WAIT.
+static aero_status listen_on(const char *host, int port, int *fd_out, aero_error *err) {
+    *fd_out = -1;
+    struct sockaddr_storage ss;
+    bool v6 = false;
+    aero_status st = resolve(host, port, &ss, &v6, err);
+    if (st) return st;
+    int fd = socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return aero_fail(err, AERO_ERR_IO, "cannot create a socket: %s", strerror(errno));
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    socklen_t sl = v6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    if (bind(fd, (struct sockaddr *)&ss, sl) != 0) {
+        int e = errno;
+        close(fd);
+        if (e == EADDRINUSE)
+            return aero_fail(err, AERO_ERR_IO, "port %d on %s is already in use (another server is listening there)",
+                             port, host);
+        return aero_fail(err, AERO_ERR_IO, "cannot listen on %s:%d: %s", host, port, strerror(e));
+    }
+    if (listen(fd, 512) != 0) {
+        int e = errno;
+        close(fd);
+        return aero_fail(err, AERO_ERR_IO, "cannot listen on %s:%d: %s", host, port, strerror(e));
+    }
+    *fd_out = fd;
     return AERO_OK;
 }
 
@@ -257,30 +431,47 @@ aero_status aero_server_start(aero_server **out, const aero_server_params *p, ae
         name = slash ? slash + 1 : path;
     }
     snprintf(s->model_id, sizeof s->model_id, "%s", name);
-    struct sockaddr_storage ss;
-    bool v6 = false;
-    aero_status st = resolve(p->host ? p->host : "127.0.0.1", p->port, &ss, &v6, err);
+    s->t_created = (long long)time(NULL);
+    pthread_mutex_init(&s->conn_mu, NULL);
+    pthread_cond_init(&s->conn_cv, NULL);
+    pthread_mutex_init(&s->active_mu, NULL);
+    pthread_cond_init(&s->active_cv, NULL);
+    pthread_mutex_init(&s->gvocab_mu, NULL);
+    const char *host = p->host ? p->host : "127.0.0.1";
+    int lfd = -1;
+    aero_status st = listen_on(host, p->port, &lfd, err);
     if (st) goto fail;
+    // ITC lets aero_server_stop quiesce the daemon (stop accepting) while requests in flight finish.
     unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL |
-                     MHD_USE_ERROR_LOG | (v6 ? MHD_USE_IPv6 : 0);
-    s->daemon = MHD_start_daemon(flags, (uint16_t)p->port, NULL, NULL, on_request, s,
-                                 MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+                     MHD_USE_ERROR_LOG | MHD_USE_ITC;
+    s->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, s,
+                                 MHD_OPTION_LISTEN_SOCKET, (MHD_socket)lfd,
                                  MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+                                 MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
                                  MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)(p->timeout_s > 0 ? p->timeout_s : 0),
                                  MHD_OPTION_CONNECTION_LIMIT, (unsigned)1024,
                                  MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(128 * 1024),
-                                 MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1,
                                  MHD_OPTION_END);
     if (!s->daemon) {
-        st = aero_fail(err, AERO_ERR_IO, "cannot listen on %s:%d (address in use or not permitted?)",
-                       p->host ? p->host : "127.0.0.1", p->port);
+        close(lfd);
+        st = aero_fail(err, AERO_ERR_IO, "cannot start the HTTP server on %s:%d", host, p->port);
         goto fail;
     }
-    const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
-    s->port = di ? di->port : p->port;
+    struct sockaddr_storage bound;
+    socklen_t bl = sizeof bound;
+    s->port = p->port;
+    if (getsockname(lfd, (struct sockaddr *)&bound, &bl) == 0)
+        s->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
+                                                    : ((struct sockaddr_in *)&bound)->sin_port);
+    if (p->timeout_s > 0) s->watchdog_on = pthread_create(&s->watchdog, NULL, watchdog_main, s) == 0;
     *out = s;
     return AERO_OK;
 fail:
+    pthread_mutex_destroy(&s->gvocab_mu);
+    pthread_cond_destroy(&s->active_cv);
+    pthread_mutex_destroy(&s->active_mu);
+    pthread_cond_destroy(&s->conn_cv);
+    pthread_mutex_destroy(&s->conn_mu);
     aero_metrics_destroy(&s->metrics);
     pthread_mutex_destroy(&s->log_mu);
     free(s);
@@ -307,15 +498,61 @@ aero_status aero_server_load(aero_server *s, aero_error *err) {
     return AERO_OK;
 }
 
-// Ends generations, then joins the connection threads, then frees the model.
+// Waits until no request holds a generation or the monotonic deadline passes; true when none is left.
+static bool wait_active(aero_server *s, double deadline) {
+    pthread_mutex_lock(&s->active_mu);
+    while (s->n_active > 0 && aero_now() < deadline) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 100 * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&s->active_cv, &s->active_mu, &ts);
+    }
+    bool idle = s->n_active == 0;
+    pthread_mutex_unlock(&s->active_mu);
+    return idle;
+}
+
+// A clean stop: stop accepting, let requests in flight finish for up to --shutdown-timeout, then end the rest
+// with an error (streams still get their error event and [DONE], a complete body) before the connection
+// threads are joined and the model is freed.
 void aero_server_stop(aero_server *s) {
     if (!s) return;
-    int was = atomic_exchange(&s->state, 2);
-    if (s->sched) aero_sched_shutdown(s->sched); // running requests end now, new ones are refused
+    int was = atomic_exchange(&s->state, 2); // new requests on open connections now get 503
+    MHD_socket lfd = MHD_quiesce_daemon(s->daemon);
+    if (lfd != MHD_INVALID_SOCKET) close(lfd);
+    if (was == 1 && s->sched) {
+        pthread_mutex_lock(&s->active_mu);
+        int n = s->n_active;
+        pthread_mutex_unlock(&s->active_mu);
+        if (n && !s->p.quiet)
+            aero_server_log(s, "waiting up to %ds for %d request%s in flight", s->p.shutdown_timeout_s, n,
+                            n == 1 ? "" : "s");
+        bool idle = wait_active(s, aero_now() + (s->p.shutdown_timeout_s > 0 ? s->p.shutdown_timeout_s : 0));
+        if (!idle && !s->p.quiet) aero_server_log(s, "--shutdown-timeout reached: ending the requests left");
+    }
+    if (s->sched) aero_sched_shutdown(s->sched); // what still runs ends now, with an error
+    wait_active(s, aero_now() + 5.0);            // their threads write the last events and [DONE]
     MHD_stop_daemon(s->daemon);                  // joins every connection thread
+    if (s->watchdog_on) {
+        pthread_mutex_lock(&s->conn_mu);
+        s->watchdog_stop = true;
+        pthread_cond_broadcast(&s->conn_cv);
+        pthread_mutex_unlock(&s->conn_mu);
+        pthread_join(s->watchdog, NULL);
+    }
     aero_sched_free(s->sched);
     if (was == 1 || s->model.model) aero_srv_model_close(&s->model);
     aero_metrics_destroy(&s->metrics);
+    aero_grammar_vocab_free(s->gvocab);
+    pthread_mutex_destroy(&s->gvocab_mu);
+    pthread_cond_destroy(&s->active_cv);
+    pthread_mutex_destroy(&s->active_mu);
+    pthread_cond_destroy(&s->conn_cv);
+    pthread_mutex_destroy(&s->conn_mu);
     pthread_mutex_destroy(&s->log_mu);
     free(s);
 }

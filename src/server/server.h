@@ -20,7 +20,8 @@ typedef struct {
     size_t max_body;             // request body limit in bytes before 413 (default 8 MiB)
     const char *api_key;         // NULL: no authentication; else "Authorization: Bearer KEY" required
     const char *alias;           // model id in the API (default: the model file's name)
-    int timeout_s;               // idle connection timeout in seconds (default 600)
+    int timeout_s;               // limit in seconds on receiving a whole request, and on idle connections (default 600)
+    int shutdown_timeout_s;      // on stop, how long requests in flight may still run (default 30)
     const char *chat_template_file; // overrides the model's chat template
     aero_model_params model;     // path, memory budget, threads, prefetch
     int n_ctx;                   // KV capacity per sequence (<= 0: the model's, at most 4096)

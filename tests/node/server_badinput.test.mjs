@@ -19,7 +19,7 @@ const CASES = [
   ['empty body', '/v1/chat/completions', '', 400],
   ['JSON then garbage', '/v1/completions', '{"prompt":"a"} xyz', 400],
   ['duplicate keys', '/v1/completions', '{"prompt":"a","prompt":"b"}', 400],
-  ['NUL escaped in a string', '/v1/completions', '{"prompt":"a\\u0000b"}', 400],
+  ['NUL escaped in the model name', '/v1/completions', '{"prompt":"a","model":"stories260K.gguf\\u0000x"}', 400, 'model'],
   ['invalid UTF-8', '/v1/completions', Buffer.from([0x7b, 0x22, 0x70, 0x72, 0x6f, 0x6d, 0x70, 0x74, 0x22, 0x3a, 0x22, 0xff, 0xfe, 0x22, 0x7d]), 400],
   ['nesting bomb', '/v1/chat/completions', '['.repeat(100000), 400],
   ['messages missing', '/v1/chat/completions', JSON.stringify({ model: M }), 400, 'messages'],
