@@ -138,8 +138,8 @@ static json_t *params_object(const aero_sampler_params *sp, int n_predict, bool 
 // The chat template's text as /props shows it: the model's, the --chat-template-file's, or "" for the
 // ChatML fallback (chat_template_source says which).
 static json_t *template_text(aero_server *s) {
-    if (!s->eng.tmpl) return json_string("");
-    if (s->p.chat_template_file && !strcmp(s->eng.tmpl_name, "file")) {
+    if (!s->model.tmpl) return json_string("");
+    if (s->p.chat_template_file && !strcmp(s->model.tmpl_name, "file")) {
         FILE *f = fopen(s->p.chat_template_file, "rb");
         aero_buf b = {0};
         char chunk[4096];
@@ -150,22 +150,22 @@ static json_t *template_text(aero_server *s) {
         aero_buf_free(&b);
         return j;
     }
-    const char *src = aero_chat_template_source_gguf(aero_model_gguf(s->eng.model));
+    const char *src = aero_chat_template_source_gguf(aero_model_gguf(s->model.model));
     return json_string(src ? src : "");
 }
 
 // GET /props (llama-server's shape): what scripts read to size prompts and pick templates.
 static enum MHD_Result handle_props(aero_http_req *r) {
     aero_server *s = r->srv;
-    const aero_sched_backend *e = &s->eng.e;
+    const aero_sched_backend *e = &s->model.backend;
     json_t *gen = json_pack("{s:i, s:b, s:o}", "n_ctx", e->n_ctx, "speculative", false, "params",
                             params_object(&s->p.defaults, -1, false, false));
     json_t *j = json_pack("{s:o, s:i, s:s, s:s, s:o, s:s, s:s, s:s, s:o, s:{s:b, s:b}, s:i, s:i}",
                           "default_generation_settings", gen, "total_slots", e->n_seq, "model_alias", s->model_id,
                           "model_path", s->p.model.path ? s->p.model.path : "", "chat_template", template_text(s),
-                          "chat_template_source", s->eng.tmpl_name, "bos_token", s->eng.bos_str, "eos_token",
-                          s->eng.eos_str, "draft", json_null(), "modalities", "vision", false, "audio", false,
-                          "n_vocab", e->n_vocab, "n_batch", e->n_batch);
+                          "chat_template_source", s->model.tmpl_name, "bos_token", s->model.bos_str, "eos_token",
+                          s->model.eos_str, "draft", json_null(), "modalities", "vision", false, "audio", false,
+                          "n_vocab", e->n_vocab, "n_batch", e->n_pass);
     json_object_set_new(j, "build_info", json_string("aerollm"));
     return aero_http_json(r, 200, j);
 }
@@ -175,7 +175,7 @@ static enum MHD_Result handle_props(aero_http_req *r) {
 // numbers); tokens_cached and tokens_per_second are extensions.
 static enum MHD_Result handle_slots(aero_http_req *r) {
     aero_server *s = r->srv;
-    const aero_sched_backend *e = &s->eng.e;
+    const aero_sched_backend *e = &s->model.backend;
     json_t *a = json_array();
     double now = aero_now();
     int used = 0;
@@ -516,7 +516,7 @@ static int gv_kind(void *ctx, int32_t id) {
 // The model's token trie for constrained output, built once (about 0.1 s for a 100k vocabulary).
 static aero_grammar_vocab *grammar_vocab(aero_server *s) {
     pthread_mutex_lock(&s->gvocab_mu);
-    if (!s->gvocab) s->gvocab = aero_grammar_vocab_new(s->eng.e.n_vocab, gv_piece, gv_kind, &s->eng);
+    if (!s->gvocab) s->gvocab = aero_grammar_vocab_new(s->model.backend.n_vocab, gv_piece, gv_kind, &s->model);
     aero_grammar_vocab *v = s->gvocab;
     pthread_mutex_unlock(&s->gvocab_mu);
     return v;
