@@ -5,17 +5,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-typedef struct {
-    float temp;              // <= 0: greedy
-    int top_k;               // <= 0: off
-    float top_p;             // >= 1: off
-    float min_p;             // <= 0: off
-    float repeat_penalty;    // 1: off (llama.cpp semantics over the last repeat_last_n tokens)
-    int repeat_last_n;
-    float presence_penalty;  // OpenAI semantics
-    float frequency_penalty;
-    uint64_t seed;
-} aero_sampler_params;
+#include "../../include/aerollm.h" // aero_sampler_params
 
 typedef struct aero_sampler aero_sampler;
 

@@ -56,7 +56,7 @@ aero_status aero_detokenize(const aero_tokenizer *t, const int32_t *ids, size_t 
                             char **text, size_t *len, aero_error *err);
 
 // Incremental decoder for streaming: never emits an incomplete UTF-8 sequence.
-typedef struct {
+typedef struct aero_detok {
     const aero_tokenizer *tok;
     bool first;          // next token is the first of the output (SPM strips one leading space after BOS)
     bool render_special;
