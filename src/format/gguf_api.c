@@ -48,6 +48,7 @@ const aero_gguf_value *aero_gguf_kv_value(const aero_gguf *g, uint64_t i) {
 // Reading a value without its union: the type, then the member that type fills.
 aero_gguf_type aero_gguf_value_type(const aero_gguf_value *v) { return v->type; }
 
+// The kinds of scalar type, for picking the union member a value's type fills.
 static bool is_signed(aero_gguf_type t) {
     return t == AERO_GGUF_INT8 || t == AERO_GGUF_INT16 || t == AERO_GGUF_INT32 || t == AERO_GGUF_INT64;
 }
