@@ -242,7 +242,8 @@ typedef struct aero_tokenizer aero_tokenizer;
 // A streaming detokenizer: never emits an incomplete UTF-8 sequence.
 typedef struct aero_detok aero_detok;
 
-// Loads from a path: a .json file (tokenizer.json) or a GGUF file.
+// Loads from a path: a .json file (tokenizer.json) or a GGUF file. SentencePiece-style BPE by scores
+// (llama/Mistral/Phi-3), byte-level BPE by merge rank (GPT-2, Llama 3, Qwen, DeepSeek, ...) and WordPiece.
 aero_status aero_tokenizer_load(aero_tokenizer **out, const char *path, aero_error *err);
 // The tokenizer of an opened GGUF file.
 aero_status aero_tokenizer_from_gguf(aero_tokenizer **out, const aero_gguf *g, aero_error *err);
@@ -263,14 +264,18 @@ bool aero_tokenizer_is_control(const aero_tokenizer *t, int32_t id);
 // An output buffer of this many bytes always holds what one aero_detok_push can write.
 size_t aero_tokenizer_max_piece(const aero_tokenizer *t);
 
-// Encodes len bytes of text. add_bos: prepend BOS (when the vocab has one). parse_special: recognise
-// control-token strings in the text. Any bytes are accepted. *ids is malloc'ed; caller frees.
+// Encodes len bytes of text. add_bos: prepend BOS (when the vocab has one; WordPiece also appends SEP, and a
+// vocabulary with add_eos_token appends EOS). parse_special: recognise control-token strings in the text
+// (user-defined tokens are always recognised, as in Hugging Face and llama.cpp). Any bytes are accepted:
+// invalid UTF-8 becomes byte tokens (or <unk>). *ids is malloc'ed; caller frees.
 aero_status aero_tokenize(const aero_tokenizer *t, const char *text, size_t len, bool add_bos, bool parse_special,
                           int32_t **ids, size_t *n_ids, aero_error *err);
-// The bytes one token stands for in output text; control tokens give "" unless render_special. Writes up to cap
-// bytes; returns the full length.
+// The bytes one token stands for in output text (byte-level decoded, ▁ -> space, <0xNN> -> byte). Control
+// tokens (BOS/EOS...) give "" unless render_special. Writes up to cap bytes; returns the full length.
 size_t aero_token_to_bytes(const aero_tokenizer *t, int32_t id, bool render_special, char *buf, size_t cap);
 // Decodes a whole id sequence into text (malloc'ed, NUL-terminated), applying the SPM leading-space rule.
+// The bytes are exactly the tokens' bytes (no UTF-8 repair, no clean-up of spaces before punctuation); an id
+// outside the vocabulary is an error.
 aero_status aero_detokenize(const aero_tokenizer *t, const int32_t *ids, size_t n, bool render_special, char **text,
                             size_t *len, aero_error *err);
 
@@ -281,7 +286,7 @@ void aero_detok_free(aero_detok *d);
 // Appends the complete UTF-8 produced by token id to out (cap >= aero_tokenizer_max_piece bytes); returns bytes
 // written. Invalid byte sequences come out as U+FFFD.
 size_t aero_detok_push(aero_detok *d, int32_t id, char *out, size_t cap);
-// Flushes what is pending at the end of a stream; returns bytes written.
+// Flushes what is pending at the end of a stream (invalid leftovers as U+FFFD); returns bytes written.
 size_t aero_detok_flush(aero_detok *d, char *out, size_t cap);
 
 // ---- sampling ----
@@ -307,7 +312,8 @@ void aero_sampler_reset(aero_sampler *s);             // forgets history; reseed
 bool aero_sampler_is_greedy(const aero_sampler *s);
 // Records a token of the context (prompt or generated) for penalties.
 void aero_sampler_accept(aero_sampler *s, int32_t token);
-// Samples from n_vocab logits (argmax, lowest id on ties, when greedy); does not accept the token.
+// Samples from n_vocab logits: the distribution after penalties, temperature and truncation, drawn with the
+// sampler's seeded RNG; argmax (lowest id on ties) when greedy. Does not accept the token.
 int32_t aero_sampler_sample(aero_sampler *s, const float *logits);
 
 // ---- weight streaming ----
