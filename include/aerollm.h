@@ -192,7 +192,8 @@ uint64_t aero_gguf_value_u64(const aero_gguf_value *v);
 int64_t aero_gguf_value_i64(const aero_gguf_value *v);
 double aero_gguf_value_f64(const aero_gguf_value *v);
 const char *aero_gguf_value_str(const aero_gguf_value *v, uint64_t *len);
-// An array value: its element type and length (0 when not an array); element i of an array of arrays.
+// An array value: its element type and length (AERO_GGUF_TYPE_COUNT and 0 when not an array); element i of an
+// array of arrays (NULL when not one).
 aero_gguf_type aero_gguf_value_arr_type(const aero_gguf_value *v);
 uint64_t aero_gguf_value_arr_n(const aero_gguf_value *v);
 const aero_gguf_value *aero_gguf_value_arr_at(const aero_gguf_value *v, uint64_t i);
@@ -339,7 +340,6 @@ typedef struct {
     int n_units, n_pinned, n_streamed, n_slots; // units: layer units + the head unit; slots: of the ring
     bool head_resident, embd_resident;
     bool *unit_resident;         // per unit
-    // additions (fields above stay as they are: aerollm info prints them)
     uint64_t budget;             // the --mem given (0 = none)
     uint64_t embd_bytes;         // part of resident_bytes held only for embedding row lookups (0 when tied/by row)
     uint64_t small_bytes;        // part of resident_bytes: norms, biases and other small tensors
