@@ -10,7 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <aerollm.h>
+#include "modules.h" // the module headers: a white-box test
 
 #include "check.h"
 #include "format/gguf.h"

@@ -7,7 +7,7 @@
 #include <string.h>
 #include <time.h>
 
-#include <aerollm.h>
+#include "modules.h" // the module headers: a white-box test
 
 #include "chat/jinja.h" // jtemplate_set_limits: runaway-template tests with small limits stay fast
 #include "check.h"

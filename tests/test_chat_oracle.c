@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <aerollm.h>
+#include "modules.h" // the module headers: a white-box test
 
 #include "check.h"
 

@@ -8,7 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <aerollm.h>
+#include "modules.h" // the module headers: a white-box test
 
 #include "check.h"
 

@@ -11,7 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <aerollm.h>
+#include "modules.h" // the module headers: a white-box test
 
 #include "check.h"
 #include "stream/stream_internal.h"

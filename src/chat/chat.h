@@ -18,13 +18,7 @@ typedef struct aero_chat_template aero_chat_template;
 aero_status aero_chat_template_parse(aero_chat_template **out, const char *source, size_t len, aero_error *err);
 void aero_chat_template_free(aero_chat_template *t);
 
-typedef struct {
-    const json_t *messages;        // array of {role, content, tool_calls?, tool_call_id?, name?...}
-    const json_t *tools;           // NULL or array
-    bool add_generation_prompt;
-    const char *bos_token, *eos_token;   // may be NULL -> ""
-    const json_t *extra;           // NULL or object of extra variables (date_string, enable_thinking, ...)
-} aero_chat_inputs;
+#include "../../include/aerollm.h" // aero_chat_inputs
 
 // Renders to a malloc'ed NUL-terminated string. raise_exception() and runtime errors -> AERO_ERR_INVALID with
 // message.

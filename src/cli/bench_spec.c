@@ -13,6 +13,7 @@
 static const int curve_k[] = {1, 4, 8, 16, 32, 64};
 #define N_CURVE (int)(sizeof curve_k / sizeof curve_k[0])
 
+// qsort order for the medians of repeated timings.
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;
@@ -28,10 +29,10 @@ static double cpu_seconds(void) {
 
 // Median wall time and CPU time of a k-token target pass after n_prompt cached tokens.
 static int time_curve(cli_session *e, int n_prompt, double *secs, double *cpu, aero_error *err) {
-    const aero_hparams *hp = aero_model_hparams(e->model);
+    int n_vocab = aero_model_n_vocab(e->model);
     int32_t *tok = malloc(sizeof(int32_t) * n_prompt);
     if (!tok) return aero_fail(err, AERO_ERR_NOMEM, "out of memory");
-    for (int i = 0; i < n_prompt; i++) tok[i] = (int32_t)((i * 7919u + 13) % (unsigned)hp->n_vocab);
+    for (int i = 0; i < n_prompt; i++) tok[i] = (int32_t)((i * 7919u + 13) % (unsigned)n_vocab);
     aero_status st = aero_spec_begin(e->spec, tok, n_prompt, 0, err);
     free(tok);
     if (st) return st;
@@ -97,6 +98,7 @@ done:
     return st;
 }
 
+// Entry point of `bench --draft`: the verify-cost curve, plain and speculative decoding, predicted vs measured.
 int cli_bench_spec(const cli_opts *opts, int n_prompt, int n_gen) {
     const char *cmd = "bench";
     cli_opts o = *opts;
@@ -168,7 +170,7 @@ int cli_bench_spec(const cli_opts *opts, int n_prompt, int n_gen) {
     double mem_floor = mem_bw > 0 ? plan->resident_bytes / mem_bw : 0, disk_floor = disk_bw > 0 ? plan->streamed_bytes / disk_bw : 0;
     char what[160];
     aero_spec_describe(e.spec, what, sizeof what);
-    const char *tpath = aero_model_gguf(e.model)->files[0].path;
+    const char *tpath = aero_model_path(e.model);
     if (o.json) {
         printf("{\"model\":\"%s\",\"draft\":\"%s\",\"mode\":\"%s\",\"mem_budget\":%llu,\"streamed_bytes_per_pass\":%llu,"
                "\"mem_bw_gbs\":%.3f,\"disk_bw_gbs\":%.3f,\"floor_s\":%.6f,\"verify_k\":[",

@@ -18,10 +18,10 @@ static void usage(void) {
 
 // Prefills n synthetic tokens (one pass) through a greedy generation and returns the seconds taken.
 static int run_prefill(cli_session *e, aero_generator *g, int n, double *secs, aero_error *err) {
-    const aero_hparams *hp = aero_model_hparams(e->model);
+    int n_vocab = aero_model_n_vocab(e->model);
     int32_t *tok = malloc(sizeof(int32_t) * n);
     if (!tok) return aero_fail(err, AERO_ERR_NOMEM, "out of memory"), 1;
-    for (int i = 0; i < n; i++) tok[i] = (int32_t)((i * 7919u + 13) % (unsigned)hp->n_vocab);
+    for (int i = 0; i < n; i++) tok[i] = (int32_t)((i * 7919u + 13) % (unsigned)n_vocab);
     double t0 = aero_now();
     int rc = aero_generator_begin(g, tok, n, err) || aero_generator_prefill(g, err);
     *secs = aero_now() - t0;
@@ -102,10 +102,11 @@ int aero_cmd_bench(int argc, char **argv) {
         cli_session_close(&e);
         return cli_fail("bench", "%s", err.msg);
     }
-    const aero_hparams *hp = aero_model_hparams(e.model);
+    const char *arch = aero_model_arch(e.model);
+    int n_layer = aero_model_n_layer(e.model), n_embd = aero_model_n_embd(e.model);
     aero_stream *s = aero_model_stream(e.model);
     const aero_stream_plan *plan = aero_stream_get_plan(s);
-    const char *path = aero_model_gguf(e.model)->files[0].path;
+    const char *path = aero_model_path(e.model);
     bool streamed = plan->streamed_bytes > 0;
     int threads = aero_model_n_threads(e.model);
     double prefill_s = 0, decode_s = 0;
@@ -135,7 +136,7 @@ int aero_cmd_bench(int argc, char **argv) {
     aero_stream_stats dec;
     aero_stream_get_stats(s, &dec);
     double io_pass = 0;
-    if (streamed && run_io_passes(s, hp->n_layer, 3, &io_pass, &err)) {
+    if (streamed && run_io_passes(s, n_layer, 3, &io_pass, &err)) {
         aero_generator_free(g);
         cli_session_close(&e);
         return cli_fail("bench", "IO-only passes: %s", err.msg);
@@ -176,8 +177,8 @@ int aero_cmd_bench(int argc, char **argv) {
                "\"decode_pass_s\":%.6f,\"decode_pass_over_disk_floor\":%.3f,\"decode_compute_s\":%.6f,"
                "\"decode_pass_over_max_io_compute\":%.3f,\"io_only_pass_s\":%.6f,\"io_only_over_disk_floor\":%.3f,"
                "\"decode_io_wait_s\":%.6f,\"decode_io_busy_s\":%.6f,\"decode_bytes_streamed\":%llu,\"peak_rss\":%llu}\n",
-               path, hp->arch, hp->n_layer, hp->n_embd, (unsigned long long)model_bytes, threads,
-               aero_isa_name(aero_kernels_isa()), (unsigned long long)o.mem, (unsigned long long)plan->resident_bytes,
+               path, arch, n_layer, n_embd, (unsigned long long)model_bytes, threads,
+               aero_kernels_isa_name(), (unsigned long long)o.mem, (unsigned long long)plan->resident_bytes,
                (unsigned long long)plan->streamed_bytes, (unsigned long long)plan->window_bytes, plan->prefetch,
                plan->io_threads, plan->direct ? "true" : "false", plan->n_pinned, plan->n_streamed, mem_bw / 1e9,
                disk_bw / 1e9, disk_before / 1e9, disk_after / 1e9, n_prompt, prefill_s, n_prompt / prefill_s,
@@ -187,9 +188,9 @@ int aero_cmd_bench(int argc, char **argv) {
                dec.wait_s / n_gen, dec.io_busy_s / n_gen,
                (unsigned long long)dec.bytes_streamed, (unsigned long long)peak_rss);
     } else {
-        printf("model      %s (%s, %d layers, dim %d, %.1f MB of weights)\n", path, hp->arch, hp->n_layer, hp->n_embd,
+        printf("model      %s (%s, %d layers, dim %d, %.1f MB of weights)\n", path, arch, n_layer, n_embd,
                model_bytes / 1e6);
-        printf("threads    %d (%s)\n", threads, aero_isa_name(aero_kernels_isa()));
+        printf("threads    %d (%s)\n", threads, aero_kernels_isa_name());
         printf("plan       resident %.1f MB, streamed %.1f MB per pass%s\n", plan->resident_bytes / 1e6,
                plan->streamed_bytes / 1e6, o.mem ? "" : " (no --mem: all resident)");
         if (streamed)

@@ -2,6 +2,7 @@
 // the whole conversation, tokenizes it with special tokens recognised, and decodes only what the KV cache
 // does not already hold (the common prefix with the previous turn is kept), then streams the answer.
 #include <errno.h>
+#include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,7 +10,6 @@
 #include <unistd.h>
 
 #include "cli.h"
-#include "../chat/template_pick.h"
 #include "common.h"
 
 static volatile sig_atomic_t interrupted = 0;
@@ -35,39 +35,37 @@ static void chat_usage(void) {
 
 // Reads one user message: lines ending in a backslash continue it. NULL at end of input or interrupt.
 static char *read_message(bool tty) {
-    char *msg = NULL, *line = NULL;
-    size_t len = 0, cap = 0;
+    aero_buf msg = {0};
+    char *line = NULL;
+    size_t cap = 0;
+    bool started = false;
     for (;;) {
         if (tty) {
-            fputs(msg ? ". " : "> ", stdout);
+            fputs(started ? ". " : "> ", stdout);
             fflush(stdout);
         }
         ssize_t n = getline(&line, &cap, stdin);
         if (n < 0 || interrupted) {
             free(line);
-            if (msg && !interrupted) return msg; // last line without a newline
-            free(msg);
+            if (started && !interrupted && !msg.oom) return aero_buf_take(&msg, NULL); // last line without a newline
+            aero_buf_free(&msg);
             return NULL;
         }
         if (n > 0 && line[n - 1] == '\n') line[--n] = 0;
         if (n > 0 && line[n - 1] == '\r') line[--n] = 0;
         bool more = n > 0 && line[n - 1] == '\\';
         if (more) line[--n] = 0;
-        char *m = realloc(msg, len + (size_t)n + 2);
-        if (!m) {
-            free(msg);
-            free(line);
-            return NULL;
-        }
-        msg = m;
-        memcpy(msg + len, line, (size_t)n);
-        len += (size_t)n;
-        if (more) msg[len++] = '\n';
-        msg[len] = 0;
+        started = true;
+        aero_buf_append(&msg, line, (size_t)n);
+        if (more) aero_buf_append(&msg, "\n", 1);
         if (!more) break;
     }
     free(line);
-    return msg;
+    if (msg.oom) {
+        aero_buf_free(&msg);
+        return NULL;
+    }
+    return aero_buf_take(&msg, NULL);
 }
 
 typedef struct {
@@ -135,10 +133,8 @@ static int turn(chat_state *s, char **answer) {
     fputc('\n', stdout);
     fflush(stdout);
     text = aero_generator_text(s->gen, &len);
-    char *ans = malloc(len + 1);
-    if (!ans) return cli_fail("chat", "out of memory");
-    memcpy(ans, text, len);
-    ans[len] = 0;
+    aero_buf ans = {0};
+    if (!aero_buf_append(&ans, text, len)) return cli_fail("chat", "out of memory");
     double t2 = aero_now();
     int n_gen = aero_generator_n_generated(s->gen);
     aero_end end = aero_generator_end(s->gen);
@@ -147,7 +143,7 @@ static int turn(chat_state *s, char **answer) {
                         "(%.1f tok/s) | stop: %s]\n",
                 n, keep, n - keep, t1 - t0, n_gen, t2 - t1, n_gen / (t2 - t1 > 0 ? t2 - t1 : 1e-9),
                 end == AERO_END_EOG ? "end of turn" : aero_end_name(end));
-    *answer = ans;
+    *answer = aero_buf_take(&ans, NULL);
     return 0;
 }
 

@@ -36,43 +36,52 @@ static void print_quoted(const char *s, size_t len, size_t max) {
 
 // Prints one metadata value; arrays longer than a few elements are abbreviated.
 static void print_value(const aero_gguf_value *v, int depth) {
-    switch (v->type) {
-    case AERO_GGUF_STRING: print_quoted(v->str.ptr, v->str.len, STR_MAX); break;
+    uint64_t len;
+    switch (aero_gguf_value_type(v)) {
+    case AERO_GGUF_STRING: {
+        const char *s = aero_gguf_value_str(v, &len);
+        print_quoted(s, len, STR_MAX);
+        break;
+    }
     case AERO_GGUF_ARRAY: {
-        printf("[%s x %llu]", aero_gguf_type_name(v->arr.elem), (unsigned long long)v->arr.n);
-        if (v->arr.n == 0) break;
-        uint64_t show = v->arr.n < ARR_SHOW ? v->arr.n : ARR_SHOW;
+        aero_gguf_type elem = aero_gguf_value_arr_type(v);
+        uint64_t n = aero_gguf_value_arr_n(v);
+        printf("[%s x %llu]", aero_gguf_type_name(elem), (unsigned long long)n);
+        if (n == 0) break;
+        uint64_t show = n < ARR_SHOW ? n : ARR_SHOW;
         if (depth > 0 && show > 3) show = 3;
         printf(" [");
         for (uint64_t i = 0; i < show; i++) {
             if (i) printf(", ");
-            if (v->arr.elem == AERO_GGUF_STRING) {
-                const aero_gguf_str *s = aero_gguf_arr_str(v, i);
-                print_quoted(s->ptr, s->len, ELEM_STR_MAX);
-            } else if (v->arr.elem == AERO_GGUF_ARRAY) {
-                print_value(&((const aero_gguf_value *)v->arr.data)[i], depth + 1);
-            } else if (v->arr.elem == AERO_GGUF_FLOAT32 || v->arr.elem == AERO_GGUF_FLOAT64) {
+            if (elem == AERO_GGUF_STRING) {
+                const char *s = aero_gguf_arr_string(v, i, &len);
+                print_quoted(s, len, ELEM_STR_MAX);
+            } else if (elem == AERO_GGUF_ARRAY) {
+                print_value(aero_gguf_value_arr_at(v, i), depth + 1);
+            } else if (elem == AERO_GGUF_FLOAT32 || elem == AERO_GGUF_FLOAT64) {
                 double d = 0;
                 aero_gguf_arr_f64(v, i, &d);
                 printf("%g", d);
-            } else if (v->arr.elem == AERO_GGUF_UINT64) {
-                printf("%llu", (unsigned long long)((const uint64_t *)v->arr.data)[i]);
+            } else if (elem == AERO_GGUF_UINT64) {
+                uint64_t x = 0;
+                aero_gguf_arr_u64(v, i, &x);
+                printf("%llu", (unsigned long long)x);
             } else {
                 int64_t x = 0;
                 aero_gguf_arr_i64(v, i, &x);
-                if (v->arr.elem == AERO_GGUF_BOOL) fputs(x ? "true" : "false", stdout);
+                if (elem == AERO_GGUF_BOOL) fputs(x ? "true" : "false", stdout);
                 else printf("%lld", (long long)x);
             }
         }
-        printf(v->arr.n > show ? ", ...]" : "]");
+        printf(n > show ? ", ...]" : "]");
         break;
     }
-    case AERO_GGUF_FLOAT32: case AERO_GGUF_FLOAT64: printf("%g", v->f64); break;
-    case AERO_GGUF_BOOL: printf(v->u64 ? "true" : "false"); break;
+    case AERO_GGUF_FLOAT32: case AERO_GGUF_FLOAT64: printf("%g", aero_gguf_value_f64(v)); break;
+    case AERO_GGUF_BOOL: printf(aero_gguf_value_u64(v) ? "true" : "false"); break;
     case AERO_GGUF_INT8: case AERO_GGUF_INT16: case AERO_GGUF_INT32: case AERO_GGUF_INT64:
-        printf("%lld", (long long)v->i64);
+        printf("%lld", (long long)aero_gguf_value_i64(v));
         break;
-    default: printf("%llu", (unsigned long long)v->u64); break;
+    default: printf("%llu", (unsigned long long)aero_gguf_value_u64(v)); break;
     }
 }
 
@@ -96,11 +105,8 @@ static const char *fmt_count(uint64_t n, char *buf, size_t cap) {
 
 // The layer count from metadata, or from the highest blk.N in the tensor names; -1 if neither.
 static int64_t layer_count(const aero_gguf *g, int64_t from_names) {
-    const char *arch = aero_gguf_get_str(g, "general.architecture");
     int64_t n;
-    char key[160];
-    snprintf(key, sizeof key, "%s.block_count", arch ? arch : "llama");
-    if (aero_gguf_get_i64(g, key, &n) && n > 0 && n < (1 << 20)) return n;
+    if (aero_gguf_block_count(g, &n) && n > 0 && n < (1 << 20)) return n;
     return from_names;
 }
 
@@ -108,15 +114,9 @@ static int64_t layer_count(const aero_gguf *g, int64_t from_names) {
 static int print_plan(const aero_gguf *g, int64_t n_layer, uint64_t budget) {
     aero_error err = {0};
     if (n_layer < 1) return cli_fail("info", "no layer count (block_count metadata or blk.N tensors): cannot plan");
-    aero_stream_params sp = {
-        .mem_budget = budget,
-        .output_tensor = aero_gguf_tensor(g, "output.weight") ? "output.weight" : "token_embd.weight",
-        .embd_tensor = "token_embd.weight",
-        .plan_only = true,
-    };
     aero_stream *s;
     char a[32], b[32], c[32], d[32];
-    if (aero_stream_open(&s, g, (int)n_layer, &sp, &err))
+    if (aero_stream_open_plan(&s, g, (int)n_layer, budget, &err))
         return cli_fail("info", "no plan under --mem %s: %s", fmt_bytes(budget, a, sizeof a), err.msg);
     const aero_stream_plan *p = aero_stream_get_plan(s);
     printf("\nplan under --mem %s:\n", fmt_bytes(budget, a, sizeof a));
@@ -138,12 +138,12 @@ static void print_layers(const aero_gguf *g, int64_t n_layer) {
     uint64_t *bytes = calloc((size_t)n_layer, sizeof *bytes);
     if (!bytes) return;
     uint64_t outside = 0;
-    for (uint64_t i = 0; i < g->n_tensors; i++) {
-        int l = aero_gguf_tensor_layer(g->tensors[i].name);
+    for (uint64_t i = 0; i < aero_gguf_n_tensors(g); i++) {
+        int l = aero_gguf_tensor_layer(aero_gguf_tensor_name(g, i));
         if (l >= 0 && l < n_layer)
-            bytes[l] += g->tensors[i].nbytes;
+            bytes[l] += aero_gguf_tensor_nbytes(g, i);
         else
-            outside += g->tensors[i].nbytes;
+            outside += aero_gguf_tensor_nbytes(g, i);
     }
     char a[32];
     printf("\nbytes per layer:\n");
@@ -162,6 +162,7 @@ static void print_layers(const aero_gguf *g, int64_t n_layer) {
     free(bytes);
 }
 
+// Entry point: parse, then metadata, tensors, totals, layers and (with --mem) the plan.
 int aero_cmd_info(int argc, char **argv) {
     const char *path = NULL;
     bool tensors = true;
@@ -193,42 +194,48 @@ int aero_cmd_info(int argc, char **argv) {
         }
     }
     if (!path) return cli_fail("info", "no model file given (aerollm info MODEL.gguf)");
-    aero_gguf g;
+    aero_gguf *g = NULL;
     aero_error err = {0};
-    if (aero_gguf_open(&g, path, &err)) return cli_fail("info", "%s", err.msg);
+    if (aero_gguf_load(&g, path, &err)) return cli_fail("info", "%s", err.msg);
+    uint32_t n_files = aero_gguf_n_files(g);
+    uint64_t n_tensors = aero_gguf_n_tensors(g), n_kv = aero_gguf_n_kv(g);
     uint64_t file_bytes = 0;
-    for (uint32_t f = 0; f < g.n_files; f++) file_bytes += g.files[f].size;
+    for (uint32_t f = 0; f < n_files; f++) file_bytes += aero_gguf_file_size(g, f);
     char a[32], b[32];
-    printf("file: %s (GGUF v%u, %u file%s, %s, alignment %llu)\n", path, g.version, g.n_files,
-           g.n_files > 1 ? "s" : "", fmt_bytes(file_bytes, a, sizeof a), (unsigned long long)g.alignment);
-    printf("\nmetadata (%llu keys):\n", (unsigned long long)g.n_kv);
-    for (uint64_t i = 0; i < g.n_kv; i++) {
-        printf("  %-40s %-8s ", g.kv[i].key.ptr, aero_gguf_type_name(g.kv[i].value.type));
-        print_value(&g.kv[i].value, 0);
+    printf("file: %s (GGUF v%u, %u file%s, %s, alignment %llu)\n", path, aero_gguf_version(g), n_files,
+           n_files > 1 ? "s" : "", fmt_bytes(file_bytes, a, sizeof a), (unsigned long long)aero_gguf_alignment(g));
+    printf("\nmetadata (%llu keys):\n", (unsigned long long)n_kv);
+    for (uint64_t i = 0; i < n_kv; i++) {
+        const aero_gguf_value *v = aero_gguf_kv_value(g, i);
+        printf("  %-40s %-8s ", aero_gguf_kv_key(g, i), aero_gguf_type_name(aero_gguf_value_type(v)));
+        print_value(v, 0);
         putchar('\n');
     }
     uint64_t by_type[AERO_DT_COUNT] = {0}, count_type[AERO_DT_COUNT] = {0}, total = 0, params = 0;
     int64_t max_blk = -1;
-    for (uint64_t i = 0; i < g.n_tensors; i++) {
-        const aero_tensor_info *t = &g.tensors[i];
-        by_type[t->type] += t->nbytes;
-        count_type[t->type]++;
-        total += t->nbytes;
-        params += t->n_elements;
-        int l = aero_gguf_tensor_layer(t->name);
+    for (uint64_t i = 0; i < n_tensors; i++) {
+        uint32_t type = aero_gguf_tensor_type(g, i);
+        uint64_t nbytes = aero_gguf_tensor_nbytes(g, i);
+        by_type[type] += nbytes;
+        count_type[type]++;
+        total += nbytes;
+        params += aero_gguf_tensor_n_elements(g, i);
+        int l = aero_gguf_tensor_layer(aero_gguf_tensor_name(g, i));
         if (l > max_blk && l < (1 << 20)) max_blk = l;
     }
-    if (tensors && g.n_tensors) {
-        printf("\ntensors (%llu):\n", (unsigned long long)g.n_tensors);
+    if (tensors && n_tensors) {
+        printf("\ntensors (%llu):\n", (unsigned long long)n_tensors);
         printf("  %-32s %-6s %-24s %-4s %-14s %s\n", "name", "type", "shape (ne0 first)", "file", "offset", "size");
-        for (uint64_t i = 0; i < g.n_tensors; i++) {
-            const aero_tensor_info *t = &g.tensors[i];
+        for (uint64_t i = 0; i < n_tensors; i++) {
+            const uint64_t *ne = aero_gguf_tensor_shape(g, i);
             char shape[96] = "";
-            for (uint32_t d = 0; d < t->n_dims; d++)
+            for (uint32_t d = 0; d < aero_gguf_tensor_n_dims(g, i); d++)
                 snprintf(shape + strlen(shape), sizeof shape - strlen(shape), "%s%llu", d ? " x " : "",
-                         (unsigned long long)t->ne[d]);
-            printf("  %-32s %-6s %-24s %-4u %-14llu %s\n", t->name, aero_dtype_name(t->type), shape, t->file,
-                   (unsigned long long)t->offset, fmt_bytes(t->nbytes, a, sizeof a));
+                         (unsigned long long)ne[d]);
+            printf("  %-32s %-6s %-24s %-4u %-14llu %s\n", aero_gguf_tensor_name(g, i),
+                   aero_dtype_name(aero_gguf_tensor_type(g, i)), shape, aero_gguf_tensor_file(g, i),
+                   (unsigned long long)aero_gguf_tensor_offset(g, i),
+                   fmt_bytes(aero_gguf_tensor_nbytes(g, i), a, sizeof a));
         }
     }
     printf("\ntotals by type:\n");
@@ -236,29 +243,29 @@ int aero_cmd_info(int argc, char **argv) {
         if (count_type[t])
             printf("  %-7s %5llu tensors  %12s  %5.1f%%\n", aero_dtype_name(t), (unsigned long long)count_type[t],
                    fmt_bytes(by_type[t], a, sizeof a), total ? 100.0 * by_type[t] / total : 0.0);
-    printf("  %-7s %5llu tensors  %12s  %s parameters\n", "all", (unsigned long long)g.n_tensors,
+    printf("  %-7s %5llu tensors  %12s  %s parameters\n", "all", (unsigned long long)n_tensors,
            fmt_bytes(total, a, sizeof a), fmt_count(params, b, sizeof b));
-    int64_t n_layer = layer_count(&g, max_blk + 1);
-    if (n_layer > 0 && max_blk >= 0) print_layers(&g, n_layer);
+    int64_t n_layer = layer_count(g, max_blk + 1);
+    if (n_layer > 0 && max_blk >= 0) print_layers(g, n_layer);
     if (budget && draft) { // the drafter is resident and counted inside --mem, as cli_session_open does
-        aero_gguf dg;
+        aero_gguf *dg = NULL;
         aero_error derr = {0};
-        if (aero_gguf_open(&dg, draft, &derr)) {
-            aero_gguf_free(&g);
+        if (aero_gguf_load(&dg, draft, &derr)) {
+            aero_gguf_close(g);
             return cli_fail("info", "--draft %s: %s", draft, derr.msg);
         }
         uint64_t db = 0;
-        for (uint64_t i = 0; i < dg.n_tensors; i++) db += dg.tensors[i].nbytes;
-        aero_gguf_free(&dg);
+        for (uint64_t i = 0; i < aero_gguf_n_tensors(dg); i++) db += aero_gguf_tensor_nbytes(dg, i);
+        aero_gguf_close(dg);
         printf("\ndraft model %s: %s resident, counted inside --mem %s\n", draft, fmt_bytes(db, a, sizeof a),
                fmt_bytes(budget, b, sizeof b));
         if (db >= budget) {
-            aero_gguf_free(&g);
+            aero_gguf_close(g);
             return cli_fail("info", "the draft model alone takes all of --mem");
         }
         budget -= db;
     }
-    int rc = budget ? print_plan(&g, n_layer, budget) : 0;
-    aero_gguf_free(&g);
+    int rc = budget ? print_plan(g, n_layer, budget) : 0;
+    aero_gguf_close(g);
     return rc;
 }

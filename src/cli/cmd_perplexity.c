@@ -11,6 +11,7 @@
 #include "cli.h"
 #include "common.h"
 
+// Prints the help.
 static void usage(void) {
     printf("usage: aerollm perplexity -m MODEL -f FILE [-c N_CTX (default 512)] [--chunks N] [--mem SIZE] [options]\n");
     cli_common_usage();
@@ -25,6 +26,7 @@ static double log_prob(const float *logits, int n, int target) {
     return logits[target] - mx - log(z);
 }
 
+// Entry point: the text in windows of -c tokens, each scored on its second half.
 int aero_cmd_perplexity(int argc, char **argv) {
     cli_opts o;
     cli_opts_default(&o);
@@ -55,7 +57,7 @@ int aero_cmd_perplexity(int argc, char **argv) {
         return 1;
     }
     const aero_tokenizer *tok = aero_model_tokenizer(e.model);
-    int nv = aero_model_hparams(e.model)->n_vocab, n_ctx = o.n_ctx;
+    int nv = aero_model_n_vocab(e.model), n_ctx = o.n_ctx;
     aero_error err = {0};
     int32_t *ids = NULL;
     size_t n_ids = 0;

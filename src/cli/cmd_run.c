@@ -7,6 +7,7 @@
 #include "cli.h"
 #include "common.h"
 
+// Prints the help.
 static void usage(void) {
     printf("usage: aerollm run [-m MODEL] [-p PROMPT | -f FILE] [-n N] [options]\n"
            "  -m MODEL            GGUF file (default: the bundled model)\n"
@@ -18,6 +19,7 @@ static void usage(void) {
     cli_common_usage();
 }
 
+// Entry point: flags, a session, one generation (cli_generate).
 int aero_cmd_run(int argc, char **argv) {
     cli_opts o;
     cli_opts_default(&o);

@@ -9,8 +9,8 @@
 #include <unistd.h>
 
 #include "cli.h"
-#include "synth/synth.h"
 
+// Prints the help (stdout for --help, stderr after a mistake).
 static void usage(FILE *f) {
     fprintf(f,
             "usage: aerollm synth (--preset NAME | --arch A --dim N --layers N --heads N --ffn N --vocab N)\n"
@@ -55,6 +55,7 @@ static void progress(void *ctx, uint64_t done, uint64_t total) {
     if (done >= total) fputc('\n', stderr);
 }
 
+// Entry point: preset or explicit shape, overrides, then the writer with a progress line.
 int aero_cmd_synth(int argc, char **argv) {
     aero_synth_params p;
     memset(&p, 0, sizeof p);

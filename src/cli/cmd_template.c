@@ -1,11 +1,11 @@
 // `aerollm template`: renders a chat template for a messages file and prints the prompt byte for byte, so
 // scripts and people can see exactly what the model will be fed.
 #include <errno.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "../chat/template_pick.h"
 #include "cli.h"
 
 // Help text.
@@ -53,8 +53,7 @@ int aero_cmd_template(int argc, char **argv) {
     bool gen = false;
     int rc = 1;
     json_t *extra = json_object(), *msgdoc = NULL, *tools = NULL;
-    aero_gguf g;
-    bool have_gguf = false;
+    aero_gguf *g = NULL;
     aero_chat_template *t = NULL;
     char *vbos = NULL, *veos = NULL, *out = NULL;
     aero_error err = {0};
@@ -108,16 +107,15 @@ int aero_cmd_template(int argc, char **argv) {
         goto done;
     }
     if (model) {
-        if (aero_gguf_open(&g, model, &err) != AERO_OK) {
+        if (aero_gguf_load(&g, model, &err) != AERO_OK) {
             cli_fail("template", "%s", err.msg);
             goto done;
         }
-        have_gguf = true;
-        if ((!bos || !eos) && vocab_specials(&g, &vbos, &veos)) goto done;
+        if ((!bos || !eos) && vocab_specials(g, &vbos, &veos)) goto done;
     }
     const char *tname;
     char note[256];
-    if (aero_chat_template_pick(&t, have_gguf ? &g : NULL, tfile, &tname, note, sizeof note, &err)) {
+    if (aero_chat_template_pick(&t, g, tfile, &tname, note, sizeof note, &err)) {
         cli_fail("template", "%s%s%s", model && !tfile ? model : "", model && !tfile ? ": " : "", err.msg);
         goto done;
     }
@@ -166,7 +164,7 @@ done:
     free(vbos);
     free(veos);
     aero_chat_template_free(t);
-    if (have_gguf) aero_gguf_free(&g);
+    aero_gguf_close(g);
     json_decref(msgdoc);
     json_decref(tools);
     json_decref(extra);

@@ -19,33 +19,6 @@ static void tok_usage(FILE *f) {
             "                    and the hex of their decoding on the next (for differential tests)\n");
 }
 
-// Reads a whole stream; NULL on error.
-static char *slurp(FILE *f, size_t *len) {
-    size_t cap = 1 << 16, n = 0;
-    char *p = malloc(cap);
-    if (!p) return NULL;
-    for (;;) {
-        if (n == cap) {
-            char *q = realloc(p, cap * 2);
-            if (!q) {
-                free(p);
-                return NULL;
-            }
-            p = q;
-            cap *= 2;
-        }
-        size_t r = fread(p + n, 1, cap - n, f);
-        n += r;
-        if (r == 0) break;
-    }
-    if (ferror(f)) {
-        free(p);
-        return NULL;
-    }
-    *len = n;
-    return p;
-}
-
 // Prints a piece with control characters escaped, so that one token stays on one line.
 static void print_piece(const char *s, size_t n) {
     for (size_t i = 0; i < n; i++) {
@@ -136,22 +109,18 @@ int aero_cmd_tokenize(int argc, char **argv) {
     }
     char *text = NULL;
     size_t len = 0;
+    aero_status st = AERO_OK;
     if (prompt) {
         len = strlen(prompt);
-        text = malloc(len + 1);
-        if (text) memcpy(text, prompt, len + 1);
+        if (!(text = strdup(prompt))) st = aero_fail(&err, AERO_ERR_NOMEM, "out of memory");
+    } else if (file) {
+        st = aero_read_file(file, 0, &text, &len, &err);
     } else {
-        FILE *f = file ? fopen(file, "rb") : stdin;
-        if (!f) {
-            aero_tokenizer_free(t);
-            return cli_fail("tokenize", "cannot open %s: %s", file, strerror(errno));
-        }
-        text = slurp(f, &len);
-        if (f != stdin) fclose(f);
+        st = aero_read_stream(stdin, "stdin", 0, &text, &len, &err);
     }
-    if (!text) {
+    if (st) {
         aero_tokenizer_free(t);
-        return cli_fail("tokenize", "cannot read the input text");
+        return cli_fail("tokenize", "%s", err.msg);
     }
     int32_t *ids = NULL;
     size_t n = 0;

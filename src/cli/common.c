@@ -10,6 +10,7 @@
 
 #include "cli.h"
 
+// The defaults every command starts from before its own flags (and its own defaults, e.g. chat's -n 512).
 void cli_opts_default(cli_opts *o) {
     memset(o, 0, sizeof *o);
     o->n_predict = 128;
@@ -20,6 +21,7 @@ void cli_opts_default(cli_opts *o) {
     o->draft_p_min = 0.0f;
 }
 
+// The help lines of the flags cli_opts_parse knows, printed under each command's own usage.
 void cli_common_usage(void) {
     printf("common options:\n"
            "  -t N                compute threads (default: all CPUs)\n"
@@ -54,6 +56,7 @@ static bool parse_int(const char *cmd, const char *flag, const char *s, int lo, 
     return true;
 }
 
+// Parses a float flag value within [lo, hi].
 static bool parse_float(const char *cmd, const char *flag, const char *s, float lo, float hi, float *out) {
     char *end;
     errno = 0;
@@ -66,6 +69,7 @@ static bool parse_float(const char *cmd, const char *flag, const char *s, float 
     return true;
 }
 
+// One parser for the llama.cpp-style flags run, chat, bench and perplexity share.
 int cli_opts_parse(cli_opts *o, const char *cmd, int argc, char **argv, int i) {
     const char *f = argv[i];
     // flags without a value
@@ -154,6 +158,7 @@ const char *cli_default_model(void) {
     return NULL;
 }
 
+// The --draft-* flags as the speculative decoder's parameters (sampling follows the target's).
 void cli_spec_params(const cli_opts *o, aero_spec_params *p) {
     aero_spec_params_default(p);
     p->draft_max = o->draft_max;
@@ -165,6 +170,7 @@ void cli_spec_params(const cli_opts *o, aero_spec_params *p) {
     p->sampling = o->sp;
 }
 
+// Loads what a command generates with, the drafter's bytes taken out of --mem first so --mem bounds the process.
 int cli_session_open(cli_session *e, const cli_opts *o, const char *cmd) {
     memset(e, 0, sizeof *e);
     const char *path = o->model ? o->model : cli_default_model();
@@ -207,7 +213,7 @@ int cli_session_open(cli_session *e, const cli_opts *o, const char *cmd) {
         cli_session_close(e);
         return cli_fail(cmd, "%s", err.msg);
     }
-    e->sampler = aero_sampler_new(&o->sp, aero_model_hparams(e->model)->n_vocab);
+    e->sampler = aero_sampler_new(&o->sp, aero_model_n_vocab(e->model));
     if (!e->sampler) {
         cli_session_close(e);
         return cli_fail(cmd, "out of memory");
@@ -224,6 +230,7 @@ int cli_session_open(cli_session *e, const cli_opts *o, const char *cmd) {
     return 0;
 }
 
+// Tells a --stats reader how --mem was split between the drafter and the model.
 void cli_print_budget(const cli_session *e, const cli_opts *o, FILE *f) {
     if (!e->draft) return;
     if (o->mem)
@@ -233,6 +240,7 @@ void cli_print_budget(const cli_session *e, const cli_opts *o, FILE *f) {
         fprintf(f, "memory budget: no --mem; the draft model holds %.1f MB (resident)\n", e->draft_bytes / 1e6);
 }
 
+// Frees a session in the reverse order of opening (the drafter before the models it reads).
 void cli_session_close(cli_session *e) {
     aero_spec_free(e->spec);
     aero_model_free(e->draft);
@@ -242,37 +250,17 @@ void cli_session_close(cli_session *e) {
     memset(e, 0, sizeof *e);
 }
 
+// One reader for -p and -f (run, bench --draft): core's whole-file reader, so the CLI keeps no reader of its own.
 char *cli_read_prompt(const cli_opts *o, const char *cmd) {
     if (o->prompt && o->prompt_file) return cli_fail(cmd, "give -p or -f, not both"), NULL;
     if (!o->prompt_file) return strdup(o->prompt ? o->prompt : "");
-    FILE *f = fopen(o->prompt_file, "rb");
-    if (!f) return cli_fail(cmd, "%s: cannot open: %s", o->prompt_file, strerror(errno)), NULL;
-    size_t cap = 1 << 16, len = 0;
-    char *buf = malloc(cap);
-    size_t n;
-    while (buf && (n = fread(buf + len, 1, cap - len - 1, f)) > 0) {
-        len += n;
-        if (cap - len - 1 == 0) {
-            char *nb = realloc(buf, cap * 2);
-            if (!nb) {
-                free(buf);
-                buf = NULL;
-                break;
-            }
-            buf = nb;
-            cap *= 2;
-        }
-    }
-    bool bad = ferror(f);
-    fclose(f);
-    if (!buf || bad) {
-        free(buf);
-        return cli_fail(cmd, "%s: read failed", o->prompt_file), NULL;
-    }
-    buf[len] = 0;
-    return buf;
+    char *text = NULL;
+    aero_error err = {0};
+    if (aero_read_file(o->prompt_file, 0, &text, NULL, &err)) return cli_fail(cmd, "%s", err.msg), NULL;
+    return text;
 }
 
+// The --stats block of speculative decoding, shared by run and bench --draft.
 void cli_spec_print_stats(aero_spec *s, double gen_s, double t1_pass, FILE *f) {
     aero_spec_stats st;
     aero_spec_get_stats(s, &st);
@@ -310,6 +298,7 @@ static void emit(aero_generator *g, size_t *shown, FILE *out) {
     }
 }
 
+// `aerollm run`'s generation: prompt, stream of text, timings; the loop itself is the generation layer's.
 int cli_generate(cli_session *e, const cli_opts *o, FILE *out) {
     const char *cmd = "run";
     char *prompt = cli_read_prompt(o, cmd);

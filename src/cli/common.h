@@ -7,8 +7,6 @@
 
 #include <aerollm.h>
 
-#include "../model/generate.h"
-
 typedef struct {
     const char *model;
     const char *prompt;
@@ -33,10 +31,12 @@ typedef struct {
     bool draft_fixed;       // --draft-fixed: always draft draft_max tokens (default: adaptive length)
 } cli_opts;
 
+// The defaults every command starts from.
 void cli_opts_default(cli_opts *o);
 // Parses the common flag at argv[i]; returns the number of argv entries used, 0 when not a common flag,
 // -1 after printing an error.
 int cli_opts_parse(cli_opts *o, const char *cmd, int argc, char **argv, int i);
+// Help for the common flags.
 void cli_common_usage(void);
 // The bundled default model path (models/ beside the binary or in the working directory), or NULL.
 const char *cli_default_model(void);
@@ -55,20 +55,21 @@ typedef struct {
 // Loads the model (o->model or the default), creates a one-sequence context and a sampler; with --draft, also
 // the drafter (checked for vocabulary compatibility; its bytes come out of --mem) and the speculative decoder.
 int cli_session_open(cli_session *e, const cli_opts *o, const char *cmd);
+// Frees everything cli_session_open made.
 void cli_session_close(cli_session *e);
 // Reads the prompt from -p or -f (malloc'ed; "" when none), or NULL after printing an error.
 char *cli_read_prompt(const cli_opts *o, const char *cmd);
 // Tokenizes, prefills, generates (speculatively with --draft) and streams text to out; timings (and --stats)
 // to stderr. Exit code.
 int cli_generate(cli_session *e, const cli_opts *o, FILE *out);
-// The speculative decoder's settings from the command line.
 // The --stats line on how --mem is shared between the drafter and the model (nothing without a drafter).
 void cli_print_budget(const cli_session *e, const cli_opts *o, FILE *f);
+// The speculative decoder's settings from the command line.
 void cli_spec_params(const cli_opts *o, aero_spec_params *p);
 // Prints the --stats block of speculative decoding; t1_pass: a measured 1-token target pass (0: unknown).
 void cli_spec_print_stats(aero_spec *s, double gen_s, double t1_pass, FILE *f);
 
-// `aerollm bench --draft ...`: speculative decoding measurements (spec engineer's file bench_spec.c).
+// `aerollm bench --draft ...`: speculative decoding measurements (bench_spec.c).
 int cli_bench_spec(const cli_opts *o, int n_prompt, int n_gen);
 
 #endif

@@ -26,6 +26,7 @@ static const command commands[] = {
     {"repack", aero_cmd_repack, "rewrite a GGUF with each layer contiguous and 4 KiB aligned"},
 };
 
+// One format for every command's errors, so scripts and tests can match them.
 int cli_fail(const char *cmd, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
@@ -36,6 +37,7 @@ int cli_fail(const char *cmd, const char *fmt, ...) {
     return 1;
 }
 
+// The list of subcommands.
 static void usage(FILE *f) {
     fprintf(f, "usage: aerollm <command> [options]   (aerollm <command> --help for its options)\n"
                "       aerollm --version\n\ncommands:\n");
@@ -43,9 +45,10 @@ static void usage(FILE *f) {
         fprintf(f, "  %-11s %s\n", commands[i].name, commands[i].help);
 }
 
+// Dispatches argv[1] to its subcommand; --version and --help are answered here.
 int main(int argc, char **argv) {
     if (argc >= 2 && (!strcmp(argv[1], "--version") || !strcmp(argv[1], "-V"))) {
-        printf("aerollm %s (commit %s)\n", AEROLLM_VERSION, AERO_GIT_COMMIT);
+        printf("aerollm %s (commit %s)\n", aero_version(), AERO_GIT_COMMIT);
         return 0;
     }
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {

@@ -6,12 +6,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-typedef struct {
-    char *p;    // NULL until the first append; then always NUL-terminated at p[len]
-    size_t len; // bytes used, not counting the terminator
-    size_t cap; // bytes allocated
-    bool oom;   // an append failed since the last clear, so a caller can check once at the end
-} aero_buf;
+#include "../../include/aerollm.h" // aero_buf
 
 // Appends n bytes (s may be NULL when n is 0); false (and b->oom set) when memory runs out.
 bool aero_buf_append(aero_buf *b, const void *s, size_t n);

@@ -7,38 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef enum {
-    AERO_DT_F32 = 0,
-    AERO_DT_F16 = 1,
-    AERO_DT_Q4_0 = 2,
-    AERO_DT_Q4_1 = 3,
-    AERO_DT_Q5_0 = 6,
-    AERO_DT_Q5_1 = 7,
-    AERO_DT_Q8_0 = 8,
-    AERO_DT_Q8_1 = 9,
-    AERO_DT_Q2_K = 10,
-    AERO_DT_Q3_K = 11,
-    AERO_DT_Q4_K = 12,
-    AERO_DT_Q5_K = 13,
-    AERO_DT_Q6_K = 14,
-    AERO_DT_Q8_K = 15,
-    AERO_DT_IQ2_XXS = 16,
-    AERO_DT_IQ2_XS = 17,
-    AERO_DT_IQ3_XXS = 18,
-    AERO_DT_IQ1_S = 19,
-    AERO_DT_IQ4_NL = 20,
-    AERO_DT_IQ3_S = 21,
-    AERO_DT_IQ2_S = 22,
-    AERO_DT_IQ4_XS = 23,
-    AERO_DT_I8 = 24,
-    AERO_DT_I16 = 25,
-    AERO_DT_I32 = 26,
-    AERO_DT_I64 = 27,
-    AERO_DT_F64 = 28,
-    AERO_DT_IQ1_M = 29,
-    AERO_DT_BF16 = 30,
-    AERO_DT_COUNT = 31,
-} aero_dtype;
+#include "../../include/aerollm.h" // aero_dtype
 
 typedef struct {
     const char *name;   // "Q4_K"; NULL for ids that are not a type

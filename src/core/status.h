@@ -5,20 +5,7 @@
 
 #include <stdarg.h>
 
-typedef enum {
-    AERO_OK = 0,
-    AERO_ERR_IO,          // read/write/open failed
-    AERO_ERR_FORMAT,      // malformed input file or data
-    AERO_ERR_NOMEM,       // allocation failed or budget exceeded
-    AERO_ERR_INVALID,     // bad argument or request
-    AERO_ERR_UNSUPPORTED, // valid but not implemented (architecture, type, ...)
-    AERO_ERR_RANGE,       // out of range (context overflow, ...)
-} aero_status;
-
-typedef struct {
-    aero_status code;
-    char msg[512];
-} aero_error;
+#include "../../include/aerollm.h" // the public types (aero_status, ...) have their one definition there
 
 // Records an error (printf-style) and returns its code, so callers can write `return aero_fail(err, ...)`.
 aero_status aero_fail(aero_error *err, aero_status code, const char *fmt, ...)

@@ -10,22 +10,7 @@
 #include "../core/dtype.h"
 #include "../core/status.h"
 
-typedef enum {
-    AERO_GGUF_UINT8 = 0,
-    AERO_GGUF_INT8 = 1,
-    AERO_GGUF_UINT16 = 2,
-    AERO_GGUF_INT16 = 3,
-    AERO_GGUF_UINT32 = 4,
-    AERO_GGUF_INT32 = 5,
-    AERO_GGUF_FLOAT32 = 6,
-    AERO_GGUF_BOOL = 7,
-    AERO_GGUF_STRING = 8,
-    AERO_GGUF_ARRAY = 9,
-    AERO_GGUF_UINT64 = 10,
-    AERO_GGUF_INT64 = 11,
-    AERO_GGUF_FLOAT64 = 12,
-    AERO_GGUF_TYPE_COUNT
-} aero_gguf_type;
+#include "../../include/aerollm.h" // aero_gguf_type, aero_gguf_fill_rows_fn
 
 #define AERO_GGUF_MAX_DIMS 4
 #define AERO_GGUF_DEFAULT_ALIGNMENT 32
@@ -75,7 +60,7 @@ typedef struct {
     uint64_t data_offset;            // where the tensor data section starts
 } aero_gguf_file;
 
-typedef struct {
+typedef struct aero_gguf {
     uint32_t version;                // of the first file
     uint64_t alignment;
     uint64_t n_kv;

@@ -56,19 +56,12 @@ aero_status aero_prefill(aero_ctx *c, int seq, const int32_t *toks, int n, int p
 
 typedef struct aero_generator aero_generator;
 
-typedef enum {
-    AERO_END_NONE = 0,      // still generating
-    AERO_END_EOG,           // the end-of-generation token was sampled
-    AERO_END_STOP_STRING,   // a stop string appeared
-    AERO_END_MAX_TOKENS,    // max_tokens emitted
-    AERO_END_CONTEXT,       // the KV cache of the sequence is full
-    AERO_END_INTERRUPTED,   // aero_generator_interrupt
-} aero_end;
+#include "../../include/aerollm.h" // aero_end, aero_generator_params
 
 const char *aero_end_name(aero_end e); // "end of text", "stop string", "length", "context full", "interrupted"
 
 // How a generation recognises its end and makes text, when not through a tokenizer (tests, fake models).
-typedef struct {
+typedef struct aero_generator_vocab {
     void *self;
     bool (*is_eog)(void *self, int32_t tok);
     // first: the output starts right after BOS (SPM drops the leading space of the first piece)
@@ -80,28 +73,7 @@ typedef struct {
 // The callbacks of a tokenizer (what the generator uses when given tok): for callers that pass them on.
 void aero_generator_vocab_of(aero_generator_vocab *v, const aero_tokenizer *t);
 
-typedef struct {
-    aero_ctx *ctx;                 // the context aero_generator_step and aero_generator_prefill decode with; NULL
-                                   // when the caller runs the forward passes (feed/advance)
-    const aero_tokenizer *tok;     // end-of-generation tokens and text; or vocab
-    const aero_generator_vocab *vocab; // used instead of tok when set (copied)
-    int seq;                       // KV sequence
-    int n_ctx, n_vocab;            // taken from ctx when it is set
-    int n_batch;                   // most prompt tokens per forward pass; <= 0 (the default): the whole prompt in
-                                   // one pass, one read of streamed weights. The pass holds n x n_embd floats
-                                   // of activations (in real models several times less than the KV cache the
-                                   // same n tokens take); set a limit where that is too much.
-    int max_tokens;                // tokens to emit at most; < 0: no limit
-    bool ignore_eos;               // the end-of-generation token is emitted like any other
-    bool text_starts_document;     // the prompt is only BOS: the first piece of text starts the document
-    const char *const *stop;       // stop strings (borrowed; empty ones ignored)
-    int n_stop;
-    const int32_t *bias_id;        // logit bias (borrowed)
-    const float *bias;
-    int n_bias;
-    aero_spec *spec;               // speculative decoder over ctx (borrowed), or NULL; no logit bias with it
-} aero_generator_params;
-
+// aero_generator_params is public: include/aerollm.h.
 void aero_generator_params_default(aero_generator_params *p);
 // smp is borrowed: the generation samples with it and accepts tokens into its history.
 aero_status aero_generator_new(aero_generator **out, const aero_generator_params *p, aero_sampler *smp,

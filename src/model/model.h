@@ -14,13 +14,7 @@
 typedef struct aero_model aero_model;
 typedef struct aero_ctx aero_ctx;
 
-typedef struct {
-    const char *path;
-    uint64_t mem_budget;   // weight bytes the engine may hold in RAM; 0 = no limit (all resident)
-    int n_threads;         // compute threads; <= 0: number of CPUs
-    int prefetch;          // layers read ahead when streaming; <= 0: default (2)
-    int io_threads;        // <= 0: default
-} aero_model_params;
+#include "../../include/aerollm.h" // aero_model_params, aero_ctx_params
 
 typedef enum { AERO_ROPE_SCALING_NONE, AERO_ROPE_SCALING_LINEAR, AERO_ROPE_SCALING_LLAMA3 } aero_rope_scaling;
 
@@ -44,14 +38,7 @@ struct aero_stream *aero_model_stream(aero_model *m);
 uint64_t aero_model_weight_bytes(const aero_model *m); // bytes of all weight tensors in the file(s)
 int aero_model_n_threads(const aero_model *m);
 
-typedef struct {
-    int n_ctx;      // KV capacity per sequence; <= 0: model's training context capped at 4096
-    int n_seq;      // sequences the cache holds at once (server sequences); <= 0: 1
-    bool kv_f32;    // F32 cache instead of F16
-    int n_batch;    // tokens computed at once inside a layer (-b, the compute tile); <= 0: 512. A longer batch
-                    // is computed tile by tile within each layer, so it still reads the weights once.
-} aero_ctx_params;
-
+// aero_ctx_params (KV capacity, sequences, cache type, compute tile) is public: include/aerollm.h.
 aero_status aero_ctx_new(aero_ctx **out, aero_model *m, const aero_ctx_params *p, aero_error *err);
 void aero_ctx_free(aero_ctx *c);
 int aero_ctx_n_ctx(const aero_ctx *c);
@@ -62,7 +49,7 @@ aero_model *aero_ctx_model(aero_ctx *c);
 // its sequence's cached tokens and to the earlier tokens of the same sequence in this batch (causal). With
 // mask (n*n bytes, row i), token i attends to its sequence's cache and to batch token j iff mask[i*n+j] (tree
 // verification). Each token is appended to its sequence's cache at the next cell (position), in batch order.
-typedef struct {
+typedef struct aero_batch {
     int n;
     const int32_t *tokens;
     const int32_t *pos;

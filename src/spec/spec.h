@@ -14,43 +14,7 @@
 
 typedef struct aero_spec aero_spec;
 
-// How a drafted token is accepted. Only LOSSLESS is correct; the other exists so that tests can show their
-// distribution check detects a wrong rule.
-typedef enum {
-    AERO_SPEC_RULE_LOSSLESS = 0,   // min(1, p/q), then the residual norm(max(0, p - q)) (see accept.c)
-    AERO_SPEC_RULE_WRONG_RESAMPLE, // WRONG: after a rejection, draws from p itself instead of the residual
-} aero_spec_rule;
-
-typedef struct {
-    int draft_max;     // longest chain, deepest tree path (>= 1)
-    int draft_min;     // p_min never stops a draft shorter than this; the adaptive length is at least this
-    float p_min;       // stop drafting when the drafter's top probability (chain) or the best branch's path
-                       // probability (tree) falls below this; 0: off
-    int tree_nodes;    // > 0: draft a tree of up to this many nodes; 0: a chain
-    bool adaptive;     // chain: choose the length from measured acceptance and pass costs (else draft_max);
-                       // tree: verify the most promising prefix of the nodes by the same costs
-    int ngram_min, ngram_max; // n-gram drafter: context suffix lengths tried, longest first (<= 0: 1 and 4)
-    int n_batch;       // -b (<= 0: 512): the drafter context's compute tile, and the prompt's last chunk
-                       // (1..n_batch tokens) that the first verify pass takes; the rest is prefilled in one pass
-    aero_sampler_params sampling; // the target's sampling settings: drafts are drawn with the same temperature and
-                                  // truncation (penalties aside) so they are accepted often; any choice is lossless
-    aero_spec_rule rule;
-} aero_spec_params;
-
-typedef struct {
-    uint64_t prefill_passes;   // target passes over the prompt but its last chunk (0 or 1)
-    uint64_t verify_passes;    // target passes that checked a draft (each yields >= 1 token)
-    uint64_t drafted;          // tokens proposed (tree: nodes)
-    uint64_t accepted;         // proposed tokens the target kept
-    uint64_t generated;        // tokens produced by verify passes (accepted + one per pass)
-    uint64_t draft_calls;      // drafter forward passes
-    uint64_t verify_tokens;    // tokens fed to the target by verify passes (pending + drafted)
-    double prefill_s, draft_s, verify_s, accept_s;
-    double alpha;              // current acceptance-rate estimate (chain, adaptive)
-    double pass_a, pass_b;     // fitted target pass cost: a + b * tokens (seconds)
-    double draft_call_s;       // mean drafter call time
-    int draft_len;             // chain length (tree: nodes) chosen by the last step
-} aero_spec_stats;
+#include "../../include/aerollm.h" // aero_spec_rule, aero_spec_params, aero_spec_stats
 
 void aero_spec_params_default(aero_spec_params *p);
 

@@ -29,30 +29,7 @@ typedef struct {
     uint64_t chunk_bytes;  // bytes per read request; 0: 8 MiB (rounded to 4 KiB)
 } aero_stream_params;
 
-typedef struct {
-    uint64_t passes;
-    uint64_t bytes_streamed;     // read from disk for streamed units
-    double io_busy_s;            // wall time IO threads spent reading
-    double compute_s;            // wall time between acquire returning and release (model compute)
-    double wait_s;               // time acquire() blocked waiting for IO
-    double wall_s;               // time from first acquire of a pass to release of its last unit, summed
-} aero_stream_stats;
-
-typedef struct {
-    uint64_t resident_bytes;     // small tensors + pinned units + resident head/embeddings
-    uint64_t streamed_bytes;     // bytes read per pass
-    uint64_t window_bytes;       // slot ring
-    uint64_t min_budget;         // smallest legal budget
-    int n_units, n_pinned, n_streamed, n_slots; // units: layer units + the head unit; slots: of the ring
-    bool head_resident, embd_resident;
-    bool *unit_resident;         // per unit
-    uint64_t budget;             // the --mem given (0 = none)
-    uint64_t embd_bytes;         // part of resident_bytes held only for embedding row lookups (0 when tied/by row)
-    uint64_t small_bytes;        // part of resident_bytes: norms, biases and other small tensors
-    int prefetch;                // units read ahead (n_slots - 1)
-    int io_threads;
-    bool direct;                 // O_DIRECT reads (false: buffered + FADV_DONTNEED); known after open
-} aero_stream_plan;
+#include "../../include/aerollm.h" // aero_stream_stats, aero_stream_plan
 
 // n_layer: the model's layer count, so the layer units are 0..n_layer-1; the head unit (aero_stream_head_unit)
 // follows them.
