@@ -1,9 +1,14 @@
 // Scalar layer math shared by every ISA: these ops are a small part of a pass next to the matmuls, and one
-// fixed-order implementation keeps them bit-identical everywhere.
+// fixed-order implementation keeps them bit-identical everywhere. The one exception is attention over a
+// quantized K cache, whose scores come from the selected ISA's dot kernels (fixed per row, so still batch
+// invariant).
 #include "ops.h"
 
+#include <assert.h>
 #include <math.h>
 #include <string.h>
+
+#include "quants.h"
 
 // The normalization before attention, before the feed-forward, of q/k heads (qwen3) and before the head.
 void aero_rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
@@ -46,16 +51,9 @@ float aero_dot_fixed(const float *a, const float *b, int n) {
     return acc[0];
 }
 
-// One query head's attention; the caller lists the visible rows so that causal, multi-sequence and tree masks
-// all reduce through this one order.
-void aero_attention(float *out, const float *q, const float *k, const float *v, const int *rows, int n, int hd,
-                    float scale, float *scores) {
-    float maxs = -INFINITY;
-    for (int t = 0; t < n; t++) {
-        float sc = aero_dot_fixed(q, k + (size_t)rows[t] * hd, hd) * scale;
-        scores[t] = sc;
-        if (sc > maxs) maxs = sc;
-    }
+// The softmax of the scores and the weighted sum of the V rows, shared by both K layouts so their V side is one
+// order.
+static void softmax_v(float *out, const float *v, const int *rows, int n, int hd, float *scores, float maxs) {
     float sum = 0;
     for (int t = 0; t < n; t++) {
         scores[t] = expf(scores[t] - maxs);
@@ -67,4 +65,41 @@ void aero_attention(float *out, const float *q, const float *k, const float *v, 
         float p = scores[t] / sum;
         for (int d = 0; d < hd; d++) out[d] += p * vr[d];
     }
+}
+
+// One query head's attention; the caller lists the visible rows so that causal, multi-sequence and tree masks
+// all reduce through this one order.
+void aero_attention(float *out, const float *q, const float *k, const float *v, const int *rows, int n, int hd,
+                    float scale, float *scores) {
+    float maxs = -INFINITY;
+    for (int t = 0; t < n; t++) {
+        float sc = aero_dot_fixed(q, k + (size_t)rows[t] * hd, hd) * scale;
+        scores[t] = sc;
+        if (sc > maxs) maxs = sc;
+    }
+    softmax_v(out, v, rows, n, hd, scores, maxs);
+}
+
+size_t aero_attention_kq_scratch(aero_dtype kt, int hd) {
+    return aero_dtype_row_bytes(aero_vec_dot_type(kt), (uint64_t)hd);
+}
+
+// A quantized K cache is read in its own blocks: the query is quantized once, as the matmuls quantize
+// activations, and each score is the type's integer dot (same kernel, same bits for a row whatever the batch).
+void aero_attention_kq(float *out, const float *q, aero_dtype kt, const void *k, size_t k_stride, const float *v,
+                       const int *rows, int n, int hd, float scale, float *scores, void *qa) {
+    const aero_kernel_ops *ops = aero_kernels_selected();
+    aero_dtype at = aero_vec_dot_type(kt);
+    if (at == AERO_DT_Q8_0) ops->quantize_q8_0(q, qa, hd);
+    else aero_quantize_row(at, q, qa, hd);
+    aero_dot_fn dot = ops->dot[kt];
+    assert(dot && "aero_attention_kq: K type without a dot kernel");
+    const char *kb = k;
+    float maxs = -INFINITY;
+    for (int t = 0; t < n; t++) {
+        float sc = dot(hd, kb + (size_t)rows[t] * k_stride, qa) * scale;
+        scores[t] = sc;
+        if (sc > maxs) maxs = sc;
+    }
+    softmax_v(out, v, rows, n, hd, scores, maxs);
 }

@@ -26,6 +26,7 @@ typedef struct {
     int n_ctx;                   // KV capacity per sequence (<= 0: the model's, at most 4096)
     int n_batch;                 // most tokens per forward pass (default 512)
     bool kv_f32;
+    aero_kv_type type_k, type_v; // KV cache types (AERO_KV_DEFAULT: F16, or F32 with kv_f32); counted inside --mem
     aero_sampler_params defaults; // sampling for fields a request leaves out
     bool quiet;                  // no per-request log lines
 } aero_server_params;
