@@ -1,5 +1,7 @@
 // The KV cache of a context: the K and V rows of every cached position (cell) of every sequence, per layer,
-// and the operations callers use to roll a sequence back or keep the accepted path of a verified tree.
+// and the operations callers use to roll a sequence back or keep the accepted path of a verified tree. Rows are
+// stored in the cache types (-ctk/-ctv: F32, F16, BF16 or a 32-block quant), converted once as they are
+// written; the byte count every budget uses (aero_kv_bytes) is computed here beside the layout it describes.
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
