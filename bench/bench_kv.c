@@ -39,7 +39,7 @@ static void one_token(aero_kv_cache *kv, int n, const float *q, float *kf, float
         const char *khead = (const char *)aero_kv_cell(kv, false, 0, 0, 0) + aero_dtype_row_bytes(kv->type_k, (uint64_t)h * HD);
         for (int g = 0; g < GROUP; g++) {
             const float *qh = q + (size_t)(h * GROUP + g) * HD;
-            if (kq) aero_attention_kq(out, qh, kv->type_k, khead, kv->row_k, vf, rows, n, HD, scale, scores, qq);
+            if (kq) aero_attention_kq(out, qh, kv->type_k, khead, kv->row_k, vf, rows, n, HD, scale, scores, qq, NULL);
             else aero_attention(out, qh, kf, vf, rows, n, HD, scale, scores);
         }
     }
@@ -63,7 +63,7 @@ int main(int argc, char **argv) {
     aero_error err = {0};
     for (int k = 0; k < nt; k++) {
         aero_dtype dt = aero_kv_type_dtype(types[k].type, false);
-        if (aero_kv_cache_init(&types[k].kv, 1, 1, n, N_KV, HD, dt, dt, &err)) {
+        if (aero_kv_cache_init(&types[k].kv, 1, 1, n, N_KV, HD, dt, dt, 0, 0, &err)) {
             fprintf(stderr, "%s\n", err.msg);
             return 1;
         }

@@ -77,7 +77,7 @@ static void attention_error(aero_kv_type type, int hd, int n, int n_head_kv, uin
     aero_dtype dt = aero_kv_type_dtype(type, false);
     aero_kv_cache kv;
     aero_error err = {0};
-    if (aero_kv_cache_init(&kv, 1, 2, n, n_head_kv, hd, dt, dt, &err)) {
+    if (aero_kv_cache_init(&kv, 1, 2, n, n_head_kv, hd, dt, dt, 0, 0, &err)) {
         fprintf(stderr, "kv init: %s\n", err.msg);
         *kern = *quant = INFINITY;
         return;
@@ -109,7 +109,7 @@ static void attention_error(aero_kv_type type, int hd, int n, int n_head_kv, uin
         memcpy(qd, q, sizeof(float) * hd);
         if (aero_kv_k_quantized(&kv)) {
             const char *khead = (const char *)aero_kv_cell(&kv, false, 0, 1, 0) + aero_dtype_row_bytes(dt, (uint64_t)h * hd);
-            aero_attention_kq(out, q, dt, khead, kv.row_k, vf, rows, n, hd, scale, scores, qq);
+            aero_attention_kq(out, q, dt, khead, kv.row_k, vf, rows, n, hd, scale, scores, qq, NULL);
             aero_dequantize_row(aero_vec_dot_type(dt), qq, qd, hd); // the query the dot saw
         } else {
             aero_attention(out, q, kf, vf, rows, n, hd, scale, scores);
@@ -164,8 +164,13 @@ static void test_types_and_bytes(void) {
     CHECK(aero_kv_bytes(&hp, &p) == 3ull * 1000 * 32 * (1024 / 32 * 34) * 2);
     p.type_k = AERO_KV_Q4_0, p.type_v = AERO_KV_F32;
     CHECK(aero_kv_bytes(&hp, &p) == 3ull * 1000 * 32 * (1024 / 32 * 18 + 4096));
-    hp.head_dim = 8; // stories260K's head: not one whole block
     aero_error err = {0};
+    p.kv_recent = 100, p.n_batch = 28; // F16 copies of the quantized K only: a ring of 100 + 28 cells
+    CHECK(aero_kv_bytes(&hp, &p) == 3ull * 32 * (1000 * (1024 / 32 * 18 + 4096) + 128 * 1024 * 2));
+    p.kv_recent = -1;
+    CHECK(aero_kv_check(&hp, &p, &err) != AERO_OK);
+    p.kv_recent = 0;
+        hp.head_dim = 8; // stories260K's head: not one whole block
     CHECK(aero_kv_check(&hp, &p, &err) != AERO_OK && strstr(err.msg, "head size is 8") && strstr(err.msg, "32"));
     CHECK(aero_kv_bytes(&hp, &p) == 0);
 }
@@ -220,8 +225,10 @@ static void test_batch_invariance(aero_model *m1, aero_model *m2) {
     int nv = aero_model_hparams(m1)->n_vocab;
     float *one = malloc(sizeof(float) * nv * n), *got = malloc(sizeof(float) * nv * 2 * n);
     int32_t *pos = malloc(sizeof(int32_t) * 2 * n), *seq = malloc(sizeof(int32_t) * 2 * n), *tk = malloc(sizeof(int32_t) * 2 * n);
-    for (int ti = 0; ti < N_TYPES; ti++) {
-        aero_ctx_params cp = {.n_ctx = 64, .n_seq = 2, .type_k = all_types[ti], .type_v = all_types[ti], .n_batch = 5};
+    for (int ti = 0; ti < N_TYPES + 2; ti++) { // then q4_0 and q5_1 with F16 copies of each query's last 4 positions
+        aero_kv_type type = ti < N_TYPES ? all_types[ti] : ti == N_TYPES ? AERO_KV_Q4_0 : AERO_KV_Q5_1;
+        aero_ctx_params cp = {.n_ctx = 64, .n_seq = 2, .type_k = type, .type_v = type, .n_batch = 5,
+                              .kv_recent = ti < N_TYPES ? 0 : 4};
         aero_ctx *c;
         CHECK(!aero_ctx_new(&c, m1, &cp, &err));
         for (size_t i = 0; i < n; i++) { // alone
@@ -252,12 +259,34 @@ static void test_batch_invariance(aero_model *m1, aero_model *m2) {
         CHECK(!aero_decode(c, &b3, got, &err));
         same_threads = !memcmp(one, got, sizeof(float) * nv * n);
         aero_ctx_free(c);
-        const char *name = aero_kv_type_name(all_types[ti]);
+        char name[32];
+        snprintf(name, sizeof name, "%s%s", aero_kv_type_name(type), cp.kv_recent ? " --kv-recent 4" : "");
         CHECKF(same_prompt, "%s: prompt-batch logits == one token at a time", name);
         CHECKF(same_pair, "%s: two-sequence batch logits == one token at a time", name);
         CHECKF(same_threads, "%s: logits at another thread count identical", name);
     }
     free(one), free(got), free(pos), free(seq), free(tk), free(ids);
+}
+
+// --kv-recent covering the whole context reads every row from the F16 copies: the F16 cache's very logits.
+static void test_recent_whole_context(aero_model *m) {
+    const char *text = "Tom and Lily went to the park. Tom said that he saw a big dog";
+    int32_t *ids = NULL, pos[64];
+    size_t n = 0;
+    aero_error err = {0};
+    CHECK(!aero_tokenize(aero_model_tokenizer(m), text, strlen(text), true, false, &ids, &n, &err) && n < 64);
+    int nv = aero_model_hparams(m)->n_vocab;
+    float *a = malloc(sizeof(float) * nv * n), *b = malloc(sizeof(float) * nv * n);
+    for (size_t i = 0; i < n; i++) pos[i] = (int32_t)i;
+    aero_batch batch = {.n = (int)n, .tokens = ids, .pos = pos};
+    aero_ctx_params pf = {.n_ctx = 64}, pq = {.n_ctx = 64, .type_k = AERO_KV_Q4_0, .type_v = AERO_KV_Q8_0, .kv_recent = 64};
+    aero_ctx *cf, *cq;
+    CHECK(!aero_ctx_new(&cf, m, &pf, &err) && !aero_ctx_new(&cq, m, &pq, &err));
+    CHECK(!aero_decode(cf, &batch, a, &err) && !aero_decode(cq, &batch, b, &err));
+    CHECK(!memcmp(a, b, sizeof(float) * nv * n));
+    aero_ctx_free(cf);
+    aero_ctx_free(cq);
+    free(a), free(b), free(ids);
 }
 
 static aero_sampler *greedy_sampler(int n_vocab) {
@@ -268,10 +297,10 @@ static aero_sampler *greedy_sampler(int n_vocab) {
 }
 
 // Plain greedy decoding on aero_decode alone, with the given cache types.
-static int plain(aero_model *m, aero_kv_type t, const int32_t *prompt, int np, int n, int32_t *out) {
+static int plain(aero_model *m, aero_kv_type t, int recent, const int32_t *prompt, int np, int n, int32_t *out) {
     aero_ctx *c;
     aero_error err = {0};
-    aero_ctx_params cp = {.n_ctx = 512, .type_k = t, .type_v = t};
+    aero_ctx_params cp = {.n_ctx = 512, .type_k = t, .type_v = t, .kv_recent = recent};
     if (aero_ctx_new(&c, m, &cp, &err)) return -1;
     int nv = aero_model_hparams(m)->n_vocab;
     float *logits = malloc(sizeof(float) * nv * np);
@@ -301,11 +330,11 @@ done:
 }
 
 // Speculative greedy decoding (draft NULL: n-grams) with the target's cache of the given types.
-static int spec(aero_model *m, aero_model *d, aero_kv_type t, int tree, const int32_t *prompt, int np, int n,
-                int32_t *out) {
+static int spec(aero_model *m, aero_model *d, aero_kv_type t, int recent, int tree, const int32_t *prompt, int np,
+                int n, int32_t *out) {
     aero_ctx *c;
     aero_error err = {0};
-    aero_ctx_params cp = {.n_ctx = 512, .type_k = t, .type_v = t};
+    aero_ctx_params cp = {.n_ctx = 512, .type_k = t, .type_v = t, .kv_recent = recent};
     if (aero_ctx_new(&c, m, &cp, &err)) return -1;
     aero_spec_params sp;
     aero_spec_params_default(&sp);
@@ -346,22 +375,28 @@ static void test_greedy(aero_model *m, aero_model *d) {
     CHECK(!aero_tokenize(aero_model_tokenizer(m), text, strlen(text), true, false, &ids, &np, &err));
     enum { N = 64 };
     int32_t ref[N], a[N], b[N];
-    CHECK(plain(m, AERO_KV_F16, ids, (int)np, N, ref) == N);
-    CHECK(plain(m, AERO_KV_Q8_0, ids, (int)np, N, a) == N);
+    CHECK(plain(m, AERO_KV_F16, 0, ids, (int)np, N, ref) == N);
+    CHECK(plain(m, AERO_KV_Q8_0, 0, ids, (int)np, N, a) == N);
     int same = 0;
     while (same < N && a[same] == ref[same]) same++;
     printf("teacher greedy: q8_0 cache equals f16 for %d of %d tokens\n", same, N);
     CHECKF(same == N, "q8_0 greedy text == f16 for the first %d tokens (first difference at %d)", N, same);
-    static const aero_kv_type spec_types[] = {AERO_KV_Q8_0, AERO_KV_Q4_0};
-    for (int ti = 0; ti < 2; ti++) {
-        aero_kv_type t = spec_types[ti];
-        CHECK(plain(m, t, ids, (int)np, N, a) == N);
+    // q8_0, q4_0, and q4_0 with its last 16 positions read from F16 copies (positions age out as the text grows)
+    static const struct {
+        aero_kv_type t;
+        int recent;
+    } spec_types[] = {{AERO_KV_Q8_0, 0}, {AERO_KV_Q4_0, 0}, {AERO_KV_Q4_0, 16}};
+    for (int ti = 0; ti < 3; ti++) {
+        aero_kv_type t = spec_types[ti].t;
+        int recent = spec_types[ti].recent;
+        CHECK(plain(m, t, recent, ids, (int)np, N, a) == N);
         for (int mode = 0; mode < 3; mode++) { // drafter chain, drafter tree, n-grams
-            int got = spec(m, mode < 2 ? d : NULL, t, mode == 1 ? 12 : 0, ids, (int)np, N, b);
+            int got = spec(m, mode < 2 ? d : NULL, t, recent, mode == 1 ? 12 : 0, ids, (int)np, N, b);
             int i = 0;
             while (i < N && i < got && a[i] == b[i]) i++;
-            CHECKF(got == N && i == N, "%s cache: speculative greedy (%s) == plain greedy (first difference at %d)",
-                   aero_kv_type_name(t), mode == 0 ? "draft chain" : mode == 1 ? "draft tree" : "n-grams", i);
+            CHECKF(got == N && i == N,
+                   "%s cache (recent %d): speculative greedy (%s) == plain greedy (first difference at %d)",
+                   aero_kv_type_name(t), recent, mode == 0 ? "draft chain" : mode == 1 ? "draft tree" : "n-grams", i);
         }
     }
     free(ids);
@@ -394,6 +429,7 @@ int main(int argc, char **argv) {
     CHECK(m1 && m2 && d);
     if (m1 && m2 && d) {
         test_batch_invariance(m1, m2);
+        test_recent_whole_context(m1);
         test_greedy(m2, d);
     }
     aero_model_free(m1);

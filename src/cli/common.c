@@ -33,6 +33,7 @@ void cli_common_usage(void) {
            "  --kv-f32            F32 KV cache (default F16)\n"
            "  -ctk, --cache-type-k T, -ctv, --cache-type-v T   KV cache types: f32, f16 (default), bf16, q8_0, q4_0,\n"
            "                      q4_1, q5_0, q5_1; the cache is counted inside --mem\n"
+           "  --kv-recent N       a quantized cache keeps F16 copies of each query's last N positions\n"
            "  --draft MODEL|ngram speculative decoding with a draft model or prompt-lookup n-grams\n"
            "  --draft-max K       longest draft (default 16); the length adapts to measured acceptance and costs\n"
            "  --draft-min K       shortest draft --draft-p-min may cut (and the least the adaptive length picks)\n"
@@ -82,7 +83,7 @@ int cli_opts_parse(cli_opts *o, const char *cmd, int argc, char **argv, int i) {
                                        "--repeat-last-n", "--presence-penalty", "--frequency-penalty", "--seed",
                                        "--draft", "-md", "--model-draft", "--draft-max", "--draft-min", "--draft-p-min",
                                        "--draft-tree", "--draft-threads", "-td", "-ctk", "--cache-type-k", "-ctv",
-                                       "--cache-type-v", NULL};
+                                       "--cache-type-v", "--kv-recent", NULL};
     bool known = false;
     for (int k = 0; with_value[k]; k++) known |= !strcmp(f, with_value[k]);
     if (!known) return 0;
@@ -121,6 +122,7 @@ int cli_opts_parse(cli_opts *o, const char *cmd, int argc, char **argv, int i) {
     else if (!strcmp(f, "--draft-p-min")) ok = parse_float(cmd, f, v, 0, 1, &o->draft_p_min);
     else if (!strcmp(f, "--draft-tree")) ok = parse_int(cmd, f, v, 2, 1024, &o->draft_tree);
     else if (!strcmp(f, "--draft-threads") || !strcmp(f, "-td")) ok = parse_int(cmd, f, v, 1, 1024, &o->draft_threads);
+    else if (!strcmp(f, "--kv-recent")) ok = parse_int(cmd, f, v, 0, 1 << 20, &o->kv_recent);
     else if (!strcmp(f, "-ctk") || !strcmp(f, "--cache-type-k") || !strcmp(f, "-ctv") || !strcmp(f, "--cache-type-v")) {
         int t = aero_kv_type_parse(v);
         bool is_k = !strcmp(f, "-ctk") || !strcmp(f, "--cache-type-k");
@@ -204,7 +206,7 @@ int cli_session_open(cli_session *e, const cli_opts *o, const char *cmd) {
         }
     }
     aero_ctx_params cp = {.n_ctx = o->n_ctx, .n_seq = 1, .kv_f32 = o->kv_f32, .type_k = (aero_kv_type)o->type_k,
-                          .type_v = (aero_kv_type)o->type_v};
+                          .type_v = (aero_kv_type)o->type_v, .kv_recent = o->kv_recent};
     // the KV cache is allocated whole at start: inside --mem it comes out of the weights' share, as the drafter does
     aero_mem_split ms;
     if (aero_mem_split_plan(&ms, &mp, &cp, e->draft_bytes, &err)) {

@@ -25,6 +25,7 @@ typedef struct {
     bool ignore_eos;
     bool kv_f32;
     int type_k, type_v;     // -ctk/-ctv: aero_kv_type (0: F16, or F32 with --kv-f32)
+    int kv_recent;          // --kv-recent N: the last N positions read from F16 copies of a quantized cache
     bool json;
     aero_sampler_params sp;
     // speculative decoding

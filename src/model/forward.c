@@ -39,7 +39,8 @@ aero_status aero_ctx_new(aero_ctx **out, aero_model *m, const aero_ctx_params *p
     }
     if (aero_kv_check(hp, p, err) ||
         aero_kv_cache_init(&c->kv, hp->n_layer, c->n_seq, c->n_ctx, hp->n_head_kv, hp->head_dim,
-                           aero_kv_type_dtype(p->type_k, p->kv_f32), aero_kv_type_dtype(p->type_v, p->kv_f32), err)) {
+                           aero_kv_type_dtype(p->type_k, p->kv_f32), aero_kv_type_dtype(p->type_v, p->kv_f32),
+                           p->kv_recent, aero_kv_ring_cells(hp, p), err)) {
         free(c);
         return err->code;
     }
@@ -61,8 +62,9 @@ aero_status aero_ctx_new(aero_ctx **out, aero_model *m, const aero_ctx_params *p
     c->vf = malloc(sizeof(float) * nt * c->n_ctx * hp->head_dim);
     c->qq_bytes = (aero_attention_kq_scratch(c->kv.type_k, hp->head_dim) + 63) & ~(size_t)63;
     c->qq = aero_alloc_aligned(64, nt * c->qq_bytes);
+    c->rtmp = malloc(sizeof(float) * nt * hp->head_dim);
     if (!c->embd_raw || !c->xb || !c->q || !c->kb || !c->vb || !c->att || !c->hb || !c->hb2 || !c->logit_in ||
-        !c->block_start || !c->scores || !c->rows || !c->kf || !c->vf || !c->qq || ensure_cap(c, c->n_tile, err))
+        !c->block_start || !c->scores || !c->rows || !c->kf || !c->vf || !c->qq || !c->rtmp || ensure_cap(c, c->n_tile, err))
         goto oom;
     *out = c;
     return AERO_OK;
@@ -90,6 +92,7 @@ void aero_ctx_free(aero_ctx *c) {
     free(c->kf);
     free(c->vf);
     free(c->qq);
+    free(c->rtmp);
     free(c);
 }
 
@@ -155,6 +158,7 @@ static void attn_worker(void *arg, int ith, int nth) {
     bool kq = aero_kv_k_quantized(&c->kv); // scores from the stored K blocks, not f32 copies
     size_t k_head_bytes = aero_dtype_row_bytes(c->kv.type_k, (uint64_t)hd);
     void *qq = (char *)c->qq + (size_t)ith * c->qq_bytes;
+    float *rtmp = c->rtmp + (size_t)ith * hd;
     long begin, end;
     aero_pool_split((long)job->n_blocks * hp->n_head_kv, ith, nth, &begin, &end);
     for (long w = begin; w < end; w++) {
@@ -167,14 +171,32 @@ static void attn_worker(void *arg, int ith, int nth) {
         const char *khead = (const char *)aero_kv_cell(&c->kv, false, job->layer, seq, 0) + k_head_bytes * kvh;
         for (int ci = b0; ci < b1; ci++) {
             int i = job->first + ci, nb = job->base[seq], ns = 0;
-            // the committed cache, then the visible tokens of this batch
-            for (int t = 0; t < nb; t++) rows[ns++] = t;
+            // the committed cache, then the visible tokens of this batch; with --kv-recent, rows from `first` on
+            // are the positions within `recent` of this query's (by position, so a tree node and the same token
+            // decoded alone read the same rows from the same copies)
+            int pos_old = job->b->pos[i] - c->kv.recent, first = -1;
+            for (int t = 0; t < nb; t++) {
+                if (first < 0 && t > pos_old) first = ns;
+                rows[ns++] = t;
+            }
             for (int t = 0; t <= i; t++)
-                if (batch_visible(job->b, i, t)) rows[ns++] = job->cell[t];
+                if (batch_visible(job->b, i, t)) {
+                    if (first < 0 && job->b->pos[t] > pos_old) first = ns;
+                    rows[ns++] = job->cell[t];
+                }
+            aero_attn_recent rc = {.first = first < 0 ? ns : first, .stride = (size_t)c->kv_dim, .ring = c->kv.ring,
+                                   .tmp = rtmp};
+            if (c->kv.recent) {
+                rc.k = c->kv.rk ? aero_kv_recent_row(&c->kv, false, job->layer, seq, 0) + (size_t)kvh * hd : NULL;
+                rc.v = c->kv.rv ? aero_kv_recent_row(&c->kv, true, job->layer, seq, 0) + (size_t)kvh * hd : NULL;
+            }
             for (int h = kvh * group; h < (kvh + 1) * group; h++) {
                 float *out = c->att + ((size_t)ci * hp->n_head + h) * hd;
                 const float *q = c->q + ((size_t)ci * hp->n_head + h) * hd;
-                if (kq) aero_attention_kq(out, q, c->kv.type_k, khead, c->kv.row_k, vf, rows, ns, hd, scale, scores, qq);
+                if (kq || c->kv.recent)
+                    aero_attention_kq(out, q, kq ? c->kv.type_k : AERO_DT_F32, kq ? (const void *)khead : kf,
+                                      kq ? c->kv.row_k : sizeof(float) * hd, vf, rows, ns, hd, scale, scores, qq,
+                                      c->kv.recent ? &rc : NULL);
                 else aero_attention(out, q, kf, vf, rows, ns, hd, scale, scores);
             }
         }

@@ -58,25 +58,41 @@ static aero_status kv_type_check(int head_dim, aero_dtype t, const char *which, 
 aero_status aero_kv_check(const aero_hparams *hp, const aero_ctx_params *p, aero_error *err) {
     if ((unsigned)p->type_k >= (unsigned)N_KV_TYPES || (unsigned)p->type_v >= (unsigned)N_KV_TYPES)
         return aero_fail(err, AERO_ERR_INVALID, "unknown KV cache type (K %d, V %d)", (int)p->type_k, (int)p->type_v);
+    if (p->kv_recent < 0) return aero_fail(err, AERO_ERR_INVALID, "--kv-recent %d is negative", p->kv_recent);
     if (kv_type_check(hp->head_dim, aero_kv_type_dtype(p->type_k, p->kv_f32), "K", err) ||
         kv_type_check(hp->head_dim, aero_kv_type_dtype(p->type_v, p->kv_f32), "V", err))
         return err->code;
     return AERO_OK;
 }
 
+// Float types are read exactly; only a quantized side has anything to gain from an F16 copy.
+static bool is_float(aero_dtype t) { return t == AERO_DT_F32 || t == AERO_DT_F16 || t == AERO_DT_BF16; }
+
+int aero_kv_ring_cells(const aero_hparams *hp, const aero_ctx_params *p) {
+    if (p->kv_recent <= 0) return 0;
+    if (is_float(aero_kv_type_dtype(p->type_k, p->kv_f32)) && is_float(aero_kv_type_dtype(p->type_v, p->kv_f32)))
+        return 0;
+    // a tile's queries reach back `recent` cells before its first one, and a tile writes n_batch cells at most
+    int64_t cells = (int64_t)p->kv_recent + (p->n_batch > 0 ? p->n_batch : 512);
+    int n_ctx = aero_ctx_params_n_ctx(hp, p);
+    return cells < n_ctx ? (int)cells : n_ctx;
+}
+
 uint64_t aero_kv_bytes(const aero_hparams *hp, const aero_ctx_params *p) {
     aero_error err = {0};
     if (aero_kv_check(hp, p, &err)) return 0;
     uint64_t kv_dim = (uint64_t)hp->n_head_kv * hp->head_dim;
-    uint64_t row = aero_dtype_row_bytes(aero_kv_type_dtype(p->type_k, p->kv_f32), kv_dim) +
-                   aero_dtype_row_bytes(aero_kv_type_dtype(p->type_v, p->kv_f32), kv_dim);
+    aero_dtype tk = aero_kv_type_dtype(p->type_k, p->kv_f32), tv = aero_kv_type_dtype(p->type_v, p->kv_f32);
+    uint64_t row = aero_dtype_row_bytes(tk, kv_dim) + aero_dtype_row_bytes(tv, kv_dim);
+    uint64_t ring_row = (is_float(tk) ? 0 : 2 * kv_dim) + (is_float(tv) ? 0 : 2 * kv_dim);
     uint64_t n_seq = p->n_seq > 0 ? (uint64_t)p->n_seq : 1;
-    return (uint64_t)hp->n_layer * n_seq * (uint64_t)aero_ctx_params_n_ctx(hp, p) * row;
+    return (uint64_t)hp->n_layer * n_seq *
+           ((uint64_t)aero_ctx_params_n_ctx(hp, p) * row + (uint64_t)aero_kv_ring_cells(hp, p) * ring_row);
 }
 
 // Allocates every layer's cells up front, so a decode never allocates cache memory.
 aero_status aero_kv_cache_init(aero_kv_cache *kv, int n_layer, int n_seq, int n_ctx, int n_head_kv, int head_dim,
-                               aero_dtype type_k, aero_dtype type_v, aero_error *err) {
+                               aero_dtype type_k, aero_dtype type_v, int recent, int ring, aero_error *err) {
     memset(kv, 0, sizeof *kv);
     if (kv_type_check(head_dim, type_k, "K", err) || kv_type_check(head_dim, type_v, "V", err)) return err->code;
     kv->n_layer = n_layer;
@@ -98,6 +114,17 @@ aero_status aero_kv_cache_init(aero_kv_cache *kv, int n_layer, int n_seq, int n_
         kv->v[l] = aero_alloc_aligned(64, cells * kv->row_v);
         if (!kv->k[l] || !kv->v[l]) goto oom;
     }
+    if (recent > 0 && ring > 0 && (!is_float(type_k) || !is_float(type_v))) {
+        kv->recent = recent;
+        kv->ring = ring;
+        size_t ring_bytes = (size_t)n_seq * ring * kv->kv_dim * sizeof(uint16_t);
+        if (!is_float(type_k) && !(kv->rk = calloc(n_layer, sizeof *kv->rk))) goto oom;
+        if (!is_float(type_v) && !(kv->rv = calloc(n_layer, sizeof *kv->rv))) goto oom;
+        for (int l = 0; l < n_layer; l++) {
+            if (kv->rk && !(kv->rk[l] = aero_alloc_aligned(64, ring_bytes))) goto oom;
+            if (kv->rv && !(kv->rv[l] = aero_alloc_aligned(64, ring_bytes))) goto oom;
+        }
+    }
     return AERO_OK;
 oom:
     aero_kv_cache_free(kv);
@@ -109,6 +136,10 @@ oom:
 void aero_kv_cache_free(aero_kv_cache *kv) {
     for (int l = 0; kv->k && l < kv->n_layer; l++) free(kv->k[l]);
     for (int l = 0; kv->v && l < kv->n_layer; l++) free(kv->v[l]);
+    for (int l = 0; kv->rk && l < kv->n_layer; l++) free(kv->rk[l]);
+    for (int l = 0; kv->rv && l < kv->n_layer; l++) free(kv->rv[l]);
+    free(kv->rk);
+    free(kv->rv);
     free(kv->k);
     free(kv->v);
     free(kv->len);
@@ -119,6 +150,13 @@ void aero_kv_cache_free(aero_kv_cache *kv) {
 void *aero_kv_cell(const aero_kv_cache *kv, bool v, int layer, int seq, int cell) {
     size_t rb = v ? kv->row_v : kv->row_k;
     return (char *)(v ? kv->v : kv->k)[layer] + ((size_t)seq * kv->n_ctx + cell) * rb;
+}
+
+// The ring slot of a cell: the one place that knows the F16 copies' layout.
+uint16_t *aero_kv_recent_row(const aero_kv_cache *kv, bool v, int layer, int seq, int cell) {
+    uint16_t **base = v ? kv->rv : kv->rk;
+    if (!base) return NULL;
+    return base[layer] + ((size_t)seq * kv->ring + (size_t)(cell % kv->ring)) * kv->kv_dim;
 }
 
 // F32 and F16 keep their exact conversions (the default cache's bits do not change); other types go through the
@@ -133,6 +171,9 @@ static void store_row(aero_dtype t, const float *x, void *dst, int n) {
 void aero_kv_store(aero_kv_cache *kv, int layer, int seq, int cell, const float *k, const float *v) {
     store_row(kv->type_k, k, aero_kv_cell(kv, false, layer, seq, cell), kv->kv_dim);
     store_row(kv->type_v, v, aero_kv_cell(kv, true, layer, seq, cell), kv->kv_dim);
+    uint16_t *rk = aero_kv_recent_row(kv, false, layer, seq, cell), *rv = aero_kv_recent_row(kv, true, layer, seq, cell);
+    if (rk) aero_f32_to_f16_row(k, rk, kv->kv_dim);
+    if (rv) aero_f32_to_f16_row(v, rv, kv->kv_dim);
 }
 
 // Attention reads a head's rows in f32: converting once per block of queries, not once per query.
@@ -173,6 +214,10 @@ void aero_kv_keep(aero_ctx *c, int seq, int base, const int *keep, int n_keep) {
             for (int l = 0; l < kv->n_layer; l++) {
                 memmove(aero_kv_cell(kv, false, l, seq, to), aero_kv_cell(kv, false, l, seq, from), kv->row_k);
                 memmove(aero_kv_cell(kv, true, l, seq, to), aero_kv_cell(kv, true, l, seq, from), kv->row_v);
+                for (int side = 0; side < 2; side++) { // the F16 copies move with their cells
+                    uint16_t *dst = aero_kv_recent_row(kv, side, l, seq, to);
+                    if (dst) memmove(dst, aero_kv_recent_row(kv, side, l, seq, from), sizeof(uint16_t) * kv->kv_dim);
+                }
             }
         kept++;
     }

@@ -65,6 +65,9 @@ typedef struct {
     int n_batch;    // tokens computed at once inside a layer (-b, the compute tile); <= 0: 512. A longer batch
                     // is computed tile by tile within each layer, so it still reads the weights once.
     aero_kv_type type_k, type_v; // cache types of keys and values (AERO_KV_DEFAULT: see kv_f32)
+    int kv_recent;  // --kv-recent N: a query reads the cached rows of the N positions up to its own from an F16
+                    // copy instead of the quantized cache (quantized types only; 0: none). The copy is a ring of
+                    // N + n_batch cells per sequence and layer, counted by aero_kv_bytes.
 } aero_ctx_params;
 
 // Parses a cache type name as llama.cpp's -ctk/-ctv take it ("f16", "q8_0", case-insensitive); -1 if unknown.

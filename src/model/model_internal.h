@@ -51,10 +51,18 @@ typedef struct {
     size_t row_k, row_v;    // bytes of one cell's K row / V row
     void **k, **v;          // [layer] -> [seq][cell][row]
     int *len;               // per seq: cells in use
+    int recent;             // --kv-recent: positions read from the F16 copies (0: none)
+    int ring;               // cells of each sequence's F16 copy: cell c at slot c % ring
+    uint16_t **rk, **rv;    // [layer] -> [seq][slot][kv_dim] F16 copies of quantized K / V (NULL: none)
 } aero_kv_cache;
 
+// recent > 0 keeps F16 copies of the quantized sides in a ring of `ring` cells (recent + the compute tile).
 aero_status aero_kv_cache_init(aero_kv_cache *kv, int n_layer, int n_seq, int n_ctx, int n_head_kv, int head_dim,
-                               aero_dtype type_k, aero_dtype type_v, aero_error *err);
+                               aero_dtype type_k, aero_dtype type_v, int recent, int ring, aero_error *err);
+// Cells of the F16 ring for p (0 when p keeps none): what init is given and aero_kv_bytes counts.
+int aero_kv_ring_cells(const aero_hparams *hp, const aero_ctx_params *p);
+// The F16 copy of a cell's K (v false) or V row, or NULL when that side keeps none.
+uint16_t *aero_kv_recent_row(const aero_kv_cache *kv, bool v, int layer, int seq, int cell);
 void aero_kv_cache_free(aero_kv_cache *kv);
 // The K (v false) or V (v true) row of a cell.
 void *aero_kv_cell(const aero_kv_cache *kv, bool v, int layer, int seq, int cell);
@@ -82,6 +90,7 @@ struct aero_ctx {
     float *kf, *vf;         // per thread: one KV head of a sequence's cache in f32 (n_ctx x head_dim each)
     void *qq;               // per thread: one query head quantized for the K type's dot (quantized K only)
     size_t qq_bytes;        // bytes of one thread's qq
+    float *rtmp;            // per thread: one F16 copy row in f32 (--kv-recent)
 };
 
 #endif
