@@ -290,8 +290,9 @@ int aero_cmd_info(int argc, char **argv) {
                kvb / 1024.0 / n_ctx / (kvp.n_seq > 1 ? kvp.n_seq : 1), budget ? ", counted inside --mem" : "");
         if (budget && kvb >= budget) {
             aero_gguf_free(&g);
-            return cli_fail("info", "the KV cache (%s) takes all of --mem %s: no budget is left for the weights (lower -c or "
-                                        "quantize the cache with -ctk/-ctv)", fmt_bytes(kvb, a, sizeof a), fmt_bytes(budget, b, sizeof b));
+            return cli_fail("info", "the KV cache (%s) takes all of --mem %s: no budget is left for the weights "
+                                    "(lower -c or quantize the cache with -ctk/-ctv)",
+                            fmt_bytes(kvb, a, sizeof a), fmt_bytes(budget, b, sizeof b));
         }
         if (budget) budget -= kvb;
     }

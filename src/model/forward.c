@@ -64,7 +64,8 @@ aero_status aero_ctx_new(aero_ctx **out, aero_model *m, const aero_ctx_params *p
     c->qq = aero_alloc_aligned(64, nt * c->qq_bytes);
     c->rtmp = malloc(sizeof(float) * nt * hp->head_dim);
     if (!c->embd_raw || !c->xb || !c->q || !c->kb || !c->vb || !c->att || !c->hb || !c->hb2 || !c->logit_in ||
-        !c->block_start || !c->scores || !c->rows || !c->kf || !c->vf || !c->qq || !c->rtmp || ensure_cap(c, c->n_tile, err))
+        !c->block_start || !c->scores || !c->rows || !c->kf || !c->vf || !c->qq || !c->rtmp ||
+        ensure_cap(c, c->n_tile, err))
         goto oom;
     *out = c;
     return AERO_OK;
