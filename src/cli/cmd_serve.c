@@ -122,6 +122,7 @@ int aero_cmd_serve(int argc, char **argv) {
     p.kv_f32 = o.kv_f32;
     p.type_k = (aero_kv_type)o.type_k;
     p.type_v = (aero_kv_type)o.type_v;
+    p.kv_recent = o.kv_recent;
     p.defaults = o.sp;
 
     // Signals are taken synchronously by this thread; every other thread inherits the blocked mask.

@@ -43,7 +43,7 @@ static void token_string(const aero_tokenizer *t, int32_t id, char *out, size_t 
 aero_status aero_srv_model_open(aero_srv_model *x, const aero_server_params *p, aero_error *err) {
     memset(x, 0, sizeof *x);
     aero_ctx_params cp = {.n_ctx = p->n_ctx, .n_seq = p->parallel, .kv_f32 = p->kv_f32, .type_k = p->type_k,
-                          .type_v = p->type_v};
+                          .type_v = p->type_v, .kv_recent = p->kv_recent};
     // the KV cache of every sequence is allocated at start: inside --mem it comes out of the weights' share
     aero_model_params mp = p->model;
     aero_mem_split ms;

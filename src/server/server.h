@@ -27,6 +27,7 @@ typedef struct {
     int n_batch;                 // most tokens per forward pass (default 512)
     bool kv_f32;
     aero_kv_type type_k, type_v; // KV cache types (AERO_KV_DEFAULT: F16, or F32 with kv_f32); counted inside --mem
+    int kv_recent;               // --kv-recent N: F16 copies of each query's last N positions (quantized cache)
     aero_sampler_params defaults; // sampling for fields a request leaves out
     bool quiet;                  // no per-request log lines
 } aero_server_params;
