@@ -407,13 +407,61 @@ aero_stream *aero_model_stream(aero_model *m);
 uint64_t aero_model_weight_bytes(const aero_model *m); // bytes of all weight tensors in the file(s)
 int aero_model_n_threads(const aero_model *m);
 
+// Element type of the cached keys or values (llama.cpp's -ctk/-ctv values). The quantized ones are stored in
+// blocks of 32 along the head dimension, so head_dim must be a multiple of 32 for them.
+typedef enum {
+    AERO_KV_DEFAULT = 0, // F16, or F32 with kv_f32
+    AERO_KV_F32,
+    AERO_KV_F16,
+    AERO_KV_BF16,
+    AERO_KV_Q8_0,
+    AERO_KV_Q4_0,
+    AERO_KV_Q4_1,
+    AERO_KV_Q5_0,
+    AERO_KV_Q5_1,
+} aero_kv_type;
+
 typedef struct {
     int n_ctx;      // KV capacity per sequence; <= 0: model's training context capped at 4096
     int n_seq;      // sequences the cache holds at once (server sequences); <= 0: 1
-    bool kv_f32;    // F32 cache instead of F16
+    bool kv_f32;    // F32 cache instead of F16 (for a type left AERO_KV_DEFAULT)
     int n_batch;    // tokens computed at once inside a layer (-b, the compute tile); <= 0: 512. A longer batch
                     // is computed tile by tile within each layer, so it still reads the weights once.
+    aero_kv_type type_k, type_v; // cache types of keys and values (AERO_KV_DEFAULT: see kv_f32)
+    int kv_recent;  // --kv-recent N: a query reads the cached rows of the N positions up to its own from an F16
+                    // copy instead of the quantized cache (quantized types only; 0: none). The copy is a ring of
+                    // N + n_batch cells per sequence and layer, counted by aero_kv_bytes.
 } aero_ctx_params;
+
+// Parses a cache type name as llama.cpp's -ctk/-ctv take it ("f16", "q8_0", case-insensitive); -1 if unknown.
+int aero_kv_type_parse(const char *name);
+// "f16", "q8_0", ... ("default" for AERO_KV_DEFAULT).
+const char *aero_kv_type_name(aero_kv_type t);
+// The tensor type a cache type stores, with AERO_KV_DEFAULT resolved by kv_f32.
+aero_dtype aero_kv_type_dtype(aero_kv_type t, bool kv_f32);
+// Bytes of the KV cache of model file g for context p (*n_ctx: the context length it resolves to); 0 bytes when g
+// holds no model (a vocabulary-only file). Refuses cache types the model's head size cannot hold.
+aero_status aero_gguf_kv_bytes(const aero_gguf *g, const aero_ctx_params *p, uint64_t *bytes, int *n_ctx,
+                               aero_error *err);
+
+// How --mem is shared at start. The KV cache is allocated whole when the context is made and a drafter is held
+// resident, so both come out of the budget first; the weights' streamer gets what is left.
+typedef struct {
+    uint64_t mem;           // the --mem given (0: no limit)
+    uint64_t kv_bytes;      // the KV cache (aero_kv_bytes)
+    uint64_t other_bytes;   // other bytes held inside --mem (a resident drafter)
+    uint64_t weight_budget; // for aero_model_params.mem_budget: mem - kv_bytes - other_bytes (0 when mem is 0)
+    uint64_t min_mem;       // the smallest --mem that runs: the streamer's minimum + kv_bytes + other_bytes
+    int n_ctx, n_seq;       // the context the KV bytes are for
+    aero_dtype type_k, type_v;
+} aero_mem_split;
+
+// Splits mp->mem_budget for a context cp of model file mp->path, with other_bytes already held (a drafter).
+// Refuses, naming every share and the smallest --mem that works ("below the minimum X (N bytes)"), a budget
+// that cannot hold the KV cache, the other bytes and the streamer's minimum; or cache types the head size
+// cannot hold. Reads the file's metadata only.
+aero_status aero_mem_split_plan(aero_mem_split *out, const aero_model_params *mp, const aero_ctx_params *cp,
+                                uint64_t other_bytes, aero_error *err);
 
 aero_status aero_ctx_new(aero_ctx **out, aero_model *m, const aero_ctx_params *p, aero_error *err);
 void aero_ctx_free(aero_ctx *c);
@@ -631,6 +679,8 @@ typedef struct {
     int n_ctx;                   // KV capacity per sequence (<= 0: the model's, at most 4096)
     int n_batch;                 // the compute tile, tokens computed at once in a layer (default 512)
     bool kv_f32;
+    aero_kv_type type_k, type_v; // KV cache types (AERO_KV_DEFAULT: F16, or F32 with kv_f32); counted inside --mem
+    int kv_recent;               // --kv-recent N: F16 copies of each query's last N positions (quantized cache)
     aero_sampler_params defaults; // sampling for fields a request leaves out
     bool quiet;                  // no per-request log lines
 } aero_server_params;

@@ -168,12 +168,27 @@ int aero_cmd_info(int argc, char **argv) {
     bool tensors = true;
     uint64_t budget = 0;
     const char *draft = NULL;
+    aero_ctx_params kvp = {0}; // the KV cache counted inside --mem, as run and serve count it
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--mem")) {
             if (i + 1 >= argc) return cli_fail("info", "--mem needs a size (e.g. 512M, 8G)");
             if (!aero_parse_size(argv[++i], &budget)) return cli_fail("info", "bad size '%s' for --mem", argv[i]);
         } else if (!strcmp(argv[i], "--draft") && i + 1 < argc) {
             draft = argv[++i];
+        } else if (!strcmp(argv[i], "-c") || !strcmp(argv[i], "--ctx-size") || !strcmp(argv[i], "-np") ||
+                   !strcmp(argv[i], "--parallel")) {
+            char *end;
+            long v = i + 1 < argc ? strtol(argv[i + 1], &end, 10) : -1;
+            if (v < 1 || v > (1 << 24) || *end) return cli_fail("info", "%s needs a positive integer", argv[i]);
+            *(argv[i][1] == 'c' || argv[i][2] == 'c' ? &kvp.n_ctx : &kvp.n_seq) = (int)v;
+            i++;
+        } else if (!strcmp(argv[i], "-ctk") || !strcmp(argv[i], "--cache-type-k") || !strcmp(argv[i], "-ctv") ||
+                   !strcmp(argv[i], "--cache-type-v")) {
+            int t = i + 1 < argc ? aero_kv_type_parse(argv[i + 1]) : -1;
+            if (t < 0) return cli_fail("info", "%s expects one of f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1", argv[i]);
+            bool is_k = !strcmp(argv[i], "-ctk") || !strcmp(argv[i], "--cache-type-k");
+            *(is_k ? &kvp.type_k : &kvp.type_v) = (aero_kv_type)t;
+            i++;
         } else if (!strcmp(argv[i], "--no-tensors")) {
             tensors = false;
         } else if (!strcmp(argv[i], "--tensors")) {
@@ -182,10 +197,11 @@ int aero_cmd_info(int argc, char **argv) {
             if (i + 1 >= argc) return cli_fail("info", "-m needs a model file");
             path = argv[++i];
         } else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            printf("usage: aerollm info MODEL.gguf [--mem SIZE] [--no-tensors]\n"
+            printf("usage: aerollm info MODEL.gguf [--mem SIZE] [--no-tensors] [-c N] [-np N] [-ctk T] [-ctv T]\n"
                    "  metadata (long arrays abbreviated), tensor table, totals by type, bytes per layer;\n"
                    "  --mem SIZE also prints what would be resident and what streamed under that budget\n"
-                   "  --draft FILE the plan leaves room for this resident draft model inside --mem (as run does)\n");
+                   "  --draft FILE the plan leaves room for this resident draft model inside --mem (as run does)\n"
+                   "  -c N, -np N, -ctk T, -ctv T  the KV cache (context, sequences, cache types) counted inside --mem\n");
             return 0;
         } else if (argv[i][0] != '-' && !path) {
             path = argv[i];
@@ -264,6 +280,27 @@ int aero_cmd_info(int argc, char **argv) {
             return cli_fail("info", "the draft model alone takes all of --mem");
         }
         budget -= db;
+    }
+    uint64_t kvb = 0;
+    int n_ctx = 0;
+    aero_error kerr = {0};
+    if (aero_gguf_kv_bytes(g, &kvp, &kvb, &n_ctx, &kerr)) {
+        aero_gguf_close(g);
+        return cli_fail("info", "%s", kerr.msg);
+    }
+    if (kvb) { // a model (not a vocabulary-only file): its KV cache
+        printf("\nKV cache: %s for %d tokens x %d sequence%s (K %s, V %s: %.1f KiB per token)%s\n",
+               fmt_bytes(kvb, a, sizeof a), n_ctx, kvp.n_seq > 1 ? kvp.n_seq : 1, kvp.n_seq > 1 ? "s" : "",
+               aero_dtype_name(aero_kv_type_dtype(kvp.type_k, false)),
+               aero_dtype_name(aero_kv_type_dtype(kvp.type_v, false)),
+               kvb / 1024.0 / n_ctx / (kvp.n_seq > 1 ? kvp.n_seq : 1), budget ? ", counted inside --mem" : "");
+        if (budget && kvb >= budget) {
+            aero_gguf_close(g);
+            return cli_fail("info", "the KV cache (%s) takes all of --mem %s: no budget is left for the weights "
+                                    "(lower -c or quantize the cache with -ctk/-ctv)",
+                            fmt_bytes(kvb, a, sizeof a), fmt_bytes(budget, b, sizeof b));
+        }
+        if (budget) budget -= kvb;
     }
     int rc = budget ? print_plan(g, n_layer, budget) : 0;
     aero_gguf_close(g);

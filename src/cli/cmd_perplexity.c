@@ -112,7 +112,10 @@ int aero_cmd_perplexity(int argc, char **argv) {
     double ppl = exp(mean), ppl_err = ppl * sqrt(var > 0 ? var / (count - 1 > 0 ? count - 1 : 1) : 0);
     printf("\nFinal estimate: PPL = %.4f +/- %.5f (%ld chunks, %ld scored tokens, %.1f s)\n", ppl, ppl_err, n_chunks,
            count, aero_now() - t0);
-    if (o.stats) aero_stream_print_stats(aero_model_stream(e.model), stderr);
+    if (o.stats) {
+        cli_print_budget(&e, &o, stderr);
+        aero_stream_print_stats(aero_model_stream(e.model), stderr);
+    }
     rc = 0;
 done:
     free(logits);

@@ -125,6 +125,9 @@ int aero_cmd_serve(int argc, char **argv) {
     p.n_ctx = o.n_ctx;
     p.n_batch = o.n_batch;
     p.kv_f32 = o.kv_f32;
+    p.type_k = (aero_kv_type)o.type_k;
+    p.type_v = (aero_kv_type)o.type_v;
+    p.kv_recent = o.kv_recent;
     p.defaults = o.sp;
 
     // Signals are taken synchronously by this thread; every other thread inherits the blocked mask.

@@ -34,6 +34,9 @@ void cli_common_usage(void) {
            "  --temp T --top-k K --top-p P --min-p P --repeat-penalty R --repeat-last-n N\n"
            "  --presence-penalty P --frequency-penalty P --seed S     sampling (--temp 0: greedy)\n"
            "  --kv-f32            F32 KV cache (default F16)\n"
+           "  -ctk, --cache-type-k T, -ctv, --cache-type-v T   KV cache types: f32, f16 (default), bf16, q8_0, q4_0,\n"
+           "                      q4_1, q5_0, q5_1; the cache is counted inside --mem\n"
+           "  --kv-recent N       a quantized cache keeps F16 copies of each query's last N positions\n"
            "  --draft MODEL|ngram speculative decoding with a draft model or prompt-lookup n-grams\n"
            "  --draft-max K       longest draft (default 16); the length adapts to measured acceptance and costs\n"
            "  --draft-min K       shortest draft --draft-p-min may cut (and the least the adaptive length picks)\n"
@@ -84,7 +87,8 @@ int cli_opts_parse(cli_opts *o, const char *cmd, int argc, char **argv, int i) {
                                        "--io-threads", "--temp", "--top-k", "--top-p", "--min-p", "--repeat-penalty",
                                        "--repeat-last-n", "--presence-penalty", "--frequency-penalty", "--seed",
                                        "--draft", "-md", "--model-draft", "--draft-max", "--draft-min", "--draft-p-min",
-                                       "--draft-tree", "--draft-threads", "-td", NULL};
+                                       "--draft-tree", "--draft-threads", "-td", "-ctk", "--cache-type-k", "-ctv",
+                                       "--cache-type-v", "--kv-recent", NULL};
     bool known = false;
     for (int k = 0; with_value[k]; k++) known |= !strcmp(f, with_value[k]);
     if (!known) return 0;
@@ -123,6 +127,13 @@ int cli_opts_parse(cli_opts *o, const char *cmd, int argc, char **argv, int i) {
     else if (!strcmp(f, "--draft-p-min")) ok = parse_float(cmd, f, v, 0, 1, &o->draft_p_min);
     else if (!strcmp(f, "--draft-tree")) ok = parse_int(cmd, f, v, 2, 1024, &o->draft_tree);
     else if (!strcmp(f, "--draft-threads") || !strcmp(f, "-td")) ok = parse_int(cmd, f, v, 1, 1024, &o->draft_threads);
+    else if (!strcmp(f, "--kv-recent")) ok = parse_int(cmd, f, v, 0, 1 << 20, &o->kv_recent);
+    else if (!strcmp(f, "-ctk") || !strcmp(f, "--cache-type-k") || !strcmp(f, "-ctv") || !strcmp(f, "--cache-type-v")) {
+        int t = aero_kv_type_parse(v);
+        bool is_k = !strcmp(f, "-ctk") || !strcmp(f, "--cache-type-k");
+        if ((ok = t > 0)) *(is_k ? &o->type_k : &o->type_v) = t;
+        else cli_fail(cmd, "%s expects one of f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, got '%s'", f, v);
+    }
     (void)tmp;
     return ok ? 2 : -1;
 }
@@ -194,21 +205,28 @@ int cli_session_open(cli_session *e, const cli_opts *o, const char *cmd) {
         dp.n_threads = o->draft_threads > 0 ? o->draft_threads : o->n_threads;
         if (aero_model_load(&e->draft, &dp, &err)) return cli_fail(cmd, "draft model %s: %s", o->draft, err.msg);
         e->draft_bytes = aero_model_weight_bytes(e->draft);
-        if (o->mem) {
-            if (e->draft_bytes >= o->mem) {
-                cli_session_close(e);
-                return cli_fail(cmd, "the draft model's weights take %.1f MB, all of --mem %.1f MB: nothing is left for "
-                                     "the model (raise --mem or use --draft ngram)",
-                                e->draft_bytes / 1e6, o->mem / 1e6);
-            }
-            mp.mem_budget = o->mem - e->draft_bytes;
+        if (o->mem && e->draft_bytes >= o->mem) {
+            cli_session_close(e);
+            return cli_fail(cmd, "the draft model's weights take %.1f MB, all of --mem %.1f MB: nothing is left for "
+                                 "the model (raise --mem or use --draft ngram)",
+                            e->draft_bytes / 1e6, o->mem / 1e6);
         }
     }
+    aero_ctx_params cp = {.n_ctx = o->n_ctx, .n_seq = 1, .kv_f32 = o->kv_f32, .type_k = (aero_kv_type)o->type_k,
+                          .type_v = (aero_kv_type)o->type_v, .kv_recent = o->kv_recent,
+                          .n_batch = o->n_batch};
+    // the KV cache is allocated whole at start: inside --mem it comes out of the weights' share, as the drafter does
+    aero_mem_split ms;
+    if (aero_mem_split_plan(&ms, &mp, &cp, e->draft_bytes, &err)) {
+        cli_session_close(e);
+        return cli_fail(cmd, "%s", err.msg);
+    }
+    e->kv_bytes = ms.kv_bytes;
+    mp.mem_budget = ms.weight_budget;
     if (aero_model_load(&e->model, &mp, &err)) {
         cli_session_close(e);
         return cli_fail(cmd, "%s", err.msg);
     }
-    aero_ctx_params cp = {.n_ctx = o->n_ctx, .n_seq = 1, .kv_f32 = o->kv_f32, .n_batch = o->n_batch};
     if (aero_ctx_new(&e->ctx, e->model, &cp, &err)) {
         cli_session_close(e);
         return cli_fail(cmd, "%s", err.msg);
@@ -232,12 +250,17 @@ int cli_session_open(cli_session *e, const cli_opts *o, const char *cmd) {
 
 // Tells a --stats reader how --mem was split between the drafter and the model.
 void cli_print_budget(const cli_session *e, const cli_opts *o, FILE *f) {
-    if (!e->draft) return;
+    char kv[128], draft[96] = "";
+    int n_ctx = aero_ctx_n_ctx(e->ctx);
+    snprintf(kv, sizeof kv, "KV cache %.1f MB (%d tokens, K %s, V %s: %.1f KB/token)", e->kv_bytes / 1e6, n_ctx,
+             aero_dtype_name(aero_kv_type_dtype(o->type_k, o->kv_f32)),
+             aero_dtype_name(aero_kv_type_dtype(o->type_v, o->kv_f32)), n_ctx ? e->kv_bytes / 1e3 / n_ctx : 0.0);
+    if (e->draft) snprintf(draft, sizeof draft, " + draft model %.1f MB (resident)", e->draft_bytes / 1e6);
     if (o->mem)
-        fprintf(f, "memory budget: --mem %.1f MB = draft model %.1f MB (resident) + %.1f MB for the model's weights\n",
-                o->mem / 1e6, e->draft_bytes / 1e6, (o->mem - e->draft_bytes) / 1e6);
+        fprintf(f, "memory budget: --mem %.1f MB = %s%s + %.1f MB for the model's weights\n", o->mem / 1e6, kv, draft,
+                (o->mem - e->draft_bytes - e->kv_bytes) / 1e6);
     else
-        fprintf(f, "memory budget: no --mem; the draft model holds %.1f MB (resident)\n", e->draft_bytes / 1e6);
+        fprintf(f, "memory budget: no --mem; %s%s\n", kv, draft);
 }
 
 // Frees a session in the reverse order of opening (the drafter before the models it reads).

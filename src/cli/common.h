@@ -22,6 +22,8 @@ typedef struct {
     bool no_bos;
     bool ignore_eos;
     bool kv_f32;
+    int type_k, type_v;     // -ctk/-ctv: aero_kv_type (0: F16, or F32 with --kv-f32)
+    int kv_recent;          // --kv-recent N: the last N positions read from F16 copies of a quantized cache
     bool json;
     aero_sampler_params sp;
     // speculative decoding
@@ -47,6 +49,7 @@ typedef struct {
     aero_sampler *sampler;
     aero_model *draft;      // --draft MODEL (fully resident, counted inside --mem), or NULL
     uint64_t draft_bytes;   // the drafter's weight bytes
+    uint64_t kv_bytes;      // the KV cache's bytes (inside --mem: the weights get what is left)
     aero_spec *spec;        // --draft MODEL|ngram, or NULL
     double load_s;
 } cli_session;
@@ -62,7 +65,7 @@ char *cli_read_prompt(const cli_opts *o, const char *cmd);
 // Tokenizes, prefills, generates (speculatively with --draft) and streams text to out; timings (and --stats)
 // to stderr. Exit code.
 int cli_generate(cli_session *e, const cli_opts *o, FILE *out);
-// The --stats line on how --mem is shared between the drafter and the model (nothing without a drafter).
+// The --stats line on how --mem is shared between the KV cache, the drafter and the model's weights.
 void cli_print_budget(const cli_session *e, const cli_opts *o, FILE *f);
 // The speculative decoder's settings from the command line.
 void cli_spec_params(const cli_opts *o, aero_spec_params *p);

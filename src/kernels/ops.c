@@ -1,9 +1,15 @@
 // Scalar layer math shared by every ISA: these ops are a small part of a pass next to the matmuls, and one
-// fixed-order implementation keeps them bit-identical everywhere.
+// fixed-order implementation keeps them bit-identical everywhere. The one exception is attention over a
+// quantized K cache, whose scores come from the selected ISA's dot kernels (fixed per row, so still batch
+// invariant).
 #include "ops.h"
 
+#include <assert.h>
 #include <math.h>
 #include <string.h>
+
+#include "kernels.h"
+#include "quants.h"
 
 // The normalization before attention, before the feed-forward, of q/k heads (qwen3) and before the head.
 void aero_rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
@@ -46,6 +52,27 @@ float aero_dot_fixed(const float *a, const float *b, int n) {
     return acc[0];
 }
 
+// The softmax of the scores and the weighted sum of the V rows, shared by both K layouts so their V side is one
+// order.
+static void softmax_v(float *out, const float *v, const int *rows, int n, int hd, float *scores, float maxs,
+                      const aero_attn_recent *rc) {
+    float sum = 0;
+    for (int t = 0; t < n; t++) {
+        scores[t] = expf(scores[t] - maxs);
+        sum += scores[t];
+    }
+    memset(out, 0, sizeof(float) * hd);
+    for (int t = 0; t < n; t++) {
+        const float *vr = v + (size_t)rows[t] * hd;
+        if (rc && rc->v && t >= rc->first) {
+            aero_f16_to_f32_row(rc->v + (size_t)(rows[t] % rc->ring) * rc->stride, rc->tmp, hd);
+            vr = rc->tmp;
+        }
+        float p = scores[t] / sum;
+        for (int d = 0; d < hd; d++) out[d] += p * vr[d];
+    }
+}
+
 // One query head's attention; the caller lists the visible rows so that causal, multi-sequence and tree masks
 // all reduce through this one order.
 void aero_attention(float *out, const float *q, const float *k, const float *v, const int *rows, int n, int hd,
@@ -56,15 +83,41 @@ void aero_attention(float *out, const float *q, const float *k, const float *v, 
         scores[t] = sc;
         if (sc > maxs) maxs = sc;
     }
-    float sum = 0;
-    for (int t = 0; t < n; t++) {
-        scores[t] = expf(scores[t] - maxs);
-        sum += scores[t];
+    softmax_v(out, v, rows, n, hd, scores, maxs, NULL);
+}
+
+size_t aero_attention_kq_scratch(aero_dtype kt, int hd) {
+    return aero_dtype_row_bytes(aero_vec_dot_type(kt), (uint64_t)hd);
+}
+
+// A quantized K cache is read in its own blocks: the query is quantized once, as the matmuls quantize
+// activations, and each score is the type's integer dot (same kernel, same bits for a row whatever the batch).
+void aero_attention_kq(float *out, const float *q, aero_dtype kt, const void *k, size_t k_stride, const float *v,
+                       const int *rows, int n, int hd, float scale, float *scores, void *qa,
+                       const aero_attn_recent *rc) {
+    const aero_kernel_ops *ops = aero_kernels_selected();
+    aero_dot_fn dot = NULL;
+    if (kt != AERO_DT_F32) {
+        aero_dtype at = aero_vec_dot_type(kt);
+        if (at == AERO_DT_Q8_0) ops->quantize_q8_0(q, qa, hd);
+        else aero_quantize_row(at, q, qa, hd);
+        dot = ops->dot[kt];
+        assert(dot && "aero_attention_kq: K type without a dot kernel");
     }
-    memset(out, 0, sizeof(float) * hd);
+    const char *kb = k;
+    float maxs = -INFINITY;
     for (int t = 0; t < n; t++) {
-        const float *vr = v + (size_t)rows[t] * hd;
-        float p = scores[t] / sum;
-        for (int d = 0; d < hd; d++) out[d] += p * vr[d];
+        float sc;
+        if (rc && rc->k && t >= rc->first) {
+            aero_f16_to_f32_row(rc->k + (size_t)(rows[t] % rc->ring) * rc->stride, rc->tmp, hd);
+            sc = aero_dot_fixed(q, rc->tmp, hd) * scale;
+        } else if (dot) {
+            sc = dot(hd, kb + (size_t)rows[t] * k_stride, qa) * scale;
+        } else {
+            sc = aero_dot_fixed(q, (const float *)(kb + (size_t)rows[t] * k_stride), hd) * scale;
+        }
+        scores[t] = sc;
+        if (sc > maxs) maxs = sc;
     }
+    softmax_v(out, v, rows, n, hd, scores, maxs, rc);
 }

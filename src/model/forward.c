@@ -27,7 +27,7 @@ aero_status aero_ctx_new(aero_ctx **out, aero_model *m, const aero_ctx_params *p
     aero_ctx *c = calloc(1, sizeof *c);
     if (!c) return aero_fail(err, AERO_ERR_NOMEM, "out of memory");
     c->m = m;
-    c->n_ctx = p->n_ctx > 0 ? p->n_ctx : (hp->n_ctx_train < 4096 ? hp->n_ctx_train : 4096);
+    c->n_ctx = aero_ctx_params_n_ctx(hp, p);
     c->n_seq = p->n_seq > 0 ? p->n_seq : 1;
     c->n_tile = p->n_batch > 0 ? p->n_batch : DEFAULT_TILE;
     c->kv_dim = hp->n_head_kv * hp->head_dim;
@@ -37,7 +37,10 @@ aero_status aero_ctx_new(aero_ctx **out, aero_model *m, const aero_ctx_params *p
         return aero_fail(err, AERO_ERR_INVALID, "context %d x %d sequences (tile %d) is too large", n_ctx, n_seq,
                          n_tile);
     }
-    if (aero_kv_cache_init(&c->kv, hp->n_layer, c->n_seq, c->n_ctx, c->kv_dim, p->kv_f32, err)) {
+    if (aero_kv_check(hp, p, err) ||
+        aero_kv_cache_init(&c->kv, hp->n_layer, c->n_seq, c->n_ctx, hp->n_head_kv, hp->head_dim,
+                           aero_kv_type_dtype(p->type_k, p->kv_f32), aero_kv_type_dtype(p->type_v, p->kv_f32),
+                           p->kv_recent, aero_kv_ring_cells(hp, p), err)) {
         free(c);
         return err->code;
     }
@@ -57,8 +60,12 @@ aero_status aero_ctx_new(aero_ctx **out, aero_model *m, const aero_ctx_params *p
     c->rows = malloc(sizeof(int) * nt * c->n_ctx);
     c->kf = malloc(sizeof(float) * nt * c->n_ctx * hp->head_dim);
     c->vf = malloc(sizeof(float) * nt * c->n_ctx * hp->head_dim);
+    c->qq_bytes = (aero_attention_kq_scratch(c->kv.type_k, hp->head_dim) + 63) & ~(size_t)63;
+    c->qq = aero_alloc_aligned(64, nt * c->qq_bytes);
+    c->rtmp = malloc(sizeof(float) * nt * hp->head_dim);
     if (!c->embd_raw || !c->xb || !c->q || !c->kb || !c->vb || !c->att || !c->hb || !c->hb2 || !c->logit_in ||
-        !c->block_start || !c->scores || !c->rows || !c->kf || !c->vf || ensure_cap(c, c->n_tile, err))
+        !c->block_start || !c->scores || !c->rows || !c->kf || !c->vf || !c->qq || !c->rtmp ||
+        ensure_cap(c, c->n_tile, err))
         goto oom;
     *out = c;
     return AERO_OK;
@@ -85,6 +92,8 @@ void aero_ctx_free(aero_ctx *c) {
     free(c->rows);
     free(c->kf);
     free(c->vf);
+    free(c->qq);
+    free(c->rtmp);
     free(c);
 }
 
@@ -147,6 +156,10 @@ static void attn_worker(void *arg, int ith, int nth) {
     int *rows = c->rows + (size_t)ith * c->n_ctx;
     float *kf = c->kf + (size_t)ith * c->n_ctx * hd, *vf = c->vf + (size_t)ith * c->n_ctx * hd;
     float scale = 1.0f / sqrtf((float)hd);
+    bool kq = aero_kv_k_quantized(&c->kv); // scores from the stored K blocks, not f32 copies
+    size_t k_head_bytes = aero_dtype_row_bytes(c->kv.type_k, (uint64_t)hd);
+    void *qq = (char *)c->qq + (size_t)ith * c->qq_bytes;
+    float *rtmp = c->rtmp + (size_t)ith * hd;
     long begin, end;
     aero_pool_split((long)job->n_blocks * hp->n_head_kv, ith, nth, &begin, &end);
     for (long w = begin; w < end; w++) {
@@ -154,17 +167,39 @@ static void attn_worker(void *arg, int ith, int nth) {
         int b0 = job->block_start[blk], b1 = job->block_start[blk + 1];
         int seq = job->b->seq ? job->b->seq[job->first + b0] : 0;
         int n_cells = job->cell[job->first + b1 - 1] + 1; // the block's last query sees the highest cell
-        aero_kv_head_f32(&c->kv, c->kv.k, job->layer, seq, kvh, n_cells, hd, kf);
-        aero_kv_head_f32(&c->kv, c->kv.v, job->layer, seq, kvh, n_cells, hd, vf);
+        if (!kq) aero_kv_head_f32(&c->kv, false, job->layer, seq, kvh, n_cells, kf);
+        aero_kv_head_f32(&c->kv, true, job->layer, seq, kvh, n_cells, vf);
+        const char *khead = (const char *)aero_kv_cell(&c->kv, false, job->layer, seq, 0) + k_head_bytes * kvh;
         for (int ci = b0; ci < b1; ci++) {
             int i = job->first + ci, nb = job->base[seq], ns = 0;
-            // the committed cache, then the visible tokens of this batch
-            for (int t = 0; t < nb; t++) rows[ns++] = t;
+            // the committed cache, then the visible tokens of this batch; with --kv-recent, rows from `first` on
+            // are the positions within `recent` of this query's (by position, so a tree node and the same token
+            // decoded alone read the same rows from the same copies)
+            int pos_old = job->b->pos[i] - c->kv.recent, first = -1;
+            for (int t = 0; t < nb; t++) {
+                if (first < 0 && t > pos_old) first = ns;
+                rows[ns++] = t;
+            }
             for (int t = 0; t <= i; t++)
-                if (batch_visible(job->b, i, t)) rows[ns++] = job->cell[t];
-            for (int h = kvh * group; h < (kvh + 1) * group; h++)
-                aero_attention(c->att + ((size_t)ci * hp->n_head + h) * hd, c->q + ((size_t)ci * hp->n_head + h) * hd,
-                               kf, vf, rows, ns, hd, scale, scores);
+                if (batch_visible(job->b, i, t)) {
+                    if (first < 0 && job->b->pos[t] > pos_old) first = ns;
+                    rows[ns++] = job->cell[t];
+                }
+            aero_attn_recent rc = {.first = first < 0 ? ns : first, .stride = (size_t)c->kv_dim, .ring = c->kv.ring,
+                                   .tmp = rtmp};
+            if (c->kv.recent) {
+                rc.k = c->kv.rk ? aero_kv_recent_row(&c->kv, false, job->layer, seq, 0) + (size_t)kvh * hd : NULL;
+                rc.v = c->kv.rv ? aero_kv_recent_row(&c->kv, true, job->layer, seq, 0) + (size_t)kvh * hd : NULL;
+            }
+            for (int h = kvh * group; h < (kvh + 1) * group; h++) {
+                float *out = c->att + ((size_t)ci * hp->n_head + h) * hd;
+                const float *q = c->q + ((size_t)ci * hp->n_head + h) * hd;
+                if (kq || c->kv.recent)
+                    aero_attention_kq(out, q, kq ? c->kv.type_k : AERO_DT_F32, kq ? (const void *)khead : kf,
+                                      kq ? c->kv.row_k : sizeof(float) * hd, vf, rows, ns, hd, scale, scores, qq,
+                                      c->kv.recent ? &rc : NULL);
+                else aero_attention(out, q, kf, vf, rows, ns, hd, scale, scores);
+            }
         }
     }
 }

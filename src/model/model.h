@@ -38,7 +38,20 @@ struct aero_stream *aero_model_stream(aero_model *m);
 uint64_t aero_model_weight_bytes(const aero_model *m); // bytes of all weight tensors in the file(s)
 int aero_model_n_threads(const aero_model *m);
 
-// aero_ctx_params (KV capacity, sequences, cache type, compute tile) is public: include/aerollm.h.
+// aero_ctx_params, the KV cache types and the --mem split are public: include/aerollm.h.
+
+// The context length aero_ctx_new gives for p (its default resolved against the model's training context).
+int aero_ctx_params_n_ctx(const aero_hparams *hp, const aero_ctx_params *p);
+// Bytes of the KV cache aero_ctx_new allocates for p: n_layer x n_seq x n_ctx x (K row + V row). Every budget
+// (run, serve, info) uses this one sum; 0 when the types do not fit the head size (aero_kv_check says why).
+uint64_t aero_kv_bytes(const aero_hparams *hp, const aero_ctx_params *p);
+// Refuses cache types the model's head size cannot hold (a quantized type needs head_dim % 32 == 0).
+aero_status aero_kv_check(const aero_hparams *hp, const aero_ctx_params *p, aero_error *err);
+// Hyperparameters of a model file without loading it, so a budget can set aside the KV cache before the weights
+// are planned (n_vocab is left 0).
+aero_status aero_model_read_hparams(const char *path, aero_hparams *hp, aero_error *err);
+aero_status aero_hparams_from_gguf(const aero_gguf *g, aero_hparams *hp, aero_error *err);
+
 aero_status aero_ctx_new(aero_ctx **out, aero_model *m, const aero_ctx_params *p, aero_error *err);
 void aero_ctx_free(aero_ctx *c);
 int aero_ctx_n_ctx(const aero_ctx *c);

@@ -42,27 +42,36 @@ struct aero_model {
 
 aero_status aero_hparams_read(const aero_gguf *g, aero_hparams *hp, aero_arch_kind *kind, aero_error *err);
 
-// The KV cache: per layer, per sequence, n_ctx cells of one K row and one V row (kv_dim elements, F16 or F32).
+// The KV cache: per layer, per sequence, n_ctx cells of one K row and one V row (kv_dim elements each, of
+// type_k / type_v; quantized types in blocks along each head, so a head's part of a row is whole blocks).
 // A cell is a position of a sequence's cache; cells [0, len[seq]) are in use.
 typedef struct {
-    int n_layer, n_seq, n_ctx, kv_dim;
-    bool f32;
-    void **k, **v;          // [layer] -> [seq][cell][kv_dim]
+    int n_layer, n_seq, n_ctx, kv_dim, head_dim;
+    aero_dtype type_k, type_v;
+    size_t row_k, row_v;    // bytes of one cell's K row / V row
+    void **k, **v;          // [layer] -> [seq][cell][row]
     int *len;               // per seq: cells in use
+    int recent;             // --kv-recent: positions read from the F16 copies (0: none)
+    int ring;               // cells of each sequence's F16 copy: cell c at slot c % ring
+    uint16_t **rk, **rv;    // [layer] -> [seq][slot][kv_dim] F16 copies of quantized K / V (NULL: none)
 } aero_kv_cache;
 
-aero_status aero_kv_cache_init(aero_kv_cache *kv, int n_layer, int n_seq, int n_ctx, int kv_dim, bool f32,
-                               aero_error *err);
+// recent > 0 keeps F16 copies of the quantized sides in a ring of `ring` cells (recent + the compute tile).
+aero_status aero_kv_cache_init(aero_kv_cache *kv, int n_layer, int n_seq, int n_ctx, int n_head_kv, int head_dim,
+                               aero_dtype type_k, aero_dtype type_v, int recent, int ring, aero_error *err);
+// Cells of the F16 ring for p (0 when p keeps none): what init is given and aero_kv_bytes counts.
+int aero_kv_ring_cells(const aero_hparams *hp, const aero_ctx_params *p);
+// The F16 copy of a cell's K (v false) or V row, or NULL when that side keeps none.
+uint16_t *aero_kv_recent_row(const aero_kv_cache *kv, bool v, int layer, int seq, int cell);
 void aero_kv_cache_free(aero_kv_cache *kv);
-// Bytes of one cached K or V row.
-size_t aero_kv_row_bytes(const aero_kv_cache *kv);
-// The K (or V) row of a cell.
-void *aero_kv_cell(const aero_kv_cache *kv, void *const *base, int layer, int seq, int cell);
-// Writes one token's K and V rows (kv_dim floats each) into a cell, converting to the cache type.
+// The K (v false) or V (v true) row of a cell.
+void *aero_kv_cell(const aero_kv_cache *kv, bool v, int layer, int seq, int cell);
+// Writes one token's K and V rows (kv_dim floats each) into a cell, converting to the cache types.
 void aero_kv_store(aero_kv_cache *kv, int layer, int seq, int cell, const float *k, const float *v);
-// Copies one KV head of cells [0, n_cells) of a sequence into f32 rows of hd (K or V: base is kv->k or kv->v).
-void aero_kv_head_f32(const aero_kv_cache *kv, void *const *base, int layer, int seq, int kvh, int n_cells, int hd,
-                      float *out);
+// Copies one KV head of cells [0, n_cells) of a sequence into f32 rows of head_dim (K or V), dequantizing.
+void aero_kv_head_f32(const aero_kv_cache *kv, bool v, int layer, int seq, int kvh, int n_cells, float *out);
+// Whether attention dots the query with the stored K blocks (quantized K) instead of f32 rows.
+bool aero_kv_k_quantized(const aero_kv_cache *kv);
 
 // A context: the KV cache and the activation buffers of the forward pass.
 struct aero_ctx {
@@ -79,6 +88,9 @@ struct aero_ctx {
     float *scores;          // per thread: n_ctx attention scores
     int *rows;              // per thread: n_ctx visible cache rows of one query
     float *kf, *vf;         // per thread: one KV head of a sequence's cache in f32 (n_ctx x head_dim each)
+    void *qq;               // per thread: one query head quantized for the K type's dot (quantized K only)
+    size_t qq_bytes;        // bytes of one thread's qq
+    float *rtmp;            // per thread: one F16 copy row in f32 (--kv-recent)
 };
 
 #endif

@@ -48,10 +48,16 @@ static void token_string(const aero_tokenizer *t, int32_t id, char *out, size_t 
 // Loads the model, a context with one KV sequence per --parallel request, and the chat template.
 aero_status aero_srv_model_open(aero_srv_model *x, const aero_server_params *p, aero_error *err) {
     memset(x, 0, sizeof *x);
-    aero_status st = aero_model_load(&x->model, &p->model, err);
-    if (st) return st;
     int tile = p->n_batch > 0 ? p->n_batch : 512;
-    aero_ctx_params cp = {.n_ctx = p->n_ctx, .n_seq = p->parallel, .kv_f32 = p->kv_f32, .n_batch = tile};
+    aero_ctx_params cp = {.n_ctx = p->n_ctx, .n_seq = p->parallel, .kv_f32 = p->kv_f32, .type_k = p->type_k,
+                          .type_v = p->type_v, .kv_recent = p->kv_recent, .n_batch = tile};
+    // the KV cache of every sequence is allocated at start: inside --mem it comes out of the weights' share
+    aero_model_params mp = p->model;
+    aero_mem_split ms;
+    aero_status st = aero_mem_split_plan(&ms, &mp, &cp, 0, err);
+    if (st) return st;
+    mp.mem_budget = ms.weight_budget;
+    if ((st = aero_model_load(&x->model, &mp, err))) return st;
     if ((st = aero_ctx_new(&x->ctx, x->model, &cp, err))) goto fail;
     x->tok = aero_model_tokenizer(x->model);
     token_string(x->tok, aero_tokenizer_bos(x->tok), x->bos_str, sizeof x->bos_str);

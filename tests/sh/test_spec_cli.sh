@@ -19,7 +19,7 @@ for prompt in "Once upon a time" "Lily wanted to"; do
   i=0
   for flags in "--draft $D" "--draft $D --draft-max 5 --draft-fixed" "--draft $D --draft-tree 24 --draft-max 8" \
                "--draft $D --draft-p-min 0.5 --draft-min 2" "--draft ngram" "--draft ngram --draft-tree 16" \
-               "--draft $D --draft-tree 16 --mem 1250K"; do
+               "--draft $D --draft-tree 16 --mem 2530K"; do
     i=$((i + 1))
     # shellcheck disable=SC2086
     "$A" run -m "$T" -p "$prompt" -n 80 --temp 0 $flags >"$work/spec$i.txt" 2>"$work/spec$i.err" ||

@@ -12,16 +12,20 @@ trap 'rm -rf "$work"' EXIT
 fail=0
 check() { if ! eval "$2"; then echo "FAIL: $1"; fail=1; fi; }
 
+# Every run here uses a 128-token context: --mem holds the KV cache too, and a small one keeps the budgets between
+# the minimum and the file size about the weights.
+C=(-c 128)
+
 # Smallest legal budget of a model, in bytes, from the refusal of a 1-byte budget ("minimum ... (N bytes)").
 min_budget() {
-  "$AEROLLM" run -m "$1" -p x -n 1 --mem 1 2>&1 >/dev/null | tee "$work/refusal.txt" |
+  "$AEROLLM" run -m "$1" "${C[@]}" -p x -n 1 --mem 1 2>&1 >/dev/null | tee "$work/refusal.txt" |
     sed -n 's/.*below the minimum [0-9.]* [KMG]iB (\([0-9]*\) bytes).*/\1/p'
 }
 
 gen() { # model budget -> greedy text
   local mem=()
   [ "$2" != 0 ] && mem=(--mem "$2")
-  "$AEROLLM" run -m "$1" -p "Once upon a time" -n 48 --temp 0 "${mem[@]}" 2>"$work/err.txt"
+  "$AEROLLM" run -m "$1" "${C[@]}" -p "Once upon a time" -n 48 --temp 0 "${mem[@]}" 2>"$work/err.txt"
 }
 
 identity() { # name model
@@ -42,7 +46,7 @@ identity() { # name model
   # below the minimum: refused, exit status non-zero, the minimum in the message
   local below=$(( min - 200000 ))
   [ $below -lt 1 ] && below=1
-  "$AEROLLM" run -m "$model" -p x -n 1 --mem "$below" > /dev/null 2> "$work/below.txt"
+  "$AEROLLM" run -m "$model" "${C[@]}" -p x -n 1 --mem "$below" > /dev/null 2> "$work/below.txt"
   rc=$?
   check "$name: --mem $below is refused" "[ $rc -ne 0 ]"
   check "$name: the refusal states the minimum ($(cat "$work/below.txt"))" "grep -q 'minimum [0-9.]* [KMG]iB ($min bytes)' '$work/below.txt'"
@@ -60,7 +64,7 @@ fi
 
 # --stats: the per-pass report with the floor measured in the run
 min=$(min_budget "$MODEL")
-"$AEROLLM" run -m "$MODEL" -p "Once upon a time" -n 8 --temp 0 --mem "$min" --stats > /dev/null 2> "$work/stats.txt"
+"$AEROLLM" run -m "$MODEL" "${C[@]}" -p "Once upon a time" -n 8 --temp 0 --mem "$min" --stats > /dev/null 2> "$work/stats.txt"
 check "--stats prints per-pass rows and the disk floor ($(head -c 400 "$work/stats.txt"))" \
   "grep -q 'floor ms' '$work/stats.txt' && grep -q '^  mean ' '$work/stats.txt' && grep -q 'disk bw' '$work/stats.txt'"
 

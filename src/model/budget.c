@@ -1,0 +1,101 @@
+// The memory budget at start: what --mem must hold besides the weights (the KV cache, a resident drafter) is
+// set aside before the weights are planned, from the file's metadata alone, so that run, serve and info agree.
+#include <stdio.h>
+#include <string.h>
+
+#include "model_internal.h"
+
+aero_status aero_hparams_from_gguf(const aero_gguf *g, aero_hparams *hp, aero_error *err) {
+    aero_arch_kind kind;
+    return aero_hparams_read(g, hp, &kind, err);
+}
+
+aero_status aero_model_read_hparams(const char *path, aero_hparams *hp, aero_error *err) {
+    aero_gguf g;
+    if (!path) return aero_fail(err, AERO_ERR_INVALID, "no model path given");
+    if (aero_gguf_open(&g, path, err)) return err->code;
+    aero_status st = aero_hparams_from_gguf(&g, hp, err);
+    aero_gguf_free(&g);
+    return st;
+}
+
+// The KV cache of a model file, for `aerollm info`, which inspects files without loading them.
+aero_status aero_gguf_kv_bytes(const aero_gguf *g, const aero_ctx_params *p, uint64_t *bytes, int *n_ctx,
+                               aero_error *err) {
+    *bytes = 0;
+    *n_ctx = 0;
+    aero_hparams hp;
+    aero_error ignored = {0};
+    if (aero_hparams_from_gguf(g, &hp, &ignored)) return AERO_OK; // not a model: no cache
+    aero_status st = aero_kv_check(&hp, p, err);
+    if (st) return st;
+    *bytes = aero_kv_bytes(&hp, p);
+    *n_ctx = aero_ctx_params_n_ctx(&hp, p);
+    return AERO_OK;
+}
+
+// Sizes as the streamer's refusals print them (a number, then KiB/MiB/GiB), so scripts read both alike.
+static const char *fmt_size(uint64_t b, char *buf, size_t cap) {
+    if (b >= (1ull << 30)) snprintf(buf, cap, "%.2f GiB", b / (double)(1ull << 30));
+    else if (b >= (1ull << 20)) snprintf(buf, cap, "%.1f MiB", b / (double)(1ull << 20));
+    else snprintf(buf, cap, "%.1f KiB", b / 1024.0);
+    return buf;
+}
+
+// The streamer's smallest budget for this file, from a plan that opens and reads nothing.
+static aero_status stream_min(const aero_gguf *g, const aero_hparams *hp, const aero_model_params *mp, uint64_t *min,
+                              aero_error *err) {
+    aero_stream_params sp = {
+        .mem_budget = 0,
+        .prefetch = mp->prefetch,
+        .io_threads = mp->io_threads,
+        .output_tensor = aero_gguf_tensor_index(g, "output.weight") >= 0 ? "output.weight" : "token_embd.weight",
+        .embd_tensor = "token_embd.weight",
+        .plan_only = true,
+    };
+    aero_stream *s;
+    if (aero_stream_open(&s, g, hp->n_layer, &sp, err)) return err->code;
+    *min = aero_stream_get_plan(s)->min_budget;
+    aero_stream_close(s);
+    return AERO_OK;
+}
+
+aero_status aero_mem_split_plan(aero_mem_split *out, const aero_model_params *mp, const aero_ctx_params *cp,
+                                uint64_t other_bytes, aero_error *err) {
+    memset(out, 0, sizeof *out);
+    if (!mp->path) return aero_fail(err, AERO_ERR_INVALID, "no model path given");
+    aero_gguf g;
+    aero_hparams hp;
+    if (aero_gguf_open(&g, mp->path, err)) return err->code;
+    aero_status st = aero_hparams_from_gguf(&g, &hp, err);
+    if (!st) st = aero_kv_check(&hp, cp, err);
+    if (st) goto done;
+    out->mem = mp->mem_budget;
+    out->kv_bytes = aero_kv_bytes(&hp, cp);
+    out->other_bytes = other_bytes;
+    out->n_ctx = aero_ctx_params_n_ctx(&hp, cp);
+    out->n_seq = cp->n_seq > 0 ? cp->n_seq : 1;
+    out->type_k = aero_kv_type_dtype(cp->type_k, cp->kv_f32);
+    out->type_v = aero_kv_type_dtype(cp->type_v, cp->kv_f32);
+    if (!out->mem) goto done;
+    uint64_t wmin = 0;
+    if ((st = stream_min(&g, &hp, mp, &wmin, err))) goto done;
+    out->min_mem = wmin + out->kv_bytes + other_bytes;
+    if (out->mem < out->min_mem) {
+        char a[32], b[32], c[32], d[32], f[32], e[40] = "", seqs[32] = "";
+        if (other_bytes) snprintf(e, sizeof e, " %s", fmt_size(other_bytes, f, sizeof f));
+        if (out->n_seq > 1) snprintf(seqs, sizeof seqs, "%d sequences x ", out->n_seq);
+        st = aero_fail(err, AERO_ERR_NOMEM, "--mem %s is below the minimum %s (%llu bytes) for this model with its "
+                       "KV cache: weights %s (the streamer's minimum) + KV cache %s (%s%d tokens, K %s, V %s)%s%s; "
+                       "lower -c, quantize the cache (-ctk/-ctv q8_0) or raise --mem",
+                       fmt_size(out->mem, a, sizeof a), fmt_size(out->min_mem, b, sizeof b),
+                       (unsigned long long)out->min_mem, fmt_size(wmin, c, sizeof c),
+                       fmt_size(out->kv_bytes, d, sizeof d), seqs, out->n_ctx, aero_dtype_name(out->type_k),
+                       aero_dtype_name(out->type_v), other_bytes ? " + draft model" : "", e);
+        goto done;
+    }
+    out->weight_budget = out->mem - out->kv_bytes - other_bytes;
+done:
+    aero_gguf_free(&g);
+    return st;
+}
