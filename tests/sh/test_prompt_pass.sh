@@ -19,7 +19,7 @@ ok "$A" tokenize -m "$T/m.gguf" --ids -p "$P"
 n=$(wc -w <"$T/out")
 [ "$n" = 96 ] || fail "the prompt has $n tokens, want 96"
 
-RUN=(run -m "$T/m.gguf" -p "$P" --mem 2M -n 1 --ignore-eos --temp 0 --stats)
+RUN=(run -m "$T/m.gguf" -p "$P" --mem 2304K -c 128 -n 1 --ignore-eos --temp 0 --stats)
 # passes, MB read and MB streamed per pass from --stats
 stats() {
     passes=$(sed -n 's/^stream: \([0-9]*\) passes, \([0-9.]*\) MB read.*/\1/p' "$T/err")
@@ -28,7 +28,7 @@ stats() {
 }
 
 ok "$A" "${RUN[@]}" -b 32 && stats
-echo "prompt 96 tokens, -b 32, --mem 2M: $passes passes, $read_mb MB read, $pass_mb MB streamed per pass"
+echo "prompt 96 tokens, -b 32, --mem 2304K (KV 256K): $passes passes, $read_mb MB read, $pass_mb MB streamed per pass"
 cp "$T/out" "$T/text32"
 [ "$passes" = 1 ] || fail "-b 32: $passes passes for a 96-token prompt, want 1"
 grep -q '^stream: units ssssR' "$T/err" || fail "every layer should be streamed: $(grep '^stream: units' "$T/err")"
@@ -43,7 +43,7 @@ cmp -s "$T/out" "$T/text32" || fail "-b 96 text differs from -b 32"
 ok "$A" "${RUN[@]}" -b 7 && cmp -s "$T/out" "$T/text32" || fail "-b 7 text differs from -b 32"
 
 # speculative decoding: the prompt but its last chunk (1..-b tokens) in one pass, the chunk with the first draft
-ok "$A" run -m "$T/m.gguf" -p "$P" --mem 2M -n 1 --ignore-eos --temp 0 --stats -b 32 --draft ngram
+ok "$A" run -m "$T/m.gguf" -p "$P" --mem 2304K -c 128 -n 1 --ignore-eos --temp 0 --stats -b 32 --draft ngram
 grep -q 'target passes *1 prefill + 1 verify' "$T/err" ||
     fail "--draft ngram: $(grep 'target passes' "$T/err"), want 1 prefill + 1 verify"
 stats
