@@ -60,6 +60,11 @@ aero_status aero_ctx_new(aero_ctx **out, aero_model *m, const aero_ctx_params *p
     if (!c->embd_raw || !c->xb || !c->q || !c->kb || !c->vb || !c->att || !c->hb || !c->hb2 || !c->logit_in ||
         !c->block_start || !c->scores || !c->rows || !c->kf || !c->vf || ensure_cap(c, c->n_tile, err))
         goto oom;
+    if (m->moe) {
+        c->moe_work = aero_moe_work_new(&m->moe_p, (int)n);
+        c->moe_y = malloc(sizeof(float) * n * d);
+        if (!c->moe_work || !c->moe_y) goto oom;
+    }
     *out = c;
     return AERO_OK;
 oom:
@@ -85,6 +90,8 @@ void aero_ctx_free(aero_ctx *c) {
     free(c->rows);
     free(c->kf);
     free(c->vf);
+    aero_moe_work_free(c->moe_work);
+    free(c->moe_y);
     free(c);
 }
 
@@ -181,6 +188,32 @@ static void attn_blocks(attn_job *job) {
     job->n_blocks = nb;
 }
 
+// The mixture-of-experts FFN of one tile (c->xb, already normalised) added to the residual x: the router,
+// shared expert and dense parts come from the layer's acquired unit, the routed experts from the model's
+// source (resident tensors or the expert cache), so a resident model is the case where all experts fit.
+static aero_status moe_ffn(aero_ctx *c, int l, float *x, int n, aero_error *err) {
+    aero_model *m = c->m;
+    const aero_layer_weights *w = &m->layers[l];
+    int d = m->hp.n_embd;
+    aero_moe_layer L = {0};
+    aero_wmat sg, su, sd, sgi;
+    if (wmat(m, w->router, &L.router, err)) return err->code;
+    if (w->sh_gate >= 0) {
+        if (wmat(m, w->sh_gate, &sg, err) || wmat(m, w->sh_up, &su, err) || wmat(m, w->sh_down, &sd, err))
+            return err->code;
+        L.sh_gate = &sg, L.sh_up = &su, L.sh_down = &sd;
+        if (w->sh_gate_inp >= 0) {
+            sgi = (aero_wmat){.data = vec(m, w->sh_gate_inp), .type = AERO_DT_F32, .cols = d, .rows = 1,
+                              .row_bytes = sizeof(float) * (size_t)d};
+            L.sh_gate_inp = &sgi;
+        }
+    }
+    aero_moe_source src = aero_model_moe_source(m);
+    if (aero_moe_forward(m->pool, &m->moe_p, &L, l, &src, c->xb, n, c->moe_y, c->moe_work, err)) return err->code;
+    for (size_t i = 0; i < (size_t)n * d; i++) x[i] += c->moe_y[i];
+    return AERO_OK;
+}
+
 // One transformer layer over one tile: attention block then SwiGLU feed-forward, both residual. The caller
 // holds the layer's unit; the tile's K/V rows are cached before its attention, so later tiles see them.
 static aero_status layer_tile(aero_ctx *c, int l, attn_job *job, aero_error *err) {
@@ -189,10 +222,9 @@ static aero_status layer_tile(aero_ctx *c, int l, attn_job *job, aero_error *err
     const aero_layer_weights *w = &m->layers[l];
     int n = job->n, d = hp->n_embd, hd = hp->head_dim, qd = hp->n_head * hd, kvd = c->kv_dim;
     float *x = c->x + (size_t)job->first * d;
-    aero_wmat wq, wk, wv, wo, wg, wu, wd;
+    aero_wmat wq, wk, wv, wo;
     if (wmat(m, w->wq, &wq, err) || wmat(m, w->wk, &wk, err) || wmat(m, w->wv, &wv, err) ||
-        wmat(m, w->wo, &wo, err) || wmat(m, w->w_gate, &wg, err) || wmat(m, w->w_up, &wu, err) ||
-        wmat(m, w->w_down, &wd, err))
+        wmat(m, w->wo, &wo, err))
         return err->code;
     const float *an = vec(m, w->attn_norm);
     for (int i = 0; i < n; i++) aero_rmsnorm(c->xb + (size_t)i * d, x + (size_t)i * d, an, d, hp->norm_eps);
@@ -236,6 +268,10 @@ static aero_status layer_tile(aero_ctx *c, int l, attn_job *job, aero_error *err
 
     const float *fn = vec(m, w->ffn_norm);
     for (int i = 0; i < n; i++) aero_rmsnorm(c->xb + (size_t)i * d, x + (size_t)i * d, fn, d, hp->norm_eps);
+    if (w->moe) return moe_ffn(c, l, x, n, err);
+    aero_wmat wg, wu, wd;
+    if (wmat(m, w->w_gate, &wg, err) || wmat(m, w->w_up, &wu, err) || wmat(m, w->w_down, &wd, err))
+        return err->code;
     aero_matmul(m->pool, &wg, c->xb, n, c->hb);
     aero_matmul(m->pool, &wu, c->xb, n, c->hb2);
     aero_swiglu(c->hb, c->hb2, (int64_t)n * hp->n_ff);

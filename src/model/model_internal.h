@@ -5,8 +5,10 @@
 #include "../core/threadpool.h"
 #include "../kernels/kernels.h"
 #include "../kernels/ops.h"
+#include "../stream/expert_cache.h"
 #include "../stream/stream.h"
 #include "model.h"
+#include "moe.h"
 
 typedef enum { AERO_ARCH_LLAMA, AERO_ARCH_QWEN2, AERO_ARCH_QWEN3 } aero_arch_kind;
 
@@ -23,6 +25,15 @@ typedef struct {
     int64_t w_gate;      // (n_ff, n_embd)
     int64_t w_up;        // (n_ff, n_embd)
     int64_t w_down;      // (n_embd, n_ff)
+    // mixture of experts (w_gate/w_up/w_down are -1 then): the router and shared expert live in the layer's
+    // unit; the routed experts are outside every unit (resident when all fits, else in the expert cache)
+    bool moe;
+    int64_t router;      // ffn_gate_inp (n_expert, n_embd)
+    int64_t sh_gate, sh_up, sh_down, sh_gate_inp; // qwen2moe shared expert; -1 when absent
+    int64_t exps[3];     // merged ffn_{gate,up,down}_exps (expert index outermost); -1 in the per-expert layout
+    int64_t *per_expert; // per-expert layout: ffn_{gate,up,down}.E at [E * 3 + part]; NULL when merged
+    aero_dtype exp_type[3];
+    uint64_t exp_slice[3]; // bytes of one expert's part (rows x row bytes)
 } aero_layer_weights;
 
 struct aero_model {
@@ -38,9 +49,20 @@ struct aero_model {
     int64_t tok_embd, out_norm, output;
     aero_layer_weights *layers;
     uint64_t weight_bytes;
+    bool moe;                  // the layers' FFN is a mixture of experts
+    aero_moe_params moe_p;
+    aero_expert_cache *experts; // NULL when the experts are resident
 };
 
 aero_status aero_hparams_read(const aero_gguf *g, aero_hparams *hp, aero_arch_kind *kind, aero_error *err);
+// The mixture-of-experts keys with llama.cpp's defaults (docs/moe.md); *moe false for a dense model.
+aero_status aero_moe_hparams_read(const aero_gguf *g, const aero_hparams *hp, bool *moe, aero_moe_params *p,
+                                  aero_error *err);
+// The expert source of the forward pass: resident expert tensors or the expert cache, whichever the plan chose.
+aero_moe_source aero_model_moe_source(aero_model *m);
+// The expert cache's counters (hits, misses, bytes read, prefetches); false (and zeros) when the model has no
+// expert cache (dense, or every expert resident).
+bool aero_model_expert_stats(const aero_model *m, aero_expert_cache_stats *out);
 
 // The KV cache: per layer, per sequence, n_ctx cells of one K row and one V row (kv_dim elements, F16 or F32).
 // A cell is a position of a sequence's cache; cells [0, len[seq]) are in use.
@@ -79,6 +101,8 @@ struct aero_ctx {
     float *scores;          // per thread: n_ctx attention scores
     int *rows;              // per thread: n_ctx visible cache rows of one query
     float *kf, *vf;         // per thread: one KV head of a sequence's cache in f32 (n_ctx x head_dim each)
+    aero_moe_work *moe_work; // MoE models: routing scratch of one tile
+    float *moe_y;           // MoE models: the FFN output of one tile (n_tile x n_embd)
 };
 
 #endif

@@ -53,7 +53,27 @@ typedef struct {
     int prefetch;                // units read ahead (n_slots - 1)
     int io_threads;
     bool direct;                 // O_DIRECT reads (false: buffered + FADV_DONTNEED); known after open
+    // routed experts (mixture-of-experts models): never part of a layer unit. Resident when the budget holds
+    // the whole model; else served by an expert cache of expert_budget bytes, outside the fields above.
+    int n_moe_layers, n_expert, n_expert_used; // from the tensors and `%s.expert_used_count`; 0 when dense
+    uint64_t expert_bytes;       // all routed expert tensors
+    uint64_t expert_span;        // bytes one expert takes in the expert cache (4 KiB-aligned parts), the largest
+    bool experts_resident;
+    uint64_t expert_min;         // smallest expert cache: one decode step's experts of a layer (k spans)
+    uint64_t expert_budget;      // the expert cache's share of the budget (0 when resident or dense)
 } aero_stream_plan;
+
+// Whether a tensor name is a routed expert's (llama.cpp names): blk.N.ffn_{gate,up,down,gate_up}_exps.weight
+// (merged, expert index outermost) or blk.N.ffn_{gate,up,down}.E.weight (the older one tensor per expert).
+// Such tensors are never part of a layer unit. *expert gets E for the per-expert form, -1 for merged.
+bool aero_stream_is_expert_tensor(const char *name, int *expert);
+// Bytes read from disk per decode token that the plan predicts: the streamed dense bytes plus, per MoE layer,
+// k experts times the miss rate of the expert cache (its share of all experts: the uniform-routing estimate,
+// a skewed router does better).
+double aero_stream_plan_bytes_per_token(const aero_stream_plan *p);
+// Prints the dense / window / expert cache split and the expected bytes read per token (nothing for a dense
+// model): what `aerollm info MODEL --mem SIZE` adds for a mixture-of-experts model.
+void aero_stream_print_expert_plan(const aero_stream_plan *p, FILE *f);
 
 // n_layer: the model's layer count, so the layer units are 0..n_layer-1; the head unit (aero_stream_head_unit)
 // follows them.
