@@ -276,11 +276,12 @@ static void write_model(const variant *v, const char *path, int vocab) {
 }
 
 // Greedy continuation of prompt: n tokens into out; logits of every step into logits (n x vocab) when given.
+static bool kv_f16; // --greedy: the F16 KV cache both engines default to
 static bool greedy(aero_model *m, const int32_t *prompt, int np, int n, int32_t *out, float *logits) {
     int nv = aero_model_hparams(m)->n_vocab;
     aero_ctx *c;
     aero_error err = {0};
-    aero_ctx_params cp = {.n_ctx = 256, .kv_f32 = true};
+    aero_ctx_params cp = {.n_ctx = 256, .kv_f32 = !kv_f16};
     if (aero_ctx_new(&c, m, &cp, &err)) {
         CHECKF(0, "ctx: %s", err.msg);
         return false;
@@ -493,6 +494,7 @@ static int dump_greedy(int argc, char **argv) {
         if (!*s) break;
     }
     int n = atoi(argv[4]), top = atoi(argv[5]);
+    kv_f16 = true;
     aero_model *m = test_load_model(argv[2], 2, argc > 6 ? strtoull(argv[6], NULL, 10) : 0);
     if (!m || n < 1 || n > 200 || top < 1) return 1;
     int nv = aero_model_hparams(m)->n_vocab;
