@@ -63,7 +63,8 @@ aero_status aero_ctx_new(aero_ctx **out, aero_model *m, const aero_ctx_params *p
     if (m->moe) {
         c->moe_work = aero_moe_work_new(&m->moe_p, (int)n);
         c->moe_y = malloc(sizeof(float) * n * d);
-        if (!c->moe_work || !c->moe_y) goto oom;
+        c->moe_ids = malloc(sizeof(int) * m->moe_p.n_expert);
+        if (!c->moe_work || !c->moe_y || !c->moe_ids) goto oom;
     }
     *out = c;
     return AERO_OK;
@@ -92,6 +93,7 @@ void aero_ctx_free(aero_ctx *c) {
     free(c->vf);
     aero_moe_work_free(c->moe_work);
     free(c->moe_y);
+    free(c->moe_ids);
     free(c);
 }
 
@@ -210,6 +212,8 @@ static aero_status moe_ffn(aero_ctx *c, int l, float *x, int n, aero_error *err)
     }
     aero_moe_source src = aero_model_moe_source(m);
     if (aero_moe_forward(m->pool, &m->moe_p, &L, l, &src, c->xb, n, c->moe_y, c->moe_work, err)) return err->code;
+    int nu = aero_moe_work_union(c->moe_work, c->moe_ids); // the use counts behind the bench's floor
+    for (int i = 0; i < nu; i++) m->expert_uses[(size_t)l * m->moe_p.n_expert + c->moe_ids[i]]++;
     for (size_t i = 0; i < (size_t)n * d; i++) x[i] += c->moe_y[i];
     return AERO_OK;
 }

@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "../core/status.h"
 #include "../format/gguf.h"
@@ -43,6 +44,12 @@ const aero_gguf *aero_model_gguf(const aero_model *m);
 struct aero_stream *aero_model_stream(aero_model *m);
 uint64_t aero_model_weight_bytes(const aero_model *m); // bytes of all weight tensors in the file(s)
 int aero_model_n_threads(const aero_model *m);
+// Mixture-of-experts models: zeroes the expert cache's counters and the per-expert use counts (after warm-up).
+void aero_model_expert_stats_reset(aero_model *m);
+// Prints, for the n_tokens decoded since the reset, the expert cache's hit rate and bytes read per token against
+// the floor (the reads of an oracle that keeps the experts used most in a cache of the same size), and the
+// predictor's hit rate; nothing for a dense model.
+void aero_model_print_expert_stats(const aero_model *m, int n_tokens, FILE *f);
 
 typedef struct {
     int n_ctx;      // KV capacity per sequence; <= 0: model's training context capped at 4096

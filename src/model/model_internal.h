@@ -52,6 +52,7 @@ struct aero_model {
     bool moe;                  // the layers' FFN is a mixture of experts
     aero_moe_params moe_p;
     aero_expert_cache *experts; // NULL when the experts are resident
+    uint64_t *expert_uses;     // [layer * n_expert + e]: passes whose tokens used the expert (since the reset)
 };
 
 aero_status aero_hparams_read(const aero_gguf *g, aero_hparams *hp, aero_arch_kind *kind, aero_error *err);
@@ -103,6 +104,7 @@ struct aero_ctx {
     float *kf, *vf;         // per thread: one KV head of a sequence's cache in f32 (n_ctx x head_dim each)
     aero_moe_work *moe_work; // MoE models: routing scratch of one tile
     float *moe_y;           // MoE models: the FFN output of one tile (n_tile x n_embd)
+    int *moe_ids;           // MoE models: the experts one tile used (n_expert)
 };
 
 #endif

@@ -340,6 +340,10 @@ aero_status aero_model_load(aero_model **out, const aero_model_params *p, aero_e
     if (aero_stream_open(&m->stream, g, m->hp.n_layer, &sp, err)) goto fail;
     if (rope_setup(m, err)) goto fail;
     if (open_experts(m, p, err)) goto fail;
+    if (m->moe && !(m->expert_uses = calloc((size_t)m->hp.n_layer * m->moe_p.n_expert, sizeof *m->expert_uses))) {
+        aero_fail(err, AERO_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
     m->pool = aero_pool_new(p->n_threads);
     if (!m->pool) {
         aero_fail(err, AERO_ERR_NOMEM, "cannot start the thread pool");
@@ -357,6 +361,7 @@ void aero_model_free(aero_model *m) {
     if (!m) return;
     aero_pool_free(m->pool);
     aero_expert_cache_free(m->experts);
+    free(m->expert_uses);
     aero_stream_close(m->stream);
     aero_tokenizer_free(m->tok);
     free(m->rope_inv_freq);
@@ -379,4 +384,55 @@ bool aero_model_expert_stats(const aero_model *m, aero_expert_cache_stats *out) 
     if (!m->experts) return false;
     aero_expert_cache_stats_get(m->experts, out);
     return true;
+}
+
+void aero_model_expert_stats_reset(aero_model *m) {
+    if (!m->moe) return;
+    if (m->experts) aero_expert_cache_stats_reset(m->experts);
+    memset(m->expert_uses, 0, sizeof *m->expert_uses * (size_t)m->hp.n_layer * m->moe_p.n_expert);
+}
+
+static int cmp_u64_desc(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+void aero_model_print_expert_stats(const aero_model *m, int n_tokens, FILE *f) {
+    if (!m->moe || n_tokens < 1) return;
+    const aero_stream_plan *plan = aero_stream_get_plan(m->stream);
+    size_t n = (size_t)m->hp.n_layer * m->moe_p.n_expert;
+    uint64_t *u = malloc(sizeof *u * n);
+    if (!u) return;
+    memcpy(u, m->expert_uses, sizeof *u * n);
+    qsort(u, n, sizeof *u, cmp_u64_desc);
+    // an expert's bytes on disk (the three parts of the largest layer: every MoE layer is alike)
+    uint64_t eb = 0;
+    for (int l = 0; l < m->hp.n_layer; l++)
+        if (m->layers[l].moe) eb = m->layers[l].exp_slice[0] + m->layers[l].exp_slice[1] + m->layers[l].exp_slice[2];
+    uint64_t fit = m->experts && plan->expert_span ? plan->expert_budget / plan->expert_span : n, uses = 0, floor = 0;
+    for (size_t i = 0; i < n; i++) {
+        uses += u[i];
+        if (i >= fit) floor += u[i]; // the oracle keeps the `fit` experts used most: every other use is a read
+    }
+    free(u);
+    double per_tok_floor = (double)floor * eb / n_tokens + (double)plan->streamed_bytes;
+    fprintf(f, "experts    %.1f experts used per token (%d MoE layers x %d routed, union over the pass), %s\n",
+            (double)uses / n_tokens, plan->n_moe_layers, m->moe_p.n_expert_used,
+            m->experts ? "expert cache" : "all resident");
+    if (!m->experts) return;
+    aero_expert_cache_stats st;
+    aero_expert_cache_stats_get(m->experts, &st);
+    double per_tok = (double)st.bytes_read / n_tokens + (double)plan->streamed_bytes;
+    fprintf(f, "cache      %.1f MB budget (%llu experts of %.2f MB), hit rate %.3f (%llu of %llu), IO wait %.1f ms/token\n",
+            plan->expert_budget / 1e6, (unsigned long long)fit, eb / 1e6,
+            st.lookups ? (double)st.hits / st.lookups : 0, (unsigned long long)st.hits,
+            (unsigned long long)st.lookups, st.io_seconds * 1e3 / n_tokens);
+    fprintf(f, "read/token %.1f MB (experts %.1f + dense streamed %.1f); floor %.1f MB (an oracle cache of the same "
+            "size keeping the experts used most, + dense streamed): ratio %.3f\n", per_tok / 1e6,
+            st.bytes_read / 1e6 / n_tokens, plan->streamed_bytes / 1e6, per_tok_floor / 1e6,
+            per_tok_floor > 0 ? per_tok / per_tok_floor : 0);
+    if (st.prefetch_issued)
+        fprintf(f, "predictor  %llu prefetched, %llu used (hit rate %.3f), %llu wasted\n",
+                (unsigned long long)st.prefetch_issued, (unsigned long long)st.prefetch_used,
+                (double)st.prefetch_used / st.prefetch_issued, (unsigned long long)st.prefetch_wasted);
 }
