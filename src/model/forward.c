@@ -10,6 +10,7 @@
 #include "model_internal.h"
 
 #define DEFAULT_TILE 512  // tokens computed at once inside a layer when the context does not say
+#define PREDICT_MAX_TOKENS 8 // passes up to this long (decode, short verifications) prefetch predicted experts
 
 // Grows the whole-batch buffers to hold n tokens.
 static aero_status ensure_cap(aero_ctx *c, int n, aero_error *err) {
@@ -64,7 +65,9 @@ aero_status aero_ctx_new(aero_ctx **out, aero_model *m, const aero_ctx_params *p
         c->moe_work = aero_moe_work_new(&m->moe_p, (int)n);
         c->moe_y = malloc(sizeof(float) * n * d);
         c->moe_ids = malloc(sizeof(int) * m->moe_p.n_expert);
-        if (!c->moe_work || !c->moe_y || !c->moe_ids) goto oom;
+        c->pf_ids = malloc(sizeof(int) * m->moe_p.n_expert);
+        c->moe_next = aero_moe_work_new(&m->moe_p, PREDICT_MAX_TOKENS);
+        if (!c->moe_work || !c->moe_y || !c->moe_ids || !c->pf_ids || !c->moe_next) goto oom;
     }
     *out = c;
     return AERO_OK;
@@ -94,6 +97,8 @@ void aero_ctx_free(aero_ctx *c) {
     aero_moe_work_free(c->moe_work);
     free(c->moe_y);
     free(c->moe_ids);
+    free(c->pf_ids);
+    aero_moe_work_free(c->moe_next);
     free(c);
 }
 
@@ -190,6 +195,25 @@ static void attn_blocks(attn_job *job) {
     job->n_blocks = nb;
 }
 
+// The predictor: layer l+1's router applied to layer l's FFN input guesses the next layer's experts, whose
+// reads then overlap this layer's compute and the next attention. Only for short passes (a long prompt uses
+// nearly every expert anyway) and when the next layer's router is in memory without acquiring its unit.
+static void predict_next(aero_ctx *c, int l, int n) {
+    aero_model *m = c->m;
+    c->pf_n = 0;
+    if (!m->expert_prefetch || n > PREDICT_MAX_TOKENS || l + 1 >= m->hp.n_layer || !m->layers[l + 1].moe) return;
+    const aero_stream_plan *plan = aero_stream_get_plan(m->stream);
+    if (!plan->unit_resident[l + 1]) return;
+    const aero_layer_weights *nw = &m->layers[l + 1];
+    aero_moe_layer L = {0};
+    aero_error err = {0};
+    if (wmat(m, nw->router, &L.router, &err) ||
+        aero_moe_route(m->pool, &m->moe_p, &L, c->xb, n, c->moe_next, &err))
+        return; // a guess that cannot be made is no error
+    c->pf_n = aero_moe_work_union(c->moe_next, c->pf_ids);
+    c->pf_layer = l + 1;
+}
+
 // The mixture-of-experts FFN of one tile (c->xb, already normalised) added to the residual x: the router,
 // shared expert and dense parts come from the layer's acquired unit, the routed experts from the model's
 // source (resident tensors or the expert cache), so a resident model is the case where all experts fit.
@@ -210,8 +234,11 @@ static aero_status moe_ffn(aero_ctx *c, int l, float *x, int n, aero_error *err)
             L.sh_gate_inp = &sgi;
         }
     }
-    aero_moe_source src = aero_model_moe_source(m);
-    if (aero_moe_forward(m->pool, &m->moe_p, &L, l, &src, c->xb, n, c->moe_y, c->moe_work, err)) return err->code;
+    predict_next(c, l, n);
+    aero_moe_source src = aero_ctx_moe_source(c);
+    aero_status st = aero_moe_forward(m->pool, &m->moe_p, &L, l, &src, c->xb, n, c->moe_y, c->moe_work, err);
+    c->pf_n = 0;
+    if (st) return st;
     int nu = aero_moe_work_union(c->moe_work, c->moe_ids); // the use counts behind the bench's floor
     for (int i = 0; i < nu; i++) m->expert_uses[(size_t)l * m->moe_p.n_expert + c->moe_ids[i]]++;
     for (size_t i = 0; i < (size_t)n * d; i++) x[i] += c->moe_y[i];

@@ -53,14 +53,16 @@ struct aero_model {
     aero_moe_params moe_p;
     aero_expert_cache *experts; // NULL when the experts are resident
     uint64_t *expert_uses;     // [layer * n_expert + e]: passes whose tokens used the expert (since the reset)
+    bool expert_prefetch;      // predict and prefetch the next layer's experts (decode passes, expert cache)
 };
 
 aero_status aero_hparams_read(const aero_gguf *g, aero_hparams *hp, aero_arch_kind *kind, aero_error *err);
 // The mixture-of-experts keys with llama.cpp's defaults (docs/moe.md); *moe false for a dense model.
 aero_status aero_moe_hparams_read(const aero_gguf *g, const aero_hparams *hp, bool *moe, aero_moe_params *p,
                                   aero_error *err);
-// The expert source of the forward pass: resident expert tensors or the expert cache, whichever the plan chose.
-aero_moe_source aero_model_moe_source(aero_model *m);
+// The expert source of a context's forward pass: resident expert tensors or the expert cache, whichever the
+// plan chose; with the cache, its first prepare of a layer also issues the context's pending prefetch.
+aero_moe_source aero_ctx_moe_source(aero_ctx *c);
 // The expert cache's counters (hits, misses, bytes read, prefetches); false (and zeros) when the model has no
 // expert cache (dense, or every expert resident).
 bool aero_model_expert_stats(const aero_model *m, aero_expert_cache_stats *out);
@@ -105,6 +107,8 @@ struct aero_ctx {
     aero_moe_work *moe_work; // MoE models: routing scratch of one tile
     float *moe_y;           // MoE models: the FFN output of one tile (n_tile x n_embd)
     int *moe_ids;           // MoE models: the experts one tile used (n_expert)
+    aero_moe_work *moe_next; // the predictor's routing: the next layer's router on this layer's FFN input
+    int *pf_ids, pf_n, pf_layer; // experts to prefetch once the current layer's are acquired (pf_n 0: none)
 };
 
 #endif

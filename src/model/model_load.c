@@ -151,16 +151,22 @@ static aero_status locate_expert(void *ctx, int layer, int expert, aero_expert_e
 }
 
 static aero_status src_prepare(void *ctx, int layer, const int *experts, int n, int *n_ready, aero_error *err) {
-    aero_model *m = ctx;
+    aero_ctx *c = ctx;
+    aero_model *m = c->m;
     if (!m->experts) {
         *n_ready = n;
         return AERO_OK;
     }
-    return aero_expert_cache_acquire(m->experts, layer, experts, n, n_ready, err);
+    aero_status st = aero_expert_cache_acquire(m->experts, layer, experts, n, n_ready, err);
+    if (c->pf_n) { // after this layer's own reads, so that they never queue behind a guess
+        aero_expert_cache_prefetch(m->experts, c->pf_layer, c->pf_ids, c->pf_n);
+        c->pf_n = 0;
+    }
+    return st;
 }
 
 static aero_status src_get(void *ctx, int layer, int expert, aero_wmat w[3], aero_error *err) {
-    aero_model *m = ctx;
+    aero_model *m = ((aero_ctx *)ctx)->m;
     const aero_layer_weights *lw = &m->layers[layer];
     int64_t d = m->moe_p.n_embd, ff = m->moe_p.n_ff_exp;
     for (int q = 0; q < 3; q++) {
@@ -180,12 +186,12 @@ static aero_status src_get(void *ctx, int layer, int expert, aero_wmat w[3], aer
 }
 
 static void src_release(void *ctx, int layer, const int *experts, int n) {
-    aero_model *m = ctx;
+    aero_model *m = ((aero_ctx *)ctx)->m;
     if (m->experts) aero_expert_cache_release(m->experts, layer, experts, n);
 }
 
-aero_moe_source aero_model_moe_source(aero_model *m) {
-    return (aero_moe_source){.ctx = m, .prepare = src_prepare, .get = src_get, .release = src_release};
+aero_moe_source aero_ctx_moe_source(aero_ctx *c) {
+    return (aero_moe_source){.ctx = c, .prepare = src_prepare, .get = src_get, .release = src_release};
 }
 
 // Opens the expert cache under the plan's share of the budget when the experts are not resident.
@@ -340,6 +346,7 @@ aero_status aero_model_load(aero_model **out, const aero_model_params *p, aero_e
     if (aero_stream_open(&m->stream, g, m->hp.n_layer, &sp, err)) goto fail;
     if (rope_setup(m, err)) goto fail;
     if (open_experts(m, p, err)) goto fail;
+    m->expert_prefetch = m->experts && !p->no_expert_prefetch;
     if (m->moe && !(m->expert_uses = calloc((size_t)m->hp.n_layer * m->moe_p.n_expert, sizeof *m->expert_uses))) {
         aero_fail(err, AERO_ERR_NOMEM, "out of memory");
         goto fail;
