@@ -53,6 +53,7 @@ struct aero_model {
     aero_moe_params moe_p;
     aero_expert_cache *experts; // NULL when the experts are resident
     uint64_t *expert_uses;     // [layer * n_expert + e]: passes whose tokens used the expert (since the reset)
+    bool *expert_warm;         // [layer * n_expert + e]: in the expert cache at the reset
     bool expert_prefetch;      // predict and prefetch the next layer's experts (decode passes, expert cache)
 };
 

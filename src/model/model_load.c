@@ -347,7 +347,8 @@ aero_status aero_model_load(aero_model **out, const aero_model_params *p, aero_e
     if (rope_setup(m, err)) goto fail;
     if (open_experts(m, p, err)) goto fail;
     m->expert_prefetch = m->experts && !p->no_expert_prefetch;
-    if (m->moe && !(m->expert_uses = calloc((size_t)m->hp.n_layer * m->moe_p.n_expert, sizeof *m->expert_uses))) {
+    if (m->moe && (!(m->expert_uses = calloc((size_t)m->hp.n_layer * m->moe_p.n_expert, sizeof *m->expert_uses)) ||
+                   !(m->expert_warm = calloc((size_t)m->hp.n_layer * m->moe_p.n_expert, sizeof *m->expert_warm)))) {
         aero_fail(err, AERO_ERR_NOMEM, "out of memory");
         goto fail;
     }
@@ -369,6 +370,7 @@ void aero_model_free(aero_model *m) {
     aero_pool_free(m->pool);
     aero_expert_cache_free(m->experts);
     free(m->expert_uses);
+    free(m->expert_warm);
     aero_stream_close(m->stream);
     aero_tokenizer_free(m->tok);
     free(m->rope_inv_freq);
@@ -397,10 +399,18 @@ void aero_model_expert_stats_reset(aero_model *m) {
     if (!m->moe) return;
     if (m->experts) aero_expert_cache_stats_reset(m->experts);
     memset(m->expert_uses, 0, sizeof *m->expert_uses * (size_t)m->hp.n_layer * m->moe_p.n_expert);
+    for (int l = 0; l < m->hp.n_layer; l++)
+        for (int e = 0; e < m->moe_p.n_expert; e++)
+            m->expert_warm[(size_t)l * m->moe_p.n_expert + e] = !m->experts || aero_expert_cache_contains(m->experts, l, e);
 }
 
-static int cmp_u64_desc(const void *a, const void *b) {
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+typedef struct {
+    uint64_t uses;
+    bool warm;
+} expert_use;
+
+static int cmp_use_desc(const void *a, const void *b) {
+    uint64_t x = ((const expert_use *)a)->uses, y = ((const expert_use *)b)->uses;
     return x < y ? 1 : x > y ? -1 : 0;
 }
 
@@ -408,18 +418,21 @@ void aero_model_print_expert_stats(const aero_model *m, int n_tokens, FILE *f) {
     if (!m->moe || n_tokens < 1) return;
     const aero_stream_plan *plan = aero_stream_get_plan(m->stream);
     size_t n = (size_t)m->hp.n_layer * m->moe_p.n_expert;
-    uint64_t *u = malloc(sizeof *u * n);
+    expert_use *u = malloc(sizeof *u * n);
     if (!u) return;
-    memcpy(u, m->expert_uses, sizeof *u * n);
-    qsort(u, n, sizeof *u, cmp_u64_desc);
+    for (size_t i = 0; i < n; i++) u[i] = (expert_use){m->expert_uses[i], m->expert_warm[i]};
+    qsort(u, n, sizeof *u, cmp_use_desc);
     // an expert's bytes on disk (the three parts of the largest layer: every MoE layer is alike)
     uint64_t eb = 0;
     for (int l = 0; l < m->hp.n_layer; l++)
         if (m->layers[l].moe) eb = m->layers[l].exp_slice[0] + m->layers[l].exp_slice[1] + m->layers[l].exp_slice[2];
     uint64_t fit = m->experts && plan->expert_span ? plan->expert_budget / plan->expert_span : n, uses = 0, floor = 0;
     for (size_t i = 0; i < n; i++) {
-        uses += u[i];
-        if (i >= fit) floor += u[i]; // the oracle keeps the `fit` experts used most: every other use is a read
+        uses += u[i].uses;
+        // the oracle keeps the `fit` experts used most (read once unless already cached at the reset); every
+        // use of another is a read
+        if (i >= fit) floor += u[i].uses;
+        else if (u[i].uses && !u[i].warm) floor++;
     }
     free(u);
     double per_tok_floor = (double)floor * eb / n_tokens + (double)plan->streamed_bytes;
@@ -435,7 +448,7 @@ void aero_model_print_expert_stats(const aero_model *m, int n_tokens, FILE *f) {
             st.lookups ? (double)st.hits / st.lookups : 0, (unsigned long long)st.hits,
             (unsigned long long)st.lookups, st.io_seconds * 1e3 / n_tokens);
     fprintf(f, "read/token %.1f MB (experts %.1f + dense streamed %.1f); floor %.1f MB (an oracle cache of the same "
-            "size keeping the experts used most, + dense streamed): ratio %.3f\n", per_tok / 1e6,
+            "size keeping the experts used most in this run, + dense streamed): ratio %.3f\n", per_tok / 1e6,
             st.bytes_read / 1e6 / n_tokens, plan->streamed_bytes / 1e6, per_tok_floor / 1e6,
             per_tok_floor > 0 ? per_tok / per_tok_floor : 0);
     if (st.prefetch_issued)
