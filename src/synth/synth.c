@@ -511,7 +511,9 @@ aero_status aero_synth_write(const aero_synth_params *p, const char *path, aero_
     if ((s = add(w, &st, kind, type, std, ne0, ne1, 1, &stats, err, __VA_ARGS__))) goto done
 #define ADD3(kind, type, std, ne0, ne1, ne2, ...) \
     if ((s = add(w, &st, kind, type, std, ne0, ne1, ne2, &stats, err, __VA_ARGS__))) goto done
-    ADD(KIND_MATRIX, T, 0.02f, d, n_vocab, "token_embd.weight");
+    // MoE: embeddings of order 1 keep the residual stream token-specific through the layers, so that routing
+    // depends on the token as a trained model's does (with 0.02 a random model routes nearly every token alike)
+    ADD(KIND_MATRIX, T, p->n_expert ? 1.0f : 0.02f, d, n_vocab, "token_embd.weight");
     if (llama && p->rope_llama3_factor > 0) ADD(KIND_ROPE, AERO_DT_F32, 0, hd / 2, 0, "rope_freqs.weight");
     for (int l = 0; l < p->n_layer; l++) {
         ADD(KIND_NORM, AERO_DT_F32, 0.02f, d, 0, "blk.%d.attn_norm.weight", l);

@@ -20,7 +20,7 @@ const TOP = 3;
 // Relative to the step's largest |logit|. The two engines' logits differ by rounding (summation order, llama.cpp's
 // F16 steps in attention, Q8_0 activations for Q8_0 weights): the dense `tiny` preset, run as a control, shows
 // the same level (about 1e-3 for F32) as the MoE files, so the tolerance measures the MoE path, not llama.cpp.
-const TOL = { F32: 5e-3, Q8_0: 5e-2 };
+const TOL = { F32: 2e-3, Q8_0: 5e-2 };
 
 function llamaCppDir() {
   for (const d of [process.env.NODE_LLAMA_CPP, '/work/peer/node_modules/node-llama-cpp']) {
@@ -69,7 +69,7 @@ test('MoE models match llama.cpp', { skip }, () => {
   try {
     const cases = [
       ['tiny', 'F32'], ['tiny', 'Q8_0'], ['qwen3moe-tiny', 'F32'], ['qwen3moe-tiny', 'Q8_0'], ['qwen2moe-tiny', 'F32'],
-      ['mixtral-tiny', 'F32'], ['mixtral-tiny', 'Q8_0', 3],
+      ['mixtral-tiny', 'F32'], ['mixtral-tiny', 'Q8_0'],
     ];
     for (const [preset, type, seed = 0] of cases) { // seed: one whose text has no near-tie in its first 16 steps
       const file = path.join(dir, `${preset}-${type}.gguf`);
