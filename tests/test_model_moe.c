@@ -388,6 +388,27 @@ static void check_budgets(const char *what, const char *path, const int32_t *pro
                what, (unsigned long long)budgets[i]);
         CHECKF(!memcmp(lw, lg, sizeof(float) * n * nv), "%s: logits under --mem %llu equal the resident run's bitwise",
                what, (unsigned long long)budgets[i]);
+        if (i == 1) { // the predictor's prefetches change what is cached, never the results
+            aero_model_params mp;
+            aero_model_params_default(&mp);
+            mp.path = path;
+            mp.n_threads = 2;
+            mp.mem_budget = budgets[i];
+            mp.expert_prefetch = true;
+            aero_model *pm = NULL;
+            aero_error err = {0};
+            CHECKF(!aero_model_load(&pm, &mp, &err), "%s: %s", what, err.msg);
+            if (pm) {
+                memset(got, 0xff, sizeof(int32_t) * n);
+                greedy(pm, prompt, np, n, got, lg);
+                aero_model_expert_stats(pm, &cs);
+                printf("%s: with the predictor: %llu prefetched, %llu used\n", what,
+                       (unsigned long long)cs.prefetch_issued, (unsigned long long)cs.prefetch_used);
+                CHECKF(!memcmp(want, got, sizeof(int32_t) * n) && !memcmp(lw, lg, sizeof(float) * n * nv),
+                       "%s: greedy tokens and logits with expert prefetch equal the resident run's", what);
+                aero_model_free(pm);
+            }
+        }
         if (i == 0) { // speculation with experts: the same greedy text
             double acc = 0;
             memset(got, 0xff, sizeof(int32_t) * n);

@@ -21,7 +21,7 @@ typedef struct {
     int n_threads;         // compute threads; <= 0: number of CPUs
     int prefetch;          // layers read ahead when streaming; <= 0: default (2)
     int io_threads;        // <= 0: default
-    bool no_expert_prefetch; // MoE: do not prefetch the next layer's predicted experts (measurements)
+    bool expert_prefetch;  // MoE: prefetch the next layer's predicted experts (off: measured not to pay, docs/perf/moe.md)
 } aero_model_params;
 
 typedef enum { AERO_ROPE_SCALING_NONE, AERO_ROPE_SCALING_LINEAR, AERO_ROPE_SCALING_LLAMA3 } aero_rope_scaling;

@@ -346,7 +346,7 @@ aero_status aero_model_load(aero_model **out, const aero_model_params *p, aero_e
     if (aero_stream_open(&m->stream, g, m->hp.n_layer, &sp, err)) goto fail;
     if (rope_setup(m, err)) goto fail;
     if (open_experts(m, p, err)) goto fail;
-    m->expert_prefetch = m->experts && !p->no_expert_prefetch;
+    m->expert_prefetch = m->experts && p->expert_prefetch;
     if (m->moe && (!(m->expert_uses = calloc((size_t)m->hp.n_layer * m->moe_p.n_expert, sizeof *m->expert_uses)) ||
                    !(m->expert_warm = calloc((size_t)m->hp.n_layer * m->moe_p.n_expert, sizeof *m->expert_warm)))) {
         aero_fail(err, AERO_ERR_NOMEM, "out of memory");
