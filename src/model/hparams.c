@@ -105,6 +105,7 @@ aero_status aero_hparams_read(const aero_gguf *g, aero_hparams *hp, aero_arch_ki
     return AERO_OK;
 }
 
+// Reads the MoE keys apart from the dense ones, so that a dense model's hyperparameters stay as they were.
 aero_status aero_moe_hparams_read(const aero_gguf *g, const aero_hparams *hp, bool *moe, aero_moe_params *p,
                                   aero_error *err) {
     const char *arch = hp->arch;

@@ -150,6 +150,7 @@ static aero_status locate_expert(void *ctx, int layer, int expert, aero_expert_e
     return AERO_OK;
 }
 
+// Readies a layer's experts: pinned in the expert cache (read if missing), or nothing to do when resident.
 static aero_status src_prepare(void *ctx, int layer, const int *experts, int n, int *n_ready, aero_error *err) {
     aero_ctx *c = ctx;
     aero_model *m = c->m;
@@ -165,6 +166,7 @@ static aero_status src_prepare(void *ctx, int layer, const int *experts, int n, 
     return st;
 }
 
+// One expert's three matrices: slices of the resident tensors or the cache's buffers.
 static aero_status src_get(void *ctx, int layer, int expert, aero_wmat w[3], aero_error *err) {
     aero_model *m = ((aero_ctx *)ctx)->m;
     const aero_layer_weights *lw = &m->layers[layer];
@@ -185,11 +187,13 @@ static aero_status src_get(void *ctx, int layer, int expert, aero_wmat w[3], aer
     return AERO_OK;
 }
 
+// Unpins what prepare pinned, so that the cache may evict it for the next layer.
 static void src_release(void *ctx, int layer, const int *experts, int n) {
     aero_model *m = ((aero_ctx *)ctx)->m;
     if (m->experts) aero_expert_cache_release(m->experts, layer, experts, n);
 }
 
+// The one source every MoE layer of a context computes through, resident or streamed alike.
 aero_moe_source aero_ctx_moe_source(aero_ctx *c) {
     return (aero_moe_source){.ctx = c, .prepare = src_prepare, .get = src_get, .release = src_release};
 }
@@ -388,6 +392,7 @@ struct aero_stream *aero_model_stream(aero_model *m) { return m->stream; }
 uint64_t aero_model_weight_bytes(const aero_model *m) { return m->weight_bytes; }
 int aero_model_n_threads(const aero_model *m) { return m->n_threads; }
 
+// Tests and tools read the cache's counters without reaching into the model.
 bool aero_model_expert_stats(const aero_model *m, aero_expert_cache_stats *out) {
     memset(out, 0, sizeof *out);
     if (!m->experts) return false;
@@ -395,6 +400,7 @@ bool aero_model_expert_stats(const aero_model *m, aero_expert_cache_stats *out) 
     return true;
 }
 
+// Starts a measurement after warm-up: counters, use counts, and which experts the cache already holds.
 void aero_model_expert_stats_reset(aero_model *m) {
     if (!m->moe) return;
     if (m->experts) aero_expert_cache_stats_reset(m->experts);
@@ -409,11 +415,13 @@ typedef struct {
     bool warm;
 } expert_use;
 
+// Most used first, for the oracle's choice of the experts it keeps.
 static int cmp_use_desc(const void *a, const void *b) {
     uint64_t x = ((const expert_use *)a)->uses, y = ((const expert_use *)b)->uses;
     return x < y ? 1 : x > y ? -1 : 0;
 }
 
+// The bench's MoE figures: what was read against what had to be read.
 void aero_model_print_expert_stats(const aero_model *m, int n_tokens, FILE *f) {
     if (!m->moe || n_tokens < 1) return;
     const aero_stream_plan *plan = aero_stream_get_plan(m->stream);

@@ -27,6 +27,7 @@ static int tensor_unit(const char *name, int head_unit, const char *output) {
     return -1;
 }
 
+// The one place that tells routed expert tensors from the rest of a layer (llama.cpp's names).
 bool aero_stream_is_expert_tensor(const char *name, int *expert) {
     if (expert) *expert = -1;
     if (aero_gguf_tensor_layer(name) < 0) return false;
@@ -418,6 +419,7 @@ fail:
     return err->code;
 }
 
+// The plan's prediction of decode IO, for `aerollm info` before anything is read.
 double aero_stream_plan_bytes_per_token(const aero_stream_plan *p) {
     double b = (double)p->streamed_bytes;
     if (p->n_moe_layers && !p->experts_resident && p->expert_bytes) {
@@ -428,6 +430,7 @@ double aero_stream_plan_bytes_per_token(const aero_stream_plan *p) {
     return b;
 }
 
+// What `aerollm info --mem` adds for a MoE model, kept in the library so the CLI only calls it.
 void aero_stream_print_expert_plan(const aero_stream_plan *p, FILE *f) {
     if (!p->n_moe_layers) return;
     char a[32], b[32], c[32], d[32], e[32];
