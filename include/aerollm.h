@@ -352,6 +352,14 @@ typedef struct {
     int prefetch;                // units read ahead (n_slots - 1)
     int io_threads;
     bool direct;                 // O_DIRECT reads (false: buffered + FADV_DONTNEED); known after open
+    // routed experts (mixture-of-experts models): never part of a layer unit. Resident when the budget holds
+    // the whole model; else served by an expert cache of expert_budget bytes, outside the fields above.
+    int n_moe_layers, n_expert, n_expert_used; // from the tensors and `%s.expert_used_count`; 0 when dense
+    uint64_t expert_bytes;       // all routed expert tensors
+    uint64_t expert_span;        // bytes one expert takes in the expert cache (4 KiB-aligned parts), the largest
+    bool experts_resident;
+    uint64_t expert_min;         // smallest expert cache: one decode step's experts of a layer (k spans)
+    uint64_t expert_budget;      // the expert cache's share of the budget (0 when resident or dense)
 } aero_stream_plan;
 
 // The plan a model file would get under budget (0: no limit), decided without opening or reading anything
@@ -369,6 +377,13 @@ void aero_stream_get_stats(const aero_stream *s, aero_stream_stats *out);
 void aero_stream_reset_stats(aero_stream *s);
 // Prints the --stats report (per pass: bytes streamed, IO busy, compute, IO wait, GB/s, disk floor) to f.
 void aero_stream_print_stats(aero_stream *s, FILE *f);
+// Bytes read from disk per decode token that the plan predicts: the streamed dense bytes plus, per MoE layer,
+// k experts times the miss rate of the expert cache (its share of all experts: the uniform-routing estimate,
+// a skewed router does better).
+double aero_stream_plan_bytes_per_token(const aero_stream_plan *p);
+// Prints the dense / window / expert cache split and the expected bytes read per token (nothing for a dense
+// model): what `aerollm info MODEL --mem SIZE` adds for a mixture-of-experts model.
+void aero_stream_print_expert_plan(const aero_stream_plan *p, FILE *f);
 // Disk read bandwidth (bytes/s) of the bytes a pass streams, read the way the streamer reads them (at most
 // max_bytes; 0 or UINT64_MAX: no limit); 0 when nothing is streamed.
 double aero_stream_measure_disk_bw(aero_stream *s, uint64_t max_bytes);
@@ -388,6 +403,7 @@ typedef struct {
     int n_threads;         // compute threads; <= 0: number of CPUs
     int prefetch;          // layers read ahead when streaming; <= 0: default (2)
     int io_threads;        // <= 0: default
+    bool expert_prefetch;  // MoE: prefetch the next layer's predicted experts (off: measured not to pay, docs/perf/moe.md)
 } aero_model_params;
 
 void aero_model_params_default(aero_model_params *p);
@@ -406,6 +422,12 @@ const char *aero_model_path(const aero_model *m);
 aero_stream *aero_model_stream(aero_model *m);
 uint64_t aero_model_weight_bytes(const aero_model *m); // bytes of all weight tensors in the file(s)
 int aero_model_n_threads(const aero_model *m);
+// Mixture-of-experts models: zeroes the expert cache's counters and the per-expert use counts (after warm-up).
+void aero_model_expert_stats_reset(aero_model *m);
+// Prints, for the n_tokens decoded since the reset, the expert cache's hit rate and bytes read per token against
+// the floor (the reads of an oracle that keeps the experts used most in a cache of the same size), and the
+// predictor's hit rate; nothing for a dense model.
+void aero_model_print_expert_stats(const aero_model *m, int n_tokens, FILE *f);
 
 // Element type of the cached keys or values (llama.cpp's -ctk/-ctv values). The quantized ones are stored in
 // blocks of 32 along the head dimension, so head_dim must be a multiple of 32 for them.

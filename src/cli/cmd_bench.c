@@ -128,6 +128,7 @@ int aero_cmd_bench(int argc, char **argv) {
         return cli_fail("bench", "decode: %s", err.msg[0] ? err.msg : "out of memory");
     }
     aero_stream_reset_stats(s);
+    aero_model_expert_stats_reset(e.model);
     if (run_decode(g, n_gen, &decode_s, &err)) {
         aero_generator_free(g);
         cli_session_close(&e);
@@ -218,6 +219,7 @@ int aero_cmd_bench(int argc, char **argv) {
             printf("stream     %.1f MB streamed per token, waited for IO %.2f ms/token, IO busy %.2f ms/token\n",
                    dec.bytes_streamed / 1e6 / n_gen, dec.wait_s * 1e3 / n_gen, dec.io_busy_s * 1e3 / n_gen);
         }
+        aero_model_print_expert_stats(e.model, n_gen, stdout);
         printf("peak RSS   %.1f MB (prefill and decode)\n", peak_rss / 1e6);
         if (o.stats) aero_stream_print_stats(s, stdout);
     }

@@ -129,6 +129,7 @@ static int print_plan(const aero_gguf *g, int64_t n_layer, uint64_t budget) {
     printf("  per unit: ");
     for (int u = 0; u < p->n_units; u++) putchar(p->unit_resident[u] ? 'R' : 's');
     printf("   (R resident, s streamed; the last is the output head)\n");
+    aero_stream_print_expert_plan(p, stdout);
     aero_stream_close(s);
     return 0;
 }

@@ -371,6 +371,7 @@ int cli_generate(cli_session *e, const cli_opts *o, FILE *out) {
         goto done;
     }
     double t1 = aero_now();
+    aero_model_expert_stats_reset(e->model); // --stats: the expert cache over the generated tokens only
     size_t shown = 0;
     emit(g, &shown, out);
     while (aero_generator_end(g) == AERO_END_NONE) {
@@ -398,6 +399,7 @@ int cli_generate(cli_session *e, const cli_opts *o, FILE *out) {
     if (o->stats) {
         cli_print_budget(e, o, stderr);
         aero_stream_print_stats(aero_model_stream(e->model), stderr);
+        aero_model_print_expert_stats(e->model, n_gen, stderr);
         if (e->spec) {
             // plain decoding costs one 1-token target pass per token: time one now (cache permitting)
             double t1_pass = 0, t;

@@ -10,6 +10,7 @@
 #include "model_internal.h"
 
 #define DEFAULT_TILE 512  // tokens computed at once inside a layer when the context does not say
+#define PREDICT_MAX_TOKENS 8 // passes up to this long (decode, short verifications) prefetch predicted experts
 
 // Grows the whole-batch buffers to hold n tokens.
 static aero_status ensure_cap(aero_ctx *c, int n, aero_error *err) {
@@ -67,6 +68,14 @@ aero_status aero_ctx_new(aero_ctx **out, aero_model *m, const aero_ctx_params *p
         !c->block_start || !c->scores || !c->rows || !c->kf || !c->vf || !c->qq || !c->rtmp ||
         ensure_cap(c, c->n_tile, err))
         goto oom;
+    if (m->moe) {
+        c->moe_work = aero_moe_work_new(&m->moe_p, (int)n);
+        c->moe_y = malloc(sizeof(float) * n * d);
+        c->moe_ids = malloc(sizeof(int) * m->moe_p.n_expert);
+        c->pf_ids = malloc(sizeof(int) * m->moe_p.n_expert);
+        c->moe_next = aero_moe_work_new(&m->moe_p, PREDICT_MAX_TOKENS);
+        if (!c->moe_work || !c->moe_y || !c->moe_ids || !c->pf_ids || !c->moe_next) goto oom;
+    }
     *out = c;
     return AERO_OK;
 oom:
@@ -94,6 +103,11 @@ void aero_ctx_free(aero_ctx *c) {
     free(c->vf);
     free(c->qq);
     free(c->rtmp);
+    aero_moe_work_free(c->moe_work);
+    free(c->moe_y);
+    free(c->moe_ids);
+    free(c->pf_ids);
+    aero_moe_work_free(c->moe_next);
     free(c);
 }
 
@@ -216,6 +230,56 @@ static void attn_blocks(attn_job *job) {
     job->n_blocks = nb;
 }
 
+// The predictor: layer l+1's router applied to layer l's FFN input guesses the next layer's experts, whose
+// reads then overlap this layer's compute and the next attention. Only for short passes (a long prompt uses
+// nearly every expert anyway) and when the next layer's router is in memory without acquiring its unit.
+static void predict_next(aero_ctx *c, int l, int n) {
+    aero_model *m = c->m;
+    c->pf_n = 0;
+    if (!m->expert_prefetch || n > PREDICT_MAX_TOKENS || l + 1 >= m->hp.n_layer || !m->layers[l + 1].moe) return;
+    const aero_stream_plan *plan = aero_stream_get_plan(m->stream);
+    if (!plan->unit_resident[l + 1]) return;
+    const aero_layer_weights *nw = &m->layers[l + 1];
+    aero_moe_layer L = {0};
+    aero_error err = {0};
+    if (wmat(m, nw->router, &L.router, &err) ||
+        aero_moe_route(m->pool, &m->moe_p, &L, c->xb, n, c->moe_next, &err))
+        return; // a guess that cannot be made is no error
+    c->pf_n = aero_moe_work_union(c->moe_next, c->pf_ids);
+    c->pf_layer = l + 1;
+}
+
+// The mixture-of-experts FFN of one tile (c->xb, already normalised) added to the residual x: the router,
+// shared expert and dense parts come from the layer's acquired unit, the routed experts from the model's
+// source (resident tensors or the expert cache), so a resident model is the case where all experts fit.
+static aero_status moe_ffn(aero_ctx *c, int l, float *x, int n, aero_error *err) {
+    aero_model *m = c->m;
+    const aero_layer_weights *w = &m->layers[l];
+    int d = m->hp.n_embd;
+    aero_moe_layer L = {0};
+    aero_wmat sg, su, sd, sgi;
+    if (wmat(m, w->router, &L.router, err)) return err->code;
+    if (w->sh_gate >= 0) {
+        if (wmat(m, w->sh_gate, &sg, err) || wmat(m, w->sh_up, &su, err) || wmat(m, w->sh_down, &sd, err))
+            return err->code;
+        L.sh_gate = &sg, L.sh_up = &su, L.sh_down = &sd;
+        if (w->sh_gate_inp >= 0) {
+            sgi = (aero_wmat){.data = vec(m, w->sh_gate_inp), .type = AERO_DT_F32, .cols = d, .rows = 1,
+                              .row_bytes = sizeof(float) * (size_t)d};
+            L.sh_gate_inp = &sgi;
+        }
+    }
+    predict_next(c, l, n);
+    aero_moe_source src = aero_ctx_moe_source(c);
+    aero_status st = aero_moe_forward(m->pool, &m->moe_p, &L, l, &src, c->xb, n, c->moe_y, c->moe_work, err);
+    c->pf_n = 0;
+    if (st) return st;
+    int nu = aero_moe_work_union(c->moe_work, c->moe_ids); // the use counts behind the bench's floor
+    for (int i = 0; i < nu; i++) m->expert_uses[(size_t)l * m->moe_p.n_expert + c->moe_ids[i]]++;
+    for (size_t i = 0; i < (size_t)n * d; i++) x[i] += c->moe_y[i];
+    return AERO_OK;
+}
+
 // One transformer layer over one tile: attention block then SwiGLU feed-forward, both residual. The caller
 // holds the layer's unit; the tile's K/V rows are cached before its attention, so later tiles see them.
 static aero_status layer_tile(aero_ctx *c, int l, attn_job *job, aero_error *err) {
@@ -224,10 +288,9 @@ static aero_status layer_tile(aero_ctx *c, int l, attn_job *job, aero_error *err
     const aero_layer_weights *w = &m->layers[l];
     int n = job->n, d = hp->n_embd, hd = hp->head_dim, qd = hp->n_head * hd, kvd = c->kv_dim;
     float *x = c->x + (size_t)job->first * d;
-    aero_wmat wq, wk, wv, wo, wg, wu, wd;
+    aero_wmat wq, wk, wv, wo;
     if (wmat(m, w->wq, &wq, err) || wmat(m, w->wk, &wk, err) || wmat(m, w->wv, &wv, err) ||
-        wmat(m, w->wo, &wo, err) || wmat(m, w->w_gate, &wg, err) || wmat(m, w->w_up, &wu, err) ||
-        wmat(m, w->w_down, &wd, err))
+        wmat(m, w->wo, &wo, err))
         return err->code;
     const float *an = vec(m, w->attn_norm);
     for (int i = 0; i < n; i++) aero_rmsnorm(c->xb + (size_t)i * d, x + (size_t)i * d, an, d, hp->norm_eps);
@@ -271,6 +334,10 @@ static aero_status layer_tile(aero_ctx *c, int l, attn_job *job, aero_error *err
 
     const float *fn = vec(m, w->ffn_norm);
     for (int i = 0; i < n; i++) aero_rmsnorm(c->xb + (size_t)i * d, x + (size_t)i * d, fn, d, hp->norm_eps);
+    if (w->moe) return moe_ffn(c, l, x, n, err);
+    aero_wmat wg, wu, wd;
+    if (wmat(m, w->w_gate, &wg, err) || wmat(m, w->w_up, &wu, err) || wmat(m, w->w_down, &wd, err))
+        return err->code;
     aero_matmul(m->pool, &wg, c->xb, n, c->hb);
     aero_matmul(m->pool, &wu, c->xb, n, c->hb2);
     aero_swiglu(c->hb, c->hb2, (int64_t)n * hp->n_ff);

@@ -38,7 +38,10 @@ aero_status aero_hparams_read(const aero_gguf *g, aero_hparams *hp, aero_arch_ki
     if (!strcmp(arch, "llama")) *kind = AERO_ARCH_LLAMA;
     else if (!strcmp(arch, "qwen2")) *kind = AERO_ARCH_QWEN2;
     else if (!strcmp(arch, "qwen3")) *kind = AERO_ARCH_QWEN3;
-    else return aero_fail(err, AERO_ERR_UNSUPPORTED, "unsupported architecture '%s' (supported: llama, qwen2, qwen3)", arch);
+    else if (!strcmp(arch, "qwen2moe")) *kind = AERO_ARCH_QWEN2; // qwen2 attention (biases) + MoE FFN
+    else if (!strcmp(arch, "qwen3moe")) *kind = AERO_ARCH_QWEN3; // qwen3 attention (Q/K norms) + MoE FFN
+    else return aero_fail(err, AERO_ERR_UNSUPPORTED, "unsupported architecture '%s' (supported: llama (and Mixtral), "
+                          "qwen2, qwen3, qwen2moe, qwen3moe)", arch);
     snprintf(hp->arch, sizeof hp->arch, "%s", arch);
     int64_t n_layer, n_embd, n_ff, n_head, n_head_kv, n_ctx, key_len, rope_dim, orig_ctx;
     double eps, base, factor, low, high;
@@ -99,5 +102,51 @@ aero_status aero_hparams_read(const aero_gguf *g, aero_hparams *hp, aero_arch_ki
     hp->rope_low_freq = (float)low;
     hp->rope_high_freq = (float)high;
     hp->rope_orig_ctx = (int)orig_ctx;
+    return AERO_OK;
+}
+
+// Reads the MoE keys apart from the dense ones, so that a dense model's hyperparameters stay as they were.
+aero_status aero_moe_hparams_read(const aero_gguf *g, const aero_hparams *hp, bool *moe, aero_moe_params *p,
+                                  aero_error *err) {
+    const char *arch = hp->arch;
+    bool q2 = !strcmp(arch, "qwen2moe"), q3 = !strcmp(arch, "qwen3moe");
+    memset(p, 0, sizeof *p);
+    int64_t n_expert, k, n_ff_exp, n_ff_sh, n_group, n_group_used, gating;
+    double scale;
+    if (get_int(g, arch, "expert_count", false, 0, &n_expert, err) ||
+        get_int(g, arch, "expert_used_count", false, 0, &k, err))
+        return err->code;
+    *moe = n_expert > 0;
+    if (!*moe) {
+        if (q2 || q3) return aero_fail(err, AERO_ERR_FORMAT, "metadata %s.expert_count is missing or 0", arch);
+        return AERO_OK;
+    }
+    if (k < 1) return aero_fail(err, AERO_ERR_FORMAT, "metadata %s.expert_used_count is missing or 0", arch);
+    // qwen2moe/qwen3moe: n_ff_exp falls back to n_ff / k; Mixtral's experts are n_ff wide
+    if (get_int(g, arch, "expert_feed_forward_length", false, (q2 || q3) ? hp->n_ff / k : hp->n_ff, &n_ff_exp, err) ||
+        get_int(g, arch, "expert_shared_feed_forward_length", false, q2 ? hp->n_ff : 0, &n_ff_sh, err) ||
+        get_int(g, arch, "expert_group_count", false, 0, &n_group, err) ||
+        get_int(g, arch, "expert_group_used_count", false, 0, &n_group_used, err) ||
+        get_int(g, arch, "expert_gating_func", false, AERO_MOE_GATING_SOFTMAX, &gating, err) ||
+        get_float(g, arch, "expert_weights_scale", 0.0, &scale, err))
+        return err->code;
+    if (gating == 0) gating = AERO_MOE_GATING_SOFTMAX;
+    if (gating != AERO_MOE_GATING_SOFTMAX)
+        return aero_fail(err, AERO_ERR_UNSUPPORTED, "%s.expert_gating_func = %lld is not supported for %s (softmax)",
+                         arch, (long long)gating, arch);
+    p->n_embd = hp->n_embd;
+    p->n_ff_exp = (int)n_ff_exp;
+    p->n_ff_shexp = (int)n_ff_sh;
+    p->n_expert = (int)n_expert;
+    p->n_expert_used = (int)k;
+    p->gating = AERO_MOE_GATING_SOFTMAX;
+    p->norm_w = !q2; // build_moe_ffn's norm_w: qwen3moe and Mixtral true, qwen2moe false
+    p->w_scale = (float)scale;
+    p->n_group = (int)n_group;
+    p->n_group_used = (int)n_group_used;
+    if (aero_moe_params_check(p, err)) {
+        aero_error_prefix(err, "%s: ", arch);
+        return err->code;
+    }
     return AERO_OK;
 }

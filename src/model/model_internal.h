@@ -5,8 +5,10 @@
 #include "../core/threadpool.h"
 #include "../kernels/kernels.h"
 #include "../kernels/ops.h"
+#include "../stream/expert_cache.h"
 #include "../stream/stream.h"
 #include "model.h"
+#include "moe.h"
 
 typedef enum { AERO_ARCH_LLAMA, AERO_ARCH_QWEN2, AERO_ARCH_QWEN3 } aero_arch_kind;
 
@@ -23,6 +25,15 @@ typedef struct {
     int64_t w_gate;      // (n_ff, n_embd)
     int64_t w_up;        // (n_ff, n_embd)
     int64_t w_down;      // (n_embd, n_ff)
+    // mixture of experts (w_gate/w_up/w_down are -1 then): the router and shared expert live in the layer's
+    // unit; the routed experts are outside every unit (resident when all fits, else in the expert cache)
+    bool moe;
+    int64_t router;      // ffn_gate_inp (n_expert, n_embd)
+    int64_t sh_gate, sh_up, sh_down, sh_gate_inp; // qwen2moe shared expert; -1 when absent
+    int64_t exps[3];     // merged ffn_{gate,up,down}_exps (expert index outermost); -1 in the per-expert layout
+    int64_t *per_expert; // per-expert layout: ffn_{gate,up,down}.E at [E * 3 + part]; NULL when merged
+    aero_dtype exp_type[3];
+    uint64_t exp_slice[3]; // bytes of one expert's part (rows x row bytes)
 } aero_layer_weights;
 
 struct aero_model {
@@ -38,9 +49,24 @@ struct aero_model {
     int64_t tok_embd, out_norm, output;
     aero_layer_weights *layers;
     uint64_t weight_bytes;
+    bool moe;                  // the layers' FFN is a mixture of experts
+    aero_moe_params moe_p;
+    aero_expert_cache *experts; // NULL when the experts are resident
+    uint64_t *expert_uses;     // [layer * n_expert + e]: passes whose tokens used the expert (since the reset)
+    bool *expert_warm;         // [layer * n_expert + e]: in the expert cache at the reset
+    bool expert_prefetch;      // predict and prefetch the next layer's experts (decode passes, expert cache)
 };
 
 aero_status aero_hparams_read(const aero_gguf *g, aero_hparams *hp, aero_arch_kind *kind, aero_error *err);
+// The mixture-of-experts keys with llama.cpp's defaults (docs/moe.md); *moe false for a dense model.
+aero_status aero_moe_hparams_read(const aero_gguf *g, const aero_hparams *hp, bool *moe, aero_moe_params *p,
+                                  aero_error *err);
+// The expert source of a context's forward pass: resident expert tensors or the expert cache, whichever the
+// plan chose; with the cache, its first prepare of a layer also issues the context's pending prefetch.
+aero_moe_source aero_ctx_moe_source(aero_ctx *c);
+// The expert cache's counters (hits, misses, bytes read, prefetches); false (and zeros) when the model has no
+// expert cache (dense, or every expert resident).
+bool aero_model_expert_stats(const aero_model *m, aero_expert_cache_stats *out);
 
 // The KV cache: per layer, per sequence, n_ctx cells of one K row and one V row (kv_dim elements each, of
 // type_k / type_v; quantized types in blocks along each head, so a head's part of a row is whole blocks).
@@ -91,6 +117,11 @@ struct aero_ctx {
     void *qq;               // per thread: one query head quantized for the K type's dot (quantized K only)
     size_t qq_bytes;        // bytes of one thread's qq
     float *rtmp;            // per thread: one F16 copy row in f32 (--kv-recent)
+    aero_moe_work *moe_work; // MoE models: routing scratch of one tile
+    float *moe_y;           // MoE models: the FFN output of one tile (n_tile x n_embd)
+    int *moe_ids;           // MoE models: the experts one tile used (n_expert)
+    aero_moe_work *moe_next; // the predictor's routing: the next layer's router on this layer's FFN input
+    int *pf_ids, pf_n, pf_layer; // experts to prefetch once the current layer's are acquired (pf_n 0: none)
 };
 
 #endif

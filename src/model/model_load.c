@@ -49,6 +49,180 @@ static aero_status find_tensor(const aero_gguf *g, int64_t *out, bool required, 
     return AERO_OK;
 }
 
+// Checks one expert's slice of an expert tensor as a matrix (cols, rows), once at load, as find_tensor does.
+static aero_status check_slice(const aero_tensor_info *t, int64_t cols, int64_t rows, aero_error *err) {
+    const aero_dtype_info *di = aero_dtype_get(t->type);
+    if (!di || !di->computable || t->type == AERO_DT_Q8_K)
+        return aero_fail(err, AERO_ERR_UNSUPPORTED, "tensor '%s' has type %s, which this engine cannot compute with",
+                         t->name, aero_dtype_name(t->type));
+    aero_wmat w = {.type = t->type, .cols = cols, .rows = rows, .row_bytes = aero_dtype_row_bytes(t->type, cols)};
+    if (aero_wmat_check(&w, err)) {
+        aero_error_prefix(err, "tensor '%s': ", t->name);
+        return err->code;
+    }
+    return AERO_OK;
+}
+
+// The router, the shared expert and the routed experts of MoE layer l, merged (`ffn_gate_exps` {n_embd,
+// n_ff_exp, n_expert}) or one tensor per expert (`ffn_gate.E` {n_embd, n_ff_exp}), checked by name, type, shape.
+static aero_status map_moe(aero_model *m, int l, aero_layer_weights *w, aero_error *err) {
+    const aero_gguf *g = &m->gguf;
+    const aero_moe_params *p = &m->moe_p;
+    int64_t d = p->n_embd, ff = p->n_ff_exp, ne = p->n_expert, sh = p->n_ff_shexp;
+    w->moe = true;
+    if (find_tensor(g, &w->router, true, d, ne, err, "blk.%d.ffn_gate_inp.weight", l)) return err->code;
+    if (sh > 0) {
+        bool q2 = !strcmp(m->hp.arch, "qwen2moe");
+        if (find_tensor(g, &w->sh_gate, true, d, sh, err, "blk.%d.ffn_gate_shexp.weight", l) ||
+            find_tensor(g, &w->sh_up, true, d, sh, err, "blk.%d.ffn_up_shexp.weight", l) ||
+            find_tensor(g, &w->sh_down, true, sh, d, err, "blk.%d.ffn_down_shexp.weight", l) ||
+            find_tensor(g, &w->sh_gate_inp, q2, d, 0, err, "blk.%d.ffn_gate_inp_shexp.weight", l))
+            return err->code;
+    }
+    static const char *const part[3] = {"gate", "up", "down"};
+    const int64_t cols[3] = {d, d, ff}, rows[3] = {ff, ff, d};
+    char name[128];
+    snprintf(name, sizeof name, "blk.%d.ffn_gate_exps.weight", l);
+    bool merged = aero_gguf_tensor_index(g, name) >= 0;
+    if (merged) {
+        for (int q = 0; q < 3; q++) {
+            snprintf(name, sizeof name, "blk.%d.ffn_%s_exps.weight", l, part[q]);
+            int64_t i = aero_gguf_tensor_index(g, name);
+            if (i < 0) return aero_fail(err, AERO_ERR_FORMAT, "tensor '%s' is missing", name);
+            const aero_tensor_info *t = &g->tensors[i];
+            if (t->n_dims != 3 || t->ne[0] != (uint64_t)cols[q] || t->ne[1] != (uint64_t)rows[q] ||
+                t->ne[2] != (uint64_t)ne)
+                return aero_fail(err, AERO_ERR_FORMAT, "tensor '%s' has shape [%llu, %llu, %llu], expected [%lld, "
+                                 "%lld, %lld]", name, (unsigned long long)t->ne[0], (unsigned long long)t->ne[1],
+                                 (unsigned long long)(t->n_dims > 2 ? t->ne[2] : 1), (long long)cols[q],
+                                 (long long)rows[q], (long long)ne);
+            if (check_slice(t, cols[q], rows[q], err)) return err->code;
+            w->exps[q] = i;
+            w->exp_type[q] = t->type;
+            w->exp_slice[q] = aero_dtype_row_bytes(t->type, cols[q]) * (uint64_t)rows[q];
+        }
+        return AERO_OK;
+    }
+    w->per_expert = malloc(sizeof(int64_t) * 3 * ne);
+    if (!w->per_expert) return aero_fail(err, AERO_ERR_NOMEM, "out of memory");
+    for (int64_t e = 0; e < ne; e++)
+        for (int q = 0; q < 3; q++) {
+            int64_t i;
+            if (find_tensor(g, &i, true, cols[q], rows[q], err, "blk.%d.ffn_%s.%lld.weight", l, part[q], (long long)e)) {
+                if (e == 0 && q == 0)
+                    aero_error_prefix(err, "layer %d has neither blk.%d.ffn_gate_exps.weight nor per-expert tensors: ", l, l);
+                return err->code;
+            }
+            const aero_tensor_info *t = &g->tensors[i];
+            if (e == 0) {
+                w->exp_type[q] = t->type;
+                w->exp_slice[q] = aero_dtype_row_bytes(t->type, cols[q]) * (uint64_t)rows[q];
+            } else if (t->type != w->exp_type[q]) {
+                return aero_fail(err, AERO_ERR_FORMAT, "tensor '%s' has type %s, expert 0's has %s", t->name,
+                                 aero_dtype_name(t->type), aero_dtype_name(w->exp_type[q]));
+            }
+            w->per_expert[e * 3 + q] = i;
+        }
+    return AERO_OK;
+}
+
+// The tensor and byte offset of one expert's part: a slice of the merged tensor or the expert's own tensor.
+static const aero_tensor_info *expert_part(const aero_model *m, int layer, int expert, int q, uint64_t *off) {
+    const aero_layer_weights *w = &m->layers[layer];
+    if (w->per_expert) {
+        *off = 0;
+        return &m->gguf.tensors[w->per_expert[(int64_t)expert * 3 + q]];
+    }
+    *off = (uint64_t)expert * w->exp_slice[q];
+    return &m->gguf.tensors[w->exps[q]];
+}
+
+// The expert cache's map from (layer, expert) to the file bytes of its three parts.
+static aero_status locate_expert(void *ctx, int layer, int expert, aero_expert_extent ext[3], aero_error *err) {
+    const aero_model *m = ctx;
+    if (layer < 0 || layer >= m->hp.n_layer || !m->layers[layer].moe || expert < 0 || expert >= m->moe_p.n_expert)
+        return aero_fail(err, AERO_ERR_INVALID, "no expert %d in layer %d", expert, layer);
+    for (int q = 0; q < 3; q++) {
+        uint64_t off;
+        const aero_tensor_info *t = expert_part(m, layer, expert, q, &off);
+        ext[q] = (aero_expert_extent){.file = (int)t->file, .offset = t->offset + off, .size = m->layers[layer].exp_slice[q]};
+    }
+    return AERO_OK;
+}
+
+// Readies a layer's experts: pinned in the expert cache (read if missing), or nothing to do when resident.
+static aero_status src_prepare(void *ctx, int layer, const int *experts, int n, int *n_ready, aero_error *err) {
+    aero_ctx *c = ctx;
+    aero_model *m = c->m;
+    if (!m->experts) {
+        *n_ready = n;
+        return AERO_OK;
+    }
+    aero_status st = aero_expert_cache_acquire(m->experts, layer, experts, n, n_ready, err);
+    if (c->pf_n) { // after this layer's own reads, so that they never queue behind a guess
+        aero_expert_cache_prefetch(m->experts, c->pf_layer, c->pf_ids, c->pf_n);
+        c->pf_n = 0;
+    }
+    return st;
+}
+
+// One expert's three matrices: slices of the resident tensors or the cache's buffers.
+static aero_status src_get(void *ctx, int layer, int expert, aero_wmat w[3], aero_error *err) {
+    aero_model *m = ((aero_ctx *)ctx)->m;
+    const aero_layer_weights *lw = &m->layers[layer];
+    int64_t d = m->moe_p.n_embd, ff = m->moe_p.n_ff_exp;
+    for (int q = 0; q < 3; q++) {
+        const char *data;
+        if (m->experts) {
+            data = aero_expert_cache_part(m->experts, layer, expert, q);
+        } else {
+            uint64_t off;
+            const aero_tensor_info *t = expert_part(m, layer, expert, q, &off);
+            data = aero_stream_global(m->stream, t - m->gguf.tensors);
+            if (data) data += off;
+        }
+        if (!data) return aero_fail(err, AERO_ERR_INVALID, "layer %d expert %d is not in memory", layer, expert);
+        w[q] = aero_moe_slice(data, lw->exp_type[q], q == AERO_MOE_DOWN ? ff : d, q == AERO_MOE_DOWN ? d : ff, 0);
+    }
+    return AERO_OK;
+}
+
+// Unpins what prepare pinned, so that the cache may evict it for the next layer.
+static void src_release(void *ctx, int layer, const int *experts, int n) {
+    aero_model *m = ((aero_ctx *)ctx)->m;
+    if (m->experts) aero_expert_cache_release(m->experts, layer, experts, n);
+}
+
+// The one source every MoE layer of a context computes through, resident or streamed alike.
+aero_moe_source aero_ctx_moe_source(aero_ctx *c) {
+    return (aero_moe_source){.ctx = c, .prepare = src_prepare, .get = src_get, .release = src_release};
+}
+
+// Opens the expert cache under the plan's share of the budget when the experts are not resident.
+static aero_status open_experts(aero_model *m, const aero_model_params *p, aero_error *err) {
+    const aero_stream_plan *plan = aero_stream_get_plan(m->stream);
+    if (!m->moe || plan->experts_resident) return AERO_OK;
+    const aero_gguf *g = &m->gguf;
+    const char **paths = malloc(sizeof *paths * g->n_files);
+    if (!paths) return aero_fail(err, AERO_ERR_NOMEM, "out of memory");
+    for (uint32_t i = 0; i < g->n_files; i++) paths[i] = g->files[i].path;
+    aero_expert_cache_config cc = {
+        .paths = paths,
+        .n_files = (int)g->n_files,
+        .n_layer = m->hp.n_layer,
+        .n_expert = m->moe_p.n_expert,
+        .budget = plan->expert_budget,
+        .policy = AERO_EXPERT_EVICT_LFU_RECENT,
+        .n_io_threads = p->io_threads > 0 ? p->io_threads : 4,
+        .locate = locate_expert,
+        .locate_ctx = m,
+    };
+    m->experts = aero_expert_cache_new(&cc, err);
+    free(paths);
+    if (!m->experts) aero_error_prefix(err, "expert cache: ");
+    return m->experts ? AERO_OK : err->code;
+}
+
 // Resolves every weight the architecture needs.
 static aero_status map_weights(aero_model *m, aero_error *err) {
     const aero_gguf *g = &m->gguf;
@@ -76,11 +250,18 @@ static aero_status map_weights(aero_model *m, aero_error *err) {
             find_tensor(g, &w->bv, qwen2, kvd, 0, err, "blk.%d.attn_v.bias", l) ||
             find_tensor(g, &w->q_norm, qwen3, hp->head_dim, 0, err, "blk.%d.attn_q_norm.weight", l) ||
             find_tensor(g, &w->k_norm, qwen3, hp->head_dim, 0, err, "blk.%d.attn_k_norm.weight", l) ||
-            find_tensor(g, &w->ffn_norm, true, d, 0, err, "blk.%d.ffn_norm.weight", l) ||
-            find_tensor(g, &w->w_gate, true, d, hp->n_ff, err, "blk.%d.ffn_gate.weight", l) ||
-            find_tensor(g, &w->w_up, true, d, hp->n_ff, err, "blk.%d.ffn_up.weight", l) ||
-            find_tensor(g, &w->w_down, true, hp->n_ff, d, err, "blk.%d.ffn_down.weight", l))
+            find_tensor(g, &w->ffn_norm, true, d, 0, err, "blk.%d.ffn_norm.weight", l))
             return err->code;
+        w->w_gate = w->w_up = w->w_down = -1;
+        w->router = w->sh_gate = w->sh_up = w->sh_down = w->sh_gate_inp = -1;
+        w->exps[0] = w->exps[1] = w->exps[2] = -1;
+        if (m->moe) {
+            if (map_moe(m, l, w, err)) return err->code;
+        } else if (find_tensor(g, &w->w_gate, true, d, hp->n_ff, err, "blk.%d.ffn_gate.weight", l) ||
+                   find_tensor(g, &w->w_up, true, d, hp->n_ff, err, "blk.%d.ffn_up.weight", l) ||
+                   find_tensor(g, &w->w_down, true, hp->n_ff, d, err, "blk.%d.ffn_down.weight", l)) {
+            return err->code;
+        }
     }
     return AERO_OK;
 }
@@ -136,6 +317,7 @@ aero_status aero_model_load(aero_model **out, const aero_model_params *p, aero_e
     }
     const aero_gguf *g = &m->gguf;
     if (aero_hparams_read(g, &m->hp, &m->kind, err)) goto fail;
+    if (aero_moe_hparams_read(g, &m->hp, &m->moe, &m->moe_p, err)) goto fail;
     m->rope_neox = m->kind != AERO_ARCH_LLAMA;
     int64_t te = aero_gguf_tensor_index(g, "token_embd.weight");
     if (te < 0) {
@@ -167,6 +349,13 @@ aero_status aero_model_load(aero_model **out, const aero_model_params *p, aero_e
     };
     if (aero_stream_open(&m->stream, g, m->hp.n_layer, &sp, err)) goto fail;
     if (rope_setup(m, err)) goto fail;
+    if (open_experts(m, p, err)) goto fail;
+    m->expert_prefetch = m->experts && p->expert_prefetch;
+    if (m->moe && (!(m->expert_uses = calloc((size_t)m->hp.n_layer * m->moe_p.n_expert, sizeof *m->expert_uses)) ||
+                   !(m->expert_warm = calloc((size_t)m->hp.n_layer * m->moe_p.n_expert, sizeof *m->expert_warm)))) {
+        aero_fail(err, AERO_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
     m->pool = aero_pool_new(p->n_threads);
     if (!m->pool) {
         aero_fail(err, AERO_ERR_NOMEM, "cannot start the thread pool");
@@ -183,9 +372,14 @@ fail:
 void aero_model_free(aero_model *m) {
     if (!m) return;
     aero_pool_free(m->pool);
+    aero_expert_cache_free(m->experts);
+    free(m->expert_uses);
+    free(m->expert_warm);
     aero_stream_close(m->stream);
     aero_tokenizer_free(m->tok);
     free(m->rope_inv_freq);
+    if (m->layers)
+        for (int l = 0; l < m->hp.n_layer; l++) free(m->layers[l].per_expert);
     free(m->layers);
     aero_gguf_free(&m->gguf);
     free(m);
@@ -197,3 +391,76 @@ const aero_gguf *aero_model_gguf(const aero_model *m) { return &m->gguf; }
 struct aero_stream *aero_model_stream(aero_model *m) { return m->stream; }
 uint64_t aero_model_weight_bytes(const aero_model *m) { return m->weight_bytes; }
 int aero_model_n_threads(const aero_model *m) { return m->n_threads; }
+
+// Tests and tools read the cache's counters without reaching into the model.
+bool aero_model_expert_stats(const aero_model *m, aero_expert_cache_stats *out) {
+    memset(out, 0, sizeof *out);
+    if (!m->experts) return false;
+    aero_expert_cache_stats_get(m->experts, out);
+    return true;
+}
+
+// Starts a measurement after warm-up: counters, use counts, and which experts the cache already holds.
+void aero_model_expert_stats_reset(aero_model *m) {
+    if (!m->moe) return;
+    if (m->experts) aero_expert_cache_stats_reset(m->experts);
+    memset(m->expert_uses, 0, sizeof *m->expert_uses * (size_t)m->hp.n_layer * m->moe_p.n_expert);
+    for (int l = 0; l < m->hp.n_layer; l++)
+        for (int e = 0; e < m->moe_p.n_expert; e++)
+            m->expert_warm[(size_t)l * m->moe_p.n_expert + e] = !m->experts || aero_expert_cache_contains(m->experts, l, e);
+}
+
+typedef struct {
+    uint64_t uses;
+    bool warm;
+} expert_use;
+
+// Most used first, for the oracle's choice of the experts it keeps.
+static int cmp_use_desc(const void *a, const void *b) {
+    uint64_t x = ((const expert_use *)a)->uses, y = ((const expert_use *)b)->uses;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+// The bench's MoE figures: what was read against what had to be read.
+void aero_model_print_expert_stats(const aero_model *m, int n_tokens, FILE *f) {
+    if (!m->moe || n_tokens < 1) return;
+    const aero_stream_plan *plan = aero_stream_get_plan(m->stream);
+    size_t n = (size_t)m->hp.n_layer * m->moe_p.n_expert;
+    expert_use *u = malloc(sizeof *u * n);
+    if (!u) return;
+    for (size_t i = 0; i < n; i++) u[i] = (expert_use){m->expert_uses[i], m->expert_warm[i]};
+    qsort(u, n, sizeof *u, cmp_use_desc);
+    // an expert's bytes on disk (the three parts of the largest layer: every MoE layer is alike)
+    uint64_t eb = 0;
+    for (int l = 0; l < m->hp.n_layer; l++)
+        if (m->layers[l].moe) eb = m->layers[l].exp_slice[0] + m->layers[l].exp_slice[1] + m->layers[l].exp_slice[2];
+    uint64_t fit = m->experts && plan->expert_span ? plan->expert_budget / plan->expert_span : n, uses = 0, floor = 0;
+    for (size_t i = 0; i < n; i++) {
+        uses += u[i].uses;
+        // the oracle keeps the `fit` experts used most (read once unless already cached at the reset); every
+        // use of another is a read
+        if (i >= fit) floor += u[i].uses;
+        else if (u[i].uses && !u[i].warm) floor++;
+    }
+    free(u);
+    double per_tok_floor = (double)floor * eb / n_tokens + (double)plan->streamed_bytes;
+    fprintf(f, "experts    %.1f experts used per token (%d MoE layers x %d routed, union over the pass), %s\n",
+            (double)uses / n_tokens, plan->n_moe_layers, m->moe_p.n_expert_used,
+            m->experts ? "expert cache" : "all resident");
+    if (!m->experts) return;
+    aero_expert_cache_stats st;
+    aero_expert_cache_stats_get(m->experts, &st);
+    double per_tok = (double)st.bytes_read / n_tokens + (double)plan->streamed_bytes;
+    fprintf(f, "cache      %.1f MB budget (%llu experts of %.2f MB), hit rate %.3f (%llu of %llu), IO wait %.1f ms/token\n",
+            plan->expert_budget / 1e6, (unsigned long long)fit, eb / 1e6,
+            st.lookups ? (double)st.hits / st.lookups : 0, (unsigned long long)st.hits,
+            (unsigned long long)st.lookups, st.io_seconds * 1e3 / n_tokens);
+    fprintf(f, "read/token %.1f MB (experts %.1f + dense streamed %.1f); floor %.1f MB (an oracle cache of the same "
+            "size keeping the experts used most in this run, + dense streamed): ratio %.3f\n", per_tok / 1e6,
+            st.bytes_read / 1e6 / n_tokens, plan->streamed_bytes / 1e6, per_tok_floor / 1e6,
+            per_tok_floor > 0 ? per_tok / per_tok_floor : 0);
+    if (st.prefetch_issued)
+        fprintf(f, "predictor  %llu prefetched, %llu used (hit rate %.3f), %llu wasted\n",
+                (unsigned long long)st.prefetch_issued, (unsigned long long)st.prefetch_used,
+                (double)st.prefetch_used / st.prefetch_issued, (unsigned long long)st.prefetch_wasted);
+}

@@ -27,6 +27,30 @@ static int tensor_unit(const char *name, int head_unit, const char *output) {
     return -1;
 }
 
+// The one place that tells routed expert tensors from the rest of a layer (llama.cpp's names).
+bool aero_stream_is_expert_tensor(const char *name, int *expert) {
+    if (expert) *expert = -1;
+    if (aero_gguf_tensor_layer(name) < 0) return false;
+    const char *p = strchr(name + 4, '.') + 1; // after "blk.N."
+    static const char *const merged[] = {"ffn_gate_exps.weight", "ffn_up_exps.weight", "ffn_down_exps.weight",
+                                         "ffn_gate_up_exps.weight"};
+    for (int i = 0; i < 4; i++)
+        if (!strcmp(p, merged[i])) return true;
+    static const char *const split[] = {"ffn_gate.", "ffn_up.", "ffn_down."};
+    for (int i = 0; i < 3; i++) {
+        size_t n = strlen(split[i]);
+        if (strncmp(p, split[i], n)) continue;
+        const char *q = p + n;
+        long e = 0;
+        if (*q < '0' || *q > '9') return false;
+        for (; *q >= '0' && *q <= '9' && e < (1 << 20); q++) e = e * 10 + (*q - '0');
+        if (strcmp(q, ".weight")) return false;
+        if (expert) *expert = (int)e;
+        return true;
+    }
+    return false;
+}
+
 // Small tensors (one row: norms, biases) stay resident so that a unit's reads are only its matrices.
 static bool tensor_is_small(const aero_tensor_info *t) { return t->n_elements == t->ne[0]; }
 
@@ -66,6 +90,58 @@ static uint64_t make_ranges(aero_stream *s, const int64_t *idx, int n, st_range 
     return mem;
 }
 
+// The routed experts: their one resident buffer (used when everything fits) and what the expert cache needs to
+// be sized: experts per layer, the bytes one expert takes there, k from the metadata.
+static aero_status expert_tables(aero_stream *s, int64_t *idx, aero_error *err) {
+    const aero_gguf *g = s->g;
+    aero_stream_plan *p = &s->plan;
+    int n = 0, n_layer = s->head_unit;
+    uint64_t *layer_span = calloc(n_layer + 1, sizeof *layer_span);
+    int *layer_exp = calloc(n_layer + 1, sizeof *layer_exp);
+    if (!layer_span || !layer_exp) {
+        free(layer_span);
+        free(layer_exp);
+        return aero_fail(err, AERO_ERR_NOMEM, "stream: out of memory for the expert table");
+    }
+    for (uint64_t i = 0; i < g->n_tensors; i++) {
+        if (s->kind[i] != ST_T_EXPERT) continue;
+        const aero_tensor_info *t = &g->tensors[i];
+        int l = aero_gguf_tensor_layer(t->name), e;
+        aero_stream_is_expert_tensor(t->name, &e);
+        uint64_t ne2 = t->n_dims >= 3 ? t->ne[2] : 1, slice = ne2 ? t->nbytes / ne2 : 0;
+        layer_span[l] += ne2 * (align_up(slice) + ST_ALIGN); // an unaligned slice may straddle one more page
+        if (e < 0 && (int)ne2 > layer_exp[l]) layer_exp[l] = (int)ne2;
+        if (e >= 0 && e + 1 > layer_exp[l]) layer_exp[l] = e + 1;
+        p->expert_bytes += t->nbytes;
+        idx[n++] = (int64_t)i;
+    }
+    for (int l = 0; l < n_layer; l++) {
+        if (!layer_exp[l]) continue;
+        p->n_moe_layers++;
+        if (layer_exp[l] > p->n_expert) p->n_expert = layer_exp[l];
+        uint64_t span = layer_span[l] / (uint64_t)layer_exp[l];
+        if (span > p->expert_span) p->expert_span = span;
+    }
+    free(layer_span);
+    free(layer_exp);
+    if (!n) return AERO_OK;
+    const char *arch = aero_gguf_get_str(g, "general.architecture");
+    char key[160];
+    int64_t k = 0;
+    snprintf(key, sizeof key, "%s.expert_used_count", arch ? arch : "");
+    if (!aero_gguf_get_i64(g, key, &k) || k < 1 || k > p->n_expert) k = p->n_expert < 2 ? p->n_expert : 2;
+    p->n_expert_used = (int)k;
+    p->expert_min = (uint64_t)k * p->expert_span;
+    sort_g = g;
+    qsort(idx, n, sizeof *idx, cmp_by_position);
+    s->exp_ranges = calloc(n, sizeof *s->exp_ranges);
+    s->exp_places = calloc(n, sizeof *s->exp_places);
+    if (!s->exp_ranges || !s->exp_places) return aero_fail(err, AERO_ERR_NOMEM, "stream: out of memory");
+    s->n_exp_places = n;
+    s->exp_mem_bytes = make_ranges(s, idx, n, s->exp_ranges, &s->n_exp_ranges, s->exp_places);
+    return AERO_OK;
+}
+
 // Builds, once, the tables every later step uses: tensor kinds, units, their aligned ranges and placements.
 aero_status st_build_tables(aero_stream *s, aero_error *err) {
     const aero_gguf *g = s->g;
@@ -97,7 +173,10 @@ aero_status st_build_tables(aero_stream *s, aero_error *err) {
         const aero_tensor_info *t = &g->tensors[i];
         int u = tensor_unit(t->name, s->head_unit, out_name);
         s->unit_of[i] = u;
-        if (u >= 0 && !tensor_is_small(t)) s->kind[i] = ST_T_UNIT, count[u]++;
+        if (u >= 0 && u < s->head_unit && aero_stream_is_expert_tensor(t->name, NULL)) {
+            s->kind[i] = ST_T_EXPERT;
+            s->unit_of[i] = -1;
+        } else if (u >= 0 && !tensor_is_small(t)) s->kind[i] = ST_T_UNIT, count[u]++;
         else if (u < 0 && (int64_t)i == s->embd) s->kind[i] = ST_T_EMBD;
         else s->kind[i] = ST_T_SMALL, s->small_bytes += (t->nbytes + 63) & ~(uint64_t)63;
     }
@@ -120,6 +199,7 @@ aero_status st_build_tables(aero_stream *s, aero_error *err) {
     }
     s->n_ranges = nr_total;
     s->n_places = np_total;
+    if (expert_tables(s, idx, err)) goto fail;
     if (s->embd >= 0) {
         const aero_tensor_info *t = &g->tensors[s->embd];
         size_t row = aero_dtype_row_bytes(t->type, t->ne[0]);
@@ -244,14 +324,18 @@ aero_status st_plan(aero_stream *s, aero_error *err) {
     uint64_t all = s->small_bytes;
     for (int u = 0; u < nu; u++) all += s->units[u].bytes;
     if (s->embd >= 0 && !s->embd_in_head) all += s->embd_bytes;
+    all += s->exp_mem_bytes;
+    // experts that do not all fit leave the expert cache at least its minimum; the dense plan gets the rest
+    // (a dense unit is read every token, an expert only when routed to, so pinning dense bytes pays first)
+    const uint64_t exp_min = s->exp_mem_bytes ? p->expert_min : 0;
 
     plan_option a = {.pinned = pin_a}, b = {.pinned = pin_b};
-    const uint64_t limit = budget ? budget : UINT64_MAX;
+    const uint64_t limit = !budget ? UINT64_MAX : budget >= all ? budget : budget > exp_min ? budget - exp_min : 0;
     plan_with_head(s, &a, true, limit, cand);
     bool can_stream_head = s->units[s->head_unit].bytes > 0;
     if (can_stream_head) plan_with_head(s, &b, false, limit, cand);
     const plan_option *smallest = can_stream_head && b.min_cost < a.min_cost ? &b : &a;
-    p->min_budget = smallest->min_cost;
+    p->min_budget = smallest->min_cost + exp_min;
 
     if (budget == 0 || budget >= all) { // everything resident: no window, no IO threads after load
         for (int u = 0; u < nu; u++) s->units[u].resident = p->unit_resident[u] = true;
@@ -261,6 +345,7 @@ aero_status st_plan(aero_stream *s, aero_error *err) {
         p->embd_resident = s->embd >= 0;
         p->embd_bytes = s->embd_in_head ? 0 : s->embd_bytes;
         p->prefetch = s->prefetch;
+        p->experts_resident = s->exp_mem_bytes > 0;
         s->row_buf_bytes = 0;
         goto done;
     }
@@ -274,14 +359,18 @@ aero_status st_plan(aero_stream *s, aero_error *err) {
         else
             snprintf(suggest, sizeof suggest, "%.1fM",
                      (double)((p->min_budget * 10 + (1ull << 20) - 1) >> 20) / 10);
+        char exp_note[96] = "", eb[32];
+        if (exp_min)
+            snprintf(exp_note, sizeof exp_note, " and an expert cache of %s (%d experts)",
+                     fmt_size(exp_min, eb, sizeof eb), p->n_expert_used);
         if (m->head_resident && can_stream_head)
             snprintf(head, sizeof head, " and the output head (%s)", fmt_size(s->units[s->head_unit].bytes, hb, sizeof hb));
         aero_fail(err, AERO_ERR_NOMEM, "--mem %s is below the minimum %s (%llu bytes) for this model: a streaming "
                   "window of %s (%d slots of %s, prefetch %d) plus %s of resident small "
-                  "tensors%s; use --mem %s or more", fmt_size(budget, bb, sizeof bb),
+                  "tensors%s%s; use --mem %s or more", fmt_size(budget, bb, sizeof bb),
                   fmt_size(p->min_budget, mb, sizeof mb), (unsigned long long)p->min_budget,
                   fmt_size(m->ring, wb, sizeof wb), m->depth + 1, fmt_size(maxu, ub, sizeof ub), m->depth,
-                  fmt_size(s->small_bytes + s->row_buf_bytes, sb, sizeof sb), head, suggest);
+                  fmt_size(s->small_bytes + s->row_buf_bytes, sb, sizeof sb), head, exp_note, suggest);
         goto fail;
     }
     const plan_option *best = &a;
@@ -289,7 +378,7 @@ aero_status st_plan(aero_stream *s, aero_error *err) {
     uint64_t resident = best->cost - best->ring;
     // the untied embedding is the last thing worth holding: a lookup reads only a few rows
     bool embd_res = false;
-    if (s->embd >= 0 && !s->embd_in_head && best->cost - s->row_buf_bytes + s->embd_bytes <= budget) {
+    if (s->embd >= 0 && !s->embd_in_head && best->cost - s->row_buf_bytes + s->embd_bytes <= limit) {
         embd_res = true;
         resident = resident - s->row_buf_bytes + s->embd_bytes;
         s->row_buf_bytes = 0;
@@ -317,6 +406,7 @@ aero_status st_plan(aero_stream *s, aero_error *err) {
     p->head_resident = best->pinned[s->head_unit];
     p->embd_resident = s->embd >= 0 && (s->embd_in_head ? p->head_resident : embd_res);
     p->embd_bytes = embd_res ? s->embd_bytes : 0;
+    if (exp_min) p->expert_budget = budget - resident - best->ring;
 done:
     free(cand);
     free(pin_a);
@@ -327,4 +417,40 @@ fail:
     free(pin_a);
     free(pin_b);
     return err->code;
+}
+
+// The plan's prediction of decode IO, for `aerollm info` before anything is read.
+double aero_stream_plan_bytes_per_token(const aero_stream_plan *p) {
+    double b = (double)p->streamed_bytes;
+    if (p->n_moe_layers && !p->experts_resident && p->expert_bytes) {
+        double cached = (double)(p->expert_budget / (p->expert_span ? p->expert_span : 1)),
+               all = (double)p->n_expert * p->n_moe_layers, miss = cached >= all ? 0 : 1 - cached / all;
+        b += (double)p->n_moe_layers * p->n_expert_used * ((double)p->expert_bytes / all) * miss;
+    }
+    return b;
+}
+
+// What `aerollm info --mem` adds for a MoE model, kept in the library so the CLI only calls it.
+void aero_stream_print_expert_plan(const aero_stream_plan *p, FILE *f) {
+    if (!p->n_moe_layers) return;
+    char a[32], b[32], c[32], d[32], e[32];
+    uint64_t dense = p->resident_bytes;
+    fprintf(f, "  experts: %d MoE layers x %d experts, %d used per token, %s in all (%s per expert in the cache)\n",
+            p->n_moe_layers, p->n_expert, p->n_expert_used, fmt_size(p->expert_bytes, a, sizeof a),
+            fmt_size(p->expert_span, b, sizeof b));
+    if (p->experts_resident) {
+        fprintf(f, "  split: everything resident (%s of experts among the resident bytes)\n",
+                fmt_size(p->expert_bytes, a, sizeof a));
+        return;
+    }
+    uint64_t n_cached = p->expert_span ? p->expert_budget / p->expert_span : 0;
+    fprintf(f, "  split of --mem %s: dense resident %s + window %s + expert cache %s (%llu of %llu experts, %.1f%%)\n",
+            fmt_size(p->budget, a, sizeof a), fmt_size(dense, b, sizeof b), fmt_size(p->window_bytes, c, sizeof c),
+            fmt_size(p->expert_budget, d, sizeof d), (unsigned long long)n_cached,
+            (unsigned long long)p->n_expert * p->n_moe_layers,
+            100.0 * (double)n_cached / ((double)p->n_expert * p->n_moe_layers));
+    fprintf(f, "  expected read per decode token: %s (dense streamed %s + routed experts missing from the cache, "
+            "uniform-routing estimate; a skewed router reads less)\n",
+            fmt_size((uint64_t)aero_stream_plan_bytes_per_token(p), e, sizeof e),
+            fmt_size(p->streamed_bytes, a, sizeof a));
 }

@@ -48,7 +48,7 @@ static aero_status load_small(aero_stream *s, aero_error *err) {
 // Allocates the pinned units (and the resident embedding) and reads them with all IO threads at once.
 static aero_status load_resident(aero_stream *s, aero_error *err) {
     int n_jobs = 0;
-    st_job *jobs = calloc(s->n_units + 1, sizeof *jobs);
+    st_job *jobs = calloc(s->n_units + 2, sizeof *jobs);
     if (!jobs) return aero_fail(err, AERO_ERR_NOMEM, "stream: out of memory");
     aero_status st = AERO_OK;
     for (int u = 0; u < s->n_units; u++) {
@@ -77,6 +77,17 @@ static aero_status load_resident(aero_stream *s, aero_error *err) {
         s->held += s->embd_bytes;
         s->ptr[s->embd] = (char *)s->embd_mem + (s->g->tensors[s->embd].offset - s->embd_ranges[0].off);
         jobs[n_jobs++] = (st_job){.ranges = s->embd_ranges, .n_ranges = s->n_embd_ranges, .mem = s->embd_mem};
+    }
+    if (s->plan.experts_resident && s->exp_mem_bytes) {
+        s->exp_mem = aero_alloc_aligned(ST_ALIGN, s->exp_mem_bytes);
+        if (!s->exp_mem) {
+            st = aero_fail(err, AERO_ERR_NOMEM, "stream: cannot allocate %llu bytes for the experts",
+                           (unsigned long long)s->exp_mem_bytes);
+            goto out;
+        }
+        s->held += s->exp_mem_bytes;
+        for (int i = 0; i < s->n_exp_places; i++) s->ptr[s->exp_places[i].tensor] = (char *)s->exp_mem + s->exp_places[i].mem_off;
+        jobs[n_jobs++] = (st_job){.ranges = s->exp_ranges, .n_ranges = s->n_exp_ranges, .mem = s->exp_mem};
     }
     pthread_mutex_lock(&s->mu);
     for (int i = 0; i < n_jobs; i++) st_job_enqueue(s, &jobs[i]);
@@ -268,6 +279,9 @@ void aero_stream_close(aero_stream *s) {
     free(s->ranges);
     free(s->places);
     free(s->embd_ranges);
+    free(s->exp_ranges);
+    free(s->exp_places);
+    free(s->exp_mem);
     free(s->streamed);
     free(s->plan.unit_resident);
     if (s->mutex_ready) {
@@ -287,7 +301,8 @@ const aero_stream_plan *aero_stream_get_plan(const aero_stream *s) { return &s->
 // Always-resident tensors (the model reads norms through here, acquired or not).
 const void *aero_stream_global(aero_stream *s, int64_t tensor) {
     if (tensor < 0 || (uint64_t)tensor >= s->g->n_tensors) return NULL;
-    return s->kind[tensor] == ST_T_SMALL || s->kind[tensor] == ST_T_EMBD ? s->ptr[tensor] : NULL;
+    st_tensor_kind k = s->kind[tensor];
+    return k == ST_T_SMALL || k == ST_T_EMBD || k == ST_T_EXPERT ? s->ptr[tensor] : NULL;
 }
 
 // Why a tensor's data is not in memory now (into msg), or NULL when it is: the one rule behind both the
@@ -308,7 +323,11 @@ static const char *tensor_absent(const aero_stream *s, int64_t tensor, char *msg
                  s->held_unit < 0 ? "no unit is acquired" : "another unit is acquired");
         return msg;
     }
-    if (s->kind[tensor] == ST_T_EMBD && !s->plan.embd_resident) {
+    if (s->kind[tensor] == ST_T_EXPERT && !s->plan.experts_resident) {
+        snprintf(msg, cap, "stream: tensor '%s' is a routed expert's, served by the expert cache", name);
+        return msg;
+    }
+        if (s->kind[tensor] == ST_T_EMBD && !s->plan.embd_resident) {
         snprintf(msg, cap, "stream: tensor '%s' is read by row (aero_stream_embed_rows), not held", name);
         return msg;
     }

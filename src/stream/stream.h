@@ -31,6 +31,11 @@ typedef struct {
 
 #include "../../include/aerollm.h" // aero_stream_stats, aero_stream_plan
 
+// Whether a tensor name is a routed expert's (llama.cpp names): blk.N.ffn_{gate,up,down,gate_up}_exps.weight
+// (merged, expert index outermost) or blk.N.ffn_{gate,up,down}.E.weight (the older one tensor per expert).
+// Such tensors are never part of a layer unit. *expert gets E for the per-expert form, -1 for merged.
+bool aero_stream_is_expert_tensor(const char *name, int *expert);
+
 // n_layer: the model's layer count, so the layer units are 0..n_layer-1; the head unit (aero_stream_head_unit)
 // follows them.
 aero_status aero_stream_open(aero_stream **out, const aero_gguf *g, int n_layer, const aero_stream_params *p,

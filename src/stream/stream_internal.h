@@ -20,6 +20,7 @@ typedef enum {
     ST_T_SMALL,    // always resident, copied into the small-tensor arena (norms, biases, non-unit tensors)
     ST_T_UNIT,     // lives in its unit's memory (pinned buffer or a ring region while acquired)
     ST_T_EMBD,     // the untied token embedding: resident buffer or read by row
+    ST_T_EXPERT,   // a routed expert tensor: resident when the budget holds everything, else the expert cache's
 } st_tensor_kind;
 
 // One contiguous read: [off, off + len) of a file, both ST_ALIGN-aligned, landing at mem_off of its buffer;
@@ -107,6 +108,11 @@ struct aero_stream {
     void *embd_mem;
     uint64_t small_bytes;     // arena for the small tensors
     void *small_mem;
+    st_range *exp_ranges;     // every routed expert tensor, read into one buffer when the plan keeps them resident
+    st_place *exp_places;
+    int n_exp_ranges, n_exp_places;
+    uint64_t exp_mem_bytes;   // that buffer's size
+    void *exp_mem;
     uint64_t row_buf_bytes;   // staging buffer for embedding rows read from disk
     void *row_buf;
     int *streamed;            // streamed units in cyclic order

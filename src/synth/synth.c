@@ -24,6 +24,8 @@ typedef struct {
     int n_embd, n_layer, n_head, n_head_kv, n_ff, n_vocab, n_ctx, head_dim;
     float rope_base, norm_eps, llama3_factor;
     bool tied;
+    int n_expert, n_expert_used, n_ff_exp, n_ff_shexp; // 0: dense
+    bool per_expert;
 } preset;
 
 static const preset presets[] = {
@@ -37,6 +39,19 @@ static const preset presets[] = {
     {"qwen3-8b", "qwen3", 4096, 36, 32, 8, 12288, 151936, 40960, 128, 1000000.f, 1e-6f, 0.f, false},
     // Small enough for tests: every matrix row a multiple of 256, so every type applies.
     {"tiny", "llama", 256, 2, 4, 2, 512, 512, 512, 64, 10000.f, 1e-5f, 0.f, false},
+    // Mixtures of experts (config.json: Qwen/Qwen3-30B-A3B: 48 layers, hidden 2048, 32 heads, 4 KV heads,
+    // head_dim 128, intermediate 6144, 128 experts, 8 per token, moe_intermediate 768, vocab 151936, ctx 40960,
+    // rope_theta 1e6; mistralai/Mixtral-8x7B-v0.1: 32 layers, hidden 4096, 32 heads, 8 KV heads, intermediate
+    // 14336, 8 experts, 2 per token, vocab 32000, ctx 32768, rope_theta 1e6, rms eps 1e-5; docs/moe.md).
+    {"qwen3-30b-a3b", "qwen3moe", 2048, 48, 32, 4, 6144, 151936, 40960, 128, 1000000.f, 1e-6f, 0.f, false, 128, 8,
+     768, 0, false},
+    {"mixtral-8x7b", "llama", 4096, 32, 32, 8, 14336, 32000, 32768, 128, 1000000.f, 1e-5f, 0.f, false, 8, 2, 14336,
+     0, false},
+    // Tiny ones for tests: rows multiples of 256 so every type applies.
+    {"qwen3moe-tiny", "qwen3moe", 256, 2, 4, 2, 512, 512, 512, 64, 1000000.f, 1e-6f, 0.f, false, 8, 2, 256, 0, false},
+    {"qwen2moe-tiny", "qwen2moe", 256, 2, 4, 2, 512, 512, 512, 64, 1000000.f, 1e-6f, 0.f, false, 8, 2, 256, 512, false},
+    {"mixtral-tiny", "llama", 256, 2, 4, 2, 512, 512, 512, 64, 1000000.f, 1e-5f, 0.f, false, 4, 2, 512, 0, false},
+    {"mixtral-tiny-split", "llama", 256, 2, 4, 2, 512, 512, 512, 64, 1000000.f, 1e-5f, 0.f, false, 4, 2, 512, 0, true},
 };
 
 bool aero_synth_preset(const char *name, aero_synth_params *p) {
@@ -58,6 +73,12 @@ bool aero_synth_preset(const char *name, aero_synth_params *p) {
         p->norm_eps = s->norm_eps;
         p->rope_llama3_factor = s->llama3_factor;
         p->tied = s->tied;
+        p->n_expert = s->n_expert;
+        p->n_expert_used = s->n_expert_used;
+        p->n_ff_exp = s->n_ff_exp;
+        p->n_ff_shexp = s->n_ff_shexp;
+        p->per_expert = s->per_expert;
+        p->router_skew = s->n_expert ? 3.0f : 0.f;
         p->type = AERO_DT_F16;
         return true;
     }
@@ -65,7 +86,8 @@ bool aero_synth_preset(const char *name, aero_synth_params *p) {
 }
 
 const char *aero_synth_preset_names(void) {
-    return "llama-1b|llama-8b|llama-70b|qwen2-0.5b|qwen2-7b|qwen3-0.6b|qwen3-8b|tiny";
+    return "llama-1b|llama-8b|llama-70b|qwen2-0.5b|qwen2-7b|qwen3-0.6b|qwen3-8b|tiny|qwen3-30b-a3b|mixtral-8x7b|"
+           "qwen3moe-tiny|qwen2moe-tiny|mixtral-tiny|mixtral-tiny-split";
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -131,6 +153,9 @@ typedef struct {
     uint64_t tail_from;     // rows from here on (padding tokens of a vocabulary matrix) get tail_std: a random
     float tail_std;         // model then rarely emits "[PAD123]", as a trained one never does; 0 = no tail
     const block_pool *tail_pool;
+    uint64_t row_offset;    // rows of a per-expert tensor are those of the merged tensor from this row on
+    float skew;             // > 0: a router; row r (an expert) gets std * (1 + skew / (1 + rank of r))
+    int n_rank;             // the router's rows (experts), ranked by a per-tensor permutation
 } tensor_src;
 
 struct synth_state {
@@ -142,6 +167,10 @@ struct synth_state {
     int n_src;
     uint64_t done, total;   // tensor bytes produced, for progress
     int n_real_tokens;      // tokens before the padding of the built-in vocabulary; 0 = no padding
+    // set just before add() for the next tensor only
+    char seed_name[96];     // draw from this tensor name's stream instead of its own (per-expert tensors)
+    uint64_t next_row_offset;
+    float next_skew;        // a router's skew
 };
 
 // A pool of quantized blocks of a type made from Gaussian floats of a scale, shared by the tensors that need it.
@@ -193,6 +222,7 @@ static void rope_factors(const aero_synth_params *p, int head_dim, float *out) {
 
 // Produces one row of a tensor into dst; scratch holds row_len floats.
 static void make_row(const tensor_src *t, uint64_t row, uint8_t *dst, float *scratch) {
+    row += t->row_offset;
     uint64_t s = mix64(t->seed ^ mix64(row + 1));
     if (t->kind == KIND_ROPE) {
         rope_factors(t->st->p, (int)(t->row_len * 2), (float *)dst);
@@ -200,6 +230,10 @@ static void make_row(const tensor_src *t, uint64_t row, uint8_t *dst, float *scr
     }
     bool tail = t->tail_std > 0 && row >= t->tail_from;
     float std = tail ? t->tail_std : t->std;
+    if (t->skew > 0) { // hot experts: a larger spread of router logits wins the top-k more often
+        uint64_t rank = mix64(t->seed ^ 0x5bd1e995u ^ row) % (uint64_t)t->n_rank;
+        std *= 1.0f + t->skew / (1.0f + (float)rank);
+    }
     const block_pool *pool = tail ? t->tail_pool : t->pool;
     if (pool) {
         const aero_dtype_info *di = aero_dtype_get(t->type);
@@ -291,9 +325,20 @@ static bool matrix_type_ok(aero_dtype t) {
 }
 
 aero_status aero_synth_check(const aero_synth_params *p, aero_error *err) {
-    bool llama = !strcmp(p->arch, "llama"), qwen = !strcmp(p->arch, "qwen2") || !strcmp(p->arch, "qwen3");
-    if (!llama && !qwen)
-        return aero_fail(err, AERO_ERR_INVALID, "unknown architecture '%s' (llama, qwen2, qwen3)", p->arch);
+    bool llama = !strcmp(p->arch, "llama"), qwen = !strcmp(p->arch, "qwen2") || !strcmp(p->arch, "qwen3"),
+         qmoe = !strcmp(p->arch, "qwen2moe") || !strcmp(p->arch, "qwen3moe");
+    if (!llama && !qwen && !qmoe)
+        return aero_fail(err, AERO_ERR_INVALID, "unknown architecture '%s' (llama, qwen2, qwen3, qwen2moe, qwen3moe)",
+                         p->arch);
+    if (qmoe && p->n_expert < 1) return aero_fail(err, AERO_ERR_INVALID, "%s needs experts", p->arch);
+    if (llama && p->n_expert && p->n_ff_exp != p->n_ff)
+        return aero_fail(err, AERO_ERR_INVALID, "Mixtral (llama with experts) has experts of the feed-forward size %d, "
+                         "not %d", p->n_ff, p->n_ff_exp);
+    if (p->n_expert && (p->n_expert > 4096 || p->n_expert_used < 1 || p->n_expert_used > p->n_expert ||
+                        p->n_ff_exp < 1 || p->n_ff_shexp < 0 || (p->per_expert && !llama) || p->router_skew < 0))
+        return aero_fail(err, AERO_ERR_INVALID, "experts: %d, %d used, %d rows, %d shared rows%s are inconsistent",
+                         p->n_expert, p->n_expert_used, p->n_ff_exp, p->n_ff_shexp,
+                         p->per_expert ? ", per-expert tensors (llama only)" : "");
     struct { const char *name; int v, max; } dims[] = {
         {"embedding size (--dim)", p->n_embd, 1 << 17}, {"layer count (--layers)", p->n_layer, 4096},
         {"head count (--heads)", p->n_head, 4096}, {"KV head count (--kv-heads)", p->n_head_kv, 4096},
@@ -349,10 +394,11 @@ static int ftype_of(aero_dtype t) {
 
 // Registers one tensor and its producer.
 static aero_status add(aero_gguf_writer *w, synth_state *st, tensor_kind kind, aero_dtype type, float std,
-                       int64_t ne0, int64_t ne1, aero_synth_stats *stats, aero_error *err, const char *fmt, ...)
-    __attribute__((format(printf, 10, 11)));
+                       int64_t ne0, int64_t ne1, int64_t ne2, aero_synth_stats *stats, aero_error *err,
+                       const char *fmt, ...) __attribute__((format(printf, 11, 12)));
 static aero_status add(aero_gguf_writer *w, synth_state *st, tensor_kind kind, aero_dtype type, float std,
-                       int64_t ne0, int64_t ne1, aero_synth_stats *stats, aero_error *err, const char *fmt, ...) {
+                       int64_t ne0, int64_t ne1, int64_t ne2, aero_synth_stats *stats, aero_error *err,
+                       const char *fmt, ...) {
     char name[128];
     va_list ap;
     va_start(ap, fmt);
@@ -377,12 +423,25 @@ static aero_status add(aero_gguf_writer *w, synth_state *st, tensor_kind kind, a
         t->tail_std = std * 0.05f;
         if (quant_pool && !(t->tail_pool = get_pool(st, t->type, t->tail_std, err))) return err->code;
     }
-    uint64_t ne[2] = {(uint64_t)ne0, (uint64_t)ne1};
-    if (aero_gguf_add_tensor_rows(w, name, t->type, ne1 > 0 ? 2 : 1, ne, fill_rows, t, err)) return err->code;
+    if (st->seed_name[0]) { // a per-expert tensor: rows [offset, ...) of the merged tensor named seed_name
+        t->seed = mix64(st->p->seed ^ hash_str(st->seed_name));
+        t->row_offset = st->next_row_offset;
+    }
+    st->seed_name[0] = 0;
+    st->next_row_offset = 0;
+    if (st->next_skew > 0) {
+        t->skew = st->next_skew;
+        t->n_rank = (int)ne1;
+        st->next_skew = 0;
+    }
+    uint64_t ne[3] = {(uint64_t)ne0, (uint64_t)(ne1 > 0 ? ne1 : 1), (uint64_t)ne2};
+    uint32_t nd = ne2 > 1 ? 3 : ne1 > 0 ? 2 : 1;
+    uint64_t rows = (uint64_t)(ne1 > 0 ? ne1 : 1) * (uint64_t)(ne2 > 1 ? ne2 : 1);
+    if (aero_gguf_add_tensor_rows(w, name, t->type, nd, ne, fill_rows, t, err)) return err->code;
     st->n_src++;
-    st->total += t->row_bytes * (uint64_t)(ne1 > 0 ? ne1 : 1);
+    st->total += t->row_bytes * rows;
     stats->n_tensors++;
-    stats->tensor_bytes += t->row_bytes * (uint64_t)(ne1 > 0 ? ne1 : 1);
+    stats->tensor_bytes += t->row_bytes * rows;
     return AERO_OK;
 }
 
@@ -394,12 +453,14 @@ aero_status aero_synth_write(const aero_synth_params *p, const char *path, aero_
     aero_status s = aero_synth_check(p, err);
     if (s) return s;
     aero_kernels_init();
-    bool llama = !strcmp(p->arch, "llama"), qwen2 = !strcmp(p->arch, "qwen2"), qwen3 = !strcmp(p->arch, "qwen3");
+    bool llama = !strcmp(p->arch, "llama"), qwen2 = !strcmp(p->arch, "qwen2") || !strcmp(p->arch, "qwen2moe"),
+         qwen3 = !strcmp(p->arch, "qwen3") || !strcmp(p->arch, "qwen3moe");
     int hd = p->head_dim ? p->head_dim : p->n_embd / p->n_head;
     int64_t d = p->n_embd, qd = (int64_t)p->n_head * hd, kvd = (int64_t)p->n_head_kv * hd, ff = p->n_ff;
+    int64_t ne = p->n_expert, fe = p->n_ff_exp;
     int n_vocab = p->n_vocab;
     w = aero_gguf_writer_new(0);
-    st.src = calloc((size_t)p->n_layer * 16 + 8, sizeof *st.src);
+    st.src = calloc((size_t)p->n_layer * (16 + (p->per_expert ? 3 * (size_t)p->n_expert : 0)) + 8, sizeof *st.src);
     st.pool = aero_pool_new(p->n_threads);
     if (!w || !st.src || !st.pool) {
         s = aero_fail(err, AERO_ERR_NOMEM, "synth: out of memory");
@@ -434,6 +495,12 @@ aero_status aero_synth_write(const aero_synth_params *p, const char *path, aero_
     aero_gguf_set_f32(w, KEY("attention.layer_norm_rms_epsilon"), p->norm_eps);
     aero_gguf_set_f32(w, KEY("rope.freq_base"), p->rope_base);
     aero_gguf_set_u32(w, KEY("rope.dimension_count"), (uint32_t)hd);
+    if (p->n_expert) { // the keys llama.cpp's converter writes for these architectures (docs/moe.md)
+        aero_gguf_set_u32(w, KEY("expert_count"), (uint32_t)p->n_expert);
+        aero_gguf_set_u32(w, KEY("expert_used_count"), (uint32_t)p->n_expert_used);
+        if (!llama) aero_gguf_set_u32(w, KEY("expert_feed_forward_length"), (uint32_t)p->n_ff_exp);
+        if (p->n_ff_shexp) aero_gguf_set_u32(w, KEY("expert_shared_feed_forward_length"), (uint32_t)p->n_ff_shexp);
+    }
 #undef KEY
     // Tensors in llama.cpp's names and shapes (ne[0] first: the input dimension, the length of a row), in the
     // order the forward pass reads them. Matrices ~ N(0, 1/fan_in) keep activations of order 1 through the
@@ -441,8 +508,12 @@ aero_status aero_synth_write(const aero_synth_params *p, const char *path, aero_
     const float sd = 1.0f / sqrtf((float)d), sq = 1.0f / sqrtf((float)qd), sf = 1.0f / sqrtf((float)ff);
     aero_dtype T = p->type;
 #define ADD(kind, type, std, ne0, ne1, ...) \
-    if ((s = add(w, &st, kind, type, std, ne0, ne1, &stats, err, __VA_ARGS__))) goto done
-    ADD(KIND_MATRIX, T, 0.02f, d, n_vocab, "token_embd.weight");
+    if ((s = add(w, &st, kind, type, std, ne0, ne1, 1, &stats, err, __VA_ARGS__))) goto done
+#define ADD3(kind, type, std, ne0, ne1, ne2, ...) \
+    if ((s = add(w, &st, kind, type, std, ne0, ne1, ne2, &stats, err, __VA_ARGS__))) goto done
+    // MoE: embeddings of order 1 keep the residual stream token-specific through the layers, so that routing
+    // depends on the token as a trained model's does (with 0.02 a random model routes nearly every token alike)
+    ADD(KIND_MATRIX, T, p->n_expert ? 1.0f : 0.02f, d, n_vocab, "token_embd.weight");
     if (llama && p->rope_llama3_factor > 0) ADD(KIND_ROPE, AERO_DT_F32, 0, hd / 2, 0, "rope_freqs.weight");
     for (int l = 0; l < p->n_layer; l++) {
         ADD(KIND_NORM, AERO_DT_F32, 0.02f, d, 0, "blk.%d.attn_norm.weight", l);
@@ -460,13 +531,43 @@ aero_status aero_synth_write(const aero_synth_params *p, const char *path, aero_
         }
         ADD(KIND_MATRIX, T, sq, qd, d, "blk.%d.attn_output.weight", l);
         ADD(KIND_NORM, AERO_DT_F32, 0.02f, d, 0, "blk.%d.ffn_norm.weight", l);
-        ADD(KIND_MATRIX, T, sd, d, ff, "blk.%d.ffn_gate.weight", l);
-        ADD(KIND_MATRIX, T, sd, d, ff, "blk.%d.ffn_up.weight", l);
-        ADD(KIND_MATRIX, T, sf, ff, d, "blk.%d.ffn_down.weight", l);
+        if (!p->n_expert) {
+            ADD(KIND_MATRIX, T, sd, d, ff, "blk.%d.ffn_gate.weight", l);
+            ADD(KIND_MATRIX, T, sd, d, ff, "blk.%d.ffn_up.weight", l);
+            ADD(KIND_MATRIX, T, sf, ff, d, "blk.%d.ffn_down.weight", l);
+            continue;
+        }
+        // the router stays F32 (llama.cpp's quantizer never quantizes ffn_gate_inp); a scale that makes the
+        // logits of order 1, times the skew of the hot experts
+        st.next_skew = p->router_skew;
+        ADD(KIND_MATRIX, AERO_DT_F32, sd * 2.0f, d, ne, "blk.%d.ffn_gate_inp.weight", l);
+        const float sfe = 1.0f / sqrtf((float)fe);
+        if (!p->per_expert) {
+            ADD3(KIND_MATRIX, T, sd, d, fe, ne, "blk.%d.ffn_gate_exps.weight", l);
+            ADD3(KIND_MATRIX, T, sd, d, fe, ne, "blk.%d.ffn_up_exps.weight", l);
+            ADD3(KIND_MATRIX, T, sfe, fe, d, ne, "blk.%d.ffn_down_exps.weight", l);
+        } else {
+            static const char *const part[3] = {"gate", "up", "down"};
+            for (int e = 0; e < ne; e++)
+                for (int q = 0; q < 3; q++) {
+                    snprintf(st.seed_name, sizeof st.seed_name, "blk.%d.ffn_%s_exps.weight", l, part[q]);
+                    st.next_row_offset = (uint64_t)e * (uint64_t)(q == 2 ? d : fe);
+                    int64_t cols = q < 2 ? d : fe, rows = q < 2 ? fe : d;
+                    ADD(KIND_MATRIX, T, q < 2 ? sd : sfe, cols, rows, "blk.%d.ffn_%s.%d.weight", l, part[q], e);
+                }
+        }
+        if (p->n_ff_shexp > 0) {
+            int64_t fs = p->n_ff_shexp;
+            ADD(KIND_NORM, AERO_DT_F32, 0.5f, d, 0, "blk.%d.ffn_gate_inp_shexp.weight", l); // mean 1: gate open
+            ADD(KIND_MATRIX, T, sd, d, fs, "blk.%d.ffn_gate_shexp.weight", l);
+            ADD(KIND_MATRIX, T, sd, d, fs, "blk.%d.ffn_up_shexp.weight", l);
+            ADD(KIND_MATRIX, T, 1.0f / sqrtf((float)fs), fs, d, "blk.%d.ffn_down_shexp.weight", l);
+        }
     }
     ADD(KIND_NORM, AERO_DT_F32, 0.02f, d, 0, "output_norm.weight");
     if (!p->tied) ADD(KIND_MATRIX, T, sd, d, n_vocab, "output.weight");
 #undef ADD
+#undef ADD3
     s = aero_gguf_write(w, path, err);
 done:
     aero_gguf_writer_free(w);
