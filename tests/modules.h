@@ -19,7 +19,7 @@
 #include "model/model.h"
 #include "sample/sample.h"
 #include "server/server.h"
-#include "spec/spec.h"
+#include "speculative/spec.h"
 #include "stream/stream.h"
 #include "tokenizer/tokenizer.h"
 

@@ -17,7 +17,7 @@
 #include "check.h"
 #include "helpers.h"
 #include "model/model_internal.h"
-#include "spec/spec.h"
+#include "speculative/spec.h"
 #include "synth/synth.h"
 
 enum { DIM = 48, HEADS = 4, KV_HEADS = 2, HD = 12, FF = 64, LAYERS = 2, NPROMPT = 9 };

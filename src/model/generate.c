@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../spec/spec.h"
+#include "../speculative/spec.h"
 #include "stop.h"
 
 struct aero_batch_buf {
