@@ -26,4 +26,14 @@ aero_status aero_read_stream(FILE *f, const char *name, size_t max, char **out, 
 // aero_read_stream on a file opened by path (AERO_ERR_IO when it cannot be opened).
 aero_status aero_read_file(const char *path, size_t max, char **out, size_t *len, aero_error *err);
 
+// Mixes a 64-bit key into a well-spread hash (murmur3's finalizer), for open-addressing tables and state hashes.
+static inline uint64_t aero_hash_u64(uint64_t x) {
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdull;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ull;
+    x ^= x >> 33;
+    return x;
+}
+
 #endif

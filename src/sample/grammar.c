@@ -9,6 +9,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "../core/util.h"
+
 #define MAX_ELEMS (1 << 22)
 #define MAX_RULES (1 << 20)
 #define MAX_STACKS 256     // a state holding more is truncated (only ambiguity this wide would reach it)
@@ -248,23 +250,13 @@ static void arena_free(arena *a) {
     memset(a, 0, sizeof *a);
 }
 
-// A 64-bit finalizer (murmur3), for stack and state hashes.
-static uint64_t mix(uint64_t x) {
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdull;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ull;
-    x ^= x >> 33;
-    return x;
-}
-
 // Pushes pos onto stack next; the hash covers the whole stack so equal stacks compare in O(1) mostly.
 static cell *mk(arena *a, int32_t pos, cell *next) {
     cell *c = arena_cell(a);
     if (!c) return NULL;
     c->pos = pos;
     c->next = next;
-    c->hash = mix((uint64_t)(uint32_t)pos * 0x9e3779b97f4a7c15ull ^ (next ? next->hash : 0x51ed270b27ull));
+    c->hash = aero_hash_u64((uint64_t)(uint32_t)pos * 0x9e3779b97f4a7c15ull ^ (next ? next->hash : 0x51ed270b27ull));
     return c;
 }
 
@@ -689,7 +681,7 @@ static int32_t *state_key(const sset *s, int *len) {
 // Hash of a state's canonical key, for the DFA's table.
 static uint64_t key_hash(const int32_t *k, int n) {
     uint64_t h = 0x243f6a8885a308d3ull;
-    for (int i = 0; i < n; i++) h = mix(h ^ (uint64_t)(uint32_t)k[i]) + 0x9e3779b97f4a7c15ull;
+    for (int i = 0; i < n; i++) h = aero_hash_u64(h ^ (uint64_t)(uint32_t)k[i]) + 0x9e3779b97f4a7c15ull;
     return h;
 }
 

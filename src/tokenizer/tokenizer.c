@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../core/util.h"
 #include "tok_internal.h"
 
 // ---- hashing ----
@@ -27,16 +28,6 @@ uint64_t aero_tok_hash(const void *p, size_t n) {
     h *= 0xc4ceb9fe1a85ec53ull;
     h ^= h >> 29;
     return h;
-}
-
-// Mixes a 64-bit key (merge pairs, bigrams) into a table index.
-static uint64_t hash_u64(uint64_t x) {
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdull;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ull;
-    x ^= x >> 33;
-    return x;
 }
 
 // Power-of-two table size keeping open addressing at most half full.
@@ -67,7 +58,7 @@ int32_t aero_tok_lookup(const aero_tokenizer *t, const char *s, size_t n) {
 bool aero_tok_merge_find(const aero_tokenizer *t, int32_t a, int32_t b, uint32_t *rank, int32_t *result) {
     if (!t->merges.slots) return false;
     uint64_t key = (((uint64_t)(uint32_t)a << 32) | (uint32_t)b) + 1;
-    uint32_t i = (uint32_t)hash_u64(key) & t->merges.mask;
+    uint32_t i = (uint32_t)aero_hash_u64(key) & t->merges.mask;
     for (;;) {
         const aero_tok_merge *m = &t->merges.slots[i];
         if (m->key == key) {
@@ -86,7 +77,7 @@ static uint64_t bigram_key(uint32_t a, uint32_t b) { return ((uint64_t)a << 24 |
 bool aero_tok_bigram_possible(const aero_tokenizer *t, uint32_t a, uint32_t b) {
     if (!t->bigrams) return true;
     uint64_t key = bigram_key(a, b);
-    uint32_t i = (uint32_t)hash_u64(key) & t->bigram_mask;
+    uint32_t i = (uint32_t)aero_hash_u64(key) & t->bigram_mask;
     for (;;) {
         uint64_t k = t->bigrams[i];
         if (k == key) return true;
@@ -114,7 +105,7 @@ static bool build_bigrams(aero_tokenizer *t) {
             if (cp == AERO_UTF8_INVALID) cp = 0x110000u + s[i];
             if (have_prev) {
                 uint64_t key = bigram_key(prev, cp);
-                uint32_t h = (uint32_t)hash_u64(key) & t->bigram_mask;
+                uint32_t h = (uint32_t)aero_hash_u64(key) & t->bigram_mask;
                 while (t->bigrams[h] && t->bigrams[h] != key) h = (h + 1) & t->bigram_mask;
                 t->bigrams[h] = key;
             }
@@ -205,7 +196,7 @@ aero_status aero_tok_add_merge(aero_tokenizer *t, const char *a, size_t alen, co
     if (t->n_merges + 1 > (t->merges.mask + 1) / 2)
         return aero_fail(err, AERO_ERR_INVALID, "tokenizer: merge table full (reserve too small)");
     uint64_t key = (((uint64_t)(uint32_t)ia << 32) | (uint32_t)ib) + 1;
-    uint32_t i = (uint32_t)hash_u64(key) & t->merges.mask;
+    uint32_t i = (uint32_t)aero_hash_u64(key) & t->merges.mask;
     while (t->merges.slots[i].key) {
         if (t->merges.slots[i].key == key) return AERO_OK;
         i = (i + 1) & t->merges.mask;
