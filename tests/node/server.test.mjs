@@ -246,7 +246,10 @@ describe('aerollm serve with --api-key, --alias, one slot and a queue of one', {
   test('a full queue answers 503 and the others are served', async () => {
     const good = new OpenAI({ baseURL: `${srv.base}/v1`, apiKey: 'sekret', maxRetries: 0 });
     const req = () => good.completions.create({ model: 'tiny-stories', prompt: 'Once', max_tokens: 300, ignore_eos: true, temperature: 0 });
-    const res = await Promise.allSettled([req(), req(), req()]);
+    // the first request holds the one sequence before the others arrive: one is queued, the last finds the queue full
+    const first = req();
+    await waitFor(async () => (await metrics(srv.base)).aerollm_requests_active === 1, 'the first request generating');
+    const res = await Promise.allSettled([first, req(), req()]);
     const rejected = res.filter((r) => r.status === 'rejected');
     assert.equal(rejected.length, 1);
     assert.ok(rejected[0].reason instanceof OpenAI.InternalServerError && rejected[0].reason.status === 503);
