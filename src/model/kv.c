@@ -4,6 +4,9 @@
 #include <string.h>
 
 #include "model_internal.h"
+#ifdef AERO_CUDA
+#include "forward_cuda.h"
+#endif
 
 // Allocates every layer's cells up front, so a decode never allocates cache memory.
 aero_status aero_kv_cache_init(aero_kv_cache *kv, int n_layer, int n_seq, int n_ctx, int kv_dim, bool f32,
@@ -82,6 +85,9 @@ void aero_kv_drop(aero_ctx *c, int seq) { aero_kv_truncate(c, seq, 0); }
 
 void aero_kv_keep(aero_ctx *c, int seq, int base, const int *keep, int n_keep) {
     aero_kv_cache *kv = &c->kv;
+#ifdef AERO_CUDA
+    if (c->gpu) aero_gpu_kv_keep(c, seq, base, keep, n_keep); // the device cache first: it reads the length
+#endif
     if (seq < 0 || seq >= kv->n_seq || base < 0 || base > kv->len[seq]) return;
     size_t rb = aero_kv_row_bytes(kv);
     int kept = 0;

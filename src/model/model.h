@@ -20,6 +20,8 @@ typedef struct {
     int n_threads;         // compute threads; <= 0: number of CPUs
     int prefetch;          // layers read ahead when streaming; <= 0: default (2)
     int io_threads;        // <= 0: default
+    const char *device;    // "cpu" (NULL) or "cuda": where its contexts compute unless they say otherwise
+    uint64_t gpu_mem;      // VRAM budget of a CUDA context; 0: what it needs, at most the free VRAM less a margin
 } aero_model_params;
 
 typedef enum { AERO_ROPE_SCALING_NONE, AERO_ROPE_SCALING_LINEAR, AERO_ROPE_SCALING_LLAMA3 } aero_rope_scaling;
@@ -50,12 +52,18 @@ typedef struct {
     bool kv_f32;    // F32 cache instead of F16
     int n_batch;    // tokens computed at once inside a layer (-b, the compute tile); <= 0: 512. A longer batch
                     // is computed tile by tile within each layer, so it still reads the weights once.
+    const char *device; // NULL: the model's (aero_model_params.device); "cpu" or "cuda"
+    uint64_t gpu_mem;   // 0: the model's
 } aero_ctx_params;
 
 aero_status aero_ctx_new(aero_ctx **out, aero_model *m, const aero_ctx_params *p, aero_error *err);
 void aero_ctx_free(aero_ctx *c);
 int aero_ctx_n_ctx(const aero_ctx *c);
 int aero_ctx_n_seq(const aero_ctx *c);
+// "cuda" when built with the CUDA backend and a GPU is present, else "cpu" (the CLI's --device default).
+const char *aero_default_device(void);
+// One line on where the context computes (device, VRAM budget, resident and streamed units).
+const char *aero_ctx_device(const aero_ctx *c);
 aero_model *aero_ctx_model(aero_ctx *c);
 
 // A batch: token i has a position, a sequence and (optionally) a mask row. Without mask, token i attends to

@@ -38,6 +38,8 @@ struct aero_model {
     int64_t tok_embd, out_norm, output;
     aero_layer_weights *layers;
     uint64_t weight_bytes;
+    char device[8];            // aero_model_params.device ("" = cpu)
+    uint64_t gpu_mem;
 };
 
 aero_status aero_hparams_read(const aero_gguf *g, aero_hparams *hp, aero_arch_kind *kind, aero_error *err);
@@ -79,6 +81,7 @@ struct aero_ctx {
     float *scores;          // per thread: n_ctx attention scores
     int *rows;              // per thread: n_ctx visible cache rows of one query
     float *kf, *vf;         // per thread: one KV head of a sequence's cache in f32 (n_ctx x head_dim each)
+    void *gpu;              // the CUDA state (forward_cuda.c) when the context computes on the GPU, else NULL
 };
 
 #endif
