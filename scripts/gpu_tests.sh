@@ -96,7 +96,7 @@ if [ "$rc" != 0 ] && [ -x "$BIN/aerollm-fb" ]; then
 fi
 
 echo "== bench_cuda (floors) $(el)"
-timeout 120 "$BIN/bench_cuda" --quick > "$LOG/bench_cuda.log" 2>&1
+timeout 90 "$BIN/bench_cuda" --quick > "$LOG/bench_cuda.log" 2>&1
 check bench_cuda $? ""
 grep -iE "floor|HBM|pinned|pageable|GB/s" "$LOG/bench_cuda.log" | head -40
 
