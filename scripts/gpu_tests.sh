@@ -4,7 +4,7 @@
 #                                  CUDA backend), the kernel tests and benchmark, and aerollm-fb (the same binary
 #                                  with the run-1 matmul kernels of fdf317d, used when the current kernels fail
 #                                  their tests); copies them, their non-glibc shared libraries (ldd), this script
-#                                  and the stories260K models into DIR (default .cuda, git-ignored: carry it)
+#                                  and the stories260K model into DIR (default .cuda, git-ignored: carry it)
 #   DIR/gpu_tests.sh [--quick]     on the GPU machine, from the repository root (models/ holds the bundled pair):
 #                                  1. test_cuda: kernels against the CPU reference, bitwise batch invariance
 #                                  2. bench_cuda: floors (HBM read, pinned PCIe), matvec bandwidth, c(k), overlap
@@ -60,16 +60,21 @@ EOF
     cp build-cuda/aerollm build-cuda/cuda/test_cuda build-cuda/cuda/bench_cuda "$DEST/bin/"
     cp build-cuda/fb/aerollm "$DEST/bin/aerollm-fb"
     cp scripts/gpu_tests.sh "$DEST/gpu_tests.sh"
-    cp ../shared/data/models/stories260K*.gguf "$DEST/models/" 2>/dev/null || cp /work/shared/data/models/stories260K*.gguf "$DEST/models/"
+    cp ../shared/data/models/stories260K.gguf "$DEST/models/"
     # libraries outside glibc and the loader: what the GPU machine may lack
     for bin in "$DEST"/bin/*; do
         ldd "$bin" | awk '/=> \// {print $3}' | grep -vE '/(libc|libm|libdl|libpthread|librt|ld-linux[^/]*)\.so' || true
     done | sort -u | while read -r lib; do cp -L "$lib" "$DEST/lib/"; done
-    du -sh "$DEST"; ls -la "$DEST/bin" "$DEST/lib"
+    # the device call carries at most 64 MiB with the tree: stripped and compressed, unpacked there
+    strip "$DEST"/bin/*
+    tar -cJf "$DEST/bundle.tar.xz" -C "$DEST" bin lib models
+    rm -rf "$DEST/bin" "$DEST/lib" "$DEST/models"
+    du -sh "$DEST"
     exit 0
 fi
 
 STAGE=.cuda
+[ -f "$STAGE/bundle.tar.xz" ] && [ ! -d "$STAGE/bin" ] && tar -xJf "$STAGE/bundle.tar.xz" -C "$STAGE"
 BIN=$STAGE/bin
 [ -x "$BIN/test_cuda" ] || BIN=build-cuda/cuda
 export LD_LIBRARY_PATH="$PWD/$STAGE/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
@@ -84,7 +89,7 @@ check() { # name, pass(0/1), detail
 }
 
 echo "== test_cuda $(el)"
-timeout 150 "$BIN/test_cuda" > "$LOG/test_cuda.log" 2>&1
+timeout 100 "$BIN/test_cuda" > "$LOG/test_cuda.log" 2>&1
 rc=$?
 grep -E "FAIL|PASS:|device:" "$LOG/test_cuda.log" | head -30
 [ "$rc" = 77 ] && { echo "no CUDA device: skipped"; exit 77; }
@@ -94,11 +99,6 @@ if [ "$rc" != 0 ] && [ -x "$BIN/aerollm-fb" ]; then
     echo "current matmul kernels failed their tests: the whole-model checks use aerollm-fb (fdf317d's kernels)"
     AERO=$BIN/aerollm-fb
 fi
-
-echo "== bench_cuda (floors) $(el)"
-timeout 90 "$BIN/bench_cuda" --quick > "$LOG/bench_cuda.log" 2>&1
-check bench_cuda $? ""
-grep -iE "floor|HBM|pinned|pageable|GB/s" "$LOG/bench_cuda.log" | head -40
 
 echo "== whole models $(el)"
 S=$STAGE/models/stories260K.gguf
@@ -151,20 +151,25 @@ cmp -s "$LOG/gen_teacher_cuda.txt" "$LOG/gen_teacher_tree.txt"
 check "teacher tree speculative==plain greedy (cuda)" $? ""
 grep -E "accept|tokens per pass|draft" "$LOG/gen_teacher_spec.err" | head -4
 timeout 60 "$AERO" bench -m "$TM" -p 128 -n 128 --device cuda > "$LOG/bench_teacher_cuda.txt" 2>&1
-timeout 60 "$AERO" bench -m "$TM" -p 128 -n 128 --device cpu > "$LOG/bench_teacher_cpu.txt" 2>&1
+timeout 30 "$AERO" bench -m "$TM" -p 128 -n 64 --device cpu > "$LOG/bench_teacher_cpu.txt" 2>&1
 echo "  teacher bench cuda: $(grep -E 'tok/s|t/s' "$LOG/bench_teacher_cuda.txt" | tail -3 | tr '\n' ' ')"
 echo "  teacher bench cpu:  $(grep -E 'tok/s|t/s' "$LOG/bench_teacher_cpu.txt" | tail -3 | tr '\n' ' ')"
+
+echo "== bench_cuda (floors) $(el)"
+timeout 75 "$BIN/bench_cuda" --quick > "$LOG/bench_cuda.log" 2>&1
+check bench_cuda $? ""
+grep -iE "floor|HBM|pinned|pageable|GB/s" "$LOG/bench_cuda.log" | head -40
 
 if [ "${1:-}" != "--quick" ]; then
     echo "== 8B-shape Q4_K $(el)"
     M8=/tmp/aero-llama8b-q4k.gguf
-    [ -f "$M8" ] || timeout 150 "$AERO" synth --preset llama-8b --type Q4_K -t "$(nproc)" --quiet -o "$M8" \
+    [ -f "$M8" ] || timeout 100 "$AERO" synth --preset llama-8b --type Q4_K -t "$(nproc)" --quiet -o "$M8" \
         > "$LOG/synth8b.txt" 2>&1
     ls -la "$M8"; echo "synth done $(el)"
-    timeout 90 "$AERO" bench -m "$M8" -p 512 -n 64 --device cuda > "$LOG/bench8b_resident.txt" 2>&1
+    timeout 60 "$AERO" bench -m "$M8" -p 512 -n 64 --device cuda > "$LOG/bench8b_resident.txt" 2>&1
     echo "  8B resident (rc $?): $(cat "$LOG/bench8b_resident.txt" | tail -6)"
     echo "$(el)"
-    timeout 120 "$AERO" bench -m "$M8" -p 512 -n 32 --device cuda --gpu-mem 2G > "$LOG/bench8b_2g.txt" 2>&1
+    timeout 60 "$AERO" bench -m "$M8" -p 256 -n 16 --device cuda --gpu-mem 2G > "$LOG/bench8b_2g.txt" 2>&1
     echo "  8B --gpu-mem 2G (rc $?): $(cat "$LOG/bench8b_2g.txt" | tail -6)"
     echo "$(el)"
 fi
