@@ -89,7 +89,7 @@ check() { # name, pass(0/1), detail
 }
 
 echo "== test_cuda $(el)"
-timeout 100 "$BIN/test_cuda" > "$LOG/test_cuda.log" 2>&1
+timeout 80 "$BIN/test_cuda" > "$LOG/test_cuda.log" 2>&1
 rc=$?
 grep -E "FAIL|PASS:|device:" "$LOG/test_cuda.log" | head -30
 [ "$rc" = 77 ] && { echo "no CUDA device: skipped"; exit 77; }
@@ -107,7 +107,7 @@ DM=models/aero-drafter-3M-F16.gguf
 P="Once upon a time"
 gen() { # tag, model, n, extra flags...: greedy text to $LOG/gen_tag.txt, stderr to .err
     local tag=$1 m=$2 n=$3; shift 3
-    timeout 60 "$AERO" run -m "$m" -p "$P" -n "$n" --temp 0 -c 512 "$@" > "$LOG/gen_$tag.txt" 2> "$LOG/gen_$tag.err"
+    timeout 30 "$AERO" run -m "$m" -p "$P" -n "$n" --temp 0 -c 512 "$@" > "$LOG/gen_$tag.txt" 2> "$LOG/gen_$tag.err"
     local r=$?
     [ $r = 0 ] || { echo "run $tag failed (rc $r):"; tail -3 "$LOG/gen_$tag.err"; }
     grep -E "^device:|tok/s" "$LOG/gen_$tag.err" | sed "s/^/  $tag: /"
@@ -134,7 +134,7 @@ for pair in "stories:$S" "teacher:$TM"; do
     # logits: perplexity over a text, every token's logits (cuda vs cpu: tolerance; streamed vs resident: equal)
     for dev in cpu cuda streamed; do
         fl="--device $dev"; [ $dev = streamed ] && fl="--device cuda --gpu-mem $mg"
-        timeout 60 "$AERO" perplexity -m "$m" -f models/aero-teacher-34M-Q8_0.md -c 128 --chunks 6 $fl \
+        timeout 30 "$AERO" perplexity -m "$m" -f models/aero-teacher-34M-Q8_0.md -c 128 --chunks 6 $fl \
             > "$LOG/ppl_${name}_$dev.txt" 2>&1
         echo "  ppl $name $dev: $(grep -E '^\[1\]|Final|rror' "$LOG/ppl_${name}_$dev.txt" | tail -2 | tr '\n' ' ')"
     done
@@ -150,26 +150,26 @@ gen teacher_tree "$TM" 128 --device cuda --draft "$DM" --draft-tree 16
 cmp -s "$LOG/gen_teacher_cuda.txt" "$LOG/gen_teacher_tree.txt"
 check "teacher tree speculative==plain greedy (cuda)" $? ""
 grep -E "accept|tokens per pass|draft" "$LOG/gen_teacher_spec.err" | head -4
-timeout 60 "$AERO" bench -m "$TM" -p 128 -n 128 --device cuda > "$LOG/bench_teacher_cuda.txt" 2>&1
+timeout 30 "$AERO" bench -m "$TM" -p 128 -n 128 --device cuda > "$LOG/bench_teacher_cuda.txt" 2>&1
 timeout 30 "$AERO" bench -m "$TM" -p 128 -n 64 --device cpu > "$LOG/bench_teacher_cpu.txt" 2>&1
 echo "  teacher bench cuda: $(grep -E 'tok/s|t/s' "$LOG/bench_teacher_cuda.txt" | tail -3 | tr '\n' ' ')"
 echo "  teacher bench cpu:  $(grep -E 'tok/s|t/s' "$LOG/bench_teacher_cpu.txt" | tail -3 | tr '\n' ' ')"
 
 echo "== bench_cuda (floors) $(el)"
-timeout 75 "$BIN/bench_cuda" --quick > "$LOG/bench_cuda.log" 2>&1
+timeout 45 "$BIN/bench_cuda" --quick > "$LOG/bench_cuda.log" 2>&1
 check bench_cuda $? ""
 grep -iE "floor|HBM|pinned|pageable|GB/s" "$LOG/bench_cuda.log" | head -40
 
 if [ "${1:-}" != "--quick" ]; then
     echo "== 8B-shape Q4_K $(el)"
     M8=/tmp/aero-llama8b-q4k.gguf
-    [ -f "$M8" ] || timeout 100 "$AERO" synth --preset llama-8b --type Q4_K -t "$(nproc)" --quiet -o "$M8" \
+    [ -f "$M8" ] || timeout 60 "$AERO" synth --preset llama-8b --type Q4_K -t "$(nproc)" --quiet -o "$M8" \
         > "$LOG/synth8b.txt" 2>&1
     ls -la "$M8"; echo "synth done $(el)"
-    timeout 60 "$AERO" bench -m "$M8" -p 512 -n 64 --device cuda > "$LOG/bench8b_resident.txt" 2>&1
+    timeout 40 "$AERO" bench -m "$M8" -p 512 -n 64 --device cuda > "$LOG/bench8b_resident.txt" 2>&1
     echo "  8B resident (rc $?): $(cat "$LOG/bench8b_resident.txt" | tail -6)"
     echo "$(el)"
-    timeout 60 "$AERO" bench -m "$M8" -p 256 -n 16 --device cuda --gpu-mem 2G > "$LOG/bench8b_2g.txt" 2>&1
+    timeout 40 "$AERO" bench -m "$M8" -p 256 -n 16 --device cuda --gpu-mem 2G > "$LOG/bench8b_2g.txt" 2>&1
     echo "  8B --gpu-mem 2G (rc $?): $(cat "$LOG/bench8b_2g.txt" | tail -6)"
     echo "$(el)"
 fi
