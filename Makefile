@@ -31,6 +31,11 @@ CUDA_BUILD := $(BUILD)/cuda
 include cuda.mk
 CFLAGS   += $(CUDA_CFLAGS)
 LDLIBS   += $(CUDA_LDLIBS)
+else ifeq ($(CUDA),emu)
+# The GPU forward pass over a CPU emulation of the CUDA backend (tests/cuda/cuda_emu.c): its wiring is tested
+# where there is no GPU (tests/sh/test_cuda_emu.sh); needs no CUDA.
+CFLAGS   += -DAERO_CUDA=1
+CUDA_OBJ := $(BUILD)/tests/cuda/cuda_emu.o
 else
 LIB_SRC  := $(filter-out src/model/forward_cuda.c,$(LIB_SRC))
 endif
@@ -168,6 +173,6 @@ run: all
 	./$(AEROLLM) run -p "$(DEMO_PROMPT)" -n 200 --mem 23M --draft models/aero-drafter-3M-F16.gguf --stats
 
 clean:
-	rm -rf build build-san build-fuzz aerollm
+	rm -rf build build-san build-fuzz build-cuda build-emu aerollm
 
 -include $(wildcard $(BUILD)/src/*/*.d $(BUILD)/tests/*.d $(BUILD)/bench/*.d $(FUZZ_BUILD)/obj/src/*/*.d $(FUZZ_BUILD)/*.d)
