@@ -22,6 +22,23 @@ AVX2_FLAGS   := -mavx2 -mfma -mf16c
 AVX512_FLAGS := $(AVX2_FLAGS) -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni
 
 LIB_SRC  := $(filter-out src/cli/%,$(wildcard src/*/*.c))
+# CUDA=1: the GPU backend (cuda.mk: nvcc objects into BUILD/cuda, -DAERO_CUDA=1, libcudart in the link) and
+# the GPU forward pass; without it neither is compiled and nothing needs CUDA.
+CUDA     ?= 0
+.DEFAULT_GOAL := all
+ifeq ($(CUDA),1)
+CUDA_BUILD := $(BUILD)/cuda
+include cuda.mk
+CFLAGS   += $(CUDA_CFLAGS)
+LDLIBS   += $(CUDA_LDLIBS)
+else ifeq ($(CUDA),emu)
+# The GPU forward pass over a CPU emulation of the CUDA backend (tests/cuda/cuda_emu.c): its wiring is tested
+# where there is no GPU (tests/sh/test_cuda_emu.sh); needs no CUDA.
+CFLAGS   += -DAERO_CUDA=1
+CUDA_OBJ := $(BUILD)/tests/cuda/cuda_emu.o
+else
+LIB_SRC  := $(filter-out src/model/forward_cuda.c,$(LIB_SRC))
+endif
 CLI_SRC  := $(wildcard src/cli/*.c)
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
@@ -67,7 +84,7 @@ endef
 $(eval $(call flags_stamp,$(BUILD)/.flags,$(CC) $(CFLAGS) $(LDSAN) $(LDLIBS)))
 $(LIB_OBJ) $(CLI_OBJ) $(TEST_BIN) $(BENCH_BIN) $(AEROLLM): $(BUILD)/.flags
 
-$(BUILD)/libaero.a: $(LIB_OBJ)
+$(BUILD)/libaero.a: $(LIB_OBJ) $(CUDA_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
@@ -156,6 +173,6 @@ run: all
 	./$(AEROLLM) run -p "$(DEMO_PROMPT)" -n 200 --mem 23M --draft models/aero-drafter-3M-F16.gguf --stats
 
 clean:
-	rm -rf build build-san build-fuzz aerollm
+	rm -rf build build-san build-fuzz build-cuda build-emu aerollm
 
 -include $(wildcard $(BUILD)/src/*/*.d $(BUILD)/tests/*.d $(BUILD)/bench/*.d $(FUZZ_BUILD)/obj/src/*/*.d $(FUZZ_BUILD)/*.d)

@@ -404,6 +404,8 @@ typedef struct {
     int prefetch;          // layers read ahead when streaming; <= 0: default (2)
     int io_threads;        // <= 0: default
     bool expert_prefetch;  // MoE: prefetch the next layer's predicted experts (off: measured not to pay, docs/perf/moe.md)
+    const char *device;    // "cpu" (NULL) or "cuda": where its contexts compute unless they say otherwise
+    uint64_t gpu_mem;      // VRAM budget of a CUDA context; 0: what it needs, at most the free VRAM less a margin
 } aero_model_params;
 
 void aero_model_params_default(aero_model_params *p);
@@ -453,6 +455,8 @@ typedef struct {
     int kv_recent;  // --kv-recent N: a query reads the cached rows of the N positions up to its own from an F16
                     // copy instead of the quantized cache (quantized types only; 0: none). The copy is a ring of
                     // N + n_batch cells per sequence and layer, counted by aero_kv_bytes.
+    const char *device; // NULL: the model's (aero_model_params.device); "cpu" or "cuda"
+    uint64_t gpu_mem;   // 0: the model's
 } aero_ctx_params;
 
 // Parses a cache type name as llama.cpp's -ctk/-ctv take it ("f16", "q8_0", case-insensitive); -1 if unknown.
@@ -486,6 +490,10 @@ aero_status aero_mem_split_plan(aero_mem_split *out, const aero_model_params *mp
                                 uint64_t other_bytes, aero_error *err);
 
 aero_status aero_ctx_new(aero_ctx **out, aero_model *m, const aero_ctx_params *p, aero_error *err);
+// "cuda" when built with the CUDA backend and a GPU is present, else "cpu" (the CLI's --device default).
+const char *aero_default_device(void);
+// One line on where the context computes (device, VRAM budget, resident and streamed units).
+const char *aero_ctx_device(const aero_ctx *c);
 void aero_ctx_free(aero_ctx *c);
 int aero_ctx_n_ctx(const aero_ctx *c);
 int aero_ctx_n_seq(const aero_ctx *c);

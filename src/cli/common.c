@@ -29,6 +29,8 @@ void cli_common_usage(void) {
            "  -b N                tokens computed at once in a layer (default 512); a prompt is prefilled in one\n"
            "                      pass over the weights (serve: up to 4 x N prompt tokens a pass)\n"
            "  --mem SIZE          weight memory budget (e.g. 512M, 8G); layers beyond it are streamed from disk\n"
+           "  --device cpu|cuda   where to compute (default: cuda when built with it and a GPU is present)\n"
+           "  --gpu-mem SIZE      VRAM budget; layers beyond it are streamed from host memory over PCIe\n"
            "  --prefetch N        layers read ahead when streaming (default 2)\n"
            "  --io-threads N      IO threads when streaming (default 4)\n"
            "  --temp T --top-k K --top-p P --min-p P --repeat-penalty R --repeat-last-n N\n"
@@ -88,7 +90,8 @@ int cli_opts_parse(cli_opts *o, const char *cmd, int argc, char **argv, int i) {
                                        "--repeat-last-n", "--presence-penalty", "--frequency-penalty", "--seed",
                                        "--draft", "-md", "--model-draft", "--draft-max", "--draft-min", "--draft-p-min",
                                        "--draft-tree", "--draft-threads", "-td", "-ctk", "--cache-type-k", "-ctv",
-                                       "--cache-type-v", "--kv-recent", NULL};
+                                       "--cache-type-v", "--kv-recent", "--device",
+                                       "--gpu-mem", NULL};
     bool known = false;
     for (int k = 0; with_value[k]; k++) known |= !strcmp(f, with_value[k]);
     if (!known) return 0;
@@ -105,6 +108,11 @@ int cli_opts_parse(cli_opts *o, const char *cmd, int argc, char **argv, int i) {
     else if (!strcmp(f, "-b") || !strcmp(f, "--batch-size")) ok = parse_int(cmd, f, v, 1, 1 << 16, &o->n_batch);
     else if (!strcmp(f, "--mem")) {
         if (!(ok = aero_parse_size(v, &o->mem))) cli_fail(cmd, "--mem expects a size like 512M or 8G, got '%s'", v);
+    } else if (!strcmp(f, "--gpu-mem")) {
+        if (!(ok = aero_parse_size(v, &o->gpu_mem))) cli_fail(cmd, "--gpu-mem expects a size like 8G, got '%s'", v);
+    } else if (!strcmp(f, "--device")) {
+        if (!(ok = !strcmp(v, "cpu") || !strcmp(v, "cuda"))) cli_fail(cmd, "--device expects cpu or cuda, got '%s'", v);
+        o->device = v;
     } else if (!strcmp(f, "--prefetch")) ok = parse_int(cmd, f, v, 1, 64, &o->prefetch);
     else if (!strcmp(f, "--io-threads")) ok = parse_int(cmd, f, v, 1, 64, &o->io_threads);
     else if (!strcmp(f, "--temp")) ok = parse_float(cmd, f, v, 0, 100, &o->sp.temp);
@@ -193,6 +201,8 @@ int cli_session_open(cli_session *e, const cli_opts *o, const char *cmd) {
     mp.n_threads = o->n_threads;
     mp.prefetch = o->prefetch;
     mp.io_threads = o->io_threads;
+    mp.device = o->device ? o->device : aero_default_device();
+    mp.gpu_mem = o->gpu_mem;
     aero_error err = {0};
     double t0 = aero_now();
     if (o->draft && o->draft_min > o->draft_max)
@@ -203,6 +213,7 @@ int cli_session_open(cli_session *e, const cli_opts *o, const char *cmd) {
         aero_model_params_default(&dp);
         dp.path = o->draft;
         dp.n_threads = o->draft_threads > 0 ? o->draft_threads : o->n_threads;
+        dp.device = mp.device;
         if (aero_model_load(&e->draft, &dp, &err)) return cli_fail(cmd, "draft model %s: %s", o->draft, err.msg);
         e->draft_bytes = aero_model_weight_bytes(e->draft);
         if (o->mem && e->draft_bytes >= o->mem) {
@@ -231,6 +242,7 @@ int cli_session_open(cli_session *e, const cli_opts *o, const char *cmd) {
         cli_session_close(e);
         return cli_fail(cmd, "%s", err.msg);
     }
+    if (strcmp(mp.device, "cpu")) fprintf(stderr, "%s\n", aero_ctx_device(e->ctx));
     e->sampler = aero_sampler_new(&o->sp, aero_model_n_vocab(e->model));
     if (!e->sampler) {
         cli_session_close(e);

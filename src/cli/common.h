@@ -16,6 +16,8 @@ typedef struct {
     int n_ctx;
     int n_batch;
     uint64_t mem;
+    const char *device;     // --device cpu|cuda (NULL: aero_default_device())
+    uint64_t gpu_mem;       // --gpu-mem SIZE (0: what the model needs, at most the free VRAM less a margin)
     int prefetch;
     int io_threads;
     bool stats;

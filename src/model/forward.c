@@ -8,6 +8,9 @@
 #include <string.h>
 
 #include "model_internal.h"
+#ifdef AERO_CUDA
+#include "forward_cuda.h"
+#endif
 
 #define DEFAULT_TILE 512  // tokens computed at once inside a layer when the context does not say
 #define PREDICT_MAX_TOKENS 8 // passes up to this long (decode, short verifications) prefetch predicted experts
@@ -76,6 +79,19 @@ aero_status aero_ctx_new(aero_ctx **out, aero_model *m, const aero_ctx_params *p
         c->moe_next = aero_moe_work_new(&m->moe_p, PREDICT_MAX_TOKENS);
         if (!c->moe_work || !c->moe_y || !c->moe_ids || !c->pf_ids || !c->moe_next) goto oom;
     }
+    const char *dev = p->device ? p->device : m->device;
+    if (*dev && strcmp(dev, "cpu")) {
+        aero_status st = strcmp(dev, "cuda") ? aero_fail(err, AERO_ERR_INVALID, "unknown device '%s' (cpu or cuda)", dev)
+#ifdef AERO_CUDA
+                                             : aero_gpu_ctx_init(c, p->gpu_mem ? p->gpu_mem : m->gpu_mem, err);
+#else
+                                             : aero_fail(err, AERO_ERR_UNSUPPORTED, "--device cuda: built without CUDA (make CUDA=1)");
+#endif
+        if (st) {
+            aero_ctx_free(c);
+            return st;
+        }
+    }
     *out = c;
     return AERO_OK;
 oom:
@@ -85,6 +101,9 @@ oom:
 
 void aero_ctx_free(aero_ctx *c) {
     if (!c) return;
+#ifdef AERO_CUDA
+    aero_gpu_ctx_free(c);
+#endif
     aero_kv_cache_free(&c->kv);
     free(c->x);
     free(c->embd_raw);
@@ -114,6 +133,13 @@ void aero_ctx_free(aero_ctx *c) {
 int aero_ctx_n_ctx(const aero_ctx *c) { return c->n_ctx; }
 int aero_ctx_n_seq(const aero_ctx *c) { return c->n_seq; }
 aero_model *aero_ctx_model(aero_ctx *c) { return c->m; }
+
+const char *aero_ctx_device(const aero_ctx *c) {
+#ifdef AERO_CUDA
+    if (c->gpu) return aero_gpu_describe(c);
+#endif
+    return "device: cpu";
+}
 
 // A weight matrix of an acquired unit; a tensor the stream cannot give (a unit not held) is a status, not zeros.
 static aero_status wmat(aero_model *m, int64_t t, aero_wmat *out, aero_error *err) {
@@ -427,6 +453,13 @@ aero_status aero_decode(aero_ctx *c, const aero_batch *b, float *logits, aero_er
         int seq = b->seq ? b->seq[i] : 0;
         cell[i] = base[seq] + added[seq]++;
     }
+#ifdef AERO_CUDA
+    if (c->gpu) {
+        if ((st = aero_gpu_decode(c, b, cell, base, logits, err))) goto rollback;
+        for (int s = 0; s < c->n_seq; s++) c->kv.len[s] = base[s] + added[s];
+        goto done;
+    }
+#endif
     if ((st = embed(c, b, err))) goto rollback;
     for (int l = 0; l < hp->n_layer; l++) {
         if ((st = aero_stream_acquire(m->stream, l, err))) goto rollback;

@@ -7,6 +7,9 @@
 #include <strings.h>
 
 #include "model_internal.h"
+#ifdef AERO_CUDA
+#include "forward_cuda.h"
+#endif
 
 // The cache types -ctk/-ctv accept, in aero_kv_type order (llama.cpp's names).
 static const struct {
@@ -204,6 +207,9 @@ void aero_kv_drop(aero_ctx *c, int seq) { aero_kv_truncate(c, seq, 0); }
 
 void aero_kv_keep(aero_ctx *c, int seq, int base, const int *keep, int n_keep) {
     aero_kv_cache *kv = &c->kv;
+#ifdef AERO_CUDA
+    if (c->gpu) aero_gpu_kv_keep(c, seq, base, keep, n_keep); // the device cache first: it reads the length
+#endif
     if (seq < 0 || seq >= kv->n_seq || base < 0 || base > kv->len[seq]) return;
     int kept = 0;
     for (int i = 0; i < n_keep; i++) {

@@ -55,6 +55,8 @@ struct aero_model {
     uint64_t *expert_uses;     // [layer * n_expert + e]: passes whose tokens used the expert (since the reset)
     bool *expert_warm;         // [layer * n_expert + e]: in the expert cache at the reset
     bool expert_prefetch;      // predict and prefetch the next layer's experts (decode passes, expert cache)
+    char device[8];            // aero_model_params.device ("" = cpu)
+    uint64_t gpu_mem;
 };
 
 aero_status aero_hparams_read(const aero_gguf *g, aero_hparams *hp, aero_arch_kind *kind, aero_error *err);
@@ -122,6 +124,7 @@ struct aero_ctx {
     int *moe_ids;           // MoE models: the experts one tile used (n_expert)
     aero_moe_work *moe_next; // the predictor's routing: the next layer's router on this layer's FFN input
     int *pf_ids, pf_n, pf_layer; // experts to prefetch once the current layer's are acquired (pf_n 0: none)
+    void *gpu;              // the CUDA state (forward_cuda.c) when the context computes on the GPU, else NULL
 };
 
 #endif

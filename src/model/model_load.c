@@ -7,9 +7,20 @@
 #include <string.h>
 
 #include "model_internal.h"
+#ifdef AERO_CUDA
+#include "../kernels/cuda/cuda_backend.h"
+#endif
 
 void aero_model_params_default(aero_model_params *p) {
     memset(p, 0, sizeof *p);
+}
+
+const char *aero_default_device(void) {
+#ifdef AERO_CUDA
+    return aero_cuda_device_count() > 0 ? "cuda" : "cpu";
+#else
+    return "cpu";
+#endif
 }
 
 // Finds a tensor by formatted name and checks its type is computable and its shape is exactly (ne0, ne1).
@@ -362,6 +373,8 @@ aero_status aero_model_load(aero_model **out, const aero_model_params *p, aero_e
         goto fail;
     }
     m->n_threads = aero_pool_size(m->pool);
+    snprintf(m->device, sizeof m->device, "%s", p->device ? p->device : "");
+    m->gpu_mem = p->gpu_mem;
     *out = m;
     return AERO_OK;
 fail:

@@ -132,6 +132,16 @@ extern "C" void aero_cuda_host_free(void *host) {
     if (host) cudaFreeHost(host);
 }
 
+extern "C" aero_status aero_cuda_host_register(void *host, size_t bytes, aero_error *err) {
+    if (!host || !bytes) return AERO_OK;
+    CU_TRY(cudaHostRegister(host, bytes, cudaHostRegisterPortable), "cudaHostRegister (pinning host memory)");
+    return AERO_OK;
+}
+
+extern "C" void aero_cuda_host_unregister(void *host) {
+    if (host && cudaHostUnregister(host) != cudaSuccess) cudaGetLastError();
+}
+
 // ---- streams, copies, events -----------------------------------------------------------------------------
 
 static cudaStream_t stream_of(aero_cuda *cu, aero_cuda_stream s) {

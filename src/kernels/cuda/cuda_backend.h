@@ -63,6 +63,10 @@ size_t aero_cuda_arena_budget(const aero_cuda *cu);
 // PCIe speed). Free with aero_cuda_host_free.
 aero_status aero_cuda_host_alloc(size_t bytes, void **host, aero_error *err);
 void aero_cuda_host_free(void *host);
+// Page-locks memory someone else allocated (the stream's resident units and ring), so copies from it run
+// asynchronously at full PCIe speed without a staging copy. Unregister before that memory is freed.
+aero_status aero_cuda_host_register(void *host, size_t bytes, aero_error *err);
+void aero_cuda_host_unregister(void *host);
 
 // ---- streams, copies, events -----------------------------------------------------------------------------
 
@@ -106,7 +110,8 @@ typedef struct {
 
 // Whether the GPU has matmul and get_rows kernels for a type (F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K).
 bool aero_cuda_type_supported(aero_dtype t);
-// Checks a weight matrix (type, cols a multiple of 32, row stride, alignment); call once at load. A type
+// Checks a weight matrix (type, cols a multiple of 32 for quantized types, row stride, alignment); call once at
+// load. Dense types of any width (stories260K's 172) take a plain per-row kernel, equally batch invariant. A type
 // without a kernel gives AERO_ERR_UNSUPPORTED naming it, so the caller can keep that tensor on the CPU.
 aero_status aero_cuda_wmat_check(const aero_cuda_wmat *w, aero_error *err);
 

@@ -111,6 +111,27 @@ __global__ void __launch_bounds__(MM_THREADS) k_matmul(const uint8_t *__restrict
     }
 }
 
+// Dense weights whose rows are not a whole number of 32-chunks: one warp per (row, token), lane j sums
+// elements j, j + 32, ... in order, then the xor butterfly. The order depends on cols only (batch invariant).
+template <int TY>
+__global__ void k_matmul_dense_any(const uint8_t *__restrict__ W, size_t row_bytes, int rows, int cols,
+                                   const float *__restrict__ X, int n, float *__restrict__ Y) {
+    const int lane = threadIdx.x & 31, r = blockIdx.x * (blockDim.x / 32) + (threadIdx.x >> 5), t = blockIdx.y;
+    if (r >= rows || t >= n) return;
+    const uint8_t *row = W + (size_t)r * row_bytes;
+    const float *x = X + (size_t)t * cols;
+    float s = 0.0f;
+    for (int j = lane; j < cols; j += 32) {
+        float w;
+        if (TY == AERO_DT_F32) w = ((const float *)row)[j];
+        else if (TY == AERO_DT_F16) w = __half2float(((const __half *)row)[j]);
+        else w = __uint_as_float((uint32_t)((const uint16_t *)row)[j] << 16);
+        s = fmaf(w, x[j], s);
+    }
+    for (int o = 16; o >= 1; o >>= 1) s = s + __shfl_xor_sync(0xffffffffu, s, o);
+    if (lane == 0) Y[(size_t)t * rows + r] = s;
+}
+
 // Permutes activation rows into the chunk layout of k_matmul: float4 q of chunk c = 128k + t goes to
 // float4 index 1024k + m q + t. One thread per float4; an exact copy.
 __global__ void k_permute(const float4 *__restrict__ x, float4 *__restrict__ xp, int n, int cols) {
@@ -189,10 +210,12 @@ extern "C" aero_status aero_cuda_wmat_check(const aero_cuda_wmat *w, aero_error 
     if (!w || !w->data) return aero_fail(err, AERO_ERR_INVALID, "CUDA weight matrix without data");
     if (!aero_cuda_type_supported(w->type))
         return aero_fail(err, AERO_ERR_UNSUPPORTED, "no CUDA kernel for weight type %s", aero_dtype_name(w->type));
-    if (w->cols <= 0 || w->rows <= 0 || w->cols % 32 || w->cols > (1 << 30) || w->rows > INT32_MAX)
+    bool any_width = w->type == AERO_DT_F32 || w->type == AERO_DT_F16 || w->type == AERO_DT_BF16;
+    if (w->cols <= 0 || w->rows <= 0 || (w->cols % 32 && !any_width) || w->cols > (1 << 30) || w->rows > INT32_MAX)
         return aero_fail(err, AERO_ERR_UNSUPPORTED, "CUDA weight matrix %lld x %lld (cols must be a multiple of 32)",
                          (long long)w->rows, (long long)w->cols);
     size_t rb = aero_dtype_row_bytes(w->type, (uint64_t)w->cols), al = row_align(w->type);
+    if (w->cols % 32) al = w->type == AERO_DT_F32 ? 4 : 2; // the plain kernel reads single elements
     if (w->row_bytes < rb || w->row_bytes % al || (uintptr_t)w->data % al)
         return aero_fail(err, AERO_ERR_INVALID, "CUDA %s matrix: row stride %zu (rows of %zu bytes, alignment %zu)",
                          aero_dtype_name(w->type), w->row_bytes, rb, al);
@@ -261,6 +284,16 @@ extern "C" aero_status aero_cuda_matmul_shape(aero_cuda *cu, const aero_cuda_wma
         return aero_fail(err, AERO_ERR_RANGE, "CUDA matmul of %d tokens (at most %d per call)", n, 65535 * T);
     cudaStream_t s = cu->compute;
     bool ok = false;
+    if (w->cols % 32) { // dense only (wmat_check): the plain kernel, whatever the shape asked
+        if (n > 65535) return aero_fail(err, AERO_ERR_RANGE, "CUDA matmul of %d tokens (at most 65535 per call)", n);
+        dim3 grid((unsigned)((w->rows + 3) / 4), (unsigned)n);
+        const uint8_t *wd = (const uint8_t *)w->data;
+        if (w->type == AERO_DT_F32) k_matmul_dense_any<AERO_DT_F32><<<grid, 128, 0, s>>>(wd, w->row_bytes, (int)w->rows, (int)w->cols, a->x, n, y);
+        else if (w->type == AERO_DT_F16) k_matmul_dense_any<AERO_DT_F16><<<grid, 128, 0, s>>>(wd, w->row_bytes, (int)w->rows, (int)w->cols, a->x, n, y);
+        else k_matmul_dense_any<AERO_DT_BF16><<<grid, 128, 0, s>>>(wd, w->row_bytes, (int)w->rows, (int)w->cols, a->x, n, y);
+        CU_LAUNCHED("matmul launch");
+        return AERO_OK;
+    }
     switch (w->type) {
     case AERO_DT_F32: ok = launch_shape<AERO_DT_F32>(w, x, n, y, R, T, s); break;
     case AERO_DT_F16: ok = launch_shape<AERO_DT_F16>(w, x, n, y, R, T, s); break;
@@ -291,6 +324,7 @@ extern "C" aero_status aero_cuda_matmul(aero_cuda *cu, const aero_cuda_wmat *w, 
     if (st) return st;
     if (n <= 0) return n == 0 ? AERO_OK : aero_fail(err, AERO_ERR_INVALID, "CUDA matmul over %d tokens", n);
     int cols = (int)w->cols, group = (int)(cu->scratch_floats / (size_t)cols);
+    if (is_dense(w->type)) group = n; // dense weights read x itself: no scratch
     if (group < 1) return aero_fail(err, AERO_ERR_RANGE, "CUDA matmul: rows of %d exceed the scratch", cols);
     for (int i = 0; i < n; i += group) {
         int k = n - i < group ? n - i : group;

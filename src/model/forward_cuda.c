@@ -1,0 +1,525 @@
+// The forward pass on a CUDA GPU: the same batch semantics as forward.c's, layer by layer over the same
+// stream/ units (invariant 1). Units that fit the VRAM budget are uploaded once and stay resident (the first
+// in layer order); the others are acquired from stream/ each pass and copied from page-locked host memory into
+// one of two VRAM slots on the copy stream, events ordering copy -> compute -> slot reuse, so the copy of unit
+// l+1 runs while unit l computes. Every kernel is batch invariant (cuda_backend.h), so speculative greedy
+// output equals plain greedy output; against the CPU the logits agree to a tolerance, not bitwise.
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../kernels/cuda/cuda_backend.h"
+#include "../stream/stream_internal.h"
+#include "forward_cuda.h"
+
+#define N_SLOTS 2
+#define HEAD_ROWS 64         // logits rows computed (and copied back) at once
+#define MAX_MATS 8
+
+typedef struct {
+    int64_t mats[MAX_MATS];  // the unit's weight matrices (tensor indices)
+    int n_mats;
+    uint64_t bytes;          // their VRAM size, each rounded to 256
+    bool vram;               // uploaded once
+} gpu_unit;
+
+typedef struct aero_gpu {
+    aero_cuda *cu;
+    aero_cuda_batch *batch;
+    int cap;                 // tokens per device pass (longer causal batches run in chunks)
+    gpu_unit *units;
+    int n_units;
+    void **tdev;             // per tensor: its VRAM copy (resident units, norms, biases), else NULL
+    uint64_t *toff;          // per tensor of a streamed unit: offset inside a slot
+    void *slot[N_SLOTS];
+    uint64_t slot_bytes;
+    aero_cuda_event *copied[N_SLOTS], *freed[N_SLOTS];
+    bool slot_busy[N_SLOTS];
+    int next_slot;
+    uint16_t **kc, **vc;     // per layer: [n_seq][n_ctx][kv_dim] F16
+    float *x, *xb, *q, *k, *v, *att, *hb, *hb2, *lin, *logits, *inv_freq;
+    float *h_x;              // pinned staging of the embedded rows
+    void *embd_raw;
+    void **reg;              // host buffers this context page-locked
+    int n_reg;
+    char desc[320];
+} aero_gpu;
+
+static uint64_t r256(uint64_t b) { return (b + 255) & ~(uint64_t)255; }
+
+static uint64_t tbytes(const aero_model *m, int64_t t) { return m->gguf.tensors[t].nbytes; }
+
+// The unit's matrices, as forward.c reads them: a layer's seven, or the output head.
+static int unit_mats(const aero_model *m, int u, int64_t *out) {
+    if (u == m->hp.n_layer) {
+        out[0] = m->output;
+        return 1;
+    }
+    const aero_layer_weights *w = &m->layers[u];
+    int64_t t[7] = {w->wq, w->wk, w->wv, w->wo, w->w_gate, w->w_up, w->w_down};
+    memcpy(out, t, sizeof t);
+    return 7;
+}
+
+static aero_cuda_wmat wm(const aero_model *m, int64_t t, const void *data) {
+    const aero_tensor_info *ti = &m->gguf.tensors[t];
+    return (aero_cuda_wmat){.data = data, .type = ti->type, .cols = (int64_t)ti->ne[0], .rows = (int64_t)ti->ne[1],
+                            .row_bytes = aero_dtype_row_bytes(ti->type, ti->ne[0])};
+}
+
+// The small tensors a layer reads (norms, biases), -1 where absent.
+static int small_tensors(const aero_model *m, int l, int64_t *out) {
+    const aero_layer_weights *w = &m->layers[l];
+    int64_t t[7] = {w->attn_norm, w->ffn_norm, w->bq, w->bk, w->bv, w->q_norm, w->k_norm};
+    memcpy(out, t, sizeof t);
+    return 7;
+}
+
+// Checks that every tensor has a GPU kernel before anything is allocated: a refusal names the tensor.
+static aero_status check_model(const aero_model *m, aero_error *err) {
+    for (int u = 0; u <= m->hp.n_layer; u++) {
+        int64_t mats[MAX_MATS];
+        int n = unit_mats(m, u, mats);
+        for (int i = 0; i < n; i++) {
+            if (mats[i] < 0)
+                return aero_fail(err, AERO_ERR_UNSUPPORTED, "--device cuda: layer %d is not a dense llama/qwen2/qwen3 "
+                                 "layer (MoE runs on the CPU only)", u);
+            aero_cuda_wmat w = wm(m, mats[i], (const void *)(uintptr_t)256);
+            if (aero_cuda_wmat_check(&w, err))
+                return aero_error_prefix(err, "--device cuda: tensor '%s': ", m->gguf.tensors[mats[i]].name);
+        }
+    }
+    for (int l = 0; l <= m->hp.n_layer; l++) {
+        int64_t t[7];
+        int n = l < m->hp.n_layer ? small_tensors(m, l, t) : (t[0] = m->out_norm, 1);
+        for (int i = 0; i < n; i++)
+            if (t[i] >= 0 && m->gguf.tensors[t[i]].type != AERO_DT_F32)
+                return aero_fail(err, AERO_ERR_UNSUPPORTED, "--device cuda: tensor '%s' is %s (F32 expected)",
+                                 m->gguf.tensors[t[i]].name, aero_dtype_name(m->gguf.tensors[t[i]].type));
+    }
+    return AERO_OK;
+}
+
+// VRAM the context needs besides the weights: KV cache, activations, batch buffers, scratch, small tensors.
+static uint64_t fixed_bytes(const aero_ctx *c, int cap) {
+    const aero_model *m = c->m;
+    const aero_hparams *hp = &m->hp;
+    uint64_t d = hp->n_embd, qd = (uint64_t)hp->n_head * hp->head_dim, kvd = c->kv_dim, n = cap;
+    uint64_t b = (uint64_t)64 << 20; // the backend's activation scratch
+    b += 2 * (uint64_t)hp->n_layer * r256((uint64_t)c->n_seq * c->n_ctx * kvd * 2);
+    b += r256(n * d * 4) * 2 + r256(n * (d > qd ? d : qd) * 4) + r256(n * qd * 4) * 2 + r256(n * kvd * 4) * 2 +
+         r256(n * hp->n_ff * 4) * 2 + r256((uint64_t)HEAD_ROWS * hp->n_vocab * 4) + r256(hp->rope_dim * 2 + 4) +
+         0;
+    uint64_t segs = ((uint64_t)c->n_ctx + n + 255) / 256;
+    b += 3 * r256(n * 4) + r256((uint64_t)c->n_seq * 4) + r256(n * n) +
+         r256(n * hp->n_head * segs * (2 + (uint64_t)hp->head_dim) * 4);
+    for (int l = 0; l < hp->n_layer; l++) {
+        int64_t t[7];
+        int k = small_tensors(m, l, t);
+        for (int i = 0; i < k; i++)
+            if (t[i] >= 0) b += r256(tbytes(m, t[i]));
+    }
+    return b + r256(tbytes(m, m->out_norm)) + ((uint64_t)1 << 20);
+}
+
+static aero_status dalloc(aero_gpu *g, uint64_t bytes, void *out, aero_error *err) {
+    return aero_cuda_alloc(g->cu, bytes ? bytes : 1, (void **)out, err);
+}
+
+// Copies one host tensor into VRAM now (loading: resident units and small tensors).
+static aero_status upload(aero_gpu *g, void *dev, const void *host, uint64_t bytes, aero_error *err) {
+    if (aero_cuda_copy_h2d_async(g->cu, AERO_CUDA_STREAM_COPY, dev, host, bytes, err)) return err->code;
+    return aero_cuda_sync(g->cu, err);
+}
+
+// Page-locks the host memory a streamed unit is copied from (a resident unit's buffer, or the ring) so that
+// its copies are asynchronous; a failure only costs speed (pageable copies), so it is not an error.
+static void pin(aero_gpu *g, void *p, uint64_t bytes) {
+    aero_error e = {0};
+    if (!p || !bytes) return;
+    for (int i = 0; i < g->n_reg; i++)
+        if (g->reg[i] == p) return;
+    if (aero_cuda_host_register(p, bytes, &e)) return;
+    g->reg[g->n_reg++] = p;
+}
+
+// Chooses the VRAM-resident units: all when they fit, else two slots and the first units in order that fit.
+static aero_status plan(aero_ctx *c, aero_gpu *g, uint64_t gpu_mem, uint64_t *budget, aero_error *err) {
+    aero_model *m = c->m;
+    uint64_t fixed = fixed_bytes(c, g->cap), total = 0;
+    g->slot_bytes = 0;
+    for (int u = 0; u < g->n_units; u++) {
+        gpu_unit *un = &g->units[u];
+        un->n_mats = unit_mats(m, u, un->mats);
+        un->bytes = 0;
+        for (int i = 0; i < un->n_mats; i++) un->bytes += r256(tbytes(m, un->mats[i]));
+        total += un->bytes;
+        if (un->bytes > g->slot_bytes) g->slot_bytes = un->bytes;
+    }
+    uint64_t min_need = fixed + N_SLOTS * g->slot_bytes;
+    if (!gpu_mem) {
+        aero_cuda_info info;
+        if (aero_cuda_device_info(0, &info, err)) return aero_error_prefix(err, "--device cuda: ");
+        uint64_t margin = info.free_vram / 20 > ((uint64_t)512 << 20) ? info.free_vram / 20 : ((uint64_t)512 << 20);
+        uint64_t avail = info.free_vram > margin ? info.free_vram - margin : 0;
+        gpu_mem = fixed + total < avail ? fixed + total : avail;
+        if (gpu_mem < min_need)
+            return aero_fail(err, AERO_ERR_NOMEM, "--device cuda: %s has %llu MiB free; this model and context need at "
+                             "least %llu bytes on the GPU (KV cache, activations and two weight slots)", info.name,
+                             (unsigned long long)(info.free_vram >> 20), (unsigned long long)min_need);
+    }
+    if (gpu_mem < fixed + total && gpu_mem < min_need)
+        return aero_fail(err, AERO_ERR_NOMEM, "--gpu-mem %llu bytes is too small: this model and context need at "
+                         "least %llu bytes on the GPU (KV cache, activations and two weight slots of %llu bytes)",
+                         (unsigned long long)gpu_mem, (unsigned long long)min_need,
+                         (unsigned long long)g->slot_bytes);
+    *budget = gpu_mem;
+    uint64_t room = gpu_mem - fixed;
+    bool all = total <= room;
+    if (!all) room -= N_SLOTS * g->slot_bytes;
+    for (int u = 0; u < g->n_units; u++) {
+        gpu_unit *un = &g->units[u];
+        un->vram = all || un->bytes <= room;
+        if (!all && un->vram) room -= un->bytes;
+    }
+    if (all) g->slot_bytes = 0;
+    return AERO_OK;
+}
+
+// Uploads the resident units (through stream/, in its cyclic order) and the small tensors, lays out the
+// streamed units' tensors inside a slot, and page-locks the host memory they are copied from.
+static aero_status load_weights(aero_ctx *c, aero_gpu *g, aero_error *err) {
+    aero_model *m = c->m;
+    aero_stream *s = m->stream;
+    for (int l = 0; l <= m->hp.n_layer; l++) {
+        int64_t t[7];
+        int k = l < m->hp.n_layer ? small_tensors(m, l, t) : (t[0] = m->out_norm, 1);
+        for (int i = 0; i < k; i++) {
+            if (t[i] < 0 || g->tdev[t[i]]) continue;
+            const void *h = aero_stream_global(s, t[i]);
+            if (!h) return aero_fail(err, AERO_ERR_INVALID, "tensor '%s' is not resident", m->gguf.tensors[t[i]].name);
+            if (dalloc(g, tbytes(m, t[i]), &g->tdev[t[i]], err) || upload(g, g->tdev[t[i]], h, tbytes(m, t[i]), err))
+                return err->code;
+        }
+    }
+    for (int u = 0; u < g->n_units; u++) {
+        gpu_unit *un = &g->units[u];
+        if (!un->vram) {
+            uint64_t off = 0;
+            for (int i = 0; i < un->n_mats; i++) {
+                g->toff[un->mats[i]] = off;
+                off += r256(tbytes(m, un->mats[i]));
+            }
+            if (s->units[u].resident) pin(g, s->units[u].mem, s->units[u].bytes);
+            else pin(g, s->ring, s->ring_bytes);
+            continue;
+        }
+        if (aero_stream_acquire(s, u, err)) return err->code;
+        aero_status st = AERO_OK;
+        for (int i = 0; i < un->n_mats && !st; i++) {
+            int64_t t = un->mats[i];
+            if (g->tdev[t]) continue; // tied: the same tensor twice
+            const void *h;
+            if (!(st = aero_stream_tensor_checked(s, t, &h, err)) && !(st = dalloc(g, tbytes(m, t), &g->tdev[t], err)))
+                st = upload(g, g->tdev[t], h, tbytes(m, t), err);
+        }
+        aero_stream_release(s, u);
+        if (st) return st;
+    }
+    return AERO_OK;
+}
+
+aero_status aero_gpu_ctx_init(aero_ctx *c, uint64_t gpu_mem, aero_error *err) {
+    aero_model *m = c->m;
+    const aero_hparams *hp = &m->hp;
+    if (aero_cuda_device_count() <= 0)
+        return aero_fail(err, AERO_ERR_UNSUPPORTED, "--device cuda: no CUDA device found (use --device cpu)");
+    if (check_model(m, err)) return err->code;
+    aero_gpu *g = calloc(1, sizeof *g);
+    if (!g) return aero_fail(err, AERO_ERR_NOMEM, "out of memory");
+    c->gpu = g;
+    int widest = hp->n_embd;
+    if (hp->n_head * hp->head_dim > widest) widest = hp->n_head * hp->head_dim;
+    if (hp->n_ff > widest) widest = hp->n_ff;
+    g->cap = c->n_tile < 512 ? c->n_tile : 512;
+    if ((int64_t)g->cap * widest > ((int64_t)16 << 20)) g->cap = (int)(((int64_t)16 << 20) / widest);
+    g->n_units = hp->n_layer + 1;
+    size_t nt = m->gguf.n_tensors;
+    g->units = calloc(g->n_units, sizeof *g->units);
+    g->tdev = calloc(nt, sizeof *g->tdev);
+    g->toff = calloc(nt, sizeof *g->toff);
+    g->reg = calloc(g->n_units + 1, sizeof *g->reg);
+    g->kc = calloc(hp->n_layer, sizeof *g->kc);
+    g->vc = calloc(hp->n_layer, sizeof *g->vc);
+    const aero_tensor_info *te = &m->gguf.tensors[m->tok_embd];
+    g->embd_raw = malloc((size_t)g->cap * aero_dtype_row_bytes(te->type, te->ne[0]));
+    if (!g->units || !g->tdev || !g->toff || !g->reg || !g->kc || !g->vc || !g->embd_raw) {
+        aero_fail(err, AERO_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
+    uint64_t budget = 0;
+    if (plan(c, g, gpu_mem, &budget, err) || aero_cuda_init(&g->cu, 0, budget, err)) goto fail;
+    uint64_t d = hp->n_embd, qd = (uint64_t)hp->n_head * hp->head_dim, kvd = c->kv_dim, n = g->cap;
+    uint64_t kv_bytes = (uint64_t)c->n_seq * c->n_ctx * kvd * 2;
+    for (int l = 0; l < hp->n_layer; l++)
+        if (dalloc(g, kv_bytes, &g->kc[l], err) || dalloc(g, kv_bytes, &g->vc[l], err)) goto fail;
+    if (dalloc(g, n * d * 4, &g->x, err) || dalloc(g, n * (d > qd ? d : qd) * 4, &g->xb, err) ||
+        dalloc(g, n * qd * 4, &g->q, err) || dalloc(g, n * kvd * 4, &g->k, err) || dalloc(g, n * kvd * 4, &g->v, err) ||
+        dalloc(g, n * qd * 4, &g->att, err) || dalloc(g, n * hp->n_ff * 4, &g->hb, err) ||
+        dalloc(g, n * hp->n_ff * 4, &g->hb2, err) || dalloc(g, n * d * 4, &g->lin, err) ||
+        dalloc(g, (uint64_t)HEAD_ROWS * hp->n_vocab * 4, &g->logits, err) ||
+        dalloc(g, (uint64_t)hp->rope_dim / 2 * 4 + 4, &g->inv_freq, err) ||
+        aero_cuda_batch_new(g->cu, g->cap, c->n_seq, c->n_ctx, hp->n_head, hp->head_dim, &g->batch, err) ||
+        aero_cuda_host_alloc(n * d * 4, (void **)&g->h_x, err))
+        goto fail;
+    if (hp->rope_dim >= 2 && upload(g, g->inv_freq, m->rope_inv_freq, (uint64_t)hp->rope_dim / 2 * 4, err)) goto fail;
+    for (int k = 0; k < N_SLOTS && g->slot_bytes; k++)
+        if (dalloc(g, g->slot_bytes, &g->slot[k], err) || aero_cuda_event_new(g->cu, &g->copied[k], err) ||
+            aero_cuda_event_new(g->cu, &g->freed[k], err))
+            goto fail;
+    if (load_weights(c, g, err)) goto fail;
+    int n_vram = 0;
+    uint64_t vram_w = 0;
+    for (int u = 0; u < g->n_units; u++)
+        if (g->units[u].vram) n_vram++, vram_w += g->units[u].bytes;
+    const aero_cuda_info *info = aero_cuda_get_info(g->cu);
+    int len = snprintf(g->desc, sizeof g->desc, "device: %s (%.1f GB free), VRAM budget %.1f MB: %d of %d units "
+                       "resident (%.1f MB of weights)", info->name, info->free_vram / 1e9, budget / 1e6, n_vram,
+                       g->n_units, vram_w / 1e6);
+    if (g->slot_bytes && len > 0 && len < (int)sizeof g->desc)
+        snprintf(g->desc + len, sizeof g->desc - len, ", %d streamed through 2 slots of %.1f MB from %d pinned host "
+                 "buffers", g->n_units - n_vram, g->slot_bytes / 1e6, g->n_reg);
+    return AERO_OK;
+fail:
+    aero_gpu_ctx_free(c);
+    return err->code;
+}
+
+void aero_gpu_ctx_free(aero_ctx *c) {
+    aero_gpu *g = c->gpu;
+    if (!g) return;
+    if (g->cu) {
+        aero_error e = {0};
+        aero_cuda_sync(g->cu, &e);
+    }
+    for (int i = 0; i < g->n_reg; i++) aero_cuda_host_unregister(g->reg[i]);
+    for (int k = 0; k < N_SLOTS; k++) {
+        aero_cuda_event_free(g->copied[k]);
+        aero_cuda_event_free(g->freed[k]);
+    }
+    aero_cuda_batch_free(g->batch);
+    aero_cuda_host_free(g->h_x);
+    aero_cuda_free(g->cu);
+    free(g->units);
+    free(g->tdev);
+    free(g->toff);
+    free(g->reg);
+    free(g->kc);
+    free(g->vc);
+    free(g->embd_raw);
+    free(g);
+    c->gpu = NULL;
+}
+
+const char *aero_gpu_describe(const aero_ctx *c) { return c->gpu ? ((const aero_gpu *)c->gpu)->desc : "device: cpu"; }
+
+// Activations for the matmuls of one input (q/k/v share one, gate/up another).
+static aero_status prep(aero_gpu *g, const float *x, int n, int cols, aero_cuda_act *a, aero_error *err) {
+    if (cols % 32) { // only dense weights have such rows; they read x itself
+        *a = (aero_cuda_act){x, NULL, n, cols};
+        return AERO_OK;
+    }
+    return aero_cuda_act_prepare(g->cu, x, n, cols, a, err);
+}
+
+// Where a unit's matrices are this pass: resident copies, or a slot that the copy stream fills now.
+static aero_status unit_in(aero_ctx *c, aero_gpu *g, int u, int *slot, aero_error *err) {
+    gpu_unit *un = &g->units[u];
+    *slot = -1;
+    if (un->vram) return AERO_OK;
+    aero_stream *s = c->m->stream;
+    int k = g->next_slot;
+    g->next_slot = (k + 1) % N_SLOTS;
+    if (g->slot_busy[k] && aero_cuda_wait(g->cu, AERO_CUDA_STREAM_COPY, g->freed[k], err)) return err->code;
+    for (int i = 0; i < un->n_mats; i++) {
+        int64_t t = un->mats[i];
+        const void *h;
+        if (aero_stream_tensor_checked(s, t, &h, err) ||
+            aero_cuda_copy_h2d_async(g->cu, AERO_CUDA_STREAM_COPY, (char *)g->slot[k] + g->toff[t], h,
+                                     tbytes(c->m, t), err))
+            return err->code;
+    }
+    if (aero_cuda_record(g->cu, AERO_CUDA_STREAM_COPY, g->copied[k], err) ||
+        aero_cuda_wait(g->cu, AERO_CUDA_STREAM_COMPUTE, g->copied[k], err))
+        return err->code;
+    *slot = k;
+    return AERO_OK;
+}
+
+// After the unit's kernels are queued: the slot is free once they ran; the host buffer once the copy ran
+// (stream/ may refill it after release).
+static aero_status unit_out(aero_gpu *g, int slot, aero_error *err) {
+    if (slot < 0) return AERO_OK;
+    if (aero_cuda_record(g->cu, AERO_CUDA_STREAM_COMPUTE, g->freed[slot], err)) return err->code;
+    g->slot_busy[slot] = true;
+    return aero_cuda_event_sync(g->copied[slot], err);
+}
+
+static aero_cuda_wmat mat(aero_ctx *c, aero_gpu *g, int64_t t, int slot) {
+    return wm(c->m, t, slot < 0 ? g->tdev[t] : (const void *)((char *)g->slot[slot] + g->toff[t]));
+}
+
+// One layer over the n tokens of the device batch.
+static aero_status layer(aero_ctx *c, aero_gpu *g, int l, int slot, int n, aero_error *err) {
+    aero_model *m = c->m;
+    const aero_hparams *hp = &m->hp;
+    const aero_layer_weights *w = &m->layers[l];
+    aero_cuda *cu = g->cu;
+    int d = hp->n_embd, hd = hp->head_dim, qd = hp->n_head * hd, kvd = c->kv_dim;
+    aero_cuda_wmat wq = mat(c, g, w->wq, slot), wk = mat(c, g, w->wk, slot), wv = mat(c, g, w->wv, slot),
+                   wo = mat(c, g, w->wo, slot), wg = mat(c, g, w->w_gate, slot), wu = mat(c, g, w->w_up, slot),
+                   wd = mat(c, g, w->w_down, slot);
+    aero_cuda_act a;
+    if (aero_cuda_rmsnorm(cu, g->xb, g->x, g->tdev[w->attn_norm], n, d, hp->norm_eps, err) ||
+        prep(g, g->xb, n, d, &a, err) || aero_cuda_matmul_act(cu, &wq, &a, g->q, err) ||
+        aero_cuda_matmul_act(cu, &wk, &a, g->k, err) || aero_cuda_matmul_act(cu, &wv, &a, g->v, err))
+        return err->code;
+    if (w->bq >= 0 && (aero_cuda_add_bias(cu, g->q, g->tdev[w->bq], n, qd, err) ||
+                       aero_cuda_add_bias(cu, g->k, g->tdev[w->bk], n, kvd, err) ||
+                       aero_cuda_add_bias(cu, g->v, g->tdev[w->bv], n, kvd, err)))
+        return err->code;
+    if (w->q_norm >= 0 && aero_cuda_rmsnorm(cu, g->q, g->q, g->tdev[w->q_norm], n * hp->n_head, hd, hp->norm_eps, err))
+        return err->code;
+    if (w->k_norm >= 0 &&
+        aero_cuda_rmsnorm(cu, g->k, g->k, g->tdev[w->k_norm], n * hp->n_head_kv, hd, hp->norm_eps, err))
+        return err->code;
+    const int32_t *pos = aero_cuda_batch_pos(g->batch);
+    if (aero_cuda_rope(cu, g->q, n, hp->n_head, hd, hp->rope_dim, pos, g->inv_freq, m->rope_neox, err) ||
+        aero_cuda_rope(cu, g->k, n, hp->n_head_kv, hd, hp->rope_dim, pos, g->inv_freq, m->rope_neox, err) ||
+        aero_cuda_kv_store(g->batch, g->kc[l], g->vc[l], g->k, g->v, kvd, err) ||
+        aero_cuda_attention(g->batch, g->q, g->kc[l], g->vc[l], hp->n_head, hp->n_head_kv, hd, g->att, err) ||
+        prep(g, g->att, n, qd, &a, err) || aero_cuda_matmul_act(cu, &wo, &a, g->xb, err) ||
+        aero_cuda_add(cu, g->x, g->xb, (size_t)n * d, err))
+        return err->code;
+    if (aero_cuda_rmsnorm(cu, g->xb, g->x, g->tdev[w->ffn_norm], n, d, hp->norm_eps, err) ||
+        prep(g, g->xb, n, d, &a, err) || aero_cuda_matmul_act(cu, &wg, &a, g->hb, err) ||
+        aero_cuda_matmul_act(cu, &wu, &a, g->hb2, err) ||
+        aero_cuda_swiglu(cu, g->hb, g->hb, g->hb2, (size_t)n * hp->n_ff, err) ||
+        prep(g, g->hb, n, hp->n_ff, &a, err) || aero_cuda_matmul_act(cu, &wd, &a, g->xb, err) ||
+        aero_cuda_add(cu, g->x, g->xb, (size_t)n * d, err))
+        return err->code;
+    return AERO_OK;
+}
+
+// Final norm of the wanted rows and the vocabulary projection, HEAD_ROWS rows at a time, logits to the host.
+static aero_status head(aero_ctx *c, aero_gpu *g, int slot, int n, const uint8_t *want, float *logits,
+                        aero_error *err) {
+    aero_model *m = c->m;
+    const aero_hparams *hp = &m->hp;
+    int d = hp->n_embd, nw = 0;
+    const float *src = g->x;
+    if (want) {
+        for (int i = 0; i < n; i++)
+            if (want[i] && aero_cuda_copy_d2d(g->cu, g->lin + (size_t)nw++ * d, g->x + (size_t)i * d,
+                                              sizeof(float) * d, err))
+                return err->code;
+        src = g->lin;
+    } else {
+        nw = n;
+    }
+    if (!nw) return AERO_OK;
+    if (aero_cuda_rmsnorm(g->cu, g->lin, src, g->tdev[m->out_norm], nw, d, hp->norm_eps, err)) return err->code;
+    aero_cuda_wmat wo = mat(c, g, m->output, slot);
+    for (int r = 0; r < nw; r += HEAD_ROWS) {
+        int k = nw - r < HEAD_ROWS ? nw - r : HEAD_ROWS;
+        aero_cuda_act a;
+        if (prep(g, g->lin + (size_t)r * d, k, d, &a, err) || aero_cuda_matmul_act(g->cu, &wo, &a, g->logits, err) ||
+            aero_cuda_copy_d2h(g->cu, logits + (size_t)r * hp->n_vocab, g->logits,
+                               sizeof(float) * k * hp->n_vocab, err))
+            return err->code;
+    }
+    return AERO_OK;
+}
+
+// One device pass over tokens [first, first + n) of the batch: embeddings on the host (the raw rows come from
+// stream/, as on the CPU), every layer, the head. *out_rows: logits rows written.
+static aero_status pass(aero_ctx *c, aero_gpu *g, const aero_batch *b, int first, int n, const int *cell,
+                        const int32_t *base, float *logits, int *out_rows, aero_error *err) {
+    aero_model *m = c->m;
+    const aero_hparams *hp = &m->hp;
+    aero_stream *s = m->stream;
+    const aero_tensor_info *te = &m->gguf.tensors[m->tok_embd];
+    size_t rb = aero_dtype_row_bytes(te->type, te->ne[0]);
+    int d = hp->n_embd;
+    *out_rows = 0;
+    if (aero_cuda_sync(g->cu, err)) return err->code; // the staging buffers of the previous pass are free
+    if (aero_stream_read_rows(s, b->tokens + first, n, g->embd_raw, err)) return err->code;
+    for (int i = 0; i < n; i++)
+        aero_dequantize_row(te->type, (const char *)g->embd_raw + (size_t)i * rb, g->h_x + (size_t)i * d, d);
+    if (aero_cuda_copy_h2d_async(g->cu, AERO_CUDA_STREAM_COMPUTE, g->x, g->h_x, sizeof(float) * n * d, err) ||
+        aero_cuda_batch_set(g->batch, n, b->pos + first, b->seq ? b->seq + first : NULL, cell + first,
+                            b->mask, base, err))
+        return err->code;
+    for (int u = 0; u < g->n_units; u++) {
+        int slot;
+        if (aero_stream_acquire(s, u, err)) return err->code;
+        aero_status st = unit_in(c, g, u, &slot, err);
+        if (!st) st = u < hp->n_layer ? layer(c, g, u, slot, n, err)
+                                      : (logits ? head(c, g, slot, n, b->want_logits ? b->want_logits + first : NULL,
+                                                       logits, err)
+                                                : AERO_OK);
+        if (!st) st = unit_out(g, slot, err);
+        aero_stream_release(s, u);
+        if (st) return st;
+    }
+    if (logits) {
+        int nw = n;
+        if (b->want_logits) {
+            nw = 0;
+            for (int i = 0; i < n; i++) nw += b->want_logits[first + i] != 0;
+        }
+        *out_rows = nw;
+    }
+    return aero_cuda_sync(g->cu, err);
+}
+
+aero_status aero_gpu_decode(aero_ctx *c, const aero_batch *b, const int *cell, const int *base, float *logits,
+                            aero_error *err) {
+    aero_gpu *g = c->gpu;
+    if (b->mask && b->n > g->cap)
+        return aero_fail(err, AERO_ERR_RANGE, "--device cuda: a masked batch of %d tokens exceeds %d", b->n, g->cap);
+    int32_t *cbase = malloc(sizeof(int32_t) * c->n_seq);
+    if (!cbase) return aero_fail(err, AERO_ERR_NOMEM, "out of memory");
+    for (int s = 0; s < c->n_seq; s++) cbase[s] = base[s];
+    aero_status st = AERO_OK;
+    size_t row = 0;
+    // a long causal batch runs in chunks: each chunk sees the cache the earlier chunks wrote
+    for (int first = 0; first < b->n && !st; first += g->cap) {
+        int n = b->n - first < g->cap ? b->n - first : g->cap, rows = 0;
+        st = pass(c, g, b, first, n, cell, cbase, logits ? logits + row * c->m->hp.n_vocab : NULL, &rows, err);
+        row += rows;
+        for (int i = first; i < first + n; i++) cbase[b->seq ? b->seq[i] : 0]++;
+    }
+    free(cbase);
+    return st;
+}
+
+void aero_gpu_kv_keep(aero_ctx *c, int seq, int base, const int *keep, int n_keep) {
+    aero_gpu *g = c->gpu;
+    if (seq < 0 || seq >= c->n_seq || base < 0 || base > c->kv.len[seq]) return;
+    size_t rb = (size_t)c->kv_dim * 2;
+    aero_error e = {0};
+    int kept = 0;
+    for (int i = 0; i < n_keep; i++) {
+        int from = base + keep[i];
+        if (from >= c->kv.len[seq] || (i > 0 && keep[i] <= keep[i - 1])) break;
+        int to = base + kept;
+        if (from != to)
+            for (int l = 0; l < c->m->hp.n_layer; l++) {
+                size_t f = ((size_t)seq * c->n_ctx + from) * rb, t = ((size_t)seq * c->n_ctx + to) * rb;
+                aero_cuda_copy_d2d(g->cu, (char *)g->kc[l] + t, (char *)g->kc[l] + f, rb, &e);
+                aero_cuda_copy_d2d(g->cu, (char *)g->vc[l] + t, (char *)g->vc[l] + f, rb, &e);
+            }
+        kept++;
+    }
+}

@@ -1,0 +1,21 @@
+// The GPU forward pass (forward_cuda.c, built with AERO_CUDA): what forward.c and kv.c call when a context
+// was created for the CUDA device. The batch semantics are aero_decode's; the host keeps the KV lengths.
+#ifndef AERO_MODEL_FORWARD_CUDA_H
+#define AERO_MODEL_FORWARD_CUDA_H
+
+#include "model_internal.h"
+
+// Opens the device for a context: VRAM budget gpu_mem (0: what the model and context need, capped at the free
+// VRAM less a margin), the first units that fit uploaded once, the rest streamed through two VRAM slots.
+aero_status aero_gpu_ctx_init(aero_ctx *c, uint64_t gpu_mem, aero_error *err);
+void aero_gpu_ctx_free(aero_ctx *c);
+// aero_decode on the GPU after the batch was validated: cell[i] is token i's cache cell, base[s] the length of
+// sequence s before the batch. The caller commits or rolls back the lengths.
+aero_status aero_gpu_decode(aero_ctx *c, const aero_batch *b, const int *cell, const int *base, float *logits,
+                            aero_error *err);
+// aero_kv_keep's moves on the device cache (before the host updates the length).
+void aero_gpu_kv_keep(aero_ctx *c, int seq, int base, const int *keep, int n_keep);
+// One line on the device, the budget and the plan.
+const char *aero_gpu_describe(const aero_ctx *c);
+
+#endif
