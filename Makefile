@@ -170,7 +170,7 @@ uninstall:
 # with the bundled drafter proposing tokens: prints the text, then the stream and speculation statistics.
 DEMO_PROMPT ?= Once upon a time
 run: all
-	./$(AEROLLM) run -p "$(DEMO_PROMPT)" -n 200 --mem 23M --draft models/aero-drafter-3M-F16.gguf --stats
+	./$(AEROLLM) run -p "$(DEMO_PROMPT)" -n 200 --mem 31M --draft models/aero-drafter-3M-F16.gguf --stats
 
 clean:
 	rm -rf build build-san build-fuzz build-cuda build-emu aerollm

@@ -103,8 +103,12 @@ static void fill_weights(aero_dtype t, uint8_t *p, size_t bytes) {
     for (size_t b = 0; b + bb <= bytes; b += bb) {
         uint16_t h = aero_f32_to_f16(((float)(rnd() % 1000) + 1.0f) * 1e-5f);
         switch (t) {
-        case AERO_DT_F16: memcpy(p + b, &(uint16_t){aero_f32_to_f16((float)((int)(rnd() % 2001) - 1000) * 1e-3f)}, 2); break;
-        case AERO_DT_BF16: memcpy(p + b, &(uint16_t){aero_f32_to_bf16((float)((int)(rnd() % 2001) - 1000) * 1e-3f)}, 2); break;
+        case AERO_DT_F16:
+            memcpy(p + b, &(uint16_t){aero_f32_to_f16((float)((int)(rnd() % 2001) - 1000) * 1e-3f)}, 2);
+            break;
+        case AERO_DT_BF16:
+            memcpy(p + b, &(uint16_t){aero_f32_to_bf16((float)((int)(rnd() % 2001) - 1000) * 1e-3f)}, 2);
+            break;
         case AERO_DT_Q4_0:
         case AERO_DT_Q8_0:
         case AERO_DT_Q5_0: memcpy(p + b, &h, 2); break;
@@ -137,7 +141,8 @@ static bool wset_make(wset *s, aero_dtype t, int64_t rows, int64_t cols, size_t 
     if (!s->mem) return false;
     fill_weights(t, s->mem, s->bytes * (size_t)s->copies);
     for (int c = 0; c < s->copies; c++)
-        s->w[c] = (aero_wmat){.data = s->mem + (size_t)c * s->bytes, .type = t, .cols = cols, .rows = rows, .row_bytes = rb};
+        s->w[c] =
+            (aero_wmat){.data = s->mem + (size_t)c * s->bytes, .type = t, .cols = cols, .rows = rows, .row_bytes = rb};
     return true;
 }
 
@@ -187,8 +192,9 @@ int main(int argc, char **argv) {
     for (int p = 0; p < 2; p++) rd[p] = measure_bw(pools[p], &bj, false), cp[p] = measure_bw(pools[p], &bj, true);
     free(dst);
     free(src);
-    printf("floor: read bandwidth %.1f GB/s (1 thread), %.1f GB/s (2 threads); memcpy %.1f / %.1f GB/s counting read+write\n",
-           rd[0], rd[1], cp[0], cp[1]);
+    printf(
+        "floor: read bandwidth %.1f GB/s (1 thread), %.1f GB/s (2 threads); memcpy %.1f / %.1f GB/s counting read+write\n",
+        rd[0], rd[1], cp[0], cp[1]);
 
     static const aero_dtype types[] = {AERO_DT_F16, AERO_DT_Q8_0, AERO_DT_Q4_0, AERO_DT_Q4_K, AERO_DT_Q6_K};
     static const int64_t shapes[][2] = {{4096, 4096}, {14336, 4096}};
@@ -207,8 +213,9 @@ int main(int argc, char **argv) {
             double g1 = (double)ws.bytes / t1 / 1e9, g2 = (double)ws.bytes / t2 / 1e9;
             char shape[32];
             snprintf(shape, sizeof shape, "%lldx%lld", (long long)shapes[s][0], (long long)shapes[s][1]);
-            printf("%-5s %-11s %7.1f | %9.0f %9.1f %6.2f %6.2f | %9.0f %9.1f %6.2f %6.2f\n", aero_dtype_name(types[k]), shape,
-                   (double)ws.bytes / 1e6, t1 * 1e6, g1, g1 / rd[0], g1 / cp[0], t2 * 1e6, g2, g2 / rd[1], g2 / cp[1]);
+            printf("%-5s %-11s %7.1f | %9.0f %9.1f %6.2f %6.2f | %9.0f %9.1f %6.2f %6.2f\n", aero_dtype_name(types[k]),
+                   shape, (double)ws.bytes / 1e6, t1 * 1e6, g1, g1 / rd[0], g1 / cp[0], t2 * 1e6, g2, g2 / rd[1],
+                   g2 / cp[1]);
             free(ws.mem);
         }
     }

@@ -98,7 +98,11 @@ static void bench_one(const char *label, const char *path, const char *en, size_
         return;
     }
     double load = now() - t0;
-    struct { const char *name; const char *s; size_t n; } texts[] = {{"english", en, en_n}, {"multilingual", ml, ml_n}};
+    struct {
+        const char *name;
+        const char *s;
+        size_t n;
+    } texts[] = {{"english", en, en_n}, {"multilingual", ml, ml_n}};
     for (int k = 0; k < 2; k++) {
         if (!texts[k].s || !texts[k].n) continue;
         size_t ntok = 0;
@@ -115,15 +119,16 @@ static void bench_one(const char *label, const char *path, const char *en, size_
     memset(rep, 'a', big);
     size_t ntok = 0;
     double dt = time_encode(t, rep, big, &ntok);
-    printf("%-8s %-13s %6.2f MB  %8zu tokens  encode %7.2f MB/s   (load %.2f s)\n", label, "1MB of 'a'", 1.0 * big / 1e6,
-           ntok, (double)big / 1e6 / dt, load);
+    printf("%-8s %-13s %6.2f MB  %8zu tokens  encode %7.2f MB/s   (load %.2f s)\n", label, "1MB of 'a'",
+           1.0 * big / 1e6, ntok, (double)big / 1e6 / dt, load);
     free(rep);
     aero_tokenizer_free(t);
 }
 
 int main(void) {
     size_t en_n = 0, ml_n = 0;
-    char *en = read_cmd("tar -xJOf ../shared/data/corpus/corpus.tar.xz --wildcards 'gutenberg/*' 2>/dev/null", 8u << 20, &en_n);
+    char *en = read_cmd("tar -xJOf ../shared/data/corpus/corpus.tar.xz --wildcards 'gutenberg/*' 2>/dev/null", 8u << 20,
+                        &en_n);
     char *ml = read_file("tests/fixtures/tokenizer/corpus.jsonl", &ml_n);
     if (!en_n) printf("(../shared/data corpus not found: English text skipped)\n");
     printf("tokenizer encode, one call per text, best of 3 (single thread)\n");

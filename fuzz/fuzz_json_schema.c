@@ -13,8 +13,9 @@
 #include "sample/grammar.h"
 #include "sample/json_grammar.h"
 
-static const char *const PIECES[] = {"{\"", "\":", "\"}", "true", "null", " ", "\n  ", "12", "-0.5e3", "\\u00e9",
-                                     "\",\"", "[{", "}]", "a", "\"", ",", "{", "}", "[", "]", ":", "0", "\\"};
+static const char *const PIECES[] = {"{\"",    "\":",     "\"}",   "true", "null", " ", "\n  ", "12",
+                                     "-0.5e3", "\\u00e9", "\",\"", "[{",   "}]",   "a", "\"",   ",",
+                                     "{",      "}",       "[",     "]",    ":",    "0", "\\"};
 #define N_P ((int)(sizeof PIECES / sizeof PIECES[0]))
 #define N_VOCAB (N_P + 2) // + a control token + end of generation
 

@@ -133,8 +133,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         json_decref(s);
         break;
     }
-    default:
-        check_stop(data + 1, size - 1);
+    default: check_stop(data + 1, size - 1);
     }
     return 0;
 }

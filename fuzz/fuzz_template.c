@@ -13,15 +13,15 @@
 static json_t *messages, *tools, *extra;
 
 static void setup(void) {
-    const char *m =
-        "[{\"role\":\"system\",\"content\":\"Be brief.\"},"
-        "{\"role\":\"user\",\"content\":\"Hi \\u00e9\\ud83d\\ude00 {{ x }}\"},"
-        "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"type\":\"function\",\"function\":"
-        "{\"name\":\"f\",\"arguments\":{\"x\":1,\"y\":[true,null,2.5]}}}]},"
-        "{\"role\":\"tool\",\"content\":\"42\"},"
-        "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"look\"},{\"type\":\"image\"}]}]";
+    const char *m = "[{\"role\":\"system\",\"content\":\"Be brief.\"},"
+                    "{\"role\":\"user\",\"content\":\"Hi \\u00e9\\ud83d\\ude00 {{ x }}\"},"
+                    "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"type\":\"function\",\"function\":"
+                    "{\"name\":\"f\",\"arguments\":{\"x\":1,\"y\":[true,null,2.5]}}}]},"
+                    "{\"role\":\"tool\",\"content\":\"42\"},"
+                    "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"look\"},{\"type\":\"image\"}]}]";
     messages = json_loads(m, 0, NULL);
-    tools = json_loads("[{\"type\":\"function\",\"function\":{\"name\":\"f\",\"parameters\":{\"type\":\"object\"}}}]", 0, NULL);
+    tools = json_loads("[{\"type\":\"function\",\"function\":{\"name\":\"f\",\"parameters\":{\"type\":\"object\"}}}]",
+                       0, NULL);
     extra = json_loads("{\"enable_thinking\":false,\"date_string\":\"1 Jan 2025\"}", 0, NULL);
     if (!messages || !tools || !extra) abort();
 }
@@ -36,8 +36,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     jtemplate_set_limits(t, 20000, 16u << 20);
     for (int k = 0; k < 2; k++) {
-        aero_chat_inputs in = {.messages = messages, .tools = k ? tools : NULL, .add_generation_prompt = k == 1,
-                               .bos_token = "<s>", .eos_token = "</s>", .extra = k ? extra : NULL};
+        aero_chat_inputs in = {.messages = messages,
+                               .tools = k ? tools : NULL,
+                               .add_generation_prompt = k == 1,
+                               .bos_token = "<s>",
+                               .eos_token = "</s>",
+                               .extra = k ? extra : NULL};
         char *out = NULL;
         size_t n = 0;
         aero_error rerr = {0};

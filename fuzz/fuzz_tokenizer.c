@@ -13,10 +13,10 @@
 
 typedef struct {
     const char *path;
-    bool lossless;        // decode(encode(x)) == x for any bytes (render_special on)
-    bool lossless_plain;  // ... only without parse_special (SPM adds a space after special tokens)
-    bool valid_only;      // ... only for valid UTF-8 (the vocabulary lacks some byte tokens: DeepSeek has
-                          // no normal token for bytes that never occur in UTF-8, e.g. 0xF8)
+    bool lossless;       // decode(encode(x)) == x for any bytes (render_special on)
+    bool lossless_plain; // ... only without parse_special (SPM adds a space after special tokens)
+    bool valid_only;     // ... only for valid UTF-8 (the vocabulary lacks some byte tokens: DeepSeek has
+                         // no normal token for bytes that never occur in UTF-8, e.g. 0xF8)
 } spec;
 
 static const spec SPECS[] = {
@@ -54,8 +54,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
 static void check_fast_split(const char *text, size_t n, int kind) {
     static aero_tokenizer *fake;
     static aero_pre_rule rule;
-    static const char *pats[] = {NULL,
-        "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+",
+    static const char *pats[] = {
+        NULL, "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+",
         "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
         "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"};
     if (!fake) {
@@ -66,7 +66,8 @@ static void check_fast_split(const char *text, size_t n, int kind) {
     fake->n_pre = 0;
     if (rule.re) pcre2_code_free(rule.re);
     rule.re = NULL;
-    if (aero_tok_add_split(fake, pats[kind], strlen(pats[kind]), false, AERO_SPLIT_ISOLATED, false, &err) != AERO_OK) abort();
+    if (aero_tok_add_split(fake, pats[kind], strlen(pats[kind]), false, AERO_SPLIT_ISOLATED, false, &err) != AERO_OK)
+        abort();
     if (fake->pre[0].fast != kind) abort(); // the pattern must be recognised
     rule = fake->pre[0];
     aero_tok_spans a = {0}, b = {0};
@@ -147,7 +148,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (al > wl * 3 + 3) abort();
     }
     al += aero_detok_flush(&d, acc + al, 4);
-    if (aero_utf8_valid_prefix((const unsigned char *)whole, wl) == wl && (al != wl || (wl && memcmp(acc, whole, wl) != 0))) {
+    if (aero_utf8_valid_prefix((const unsigned char *)whole, wl) == wl &&
+        (al != wl || (wl && memcmp(acc, whole, wl) != 0))) {
         fprintf(stderr, "stream and whole decode differ\n");
         abort();
     }

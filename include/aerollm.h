@@ -165,9 +165,9 @@ typedef enum {
 aero_status aero_gguf_load(aero_gguf **out, const char *path, aero_error *err);
 void aero_gguf_close(aero_gguf *g);
 
-uint32_t aero_gguf_version(const aero_gguf *g);   // of the first file
+uint32_t aero_gguf_version(const aero_gguf *g); // of the first file
 uint64_t aero_gguf_alignment(const aero_gguf *g);
-uint32_t aero_gguf_n_files(const aero_gguf *g);   // > 1 for a split model
+uint32_t aero_gguf_n_files(const aero_gguf *g); // > 1 for a split model
 const char *aero_gguf_file_path(const aero_gguf *g, uint32_t file);
 uint64_t aero_gguf_file_size(const aero_gguf *g, uint32_t file);
 
@@ -207,13 +207,13 @@ const char *aero_gguf_arr_string(const aero_gguf_value *v, uint64_t i, uint64_t 
 uint64_t aero_gguf_n_tensors(const aero_gguf *g);
 int64_t aero_gguf_tensor_index(const aero_gguf *g, const char *name); // -1 when absent
 const char *aero_gguf_tensor_name(const aero_gguf *g, uint64_t i);
-uint32_t aero_gguf_tensor_type(const aero_gguf *g, uint64_t i);      // an aero_dtype
+uint32_t aero_gguf_tensor_type(const aero_gguf *g, uint64_t i); // an aero_dtype
 uint32_t aero_gguf_tensor_n_dims(const aero_gguf *g, uint64_t i);
 // The shape, ne[0] (elements per row) first: n_dims entries.
 const uint64_t *aero_gguf_tensor_shape(const aero_gguf *g, uint64_t i);
 uint64_t aero_gguf_tensor_n_elements(const aero_gguf *g, uint64_t i);
-uint32_t aero_gguf_tensor_file(const aero_gguf *g, uint64_t i);      // which split file holds the data
-uint64_t aero_gguf_tensor_offset(const aero_gguf *g, uint64_t i);    // absolute byte offset in that file
+uint32_t aero_gguf_tensor_file(const aero_gguf *g, uint64_t i);   // which split file holds the data
+uint64_t aero_gguf_tensor_offset(const aero_gguf *g, uint64_t i); // absolute byte offset in that file
 uint64_t aero_gguf_tensor_nbytes(const aero_gguf *g, uint64_t i);
 // The layer a tensor belongs to: N for a name "blk.N.<anything>", else -1. The one place the naming rule lives.
 int aero_gguf_tensor_layer(const char *name);
@@ -251,9 +251,9 @@ aero_status aero_tokenizer_from_gguf(aero_tokenizer **out, const aero_gguf *g, a
 void aero_tokenizer_free(aero_tokenizer *t);
 
 int32_t aero_tokenizer_n_vocab(const aero_tokenizer *t);
-int32_t aero_tokenizer_bos(const aero_tokenizer *t);   // -1 when none
-int32_t aero_tokenizer_eos(const aero_tokenizer *t);   // -1 when none
-bool aero_tokenizer_add_bos(const aero_tokenizer *t);  // metadata's add_bos_token (model default)
+int32_t aero_tokenizer_bos(const aero_tokenizer *t);  // -1 when none
+int32_t aero_tokenizer_eos(const aero_tokenizer *t);  // -1 when none
+bool aero_tokenizer_add_bos(const aero_tokenizer *t); // metadata's add_bos_token (model default)
 // End-of-generation: EOS, EOT, <|im_end|>, <|eot_id|> and the like declared by the vocabulary.
 bool aero_tokenizer_is_eog(const aero_tokenizer *t, int32_t id);
 // The token's stored string (as in the vocabulary, e.g. "▁the" or "Ġthe"); NULL when out of range.
@@ -298,13 +298,13 @@ typedef struct aero_sampler_constraint aero_sampler_constraint;
 typedef struct aero_sampler aero_sampler;
 
 typedef struct {
-    float temp;              // <= 0: greedy
-    int top_k;               // <= 0: off
-    float top_p;             // >= 1: off
-    float min_p;             // <= 0: off
-    float repeat_penalty;    // 1: off (llama.cpp semantics over the last repeat_last_n tokens)
+    float temp;           // <= 0: greedy
+    int top_k;            // <= 0: off
+    float top_p;          // >= 1: off
+    float min_p;          // <= 0: off
+    float repeat_penalty; // 1: off (llama.cpp semantics over the last repeat_last_n tokens)
     int repeat_last_n;
-    float presence_penalty;  // OpenAI semantics
+    float presence_penalty; // OpenAI semantics
     float frequency_penalty;
     uint64_t seed;
     aero_sampler_constraint *constraint; // NULL: none; borrowed (must outlive the sampler), state is per request
@@ -315,7 +315,7 @@ void aero_sampler_params_default(aero_sampler_params *p);
 void aero_sampler_set_constraint(aero_sampler *s, aero_sampler_constraint *c);
 aero_sampler *aero_sampler_new(const aero_sampler_params *p, int n_vocab);
 void aero_sampler_free(aero_sampler *s);
-void aero_sampler_reset(aero_sampler *s);             // forgets history; reseeds
+void aero_sampler_reset(aero_sampler *s); // forgets history; reseeds
 bool aero_sampler_is_greedy(const aero_sampler *s);
 // Records a token of the context (prompt or generated) for penalties.
 void aero_sampler_accept(aero_sampler *s, int32_t token);
@@ -331,41 +331,40 @@ typedef struct aero_stream aero_stream;
 
 typedef struct {
     uint64_t passes;
-    uint64_t bytes_streamed;     // read from disk for streamed units
-    double io_busy_s;            // wall time IO threads spent reading
-    double compute_s;            // wall time between acquire returning and release (model compute)
-    double wait_s;               // time acquire() blocked waiting for IO
-    double wall_s;               // time from first acquire of a pass to release of its last unit, summed
+    uint64_t bytes_streamed; // read from disk for streamed units
+    double io_busy_s;        // wall time IO threads spent reading
+    double compute_s;        // wall time between acquire returning and release (model compute)
+    double wait_s;           // time acquire() blocked waiting for IO
+    double wall_s;           // time from first acquire of a pass to release of its last unit, summed
 } aero_stream_stats;
 
 typedef struct {
-    uint64_t resident_bytes;     // small tensors + pinned units + resident head/embeddings
-    uint64_t streamed_bytes;     // bytes read per pass
-    uint64_t window_bytes;       // slot ring
-    uint64_t min_budget;         // smallest legal budget
+    uint64_t resident_bytes;                    // small tensors + pinned units + resident head/embeddings
+    uint64_t streamed_bytes;                    // bytes read per pass
+    uint64_t window_bytes;                      // slot ring
+    uint64_t min_budget;                        // smallest legal budget
     int n_units, n_pinned, n_streamed, n_slots; // units: layer units + the head unit; slots: of the ring
     bool head_resident, embd_resident;
-    bool *unit_resident;         // per unit
-    uint64_t budget;             // the --mem given (0 = none)
-    uint64_t embd_bytes;         // part of resident_bytes held only for embedding row lookups (0 when tied/by row)
-    uint64_t small_bytes;        // part of resident_bytes: norms, biases and other small tensors
-    int prefetch;                // units read ahead (n_slots - 1)
+    bool *unit_resident;  // per unit
+    uint64_t budget;      // the --mem given (0 = none)
+    uint64_t embd_bytes;  // part of resident_bytes held only for embedding row lookups (0 when tied/by row)
+    uint64_t small_bytes; // part of resident_bytes: norms, biases and other small tensors
+    int prefetch;         // units read ahead (n_slots - 1)
     int io_threads;
-    bool direct;                 // O_DIRECT reads (false: buffered + FADV_DONTNEED); known after open
+    bool direct; // O_DIRECT reads (false: buffered + FADV_DONTNEED); known after open
     // routed experts (mixture-of-experts models): never part of a layer unit. Resident when the budget holds
     // the whole model; else served by an expert cache of expert_budget bytes, outside the fields above.
     int n_moe_layers, n_expert, n_expert_used; // from the tensors and `%s.expert_used_count`; 0 when dense
-    uint64_t expert_bytes;       // all routed expert tensors
-    uint64_t expert_span;        // bytes one expert takes in the expert cache (4 KiB-aligned parts), the largest
+    uint64_t expert_bytes;                     // all routed expert tensors
+    uint64_t expert_span; // bytes one expert takes in the expert cache (4 KiB-aligned parts), the largest
     bool experts_resident;
-    uint64_t expert_min;         // smallest expert cache: one decode step's experts of a layer (k spans)
-    uint64_t expert_budget;      // the expert cache's share of the budget (0 when resident or dense)
+    uint64_t expert_min;    // smallest expert cache: one decode step's experts of a layer (k spans)
+    uint64_t expert_budget; // the expert cache's share of the budget (0 when resident or dense)
 } aero_stream_plan;
 
 // The plan a model file would get under budget (0: no limit), decided without opening or reading anything
 // (aerollm info). Close with aero_stream_close.
-aero_status aero_stream_open_plan(aero_stream **out, const aero_gguf *g, int n_layer, uint64_t budget,
-                                  aero_error *err);
+aero_status aero_stream_open_plan(aero_stream **out, const aero_gguf *g, int n_layer, uint64_t budget, aero_error *err);
 void aero_stream_close(aero_stream *s);
 const aero_stream_plan *aero_stream_get_plan(const aero_stream *s);
 // The output head's unit (the last one, after the layer units 0..n_layer-1).
@@ -399,13 +398,14 @@ typedef struct aero_ctx aero_ctx;
 
 typedef struct {
     const char *path;
-    uint64_t mem_budget;   // weight bytes the engine may hold in RAM; 0 = no limit (all resident)
-    int n_threads;         // compute threads; <= 0: number of CPUs
-    int prefetch;          // layers read ahead when streaming; <= 0: default (2)
-    int io_threads;        // <= 0: default
-    bool expert_prefetch;  // MoE: prefetch the next layer's predicted experts (off: measured not to pay, docs/perf/moe.md)
-    const char *device;    // "cpu" (NULL) or "cuda": where its contexts compute unless they say otherwise
-    uint64_t gpu_mem;      // VRAM budget of a CUDA context; 0: what it needs, at most the free VRAM less a margin
+    uint64_t mem_budget; // weight bytes the engine may hold in RAM; 0 = no limit (all resident)
+    int n_threads;       // compute threads; <= 0: number of CPUs
+    int prefetch;        // layers read ahead when streaming; <= 0: default (2)
+    int io_threads;      // <= 0: default
+    bool
+        expert_prefetch; // MoE: prefetch the next layer's predicted experts (off: measured not to pay, docs/perf/moe.md)
+    const char *device;  // "cpu" (NULL) or "cuda": where its contexts compute unless they say otherwise
+    uint64_t gpu_mem;    // VRAM budget of a CUDA context; 0: what it needs, at most the free VRAM less a margin
 } aero_model_params;
 
 void aero_model_params_default(aero_model_params *p);
@@ -446,15 +446,15 @@ typedef enum {
 } aero_kv_type;
 
 typedef struct {
-    int n_ctx;      // KV capacity per sequence; <= 0: model's training context capped at 4096
-    int n_seq;      // sequences the cache holds at once (server sequences); <= 0: 1
-    bool kv_f32;    // F32 cache instead of F16 (for a type left AERO_KV_DEFAULT)
-    int n_batch;    // tokens computed at once inside a layer (-b, the compute tile); <= 0: 512. A longer batch
-                    // is computed tile by tile within each layer, so it still reads the weights once.
+    int n_ctx;   // KV capacity per sequence; <= 0: model's training context capped at 4096
+    int n_seq;   // sequences the cache holds at once (server sequences); <= 0: 1
+    bool kv_f32; // F32 cache instead of F16 (for a type left AERO_KV_DEFAULT)
+    int n_batch; // tokens computed at once inside a layer (-b, the compute tile); <= 0: 512. A longer batch
+                 // is computed tile by tile within each layer, so it still reads the weights once.
     aero_kv_type type_k, type_v; // cache types of keys and values (AERO_KV_DEFAULT: see kv_f32)
-    int kv_recent;  // --kv-recent N: a query reads the cached rows of the N positions up to its own from an F16
-                    // copy instead of the quantized cache (quantized types only; 0: none). The copy is a ring of
-                    // N + n_batch cells per sequence and layer, counted by aero_kv_bytes.
+    int kv_recent;      // --kv-recent N: a query reads the cached rows of the N positions up to its own from an F16
+                        // copy instead of the quantized cache (quantized types only; 0: none). The copy is a ring of
+                        // N + n_batch cells per sequence and layer, counted by aero_kv_bytes.
     const char *device; // NULL: the model's (aero_model_params.device); "cpu" or "cuda"
     uint64_t gpu_mem;   // 0: the model's
 } aero_ctx_params;
@@ -499,9 +499,9 @@ int aero_ctx_n_ctx(const aero_ctx *c);
 int aero_ctx_n_seq(const aero_ctx *c);
 aero_model *aero_ctx_model(aero_ctx *c);
 
-int aero_kv_len(const aero_ctx *c, int seq);                 // tokens cached for seq
-void aero_kv_truncate(aero_ctx *c, int seq, int len);       // keeps the first len entries (rollback)
-void aero_kv_drop(aero_ctx *c, int seq);                    // empties seq
+int aero_kv_len(const aero_ctx *c, int seq);          // tokens cached for seq
+void aero_kv_truncate(aero_ctx *c, int seq, int len); // keeps the first len entries (rollback)
+void aero_kv_drop(aero_ctx *c, int seq);              // empties seq
 // Keeps, after the first `base` entries, only the entries base+keep[0], base+keep[1], ... (ascending), moved
 // down to base, base+1, ...: the accepted path of a verified tree.
 void aero_kv_keep(aero_ctx *c, int seq, int base, const int *keep, int n_keep);
@@ -517,7 +517,7 @@ aero_batch_buf *aero_batch_buf_new(int cap);
 void aero_batch_buf_free(aero_batch_buf *b);
 void aero_batch_buf_clear(aero_batch_buf *b);
 int aero_batch_buf_len(const aero_batch_buf *b);
-int aero_batch_buf_room(const aero_batch_buf *b);        // tokens that can still be added
+int aero_batch_buf_room(const aero_batch_buf *b); // tokens that can still be added
 // Adds a token; returns its row in the packed logits output when want_logits, else -1. -1 too when full.
 int aero_batch_buf_add(aero_batch_buf *b, int32_t tok, int32_t pos, int32_t seq, bool want_logits);
 int32_t aero_batch_buf_seq(const aero_batch_buf *b, int i); // sequence of token i
@@ -545,34 +545,34 @@ typedef enum {
 } aero_spec_rule;
 
 typedef struct {
-    int draft_max;     // longest chain, deepest tree path (>= 1)
-    int draft_min;     // p_min never stops a draft shorter than this; the adaptive length is at least this
-    float p_min;       // stop drafting when the drafter's top probability (chain) or the best branch's path
-                       // probability (tree) falls below this; 0: off
-    int tree_nodes;    // > 0: draft a tree of up to this many nodes; 0: a chain
-    bool adaptive;     // chain: choose the length from measured acceptance and pass costs (else draft_max);
-                       // tree: verify the most promising prefix of the nodes by the same costs
+    int draft_max;            // longest chain, deepest tree path (>= 1)
+    int draft_min;            // p_min never stops a draft shorter than this; the adaptive length is at least this
+    float p_min;              // stop drafting when the drafter's top probability (chain) or the best branch's path
+                              // probability (tree) falls below this; 0: off
+    int tree_nodes;           // > 0: draft a tree of up to this many nodes; 0: a chain
+    bool adaptive;            // chain: choose the length from measured acceptance and pass costs (else draft_max);
+                              // tree: verify the most promising prefix of the nodes by the same costs
     int ngram_min, ngram_max; // n-gram drafter: context suffix lengths tried, longest first (<= 0: 1 and 4)
-    int n_batch;       // -b (<= 0: 512): the drafter context's compute tile, and the prompt's last chunk
-                       // (1..n_batch tokens) that the first verify pass takes; the rest is prefilled in one pass
+    int n_batch;              // -b (<= 0: 512): the drafter context's compute tile, and the prompt's last chunk
+                              // (1..n_batch tokens) that the first verify pass takes; the rest is prefilled in one pass
     aero_sampler_params sampling; // the target's sampling settings: drafts are drawn with the same temperature and
                                   // truncation (penalties aside) so they are accepted often; any choice is lossless
     aero_spec_rule rule;
 } aero_spec_params;
 
 typedef struct {
-    uint64_t prefill_passes;   // target passes over the prompt but its last chunk (0 or 1)
-    uint64_t verify_passes;    // target passes that checked a draft (each yields >= 1 token)
-    uint64_t drafted;          // tokens proposed (tree: nodes)
-    uint64_t accepted;         // proposed tokens the target kept
-    uint64_t generated;        // tokens produced by verify passes (accepted + one per pass)
-    uint64_t draft_calls;      // drafter forward passes
-    uint64_t verify_tokens;    // tokens fed to the target by verify passes (pending + drafted)
+    uint64_t prefill_passes; // target passes over the prompt but its last chunk (0 or 1)
+    uint64_t verify_passes;  // target passes that checked a draft (each yields >= 1 token)
+    uint64_t drafted;        // tokens proposed (tree: nodes)
+    uint64_t accepted;       // proposed tokens the target kept
+    uint64_t generated;      // tokens produced by verify passes (accepted + one per pass)
+    uint64_t draft_calls;    // drafter forward passes
+    uint64_t verify_tokens;  // tokens fed to the target by verify passes (pending + drafted)
     double prefill_s, draft_s, verify_s, accept_s;
-    double alpha;              // current acceptance-rate estimate (chain, adaptive)
-    double pass_a, pass_b;     // fitted target pass cost: a + b * tokens (seconds)
-    double draft_call_s;       // mean drafter call time
-    int draft_len;             // chain length (tree: nodes) chosen by the last step
+    double alpha;          // current acceptance-rate estimate (chain, adaptive)
+    double pass_a, pass_b; // fitted target pass cost: a + b * tokens (seconds)
+    double draft_call_s;   // mean drafter call time
+    int draft_len;         // chain length (tree: nodes) chosen by the last step
 } aero_spec_stats;
 
 void aero_spec_params_default(aero_spec_params *p);
@@ -605,36 +605,36 @@ typedef struct aero_generator aero_generator;
 typedef struct aero_generator_vocab aero_generator_vocab;
 
 typedef enum {
-    AERO_END_NONE = 0,      // still generating
-    AERO_END_EOG,           // the end-of-generation token was sampled
-    AERO_END_STOP_STRING,   // a stop string appeared
-    AERO_END_MAX_TOKENS,    // max_tokens emitted
-    AERO_END_CONTEXT,       // the KV cache of the sequence is full
-    AERO_END_INTERRUPTED,   // aero_generator_interrupt
+    AERO_END_NONE = 0,    // still generating
+    AERO_END_EOG,         // the end-of-generation token was sampled
+    AERO_END_STOP_STRING, // a stop string appeared
+    AERO_END_MAX_TOKENS,  // max_tokens emitted
+    AERO_END_CONTEXT,     // the KV cache of the sequence is full
+    AERO_END_INTERRUPTED, // aero_generator_interrupt
 } aero_end;
 
 const char *aero_end_name(aero_end e); // "end of text", "stop string", "length", "context full", "interrupted"
 
 typedef struct {
-    aero_ctx *ctx;                 // the context aero_generator_step and aero_generator_prefill decode with; NULL
-                                   // when the caller runs the forward passes (feed/advance)
-    const aero_tokenizer *tok;     // end-of-generation tokens and text; or vocab
+    aero_ctx *ctx;                     // the context aero_generator_step and aero_generator_prefill decode with; NULL
+                                       // when the caller runs the forward passes (feed/advance)
+    const aero_tokenizer *tok;         // end-of-generation tokens and text; or vocab
     const aero_generator_vocab *vocab; // used instead of tok when set (copied)
-    int seq;                       // KV sequence
-    int n_ctx, n_vocab;            // taken from ctx when it is set
-    int n_batch;                   // most prompt tokens per forward pass; <= 0 (the default): the whole prompt in
-                                   // one pass, one read of streamed weights. The pass holds n x n_embd floats
-                                   // of activations (in real models several times less than the KV cache the
-                                   // same n tokens take); set a limit where that is too much.
-    int max_tokens;                // tokens to emit at most; < 0: no limit
-    bool ignore_eos;               // the end-of-generation token is emitted like any other
-    bool text_starts_document;     // the prompt is only BOS: the first piece of text starts the document
-    const char *const *stop;       // stop strings (borrowed; empty ones ignored)
+    int seq;                           // KV sequence
+    int n_ctx, n_vocab;                // taken from ctx when it is set
+    int n_batch;                       // most prompt tokens per forward pass; <= 0 (the default): the whole prompt in
+                                       // one pass, one read of streamed weights. The pass holds n x n_embd floats
+                                       // of activations (in real models several times less than the KV cache the
+                                       // same n tokens take); set a limit where that is too much.
+    int max_tokens;                    // tokens to emit at most; < 0: no limit
+    bool ignore_eos;                   // the end-of-generation token is emitted like any other
+    bool text_starts_document;         // the prompt is only BOS: the first piece of text starts the document
+    const char *const *stop;           // stop strings (borrowed; empty ones ignored)
     int n_stop;
-    const int32_t *bias_id;        // logit bias (borrowed)
+    const int32_t *bias_id; // logit bias (borrowed)
     const float *bias;
     int n_bias;
-    aero_spec *spec;               // speculative decoder over ctx (borrowed), or NULL; no logit bias with it
+    aero_spec *spec; // speculative decoder over ctx (borrowed), or NULL; no logit bias with it
 } aero_generator_params;
 
 void aero_generator_params_default(aero_generator_params *p);
@@ -656,10 +656,10 @@ void aero_generator_advance(aero_generator *g, const float *logits);
 // Ends the generation now (a user's Ctrl-C), keeping the text so far.
 void aero_generator_interrupt(aero_generator *g);
 aero_end aero_generator_end(const aero_generator *g);
-bool aero_generator_prefilling(const aero_generator *g);    // prompt tokens remain to decode
+bool aero_generator_prefilling(const aero_generator *g); // prompt tokens remain to decode
 int aero_generator_n_prompt(const aero_generator *g);
-int aero_generator_n_reused(const aero_generator *g);       // prompt tokens found in the KV cache by begin
-int aero_generator_n_generated(const aero_generator *g);    // tokens emitted
+int aero_generator_n_reused(const aero_generator *g);    // prompt tokens found in the KV cache by begin
+int aero_generator_n_generated(const aero_generator *g); // tokens emitted
 // Tokens emitted by the last step/advance, and the logits row the last of them was sampled from.
 const int32_t *aero_generator_new_tokens(const aero_generator *g, int *n);
 const float *aero_generator_last_logits(const aero_generator *g);
@@ -676,8 +676,8 @@ typedef struct {
     const struct json_t *messages; // array of {role, content, tool_calls?, tool_call_id?, name?...}
     const struct json_t *tools;    // NULL or array
     bool add_generation_prompt;
-    const char *bos_token, *eos_token;   // may be NULL -> ""
-    const struct json_t *extra;    // NULL or object of extra variables (date_string, enable_thinking, ...)
+    const char *bos_token, *eos_token; // may be NULL -> ""
+    const struct json_t *extra;        // NULL or object of extra variables (date_string, enable_thinking, ...)
 } aero_chat_inputs;
 
 // Picks the template of a conversation, the same rule for chat, template and serve: the file when given (a
@@ -695,24 +695,24 @@ aero_status aero_chat_render(const aero_chat_template *t, const aero_chat_inputs
 typedef struct aero_server aero_server;
 
 typedef struct {
-    const char *host;            // default "127.0.0.1"
-    int port;                    // default 8080; 0 picks a free port (see aero_server_port)
-    int parallel;                // sequences generated at once (default 4)
-    int max_queue;               // requests waiting for a sequence before 503 (default 64)
-    size_t max_body;             // request body limit in bytes before 413 (default 8 MiB)
-    const char *api_key;         // NULL: no authentication; else "Authorization: Bearer KEY" required
-    const char *alias;           // model id in the API (default: the model file's name)
-    int timeout_s;               // limit in seconds on receiving a whole request, and on idle connections (default 600)
-    int shutdown_timeout_s;      // on stop, how long requests in flight may still run (default 30)
+    const char *host;       // default "127.0.0.1"
+    int port;               // default 8080; 0 picks a free port (see aero_server_port)
+    int parallel;           // sequences generated at once (default 4)
+    int max_queue;          // requests waiting for a sequence before 503 (default 64)
+    size_t max_body;        // request body limit in bytes before 413 (default 8 MiB)
+    const char *api_key;    // NULL: no authentication; else "Authorization: Bearer KEY" required
+    const char *alias;      // model id in the API (default: the model file's name)
+    int timeout_s;          // limit in seconds on receiving a whole request, and on idle connections (default 600)
+    int shutdown_timeout_s; // on stop, how long requests in flight may still run (default 30)
     const char *chat_template_file; // overrides the model's chat template
-    aero_model_params model;     // path, memory budget, threads, prefetch
-    int n_ctx;                   // KV capacity per sequence (<= 0: the model's, at most 4096)
-    int n_batch;                 // the compute tile, tokens computed at once in a layer (default 512)
+    aero_model_params model;        // path, memory budget, threads, prefetch
+    int n_ctx;                      // KV capacity per sequence (<= 0: the model's, at most 4096)
+    int n_batch;                    // the compute tile, tokens computed at once in a layer (default 512)
     bool kv_f32;
-    aero_kv_type type_k, type_v; // KV cache types (AERO_KV_DEFAULT: F16, or F32 with kv_f32); counted inside --mem
-    int kv_recent;               // --kv-recent N: F16 copies of each query's last N positions (quantized cache)
+    aero_kv_type type_k, type_v;  // KV cache types (AERO_KV_DEFAULT: F16, or F32 with kv_f32); counted inside --mem
+    int kv_recent;                // --kv-recent N: F16 copies of each query's last N positions (quantized cache)
     aero_sampler_params defaults; // sampling for fields a request leaves out
-    bool quiet;                  // no per-request log lines
+    bool quiet;                   // no per-request log lines
 } aero_server_params;
 
 void aero_server_params_default(aero_server_params *p);

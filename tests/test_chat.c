@@ -37,7 +37,8 @@ static char *render(const char *src, const char *messages_json, const char *extr
     jtemplate_set_limits(t, limit_steps, limit_mem);
     json_t *m = json_loads(messages_json, 0, NULL);
     json_t *x = extra_json ? json_loads(extra_json, 0, NULL) : NULL;
-    aero_chat_inputs in = {.messages = m, .add_generation_prompt = true, .bos_token = "<s>", .eos_token = "</s>", .extra = x};
+    aero_chat_inputs in = {
+        .messages = m, .add_generation_prompt = true, .bos_token = "<s>", .eos_token = "</s>", .extra = x};
     size_t n;
     if (aero_chat_render(t, &in, &out, &n, &err) != AERO_OK) {
         snprintf(msg, cap, "%s", err.msg);
@@ -150,10 +151,13 @@ static const char *CONCAT = "{% for m in messages %}{{ '<' + m.role + '>' + m.co
 
 static void test_bad_messages(void) {
     // non-string content: errors that name the construct and the line
-    expect_render_error(LLAMA3, "[{\"role\":\"user\",\"content\":42}]", "line 3", "filter 'trim' expects a string, got int");
-    expect_render_error(LLAMA3, "[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"x\"}]}]", "trim", "got list");
+    expect_render_error(LLAMA3, "[{\"role\":\"user\",\"content\":42}]", "line 3",
+                        "filter 'trim' expects a string, got int");
+    expect_render_error(LLAMA3, "[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"x\"}]}]", "trim",
+                        "got list");
     expect_render_error(LLAMA3, "[{\"role\":\"user\",\"content\":null}]", "trim", "NoneType");
-    expect_render_error(CONCAT, "[{\"role\":\"user\",\"content\":{\"a\":1}}]", "can only concatenate str (not \"dict\") to str", NULL);
+    expect_render_error(CONCAT, "[{\"role\":\"user\",\"content\":{\"a\":1}}]",
+                        "can only concatenate str (not \"dict\") to str", NULL);
     expect_render_error(CONCAT, "[{\"role\":\"user\"}]", "'dict object' has no attribute 'content'", NULL);
     expect_render_error(CONCAT, "[{\"role\":7,\"content\":\"x\"}]", "not \"int\"", NULL);
     expect_render_error(CONCAT, "[\"just a string\"]", "has no attribute 'role'", NULL);
@@ -162,21 +166,22 @@ static void test_bad_messages(void) {
     expect_render_error("{{ messages[0].role }}", "[]", "list object has no element 0", NULL);
     // runaway templates stop with an error: the default memory budget (a string doubled 40 times), then the
     // step and memory limits lowered so that these stay fast
-    expect_render_error("{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = ns.s + ns.s %}{% endfor %}", "[]",
-                        "more than 256 MiB", NULL);
+    expect_render_error(
+        "{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = ns.s + ns.s %}{% endfor %}", "[]",
+        "more than 256 MiB", NULL);
     limit_steps = 100000;
     limit_mem = 8u << 20;
     expect_render_error("{% for i in range(100) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", "[]",
                         "runs too long (more than 100000 loop iterations)", NULL);
-    expect_render_error("{% set ns = namespace(l=[1]) %}{% for i in range(40) %}{% set ns.l = ns.l + ns.l %}{% endfor %}", "[]",
-                        "8 MiB", NULL);
+    expect_render_error(
+        "{% set ns = namespace(l=[1]) %}{% for i in range(40) %}{% set ns.l = ns.l + ns.l %}{% endfor %}", "[]",
+        "8 MiB", NULL);
     expect_render_error("{% for i in range(100000) %}{{ 'abcdefgh' * 100 }}{% endfor %}", "[]", "8 MiB", NULL);
     limit_steps = limit_mem = 0;
     expect_render_error("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}", "[]", "nested too deeply", NULL);
     expect_render_error("{{ 'ab' * 2000000000 }}", "[]", "too large", NULL);
     expect_render_error("{% set ns = namespace(x=1) %}{% set ns.self = ns %}{{ ns }}", "[]", "nested too deeply", NULL);
     expect_render_error("{{ 9223372036854775807 + 1 }}", "[]", "integer overflow", NULL);
-
 
     // bad API arguments
     aero_chat_template *t = NULL;
@@ -185,7 +190,8 @@ static void test_bad_messages(void) {
     char *out = NULL;
     size_t n;
     aero_chat_inputs in = {0};
-    CHECK(aero_chat_render(t, &in, &out, &n, &err) == AERO_ERR_INVALID && strstr(err.msg, "messages must be a JSON array"));
+    CHECK(aero_chat_render(t, &in, &out, &n, &err) == AERO_ERR_INVALID &&
+          strstr(err.msg, "messages must be a JSON array"));
     json_t *obj = json_object();
     in.messages = obj;
     CHECK(aero_chat_render(t, &in, &out, &n, &err) == AERO_ERR_INVALID);
@@ -211,12 +217,13 @@ static void test_bad_messages(void) {
 
 static void test_inputs(void) {
     // the variables transformers passes, and extra ones
-    expect_render("[{{ bos_token }}|{{ eos_token }}|{{ add_generation_prompt }}|{{ tools }}|{{ documents }}|{{ date_string }}|{{ x is defined }}]",
-                  "[]", "{\"date_string\": \"26 Jul 2024\"}", "[<s>|</s>|True|None|None|26 Jul 2024|False]");
+    expect_render(
+        "[{{ bos_token }}|{{ eos_token }}|{{ add_generation_prompt }}|{{ tools }}|{{ documents }}|{{ date_string }}|{{ x is defined }}]",
+        "[]", "{\"date_string\": \"26 Jul 2024\"}", "[<s>|</s>|True|None|None|26 Jul 2024|False]");
     expect_render("{% if enable_thinking is defined and enable_thinking is false %}off{% endif %}", "[]",
                   "{\"enable_thinking\": false}", "off");
-    expect_render("{{ messages | length }}{{ messages[0].content }}", "[{\"role\":\"user\",\"content\":\"\\u00e9x\"}]", NULL,
-                  "1\xc3\xa9x");
+    expect_render("{{ messages | length }}{{ messages[0].content }}", "[{\"role\":\"user\",\"content\":\"\\u00e9x\"}]",
+                  NULL, "1\xc3\xa9x");
     // strftime_now is the current local date
     char msg[600];
     time_t before = time(NULL);
@@ -242,7 +249,8 @@ static char *repeat_text(const char *unit, size_t total) {
 static void test_large_inputs(void) {
     // a 1 MB message renders, whole, in bounded time
     char *big = repeat_text("All work and no play. 日本 ", 1 << 20);
-    json_t *msgs = json_pack("[{s:s,s:s},{s:s,s:s}]", "role", "system", "content", "sys", "role", "user", "content", big);
+    json_t *msgs =
+        json_pack("[{s:s,s:s},{s:s,s:s}]", "role", "system", "content", "sys", "role", "user", "content", big);
     aero_chat_template *t = NULL;
     aero_error err = {0};
     CHECK(aero_chat_template_parse(&t, LLAMA3, strlen(LLAMA3), &err) == AERO_OK);
@@ -264,8 +272,10 @@ static void test_large_inputs(void) {
     // 20000 messages through a namespace-accumulating template (no quadratic memory)
     msgs = json_array();
     for (int i = 0; i < 20000; i++)
-        json_array_append_new(msgs, json_pack("{s:s,s:s}", "role", i % 2 ? "assistant" : "user", "content", "hello there"));
-    const char *acc = "{% set ns = namespace(s='') %}{% for m in messages %}{% set ns.s = ns.s + m.role[0] %}{% endfor %}{{ ns.s | length }}";
+        json_array_append_new(msgs,
+                              json_pack("{s:s,s:s}", "role", i % 2 ? "assistant" : "user", "content", "hello there"));
+    const char *acc =
+        "{% set ns = namespace(s='') %}{% for m in messages %}{% set ns.s = ns.s + m.role[0] %}{% endfor %}{{ ns.s | length }}";
     aero_chat_template *t2 = NULL;
     CHECK(aero_chat_template_parse(&t2, acc, strlen(acc), &err) == AERO_OK);
     in.messages = msgs;
@@ -325,11 +335,13 @@ static void *render_thread(void *p) {
 
 // One parsed template serves concurrent renders (the server's request threads).
 static void test_threads(void) {
-    const char *src = "{% for m in messages %}{{ m.content | upper }}{{ loop.index }}{% endfor %}{{ 'GEN' if add_generation_prompt }}{{ ' ñ' | title }}";
+    const char *src =
+        "{% for m in messages %}{{ m.content | upper }}{{ loop.index }}{% endfor %}{{ 'GEN' if add_generation_prompt }}{{ ' ñ' | title }}";
     aero_chat_template *t = NULL;
     aero_error err = {0};
     CHECK(aero_chat_template_parse(&t, src, strlen(src), &err) == AERO_OK);
-    json_t *msgs = json_loads("[{\"role\":\"user\",\"content\":\"héllo\"},{\"role\":\"assistant\",\"content\":\"wörld\"}]", 0, NULL);
+    json_t *msgs = json_loads(
+        "[{\"role\":\"user\",\"content\":\"héllo\"},{\"role\":\"assistant\",\"content\":\"wörld\"}]", 0, NULL);
     thr_arg args[4];
     pthread_t th[4];
     for (int i = 0; i < 4; i++) {
@@ -353,14 +365,16 @@ static void test_files(void) {
         aero_chat_template_free(t);
         t = NULL;
     }
-    CHECK(aero_chat_template_load_file(&t, "/nonexistent/x.jinja", &err) == AERO_ERR_IO && strstr(err.msg, "/nonexistent/x.jinja"));
+    CHECK(aero_chat_template_load_file(&t, "/nonexistent/x.jinja", &err) == AERO_ERR_IO &&
+          strstr(err.msg, "/nonexistent/x.jinja"));
     char path[] = "/tmp/aero_chat_tmpl_XXXXXX";
     int fd = mkstemp(path);
     CHECK(fd >= 0);
     const char *bad = "ok\n{% if x %}";
     CHECK(write(fd, bad, strlen(bad)) == (ssize_t)strlen(bad));
     close(fd);
-    CHECK(aero_chat_template_load_file(&t, path, &err) == AERO_ERR_FORMAT && strstr(err.msg, path) && strstr(err.msg, "line 2"));
+    CHECK(aero_chat_template_load_file(&t, path, &err) == AERO_ERR_FORMAT && strstr(err.msg, path) &&
+          strstr(err.msg, "line 2"));
     unlink(path);
 
     const char *gguf = SHARED_DATA "/vocab/ggml-vocab-gpt-2.gguf";
@@ -368,7 +382,8 @@ static void test_files(void) {
         aero_gguf g;
         if (aero_gguf_open(&g, gguf, &err) == AERO_OK) {
             CHECK(aero_chat_template_source_gguf(&g) == NULL);
-            CHECK(aero_chat_template_from_gguf(&t, &g, &err) == AERO_ERR_FORMAT && strstr(err.msg, "tokenizer.chat_template"));
+            CHECK(aero_chat_template_from_gguf(&t, &g, &err) == AERO_ERR_FORMAT &&
+                  strstr(err.msg, "tokenizer.chat_template"));
             aero_gguf_free(&g);
         }
     }

@@ -127,7 +127,8 @@ static void check_gguf_template(void) {
     const char *src = aero_chat_template_source_gguf(&g);
     CHECK(src != NULL);
     json_t *root = json_load_file(HF_FIXTURE, 0, NULL);
-    const char *want = json_string_value(json_object_get(json_object_get(json_object_get(root, "templates"), "phi3"), "source"));
+    const char *want =
+        json_string_value(json_object_get(json_object_get(json_object_get(root, "templates"), "phi3"), "source"));
     CHECKF(src && want && !strcmp(src, want), "the phi-3 GGUF template differs from the fixture's");
     aero_chat_template *t = NULL;
     CHECKF(aero_chat_template_from_gguf(&t, &g, &err) == AERO_OK, "%s", err.msg);

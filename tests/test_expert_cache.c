@@ -40,8 +40,8 @@ static uint64_t tensor_off(const layout *m, int layer, int p) {
 static aero_status locate(void *ctx, int layer, int expert, aero_expert_extent ext[3], aero_error *err) {
     const layout *m = ctx;
     for (int p = 0; p < 3; p++)
-        ext[p] = (aero_expert_extent){.file = 0, .offset = tensor_off(m, layer, p) + (uint64_t)expert * m->part[p],
-                                      .size = m->part[p]};
+        ext[p] = (aero_expert_extent){
+            .file = 0, .offset = tensor_off(m, layer, p) + (uint64_t)expert * m->part[p], .size = m->part[p]};
     return AERO_OK;
 }
 
@@ -60,7 +60,10 @@ static bool write_file(const char *path, const layout *m) {
     for (uint64_t o = 0; o < m->file_size; o += sizeof buf) {
         size_t k = m->file_size - o < sizeof buf ? (size_t)(m->file_size - o) : sizeof buf;
         for (size_t i = 0; i < k; i++) buf[i] = byte_at(o + i);
-        if (fwrite(buf, 1, k, f) != k) { fclose(f); return false; }
+        if (fwrite(buf, 1, k, f) != k) {
+            fclose(f);
+            return false;
+        }
     }
     return fclose(f) == 0;
 }
@@ -96,9 +99,16 @@ static void test_basic(const char *path, bool buffered) {
     CHECK(write_file(path, &m));
     const char *paths[1] = {path};
     uint64_t span = expert_span(&m, 0, 0);
-    aero_expert_cache_config cfg = {.paths = paths, .n_files = 1, .n_layer = 3, .n_expert = 8,
-                                    .budget = span * 3 + span / 2 + 8192, .policy = AERO_EXPERT_EVICT_LRU,
-                                    .n_io_threads = 3, .buffered = buffered, .locate = locate, .locate_ctx = &m};
+    aero_expert_cache_config cfg = {.paths = paths,
+                                    .n_files = 1,
+                                    .n_layer = 3,
+                                    .n_expert = 8,
+                                    .budget = span * 3 + span / 2 + 8192,
+                                    .policy = AERO_EXPERT_EVICT_LRU,
+                                    .n_io_threads = 3,
+                                    .buffered = buffered,
+                                    .locate = locate,
+                                    .locate_ctx = &m};
     aero_error err = {0};
     aero_expert_cache *c = aero_expert_cache_new(&cfg, &err);
     CHECKF(c != NULL, "%s", err.msg);
@@ -159,8 +169,14 @@ static void test_prefetch(const char *path) {
     CHECK(write_file(path, &m));
     const char *paths[1] = {path};
     uint64_t span = expert_span(&m, 0, 0);
-    aero_expert_cache_config cfg = {.paths = paths, .n_files = 1, .n_layer = 3, .n_expert = 8, .budget = span * 8,
-                                    .policy = AERO_EXPERT_EVICT_LFU, .n_io_threads = 2, .locate = locate_bad,
+    aero_expert_cache_config cfg = {.paths = paths,
+                                    .n_files = 1,
+                                    .n_layer = 3,
+                                    .n_expert = 8,
+                                    .budget = span * 8,
+                                    .policy = AERO_EXPERT_EVICT_LFU,
+                                    .n_io_threads = 2,
+                                    .locate = locate_bad,
                                     .locate_ctx = &m};
     aero_error err = {0};
     aero_expert_cache *c = aero_expert_cache_new(&cfg, &err);
@@ -230,7 +246,10 @@ static zipf zipf_new(int n, double s) {
     double sum = 0;
     for (int i = 0; i < n; i++) sum += 1.0 / pow(i + 1, s);
     double acc = 0;
-    for (int i = 0; i < n; i++) { acc += 1.0 / pow(i + 1, s) / sum; z.cdf[i] = acc; }
+    for (int i = 0; i < n; i++) {
+        acc += 1.0 / pow(i + 1, s) / sum;
+        z.cdf[i] = acc;
+    }
     return z;
 }
 
@@ -239,7 +258,8 @@ static int zipf_draw(const zipf *z) {
     int lo = 0, hi = z->n_expert - 1;
     while (lo < hi) {
         int mid = (lo + hi) / 2;
-        if (z->cdf[mid] < u) lo = mid + 1; else hi = mid;
+        if (z->cdf[mid] < u) lo = mid + 1;
+        else hi = mid;
     }
     return lo;
 }
@@ -254,7 +274,9 @@ static int *make_trace(int n_tok, int n_layer, int n_expert, int k, double s, do
         for (int e = 0; e < n_expert; e++) p[e] = e;
         for (int e = n_expert - 1; e > 0; e--) {
             int j = (int)(rng_next() % (uint64_t)(e + 1));
-            int t = p[e]; p[e] = p[j]; p[j] = t;
+            int t = p[e];
+            p[e] = p[j];
+            p[j] = t;
         }
     }
     int *tr = malloc(sizeof(int) * (size_t)n_tok * n_layer * k);
@@ -274,7 +296,11 @@ static int *make_trace(int n_tok, int n_layer, int n_expert, int k, double s, do
                 o[r] = e;
             }
             for (int a = 1; a < k; a++) // insertion sort, ascending
-                for (int b = a; b > 0 && o[b - 1] > o[b]; b--) { int x = o[b]; o[b] = o[b - 1]; o[b - 1] = x; }
+                for (int b = a; b > 0 && o[b - 1] > o[b]; b--) {
+                    int x = o[b];
+                    o[b] = o[b - 1];
+                    o[b - 1] = x;
+                }
         }
     free(z.cdf);
     free(perm);
@@ -286,10 +312,17 @@ static double replay(const char *path, const layout *m, const int *tr, int n_tok
                      aero_expert_evict policy, double *gb_read) {
     const char *paths[1] = {path};
     uint64_t span = expert_span(m, 0, 0);
-    aero_expert_cache_config cfg = {.paths = paths, .n_files = 1, .n_layer = m->n_layer, .n_expert = m->n_expert,
+    aero_expert_cache_config cfg = {.paths = paths,
+                                    .n_files = 1,
+                                    .n_layer = m->n_layer,
+                                    .n_expert = m->n_expert,
                                     .budget = (uint64_t)(frac * m->n_layer * m->n_expert) * span + span - 1,
-                                    .policy = policy, .n_io_threads = 2, .buffered = true, .page_cache = true,
-                                    .locate = locate, .locate_ctx = (void *)m};
+                                    .policy = policy,
+                                    .n_io_threads = 2,
+                                    .buffered = true,
+                                    .page_cache = true,
+                                    .locate = locate,
+                                    .locate_ctx = (void *)m};
     aero_error err;
     aero_expert_cache *c = aero_expert_cache_new(&cfg, &err);
     if (!c) return -1;

@@ -175,7 +175,8 @@ static void test_rules(aero_model *m, const int32_t *p, int np) {
     o.ignore_eos = true;
     o.stop = stop;
     solo(m, p, np, &o, &r2);
-    CHECKF(r2.end == AERO_END_STOP_STRING && strlen(r2.text) == (size_t)(at - r.text) && !strncmp(r2.text, r.text, at - r.text),
+    CHECKF(r2.end == AERO_END_STOP_STRING && strlen(r2.text) == (size_t)(at - r.text) &&
+               !strncmp(r2.text, r.text, at - r.text),
            "stop '%s': '%s'", stop, r2.text);
 }
 

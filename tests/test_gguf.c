@@ -57,9 +57,9 @@ static int check_folder(const char *dir) {
         uint32_t ver = 0;
         uint64_t nt = 0, nkv = 0;
         CHECK(raw_header(path, &ver, &nt, &nkv));
-        CHECKF(g.version == ver && g.n_tensors == nt && g.n_kv == nkv, "%s: header %u/%llu/%llu vs %u/%llu/%llu",
-               path, g.version, (unsigned long long)g.n_tensors, (unsigned long long)g.n_kv, ver,
-               (unsigned long long)nt, (unsigned long long)nkv);
+        CHECKF(g.version == ver && g.n_tensors == nt && g.n_kv == nkv, "%s: header %u/%llu/%llu vs %u/%llu/%llu", path,
+               g.version, (unsigned long long)g.n_tensors, (unsigned long long)g.n_kv, ver, (unsigned long long)nt,
+               (unsigned long long)nkv);
         uint64_t size = file_size(path);
         CHECK(g.n_files == 1 && g.files[0].size == size);
         CHECK(g.files[0].data_offset % g.alignment == 0);
@@ -185,7 +185,8 @@ static void test_tiny_random(void) {
     const char *name = aero_gguf_get_str(&g, "general.name");
     CHECK(name && !strcmp(name, "LLaMA v2"));
     CHECK(get_int(&g, "llama.block_count") == 1 && get_int(&g, "llama.embedding_length") == 8);
-    const aero_tensor_info *te = aero_gguf_tensor(&g, "token_embd.weight"), *out = aero_gguf_tensor(&g, "output.weight");
+    const aero_tensor_info *te = aero_gguf_tensor(&g, "token_embd.weight"),
+                           *out = aero_gguf_tensor(&g, "output.weight");
     CHECK(te && out && te != out && te->offset != out->offset);
     CHECK(te && te->type == AERO_DT_F16 && te->ne[0] == 8 && te->ne[1] == 32000 && te->nbytes == 8 * 32000 * 2);
     CHECK(out && out->type == AERO_DT_F16 && out->ne[1] == 32000 && out->offset == 724416 + 514144);
@@ -253,7 +254,10 @@ static bool value_eq(const aero_gguf_value *a, const aero_gguf_value *b) {
         return !memcmp(&x, &y, 4);
     }
     case AERO_GGUF_FLOAT64: return !memcmp(&a->f64, &b->f64, 8);
-    case AERO_GGUF_INT8: case AERO_GGUF_INT16: case AERO_GGUF_INT32: case AERO_GGUF_INT64: return a->i64 == b->i64;
+    case AERO_GGUF_INT8:
+    case AERO_GGUF_INT16:
+    case AERO_GGUF_INT32:
+    case AERO_GGUF_INT64: return a->i64 == b->i64;
     case AERO_GGUF_ARRAY:
         if (a->arr.elem != b->arr.elem || a->arr.n != b->arr.n) return false;
         for (uint64_t i = 0; i < a->arr.n; i++) {
@@ -292,7 +296,8 @@ static void expect(aero_gguf_writer *w, const char *key, aero_gguf_value v) {
 }
 
 #define SCALAR(t_, field_, x_) ((aero_gguf_value){.type = (t_), .field_ = (x_)})
-#define ARRAY(t_, n_, p_) ((aero_gguf_value){.type = AERO_GGUF_ARRAY, .arr = {.elem = (t_), .n = (n_), .data = (void *)(p_)}})
+#define ARRAY(t_, n_, p_) \
+    ((aero_gguf_value){.type = AERO_GGUF_ARRAY, .arr = {.elem = (t_), .n = (n_), .data = (void *)(p_)}})
 
 // Sets one key of every type and every array form, recording what the reader must return.
 static void set_all_metadata(aero_gguf_writer *w) {
@@ -307,7 +312,8 @@ static void set_all_metadata(aero_gguf_writer *w) {
     static uint64_t u64s[] = {0, UINT64_MAX, 1ull << 53};
     static int64_t i64s[] = {INT64_MIN, -2, INT64_MAX};
     static double f64s[] = {3.141592653589793, -0.0, 1e308, 4.9e-324, -INFINITY};
-    static aero_gguf_str strs[] = {{0, ""}, {5, "a\0b\0c"}, {12, "h\xc3\xa9llo \xe2\x82\xac \xf0\x9f\x98"}, {3, "\xf0\x9f\x98"}};
+    static aero_gguf_str strs[] = {
+        {0, ""}, {5, "a\0b\0c"}, {12, "h\xc3\xa9llo \xe2\x82\xac \xf0\x9f\x98"}, {3, "\xf0\x9f\x98"}};
     static aero_gguf_str strs2[] = {{1, "x"}};
     static uint8_t in_a[] = {1, 2, 3};
     static uint8_t in_b[] = {4};
@@ -390,7 +396,8 @@ static void check_setters(const aero_gguf *g) {
     CHECK(s && !strcmp(s, "hello"));
     CHECK(aero_gguf_get_str(g, "s.u32") == NULL && aero_gguf_get(g, "absent") == NULL);
     const aero_gguf_value *a = aero_gguf_get(g, "s.arr_str");
-    CHECK(a && a->arr.n == 3 && aero_gguf_arr_str(a, 1)->len == 0 && !strcmp(aero_gguf_arr_str(a, 2)->ptr, "\xe2\x96\x81the"));
+    CHECK(a && a->arr.n == 3 && aero_gguf_arr_str(a, 1)->len == 0 &&
+          !strcmp(aero_gguf_arr_str(a, 2)->ptr, "\xe2\x96\x81the"));
     const aero_gguf_value *ai = aero_gguf_get(g, "s.arr_i32");
     CHECK(ai && aero_gguf_arr_i64(ai, 1, &i) && i == -6 && aero_gguf_arr_f64(ai, 0, &f) && f == 5.0);
     CHECK(!aero_gguf_arr_i64(ai, 2, &i));
@@ -400,12 +407,12 @@ static void check_setters(const aero_gguf *g) {
 }
 
 typedef struct {
-    uint8_t *bytes;   // expected content
+    uint8_t *bytes; // expected content
     uint64_t nbytes;
     uint64_t row_bytes;
     uint64_t next_row; // rows producer: the next row0 expected (order check)
     int calls;
-    int fail_at_call;  // 0 = never
+    int fail_at_call; // 0 = never
 } producer;
 
 static bool fill_whole(void *ctx, void *dst, uint64_t nbytes, aero_error *err) {
@@ -473,7 +480,8 @@ static void check_file(const char *path, const expect_tensor *et, int n_t, uint6
         CHECK((t->offset - g.files[0].data_offset) % alignment == 0 && g.files[0].data_offset % alignment == 0);
         uint8_t *buf = malloc(t->nbytes);
         CHECK(pread(fd, buf, t->nbytes, (off_t)t->offset) == (ssize_t)t->nbytes);
-        CHECKF(!memcmp(buf, et[i].p.bytes, t->nbytes), "tensor %s (%s) bytes differ", t->name, aero_dtype_name(t->type));
+        CHECKF(!memcmp(buf, et[i].p.bytes, t->nbytes), "tensor %s (%s) bytes differ", t->name,
+               aero_dtype_name(t->type));
         free(buf);
     }
     if (fd >= 0) close(fd);
@@ -529,9 +537,10 @@ static void test_round_trip(uint64_t alignment, bool via_key) {
             e->p.nbytes = n / di->block * di->block_bytes;
             e->p.bytes = malloc(e->p.nbytes);
             rnd_bytes(e->p.bytes, e->p.nbytes);
-            aero_status s = shape == 0 ? aero_gguf_add_tensor(w, e->name, e->type, e->n_dims, ne, e->p.bytes, &err)
-                            : shape == 1 ? aero_gguf_add_tensor_rows(w, e->name, e->type, e->n_dims, ne, fill_rows, &e->p, &err)
-                                         : aero_gguf_add_tensor_fill(w, e->name, e->type, e->n_dims, ne, fill_whole, &e->p, &err);
+            aero_status s =
+                shape == 0   ? aero_gguf_add_tensor(w, e->name, e->type, e->n_dims, ne, e->p.bytes, &err)
+                : shape == 1 ? aero_gguf_add_tensor_rows(w, e->name, e->type, e->n_dims, ne, fill_rows, &e->p, &err)
+                             : aero_gguf_add_tensor_fill(w, e->name, e->type, e->n_dims, ne, fill_whole, &e->p, &err);
             CHECKF(s == AERO_OK, "%s", err.msg);
         }
     }
@@ -591,8 +600,8 @@ static void test_failing_producers(void) {
         else CHECK(aero_gguf_add_tensor_rows(w, "b", AERO_DT_F32, 2, ne, fill_rows, &p, &err) == AERO_OK);
         if (mode == 0) p.fail_at_call = 1;
         aero_status s = aero_gguf_write(w, path, &err);
-        CHECKF(s != AERO_OK && strstr(err.msg, "tensor 'b'") && strstr(err.msg, "synthetic failure"),
-               "mode %d: %s", mode, err.msg);
+        CHECKF(s != AERO_OK && strstr(err.msg, "tensor 'b'") && strstr(err.msg, "synthetic failure"), "mode %d: %s",
+               mode, err.msg);
         CHECK(access(path, F_OK) != 0);
         CHECK(no_file_starting("fail.gguf"));
         aero_gguf_writer_free(w);
@@ -625,7 +634,8 @@ static void test_failing_producers(void) {
     aero_gguf_writer_free(w);
     // Unwritable destination: an error naming the path, nothing created.
     w = aero_gguf_writer_new(0);
-    CHECK(aero_gguf_write(w, "/nonexistent-dir/x.gguf", &err) == AERO_ERR_IO && strstr(err.msg, "/nonexistent-dir/x.gguf"));
+    CHECK(aero_gguf_write(w, "/nonexistent-dir/x.gguf", &err) == AERO_ERR_IO &&
+          strstr(err.msg, "/nonexistent-dir/x.gguf"));
     aero_gguf_writer_free(w);
 }
 
@@ -638,16 +648,23 @@ static void test_writer_refuses(void) {
     static uint8_t data[4096];
     aero_gguf_writer *w = aero_gguf_writer_new(0);
     CHECK(aero_gguf_add_tensor(w, "t", AERO_DT_Q8_0, 2, ne, data, &err) == AERO_OK);
-    CHECK(aero_gguf_add_tensor(w, "t", AERO_DT_Q8_0, 2, ne, data, &err) == AERO_ERR_INVALID && strstr(err.msg, "duplicate"));
-    CHECK(aero_gguf_add_tensor(w, "u", AERO_DT_Q8_0, 0, ne, data, &err) == AERO_ERR_INVALID && strstr(err.msg, "n_dims"));
-    CHECK(aero_gguf_add_tensor(w, "u", AERO_DT_Q8_0, 5, ne, data, &err) == AERO_ERR_INVALID && strstr(err.msg, "n_dims"));
+    CHECK(aero_gguf_add_tensor(w, "t", AERO_DT_Q8_0, 2, ne, data, &err) == AERO_ERR_INVALID &&
+          strstr(err.msg, "duplicate"));
+    CHECK(aero_gguf_add_tensor(w, "u", AERO_DT_Q8_0, 0, ne, data, &err) == AERO_ERR_INVALID &&
+          strstr(err.msg, "n_dims"));
+    CHECK(aero_gguf_add_tensor(w, "u", AERO_DT_Q8_0, 5, ne, data, &err) == AERO_ERR_INVALID &&
+          strstr(err.msg, "n_dims"));
     uint64_t odd[2] = {48, 1};
-    CHECK(aero_gguf_add_tensor(w, "u", AERO_DT_Q8_0, 2, odd, data, &err) == AERO_ERR_INVALID && strstr(err.msg, "multiple"));
+    CHECK(aero_gguf_add_tensor(w, "u", AERO_DT_Q8_0, 2, odd, data, &err) == AERO_ERR_INVALID &&
+          strstr(err.msg, "multiple"));
     uint64_t zero[2] = {32, 0};
-    CHECK(aero_gguf_add_tensor(w, "u", AERO_DT_Q8_0, 2, zero, data, &err) == AERO_ERR_INVALID && strstr(err.msg, "dimension 1"));
+    CHECK(aero_gguf_add_tensor(w, "u", AERO_DT_Q8_0, 2, zero, data, &err) == AERO_ERR_INVALID &&
+          strstr(err.msg, "dimension 1"));
     uint64_t huge[2] = {1ull << 40, 1ull << 40};
-    CHECK(aero_gguf_add_tensor(w, "u", AERO_DT_F32, 2, huge, data, &err) == AERO_ERR_INVALID && strstr(err.msg, "overflow"));
-    CHECK(aero_gguf_add_tensor(w, "u", (aero_dtype)4, 2, ne, data, &err) == AERO_ERR_INVALID && strstr(err.msg, "unknown type"));
+    CHECK(aero_gguf_add_tensor(w, "u", AERO_DT_F32, 2, huge, data, &err) == AERO_ERR_INVALID &&
+          strstr(err.msg, "overflow"));
+    CHECK(aero_gguf_add_tensor(w, "u", (aero_dtype)4, 2, ne, data, &err) == AERO_ERR_INVALID &&
+          strstr(err.msg, "unknown type"));
     CHECK(aero_gguf_add_tensor(w, "", AERO_DT_F32, 2, ne, data, &err) == AERO_ERR_INVALID && strstr(err.msg, "name"));
     CHECKF(aero_gguf_write(w, path, &err) == AERO_OK, "%s", err.msg); // the refused tensors left no trace
     aero_gguf g;
@@ -659,8 +676,8 @@ static void test_writer_refuses(void) {
     struct {
         const char *what;
         int kind;
-    } cases[] = {{"general.alignment", 0}, {"general.alignment", 1}, {"general.alignment", 2}, {"bool", 3},
-                 {"nested deeper", 4}, {"element type", 5}, {"empty metadata key", 6}, {"has type", 7}};
+    } cases[] = {{"general.alignment", 0}, {"general.alignment", 1}, {"general.alignment", 2},  {"bool", 3},
+                 {"nested deeper", 4},     {"element type", 5},      {"empty metadata key", 6}, {"has type", 7}};
     for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
         w = aero_gguf_writer_new(cases[c].kind == 0 ? 3 : 0);
         uint8_t two = 2;
@@ -689,7 +706,8 @@ static void test_writer_refuses(void) {
     }
     // A nesting depth the reader accepts (8 levels) round-trips.
     static aero_gguf_value chain8[8];
-    for (int i = 0; i < 8; i++) chain8[i] = i == 7 ? ARRAY(AERO_GGUF_UINT8, 0, NULL) : ARRAY(AERO_GGUF_ARRAY, 1, &chain8[i + 1]);
+    for (int i = 0; i < 8; i++)
+        chain8[i] = i == 7 ? ARRAY(AERO_GGUF_UINT8, 0, NULL) : ARRAY(AERO_GGUF_ARRAY, 1, &chain8[i + 1]);
     w = aero_gguf_writer_new(0);
     aero_gguf_set_value(w, "deep", &chain8[0]);
     CHECKF(aero_gguf_write(w, path, &err) == AERO_OK, "%s", err.msg);

@@ -31,9 +31,21 @@ static void b_put(bbuf *b, const void *src, size_t n) {
     memcpy(b->p + b->len, src, n);
     b->len += n;
 }
-static size_t b_u32(bbuf *b, uint32_t v) { size_t at = b->len; b_put(b, &v, 4); return at; }
-static size_t b_u64(bbuf *b, uint64_t v) { size_t at = b->len; b_put(b, &v, 8); return at; }
-static size_t b_u8(bbuf *b, uint8_t v) { size_t at = b->len; b_put(b, &v, 1); return at; }
+static size_t b_u32(bbuf *b, uint32_t v) {
+    size_t at = b->len;
+    b_put(b, &v, 4);
+    return at;
+}
+static size_t b_u64(bbuf *b, uint64_t v) {
+    size_t at = b->len;
+    b_put(b, &v, 8);
+    return at;
+}
+static size_t b_u8(bbuf *b, uint8_t v) {
+    size_t at = b->len;
+    b_put(b, &v, 1);
+    return at;
+}
 static size_t b_str(bbuf *b, const char *s) {
     size_t at = b_u64(b, strlen(s));
     b_put(b, s, strlen(s));
@@ -46,16 +58,16 @@ typedef struct {
     size_t arch_key_len, arch_key, arch_type, arch_val_len;
     size_t align_type, align_val;
     size_t bool_val;
-    size_t k1_key, k2_key;           // "test.k1", "test.k2"
-    size_t arr_elem, arr_len;        // int32 array
-    size_t sarr_len, sarr_e1_len;    // string array and its second element's length
-    size_t barr_key, barr_e1;        // "test.barr" and the second element of that bool array
+    size_t k1_key, k2_key;        // "test.k1", "test.k2"
+    size_t arr_elem, arr_len;     // int32 array
+    size_t sarr_len, sarr_e1_len; // string array and its second element's length
+    size_t barr_key, barr_e1;     // "test.barr" and the second element of that bool array
     size_t nest_elem, nest_inner_elem, nest_inner_len;
     size_t f64_type;
     size_t kv_end;
     size_t t_name_len[3], t_name[3], t_ndims[3], t_ne[3][2], t_type[3], t_off[3];
-    size_t data;                     // start of the data section
-    size_t boundaries[128];          // every field boundary of the header
+    size_t data;            // start of the data section
+    size_t boundaries[128]; // every field boundary of the header
     int n_boundaries;
 } layout;
 
@@ -198,7 +210,10 @@ static void expect_error(const char *what, const bbuf *b, const char *want) {
 typedef void (*corrupt_fn)(bbuf *b, const layout *L);
 
 #define C(name) static void name(bbuf *b, const layout *L)
-C(bad_magic) { (void)L; memcpy(b->p, "GGUX", 4); }
+C(bad_magic) {
+    (void)L;
+    memcpy(b->p, "GGUX", 4);
+}
 C(version1) { p32(b, L->version, 1); }
 C(version4) { p32(b, L->version, 4); }
 C(version_max) { p32(b, L->version, 0xFFFFFFFFu); }
@@ -238,21 +253,33 @@ C(n_dims_five) { p32(b, L->t_ndims[0], 5); }
 C(n_dims_huge) { p32(b, L->t_ndims[0], 0xFFFFFFFFu); }
 C(dimension_zero) { p64(b, L->t_ne[0][1], 0); }
 C(dimension_over_int64) { p64(b, L->t_ne[0][0], 1ull << 63); }
-C(shape_product_overflow) { p64(b, L->t_ne[0][0], 1ull << 40); p64(b, L->t_ne[0][1], 1ull << 40); }
-C(byte_size_overflow) { p64(b, L->t_ne[0][0], 1ull << 62); p64(b, L->t_ne[0][1], 1); }
+C(shape_product_overflow) {
+    p64(b, L->t_ne[0][0], 1ull << 40);
+    p64(b, L->t_ne[0][1], 1ull << 40);
+}
+C(byte_size_overflow) {
+    p64(b, L->t_ne[0][0], 1ull << 62);
+    p64(b, L->t_ne[0][1], 1);
+}
 C(shape_past_eof) { p64(b, L->t_ne[0][1], 1ull << 20); }
 C(tensor_type_unknown) { p32(b, L->t_type[1], 99); }
 C(tensor_type_hole) { p32(b, L->t_type[1], 4); } // ids 4 and 5 (Q4_2, Q4_3) were removed from ggml
 C(tensor_type_count) { p32(b, L->t_type[1], AERO_DT_COUNT); }
 C(row_not_block_multiple) { p64(b, L->t_ne[1][0], 48); }
-C(row_not_kblock_multiple) { p64(b, L->t_ne[2][0], 128); p64(b, L->t_ne[2][1], 2); }
+C(row_not_kblock_multiple) {
+    p64(b, L->t_ne[2][0], 128);
+    p64(b, L->t_ne[2][1], 2);
+}
 C(offset_misaligned) { p64(b, L->t_off[1], 260); }
 C(offset_past_eof) { p64(b, L->t_off[2], 1ull << 40); }
 C(offset_wraps) { p64(b, L->t_off[2], UINT64_MAX - 31); }
 C(data_end_past_eof) { p64(b, L->t_off[2], 384); } // 384 + 144 > 496 bytes of data
 C(overlap_same_offset) { p64(b, L->t_off[1], 0); }
 C(overlap_partial) { p64(b, L->t_off[1], 224); }
-C(overlap_reordered) { p64(b, L->t_off[0], 352); p64(b, L->t_off[2], 0); } // c's 144 bytes then a at 352? c: [0,144) fine; a [352,608) past eof
+C(overlap_reordered) {
+    p64(b, L->t_off[0], 352);
+    p64(b, L->t_off[2], 0);
+} // c's 144 bytes then a at 352? c: [0,144) fine; a [352,608) past eof
 C(duplicate_tensor) { b->p[L->t_name[1]] = 'a'; }
 C(duplicate_tensor_last) { b->p[L->t_name[2]] = 'a'; }
 #undef C

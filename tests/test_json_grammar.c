@@ -44,15 +44,18 @@ static bool accepts(const aero_grammar *g, const char *text) {
 static void expect(const char *schema, const char *const *good, const char *const *bad) {
     aero_grammar *g = compile(schema);
     if (!g) return;
-    for (int i = 0; good[i]; i++) CHECKF(accepts(g, good[i]), "schema %s should accept %s", schema ? schema : "-", good[i]);
-    for (int i = 0; bad[i]; i++) CHECKF(!accepts(g, bad[i]), "schema %s should refuse %s", schema ? schema : "-", bad[i]);
+    for (int i = 0; good[i]; i++)
+        CHECKF(accepts(g, good[i]), "schema %s should accept %s", schema ? schema : "-", good[i]);
+    for (int i = 0; bad[i]; i++)
+        CHECKF(!accepts(g, bad[i]), "schema %s should refuse %s", schema ? schema : "-", bad[i]);
     aero_grammar_free(g);
 }
 
 static void test_recognizer(void) {
     expect(NULL,
            (const char *[]){"{}", "{\"a\":1}", " {\"a\" : [1, 2.5e3, {\"b\": null}], \"c\": \"x\\\"y\\u00e9\"}",
-                            "{\n  \"a\": true,\n  \"b\": false\n}", "{\"\xc3\xa9\":\"\xe2\x82\xac\xf0\x9f\x98\x80\"}", "{\"e\":\"\\ud83d\\ude00\\u00e9\"}", NULL},
+                            "{\n  \"a\": true,\n  \"b\": false\n}", "{\"\xc3\xa9\":\"\xe2\x82\xac\xf0\x9f\x98\x80\"}",
+                            "{\"e\":\"\\ud83d\\ude00\\u00e9\"}", NULL},
            (const char *[]){"[1]", "{\"a\":}", "{'a':1}", "{\"a\":1,}", "{\"a\":01}", "{\"a\":1}x", "\"s\"",
                             "{\"a\":\"\x01\"}", "{\"a\":1e}", "{\"a\":\"\xcd\"}", "{\"a\":\"\xc0\xaf\"}",
                             "{\"a\":\"\xed\xa0\x80\"}", "{\"a\":\"\\ud800\"}", "{\"a\":\"\\udc00\"}", NULL});
@@ -123,15 +126,17 @@ static void test_unsupported(void) {
         aero_status st = aero_json_grammar_compile(&g, s, kw, &err);
         CHECKF(st == AERO_ERR_INVALID && !g, "case %zu compiled", i);
         CHECKF(!strcmp(kw, cases[i][1]), "case %zu: keyword '%s', want '%s' (%s)", i, kw, cases[i][1], err.msg);
-        CHECKF(strstr(err.msg, cases[i][1]) != NULL, "case %zu: message '%s' does not name %s", i, err.msg, cases[i][1]);
+        CHECKF(strstr(err.msg, cases[i][1]) != NULL, "case %zu: message '%s' does not name %s", i, err.msg,
+               cases[i][1]);
         json_decref(s);
     }
 }
 
 // A small vocabulary: every byte alone plus pieces that cross JSON structure, like real BPE merges.
-static const char *const PIECES[] = {"{\"", "\":", "\": \"", "\",\"", "\"}", "true", "false", "null", "name",
-                                     "city", " \"", "},", "}]", "[{", "12", "3.5", "\\\"", "\\u00", "e9",
-                                     "celsius", "\"celsius\"", "unit\": \"", "\n  ", " ", "\",", ", ", "\"\n}"};
+static const char *const PIECES[] = {"{\"",        "\":",  "\": \"", "\",\"", "\"}", "true",    "false",
+                                     "null",       "name", "city",   " \"",   "},",  "}]",      "[{",
+                                     "12",         "3.5",  "\\\"",   "\\u00", "e9",  "celsius", "\"celsius\"",
+                                     "unit\": \"", "\n  ", " ",      "\",",   ", ",  "\"\n}"};
 #define N_SINGLE 256
 #define N_PIECES ((int)(sizeof PIECES / sizeof PIECES[0]))
 #define V_CONTROL (N_SINGLE + N_PIECES)
@@ -173,7 +178,7 @@ static void walk_agrees(const char *schema, uint64_t seed, int steps) {
             bool mask_ok = !isinf(logits[id]);
             bool want;
             if (id == V_CONTROL) want = false;
-            else if (id == V_EOG) want = accepts(g, len ? text : "") ;
+            else if (id == V_EOG) want = accepts(g, len ? text : "");
             else {
                 char buf[64];
                 size_t n = toy_piece(NULL, id, buf, sizeof buf);
@@ -286,12 +291,13 @@ static void bench_real(const char *vocab_path) {
     double t0 = test_now_s();
     aero_grammar_vocab *v = aero_grammar_vocab_new(n_vocab, real_piece, real_kind, &rv);
     double t_vocab = test_now_s() - t0;
-    const char *schema = "{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\"},"
-                         "\"location\":{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\"},"
-                         "\"country\":{\"type\":\"string\",\"maxLength\":40}},\"required\":[\"city\",\"country\"]},"
-                         "\"unit\":{\"enum\":[\"celsius\",\"fahrenheit\"]},\"days\":{\"type\":\"integer\",\"minimum\":1,"
-                         "\"maximum\":14},\"tags\":{\"type\":\"array\",\"items\":{\"type\":\"string\"}}},"
-                         "\"required\":[\"name\",\"location\",\"unit\",\"days\",\"tags\"]}";
+    const char *schema =
+        "{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\"},"
+        "\"location\":{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\"},"
+        "\"country\":{\"type\":\"string\",\"maxLength\":40}},\"required\":[\"city\",\"country\"]},"
+        "\"unit\":{\"enum\":[\"celsius\",\"fahrenheit\"]},\"days\":{\"type\":\"integer\",\"minimum\":1,"
+        "\"maximum\":14},\"tags\":{\"type\":\"array\",\"items\":{\"type\":\"string\"}}},"
+        "\"required\":[\"name\",\"location\",\"unit\",\"days\",\"tags\"]}";
     const char *answer = "{\"name\": \"weekend forecast for the trip\", \"location\": {\"city\": \"San Francisco\", "
                          "\"country\": \"United States\"}, \"unit\": \"fahrenheit\", \"days\": 3, \"tags\": "
                          "[\"coast\", \"fog\", \"weekend plans with friends\"]}";
@@ -367,9 +373,11 @@ static void test_gbnf(void) {
     CHECK(gbnf_accepts(list, "a,b, \xc3\xa9t\xc3\xa9"));
     CHECK(!gbnf_accepts(list, "a,,b"));
     CHECK(gbnf_accepts("root ::= \"\\u00e9\" . [a-c]{2,3}", "\xc3\xa9zab"));
-    CHECK(gbnf_accepts("root ::= \"\\u00e9\" . [a-c]{2,3}", "\xc3\xa9\xe2\x82\xac" "abc"));
-    const char *bad[] = {"root ::= missing", "item ::= \"x\"", "root ::= \"open", "root ::= [a-", "root ::= root \"x\"",
-                         "root ::= [\xc3\xa9]", "root ::= \"a\"{5,2}", "root ::= (\"a\"", "root ::= \"a\"\nroot ::= \"b\""};
+    CHECK(gbnf_accepts("root ::= \"\\u00e9\" . [a-c]{2,3}", "\xc3\xa9\xe2\x82\xac"
+                                                            "abc"));
+    const char *bad[] = {"root ::= missing",    "item ::= \"x\"",      "root ::= \"open",
+                         "root ::= [a-",        "root ::= root \"x\"", "root ::= [\xc3\xa9]",
+                         "root ::= \"a\"{5,2}", "root ::= (\"a\"",     "root ::= \"a\"\nroot ::= \"b\""};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         aero_grammar *g = NULL;
         aero_error err = {0};

@@ -23,12 +23,12 @@ static void fill_data(float *x, int64_t n, int kind) {
     for (int64_t i = 0; i < n; i++) {
         float v = rng_sym();
         switch (kind) {
-        case 0: x[i] = v; break;                                               // uniform
-        case 1: x[i] = v * v * v * 3.0f; break;                                // heavy centre
-        case 2: x[i] = (rng_next() % 97 == 0) ? v * 40.0f : v * 0.1f; break;   // outliers
-        case 3: x[i] = 0.5f + 0.25f * v; break;                                // all positive, offset
-        case 4: x[i] = -2.0f + 0.01f * v; break;                               // narrow, far from zero
-        case 5: x[i] = 1e-6f * v; break;                                       // tiny (f16 subnormal scales)
+        case 0: x[i] = v; break;                                                // uniform
+        case 1: x[i] = v * v * v * 3.0f; break;                                 // heavy centre
+        case 2: x[i] = (rng_next() % 97 == 0) ? v * 40.0f : v * 0.1f; break;    // outliers
+        case 3: x[i] = 0.5f + 0.25f * v; break;                                 // all positive, offset
+        case 4: x[i] = -2.0f + 0.01f * v; break;                                // narrow, far from zero
+        case 5: x[i] = 1e-6f * v; break;                                        // tiny (f16 subnormal scales)
         default: x[i] = ((i / 16) % 3 == 0) ? 0.0f : v * (float)((i / 16) % 5); // groups of very different size
         }
     }
@@ -98,9 +98,9 @@ static void test_conversions(void) {
     CHECKF(bad == 0, "%d f32->f16 rounding errors", bad);
 
     // bf16 rounding ties to even
-    CHECK(aero_f32_to_bf16(1.0f + 0x1p-8f) == 0x3f80);                // tie, even stays
-    CHECK(aero_f32_to_bf16(1.0f + 0x1p-7f + 0x1p-8f) == 0x3f82);      // tie, odd rounds up
-    CHECK(aero_f32_to_bf16(1.0f + 0x1p-8f + 0x1p-20f) == 0x3f81);     // above tie
+    CHECK(aero_f32_to_bf16(1.0f + 0x1p-8f) == 0x3f80);            // tie, even stays
+    CHECK(aero_f32_to_bf16(1.0f + 0x1p-7f + 0x1p-8f) == 0x3f82);  // tie, odd rounds up
+    CHECK(aero_f32_to_bf16(1.0f + 0x1p-8f + 0x1p-20f) == 0x3f81); // above tie
 
     // Row conversions of every ISA against the scalar ones, all 65536 inputs, bitwise (NaNs as NaN)
     uint16_t *h = malloc(65536 * 2), *h2 = malloc(65536 * 2);
@@ -245,10 +245,14 @@ static void ggml_style_dequant(aero_dtype t, const uint8_t *b, float *y) {
             for (int k = 0; k < 2; k++) {
                 int jj = is + k;
                 if (jj < 4) s[k] = sc[jj] & 63, mm[k] = sc[jj + 4] & 63;
-                else s[k] = (sc[jj + 4] & 0xF) | ((sc[jj - 4] >> 6) << 4), mm[k] = (sc[jj + 4] >> 4) | ((sc[jj] >> 6) << 4);
+                else
+                    s[k] = (sc[jj + 4] & 0xF) | ((sc[jj - 4] >> 6) << 4),
+                    mm[k] = (sc[jj + 4] >> 4) | ((sc[jj] >> 6) << 4);
             }
-            for (int l = 0; l < 32; l++) *y++ = d * s[0] * ((q[l] & 0xF) + (five && (qh[l] & u1) ? 16 : 0)) - dmin * mm[0];
-            for (int l = 0; l < 32; l++) *y++ = d * s[1] * ((q[l] >> 4) + (five && (qh[l] & u2) ? 16 : 0)) - dmin * mm[1];
+            for (int l = 0; l < 32; l++)
+                *y++ = d * s[0] * ((q[l] & 0xF) + (five && (qh[l] & u1) ? 16 : 0)) - dmin * mm[0];
+            for (int l = 0; l < 32; l++)
+                *y++ = d * s[1] * ((q[l] >> 4) + (five && (qh[l] & u2) ? 16 : 0)) - dmin * mm[1];
             q += 32;
             u1 <<= 2, u2 <<= 2;
         }
@@ -504,18 +508,20 @@ static void test_dots(void) {
                 CHECKF(fabs(scalar - ref) <= tol, "%s n=%lld scalar dot %.9g vs %.9g (tol %.3g)", info->name,
                        (long long)n, scalar, ref, tol);
                 float exact_ref = aero_vec_dot_f32_with(isa_ops[0], t, n, w, xa);
-                CHECKF(fabs(exact_ref - ref_f32) <= tol_f32, "%s n=%lld f32 dot %.9g vs %.9g", info->name,
-                       (long long)n, exact_ref, ref_f32);
+                CHECKF(fabs(exact_ref - ref_f32) <= tol_f32, "%s n=%lld f32 dot %.9g vs %.9g", info->name, (long long)n,
+                       exact_ref, ref_f32);
                 for (int s = 1; s < n_isa; s++) {
                     float v = isa_ops[s]->dot[t](n, w, a);
                     CHECKF(fabs(v - ref) <= tol, "%s n=%lld %s dot %.9g vs ref %.9g (tol %.3g)", info->name,
                            (long long)n, isa_label[s], v, ref, tol);
                     // SIMD vs scalar: both within tol of ref, so within 2 tol of each other; bitwise where the
                     // reduction order is the same by construction
-                    if (exact_order) CHECKF(same_float(v, scalar), "%s n=%lld %s dot %.9g != scalar %.9g", info->name,
-                                            (long long)n, isa_label[s], v, scalar);
-                    else CHECKF(fabs(v - scalar) <= 2 * tol, "%s n=%lld %s vs scalar", info->name, (long long)n,
-                                isa_label[s]);
+                    if (exact_order)
+                        CHECKF(same_float(v, scalar), "%s n=%lld %s dot %.9g != scalar %.9g", info->name, (long long)n,
+                               isa_label[s], v, scalar);
+                    else
+                        CHECKF(fabs(v - scalar) <= 2 * tol, "%s n=%lld %s vs scalar", info->name, (long long)n,
+                               isa_label[s]);
                     float e = aero_vec_dot_f32_with(isa_ops[s], t, n, w, xa);
                     CHECKF(same_float(e, exact_ref), "%s n=%lld %s exact-f32 dot %.9g != scalar %.9g", info->name,
                            (long long)n, isa_label[s], e, exact_ref);
@@ -525,7 +531,8 @@ static void test_dots(void) {
                                       *vnni = aero_kernels_ops(AERO_ISA_AVX512, true);
                 if (plain && vnni) {
                     float p = plain->dot[t](n, w, a), v = vnni->dot[t](n, w, a);
-                    CHECKF(same_float(p, v), "%s n=%lld avx512 %.9g != avx512-vnni %.9g", info->name, (long long)n, p, v);
+                    CHECKF(same_float(p, v), "%s n=%lld avx512 %.9g != avx512-vnni %.9g", info->name, (long long)n, p,
+                           v);
                 }
                 // public entry points agree with their tables
                 CHECK(same_float(aero_vec_dot_isa(AERO_ISA_SCALAR, t, n, w, a), scalar));

@@ -55,7 +55,8 @@ typedef struct {
 } tally;
 
 // Compares one tensor of a derived file with its F32 original.
-static void compare_tensor(const char *file, const aero_tensor_info *q, const uint8_t *qd, const float *ref, tally *tl) {
+static void compare_tensor(const char *file, const aero_tensor_info *q, const uint8_t *qd, const float *ref,
+                           tally *tl) {
     int64_t cols = (int64_t)q->ne[0], rows = (int64_t)(q->n_elements / q->ne[0]);
     size_t rb = aero_dtype_row_bytes(q->type, (uint64_t)cols);
     float *row = malloc(sizeof(float) * (size_t)cols);

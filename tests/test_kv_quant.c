@@ -38,8 +38,10 @@ static double type_bound(aero_kv_type t) {
     case AERO_KV_F16: return 1e-3;
     case AERO_KV_BF16: return 6e-3;
     case AERO_KV_Q8_0: return 2.5e-2;
-    case AERO_KV_Q5_0: case AERO_KV_Q5_1: return 2e-1;
-    case AERO_KV_Q4_0: case AERO_KV_Q4_1: return 5e-1;
+    case AERO_KV_Q5_0:
+    case AERO_KV_Q5_1: return 2e-1;
+    case AERO_KV_Q4_0:
+    case AERO_KV_Q4_1: return 5e-1;
     default: return 0;
     }
 }
@@ -85,7 +87,8 @@ static void attention_error(aero_kv_type type, int hd, int n, int n_head_kv, uin
     int kvd = n_head_kv * hd;
     float *k = malloc(sizeof(float) * n * kvd), *v = malloc(sizeof(float) * n * kvd), *q = malloc(sizeof(float) * hd);
     float *kh = malloc(sizeof(float) * n * hd), *vh = malloc(sizeof(float) * n * hd);
-    float *kf = malloc(sizeof(float) * n * hd), *vf = malloc(sizeof(float) * n * hd), *scores = malloc(sizeof(float) * n);
+    float *kf = malloc(sizeof(float) * n * hd), *vf = malloc(sizeof(float) * n * hd),
+          *scores = malloc(sizeof(float) * n);
     float *out = malloc(sizeof(float) * hd);
     double *ref = malloc(sizeof(double) * hd), *ref_read = malloc(sizeof(double) * hd);
     float *kd = malloc(sizeof(float) * n * hd), *qd = malloc(sizeof(float) * hd);
@@ -108,7 +111,8 @@ static void attention_error(aero_kv_type type, int hd, int n, int n_head_kv, uin
         aero_kv_head_f32(&kv, false, 0, 1, h, n, kf); // what the K blocks hold, for the reference
         memcpy(qd, q, sizeof(float) * hd);
         if (aero_kv_k_quantized(&kv)) {
-            const char *khead = (const char *)aero_kv_cell(&kv, false, 0, 1, 0) + aero_dtype_row_bytes(dt, (uint64_t)h * hd);
+            const char *khead =
+                (const char *)aero_kv_cell(&kv, false, 0, 1, 0) + aero_dtype_row_bytes(dt, (uint64_t)h * hd);
             aero_attention_kq(out, q, dt, khead, kv.row_k, vf, rows, n, hd, scale, scores, qq, NULL);
             aero_dequantize_row(aero_vec_dot_type(dt), qq, qd, hd); // the query the dot saw
         } else {
@@ -141,8 +145,8 @@ static void test_attention_vs_double(void) {
                     kern = fmax(kern, k1), quant = fmax(quant, q1);
                 }
         const char *name = aero_kv_type_name(all_types[ti]);
-        printf("attention %-5s kernel error %.2e (bound %.0e), rms error vs exact f32 %.2e (bound %.1e)\n", name,
-               kern, KERNEL_BOUND, quant, type_bound(all_types[ti]));
+        printf("attention %-5s kernel error %.2e (bound %.0e), rms error vs exact f32 %.2e (bound %.1e)\n", name, kern,
+               KERNEL_BOUND, quant, type_bound(all_types[ti]));
         CHECKF(kern <= KERNEL_BOUND, "%s attention equals double attention over the values it reads: %.3e", name, kern);
         CHECKF(quant <= type_bound(all_types[ti]), "%s attention within its type's bound: %.3e <= %.1e", name, quant,
                type_bound(all_types[ti]));
@@ -154,7 +158,8 @@ static void test_types_and_bytes(void) {
     CHECK(aero_kv_type_parse("q8_0") == AERO_KV_Q8_0 && aero_kv_type_parse("F16") == AERO_KV_F16);
     CHECK(aero_kv_type_parse("q4_k") == -1 && aero_kv_type_parse("default") == -1 && aero_kv_type_parse(NULL) == -1);
     CHECK(!strcmp(aero_kv_type_name(AERO_KV_Q5_1), "q5_1"));
-    CHECK(aero_kv_type_dtype(AERO_KV_DEFAULT, false) == AERO_DT_F16 && aero_kv_type_dtype(AERO_KV_DEFAULT, true) == AERO_DT_F32);
+    CHECK(aero_kv_type_dtype(AERO_KV_DEFAULT, false) == AERO_DT_F16 &&
+          aero_kv_type_dtype(AERO_KV_DEFAULT, true) == AERO_DT_F32);
     CHECK(aero_kv_type_dtype(AERO_KV_Q4_0, true) == AERO_DT_Q4_0); // an explicit type wins over --kv-f32
     aero_hparams hp = {.n_layer = 32, .n_head = 32, .n_head_kv = 8, .head_dim = 128, .n_ctx_train = 8192};
     aero_ctx_params p = {.n_ctx = 0, .n_seq = 0};
@@ -170,7 +175,7 @@ static void test_types_and_bytes(void) {
     p.kv_recent = -1;
     CHECK(aero_kv_check(&hp, &p, &err) != AERO_OK);
     p.kv_recent = 0;
-        hp.head_dim = 8; // stories260K's head: not one whole block
+    hp.head_dim = 8; // stories260K's head: not one whole block
     CHECK(aero_kv_check(&hp, &p, &err) != AERO_OK && strstr(err.msg, "head size is 8") && strstr(err.msg, "32"));
     CHECK(aero_kv_bytes(&hp, &p) == 0);
 }
@@ -224,11 +229,12 @@ static void test_batch_invariance(aero_model *m1, aero_model *m2) {
     CHECK(!aero_tokenize(tok, text, strlen(text), true, false, &ids, &n, &err) && n > 8);
     int nv = aero_model_hparams(m1)->n_vocab;
     float *one = malloc(sizeof(float) * nv * n), *got = malloc(sizeof(float) * nv * 2 * n);
-    int32_t *pos = malloc(sizeof(int32_t) * 2 * n), *seq = malloc(sizeof(int32_t) * 2 * n), *tk = malloc(sizeof(int32_t) * 2 * n);
+    int32_t *pos = malloc(sizeof(int32_t) * 2 * n), *seq = malloc(sizeof(int32_t) * 2 * n),
+            *tk = malloc(sizeof(int32_t) * 2 * n);
     for (int ti = 0; ti < N_TYPES + 2; ti++) { // then q4_0 and q5_1 with F16 copies of each query's last 4 positions
         aero_kv_type type = ti < N_TYPES ? all_types[ti] : ti == N_TYPES ? AERO_KV_Q4_0 : AERO_KV_Q5_1;
-        aero_ctx_params cp = {.n_ctx = 64, .n_seq = 2, .type_k = type, .type_v = type, .n_batch = 5,
-                              .kv_recent = ti < N_TYPES ? 0 : 4};
+        aero_ctx_params cp = {
+            .n_ctx = 64, .n_seq = 2, .type_k = type, .type_v = type, .n_batch = 5, .kv_recent = ti < N_TYPES ? 0 : 4};
         aero_ctx *c;
         CHECK(!aero_ctx_new(&c, m1, &cp, &err));
         for (size_t i = 0; i < n; i++) { // alone
@@ -279,7 +285,8 @@ static void test_recent_whole_context(aero_model *m) {
     float *a = malloc(sizeof(float) * nv * n), *b = malloc(sizeof(float) * nv * n);
     for (size_t i = 0; i < n; i++) pos[i] = (int32_t)i;
     aero_batch batch = {.n = (int)n, .tokens = ids, .pos = pos};
-    aero_ctx_params pf = {.n_ctx = 64}, pq = {.n_ctx = 64, .type_k = AERO_KV_Q4_0, .type_v = AERO_KV_Q8_0, .kv_recent = 64};
+    aero_ctx_params pf = {.n_ctx = 64},
+                    pq = {.n_ctx = 64, .type_k = AERO_KV_Q4_0, .type_v = AERO_KV_Q8_0, .kv_recent = 64};
     aero_ctx *cf, *cq;
     CHECK(!aero_ctx_new(&cf, m, &pf, &err) && !aero_ctx_new(&cq, m, &pq, &err));
     CHECK(!aero_decode(cf, &batch, a, &err) && !aero_decode(cq, &batch, b, &err));
@@ -396,7 +403,11 @@ static void test_greedy(aero_model *m, aero_model *d) {
             while (i < N && i < got && a[i] == b[i]) i++;
             CHECKF(got == N && i == N,
                    "%s cache (recent %d): speculative greedy (%s) == plain greedy (first difference at %d)",
-                   aero_kv_type_name(t), recent, mode == 0 ? "draft chain" : mode == 1 ? "draft tree" : "n-grams", i);
+                   aero_kv_type_name(t), recent,
+                   mode == 0   ? "draft chain"
+                   : mode == 1 ? "draft tree"
+                               : "n-grams",
+                   i);
         }
     }
     free(ids);

@@ -66,7 +66,7 @@ static void test_pool(void) {
         if (!p) continue;
         int bad = 0;
         int reps = n <= aero_cpu_count() ? 2000 : 200; // oversubscribed pools are slow by nature
-        for (int rep = 0; rep < reps; rep++) { // back-to-back jobs: the spin/sleep hand-off must never lose one
+        for (int rep = 0; rep < reps; rep++) {         // back-to-back jobs: the spin/sleep hand-off must never lose one
             pool_probe pr = {0};
             aero_pool_run(p, probe_fn, &pr);
             if (pr.calls != n || pr.mask != (1L << n) - 1 || pr.sum != want || pr.nth_seen != n) bad++;
@@ -121,7 +121,8 @@ static void test_matmul_type(aero_dtype t, int64_t rows, int64_t cols, aero_pool
     mat_make(&m, t, rows, cols);
     float *x = malloc(sizeof(float) * (size_t)(nmax * cols));
     for (int64_t i = 0; i < nmax * cols; i++) x[i] = rng_sym() * (1.0f + (float)((i / cols) % 3));
-    float *solo = malloc(sizeof(float) * (size_t)(nmax * rows)), *solo32 = malloc(sizeof(float) * (size_t)(nmax * rows));
+    float *solo = malloc(sizeof(float) * (size_t)(nmax * rows)),
+          *solo32 = malloc(sizeof(float) * (size_t)(nmax * rows));
     float *y = malloc(sizeof(float) * (size_t)(nmax * rows));
     // Reference: each token alone, one thread.
     for (int tk = 0; tk < nmax; tk++) {
@@ -137,8 +138,12 @@ static void test_matmul_type(aero_dtype t, int64_t rows, int64_t cols, aero_pool
         for (int64_t r = 0; r < rows; r++) {
             const float *wr = m.deq + r * cols;
             double ref = 0.0, mag = 0.0, wabs = 0.0;
-            for (int64_t c = 0; c < cols; c++) ref += (double)wr[c] * xt[c], mag += fabs((double)wr[c] * xt[c]), wabs += fabs(wr[c]);
-            double qerr = (t == AERO_DT_F32) ? 0.0 : (t == AERO_DT_F16) ? wabs * amax * 0x1p-11 : (t == AERO_DT_BF16) ? wabs * amax * 0x1p-8 : wabs * amax / 254.0 * 1.01;
+            for (int64_t c = 0; c < cols; c++)
+                ref += (double)wr[c] * xt[c], mag += fabs((double)wr[c] * xt[c]), wabs += fabs(wr[c]);
+            double qerr = (t == AERO_DT_F32)    ? 0.0
+                          : (t == AERO_DT_F16)  ? wabs * amax * 0x1p-11
+                          : (t == AERO_DT_BF16) ? wabs * amax * 0x1p-8
+                                                : wabs * amax / 254.0 * 1.01;
             double tol = qerr + 3e-6 * mag + 1e-30;
             if (fabs(solo[tk * rows + r] - ref) > tol) {
                 if (bad_ref < 3)
@@ -162,12 +167,14 @@ static void test_matmul_type(aero_dtype t, int64_t rows, int64_t cols, aero_pool
             for (int off = 0; off + n <= nmax; off += (n == 1 ? 11 : nmax)) { // a few different tokens for n = 1
                 memset(y, 0xff, sizeof(float) * (size_t)(n * rows));
                 aero_matmul(pools[pi], &m.w, x + off * cols, n, y);
-                CHECKF(same_bits(y, solo + off * rows, (size_t)(n * rows)), "%s %lldx%lld n=%d threads=%d: not bitwise equal to solo",
-                       aero_dtype_name(t), (long long)rows, (long long)cols, n, aero_pool_size(pools[pi]));
+                CHECKF(same_bits(y, solo + off * rows, (size_t)(n * rows)),
+                       "%s %lldx%lld n=%d threads=%d: not bitwise equal to solo", aero_dtype_name(t), (long long)rows,
+                       (long long)cols, n, aero_pool_size(pools[pi]));
                 memset(y, 0xff, sizeof(float) * (size_t)(n * rows));
                 aero_matmul_f32(pools[pi], &m.w, x + off * cols, n, y);
-                CHECKF(same_bits(y, solo32 + off * rows, (size_t)(n * rows)), "%s %lldx%lld n=%d threads=%d: f32 path not bitwise equal to solo",
-                       aero_dtype_name(t), (long long)rows, (long long)cols, n, aero_pool_size(pools[pi]));
+                CHECKF(same_bits(y, solo32 + off * rows, (size_t)(n * rows)),
+                       "%s %lldx%lld n=%d threads=%d: f32 path not bitwise equal to solo", aero_dtype_name(t),
+                       (long long)rows, (long long)cols, n, aero_pool_size(pools[pi]));
             }
         }
     }

@@ -86,12 +86,14 @@ static void test_stories(const char *file, bool check_llamacpp_text, int n_exact
     float *logits = malloc(sizeof(float) * nv * 8);
     // F32 cache where logits are compared with llama2.c (fp32 throughout)
     int32_t *ids = greedy(m, &bos, 1, 200, logits, true);
-    const float ref0[8] = {-6.222911f, 8.404342f, -6.223737f, -6.222542f, -6.221951f, -6.222875f, -6.221880f, -6.223416f};
+    const float ref0[8] = {-6.222911f, 8.404342f,  -6.223737f, -6.222542f,
+                           -6.221951f, -6.222875f, -6.221880f, -6.223416f};
     // quantized files are compared with the F32 model in test_quantized_logits instead
     bool quantized = strstr(file, "Q8_0") || strstr(file, "Q4_0");
     double tol = quantized ? INFINITY : strstr(file, "F16") ? 2e-3 : 1e-4;
     for (int i = 0; i < 8; i++)
-        CHECKF(fabs(logits[i] - ref0[i]) <= tol * fabs(ref0[i]) + 1e-6, "%s logit[%d] %f vs %f", file, i, logits[i], ref0[i]);
+        CHECKF(fabs(logits[i] - ref0[i]) <= tol * fabs(ref0[i]) + 1e-6, "%s logit[%d] %f vs %f", file, i, logits[i],
+               ref0[i]);
     char *text = detok(m, ids, 200, true);
     char *ref = slurp(SHARED_DATA "/reference/greedy_bos_n200.txt");
     if (n_exact_tokens >= 200) check_text(file, text, ref);
@@ -102,7 +104,8 @@ static void test_stories(const char *file, bool check_llamacpp_text, int n_exact
     int32_t prompt[5] = {1, 403, 407, 261, 378};
     logits = realloc(logits, sizeof(float) * nv * 5);
     ids = greedy(m, prompt, 5, 200, logits, true);
-    const float ref4[8] = {-10.136575f, -5.329466f, -10.138081f, -10.136852f, -10.137212f, -10.138329f, -10.137267f, -10.137636f};
+    const float ref4[8] = {-10.136575f, -5.329466f,  -10.138081f, -10.136852f,
+                           -10.137212f, -10.138329f, -10.137267f, -10.137636f};
     for (int i = 0; i < 8; i++)
         CHECKF(fabs(logits[4 * nv + i] - ref4[i]) <= tol * fabs(ref4[i]) + 1e-6, "%s pos4 logit[%d] %f vs %f", file, i,
                logits[4 * nv + i], ref4[i]);
@@ -181,8 +184,8 @@ static void test_batch_invariance(const char *path) {
             aero_batch b = {.n = 1, .tokens = &prompt[i], .pos = &p};
             CHECK(!aero_decode(c, &b, single + (size_t)i * nv, &err));
         }
-        CHECKF(!memcmp(batch, single, sizeof(float) * nv * 12), "%s: batch vs one-at-a-time logits bitwise (%d threads)",
-               path, threads);
+        CHECKF(!memcmp(batch, single, sizeof(float) * nv * 12),
+               "%s: batch vs one-at-a-time logits bitwise (%d threads)", path, threads);
         if (!ref) {
             ref = batch;
         } else {

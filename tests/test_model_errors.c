@@ -65,8 +65,7 @@ static int run_cli(const char *args, char *msg, size_t cap) {
     msg[0] = 0;
     if (!fgets(msg, (int)cap, p)) msg[0] = 0;
     char sink[4096];
-    while (fread(sink, 1, sizeof sink, p) > 0) {
-    }
+    while (fread(sink, 1, sizeof sink, p) > 0) {}
     int st = pclose(p);
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
 }

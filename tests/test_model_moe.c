@@ -160,7 +160,8 @@ static void reference(const variant *v, const int32_t *tok, int vocab, double *l
                 rot(v, q + h * HD, i);
             }
             for (int h = 0; h < KV_HEADS; h++) {
-                if (v->qk_norm) rms(k[l][i] + h * HD, k[l][i] + h * HD, get("blk.%d.attn_k_norm.weight", l), HD, v->eps);
+                if (v->qk_norm)
+                    rms(k[l][i] + h * HD, k[l][i] + h * HD, get("blk.%d.attn_k_norm.weight", l), HD, v->eps);
                 rot(v, k[l][i] + h * HD, i);
             }
             for (int h = 0; h < HEADS; h++) {
@@ -380,7 +381,8 @@ static void check_budgets(const char *what, const char *path, const int32_t *pro
         aero_expert_cache_stats cs = {0};
         aero_model_expert_stats(s, &cs);
         printf("%s: --mem %llu: dense resident %llu, window %llu, expert cache %llu: %llu lookups, hit rate %.2f, "
-               "%.1f KiB read\n", what, (unsigned long long)budgets[i], (unsigned long long)p->resident_bytes,
+               "%.1f KiB read\n",
+               what, (unsigned long long)budgets[i], (unsigned long long)p->resident_bytes,
                (unsigned long long)p->window_bytes, (unsigned long long)p->expert_budget,
                (unsigned long long)cs.lookups, cs.lookups ? (double)cs.hits / cs.lookups : 0, cs.bytes_read / 1024.0);
         CHECKF(cs.misses > 0 && cs.peak_bytes <= p->expert_budget, "%s: the expert cache read within its budget", what);

@@ -112,7 +112,8 @@ static void reference(const variant *v, const int32_t *tok, int vocab, double *l
                 rot(v, q + h * HD, i);
             }
             for (int h = 0; h < KV_HEADS; h++) {
-                if (v->qk_norm) rms(k[l][i] + h * HD, k[l][i] + h * HD, get("blk.%d.attn_k_norm.weight", l), HD, v->eps);
+                if (v->qk_norm)
+                    rms(k[l][i] + h * HD, k[l][i] + h * HD, get("blk.%d.attn_k_norm.weight", l), HD, v->eps);
                 rot(v, k[l][i] + h * HD, i);
             }
             for (int h = 0; h < HEADS; h++) {

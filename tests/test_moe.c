@@ -23,9 +23,9 @@ static float rng_sym(void) { return 2.0f * (float)(rng_next() >> 40) / (float)(1
 // A random MoE layer in F32 (merged expert tensors as GGUF lays them out) and its shape.
 typedef struct {
     aero_moe_params p;
-    float *router;            // [E][D]
-    float *bias;              // [E] or NULL
-    float *gate, *up, *down;  // [E][F][D], [E][F][D], [E][D][F]
+    float *router;             // [E][D]
+    float *bias;               // [E] or NULL
+    float *gate, *up, *down;   // [E][F][D], [E][F][D], [E][D][F]
     float *sg, *su, *sd, *sgi; // shared: [FS][D], [FS][D], [D][FS], [D] (sgi NULL: ungated)
 } layer_f32;
 
@@ -53,13 +53,23 @@ static layer_f32 make_layer(aero_moe_params p, bool bias, bool shared_gate) {
 }
 
 static void free_layer(layer_f32 *L) {
-    free(L->router); free(L->bias); free(L->gate); free(L->up); free(L->down);
-    free(L->sg); free(L->su); free(L->sd); free(L->sgi);
+    free(L->router);
+    free(L->bias);
+    free(L->gate);
+    free(L->up);
+    free(L->down);
+    free(L->sg);
+    free(L->su);
+    free(L->sd);
+    free(L->sgi);
 }
 
 // ---- the double-precision reference (llama.cpp's build_moe_ffn, written out plainly) ----
 
-typedef struct { double v; int id; } scored;
+typedef struct {
+    double v;
+    int id;
+} scored;
 static int by_score_desc(const void *a, const void *b) {
     const scored *x = a, *y = b;
     if (x->v != y->v) return x->v > y->v ? -1 : 1;
@@ -134,7 +144,10 @@ static void ref_ffn(const float *g, const float *u, const float *dn, int D, int 
     double h[4096];
     for (int f = 0; f < F; f++) {
         double a = 0, b = 0;
-        for (int d = 0; d < D; d++) { a += (double)g[(size_t)f * D + d] * x[d]; b += (double)u[(size_t)f * D + d] * x[d]; }
+        for (int d = 0; d < D; d++) {
+            a += (double)g[(size_t)f * D + d] * x[d];
+            b += (double)u[(size_t)f * D + d] * x[d];
+        }
         h[f] = silu(a) * b;
     }
     for (int d = 0; d < D; d++) {
@@ -238,7 +251,8 @@ static aero_status lim_prepare(void *ctx, int layer, const int *ex, int n, int *
 }
 static aero_status lim_get(void *ctx, int layer, int expert, aero_wmat w[3], aero_error *err) {
     limited_src *s = ctx;
-    if (expert == s->fail_expert) return aero_fail(err, AERO_ERR_IO, "read of layer %d expert %d failed", layer, expert);
+    if (expert == s->fail_expert)
+        return aero_fail(err, AERO_ERR_IO, "read of layer %d expert %d failed", layer, expert);
     return aero_moe_merged_get(s->merged, 0, expert, w, err);
 }
 static void lim_release(void *ctx, int layer, const int *ex, int n) { ((limited_src *)ctx)->outstanding -= n; }
@@ -255,7 +269,8 @@ typedef struct {
 static aero_status cs_locate(void *ctx, int layer, int expert, aero_expert_extent ext[3], aero_error *err) {
     const cache_src *s = ctx;
     for (int p = 0; p < 3; p++)
-        ext[p] = (aero_expert_extent){.file = 0, .offset = s->off[p] + (uint64_t)expert * s->slice[p], .size = s->slice[p]};
+        ext[p] =
+            (aero_expert_extent){.file = 0, .offset = s->off[p] + (uint64_t)expert * s->slice[p], .size = s->slice[p]};
     return AERO_OK;
 }
 static aero_status cs_prepare(void *ctx, int layer, const int *ex, int n, int *n_ready, aero_error *err) {
@@ -368,9 +383,15 @@ static void test_config(const char *name, aero_moe_params p, bool bias, bool sha
             const char *paths[1] = {path};
             uint64_t span = 0;
             for (int q = 0; q < 3; q++) span += cs.slice[q] + 8192;
-            aero_expert_cache_config cc = {.paths = paths, .n_files = 1, .n_layer = 1, .n_expert = pp->n_expert,
-                                           .budget = 3 * span, .policy = AERO_EXPERT_EVICT_LFU_RECENT,
-                                           .n_io_threads = 2, .locate = cs_locate, .locate_ctx = &cs};
+            aero_expert_cache_config cc = {.paths = paths,
+                                           .n_files = 1,
+                                           .n_layer = 1,
+                                           .n_expert = pp->n_expert,
+                                           .budget = 3 * span,
+                                           .policy = AERO_EXPERT_EVICT_LFU_RECENT,
+                                           .n_io_threads = 2,
+                                           .locate = cs_locate,
+                                           .locate_ctx = &cs};
             cs.cache = aero_expert_cache_new(&cc, &err);
             CHECKF(cs.cache != NULL, "%s", err.msg);
             aero_moe_source csrc = {.ctx = &cs, .prepare = cs_prepare, .get = cs_get, .release = cs_release};
@@ -402,14 +423,21 @@ static void test_config(const char *name, aero_moe_params p, bool bias, bool sha
     }
     aero_pool_free(pool1);
     aero_pool_free(pool3);
-    free(x); free(y); free(y1); free(y2);
+    free(x);
+    free(y);
+    free(y1);
+    free(y2);
     free_layer(&L);
 }
 
 // Ties go to the lower expert id (and the lower group id), the documented deterministic choice.
 static void test_ties(void) {
-    aero_moe_params p = {.n_embd = 32, .n_ff_exp = 32, .n_expert = 8, .n_expert_used = 3,
-                         .gating = AERO_MOE_GATING_SOFTMAX, .norm_w = true};
+    aero_moe_params p = {.n_embd = 32,
+                         .n_ff_exp = 32,
+                         .n_expert = 8,
+                         .n_expert_used = 3,
+                         .gating = AERO_MOE_GATING_SOFTMAX,
+                         .norm_w = true};
     float scratch[64], w[8];
     int ids[8];
     float zeros[8] = {0};
@@ -442,7 +470,8 @@ static void test_ties(void) {
 
 static void test_params(void) {
     aero_error err;
-    aero_moe_params p = {.n_embd = 32, .n_ff_exp = 32, .n_expert = 8, .n_expert_used = 9, .gating = AERO_MOE_GATING_SOFTMAX};
+    aero_moe_params p = {
+        .n_embd = 32, .n_ff_exp = 32, .n_expert = 8, .n_expert_used = 9, .gating = AERO_MOE_GATING_SOFTMAX};
     CHECK(aero_moe_params_check(&p, &err) == AERO_ERR_FORMAT);
     p.n_expert_used = 2;
     p.n_group = 3;
@@ -464,29 +493,51 @@ int main(void) {
     test_ties();
     // qwen3moe / Mixtral: softmax over all experts, top-k renormalised.
     test_config("qwen3moe (softmax,norm)",
-                (aero_moe_params){.n_embd = 64, .n_ff_exp = 32, .n_expert = 16, .n_expert_used = 4,
-                                  .gating = AERO_MOE_GATING_SOFTMAX, .norm_w = true},
+                (aero_moe_params){.n_embd = 64,
+                                  .n_ff_exp = 32,
+                                  .n_expert = 16,
+                                  .n_expert_used = 4,
+                                  .gating = AERO_MOE_GATING_SOFTMAX,
+                                  .norm_w = true},
                 false, false);
     // qwen2moe: softmax, not renormalised, a shared expert gated by sigmoid(ffn_gate_inp_shexp . x).
     test_config("qwen2moe (shexp gate)",
-                (aero_moe_params){.n_embd = 64, .n_ff_exp = 32, .n_ff_shexp = 64, .n_expert = 12, .n_expert_used = 4,
-                                  .gating = AERO_MOE_GATING_SOFTMAX, .norm_w = false},
+                (aero_moe_params){.n_embd = 64,
+                                  .n_ff_exp = 32,
+                                  .n_ff_shexp = 64,
+                                  .n_expert = 12,
+                                  .n_expert_used = 4,
+                                  .gating = AERO_MOE_GATING_SOFTMAX,
+                                  .norm_w = false},
                 false, true);
     // DeepSeek-V3: sigmoid, selection bias, 4 groups keep 2, renormalised, scaled, an ungated shared expert.
     test_config("deepseek-v3 (grouped)",
-                (aero_moe_params){.n_embd = 64, .n_ff_exp = 32, .n_ff_shexp = 64, .n_expert = 32, .n_expert_used = 4,
-                                  .gating = AERO_MOE_GATING_SIGMOID, .norm_w = true, .w_scale = 2.5f, .n_group = 4,
+                (aero_moe_params){.n_embd = 64,
+                                  .n_ff_exp = 32,
+                                  .n_ff_shexp = 64,
+                                  .n_expert = 32,
+                                  .n_expert_used = 4,
+                                  .gating = AERO_MOE_GATING_SIGMOID,
+                                  .norm_w = true,
+                                  .w_scale = 2.5f,
+                                  .n_group = 4,
                                   .n_group_used = 2},
                 true, false);
     // DeepSeek-V2: softmax, no renormalisation, scale.
     test_config("deepseek-v2 (scale)",
-                (aero_moe_params){.n_embd = 64, .n_ff_exp = 32, .n_ff_shexp = 32, .n_expert = 16, .n_expert_used = 6,
-                                  .gating = AERO_MOE_GATING_SOFTMAX, .w_scale = 16.0f},
+                (aero_moe_params){.n_embd = 64,
+                                  .n_ff_exp = 32,
+                                  .n_ff_shexp = 32,
+                                  .n_expert = 16,
+                                  .n_expert_used = 6,
+                                  .gating = AERO_MOE_GATING_SOFTMAX,
+                                  .w_scale = 16.0f},
                 false, false);
     // softmax over the selected weights (gating 3).
-    test_config("softmax_weight",
-                (aero_moe_params){.n_embd = 64, .n_ff_exp = 64, .n_expert = 8, .n_expert_used = 2,
-                                  .gating = AERO_MOE_GATING_SOFTMAX_WEIGHT},
-                false, false);
+    test_config(
+        "softmax_weight",
+        (aero_moe_params){
+            .n_embd = 64, .n_ff_exp = 64, .n_expert = 8, .n_expert_used = 2, .gating = AERO_MOE_GATING_SOFTMAX_WEIGHT},
+        false, false);
     return check_done("test_moe");
 }

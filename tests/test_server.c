@@ -12,8 +12,7 @@
 #include "server/request.h"
 
 // Feeds pieces one by one the way the generation layer does and returns the text released before the stop.
-static void run_stop(const char *const *stops, int n, const char *const *pieces, int n_pieces, char *out,
-                     bool *found) {
+static void run_stop(const char *const *stops, int n, const char *const *pieces, int n_pieces, char *out, bool *found) {
     aero_stop s;
     aero_stop_init(&s, stops, n);
     char text[512] = "";
@@ -151,7 +150,11 @@ static void test_request_matrix(void) {
     expect_parse(C, CHAT(",\"stream\":true,\"stream_options\":{\"include_usage\":true}"), NULL);
     expect_parse(C, CHAT(",\"stop\":5"), "stop");
     expect_parse(C, CHAT(",\"stop\":[\"a\",3]"), "stop");
-    expect_parse(C, CHAT(",\"stop\":[\"1\",\"2\",\"3\",\"4\",\"5\",\"6\",\"7\",\"8\",\"9\",\"10\",\"11\",\"12\",\"13\",\"14\",\"15\",\"16\",\"17\"]"), "stop");
+    expect_parse(
+        C,
+        CHAT(
+            ",\"stop\":[\"1\",\"2\",\"3\",\"4\",\"5\",\"6\",\"7\",\"8\",\"9\",\"10\",\"11\",\"12\",\"13\",\"14\",\"15\",\"16\",\"17\"]"),
+        "stop");
     expect_parse(C, CHAT(",\"logprobs\":1"), "logprobs");
     expect_parse(C, CHAT(",\"top_logprobs\":3"), "top_logprobs");
     expect_parse(C, CHAT(",\"logprobs\":true,\"top_logprobs\":21"), "top_logprobs");
@@ -180,8 +183,15 @@ static void test_request_matrix(void) {
     expect_parse(P, "{\"prompt\":\"x\",\"best_of\":3}", "best_of");
 #undef CHAT
     // Bodies that are not a JSON object at all.
-    const char *junk[] = {"", "{", "[1,2]", "\"str\"", "{\"prompt\": \"a\"} trailing", "{\"a\":1,\"a\":2}",
-                          "\xff\xfe{}", "{\"prompt\":\"\xc3\x28\"}", "null"};
+    const char *junk[] = {"",
+                          "{",
+                          "[1,2]",
+                          "\"str\"",
+                          "{\"prompt\": \"a\"} trailing",
+                          "{\"a\":1,\"a\":2}",
+                          "\xff\xfe{}",
+                          "{\"prompt\":\"\xc3\x28\"}",
+                          "null"};
     for (size_t i = 0; i < sizeof junk / sizeof junk[0]; i++) {
         aero_req r;
         aero_error err = {0};
@@ -191,12 +201,13 @@ static void test_request_matrix(void) {
 }
 
 static void test_request_values(void) {
-    const char *body = "{\"model\":\"m\",\"messages\":[{\"role\":\"system\",\"content\":\"sys\"},"
-                       "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"a\"},{\"type\":\"text\",\"text\":\"b\"}]}],"
-                       "\"max_tokens\":10,\"max_completion_tokens\":12,\"temperature\":0,\"top_p\":0.5,\"top_k\":7,"
-                       "\"min_p\":0.1,\"seed\":42,\"stop\":[\"x\",\"\",\"yz\"],\"stream\":true,"
-                       "\"stream_options\":{\"include_usage\":true},\"logprobs\":true,\"top_logprobs\":3,"
-                       "\"presence_penalty\":0.5,\"frequency_penalty\":-0.5,\"logit_bias\":{\"3\":-100}}";
+    const char *body =
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"system\",\"content\":\"sys\"},"
+        "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"a\"},{\"type\":\"text\",\"text\":\"b\"}]}],"
+        "\"max_tokens\":10,\"max_completion_tokens\":12,\"temperature\":0,\"top_p\":0.5,\"top_k\":7,"
+        "\"min_p\":0.1,\"seed\":42,\"stop\":[\"x\",\"\",\"yz\"],\"stream\":true,"
+        "\"stream_options\":{\"include_usage\":true},\"logprobs\":true,\"top_logprobs\":3,"
+        "\"presence_penalty\":0.5,\"frequency_penalty\":-0.5,\"logit_bias\":{\"3\":-100}}";
     aero_req r;
     aero_error err = {0};
     CHECK(aero_req_parse(&r, AERO_REQ_CHAT, body, strlen(body), 512, NULL, &err) == AERO_OK);
@@ -255,11 +266,14 @@ static size_t fake_piece(void *ctx, int32_t id, char *buf, size_t cap) {
 static void test_oai(void) {
     CHECK(aero_oai_utf8_valid("h\xC3\xA9llo", 6));
     CHECK(!aero_oai_utf8_valid("\xC3", 1));
-    CHECK(!aero_oai_utf8_valid("\xC0\x80", 2));       // overlong NUL
-    CHECK(!aero_oai_utf8_valid("\xED\xA0\x80", 3));   // surrogate
+    CHECK(!aero_oai_utf8_valid("\xC0\x80", 2));         // overlong NUL
+    CHECK(!aero_oai_utf8_valid("\xED\xA0\x80", 3));     // surrogate
     CHECK(!aero_oai_utf8_valid("\xF4\x90\x80\x80", 4)); // above U+10FFFF
-    json_t *s = aero_oai_string("a\xFF" "b", 3);
-    CHECK(s && !strcmp(json_string_value(s), "a\xEF\xBF\xBD" "b"));
+    json_t *s = aero_oai_string("a\xFF"
+                                "b",
+                                3);
+    CHECK(s && !strcmp(json_string_value(s), "a\xEF\xBF\xBD"
+                                             "b"));
     json_decref(s);
 
     json_t *e = aero_oai_error(400, "bad \"thing\"", "messages", NULL);

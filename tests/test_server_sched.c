@@ -78,10 +78,18 @@ static aero_sched *start(int n_seq, int n_ctx, int n_pass, int max_queue) {
     pthread_mutex_init(&F.mu, NULL);
     pthread_cond_init(&F.cv, NULL);
     F.n_ctx = n_ctx;
-    aero_sched_backend e = {.self = &F, .n_vocab = V, .n_ctx = n_ctx, .n_seq = n_seq, .n_pass = n_pass,
-                            .decode = fake_decode, .kv_drop = fake_drop,
-                            .vocab = {.self = &F, .is_eog = fake_eog, .detok_init = fake_detok_init,
-                                      .detok_push = fake_push, .detok_flush = fake_flush}};
+    aero_sched_backend e = {.self = &F,
+                            .n_vocab = V,
+                            .n_ctx = n_ctx,
+                            .n_seq = n_seq,
+                            .n_pass = n_pass,
+                            .decode = fake_decode,
+                            .kv_drop = fake_drop,
+                            .vocab = {.self = &F,
+                                      .is_eog = fake_eog,
+                                      .detok_init = fake_detok_init,
+                                      .detok_push = fake_push,
+                                      .detok_flush = fake_flush}};
     aero_sched *s;
     aero_error err = {0};
     CHECK(aero_sched_new(&s, &e, max_queue, &M, &err) == AERO_OK);
@@ -326,7 +334,8 @@ int main(void) {
     test_cancel_queue_shutdown();
     size_t len;
     char *txt = aero_metrics_render(&M, &len);
-    CHECK(txt && strstr(txt, "aerollm_generation_tokens_total ") && strstr(txt, "# TYPE aerollm_requests_active gauge"));
+    CHECK(txt && strstr(txt, "aerollm_generation_tokens_total ") &&
+          strstr(txt, "# TYPE aerollm_requests_active gauge"));
     CHECK(M.gen_tokens > 100 && M.cancelled >= 2);
     free(txt);
     aero_metrics_destroy(&M);

@@ -118,10 +118,16 @@ typedef struct {
 } config;
 
 static const config configs[] = {
-    {"chain 1", 1, 0, false, 0},         {"chain 4", 4, 0, false, 0},         {"chain adaptive", 16, 0, true, 0},
-    {"chain 8 p_min 0.6", 8, 0, false, 0.6f}, {"tree 8", 4, 8, false, 0},  {"tree 48", 12, 48, false, 0},
-    {"tree 32 p_min 0.05", 16, 32, false, 0.05f}, {"tree 24 adaptive", 10, 24, true, 0},
-    {"chain 6, prompt in passes of 5", 6, 0, false, 0, 5}, {"tree 12, prompt in passes of 7", 6, 12, false, 0, 7},
+    {"chain 1", 1, 0, false, 0},
+    {"chain 4", 4, 0, false, 0},
+    {"chain adaptive", 16, 0, true, 0},
+    {"chain 8 p_min 0.6", 8, 0, false, 0.6f},
+    {"tree 8", 4, 8, false, 0},
+    {"tree 48", 12, 48, false, 0},
+    {"tree 32 p_min 0.05", 16, 32, false, 0.05f},
+    {"tree 24 adaptive", 10, 24, true, 0},
+    {"chain 6, prompt in passes of 5", 6, 0, false, 0, 5},
+    {"tree 12, prompt in passes of 7", 6, 12, false, 0, 7},
 };
 static const char *prompts[] = {"", "Once upon a time", "Tom and Lily went to the park. Tom said"};
 
@@ -143,8 +149,10 @@ static void compare(const char *what, aero_model *t, aero_model *d, const config
     if (!same) {
         int i = 0;
         while (i < na && i < nb && a[i] == b[i]) i++;
-        fprintf(stderr, "%s, %s, %d prompt tokens, n %d, ctx %d, rp %.1f: plain %d tokens, speculative %d, first "
-                        "difference at %d\n", what, cf->name, np, n, n_ctx, rp, na, nb, i);
+        fprintf(stderr,
+                "%s, %s, %d prompt tokens, n %d, ctx %d, rp %.1f: plain %d tokens, speculative %d, first "
+                "difference at %d\n",
+                what, cf->name, np, n, n_ctx, rp, na, nb, i);
     }
     CHECKF(same, "%s (%s) greedy output identical", what, cf->name);
     free(a);
@@ -231,8 +239,8 @@ static void test_bundled(void) {
         int32_t prompt[64];
         int np = tokenize(t, prompts[1 + streamed], prompt, 64);
         const char *what = streamed ? "bundled pair, streamed teacher" : "bundled pair";
-        compare(what, t, d, &configs[2], prompt, np, 60, 512, 1.0f, NULL);  // chain, adaptive
-        compare(what, t, d, &configs[5], prompt, np, 40, 512, 1.0f, NULL);  // tree 48
+        compare(what, t, d, &configs[2], prompt, np, 60, 512, 1.0f, NULL);    // chain, adaptive
+        compare(what, t, d, &configs[5], prompt, np, 40, 512, 1.0f, NULL);    // tree 48
         compare(what, t, NULL, &configs[1], prompt, np, 30, 512, 1.0f, NULL); // n-grams
         aero_model_free(t);
         printf("%s: chain, tree and n-gram outputs compared\n", what);

@@ -119,10 +119,12 @@ static bool run_passes(aero_stream *s, const aero_gguf *g, const char *out, int 
             if (aero_stream_acquire(s, u, err)) return false;
             for (uint64_t t = 0; t < g->n_tensors; t++) {
                 int tu = unit_of(g->tensors[t].name, head, out);
-                if (tu == u) CHECKF(tensor_ok(g, (int64_t)t, aero_stream_tensor(s, (int64_t)t)), "pass %d tensor %s", p,
-                                    g->tensors[t].name);
+                if (tu == u)
+                    CHECKF(tensor_ok(g, (int64_t)t, aero_stream_tensor(s, (int64_t)t)), "pass %d tensor %s", p,
+                           g->tensors[t].name);
                 if (tu < 0 && strcmp(g->tensors[t].name, "token_embd.weight"))
-                    CHECKF(tensor_ok(g, (int64_t)t, aero_stream_global(s, (int64_t)t)), "global %s", g->tensors[t].name);
+                    CHECKF(tensor_ok(g, (int64_t)t, aero_stream_global(s, (int64_t)t)), "global %s",
+                           g->tensors[t].name);
             }
             aero_stream_release(s, u);
         }
@@ -132,8 +134,11 @@ static bool run_passes(aero_stream *s, const aero_gguf *g, const char *out, int 
 
 static aero_status open_stream(aero_stream **s, const aero_gguf *g, const char *out, uint64_t budget, bool no_direct,
                                aero_error *err) {
-    aero_stream_params p = {.mem_budget = budget, .output_tensor = out, .embd_tensor = "token_embd.weight",
-                            .no_direct = no_direct, .chunk_bytes = 64 << 10};
+    aero_stream_params p = {.mem_budget = budget,
+                            .output_tensor = out,
+                            .embd_tensor = "token_embd.weight",
+                            .no_direct = no_direct,
+                            .chunk_bytes = 64 << 10};
     return aero_stream_open(s, g, N_LAYER, &p, err);
 }
 
@@ -147,7 +152,8 @@ static void test_budgets(const char *path, bool tied) {
     }
     const char *out = tied ? "token_embd.weight" : "output.weight";
     aero_stream *s;
-    aero_stream_params pp = {.mem_budget = 1, .output_tensor = out, .embd_tensor = "token_embd.weight", .plan_only = true};
+    aero_stream_params pp = {
+        .mem_budget = 1, .output_tensor = out, .embd_tensor = "token_embd.weight", .plan_only = true};
     CHECK(aero_stream_open(&s, &g, N_LAYER, &pp, &err) == AERO_ERR_NOMEM);
     CHECKF(strstr(err.msg, "minimum") != NULL, "%s", err.msg);
     pp.mem_budget = 0;
@@ -398,7 +404,8 @@ static void test_unacquired(const char *path) {
         return;
     }
     CHECK(aero_stream_get_plan(s)->n_streamed == N_LAYER + 1);
-    int64_t t0 = aero_gguf_tensor_index(&g, "blk.0.attn_q.weight"), t1 = aero_gguf_tensor_index(&g, "blk.1.attn_q.weight");
+    int64_t t0 = aero_gguf_tensor_index(&g, "blk.0.attn_q.weight"),
+            t1 = aero_gguf_tensor_index(&g, "blk.1.attn_q.weight");
     CHECK(t0 >= 0 && t1 >= 0);
     const void *data = (const void *)1;
     CHECK(aero_stream_tensor_checked(s, t0, &data, &err) == AERO_ERR_INVALID && !data);

@@ -39,9 +39,9 @@ static bool fill_norm(void *ctx, void *dst, uint64_t nbytes, aero_error *err) {
 static bool add(aero_gguf_writer *w, const char *name, int rows, int cols) {
     aero_error err = {0};
     uint64_t ne[2] = {(uint64_t)cols, (uint64_t)rows};
-    aero_status st = rows == 1 ? aero_gguf_add_tensor_fill(w, name, AERO_DT_F32, 1, ne, fill_norm, NULL, &err)
-                               : aero_gguf_add_tensor_rows(w, name, AERO_DT_F16, 2, ne, fill_f16,
-                                                           (void *)(uintptr_t)cols, &err);
+    aero_status st =
+        rows == 1 ? aero_gguf_add_tensor_fill(w, name, AERO_DT_F32, 1, ne, fill_norm, NULL, &err)
+                  : aero_gguf_add_tensor_rows(w, name, AERO_DT_F16, 2, ne, fill_f16, (void *)(uintptr_t)cols, &err);
     if (st) fprintf(stderr, "%s: %s\n", name, err.msg);
     return !st;
 }
@@ -146,7 +146,8 @@ int main(int argc, char **argv) {
     }
     int probe = system(MEMLIMIT " 64M true 2>/dev/null");
     if (!WIFEXITED(probe) || WEXITSTATUS(probe) != 0) {
-        printf("skipped: memlimit cannot make a memory cgroup here (exit %d)\n", WIFEXITED(probe) ? WEXITSTATUS(probe) : -1);
+        printf("skipped: memlimit cannot make a memory cgroup here (exit %d)\n",
+               WIFEXITED(probe) ? WEXITSTATUS(probe) : -1);
         return 77;
     }
     char path[64];

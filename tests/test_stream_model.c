@@ -12,8 +12,8 @@
 #include "helpers.h"
 
 typedef struct {
-    float *logits;   // (n_prompt + n_gen) rows of n_vocab
-    int32_t *ids;    // n_gen greedy tokens
+    float *logits; // (n_prompt + n_gen) rows of n_vocab
+    int32_t *ids;  // n_gen greedy tokens
     aero_stream_plan plan;
     aero_stream_stats stats;
     uint64_t held;
@@ -114,8 +114,7 @@ static void check_identity(const char *name, const char *path, const int32_t *pr
     CHECKF(lo.plan.n_pinned < mid.plan.n_pinned || lo.plan.head_resident != mid.plan.head_resident,
            "%s: the middle budget pins more than the smallest", name);
     // passes: one for the whole prompt (however many 512-token tiles it has) plus one per generated token
-    CHECKF(res.stats.passes == (uint64_t)(1 + n_gen), "%s: %llu passes", name,
-           (unsigned long long)res.stats.passes);
+    CHECKF(res.stats.passes == (uint64_t)(1 + n_gen), "%s: %llu passes", name, (unsigned long long)res.stats.passes);
     free(res.logits);
     free(res.ids);
 }

@@ -146,8 +146,8 @@ static void test_reentrant(void) {
         n.other = aero_pool_new(3);
         for (int rep = 0; rep < 200; rep++) aero_pool_run(n.outer, same_pool_fn, &n);
         CHECKF(atomic_load(&n.inner_ok) == 200 * threads && atomic_load(&n.inner_bad) == 0,
-               "nested on the same pool of %d: %d inline runs (want %d), %d wrong", threads,
-               atomic_load(&n.inner_ok), 200 * threads, atomic_load(&n.inner_bad));
+               "nested on the same pool of %d: %d inline runs (want %d), %d wrong", threads, atomic_load(&n.inner_ok),
+               200 * threads, atomic_load(&n.inner_bad));
         for (int rep = 0; rep < 200; rep++) aero_pool_run(n.outer, other_pool_fn, &n);
         CHECK(atomic_load(&n.inner_bad) == 0);
         CHECK(run_and_check(n.outer, threads)); // the pool is still usable after nested calls

@@ -75,7 +75,8 @@ static int run_vectors(aero_tokenizer *t, const char *name, bool roundtrip) {
             char *txt = NULL;
             size_t tl = 0;
             CHECK(aero_detokenize(t, ids, nid, false, &txt, &tl, &err) == AERO_OK);
-            CHECKF(txt && tl == n && memcmp(txt, s, n) == 0, "%s round trip of \"%.*s\" gave \"%s\"", name, (int)n, s, txt ? txt : "");
+            CHECKF(txt && tl == n && memcmp(txt, s, n) == 0, "%s round trip of \"%.*s\" gave \"%s\"", name, (int)n, s,
+                   txt ? txt : "");
             free(txt);
         }
         free(ids);
@@ -89,7 +90,10 @@ static int run_vectors(aero_tokenizer *t, const char *name, bool roundtrip) {
 }
 
 static void test_vocab_vectors(void) {
-    static const struct { const char *name; bool roundtrip; } V[] = {
+    static const struct {
+        const char *name;
+        bool roundtrip;
+    } V[] = {
         {"llama-spm", true}, {"phi-3", false}, {"gpt-2", true}, {"deepseek-llm", true}, {"bert-bge", false},
     };
     for (size_t i = 0; i < sizeof V / sizeof V[0]; i++) {

@@ -38,8 +38,10 @@ static int byte_char(int b, char *out) {
     return 2;
 }
 
-static const char *MERGES[] = {"h e", "l l", "l o", "he ll", "hell o", "\xC4\xA0 w", "o r", "\xC4\xA0w or", "l d", "\xC4\xA0wor ld"};
-static const char *MERGED[] = {"he", "ll", "lo", "hell", "hello", "\xC4\xA0w", "or", "\xC4\xA0wor", "ld", "\xC4\xA0world"};
+static const char *MERGES[] = {"h e",        "l l", "l o",          "he ll", "hell o",
+                               "\xC4\xA0 w", "o r", "\xC4\xA0w or", "l d",   "\xC4\xA0wor ld"};
+static const char *MERGED[] = {"he",        "ll", "lo",          "hell", "hello",
+                               "\xC4\xA0w", "or", "\xC4\xA0wor", "ld",   "\xC4\xA0world"};
 #define N_MERGES 10
 #define ID_HELLO (256 + 4)
 #define ID_WORLD (256 + 9)
@@ -86,7 +88,8 @@ static bool write_vocab(const char *path, const char *model, const char *pre, bo
 
 static char tmpdir[256];
 
-static aero_status load_variant(const char *model, const char *pre, bool with_tokens, aero_tokenizer **t, aero_error *err) {
+static aero_status load_variant(const char *model, const char *pre, bool with_tokens, aero_tokenizer **t,
+                                aero_error *err) {
     char path[512];
     snprintf(path, sizeof path, "%s/vocab.gguf", tmpdir);
     if (!write_vocab(path, model, pre, with_tokens)) return AERO_ERR_IO;
@@ -185,22 +188,22 @@ static void test_gpt2_vocab(void) {
     CHECK(aero_detok_push(&d, 0xC3, out, sizeof out) == 0);
     size_t w = aero_detok_push(&d, 0xA9, out, sizeof out);
     CHECK(w == 2 && memcmp(out, "\xC3\xA9", 2) == 0);
-    CHECK(aero_detok_push(&d, 0xF0, out, sizeof out) == 0);      // 4-byte emoji, 1 byte at a time
+    CHECK(aero_detok_push(&d, 0xF0, out, sizeof out) == 0); // 4-byte emoji, 1 byte at a time
     CHECK(aero_detok_push(&d, 0x9F, out, sizeof out) == 0);
     CHECK(aero_detok_push(&d, 0xA6, out, sizeof out) == 0);
     w = aero_detok_push(&d, 0x99, out, sizeof out);
     CHECK(w == 4 && memcmp(out, "\xF0\x9F\xA6\x99", 4) == 0);
-    w = aero_detok_push(&d, 0xFF, out, sizeof out);               // never valid: replacement char
+    w = aero_detok_push(&d, 0xFF, out, sizeof out); // never valid: replacement char
     CHECK(w == 3 && memcmp(out, "\xEF\xBF\xBD", 3) == 0);
     CHECK(aero_detok_push(&d, 0xE2, out, sizeof out) == 0);
-    w = aero_detok_push(&d, ID_HELLO, out, sizeof out);            // interrupted sequence: U+FFFD then text
+    w = aero_detok_push(&d, ID_HELLO, out, sizeof out); // interrupted sequence: U+FFFD then text
     CHECK(w == 8 && memcmp(out, "\xEF\xBF\xBDhello", 8) == 0);
     CHECK(aero_detok_push(&d, 0xE2, out, sizeof out) == 0);
     CHECK(aero_detok_push(&d, 0x82, out, sizeof out) == 0);
-    w = aero_detok_flush(&d, out, sizeof out);                     // stream ends mid-character
+    w = aero_detok_flush(&d, out, sizeof out); // stream ends mid-character
     CHECK(w == 3 && memcmp(out, "\xEF\xBF\xBD", 3) == 0);
     CHECK(aero_detok_flush(&d, out, sizeof out) == 0);
-    CHECK(aero_detok_push(&d, ID_EOT, out, sizeof out) == 0);      // control token: nothing
+    CHECK(aero_detok_push(&d, ID_EOT, out, sizeof out) == 0); // control token: nothing
     aero_detok_init(&d, t, true);
     w = aero_detok_push(&d, ID_EOT, out, sizeof out);
     CHECK(w == 13 && memcmp(out, "<|endoftext|>", 13) == 0);
@@ -245,9 +248,10 @@ static void test_bad_metadata(void) {
     CHECK(load_variant("gpt2", "gpt-2", false, &t, &err) == AERO_ERR_FORMAT);
     CHECKF(strstr(err.msg, "tokenizer.ggml.tokens") != NULL, "message: %s", err.msg);
     // every pre-tokenizer name the issue lists is known
-    const char *names[] = {"default", "gpt-2", "llama-bpe", "qwen2", "deepseek-llm", "deepseek-coder", "falcon",
-                           "starcoder", "refact", "mpt", "gpt-neox", "tekken", "smollm", "deepseek-v3", "gpt-4o",
-                           "command-r", "olmo", "stablelm2", "chatglm-bpe", "viking", "bloom", "seed-coder", "bailingmoe"};
+    const char *names[] = {"default",     "gpt-2",       "llama-bpe", "qwen2",      "deepseek-llm", "deepseek-coder",
+                           "falcon",      "starcoder",   "refact",    "mpt",        "gpt-neox",     "tekken",
+                           "smollm",      "deepseek-v3", "gpt-4o",    "command-r",  "olmo",         "stablelm2",
+                           "chatglm-bpe", "viking",      "bloom",     "seed-coder", "bailingmoe"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         memset(&err, 0, sizeof err);
         aero_status st = load_variant("gpt2", names[i], true, &t, &err);
@@ -272,14 +276,19 @@ static void test_bad_metadata(void) {
 static void test_json_errors(void) {
     char path[512];
     snprintf(path, sizeof path, "%s/tokenizer.json", tmpdir);
-    struct { const char *json; aero_status want; const char *needle; } C[] = {
+    struct {
+        const char *json;
+        aero_status want;
+        const char *needle;
+    } C[] = {
         {"{", AERO_ERR_FORMAT, "tokenizer.json"},
         {"{\"model\": {\"type\": \"Unigram\", \"vocab\": {}}}", AERO_ERR_UNSUPPORTED, "Unigram"},
         {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, \"pre_tokenizer\": {\"type\": \"Nope\"}}",
          AERO_ERR_UNSUPPORTED, "Nope"},
         {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": -3}, \"merges\": []}}", AERO_ERR_FORMAT, "vocab"},
         {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, \"pre_tokenizer\": "
-         "{\"type\": \"Split\", \"pattern\": {\"Regex\": \"(\"}, \"behavior\": \"Isolated\"}}", AERO_ERR_FORMAT, "regex"},
+         "{\"type\": \"Split\", \"pattern\": {\"Regex\": \"(\"}, \"behavior\": \"Isolated\"}}",
+         AERO_ERR_FORMAT, "regex"},
     };
     for (size_t i = 0; i < sizeof C / sizeof C[0]; i++) {
         FILE *f = fopen(path, "w");
@@ -299,16 +308,18 @@ static void test_wordpiece_json(void) {
     char path[512];
     snprintf(path, sizeof path, "%s/tokenizer.json", tmpdir);
     FILE *f = fopen(path, "w");
-    fputs("{\"added_tokens\": [{\"id\": 0, \"content\": \"[UNK]\", \"special\": true},"
-          " {\"id\": 1, \"content\": \"[CLS]\", \"special\": true}, {\"id\": 2, \"content\": \"[SEP]\", \"special\": true}],"
-          " \"normalizer\": {\"type\": \"BertNormalizer\", \"lowercase\": true, \"strip_accents\": null},"
-          " \"pre_tokenizer\": {\"type\": \"BertPreTokenizer\"},"
-          " \"post_processor\": {\"type\": \"TemplateProcessing\", \"single\": [{\"SpecialToken\": {\"id\": \"[CLS]\"}},"
-          "   {\"Sequence\": {\"id\": \"A\"}}, {\"SpecialToken\": {\"id\": \"[SEP]\"}}]},"
-          " \"decoder\": {\"type\": \"WordPiece\", \"prefix\": \"##\"},"
-          " \"model\": {\"type\": \"WordPiece\", \"unk_token\": \"[UNK]\", \"continuing_subword_prefix\": \"##\","
-          "   \"vocab\": {\"[UNK]\": 0, \"[CLS]\": 1, \"[SEP]\": 2, \"hello\": 3, \"world\": 4, \"##s\": 5, \"un\": 6,"
-          "   \"##aff\": 7, \"##able\": 8, \",\": 9, \"!\": 10, \"caf\": 11, \"##e\": 12, \"\u4e2d\": 13}}}", f);
+    fputs(
+        "{\"added_tokens\": [{\"id\": 0, \"content\": \"[UNK]\", \"special\": true},"
+        " {\"id\": 1, \"content\": \"[CLS]\", \"special\": true}, {\"id\": 2, \"content\": \"[SEP]\", \"special\": true}],"
+        " \"normalizer\": {\"type\": \"BertNormalizer\", \"lowercase\": true, \"strip_accents\": null},"
+        " \"pre_tokenizer\": {\"type\": \"BertPreTokenizer\"},"
+        " \"post_processor\": {\"type\": \"TemplateProcessing\", \"single\": [{\"SpecialToken\": {\"id\": \"[CLS]\"}},"
+        "   {\"Sequence\": {\"id\": \"A\"}}, {\"SpecialToken\": {\"id\": \"[SEP]\"}}]},"
+        " \"decoder\": {\"type\": \"WordPiece\", \"prefix\": \"##\"},"
+        " \"model\": {\"type\": \"WordPiece\", \"unk_token\": \"[UNK]\", \"continuing_subword_prefix\": \"##\","
+        "   \"vocab\": {\"[UNK]\": 0, \"[CLS]\": 1, \"[SEP]\": 2, \"hello\": 3, \"world\": 4, \"##s\": 5, \"un\": 6,"
+        "   \"##aff\": 7, \"##able\": 8, \",\": 9, \"!\": 10, \"caf\": 11, \"##e\": 12, \"\u4e2d\": 13}}}",
+        f);
     fclose(f);
     aero_tokenizer *t = NULL;
     aero_error err = {0};
@@ -406,7 +417,8 @@ static void test_fast_split(void) {
                 if (pick < 5) cp = (unsigned char)ascii[(x >> 8) % (sizeof ascii - 1)];
                 else if (pick < 8) cp = (uint32_t)(x >> 16) % 0x3000;
                 else if (pick < 12) cp = (uint32_t)(x >> 16) % 0x30000;
-                else if (pick < 14) cp = (uint32_t[]){0x85, 0xA0, 0x3000, 0x2028, 0x180E, 0xFEFF, 0x200B, 0x2581}[(x >> 20) % 8];
+                else if (pick < 14)
+                    cp = (uint32_t[]){0x85, 0xA0, 0x3000, 0x2028, 0x180E, 0xFEFF, 0x200B, 0x2581}[(x >> 20) % 8];
                 else {
                     buf[n++] = (char)(0x80 + (x >> 24) % 0x80); // invalid or truncated UTF-8
                     continue;
@@ -429,7 +441,12 @@ static void test_fast_split(void) {
 
 // Split behaviors on a small pattern, and empty matches as boundaries (SuperBPE's digit grouping).
 static void test_split_behaviors(void) {
-    struct { const char *re; aero_split_behavior b; bool invert; const char *text, *want; } C[] = {
+    struct {
+        const char *re;
+        aero_split_behavior b;
+        bool invert;
+        const char *text, *want;
+    } C[] = {
         {"(?=(\\d{3})+(?!\\d))", AERO_SPLIT_ISOLATED, false, "x1234567", "x1|234|567"},
         {"-", AERO_SPLIT_ISOLATED, false, "a-b--c", "a|-|b|-|-|c"},
         {"-", AERO_SPLIT_REMOVED, false, "a-b--c", "a|b|c"},
@@ -461,7 +478,9 @@ static void test_split_behaviors(void) {
 
 // NFC/NFD against values computed with Python's unicodedata.
 static void test_normalization(void) {
-    struct { const char *in, *nfc, *nfd; } C[] = {
+    struct {
+        const char *in, *nfc, *nfd;
+    } C[] = {
         {"e\xCC\x81", "\xC3\xA9", "e\xCC\x81"},
         {"\xE1\x84\x80\xE1\x85\xA1\xE1\x86\xA8", "\xEA\xB0\x81", "\xE1\x84\x80\xE1\x85\xA1\xE1\x86\xA8"},
         {"\xE2\x84\xAB", "\xC3\x85", "A\xCC\x8A"},
@@ -483,7 +502,8 @@ static void test_normalization(void) {
     }
     CHECK(aero_unicode_category('A') == AERO_GC_Lu && aero_unicode_category(0x4E2D) == AERO_GC_Lo);
     CHECK(aero_unicode_category(0x301) == AERO_GC_Mn && aero_unicode_category(0x10FFFF) == AERO_GC_Cn);
-    CHECK(aero_unicode_is_whitespace(0x85) && aero_unicode_is_whitespace(0x3000) && !aero_unicode_is_whitespace(0x180E));
+    CHECK(aero_unicode_is_whitespace(0x85) && aero_unicode_is_whitespace(0x3000) &&
+          !aero_unicode_is_whitespace(0x180E));
     CHECK(aero_unicode_tolower(0x410) == 0x430 && aero_unicode_tolower('Z') == 'z');
     CHECK(strcmp(aero_tok_unicode_version, "14.0.0") == 0);
 }

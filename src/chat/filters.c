@@ -10,16 +10,86 @@
 #include "jinja.h"
 
 enum {
-    F_ABS, F_ATTR, F_BATCH, F_CAPITALIZE, F_CENTER, F_COUNT, F_D, F_DEFAULT, F_DICTSORT, F_E, F_ESCAPE, F_FIRST,
-    F_FLOAT, F_FORMAT, F_INDENT, F_INT, F_ITEMS, F_JOIN, F_LAST, F_LENGTH, F_LIST, F_LOWER, F_MAP, F_MAX, F_MIN,
-    F_REJECT, F_REJECTATTR, F_REPLACE, F_REVERSE, F_ROUND, F_SAFE, F_SELECT, F_SELECTATTR, F_SORT, F_STRING,
-    F_SUM, F_TITLE, F_TOJSON, F_TRIM, F_UNIQUE, F_UPPER, F_WORDCOUNT, F_COUNT_ALL
+    F_ABS,
+    F_ATTR,
+    F_BATCH,
+    F_CAPITALIZE,
+    F_CENTER,
+    F_COUNT,
+    F_D,
+    F_DEFAULT,
+    F_DICTSORT,
+    F_E,
+    F_ESCAPE,
+    F_FIRST,
+    F_FLOAT,
+    F_FORMAT,
+    F_INDENT,
+    F_INT,
+    F_ITEMS,
+    F_JOIN,
+    F_LAST,
+    F_LENGTH,
+    F_LIST,
+    F_LOWER,
+    F_MAP,
+    F_MAX,
+    F_MIN,
+    F_REJECT,
+    F_REJECTATTR,
+    F_REPLACE,
+    F_REVERSE,
+    F_ROUND,
+    F_SAFE,
+    F_SELECT,
+    F_SELECTATTR,
+    F_SORT,
+    F_STRING,
+    F_SUM,
+    F_TITLE,
+    F_TOJSON,
+    F_TRIM,
+    F_UNIQUE,
+    F_UPPER,
+    F_WORDCOUNT,
+    F_COUNT_ALL
 };
 
 enum {
-    T_BOOLEAN, T_CALLABLE, T_DEFINED, T_DIVISIBLEBY, T_EQ, T_EQUALTO, T_ESCAPED, T_EVEN, T_FALSE, T_FILTER, T_FLOAT,
-    T_GE, T_GREATERTHAN, T_GT, T_IN, T_INTEGER, T_ITERABLE, T_LE, T_LESSTHAN, T_LOWER, T_LT, T_MAPPING, T_NE,
-    T_NONE, T_NUMBER, T_ODD, T_SAMEAS, T_SEQUENCE, T_STRING, T_TEST, T_TRUE, T_UNDEFINED, T_UPPER, T_COUNT_ALL
+    T_BOOLEAN,
+    T_CALLABLE,
+    T_DEFINED,
+    T_DIVISIBLEBY,
+    T_EQ,
+    T_EQUALTO,
+    T_ESCAPED,
+    T_EVEN,
+    T_FALSE,
+    T_FILTER,
+    T_FLOAT,
+    T_GE,
+    T_GREATERTHAN,
+    T_GT,
+    T_IN,
+    T_INTEGER,
+    T_ITERABLE,
+    T_LE,
+    T_LESSTHAN,
+    T_LOWER,
+    T_LT,
+    T_MAPPING,
+    T_NE,
+    T_NONE,
+    T_NUMBER,
+    T_ODD,
+    T_SAMEAS,
+    T_SEQUENCE,
+    T_STRING,
+    T_TEST,
+    T_TRUE,
+    T_UNDEFINED,
+    T_UPPER,
+    T_COUNT_ALL
 };
 
 // ---------------------------------------------------------------- helpers
@@ -27,7 +97,8 @@ enum {
 // The items a for loop or a sequence filter sees: list/tuple as is, dict keys, string characters.
 jv jv_iter_list(jctx *c, jv v) {
     switch ((jv_type)v.t) {
-    case JV_LIST: case JV_TUPLE: return jv_incref(v);
+    case JV_LIST:
+    case JV_TUPLE: return jv_incref(v);
     case JV_UNDEF: return jv_list_new(c, 0, false);
     case JV_DICT: {
         jdict *d = jv_dict(v);
@@ -50,8 +121,7 @@ jv jv_iter_list(jctx *c, jv v) {
         }
         return out;
     }
-    default:
-        jraise(c, "'%s' object is not iterable", jv_type_name(v));
+    default: jraise(c, "'%s' object is not iterable", jv_type_name(v));
     }
 }
 
@@ -171,7 +241,8 @@ static jv sorted_list(jctx *c, jv seq, bool reverse, bool case_sensitive, jv att
     for (size_t i = 0; i < l->n; i++) {
         e[i].item = l->v[i];
         if (by_value_of_pair) e[i].key = jv_list(l->v[i])->v[attribute.i];
-        else e[i].key = attribute.t == JV_MISSING || attribute.t == JV_NONE ? l->v[i] : attr_path(c, l->v[i], attribute);
+        else
+            e[i].key = attribute.t == JV_MISSING || attribute.t == JV_NONE ? l->v[i] : attr_path(c, l->v[i], attribute);
     }
     merge_sort(c, e, tmp, l->n, case_sensitive, reverse);
     jv out = jv_list_new(c, l->n, false);
@@ -282,8 +353,11 @@ static jv filter_batch(jctx *c, int id, jv v, const jargs *a, const char *what) 
 static jv filter_case(jctx *c, int id, jv v, const jargs *a, const char *what) {
     jv p[5];
     jargs_bind(c, what, a, NULL, 0, p);
-    return jstr_case(c, jexpect_str(c, v, what), id == F_CAPITALIZE ? CASE_CAPITALIZE : id == F_LOWER ? CASE_LOWER
-                                                  : id == F_UPPER ? CASE_UPPER : CASE_JTITLE);
+    return jstr_case(c, jexpect_str(c, v, what),
+                     id == F_CAPITALIZE ? CASE_CAPITALIZE
+                     : id == F_LOWER    ? CASE_LOWER
+                     : id == F_UPPER    ? CASE_UPPER
+                                        : CASE_JTITLE);
 }
 
 // `center`: str.center with jinja2's default width of 80.
@@ -295,7 +369,10 @@ static jv filter_center(jctx *c, int id, jv v, const jargs *a, const char *what)
     jv m = jget_attr(c, self, "center", 6);
     jargs sub = {.pos = p, .npos = p[0].t == JV_MISSING ? 0 : 1};
     jv w = jv_int(80);
-    if (p[0].t == JV_MISSING) { sub.pos = &w; sub.npos = 1; }
+    if (p[0].t == JV_MISSING) {
+        sub.pos = &w;
+        sub.npos = 1;
+    }
     jv r = jcall_value(c, m, &sub);
     jv_decref(c, m);
     jv_decref(c, self);
@@ -308,7 +385,8 @@ static jv filter_length(jctx *c, int id, jv v, const jargs *a, const char *what)
     jargs_bind(c, what, a, NULL, 0, p);
     switch ((jv_type)v.t) {
     case JV_STR: return jv_int((int64_t)jstr_cplen(jv_str(v)));
-    case JV_LIST: case JV_TUPLE: return jv_int((int64_t)jv_list(v)->n);
+    case JV_LIST:
+    case JV_TUPLE: return jv_int((int64_t)jv_list(v)->n);
     case JV_DICT: return jv_int((int64_t)jv_dict(v)->n);
     case JV_UNDEF: return jv_int(0);
     default: jraise(c, "object of type '%s' has no len()", jv_type_name(v));
@@ -624,8 +702,8 @@ static jv filter_sort(jctx *c, int id, jv v, const jargs *a, const char *what) {
     jv p[5];
     static const char *const n[] = {"reverse", "case_sensitive", "attribute"};
     jargs_bind(c, what, a, n, 3, p);
-    return sorted_list(c, v, p[0].t != JV_MISSING && jv_truthy(p[0]), p[1].t != JV_MISSING && jv_truthy(p[1]),
-                       p[2], false);
+    return sorted_list(c, v, p[0].t != JV_MISSING && jv_truthy(p[0]), p[1].t != JV_MISSING && jv_truthy(p[1]), p[2],
+                       false);
 }
 
 // `sum`: the numeric total of the items (or an attribute of each) from a start value.
@@ -638,11 +716,11 @@ static jv filter_sum(jctx *c, int id, jv v, const jargs *a, const char *what) {
     jv acc = p[1].t == JV_MISSING ? jv_int(0) : p[1];
     for (size_t i = 0; i < l->n; i++) {
         jv x = p[0].t == JV_MISSING || p[0].t == JV_NONE ? jv_incref(l->v[i]) : attr_path(c, l->v[i], p[0]);
-        if (!is_numeric(x) || !is_numeric(acc)) jraise(c, "sum: unsupported operand types %s and %s", jv_type_name(acc), jv_type_name(x));
+        if (!is_numeric(x) || !is_numeric(acc))
+            jraise(c, "sum: unsupported operand types %s and %s", jv_type_name(acc), jv_type_name(x));
         if (acc.t != JV_FLOAT && x.t != JV_FLOAT)
             acc = jv_int(checked_add(c, acc.t == JV_BOOL ? acc.b : acc.i, x.t == JV_BOOL ? x.b : x.i));
-        else
-            acc = jv_float(num(acc) + num(x));
+        else acc = jv_float(num(acc) + num(x));
     }
     jv_decref(c, items);
     return jv_incref(acc);
@@ -670,7 +748,8 @@ static jv filter_tojson(jctx *c, int id, jv v, const jargs *a, const char *what)
     }
     if (o.indent_str) o.item_sep = ",";
     if (p[2].t != JV_MISSING && p[2].t != JV_NONE) {
-        if (!jv_is_seq(p[2]) || jv_list(p[2])->n != 2 || jv_list(p[2])->v[0].t != JV_STR || jv_list(p[2])->v[1].t != JV_STR)
+        if (!jv_is_seq(p[2]) || jv_list(p[2])->n != 2 || jv_list(p[2])->v[0].t != JV_STR ||
+            jv_list(p[2])->v[1].t != JV_STR)
             jraise(c, "tojson: separators must be a pair of strings");
         o.item_sep = jv_str(jv_list(p[2])->v[0])->s;
         o.key_sep = jv_str(jv_list(p[2])->v[1])->s;
@@ -841,8 +920,13 @@ static bool test_case(jctx *c, int id, jv v, const jargs *a, const char *what) {
     size_t i = 0;
     while (i < x->len && ok) {
         uint32_t cp = jutf8_next(x->s, x->len, &i);
-        if (id == T_LOWER) { ok = !jpy_isupper(cp); cased |= jpy_islower(cp); }
-        else { ok = !jpy_islower(cp); cased |= jpy_isupper(cp); }
+        if (id == T_LOWER) {
+            ok = !jpy_isupper(cp);
+            cased |= jpy_islower(cp);
+        } else {
+            ok = !jpy_islower(cp);
+            cased |= jpy_isupper(cp);
+        }
     }
     jv_decref(c, s);
     return ok && cased;

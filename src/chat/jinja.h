@@ -19,7 +19,7 @@
 typedef struct jarena_chunk jarena_chunk;
 typedef struct {
     jarena_chunk *head;
-    jmp_buf *jb;         // where to unwind on allocation failure
+    jmp_buf *jb; // where to unwind on allocation failure
     aero_error *err;
 } jarena;
 
@@ -32,10 +32,10 @@ _Noreturn void jparse_fail(jarena *a, int line, const char *fmt, ...) __attribut
 // ---------------------------------------------------------------- unicode helpers (utf8.c)
 // Decodes the code point at s[*i] (advancing *i); invalid bytes decode as U+FFFD, one byte each.
 uint32_t jutf8_next(const char *s, size_t n, size_t *i);
-size_t jutf8_put(char *dst, uint32_t cp); // writes 1..4 bytes
-size_t jutf8_len(const char *s, size_t n);  // code points
+size_t jutf8_put(char *dst, uint32_t cp);  // writes 1..4 bytes
+size_t jutf8_len(const char *s, size_t n); // code points
 bool jutf8_valid(const char *s, size_t n, size_t *bad_at);
-bool jpy_isspace(uint32_t cp);  // Python str.isspace()
+bool jpy_isspace(uint32_t cp); // Python str.isspace()
 bool jpy_isalpha(uint32_t cp);
 bool jpy_isdigit(uint32_t cp);
 bool jpy_isalnum(uint32_t cp);
@@ -46,16 +46,55 @@ bool jpy_islower(uint32_t cp);
 
 // ---------------------------------------------------------------- tokens (lexer.c)
 typedef enum {
-    TK_EOF, TK_TEXT, TK_VAR_BEGIN, TK_VAR_END, TK_BLOCK_BEGIN, TK_BLOCK_END,
-    TK_NAME, TK_STRING, TK_INT, TK_FLOAT, TK_OP,
+    TK_EOF,
+    TK_TEXT,
+    TK_VAR_BEGIN,
+    TK_VAR_END,
+    TK_BLOCK_BEGIN,
+    TK_BLOCK_END,
+    TK_NAME,
+    TK_STRING,
+    TK_INT,
+    TK_FLOAT,
+    TK_OP,
 } jtok_kind;
 
 typedef enum {
-    OP_NONE, OP_ADD, OP_SUB, OP_MUL, OP_DIV, OP_FLOORDIV, OP_MOD, OP_POW, OP_TILDE,
-    OP_LBRACKET, OP_RBRACKET, OP_LPAREN, OP_RPAREN, OP_LBRACE, OP_RBRACE,
-    OP_EQ, OP_NE, OP_GT, OP_GTEQ, OP_LT, OP_LTEQ, OP_ASSIGN, OP_DOT, OP_COLON, OP_PIPE, OP_COMMA, OP_SEMICOLON,
+    OP_NONE,
+    OP_ADD,
+    OP_SUB,
+    OP_MUL,
+    OP_DIV,
+    OP_FLOORDIV,
+    OP_MOD,
+    OP_POW,
+    OP_TILDE,
+    OP_LBRACKET,
+    OP_RBRACKET,
+    OP_LPAREN,
+    OP_RPAREN,
+    OP_LBRACE,
+    OP_RBRACE,
+    OP_EQ,
+    OP_NE,
+    OP_GT,
+    OP_GTEQ,
+    OP_LT,
+    OP_LTEQ,
+    OP_ASSIGN,
+    OP_DOT,
+    OP_COLON,
+    OP_PIPE,
+    OP_COMMA,
+    OP_SEMICOLON,
     // non-token operators used by the AST
-    OP_IN, OP_NOTIN, OP_AND, OP_OR, OP_NOT, OP_NEG, OP_POS,
+    OP_IN,
+    OP_NOTIN,
+    OP_AND,
+    OP_OR,
+    OP_NOT,
+    OP_NEG,
+    OP_POS,
 } jop;
 
 typedef struct {
@@ -80,13 +119,47 @@ const char *jop_str(jop op);
 // ---------------------------------------------------------------- AST (parser.c)
 typedef enum {
     // statements
-    N_TEXT, N_OUTPUT, N_IF, N_FOR, N_SET, N_SETBLOCK, N_MACRO, N_CALLBLOCK, N_FILTERBLOCK, N_WITH,
-    N_BREAK, N_CONTINUE, N_BLOCK,
+    N_TEXT,
+    N_OUTPUT,
+    N_IF,
+    N_FOR,
+    N_SET,
+    N_SETBLOCK,
+    N_MACRO,
+    N_CALLBLOCK,
+    N_FILTERBLOCK,
+    N_WITH,
+    N_BREAK,
+    N_CONTINUE,
+    N_BLOCK,
     // expressions
-    E_CONST_STR, E_CONST_INT, E_CONST_FLOAT, E_CONST_BOOL, E_CONST_NONE,
-    E_NAME, E_GETATTR, E_GETITEM, E_SLICE, E_CALL, E_FILTER, E_TEST, E_UNARY, E_BINARY, E_COMPARE,
-    E_AND, E_OR, E_NOT, E_COND, E_LIST, E_TUPLE, E_DICT, E_CONCAT,
-    E_KWARG, E_STARARG, E_DSTARARG, E_NSREF,
+    E_CONST_STR,
+    E_CONST_INT,
+    E_CONST_FLOAT,
+    E_CONST_BOOL,
+    E_CONST_NONE,
+    E_NAME,
+    E_GETATTR,
+    E_GETITEM,
+    E_SLICE,
+    E_CALL,
+    E_FILTER,
+    E_TEST,
+    E_UNARY,
+    E_BINARY,
+    E_COMPARE,
+    E_AND,
+    E_OR,
+    E_NOT,
+    E_COND,
+    E_LIST,
+    E_TUPLE,
+    E_DICT,
+    E_CONCAT,
+    E_KWARG,
+    E_STARARG,
+    E_DSTARARG,
+    E_NSREF,
 } jnode_kind;
 
 typedef struct jnode jnode;
@@ -97,16 +170,16 @@ typedef struct {
 
 struct jnode {
     jnode_kind kind;
-    jop op;            // E_UNARY, E_BINARY; N_FOR: loop controls used
+    jop op; // E_UNARY, E_BINARY; N_FOR: loop controls used
     int line;
-    int id;            // filter/test id; E_CONST_BOOL value; E_SLICE presence bits
-    const char *s;     // name, string literal, attribute, filter/test name (NUL-terminated)
+    int id;        // filter/test id; E_CONST_BOOL value; E_SLICE presence bits
+    const char *s; // name, string literal, attribute, filter/test name (NUL-terminated)
     size_t len;
     int64_t i;
     double f;
-    jnode *a, *b, *c;  // operands: see parser.c for each kind
-    jnodes kids;       // bodies, items, call arguments, compare operands
-    jnodes kids2;      // else bodies, dict values, macro parameters, compare operators (as E_CONST_INT)
+    jnode *a, *b, *c; // operands: see parser.c for each kind
+    jnodes kids;      // bodies, items, call arguments, compare operands
+    jnodes kids2;     // else bodies, dict values, macro parameters, compare operators (as E_CONST_INT)
 };
 
 void jnodes_push(jarena *a, jnodes *l, jnode *n);
@@ -114,12 +187,23 @@ void jnodes_push(jarena *a, jnodes *l, jnode *n);
 jnode *jparse(jarena *a, const jtoks *toks);
 
 // Filter and test tables (filters.c), resolved at parse time so an unknown name is a parse error.
-int jfilter_lookup(const char *name);  // -1 when unknown
+int jfilter_lookup(const char *name); // -1 when unknown
 int jtest_lookup(const char *name);
 
 // ---------------------------------------------------------------- values (value.c)
 typedef enum {
-    JV_UNDEF, JV_NONE, JV_BOOL, JV_INT, JV_FLOAT, JV_STR, JV_LIST, JV_TUPLE, JV_DICT, JV_NS, JV_FUNC, JV_LOOP,
+    JV_UNDEF,
+    JV_NONE,
+    JV_BOOL,
+    JV_INT,
+    JV_FLOAT,
+    JV_STR,
+    JV_LIST,
+    JV_TUPLE,
+    JV_DICT,
+    JV_NS,
+    JV_FUNC,
+    JV_LOOP,
     JV_MISSING, // argument not given (binder), never visible to templates
 } jv_type;
 
@@ -128,7 +212,7 @@ typedef enum { JO_STR, JO_LIST, JO_DICT, JO_FUNC, JO_SCOPE, JO_LOOP, JO_BLOB } j
 typedef struct jobj jobj;
 struct jobj {
     jobj *prev, *next;
-    size_t bytes;   // accounted size of the object itself
+    size_t bytes; // accounted size of the object itself
     int32_t rc;
     uint8_t kind;
 };
@@ -160,7 +244,7 @@ typedef struct {
     size_t n, cap;
     jstr **k;
     jv *v;
-    uint32_t *ht;   // open-addressing index (entry+1; 0 empty), built once n grows past a few keys
+    uint32_t *ht; // open-addressing index (entry+1; 0 empty), built once n grows past a few keys
     size_t hcap;
 } jdict;
 
@@ -182,12 +266,12 @@ typedef struct {
     jv self;           // bound method receiver
     const jnode *node; // macro / call block
     jscope *closure;
-    jv caller;         // macro invoked from a call block: the caller function
+    jv caller; // macro invoked from a call block: the caller function
 } jfunc;
 
 typedef struct {
     jobj h;
-    jv items;          // the list iterated (a JV_LIST)
+    jv items; // the list iterated (a JV_LIST)
     int64_t index0, length;
     int depth;
 } jloop;
@@ -199,18 +283,18 @@ typedef struct {
 } jbuf;
 
 typedef struct jctx {
-    jobj head;          // sentinel of the list of every live object
+    jobj head; // sentinel of the list of every live object
     jmp_buf jb;
     aero_error *err;
-    int line;           // line being evaluated, for error messages
-    int ctl;            // 0, CTL_BREAK, CTL_CONTINUE
-    int depth;          // macro call depth
-    int edepth;         // expression/statement recursion depth
-    uint64_t steps;     // loop iterations, bounded
-    jbuf *outs;         // capture stack: outs[nout-1] receives output
+    int line;       // line being evaluated, for error messages
+    int ctl;        // 0, CTL_BREAK, CTL_CONTINUE
+    int depth;      // macro call depth
+    int edepth;     // expression/statement recursion depth
+    uint64_t steps; // loop iterations, bounded
+    jbuf *outs;     // capture stack: outs[nout-1] receives output
     int nout, capout;
     jscope *globals;
-    uint64_t mem;       // bytes held by values and buffers, bounded per render
+    uint64_t mem; // bytes held by values and buffers, bounded per render
     uint64_t max_mem, max_steps;
 } jctx;
 
@@ -229,18 +313,43 @@ _Noreturn void jraise(jctx *c, const char *fmt, ...) __attribute__((format(print
 _Noreturn void jraise_oom(jctx *c);
 
 void jctx_init(jctx *c, aero_error *err);
-void jctx_sweep(jctx *c);   // frees every object still alive
+void jctx_sweep(jctx *c); // frees every object still alive
 
-void *jx_alloc(jctx *c, size_t n);   // scratch memory owned by the context (freed at sweep or by jx_free)
+void *jx_alloc(jctx *c, size_t n); // scratch memory owned by the context (freed at sweep or by jx_free)
 void jx_free(jctx *c, void *p);
 void *jx_realloc(jctx *c, void *p, size_t n);
 
-static inline jv jv_undef(void) { jv v = {.t = JV_UNDEF}; v.o = NULL; return v; }
-static inline jv jv_none(void) { jv v = {.t = JV_NONE}; v.o = NULL; return v; }
-static inline jv jv_missing(void) { jv v = {.t = JV_MISSING}; v.o = NULL; return v; }
-static inline jv jv_bool(bool b) { jv v = {.t = JV_BOOL}; v.i = 0; v.b = b; return v; }
-static inline jv jv_int(int64_t i) { jv v = {.t = JV_INT}; v.i = i; return v; }
-static inline jv jv_float(double f) { jv v = {.t = JV_FLOAT}; v.f = f; return v; }
+static inline jv jv_undef(void) {
+    jv v = {.t = JV_UNDEF};
+    v.o = NULL;
+    return v;
+}
+static inline jv jv_none(void) {
+    jv v = {.t = JV_NONE};
+    v.o = NULL;
+    return v;
+}
+static inline jv jv_missing(void) {
+    jv v = {.t = JV_MISSING};
+    v.o = NULL;
+    return v;
+}
+static inline jv jv_bool(bool b) {
+    jv v = {.t = JV_BOOL};
+    v.i = 0;
+    v.b = b;
+    return v;
+}
+static inline jv jv_int(int64_t i) {
+    jv v = {.t = JV_INT};
+    v.i = i;
+    return v;
+}
+static inline jv jv_float(double f) {
+    jv v = {.t = JV_FLOAT};
+    v.f = f;
+    return v;
+}
 static inline bool jv_isobj(jv v) { return (v.t >= JV_STR && v.t <= JV_LOOP) || (v.t == JV_UNDEF && v.o); }
 static inline jstr *jv_str(jv v) { return (jstr *)v.o; }
 static inline jlist *jv_list(jv v) { return (jlist *)v.o; }
@@ -260,9 +369,9 @@ jv jv_list_new(jctx *c, size_t cap, bool tuple);
 void jv_list_push(jctx *c, jv list, jv item); // steals item
 
 jv jv_dict_new(jctx *c, bool ns);
-void jv_dict_set(jctx *c, jv dict, jstr *key, jv val);   // key borrowed (increfs), steals val
+void jv_dict_set(jctx *c, jv dict, jstr *key, jv val); // key borrowed (increfs), steals val
 void jv_dict_set_cstr(jctx *c, jv dict, const char *key, jv val);
-jv *jv_dict_get(jv dict, const char *key, size_t klen);  // borrowed slot or NULL
+jv *jv_dict_get(jv dict, const char *key, size_t klen); // borrowed slot or NULL
 
 jscope *jscope_new(jctx *c, jscope *parent);
 void jscope_set(jctx *c, jscope *s, const char *name, jv val); // steals val
@@ -280,11 +389,11 @@ const char *jv_type_name(jv v);
 // Python str() / repr() of a value appended to a buffer.
 void jv_write_str(jctx *c, jbuf *b, jv v);
 void jv_write_repr(jctx *c, jbuf *b, jv v, int depth);
-jv jv_to_str(jctx *c, jv v);   // new reference; a string is returned increfed
+jv jv_to_str(jctx *c, jv v);                      // new reference; a string is returned increfed
 void jfmt_float(char *buf, size_t cap, double f); // Python repr of a float
 
 typedef struct {
-    int indent;           // < 0: none
+    int indent; // < 0: none
     const char *indent_str;
     const char *item_sep, *key_sep;
     bool ensure_ascii, sort_keys;

@@ -62,10 +62,8 @@ _Noreturn void jparse_fail(jarena *a, int line, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    if (line > 0)
-        aero_fail(a->err, AERO_ERR_FORMAT, "chat template line %d: %s", line, msg);
-    else
-        aero_fail(a->err, AERO_ERR_FORMAT, "chat template: %s", msg);
+    if (line > 0) aero_fail(a->err, AERO_ERR_FORMAT, "chat template line %d: %s", line, msg);
+    else aero_fail(a->err, AERO_ERR_FORMAT, "chat template: %s", msg);
     longjmp(*a->jb, 1);
 }
 
@@ -81,12 +79,13 @@ typedef struct {
 } lexer;
 
 static const char *op_names[] = {
-    [OP_NONE] = "?", [OP_ADD] = "+", [OP_SUB] = "-", [OP_MUL] = "*", [OP_DIV] = "/", [OP_FLOORDIV] = "//",
-    [OP_MOD] = "%", [OP_POW] = "**", [OP_TILDE] = "~", [OP_LBRACKET] = "[", [OP_RBRACKET] = "]",
-    [OP_LPAREN] = "(", [OP_RPAREN] = ")", [OP_LBRACE] = "{", [OP_RBRACE] = "}", [OP_EQ] = "==", [OP_NE] = "!=",
-    [OP_GT] = ">", [OP_GTEQ] = ">=", [OP_LT] = "<", [OP_LTEQ] = "<=", [OP_ASSIGN] = "=", [OP_DOT] = ".",
-    [OP_COLON] = ":", [OP_PIPE] = "|", [OP_COMMA] = ",", [OP_SEMICOLON] = ";", [OP_IN] = "in",
-    [OP_NOTIN] = "not in", [OP_AND] = "and", [OP_OR] = "or", [OP_NOT] = "not", [OP_NEG] = "-", [OP_POS] = "+",
+    [OP_NONE] = "?",      [OP_ADD] = "+",       [OP_SUB] = "-",    [OP_MUL] = "*",        [OP_DIV] = "/",
+    [OP_FLOORDIV] = "//", [OP_MOD] = "%",       [OP_POW] = "**",   [OP_TILDE] = "~",      [OP_LBRACKET] = "[",
+    [OP_RBRACKET] = "]",  [OP_LPAREN] = "(",    [OP_RPAREN] = ")", [OP_LBRACE] = "{",     [OP_RBRACE] = "}",
+    [OP_EQ] = "==",       [OP_NE] = "!=",       [OP_GT] = ">",     [OP_GTEQ] = ">=",      [OP_LT] = "<",
+    [OP_LTEQ] = "<=",     [OP_ASSIGN] = "=",    [OP_DOT] = ".",    [OP_COLON] = ":",      [OP_PIPE] = "|",
+    [OP_COMMA] = ",",     [OP_SEMICOLON] = ";", [OP_IN] = "in",    [OP_NOTIN] = "not in", [OP_AND] = "and",
+    [OP_OR] = "or",       [OP_NOT] = "not",     [OP_NEG] = "-",    [OP_POS] = "+",
 };
 
 const char *jop_str(jop op) { return op < sizeof op_names / sizeof op_names[0] && op_names[op] ? op_names[op] : "?"; }
@@ -246,12 +245,15 @@ static void lex_string(lexer *L) {
         case 't': out[o++] = '\t'; break;
         case 'v': out[o++] = '\v'; break;
         case '\n': break; // line continuation
-        case 'x': case 'u': case 'U': {
+        case 'x':
+        case 'u':
+        case 'U': {
             int digits = e == 'x' ? 2 : e == 'u' ? 4 : 8;
             uint32_t cp = 0;
             for (int k = 0; k < digits; k++) {
                 int h = i + k < rawlen ? hexval(r[i + k]) : -1;
-                if (h < 0) jparse_fail(L->a, line, "invalid \\%c escape in string literal (needs %d hex digits)", e, digits);
+                if (h < 0)
+                    jparse_fail(L->a, line, "invalid \\%c escape in string literal (needs %d hex digits)", e, digits);
                 cp = cp * 16 + (uint32_t)h;
             }
             i += (size_t)digits;
@@ -261,12 +263,12 @@ static void lex_string(lexer *L) {
             o += jutf8_put(out + o, cp);
             break;
         }
-        case 'N':
-            jparse_fail(L->a, line, "\\N{...} escapes in string literals are not supported");
+        case 'N': jparse_fail(L->a, line, "\\N{...} escapes in string literals are not supported");
         default:
             if (e >= '0' && e <= '7') {
                 uint32_t cp = (uint32_t)(e - '0');
-                for (int k = 0; k < 2 && i < rawlen && r[i] >= '0' && r[i] <= '7'; k++) cp = cp * 8 + (uint32_t)(r[i++] - '0');
+                for (int k = 0; k < 2 && i < rawlen && r[i] >= '0' && r[i] <= '7'; k++)
+                    cp = cp * 8 + (uint32_t)(r[i++] - '0');
                 o += jutf8_put(out + o, cp); // at most 0777 = 2 bytes for 2+ chars of text
             } else {
                 out[o++] = '\\'; // Python keeps unknown escapes
@@ -387,11 +389,11 @@ static const struct {
     const char *s;
     jop op;
 } ops[] = {
-    {"//", OP_FLOORDIV}, {"**", OP_POW}, {"==", OP_EQ}, {"!=", OP_NE}, {">=", OP_GTEQ}, {"<=", OP_LTEQ},
-    {"+", OP_ADD}, {"-", OP_SUB}, {"/", OP_DIV}, {"*", OP_MUL}, {"%", OP_MOD}, {"~", OP_TILDE},
-    {"[", OP_LBRACKET}, {"]", OP_RBRACKET}, {"(", OP_LPAREN}, {")", OP_RPAREN}, {"{", OP_LBRACE},
-    {"}", OP_RBRACE}, {">", OP_GT}, {"<", OP_LT}, {"=", OP_ASSIGN}, {".", OP_DOT}, {":", OP_COLON},
-    {"|", OP_PIPE}, {",", OP_COMMA}, {";", OP_SEMICOLON},
+    {"//", OP_FLOORDIV}, {"**", OP_POW},      {"==", OP_EQ},    {"!=", OP_NE},    {">=", OP_GTEQ},  {"<=", OP_LTEQ},
+    {"+", OP_ADD},       {"-", OP_SUB},       {"/", OP_DIV},    {"*", OP_MUL},    {"%", OP_MOD},    {"~", OP_TILDE},
+    {"[", OP_LBRACKET},  {"]", OP_RBRACKET},  {"(", OP_LPAREN}, {")", OP_RPAREN}, {"{", OP_LBRACE}, {"}", OP_RBRACE},
+    {">", OP_GT},        {"<", OP_LT},        {"=", OP_ASSIGN}, {".", OP_DOT},    {":", OP_COLON},  {"|", OP_PIPE},
+    {",", OP_COMMA},     {";", OP_SEMICOLON},
 };
 
 // Lexes the inside of a {{ }} or {% %} tag up to and including its end marker.
@@ -445,7 +447,8 @@ static void lex_tag(lexer *L, bool is_block, int open_line) {
         } else if (op == OP_RPAREN || op == OP_RBRACKET || op == OP_RBRACE) {
             char want = op == OP_RPAREN ? ')' : op == OP_RBRACKET ? ']' : '}';
             if (nb == 0) jparse_fail(L->a, L->line, "unexpected '%c'", want);
-            if (balance[nb - 1] != want) jparse_fail(L->a, L->line, "unexpected '%c', expected '%c'", want, balance[nb - 1]);
+            if (balance[nb - 1] != want)
+                jparse_fail(L->a, L->line, "unexpected '%c', expected '%c'", want, balance[nb - 1]);
             nb--;
         }
         jtok *t = push(L, TK_OP, L->line);
@@ -468,7 +471,10 @@ static size_t match_raw(lexer *L, size_t p, const char *word, char *sign_out, bo
     *sign_out = sign;
     *end_trim = false;
     if (end_trim && starts(L, q, "+%}")) return q + 3;
-    if (starts(L, q, "-%}")) { *end_trim = true; return skip_ws(L, q + 3); }
+    if (starts(L, q, "-%}")) {
+        *end_trim = true;
+        return skip_ws(L, q + 3);
+    }
     if (starts(L, q, "%}")) return q + 2;
     return 0;
 }

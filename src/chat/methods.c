@@ -11,28 +11,94 @@
 
 enum {
     // str
-    M_CAPITALIZE, M_CASEFOLD, M_CENTER, M_COUNT, M_ENDSWITH, M_FIND, M_FORMAT, M_INDEX, M_ISALNUM, M_ISALPHA,
-    M_ISDIGIT, M_ISLOWER, M_ISSPACE, M_ISUPPER, M_JOIN, M_LJUST, M_LOWER, M_LSTRIP, M_PARTITION, M_REMOVEPREFIX,
-    M_REMOVESUFFIX, M_REPLACE, M_RFIND, M_RINDEX, M_RJUST, M_RPARTITION, M_RSPLIT, M_RSTRIP, M_SPLIT,
-    M_SPLITLINES, M_STARTSWITH, M_STRIP, M_SWAPCASE, M_TITLE, M_UPPER, M_ZFILL,
+    M_CAPITALIZE,
+    M_CASEFOLD,
+    M_CENTER,
+    M_COUNT,
+    M_ENDSWITH,
+    M_FIND,
+    M_FORMAT,
+    M_INDEX,
+    M_ISALNUM,
+    M_ISALPHA,
+    M_ISDIGIT,
+    M_ISLOWER,
+    M_ISSPACE,
+    M_ISUPPER,
+    M_JOIN,
+    M_LJUST,
+    M_LOWER,
+    M_LSTRIP,
+    M_PARTITION,
+    M_REMOVEPREFIX,
+    M_REMOVESUFFIX,
+    M_REPLACE,
+    M_RFIND,
+    M_RINDEX,
+    M_RJUST,
+    M_RPARTITION,
+    M_RSPLIT,
+    M_RSTRIP,
+    M_SPLIT,
+    M_SPLITLINES,
+    M_STARTSWITH,
+    M_STRIP,
+    M_SWAPCASE,
+    M_TITLE,
+    M_UPPER,
+    M_ZFILL,
     // dict
-    M_DGET, M_DITEMS, M_DKEYS, M_DVALUES, M_DCOPY,
+    M_DGET,
+    M_DITEMS,
+    M_DKEYS,
+    M_DVALUES,
+    M_DCOPY,
     // list / tuple
-    M_LINDEX, M_LCOUNT, M_LCOPY,
+    M_LINDEX,
+    M_LCOUNT,
+    M_LCOPY,
     // loop
-    M_LOOP_CYCLE, M_LOOP_CHANGED,
+    M_LOOP_CYCLE,
+    M_LOOP_CHANGED,
 };
 
 static const char *const str_methods[] = {
-    [M_CAPITALIZE] = "capitalize", [M_CASEFOLD] = "casefold", [M_CENTER] = "center", [M_COUNT] = "count",
-    [M_ENDSWITH] = "endswith", [M_FIND] = "find", [M_FORMAT] = "format", [M_INDEX] = "index",
-    [M_ISALNUM] = "isalnum", [M_ISALPHA] = "isalpha", [M_ISDIGIT] = "isdigit", [M_ISLOWER] = "islower",
-    [M_ISSPACE] = "isspace", [M_ISUPPER] = "isupper", [M_JOIN] = "join", [M_LJUST] = "ljust", [M_LOWER] = "lower",
-    [M_LSTRIP] = "lstrip", [M_PARTITION] = "partition", [M_REMOVEPREFIX] = "removeprefix",
-    [M_REMOVESUFFIX] = "removesuffix", [M_REPLACE] = "replace", [M_RFIND] = "rfind", [M_RINDEX] = "rindex",
-    [M_RJUST] = "rjust", [M_RPARTITION] = "rpartition", [M_RSPLIT] = "rsplit", [M_RSTRIP] = "rstrip",
-    [M_SPLIT] = "split", [M_SPLITLINES] = "splitlines", [M_STARTSWITH] = "startswith", [M_STRIP] = "strip",
-    [M_SWAPCASE] = "swapcase", [M_TITLE] = "title", [M_UPPER] = "upper", [M_ZFILL] = "zfill",
+    [M_CAPITALIZE] = "capitalize",
+    [M_CASEFOLD] = "casefold",
+    [M_CENTER] = "center",
+    [M_COUNT] = "count",
+    [M_ENDSWITH] = "endswith",
+    [M_FIND] = "find",
+    [M_FORMAT] = "format",
+    [M_INDEX] = "index",
+    [M_ISALNUM] = "isalnum",
+    [M_ISALPHA] = "isalpha",
+    [M_ISDIGIT] = "isdigit",
+    [M_ISLOWER] = "islower",
+    [M_ISSPACE] = "isspace",
+    [M_ISUPPER] = "isupper",
+    [M_JOIN] = "join",
+    [M_LJUST] = "ljust",
+    [M_LOWER] = "lower",
+    [M_LSTRIP] = "lstrip",
+    [M_PARTITION] = "partition",
+    [M_REMOVEPREFIX] = "removeprefix",
+    [M_REMOVESUFFIX] = "removesuffix",
+    [M_REPLACE] = "replace",
+    [M_RFIND] = "rfind",
+    [M_RINDEX] = "rindex",
+    [M_RJUST] = "rjust",
+    [M_RPARTITION] = "rpartition",
+    [M_RSPLIT] = "rsplit",
+    [M_RSTRIP] = "rstrip",
+    [M_SPLIT] = "split",
+    [M_SPLITLINES] = "splitlines",
+    [M_STARTSWITH] = "startswith",
+    [M_STRIP] = "strip",
+    [M_SWAPCASE] = "swapcase",
+    [M_TITLE] = "title",
+    [M_UPPER] = "upper",
+    [M_ZFILL] = "zfill",
 };
 
 // Name of a method id, for error messages.
@@ -43,7 +109,8 @@ static const char *method_name(int id) {
     case M_DITEMS: return "items";
     case M_DKEYS: return "keys";
     case M_DVALUES: return "values";
-    case M_DCOPY: case M_LCOPY: return "copy";
+    case M_DCOPY:
+    case M_LCOPY: return "copy";
     case M_LINDEX: return "index";
     case M_LCOUNT: return "count";
     case M_LOOP_CYCLE: return "cycle";
@@ -52,7 +119,9 @@ static const char *method_name(int id) {
     return "?";
 }
 
-static bool name_is(const char *name, size_t len, const char *lit) { return strlen(lit) == len && !memcmp(name, lit, len); }
+static bool name_is(const char *name, size_t len, const char *lit) {
+    return strlen(lit) == len && !memcmp(name, lit, len);
+}
 
 static jv bound(jctx *c, int id, jv self) { return jfunc_new(c, FK_METHOD, id, jv_incref(self)); }
 
@@ -83,7 +152,8 @@ static jv loop_attr(jctx *c, jv obj, const char *name, size_t len) {
     if (name_is(name, len, "previtem"))
         return l->index0 > 0 ? jv_incref(items->v[l->index0 - 1]) : jv_undef_hint(c, "there is no previous item");
     if (name_is(name, len, "nextitem"))
-        return l->index0 + 1 < l->length ? jv_incref(items->v[l->index0 + 1]) : jv_undef_hint(c, "there is no next item");
+        return l->index0 + 1 < l->length ? jv_incref(items->v[l->index0 + 1])
+                                         : jv_undef_hint(c, "there is no next item");
     if (name_is(name, len, "cycle")) return bound(c, M_LOOP_CYCLE, obj);
     if (name_is(name, len, "changed")) return bound(c, M_LOOP_CHANGED, obj);
     return jv_undef_hint(c, "'LoopContext' object has no attribute '%.*s'", (int)len, name);
@@ -115,7 +185,8 @@ jv jget_attr(jctx *c, jv obj, const char *name, size_t len) {
         for (int i = 0; i <= M_ZFILL; i++)
             if (name_is(name, len, str_methods[i])) return bound(c, i, obj);
         return jv_undef_hint(c, "'str object' has no attribute '%.*s'", (int)len, name);
-    case JV_LIST: case JV_TUPLE:
+    case JV_LIST:
+    case JV_TUPLE:
         if (name_is(name, len, "index")) return bound(c, M_LINDEX, obj);
         if (name_is(name, len, "count")) return bound(c, M_LCOUNT, obj);
         if (obj.t == JV_LIST && name_is(name, len, "copy")) return bound(c, M_LCOPY, obj);
@@ -126,8 +197,7 @@ jv jget_attr(jctx *c, jv obj, const char *name, size_t len) {
             raise_unsafe(c, "list", name, len);
         return jv_undef_hint(c, "'%s object' has no attribute '%.*s'", jv_type_name(obj), (int)len, name);
     case JV_LOOP: return loop_attr(c, obj, name, len);
-    default:
-        return jv_undef_hint(c, "'%s object' has no attribute '%.*s'", jv_type_name(obj), (int)len, name);
+    default: return jv_undef_hint(c, "'%s object' has no attribute '%.*s'", jv_type_name(obj), (int)len, name);
     }
 }
 
@@ -145,7 +215,8 @@ jv jget_item(jctx *c, jv obj, jv key) {
         }
         jlist *l = jv_list(obj);
         int64_t k = i < 0 ? i + (int64_t)l->n : i;
-        if (k < 0 || k >= (int64_t)l->n) return jv_undef_hint(c, "%s object has no element %" PRId64, jv_type_name(obj), i);
+        if (k < 0 || k >= (int64_t)l->n)
+            return jv_undef_hint(c, "%s object has no element %" PRId64, jv_type_name(obj), i);
         return jv_incref(l->v[k]);
     }
     if (obj.t == JV_DICT) {
@@ -241,8 +312,14 @@ jv jstr_case(jctx *c, const jstr *s, jcase mode) {
         switch (mode) {
         case CASE_UPPER: {
             // Python's full mappings that expand to two or three letters
-            const char *full = cp == 0xDF ? "SS" : cp == 0xFB00 ? "FF" : cp == 0xFB01 ? "FI" : cp == 0xFB02 ? "FL"
-                             : cp == 0xFB03 ? "FFI" : cp == 0xFB04 ? "FFL" : cp == 0xFB05 || cp == 0xFB06 ? "ST" : NULL;
+            const char *full = cp == 0xDF                     ? "SS"
+                               : cp == 0xFB00                 ? "FF"
+                               : cp == 0xFB01                 ? "FI"
+                               : cp == 0xFB02                 ? "FL"
+                               : cp == 0xFB03                 ? "FFI"
+                               : cp == 0xFB04                 ? "FFL"
+                               : cp == 0xFB05 || cp == 0xFB06 ? "ST"
+                                                              : NULL;
             if (full) {
                 jbuf_puts(c, &b, full);
                 first = false;
@@ -312,7 +389,8 @@ jv jstr_replace(jctx *c, const jstr *s, const jstr *old, const jstr *rep, int64_
 static uint32_t prev_cp(const char *s, size_t *i) {
     size_t p = *i;
     size_t end = p;
-    do p--; while (p > 0 && ((unsigned char)s[p] & 0xC0) == 0x80 && end - p < 4);
+    do p--;
+    while (p > 0 && ((unsigned char)s[p] & 0xC0) == 0x80 && end - p < 4);
     *i = p;
     size_t j = p;
     return jutf8_next(s, end, &j);
@@ -393,7 +471,10 @@ static void rsplit_sep(jctx *c, jv out, const jstr *s, const jstr *sep, int64_t 
         const char *hit = NULL;
         if (maxsplit > 0 && hi >= sep->len)
             for (size_t p = hi - sep->len + 1; p-- > 0;)
-                if (!memcmp(s->s + p, sep->s, sep->len)) { hit = s->s + p; break; }
+                if (!memcmp(s->s + p, sep->s, sep->len)) {
+                    hit = s->s + p;
+                    break;
+                }
         if (!hit) {
             jv_list_push(c, out, jv_str_new(c, s->s, hi));
             return;
@@ -453,12 +534,14 @@ static bool prefix_match(jctx *c, const jstr *s, jv arg, bool suffix) {
     if (jv_is_seq(arg)) {
         jlist *l = jv_list(arg);
         for (size_t i = 0; i < l->n; i++) {
-            if (l->v[i].t != JV_STR) jraise(c, "%s first arg must be str or a tuple of str", suffix ? "endswith" : "startswith");
+            if (l->v[i].t != JV_STR)
+                jraise(c, "%s first arg must be str or a tuple of str", suffix ? "endswith" : "startswith");
             if (prefix_match(c, s, l->v[i], suffix)) return true;
         }
         return false;
     }
-    jraise(c, "%s first arg must be str or a tuple of str, not %s", suffix ? "endswith" : "startswith", jv_type_name(arg));
+    jraise(c, "%s first arg must be str or a tuple of str, not %s", suffix ? "endswith" : "startswith",
+           jv_type_name(arg));
 }
 
 // ljust (0), center (1), rjust (2) with Python's placement of the odd pad.
@@ -487,10 +570,21 @@ static jv str_format(jctx *c, const jstr *fmt, const jargs *a) {
     int auto_idx = 0;
     for (size_t i = 0; i < fmt->len; i++) {
         char ch = fmt->s[i];
-        if (ch == '{' && i + 1 < fmt->len && fmt->s[i + 1] == '{') { jbuf_putc(c, &b, '{'); i++; continue; }
-        if (ch == '}' && i + 1 < fmt->len && fmt->s[i + 1] == '}') { jbuf_putc(c, &b, '}'); i++; continue; }
+        if (ch == '{' && i + 1 < fmt->len && fmt->s[i + 1] == '{') {
+            jbuf_putc(c, &b, '{');
+            i++;
+            continue;
+        }
+        if (ch == '}' && i + 1 < fmt->len && fmt->s[i + 1] == '}') {
+            jbuf_putc(c, &b, '}');
+            i++;
+            continue;
+        }
         if (ch == '}') jraise(c, "str.format: single '}' encountered in format string");
-        if (ch != '{') { jbuf_putc(c, &b, ch); continue; }
+        if (ch != '{') {
+            jbuf_putc(c, &b, ch);
+            continue;
+        }
         const char *end = memchr(fmt->s + i, '}', fmt->len - i);
         if (!end) jraise(c, "str.format: single '{' encountered in format string");
         size_t fl = (size_t)(end - (fmt->s + i + 1));
@@ -531,8 +625,12 @@ static jv str_format(jctx *c, const jstr *fmt, const jargs *a) {
 static jv strm_case(jctx *c, int id, jv self, const jstr *s, const jargs *a, const char *what) {
     jv p[3];
     jargs_bind(c, what, a, NULL, 0, p);
-    return jstr_case(c, s, id == M_UPPER ? CASE_UPPER : id == M_CAPITALIZE ? CASE_CAPITALIZE : id == M_TITLE ? CASE_PYTITLE
-                                 : id == M_SWAPCASE ? CASE_SWAP : CASE_LOWER);
+    return jstr_case(c, s,
+                     id == M_UPPER        ? CASE_UPPER
+                     : id == M_CAPITALIZE ? CASE_CAPITALIZE
+                     : id == M_TITLE      ? CASE_PYTITLE
+                     : id == M_SWAPCASE   ? CASE_SWAP
+                                          : CASE_LOWER);
 }
 
 // str.strip, lstrip, rstrip: whitespace or the given characters off one or both ends.
@@ -565,8 +663,8 @@ static jv strm_splitlines(jctx *c, int id, jv self, const jstr *s, const jargs *
     while (i < s->len) {
         size_t at = i;
         uint32_t cp = jutf8_next(s->s, s->len, &i);
-        bool br = cp == '\n' || cp == '\r' || cp == 0x0B || cp == 0x0C || (cp >= 0x1C && cp <= 0x1E) ||
-                  cp == 0x85 || cp == 0x2028 || cp == 0x2029;
+        bool br = cp == '\n' || cp == '\r' || cp == 0x0B || cp == 0x0C || (cp >= 0x1C && cp <= 0x1E) || cp == 0x85 ||
+                  cp == 0x2028 || cp == 0x2029;
         if (!br) continue;
         size_t e = i;
         if (cp == '\r' && i < s->len && s->s[i] == '\n') e = ++i;
@@ -627,7 +725,8 @@ static jv strm_join(jctx *c, int id, jv self, const jstr *s, const jargs *a, con
     jlist *l = jv_list(items);
     jbuf b = {0};
     for (size_t i = 0; i < l->n; i++) {
-        if (l->v[i].t != JV_STR) jraise(c, "str.join(): sequence item %zu: expected str instance, %s found", i, jv_type_name(l->v[i]));
+        if (l->v[i].t != JV_STR)
+            jraise(c, "str.join(): sequence item %zu: expected str instance, %s found", i, jv_type_name(l->v[i]));
         if (i) jbuf_put(c, &b, s->s, s->len);
         jbuf_put(c, &b, jv_str(l->v[i])->s, jv_str(l->v[i])->len);
     }
@@ -645,12 +744,26 @@ static jv strm_char_class(jctx *c, int id, jv self, const jstr *s, const jargs *
         uint32_t cp = jutf8_next(s->s, s->len, &i);
         any = true;
         switch (id) {
-        case M_ISALNUM: if (!jpy_isalnum(cp)) return jv_bool(false); break;
-        case M_ISALPHA: if (!jpy_isalpha(cp)) return jv_bool(false); break;
-        case M_ISDIGIT: if (!jpy_isdigit(cp)) return jv_bool(false); break;
-        case M_ISSPACE: if (!jpy_isspace(cp)) return jv_bool(false); break;
-        case M_ISLOWER: if (jpy_isupper(cp)) return jv_bool(false); cased |= jpy_islower(cp); break;
-        case M_ISUPPER: if (jpy_islower(cp)) return jv_bool(false); cased |= jpy_isupper(cp); break;
+        case M_ISALNUM:
+            if (!jpy_isalnum(cp)) return jv_bool(false);
+            break;
+        case M_ISALPHA:
+            if (!jpy_isalpha(cp)) return jv_bool(false);
+            break;
+        case M_ISDIGIT:
+            if (!jpy_isdigit(cp)) return jv_bool(false);
+            break;
+        case M_ISSPACE:
+            if (!jpy_isspace(cp)) return jv_bool(false);
+            break;
+        case M_ISLOWER:
+            if (jpy_isupper(cp)) return jv_bool(false);
+            cased |= jpy_islower(cp);
+            break;
+        case M_ISUPPER:
+            if (jpy_islower(cp)) return jv_bool(false);
+            cased |= jpy_isupper(cp);
+            break;
         }
     }
     return jv_bool(id == M_ISLOWER || id == M_ISUPPER ? cased : any);
@@ -695,7 +808,10 @@ static jv strm_partition(jctx *c, int id, jv self, const jstr *s, const jargs *a
     size_t at = id == M_PARTITION ? (size_t)((const char *)memmem(s->s, s->len, sep->s, sep->len) - s->s) : 0;
     if (id == M_RPARTITION)
         for (size_t q = s->len - sep->len + 1; q-- > 0;)
-            if (!memcmp(s->s + q, sep->s, sep->len)) { at = q; break; }
+            if (!memcmp(s->s + q, sep->s, sep->len)) {
+                at = q;
+                break;
+            }
     jv_list_push(c, out, jv_str_new(c, s->s, at));
     jv_list_push(c, out, jv_str_new(c, sep->s, sep->len));
     jv_list_push(c, out, jv_str_new(c, s->s + at + sep->len, s->len - at - sep->len));
@@ -720,7 +836,10 @@ static jv strm_zfill(jctx *c, int id, jv self, const jstr *s, const jargs *a, co
     if (w <= len) return jv_incref(self);
     jbuf b = {0};
     size_t st = 0;
-    if (s->len && (s->s[0] == '-' || s->s[0] == '+')) { jbuf_putc(c, &b, s->s[0]); st = 1; }
+    if (s->len && (s->s[0] == '-' || s->s[0] == '+')) {
+        jbuf_putc(c, &b, s->s[0]);
+        st = 1;
+    }
     for (int64_t i = 0; i < w - len; i++) jbuf_putc(c, &b, '0');
     jbuf_put(c, &b, s->s + st, s->len - st);
     return jv_str_take_buf(c, &b);
@@ -812,7 +931,8 @@ jv jcall_method(jctx *c, int id, jv self, const jargs *a) {
         return p[1].t == JV_MISSING ? jv_none() : jv_incref(p[1]);
     }
     case M_DITEMS: jargs_bind(c, what, a, NULL, 0, p); return items_of(c, self);
-    case M_DKEYS: case M_DVALUES: {
+    case M_DKEYS:
+    case M_DVALUES: {
         jargs_bind(c, what, a, NULL, 0, p);
         jdict *x = jv_dict(self);
         jv out = jv_list_new(c, x->n, false);
@@ -830,7 +950,8 @@ jv jcall_method(jctx *c, int id, jv self, const jargs *a) {
         for (size_t i = 0; i < x->n; i++) jv_dict_set(c, out, x->k[i], jv_incref(x->v[i]));
         return out;
     }
-    case M_LINDEX: case M_LCOUNT: {
+    case M_LINDEX:
+    case M_LCOUNT: {
         static const char *const n[] = {"value"};
         jargs_bind(c, what, a, n, 1, p);
         jlist *l = jv_list(self);
@@ -855,8 +976,7 @@ jv jcall_method(jctx *c, int id, jv self, const jargs *a) {
         jloop *l = (jloop *)self.o;
         return jv_incref(a->pos[l->index0 % a->npos]);
     }
-    case M_LOOP_CHANGED:
-        jraise(c, "loop.changed() is not supported");
+    case M_LOOP_CHANGED: jraise(c, "loop.changed() is not supported");
     }
     jraise(c, "unknown method");
 }
@@ -883,7 +1003,8 @@ static void dict_fill(jctx *c, jv out, const jargs *a, const char *what) {
             jlist *l = jv_list(src);
             for (size_t i = 0; i < l->n; i++) {
                 jv pr = l->v[i];
-                if (!jv_is_seq(pr) || jv_list(pr)->n != 2) jraise(c, "%s: element %zu is not a (key, value) pair", what, i);
+                if (!jv_is_seq(pr) || jv_list(pr)->n != 2)
+                    jraise(c, "%s: element %zu is not a (key, value) pair", what, i);
                 jv k = jv_list(pr)->v[0];
                 if (k.t != JV_STR) jraise(c, "%s: keys must be strings", what);
                 jv_dict_set(c, out, jv_str(k), jv_incref(jv_list(pr)->v[1]));
@@ -905,7 +1026,8 @@ jv jcall_global(jctx *c, int id, const jargs *a) {
         for (int i = 0; i < a->npos; i++) v[i] = jexpect_int(c, a->pos[i], "range()");
         int64_t start = a->npos == 1 ? 0 : v[0], stop = a->npos == 1 ? v[0] : v[1], step = a->npos == 3 ? v[2] : 1;
         if (step == 0) jraise(c, "range() arg 3 must not be zero");
-        double count = step > 0 ? ceil(((double)stop - (double)start) / (double)step) : ceil(((double)start - (double)stop) / (double)-step);
+        double count = step > 0 ? ceil(((double)stop - (double)start) / (double)step)
+                                : ceil(((double)start - (double)stop) / (double)-step);
         if (count < 0) count = 0;
         if (count > 100000) jraise(c, "range() of %.0f items is too big (the sandbox limit is 100000)", count);
         jv out = jv_list_new(c, (size_t)count, false);
@@ -956,7 +1078,8 @@ jv jcall_global(jctx *c, int id, const jargs *a) {
 static void percent_convert(jctx *c, jbuf *b, char conv, char *spec, size_t sl, jv val) {
     char out[512];
     switch (conv) {
-    case 's': case 'r': {
+    case 's':
+    case 'r': {
         jbuf t = {0};
         if (conv == 's') jv_write_str(c, &t, val);
         else jv_write_repr(c, &t, val, 0);
@@ -970,8 +1093,13 @@ static void percent_convert(jctx *c, jbuf *b, char conv, char *spec, size_t sl, 
         jx_free(c, t.p);
         break;
     }
-    case 'd': case 'i': case 'x': case 'X': case 'o': {
-        if (val.t != JV_INT && val.t != JV_BOOL && val.t != JV_FLOAT) jraise(c, "%%%c format: a number is required, not %s", conv, jv_type_name(val));
+    case 'd':
+    case 'i':
+    case 'x':
+    case 'X':
+    case 'o': {
+        if (val.t != JV_INT && val.t != JV_BOOL && val.t != JV_FLOAT)
+            jraise(c, "%%%c format: a number is required, not %s", conv, jv_type_name(val));
         long long x = val.t == JV_INT ? val.i : val.t == JV_BOOL ? val.b : (long long)val.f;
         spec[sl++] = 'l';
         spec[sl++] = 'l';
@@ -981,8 +1109,14 @@ static void percent_convert(jctx *c, jbuf *b, char conv, char *spec, size_t sl, 
         jbuf_put(c, b, out, n < 0 ? 0 : (size_t)n >= sizeof out ? sizeof out - 1 : (size_t)n);
         break;
     }
-    case 'f': case 'F': case 'e': case 'E': case 'g': case 'G': {
-        if (val.t != JV_INT && val.t != JV_BOOL && val.t != JV_FLOAT) jraise(c, "%%%c format: a number is required, not %s", conv, jv_type_name(val));
+    case 'f':
+    case 'F':
+    case 'e':
+    case 'E':
+    case 'g':
+    case 'G': {
+        if (val.t != JV_INT && val.t != JV_BOOL && val.t != JV_FLOAT)
+            jraise(c, "%%%c format: a number is required, not %s", conv, jv_type_name(val));
         double x = val.t == JV_FLOAT ? val.f : val.t == JV_INT ? (double)val.i : val.b;
         spec[sl++] = conv;
         spec[sl] = 0;

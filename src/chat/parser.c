@@ -46,7 +46,8 @@ static const char *describe(parser *P, const jtok *t, char *buf, size_t cap) {
     case TK_BLOCK_END: return "'%}'";
     case TK_NAME: snprintf(buf, cap, "'%.60s'", t->s); return buf;
     case TK_STRING: return "string literal";
-    case TK_INT: case TK_FLOAT: return "number";
+    case TK_INT:
+    case TK_FLOAT: return "number";
     case TK_OP: snprintf(buf, cap, "'%s'", jop_str(t->op)); return buf;
     }
     (void)P;
@@ -57,8 +58,7 @@ static const char *describe(parser *P, const jtok *t, char *buf, size_t cap) {
 _Noreturn static void fail_unexpected(parser *P, const char *expected) {
     char buf[96];
     const jtok *t = cur(P);
-    if (expected)
-        jparse_fail(P->a, t->line, "expected %s, got %s", expected, describe(P, t, buf, sizeof buf));
+    if (expected) jparse_fail(P->a, t->line, "expected %s, got %s", expected, describe(P, t, buf, sizeof buf));
     jparse_fail(P->a, t->line, "unexpected %s", describe(P, t, buf, sizeof buf));
 }
 
@@ -110,7 +110,8 @@ void jnodes_push(jarena *a, jnodes *l, jnode *n) {
 
 // Bounds recursion so hostile nesting is an error, not a stack overflow.
 static void enter(parser *P) {
-    if (++P->depth > MAX_NESTING) jparse_fail(P->a, cur(P)->line, "expression or blocks nested too deeply (limit %d)", MAX_NESTING);
+    if (++P->depth > MAX_NESTING)
+        jparse_fail(P->a, cur(P)->line, "expression or blocks nested too deeply (limit %d)", MAX_NESTING);
 }
 static void leave(parser *P) { P->depth--; }
 
@@ -394,8 +395,7 @@ static jnode *parse_primary(parser *P) {
             return n;
         }
         break;
-    default:
-        break;
+    default: break;
     }
     fail_unexpected(P, "an expression");
 }
@@ -647,7 +647,8 @@ static void check_assignable(parser *P, jnode *t) {
         for (int i = 0; i < t->kids.n; i++) check_assignable(P, t->kids.v[i]);
         return;
     }
-    jparse_fail(P->a, t->line, "cannot assign to this expression (only names, tuples of names and namespace.attribute)");
+    jparse_fail(P->a, t->line,
+                "cannot assign to this expression (only names, tuples of names and namespace.attribute)");
 }
 
 // The left side of set/for/with: a name, a tuple of names, or ns.attr.
@@ -933,8 +934,9 @@ static jnode *parse_body(parser *P, const char *const *ends, int nends) {
         switch (t->kind) {
         case TK_EOF:
             if (ends)
-                jparse_fail(P->a, P->open_line, "unclosed '%s' block (expected '{%% %s %%}' before the end of the template)",
-                            P->open_name, ends[0]);
+                jparse_fail(P->a, P->open_line,
+                            "unclosed '%s' block (expected '{%% %s %%}' before the end of the template)", P->open_name,
+                            ends[0]);
             return blk;
         case TK_TEXT: {
             advance(P);
@@ -961,8 +963,7 @@ static jnode *parse_body(parser *P, const char *const *ends, int nends) {
             jnodes_push(P->a, &blk->kids, parse_statement(P));
             break;
         }
-        default:
-            fail_unexpected(P, NULL);
+        default: fail_unexpected(P, NULL);
         }
     }
 }

@@ -186,9 +186,9 @@ static bool contains(jctx *c, jv container, jv item) {
         if (item.t != JV_STR) jraise(c, "'in <string>' requires string as left operand, not %s", jv_type_name(item));
         return jv_str(item)->len == 0 ||
                memmem(jv_str(container)->s, jv_str(container)->len, jv_str(item)->s, jv_str(item)->len) != NULL;
-    case JV_DICT:
-        return item.t == JV_STR && jv_dict_get(container, jv_str(item)->s, jv_str(item)->len) != NULL;
-    case JV_LIST: case JV_TUPLE: {
+    case JV_DICT: return item.t == JV_STR && jv_dict_get(container, jv_str(item)->s, jv_str(item)->len) != NULL;
+    case JV_LIST:
+    case JV_TUPLE: {
         jlist *l = jv_list(container);
         for (size_t i = 0; i < l->n; i++)
             if (jv_equal(c, l->v[i], item, 0)) return true;
@@ -224,7 +224,7 @@ static bool compare_op(jctx *c, jop op, jv a, jv b) {
 
 typedef struct {
     jargs a;
-    jv *hold;   // values to release after the call
+    jv *hold; // values to release after the call
     int nhold;
 } evargs;
 
@@ -234,13 +234,17 @@ static void eval_args(jctx *c, jscope *s, const jnodes *kids, evargs *out) {
     // star arguments may expand: count them first
     jv *vals = jx_alloc(c, (size_t)cap * sizeof *vals);
     int nv = 0;
-    for (int i = 0; i < kids->n; i++) vals[nv++] = eval(c, s, kids->v[i]->kind == E_KWARG || kids->v[i]->kind == E_STARARG ||
-                                                                   kids->v[i]->kind == E_DSTARARG ? kids->v[i]->a : kids->v[i]);
+    for (int i = 0; i < kids->n; i++)
+        vals[nv++] = eval(c, s,
+                          kids->v[i]->kind == E_KWARG || kids->v[i]->kind == E_STARARG || kids->v[i]->kind == E_DSTARARG
+                              ? kids->v[i]->a
+                              : kids->v[i]);
     int npos = 0, nkw = 0;
     for (int i = 0; i < kids->n; i++) {
         jnode_kind k = kids->v[i]->kind;
         if (k == E_STARARG) {
-            if (!jv_is_seq(vals[i])) jraise(c, "argument after * must be a list or tuple, not %s", jv_type_name(vals[i]));
+            if (!jv_is_seq(vals[i]))
+                jraise(c, "argument after * must be a list or tuple, not %s", jv_type_name(vals[i]));
             npos += (int)jv_list(vals[i])->n;
         } else if (k == E_DSTARARG) {
             if (vals[i].t != JV_DICT) jraise(c, "argument after ** must be a mapping, not %s", jv_type_name(vals[i]));
@@ -264,7 +268,8 @@ static void eval_args(jctx *c, jscope *s, const jnodes *kids, evargs *out) {
             jdict *d = jv_dict(vals[i]);
             for (size_t j = 0; j < d->n; j++) {
                 for (int q = 0; q < out->a.nkw; q++)
-                    if (!strcmp(out->a.kwk[q], d->k[j]->s)) jraise(c, "got multiple values for keyword argument '%s'", d->k[j]->s);
+                    if (!strcmp(out->a.kwk[q], d->k[j]->s))
+                        jraise(c, "got multiple values for keyword argument '%s'", d->k[j]->s);
                 out->a.kwk[out->a.nkw] = d->k[j]->s;
                 out->a.kwv[out->a.nkw++] = d->v[j];
             }
@@ -300,8 +305,7 @@ static jv invoke(jctx *c, const jnode *def, const jnodes *params, const jnodes *
     jscope *ms = jscope_new(c, closure);
     int np = params->n;
     bool uses_varargs = def->id & 1, uses_kwargs = def->id & 2;
-    if (a->npos > np && !uses_varargs)
-        jraise(c, "macro '%s' takes not more than %d argument(s)", name, np);
+    if (a->npos > np && !uses_varargs) jraise(c, "macro '%s' takes not more than %d argument(s)", name, np);
     bool *given = jx_alloc(c, (size_t)np + 1);
     for (int i = 0; i < np && i < a->npos; i++) {
         jscope_set(c, ms, params->v[i]->s, jv_incref(a->pos[i]));
@@ -323,9 +327,11 @@ static jv invoke(jctx *c, const jnode *def, const jnodes *params, const jnodes *
         }
     }
     for (int i = 0; i < np; i++)
-        if (!given[i]) jscope_set(c, ms, params->v[i]->s, jv_undef_hint(c, "parameter '%s' was not provided", params->v[i]->s));
+        if (!given[i])
+            jscope_set(c, ms, params->v[i]->s, jv_undef_hint(c, "parameter '%s' was not provided", params->v[i]->s));
     for (int i = 0; i < np; i++)
-        if (!given[i] && params->v[i]->kind == E_KWARG) jscope_set(c, ms, params->v[i]->s, eval(c, ms, params->v[i]->a));
+        if (!given[i] && params->v[i]->kind == E_KWARG)
+            jscope_set(c, ms, params->v[i]->s, eval(c, ms, params->v[i]->a));
     jx_free(c, given);
     jv varargs = jv_list_new(c, 0, true);
     for (int i = np; i < a->npos; i++) jv_list_push(c, varargs, jv_incref(a->pos[i]));
@@ -363,7 +369,8 @@ jv jcall_value(jctx *c, jv fn, const jargs *a) {
     switch (f->fk) {
     case FK_GLOBAL: return jcall_global(c, f->id, a);
     case FK_METHOD: return jcall_method(c, f->id, f->self, a);
-    case FK_MACRO: case FK_CALLER: return call_macro(c, f, a, jv_undef());
+    case FK_MACRO:
+    case FK_CALLER: return call_macro(c, f, a, jv_undef());
     default: jraise(c, "not callable");
     }
 }
@@ -409,7 +416,9 @@ static jv eval_slice(jctx *c, jscope *s, jv obj, const jnode *sl) {
         int64_t hi = !has[1] ? len : v[1] < 0 ? (v[1] + len < 0 ? 0 : v[1] + len) : (v[1] > len ? len : v[1]);
         for (int64_t i = lo; i < hi; i += step) jv_list_push(c, out, jv_incref(l->v[i]));
     } else {
-        int64_t lo = !has[0] ? len - 1 : v[0] < 0 ? (v[0] + len < -1 ? -1 : v[0] + len) : (v[0] >= len ? len - 1 : v[0]);
+        int64_t lo = !has[0]    ? len - 1
+                     : v[0] < 0 ? (v[0] + len < -1 ? -1 : v[0] + len)
+                                : (v[0] >= len ? len - 1 : v[0]);
         int64_t hi = !has[1] ? -1 : v[1] < 0 ? (v[1] + len < -1 ? -1 : v[1] + len) : (v[1] >= len ? len - 1 : v[1]);
         for (int64_t i = lo; i > hi; i += step) jv_list_push(c, out, jv_incref(l->v[i]));
     }
@@ -559,7 +568,8 @@ static jv eval_cond(jctx *c, jscope *s, const jnode *n) {
     jv_decref(c, t);
     if (yes) return eval(c, s, n->b);
     if (n->c) return eval(c, s, n->c);
-    return jv_undef_hint(c, "the inline if-expression on line %d evaluated to false and no else section was defined", n->line);
+    return jv_undef_hint(c, "the inline if-expression on line %d evaluated to false and no else section was defined",
+                         n->line);
 }
 
 // List and tuple literals.
@@ -600,13 +610,17 @@ static jv eval_node(jctx *c, jscope *s, const jnode *n) {
     case E_BINARY: return eval_binary(c, s, n);
     case E_CONCAT: return eval_concat(c, s, n);
     case E_COMPARE: return eval_compare(c, s, n);
-    case E_AND: case E_OR: return eval_and(c, s, n);
+    case E_AND:
+    case E_OR: return eval_and(c, s, n);
     case E_NOT: return eval_not(c, s, n);
     case E_COND: return eval_cond(c, s, n);
-    case E_LIST: case E_TUPLE: return eval_list(c, s, n);
+    case E_LIST:
+    case E_TUPLE: return eval_list(c, s, n);
     case E_DICT: return eval_dict(c, s, n);
     case E_SLICE: jraise(c, "a slice is only valid inside [ ]");
-    case E_KWARG: case E_STARARG: case E_DSTARARG: jraise(c, "keyword or star argument outside a call");
+    case E_KWARG:
+    case E_STARARG:
+    case E_DSTARARG: jraise(c, "keyword or star argument outside a call");
     case E_NSREF: jraise(c, "namespace attribute reference outside an assignment");
     default: jraise(c, "statement used as an expression");
     }
@@ -749,7 +763,8 @@ static void exec_node(jctx *c, jscope *s, const jnode *n) {
         evargs ea;
         eval_args(c, s, &call->kids, &ea);
         c->line = n->line;
-        if (fn.t != JV_FUNC || ((jfunc *)fn.o)->fk != FK_MACRO) jraise(c, "'call' block needs a macro, got %s", jv_type_name(fn));
+        if (fn.t != JV_FUNC || ((jfunc *)fn.o)->fk != FK_MACRO)
+            jraise(c, "'call' block needs a macro, got %s", jv_type_name(fn));
         jv r = call_macro(c, (jfunc *)fn.o, &ea.a, caller);
         free_args(c, &ea);
         jbuf_put(c, out_cur(c), jv_str(r)->s, jv_str(r)->len);
@@ -804,7 +819,8 @@ aero_status aero_chat_template_parse(aero_chat_template **out, const char *sourc
     if (!out || (!source && len)) return aero_fail(err, AERO_ERR_INVALID, "chat template: no template text");
     *out = NULL;
     if (len > MAX_TEMPLATE_BYTES)
-        return aero_fail(err, AERO_ERR_INVALID, "chat template: %zu bytes is larger than the %u-byte limit", len, MAX_TEMPLATE_BYTES);
+        return aero_fail(err, AERO_ERR_INVALID, "chat template: %zu bytes is larger than the %u-byte limit", len,
+                         MAX_TEMPLATE_BYTES);
     size_t bad;
     if (!jutf8_valid(source ? source : "", len, &bad)) {
         int line = 1;
@@ -854,7 +870,8 @@ aero_status aero_chat_render(const aero_chat_template *t, const aero_chat_inputs
     if (in->extra)
         for (size_t i = 0; i < sizeof reserved_inputs / sizeof reserved_inputs[0]; i++)
             if (json_object_get(in->extra, reserved_inputs[i]))
-                return aero_fail(err, AERO_ERR_INVALID, "chat template: extra variables cannot replace '%s'", reserved_inputs[i]);
+                return aero_fail(err, AERO_ERR_INVALID, "chat template: extra variables cannot replace '%s'",
+                                 reserved_inputs[i]);
     aero_error local;
     jctx *c = malloc(sizeof *c);
     if (!c) return aero_fail(err, AERO_ERR_NOMEM, "chat template: out of memory");
@@ -905,8 +922,9 @@ const char *aero_chat_template_source_gguf(const aero_gguf *g) {
 aero_status aero_chat_template_from_gguf(aero_chat_template **out, const aero_gguf *g, aero_error *err) {
     const char *src = aero_chat_template_source_gguf(g);
     if (!src)
-        return aero_fail(err, AERO_ERR_FORMAT, "the model file has no chat template (GGUF key tokenizer.chat_template); "
-                                               "pass one with --chat-template-file");
+        return aero_fail(err, AERO_ERR_FORMAT,
+                         "the model file has no chat template (GGUF key tokenizer.chat_template); "
+                         "pass one with --chat-template-file");
     aero_status st = aero_chat_template_parse(out, src, strlen(src), err);
     if (st) aero_error_prefix(err, "tokenizer.chat_template: ");
     return st;
@@ -937,7 +955,8 @@ aero_status aero_chat_template_load_file(aero_chat_template **out, const char *p
             size_t i;
             json_t *e;
             json_array_foreach(ct, i, e) {
-                if (json_is_string(json_object_get(e, "name")) && !strcmp(json_string_value(json_object_get(e, "name")), "default") &&
+                if (json_is_string(json_object_get(e, "name")) &&
+                    !strcmp(json_string_value(json_object_get(e, "name")), "default") &&
                     json_is_string(json_object_get(e, "template"))) {
                     src = json_string_value(json_object_get(e, "template"));
                     slen = json_string_length(json_object_get(e, "template"));

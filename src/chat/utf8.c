@@ -11,12 +11,21 @@ uint32_t jutf8_next(const char *str, size_t n, size_t *i) {
     const unsigned char *s = (const unsigned char *)str;
     size_t p = *i;
     unsigned char c = s[p];
-    if (c < 0x80) { *i = p + 1; return c; }
+    if (c < 0x80) {
+        *i = p + 1;
+        return c;
+    }
     int len = c >= 0xF0 && c <= 0xF4 ? 4 : c >= 0xE0 ? 3 : c >= 0xC2 && c < 0xE0 ? 2 : 0;
-    if (len == 0 || p + len > n) { *i = p + 1; return 0xFFFD; }
+    if (len == 0 || p + len > n) {
+        *i = p + 1;
+        return 0xFFFD;
+    }
     uint32_t cp = c & (len == 2 ? 0x1F : len == 3 ? 0x0F : 0x07);
     for (int k = 1; k < len; k++) {
-        if ((s[p + k] & 0xC0) != 0x80) { *i = p + 1; return 0xFFFD; }
+        if ((s[p + k] & 0xC0) != 0x80) {
+            *i = p + 1;
+            return 0xFFFD;
+        }
         cp = (cp << 6) | (s[p + k] & 0x3F);
     }
     if ((len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF))) {
@@ -29,14 +38,25 @@ uint32_t jutf8_next(const char *str, size_t n, size_t *i) {
 
 // Encodes a code point (callers pass valid scalar values).
 size_t jutf8_put(char *d, uint32_t cp) {
-    if (cp < 0x80) { d[0] = (char)cp; return 1; }
-    if (cp < 0x800) { d[0] = (char)(0xC0 | (cp >> 6)); d[1] = (char)(0x80 | (cp & 0x3F)); return 2; }
+    if (cp < 0x80) {
+        d[0] = (char)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        d[0] = (char)(0xC0 | (cp >> 6));
+        d[1] = (char)(0x80 | (cp & 0x3F));
+        return 2;
+    }
     if (cp < 0x10000) {
-        d[0] = (char)(0xE0 | (cp >> 12)); d[1] = (char)(0x80 | ((cp >> 6) & 0x3F)); d[2] = (char)(0x80 | (cp & 0x3F));
+        d[0] = (char)(0xE0 | (cp >> 12));
+        d[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        d[2] = (char)(0x80 | (cp & 0x3F));
         return 3;
     }
-    d[0] = (char)(0xF0 | (cp >> 18)); d[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-    d[2] = (char)(0x80 | ((cp >> 6) & 0x3F)); d[3] = (char)(0x80 | (cp & 0x3F));
+    d[0] = (char)(0xF0 | (cp >> 18));
+    d[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+    d[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
+    d[3] = (char)(0x80 | (cp & 0x3F));
     return 4;
 }
 

@@ -26,10 +26,8 @@ _Noreturn void jraise(jctx *c, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    if (c->line > 0)
-        aero_fail(c->err, AERO_ERR_INVALID, "chat template line %d: %s", c->line, msg);
-    else
-        aero_fail(c->err, AERO_ERR_INVALID, "chat template: %s", msg);
+    if (c->line > 0) aero_fail(c->err, AERO_ERR_INVALID, "chat template line %d: %s", c->line, msg);
+    else aero_fail(c->err, AERO_ERR_INVALID, "chat template: %s", msg);
     longjmp(c->jb, 1);
 }
 
@@ -59,7 +57,8 @@ static void unlink_obj(jobj *o) {
 void jctx_mem(jctx *c, int64_t n) {
     c->mem += (uint64_t)n;
     if (n > 0 && c->mem > c->max_mem)
-        jraise(c, "rendering needs more than %llu MiB (values too large or too many)", (unsigned long long)(c->max_mem >> 20));
+        jraise(c, "rendering needs more than %llu MiB (values too large or too many)",
+               (unsigned long long)(c->max_mem >> 20));
 }
 
 // A zeroed, counted, listed object with one reference.
@@ -161,11 +160,8 @@ static void obj_free(jctx *c, jobj *o) {
         }
         break;
     }
-    case JO_LOOP:
-        jv_decref(c, ((jloop *)o)->items);
-        break;
-    default:
-        break;
+    case JO_LOOP: jv_decref(c, ((jloop *)o)->items); break;
+    default: break;
     }
     free(o);
 }
@@ -177,8 +173,15 @@ void jctx_sweep(jctx *c) {
         jobj *next = o->next;
         switch ((jobj_kind)o->kind) {
         case JO_LIST: free(((jlist *)o)->v); break;
-        case JO_DICT: free(((jdict *)o)->k); free(((jdict *)o)->v); free(((jdict *)o)->ht); break;
-        case JO_SCOPE: free(((jscope *)o)->names); free(((jscope *)o)->vals); break;
+        case JO_DICT:
+            free(((jdict *)o)->k);
+            free(((jdict *)o)->v);
+            free(((jdict *)o)->ht);
+            break;
+        case JO_SCOPE:
+            free(((jscope *)o)->names);
+            free(((jscope *)o)->vals);
+            break;
         default: break;
         }
         free(o);
@@ -497,12 +500,15 @@ jv jv_from_json(jctx *c, const json_t *j, int depth) {
 
 bool jv_truthy(jv v) {
     switch ((jv_type)v.t) {
-    case JV_UNDEF: case JV_NONE: case JV_MISSING: return false;
+    case JV_UNDEF:
+    case JV_NONE:
+    case JV_MISSING: return false;
     case JV_BOOL: return v.b;
     case JV_INT: return v.i != 0;
     case JV_FLOAT: return v.f != 0.0;
     case JV_STR: return jv_str(v)->len > 0;
-    case JV_LIST: case JV_TUPLE: return jv_list(v)->n > 0;
+    case JV_LIST:
+    case JV_TUPLE: return jv_list(v)->n > 0;
     case JV_DICT: return jv_dict(v)->n > 0;
     default: return true;
     }
@@ -559,9 +565,11 @@ bool jv_equal(jctx *c, jv a, jv b, int depth) {
     if (is_num(a) && is_num(b)) return num_cmp(a, b) == 0;
     if (a.t != b.t) return false;
     switch ((jv_type)a.t) {
-    case JV_UNDEF: case JV_NONE: return true;
+    case JV_UNDEF:
+    case JV_NONE: return true;
     case JV_STR: return jv_str(a)->len == jv_str(b)->len && !memcmp(jv_str(a)->s, jv_str(b)->s, jv_str(a)->len);
-    case JV_LIST: case JV_TUPLE: {
+    case JV_LIST:
+    case JV_TUPLE: {
         jlist *x = jv_list(a), *y = jv_list(b);
         if (x->n != y->n) return false;
         for (size_t i = 0; i < x->n; i++)
@@ -618,9 +626,18 @@ int jv_compare(jctx *c, jv a, jv b, bool case_sensitive) {
 
 // Python's repr(float): the shortest digits that round-trip, fixed notation for exponents -4..15.
 void jfmt_float(char *buf, size_t cap, double f) {
-    if (isnan(f)) { snprintf(buf, cap, "nan"); return; }
-    if (isinf(f)) { snprintf(buf, cap, f < 0 ? "-inf" : "inf"); return; }
-    if (f == 0) { snprintf(buf, cap, signbit(f) ? "-0.0" : "0.0"); return; }
+    if (isnan(f)) {
+        snprintf(buf, cap, "nan");
+        return;
+    }
+    if (isinf(f)) {
+        snprintf(buf, cap, f < 0 ? "-inf" : "inf");
+        return;
+    }
+    if (f == 0) {
+        snprintf(buf, cap, signbit(f) ? "-0.0" : "0.0");
+        return;
+    }
     char tmp[40];
     int prec;
     for (prec = 1; prec <= 17; prec++) {
@@ -659,8 +676,7 @@ void jfmt_float(char *buf, size_t cap, double f) {
         out[o++] = '.';
         if (nd > exp + 1)
             for (int i = exp + 1; i < nd; i++) out[o++] = digits[i];
-        else
-            out[o++] = '0';
+        else out[o++] = '0';
         out[o] = 0;
     }
     out[o] = 0;
@@ -724,7 +740,8 @@ void jv_write_repr(jctx *c, jbuf *b, jv v, int depth) {
     switch ((jv_type)v.t) {
     case JV_STR: write_py_strrepr(c, b, jv_str(v)); return;
     case JV_UNDEF: jbuf_puts(c, b, "Undefined"); return;
-    case JV_LIST: case JV_TUPLE: {
+    case JV_LIST:
+    case JV_TUPLE: {
         jlist *l = jv_list(v);
         jbuf_putc(c, b, v.t == JV_LIST ? '[' : '(');
         for (size_t i = 0; i < l->n; i++) {
@@ -735,7 +752,8 @@ void jv_write_repr(jctx *c, jbuf *b, jv v, int depth) {
         jbuf_putc(c, b, v.t == JV_LIST ? ']' : ')');
         return;
     }
-    case JV_DICT: case JV_NS: {
+    case JV_DICT:
+    case JV_NS: {
         jdict *d = jv_dict(v);
         if (v.t == JV_NS) jbuf_puts(c, b, "<Namespace ");
         jbuf_putc(c, b, '{');
@@ -763,11 +781,18 @@ void jv_write_repr(jctx *c, jbuf *b, jv v, int depth) {
 void jv_write_str(jctx *c, jbuf *b, jv v) {
     char tmp[64];
     switch ((jv_type)v.t) {
-    case JV_UNDEF: case JV_MISSING: return;
+    case JV_UNDEF:
+    case JV_MISSING: return;
     case JV_NONE: jbuf_puts(c, b, "None"); return;
     case JV_BOOL: jbuf_puts(c, b, v.b ? "True" : "False"); return;
-    case JV_INT: snprintf(tmp, sizeof tmp, "%lld", (long long)v.i); jbuf_puts(c, b, tmp); return;
-    case JV_FLOAT: jfmt_float(tmp, sizeof tmp, v.f); jbuf_puts(c, b, tmp); return;
+    case JV_INT:
+        snprintf(tmp, sizeof tmp, "%lld", (long long)v.i);
+        jbuf_puts(c, b, tmp);
+        return;
+    case JV_FLOAT:
+        jfmt_float(tmp, sizeof tmp, v.f);
+        jbuf_puts(c, b, tmp);
+        return;
     case JV_STR: jbuf_put(c, b, jv_str(v)->s, jv_str(v)->len); return;
     case JV_FUNC: write_func(c, b, v); return;
     default: jv_write_repr(c, b, v, 0); return;
@@ -849,16 +874,26 @@ void jv_write_json(jctx *c, jbuf *b, jv v, const jjson_opts *o, int depth) {
     switch ((jv_type)v.t) {
     case JV_NONE: jbuf_puts(c, b, "null"); return;
     case JV_BOOL: jbuf_puts(c, b, v.b ? "true" : "false"); return;
-    case JV_INT: snprintf(tmp, sizeof tmp, "%lld", (long long)v.i); jbuf_puts(c, b, tmp); return;
+    case JV_INT:
+        snprintf(tmp, sizeof tmp, "%lld", (long long)v.i);
+        jbuf_puts(c, b, tmp);
+        return;
     case JV_FLOAT:
         if (isnan(v.f)) jbuf_puts(c, b, "NaN");
         else if (isinf(v.f)) jbuf_puts(c, b, v.f < 0 ? "-Infinity" : "Infinity");
-        else { jfmt_float(tmp, sizeof tmp, v.f); jbuf_puts(c, b, tmp); }
+        else {
+            jfmt_float(tmp, sizeof tmp, v.f);
+            jbuf_puts(c, b, tmp);
+        }
         return;
     case JV_STR: write_json_str(c, b, jv_str(v)->s, jv_str(v)->len, o->ensure_ascii); return;
-    case JV_LIST: case JV_TUPLE: {
+    case JV_LIST:
+    case JV_TUPLE: {
         jlist *l = jv_list(v);
-        if (l->n == 0) { jbuf_puts(c, b, "[]"); return; }
+        if (l->n == 0) {
+            jbuf_puts(c, b, "[]");
+            return;
+        }
         jbuf_putc(c, b, '[');
         for (size_t i = 0; i < l->n; i++) {
             if (i) jbuf_puts(c, b, o->item_sep);
@@ -871,7 +906,10 @@ void jv_write_json(jctx *c, jbuf *b, jv v, const jjson_opts *o, int depth) {
     }
     case JV_DICT: {
         jdict *d = jv_dict(v);
-        if (d->n == 0) { jbuf_puts(c, b, "{}"); return; }
+        if (d->n == 0) {
+            jbuf_puts(c, b, "{}");
+            return;
+        }
         size_t *order = jx_alloc(c, d->n * sizeof *order);
         for (size_t i = 0; i < d->n; i++) order[i] = i;
         if (o->sort_keys) {
@@ -895,8 +933,7 @@ void jv_write_json(jctx *c, jbuf *b, jv v, const jjson_opts *o, int depth) {
         jx_free(c, order);
         return;
     }
-    default:
-        jraise(c, "tojson: Object of type %s is not JSON serializable", jv_type_name(v));
+    default: jraise(c, "tojson: Object of type %s is not JSON serializable", jv_type_name(v));
     }
 }
 
@@ -927,7 +964,9 @@ jv jstr_slice_cp(jctx *c, const jstr *s, int64_t start, int64_t stop, int64_t st
         }
         for (int64_t x = lo; x < hi; x += step) jbuf_put(c, &b, s->s + off[x], off[x + 1] - off[x]);
     } else {
-        int64_t lo = !has_start ? len - 1 : start < 0 ? (start + len < -1 ? -1 : start + len) : (start >= len ? len - 1 : start);
+        int64_t lo = !has_start  ? len - 1
+                     : start < 0 ? (start + len < -1 ? -1 : start + len)
+                                 : (start >= len ? len - 1 : start);
         int64_t hi = !has_stop ? -1 : stop < 0 ? (stop + len < -1 ? -1 : stop + len) : (stop >= len ? len - 1 : stop);
         for (int64_t x = lo; x > hi; x += step) jbuf_put(c, &b, s->s + off[x], off[x + 1] - off[x]);
     }

@@ -91,8 +91,9 @@ static int decode(cli_session *e, aero_spec *spec, const int32_t *ids, int n_ids
         t = aero_generator_new_tokens(g, &k);
     }
     *secs = aero_now() - t0;
-    if (got < n) st = aero_fail(err, AERO_ERR_RANGE, "generation ended (%s) after %d of %d tokens",
-                                aero_end_name(aero_generator_end(g)), got, n);
+    if (got < n)
+        st = aero_fail(err, AERO_ERR_RANGE, "generation ended (%s) after %d of %d tokens",
+                       aero_end_name(aero_generator_end(g)), got, n);
 done:
     aero_generator_free(g);
     return st;
@@ -167,15 +168,17 @@ int cli_bench_spec(const cli_opts *opts, int n_prompt, int n_gen) {
     double other = (st.draft_s + st.accept_s) / passes;
     double predicted = tau * curve[0] / (curve_at(curve, kbar) + other);
     double measured = plain_tok / (spec_s / n_gen);
-    double mem_floor = mem_bw > 0 ? plan->resident_bytes / mem_bw : 0, disk_floor = disk_bw > 0 ? plan->streamed_bytes / disk_bw : 0;
+    double mem_floor = mem_bw > 0 ? plan->resident_bytes / mem_bw : 0,
+           disk_floor = disk_bw > 0 ? plan->streamed_bytes / disk_bw : 0;
     char what[160];
     aero_spec_describe(e.spec, what, sizeof what);
     const char *tpath = aero_model_path(e.model);
     if (o.json) {
-        printf("{\"model\":\"%s\",\"draft\":\"%s\",\"mode\":\"%s\",\"mem_budget\":%llu,\"streamed_bytes_per_pass\":%llu,"
-               "\"mem_bw_gbs\":%.3f,\"disk_bw_gbs\":%.3f,\"floor_s\":%.6f,\"verify_k\":[",
-               tpath, o.draft, what, (unsigned long long)o.mem, (unsigned long long)plan->streamed_bytes, mem_bw / 1e9,
-               disk_bw / 1e9, mem_floor > disk_floor ? mem_floor : disk_floor);
+        printf(
+            "{\"model\":\"%s\",\"draft\":\"%s\",\"mode\":\"%s\",\"mem_budget\":%llu,\"streamed_bytes_per_pass\":%llu,"
+            "\"mem_bw_gbs\":%.3f,\"disk_bw_gbs\":%.3f,\"floor_s\":%.6f,\"verify_k\":[",
+            tpath, o.draft, what, (unsigned long long)o.mem, (unsigned long long)plan->streamed_bytes, mem_bw / 1e9,
+            disk_bw / 1e9, mem_floor > disk_floor ? mem_floor : disk_floor);
         for (int c = 0; c < N_CURVE; c++) printf("%s%d", c ? "," : "", curve_k[c]);
         printf("],\"verify_s\":[");
         for (int c = 0; c < N_CURVE; c++) printf("%s%.6f", c ? "," : "", curve[c]);

@@ -167,27 +167,28 @@ int aero_cmd_bench(int argc, char **argv) {
     double bound = dec_compute > disk_floor ? dec_compute : disk_floor;
     double pre_floor = disk_bw > 0 ? (double)pre.passes * plan->streamed_bytes / disk_bw : 0;
     if (o.json) {
-        printf("{\"model\":\"%s\",\"arch\":\"%s\",\"n_layer\":%d,\"n_embd\":%d,\"model_bytes\":%llu,"
-               "\"threads\":%d,\"isa\":\"%s\",\"mem_budget\":%llu,\"resident_bytes\":%llu,\"streamed_bytes_per_pass\":%llu,"
-               "\"window_bytes\":%llu,\"prefetch\":%d,\"io_threads\":%d,\"direct\":%s,\"pinned_units\":%d,"
-               "\"streamed_units\":%d,\"mem_bw_gbs\":%.3f,\"disk_bw_gbs\":%.3f,\"disk_bw_before_gbs\":%.3f,"
-               "\"disk_bw_after_gbs\":%.3f,\"prefill_tokens\":%d,\"prefill_s\":%.6f,"
-               "\"prefill_tok_s\":%.3f,\"prefill_passes\":%llu,\"prefill_io_wait_s\":%.6f,\"prefill_disk_floor_s\":%.6f,"
-               "\"decode_tokens\":%d,\"decode_s_per_token\":%.6f,"
-               "\"decode_tok_s\":%.3f,\"decode_floor_s\":%.6f,\"decode_over_floor\":%.3f,\"decode_disk_floor_s\":%.6f,"
-               "\"decode_pass_s\":%.6f,\"decode_pass_over_disk_floor\":%.3f,\"decode_compute_s\":%.6f,"
-               "\"decode_pass_over_max_io_compute\":%.3f,\"io_only_pass_s\":%.6f,\"io_only_over_disk_floor\":%.3f,"
-               "\"decode_io_wait_s\":%.6f,\"decode_io_busy_s\":%.6f,\"decode_bytes_streamed\":%llu,\"peak_rss\":%llu}\n",
-               path, arch, n_layer, n_embd, (unsigned long long)model_bytes, threads,
-               aero_kernels_isa_name(), (unsigned long long)o.mem, (unsigned long long)plan->resident_bytes,
-               (unsigned long long)plan->streamed_bytes, (unsigned long long)plan->window_bytes, plan->prefetch,
-               plan->io_threads, plan->direct ? "true" : "false", plan->n_pinned, plan->n_streamed, mem_bw / 1e9,
-               disk_bw / 1e9, disk_before / 1e9, disk_after / 1e9, n_prompt, prefill_s, n_prompt / prefill_s,
-               (unsigned long long)pre.passes, pre.wait_s, pre_floor, n_gen, decode_s, 1 / decode_s, floor,
-               floor > 0 ? decode_s / floor : 0, disk_floor, dec_pass, disk_floor > 0 ? dec_pass / disk_floor : 0,
-               dec_compute, bound > 0 ? dec_pass / bound : 0, io_pass, disk_floor > 0 ? io_pass / disk_floor : 0,
-               dec.wait_s / n_gen, dec.io_busy_s / n_gen,
-               (unsigned long long)dec.bytes_streamed, (unsigned long long)peak_rss);
+        printf(
+            "{\"model\":\"%s\",\"arch\":\"%s\",\"n_layer\":%d,\"n_embd\":%d,\"model_bytes\":%llu,"
+            "\"threads\":%d,\"isa\":\"%s\",\"mem_budget\":%llu,\"resident_bytes\":%llu,\"streamed_bytes_per_pass\":%llu,"
+            "\"window_bytes\":%llu,\"prefetch\":%d,\"io_threads\":%d,\"direct\":%s,\"pinned_units\":%d,"
+            "\"streamed_units\":%d,\"mem_bw_gbs\":%.3f,\"disk_bw_gbs\":%.3f,\"disk_bw_before_gbs\":%.3f,"
+            "\"disk_bw_after_gbs\":%.3f,\"prefill_tokens\":%d,\"prefill_s\":%.6f,"
+            "\"prefill_tok_s\":%.3f,\"prefill_passes\":%llu,\"prefill_io_wait_s\":%.6f,\"prefill_disk_floor_s\":%.6f,"
+            "\"decode_tokens\":%d,\"decode_s_per_token\":%.6f,"
+            "\"decode_tok_s\":%.3f,\"decode_floor_s\":%.6f,\"decode_over_floor\":%.3f,\"decode_disk_floor_s\":%.6f,"
+            "\"decode_pass_s\":%.6f,\"decode_pass_over_disk_floor\":%.3f,\"decode_compute_s\":%.6f,"
+            "\"decode_pass_over_max_io_compute\":%.3f,\"io_only_pass_s\":%.6f,\"io_only_over_disk_floor\":%.3f,"
+            "\"decode_io_wait_s\":%.6f,\"decode_io_busy_s\":%.6f,\"decode_bytes_streamed\":%llu,\"peak_rss\":%llu}\n",
+            path, arch, n_layer, n_embd, (unsigned long long)model_bytes, threads, aero_kernels_isa_name(),
+            (unsigned long long)o.mem, (unsigned long long)plan->resident_bytes,
+            (unsigned long long)plan->streamed_bytes, (unsigned long long)plan->window_bytes, plan->prefetch,
+            plan->io_threads, plan->direct ? "true" : "false", plan->n_pinned, plan->n_streamed, mem_bw / 1e9,
+            disk_bw / 1e9, disk_before / 1e9, disk_after / 1e9, n_prompt, prefill_s, n_prompt / prefill_s,
+            (unsigned long long)pre.passes, pre.wait_s, pre_floor, n_gen, decode_s, 1 / decode_s, floor,
+            floor > 0 ? decode_s / floor : 0, disk_floor, dec_pass, disk_floor > 0 ? dec_pass / disk_floor : 0,
+            dec_compute, bound > 0 ? dec_pass / bound : 0, io_pass, disk_floor > 0 ? io_pass / disk_floor : 0,
+            dec.wait_s / n_gen, dec.io_busy_s / n_gen, (unsigned long long)dec.bytes_streamed,
+            (unsigned long long)peak_rss);
     } else {
         printf("model      %s (%s, %d layers, dim %d, %.1f MB of weights)\n", path, arch, n_layer, n_embd,
                model_bytes / 1e6);
@@ -195,13 +196,15 @@ int aero_cmd_bench(int argc, char **argv) {
         printf("plan       resident %.1f MB, streamed %.1f MB per pass%s\n", plan->resident_bytes / 1e6,
                plan->streamed_bytes / 1e6, o.mem ? "" : " (no --mem: all resident)");
         if (streamed)
-            printf("stream     %d units pinned, %d streamed through a %.1f MB window (prefetch %d), %d IO threads, %s\n",
-                   plan->n_pinned, plan->n_streamed, plan->window_bytes / 1e6, plan->prefetch, plan->io_threads,
-                   plan->direct ? "O_DIRECT" : "buffered + FADV_DONTNEED");
+            printf(
+                "stream     %d units pinned, %d streamed through a %.1f MB window (prefetch %d), %d IO threads, %s\n",
+                plan->n_pinned, plan->n_streamed, plan->window_bytes / 1e6, plan->prefetch, plan->io_threads,
+                plan->direct ? "O_DIRECT" : "buffered + FADV_DONTNEED");
         printf("memory bw  %.2f GB/s (read, measured now)\n", mem_bw / 1e9);
         if (disk_bw > 0)
-            printf("disk bw    %.2f GB/s (O_DIRECT reads of the streamed data, measured now: %.2f before decode, %.2f after)\n",
-                   disk_bw / 1e9, disk_before / 1e9, disk_after / 1e9);
+            printf(
+                "disk bw    %.2f GB/s (O_DIRECT reads of the streamed data, measured now: %.2f before decode, %.2f after)\n",
+                disk_bw / 1e9, disk_before / 1e9, disk_after / 1e9);
         printf("prefill    %d tokens in %.3f s = %.1f tok/s (%llu passes", n_prompt, prefill_s, n_prompt / prefill_s,
                (unsigned long long)pre.passes);
         if (streamed) printf(", disk floor %.3f s, waited for IO %.3f s", pre_floor, pre.wait_s);
@@ -212,8 +215,9 @@ int aero_cmd_bench(int argc, char **argv) {
         printf("ratio      decode / floor = %.2f\n", floor > 0 ? decode_s / floor : 0);
         if (streamed) {
             printf("pass       %.2f ms per decode pass = %.2f x the disk floor; compute %.2f ms per pass, so "
-                   "pass / max(disk floor, compute) = %.2f\n", dec_pass * 1e3, disk_floor > 0 ? dec_pass / disk_floor : 0,
-                   dec_compute * 1e3, bound > 0 ? dec_pass / bound : 0);
+                   "pass / max(disk floor, compute) = %.2f\n",
+                   dec_pass * 1e3, disk_floor > 0 ? dec_pass / disk_floor : 0, dec_compute * 1e3,
+                   bound > 0 ? dec_pass / bound : 0);
             printf("io only    %.2f ms per pass with no compute = %.2f x the disk floor (the streamer alone)\n",
                    io_pass * 1e3, disk_floor > 0 ? io_pass / disk_floor : 0);
             printf("stream     %.1f MB streamed per token, waited for IO %.2f ms/token, IO busy %.2f ms/token\n",

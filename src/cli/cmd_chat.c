@@ -85,7 +85,8 @@ static int turn(chat_state *s, char **answer) {
     aero_error err = {0};
     char *prompt = NULL;
     size_t plen = 0;
-    aero_chat_inputs in = {.messages = s->messages, .add_generation_prompt = true, .bos_token = s->bos, .eos_token = s->eos};
+    aero_chat_inputs in = {
+        .messages = s->messages, .add_generation_prompt = true, .bos_token = s->bos, .eos_token = s->eos};
     if (aero_chat_render(s->tmpl, &in, &prompt, &plen, &err)) {
         cli_fail("chat", "%s", err.msg);
         return 2;
@@ -103,7 +104,8 @@ static int turn(chat_state *s, char **answer) {
         return 2;
     }
     if (n_ids == 0 || n_ids >= (size_t)s->n_ctx) {
-        cli_fail("chat", "the conversation is %zu tokens, the context holds %d (-c): /reset to start over", n_ids, s->n_ctx);
+        cli_fail("chat", "the conversation is %zu tokens, the context holds %d (-c): /reset to start over", n_ids,
+                 s->n_ctx);
         free(ids);
         return 2;
     }
@@ -139,8 +141,9 @@ static int turn(chat_state *s, char **answer) {
     int n_gen = aero_generator_n_generated(s->gen);
     aero_end end = aero_generator_end(s->gen);
     if (s->verbose)
-        fprintf(stderr, "[prompt %d tokens: %d reused from the cache, %d decoded in %.2f s | answer %d tokens in %.2f s "
-                        "(%.1f tok/s) | stop: %s]\n",
+        fprintf(stderr,
+                "[prompt %d tokens: %d reused from the cache, %d decoded in %.2f s | answer %d tokens in %.2f s "
+                "(%.1f tok/s) | stop: %s]\n",
                 n, keep, n - keep, t1 - t0, n_gen, t2 - t1, n_gen / (t2 - t1 > 0 ? t2 - t1 : 1e-9),
                 end == AERO_END_EOG ? "end of turn" : aero_end_name(end));
     *answer = aero_buf_take(&ans, NULL);
@@ -207,7 +210,8 @@ int aero_cmd_chat(int argc, char **argv) {
         goto done;
     }
     int32_t b = aero_tokenizer_bos(s.tok), e = aero_tokenizer_eos(s.tok);
-    const char *bs = b >= 0 ? aero_tokenizer_token_str(s.tok, b) : NULL, *es = e >= 0 ? aero_tokenizer_token_str(s.tok, e) : NULL;
+    const char *bs = b >= 0 ? aero_tokenizer_token_str(s.tok, b) : NULL,
+               *es = e >= 0 ? aero_tokenizer_token_str(s.tok, e) : NULL;
     s.bos = strdup(bs ? bs : "");
     s.eos = strdup(es ? es : "");
     s.n_ctx = aero_ctx_n_ctx(s.e.ctx);
@@ -224,7 +228,8 @@ int aero_cmd_chat(int argc, char **argv) {
     sigaction(SIGINT, &sa, NULL); // no SA_RESTART: Ctrl-C at the prompt ends the chat, during an answer stops it
     bool tty = isatty(0);
     if (tty)
-        fprintf(stderr, "aerollm chat: %s, context %d tokens. /reset forgets the conversation, /exit or Ctrl-D quits.\n",
+        fprintf(stderr,
+                "aerollm chat: %s, context %d tokens. /reset forgets the conversation, /exit or Ctrl-D quits.\n",
                 o.model ? o.model : "bundled model", s.n_ctx);
     const char *first = o.prompt;
     for (;;) {

@@ -76,11 +76,13 @@ static void print_value(const aero_gguf_value *v, int depth) {
         printf(n > show ? ", ...]" : "]");
         break;
     }
-    case AERO_GGUF_FLOAT32: case AERO_GGUF_FLOAT64: printf("%g", aero_gguf_value_f64(v)); break;
+    case AERO_GGUF_FLOAT32:
+    case AERO_GGUF_FLOAT64: printf("%g", aero_gguf_value_f64(v)); break;
     case AERO_GGUF_BOOL: printf(aero_gguf_value_u64(v) ? "true" : "false"); break;
-    case AERO_GGUF_INT8: case AERO_GGUF_INT16: case AERO_GGUF_INT32: case AERO_GGUF_INT64:
-        printf("%lld", (long long)aero_gguf_value_i64(v));
-        break;
+    case AERO_GGUF_INT8:
+    case AERO_GGUF_INT16:
+    case AERO_GGUF_INT32:
+    case AERO_GGUF_INT64: printf("%lld", (long long)aero_gguf_value_i64(v)); break;
     default: printf("%llu", (unsigned long long)aero_gguf_value_u64(v)); break;
     }
 }
@@ -141,10 +143,8 @@ static void print_layers(const aero_gguf *g, int64_t n_layer) {
     uint64_t outside = 0;
     for (uint64_t i = 0; i < aero_gguf_n_tensors(g); i++) {
         int l = aero_gguf_tensor_layer(aero_gguf_tensor_name(g, i));
-        if (l >= 0 && l < n_layer)
-            bytes[l] += aero_gguf_tensor_nbytes(g, i);
-        else
-            outside += aero_gguf_tensor_nbytes(g, i);
+        if (l >= 0 && l < n_layer) bytes[l] += aero_gguf_tensor_nbytes(g, i);
+        else outside += aero_gguf_tensor_nbytes(g, i);
     }
     char a[32];
     printf("\nbytes per layer:\n");
@@ -155,7 +155,8 @@ static void print_layers(const aero_gguf *g, int64_t n_layer) {
         else {
             char range[48];
             snprintf(range, sizeof range, "%lld-%lld", (long long)l, (long long)e);
-            printf("  blk.%-12s %s each (%lld layers)\n", range, fmt_bytes(bytes[l], a, sizeof a), (long long)(e - l + 1));
+            printf("  blk.%-12s %s each (%lld layers)\n", range, fmt_bytes(bytes[l], a, sizeof a),
+                   (long long)(e - l + 1));
         }
         l = e + 1;
     }
@@ -186,7 +187,8 @@ int aero_cmd_info(int argc, char **argv) {
         } else if (!strcmp(argv[i], "-ctk") || !strcmp(argv[i], "--cache-type-k") || !strcmp(argv[i], "-ctv") ||
                    !strcmp(argv[i], "--cache-type-v")) {
             int t = i + 1 < argc ? aero_kv_type_parse(argv[i + 1]) : -1;
-            if (t < 0) return cli_fail("info", "%s expects one of f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1", argv[i]);
+            if (t < 0)
+                return cli_fail("info", "%s expects one of f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1", argv[i]);
             bool is_k = !strcmp(argv[i], "-ctk") || !strcmp(argv[i], "--cache-type-k");
             *(is_k ? &kvp.type_k : &kvp.type_v) = (aero_kv_type)t;
             i++;
@@ -198,11 +200,12 @@ int aero_cmd_info(int argc, char **argv) {
             if (i + 1 >= argc) return cli_fail("info", "-m needs a model file");
             path = argv[++i];
         } else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            printf("usage: aerollm info MODEL.gguf [--mem SIZE] [--no-tensors] [-c N] [-np N] [-ctk T] [-ctv T]\n"
-                   "  metadata (long arrays abbreviated), tensor table, totals by type, bytes per layer;\n"
-                   "  --mem SIZE also prints what would be resident and what streamed under that budget\n"
-                   "  --draft FILE the plan leaves room for this resident draft model inside --mem (as run does)\n"
-                   "  -c N, -np N, -ctk T, -ctv T  the KV cache (context, sequences, cache types) counted inside --mem\n");
+            printf(
+                "usage: aerollm info MODEL.gguf [--mem SIZE] [--no-tensors] [-c N] [-np N] [-ctk T] [-ctv T]\n"
+                "  metadata (long arrays abbreviated), tensor table, totals by type, bytes per layer;\n"
+                "  --mem SIZE also prints what would be resident and what streamed under that budget\n"
+                "  --draft FILE the plan leaves room for this resident draft model inside --mem (as run does)\n"
+                "  -c N, -np N, -ctk T, -ctv T  the KV cache (context, sequences, cache types) counted inside --mem\n");
             return 0;
         } else if (argv[i][0] != '-' && !path) {
             path = argv[i];
@@ -297,8 +300,9 @@ int aero_cmd_info(int argc, char **argv) {
                kvb / 1024.0 / n_ctx / (kvp.n_seq > 1 ? kvp.n_seq : 1), budget ? ", counted inside --mem" : "");
         if (budget && kvb >= budget) {
             aero_gguf_close(g);
-            return cli_fail("info", "the KV cache (%s) takes all of --mem %s: no budget is left for the weights "
-                                    "(lower -c or quantize the cache with -ctk/-ctv)",
+            return cli_fail("info",
+                            "the KV cache (%s) takes all of --mem %s: no budget is left for the weights "
+                            "(lower -c or quantize the cache with -ctk/-ctv)",
                             fmt_bytes(kvb, a, sizeof a), fmt_bytes(budget, b, sizeof b));
         }
         if (budget) budget -= kvb;

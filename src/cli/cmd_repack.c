@@ -14,8 +14,8 @@
 typedef struct {
     int fd;
     const char *path;
-    const char *name;   // the tensor's
-    uint64_t offset;    // of its data in the file
+    const char *name; // the tensor's
+    uint64_t offset;  // of its data in the file
     size_t row_bytes;
 } row_src;
 
@@ -60,8 +60,7 @@ static void show_progress(void *ctx, uint64_t done, uint64_t total) {
 static int64_t rank(const aero_gguf *g, uint64_t i, int64_t n_layer, const char *head) {
     const char *name = aero_gguf_tensor_name(g, i);
     int l = aero_gguf_tensor_layer(name);
-    if (l >= 0 && l < n_layer)
-        return ((int64_t)(l + 1) << 32) + (int64_t)i;
+    if (l >= 0 && l < n_layer) return ((int64_t)(l + 1) << 32) + (int64_t)i;
     if (head && !strcmp(name, head) && strcmp(name, "token_embd.weight")) return ((n_layer + 1) << 32) + (int64_t)i;
     return (int64_t)i;
 }
@@ -180,8 +179,11 @@ int aero_cmd_repack(int argc, char **argv) {
         const uint64_t *ne = aero_gguf_tensor_shape(g, i);
         uint64_t nbytes = aero_gguf_tensor_nbytes(g, i);
         row_src *r = &src[k];
-        *r = (row_src){.fd = fds[file], .path = aero_gguf_file_path(g, file), .name = name,
-                       .offset = aero_gguf_tensor_offset(g, i), .row_bytes = aero_dtype_row_bytes(type, ne[0])};
+        *r = (row_src){.fd = fds[file],
+                       .path = aero_gguf_file_path(g, file),
+                       .name = name,
+                       .offset = aero_gguf_tensor_offset(g, i),
+                       .row_bytes = aero_dtype_row_bytes(type, ne[0])};
         if (!r->row_bytes || r->row_bytes * (aero_gguf_tensor_n_elements(g, i) / ne[0]) != nbytes) {
             cli_fail("repack", "%s: tensor '%s' has rows that do not divide its %llu bytes", in, name,
                      (unsigned long long)nbytes);

@@ -78,8 +78,18 @@ int aero_cmd_serve(int argc, char **argv) {
             p.quiet = true;
             continue;
         }
-        static const char *own[] = {"--host", "--port", "-np", "--parallel", "--queue", "--api-key", "--alias",
-                                    "--timeout", "--max-body", "--chat-template-file", "--shutdown-timeout", NULL};
+        static const char *own[] = {"--host",
+                                    "--port",
+                                    "-np",
+                                    "--parallel",
+                                    "--queue",
+                                    "--api-key",
+                                    "--alias",
+                                    "--timeout",
+                                    "--max-body",
+                                    "--chat-template-file",
+                                    "--shutdown-timeout",
+                                    NULL};
         bool mine = false;
         for (int k = 0; own[k]; k++) mine |= !strcmp(f, own[k]);
         if (mine) {

@@ -70,10 +70,13 @@ int aero_cmd_synth(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        struct { const char *flag; int *dst; long max; } ints[] = {
-            {"--dim", &dim, 1 << 17}, {"--layers", &layers, 4096}, {"--heads", &heads, 4096},
-            {"--kv-heads", &kv, 4096}, {"--ffn", &ffn, 1 << 20}, {"--vocab", &vocab, 1 << 22},
-            {"--ctx", &ctx, 1 << 24}, {"--head-dim", &hd, 1024}, {"-t", &threads, 1024}};
+        struct {
+            const char *flag;
+            int *dst;
+            long max;
+        } ints[] = {{"--dim", &dim, 1 << 17},  {"--layers", &layers, 4096}, {"--heads", &heads, 4096},
+                    {"--kv-heads", &kv, 4096}, {"--ffn", &ffn, 1 << 20},    {"--vocab", &vocab, 1 << 22},
+                    {"--ctx", &ctx, 1 << 24},  {"--head-dim", &hd, 1024},   {"-t", &threads, 1024}};
         bool done = false;
         for (size_t k = 0; k < sizeof ints / sizeof *ints && !done; k++) {
             if (strcmp(a, ints[k].flag)) continue;
@@ -93,9 +96,9 @@ int aero_cmd_synth(int argc, char **argv) {
             quiet = true;
         } else if (!strcmp(a, "--exact")) {
             exact = true;
-        } else if (!v && (!strcmp(a, "--preset") || !strcmp(a, "--arch") || !strcmp(a, "--type") ||
-                          !strcmp(a, "--seed") || !strcmp(a, "-o") || !strcmp(a, "--rope-base") ||
-                          !strcmp(a, "--tokenizer-from"))) {
+        } else if (!v &&
+                   (!strcmp(a, "--preset") || !strcmp(a, "--arch") || !strcmp(a, "--type") || !strcmp(a, "--seed") ||
+                    !strcmp(a, "-o") || !strcmp(a, "--rope-base") || !strcmp(a, "--tokenizer-from"))) {
             return cli_fail("synth", "%s needs a value", a);
         } else if (!strcmp(a, "--preset")) {
             preset = argv[++i];
@@ -131,8 +134,12 @@ int aero_cmd_synth(int argc, char **argv) {
             return cli_fail("synth", "--arch %s contradicts preset %s (%s)", arch, preset, p.arch);
     } else {
         if (!arch) return cli_fail("synth", "give --preset NAME or --arch with its dimensions (aerollm synth --help)");
-        const char *missing = dim < 0 ? "--dim" : layers < 0 ? "--layers" : heads < 0 ? "--heads" : ffn < 0 ? "--ffn"
-                              : vocab < 0 && !tok_from ? "--vocab" : NULL;
+        const char *missing = dim < 0                  ? "--dim"
+                              : layers < 0             ? "--layers"
+                              : heads < 0              ? "--heads"
+                              : ffn < 0                ? "--ffn"
+                              : vocab < 0 && !tok_from ? "--vocab"
+                                                       : NULL;
         if (missing) return cli_fail("synth", "--arch %s needs %s", arch, missing);
         snprintf(p.arch, sizeof p.arch, "%s", arch);
         snprintf(p.name, sizeof p.name, "synthetic %s", arch);
@@ -175,8 +182,10 @@ int aero_cmd_synth(int argc, char **argv) {
                aero_dtype_name(p.type), p.tied ? ", tied output" : "", seed);
         printf("  %llu tensors, %.1f MB of weights in %.2f s (%.0f MB/s)", (unsigned long long)st.n_tensors,
                st.tensor_bytes / 1e6, dt, dt > 0 ? st.tensor_bytes / 1e6 / dt : 0.0);
-        if (st.n_fallback) printf("; %d matri%s with rows not a multiple of the %s block written in a smaller-block "
-                                  "type", st.n_fallback, st.n_fallback == 1 ? "x" : "ces", aero_dtype_name(p.type));
+        if (st.n_fallback)
+            printf("; %d matri%s with rows not a multiple of the %s block written in a smaller-block "
+                   "type",
+                   st.n_fallback, st.n_fallback == 1 ? "x" : "ces", aero_dtype_name(p.type));
         printf("\n  random weights: output text is gibberish by design\n");
     }
     return 0;

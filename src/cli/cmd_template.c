@@ -10,17 +10,16 @@
 
 // Help text.
 static void template_usage(FILE *f) {
-    fprintf(f,
-            "usage: aerollm template (-m MODEL.gguf | --template-file FILE) --messages MESSAGES.json [options]\n"
-            "  -m MODEL.gguf            use the model's tokenizer.chat_template and its BOS/EOS tokens\n"
-            "  --template-file FILE     a template file (or a tokenizer_config.json); overrides the model's\n"
-            "  --chat-template-file FILE  same as --template-file\n"
-            "  --messages FILE          a JSON array of messages, or an object with \"messages\" (and optionally\n"
-            "                           \"tools\" and other template variables); '-' reads stdin\n"
-            "  --tools FILE             a JSON array of tools\n"
-            "  --add-generation-prompt  end with the assistant header the model answers after\n"
-            "  --bos TEXT --eos TEXT    bos_token / eos_token (default: the model's, or empty)\n"
-            "  --var NAME=JSON          an extra template variable, e.g. --var enable_thinking=false\n");
+    fprintf(f, "usage: aerollm template (-m MODEL.gguf | --template-file FILE) --messages MESSAGES.json [options]\n"
+               "  -m MODEL.gguf            use the model's tokenizer.chat_template and its BOS/EOS tokens\n"
+               "  --template-file FILE     a template file (or a tokenizer_config.json); overrides the model's\n"
+               "  --chat-template-file FILE  same as --template-file\n"
+               "  --messages FILE          a JSON array of messages, or an object with \"messages\" (and optionally\n"
+               "                           \"tools\" and other template variables); '-' reads stdin\n"
+               "  --tools FILE             a JSON array of tools\n"
+               "  --add-generation-prompt  end with the assistant header the model answers after\n"
+               "  --bos TEXT --eos TEXT    bos_token / eos_token (default: the model's, or empty)\n"
+               "  --var NAME=JSON          an extra template variable, e.g. --var enable_thinking=false\n");
 }
 
 // Loads a JSON file ("-" = stdin); NULL after printing an error.
@@ -145,8 +144,12 @@ int aero_cmd_template(int argc, char **argv) {
         .messages = messages,
         .tools = tools,
         .add_generation_prompt = gen,
-        .bos_token = bos ? bos : vbos ? vbos : "",
-        .eos_token = eos ? eos : veos ? veos : "",
+        .bos_token = bos    ? bos
+                     : vbos ? vbos
+                            : "",
+        .eos_token = eos    ? eos
+                     : veos ? veos
+                            : "",
         .extra = json_object_size(extra) ? extra : NULL,
     };
     size_t n = 0;

@@ -10,13 +10,12 @@
 
 // Help text for `aerollm tokenize`.
 static void tok_usage(FILE *f) {
-    fprintf(f,
-            "usage: aerollm tokenize -m MODEL.gguf|tokenizer.json [-p TEXT | -f FILE | < stdin] [options]\n"
-            "  --no-bos          do not prepend BOS (default: as the vocabulary says)\n"
-            "  --parse-special   recognise control tokens such as <|im_start|> in the text\n"
-            "  --ids             print only the ids, space-separated on one line\n"
-            "  --batch           read records \"LEN\\nBYTES\" from stdin; per record print the ids on one line\n"
-            "                    and the hex of their decoding on the next (for differential tests)\n");
+    fprintf(f, "usage: aerollm tokenize -m MODEL.gguf|tokenizer.json [-p TEXT | -f FILE | < stdin] [options]\n"
+               "  --no-bos          do not prepend BOS (default: as the vocabulary says)\n"
+               "  --parse-special   recognise control tokens such as <|im_start|> in the text\n"
+               "  --ids             print only the ids, space-separated on one line\n"
+               "  --batch           read records \"LEN\\nBYTES\" from stdin; per record print the ids on one line\n"
+               "                    and the hex of their decoding on the next (for differential tests)\n");
 }
 
 // Prints a piece with control characters escaped, so that one token stays on one line.
@@ -39,7 +38,8 @@ static int run_batch(const aero_tokenizer *t, bool add_bos, bool parse_special) 
         char *end;
         errno = 0;
         unsigned long long n = strtoull(line, &end, 10);
-        if (end == line || errno || n > (1ull << 32)) return cli_fail("tokenize", "--batch: bad record header '%s'", line);
+        if (end == line || errno || n > (1ull << 32))
+            return cli_fail("tokenize", "--batch: bad record header '%s'", line);
         char *buf = malloc(n ? n : 1);
         if (!buf) return cli_fail("tokenize", "out of memory");
         if (fread(buf, 1, n, stdin) != n) {

@@ -84,14 +84,49 @@ int cli_opts_parse(cli_opts *o, const char *cmd, int argc, char **argv, int i) {
     if (!strcmp(f, "--kv-f32")) return o->kv_f32 = true, 1;
     if (!strcmp(f, "--json")) return o->json = true, 1;
     if (!strcmp(f, "--draft-fixed")) return o->draft_fixed = true, 1;
-    static const char *with_value[] = {"-m", "--model", "-p", "--prompt", "-f", "--file", "-n", "--n-predict", "-t",
-                                       "--threads", "-c", "--ctx-size", "-b", "--batch-size", "--mem", "--prefetch",
-                                       "--io-threads", "--temp", "--top-k", "--top-p", "--min-p", "--repeat-penalty",
-                                       "--repeat-last-n", "--presence-penalty", "--frequency-penalty", "--seed",
-                                       "--draft", "-md", "--model-draft", "--draft-max", "--draft-min", "--draft-p-min",
-                                       "--draft-tree", "--draft-threads", "-td", "-ctk", "--cache-type-k", "-ctv",
-                                       "--cache-type-v", "--kv-recent", "--device",
-                                       "--gpu-mem", NULL};
+    static const char *with_value[] = {"-m",
+                                       "--model",
+                                       "-p",
+                                       "--prompt",
+                                       "-f",
+                                       "--file",
+                                       "-n",
+                                       "--n-predict",
+                                       "-t",
+                                       "--threads",
+                                       "-c",
+                                       "--ctx-size",
+                                       "-b",
+                                       "--batch-size",
+                                       "--mem",
+                                       "--prefetch",
+                                       "--io-threads",
+                                       "--temp",
+                                       "--top-k",
+                                       "--top-p",
+                                       "--min-p",
+                                       "--repeat-penalty",
+                                       "--repeat-last-n",
+                                       "--presence-penalty",
+                                       "--frequency-penalty",
+                                       "--seed",
+                                       "--draft",
+                                       "-md",
+                                       "--model-draft",
+                                       "--draft-max",
+                                       "--draft-min",
+                                       "--draft-p-min",
+                                       "--draft-tree",
+                                       "--draft-threads",
+                                       "-td",
+                                       "-ctk",
+                                       "--cache-type-k",
+                                       "-ctv",
+                                       "--cache-type-v",
+                                       "--kv-recent",
+                                       "--device",
+                                       "--gpu-mem",
+                                       NULL};
     bool known = false;
     for (int k = 0; with_value[k]; k++) known |= !strcmp(f, with_value[k]);
     if (!known) return 0;
@@ -218,13 +253,18 @@ int cli_session_open(cli_session *e, const cli_opts *o, const char *cmd) {
         e->draft_bytes = aero_model_weight_bytes(e->draft);
         if (o->mem && e->draft_bytes >= o->mem) {
             cli_session_close(e);
-            return cli_fail(cmd, "the draft model's weights take %.1f MB, all of --mem %.1f MB: nothing is left for "
-                                 "the model (raise --mem or use --draft ngram)",
+            return cli_fail(cmd,
+                            "the draft model's weights take %.1f MB, all of --mem %.1f MB: nothing is left for "
+                            "the model (raise --mem or use --draft ngram)",
                             e->draft_bytes / 1e6, o->mem / 1e6);
         }
     }
-    aero_ctx_params cp = {.n_ctx = o->n_ctx, .n_seq = 1, .kv_f32 = o->kv_f32, .type_k = (aero_kv_type)o->type_k,
-                          .type_v = (aero_kv_type)o->type_v, .kv_recent = o->kv_recent,
+    aero_ctx_params cp = {.n_ctx = o->n_ctx,
+                          .n_seq = 1,
+                          .kv_f32 = o->kv_f32,
+                          .type_k = (aero_kv_type)o->type_k,
+                          .type_v = (aero_kv_type)o->type_v,
+                          .kv_recent = o->kv_recent,
                           .n_batch = o->n_batch};
     // the KV cache is allocated whole at start: inside --mem it comes out of the weights' share, as the drafter does
     aero_mem_split ms;
@@ -271,8 +311,7 @@ void cli_print_budget(const cli_session *e, const cli_opts *o, FILE *f) {
     if (o->mem)
         fprintf(f, "memory budget: --mem %.1f MB = %s%s + %.1f MB for the model's weights\n", o->mem / 1e6, kv, draft,
                 (o->mem - e->draft_bytes - e->kv_bytes) / 1e6);
-    else
-        fprintf(f, "memory budget: no --mem; %s%s\n", kv, draft);
+    else fprintf(f, "memory budget: no --mem; %s%s\n", kv, draft);
 }
 
 // Frees a session in the reverse order of opening (the drafter before the models it reads).
@@ -309,16 +348,19 @@ void cli_spec_print_stats(aero_spec *s, double gen_s, double t1_pass, FILE *f) {
     fprintf(f, "  drafted           %llu, accepted %llu: acceptance rate %.1f%%, %.2f accepted per pass\n",
             (unsigned long long)st.drafted, (unsigned long long)st.accepted,
             st.drafted ? 100.0 * st.accepted / st.drafted : 0.0, st.accepted / passes);
-    fprintf(f, "  time              draft %.3f s (%.2f ms/pass, %llu drafter passes), verify %.3f s (%.2f ms/pass), "
-               "accept %.3f s, prefill %.3f s\n",
+    fprintf(f,
+            "  time              draft %.3f s (%.2f ms/pass, %llu drafter passes), verify %.3f s (%.2f ms/pass), "
+            "accept %.3f s, prefill %.3f s\n",
             st.draft_s, st.draft_s * 1e3 / passes, (unsigned long long)st.draft_calls, st.verify_s,
             st.verify_s * 1e3 / passes, st.accept_s, st.prefill_s);
-    fprintf(f, "  cost model        target pass %.3f ms + %.4f ms/token, drafter step %.3f ms, acceptance estimate %.2f, "
-               "last draft size %d\n",
+    fprintf(f,
+            "  cost model        target pass %.3f ms + %.4f ms/token, drafter step %.3f ms, acceptance estimate %.2f, "
+            "last draft size %d\n",
             st.pass_a * 1e3, st.pass_b * 1e3, st.draft_call_s * 1e3, st.alpha, st.draft_len);
     if (t1_pass > 0 && gen_s > 0)
-        fprintf(f, "  speedup           %.2fx over plain decoding (%.2f ms per token vs a 1-token target pass of %.2f ms, "
-                   "measured after generation)\n",
+        fprintf(f,
+                "  speedup           %.2fx over plain decoding (%.2f ms per token vs a 1-token target pass of %.2f ms, "
+                "measured after generation)\n",
                 t1_pass * st.generated / gen_s, gen_s * 1e3 / (st.generated ? st.generated : 1), t1_pass * 1e3);
 }
 
@@ -399,12 +441,14 @@ int cli_generate(cli_session *e, const cli_opts *o, FILE *out) {
     int n_gen = aero_generator_n_generated(g);
     const char *stop_reason = aero_end_name(aero_generator_end(g));
     if (e->spec) // the prompt's last chunk went through the first verify pass: its time is in "generated"
-        fprintf(stderr, "\nload %.2f s | prompt %zu tokens in %.3f s (the last %zu verified with the first draft) | "
+        fprintf(stderr,
+                "\nload %.2f s | prompt %zu tokens in %.3f s (the last %zu verified with the first draft) | "
                 "generated %d tokens in %.3f s (%.2f tok/s) | stop: %s\n",
                 e->load_s, n_ids, t1 - t0, (n_ids - 1) % o->n_batch + 1, n_gen, t2 - t1,
                 n_gen / (t2 - t1 > 0 ? t2 - t1 : 1e-9), stop_reason);
     else
-        fprintf(stderr, "\nload %.2f s | prompt %zu tokens in %.3f s (%.1f tok/s) | generated %d tokens in %.3f s (%.2f tok/s)"
+        fprintf(stderr,
+                "\nload %.2f s | prompt %zu tokens in %.3f s (%.1f tok/s) | generated %d tokens in %.3f s (%.2f tok/s)"
                 " | stop: %s\n",
                 e->load_s, n_ids, t1 - t0, n_ids / (t1 - t0 > 0 ? t1 - t0 : 1e-9), n_gen, t2 - t1,
                 n_gen / (t2 - t1 > 0 ? t2 - t1 : 1e-9), stop_reason);

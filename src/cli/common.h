@@ -16,23 +16,23 @@ typedef struct {
     int n_ctx;
     int n_batch;
     uint64_t mem;
-    const char *device;     // --device cpu|cuda (NULL: aero_default_device())
-    uint64_t gpu_mem;       // --gpu-mem SIZE (0: what the model needs, at most the free VRAM less a margin)
+    const char *device; // --device cpu|cuda (NULL: aero_default_device())
+    uint64_t gpu_mem;   // --gpu-mem SIZE (0: what the model needs, at most the free VRAM less a margin)
     int prefetch;
     int io_threads;
     bool stats;
     bool no_bos;
     bool ignore_eos;
     bool kv_f32;
-    int type_k, type_v;     // -ctk/-ctv: aero_kv_type (0: F16, or F32 with --kv-f32)
-    int kv_recent;          // --kv-recent N: the last N positions read from F16 copies of a quantized cache
+    int type_k, type_v; // -ctk/-ctv: aero_kv_type (0: F16, or F32 with --kv-f32)
+    int kv_recent;      // --kv-recent N: the last N positions read from F16 copies of a quantized cache
     bool json;
     aero_sampler_params sp;
     // speculative decoding
-    const char *draft;      // model path or "ngram"
+    const char *draft; // model path or "ngram"
     int draft_max, draft_min, draft_tree, draft_threads;
     float draft_p_min;
-    bool draft_fixed;       // --draft-fixed: always draft draft_max tokens (default: adaptive length)
+    bool draft_fixed; // --draft-fixed: always draft draft_max tokens (default: adaptive length)
 } cli_opts;
 
 // The defaults every command starts from.
@@ -49,10 +49,10 @@ typedef struct {
     aero_model *model;
     aero_ctx *ctx;
     aero_sampler *sampler;
-    aero_model *draft;      // --draft MODEL (fully resident, counted inside --mem), or NULL
-    uint64_t draft_bytes;   // the drafter's weight bytes
-    uint64_t kv_bytes;      // the KV cache's bytes (inside --mem: the weights get what is left)
-    aero_spec *spec;        // --draft MODEL|ngram, or NULL
+    aero_model *draft;    // --draft MODEL (fully resident, counted inside --mem), or NULL
+    uint64_t draft_bytes; // the drafter's weight bytes
+    uint64_t kv_bytes;    // the KV cache's bytes (inside --mem: the weights get what is left)
+    aero_spec *spec;      // --draft MODEL|ngram, or NULL
     double load_s;
 } cli_session;
 

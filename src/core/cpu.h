@@ -5,10 +5,10 @@
 #include <stdbool.h>
 
 typedef struct {
-    bool avx2, fma, f16c;                         // with OS support for YMM state
-    bool avx512f, avx512bw, avx512vl, avx512dq;   // with OS support for ZMM and opmask state
+    bool avx2, fma, f16c;                       // with OS support for YMM state
+    bool avx512f, avx512bw, avx512vl, avx512dq; // with OS support for ZMM and opmask state
     bool avx512vnni, avx512bf16;
-    int n_cpus;                                   // online CPUs (at least 1)
+    int n_cpus; // online CPUs (at least 1)
 } aero_cpu_features;
 
 // Detected once; the returned struct lives forever.

@@ -10,10 +10,10 @@
 #include "../../include/aerollm.h" // aero_dtype
 
 typedef struct {
-    const char *name;   // "Q4_K"; NULL for ids that are not a type
-    uint32_t block;     // elements per block
+    const char *name; // "Q4_K"; NULL for ids that are not a type
+    uint32_t block;   // elements per block
     uint32_t block_bytes;
-    bool computable;    // the kernels can dequantize it and take dot products with it
+    bool computable; // the kernels can dequantize it and take dot products with it
 } aero_dtype_info;
 
 // Geometry of a type, or NULL when the id is not a known type.

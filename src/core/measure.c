@@ -71,13 +71,13 @@ typedef struct {
 
 typedef struct {
     const disk_req *reqs;
-    int n, next;              // requests, and the next one to take
+    int n, next; // requests, and the next one to take
     const int *fds;
-    const bool *direct;       // per file: opened with O_DIRECT
-    uint64_t req;             // the largest request: each reader's share of the buffer
-    char *buf;                // caller's buffer (one request per reader), or NULL: each reader allocates
+    const bool *direct; // per file: opened with O_DIRECT
+    uint64_t req;       // the largest request: each reader's share of the buffer
+    char *buf;          // caller's buffer (one request per reader), or NULL: each reader allocates
     pthread_mutex_t mu;
-    uint64_t bytes;           // read so far
+    uint64_t bytes; // read so far
     bool failed;
 } disk_job;
 

@@ -21,17 +21,17 @@ typedef struct {
 // A disk read-bandwidth probe, shaped like the reader it is the floor of: the same request size, as many
 // requests in flight, O_DIRECT or not, the same byte ranges.
 typedef struct {
-    const char *const *paths;       // the files read
+    const char *const *paths; // the files read
     uint32_t n_paths;
-    const aero_disk_range *ranges;  // the bytes read, in request order; NULL: every file whole
+    const aero_disk_range *ranges; // the bytes read, in request order; NULL: every file whole
     int n_ranges;
-    uint64_t max_bytes;             // read about this much at most: every k-th request, spread evenly; 0: no limit
-    uint64_t req_bytes;             // bytes per request (rounded up to 4 KiB); 0: 8 MiB
-    int inflight;                   // requests in flight, one reader thread each (at most 32); <= 0: 4
-    bool buffered;                  // buffered reads with FADV_DONTNEED instead of O_DIRECT (also the fallback
-                                    // where the file system refuses O_DIRECT)
-    void *buf;                      // 4 KiB-aligned buffer of buf_bytes holding the requests in flight, so that a
-    uint64_t buf_bytes;             // streamer measures with its idle window and allocates nothing; NULL: allocated
+    uint64_t max_bytes; // read about this much at most: every k-th request, spread evenly; 0: no limit
+    uint64_t req_bytes; // bytes per request (rounded up to 4 KiB); 0: 8 MiB
+    int inflight;       // requests in flight, one reader thread each (at most 32); <= 0: 4
+    bool buffered;      // buffered reads with FADV_DONTNEED instead of O_DIRECT (also the fallback
+                        // where the file system refuses O_DIRECT)
+    void *buf;          // 4 KiB-aligned buffer of buf_bytes holding the requests in flight, so that a
+    uint64_t buf_bytes; // streamer measures with its idle window and allocates nothing; NULL: allocated
 } aero_disk_probe;
 
 // Read bandwidth (bytes/s) of the probe's reads; 0 when nothing was read or a read failed. The one disk probe:

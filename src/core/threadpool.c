@@ -27,10 +27,10 @@ struct aero_pool {
     pthread_mutex_t run_lock; // one job at a time, even when several threads share the pool
     pthread_mutex_t lock;     // guards sleeping
     pthread_cond_t wake;
-    _Atomic unsigned long gen;  // bumped once per job
-    _Atomic int done;           // workers finished with the current job
+    _Atomic unsigned long gen; // bumped once per job
+    _Atomic int done;          // workers finished with the current job
     _Atomic int stop;
-    int sleepers;               // workers blocked on `wake` (under lock)
+    int sleepers; // workers blocked on `wake` (under lock)
     aero_pool_fn fn;
     void *ctx;
 };

@@ -24,9 +24,9 @@ typedef struct aero_gguf_value aero_gguf_value;
 struct aero_gguf_value {
     aero_gguf_type type;
     union {
-        uint64_t u64;  // UINT8..UINT64, BOOL
-        int64_t i64;   // INT8..INT64
-        double f64;    // FLOAT32, FLOAT64
+        uint64_t u64; // UINT8..UINT64, BOOL
+        int64_t i64;  // INT8..INT64
+        double f64;   // FLOAT32, FLOAT64
         aero_gguf_str str;
         struct {
             aero_gguf_type elem;
@@ -49,24 +49,24 @@ typedef struct {
     uint32_t n_dims;
     uint64_t ne[AERO_GGUF_MAX_DIMS]; // ne[0] = elements per row (contiguous), unused dims = 1
     uint64_t n_elements;
-    uint32_t file;                   // index into aero_gguf.files (split models)
-    uint64_t offset;                 // absolute byte offset of the data in that file
+    uint32_t file;   // index into aero_gguf.files (split models)
+    uint64_t offset; // absolute byte offset of the data in that file
     uint64_t nbytes;
 } aero_tensor_info;
 
 typedef struct {
     char *path;
     uint64_t size;
-    uint64_t data_offset;            // where the tensor data section starts
+    uint64_t data_offset; // where the tensor data section starts
 } aero_gguf_file;
 
 typedef struct aero_gguf {
-    uint32_t version;                // of the first file
+    uint32_t version; // of the first file
     uint64_t alignment;
     uint64_t n_kv;
-    aero_gguf_kv *kv;                // of the first file (split files repeat/extend metadata; first wins)
+    aero_gguf_kv *kv; // of the first file (split files repeat/extend metadata; first wins)
     uint64_t n_tensors;
-    aero_tensor_info *tensors;       // across all split files, in file order
+    aero_tensor_info *tensors; // across all split files, in file order
     uint32_t n_files;
     aero_gguf_file *files;
 } aero_gguf;

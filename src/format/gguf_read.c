@@ -11,8 +11,8 @@
 
 #include "gguf.h"
 
-#define GGUF_MAX_DEPTH 8           // nested arrays deeper than this are refused
-#define GGUF_MAX_NAME 4096         // longest tensor name accepted
+#define GGUF_MAX_DEPTH 8   // nested arrays deeper than this are refused
+#define GGUF_MAX_NAME 4096 // longest tensor name accepted
 #define RD_CACHE (1u << 20)
 
 // A bounded cursor over a file (pread through a cache) or a memory buffer.
@@ -32,7 +32,7 @@ typedef struct {
 #define NO_INDEX UINT64_MAX
 typedef struct {
     const char *base;
-    const char *sep;      // between base and index: " element " or " "
+    const char *sep; // between base and index: " element " or " "
     uint64_t index;
     const char *tail, *tail2;
 } fld;
@@ -59,9 +59,9 @@ static uint64_t rd_left(const reader *r) { return r->pos <= r->size ? r->size - 
 static aero_status rd_bytes(reader *r, void *dst, uint64_t n, const fld *field, aero_error *err) {
     char text[256];
     if (n > rd_left(r))
-        return aero_fail(err, AERO_ERR_FORMAT, "%s: %s at offset %llu: needs %llu bytes, file ends at %llu",
-                         r->name, fld_text(field, text, sizeof text), (unsigned long long)r->pos,
-                         (unsigned long long)n, (unsigned long long)r->size);
+        return aero_fail(err, AERO_ERR_FORMAT, "%s: %s at offset %llu: needs %llu bytes, file ends at %llu", r->name,
+                         fld_text(field, text, sizeof text), (unsigned long long)r->pos, (unsigned long long)n,
+                         (unsigned long long)r->size);
     if (r->buf) {
         if (n) memcpy(dst, r->buf + r->pos, n);
         r->pos += n;
@@ -120,8 +120,8 @@ static aero_status rd_str(reader *r, aero_gguf_str *s, fld field, aero_error *er
 }
 
 static const char *type_names[AERO_GGUF_TYPE_COUNT] = {
-    "uint8", "int8", "uint16", "int16", "uint32", "int32", "float32",
-    "bool", "string", "array", "uint64", "int64", "float64",
+    "uint8", "int8",   "uint16", "int16",  "uint32", "int32",   "float32",
+    "bool",  "string", "array",  "uint64", "int64",  "float64",
 };
 static const uint8_t type_sizes[AERO_GGUF_TYPE_COUNT] = {1, 1, 2, 2, 4, 4, 4, 1, 0, 0, 8, 8, 8};
 
@@ -155,14 +155,54 @@ static void scalar_set(aero_gguf_value *v, aero_gguf_type t, const uint8_t *p) {
     case AERO_GGUF_UINT8: v->u64 = p[0]; break;
     case AERO_GGUF_BOOL: v->u64 = p[0] != 0; break;
     case AERO_GGUF_INT8: v->i64 = (int8_t)p[0]; break;
-    case AERO_GGUF_UINT16: { uint16_t x; memcpy(&x, p, 2); v->u64 = x; break; }
-    case AERO_GGUF_INT16: { int16_t x; memcpy(&x, p, 2); v->i64 = x; break; }
-    case AERO_GGUF_UINT32: { uint32_t x; memcpy(&x, p, 4); v->u64 = x; break; }
-    case AERO_GGUF_INT32: { int32_t x; memcpy(&x, p, 4); v->i64 = x; break; }
-    case AERO_GGUF_FLOAT32: { float x; memcpy(&x, p, 4); v->f64 = x; break; }
-    case AERO_GGUF_UINT64: { uint64_t x; memcpy(&x, p, 8); v->u64 = x; break; }
-    case AERO_GGUF_INT64: { int64_t x; memcpy(&x, p, 8); v->i64 = x; break; }
-    case AERO_GGUF_FLOAT64: { double x; memcpy(&x, p, 8); v->f64 = x; break; }
+    case AERO_GGUF_UINT16: {
+        uint16_t x;
+        memcpy(&x, p, 2);
+        v->u64 = x;
+        break;
+    }
+    case AERO_GGUF_INT16: {
+        int16_t x;
+        memcpy(&x, p, 2);
+        v->i64 = x;
+        break;
+    }
+    case AERO_GGUF_UINT32: {
+        uint32_t x;
+        memcpy(&x, p, 4);
+        v->u64 = x;
+        break;
+    }
+    case AERO_GGUF_INT32: {
+        int32_t x;
+        memcpy(&x, p, 4);
+        v->i64 = x;
+        break;
+    }
+    case AERO_GGUF_FLOAT32: {
+        float x;
+        memcpy(&x, p, 4);
+        v->f64 = x;
+        break;
+    }
+    case AERO_GGUF_UINT64: {
+        uint64_t x;
+        memcpy(&x, p, 8);
+        v->u64 = x;
+        break;
+    }
+    case AERO_GGUF_INT64: {
+        int64_t x;
+        memcpy(&x, p, 8);
+        v->i64 = x;
+        break;
+    }
+    case AERO_GGUF_FLOAT64: {
+        double x;
+        memcpy(&x, p, 8);
+        v->f64 = x;
+        break;
+    }
     default: break;
     }
 }
@@ -189,9 +229,8 @@ static aero_status rd_array(reader *r, aero_gguf_value *v, int depth, const char
     uint64_t min_elem = elem == AERO_GGUF_STRING ? 8 : elem == AERO_GGUF_ARRAY ? 12 : type_sizes[elem];
     if (n > rd_left(r) / min_elem)
         return aero_fail(err, AERO_ERR_FORMAT,
-                         "%s: %s at offset %llu: array of %llu %s elements past end of file (size %llu)", r->name,
-                         what, (unsigned long long)at, (unsigned long long)n, type_names[elem],
-                         (unsigned long long)r->size);
+                         "%s: %s at offset %llu: array of %llu %s elements past end of file (size %llu)", r->name, what,
+                         (unsigned long long)at, (unsigned long long)n, type_names[elem], (unsigned long long)r->size);
     if (n == 0) return AERO_OK;
     if (elem != AERO_GGUF_STRING && elem != AERO_GGUF_ARRAY) {
         v->arr.data = malloc(n * min_elem);
@@ -202,8 +241,10 @@ static aero_status rd_array(reader *r, aero_gguf_value *v, int depth, const char
             uint8_t *b = v->arr.data;
             for (uint64_t i = 0; i < n; i++)
                 if (b[i] > 1)
-                    return aero_fail(err, AERO_ERR_FORMAT, "%s: %s at offset %llu: bool element %llu has value %u "
-                                     "(not 0 or 1)", r->name, what, (unsigned long long)at, (unsigned long long)i, b[i]);
+                    return aero_fail(err, AERO_ERR_FORMAT,
+                                     "%s: %s at offset %llu: bool element %llu has value %u "
+                                     "(not 0 or 1)",
+                                     r->name, what, (unsigned long long)at, (unsigned long long)i, b[i]);
         }
         return AERO_OK;
     }
@@ -320,13 +361,11 @@ fail:
 }
 
 // Reads one tensor info record and validates type, shape, size and alignment (data range checked later).
-static aero_status rd_tensor_info(reader *r, aero_tensor_info *t, uint64_t index, uint64_t alignment,
-                                  aero_error *err) {
+static aero_status rd_tensor_info(reader *r, aero_tensor_info *t, uint64_t index, uint64_t alignment, aero_error *err) {
     uint64_t at = r->pos;
     aero_gguf_str name = {0};
     char base[GGUF_MAX_NAME + 64];
-    if (rd_str(r, &name, (fld){"tensor", " ", index, " name", ""}, err))
-        return err->code;
+    if (rd_str(r, &name, (fld){"tensor", " ", index, " name", ""}, err)) return err->code;
     t->name = name.ptr;
     if (name.len == 0 || name.len > GGUF_MAX_NAME || strlen(name.ptr) != name.len)
         return aero_fail(err, AERO_ERR_FORMAT, "%s: tensor %llu at offset %llu: invalid name (length %llu%s)", r->name,
@@ -343,15 +382,16 @@ static aero_status rd_tensor_info(reader *r, aero_tensor_info *t, uint64_t index
     for (uint32_t d = 0; d < t->n_dims; d++) {
         uint64_t dim_at = r->pos;
         static const char *const dim_names[AERO_GGUF_MAX_DIMS] = {" dimension 0", " dimension 1", " dimension 2",
-                                                                   " dimension 3"};
+                                                                  " dimension 3"};
         if (rd_u64(r, &t->ne[d], FLD(base, dim_names[d]), err)) return err->code;
         if (t->ne[d] == 0)
-            return aero_fail(err, AERO_ERR_FORMAT, "%s: tensor '%s' dimension %u at offset %llu is 0", r->name,
-                             t->name, d, (unsigned long long)dim_at);
+            return aero_fail(err, AERO_ERR_FORMAT, "%s: tensor '%s' dimension %u at offset %llu is 0", r->name, t->name,
+                             d, (unsigned long long)dim_at);
         if (t->ne[d] > (uint64_t)INT64_MAX || n > (uint64_t)INT64_MAX / t->ne[d])
-            return aero_fail(err, AERO_ERR_FORMAT, "%s: tensor '%s' dimension %u at offset %llu: %llu makes the "
-                             "element count overflow", r->name, t->name, d, (unsigned long long)dim_at,
-                             (unsigned long long)t->ne[d]);
+            return aero_fail(err, AERO_ERR_FORMAT,
+                             "%s: tensor '%s' dimension %u at offset %llu: %llu makes the "
+                             "element count overflow",
+                             r->name, t->name, d, (unsigned long long)dim_at, (unsigned long long)t->ne[d]);
         n *= t->ne[d];
     }
     t->n_elements = n;
@@ -364,8 +404,10 @@ static aero_status rd_tensor_info(reader *r, aero_tensor_info *t, uint64_t index
                          t->name, (unsigned long long)type_at, type);
     t->type = (aero_dtype)type;
     if (t->ne[0] % di->block)
-        return aero_fail(err, AERO_ERR_FORMAT, "%s: tensor '%s': row length %llu is not a multiple of the %s block "
-                         "size %u", r->name, t->name, (unsigned long long)t->ne[0], di->name, di->block);
+        return aero_fail(err, AERO_ERR_FORMAT,
+                         "%s: tensor '%s': row length %llu is not a multiple of the %s block "
+                         "size %u",
+                         r->name, t->name, (unsigned long long)t->ne[0], di->name, di->block);
     uint64_t blocks = n / di->block;
     if (blocks > (uint64_t)INT64_MAX / di->block_bytes)
         return aero_fail(err, AERO_ERR_FORMAT, "%s: tensor '%s': byte size of %llu %s elements overflows", r->name,
@@ -374,9 +416,11 @@ static aero_status rd_tensor_info(reader *r, aero_tensor_info *t, uint64_t index
     uint64_t off_at = r->pos;
     if (rd_u64(r, &t->offset, FLD(base, " offset"), err)) return err->code;
     if (t->offset % alignment)
-        return aero_fail(err, AERO_ERR_FORMAT, "%s: tensor '%s' offset at offset %llu: data offset %llu is not a "
-                         "multiple of the alignment %llu", r->name, t->name, (unsigned long long)off_at,
-                         (unsigned long long)t->offset, (unsigned long long)alignment);
+        return aero_fail(err, AERO_ERR_FORMAT,
+                         "%s: tensor '%s' offset at offset %llu: data offset %llu is not a "
+                         "multiple of the alignment %llu",
+                         r->name, t->name, (unsigned long long)off_at, (unsigned long long)t->offset,
+                         (unsigned long long)alignment);
     return AERO_OK;
 }
 
@@ -436,7 +480,9 @@ static aero_status parse_one(aero_gguf *g, reader *r, uint32_t file, aero_error 
                           r->name, (unsigned long long)i, (unsigned long long)at, (unsigned long long)e->key.len,
                           e->key.len ? ", contains NUL" : "");
         uint64_t type_at = r->pos;
-        if (!s) s = rd_u32(r, &type, FLD(fmt_base(kbase, sizeof kbase, "metadata '%.200s'", e->key.ptr), " value type"), err);
+        if (!s)
+            s = rd_u32(r, &type, FLD(fmt_base(kbase, sizeof kbase, "metadata '%.200s'", e->key.ptr), " value type"),
+                       err);
         if (!s && type >= AERO_GGUF_TYPE_COUNT)
             s = aero_fail(err, AERO_ERR_FORMAT, "%s: metadata '%s' value type at offset %llu: unknown value type %u",
                           r->name, e->key.ptr, (unsigned long long)type_at, type);
@@ -446,10 +492,10 @@ static aero_status parse_one(aero_gguf *g, reader *r, uint32_t file, aero_error 
                 s = aero_fail(err, AERO_ERR_FORMAT, "%s: general.alignment at offset %llu has type %s, must be uint32",
                               r->name, (unsigned long long)at, type_names[e->value.type]);
             else if (e->value.u64 == 0 || (e->value.u64 & (e->value.u64 - 1)))
-                s = aero_fail(err, AERO_ERR_FORMAT, "%s: general.alignment at offset %llu is %llu, must be a power of two",
-                              r->name, (unsigned long long)at, (unsigned long long)e->value.u64);
-            else
-                alignment = e->value.u64;
+                s = aero_fail(err, AERO_ERR_FORMAT,
+                              "%s: general.alignment at offset %llu is %llu, must be a power of two", r->name,
+                              (unsigned long long)at, (unsigned long long)e->value.u64);
+            else alignment = e->value.u64;
         }
         if (file != 0) {
             free(scratch.key.ptr);
@@ -478,9 +524,10 @@ static aero_status parse_one(aero_gguf *g, reader *r, uint32_t file, aero_error 
     for (uint64_t i = 0; i < n_tensors; i++) {
         aero_tensor_info *t = &g->tensors[base + i];
         if (data > r->size || t->offset > r->size - data || t->nbytes > r->size - data - t->offset)
-            return aero_fail(err, AERO_ERR_FORMAT, "%s: tensor '%s' data [%llu, +%llu) (offset %llu in the data section "
-                             "at %llu) past end of file (size %llu)", r->name, t->name,
-                             (unsigned long long)(data + t->offset), (unsigned long long)t->nbytes,
+            return aero_fail(err, AERO_ERR_FORMAT,
+                             "%s: tensor '%s' data [%llu, +%llu) (offset %llu in the data section "
+                             "at %llu) past end of file (size %llu)",
+                             r->name, t->name, (unsigned long long)(data + t->offset), (unsigned long long)t->nbytes,
                              (unsigned long long)t->offset, (unsigned long long)data, (unsigned long long)r->size);
         t->offset += data;
     }
@@ -525,8 +572,7 @@ static int split_count(const char *path, size_t *prefix_len) {
     const char *p = path + n - tl;
     int count;
     char dot[6];
-    if (strncmp(p, "-00001-of-", 10) || sscanf(p + 10, "%5d%5s", &count, dot) != 2 || strcmp(dot, ".gguf"))
-        return 0;
+    if (strncmp(p, "-00001-of-", 10) || sscanf(p + 10, "%5d%5s", &count, dot) != 2 || strcmp(dot, ".gguf")) return 0;
     *prefix_len = n - tl;
     return count > 1 ? count : 0;
 }
@@ -582,13 +628,18 @@ const char *aero_gguf_get_str(const aero_gguf *g, const char *key) {
 // Converts a scalar value to int64 when it is an integer type (or bool) that fits.
 static bool value_i64(const aero_gguf_value *v, int64_t *out) {
     switch (v->type) {
-    case AERO_GGUF_UINT8: case AERO_GGUF_UINT16: case AERO_GGUF_UINT32: case AERO_GGUF_UINT64: case AERO_GGUF_BOOL:
+    case AERO_GGUF_UINT8:
+    case AERO_GGUF_UINT16:
+    case AERO_GGUF_UINT32:
+    case AERO_GGUF_UINT64:
+    case AERO_GGUF_BOOL:
         if (v->u64 > (uint64_t)INT64_MAX) return false;
         *out = (int64_t)v->u64;
         return true;
-    case AERO_GGUF_INT8: case AERO_GGUF_INT16: case AERO_GGUF_INT32: case AERO_GGUF_INT64:
-        *out = v->i64;
-        return true;
+    case AERO_GGUF_INT8:
+    case AERO_GGUF_INT16:
+    case AERO_GGUF_INT32:
+    case AERO_GGUF_INT64: *out = v->i64; return true;
     default: return false;
     }
 }
@@ -634,8 +685,7 @@ bool aero_gguf_get_bool(const aero_gguf *g, const char *key, bool *out) {
 bool aero_gguf_arr_i64(const aero_gguf_value *v, uint64_t i, int64_t *out) {
     if (!v || v->type != AERO_GGUF_ARRAY || i >= v->arr.n) return false;
     aero_gguf_type t = v->arr.elem;
-    if (t == AERO_GGUF_STRING || t == AERO_GGUF_ARRAY || t == AERO_GGUF_FLOAT32 || t == AERO_GGUF_FLOAT64)
-        return false;
+    if (t == AERO_GGUF_STRING || t == AERO_GGUF_ARRAY || t == AERO_GGUF_FLOAT32 || t == AERO_GGUF_FLOAT64) return false;
     aero_gguf_value e;
     scalar_set(&e, t, (const uint8_t *)v->arr.data + i * type_sizes[t]);
     return value_i64(&e, out);

@@ -11,10 +11,10 @@
 
 #include "gguf.h"
 
-#define WRITE_BUF (4u << 20)          // output buffer
-#define FILL_CHUNK (16u << 20)        // bytes of rows asked of a row filler at once
-#define MAX_DEPTH 8                   // the reader refuses deeper nesting
-#define MAX_NAME 4096                 // the reader refuses longer tensor names
+#define WRITE_BUF (4u << 20)   // output buffer
+#define FILL_CHUNK (16u << 20) // bytes of rows asked of a row filler at once
+#define MAX_DEPTH 8            // the reader refuses deeper nesting
+#define MAX_NAME 4096          // the reader refuses longer tensor names
 
 typedef struct {
     char *name;
@@ -22,8 +22,8 @@ typedef struct {
     uint32_t n_dims;
     uint64_t ne[AERO_GGUF_MAX_DIMS];
     uint64_t nbytes;
-    uint64_t offset;          // relative to the data section
-    void *data;               // owned copy, or NULL when a filler is set
+    uint64_t offset; // relative to the data section
+    void *data;      // owned copy, or NULL when a filler is set
     aero_gguf_fill_fn fill;
     aero_gguf_fill_rows_fn fill_rows;
     void *fill_ctx;
@@ -36,8 +36,8 @@ struct aero_gguf_writer {
     uint64_t n_t, cap_t;
     void (*progress)(void *, uint64_t, uint64_t);
     void *progress_ctx;
-    bool oom;                 // a setter ran out of memory: write() fails
-    char bad[256];            // first invalid metadata given to a setter: write() fails with it
+    bool oom;      // a setter ran out of memory: write() fails
+    char bad[256]; // first invalid metadata given to a setter: write() fails with it
 };
 
 // Remembers the first invalid setter call, so that write() can report it (setters return nothing).
@@ -54,8 +54,8 @@ aero_gguf_writer *aero_gguf_writer_new(uint64_t alignment) {
     aero_gguf_writer *w = calloc(1, sizeof *w);
     if (!w) return NULL;
     if (alignment != 0 && alignment != AERO_GGUF_DEFAULT_ALIGNMENT) {
-        if (alignment > UINT32_MAX) writer_bad(w, "alignment %llu does not fit general.alignment (uint32)",
-                                               (unsigned long long)alignment);
+        if (alignment > UINT32_MAX)
+            writer_bad(w, "alignment %llu does not fit general.alignment (uint32)", (unsigned long long)alignment);
         else aero_gguf_set_u32(w, "general.alignment", (uint32_t)alignment);
     }
     return w;
@@ -347,8 +347,8 @@ typedef struct {
     int fd;
     uint8_t *buf;
     size_t len;
-    uint64_t pos;             // bytes accepted so far (the file offset once flushed)
-    int err;                  // errno of the first failure, 0 if none
+    uint64_t pos; // bytes accepted so far (the file offset once flushed)
+    int err;      // errno of the first failure, 0 if none
 } out_stream;
 
 // Writes all of n bytes to the fd, retrying short writes and EINTR.
@@ -419,9 +419,16 @@ static void put_value(out_stream *o, const aero_gguf_value *v) {
             put(o, v->arr.data, v->arr.n * aero_gguf_type_size(v->arr.elem));
         }
         return;
-    case AERO_GGUF_FLOAT32: { float f = (float)v->f64; memcpy(raw, &f, 4); break; }
+    case AERO_GGUF_FLOAT32: {
+        float f = (float)v->f64;
+        memcpy(raw, &f, 4);
+        break;
+    }
     case AERO_GGUF_FLOAT64: memcpy(raw, &v->f64, 8); break;
-    case AERO_GGUF_INT8: case AERO_GGUF_INT16: case AERO_GGUF_INT32: case AERO_GGUF_INT64: memcpy(raw, &v->i64, 8); break;
+    case AERO_GGUF_INT8:
+    case AERO_GGUF_INT16:
+    case AERO_GGUF_INT32:
+    case AERO_GGUF_INT64: memcpy(raw, &v->i64, 8); break;
     default: memcpy(raw, &v->u64, 8); break;
     }
     put(o, raw, aero_gguf_type_size(v->type)); // little-endian: the low bytes come first
@@ -464,10 +471,10 @@ static aero_status put_tensor(out_stream *o, const wtensor *t, void **buf, size_
     }
     for (uint64_t r = 0; r < rows && !o->err; r += per) {
         uint64_t n = rows - r < per ? rows - r : per;
-        bool ok = t->fill ? t->fill(t->fill_ctx, *buf, t->nbytes, err)
-                          : t->fill_rows(t->fill_ctx, *buf, r, n, err);
+        bool ok = t->fill ? t->fill(t->fill_ctx, *buf, t->nbytes, err) : t->fill_rows(t->fill_ctx, *buf, r, n, err);
         if (!ok) {
-            if (err->code == AERO_OK) return aero_fail(err, AERO_ERR_INVALID, "tensor '%s': its producer failed", t->name);
+            if (err->code == AERO_OK)
+                return aero_fail(err, AERO_ERR_INVALID, "tensor '%s': its producer failed", t->name);
             return aero_error_prefix(err, "tensor '%s': ", t->name);
         }
         put(o, *buf, n * row_bytes);

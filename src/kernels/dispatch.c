@@ -46,7 +46,8 @@ static void kernels_setup(void) {
     }
     isa_selected = best;
     ops_selected = best == AERO_ISA_AVX512 ? (use_vnni ? &ops_avx512_vnni : &ops_avx512)
-                   : best == AERO_ISA_AVX2 ? &ops_avx2 : &ops_scalar;
+                   : best == AERO_ISA_AVX2 ? &ops_avx2
+                                           : &ops_scalar;
 }
 
 void aero_kernels_init(void) { pthread_once(&kernels_once, kernels_setup); }

@@ -127,7 +127,8 @@ static void f16_to_f32_row(const uint16_t *x, float *y, int64_t n) {
 static void f32_to_f16_row(const float *x, uint16_t *y, int64_t n) {
     int64_t i = 0;
     for (; i + 8 <= n; i += 8)
-        _mm_storeu_si128((void *)(y + i), _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        _mm_storeu_si128((void *)(y + i),
+                         _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
     for (; i < n; i++) y[i] = aero_f32_to_f16(x[i]);
 }
 
@@ -215,8 +216,8 @@ AI __m256i fifth_bits(const uint8_t *qh) {
     uint32_t bits;
     memcpy(&bits, qh, 4);
     __m256i v = _mm256_set1_epi32((int)bits);
-    v = _mm256_shuffle_epi8(v, _mm256_setr_epi64x(0x0000000000000000ll, 0x0101010101010101ll, 0x0202020202020202ll,
-                                                  0x0303030303030303ll));
+    v = _mm256_shuffle_epi8(
+        v, _mm256_setr_epi64x(0x0000000000000000ll, 0x0101010101010101ll, 0x0202020202020202ll, 0x0303030303030303ll));
     const __m256i bit = _mm256_set1_epi64x(0x8040201008040201ll);
     v = _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
     return _mm256_and_si256(v, _mm256_set1_epi8(16));
@@ -226,7 +227,11 @@ AI __m256i fifth_bits(const uint8_t *qh) {
 AI float dot32(const aero_dtype t, int64_t n, const void *vw, const void *va) {
     const aero_block_q8_0 *a = va;
     const uint8_t *w = vw;
-    const size_t bb = t == AERO_DT_Q4_0 ? 18 : t == AERO_DT_Q4_1 ? 20 : t == AERO_DT_Q5_0 ? 22 : t == AERO_DT_Q5_1 ? 24 : 34;
+    const size_t bb = t == AERO_DT_Q4_0   ? 18
+                      : t == AERO_DT_Q4_1 ? 20
+                      : t == AERO_DT_Q5_0 ? 22
+                      : t == AERO_DT_Q5_1 ? 24
+                                          : 34;
     const bool has_min = t == AERO_DT_Q4_1 || t == AERO_DT_Q5_1, five = t == AERO_DT_Q5_0 || t == AERO_DT_Q5_1;
     const __m256i ones = _mm256_set1_epi8(1);
     __m256 acc = _mm256_setzero_ps();
@@ -249,7 +254,8 @@ AI float dot32(const aero_dtype t, int64_t n, const void *vw, const void *va) {
             uint16_t m;
             memcpy(&m, w + 2, 2);
             acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(madd1(p)), _mm256_set1_ps(h2f(d) * da), acc);
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(madd1(_mm256_maddubs_epi16(ones, av))), _mm256_set1_ps(h2f(m) * da), acc);
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(madd1(_mm256_maddubs_epi16(ones, av))),
+                                  _mm256_set1_ps(h2f(m) * da), acc);
         } else {
             // codes are offset by 8 (or 16): subtract offset * activation pair sums, still exact in 16 bits
             __m256i o = _mm256_maddubs_epi16(_mm256_set1_epi8(five ? 16 : 8), av);
@@ -304,8 +310,10 @@ AI float dot_q45k(const bool five, int64_t n, const void *vw, const void *va) {
             __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
             if (five) {
                 __m256i b0 = _mm256_set1_epi8((char)(1 << (2 * p))), b1 = _mm256_set1_epi8((char)(1 << (2 * p + 1)));
-                lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hb, b0), b0), _mm256_set1_epi8(16)));
-                hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hb, b1), b1), _mm256_set1_epi8(16)));
+                lo = _mm256_or_si256(
+                    lo, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hb, b0), b0), _mm256_set1_epi8(16)));
+                hi = _mm256_or_si256(
+                    hi, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hb, b1), b1), _mm256_set1_epi8(16)));
             }
             __m256i plo = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const void *)(aq + 64 * p)));
             __m256i phi = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const void *)(aq + 64 * p + 32)));
@@ -314,7 +322,8 @@ AI float dot_q45k(const bool five, int64_t n, const void *vw, const void *va) {
         }
         __m256i mins16 = _mm256_cvtepu8_epi16(_mm_loadl_epi64((const void *)(sm + 8)));
         // each min twice, for the two bsums of its group
-        __m256i mdup = _mm256_permute2x128_si256(_mm256_unpacklo_epi16(mins16, mins16), _mm256_unpackhi_epi16(mins16, mins16), 0x20);
+        __m256i mdup = _mm256_permute2x128_si256(_mm256_unpacklo_epi16(mins16, mins16),
+                                                 _mm256_unpackhi_epi16(mins16, mins16), 0x20);
         __m256i msum = _mm256_madd_epi16(_mm256_loadu_si256((const void *)a[i].bsums), mdup);
         float ad = a[i].d;
         acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(h2f(d) * ad), acc);
@@ -338,7 +347,8 @@ static float dot_q6_K(int64_t n, const void *vw, const void *va) {
             __m256i hb = _mm256_loadu_si256((const void *)(x[i].qh + 32 * h));
             __m256i u[4];
             u[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(hb, m3), 4));
-            u[1] = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2), m3), 4));
+            u[1] = _mm256_or_si256(_mm256_and_si256(l1, m4),
+                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2), m3), 4));
             u[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
                                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 4), m3), 4));
             u[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
@@ -373,7 +383,8 @@ static float dot_q3_K(int64_t n, const void *vw, const void *va) {
             for (int k = 0; k < 4; k++) {
                 __m256i b = _mm256_set1_epi8((char)(1 << (4 * h + k)));
                 __m256i u = _mm256_and_si256(_mm256_srli_epi16(q, 2 * k), m3);
-                u = _mm256_or_si256(u, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hm, b), b), _mm256_set1_epi8(4)));
+                u = _mm256_or_si256(
+                    u, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hm, b), b), _mm256_set1_epi8(4)));
                 int g = 8 * h + 2 * k;
                 __m256i p = _mm256_maddubs_epi16(u, _mm256_loadu_si256((const void *)(aq + 128 * h + 32 * k)));
                 isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p, scale16x2(sc[g], sc[g + 1])));

@@ -14,7 +14,8 @@
 #define PREFETCH_AHEAD 4096
 // Prefetches `lines` cache lines PREFETCH_AHEAD bytes past p (never faults).
 AI void prefetch_ahead(const void *p, int lines) {
-    for (int l = 0; l < lines; l++) _mm_prefetch((const char *)((uintptr_t)p + PREFETCH_AHEAD + 64u * (unsigned)l), _MM_HINT_T0);
+    for (int l = 0; l < lines; l++)
+        _mm_prefetch((const char *)((uintptr_t)p + PREFETCH_AHEAD + 64u * (unsigned)l), _MM_HINT_T0);
 }
 
 AI float h2f(uint16_t h) { return _cvtsh_ss(h); }
@@ -55,7 +56,8 @@ static float dot_f32(int64_t n, const void *vw, const void *va) {
     for (; i + 16 <= n; i += 16) s = _mm512_add_ps(s, _mm512_mul_ps(_mm512_loadu_ps(w + i), _mm512_loadu_ps(a + i)));
     if (i < n) {
         __mmask16 k = (__mmask16)((1u << (n - i)) - 1);
-        s = _mm512_mask_add_ps(s, k, s, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, w + i), _mm512_maskz_loadu_ps(k, a + i)));
+        s = _mm512_mask_add_ps(s, k, s,
+                               _mm512_mul_ps(_mm512_maskz_loadu_ps(k, w + i), _mm512_maskz_loadu_ps(k, a + i)));
     }
     float acc[16];
     _mm512_storeu_ps(acc, s);
@@ -118,11 +120,12 @@ static void f16_to_f32_row(const uint16_t *x, float *y, int64_t n) {
 static void f32_to_f16_row(const float *x, uint16_t *y, int64_t n) {
     int64_t i = 0;
     for (; i + 16 <= n; i += 16)
-        _mm256_storeu_si256((void *)(y + i), _mm512_cvtps_ph(_mm512_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        _mm256_storeu_si256((void *)(y + i),
+                            _mm512_cvtps_ph(_mm512_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
     if (i < n) {
         __mmask16 k = (__mmask16)((1u << (n - i)) - 1);
-        _mm256_mask_storeu_epi16(y + i, k,
-                                 _mm512_cvtps_ph(_mm512_maskz_loadu_ps(k, x + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        _mm256_mask_storeu_epi16(
+            y + i, k, _mm512_cvtps_ph(_mm512_maskz_loadu_ps(k, x + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
     }
 }
 
@@ -146,7 +149,9 @@ AI __m512i q8_round(__m512 x, __m512 id) {
     return _mm512_cvtps_epi32(v);
 }
 
-AI __m512 abs_ps(__m512 x) { return _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32(0x7fffffff))); }
+AI __m512 abs_ps(__m512 x) {
+    return _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32(0x7fffffff)));
+}
 
 // SIMD Q8_0 activation quantizer, byte-identical to the scalar one.
 static void quantize_q8_0(const float *x, void *vy, int64_t n) {
@@ -227,7 +232,8 @@ AI void prep_pair(const aero_block_q8_0 *b0, const aero_block_q8_0 *b1, q8p *p) 
     z = _mm512_shuffle_i64x2(z, z, _MM_SHUFFLE(3, 1, 2, 0));
     _mm512_storeu_si512(p->q, z);
     __m512i sum = _mm512_madd_epi16(_mm512_maddubs_epi16(_mm512_set1_epi8(1), z), _mm512_set1_epi16(1));
-    _mm256_storeu_si256((void *)p->s8n, _mm512_cvtepi32_epi16(_mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(sum, 3))));
+    _mm256_storeu_si256((void *)p->s8n,
+                        _mm512_cvtepi32_epi16(_mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(sum, 3))));
     uint32_t hh = (uint32_t)b0->d | (uint32_t)(b1 ? b1->d : 0) << 16;
     __m256i d = _mm256_permutexvar_epi16(_mm256_setr_epi16(0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1),
                                          _mm256_castsi128_si256(_mm_cvtsi32_si128((int)hh)));
@@ -363,7 +369,8 @@ AI void run32(const aero_dtype t, const int T, const bool vnni, const uint8_t *w
 }
 
 // Matmul entry: T prepared rows at once.
-AI void mm32(const aero_dtype t, const int T, const bool vnni, int64_t n, const void *w, const void *const *a, float *out) {
+AI void mm32(const aero_dtype t, const int T, const bool vnni, int64_t n, const void *w, const void *const *a,
+             float *out) {
     __m512 acc[4][2];
 #pragma GCC unroll 4
     for (int k = 0; k < 4; k++) acc[k][0] = acc[k][1] = _mm512_setzero_ps();
@@ -434,7 +441,8 @@ AI __m128i q3k_scales(const uint8_t *sc) {
     uint32_t s3[3];
     memcpy(s3, sc, 12);
     uint32_t a0 = (s3[0] & k2) | (((s3[2] >> 0) & k1) << 4), a1 = (s3[1] & k2) | (((s3[2] >> 2) & k1) << 4);
-    uint32_t a2 = ((s3[0] >> 4) & k2) | (((s3[2] >> 4) & k1) << 4), a3 = ((s3[1] >> 4) & k2) | (((s3[2] >> 6) & k1) << 4);
+    uint32_t a2 = ((s3[0] >> 4) & k2) | (((s3[2] >> 4) & k1) << 4),
+             a3 = ((s3[1] >> 4) & k2) | (((s3[2] >> 6) & k1) << 4);
     __m128i v = _mm_set_epi64x((long long)((uint64_t)a3 << 32 | a2), (long long)((uint64_t)a1 << 32 | a0));
     return _mm_sub_epi8(v, _mm_set1_epi8(32));
 }
@@ -503,7 +511,8 @@ AI void kq45(const bool five, const int T, const bool vnni, const bool prepared,
                 __m512i bhi = join256(_mm256_set1_epi8((char)(1 << (b + 1))), _mm256_set1_epi8((char)(1 << (b + 3))));
                 const __m512i sixteen = _mm512_set1_epi8(16);
                 u[2 * half] = _mm512_mask_add_epi8(u[2 * half], _mm512_test_epi8_mask(hh, blo), u[2 * half], sixteen);
-                u[2 * half + 1] = _mm512_mask_add_epi8(u[2 * half + 1], _mm512_test_epi8_mask(hh, bhi), u[2 * half + 1], sixteen);
+                u[2 * half + 1] =
+                    _mm512_mask_add_epi8(u[2 * half + 1], _mm512_test_epi8_mask(hh, bhi), u[2 * half + 1], sixteen);
             }
         }
         float fd = h2f(d), fdmin = h2f(dmin);
@@ -569,7 +578,8 @@ AI void kq6(const int T, const bool vnni, int64_t n, const void *vw, const void 
 
 // Q3_K (three = true): 2 low bits plus the hmask bit, signed 6-bit scales, offset 4. Q2_K: 2 bits, 4-bit
 // scales and mins.
-AI void kq23(const bool three, const int T, const bool vnni, int64_t n, const void *vw, const void *const *va, float *out) {
+AI void kq23(const bool three, const int T, const bool vnni, int64_t n, const void *vw, const void *const *va,
+             float *out) {
     const uint8_t *wb = vw;
     const size_t bb = three ? sizeof(aero_block_q3_K) : sizeof(aero_block_q2_K);
     const __m512i four = _mm512_set1_epi8(4);
@@ -602,8 +612,10 @@ AI void kq23(const bool three, const int T, const bool vnni, int64_t n, const vo
         for (int h = 0; h < 2; h++) {
             twobit(_mm256_loadu_si256((const void *)(qs + 32 * h)), &u[2 * h], &u[2 * h + 1]);
             if (three) {
-                __m512i blo = join256(_mm256_set1_epi8((char)(1 << (4 * h))), _mm256_set1_epi8((char)(1 << (4 * h + 1))));
-                __m512i bhi = join256(_mm256_set1_epi8((char)(1 << (4 * h + 2))), _mm256_set1_epi8((char)(1 << (4 * h + 3))));
+                __m512i blo =
+                    join256(_mm256_set1_epi8((char)(1 << (4 * h))), _mm256_set1_epi8((char)(1 << (4 * h + 1))));
+                __m512i bhi =
+                    join256(_mm256_set1_epi8((char)(1 << (4 * h + 2))), _mm256_set1_epi8((char)(1 << (4 * h + 3))));
                 u[2 * h] = _mm512_mask_add_epi8(u[2 * h], _mm512_test_epi8_mask(hm, blo), u[2 * h], four);
                 u[2 * h + 1] = _mm512_mask_add_epi8(u[2 * h + 1], _mm512_test_epi8_mask(hm, bhi), u[2 * h + 1], four);
             }
@@ -616,7 +628,7 @@ AI void kq23(const bool three, const int T, const bool vnni, int64_t n, const vo
             __m256i c = _mm256_madd_epi16(_mm256_loadu_si256((const void *)a->bsums), c16);
             if (three) { // codes are offset by 4
                 isum = _mm512_sub_epi32(isum, _mm512_zextsi256_si512(_mm256_slli_epi32(c, 2)));
-            } else {     // mins
+            } else { // mins
                 accm[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(c), _mm256_set1_ps(fdmin * a->d), accm[k]);
             }
             acc[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(fd * a->d), acc[k]);
@@ -628,35 +640,35 @@ AI void kq23(const bool three, const int T, const bool vnni, int64_t n, const vo
 
 // ---- instances: VNNI and plain AVX-512 ----------------------------------------------------------------
 
-#define T32(name, TYPE, sfx, V)                                                                                 \
-    static float name##_##sfx(int64_t n, const void *w, const void *a) { return std32(TYPE, V, n, w, a); }      \
-    static float name##_mm_##sfx(int64_t n, const void *w, const void *a) {                                     \
-        float out;                                                                                              \
-        mm32(TYPE, 1, V, n, w, &a, &out);                                                                       \
-        return out;                                                                                             \
-    }                                                                                                           \
-    static void name##_multi_##sfx(int64_t n, const void *w, const void *const *a, int T, float *out) {         \
-        switch (T) {                                                                                            \
-        case 1: mm32(TYPE, 1, V, n, w, a, out); break;                                                          \
-        case 2: mm32(TYPE, 2, V, n, w, a, out); break;                                                          \
-        case 3: mm32(TYPE, 3, V, n, w, a, out); break;                                                          \
-        default: mm32(TYPE, 4, V, n, w, a, out); break;                                                         \
-        }                                                                                                       \
+#define T32(name, TYPE, sfx, V)                                                                            \
+    static float name##_##sfx(int64_t n, const void *w, const void *a) { return std32(TYPE, V, n, w, a); } \
+    static float name##_mm_##sfx(int64_t n, const void *w, const void *a) {                                \
+        float out;                                                                                         \
+        mm32(TYPE, 1, V, n, w, &a, &out);                                                                  \
+        return out;                                                                                        \
+    }                                                                                                      \
+    static void name##_multi_##sfx(int64_t n, const void *w, const void *const *a, int T, float *out) {    \
+        switch (T) {                                                                                       \
+        case 1: mm32(TYPE, 1, V, n, w, a, out); break;                                                     \
+        case 2: mm32(TYPE, 2, V, n, w, a, out); break;                                                     \
+        case 3: mm32(TYPE, 3, V, n, w, a, out); break;                                                     \
+        default: mm32(TYPE, 4, V, n, w, a, out); break;                                                    \
+        }                                                                                                  \
     }
 
-#define TK(name, CALL, sfx, V)                                                                                  \
-    static float name##_##sfx(int64_t n, const void *w, const void *a) {                                        \
-        float out;                                                                                              \
-        CALL(1, V, n, w, &a, &out);                                                                             \
-        return out;                                                                                             \
-    }                                                                                                           \
-    static void name##_multi_##sfx(int64_t n, const void *w, const void *const *a, int T, float *out) {         \
-        switch (T) {                                                                                            \
-        case 1: CALL(1, V, n, w, a, out); break;                                                                \
-        case 2: CALL(2, V, n, w, a, out); break;                                                                \
-        case 3: CALL(3, V, n, w, a, out); break;                                                                \
-        default: CALL(4, V, n, w, a, out); break;                                                               \
-        }                                                                                                       \
+#define TK(name, CALL, sfx, V)                                                                          \
+    static float name##_##sfx(int64_t n, const void *w, const void *a) {                                \
+        float out;                                                                                      \
+        CALL(1, V, n, w, &a, &out);                                                                     \
+        return out;                                                                                     \
+    }                                                                                                   \
+    static void name##_multi_##sfx(int64_t n, const void *w, const void *const *a, int T, float *out) { \
+        switch (T) {                                                                                    \
+        case 1: CALL(1, V, n, w, a, out); break;                                                        \
+        case 2: CALL(2, V, n, w, a, out); break;                                                        \
+        case 3: CALL(3, V, n, w, a, out); break;                                                        \
+        default: CALL(4, V, n, w, a, out); break;                                                       \
+        }                                                                                               \
     }
 #define KQ2(T, V, n, w, a, out) kq23(false, T, V, n, w, a, out)
 #define KQ3(T, V, n, w, a, out) kq23(true, T, V, n, w, a, out)
@@ -664,36 +676,36 @@ AI void kq23(const bool three, const int T, const bool vnni, int64_t n, const vo
 
 // Q4_K / Q5_K, named as the 32-blocks are: name_sfx (dot) takes standard Q8_K rows, name_mm_sfx (mm_dot)
 // and name_multi_sfx (mm_dot_multi) the prepared ones.
-#define TKP(name, FIVE, sfx, V)                                                                                 \
-    static float name##_##sfx(int64_t n, const void *w, const void *a) {                                        \
-        float out;                                                                                              \
-        kq45(FIVE, 1, V, false, n, w, &a, &out);                                                                \
-        return out;                                                                                             \
-    }                                                                                                           \
-    static float name##_mm_##sfx(int64_t n, const void *w, const void *a) {                                     \
-        float out;                                                                                              \
-        kq45(FIVE, 1, V, true, n, w, &a, &out);                                                                 \
-        return out;                                                                                             \
-    }                                                                                                           \
-    static void name##_multi_##sfx(int64_t n, const void *w, const void *const *a, int T, float *out) {         \
-        switch (T) {                                                                                            \
-        case 1: kq45(FIVE, 1, V, true, n, w, a, out); break;                                                    \
-        case 2: kq45(FIVE, 2, V, true, n, w, a, out); break;                                                    \
-        case 3: kq45(FIVE, 3, V, true, n, w, a, out); break;                                                    \
-        default: kq45(FIVE, 4, V, true, n, w, a, out); break;                                                   \
-        }                                                                                                       \
+#define TKP(name, FIVE, sfx, V)                                                                         \
+    static float name##_##sfx(int64_t n, const void *w, const void *a) {                                \
+        float out;                                                                                      \
+        kq45(FIVE, 1, V, false, n, w, &a, &out);                                                        \
+        return out;                                                                                     \
+    }                                                                                                   \
+    static float name##_mm_##sfx(int64_t n, const void *w, const void *a) {                             \
+        float out;                                                                                      \
+        kq45(FIVE, 1, V, true, n, w, &a, &out);                                                         \
+        return out;                                                                                     \
+    }                                                                                                   \
+    static void name##_multi_##sfx(int64_t n, const void *w, const void *const *a, int T, float *out) { \
+        switch (T) {                                                                                    \
+        case 1: kq45(FIVE, 1, V, true, n, w, a, out); break;                                            \
+        case 2: kq45(FIVE, 2, V, true, n, w, a, out); break;                                            \
+        case 3: kq45(FIVE, 3, V, true, n, w, a, out); break;                                            \
+        default: kq45(FIVE, 4, V, true, n, w, a, out); break;                                           \
+        }                                                                                               \
     }
 
-#define INSTANCES(sfx, V)                                                                                        \
-    T32(dot_q4_0, AERO_DT_Q4_0, sfx, V)                                                                          \
-    T32(dot_q4_1, AERO_DT_Q4_1, sfx, V)                                                                          \
-    T32(dot_q5_0, AERO_DT_Q5_0, sfx, V)                                                                          \
-    T32(dot_q5_1, AERO_DT_Q5_1, sfx, V)                                                                          \
-    T32(dot_q8_0, AERO_DT_Q8_0, sfx, V)                                                                          \
-    TK(dot_q2_K, KQ2, sfx, V)                                                                                    \
-    TK(dot_q3_K, KQ3, sfx, V)                                                                                    \
-    TKP(dot_q4_K, false, sfx, V)                                                                                 \
-    TKP(dot_q5_K, true, sfx, V)                                                                                  \
+#define INSTANCES(sfx, V)               \
+    T32(dot_q4_0, AERO_DT_Q4_0, sfx, V) \
+    T32(dot_q4_1, AERO_DT_Q4_1, sfx, V) \
+    T32(dot_q5_0, AERO_DT_Q5_0, sfx, V) \
+    T32(dot_q5_1, AERO_DT_Q5_1, sfx, V) \
+    T32(dot_q8_0, AERO_DT_Q8_0, sfx, V) \
+    TK(dot_q2_K, KQ2, sfx, V)           \
+    TK(dot_q3_K, KQ3, sfx, V)           \
+    TKP(dot_q4_K, false, sfx, V)        \
+    TKP(dot_q5_K, true, sfx, V)         \
     TK(dot_q6_K, KQ6, sfx, V)
 
 INSTANCES(vnni, true)
@@ -704,23 +716,23 @@ void aero_kernels_fill_avx512(aero_kernel_ops *ops, bool vnni) {
     ops->dot[AERO_DT_F32] = dot_f32;
     ops->dot[AERO_DT_F16] = dot_f16;
     ops->dot[AERO_DT_BF16] = dot_bf16;
-#define SET32(T, name, sfx)                  \
-    ops->dot[T] = name##_##sfx;              \
-    ops->mm_dot[T] = name##_mm_##sfx;        \
+#define SET32(T, name, sfx)           \
+    ops->dot[T] = name##_##sfx;       \
+    ops->mm_dot[T] = name##_mm_##sfx; \
     ops->mm_dot_multi[T] = name##_multi_##sfx;
-#define SETK(T, name, sfx)                   \
-    ops->dot[T] = name##_##sfx;              \
+#define SETK(T, name, sfx)      \
+    ops->dot[T] = name##_##sfx; \
     ops->mm_dot_multi[T] = name##_multi_##sfx;
-#define SET(sfx)                                \
-    SET32(AERO_DT_Q4_0, dot_q4_0, sfx)          \
-    SET32(AERO_DT_Q4_1, dot_q4_1, sfx)          \
-    SET32(AERO_DT_Q5_0, dot_q5_0, sfx)          \
-    SET32(AERO_DT_Q5_1, dot_q5_1, sfx)          \
-    SET32(AERO_DT_Q8_0, dot_q8_0, sfx)          \
-    SETK(AERO_DT_Q2_K, dot_q2_K, sfx)           \
-    SETK(AERO_DT_Q3_K, dot_q3_K, sfx)           \
-    SET32(AERO_DT_Q4_K, dot_q4_K, sfx)          \
-    SET32(AERO_DT_Q5_K, dot_q5_K, sfx)          \
+#define SET(sfx)                       \
+    SET32(AERO_DT_Q4_0, dot_q4_0, sfx) \
+    SET32(AERO_DT_Q4_1, dot_q4_1, sfx) \
+    SET32(AERO_DT_Q5_0, dot_q5_0, sfx) \
+    SET32(AERO_DT_Q5_1, dot_q5_1, sfx) \
+    SET32(AERO_DT_Q8_0, dot_q8_0, sfx) \
+    SETK(AERO_DT_Q2_K, dot_q2_K, sfx)  \
+    SETK(AERO_DT_Q3_K, dot_q3_K, sfx)  \
+    SET32(AERO_DT_Q4_K, dot_q4_K, sfx) \
+    SET32(AERO_DT_Q5_K, dot_q5_K, sfx) \
     SETK(AERO_DT_Q6_K, dot_q6_K, sfx)
     for (int t = 0; t < AERO_DT_COUNT; t++) ops->mm_dot_multi[t] = NULL;
     if (vnni) {

@@ -17,8 +17,8 @@ typedef enum { AERO_ISA_SCALAR = 0, AERO_ISA_AVX2 = 1, AERO_ISA_AVX512 = 2 } aer
 // Detects the CPU and selects the best ISA; idempotent and thread-safe. Env AERO_ISA=scalar|avx2|avx512 caps it.
 void aero_kernels_init(void);
 aero_isa aero_kernels_isa(void);
-const char *aero_isa_name(aero_isa isa);   // "scalar", "avx2", "avx512", "avx512-vnni"
-bool aero_isa_available(aero_isa isa);     // compiled in and supported by this CPU
+const char *aero_isa_name(aero_isa isa); // "scalar", "avx2", "avx512", "avx512-vnni"
+bool aero_isa_available(aero_isa isa);   // compiled in and supported by this CPU
 
 // Scalar element conversions (IEEE half, bfloat16 with round-to-nearest-even).
 float aero_f16_to_f32(uint16_t h);

@@ -20,9 +20,9 @@
 
 #ifndef MM_TILE_BYTES
 #define MM_TILE_BYTES (24 * 1024)
-#endif   // weight bytes of a tile reused across the tokens of a batch (fits L1)
+#endif                              // weight bytes of a tile reused across the tokens of a batch (fits L1)
 #define MM_TOKEN_BYTES (384 * 1024) // activation bytes of a token tile that stays in L2 while weights pass
-#define MM_CHUNKS_PER_THREAD 4    // dynamic chunks per thread: absorbs a thread slowed by a busy machine
+#define MM_CHUNKS_PER_THREAD 4      // dynamic chunks per thread: absorbs a thread slowed by a busy machine
 
 // ---- per-thread scratch (reentrant: each calling thread owns its buffer) ------------------------------
 
@@ -75,20 +75,20 @@ typedef struct {
     const float *x;
     float *y;
     int n;
-    bool exact_f32;          // aero_matmul_f32: dequantized weights times f32 activations
+    bool exact_f32; // aero_matmul_f32: dequantized weights times f32 activations
     const aero_kernel_ops *ops;
-    aero_dtype vt;           // activation type of the dot
-    bool prepared;           // activation rows in the ISA's own layout (ops->act_quantize)
-    uint8_t *act;            // n quantized activation rows (NULL when the dot takes f32 directly)
+    aero_dtype vt; // activation type of the dot
+    bool prepared; // activation rows in the ISA's own layout (ops->act_quantize)
+    uint8_t *act;  // n quantized activation rows (NULL when the dot takes f32 directly)
     size_t act_row_bytes;
-    int64_t act_unit;        // elements per quantization unit (a run of whole activation blocks)
-    float *deq;              // exact_f32: one dequantized weight row per thread
-    long tile_rows;          // weight rows reused across the tokens of a batch
-    int tile_tokens;         // tokens whose activations stay in cache while a chunk of weights passes
-    long chunk_rows;         // rows per dynamically claimed chunk (a multiple of tile_rows)
+    int64_t act_unit; // elements per quantization unit (a run of whole activation blocks)
+    float *deq;       // exact_f32: one dequantized weight row per thread
+    long tile_rows;   // weight rows reused across the tokens of a batch
+    int tile_tokens;  // tokens whose activations stay in cache while a chunk of weights passes
+    long chunk_rows;  // rows per dynamically claimed chunk (a multiple of tile_rows)
     long n_chunks;
     _Atomic long next_chunk;
-    _Atomic int quantized;   // threads done with the activation quantization
+    _Atomic int quantized; // threads done with the activation quantization
 } mm_job;
 
 // Quantizes this thread's share of the activation units (whole blocks, so the split never changes a bit).
@@ -97,7 +97,8 @@ static void mm_quantize(mm_job *j, int ith, int nth) {
     if (j->prepared) { // whole rows: the layout may group blocks
         long b, e;
         aero_pool_split(j->n, ith, nth, &b, &e);
-        for (long t = b; t < e; t++) j->ops->act_quantize(j->w->type, j->x + t * cols, j->act + t * j->act_row_bytes, cols);
+        for (long t = b; t < e; t++)
+            j->ops->act_quantize(j->w->type, j->x + t * cols, j->act + t * j->act_row_bytes, cols);
         return;
     }
     long b, e;
@@ -165,7 +166,8 @@ static void mm_rows(mm_job *j, int ith, long r0, long r1) {
         float *deq = j->deq + (size_t)ith * (size_t)cols;
         for (long r = r0; r < r1; r++) {
             aero_dequantize_row(w->type, wd + (size_t)r * w->row_bytes, deq, cols);
-            for (int t = 0; t < n; t++) j->y[(size_t)t * rows + r] = mm_dot_f32(j->ops, deq, j->x + (size_t)t * cols, cols);
+            for (int t = 0; t < n; t++)
+                j->y[(size_t)t * rows + r] = mm_dot_f32(j->ops, deq, j->x + (size_t)t * cols, cols);
         }
         return;
     }
@@ -212,7 +214,8 @@ aero_status aero_wmat_check(const aero_wmat *w, aero_error *err) {
     if (!info || !info->computable)
         return aero_fail(err, AERO_ERR_UNSUPPORTED, "matmul: weight type %s has no kernels", aero_dtype_name(w->type));
     if (w->cols <= 0 || w->rows <= 0)
-        return aero_fail(err, AERO_ERR_INVALID, "matmul: bad shape %lld x %lld", (long long)w->rows, (long long)w->cols);
+        return aero_fail(err, AERO_ERR_INVALID, "matmul: bad shape %lld x %lld", (long long)w->rows,
+                         (long long)w->cols);
     if (w->cols % info->block)
         return aero_fail(err, AERO_ERR_INVALID, "matmul: %s row of %lld elements is not a multiple of the block (%u)",
                          info->name, (long long)w->cols, info->block);
@@ -247,9 +250,8 @@ static void matmul_run(aero_pool *pool, const aero_wmat *w, const float *x, int 
         if (!s) { // out of memory: the exact-f32 path needs no heap when run one row at a time
             for (int t = 0; t < n; t++)
                 for (int64_t r = 0; r < w->rows; r++)
-                    y[(size_t)t * w->rows + r] = aero_vec_dot_f32(w->type, w->cols,
-                                                                  (const uint8_t *)w->data + (size_t)r * w->row_bytes,
-                                                                  x + (size_t)t * w->cols);
+                    y[(size_t)t * w->rows + r] = aero_vec_dot_f32(
+                        w->type, w->cols, (const uint8_t *)w->data + (size_t)r * w->row_bytes, x + (size_t)t * w->cols);
             return;
         }
         if (j.vt != AERO_DT_F32) j.act = s;

@@ -17,7 +17,7 @@ uint16_t aero_f32_to_f16(float f) {
     uint16_t sign = (uint16_t)((x >> 16) & 0x8000);
     x &= 0x7fffffffu;
     if (x > 0x7f800000u) return sign | 0x7e00 | (uint16_t)((x >> 13) & 0x3ff); // NaN stays NaN, quiet
-    if (x >= 0x477ff000u) return sign | 0x7c00;                               // rounds past 65504: inf
+    if (x >= 0x477ff000u) return sign | 0x7c00;                                // rounds past 65504: inf
     if (x < 0x38800000u) {                                                     // below 2^-14: subnormal
         uint32_t e = x >> 23;
         if (e < 102) return sign; // below 2^-25 (or exactly it, tie to even) rounds to zero

@@ -85,7 +85,8 @@ aero_status aero_mem_split_plan(aero_mem_split *out, const aero_model_params *mp
         char a[32], b[32], c[32], d[32], f[32], e[40] = "", seqs[32] = "";
         if (other_bytes) snprintf(e, sizeof e, " %s", fmt_size(other_bytes, f, sizeof f));
         if (out->n_seq > 1) snprintf(seqs, sizeof seqs, "%d sequences x ", out->n_seq);
-        st = aero_fail(err, AERO_ERR_NOMEM, "--mem %s is below the minimum %s (%llu bytes) for this model with its "
+        st = aero_fail(err, AERO_ERR_NOMEM,
+                       "--mem %s is below the minimum %s (%llu bytes) for this model with its "
                        "KV cache: weights %s (the streamer's minimum) + KV cache %s (%s%d tokens, K %s, V %s)%s%s; "
                        "lower -c, quantize the cache (-ctk/-ctv q8_0) or raise --mem",
                        fmt_size(out->mem, a, sizeof a), fmt_size(out->min_mem, b, sizeof b),

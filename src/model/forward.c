@@ -12,7 +12,7 @@
 #include "forward_cuda.h"
 #endif
 
-#define DEFAULT_TILE 512  // tokens computed at once inside a layer when the context does not say
+#define DEFAULT_TILE 512     // tokens computed at once inside a layer when the context does not say
 #define PREDICT_MAX_TOKENS 8 // passes up to this long (decode, short verifications) prefetch predicted experts
 
 // Grows the whole-batch buffers to hold n tokens.
@@ -81,11 +81,12 @@ aero_status aero_ctx_new(aero_ctx **out, aero_model *m, const aero_ctx_params *p
     }
     const char *dev = p->device ? p->device : m->device;
     if (*dev && strcmp(dev, "cpu")) {
-        aero_status st = strcmp(dev, "cuda") ? aero_fail(err, AERO_ERR_INVALID, "unknown device '%s' (cpu or cuda)", dev)
+        aero_status st = strcmp(dev, "cuda")
+                             ? aero_fail(err, AERO_ERR_INVALID, "unknown device '%s' (cpu or cuda)", dev)
 #ifdef AERO_CUDA
-                                             : aero_gpu_ctx_init(c, p->gpu_mem ? p->gpu_mem : m->gpu_mem, err);
+                             : aero_gpu_ctx_init(c, p->gpu_mem ? p->gpu_mem : m->gpu_mem, err);
 #else
-                                             : aero_fail(err, AERO_ERR_UNSUPPORTED, "--device cuda: built without CUDA (make CUDA=1)");
+                             : aero_fail(err, AERO_ERR_UNSUPPORTED, "--device cuda: built without CUDA (make CUDA=1)");
 #endif
         if (st) {
             aero_ctx_free(c);
@@ -167,13 +168,13 @@ static const float *vec(aero_model *m, int64_t t) {
 typedef struct {
     aero_ctx *c;
     int layer;
-    int n;               // tokens in this tile
-    int first;           // index of the tile's first token in the whole batch
+    int n;     // tokens in this tile
+    int first; // index of the tile's first token in the whole batch
     const aero_batch *b;
-    const int *cell;     // per batch token: its cache cell
-    const int *base;     // per sequence: cache length before this batch
+    const int *cell; // per batch token: its cache cell
+    const int *base; // per sequence: cache length before this batch
     int n_blocks;
-    int *block_start;    // attention blocks of the tile: [block_start[k], block_start[k+1])
+    int *block_start; // attention blocks of the tile: [block_start[k], block_start[k+1])
 } attn_job;
 
 // Whether batch token i may attend to batch token j (same sequence, causal or per the tree mask).
@@ -183,7 +184,7 @@ static bool batch_visible(const aero_batch *b, int i, int j) {
     return b->mask ? b->mask[(size_t)i * b->n + j] != 0 : true;
 }
 
-#define ATTN_BLOCK 32  // queries of one sequence sharing one conversion of their keys
+#define ATTN_BLOCK 32 // queries of one sequence sharing one conversion of their keys
 
 // Work items are (block of consecutive same-sequence queries of the tile, KV head). Each query's keys are
 // visited in ascending cell order with the same arithmetic whatever the block, so results are batch invariant.
@@ -225,8 +226,8 @@ static void attn_worker(void *arg, int ith, int nth) {
                     if (first < 0 && job->b->pos[t] > pos_old) first = ns;
                     rows[ns++] = job->cell[t];
                 }
-            aero_attn_recent rc = {.first = first < 0 ? ns : first, .stride = (size_t)c->kv_dim, .ring = c->kv.ring,
-                                   .tmp = rtmp};
+            aero_attn_recent rc = {
+                .first = first < 0 ? ns : first, .stride = (size_t)c->kv_dim, .ring = c->kv.ring, .tmp = rtmp};
             if (c->kv.recent) {
                 rc.k = c->kv.rk ? aero_kv_recent_row(&c->kv, false, job->layer, seq, 0) + (size_t)kvh * hd : NULL;
                 rc.v = c->kv.rv ? aero_kv_recent_row(&c->kv, true, job->layer, seq, 0) + (size_t)kvh * hd : NULL;
@@ -268,8 +269,7 @@ static void predict_next(aero_ctx *c, int l, int n) {
     const aero_layer_weights *nw = &m->layers[l + 1];
     aero_moe_layer L = {0};
     aero_error err = {0};
-    if (wmat(m, nw->router, &L.router, &err) ||
-        aero_moe_route(m->pool, &m->moe_p, &L, c->xb, n, c->moe_next, &err))
+    if (wmat(m, nw->router, &L.router, &err) || aero_moe_route(m->pool, &m->moe_p, &L, c->xb, n, c->moe_next, &err))
         return; // a guess that cannot be made is no error
     c->pf_n = aero_moe_work_union(c->moe_next, c->pf_ids);
     c->pf_layer = l + 1;
@@ -290,7 +290,10 @@ static aero_status moe_ffn(aero_ctx *c, int l, float *x, int n, aero_error *err)
             return err->code;
         L.sh_gate = &sg, L.sh_up = &su, L.sh_down = &sd;
         if (w->sh_gate_inp >= 0) {
-            sgi = (aero_wmat){.data = vec(m, w->sh_gate_inp), .type = AERO_DT_F32, .cols = d, .rows = 1,
+            sgi = (aero_wmat){.data = vec(m, w->sh_gate_inp),
+                              .type = AERO_DT_F32,
+                              .cols = d,
+                              .rows = 1,
                               .row_bytes = sizeof(float) * (size_t)d};
             L.sh_gate_inp = &sgi;
         }
@@ -315,8 +318,7 @@ static aero_status layer_tile(aero_ctx *c, int l, attn_job *job, aero_error *err
     int n = job->n, d = hp->n_embd, hd = hp->head_dim, qd = hp->n_head * hd, kvd = c->kv_dim;
     float *x = c->x + (size_t)job->first * d;
     aero_wmat wq, wk, wv, wo;
-    if (wmat(m, w->wq, &wq, err) || wmat(m, w->wk, &wk, err) || wmat(m, w->wv, &wv, err) ||
-        wmat(m, w->wo, &wo, err))
+    if (wmat(m, w->wq, &wq, err) || wmat(m, w->wk, &wk, err) || wmat(m, w->wv, &wv, err) || wmat(m, w->wo, &wo, err))
         return err->code;
     const float *an = vec(m, w->attn_norm);
     for (int i = 0; i < n; i++) aero_rmsnorm(c->xb + (size_t)i * d, x + (size_t)i * d, an, d, hp->norm_eps);
@@ -362,8 +364,7 @@ static aero_status layer_tile(aero_ctx *c, int l, attn_job *job, aero_error *err
     for (int i = 0; i < n; i++) aero_rmsnorm(c->xb + (size_t)i * d, x + (size_t)i * d, fn, d, hp->norm_eps);
     if (w->moe) return moe_ffn(c, l, x, n, err);
     aero_wmat wg, wu, wd;
-    if (wmat(m, w->w_gate, &wg, err) || wmat(m, w->w_up, &wu, err) || wmat(m, w->w_down, &wd, err))
-        return err->code;
+    if (wmat(m, w->w_gate, &wg, err) || wmat(m, w->w_up, &wu, err) || wmat(m, w->w_down, &wd, err)) return err->code;
     aero_matmul(m->pool, &wg, c->xb, n, c->hb);
     aero_matmul(m->pool, &wu, c->xb, n, c->hb2);
     aero_swiglu(c->hb, c->hb2, (int64_t)n * hp->n_ff);
@@ -428,8 +429,10 @@ static aero_status validate_batch(const aero_ctx *c, const aero_batch *b, int *a
     }
     for (int s = 0; s < c->n_seq; s++)
         if (added[s] && c->kv.len[s] + added[s] > c->n_ctx)
-            return aero_fail(err, AERO_ERR_RANGE, "context overflow: sequence %d holds %d tokens, %d more exceed the "
-                             "context size %d", s, c->kv.len[s], added[s], c->n_ctx);
+            return aero_fail(err, AERO_ERR_RANGE,
+                             "context overflow: sequence %d holds %d tokens, %d more exceed the "
+                             "context size %d",
+                             s, c->kv.len[s], added[s], c->n_ctx);
     return AERO_OK;
 }
 
@@ -464,8 +467,13 @@ aero_status aero_decode(aero_ctx *c, const aero_batch *b, float *logits, aero_er
     for (int l = 0; l < hp->n_layer; l++) {
         if ((st = aero_stream_acquire(m->stream, l, err))) goto rollback;
         for (int first = 0; first < b->n && !st; first += c->n_tile) {
-            attn_job job = {.c = c, .n = b->n - first < c->n_tile ? b->n - first : c->n_tile, .first = first, .b = b,
-                            .cell = cell, .base = base, .block_start = c->block_start};
+            attn_job job = {.c = c,
+                            .n = b->n - first < c->n_tile ? b->n - first : c->n_tile,
+                            .first = first,
+                            .b = b,
+                            .cell = cell,
+                            .base = base,
+                            .block_start = c->block_start};
             st = layer_tile(c, l, &job, err);
         }
         aero_stream_release(m->stream, l);

@@ -13,34 +13,34 @@
 #include "forward_cuda.h"
 
 #define N_SLOTS 2
-#define HEAD_ROWS 64         // logits rows computed (and copied back) at once
+#define HEAD_ROWS 64 // logits rows computed (and copied back) at once
 #define MAX_MATS 8
 
 typedef struct {
-    int64_t mats[MAX_MATS];  // the unit's weight matrices (tensor indices)
+    int64_t mats[MAX_MATS]; // the unit's weight matrices (tensor indices)
     int n_mats;
-    uint64_t bytes;          // their VRAM size, each rounded to 256
-    bool vram;               // uploaded once
+    uint64_t bytes; // their VRAM size, each rounded to 256
+    bool vram;      // uploaded once
 } gpu_unit;
 
 typedef struct aero_gpu {
     aero_cuda *cu;
     aero_cuda_batch *batch;
-    int cap;                 // tokens per device pass (longer causal batches run in chunks)
+    int cap; // tokens per device pass (longer causal batches run in chunks)
     gpu_unit *units;
     int n_units;
-    void **tdev;             // per tensor: its VRAM copy (resident units, norms, biases), else NULL
-    uint64_t *toff;          // per tensor of a streamed unit: offset inside a slot
+    void **tdev;    // per tensor: its VRAM copy (resident units, norms, biases), else NULL
+    uint64_t *toff; // per tensor of a streamed unit: offset inside a slot
     void *slot[N_SLOTS];
     uint64_t slot_bytes;
     aero_cuda_event *copied[N_SLOTS], *freed[N_SLOTS];
     bool slot_busy[N_SLOTS];
     int next_slot;
-    uint16_t **kc, **vc;     // per layer: [n_seq][n_ctx][kv_dim] F16
+    uint16_t **kc, **vc; // per layer: [n_seq][n_ctx][kv_dim] F16
     float *x, *xb, *q, *k, *v, *att, *hb, *hb2, *lin, *logits, *inv_freq;
-    float *h_x;              // pinned staging of the embedded rows
+    float *h_x; // pinned staging of the embedded rows
     void *embd_raw;
-    void **reg;              // host buffers this context page-locked
+    void **reg; // host buffers this context page-locked
     int n_reg;
     char desc[320];
 } aero_gpu;
@@ -63,7 +63,10 @@ static int unit_mats(const aero_model *m, int u, int64_t *out) {
 
 static aero_cuda_wmat wm(const aero_model *m, int64_t t, const void *data) {
     const aero_tensor_info *ti = &m->gguf.tensors[t];
-    return (aero_cuda_wmat){.data = data, .type = ti->type, .cols = (int64_t)ti->ne[0], .rows = (int64_t)ti->ne[1],
+    return (aero_cuda_wmat){.data = data,
+                            .type = ti->type,
+                            .cols = (int64_t)ti->ne[0],
+                            .rows = (int64_t)ti->ne[1],
                             .row_bytes = aero_dtype_row_bytes(ti->type, ti->ne[0])};
 }
 
@@ -82,8 +85,10 @@ static aero_status check_model(const aero_model *m, aero_error *err) {
         int n = unit_mats(m, u, mats);
         for (int i = 0; i < n; i++) {
             if (mats[i] < 0)
-                return aero_fail(err, AERO_ERR_UNSUPPORTED, "--device cuda: layer %d is not a dense llama/qwen2/qwen3 "
-                                 "layer (MoE runs on the CPU only)", u);
+                return aero_fail(err, AERO_ERR_UNSUPPORTED,
+                                 "--device cuda: layer %d is not a dense llama/qwen2/qwen3 "
+                                 "layer (MoE runs on the CPU only)",
+                                 u);
             aero_cuda_wmat w = wm(m, mats[i], (const void *)(uintptr_t)256);
             if (aero_cuda_wmat_check(&w, err))
                 return aero_error_prefix(err, "--device cuda: tensor '%s': ", m->gguf.tensors[mats[i]].name);
@@ -108,8 +113,7 @@ static uint64_t fixed_bytes(const aero_ctx *c, int cap) {
     uint64_t b = (uint64_t)64 << 20; // the backend's activation scratch
     b += 2 * (uint64_t)hp->n_layer * r256((uint64_t)c->n_seq * c->n_ctx * kvd * 2);
     b += r256(n * d * 4) * 2 + r256(n * (d > qd ? d : qd) * 4) + r256(n * qd * 4) * 2 + r256(n * kvd * 4) * 2 +
-         r256(n * hp->n_ff * 4) * 2 + r256((uint64_t)HEAD_ROWS * hp->n_vocab * 4) + r256(hp->rope_dim * 2 + 4) +
-         0;
+         r256(n * hp->n_ff * 4) * 2 + r256((uint64_t)HEAD_ROWS * hp->n_vocab * 4) + r256(hp->rope_dim * 2 + 4) + 0;
     uint64_t segs = ((uint64_t)c->n_ctx + n + 255) / 256;
     b += 3 * r256(n * 4) + r256((uint64_t)c->n_seq * 4) + r256(n * n) +
          r256(n * hp->n_head * segs * (2 + (uint64_t)hp->head_dim) * 4);
@@ -164,15 +168,16 @@ static aero_status plan(aero_ctx *c, aero_gpu *g, uint64_t gpu_mem, uint64_t *bu
         uint64_t avail = info.free_vram > margin ? info.free_vram - margin : 0;
         gpu_mem = fixed + total < avail ? fixed + total : avail;
         if (gpu_mem < min_need)
-            return aero_fail(err, AERO_ERR_NOMEM, "--device cuda: %s has %llu MiB free; this model and context need at "
-                             "least %llu bytes on the GPU (KV cache, activations and two weight slots)", info.name,
-                             (unsigned long long)(info.free_vram >> 20), (unsigned long long)min_need);
+            return aero_fail(err, AERO_ERR_NOMEM,
+                             "--device cuda: %s has %llu MiB free; this model and context need at "
+                             "least %llu bytes on the GPU (KV cache, activations and two weight slots)",
+                             info.name, (unsigned long long)(info.free_vram >> 20), (unsigned long long)min_need);
     }
     if (gpu_mem < fixed + total && gpu_mem < min_need)
-        return aero_fail(err, AERO_ERR_NOMEM, "--gpu-mem %llu bytes is too small: this model and context need at "
+        return aero_fail(err, AERO_ERR_NOMEM,
+                         "--gpu-mem %llu bytes is too small: this model and context need at "
                          "least %llu bytes on the GPU (KV cache, activations and two weight slots of %llu bytes)",
-                         (unsigned long long)gpu_mem, (unsigned long long)min_need,
-                         (unsigned long long)g->slot_bytes);
+                         (unsigned long long)gpu_mem, (unsigned long long)min_need, (unsigned long long)g->slot_bytes);
     *budget = gpu_mem;
     uint64_t room = gpu_mem - fixed;
     bool all = total <= room;
@@ -283,12 +288,15 @@ aero_status aero_gpu_ctx_init(aero_ctx *c, uint64_t gpu_mem, aero_error *err) {
     for (int u = 0; u < g->n_units; u++)
         if (g->units[u].vram) n_vram++, vram_w += g->units[u].bytes;
     const aero_cuda_info *info = aero_cuda_get_info(g->cu);
-    int len = snprintf(g->desc, sizeof g->desc, "device: %s (%.1f GB free), VRAM budget %.1f MB: %d of %d units "
-                       "resident (%.1f MB of weights)", info->name, info->free_vram / 1e9, budget / 1e6, n_vram,
-                       g->n_units, vram_w / 1e6);
+    int len = snprintf(g->desc, sizeof g->desc,
+                       "device: %s (%.1f GB free), VRAM budget %.1f MB: %d of %d units "
+                       "resident (%.1f MB of weights)",
+                       info->name, info->free_vram / 1e9, budget / 1e6, n_vram, g->n_units, vram_w / 1e6);
     if (g->slot_bytes && len > 0 && len < (int)sizeof g->desc)
-        snprintf(g->desc + len, sizeof g->desc - len, ", %d streamed through 2 slots of %.1f MB from %d pinned host "
-                 "buffers", g->n_units - n_vram, g->slot_bytes / 1e6, g->n_reg);
+        snprintf(g->desc + len, sizeof g->desc - len,
+                 ", %d streamed through 2 slots of %.1f MB from %d pinned host "
+                 "buffers",
+                 g->n_units - n_vram, g->slot_bytes / 1e6, g->n_reg);
     return AERO_OK;
 fail:
     aero_gpu_ctx_free(c);
@@ -345,8 +353,8 @@ static aero_status unit_in(aero_ctx *c, aero_gpu *g, int u, int *slot, aero_erro
         int64_t t = un->mats[i];
         const void *h;
         if (aero_stream_tensor_checked(s, t, &h, err) ||
-            aero_cuda_copy_h2d_async(g->cu, AERO_CUDA_STREAM_COPY, (char *)g->slot[k] + g->toff[t], h,
-                                     tbytes(c->m, t), err))
+            aero_cuda_copy_h2d_async(g->cu, AERO_CUDA_STREAM_COPY, (char *)g->slot[k] + g->toff[t], h, tbytes(c->m, t),
+                                     err))
             return err->code;
     }
     if (aero_cuda_record(g->cu, AERO_CUDA_STREAM_COPY, g->copied[k], err) ||
@@ -404,9 +412,8 @@ static aero_status layer(aero_ctx *c, aero_gpu *g, int l, int slot, int n, aero_
     if (aero_cuda_rmsnorm(cu, g->xb, g->x, g->tdev[w->ffn_norm], n, d, hp->norm_eps, err) ||
         prep(g, g->xb, n, d, &a, err) || aero_cuda_matmul_act(cu, &wg, &a, g->hb, err) ||
         aero_cuda_matmul_act(cu, &wu, &a, g->hb2, err) ||
-        aero_cuda_swiglu(cu, g->hb, g->hb, g->hb2, (size_t)n * hp->n_ff, err) ||
-        prep(g, g->hb, n, hp->n_ff, &a, err) || aero_cuda_matmul_act(cu, &wd, &a, g->xb, err) ||
-        aero_cuda_add(cu, g->x, g->xb, (size_t)n * d, err))
+        aero_cuda_swiglu(cu, g->hb, g->hb, g->hb2, (size_t)n * hp->n_ff, err) || prep(g, g->hb, n, hp->n_ff, &a, err) ||
+        aero_cuda_matmul_act(cu, &wd, &a, g->xb, err) || aero_cuda_add(cu, g->x, g->xb, (size_t)n * d, err))
         return err->code;
     return AERO_OK;
 }
@@ -420,8 +427,8 @@ static aero_status head(aero_ctx *c, aero_gpu *g, int slot, int n, const uint8_t
     const float *src = g->x;
     if (want) {
         for (int i = 0; i < n; i++)
-            if (want[i] && aero_cuda_copy_d2d(g->cu, g->lin + (size_t)nw++ * d, g->x + (size_t)i * d,
-                                              sizeof(float) * d, err))
+            if (want[i] &&
+                aero_cuda_copy_d2d(g->cu, g->lin + (size_t)nw++ * d, g->x + (size_t)i * d, sizeof(float) * d, err))
                 return err->code;
         src = g->lin;
     } else {
@@ -434,8 +441,8 @@ static aero_status head(aero_ctx *c, aero_gpu *g, int slot, int n, const uint8_t
         int k = nw - r < HEAD_ROWS ? nw - r : HEAD_ROWS;
         aero_cuda_act a;
         if (prep(g, g->lin + (size_t)r * d, k, d, &a, err) || aero_cuda_matmul_act(g->cu, &wo, &a, g->logits, err) ||
-            aero_cuda_copy_d2h(g->cu, logits + (size_t)r * hp->n_vocab, g->logits,
-                               sizeof(float) * k * hp->n_vocab, err))
+            aero_cuda_copy_d2h(g->cu, logits + (size_t)r * hp->n_vocab, g->logits, sizeof(float) * k * hp->n_vocab,
+                               err))
             return err->code;
     }
     return AERO_OK;
@@ -457,17 +464,18 @@ static aero_status pass(aero_ctx *c, aero_gpu *g, const aero_batch *b, int first
     for (int i = 0; i < n; i++)
         aero_dequantize_row(te->type, (const char *)g->embd_raw + (size_t)i * rb, g->h_x + (size_t)i * d, d);
     if (aero_cuda_copy_h2d_async(g->cu, AERO_CUDA_STREAM_COMPUTE, g->x, g->h_x, sizeof(float) * n * d, err) ||
-        aero_cuda_batch_set(g->batch, n, b->pos + first, b->seq ? b->seq + first : NULL, cell + first,
-                            b->mask, base, err))
+        aero_cuda_batch_set(g->batch, n, b->pos + first, b->seq ? b->seq + first : NULL, cell + first, b->mask, base,
+                            err))
         return err->code;
     for (int u = 0; u < g->n_units; u++) {
         int slot;
         if (aero_stream_acquire(s, u, err)) return err->code;
         aero_status st = unit_in(c, g, u, &slot, err);
-        if (!st) st = u < hp->n_layer ? layer(c, g, u, slot, n, err)
-                                      : (logits ? head(c, g, slot, n, b->want_logits ? b->want_logits + first : NULL,
-                                                       logits, err)
-                                                : AERO_OK);
+        if (!st)
+            st = u < hp->n_layer
+                     ? layer(c, g, u, slot, n, err)
+                     : (logits ? head(c, g, slot, n, b->want_logits ? b->want_logits + first : NULL, logits, err)
+                               : AERO_OK);
         if (!st) st = unit_out(g, slot, err);
         aero_stream_release(s, u);
         if (st) return st;

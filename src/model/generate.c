@@ -59,7 +59,8 @@ int aero_batch_buf_add(aero_batch_buf *b, int32_t tok, int32_t pos, int32_t seq,
 
 // The aero_batch view of the arrays, refreshed because they are only read at decode time.
 const aero_batch *aero_batch_buf_get(aero_batch_buf *b) {
-    b->b = (aero_batch){.n = b->n, .tokens = b->tok, .pos = b->pos, .seq = b->seq, .mask = NULL, .want_logits = b->want};
+    b->b =
+        (aero_batch){.n = b->n, .tokens = b->tok, .pos = b->pos, .seq = b->seq, .mask = NULL, .want_logits = b->want};
     return &b->b;
 }
 
@@ -88,16 +89,16 @@ aero_status aero_prefill(aero_ctx *c, int seq, const int32_t *toks, int n, int p
 struct aero_generator {
     aero_generator_params p;
     aero_generator_vocab vocab;
-    bool own_vocab;          // vocab calls the tokenizer
+    bool own_vocab; // vocab calls the tokenizer
     aero_sampler *smp;
     aero_end end;
     int32_t *prompt;
     int n_prompt, n_fed, n_reused, n_past, n_gen;
-    int32_t *hist;           // tokens in the KV cache of the sequence (with ctx, no drafter)
+    int32_t *hist; // tokens in the KV cache of the sequence (with ctx, no drafter)
     int n_hist;
     int32_t next_tok;
     bool has_next;
-    int fed, row;            // tokens added by the last feed, their logits row (-1: none)
+    int fed, row;                // tokens added by the last feed, their logits row (-1: none)
     int32_t *new_tok, *spec_tok; // tokens emitted by the last step; a drafter round's output
     int n_new, cap_new;
     const float *last_logits;
@@ -106,7 +107,7 @@ struct aero_generator {
     aero_detok detok;
     char *text;
     size_t len, cap, visible;
-    aero_stop stop;          // the stop strings' matcher over text
+    aero_stop stop; // the stop strings' matcher over text
 };
 
 const char *aero_end_name(aero_end e) {

@@ -38,7 +38,7 @@ aero_batch_buf *aero_batch_buf_new(int cap);
 void aero_batch_buf_free(aero_batch_buf *b);
 void aero_batch_buf_clear(aero_batch_buf *b);
 int aero_batch_buf_len(const aero_batch_buf *b);
-int aero_batch_buf_room(const aero_batch_buf *b);        // tokens that can still be added
+int aero_batch_buf_room(const aero_batch_buf *b); // tokens that can still be added
 // Adds a token; returns its row in the packed logits output when want_logits, else -1. -1 too when full.
 int aero_batch_buf_add(aero_batch_buf *b, int32_t tok, int32_t pos, int32_t seq, bool want_logits);
 int32_t aero_batch_buf_seq(const aero_batch_buf *b, int i); // sequence of token i
@@ -103,10 +103,10 @@ void aero_generator_advance(aero_generator *g, const float *logits);
 void aero_generator_interrupt(aero_generator *g);
 
 aero_end aero_generator_end(const aero_generator *g);
-bool aero_generator_prefilling(const aero_generator *g);    // prompt tokens remain to decode
+bool aero_generator_prefilling(const aero_generator *g); // prompt tokens remain to decode
 int aero_generator_n_prompt(const aero_generator *g);
-int aero_generator_n_reused(const aero_generator *g);       // prompt tokens found in the KV cache by begin
-int aero_generator_n_generated(const aero_generator *g);    // tokens emitted
+int aero_generator_n_reused(const aero_generator *g);    // prompt tokens found in the KV cache by begin
+int aero_generator_n_generated(const aero_generator *g); // tokens emitted
 // Tokens emitted by the last step/advance, and the logits row the last of them was sampled from (with the
 // logit bias applied; valid until the next step/advance and while the caller's logits buffer is).
 const int32_t *aero_generator_new_tokens(const aero_generator *g, int *n);

@@ -40,8 +40,11 @@ aero_status aero_hparams_read(const aero_gguf *g, aero_hparams *hp, aero_arch_ki
     else if (!strcmp(arch, "qwen3")) *kind = AERO_ARCH_QWEN3;
     else if (!strcmp(arch, "qwen2moe")) *kind = AERO_ARCH_QWEN2; // qwen2 attention (biases) + MoE FFN
     else if (!strcmp(arch, "qwen3moe")) *kind = AERO_ARCH_QWEN3; // qwen3 attention (Q/K norms) + MoE FFN
-    else return aero_fail(err, AERO_ERR_UNSUPPORTED, "unsupported architecture '%s' (supported: llama (and Mixtral), "
-                          "qwen2, qwen3, qwen2moe, qwen3moe)", arch);
+    else
+        return aero_fail(err, AERO_ERR_UNSUPPORTED,
+                         "unsupported architecture '%s' (supported: llama (and Mixtral), "
+                         "qwen2, qwen3, qwen2moe, qwen3moe)",
+                         arch);
     snprintf(hp->arch, sizeof hp->arch, "%s", arch);
     int64_t n_layer, n_embd, n_ff, n_head, n_head_kv, n_ctx, key_len, rope_dim, orig_ctx;
     double eps, base, factor, low, high;
@@ -53,7 +56,8 @@ aero_status aero_hparams_read(const aero_gguf *g, aero_hparams *hp, aero_arch_ki
         get_int(g, arch, "context_length", true, 0, &n_ctx, err))
         return err->code;
     if (n_layer < 1 || n_embd < 1 || n_ff < 1 || n_head < 1 || n_head_kv < 1 || n_ctx < 1)
-        return aero_fail(err, AERO_ERR_FORMAT, "%s hyperparameters must be positive (block_count %lld, embedding_length "
+        return aero_fail(err, AERO_ERR_FORMAT,
+                         "%s hyperparameters must be positive (block_count %lld, embedding_length "
                          "%lld, feed_forward_length %lld, head_count %lld, head_count_kv %lld, context_length %lld)",
                          arch, (long long)n_layer, (long long)n_embd, (long long)n_ff, (long long)n_head,
                          (long long)n_head_kv, (long long)n_ctx);
@@ -76,7 +80,8 @@ aero_status aero_hparams_read(const aero_gguf *g, aero_hparams *hp, aero_arch_ki
         get_float(g, arch, "rope.scaling.high_freq_factor", 4.0, &high, err) ||
         get_int(g, arch, "rope.scaling.original_context_length", false, 8192, &orig_ctx, err))
         return err->code;
-    if (!(eps > 0 && eps < 1)) return aero_fail(err, AERO_ERR_FORMAT, "%s.attention.layer_norm_rms_epsilon = %g is invalid", arch, eps);
+    if (!(eps > 0 && eps < 1))
+        return aero_fail(err, AERO_ERR_FORMAT, "%s.attention.layer_norm_rms_epsilon = %g is invalid", arch, eps);
     if (!(base > 1)) return aero_fail(err, AERO_ERR_FORMAT, "%s.rope.freq_base = %g is invalid", arch, base);
     char key[160];
     snprintf(key, sizeof key, "%s.rope.scaling.type", arch);
@@ -85,7 +90,9 @@ aero_status aero_hparams_read(const aero_gguf *g, aero_hparams *hp, aero_arch_ki
     if (stype && strcmp(stype, "none")) {
         if (!strcmp(stype, "linear")) hp->rope_scaling = AERO_ROPE_SCALING_LINEAR;
         else if (!strcmp(stype, "llama3")) hp->rope_scaling = AERO_ROPE_SCALING_LLAMA3;
-        else return aero_fail(err, AERO_ERR_UNSUPPORTED, "%s = '%s' is not supported (none, linear, llama3)", key, stype);
+        else
+            return aero_fail(err, AERO_ERR_UNSUPPORTED, "%s = '%s' is not supported (none, linear, llama3)", key,
+                             stype);
         if (!(factor > 0)) return aero_fail(err, AERO_ERR_FORMAT, "%s.rope.scaling.factor is missing or invalid", arch);
     }
     hp->n_layer = (int)n_layer;

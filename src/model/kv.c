@@ -52,7 +52,8 @@ static aero_status kv_type_check(int head_dim, aero_dtype t, const char *which, 
     const aero_dtype_info *info = aero_dtype_get((uint32_t)t);
     if (!info) return aero_fail(err, AERO_ERR_INVALID, "%s cache type %d is unknown", which, (int)t);
     if (head_dim <= 0 || head_dim % (int)info->block)
-        return aero_fail(err, AERO_ERR_UNSUPPORTED, "%s cache type %s stores blocks of %u values along the head, but "
+        return aero_fail(err, AERO_ERR_UNSUPPORTED,
+                         "%s cache type %s stores blocks of %u values along the head, but "
                          "this model's head size is %d (not a multiple of %u): use f16, bf16 or f32",
                          which, aero_dtype_name(t), info->block, head_dim, info->block);
     return AERO_OK;
@@ -174,7 +175,8 @@ static void store_row(aero_dtype t, const float *x, void *dst, int n) {
 void aero_kv_store(aero_kv_cache *kv, int layer, int seq, int cell, const float *k, const float *v) {
     store_row(kv->type_k, k, aero_kv_cell(kv, false, layer, seq, cell), kv->kv_dim);
     store_row(kv->type_v, v, aero_kv_cell(kv, true, layer, seq, cell), kv->kv_dim);
-    uint16_t *rk = aero_kv_recent_row(kv, false, layer, seq, cell), *rv = aero_kv_recent_row(kv, true, layer, seq, cell);
+    uint16_t *rk = aero_kv_recent_row(kv, false, layer, seq, cell),
+             *rv = aero_kv_recent_row(kv, true, layer, seq, cell);
     if (rk) aero_f32_to_f16_row(k, rk, kv->kv_dim);
     if (rv) aero_f32_to_f16_row(v, rv, kv->kv_dim);
 }

@@ -67,9 +67,9 @@ typedef struct aero_batch {
     int n;
     const int32_t *tokens;
     const int32_t *pos;
-    const int32_t *seq;            // NULL: all sequence 0
-    const uint8_t *mask;           // NULL: causal
-    const uint8_t *want_logits;    // NULL: logits for every token; else only where nonzero (rows packed in order)
+    const int32_t *seq;         // NULL: all sequence 0
+    const uint8_t *mask;        // NULL: causal
+    const uint8_t *want_logits; // NULL: logits for every token; else only where nonzero (rows packed in order)
 } aero_batch;
 
 // Runs the model over the batch, appending K/V to the cache; writes n_vocab logits per wanted token.
@@ -77,9 +77,9 @@ typedef struct aero_batch {
 // one call reads streamed weights once. Context overflow is AERO_ERR_RANGE and changes nothing.
 aero_status aero_decode(aero_ctx *c, const aero_batch *b, float *logits, aero_error *err);
 
-int aero_kv_len(const aero_ctx *c, int seq);                 // tokens cached for seq
-void aero_kv_truncate(aero_ctx *c, int seq, int len);       // keeps the first len entries (rollback)
-void aero_kv_drop(aero_ctx *c, int seq);                    // empties seq
+int aero_kv_len(const aero_ctx *c, int seq);          // tokens cached for seq
+void aero_kv_truncate(aero_ctx *c, int seq, int len); // keeps the first len entries (rollback)
+void aero_kv_drop(aero_ctx *c, int seq);              // empties seq
 // Keeps, after the first `base` entries, only the entries base+keep[0], base+keep[1], ... (ascending), moved
 // down to base, base+1, ...: the accepted path of a verified tree.
 void aero_kv_keep(aero_ctx *c, int seq, int base, const int *keep, int n_keep);

@@ -14,21 +14,21 @@ typedef enum { AERO_ARCH_LLAMA, AERO_ARCH_QWEN2, AERO_ARCH_QWEN3 } aero_arch_kin
 
 // Tensor indices (into the GGUF tensor table) of one layer's weights; -1 when absent (optional ones).
 typedef struct {
-    int64_t attn_norm;   // (n_embd)
-    int64_t wq;          // (n_head * head_dim, n_embd)
-    int64_t wk;          // (n_head_kv * head_dim, n_embd)
-    int64_t wv;          // (n_head_kv * head_dim, n_embd)
-    int64_t wo;          // (n_embd, n_head * head_dim)
-    int64_t bq, bk, bv;  // qwen2 biases (n_head * head_dim) / (n_head_kv * head_dim)
+    int64_t attn_norm;      // (n_embd)
+    int64_t wq;             // (n_head * head_dim, n_embd)
+    int64_t wk;             // (n_head_kv * head_dim, n_embd)
+    int64_t wv;             // (n_head_kv * head_dim, n_embd)
+    int64_t wo;             // (n_embd, n_head * head_dim)
+    int64_t bq, bk, bv;     // qwen2 biases (n_head * head_dim) / (n_head_kv * head_dim)
     int64_t q_norm, k_norm; // qwen3 per-head RMSNorm (head_dim)
-    int64_t ffn_norm;    // (n_embd)
-    int64_t w_gate;      // (n_ff, n_embd)
-    int64_t w_up;        // (n_ff, n_embd)
-    int64_t w_down;      // (n_embd, n_ff)
+    int64_t ffn_norm;       // (n_embd)
+    int64_t w_gate;         // (n_ff, n_embd)
+    int64_t w_up;           // (n_ff, n_embd)
+    int64_t w_down;         // (n_embd, n_ff)
     // mixture of experts (w_gate/w_up/w_down are -1 then): the router and shared expert live in the layer's
     // unit; the routed experts are outside every unit (resident when all fits, else in the expert cache)
     bool moe;
-    int64_t router;      // ffn_gate_inp (n_expert, n_embd)
+    int64_t router;                               // ffn_gate_inp (n_expert, n_embd)
     int64_t sh_gate, sh_up, sh_down, sh_gate_inp; // qwen2moe shared expert; -1 when absent
     int64_t exps[3];     // merged ffn_{gate,up,down}_exps (expert index outermost); -1 in the per-expert layout
     int64_t *per_expert; // per-expert layout: ffn_{gate,up,down}.E at [E * 3 + part]; NULL when merged
@@ -40,8 +40,8 @@ struct aero_model {
     aero_gguf gguf;
     aero_hparams hp;
     aero_arch_kind kind;
-    bool rope_neox;            // rotate halves (qwen) instead of adjacent pairs (llama)
-    float *rope_inv_freq;      // (rope_dim / 2) angle per position per pair, scaling included
+    bool rope_neox;       // rotate halves (qwen) instead of adjacent pairs (llama)
+    float *rope_inv_freq; // (rope_dim / 2) angle per position per pair, scaling included
     aero_tokenizer *tok;
     aero_stream *stream;
     aero_pool *pool;
@@ -49,13 +49,13 @@ struct aero_model {
     int64_t tok_embd, out_norm, output;
     aero_layer_weights *layers;
     uint64_t weight_bytes;
-    bool moe;                  // the layers' FFN is a mixture of experts
+    bool moe; // the layers' FFN is a mixture of experts
     aero_moe_params moe_p;
     aero_expert_cache *experts; // NULL when the experts are resident
-    uint64_t *expert_uses;     // [layer * n_expert + e]: passes whose tokens used the expert (since the reset)
-    bool *expert_warm;         // [layer * n_expert + e]: in the expert cache at the reset
-    bool expert_prefetch;      // predict and prefetch the next layer's experts (decode passes, expert cache)
-    char device[8];            // aero_model_params.device ("" = cpu)
+    uint64_t *expert_uses;      // [layer * n_expert + e]: passes whose tokens used the expert (since the reset)
+    bool *expert_warm;          // [layer * n_expert + e]: in the expert cache at the reset
+    bool expert_prefetch;       // predict and prefetch the next layer's experts (decode passes, expert cache)
+    char device[8];             // aero_model_params.device ("" = cpu)
     uint64_t gpu_mem;
 };
 
@@ -76,12 +76,12 @@ bool aero_model_expert_stats(const aero_model *m, aero_expert_cache_stats *out);
 typedef struct {
     int n_layer, n_seq, n_ctx, kv_dim, head_dim;
     aero_dtype type_k, type_v;
-    size_t row_k, row_v;    // bytes of one cell's K row / V row
-    void **k, **v;          // [layer] -> [seq][cell][row]
-    int *len;               // per seq: cells in use
-    int recent;             // --kv-recent: positions read from the F16 copies (0: none)
-    int ring;               // cells of each sequence's F16 copy: cell c at slot c % ring
-    uint16_t **rk, **rv;    // [layer] -> [seq][slot][kv_dim] F16 copies of quantized K / V (NULL: none)
+    size_t row_k, row_v; // bytes of one cell's K row / V row
+    void **k, **v;       // [layer] -> [seq][cell][row]
+    int *len;            // per seq: cells in use
+    int recent;          // --kv-recent: positions read from the F16 copies (0: none)
+    int ring;            // cells of each sequence's F16 copy: cell c at slot c % ring
+    uint16_t **rk, **rv; // [layer] -> [seq][slot][kv_dim] F16 copies of quantized K / V (NULL: none)
 } aero_kv_cache;
 
 // recent > 0 keeps F16 copies of the quantized sides in a ring of `ring` cells (recent + the compute tile).
@@ -106,25 +106,25 @@ struct aero_ctx {
     aero_model *m;
     aero_kv_cache kv;
     int n_ctx, n_seq, kv_dim;
-    int n_tile;             // tokens computed at once inside a layer (the -b tile)
-    int cap;                // tokens the whole-batch buffers hold (grown by aero_decode)
-    float *x;               // cap rows of n_embd: the residual stream of every token of the batch
-    void *embd_raw;         // n_tile raw embedding rows
+    int n_tile;     // tokens computed at once inside a layer (the -b tile)
+    int cap;        // tokens the whole-batch buffers hold (grown by aero_decode)
+    float *x;       // cap rows of n_embd: the residual stream of every token of the batch
+    void *embd_raw; // n_tile raw embedding rows
     // activations of one tile
     float *xb, *q, *kb, *vb, *att, *hb, *hb2, *logit_in;
-    int *block_start;       // n_tile + 1: attention blocks of the tile
-    float *scores;          // per thread: n_ctx attention scores
-    int *rows;              // per thread: n_ctx visible cache rows of one query
-    float *kf, *vf;         // per thread: one KV head of a sequence's cache in f32 (n_ctx x head_dim each)
-    void *qq;               // per thread: one query head quantized for the K type's dot (quantized K only)
-    size_t qq_bytes;        // bytes of one thread's qq
-    float *rtmp;            // per thread: one F16 copy row in f32 (--kv-recent)
-    aero_moe_work *moe_work; // MoE models: routing scratch of one tile
-    float *moe_y;           // MoE models: the FFN output of one tile (n_tile x n_embd)
-    int *moe_ids;           // MoE models: the experts one tile used (n_expert)
-    aero_moe_work *moe_next; // the predictor's routing: the next layer's router on this layer's FFN input
+    int *block_start;            // n_tile + 1: attention blocks of the tile
+    float *scores;               // per thread: n_ctx attention scores
+    int *rows;                   // per thread: n_ctx visible cache rows of one query
+    float *kf, *vf;              // per thread: one KV head of a sequence's cache in f32 (n_ctx x head_dim each)
+    void *qq;                    // per thread: one query head quantized for the K type's dot (quantized K only)
+    size_t qq_bytes;             // bytes of one thread's qq
+    float *rtmp;                 // per thread: one F16 copy row in f32 (--kv-recent)
+    aero_moe_work *moe_work;     // MoE models: routing scratch of one tile
+    float *moe_y;                // MoE models: the FFN output of one tile (n_tile x n_embd)
+    int *moe_ids;                // MoE models: the experts one tile used (n_expert)
+    aero_moe_work *moe_next;     // the predictor's routing: the next layer's router on this layer's FFN input
     int *pf_ids, pf_n, pf_layer; // experts to prefetch once the current layer's are acquired (pf_n 0: none)
-    void *gpu;              // the CUDA state (forward_cuda.c) when the context computes on the GPU, else NULL
+    void *gpu;                   // the CUDA state (forward_cuda.c) when the context computes on the GPU, else NULL
 };
 
 #endif

@@ -11,9 +11,7 @@
 #include "../kernels/cuda/cuda_backend.h"
 #endif
 
-void aero_model_params_default(aero_model_params *p) {
-    memset(p, 0, sizeof *p);
-}
+void aero_model_params_default(aero_model_params *p) { memset(p, 0, sizeof *p); }
 
 const char *aero_default_device(void) {
 #ifdef AERO_CUDA
@@ -103,8 +101,10 @@ static aero_status map_moe(aero_model *m, int l, aero_layer_weights *w, aero_err
             const aero_tensor_info *t = &g->tensors[i];
             if (t->n_dims != 3 || t->ne[0] != (uint64_t)cols[q] || t->ne[1] != (uint64_t)rows[q] ||
                 t->ne[2] != (uint64_t)ne)
-                return aero_fail(err, AERO_ERR_FORMAT, "tensor '%s' has shape [%llu, %llu, %llu], expected [%lld, "
-                                 "%lld, %lld]", name, (unsigned long long)t->ne[0], (unsigned long long)t->ne[1],
+                return aero_fail(err, AERO_ERR_FORMAT,
+                                 "tensor '%s' has shape [%llu, %llu, %llu], expected [%lld, "
+                                 "%lld, %lld]",
+                                 name, (unsigned long long)t->ne[0], (unsigned long long)t->ne[1],
                                  (unsigned long long)(t->n_dims > 2 ? t->ne[2] : 1), (long long)cols[q],
                                  (long long)rows[q], (long long)ne);
             if (check_slice(t, cols[q], rows[q], err)) return err->code;
@@ -119,9 +119,11 @@ static aero_status map_moe(aero_model *m, int l, aero_layer_weights *w, aero_err
     for (int64_t e = 0; e < ne; e++)
         for (int q = 0; q < 3; q++) {
             int64_t i;
-            if (find_tensor(g, &i, true, cols[q], rows[q], err, "blk.%d.ffn_%s.%lld.weight", l, part[q], (long long)e)) {
+            if (find_tensor(g, &i, true, cols[q], rows[q], err, "blk.%d.ffn_%s.%lld.weight", l, part[q],
+                            (long long)e)) {
                 if (e == 0 && q == 0)
-                    aero_error_prefix(err, "layer %d has neither blk.%d.ffn_gate_exps.weight nor per-expert tensors: ", l, l);
+                    aero_error_prefix(
+                        err, "layer %d has neither blk.%d.ffn_gate_exps.weight nor per-expert tensors: ", l, l);
                 return err->code;
             }
             const aero_tensor_info *t = &g->tensors[i];
@@ -156,7 +158,8 @@ static aero_status locate_expert(void *ctx, int layer, int expert, aero_expert_e
     for (int q = 0; q < 3; q++) {
         uint64_t off;
         const aero_tensor_info *t = expert_part(m, layer, expert, q, &off);
-        ext[q] = (aero_expert_extent){.file = (int)t->file, .offset = t->offset + off, .size = m->layers[layer].exp_slice[q]};
+        ext[q] = (aero_expert_extent){
+            .file = (int)t->file, .offset = t->offset + off, .size = m->layers[layer].exp_slice[q]};
     }
     return AERO_OK;
 }
@@ -304,7 +307,8 @@ static aero_status rope_setup(aero_model *m, aero_error *err) {
             if (wavelen > low_wl) {
                 f /= hp->rope_scale_factor;
             } else if (wavelen >= high_wl) {
-                double smooth = (hp->rope_orig_ctx / wavelen - hp->rope_low_freq) / (hp->rope_high_freq - hp->rope_low_freq);
+                double smooth =
+                    (hp->rope_orig_ctx / wavelen - hp->rope_low_freq) / (hp->rope_high_freq - hp->rope_low_freq);
                 f = (1 - smooth) * f / hp->rope_scale_factor + smooth * f;
             }
         }
@@ -401,7 +405,9 @@ void aero_model_free(aero_model *m) {
 const aero_hparams *aero_model_hparams(const aero_model *m) { return &m->hp; }
 const aero_tokenizer *aero_model_tokenizer(const aero_model *m) { return m->tok; }
 const aero_gguf *aero_model_gguf(const aero_model *m) { return &m->gguf; }
-struct aero_stream *aero_model_stream(aero_model *m) { return m->stream; }
+struct aero_stream *aero_model_stream(aero_model *m) {
+    return m->stream;
+}
 uint64_t aero_model_weight_bytes(const aero_model *m) { return m->weight_bytes; }
 int aero_model_n_threads(const aero_model *m) { return m->n_threads; }
 
@@ -420,7 +426,8 @@ void aero_model_expert_stats_reset(aero_model *m) {
     memset(m->expert_uses, 0, sizeof *m->expert_uses * (size_t)m->hp.n_layer * m->moe_p.n_expert);
     for (int l = 0; l < m->hp.n_layer; l++)
         for (int e = 0; e < m->moe_p.n_expert; e++)
-            m->expert_warm[(size_t)l * m->moe_p.n_expert + e] = !m->experts || aero_expert_cache_contains(m->experts, l, e);
+            m->expert_warm[(size_t)l * m->moe_p.n_expert + e] =
+                !m->experts || aero_expert_cache_contains(m->experts, l, e);
 }
 
 typedef struct {
@@ -464,13 +471,14 @@ void aero_model_print_expert_stats(const aero_model *m, int n_tokens, FILE *f) {
     aero_expert_cache_stats st;
     aero_expert_cache_stats_get(m->experts, &st);
     double per_tok = (double)st.bytes_read / n_tokens + (double)plan->streamed_bytes;
-    fprintf(f, "cache      %.1f MB budget (%llu experts of %.2f MB), hit rate %.3f (%llu of %llu), IO wait %.1f ms/token\n",
-            plan->expert_budget / 1e6, (unsigned long long)fit, eb / 1e6,
-            st.lookups ? (double)st.hits / st.lookups : 0, (unsigned long long)st.hits,
-            (unsigned long long)st.lookups, st.io_seconds * 1e3 / n_tokens);
-    fprintf(f, "read/token %.1f MB (experts %.1f + dense streamed %.1f); floor %.1f MB (an oracle cache of the same "
-            "size keeping the experts used most in this run, + dense streamed): ratio %.3f\n", per_tok / 1e6,
-            st.bytes_read / 1e6 / n_tokens, plan->streamed_bytes / 1e6, per_tok_floor / 1e6,
+    fprintf(
+        f, "cache      %.1f MB budget (%llu experts of %.2f MB), hit rate %.3f (%llu of %llu), IO wait %.1f ms/token\n",
+        plan->expert_budget / 1e6, (unsigned long long)fit, eb / 1e6, st.lookups ? (double)st.hits / st.lookups : 0,
+        (unsigned long long)st.hits, (unsigned long long)st.lookups, st.io_seconds * 1e3 / n_tokens);
+    fprintf(f,
+            "read/token %.1f MB (experts %.1f + dense streamed %.1f); floor %.1f MB (an oracle cache of the same "
+            "size keeping the experts used most in this run, + dense streamed): ratio %.3f\n",
+            per_tok / 1e6, st.bytes_read / 1e6 / n_tokens, plan->streamed_bytes / 1e6, per_tok_floor / 1e6,
             per_tok_floor > 0 ? per_tok / per_tok_floor : 0);
     if (st.prefetch_issued)
         fprintf(f, "predictor  %llu prefetched, %llu used (hit rate %.3f), %llu wasted\n",

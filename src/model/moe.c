@@ -9,20 +9,20 @@
 struct aero_moe_work {
     aero_moe_params p;
     int max_tokens;
-    int n;            // tokens of the last routing
-    float *logits;    // [max_tokens][n_expert]
-    int *ids;         // [max_tokens][k], rank order
-    float *wts;       // [max_tokens][k]
-    float *scratch;   // [2 * n_expert]
-    int *count;       // [n_expert]: tokens routed to each expert
-    int *offs;        // [n_expert + 1]: start of each expert's token list in tok/tokw
-    int *tok;         // [max_tokens * k]: token indices grouped by expert, ascending within a group
-    float *tokw;      // [max_tokens * k]: the matching weights
-    int *used;        // [n_expert]: experts with at least one token, ascending
-    float *xg;        // [max_tokens][n_embd]: gathered inputs of one expert
-    float *hg, *hu;   // [max_tokens][max(n_ff_exp, n_ff_shexp)]
-    float *yd;        // [max_tokens][n_embd]: one expert's outputs
-    float *sg;        // [max_tokens]: shared-expert gate logits
+    int n;          // tokens of the last routing
+    float *logits;  // [max_tokens][n_expert]
+    int *ids;       // [max_tokens][k], rank order
+    float *wts;     // [max_tokens][k]
+    float *scratch; // [2 * n_expert]
+    int *count;     // [n_expert]: tokens routed to each expert
+    int *offs;      // [n_expert + 1]: start of each expert's token list in tok/tokw
+    int *tok;       // [max_tokens * k]: token indices grouped by expert, ascending within a group
+    float *tokw;    // [max_tokens * k]: the matching weights
+    int *used;      // [n_expert]: experts with at least one token, ascending
+    float *xg;      // [max_tokens][n_embd]: gathered inputs of one expert
+    float *hg, *hu; // [max_tokens][max(n_ff_exp, n_ff_shexp)]
+    float *yd;      // [max_tokens][n_embd]: one expert's outputs
+    float *sg;      // [max_tokens]: shared-expert gate logits
 };
 
 aero_wmat aero_moe_slice(const void *merged, aero_dtype type, int64_t cols, int64_t rows_per_expert, int expert) {
@@ -60,22 +60,36 @@ aero_status aero_moe_params_check(const aero_moe_params *p, aero_error *err) {
         return aero_fail(err, AERO_ERR_UNSUPPORTED, "moe: expert_gating_func %d", (int)p->gating);
     if (!isfinite(p->w_scale)) return aero_fail(err, AERO_ERR_FORMAT, "moe: expert_weights_scale is not finite");
     if (p->n_group > 1) {
-        if (p->n_group > 256) return aero_fail(err, AERO_ERR_UNSUPPORTED, "moe: %d expert groups (at most 256)", p->n_group);
+        if (p->n_group > 256)
+            return aero_fail(err, AERO_ERR_UNSUPPORTED, "moe: %d expert groups (at most 256)", p->n_group);
         if (p->n_expert % p->n_group != 0)
             return aero_fail(err, AERO_ERR_FORMAT, "moe: %d experts do not split into %d groups", p->n_expert,
                              p->n_group);
         int per = p->n_expert / p->n_group;
         if (p->n_group_used <= 0 || p->n_group_used > p->n_group || p->n_expert_used > p->n_group_used * per)
-            return aero_fail(err, AERO_ERR_FORMAT, "moe: expert_group_used_count %d of %d groups cannot hold %d experts",
-                             p->n_group_used, p->n_group, p->n_expert_used);
+            return aero_fail(err, AERO_ERR_FORMAT,
+                             "moe: expert_group_used_count %d of %d groups cannot hold %d experts", p->n_group_used,
+                             p->n_group, p->n_expert_used);
     }
     return AERO_OK;
 }
 
 void aero_moe_work_free(aero_moe_work *w) {
     if (!w) return;
-    free(w->logits); free(w->ids); free(w->wts); free(w->scratch); free(w->count); free(w->offs);
-    free(w->tok); free(w->tokw); free(w->used); free(w->xg); free(w->hg); free(w->hu); free(w->yd); free(w->sg);
+    free(w->logits);
+    free(w->ids);
+    free(w->wts);
+    free(w->scratch);
+    free(w->count);
+    free(w->offs);
+    free(w->tok);
+    free(w->tokw);
+    free(w->used);
+    free(w->xg);
+    free(w->hg);
+    free(w->hu);
+    free(w->yd);
+    free(w->sg);
     free(w);
 }
 
@@ -139,9 +153,13 @@ void aero_moe_route_one(const aero_moe_params *p, const float *logits, const flo
         break;
     default: { // softmax, the sum in double as ggml's soft_max does
         float mx = -INFINITY;
-        for (int e = 0; e < E; e++) if (logits[e] > mx) mx = logits[e];
+        for (int e = 0; e < E; e++)
+            if (logits[e] > mx) mx = logits[e];
         double sum = 0;
-        for (int e = 0; e < E; e++) { prob[e] = expf(logits[e] - mx); sum += prob[e]; }
+        for (int e = 0; e < E; e++) {
+            prob[e] = expf(logits[e] - mx);
+            sum += prob[e];
+        }
         float inv = (float)(1.0 / sum);
         for (int e = 0; e < E; e++) prob[e] *= inv;
     }
@@ -185,9 +203,13 @@ void aero_moe_route_one(const aero_moe_params *p, const float *logits, const flo
     }
     if (p->gating == AERO_MOE_GATING_SOFTMAX_WEIGHT) {
         float mx = weights[0];
-        for (int r = 1; r < K; r++) if (weights[r] > mx) mx = weights[r];
+        for (int r = 1; r < K; r++)
+            if (weights[r] > mx) mx = weights[r];
         double sum = 0;
-        for (int r = 0; r < K; r++) { weights[r] = expf(weights[r] - mx); sum += weights[r]; }
+        for (int r = 0; r < K; r++) {
+            weights[r] = expf(weights[r] - mx);
+            sum += weights[r];
+        }
         float inv = (float)(1.0 / sum);
         for (int r = 0; r < K; r++) weights[r] *= inv;
     }
@@ -201,8 +223,8 @@ void aero_moe_route_one(const aero_moe_params *p, const float *logits, const flo
         for (int r = 0; r < K; r++) weights[r] *= p->w_scale;
 }
 
-aero_status aero_moe_route(aero_pool *pool, const aero_moe_params *p, const aero_moe_layer *L, const float *x,
-                           int n, aero_moe_work *w, aero_error *err) {
+aero_status aero_moe_route(aero_pool *pool, const aero_moe_params *p, const aero_moe_layer *L, const float *x, int n,
+                           aero_moe_work *w, aero_error *err) {
     if (n <= 0 || n > w->max_tokens)
         return aero_fail(err, AERO_ERR_INVALID, "moe: %d tokens for a work sized %d", n, w->max_tokens);
     if (L->router.cols != p->n_embd || L->router.rows != p->n_expert)
@@ -236,9 +258,10 @@ static void swiglu(float *g, const float *u, size_t n) {
 
 // Checks that a source's expert has the shapes the layer needs, so a wrong tensor is an error, not zeros.
 static aero_status check_expert(const aero_moe_params *p, int layer, int e, const aero_wmat w[3], aero_error *err) {
-    if (w[AERO_MOE_GATE].cols != p->n_embd || w[AERO_MOE_GATE].rows != p->n_ff_exp || w[AERO_MOE_UP].cols != p->n_embd ||
-        w[AERO_MOE_UP].rows != p->n_ff_exp || w[AERO_MOE_DOWN].cols != p->n_ff_exp || w[AERO_MOE_DOWN].rows != p->n_embd ||
-        !w[0].data || !w[1].data || !w[2].data)
+    if (w[AERO_MOE_GATE].cols != p->n_embd || w[AERO_MOE_GATE].rows != p->n_ff_exp ||
+        w[AERO_MOE_UP].cols != p->n_embd || w[AERO_MOE_UP].rows != p->n_ff_exp ||
+        w[AERO_MOE_DOWN].cols != p->n_ff_exp || w[AERO_MOE_DOWN].rows != p->n_embd || !w[0].data || !w[1].data ||
+        !w[2].data)
         return aero_fail(err, AERO_ERR_FORMAT, "layer %d expert %d: weights missing or of the wrong shape", layer, e);
     return AERO_OK;
 }

@@ -31,15 +31,15 @@ enum { AERO_MOE_GATE = 0, AERO_MOE_UP = 1, AERO_MOE_DOWN = 2 };
 // Shape and routing of one MoE layer type (identical for every MoE layer of a model).
 typedef struct {
     int n_embd;
-    int n_ff_exp;          // rows of one routed expert's gate/up (`%s.expert_feed_forward_length`)
-    int n_ff_shexp;        // rows of the shared expert's gate/up (all shared experts merged); 0: none
-    int n_expert;          // `%s.expert_count`
-    int n_expert_used;     // `%s.expert_used_count` (k)
+    int n_ff_exp;      // rows of one routed expert's gate/up (`%s.expert_feed_forward_length`)
+    int n_ff_shexp;    // rows of the shared expert's gate/up (all shared experts merged); 0: none
+    int n_expert;      // `%s.expert_count`
+    int n_expert_used; // `%s.expert_used_count` (k)
     aero_moe_gating gating;
-    bool norm_w;           // divide the k weights by their sum (clamped below at 2^-14)
-    float w_scale;         // multiply the weights (`%s.expert_weights_scale`); 0 or 1: no scaling
-    int n_group;           // `%s.expert_group_count`; <= 1: no grouped routing
-    int n_group_used;      // `%s.expert_group_used_count`
+    bool norm_w;      // divide the k weights by their sum (clamped below at 2^-14)
+    float w_scale;    // multiply the weights (`%s.expert_weights_scale`); 0 or 1: no scaling
+    int n_group;      // `%s.expert_group_count`; <= 1: no grouped routing
+    int n_group_used; // `%s.expert_group_used_count`
 } aero_moe_params;
 
 // The dense part of an MoE layer's FFN: everything except the routed experts.
@@ -71,7 +71,7 @@ aero_wmat aero_moe_slice(const void *merged, aero_dtype type, int64_t cols, int6
 
 // A ready-made source for resident merged tensors: ctx points to an array of these, one per layer.
 typedef struct {
-    const void *data[3];  // ffn_gate_exps, ffn_up_exps, ffn_down_exps
+    const void *data[3]; // ffn_gate_exps, ffn_up_exps, ffn_down_exps
     aero_dtype type[3];
     int n_embd, n_ff_exp;
 } aero_moe_merged;
@@ -96,8 +96,8 @@ void aero_moe_route_one(const aero_moe_params *p, const float *logits, const flo
                         int *ids, float *weights);
 
 // Routes n tokens (x: n rows of n_embd, already normalised by ffn_norm) into the work's ids/weights.
-aero_status aero_moe_route(aero_pool *pool, const aero_moe_params *p, const aero_moe_layer *L, const float *x,
-                           int n, aero_moe_work *w, aero_error *err);
+aero_status aero_moe_route(aero_pool *pool, const aero_moe_params *p, const aero_moe_layer *L, const float *x, int n,
+                           aero_moe_work *w, aero_error *err);
 
 // The union of the experts of the last routing, ascending; returns its size (experts must hold n_expert).
 int aero_moe_work_union(const aero_moe_work *w, int *experts);

@@ -11,8 +11,8 @@
 typedef struct {
     const char *const *stops; // borrowed; empty strings are ignored
     int n;
-    size_t max_len;           // longest stop string
-    size_t scan_from;         // earliest offset where a not-yet-seen match could start
+    size_t max_len;   // longest stop string
+    size_t scan_from; // earliest offset where a not-yet-seen match could start
 } aero_stop;
 
 void aero_stop_init(aero_stop *s, const char *const *stops, int n);

@@ -13,11 +13,11 @@
 
 #define MAX_ELEMS (1 << 22)
 #define MAX_RULES (1 << 20)
-#define MAX_STACKS 256     // a state holding more is truncated (only ambiguity this wide would reach it)
+#define MAX_STACKS 256 // a state holding more is truncated (only ambiguity this wide would reach it)
 #define MAX_EXPAND_DEPTH 512
 #define CHUNK_CELLS 4096
 #define MASK_CACHE 16
-#define LOOP_MIN_BYTES 32  // a state that loops on this many bytes is masked from the per-token table
+#define LOOP_MIN_BYTES 32 // a state that loops on this many bytes is masked from the per-token table
 
 // Byte ranges are how grammars write classes ([0-9], [\x80-\xbf]).
 void aero_cset_range(aero_cset *c, unsigned lo, unsigned hi) {
@@ -201,9 +201,9 @@ done:
 // ---- stacks ----
 
 typedef struct cell {
-    int32_t pos;        // element index: a byte class once expanded, else what comes next
-    uint64_t hash;      // of the whole stack, so sets compare in O(1) almost always
-    struct cell *next;  // the rest of the stack (NULL: bottom)
+    int32_t pos;       // element index: a byte class once expanded, else what comes next
+    uint64_t hash;     // of the whole stack, so sets compare in O(1) almost always
+    struct cell *next; // the rest of the stack (NULL: bottom)
 } cell;
 
 typedef struct {
@@ -460,10 +460,10 @@ bool aero_grammar_run_accepting(const aero_grammar_run *r) { return r->s.accept;
 
 struct aero_grammar_vocab {
     int n_vocab;
-    uint32_t *off;   // token bytes: bytes[off[id] .. off[id] + len[id])
+    uint32_t *off; // token bytes: bytes[off[id] .. off[id] + len[id])
     uint16_t *len;
     char *bytes;
-    uint8_t *kind;   // 0 ordinary (with bytes), 1 never allowed, 2 end of generation
+    uint8_t *kind; // 0 ordinary (with bytes), 1 never allowed, 2 end of generation
     // trie in preorder: node i's children start at i + 1 and each child c is followed by its subtree
     int n_nodes;
     uint8_t *nbyte;
@@ -603,19 +603,19 @@ fail:
 #define T_DEAD 0xfffe
 
 typedef struct {
-    cell **st;          // stacks, in the DFA's arena
+    cell **st; // stacks, in the DFA's arena
     int n;
     bool accept;
     aero_cset first;
     uint64_t hash;
-    int32_t *key;       // canonical form (see state_key)
+    int32_t *key; // canonical form (see state_key)
     int key_len;
     uint16_t next[256]; // state after each byte, T_UNKNOWN until computed
 } dstate;
 
 typedef struct {
-    int sid;            // -1: empty slot
-    uint64_t *bits;     // allowed tokens in state sid
+    int sid;        // -1: empty slot
+    uint64_t *bits; // allowed tokens in state sid
     unsigned long used;
 } mask_entry;
 
@@ -623,21 +623,21 @@ typedef struct {
     aero_sampler_constraint base;
     const aero_grammar *g;
     const aero_grammar_vocab *v;
-    arena a[2];         // the current state's stacks (compacted after each token) and scratch work
+    arena a[2]; // the current state's stacks (compacted after each token) and scratch work
     int cur;
-    sset s;             // the state after the tokens accepted so far
+    sset s; // the state after the tokens accepted so far
     sset tmp[2];
-    bool dead;          // a token was accepted that the grammar refused (cannot happen through the mask)
+    bool dead; // a token was accepted that the grammar refused (cannot happen through the mask)
     arena dfa_arena;
     dstate *ds;
     int n_ds, cap_ds;
-    int32_t *htab;      // open addressing over ds by hash; -1 empty
+    int32_t *htab; // open addressing over ds by hash; -1 empty
     int hcap;
-    bool overflow;      // a walk needed more states than DFA_CAP (tokens beyond were refused)
-    uint64_t *bits;     // the mask being built
+    bool overflow;  // a walk needed more states than DFA_CAP (tokens beyond were refused)
+    uint64_t *bits; // the mask being built
     mask_entry cache[MASK_CACHE];
     unsigned long tick;
-    aero_cset loop;     // the looping bytes loop_first was computed for
+    aero_cset loop;       // the looping bytes loop_first was computed for
     uint16_t *loop_first; // per token: index of its first byte outside loop
     bool loop_ok;
     aero_grammar_stats stats;
@@ -900,8 +900,7 @@ aero_sampler_constraint *aero_grammar_constraint_new(const aero_grammar *g, cons
     c->htab = malloc(sizeof *c->htab * (size_t)c->hcap);
     c->bits = malloc(sizeof *c->bits * (size_t)((v->n_vocab + 63) / 64));
     c->loop_first = malloc(sizeof *c->loop_first * (size_t)v->n_vocab);
-    if (!c->htab || !c->bits || !c->loop_first || !sset_init(&c->s) || !sset_init(&c->tmp[0]) ||
-        !sset_init(&c->tmp[1]))
+    if (!c->htab || !c->bits || !c->loop_first || !sset_init(&c->s) || !sset_init(&c->tmp[0]) || !sset_init(&c->tmp[1]))
         goto fail;
     for (int i = 0; i < c->hcap; i++) c->htab[i] = -1;
     for (int i = 0; i < MASK_CACHE; i++) c->cache[i].sid = -1;

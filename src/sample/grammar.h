@@ -70,11 +70,11 @@ void aero_grammar_constraint_free(aero_sampler_constraint *c);
 bool aero_grammar_constraint_complete(const aero_sampler_constraint *c);
 
 typedef struct {
-    long masks;          // masks computed (steps)
-    long cache_hits;     // masks served from the state cache
-    long loop_masks;     // masks computed from the per-token table of a looping state
-    long trie_masks;     // masks computed by walking the token trie
-    double seconds;      // time spent masking
+    long masks;      // masks computed (steps)
+    long cache_hits; // masks served from the state cache
+    long loop_masks; // masks computed from the per-token table of a looping state
+    long trie_masks; // masks computed by walking the token trie
+    double seconds;  // time spent masking
 } aero_grammar_stats;
 void aero_grammar_constraint_stats(const aero_sampler_constraint *c, aero_grammar_stats *out);
 

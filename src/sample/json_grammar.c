@@ -9,9 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_DEPTH 64          // nesting of schemas (not of the JSON produced)
-#define MAX_REPEAT 10000      // largest explicit bound (maxLength, maxItems)
-#define MAX_RANGE 10000       // integer ranges enumerated as digit tries
+#define MAX_DEPTH 64     // nesting of schemas (not of the JSON produced)
+#define MAX_REPEAT 10000 // largest explicit bound (maxLength, maxItems)
+#define MAX_RANGE 10000  // integer ranges enumerated as digit tries
 #define MAX_SEQ 64
 #define MAX_REFS 256
 
@@ -29,8 +29,8 @@ typedef struct {
     int depth;
     char path[256];
     // shared rules, -1 until built
-    int ws, value, object, array, string, strchar, utf8, number, integer, nn_integer, pos_integer, boolean,
-        null, digits15, frac, exp, esc;
+    int ws, value, object, array, string, strchar, utf8, number, integer, nn_integer, pos_integer, boolean, null,
+        digits15, frac, exp, esc;
     struct {
         const json_t *schema;
         int rule;
@@ -186,8 +186,8 @@ static int esc(jc *c) {
     alt(c, r, 1, C(c, "\"\\/bfnrt"));
     alt(c, r, 5, B(c, 'u'), C(c, "0-9a-cA-Ce-fE-F"), hex, hex, hex);
     alt(c, r, 5, B(c, 'u'), C(c, "dD"), C(c, "0-7"), hex, hex);
-    alt(c, r, 11, B(c, 'u'), C(c, "dD"), C(c, "89abAB"), hex, hex, B(c, '\\'), B(c, 'u'), C(c, "dD"), C(c, "c-fC-F"), hex,
-        hex);
+    alt(c, r, 11, B(c, 'u'), C(c, "dD"), C(c, "89abAB"), hex, hex, B(c, '\\'), B(c, 'u'), C(c, "dD"), C(c, "c-fC-F"),
+        hex, hex);
     return c->esc = c->st ? -1 : r;
 }
 
@@ -386,9 +386,8 @@ static int int_range(jc *c, long long lo, long long hi) {
 
 // Keywords that describe but do not constrain: ignored.
 static bool is_annotation(const char *k) {
-    static const char *a[] = {"title",      "description", "default",  "examples", "$schema",     "$id",
-                              "$comment",   "deprecated",  "readOnly", "writeOnly", "$defs",      "definitions",
-                              NULL};
+    static const char *a[] = {"title",      "description", "default",   "examples", "$schema",     "$id", "$comment",
+                              "deprecated", "readOnly",    "writeOnly", "$defs",    "definitions", NULL};
     for (int i = 0; a[i]; i++)
         if (!strcmp(k, a[i])) return true;
     return false;
@@ -396,11 +395,28 @@ static bool is_annotation(const char *k) {
 
 // Keywords the compiler enforces; any other is refused by name.
 static bool is_supported(const char *k) {
-    static const char *s[] = {"type",     "properties", "required",  "additionalProperties", "items",
-                              "minItems", "maxItems",   "enum",      "const",                "anyOf",
-                              "oneOf",    "allOf",      "$ref",      "minLength",            "maxLength",
-                              "format",   "minimum",    "maximum",   "exclusiveMinimum",     "exclusiveMaximum",
-                              "uniqueItems", NULL};
+    static const char *s[] = {"type",
+                              "properties",
+                              "required",
+                              "additionalProperties",
+                              "items",
+                              "minItems",
+                              "maxItems",
+                              "enum",
+                              "const",
+                              "anyOf",
+                              "oneOf",
+                              "allOf",
+                              "$ref",
+                              "minLength",
+                              "maxLength",
+                              "format",
+                              "minimum",
+                              "maximum",
+                              "exclusiveMinimum",
+                              "exclusiveMaximum",
+                              "uniqueItems",
+                              NULL};
     for (int i = 0; s[i]; i++)
         if (!strcmp(k, s[i])) return true;
     return false;
@@ -547,7 +563,8 @@ static int type_object(jc *c, const json_t *s) {
     if (required && !json_is_array(required))
         return fail(c, AERO_ERR_INVALID, "required", "'required' must be an array of strings");
     if (addl && !json_is_boolean(addl) && !json_is_object(addl))
-        return fail(c, AERO_ERR_INVALID, "additionalProperties", "'additionalProperties' must be a boolean or a schema");
+        return fail(c, AERO_ERR_INVALID, "additionalProperties",
+                    "'additionalProperties' must be a boolean or a schema");
     bool has_props = (props && json_object_size(props)) || (required && json_array_size(required));
     if (has_props) return object_props(c, props, required);
     if (json_is_false(addl)) return literal_z(c, "{}");
@@ -667,7 +684,8 @@ static int type_string(jc *c, const json_t *s) {
         else
             return fail(c, AERO_ERR_INVALID, "format",
                         "'format' '%.40s' is not supported in constrained output (date, time, date-time, uuid, email "
-                        "are)", f);
+                        "are)",
+                        f);
         if (min > 0 || max >= 0)
             return fail(c, AERO_ERR_INVALID, min > 0 ? "minLength" : "maxLength",
                         "'%s' together with 'format' is not supported", min > 0 ? "minLength" : "maxLength");
@@ -764,7 +782,8 @@ static int type_number(jc *c, const json_t *s) {
     const char *kw = has_hi ? "maximum" : "minimum";
     return fail(c, AERO_ERR_INVALID, kw,
                 "'%s' %lld on a number is not supported in constrained output (integral bounds from 0 up to 100000, "
-                "or minimum 0 alone, are)", kw, has_hi ? hi : lo);
+                "or minimum 0 alone, are)",
+                kw, has_hi ? hi : lo);
 }
 
 // One JSON type under the schema's keywords for that type.
@@ -786,7 +805,8 @@ static int one_type(jc *c, const json_t *s, const char *t) {
 
 // The type a schema without "type" describes, from its keywords (NULL: any value).
 static const char *implied_type(const json_t *s) {
-    if (json_object_get(s, "properties") || json_object_get(s, "required") || json_object_get(s, "additionalProperties"))
+    if (json_object_get(s, "properties") || json_object_get(s, "required") ||
+        json_object_get(s, "additionalProperties"))
         return "object";
     if (json_object_get(s, "items") || json_object_get(s, "minItems") || json_object_get(s, "maxItems")) return "array";
     if (json_object_get(s, "minLength") || json_object_get(s, "maxLength") || json_object_get(s, "format"))
@@ -803,7 +823,8 @@ static int schema(jc *c, const json_t *s, const char *where) {
     if (c->st) return -1;
     if (json_is_true(s)) return value(c);
     if (!json_is_object(s))
-        return fail(c, AERO_ERR_INVALID, NULL, json_is_false(s) ? "schema 'false' matches nothing" : "a schema must be an object");
+        return fail(c, AERO_ERR_INVALID, NULL,
+                    json_is_false(s) ? "schema 'false' matches nothing" : "a schema must be an object");
     if (++c->depth > MAX_DEPTH) {
         c->depth--;
         return fail(c, AERO_ERR_INVALID, NULL, "the schema nests deeper than %d levels", MAX_DEPTH);
@@ -813,7 +834,8 @@ static int schema(jc *c, const json_t *s, const char *where) {
     json_t *v;
     json_object_foreach((json_t *)s, key, v) {
         if (!is_supported(key) && !is_annotation(key)) {
-            r = fail(c, AERO_ERR_INVALID, key, "JSON-schema keyword '%.60s' is not supported in constrained output", key);
+            r = fail(c, AERO_ERR_INVALID, key, "JSON-schema keyword '%.60s' is not supported in constrained output",
+                     key);
             goto done;
         }
     }
@@ -847,7 +869,8 @@ static int schema(jc *c, const json_t *s, const char *where) {
             goto done;
         }
         if (!strcmp(kw, "allOf") && json_array_size(x) != 1) {
-            r = fail(c, AERO_ERR_INVALID, "allOf", "'allOf' with more than one schema is not supported in constrained output");
+            r = fail(c, AERO_ERR_INVALID, "allOf",
+                     "'allOf' with more than one schema is not supported in constrained output");
             goto done;
         }
         r = new_rule(c);
@@ -891,8 +914,8 @@ aero_status aero_json_grammar_compile(aero_grammar **out, const json_t *sch, cha
     *out = NULL;
     if (keyword) keyword[0] = 0;
     jc c = {.err = err, .keyword = keyword, .root = sch};
-    c.ws = c.value = c.object = c.array = c.string = c.strchar = c.utf8 = c.number = c.integer =
-        c.nn_integer = c.pos_integer = c.boolean = c.null = c.digits15 = c.frac = c.exp = c.esc = -1;
+    c.ws = c.value = c.object = c.array = c.string = c.strchar = c.utf8 = c.number = c.integer = c.nn_integer =
+        c.pos_integer = c.boolean = c.null = c.digits15 = c.frac = c.exp = c.esc = -1;
     c.g = aero_grammar_new();
     if (!c.g) return aero_fail(err, AERO_ERR_NOMEM, "out of memory compiling the JSON schema");
     int root = new_rule(&c);

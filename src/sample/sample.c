@@ -12,13 +12,13 @@ struct aero_sampler {
     aero_sampler_params p;
     int n_vocab;
     uint64_t rng[4];
-    int32_t *history;        // ring of recent tokens (repeat penalty window)
+    int32_t *history; // ring of recent tokens (repeat penalty window)
     int n_history, history_at;
-    uint32_t *counts;        // occurrences of each token in the whole context (presence/frequency)
-    int *order;              // scratch: token ids sorted by logit
+    uint32_t *counts; // occurrences of each token in the whole context (presence/frequency)
+    int *order;       // scratch: token ids sorted by logit
     float *scratch;
     aero_sampler_constraint *constraint;
-    int32_t drawn;           // the last token drawn under the constraint, until it is accepted
+    int32_t drawn; // the last token drawn under the constraint, until it is accepted
 };
 
 void aero_sampler_params_default(aero_sampler_params *p) {

@@ -44,7 +44,8 @@ static enum MHD_Result handle_models(aero_http_req *r, const char *id) {
     if (id) {
         if (!model_ok(s, id)) {
             char msg[400];
-            snprintf(msg, sizeof msg, "The model '%.200s' does not exist; this server serves '%.100s'", id, s->model_id);
+            snprintf(msg, sizeof msg, "The model '%.200s' does not exist; this server serves '%.100s'", id,
+                     s->model_id);
             return aero_http_error(r, 404, msg, "model", "model_not_found");
         }
         return aero_http_json(r, 200, model_object(s));
@@ -194,9 +195,9 @@ static enum MHD_Result handle_slots(aero_http_req *r) {
         bool gen_phase = d.t_first != 0;
         double speed = gen_phase && now > d.t_first ? d.n_gen / (now - d.t_first) : 0;
         int remain = q->shown.max_tokens - d.n_gen;
-        json_t *slot = json_pack("{s:i, s:I, s:i, s:b, s:b, s:o, s:{s:b, s:i, s:i}, s:s, s:s, s:i, s:i, s:f}",
-                                 "id", used, "id_task", (json_int_t)q->shown.task, "n_ctx", e->n_ctx, "speculative",
-                                 false, "is_processing", true, "params",
+        json_t *slot = json_pack("{s:i, s:I, s:i, s:b, s:b, s:o, s:{s:b, s:i, s:i}, s:s, s:s, s:i, s:i, s:f}", "id",
+                                 used, "id_task", (json_int_t)q->shown.task, "n_ctx", e->n_ctx, "speculative", false,
+                                 "is_processing", true, "params",
                                  params_object(&q->shown.sp, q->shown.max_tokens, q->shown.stream, q->shown.ignore_eos),
                                  "next_token", "has_next_token", true, "n_remain", remain, "n_decoded", d.n_gen,
                                  "state", gen_phase ? "generating" : "prompt", "request_id", q->id, "n_prompt_tokens",
@@ -206,8 +207,8 @@ static enum MHD_Result handle_slots(aero_http_req *r) {
     }
     pthread_mutex_unlock(&s->active_mu);
     for (int i = used; i < e->n_seq; i++)
-        json_array_append_new(a, json_pack("{s:i, s:i, s:i, s:b, s:b, s:o, s:{s:b, s:i, s:i}, s:s, s:i, s:f}", "id",
-                                           i, "id_task", -1, "n_ctx", e->n_ctx, "speculative", false, "is_processing",
+        json_array_append_new(a, json_pack("{s:i, s:i, s:i, s:b, s:b, s:o, s:{s:b, s:i, s:i}, s:s, s:i, s:f}", "id", i,
+                                           "id_task", -1, "n_ctx", e->n_ctx, "speculative", false, "is_processing",
                                            false, "params", params_object(&s->p.defaults, -1, false, false),
                                            "next_token", "has_next_token", false, "n_remain", -1, "n_decoded", 0,
                                            "state", "idle", "tokens_cached", 0, "tokens_per_second", 0.0));
@@ -263,10 +264,9 @@ static bool emit_delta(aero_http_req *r, const aero_gen_delta *d) {
     if (d->len || d->n_lp) {
         json_t *lp = NULL;
         if (r->logprobs && d->n_lp)
-            lp = aero_oai_logprobs(r->meta.chat, d->lp, d->n_lp, r->top_logprobs, aero_srv_model_piece, x,
-                                   r->text_sent);
-        ok = out_event(r, aero_oai_chunk(&r->meta, false, d->text ? d->text : "", d->len, NULL, lp,
-                                         r->include_usage));
+            lp =
+                aero_oai_logprobs(r->meta.chat, d->lp, d->n_lp, r->top_logprobs, aero_srv_model_piece, x, r->text_sent);
+        ok = out_event(r, aero_oai_chunk(&r->meta, false, d->text ? d->text : "", d->len, NULL, lp, r->include_usage));
         r->text_sent += d->len;
     }
     if (!d->done) return ok;
@@ -374,11 +374,11 @@ static bool wait_all(aero_http_req *r, aero_buf *text, aero_oai_logprob **lp, in
 typedef struct {
     aero_req q;
     aero_req_kind kind;
-    char *text;        // the rendered chat prompt
+    char *text; // the rendered chat prompt
     size_t text_len;
-    int32_t *ids;      // the prompt's tokens
+    int32_t *ids; // the prompt's tokens
     size_t n_ids;
-    int max_tokens;    // resolved against the context left after the prompt
+    int max_tokens; // resolved against the context left after the prompt
 } gen_request;
 
 // The prompt as tokens: the chat template rendered and tokenized, token ids as given, or the text tokenized.
@@ -392,7 +392,8 @@ static bool gen_prompt(aero_http_req *r, gen_request *g, enum MHD_Result *ret) {
     const char *pparam = g->kind == AERO_REQ_CHAT ? "messages" : "prompt";
     if (!model_ok(s, q->model)) {
         char msg[400];
-        snprintf(msg, sizeof msg, "The model '%.200s' does not exist; this server serves '%.100s'", q->model, s->model_id);
+        snprintf(msg, sizeof msg, "The model '%.200s' does not exist; this server serves '%.100s'", q->model,
+                 s->model_id);
         *ret = aero_http_error(r, 404, msg, "model", "model_not_found");
         return false;
     }
@@ -414,7 +415,8 @@ static bool gen_prompt(aero_http_req *r, gen_request *g, enum MHD_Result *ret) {
         return false;
     }
     if (g->n_ids == 0) {
-        *ret = aero_http_error(r, 400, "The prompt is empty and this model has no BOS token to start from", pparam, NULL);
+        *ret =
+            aero_http_error(r, 400, "The prompt is empty and this model has no BOS token to start from", pparam, NULL);
         return false;
     }
     return true;
@@ -498,7 +500,8 @@ static bool gen_params(aero_http_req *r, gen_request *g, aero_gen_params *gp) {
     if (!q->has_seed) {
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
-        gp->sp.seed = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)ts.tv_sec ^ atomic_fetch_add(&s->next_id, 1) * 0x9e3779b97f4a7c15ull;
+        gp->sp.seed = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)ts.tv_sec ^
+                      atomic_fetch_add(&s->next_id, 1) * 0x9e3779b97f4a7c15ull;
     }
     gp->logprobs = q->logprobs;
     gp->top_logprobs = q->top_logprobs;
@@ -563,8 +566,8 @@ static bool gen_submit(aero_http_req *r, gen_request *g, enum MHD_Result *ret) {
     r->gen = gen;
     aero_http_active_add(r);
     make_id(s, g->kind == AERO_REQ_CHAT ? "chatcmpl" : "cmpl", r->id, sizeof r->id);
-    r->meta = (aero_oai_meta){.chat = g->kind == AERO_REQ_CHAT, .id = r->id, .model = s->model_id,
-                              .created = (long long)time(NULL)};
+    r->meta = (aero_oai_meta){
+        .chat = g->kind == AERO_REQ_CHAT, .id = r->id, .model = s->model_id, .created = (long long)time(NULL)};
     r->logprobs = g->q.logprobs;
     r->top_logprobs = g->q.top_logprobs;
     r->include_usage = g->q.include_usage;
@@ -608,9 +611,9 @@ static enum MHD_Result respond_whole(aero_http_req *r) {
         ret = aero_http_error(r, 500, last.error[0] ? last.error : "generation failed", NULL, NULL);
         goto done;
     }
-    json_t *lpj = r->logprobs ? aero_oai_logprobs(r->meta.chat, lps, n_lp, r->top_logprobs, aero_srv_model_piece,
-                                                  &s->model, 0)
-                              : NULL;
+    json_t *lpj = r->logprobs
+                      ? aero_oai_logprobs(r->meta.chat, lps, n_lp, r->top_logprobs, aero_srv_model_piece, &s->model, 0)
+                      : NULL;
     const char *fin = last.finish == AERO_FINISH_LENGTH ? "length" : "stop";
     ret = aero_http_json(r, 200,
                          aero_oai_response(&r->meta, out.p ? out.p : "", out.len, fin, lpj, last.n_prompt, last.n_gen));
@@ -639,7 +642,16 @@ static enum MHD_Result handle_generate(aero_http_req *r, aero_req_kind kind) {
 }
 
 typedef enum {
-    R_HEALTH, R_METRICS, R_MODELS, R_MODEL, R_COMPLETIONS, R_CHAT, R_TOKENIZE, R_DETOKENIZE, R_PROPS, R_SLOTS
+    R_HEALTH,
+    R_METRICS,
+    R_MODELS,
+    R_MODEL,
+    R_COMPLETIONS,
+    R_CHAT,
+    R_TOKENIZE,
+    R_DETOKENIZE,
+    R_PROPS,
+    R_SLOTS
 } route;
 
 static const struct {
@@ -681,8 +693,9 @@ enum MHD_Result aero_api_handle(aero_http_req *r, const char *url) {
         if (id == R_MODEL) return handle_models(r, url + pl);
         int st = atomic_load(&r->srv->state);
         if (st != 1)
-            return aero_http_error(r, 503, st == 0 ? "The model is still loading; retry when /health answers 200"
-                                                   : "The server is not serving (model failed to load or shutting down)",
+            return aero_http_error(r, 503,
+                                   st == 0 ? "The model is still loading; retry when /health answers 200"
+                                           : "The server is not serving (model failed to load or shutting down)",
                                    NULL, st == 0 ? "model_loading" : NULL);
         if (id == R_COMPLETIONS) return handle_generate(r, AERO_REQ_COMPLETION);
         if (id == R_CHAT) return handle_generate(r, AERO_REQ_CHAT);

@@ -49,8 +49,13 @@ static void token_string(const aero_tokenizer *t, int32_t id, char *out, size_t 
 aero_status aero_srv_model_open(aero_srv_model *x, const aero_server_params *p, aero_error *err) {
     memset(x, 0, sizeof *x);
     int tile = p->n_batch > 0 ? p->n_batch : 512;
-    aero_ctx_params cp = {.n_ctx = p->n_ctx, .n_seq = p->parallel, .kv_f32 = p->kv_f32, .type_k = p->type_k,
-                          .type_v = p->type_v, .kv_recent = p->kv_recent, .n_batch = tile};
+    aero_ctx_params cp = {.n_ctx = p->n_ctx,
+                          .n_seq = p->parallel,
+                          .kv_f32 = p->kv_f32,
+                          .type_k = p->type_k,
+                          .type_v = p->type_v,
+                          .kv_recent = p->kv_recent,
+                          .n_batch = tile};
     // the KV cache of every sequence is allocated at start: inside --mem it comes out of the weights' share
     aero_model_params mp = p->model;
     aero_mem_split ms;
@@ -96,9 +101,13 @@ void aero_srv_model_close(aero_srv_model *x) {
 }
 
 aero_status aero_srv_model_render(aero_srv_model *x, const json_t *messages, const json_t *tools, char **out,
-                                   size_t *len, aero_error *err) {
-    aero_chat_inputs in = {.messages = messages, .tools = tools, .add_generation_prompt = true,
-                           .bos_token = x->bos_str, .eos_token = x->eos_str, .extra = NULL};
+                                  size_t *len, aero_error *err) {
+    aero_chat_inputs in = {.messages = messages,
+                           .tools = tools,
+                           .add_generation_prompt = true,
+                           .bos_token = x->bos_str,
+                           .eos_token = x->eos_str,
+                           .extra = NULL};
     // The header does not promise concurrent renders of one template; they are short, so serialize them.
     pthread_mutex_lock(&x->render_mu);
     aero_status st = aero_chat_render(x->tmpl, &in, out, len, err);
@@ -108,7 +117,7 @@ aero_status aero_srv_model_render(aero_srv_model *x, const json_t *messages, con
 }
 
 aero_status aero_srv_model_tokenize(aero_srv_model *x, const char *text, size_t len, bool add_special,
-                                     bool parse_special, int32_t **ids, size_t *n, aero_error *err) {
+                                    bool parse_special, int32_t **ids, size_t *n, aero_error *err) {
     size_t bl = strlen(x->bos_str);
     bool has_bos_text = bl && len >= bl && !memcmp(text, x->bos_str, bl) && parse_special;
     bool add_bos = add_special && aero_tokenizer_add_bos(x->tok) && !has_bos_text;

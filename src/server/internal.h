@@ -33,10 +33,10 @@ aero_status aero_srv_model_open(aero_srv_model *x, const aero_server_params *p, 
 void aero_srv_model_close(aero_srv_model *x);
 // Renders chat messages into the prompt text (malloc'ed).
 aero_status aero_srv_model_render(aero_srv_model *x, const json_t *messages, const json_t *tools, char **out,
-                                   size_t *len, aero_error *err);
+                                  size_t *len, aero_error *err);
 // Tokenizes a prompt; add_special adds BOS unless the text already starts with the BOS string.
 aero_status aero_srv_model_tokenize(aero_srv_model *x, const char *text, size_t len, bool add_special,
-                                     bool parse_special, int32_t **ids, size_t *n, aero_error *err);
+                                    bool parse_special, int32_t **ids, size_t *n, aero_error *err);
 // Bytes of one token for logprobs and /tokenize pieces (aero_oai_piece_fn).
 size_t aero_srv_model_piece(void *x, int32_t id, char *buf, size_t cap);
 
@@ -45,13 +45,13 @@ struct aero_server {
     char model_id[256];
     struct MHD_Daemon *daemon;
     int port;
-    atomic_int state;         // 0 loading, 1 ready, -1 load failed
-    aero_srv_model model;     // the loaded model and its context, tokenizer and chat template
+    atomic_int state;     // 0 loading, 1 ready, -1 load failed
+    aero_srv_model model; // the loaded model and its context, tokenizer and chat template
     aero_sched *sched;
     aero_metrics metrics;
     atomic_ullong next_id;
     pthread_mutex_t log_mu;
-    long long t_created;           // unix seconds at start: /v1/models' "created" stays put
+    long long t_created; // unix seconds at start: /v1/models' "created" stays put
     // Open connections and the watchdog that enforces --timeout on receiving each whole request (server.c).
     struct aero_conn *conns;
     pthread_mutex_t conn_mu;
@@ -72,15 +72,15 @@ struct aero_server {
 typedef struct aero_http_req {
     aero_server *srv;
     struct MHD_Connection *conn;
-    struct aero_conn *sock;   // its connection's deadline entry (NULL if unknown)
+    struct aero_conn *sock;                    // its connection's deadline entry (NULL if unknown)
     struct aero_http_req *act_prev, *act_next; // in srv->active while it holds a generation
     bool in_active;
     int fd;
     char method[8];
-    aero_buf body;            // the request body as it arrives
+    aero_buf body; // the request body as it arrives
     bool too_large;
     double t0;
-    int status;               // what was answered (for the log and metrics)
+    int status; // what was answered (for the log and metrics)
     // streamed generation
     aero_gen *gen;
     aero_gen_cursor cur;
@@ -88,11 +88,11 @@ typedef struct aero_http_req {
     char id[48];
     bool include_usage, logprobs, sent_head, finished;
     int top_logprobs;
-    size_t text_sent;         // for completions' text_offset
-    char *echo;               // text to send before the output (completions echo)
+    size_t text_sent; // for completions' text_offset
+    char *echo;       // text to send before the output (completions echo)
     size_t echo_len;
-    aero_buf out;             // formatted bytes not yet handed to MHD
-    size_t out_off;           // how much of out MHD has taken
+    aero_buf out;   // formatted bytes not yet handed to MHD
+    size_t out_off; // how much of out MHD has taken
     int n_prompt, n_gen;
     struct { // what /slots shows of the request
         aero_sampler_params sp;
@@ -102,8 +102,8 @@ typedef struct aero_http_req {
     } shown;
     const char *finish_name;
     char path[64];
-    aero_grammar *grammar;                // response_format's grammar and the sampler's constraint over it:
-    aero_sampler_constraint *constraint;  // owned here, freed once the scheduler is done with the generation
+    aero_grammar *grammar;               // response_format's grammar and the sampler's constraint over it:
+    aero_sampler_constraint *constraint; // owned here, freed once the scheduler is done with the generation
 } aero_http_req;
 
 // Links a request that now holds a generation into srv->active (api.c calls it after submitting).
@@ -113,8 +113,7 @@ enum MHD_Result aero_api_handle(aero_http_req *r, const char *url);
 // Queues a JSON response (takes ownership of j) with the given status.
 enum MHD_Result aero_http_json(aero_http_req *r, int status, json_t *j);
 // Queues an OpenAI error response.
-enum MHD_Result aero_http_error(aero_http_req *r, int status, const char *message, const char *param,
-                                const char *code);
+enum MHD_Result aero_http_error(aero_http_req *r, int status, const char *message, const char *param, const char *code);
 // Headers every response carries: CORS for browser UIs, and Keep-Alive with the idle timeout so clients
 // retire pooled connections before the server closes them (no request is written into a dying socket).
 void aero_http_common_headers(aero_server *s, struct MHD_Response *resp);

@@ -116,8 +116,8 @@ char *aero_metrics_render(aero_metrics *m, size_t *len) {
     aero_buf_printf(&b, "# HELP aerollm_requests_total HTTP responses by status class.\n"
                         "# TYPE aerollm_requests_total counter\n");
     static const char *cls[] = {"", "1xx", "2xx", "3xx", "4xx", "5xx"};
-    for (int i = 2; i <= 5; i++) aero_buf_printf(&b, "aerollm_requests_total{status=\"%s\"} %llu\n", cls[i],
-                                                 (unsigned long long)c.requests[i]);
+    for (int i = 2; i <= 5; i++)
+        aero_buf_printf(&b, "aerollm_requests_total{status=\"%s\"} %llu\n", cls[i], (unsigned long long)c.requests[i]);
     metric(&b, "aerollm_requests_cancelled_total", "counter", "Generations stopped because the client went away.",
            (double)c.cancelled);
     metric(&b, "aerollm_requests_active", "gauge", "Sequences being generated now.", c.active);
@@ -144,7 +144,6 @@ char *aero_metrics_render(aero_metrics *m, size_t *len) {
            (double)c.backend.draft_accepted);
     metric(&b, "aerollm_draft_acceptance_ratio", "gauge", "Accepted over proposed draft tokens.",
            c.backend.draft_tokens ? (double)c.backend.draft_accepted / (double)c.backend.draft_tokens : 0.0);
-    metric(&b, "aerollm_uptime_seconds", "gauge", "Seconds since the server started.",
-           aero_now() - c.t_start);
+    metric(&b, "aerollm_uptime_seconds", "gauge", "Seconds since the server started.", aero_now() - c.t_start);
     return aero_buf_take(&b, len);
 }

@@ -22,13 +22,13 @@ typedef struct {
 
 typedef struct {
     pthread_mutex_t mu;
-    double t_start;                  // monotonic seconds at init
-    uint64_t requests[6];            // by status class: [2] 2xx, [4] 4xx, [5] 5xx
-    uint64_t cancelled;              // client went away before the end
+    double t_start;       // monotonic seconds at init
+    uint64_t requests[6]; // by status class: [2] 2xx, [4] 4xx, [5] 5xx
+    uint64_t cancelled;   // client went away before the end
     uint64_t prompt_tokens, gen_tokens;
-    uint64_t steps, batch_tokens;    // forward passes and the tokens they carried
-    double decode_s;                 // wall time inside the forward pass
-    int active, queued, n_seq;       // sequences generating, requests waiting, KV sequences (--parallel)
+    uint64_t steps, batch_tokens; // forward passes and the tokens they carried
+    double decode_s;              // wall time inside the forward pass
+    int active, queued, n_seq;    // sequences generating, requests waiting, KV sequences (--parallel)
     aero_backend_stats backend;
     uint64_t window_tokens[AERO_METRICS_WINDOW]; // generated tokens per second, ring indexed by second
     int64_t window_sec[AERO_METRICS_WINDOW];

@@ -166,8 +166,8 @@ static json_t *envelope(const aero_oai_meta *m, const char *object) {
 }
 
 // The non-streamed chat.completion / text_completion object.
-json_t *aero_oai_response(const aero_oai_meta *m, const char *text, size_t len, const char *finish,
-                          json_t *logprobs, int prompt_tokens, int completion_tokens) {
+json_t *aero_oai_response(const aero_oai_meta *m, const char *text, size_t len, const char *finish, json_t *logprobs,
+                          int prompt_tokens, int completion_tokens) {
     json_t *r = envelope(m, m->chat ? "chat.completion" : "text_completion");
     json_t *choice = json_object();
     json_object_set_new(choice, "index", json_integer(0));

@@ -24,10 +24,10 @@ typedef struct {
 typedef size_t (*aero_oai_piece_fn)(void *ctx, int32_t id, char *buf, size_t cap);
 
 typedef struct {
-    bool chat;            // chat.completion vs text_completion
-    const char *id;       // "chatcmpl-..." / "cmpl-..."
+    bool chat;      // chat.completion vs text_completion
+    const char *id; // "chatcmpl-..." / "cmpl-..."
     const char *model;
-    long long created;    // unix seconds
+    long long created; // unix seconds
 } aero_oai_meta;
 
 // A JSON string from arbitrary bytes: invalid UTF-8 becomes U+FFFD, so a response is never dropped.
@@ -47,8 +47,8 @@ json_t *aero_oai_logprobs(bool chat, const aero_oai_logprob *lp, int n, int n_to
                           void *piece_ctx, size_t text_base);
 
 // A whole non-streamed response. finish: "stop" / "length". logprobs: stolen reference, or NULL.
-json_t *aero_oai_response(const aero_oai_meta *m, const char *text, size_t len, const char *finish,
-                          json_t *logprobs, int prompt_tokens, int completion_tokens);
+json_t *aero_oai_response(const aero_oai_meta *m, const char *text, size_t len, const char *finish, json_t *logprobs,
+                          int prompt_tokens, int completion_tokens);
 // One streamed chunk. role: put "role": "assistant" in the delta (first chat chunk). text may be NULL (no
 // content key). finish may be NULL. with_usage: add "usage": null as OpenAI does when usage was asked for.
 json_t *aero_oai_chunk(const aero_oai_meta *m, bool role, const char *text, size_t len, const char *finish,

@@ -60,8 +60,8 @@ aero_status aero_req_load_object(json_t **out, const char *body, size_t len, aer
         return aero_fail(err, AERO_ERR_INVALID, "request body is not valid JSON: %s (line %d, column %d)", je.text,
                          je.line, je.column);
     if (!json_is_object(root)) {
-        aero_status st = aero_fail(err, AERO_ERR_INVALID, "request body must be a JSON object, not %s",
-                                   type_name(root));
+        aero_status st =
+            aero_fail(err, AERO_ERR_INVALID, "request body must be a JSON object, not %s", type_name(root));
         json_decref(root);
         return st;
     }
@@ -99,8 +99,7 @@ static aero_status get_int(json_t *o, const char *key, long long lo, long long h
 }
 
 // Optional number field within [lo, hi].
-static aero_status get_num(json_t *o, const char *key, double lo, double hi, float *out, char *param,
-                           aero_error *err) {
+static aero_status get_num(json_t *o, const char *key, double lo, double hi, float *out, char *param, aero_error *err) {
     json_t *v = opt(o, key);
     if (!v) return AERO_OK;
     if (!json_is_number(v)) return bad(param, key, err, "'%s' must be a number, not %s", key, type_name(v));
@@ -123,8 +122,7 @@ static aero_status parse_stop(aero_req *r, aero_error *err) {
         return AERO_OK;
     }
     if (!json_is_array(v))
-        return bad(r->err_param, "stop", err, "'stop' must be a string or an array of strings, not %s",
-                   type_name(v));
+        return bad(r->err_param, "stop", err, "'stop' must be a string or an array of strings, not %s", type_name(v));
     if (json_array_size(v) > AERO_REQ_MAX_STOP)
         return bad(r->err_param, "stop", err, "'stop' has %zu entries; at most %d are allowed", json_array_size(v),
                    AERO_REQ_MAX_STOP);
@@ -160,8 +158,8 @@ static aero_status parse_bias(aero_req *r, int n_vocab, aero_error *err) {
             return bad(r->err_param, "logit_bias", err,
                        "'logit_bias' key '%.64s' is not a token id of this model (0..%d)", key, n_vocab - 1);
         if (!json_is_number(b) || !isfinite(json_number_value(b)) || fabs(json_number_value(b)) > 100)
-            return bad(r->err_param, "logit_bias", err, "'logit_bias' value for token %ld must be a number in [-100, 100]",
-                       id);
+            return bad(r->err_param, "logit_bias", err,
+                       "'logit_bias' value for token %ld must be a number in [-100, 100]", id);
         r->bias_id[r->n_bias] = (int32_t)id;
         r->bias[r->n_bias] = (float)json_number_value(b);
         r->n_bias++;
@@ -226,14 +224,15 @@ static aero_status message_text(aero_req *r, size_t i, json_t *content, json_t *
         return AERO_OK;
     }
     if (!json_is_array(content))
-        return bad(r->err_param, "messages", err, "'messages[%zu].content' must be a string or an array of parts, not %s",
-                   i, type_name(content));
+        return bad(r->err_param, "messages", err,
+                   "'messages[%zu].content' must be a string or an array of parts, not %s", i, type_name(content));
     size_t total = 0, k;
     json_t *part;
     json_array_foreach(content, k, part) {
         json_t *type = json_object_get(part, "type");
         if (!json_is_object(part) || !json_is_string(type))
-            return bad(r->err_param, "messages", err, "'messages[%zu].content[%zu]' must be an object with a 'type'", i, k);
+            return bad(r->err_param, "messages", err, "'messages[%zu].content[%zu]' must be an object with a 'type'", i,
+                       k);
         const char *ts = json_string_value(type);
         if (strcmp(ts, "text") != 0)
             return bad(r->err_param, "messages", err,
@@ -376,7 +375,8 @@ static aero_status parse_logprobs(aero_req *r, aero_req_kind kind, aero_error *e
     if ((st = get_int(root, "logprobs", 0, 5, &top, &r->logprobs, r->err_param, err))) return st;
     r->top_logprobs = (int)top;
     if ((st = get_bool(root, "echo", &r->echo, r->err_param, err))) return st;
-    if (r->echo && r->logprobs) return bad(r->err_param, "echo", err, "'echo' together with 'logprobs' is not supported");
+    if (r->echo && r->logprobs)
+        return bad(r->err_param, "echo", err, "'echo' together with 'logprobs' is not supported");
     return AERO_OK;
 }
 
@@ -427,7 +427,8 @@ static aero_status parse_response_format(aero_req *r, aero_error *err) {
             return bad(r->err_param, "response_format", err,
                        "'response_format.json_schema' must be an object with a 'schema' (and a 'name')");
         schema = json_object_get(js, "schema");
-        if (!schema) return bad(r->err_param, "response_format", err, "'response_format.json_schema.schema' is required");
+        if (!schema)
+            return bad(r->err_param, "response_format", err, "'response_format.json_schema.schema' is required");
         if (!json_is_object(schema) && !json_is_boolean(schema))
             return bad(r->err_param, "response_format", err, "'response_format.json_schema.schema' must be an object");
     } else if (strcmp(ts, "json_object") != 0) {
@@ -480,13 +481,12 @@ aero_status aero_req_parse(aero_req *r, aero_req_kind kind, const char *body, si
     if ((st = parse_bias(r, n_vocab, err))) goto fail;
     if ((st = parse_response_format(r, err))) goto fail;
     return AERO_OK;
-fail:
-    {
-        char param[64];
-        memcpy(param, r->err_param, sizeof param);
-        aero_req_free(r);
-        memcpy(r->err_param, param, sizeof param);
-    }
+fail : {
+    char param[64];
+    memcpy(param, r->err_param, sizeof param);
+    aero_req_free(r);
+    memcpy(r->err_param, param, sizeof param);
+}
     return st;
 }
 

@@ -21,31 +21,31 @@ typedef enum { AERO_REQ_COMPLETION = 1, AERO_REQ_CHAT = 2 } aero_req_kind;
 
 typedef struct {
     aero_req_kind kind;
-    json_t *root;              // the parsed body; the strings below point into it
-    const char *model;         // NULL when absent
+    json_t *root;      // the parsed body; the strings below point into it
+    const char *model; // NULL when absent
     // completions: a text prompt, or token ids
     const char *prompt;
     size_t prompt_len;
-    int32_t *prompt_ids;       // malloc'ed; NULL for a text prompt
+    int32_t *prompt_ids; // malloc'ed; NULL for a text prompt
     size_t n_prompt_ids;
     // chat: messages normalised to [{"role", "content": string|null, ...}] (owned); tools borrowed or NULL
     json_t *messages;
     json_t *tools;
-    int max_tokens;            // -1: not given
-    aero_sampler_params sp;    // temp, top_p, top_k, min_p, penalties, seed
+    int max_tokens;         // -1: not given
+    aero_sampler_params sp; // temp, top_p, top_k, min_p, penalties, seed
     bool has_seed;
     const char *stop[AERO_REQ_MAX_STOP];
     int n_stop;
     bool stream, include_usage;
-    bool logprobs;             // chat: logprobs true; completions: logprobs given (an integer)
+    bool logprobs; // chat: logprobs true; completions: logprobs given (an integer)
     int top_logprobs;
     bool echo;
-    bool ignore_eos;           // llama.cpp extension
+    bool ignore_eos; // llama.cpp extension
     int n_bias;
     int32_t bias_id[AERO_REQ_MAX_BIAS];
     float bias[AERO_REQ_MAX_BIAS];
-    aero_grammar *grammar;     // response_format's JSON grammar or the GBNF 'grammar' (owned; take it by setting NULL)
-    char err_param[64];        // the offending field after a failure
+    aero_grammar *grammar; // response_format's JSON grammar or the GBNF 'grammar' (owned; take it by setting NULL)
+    char err_param[64];    // the offending field after a failure
 } aero_req;
 
 // Parses a request body of the given kind. n_vocab bounds logit_bias and token-id prompts (0: unchecked).

@@ -20,10 +20,10 @@ struct aero_gen {
     atomic_bool cancel;
     aero_gen_params p;
     // Published to readers under mu.
-    aero_buf text;           // the generation's text so far
-    size_t released;         // bytes of text readers may take
+    aero_buf text;   // the generation's text so far
+    size_t released; // bytes of text readers may take
     aero_oai_logprob *lp;
-    size_t *lp_end;          // text offset where each token's bytes end
+    size_t *lp_end; // text offset where each token's bytes end
     int n_lp, lp_cap, lp_released;
     int n_gen;
     bool done;
@@ -34,9 +34,9 @@ struct aero_gen {
     aero_gen *next;
     int state, seq;
     uint64_t admit_order;
-    bool in_batch;           // fed to the batch being built
+    bool in_batch; // fed to the batch being built
     aero_sampler *sampler;
-    aero_generator *gen;     // the generation layer's state of this request
+    aero_generator *gen; // the generation layer's state of this request
 };
 
 struct aero_sched {
@@ -50,7 +50,7 @@ struct aero_sched {
     aero_gen *qhead, *qtail;
     int n_queued, max_queue;
     // Scheduler thread only.
-    aero_gen **seqs;         // the request on each KV sequence, or NULL
+    aero_gen **seqs; // the request on each KV sequence, or NULL
     int n_active;
     uint64_t admitted;
     aero_batch_buf *batch;
@@ -414,8 +414,7 @@ static void step(aero_sched *s) {
         aero_gen *best = NULL;
         for (int i = 0; i < e->n_seq; i++) {
             aero_gen *g = s->seqs[i];
-            if (g && g->state == GEN_PREFILL && !g->in_batch && (!best || g->admit_order < best->admit_order))
-                best = g;
+            if (g && g->state == GEN_PREFILL && !g->in_batch && (!best || g->admit_order < best->admit_order)) best = g;
         }
         int budget = aero_batch_buf_room(b);
         if (!best || budget <= 0) break;
@@ -485,8 +484,8 @@ aero_status aero_sched_new(aero_sched **out, const aero_sched_backend *e, int ma
     s->logits = malloc((size_t)e->n_seq * (size_t)e->n_vocab * sizeof *s->logits);
     if (!s->seqs || !s->batch || !s->logits) {
         aero_sched_free(s);
-        return aero_fail(err, AERO_ERR_NOMEM, "scheduler: out of memory for batch buffers (%d x %d logits)",
-                         e->n_seq, e->n_vocab);
+        return aero_fail(err, AERO_ERR_NOMEM, "scheduler: out of memory for batch buffers (%d x %d logits)", e->n_seq,
+                         e->n_vocab);
     }
     if (pthread_create(&s->th, NULL, sched_main, s) != 0) {
         aero_sched_free(s);

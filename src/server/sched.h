@@ -28,10 +28,10 @@
 typedef struct {
     void *self;
     int n_vocab;
-    int n_ctx;    // KV capacity per sequence
-    int n_seq;    // KV sequences, one per request in progress
-    int n_pass;   // most tokens per forward pass (>= n_seq): the decoding sequences' next tokens, then prompt
-                  // tokens, oldest request first; a prompt that fits goes in one pass (one read of the weights)
+    int n_ctx;  // KV capacity per sequence
+    int n_seq;  // KV sequences, one per request in progress
+    int n_pass; // most tokens per forward pass (>= n_seq): the decoding sequences' next tokens, then prompt
+                // tokens, oldest request first; a prompt that fits goes in one pass (one read of the weights)
     aero_status (*decode)(void *self, const aero_batch *b, float *logits, aero_error *err);
     void (*kv_drop)(void *self, int seq);
     aero_generator_vocab vocab; // end-of-generation test and streaming text, with their own self
@@ -49,17 +49,17 @@ typedef enum {
 const char *aero_finish_name(aero_finish f); // "stop", "length", ...
 
 typedef struct {
-    int32_t *prompt;        // malloc'ed; the generation takes ownership
-    int n_prompt;           // >= 1 and < n_ctx
-    int max_tokens;         // >= 1
+    int32_t *prompt; // malloc'ed; the generation takes ownership
+    int n_prompt;    // >= 1 and < n_ctx
+    int max_tokens;  // >= 1
     aero_sampler_params sp;
-    char **stop;            // malloc'ed array of malloc'ed strings; owned
+    char **stop; // malloc'ed array of malloc'ed strings; owned
     int n_stop;
     bool logprobs;
-    int top_logprobs;       // 0..AERO_OAI_MAX_TOP
+    int top_logprobs; // 0..AERO_OAI_MAX_TOP
     bool ignore_eos;
-    bool detok_first;       // the prompt is only BOS: generated text starts a document
-    int n_bias;             // logit_bias entries (owned arrays)
+    bool detok_first; // the prompt is only BOS: generated text starts a document
+    int n_bias;       // logit_bias entries (owned arrays)
     int32_t *bias_id;
     float *bias;
 } aero_gen_params;
@@ -78,9 +78,9 @@ typedef struct {
 } aero_gen_cursor;
 
 typedef struct {
-    char *text;             // new text (malloc'ed, NUL-terminated) or NULL
+    char *text; // new text (malloc'ed, NUL-terminated) or NULL
     size_t len;
-    aero_oai_logprob *lp;   // new logprob entries (malloc'ed) or NULL
+    aero_oai_logprob *lp; // new logprob entries (malloc'ed) or NULL
     int n_lp;
     bool done;
     aero_finish finish;

@@ -184,7 +184,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return MHD_YES;
     }
     if (r->status) return MHD_YES; // already answered
-    if (r->sock) { // the whole request is in: from here on the model's time is not the client's
+    if (r->sock) {                 // the whole request is in: from here on the model's time is not the client's
         pthread_mutex_lock(&s->conn_mu);
         r->sock->receiving = false;
         pthread_mutex_unlock(&s->conn_mu);
@@ -216,8 +216,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 
 // Frees a request once its response is done or its connection died; a generation still running is cancelled
 // so its sequence is freed at the next step.
-static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
-                         enum MHD_RequestTerminationCode toe) {
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe) {
     aero_server *s = cls;
     aero_http_req *r = *con_cls;
     (void)conn;
@@ -444,14 +443,11 @@ aero_status aero_server_start(aero_server **out, const aero_server_params *p, ae
     // ITC lets aero_server_stop quiesce the daemon (stop accepting) while requests in flight finish.
     unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL |
                      MHD_USE_ERROR_LOG | MHD_USE_ITC;
-    s->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, s,
-                                 MHD_OPTION_LISTEN_SOCKET, (MHD_socket)lfd,
-                                 MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-                                 MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
-                                 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)(p->timeout_s > 0 ? p->timeout_s : 0),
-                                 MHD_OPTION_CONNECTION_LIMIT, (unsigned)1024,
-                                 MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(128 * 1024),
-                                 MHD_OPTION_END);
+    s->daemon = MHD_start_daemon(
+        flags, 0, NULL, NULL, on_request, s, MHD_OPTION_LISTEN_SOCKET, (MHD_socket)lfd, MHD_OPTION_NOTIFY_COMPLETED,
+        on_completed, s, MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)(p->timeout_s > 0 ? p->timeout_s : 0), MHD_OPTION_CONNECTION_LIMIT, (unsigned)1024,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(128 * 1024), MHD_OPTION_END);
     if (!s->daemon) {
         close(lfd);
         st = aero_fail(err, AERO_ERR_IO, "cannot start the HTTP server on %s:%d", host, p->port);

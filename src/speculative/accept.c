@@ -37,8 +37,7 @@ int aero_spec_accept(float *p, int n_vocab, const spec_node *nodes, const int *c
         // rejected: continue with the residual norm(max(0, p - q))
         if (nd->q)
             for (int i = 0; i < n_vocab; i++) p[i] = p[i] > nd->q[i] ? p[i] - nd->q[i] : 0.0f;
-        else
-            p[x] = 0;
+        else p[x] = 0;
         // An empty residual means p <= q everywhere, i.e. p == q: the rejection had probability zero and only
         // rounding got here; acceptance is the exact outcome.
         if (!normalize(p, n_vocab)) return c;

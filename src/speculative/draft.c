@@ -56,14 +56,17 @@ static void draft_dist(aero_spec *s, bool greedy, const float *logits, float *q)
 // Appends a node; returns its index.
 static int add_node(aero_spec *s, int32_t tok, int parent, double logp, const float *q) {
     spec_node *nd = &s->nodes[s->n_nodes];
-    *nd = (spec_node){.token = tok, .parent = parent, .depth = parent < 0 ? 1 : s->nodes[parent].depth + 1,
-                      .logp = logp, .q = q, .first_child = -1, .next_sibling = -1};
+    *nd = (spec_node){.token = tok,
+                      .parent = parent,
+                      .depth = parent < 0 ? 1 : s->nodes[parent].depth + 1,
+                      .logp = logp,
+                      .q = q,
+                      .first_child = -1,
+                      .next_sibling = -1};
     return s->n_nodes++;
 }
 
-static bool is_eog(const aero_spec *s, int32_t t) {
-    return aero_tokenizer_is_eog(aero_model_tokenizer(s->tmodel), t);
-}
+static bool is_eog(const aero_spec *s, int32_t t) { return aero_tokenizer_is_eog(aero_model_tokenizer(s->tmodel), t); }
 
 // Feeds a drafted node to the drafter after the committed tokens and the nodes fed before it (its ancestors),
 // leaving its logits in dlogits; records it so that the accepted ones stay cached after verification.
@@ -188,7 +191,8 @@ aero_status aero_spec_draft_tree(aero_spec *s, bool greedy, int max_nodes, int m
             int32_t tok = s->top_tok[(size_t)slot * s->top_b + rank];
             if (rank + 1 < s->n_top[slot]) {
                 c_rank[best] = rank + 1;
-                c_logp[best] = (parent < 0 ? 0 : s->nodes[parent].logp) + log(s->top_q[(size_t)slot * s->top_b + rank + 1]);
+                c_logp[best] =
+                    (parent < 0 ? 0 : s->nodes[parent].logp) + log(s->top_q[(size_t)slot * s->top_b + rank + 1]);
             } else {
                 n_cand--;
                 c_parent[best] = c_parent[n_cand], c_rank[best] = c_rank[n_cand], c_logp[best] = c_logp[n_cand];

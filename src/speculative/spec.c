@@ -12,10 +12,10 @@
 #include "spec_internal.h"
 
 #define MAX_TREE_NODES 1024
-#define FIT_DECAY 0.95   // pass-cost samples weigh 0.95^age
-#define ACC_DECAY 0.9    // acceptance samples weigh 0.9^age
-#define TOP_B 16         // candidates kept per tree node
-#define PROBE_EVERY 8    // adaptive: while drafting does not pay, draft on one step in this many
+#define FIT_DECAY 0.95 // pass-cost samples weigh 0.95^age
+#define ACC_DECAY 0.9  // acceptance samples weigh 0.9^age
+#define TOP_B 16       // candidates kept per tree node
+#define PROBE_EVERY 8  // adaptive: while drafting does not pay, draft on one step in this many
 
 void aero_spec_params_default(aero_spec_params *p) {
     memset(p, 0, sizeof *p);
@@ -51,9 +51,11 @@ static void fit_get(const spec_fit *f, double *a, double *b) {
 aero_status aero_spec_new(aero_spec **out, aero_ctx *target, int seq, aero_model *draft, const aero_spec_params *p,
                           aero_error *err) {
     *out = NULL;
-    if (p->draft_max < 1) return aero_fail(err, AERO_ERR_INVALID, "draft length (--draft-max) must be at least 1, got %d", p->draft_max);
+    if (p->draft_max < 1)
+        return aero_fail(err, AERO_ERR_INVALID, "draft length (--draft-max) must be at least 1, got %d", p->draft_max);
     if (p->draft_min < 0 || p->draft_min > p->draft_max)
-        return aero_fail(err, AERO_ERR_INVALID, "--draft-min %d must lie in [0, --draft-max %d]", p->draft_min, p->draft_max);
+        return aero_fail(err, AERO_ERR_INVALID, "--draft-min %d must lie in [0, --draft-max %d]", p->draft_min,
+                         p->draft_max);
     if (p->tree_nodes < 0 || p->tree_nodes > MAX_TREE_NODES)
         return aero_fail(err, AERO_ERR_INVALID, "tree size (--draft-tree) must lie in [0, %d], got %d", MAX_TREE_NODES,
                          p->tree_nodes);
@@ -86,7 +88,8 @@ aero_status aero_spec_new(aero_spec **out, aero_ctx *target, int seq, aero_model
     if (draft) {
         s->dmodel = draft;
         s->d_vocab = aero_model_hparams(draft)->n_vocab;
-        int32_t tv = aero_tokenizer_n_vocab(aero_model_tokenizer(tm)), dv = aero_tokenizer_n_vocab(aero_model_tokenizer(draft));
+        int32_t tv = aero_tokenizer_n_vocab(aero_model_tokenizer(tm)),
+                dv = aero_tokenizer_n_vocab(aero_model_tokenizer(draft));
         s->n_shared = tv < dv ? tv : dv;
         if (s->d_vocab < s->n_shared) s->n_shared = s->d_vocab;
         if (s->n_vocab < s->n_shared) s->n_shared = s->n_vocab;
@@ -105,7 +108,8 @@ aero_status aero_spec_new(aero_spec **out, aero_ctx *target, int seq, aero_model
         s->top_q = malloc(sizeof(float) * (size_t)nm * s->top_b);
         s->n_top = calloc(nm, sizeof(int));
         if (p->tree_nodes == 0) s->qbuf = malloc(sizeof(float) * (size_t)p->draft_max * s->n_vocab);
-        if (!s->dsmp || !s->dlogits || !s->qtmp || !s->top_tok || !s->top_q || !s->n_top || (p->tree_nodes == 0 && !s->qbuf))
+        if (!s->dsmp || !s->dlogits || !s->qtmp || !s->top_tok || !s->top_q || !s->n_top ||
+            (p->tree_nodes == 0 && !s->qbuf))
             goto oom;
     }
     s->nodes = calloc(nm, sizeof *s->nodes);
@@ -119,7 +123,8 @@ aero_status aero_spec_new(aero_spec **out, aero_ctx *target, int seq, aero_model
     s->fed = malloc(sizeof(int) * nm);
     s->cap_tok = s->n_ctx + nm + 2;
     s->toks = malloc(sizeof(int32_t) * s->cap_tok);
-    if (!s->nodes || !s->tlogits || !s->pdist || !s->btok || !s->bpos || !s->bwant || !s->bmask || !s->keep || !s->fed || !s->toks)
+    if (!s->nodes || !s->tlogits || !s->pdist || !s->btok || !s->bpos || !s->bwant || !s->bmask || !s->keep ||
+        !s->fed || !s->toks)
         goto oom;
     *out = s;
     return AERO_OK;
@@ -182,17 +187,18 @@ aero_status aero_spec_begin(aero_spec *s, const int32_t *prompt, int n, int n_pr
         return aero_fail(err, AERO_ERR_RANGE, "the prompt has %d tokens, more than the context size %d", n, s->n_ctx);
     for (int i = 0; i < n; i++)
         if (prompt[i] < 0 || prompt[i] >= s->n_vocab)
-            return aero_fail(err, AERO_ERR_INVALID, "prompt token %d: id %d not in the vocabulary [0, %d)", i, prompt[i],
-                             s->n_vocab);
+            return aero_fail(err, AERO_ERR_INVALID, "prompt token %d: id %d not in the vocabulary [0, %d)", i,
+                             prompt[i], s->n_vocab);
     if (s->dmodel) {
         long need = (long)n + (n_predict > 0 ? n_predict : 0);
         if (need > s->n_ctx) need = s->n_ctx;
         int have = aero_model_hparams(s->dmodel)->n_ctx_train;
         if (have < need)
-            return aero_fail(err, AERO_ERR_INVALID,
-                             "draft model: its context is %d tokens, shorter than the %ld this request needs (%d prompt "
-                             "+ %d to generate, target context %d)",
-                             have, need, n, n_predict, s->n_ctx);
+            return aero_fail(
+                err, AERO_ERR_INVALID,
+                "draft model: its context is %d tokens, shorter than the %ld this request needs (%d prompt "
+                "+ %d to generate, target context %d)",
+                have, need, n, n_predict, s->n_ctx);
     }
     memset(&s->st, 0, sizeof s->st);
     memcpy(s->toks, prompt, sizeof(int32_t) * n);
@@ -291,7 +297,8 @@ static aero_status verify(aero_spec *s, aero_sampler *smp, int32_t *out, int *n_
                 for (int j = i - np; j >= 0; j = s->nodes[j].parent) row[np + j] = 1;
         }
     }
-    aero_batch b = {.n = n, .tokens = s->btok, .pos = s->bpos, .mask = linear ? NULL : s->bmask, .want_logits = s->bwant};
+    aero_batch b = {
+        .n = n, .tokens = s->btok, .pos = s->bpos, .mask = linear ? NULL : s->bmask, .want_logits = s->bwant};
     double t0 = aero_now();
     aero_status st = aero_decode(s->tctx, &b, s->tlogits, err);
     double dt = aero_now() - t0;
@@ -359,7 +366,8 @@ aero_status aero_spec_step(aero_spec *s, aero_sampler *smp, int max_new, int32_t
     *n_out = 0;
     if (s->n_tok < 1) return aero_fail(err, AERO_ERR_INVALID, "speculative decoding: aero_spec_begin was not called");
     if (s->n_tok > s->n_ctx)
-        return aero_fail(err, AERO_ERR_RANGE, "context full: %d tokens fill the context size %d", s->n_tok - 1, s->n_ctx);
+        return aero_fail(err, AERO_ERR_RANGE, "context full: %d tokens fill the context size %d", s->n_tok - 1,
+                         s->n_ctx);
     if (max_new < 1) return aero_fail(err, AERO_ERR_INVALID, "speculative step asked for %d tokens", max_new);
     bool greedy = aero_sampler_is_greedy(smp);
     // drafted tokens occupy target slots n_tok .. and are at most max_new - 1 (the pass adds one of its own)
@@ -409,8 +417,9 @@ void aero_spec_get_stats(const aero_spec *s, aero_spec_stats *st) {
 aero_status aero_spec_time_pass(aero_spec *s, int n, double *secs, aero_error *err) {
     if (s->n_tok < 1) return aero_fail(err, AERO_ERR_INVALID, "speculative decoding: aero_spec_begin was not called");
     if (n < 1 || s->t_len + n > s->n_ctx)
-        return aero_fail(err, AERO_ERR_RANGE, "a timing pass of %d tokens does not fit: %d of %d context slots are used",
-                         n, s->t_len, s->n_ctx);
+        return aero_fail(err, AERO_ERR_RANGE,
+                         "a timing pass of %d tokens does not fit: %d of %d context slots are used", n, s->t_len,
+                         s->n_ctx);
     int32_t *tok = malloc(sizeof(int32_t) * n), *pos = malloc(sizeof(int32_t) * n);
     uint8_t *want = calloc(n, 1);
     float *logits = malloc(sizeof(float) * s->n_vocab);
@@ -441,6 +450,5 @@ void aero_spec_describe(const aero_spec *s, char *buf, int cap) {
                  s->p.adaptive ? " (adaptive)" : "", s->p.draft_max);
     else if (s->p.adaptive)
         snprintf(buf, cap, "%s, chain, adaptive length %d..%d", who, s->p.draft_min, s->p.draft_max);
-    else
-        snprintf(buf, cap, "%s, chain of %d", who, s->p.draft_max);
+    else snprintf(buf, cap, "%s, chain of %d", who, s->p.draft_max);
 }

@@ -10,10 +10,10 @@
 // distribution the verify pass computes first) is index -1. A chain is the tree where every node has one child.
 typedef struct {
     int32_t token;
-    int parent;        // node index, -1: a child of the root
-    int depth;         // 1 for the root's children
-    double logp;       // drafter log-probability of the path from the root to here (ranking)
-    const float *q;    // distribution the token was drawn from (sampled chain drafts); NULL: chosen deterministically
+    int parent;     // node index, -1: a child of the root
+    int depth;      // 1 for the root's children
+    double logp;    // drafter log-probability of the path from the root to here (ranking)
+    const float *q; // distribution the token was drawn from (sampled chain drafts); NULL: chosen deterministically
     int first_child, next_sibling; // -1 terminated, in node order
 } spec_node;
 
@@ -24,15 +24,15 @@ typedef struct {
 
 struct aero_spec {
     aero_spec_params p;
-    aero_sampler_params sp;   // the target's sampling settings (the drafter's q uses them, penalties aside)
+    aero_sampler_params sp; // the target's sampling settings (the drafter's q uses them, penalties aside)
     aero_ctx *tctx;
     aero_model *tmodel;
     int seq, n_vocab, n_ctx;
     // drafter (NULL model: n-grams)
     aero_model *dmodel;
     aero_ctx *dctx;
-    int d_vocab, n_shared;     // ids both vocabularies hold: [0, n_shared)
-    aero_sampler *dsmp;        // drafter distribution and draws (sampling mode)
+    int d_vocab, n_shared; // ids both vocabularies hold: [0, n_shared)
+    aero_sampler *dsmp;    // drafter distribution and draws (sampling mode)
     // committed tokens (prompt + generated); the target caches t_len of them (all but the last; after begin, all
     // but the prompt's last chunk), the drafter d_len
     int32_t *toks;
@@ -40,27 +40,27 @@ struct aero_spec {
     // draft
     int max_nodes, n_nodes, root_child; // root_child: first child of the root (-1: none)
     spec_node *nodes;
-    float *qbuf;               // per chain node: the drafter distribution it was drawn from (n_vocab each)
-    float *qtmp;               // a drafter distribution being ranked (n_vocab)
-    float *dlogits;            // drafter logits: one row per node evaluated at once (d_vocab each)
-    int32_t *top_tok;          // per evaluated tree node (+1 for the root): its top candidates
+    float *qbuf;      // per chain node: the drafter distribution it was drawn from (n_vocab each)
+    float *qtmp;      // a drafter distribution being ranked (n_vocab)
+    float *dlogits;   // drafter logits: one row per node evaluated at once (d_vocab each)
+    int32_t *top_tok; // per evaluated tree node (+1 for the root): its top candidates
     float *top_q;
     int *n_top;
     int top_b;
     // verify
-    float *tlogits;            // target logits: root row then one per node (n_vocab each)
-    float *pdist;              // target distribution at a node (n_vocab)
-    int32_t *btok, *bpos;      // batch scratch (max_nodes + 1, or n_batch)
-    uint8_t *bmask, *bwant;    // (max_nodes + 1)^2, max(max_nodes + 1, n_batch)
-    int *keep;                 // accepted path (verify); nodes whose drafter rows came back (tree drafting)
-    int *fed, n_fed;           // drafted nodes fed to the drafter after the committed tokens, in order
+    float *tlogits;         // target logits: root row then one per node (n_vocab each)
+    float *pdist;           // target distribution at a node (n_vocab)
+    int32_t *btok, *bpos;   // batch scratch (max_nodes + 1, or n_batch)
+    uint8_t *bmask, *bwant; // (max_nodes + 1)^2, max(max_nodes + 1, n_batch)
+    int *keep;              // accepted path (verify); nodes whose drafter rows came back (tree drafting)
+    int *fed, n_fed;        // drafted nodes fed to the drafter after the committed tokens, in order
     // adaptive chain length
-    double acc_w, rej_w;       // decayed accepted-token and rejection counts
+    double acc_w, rej_w; // decayed accepted-token and rejection counts
     spec_fit fit;
     double draft_call_ema;
-    int skipped;               // steps since the adaptive length last drafted
+    int skipped;                 // steps since the adaptive length last drafted
     double tree_acc_w, tree_p_w; // decayed accepted nodes and summed drafter path probabilities of verified nodes
-    int tree_cap;              // adaptive tree: nodes to draft next (<= tree_nodes)
+    int tree_cap;                // adaptive tree: nodes to draft next (<= tree_nodes)
     aero_spec_stats st;
 };
 

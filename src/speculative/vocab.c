@@ -7,7 +7,10 @@
 #define VOCAB_SIZE_SLACK 128 // padding rows models of one family add to their embeddings (as llama.cpp allows)
 
 static const char *kind_name(aero_tok_kind k) {
-    return k == AERO_TOK_SPM ? "SentencePiece" : k == AERO_TOK_BPE ? "byte-level BPE" : k == AERO_TOK_WPM ? "WordPiece" : "unknown";
+    return k == AERO_TOK_SPM   ? "SentencePiece"
+           : k == AERO_TOK_BPE ? "byte-level BPE"
+           : k == AERO_TOK_WPM ? "WordPiece"
+                               : "unknown";
 }
 
 aero_status aero_spec_check_vocab(const aero_model *target, const aero_model *draft, aero_error *err) {
@@ -33,6 +36,7 @@ aero_status aero_spec_check_vocab(const aero_model *target, const aero_model *dr
                          nd, nt, shared, VOCAB_SIZE_SLACK);
     if (aero_tokenizer_bos(tt) != aero_tokenizer_bos(dt) || aero_tokenizer_eos(tt) != aero_tokenizer_eos(dt))
         return aero_fail(err, AERO_ERR_INVALID, "draft model: BOS/EOS ids %d/%d differ from the target's %d/%d",
-                         aero_tokenizer_bos(dt), aero_tokenizer_eos(dt), aero_tokenizer_bos(tt), aero_tokenizer_eos(tt));
+                         aero_tokenizer_bos(dt), aero_tokenizer_eos(dt), aero_tokenizer_bos(tt),
+                         aero_tokenizer_eos(tt));
     return AERO_OK;
 }

@@ -17,19 +17,19 @@
 
 #include "../core/util.h"
 
-#define EC_ALIGN 4096u               // O_DIRECT alignment of offsets, sizes and buffers
-#define EC_CHUNK (4u << 20)          // a part larger than this is read as several requests
+#define EC_ALIGN 4096u      // O_DIRECT alignment of offsets, sizes and buffers
+#define EC_CHUNK (4u << 20) // a part larger than this is read as several requests
 
 typedef struct {
-    int key;          // layer * n_expert + expert; -1 when the slot is free
+    int key; // layer * n_expert + expert; -1 when the slot is free
     uint8_t *buf;
-    uint64_t bytes;   // allocated (sum of the aligned spans)
+    uint64_t bytes; // allocated (sum of the aligned spans)
     uint64_t part_off[3];
     int pins;
     uint64_t last_use;
-    bool prefetched;  // read by prefetch() and not acquired since
+    bool prefetched; // read by prefetch() and not acquired since
     // IO state, under mu
-    int io_pending;   // requests not finished
+    int io_pending; // requests not finished
     bool failed;
     int fail_errno, fail_file;
     uint64_t fail_off;
@@ -37,19 +37,19 @@ typedef struct {
 
 typedef struct {
     int file;
-    uint64_t off;     // aligned file offset
+    uint64_t off; // aligned file offset
     uint8_t *dst;
-    uint64_t len;     // aligned length asked
-    uint64_t need;    // bytes that must arrive (the rest may lie past the end of the file)
+    uint64_t len;  // aligned length asked
+    uint64_t need; // bytes that must arrive (the rest may lie past the end of the file)
     int entry;
 } ec_req;
 
 struct aero_expert_cache {
     aero_expert_cache_config cfg;
     int n_keys;
-    int *slot;          // [n_keys] entry index or -1
-    uint32_t *freq;     // [n_keys] use counts for LFU, kept across evictions
-    uint64_t freq_ops;  // lookups since the counts were last halved
+    int *slot;         // [n_keys] entry index or -1
+    uint32_t *freq;    // [n_keys] use counts for LFU, kept across evictions
+    uint64_t freq_ops; // lookups since the counts were last halved
     ec_entry *ent;
     int n_ent, cap_ent;
     uint64_t tick;
@@ -61,7 +61,7 @@ struct aero_expert_cache {
     int n_threads;
     pthread_mutex_t mu;
     pthread_cond_t cv_work, cv_done;
-    ec_req *q;          // queue [q_head, q_tail)
+    ec_req *q; // queue [q_head, q_tail)
     int q_head, q_tail, q_cap;
     bool stop;
 };
@@ -143,8 +143,12 @@ void aero_expert_cache_free(aero_expert_cache *c) {
         if (c->fd_direct[f] >= 0) close(c->fd_direct[f]);
         if (c->fd_buf[f] >= 0) close(c->fd_buf[f]);
     }
-    free(c->fd_direct); free(c->fd_buf);
-    free(c->slot); free(c->freq); free(c->ent); free(c->q);
+    free(c->fd_direct);
+    free(c->fd_buf);
+    free(c->slot);
+    free(c->freq);
+    free(c->ent);
+    free(c->q);
     free(c);
 }
 
@@ -155,7 +159,10 @@ aero_expert_cache *aero_expert_cache_new(const aero_expert_cache_config *cfg, ae
         return NULL;
     }
     aero_expert_cache *c = calloc(1, sizeof *c);
-    if (!c) { aero_fail(err, AERO_ERR_NOMEM, "expert cache: out of memory"); return NULL; }
+    if (!c) {
+        aero_fail(err, AERO_ERR_NOMEM, "expert cache: out of memory");
+        return NULL;
+    }
     c->cfg = *cfg;
     c->n_keys = cfg->n_layer * cfg->n_expert;
     pthread_mutex_init(&c->mu, NULL);
@@ -256,8 +263,7 @@ static int ec_victim_locked(aero_expert_cache *c) {
     for (int i = 0; i < c->n_ent; i++)
         if (ec_idle_locked(&c->ent[i]) && c->ent[i].failed) return i;
     double per_acquire = c->n_acquires ? (double)c->n_lookups / (double)c->n_acquires : 1.0;
-    if (c->cfg.policy == AERO_EXPERT_EVICT_LFU_RECENT &&
-        (double)c->st.entries >= 2.0 * per_acquire * c->cfg.n_layer) {
+    if (c->cfg.policy == AERO_EXPERT_EVICT_LFU_RECENT && (double)c->st.entries >= 2.0 * per_acquire * c->cfg.n_layer) {
         uint64_t window = (uint64_t)c->cfg.n_layer;
         for (int i = 0; i < c->n_ent; i++) {
             const ec_entry *e = &c->ent[i];
@@ -271,7 +277,10 @@ static int ec_victim_locked(aero_expert_cache *c) {
     for (int i = 0; i < c->n_ent; i++) {
         const ec_entry *e = &c->ent[i];
         if (!ec_idle_locked(e)) continue;
-        if (best < 0) { best = i; continue; }
+        if (best < 0) {
+            best = i;
+            continue;
+        }
         const ec_entry *b = &c->ent[best];
         if (c->cfg.policy != AERO_EXPERT_EVICT_LRU && c->freq[e->key] != c->freq[b->key]) {
             if (c->freq[e->key] < c->freq[b->key]) best = i;
@@ -360,8 +369,8 @@ static int ec_insert(aero_expert_cache *c, int key, const aero_expert_extent ext
         for (uint64_t o = 0; o < span[p]; o += EC_CHUNK) {
             uint64_t len = span[p] - o < EC_CHUNK ? span[p] - o : EC_CHUNK;
             uint64_t need = end_need <= o ? 0 : (end_need - o < len ? end_need - o : len);
-            c->q[c->q_tail++] = (ec_req){.file = ext[p].file, .off = a0[p] + o, .dst = e->buf + pos + o, .len = len,
-                                         .need = need, .entry = ei};
+            c->q[c->q_tail++] = (ec_req){
+                .file = ext[p].file, .off = a0[p] + o, .dst = e->buf + pos + o, .len = len, .need = need, .entry = ei};
         }
         pos += span[p];
     }
@@ -444,9 +453,10 @@ aero_status aero_expert_cache_acquire(aero_expert_cache *c, int layer, const int
         ec_count(c, key);
     }
     if (ready == 0) {
-        st = aero_fail(err, AERO_ERR_NOMEM, "layer %d: expert cache budget %llu bytes cannot hold expert %d beside "
-                       "%llu pinned bytes", layer, (unsigned long long)c->cfg.budget, experts[0],
-                       (unsigned long long)c->st.held_bytes);
+        st = aero_fail(err, AERO_ERR_NOMEM,
+                       "layer %d: expert cache budget %llu bytes cannot hold expert %d beside "
+                       "%llu pinned bytes",
+                       layer, (unsigned long long)c->cfg.budget, experts[0], (unsigned long long)c->st.held_bytes);
         goto undo;
     }
     double t0 = aero_now();

@@ -15,8 +15,8 @@
 #include "../core/status.h"
 
 typedef enum {
-    AERO_EXPERT_EVICT_LFU = 0, // least frequently used (use counts kept across evictions, halved as they age)
-    AERO_EXPERT_EVICT_LRU = 1, // least recently used
+    AERO_EXPERT_EVICT_LFU = 0,        // least frequently used (use counts kept across evictions, halved as they age)
+    AERO_EXPERT_EVICT_LRU = 1,        // least recently used
     AERO_EXPERT_EVICT_LFU_RECENT = 2, // LFU that spares the experts of the last n_layer acquires (one token)
 } aero_expert_evict;
 
@@ -35,26 +35,26 @@ typedef struct {
     const char *const *paths; // the model files, indexed by aero_expert_extent.file
     int n_files;
     int n_layer, n_expert;
-    uint64_t budget;          // bytes of expert buffers held at most (aligned spans included)
+    uint64_t budget; // bytes of expert buffers held at most (aligned spans included)
     aero_expert_evict policy;
-    int n_io_threads;         // parallel reads (<= 0: 4)
-    bool buffered;            // never O_DIRECT (tests, file systems without it)
-    bool page_cache;          // buffered reads keep their pages (tests); else POSIX_FADV_DONTNEED after use
+    int n_io_threads; // parallel reads (<= 0: 4)
+    bool buffered;    // never O_DIRECT (tests, file systems without it)
+    bool page_cache;  // buffered reads keep their pages (tests); else POSIX_FADV_DONTNEED after use
     aero_expert_locate_fn locate;
     void *locate_ctx;
 } aero_expert_cache_config;
 
 typedef struct {
-    uint64_t lookups;     // experts acquired
-    uint64_t hits;        // of which already resident
-    uint64_t misses;      // of which read
-    uint64_t bytes_read;  // from disk, aligned spans included
+    uint64_t lookups;    // experts acquired
+    uint64_t hits;       // of which already resident
+    uint64_t misses;     // of which read
+    uint64_t bytes_read; // from disk, aligned spans included
     uint64_t evictions;
-    uint64_t batches;     // acquires that read at least one expert
-    double io_seconds;    // wall time spent waiting for reads
-    uint64_t held_bytes;  // now
-    uint64_t peak_bytes;  // most ever held
-    int entries;          // experts resident now
+    uint64_t batches;         // acquires that read at least one expert
+    double io_seconds;        // wall time spent waiting for reads
+    uint64_t held_bytes;      // now
+    uint64_t peak_bytes;      // most ever held
+    int entries;              // experts resident now
     uint64_t prefetch_issued; // experts read by prefetch()
     uint64_t prefetch_used;   // of which acquired later (the predictor's hits)
     uint64_t prefetch_wasted; // of which evicted before any acquire

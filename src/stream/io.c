@@ -77,9 +77,10 @@ static aero_status read_chunk(aero_stream *s, uint32_t file, uint64_t off, uint6
     }
     if (!direct && done) posix_fadvise(fd, (off_t)off, (off_t)done, POSIX_FADV_DONTNEED);
     if (done < need)
-        return aero_fail(err, AERO_ERR_IO, "%s: the file ends at byte %llu but tensor data runs to byte %llu "
-                         "(was the file truncated while in use?)", f->path, (unsigned long long)(off + done),
-                         (unsigned long long)(off + need));
+        return aero_fail(err, AERO_ERR_IO,
+                         "%s: the file ends at byte %llu but tensor data runs to byte %llu "
+                         "(was the file truncated while in use?)",
+                         f->path, (unsigned long long)(off + done), (unsigned long long)(off + need));
     return AERO_OK;
 }
 

@@ -204,8 +204,10 @@ aero_status st_build_tables(aero_stream *s, aero_error *err) {
         const aero_tensor_info *t = &g->tensors[s->embd];
         size_t row = aero_dtype_row_bytes(t->type, t->ne[0]);
         if (row == 0 || t->ne[1] == 0 || row * t->ne[1] > t->nbytes) {
-            aero_fail(err, AERO_ERR_FORMAT, "stream: embedding '%s' has rows of %zu bytes that do not fit its %llu "
-                      "bytes", t->name, row, (unsigned long long)t->nbytes);
+            aero_fail(err, AERO_ERR_FORMAT,
+                      "stream: embedding '%s' has rows of %zu bytes that do not fit its %llu "
+                      "bytes",
+                      t->name, row, (unsigned long long)t->nbytes);
             goto fail;
         }
         s->row_buf_bytes = align_up(row) + ST_ALIGN;
@@ -244,7 +246,7 @@ bool st_ring_place(uint64_t cap, int n_live, uint64_t first_off, uint64_t alloc_
 typedef struct {
     bool feasible;
     bool head_resident;
-    bool *pinned;          // per unit (layer units and the head unit)
+    bool *pinned; // per unit (layer units and the head unit)
     uint64_t ring, slot, fixed, cost, min_cost, streamed;
     int n_streamed, depth;
 } plan_option;
@@ -356,21 +358,22 @@ aero_status st_plan(aero_stream *s, aero_error *err) {
         char head[96] = "", suggest[32]; // a --mem value at or just above the minimum
         if (p->min_budget >= (1ull << 30))
             snprintf(suggest, sizeof suggest, "%.2fG", (double)((p->min_budget * 100 + (1ull << 30) - 1) >> 30) / 100);
-        else
-            snprintf(suggest, sizeof suggest, "%.1fM",
-                     (double)((p->min_budget * 10 + (1ull << 20) - 1) >> 20) / 10);
+        else snprintf(suggest, sizeof suggest, "%.1fM", (double)((p->min_budget * 10 + (1ull << 20) - 1) >> 20) / 10);
         char exp_note[96] = "", eb[32];
         if (exp_min)
             snprintf(exp_note, sizeof exp_note, " and an expert cache of %s (%d experts)",
                      fmt_size(exp_min, eb, sizeof eb), p->n_expert_used);
         if (m->head_resident && can_stream_head)
-            snprintf(head, sizeof head, " and the output head (%s)", fmt_size(s->units[s->head_unit].bytes, hb, sizeof hb));
-        aero_fail(err, AERO_ERR_NOMEM, "--mem %s is below the minimum %s (%llu bytes) for this model: a streaming "
+            snprintf(head, sizeof head, " and the output head (%s)",
+                     fmt_size(s->units[s->head_unit].bytes, hb, sizeof hb));
+        aero_fail(err, AERO_ERR_NOMEM,
+                  "--mem %s is below the minimum %s (%llu bytes) for this model: a streaming "
                   "window of %s (%d slots of %s, prefetch %d) plus %s of resident small "
-                  "tensors%s%s; use --mem %s or more", fmt_size(budget, bb, sizeof bb),
-                  fmt_size(p->min_budget, mb, sizeof mb), (unsigned long long)p->min_budget,
-                  fmt_size(m->ring, wb, sizeof wb), m->depth + 1, fmt_size(maxu, ub, sizeof ub), m->depth,
-                  fmt_size(s->small_bytes + s->row_buf_bytes, sb, sizeof sb), head, exp_note, suggest);
+                  "tensors%s%s; use --mem %s or more",
+                  fmt_size(budget, bb, sizeof bb), fmt_size(p->min_budget, mb, sizeof mb),
+                  (unsigned long long)p->min_budget, fmt_size(m->ring, wb, sizeof wb), m->depth + 1,
+                  fmt_size(maxu, ub, sizeof ub), m->depth, fmt_size(s->small_bytes + s->row_buf_bytes, sb, sizeof sb),
+                  head, exp_note, suggest);
         goto fail;
     }
     const plan_option *best = &a;
@@ -449,7 +452,8 @@ void aero_stream_print_expert_plan(const aero_stream_plan *p, FILE *f) {
             fmt_size(p->expert_budget, d, sizeof d), (unsigned long long)n_cached,
             (unsigned long long)p->n_expert * p->n_moe_layers,
             100.0 * (double)n_cached / ((double)p->n_expert * p->n_moe_layers));
-    fprintf(f, "  expected read per decode token: %s (dense streamed %s + routed experts missing from the cache, "
+    fprintf(f,
+            "  expected read per decode token: %s (dense streamed %s + routed experts missing from the cache, "
             "uniform-routing estimate; a skewed router reads less)\n",
             fmt_size((uint64_t)aero_stream_plan_bytes_per_token(p), e, sizeof e),
             fmt_size(p->streamed_bytes, a, sizeof a));

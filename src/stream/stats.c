@@ -35,8 +35,12 @@ double aero_stream_measure_disk_bw(aero_stream *s, uint64_t max_bytes) {
     }
     for (uint32_t f = 0; f < s->n_files; f++) paths[f] = s->files[f].path;
     // O_DIRECT whatever the streamer uses: the floor is the disk, not the page cache
-    aero_disk_probe probe = {.paths = paths, .n_paths = s->n_files, .ranges = ranges, .n_ranges = n,
-                             .max_bytes = max_bytes == UINT64_MAX ? 0 : max_bytes, .req_bytes = s->chunk,
+    aero_disk_probe probe = {.paths = paths,
+                             .n_paths = s->n_files,
+                             .ranges = ranges,
+                             .n_ranges = n,
+                             .max_bytes = max_bytes == UINT64_MAX ? 0 : max_bytes,
+                             .req_bytes = s->chunk,
                              .inflight = s->io_threads};
     double bw = 0;
     pthread_mutex_lock(&s->mu);
@@ -85,13 +89,15 @@ void aero_stream_print_stats(aero_stream *s, FILE *f) {
     char unit_map[p->n_units + 1];
     for (int u = 0; u < p->n_units; u++) unit_map[u] = p->unit_resident[u] ? 'R' : 's';
     unit_map[p->n_units] = 0;
-    fprintf(f, "stream: budget %.1f MB: resident %.1f MB (%d of %d units pinned, output head %s, token embeddings %s), "
+    fprintf(f,
+            "stream: budget %.1f MB: resident %.1f MB (%d of %d units pinned, output head %s, token embeddings %s), "
             "window %.1f MB (%d units, prefetch %d), %d IO threads x %.0f KiB requests, %s\n",
-            p->budget / 1e6, p->resident_bytes / 1e6, p->n_pinned, p->n_units, p->head_resident ? "resident" : "streamed",
-            p->embd_resident ? "resident" : "read by row", p->window_bytes / 1e6, p->n_slots, p->prefetch, p->io_threads,
-            s->chunk / 1024.0, p->direct ? "O_DIRECT" : "buffered + FADV_DONTNEED");
-    fprintf(f, "stream: units %s (R resident, s streamed), %.1f MB streamed per pass, %.1f MB of weights held\n", unit_map,
-            p->streamed_bytes / 1e6, s->held / 1e6);
+            p->budget / 1e6, p->resident_bytes / 1e6, p->n_pinned, p->n_units,
+            p->head_resident ? "resident" : "streamed", p->embd_resident ? "resident" : "read by row",
+            p->window_bytes / 1e6, p->n_slots, p->prefetch, p->io_threads, s->chunk / 1024.0,
+            p->direct ? "O_DIRECT" : "buffered + FADV_DONTNEED");
+    fprintf(f, "stream: units %s (R resident, s streamed), %.1f MB streamed per pass, %.1f MB of weights held\n",
+            unit_map, p->streamed_bytes / 1e6, s->held / 1e6);
     if (!s->mutex_ready) return;
     pthread_mutex_lock(&s->mu);
     aero_stream_stats st = s->stats;
@@ -107,17 +113,18 @@ void aero_stream_print_stats(aero_stream *s, FILE *f) {
         disk_bw = aero_stream_measure_disk_bw(s, 1ull << 30);
         measured_now = true;
     }
-    fprintf(f, "stream: %llu passes, %.1f MB read from disk, IO busy %.3f s, compute %.3f s, waited for IO %.3f s, "
-            "wall %.3f s\n", (unsigned long long)st.passes, st.bytes_streamed / 1e6, st.io_busy_s, st.compute_s, st.wait_s,
-            st.wall_s);
+    fprintf(f,
+            "stream: %llu passes, %.1f MB read from disk, IO busy %.3f s, compute %.3f s, waited for IO %.3f s, "
+            "wall %.3f s\n",
+            (unsigned long long)st.passes, st.bytes_streamed / 1e6, st.io_busy_s, st.compute_s, st.wait_s, st.wall_s);
     if (disk_bw > 0)
         fprintf(f, "stream: disk bw %.2f GB/s (O_DIRECT reads of the model file, %d in flight, %s)\n", disk_bw / 1e9,
                 s->io_threads, measured_now ? "measured now" : "measured in this run");
     else if (p->streamed_bytes)
         fprintf(f, "stream: disk bw not measured (window in use or the read failed): no floor\n");
     if (kept) {
-        fprintf(f, "  %-6s %9s %9s %9s %9s %9s %7s %9s %7s\n", "pass", "MB read", "wall ms", "IO ms", "comp ms", "wait ms",
-                "GB/s", "floor ms", "x floor");
+        fprintf(f, "  %-6s %9s %9s %9s %9s %9s %7s %9s %7s\n", "pass", "MB read", "wall ms", "IO ms", "comp ms",
+                "wait ms", "GB/s", "floor ms", "x floor");
         uint64_t first = n - kept;
         for (uint64_t i = 0; i < kept; i++) {
             if (kept > 24 && i == 8) {

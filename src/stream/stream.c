@@ -20,8 +20,9 @@ static aero_status load_small(aero_stream *s, aero_error *err) {
     const aero_gguf *g = s->g;
     if (!s->small_bytes) return AERO_OK;
     s->small_mem = aero_alloc_aligned(64, s->small_bytes);
-    if (!s->small_mem) return aero_fail(err, AERO_ERR_NOMEM, "stream: cannot allocate %llu bytes for small tensors",
-                                        (unsigned long long)s->small_bytes);
+    if (!s->small_mem)
+        return aero_fail(err, AERO_ERR_NOMEM, "stream: cannot allocate %llu bytes for small tensors",
+                         (unsigned long long)s->small_bytes);
     s->held += s->small_bytes;
     uint64_t at = 0;
     for (uint64_t i = 0; i < g->n_tensors; i++) {
@@ -35,7 +36,8 @@ static aero_status load_small(aero_stream *s, aero_error *err) {
             if (n < 0 && errno == EINTR) continue;
             if (n <= 0)
                 return aero_fail(err, AERO_ERR_IO, "%s: reading tensor '%s' at offset %llu: %s", f->path, t->name,
-                                 (unsigned long long)(t->offset + done), n < 0 ? strerror(errno) : "the file is shorter");
+                                 (unsigned long long)(t->offset + done),
+                                 n < 0 ? strerror(errno) : "the file is shorter");
             done += (uint64_t)n;
         }
         st_drop_cache(s, t->file, t->offset, t->nbytes);
@@ -86,7 +88,8 @@ static aero_status load_resident(aero_stream *s, aero_error *err) {
             goto out;
         }
         s->held += s->exp_mem_bytes;
-        for (int i = 0; i < s->n_exp_places; i++) s->ptr[s->exp_places[i].tensor] = (char *)s->exp_mem + s->exp_places[i].mem_off;
+        for (int i = 0; i < s->n_exp_places; i++)
+            s->ptr[s->exp_places[i].tensor] = (char *)s->exp_mem + s->exp_places[i].mem_off;
         jobs[n_jobs++] = (st_job){.ranges = s->exp_ranges, .n_ranges = s->n_exp_ranges, .mem = s->exp_mem};
     }
     pthread_mutex_lock(&s->mu);
@@ -211,7 +214,8 @@ aero_status aero_stream_open(aero_stream **out, const aero_gguf *g, int n_layer,
         *out = s;
         return AERO_OK;
     }
-    if (pthread_mutex_init(&s->mu, NULL) || pthread_cond_init(&s->cv_work, NULL) || pthread_cond_init(&s->cv_done, NULL)) {
+    if (pthread_mutex_init(&s->mu, NULL) || pthread_cond_init(&s->cv_work, NULL) ||
+        pthread_cond_init(&s->cv_done, NULL)) {
         aero_fail(err, AERO_ERR_NOMEM, "stream: cannot create locks");
         goto fail;
     }
@@ -327,7 +331,7 @@ static const char *tensor_absent(const aero_stream *s, int64_t tensor, char *msg
         snprintf(msg, cap, "stream: tensor '%s' is a routed expert's, served by the expert cache", name);
         return msg;
     }
-        if (s->kind[tensor] == ST_T_EMBD && !s->plan.embd_resident) {
+    if (s->kind[tensor] == ST_T_EMBD && !s->plan.embd_resident) {
         snprintf(msg, cap, "stream: tensor '%s' is read by row (aero_stream_embed_rows), not held", name);
         return msg;
     }

@@ -19,14 +19,14 @@
 typedef struct aero_stream aero_stream;
 
 typedef struct {
-    uint64_t mem_budget;   // 0 = no limit
-    int prefetch;          // units read ahead; <= 0: 2
-    int io_threads;        // reads in flight (one per IO thread); <= 0: 4
+    uint64_t mem_budget;       // 0 = no limit
+    int prefetch;              // units read ahead; <= 0: 2
+    int io_threads;            // reads in flight (one per IO thread); <= 0: 4
     const char *output_tensor; // name of the output head tensor (the head unit's)
     const char *embd_tensor;   // name of the token embedding (read by rows)
-    bool plan_only;        // decide the plan and stop: no files opened, nothing read (aerollm info)
-    bool no_direct;        // buffered reads + POSIX_FADV_DONTNEED even where O_DIRECT works (tests, benchmarks)
-    uint64_t chunk_bytes;  // bytes per read request; 0: 8 MiB (rounded to 4 KiB)
+    bool plan_only;            // decide the plan and stop: no files opened, nothing read (aerollm info)
+    bool no_direct;            // buffered reads + POSIX_FADV_DONTNEED even where O_DIRECT works (tests, benchmarks)
+    uint64_t chunk_bytes;      // bytes per read request; 0: 8 MiB (rounded to 4 KiB)
 } aero_stream_params;
 
 #include "../../include/aerollm.h" // aero_stream_stats, aero_stream_plan

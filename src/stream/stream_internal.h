@@ -9,18 +9,18 @@
 
 #include "stream.h"
 
-#define ST_ALIGN 4096u                  // O_DIRECT alignment of file offsets, lengths and buffers
-#define ST_GAP_MERGE (256u << 10)       // tensors of a unit closer than this are read as one range
-#define ST_CHUNK_DEFAULT (8u << 20)     // one read request (several are in flight, one per IO thread)
+#define ST_ALIGN 4096u              // O_DIRECT alignment of file offsets, lengths and buffers
+#define ST_GAP_MERGE (256u << 10)   // tensors of a unit closer than this are read as one range
+#define ST_CHUNK_DEFAULT (8u << 20) // one read request (several are in flight, one per IO thread)
 #define ST_MAX_IO_THREADS 32
 #define ST_MAX_PREFETCH 16
-#define ST_PASS_LOG 4096                // per-pass records kept for the --stats report
+#define ST_PASS_LOG 4096 // per-pass records kept for the --stats report
 
 typedef enum {
-    ST_T_SMALL,    // always resident, copied into the small-tensor arena (norms, biases, non-unit tensors)
-    ST_T_UNIT,     // lives in its unit's memory (pinned buffer or a ring region while acquired)
-    ST_T_EMBD,     // the untied token embedding: resident buffer or read by row
-    ST_T_EXPERT,   // a routed expert tensor: resident when the budget holds everything, else the expert cache's
+    ST_T_SMALL,  // always resident, copied into the small-tensor arena (norms, biases, non-unit tensors)
+    ST_T_UNIT,   // lives in its unit's memory (pinned buffer or a ring region while acquired)
+    ST_T_EMBD,   // the untied token embedding: resident buffer or read by row
+    ST_T_EXPERT, // a routed expert tensor: resident when the budget holds everything, else the expert cache's
 } st_tensor_kind;
 
 // One contiguous read: [off, off + len) of a file, both ST_ALIGN-aligned, landing at mem_off of its buffer;
@@ -38,12 +38,12 @@ typedef struct {
 } st_place;
 
 typedef struct {
-    int first_range, n_ranges;  // into stream.ranges
-    int first_place, n_places;  // into stream.places
-    uint64_t bytes;             // buffer size: the sum of its aligned ranges
-    uint64_t tensor_bytes;      // bytes of the tensors it serves
+    int first_range, n_ranges; // into stream.ranges
+    int first_place, n_places; // into stream.places
+    uint64_t bytes;            // buffer size: the sum of its aligned ranges
+    uint64_t tensor_bytes;     // bytes of the tensors it serves
     bool resident;
-    void *mem;                  // pinned buffer when resident
+    void *mem; // pinned buffer when resident
 } st_unit;
 
 // A read job: a list of ranges into one buffer, split into chunks that the IO threads take in queue order.
@@ -51,11 +51,11 @@ typedef struct st_job {
     const st_range *ranges;
     int n_ranges;
     char *mem;
-    int cur_range;            // next chunk to issue: range index and offset inside it
+    int cur_range; // next chunk to issue: range index and offset inside it
     uint64_t cur_off;
-    int inflight;             // chunks being read now
-    bool queued;              // in the queue (chunks left to issue)
-    bool complete;            // every chunk issued and finished (or the job failed and drained)
+    int inflight;  // chunks being read now
+    bool queued;   // in the queue (chunks left to issue)
+    bool complete; // every chunk issued and finished (or the job failed and drained)
     bool failed;
     char errmsg[400];
     struct st_job *next;
@@ -70,52 +70,52 @@ typedef struct {
 } st_occ;
 
 typedef struct {
-    double start, end;        // wall clock of the pass (first stream call .. release of the last unit)
-    uint64_t bytes;           // bytes read from disk for it (streamed units + embedding rows)
+    double start, end; // wall clock of the pass (first stream call .. release of the last unit)
+    uint64_t bytes;    // bytes read from disk for it (streamed units + embedding rows)
     double io_busy, compute, wait;
-    int units;                // units acquired so far
+    int units; // units acquired so far
 } st_pass;
 
 typedef struct {
     char *path;
-    int fd_direct;            // O_DIRECT descriptor, -1 when the file system refuses it
-    int fd;                   // buffered descriptor (small tensors, fallback)
+    int fd_direct; // O_DIRECT descriptor, -1 when the file system refuses it
+    int fd;        // buffered descriptor (small tensors, fallback)
     uint64_t size;
 } st_file;
 
 struct aero_stream {
     const aero_gguf *g;
-    int n_units;              // the layer units 0..head_unit-1, then the head unit
-    int head_unit;            // the output head's unit: n_units - 1
+    int n_units;   // the layer units 0..head_unit-1, then the head unit
+    int head_unit; // the output head's unit: n_units - 1
     aero_stream_params params;
     int prefetch, io_threads;
     uint64_t chunk;
 
     // tables built by the planner
-    st_tensor_kind *kind;     // per tensor
-    int *unit_of;             // per tensor: its unit, or -1
-    void **ptr;               // per tensor: data now (resident, or the acquired unit's ring region), else NULL
+    st_tensor_kind *kind; // per tensor
+    int *unit_of;         // per tensor: its unit, or -1
+    void **ptr;           // per tensor: data now (resident, or the acquired unit's ring region), else NULL
     st_unit *units;
     st_range *ranges;
     int n_ranges;
     st_place *places;
     int n_places;
-    int64_t embd;             // tensor index of the token embedding, -1 when absent
-    bool embd_in_head;        // tied: the embedding is the head unit's tensor
-    st_range *embd_ranges;    // untied embedding read whole (when resident)
+    int64_t embd;          // tensor index of the token embedding, -1 when absent
+    bool embd_in_head;     // tied: the embedding is the head unit's tensor
+    st_range *embd_ranges; // untied embedding read whole (when resident)
     int n_embd_ranges;
-    uint64_t embd_bytes;      // its buffer size
+    uint64_t embd_bytes; // its buffer size
     void *embd_mem;
-    uint64_t small_bytes;     // arena for the small tensors
+    uint64_t small_bytes; // arena for the small tensors
     void *small_mem;
-    st_range *exp_ranges;     // every routed expert tensor, read into one buffer when the plan keeps them resident
+    st_range *exp_ranges; // every routed expert tensor, read into one buffer when the plan keeps them resident
     st_place *exp_places;
     int n_exp_ranges, n_exp_places;
-    uint64_t exp_mem_bytes;   // that buffer's size
+    uint64_t exp_mem_bytes; // that buffer's size
     void *exp_mem;
-    uint64_t row_buf_bytes;   // staging buffer for embedding rows read from disk
+    uint64_t row_buf_bytes; // staging buffer for embedding rows read from disk
     void *row_buf;
-    int *streamed;            // streamed units in cyclic order
+    int *streamed; // streamed units in cyclic order
     int n_streamed;
     aero_stream_plan plan;
 
@@ -125,38 +125,38 @@ struct aero_stream {
     // ring of streamed units, served by the IO threads
     char *ring;
     uint64_t ring_bytes;
-    uint64_t slot_bytes;      // each streamed unit's share of the ring: the largest streamed unit
-    int depth;                // effective prefetch (occurrences ahead of the one in use)
-    st_occ *occ;              // depth + 1 records, indexed by seq % (depth + 1)
-    int64_t occ_first;        // oldest occurrence still in the ring (not released)
-    int64_t occ_end;          // next occurrence to schedule
-    int64_t next_seq;         // occurrence the compute acquires next
-    int64_t held_seq;         // occurrence acquired now, -1 when none
-    bool window_lent;         // the ring serves a measurement (stats.c): nothing is scheduled into it
-    uint64_t alloc_off;       // ring allocation cursor
+    uint64_t slot_bytes; // each streamed unit's share of the ring: the largest streamed unit
+    int depth;           // effective prefetch (occurrences ahead of the one in use)
+    st_occ *occ;         // depth + 1 records, indexed by seq % (depth + 1)
+    int64_t occ_first;   // oldest occurrence still in the ring (not released)
+    int64_t occ_end;     // next occurrence to schedule
+    int64_t next_seq;    // occurrence the compute acquires next
+    int64_t held_seq;    // occurrence acquired now, -1 when none
+    bool window_lent;    // the ring serves a measurement (stats.c): nothing is scheduled into it
+    uint64_t alloc_off;  // ring allocation cursor
 
     pthread_mutex_t mu;
-    pthread_cond_t cv_work;   // IO threads wait for chunks
-    pthread_cond_t cv_done;   // compute waits for jobs
+    pthread_cond_t cv_work; // IO threads wait for chunks
+    pthread_cond_t cv_done; // compute waits for jobs
     pthread_t threads[ST_MAX_IO_THREADS];
     int n_threads_started;
     bool stopping, mutex_ready;
     st_job *q_head, *q_tail;
-    int inflight;             // chunks being read, all jobs
-    double busy_since;        // when inflight last became non-zero
-    double io_busy_total;     // seconds with at least one read in flight (up to busy_since)
+    int inflight;         // chunks being read, all jobs
+    double busy_since;    // when inflight last became non-zero
+    double io_busy_total; // seconds with at least one read in flight (up to busy_since)
     uint64_t bytes_read_total;
 
     // statistics, kept by stream.c, reported by stats.c
     aero_stream_stats stats;
-    st_pass *log;             // last ST_PASS_LOG passes (ring by pass number)
-    uint64_t n_logged;        // passes recorded since the last reset
-    st_pass cur;              // the pass in progress
+    st_pass *log;      // last ST_PASS_LOG passes (ring by pass number)
+    uint64_t n_logged; // passes recorded since the last reset
+    st_pass cur;       // the pass in progress
     bool in_pass;
-    double acquired_at;       // when the unit now held was handed out
-    int held_unit;            // unit acquired now, -1 when none
-    double disk_bw;           // stats.c: the floor's disk bandwidth, measured or set; 0 = not yet measured
-    uint64_t held;            // weight bytes allocated
+    double acquired_at; // when the unit now held was handed out
+    int held_unit;      // unit acquired now, -1 when none
+    double disk_bw;     // stats.c: the floor's disk bandwidth, measured or set; 0 = not yet measured
+    uint64_t held;      // weight bytes allocated
 };
 
 // plan.c

@@ -43,10 +43,10 @@ static const preset presets[] = {
     // head_dim 128, intermediate 6144, 128 experts, 8 per token, moe_intermediate 768, vocab 151936, ctx 40960,
     // rope_theta 1e6; mistralai/Mixtral-8x7B-v0.1: 32 layers, hidden 4096, 32 heads, 8 KV heads, intermediate
     // 14336, 8 experts, 2 per token, vocab 32000, ctx 32768, rope_theta 1e6, rms eps 1e-5; docs/moe.md).
-    {"qwen3-30b-a3b", "qwen3moe", 2048, 48, 32, 4, 6144, 151936, 40960, 128, 1000000.f, 1e-6f, 0.f, false, 128, 8,
-     768, 0, false},
-    {"mixtral-8x7b", "llama", 4096, 32, 32, 8, 14336, 32000, 32768, 128, 1000000.f, 1e-5f, 0.f, false, 8, 2, 14336,
+    {"qwen3-30b-a3b", "qwen3moe", 2048, 48, 32, 4, 6144, 151936, 40960, 128, 1000000.f, 1e-6f, 0.f, false, 128, 8, 768,
      0, false},
+    {"mixtral-8x7b", "llama", 4096, 32, 32, 8, 14336, 32000, 32768, 128, 1000000.f, 1e-5f, 0.f, false, 8, 2, 14336, 0,
+     false},
     // Tiny ones for tests: rows multiples of 256 so every type applies.
     {"qwen3moe-tiny", "qwen3moe", 256, 2, 4, 2, 512, 512, 512, 64, 1000000.f, 1e-6f, 0.f, false, 8, 2, 256, 0, false},
     {"qwen2moe-tiny", "qwen2moe", 256, 2, 4, 2, 512, 512, 512, 64, 1000000.f, 1e-6f, 0.f, false, 8, 2, 256, 512, false},
@@ -145,7 +145,7 @@ typedef struct {
     synth_state *st;
     tensor_kind kind;
     aero_dtype type;
-    int64_t row_len;        // ne[0]
+    int64_t row_len; // ne[0]
     size_t row_bytes;
     float std;
     uint64_t seed;
@@ -153,9 +153,9 @@ typedef struct {
     uint64_t tail_from;     // rows from here on (padding tokens of a vocabulary matrix) get tail_std: a random
     float tail_std;         // model then rarely emits "[PAD123]", as a trained one never does; 0 = no tail
     const block_pool *tail_pool;
-    uint64_t row_offset;    // rows of a per-expert tensor are those of the merged tensor from this row on
-    float skew;             // > 0: a router; row r (an expert) gets std * (1 + skew / (1 + rank of r))
-    int n_rank;             // the router's rows (experts), ranked by a per-tensor permutation
+    uint64_t row_offset; // rows of a per-expert tensor are those of the merged tensor from this row on
+    float skew;          // > 0: a router; row r (an expert) gets std * (1 + skew / (1 + rank of r))
+    int n_rank;          // the router's rows (experts), ranked by a per-tensor permutation
 } tensor_src;
 
 struct synth_state {
@@ -165,12 +165,12 @@ struct synth_state {
     int n_pools;
     tensor_src *src;
     int n_src;
-    uint64_t done, total;   // tensor bytes produced, for progress
-    int n_real_tokens;      // tokens before the padding of the built-in vocabulary; 0 = no padding
+    uint64_t done, total; // tensor bytes produced, for progress
+    int n_real_tokens;    // tokens before the padding of the built-in vocabulary; 0 = no padding
     // set just before add() for the next tensor only
-    char seed_name[96];     // draw from this tensor name's stream instead of its own (per-expert tensors)
+    char seed_name[96]; // draw from this tensor name's stream instead of its own (per-expert tensors)
     uint64_t next_row_offset;
-    float next_skew;        // a router's skew
+    float next_skew; // a router's skew
 };
 
 // A pool of quantized blocks of a type made from Gaussian floats of a scale, shared by the tensors that need it.
@@ -303,7 +303,8 @@ static aero_dtype fit_type(aero_dtype type, int64_t row_len) {
     if (row_len % di->block == 0) return type;
     aero_dtype fb;
     switch (type) {
-    case AERO_DT_Q2_K: case AERO_DT_Q3_K: fb = AERO_DT_Q4_0; break;
+    case AERO_DT_Q2_K:
+    case AERO_DT_Q3_K: fb = AERO_DT_Q4_0; break;
     case AERO_DT_Q4_K: fb = AERO_DT_Q5_0; break;
     case AERO_DT_Q5_K: fb = AERO_DT_Q5_1; break;
     case AERO_DT_Q6_K: fb = AERO_DT_Q8_0; break;
@@ -316,10 +317,19 @@ static aero_dtype fit_type(aero_dtype type, int64_t row_len) {
 
 static bool matrix_type_ok(aero_dtype t) {
     switch (t) {
-    case AERO_DT_F32: case AERO_DT_F16: case AERO_DT_BF16: case AERO_DT_Q8_0: case AERO_DT_Q4_0: case AERO_DT_Q4_1:
-    case AERO_DT_Q5_0: case AERO_DT_Q5_1: case AERO_DT_Q2_K: case AERO_DT_Q3_K: case AERO_DT_Q4_K: case AERO_DT_Q5_K:
-    case AERO_DT_Q6_K:
-        return true;
+    case AERO_DT_F32:
+    case AERO_DT_F16:
+    case AERO_DT_BF16:
+    case AERO_DT_Q8_0:
+    case AERO_DT_Q4_0:
+    case AERO_DT_Q4_1:
+    case AERO_DT_Q5_0:
+    case AERO_DT_Q5_1:
+    case AERO_DT_Q2_K:
+    case AERO_DT_Q3_K:
+    case AERO_DT_Q4_K:
+    case AERO_DT_Q5_K:
+    case AERO_DT_Q6_K: return true;
     default: return false;
     }
 }
@@ -332,20 +342,25 @@ aero_status aero_synth_check(const aero_synth_params *p, aero_error *err) {
                          p->arch);
     if (qmoe && p->n_expert < 1) return aero_fail(err, AERO_ERR_INVALID, "%s needs experts", p->arch);
     if (llama && p->n_expert && p->n_ff_exp != p->n_ff)
-        return aero_fail(err, AERO_ERR_INVALID, "Mixtral (llama with experts) has experts of the feed-forward size %d, "
-                         "not %d", p->n_ff, p->n_ff_exp);
+        return aero_fail(err, AERO_ERR_INVALID,
+                         "Mixtral (llama with experts) has experts of the feed-forward size %d, "
+                         "not %d",
+                         p->n_ff, p->n_ff_exp);
     if (p->n_expert && (p->n_expert > 4096 || p->n_expert_used < 1 || p->n_expert_used > p->n_expert ||
                         p->n_ff_exp < 1 || p->n_ff_shexp < 0 || (p->per_expert && !llama) || p->router_skew < 0))
         return aero_fail(err, AERO_ERR_INVALID, "experts: %d, %d used, %d rows, %d shared rows%s are inconsistent",
                          p->n_expert, p->n_expert_used, p->n_ff_exp, p->n_ff_shexp,
                          p->per_expert ? ", per-expert tensors (llama only)" : "");
-    struct { const char *name; int v, max; } dims[] = {
-        {"embedding size (--dim)", p->n_embd, 1 << 17}, {"layer count (--layers)", p->n_layer, 4096},
-        {"head count (--heads)", p->n_head, 4096}, {"KV head count (--kv-heads)", p->n_head_kv, 4096},
-        {"feed-forward size (--ffn)", p->n_ff, 1 << 20}, {"context length (--ctx)", p->n_ctx, 1 << 24}};
+    struct {
+        const char *name;
+        int v, max;
+    } dims[] = {{"embedding size (--dim)", p->n_embd, 1 << 17},  {"layer count (--layers)", p->n_layer, 4096},
+                {"head count (--heads)", p->n_head, 4096},       {"KV head count (--kv-heads)", p->n_head_kv, 4096},
+                {"feed-forward size (--ffn)", p->n_ff, 1 << 20}, {"context length (--ctx)", p->n_ctx, 1 << 24}};
     for (size_t i = 0; i < sizeof dims / sizeof *dims; i++)
         if (dims[i].v < 1 || dims[i].v > dims[i].max)
-            return aero_fail(err, AERO_ERR_INVALID, "%s must be in [1, %d], not %d", dims[i].name, dims[i].max, dims[i].v);
+            return aero_fail(err, AERO_ERR_INVALID, "%s must be in [1, %d], not %d", dims[i].name, dims[i].max,
+                             dims[i].v);
     if (p->n_head % p->n_head_kv)
         return aero_fail(err, AERO_ERR_INVALID, "head count %d is not a multiple of the KV head count %d", p->n_head,
                          p->n_head_kv);
@@ -361,12 +376,16 @@ aero_status aero_synth_check(const aero_synth_params *p, aero_error *err) {
     if (!p->tokenizer_from) {
         int min_vocab = 256 + (llama ? 5 : 3);
         if (p->n_vocab < min_vocab || p->n_vocab > (1 << 22))
-            return aero_fail(err, AERO_ERR_INVALID, "vocabulary size (--vocab) must be in [%d, %d] for the built-in "
-                             "tokenizer (256 bytes + special tokens), not %d", min_vocab, 1 << 22, p->n_vocab);
+            return aero_fail(err, AERO_ERR_INVALID,
+                             "vocabulary size (--vocab) must be in [%d, %d] for the built-in "
+                             "tokenizer (256 bytes + special tokens), not %d",
+                             min_vocab, 1 << 22, p->n_vocab);
     }
     if (!matrix_type_ok(p->type))
-        return aero_fail(err, AERO_ERR_UNSUPPORTED, "type %s cannot be used for weights (F32, F16, BF16, Q8_0, Q4_0, "
-                         "Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K)", aero_dtype_name(p->type));
+        return aero_fail(err, AERO_ERR_UNSUPPORTED,
+                         "type %s cannot be used for weights (F32, F16, BF16, Q8_0, Q4_0, "
+                         "Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K)",
+                         aero_dtype_name(p->type));
     if (!(p->rope_base > 1) || !(p->norm_eps > 0 && p->norm_eps < 1) || !(p->rope_llama3_factor >= 0))
         return aero_fail(err, AERO_ERR_INVALID, "rope base %g / norm epsilon %g / rope factor %g out of range",
                          p->rope_base, p->norm_eps, p->rope_llama3_factor);
@@ -393,12 +412,11 @@ static int ftype_of(aero_dtype t) {
 }
 
 // Registers one tensor and its producer.
-static aero_status add(aero_gguf_writer *w, synth_state *st, tensor_kind kind, aero_dtype type, float std,
-                       int64_t ne0, int64_t ne1, int64_t ne2, aero_synth_stats *stats, aero_error *err,
-                       const char *fmt, ...) __attribute__((format(printf, 11, 12)));
-static aero_status add(aero_gguf_writer *w, synth_state *st, tensor_kind kind, aero_dtype type, float std,
-                       int64_t ne0, int64_t ne1, int64_t ne2, aero_synth_stats *stats, aero_error *err,
-                       const char *fmt, ...) {
+static aero_status add(aero_gguf_writer *w, synth_state *st, tensor_kind kind, aero_dtype type, float std, int64_t ne0,
+                       int64_t ne1, int64_t ne2, aero_synth_stats *stats, aero_error *err, const char *fmt, ...)
+    __attribute__((format(printf, 11, 12)));
+static aero_status add(aero_gguf_writer *w, synth_state *st, tensor_kind kind, aero_dtype type, float std, int64_t ne0,
+                       int64_t ne1, int64_t ne2, aero_synth_stats *stats, aero_error *err, const char *fmt, ...) {
     char name[128];
     va_list ap;
     va_start(ap, fmt);

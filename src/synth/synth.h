@@ -13,22 +13,22 @@
 #include "../core/status.h"
 
 typedef struct {
-    char arch[16];              // "llama", "qwen2" (Q/K/V biases), "qwen3" (per-head Q/K RMSNorm), "qwen2moe",
-                                // "qwen3moe"
-    char name[64];              // general.name ("synthetic llama-8b")
+    char arch[16]; // "llama", "qwen2" (Q/K/V biases), "qwen3" (per-head Q/K RMSNorm), "qwen2moe",
+                   // "qwen3moe"
+    char name[64]; // general.name ("synthetic llama-8b")
     int n_embd, n_layer, n_head, n_head_kv, n_ff, n_vocab, n_ctx;
-    int head_dim;               // 0: n_embd / n_head
+    int head_dim; // 0: n_embd / n_head
     float rope_base, norm_eps;
-    float rope_llama3_factor;   // > 0: Llama 3.1 rope scaling, written as a rope_freqs.weight tensor
-    bool tied;                  // no output.weight: the head reuses token_embd.weight
+    float rope_llama3_factor; // > 0: Llama 3.1 rope scaling, written as a rope_freqs.weight tensor
+    bool tied;                // no output.weight: the head reuses token_embd.weight
     // mixture of experts ("qwen3moe", "qwen2moe", or "llama" with experts = Mixtral); n_expert 0: dense
     int n_expert, n_expert_used;
-    int n_ff_exp;               // rows of one routed expert (qwen*moe: expert_feed_forward_length; llama: n_ff)
-    int n_ff_shexp;             // qwen2moe shared expert rows (0: none)
-    bool per_expert;            // write ffn_{gate,up,down}.E tensors (older Mixtral files) instead of merged *_exps;
-                                // the bytes are those of the merged layout, so both files compute the same
-    float router_skew;          // > 0: router rows of a few experts per layer scaled up (hot experts, as trained)
-    aero_dtype type;            // of the matrices; norms, biases and rope_freqs are F32
+    int n_ff_exp;      // rows of one routed expert (qwen*moe: expert_feed_forward_length; llama: n_ff)
+    int n_ff_shexp;    // qwen2moe shared expert rows (0: none)
+    bool per_expert;   // write ffn_{gate,up,down}.E tensors (older Mixtral files) instead of merged *_exps;
+                       // the bytes are those of the merged layout, so both files compute the same
+    float router_skew; // > 0: router rows of a few experts per layer scaled up (hot experts, as trained)
+    aero_dtype type;   // of the matrices; norms, biases and rope_freqs are F32
     uint64_t seed;
     const char *tokenizer_from; // copy every tokenizer.* key of this GGUF (n_vocab then follows it); NULL: built in
     bool exact;                 // quantize every row from fresh Gaussian floats (slow) instead of drawing
@@ -40,10 +40,10 @@ typedef struct {
 
 typedef struct {
     uint64_t n_tensors;
-    uint64_t tensor_bytes;      // sum of tensor data
-    int n_fallback;             // matrices whose rows do not fit the type's block: written as a smaller-block type
-    int n_vocab;                // the vocabulary written (from tokenizer_from when given)
-    int n_merges;               // merges of the built-in tokenizer
+    uint64_t tensor_bytes; // sum of tensor data
+    int n_fallback;        // matrices whose rows do not fit the type's block: written as a smaller-block type
+    int n_vocab;           // the vocabulary written (from tokenizer_from when given)
+    int n_merges;          // merges of the built-in tokenizer
 } aero_synth_stats;
 
 // Fills p with a preset's architecture and real dimensions (and defaults: seed 0, type F16). False if unknown.

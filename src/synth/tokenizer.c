@@ -51,8 +51,15 @@ static void byte_unicode(uint32_t cp[256], int order[256]) {
 }
 
 static int utf8_put(uint32_t c, char *out) {
-    if (c < 0x80) { out[0] = (char)c; return 1; }
-    if (c < 0x800) { out[0] = (char)(0xC0 | (c >> 6)); out[1] = (char)(0x80 | (c & 63)); return 2; }
+    if (c < 0x80) {
+        out[0] = (char)c;
+        return 1;
+    }
+    if (c < 0x800) {
+        out[0] = (char)(0xC0 | (c >> 6));
+        out[1] = (char)(0x80 | (c & 63));
+        return 2;
+    }
     out[0] = (char)(0xE0 | (c >> 12));
     out[1] = (char)(0x80 | ((c >> 6) & 63));
     out[2] = (char)(0x80 | (c & 63));
@@ -76,9 +83,12 @@ static size_t pretoken(const char *s, size_t n, size_t i) {
     if (s[j] == ' ' && j + 1 < n && !is_space(s[j + 1])) j++;
     if (!is_space(s[j])) {
         int c = (unsigned char)s[j];
-        if (is_alpha(c)) while (j < n && is_alpha((unsigned char)s[j])) j++;
-        else if (is_digit(c)) while (j < n && is_digit((unsigned char)s[j])) j++;
-        else while (j < n && !is_space(s[j]) && !is_alpha((unsigned char)s[j]) && !is_digit((unsigned char)s[j])) j++;
+        if (is_alpha(c))
+            while (j < n && is_alpha((unsigned char)s[j])) j++;
+        else if (is_digit(c))
+            while (j < n && is_digit((unsigned char)s[j])) j++;
+        else
+            while (j < n && !is_space(s[j]) && !is_alpha((unsigned char)s[j]) && !is_digit((unsigned char)s[j])) j++;
         return j - i;
     }
     while (j < n && is_space(s[j])) j++;
@@ -265,8 +275,8 @@ static const char chatml_template[] =
 
 // Writes the built-in tokenizer: bytes, merges, the architecture's special tokens, then unused padding tokens
 // up to n_vocab (as Hugging Face vocabularies padded for the embedding's size are converted).
-aero_status synth_write_tokenizer(aero_gguf_writer *w, const aero_synth_params *p, aero_synth_stats *stats,
-                                   int *n_real, aero_error *err) {
+aero_status synth_write_tokenizer(aero_gguf_writer *w, const aero_synth_params *p, aero_synth_stats *stats, int *n_real,
+                                  aero_error *err) {
     bool llama = !strcmp(p->arch, "llama");
     const char *const *spec = llama ? llama_specials : qwen_specials;
     int n_spec = llama ? 5 : 3;
@@ -289,13 +299,14 @@ aero_status synth_write_tokenizer(aero_gguf_writer *w, const aero_synth_params *
         s = aero_fail(err, AERO_ERR_NOMEM, "synth: out of memory");
         goto done;
     }
-    for (int i = 0; i < v.n; i++) types[i] = i < first_spec ? 1 : i < first_spec + n_spec ? 3 : 5; // normal, control, unused
+    for (int i = 0; i < v.n; i++)
+        types[i] = i < first_spec ? 1 : i < first_spec + n_spec ? 3 : 5; // normal, control, unused
     aero_gguf_set_str(w, "tokenizer.ggml.model", "gpt2");
     aero_gguf_set_str(w, "tokenizer.ggml.pre", "gpt-2");
     aero_gguf_set_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)v.tok, (uint64_t)v.n);
     aero_gguf_set_arr(w, "tokenizer.ggml.token_type", AERO_GGUF_INT32, types, (uint64_t)v.n);
     aero_gguf_set_arr_str(w, "tokenizer.ggml.merges", (const char *const *)v.merges, (uint64_t)v.n_merges);
-    aero_gguf_set_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)first_spec);          // <|begin_of_text|> / <|endoftext|>
+    aero_gguf_set_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)first_spec); // <|begin_of_text|> / <|endoftext|>
     aero_gguf_set_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)first_spec + (llama ? 1 : 0));
     aero_gguf_set_u32(w, "tokenizer.ggml.padding_token_id", (uint32_t)first_spec + (llama ? 1 : 0));
     aero_gguf_set_bool(w, "tokenizer.ggml.add_bos_token", llama);

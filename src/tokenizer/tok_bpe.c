@@ -7,11 +7,11 @@
 #include "tok_internal.h"
 
 typedef struct {
-    int32_t id;      // current token of this symbol (-1 while it has none)
+    int32_t id; // current token of this symbol (-1 while it has none)
     int32_t prev, next;
     uint32_t start, len; // bytes in the word
-    uint64_t pkey;   // heap key of the pair (this, next), NO_PAIR when they cannot merge
-    int32_t presult; // the token that pair merges into
+    uint64_t pkey;       // heap key of the pair (this, next), NO_PAIR when they cannot merge
+    int32_t presult;     // the token that pair merges into
     bool alive, mergeable;
 } sym;
 
@@ -21,8 +21,8 @@ typedef struct {
 #define NO_PAIR UINT64_MAX
 
 // Word cache: natural text repeats its words, so one encode call remembers the ids of short pre-tokens.
-#define CACHE_MIN_SLOTS 1024u   // powers of two; the table doubles when half full, up to the max,
-#define CACHE_MAX_SLOTS 65536u  // where it starts over
+#define CACHE_MIN_SLOTS 1024u  // powers of two; the table doubles when half full, up to the max,
+#define CACHE_MAX_SLOTS 65536u // where it starts over
 #define CACHE_MAX_WORD 48u
 
 typedef struct {
@@ -236,18 +236,23 @@ static bool bpe_chars(const aero_tokenizer *t, aero_tok_scratch *s, const char *
         int32_t id = cp == AERO_UTF8_INVALID ? -1 : aero_tok_lookup(t, w + i, l);
         if (id >= 0) {
             *last_unk = false;
-            if (!sym_push(s, (sym){.id = id, .start = (uint32_t)i, .len = (uint32_t)l, .mergeable = true})) return false;
+            if (!sym_push(s, (sym){.id = id, .start = (uint32_t)i, .len = (uint32_t)l, .mergeable = true}))
+                return false;
         } else {
             bool bytes_ok = t->byte_fallback;
             for (size_t k = 0; bytes_ok && k < l; k++) bytes_ok = t->byte_tok[u[i + k]] >= 0;
             if (bytes_ok) {
                 *last_unk = false;
                 for (size_t k = 0; k < l; k++)
-                    if (!sym_push(s, (sym){.id = t->byte_tok[u[i + k]], .start = (uint32_t)(i + k), .len = 1, .mergeable = false}))
+                    if (!sym_push(s, (sym){.id = t->byte_tok[u[i + k]],
+                                           .start = (uint32_t)(i + k),
+                                           .len = 1,
+                                           .mergeable = false}))
                         return false;
             } else if (t->unk >= 0 && !(t->fuse_unk && *last_unk)) {
                 *last_unk = true;
-                if (!sym_push(s, (sym){.id = t->unk, .start = (uint32_t)i, .len = (uint32_t)l, .mergeable = false})) return false;
+                if (!sym_push(s, (sym){.id = t->unk, .start = (uint32_t)i, .len = (uint32_t)l, .mergeable = false}))
+                    return false;
             }
         }
         i += l;
@@ -259,8 +264,8 @@ static aero_status bpe_word_uncached(const aero_tokenizer *t, aero_tok_scratch *
                                      aero_tok_ids *out, aero_error *err);
 
 // Encodes one pre-token, through the word cache when it is short.
-aero_status aero_tok_bpe_word(const aero_tokenizer *t, aero_tok_scratch *s, const char *w, size_t n,
-                              aero_tok_ids *out, aero_error *err) {
+aero_status aero_tok_bpe_word(const aero_tokenizer *t, aero_tok_scratch *s, const char *w, size_t n, aero_tok_ids *out,
+                              aero_error *err) {
     if (n == 0) return AERO_OK;
     if (n > CACHE_MAX_WORD) return bpe_word_uncached(t, s, w, n, out, err);
     uint64_t h = aero_tok_hash(w, n) | 1;
@@ -291,7 +296,8 @@ static aero_status bpe_word_uncached(const aero_tokenizer *t, aero_tok_scratch *
         } else {
             id = aero_tok_lookup(t, w, n);
         }
-        if (id >= 0) return aero_tok_ids_push(out, id) ? AERO_OK : aero_fail(err, AERO_ERR_NOMEM, "tokenizer: out of memory");
+        if (id >= 0)
+            return aero_tok_ids_push(out, id) ? AERO_OK : aero_fail(err, AERO_ERR_NOMEM, "tokenizer: out of memory");
     }
     if (t->byte_level) {
         s->nsym = 0;
@@ -341,7 +347,8 @@ static uint32_t score_key(float f) {
 }
 
 // Records the pair (l, r) when its concatenation is a mergeable token, keyed by that token's score.
-static bool spm_try_pair(const aero_tokenizer *t, aero_tok_scratch *s, const char *text, int32_t l, int32_t r, bool push) {
+static bool spm_try_pair(const aero_tokenizer *t, aero_tok_scratch *s, const char *text, int32_t l, int32_t r,
+                         bool push) {
     if (l < 0) return true;
     sym *a = &s->syms[l];
     a->pkey = NO_PAIR;

@@ -23,15 +23,16 @@ size_t aero_token_to_bytes(const aero_tokenizer *t, int32_t id, bool render_spec
 }
 
 // Whole-sequence decode: concatenated pieces, minus the SPM leading space of the first one.
-aero_status aero_detokenize(const aero_tokenizer *t, const int32_t *ids, size_t n, bool render_special,
-                            char **text, size_t *len, aero_error *err) {
+aero_status aero_detokenize(const aero_tokenizer *t, const int32_t *ids, size_t n, bool render_special, char **text,
+                            size_t *len, aero_error *err) {
     if (!t || !text || (!ids && n)) return aero_fail(err, AERO_ERR_INVALID, "aero_detokenize: NULL argument");
     aero_tok_buf b = {0};
     bool first = true;
     for (size_t i = 0; i < n; i++) {
         if (ids[i] < 0 || ids[i] >= t->n_vocab) {
             free(b.p);
-            return aero_fail(err, AERO_ERR_RANGE, "detokenize: token id %d at position %zu is outside the vocabulary (%d tokens)",
+            return aero_fail(err, AERO_ERR_RANGE,
+                             "detokenize: token id %d at position %zu is outside the vocabulary (%d tokens)",
                              (int)ids[i], i, (int)t->n_vocab);
         }
         size_t pn;
@@ -81,7 +82,10 @@ static bool utf8_cont_ok(unsigned char lead, int k, unsigned char b) {
     return true;
 }
 
-typedef struct { char *out; size_t cap, n; } sink;
+typedef struct {
+    char *out;
+    size_t cap, n;
+} sink;
 
 // Appends to the caller's buffer if it fits (sized by aero_tokenizer_max_piece, it always does).
 static void put(sink *s, const void *p, size_t n) {

@@ -34,7 +34,9 @@ static aero_status gguf_model_kind(aero_tokenizer *t, const aero_gguf *g, aero_e
     if (!model) return aero_fail(err, AERO_ERR_FORMAT, "tokenizer: GGUF has no tokenizer.ggml.model (no vocabulary)");
     if (strcmp(model, "llama") == 0) {
         t->kind = AERO_TOK_SPM;
-        t->bos = 1; t->eos = 2; t->unk = 0;
+        t->bos = 1;
+        t->eos = 2;
+        t->unk = 0;
         t->add_space_prefix = true;
         t->spm_escape = true;
         t->metaspace_decode = true;
@@ -44,14 +46,18 @@ static aero_status gguf_model_kind(aero_tokenizer *t, const aero_gguf *g, aero_e
         t->byte_level = true;
     } else if (strcmp(model, "bert") == 0) {
         t->kind = AERO_TOK_WPM;
-        t->bos = 101; t->unk = 100; t->sep = 102; t->pad = 0;
+        t->bos = 101;
+        t->unk = 100;
+        t->sep = 102;
+        t->pad = 0;
         t->add_bos = true;
         t->add_sep = true;
         t->metaspace_decode = true;
         t->wpm_lowercase = true;
         t->wpm_strip_accents = true;
     } else {
-        return aero_fail(err, AERO_ERR_UNSUPPORTED, "tokenizer: unsupported tokenizer.ggml.model '%s' (supported: llama, gpt2, bert)", model);
+        return aero_fail(err, AERO_ERR_UNSUPPORTED,
+                         "tokenizer: unsupported tokenizer.ggml.model '%s' (supported: llama, gpt2, bert)", model);
     }
     t->model_name = strdup(model);
     return AERO_OK;
@@ -61,9 +67,11 @@ static aero_status gguf_model_kind(aero_tokenizer *t, const aero_gguf *g, aero_e
 static aero_status gguf_vocab(aero_tokenizer *t, const aero_gguf *g, aero_error *err) {
     const aero_gguf_value *tok = get_arr(g, "tokenizer.ggml.tokens");
     if (!tok || tok->arr.elem != AERO_GGUF_STRING)
-        return aero_fail(err, AERO_ERR_FORMAT, "tokenizer: tokenizer.ggml.tokens is missing or not an array of strings");
+        return aero_fail(err, AERO_ERR_FORMAT,
+                         "tokenizer: tokenizer.ggml.tokens is missing or not an array of strings");
     if (tok->arr.n == 0 || tok->arr.n > (uint64_t)INT32_MAX / 2)
-        return aero_fail(err, AERO_ERR_FORMAT, "tokenizer: tokenizer.ggml.tokens has %llu entries", (unsigned long long)tok->arr.n);
+        return aero_fail(err, AERO_ERR_FORMAT, "tokenizer: tokenizer.ggml.tokens has %llu entries",
+                         (unsigned long long)tok->arr.n);
     int32_t n = (int32_t)tok->arr.n;
     aero_status st;
     const char **strs = malloc((size_t)n * sizeof *strs);
@@ -122,13 +130,13 @@ static aero_status gguf_token_types(aero_tokenizer *t, const aero_gguf *g, aero_
         if (!aero_gguf_arr_i64(types, (uint64_t)i, &v))
             return aero_fail(err, AERO_ERR_FORMAT, "tokenizer: tokenizer.ggml.token_type is not an integer array");
         switch (v) {
-            case 1: t->attr[i] = AERO_TA_NORMAL; break;
-            case 2: t->attr[i] = AERO_TA_UNKNOWN; break;
-            case 3: t->attr[i] = AERO_TA_CONTROL; break;
-            case 4: t->attr[i] = AERO_TA_USER; break;
-            case 5: t->attr[i] = AERO_TA_UNUSED; break;
-            case 6: t->attr[i] = AERO_TA_BYTE; break;
-            default: t->attr[i] = AERO_TA_NORMAL; break;
+        case 1: t->attr[i] = AERO_TA_NORMAL; break;
+        case 2: t->attr[i] = AERO_TA_UNKNOWN; break;
+        case 3: t->attr[i] = AERO_TA_CONTROL; break;
+        case 4: t->attr[i] = AERO_TA_USER; break;
+        case 5: t->attr[i] = AERO_TA_UNUSED; break;
+        case 6: t->attr[i] = AERO_TA_BYTE; break;
+        default: t->attr[i] = AERO_TA_NORMAL; break;
         }
     }
     return AERO_OK;
@@ -143,7 +151,8 @@ static aero_status gguf_bpe(aero_tokenizer *t, const aero_gguf *g, aero_error *e
     if (st != AERO_OK) return st;
     const aero_gguf_value *merges = get_arr(g, "tokenizer.ggml.merges");
     if (!merges || merges->arr.elem != AERO_GGUF_STRING)
-        return aero_fail(err, AERO_ERR_FORMAT, "tokenizer: BPE vocabulary without tokenizer.ggml.merges (array of strings)");
+        return aero_fail(err, AERO_ERR_FORMAT,
+                         "tokenizer: BPE vocabulary without tokenizer.ggml.merges (array of strings)");
     if (merges->arr.n > UINT32_MAX / 4)
         return aero_fail(err, AERO_ERR_FORMAT, "tokenizer: tokenizer.ggml.merges has too many entries");
     st = aero_tok_merges_reserve(t, (uint32_t)merges->arr.n, err);
@@ -175,7 +184,8 @@ static void gguf_special_tokens(aero_tokenizer *t, const aero_gguf *g) {
     if (aero_gguf_get_bool(g, "tokenizer.ggml.add_bos_token", &b)) t->add_bos = b;
     if (aero_gguf_get_bool(g, "tokenizer.ggml.add_eos_token", &b)) t->add_eos = b;
     if (aero_gguf_get_bool(g, "tokenizer.ggml.add_sep_token", &b)) t->add_sep = b;
-    if (aero_gguf_get_bool(g, "tokenizer.ggml.add_space_prefix", &b) && t->kind == AERO_TOK_SPM) t->add_space_prefix = b;
+    if (aero_gguf_get_bool(g, "tokenizer.ggml.add_space_prefix", &b) && t->kind == AERO_TOK_SPM)
+        t->add_space_prefix = b;
     t->strip_first_space = t->kind == AERO_TOK_SPM ? t->add_space_prefix : t->kind == AERO_TOK_WPM;
 }
 

@@ -62,7 +62,8 @@ static aero_status load_normalizer(aero_tokenizer *t, const json_t *n, aero_erro
     if (!strcmp(type, "StripAccents")) return add_norm(t, (aero_norm_step){.op = AERO_NORM_STRIP_ACCENTS}, err);
     if (!strcmp(type, "Prepend")) {
         const json_t *p = json_object_get(n, "prepend");
-        if (!json_is_string(p)) return aero_fail(err, AERO_ERR_FORMAT, "tokenizer.json: Prepend normalizer without 'prepend'");
+        if (!json_is_string(p))
+            return aero_fail(err, AERO_ERR_FORMAT, "tokenizer.json: Prepend normalizer without 'prepend'");
         aero_norm_step s = {.op = AERO_NORM_PREPEND, .alen = json_string_length(p)};
         s.a = dupn(json_string_value(p), s.alen);
         if (!s.a) return aero_fail(err, AERO_ERR_NOMEM, "tokenizer: out of memory");
@@ -72,8 +73,10 @@ static aero_status load_normalizer(aero_tokenizer *t, const json_t *n, aero_erro
         const json_t *pat = json_object_get(n, "pattern"), *content = json_object_get(n, "content");
         const json_t *str = json_object_get(pat, "String");
         if (!json_is_string(str) || !json_is_string(content))
-            return aero_fail(err, AERO_ERR_UNSUPPORTED, "tokenizer.json: Replace normalizer supports only a String pattern");
-        aero_norm_step s = {.op = AERO_NORM_REPLACE, .alen = json_string_length(str), .blen = json_string_length(content)};
+            return aero_fail(err, AERO_ERR_UNSUPPORTED,
+                             "tokenizer.json: Replace normalizer supports only a String pattern");
+        aero_norm_step s = {
+            .op = AERO_NORM_REPLACE, .alen = json_string_length(str), .blen = json_string_length(content)};
         s.a = dupn(json_string_value(str), s.alen);
         s.b = dupn(json_string_value(content), s.blen);
         if (!s.a || !s.b) {
@@ -125,7 +128,9 @@ static aero_status load_pretok(aero_tokenizer *t, const json_t *p, aero_error *e
         const json_t *re = json_object_get(pat, "Regex"), *str = json_object_get(pat, "String");
         bool ok;
         aero_split_behavior b = parse_behavior(jstr(p, "behavior"), &ok);
-        if (!ok) return aero_fail(err, AERO_ERR_UNSUPPORTED, "tokenizer.json: unsupported Split behavior '%s'", jstr(p, "behavior"));
+        if (!ok)
+            return aero_fail(err, AERO_ERR_UNSUPPORTED, "tokenizer.json: unsupported Split behavior '%s'",
+                             jstr(p, "behavior"));
         bool invert = jbool(p, "invert", false);
         if (json_is_string(re))
             return aero_tok_add_split(t, json_string_value(re), json_string_length(re), false, b, invert, err);
@@ -181,7 +186,8 @@ static aero_status load_pretok(aero_tokenizer *t, const json_t *p, aero_error *e
     }
     if (!strcmp(type, "BertPreTokenizer")) {
         if (t->kind != AERO_TOK_WPM)
-            return aero_fail(err, AERO_ERR_UNSUPPORTED, "tokenizer.json: BertPreTokenizer is supported with WordPiece only");
+            return aero_fail(err, AERO_ERR_UNSUPPORTED,
+                             "tokenizer.json: BertPreTokenizer is supported with WordPiece only");
         return AERO_OK;
     }
     return aero_fail(err, AERO_ERR_UNSUPPORTED, "tokenizer.json: unsupported pre_tokenizer '%s'", type);
@@ -406,11 +412,13 @@ static void json_post_processor(aero_tokenizer *t, const json_t *post) {
     } else if (ptype && (!strcmp(ptype, "BertProcessing") || !strcmp(ptype, "RobertaProcessing"))) {
         const json_t *cls = json_object_get(post, "cls"), *sep = json_object_get(post, "sep");
         if (json_is_array(cls) && json_is_string(json_array_get(cls, 0))) {
-            t->bos = aero_tok_lookup(t, json_string_value(json_array_get(cls, 0)), json_string_length(json_array_get(cls, 0)));
+            t->bos = aero_tok_lookup(t, json_string_value(json_array_get(cls, 0)),
+                                     json_string_length(json_array_get(cls, 0)));
             t->add_bos = t->bos >= 0;
         }
         if (json_is_array(sep) && json_is_string(json_array_get(sep, 0))) {
-            t->sep = aero_tok_lookup(t, json_string_value(json_array_get(sep, 0)), json_string_length(json_array_get(sep, 0)));
+            t->sep = aero_tok_lookup(t, json_string_value(json_array_get(sep, 0)),
+                                     json_string_length(json_array_get(sep, 0)));
             t->add_sep = t->sep >= 0;
         }
     }
@@ -420,7 +428,8 @@ static void json_post_processor(aero_tokenizer *t, const json_t *post) {
 static void json_config_tokens(aero_tokenizer *t, const char *path) {
     json_t *cfg = load_config_beside(path);
     if (!cfg) return;
-    const char *b = config_token(cfg, "bos_token"), *e = config_token(cfg, "eos_token"), *u = config_token(cfg, "unk_token");
+    const char *b = config_token(cfg, "bos_token"), *e = config_token(cfg, "eos_token"),
+               *u = config_token(cfg, "unk_token");
     if (b && t->bos < 0) t->bos = aero_tok_lookup(t, b, strlen(b));
     if (e) t->eos = aero_tok_lookup(t, e, strlen(e));
     if (u && t->unk < 0) t->unk = aero_tok_lookup(t, u, strlen(u));
@@ -467,8 +476,8 @@ aero_status aero_tokenizer_from_json(aero_tokenizer **out, const char *path, aer
     json_error_t jerr;
     json_t *root = json_load_file(path, JSON_ALLOW_NUL, &jerr);
     if (!root) {
-        return aero_fail(err, jerr.line < 0 ? AERO_ERR_IO : AERO_ERR_FORMAT, "%s: %s (line %d, column %d)", path, jerr.text,
-                         jerr.line, jerr.column);
+        return aero_fail(err, jerr.line < 0 ? AERO_ERR_IO : AERO_ERR_FORMAT, "%s: %s (line %d, column %d)", path,
+                         jerr.text, jerr.line, jerr.column);
     }
     aero_tokenizer *t = aero_tok_alloc();
     aero_status st = t ? json_build(t, root, path, err) : aero_fail(err, AERO_ERR_NOMEM, "%s: out of memory", path);

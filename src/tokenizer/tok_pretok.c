@@ -140,13 +140,14 @@ aero_status aero_tok_compile_regex(const char *pattern, size_t len, pcre2_code *
     }
     int code;
     PCRE2_SIZE off;
-    pcre2_code *re = pcre2_compile((PCRE2_SPTR)(b.p ? b.p : ""), b.len,
-                                   PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF, &code, &off, NULL);
+    pcre2_code *re = pcre2_compile((PCRE2_SPTR)(b.p ? b.p : ""), b.len, PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF,
+                                   &code, &off, NULL);
     if (!re) {
         char msg[160];
         pcre2_get_error_message(code, (PCRE2_UCHAR *)msg, sizeof msg);
-        aero_status st = aero_fail(err, AERO_ERR_FORMAT, "tokenizer: pre-tokenizer regex /%.*s/ does not compile: %s at %zu",
-                                   (int)(len > 200 ? 200 : len), pattern, msg, (size_t)off);
+        aero_status st =
+            aero_fail(err, AERO_ERR_FORMAT, "tokenizer: pre-tokenizer regex /%.*s/ does not compile: %s at %zu",
+                      (int)(len > 200 ? 200 : len), pattern, msg, (size_t)off);
         free(b.p);
         return st;
     }
@@ -199,13 +200,15 @@ aero_status aero_tok_add_split(aero_tokenizer *t, const char *pattern, size_t le
 
 #define RE_GPT2 "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+"
 #define RE_GPT2_NOTAIL "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)"
-#define RE_LLAMA3 "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
-#define RE_QWEN2 "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
+#define RE_LLAMA3 \
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
+#define RE_QWEN2 \
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
 #define RE_BLOOM " ?[^(\\s|.,!?\xE2\x80\xA6\xE3\x80\x82\xEF\xBC\x8C\xE3\x80\x81\xE0\xA5\xA4\xDB\x94\xD8\x8C)]+"
 
 typedef struct {
-    const char *names;     // '|'-separated aliases
-    const char *res[7];    // patterns, NULL-terminated
+    const char *names;  // '|'-separated aliases
+    const char *res[7]; // patterns, NULL-terminated
     bool ignore_merges, add_bos, nfc;
 } pre_def;
 
@@ -213,9 +216,15 @@ static const pre_def PRE_DEFS[] = {
     {"default", {"[\\p{P}\\$\\+<=>\\^~\\|]+", RE_GPT2_NOTAIL, "\\p{N}+", "[0-9][0-9][0-9]"}, false, false, false},
     {"gpt-2|phi-2|gpt-neox|mpt|olmo|jais|trillion|jina-es|jina-de|jina-v1-en|jina-v2-es|jina-v2-de|jina-v2-code|"
      "roberta-bpe|gigachat|a.x-4.0|mellum|modern-bert|exaone4|granite-docling",
-     {RE_GPT2}, false, false, false},
+     {RE_GPT2},
+     false,
+     false,
+     false},
     {"llama3|llama-v3|llama-bpe|falcon3|falcon-h1|pixtral|midm-2.0|lfm2|dbrx|smaug-bpe|chatglm-bpe|glm4",
-     {RE_LLAMA3}, true, true, false},
+     {RE_LLAMA3},
+     true,
+     true,
+     false},
     {"qwen2|deepseek-r1-qwen|megrez|stablelm2|hunyuan|kormo", {RE_QWEN2}, false, false, true},
     {"deepseek-llm",
      {"[\r\n]",
@@ -234,36 +243,53 @@ static const pre_def PRE_DEFS[] = {
       "\xEF\xBD\x81-\xEF\xBD\x9A\xF0\x90\x90\x80-\xF0\x90\x91\x8F\xF0\x90\x92\xB0-\xF0\x90\x93\x93\xF0\x90\x93\x98-\xF0\x90\x93\xBB"
       "\xF0\x90\xB2\x80-\xF0\x90\xB2\xB2\xF0\x90\xB3\x80-\xF0\x90\xB3\xB2\xF0\x91\xA2\xA0-\xF0\x91\xA3\x9F\xF0\x9E\xA4\x80-\xF0\x9E\xA5\x83]+",
       "\\s?[!-/:-~\xEF\xBC\x81-\xEF\xBC\x8F\xEF\xBC\x9A-\xEF\xBD\x9E\xE2\x80\x98-\xE2\x80\x9F\xE3\x80\x80-\xE3\x80\x82]+",
-      "\\s+$",
-      "[\xE4\xB8\x80-\xE9\xBE\xA5\xE0\xA0\x80-\xE4\xB8\x80\xEA\xB0\x80-\xED\x9F\xBF]+",
-      "\\p{N}+"},
-     false, false, false},
+      "\\s+$", "[\xE4\xB8\x80-\xE9\xBE\xA5\xE0\xA0\x80-\xE4\xB8\x80\xEA\xB0\x80-\xED\x9F\xBF]+", "\\p{N}+"},
+     false,
+     false,
+     false},
     {"deepseek-coder",
-     {"[\r\n]", "\\s?\\p{L}+", "\\s?\\p{P}+", "[\xE4\xB8\x80-\xE9\xBE\xA5\xE0\xA0\x80-\xE4\xB8\x80\xEA\xB0\x80-\xED\x9F\xBF]+", "\\p{N}"},
-     false, false, false},
+     {"[\r\n]", "\\s?\\p{L}+", "\\s?\\p{P}+",
+      "[\xE4\xB8\x80-\xE9\xBE\xA5\xE0\xA0\x80-\xE4\xB8\x80\xEA\xB0\x80-\xED\x9F\xBF]+", "\\p{N}"},
+     false,
+     false,
+     false},
     {"deepseek-v3|hunyuan-dense|joyai-llm",
      {"\\p{N}{1,3}", "[\xE4\xB8\x80-\xE9\xBE\xA5\xE3\x81\x80-\xE3\x82\x9F\xE3\x82\xA0-\xE3\x83\xBF]+",
       "[!\"#$%&'()*+,\\-./:;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+|[^\r\n\\p{L}\\p{P}\\p{S}]?[\\p{L}\\p{M}]+| ?[\\p{P}\\p{S}]+[\r\n]*|\\s*[\r\n]+|\\s+(?!\\S)|\\s+"},
-     false, false, false},
+     false,
+     false,
+     false},
     {"falcon", {"[\\p{P}\\$\\+<=>\\^~\\|`]+", RE_GPT2_NOTAIL, "[0-9][0-9][0-9]"}, false, false, false},
-    {"starcoder|refact|command-r|smollm|codeshell|exaone|minerva-7b|mellum2", {"\\p{N}", RE_GPT2_NOTAIL}, false, false, false},
+    {"starcoder|refact|command-r|smollm|codeshell|exaone|minerva-7b|mellum2",
+     {"\\p{N}", RE_GPT2_NOTAIL},
+     false,
+     false,
+     false},
     {"poro-chat|bloom|gpt3-finnish", {RE_BLOOM}, false, false, false},
     {"viking", {RE_BLOOM, "\\p{N}"}, false, false, false},
     {"tekken",
      {"[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]*[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]+|[^\\r\\n\\p{L}\\p{N}]?"
       "[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]+[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]*|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"},
-     true, true, false},
+     true,
+     true,
+     false},
     {"gpt-4o|llama4|kanana2",
      {"[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]*[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|"
       "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]+[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|"
       "\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"},
-     false, false, false},
+     false,
+     false,
+     false},
     {"seed-coder",
      {"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1}| ?[^\\s\\p{L}\\p{N}\\r\\n]+|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"},
-     false, false, false},
+     false,
+     false,
+     false},
     {"bailingmoe|bailingmoe2|llada-moe",
      {"'(?i:[sdmt]|ll|ve|re)|[^\\r\\n\\p{L}\\p{N}]?+\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]++[\\r\\n]*|\\s*[\\r\\n]|\\s+(?!\\S)|\\s+"},
-     false, false, false},
+     false,
+     false,
+     false},
     {"superbpe", {"\\p{N}+", "(?=(\\d{3})+(?!\\d))"}, false, false, false},
 };
 
@@ -286,7 +312,8 @@ aero_status aero_tok_set_pre_by_name(aero_tokenizer *t, const char *name, aero_e
         const pre_def *pd = &PRE_DEFS[d];
         if (!name_in(pd->names, name)) continue;
         for (int k = 0; k < 7 && pd->res[k]; k++) {
-            aero_status st = aero_tok_add_split(t, pd->res[k], strlen(pd->res[k]), false, AERO_SPLIT_ISOLATED, false, err);
+            aero_status st =
+                aero_tok_add_split(t, pd->res[k], strlen(pd->res[k]), false, AERO_SPLIT_ISOLATED, false, err);
             if (st != AERO_OK) return aero_error_prefix(err, "pre-tokenizer '%s'", name);
         }
         t->ignore_merges = pd->ignore_merges;
@@ -364,48 +391,46 @@ static aero_status split_span(const aero_pre_rule *r, matcher *m, const char *te
     size_t pos = 0, off = 0;
     // pieces are emitted through these, so that the behaviors can merge neighbours
     size_t pend_a = 0, pend_end = 0;
-    bool have_pend = false;    // a MERGED_NEXT delimiter waiting for its following piece
+    bool have_pend = false; // a MERGED_NEXT delimiter waiting for its following piece
     bool last_was_match = false;
     size_t last_out_end = (size_t)-1;
-#define EMIT(x, y, is_match)                                                                          \
-    do {                                                                                              \
-        size_t xa = (x), yb = (y);                                                                    \
-        bool im = (is_match) != r->invert;                                                            \
-        if (xa >= yb) break;                                                                          \
-        switch (r->behavior) {                                                                        \
-            case AERO_SPLIT_ISOLATED:                                                                 \
-                if (!aero_tok_spans_push(out, a + xa, a + yb)) goto nomem;                            \
-                break;                                                                                \
-            case AERO_SPLIT_REMOVED:                                                                  \
-                if (!im && !aero_tok_spans_push(out, a + xa, a + yb)) goto nomem;                     \
-                break;                                                                                \
-            case AERO_SPLIT_MERGED_PREV: /* a delimiter joins the piece before it, unless that is one */ \
-                if (im && !last_was_match && out->n && last_out_end == a + xa)                        \
-                    out->v[2 * out->n - 1] = a + yb;                                                  \
-                else if (!aero_tok_spans_push(out, a + xa, a + yb)) goto nomem;                       \
-                break;                                                                                \
-            case AERO_SPLIT_MERGED_NEXT: /* a delimiter joins the piece after it, unless that is one */  \
-                if (have_pend && (im || pend_end != xa)) {                                            \
-                    if (!aero_tok_spans_push(out, a + pend_a, a + pend_end)) goto nomem;              \
-                    have_pend = false;                                                                \
-                }                                                                                     \
-                if (im) {                                                                             \
-                    pend_a = xa;                                                                      \
-                    pend_end = yb;                                                                    \
-                    have_pend = true;                                                                 \
-                } else {                                                                              \
-                    if (!aero_tok_spans_push(out, a + (have_pend ? pend_a : xa), a + yb)) goto nomem; \
-                    have_pend = false;                                                                \
-                }                                                                                     \
-                break;                                                                                \
-            case AERO_SPLIT_CONTIGUOUS:                                                               \
-                if (im && last_was_match && out->n && last_out_end == a + xa)                         \
-                    out->v[2 * out->n - 1] = a + yb;                                                  \
-                else if (!aero_tok_spans_push(out, a + xa, a + yb)) goto nomem;                       \
-                break;                                                                                \
-        }                                                                                             \
-        last_was_match = im;                                                                          \
-        last_out_end = a + yb;                                                                        \
+#define EMIT(x, y, is_match)                                                                                \
+    do {                                                                                                    \
+        size_t xa = (x), yb = (y);                                                                          \
+        bool im = (is_match) != r->invert;                                                                  \
+        if (xa >= yb) break;                                                                                \
+        switch (r->behavior) {                                                                              \
+        case AERO_SPLIT_ISOLATED:                                                                           \
+            if (!aero_tok_spans_push(out, a + xa, a + yb)) goto nomem;                                      \
+            break;                                                                                          \
+        case AERO_SPLIT_REMOVED:                                                                            \
+            if (!im && !aero_tok_spans_push(out, a + xa, a + yb)) goto nomem;                               \
+            break;                                                                                          \
+        case AERO_SPLIT_MERGED_PREV: /* a delimiter joins the piece before it, unless that is one */        \
+            if (im && !last_was_match && out->n && last_out_end == a + xa) out->v[2 * out->n - 1] = a + yb; \
+            else if (!aero_tok_spans_push(out, a + xa, a + yb)) goto nomem;                                 \
+            break;                                                                                          \
+        case AERO_SPLIT_MERGED_NEXT: /* a delimiter joins the piece after it, unless that is one */         \
+            if (have_pend && (im || pend_end != xa)) {                                                      \
+                if (!aero_tok_spans_push(out, a + pend_a, a + pend_end)) goto nomem;                        \
+                have_pend = false;                                                                          \
+            }                                                                                               \
+            if (im) {                                                                                       \
+                pend_a = xa;                                                                                \
+                pend_end = yb;                                                                              \
+                have_pend = true;                                                                           \
+            } else {                                                                                        \
+                if (!aero_tok_spans_push(out, a + (have_pend ? pend_a : xa), a + yb)) goto nomem;           \
+                have_pend = false;                                                                          \
+            }                                                                                               \
+            break;                                                                                          \
+        case AERO_SPLIT_CONTIGUOUS:                                                                         \
+            if (im && last_was_match && out->n && last_out_end == a + xa) out->v[2 * out->n - 1] = a + yb;  \
+            else if (!aero_tok_spans_push(out, a + xa, a + yb)) goto nomem;                                 \
+            break;                                                                                          \
+        }                                                                                                   \
+        last_was_match = im;                                                                                \
+        last_out_end = a + yb;                                                                              \
     } while (0)
 
     while (off <= n) {
@@ -444,8 +469,8 @@ nomem:
 
 // Rewrites the spans for Metaspace (' ' -> U+2581, prefix, split before U+2581) or ByteLevel's prefix space,
 // building a new text in nb.
-static aero_status rewrite_spans(const aero_pre_rule *r, const char *text, const aero_tok_spans *in,
-                                 bool first_section, aero_tok_buf *nb, aero_tok_spans *out, aero_error *err) {
+static aero_status rewrite_spans(const aero_pre_rule *r, const char *text, const aero_tok_spans *in, bool first_section,
+                                 aero_tok_buf *nb, aero_tok_spans *out, aero_error *err) {
     static const char META[] = "\xE2\x96\x81";
     for (size_t k = 0; k < in->n; k++) {
         size_t a = in->v[2 * k], b = in->v[2 * k + 1];
@@ -460,7 +485,8 @@ static aero_status rewrite_spans(const aero_pre_rule *r, const char *text, const
         bool prepend = r->meta_prepend_always || (r->meta_prepend_first && first_section && a == 0);
         if (prepend && !(b - a >= 3 && memcmp(text + a, META, 3) == 0) && !(b > a && text[a] == ' '))
             ok = aero_buf_append(nb, META, 3);
-        for (size_t i = a; ok && i < b; i++) ok = text[i] == ' ' ? aero_buf_append(nb, META, 3) : aero_buf_append(nb, text + i, 1);
+        for (size_t i = a; ok && i < b; i++)
+            ok = text[i] == ' ' ? aero_buf_append(nb, META, 3) : aero_buf_append(nb, text + i, 1);
         if (!ok) goto nomem;
         if (!r->meta_split) {
             if (nb->len > start && !aero_tok_spans_push(out, start, nb->len)) goto nomem;

@@ -9,19 +9,43 @@
 // engine and the tables see is the same set of code points.
 int aero_utf8_decode(const unsigned char *s, size_t n, uint32_t *cp) {
     unsigned char c = s[0];
-    if (c < 0x80) { *cp = c; return 1; }
+    if (c < 0x80) {
+        *cp = c;
+        return 1;
+    }
     int len;
     uint32_t v, min;
-    if (c >= 0xC2 && c <= 0xDF) { len = 2; v = c & 0x1F; min = 0x80; }
-    else if (c >= 0xE0 && c <= 0xEF) { len = 3; v = c & 0x0F; min = 0x800; }
-    else if (c >= 0xF0 && c <= 0xF4) { len = 4; v = c & 0x07; min = 0x10000; }
-    else { *cp = AERO_UTF8_INVALID; return 1; }
-    if ((size_t)len > n) { *cp = AERO_UTF8_INVALID; return 1; }
+    if (c >= 0xC2 && c <= 0xDF) {
+        len = 2;
+        v = c & 0x1F;
+        min = 0x80;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        len = 3;
+        v = c & 0x0F;
+        min = 0x800;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        len = 4;
+        v = c & 0x07;
+        min = 0x10000;
+    } else {
+        *cp = AERO_UTF8_INVALID;
+        return 1;
+    }
+    if ((size_t)len > n) {
+        *cp = AERO_UTF8_INVALID;
+        return 1;
+    }
     for (int i = 1; i < len; i++) {
-        if ((s[i] & 0xC0) != 0x80) { *cp = AERO_UTF8_INVALID; return 1; }
+        if ((s[i] & 0xC0) != 0x80) {
+            *cp = AERO_UTF8_INVALID;
+            return 1;
+        }
         v = (v << 6) | (s[i] & 0x3F);
     }
-    if (v < min || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF)) { *cp = AERO_UTF8_INVALID; return 1; }
+    if (v < min || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF)) {
+        *cp = AERO_UTF8_INVALID;
+        return 1;
+    }
     *cp = v;
     return len;
 }
@@ -29,13 +53,24 @@ int aero_utf8_decode(const unsigned char *s, size_t n, uint32_t *cp) {
 // Encodes a code point; the inverse of aero_utf8_decode for valid scalars.
 int aero_utf8_encode(uint32_t cp, char *out) {
     unsigned char *o = (unsigned char *)out;
-    if (cp < 0x80) { o[0] = (unsigned char)cp; return 1; }
-    if (cp < 0x800) { o[0] = 0xC0 | (cp >> 6); o[1] = 0x80 | (cp & 0x3F); return 2; }
+    if (cp < 0x80) {
+        o[0] = (unsigned char)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        o[0] = 0xC0 | (cp >> 6);
+        o[1] = 0x80 | (cp & 0x3F);
+        return 2;
+    }
     if (cp < 0x10000) {
-        o[0] = 0xE0 | (cp >> 12); o[1] = 0x80 | ((cp >> 6) & 0x3F); o[2] = 0x80 | (cp & 0x3F);
+        o[0] = 0xE0 | (cp >> 12);
+        o[1] = 0x80 | ((cp >> 6) & 0x3F);
+        o[2] = 0x80 | (cp & 0x3F);
         return 3;
     }
-    o[0] = 0xF0 | (cp >> 18); o[1] = 0x80 | ((cp >> 12) & 0x3F); o[2] = 0x80 | ((cp >> 6) & 0x3F);
+    o[0] = 0xF0 | (cp >> 18);
+    o[1] = 0x80 | ((cp >> 12) & 0x3F);
+    o[2] = 0x80 | ((cp >> 6) & 0x3F);
     o[3] = 0x80 | (cp & 0x3F);
     return 4;
 }
@@ -44,7 +79,10 @@ int aero_utf8_encode(uint32_t cp, char *out) {
 size_t aero_utf8_valid_prefix(const unsigned char *s, size_t n) {
     size_t i = 0;
     while (i < n) {
-        if (s[i] < 0x80) { i++; continue; }
+        if (s[i] < 0x80) {
+            i++;
+            continue;
+        }
         uint32_t cp;
         int l = aero_utf8_decode(s + i, n - i, &cp);
         if (cp == AERO_UTF8_INVALID) break;
@@ -75,10 +113,15 @@ int aero_unicode_category(uint32_t cp) {
 bool aero_unicode_is_whitespace(uint32_t cp) {
     if (cp <= 0x20) return cp == 0x20 || (cp >= 0x09 && cp <= 0x0D);
     switch (cp) {
-        case 0x85: case 0xA0: case 0x1680: case 0x2028: case 0x2029: case 0x202F: case 0x205F: case 0x3000:
-            return true;
-        default:
-            return cp >= 0x2000 && cp <= 0x200A;
+    case 0x85:
+    case 0xA0:
+    case 0x1680:
+    case 0x2028:
+    case 0x2029:
+    case 0x202F:
+    case 0x205F:
+    case 0x3000: return true;
+    default: return cp >= 0x2000 && cp <= 0x200A;
     }
 }
 
@@ -115,7 +158,10 @@ uint32_t aero_unicode_tolower(uint32_t cp) {
 #define NCOUNT (VCOUNT * TCOUNT)
 #define SCOUNT (LCOUNT * NCOUNT)
 
-typedef struct { uint32_t *p; size_t len, cap; } cpvec;
+typedef struct {
+    uint32_t *p;
+    size_t len, cap;
+} cpvec;
 
 // Appends a code point to the normalizer's work vector.
 static bool cp_push(cpvec *v, uint32_t cp) {
@@ -223,7 +269,10 @@ static bool normalize(const char *s, size_t n, aero_tok_buf *out, bool nfc) {
     // combines, so the text is already in NFC and NFD... except Latin-1 letters with accents under NFD.
     bool simple = true;
     for (size_t i = 0; i < n; i++) {
-        if (u[i] >= (nfc ? 0xCC : 0xC3)) { simple = false; break; }
+        if (u[i] >= (nfc ? 0xCC : 0xC3)) {
+            simple = false;
+            break;
+        }
     }
     if (simple) return aero_buf_append(out, s, n);
     cpvec v = {0};

@@ -9,10 +9,19 @@
 
 #include "../core/buf.h"
 
-typedef struct { uint32_t lo, hi; uint8_t v; } aero_tok_urange;
-typedef struct { uint32_t cp, a, b; } aero_tok_decomp;       // cp -> a b (b = 0: singleton)
-typedef struct { uint32_t a, b, cp; } aero_tok_comp;         // a b -> cp (primary composites, sorted)
-typedef struct { uint32_t from, to; } aero_tok_pair;
+typedef struct {
+    uint32_t lo, hi;
+    uint8_t v;
+} aero_tok_urange;
+typedef struct {
+    uint32_t cp, a, b;
+} aero_tok_decomp; // cp -> a b (b = 0: singleton)
+typedef struct {
+    uint32_t a, b, cp;
+} aero_tok_comp; // a b -> cp (primary composites, sorted)
+typedef struct {
+    uint32_t from, to;
+} aero_tok_pair;
 
 extern const char aero_tok_unicode_version[];
 extern const aero_tok_urange aero_tok_gc_ranges[];
@@ -28,10 +37,36 @@ extern const uint32_t aero_tok_lower_n;
 
 // General categories, in the generator's order.
 enum {
-    AERO_GC_Cn, AERO_GC_Lu, AERO_GC_Ll, AERO_GC_Lt, AERO_GC_Lm, AERO_GC_Lo, AERO_GC_Mn, AERO_GC_Mc, AERO_GC_Me,
-    AERO_GC_Nd, AERO_GC_Nl, AERO_GC_No, AERO_GC_Pc, AERO_GC_Pd, AERO_GC_Ps, AERO_GC_Pe, AERO_GC_Pi, AERO_GC_Pf,
-    AERO_GC_Po, AERO_GC_Sm, AERO_GC_Sc, AERO_GC_Sk, AERO_GC_So, AERO_GC_Zs, AERO_GC_Zl, AERO_GC_Zp, AERO_GC_Cc,
-    AERO_GC_Cf, AERO_GC_Cs, AERO_GC_Co
+    AERO_GC_Cn,
+    AERO_GC_Lu,
+    AERO_GC_Ll,
+    AERO_GC_Lt,
+    AERO_GC_Lm,
+    AERO_GC_Lo,
+    AERO_GC_Mn,
+    AERO_GC_Mc,
+    AERO_GC_Me,
+    AERO_GC_Nd,
+    AERO_GC_Nl,
+    AERO_GC_No,
+    AERO_GC_Pc,
+    AERO_GC_Pd,
+    AERO_GC_Ps,
+    AERO_GC_Pe,
+    AERO_GC_Pi,
+    AERO_GC_Pf,
+    AERO_GC_Po,
+    AERO_GC_Sm,
+    AERO_GC_Sc,
+    AERO_GC_Sk,
+    AERO_GC_So,
+    AERO_GC_Zs,
+    AERO_GC_Zl,
+    AERO_GC_Zp,
+    AERO_GC_Cc,
+    AERO_GC_Cf,
+    AERO_GC_Cs,
+    AERO_GC_Co
 };
 
 #define AERO_UTF8_INVALID 0xFFFFFFFFu
@@ -47,7 +82,7 @@ size_t aero_utf8_valid_prefix(const unsigned char *s, size_t n);
 int aero_unicode_category(uint32_t cp);
 bool aero_unicode_is_whitespace(uint32_t cp); // the Unicode White_Space property
 int aero_unicode_ccc(uint32_t cp);
-uint32_t aero_unicode_tolower(uint32_t cp);   // simple lowercase mapping
+uint32_t aero_unicode_tolower(uint32_t cp); // simple lowercase mapping
 
 // The tokenizer's scratch text is core's append buffer (aero_buf_append / aero_buf_reserve).
 typedef aero_buf aero_tok_buf;

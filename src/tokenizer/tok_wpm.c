@@ -14,13 +14,15 @@ static bool is_cjk(uint32_t cp) {
 
 // BERT's punctuation: ASCII symbols and Unicode P* categories.
 static bool is_punct(uint32_t cp) {
-    if ((cp >= 33 && cp <= 47) || (cp >= 58 && cp <= 64) || (cp >= 91 && cp <= 96) || (cp >= 123 && cp <= 126)) return true;
+    if ((cp >= 33 && cp <= 47) || (cp >= 58 && cp <= 64) || (cp >= 91 && cp <= 96) || (cp >= 123 && cp <= 126))
+        return true;
     int c = aero_unicode_category(cp);
     return c >= AERO_GC_Pc && c <= AERO_GC_Po;
 }
 
 // Greedy longest-match of one word; appends its ids, or the unknown token when some part has no match.
-static bool wpm_word(const aero_tokenizer *t, const char *w, size_t n, size_t nchars, aero_tok_buf *tmp, aero_tok_ids *out) {
+static bool wpm_word(const aero_tokenizer *t, const char *w, size_t n, size_t nchars, aero_tok_buf *tmp,
+                     aero_tok_ids *out) {
     size_t mark = out->n;
     const char *pre = t->wpm_prefix;
     size_t pl = pre ? strlen(pre) : 0;
@@ -60,7 +62,8 @@ static bool wpm_word(const aero_tokenizer *t, const char *w, size_t n, size_t nc
 }
 
 // Encodes one section of text with WordPiece.
-aero_status aero_tok_wpm_encode(const aero_tokenizer *t, const char *text, size_t n, aero_tok_ids *out, aero_error *err) {
+aero_status aero_tok_wpm_encode(const aero_tokenizer *t, const char *text, size_t n, aero_tok_ids *out,
+                                aero_error *err) {
     aero_tok_buf nfd = {0}, word = {0}, tmp = {0};
     aero_status st = AERO_OK;
     const char *s = text;
@@ -72,14 +75,14 @@ aero_status aero_tok_wpm_encode(const aero_tokenizer *t, const char *text, size_
     // GGUF BERT vocabularies mark word starts with U+2581 instead of marking continuations with ##
     const bool phantom = t->wpm_prefix == NULL;
     size_t nchars = 0;
-#define FLUSH()                                                                                     \
-    do {                                                                                            \
-        if (word.len > (phantom ? 3u : 0u)) {                                                       \
-            if (!wpm_word(t, word.p, word.len, nchars, &tmp, out)) goto nomem;                       \
-        }                                                                                           \
-        word.len = 0;                                                                               \
-        nchars = 0;                                                                                 \
-        if (phantom && !aero_buf_append(&word, "\xE2\x96\x81", 3)) goto nomem;                     \
+#define FLUSH()                                                                \
+    do {                                                                       \
+        if (word.len > (phantom ? 3u : 0u)) {                                  \
+            if (!wpm_word(t, word.p, word.len, nchars, &tmp, out)) goto nomem; \
+        }                                                                      \
+        word.len = 0;                                                          \
+        nchars = 0;                                                            \
+        if (phantom && !aero_buf_append(&word, "\xE2\x96\x81", 3)) goto nomem; \
     } while (0)
     if (phantom && !aero_buf_append(&word, "\xE2\x96\x81", 3)) goto nomem;
     for (size_t i = 0; i < n;) {

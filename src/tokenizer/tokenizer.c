@@ -181,8 +181,8 @@ aero_status aero_tok_merges_reserve(aero_tokenizer *t, uint32_t n, aero_error *e
 
 // Records merge "a b" with its rank. Merges whose parts or result are not tokens can never apply to ids, so
 // they are skipped (Hugging Face rejects such files; llama.cpp ignores them). The first rank of a pair wins.
-aero_status aero_tok_add_merge(aero_tokenizer *t, const char *a, size_t alen, const char *b, size_t blen,
-                               uint32_t rank, aero_error *err) {
+aero_status aero_tok_add_merge(aero_tokenizer *t, const char *a, size_t alen, const char *b, size_t blen, uint32_t rank,
+                               aero_error *err) {
     int32_t ia = aero_tok_lookup(t, a, alen), ib = aero_tok_lookup(t, b, blen);
     if (ia < 0 || ib < 0) return AERO_OK;
     char stackbuf[256];
@@ -300,8 +300,22 @@ static bool text_is(const aero_tokenizer *t, int32_t id, const char *s) {
 // carry by name (llama.cpp detects the same list by text, since GGUF has no field for them).
 static void mark_eog(aero_tokenizer *t) {
     static const char *names[] = {
-        "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<end_of_turn>", "<|endoftext|>",
-        "<|eom_id|>", "<EOT>", "_<EOT>", "<|end_of_text|>", "<end_of_utterance>", "<\xEF\xBD\x9C" "end\xE2\x96\x81" "of\xE2\x96\x81" "sentence\xEF\xBD\x9C>",
+        "<|eot_id|>",
+        "<|im_end|>",
+        "<|end|>",
+        "<|return|>",
+        "<|call|>",
+        "<end_of_turn>",
+        "<|endoftext|>",
+        "<|eom_id|>",
+        "<EOT>",
+        "_<EOT>",
+        "<|end_of_text|>",
+        "<end_of_utterance>",
+        "<\xEF\xBD\x9C"
+        "end\xE2\x96\x81"
+        "of\xE2\x96\x81"
+        "sentence\xEF\xBD\x9C>",
     };
     int32_t end_id = -1;
     bool has_return = false, has_call = false;
@@ -309,7 +323,8 @@ static void mark_eog(aero_tokenizer *t) {
         for (size_t k = 0; k < sizeof names / sizeof names[0]; k++) {
             if (text_is(t, id, names[k])) {
                 t->attr[id] |= AERO_TA_EOG;
-                if (!(t->attr[id] & AERO_TA_CONTROL)) t->attr[id] = (uint16_t)((t->attr[id] & ~AERO_TA_NORMAL) | AERO_TA_CONTROL);
+                if (!(t->attr[id] & AERO_TA_CONTROL))
+                    t->attr[id] = (uint16_t)((t->attr[id] & ~AERO_TA_NORMAL) | AERO_TA_CONTROL);
                 if (k == 2) end_id = id;
                 if (k == 3) has_return = true;
                 if (k == 4) has_call = true;
@@ -318,7 +333,8 @@ static void mark_eog(aero_tokenizer *t) {
         }
     }
     // gpt-oss (harmony): "<|end|>" ends a message, not the generation, when <|return|>/<|call|> exist.
-    if (has_return && has_call && end_id >= 0) t->attr[end_id] = (uint16_t)((t->attr[end_id] & ~(AERO_TA_EOG | AERO_TA_CONTROL)) | AERO_TA_USER);
+    if (has_return && has_call && end_id >= 0)
+        t->attr[end_id] = (uint16_t)((t->attr[end_id] & ~(AERO_TA_EOG | AERO_TA_CONTROL)) | AERO_TA_USER);
     int32_t decl[3] = {t->eos, t->eot, t->eom};
     for (int k = 0; k < 3; k++)
         if (decl[k] >= 0 && decl[k] < t->n_vocab) t->attr[decl[k]] |= AERO_TA_EOG;
@@ -497,48 +513,48 @@ static aero_status normalize_section(const aero_tokenizer *t, const char *s, siz
         o->len = 0;
         bool ok = true;
         switch (st->op) {
-            case AERO_NORM_NFC: ok = aero_unicode_nfc(cur, cn, o); break;
-            case AERO_NORM_NFD: ok = aero_unicode_nfd(cur, cn, o); break;
-            case AERO_NORM_LOWER:
-                ok = aero_buf_reserve(o, cn * 2 + 4);
-                for (size_t i = 0; ok && i < cn;) {
-                    uint32_t cp;
-                    int l = aero_utf8_decode((const unsigned char *)cur + i, cn - i, &cp);
-                    if (cp == AERO_UTF8_INVALID) {
-                        ok = aero_buf_append(o, cur + i, 1);
-                    } else if (cp == 0x130) { // full lowercase of U+0130 is "i" + U+0307
-                        ok = aero_buf_append(o, "i\xCC\x87", 3);
-                    } else {
-                        char u[4];
-                        int ul = aero_utf8_encode(aero_unicode_tolower(cp), u);
-                        ok = aero_buf_append(o, u, (size_t)ul);
-                    }
-                    i += (size_t)l;
+        case AERO_NORM_NFC: ok = aero_unicode_nfc(cur, cn, o); break;
+        case AERO_NORM_NFD: ok = aero_unicode_nfd(cur, cn, o); break;
+        case AERO_NORM_LOWER:
+            ok = aero_buf_reserve(o, cn * 2 + 4);
+            for (size_t i = 0; ok && i < cn;) {
+                uint32_t cp;
+                int l = aero_utf8_decode((const unsigned char *)cur + i, cn - i, &cp);
+                if (cp == AERO_UTF8_INVALID) {
+                    ok = aero_buf_append(o, cur + i, 1);
+                } else if (cp == 0x130) { // full lowercase of U+0130 is "i" + U+0307
+                    ok = aero_buf_append(o, "i\xCC\x87", 3);
+                } else {
+                    char u[4];
+                    int ul = aero_utf8_encode(aero_unicode_tolower(cp), u);
+                    ok = aero_buf_append(o, u, (size_t)ul);
                 }
-                break;
-            case AERO_NORM_STRIP_ACCENTS:
-                for (size_t i = 0; ok && i < cn;) {
-                    uint32_t cp;
-                    int l = aero_utf8_decode((const unsigned char *)cur + i, cn - i, &cp);
-                    if (cp == AERO_UTF8_INVALID || aero_unicode_category(cp) != AERO_GC_Mn)
-                        ok = aero_buf_append(o, cur + i, (size_t)l);
-                    i += (size_t)l;
+                i += (size_t)l;
+            }
+            break;
+        case AERO_NORM_STRIP_ACCENTS:
+            for (size_t i = 0; ok && i < cn;) {
+                uint32_t cp;
+                int l = aero_utf8_decode((const unsigned char *)cur + i, cn - i, &cp);
+                if (cp == AERO_UTF8_INVALID || aero_unicode_category(cp) != AERO_GC_Mn)
+                    ok = aero_buf_append(o, cur + i, (size_t)l);
+                i += (size_t)l;
+            }
+            break;
+        case AERO_NORM_REPLACE:
+            for (size_t i = 0; ok && i < cn;) {
+                if (st->alen && i + st->alen <= cn && memcmp(cur + i, st->a, st->alen) == 0) {
+                    ok = aero_buf_append(o, st->b, st->blen);
+                    i += st->alen;
+                } else {
+                    ok = aero_buf_append(o, cur + i, 1);
+                    i++;
                 }
-                break;
-            case AERO_NORM_REPLACE:
-                for (size_t i = 0; ok && i < cn;) {
-                    if (st->alen && i + st->alen <= cn && memcmp(cur + i, st->a, st->alen) == 0) {
-                        ok = aero_buf_append(o, st->b, st->blen);
-                        i += st->alen;
-                    } else {
-                        ok = aero_buf_append(o, cur + i, 1);
-                        i++;
-                    }
-                }
-                break;
-            case AERO_NORM_PREPEND:
-                if (cn) ok = aero_buf_append(o, st->a, st->alen) && aero_buf_append(o, cur, cn);
-                break;
+            }
+            break;
+        case AERO_NORM_PREPEND:
+            if (cn) ok = aero_buf_append(o, st->a, st->alen) && aero_buf_append(o, cur, cn);
+            break;
         }
         if (!ok) return aero_fail(err, AERO_ERR_NOMEM, "tokenizer: out of memory normalizing input");
         cur = o->p ? o->p : "";
@@ -557,8 +573,8 @@ typedef struct {
 } encode_ctx;
 
 // Encodes one stretch of ordinary text (no special tokens inside).
-static aero_status encode_section(const aero_tokenizer *t, encode_ctx *c, const char *s, size_t n,
-                                  bool prev_special, bool first_section, aero_tok_ids *out, aero_error *err) {
+static aero_status encode_section(const aero_tokenizer *t, encode_ctx *c, const char *s, size_t n, bool prev_special,
+                                  bool first_section, aero_tok_ids *out, aero_error *err) {
     if (t->kind == AERO_TOK_WPM) return aero_tok_wpm_encode(t, s, n, out, err);
     const char *txt;
     size_t tn;
@@ -605,8 +621,7 @@ static int32_t match_special(const aero_tokenizer *t, const char *s, size_t n, b
 // Encode driver: BOS, then special tokens split out of the text, each stretch between them encoded.
 aero_status aero_tokenize(const aero_tokenizer *t, const char *text, size_t len, bool add_bos, bool parse_special,
                           int32_t **ids, size_t *n_ids, aero_error *err) {
-    if (!t || !ids || !n_ids || (!text && len))
-        return aero_fail(err, AERO_ERR_INVALID, "aero_tokenize: NULL argument");
+    if (!t || !ids || !n_ids || (!text && len)) return aero_fail(err, AERO_ERR_INVALID, "aero_tokenize: NULL argument");
     *ids = NULL;
     *n_ids = 0;
     aero_tok_ids out = {0};

@@ -25,7 +25,7 @@ const char *aero_tokenizer_pre_name(const aero_tokenizer *t);
 // Incremental decoder for streaming: never emits an incomplete UTF-8 sequence.
 typedef struct aero_detok {
     const aero_tokenizer *tok;
-    bool first;          // next token is the first of the output (SPM strips one leading space after BOS)
+    bool first; // next token is the first of the output (SPM strips one leading space after BOS)
     bool render_special;
     unsigned char pending[8];
     int n_pending;

@@ -86,7 +86,9 @@ aero_status aero_cuda_event_new(aero_cuda *cu, aero_cuda_event **ev, aero_error 
     return AERO_OK;
 }
 void aero_cuda_event_free(aero_cuda_event *ev) { free(ev); }
-aero_status aero_cuda_record(aero_cuda *cu, aero_cuda_stream s, aero_cuda_event *ev, aero_error *err) { return AERO_OK; }
+aero_status aero_cuda_record(aero_cuda *cu, aero_cuda_stream s, aero_cuda_event *ev, aero_error *err) {
+    return AERO_OK;
+}
 aero_status aero_cuda_wait(aero_cuda *cu, aero_cuda_stream s, aero_cuda_event *ev, aero_error *err) { return AERO_OK; }
 aero_status aero_cuda_event_sync(aero_cuda_event *ev, aero_error *err) { return AERO_OK; }
 aero_status aero_cuda_sync(aero_cuda *cu, aero_error *err) { return AERO_OK; }
@@ -111,7 +113,8 @@ aero_status aero_cuda_act_prepare(aero_cuda *cu, const float *x, int n, int cols
 aero_status aero_cuda_matmul_act(aero_cuda *cu, const aero_cuda_wmat *w, const aero_cuda_act *a, float *y,
                                  aero_error *err) {
     if (aero_cuda_wmat_check(w, err)) return err->code;
-    if (a->cols != w->cols) return aero_fail(err, AERO_ERR_INVALID, "emu matmul: %d vs %lld cols", a->cols, (long long)w->cols);
+    if (a->cols != w->cols)
+        return aero_fail(err, AERO_ERR_INVALID, "emu matmul: %d vs %lld cols", a->cols, (long long)w->cols);
     float *row = malloc(sizeof(float) * w->cols);
     for (int64_t r = 0; r < w->rows; r++) {
         aero_dequantize_row(w->type, (const char *)w->data + r * w->row_bytes, row, w->cols);
@@ -125,8 +128,8 @@ aero_status aero_cuda_matmul_act(aero_cuda *cu, const aero_cuda_wmat *w, const a
     free(row);
     return AERO_OK;
 }
-aero_status aero_cuda_rmsnorm(aero_cuda *cu, float *out, const float *x, const float *w, int n_rows, int dim,
-                              float eps, aero_error *err) {
+aero_status aero_cuda_rmsnorm(aero_cuda *cu, float *out, const float *x, const float *w, int n_rows, int dim, float eps,
+                              aero_error *err) {
     for (int i = 0; i < n_rows; i++) {
         const float *xi = x + (size_t)i * dim;
         float *o = out + (size_t)i * dim;
@@ -137,8 +140,8 @@ aero_status aero_cuda_rmsnorm(aero_cuda *cu, float *out, const float *x, const f
     }
     return AERO_OK;
 }
-aero_status aero_cuda_rope(aero_cuda *cu, float *x, int n, int n_heads, int head_dim, int rope_dim,
-                           const int32_t *pos, const float *inv_freq, bool neox, aero_error *err) {
+aero_status aero_cuda_rope(aero_cuda *cu, float *x, int n, int n_heads, int head_dim, int rope_dim, const int32_t *pos,
+                           const float *inv_freq, bool neox, aero_error *err) {
     int half = rope_dim / 2;
     for (int t = 0; t < n; t++)
         for (int h = 0; h < n_heads; h++) {
@@ -181,8 +184,8 @@ void aero_cuda_batch_free(aero_cuda_batch *b) {
     if (!b) return;
     free(b->pos), free(b->seq), free(b->slot), free(b->base), free(b->mask), free(b);
 }
-aero_status aero_cuda_batch_set(aero_cuda_batch *b, int n, const int32_t *pos, const int32_t *seq,
-                                const int32_t *slot, const uint8_t *mask, const int32_t *base, aero_error *err) {
+aero_status aero_cuda_batch_set(aero_cuda_batch *b, int n, const int32_t *pos, const int32_t *seq, const int32_t *slot,
+                                const uint8_t *mask, const int32_t *base, aero_error *err) {
     if (n <= 0 || n > b->max_tokens) return aero_fail(err, AERO_ERR_INVALID, "CUDA batch of %d tokens", n);
     for (int i = 0; i < n; i++) {
         b->pos[i] = pos[i], b->seq[i] = seq ? seq[i] : 0, b->slot[i] = slot[i];
@@ -205,8 +208,8 @@ aero_status aero_cuda_kv_store(aero_cuda_batch *b, uint16_t *kc, uint16_t *vc, c
     }
     return AERO_OK;
 }
-aero_status aero_cuda_attention(aero_cuda_batch *b, const float *q, const uint16_t *kc, const uint16_t *vc,
-                                int n_head, int n_head_kv, int hd, float *out, aero_error *err) {
+aero_status aero_cuda_attention(aero_cuda_batch *b, const float *q, const uint16_t *kc, const uint16_t *vc, int n_head,
+                                int n_head_kv, int hd, float *out, aero_error *err) {
     int kvd = n_head_kv * hd, group = n_head / n_head_kv;
     int *rows = malloc(sizeof(int) * (b->n_ctx + b->n));
     float *sc = malloc(sizeof(float) * (b->n_ctx + b->n));

@@ -10,24 +10,24 @@ static int n_fail, n_pass;
 static aero_cuda *cu;
 static aero_error err;
 
-#define EXPECT(cond, ...)                                                                                      \
-    do {                                                                                                       \
-        if (cond) {                                                                                            \
-            n_pass++;                                                                                          \
-        } else {                                                                                               \
-            n_fail++;                                                                                          \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);                                                        \
-            printf(__VA_ARGS__);                                                                               \
-            printf("\n");                                                                                      \
-        }                                                                                                      \
+#define EXPECT(cond, ...)                               \
+    do {                                                \
+        if (cond) {                                     \
+            n_pass++;                                   \
+        } else {                                        \
+            n_fail++;                                   \
+            printf("FAIL %s:%d: ", __FILE__, __LINE__); \
+            printf(__VA_ARGS__);                        \
+            printf("\n");                               \
+        }                                               \
     } while (0)
 
-#define OK(call)                                                                                               \
-    do {                                                                                                       \
-        if ((call) != AERO_OK) {                                                                               \
-            printf("FATAL %s:%d: %s: %s\n", __FILE__, __LINE__, #call, err.msg);                               \
-            exit(1);                                                                                           \
-        }                                                                                                      \
+#define OK(call)                                                                 \
+    do {                                                                         \
+        if ((call) != AERO_OK) {                                                 \
+            printf("FATAL %s:%d: %s: %s\n", __FILE__, __LINE__, #call, err.msg); \
+            exit(1);                                                             \
+        }                                                                        \
     } while (0)
 
 static void *dalloc(size_t bytes) {
@@ -93,8 +93,8 @@ static void test_matmul(aero_dtype t, int rows, int cols, int n, uint64_t *rng) 
     down(y1, dy1, sizeof(float) * n * rows);
     int bad = 0;
     for (int i = 0; i < n; i++) bad += memcmp(yb + (size_t)i * rows, y1 + (size_t)i * rows, sizeof(float) * rows) != 0;
-    EXPECT(bad == 0, "matmul %s %dx%d: %d of %d tokens differ alone vs in a batch of %d", aero_dtype_name(t), rows, cols,
-           bad, n, n);
+    EXPECT(bad == 0, "matmul %s %dx%d: %d of %d tokens differ alone vs in a batch of %d", aero_dtype_name(t), rows,
+           cols, bad, n, n);
     // every kernel shape
     static const int shapes[][2] = {{1, 1}, {2, 1}, {4, 1}, {8, 1}, {1, 8}, {2, 8}, {4, 8}};
     int bad_shapes = 0;
@@ -136,8 +136,10 @@ static void test_get_rows(aero_dtype t, int cols, uint64_t *rng) {
         else memset(ref, 0, sizeof(float) * cols);
         bad += memcmp(ref, out + (size_t)i * cols, sizeof(float) * cols) != 0;
     }
-    EXPECT(bad == 0, "get_rows %s cols %d: %d of %d rows differ from aero_dequantize_row", aero_dtype_name(t), cols, bad, n);
-    printf("  get_rows %-4s cols %-4d  %s\n", aero_dtype_name(t), cols, bad ? "DIFFERS" : "bitwise equal to the CPU reference");
+    EXPECT(bad == 0, "get_rows %s cols %d: %d of %d rows differ from aero_dequantize_row", aero_dtype_name(t), cols,
+           bad, n);
+    printf("  get_rows %-4s cols %-4d  %s\n", aero_dtype_name(t), cols,
+           bad ? "DIFFERS" : "bitwise equal to the CPU reference");
     free(w), free(out), free(ref);
     aero_cuda_arena_reset(cu, mark);
 }
@@ -240,7 +242,8 @@ static void test_rope(bool neox, int rope_dim, uint64_t *rng) {
     bool tail_ok = true; // dims past rope_dim are untouched
     for (int t = 0; t < n; t++)
         for (int h = 0; h < nh; h++)
-            for (int d = rope_dim; d < hd; d++) tail_ok &= y[((size_t)t * nh + h) * hd + d] == x[((size_t)t * nh + h) * hd + d];
+            for (int d = rope_dim; d < hd; d++)
+                tail_ok &= y[((size_t)t * nh + h) * hd + d] == x[((size_t)t * nh + h) * hd + d];
     int last = n - 1; // alone
     float *dx1 = up(x + (size_t)last * nh * hd, sizeof(float) * nh * hd);
     OK(aero_cuda_rope(cu, dx1, 1, nh, hd, rope_dim, dp + last, df, neox, &err));
@@ -249,8 +252,9 @@ static void test_rope(bool neox, int rope_dim, uint64_t *rng) {
     EXPECT(worst <= ROPE_TOL && tail_ok, "rope %s rope_dim %d: error %.3g, tail %d", neox ? "neox" : "normal", rope_dim,
            worst, tail_ok);
     EXPECT(same, "rope: a token alone differs from the same token in a batch");
-    printf("  rope %-6s rope_dim=%-3d llama3 freqs, pos < 131072  max err %.2e of |x0|+|x1| (tol %.0e)  alone==batch: %s\n",
-           neox ? "neox" : "normal", rope_dim, worst, ROPE_TOL, same ? "bitwise" : "NO");
+    printf(
+        "  rope %-6s rope_dim=%-3d llama3 freqs, pos < 131072  max err %.2e of |x0|+|x1| (tol %.0e)  alone==batch: %s\n",
+        neox ? "neox" : "normal", rope_dim, worst, ROPE_TOL, same ? "bitwise" : "NO");
     free(x), free(y), free(r), free(y1);
     aero_cuda_arena_reset(cu, mark);
 }
@@ -278,7 +282,8 @@ static void test_swiglu(uint64_t *rng) {
     for (size_t i = 0; i < n; i++) add_bad += y2[i] != y[i] + g[i];
     EXPECT(worst <= SWIGLU_TOL, "swiglu: error %.3g", worst);
     EXPECT(add_bad == 0, "add: %d elements differ from the CPU sum", add_bad);
-    printf("  swiglu n=%zu  max rel err %.2e (tol %.0e); add: %s\n", n, worst, SWIGLU_TOL, add_bad ? "DIFFERS" : "exact");
+    printf("  swiglu n=%zu  max rel err %.2e (tol %.0e); add: %s\n", n, worst, SWIGLU_TOL,
+           add_bad ? "DIFFERS" : "exact");
     free(g), free(u), free(y), free(y2);
     aero_cuda_arena_reset(cu, mark);
 }
@@ -289,7 +294,7 @@ static void test_swiglu(uint64_t *rng) {
 
 typedef struct {
     int n_head, n_kv, hd, n_ctx, n_seq, kv_dim;
-    uint16_t *dk, *dv;           // device caches [n_seq][n_ctx][kv_dim]
+    uint16_t *dk, *dv; // device caches [n_seq][n_ctx][kv_dim]
     aero_cuda_batch *b;
 } attn_env;
 
@@ -362,7 +367,8 @@ static void test_attention(int n_head, int n_kv, int hd, uint64_t *rng) {
     down(hk, e.dk, cache);
     down(hv, e.dv, cache);
     int kv_bad = 0;
-    for (size_t i = 0; i < (size_t)nb * e.kv_dim; i++) kv_bad += hk[i] != aero_f32_to_f16(k[i]) || hv[i] != aero_f32_to_f16(v[i]);
+    for (size_t i = 0; i < (size_t)nb * e.kv_dim; i++)
+        kv_bad += hk[i] != aero_f32_to_f16(k[i]) || hv[i] != aero_f32_to_f16(v[i]);
     EXPECT(kv_bad == 0, "kv_store: %d halves differ from aero_f32_to_f16", kv_bad);
     // the new tokens: np causal in sequence 0, a tree of nt in sequence 1 (parents), with their own K/V
     int parent[7] = {-1, 0, 0, 1, 1, 2, 5}, depth[7];

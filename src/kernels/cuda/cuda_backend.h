@@ -28,10 +28,10 @@ extern "C" {
 typedef struct {
     int device;
     char name[256];
-    int cc_major, cc_minor;  // compute capability
+    int cc_major, cc_minor; // compute capability
     int n_sm;
     size_t total_vram, free_vram;
-    double mem_bus_gbs;      // theoretical memory bandwidth from clock and bus width (GB/s); 0 when unknown
+    double mem_bus_gbs; // theoretical memory bandwidth from clock and bus width (GB/s); 0 when unknown
 } aero_cuda_info;
 
 // Number of usable CUDA devices; 0 when there is no driver, no device, or the runtime fails.
@@ -39,7 +39,7 @@ int aero_cuda_device_count(void);
 // Name, compute capability and VRAM of a device.
 aero_status aero_cuda_device_info(int device, aero_cuda_info *info, aero_error *err);
 
-typedef struct aero_cuda aero_cuda;     // one device, its two streams and its VRAM arena
+typedef struct aero_cuda aero_cuda; // one device, its two streams and its VRAM arena
 
 // Opens a device with a VRAM budget: the arena is one cudaMalloc of `vram_budget` bytes (0: the free VRAM
 // less a margin of 5% or 512 MiB, whichever is larger), never managed memory. Fails with AERO_ERR_NOMEM
@@ -53,8 +53,8 @@ const aero_cuda_info *aero_cuda_get_info(const aero_cuda *cu);
 // Takes `bytes` (rounded up to 256) from the arena; AERO_ERR_NOMEM with budget, used and asked sizes when it
 // does not fit. Memory is released only by aero_cuda_arena_reset to an earlier mark (stack discipline).
 aero_status aero_cuda_alloc(aero_cuda *cu, size_t bytes, void **dev, aero_error *err);
-size_t aero_cuda_arena_mark(const aero_cuda *cu);            // bytes in use now
-void aero_cuda_arena_reset(aero_cuda *cu, size_t mark);      // frees everything taken after the mark
+size_t aero_cuda_arena_mark(const aero_cuda *cu);       // bytes in use now
+void aero_cuda_arena_reset(aero_cuda *cu, size_t mark); // frees everything taken after the mark
 size_t aero_cuda_arena_budget(const aero_cuda *cu);
 
 // ---- page-locked host memory -----------------------------------------------------------------------------
@@ -121,8 +121,8 @@ aero_status aero_cuda_wmat_check(const aero_cuda_wmat *w, aero_error *err);
 // chunk of x from a permuted copy (so a warp's loads are contiguous); preparing it once lets several matmuls
 // share one input (q/k/v, gate/up), as the CPU quantizes an activation row once. Dense weights read `x`.
 typedef struct {
-    const float *x;   // natural layout [n][cols]
-    const float *xp;  // permuted copy in the backend's scratch (valid until the next prepare), or NULL
+    const float *x;  // natural layout [n][cols]
+    const float *xp; // permuted copy in the backend's scratch (valid until the next prepare), or NULL
     int n, cols;
 } aero_cuda_act;
 
@@ -145,13 +145,13 @@ aero_status aero_cuda_get_rows(aero_cuda *cu, const aero_cuda_wmat *w, const int
                                aero_error *err);
 // out = x / rms(x) * w over each of n_rows rows of dim elements (in place allowed); also per-head q/k norms
 // with n_rows = tokens * heads, dim = head_dim.
-aero_status aero_cuda_rmsnorm(aero_cuda *cu, float *out, const float *x, const float *w, int n_rows, int dim,
-                              float eps, aero_error *err);
+aero_status aero_cuda_rmsnorm(aero_cuda *cu, float *out, const float *x, const float *w, int n_rows, int dim, float eps,
+                              aero_error *err);
 // Rotates the first rope_dim dims of each head of x[n][n_heads * head_dim] in place by pos[i] * inv_freq[j]:
 // adjacent pairs (neox false, llama) or halves (neox true, NeoX/qwen). inv_freq (rope_dim / 2 floats) is the
 // model's table with linear or Llama 3 scaling folded in, the same floats the CPU path uses.
-aero_status aero_cuda_rope(aero_cuda *cu, float *x, int n, int n_heads, int head_dim, int rope_dim,
-                           const int32_t *pos, const float *inv_freq, bool neox, aero_error *err);
+aero_status aero_cuda_rope(aero_cuda *cu, float *x, int n, int n_heads, int head_dim, int rope_dim, const int32_t *pos,
+                           const float *inv_freq, bool neox, aero_error *err);
 // out[i] = silu(gate[i]) * up[i] = gate / (1 + exp(-gate)) * up (out may alias gate).
 aero_status aero_cuda_swiglu(aero_cuda *cu, float *out, const float *gate, const float *up, size_t count,
                              aero_error *err);
@@ -175,15 +175,15 @@ void aero_cuda_batch_free(aero_cuda_batch *b);
 // base[s] = committed cache length of sequence s before this batch. Token i of sequence s sees the slots
 // [0, base[s]) and then the batch tokens j <= i of its sequence that the mask allows, in that order.
 // The host arrays may be reused as soon as this returns.
-aero_status aero_cuda_batch_set(aero_cuda_batch *b, int n, const int32_t *pos, const int32_t *seq,
-                                const int32_t *slot, const uint8_t *mask, const int32_t *base, aero_error *err);
+aero_status aero_cuda_batch_set(aero_cuda_batch *b, int n, const int32_t *pos, const int32_t *seq, const int32_t *slot,
+                                const uint8_t *mask, const int32_t *base, aero_error *err);
 // The device copy of the positions (for aero_cuda_rope).
 const int32_t *aero_cuda_batch_pos(const aero_cuda_batch *b);
 
 // Writes the batch's K and V rows (f32, [n][kv_dim]) into one layer's F16 cache ([n_seq][n_ctx][kv_dim]) at
 // each token's slot, rounding to nearest even like the CPU's aero_f32_to_f16.
-aero_status aero_cuda_kv_store(aero_cuda_batch *b, uint16_t *k_cache, uint16_t *v_cache, const float *k,
-                               const float *v, int kv_dim, aero_error *err);
+aero_status aero_cuda_kv_store(aero_cuda_batch *b, uint16_t *k_cache, uint16_t *v_cache, const float *k, const float *v,
+                               int kv_dim, aero_error *err);
 // out[i][h] = softmax(q[i][h] . K / sqrt(head_dim)) V over token i's visible keys (see batch_set), grouped-query
 // heads h -> h / (n_head / n_head_kv). The keys are split into fixed segments of 256 visible keys (so long
 // contexts use the whole GPU) that are merged in order: the split depends only on the token's own key count.

@@ -9,16 +9,36 @@
 #define __device__
 #define __forceinline__ inline
 
-struct float2 { float x, y; };
-struct float4 { float x, y, z, w; };
-struct uint2 { uint32_t x, y; };
-struct __half { uint16_t u; };
+struct float2 {
+    float x, y;
+};
+struct float4 {
+    float x, y, z, w;
+};
+struct uint2 {
+    uint32_t x, y;
+};
+struct __half {
+    uint16_t u;
+};
 
 extern "C" float aero_f16_to_f32(uint16_t h);
 
-template <typename T> static inline T __ldg(const T *p) { T v; memcpy(&v, p, sizeof v); return v; }
-static inline float __int_as_float(int i) { float f; memcpy(&f, &i, 4); return f; }
-static inline float __uint_as_float(uint32_t i) { float f; memcpy(&f, &i, 4); return f; }
+template <typename T> static inline T __ldg(const T *p) {
+    T v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+static inline float __int_as_float(int i) {
+    float f;
+    memcpy(&f, &i, 4);
+    return f;
+}
+static inline float __uint_as_float(uint32_t i) {
+    float f;
+    memcpy(&f, &i, 4);
+    return f;
+}
 static inline __half __ushort_as_half(unsigned short u) { return __half{u}; }
 static inline float __half2float(__half h) { return aero_f16_to_f32(h.u); }
 // PTX prmt: result byte n is byte (selector nibble n & 7) of the 8 bytes {y:x}.
