@@ -367,14 +367,16 @@ typedef struct {
 aero_status aero_stream_open_plan(aero_stream **out, const aero_gguf *g, int n_layer, uint64_t budget, aero_error *err);
 void aero_stream_close(aero_stream *s);
 const aero_stream_plan *aero_stream_get_plan(const aero_stream *s);
-// The output head's unit (the last one, after the layer units 0..n_layer-1).
+// The output head's unit (the last unit, after the layer units): what callers acquire for the head.
 int aero_stream_head_unit(const aero_stream *s);
-// Blocks until unit u is in memory; pair with release. Units go in cyclic order (a benchmark of IO alone).
+// Blocks until unit u is in memory; pair with release. Units are acquired in cyclic order: the layer units
+// 0..n_layer-1, then the head unit (out of order restarts the cycle there, re-reading).
 aero_status aero_stream_acquire(aero_stream *s, int unit, aero_error *err);
 void aero_stream_release(aero_stream *s, int unit);
 void aero_stream_get_stats(const aero_stream *s, aero_stream_stats *out);
 void aero_stream_reset_stats(aero_stream *s);
-// Prints the --stats report (per pass: bytes streamed, IO busy, compute, IO wait, GB/s, disk floor) to f.
+// Prints the --stats report (per pass: bytes streamed, IO busy, compute, IO wait, GB/s, disk floor) to f. The
+// floor's disk bandwidth is measured now (O_DIRECT reads of the model file into the idle window) unless set.
 void aero_stream_print_stats(aero_stream *s, FILE *f);
 // Bytes read from disk per decode token that the plan predicts: the streamed dense bytes plus, per MoE layer,
 // k experts times the miss rate of the expert cache (its share of all experts: the uniform-routing estimate,
@@ -383,12 +385,16 @@ double aero_stream_plan_bytes_per_token(const aero_stream_plan *p);
 // Prints the dense / window / expert cache split and the expected bytes read per token (nothing for a dense
 // model): what `aerollm info MODEL --mem SIZE` adds for a mixture-of-experts model.
 void aero_stream_print_expert_plan(const aero_stream_plan *p, FILE *f);
-// Disk read bandwidth (bytes/s) of the bytes a pass streams, read the way the streamer reads them (at most
-// max_bytes; 0 or UINT64_MAX: no limit); 0 when nothing is streamed.
+// Disk read bandwidth (bytes/s) of the bytes a pass streams, read through the one disk probe (aero_measure_disk)
+// the way the streamer reads (its request size, as many requests in flight as it has IO threads, O_DIRECT):
+// every streamed range, or max_bytes of its requests spread evenly over the pass (0 or UINT64_MAX: no limit).
+// The same bytes, so that a host-side cache favours neither side. The streaming window is the buffer, so the
+// measurement adds no memory; the next acquire refills the window. 0 when nothing is streamed, the window is in use, or the reads failed.
 double aero_stream_measure_disk_bw(aero_stream *s, uint64_t max_bytes);
 // Uses bw (bytes/s) as the disk bandwidth of the floor in aero_stream_print_stats instead of measuring.
 void aero_stream_set_disk_bw(aero_stream *s, double bw);
-// Memory read bandwidth (bytes/s) over the engine's own largest weight buffer; 0 when too small.
+// Memory read bandwidth (bytes/s) summing the engine's own largest weight buffer (window or pinned unit) on
+// the pool's threads, so that a benchmark under a memory limit allocates nothing more. 0 when too small.
 double aero_stream_measure_mem_bw(aero_stream *s, aero_pool *pool);
 
 // ---- models and contexts ----
@@ -398,14 +404,13 @@ typedef struct aero_ctx aero_ctx;
 
 typedef struct {
     const char *path;
-    uint64_t mem_budget; // weight bytes the engine may hold in RAM; 0 = no limit (all resident)
-    int n_threads;       // compute threads; <= 0: number of CPUs
-    int prefetch;        // layers read ahead when streaming; <= 0: default (2)
-    int io_threads;      // <= 0: default
-    bool
-        expert_prefetch; // MoE: prefetch the next layer's predicted experts (off: measured not to pay, docs/perf/moe.md)
-    const char *device;  // "cpu" (NULL) or "cuda": where its contexts compute unless they say otherwise
-    uint64_t gpu_mem;    // VRAM budget of a CUDA context; 0: what it needs, at most the free VRAM less a margin
+    uint64_t mem_budget;  // weight bytes the engine may hold in RAM; 0 = no limit (all resident)
+    int n_threads;        // compute threads; <= 0: number of CPUs
+    int prefetch;         // layers read ahead when streaming; <= 0: default (2)
+    int io_threads;       // <= 0: default
+    bool expert_prefetch; // MoE: prefetch the next layer's predicted experts (off: it did not pay, docs/perf/moe.md)
+    const char *device;   // "cpu" (NULL) or "cuda": where its contexts compute unless they say otherwise
+    uint64_t gpu_mem;     // VRAM budget of a CUDA context; 0: what it needs, at most the free VRAM less a margin
 } aero_model_params;
 
 void aero_model_params_default(aero_model_params *p);
@@ -524,11 +529,14 @@ int32_t aero_batch_buf_seq(const aero_batch_buf *b, int i); // sequence of token
 // The batch to pass to aero_decode; valid until the next change.
 const aero_batch *aero_batch_buf_get(aero_batch_buf *b);
 
-// Runs the model over the batch, appending K/V to the cache; writes n_vocab logits per wanted token (rows packed
-// in order). Context overflow is AERO_ERR_RANGE and changes nothing.
+// Runs the model over the batch, appending K/V to the cache; writes n_vocab logits per wanted token.
+// Each layer computes every tile (n_batch tokens) of the batch while it is held, so a whole prompt passed in
+// one call reads streamed weights once. Context overflow is AERO_ERR_RANGE and changes nothing.
 aero_status aero_decode(aero_ctx *c, const aero_batch *b, float *logits, aero_error *err);
-// Decodes toks[0..n) as positions pos0.. of sequence seq in passes of at most n_batch tokens (<= 0: all in one);
-// last_logits (n_vocab floats, or NULL) receives the logits of the last token.
+// Decodes toks[0..n) as positions pos0.. of sequence seq in passes of at most n_batch tokens; <= 0: all n in
+// one pass, which reads streamed weights once (the context's tile, aero_ctx_params.n_batch, bounds the
+// compute; the pass holds n x n_embd floats of activations). last_logits (n_vocab floats, or NULL) receives the
+// logits of the last token.
 aero_status aero_prefill(aero_ctx *c, int seq, const int32_t *toks, int n, int pos0, int n_batch, float *last_logits,
                          aero_error *err);
 
@@ -576,21 +584,30 @@ typedef struct {
 } aero_spec_stats;
 
 void aero_spec_params_default(aero_spec_params *p);
-// Whether draft can propose tokens for target (same vocabulary); the error names the first differing id.
+// Whether draft can propose tokens for target: same tokenizer type, BOS/EOS, the same token string for every
+// id both vocabularies hold, and sizes within 128 ids of each other. The error names the first differing id.
 aero_status aero_spec_check_vocab(const aero_model *target, const aero_model *draft, aero_error *err);
-// A speculative decoder for sequence seq of target's context (used, not owned). draft: a loaded drafter model
-// (not owned), or NULL for prompt-lookup n-grams.
+// Creates a speculative decoder for sequence seq of target (whose context it uses, not owns). draft: a
+// loaded drafter model (not owned; it gets its own context here), or NULL for prompt-lookup n-grams.
 aero_status aero_spec_new(aero_spec **out, aero_ctx *target, int seq, aero_model *draft, const aero_spec_params *p,
                           aero_error *err);
 void aero_spec_free(aero_spec *s);
-// Starts generation after prompt (n >= 1 tokens); n_predict: tokens the caller means to generate.
+// Starts generation after prompt (n >= 1 tokens): empties both caches and prefills the prompt but its last
+// chunk of n_batch tokens or fewer in one pass (one read of a streamed target); the first step's pass verifies
+// that chunk together with the first draft. n_predict: tokens the caller means to generate, for the drafter's
+// context check (its training context must cover min(target context, n + n_predict)).
 aero_status aero_spec_begin(aero_spec *s, const int32_t *prompt, int n, int n_predict, aero_error *err);
-// One draft-and-verify round: writes 1..max_new tokens to out (*n_out), each accepted into smp.
+// One draft-and-verify round: writes 1..max_new tokens to out (*n_out), each also passed to
+// aero_sampler_accept(smp). The caller has accepted the prompt tokens into smp. Greedy when smp is greedy.
+// AERO_ERR_RANGE when the target context is full.
 aero_status aero_spec_step(aero_spec *s, aero_sampler *smp, int max_new, int32_t *out, int *n_out, aero_error *err);
+// Tokens committed so far (prompt + generated) and the target context size.
 int aero_spec_n_tokens(const aero_spec *s);
+// The most tokens one aero_spec_step can produce (the longest draft plus the target's own token).
 int aero_spec_max_step_tokens(const aero_spec *s);
 void aero_spec_get_stats(const aero_spec *s, aero_spec_stats *st);
-// Times one target pass of n tokens appended after the committed ones, then removes them.
+// Times one target pass of n tokens appended after the committed ones, then removes them (for the speedup
+// estimate in --stats and the verify-cost curve in bench). Needs n free context slots.
 aero_status aero_spec_time_pass(aero_spec *s, int n, double *secs, aero_error *err);
 // "chain (adaptive, <= 16)", "tree (64 nodes)", "n-gram chain (8)", ...
 void aero_spec_describe(const aero_spec *s, char *buf, int cap);
@@ -642,18 +659,24 @@ void aero_generator_params_default(aero_generator_params *p);
 aero_status aero_generator_new(aero_generator **out, const aero_generator_params *p, aero_sampler *smp,
                                aero_error *err);
 void aero_generator_free(aero_generator *g);
-// Starts a generation after prompt (n >= 1 tokens, fewer than the context); KV entries equal to a prefix of the
-// prompt are kept.
+// Starts a generation after prompt (n >= 1 tokens, fewer than the context). With ctx, the KV entries of the
+// sequence that equal a prefix of the prompt are kept (all but the prompt's last token) and the rest removed;
+// only the tokens decoded anew are accepted into the sampler. With a drafter, this also checks the drafter
+// against the request and prefills all but the prompt's last chunk.
 aero_status aero_generator_begin(aero_generator *g, const int32_t *prompt, int n, aero_error *err);
-// Decodes what remains of the prompt (needs ctx).
+// Decodes what remains of the prompt (needs ctx). When it is not called, the first step does it (or the first
+// steps, one pass of n_batch tokens each, when n_batch is set).
 aero_status aero_generator_prefill(aero_generator *g, aero_error *err);
-// One forward pass of the sequence (needs ctx): a prompt chunk, the next token, or one draft-and-verify round.
+// One forward pass of the sequence (needs ctx): the prompt (or its next n_batch tokens), or the next token;
+// with a drafter, one draft-and-verify round. Afterwards the new tokens and text are available, and
+// aero_generator_end tells whether the generation ended.
 aero_status aero_generator_step(aero_generator *g, aero_error *err);
-// Multi-sequence form: feed adds what the sequence needs next to b (at most room tokens; returns how many);
-// after aero_decode of the batch, advance reads the sequence's logits row and samples.
+// Multi-sequence form. feed: adds what the sequence needs next to b (its last token, or a prompt chunk of at
+// most room tokens); returns the number of tokens added (0 when it needs nothing). After aero_decode of the
+// batch into logits (packed rows), advance reads the sequence's row, if any, and samples.
 int aero_generator_feed(aero_generator *g, aero_batch_buf *b, int room);
 void aero_generator_advance(aero_generator *g, const float *logits);
-// Ends the generation now (a user's Ctrl-C), keeping the text so far.
+// Ends the generation now (a user's Ctrl-C), keeping the text so far with the detokenizer's tail.
 void aero_generator_interrupt(aero_generator *g);
 aero_end aero_generator_end(const aero_generator *g);
 bool aero_generator_prefilling(const aero_generator *g); // prompt tokens remain to decode
@@ -663,7 +686,8 @@ int aero_generator_n_generated(const aero_generator *g); // tokens emitted
 // Tokens emitted by the last step/advance, and the logits row the last of them was sampled from.
 const int32_t *aero_generator_new_tokens(const aero_generator *g, int *n);
 const float *aero_generator_last_logits(const aero_generator *g);
-// All text made so far (*len bytes, including text held back), and how many leading bytes of it may be shown.
+// All text made so far (*len bytes, including text held back), and how many leading bytes of it may be shown:
+// complete characters, never a stop string nor the start of one. At the end, the final length of the text.
 const char *aero_generator_text(const aero_generator *g, size_t *len);
 size_t aero_generator_visible(const aero_generator *g);
 
@@ -686,7 +710,8 @@ typedef struct {
 aero_status aero_chat_template_pick(aero_chat_template **out, const aero_gguf *g, const char *file, const char **name,
                                     char *note, size_t note_cap, aero_error *err);
 void aero_chat_template_free(aero_chat_template *t);
-// Renders to a malloc'ed NUL-terminated string; raise_exception() and runtime errors are AERO_ERR_INVALID.
+// Renders to a malloc'ed NUL-terminated string. raise_exception() and runtime errors -> AERO_ERR_INVALID with
+// message.
 aero_status aero_chat_render(const aero_chat_template *t, const aero_chat_inputs *in, char **out, size_t *out_len,
                              aero_error *err);
 

@@ -16,14 +16,8 @@ typedef struct aero_chat_template aero_chat_template;
 
 // Parses a template; on error err names the construct and the line.
 aero_status aero_chat_template_parse(aero_chat_template **out, const char *source, size_t len, aero_error *err);
-void aero_chat_template_free(aero_chat_template *t);
 
 #include "../../include/aerollm.h" // aero_chat_inputs
-
-// Renders to a malloc'ed NUL-terminated string. raise_exception() and runtime errors -> AERO_ERR_INVALID with
-// message.
-aero_status aero_chat_render(const aero_chat_template *t, const aero_chat_inputs *in, char **out, size_t *out_len,
-                             aero_error *err);
 
 // The template text stored in a GGUF file (`tokenizer.chat_template`), or NULL when the file has none.
 const char *aero_chat_template_source_gguf(const aero_gguf *g);

@@ -34,31 +34,13 @@ typedef struct aero_spec aero_spec;
 // builds them by hand.
 typedef struct aero_batch_buf aero_batch_buf;
 
-aero_batch_buf *aero_batch_buf_new(int cap);
-void aero_batch_buf_free(aero_batch_buf *b);
-void aero_batch_buf_clear(aero_batch_buf *b);
-int aero_batch_buf_len(const aero_batch_buf *b);
-int aero_batch_buf_room(const aero_batch_buf *b); // tokens that can still be added
-// Adds a token; returns its row in the packed logits output when want_logits, else -1. -1 too when full.
-int aero_batch_buf_add(aero_batch_buf *b, int32_t tok, int32_t pos, int32_t seq, bool want_logits);
 int32_t aero_batch_buf_seq(const aero_batch_buf *b, int i); // sequence of token i
-// The batch to pass to aero_decode; valid until the next change.
-const aero_batch *aero_batch_buf_get(aero_batch_buf *b);
-
-// Decodes toks[0..n) as positions pos0.. of sequence seq in passes of at most n_batch tokens; <= 0: all n in
-// one pass, which reads streamed weights once (the context's tile, aero_ctx_params.n_batch, bounds the
-// compute; the pass holds n x n_embd floats of activations). last_logits (n_vocab floats, or NULL) receives the
-// logits of the last token.
-aero_status aero_prefill(aero_ctx *c, int seq, const int32_t *toks, int n, int pos0, int n_batch, float *last_logits,
-                         aero_error *err);
 
 // ---- generations ----
 
 typedef struct aero_generator aero_generator;
 
 #include "../../include/aerollm.h" // aero_end, aero_generator_params
-
-const char *aero_end_name(aero_end e); // "end of text", "stop string", "length", "context full", "interrupted"
 
 // How a generation recognises its end and makes text, when not through a tokenizer (tests, fake models).
 typedef struct aero_generator_vocab {
@@ -74,46 +56,9 @@ typedef struct aero_generator_vocab {
 void aero_generator_vocab_of(aero_generator_vocab *v, const aero_tokenizer *t);
 
 // aero_generator_params is public: include/aerollm.h.
-void aero_generator_params_default(aero_generator_params *p);
-// smp is borrowed: the generation samples with it and accepts tokens into its history.
-aero_status aero_generator_new(aero_generator **out, const aero_generator_params *p, aero_sampler *smp,
-                               aero_error *err);
-void aero_generator_free(aero_generator *g);
 
-// Starts a generation after prompt (n >= 1 tokens, fewer than the context). With ctx, the KV entries of the
-// sequence that equal a prefix of the prompt are kept (all but the prompt's last token) and the rest removed;
-// only the tokens decoded anew are accepted into the sampler. With a drafter, this also checks the drafter
-// against the request and prefills all but the prompt's last chunk.
-aero_status aero_generator_begin(aero_generator *g, const int32_t *prompt, int n, aero_error *err);
-// Decodes what remains of the prompt (needs ctx). When it is not called, the first step does it (or the first
-// steps, one pass of n_batch tokens each, when n_batch is set).
-aero_status aero_generator_prefill(aero_generator *g, aero_error *err);
-// One forward pass of the sequence (needs ctx): the prompt (or its next n_batch tokens), or the next token;
-// with a drafter, one draft-and-verify round. Afterwards the new tokens and text are available, and
-// aero_generator_end tells whether the generation ended.
-aero_status aero_generator_step(aero_generator *g, aero_error *err);
-
-// Multi-sequence form. feed: adds what the sequence needs next to b (its last token, or a prompt chunk of at
-// most room tokens); returns the number of tokens added (0 when it needs nothing). After aero_decode of the
-// batch into logits (packed rows), advance reads the sequence's row, if any, and samples.
-int aero_generator_feed(aero_generator *g, aero_batch_buf *b, int room);
-void aero_generator_advance(aero_generator *g, const float *logits);
-
-// Ends the generation now (a user's Ctrl-C), keeping the text so far with the detokenizer's tail.
-void aero_generator_interrupt(aero_generator *g);
-
-aero_end aero_generator_end(const aero_generator *g);
-bool aero_generator_prefilling(const aero_generator *g); // prompt tokens remain to decode
-int aero_generator_n_prompt(const aero_generator *g);
-int aero_generator_n_reused(const aero_generator *g);    // prompt tokens found in the KV cache by begin
-int aero_generator_n_generated(const aero_generator *g); // tokens emitted
 // Tokens emitted by the last step/advance, and the logits row the last of them was sampled from (with the
 // logit bias applied; valid until the next step/advance and while the caller's logits buffer is).
 const int32_t *aero_generator_new_tokens(const aero_generator *g, int *n);
-const float *aero_generator_last_logits(const aero_generator *g);
-// All text made so far (*len bytes, including text held back), and how many leading bytes of it may be shown:
-// complete characters, never a stop string nor the start of one. At the end, the final length of the text.
-const char *aero_generator_text(const aero_generator *g, size_t *len);
-size_t aero_generator_visible(const aero_generator *g);
 
 #endif

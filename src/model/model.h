@@ -29,15 +29,9 @@ typedef struct {
     bool tied_output;
 } aero_hparams;
 
-void aero_model_params_default(aero_model_params *p);
-aero_status aero_model_load(aero_model **out, const aero_model_params *p, aero_error *err);
-void aero_model_free(aero_model *m);
 const aero_hparams *aero_model_hparams(const aero_model *m);
-const aero_tokenizer *aero_model_tokenizer(const aero_model *m);
-const aero_gguf *aero_model_gguf(const aero_model *m);
 struct aero_stream *aero_model_stream(aero_model *m);
 uint64_t aero_model_weight_bytes(const aero_model *m); // bytes of all weight tensors in the file(s)
-int aero_model_n_threads(const aero_model *m);
 
 // aero_ctx_params, the KV cache types and the --mem split are public: include/aerollm.h.
 
@@ -53,12 +47,6 @@ aero_status aero_kv_check(const aero_hparams *hp, const aero_ctx_params *p, aero
 aero_status aero_model_read_hparams(const char *path, aero_hparams *hp, aero_error *err);
 aero_status aero_hparams_from_gguf(const aero_gguf *g, aero_hparams *hp, aero_error *err);
 
-aero_status aero_ctx_new(aero_ctx **out, aero_model *m, const aero_ctx_params *p, aero_error *err);
-void aero_ctx_free(aero_ctx *c);
-int aero_ctx_n_ctx(const aero_ctx *c);
-int aero_ctx_n_seq(const aero_ctx *c);
-aero_model *aero_ctx_model(aero_ctx *c);
-
 // A batch: token i has a position, a sequence and (optionally) a mask row. Without mask, token i attends to
 // its sequence's cached tokens and to the earlier tokens of the same sequence in this batch (causal). With
 // mask (n*n bytes, row i), token i attends to its sequence's cache and to batch token j iff mask[i*n+j] (tree
@@ -71,17 +59,5 @@ typedef struct aero_batch {
     const uint8_t *mask;        // NULL: causal
     const uint8_t *want_logits; // NULL: logits for every token; else only where nonzero (rows packed in order)
 } aero_batch;
-
-// Runs the model over the batch, appending K/V to the cache; writes n_vocab logits per wanted token.
-// Each layer computes every tile (n_batch tokens) of the batch while it is held, so a whole prompt passed in
-// one call reads streamed weights once. Context overflow is AERO_ERR_RANGE and changes nothing.
-aero_status aero_decode(aero_ctx *c, const aero_batch *b, float *logits, aero_error *err);
-
-int aero_kv_len(const aero_ctx *c, int seq);          // tokens cached for seq
-void aero_kv_truncate(aero_ctx *c, int seq, int len); // keeps the first len entries (rollback)
-void aero_kv_drop(aero_ctx *c, int seq);              // empties seq
-// Keeps, after the first `base` entries, only the entries base+keep[0], base+keep[1], ... (ascending), moved
-// down to base, base+1, ...: the accepted path of a verified tree.
-void aero_kv_keep(aero_ctx *c, int seq, int base, const int *keep, int n_keep);
 
 #endif
