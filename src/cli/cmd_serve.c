@@ -132,6 +132,8 @@ int aero_cmd_serve(int argc, char **argv) {
     p.model.n_threads = o.n_threads;
     p.model.prefetch = o.prefetch;
     p.model.io_threads = o.io_threads;
+    p.model.device = o.device ? o.device : aero_default_device(); // the server computes where run would
+    p.model.gpu_mem = o.gpu_mem;
     p.n_ctx = o.n_ctx;
     p.n_batch = o.n_batch;
     p.kv_f32 = o.kv_f32;
