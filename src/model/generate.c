@@ -251,6 +251,17 @@ aero_status aero_generator_begin(aero_generator *g, const int32_t *prompt, int n
     return g->bb ? size_batch(g, err) : AERO_OK;
 }
 
+// For a caller that runs the passes itself (no ctx) and kept the sequence's KV entries of the prompt's first
+// keep tokens: the generation decodes only the rest, as begin does with ctx.
+aero_status aero_generator_begin_kept(aero_generator *g, const int32_t *prompt, int n, int keep, aero_error *err) {
+    aero_status st = aero_generator_begin(g, prompt, n, err);
+    if (st || g->p.ctx || g->p.spec || keep <= 0) return st;
+    if (keep > n - 1) keep = n - 1; // the last prompt token is decoded again for its logits
+    g->n_reused = keep;
+    g->n_fed = g->n_past = keep;
+    return AERO_OK;
+}
+
 int aero_generator_feed(aero_generator *g, aero_batch_buf *b, int room) {
     g->fed = 0;
     g->row = -1;

@@ -57,6 +57,12 @@ void aero_generator_vocab_of(aero_generator_vocab *v, const aero_tokenizer *t);
 
 // aero_generator_params is public: include/aerollm.h.
 
+// aero_generator_begin for a caller that runs the forward passes (no ctx) and kept the KV entries of the prompt's
+// first keep tokens in the sequence (the server's prompt reuse): only the rest is decoded (at least the last
+// token, for its logits); aero_generator_n_reused tells how many were kept. The caller accepts the kept tokens
+// into the sampler's history when penalties must see them.
+aero_status aero_generator_begin_kept(aero_generator *g, const int32_t *prompt, int n, int keep, aero_error *err);
+
 // Tokens emitted by the last step/advance, and the logits row the last of them was sampled from (with the
 // logit bias applied; valid until the next step/advance and while the caller's logits buffer is).
 const int32_t *aero_generator_new_tokens(const aero_generator *g, int *n);

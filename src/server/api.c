@@ -279,7 +279,11 @@ static bool emit_delta(aero_http_req *r, const aero_gen_delta *d) {
     }
     const char *fin = d->finish == AERO_FINISH_LENGTH ? "length" : "stop";
     ok = ok && out_event(r, aero_oai_chunk(&r->meta, false, NULL, 0, fin, NULL, r->include_usage));
-    if (r->include_usage) ok = ok && out_event(r, aero_oai_usage_chunk(&r->meta, d->n_prompt, d->n_gen));
+    if (r->include_usage) {
+        json_t *u = aero_oai_usage_chunk(&r->meta, d->n_prompt, d->n_gen);
+        if (u) aero_oai_usage_cached(u, d->n_cached);
+        ok = ok && out_event(r, u);
+    }
     ok = ok && out_add(r, "data: [DONE]\n\n", 14);
     return ok;
 }
@@ -506,6 +510,7 @@ static bool gen_params(aero_http_req *r, gen_request *g, aero_gen_params *gp) {
     gp->logprobs = q->logprobs;
     gp->top_logprobs = q->top_logprobs;
     gp->ignore_eos = q->ignore_eos;
+    gp->fresh_kv = !q->cache_prompt;
     return gp->stop && !(q->n_bias && !gp->n_bias);
 }
 
@@ -615,8 +620,9 @@ static enum MHD_Result respond_whole(aero_http_req *r) {
                       ? aero_oai_logprobs(r->meta.chat, lps, n_lp, r->top_logprobs, aero_srv_model_piece, &s->model, 0)
                       : NULL;
     const char *fin = last.finish == AERO_FINISH_LENGTH ? "length" : "stop";
-    ret = aero_http_json(r, 200,
-                         aero_oai_response(&r->meta, out.p ? out.p : "", out.len, fin, lpj, last.n_prompt, last.n_gen));
+    json_t *resp = aero_oai_response(&r->meta, out.p ? out.p : "", out.len, fin, lpj, last.n_prompt, last.n_gen);
+    if (resp) aero_oai_usage_cached(resp, last.n_cached);
+    ret = aero_http_json(r, 200, resp);
 done:
     aero_buf_free(&out);
     free(lps);

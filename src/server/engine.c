@@ -25,6 +25,11 @@ static void backend_kv_drop(void *self, int seq) {
     aero_srv_model *x = self;
     aero_kv_drop(x->ctx, seq);
 }
+// Keeps a sequence's first len entries: a new request sharing them with its prompt decodes only the rest.
+static void backend_kv_truncate(void *self, int seq, int len) {
+    aero_srv_model *x = self;
+    aero_kv_truncate(x->ctx, seq, len);
+}
 // Called on the scheduler thread, which owns the model, after every step.
 static void backend_stats(void *self, aero_backend_stats *out) {
     aero_srv_model *x = self;
@@ -82,6 +87,7 @@ aero_status aero_srv_model_open(aero_srv_model *x, const aero_server_params *p, 
         .n_pass = PROMPT_PASS_TILES * tile,
         .decode = backend_decode,
         .kv_drop = backend_kv_drop,
+        .kv_truncate = backend_kv_truncate,
         .stats = backend_stats,
     };
     aero_generator_vocab_of(&x->backend.vocab, x->tok); // end-of-generation tokens and streaming text

@@ -42,6 +42,13 @@ void aero_metrics_prompt(aero_metrics *m, int n_tokens) {
     pthread_mutex_unlock(&m->mu);
 }
 
+// Counts the prompt tokens a request found in its sequence's KV cache (not decoded again).
+void aero_metrics_prompt_cached(aero_metrics *m, int n_tokens) {
+    pthread_mutex_lock(&m->mu);
+    m->prompt_cached += (uint64_t)n_tokens;
+    pthread_mutex_unlock(&m->mu);
+}
+
 // Adds n to the bucket of the current second, recycling buckets older than the window.
 static void window_add(aero_metrics *m, uint64_t n) {
     int64_t sec = (int64_t)(aero_now() - m->t_start);
@@ -124,6 +131,8 @@ char *aero_metrics_render(aero_metrics *m, size_t *len) {
     metric(&b, "aerollm_requests_queued", "gauge", "Requests waiting for a free sequence.", c.queued);
     metric(&b, "aerollm_slots", "gauge", "KV sequences, requests generated at once (--parallel).", c.n_seq);
     metric(&b, "aerollm_prompt_tokens_total", "counter", "Prompt tokens processed.", (double)c.prompt_tokens);
+    metric(&b, "aerollm_prompt_tokens_cached_total", "counter",
+           "Prompt tokens found in a sequence's KV cache and not decoded again.", (double)c.prompt_cached);
     metric(&b, "aerollm_generation_tokens_total", "counter", "Tokens generated.", (double)c.gen_tokens);
     metric(&b, "aerollm_tokens_per_second", "gauge", "Generated tokens per second over the last 10 seconds.", rate);
     metric(&b, "aerollm_decode_steps_total", "counter", "Forward passes (each advances every active sequence).",

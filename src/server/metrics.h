@@ -26,6 +26,7 @@ typedef struct {
     uint64_t requests[6]; // by status class: [2] 2xx, [4] 4xx, [5] 5xx
     uint64_t cancelled;   // client went away before the end
     uint64_t prompt_tokens, gen_tokens;
+    uint64_t prompt_cached; // prompt tokens reused from a sequence's KV cache
     uint64_t steps, batch_tokens; // forward passes and the tokens they carried
     double decode_s;              // wall time inside the forward pass
     int active, queued, n_seq;    // sequences generating, requests waiting, KV sequences (--parallel)
@@ -39,6 +40,7 @@ void aero_metrics_destroy(aero_metrics *m);
 void aero_metrics_request(aero_metrics *m, int status);
 void aero_metrics_cancelled(aero_metrics *m);
 void aero_metrics_prompt(aero_metrics *m, int n_tokens);
+void aero_metrics_prompt_cached(aero_metrics *m, int n_tokens);
 // One forward pass of n_tokens in secs.
 void aero_metrics_step(aero_metrics *m, int n_tokens, double secs, const aero_backend_stats *bs);
 // n tokens generated (counted before the client can see them, so /metrics never lags a response).

@@ -88,6 +88,13 @@ json_t *aero_oai_usage(int prompt_tokens, int completion_tokens) {
                      "total_tokens", prompt_tokens + completion_tokens);
 }
 
+// OpenAI's usage.prompt_tokens_details.cached_tokens: how much of the prompt came from the KV cache.
+void aero_oai_usage_cached(json_t *obj, int cached_tokens) {
+    json_t *u = json_object_get(obj, "usage");
+    if (!json_is_object(u)) return;
+    json_object_set_new(u, "prompt_tokens_details", json_pack("{s:i}", "cached_tokens", cached_tokens));
+}
+
 // The raw bytes of a token as an array of integers (the chat logprobs "bytes" field).
 static json_t *bytes_array(const char *b, size_t n) {
     json_t *a = json_array();

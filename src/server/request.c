@@ -448,6 +448,7 @@ aero_status aero_req_parse(aero_req *r, aero_req_kind kind, const char *body, si
     memset(r, 0, sizeof *r);
     r->kind = kind;
     r->max_tokens = -1;
+    r->cache_prompt = true;
     aero_status st = aero_req_load_object(&r->root, body, len, err);
     if (st) return st;
     json_t *root = r->root;
@@ -478,6 +479,7 @@ aero_status aero_req_parse(aero_req *r, aero_req_kind kind, const char *body, si
     if ((st = parse_streaming(r, err))) goto fail;
     if ((st = parse_logprobs(r, kind, err))) goto fail;
     if ((st = get_bool(root, "ignore_eos", &r->ignore_eos, r->err_param, err))) goto fail;
+    if ((st = get_bool(root, "cache_prompt", &r->cache_prompt, r->err_param, err))) goto fail;
     if ((st = parse_bias(r, n_vocab, err))) goto fail;
     if ((st = parse_response_format(r, err))) goto fail;
     return AERO_OK;

@@ -41,6 +41,7 @@ typedef struct {
     int top_logprobs;
     bool echo;
     bool ignore_eos; // llama.cpp extension
+    bool cache_prompt; // llama.cpp extension (default true): false starts on an emptied KV sequence
     int n_bias;
     int32_t bias_id[AERO_REQ_MAX_BIAS];
     float bias[AERO_REQ_MAX_BIAS];

@@ -26,6 +26,7 @@ struct aero_gen {
     size_t *lp_end; // text offset where each token's bytes end
     int n_lp, lp_cap, lp_released;
     int n_gen;
+    int n_cached;
     bool done;
     aero_finish finish;
     char error[256];
@@ -51,6 +52,10 @@ struct aero_sched {
     int n_queued, max_queue;
     // Scheduler thread only.
     aero_gen **seqs; // the request on each KV sequence, or NULL
+    int32_t **hist;  // the tokens in each sequence's KV cache, kept after its request ends (prompt reuse)
+    int *n_hist;
+    uint64_t *used; // when each sequence last ended a request: ties go to the least recently used
+    uint64_t n_ended;
     int n_active;
     uint64_t admitted;
     aero_batch_buf *batch;
@@ -173,6 +178,7 @@ bool aero_gen_next(aero_gen *g, aero_gen_cursor *cur, int timeout_ms, aero_gen_d
     memcpy(d->error, g->error, sizeof d->error);
     d->n_prompt = g->p.n_prompt;
     d->n_gen = g->n_gen;
+    d->n_cached = g->n_cached;
     d->t_submit = g->t_submit;
     d->t_start = g->t_start;
     d->t_first = g->t_first;
@@ -237,7 +243,12 @@ static void publish_load(aero_sched *s) {
 // ended by its own rules has already published its final text; a cancelled or failed one keeps what was shown.
 static void finish_gen(aero_sched *s, aero_gen *g, aero_finish f, const char *msg) {
     if (g->seq >= 0) {
-        s->backend.kv_drop(s->backend.self, g->seq);
+        // a failed pass leaves the cache unknown; otherwise what it holds is in hist, for the next request
+        if (!s->backend.kv_truncate || f == AERO_FINISH_ERROR) {
+            s->backend.kv_drop(s->backend.self, g->seq);
+            s->n_hist[g->seq] = 0;
+        }
+        s->used[g->seq] = ++s->n_ended;
         s->seqs[g->seq] = NULL;
         s->n_active--;
         g->seq = -1;
@@ -326,6 +337,28 @@ static void advance(aero_sched *s, aero_gen *g) {
     else g->state = GEN_DECODE;
 }
 
+// Prompt tokens the KV cache of seq already holds.
+static int common_prefix(const aero_sched *s, int seq, const aero_gen *g) {
+    int n = 0, m = s->n_hist[seq] < g->p.n_prompt ? s->n_hist[seq] : g->p.n_prompt;
+    while (n < m && s->hist[seq][n] == g->p.prompt[n]) n++;
+    return n;
+}
+
+// The free sequence whose cache holds the longest prefix of g's prompt (ties, and requests that reuse nothing:
+// the least recently used one), so a shared system prompt or a growing chat costs only its new tokens.
+static int pick_seq(const aero_sched *s, const aero_gen *g) {
+    int best = -1, best_n = -1;
+    for (int i = 0; i < s->backend.n_seq; i++) {
+        if (s->seqs[i]) continue;
+        int n = g->p.fresh_kv || !s->backend.kv_truncate ? 0 : common_prefix(s, i, g);
+        if (n > best_n || (n == best_n && s->used[i] < s->used[best])) {
+            best = i;
+            best_n = n;
+        }
+    }
+    return best;
+}
+
 // Moves queued requests onto free sequences (oldest first) and drops queued ones whose client left.
 static void admit(aero_sched *s) {
     aero_gen *dropped = NULL;
@@ -344,8 +377,7 @@ static void admit(aero_sched *s) {
         if (s->n_active < s->backend.n_seq) {
             *pp = g->next;
             s->n_queued--;
-            int seq = 0;
-            while (s->seqs[seq]) seq++;
+            int seq = pick_seq(s, g);
             s->seqs[seq] = g;
             s->n_active++;
             g->seq = seq;
@@ -369,7 +401,13 @@ static void admit(aero_sched *s) {
         aero_gen *g = s->seqs[i];
         if (!g || g->state != GEN_PREFILL || g->sampler) continue;
         g->sampler = aero_sampler_new(&g->p.sp, s->backend.n_vocab);
-        s->backend.kv_drop(s->backend.self, i);
+        int keep = g->p.fresh_kv || !s->backend.kv_truncate ? 0 : common_prefix(s, i, g);
+        if (keep >= g->p.n_prompt) keep = g->p.n_prompt - 1; // the last prompt token is decoded for its logits
+        if (keep > 0) s->backend.kv_truncate(s->backend.self, i, keep);
+        else s->backend.kv_drop(s->backend.self, i);
+        s->n_hist[i] = keep;
+        // penalties see the whole prompt, as without reuse
+        for (int k = 0; k < keep && g->sampler; k++) aero_sampler_accept(g->sampler, g->p.prompt[k]);
         pthread_mutex_lock(&g->mu);
         g->t_start = aero_now();
         pthread_mutex_unlock(&g->mu);
@@ -390,9 +428,17 @@ static void admit(aero_sched *s) {
         aero_error err = {0};
         if (!g->sampler) finish_gen(s, g, AERO_FINISH_ERROR, "out of memory creating the sampler");
         else if (aero_generator_new(&g->gen, &gp, g->sampler, &err) ||
-                 aero_generator_begin(g->gen, g->p.prompt, g->p.n_prompt, &err))
+                 aero_generator_begin_kept(g->gen, g->p.prompt, g->p.n_prompt, keep, &err))
             finish_gen(s, g, AERO_FINISH_ERROR, err.msg);
-        else if (s->metrics) aero_metrics_prompt(s->metrics, g->p.n_prompt);
+        else {
+            pthread_mutex_lock(&g->mu);
+            g->n_cached = aero_generator_n_reused(g->gen);
+            pthread_mutex_unlock(&g->mu);
+            if (s->metrics) {
+                aero_metrics_prompt(s->metrics, g->p.n_prompt);
+                aero_metrics_prompt_cached(s->metrics, g->n_cached);
+            }
+        }
     }
 }
 
@@ -441,6 +487,14 @@ static void step(aero_sched *s) {
         }
         return;
     }
+    const aero_batch *ab = aero_batch_buf_get(b);
+    for (int i = 0; i < n; i++) { // what each sequence's cache now holds
+        int q = ab->seq[i], pos = ab->pos[i];
+        if (pos < e->n_ctx) {
+            s->hist[q][pos] = ab->tokens[i];
+            if (s->n_hist[q] < pos + 1) s->n_hist[q] = pos + 1;
+        }
+    }
     for (int i = 0; i < e->n_seq; i++) {
         aero_gen *g = s->seqs[i];
         if (g && g->in_batch) {
@@ -480,9 +534,15 @@ aero_status aero_sched_new(aero_sched **out, const aero_sched_backend *e, int ma
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
     s->seqs = calloc((size_t)e->n_seq, sizeof *s->seqs);
+    s->hist = calloc((size_t)e->n_seq, sizeof *s->hist);
+    s->n_hist = calloc((size_t)e->n_seq, sizeof *s->n_hist);
+    s->used = calloc((size_t)e->n_seq, sizeof *s->used);
+    bool hist_ok = s->hist && s->n_hist && s->used;
+    for (int i = 0; hist_ok && i < e->n_seq; i++)
+        hist_ok = (s->hist[i] = malloc((size_t)e->n_ctx * sizeof **s->hist)) != NULL;
     s->batch = aero_batch_buf_new(s->backend.n_pass);
     s->logits = malloc((size_t)e->n_seq * (size_t)e->n_vocab * sizeof *s->logits);
-    if (!s->seqs || !s->batch || !s->logits) {
+    if (!s->seqs || !hist_ok || !s->batch || !s->logits) {
         aero_sched_free(s);
         return aero_fail(err, AERO_ERR_NOMEM, "scheduler: out of memory for batch buffers (%d x %d logits)", e->n_seq,
                          e->n_vocab);
@@ -523,6 +583,10 @@ void aero_sched_free(aero_sched *s) {
     if (!s) return;
     aero_sched_shutdown(s);
     free(s->seqs);
+    for (int i = 0; s->hist && i < s->backend.n_seq; i++) free(s->hist[i]);
+    free(s->hist);
+    free(s->n_hist);
+    free(s->used);
     aero_batch_buf_free(s->batch);
     free(s->logits);
     pthread_mutex_destroy(&s->mu);

@@ -34,6 +34,9 @@ typedef struct {
                 // tokens, oldest request first; a prompt that fits goes in one pass (one read of the weights)
     aero_status (*decode)(void *self, const aero_batch *b, float *logits, aero_error *err);
     void (*kv_drop)(void *self, int seq);
+    // Keeps the first len KV entries of seq: with it, a finished request's tokens stay in its sequence and the
+    // next request sharing a prefix with them decodes only the rest (prompt reuse). NULL: no reuse.
+    void (*kv_truncate)(void *self, int seq, int len);
     aero_generator_vocab vocab; // end-of-generation test and streaming text, with their own self
     void (*stats)(void *self, aero_backend_stats *out); // may be NULL
 } aero_sched_backend;
@@ -59,6 +62,7 @@ typedef struct {
     int top_logprobs; // 0..AERO_OAI_MAX_TOP
     bool ignore_eos;
     bool detok_first; // the prompt is only BOS: generated text starts a document
+    bool fresh_kv;    // cache_prompt false: start on an emptied sequence, reusing nothing
     int n_bias;       // logit_bias entries (owned arrays)
     int32_t *bias_id;
     float *bias;
@@ -86,6 +90,7 @@ typedef struct {
     aero_finish finish;
     char error[256];
     int n_prompt, n_gen;
+    int n_cached; // prompt tokens found in the sequence's KV cache, not decoded again
     double t_submit, t_start, t_first, t_end; // monotonic seconds; 0 until reached
 } aero_gen_delta;
 
