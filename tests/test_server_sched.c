@@ -1,6 +1,7 @@
 // The scheduler against a deterministic fake engine: continuous batching must be invisible (every request's
 // output alone equals its output among others, with prompts longer than a pass), stop strings, max_tokens, the context
-// limit, logprobs, logit bias, seeds, cancellation freeing the sequence, the bounded queue and shutdown.
+// limit, logprobs, logit bias, seeds, cancellation freeing the sequence, the bounded queue and shutdown; prompt
+// reuse (a request decodes only what its sequence's cache lacks, on the sequence holding the longest prefix).
 #include <pthread.h>
 #include <sched.h>
 #include <string.h>
@@ -17,6 +18,8 @@ typedef struct {
     int n_ctx;
     uint64_t h[MAXSEQ];
     int len[MAXSEQ];
+    int32_t tok[MAXSEQ][512]; // what each sequence's cache holds, so truncation can rebuild its hash
+    long decoded;             // tokens through the forward pass
     int drops[MAXSEQ];
     int max_batch, bad_pos, calls;
     pthread_mutex_t mu;
@@ -47,7 +50,9 @@ static aero_status fake_decode(void *self, const aero_batch *b, float *logits, a
         }
         if (f->len[s] >= f->n_ctx) return aero_fail(err, AERO_ERR_RANGE, "context full");
         f->h[s] = mix(f->h[s] ^ (uint64_t)b->tokens[i]);
+        if (f->len[s] < 512) f->tok[s][f->len[s]] = b->tokens[i];
         f->len[s]++;
+        f->decoded++;
         if (!b->want_logits[i]) continue;
         float *l = logits + (size_t)row++ * V;
         for (int v = 0; v < V; v++) l[v] = (float)(mix(f->h[s] + (uint64_t)v) % 10000) / 1000.0f;
@@ -61,6 +66,13 @@ static void fake_drop(void *self, int seq) {
     f->len[seq] = 0;
     f->drops[seq]++;
 }
+static void fake_truncate(void *self, int seq, int len) {
+    fake *f = self;
+    if (len > f->len[seq]) len = f->len[seq];
+    f->h[seq] = 0;
+    for (int i = 0; i < len; i++) f->h[seq] = mix(f->h[seq] ^ (uint64_t)f->tok[seq][i]);
+    f->len[seq] = len;
+}
 static bool fake_eog(void *self, int32_t t) { return t == 0; }
 static void fake_detok_init(void *self, aero_detok *d, bool first) { memset(d, 0, sizeof *d); }
 static size_t fake_push(void *self, aero_detok *d, int32_t t, char *out, size_t cap) {
@@ -72,6 +84,8 @@ static size_t fake_flush(void *self, aero_detok *d, char *out, size_t cap) { ret
 
 static fake F;
 static aero_metrics M;
+
+static bool REUSE; // the backend offers kv_truncate
 
 static aero_sched *start(int n_seq, int n_ctx, int n_pass, int max_queue) {
     memset(&F, 0, sizeof F);
@@ -85,6 +99,7 @@ static aero_sched *start(int n_seq, int n_ctx, int n_pass, int max_queue) {
                             .n_pass = n_pass,
                             .decode = fake_decode,
                             .kv_drop = fake_drop,
+                            .kv_truncate = REUSE ? fake_truncate : NULL,
                             .vocab = {.self = &F,
                                       .is_eog = fake_eog,
                                       .detok_init = fake_detok_init,
@@ -122,7 +137,7 @@ typedef struct {
     float temp;
     uint64_t seed;
     const char *stop;
-    bool ignore_eos, logprobs;
+    bool ignore_eos, logprobs, fresh_kv;
     int bias_tok;
 } spec;
 
@@ -137,6 +152,7 @@ static aero_gen *make(const spec *sp) {
     p.sp.repeat_penalty = 1.0f;
     p.sp.seed = sp->seed;
     p.ignore_eos = sp->ignore_eos;
+    p.fresh_kv = sp->fresh_kv;
     p.logprobs = sp->logprobs;
     p.top_logprobs = sp->top;
     if (sp->stop) {
@@ -158,7 +174,7 @@ typedef struct {
     char text[4096];
     size_t len;
     aero_finish finish;
-    int n_gen, n_lp;
+    int n_gen, n_lp, n_cached;
     aero_oai_logprob lp[512];
 } result;
 
@@ -177,6 +193,7 @@ static void collect(aero_gen *g, result *r) {
         bool done = d.done;
         r->finish = d.finish;
         r->n_gen = d.n_gen;
+        r->n_cached = d.n_cached;
         aero_gen_delta_free(&d);
         if (done) return;
     }
@@ -327,15 +344,64 @@ static void test_cancel_queue_shutdown(void) {
     aero_gen_unref(g);
 }
 
+// Prompt reuse: a request whose prompt extends what a sequence holds decodes only the new tokens, on the free
+// sequence with the longest common prefix, and its output equals the output without reuse.
+static void test_reuse(void) {
+    // A prompt of seed_tok k and n tokens is a prefix of the one of seed_tok k and more tokens.
+    spec a = {.n_prompt = 40, .max_tokens = 5, .seed_tok = 1, .ignore_eos = true};
+    spec b = {.n_prompt = 50, .max_tokens = 6, .seed_tok = 1, .ignore_eos = true};
+    spec c = {.n_prompt = 30, .max_tokens = 4, .seed_tok = 2, .ignore_eos = true};
+    spec d = {.n_prompt = 35, .max_tokens = 4, .seed_tok = 2, .ignore_eos = true};
+    result base_b, base_d, r;
+    REUSE = false;
+    aero_sched *s = start(2, 256, 64, 4);
+    run_one(s, &b, &base_b);
+    run_one(s, &d, &base_d);
+    CHECK(base_b.n_cached == 0 && base_d.n_cached == 0);
+    aero_sched_free(s);
+
+    REUSE = true;
+    s = start(2, 256, 64, 4);
+    uint64_t cached0 = M.prompt_cached;
+    run_one(s, &a, &r); // sequence X
+    CHECK(r.n_cached == 0 && r.n_gen == 5);
+    run_one(s, &c, &r); // shares nothing with X: the other (least recently used) sequence Y
+    CHECK(r.n_cached == 0);
+    long dec = F.decoded;
+    run_one(s, &b, &r); // X holds a's 40 prompt tokens: only b's 10 new ones and its 5 next tokens are decoded
+    CHECKF(r.n_cached >= 40 && F.decoded - dec == (50 - r.n_cached) + 5, "cached %d decoded %ld", r.n_cached,
+           F.decoded - dec);
+    CHECKF(r.len == base_b.len && !memcmp(r.text, base_b.text, r.len), "reused '%.*s' vs fresh '%.*s'", (int)r.len,
+           r.text, (int)base_b.len, base_b.text);
+    run_one(s, &d, &r); // Y (c's 30 tokens), though X was used more recently
+    CHECKF(r.n_cached >= 30, "cached %d", r.n_cached);
+    CHECK(r.len == base_d.len && !memcmp(r.text, base_d.text, r.len));
+    // the same prompt again: all of it but the last token, decoded again for its logits
+    dec = F.decoded;
+    run_one(s, &d, &r);
+    CHECK(r.n_cached == 34 && F.decoded - dec == 1 + 3);
+    CHECK(r.len == base_d.len && !memcmp(r.text, base_d.text, r.len));
+    // cache_prompt false: nothing reused, same output
+    b.fresh_kv = true;
+    run_one(s, &b, &r);
+    CHECK(r.n_cached == 0 && r.len == base_b.len && !memcmp(r.text, base_b.text, r.len));
+    CHECK(M.prompt_cached > cached0);
+    CHECK(F.bad_pos == 0);
+    aero_sched_free(s);
+    REUSE = false;
+}
+
 int main(void) {
     aero_metrics_init(&M);
     test_batch_invariance();
     test_limits();
     test_cancel_queue_shutdown();
+    test_reuse();
     size_t len;
     char *txt = aero_metrics_render(&M, &len);
     CHECK(txt && strstr(txt, "aerollm_generation_tokens_total ") &&
-          strstr(txt, "# TYPE aerollm_requests_active gauge"));
+          strstr(txt, "# TYPE aerollm_requests_active gauge") &&
+          strstr(txt, "aerollm_prompt_tokens_cached_total "));
     CHECK(M.gen_tokens > 100 && M.cancelled >= 2);
     free(txt);
     aero_metrics_destroy(&M);

@@ -87,7 +87,9 @@ aero_status aero_srv_model_open(aero_srv_model *x, const aero_server_params *p, 
         .n_pass = PROMPT_PASS_TILES * tile,
         .decode = backend_decode,
         .kv_drop = backend_kv_drop,
-        .kv_truncate = backend_kv_truncate,
+        // the F16 ring of --kv-recent is indexed by position: after a truncation it would hold later positions'
+        // rows, so reuse is off there (prompt reuse must not change the output)
+        .kv_truncate = p->kv_recent > 0 ? NULL : backend_kv_truncate,
         .stats = backend_stats,
     };
     aero_generator_vocab_of(&x->backend.vocab, x->tok); // end-of-generation tokens and streaming text
