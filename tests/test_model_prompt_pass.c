@@ -9,6 +9,7 @@
 #include "modules.h" // the module headers: a white-box test
 
 #include "check.h"
+#include "helpers.h"
 
 #define MODEL SHARED_DATA "/models/stories260K.gguf"
 enum { TILE = 16, NP = 3 * TILE };
@@ -21,17 +22,12 @@ typedef struct {
 
 // Loads under the budget, decodes the prompt with tile n_batch in calls of `per_call` tokens.
 static bool run(uint64_t budget, int n_batch, int per_call, const int32_t *prompt, result *r) {
-    aero_model_params p;
-    aero_model_params_default(&p);
-    p.path = MODEL;
-    p.n_threads = 2;
-    p.mem_budget = budget;
-    aero_model *m = NULL;
     aero_ctx *c = NULL;
     aero_error err = {0};
     bool ok = false;
     memset(r, 0, sizeof *r);
-    if (aero_model_load(&m, &p, &err)) goto out;
+    aero_model *m = test_load_model(MODEL, 2, budget);
+    if (!m) goto out;
     aero_ctx_params cp = {.n_ctx = NP + 1, .n_batch = n_batch};
     if (aero_ctx_new(&c, m, &cp, &err)) goto out;
     int nv = aero_model_hparams(m)->n_vocab;
