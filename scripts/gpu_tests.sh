@@ -12,6 +12,7 @@
 #                                     streamed (smallest --gpu-mem) == VRAM-resident, speculative == plain greedy,
 #                                     perplexity (logits) cuda vs cpu and streamed vs resident
 #                                  4. aerollm bench on a synthetic 8B-shape Q4_K: VRAM-resident and --gpu-mem 2G
+#   DIR/gpu_tests.sh --big         the 70B shape (12 of its layers) streamed over PCIe: pass time, verify costs
 #                                  logs go to $OUT (or /tmp); a summary line per check: "CHECK name: PASS|FAIL ..."
 # Exit status: 0 all passed, 77 no CUDA device (skipped), 1 a check failed.
 set -u
@@ -87,6 +88,25 @@ status=0
 check() { # name, pass(0/1), detail
     if [ "$2" = 0 ]; then echo "CHECK $1: PASS $3"; else echo "CHECK $1: FAIL $3"; status=1; fi
 }
+
+big() {
+    # the 70B shape (llama-70b dimensions, 12 of its 80 layers: per-layer figures carry over) streamed over PCIe
+    M70=/tmp/aero-llama70b12-q4k.gguf
+    [ -f "$M70" ] || timeout 300 "$BIN/aerollm" synth --preset llama-70b --layers 12 --type Q4_K -t 16 --quiet -o "$M70" \
+        > "$LOG/synth70b.txt" 2>&1
+    ls -la "$M70"; echo "synth done $(el)"
+    "$BIN/aerollm" info "$M70" --no-tensors --mem 12G -c 1024 | tail -12
+    for gm in 3G 8G; do
+        timeout 120 "$AERO" bench -m "$M70" -p 128 -n 8 -c 1024 --device cuda --gpu-mem $gm --mem 12G --draft ngram \
+            > "$LOG/bench70b_$gm.txt" 2>&1
+        echo "  70B-shape/12 layers --gpu-mem $gm --mem 12G (rc $?):"; tail -14 "$LOG/bench70b_$gm.txt"
+        echo "$(el)"
+    done
+    timeout 120 "$AERO" bench -m "$M70" -p 128 -n 8 -c 1024 --device cuda --gpu-mem 3G --mem 2G \
+        > "$LOG/bench70b_disk.txt" 2>&1
+    echo "  70B-shape/12 layers --gpu-mem 3G --mem 2G (disk tier) (rc $?):"; tail -8 "$LOG/bench70b_disk.txt"
+}
+if [ "${1:-}" = "--big" ]; then AERO=$BIN/aerollm; big; exit $status; fi
 
 M8=/tmp/aero-llama8b-q4k.gguf   # written in the background while the tests run (CPU and disk work only)
 if [ "${1:-}" != "--quick" ] && [ ! -f "$M8" ]; then

@@ -433,6 +433,78 @@ static void test_unacquired(const char *path) {
     aero_gguf_free(&g);
 }
 
+// External units (a GPU context's VRAM-resident ones): the budget goes to the others, they are never read per
+// pass, their tensors are refused while not loaded, aero_stream_load_unit gives their bytes once, and a
+// reopen without them gives the plain plan back. For a tied model the embedding rows then come from disk.
+static void test_external(const char *path, bool tied) {
+    aero_gguf g;
+    aero_error err = {0};
+    if (aero_gguf_open(&g, path, &err)) {
+        CHECKF(0, "open %s: %s", path, err.msg);
+        return;
+    }
+    const char *out = tied ? "token_embd.weight" : "output.weight";
+    bool ext[N_LAYER + 1] = {0};
+    ext[0] = ext[1] = ext[N_LAYER] = true; // two layers and the head in "VRAM"
+    aero_stream_params p = {.output_tensor = out, .embd_tensor = "token_embd.weight", .chunk_bytes = 64 << 10,
+                            .external = ext};
+    aero_stream *s;
+    if (aero_stream_open(&s, &g, N_LAYER, &p, &err)) { // no budget: everything else resident
+        CHECKF(0, "open with external units: %s", err.msg);
+        aero_gguf_free(&g);
+        return;
+    }
+    int64_t tq = aero_gguf_tensor_index(&g, "blk.1.attn_q.weight"), t2 = aero_gguf_tensor_index(&g, "blk.2.attn_q.weight");
+    uint64_t held_all = aero_stream_weight_bytes_held(s);
+    CHECK(aero_stream_unit_external(s, 1) && !aero_stream_unit_external(s, 2));
+    CHECK(!aero_stream_acquire(s, 1, &err)); // holds no data
+    const void *data = (const void *)1;
+    CHECK(aero_stream_tensor_checked(s, tq, &data, &err) == AERO_ERR_INVALID && !data);
+    CHECKF(strstr(err.msg, "external"), "%s", err.msg);
+    aero_stream_release(s, 1);
+    CHECK(!aero_stream_load_unit(s, 1, &err));
+    CHECK(!aero_stream_tensor_checked(s, tq, &data, &err) && tensor_ok(&g, tq, data));
+    aero_stream_unload_unit(s, 1);
+    CHECK(aero_stream_tensor_checked(s, tq, &data, &err) == AERO_ERR_INVALID);
+    CHECK(aero_stream_load_unit(s, 2, &err) == AERO_ERR_INVALID); // not external
+    int32_t rows[2] = {3, EMBD_ROWS - 2};
+    float emb[2 * EMBD_COLS];
+    CHECK(!aero_stream_read_rows(s, rows, 2, emb, &err));
+    CHECK(emb[EMBD_COLS] == pattern(tensor_id("token_embd.weight"), (uint64_t)rows[1] * EMBD_COLS));
+    CHECK(!aero_stream_acquire(s, 2, &err) && tensor_ok(&g, t2, aero_stream_tensor(s, t2)));
+    aero_stream_release(s, 2);
+    aero_stream_stats st;
+    aero_stream_get_stats(s, &st);
+    CHECKF(st.bytes_streamed < 4096 * 4, "%llu bytes streamed with every non-external unit resident",
+           (unsigned long long)st.bytes_streamed); // the embedding rows (tied: from disk), no unit
+    // a budget below everything: the external units take none of it
+    aero_stream_close(s);
+    p.plan_only = true;
+    CHECK(!aero_stream_open(&s, &g, N_LAYER, &p, &err));
+    uint64_t min_ext = aero_stream_get_plan(s)->min_budget;
+    aero_stream_close(s);
+    p.plan_only = false;
+    p.mem_budget = min_ext;
+    if (!aero_stream_open(&s, &g, N_LAYER, &p, &err)) {
+        const aero_stream_plan *pl = aero_stream_get_plan(s);
+        CHECK(pl->n_streamed == N_LAYER - 2 && aero_stream_weight_bytes_held(s) <= min_ext);
+        for (int u = 2; u < N_LAYER; u++) { // every streamed unit in cyclic order, twice
+            CHECK(!aero_stream_acquire(s, u, &err));
+            aero_stream_release(s, u);
+        }
+        // the plain plan back where the budget allows it (the untied head makes the plain window larger);
+        // where it does not, a clear refusal and the old plan kept
+        aero_status rs = aero_stream_reopen(&s, NULL, &err);
+        if (!rs) CHECK(s && !aero_stream_unit_external(s, 1) && run_passes(s, &g, out, 2, &err));
+        else CHECKF(rs == AERO_ERR_NOMEM && strstr(err.msg, "below the minimum") && s && aero_stream_unit_external(s, 1),
+                    "reopen refused: %s", err.msg);
+        CHECK(tied || rs); // this model's untied head needs a larger window
+        aero_stream_close(s);
+    } else CHECKF(0, "open at the minimum with external units: %s", err.msg);
+    CHECK(held_all > 0);
+    aero_gguf_free(&g);
+}
+
 int main(void) {
     alarm(120); // a hang is a failure, not a stuck suite
     test_ring_place();
@@ -449,6 +521,8 @@ int main(void) {
     test_budgets(path, false);
     test_budgets(path_tied, true);
     test_unacquired(path);
+    test_external(path, false);
+    test_external(path_tied, true);
     test_truncation(path);
     test_page_cache(path);
     test_split(dir);

@@ -25,8 +25,20 @@ static aero_status ensure_cap(aero_ctx *c, int n, aero_error *err) {
     return AERO_OK;
 }
 
+// A CPU context reads every unit through the stream: units a GPU context made external (its VRAM-resident
+// ones) come back into the host plan once no GPU context of the model is left.
+static aero_status cpu_stream(aero_model *m, aero_error *err) {
+    bool any = false;
+    for (int u = 0; u <= m->hp.n_layer; u++) any |= aero_stream_unit_external(m->stream, u);
+    if (!any) return AERO_OK;
+    if (m->n_gpu_ctx > 0)
+        return aero_fail(err, AERO_ERR_INVALID, "a CPU context beside a GPU context of the same model is not supported");
+    return aero_stream_reopen(&m->stream, NULL, err);
+}
+
 aero_status aero_ctx_new(aero_ctx **out, aero_model *m, const aero_ctx_params *p, aero_error *err) {
     *out = NULL;
+    aero_status st_cpu;
     const aero_hparams *hp = &m->hp;
     aero_ctx *c = calloc(1, sizeof *c);
     if (!c) return aero_fail(err, AERO_ERR_NOMEM, "out of memory");
@@ -80,6 +92,10 @@ aero_status aero_ctx_new(aero_ctx **out, aero_model *m, const aero_ctx_params *p
         if (!c->moe_work || !c->moe_y || !c->moe_ids || !c->pf_ids || !c->moe_next) goto oom;
     }
     const char *dev = p->device ? p->device : m->device;
+    if ((!*dev || !strcmp(dev, "cpu")) && (st_cpu = cpu_stream(m, err))) {
+        aero_ctx_free(c);
+        return st_cpu;
+    }
     if (*dev && strcmp(dev, "cpu")) {
         aero_status st = strcmp(dev, "cuda")
                              ? aero_fail(err, AERO_ERR_INVALID, "unknown device '%s' (cpu or cuda)", dev)

@@ -42,6 +42,7 @@ typedef struct aero_gpu {
     void *embd_raw;
     void **reg; // host buffers this context page-locked
     int n_reg;
+    bool counted; // in the model's n_gpu_ctx
     char desc[320];
 } aero_gpu;
 
@@ -191,7 +192,30 @@ static aero_status plan(aero_ctx *c, aero_gpu *g, uint64_t gpu_mem, uint64_t *bu
     return AERO_OK;
 }
 
-// Uploads the resident units (through stream/, in its cyclic order) and the small tensors, lays out the
+// The VRAM-resident units become external to stream/ (neither held in host memory nor read per pass), so that
+// --mem holds the units the GPU streams: three tiers, VRAM, pinned host memory, disk, from one plan. One GPU plan
+// per model: a second context must plan the same units.
+static aero_status share_plan_with_stream(aero_ctx *c, aero_gpu *g, aero_error *err) {
+    aero_model *m = c->m;
+    bool *ext = calloc(g->n_units, sizeof *ext), same = true, any = false;
+    if (!ext) return aero_fail(err, AERO_ERR_NOMEM, "out of memory");
+    for (int u = 0; u < g->n_units; u++) {
+        ext[u] = g->units[u].vram;
+        same &= ext[u] == aero_stream_unit_external(m->stream, u);
+        any |= aero_stream_unit_external(m->stream, u);
+    }
+    aero_status st = AERO_OK;
+    if (!same && any && m->n_gpu_ctx > 0)
+        st = aero_fail(err, AERO_ERR_INVALID,
+                       "--device cuda: another context of this model planned other VRAM-resident layers "
+                       "(give every context of a model the same --gpu-mem and context size)");
+    else if (!same && aero_stream_reopen(&m->stream, ext, err))
+        st = aero_error_prefix(err, "--device cuda: host plan beside the VRAM plan: ");
+    free(ext);
+    return st;
+}
+
+// Uploads the resident units (read once from the file) and the small tensors, lays out the
 // streamed units' tensors inside a slot, and page-locks the host memory they are copied from.
 static aero_status load_weights(aero_ctx *c, aero_gpu *g, aero_error *err) {
     aero_model *m = c->m;
@@ -219,7 +243,7 @@ static aero_status load_weights(aero_ctx *c, aero_gpu *g, aero_error *err) {
             else pin(g, s->ring, s->ring_bytes);
             continue;
         }
-        if (aero_stream_acquire(s, u, err)) return err->code;
+        if (aero_stream_load_unit(s, u, err)) return err->code; // external to stream/: read once, here
         aero_status st = AERO_OK;
         for (int i = 0; i < un->n_mats && !st; i++) {
             int64_t t = un->mats[i];
@@ -228,7 +252,7 @@ static aero_status load_weights(aero_ctx *c, aero_gpu *g, aero_error *err) {
             if (!(st = aero_stream_tensor_checked(s, t, &h, err)) && !(st = dalloc(g, tbytes(m, t), &g->tdev[t], err)))
                 st = upload(g, g->tdev[t], h, tbytes(m, t), err);
         }
-        aero_stream_release(s, u);
+        aero_stream_unload_unit(s, u);
         if (st) return st;
     }
     return AERO_OK;
@@ -263,7 +287,9 @@ aero_status aero_gpu_ctx_init(aero_ctx *c, uint64_t gpu_mem, aero_error *err) {
         goto fail;
     }
     uint64_t budget = 0;
-    if (plan(c, g, gpu_mem, &budget, err) || aero_cuda_init(&g->cu, 0, budget, err)) goto fail;
+    if (plan(c, g, gpu_mem, &budget, err) || share_plan_with_stream(c, g, err) ||
+        aero_cuda_init(&g->cu, 0, budget, err))
+        goto fail;
     uint64_t d = hp->n_embd, qd = (uint64_t)hp->n_head * hp->head_dim, kvd = c->kv_dim, n = g->cap;
     uint64_t kv_bytes = (uint64_t)c->n_seq * c->n_ctx * kvd * 2;
     for (int l = 0; l < hp->n_layer; l++)
@@ -283,6 +309,8 @@ aero_status aero_gpu_ctx_init(aero_ctx *c, uint64_t gpu_mem, aero_error *err) {
             aero_cuda_event_new(g->cu, &g->freed[k], err))
             goto fail;
     if (load_weights(c, g, err)) goto fail;
+    m->n_gpu_ctx++;
+    g->counted = true;
     int n_vram = 0;
     uint64_t vram_w = 0;
     for (int u = 0; u < g->n_units; u++)
@@ -306,6 +334,7 @@ fail:
 void aero_gpu_ctx_free(aero_ctx *c) {
     aero_gpu *g = c->gpu;
     if (!g) return;
+    if (g->counted) c->m->n_gpu_ctx--;
     if (g->cu) {
         aero_error e = {0};
         aero_cuda_sync(g->cu, &e);

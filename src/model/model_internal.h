@@ -57,6 +57,7 @@ struct aero_model {
     bool expert_prefetch;       // predict and prefetch the next layer's experts (decode passes, expert cache)
     char device[8];             // aero_model_params.device ("" = cpu)
     uint64_t gpu_mem;
+    int n_gpu_ctx; // live GPU contexts: their VRAM-resident units are external to the stream
 };
 
 aero_status aero_hparams_read(const aero_gguf *g, aero_hparams *hp, aero_arch_kind *kind, aero_error *err);

@@ -199,6 +199,9 @@ aero_status st_build_tables(aero_stream *s, aero_error *err) {
     }
     s->n_ranges = nr_total;
     s->n_places = np_total;
+    if (s->params.external)
+        for (int u = 0; u < s->n_units; u++) s->units[u].external = s->params.external[u];
+    s->params.external = NULL; // the caller's array may not outlive the open; the units keep the flags
     if (expert_tables(s, idx, err)) goto fail;
     if (s->embd >= 0) {
         const aero_tensor_info *t = &g->tensors[s->embd];
@@ -255,17 +258,20 @@ typedef struct {
 // of depth + 1 slots of the largest streamed unit's size: with equal slots the cyclic schedule never fragments
 // the ring (layer units differ by a few aligned pages; a head unit larger than a layer unit makes its option cost
 // more than keeping the head resident, so that option then loses on its own).
+// A unit's bytes as the plan counts them: an external unit (held by the caller, e.g. in VRAM) takes none.
+static uint64_t plan_bytes(const aero_stream *s, int u) { return s->units[u].external ? 0 : s->units[u].bytes; }
+
 static void price_option(const aero_stream *s, plan_option *o, const int *cand, int n_cand, int npin) {
-    for (int u = 0; u < s->n_units; u++) o->pinned[u] = s->units[u].bytes == 0;
+    for (int u = 0; u < s->n_units; u++) o->pinned[u] = plan_bytes(s, u) == 0;
     if (o->head_resident) o->pinned[s->head_unit] = true;
     for (int i = 0; i < npin; i++) o->pinned[cand[(int)(((int64_t)2 * i + 1) * n_cand / (2 * npin))]] = true;
     int k = 0;
     uint64_t pinned_bytes = 0, streamed = 0, slot = 0;
     for (int u = 0; u < s->n_units; u++) {
-        if (o->pinned[u]) pinned_bytes += s->units[u].bytes;
+        if (o->pinned[u]) pinned_bytes += plan_bytes(s, u);
         else {
-            k++, streamed += s->units[u].bytes;
-            if (s->units[u].bytes > slot) slot = s->units[u].bytes;
+            k++, streamed += plan_bytes(s, u);
+            if (plan_bytes(s, u) > slot) slot = plan_bytes(s, u);
         }
     }
     o->n_streamed = k;
@@ -283,9 +289,9 @@ static void plan_with_head(const aero_stream *s, plan_option *o, bool head_resid
     int n_cand = 0;
     uint64_t maxl = 1;
     for (int u = 0; u < s->head_unit; u++) // the layer units
-        if (s->units[u].bytes) {
+        if (plan_bytes(s, u)) {
             cand[n_cand++] = u;
-            if (s->units[u].bytes > maxl) maxl = s->units[u].bytes;
+            if (plan_bytes(s, u) > maxl) maxl = plan_bytes(s, u);
         }
     price_option(s, o, cand, n_cand, 0);
     o->min_cost = o->cost;
@@ -324,17 +330,18 @@ aero_status st_plan(aero_stream *s, aero_error *err) {
     p->io_threads = s->io_threads;
     p->small_bytes = s->small_bytes;
     uint64_t all = s->small_bytes;
-    for (int u = 0; u < nu; u++) all += s->units[u].bytes;
+    for (int u = 0; u < nu; u++) all += plan_bytes(s, u);
     if (s->embd >= 0 && !s->embd_in_head) all += s->embd_bytes;
     all += s->exp_mem_bytes;
     // experts that do not all fit leave the expert cache at least its minimum; the dense plan gets the rest
     // (a dense unit is read every token, an expert only when routed to, so pinning dense bytes pays first)
     const uint64_t exp_min = s->exp_mem_bytes ? p->expert_min : 0;
+    const bool head_external = s->units[s->head_unit].external; // a tied embedding is then read by rows
 
     plan_option a = {.pinned = pin_a}, b = {.pinned = pin_b};
     const uint64_t limit = !budget ? UINT64_MAX : budget >= all ? budget : budget > exp_min ? budget - exp_min : 0;
     plan_with_head(s, &a, true, limit, cand);
-    bool can_stream_head = s->units[s->head_unit].bytes > 0;
+    bool can_stream_head = plan_bytes(s, s->head_unit) > 0;
     if (can_stream_head) plan_with_head(s, &b, false, limit, cand);
     const plan_option *smallest = can_stream_head && b.min_cost < a.min_cost ? &b : &a;
     p->min_budget = smallest->min_cost + exp_min;
@@ -344,11 +351,11 @@ aero_status st_plan(aero_stream *s, aero_error *err) {
         p->resident_bytes = all;
         p->n_pinned = nu;
         p->head_resident = true;
-        p->embd_resident = s->embd >= 0;
+        p->embd_resident = s->embd >= 0 && !(s->embd_in_head && head_external);
         p->embd_bytes = s->embd_in_head ? 0 : s->embd_bytes;
         p->prefetch = s->prefetch;
         p->experts_resident = s->exp_mem_bytes > 0;
-        s->row_buf_bytes = 0;
+        if (p->embd_resident) s->row_buf_bytes = 0;
         goto done;
     }
     if (!a.feasible && !(can_stream_head && b.feasible)) {
@@ -386,7 +393,7 @@ aero_status st_plan(aero_stream *s, aero_error *err) {
         resident = resident - s->row_buf_bytes + s->embd_bytes;
         s->row_buf_bytes = 0;
     }
-    if (s->embd_in_head && best->head_resident) { // the embedding rows come from the resident head
+    if (s->embd_in_head && best->head_resident && !head_external) { // the rows come from the resident head
         resident -= s->row_buf_bytes;
         s->row_buf_bytes = 0;
     }
@@ -407,7 +414,7 @@ aero_status st_plan(aero_stream *s, aero_error *err) {
     p->n_slots = best->depth + 1;
     p->prefetch = best->depth;
     p->head_resident = best->pinned[s->head_unit];
-    p->embd_resident = s->embd >= 0 && (s->embd_in_head ? p->head_resident : embd_res);
+    p->embd_resident = s->embd >= 0 && (s->embd_in_head ? p->head_resident && !head_external : embd_res);
     p->embd_bytes = embd_res ? s->embd_bytes : 0;
     if (exp_min) p->expert_budget = budget - resident - best->ring;
 done:

@@ -87,7 +87,7 @@ static void print_pass(FILE *f, const char *label, const st_pass *p, double disk
 void aero_stream_print_stats(aero_stream *s, FILE *f) {
     const aero_stream_plan *p = &s->plan;
     char unit_map[p->n_units + 1];
-    for (int u = 0; u < p->n_units; u++) unit_map[u] = p->unit_resident[u] ? 'R' : 's';
+    for (int u = 0; u < p->n_units; u++) unit_map[u] = s->units[u].external ? 'V' : p->unit_resident[u] ? 'R' : 's';
     unit_map[p->n_units] = 0;
     fprintf(f,
             "stream: budget %.1f MB: resident %.1f MB (%d of %d units pinned, output head %s, token embeddings %s), "
@@ -96,7 +96,7 @@ void aero_stream_print_stats(aero_stream *s, FILE *f) {
             p->head_resident ? "resident" : "streamed", p->embd_resident ? "resident" : "read by row",
             p->window_bytes / 1e6, p->n_slots, p->prefetch, p->io_threads, s->chunk / 1024.0,
             p->direct ? "O_DIRECT" : "buffered + FADV_DONTNEED");
-    fprintf(f, "stream: units %s (R resident, s streamed), %.1f MB streamed per pass, %.1f MB of weights held\n",
+    fprintf(f, "stream: units %s (R resident, s streamed, V held by the GPU), %.1f MB streamed per pass, %.1f MB of weights held\n",
             unit_map, p->streamed_bytes / 1e6, s->held / 1e6);
     if (!s->mutex_ready) return;
     pthread_mutex_lock(&s->mu);

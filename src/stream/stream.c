@@ -55,7 +55,7 @@ static aero_status load_resident(aero_stream *s, aero_error *err) {
     aero_status st = AERO_OK;
     for (int u = 0; u < s->n_units; u++) {
         st_unit *un = &s->units[u];
-        if (!un->resident || !un->bytes) continue;
+        if (!un->resident || !un->bytes || un->external) continue;
         un->mem = aero_alloc_aligned(ST_ALIGN, un->bytes);
         if (!un->mem) {
             st = aero_fail(err, AERO_ERR_NOMEM, "stream: cannot allocate %llu bytes for unit %d",
@@ -249,7 +249,9 @@ aero_status aero_stream_open(aero_stream **out, const aero_gguf *g, int n_layer,
                   (unsigned long long)s->held, (unsigned long long)p->mem_budget);
         goto fail;
     }
-    if (!s->n_streamed) { // everything is in memory: the IO threads have nothing more to do
+    bool any_external = false;
+    for (int u = 0; u < s->n_units; u++) any_external |= s->units[u].external;
+    if (!s->n_streamed && !any_external) { // everything is in memory: the IO threads have nothing more to do
         st_io_stop(s);
     } else { // the first units of the first pass start reading now, while the caller finishes loading
         pthread_mutex_lock(&s->mu);
@@ -325,6 +327,10 @@ static const char *tensor_absent(const aero_stream *s, int64_t tensor, char *msg
     if (s->kind[tensor] == ST_T_UNIT && !s->units[u].resident && s->held_unit != u) {
         snprintf(msg, cap, "stream: tensor '%s' of unit %d read while %s", name, u,
                  s->held_unit < 0 ? "no unit is acquired" : "another unit is acquired");
+        return msg;
+    }
+    if (s->kind[tensor] == ST_T_UNIT && s->units[u].external && !s->units[u].mem) {
+        snprintf(msg, cap, "stream: tensor '%s' is of unit %d, which the caller holds (external)", name, u);
         return msg;
     }
     if (s->kind[tensor] == ST_T_EXPERT && !s->plan.experts_resident) {
@@ -484,6 +490,74 @@ aero_status aero_stream_read_rows(aero_stream *s, const int32_t *rows, int n, vo
     s->stats.bytes_streamed += bytes;
     pthread_mutex_unlock(&s->mu);
     return st;
+}
+
+// The GPU copies a VRAM-resident unit out of this buffer once; streaming it every pass would waste the disk.
+aero_status aero_stream_load_unit(aero_stream *s, int unit, aero_error *err) {
+    if (unit < 0 || unit >= s->n_units || !s->units[unit].external)
+        return aero_fail(err, AERO_ERR_INVALID, "stream: unit %d is not external", unit);
+    if (!s->mutex_ready) return aero_fail(err, AERO_ERR_INVALID, "stream: opened for planning only");
+    st_unit *un = &s->units[unit];
+    if (un->mem) return AERO_OK;
+    if (!(un->mem = aero_alloc_aligned(ST_ALIGN, un->bytes ? un->bytes : ST_ALIGN)))
+        return aero_fail(err, AERO_ERR_NOMEM, "stream: cannot allocate %llu bytes for unit %d",
+                         (unsigned long long)un->bytes, unit);
+    st_job job = {.ranges = s->ranges + un->first_range, .n_ranges = un->n_ranges, .mem = un->mem};
+    pthread_mutex_lock(&s->mu);
+    st_job_enqueue(s, &job);
+    while (!job.complete) pthread_cond_wait(&s->cv_done, &s->mu);
+    pthread_mutex_unlock(&s->mu);
+    for (int i = 0; i < un->n_ranges; i++) {
+        const st_range *r = &s->ranges[un->first_range + i];
+        st_drop_cache(s, r->file, r->off, r->len);
+    }
+    if (job.failed) {
+        aero_fail(err, AERO_ERR_IO, "%s", job.errmsg);
+        aero_stream_unload_unit(s, unit);
+        return err->code;
+    }
+    for (int i = 0; i < un->n_places; i++) {
+        const st_place *pl = &s->places[un->first_place + i];
+        s->ptr[pl->tensor] = (char *)un->mem + pl->mem_off;
+    }
+    return AERO_OK;
+}
+
+// Frees what aero_stream_load_unit read: the caller has its copy.
+void aero_stream_unload_unit(aero_stream *s, int unit) {
+    if (unit < 0 || unit >= s->n_units || !s->units[unit].external) return;
+    st_unit *un = &s->units[unit];
+    for (int i = 0; i < un->n_places; i++) s->ptr[s->places[un->first_place + i].tensor] = NULL;
+    free(un->mem);
+    un->mem = NULL;
+}
+
+// A GPU context decides which units live in VRAM after the model (and its stream) was opened: the stream is
+// planned again so that host memory holds the others.
+aero_status aero_stream_reopen(aero_stream **sp, const bool *external, aero_error *err) {
+    aero_stream *old = *sp;
+    const aero_gguf *g = old->g;
+    int n_layer = old->head_unit;
+    aero_stream_params p = old->params;
+    bool *was = malloc(sizeof *was * old->n_units);
+    if (!was) return aero_fail(err, AERO_ERR_NOMEM, "out of memory");
+    for (int u = 0; u < old->n_units; u++) was[u] = old->units[u].external;
+    p.external = external;
+    aero_stream_close(old);
+    *sp = NULL;
+    aero_status st = aero_stream_open(sp, g, n_layer, &p, err);
+    if (st) { // the old plan back, so that the model keeps a working stream
+        aero_error ignored = {0};
+        p.external = was;
+        aero_stream_open(sp, g, n_layer, &p, &ignored);
+    }
+    free(was);
+    return st;
+}
+
+// Whether the caller holds this unit (for the GPU's plan and for tests).
+bool aero_stream_unit_external(const aero_stream *s, int unit) {
+    return unit >= 0 && unit < s->n_units && s->units[unit].external;
 }
 
 // Weight bytes allocated (resident + window): what invariant 5 bounds.

@@ -27,6 +27,10 @@ typedef struct {
     bool plan_only;            // decide the plan and stop: no files opened, nothing read (aerollm info)
     bool no_direct;            // buffered reads + POSIX_FADV_DONTNEED even where O_DIRECT works (tests, benchmarks)
     uint64_t chunk_bytes;      // bytes per read request; 0: 8 MiB (rounded to 4 KiB)
+    // per unit (n_layer + 1), or NULL: units the caller holds elsewhere (the GPU's VRAM-resident units). They
+    // are neither kept in memory nor read per pass; acquiring one holds no data; aero_stream_load_unit reads
+    // one once. The budget goes to the other units.
+    const bool *external;
 } aero_stream_params;
 
 #include "../../include/aerollm.h" // aero_stream_stats, aero_stream_plan
@@ -40,6 +44,17 @@ bool aero_stream_is_expert_tensor(const char *name, int *expert);
 // follows them.
 aero_status aero_stream_open(aero_stream **out, const aero_gguf *g, int n_layer, const aero_stream_params *p,
                              aero_error *err);
+
+// Reads an external unit once into a buffer of its own (the caller copies it out, e.g. to VRAM): its tensors are
+// readable with aero_stream_tensor until aero_stream_unload_unit frees it. Held beyond the budget meanwhile.
+aero_status aero_stream_load_unit(aero_stream *s, int unit, aero_error *err);
+void aero_stream_unload_unit(aero_stream *s, int unit);
+// The same stream planned again with other external units (NULL: none); *s is replaced, the old one closed
+// first so that the resident units are never held twice. On failure (a budget too small for the new plan) *s
+// is the old plan reopened (NULL only if that fails too).
+aero_status aero_stream_reopen(aero_stream **s, const bool *external, aero_error *err);
+// Whether unit u is external in this stream's plan.
+bool aero_stream_unit_external(const aero_stream *s, int unit);
 
 // Data of an always-resident tensor (not part of any unit, or a small one of a unit: norms, biases). NULL for a
 // tensor that lives in a unit's memory (use aero_stream_tensor while the unit is acquired).

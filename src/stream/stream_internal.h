@@ -43,7 +43,8 @@ typedef struct {
     uint64_t bytes;            // buffer size: the sum of its aligned ranges
     uint64_t tensor_bytes;     // bytes of the tensors it serves
     bool resident;
-    void *mem; // pinned buffer when resident
+    bool external; // held by the caller (aero_stream_params.external): never read per pass nor kept here
+    void *mem;     // pinned buffer when resident
 } st_unit;
 
 // A read job: a list of ranges into one buffer, split into chunks that the IO threads take in queue order.

@@ -44,6 +44,14 @@ if [ -f "$TM" ] && [ -f "$DM" ]; then
     gen t_tree -m "$TM" -n 20 -c 128 --device cuda --draft "$DM" --draft-tree 8
     same t_gpu t_spec "teacher: speculative differs from plain greedy"
     same t_gpu t_tree "teacher: tree speculative differs from plain greedy"
+    # three tiers: the first units in VRAM, the rest from host memory or disk; the VRAM-resident units are
+    # neither held in host memory nor read per pass (V in the stream's unit map)
+    gen t_tier -m "$TM" -n 20 -c 128 --device cuda --gpu-mem 112M --mem 16M --stats
+    same t_gpu t_tier "teacher: VRAM + disk tiers differ from all resident"
+    grep -qE "units V+s+ " "$T/t_tier.err" || fail "three tiers: $(grep -E '^stream: units' "$T/t_tier.err")"
+    gen t_host -m "$TM" -n 20 -c 128 --device cuda --gpu-mem 112M --mem 40M --stats
+    same t_gpu t_host "teacher: VRAM + host tiers differ from all resident"
+    grep -qE "units V+R+ .* 0.0 MB streamed per pass" "$T/t_host.err" || fail "host tier: $(grep -E '^stream: units' "$T/t_host.err")"
 fi
 msg=$(AERO_CUDA_EMU_NODEV=1 "$A" run -m "$S" -p x -n 1 --device cuda 2>&1) && fail "no device: run succeeded"
 echo "$msg" | grep -q "no CUDA device" || fail "no device: '$msg'"
