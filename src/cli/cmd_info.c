@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../model/gpu_plan.h"
 #include "cli.h"
 
 #define STR_MAX 120     // bytes of a string value shown
@@ -136,6 +137,48 @@ static int print_plan(const aero_gguf *g, int64_t n_layer, uint64_t budget) {
     return 0;
 }
 
+// Prints the VRAM plan a GPU context would make (gpu_plan.c, as forward_cuda.c makes it) and, with --mem, where
+// the units the GPU streams come from: pinned host memory or disk. Nothing is read or allocated.
+static int print_gpu_plan(const aero_gguf *g, const aero_ctx_params *kvp, int n_tile, uint64_t gpu_mem,
+                          uint64_t budget) {
+    aero_error err = {0};
+    aero_gpu_plan p;
+    char a[32], b[32], c[32], d[32];
+    if (aero_gpu_plan_from_gguf(g, kvp->n_ctx, kvp->n_seq, n_tile, gpu_mem, &p, &err))
+        return cli_fail("info", "no GPU plan under --gpu-mem %s: %s", fmt_bytes(gpu_mem, a, sizeof a), err.msg);
+    int n_vram = 0;
+    uint64_t vram_w = 0;
+    for (int u = 0; u < p.n_units; u++)
+        if (p.vram[u]) n_vram++, vram_w += p.unit_bytes[u];
+    printf("\nGPU plan under --gpu-mem %s: %d of %d units VRAM-resident (%s), %s for the KV cache, activations and "
+           "small tensors",
+           fmt_bytes(gpu_mem, a, sizeof a), n_vram, p.n_units, fmt_bytes(vram_w, b, sizeof b),
+           fmt_bytes(p.fixed, c, sizeof c));
+    if (p.slot_bytes) printf(", 2 copy slots of %s", fmt_bytes(p.slot_bytes, d, sizeof d));
+    printf("; minimum --gpu-mem %s\n", fmt_bytes(p.min_need, a, sizeof a));
+    int rc = 0;
+    uint64_t host = 0, disk = 0;
+    char *tier = malloc((size_t)p.n_units + 1);
+    if (!tier || aero_gpu_plan_tiers(g, &p, budget, tier, &err)) {
+        rc = cli_fail("info", "no host plan beside the GPU plan under --mem %s: %s", fmt_bytes(budget, a, sizeof a),
+                      tier ? err.msg : "out of memory");
+        goto done;
+    }
+    tier[p.n_units] = 0;
+    for (int u = 0; u < p.n_units; u++) {
+        if (tier[u] == 'H') host += p.unit_bytes[u];
+        if (tier[u] == 'D') disk += p.unit_bytes[u];
+    }
+    printf("  per unit: %s", tier);
+    printf("   (V VRAM, H host memory, D disk; the last is the output head)\n");
+    printf("  per pass: %s copied over PCIe, of which %s read from disk first\n", fmt_bytes(host + disk, a, sizeof a),
+           fmt_bytes(disk, b, sizeof b));
+done:
+    free(tier);
+    aero_gpu_plan_free(&p);
+    return rc;
+}
+
 // Prints bytes per layer, folding runs of equal layers into one line (an 80-layer model takes a few lines).
 static void print_layers(const aero_gguf *g, int64_t n_layer) {
     uint64_t *bytes = calloc((size_t)n_layer, sizeof *bytes);
@@ -171,8 +214,20 @@ int aero_cmd_info(int argc, char **argv) {
     uint64_t budget = 0;
     const char *draft = NULL;
     aero_ctx_params kvp = {0}; // the KV cache counted inside --mem, as run and serve count it
+    uint64_t gpu_mem = 0;
+    int n_tile = 0;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--mem")) {
+        if (!strcmp(argv[i], "--gpu-mem")) {
+            if (i + 1 >= argc || !aero_parse_size(argv[i + 1], &gpu_mem) || !gpu_mem)
+                return cli_fail("info", "--gpu-mem needs a size (e.g. 8G)");
+            i++;
+        } else if (!strcmp(argv[i], "-b") || !strcmp(argv[i], "--batch-size")) {
+            char *end;
+            long v = i + 1 < argc ? strtol(argv[i + 1], &end, 10) : -1;
+            if (v < 1 || v > (1 << 16) || *end) return cli_fail("info", "%s needs a positive integer", argv[i]);
+            n_tile = (int)v;
+            i++;
+        } else if (!strcmp(argv[i], "--mem")) {
             if (i + 1 >= argc) return cli_fail("info", "--mem needs a size (e.g. 512M, 8G)");
             if (!aero_parse_size(argv[++i], &budget)) return cli_fail("info", "bad size '%s' for --mem", argv[i]);
         } else if (!strcmp(argv[i], "--draft") && i + 1 < argc) {
@@ -201,9 +256,12 @@ int aero_cmd_info(int argc, char **argv) {
             path = argv[++i];
         } else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             printf(
-                "usage: aerollm info MODEL.gguf [--mem SIZE] [--no-tensors] [-c N] [-np N] [-ctk T] [-ctv T]\n"
+                "usage: aerollm info MODEL.gguf [--mem SIZE] [--gpu-mem SIZE] [--no-tensors] [-c N] [-np N] [-b N]\n"
+                "                         [-ctk T] [-ctv T]\n"
                 "  metadata (long arrays abbreviated), tensor table, totals by type, bytes per layer;\n"
                 "  --mem SIZE also prints what would be resident and what streamed under that budget\n"
+                "  --gpu-mem SIZE the VRAM plan of --device cuda (VRAM-resident units, copy slots) and, with --mem,\n"
+                "               which of the others come from host memory and which from disk (-b: tokens a pass)\n"
                 "  --draft FILE the plan leaves room for this resident draft model inside --mem (as run does)\n"
                 "  -c N, -np N, -ctk T, -ctv T  the KV cache (context, sequences, cache types) counted inside --mem\n");
             return 0;
@@ -307,7 +365,8 @@ int aero_cmd_info(int argc, char **argv) {
         }
         if (budget) budget -= kvb;
     }
-    int rc = budget ? print_plan(g, n_layer, budget) : 0;
+    int rc = budget && !gpu_mem ? print_plan(g, n_layer, budget) : 0;
+    if (!rc && gpu_mem) rc = print_gpu_plan(g, &kvp, n_tile, gpu_mem, budget);
     aero_gguf_close(g);
     return rc;
 }

@@ -11,9 +11,10 @@
 #include "../kernels/cuda/cuda_backend.h"
 #include "../stream/stream_internal.h"
 #include "forward_cuda.h"
+#include "gpu_plan.h"
 
-#define N_SLOTS 2
-#define HEAD_ROWS 64 // logits rows computed (and copied back) at once
+#define N_SLOTS AERO_GPU_SLOTS
+#define HEAD_ROWS AERO_GPU_HEAD_ROWS
 #define MAX_MATS 8
 
 typedef struct {
@@ -106,25 +107,16 @@ static aero_status check_model(const aero_model *m, aero_error *err) {
     return AERO_OK;
 }
 
-// VRAM the context needs besides the weights: KV cache, activations, batch buffers, scratch, small tensors.
-static uint64_t fixed_bytes(const aero_ctx *c, int cap) {
-    const aero_model *m = c->m;
-    const aero_hparams *hp = &m->hp;
-    uint64_t d = hp->n_embd, qd = (uint64_t)hp->n_head * hp->head_dim, kvd = c->kv_dim, n = cap;
-    uint64_t b = (uint64_t)64 << 20; // the backend's activation scratch
-    b += 2 * (uint64_t)hp->n_layer * r256((uint64_t)c->n_seq * c->n_ctx * kvd * 2);
-    b += r256(n * d * 4) * 2 + r256(n * (d > qd ? d : qd) * 4) + r256(n * qd * 4) * 2 + r256(n * kvd * 4) * 2 +
-         r256(n * hp->n_ff * 4) * 2 + r256((uint64_t)HEAD_ROWS * hp->n_vocab * 4) + r256(hp->rope_dim * 2 + 4) + 0;
-    uint64_t segs = ((uint64_t)c->n_ctx + n + 255) / 256;
-    b += 3 * r256(n * 4) + r256((uint64_t)c->n_seq * 4) + r256(n * n) +
-         r256(n * hp->n_head * segs * (2 + (uint64_t)hp->head_dim) * 4);
-    for (int l = 0; l < hp->n_layer; l++) {
+// The small tensors' VRAM (norms, biases): part of the fixed bytes.
+static uint64_t small_bytes(const aero_model *m) {
+    uint64_t b = r256(tbytes(m, m->out_norm));
+    for (int l = 0; l < m->hp.n_layer; l++) {
         int64_t t[7];
         int k = small_tensors(m, l, t);
         for (int i = 0; i < k; i++)
             if (t[i] >= 0) b += r256(tbytes(m, t[i]));
     }
-    return b + r256(tbytes(m, m->out_norm)) + ((uint64_t)1 << 20);
+    return b;
 }
 
 static aero_status dalloc(aero_gpu *g, uint64_t bytes, void *out, aero_error *err) {
@@ -148,48 +140,53 @@ static void pin(aero_gpu *g, void *p, uint64_t bytes) {
     g->reg[g->n_reg++] = p;
 }
 
-// Chooses the VRAM-resident units: all when they fit, else two slots and the first units in order that fit.
+// Chooses the VRAM-resident units (gpu_plan.c); gpu_mem 0: what the model needs, at most the free VRAM less 5%.
 static aero_status plan(aero_ctx *c, aero_gpu *g, uint64_t gpu_mem, uint64_t *budget, aero_error *err) {
     aero_model *m = c->m;
-    uint64_t fixed = fixed_bytes(c, g->cap), total = 0;
-    g->slot_bytes = 0;
+    aero_gpu_plan p = {.n_units = g->n_units};
+    p.unit_bytes = calloc(g->n_units, sizeof *p.unit_bytes);
+    p.vram = calloc(g->n_units, sizeof *p.vram);
+    if (!p.unit_bytes || !p.vram) {
+        aero_gpu_plan_free(&p);
+        return aero_fail(err, AERO_ERR_NOMEM, "out of memory");
+    }
+    uint64_t slot = 0;
     for (int u = 0; u < g->n_units; u++) {
         gpu_unit *un = &g->units[u];
         un->n_mats = unit_mats(m, u, un->mats);
         un->bytes = 0;
         for (int i = 0; i < un->n_mats; i++) un->bytes += r256(tbytes(m, un->mats[i]));
-        total += un->bytes;
-        if (un->bytes > g->slot_bytes) g->slot_bytes = un->bytes;
+        p.unit_bytes[u] = un->bytes;
+        p.total += un->bytes;
+        if (un->bytes > slot) slot = un->bytes;
     }
-    uint64_t min_need = fixed + N_SLOTS * g->slot_bytes;
+    p.fixed = aero_gpu_fixed_bytes(&m->hp, m->hp.n_vocab, c->n_ctx, c->n_seq, g->cap, small_bytes(m));
+    aero_status st = AERO_OK;
     if (!gpu_mem) {
         aero_cuda_info info;
-        if (aero_cuda_device_info(0, &info, err)) return aero_error_prefix(err, "--device cuda: ");
+        uint64_t min_need = p.fixed + N_SLOTS * slot;
+        if ((st = aero_cuda_device_info(0, &info, err))) {
+            aero_error_prefix(err, "--device cuda: ");
+            goto done;
+        }
         uint64_t margin = info.free_vram / 20 > ((uint64_t)512 << 20) ? info.free_vram / 20 : ((uint64_t)512 << 20);
         uint64_t avail = info.free_vram > margin ? info.free_vram - margin : 0;
-        gpu_mem = fixed + total < avail ? fixed + total : avail;
-        if (gpu_mem < min_need)
-            return aero_fail(err, AERO_ERR_NOMEM,
-                             "--device cuda: %s has %llu MiB free; this model and context need at "
-                             "least %llu bytes on the GPU (KV cache, activations and two weight slots)",
-                             info.name, (unsigned long long)(info.free_vram >> 20), (unsigned long long)min_need);
+        gpu_mem = p.fixed + p.total < avail ? p.fixed + p.total : avail;
+        if (gpu_mem < min_need) {
+            st = aero_fail(err, AERO_ERR_NOMEM,
+                           "--device cuda: %s has %llu MiB free; this model and context need at "
+                           "least %llu bytes on the GPU (KV cache, activations and two weight slots)",
+                           info.name, (unsigned long long)(info.free_vram >> 20), (unsigned long long)min_need);
+            goto done;
+        }
     }
-    if (gpu_mem < fixed + total && gpu_mem < min_need)
-        return aero_fail(err, AERO_ERR_NOMEM,
-                         "--gpu-mem %llu bytes is too small: this model and context need at "
-                         "least %llu bytes on the GPU (KV cache, activations and two weight slots of %llu bytes)",
-                         (unsigned long long)gpu_mem, (unsigned long long)min_need, (unsigned long long)g->slot_bytes);
-    *budget = gpu_mem;
-    uint64_t room = gpu_mem - fixed;
-    bool all = total <= room;
-    if (!all) room -= N_SLOTS * g->slot_bytes;
-    for (int u = 0; u < g->n_units; u++) {
-        gpu_unit *un = &g->units[u];
-        un->vram = all || un->bytes <= room;
-        if (!all && un->vram) room -= un->bytes;
-    }
-    if (all) g->slot_bytes = 0;
-    return AERO_OK;
+    if ((st = aero_gpu_plan_choose(&p, gpu_mem, err))) goto done;
+    for (int u = 0; u < g->n_units; u++) g->units[u].vram = p.vram[u];
+    g->slot_bytes = p.slot_bytes;
+    *budget = p.budget;
+done:
+    aero_gpu_plan_free(&p);
+    return st;
 }
 
 // The VRAM-resident units become external to stream/ (neither held in host memory nor read per pass), so that
@@ -267,11 +264,7 @@ aero_status aero_gpu_ctx_init(aero_ctx *c, uint64_t gpu_mem, aero_error *err) {
     aero_gpu *g = calloc(1, sizeof *g);
     if (!g) return aero_fail(err, AERO_ERR_NOMEM, "out of memory");
     c->gpu = g;
-    int widest = hp->n_embd;
-    if (hp->n_head * hp->head_dim > widest) widest = hp->n_head * hp->head_dim;
-    if (hp->n_ff > widest) widest = hp->n_ff;
-    g->cap = c->n_tile < 512 ? c->n_tile : 512;
-    if ((int64_t)g->cap * widest > ((int64_t)16 << 20)) g->cap = (int)(((int64_t)16 << 20) / widest);
+    g->cap = aero_gpu_pass_cap(hp, c->n_tile);
     g->n_units = hp->n_layer + 1;
     size_t nt = m->gguf.n_tensors;
     g->units = calloc(g->n_units, sizeof *g->units);

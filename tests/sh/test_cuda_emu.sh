@@ -49,6 +49,10 @@ if [ -f "$TM" ] && [ -f "$DM" ]; then
     gen t_tier -m "$TM" -n 20 -c 128 --device cuda --gpu-mem 112M --mem 16M --stats
     same t_gpu t_tier "teacher: VRAM + disk tiers differ from all resident"
     grep -qE "units V+s+ " "$T/t_tier.err" || fail "three tiers: $(grep -E '^stream: units' "$T/t_tier.err")"
+    # aerollm info --gpu-mem prints the same plan without a device (V VRAM, H host memory, D disk)
+    run_map=$(grep -oE '^stream: units [VRs]+' "$T/t_tier.err" | awk '{print $3}' | tr Rs HD)
+    info_map=$("$A" info "$TM" --no-tensors --gpu-mem 112M --mem 16M -c 128 | grep -oE 'per unit: [VHD]+' | awk '{print $3}')
+    [ -n "$run_map" ] && [ "$run_map" = "$info_map" ] || fail "info --gpu-mem plan '$info_map' vs the run's '$run_map'"
     gen t_host -m "$TM" -n 20 -c 128 --device cuda --gpu-mem 112M --mem 40M --stats
     same t_gpu t_host "teacher: VRAM + host tiers differ from all resident"
     grep -qE "units V+R+ .* 0.0 MB streamed per pass" "$T/t_host.err" || fail "host tier: $(grep -E '^stream: units' "$T/t_host.err")"

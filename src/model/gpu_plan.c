@@ -1,0 +1,116 @@
+// The VRAM plan (gpu_plan.h): one chooser for the GPU forward pass and `aerollm info`.
+#include <stdlib.h>
+#include <string.h>
+
+#include "../stream/stream.h"
+#include "gpu_plan.h"
+
+static uint64_t r256(uint64_t b) { return (b + 255) & ~(uint64_t)255; }
+
+// The widest activation row bounds the tokens of one pass (16 MiB of floats per buffer at most).
+int aero_gpu_pass_cap(const aero_hparams *hp, int n_tile) {
+    int widest = hp->n_embd;
+    if (hp->n_head * hp->head_dim > widest) widest = hp->n_head * hp->head_dim;
+    if (hp->n_ff > widest) widest = hp->n_ff;
+    int cap = n_tile < AERO_GPU_MAX_PASS ? n_tile : AERO_GPU_MAX_PASS;
+    if ((int64_t)cap * widest > ((int64_t)16 << 20)) cap = (int)(((int64_t)16 << 20) / widest);
+    return cap > 0 ? cap : 1;
+}
+
+// What forward_cuda.c allocates besides weights, so that a plan never promises VRAM the pass then lacks.
+uint64_t aero_gpu_fixed_bytes(const aero_hparams *hp, int n_vocab, int n_ctx, int n_seq, int cap, uint64_t small) {
+    uint64_t d = hp->n_embd, qd = (uint64_t)hp->n_head * hp->head_dim, kvd = (uint64_t)hp->n_head_kv * hp->head_dim;
+    uint64_t n = cap;
+    uint64_t b = (uint64_t)64 << 20; // the backend's activation scratch
+    b += 2 * (uint64_t)hp->n_layer * r256((uint64_t)n_seq * n_ctx * kvd * 2);
+    b += r256(n * d * 4) * 2 + r256(n * (d > qd ? d : qd) * 4) + r256(n * qd * 4) * 2 + r256(n * kvd * 4) * 2 +
+         r256(n * hp->n_ff * 4) * 2 + r256((uint64_t)AERO_GPU_HEAD_ROWS * n_vocab * 4) + r256(hp->rope_dim * 2 + 4);
+    uint64_t segs = ((uint64_t)n_ctx + n + 255) / 256;
+    b += 3 * r256(n * 4) + r256((uint64_t)n_seq * 4) + r256(n * n) +
+         r256(n * hp->n_head * segs * (2 + (uint64_t)hp->head_dim) * 4);
+    return b + small + ((uint64_t)1 << 20);
+}
+
+// Residency in layer order: the first layers never wait for a copy, and a pass still streams the rest in order.
+aero_status aero_gpu_plan_choose(aero_gpu_plan *p, uint64_t gpu_mem, aero_error *err) {
+    uint64_t slot = 0;
+    p->total = 0;
+    for (int u = 0; u < p->n_units; u++) {
+        p->total += p->unit_bytes[u];
+        if (p->unit_bytes[u] > slot) slot = p->unit_bytes[u];
+    }
+    p->min_need = p->fixed + AERO_GPU_SLOTS * slot;
+    if (gpu_mem < p->fixed + p->total && gpu_mem < p->min_need)
+        return aero_fail(err, AERO_ERR_NOMEM,
+                         "--gpu-mem %llu bytes is too small: this model and context need at "
+                         "least %llu bytes on the GPU (KV cache, activations and two weight slots of %llu bytes)",
+                         (unsigned long long)gpu_mem, (unsigned long long)p->min_need, (unsigned long long)slot);
+    p->budget = gpu_mem;
+    uint64_t room = gpu_mem - p->fixed;
+    bool all = p->total <= room;
+    if (!all) room -= AERO_GPU_SLOTS * slot;
+    for (int u = 0; u < p->n_units; u++) {
+        p->vram[u] = all || p->unit_bytes[u] <= room;
+        if (!all && p->vram[u]) room -= p->unit_bytes[u];
+    }
+    p->slot_bytes = all ? 0 : slot;
+    return AERO_OK;
+}
+
+aero_status aero_gpu_plan_from_gguf(const aero_gguf *g, int n_ctx, int n_seq, int n_tile, uint64_t gpu_mem,
+                                    aero_gpu_plan *p, aero_error *err) {
+    memset(p, 0, sizeof *p);
+    aero_hparams hp;
+    if (aero_hparams_from_gguf(g, &hp, err)) return err->code;
+    int64_t embd = aero_gguf_tensor_index(g, "token_embd.weight"), out = aero_gguf_tensor_index(g, "output.weight");
+    if (embd < 0) return aero_fail(err, AERO_ERR_FORMAT, "no token_embd.weight: cannot plan");
+    if (out < 0) out = embd; // tied
+    p->n_units = hp.n_layer + 1;
+    p->unit_bytes = calloc(p->n_units, sizeof *p->unit_bytes);
+    p->vram = calloc(p->n_units, sizeof *p->vram);
+    if (!p->unit_bytes || !p->vram) {
+        aero_gpu_plan_free(p);
+        return aero_fail(err, AERO_ERR_NOMEM, "out of memory");
+    }
+    uint64_t small = 0;
+    for (uint64_t i = 0; i < g->n_tensors; i++) {
+        const aero_tensor_info *t = &g->tensors[i];
+        int l = aero_gguf_tensor_layer(t->name);
+        bool matrix = t->n_elements != t->ne[0];
+        if (l >= 0 && l < hp.n_layer && !aero_stream_is_expert_tensor(t->name, NULL)) {
+            if (matrix) p->unit_bytes[l] += r256(t->nbytes);
+            else small += r256(t->nbytes);
+        } else if ((int64_t)i == out) p->unit_bytes[hp.n_layer] += r256(t->nbytes);
+        else if (!strcmp(t->name, "output_norm.weight")) small += r256(t->nbytes);
+    }
+    aero_ctx_params cp = {.n_ctx = n_ctx, .n_seq = n_seq};
+    int ctx = aero_ctx_params_n_ctx(&hp, &cp);
+    p->fixed = aero_gpu_fixed_bytes(&hp, (int)g->tensors[embd].ne[1], ctx, n_seq > 0 ? n_seq : 1,
+                                    aero_gpu_pass_cap(&hp, n_tile > 0 ? n_tile : AERO_GPU_MAX_PASS), small);
+    aero_status st = aero_gpu_plan_choose(p, gpu_mem, err);
+    if (st) aero_gpu_plan_free(p);
+    return st;
+}
+
+aero_status aero_gpu_plan_tiers(const aero_gguf *g, const aero_gpu_plan *p, uint64_t mem_budget, char *tier,
+                                aero_error *err) {
+    aero_stream *s = NULL;
+    aero_stream_params sp = {.mem_budget = mem_budget,
+                             .output_tensor = aero_gguf_tensor_index(g, "output.weight") >= 0 ? "output.weight"
+                                                                                              : "token_embd.weight",
+                             .embd_tensor = "token_embd.weight",
+                             .plan_only = true,
+                             .external = p->vram};
+    if (aero_stream_open(&s, g, p->n_units - 1, &sp, err)) return err->code;
+    const aero_stream_plan *hp = aero_stream_get_plan(s);
+    for (int u = 0; u < p->n_units; u++) tier[u] = p->vram[u] ? 'V' : hp->unit_resident[u] ? 'H' : 'D';
+    aero_stream_close(s);
+    return AERO_OK;
+}
+
+void aero_gpu_plan_free(aero_gpu_plan *p) {
+    free(p->unit_bytes);
+    free(p->vram);
+    p->unit_bytes = NULL;
+    p->vram = NULL;
+}

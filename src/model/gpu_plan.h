@@ -1,0 +1,41 @@
+// The VRAM plan of a GPU context: which units (layers, output head) stay resident in VRAM under --gpu-mem, the
+// two slots the others stream through, and what the context needs besides weights. Kept apart from the CUDA
+// code so that `aerollm info --gpu-mem` prints the plan the GPU forward pass will make, on any build.
+#ifndef AERO_MODEL_GPU_PLAN_H
+#define AERO_MODEL_GPU_PLAN_H
+
+#include "model.h"
+
+#define AERO_GPU_SLOTS 2      // VRAM slots of streamed units: copy l + 1 while l computes
+#define AERO_GPU_HEAD_ROWS 64 // logits rows computed (and copied back) at once
+#define AERO_GPU_MAX_PASS 512 // tokens per device pass (longer causal batches run in chunks)
+
+typedef struct {
+    int n_units;
+    uint64_t *unit_bytes; // per unit: its matrices' VRAM size (each rounded to 256)
+    bool *vram;           // per unit: uploaded once
+    uint64_t fixed;       // KV cache, activations, batch buffers, scratch, small tensors
+    uint64_t total;       // all units' bytes
+    uint64_t slot_bytes;  // 0 when everything is resident
+    uint64_t min_need;    // the smallest budget: fixed + two slots of the largest unit
+    uint64_t budget;
+} aero_gpu_plan;
+
+// Tokens per device pass for a context computing n_tile tokens at once.
+int aero_gpu_pass_cap(const aero_hparams *hp, int n_tile);
+// VRAM besides the weights for a context of n_ctx x n_seq, cap tokens a pass; small: the small tensors' bytes.
+uint64_t aero_gpu_fixed_bytes(const aero_hparams *hp, int n_vocab, int n_ctx, int n_seq, int cap, uint64_t small);
+// Fills p->vram for a budget: all units when they fit, else two slots of the largest and then the units in
+// layer order that still fit. p->n_units, unit_bytes and fixed are the caller's; a budget below p->min_need is
+// refused with the numbers.
+aero_status aero_gpu_plan_choose(aero_gpu_plan *p, uint64_t gpu_mem, aero_error *err);
+// The plan from the file alone (units by tensor names, as the stream groups them), for `aerollm info`.
+aero_status aero_gpu_plan_from_gguf(const aero_gguf *g, int n_ctx, int n_seq, int n_tile, uint64_t gpu_mem,
+                                    aero_gpu_plan *p, aero_error *err);
+// Where each unit lives beside that plan under a host budget --mem (0: no limit): tier[u] = 'V' VRAM, 'H' host
+// memory, 'D' disk (read each pass), as the stream plans the units that are not in VRAM. Opens nothing.
+aero_status aero_gpu_plan_tiers(const aero_gguf *g, const aero_gpu_plan *p, uint64_t mem_budget, char *tier,
+                                aero_error *err);
+void aero_gpu_plan_free(aero_gpu_plan *p);
+
+#endif
