@@ -261,6 +261,11 @@ aero_status aero_gpu_ctx_init(aero_ctx *c, uint64_t gpu_mem, aero_error *err) {
     if (aero_cuda_device_count() <= 0)
         return aero_fail(err, AERO_ERR_UNSUPPORTED, "--device cuda: no CUDA device found (use --device cpu)");
     if (check_model(m, err)) return err->code;
+    if (c->kv.type_k != AERO_DT_F16 || c->kv.type_v != AERO_DT_F16)
+        return aero_fail(err, AERO_ERR_UNSUPPORTED,
+                         "--device cuda keeps the KV cache in F16 in VRAM: K %s / V %s caches (-ctk/-ctv, --kv-f32) "
+                         "run on the CPU only (--device cpu)",
+                         aero_dtype_name(c->kv.type_k), aero_dtype_name(c->kv.type_v));
     aero_gpu *g = calloc(1, sizeof *g);
     if (!g) return aero_fail(err, AERO_ERR_NOMEM, "out of memory");
     c->gpu = g;
