@@ -57,8 +57,8 @@ if [ -f "$TM" ] && [ -f "$DM" ]; then
     same t_gpu t_host "teacher: VRAM + host tiers differ from all resident"
     grep -qE "units V+R+ .* 0.0 MB streamed per pass" "$T/t_host.err" || fail "host tier: $(grep -E '^stream: units' "$T/t_host.err")"
 fi
-msg=$("$A" run -m "$S" -p x -n 1 --device cuda -ctk q8_0 2>&1) && fail "-ctk q8_0 on cuda: run succeeded"
-echo "$msg" | grep -q "KV cache in F16" || fail "-ctk q8_0 on cuda: '$msg'"
+msg=$("$A" run -m "$S" -p x -n 1 --device cuda -ctk bf16 2>&1) && fail "-ctk bf16 on cuda: run succeeded"
+echo "$msg" | grep -q "KV cache in F16" || fail "-ctk bf16 on cuda: '$msg'"
 msg=$(AERO_CUDA_EMU_NODEV=1 "$A" run -m "$S" -p x -n 1 --device cuda 2>&1) && fail "no device: run succeeded"
 echo "$msg" | grep -q "no CUDA device" || fail "no device: '$msg'"
 [ $fails = 0 ] && echo "PASS: emulated GPU forward pass == CPU, streamed == resident, speculative == plain"
