@@ -95,8 +95,8 @@ big() {
     [ -f "$M70" ] || timeout 300 "$BIN/aerollm" synth --preset llama-70b --layers 12 --type Q4_K -t 16 --quiet -o "$M70" \
         > "$LOG/synth70b.txt" 2>&1
     ls -la "$M70"; echo "synth done $(el)"
-    "$BIN/aerollm" info "$M70" --no-tensors --mem 12G -c 1024 | tail -12
-    for gm in 3G 8G; do
+    "$BIN/aerollm" info "$M70" --no-tensors --gpu-mem 3G --mem 12G -c 1024 | tail -4
+    for gm in 3G 5G; do
         timeout 120 "$AERO" bench -m "$M70" -p 128 -n 8 -c 1024 --device cuda --gpu-mem $gm --mem 12G --draft ngram \
             > "$LOG/bench70b_$gm.txt" 2>&1
         echo "  70B-shape/12 layers --gpu-mem $gm --mem 12G (rc $?):"; tail -14 "$LOG/bench70b_$gm.txt"
