@@ -219,7 +219,7 @@ int main(int argc, char **argv) {
             // batched: the cost curve of verification / prefill on the same layers
             if (t == AERO_DT_Q4_K) {
                 double t1 = 0;
-                int ks[] = {1, 2, 4, 8, 16, 32, 64, 128, 512};
+                int ks[] = {1, 2, 4, 8, 16, 64, 32, 128, 512};
                 for (int ki = 0; ki < (quick ? 6 : 9); ki++) {
                     int kk = ks[ki];
                     double ms = time_ms(2, 2, [&](int) {
@@ -236,6 +236,23 @@ int main(int argc, char **argv) {
                     printf("  batched k=%-3d %.3f ms/layer  c(k)=%.2f  %.1f TFLOP/s  %.0f tokens/s/layer-pass\n", kk, ms,
                            ms / t1, flops / (ms * 1e-3) / 1e12, kk / (ms * 1e-3));
                 }
+                // the other block shapes (rows x tokens) at k = 16 and 64: which one the dispatcher should take
+                int shapes[][2] = {{4, 8}, {8, 8}, {2, 16}, {4, 16}, {1, 32}, {2, 32}};
+                for (int kk : {16, 64})
+                    for (auto &sh : shapes) {
+                        double ms = time_ms(2, 2, [&](int) {
+                            for (int l = 0; l < L; l++)
+                                for (int m = 0; m < 7; m++) {
+                                    if (m == 0 || m == 3 || m == 4) OK(aero_cuda_act_prepare(cu, x, kk, 4096, &a4096, &err));
+                                    if (m == 6) OK(aero_cuda_act_prepare(cu, x, kk, 14336, &a14336, &err));
+                                    OK(aero_cuda_matmul_shape(cu, &W[l][m], m == 6 ? &a14336 : &a4096, y, sh[0], sh[1], &err));
+                                }
+                        });
+                        ms /= L;
+                        double flops = 2.0 * kk * (layer_bytes / 0.5625);
+                        printf("  shape %dx%-2d k=%-3d %.3f ms/layer  c(k)=%.2f  %.1f TFLOP/s\n", sh[0], sh[1], kk, ms,
+                               ms / t1, flops / (ms * 1e-3) / 1e12);
+                    }
             }
             aero_cuda_arena_reset(cu, after_xy);
         }

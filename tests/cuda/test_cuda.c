@@ -96,20 +96,23 @@ static void test_matmul(aero_dtype t, int rows, int cols, int n, uint64_t *rng) 
     EXPECT(bad == 0, "matmul %s %dx%d: %d of %d tokens differ alone vs in a batch of %d", aero_dtype_name(t), rows,
            cols, bad, n, n);
     // every kernel shape
-    static const int shapes[][2] = {{1, 1}, {2, 1}, {4, 1}, {8, 1}, {1, 8}, {2, 8}, {4, 8}};
+    static const int shapes[][2] = {{1, 1}, {2, 1}, {4, 1}, {8, 1},  {1, 8},  {2, 8},  {4, 8},
+                                    {8, 8}, {1, 16}, {2, 16}, {4, 16}, {1, 32}, {2, 32}};
+    const int n_shapes = (int)(sizeof shapes / sizeof shapes[0]);
     int bad_shapes = 0;
     aero_cuda_act act = {dx, NULL, n, cols}; // rows not a whole number of 32-chunks: dense, one plain kernel
     if (cols % 32 == 0) OK(aero_cuda_act_prepare(cu, dx, n, cols, &act, &err));
-    for (int s = 0; s < 7; s++) {
+    for (int s = 0; s < n_shapes; s++) {
         OK(aero_cuda_memset0(cu, dy, sizeof(float) * n * rows, &err));
         OK(aero_cuda_matmul_shape(cu, &W, &act, dy, shapes[s][0], shapes[s][1], &err));
         down(yb, dy, sizeof(float) * n * rows);
         bad_shapes += memcmp(yb, y1, sizeof(float) * n * rows) != 0;
     }
-    EXPECT(bad_shapes == 0, "matmul %s %dx%d n=%d: %d of 7 kernel shapes differ from the matvec", aero_dtype_name(t),
-           rows, cols, n, bad_shapes);
-    printf("  matmul %-4s %5d x %-5d n=%-3d  max err %.2e of sum|wx| (tol %.0e)  alone==batch: %s  7 shapes: %s\n",
-           aero_dtype_name(t), rows, cols, n, worst, MM_TOL, bad ? "NO" : "bitwise", bad_shapes ? "NO" : "bitwise");
+    EXPECT(bad_shapes == 0, "matmul %s %dx%d n=%d: %d of %d kernel shapes differ from the matvec", aero_dtype_name(t),
+           rows, cols, n, bad_shapes, n_shapes);
+    printf("  matmul %-4s %5d x %-5d n=%-3d  max err %.2e of sum|wx| (tol %.0e)  alone==batch: %s  %d shapes: %s\n",
+           aero_dtype_name(t), rows, cols, n, worst, MM_TOL, bad ? "NO" : "bitwise", n_shapes,
+           bad_shapes ? "NO" : "bitwise");
     free(w), free(x), free(deq), free(ref), free(mag), free(yb), free(y1);
     aero_cuda_arena_reset(cu, mark);
 }

@@ -12,6 +12,8 @@
 // size, gives the same bits. Codes become floats exactly (byte permute into 2^23 + q, then subtract).
 #include <cuda_fp16.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 
 #include "cuda_internal.cuh"
 
@@ -239,6 +241,16 @@ template <int TY> static bool launch_shape(const aero_cuda_wmat *w, const float 
         if (R == 1) launch_mm<TY, 1, 8>(w, x, n, y, s);
         else if (R == 2) launch_mm<TY, 2, 8>(w, x, n, y, s);
         else if (R == 4) launch_mm<TY, 4, 8>(w, x, n, y, s);
+        else if (R == 8) launch_mm<TY, 8, 8>(w, x, n, y, s);
+        else return false;
+    } else if (T == 16) {
+        if (R == 1) launch_mm<TY, 1, 16>(w, x, n, y, s);
+        else if (R == 2) launch_mm<TY, 2, 16>(w, x, n, y, s);
+        else if (R == 4) launch_mm<TY, 4, 16>(w, x, n, y, s);
+        else return false;
+    } else if (T == 32) {
+        if (R == 1) launch_mm<TY, 1, 32>(w, x, n, y, s);
+        else if (R == 2) launch_mm<TY, 2, 32>(w, x, n, y, s);
         else return false;
     } else {
         return false;
@@ -310,11 +322,30 @@ extern "C" aero_status aero_cuda_matmul_shape(aero_cuda *cu, const aero_cuda_wma
     return AERO_OK;
 }
 
-// One token: the decode shape; more: 4 rows x 8 tokens per block (each weight chunk decoded once for 8 tokens).
+// The batched shape, rows x tokens per block: 4 x 8 unless AERO_CUDA_MM_SHAPE (e.g. "2x16") names another
+// that exists (benchmarks compare them; every shape gives the same bits).
+static void batched_shape(int *R, int *T) {
+    static int r = 0, t = 0;
+    if (!r) {
+        const char *e = getenv("AERO_CUDA_MM_SHAPE");
+        int a = 0, b = 0;
+        bool ok = e && sscanf(e, "%dx%d", &a, &b) == 2 &&
+                  ((b == 8 && (a == 1 || a == 2 || a == 4 || a == 8)) || (b == 16 && (a == 1 || a == 2 || a == 4)) ||
+                   (b == 32 && (a == 1 || a == 2)));
+        r = ok ? a : 4;
+        t = ok ? b : 8;
+    }
+    *R = r;
+    *T = t;
+}
+
+// One token: the decode shape; more: the batched shape (each weight chunk decoded once for T tokens).
 extern "C" aero_status aero_cuda_matmul_act(aero_cuda *cu, const aero_cuda_wmat *w, const aero_cuda_act *a, float *y,
                                             aero_error *err) {
+    int R, T;
+    batched_shape(&R, &T);
     return a->n == 1 ? aero_cuda_matmul_shape(cu, w, a, y, AERO_CUDA_MV_ROWS, 1, err)
-                     : aero_cuda_matmul_shape(cu, w, a, y, 4, 8, err);
+                     : aero_cuda_matmul_shape(cu, w, a, y, R, T, err);
 }
 
 // Prepares and multiplies, in groups of tokens that fit the scratch (tokens are independent: same bits).
