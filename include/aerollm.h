@@ -738,6 +738,12 @@ typedef struct {
     int kv_recent;                // --kv-recent N: F16 copies of each query's last N positions (quantized cache)
     aero_sampler_params defaults; // sampling for fields a request leaves out
     bool quiet;                   // no per-request log lines
+    const char *draft;            // --draft MODEL|ngram: every request that allows it drafts, and one pass verifies
+                                  // every sequence's draft; NULL: no speculation. A drafter model is resident,
+                                  // its weights counted inside --mem
+    aero_spec_params spec;        // drafting settings (draft_max, tree_nodes, ...); sampling comes from each request
+    int draft_threads;            // drafter compute threads (<= 0: as the model's)
+    bool embeddings;              // --embeddings: /v1/embeddings answers (mean-pooled, normalized last hidden state)
 } aero_server_params;
 
 void aero_server_params_default(aero_server_params *p);

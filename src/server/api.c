@@ -160,17 +160,26 @@ static json_t *template_text(aero_server *s) {
     return json_string(src ? src : "");
 }
 
+// /props' "draft": the drafter and its settings, or null without --draft.
+static json_t *draft_object(aero_server *s) {
+    const aero_srv_model *x = &s->model;
+    if (!x->spec_on) return json_null();
+    return json_pack("{s:s, s:s, s:i, s:i, s:i, s:b}", "model", s->p.draft, "description", x->spec_desc, "draft_max",
+                     x->spec.draft_max, "draft_min", x->spec.draft_min, "tree_nodes", x->spec.tree_nodes, "adaptive",
+                     x->spec.adaptive);
+}
+
 // GET /props (llama-server's shape): what scripts read to size prompts and pick templates.
 static enum MHD_Result handle_props(aero_http_req *r) {
     aero_server *s = r->srv;
     const aero_sched_backend *e = &s->model.backend;
-    json_t *gen = json_pack("{s:i, s:b, s:o}", "n_ctx", e->n_ctx, "speculative", false, "params",
+    json_t *gen = json_pack("{s:i, s:b, s:o}", "n_ctx", e->n_ctx, "speculative", s->model.spec_on, "params",
                             params_object(&s->p.defaults, -1, false, false));
     json_t *j = json_pack("{s:o, s:i, s:s, s:s, s:o, s:s, s:s, s:s, s:o, s:{s:b, s:b}, s:i, s:i}",
                           "default_generation_settings", gen, "total_slots", e->n_seq, "model_alias", s->model_id,
                           "model_path", s->p.model.path ? s->p.model.path : "", "chat_template", template_text(s),
                           "chat_template_source", s->model.tmpl_name, "bos_token", s->model.bos_str, "eos_token",
-                          s->model.eos_str, "draft", json_null(), "modalities", "vision", false, "audio", false,
+                          s->model.eos_str, "draft", draft_object(s), "modalities", "vision", false, "audio", false,
                           "n_vocab", e->n_vocab, "n_batch", e->n_pass);
     json_object_set_new(j, "build_info", json_string("aerollm"));
     return aero_http_json(r, 200, j);
@@ -282,6 +291,7 @@ static bool emit_delta(aero_http_req *r, const aero_gen_delta *d) {
     if (r->include_usage) {
         json_t *u = aero_oai_usage_chunk(&r->meta, d->n_prompt, d->n_gen);
         if (u) aero_oai_usage_cached(u, d->n_cached);
+        if (u && d->speculative) aero_oai_usage_draft(u, d->n_drafted, d->n_accepted);
         ok = ok && out_event(r, u);
     }
     ok = ok && out_add(r, "data: [DONE]\n\n", 14);
@@ -622,6 +632,7 @@ static enum MHD_Result respond_whole(aero_http_req *r) {
     const char *fin = last.finish == AERO_FINISH_LENGTH ? "length" : "stop";
     json_t *resp = aero_oai_response(&r->meta, out.p ? out.p : "", out.len, fin, lpj, last.n_prompt, last.n_gen);
     if (resp) aero_oai_usage_cached(resp, last.n_cached);
+    if (resp && last.speculative) aero_oai_usage_draft(resp, last.n_drafted, last.n_accepted);
     ret = aero_http_json(r, 200, resp);
 done:
     aero_buf_free(&out);

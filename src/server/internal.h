@@ -27,6 +27,10 @@ typedef struct {
     bool render_mu_ok;
     char bos_str[64], eos_str[64];
     aero_sched_backend backend; // the scheduler's view: forward pass, KV drop, end-of-generation and text
+    aero_model *draft;          // --draft MODEL (resident), or NULL
+    bool spec_on;               // --draft given: requests speculate (draft model or n-grams)
+    aero_spec_params spec;      // drafting settings
+    char spec_desc[160];        // what /props and the start line say of the drafter
 } aero_srv_model;
 
 aero_status aero_srv_model_open(aero_srv_model *x, const aero_server_params *p, aero_error *err);

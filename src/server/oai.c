@@ -95,6 +95,15 @@ void aero_oai_usage_cached(json_t *obj, int cached_tokens) {
     json_object_set_new(u, "prompt_tokens_details", json_pack("{s:i}", "cached_tokens", cached_tokens));
 }
 
+// Extension fields usage.draft_tokens / usage.draft_accepted: how much of a speculative request's drafts the
+// model accepted (llama-server reports the same in its timings).
+void aero_oai_usage_draft(json_t *obj, int drafted, int accepted) {
+    json_t *u = json_object_get(obj, "usage");
+    if (!json_is_object(u)) return;
+    json_object_set_new(u, "draft_tokens", json_integer(drafted));
+    json_object_set_new(u, "draft_accepted", json_integer(accepted));
+}
+
 // The raw bytes of a token as an array of integers (the chat logprobs "bytes" field).
 static json_t *bytes_array(const char *b, size_t n) {
     json_t *a = json_array();

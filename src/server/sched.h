@@ -17,6 +17,7 @@
 #include "../core/status.h"
 #include "../model/generate.h"
 #include "../model/model.h"
+#include "../speculative/spec.h"
 #include "../sample/sample.h"
 #include "../tokenizer/tokenizer.h"
 #include "metrics.h"
@@ -39,6 +40,11 @@ typedef struct {
     void (*kv_truncate)(void *self, int seq, int len);
     aero_generator_vocab vocab; // end-of-generation test and streaming text, with their own self
     void (*stats)(void *self, aero_backend_stats *out); // may be NULL
+    // Speculation (NULL: none): a decoder for sequence seq drafting with a request's sampling settings, or NULL
+    // when it cannot be made. Every speculating sequence drafts at most spec_nodes nodes a step; its root and
+    // nodes join the one batch, each sequence's nodes seeing only their ancestors.
+    aero_spec *(*spec_new)(void *self, int seq, const aero_sampler_params *sp);
+    int spec_nodes;
 } aero_sched_backend;
 
 typedef enum {
@@ -91,6 +97,8 @@ typedef struct {
     char error[256];
     int n_prompt, n_gen;
     int n_cached; // prompt tokens found in the sequence's KV cache, not decoded again
+    int n_drafted, n_accepted; // speculation: nodes drafted for this request, and accepted
+    bool speculative;          // the request drafts (a drafter is loaded and the request allows it)
     double t_submit, t_start, t_first, t_end; // monotonic seconds; 0 until reached
 } aero_gen_delta;
 

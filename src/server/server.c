@@ -39,6 +39,7 @@ void aero_server_params_default(aero_server_params *p) {
     p->shutdown_timeout_s = 30;
     p->n_batch = 512;
     aero_sampler_params_default(&p->defaults);
+    aero_spec_params_default(&p->spec);
 }
 
 // Timestamped log lines on stderr, one writer at a time.
