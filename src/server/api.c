@@ -658,6 +658,118 @@ static enum MHD_Result handle_generate(aero_http_req *r, aero_req_kind kind) {
     return ret;
 }
 
+// POST /v1/embeddings (with --embeddings): each input is tokenized as a completion prompt is (BOS added), run
+// through the model in the scheduler's batches on a sequence of its own, and its last hidden states (after the
+// output norm) are mean-pooled and L2-normalized; llama-server's --embeddings default (mean pooling, normalized).
+static enum MHD_Result handle_embeddings(aero_http_req *r) {
+    aero_server *s = r->srv;
+    aero_srv_model *x = &s->model;
+    if (!s->p.embeddings)
+        return aero_http_error(r, 501, "This server does not serve embeddings; start it with --embeddings", NULL,
+                               "not_supported");
+    aero_embed_req q;
+    aero_error err = {0};
+    aero_status st = aero_req_parse_embeddings(&q, r->body.p, r->body.len, x->backend.n_vocab, &err);
+    if (st) return aero_http_error(r, status_of(st), err.msg, q.err_param[0] ? q.err_param : NULL, NULL);
+    enum MHD_Result ret = MHD_NO;
+    aero_gen **gens = calloc((size_t)q.n, sizeof *gens);
+    int n_embd = x->backend.n_embd, n_tokens = 0, n_sub = 0;
+    float *vec = malloc(sizeof(float) * (size_t)(n_embd > 0 ? n_embd : 1));
+    json_t *data = json_array();
+    if (!gens || !vec || !data) {
+        ret = aero_http_error(r, 500, "out of memory", NULL, NULL);
+        goto done;
+    }
+    if (!model_ok(s, q.model)) {
+        char msg[400];
+        snprintf(msg, sizeof msg, "The model '%.200s' does not exist; this server serves '%.100s'", q.model,
+                 s->model_id);
+        ret = aero_http_error(r, 404, msg, "model", "model_not_found");
+        goto done;
+    }
+    for (int i = 0; i < q.n; i++) { // all queued first, so the scheduler batches them together
+        aero_gen_params gp = {0};
+        size_t n = 0;
+        int32_t *ids = NULL;
+        if (q.in[i].ids) {
+            ids = q.in[i].ids;
+            n = q.in[i].n_ids;
+            q.in[i].ids = NULL;
+        } else if ((st = aero_srv_model_tokenize(x, q.in[i].text, q.in[i].len, true, true, &ids, &n, &err))) {
+            ret = aero_http_error(r, status_of(st), err.msg, "input", NULL);
+            goto done;
+        }
+        if (n == 0 || n >= (size_t)x->backend.n_ctx) {
+            free(ids);
+            char msg[256];
+            snprintf(msg, sizeof msg, "input %d has %zu tokens; this model's context holds %d (at least 1)", i, n,
+                     x->backend.n_ctx - 1);
+            ret = aero_http_error(r, 400, msg, "input", n ? "context_length_exceeded" : NULL);
+            goto done;
+        }
+        n_tokens += (int)n;
+        gp.prompt = ids;
+        gp.n_prompt = (int)n;
+        gp.max_tokens = 1;
+        aero_sampler_params_default(&gp.sp);
+        gp.sp.temp = 0;
+        gp.embed = true;
+        gp.fresh_kv = true;
+        gens[i] = aero_gen_new(&gp);
+        if (!gens[i]) {
+            ret = aero_http_error(r, 500, "out of memory queueing the input", NULL, NULL);
+            goto done;
+        }
+        if ((st = aero_sched_submit(s->sched, gens[i], &err))) {
+            ret = aero_http_error(r, st == AERO_ERR_INVALID ? 400 : st == AERO_ERR_UNSUPPORTED ? 501 : 503, err.msg,
+                                  NULL, st == AERO_ERR_RANGE ? "queue_full" : NULL);
+            goto done;
+        }
+        n_sub = i + 1;
+    }
+    MHD_set_connection_option(r->conn, MHD_CONNECTION_OPTION_TIMEOUT, 0u);
+    for (int i = 0; i < q.n; i++) {
+        aero_gen_cursor cur = {0};
+        aero_gen_delta d;
+        for (;;) {
+            aero_gen_next(gens[i], &cur, 200, &d);
+            bool done = d.done;
+            aero_finish fin = d.finish;
+            char msg[256];
+            memcpy(msg, d.error, sizeof msg);
+            aero_gen_delta_free(&d);
+            if (done) {
+                if (fin != AERO_FINISH_STOP || !aero_gen_embedding(gens[i], vec, n_embd)) {
+                    ret = aero_http_error(r, 500, msg[0] ? msg : "the embedding failed", NULL, NULL);
+                    goto restore;
+                }
+                break;
+            }
+            if (aero_http_client_gone(r)) goto restore; // MHD_NO: drop the connection; done cancels the rest
+        }
+        json_array_append_new(data, json_pack("{s:s, s:i, s:o}", "object", "embedding", "index", i, "embedding",
+                                               aero_oai_embedding_value(vec, n_embd, q.base64)));
+    }
+    ret = aero_http_json(r, 200,
+                         json_pack("{s:s, s:O, s:s, s:{s:i, s:i}}", "object", "list", "data", data, "model",
+                                   s->model_id, "usage", "prompt_tokens", n_tokens, "total_tokens", n_tokens));
+restore:
+    MHD_set_connection_option(r->conn, MHD_CONNECTION_OPTION_TIMEOUT,
+                              (unsigned)(s->p.timeout_s > 0 ? s->p.timeout_s : 0));
+done:
+    for (int i = 0; gens && i < q.n; i++) {
+        if (!gens[i]) continue;
+        if (i < n_sub) aero_gen_cancel(gens[i]); // no-op once done; frees the sequences of abandoned ones
+        aero_gen_unref(gens[i]);
+    }
+    if (n_sub) aero_sched_poke(s->sched);
+    free(gens);
+    free(vec);
+    json_decref(data);
+    aero_req_embed_free(&q);
+    return ret;
+}
+
 typedef enum {
     R_HEALTH,
     R_METRICS,
@@ -668,7 +780,8 @@ typedef enum {
     R_TOKENIZE,
     R_DETOKENIZE,
     R_PROPS,
-    R_SLOTS
+    R_SLOTS,
+    R_EMBEDDINGS
 } route;
 
 static const struct {
@@ -691,6 +804,8 @@ static const struct {
     {"/detokenize", "POST", R_DETOKENIZE, false},
     {"/props", "GET", R_PROPS, false},
     {"/slots", "GET", R_SLOTS, false},
+    {"/v1/embeddings", "POST", R_EMBEDDINGS, false},
+    {"/embeddings", "POST", R_EMBEDDINGS, false},
 };
 
 // Routes a request: known path with the wrong method is 405, unknown path 404, model endpoints 503 until loaded.
@@ -719,6 +834,7 @@ enum MHD_Result aero_api_handle(aero_http_req *r, const char *url) {
         if (id == R_TOKENIZE) return handle_tokenize(r);
         if (id == R_PROPS) return handle_props(r);
         if (id == R_SLOTS) return handle_slots(r);
+        if (id == R_EMBEDDINGS) return handle_embeddings(r);
         return handle_detokenize(r);
     }
     char msg[160];

@@ -56,6 +56,12 @@ static aero_spec *backend_spec_new(void *self, int seq, const aero_sampler_param
     return s;
 }
 
+// The last hidden state of batch token i, for /v1/embeddings.
+static aero_status backend_hidden(void *self, int i, float *out, aero_error *err) {
+    aero_srv_model *x = self;
+    return aero_ctx_hidden(x->ctx, i, out, err);
+}
+
 // Copies a special token's vocabulary string (e.g. "<s>") so templates and BOS detection can use it.
 static void token_string(const aero_tokenizer *t, int32_t id, char *out, size_t cap) {
     out[0] = 0;
@@ -120,6 +126,10 @@ aero_status aero_srv_model_open(aero_srv_model *x, const aero_server_params *p, 
         .stats = backend_stats,
     };
     aero_generator_vocab_of(&x->backend.vocab, x->tok); // end-of-generation tokens and streaming text
+    if (p->embeddings) {
+        x->backend.hidden = backend_hidden;
+        x->backend.n_embd = aero_model_n_embd(x->model);
+    }
     if (p->draft) {
         if (x->draft && (st = aero_spec_check_vocab(x->model, x->draft, err))) {
             aero_error_prefix(err, "--draft %s: ", p->draft);

@@ -562,3 +562,103 @@ fail:
     json_decref(root);
     return st;
 }
+
+// One token-id array of an embeddings input, checked against the vocabulary.
+static aero_status embed_ids(aero_embed_input *in, json_t *a, const char *where, int n_vocab, char *param,
+                             aero_error *err) {
+    in->n_ids = json_array_size(a);
+    if (in->n_ids == 0) return bad(param, "input", err, "'%s' is empty: an embedding needs at least one token", where);
+    in->ids = malloc(in->n_ids * sizeof *in->ids);
+    if (!in->ids) return aero_fail(err, AERO_ERR_NOMEM, "out of memory reading input");
+    size_t i;
+    json_t *t;
+    json_array_foreach(a, i, t) {
+        long long id = json_is_integer(t) ? json_integer_value(t) : -1;
+        if (id < 0 || (n_vocab > 0 && id >= n_vocab))
+            return bad(param, "input", err, "'%s[%zu]' is not a token id of this model (0..%d)", where, i,
+                       n_vocab - 1);
+        in->ids[i] = (int32_t)id;
+    }
+    return AERO_OK;
+}
+
+aero_status aero_req_parse_embeddings(aero_embed_req *r, const char *body, size_t len, int n_vocab, aero_error *err) {
+    memset(r, 0, sizeof *r);
+    aero_status st = aero_req_load_object(&r->root, body, len, err);
+    if (st) return st;
+    json_t *m = opt(r->root, "model");
+    if (m && !json_is_string(m)) {
+        st = bad(r->err_param, "model", err, "'model' must be a string");
+        goto fail;
+    }
+    r->model = m ? json_string_value(m) : NULL;
+    json_t *f = opt(r->root, "encoding_format");
+    if (f && (!json_is_string(f) || (strcmp(json_string_value(f), "float") && strcmp(json_string_value(f), "base64")))) {
+        st = bad(r->err_param, "encoding_format", err, "'encoding_format' must be \"float\" or \"base64\"");
+        goto fail;
+    }
+    r->base64 = f && !strcmp(json_string_value(f), "base64");
+    if (opt(r->root, "dimensions")) {
+        st = bad(r->err_param, "dimensions", err,
+                 "'dimensions' is not supported: this model's embeddings have a fixed width (its hidden size)");
+        goto fail;
+    }
+    json_t *in = opt(r->root, "input");
+    if (!in) {
+        st = bad(r->err_param, "input", err, "'input' is required: a string, an array of strings, or token ids");
+        goto fail;
+    }
+    // a string, an array of token ids (one input), or an array of strings / token-id arrays (several)
+    bool one = json_is_string(in) || (json_is_array(in) && json_array_size(in) && json_is_integer(json_array_get(in, 0)));
+    if (!one && !json_is_array(in)) {
+        st = bad(r->err_param, "input", err, "'input' must be a string, an array of strings, or token ids");
+        goto fail;
+    }
+    size_t n = one ? 1 : json_array_size(in);
+    if (n == 0) {
+        st = bad(r->err_param, "input", err, "'input' is an empty array");
+        goto fail;
+    }
+    if (n > AERO_REQ_MAX_EMBED) {
+        st = bad(r->err_param, "input", err, "'input' has %zu entries; at most %d per request", n, AERO_REQ_MAX_EMBED);
+        goto fail;
+    }
+    r->in = calloc(n, sizeof *r->in);
+    if (!r->in) {
+        st = aero_fail(err, AERO_ERR_NOMEM, "out of memory reading input");
+        goto fail;
+    }
+    r->n = (int)n;
+    for (size_t i = 0; i < n; i++) {
+        json_t *e = one ? in : json_array_get(in, i);
+        char where[48];
+        snprintf(where, sizeof where, one ? "input" : "input[%zu]", i);
+        if (json_is_string(e)) {
+            r->in[i].text = json_string_value(e);
+            r->in[i].len = json_string_length(e);
+            if (r->in[i].len == 0) {
+                st = bad(r->err_param, "input", err, "'%s' is an empty string", where);
+                goto fail;
+            }
+        } else if (json_is_array(e) && (one || json_array_size(e) == 0 || json_is_integer(json_array_get(e, 0)))) {
+            if ((st = embed_ids(&r->in[i], e, where, n_vocab, r->err_param, err))) goto fail;
+        } else {
+            st = bad(r->err_param, "input", err, "'%s' must be a string or an array of token ids", where);
+            goto fail;
+        }
+    }
+    return AERO_OK;
+fail:
+    aero_req_embed_free(r);
+    return st;
+}
+
+void aero_req_embed_free(aero_embed_req *r) {
+    for (int i = 0; r->in && i < r->n; i++) free(r->in[i].ids);
+    free(r->in);
+    json_decref(r->root);
+    char param[64];
+    memcpy(param, r->err_param, sizeof param);
+    memset(r, 0, sizeof *r);
+    memcpy(r->err_param, param, sizeof param);
+}

@@ -75,6 +75,26 @@ typedef struct {
 aero_status aero_req_parse_detokenize(aero_detokenize_req *r, const char *body, size_t len, int n_vocab,
                                       aero_error *err);
 
+// /v1/embeddings: {"input": string | [string, ...] | [id, ...] | [[id, ...], ...], "model"?, "encoding_format"?:
+// "float" | "base64"}; empty inputs, ids outside the vocabulary and "dimensions" are refused.
+#define AERO_REQ_MAX_EMBED 2048
+typedef struct {
+    const char *text; // into root; NULL for token ids
+    size_t len;
+    int32_t *ids; // malloc'ed token ids, or NULL
+    size_t n_ids;
+} aero_embed_input;
+typedef struct {
+    json_t *root;
+    const char *model;
+    bool base64;
+    aero_embed_input *in;
+    int n;
+    char err_param[64];
+} aero_embed_req;
+aero_status aero_req_parse_embeddings(aero_embed_req *r, const char *body, size_t len, int n_vocab, aero_error *err);
+void aero_req_embed_free(aero_embed_req *r);
+
 // Parses a body as a JSON object (shared by every endpoint): invalid JSON, bad UTF-8 and non-objects fail.
 aero_status aero_req_load_object(json_t **out, const char *body, size_t len, aero_error *err);
 

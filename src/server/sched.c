@@ -28,6 +28,7 @@ struct aero_gen {
     int n_gen;
     int n_cached;
     int n_drafted, n_accepted;
+    float *embd; // an embedding's pooled vector, once done
     bool done;
     aero_finish finish;
     char error[256];
@@ -45,6 +46,9 @@ struct aero_gen {
     bool spec_live;
     int32_t pending;
     int spec_bidx, spec_row, spec_n;
+    // embedding: the sum of the hidden states so far, prompt tokens fed, this step's rows in the batch
+    double *embd_sum;
+    int embd_fed, embd_bidx, embd_n;
 };
 
 struct aero_sched {
@@ -69,6 +73,7 @@ struct aero_sched {
     float *logits;
     uint8_t *mask; // the batch's attention mask when a sequence drafted a tree (n_pass^2, made on first use)
     int32_t *spec_out;
+    float *hidden; // one hidden state (n_embd)
 };
 
 // Finish reasons as logged and as OpenAI spells the two it knows.
@@ -128,6 +133,8 @@ void aero_gen_unref(aero_gen *g) {
     aero_sampler_free(g->sampler);
     aero_generator_free(g->gen);
     aero_spec_free(g->spec);
+    free(g->embd);
+    free(g->embd_sum);
     aero_buf_free(&g->text);
     free(g->lp);
     free(g->lp_end);
@@ -137,6 +144,14 @@ void aero_gen_unref(aero_gen *g) {
 }
 
 void aero_gen_cancel(aero_gen *g) { atomic_store(&g->cancel, true); }
+
+bool aero_gen_embedding(aero_gen *g, float *out, int n_embd) {
+    pthread_mutex_lock(&g->mu);
+    bool ok = g->done && g->embd;
+    if (ok) memcpy(out, g->embd, sizeof(float) * (size_t)n_embd);
+    pthread_mutex_unlock(&g->mu);
+    return ok;
+}
 
 // Absolute monotonic deadline timeout_ms from now.
 static struct timespec deadline_in(int timeout_ms) {
@@ -557,7 +572,7 @@ static void admit(aero_sched *s) {
         else {
             // speculation where it cannot change the output's form: no logprobs (one row per token), no logit
             // bias and no constraint (the drafts would need them too)
-            if (s->backend.spec_new && !g->p.logprobs && !g->p.n_bias && !g->p.sp.constraint)
+            if (s->backend.spec_new && !g->p.embed && !g->p.logprobs && !g->p.n_bias && !g->p.sp.constraint)
                 g->spec = s->backend.spec_new(s->backend.self, i, &g->p.sp);
             pthread_mutex_lock(&g->mu);
             g->n_cached = aero_generator_n_reused(g->gen);
@@ -568,6 +583,55 @@ static void admit(aero_sched *s) {
             }
         }
     }
+}
+
+// Adds the next chunk of an embedding's prompt to the batch (no logits: the hidden states are read instead).
+static bool embed_feed(aero_sched *s, aero_gen *g, aero_batch_buf *b, int room) {
+    int c = g->p.n_prompt - g->embd_fed;
+    if (c > room) c = room;
+    if (c <= 0) return false;
+    g->embd_bidx = aero_batch_buf_len(b);
+    for (int k = 0; k < c; k++) aero_batch_buf_add(b, g->p.prompt[g->embd_fed + k], g->embd_fed + k, g->seq, false);
+    g->embd_n = c;
+    return true;
+}
+
+// After the pass: adds the chunk's hidden states to the sum; at the prompt's end, the mean, L2-normalized (so a
+// dot product is the cosine similarity), is published and the request ends.
+static void embed_advance(aero_sched *s, aero_gen *g) {
+    const aero_sched_backend *e = &s->backend;
+    aero_error err = {0};
+    if (!g->embd_sum && !(g->embd_sum = calloc((size_t)e->n_embd, sizeof *g->embd_sum))) {
+        finish_gen(s, g, AERO_FINISH_ERROR, "out of memory for an embedding");
+        return;
+    }
+    for (int k = 0; k < g->embd_n; k++) {
+        if (e->hidden(e->self, g->embd_bidx + k, s->hidden, &err)) {
+            finish_gen(s, g, AERO_FINISH_ERROR, err.msg);
+            return;
+        }
+        for (int j = 0; j < e->n_embd; j++) g->embd_sum[j] += s->hidden[j];
+    }
+    g->embd_fed += g->embd_n;
+    g->embd_n = 0;
+    if (g->embd_fed < g->p.n_prompt) return;
+    float *v = malloc(sizeof(float) * (size_t)e->n_embd);
+    if (!v) {
+        finish_gen(s, g, AERO_FINISH_ERROR, "out of memory for an embedding");
+        return;
+    }
+    double norm = 0;
+    for (int j = 0; j < e->n_embd; j++) {
+        double x = g->embd_sum[j] / g->p.n_prompt;
+        g->embd_sum[j] = x;
+        norm += x * x;
+    }
+    norm = norm > 0 ? sqrt(norm) : 1;
+    for (int j = 0; j < e->n_embd; j++) v[j] = (float)(g->embd_sum[j] / norm);
+    pthread_mutex_lock(&g->mu);
+    g->embd = v;
+    pthread_mutex_unlock(&g->mu);
+    finish_gen(s, g, AERO_FINISH_STOP, NULL);
 }
 
 // One step: every decoding sequence contributes its next token (a speculating one, its draft too), prefills
@@ -601,7 +665,7 @@ static void step(aero_sched *s) {
         }
         int budget = aero_batch_buf_room(b);
         if (!best || budget <= 0) break;
-        best->in_batch = aero_generator_feed(best->gen, b, budget) > 0;
+        best->in_batch = best->p.embed ? embed_feed(s, best, b, budget) : aero_generator_feed(best->gen, b, budget) > 0;
         if (!best->in_batch) break;
     }
     int n = aero_batch_buf_len(b);
@@ -639,6 +703,7 @@ static void step(aero_sched *s) {
         if (g && g->in_batch) {
             g->in_batch = false;
             if (g->spec_bidx >= 0) spec_advance(s, g, n == n_decoding ? n : 0, dt);
+            else if (g->p.embed) embed_advance(s, g);
             else advance(s, g);
         }
     }
@@ -686,7 +751,8 @@ aero_status aero_sched_new(aero_sched **out, const aero_sched_backend *e, int ma
     // a speculating sequence wants a row for its root and each node
     s->logits = malloc((size_t)e->n_seq * (size_t)(1 + s->backend.spec_nodes) * (size_t)e->n_vocab * sizeof *s->logits);
     s->spec_out = malloc((size_t)(2 + s->backend.spec_nodes) * sizeof *s->spec_out);
-    if (!s->seqs || !hist_ok || !s->batch || !s->logits || !s->spec_out) {
+    s->hidden = malloc((size_t)(s->backend.n_embd > 0 ? s->backend.n_embd : 1) * sizeof *s->hidden);
+    if (!s->seqs || !hist_ok || !s->batch || !s->logits || !s->spec_out || !s->hidden) {
         aero_sched_free(s);
         return aero_fail(err, AERO_ERR_NOMEM, "scheduler: out of memory for batch buffers (%d x %d logits)", e->n_seq,
                          e->n_vocab);
@@ -735,6 +801,7 @@ void aero_sched_free(aero_sched *s) {
     free(s->logits);
     free(s->mask);
     free(s->spec_out);
+    free(s->hidden);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
     free(s);
@@ -746,6 +813,8 @@ aero_status aero_sched_submit(aero_sched *s, aero_gen *g, aero_error *err) {
         return aero_fail(err, AERO_ERR_INVALID, "the prompt has %d tokens; this context holds %d (prompt + output)",
                          g->p.n_prompt, s->backend.n_ctx);
     if (g->p.max_tokens < 1) return aero_fail(err, AERO_ERR_INVALID, "max_tokens must be at least 1");
+    if (g->p.embed && (!s->backend.hidden || s->backend.n_embd < 1))
+        return aero_fail(err, AERO_ERR_UNSUPPORTED, "this backend gives no hidden states (embeddings)");
     pthread_mutex_lock(&s->mu);
     if (s->stop) {
         pthread_mutex_unlock(&s->mu);

@@ -45,6 +45,9 @@ typedef struct {
     // nodes join the one batch, each sequence's nodes seeing only their ancestors.
     aero_spec *(*spec_new)(void *self, int seq, const aero_sampler_params *sp);
     int spec_nodes;
+    // Embeddings (NULL: none): the last hidden state (n_embd floats) of batch token i of the last pass.
+    aero_status (*hidden)(void *self, int i, float *out, aero_error *err);
+    int n_embd;
 } aero_sched_backend;
 
 typedef enum {
@@ -69,6 +72,7 @@ typedef struct {
     bool ignore_eos;
     bool detok_first; // the prompt is only BOS: generated text starts a document
     bool fresh_kv;    // cache_prompt false: start on an emptied sequence, reusing nothing
+    bool embed;       // an embedding: the prompt's last hidden states, mean-pooled and L2-normalized, no output
     int n_bias;       // logit_bias entries (owned arrays)
     int32_t *bias_id;
     float *bias;
@@ -81,6 +85,9 @@ aero_gen *aero_gen_new(aero_gen_params *p);
 void aero_gen_unref(aero_gen *g);
 // Asks the scheduler to stop this generation and free its sequence at the next step.
 void aero_gen_cancel(aero_gen *g);
+
+// An embedding generation's vector once done (n_embd floats into out); false when it has none (failed, not done).
+bool aero_gen_embedding(aero_gen *g, float *out, int n_embd);
 
 typedef struct {
     size_t text; // bytes of text already taken
