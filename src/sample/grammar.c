@@ -100,6 +100,7 @@ bool aero_grammar_add_alt(aero_grammar *g, int rule, const aero_gel *els, int n)
 }
 
 void aero_grammar_set_root(aero_grammar *g, int rule) { g->root = rule; }
+int aero_grammar_root(const aero_grammar *g) { return g->root; }
 int aero_grammar_n_rules(const aero_grammar *g) { return g->n_rules; }
 
 // Which rules can match the empty string (fixed point), for the left-recursion check.

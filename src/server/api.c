@@ -144,20 +144,8 @@ static json_t *params_object(const aero_sampler_params *sp, int n_predict, bool 
 // The chat template's text as /props shows it: the model's, the --chat-template-file's, or "" for the
 // ChatML fallback (chat_template_source says which).
 static json_t *template_text(aero_server *s) {
-    if (!s->model.tmpl) return json_string("");
-    if (s->p.chat_template_file && !strcmp(s->model.tmpl_name, "file")) {
-        FILE *f = fopen(s->p.chat_template_file, "rb");
-        aero_buf b = {0};
-        char chunk[4096];
-        size_t n;
-        while (f && (n = fread(chunk, 1, sizeof chunk, f)) > 0) aero_buf_append(&b, chunk, n);
-        if (f) fclose(f);
-        json_t *j = aero_oai_string(b.p ? b.p : "", b.len);
-        aero_buf_free(&b);
-        return j;
-    }
-    const char *src = aero_chat_template_source_gguf(aero_model_gguf(s->model.model));
-    return json_string(src ? src : "");
+    const char *src = s->model.tmpl_src;
+    return src ? aero_oai_string(src, strlen(src)) : json_string("");
 }
 
 // /props' "draft": the drafter and its settings, or null without --draft.
@@ -266,11 +254,121 @@ static bool out_event(aero_http_req *r, json_t *j) {
 }
 
 // Turns new output of the generation into SSE events: text/logprob deltas, then the finish chunk, the usage
+// A tool call id: 9 letters and digits for Mistral's template (which refuses any other length), else OpenAI's
+// "call_" and 24 of them.
+static void make_tool_id(aero_http_req *r, int i) {
+    static const char al[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    uint64_t x = atomic_fetch_add(&r->srv->next_id, 1) * 0x9e3779b97f4a7c15ull ^ (uint64_t)(aero_now() * 1e9);
+    bool mistral = r->tool_fmt == AERO_TOOLS_MISTRAL;
+    char *o = r->t_ids[i];
+    int k = 0, n = mistral ? 9 : 24;
+    if (!mistral) k = snprintf(o, sizeof r->t_ids[i], "call_");
+    for (int j = 0; j < n; j++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        o[k++] = al[x % (sizeof al - 1)];
+    }
+    o[k] = 0;
+}
+
+// A chunk carrying one tool_calls delta: the first of a call has its id, type and name, later ones argument bytes.
+static json_t *tool_chunk(aero_http_req *r, int index, bool head, const char *name, const char *args, size_t n) {
+    json_t *c = aero_oai_chunk(&r->meta, false, NULL, 0, NULL, NULL, r->include_usage);
+    json_t *delta = json_object_get(json_array_get(json_object_get(c, "choices"), 0), "delta");
+    json_t *fn = json_object();
+    if (head) json_object_set_new(fn, "name", json_string(name));
+    json_object_set_new(fn, "arguments", aero_oai_string(args, n));
+    json_t *tc = json_pack("{s:i}", "index", index);
+    if (head) {
+        json_object_set_new(tc, "id", json_string(r->t_ids[index]));
+        json_object_set_new(tc, "type", json_string("function"));
+    }
+    json_object_set_new(tc, "function", fn);
+    json_object_set_new(delta, "tool_calls", json_pack("[o]", tc));
+    return c;
+}
+
+// Leading content of a parse, without the whitespace that separated it from the calls.
+static size_t content_end(const aero_tool_parse *p, const char *t) {
+    size_t n = p->content_len;
+    if (p->calls_ok)
+        while (n > 0 && (t[n - 1] == ' ' || t[n - 1] == '\n' || t[n - 1] == '\t' || t[n - 1] == '\r')) n--;
+    return n;
+}
+
+// A stream with tools: the output so far is parsed again at every delta (it is short); text that cannot be part
+// of a call goes out as content, a call's id and name as soon as the name is complete, then its arguments' bytes
+// as they are generated, as OpenAI streams them.
+static bool tool_stream(aero_http_req *r, const aero_gen_delta *d) {
+    if (d->len && !aero_buf_append(&r->tacc, d->text, d->len)) return false;
+    const char *t = r->tacc.p ? r->tacc.p : "";
+    aero_tool_parse p;
+    aero_tool_parse_output(r->tool_fmt, t, r->tacc.len, !d->done, r->tools, &p);
+    if (!r->parallel_tools && p.n_calls > 1) p.n_calls = 1;
+    bool ok = true;
+    size_t content = content_end(&p, t);
+    if (content > r->t_content_sent) {
+        ok = out_event(r, aero_oai_chunk(&r->meta, false, t + r->t_content_sent, content - r->t_content_sent, NULL,
+                                         NULL, r->include_usage));
+        r->t_content_sent = content;
+    }
+    for (int i = 0; ok && i < p.n_calls; i++) {
+        const aero_tool_call *c = &p.calls[i];
+        if (!c->name_done) break;
+        if (i >= r->t_calls_sent) {
+            make_tool_id(r, i);
+            ok = out_event(r, tool_chunk(r, i, true, c->name, "", 0));
+            r->t_calls_sent = i + 1;
+            r->t_args_sent[i] = 0;
+        }
+        bool raw = !c->args_owned && !(c->args_len && t[c->args_off] == '"');
+        if (ok && raw && c->args_len > r->t_args_sent[i]) {
+            ok = out_event(r, tool_chunk(r, i, false, NULL, t + c->args_off + r->t_args_sent[i],
+                                         c->args_len - r->t_args_sent[i]));
+            r->t_args_sent[i] = c->args_len;
+        } else if (ok && !raw && c->args_done && d->done && !r->t_args_sent[i]) {
+            char *a = aero_tool_call_arguments(&p, i, t);
+            if (a) ok = out_event(r, tool_chunk(r, i, false, NULL, a, strlen(a)));
+            r->t_args_sent[i] = 1;
+            free(a);
+        }
+    }
+    if (d->done) r->tool_called = p.calls_ok && r->t_calls_sent > 0;
+    aero_tool_parse_free(&p);
+    return ok;
+}
+
+// A whole chat response with tools: the output parsed into message.tool_calls (and the content before them),
+// finish_reason "tool_calls"; an output that is not a call stays text.
+static void tool_response(aero_http_req *r, json_t *resp, const char *text, size_t len) {
+    aero_tool_parse p;
+    aero_tool_parse_output(r->tool_fmt, text, len, false, r->tools, &p);
+    if (!p.calls_ok) return;
+    if (!r->parallel_tools && p.n_calls > 1) p.n_calls = 1;
+    json_t *choice = json_array_get(json_object_get(resp, "choices"), 0);
+    json_t *msg = json_object_get(choice, "message");
+    size_t content = content_end(&p, text);
+    json_object_set_new(msg, "content", content ? aero_oai_string(text, content) : json_null());
+    json_t *calls = json_array();
+    for (int i = 0; i < p.n_calls; i++) {
+        make_tool_id(r, i);
+        char *a = aero_tool_call_arguments(&p, i, text);
+        json_array_append_new(calls, json_pack("{s:s, s:s, s:{s:s, s:s}}", "id", r->t_ids[i], "type", "function",
+                                               "function", "name", p.calls[i].name, "arguments", a ? a : "{}"));
+        free(a);
+    }
+    json_object_set_new(msg, "tool_calls", calls);
+    json_object_set_new(choice, "finish_reason", json_string("tool_calls"));
+    r->tool_called = true;
+    aero_tool_parse_free(&p);
+}
+
 // chunk when asked, and [DONE]; an error becomes a data: {"error": ...} event.
 static bool emit_delta(aero_http_req *r, const aero_gen_delta *d) {
     aero_srv_model *x = &r->srv->model;
     bool ok = true;
-    if (d->len || d->n_lp) {
+    if (r->tool_fmt && r->meta.chat) {
+        ok = tool_stream(r, d);
+    } else if (d->len || d->n_lp) {
         json_t *lp = NULL;
         if (r->logprobs && d->n_lp)
             lp =
@@ -286,7 +384,7 @@ static bool emit_delta(aero_http_req *r, const aero_gen_delta *d) {
         ok = ok && out_event(r, aero_oai_error(500, d->error[0] ? d->error : "generation failed", NULL, NULL));
         return ok && out_add(r, "data: [DONE]\n\n", 14);
     }
-    const char *fin = d->finish == AERO_FINISH_LENGTH ? "length" : "stop";
+    const char *fin = r->tool_called ? "tool_calls" : d->finish == AERO_FINISH_LENGTH ? "length" : "stop";
     ok = ok && out_event(r, aero_oai_chunk(&r->meta, false, NULL, 0, fin, NULL, r->include_usage));
     if (r->include_usage) {
         json_t *u = aero_oai_usage_chunk(&r->meta, d->n_prompt, d->n_gen);
@@ -412,7 +510,49 @@ static bool gen_prompt(aero_http_req *r, gen_request *g, enum MHD_Result *ret) {
         return false;
     }
     if (g->kind == AERO_REQ_CHAT) {
-        if ((st = aero_srv_model_render(x, q->messages, q->tools, &g->text, &g->text_len, &err))) {
+        const json_t *tools = q->tool_choice == AERO_TOOL_NONE ? NULL : q->tools;
+        json_t *messages = q->messages;
+        if (tools && x->tools.format == AERO_TOOLS_UNSUPPORTED) {
+            char msg[400];
+            snprintf(msg, sizeof msg,
+                     "This model's chat template (%s) has no tool support: it renders neither 'tools' nor tool "
+                     "calls. Start the server with a --chat-template-file that does, or send the request without "
+                     "'tools'.",
+                     x->tmpl_name);
+            *ret = aero_http_error(r, 400, msg, "tools", NULL);
+            return false;
+        }
+        if (tools && !x->tools.renders_tools) { // the template knows calls, not definitions: list them first
+            char *sys = aero_tool_system_text(tools, x->tools.format);
+            messages = json_copy(q->messages);
+            if (sys && messages) {
+                json_t *m0 = json_array_get(messages, 0);
+                const char *role = json_string_value(json_object_get(m0, "role"));
+                const char *c0 = json_string_value(json_object_get(m0, "content"));
+                if (role && !strcmp(role, "system") && c0) {
+                    size_t n = strlen(c0) + strlen(sys) + 3;
+                    char *both = malloc(n);
+                    if (both) snprintf(both, n, "%s\n\n%s", c0, sys);
+                    if (both) json_object_set_new(m0, "content", json_string(both));
+                    free(both);
+                } else {
+                    json_array_insert_new(messages, 0, json_pack("{s:s, s:s}", "role", "system", "content", sys));
+                }
+            }
+            free(sys);
+            if (!messages) messages = json_incref(q->messages);
+            tools = NULL;
+        } else {
+            json_incref(messages);
+        }
+        if (tools || messages != q->messages) {
+            r->tool_fmt = x->tools.format;
+            r->tools = json_incref(q->tools);
+            r->parallel_tools = q->parallel_tool_calls;
+        }
+        st = aero_srv_model_render(x, messages, tools, &g->text, &g->text_len, &err);
+        json_decref(messages);
+        if (st) {
             *ret = aero_http_error(r, status_of(st), err.msg, "messages", NULL);
             return false;
         }
@@ -548,8 +688,26 @@ static aero_grammar_vocab *grammar_vocab(aero_server *s) {
 // Builds the generation and queues it; on success r->gen holds it and the response metadata is set.
 static bool gen_submit(aero_http_req *r, gen_request *g, enum MHD_Result *ret) {
     aero_server *s = r->srv;
+    aero_req *q = &g->q;
+    if (r->tool_fmt && (q->tool_choice == AERO_TOOL_REQUIRED || q->tool_choice == AERO_TOOL_NAMED)) {
+        // a call is required: the grammar of the template's call format over the tools' parameter schemas
+        if (q->grammar) {
+            *ret = aero_http_error(r, 400, "give either 'tool_choice' requiring a call or 'response_format'/'grammar'",
+                                   "tool_choice", NULL);
+            return false;
+        }
+        aero_error err = {0};
+        char kw[64] = "";
+        if (aero_tool_grammar(&q->grammar, r->tool_fmt, q->tools,
+                              q->tool_choice == AERO_TOOL_NAMED ? q->tool_name : NULL, q->parallel_tool_calls, kw,
+                              &err)) {
+            *ret = aero_http_error(r, status_of(err.code), err.msg, "tools", NULL);
+            return false;
+        }
+    }
     aero_gen_params gp = {0};
     bool ok = gen_params(r, g, &gp);
+    gp.render_special = r->tool_fmt != AERO_TOOLS_UNSUPPORTED;
     r->n_prompt = gp.n_prompt;
     r->shown.sp = gp.sp; // aero_gen_new takes gp over
     r->shown.max_tokens = gp.max_tokens;
@@ -632,6 +790,7 @@ static enum MHD_Result respond_whole(aero_http_req *r) {
     const char *fin = last.finish == AERO_FINISH_LENGTH ? "length" : "stop";
     json_t *resp = aero_oai_response(&r->meta, out.p ? out.p : "", out.len, fin, lpj, last.n_prompt, last.n_gen);
     if (resp) aero_oai_usage_cached(resp, last.n_cached);
+    if (resp && r->tool_fmt && r->meta.chat) tool_response(r, resp, out.p ? out.p : "", out.len);
     if (resp && last.speculative) aero_oai_usage_draft(resp, last.n_drafted, last.n_accepted);
     ret = aero_http_json(r, 200, resp);
 done:

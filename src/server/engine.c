@@ -62,6 +62,33 @@ static aero_status backend_hidden(void *self, int i, float *out, aero_error *err
     return aero_ctx_hidden(x->ctx, i, out, err);
 }
 
+// Streaming text with control tokens written out, for requests whose tool-call markers are control tokens.
+static void special_detok_init(void *self, aero_detok *d, bool first) {
+    aero_detok_init(d, self, true);
+    d->first = first;
+}
+
+// The template's text, for tool-call format detection and /props: the file's, or the model's.
+static char *template_source(const aero_srv_model *x, const aero_server_params *p) {
+    if (!x->tmpl) return NULL;
+    if (p->chat_template_file && !strcmp(x->tmpl_name, "file")) {
+        FILE *f = fopen(p->chat_template_file, "rb");
+        if (!f) return NULL;
+        aero_buf b = {0};
+        char chunk[4096];
+        size_t n;
+        while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) aero_buf_append(&b, chunk, n);
+        fclose(f);
+        if (!aero_buf_append(&b, "", 1)) {
+            aero_buf_free(&b);
+            return NULL;
+        }
+        return b.p;
+    }
+    const char *src = aero_chat_template_source_gguf(aero_model_gguf(x->model));
+    return src ? strdup(src) : NULL;
+}
+
 // Copies a special token's vocabulary string (e.g. "<s>") so templates and BOS detection can use it.
 static void token_string(const aero_tokenizer *t, int32_t id, char *out, size_t cap) {
     out[0] = 0;
@@ -126,6 +153,10 @@ aero_status aero_srv_model_open(aero_srv_model *x, const aero_server_params *p, 
         .stats = backend_stats,
     };
     aero_generator_vocab_of(&x->backend.vocab, x->tok); // end-of-generation tokens and streaming text
+    x->backend.vocab_special = x->backend.vocab;
+    x->backend.vocab_special.detok_init = special_detok_init;
+    x->tmpl_src = template_source(x, p);
+    x->tools = aero_tool_style_detect(x->tmpl_src);
     if (p->embeddings) {
         x->backend.hidden = backend_hidden;
         x->backend.n_embd = aero_model_n_embd(x->model);
@@ -163,6 +194,7 @@ fail:
 // Frees what aero_srv_model_open made, in reverse order.
 void aero_srv_model_close(aero_srv_model *x) {
     aero_chat_template_free(x->tmpl);
+    free(x->tmpl_src);
     if (x->render_mu_ok) pthread_mutex_destroy(&x->render_mu);
     aero_ctx_free(x->ctx);
     aero_model_free(x->model);

@@ -255,6 +255,95 @@ static aero_status message_text(aero_req *r, size_t i, json_t *content, json_t *
     return *out ? AERO_OK : aero_fail(err, AERO_ERR_NOMEM, "out of memory reading messages");
 }
 
+// An assistant message's tool_calls as templates read them: each {"id", "type": "function", "function": {"name",
+// "arguments"}} with the arguments parsed from OpenAI's JSON string into an object (templates write them with
+// tojson; a string would come out quoted twice). NULL with err set on a malformed call.
+static json_t *normal_tool_calls(aero_req *r, size_t i, json_t *calls, aero_error *err) {
+    json_t *out = json_array();
+    size_t k;
+    json_t *c;
+    json_array_foreach(calls, k, c) {
+        json_t *fn = json_object_get(c, "function");
+        json_t *name = json_object_get(fn, "name"), *args = json_object_get(fn, "arguments");
+        json_t *id = json_object_get(c, "id");
+        if (!json_is_object(c) || !json_is_object(fn) || !json_is_string(name) || (id && !json_is_string(id))) {
+            json_decref(out);
+            bad(r->err_param, "messages", err,
+                "'messages[%zu].tool_calls[%zu]' must be {\"id\", \"type\": \"function\", \"function\": {\"name\", "
+                "\"arguments\"}}",
+                i, k);
+            return NULL;
+        }
+        json_t *a = NULL;
+        if (json_is_string(args)) {
+            a = json_loads(json_string_value(args), JSON_DECODE_ANY, NULL);
+            if (!a) a = json_incref(args); // not JSON: passed as written
+        } else {
+            a = args ? json_incref(args) : json_object();
+        }
+        json_t *nf = json_pack("{s:O, s:o}", "name", name, "arguments", a);
+        json_t *nc = json_pack("{s:s, s:o}", "type", "function", "function", nf);
+        if (id) json_object_set(nc, "id", id);
+        json_array_append_new(out, nc);
+    }
+    return out;
+}
+
+// "tools" (function definitions), "tool_choice" and "parallel_tool_calls".
+static aero_status parse_tools(aero_req *r, aero_error *err) {
+    json_t *tools = opt(r->root, "tools");
+    r->parallel_tool_calls = true;
+    aero_status st = get_bool(r->root, "parallel_tool_calls", &r->parallel_tool_calls, r->err_param, err);
+    if (st) return st;
+    if (tools && !json_is_array(tools))
+        return bad(r->err_param, "tools", err, "'tools' must be an array, not %s", type_name(tools));
+    size_t i;
+    json_t *t;
+    json_array_foreach(tools, i, t) {
+        json_t *type = json_object_get(t, "type"), *fn = json_object_get(t, "function");
+        if (!json_is_object(t) || !json_is_string(type) || strcmp(json_string_value(type), "function"))
+            return bad(r->err_param, "tools", err, "'tools[%zu].type' must be \"function\"", i);
+        json_t *name = json_object_get(fn, "name"), *params = opt(fn, "parameters");
+        if (!json_is_object(fn) || !json_is_string(name) || json_string_length(name) == 0 ||
+            json_string_length(name) > 64)
+            return bad(r->err_param, "tools", err, "'tools[%zu].function.name' must be a string of 1 to 64 characters",
+                       i);
+        if (params && !json_is_object(params))
+            return bad(r->err_param, "tools", err, "'tools[%zu].function.parameters' must be a JSON schema object", i);
+    }
+    r->tools = tools && json_array_size(tools) ? tools : NULL;
+    json_t *tc = opt(r->root, "tool_choice");
+    r->tool_choice = AERO_TOOL_AUTO;
+    if (json_is_string(tc)) {
+        const char *v = json_string_value(tc);
+        if (!strcmp(v, "none")) r->tool_choice = AERO_TOOL_NONE;
+        else if (!strcmp(v, "required")) r->tool_choice = AERO_TOOL_REQUIRED;
+        else if (strcmp(v, "auto"))
+            return bad(r->err_param, "tool_choice", err,
+                       "'tool_choice' must be \"none\", \"auto\", \"required\" or {\"type\": \"function\", "
+                       "\"function\": {\"name\": ...}}");
+    } else if (tc) {
+        json_t *name = json_object_get(json_object_get(tc, "function"), "name");
+        if (!json_is_object(tc) || !json_is_string(name))
+            return bad(r->err_param, "tool_choice", err,
+                       "'tool_choice' must be \"none\", \"auto\", \"required\" or {\"type\": \"function\", "
+                       "\"function\": {\"name\": ...}}");
+        r->tool_choice = AERO_TOOL_NAMED;
+        r->tool_name = json_string_value(name);
+    }
+    if (r->tool_choice >= AERO_TOOL_REQUIRED && !r->tools)
+        return bad(r->err_param, "tool_choice", err, "'tool_choice' requires a tool call but 'tools' is empty");
+    if (r->tool_choice == AERO_TOOL_NAMED) {
+        bool found = false;
+        json_array_foreach(r->tools, i, t) found |=
+            !strcmp(json_string_value(json_object_get(json_object_get(t, "function"), "name")), r->tool_name);
+        if (!found)
+            return bad(r->err_param, "tool_choice", err, "'tool_choice' names '%.64s', which is not in 'tools'",
+                       r->tool_name);
+    }
+    return AERO_OK;
+}
+
 // "messages": a non-empty array of {role, content}; roles are OpenAI's; content parts are text only.
 static aero_status parse_messages(aero_req *r, aero_error *err) {
     static const char *roles[] = {"system", "developer", "user", "assistant", "tool", "function"};
@@ -304,13 +393,13 @@ static aero_status parse_messages(aero_req *r, aero_error *err) {
                 return bad(r->err_param, "messages", err, "'messages[%zu].%s' must be a string", i, strs[k]);
             json_object_set(norm, strs[k], v);
         }
-        if (tool_calls) json_object_set(norm, "tool_calls", tool_calls);
+        if (tool_calls) {
+            json_t *calls = normal_tool_calls(r, i, tool_calls, err);
+            if (!calls) return err->code;
+            json_object_set_new(norm, "tool_calls", calls);
+        }
     }
-    json_t *tools = opt(r->root, "tools");
-    if (tools && !json_is_array(tools))
-        return bad(r->err_param, "tools", err, "'tools' must be an array, not %s", type_name(tools));
-    r->tools = tools;
-    return AERO_OK;
+    return parse_tools(r, err);
 }
 
 // Sampling: the server's defaults (or OpenAI's), overridden field by field, each within OpenAI's range.

@@ -18,6 +18,8 @@
 #define AERO_REQ_MAX_BIAS 1024
 
 typedef enum { AERO_REQ_COMPLETION = 1, AERO_REQ_CHAT = 2 } aero_req_kind;
+// tool_choice: "auto" (the default with tools), "none", "required", or {"type": "function", "function": {"name"}}
+typedef enum { AERO_TOOL_AUTO = 0, AERO_TOOL_NONE, AERO_TOOL_REQUIRED, AERO_TOOL_NAMED } aero_req_tool_choice;
 
 typedef struct {
     aero_req_kind kind;
@@ -30,7 +32,10 @@ typedef struct {
     size_t n_prompt_ids;
     // chat: messages normalised to [{"role", "content": string|null, ...}] (owned); tools borrowed or NULL
     json_t *messages;
-    json_t *tools;
+    json_t *tools;            // validated: [{"type": "function", "function": {"name", "description"?, "parameters"?}}]
+    aero_req_tool_choice tool_choice;
+    const char *tool_name;    // tool_choice naming a function (into root)
+    bool parallel_tool_calls; // default true
     int max_tokens;         // -1: not given
     aero_sampler_params sp; // temp, top_p, top_k, min_p, penalties, seed
     bool has_seed;

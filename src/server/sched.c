@@ -552,7 +552,8 @@ static void admit(aero_sched *s) {
         pthread_mutex_unlock(&g->mu);
         aero_generator_params gp;
         aero_generator_params_default(&gp);
-        gp.vocab = &s->backend.vocab;
+        gp.vocab = g->p.render_special && s->backend.vocab_special.detok_init ? &s->backend.vocab_special
+                                                                              : &s->backend.vocab;
         gp.seq = i;
         gp.n_ctx = s->backend.n_ctx;
         gp.n_vocab = s->backend.n_vocab;

@@ -39,6 +39,8 @@ typedef struct {
     // next request sharing a prefix with them decodes only the rest (prompt reuse). NULL: no reuse.
     void (*kv_truncate)(void *self, int seq, int len);
     aero_generator_vocab vocab; // end-of-generation test and streaming text, with their own self
+    aero_generator_vocab vocab_special; // the same with control tokens written out (tool-call markers such as
+                                        // [TOOL_CALLS] or <|python_tag|>); detok_init NULL: as vocab
     void (*stats)(void *self, aero_backend_stats *out); // may be NULL
     // Speculation (NULL: none): a decoder for sequence seq drafting with a request's sampling settings, or NULL
     // when it cannot be made. Every speculating sequence drafts at most spec_nodes nodes a step; its root and
@@ -72,6 +74,7 @@ typedef struct {
     bool ignore_eos;
     bool detok_first; // the prompt is only BOS: generated text starts a document
     bool fresh_kv;    // cache_prompt false: start on an emptied sequence, reusing nothing
+    bool render_special; // control tokens appear in the text (a request with tools: the call markers)
     bool embed;       // an embedding: the prompt's last hidden states, mean-pooled and L2-normalized, no output
     int n_bias;       // logit_bias entries (owned arrays)
     int32_t *bias_id;

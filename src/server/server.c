@@ -287,6 +287,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     aero_buf_free(&r->body);
     free(r->echo);
     aero_buf_free(&r->out);
+    aero_buf_free(&r->tacc);
+    json_decref(r->tools);
     free(r);
 }
 
