@@ -493,6 +493,80 @@ typedef struct {
     int max_tokens; // resolved against the context left after the prompt
 } gen_request;
 
+// The chat prompt: messages (and tools, unless tool_choice is "none") through the model's template; a
+// template that only renders tool calls gets the definitions in a system message. Sets up the request's tool
+// parsing. False when the request was answered with an error (in *ret).
+static bool render_chat(aero_http_req *r, aero_req *q, char **text, size_t *len, enum MHD_Result *ret) {
+    aero_srv_model *x = &r->srv->model;
+    aero_error err = {0};
+    aero_status st;
+    const json_t *tools = q->tool_choice == AERO_TOOL_NONE ? NULL : q->tools;
+    json_t *messages = q->messages;
+    if (tools && x->tools.format == AERO_TOOLS_UNSUPPORTED) {
+        char msg[400];
+        snprintf(msg, sizeof msg,
+                 "This model's chat template (%s) has no tool support: it renders neither 'tools' nor tool "
+                 "calls. Start the server with a --chat-template-file that does, or send the request without "
+                 "'tools'.",
+                 x->tmpl_name);
+        *ret = aero_http_error(r, 400, msg, "tools", NULL);
+        return false;
+    }
+    if (tools && !x->tools.renders_tools) { // the template knows calls, not definitions: list them first
+        char *sys = aero_tool_system_text(tools, x->tools.format);
+        messages = json_copy(q->messages);
+        if (sys && messages) {
+            json_t *m0 = json_array_get(messages, 0);
+            const char *role = json_string_value(json_object_get(m0, "role"));
+            const char *c0 = json_string_value(json_object_get(m0, "content"));
+            if (role && !strcmp(role, "system") && c0) {
+                size_t n = strlen(c0) + strlen(sys) + 3;
+                char *both = malloc(n);
+                if (both) snprintf(both, n, "%s\n\n%s", c0, sys);
+                if (both) json_object_set_new(m0, "content", json_string(both));
+                free(both);
+            } else {
+                json_array_insert_new(messages, 0, json_pack("{s:s, s:s}", "role", "system", "content", sys));
+            }
+        }
+        free(sys);
+        if (!messages) messages = json_incref(q->messages);
+        tools = NULL;
+    } else {
+        json_incref(messages);
+    }
+    if (tools || messages != q->messages) {
+        r->tool_fmt = x->tools.format;
+        r->tools = json_incref(q->tools);
+        r->parallel_tools = q->parallel_tool_calls;
+    }
+    st = aero_srv_model_render(x, messages, tools, text, len, &err);
+    json_decref(messages);
+    if (st) {
+        *ret = aero_http_error(r, status_of(st), err.msg, "messages", NULL);
+        return false;
+    }
+    return true;
+}
+
+// POST /apply-template (llama-server's): the prompt a chat request would be generated from, for checking what
+// a template makes of messages, tools and tool results.
+static enum MHD_Result handle_apply_template(aero_http_req *r) {
+    aero_server *s = r->srv;
+    aero_req q;
+    aero_error err = {0};
+    aero_status st = aero_req_parse(&q, AERO_REQ_CHAT, r->body.p, r->body.len, s->model.backend.n_vocab, &s->p.defaults,
+                                    &err);
+    if (st) return aero_http_error(r, status_of(st), err.msg, q.err_param[0] ? q.err_param : NULL, NULL);
+    char *text = NULL;
+    size_t len = 0;
+    enum MHD_Result ret;
+    if (render_chat(r, &q, &text, &len, &ret)) ret = aero_http_json(r, 200, json_pack("{s:o}", "prompt", aero_oai_string(text, len)));
+    free(text);
+    aero_req_free(&q);
+    return ret;
+}
+
 // The prompt as tokens: the chat template rendered and tokenized, token ids as given, or the text tokenized.
 // False when the request was answered with an error (in *ret).
 static bool gen_prompt(aero_http_req *r, gen_request *g, enum MHD_Result *ret) {
@@ -510,52 +584,7 @@ static bool gen_prompt(aero_http_req *r, gen_request *g, enum MHD_Result *ret) {
         return false;
     }
     if (g->kind == AERO_REQ_CHAT) {
-        const json_t *tools = q->tool_choice == AERO_TOOL_NONE ? NULL : q->tools;
-        json_t *messages = q->messages;
-        if (tools && x->tools.format == AERO_TOOLS_UNSUPPORTED) {
-            char msg[400];
-            snprintf(msg, sizeof msg,
-                     "This model's chat template (%s) has no tool support: it renders neither 'tools' nor tool "
-                     "calls. Start the server with a --chat-template-file that does, or send the request without "
-                     "'tools'.",
-                     x->tmpl_name);
-            *ret = aero_http_error(r, 400, msg, "tools", NULL);
-            return false;
-        }
-        if (tools && !x->tools.renders_tools) { // the template knows calls, not definitions: list them first
-            char *sys = aero_tool_system_text(tools, x->tools.format);
-            messages = json_copy(q->messages);
-            if (sys && messages) {
-                json_t *m0 = json_array_get(messages, 0);
-                const char *role = json_string_value(json_object_get(m0, "role"));
-                const char *c0 = json_string_value(json_object_get(m0, "content"));
-                if (role && !strcmp(role, "system") && c0) {
-                    size_t n = strlen(c0) + strlen(sys) + 3;
-                    char *both = malloc(n);
-                    if (both) snprintf(both, n, "%s\n\n%s", c0, sys);
-                    if (both) json_object_set_new(m0, "content", json_string(both));
-                    free(both);
-                } else {
-                    json_array_insert_new(messages, 0, json_pack("{s:s, s:s}", "role", "system", "content", sys));
-                }
-            }
-            free(sys);
-            if (!messages) messages = json_incref(q->messages);
-            tools = NULL;
-        } else {
-            json_incref(messages);
-        }
-        if (tools || messages != q->messages) {
-            r->tool_fmt = x->tools.format;
-            r->tools = json_incref(q->tools);
-            r->parallel_tools = q->parallel_tool_calls;
-        }
-        st = aero_srv_model_render(x, messages, tools, &g->text, &g->text_len, &err);
-        json_decref(messages);
-        if (st) {
-            *ret = aero_http_error(r, status_of(st), err.msg, "messages", NULL);
-            return false;
-        }
+        if (!render_chat(r, q, &g->text, &g->text_len, ret)) return false;
         st = aero_srv_model_tokenize(x, g->text, g->text_len, true, true, &g->ids, &g->n_ids, &err);
     } else if (q->prompt_ids) {
         g->ids = q->prompt_ids;
@@ -940,7 +969,8 @@ typedef enum {
     R_DETOKENIZE,
     R_PROPS,
     R_SLOTS,
-    R_EMBEDDINGS
+    R_EMBEDDINGS,
+    R_APPLY_TEMPLATE
 } route;
 
 static const struct {
@@ -965,6 +995,7 @@ static const struct {
     {"/slots", "GET", R_SLOTS, false},
     {"/v1/embeddings", "POST", R_EMBEDDINGS, false},
     {"/embeddings", "POST", R_EMBEDDINGS, false},
+    {"/apply-template", "POST", R_APPLY_TEMPLATE, false},
 };
 
 // Routes a request: known path with the wrong method is 405, unknown path 404, model endpoints 503 until loaded.
@@ -994,6 +1025,7 @@ enum MHD_Result aero_api_handle(aero_http_req *r, const char *url) {
         if (id == R_PROPS) return handle_props(r);
         if (id == R_SLOTS) return handle_slots(r);
         if (id == R_EMBEDDINGS) return handle_embeddings(r);
+        if (id == R_APPLY_TEMPLATE) return handle_apply_template(r);
         return handle_detokenize(r);
     }
     char msg[160];

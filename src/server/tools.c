@@ -518,36 +518,60 @@ aero_status aero_tool_grammar(aero_grammar **out, aero_tool_format f, const json
     *out = NULL;
     bool ds = f == AERO_TOOLS_DEEPSEEK || f == AERO_TOOLS_DEEPSEEK_V31;
     const char *args_key = f == AERO_TOOLS_LLAMA3 ? "parameters" : "arguments";
-    // the call as a JSON schema: {"name": const, ARGS: parameters} per tool (DeepSeek: the arguments alone; its
-    // name is outside the JSON)
-    json_t *alts = json_array(), *names = json_array();
+    // the call as a JSON schema: {"name": const, ARGS: parameters} per tool. DeepSeek writes the name outside
+    // the JSON: there each tool's parameters are compiled apart and joined with its name, so a call's arguments
+    // always match its own tool.
+    json_t *alts = json_array();
     size_t i;
     json_t *t;
+    int n_tools = 0;
+    aero_grammar *g = ds ? aero_grammar_new() : NULL;
+    int ds_one = g ? aero_grammar_add_rule(g) : -1;
+    aero_status st = AERO_OK;
     json_array_foreach(tools, i, t) {
         const char *n = name_of(t);
         if (!n || (name && strcmp(n, name))) continue;
-        json_array_append_new(names, json_string(n));
-        if (ds) json_array_append_new(alts, params_of(t));
-        else
+        n_tools++;
+        if (!ds) {
             json_array_append_new(alts, json_pack("{s:s, s:{s:{s:s}, s:o}, s:[s, s]}", "type", "object", "properties",
                                                   "name", "const", n, args_key, params_of(t), "required", "name",
                                                   args_key));
+            continue;
+        }
+        json_t *ps = params_of(t);
+        aero_grammar *pg = NULL;
+        st = g ? aero_json_grammar_compile(&pg, ps, keyword, err) : aero_fail(err, AERO_ERR_NOMEM, "out of memory");
+        json_decref(ps);
+        if (st) break;
+        int args = aero_grammar_import(g, pg);
+        aero_grammar_free(pg);
+        int one = f == AERO_TOOLS_DEEPSEEK
+                      ? seq_rule(g,
+                                 (int[]){lit_rule(g, DS_CALL_BEGIN "function" DS_SEP), lit_rule(g, n),
+                                         lit_rule(g, "\n```json\n"), args, lit_rule(g, "\n```" DS_CALL_END)},
+                                 5)
+                      : seq_rule(g, (int[]){lit_rule(g, DS_CALL_BEGIN), lit_rule(g, n), lit_rule(g, DS_SEP), args,
+                                            lit_rule(g, DS_CALL_END)},
+                                 5);
+        aero_gel e[] = {{AERO_GEL_RULE, one}};
+        if (one < 0 || ds_one < 0 || !aero_grammar_add_alt(g, ds_one, e, 1)) {
+            st = aero_fail(err, AERO_ERR_NOMEM, "out of memory building the tool-call grammar");
+            break;
+        }
     }
-    if (json_array_size(alts) == 0) {
-        json_decref(alts);
-        json_decref(names);
-        return aero_fail(err, AERO_ERR_INVALID, "tool_choice names '%s', which is not in 'tools'", name ? name : "");
+    if (!st && n_tools == 0)
+        st = aero_fail(err, AERO_ERR_INVALID, "tool_choice names '%s', which is not in 'tools'", name ? name : "");
+    if (!st && !ds) {
+        json_t *schema = json_array_size(alts) == 1 ? json_incref(json_array_get(alts, 0)) : json_pack("{s:O}", "anyOf", alts);
+        st = aero_json_grammar_compile(&g, schema, keyword, err);
+        json_decref(schema);
     }
-    json_t *schema = json_array_size(alts) == 1 ? json_incref(json_array_get(alts, 0)) : json_pack("{s:O}", "anyOf", alts);
-    aero_grammar *g = NULL;
-    aero_status st = aero_json_grammar_compile(&g, schema, keyword, err);
-    json_decref(schema);
     json_decref(alts);
     if (st) {
-        json_decref(names);
+        aero_grammar_free(g);
         return st;
     }
-    int call = aero_grammar_root(g), root = -1;
+    int call = ds ? -1 : aero_grammar_root(g), root = -1;
     switch (f) {
     case AERO_TOOLS_HERMES: {
         int one = seq_rule(g, (int[]){lit_rule(g, HERMES_OPEN "\n"), call, lit_rule(g, "\n" HERMES_CLOSE)}, 3);
@@ -562,21 +586,7 @@ aero_status aero_tool_grammar(aero_grammar **out, aero_tool_format f, const json
     case AERO_TOOLS_LLAMA3: root = parallel ? repeat_rule(g, call, lit_rule(g, "; ")) : call; break;
     case AERO_TOOLS_DEEPSEEK:
     case AERO_TOOLS_DEEPSEEK_V31: {
-        int nm = aero_grammar_add_rule(g); // one of the tools' names
-        for (size_t k = 0; nm >= 0 && k < json_array_size(names); k++) {
-            int l = lit_rule(g, json_string_value(json_array_get(names, k)));
-            aero_gel e[] = {{AERO_GEL_RULE, l}};
-            if (l < 0 || !aero_grammar_add_alt(g, nm, e, 1)) nm = -1;
-        }
-        int one = f == AERO_TOOLS_DEEPSEEK
-                      ? seq_rule(g,
-                                 (int[]){lit_rule(g, DS_CALL_BEGIN "function" DS_SEP), nm, lit_rule(g, "\n```json\n"),
-                                         call, lit_rule(g, "\n```" DS_CALL_END)},
-                                 5)
-                      : seq_rule(g, (int[]){lit_rule(g, DS_CALL_BEGIN), nm, lit_rule(g, DS_SEP), call,
-                                            lit_rule(g, DS_CALL_END)},
-                                 5);
-        int body = parallel ? repeat_rule(g, one, lit_rule(g, "\n")) : one;
+        int body = parallel ? repeat_rule(g, ds_one, lit_rule(g, "\n")) : ds_one;
         root = seq_rule(g, (int[]){lit_rule(g, DS_CALLS_BEGIN), body, lit_rule(g, DS_CALLS_END)}, 3);
         break;
     }
@@ -584,7 +594,6 @@ aero_status aero_tool_grammar(aero_grammar **out, aero_tool_format f, const json
         root = parallel ? seq_rule(g, (int[]){lit_rule(g, "["), repeat_rule(g, call, lit_rule(g, ", ")), lit_rule(g, "]")}, 3)
                         : call;
     }
-    json_decref(names);
     if (root < 0) {
         aero_grammar_free(g);
         return aero_fail(err, AERO_ERR_NOMEM, "out of memory building the tool-call grammar");
