@@ -458,10 +458,10 @@ static const uint8_t *spec_mask(aero_sched *s, const aero_batch_buf *b) {
 }
 
 // After the pass: the decoder walks g's rows, the accepted path stays cached (the rest is removed), and the
-// tokens go through the generation layer's rules; fit_tokens > 0: a pass of decoding tokens only.
-static void spec_advance(aero_sched *s, aero_gen *g, int fit_tokens, double dt) {
+// tokens go through the generation layer's rules; fit_tokens > 0: g's share of a pass of decoding tokens only.
+static void spec_advance(aero_sched *s, aero_gen *g, double fit_tokens, double fit_s) {
     int n_out = 0, seq = g->seq, P = s->n_hist[seq];
-    aero_spec_commit(g->spec, g->sampler, s->logits + (size_t)g->spec_row * s->backend.n_vocab, fit_tokens, dt,
+    aero_spec_commit(g->spec, g->sampler, s->logits + (size_t)g->spec_row * s->backend.n_vocab, fit_tokens, fit_s,
                      s->spec_out, &n_out);
     s->hist[seq][P] = g->pending;
     for (int j = 0; j + 1 < n_out && P + 1 + j < s->backend.n_ctx; j++) s->hist[seq][P + 1 + j] = s->spec_out[j];
@@ -699,11 +699,14 @@ static void step(aero_sched *s) {
             if (s->n_hist[q] < pos + 1) s->n_hist[q] = pos + 1;
         }
     }
+    int n_dec_seqs = 0; // the sequences that share the pass's fixed cost
+    for (int i = 0; i < e->n_seq; i++) n_dec_seqs += s->seqs[i] && s->seqs[i]->in_batch && s->seqs[i]->state == GEN_DECODE;
+    double share = n == n_decoding && n_dec_seqs ? 1.0 / n_dec_seqs : 0;
     for (int i = 0; i < e->n_seq; i++) {
         aero_gen *g = s->seqs[i];
         if (g && g->in_batch) {
             g->in_batch = false;
-            if (g->spec_bidx >= 0) spec_advance(s, g, n == n_decoding ? n : 0, dt);
+            if (g->spec_bidx >= 0) spec_advance(s, g, n * share, dt * share);
             else if (g->p.embed) embed_advance(s, g);
             else advance(s, g);
         }

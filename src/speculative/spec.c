@@ -455,10 +455,10 @@ void aero_spec_node(const aero_spec *s, int i, int32_t *token, int *parent, int 
     *depth = s->nodes[i].depth;
 }
 
-void aero_spec_commit(aero_spec *s, aero_sampler *smp, const float *rows, int pass_tokens, double pass_s, int32_t *out,
+void aero_spec_commit(aero_spec *s, aero_sampler *smp, const float *rows, double fit_tokens, double fit_s, int32_t *out,
                       int *n_out) {
-    count_pass(s, 1 + s->n_nodes, pass_s, false);
-    if (pass_tokens > 0) fit_add(&s->fit, pass_tokens, pass_s);
+    count_pass(s, 1 + s->n_nodes, fit_s, false);
+    if (fit_tokens > 0) fit_add(&s->fit, fit_tokens, fit_s);
     walk(s, smp, rows, out, n_out);
 }
 

@@ -22,11 +22,13 @@ typedef struct aero_spec aero_spec;
 // every node (at position n_tokens - 1 + depth, logits wanted; a node attends to its ancestors and the root) to
 // its pass, and commit walks the rows (the root's, then one per node, contiguous) like aero_spec_step:
 // 1..max_new tokens in out, accepted into smp, the rejected nodes removed from the target cache.
-// pass_tokens > 0: the pass had only decoding tokens, so its time (pass_s) is a sample for the adaptive length.
+// fit_tokens > 0: this sequence's share of a pass of decoding tokens only (the pass's tokens and seconds over
+// the sequences it advanced), a sample of the cost the adaptive length weighs: the fixed cost of a pass is
+// shared, each token drafted is not.
 aero_status aero_spec_resume(aero_spec *s, const int32_t *toks, int n, aero_error *err);
 aero_status aero_spec_draft(aero_spec *s, aero_sampler *smp, int max_new, int *n_nodes, aero_error *err);
 void aero_spec_node(const aero_spec *s, int i, int32_t *token, int *parent, int *depth);
-void aero_spec_commit(aero_spec *s, aero_sampler *smp, const float *rows, int pass_tokens, double pass_s, int32_t *out,
+void aero_spec_commit(aero_spec *s, aero_sampler *smp, const float *rows, double fit_tokens, double fit_s, int32_t *out,
                       int *n_out);
 
 #endif
