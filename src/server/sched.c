@@ -398,8 +398,9 @@ static bool spec_feed(aero_sched *s, aero_gen *g, aero_batch_buf *b, int room) {
     }
     int max_new = g->p.max_tokens - aero_generator_n_generated(g->gen);
     if (max_new > room) max_new = room;
+    if (max_new < 1) return false; // no room in this pass: a plain step, drafting again later
     int nn = 0;
-    if (max_new < 1 || aero_spec_draft(g->spec, g->sampler, max_new, &nn, &err)) {
+    if (aero_spec_draft(g->spec, g->sampler, max_new, &nn, &err)) {
         spec_drop(g);
         return false;
     }
@@ -654,8 +655,12 @@ static void step(aero_sched *s) {
         g->in_batch = false;
         if (g->state != GEN_DECODE) continue;
         n_dec--; // every later decoding sequence keeps one token of room
-        if (g->spec && spec_feed(s, g, b, aero_batch_buf_room(b) - n_dec)) g->in_batch = true;
-        else g->in_batch = aero_generator_feed(g->gen, b, 1) > 0;
+        if (g->spec && spec_feed(s, g, b, aero_batch_buf_room(b) - n_dec)) {
+            g->in_batch = true;
+        } else {
+            g->spec_live = false; // a plain step: the decoder starts again from the sequence's tokens next time
+            g->in_batch = aero_generator_feed(g->gen, b, 1) > 0;
+        }
     }
     int n_decoding = aero_batch_buf_len(b);
     for (;;) { // prompts, oldest request first, as far as the pass bound allows
