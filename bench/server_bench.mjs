@@ -2,10 +2,20 @@
 // against a model that is streamed from disk (--mem well under its size). Every pass over the weights costs
 // about the same disk read whatever the batch, so N streams should approach N times one stream's rate.
 // Prints the disk floor (O_DIRECT dd on the model file) and per-pass figures from /metrics.
+// With DRAFT (a draft model's path, or "ngram"), the same levels run twice, without and with `serve --draft`
+// (every sequence drafts, one pass verifies every draft), and the script prints the speculative/plain ratio of
+// the aggregate rate at each level and the drafts' acceptance (issue 16: 8 speculative streams >= 1.5x 8 plain
+// ones on the streamed teacher).
 // Env: AEROLLM (binary), MODEL (default: synthesize a llama-1b-shape model of TYPE (default Q8_0), 8 layers,
 //      in $TMPDIR),
-//      MEM (default 40% of the model file: nearly every layer streamed; 0: no budget, all resident), TOKENS per stream (default 32), LEVELS (default 1,4,8), THREADS (-t).
+//      MEM (default 40% of the model file: nearly every layer streamed; 0: no budget, all resident), TOKENS per stream (default 32), LEVELS (default 1,4,8), THREADS (-t),
+//      DRAFT (draft model or ngram), DRAFT_ARGS (more serve flags for the speculative run, e.g. "--draft-tree 16"),
+//      CTX (-c, default 256: the KV cache of every sequence is counted inside --mem).
 // Run: node bench/server_bench.mjs
+// Issue 16's benchmark (the teacher's weights get 16 MiB of --mem, less than half their size; the rest of --mem
+// is the 8 sequences' KV cache, 20 MiB at -c 160, and the drafter's 6.6 MiB):
+//   MODEL=models/aero-teacher-34M-Q8_0.gguf MEM=43M CTX=160 DRAFT=models/aero-drafter-3M-F16.gguf LEVELS=1,8 TOKENS=128
+//   node bench/server_bench.mjs
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, statSync } from 'node:fs';
 import os from 'node:os';
@@ -74,55 +84,80 @@ const model = process.env.MODEL || synthModel();
 const size = statSync(model).size;
 const MEM = process.env.MEM || `${Math.ceil(size * 0.4 / 1048576)}M`;
 const bw = diskBandwidth(model);
-const args = ['serve', '-m', model, ...(MEM === '0' ? [] : ['--mem', MEM]), '--port', '0', '-np', String(Math.max(...LEVELS)), '-c', '256', '--quiet'];
-if (process.env.THREADS) args.push('-t', process.env.THREADS);
-const srv = spawn(BIN, args, { stdio: ['ignore', 'ignore', 'pipe'] });
-let log = '';
-let exited = false;
-srv.on('exit', () => { exited = true; });
-process.on('exit', () => { if (!exited) srv.kill('SIGKILL'); }); // never leave a server behind
+const DRAFT = process.env.DRAFT || '';
+const prompts = ['Once upon a time', 'The dog', 'Lily and Tom', 'One day, a bird', 'The sun was', 'A little boy', 'In the park', 'Mom said'];
+let current = null; // the server running now, killed if the script is interrupted
+process.on('exit', () => { if (current && !current.exited) current.proc.kill('SIGKILL'); }); // never leave a server behind
 for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => process.exit(130));
-const port = await new Promise((resolve, reject) => {
-  srv.stderr.on('data', (d) => {
-    log += d;
-    const m = log.match(/listening on http:\/\/[^:\s]+:(\d+)/);
-    if (m) resolve(Number(m[1]));
+
+// Starts a server with extra flags and waits until it serves.
+async function startServer(extra) {
+  const args = ['serve', '-m', model, ...(MEM === '0' ? [] : ['--mem', MEM]), '--port', '0', '-np', String(Math.max(...LEVELS)), '-c', process.env.CTX || '256', '--quiet', ...extra];
+  if (process.env.THREADS) args.push('-t', process.env.THREADS);
+  const srv = { proc: spawn(BIN, args, { stdio: ['ignore', 'ignore', 'pipe'] }), exited: false };
+  current = srv;
+  let log = '';
+  srv.proc.on('exit', () => { srv.exited = true; });
+  const port = await new Promise((resolve, reject) => {
+    srv.proc.stderr.on('data', (d) => {
+      log += d;
+      const m = log.match(/listening on http:\/\/[^:\s]+:(\d+)/);
+      if (m) resolve(Number(m[1]));
+    });
+    srv.proc.on('exit', (c) => reject(new Error(`server exited ${c}: ${log}`)));
   });
-  srv.on('exit', (c) => reject(new Error(`server exited ${c}: ${log}`)));
-});
-const base = `http://127.0.0.1:${port}`;
-while ((await fetch(`${base}/health`).catch(() => ({ status: 0 }))).status !== 200) {
-  if (exited) { console.error(`server exited while loading:\n${log}`); process.exit(1); }
-  await new Promise((r) => setTimeout(r, 100));
+  srv.base = `http://127.0.0.1:${port}`;
+  while ((await fetch(`${srv.base}/health`).catch(() => ({ status: 0 }))).status !== 200) {
+    if (srv.exited) { console.error(`server exited while loading:\n${log}`); process.exit(1); }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  await stream(srv.base, 'Once upon a time', 4); // warm-up: first pass, page tables, thread pool
+  return srv;
 }
-await stream(base, 'Once upon a time', 4); // warm-up: first pass, page tables, thread pool
+
+// Runs every level on a fresh server with the given flags; returns the aggregate rate per level.
+async function runLevels(label, extra) {
+  const srv = await startServer(extra);
+  const base = srv.base;
+  console.log(`\n${label}`);
+  console.log('streams | aggregate tok/s | per-stream tok/s | passes | MB/pass | s/pass | floor s/pass | IO wait s | in forward | mean TTFT s | drafted | accepted');
+  const rates = {};
+  for (const n of LEVELS) {
+    const m0 = await metrics(base);
+    const t0 = performance.now();
+    const res = await Promise.all(Array.from({ length: n }, (_, i) => stream(base, prompts[i % prompts.length], TOKENS)));
+    const secs = (performance.now() - t0) / 1000;
+    const m1 = await metrics(base);
+    const tokens = res.reduce((a, r) => a + r.tokens, 0);
+    const passes = m1.aerollm_stream_passes_total - m0.aerollm_stream_passes_total || m1.aerollm_decode_steps_total - m0.aerollm_decode_steps_total;
+    const bytes = m1.aerollm_stream_bytes_total - m0.aerollm_stream_bytes_total;
+    const wait = m1.aerollm_stream_io_wait_seconds_total - m0.aerollm_stream_io_wait_seconds_total;
+    const fwd = m1.aerollm_decode_seconds_total - m0.aerollm_decode_seconds_total; // the rest is server overhead (and drafting)
+    const drafted = m1.aerollm_draft_tokens_total - m0.aerollm_draft_tokens_total;
+    const accepted = m1.aerollm_draft_accepted_total - m0.aerollm_draft_accepted_total;
+    const perPass = bytes / Math.max(passes, 1);
+    rates[n] = tokens / secs;
+    console.log(`${String(n).padStart(7)} | ${rates[n].toFixed(2).padStart(15)} | ${(rates[n] / n).toFixed(2).padStart(16)} | ` +
+      `${String(passes).padStart(6)} | ${(perPass / 1e6).toFixed(1).padStart(7)} | ${(secs / Math.max(passes, 1)).toFixed(3).padStart(6)} | ` +
+      `${bw ? (perPass / bw).toFixed(3).padStart(12) : '           ?'} | ${wait.toFixed(2).padStart(9)} | ` +
+      `${(100 * fwd / secs).toFixed(0).padStart(9)}% | ` +
+      `${(res.reduce((a, r) => a + r.ttft, 0) / n / 1000).toFixed(2).padStart(11)} | ${String(drafted).padStart(7)} | ` +
+      `${drafted ? (100 * accepted / drafted).toFixed(0) + '%' : '-'}`);
+  }
+  srv.proc.kill('SIGTERM');
+  await new Promise((r) => (srv.exited ? r() : srv.proc.on('exit', r)));
+  return rates;
+}
 
 console.log(`model ${path.basename(model)}: ${(size / 1e6).toFixed(0)} MB, --mem ${MEM}; disk (O_DIRECT, 8 MiB) ` +
   `${bw ? (bw / 1e9).toFixed(2) + ' GB/s' : 'unknown'}; ${TOKENS} tokens per stream`);
-console.log('streams | aggregate tok/s | per-stream tok/s | passes | MB/pass | s/pass | floor s/pass | IO wait s | in forward | mean TTFT s');
-const rates = {};
-const prompts = ['Once upon a time', 'The dog', 'Lily and Tom', 'One day, a bird', 'The sun was', 'A little boy', 'In the park', 'Mom said'];
-for (const n of LEVELS) {
-  const m0 = await metrics(base);
-  const t0 = performance.now();
-  const res = await Promise.all(Array.from({ length: n }, (_, i) => stream(base, prompts[i % prompts.length], TOKENS)));
-  const secs = (performance.now() - t0) / 1000;
-  const m1 = await metrics(base);
-  const tokens = res.reduce((a, r) => a + r.tokens, 0);
-  const passes = m1.aerollm_stream_passes_total - m0.aerollm_stream_passes_total || m1.aerollm_decode_steps_total - m0.aerollm_decode_steps_total;
-  const bytes = m1.aerollm_stream_bytes_total - m0.aerollm_stream_bytes_total;
-  const wait = m1.aerollm_stream_io_wait_seconds_total - m0.aerollm_stream_io_wait_seconds_total;
-  const fwd = m1.aerollm_decode_seconds_total - m0.aerollm_decode_seconds_total; // the rest is server overhead
-  const perPass = bytes / Math.max(passes, 1);
-  rates[n] = tokens / secs;
-  console.log(`${String(n).padStart(7)} | ${rates[n].toFixed(2).padStart(15)} | ${(rates[n] / n).toFixed(2).padStart(16)} | ` +
-    `${String(passes).padStart(6)} | ${(perPass / 1e6).toFixed(1).padStart(7)} | ${(secs / Math.max(passes, 1)).toFixed(3).padStart(6)} | ` +
-    `${bw ? (perPass / bw).toFixed(3).padStart(12) : '           ?'} | ${wait.toFixed(2).padStart(9)} | ` +
-    `${(100 * fwd / secs).toFixed(0).padStart(9)}% | ` +
-    `${(res.reduce((a, r) => a + r.ttft, 0) / n / 1000).toFixed(2).padStart(11)}`);
-}
 const hi = Math.max(...LEVELS), lo = Math.min(...LEVELS);
-const speedup = rates[hi] / rates[lo];
-console.log(`speedup ${hi} streams vs ${lo}: ${speedup.toFixed(2)}x (goal >= 4x at 8 streams)`);
-srv.kill('SIGTERM');
-await new Promise((r) => srv.on('exit', r));
+const plain = await runLevels('plain decoding', []);
+console.log(`speedup ${hi} streams vs ${lo}: ${(plain[hi] / plain[lo]).toFixed(2)}x (goal >= 4x at 8 streams)`);
+if (DRAFT) {
+  const extra = ['--draft', DRAFT, ...(process.env.DRAFT_ARGS ? process.env.DRAFT_ARGS.split(/\s+/).filter(Boolean) : [])];
+  const spec = await runLevels(`speculative: ${extra.join(' ')}`, extra);
+  for (const n of LEVELS)
+    console.log(`${n} streams: speculative ${spec[n].toFixed(2)} tok/s vs plain ${plain[n].toFixed(2)}: ${(spec[n] / plain[n]).toFixed(2)}x` +
+      (n === 8 ? ' (goal >= 1.5x at 8 streams on the streamed teacher)' : ''));
+}

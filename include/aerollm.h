@@ -533,6 +533,10 @@ const aero_batch *aero_batch_buf_get(aero_batch_buf *b);
 // Each layer computes every tile (n_batch tokens) of the batch while it is held, so a whole prompt passed in
 // one call reads streamed weights once. Context overflow is AERO_ERR_RANGE and changes nothing.
 aero_status aero_decode(aero_ctx *c, const aero_batch *b, float *logits, aero_error *err);
+// The last hidden state of batch token i of the last aero_decode call (after the output norm: the row the
+// vocabulary projection reads), n_embd floats into out; valid until the next pass. For embeddings.
+// AERO_ERR_UNSUPPORTED on a context computing on the GPU (its activations stay on the device).
+aero_status aero_ctx_hidden(aero_ctx *c, int i, float *out, aero_error *err);
 // Decodes toks[0..n) as positions pos0.. of sequence seq in passes of at most n_batch tokens; <= 0: all n in
 // one pass, which reads streamed weights once (the context's tile, aero_ctx_params.n_batch, bounds the
 // compute; the pass holds n x n_embd floats of activations). last_logits (n_vocab floats, or NULL) receives the
@@ -738,6 +742,12 @@ typedef struct {
     int kv_recent;                // --kv-recent N: F16 copies of each query's last N positions (quantized cache)
     aero_sampler_params defaults; // sampling for fields a request leaves out
     bool quiet;                   // no per-request log lines
+    const char *draft;            // --draft MODEL|ngram: every request that allows it drafts, and one pass verifies
+                                  // every sequence's draft; NULL: no speculation. A drafter model is resident,
+                                  // its weights counted inside --mem
+    aero_spec_params spec;        // drafting settings (draft_max, tree_nodes, ...); sampling comes from each request
+    int draft_threads;            // drafter compute threads (<= 0: as the model's)
+    bool embeddings;              // --embeddings: /v1/embeddings answers (mean-pooled, normalized last hidden state)
 } aero_server_params;
 
 void aero_server_params_default(aero_server_params *p);

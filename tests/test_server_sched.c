@@ -2,6 +2,7 @@
 // output alone equals its output among others, with prompts longer than a pass), stop strings, max_tokens, the context
 // limit, logprobs, logit bias, seeds, cancellation freeing the sequence, the bounded queue and shutdown; prompt
 // reuse (a request decodes only what its sequence's cache lacks, on the sequence holding the longest prefix).
+#include <math.h>
 #include <pthread.h>
 #include <sched.h>
 #include <string.h>
@@ -26,9 +27,21 @@ typedef struct {
     pthread_cond_t cv;
     bool gate_closed;
     int in_decode;
+    int32_t last_tok[512], last_pos[512]; // the last batch, for the hidden states of embeddings
 } fake;
 
 static uint64_t mix(uint64_t x) { return test_splitmix64(&x); }
+
+#define F_LAST(f, i, b) ((f)->last_tok[i] = (b)->tokens[i], (f)->last_pos[i] = (b)->pos[i])
+#define EMBD 8
+
+// A hidden state that depends on the token and its position, so a missed or repeated token changes the mean.
+static float fake_hidden_value(int32_t tok, int32_t pos, int j) { return (float)((tok * 7 + pos * 3 + j * 5) % 11) - 5.0f; }
+static aero_status fake_hidden(void *self, int i, float *out, aero_error *err) {
+    fake *f = self;
+    for (int j = 0; j < EMBD; j++) out[j] = fake_hidden_value(f->last_tok[i], f->last_pos[i], j);
+    return AERO_OK;
+}
 
 // Logits depend on the whole history of the sequence, so any mix-up of sequences or positions shows.
 static aero_status fake_decode(void *self, const aero_batch *b, float *logits, aero_error *err) {
@@ -42,6 +55,9 @@ static aero_status fake_decode(void *self, const aero_batch *b, float *logits, a
     f->calls++;
     pthread_mutex_unlock(&f->mu);
     int row = 0;
+    for (int i = 0; i < b->n && i < 512; i++) {
+        F_LAST(f, i, b);
+    }
     for (int i = 0; i < b->n; i++) {
         int s = b->seq[i];
         if (b->pos[i] != f->len[s]) {
@@ -86,6 +102,7 @@ static fake F;
 static aero_metrics M;
 
 static bool REUSE; // the backend offers kv_truncate
+static bool EMBED; // the backend offers hidden states
 
 static aero_sched *start(int n_seq, int n_ctx, int n_pass, int max_queue) {
     memset(&F, 0, sizeof F);
@@ -100,6 +117,8 @@ static aero_sched *start(int n_seq, int n_ctx, int n_pass, int max_queue) {
                             .decode = fake_decode,
                             .kv_drop = fake_drop,
                             .kv_truncate = REUSE ? fake_truncate : NULL,
+                            .hidden = EMBED ? fake_hidden : NULL,
+                            .n_embd = EMBED ? EMBD : 0,
                             .vocab = {.self = &F,
                                       .is_eog = fake_eog,
                                       .detok_init = fake_detok_init,
@@ -391,8 +410,59 @@ static void test_reuse(void) {
     REUSE = false;
 }
 
+// Embeddings: the prompt's hidden states mean-pooled and normalized, whatever the batch (generations beside it,
+// a prompt longer than a pass); a backend without hidden states refuses them.
+static void test_embeddings(void) {
+    EMBED = true;
+    aero_sched *s = start(3, 256, 8, 16);
+    EMBED = false;
+    spec es = {.n_prompt = 21, .max_tokens = 1, .seed_tok = 5};
+    aero_gen *g[3];
+    aero_error err = {0};
+    for (int k = 0; k < 3; k += 2) { // two generations around the embedding
+        spec gs = {.n_prompt = 4 + k, .max_tokens = 12, .seed_tok = k + 1, .ignore_eos = true};
+        g[k] = make(&gs);
+    }
+    aero_gen_params p = {0};
+    p.n_prompt = es.n_prompt;
+    p.prompt = malloc(sizeof(int32_t) * (size_t)es.n_prompt);
+    for (int i = 0; i < es.n_prompt; i++) p.prompt[i] = 1 + (es.seed_tok * 7 + i * 3) % (V - 1);
+    p.max_tokens = 1;
+    p.embed = true;
+    p.fresh_kv = true;
+    g[1] = aero_gen_new(&p);
+    for (int k = 0; k < 3; k++) CHECK(aero_sched_submit(s, g[k], &err) == AERO_OK);
+    result r[3];
+    for (int k = 0; k < 3; k++) collect(g[k], &r[k]);
+    CHECK(r[0].n_gen == 12 && r[2].n_gen == 12);
+    CHECK(r[1].finish == AERO_FINISH_STOP && r[1].len == 0);
+    float got[EMBD], want[EMBD];
+    CHECK(aero_gen_embedding(g[1], got, EMBD));
+    double sum[EMBD] = {0}, norm = 0;
+    for (int i = 0; i < es.n_prompt; i++)
+        for (int j = 0; j < EMBD; j++) sum[j] += fake_hidden_value(1 + (es.seed_tok * 7 + i * 3) % (V - 1), i, j);
+    for (int j = 0; j < EMBD; j++) norm += (sum[j] / es.n_prompt) * (sum[j] / es.n_prompt);
+    for (int j = 0; j < EMBD; j++) want[j] = (float)(sum[j] / es.n_prompt / sqrt(norm));
+    for (int j = 0; j < EMBD; j++) CHECKF(fabsf(got[j] - want[j]) < 1e-6f, "dim %d: %g vs %g", j, got[j], want[j]);
+    CHECK(!aero_gen_embedding(g[0], got, EMBD)); // a generation has none
+    for (int k = 0; k < 3; k++) aero_gen_unref(g[k]);
+    aero_sched_free(s);
+
+    s = start(1, 64, 8, 4); // no hidden states: refused at submission
+    p = (aero_gen_params){0};
+    p.n_prompt = 2;
+    p.prompt = calloc(2, sizeof(int32_t));
+    p.max_tokens = 1;
+    p.embed = true;
+    aero_gen *e = aero_gen_new(&p);
+    CHECK(aero_sched_submit(s, e, &err) == AERO_ERR_UNSUPPORTED);
+    aero_gen_unref(e);
+    aero_sched_free(s);
+}
+
 int main(void) {
     aero_metrics_init(&M);
+    test_embeddings();
     test_batch_invariance();
     test_limits();
     test_cancel_queue_shutdown();

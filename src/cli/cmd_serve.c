@@ -25,6 +25,9 @@ static void usage(void) {
            "  --max-body SIZE       request body limit (default 8M)\n"
            "  --chat-template-file F  chat template overriding the model's\n"
            "  --quiet               no per-request log lines\n"
+           "  --draft MODEL|ngram   speculative decoding for every request (greedy and sampled, lossless); one pass\n"
+           "                        verifies every sequence's draft (--draft-max/-min/-tree/-fixed as in run)\n"
+           "  --embeddings          answer /v1/embeddings (mean-pooled, L2-normalized last hidden state)\n"
            "  -c N                  context per sequence (default: the model's, at most 4096)\n"
            "  sampling flags set the defaults for fields a request leaves out\n");
     cli_common_usage();
@@ -78,6 +81,10 @@ int aero_cmd_serve(int argc, char **argv) {
             p.quiet = true;
             continue;
         }
+        if (!strcmp(f, "--embeddings") || !strcmp(f, "--embedding")) {
+            p.embeddings = true;
+            continue;
+        }
         static const char *own[] = {"--host",
                                     "--port",
                                     "-np",
@@ -123,8 +130,8 @@ int aero_cmd_serve(int argc, char **argv) {
         i += used - 1;
     }
     if (o.prompt || o.prompt_file) return cli_fail("serve", "-p/-f do not apply to serve: prompts come in requests");
-    if (o.draft)
-        return cli_fail("serve", "--draft is not supported by serve yet (speculative decoding works in 'run')");
+    if (o.draft && o.draft_min > o.draft_max)
+        return cli_fail("serve", "--draft-min %d exceeds --draft-max %d", o.draft_min, o.draft_max);
     const char *path = o.model ? o.model : cli_default_model();
     if (!path) return cli_fail("serve", "no model given (-m MODEL.gguf)");
     p.model.path = path;
@@ -141,6 +148,9 @@ int aero_cmd_serve(int argc, char **argv) {
     p.type_v = (aero_kv_type)o.type_v;
     p.kv_recent = o.kv_recent;
     p.defaults = o.sp;
+    p.draft = o.draft;
+    cli_spec_params(&o, &p.spec);
+    p.draft_threads = o.draft_threads;
 
     // Signals are taken synchronously by this thread; every other thread inherits the blocked mask.
     sigset_t set;

@@ -387,6 +387,40 @@ void aero_generator_advance(aero_generator *g, const float *logits) {
     g->has_next = true;
 }
 
+void aero_generator_push(aero_generator *g, const int32_t *toks, int n) {
+    g->n_new = 0;
+    g->fed = 0;
+    g->row = -1;
+    g->last_logits = NULL;
+    if (g->end != AERO_END_NONE || n < 1) return;
+    if (n > g->cap_new) {
+        int32_t *t = realloc(g->new_tok, sizeof(int32_t) * (size_t)n);
+        if (!t) {
+            finish(g, AERO_END_INTERRUPTED);
+            return;
+        }
+        g->new_tok = t;
+        g->cap_new = n;
+    }
+    if (g->has_next) { // the pending token went in with the caller's pass
+        if (g->hist) g->hist[g->n_hist++] = g->next_tok;
+        g->n_past++;
+        g->has_next = false;
+    }
+    for (int i = 0; i < n; i++) {
+        if (!take(g, toks[i])) return;
+        if (g->n_past >= g->p.n_ctx) {
+            finish(g, AERO_END_CONTEXT);
+            return;
+        }
+        if (i == n - 1) break;
+        if (g->hist) g->hist[g->n_hist++] = toks[i];
+        g->n_past++;
+    }
+    g->next_tok = toks[n - 1];
+    g->has_next = true;
+}
+
 // One draft-and-verify round of the speculative decoder, its tokens through the same rules.
 static aero_status spec_step(aero_generator *g, aero_error *err) {
     aero_spec *s = g->p.spec;

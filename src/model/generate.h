@@ -63,6 +63,11 @@ void aero_generator_vocab_of(aero_generator_vocab *v, const aero_tokenizer *t);
 // into the sampler's history when penalties must see them.
 aero_status aero_generator_begin_kept(aero_generator *g, const int32_t *prompt, int n, int keep, aero_error *err);
 
+// Tokens a caller's own verification decided, already accepted into the sampler (the server's speculation: a
+// draft-and-verify round over a pass shared by many sequences): the pending token and toks[0..n-1) are now in
+// the sequence's cache, and each token goes through the rules like a sampled one; the last is fed next.
+void aero_generator_push(aero_generator *g, const int32_t *toks, int n);
+
 // Tokens emitted by the last step/advance, and the logits row the last of them was sampled from (with the
 // logit bias applied; valid until the next step/advance and while the caller's logits buffer is).
 const int32_t *aero_generator_new_tokens(const aero_generator *g, int *n);

@@ -100,6 +100,33 @@ bool aero_grammar_add_alt(aero_grammar *g, int rule, const aero_gel *els, int n)
 }
 
 void aero_grammar_set_root(aero_grammar *g, int rule) { g->root = rule; }
+int aero_grammar_root(const aero_grammar *g) { return g->root; }
+
+// Copies src's rules into dst (byte classes shared, references shifted): compiled grammars become parts of a
+// larger one. Returns src's root in dst, -1 when out of memory.
+int aero_grammar_import(aero_grammar *dst, const aero_grammar *src) {
+    int base = dst->n_rules;
+    for (int r = 0; r < src->n_rules; r++)
+        if (aero_grammar_add_rule(dst) < 0) return -1;
+    aero_gel *els = malloc(sizeof *els * (size_t)(src->n_elems ? src->n_elems : 1));
+    if (!els) return -1;
+    for (int r = 0; r < src->n_rules; r++)
+        for (int a = 0; a < src->rules[r].n; a++) {
+            int n = 0;
+            for (int i = src->rules[r].alts[a]; src->elems[i].kind != AERO_GEL_END; i++, n++) {
+                aero_gel e = src->elems[i];
+                e.arg = e.kind == AERO_GEL_RULE ? base + e.arg : aero_grammar_cset(dst, &src->sets[e.arg]);
+                if (e.arg < 0) goto fail;
+                els[n] = e;
+            }
+            if (!aero_grammar_add_alt(dst, base + r, els, n)) goto fail;
+        }
+    free(els);
+    return src->root < 0 ? -1 : base + src->root;
+fail:
+    free(els);
+    return -1;
+}
 int aero_grammar_n_rules(const aero_grammar *g) { return g->n_rules; }
 
 // Which rules can match the empty string (fixed point), for the left-recursion check.

@@ -40,6 +40,10 @@ int aero_grammar_cset(aero_grammar *g, const aero_cset *c);
 // Appends an alternative (a sequence of n elements; n may be 0 for the empty string) to a rule.
 bool aero_grammar_add_alt(aero_grammar *g, int rule, const aero_gel *els, int n);
 void aero_grammar_set_root(aero_grammar *g, int rule);
+// The root rule (-1: unset): lets a caller wrap a compiled grammar in more rules (tool-call formats).
+int aero_grammar_root(const aero_grammar *g);
+// Copies src's rules into dst; returns src's root rule in dst (-1: out of memory).
+int aero_grammar_import(aero_grammar *dst, const aero_grammar *src);
 // Checks what the builder cannot: every rule has an alternative, references are in range, and no rule can
 // reach itself without consuming a byte (left recursion would loop the recognizer).
 aero_status aero_grammar_check(const aero_grammar *g, aero_error *err);

@@ -144,33 +144,30 @@ static json_t *params_object(const aero_sampler_params *sp, int n_predict, bool 
 // The chat template's text as /props shows it: the model's, the --chat-template-file's, or "" for the
 // ChatML fallback (chat_template_source says which).
 static json_t *template_text(aero_server *s) {
-    if (!s->model.tmpl) return json_string("");
-    if (s->p.chat_template_file && !strcmp(s->model.tmpl_name, "file")) {
-        FILE *f = fopen(s->p.chat_template_file, "rb");
-        aero_buf b = {0};
-        char chunk[4096];
-        size_t n;
-        while (f && (n = fread(chunk, 1, sizeof chunk, f)) > 0) aero_buf_append(&b, chunk, n);
-        if (f) fclose(f);
-        json_t *j = aero_oai_string(b.p ? b.p : "", b.len);
-        aero_buf_free(&b);
-        return j;
-    }
-    const char *src = aero_chat_template_source_gguf(aero_model_gguf(s->model.model));
-    return json_string(src ? src : "");
+    const char *src = s->model.tmpl_src;
+    return src ? aero_oai_string(src, strlen(src)) : json_string("");
+}
+
+// /props' "draft": the drafter and its settings, or null without --draft.
+static json_t *draft_object(aero_server *s) {
+    const aero_srv_model *x = &s->model;
+    if (!x->spec_on) return json_null();
+    return json_pack("{s:s, s:s, s:i, s:i, s:i, s:b}", "model", s->p.draft, "description", x->spec_desc, "draft_max",
+                     x->spec.draft_max, "draft_min", x->spec.draft_min, "tree_nodes", x->spec.tree_nodes, "adaptive",
+                     x->spec.adaptive);
 }
 
 // GET /props (llama-server's shape): what scripts read to size prompts and pick templates.
 static enum MHD_Result handle_props(aero_http_req *r) {
     aero_server *s = r->srv;
     const aero_sched_backend *e = &s->model.backend;
-    json_t *gen = json_pack("{s:i, s:b, s:o}", "n_ctx", e->n_ctx, "speculative", false, "params",
+    json_t *gen = json_pack("{s:i, s:b, s:o}", "n_ctx", e->n_ctx, "speculative", s->model.spec_on, "params",
                             params_object(&s->p.defaults, -1, false, false));
     json_t *j = json_pack("{s:o, s:i, s:s, s:s, s:o, s:s, s:s, s:s, s:o, s:{s:b, s:b}, s:i, s:i}",
                           "default_generation_settings", gen, "total_slots", e->n_seq, "model_alias", s->model_id,
                           "model_path", s->p.model.path ? s->p.model.path : "", "chat_template", template_text(s),
                           "chat_template_source", s->model.tmpl_name, "bos_token", s->model.bos_str, "eos_token",
-                          s->model.eos_str, "draft", json_null(), "modalities", "vision", false, "audio", false,
+                          s->model.eos_str, "draft", draft_object(s), "modalities", "vision", false, "audio", false,
                           "n_vocab", e->n_vocab, "n_batch", e->n_pass);
     json_object_set_new(j, "build_info", json_string("aerollm"));
     return aero_http_json(r, 200, j);
@@ -257,11 +254,121 @@ static bool out_event(aero_http_req *r, json_t *j) {
 }
 
 // Turns new output of the generation into SSE events: text/logprob deltas, then the finish chunk, the usage
+// A tool call id: 9 letters and digits for Mistral's template (which refuses any other length), else OpenAI's
+// "call_" and 24 of them.
+static void make_tool_id(aero_http_req *r, int i) {
+    static const char al[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    uint64_t x = atomic_fetch_add(&r->srv->next_id, 1) * 0x9e3779b97f4a7c15ull ^ (uint64_t)(aero_now() * 1e9);
+    bool mistral = r->tool_fmt == AERO_TOOLS_MISTRAL;
+    char *o = r->t_ids[i];
+    int k = 0, n = mistral ? 9 : 24;
+    if (!mistral) k = snprintf(o, sizeof r->t_ids[i], "call_");
+    for (int j = 0; j < n; j++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        o[k++] = al[x % (sizeof al - 1)];
+    }
+    o[k] = 0;
+}
+
+// A chunk carrying one tool_calls delta: the first of a call has its id, type and name, later ones argument bytes.
+static json_t *tool_chunk(aero_http_req *r, int index, bool head, const char *name, const char *args, size_t n) {
+    json_t *c = aero_oai_chunk(&r->meta, false, NULL, 0, NULL, NULL, r->include_usage);
+    json_t *delta = json_object_get(json_array_get(json_object_get(c, "choices"), 0), "delta");
+    json_t *fn = json_object();
+    if (head) json_object_set_new(fn, "name", json_string(name));
+    json_object_set_new(fn, "arguments", aero_oai_string(args, n));
+    json_t *tc = json_pack("{s:i}", "index", index);
+    if (head) {
+        json_object_set_new(tc, "id", json_string(r->t_ids[index]));
+        json_object_set_new(tc, "type", json_string("function"));
+    }
+    json_object_set_new(tc, "function", fn);
+    json_object_set_new(delta, "tool_calls", json_pack("[o]", tc));
+    return c;
+}
+
+// Leading content of a parse, without the whitespace that separated it from the calls.
+static size_t content_end(const aero_tool_parse *p, const char *t) {
+    size_t n = p->content_len;
+    if (p->calls_ok)
+        while (n > 0 && (t[n - 1] == ' ' || t[n - 1] == '\n' || t[n - 1] == '\t' || t[n - 1] == '\r')) n--;
+    return n;
+}
+
+// A stream with tools: the output so far is parsed again at every delta (it is short); text that cannot be part
+// of a call goes out as content, a call's id and name as soon as the name is complete, then its arguments' bytes
+// as they are generated, as OpenAI streams them.
+static bool tool_stream(aero_http_req *r, const aero_gen_delta *d) {
+    if (d->len && !aero_buf_append(&r->tacc, d->text, d->len)) return false;
+    const char *t = r->tacc.p ? r->tacc.p : "";
+    aero_tool_parse p;
+    aero_tool_parse_output(r->tool_fmt, t, r->tacc.len, !d->done, r->tools, &p);
+    if (!r->parallel_tools && p.n_calls > 1) p.n_calls = 1;
+    bool ok = true;
+    size_t content = content_end(&p, t);
+    if (content > r->t_content_sent) {
+        ok = out_event(r, aero_oai_chunk(&r->meta, false, t + r->t_content_sent, content - r->t_content_sent, NULL,
+                                         NULL, r->include_usage));
+        r->t_content_sent = content;
+    }
+    for (int i = 0; ok && i < p.n_calls; i++) {
+        const aero_tool_call *c = &p.calls[i];
+        if (!c->name_done) break;
+        if (i >= r->t_calls_sent) {
+            make_tool_id(r, i);
+            ok = out_event(r, tool_chunk(r, i, true, c->name, "", 0));
+            r->t_calls_sent = i + 1;
+            r->t_args_sent[i] = 0;
+        }
+        bool raw = !c->args_owned && !(c->args_len && t[c->args_off] == '"');
+        if (ok && raw && c->args_len > r->t_args_sent[i]) {
+            ok = out_event(r, tool_chunk(r, i, false, NULL, t + c->args_off + r->t_args_sent[i],
+                                         c->args_len - r->t_args_sent[i]));
+            r->t_args_sent[i] = c->args_len;
+        } else if (ok && !raw && c->args_done && d->done && !r->t_args_sent[i]) {
+            char *a = aero_tool_call_arguments(&p, i, t);
+            if (a) ok = out_event(r, tool_chunk(r, i, false, NULL, a, strlen(a)));
+            r->t_args_sent[i] = 1;
+            free(a);
+        }
+    }
+    if (d->done) r->tool_called = p.calls_ok && r->t_calls_sent > 0;
+    aero_tool_parse_free(&p);
+    return ok;
+}
+
+// A whole chat response with tools: the output parsed into message.tool_calls (and the content before them),
+// finish_reason "tool_calls"; an output that is not a call stays text.
+static void tool_response(aero_http_req *r, json_t *resp, const char *text, size_t len) {
+    aero_tool_parse p;
+    aero_tool_parse_output(r->tool_fmt, text, len, false, r->tools, &p);
+    if (!p.calls_ok) return;
+    if (!r->parallel_tools && p.n_calls > 1) p.n_calls = 1;
+    json_t *choice = json_array_get(json_object_get(resp, "choices"), 0);
+    json_t *msg = json_object_get(choice, "message");
+    size_t content = content_end(&p, text);
+    json_object_set_new(msg, "content", content ? aero_oai_string(text, content) : json_null());
+    json_t *calls = json_array();
+    for (int i = 0; i < p.n_calls; i++) {
+        make_tool_id(r, i);
+        char *a = aero_tool_call_arguments(&p, i, text);
+        json_array_append_new(calls, json_pack("{s:s, s:s, s:{s:s, s:s}}", "id", r->t_ids[i], "type", "function",
+                                               "function", "name", p.calls[i].name, "arguments", a ? a : "{}"));
+        free(a);
+    }
+    json_object_set_new(msg, "tool_calls", calls);
+    json_object_set_new(choice, "finish_reason", json_string("tool_calls"));
+    r->tool_called = true;
+    aero_tool_parse_free(&p);
+}
+
 // chunk when asked, and [DONE]; an error becomes a data: {"error": ...} event.
 static bool emit_delta(aero_http_req *r, const aero_gen_delta *d) {
     aero_srv_model *x = &r->srv->model;
     bool ok = true;
-    if (d->len || d->n_lp) {
+    if (r->tool_fmt && r->meta.chat) {
+        ok = tool_stream(r, d);
+    } else if (d->len || d->n_lp) {
         json_t *lp = NULL;
         if (r->logprobs && d->n_lp)
             lp =
@@ -277,11 +384,12 @@ static bool emit_delta(aero_http_req *r, const aero_gen_delta *d) {
         ok = ok && out_event(r, aero_oai_error(500, d->error[0] ? d->error : "generation failed", NULL, NULL));
         return ok && out_add(r, "data: [DONE]\n\n", 14);
     }
-    const char *fin = d->finish == AERO_FINISH_LENGTH ? "length" : "stop";
+    const char *fin = r->tool_called ? "tool_calls" : d->finish == AERO_FINISH_LENGTH ? "length" : "stop";
     ok = ok && out_event(r, aero_oai_chunk(&r->meta, false, NULL, 0, fin, NULL, r->include_usage));
     if (r->include_usage) {
         json_t *u = aero_oai_usage_chunk(&r->meta, d->n_prompt, d->n_gen);
         if (u) aero_oai_usage_cached(u, d->n_cached);
+        if (u && d->speculative) aero_oai_usage_draft(u, d->n_drafted, d->n_accepted);
         ok = ok && out_event(r, u);
     }
     ok = ok && out_add(r, "data: [DONE]\n\n", 14);
@@ -385,6 +493,80 @@ typedef struct {
     int max_tokens; // resolved against the context left after the prompt
 } gen_request;
 
+// The chat prompt: messages (and tools, unless tool_choice is "none") through the model's template; a
+// template that only renders tool calls gets the definitions in a system message. Sets up the request's tool
+// parsing. False when the request was answered with an error (in *ret).
+static bool render_chat(aero_http_req *r, aero_req *q, char **text, size_t *len, enum MHD_Result *ret) {
+    aero_srv_model *x = &r->srv->model;
+    aero_error err = {0};
+    aero_status st;
+    const json_t *tools = q->tool_choice == AERO_TOOL_NONE ? NULL : q->tools;
+    json_t *messages = q->messages;
+    if (tools && x->tools.format == AERO_TOOLS_UNSUPPORTED) {
+        char msg[400];
+        snprintf(msg, sizeof msg,
+                 "This model's chat template (%s) has no tool support: it renders neither 'tools' nor tool "
+                 "calls. Start the server with a --chat-template-file that does, or send the request without "
+                 "'tools'.",
+                 x->tmpl_name);
+        *ret = aero_http_error(r, 400, msg, "tools", NULL);
+        return false;
+    }
+    if (tools && !x->tools.renders_tools) { // the template knows calls, not definitions: list them first
+        char *sys = aero_tool_system_text(tools, x->tools.format);
+        messages = json_copy(q->messages);
+        if (sys && messages) {
+            json_t *m0 = json_array_get(messages, 0);
+            const char *role = json_string_value(json_object_get(m0, "role"));
+            const char *c0 = json_string_value(json_object_get(m0, "content"));
+            if (role && !strcmp(role, "system") && c0) {
+                size_t n = strlen(c0) + strlen(sys) + 3;
+                char *both = malloc(n);
+                if (both) snprintf(both, n, "%s\n\n%s", c0, sys);
+                if (both) json_object_set_new(m0, "content", json_string(both));
+                free(both);
+            } else {
+                json_array_insert_new(messages, 0, json_pack("{s:s, s:s}", "role", "system", "content", sys));
+            }
+        }
+        free(sys);
+        if (!messages) messages = json_incref(q->messages);
+        tools = NULL;
+    } else {
+        json_incref(messages);
+    }
+    if (tools || messages != q->messages) {
+        r->tool_fmt = x->tools.format;
+        r->tools = json_incref(q->tools);
+        r->parallel_tools = q->parallel_tool_calls;
+    }
+    st = aero_srv_model_render(x, messages, tools, text, len, &err);
+    json_decref(messages);
+    if (st) {
+        *ret = aero_http_error(r, status_of(st), err.msg, "messages", NULL);
+        return false;
+    }
+    return true;
+}
+
+// POST /apply-template (llama-server's): the prompt a chat request would be generated from, for checking what
+// a template makes of messages, tools and tool results.
+static enum MHD_Result handle_apply_template(aero_http_req *r) {
+    aero_server *s = r->srv;
+    aero_req q;
+    aero_error err = {0};
+    aero_status st = aero_req_parse(&q, AERO_REQ_CHAT, r->body.p, r->body.len, s->model.backend.n_vocab, &s->p.defaults,
+                                    &err);
+    if (st) return aero_http_error(r, status_of(st), err.msg, q.err_param[0] ? q.err_param : NULL, NULL);
+    char *text = NULL;
+    size_t len = 0;
+    enum MHD_Result ret;
+    if (render_chat(r, &q, &text, &len, &ret)) ret = aero_http_json(r, 200, json_pack("{s:o}", "prompt", aero_oai_string(text, len)));
+    free(text);
+    aero_req_free(&q);
+    return ret;
+}
+
 // The prompt as tokens: the chat template rendered and tokenized, token ids as given, or the text tokenized.
 // False when the request was answered with an error (in *ret).
 static bool gen_prompt(aero_http_req *r, gen_request *g, enum MHD_Result *ret) {
@@ -402,10 +584,7 @@ static bool gen_prompt(aero_http_req *r, gen_request *g, enum MHD_Result *ret) {
         return false;
     }
     if (g->kind == AERO_REQ_CHAT) {
-        if ((st = aero_srv_model_render(x, q->messages, q->tools, &g->text, &g->text_len, &err))) {
-            *ret = aero_http_error(r, status_of(st), err.msg, "messages", NULL);
-            return false;
-        }
+        if (!render_chat(r, q, &g->text, &g->text_len, ret)) return false;
         st = aero_srv_model_tokenize(x, g->text, g->text_len, true, true, &g->ids, &g->n_ids, &err);
     } else if (q->prompt_ids) {
         g->ids = q->prompt_ids;
@@ -538,8 +717,26 @@ static aero_grammar_vocab *grammar_vocab(aero_server *s) {
 // Builds the generation and queues it; on success r->gen holds it and the response metadata is set.
 static bool gen_submit(aero_http_req *r, gen_request *g, enum MHD_Result *ret) {
     aero_server *s = r->srv;
+    aero_req *q = &g->q;
+    if (r->tool_fmt && (q->tool_choice == AERO_TOOL_REQUIRED || q->tool_choice == AERO_TOOL_NAMED)) {
+        // a call is required: the grammar of the template's call format over the tools' parameter schemas
+        if (q->grammar) {
+            *ret = aero_http_error(r, 400, "give either 'tool_choice' requiring a call or 'response_format'/'grammar'",
+                                   "tool_choice", NULL);
+            return false;
+        }
+        aero_error err = {0};
+        char kw[64] = "";
+        if (aero_tool_grammar(&q->grammar, r->tool_fmt, q->tools,
+                              q->tool_choice == AERO_TOOL_NAMED ? q->tool_name : NULL, q->parallel_tool_calls, kw,
+                              &err)) {
+            *ret = aero_http_error(r, status_of(err.code), err.msg, "tools", NULL);
+            return false;
+        }
+    }
     aero_gen_params gp = {0};
     bool ok = gen_params(r, g, &gp);
+    gp.render_special = r->tool_fmt != AERO_TOOLS_UNSUPPORTED;
     r->n_prompt = gp.n_prompt;
     r->shown.sp = gp.sp; // aero_gen_new takes gp over
     r->shown.max_tokens = gp.max_tokens;
@@ -622,6 +819,8 @@ static enum MHD_Result respond_whole(aero_http_req *r) {
     const char *fin = last.finish == AERO_FINISH_LENGTH ? "length" : "stop";
     json_t *resp = aero_oai_response(&r->meta, out.p ? out.p : "", out.len, fin, lpj, last.n_prompt, last.n_gen);
     if (resp) aero_oai_usage_cached(resp, last.n_cached);
+    if (resp && r->tool_fmt && r->meta.chat) tool_response(r, resp, out.p ? out.p : "", out.len);
+    if (resp && last.speculative) aero_oai_usage_draft(resp, last.n_drafted, last.n_accepted);
     ret = aero_http_json(r, 200, resp);
 done:
     aero_buf_free(&out);
@@ -647,6 +846,118 @@ static enum MHD_Result handle_generate(aero_http_req *r, aero_req_kind kind) {
     return ret;
 }
 
+// POST /v1/embeddings (with --embeddings): each input is tokenized as a completion prompt is (BOS added), run
+// through the model in the scheduler's batches on a sequence of its own, and its last hidden states (after the
+// output norm) are mean-pooled and L2-normalized; llama-server's --embeddings default (mean pooling, normalized).
+static enum MHD_Result handle_embeddings(aero_http_req *r) {
+    aero_server *s = r->srv;
+    aero_srv_model *x = &s->model;
+    if (!s->p.embeddings)
+        return aero_http_error(r, 501, "This server does not serve embeddings; start it with --embeddings", NULL,
+                               "not_supported");
+    aero_embed_req q;
+    aero_error err = {0};
+    aero_status st = aero_req_parse_embeddings(&q, r->body.p, r->body.len, x->backend.n_vocab, &err);
+    if (st) return aero_http_error(r, status_of(st), err.msg, q.err_param[0] ? q.err_param : NULL, NULL);
+    enum MHD_Result ret = MHD_NO;
+    aero_gen **gens = calloc((size_t)q.n, sizeof *gens);
+    int n_embd = x->backend.n_embd, n_tokens = 0, n_sub = 0;
+    float *vec = malloc(sizeof(float) * (size_t)(n_embd > 0 ? n_embd : 1));
+    json_t *data = json_array();
+    if (!gens || !vec || !data) {
+        ret = aero_http_error(r, 500, "out of memory", NULL, NULL);
+        goto done;
+    }
+    if (!model_ok(s, q.model)) {
+        char msg[400];
+        snprintf(msg, sizeof msg, "The model '%.200s' does not exist; this server serves '%.100s'", q.model,
+                 s->model_id);
+        ret = aero_http_error(r, 404, msg, "model", "model_not_found");
+        goto done;
+    }
+    for (int i = 0; i < q.n; i++) { // all queued first, so the scheduler batches them together
+        aero_gen_params gp = {0};
+        size_t n = 0;
+        int32_t *ids = NULL;
+        if (q.in[i].ids) {
+            ids = q.in[i].ids;
+            n = q.in[i].n_ids;
+            q.in[i].ids = NULL;
+        } else if ((st = aero_srv_model_tokenize(x, q.in[i].text, q.in[i].len, true, true, &ids, &n, &err))) {
+            ret = aero_http_error(r, status_of(st), err.msg, "input", NULL);
+            goto done;
+        }
+        if (n == 0 || n >= (size_t)x->backend.n_ctx) {
+            free(ids);
+            char msg[256];
+            snprintf(msg, sizeof msg, "input %d has %zu tokens; this model's context holds %d (at least 1)", i, n,
+                     x->backend.n_ctx - 1);
+            ret = aero_http_error(r, 400, msg, "input", n ? "context_length_exceeded" : NULL);
+            goto done;
+        }
+        n_tokens += (int)n;
+        gp.prompt = ids;
+        gp.n_prompt = (int)n;
+        gp.max_tokens = 1;
+        aero_sampler_params_default(&gp.sp);
+        gp.sp.temp = 0;
+        gp.embed = true;
+        gp.fresh_kv = true;
+        gens[i] = aero_gen_new(&gp);
+        if (!gens[i]) {
+            ret = aero_http_error(r, 500, "out of memory queueing the input", NULL, NULL);
+            goto done;
+        }
+        if ((st = aero_sched_submit(s->sched, gens[i], &err))) {
+            ret = aero_http_error(r, st == AERO_ERR_INVALID ? 400 : st == AERO_ERR_UNSUPPORTED ? 501 : 503, err.msg,
+                                  NULL, st == AERO_ERR_RANGE ? "queue_full" : NULL);
+            goto done;
+        }
+        n_sub = i + 1;
+    }
+    MHD_set_connection_option(r->conn, MHD_CONNECTION_OPTION_TIMEOUT, 0u);
+    for (int i = 0; i < q.n; i++) {
+        aero_gen_cursor cur = {0};
+        aero_gen_delta d;
+        for (;;) {
+            aero_gen_next(gens[i], &cur, 200, &d);
+            bool done = d.done;
+            aero_finish fin = d.finish;
+            char msg[256];
+            memcpy(msg, d.error, sizeof msg);
+            aero_gen_delta_free(&d);
+            if (done) {
+                if (fin != AERO_FINISH_STOP || !aero_gen_embedding(gens[i], vec, n_embd)) {
+                    ret = aero_http_error(r, 500, msg[0] ? msg : "the embedding failed", NULL, NULL);
+                    goto restore;
+                }
+                break;
+            }
+            if (aero_http_client_gone(r)) goto restore; // MHD_NO: drop the connection; done cancels the rest
+        }
+        json_array_append_new(data, json_pack("{s:s, s:i, s:o}", "object", "embedding", "index", i, "embedding",
+                                               aero_oai_embedding_value(vec, n_embd, q.base64)));
+    }
+    ret = aero_http_json(r, 200,
+                         json_pack("{s:s, s:O, s:s, s:{s:i, s:i}}", "object", "list", "data", data, "model",
+                                   s->model_id, "usage", "prompt_tokens", n_tokens, "total_tokens", n_tokens));
+restore:
+    MHD_set_connection_option(r->conn, MHD_CONNECTION_OPTION_TIMEOUT,
+                              (unsigned)(s->p.timeout_s > 0 ? s->p.timeout_s : 0));
+done:
+    for (int i = 0; gens && i < q.n; i++) {
+        if (!gens[i]) continue;
+        if (i < n_sub) aero_gen_cancel(gens[i]); // no-op once done; frees the sequences of abandoned ones
+        aero_gen_unref(gens[i]);
+    }
+    if (n_sub) aero_sched_poke(s->sched);
+    free(gens);
+    free(vec);
+    json_decref(data);
+    aero_req_embed_free(&q);
+    return ret;
+}
+
 typedef enum {
     R_HEALTH,
     R_METRICS,
@@ -657,7 +968,9 @@ typedef enum {
     R_TOKENIZE,
     R_DETOKENIZE,
     R_PROPS,
-    R_SLOTS
+    R_SLOTS,
+    R_EMBEDDINGS,
+    R_APPLY_TEMPLATE
 } route;
 
 static const struct {
@@ -680,6 +993,9 @@ static const struct {
     {"/detokenize", "POST", R_DETOKENIZE, false},
     {"/props", "GET", R_PROPS, false},
     {"/slots", "GET", R_SLOTS, false},
+    {"/v1/embeddings", "POST", R_EMBEDDINGS, false},
+    {"/embeddings", "POST", R_EMBEDDINGS, false},
+    {"/apply-template", "POST", R_APPLY_TEMPLATE, false},
 };
 
 // Routes a request: known path with the wrong method is 405, unknown path 404, model endpoints 503 until loaded.
@@ -708,6 +1024,8 @@ enum MHD_Result aero_api_handle(aero_http_req *r, const char *url) {
         if (id == R_TOKENIZE) return handle_tokenize(r);
         if (id == R_PROPS) return handle_props(r);
         if (id == R_SLOTS) return handle_slots(r);
+        if (id == R_EMBEDDINGS) return handle_embeddings(r);
+        if (id == R_APPLY_TEMPLATE) return handle_apply_template(r);
         return handle_detokenize(r);
     }
     char msg[160];

@@ -43,6 +43,52 @@ static void backend_stats(void *self, aero_backend_stats *out) {
     out->draft_accepted = 0;
 }
 
+// A speculative decoder for one request on sequence seq, drafting with its sampling settings; NULL (plain
+// steps) when it cannot be made, e.g. out of memory.
+static aero_spec *backend_spec_new(void *self, int seq, const aero_sampler_params *sp) {
+    aero_srv_model *x = self;
+    aero_spec_params p = x->spec;
+    p.sampling = *sp;
+    p.sampling.constraint = NULL;
+    aero_spec *s = NULL;
+    aero_error err = {0};
+    if (aero_spec_new(&s, x->ctx, seq, x->draft, &p, &err)) return NULL;
+    return s;
+}
+
+// The last hidden state of batch token i, for /v1/embeddings.
+static aero_status backend_hidden(void *self, int i, float *out, aero_error *err) {
+    aero_srv_model *x = self;
+    return aero_ctx_hidden(x->ctx, i, out, err);
+}
+
+// Streaming text with control tokens written out, for requests whose tool-call markers are control tokens.
+static void special_detok_init(void *self, aero_detok *d, bool first) {
+    aero_detok_init(d, self, true);
+    d->first = first;
+}
+
+// The template's text, for tool-call format detection and /props: the file's, or the model's.
+static char *template_source(const aero_srv_model *x, const aero_server_params *p) {
+    if (!x->tmpl) return NULL;
+    if (p->chat_template_file && !strcmp(x->tmpl_name, "file")) {
+        FILE *f = fopen(p->chat_template_file, "rb");
+        if (!f) return NULL;
+        aero_buf b = {0};
+        char chunk[4096];
+        size_t n;
+        while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) aero_buf_append(&b, chunk, n);
+        fclose(f);
+        if (!aero_buf_append(&b, "", 1)) {
+            aero_buf_free(&b);
+            return NULL;
+        }
+        return b.p;
+    }
+    const char *src = aero_chat_template_source_gguf(aero_model_gguf(x->model));
+    return src ? strdup(src) : NULL;
+}
+
 // Copies a special token's vocabulary string (e.g. "<s>") so templates and BOS detection can use it.
 static void token_string(const aero_tokenizer *t, int32_t id, char *out, size_t cap) {
     out[0] = 0;
@@ -63,11 +109,25 @@ aero_status aero_srv_model_open(aero_srv_model *x, const aero_server_params *p, 
                           .n_batch = tile};
     // the KV cache of every sequence is allocated at start: inside --mem it comes out of the weights' share
     aero_model_params mp = p->model;
+    aero_status st;
+    uint64_t draft_bytes = 0;
+    if (p->draft && strcmp(p->draft, "ngram")) {
+        // the drafter is small and read every step: fully resident, inside --mem like the KV cache
+        aero_model_params dp;
+        aero_model_params_default(&dp);
+        dp.path = p->draft;
+        dp.n_threads = p->draft_threads > 0 ? p->draft_threads : mp.n_threads;
+        dp.device = mp.device;
+        if ((st = aero_model_load(&x->draft, &dp, err))) {
+            aero_error_prefix(err, "draft model %s: ", p->draft);
+            return st;
+        }
+        draft_bytes = aero_model_weight_bytes(x->draft);
+    }
     aero_mem_split ms;
-    aero_status st = aero_mem_split_plan(&ms, &mp, &cp, 0, err);
-    if (st) return st;
+    if ((st = aero_mem_split_plan(&ms, &mp, &cp, draft_bytes, err))) goto fail;
     mp.mem_budget = ms.weight_budget;
-    if ((st = aero_model_load(&x->model, &mp, err))) return st;
+    if ((st = aero_model_load(&x->model, &mp, err))) goto fail;
     if ((st = aero_ctx_new(&x->ctx, x->model, &cp, err))) goto fail;
     x->tok = aero_model_tokenizer(x->model);
     token_string(x->tok, aero_tokenizer_bos(x->tok), x->bos_str, sizeof x->bos_str);
@@ -93,6 +153,38 @@ aero_status aero_srv_model_open(aero_srv_model *x, const aero_server_params *p, 
         .stats = backend_stats,
     };
     aero_generator_vocab_of(&x->backend.vocab, x->tok); // end-of-generation tokens and streaming text
+    x->backend.vocab_special = x->backend.vocab;
+    x->backend.vocab_special.detok_init = special_detok_init;
+    x->tmpl_src = template_source(x, p);
+    x->tools = aero_tool_style_detect(x->tmpl_src);
+    if (p->embeddings) {
+        x->backend.hidden = backend_hidden;
+        x->backend.n_embd = aero_model_n_embd(x->model);
+    }
+    if (p->draft) {
+        if (x->draft && (st = aero_spec_check_vocab(x->model, x->draft, err))) {
+            aero_error_prefix(err, "--draft %s: ", p->draft);
+            goto fail;
+        }
+        if (x->draft && aero_model_hparams(x->draft)->n_ctx_train < x->backend.n_ctx) {
+            st = aero_fail(err, AERO_ERR_INVALID,
+                           "--draft %s: the draft model's context is %d tokens, shorter than the server's %d (-c)",
+                           p->draft, aero_model_hparams(x->draft)->n_ctx_train, x->backend.n_ctx);
+            goto fail;
+        }
+        x->spec = p->spec;
+        x->spec.n_batch = tile;
+        aero_spec *probe = NULL; // checks the settings once, and describes them
+        if ((st = aero_spec_new(&probe, x->ctx, 0, x->draft, &x->spec, err))) {
+            aero_error_prefix(err, "--draft %s: ", p->draft);
+            goto fail;
+        }
+        aero_spec_describe(probe, x->spec_desc, sizeof x->spec_desc);
+        aero_spec_free(probe);
+        x->spec_on = true;
+        x->backend.spec_new = backend_spec_new;
+        x->backend.spec_nodes = x->spec.tree_nodes > x->spec.draft_max ? x->spec.tree_nodes : x->spec.draft_max;
+    }
     return AERO_OK;
 fail:
     aero_srv_model_close(x);
@@ -102,9 +194,11 @@ fail:
 // Frees what aero_srv_model_open made, in reverse order.
 void aero_srv_model_close(aero_srv_model *x) {
     aero_chat_template_free(x->tmpl);
+    free(x->tmpl_src);
     if (x->render_mu_ok) pthread_mutex_destroy(&x->render_mu);
     aero_ctx_free(x->ctx);
     aero_model_free(x->model);
+    aero_model_free(x->draft);
     memset(x, 0, sizeof *x);
 }
 

@@ -14,6 +14,7 @@
 #include "request.h"
 #include "sched.h"
 #include "server.h"
+#include "tools.h"
 
 // The loaded model seen through what the server needs: the scheduler's aero_sched_backend plus prompt building.
 typedef struct {
@@ -23,10 +24,16 @@ typedef struct {
     aero_chat_template *tmpl; // the model's (or --chat-template-file's) template; NULL: ChatML fallback
     const char *tmpl_name;    // "model", "file" or "chatml fallback"
     char note[600];           // why the model's template is not used, when it is not
+    char *tmpl_src;           // the template's text (NULL: the ChatML fallback)
+    aero_tool_style tools;    // the tool-call format its text shows (AERO_TOOLS_UNSUPPORTED: none)
     pthread_mutex_t render_mu;
     bool render_mu_ok;
     char bos_str[64], eos_str[64];
     aero_sched_backend backend; // the scheduler's view: forward pass, KV drop, end-of-generation and text
+    aero_model *draft;          // --draft MODEL (resident), or NULL
+    bool spec_on;               // --draft given: requests speculate (draft model or n-grams)
+    aero_spec_params spec;      // drafting settings
+    char spec_desc[160];        // what /props and the start line say of the drafter
 } aero_srv_model;
 
 aero_status aero_srv_model_open(aero_srv_model *x, const aero_server_params *p, aero_error *err);
@@ -104,6 +111,17 @@ typedef struct aero_http_req {
     char path[64];
     aero_grammar *grammar;               // response_format's grammar and the sampler's constraint over it:
     aero_sampler_constraint *constraint; // owned here, freed once the scheduler is done with the generation
+    // tool calls: the format the output is parsed in (AERO_TOOLS_UNSUPPORTED: plain text), the request's tools,
+    // and for a stream what was sent of the output: its text so far, content bytes, calls and argument bytes
+    aero_tool_format tool_fmt;
+    json_t *tools;
+    bool parallel_tools;
+    aero_buf tacc;
+    size_t t_content_sent;
+    int t_calls_sent;
+    size_t t_args_sent[AERO_TOOL_MAX_CALLS];
+    char t_ids[AERO_TOOL_MAX_CALLS][40];
+    bool tool_called; // the output was tool calls (finish_reason "tool_calls")
 } aero_http_req;
 
 // Links a request that now holds a generation into srv->active (api.c calls it after submitting).

@@ -70,6 +70,14 @@ void aero_metrics_step(aero_metrics *m, int n_tokens, double secs, const aero_ba
     pthread_mutex_unlock(&m->mu);
 }
 
+// Counts a speculative round; the totals give the acceptance ratio on a dashboard.
+void aero_metrics_draft(aero_metrics *m, int n_draft, int n_accepted) {
+    pthread_mutex_lock(&m->mu);
+    m->draft_tokens += (uint64_t)n_draft;
+    m->draft_accepted += (uint64_t)n_accepted;
+    pthread_mutex_unlock(&m->mu);
+}
+
 // Counts generated tokens (also into the tok/s window) before they are published.
 void aero_metrics_generated(aero_metrics *m, int n) {
     pthread_mutex_lock(&m->mu);
@@ -148,11 +156,11 @@ char *aero_metrics_render(aero_metrics *m, size_t *len) {
     metric(&b, "aerollm_stream_io_busy_seconds_total", "counter", "Time IO threads spent reading weights.",
            c.backend.io_busy_s);
     metric(&b, "aerollm_draft_tokens_total", "counter", "Tokens proposed by the speculative drafter.",
-           (double)c.backend.draft_tokens);
+           (double)c.draft_tokens);
     metric(&b, "aerollm_draft_accepted_total", "counter", "Drafted tokens accepted by the target model.",
-           (double)c.backend.draft_accepted);
+           (double)c.draft_accepted);
     metric(&b, "aerollm_draft_acceptance_ratio", "gauge", "Accepted over proposed draft tokens.",
-           c.backend.draft_tokens ? (double)c.backend.draft_accepted / (double)c.backend.draft_tokens : 0.0);
+           c.draft_tokens ? (double)c.draft_accepted / (double)c.draft_tokens : 0.0);
     metric(&b, "aerollm_uptime_seconds", "gauge", "Seconds since the server started.", aero_now() - c.t_start);
     return aero_buf_take(&b, len);
 }

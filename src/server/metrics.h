@@ -31,6 +31,7 @@ typedef struct {
     double decode_s;              // wall time inside the forward pass
     int active, queued, n_seq;    // sequences generating, requests waiting, KV sequences (--parallel)
     aero_backend_stats backend;
+    uint64_t draft_tokens, draft_accepted; // speculation: nodes drafted and accepted over every request
     uint64_t window_tokens[AERO_METRICS_WINDOW]; // generated tokens per second, ring indexed by second
     int64_t window_sec[AERO_METRICS_WINDOW];
 } aero_metrics;
@@ -43,6 +44,8 @@ void aero_metrics_prompt(aero_metrics *m, int n_tokens);
 void aero_metrics_prompt_cached(aero_metrics *m, int n_tokens);
 // One forward pass of n_tokens in secs.
 void aero_metrics_step(aero_metrics *m, int n_tokens, double secs, const aero_backend_stats *bs);
+// One sequence's draft-and-verify round: n_draft nodes proposed, n_accepted of them kept.
+void aero_metrics_draft(aero_metrics *m, int n_draft, int n_accepted);
 // n tokens generated (counted before the client can see them, so /metrics never lags a response).
 void aero_metrics_generated(aero_metrics *m, int n);
 void aero_metrics_load(aero_metrics *m, int active, int queued, int n_seq);

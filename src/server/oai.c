@@ -95,6 +95,15 @@ void aero_oai_usage_cached(json_t *obj, int cached_tokens) {
     json_object_set_new(u, "prompt_tokens_details", json_pack("{s:i}", "cached_tokens", cached_tokens));
 }
 
+// Extension fields usage.draft_tokens / usage.draft_accepted: how much of a speculative request's drafts the
+// model accepted (llama-server reports the same in its timings).
+void aero_oai_usage_draft(json_t *obj, int drafted, int accepted) {
+    json_t *u = json_object_get(obj, "usage");
+    if (!json_is_object(u)) return;
+    json_object_set_new(u, "draft_tokens", json_integer(drafted));
+    json_object_set_new(u, "draft_accepted", json_integer(accepted));
+}
+
 // The raw bytes of a token as an array of integers (the chat logprobs "bytes" field).
 static json_t *bytes_array(const char *b, size_t n) {
     json_t *a = json_array();
@@ -257,4 +266,39 @@ char *aero_oai_dump(const json_t *j, size_t *len) {
     out[n + 1] = 0;
     *len = n + 1;
     return out;
+}
+
+// An embedding as OpenAI sends it: an array of floats, or with encoding_format "base64" the little-endian
+// float32 bytes in base64 (what the official clients ask for by default, a quarter of the JSON size).
+json_t *aero_oai_embedding_value(const float *v, int n, bool base64) {
+    if (!base64) {
+        json_t *a = json_array();
+        for (int i = 0; a && i < n; i++) json_array_append_new(a, json_real(v[i]));
+        return a;
+    }
+    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    size_t nb = (size_t)n * 4, no = (nb + 2) / 3 * 4;
+    unsigned char *b = malloc(nb ? nb : 1);
+    char *o = malloc(no + 1);
+    json_t *j = NULL;
+    if (!b || !o) goto done;
+    for (int i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &v[i], 4);
+        for (int k = 0; k < 4; k++) b[(size_t)i * 4 + k] = (unsigned char)(u >> (8 * k));
+    }
+    size_t w = 0;
+    for (size_t i = 0; i < nb; i += 3) {
+        uint32_t x = (uint32_t)b[i] << 16 | (i + 1 < nb ? (uint32_t)b[i + 1] << 8 : 0) | (i + 2 < nb ? b[i + 2] : 0);
+        o[w++] = tab[x >> 18 & 63];
+        o[w++] = tab[x >> 12 & 63];
+        o[w++] = i + 1 < nb ? tab[x >> 6 & 63] : '=';
+        o[w++] = i + 2 < nb ? tab[x & 63] : '=';
+    }
+    o[w] = 0;
+    j = json_stringn(o, w);
+done:
+    free(b);
+    free(o);
+    return j;
 }

@@ -43,6 +43,10 @@ json_t *aero_oai_error(int status, const char *message, const char *param, const
 json_t *aero_oai_usage(int prompt_tokens, int completion_tokens);
 // Adds "prompt_tokens_details": {"cached_tokens": n} to obj's usage object (a response or the usage chunk).
 void aero_oai_usage_cached(json_t *obj, int cached_tokens);
+// One embedding's value: an array of floats, or base64 of its little-endian float32 bytes.
+json_t *aero_oai_embedding_value(const float *v, int n, bool base64);
+// usage.draft_tokens and usage.draft_accepted (extensions) of a speculative request.
+void aero_oai_usage_draft(json_t *obj, int drafted, int accepted);
 // Logprobs of n tokens in the chat shape ({"content": [...]}) or the legacy completions shape
 // ({"tokens", "token_logprobs", "top_logprobs", "text_offset"}; text_offset counts from text_base).
 json_t *aero_oai_logprobs(bool chat, const aero_oai_logprob *lp, int n, int n_top, aero_oai_piece_fn piece,

@@ -255,6 +255,95 @@ static aero_status message_text(aero_req *r, size_t i, json_t *content, json_t *
     return *out ? AERO_OK : aero_fail(err, AERO_ERR_NOMEM, "out of memory reading messages");
 }
 
+// An assistant message's tool_calls as templates read them: each {"id", "type": "function", "function": {"name",
+// "arguments"}} with the arguments parsed from OpenAI's JSON string into an object (templates write them with
+// tojson; a string would come out quoted twice). NULL with err set on a malformed call.
+static json_t *normal_tool_calls(aero_req *r, size_t i, json_t *calls, aero_error *err) {
+    json_t *out = json_array();
+    size_t k;
+    json_t *c;
+    json_array_foreach(calls, k, c) {
+        json_t *fn = json_object_get(c, "function");
+        json_t *name = json_object_get(fn, "name"), *args = json_object_get(fn, "arguments");
+        json_t *id = json_object_get(c, "id");
+        if (!json_is_object(c) || !json_is_object(fn) || !json_is_string(name) || (id && !json_is_string(id))) {
+            json_decref(out);
+            bad(r->err_param, "messages", err,
+                "'messages[%zu].tool_calls[%zu]' must be {\"id\", \"type\": \"function\", \"function\": {\"name\", "
+                "\"arguments\"}}",
+                i, k);
+            return NULL;
+        }
+        json_t *a = NULL;
+        if (json_is_string(args)) {
+            a = json_loads(json_string_value(args), JSON_DECODE_ANY, NULL);
+            if (!a) a = json_incref(args); // not JSON: passed as written
+        } else {
+            a = args ? json_incref(args) : json_object();
+        }
+        json_t *nf = json_pack("{s:O, s:o}", "name", name, "arguments", a);
+        json_t *nc = json_pack("{s:s, s:o}", "type", "function", "function", nf);
+        if (id) json_object_set(nc, "id", id);
+        json_array_append_new(out, nc);
+    }
+    return out;
+}
+
+// "tools" (function definitions), "tool_choice" and "parallel_tool_calls".
+static aero_status parse_tools(aero_req *r, aero_error *err) {
+    json_t *tools = opt(r->root, "tools");
+    r->parallel_tool_calls = true;
+    aero_status st = get_bool(r->root, "parallel_tool_calls", &r->parallel_tool_calls, r->err_param, err);
+    if (st) return st;
+    if (tools && !json_is_array(tools))
+        return bad(r->err_param, "tools", err, "'tools' must be an array, not %s", type_name(tools));
+    size_t i;
+    json_t *t;
+    json_array_foreach(tools, i, t) {
+        json_t *type = json_object_get(t, "type"), *fn = json_object_get(t, "function");
+        if (!json_is_object(t) || !json_is_string(type) || strcmp(json_string_value(type), "function"))
+            return bad(r->err_param, "tools", err, "'tools[%zu].type' must be \"function\"", i);
+        json_t *name = json_object_get(fn, "name"), *params = opt(fn, "parameters");
+        if (!json_is_object(fn) || !json_is_string(name) || json_string_length(name) == 0 ||
+            json_string_length(name) > 64)
+            return bad(r->err_param, "tools", err, "'tools[%zu].function.name' must be a string of 1 to 64 characters",
+                       i);
+        if (params && !json_is_object(params))
+            return bad(r->err_param, "tools", err, "'tools[%zu].function.parameters' must be a JSON schema object", i);
+    }
+    r->tools = tools && json_array_size(tools) ? tools : NULL;
+    json_t *tc = opt(r->root, "tool_choice");
+    r->tool_choice = AERO_TOOL_AUTO;
+    if (json_is_string(tc)) {
+        const char *v = json_string_value(tc);
+        if (!strcmp(v, "none")) r->tool_choice = AERO_TOOL_NONE;
+        else if (!strcmp(v, "required")) r->tool_choice = AERO_TOOL_REQUIRED;
+        else if (strcmp(v, "auto"))
+            return bad(r->err_param, "tool_choice", err,
+                       "'tool_choice' must be \"none\", \"auto\", \"required\" or {\"type\": \"function\", "
+                       "\"function\": {\"name\": ...}}");
+    } else if (tc) {
+        json_t *name = json_object_get(json_object_get(tc, "function"), "name");
+        if (!json_is_object(tc) || !json_is_string(name))
+            return bad(r->err_param, "tool_choice", err,
+                       "'tool_choice' must be \"none\", \"auto\", \"required\" or {\"type\": \"function\", "
+                       "\"function\": {\"name\": ...}}");
+        r->tool_choice = AERO_TOOL_NAMED;
+        r->tool_name = json_string_value(name);
+    }
+    if (r->tool_choice >= AERO_TOOL_REQUIRED && !r->tools)
+        return bad(r->err_param, "tool_choice", err, "'tool_choice' requires a tool call but 'tools' is empty");
+    if (r->tool_choice == AERO_TOOL_NAMED) {
+        bool found = false;
+        json_array_foreach(r->tools, i, t) found |=
+            !strcmp(json_string_value(json_object_get(json_object_get(t, "function"), "name")), r->tool_name);
+        if (!found)
+            return bad(r->err_param, "tool_choice", err, "'tool_choice' names '%.64s', which is not in 'tools'",
+                       r->tool_name);
+    }
+    return AERO_OK;
+}
+
 // "messages": a non-empty array of {role, content}; roles are OpenAI's; content parts are text only.
 static aero_status parse_messages(aero_req *r, aero_error *err) {
     static const char *roles[] = {"system", "developer", "user", "assistant", "tool", "function"};
@@ -304,13 +393,13 @@ static aero_status parse_messages(aero_req *r, aero_error *err) {
                 return bad(r->err_param, "messages", err, "'messages[%zu].%s' must be a string", i, strs[k]);
             json_object_set(norm, strs[k], v);
         }
-        if (tool_calls) json_object_set(norm, "tool_calls", tool_calls);
+        if (tool_calls) {
+            json_t *calls = normal_tool_calls(r, i, tool_calls, err);
+            if (!calls) return err->code;
+            json_object_set_new(norm, "tool_calls", calls);
+        }
     }
-    json_t *tools = opt(r->root, "tools");
-    if (tools && !json_is_array(tools))
-        return bad(r->err_param, "tools", err, "'tools' must be an array, not %s", type_name(tools));
-    r->tools = tools;
-    return AERO_OK;
+    return parse_tools(r, err);
 }
 
 // Sampling: the server's defaults (or OpenAI's), overridden field by field, each within OpenAI's range.
@@ -561,4 +650,104 @@ fail:
     r->n = 0;
     json_decref(root);
     return st;
+}
+
+// One token-id array of an embeddings input, checked against the vocabulary.
+static aero_status embed_ids(aero_embed_input *in, json_t *a, const char *where, int n_vocab, char *param,
+                             aero_error *err) {
+    in->n_ids = json_array_size(a);
+    if (in->n_ids == 0) return bad(param, "input", err, "'%s' is empty: an embedding needs at least one token", where);
+    in->ids = malloc(in->n_ids * sizeof *in->ids);
+    if (!in->ids) return aero_fail(err, AERO_ERR_NOMEM, "out of memory reading input");
+    size_t i;
+    json_t *t;
+    json_array_foreach(a, i, t) {
+        long long id = json_is_integer(t) ? json_integer_value(t) : -1;
+        if (id < 0 || (n_vocab > 0 && id >= n_vocab))
+            return bad(param, "input", err, "'%s[%zu]' is not a token id of this model (0..%d)", where, i,
+                       n_vocab - 1);
+        in->ids[i] = (int32_t)id;
+    }
+    return AERO_OK;
+}
+
+aero_status aero_req_parse_embeddings(aero_embed_req *r, const char *body, size_t len, int n_vocab, aero_error *err) {
+    memset(r, 0, sizeof *r);
+    aero_status st = aero_req_load_object(&r->root, body, len, err);
+    if (st) return st;
+    json_t *m = opt(r->root, "model");
+    if (m && !json_is_string(m)) {
+        st = bad(r->err_param, "model", err, "'model' must be a string");
+        goto fail;
+    }
+    r->model = m ? json_string_value(m) : NULL;
+    json_t *f = opt(r->root, "encoding_format");
+    if (f && (!json_is_string(f) || (strcmp(json_string_value(f), "float") && strcmp(json_string_value(f), "base64")))) {
+        st = bad(r->err_param, "encoding_format", err, "'encoding_format' must be \"float\" or \"base64\"");
+        goto fail;
+    }
+    r->base64 = f && !strcmp(json_string_value(f), "base64");
+    if (opt(r->root, "dimensions")) {
+        st = bad(r->err_param, "dimensions", err,
+                 "'dimensions' is not supported: this model's embeddings have a fixed width (its hidden size)");
+        goto fail;
+    }
+    json_t *in = opt(r->root, "input");
+    if (!in) {
+        st = bad(r->err_param, "input", err, "'input' is required: a string, an array of strings, or token ids");
+        goto fail;
+    }
+    // a string, an array of token ids (one input), or an array of strings / token-id arrays (several)
+    bool one = json_is_string(in) || (json_is_array(in) && json_array_size(in) && json_is_integer(json_array_get(in, 0)));
+    if (!one && !json_is_array(in)) {
+        st = bad(r->err_param, "input", err, "'input' must be a string, an array of strings, or token ids");
+        goto fail;
+    }
+    size_t n = one ? 1 : json_array_size(in);
+    if (n == 0) {
+        st = bad(r->err_param, "input", err, "'input' is an empty array");
+        goto fail;
+    }
+    if (n > AERO_REQ_MAX_EMBED) {
+        st = bad(r->err_param, "input", err, "'input' has %zu entries; at most %d per request", n, AERO_REQ_MAX_EMBED);
+        goto fail;
+    }
+    r->in = calloc(n, sizeof *r->in);
+    if (!r->in) {
+        st = aero_fail(err, AERO_ERR_NOMEM, "out of memory reading input");
+        goto fail;
+    }
+    r->n = (int)n;
+    for (size_t i = 0; i < n; i++) {
+        json_t *e = one ? in : json_array_get(in, i);
+        char where[48];
+        snprintf(where, sizeof where, one ? "input" : "input[%zu]", i);
+        if (json_is_string(e)) {
+            r->in[i].text = json_string_value(e);
+            r->in[i].len = json_string_length(e);
+            if (r->in[i].len == 0) {
+                st = bad(r->err_param, "input", err, "'%s' is an empty string", where);
+                goto fail;
+            }
+        } else if (json_is_array(e) && (one || json_array_size(e) == 0 || json_is_integer(json_array_get(e, 0)))) {
+            if ((st = embed_ids(&r->in[i], e, where, n_vocab, r->err_param, err))) goto fail;
+        } else {
+            st = bad(r->err_param, "input", err, "'%s' must be a string or an array of token ids", where);
+            goto fail;
+        }
+    }
+    return AERO_OK;
+fail:
+    aero_req_embed_free(r);
+    return st;
+}
+
+void aero_req_embed_free(aero_embed_req *r) {
+    for (int i = 0; r->in && i < r->n; i++) free(r->in[i].ids);
+    free(r->in);
+    json_decref(r->root);
+    char param[64];
+    memcpy(param, r->err_param, sizeof param);
+    memset(r, 0, sizeof *r);
+    memcpy(r->err_param, param, sizeof param);
 }

@@ -18,6 +18,8 @@
 #define AERO_REQ_MAX_BIAS 1024
 
 typedef enum { AERO_REQ_COMPLETION = 1, AERO_REQ_CHAT = 2 } aero_req_kind;
+// tool_choice: "auto" (the default with tools), "none", "required", or {"type": "function", "function": {"name"}}
+typedef enum { AERO_TOOL_AUTO = 0, AERO_TOOL_NONE, AERO_TOOL_REQUIRED, AERO_TOOL_NAMED } aero_req_tool_choice;
 
 typedef struct {
     aero_req_kind kind;
@@ -30,7 +32,10 @@ typedef struct {
     size_t n_prompt_ids;
     // chat: messages normalised to [{"role", "content": string|null, ...}] (owned); tools borrowed or NULL
     json_t *messages;
-    json_t *tools;
+    json_t *tools;            // validated: [{"type": "function", "function": {"name", "description"?, "parameters"?}}]
+    aero_req_tool_choice tool_choice;
+    const char *tool_name;    // tool_choice naming a function (into root)
+    bool parallel_tool_calls; // default true
     int max_tokens;         // -1: not given
     aero_sampler_params sp; // temp, top_p, top_k, min_p, penalties, seed
     bool has_seed;
@@ -74,6 +79,26 @@ typedef struct {
 } aero_detokenize_req;
 aero_status aero_req_parse_detokenize(aero_detokenize_req *r, const char *body, size_t len, int n_vocab,
                                       aero_error *err);
+
+// /v1/embeddings: {"input": string | [string, ...] | [id, ...] | [[id, ...], ...], "model"?, "encoding_format"?:
+// "float" | "base64"}; empty inputs, ids outside the vocabulary and "dimensions" are refused.
+#define AERO_REQ_MAX_EMBED 2048
+typedef struct {
+    const char *text; // into root; NULL for token ids
+    size_t len;
+    int32_t *ids; // malloc'ed token ids, or NULL
+    size_t n_ids;
+} aero_embed_input;
+typedef struct {
+    json_t *root;
+    const char *model;
+    bool base64;
+    aero_embed_input *in;
+    int n;
+    char err_param[64];
+} aero_embed_req;
+aero_status aero_req_parse_embeddings(aero_embed_req *r, const char *body, size_t len, int n_vocab, aero_error *err);
+void aero_req_embed_free(aero_embed_req *r);
 
 // Parses a body as a JSON object (shared by every endpoint): invalid JSON, bad UTF-8 and non-objects fail.
 aero_status aero_req_load_object(json_t **out, const char *body, size_t len, aero_error *err);

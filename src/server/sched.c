@@ -27,6 +27,8 @@ struct aero_gen {
     int n_lp, lp_cap, lp_released;
     int n_gen;
     int n_cached;
+    int n_drafted, n_accepted;
+    float *embd; // an embedding's pooled vector, once done
     bool done;
     aero_finish finish;
     char error[256];
@@ -38,6 +40,15 @@ struct aero_gen {
     bool in_batch; // fed to the batch being built
     aero_sampler *sampler;
     aero_generator *gen; // the generation layer's state of this request
+    // speculation: the decoder (NULL: plain steps), whether it has started, the token to feed next, and this
+    // step's root row in the batch (-1: plain) and logits row, and its drafted nodes
+    aero_spec *spec;
+    bool spec_live;
+    int32_t pending;
+    int spec_bidx, spec_row, spec_n;
+    // embedding: the sum of the hidden states so far, prompt tokens fed, this step's rows in the batch
+    double *embd_sum;
+    int embd_fed, embd_bidx, embd_n;
 };
 
 struct aero_sched {
@@ -60,6 +71,9 @@ struct aero_sched {
     uint64_t admitted;
     aero_batch_buf *batch;
     float *logits;
+    uint8_t *mask; // the batch's attention mask when a sequence drafted a tree (n_pass^2, made on first use)
+    int32_t *spec_out;
+    float *hidden; // one hidden state (n_embd)
 };
 
 // Finish reasons as logged and as OpenAI spells the two it knows.
@@ -108,6 +122,7 @@ aero_gen *aero_gen_new(aero_gen_params *p) {
     atomic_init(&g->refs, 1);
     atomic_init(&g->cancel, false);
     g->seq = -1;
+    g->spec_bidx = -1;
     return g;
 }
 
@@ -117,6 +132,9 @@ void aero_gen_unref(aero_gen *g) {
     params_free(&g->p);
     aero_sampler_free(g->sampler);
     aero_generator_free(g->gen);
+    aero_spec_free(g->spec);
+    free(g->embd);
+    free(g->embd_sum);
     aero_buf_free(&g->text);
     free(g->lp);
     free(g->lp_end);
@@ -126,6 +144,14 @@ void aero_gen_unref(aero_gen *g) {
 }
 
 void aero_gen_cancel(aero_gen *g) { atomic_store(&g->cancel, true); }
+
+bool aero_gen_embedding(aero_gen *g, float *out, int n_embd) {
+    pthread_mutex_lock(&g->mu);
+    bool ok = g->done && g->embd;
+    if (ok) memcpy(out, g->embd, sizeof(float) * (size_t)n_embd);
+    pthread_mutex_unlock(&g->mu);
+    return ok;
+}
 
 // Absolute monotonic deadline timeout_ms from now.
 static struct timespec deadline_in(int timeout_ms) {
@@ -179,6 +205,9 @@ bool aero_gen_next(aero_gen *g, aero_gen_cursor *cur, int timeout_ms, aero_gen_d
     d->n_prompt = g->p.n_prompt;
     d->n_gen = g->n_gen;
     d->n_cached = g->n_cached;
+    d->n_drafted = g->n_drafted;
+    d->n_accepted = g->n_accepted;
+    d->speculative = g->spec != NULL || g->n_drafted > 0;
     d->t_submit = g->t_submit;
     d->t_start = g->t_start;
     d->t_first = g->t_first;
@@ -260,6 +289,8 @@ static void finish_gen(aero_sched *s, aero_gen *g, aero_finish f, const char *ms
     g->sampler = NULL;
     aero_generator_free(g->gen);
     g->gen = NULL;
+    aero_spec_free(g->spec);
+    g->spec = NULL;
     pthread_mutex_lock(&g->mu);
     size_t cut = f == AERO_FINISH_STOP || f == AERO_FINISH_LENGTH ? g->text.len : g->released;
     cut_locked(g, cut);
@@ -300,12 +331,9 @@ static void fill_logprobs(const float *logits, int n_vocab, int32_t tok, int n_t
     for (int k = 0; k < out->n_top; k++) out->top_lp[k] = (float)((double)logits[out->top_id[k]] - lse);
 }
 
-// After a forward pass: the generation layer samples g's next token (when its row was wanted), and the text
-// it adds is published, mirrored byte for byte from the layer's text; may finish g.
-static void advance(aero_sched *s, aero_gen *g) {
-    bool was_prefilling = aero_generator_prefilling(g->gen);
-    aero_generator_advance(g->gen, s->logits);
-    if (was_prefilling && aero_generator_prefilling(g->gen)) return; // a middle prompt chunk
+// Publishes the text the generation layer added after a pass (byte for byte from the layer's text) and the
+// logprob entry of a single sampled token; may finish g.
+static void publish(aero_sched *s, aero_gen *g) {
     if (g->t_first == 0) {
         pthread_mutex_lock(&g->mu);
         g->t_first = aero_now();
@@ -315,8 +343,9 @@ static void advance(aero_sched *s, aero_gen *g) {
     const int32_t *tok = aero_generator_new_tokens(g->gen, &n_new);
     aero_end end = aero_generator_end(g->gen);
     if (s->metrics && n_new) aero_metrics_generated(s->metrics, n_new);
+    if (n_new) g->pending = tok[n_new - 1];
     aero_oai_logprob lp;
-    bool with_lp = g->p.logprobs && n_new == 1;
+    bool with_lp = g->p.logprobs && n_new == 1 && aero_generator_last_logits(g->gen);
     if (with_lp) fill_logprobs(aero_generator_last_logits(g->gen), s->backend.n_vocab, tok[0], g->p.top_logprobs, &lp);
     size_t len, vis = aero_generator_visible(g->gen);
     const char *text = aero_generator_text(g->gen, &len);
@@ -335,6 +364,117 @@ static void advance(aero_sched *s, aero_gen *g) {
     else if (end == AERO_END_EOG || end == AERO_END_STOP_STRING) finish_gen(s, g, AERO_FINISH_STOP, NULL);
     else if (end == AERO_END_MAX_TOKENS || end == AERO_END_CONTEXT) finish_gen(s, g, AERO_FINISH_LENGTH, NULL);
     else g->state = GEN_DECODE;
+}
+
+// After a forward pass: the generation layer samples g's next token (when its row was wanted); may finish g.
+static void advance(aero_sched *s, aero_gen *g) {
+    bool was_prefilling = aero_generator_prefilling(g->gen);
+    aero_generator_advance(g->gen, s->logits);
+    if (was_prefilling && aero_generator_prefilling(g->gen)) return; // a middle prompt chunk
+    publish(s, g);
+}
+
+// Gives up speculation for g (its decoder failed or cannot start): it goes on with plain steps, losing nothing,
+// since a round changes the caches only once its pass is done.
+static void spec_drop(aero_gen *g) {
+    aero_spec_free(g->spec);
+    g->spec = NULL;
+    g->spec_live = false;
+}
+
+// Adds g's speculative round to the batch: the pending token (the root) and the nodes drafted after it, within
+// room tokens. False when g cannot draft now (it is then fed plainly).
+static bool spec_feed(aero_sched *s, aero_gen *g, aero_batch_buf *b, int room) {
+    aero_error err = {0};
+    int seq = g->seq, P = s->n_hist[seq];
+    if (!g->spec_live) { // the committed tokens: what the sequence caches, then the pending token
+        if (P + 1 > s->backend.n_ctx) return false;
+        s->hist[seq][P] = g->pending;
+        if (aero_spec_resume(g->spec, s->hist[seq], P + 1, &err)) {
+            spec_drop(g);
+            return false;
+        }
+        g->spec_live = true;
+    }
+    int max_new = g->p.max_tokens - aero_generator_n_generated(g->gen);
+    if (max_new > room) max_new = room;
+    if (max_new < 1) return false; // no room in this pass: a plain step, drafting again later
+    int nn = 0;
+    if (aero_spec_draft(g->spec, g->sampler, max_new, &nn, &err)) {
+        spec_drop(g);
+        return false;
+    }
+    if (nn > s->backend.spec_nodes) nn = s->backend.spec_nodes; // never: the decoder was made with this bound
+    g->spec_bidx = aero_batch_buf_len(b);
+    g->spec_row = aero_batch_buf_add(b, g->pending, P, seq, true);
+    for (int k = 0; k < nn; k++) {
+        int32_t tok;
+        int parent, depth;
+        aero_spec_node(g->spec, k, &tok, &parent, &depth);
+        aero_batch_buf_add(b, tok, P + depth, seq, true);
+    }
+    g->spec_n = nn;
+    return true;
+}
+
+// The batch's attention mask when some sequence drafted a tree: causal everywhere (the forward pass keeps
+// sequences apart), except that a drafted node sees only its own ancestors among its sequence's nodes.
+static const uint8_t *spec_mask(aero_sched *s, const aero_batch_buf *b) {
+    int n = aero_batch_buf_len(b);
+    bool tree = false;
+    for (int i = 0; i < s->backend.n_seq && !tree; i++) {
+        aero_gen *g = s->seqs[i];
+        if (!g || g->spec_bidx < 0) continue;
+        for (int k = 0; k < g->spec_n && !tree; k++) {
+            int32_t tok;
+            int parent, depth;
+            aero_spec_node(g->spec, k, &tok, &parent, &depth);
+            tree = parent != k - 1;
+        }
+    }
+    if (!tree) return NULL;
+    if (!s->mask) s->mask = malloc((size_t)s->backend.n_pass * (size_t)s->backend.n_pass);
+    if (!s->mask) return NULL;
+    for (int i = 0; i < n; i++) {
+        uint8_t *row = s->mask + (size_t)i * n;
+        memset(row, 1, (size_t)i + 1);
+        memset(row + i + 1, 0, (size_t)(n - i - 1));
+    }
+    for (int i = 0; i < s->backend.n_seq; i++) {
+        aero_gen *g = s->seqs[i];
+        if (!g || g->spec_bidx < 0) continue;
+        int r = g->spec_bidx;
+        for (int k = 0; k < g->spec_n; k++) {
+            uint8_t *row = s->mask + (size_t)(r + 1 + k) * n;
+            memset(row + r + 1, 0, (size_t)k + 1);
+            for (int j = k; j >= 0;) {
+                row[r + 1 + j] = 1;
+                int32_t tok;
+                int depth;
+                aero_spec_node(g->spec, j, &tok, &j, &depth);
+            }
+        }
+    }
+    return s->mask;
+}
+
+// After the pass: the decoder walks g's rows, the accepted path stays cached (the rest is removed), and the
+// tokens go through the generation layer's rules; fit_tokens > 0: g's share of a pass of decoding tokens only.
+static void spec_advance(aero_sched *s, aero_gen *g, double fit_tokens, double fit_s) {
+    int n_out = 0, seq = g->seq, P = s->n_hist[seq];
+    aero_spec_commit(g->spec, g->sampler, s->logits + (size_t)g->spec_row * s->backend.n_vocab, fit_tokens, fit_s,
+                     s->spec_out, &n_out);
+    s->hist[seq][P] = g->pending;
+    for (int j = 0; j + 1 < n_out && P + 1 + j < s->backend.n_ctx; j++) s->hist[seq][P + 1 + j] = s->spec_out[j];
+    s->n_hist[seq] = P + n_out <= s->backend.n_ctx ? P + n_out : s->backend.n_ctx;
+    pthread_mutex_lock(&g->mu);
+    g->n_drafted += g->spec_n;
+    g->n_accepted += n_out - 1;
+    pthread_mutex_unlock(&g->mu);
+    if (s->metrics) aero_metrics_draft(s->metrics, g->spec_n, n_out - 1);
+    g->spec_bidx = -1;
+    aero_generator_push(g->gen, s->spec_out, n_out);
+    publish(s, g);
 }
 
 // Prompt tokens the KV cache of seq already holds.
@@ -413,7 +553,8 @@ static void admit(aero_sched *s) {
         pthread_mutex_unlock(&g->mu);
         aero_generator_params gp;
         aero_generator_params_default(&gp);
-        gp.vocab = &s->backend.vocab;
+        gp.vocab = g->p.render_special && s->backend.vocab_special.detok_init ? &s->backend.vocab_special
+                                                                              : &s->backend.vocab;
         gp.seq = i;
         gp.n_ctx = s->backend.n_ctx;
         gp.n_vocab = s->backend.n_vocab;
@@ -431,6 +572,10 @@ static void admit(aero_sched *s) {
                  aero_generator_begin_kept(g->gen, g->p.prompt, g->p.n_prompt, keep, &err))
             finish_gen(s, g, AERO_FINISH_ERROR, err.msg);
         else {
+            // speculation where it cannot change the output's form: no logprobs (one row per token), no logit
+            // bias and no constraint (the drafts would need them too)
+            if (s->backend.spec_new && !g->p.embed && !g->p.logprobs && !g->p.n_bias && !g->p.sp.constraint)
+                g->spec = s->backend.spec_new(s->backend.self, i, &g->p.sp);
             pthread_mutex_lock(&g->mu);
             g->n_cached = aero_generator_n_reused(g->gen);
             pthread_mutex_unlock(&g->mu);
@@ -442,7 +587,57 @@ static void admit(aero_sched *s) {
     }
 }
 
-// One step: every decoding sequence contributes its next token, prefills fill the rest of the batch.
+// Adds the next chunk of an embedding's prompt to the batch (no logits: the hidden states are read instead).
+static bool embed_feed(aero_sched *s, aero_gen *g, aero_batch_buf *b, int room) {
+    int c = g->p.n_prompt - g->embd_fed;
+    if (c > room) c = room;
+    if (c <= 0) return false;
+    g->embd_bidx = aero_batch_buf_len(b);
+    for (int k = 0; k < c; k++) aero_batch_buf_add(b, g->p.prompt[g->embd_fed + k], g->embd_fed + k, g->seq, false);
+    g->embd_n = c;
+    return true;
+}
+
+// After the pass: adds the chunk's hidden states to the sum; at the prompt's end, the mean, L2-normalized (so a
+// dot product is the cosine similarity), is published and the request ends.
+static void embed_advance(aero_sched *s, aero_gen *g) {
+    const aero_sched_backend *e = &s->backend;
+    aero_error err = {0};
+    if (!g->embd_sum && !(g->embd_sum = calloc((size_t)e->n_embd, sizeof *g->embd_sum))) {
+        finish_gen(s, g, AERO_FINISH_ERROR, "out of memory for an embedding");
+        return;
+    }
+    for (int k = 0; k < g->embd_n; k++) {
+        if (e->hidden(e->self, g->embd_bidx + k, s->hidden, &err)) {
+            finish_gen(s, g, AERO_FINISH_ERROR, err.msg);
+            return;
+        }
+        for (int j = 0; j < e->n_embd; j++) g->embd_sum[j] += s->hidden[j];
+    }
+    g->embd_fed += g->embd_n;
+    g->embd_n = 0;
+    if (g->embd_fed < g->p.n_prompt) return;
+    float *v = malloc(sizeof(float) * (size_t)e->n_embd);
+    if (!v) {
+        finish_gen(s, g, AERO_FINISH_ERROR, "out of memory for an embedding");
+        return;
+    }
+    double norm = 0;
+    for (int j = 0; j < e->n_embd; j++) {
+        double x = g->embd_sum[j] / g->p.n_prompt;
+        g->embd_sum[j] = x;
+        norm += x * x;
+    }
+    norm = norm > 0 ? sqrt(norm) : 1;
+    for (int j = 0; j < e->n_embd; j++) v[j] = (float)(g->embd_sum[j] / norm);
+    pthread_mutex_lock(&g->mu);
+    g->embd = v;
+    pthread_mutex_unlock(&g->mu);
+    finish_gen(s, g, AERO_FINISH_STOP, NULL);
+}
+
+// One step: every decoding sequence contributes its next token (a speculating one, its draft too), prefills
+// fill the rest of the batch.
 static void step(aero_sched *s) {
     const aero_sched_backend *e = &s->backend;
     for (int i = 0; i < e->n_seq; i++) {
@@ -451,11 +646,23 @@ static void step(aero_sched *s) {
     }
     aero_batch_buf *b = s->batch;
     aero_batch_buf_clear(b);
+    int n_dec = 0;
+    for (int i = 0; i < e->n_seq; i++) n_dec += s->seqs[i] && s->seqs[i]->state == GEN_DECODE;
     for (int i = 0; i < e->n_seq; i++) {
         aero_gen *g = s->seqs[i];
         if (!g) continue;
-        g->in_batch = g->state == GEN_DECODE && aero_generator_feed(g->gen, b, 1) > 0;
+        g->spec_bidx = -1;
+        g->in_batch = false;
+        if (g->state != GEN_DECODE) continue;
+        n_dec--; // every later decoding sequence keeps one token of room
+        if (g->spec && spec_feed(s, g, b, aero_batch_buf_room(b) - n_dec)) {
+            g->in_batch = true;
+        } else {
+            g->spec_live = false; // a plain step: the decoder starts again from the sequence's tokens next time
+            g->in_batch = aero_generator_feed(g->gen, b, 1) > 0;
+        }
     }
+    int n_decoding = aero_batch_buf_len(b);
     for (;;) { // prompts, oldest request first, as far as the pass bound allows
         aero_gen *best = NULL;
         for (int i = 0; i < e->n_seq; i++) {
@@ -464,14 +671,16 @@ static void step(aero_sched *s) {
         }
         int budget = aero_batch_buf_room(b);
         if (!best || budget <= 0) break;
-        best->in_batch = aero_generator_feed(best->gen, b, budget) > 0;
+        best->in_batch = best->p.embed ? embed_feed(s, best, b, budget) : aero_generator_feed(best->gen, b, budget) > 0;
         if (!best->in_batch) break;
     }
     int n = aero_batch_buf_len(b);
     if (n == 0) return;
     aero_error err = {0};
+    aero_batch ab = *aero_batch_buf_get(b);
+    ab.mask = spec_mask(s, b);
     double t0 = aero_now();
-    aero_status st = e->decode(e->self, aero_batch_buf_get(b), s->logits, &err);
+    aero_status st = e->decode(e->self, &ab, s->logits, &err);
     double dt = aero_now() - t0;
     if (s->metrics) {
         aero_backend_stats bs = {0};
@@ -487,19 +696,24 @@ static void step(aero_sched *s) {
         }
         return;
     }
-    const aero_batch *ab = aero_batch_buf_get(b);
-    for (int i = 0; i < n; i++) { // what each sequence's cache now holds
-        int q = ab->seq[i], pos = ab->pos[i];
+    for (int i = 0; i < n; i++) { // what each sequence's cache now holds (a speculating one's: after its walk)
+        int q = ab.seq[i], pos = ab.pos[i];
+        if (s->seqs[q] && s->seqs[q]->spec_bidx >= 0) continue;
         if (pos < e->n_ctx) {
-            s->hist[q][pos] = ab->tokens[i];
+            s->hist[q][pos] = ab.tokens[i];
             if (s->n_hist[q] < pos + 1) s->n_hist[q] = pos + 1;
         }
     }
+    int n_dec_seqs = 0; // the sequences that share the pass's fixed cost
+    for (int i = 0; i < e->n_seq; i++) n_dec_seqs += s->seqs[i] && s->seqs[i]->in_batch && s->seqs[i]->state == GEN_DECODE;
+    double share = n == n_decoding && n_dec_seqs ? 1.0 / n_dec_seqs : 0;
     for (int i = 0; i < e->n_seq; i++) {
         aero_gen *g = s->seqs[i];
         if (g && g->in_batch) {
             g->in_batch = false;
-            advance(s, g);
+            if (g->spec_bidx >= 0) spec_advance(s, g, n * share, dt * share);
+            else if (g->p.embed) embed_advance(s, g);
+            else advance(s, g);
         }
     }
 }
@@ -528,7 +742,9 @@ aero_status aero_sched_new(aero_sched **out, const aero_sched_backend *e, int ma
     aero_sched *s = calloc(1, sizeof *s);
     if (!s) return aero_fail(err, AERO_ERR_NOMEM, "scheduler: out of memory");
     s->backend = *e;
-    if (s->backend.n_pass < s->backend.n_seq) s->backend.n_pass = s->backend.n_seq;
+    if (s->backend.spec_nodes < 0 || !s->backend.spec_new) s->backend.spec_nodes = 0;
+    if (s->backend.n_pass < s->backend.n_seq * (1 + s->backend.spec_nodes))
+        s->backend.n_pass = s->backend.n_seq * (1 + s->backend.spec_nodes);
     s->metrics = metrics;
     s->max_queue = max_queue < 0 ? 0 : max_queue;
     pthread_mutex_init(&s->mu, NULL);
@@ -541,8 +757,11 @@ aero_status aero_sched_new(aero_sched **out, const aero_sched_backend *e, int ma
     for (int i = 0; hist_ok && i < e->n_seq; i++)
         hist_ok = (s->hist[i] = malloc((size_t)e->n_ctx * sizeof **s->hist)) != NULL;
     s->batch = aero_batch_buf_new(s->backend.n_pass);
-    s->logits = malloc((size_t)e->n_seq * (size_t)e->n_vocab * sizeof *s->logits);
-    if (!s->seqs || !hist_ok || !s->batch || !s->logits) {
+    // a speculating sequence wants a row for its root and each node
+    s->logits = malloc((size_t)e->n_seq * (size_t)(1 + s->backend.spec_nodes) * (size_t)e->n_vocab * sizeof *s->logits);
+    s->spec_out = malloc((size_t)(2 + s->backend.spec_nodes) * sizeof *s->spec_out);
+    s->hidden = malloc((size_t)(s->backend.n_embd > 0 ? s->backend.n_embd : 1) * sizeof *s->hidden);
+    if (!s->seqs || !hist_ok || !s->batch || !s->logits || !s->spec_out || !s->hidden) {
         aero_sched_free(s);
         return aero_fail(err, AERO_ERR_NOMEM, "scheduler: out of memory for batch buffers (%d x %d logits)", e->n_seq,
                          e->n_vocab);
@@ -589,6 +808,9 @@ void aero_sched_free(aero_sched *s) {
     free(s->used);
     aero_batch_buf_free(s->batch);
     free(s->logits);
+    free(s->mask);
+    free(s->spec_out);
+    free(s->hidden);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
     free(s);
@@ -600,6 +822,8 @@ aero_status aero_sched_submit(aero_sched *s, aero_gen *g, aero_error *err) {
         return aero_fail(err, AERO_ERR_INVALID, "the prompt has %d tokens; this context holds %d (prompt + output)",
                          g->p.n_prompt, s->backend.n_ctx);
     if (g->p.max_tokens < 1) return aero_fail(err, AERO_ERR_INVALID, "max_tokens must be at least 1");
+    if (g->p.embed && (!s->backend.hidden || s->backend.n_embd < 1))
+        return aero_fail(err, AERO_ERR_UNSUPPORTED, "this backend gives no hidden states (embeddings)");
     pthread_mutex_lock(&s->mu);
     if (s->stop) {
         pthread_mutex_unlock(&s->mu);

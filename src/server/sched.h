@@ -17,6 +17,7 @@
 #include "../core/status.h"
 #include "../model/generate.h"
 #include "../model/model.h"
+#include "../speculative/spec.h"
 #include "../sample/sample.h"
 #include "../tokenizer/tokenizer.h"
 #include "metrics.h"
@@ -38,7 +39,17 @@ typedef struct {
     // next request sharing a prefix with them decodes only the rest (prompt reuse). NULL: no reuse.
     void (*kv_truncate)(void *self, int seq, int len);
     aero_generator_vocab vocab; // end-of-generation test and streaming text, with their own self
+    aero_generator_vocab vocab_special; // the same with control tokens written out (tool-call markers such as
+                                        // [TOOL_CALLS] or <|python_tag|>); detok_init NULL: as vocab
     void (*stats)(void *self, aero_backend_stats *out); // may be NULL
+    // Speculation (NULL: none): a decoder for sequence seq drafting with a request's sampling settings, or NULL
+    // when it cannot be made. Every speculating sequence drafts at most spec_nodes nodes a step; its root and
+    // nodes join the one batch, each sequence's nodes seeing only their ancestors.
+    aero_spec *(*spec_new)(void *self, int seq, const aero_sampler_params *sp);
+    int spec_nodes;
+    // Embeddings (NULL: none): the last hidden state (n_embd floats) of batch token i of the last pass.
+    aero_status (*hidden)(void *self, int i, float *out, aero_error *err);
+    int n_embd;
 } aero_sched_backend;
 
 typedef enum {
@@ -63,6 +74,8 @@ typedef struct {
     bool ignore_eos;
     bool detok_first; // the prompt is only BOS: generated text starts a document
     bool fresh_kv;    // cache_prompt false: start on an emptied sequence, reusing nothing
+    bool render_special; // control tokens appear in the text (a request with tools: the call markers)
+    bool embed;       // an embedding: the prompt's last hidden states, mean-pooled and L2-normalized, no output
     int n_bias;       // logit_bias entries (owned arrays)
     int32_t *bias_id;
     float *bias;
@@ -75,6 +88,9 @@ aero_gen *aero_gen_new(aero_gen_params *p);
 void aero_gen_unref(aero_gen *g);
 // Asks the scheduler to stop this generation and free its sequence at the next step.
 void aero_gen_cancel(aero_gen *g);
+
+// An embedding generation's vector once done (n_embd floats into out); false when it has none (failed, not done).
+bool aero_gen_embedding(aero_gen *g, float *out, int n_embd);
 
 typedef struct {
     size_t text; // bytes of text already taken
@@ -91,6 +107,8 @@ typedef struct {
     char error[256];
     int n_prompt, n_gen;
     int n_cached; // prompt tokens found in the sequence's KV cache, not decoded again
+    int n_drafted, n_accepted; // speculation: nodes drafted for this request, and accepted
+    bool speculative;          // the request drafts (a drafter is loaded and the request allows it)
     double t_submit, t_start, t_first, t_end; // monotonic seconds; 0 until reached
 } aero_gen_delta;
 

@@ -39,6 +39,7 @@ void aero_server_params_default(aero_server_params *p) {
     p->shutdown_timeout_s = 30;
     p->n_batch = 512;
     aero_sampler_params_default(&p->defaults);
+    aero_spec_params_default(&p->spec);
 }
 
 // Timestamped log lines on stderr, one writer at a time.
@@ -286,6 +287,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     aero_buf_free(&r->body);
     free(r->echo);
     aero_buf_free(&r->out);
+    aero_buf_free(&r->tacc);
+    json_decref(r->tools);
     free(r);
 }
 

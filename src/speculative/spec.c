@@ -270,47 +270,22 @@ static void prune_tree(aero_spec *s) {
     s->tree_cap = 2 * best > 8 ? 2 * best : 8;
 }
 
-// Verifies the drafted nodes in one target pass and walks them; returns the tokens produced.
-static aero_status verify(aero_spec *s, aero_sampler *smp, int32_t *out, int *n_out, aero_error *err) {
-    bool greedy = aero_sampler_is_greedy(smp);
-    // the batch: the committed tokens the target has not seen (the last one; after begin, the prompt's last
-    // chunk), then the drafted nodes
-    int np = s->n_tok - s->t_len, n = np + s->n_nodes;
-    bool linear = true;
-    for (int i = 0; i < np; i++) {
-        s->btok[i] = s->toks[s->t_len + i];
-        s->bpos[i] = s->t_len + i;
-        s->bwant[i] = i == np - 1;
-    }
-    for (int i = 0; i < s->n_nodes; i++) {
-        s->btok[np + i] = s->nodes[i].token;
-        s->bpos[np + i] = s->n_tok - 1 + s->nodes[i].depth;
-        s->bwant[np + i] = 1;
-        linear &= s->nodes[i].parent == i - 1;
-    }
-    if (!linear) {
-        memset(s->bmask, 0, (size_t)n * n);
-        for (int i = 0; i < n; i++) {
-            uint8_t *row = s->bmask + (size_t)i * n;
-            for (int j = 0; j < np && j <= i; j++) row[j] = 1;
-            if (i >= np)
-                for (int j = i - np; j >= 0; j = s->nodes[j].parent) row[np + j] = 1;
-        }
-    }
-    aero_batch b = {
-        .n = n, .tokens = s->btok, .pos = s->bpos, .mask = linear ? NULL : s->bmask, .want_logits = s->bwant};
-    double t0 = aero_now();
-    aero_status st = aero_decode(s->tctx, &b, s->tlogits, err);
-    double dt = aero_now() - t0;
-    if (st) return st;
+// Counts a target pass that verified a draft: its tokens and time, and a sample of the pass-cost fit.
+static void count_pass(aero_spec *s, int n, double dt, bool fit) {
     s->st.verify_s += dt;
     s->st.verify_passes++;
     s->st.verify_tokens += n;
-    if (n <= 4 * (s->max_nodes + 1)) fit_add(&s->fit, n, dt);
-    t0 = aero_now();
+    if (fit) fit_add(&s->fit, n, dt);
+}
+
+// Walks the drafted nodes from the root over the target's rows tl (the root's, then one per node), keeping
+// those the acceptance rule allows; removes the rest from both caches and commits the output.
+static void walk(aero_spec *s, aero_sampler *smp, const float *tl, int32_t *out, int *n_out) {
+    bool greedy = aero_sampler_is_greedy(smp);
+    double t0 = aero_now();
     int m = 0, cur = -1, children[MAX_TREE_NODES];
     for (;;) {
-        const float *lg = s->tlogits + (size_t)(cur + 1) * s->n_vocab;
+        const float *lg = tl + (size_t)(cur + 1) * s->n_vocab;
         int nc = 0;
         for (int c = cur < 0 ? s->root_child : s->nodes[cur].first_child; c >= 0; c = s->nodes[c].next_sibling)
             children[nc++] = c;
@@ -359,11 +334,50 @@ static aero_status verify(aero_spec *s, aero_sampler *smp, int32_t *out, int *n_
     memcpy(s->toks + s->n_tok, out, sizeof(int32_t) * (m + 1));
     s->n_tok += m + 1;
     s->t_len = s->n_tok - 1;
+}
+
+
+// Verifies the drafted nodes in one target pass and walks them; returns the tokens produced.
+static aero_status verify(aero_spec *s, aero_sampler *smp, int32_t *out, int *n_out, aero_error *err) {
+    // the batch: the committed tokens the target has not seen (the last one; after begin, the prompt's last
+    // chunk), then the drafted nodes
+    int np = s->n_tok - s->t_len, n = np + s->n_nodes;
+    bool linear = true;
+    for (int i = 0; i < np; i++) {
+        s->btok[i] = s->toks[s->t_len + i];
+        s->bpos[i] = s->t_len + i;
+        s->bwant[i] = i == np - 1;
+    }
+    for (int i = 0; i < s->n_nodes; i++) {
+        s->btok[np + i] = s->nodes[i].token;
+        s->bpos[np + i] = s->n_tok - 1 + s->nodes[i].depth;
+        s->bwant[np + i] = 1;
+        linear &= s->nodes[i].parent == i - 1;
+    }
+    if (!linear) {
+        memset(s->bmask, 0, (size_t)n * n);
+        for (int i = 0; i < n; i++) {
+            uint8_t *row = s->bmask + (size_t)i * n;
+            for (int j = 0; j < np && j <= i; j++) row[j] = 1;
+            if (i >= np)
+                for (int j = i - np; j >= 0; j = s->nodes[j].parent) row[np + j] = 1;
+        }
+    }
+    aero_batch b = {
+        .n = n, .tokens = s->btok, .pos = s->bpos, .mask = linear ? NULL : s->bmask, .want_logits = s->bwant};
+    double t0 = aero_now();
+    aero_status st = aero_decode(s->tctx, &b, s->tlogits, err);
+    double dt = aero_now() - t0;
+    if (st) return st;
+    count_pass(s, n, dt, n <= 4 * (s->max_nodes + 1));
+    walk(s, smp, s->tlogits, out, n_out);
     return AERO_OK;
 }
 
-aero_status aero_spec_step(aero_spec *s, aero_sampler *smp, int max_new, int32_t *out, int *n_out, aero_error *err) {
-    *n_out = 0;
+// Drafts the next round's nodes (a chain or a tree within the context and max_new - 1 tokens).
+static aero_status draft_round(aero_spec *s, aero_sampler *smp, int max_new, aero_error *err) {
+    s->n_nodes = 0;
+    s->root_child = -1;
     if (s->n_tok < 1) return aero_fail(err, AERO_ERR_INVALID, "speculative decoding: aero_spec_begin was not called");
     if (s->n_tok > s->n_ctx)
         return aero_fail(err, AERO_ERR_RANGE, "context full: %d tokens fill the context size %d", s->n_tok - 1,
@@ -398,7 +412,54 @@ aero_status aero_spec_step(aero_spec *s, aero_sampler *smp, int max_new, int32_t
         return st;
     }
     aero_spec_link_children(s);
-    return verify(s, smp, out, n_out, err);
+    return AERO_OK;
+}
+
+aero_status aero_spec_step(aero_spec *s, aero_sampler *smp, int max_new, int32_t *out, int *n_out, aero_error *err) {
+    *n_out = 0;
+    aero_status st = draft_round(s, smp, max_new, err);
+    return st ? st : verify(s, smp, out, n_out, err);
+}
+
+aero_status aero_spec_resume(aero_spec *s, const int32_t *toks, int n, aero_error *err) {
+    if (n < 1 || n > s->n_ctx)
+        return aero_fail(err, AERO_ERR_RANGE, "speculative resume: %d tokens for a context of %d", n, s->n_ctx);
+    for (int i = 0; i < n; i++)
+        if (toks[i] < 0 || toks[i] >= s->n_vocab)
+            return aero_fail(err, AERO_ERR_INVALID, "token %d: id %d not in the vocabulary [0, %d)", i, toks[i],
+                             s->n_vocab);
+    if (s->dmodel && aero_model_hparams(s->dmodel)->n_ctx_train < s->n_ctx)
+        return aero_fail(err, AERO_ERR_INVALID, "draft model: its context is %d tokens, shorter than the target's %d",
+                         aero_model_hparams(s->dmodel)->n_ctx_train, s->n_ctx);
+    memset(&s->st, 0, sizeof s->st);
+    memcpy(s->toks, toks, sizeof(int32_t) * n);
+    s->n_tok = n;
+    s->t_len = n - 1;
+    s->d_len = s->n_fed = s->n_nodes = 0;
+    if (s->dctx) aero_kv_drop(s->dctx, 0);
+    return AERO_OK;
+}
+
+aero_status aero_spec_draft(aero_spec *s, aero_sampler *smp, int max_new, int *n_nodes, aero_error *err) {
+    *n_nodes = 0;
+    if (s->n_tok < 1 || s->t_len != s->n_tok - 1)
+        return aero_fail(err, AERO_ERR_INVALID, "speculative draft: aero_spec_resume was not called");
+    aero_status st = draft_round(s, smp, max_new, err);
+    if (!st) *n_nodes = s->n_nodes;
+    return st;
+}
+
+void aero_spec_node(const aero_spec *s, int i, int32_t *token, int *parent, int *depth) {
+    *token = s->nodes[i].token;
+    *parent = s->nodes[i].parent;
+    *depth = s->nodes[i].depth;
+}
+
+void aero_spec_commit(aero_spec *s, aero_sampler *smp, const float *rows, double fit_tokens, double fit_s, int32_t *out,
+                      int *n_out) {
+    count_pass(s, 1 + s->n_nodes, fit_s, false);
+    if (fit_tokens > 0) fit_add(&s->fit, fit_tokens, fit_s);
+    walk(s, smp, rows, out, n_out);
 }
 
 int aero_spec_n_tokens(const aero_spec *s) { return s->n_tok; }

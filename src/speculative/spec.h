@@ -16,4 +16,19 @@ typedef struct aero_spec aero_spec;
 
 #include "../../include/aerollm.h" // aero_spec_rule, aero_spec_params, aero_spec_stats
 
+// Many sequences verified in one target pass (the server's scheduler): the caller runs the pass. resume starts
+// after tokens the caller decoded itself (toks[0..n), the target caching all but the last); each round, draft
+// proposes nodes, the caller adds the last committed token (at position n_tokens - 1, its logits wanted) then
+// every node (at position n_tokens - 1 + depth, logits wanted; a node attends to its ancestors and the root) to
+// its pass, and commit walks the rows (the root's, then one per node, contiguous) like aero_spec_step:
+// 1..max_new tokens in out, accepted into smp, the rejected nodes removed from the target cache.
+// fit_tokens > 0: this sequence's share of a pass of decoding tokens only (the pass's tokens and seconds over
+// the sequences it advanced), a sample of the cost the adaptive length weighs: the fixed cost of a pass is
+// shared, each token drafted is not.
+aero_status aero_spec_resume(aero_spec *s, const int32_t *toks, int n, aero_error *err);
+aero_status aero_spec_draft(aero_spec *s, aero_sampler *smp, int max_new, int *n_nodes, aero_error *err);
+void aero_spec_node(const aero_spec *s, int i, int32_t *token, int *parent, int *depth);
+void aero_spec_commit(aero_spec *s, aero_sampler *smp, const float *rows, double fit_tokens, double fit_s, int32_t *out,
+                      int *n_out);
+
 #endif

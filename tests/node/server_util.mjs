@@ -10,9 +10,14 @@ export const BIN = process.env.AEROLLM || 'build/aerollm';
 export const HAVE_MODEL = existsSync(MODEL);
 export const SKIP = HAVE_MODEL ? false : 'skipped: ../shared/data not found';
 
-// Starts a server with extra flags; resolves once /health answers 200.
-export async function startServer(extra = [], env = {}) {
-  const args = ['serve', '-m', MODEL, '--port', '0', ...extra];
+// The bundled speculative pair (AeroLLM's own teacher and the drafter distilled from it).
+export const TEACHER = 'models/aero-teacher-34M-Q8_0.gguf';
+export const DRAFTER = 'models/aero-drafter-3M-F16.gguf';
+export const HAVE_PAIR = existsSync(TEACHER) && existsSync(DRAFTER);
+
+// Starts a server with extra flags (on `model`, default the test model); resolves once /health answers 200.
+export async function startServer(extra = [], env = {}, { model = MODEL } = {}) {
+  const args = ['serve', '-m', model, '--port', '0', ...extra];
   const proc = spawn(BIN, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
   let log = '';
   const port = await new Promise((resolve, reject) => {
