@@ -20,7 +20,9 @@ static void usage(FILE *f) {
             "  presets: %s (real dimensions; flags given with a preset override it,\n"
             "           e.g. --layers 4 to shorten)\n"
             "  --arch   llama | qwen2 (Q/K/V biases) | qwen3 (per-head Q/K norms)\n"
-            "  --type   matrix type: F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q2_K Q3_K Q4_K Q5_K Q6_K (default F16);\n"
+            "  --type   matrix type: F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q2_K Q3_K Q4_K Q5_K Q6_K (default F16),\n"
+            "           or a mix as llama.cpp's quantizer makes it: Q4_K_M, Q5_K_M (Q6_K for the head and for\n"
+            "           attn_v/ffn_down of some layers);\n"
             "           norms and biases are F32; rows that do not fit a type's block get a smaller-block type\n"
             "  --tokenizer-from  copy every tokenizer.* key of another GGUF (the vocabulary size follows it)\n"
             "  --exact  quantize every row from fresh random floats (slow) instead of drawing pre-quantized blocks\n"
@@ -63,6 +65,7 @@ int aero_cmd_synth(int argc, char **argv) {
     // Explicit dimensions, applied after the preset; -1 = not given.
     int dim = -1, layers = -1, heads = -1, kv = -1, ffn = -1, vocab = -1, ctx = -1, hd = -1, threads = 0;
     int tied = -1, type = AERO_DT_F16;
+    aero_synth_mix mix = AERO_SYNTH_MIX_NONE;
     double rope_base = 0;
     unsigned long long seed = 0;
     bool quiet = false, exact = false;
@@ -109,7 +112,9 @@ int aero_cmd_synth(int argc, char **argv) {
         } else if (!strcmp(a, "--tokenizer-from")) {
             tok_from = argv[++i];
         } else if (!strcmp(a, "--type")) {
-            type = aero_dtype_parse(argv[++i]);
+            aero_dtype base;
+            if (aero_synth_mix_parse(argv[++i], &mix, &base)) type = base;
+            else type = aero_dtype_parse(argv[i]), mix = AERO_SYNTH_MIX_NONE;
             if (type < 0) return cli_fail("synth", "unknown type '%s' (see aerollm synth --help)", argv[i]);
         } else if (!strcmp(a, "--seed")) {
             char *end;
@@ -162,6 +167,7 @@ int aero_cmd_synth(int argc, char **argv) {
     if (rope_base > 0) p.rope_base = (float)rope_base;
     if (tied >= 0) p.tied = tied;
     p.type = (aero_dtype)type;
+    p.mix = mix;
     p.seed = seed;
     p.exact = exact;
     p.n_threads = threads;
@@ -179,7 +185,7 @@ int aero_cmd_synth(int argc, char **argv) {
         int hdim = p.head_dim ? p.head_dim : p.n_embd / p.n_head;
         printf("wrote %s: %s, %d layers, dim %d, %d heads (%d KV, head size %d), ffn %d, vocab %d, %s%s, seed %llu\n",
                out, p.arch, p.n_layer, p.n_embd, p.n_head, p.n_head_kv, hdim, p.n_ff, st.n_vocab,
-               aero_dtype_name(p.type), p.tied ? ", tied output" : "", seed);
+               p.mix ? aero_synth_mix_name(p.mix) : aero_dtype_name(p.type), p.tied ? ", tied output" : "", seed);
         printf("  %llu tensors, %.1f MB of weights in %.2f s (%.0f MB/s)", (unsigned long long)st.n_tensors,
                st.tensor_bytes / 1e6, dt, dt > 0 ? st.tensor_bytes / 1e6 / dt : 0.0);
         if (st.n_fallback)

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "../core/threadpool.h"
 #include "../core/util.h"
@@ -137,7 +138,8 @@ typedef struct {
     int n;
 } block_pool;
 
-#define MAX_POOLS 16
+#define MAX_POOLS 32
+#define AERO_QK_K_SYNTH 256 // the K-quants' super-block
 
 typedef struct synth_state synth_state;
 
@@ -334,6 +336,44 @@ static bool matrix_type_ok(aero_dtype t) {
     }
 }
 
+bool aero_synth_mix_parse(const char *name, aero_synth_mix *mix, aero_dtype *base) {
+    if (!strcasecmp(name, "Q4_K_M")) *mix = AERO_SYNTH_MIX_Q4_K_M, *base = AERO_DT_Q4_K;
+    else if (!strcasecmp(name, "Q5_K_M")) *mix = AERO_SYNTH_MIX_Q5_K_M, *base = AERO_DT_Q5_K;
+    else return false;
+    return true;
+}
+
+const char *aero_synth_mix_name(aero_synth_mix mix) {
+    return mix == AERO_SYNTH_MIX_Q4_K_M ? "Q4_K_M" : mix == AERO_SYNTH_MIX_Q5_K_M ? "Q5_K_M" : NULL;
+}
+
+// The roles llama.cpp's quantizer tells matrices apart by (tensor_get_category).
+typedef enum { ROLE_EMBD, ROLE_OUTPUT, ROLE_Q, ROLE_K, ROLE_V, ROLE_O, ROLE_GATE, ROLE_UP, ROLE_DOWN } mat_role;
+
+// llama.cpp's "more bits" layers: the first and last eighth, and every third layer between.
+static bool use_more_bits(int i, int n) { return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2; }
+
+// The type of a matrix of a role in layer l: p->type, or what llama.cpp's quantizer picks for the mix
+// (llama_tensor_get_type_impl for LLAMA_FTYPE_MOSTLY_Q4_K_M / Q5_K_M), before the block-size fallback.
+static aero_dtype mix_type(const aero_synth_params *p, mat_role r, int l) {
+    if (!p->mix) return p->type;
+    bool experts8 = p->n_expert == 8, llama70b = !strcmp(p->arch, "llama") && p->n_layer == 80;
+    switch (r) {
+    case ROLE_OUTPUT: return p->n_embd % AERO_QK_K_SYNTH ? AERO_DT_Q8_0 : AERO_DT_Q6_K;
+    case ROLE_EMBD: // tied: the embedding is the head, quantized as the head
+        return p->tied ? (p->n_embd % AERO_QK_K_SYNTH ? AERO_DT_Q8_0 : AERO_DT_Q6_K) : p->type;
+    case ROLE_V: {
+        aero_dtype t = use_more_bits(l, p->n_layer) ? AERO_DT_Q6_K : p->type;
+        if (llama70b && t == AERO_DT_Q4_K) t = AERO_DT_Q5_K;
+        return experts8 ? AERO_DT_Q8_0 : t;
+    }
+    case ROLE_K: return experts8 ? AERO_DT_Q8_0 : p->type;
+    case ROLE_DOWN: return use_more_bits(l, p->n_layer) ? AERO_DT_Q6_K : p->type;
+    case ROLE_O: return experts8 && p->mix == AERO_SYNTH_MIX_Q4_K_M ? AERO_DT_Q5_K : p->type;
+    default: return p->type;
+    }
+}
+
 aero_status aero_synth_check(const aero_synth_params *p, aero_error *err) {
     bool llama = !strcmp(p->arch, "llama"), qwen = !strcmp(p->arch, "qwen2") || !strcmp(p->arch, "qwen3"),
          qmoe = !strcmp(p->arch, "qwen2moe") || !strcmp(p->arch, "qwen3moe");
@@ -381,6 +421,12 @@ aero_status aero_synth_check(const aero_synth_params *p, aero_error *err) {
                              "tokenizer (256 bytes + special tokens), not %d",
                              min_vocab, 1 << 22, p->n_vocab);
     }
+    aero_synth_mix mx;
+    aero_dtype base;
+    if (p->mix && (!aero_synth_mix_name(p->mix) || !aero_synth_mix_parse(aero_synth_mix_name(p->mix), &mx, &base) ||
+                   base != p->type))
+        return aero_fail(err, AERO_ERR_INVALID, "mix %d needs its base type, not %s", (int)p->mix,
+                         aero_dtype_name(p->type));
     if (!matrix_type_ok(p->type))
         return aero_fail(err, AERO_ERR_UNSUPPORTED,
                          "type %s cannot be used for weights (F32, F16, BF16, Q8_0, Q4_0, "
@@ -392,8 +438,10 @@ aero_status aero_synth_check(const aero_synth_params *p, aero_error *err) {
     return AERO_OK;
 }
 
-static int ftype_of(aero_dtype t) {
-    switch (t) {
+static int ftype_of(const aero_synth_params *p) {
+    if (p->mix == AERO_SYNTH_MIX_Q4_K_M) return 15;
+    if (p->mix == AERO_SYNTH_MIX_Q5_K_M) return 17;
+    switch (p->type) {
     case AERO_DT_F32: return 0;
     case AERO_DT_F16: return 1;
     case AERO_DT_Q4_0: return 2;
@@ -493,7 +541,7 @@ aero_status aero_synth_write(const aero_synth_params *p, const char *path, aero_
     snprintf(desc, sizeof desc, "random weights written by aerollm synth (seed %llu); not a trained model",
              (unsigned long long)p->seed);
     aero_gguf_set_str(w, "general.description", desc);
-    aero_gguf_set_u32(w, "general.file_type", (uint32_t)ftype_of(p->type));
+    aero_gguf_set_u32(w, "general.file_type", (uint32_t)ftype_of(p));
     aero_gguf_set_u32(w, "general.quantization_version", 2);
     if (p->tokenizer_from) {
         if ((s = synth_copy_tokenizer(w, p->tokenizer_from, &n_vocab, err))) goto done;
@@ -524,20 +572,19 @@ aero_status aero_synth_write(const aero_synth_params *p, const char *path, aero_
     // order the forward pass reads them. Matrices ~ N(0, 1/fan_in) keep activations of order 1 through the
     // layers; embeddings ~ N(0, 0.02); norms ~ 1 + N(0, 0.02); biases ~ N(0, 0.02).
     const float sd = 1.0f / sqrtf((float)d), sq = 1.0f / sqrtf((float)qd), sf = 1.0f / sqrtf((float)ff);
-    aero_dtype T = p->type;
 #define ADD(kind, type, std, ne0, ne1, ...) \
     if ((s = add(w, &st, kind, type, std, ne0, ne1, 1, &stats, err, __VA_ARGS__))) goto done
 #define ADD3(kind, type, std, ne0, ne1, ne2, ...) \
     if ((s = add(w, &st, kind, type, std, ne0, ne1, ne2, &stats, err, __VA_ARGS__))) goto done
     // MoE: embeddings of order 1 keep the residual stream token-specific through the layers, so that routing
     // depends on the token as a trained model's does (with 0.02 a random model routes nearly every token alike)
-    ADD(KIND_MATRIX, T, p->n_expert ? 1.0f : 0.02f, d, n_vocab, "token_embd.weight");
+    ADD(KIND_MATRIX, mix_type(p, ROLE_EMBD, 0), p->n_expert ? 1.0f : 0.02f, d, n_vocab, "token_embd.weight");
     if (llama && p->rope_llama3_factor > 0) ADD(KIND_ROPE, AERO_DT_F32, 0, hd / 2, 0, "rope_freqs.weight");
     for (int l = 0; l < p->n_layer; l++) {
         ADD(KIND_NORM, AERO_DT_F32, 0.02f, d, 0, "blk.%d.attn_norm.weight", l);
-        ADD(KIND_MATRIX, T, sd, d, qd, "blk.%d.attn_q.weight", l);
-        ADD(KIND_MATRIX, T, sd, d, kvd, "blk.%d.attn_k.weight", l);
-        ADD(KIND_MATRIX, T, sd, d, kvd, "blk.%d.attn_v.weight", l);
+        ADD(KIND_MATRIX, mix_type(p, ROLE_Q, l), sd, d, qd, "blk.%d.attn_q.weight", l);
+        ADD(KIND_MATRIX, mix_type(p, ROLE_K, l), sd, d, kvd, "blk.%d.attn_k.weight", l);
+        ADD(KIND_MATRIX, mix_type(p, ROLE_V, l), sd, d, kvd, "blk.%d.attn_v.weight", l);
         if (qwen2) {
             ADD(KIND_BIAS, AERO_DT_F32, 0.02f, qd, 0, "blk.%d.attn_q.bias", l);
             ADD(KIND_BIAS, AERO_DT_F32, 0.02f, kvd, 0, "blk.%d.attn_k.bias", l);
@@ -547,12 +594,12 @@ aero_status aero_synth_write(const aero_synth_params *p, const char *path, aero_
             ADD(KIND_NORM, AERO_DT_F32, 0.02f, hd, 0, "blk.%d.attn_q_norm.weight", l);
             ADD(KIND_NORM, AERO_DT_F32, 0.02f, hd, 0, "blk.%d.attn_k_norm.weight", l);
         }
-        ADD(KIND_MATRIX, T, sq, qd, d, "blk.%d.attn_output.weight", l);
+        ADD(KIND_MATRIX, mix_type(p, ROLE_O, l), sq, qd, d, "blk.%d.attn_output.weight", l);
         ADD(KIND_NORM, AERO_DT_F32, 0.02f, d, 0, "blk.%d.ffn_norm.weight", l);
         if (!p->n_expert) {
-            ADD(KIND_MATRIX, T, sd, d, ff, "blk.%d.ffn_gate.weight", l);
-            ADD(KIND_MATRIX, T, sd, d, ff, "blk.%d.ffn_up.weight", l);
-            ADD(KIND_MATRIX, T, sf, ff, d, "blk.%d.ffn_down.weight", l);
+            ADD(KIND_MATRIX, mix_type(p, ROLE_GATE, l), sd, d, ff, "blk.%d.ffn_gate.weight", l);
+            ADD(KIND_MATRIX, mix_type(p, ROLE_UP, l), sd, d, ff, "blk.%d.ffn_up.weight", l);
+            ADD(KIND_MATRIX, mix_type(p, ROLE_DOWN, l), sf, ff, d, "blk.%d.ffn_down.weight", l);
             continue;
         }
         // the router stays F32 (llama.cpp's quantizer never quantizes ffn_gate_inp); a scale that makes the
@@ -561,9 +608,9 @@ aero_status aero_synth_write(const aero_synth_params *p, const char *path, aero_
         ADD(KIND_MATRIX, AERO_DT_F32, sd * 2.0f, d, ne, "blk.%d.ffn_gate_inp.weight", l);
         const float sfe = 1.0f / sqrtf((float)fe);
         if (!p->per_expert) {
-            ADD3(KIND_MATRIX, T, sd, d, fe, ne, "blk.%d.ffn_gate_exps.weight", l);
-            ADD3(KIND_MATRIX, T, sd, d, fe, ne, "blk.%d.ffn_up_exps.weight", l);
-            ADD3(KIND_MATRIX, T, sfe, fe, d, ne, "blk.%d.ffn_down_exps.weight", l);
+            ADD3(KIND_MATRIX, mix_type(p, ROLE_GATE, l), sd, d, fe, ne, "blk.%d.ffn_gate_exps.weight", l);
+            ADD3(KIND_MATRIX, mix_type(p, ROLE_UP, l), sd, d, fe, ne, "blk.%d.ffn_up_exps.weight", l);
+            ADD3(KIND_MATRIX, mix_type(p, ROLE_DOWN, l), sfe, fe, d, ne, "blk.%d.ffn_down_exps.weight", l);
         } else {
             static const char *const part[3] = {"gate", "up", "down"};
             for (int e = 0; e < ne; e++)
@@ -571,19 +618,19 @@ aero_status aero_synth_write(const aero_synth_params *p, const char *path, aero_
                     snprintf(st.seed_name, sizeof st.seed_name, "blk.%d.ffn_%s_exps.weight", l, part[q]);
                     st.next_row_offset = (uint64_t)e * (uint64_t)(q == 2 ? d : fe);
                     int64_t cols = q < 2 ? d : fe, rows = q < 2 ? fe : d;
-                    ADD(KIND_MATRIX, T, q < 2 ? sd : sfe, cols, rows, "blk.%d.ffn_%s.%d.weight", l, part[q], e);
+                    ADD(KIND_MATRIX, mix_type(p, q == 0 ? ROLE_GATE : q == 1 ? ROLE_UP : ROLE_DOWN, l), q < 2 ? sd : sfe, cols, rows, "blk.%d.ffn_%s.%d.weight", l, part[q], e);
                 }
         }
         if (p->n_ff_shexp > 0) {
             int64_t fs = p->n_ff_shexp;
             ADD(KIND_NORM, AERO_DT_F32, 0.5f, d, 0, "blk.%d.ffn_gate_inp_shexp.weight", l); // mean 1: gate open
-            ADD(KIND_MATRIX, T, sd, d, fs, "blk.%d.ffn_gate_shexp.weight", l);
-            ADD(KIND_MATRIX, T, sd, d, fs, "blk.%d.ffn_up_shexp.weight", l);
-            ADD(KIND_MATRIX, T, 1.0f / sqrtf((float)fs), fs, d, "blk.%d.ffn_down_shexp.weight", l);
+            ADD(KIND_MATRIX, mix_type(p, ROLE_GATE, l), sd, d, fs, "blk.%d.ffn_gate_shexp.weight", l);
+            ADD(KIND_MATRIX, mix_type(p, ROLE_UP, l), sd, d, fs, "blk.%d.ffn_up_shexp.weight", l);
+            ADD(KIND_MATRIX, mix_type(p, ROLE_DOWN, l), 1.0f / sqrtf((float)fs), fs, d, "blk.%d.ffn_down_shexp.weight", l);
         }
     }
     ADD(KIND_NORM, AERO_DT_F32, 0.02f, d, 0, "output_norm.weight");
-    if (!p->tied) ADD(KIND_MATRIX, T, sd, d, n_vocab, "output.weight");
+    if (!p->tied) ADD(KIND_MATRIX, mix_type(p, ROLE_OUTPUT, 0), sd, d, n_vocab, "output.weight");
 #undef ADD
 #undef ADD3
     s = aero_gguf_write(w, path, err);

@@ -12,6 +12,11 @@
 #include "../core/dtype.h"
 #include "../core/status.h"
 
+// A file type that mixes tensor types per tensor, as llama.cpp's quantizer makes it (llama_tensor_get_type):
+// Q4_K_M / Q5_K_M are Q4_K / Q5_K with Q6_K for the output head, and for attn_v and ffn_down of the first and
+// last eighth of the layers and every third layer between.
+typedef enum { AERO_SYNTH_MIX_NONE = 0, AERO_SYNTH_MIX_Q4_K_M, AERO_SYNTH_MIX_Q5_K_M } aero_synth_mix;
+
 typedef struct {
     char arch[16]; // "llama", "qwen2" (Q/K/V biases), "qwen3" (per-head Q/K RMSNorm), "qwen2moe",
                    // "qwen3moe"
@@ -29,6 +34,7 @@ typedef struct {
                        // the bytes are those of the merged layout, so both files compute the same
     float router_skew; // > 0: router rows of a few experts per layer scaled up (hot experts, as trained)
     aero_dtype type;   // of the matrices; norms, biases and rope_freqs are F32
+    aero_synth_mix mix; // NONE: every matrix of `type`; else llama.cpp's quantizer mix (type is its base type)
     uint64_t seed;
     const char *tokenizer_from; // copy every tokenizer.* key of this GGUF (n_vocab then follows it); NULL: built in
     bool exact;                 // quantize every row from fresh Gaussian floats (slow) instead of drawing
@@ -50,6 +56,10 @@ typedef struct {
 bool aero_synth_preset(const char *name, aero_synth_params *p);
 // The preset names, "|"-separated, for usage messages.
 const char *aero_synth_preset_names(void);
+// Parses a mix name ("Q4_K_M", "q5_k_m"): sets *mix and *base (its base type); false when not a mix.
+bool aero_synth_mix_parse(const char *name, aero_synth_mix *mix, aero_dtype *base);
+// The mix's name ("Q4_K_M"), or NULL for AERO_SYNTH_MIX_NONE.
+const char *aero_synth_mix_name(aero_synth_mix mix);
 // Checks a parameter set (shape consistency, supported type, vocabulary room for the tokenizer).
 aero_status aero_synth_check(const aero_synth_params *p, aero_error *err);
 // Writes the model to path (via a temporary file and rename). stats may be NULL.
