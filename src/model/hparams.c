@@ -70,9 +70,14 @@ aero_status aero_hparams_read(const aero_gguf *g, aero_hparams *hp, aero_arch_ki
     if (key_len < 2 || key_len % 2 || rope_dim > key_len || rope_dim % 2)
         return aero_fail(err, AERO_ERR_FORMAT, "%s head size %lld / rope.dimension_count %lld are inconsistent", arch,
                          (long long)key_len, (long long)rope_dim);
-    if (*kind == AERO_ARCH_LLAMA && key_len * n_head != n_embd)
-        return aero_fail(err, AERO_ERR_FORMAT, "%s.embedding_length %lld != head_count %lld x head size %lld", arch,
-                         (long long)n_embd, (long long)n_head, (long long)key_len);
+    // key_length may differ from embedding_length / head_count (Mistral Nemo, Qwen3): the projections take their
+    // shapes from it. A value head of another size (DeepSeek's MLA) is not computed here.
+    int64_t val_len;
+    if (get_int(g, arch, "attention.value_length", false, key_len, &val_len, err)) return err->code;
+    if (val_len != key_len)
+        return aero_fail(err, AERO_ERR_UNSUPPORTED,
+                         "%s.attention.value_length %lld != key_length %lld is not supported", arch,
+                         (long long)val_len, (long long)key_len);
     if (get_float(g, arch, "attention.layer_norm_rms_epsilon", *kind == AERO_ARCH_LLAMA ? 1e-5 : 1e-6, &eps, err) ||
         get_float(g, arch, "rope.freq_base", 10000.0, &base, err) ||
         get_float(g, arch, "rope.scaling.factor", 0.0, &factor, err) ||

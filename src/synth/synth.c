@@ -410,9 +410,6 @@ aero_status aero_synth_check(const aero_synth_params *p, aero_error *err) {
                          p->n_head);
     if (hd < 2 || hd % 2 || hd > 1024)
         return aero_fail(err, AERO_ERR_INVALID, "head size %d must be even and in [2, 1024]", hd);
-    if (llama && hd * p->n_head != p->n_embd)
-        return aero_fail(err, AERO_ERR_INVALID, "llama needs head count x head size = embedding size (%d x %d != %d)",
-                         p->n_head, hd, p->n_embd);
     if (!p->tokenizer_from) {
         int min_vocab = 256 + (llama ? 5 : 3);
         if (p->n_vocab < min_vocab || p->n_vocab > (1 << 22))

@@ -134,7 +134,7 @@ bad "not a multiple of the KV head count" --preset tiny --heads 4 --kv-heads 3 -
 bad "--dim: '0' is not an integer" --preset tiny --dim 0 -o "$T/x.gguf"
 bad "--layers: 'abc'" --preset tiny --layers abc -o "$T/x.gguf"
 bad "vocabulary size" --preset tiny --vocab 100 -o "$T/x.gguf"
-bad "head count x head size" --preset tiny --head-dim 32 -o "$T/x.gguf"
+bad "head size 3 must be even" --preset tiny --head-dim 3 -o "$T/x.gguf"
 bad "contradicts preset" --preset tiny --arch qwen3 -o "$T/x.gguf"
 bad "--seed" --preset tiny --seed -5 -o "$T/x.gguf"
 bad "needs a value" --preset tiny -o

@@ -1,0 +1,89 @@
+// Architectures, hyperparameters and tensor types against llama.cpp, a reference no one here wrote: tiny
+// synthetic models (`aerollm synth`, with llama.cpp's tensor names and metadata keys) decoded greedily by
+// llama.cpp (through node-llama-cpp, scripts/llamacpp_ref.mjs) and by AeroLLM (build/tests/test_arch --greedy).
+// Greedy tokens must be equal (up to a near-tie of llama.cpp's two best logits) for at least 32 steps where the
+// text allows, and every step's top logits within the stated tolerance of the step's largest |logit|.
+// Skips when node-llama-cpp is not installed (CI).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { spawnSync } from 'node:child_process';
+
+const BIN = process.env.AEROLLM || 'build/aerollm';
+const DUMP = 'build/tests/test_arch';
+const PROMPT = '1,300,301,302,303,304';
+const N = 32;
+const TOP = 3;
+
+function llamaCppDir() {
+  for (const d of [process.env.NODE_LLAMA_CPP, '/work/peer/node_modules/node-llama-cpp']) {
+    if (!d) continue;
+    if (fs.existsSync(path.join(d, 'package.json')) || fs.existsSync(path.join(d, 'node-llama-cpp'))) return d;
+  }
+  return null;
+}
+
+const skip = !llamaCppDir() ? 'node-llama-cpp not found (set NODE_LLAMA_CPP): no llama.cpp to compare with'
+  : !fs.existsSync(BIN) || !fs.existsSync(DUMP) ? `${BIN} or ${DUMP} not built (make; make test T=test_arch)`
+  : false;
+
+function run(cmd, args) {
+  const r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer: 64 << 20 });
+  assert.equal(r.status, 0, `${cmd} ${args.join(' ')}: ${r.stderr}`);
+  return r.stdout;
+}
+
+// Greedy tokens equal up to the end, or up to a step where llama.cpp's two best logits are closer than the
+// tolerance (a near-tie that rounding may break either way). Returns [worst, steps compared].
+function compare(name, ref, got, tol, minSteps) {
+  let worst = 0, n = ref.tokens.length;
+  for (let i = 0; i < ref.tokens.length; i++) {
+    const r = ref.steps[i].top, g = got.steps[i].top;
+    const scale = Math.max(...r.map((x) => Math.abs(x[1])));
+    for (const [id, lg] of r) {
+      const mine = g.find((x) => x[0] === id);
+      if (mine) worst = Math.max(worst, Math.abs(mine[1] - lg) / scale);
+    }
+    if (got.tokens[i] !== ref.tokens[i]) {
+      const tie = r.length > 1 && r[0][1] - r[1][1] <= tol * scale && got.tokens[i] === r[1][0];
+      assert.ok(tie, `${name}: step ${i}: token ${got.tokens[i]}, llama.cpp ${ref.tokens[i]} (top ${JSON.stringify(r)}, ours ${JSON.stringify(g)})`);
+      n = i + 1;
+      break;
+    }
+  }
+  assert.ok(n >= minSteps, `${name}: a near-tie after only ${n} steps; use another seed`);
+  assert.ok(worst <= tol, `${name}: top logits within ${tol} relative of llama.cpp's (worst ${worst.toExponential(2)})`);
+  return [worst, n];
+}
+
+// [name, synth arguments, tolerance, minimum steps compared]
+const CASES = [
+  ['llama (control)', ['--preset', 'tiny', '--type', 'F32'], 2e-3, 32],
+  ['llama head size 128 != 256/4 (Mistral Nemo shape)', ['--preset', 'tiny', '--head-dim', '128', '--type', 'F32'], 2e-3, 32],
+  ['llama Q4_K_M mix', ['--preset', 'tiny', '--layers', '8', '--type', 'Q4_K_M', '--seed', '3'], 5e-2, 16],
+];
+
+export function caseList() { return CASES; }
+
+test('architectures and hyperparameters match llama.cpp', { skip }, () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'aero-arch-'));
+  const only = process.env.ARCH_ONLY ? new RegExp(process.env.ARCH_ONLY) : null;
+  try {
+    let i = 0;
+    for (const [name, args, tol, minSteps] of CASES) {
+      if (only && !only.test(name)) continue;
+      const file = path.join(dir, `case${i++}.gguf`);
+      run(BIN, ['synth', ...args, '-t', '2', '-q', '-o', file]);
+      const ref = JSON.parse(run('node', ['scripts/llamacpp_ref.mjs', '-m', file, '-t', PROMPT, '-n', String(N),
+        '--top', String(TOP)]));
+      const got = JSON.parse(run(DUMP, ['--greedy', file, PROMPT, String(N), String(TOP)]));
+      const [w, steps] = compare(name, ref, got, tol, minSteps);
+      console.log(`${name}: ${steps} of ${N} greedy tokens equal to llama.cpp's${steps < N ? ' (then a near-tie)' : ''}; ` +
+        `worst top-${TOP} logit difference ${w.toExponential(2)} of the largest`);
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
