@@ -16,6 +16,7 @@ static void usage(FILE *f) {
             "usage: aerollm synth (--preset NAME | --arch A --dim N --layers N --heads N --ffn N --vocab N)\n"
             "                     [--kv-heads N] [--head-dim N] [--ctx N] [--layers N] [--vocab N] [--rope-base F]\n"
             "                     [--tied | --untied] [--type T] [--seed S] [--tokenizer-from FILE.gguf] [--exact]\n"
+            "                     [--kv KEY=TYPE:VALUE]...\n"
             "                     [-t THREADS] [--quiet] -o FILE.gguf\n"
             "  presets: %s (real dimensions; flags given with a preset override it,\n"
             "           e.g. --layers 4 to shorten)\n"
@@ -25,6 +26,7 @@ static void usage(FILE *f) {
             "           attn_v/ffn_down of some layers);\n"
             "           norms and biases are F32; rows that do not fit a type's block get a smaller-block type\n"
             "  --tokenizer-from  copy every tokenizer.* key of another GGUF (the vocabulary size follows it)\n"
+            "  --kv KEY=TYPE:VALUE  set a metadata key last (TYPE u32 i32 f32 bool str); --kv KEY= removes it\n"
             "  --exact  quantize every row from fresh random floats (slow) instead of drawing pre-quantized blocks\n"
             "The weights are random: the model's output is gibberish by design.\n",
             aero_synth_preset_names());
@@ -70,6 +72,8 @@ int aero_cmd_synth(int argc, char **argv) {
     unsigned long long seed = 0;
     bool quiet = false, exact = false;
     const char *tok_from = NULL;
+    const char *kv_edits[64];
+    int n_kv = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -101,8 +105,12 @@ int aero_cmd_synth(int argc, char **argv) {
             exact = true;
         } else if (!v &&
                    (!strcmp(a, "--preset") || !strcmp(a, "--arch") || !strcmp(a, "--type") || !strcmp(a, "--seed") ||
-                    !strcmp(a, "-o") || !strcmp(a, "--rope-base") || !strcmp(a, "--tokenizer-from"))) {
+                    !strcmp(a, "-o") || !strcmp(a, "--rope-base") || !strcmp(a, "--tokenizer-from") ||
+                    !strcmp(a, "--kv"))) {
             return cli_fail("synth", "%s needs a value", a);
+        } else if (!strcmp(a, "--kv")) {
+            if (n_kv == 64) return cli_fail("synth", "too many --kv edits (64 at most)");
+            kv_edits[n_kv++] = argv[++i];
         } else if (!strcmp(a, "--preset")) {
             preset = argv[++i];
         } else if (!strcmp(a, "--arch")) {
@@ -172,6 +180,8 @@ int aero_cmd_synth(int argc, char **argv) {
     p.exact = exact;
     p.n_threads = threads;
     p.tokenizer_from = tok_from;
+    p.kv = kv_edits;
+    p.n_kv = n_kv;
     aero_error err = {0};
     if (aero_synth_check(&p, &err)) return cli_fail("synth", "%s", err.msg);
     progress_state ps = {.start = aero_now(), .on = !quiet && isatty(2)};

@@ -456,6 +456,48 @@ static int ftype_of(const aero_synth_params *p) {
     }
 }
 
+// Applies one "KEY=TYPE:VALUE" (or "KEY=" to remove) metadata edit.
+static aero_status apply_kv(aero_gguf_writer *w, const char *spec, aero_error *err) {
+    const char *eq = strchr(spec, '=');
+    if (!eq || eq == spec || eq - spec >= 160)
+        return aero_fail(err, AERO_ERR_INVALID, "metadata edit '%s' is not KEY=TYPE:VALUE or KEY=", spec);
+    char key[160];
+    memcpy(key, spec, (size_t)(eq - spec));
+    key[eq - spec] = 0;
+    const char *tv = eq + 1, *colon = strchr(tv, ':');
+    if (!*tv) {
+        aero_gguf_unset(w, key);
+        return AERO_OK;
+    }
+    if (!colon) return aero_fail(err, AERO_ERR_INVALID, "metadata edit '%s': no TYPE:VALUE", spec);
+    const char *v = colon + 1;
+    size_t tl = (size_t)(colon - tv);
+    char *end = NULL;
+    if (tl == 3 && !strncmp(tv, "str", 3)) aero_gguf_set_str(w, key, v);
+    else if (tl == 4 && !strncmp(tv, "bool", 4)) {
+        if (strcmp(v, "true") && strcmp(v, "false"))
+            return aero_fail(err, AERO_ERR_INVALID, "metadata edit '%s': bool is true or false", spec);
+        aero_gguf_set_bool(w, key, !strcmp(v, "true"));
+    } else if (tl == 3 && !strncmp(tv, "u32", 3)) {
+        unsigned long long x = strtoull(v, &end, 0);
+        if (end == v || *end || x > 0xFFFFFFFFull) goto bad;
+        aero_gguf_set_u32(w, key, (uint32_t)x);
+    } else if (tl == 3 && !strncmp(tv, "i32", 3)) {
+        long x = strtol(v, &end, 0);
+        if (end == v || *end) goto bad;
+        aero_gguf_set_i32(w, key, (int32_t)x);
+    } else if (tl == 3 && !strncmp(tv, "f32", 3)) {
+        double x = strtod(v, &end);
+        if (end == v || *end) goto bad;
+        aero_gguf_set_f32(w, key, (float)x);
+    } else {
+        return aero_fail(err, AERO_ERR_INVALID, "metadata edit '%s': type is u32, i32, f32, bool or str", spec);
+    }
+    return AERO_OK;
+bad:
+    return aero_fail(err, AERO_ERR_INVALID, "metadata edit '%s': bad number", spec);
+}
+
 // Registers one tensor and its producer.
 static aero_status add(aero_gguf_writer *w, synth_state *st, tensor_kind kind, aero_dtype type, float std, int64_t ne0,
                        int64_t ne1, int64_t ne2, aero_synth_stats *stats, aero_error *err, const char *fmt, ...)
@@ -565,6 +607,8 @@ aero_status aero_synth_write(const aero_synth_params *p, const char *path, aero_
         if (p->n_ff_shexp) aero_gguf_set_u32(w, KEY("expert_shared_feed_forward_length"), (uint32_t)p->n_ff_shexp);
     }
 #undef KEY
+    for (int i = 0; i < p->n_kv; i++)
+        if ((s = apply_kv(w, p->kv[i], err))) goto done;
     // Tensors in llama.cpp's names and shapes (ne[0] first: the input dimension, the length of a row), in the
     // order the forward pass reads them. Matrices ~ N(0, 1/fan_in) keep activations of order 1 through the
     // layers; embeddings ~ N(0, 0.02); norms ~ 1 + N(0, 0.02); biases ~ N(0, 0.02).

@@ -37,6 +37,8 @@ typedef struct {
     aero_synth_mix mix; // NONE: every matrix of `type`; else llama.cpp's quantizer mix (type is its base type)
     uint64_t seed;
     const char *tokenizer_from; // copy every tokenizer.* key of this GGUF (n_vocab then follows it); NULL: built in
+    const char *const *kv; // metadata edits applied last, each "KEY=TYPE:VALUE" (TYPE u32, i32, f32, bool, str)
+    int n_kv;              // or "KEY=" to remove a key (tests of llama.cpp's defaults for absent keys)
     bool exact;                 // quantize every row from fresh Gaussian floats (slow) instead of drawing
                                 // pre-quantized blocks of the same distribution
     int n_threads;              // <= 0: all CPUs

@@ -87,3 +87,39 @@ test('architectures and hyperparameters match llama.cpp', { skip }, () => {
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+// BOS as llama.cpp decides it when tokenizer.ggml.add_bos_token is absent: per vocabulary type and pre-tokenizer
+// (a BPE vocabulary adds BOS only for the Llama 3 family), and no BOS at all when the file names no BOS id.
+test('BOS defaults without add_bos_token match llama.cpp', { skip }, () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'aero-bos-'));
+  try {
+    const files = [];
+    for (const pre of ['gpt-2', 'llama-bpe', 'llama3', 'dbrx', 'smaug-bpe', 'qwen2', 'tekken', 'default']) {
+      const f = path.join(dir, `bpe-${pre}.gguf`);
+      run(BIN, ['synth', '--preset', 'tiny', '--layers', '1', '--kv', 'tokenizer.ggml.add_bos_token=',
+        '--kv', `tokenizer.ggml.pre=str:${pre}`, '-q', '-o', f]);
+      files.push(f);
+    }
+    const nobos = path.join(dir, 'bpe-llama-bpe-no-bos-id.gguf');
+    run(BIN, ['synth', '--preset', 'tiny', '--layers', '1', '--kv', 'tokenizer.ggml.add_bos_token=', '--kv',
+      'tokenizer.ggml.bos_token_id=', '--kv', 'tokenizer.ggml.pre=str:llama-bpe', '-q', '-o', nobos]);
+    files.push(nobos);
+    const spm = '../shared/data/models/stories260K.gguf';
+    if (fs.existsSync(spm)) {
+      const f = path.join(dir, 'spm.gguf');
+      run(BIN, ['synth', '--preset', 'tiny', '--layers', '1', '--tokenizer-from', spm, '--kv',
+        'tokenizer.ggml.add_bos_token=', '-q', '-o', f]);
+      files.push(f);
+    }
+    const ref = JSON.parse(run('node', ['scripts/llamacpp_vocab.mjs', ...files]));
+    for (const f of files) {
+      const ids = run(BIN, ['tokenize', '-m', f, '-p', 'hello world', '--ids']).trim().split(/\s+/).map(Number);
+      const r = ref[f];
+      const adds = r.bos !== null && ids[0] === r.bos;
+      assert.equal(adds, r.addBos, `${path.basename(f)}: llama.cpp ${r.addBos ? 'adds' : 'does not add'} BOS ${r.bos}; ours: ${ids.join(' ')}`);
+      console.log(`${path.basename(f)}: BOS ${r.addBos ? 'added' : 'not added'} as llama.cpp does`);
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
