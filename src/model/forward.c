@@ -25,6 +25,13 @@ static aero_status ensure_cap(aero_ctx *c, int n, aero_error *err) {
     return AERO_OK;
 }
 
+// What of the model the GPU forward pass (forward_cuda.c) does not compute, or NULL when it computes all of it:
+// a context on the GPU is refused with this named rather than computing something else.
+static const char *gpu_missing(const aero_model *m) {
+    if (m->rope_mscale != 1.0f) return "rope with scaled cos/sin (YaRN, rope.scaling.attn_factor)";
+    return NULL;
+}
+
 aero_status aero_ctx_new(aero_ctx **out, aero_model *m, const aero_ctx_params *p, aero_error *err) {
     *out = NULL;
     const aero_hparams *hp = &m->hp;
@@ -81,8 +88,11 @@ aero_status aero_ctx_new(aero_ctx **out, aero_model *m, const aero_ctx_params *p
     }
     const char *dev = p->device ? p->device : m->device;
     if (*dev && strcmp(dev, "cpu")) {
+        const char *why = gpu_missing(m);
         aero_status st = strcmp(dev, "cuda")
                              ? aero_fail(err, AERO_ERR_INVALID, "unknown device '%s' (cpu or cuda)", dev)
+                         : why ? aero_fail(err, AERO_ERR_UNSUPPORTED, "--device cuda: %s is not computed on the GPU yet "
+                                                                      "(use --device cpu)", why)
 #ifdef AERO_CUDA
                              : aero_gpu_ctx_init(c, p->gpu_mem ? p->gpu_mem : m->gpu_mem, err);
 #else
@@ -309,6 +319,12 @@ static aero_status moe_ffn(aero_ctx *c, int l, float *x, int n, aero_error *err)
     return AERO_OK;
 }
 
+// llama.cpp scales cos and sin (YaRN's magnitude correction, LongRoPE's attn_factor): the rotated part of a head
+// comes out that much longer, the rest is passed through.
+static void rope_mscale(float *v, int rope_dim, float mscale) {
+    for (int i = 0; i < rope_dim; i++) v[i] *= mscale;
+}
+
 // One transformer layer over one tile: attention block then SwiGLU feed-forward, both residual. The caller
 // holds the layer's unit; the tile's K/V rows are cached before its attention, so later tiles see them.
 static aero_status layer_tile(aero_ctx *c, int l, attn_job *job, aero_error *err) {
@@ -342,11 +358,13 @@ static aero_status layer_tile(aero_ctx *c, int l, attn_job *job, aero_error *err
             float *q = c->q + (size_t)i * qd + (size_t)h * hd;
             if (qn) aero_rmsnorm(q, q, qn, hd, hp->norm_eps);
             aero_rope(q, pos, hp->rope_dim, m->rope_inv_freq, m->rope_neox);
+            if (m->rope_mscale != 1.0f) rope_mscale(q, hp->rope_dim, m->rope_mscale);
         }
         for (int h = 0; h < hp->n_head_kv; h++) {
             float *k = c->kb + (size_t)i * kvd + (size_t)h * hd;
             if (kn) aero_rmsnorm(k, k, kn, hd, hp->norm_eps);
             aero_rope(k, pos, hp->rope_dim, m->rope_inv_freq, m->rope_neox);
+            if (m->rope_mscale != 1.0f) rope_mscale(k, hp->rope_dim, m->rope_mscale);
         }
     }
     job->layer = l;

@@ -47,7 +47,7 @@ aero_status aero_hparams_read(const aero_gguf *g, aero_hparams *hp, aero_arch_ki
                          arch);
     snprintf(hp->arch, sizeof hp->arch, "%s", arch);
     int64_t n_layer, n_embd, n_ff, n_head, n_head_kv, n_ctx, key_len, rope_dim, orig_ctx;
-    double eps, base, factor, low, high;
+    double eps, base, factor, low, high, attn_factor, log_mul;
     if (get_int(g, arch, "block_count", true, 0, &n_layer, err) ||
         get_int(g, arch, "embedding_length", true, 0, &n_embd, err) ||
         get_int(g, arch, "feed_forward_length", true, 0, &n_ff, err) ||
@@ -83,23 +83,39 @@ aero_status aero_hparams_read(const aero_gguf *g, aero_hparams *hp, aero_arch_ki
         get_float(g, arch, "rope.scaling.factor", 0.0, &factor, err) ||
         get_float(g, arch, "rope.scaling.low_freq_factor", 1.0, &low, err) ||
         get_float(g, arch, "rope.scaling.high_freq_factor", 4.0, &high, err) ||
-        get_int(g, arch, "rope.scaling.original_context_length", false, 8192, &orig_ctx, err))
+        get_int(g, arch, "rope.scaling.original_context_length", false, 0, &orig_ctx, err) ||
+        get_float(g, arch, "rope.scaling.attn_factor", 1.0, &attn_factor, err) ||
+        get_float(g, arch, "rope.scaling.yarn_log_multiplier", 0.0, &log_mul, err))
         return err->code;
+    if (factor == 0) // llama.cpp's older key for the same divisor
+        if (get_float(g, arch, "rope.scale_linear", 0.0, &factor, err)) return err->code;
     if (!(eps > 0 && eps < 1))
         return aero_fail(err, AERO_ERR_FORMAT, "%s.attention.layer_norm_rms_epsilon = %g is invalid", arch, eps);
     if (!(base > 1)) return aero_fail(err, AERO_ERR_FORMAT, "%s.rope.freq_base = %g is invalid", arch, base);
     char key[160];
     snprintf(key, sizeof key, "%s.rope.scaling.type", arch);
     const char *stype = aero_gguf_get_str(g, key);
-    hp->rope_scaling = AERO_ROPE_SCALING_NONE;
+    // As llama.cpp: a factor divides every rotation speed whatever the type (a factor without a type is linear
+    // scaling); YaRN then blends the divided and undivided speeds per pair and scales cos and sin; LongRoPE's
+    // per-pair divisors are tensors (rope_factors_long/short) picked by the context length.
+    hp->rope_scaling = factor > 0 && factor != 1 ? AERO_ROPE_SCALING_LINEAR : AERO_ROPE_SCALING_NONE;
+    if (stype && !strcmp(stype, "none")) hp->rope_scaling = AERO_ROPE_SCALING_NONE; // llama.cpp: never scaled
     if (stype && strcmp(stype, "none")) {
         if (!strcmp(stype, "linear")) hp->rope_scaling = AERO_ROPE_SCALING_LINEAR;
         else if (!strcmp(stype, "llama3")) hp->rope_scaling = AERO_ROPE_SCALING_LLAMA3;
+        else if (!strcmp(stype, "yarn")) hp->rope_scaling = AERO_ROPE_SCALING_YARN;
+        else if (!strcmp(stype, "longrope")) hp->rope_scaling = AERO_ROPE_SCALING_LONGROPE;
         else
-            return aero_fail(err, AERO_ERR_UNSUPPORTED, "%s = '%s' is not supported (none, linear, llama3)", key,
-                             stype);
-        if (!(factor > 0)) return aero_fail(err, AERO_ERR_FORMAT, "%s.rope.scaling.factor is missing or invalid", arch);
+            return aero_fail(err, AERO_ERR_UNSUPPORTED,
+                             "%s = '%s' is not supported (none, linear, yarn, longrope, llama3)", key, stype);
+        if (!(factor > 0) && hp->rope_scaling != AERO_ROPE_SCALING_LONGROPE)
+            return aero_fail(err, AERO_ERR_FORMAT, "%s.rope.scaling.factor is missing or invalid", arch);
     }
+    if (log_mul != 0)
+        return aero_fail(err, AERO_ERR_UNSUPPORTED, "%s.rope.scaling.yarn_log_multiplier = %g is not supported", arch,
+                         log_mul);
+    if (!(attn_factor > 0))
+        return aero_fail(err, AERO_ERR_FORMAT, "%s.rope.scaling.attn_factor = %g is invalid", arch, attn_factor);
     hp->n_layer = (int)n_layer;
     hp->n_embd = (int)n_embd;
     hp->n_ff = (int)n_ff;
@@ -114,6 +130,9 @@ aero_status aero_hparams_read(const aero_gguf *g, aero_hparams *hp, aero_arch_ki
     hp->rope_low_freq = (float)low;
     hp->rope_high_freq = (float)high;
     hp->rope_orig_ctx = (int)orig_ctx;
+    hp->rope_yarn_beta_fast = 32.0f; // llama.cpp reads yarn_beta_* keys for a few other architectures only
+    hp->rope_yarn_beta_slow = 1.0f;
+    hp->rope_attn_factor = (float)attn_factor;
     return AERO_OK;
 }
 

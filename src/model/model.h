@@ -17,7 +17,13 @@ typedef struct aero_ctx aero_ctx;
 
 #include "../../include/aerollm.h" // aero_model_params, aero_ctx_params
 
-typedef enum { AERO_ROPE_SCALING_NONE, AERO_ROPE_SCALING_LINEAR, AERO_ROPE_SCALING_LLAMA3 } aero_rope_scaling;
+typedef enum {
+    AERO_ROPE_SCALING_NONE,
+    AERO_ROPE_SCALING_LINEAR,
+    AERO_ROPE_SCALING_LLAMA3,
+    AERO_ROPE_SCALING_YARN,
+    AERO_ROPE_SCALING_LONGROPE
+} aero_rope_scaling;
 
 typedef struct {
     char arch[32];
@@ -25,7 +31,9 @@ typedef struct {
     float norm_eps, rope_base;
     aero_rope_scaling rope_scaling;
     float rope_scale_factor, rope_low_freq, rope_high_freq; // linear: factor; llama3: all four
-    int rope_orig_ctx;
+    int rope_orig_ctx;                                      // 0: absent (llama3 then 8192, YaRN n_ctx_train)
+    float rope_yarn_beta_fast, rope_yarn_beta_slow;         // YaRN's correction range (32, 1)
+    float rope_attn_factor;                                 // rope.scaling.attn_factor: scales cos and sin (1)
     bool tied_output;
 } aero_hparams;
 

@@ -42,6 +42,7 @@ struct aero_model {
     aero_arch_kind kind;
     bool rope_neox;       // rotate halves (qwen) instead of adjacent pairs (llama)
     float *rope_inv_freq; // (rope_dim / 2) angle per position per pair, scaling included
+    float rope_mscale;    // cos and sin scaled by this (YaRN, rope.scaling.attn_factor); 1 for most models
     aero_tokenizer *tok;
     aero_stream *stream;
     aero_pool *pool;

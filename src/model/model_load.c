@@ -280,7 +280,14 @@ static aero_status map_weights(aero_model *m, aero_error *err) {
     return AERO_OK;
 }
 
-// Precomputes the per-pair rotation speed, with linear or Llama 3 scaling or a rope_freqs tensor folded in.
+// YaRN's correction dimension: the pair index whose wavelength makes n_rot turns over the original context.
+static double yarn_corr_dim(int n_dims, int n_ctx_orig, double n_rot, double base) {
+    return n_dims * log(n_ctx_orig / (n_rot * 2 * M_PI)) / (2 * log(base));
+}
+
+// Precomputes the per-pair rotation speed with the scaling folded in (linear, Llama 3, YaRN, a rope_freqs
+// tensor's divisors), and the factor cos and sin are scaled by (YaRN's and rope.scaling.attn_factor), as
+// llama.cpp's rope does: theta = pos * speed, whatever the scaling.
 static aero_status rope_setup(aero_model *m, aero_error *err) {
     const aero_hparams *hp = &m->hp;
     int half = hp->rope_dim / 2;
@@ -294,21 +301,37 @@ static aero_status rope_setup(aero_model *m, aero_error *err) {
             return aero_fail(err, AERO_ERR_FORMAT, "tensor 'rope_freqs.weight' must be F32 with %d elements", half);
         freq_factors = aero_stream_global(m->stream, ff);
     }
+    bool yarn = hp->rope_scaling == AERO_ROPE_SCALING_YARN;
+    double fs = hp->rope_scale_factor > 0 ? 1.0 / hp->rope_scale_factor : 1.0, lo = 0, hi = 0;
+    if (yarn) { // ggml_rope_yarn_corr_dims
+        int orig = hp->rope_orig_ctx > 0 ? hp->rope_orig_ctx : hp->n_ctx_train;
+        lo = floor(yarn_corr_dim(hp->rope_dim, orig, hp->rope_yarn_beta_fast, hp->rope_base));
+        hi = ceil(yarn_corr_dim(hp->rope_dim, orig, hp->rope_yarn_beta_slow, hp->rope_base));
+        lo = lo > 0 ? lo : 0;
+        hi = hi < hp->rope_dim - 1 ? hi : hp->rope_dim - 1;
+    }
+    m->rope_mscale = hp->rope_attn_factor > 0 ? hp->rope_attn_factor : 1.0f;
+    if (yarn && fs < 1) m->rope_mscale *= (float)(1.0 + 0.1 * log(1.0 / fs));
     for (int i = 0; i < half; i++) {
         double f = pow(hp->rope_base, -2.0 * i / hp->rope_dim);
-        if (freq_factors) {
-            f /= freq_factors[i];
-        } else if (hp->rope_scaling == AERO_ROPE_SCALING_LINEAR) {
+        if (freq_factors) f /= freq_factors[i];
+        if (hp->rope_scaling == AERO_ROPE_SCALING_LINEAR && !freq_factors) {
             f /= hp->rope_scale_factor;
-        } else if (hp->rope_scaling == AERO_ROPE_SCALING_LLAMA3) {
+        } else if (hp->rope_scaling == AERO_ROPE_SCALING_LINEAR) {
+            f *= fs;
+        } else if (yarn) { // rope_yarn: interpolated and extrapolated speeds blended by a ramp over the pairs
+            double y = (i - lo) / (hi - lo > 0.001 ? hi - lo : 0.001);
+            double ramp = 1 - (y < 0 ? 0 : y > 1 ? 1 : y);
+            f = f * fs * (1 - ramp) + f * ramp;
+        } else if (hp->rope_scaling == AERO_ROPE_SCALING_LLAMA3 && !freq_factors) {
             // Meta's Llama 3.1 rule: long wavelengths slowed by factor, short kept, smooth blend between.
+            int orig = hp->rope_orig_ctx > 0 ? hp->rope_orig_ctx : 8192;
             double wavelen = 2 * M_PI / f;
-            double low_wl = hp->rope_orig_ctx / hp->rope_low_freq, high_wl = hp->rope_orig_ctx / hp->rope_high_freq;
+            double low_wl = orig / hp->rope_low_freq, high_wl = orig / hp->rope_high_freq;
             if (wavelen > low_wl) {
                 f /= hp->rope_scale_factor;
             } else if (wavelen >= high_wl) {
-                double smooth =
-                    (hp->rope_orig_ctx / wavelen - hp->rope_low_freq) / (hp->rope_high_freq - hp->rope_low_freq);
+                double smooth = (orig / wavelen - hp->rope_low_freq) / (hp->rope_high_freq - hp->rope_low_freq);
                 f = (1 - smooth) * f / hp->rope_scale_factor + smooth * f;
             }
         }

@@ -62,6 +62,13 @@ function compare(name, ref, got, tol, minSteps) {
 const CASES = [
   ['llama (control)', ['--preset', 'tiny', '--type', 'F32'], 2e-3, 32],
   ['llama head size 128 != 256/4 (Mistral Nemo shape)', ['--preset', 'tiny', '--head-dim', '128', '--type', 'F32'], 2e-3, 32],
+  ['rope linear (type linear, factor 4)', ['--preset', 'tiny', '--type', 'F32', '--kv', 'llama.rope.scaling.type=str:linear', '--kv', 'llama.rope.scaling.factor=f32:4'], 2e-3, 32],
+  ['rope factor 4 without a type (llama.cpp: linear)', ['--preset', 'tiny', '--type', 'F32', '--kv', 'llama.rope.scaling.factor=f32:4'], 2e-3, 32],
+  ['rope type none with a factor (not scaled)', ['--preset', 'tiny', '--type', 'F32', '--kv', 'llama.rope.scaling.type=str:none', '--kv', 'llama.rope.scaling.factor=f32:4'], 2e-3, 32],
+  ['rope YaRN factor 4, original context 64', ['--preset', 'tiny', '--type', 'F32', '--kv', 'llama.rope.scaling.type=str:yarn', '--kv', 'llama.rope.scaling.factor=f32:4', '--kv', 'llama.rope.scaling.original_context_length=u32:64'], 2e-3, 32],
+  ['rope YaRN on qwen2 (neox); yarn_beta_* keys ignored as llama.cpp does for qwen2', ['--arch', 'qwen2', '--dim', '256', '--layers', '2', '--heads', '4', '--kv-heads', '2', '--ffn', '512', '--vocab', '512', '--ctx', '512', '--type', 'F32', '--kv', 'qwen2.rope.scaling.type=str:yarn', '--kv', 'qwen2.rope.scaling.factor=f32:8', '--kv', 'qwen2.rope.scaling.original_context_length=u32:128', '--kv', 'qwen2.rope.scaling.yarn_beta_fast=f32:16', '--kv', 'qwen2.rope.scaling.yarn_beta_slow=f32:2', '--seed', '1'], 2e-3, 32],
+  ['rope attn_factor 1.5', ['--preset', 'tiny', '--type', 'F32', '--kv', 'llama.rope.scaling.attn_factor=f32:1.5'], 2e-3, 32],
+  ['rope Llama 3.1 (rope_freqs tensor)', ['--preset', 'llama-1b', '--layers', '2', '--dim', '256', '--heads', '4', '--kv-heads', '2', '--ffn', '512', '--vocab', '512', '--ctx', '512', '--type', 'F32'], 2e-3, 32],
   ['llama Q4_K_M mix', ['--preset', 'tiny', '--layers', '8', '--type', 'Q4_K_M', '--seed', '3'], 5e-2, 16],
 ];
 
