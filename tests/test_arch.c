@@ -148,11 +148,79 @@ static void test_head_size(const char *dir) {
     aero_model_free(m);
 }
 
+static const char *kv_falcon[] = {"general.architecture=str:falcon"};
+static const char *kv_vlen[] = {"llama.attention.value_length=u32:32"};
+static const char *kv_log_mul[] = {"llama.rope.scaling.type=str:yarn", "llama.rope.scaling.factor=f32:4",
+                                   "llama.rope.scaling.yarn_log_multiplier=f32:0.1"};
+static const char *const *cur_kv;
+static int cur_n_kv;
+static void with_kv(aero_synth_params *p) {
+    p->kv = cur_kv;
+    p->n_kv = cur_n_kv;
+}
+
+// Refusals at load name what is not supported: the architecture, a value head of another size, DeepSeek's YaRN.
+static void test_refusals(const char *dir) {
+    struct {
+        const char *const *kv;
+        int n;
+        const char *want;
+    } cases[] = {
+        {kv_falcon, 1, "unsupported architecture 'falcon'"},
+        {kv_vlen, 1, "value_length 32 != key_length 64"},
+        {kv_log_mul, 3, "yarn_log_multiplier"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char path[512];
+        snprintf(path, sizeof path, "%s/refuse%zu.gguf", dir, i);
+        cur_kv = cases[i].kv;
+        cur_n_kv = cases[i].n;
+        if (write_synth("tiny", with_kv, path)) expect_refused(path, cases[i].want);
+    }
+}
+
+static void six_layers(aero_synth_params *p) { p->n_layer = 6; }
+
+// Gemma 2 and 3 read as llama.cpp reads them (values from llama_model::load_hparams).
+static void test_gemma_hparams(const char *dir) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/gemma2.gguf", dir);
+    if (write_synth("gemma2-tiny", NULL, path)) {
+        aero_model *m = load_and_run(path);
+        if (m) {
+            const aero_hparams *hp = aero_model_hparams(m);
+            CHECKF(hp->n_swa == 8 && hp->swa_pattern == 2 && hp->attn_softcap == 50.0f && hp->final_softcap == 30.0f &&
+                       hp->embd_scale == 16.0f && hp->ffn_gelu && hp->post_norms && hp->tied_output,
+                   "gemma2: window %d pattern %d caps %g %g scale %g", hp->n_swa, hp->swa_pattern, hp->attn_softcap,
+                   hp->final_softcap, hp->embd_scale);
+            CHECK(aero_hparams_swa_layer(hp, 0) && !aero_hparams_swa_layer(hp, 1));
+            CHECK(fabsf(hp->attn_scale - 0.125f) < 1e-7f);
+            aero_model_free(m);
+        }
+    }
+    snprintf(path, sizeof path, "%s/gemma3.gguf", dir);
+    if (write_synth("gemma3-tiny", six_layers, path)) {
+        aero_model *m = load_and_run(path);
+        if (m) {
+            const aero_hparams *hp = aero_model_hparams(m);
+            CHECKF(hp->n_swa == 8 && hp->swa_pattern == 6 && hp->attn_softcap == 0 && hp->final_softcap == 0 &&
+                       hp->rope_base_swa == 10000.0f && hp->rope_scaling == AERO_ROPE_SCALING_LINEAR,
+                   "gemma3: window %d pattern %d caps %g %g", hp->n_swa, hp->swa_pattern, hp->attn_softcap,
+                   hp->final_softcap);
+            for (int l = 0; l < 6; l++) CHECKF(aero_hparams_swa_layer(hp, l) == (l != 5), "gemma3 layer %d", l);
+            CHECK(m->rope_inv_freq_swa && m->rope_inv_freq_swa[1] != m->rope_inv_freq[1]);
+            aero_model_free(m);
+        }
+    }
+}
+
 int main(int argc, char **argv) {
     if (argc > 1 && !strcmp(argv[1], "--greedy")) return dump_greedy(argc, argv);
     char dir[] = "/tmp/aero_test_arch.XXXXXX";
     CHECK(mkdtemp(dir) != NULL);
     test_head_size(dir);
+    test_refusals(dir);
+    test_gemma_hparams(dir);
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     CHECK(system(cmd) == 0);

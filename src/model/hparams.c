@@ -1,5 +1,6 @@
 // Hyperparameters from GGUF metadata: read, defaulted where the format allows, and checked for consistency,
 // so a bad file fails at load with the key named rather than producing garbage later.
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -31,6 +32,41 @@ static aero_status get_float(const aero_gguf *g, const char *arch, const char *s
     return AERO_OK;
 }
 
+// Gemma 2 and 3 as llama.cpp's loader sets them up (llama_model::load_hparams): the embedding scaled by
+// sqrt(n_embd); queries by 1/sqrt(head size), or 1/sqrt(n_embd / n_head) for the 27B models (told apart by their
+// layer count, 46 and 62); Gemma 2: every other layer (even ones) slides over 4096 positions unless the file says,
+// scores capped at 50 and logits at 30 unless it says; Gemma 3: five layers in six slide when the file gives a
+// window, their rope base 10000 unscaled, and no capping unless a window-less file names a final cap.
+static aero_status gemma_read(const aero_gguf *g, const char *arch, aero_arch_kind kind, aero_hparams *hp,
+                              aero_error *err) {
+    int64_t n_swa;
+    double acap, fcap;
+    bool g2 = kind == AERO_ARCH_GEMMA2;
+    if (get_int(g, arch, "attention.sliding_window", false, g2 ? 4096 : 0, &n_swa, err) ||
+        get_float(g, arch, "attn_logit_softcapping", g2 ? 50.0 : 0.0, &acap, err) ||
+        get_float(g, arch, "final_logit_softcapping", g2 ? 30.0 : 0.0, &fcap, err))
+        return err->code;
+    if (acap < 0 || fcap < 0)
+        return aero_fail(err, AERO_ERR_FORMAT, "%s soft-capping %g / %g is invalid", arch, acap, fcap);
+    hp->embd_scale = sqrtf((float)hp->n_embd);
+    bool big = hp->n_layer == (g2 ? 46 : 62);
+    hp->attn_scale = big ? 1.0f / sqrtf((float)(hp->n_embd / hp->n_head)) : 1.0f / sqrtf((float)hp->head_dim);
+    hp->ffn_gelu = true;
+    hp->post_norms = true;
+    hp->n_swa = (int)n_swa;
+    if (g2) {
+        hp->swa_pattern = 2;
+        hp->attn_softcap = (float)acap;
+        hp->final_softcap = (float)fcap;
+    } else if (n_swa > 0) {
+        hp->swa_pattern = 6;
+        hp->rope_base_swa = 10000.0f;
+    } else {
+        hp->final_softcap = (float)fcap;
+    }
+    return AERO_OK;
+}
+
 aero_status aero_hparams_read(const aero_gguf *g, aero_hparams *hp, aero_arch_kind *kind, aero_error *err) {
     memset(hp, 0, sizeof *hp);
     const char *arch = aero_gguf_get_str(g, "general.architecture");
@@ -40,10 +76,12 @@ aero_status aero_hparams_read(const aero_gguf *g, aero_hparams *hp, aero_arch_ki
     else if (!strcmp(arch, "qwen3")) *kind = AERO_ARCH_QWEN3;
     else if (!strcmp(arch, "qwen2moe")) *kind = AERO_ARCH_QWEN2; // qwen2 attention (biases) + MoE FFN
     else if (!strcmp(arch, "qwen3moe")) *kind = AERO_ARCH_QWEN3; // qwen3 attention (Q/K norms) + MoE FFN
+    else if (!strcmp(arch, "gemma2")) *kind = AERO_ARCH_GEMMA2;
+    else if (!strcmp(arch, "gemma3")) *kind = AERO_ARCH_GEMMA3;
     else
         return aero_fail(err, AERO_ERR_UNSUPPORTED,
-                         "unsupported architecture '%s' (supported: llama (and Mixtral), "
-                         "qwen2, qwen3, qwen2moe, qwen3moe)",
+                         "unsupported architecture '%s' (supported: llama (and Mixtral, Mistral), "
+                         "qwen2, qwen3, qwen2moe, qwen3moe, gemma2, gemma3)",
                          arch);
     snprintf(hp->arch, sizeof hp->arch, "%s", arch);
     int64_t n_layer, n_embd, n_ff, n_head, n_head_kv, n_ctx, key_len, rope_dim, orig_ctx;
@@ -133,6 +171,7 @@ aero_status aero_hparams_read(const aero_gguf *g, aero_hparams *hp, aero_arch_ki
     hp->rope_yarn_beta_fast = 32.0f; // llama.cpp reads yarn_beta_* keys for a few other architectures only
     hp->rope_yarn_beta_slow = 1.0f;
     hp->rope_attn_factor = (float)attn_factor;
+    if (*kind == AERO_ARCH_GEMMA2 || *kind == AERO_ARCH_GEMMA3) return gemma_read(g, arch, *kind, hp, err);
     return AERO_OK;
 }
 

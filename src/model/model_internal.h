@@ -10,7 +10,7 @@
 #include "model.h"
 #include "moe.h"
 
-typedef enum { AERO_ARCH_LLAMA, AERO_ARCH_QWEN2, AERO_ARCH_QWEN3 } aero_arch_kind;
+typedef enum { AERO_ARCH_LLAMA, AERO_ARCH_QWEN2, AERO_ARCH_QWEN3, AERO_ARCH_GEMMA2, AERO_ARCH_GEMMA3 } aero_arch_kind;
 
 // Tensor indices (into the GGUF tensor table) of one layer's weights; -1 when absent (optional ones).
 typedef struct {
@@ -20,8 +20,10 @@ typedef struct {
     int64_t wv;             // (n_head_kv * head_dim, n_embd)
     int64_t wo;             // (n_embd, n_head * head_dim)
     int64_t bq, bk, bv;     // qwen2 biases (n_head * head_dim) / (n_head_kv * head_dim)
-    int64_t q_norm, k_norm; // qwen3 per-head RMSNorm (head_dim)
+    int64_t q_norm, k_norm; // qwen3 / gemma3 per-head RMSNorm (head_dim)
+    int64_t attn_post_norm; // gemma: RMSNorm of the attention output before the residual add (n_embd); -1 absent
     int64_t ffn_norm;       // (n_embd)
+    int64_t ffn_post_norm;  // gemma: RMSNorm of the FFN output before the residual add (n_embd); -1 absent
     int64_t w_gate;         // (n_ff, n_embd)
     int64_t w_up;           // (n_ff, n_embd)
     int64_t w_down;         // (n_embd, n_ff)
@@ -43,6 +45,7 @@ struct aero_model {
     bool rope_neox;       // rotate halves (qwen) instead of adjacent pairs (llama)
     float *rope_inv_freq; // (rope_dim / 2) angle per position per pair, scaling included
     float rope_mscale;    // cos and sin scaled by this (YaRN, rope.scaling.attn_factor); 1 for most models
+    float *rope_inv_freq_swa; // sliding-window layers' speeds when their base differs (gemma3: 10000); else NULL
     aero_tokenizer *tok;
     aero_stream *stream;
     aero_pool *pool;

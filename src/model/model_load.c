@@ -251,7 +251,8 @@ static aero_status map_weights(aero_model *m, aero_error *err) {
     if (m->output < 0) m->output = m->tok_embd;
     m->layers = calloc(hp->n_layer, sizeof *m->layers);
     if (!m->layers) return aero_fail(err, AERO_ERR_NOMEM, "out of memory");
-    bool qwen2 = m->kind == AERO_ARCH_QWEN2, qwen3 = m->kind == AERO_ARCH_QWEN3;
+    bool qwen2 = m->kind == AERO_ARCH_QWEN2, qknorm = m->kind == AERO_ARCH_QWEN3 || m->kind == AERO_ARCH_GEMMA3;
+    bool post = hp->post_norms;
     for (int l = 0; l < hp->n_layer; l++) {
         aero_layer_weights *w = &m->layers[l];
         if (find_tensor(g, &w->attn_norm, true, d, 0, err, "blk.%d.attn_norm.weight", l) ||
@@ -262,9 +263,13 @@ static aero_status map_weights(aero_model *m, aero_error *err) {
             find_tensor(g, &w->bq, qwen2, qd, 0, err, "blk.%d.attn_q.bias", l) ||
             find_tensor(g, &w->bk, qwen2, kvd, 0, err, "blk.%d.attn_k.bias", l) ||
             find_tensor(g, &w->bv, qwen2, kvd, 0, err, "blk.%d.attn_v.bias", l) ||
-            find_tensor(g, &w->q_norm, qwen3, hp->head_dim, 0, err, "blk.%d.attn_q_norm.weight", l) ||
-            find_tensor(g, &w->k_norm, qwen3, hp->head_dim, 0, err, "blk.%d.attn_k_norm.weight", l) ||
+            find_tensor(g, &w->q_norm, qknorm, hp->head_dim, 0, err, "blk.%d.attn_q_norm.weight", l) ||
+            find_tensor(g, &w->k_norm, qknorm, hp->head_dim, 0, err, "blk.%d.attn_k_norm.weight", l) ||
             find_tensor(g, &w->ffn_norm, true, d, 0, err, "blk.%d.ffn_norm.weight", l))
+            return err->code;
+        w->attn_post_norm = w->ffn_post_norm = -1;
+        if (post && (find_tensor(g, &w->attn_post_norm, true, d, 0, err, "blk.%d.post_attention_norm.weight", l) ||
+                     find_tensor(g, &w->ffn_post_norm, true, d, 0, err, "blk.%d.post_ffw_norm.weight", l)))
             return err->code;
         w->w_gate = w->w_up = w->w_down = -1;
         w->router = w->sh_gate = w->sh_up = w->sh_down = w->sh_gate_inp = -1;
@@ -336,6 +341,12 @@ static aero_status rope_setup(aero_model *m, aero_error *err) {
             }
         }
         m->rope_inv_freq[i] = (float)f;
+    }
+    if (hp->rope_base_swa > 0 && hp->swa_pattern > 0) { // gemma3's local layers: their own base, no scaling
+        m->rope_inv_freq_swa = malloc(sizeof(float) * half);
+        if (!m->rope_inv_freq_swa) return aero_fail(err, AERO_ERR_NOMEM, "out of memory");
+        for (int i = 0; i < half; i++)
+            m->rope_inv_freq_swa[i] = (float)pow(hp->rope_base_swa, -2.0 * i / hp->rope_dim);
     }
     return AERO_OK;
 }
@@ -418,6 +429,7 @@ void aero_model_free(aero_model *m) {
     aero_stream_close(m->stream);
     aero_tokenizer_free(m->tok);
     free(m->rope_inv_freq);
+    free(m->rope_inv_freq_swa);
     if (m->layers)
         for (int l = 0; l < m->hp.n_layer; l++) free(m->layers[l].per_expert);
     free(m->layers);

@@ -27,6 +27,8 @@ typedef struct {
     bool tied;
     int n_expert, n_expert_used, n_ff_exp, n_ff_shexp; // 0: dense
     bool per_expert;
+    int n_swa;          // gemma: sliding window
+    float rope_linear; // gemma3 4B+: linear rope scaling of the global layers
 } preset;
 
 static const preset presets[] = {
@@ -53,6 +55,24 @@ static const preset presets[] = {
     {"qwen2moe-tiny", "qwen2moe", 256, 2, 4, 2, 512, 512, 512, 64, 1000000.f, 1e-6f, 0.f, false, 8, 2, 256, 512, false},
     {"mixtral-tiny", "llama", 256, 2, 4, 2, 512, 512, 512, 64, 1000000.f, 1e-5f, 0.f, false, 4, 2, 512, 0, false},
     {"mixtral-tiny-split", "llama", 256, 2, 4, 2, 512, 512, 512, 64, 1000000.f, 1e-5f, 0.f, false, 4, 2, 512, 0, true},
+    // Gemma 2 2B/9B (config.json: hidden 2304/3584, 26/42 layers, 8/16 heads, 4/8 KV heads, head_dim 256,
+    // intermediate 9216/14336, vocab 256000, ctx 8192, sliding_window 4096, rms eps 1e-6), Gemma 3 1B/4B/12B
+    // (hidden 1152/2560/3840, 26/34/48 layers, 4/8/16 heads, 1/4/8 KV heads, head_dim 256, intermediate
+    // 6912/10240/15360, vocab 262144/262208, ctx 32768/131072, sliding_window 512/1024, rope_theta 1e6 with linear
+    // factor 8 from 4B on); embeddings tied.
+    {"gemma2-2b", "gemma2", 2304, 26, 8, 4, 9216, 256000, 8192, 256, 10000.f, 1e-6f, 0.f, true, 0, 0, 0, 0, false, 4096},
+    {"gemma2-9b", "gemma2", 3584, 42, 16, 8, 14336, 256000, 8192, 256, 10000.f, 1e-6f, 0.f, true, 0, 0, 0, 0, false,
+     4096},
+    {"gemma3-1b", "gemma3", 1152, 26, 4, 1, 6912, 262144, 32768, 256, 1000000.f, 1e-6f, 0.f, true, 0, 0, 0, 0, false,
+     512},
+    {"gemma3-4b", "gemma3", 2560, 34, 8, 4, 10240, 262208, 131072, 256, 1000000.f, 1e-6f, 0.f, true, 0, 0, 0, 0, false,
+     1024, 8.f},
+    {"gemma3-12b", "gemma3", 3840, 48, 16, 8, 15360, 262208, 131072, 256, 1000000.f, 1e-6f, 0.f, true, 0, 0, 0, 0,
+     false, 1024, 8.f},
+    // Tiny ones for tests: a window of 8 positions, so that a short prompt already slides; gemma3 with 6 layers
+    // (five local, one global) and linear scaling on the global one.
+    {"gemma2-tiny", "gemma2", 256, 2, 4, 2, 512, 512, 512, 64, 10000.f, 1e-6f, 0.f, true, 0, 0, 0, 0, false, 8},
+    {"gemma3-tiny", "gemma3", 256, 6, 4, 2, 512, 512, 512, 64, 1000000.f, 1e-6f, 0.f, true, 0, 0, 0, 0, false, 8, 4.f},
 };
 
 bool aero_synth_preset(const char *name, aero_synth_params *p) {
@@ -79,6 +99,8 @@ bool aero_synth_preset(const char *name, aero_synth_params *p) {
         p->n_ff_exp = s->n_ff_exp;
         p->n_ff_shexp = s->n_ff_shexp;
         p->per_expert = s->per_expert;
+        p->n_swa = s->n_swa;
+        p->rope_linear_factor = s->rope_linear;
         p->router_skew = s->n_expert ? 3.0f : 0.f;
         p->type = AERO_DT_F16;
         return true;
@@ -88,7 +110,8 @@ bool aero_synth_preset(const char *name, aero_synth_params *p) {
 
 const char *aero_synth_preset_names(void) {
     return "llama-1b|llama-8b|llama-70b|qwen2-0.5b|qwen2-7b|qwen3-0.6b|qwen3-8b|tiny|qwen3-30b-a3b|mixtral-8x7b|"
-           "qwen3moe-tiny|qwen2moe-tiny|mixtral-tiny|mixtral-tiny-split";
+           "qwen3moe-tiny|qwen2moe-tiny|mixtral-tiny|mixtral-tiny-split|gemma2-2b|gemma2-9b|gemma3-1b|gemma3-4b|gemma3-12b|"
+           "gemma2-tiny|gemma3-tiny";
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -376,10 +399,13 @@ static aero_dtype mix_type(const aero_synth_params *p, mat_role r, int l) {
 
 aero_status aero_synth_check(const aero_synth_params *p, aero_error *err) {
     bool llama = !strcmp(p->arch, "llama"), qwen = !strcmp(p->arch, "qwen2") || !strcmp(p->arch, "qwen3"),
-         qmoe = !strcmp(p->arch, "qwen2moe") || !strcmp(p->arch, "qwen3moe");
-    if (!llama && !qwen && !qmoe)
-        return aero_fail(err, AERO_ERR_INVALID, "unknown architecture '%s' (llama, qwen2, qwen3, qwen2moe, qwen3moe)",
-                         p->arch);
+         qmoe = !strcmp(p->arch, "qwen2moe") || !strcmp(p->arch, "qwen3moe"),
+         gemma = !strcmp(p->arch, "gemma2") || !strcmp(p->arch, "gemma3");
+    if (!llama && !qwen && !qmoe && !gemma)
+        return aero_fail(err, AERO_ERR_INVALID,
+                         "unknown architecture '%s' (llama, qwen2, qwen3, qwen2moe, qwen3moe, gemma2, gemma3)", p->arch);
+    if (gemma && (p->n_expert || !p->tied || p->n_swa < 0 || !(p->rope_linear_factor >= 0)))
+        return aero_fail(err, AERO_ERR_INVALID, "%s: no experts, tied embeddings, a window >= 0", p->arch);
     if (qmoe && p->n_expert < 1) return aero_fail(err, AERO_ERR_INVALID, "%s needs experts", p->arch);
     if (llama && p->n_expert && p->n_ff_exp != p->n_ff)
         return aero_fail(err, AERO_ERR_INVALID,
@@ -411,7 +437,7 @@ aero_status aero_synth_check(const aero_synth_params *p, aero_error *err) {
     if (hd < 2 || hd % 2 || hd > 1024)
         return aero_fail(err, AERO_ERR_INVALID, "head size %d must be even and in [2, 1024]", hd);
     if (!p->tokenizer_from) {
-        int min_vocab = 256 + (llama ? 5 : 3);
+        int min_vocab = 256 + (llama ? 5 : gemma ? 4 : 3);
         if (p->n_vocab < min_vocab || p->n_vocab > (1 << 22))
             return aero_fail(err, AERO_ERR_INVALID,
                              "vocabulary size (--vocab) must be in [%d, %d] for the built-in "
@@ -559,7 +585,8 @@ aero_status aero_synth_write(const aero_synth_params *p, const char *path, aero_
     if (s) return s;
     aero_kernels_init();
     bool llama = !strcmp(p->arch, "llama"), qwen2 = !strcmp(p->arch, "qwen2") || !strcmp(p->arch, "qwen2moe"),
-         qwen3 = !strcmp(p->arch, "qwen3") || !strcmp(p->arch, "qwen3moe");
+         qwen3 = !strcmp(p->arch, "qwen3") || !strcmp(p->arch, "qwen3moe"), gemma2 = !strcmp(p->arch, "gemma2"),
+         gemma3 = !strcmp(p->arch, "gemma3"), gemma = gemma2 || gemma3;
     int hd = p->head_dim ? p->head_dim : p->n_embd / p->n_head;
     int64_t d = p->n_embd, qd = (int64_t)p->n_head * hd, kvd = (int64_t)p->n_head_kv * hd, ff = p->n_ff;
     int64_t ne = p->n_expert, fe = p->n_ff_exp;
@@ -600,6 +627,15 @@ aero_status aero_synth_write(const aero_synth_params *p, const char *path, aero_
     aero_gguf_set_f32(w, KEY("attention.layer_norm_rms_epsilon"), p->norm_eps);
     aero_gguf_set_f32(w, KEY("rope.freq_base"), p->rope_base);
     aero_gguf_set_u32(w, KEY("rope.dimension_count"), (uint32_t)hd);
+    if (gemma && p->n_swa > 0) aero_gguf_set_u32(w, KEY("attention.sliding_window"), (uint32_t)p->n_swa);
+    if (gemma2) { // the soft-capping values of every Gemma 2 (config.json), as the converter writes them
+        aero_gguf_set_f32(w, KEY("attn_logit_softcapping"), 50.0f);
+        aero_gguf_set_f32(w, KEY("final_logit_softcapping"), 30.0f);
+    }
+    if (p->rope_linear_factor > 0) {
+        aero_gguf_set_str(w, KEY("rope.scaling.type"), "linear");
+        aero_gguf_set_f32(w, KEY("rope.scaling.factor"), p->rope_linear_factor);
+    }
     if (p->n_expert) { // the keys llama.cpp's converter writes for these architectures (docs/moe.md)
         aero_gguf_set_u32(w, KEY("expert_count"), (uint32_t)p->n_expert);
         aero_gguf_set_u32(w, KEY("expert_used_count"), (uint32_t)p->n_expert_used);
@@ -631,16 +667,18 @@ aero_status aero_synth_write(const aero_synth_params *p, const char *path, aero_
             ADD(KIND_BIAS, AERO_DT_F32, 0.02f, kvd, 0, "blk.%d.attn_k.bias", l);
             ADD(KIND_BIAS, AERO_DT_F32, 0.02f, kvd, 0, "blk.%d.attn_v.bias", l);
         }
-        if (qwen3) {
+        if (qwen3 || gemma3) {
             ADD(KIND_NORM, AERO_DT_F32, 0.02f, hd, 0, "blk.%d.attn_q_norm.weight", l);
             ADD(KIND_NORM, AERO_DT_F32, 0.02f, hd, 0, "blk.%d.attn_k_norm.weight", l);
         }
         ADD(KIND_MATRIX, mix_type(p, ROLE_O, l), sq, qd, d, "blk.%d.attn_output.weight", l);
+        if (gemma) ADD(KIND_NORM, AERO_DT_F32, 0.02f, d, 0, "blk.%d.post_attention_norm.weight", l);
         ADD(KIND_NORM, AERO_DT_F32, 0.02f, d, 0, "blk.%d.ffn_norm.weight", l);
         if (!p->n_expert) {
             ADD(KIND_MATRIX, mix_type(p, ROLE_GATE, l), sd, d, ff, "blk.%d.ffn_gate.weight", l);
             ADD(KIND_MATRIX, mix_type(p, ROLE_UP, l), sd, d, ff, "blk.%d.ffn_up.weight", l);
             ADD(KIND_MATRIX, mix_type(p, ROLE_DOWN, l), sf, ff, d, "blk.%d.ffn_down.weight", l);
+            if (gemma) ADD(KIND_NORM, AERO_DT_F32, 0.02f, d, 0, "blk.%d.post_ffw_norm.weight", l);
             continue;
         }
         // the router stays F32 (llama.cpp's quantizer never quantizes ffn_gate_inp); a scale that makes the

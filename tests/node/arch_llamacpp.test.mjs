@@ -69,6 +69,11 @@ const CASES = [
   ['rope YaRN on qwen2 (neox); yarn_beta_* keys ignored as llama.cpp does for qwen2', ['--arch', 'qwen2', '--dim', '256', '--layers', '2', '--heads', '4', '--kv-heads', '2', '--ffn', '512', '--vocab', '512', '--ctx', '512', '--type', 'F32', '--kv', 'qwen2.rope.scaling.type=str:yarn', '--kv', 'qwen2.rope.scaling.factor=f32:8', '--kv', 'qwen2.rope.scaling.original_context_length=u32:128', '--kv', 'qwen2.rope.scaling.yarn_beta_fast=f32:16', '--kv', 'qwen2.rope.scaling.yarn_beta_slow=f32:2', '--seed', '1'], 2e-3, 32],
   ['rope attn_factor 1.5', ['--preset', 'tiny', '--type', 'F32', '--kv', 'llama.rope.scaling.attn_factor=f32:1.5'], 2e-3, 32],
   ['rope Llama 3.1 (rope_freqs tensor)', ['--preset', 'llama-1b', '--layers', '2', '--dim', '256', '--heads', '4', '--kv-heads', '2', '--ffn', '512', '--vocab', '512', '--ctx', '512', '--type', 'F32'], 2e-3, 32],
+  ['gemma2 (window 8, caps 50/30)', ['--preset', 'gemma2-tiny', '--type', 'F32'], 2e-3, 32],
+  ['gemma2 tight caps (attention 1, logits 0.8)', ['--preset', 'gemma2-tiny', '--type', 'F32', '--kv', 'gemma2.attn_logit_softcapping=f32:1', '--kv', 'gemma2.final_logit_softcapping=f32:0.8'], 2e-3, 32],
+  ['gemma2 without a window key (4096)', ['--preset', 'gemma2-tiny', '--type', 'F32', '--kv', 'gemma2.attention.sliding_window='], 2e-3, 32],
+  ['gemma3 (5 local layers of 6, window 8, local rope base 10000, global linear x4)', ['--preset', 'gemma3-tiny', '--type', 'F32'], 2e-3, 32],
+  ['gemma3 Q8_0, 7 layers', ['--preset', 'gemma3-tiny', '--layers', '7', '--type', 'Q8_0'], 5e-2, 16],
   ['llama Q4_K_M mix', ['--preset', 'tiny', '--layers', '8', '--type', 'Q4_K_M', '--seed', '3'], 5e-2, 16],
 ];
 
