@@ -43,6 +43,9 @@ aero_status aero_ctx_new(aero_ctx **out, aero_model *m, const aero_ctx_params *p
     c->n_seq = p->n_seq > 0 ? p->n_seq : 1;
     c->n_tile = p->n_batch > 0 ? p->n_batch : DEFAULT_TILE;
     c->kv_dim = hp->n_head_kv * hp->head_dim;
+    // LongRoPE: llama.cpp rotates with the long factors when a sequence's context exceeds the original one
+    int orig = hp->rope_orig_ctx > 0 ? hp->rope_orig_ctx : hp->n_ctx_train;
+    c->rope_inv_freq = m->rope_inv_freq_long && c->n_ctx / c->n_seq > orig ? m->rope_inv_freq_long : m->rope_inv_freq;
     if (c->n_ctx > (1 << 24) || c->n_seq > 4096 || c->n_tile > (1 << 16)) {
         int n_ctx = c->n_ctx, n_seq = c->n_seq, n_tile = c->n_tile;
         free(c);
@@ -169,6 +172,14 @@ static aero_status wmat(aero_model *m, int64_t t, aero_wmat *out, aero_error *er
         .row_bytes = aero_dtype_row_bytes(ti->type, ti->ne[0]),
     };
     if (!out->data) return aero_fail(err, AERO_ERR_INVALID, "tensor '%s' is not in memory", ti->name);
+    return AERO_OK;
+}
+
+// Rows [row0, row0 + rows) of a matrix, as a matrix of their own (a fused tensor's parts).
+static aero_status wmat_rows(aero_model *m, int64_t t, int64_t row0, int64_t rows, aero_wmat *out, aero_error *err) {
+    if (wmat(m, t, out, err)) return err->code;
+    out->data = (const char *)out->data + (size_t)row0 * out->row_bytes;
+    out->rows = rows;
     return AERO_OK;
 }
 
@@ -382,8 +393,14 @@ static aero_status layer_tile(aero_ctx *c, int l, attn_job *job, aero_error *err
     int n = job->n, d = hp->n_embd, hd = hp->head_dim, qd = hp->n_head * hd, kvd = c->kv_dim;
     float *x = c->x + (size_t)job->first * d;
     aero_wmat wq, wk, wv, wo;
-    if (wmat(m, w->wq, &wq, err) || wmat(m, w->wk, &wk, err) || wmat(m, w->wv, &wv, err) || wmat(m, w->wo, &wo, err))
+    if (w->wqkv >= 0) { // fused: Q, K and V are row ranges of one matrix, each output row the same dot as alone
+        if (wmat_rows(m, w->wqkv, 0, qd, &wq, err) || wmat_rows(m, w->wqkv, qd, kvd, &wk, err) ||
+            wmat_rows(m, w->wqkv, qd + kvd, kvd, &wv, err))
+            return err->code;
+    } else if (wmat(m, w->wq, &wq, err) || wmat(m, w->wk, &wk, err) || wmat(m, w->wv, &wv, err)) {
         return err->code;
+    }
+    if (wmat(m, w->wo, &wo, err)) return err->code;
     const float *an = vec(m, w->attn_norm);
     for (int i = 0; i < n; i++) aero_rmsnorm(c->xb + (size_t)i * d, x + (size_t)i * d, an, d, hp->norm_eps);
     aero_matmul(m->pool, &wq, c->xb, n, c->q);
@@ -401,7 +418,7 @@ static aero_status layer_tile(aero_ctx *c, int l, attn_job *job, aero_error *err
     }
     const float *qn = w->q_norm >= 0 ? vec(m, w->q_norm) : NULL, *kn = w->k_norm >= 0 ? vec(m, w->k_norm) : NULL;
     bool swa = aero_hparams_swa_layer(hp, l);
-    const float *inv_freq = swa && m->rope_inv_freq_swa ? m->rope_inv_freq_swa : m->rope_inv_freq;
+    const float *inv_freq = swa && m->rope_inv_freq_swa ? m->rope_inv_freq_swa : c->rope_inv_freq;
     job->window = swa ? hp->n_swa : 0;
     for (int i = 0; i < n; i++) {
         int pos = job->b->pos[job->first + i];
@@ -434,7 +451,13 @@ static aero_status layer_tile(aero_ctx *c, int l, attn_job *job, aero_error *err
     for (int i = 0; i < n; i++) aero_rmsnorm(c->xb + (size_t)i * d, x + (size_t)i * d, fn, d, hp->norm_eps);
     if (w->moe) return moe_ffn(c, l, x, n, err);
     aero_wmat wg, wu, wd;
-    if (wmat(m, w->w_gate, &wg, err) || wmat(m, w->w_up, &wu, err) || wmat(m, w->w_down, &wd, err)) return err->code;
+    if (w->w_gate < 0) { // phi3: gate and up fused, gate first
+        if (wmat_rows(m, w->w_up, 0, hp->n_ff, &wg, err) || wmat_rows(m, w->w_up, hp->n_ff, hp->n_ff, &wu, err))
+            return err->code;
+    } else if (wmat(m, w->w_gate, &wg, err) || wmat(m, w->w_up, &wu, err)) {
+        return err->code;
+    }
+    if (wmat(m, w->w_down, &wd, err)) return err->code;
     aero_matmul(m->pool, &wg, c->xb, n, c->hb);
     aero_matmul(m->pool, &wu, c->xb, n, c->hb2);
     if (hp->ffn_gelu) geglu(c->hb, c->hb2, (int64_t)n * hp->n_ff);

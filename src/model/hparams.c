@@ -78,10 +78,11 @@ aero_status aero_hparams_read(const aero_gguf *g, aero_hparams *hp, aero_arch_ki
     else if (!strcmp(arch, "qwen3moe")) *kind = AERO_ARCH_QWEN3; // qwen3 attention (Q/K norms) + MoE FFN
     else if (!strcmp(arch, "gemma2")) *kind = AERO_ARCH_GEMMA2;
     else if (!strcmp(arch, "gemma3")) *kind = AERO_ARCH_GEMMA3;
+    else if (!strcmp(arch, "phi3")) *kind = AERO_ARCH_PHI3;
     else
         return aero_fail(err, AERO_ERR_UNSUPPORTED,
                          "unsupported architecture '%s' (supported: llama (and Mixtral, Mistral), "
-                         "qwen2, qwen3, qwen2moe, qwen3moe, gemma2, gemma3)",
+                         "qwen2, qwen3, qwen2moe, qwen3moe, gemma2, gemma3, phi3)",
                          arch);
     snprintf(hp->arch, sizeof hp->arch, "%s", arch);
     int64_t n_layer, n_embd, n_ff, n_head, n_head_kv, n_ctx, key_len, rope_dim, orig_ctx;

@@ -255,10 +255,14 @@ static aero_status map_weights(aero_model *m, aero_error *err) {
     bool post = hp->post_norms;
     for (int l = 0; l < hp->n_layer; l++) {
         aero_layer_weights *w = &m->layers[l];
+        // phi3 fuses Q, K and V into one matrix (row slices of it are computed as three matrices)
+        if (find_tensor(g, &w->wqkv, false, d, qd + 2 * kvd, err, "blk.%d.attn_qkv.weight", l)) return err->code;
+        bool sep = w->wqkv < 0;
+        w->wq = w->wk = w->wv = -1;
         if (find_tensor(g, &w->attn_norm, true, d, 0, err, "blk.%d.attn_norm.weight", l) ||
-            find_tensor(g, &w->wq, true, d, qd, err, "blk.%d.attn_q.weight", l) ||
-            find_tensor(g, &w->wk, true, d, kvd, err, "blk.%d.attn_k.weight", l) ||
-            find_tensor(g, &w->wv, true, d, kvd, err, "blk.%d.attn_v.weight", l) ||
+            (sep && find_tensor(g, &w->wq, true, d, qd, err, "blk.%d.attn_q.weight", l)) ||
+            (sep && find_tensor(g, &w->wk, true, d, kvd, err, "blk.%d.attn_k.weight", l)) ||
+            (sep && find_tensor(g, &w->wv, true, d, kvd, err, "blk.%d.attn_v.weight", l)) ||
             find_tensor(g, &w->wo, true, qd, d, err, "blk.%d.attn_output.weight", l) ||
             find_tensor(g, &w->bq, qwen2, qd, 0, err, "blk.%d.attn_q.bias", l) ||
             find_tensor(g, &w->bk, qwen2, kvd, 0, err, "blk.%d.attn_k.bias", l) ||
@@ -276,6 +280,10 @@ static aero_status map_weights(aero_model *m, aero_error *err) {
         w->exps[0] = w->exps[1] = w->exps[2] = -1;
         if (m->moe) {
             if (map_moe(m, l, w, err)) return err->code;
+        } else if (m->kind == AERO_ARCH_PHI3) { // gate and up fused: rows [0, n_ff) gate, [n_ff, 2 n_ff) up
+            if (find_tensor(g, &w->w_up, true, d, 2 * (int64_t)hp->n_ff, err, "blk.%d.ffn_up.weight", l) ||
+                find_tensor(g, &w->w_down, true, hp->n_ff, d, err, "blk.%d.ffn_down.weight", l))
+                return err->code;
         } else if (find_tensor(g, &w->w_gate, true, d, hp->n_ff, err, "blk.%d.ffn_gate.weight", l) ||
                    find_tensor(g, &w->w_up, true, d, hp->n_ff, err, "blk.%d.ffn_up.weight", l) ||
                    find_tensor(g, &w->w_down, true, hp->n_ff, d, err, "blk.%d.ffn_down.weight", l)) {
@@ -341,6 +349,26 @@ static aero_status rope_setup(aero_model *m, aero_error *err) {
             }
         }
         m->rope_inv_freq[i] = (float)f;
+    }
+    int64_t fl = aero_gguf_tensor_index(&m->gguf, "rope_factors_long.weight"),
+            fsh = aero_gguf_tensor_index(&m->gguf, "rope_factors_short.weight");
+    if (fl >= 0 || fsh >= 0) { // LongRoPE (phi3): per-pair divisors, long or short by the context length
+        const float *fac[2] = {NULL, NULL};
+        int64_t idx[2] = {fsh, fl};
+        for (int k = 0; k < 2; k++) {
+            if (idx[k] < 0) continue;
+            const aero_tensor_info *t = &m->gguf.tensors[idx[k]];
+            if (t->type != AERO_DT_F32 || t->n_elements != (uint64_t)half)
+                return aero_fail(err, AERO_ERR_FORMAT, "tensor '%s' must be F32 with %d elements", t->name, half);
+            fac[k] = aero_stream_global(m->stream, idx[k]);
+        }
+        m->rope_inv_freq_long = malloc(sizeof(float) * half);
+        if (!m->rope_inv_freq_long) return aero_fail(err, AERO_ERR_NOMEM, "out of memory");
+        for (int i = 0; i < half; i++) {
+            double f = m->rope_inv_freq[i]; // any rope_freqs / linear factor already in
+            m->rope_inv_freq_long[i] = (float)(fac[1] ? f / fac[1][i] : f);
+            m->rope_inv_freq[i] = (float)(fac[0] ? f / fac[0][i] : f);
+        }
     }
     if (hp->rope_base_swa > 0 && hp->swa_pattern > 0) { // gemma3's local layers: their own base, no scaling
         m->rope_inv_freq_swa = malloc(sizeof(float) * half);
@@ -430,6 +458,7 @@ void aero_model_free(aero_model *m) {
     aero_tokenizer_free(m->tok);
     free(m->rope_inv_freq);
     free(m->rope_inv_freq_swa);
+    free(m->rope_inv_freq_long);
     if (m->layers)
         for (int l = 0; l < m->hp.n_layer; l++) free(m->layers[l].per_expert);
     free(m->layers);

@@ -29,6 +29,7 @@ typedef struct {
     bool per_expert;
     int n_swa;          // gemma: sliding window
     float rope_linear; // gemma3 4B+: linear rope scaling of the global layers
+    int longrope;      // phi3: LongRoPE's original context (0: none)
 } preset;
 
 static const preset presets[] = {
@@ -73,6 +74,15 @@ static const preset presets[] = {
     // (five local, one global) and linear scaling on the global one.
     {"gemma2-tiny", "gemma2", 256, 2, 4, 2, 512, 512, 512, 64, 10000.f, 1e-6f, 0.f, true, 0, 0, 0, 0, false, 8},
     {"gemma3-tiny", "gemma3", 256, 6, 4, 2, 512, 512, 512, 64, 1000000.f, 1e-6f, 0.f, true, 0, 0, 0, 0, false, 8, 4.f},
+    // Phi-3 mini 4k and Phi-3.5 mini (config.json: hidden 3072, 32 layers, 32 heads and KV heads, intermediate 8192,
+    // vocab 32064, ctx 4096 / 131072 with LongRoPE over an original 4096, rms eps 1e-5); untied.
+    {"phi3-mini", "phi3", 3072, 32, 32, 32, 8192, 32064, 4096, 96, 10000.f, 1e-5f, 0.f, false},
+    {"phi3.5-mini", "phi3", 3072, 32, 32, 32, 8192, 32064, 131072, 96, 10000.f, 1e-5f, 0.f, false, 0, 0, 0, 0, false, 0,
+     0.f, 4096},
+    {"phi3-tiny", "phi3", 256, 2, 4, 4, 512, 512, 512, 64, 10000.f, 1e-5f, 0.f, false},
+    // LongRoPE over an original context of 32, so any context above it rotates with the long factors
+    {"phi3-tiny-longrope", "phi3", 256, 2, 4, 4, 512, 512, 4096, 64, 10000.f, 1e-5f, 0.f, false, 0, 0, 0, 0, false, 0,
+     0.f, 32},
 };
 
 bool aero_synth_preset(const char *name, aero_synth_params *p) {
@@ -101,6 +111,7 @@ bool aero_synth_preset(const char *name, aero_synth_params *p) {
         p->per_expert = s->per_expert;
         p->n_swa = s->n_swa;
         p->rope_linear_factor = s->rope_linear;
+        p->longrope_orig_ctx = s->longrope;
         p->router_skew = s->n_expert ? 3.0f : 0.f;
         p->type = AERO_DT_F16;
         return true;
@@ -111,7 +122,7 @@ bool aero_synth_preset(const char *name, aero_synth_params *p) {
 const char *aero_synth_preset_names(void) {
     return "llama-1b|llama-8b|llama-70b|qwen2-0.5b|qwen2-7b|qwen3-0.6b|qwen3-8b|tiny|qwen3-30b-a3b|mixtral-8x7b|"
            "qwen3moe-tiny|qwen2moe-tiny|mixtral-tiny|mixtral-tiny-split|gemma2-2b|gemma2-9b|gemma3-1b|gemma3-4b|gemma3-12b|"
-           "gemma2-tiny|gemma3-tiny";
+           "gemma2-tiny|gemma3-tiny|phi3-mini|phi3.5-mini|phi3-tiny|phi3-tiny-longrope";
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -152,7 +163,7 @@ static void gauss(uint64_t *s, float *x, int64_t n, float mean, float std) {
 // ---------------------------------------------------------------------------------------------------------
 // Tensor producers.
 
-typedef enum { KIND_MATRIX, KIND_NORM, KIND_BIAS, KIND_ROPE } tensor_kind;
+typedef enum { KIND_MATRIX, KIND_NORM, KIND_BIAS, KIND_ROPE, KIND_ROPE_LONG, KIND_ROPE_SHORT } tensor_kind;
 
 typedef struct {
     aero_dtype type;
@@ -251,6 +262,11 @@ static void make_row(const tensor_src *t, uint64_t row, uint8_t *dst, float *scr
     uint64_t s = mix64(t->seed ^ mix64(row + 1));
     if (t->kind == KIND_ROPE) {
         rope_factors(t->st->p, (int)(t->row_len * 2), (float *)dst);
+        return;
+    }
+    if (t->kind == KIND_ROPE_LONG || t->kind == KIND_ROPE_SHORT) { // LongRoPE-like divisors growing with the pair
+        float step = t->kind == KIND_ROPE_LONG ? 0.25f : 0.02f, *y = (float *)dst;
+        for (int64_t i = 0; i < t->row_len; i++) y[i] = 1.0f + step * (float)i;
         return;
     }
     bool tail = t->tail_std > 0 && row >= t->tail_from;
@@ -400,10 +416,15 @@ static aero_dtype mix_type(const aero_synth_params *p, mat_role r, int l) {
 aero_status aero_synth_check(const aero_synth_params *p, aero_error *err) {
     bool llama = !strcmp(p->arch, "llama"), qwen = !strcmp(p->arch, "qwen2") || !strcmp(p->arch, "qwen3"),
          qmoe = !strcmp(p->arch, "qwen2moe") || !strcmp(p->arch, "qwen3moe"),
-         gemma = !strcmp(p->arch, "gemma2") || !strcmp(p->arch, "gemma3");
-    if (!llama && !qwen && !qmoe && !gemma)
+         gemma = !strcmp(p->arch, "gemma2") || !strcmp(p->arch, "gemma3"), phi3 = !strcmp(p->arch, "phi3");
+    if (!llama && !qwen && !qmoe && !gemma && !phi3)
         return aero_fail(err, AERO_ERR_INVALID,
-                         "unknown architecture '%s' (llama, qwen2, qwen3, qwen2moe, qwen3moe, gemma2, gemma3)", p->arch);
+                         "unknown architecture '%s' (llama, qwen2, qwen3, qwen2moe, qwen3moe, gemma2, gemma3, phi3)",
+                         p->arch);
+    if (phi3 && (p->n_expert || (p->head_dim && p->head_dim * p->n_head != p->n_embd)))
+        return aero_fail(err, AERO_ERR_INVALID, "phi3: no experts, head count x head size = embedding size");
+    if (p->longrope_orig_ctx < 0 || (p->longrope_orig_ctx > 0 && !phi3))
+        return aero_fail(err, AERO_ERR_INVALID, "LongRoPE is written for phi3 only");
     if (gemma && (p->n_expert || !p->tied || p->n_swa < 0 || !(p->rope_linear_factor >= 0)))
         return aero_fail(err, AERO_ERR_INVALID, "%s: no experts, tied embeddings, a window >= 0", p->arch);
     if (qmoe && p->n_expert < 1) return aero_fail(err, AERO_ERR_INVALID, "%s needs experts", p->arch);
@@ -437,7 +458,7 @@ aero_status aero_synth_check(const aero_synth_params *p, aero_error *err) {
     if (hd < 2 || hd % 2 || hd > 1024)
         return aero_fail(err, AERO_ERR_INVALID, "head size %d must be even and in [2, 1024]", hd);
     if (!p->tokenizer_from) {
-        int min_vocab = 256 + (llama ? 5 : gemma ? 4 : 3);
+        int min_vocab = 256 + (llama ? 5 : phi3 ? 7 : gemma ? 4 : 3);
         if (p->n_vocab < min_vocab || p->n_vocab > (1 << 22))
             return aero_fail(err, AERO_ERR_INVALID,
                              "vocabulary size (--vocab) must be in [%d, %d] for the built-in "
@@ -586,7 +607,7 @@ aero_status aero_synth_write(const aero_synth_params *p, const char *path, aero_
     aero_kernels_init();
     bool llama = !strcmp(p->arch, "llama"), qwen2 = !strcmp(p->arch, "qwen2") || !strcmp(p->arch, "qwen2moe"),
          qwen3 = !strcmp(p->arch, "qwen3") || !strcmp(p->arch, "qwen3moe"), gemma2 = !strcmp(p->arch, "gemma2"),
-         gemma3 = !strcmp(p->arch, "gemma3"), gemma = gemma2 || gemma3;
+         gemma3 = !strcmp(p->arch, "gemma3"), gemma = gemma2 || gemma3, phi3 = !strcmp(p->arch, "phi3");
     int hd = p->head_dim ? p->head_dim : p->n_embd / p->n_head;
     int64_t d = p->n_embd, qd = (int64_t)p->n_head * hd, kvd = (int64_t)p->n_head_kv * hd, ff = p->n_ff;
     int64_t ne = p->n_expert, fe = p->n_ff_exp;
@@ -632,6 +653,12 @@ aero_status aero_synth_write(const aero_synth_params *p, const char *path, aero_
         aero_gguf_set_f32(w, KEY("attn_logit_softcapping"), 50.0f);
         aero_gguf_set_f32(w, KEY("final_logit_softcapping"), 30.0f);
     }
+    if (p->longrope_orig_ctx > 0) { // as Phi-3's converter: the magnitude correction of the long context
+        double scale = (double)p->n_ctx / p->longrope_orig_ctx;
+        aero_gguf_set_u32(w, KEY("rope.scaling.original_context_length"), (uint32_t)p->longrope_orig_ctx);
+        aero_gguf_set_f32(w, KEY("rope.scaling.attn_factor"),
+                          scale > 1 ? (float)sqrt(1 + log(scale) / log((double)p->longrope_orig_ctx)) : 1.0f);
+    }
     if (p->rope_linear_factor > 0) {
         aero_gguf_set_str(w, KEY("rope.scaling.type"), "linear");
         aero_gguf_set_f32(w, KEY("rope.scaling.factor"), p->rope_linear_factor);
@@ -657,11 +684,19 @@ aero_status aero_synth_write(const aero_synth_params *p, const char *path, aero_
     // depends on the token as a trained model's does (with 0.02 a random model routes nearly every token alike)
     ADD(KIND_MATRIX, mix_type(p, ROLE_EMBD, 0), p->n_expert ? 1.0f : 0.02f, d, n_vocab, "token_embd.weight");
     if (llama && p->rope_llama3_factor > 0) ADD(KIND_ROPE, AERO_DT_F32, 0, hd / 2, 0, "rope_freqs.weight");
+    if (p->longrope_orig_ctx > 0) {
+        ADD(KIND_ROPE_LONG, AERO_DT_F32, 0, hd / 2, 0, "rope_factors_long.weight");
+        ADD(KIND_ROPE_SHORT, AERO_DT_F32, 0, hd / 2, 0, "rope_factors_short.weight");
+    }
     for (int l = 0; l < p->n_layer; l++) {
         ADD(KIND_NORM, AERO_DT_F32, 0.02f, d, 0, "blk.%d.attn_norm.weight", l);
-        ADD(KIND_MATRIX, mix_type(p, ROLE_Q, l), sd, d, qd, "blk.%d.attn_q.weight", l);
-        ADD(KIND_MATRIX, mix_type(p, ROLE_K, l), sd, d, kvd, "blk.%d.attn_k.weight", l);
-        ADD(KIND_MATRIX, mix_type(p, ROLE_V, l), sd, d, kvd, "blk.%d.attn_v.weight", l);
+        if (phi3) { // fused, classed with attn_v by llama.cpp's quantizer
+            ADD(KIND_MATRIX, mix_type(p, ROLE_V, l), sd, d, qd + 2 * kvd, "blk.%d.attn_qkv.weight", l);
+        } else {
+            ADD(KIND_MATRIX, mix_type(p, ROLE_Q, l), sd, d, qd, "blk.%d.attn_q.weight", l);
+            ADD(KIND_MATRIX, mix_type(p, ROLE_K, l), sd, d, kvd, "blk.%d.attn_k.weight", l);
+            ADD(KIND_MATRIX, mix_type(p, ROLE_V, l), sd, d, kvd, "blk.%d.attn_v.weight", l);
+        }
         if (qwen2) {
             ADD(KIND_BIAS, AERO_DT_F32, 0.02f, qd, 0, "blk.%d.attn_q.bias", l);
             ADD(KIND_BIAS, AERO_DT_F32, 0.02f, kvd, 0, "blk.%d.attn_k.bias", l);
@@ -674,6 +709,11 @@ aero_status aero_synth_write(const aero_synth_params *p, const char *path, aero_
         ADD(KIND_MATRIX, mix_type(p, ROLE_O, l), sq, qd, d, "blk.%d.attn_output.weight", l);
         if (gemma) ADD(KIND_NORM, AERO_DT_F32, 0.02f, d, 0, "blk.%d.post_attention_norm.weight", l);
         ADD(KIND_NORM, AERO_DT_F32, 0.02f, d, 0, "blk.%d.ffn_norm.weight", l);
+        if (phi3) {
+            ADD(KIND_MATRIX, mix_type(p, ROLE_UP, l), sd, d, 2 * ff, "blk.%d.ffn_up.weight", l);
+            ADD(KIND_MATRIX, mix_type(p, ROLE_DOWN, l), sf, ff, d, "blk.%d.ffn_down.weight", l);
+            continue;
+        }
         if (!p->n_expert) {
             ADD(KIND_MATRIX, mix_type(p, ROLE_GATE, l), sd, d, ff, "blk.%d.ffn_gate.weight", l);
             ADD(KIND_MATRIX, mix_type(p, ROLE_UP, l), sd, d, ff, "blk.%d.ffn_up.weight", l);

@@ -74,6 +74,10 @@ const CASES = [
   ['gemma2 without a window key (4096)', ['--preset', 'gemma2-tiny', '--type', 'F32', '--kv', 'gemma2.attention.sliding_window='], 2e-3, 32],
   ['gemma3 (5 local layers of 6, window 8, local rope base 10000, global linear x4)', ['--preset', 'gemma3-tiny', '--type', 'F32'], 2e-3, 32],
   ['gemma3 Q8_0, 7 layers', ['--preset', 'gemma3-tiny', '--layers', '7', '--type', 'Q8_0'], 5e-2, 16],
+  ['phi3 (fused QKV and gate/up)', ['--preset', 'phi3-tiny', '--type', 'F32'], 2e-3, 32],
+  ['phi3 LongRoPE, long factors (context above the original 32)', ['--preset', 'phi3-tiny-longrope', '--type', 'F32'], 2e-3, 32],
+  ['phi3 LongRoPE, short factors (original context 100000)', ['--preset', 'phi3-tiny-longrope', '--type', 'F32', '--kv', 'phi3.rope.scaling.original_context_length=u32:100000'], 2e-3, 32],
+  ['phi3 Q4_K_M mix (attn_qkv as attn_v)', ['--preset', 'phi3-tiny', '--layers', '8', '--type', 'Q4_K_M'], 5e-2, 16],
   ['llama Q4_K_M mix', ['--preset', 'tiny', '--layers', '8', '--type', 'Q4_K_M', '--seed', '3'], 5e-2, 16],
 ];
 
