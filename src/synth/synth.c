@@ -349,6 +349,7 @@ static aero_dtype fit_type(aero_dtype type, int64_t row_len) {
     case AERO_DT_Q4_K: fb = AERO_DT_Q5_0; break;
     case AERO_DT_Q5_K: fb = AERO_DT_Q5_1; break;
     case AERO_DT_Q6_K: fb = AERO_DT_Q8_0; break;
+    case AERO_DT_IQ4_XS: fb = AERO_DT_IQ4_NL; break;
     default: fb = AERO_DT_F16; break;
     }
     return row_len % aero_dtype_get(fb)->block == 0 ? fb : AERO_DT_F16;
@@ -370,7 +371,9 @@ static bool matrix_type_ok(aero_dtype t) {
     case AERO_DT_Q3_K:
     case AERO_DT_Q4_K:
     case AERO_DT_Q5_K:
-    case AERO_DT_Q6_K: return true;
+    case AERO_DT_Q6_K:
+    case AERO_DT_IQ4_NL:
+    case AERO_DT_IQ4_XS: return true;
     default: return false;
     }
 }
@@ -474,7 +477,7 @@ aero_status aero_synth_check(const aero_synth_params *p, aero_error *err) {
     if (!matrix_type_ok(p->type))
         return aero_fail(err, AERO_ERR_UNSUPPORTED,
                          "type %s cannot be used for weights (F32, F16, BF16, Q8_0, Q4_0, "
-                         "Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K)",
+                         "Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS)",
                          aero_dtype_name(p->type));
     if (!(p->rope_base > 1) || !(p->norm_eps > 0 && p->norm_eps < 1) || !(p->rope_llama3_factor >= 0))
         return aero_fail(err, AERO_ERR_INVALID, "rope base %g / norm epsilon %g / rope factor %g out of range",
@@ -498,6 +501,8 @@ static int ftype_of(const aero_synth_params *p) {
     case AERO_DT_Q4_K: return 14; // Q4_K_S
     case AERO_DT_Q5_K: return 16; // Q5_K_S
     case AERO_DT_Q6_K: return 18;
+    case AERO_DT_IQ4_NL: return 25;
+    case AERO_DT_IQ4_XS: return 30;
     case AERO_DT_BF16: return 32;
     default: return 0;
     }

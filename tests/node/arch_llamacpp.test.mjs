@@ -78,6 +78,9 @@ const CASES = [
   ['phi3 LongRoPE, long factors (context above the original 32)', ['--preset', 'phi3-tiny-longrope', '--type', 'F32'], 2e-3, 32],
   ['phi3 LongRoPE, short factors (original context 100000)', ['--preset', 'phi3-tiny-longrope', '--type', 'F32', '--kv', 'phi3.rope.scaling.original_context_length=u32:100000'], 2e-3, 32],
   ['phi3 Q4_K_M mix (attn_qkv as attn_v)', ['--preset', 'phi3-tiny', '--layers', '8', '--type', 'Q4_K_M'], 5e-2, 16],
+  ['llama IQ4_NL', ['--preset', 'tiny', '--type', 'IQ4_NL'], 5e-2, 16],
+  ['llama IQ4_XS', ['--preset', 'tiny', '--type', 'IQ4_XS'], 5e-2, 16],
+  ['qwen3 IQ4_XS (head 128)', ['--arch', 'qwen3', '--dim', '256', '--layers', '2', '--heads', '4', '--kv-heads', '2', '--head-dim', '128', '--ffn', '512', '--vocab', '512', '--ctx', '512', '--type', 'IQ4_XS'], 5e-2, 16],
   ['llama Q4_K_M mix', ['--preset', 'tiny', '--layers', '8', '--type', 'Q4_K_M', '--seed', '3'], 5e-2, 16],
 ];
 
