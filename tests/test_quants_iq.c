@@ -1,4 +1,4 @@
-// IQ4_NL and IQ4_XS: dequantization bitwise against ggml's definition written out here, the quantizer's error
+// IQ4_NL, IQ4_XS and MXFP4: dequantization bitwise against ggml's definition written out here, the quantizer's error
 // bounded (and the scale of an all-zero block zero), every ISA's dot bitwise equal to the scalar reference on
 // random and quantized blocks, the scalar dot close to the double-precision dot of the dequantized rows, and
 // matmul rows equal to the dots.
@@ -33,7 +33,8 @@ static void random_blocks(aero_dtype t, uint8_t *w, int64_t n) {
     size_t bytes = aero_dtype_row_bytes(t, (uint64_t)n);
     for (size_t i = 0; i < bytes; i++) w[i] = (uint8_t)rnd();
     size_t bb = aero_dtype_get(t)->block_bytes;
-    for (size_t o = 0; o < bytes; o += bb) {
+    for (size_t o = 0; o < bytes && t == AERO_DT_MXFP4; o += bb) w[o] = (uint8_t)(110 + rnd() % 30); // 2^-18..2^11
+    for (size_t o = 0; o < bytes && t != AERO_DT_MXFP4; o += bb) {
         uint16_t d = aero_f32_to_f16(((float)(rnd() % 2000) - 1000.0f) * 1e-5f);
         memcpy(w + o, &d, 2);
     }
@@ -41,6 +42,14 @@ static void random_blocks(aero_dtype t, uint8_t *w, int64_t n) {
 
 // ggml's dequantize_row_iq4_nl / _iq4_xs, written from the definition.
 static void ref_dequant(aero_dtype t, const uint8_t *w, float *y, int64_t n) {
+    if (t == AERO_DT_MXFP4) { // levels twice E2M1; scale 2^(e - 128)
+        static const int fp4[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
+        for (int64_t b = 0; b < n / 32; b++, w += 17, y += 32) {
+            float d = ldexpf(1.0f, (int)w[0] - 128);
+            for (int j = 0; j < 16; j++) y[j] = fp4[w[1 + j] & 15] * d, y[j + 16] = fp4[w[1 + j] >> 4] * d;
+        }
+        return;
+    }
     if (t == AERO_DT_IQ4_NL) {
         for (int64_t b = 0; b < n / 32; b++, w += 18, y += 32) {
             uint16_t h;
@@ -67,7 +76,7 @@ static void ref_dequant(aero_dtype t, const uint8_t *w, float *y, int64_t n) {
 static void test_type(aero_dtype t) {
     const char *name = aero_dtype_name(t);
     aero_dtype vt = aero_vec_dot_type(t);
-    CHECKF(vt == (t == AERO_DT_IQ4_NL ? AERO_DT_Q8_0 : AERO_DT_Q8_K), "%s vec-dot type %s", name, aero_dtype_name(vt));
+    CHECKF(vt == (t == AERO_DT_IQ4_XS ? AERO_DT_Q8_K : AERO_DT_Q8_0), "%s vec-dot type %s", name, aero_dtype_name(vt));
     CHECK(aero_dtype_get(t)->computable);
     const int64_t lens[] = {256, 512, 2816};
     float *x = malloc(2816 * 4), *y = malloc(2816 * 4), *r = malloc(2816 * 4), *xa = malloc(2816 * 4),
@@ -92,7 +101,7 @@ static void test_type(aero_dtype t) {
             if (!random) { // the quantizer: error well under a 4-bit uniform grid's
                 double e2 = 0, x2 = 0;
                 for (int64_t i = 0; i < n; i++) e2 += (double)(x[i] - y[i]) * (x[i] - y[i]), x2 += (double)x[i] * x[i];
-                CHECKF(e2 <= 0.01 * x2 + 1e-20, "%s n=%lld: relative squared error %.4g", name, (long long)n,
+                CHECKF(e2 <= (t == AERO_DT_MXFP4 ? 0.05 : 0.01) * x2 + 1e-20, "%s n=%lld: relative squared error %.4g", name, (long long)n,
                        e2 / x2);
                 if (rep == 2)
                     for (int i = 0; i < 64; i++) CHECKF(y[i] == 0.0f, "%s: zero group dequantizes to %g", name, y[i]);
@@ -142,5 +151,6 @@ int main(void) {
     aero_kernels_init();
     test_type(AERO_DT_IQ4_NL);
     test_type(AERO_DT_IQ4_XS);
+    test_type(AERO_DT_MXFP4);
     return check_done("test_quants_iq");
 }

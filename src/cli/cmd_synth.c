@@ -21,7 +21,7 @@ static void usage(FILE *f) {
             "  presets: %s (real dimensions; flags given with a preset override it,\n"
             "           e.g. --layers 4 to shorten)\n"
             "  --arch   llama | qwen2 (Q/K/V biases) | qwen3 (per-head Q/K norms)\n"
-            "  --type   matrix type: F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q2_K Q3_K Q4_K Q5_K Q6_K IQ4_NL IQ4_XS\n"
+            "  --type   matrix type: F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q2_K Q3_K Q4_K Q5_K Q6_K IQ4_NL IQ4_XS MXFP4\n"
             "           (default F16),\n"
             "           or a mix as llama.cpp's quantizer makes it: Q4_K_M, Q5_K_M (Q6_K for the head and for\n"
             "           attn_v/ffn_down of some layers);\n"

@@ -33,6 +33,7 @@ static const aero_dtype_info dtype_table[AERO_DT_COUNT] = {
     [AERO_DT_F64] = {"F64", 1, 8, false},
     [AERO_DT_IQ1_M] = {"IQ1_M", 256, 56, false},
     [AERO_DT_BF16] = {"BF16", 1, 2, true},
+    [AERO_DT_MXFP4] = {"MXFP4", 32, 17, true},
 };
 
 const aero_dtype_info *aero_dtype_get(uint32_t type) {

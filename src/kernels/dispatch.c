@@ -111,7 +111,8 @@ aero_dtype aero_vec_dot_type(aero_dtype w) {
     case AERO_DT_Q5_0:
     case AERO_DT_Q5_1:
     case AERO_DT_Q8_0:
-    case AERO_DT_IQ4_NL: return AERO_DT_Q8_0;
+    case AERO_DT_IQ4_NL:
+    case AERO_DT_MXFP4: return AERO_DT_Q8_0;
     case AERO_DT_Q2_K:
     case AERO_DT_Q3_K:
     case AERO_DT_Q4_K:

@@ -39,6 +39,18 @@ static float dot_iq4_nl_avx2(int64_t n, const void *vw, const void *va) {
     return sum;
 }
 
+static float dot_mxfp4_avx2(int64_t n, const void *vw, const void *va) {
+    const aero_block_mxfp4 *w = vw;
+    const aero_block_q8_0 *a = va;
+    const __m128i table = _mm_loadu_si128((const __m128i *)aero_kvalues_mxfp4);
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n / AERO_QK; i++) {
+        int isum = hsum_i32(group_dot(w[i].qs, a[i].qs, table));
+        sum += (_cvtsh_ss(a[i].d) * aero_e8m0_half(w[i].e)) * (float)isum;
+    }
+    return sum;
+}
+
 static float dot_iq4_xs_avx2(int64_t n, const void *vw, const void *va) {
     const aero_block_iq4_xs *w = vw;
     const aero_block_q8_K *a = va;
@@ -58,5 +70,6 @@ static float dot_iq4_xs_avx2(int64_t n, const void *vw, const void *va) {
 void aero_iq_fill_avx2(aero_kernel_ops *ops) {
     ops->dot[AERO_DT_IQ4_NL] = ops->mm_dot[AERO_DT_IQ4_NL] = dot_iq4_nl_avx2;
     ops->dot[AERO_DT_IQ4_XS] = ops->mm_dot[AERO_DT_IQ4_XS] = dot_iq4_xs_avx2;
-    ops->mm_dot_multi[AERO_DT_IQ4_NL] = ops->mm_dot_multi[AERO_DT_IQ4_XS] = NULL;
+    ops->dot[AERO_DT_MXFP4] = ops->mm_dot[AERO_DT_MXFP4] = dot_mxfp4_avx2;
+    ops->mm_dot_multi[AERO_DT_IQ4_NL] = ops->mm_dot_multi[AERO_DT_IQ4_XS] = ops->mm_dot_multi[AERO_DT_MXFP4] = NULL;
 }

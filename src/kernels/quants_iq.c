@@ -8,7 +8,34 @@
 
 const int8_t aero_kvalues_iq4nl[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
 
-bool aero_iq_type(aero_dtype t) { return t == AERO_DT_IQ4_NL || t == AERO_DT_IQ4_XS; }
+const int8_t aero_kvalues_mxfp4[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
+
+bool aero_iq_type(aero_dtype t) { return t == AERO_DT_IQ4_NL || t == AERO_DT_IQ4_XS || t == AERO_DT_MXFP4; }
+
+// MXFP4 as its definition gives it: the block's exponent puts the largest magnitude in the top binade of the
+// levels (2^(floor(log2 amax) - 2) per doubled unit), then each value takes its nearest level (ties to the first
+// in table order).
+static void quantize_mxfp4(const float *x, aero_block_mxfp4 *y, int64_t nb) {
+    for (int64_t i = 0; i < nb; i++, x += AERO_QK) {
+        float amax = 0;
+        for (int j = 0; j < AERO_QK; j++) amax = fabsf(x[j]) > amax ? fabsf(x[j]) : amax;
+        int e = amax > 0 ? (int)floorf(log2f(amax)) - 2 + 127 : 0;
+        e = e < 0 ? 0 : e > 255 ? 255 : e;
+        y[i].e = (uint8_t)e;
+        float d = aero_e8m0_half((uint8_t)e);
+        uint8_t L[32];
+        for (int j = 0; j < AERO_QK; j++) {
+            int best = 0;
+            float err = fabsf(aero_kvalues_mxfp4[0] * d - x[j]);
+            for (int k = 1; k < 16; k++) {
+                float ek = fabsf(aero_kvalues_mxfp4[k] * d - x[j]);
+                if (ek < err) err = ek, best = k;
+            }
+            L[j] = (uint8_t)best;
+        }
+        for (int j = 0; j < 16; j++) y[i].qs[j] = (uint8_t)(L[j] | (L[j + 16] << 4));
+    }
+}
 
 // Index of the level nearest v (levels ascending; ties to the lower one).
 static int nearest_level(float v) {
@@ -106,11 +133,21 @@ static void quantize_iq4_xs(const float *x, aero_block_iq4_xs *y, int64_t nb) {
 void aero_iq_quantize_row(aero_dtype t, const float *x, void *y, int64_t n) {
     if (t == AERO_DT_IQ4_NL) quantize_iq4_nl(x, y, n / AERO_QK);
     else if (t == AERO_DT_IQ4_XS) quantize_iq4_xs(x, y, n / AERO_QK_K);
+    else if (t == AERO_DT_MXFP4) quantize_mxfp4(x, y, n / AERO_QK);
 }
 
-// ggml's dequantize_row_iq4_nl / dequantize_row_iq4_xs.
+// ggml's dequantize_row_iq4_nl / dequantize_row_iq4_xs / dequantize_row_mxfp4.
 void aero_iq_dequantize_row(aero_dtype t, const void *vx, float *y, int64_t n) {
-    if (t == AERO_DT_IQ4_NL) {
+    if (t == AERO_DT_MXFP4) {
+        const aero_block_mxfp4 *x = vx;
+        for (int64_t i = 0; i < n / AERO_QK; i++, y += AERO_QK) {
+            float d = aero_e8m0_half(x[i].e);
+            for (int j = 0; j < 16; j++) {
+                y[j] = (float)aero_kvalues_mxfp4[x[i].qs[j] & 0xF] * d;
+                y[j + 16] = (float)aero_kvalues_mxfp4[x[i].qs[j] >> 4] * d;
+            }
+        }
+    } else if (t == AERO_DT_IQ4_NL) {
         const aero_block_iq4_nl *x = vx;
         for (int64_t i = 0; i < n / AERO_QK; i++, y += AERO_QK) {
             float d = aero_fp16_to_fp32_inl(x[i].d);
@@ -150,6 +187,21 @@ static float dot_iq4_nl(int64_t n, const void *vw, const void *va) {
     return sum;
 }
 
+// MXFP4 x Q8_0, as IQ4_NL with the block's E8M0 scale.
+static float dot_mxfp4(int64_t n, const void *vw, const void *va) {
+    const aero_block_mxfp4 *w = vw;
+    const aero_block_q8_0 *a = va;
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n / AERO_QK; i++) {
+        int isum = 0;
+        for (int j = 0; j < 16; j++)
+            isum += a[i].qs[j] * aero_kvalues_mxfp4[w[i].qs[j] & 0xF] +
+                    a[i].qs[j + 16] * aero_kvalues_mxfp4[w[i].qs[j] >> 4];
+        sum += (aero_fp16_to_fp32_inl(a[i].d) * aero_e8m0_half(w[i].e)) * (float)isum;
+    }
+    return sum;
+}
+
 // IQ4_XS x Q8_K: each group's exact sum times its integer scale, summed exactly over the block, then one float
 // step per block.
 static float dot_iq4_xs(int64_t n, const void *vw, const void *va) {
@@ -174,4 +226,5 @@ static float dot_iq4_xs(int64_t n, const void *vw, const void *va) {
 void aero_iq_fill_scalar(aero_kernel_ops *ops) {
     ops->dot[AERO_DT_IQ4_NL] = ops->mm_dot[AERO_DT_IQ4_NL] = dot_iq4_nl;
     ops->dot[AERO_DT_IQ4_XS] = ops->mm_dot[AERO_DT_IQ4_XS] = dot_iq4_xs;
+    ops->dot[AERO_DT_MXFP4] = ops->mm_dot[AERO_DT_MXFP4] = dot_mxfp4;
 }

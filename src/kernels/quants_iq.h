@@ -1,4 +1,4 @@
-// Block layouts and kernels of the non-linear GGUF types (IQ4_NL, IQ4_XS), bit-exact to ggml's ggml-common.h
+// Block layouts and kernels of the non-linear GGUF types (IQ4_NL, IQ4_XS, MXFP4), bit-exact to ggml's ggml-common.h
 // layouts, kept apart from quants.h so the older types' tables stay as they are. Internal to kernels/ (and tests).
 #ifndef AERO_KERNELS_QUANTS_IQ_H
 #define AERO_KERNELS_QUANTS_IQ_H
@@ -25,6 +25,23 @@ typedef struct {
     uint8_t qs[AERO_QK_K / 2];
 } aero_block_iq4_xs;
 
+// 32 weights (gpt-oss's type): x = 2^(e - 128) * kvalues_mxfp4[nibble], the levels being twice FP4 (E2M1) and
+// e an E8M0 exponent; nibbles as in IQ4_NL.
+typedef struct {
+    uint8_t e;
+    uint8_t qs[AERO_QK / 2];
+} aero_block_mxfp4;
+extern const int8_t aero_kvalues_mxfp4[16];
+
+// 2^(e - 128): half the E8M0 scale, for the doubled FP4 levels (ggml's ggml_e8m0_to_fp32_half).
+static inline float aero_e8m0_half(uint8_t e) {
+    uint32_t bits = e < 2 ? 0x00200000u << e : (uint32_t)(e - 1) << 23;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+_Static_assert(sizeof(aero_block_mxfp4) == 17, "MXFP4 block size");
 _Static_assert(sizeof(aero_block_iq4_nl) == 18, "IQ4_NL block size");
 _Static_assert(sizeof(aero_block_iq4_xs) == 136, "IQ4_XS block size");
 

@@ -373,7 +373,8 @@ static bool matrix_type_ok(aero_dtype t) {
     case AERO_DT_Q5_K:
     case AERO_DT_Q6_K:
     case AERO_DT_IQ4_NL:
-    case AERO_DT_IQ4_XS: return true;
+    case AERO_DT_IQ4_XS:
+    case AERO_DT_MXFP4: return true;
     default: return false;
     }
 }
@@ -477,7 +478,7 @@ aero_status aero_synth_check(const aero_synth_params *p, aero_error *err) {
     if (!matrix_type_ok(p->type))
         return aero_fail(err, AERO_ERR_UNSUPPORTED,
                          "type %s cannot be used for weights (F32, F16, BF16, Q8_0, Q4_0, "
-                         "Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS)",
+                         "Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS, MXFP4)",
                          aero_dtype_name(p->type));
     if (!(p->rope_base > 1) || !(p->norm_eps > 0 && p->norm_eps < 1) || !(p->rope_llama3_factor >= 0))
         return aero_fail(err, AERO_ERR_INVALID, "rope base %g / norm epsilon %g / rope factor %g out of range",
@@ -503,6 +504,7 @@ static int ftype_of(const aero_synth_params *p) {
     case AERO_DT_Q6_K: return 18;
     case AERO_DT_IQ4_NL: return 25;
     case AERO_DT_IQ4_XS: return 30;
+    case AERO_DT_MXFP4: return 38; // LLAMA_FTYPE_MOSTLY_MXFP4_MOE
     case AERO_DT_BF16: return 32;
     default: return 0;
     }

@@ -81,6 +81,8 @@ const CASES = [
   ['llama IQ4_NL', ['--preset', 'tiny', '--type', 'IQ4_NL'], 5e-2, 16],
   ['llama IQ4_XS', ['--preset', 'tiny', '--type', 'IQ4_XS'], 5e-2, 16],
   ['qwen3 IQ4_XS (head 128)', ['--arch', 'qwen3', '--dim', '256', '--layers', '2', '--heads', '4', '--kv-heads', '2', '--head-dim', '128', '--ffn', '512', '--vocab', '512', '--ctx', '512', '--type', 'IQ4_XS'], 5e-2, 16],
+  ['llama MXFP4', ['--preset', 'tiny', '--type', 'MXFP4'], 5e-2, 16],
+  ['qwen3moe MXFP4 experts (as gpt-oss files hold them)', ['--preset', 'qwen3moe-tiny', '--type', 'MXFP4'], 5e-2, 16],
   ['llama Q4_K_M mix', ['--preset', 'tiny', '--layers', '8', '--type', 'Q4_K_M', '--seed', '3'], 5e-2, 16],
 ];
 
