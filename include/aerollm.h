@@ -126,7 +126,8 @@ typedef enum {
     AERO_DT_F64 = 28,
     AERO_DT_IQ1_M = 29,
     AERO_DT_BF16 = 30,
-    AERO_DT_COUNT = 31,
+    AERO_DT_MXFP4 = 39, // 31..38 are ids ggml removed or this engine does not know (TQ1_0, TQ2_0)
+    AERO_DT_COUNT = 40,
 } aero_dtype;
 
 // Name for printing ("F32", "Q4_K", "type#99").

@@ -16,13 +16,18 @@ static void usage(FILE *f) {
             "usage: aerollm synth (--preset NAME | --arch A --dim N --layers N --heads N --ffn N --vocab N)\n"
             "                     [--kv-heads N] [--head-dim N] [--ctx N] [--layers N] [--vocab N] [--rope-base F]\n"
             "                     [--tied | --untied] [--type T] [--seed S] [--tokenizer-from FILE.gguf] [--exact]\n"
+            "                     [--kv KEY=TYPE:VALUE]...\n"
             "                     [-t THREADS] [--quiet] -o FILE.gguf\n"
             "  presets: %s (real dimensions; flags given with a preset override it,\n"
             "           e.g. --layers 4 to shorten)\n"
             "  --arch   llama | qwen2 (Q/K/V biases) | qwen3 (per-head Q/K norms)\n"
-            "  --type   matrix type: F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q2_K Q3_K Q4_K Q5_K Q6_K (default F16);\n"
+            "  --type   matrix type: F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q2_K Q3_K Q4_K Q5_K Q6_K IQ4_NL IQ4_XS MXFP4\n"
+            "           (default F16),\n"
+            "           or a mix as llama.cpp's quantizer makes it: Q4_K_M, Q5_K_M (Q6_K for the head and for\n"
+            "           attn_v/ffn_down of some layers);\n"
             "           norms and biases are F32; rows that do not fit a type's block get a smaller-block type\n"
             "  --tokenizer-from  copy every tokenizer.* key of another GGUF (the vocabulary size follows it)\n"
+            "  --kv KEY=TYPE:VALUE  set a metadata key last (TYPE u32 i32 f32 bool str); --kv KEY= removes it\n"
             "  --exact  quantize every row from fresh random floats (slow) instead of drawing pre-quantized blocks\n"
             "The weights are random: the model's output is gibberish by design.\n",
             aero_synth_preset_names());
@@ -63,10 +68,13 @@ int aero_cmd_synth(int argc, char **argv) {
     // Explicit dimensions, applied after the preset; -1 = not given.
     int dim = -1, layers = -1, heads = -1, kv = -1, ffn = -1, vocab = -1, ctx = -1, hd = -1, threads = 0;
     int tied = -1, type = AERO_DT_F16;
+    aero_synth_mix mix = AERO_SYNTH_MIX_NONE;
     double rope_base = 0;
     unsigned long long seed = 0;
     bool quiet = false, exact = false;
     const char *tok_from = NULL;
+    const char *kv_edits[64];
+    int n_kv = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -98,8 +106,12 @@ int aero_cmd_synth(int argc, char **argv) {
             exact = true;
         } else if (!v &&
                    (!strcmp(a, "--preset") || !strcmp(a, "--arch") || !strcmp(a, "--type") || !strcmp(a, "--seed") ||
-                    !strcmp(a, "-o") || !strcmp(a, "--rope-base") || !strcmp(a, "--tokenizer-from"))) {
+                    !strcmp(a, "-o") || !strcmp(a, "--rope-base") || !strcmp(a, "--tokenizer-from") ||
+                    !strcmp(a, "--kv"))) {
             return cli_fail("synth", "%s needs a value", a);
+        } else if (!strcmp(a, "--kv")) {
+            if (n_kv == 64) return cli_fail("synth", "too many --kv edits (64 at most)");
+            kv_edits[n_kv++] = argv[++i];
         } else if (!strcmp(a, "--preset")) {
             preset = argv[++i];
         } else if (!strcmp(a, "--arch")) {
@@ -109,7 +121,9 @@ int aero_cmd_synth(int argc, char **argv) {
         } else if (!strcmp(a, "--tokenizer-from")) {
             tok_from = argv[++i];
         } else if (!strcmp(a, "--type")) {
-            type = aero_dtype_parse(argv[++i]);
+            aero_dtype base;
+            if (aero_synth_mix_parse(argv[++i], &mix, &base)) type = base;
+            else type = aero_dtype_parse(argv[i]), mix = AERO_SYNTH_MIX_NONE;
             if (type < 0) return cli_fail("synth", "unknown type '%s' (see aerollm synth --help)", argv[i]);
         } else if (!strcmp(a, "--seed")) {
             char *end;
@@ -162,10 +176,13 @@ int aero_cmd_synth(int argc, char **argv) {
     if (rope_base > 0) p.rope_base = (float)rope_base;
     if (tied >= 0) p.tied = tied;
     p.type = (aero_dtype)type;
+    p.mix = mix;
     p.seed = seed;
     p.exact = exact;
     p.n_threads = threads;
     p.tokenizer_from = tok_from;
+    p.kv = kv_edits;
+    p.n_kv = n_kv;
     aero_error err = {0};
     if (aero_synth_check(&p, &err)) return cli_fail("synth", "%s", err.msg);
     progress_state ps = {.start = aero_now(), .on = !quiet && isatty(2)};
@@ -179,7 +196,7 @@ int aero_cmd_synth(int argc, char **argv) {
         int hdim = p.head_dim ? p.head_dim : p.n_embd / p.n_head;
         printf("wrote %s: %s, %d layers, dim %d, %d heads (%d KV, head size %d), ffn %d, vocab %d, %s%s, seed %llu\n",
                out, p.arch, p.n_layer, p.n_embd, p.n_head, p.n_head_kv, hdim, p.n_ff, st.n_vocab,
-               aero_dtype_name(p.type), p.tied ? ", tied output" : "", seed);
+               p.mix ? aero_synth_mix_name(p.mix) : aero_dtype_name(p.type), p.tied ? ", tied output" : "", seed);
         printf("  %llu tensors, %.1f MB of weights in %.2f s (%.0f MB/s)", (unsigned long long)st.n_tensors,
                st.tensor_bytes / 1e6, dt, dt > 0 ? st.tensor_bytes / 1e6 / dt : 0.0);
         if (st.n_fallback)

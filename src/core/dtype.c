@@ -22,10 +22,10 @@ static const aero_dtype_info dtype_table[AERO_DT_COUNT] = {
     [AERO_DT_IQ2_XS] = {"IQ2_XS", 256, 74, false},
     [AERO_DT_IQ3_XXS] = {"IQ3_XXS", 256, 98, false},
     [AERO_DT_IQ1_S] = {"IQ1_S", 256, 50, false},
-    [AERO_DT_IQ4_NL] = {"IQ4_NL", 32, 18, false},
+    [AERO_DT_IQ4_NL] = {"IQ4_NL", 32, 18, true},
     [AERO_DT_IQ3_S] = {"IQ3_S", 256, 110, false},
     [AERO_DT_IQ2_S] = {"IQ2_S", 256, 82, false},
-    [AERO_DT_IQ4_XS] = {"IQ4_XS", 256, 136, false},
+    [AERO_DT_IQ4_XS] = {"IQ4_XS", 256, 136, true},
     [AERO_DT_I8] = {"I8", 1, 1, false},
     [AERO_DT_I16] = {"I16", 1, 2, false},
     [AERO_DT_I32] = {"I32", 1, 4, false},
@@ -33,6 +33,7 @@ static const aero_dtype_info dtype_table[AERO_DT_COUNT] = {
     [AERO_DT_F64] = {"F64", 1, 8, false},
     [AERO_DT_IQ1_M] = {"IQ1_M", 256, 56, false},
     [AERO_DT_BF16] = {"BF16", 1, 2, true},
+    [AERO_DT_MXFP4] = {"MXFP4", 32, 17, true},
 };
 
 const aero_dtype_info *aero_dtype_get(uint32_t type) {

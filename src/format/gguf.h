@@ -125,6 +125,8 @@ void aero_gguf_set_bool(aero_gguf_writer *w, const char *key, bool v);
 void aero_gguf_set_str(aero_gguf_writer *w, const char *key, const char *v);
 // Any value, including nested arrays (deep-copied).
 void aero_gguf_set_value(aero_gguf_writer *w, const char *key, const aero_gguf_value *v);
+// Removes a key set earlier; nothing when it is absent.
+void aero_gguf_unset(aero_gguf_writer *w, const char *key);
 // Array of scalars of type elem (packed elements), or of strings.
 void aero_gguf_set_arr(aero_gguf_writer *w, const char *key, aero_gguf_type elem, const void *data, uint64_t n);
 void aero_gguf_set_arr_str(aero_gguf_writer *w, const char *key, const char *const *strs, uint64_t n);

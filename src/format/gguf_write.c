@@ -225,6 +225,18 @@ void aero_gguf_set_value(aero_gguf_writer *w, const char *key, const aero_gguf_v
     if (!value_copy(&slot->value, v)) w->oom = true;
 }
 
+// Removes a key set earlier (tools that write variants of a file without one of its keys); no-op if absent.
+void aero_gguf_unset(aero_gguf_writer *w, const char *key) {
+    for (uint64_t i = 0; i < w->n_kv; i++)
+        if (!strcmp(w->kv[i].key.ptr, key)) {
+            free(w->kv[i].key.ptr);
+            wvalue_free(&w->kv[i].value);
+            memmove(&w->kv[i], &w->kv[i + 1], (w->n_kv - i - 1) * sizeof *w->kv);
+            w->n_kv--;
+            return;
+        }
+}
+
 void aero_gguf_set_u32(aero_gguf_writer *w, const char *key, uint32_t v) {
     aero_gguf_set_value(w, key, &(aero_gguf_value){.type = AERO_GGUF_UINT32, .u64 = v});
 }

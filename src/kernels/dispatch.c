@@ -7,6 +7,7 @@
 
 #include "../core/cpu.h"
 #include "quants.h"
+#include "quants_iq.h"
 
 static aero_kernel_ops ops_scalar, ops_avx2, ops_avx512, ops_avx512_vnni;
 static bool have_avx2, have_avx512, have_vnni, use_vnni;
@@ -24,14 +25,17 @@ static void kernels_setup(void) {
     if (have_avx2) {
         ops_avx2 = ops_scalar;
         aero_kernels_fill_avx2(&ops_avx2);
+        aero_iq_fill_avx2(&ops_avx2);
     }
     if (have_avx512) {
         ops_avx512 = ops_avx2;
         aero_kernels_fill_avx512(&ops_avx512, false);
+        aero_iq_fill_avx512(&ops_avx512);
     }
     if (have_vnni) {
         ops_avx512_vnni = ops_avx2;
         aero_kernels_fill_avx512(&ops_avx512_vnni, true);
+        aero_iq_fill_avx512(&ops_avx512_vnni);
     }
     aero_isa best = have_avx512 ? AERO_ISA_AVX512 : have_avx2 ? AERO_ISA_AVX2 : AERO_ISA_SCALAR;
     use_vnni = have_vnni;
@@ -106,13 +110,16 @@ aero_dtype aero_vec_dot_type(aero_dtype w) {
     case AERO_DT_Q4_1:
     case AERO_DT_Q5_0:
     case AERO_DT_Q5_1:
-    case AERO_DT_Q8_0: return AERO_DT_Q8_0;
+    case AERO_DT_Q8_0:
+    case AERO_DT_IQ4_NL:
+    case AERO_DT_MXFP4: return AERO_DT_Q8_0;
     case AERO_DT_Q2_K:
     case AERO_DT_Q3_K:
     case AERO_DT_Q4_K:
     case AERO_DT_Q5_K:
     case AERO_DT_Q6_K:
-    case AERO_DT_Q8_K: return AERO_DT_Q8_K;
+    case AERO_DT_Q8_K:
+    case AERO_DT_IQ4_XS: return AERO_DT_Q8_K;
     case AERO_DT_F16: return AERO_DT_F16;
     case AERO_DT_BF16: return AERO_DT_BF16;
     default: return AERO_DT_F32;

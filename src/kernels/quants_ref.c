@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "quants.h"
+#include "quants_iq.h"
 
 // ---- element conversions -------------------------------------------------------------------------------
 
@@ -522,7 +523,7 @@ void aero_quantize_row(aero_dtype t, const float *x, void *y, int64_t n) {
     case AERO_DT_Q5_K: quantize_q5_K(x, y, n / AERO_QK_K); break;
     case AERO_DT_Q6_K: quantize_q6_K(x, y, n / AERO_QK_K); break;
     case AERO_DT_Q8_K: aero_quantize_q8_K_ref(x, y, n); break;
-    default: break;
+    default: aero_iq_quantize_row(t, x, y, n); break;
     }
 }
 
@@ -550,6 +551,8 @@ void aero_dequantize_row_ref(aero_dtype t, const void *vx, float *y, int64_t n) 
             else // no offset: adding +0 would turn ggml's -0 into +0
                 for (int j = 0; j < AERO_QK; j++) y[j] = (float)q[j] * d;
         }
+    } else if (aero_iq_type(t)) {
+        aero_iq_dequantize_row(t, x, y, n);
     } else if (is_k_quant(t)) {
         size_t bb = aero_dtype_get(t)->block_bytes;
         int8_t q[256];
@@ -699,6 +702,7 @@ void aero_kernels_fill_scalar(aero_kernel_ops *ops) {
     ops->quantize_q8_0 = aero_quantize_q8_0_ref;
     ops->quantize_q8_K = aero_quantize_q8_K_ref;
     ops->dot_f32_acc16 = aero_dot_f32_acc16_ref;
+    aero_iq_fill_scalar(ops);
     for (int t = 0; t < AERO_DT_COUNT; t++) ops->mm_dot[t] = ops->dot[t];
     ops->name = "scalar";
 }

@@ -36,6 +36,14 @@ static aero_status cpu_stream(aero_model *m, aero_error *err) {
     return aero_stream_reopen(&m->stream, NULL, err);
 }
 
+// What of the model the GPU forward pass (forward_cuda.c) does not compute, or NULL when it computes all of it:
+// a context on the GPU is refused with this named rather than computing something else.
+static const char *gpu_missing(const aero_model *m) {
+    if (m->rope_mscale != 1.0f) return "rope with scaled cos/sin (YaRN, rope.scaling.attn_factor)";
+    if (m->kind != AERO_ARCH_LLAMA && m->kind != AERO_ARCH_QWEN2 && m->kind != AERO_ARCH_QWEN3) return m->hp.arch;
+    return NULL;
+}
+
 aero_status aero_ctx_new(aero_ctx **out, aero_model *m, const aero_ctx_params *p, aero_error *err) {
     *out = NULL;
     aero_status st_cpu;
@@ -47,11 +55,19 @@ aero_status aero_ctx_new(aero_ctx **out, aero_model *m, const aero_ctx_params *p
     c->n_seq = p->n_seq > 0 ? p->n_seq : 1;
     c->n_tile = p->n_batch > 0 ? p->n_batch : DEFAULT_TILE;
     c->kv_dim = hp->n_head_kv * hp->head_dim;
+    // LongRoPE: llama.cpp rotates with the long factors when a sequence's context exceeds the original one
+    int orig = hp->rope_orig_ctx > 0 ? hp->rope_orig_ctx : hp->n_ctx_train;
+    c->rope_inv_freq = m->rope_inv_freq_long && c->n_ctx / c->n_seq > orig ? m->rope_inv_freq_long : m->rope_inv_freq;
     if (c->n_ctx > (1 << 24) || c->n_seq > 4096 || c->n_tile > (1 << 16)) {
         int n_ctx = c->n_ctx, n_seq = c->n_seq, n_tile = c->n_tile;
         free(c);
         return aero_fail(err, AERO_ERR_INVALID, "context %d x %d sequences (tile %d) is too large", n_ctx, n_seq,
                          n_tile);
+    }
+    if (p->kv_recent > 0 && hp->attn_softcap > 0) {
+        free(c);
+        return aero_fail(err, AERO_ERR_UNSUPPORTED, "--kv-recent is not supported for %s (soft-capped attention)",
+                         hp->arch);
     }
     if (aero_kv_check(hp, p, err) ||
         aero_kv_cache_init(&c->kv, hp->n_layer, c->n_seq, c->n_ctx, hp->n_head_kv, hp->head_dim,
@@ -97,8 +113,11 @@ aero_status aero_ctx_new(aero_ctx **out, aero_model *m, const aero_ctx_params *p
         return st_cpu;
     }
     if (*dev && strcmp(dev, "cpu")) {
+        const char *why = gpu_missing(m);
         aero_status st = strcmp(dev, "cuda")
                              ? aero_fail(err, AERO_ERR_INVALID, "unknown device '%s' (cpu or cuda)", dev)
+                         : why ? aero_fail(err, AERO_ERR_UNSUPPORTED, "--device cuda: %s is not computed on the GPU yet "
+                                                                      "(use --device cpu)", why)
 #ifdef AERO_CUDA
                              : aero_gpu_ctx_init(c, p->gpu_mem ? p->gpu_mem : m->gpu_mem, err);
 #else
@@ -172,6 +191,14 @@ static aero_status wmat(aero_model *m, int64_t t, aero_wmat *out, aero_error *er
     return AERO_OK;
 }
 
+// Rows [row0, row0 + rows) of a matrix, as a matrix of their own (a fused tensor's parts).
+static aero_status wmat_rows(aero_model *m, int64_t t, int64_t row0, int64_t rows, aero_wmat *out, aero_error *err) {
+    if (wmat(m, t, out, err)) return err->code;
+    out->data = (const char *)out->data + (size_t)row0 * out->row_bytes;
+    out->rows = rows;
+    return AERO_OK;
+}
+
 // A norm or bias vector: always resident (stream/ keeps small tensors), so a missing one is a bug.
 static const float *vec(aero_model *m, int64_t t) {
     const float *p = aero_stream_global(m->stream, t);
@@ -191,6 +218,7 @@ typedef struct {
     const int *base; // per sequence: cache length before this batch
     int n_blocks;
     int *block_start; // attention blocks of the tile: [block_start[k], block_start[k+1])
+    int window;       // > 0: a query sees only keys fewer than this many positions back (sliding-window layer)
 } attn_job;
 
 // Whether batch token i may attend to batch token j (same sequence, causal or per the tree mask).
@@ -198,6 +226,28 @@ static bool batch_visible(const aero_batch *b, int i, int j) {
     if (j > i) return false;
     if (b->seq && b->seq[i] != b->seq[j]) return false;
     return b->mask ? b->mask[(size_t)i * b->n + j] != 0 : true;
+}
+
+// aero_attention with the scores soft-capped (Gemma 2: cap * tanh(score / cap) before the softmax), in the same
+// reduction order as aero_attention.
+static void attention_softcap(float *out, const float *q, const float *k, const float *v, const int *rows, int n,
+                              int hd, float scale, float cap, float *scores) {
+    float maxs = -INFINITY, inv = 1.0f / cap, sum = 0;
+    for (int t = 0; t < n; t++) {
+        float sc = cap * tanhf(aero_dot_fixed(q, k + (size_t)rows[t] * hd, hd) * scale * inv);
+        scores[t] = sc;
+        if (sc > maxs) maxs = sc;
+    }
+    for (int t = 0; t < n; t++) {
+        scores[t] = expf(scores[t] - maxs);
+        sum += scores[t];
+    }
+    memset(out, 0, sizeof(float) * hd);
+    for (int t = 0; t < n; t++) {
+        const float *vr = v + (size_t)rows[t] * hd;
+        float p = scores[t] / sum;
+        for (int d = 0; d < hd; d++) out[d] += p * vr[d];
+    }
 }
 
 #define ATTN_BLOCK 32 // queries of one sequence sharing one conversion of their keys
@@ -212,8 +262,9 @@ static void attn_worker(void *arg, int ith, int nth) {
     float *scores = c->scores + (size_t)ith * c->n_ctx;
     int *rows = c->rows + (size_t)ith * c->n_ctx;
     float *kf = c->kf + (size_t)ith * c->n_ctx * hd, *vf = c->vf + (size_t)ith * c->n_ctx * hd;
-    float scale = 1.0f / sqrtf((float)hd);
-    bool kq = aero_kv_k_quantized(&c->kv); // scores from the stored K blocks, not f32 copies
+    float scale = hp->attn_scale > 0 ? hp->attn_scale : 1.0f / sqrtf((float)hd), cap = hp->attn_softcap;
+    bool kq = aero_kv_k_quantized(&c->kv) && !(cap > 0); // scores from the stored K blocks, not f32 copies
+    int window = job->window;
     size_t k_head_bytes = aero_dtype_row_bytes(c->kv.type_k, (uint64_t)hd);
     void *qq = (char *)c->qq + (size_t)ith * c->qq_bytes;
     float *rtmp = c->rtmp + (size_t)ith * hd;
@@ -232,13 +283,14 @@ static void attn_worker(void *arg, int ith, int nth) {
             // the committed cache, then the visible tokens of this batch; with --kv-recent, rows from `first` on
             // are the positions within `recent` of this query's (by position, so a tree node and the same token
             // decoded alone read the same rows from the same copies)
-            int pos_old = job->b->pos[i] - c->kv.recent, first = -1;
+            int qpos = job->b->pos[i], pos_old = qpos - c->kv.recent, first = -1;
             for (int t = 0; t < nb; t++) {
+                if (window && qpos - t >= window) continue; // committed cell t holds position t
                 if (first < 0 && t > pos_old) first = ns;
                 rows[ns++] = t;
             }
             for (int t = 0; t <= i; t++)
-                if (batch_visible(job->b, i, t)) {
+                if (batch_visible(job->b, i, t) && !(window && qpos - job->b->pos[t] >= window)) {
                     if (first < 0 && job->b->pos[t] > pos_old) first = ns;
                     rows[ns++] = job->cell[t];
                 }
@@ -251,7 +303,9 @@ static void attn_worker(void *arg, int ith, int nth) {
             for (int h = kvh * group; h < (kvh + 1) * group; h++) {
                 float *out = c->att + ((size_t)ci * hp->n_head + h) * hd;
                 const float *q = c->q + ((size_t)ci * hp->n_head + h) * hd;
-                if (kq || c->kv.recent)
+                if (cap > 0)
+                    attention_softcap(out, q, kf, vf, rows, ns, hd, scale, cap, scores);
+                else if (kq || c->kv.recent)
                     aero_attention_kq(out, q, kq ? c->kv.type_k : AERO_DT_F32, kq ? (const void *)khead : kf,
                                       kq ? c->kv.row_k : sizeof(float) * hd, vf, rows, ns, hd, scale, scores, qq,
                                       c->kv.recent ? &rc : NULL);
@@ -325,6 +379,27 @@ static aero_status moe_ffn(aero_ctx *c, int l, float *x, int n, aero_error *err)
     return AERO_OK;
 }
 
+// llama.cpp scales cos and sin (YaRN's magnitude correction, LongRoPE's attn_factor): the rotated part of a head
+// comes out that much longer, the rest is passed through.
+static void rope_mscale(float *v, int rope_dim, float mscale) {
+    for (int i = 0; i < rope_dim; i++) v[i] *= mscale;
+}
+
+// Gemma's norms of a sublayer's output before it joins the residual stream (n rows of d); nothing when w is NULL.
+static void post_norm(float *y, int n, int d, const float *w, float eps) {
+    if (!w) return;
+    for (int i = 0; i < n; i++) aero_rmsnorm(y + (size_t)i * d, y + (size_t)i * d, w, d, eps);
+}
+
+// gate[i] = gelu(gate[i]) * up[i], GELU in its tanh form (Gemma's gelu_pytorch_tanh, llama.cpp's ggml_gelu).
+static void geglu(float *gate, const float *up, int64_t n) {
+    const float k0 = 0.7978845608028654f, k1 = 0.044715f; // sqrt(2 / pi)
+    for (int64_t i = 0; i < n; i++) {
+        float x = gate[i];
+        gate[i] = 0.5f * x * (1.0f + tanhf(k0 * x * (1.0f + k1 * x * x))) * up[i];
+    }
+}
+
 // One transformer layer over one tile: attention block then SwiGLU feed-forward, both residual. The caller
 // holds the layer's unit; the tile's K/V rows are cached before its attention, so later tiles see them.
 static aero_status layer_tile(aero_ctx *c, int l, attn_job *job, aero_error *err) {
@@ -334,8 +409,14 @@ static aero_status layer_tile(aero_ctx *c, int l, attn_job *job, aero_error *err
     int n = job->n, d = hp->n_embd, hd = hp->head_dim, qd = hp->n_head * hd, kvd = c->kv_dim;
     float *x = c->x + (size_t)job->first * d;
     aero_wmat wq, wk, wv, wo;
-    if (wmat(m, w->wq, &wq, err) || wmat(m, w->wk, &wk, err) || wmat(m, w->wv, &wv, err) || wmat(m, w->wo, &wo, err))
+    if (w->wqkv >= 0) { // fused: Q, K and V are row ranges of one matrix, each output row the same dot as alone
+        if (wmat_rows(m, w->wqkv, 0, qd, &wq, err) || wmat_rows(m, w->wqkv, qd, kvd, &wk, err) ||
+            wmat_rows(m, w->wqkv, qd + kvd, kvd, &wv, err))
+            return err->code;
+    } else if (wmat(m, w->wq, &wq, err) || wmat(m, w->wk, &wk, err) || wmat(m, w->wv, &wv, err)) {
         return err->code;
+    }
+    if (wmat(m, w->wo, &wo, err)) return err->code;
     const float *an = vec(m, w->attn_norm);
     for (int i = 0; i < n; i++) aero_rmsnorm(c->xb + (size_t)i * d, x + (size_t)i * d, an, d, hp->norm_eps);
     aero_matmul(m->pool, &wq, c->xb, n, c->q);
@@ -352,17 +433,22 @@ static aero_status layer_tile(aero_ctx *c, int l, attn_job *job, aero_error *err
         }
     }
     const float *qn = w->q_norm >= 0 ? vec(m, w->q_norm) : NULL, *kn = w->k_norm >= 0 ? vec(m, w->k_norm) : NULL;
+    bool swa = aero_hparams_swa_layer(hp, l);
+    const float *inv_freq = swa && m->rope_inv_freq_swa ? m->rope_inv_freq_swa : c->rope_inv_freq;
+    job->window = swa ? hp->n_swa : 0;
     for (int i = 0; i < n; i++) {
         int pos = job->b->pos[job->first + i];
         for (int h = 0; h < hp->n_head; h++) {
             float *q = c->q + (size_t)i * qd + (size_t)h * hd;
             if (qn) aero_rmsnorm(q, q, qn, hd, hp->norm_eps);
-            aero_rope(q, pos, hp->rope_dim, m->rope_inv_freq, m->rope_neox);
+            aero_rope(q, pos, hp->rope_dim, inv_freq, m->rope_neox);
+            if (m->rope_mscale != 1.0f) rope_mscale(q, hp->rope_dim, m->rope_mscale);
         }
         for (int h = 0; h < hp->n_head_kv; h++) {
             float *k = c->kb + (size_t)i * kvd + (size_t)h * hd;
             if (kn) aero_rmsnorm(k, k, kn, hd, hp->norm_eps);
-            aero_rope(k, pos, hp->rope_dim, m->rope_inv_freq, m->rope_neox);
+            aero_rope(k, pos, hp->rope_dim, inv_freq, m->rope_neox);
+            if (m->rope_mscale != 1.0f) rope_mscale(k, hp->rope_dim, m->rope_mscale);
         }
     }
     job->layer = l;
@@ -374,17 +460,26 @@ static aero_status layer_tile(aero_ctx *c, int l, attn_job *job, aero_error *err
     attn_blocks(job);
     aero_pool_run(m->pool, attn_worker, job);
     aero_matmul(m->pool, &wo, c->att, n, c->xb);
+    post_norm(c->xb, n, d, w->attn_post_norm >= 0 ? vec(m, w->attn_post_norm) : NULL, hp->norm_eps);
     for (size_t i = 0; i < (size_t)n * d; i++) x[i] += c->xb[i];
 
     const float *fn = vec(m, w->ffn_norm);
     for (int i = 0; i < n; i++) aero_rmsnorm(c->xb + (size_t)i * d, x + (size_t)i * d, fn, d, hp->norm_eps);
     if (w->moe) return moe_ffn(c, l, x, n, err);
     aero_wmat wg, wu, wd;
-    if (wmat(m, w->w_gate, &wg, err) || wmat(m, w->w_up, &wu, err) || wmat(m, w->w_down, &wd, err)) return err->code;
+    if (w->w_gate < 0) { // phi3: gate and up fused, gate first
+        if (wmat_rows(m, w->w_up, 0, hp->n_ff, &wg, err) || wmat_rows(m, w->w_up, hp->n_ff, hp->n_ff, &wu, err))
+            return err->code;
+    } else if (wmat(m, w->w_gate, &wg, err) || wmat(m, w->w_up, &wu, err)) {
+        return err->code;
+    }
+    if (wmat(m, w->w_down, &wd, err)) return err->code;
     aero_matmul(m->pool, &wg, c->xb, n, c->hb);
     aero_matmul(m->pool, &wu, c->xb, n, c->hb2);
-    aero_swiglu(c->hb, c->hb2, (int64_t)n * hp->n_ff);
+    if (hp->ffn_gelu) geglu(c->hb, c->hb2, (int64_t)n * hp->n_ff);
+    else aero_swiglu(c->hb, c->hb2, (int64_t)n * hp->n_ff);
     aero_matmul(m->pool, &wd, c->hb, n, c->xb);
+    post_norm(c->xb, n, d, w->ffn_post_norm >= 0 ? vec(m, w->ffn_post_norm) : NULL, hp->norm_eps);
     for (size_t i = 0; i < (size_t)n * d; i++) x[i] += c->xb[i];
     return AERO_OK;
 }
@@ -401,6 +496,8 @@ static aero_status embed(aero_ctx *c, const aero_batch *b, aero_error *err) {
         for (int i = 0; i < n; i++)
             aero_dequantize_row(te->type, (const char *)c->embd_raw + (size_t)i * rb, c->x + (size_t)(first + i) * d,
                                 d);
+        if (m->hp.embd_scale > 0) // Gemma: the embedding scaled by sqrt(n_embd)
+            for (size_t i = 0; i < (size_t)n * d; i++) c->x[(size_t)first * d + i] *= m->hp.embd_scale;
     }
     return AERO_OK;
 }
@@ -420,6 +517,10 @@ static aero_status head(aero_ctx *c, const aero_batch *b, float *logits, aero_er
             if (!b->want_logits || b->want_logits[first + i])
                 aero_rmsnorm(c->logit_in + (size_t)nw++ * d, c->x + (size_t)(first + i) * d, on, d, hp->norm_eps);
         if (nw) aero_matmul(m->pool, &wo, c->logit_in, nw, logits + out_row * hp->n_vocab);
+        if (nw && hp->final_softcap > 0) { // Gemma 2: cap * tanh(logit / cap)
+            float cap = hp->final_softcap, inv = 1.0f / cap, *lg = logits + out_row * hp->n_vocab;
+            for (size_t i = 0; i < (size_t)nw * hp->n_vocab; i++) lg[i] = tanhf(lg[i] * inv) * cap;
+        }
         out_row += nw;
     }
     return AERO_OK;

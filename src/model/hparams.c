@@ -1,5 +1,6 @@
 // Hyperparameters from GGUF metadata: read, defaulted where the format allows, and checked for consistency,
 // so a bad file fails at load with the key named rather than producing garbage later.
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -31,6 +32,41 @@ static aero_status get_float(const aero_gguf *g, const char *arch, const char *s
     return AERO_OK;
 }
 
+// Gemma 2 and 3 as llama.cpp's loader sets them up (llama_model::load_hparams): the embedding scaled by
+// sqrt(n_embd); queries by 1/sqrt(head size), or 1/sqrt(n_embd / n_head) for the 27B models (told apart by their
+// layer count, 46 and 62); Gemma 2: every other layer (even ones) slides over 4096 positions unless the file says,
+// scores capped at 50 and logits at 30 unless it says; Gemma 3: five layers in six slide when the file gives a
+// window, their rope base 10000 unscaled, and no capping unless a window-less file names a final cap.
+static aero_status gemma_read(const aero_gguf *g, const char *arch, aero_arch_kind kind, aero_hparams *hp,
+                              aero_error *err) {
+    int64_t n_swa;
+    double acap, fcap;
+    bool g2 = kind == AERO_ARCH_GEMMA2;
+    if (get_int(g, arch, "attention.sliding_window", false, g2 ? 4096 : 0, &n_swa, err) ||
+        get_float(g, arch, "attn_logit_softcapping", g2 ? 50.0 : 0.0, &acap, err) ||
+        get_float(g, arch, "final_logit_softcapping", g2 ? 30.0 : 0.0, &fcap, err))
+        return err->code;
+    if (acap < 0 || fcap < 0)
+        return aero_fail(err, AERO_ERR_FORMAT, "%s soft-capping %g / %g is invalid", arch, acap, fcap);
+    hp->embd_scale = sqrtf((float)hp->n_embd);
+    bool big = hp->n_layer == (g2 ? 46 : 62);
+    hp->attn_scale = big ? 1.0f / sqrtf((float)(hp->n_embd / hp->n_head)) : 1.0f / sqrtf((float)hp->head_dim);
+    hp->ffn_gelu = true;
+    hp->post_norms = true;
+    hp->n_swa = (int)n_swa;
+    if (g2) {
+        hp->swa_pattern = 2;
+        hp->attn_softcap = (float)acap;
+        hp->final_softcap = (float)fcap;
+    } else if (n_swa > 0) {
+        hp->swa_pattern = 6;
+        hp->rope_base_swa = 10000.0f;
+    } else {
+        hp->final_softcap = (float)fcap;
+    }
+    return AERO_OK;
+}
+
 aero_status aero_hparams_read(const aero_gguf *g, aero_hparams *hp, aero_arch_kind *kind, aero_error *err) {
     memset(hp, 0, sizeof *hp);
     const char *arch = aero_gguf_get_str(g, "general.architecture");
@@ -40,14 +76,17 @@ aero_status aero_hparams_read(const aero_gguf *g, aero_hparams *hp, aero_arch_ki
     else if (!strcmp(arch, "qwen3")) *kind = AERO_ARCH_QWEN3;
     else if (!strcmp(arch, "qwen2moe")) *kind = AERO_ARCH_QWEN2; // qwen2 attention (biases) + MoE FFN
     else if (!strcmp(arch, "qwen3moe")) *kind = AERO_ARCH_QWEN3; // qwen3 attention (Q/K norms) + MoE FFN
+    else if (!strcmp(arch, "gemma2")) *kind = AERO_ARCH_GEMMA2;
+    else if (!strcmp(arch, "gemma3")) *kind = AERO_ARCH_GEMMA3;
+    else if (!strcmp(arch, "phi3")) *kind = AERO_ARCH_PHI3;
     else
         return aero_fail(err, AERO_ERR_UNSUPPORTED,
-                         "unsupported architecture '%s' (supported: llama (and Mixtral), "
-                         "qwen2, qwen3, qwen2moe, qwen3moe)",
+                         "unsupported architecture '%s' (supported: llama (and Mixtral, Mistral), "
+                         "qwen2, qwen3, qwen2moe, qwen3moe, gemma2, gemma3, phi3)",
                          arch);
     snprintf(hp->arch, sizeof hp->arch, "%s", arch);
     int64_t n_layer, n_embd, n_ff, n_head, n_head_kv, n_ctx, key_len, rope_dim, orig_ctx;
-    double eps, base, factor, low, high;
+    double eps, base, factor, low, high, attn_factor, log_mul;
     if (get_int(g, arch, "block_count", true, 0, &n_layer, err) ||
         get_int(g, arch, "embedding_length", true, 0, &n_embd, err) ||
         get_int(g, arch, "feed_forward_length", true, 0, &n_ff, err) ||
@@ -70,31 +109,52 @@ aero_status aero_hparams_read(const aero_gguf *g, aero_hparams *hp, aero_arch_ki
     if (key_len < 2 || key_len % 2 || rope_dim > key_len || rope_dim % 2)
         return aero_fail(err, AERO_ERR_FORMAT, "%s head size %lld / rope.dimension_count %lld are inconsistent", arch,
                          (long long)key_len, (long long)rope_dim);
-    if (*kind == AERO_ARCH_LLAMA && key_len * n_head != n_embd)
-        return aero_fail(err, AERO_ERR_FORMAT, "%s.embedding_length %lld != head_count %lld x head size %lld", arch,
-                         (long long)n_embd, (long long)n_head, (long long)key_len);
+    // key_length may differ from embedding_length / head_count (Mistral Nemo, Qwen3): the projections take their
+    // shapes from it. A value head of another size (DeepSeek's MLA) is not computed here.
+    int64_t val_len;
+    if (get_int(g, arch, "attention.value_length", false, key_len, &val_len, err)) return err->code;
+    if (val_len != key_len)
+        return aero_fail(err, AERO_ERR_UNSUPPORTED,
+                         "%s.attention.value_length %lld != key_length %lld is not supported", arch,
+                         (long long)val_len, (long long)key_len);
     if (get_float(g, arch, "attention.layer_norm_rms_epsilon", *kind == AERO_ARCH_LLAMA ? 1e-5 : 1e-6, &eps, err) ||
         get_float(g, arch, "rope.freq_base", 10000.0, &base, err) ||
         get_float(g, arch, "rope.scaling.factor", 0.0, &factor, err) ||
         get_float(g, arch, "rope.scaling.low_freq_factor", 1.0, &low, err) ||
         get_float(g, arch, "rope.scaling.high_freq_factor", 4.0, &high, err) ||
-        get_int(g, arch, "rope.scaling.original_context_length", false, 8192, &orig_ctx, err))
+        get_int(g, arch, "rope.scaling.original_context_length", false, 0, &orig_ctx, err) ||
+        get_float(g, arch, "rope.scaling.attn_factor", 1.0, &attn_factor, err) ||
+        get_float(g, arch, "rope.scaling.yarn_log_multiplier", 0.0, &log_mul, err))
         return err->code;
+    if (factor == 0) // llama.cpp's older key for the same divisor
+        if (get_float(g, arch, "rope.scale_linear", 0.0, &factor, err)) return err->code;
     if (!(eps > 0 && eps < 1))
         return aero_fail(err, AERO_ERR_FORMAT, "%s.attention.layer_norm_rms_epsilon = %g is invalid", arch, eps);
     if (!(base > 1)) return aero_fail(err, AERO_ERR_FORMAT, "%s.rope.freq_base = %g is invalid", arch, base);
     char key[160];
     snprintf(key, sizeof key, "%s.rope.scaling.type", arch);
     const char *stype = aero_gguf_get_str(g, key);
-    hp->rope_scaling = AERO_ROPE_SCALING_NONE;
+    // As llama.cpp: a factor divides every rotation speed whatever the type (a factor without a type is linear
+    // scaling); YaRN then blends the divided and undivided speeds per pair and scales cos and sin; LongRoPE's
+    // per-pair divisors are tensors (rope_factors_long/short) picked by the context length.
+    hp->rope_scaling = factor > 0 && factor != 1 ? AERO_ROPE_SCALING_LINEAR : AERO_ROPE_SCALING_NONE;
+    if (stype && !strcmp(stype, "none")) hp->rope_scaling = AERO_ROPE_SCALING_NONE; // llama.cpp: never scaled
     if (stype && strcmp(stype, "none")) {
         if (!strcmp(stype, "linear")) hp->rope_scaling = AERO_ROPE_SCALING_LINEAR;
         else if (!strcmp(stype, "llama3")) hp->rope_scaling = AERO_ROPE_SCALING_LLAMA3;
+        else if (!strcmp(stype, "yarn")) hp->rope_scaling = AERO_ROPE_SCALING_YARN;
+        else if (!strcmp(stype, "longrope")) hp->rope_scaling = AERO_ROPE_SCALING_LONGROPE;
         else
-            return aero_fail(err, AERO_ERR_UNSUPPORTED, "%s = '%s' is not supported (none, linear, llama3)", key,
-                             stype);
-        if (!(factor > 0)) return aero_fail(err, AERO_ERR_FORMAT, "%s.rope.scaling.factor is missing or invalid", arch);
+            return aero_fail(err, AERO_ERR_UNSUPPORTED,
+                             "%s = '%s' is not supported (none, linear, yarn, longrope, llama3)", key, stype);
+        if (!(factor > 0) && hp->rope_scaling != AERO_ROPE_SCALING_LONGROPE)
+            return aero_fail(err, AERO_ERR_FORMAT, "%s.rope.scaling.factor is missing or invalid", arch);
     }
+    if (log_mul != 0)
+        return aero_fail(err, AERO_ERR_UNSUPPORTED, "%s.rope.scaling.yarn_log_multiplier = %g is not supported", arch,
+                         log_mul);
+    if (!(attn_factor > 0))
+        return aero_fail(err, AERO_ERR_FORMAT, "%s.rope.scaling.attn_factor = %g is invalid", arch, attn_factor);
     hp->n_layer = (int)n_layer;
     hp->n_embd = (int)n_embd;
     hp->n_ff = (int)n_ff;
@@ -109,6 +169,10 @@ aero_status aero_hparams_read(const aero_gguf *g, aero_hparams *hp, aero_arch_ki
     hp->rope_low_freq = (float)low;
     hp->rope_high_freq = (float)high;
     hp->rope_orig_ctx = (int)orig_ctx;
+    hp->rope_yarn_beta_fast = 32.0f; // llama.cpp reads yarn_beta_* keys for a few other architectures only
+    hp->rope_yarn_beta_slow = 1.0f;
+    hp->rope_attn_factor = (float)attn_factor;
+    if (*kind == AERO_ARCH_GEMMA2 || *kind == AERO_ARCH_GEMMA3) return gemma_read(g, arch, *kind, hp, err);
     return AERO_OK;
 }
 

@@ -17,7 +17,13 @@ typedef struct aero_ctx aero_ctx;
 
 #include "../../include/aerollm.h" // aero_model_params, aero_ctx_params
 
-typedef enum { AERO_ROPE_SCALING_NONE, AERO_ROPE_SCALING_LINEAR, AERO_ROPE_SCALING_LLAMA3 } aero_rope_scaling;
+typedef enum {
+    AERO_ROPE_SCALING_NONE,
+    AERO_ROPE_SCALING_LINEAR,
+    AERO_ROPE_SCALING_LLAMA3,
+    AERO_ROPE_SCALING_YARN,
+    AERO_ROPE_SCALING_LONGROPE
+} aero_rope_scaling;
 
 typedef struct {
     char arch[32];
@@ -25,9 +31,23 @@ typedef struct {
     float norm_eps, rope_base;
     aero_rope_scaling rope_scaling;
     float rope_scale_factor, rope_low_freq, rope_high_freq; // linear: factor; llama3: all four
-    int rope_orig_ctx;
+    int rope_orig_ctx;                                      // 0: absent (llama3 then 8192, YaRN n_ctx_train)
+    float rope_yarn_beta_fast, rope_yarn_beta_slow;         // YaRN's correction range (32, 1)
+    float rope_attn_factor;                                 // rope.scaling.attn_factor: scales cos and sin (1)
     bool tied_output;
+    // Gemma-style blocks (0 / false for llama and qwen): the embedding scaled by embd_scale; queries scaled by
+    // attn_scale (0: 1/sqrt(head_dim)); attention scores and final logits soft-capped (cap * tanh(x / cap));
+    // post-attention and post-FFN norms; a GELU-gated FFN; layer l attends to the last n_swa positions only when
+    // swa_pattern > 0 and l % swa_pattern < swa_pattern - 1, with rope base rope_base_swa there (0: rope_base).
+    float embd_scale, attn_scale, attn_softcap, final_softcap, rope_base_swa;
+    int n_swa, swa_pattern;
+    bool ffn_gelu, post_norms;
 } aero_hparams;
+
+// Whether layer l of a model with these hyperparameters attends through a sliding window.
+static inline bool aero_hparams_swa_layer(const aero_hparams *hp, int l) {
+    return hp->swa_pattern > 0 && hp->n_swa > 0 && l % hp->swa_pattern < hp->swa_pattern - 1;
+}
 
 const aero_hparams *aero_model_hparams(const aero_model *m);
 struct aero_stream *aero_model_stream(aero_model *m);

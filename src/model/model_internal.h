@@ -10,20 +10,30 @@
 #include "model.h"
 #include "moe.h"
 
-typedef enum { AERO_ARCH_LLAMA, AERO_ARCH_QWEN2, AERO_ARCH_QWEN3 } aero_arch_kind;
+typedef enum {
+    AERO_ARCH_LLAMA,
+    AERO_ARCH_QWEN2,
+    AERO_ARCH_QWEN3,
+    AERO_ARCH_GEMMA2,
+    AERO_ARCH_GEMMA3,
+    AERO_ARCH_PHI3
+} aero_arch_kind;
 
 // Tensor indices (into the GGUF tensor table) of one layer's weights; -1 when absent (optional ones).
 typedef struct {
     int64_t attn_norm;      // (n_embd)
+    int64_t wqkv;           // phi3: Q, K and V fused by rows (n_embd, qd + 2 kvd); wq/wk/wv -1 then
     int64_t wq;             // (n_head * head_dim, n_embd)
     int64_t wk;             // (n_head_kv * head_dim, n_embd)
     int64_t wv;             // (n_head_kv * head_dim, n_embd)
     int64_t wo;             // (n_embd, n_head * head_dim)
     int64_t bq, bk, bv;     // qwen2 biases (n_head * head_dim) / (n_head_kv * head_dim)
-    int64_t q_norm, k_norm; // qwen3 per-head RMSNorm (head_dim)
+    int64_t q_norm, k_norm; // qwen3 / gemma3 per-head RMSNorm (head_dim)
+    int64_t attn_post_norm; // gemma: RMSNorm of the attention output before the residual add (n_embd); -1 absent
     int64_t ffn_norm;       // (n_embd)
+    int64_t ffn_post_norm;  // gemma: RMSNorm of the FFN output before the residual add (n_embd); -1 absent
     int64_t w_gate;         // (n_ff, n_embd)
-    int64_t w_up;           // (n_ff, n_embd)
+    int64_t w_up;           // (n_ff, n_embd); phi3: gate and up fused (2 n_ff, n_embd), w_gate -1
     int64_t w_down;         // (n_embd, n_ff)
     // mixture of experts (w_gate/w_up/w_down are -1 then): the router and shared expert live in the layer's
     // unit; the routed experts are outside every unit (resident when all fits, else in the expert cache)
@@ -42,6 +52,9 @@ struct aero_model {
     aero_arch_kind kind;
     bool rope_neox;       // rotate halves (qwen) instead of adjacent pairs (llama)
     float *rope_inv_freq; // (rope_dim / 2) angle per position per pair, scaling included
+    float rope_mscale;    // cos and sin scaled by this (YaRN, rope.scaling.attn_factor); 1 for most models
+    float *rope_inv_freq_swa; // sliding-window layers' speeds when their base differs (gemma3: 10000); else NULL
+    float *rope_inv_freq_long; // LongRoPE: speeds with rope_factors_long (rope_inv_freq has the short ones)
     aero_tokenizer *tok;
     aero_stream *stream;
     aero_pool *pool;
@@ -126,6 +139,7 @@ struct aero_ctx {
     aero_moe_work *moe_next;     // the predictor's routing: the next layer's router on this layer's FFN input
     int *pf_ids, pf_n, pf_layer; // experts to prefetch once the current layer's are acquired (pf_n 0: none)
     void *gpu;                   // the CUDA state (forward_cuda.c) when the context computes on the GPU, else NULL
+    const float *rope_inv_freq;  // the model's speeds this context rotates with (LongRoPE: long or short by n_ctx)
 };
 
 #endif

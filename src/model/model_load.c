@@ -251,26 +251,39 @@ static aero_status map_weights(aero_model *m, aero_error *err) {
     if (m->output < 0) m->output = m->tok_embd;
     m->layers = calloc(hp->n_layer, sizeof *m->layers);
     if (!m->layers) return aero_fail(err, AERO_ERR_NOMEM, "out of memory");
-    bool qwen2 = m->kind == AERO_ARCH_QWEN2, qwen3 = m->kind == AERO_ARCH_QWEN3;
+    bool qwen2 = m->kind == AERO_ARCH_QWEN2, qknorm = m->kind == AERO_ARCH_QWEN3 || m->kind == AERO_ARCH_GEMMA3;
+    bool post = hp->post_norms;
     for (int l = 0; l < hp->n_layer; l++) {
         aero_layer_weights *w = &m->layers[l];
+        // phi3 fuses Q, K and V into one matrix (row slices of it are computed as three matrices)
+        if (find_tensor(g, &w->wqkv, false, d, qd + 2 * kvd, err, "blk.%d.attn_qkv.weight", l)) return err->code;
+        bool sep = w->wqkv < 0;
+        w->wq = w->wk = w->wv = -1;
         if (find_tensor(g, &w->attn_norm, true, d, 0, err, "blk.%d.attn_norm.weight", l) ||
-            find_tensor(g, &w->wq, true, d, qd, err, "blk.%d.attn_q.weight", l) ||
-            find_tensor(g, &w->wk, true, d, kvd, err, "blk.%d.attn_k.weight", l) ||
-            find_tensor(g, &w->wv, true, d, kvd, err, "blk.%d.attn_v.weight", l) ||
+            (sep && find_tensor(g, &w->wq, true, d, qd, err, "blk.%d.attn_q.weight", l)) ||
+            (sep && find_tensor(g, &w->wk, true, d, kvd, err, "blk.%d.attn_k.weight", l)) ||
+            (sep && find_tensor(g, &w->wv, true, d, kvd, err, "blk.%d.attn_v.weight", l)) ||
             find_tensor(g, &w->wo, true, qd, d, err, "blk.%d.attn_output.weight", l) ||
             find_tensor(g, &w->bq, qwen2, qd, 0, err, "blk.%d.attn_q.bias", l) ||
             find_tensor(g, &w->bk, qwen2, kvd, 0, err, "blk.%d.attn_k.bias", l) ||
             find_tensor(g, &w->bv, qwen2, kvd, 0, err, "blk.%d.attn_v.bias", l) ||
-            find_tensor(g, &w->q_norm, qwen3, hp->head_dim, 0, err, "blk.%d.attn_q_norm.weight", l) ||
-            find_tensor(g, &w->k_norm, qwen3, hp->head_dim, 0, err, "blk.%d.attn_k_norm.weight", l) ||
+            find_tensor(g, &w->q_norm, qknorm, hp->head_dim, 0, err, "blk.%d.attn_q_norm.weight", l) ||
+            find_tensor(g, &w->k_norm, qknorm, hp->head_dim, 0, err, "blk.%d.attn_k_norm.weight", l) ||
             find_tensor(g, &w->ffn_norm, true, d, 0, err, "blk.%d.ffn_norm.weight", l))
+            return err->code;
+        w->attn_post_norm = w->ffn_post_norm = -1;
+        if (post && (find_tensor(g, &w->attn_post_norm, true, d, 0, err, "blk.%d.post_attention_norm.weight", l) ||
+                     find_tensor(g, &w->ffn_post_norm, true, d, 0, err, "blk.%d.post_ffw_norm.weight", l)))
             return err->code;
         w->w_gate = w->w_up = w->w_down = -1;
         w->router = w->sh_gate = w->sh_up = w->sh_down = w->sh_gate_inp = -1;
         w->exps[0] = w->exps[1] = w->exps[2] = -1;
         if (m->moe) {
             if (map_moe(m, l, w, err)) return err->code;
+        } else if (m->kind == AERO_ARCH_PHI3) { // gate and up fused: rows [0, n_ff) gate, [n_ff, 2 n_ff) up
+            if (find_tensor(g, &w->w_up, true, d, 2 * (int64_t)hp->n_ff, err, "blk.%d.ffn_up.weight", l) ||
+                find_tensor(g, &w->w_down, true, hp->n_ff, d, err, "blk.%d.ffn_down.weight", l))
+                return err->code;
         } else if (find_tensor(g, &w->w_gate, true, d, hp->n_ff, err, "blk.%d.ffn_gate.weight", l) ||
                    find_tensor(g, &w->w_up, true, d, hp->n_ff, err, "blk.%d.ffn_up.weight", l) ||
                    find_tensor(g, &w->w_down, true, hp->n_ff, d, err, "blk.%d.ffn_down.weight", l)) {
@@ -280,7 +293,14 @@ static aero_status map_weights(aero_model *m, aero_error *err) {
     return AERO_OK;
 }
 
-// Precomputes the per-pair rotation speed, with linear or Llama 3 scaling or a rope_freqs tensor folded in.
+// YaRN's correction dimension: the pair index whose wavelength makes n_rot turns over the original context.
+static double yarn_corr_dim(int n_dims, int n_ctx_orig, double n_rot, double base) {
+    return n_dims * log(n_ctx_orig / (n_rot * 2 * M_PI)) / (2 * log(base));
+}
+
+// Precomputes the per-pair rotation speed with the scaling folded in (linear, Llama 3, YaRN, a rope_freqs
+// tensor's divisors), and the factor cos and sin are scaled by (YaRN's and rope.scaling.attn_factor), as
+// llama.cpp's rope does: theta = pos * speed, whatever the scaling.
 static aero_status rope_setup(aero_model *m, aero_error *err) {
     const aero_hparams *hp = &m->hp;
     int half = hp->rope_dim / 2;
@@ -294,25 +314,67 @@ static aero_status rope_setup(aero_model *m, aero_error *err) {
             return aero_fail(err, AERO_ERR_FORMAT, "tensor 'rope_freqs.weight' must be F32 with %d elements", half);
         freq_factors = aero_stream_global(m->stream, ff);
     }
+    bool yarn = hp->rope_scaling == AERO_ROPE_SCALING_YARN;
+    double fs = hp->rope_scale_factor > 0 ? 1.0 / hp->rope_scale_factor : 1.0, lo = 0, hi = 0;
+    if (yarn) { // ggml_rope_yarn_corr_dims
+        int orig = hp->rope_orig_ctx > 0 ? hp->rope_orig_ctx : hp->n_ctx_train;
+        lo = floor(yarn_corr_dim(hp->rope_dim, orig, hp->rope_yarn_beta_fast, hp->rope_base));
+        hi = ceil(yarn_corr_dim(hp->rope_dim, orig, hp->rope_yarn_beta_slow, hp->rope_base));
+        lo = lo > 0 ? lo : 0;
+        hi = hi < hp->rope_dim - 1 ? hi : hp->rope_dim - 1;
+    }
+    m->rope_mscale = hp->rope_attn_factor > 0 ? hp->rope_attn_factor : 1.0f;
+    if (yarn && fs < 1) m->rope_mscale *= (float)(1.0 + 0.1 * log(1.0 / fs));
     for (int i = 0; i < half; i++) {
         double f = pow(hp->rope_base, -2.0 * i / hp->rope_dim);
-        if (freq_factors) {
-            f /= freq_factors[i];
-        } else if (hp->rope_scaling == AERO_ROPE_SCALING_LINEAR) {
+        if (freq_factors) f /= freq_factors[i];
+        if (hp->rope_scaling == AERO_ROPE_SCALING_LINEAR && !freq_factors) {
             f /= hp->rope_scale_factor;
-        } else if (hp->rope_scaling == AERO_ROPE_SCALING_LLAMA3) {
+        } else if (hp->rope_scaling == AERO_ROPE_SCALING_LINEAR) {
+            f *= fs;
+        } else if (yarn) { // rope_yarn: interpolated and extrapolated speeds blended by a ramp over the pairs
+            double y = (i - lo) / (hi - lo > 0.001 ? hi - lo : 0.001);
+            double ramp = 1 - (y < 0 ? 0 : y > 1 ? 1 : y);
+            f = f * fs * (1 - ramp) + f * ramp;
+        } else if (hp->rope_scaling == AERO_ROPE_SCALING_LLAMA3 && !freq_factors) {
             // Meta's Llama 3.1 rule: long wavelengths slowed by factor, short kept, smooth blend between.
+            int orig = hp->rope_orig_ctx > 0 ? hp->rope_orig_ctx : 8192;
             double wavelen = 2 * M_PI / f;
-            double low_wl = hp->rope_orig_ctx / hp->rope_low_freq, high_wl = hp->rope_orig_ctx / hp->rope_high_freq;
+            double low_wl = orig / hp->rope_low_freq, high_wl = orig / hp->rope_high_freq;
             if (wavelen > low_wl) {
                 f /= hp->rope_scale_factor;
             } else if (wavelen >= high_wl) {
-                double smooth =
-                    (hp->rope_orig_ctx / wavelen - hp->rope_low_freq) / (hp->rope_high_freq - hp->rope_low_freq);
+                double smooth = (orig / wavelen - hp->rope_low_freq) / (hp->rope_high_freq - hp->rope_low_freq);
                 f = (1 - smooth) * f / hp->rope_scale_factor + smooth * f;
             }
         }
         m->rope_inv_freq[i] = (float)f;
+    }
+    int64_t fl = aero_gguf_tensor_index(&m->gguf, "rope_factors_long.weight"),
+            fsh = aero_gguf_tensor_index(&m->gguf, "rope_factors_short.weight");
+    if (fl >= 0 || fsh >= 0) { // LongRoPE (phi3): per-pair divisors, long or short by the context length
+        const float *fac[2] = {NULL, NULL};
+        int64_t idx[2] = {fsh, fl};
+        for (int k = 0; k < 2; k++) {
+            if (idx[k] < 0) continue;
+            const aero_tensor_info *t = &m->gguf.tensors[idx[k]];
+            if (t->type != AERO_DT_F32 || t->n_elements != (uint64_t)half)
+                return aero_fail(err, AERO_ERR_FORMAT, "tensor '%s' must be F32 with %d elements", t->name, half);
+            fac[k] = aero_stream_global(m->stream, idx[k]);
+        }
+        m->rope_inv_freq_long = malloc(sizeof(float) * half);
+        if (!m->rope_inv_freq_long) return aero_fail(err, AERO_ERR_NOMEM, "out of memory");
+        for (int i = 0; i < half; i++) {
+            double f = m->rope_inv_freq[i]; // any rope_freqs / linear factor already in
+            m->rope_inv_freq_long[i] = (float)(fac[1] ? f / fac[1][i] : f);
+            m->rope_inv_freq[i] = (float)(fac[0] ? f / fac[0][i] : f);
+        }
+    }
+    if (hp->rope_base_swa > 0 && hp->swa_pattern > 0) { // gemma3's local layers: their own base, no scaling
+        m->rope_inv_freq_swa = malloc(sizeof(float) * half);
+        if (!m->rope_inv_freq_swa) return aero_fail(err, AERO_ERR_NOMEM, "out of memory");
+        for (int i = 0; i < half; i++)
+            m->rope_inv_freq_swa[i] = (float)pow(hp->rope_base_swa, -2.0 * i / hp->rope_dim);
     }
     return AERO_OK;
 }
@@ -395,6 +457,8 @@ void aero_model_free(aero_model *m) {
     aero_stream_close(m->stream);
     aero_tokenizer_free(m->tok);
     free(m->rope_inv_freq);
+    free(m->rope_inv_freq_swa);
+    free(m->rope_inv_freq_long);
     if (m->layers)
         for (int l = 0; l < m->hp.n_layer; l++) free(m->layers[l].per_expert);
     free(m->layers);

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "../core/threadpool.h"
 #include "../core/util.h"
@@ -26,6 +27,9 @@ typedef struct {
     bool tied;
     int n_expert, n_expert_used, n_ff_exp, n_ff_shexp; // 0: dense
     bool per_expert;
+    int n_swa;          // gemma: sliding window
+    float rope_linear; // gemma3 4B+: linear rope scaling of the global layers
+    int longrope;      // phi3: LongRoPE's original context (0: none)
 } preset;
 
 static const preset presets[] = {
@@ -52,6 +56,33 @@ static const preset presets[] = {
     {"qwen2moe-tiny", "qwen2moe", 256, 2, 4, 2, 512, 512, 512, 64, 1000000.f, 1e-6f, 0.f, false, 8, 2, 256, 512, false},
     {"mixtral-tiny", "llama", 256, 2, 4, 2, 512, 512, 512, 64, 1000000.f, 1e-5f, 0.f, false, 4, 2, 512, 0, false},
     {"mixtral-tiny-split", "llama", 256, 2, 4, 2, 512, 512, 512, 64, 1000000.f, 1e-5f, 0.f, false, 4, 2, 512, 0, true},
+    // Gemma 2 2B/9B (config.json: hidden 2304/3584, 26/42 layers, 8/16 heads, 4/8 KV heads, head_dim 256,
+    // intermediate 9216/14336, vocab 256000, ctx 8192, sliding_window 4096, rms eps 1e-6), Gemma 3 1B/4B/12B
+    // (hidden 1152/2560/3840, 26/34/48 layers, 4/8/16 heads, 1/4/8 KV heads, head_dim 256, intermediate
+    // 6912/10240/15360, vocab 262144/262208, ctx 32768/131072, sliding_window 512/1024, rope_theta 1e6 with linear
+    // factor 8 from 4B on); embeddings tied.
+    {"gemma2-2b", "gemma2", 2304, 26, 8, 4, 9216, 256000, 8192, 256, 10000.f, 1e-6f, 0.f, true, 0, 0, 0, 0, false, 4096},
+    {"gemma2-9b", "gemma2", 3584, 42, 16, 8, 14336, 256000, 8192, 256, 10000.f, 1e-6f, 0.f, true, 0, 0, 0, 0, false,
+     4096},
+    {"gemma3-1b", "gemma3", 1152, 26, 4, 1, 6912, 262144, 32768, 256, 1000000.f, 1e-6f, 0.f, true, 0, 0, 0, 0, false,
+     512},
+    {"gemma3-4b", "gemma3", 2560, 34, 8, 4, 10240, 262208, 131072, 256, 1000000.f, 1e-6f, 0.f, true, 0, 0, 0, 0, false,
+     1024, 8.f},
+    {"gemma3-12b", "gemma3", 3840, 48, 16, 8, 15360, 262208, 131072, 256, 1000000.f, 1e-6f, 0.f, true, 0, 0, 0, 0,
+     false, 1024, 8.f},
+    // Tiny ones for tests: a window of 8 positions, so that a short prompt already slides; gemma3 with 6 layers
+    // (five local, one global) and linear scaling on the global one.
+    {"gemma2-tiny", "gemma2", 256, 2, 4, 2, 512, 512, 512, 64, 10000.f, 1e-6f, 0.f, true, 0, 0, 0, 0, false, 8},
+    {"gemma3-tiny", "gemma3", 256, 6, 4, 2, 512, 512, 512, 64, 1000000.f, 1e-6f, 0.f, true, 0, 0, 0, 0, false, 8, 4.f},
+    // Phi-3 mini 4k and Phi-3.5 mini (config.json: hidden 3072, 32 layers, 32 heads and KV heads, intermediate 8192,
+    // vocab 32064, ctx 4096 / 131072 with LongRoPE over an original 4096, rms eps 1e-5); untied.
+    {"phi3-mini", "phi3", 3072, 32, 32, 32, 8192, 32064, 4096, 96, 10000.f, 1e-5f, 0.f, false},
+    {"phi3.5-mini", "phi3", 3072, 32, 32, 32, 8192, 32064, 131072, 96, 10000.f, 1e-5f, 0.f, false, 0, 0, 0, 0, false, 0,
+     0.f, 4096},
+    {"phi3-tiny", "phi3", 256, 2, 4, 4, 512, 512, 512, 64, 10000.f, 1e-5f, 0.f, false},
+    // LongRoPE over an original context of 32, so any context above it rotates with the long factors
+    {"phi3-tiny-longrope", "phi3", 256, 2, 4, 4, 512, 512, 4096, 64, 10000.f, 1e-5f, 0.f, false, 0, 0, 0, 0, false, 0,
+     0.f, 32},
 };
 
 bool aero_synth_preset(const char *name, aero_synth_params *p) {
@@ -78,6 +109,9 @@ bool aero_synth_preset(const char *name, aero_synth_params *p) {
         p->n_ff_exp = s->n_ff_exp;
         p->n_ff_shexp = s->n_ff_shexp;
         p->per_expert = s->per_expert;
+        p->n_swa = s->n_swa;
+        p->rope_linear_factor = s->rope_linear;
+        p->longrope_orig_ctx = s->longrope;
         p->router_skew = s->n_expert ? 3.0f : 0.f;
         p->type = AERO_DT_F16;
         return true;
@@ -87,7 +121,8 @@ bool aero_synth_preset(const char *name, aero_synth_params *p) {
 
 const char *aero_synth_preset_names(void) {
     return "llama-1b|llama-8b|llama-70b|qwen2-0.5b|qwen2-7b|qwen3-0.6b|qwen3-8b|tiny|qwen3-30b-a3b|mixtral-8x7b|"
-           "qwen3moe-tiny|qwen2moe-tiny|mixtral-tiny|mixtral-tiny-split";
+           "qwen3moe-tiny|qwen2moe-tiny|mixtral-tiny|mixtral-tiny-split|gemma2-2b|gemma2-9b|gemma3-1b|gemma3-4b|gemma3-12b|"
+           "gemma2-tiny|gemma3-tiny|phi3-mini|phi3.5-mini|phi3-tiny|phi3-tiny-longrope";
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -128,7 +163,7 @@ static void gauss(uint64_t *s, float *x, int64_t n, float mean, float std) {
 // ---------------------------------------------------------------------------------------------------------
 // Tensor producers.
 
-typedef enum { KIND_MATRIX, KIND_NORM, KIND_BIAS, KIND_ROPE } tensor_kind;
+typedef enum { KIND_MATRIX, KIND_NORM, KIND_BIAS, KIND_ROPE, KIND_ROPE_LONG, KIND_ROPE_SHORT } tensor_kind;
 
 typedef struct {
     aero_dtype type;
@@ -137,7 +172,8 @@ typedef struct {
     int n;
 } block_pool;
 
-#define MAX_POOLS 16
+#define MAX_POOLS 32
+#define AERO_QK_K_SYNTH 256 // the K-quants' super-block
 
 typedef struct synth_state synth_state;
 
@@ -228,6 +264,11 @@ static void make_row(const tensor_src *t, uint64_t row, uint8_t *dst, float *scr
         rope_factors(t->st->p, (int)(t->row_len * 2), (float *)dst);
         return;
     }
+    if (t->kind == KIND_ROPE_LONG || t->kind == KIND_ROPE_SHORT) { // LongRoPE-like divisors growing with the pair
+        float step = t->kind == KIND_ROPE_LONG ? 0.25f : 0.02f, *y = (float *)dst;
+        for (int64_t i = 0; i < t->row_len; i++) y[i] = 1.0f + step * (float)i;
+        return;
+    }
     bool tail = t->tail_std > 0 && row >= t->tail_from;
     float std = tail ? t->tail_std : t->std;
     if (t->skew > 0) { // hot experts: a larger spread of router logits wins the top-k more often
@@ -308,6 +349,7 @@ static aero_dtype fit_type(aero_dtype type, int64_t row_len) {
     case AERO_DT_Q4_K: fb = AERO_DT_Q5_0; break;
     case AERO_DT_Q5_K: fb = AERO_DT_Q5_1; break;
     case AERO_DT_Q6_K: fb = AERO_DT_Q8_0; break;
+    case AERO_DT_IQ4_XS: fb = AERO_DT_IQ4_NL; break;
     default: fb = AERO_DT_F16; break;
     }
     return row_len % aero_dtype_get(fb)->block == 0 ? fb : AERO_DT_F16;
@@ -329,17 +371,66 @@ static bool matrix_type_ok(aero_dtype t) {
     case AERO_DT_Q3_K:
     case AERO_DT_Q4_K:
     case AERO_DT_Q5_K:
-    case AERO_DT_Q6_K: return true;
+    case AERO_DT_Q6_K:
+    case AERO_DT_IQ4_NL:
+    case AERO_DT_IQ4_XS:
+    case AERO_DT_MXFP4: return true;
     default: return false;
+    }
+}
+
+bool aero_synth_mix_parse(const char *name, aero_synth_mix *mix, aero_dtype *base) {
+    if (!strcasecmp(name, "Q4_K_M")) *mix = AERO_SYNTH_MIX_Q4_K_M, *base = AERO_DT_Q4_K;
+    else if (!strcasecmp(name, "Q5_K_M")) *mix = AERO_SYNTH_MIX_Q5_K_M, *base = AERO_DT_Q5_K;
+    else return false;
+    return true;
+}
+
+const char *aero_synth_mix_name(aero_synth_mix mix) {
+    return mix == AERO_SYNTH_MIX_Q4_K_M ? "Q4_K_M" : mix == AERO_SYNTH_MIX_Q5_K_M ? "Q5_K_M" : NULL;
+}
+
+// The roles llama.cpp's quantizer tells matrices apart by (tensor_get_category).
+typedef enum { ROLE_EMBD, ROLE_OUTPUT, ROLE_Q, ROLE_K, ROLE_V, ROLE_O, ROLE_GATE, ROLE_UP, ROLE_DOWN } mat_role;
+
+// llama.cpp's "more bits" layers: the first and last eighth, and every third layer between.
+static bool use_more_bits(int i, int n) { return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2; }
+
+// The type of a matrix of a role in layer l: p->type, or what llama.cpp's quantizer picks for the mix
+// (llama_tensor_get_type_impl for LLAMA_FTYPE_MOSTLY_Q4_K_M / Q5_K_M), before the block-size fallback.
+static aero_dtype mix_type(const aero_synth_params *p, mat_role r, int l) {
+    if (!p->mix) return p->type;
+    bool experts8 = p->n_expert == 8, llama70b = !strcmp(p->arch, "llama") && p->n_layer == 80;
+    switch (r) {
+    case ROLE_OUTPUT: return p->n_embd % AERO_QK_K_SYNTH ? AERO_DT_Q8_0 : AERO_DT_Q6_K;
+    case ROLE_EMBD: // tied: the embedding is the head, quantized as the head
+        return p->tied ? (p->n_embd % AERO_QK_K_SYNTH ? AERO_DT_Q8_0 : AERO_DT_Q6_K) : p->type;
+    case ROLE_V: {
+        aero_dtype t = use_more_bits(l, p->n_layer) ? AERO_DT_Q6_K : p->type;
+        if (llama70b && t == AERO_DT_Q4_K) t = AERO_DT_Q5_K;
+        return experts8 ? AERO_DT_Q8_0 : t;
+    }
+    case ROLE_K: return experts8 ? AERO_DT_Q8_0 : p->type;
+    case ROLE_DOWN: return use_more_bits(l, p->n_layer) ? AERO_DT_Q6_K : p->type;
+    case ROLE_O: return experts8 && p->mix == AERO_SYNTH_MIX_Q4_K_M ? AERO_DT_Q5_K : p->type;
+    default: return p->type;
     }
 }
 
 aero_status aero_synth_check(const aero_synth_params *p, aero_error *err) {
     bool llama = !strcmp(p->arch, "llama"), qwen = !strcmp(p->arch, "qwen2") || !strcmp(p->arch, "qwen3"),
-         qmoe = !strcmp(p->arch, "qwen2moe") || !strcmp(p->arch, "qwen3moe");
-    if (!llama && !qwen && !qmoe)
-        return aero_fail(err, AERO_ERR_INVALID, "unknown architecture '%s' (llama, qwen2, qwen3, qwen2moe, qwen3moe)",
+         qmoe = !strcmp(p->arch, "qwen2moe") || !strcmp(p->arch, "qwen3moe"),
+         gemma = !strcmp(p->arch, "gemma2") || !strcmp(p->arch, "gemma3"), phi3 = !strcmp(p->arch, "phi3");
+    if (!llama && !qwen && !qmoe && !gemma && !phi3)
+        return aero_fail(err, AERO_ERR_INVALID,
+                         "unknown architecture '%s' (llama, qwen2, qwen3, qwen2moe, qwen3moe, gemma2, gemma3, phi3)",
                          p->arch);
+    if (phi3 && (p->n_expert || (p->head_dim && p->head_dim * p->n_head != p->n_embd)))
+        return aero_fail(err, AERO_ERR_INVALID, "phi3: no experts, head count x head size = embedding size");
+    if (p->longrope_orig_ctx < 0 || (p->longrope_orig_ctx > 0 && !phi3))
+        return aero_fail(err, AERO_ERR_INVALID, "LongRoPE is written for phi3 only");
+    if (gemma && (p->n_expert || !p->tied || p->n_swa < 0 || !(p->rope_linear_factor >= 0)))
+        return aero_fail(err, AERO_ERR_INVALID, "%s: no experts, tied embeddings, a window >= 0", p->arch);
     if (qmoe && p->n_expert < 1) return aero_fail(err, AERO_ERR_INVALID, "%s needs experts", p->arch);
     if (llama && p->n_expert && p->n_ff_exp != p->n_ff)
         return aero_fail(err, AERO_ERR_INVALID,
@@ -370,21 +461,24 @@ aero_status aero_synth_check(const aero_synth_params *p, aero_error *err) {
                          p->n_head);
     if (hd < 2 || hd % 2 || hd > 1024)
         return aero_fail(err, AERO_ERR_INVALID, "head size %d must be even and in [2, 1024]", hd);
-    if (llama && hd * p->n_head != p->n_embd)
-        return aero_fail(err, AERO_ERR_INVALID, "llama needs head count x head size = embedding size (%d x %d != %d)",
-                         p->n_head, hd, p->n_embd);
     if (!p->tokenizer_from) {
-        int min_vocab = 256 + (llama ? 5 : 3);
+        int min_vocab = 256 + (llama ? 5 : phi3 ? 7 : gemma ? 4 : 3);
         if (p->n_vocab < min_vocab || p->n_vocab > (1 << 22))
             return aero_fail(err, AERO_ERR_INVALID,
                              "vocabulary size (--vocab) must be in [%d, %d] for the built-in "
                              "tokenizer (256 bytes + special tokens), not %d",
                              min_vocab, 1 << 22, p->n_vocab);
     }
+    aero_synth_mix mx;
+    aero_dtype base;
+    if (p->mix && (!aero_synth_mix_name(p->mix) || !aero_synth_mix_parse(aero_synth_mix_name(p->mix), &mx, &base) ||
+                   base != p->type))
+        return aero_fail(err, AERO_ERR_INVALID, "mix %d needs its base type, not %s", (int)p->mix,
+                         aero_dtype_name(p->type));
     if (!matrix_type_ok(p->type))
         return aero_fail(err, AERO_ERR_UNSUPPORTED,
                          "type %s cannot be used for weights (F32, F16, BF16, Q8_0, Q4_0, "
-                         "Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K)",
+                         "Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS, MXFP4)",
                          aero_dtype_name(p->type));
     if (!(p->rope_base > 1) || !(p->norm_eps > 0 && p->norm_eps < 1) || !(p->rope_llama3_factor >= 0))
         return aero_fail(err, AERO_ERR_INVALID, "rope base %g / norm epsilon %g / rope factor %g out of range",
@@ -392,8 +486,10 @@ aero_status aero_synth_check(const aero_synth_params *p, aero_error *err) {
     return AERO_OK;
 }
 
-static int ftype_of(aero_dtype t) {
-    switch (t) {
+static int ftype_of(const aero_synth_params *p) {
+    if (p->mix == AERO_SYNTH_MIX_Q4_K_M) return 15;
+    if (p->mix == AERO_SYNTH_MIX_Q5_K_M) return 17;
+    switch (p->type) {
     case AERO_DT_F32: return 0;
     case AERO_DT_F16: return 1;
     case AERO_DT_Q4_0: return 2;
@@ -406,9 +502,54 @@ static int ftype_of(aero_dtype t) {
     case AERO_DT_Q4_K: return 14; // Q4_K_S
     case AERO_DT_Q5_K: return 16; // Q5_K_S
     case AERO_DT_Q6_K: return 18;
+    case AERO_DT_IQ4_NL: return 25;
+    case AERO_DT_IQ4_XS: return 30;
+    case AERO_DT_MXFP4: return 38; // LLAMA_FTYPE_MOSTLY_MXFP4_MOE
     case AERO_DT_BF16: return 32;
     default: return 0;
     }
+}
+
+// Applies one "KEY=TYPE:VALUE" (or "KEY=" to remove) metadata edit.
+static aero_status apply_kv(aero_gguf_writer *w, const char *spec, aero_error *err) {
+    const char *eq = strchr(spec, '=');
+    if (!eq || eq == spec || eq - spec >= 160)
+        return aero_fail(err, AERO_ERR_INVALID, "metadata edit '%s' is not KEY=TYPE:VALUE or KEY=", spec);
+    char key[160];
+    memcpy(key, spec, (size_t)(eq - spec));
+    key[eq - spec] = 0;
+    const char *tv = eq + 1, *colon = strchr(tv, ':');
+    if (!*tv) {
+        aero_gguf_unset(w, key);
+        return AERO_OK;
+    }
+    if (!colon) return aero_fail(err, AERO_ERR_INVALID, "metadata edit '%s': no TYPE:VALUE", spec);
+    const char *v = colon + 1;
+    size_t tl = (size_t)(colon - tv);
+    char *end = NULL;
+    if (tl == 3 && !strncmp(tv, "str", 3)) aero_gguf_set_str(w, key, v);
+    else if (tl == 4 && !strncmp(tv, "bool", 4)) {
+        if (strcmp(v, "true") && strcmp(v, "false"))
+            return aero_fail(err, AERO_ERR_INVALID, "metadata edit '%s': bool is true or false", spec);
+        aero_gguf_set_bool(w, key, !strcmp(v, "true"));
+    } else if (tl == 3 && !strncmp(tv, "u32", 3)) {
+        unsigned long long x = strtoull(v, &end, 0);
+        if (end == v || *end || x > 0xFFFFFFFFull) goto bad;
+        aero_gguf_set_u32(w, key, (uint32_t)x);
+    } else if (tl == 3 && !strncmp(tv, "i32", 3)) {
+        long x = strtol(v, &end, 0);
+        if (end == v || *end) goto bad;
+        aero_gguf_set_i32(w, key, (int32_t)x);
+    } else if (tl == 3 && !strncmp(tv, "f32", 3)) {
+        double x = strtod(v, &end);
+        if (end == v || *end) goto bad;
+        aero_gguf_set_f32(w, key, (float)x);
+    } else {
+        return aero_fail(err, AERO_ERR_INVALID, "metadata edit '%s': type is u32, i32, f32, bool or str", spec);
+    }
+    return AERO_OK;
+bad:
+    return aero_fail(err, AERO_ERR_INVALID, "metadata edit '%s': bad number", spec);
 }
 
 // Registers one tensor and its producer.
@@ -472,7 +613,8 @@ aero_status aero_synth_write(const aero_synth_params *p, const char *path, aero_
     if (s) return s;
     aero_kernels_init();
     bool llama = !strcmp(p->arch, "llama"), qwen2 = !strcmp(p->arch, "qwen2") || !strcmp(p->arch, "qwen2moe"),
-         qwen3 = !strcmp(p->arch, "qwen3") || !strcmp(p->arch, "qwen3moe");
+         qwen3 = !strcmp(p->arch, "qwen3") || !strcmp(p->arch, "qwen3moe"), gemma2 = !strcmp(p->arch, "gemma2"),
+         gemma3 = !strcmp(p->arch, "gemma3"), gemma = gemma2 || gemma3, phi3 = !strcmp(p->arch, "phi3");
     int hd = p->head_dim ? p->head_dim : p->n_embd / p->n_head;
     int64_t d = p->n_embd, qd = (int64_t)p->n_head * hd, kvd = (int64_t)p->n_head_kv * hd, ff = p->n_ff;
     int64_t ne = p->n_expert, fe = p->n_ff_exp;
@@ -493,7 +635,7 @@ aero_status aero_synth_write(const aero_synth_params *p, const char *path, aero_
     snprintf(desc, sizeof desc, "random weights written by aerollm synth (seed %llu); not a trained model",
              (unsigned long long)p->seed);
     aero_gguf_set_str(w, "general.description", desc);
-    aero_gguf_set_u32(w, "general.file_type", (uint32_t)ftype_of(p->type));
+    aero_gguf_set_u32(w, "general.file_type", (uint32_t)ftype_of(p));
     aero_gguf_set_u32(w, "general.quantization_version", 2);
     if (p->tokenizer_from) {
         if ((s = synth_copy_tokenizer(w, p->tokenizer_from, &n_vocab, err))) goto done;
@@ -513,6 +655,21 @@ aero_status aero_synth_write(const aero_synth_params *p, const char *path, aero_
     aero_gguf_set_f32(w, KEY("attention.layer_norm_rms_epsilon"), p->norm_eps);
     aero_gguf_set_f32(w, KEY("rope.freq_base"), p->rope_base);
     aero_gguf_set_u32(w, KEY("rope.dimension_count"), (uint32_t)hd);
+    if (gemma && p->n_swa > 0) aero_gguf_set_u32(w, KEY("attention.sliding_window"), (uint32_t)p->n_swa);
+    if (gemma2) { // the soft-capping values of every Gemma 2 (config.json), as the converter writes them
+        aero_gguf_set_f32(w, KEY("attn_logit_softcapping"), 50.0f);
+        aero_gguf_set_f32(w, KEY("final_logit_softcapping"), 30.0f);
+    }
+    if (p->longrope_orig_ctx > 0) { // as Phi-3's converter: the magnitude correction of the long context
+        double scale = (double)p->n_ctx / p->longrope_orig_ctx;
+        aero_gguf_set_u32(w, KEY("rope.scaling.original_context_length"), (uint32_t)p->longrope_orig_ctx);
+        aero_gguf_set_f32(w, KEY("rope.scaling.attn_factor"),
+                          scale > 1 ? (float)sqrt(1 + log(scale) / log((double)p->longrope_orig_ctx)) : 1.0f);
+    }
+    if (p->rope_linear_factor > 0) {
+        aero_gguf_set_str(w, KEY("rope.scaling.type"), "linear");
+        aero_gguf_set_f32(w, KEY("rope.scaling.factor"), p->rope_linear_factor);
+    }
     if (p->n_expert) { // the keys llama.cpp's converter writes for these architectures (docs/moe.md)
         aero_gguf_set_u32(w, KEY("expert_count"), (uint32_t)p->n_expert);
         aero_gguf_set_u32(w, KEY("expert_used_count"), (uint32_t)p->n_expert_used);
@@ -520,39 +677,55 @@ aero_status aero_synth_write(const aero_synth_params *p, const char *path, aero_
         if (p->n_ff_shexp) aero_gguf_set_u32(w, KEY("expert_shared_feed_forward_length"), (uint32_t)p->n_ff_shexp);
     }
 #undef KEY
+    for (int i = 0; i < p->n_kv; i++)
+        if ((s = apply_kv(w, p->kv[i], err))) goto done;
     // Tensors in llama.cpp's names and shapes (ne[0] first: the input dimension, the length of a row), in the
     // order the forward pass reads them. Matrices ~ N(0, 1/fan_in) keep activations of order 1 through the
     // layers; embeddings ~ N(0, 0.02); norms ~ 1 + N(0, 0.02); biases ~ N(0, 0.02).
     const float sd = 1.0f / sqrtf((float)d), sq = 1.0f / sqrtf((float)qd), sf = 1.0f / sqrtf((float)ff);
-    aero_dtype T = p->type;
 #define ADD(kind, type, std, ne0, ne1, ...) \
     if ((s = add(w, &st, kind, type, std, ne0, ne1, 1, &stats, err, __VA_ARGS__))) goto done
 #define ADD3(kind, type, std, ne0, ne1, ne2, ...) \
     if ((s = add(w, &st, kind, type, std, ne0, ne1, ne2, &stats, err, __VA_ARGS__))) goto done
     // MoE: embeddings of order 1 keep the residual stream token-specific through the layers, so that routing
     // depends on the token as a trained model's does (with 0.02 a random model routes nearly every token alike)
-    ADD(KIND_MATRIX, T, p->n_expert ? 1.0f : 0.02f, d, n_vocab, "token_embd.weight");
+    ADD(KIND_MATRIX, mix_type(p, ROLE_EMBD, 0), p->n_expert ? 1.0f : 0.02f, d, n_vocab, "token_embd.weight");
     if (llama && p->rope_llama3_factor > 0) ADD(KIND_ROPE, AERO_DT_F32, 0, hd / 2, 0, "rope_freqs.weight");
+    if (p->longrope_orig_ctx > 0) {
+        ADD(KIND_ROPE_LONG, AERO_DT_F32, 0, hd / 2, 0, "rope_factors_long.weight");
+        ADD(KIND_ROPE_SHORT, AERO_DT_F32, 0, hd / 2, 0, "rope_factors_short.weight");
+    }
     for (int l = 0; l < p->n_layer; l++) {
         ADD(KIND_NORM, AERO_DT_F32, 0.02f, d, 0, "blk.%d.attn_norm.weight", l);
-        ADD(KIND_MATRIX, T, sd, d, qd, "blk.%d.attn_q.weight", l);
-        ADD(KIND_MATRIX, T, sd, d, kvd, "blk.%d.attn_k.weight", l);
-        ADD(KIND_MATRIX, T, sd, d, kvd, "blk.%d.attn_v.weight", l);
+        if (phi3) { // fused, classed with attn_v by llama.cpp's quantizer
+            ADD(KIND_MATRIX, mix_type(p, ROLE_V, l), sd, d, qd + 2 * kvd, "blk.%d.attn_qkv.weight", l);
+        } else {
+            ADD(KIND_MATRIX, mix_type(p, ROLE_Q, l), sd, d, qd, "blk.%d.attn_q.weight", l);
+            ADD(KIND_MATRIX, mix_type(p, ROLE_K, l), sd, d, kvd, "blk.%d.attn_k.weight", l);
+            ADD(KIND_MATRIX, mix_type(p, ROLE_V, l), sd, d, kvd, "blk.%d.attn_v.weight", l);
+        }
         if (qwen2) {
             ADD(KIND_BIAS, AERO_DT_F32, 0.02f, qd, 0, "blk.%d.attn_q.bias", l);
             ADD(KIND_BIAS, AERO_DT_F32, 0.02f, kvd, 0, "blk.%d.attn_k.bias", l);
             ADD(KIND_BIAS, AERO_DT_F32, 0.02f, kvd, 0, "blk.%d.attn_v.bias", l);
         }
-        if (qwen3) {
+        if (qwen3 || gemma3) {
             ADD(KIND_NORM, AERO_DT_F32, 0.02f, hd, 0, "blk.%d.attn_q_norm.weight", l);
             ADD(KIND_NORM, AERO_DT_F32, 0.02f, hd, 0, "blk.%d.attn_k_norm.weight", l);
         }
-        ADD(KIND_MATRIX, T, sq, qd, d, "blk.%d.attn_output.weight", l);
+        ADD(KIND_MATRIX, mix_type(p, ROLE_O, l), sq, qd, d, "blk.%d.attn_output.weight", l);
+        if (gemma) ADD(KIND_NORM, AERO_DT_F32, 0.02f, d, 0, "blk.%d.post_attention_norm.weight", l);
         ADD(KIND_NORM, AERO_DT_F32, 0.02f, d, 0, "blk.%d.ffn_norm.weight", l);
+        if (phi3) {
+            ADD(KIND_MATRIX, mix_type(p, ROLE_UP, l), sd, d, 2 * ff, "blk.%d.ffn_up.weight", l);
+            ADD(KIND_MATRIX, mix_type(p, ROLE_DOWN, l), sf, ff, d, "blk.%d.ffn_down.weight", l);
+            continue;
+        }
         if (!p->n_expert) {
-            ADD(KIND_MATRIX, T, sd, d, ff, "blk.%d.ffn_gate.weight", l);
-            ADD(KIND_MATRIX, T, sd, d, ff, "blk.%d.ffn_up.weight", l);
-            ADD(KIND_MATRIX, T, sf, ff, d, "blk.%d.ffn_down.weight", l);
+            ADD(KIND_MATRIX, mix_type(p, ROLE_GATE, l), sd, d, ff, "blk.%d.ffn_gate.weight", l);
+            ADD(KIND_MATRIX, mix_type(p, ROLE_UP, l), sd, d, ff, "blk.%d.ffn_up.weight", l);
+            ADD(KIND_MATRIX, mix_type(p, ROLE_DOWN, l), sf, ff, d, "blk.%d.ffn_down.weight", l);
+            if (gemma) ADD(KIND_NORM, AERO_DT_F32, 0.02f, d, 0, "blk.%d.post_ffw_norm.weight", l);
             continue;
         }
         // the router stays F32 (llama.cpp's quantizer never quantizes ffn_gate_inp); a scale that makes the
@@ -561,9 +734,9 @@ aero_status aero_synth_write(const aero_synth_params *p, const char *path, aero_
         ADD(KIND_MATRIX, AERO_DT_F32, sd * 2.0f, d, ne, "blk.%d.ffn_gate_inp.weight", l);
         const float sfe = 1.0f / sqrtf((float)fe);
         if (!p->per_expert) {
-            ADD3(KIND_MATRIX, T, sd, d, fe, ne, "blk.%d.ffn_gate_exps.weight", l);
-            ADD3(KIND_MATRIX, T, sd, d, fe, ne, "blk.%d.ffn_up_exps.weight", l);
-            ADD3(KIND_MATRIX, T, sfe, fe, d, ne, "blk.%d.ffn_down_exps.weight", l);
+            ADD3(KIND_MATRIX, mix_type(p, ROLE_GATE, l), sd, d, fe, ne, "blk.%d.ffn_gate_exps.weight", l);
+            ADD3(KIND_MATRIX, mix_type(p, ROLE_UP, l), sd, d, fe, ne, "blk.%d.ffn_up_exps.weight", l);
+            ADD3(KIND_MATRIX, mix_type(p, ROLE_DOWN, l), sfe, fe, d, ne, "blk.%d.ffn_down_exps.weight", l);
         } else {
             static const char *const part[3] = {"gate", "up", "down"};
             for (int e = 0; e < ne; e++)
@@ -571,19 +744,19 @@ aero_status aero_synth_write(const aero_synth_params *p, const char *path, aero_
                     snprintf(st.seed_name, sizeof st.seed_name, "blk.%d.ffn_%s_exps.weight", l, part[q]);
                     st.next_row_offset = (uint64_t)e * (uint64_t)(q == 2 ? d : fe);
                     int64_t cols = q < 2 ? d : fe, rows = q < 2 ? fe : d;
-                    ADD(KIND_MATRIX, T, q < 2 ? sd : sfe, cols, rows, "blk.%d.ffn_%s.%d.weight", l, part[q], e);
+                    ADD(KIND_MATRIX, mix_type(p, q == 0 ? ROLE_GATE : q == 1 ? ROLE_UP : ROLE_DOWN, l), q < 2 ? sd : sfe, cols, rows, "blk.%d.ffn_%s.%d.weight", l, part[q], e);
                 }
         }
         if (p->n_ff_shexp > 0) {
             int64_t fs = p->n_ff_shexp;
             ADD(KIND_NORM, AERO_DT_F32, 0.5f, d, 0, "blk.%d.ffn_gate_inp_shexp.weight", l); // mean 1: gate open
-            ADD(KIND_MATRIX, T, sd, d, fs, "blk.%d.ffn_gate_shexp.weight", l);
-            ADD(KIND_MATRIX, T, sd, d, fs, "blk.%d.ffn_up_shexp.weight", l);
-            ADD(KIND_MATRIX, T, 1.0f / sqrtf((float)fs), fs, d, "blk.%d.ffn_down_shexp.weight", l);
+            ADD(KIND_MATRIX, mix_type(p, ROLE_GATE, l), sd, d, fs, "blk.%d.ffn_gate_shexp.weight", l);
+            ADD(KIND_MATRIX, mix_type(p, ROLE_UP, l), sd, d, fs, "blk.%d.ffn_up_shexp.weight", l);
+            ADD(KIND_MATRIX, mix_type(p, ROLE_DOWN, l), 1.0f / sqrtf((float)fs), fs, d, "blk.%d.ffn_down_shexp.weight", l);
         }
     }
     ADD(KIND_NORM, AERO_DT_F32, 0.02f, d, 0, "output_norm.weight");
-    if (!p->tied) ADD(KIND_MATRIX, T, sd, d, n_vocab, "output.weight");
+    if (!p->tied) ADD(KIND_MATRIX, mix_type(p, ROLE_OUTPUT, 0), sd, d, n_vocab, "output.weight");
 #undef ADD
 #undef ADD3
     s = aero_gguf_write(w, path, err);

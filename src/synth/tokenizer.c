@@ -263,6 +263,29 @@ done:
 static const char *const llama_specials[] = {"<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>",
                                              "<|end_header_id|>", "<|eot_id|>"};
 static const char *const qwen_specials[] = {"<|endoftext|>", "<|im_start|>", "<|im_end|>"};
+static const char *const gemma_specials[] = {"<bos>", "<eos>", "<start_of_turn>", "<end_of_turn>"};
+// Phi-3's SentencePiece specials are there too: llama.cpp sets attributes on them by name for any "phi3" model
+static const char *const phi3_specials[] = {"<s>",      "</s>",          "<unk>", "<|endoftext|>",
+                                            "<|user|>", "<|assistant|>", "<|end|>"};
+
+// Phi-3's chat template (Phi-3 mini instruct).
+static const char phi3_template[] =
+    "{% for message in messages %}{% if message['role'] == 'system' %}{{'<|system|>\n' + message['content'] + "
+    "'<|end|>\n'}}{% elif message['role'] == 'user' %}{{'<|user|>\n' + message['content'] + '<|end|>\n'}}{% elif "
+    "message['role'] == 'assistant' %}{{'<|assistant|>\n' + message['content'] + '<|end|>\n'}}{% endif %}{% endfor "
+    "%}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% else %}{{ eos_token }}{% endif %}";
+
+// Gemma 3's chat template (Gemma 2's is the same for user/model turns; a system message becomes the first user
+// turn's prefix).
+static const char gemma_template[] =
+    "{{ bos_token }}{%- if messages[0]['role'] == 'system' -%}{%- set first_user_prefix = messages[0]['content'] + "
+    "'\n\n' -%}{%- set loop_messages = messages[1:] -%}{%- else -%}{%- set first_user_prefix = \"\" -%}{%- set "
+    "loop_messages = messages -%}{%- endif -%}{%- for message in loop_messages -%}{%- if (message['role'] == 'user') "
+    "!= (loop.index0 % 2 == 0) -%}{{ raise_exception(\"Conversation roles must alternate "
+    "user/assistant/user/assistant/...\") }}{%- endif -%}{%- if (message['role'] == 'assistant') -%}{%- set role = "
+    "\"model\" -%}{%- else -%}{%- set role = message['role'] -%}{%- endif -%}{{ '<start_of_turn>' + role + '\n' + "
+    "(first_user_prefix if loop.first else \"\") }}{{ message['content'] | trim }}{{ '<end_of_turn>\n' }}{%- "
+    "endfor -%}{%- if add_generation_prompt -%}{{'<start_of_turn>model\n'}}{%- endif -%}";
 
 static const char llama3_template[] =
     "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = '<|start_header_id|>' + "
@@ -277,9 +300,9 @@ static const char chatml_template[] =
 // up to n_vocab (as Hugging Face vocabularies padded for the embedding's size are converted).
 aero_status synth_write_tokenizer(aero_gguf_writer *w, const aero_synth_params *p, aero_synth_stats *stats, int *n_real,
                                   aero_error *err) {
-    bool llama = !strcmp(p->arch, "llama");
-    const char *const *spec = llama ? llama_specials : qwen_specials;
-    int n_spec = llama ? 5 : 3;
+    bool llama = !strcmp(p->arch, "llama"), gemma = !strncmp(p->arch, "gemma", 5), phi3 = !strcmp(p->arch, "phi3");
+    const char *const *spec = llama ? llama_specials : gemma ? gemma_specials : phi3 ? phi3_specials : qwen_specials;
+    int n_spec = llama ? 5 : phi3 ? 7 : gemma ? 4 : 3;
     int room = p->n_vocab - 256 - n_spec;
     vocab_build v = {0};
     int32_t *types = NULL;
@@ -307,11 +330,15 @@ aero_status synth_write_tokenizer(aero_gguf_writer *w, const aero_synth_params *
     aero_gguf_set_arr(w, "tokenizer.ggml.token_type", AERO_GGUF_INT32, types, (uint64_t)v.n);
     aero_gguf_set_arr_str(w, "tokenizer.ggml.merges", (const char *const *)v.merges, (uint64_t)v.n_merges);
     aero_gguf_set_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)first_spec); // <|begin_of_text|> / <|endoftext|>
-    aero_gguf_set_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)first_spec + (llama ? 1 : 0));
-    aero_gguf_set_u32(w, "tokenizer.ggml.padding_token_id", (uint32_t)first_spec + (llama ? 1 : 0));
-    aero_gguf_set_bool(w, "tokenizer.ggml.add_bos_token", llama);
+    int eos = phi3 ? 3 : llama || gemma ? 1 : 0; // <|end_of_text|>, <eos>, <|endoftext|>
+    aero_gguf_set_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)(first_spec + eos));
+    aero_gguf_set_u32(w, "tokenizer.ggml.padding_token_id", (uint32_t)(first_spec + eos));
+    if (gemma) aero_gguf_set_u32(w, "tokenizer.ggml.eot_token_id", (uint32_t)first_spec + 3); // <end_of_turn>
+    if (phi3) aero_gguf_set_u32(w, "tokenizer.ggml.eot_token_id", (uint32_t)first_spec + 6);  // <|end|>
+    aero_gguf_set_bool(w, "tokenizer.ggml.add_bos_token", llama || gemma || phi3);
     aero_gguf_set_bool(w, "tokenizer.ggml.add_eos_token", false);
-    aero_gguf_set_str(w, "tokenizer.chat_template", llama ? llama3_template : chatml_template);
+    aero_gguf_set_str(w, "tokenizer.chat_template",
+                      llama ? llama3_template : gemma ? gemma_template : phi3 ? phi3_template : chatml_template);
     if (stats) {
         stats->n_vocab = v.n;
         stats->n_merges = v.n_merges;

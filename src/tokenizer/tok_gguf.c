@@ -172,6 +172,8 @@ static aero_status gguf_bpe(aero_tokenizer *t, const aero_gguf *g, aero_error *e
 
 // Special token ids and add-BOS/EOS/SEP flags the file sets, over the model kind's defaults.
 static void gguf_special_tokens(aero_tokenizer *t, const aero_gguf *g) {
+    if (t->kind == AERO_TOK_BPE && t->pre_name && (!strcmp(t->pre_name, "chatglm-bpe") || !strcmp(t->pre_name, "glm4")))
+        t->bos = -1; // GLM-4 has no BOS unless the file names one
     get_id(g, "tokenizer.ggml.bos_token_id", &t->bos);
     get_id(g, "tokenizer.ggml.cls_token_id", t->kind == AERO_TOK_WPM ? &t->bos : &(int32_t){0});
     get_id(g, "tokenizer.ggml.eos_token_id", &t->eos);

@@ -41,13 +41,29 @@ has 'qwen3.attention.key_length *uint32 *128' "$T/out"
 has '<|im_end|>' "$T/out"
 
 # Every matrix type the kernels compute with.
-for ty in F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q2_K Q3_K Q4_K Q5_K Q6_K; do
+for ty in F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q2_K Q3_K Q4_K Q5_K Q6_K IQ4_NL IQ4_XS MXFP4; do
   ok "$A" synth --preset tiny --type $ty --layers 1 -q -o "$T/t_$ty.gguf" || continue
   ok "$A" info "$T/t_$ty.gguf" --no-tensors || continue
   n=$(grep -E "^  $ty +[0-9]+ tensors" "$T/out" | awk '{print $2}')
   want=9; [ $ty = F32 ] && want=12 # the 3 norms are F32 too
   [ "${n:-0}" = $want ] || fail "--type $ty: expected $want $ty tensors, info says '${n:-none}'"
 done
+
+# The Q4_K_M / Q5_K_M mixes as llama.cpp's quantizer makes them: Q6_K for the head and for attn_v and ffn_down of
+# the "more bits" layers (8 layers: 0, 3, 6, 7), the base type elsewhere; tied: the embedding is the head.
+ok "$A" synth --preset tiny --layers 8 --type Q4_K_M -q -o "$T/q4km.gguf" && ok "$A" info "$T/q4km.gguf"
+has 'general.file_type *uint32 *15' "$T/out"
+has 'output.weight *Q6_K' "$T/out"
+has 'token_embd.weight *Q4_K' "$T/out"
+for l in 0 3 6 7; do has "blk.$l.attn_v.weight *Q6_K" "$T/out"; has "blk.$l.ffn_down.weight *Q6_K" "$T/out"; done
+for l in 1 2 4 5; do has "blk.$l.attn_v.weight *Q4_K" "$T/out"; has "blk.$l.ffn_down.weight *Q4_K" "$T/out"; done
+has 'blk.3.attn_q.weight *Q4_K' "$T/out"
+has 'blk.3.ffn_up.weight *Q4_K' "$T/out"
+ok "$A" synth --preset tiny --layers 8 --type q5_k_m --tied -q -o "$T/q5km.gguf" && ok "$A" info "$T/q5km.gguf"
+has 'general.file_type *uint32 *17' "$T/out"
+has 'token_embd.weight *Q6_K' "$T/out"
+has 'blk.2.ffn_down.weight *Q5_K' "$T/out"
+has 'blk.6.attn_v.weight *Q6_K' "$T/out"
 
 # Determinism: same seed -> same bytes (1 or 2 threads); another seed -> other bytes; --exact differs but loads.
 for ty in F16 Q4_K; do
@@ -118,7 +134,7 @@ bad "not a multiple of the KV head count" --preset tiny --heads 4 --kv-heads 3 -
 bad "--dim: '0' is not an integer" --preset tiny --dim 0 -o "$T/x.gguf"
 bad "--layers: 'abc'" --preset tiny --layers abc -o "$T/x.gguf"
 bad "vocabulary size" --preset tiny --vocab 100 -o "$T/x.gguf"
-bad "head count x head size" --preset tiny --head-dim 32 -o "$T/x.gguf"
+bad "head size 3 must be even" --preset tiny --head-dim 3 -o "$T/x.gguf"
 bad "contradicts preset" --preset tiny --arch qwen3 -o "$T/x.gguf"
 bad "--seed" --preset tiny --seed -5 -o "$T/x.gguf"
 bad "needs a value" --preset tiny -o
