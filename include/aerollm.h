@@ -769,6 +769,35 @@ aero_status aero_server_load(aero_server *s, aero_error *err);
 // Stops accepting, ends running generations, frees everything.
 void aero_server_stop(aero_server *s);
 
+// ---- offline batch jobs (`aerollm batch`) ----
+// The OpenAI Batch format: each input line {"custom_id", "method": "POST", "url": "/v1/chat/completions" or
+// "/v1/completions", "body"}; each output line {"id", "custom_id", "response": {"status_code", "request_id",
+// "body"}, "error"}, the body exactly what the server answers (its request parser, scheduler and response
+// builders, in process). A line that is no request gets "response": null and an "error" naming the line (under
+// custom_id "line-N" when it has no usable custom_id of its own, or repeats one).
+
+typedef struct {
+    const char *input;         // JSONL requests
+    const char *output;        // JSONL answers, appended and flushed as each request ends
+    bool resume;               // keep the output's complete lines and skip their custom_ids; without it an
+                               // existing non-empty output is refused
+    bool progress;             // a progress line on stderr (requests done, tokens/s, ETA)
+    aero_server_params server; // model, context, cache types, sampling defaults, alias; parallel: sequences
+                               // decoded together in each forward pass (the batch size)
+} aero_batch_job_params;
+
+typedef struct {
+    int n_done;    // lines answered by this run (errors included)
+    int n_errors;  // of them, answers that are not a 200 response
+    int n_skipped; // requests skipped as already answered (resume)
+    uint64_t prompt_tokens, completion_tokens;
+    double seconds;
+} aero_batch_job_stats;
+
+void aero_batch_job_params_default(aero_batch_job_params *p);
+// Runs the whole job; AERO_OK when every line was answered (bad lines included: they get error lines).
+aero_status aero_batch_job_run(const aero_batch_job_params *p, aero_batch_job_stats *st, aero_error *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -461,6 +461,14 @@ int cli_generate(cli_session *e, const cli_opts *o, FILE *out) {
         cli_fail(cmd, "%s", err.msg);
         goto done;
     }
+    if (o->prompt_cache) { // before any output, so that the line does not land inside the text
+        int reused = aero_generator_n_reused(g);
+        fprintf(stderr, "prompt cache: %s: %d of %zu prompt tokens reused, %zu to prefill\n", o->prompt_cache, reused,
+                n_ids, n_ids - (size_t)reused);
+        if (pc.loaded && pc.n_matched < pc.n_file)
+            fprintf(stderr, "prompt cache: the file holds %d tokens; the prompt differs from token %d on\n",
+                    pc.n_file, pc.n_matched);
+    }
     fputs(prompt, out);
     fflush(out);
     if (aero_generator_prefill(g, &err)) {
@@ -468,14 +476,7 @@ int cli_generate(cli_session *e, const cli_opts *o, FILE *out) {
         goto done;
     }
     double t1 = aero_now();
-    if (o->prompt_cache) {
-        int reused = aero_generator_n_reused(g);
-        fprintf(stderr, "prompt cache: %s: %d of %zu prompt tokens reused, %zu prefilled\n", o->prompt_cache, reused, n_ids, n_ids - (size_t)reused);
-        if (pc.loaded && pc.n_matched < pc.n_file)
-            fprintf(stderr, "prompt cache: the file held %d tokens; the prompt differs from token %d on\n", pc.n_file,
-                    pc.n_matched);
-        if (cli_prompt_cache_save(e, o, ids, (int)n_ids, &pc, cmd)) goto done;
-    }
+    if (cli_prompt_cache_save(e, o, ids, (int)n_ids, &pc, cmd)) goto done;
     aero_model_expert_stats_reset(e->model); // --stats: the expert cache over the generated tokens only
     size_t shown = 0;
     emit(g, &shown, out);
