@@ -526,6 +526,9 @@ aero_status aero_kv_load(aero_ctx *c, int seq, const char *path, int32_t **token
 // Checks a whole file image in memory without a model (fuzzers, tools): header, sizes, token ids against the
 // vocabulary size it records, and every checksum.
 aero_status aero_kv_file_check(const void *buf, size_t len, int *n_tokens, aero_error *err);
+// Rewrites the checksums of a file image (of the rows only when its size matches the header), so that fuzzers
+// and tests reach the checks behind them with damaged fields.
+void aero_kv_file_seal(void *buf, size_t len);
 
 // ---- batches and the forward pass ----
 

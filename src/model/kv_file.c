@@ -209,6 +209,32 @@ aero_status aero_kv_file_check(const void *buf, size_t len, int *n_tokens, aero_
     return AERO_OK;
 }
 
+void aero_kv_file_seal(void *buf, size_t len) {
+    uint8_t *b = buf;
+    if (len < KVF_HEADER || memcmp(b, KVF_MAGIC, 8)) return;
+    kvf_header h = {0};
+    const uint8_t *p = b + 24 + sizeof h.model_name;
+    h.n_layer = get32(&p), h.n_head_kv = get32(&p), h.head_dim = get32(&p), h.n_vocab = get32(&p);
+    h.type_k = get32(&p), h.type_v = get32(&p), h.n_tokens = get32(&p), h.n_ctx = get32(&p);
+    h.row_k = get64(&p), h.row_v = get64(&p);
+    uint64_t size;
+    uint8_t *q = b + KVF_HEADER - 24;
+    if (h.n_layer <= KVF_MAX_LAYERS && h.n_tokens <= KVF_MAX_TOKENS && kvf_file_size(&h, &size) && size == len) {
+        const uint8_t *r = b + KVF_HEADER;
+        put64(&q, kvf_hash(r, 4ull * h.n_tokens, 1));
+        r += 4ull * h.n_tokens;
+        uint64_t rh = 0;
+        for (uint32_t l = 0; l < h.n_layer; l++) {
+            rh = kvf_chain(rh, kvf_hash(r, h.n_tokens * h.row_k, 2)), r += h.n_tokens * h.row_k;
+            rh = kvf_chain(rh, kvf_hash(r, h.n_tokens * h.row_v, 3)), r += h.n_tokens * h.row_v;
+        }
+        put64(&q, rh);
+    } else {
+        q += 16;
+    }
+    put64(&q, kvf_hash(b, KVF_HEADER - 8, 0));
+}
+
 // Reads exactly n bytes at off, naming a short read as truncation (the usual way a file is damaged).
 static aero_status kvf_pread(int fd, void *dst, size_t n, uint64_t off, const char *path, aero_error *err) {
     size_t done = 0;
