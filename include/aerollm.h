@@ -512,6 +512,25 @@ void aero_kv_drop(aero_ctx *c, int seq);              // empties seq
 // down to base, base+1, ...: the accepted path of a verified tree.
 void aero_kv_keep(aero_ctx *c, int seq, int base, const int *keep, int n_keep);
 
+// Saved prompts (--prompt-cache, the server's slot files): the cached K/V of a sequence's first n_tokens
+// positions, with those tokens, written to path through a temporary file in the same directory that is fsync'd
+// and renamed into place (a crash never leaves a half file). The file records the model's identity (a hash of
+// its metadata and tensor table, and the shape of the cache) and the cache types. CPU contexts without
+// --kv-recent only (AERO_ERR_UNSUPPORTED otherwise, with the reason).
+aero_status aero_kv_save(aero_ctx *c, int seq, const int32_t *tokens, int n_tokens, const char *path,
+                         aero_error *err);
+// Reads a file written by aero_kv_save into sequence seq: afterwards the sequence caches the file's tokens
+// (*tokens, malloc'ed, and *n_tokens; tokens may be NULL). Refused, naming the reason and changing nothing, for
+// another model, other cache types, a context shorter than the file's tokens, a truncated file or a damaged
+// header; rows that fail their checksum leave the sequence empty.
+aero_status aero_kv_load(aero_ctx *c, int seq, const char *path, int32_t **tokens, int *n_tokens, aero_error *err);
+// Checks a whole file image in memory without a model (fuzzers, tools): header, sizes, token ids against the
+// vocabulary size it records, and every checksum.
+aero_status aero_kv_file_check(const void *buf, size_t len, int *n_tokens, aero_error *err);
+// Rewrites the checksums of a file image (of the rows only when its size matches the header), so that fuzzers
+// and tests reach the checks behind them with damaged fields.
+void aero_kv_file_seal(void *buf, size_t len);
+
 // ---- batches and the forward pass ----
 
 // Tokens with their positions, sequences and which ones want logits (built with an aero_batch_buf).
@@ -686,6 +705,9 @@ void aero_generator_interrupt(aero_generator *g);
 aero_end aero_generator_end(const aero_generator *g);
 bool aero_generator_prefilling(const aero_generator *g); // prompt tokens remain to decode
 int aero_generator_n_prompt(const aero_generator *g);
+// Tells a generator with ctx that its sequence's cache already holds toks[0..n) (loaded from a saved prompt),
+// so that the next begin reuses them as it reuses what an earlier generation left.
+void aero_generator_set_history(aero_generator *g, const int32_t *toks, int n);
 int aero_generator_n_reused(const aero_generator *g);    // prompt tokens found in the KV cache by begin
 int aero_generator_n_generated(const aero_generator *g); // tokens emitted
 // Tokens emitted by the last step/advance, and the logits row the last of them was sampled from.
@@ -760,6 +782,35 @@ int aero_server_port(const aero_server *s);
 aero_status aero_server_load(aero_server *s, aero_error *err);
 // Stops accepting, ends running generations, frees everything.
 void aero_server_stop(aero_server *s);
+
+// ---- offline batch jobs (`aerollm batch`) ----
+// The OpenAI Batch format: each input line {"custom_id", "method": "POST", "url": "/v1/chat/completions" or
+// "/v1/completions", "body"}; each output line {"id", "custom_id", "response": {"status_code", "request_id",
+// "body"}, "error"}, the body exactly what the server answers (its request parser, scheduler and response
+// builders, in process). A line that is no request gets "response": null and an "error" naming the line (under
+// custom_id "line-N" when it has no usable custom_id of its own, or repeats one).
+
+typedef struct {
+    const char *input;         // JSONL requests
+    const char *output;        // JSONL answers, appended and flushed as each request ends
+    bool resume;               // keep the output's complete lines and skip their custom_ids; without it an
+                               // existing non-empty output is refused
+    bool progress;             // a progress line on stderr (requests done, tokens/s, ETA)
+    aero_server_params server; // model, context, cache types, sampling defaults, alias; parallel: sequences
+                               // decoded together in each forward pass (the batch size)
+} aero_batch_job_params;
+
+typedef struct {
+    int n_done;    // lines answered by this run (errors included)
+    int n_errors;  // of them, answers that are not a 200 response
+    int n_skipped; // requests skipped as already answered (resume)
+    uint64_t prompt_tokens, completion_tokens;
+    double seconds;
+} aero_batch_job_stats;
+
+void aero_batch_job_params_default(aero_batch_job_params *p);
+// Runs the whole job; AERO_OK when every line was answered (bad lines included: they get error lines).
+aero_status aero_batch_job_run(const aero_batch_job_params *p, aero_batch_job_stats *st, aero_error *err);
 
 #ifdef __cplusplus
 }

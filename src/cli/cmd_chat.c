@@ -77,6 +77,8 @@ typedef struct {
     aero_generator *gen; // one generation per turn on sequence 0; it knows what the KV cache holds
     int n_ctx;
     bool verbose;
+    const cli_opts *o;
+    bool cache_done; // --prompt-cache applies to the first turn's prompt (the system message and first message)
 } chat_state;
 
 // One turn: render, reuse the cached prefix, prefill the rest, stream the answer. The answer (malloc'ed) is
@@ -111,9 +113,28 @@ static int turn(chat_state *s, char **answer) {
     }
     int n = (int)n_ids;
     double t0 = aero_now();
+    cli_prompt_cache pc = {0};
+    bool use_cache = s->o->prompt_cache && !s->cache_done;
+    if (use_cache && cli_prompt_cache_load(&s->e, s->o, s->gen, ids, n, &pc, "chat")) {
+        free(ids);
+        return 1;
+    }
     st = aero_generator_begin(s->gen, ids, n, &err);
+    if (st || aero_generator_prefill(s->gen, &err)) {
+        free(ids);
+        return cli_fail("chat", "%s", err.msg);
+    }
+    if (use_cache) {
+        s->cache_done = true;
+        int reused = aero_generator_n_reused(s->gen);
+        fprintf(stderr, "[prompt cache: %s: %d of %d prompt tokens reused, %d prefilled]\n", s->o->prompt_cache,
+                reused, n, n - reused);
+        if (cli_prompt_cache_save(&s->e, s->o, ids, n, &pc, "chat")) {
+            free(ids);
+            return 1;
+        }
+    }
     free(ids);
-    if (st || aero_generator_prefill(s->gen, &err)) return cli_fail("chat", "%s", err.msg);
     double t1 = aero_now();
     int keep = aero_generator_n_reused(s->gen);
     size_t shown = 0, len;
@@ -191,6 +212,7 @@ int aero_cmd_chat(int argc, char **argv) {
     int rc = 1;
     aero_error err = {0};
     if (cli_session_open(&s.e, &o, "chat")) return 1;
+    s.o = &o;
     s.tok = aero_model_tokenizer(s.e.model);
     const char *tname;
     char note[256];

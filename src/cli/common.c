@@ -45,7 +45,10 @@ void cli_common_usage(void) {
            "  --draft-p-min P     stop drafting when the drafter's confidence falls below P\n"
            "  --draft-fixed       always draft --draft-max tokens (no adaptive length)\n"
            "  --draft-tree N      draft a tree of up to N nodes (depth <= --draft-max), verified in one pass\n"
-           "  --draft-threads N   drafter compute threads (default: as -t)\n");
+           "  --draft-threads N   drafter compute threads (default: as -t)\n"
+           "  --prompt-cache FILE run/chat: save the prompt's KV cache after prefill; a later run whose prompt starts\n"
+           "                      with the saved tokens loads it and prefills only the rest (same model, -ctk/-ctv)\n"
+           "  --prompt-cache-ro   use the --prompt-cache file but never write it\n");
 }
 
 // Parses an int flag value within [lo, hi].
@@ -84,6 +87,7 @@ int cli_opts_parse(cli_opts *o, const char *cmd, int argc, char **argv, int i) {
     if (!strcmp(f, "--kv-f32")) return o->kv_f32 = true, 1;
     if (!strcmp(f, "--json")) return o->json = true, 1;
     if (!strcmp(f, "--draft-fixed")) return o->draft_fixed = true, 1;
+    if (!strcmp(f, "--prompt-cache-ro")) return o->prompt_cache_ro = true, 1;
     static const char *with_value[] = {"-m",
                                        "--model",
                                        "-p",
@@ -126,6 +130,7 @@ int cli_opts_parse(cli_opts *o, const char *cmd, int argc, char **argv, int i) {
                                        "--kv-recent",
                                        "--device",
                                        "--gpu-mem",
+                                       "--prompt-cache",
                                        NULL};
     bool known = false;
     for (int k = 0; with_value[k]; k++) known |= !strcmp(f, with_value[k]);
@@ -170,6 +175,7 @@ int cli_opts_parse(cli_opts *o, const char *cmd, int argc, char **argv, int i) {
     else if (!strcmp(f, "--draft-p-min")) ok = parse_float(cmd, f, v, 0, 1, &o->draft_p_min);
     else if (!strcmp(f, "--draft-tree")) ok = parse_int(cmd, f, v, 2, 1024, &o->draft_tree);
     else if (!strcmp(f, "--draft-threads") || !strcmp(f, "-td")) ok = parse_int(cmd, f, v, 1, 1024, &o->draft_threads);
+    else if (!strcmp(f, "--prompt-cache")) o->prompt_cache = v;
     else if (!strcmp(f, "--kv-recent")) ok = parse_int(cmd, f, v, 0, 1 << 20, &o->kv_recent);
     else if (!strcmp(f, "-ctk") || !strcmp(f, "--cache-type-k") || !strcmp(f, "-ctv") || !strcmp(f, "--cache-type-v")) {
         int t = aero_kv_type_parse(v);
@@ -364,6 +370,41 @@ void cli_spec_print_stats(aero_spec *s, double gen_s, double t1_pass, FILE *f) {
                 t1_pass * st.generated / gen_s, gen_s * 1e3 / (st.generated ? st.generated : 1), t1_pass * 1e3);
 }
 
+int cli_prompt_cache_load(cli_session *e, const cli_opts *o, aero_generator *g, const int32_t *ids, int n,
+                          cli_prompt_cache *state, const char *cmd) {
+    memset(state, 0, sizeof *state);
+    if (!o->prompt_cache) return 0;
+    if (e->spec) return cli_fail(cmd, "--prompt-cache is not supported with --draft");
+    if (access(o->prompt_cache, F_OK) != 0) {
+        if (o->prompt_cache_ro)
+            fprintf(stderr, "%s: prompt cache %s does not exist (read-only: it will not be written)\n", cmd,
+                    o->prompt_cache);
+        return 0; // the first run makes it
+    }
+    aero_error err = {0};
+    int32_t *toks = NULL;
+    int nt = 0;
+    if (aero_kv_load(e->ctx, 0, o->prompt_cache, &toks, &nt, &err)) return cli_fail(cmd, "%s", err.msg);
+    int k = 0;
+    while (k < nt && k < n && toks[k] == ids[k]) k++;
+    free(toks);
+    aero_kv_truncate(e->ctx, 0, k);
+    aero_generator_set_history(g, ids, k);
+    state->loaded = true;
+    state->n_file = nt;
+    state->n_matched = k;
+    state->same = k == nt && nt == n;
+    return 0;
+}
+
+int cli_prompt_cache_save(cli_session *e, const cli_opts *o, const int32_t *ids, int n, const cli_prompt_cache *state,
+                          const char *cmd) {
+    if (!o->prompt_cache || o->prompt_cache_ro || state->same) return 0;
+    aero_error err = {0};
+    if (aero_kv_save(e->ctx, 0, ids, n, o->prompt_cache, &err)) return cli_fail(cmd, "%s", err.msg);
+    return 0;
+}
+
 // Writes the text the generation made visible since the last call.
 static void emit(aero_generator *g, size_t *shown, FILE *out) {
     size_t len, vis = aero_generator_visible(g);
@@ -413,10 +454,20 @@ int cli_generate(cli_session *e, const cli_opts *o, FILE *out) {
         goto done;
     }
     double t0 = aero_now();
+    cli_prompt_cache pc;
+    if (cli_prompt_cache_load(e, o, g, ids, (int)n_ids, &pc, cmd)) goto done;
     // the speculative decoder checks its drafter against the request before any output
     if (aero_generator_begin(g, ids, (int)n_ids, &err)) {
         cli_fail(cmd, "%s", err.msg);
         goto done;
+    }
+    if (o->prompt_cache) { // before any output, so that the line does not land inside the text
+        int reused = aero_generator_n_reused(g);
+        fprintf(stderr, "prompt cache: %s: %d of %zu prompt tokens reused, %zu to prefill\n", o->prompt_cache, reused,
+                n_ids, n_ids - (size_t)reused);
+        if (pc.loaded && pc.n_matched < pc.n_file)
+            fprintf(stderr, "prompt cache: the file holds %d tokens; the prompt differs from token %d on\n",
+                    pc.n_file, pc.n_matched);
     }
     fputs(prompt, out);
     fflush(out);
@@ -425,6 +476,7 @@ int cli_generate(cli_session *e, const cli_opts *o, FILE *out) {
         goto done;
     }
     double t1 = aero_now();
+    if (cli_prompt_cache_save(e, o, ids, (int)n_ids, &pc, cmd)) goto done;
     aero_model_expert_stats_reset(e->model); // --stats: the expert cache over the generated tokens only
     size_t shown = 0;
     emit(g, &shown, out);

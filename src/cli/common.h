@@ -33,6 +33,9 @@ typedef struct {
     int draft_max, draft_min, draft_tree, draft_threads;
     float draft_p_min;
     bool draft_fixed; // --draft-fixed: always draft draft_max tokens (default: adaptive length)
+    // saved prompts
+    const char *prompt_cache; // --prompt-cache FILE: the prompt's KV cache, loaded when it matches, saved after prefill
+    bool prompt_cache_ro;     // --prompt-cache-ro: load it but never write it
 } cli_opts;
 
 // The defaults every command starts from.
@@ -73,6 +76,21 @@ void cli_print_budget(const cli_session *e, const cli_opts *o, FILE *f);
 void cli_spec_params(const cli_opts *o, aero_spec_params *p);
 // Prints the --stats block of speculative decoding; t1_pass: a measured 1-token target pass (0: unknown).
 void cli_spec_print_stats(aero_spec *s, double gen_s, double t1_pass, FILE *f);
+
+// --prompt-cache before a generation's begin: loads the file (when it exists) into sequence 0 and tells g which
+// of its tokens the prompt ids[0..n) starts with, so begin reuses them. *state remembers what the file held for
+// cli_prompt_cache_save. Exit code (a file of another model, other cache types or damaged is an error).
+typedef struct {
+    bool loaded;   // the file existed and was read
+    bool same;     // the file holds exactly this prompt: nothing to write
+    int n_file;    // tokens the file held
+    int n_matched; // of them, the prompt's common prefix
+} cli_prompt_cache;
+int cli_prompt_cache_load(cli_session *e, const cli_opts *o, aero_generator *g, const int32_t *ids, int n,
+                          cli_prompt_cache *state, const char *cmd);
+// After the prefill: writes the prompt's KV to the file unless --prompt-cache-ro or it already holds this prompt.
+int cli_prompt_cache_save(cli_session *e, const cli_opts *o, const int32_t *ids, int n, const cli_prompt_cache *state,
+                          const char *cmd);
 
 // `aerollm bench --draft ...`: speculative decoding measurements (bench_spec.c).
 int cli_bench_spec(const cli_opts *o, int n_prompt, int n_gen);

@@ -16,6 +16,7 @@ static const command commands[] = {
     {"run", aero_cmd_run, "generate text from a model (streamed under --mem, speculative with --draft)"},
     {"chat", aero_cmd_chat, "interactive chat with the model's chat template"},
     {"serve", aero_cmd_serve, "OpenAI-compatible HTTP server"},
+    {"batch", aero_cmd_batch, "offline generation of an OpenAI Batch file (JSONL in, JSONL out, resumable)"},
     {"bench", aero_cmd_bench, "prefill/decode speed against the memory and disk floors"},
     {"info", aero_cmd_info, "metadata, tensor table and residency plan of a GGUF file"},
     {"synth", aero_cmd_synth, "write a random-weight GGUF of a real architecture and shape"},

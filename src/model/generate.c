@@ -471,6 +471,14 @@ aero_end aero_generator_end(const aero_generator *g) { return g->end; }
 bool aero_generator_prefilling(const aero_generator *g) { return g->n_fed < g->n_prompt; }
 int aero_generator_n_prompt(const aero_generator *g) { return g->n_prompt; }
 int aero_generator_n_reused(const aero_generator *g) { return g->n_reused; }
+
+// A saved prompt is loaded into the cache outside the generator: its tokens become the history begin matches.
+void aero_generator_set_history(aero_generator *g, const int32_t *toks, int n) {
+    if (!g->hist || n < 0) return;
+    if (n > g->p.n_ctx) n = g->p.n_ctx;
+    memcpy(g->hist, toks, sizeof(int32_t) * (size_t)n);
+    g->n_hist = n;
+}
 int aero_generator_n_generated(const aero_generator *g) { return g->n_gen; }
 const float *aero_generator_last_logits(const aero_generator *g) { return g->last_logits; }
 size_t aero_generator_visible(const aero_generator *g) { return g->visible; }
