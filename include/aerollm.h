@@ -391,8 +391,21 @@ void aero_stream_print_expert_plan(const aero_stream_plan *p, FILE *f);
 // The same bytes, so that a host-side cache favours neither side. The streaming window is the buffer, so the
 // measurement adds no memory; the next acquire refills the window. 0 when nothing is streamed, the window is in use, or the reads failed.
 double aero_stream_measure_disk_bw(aero_stream *s, uint64_t max_bytes);
-// Uses bw (bytes/s) as the disk bandwidth of the floor in aero_stream_print_stats instead of measuring.
+// Uses bw (bytes/s) as the probe's disk bandwidth in aero_stream_print_stats instead of measuring.
 void aero_stream_set_disk_bw(aero_stream *s, double bw);
+// The disk as the passes use it: the IO threads' own rate (bytes they finished / seconds with a read in flight)
+// over runs of consecutive logged passes that read at least 64 MiB together (one pass where it reads that much),
+// and the probe's.
+typedef struct {
+    double probe;            // the last probe (aero_stream_measure_disk_bw) or aero_stream_set_disk_bw; 0: none
+    double best;             // the best run since open (not reset by aero_stream_reset_stats)
+    int n_passes;            // runs of logged passes whose rate counts
+    double min, median, max; // their rates
+} aero_stream_disk_spread;
+// The disk bandwidth (bytes/s) of the floor: the best of the probe and of the passes' own rates, so that no
+// pass (no run of small passes) beats its floor, where a short probe alone varied 1-3 GB/s on one disk; the
+// spread in *sp (may be NULL).
+double aero_stream_disk_floor_bw(aero_stream *s, aero_stream_disk_spread *sp);
 // Memory read bandwidth (bytes/s) summing the engine's own largest weight buffer (window or pinned unit) on
 // the pool's threads, so that a benchmark under a memory limit allocates nothing more. 0 when too small.
 double aero_stream_measure_mem_bw(aero_stream *s, aero_pool *pool);

@@ -166,6 +166,7 @@ void st_pass_begin(aero_stream *s, double now) {
     memset(&s->cur, 0, sizeof s->cur);
     s->cur.start = now;
     s->cur.io_busy = st_io_busy_now(s, now); // the busy clock at the start; the pass's share at the end
+    s->cur.io_bytes = s->bytes_read_total;   // likewise the IO threads' byte count
     s->in_pass = true;
     s->stats.passes++;
 }
@@ -175,6 +176,13 @@ void st_pass_end(aero_stream *s, double now) {
     if (!s->in_pass) return;
     s->cur.end = now;
     s->cur.io_busy = st_io_busy_now(s, now) - s->cur.io_busy;
+    s->cur.io_bytes = s->bytes_read_total - s->cur.io_bytes;
+    s->run_bytes += s->cur.io_bytes;
+    s->run_busy += s->cur.io_busy;
+    if (s->run_bytes >= st_rate_min_bytes(s) && s->run_busy > 0) {
+        if (s->run_bytes / s->run_busy > s->io_rate_best) s->io_rate_best = s->run_bytes / s->run_busy;
+        s->run_bytes = 0, s->run_busy = 0;
+    }
     s->stats.io_busy_s += s->cur.io_busy;
     s->stats.wall_s += now - s->cur.start;
     s->log[s->n_logged % ST_PASS_LOG] = s->cur;
