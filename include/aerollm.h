@@ -360,6 +360,8 @@ typedef struct {
     bool experts_resident;
     uint64_t expert_min;    // smallest expert cache: one decode step's experts of a layer (k spans)
     uint64_t expert_budget; // the expert cache's share of the budget (0 when resident or dense)
+    int head_parts;         // row blocks the streamed output head is read in (0: resident or read whole)
+    int prefetch_asked;     // the prefetch depth asked for; above `prefetch` when the budget only held fewer slots
 } aero_stream_plan;
 
 // The plan a model file would get under budget (0: no limit), decided without opening or reading anything
@@ -373,6 +375,13 @@ int aero_stream_head_unit(const aero_stream *s);
 // 0..n_layer-1, then the head unit (out of order restarts the cycle there, re-reading).
 aero_status aero_stream_acquire(aero_stream *s, int unit, aero_error *err);
 void aero_stream_release(aero_stream *s, int unit);
+// Row blocks the output head comes in: 1 when resident or streamed whole, more when a head larger than a layer
+// unit is streamed in layer-sized blocks (only for a caller that opened the stream with head_in_parts).
+int aero_stream_head_parts(const aero_stream *s);
+// Acquires row block `part` of the output head, in order after the last layer unit: while held, the output
+// tensor's data (aero_stream_tensor) is its rows [*row0, *row0 + *rows). Release with aero_stream_release(s,
+// aero_stream_head_unit(s)). With one part it is aero_stream_acquire of the head unit (all rows).
+aero_status aero_stream_acquire_head_part(aero_stream *s, int part, int64_t *row0, int64_t *rows, aero_error *err);
 void aero_stream_get_stats(const aero_stream *s, aero_stream_stats *out);
 void aero_stream_reset_stats(aero_stream *s);
 // Prints the --stats report (per pass: bytes streamed, IO busy, compute, IO wait, GB/s, disk floor) to f. The

@@ -48,9 +48,14 @@ static int run_io_passes(aero_stream *s, int n_layer, int passes, double *per_pa
     double t0 = 0;
     for (int p = 0; p <= passes; p++) {
         if (p == 1) t0 = aero_now();
-        for (int u = 0; u <= n_layer; u++) {
+        for (int u = 0; u < n_layer; u++) {
             if (aero_stream_acquire(s, u, err)) return 1;
             aero_stream_release(s, u);
+        }
+        for (int part = 0; part < aero_stream_head_parts(s); part++) { // the head, whole or in row blocks
+            int64_t row0, rows;
+            if (aero_stream_acquire_head_part(s, part, &row0, &rows, err)) return 1;
+            aero_stream_release(s, aero_stream_head_unit(s));
         }
     }
     *per_pass = (aero_now() - t0) / passes;

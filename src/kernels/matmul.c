@@ -74,6 +74,7 @@ typedef struct {
     const aero_wmat *w;
     const float *x;
     float *y;
+    int64_t ldy; // output row stride (w->rows, or wider when W is a block of a larger matrix's rows)
     int n;
     bool exact_f32; // aero_matmul_f32: dequantized weights times f32 activations
     const aero_kernel_ops *ops;
@@ -132,7 +133,7 @@ static float mm_dot_f32(const aero_kernel_ops *ops, const float *w, const float 
 static void mm_tile(const mm_job *j, int t0, int t1, long r0, long r1) {
     const aero_wmat *w = j->w;
     const uint8_t *wd = w->data;
-    int64_t cols = w->cols, rows = w->rows;
+    int64_t cols = w->cols;
     aero_dot_fn dot = j->ops->mm_dot[w->type];
     void (*multi)(int64_t, const void *, const void *const *, int, float *) = j->ops->mm_dot_multi[w->type];
     for (int t = t0; t < t1; t += 4) {
@@ -145,11 +146,11 @@ static void mm_tile(const mm_job *j, int t0, int t1, long r0, long r1) {
             float out[4];
             for (long r = r0; r < r1; r++) {
                 multi(cols, wd + (size_t)r * w->row_bytes, a, T, out);
-                for (int k = 0; k < T; k++) j->y[(size_t)(t + k) * rows + r] = out[k];
+                for (int k = 0; k < T; k++) j->y[(size_t)(t + k) * j->ldy + r] = out[k];
             }
         } else {
             for (int k = 0; k < T; k++) {
-                float *yt = j->y + (size_t)(t + k) * rows;
+                float *yt = j->y + (size_t)(t + k) * j->ldy;
                 for (long r = r0; r < r1; r++) yt[r] = dot(cols, wd + (size_t)r * w->row_bytes, a[k]);
             }
         }
@@ -160,14 +161,14 @@ static void mm_tile(const mm_job *j, int t0, int t1, long r0, long r1) {
 static void mm_rows(mm_job *j, int ith, long r0, long r1) {
     const aero_wmat *w = j->w;
     const uint8_t *wd = w->data;
-    int64_t cols = w->cols, rows = w->rows;
+    int64_t cols = w->cols;
     int n = j->n;
     if (j->exact_f32 && w->type != AERO_DT_F32) {
         float *deq = j->deq + (size_t)ith * (size_t)cols;
         for (long r = r0; r < r1; r++) {
             aero_dequantize_row(w->type, wd + (size_t)r * w->row_bytes, deq, cols);
             for (int t = 0; t < n; t++)
-                j->y[(size_t)t * rows + r] = mm_dot_f32(j->ops, deq, j->x + (size_t)t * cols, cols);
+                j->y[(size_t)t * j->ldy + r] = mm_dot_f32(j->ops, deq, j->x + (size_t)t * cols, cols);
         }
         return;
     }
@@ -226,14 +227,15 @@ aero_status aero_wmat_check(const aero_wmat *w, aero_error *err) {
 }
 
 // Sets up the job (scratch, tiles, chunks) and runs it on the pool.
-static void matmul_run(aero_pool *pool, const aero_wmat *w, const float *x, int n, float *y, bool exact_f32) {
+static void matmul_run(aero_pool *pool, const aero_wmat *w, const float *x, int n, float *y, int64_t ldy,
+                       bool exact_f32) {
     if (n <= 0) return;
     if (!wmat_ok(w)) { // the caller skipped aero_wmat_check (or has no data): a bug, never a zero result
         assert(!"matmul: weight not checked with aero_wmat_check, or without data");
         return;
     }
     int nth = aero_pool_size(pool);
-    mm_job j = {.w = w, .x = x, .y = y, .n = n, .exact_f32 = exact_f32, .ops = aero_kernels_selected()};
+    mm_job j = {.w = w, .x = x, .y = y, .ldy = ldy, .n = n, .exact_f32 = exact_f32, .ops = aero_kernels_selected()};
     j.vt = exact_f32 ? AERO_DT_F32 : aero_vec_dot_type(w->type);
     size_t need = 0;
     if (j.vt != AERO_DT_F32) {
@@ -250,7 +252,7 @@ static void matmul_run(aero_pool *pool, const aero_wmat *w, const float *x, int 
         if (!s) { // out of memory: the exact-f32 path needs no heap when run one row at a time
             for (int t = 0; t < n; t++)
                 for (int64_t r = 0; r < w->rows; r++)
-                    y[(size_t)t * w->rows + r] = aero_vec_dot_f32(
+                    y[(size_t)t * ldy + r] = aero_vec_dot_f32(
                         w->type, w->cols, (const uint8_t *)w->data + (size_t)r * w->row_bytes, x + (size_t)t * w->cols);
             return;
         }
@@ -274,10 +276,16 @@ static void matmul_run(aero_pool *pool, const aero_wmat *w, const float *x, int 
 
 // Quantized-activation matmul: the fast path of every forward pass.
 void aero_matmul(aero_pool *pool, const aero_wmat *w, const float *x, int n, float *y) {
-    matmul_run(pool, w, x, n, y, false);
+    matmul_run(pool, w, x, n, y, w->rows, false);
+}
+
+// The same into a wider output: a block of rows of a larger matrix (the streamed head) writes its columns of y.
+void aero_matmul_ld(aero_pool *pool, const aero_wmat *w, const float *x, int n, float *y, int64_t ldy) {
+    assert(ldy >= w->rows);
+    matmul_run(pool, w, x, n, y, ldy, false);
 }
 
 // Exact-f32 matmul, for callers that must not quantize activations.
 void aero_matmul_f32(aero_pool *pool, const aero_wmat *w, const float *x, int n, float *y) {
-    matmul_run(pool, w, x, n, y, true);
+    matmul_run(pool, w, x, n, y, w->rows, true);
 }

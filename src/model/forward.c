@@ -390,12 +390,15 @@ static aero_status embed(aero_ctx *c, const aero_batch *b, aero_error *err) {
 }
 
 // Output head over the whole batch: final norm of the wanted rows, then the vocabulary projection, per tile.
-static aero_status head(aero_ctx *c, const aero_batch *b, float *logits, aero_error *err) {
+// A head streamed in row blocks (rows [row0, row0 + rows) held now) fills those columns of the logits.
+static aero_status head(aero_ctx *c, const aero_batch *b, float *logits, int64_t row0, int64_t rows,
+                        aero_error *err) {
     aero_model *m = c->m;
     const aero_hparams *hp = &m->hp;
     int d = hp->n_embd;
     aero_wmat wo;
     if (logits && wmat(m, m->output, &wo, err)) return err->code;
+    wo.rows = rows;
     const float *on = vec(m, m->out_norm);
     size_t out_row = 0;
     for (int first = 0; first < b->n && logits; first += c->n_tile) {
@@ -403,7 +406,7 @@ static aero_status head(aero_ctx *c, const aero_batch *b, float *logits, aero_er
         for (int i = 0; i < n; i++)
             if (!b->want_logits || b->want_logits[first + i])
                 aero_rmsnorm(c->logit_in + (size_t)nw++ * d, c->x + (size_t)(first + i) * d, on, d, hp->norm_eps);
-        if (nw) aero_matmul(m->pool, &wo, c->logit_in, nw, logits + out_row * hp->n_vocab);
+        if (nw) aero_matmul_ld(m->pool, &wo, c->logit_in, nw, logits + out_row * hp->n_vocab + row0, hp->n_vocab);
         out_row += nw;
     }
     return AERO_OK;
@@ -479,10 +482,13 @@ aero_status aero_decode(aero_ctx *c, const aero_batch *b, float *logits, aero_er
         aero_stream_release(m->stream, l);
         if (st) goto rollback;
     }
-    if ((st = aero_stream_acquire(m->stream, aero_stream_head_unit(m->stream), err))) goto rollback;
-    st = head(c, b, logits, err);
-    aero_stream_release(m->stream, aero_stream_head_unit(m->stream));
-    if (st) goto rollback;
+    for (int part = 0; part < aero_stream_head_parts(m->stream); part++) {
+        int64_t row0, rows;
+        if ((st = aero_stream_acquire_head_part(m->stream, part, &row0, &rows, err))) goto rollback;
+        st = head(c, b, logits, row0, rows, err);
+        aero_stream_release(m->stream, aero_stream_head_unit(m->stream));
+        if (st) goto rollback;
+    }
     for (int s = 0; s < c->n_seq; s++) c->kv.len[s] = base[s] + added[s];
     goto done;
 rollback:

@@ -124,13 +124,18 @@ void aero_stream_print_stats(aero_stream *s, FILE *f) {
     char unit_map[p->n_units + 1];
     for (int u = 0; u < p->n_units; u++) unit_map[u] = p->unit_resident[u] ? 'R' : 's';
     unit_map[p->n_units] = 0;
+    char head[48], pf[48] = "";
+    snprintf(head, sizeof head, "%s", p->head_resident ? "resident" : "streamed");
+    if (!p->head_resident && p->head_parts > 1)
+        snprintf(head, sizeof head, "streamed in %d row blocks", p->head_parts);
+    if (p->prefetch_asked > p->prefetch && p->n_streamed > p->prefetch)
+        snprintf(pf, sizeof pf, ", lowered from %d by the budget", p->prefetch_asked);
     fprintf(f,
             "stream: budget %.1f MB: resident %.1f MB (%d of %d units pinned, output head %s, token embeddings %s), "
-            "window %.1f MB (%d units, prefetch %d), %d IO threads x %.0f KiB requests, %s\n",
-            p->budget / 1e6, p->resident_bytes / 1e6, p->n_pinned, p->n_units,
-            p->head_resident ? "resident" : "streamed", p->embd_resident ? "resident" : "read by row",
-            p->window_bytes / 1e6, p->n_slots, p->prefetch, p->io_threads, s->chunk / 1024.0,
-            p->direct ? "O_DIRECT" : "buffered + FADV_DONTNEED");
+            "window %.1f MB (%d units, prefetch %d%s), %d IO threads x %.0f KiB requests, %s\n",
+            p->budget / 1e6, p->resident_bytes / 1e6, p->n_pinned, p->n_units, head,
+            p->embd_resident ? "resident" : "read by row", p->window_bytes / 1e6, p->n_slots, p->prefetch, pf,
+            p->io_threads, s->chunk / 1024.0, p->direct ? "O_DIRECT" : "buffered + FADV_DONTNEED");
     fprintf(f, "stream: units %s (R resident, s streamed), %.1f MB streamed per pass, %.1f MB of weights held\n",
             unit_map, p->streamed_bytes / 1e6, s->held / 1e6);
     if (!s->mutex_ready) return;

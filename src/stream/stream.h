@@ -27,6 +27,9 @@ typedef struct {
     bool plan_only;            // decide the plan and stop: no files opened, nothing read (aerollm info)
     bool no_direct;            // buffered reads + POSIX_FADV_DONTNEED even where O_DIRECT works (tests, benchmarks)
     uint64_t chunk_bytes;      // bytes per read request; 0: 8 MiB (rounded to 4 KiB)
+    // The caller reads the output head in row blocks (aero_stream_acquire_head_part): a head larger than a layer
+    // unit may then be streamed in layer-sized blocks instead of held resident, which lowers the minimum budget.
+    bool head_in_parts;
 } aero_stream_params;
 
 #include "../../include/aerollm.h" // aero_stream_stats, aero_stream_plan

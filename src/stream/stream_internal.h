@@ -121,7 +121,12 @@ struct aero_stream {
     void *exp_mem;
     uint64_t row_buf_bytes; // staging buffer for embedding rows read from disk
     void *row_buf;
-    int *streamed; // streamed units in cyclic order
+    int *streamed; // streamed units in cyclic order (the head's row blocks in place of the head unit)
+    int n_parts;   // row blocks of the head: units n_units .. n_units + n_parts - 1 (0: none built)
+    int64_t part_rows; // rows per block (the last may hold fewer)
+    int held_part;     // the block acquired now, -1 when none
+    bool depth_lowered;        // the budget held fewer ring slots than the prefetch asked for
+    uint64_t min_budget_asked; // the minimum budget at the prefetch asked for
     int n_streamed;
     aero_stream_plan plan;
 
