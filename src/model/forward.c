@@ -322,9 +322,8 @@ static aero_status layer_tile(aero_ctx *c, int l, attn_job *job, aero_error *err
         return err->code;
     const float *an = vec(m, w->attn_norm);
     for (int i = 0; i < n; i++) aero_rmsnorm(c->xb + (size_t)i * d, x + (size_t)i * d, an, d, hp->norm_eps);
-    aero_matmul(m->pool, &wq, c->xb, n, c->q);
-    aero_matmul(m->pool, &wk, c->xb, n, c->kb);
-    aero_matmul(m->pool, &wv, c->xb, n, c->vb);
+    // one quantization of the normed input for q, k and v (and one pool start)
+    aero_matmul_many(m->pool, (const aero_wmat *[]){&wq, &wk, &wv}, 3, c->xb, n, (float *[]){c->q, c->kb, c->vb});
     if (w->bq >= 0) {
         const float *bq = vec(m, w->bq), *bk = vec(m, w->bk), *bv = vec(m, w->bv);
         for (int i = 0; i < n; i++) {
@@ -365,8 +364,7 @@ static aero_status layer_tile(aero_ctx *c, int l, attn_job *job, aero_error *err
     if (w->moe) return moe_ffn(c, l, x, n, err);
     aero_wmat wg, wu, wd;
     if (wmat(m, w->w_gate, &wg, err) || wmat(m, w->w_up, &wu, err) || wmat(m, w->w_down, &wd, err)) return err->code;
-    aero_matmul(m->pool, &wg, c->xb, n, c->hb);
-    aero_matmul(m->pool, &wu, c->xb, n, c->hb2);
+    aero_matmul_many(m->pool, (const aero_wmat *[]){&wg, &wu}, 2, c->xb, n, (float *[]){c->hb, c->hb2});
     aero_swiglu(c->hb, c->hb2, (int64_t)n * hp->n_ff);
     aero_matmul(m->pool, &wd, c->hb, n, c->xb);
     for (size_t i = 0; i < (size_t)n * d; i++) x[i] += c->xb[i];
