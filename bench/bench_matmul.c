@@ -4,7 +4,7 @@
 // read + write bytes. Weights are cycled over several copies so each pass reads them from DRAM, as a
 // decode step does. Then the batched (prefill) side: the multi-token kernels against one-token dots, and
 // q/k/v through one shared activation quantization (aero_matmul_many) against three matmuls.
-// Usage: bench_matmul [seconds per case, default 0.25]. Figures are only figures on a quiet machine: the load
+// Usage: bench_matmul [seconds per case, default 0.25] [batch: only the batched-side sections]. Figures are only figures on a quiet machine: the load
 // average is printed at the start and the end.
 #include <math.h>
 #include <stdio.h>
@@ -176,6 +176,7 @@ static const char *loadavg(void) {
 
 int main(int argc, char **argv) {
     double secs = argc > 1 ? atof(argv[1]) : 0.25;
+    bool batch_only = argc > 2 && !strcmp(argv[2], "batch");
     if (!(secs > 0.0)) secs = 0.25;
     aero_kernels_init();
     aero_pool *pools[2] = {aero_pool_new(1), aero_pool_new(2)};
@@ -207,6 +208,7 @@ int main(int argc, char **argv) {
     float *x = malloc(sizeof(float) * 64 * cols), *y = malloc(sizeof(float) * 64 * 14336);
     for (int64_t i = 0; i < 64 * cols; i++) x[i] = (float)((int)(rnd() % 2001) - 1000) * 1e-3f;
 
+    if (batch_only) goto batched;
     printf("\nmatrix-vector (n=1), weights from DRAM; ratio = weight GB/s / floor of the same thread count\n");
     printf("%-5s %-11s %7s | %9s %9s %6s %6s | %9s %9s %6s %6s\n", "type", "shape", "MB", "1T us", "1T GB/s", "/read",
            "/mcpy", "2T us", "2T GB/s", "/read", "/mcpy");
@@ -247,6 +249,7 @@ int main(int argc, char **argv) {
         printf("%-5s %12.0f %12.0f %12.0f %9.1fx\n", aero_dtype_name(types[k]), r1, r16, r64, r64 / r1);
         free(ws.mem);
     }
+batched:;
     // Multi-token kernels: 4 tokens per weight row through mm_dot_multi (weights unpacked once) against 4
     // one-token dots, 1 thread, a 256-row slice in cache: the compute side of prefill and verification.
     const aero_kernel_ops *ops = aero_kernels_selected();

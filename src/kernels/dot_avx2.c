@@ -280,6 +280,94 @@ AI void dot32(const aero_dtype t, const int T, int64_t n, const void *vw, const 
     for (int k = 0; k < T; k++) out[k] = hsum8(acc[k]);
 }
 
+// ---- matmul's own activation rows for the 32-block types ----------------------------------------------
+
+// A Q8_0 activation block as matmul lays it out for one weight type: the codes, the f32 scale (the f16 one
+// widened once per token instead of once per weight row), and the weight type's integer correction per group
+// of 4 codes (offset x sum for Q4_0/Q5_0, the sum for Q4_1/Q5_1's min, unused for Q8_0), computed once per
+// token instead of once per weight row. Integers are exact and the scale is the same float, so a dot over
+// these rows has the bits of the dot over standard blocks.
+typedef struct {
+    int8_t qs[32];
+    int32_t c[8];
+    float d;
+} q8a;
+_Static_assert(sizeof(q8a) == 68, "prepared Q8_0 block size");
+
+static bool is32(aero_dtype t) {
+    return t == AERO_DT_Q4_0 || t == AERO_DT_Q4_1 || t == AERO_DT_Q5_0 || t == AERO_DT_Q5_1 || t == AERO_DT_Q8_0;
+}
+
+// Bytes of a prepared activation row for weights of type w (0: standard blocks).
+static size_t act_bytes(aero_dtype w, int64_t n) { return is32(w) ? (size_t)(n / AERO_QK) * sizeof(q8a) : 0; }
+
+// Matmul's activation rows: quantized exactly like the standard ones, then the scale widened and the
+// correction summed.
+static void act_quantize(aero_dtype w, const float *x, void *vp, int64_t n) {
+    q8a *p = vp;
+    const int off = w == AERO_DT_Q4_0 ? 8 : w == AERO_DT_Q5_0 ? 16 : 1;
+    for (int64_t b = 0; b < n / AERO_QK; b++) {
+        aero_block_q8_0 blk;
+        quantize_q8_0(x + b * AERO_QK, &blk, AERO_QK);
+        __m256i av = _mm256_loadu_si256((const void *)blk.qs);
+        _mm256_storeu_si256((void *)p[b].qs, av);
+        _mm256_storeu_si256((void *)p[b].c, madd1(_mm256_maddubs_epi16(_mm256_set1_epi8((char)off), av)));
+        p[b].d = h2f(blk.d);
+    }
+}
+
+// dot32 over prepared rows: the same integer lanes and the same float steps in the same order.
+AI void dot32p(const aero_dtype t, const int T, int64_t n, const void *vw, const void *const *va, float *out) {
+    const q8a *a[4];
+    for (int k = 0; k < T; k++) a[k] = va[k];
+    const uint8_t *w = vw;
+    const size_t bb = t == AERO_DT_Q4_0   ? 18
+                      : t == AERO_DT_Q4_1 ? 20
+                      : t == AERO_DT_Q5_0 ? 22
+                      : t == AERO_DT_Q5_1 ? 24
+                                          : 34;
+    const bool has_min = t == AERO_DT_Q4_1 || t == AERO_DT_Q5_1, five = t == AERO_DT_Q5_0 || t == AERO_DT_Q5_1;
+    __m256 acc[4];
+    for (int k = 0; k < T; k++) acc[k] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / AERO_QK; i++, w += bb) {
+        uint16_t d;
+        memcpy(&d, w, 2);
+        const __m256 dw = _mm256_set1_ps(h2f(d));
+        if (t == AERO_DT_Q8_0) {
+            __m256i wv = _mm256_loadu_si256((const void *)(w + 2)), aw = _mm256_sign_epi8(wv, wv);
+            for (int k = 0; k < T; k++) {
+                __m256i av = _mm256_loadu_si256((const void *)a[k][i].qs);
+                __m256i p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(av, wv));
+                acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(madd1(p)),
+                                         _mm256_mul_ps(dw, _mm256_broadcast_ss(&a[k][i].d)), acc[k]);
+            }
+            continue;
+        }
+        const size_t qh_off = has_min ? 4 : 2, qs_off = qh_off + (five ? 4 : 0);
+        __m256i u = nibbles32(w + qs_off);
+        if (five) u = _mm256_or_si256(u, fifth_bits(w + qh_off));
+        __m256 dm = _mm256_setzero_ps();
+        if (has_min) {
+            uint16_t m;
+            memcpy(&m, w + 2, 2);
+            dm = _mm256_set1_ps(h2f(m));
+        }
+        for (int k = 0; k < T; k++) {
+            __m256i av = _mm256_loadu_si256((const void *)a[k][i].qs);
+            __m256i c = _mm256_loadu_si256((const void *)a[k][i].c);
+            __m256 da = _mm256_broadcast_ss(&a[k][i].d);
+            __m256i p = madd1(_mm256_maddubs_epi16(u, av));
+            if (has_min) {
+                acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(dw, da), acc[k]);
+                acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(c), _mm256_mul_ps(dm, da), acc[k]);
+            } else {
+                acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(p, c)), _mm256_mul_ps(dw, da), acc[k]);
+            }
+        }
+    }
+    for (int k = 0; k < T; k++) out[k] = hsum8(acc[k]);
+}
+
 // ---- K-quants with Q8_K activations -------------------------------------------------------------------
 
 AI __m256i scale16(int s) { return _mm256_set1_epi16((short)s); }
@@ -464,12 +552,14 @@ static float dot_q2_K(int64_t n, const void *vw, const void *va) {
 }
 
 // One-token dots (the dot table) and 1-4 token ones (matmul's mm_dot_multi), from the same kernels.
-#define ONE_AND_MULTI(name, CALL)                                                                     \
+#define ONE(name, CALL)                                                                               \
     static float name(int64_t n, const void *w, const void *a) {                                      \
         float out;                                                                                    \
         CALL(1, n, w, &a, &out);                                                                      \
         return out;                                                                                   \
-    }                                                                                                 \
+    }
+#define ONE_AND_MULTI(name, CALL)                                                                     \
+    ONE(name, CALL)                                                                                   \
     static void name##_multi(int64_t n, const void *w, const void *const *a, int T, float *out) {     \
         switch (T) {                                                                                  \
         case 1: CALL(1, n, w, a, out); break;                                                         \
@@ -486,14 +576,24 @@ static float dot_q2_K(int64_t n, const void *vw, const void *va) {
 #define C_Q4_K(T, n, w, a, out) dot_q45k(false, T, n, w, a, out)
 #define C_Q5_K(T, n, w, a, out) dot_q45k(true, T, n, w, a, out)
 #define C_Q6_K(T, n, w, a, out) dot_q6k(T, n, w, a, out)
-ONE_AND_MULTI(dot_q4_0, C_Q4_0)
-ONE_AND_MULTI(dot_q4_1, C_Q4_1)
-ONE_AND_MULTI(dot_q5_0, C_Q5_0)
-ONE_AND_MULTI(dot_q5_1, C_Q5_1)
-ONE_AND_MULTI(dot_q8_0, C_Q8_0)
+#define P_Q4_0(T, n, w, a, out) dot32p(AERO_DT_Q4_0, T, n, w, a, out)
+#define P_Q4_1(T, n, w, a, out) dot32p(AERO_DT_Q4_1, T, n, w, a, out)
+#define P_Q5_0(T, n, w, a, out) dot32p(AERO_DT_Q5_0, T, n, w, a, out)
+#define P_Q5_1(T, n, w, a, out) dot32p(AERO_DT_Q5_1, T, n, w, a, out)
+#define P_Q8_0(T, n, w, a, out) dot32p(AERO_DT_Q8_0, T, n, w, a, out)
+ONE(dot_q4_0, C_Q4_0)
+ONE(dot_q4_1, C_Q4_1)
+ONE(dot_q5_0, C_Q5_0)
+ONE(dot_q5_1, C_Q5_1)
+ONE(dot_q8_0, C_Q8_0)
 ONE_AND_MULTI(dot_q4_K, C_Q4_K)
 ONE_AND_MULTI(dot_q5_K, C_Q5_K)
 ONE_AND_MULTI(dot_q6_K, C_Q6_K)
+ONE_AND_MULTI(mm_q4_0, P_Q4_0) // matmul's prepared rows (mm_dot, mm_dot_multi)
+ONE_AND_MULTI(mm_q4_1, P_Q4_1)
+ONE_AND_MULTI(mm_q5_0, P_Q5_0)
+ONE_AND_MULTI(mm_q5_1, P_Q5_1)
+ONE_AND_MULTI(mm_q8_0, P_Q8_0)
 
 // Installs the AVX2 kernels over a copy of the scalar table.
 void aero_kernels_fill_avx2(aero_kernel_ops *ops) {
@@ -517,11 +617,15 @@ void aero_kernels_fill_avx2(aero_kernel_ops *ops) {
     ops->quantize_q8_K = quantize_q8_K;
     ops->dot_f32_acc16 = dot_f32_acc16_avx2;
     for (int t = 0; t < AERO_DT_COUNT; t++) ops->mm_dot[t] = ops->dot[t], ops->mm_dot_multi[t] = NULL;
-    ops->mm_dot_multi[AERO_DT_Q4_0] = dot_q4_0_multi;
-    ops->mm_dot_multi[AERO_DT_Q4_1] = dot_q4_1_multi;
-    ops->mm_dot_multi[AERO_DT_Q5_0] = dot_q5_0_multi;
-    ops->mm_dot_multi[AERO_DT_Q5_1] = dot_q5_1_multi;
-    ops->mm_dot_multi[AERO_DT_Q8_0] = dot_q8_0_multi;
+    ops->act_bytes = act_bytes;
+    ops->act_quantize = act_quantize;
+#define SETP(T, name) ops->mm_dot[T] = mm_##name, ops->mm_dot_multi[T] = mm_##name##_multi;
+    SETP(AERO_DT_Q4_0, q4_0)
+    SETP(AERO_DT_Q4_1, q4_1)
+    SETP(AERO_DT_Q5_0, q5_0)
+    SETP(AERO_DT_Q5_1, q5_1)
+    SETP(AERO_DT_Q8_0, q8_0)
+#undef SETP
     ops->mm_dot_multi[AERO_DT_Q4_K] = dot_q4_K_multi;
     ops->mm_dot_multi[AERO_DT_Q5_K] = dot_q5_K_multi;
     ops->mm_dot_multi[AERO_DT_Q6_K] = dot_q6_K_multi;
