@@ -129,6 +129,22 @@ static void test_matmul_type(aero_dtype t, int64_t rows, int64_t cols, aero_pool
         aero_matmul(NULL, &m.w, x + tk * cols, 1, solo + tk * rows);
         aero_matmul_f32(NULL, &m.w, x + tk * cols, 1, solo32 + tk * rows);
     }
+    // The matmul (whatever activation layout its ISA uses) gives the bits of aero_vec_dot on standard blocks.
+    aero_dtype vt = aero_vec_dot_type(t);
+    if (vt != AERO_DT_F32) {
+        void *a = malloc(aero_dtype_row_bytes(vt, (uint64_t)cols) + 64);
+        int bad_dot = 0;
+        for (int tk = 0; tk < nmax; tk += 5) {
+            aero_quantize_row(vt, x + tk * cols, a, cols);
+            for (int64_t r = 0; r < rows; r++) {
+                float v = aero_vec_dot(t, cols, m.data + (size_t)r * m.w.row_bytes, a);
+                if (memcmp(&v, &solo[tk * rows + r], 4)) bad_dot++;
+            }
+        }
+        CHECKF(bad_dot == 0, "%s %lldx%lld: %d matmul outputs not bitwise aero_vec_dot", aero_dtype_name(t),
+               (long long)rows, (long long)cols, bad_dot);
+        free(a);
+    }
     // Against double precision: exact-f32 path tightly, quantized activations within their rounding.
     int bad_ref = 0, bad_ref32 = 0;
     for (int tk = 0; tk < nmax; tk++) {
