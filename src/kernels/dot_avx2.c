@@ -371,8 +371,34 @@ AI void dot32p(const aero_dtype t, const int T, int64_t n, const void *vw, const
 // ---- K-quants with Q8_K activations -------------------------------------------------------------------
 
 AI __m256i scale16(int s) { return _mm256_set1_epi16((short)s); }
-// Two groups of 16 in one vector: the low 128 bits get scale s0, the high s1.
-AI __m256i scale16x2(int s0, int s1) { return _mm256_setr_m128i(_mm_set1_epi16((short)s0), _mm_set1_epi16((short)s1)); }
+
+// The 16 int8 scales of a K-quant block with groups of 16 as 8 vectors of int16: pair j (groups 2j, 2j+1) has
+// group 2j's scale in the low 128 bits and 2j+1's in the high ones (madd with the two groups' pair sums).
+// Shuffles of one widened vector, instead of two broadcasts and an insert per pair.
+AI void scale_pairs(__m128i s8, __m256i out[8]) {
+    __m256i s16 = _mm256_cvtepi8_epi16(s8);
+    __m256i lo = _mm256_permute2x128_si256(s16, s16, 0x00), hi = _mm256_permute2x128_si256(s16, s16, 0x11);
+    for (int j = 0; j < 4; j++) {
+        const char a = (char)(4 * j), b = (char)(4 * j + 2); // bytes of words 2j and 2j+1 in a half
+        const __m256i ctl = _mm256_setr_epi8(a, a + 1, a, a + 1, a, a + 1, a, a + 1, a, a + 1, a, a + 1, a, a + 1, a,
+                                             a + 1, b, b + 1, b, b + 1, b, b + 1, b, b + 1, b, b + 1, b, b + 1, b, b + 1,
+                                             b, b + 1);
+        out[j] = _mm256_shuffle_epi8(lo, ctl);
+        out[4 + j] = _mm256_shuffle_epi8(hi, ctl);
+    }
+}
+
+// Q3_K's 16 6-bit scales minus 32 (aero_q3k_scales), 32 bits at a time.
+AI __m128i q3k_scales(const uint8_t *b) {
+    const uint32_t k1 = 0x03030303, k2 = 0x0f0f0f0f;
+    uint32_t aux[3], u[4];
+    memcpy(aux, b, 12);
+    u[0] = (aux[0] & k2) | (((aux[2] >> 0) & k1) << 4);
+    u[1] = (aux[1] & k2) | (((aux[2] >> 2) & k1) << 4);
+    u[2] = ((aux[0] >> 4) & k2) | (((aux[2] >> 4) & k1) << 4);
+    u[3] = ((aux[1] >> 4) & k2) | (((aux[2] >> 6) & k1) << 4);
+    return _mm_sub_epi8(_mm_loadu_si128((const void *)u), _mm_set1_epi8(32));
+}
 
 // The 6-bit scales (bytes 0-7) and mins (8-15) of a Q4_K/Q5_K block, 32 bits at a time.
 AI void q4k_unpack(const uint8_t *sc, uint8_t out[16]) {
@@ -456,7 +482,8 @@ AI void dot_q6k(const int T, int64_t n, const void *vw, const void *const *va, f
     for (int k = 0; k < T; k++) acc[k] = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / AERO_QK_K; i++) {
         const int8_t *sc = x[i].scales;
-        __m256i isum[4];
+        __m256i isum[4], sp[8];
+        scale_pairs(_mm_loadu_si128((const void *)sc), sp);
         for (int k = 0; k < T; k++) isum[k] = _mm256_setzero_si256();
         for (int h = 0; h < 2; h++) {
             __m256i l0 = _mm256_loadu_si256((const void *)(x[i].ql + 64 * h));
@@ -471,8 +498,7 @@ AI void dot_q6k(const int T, int64_t n, const void *vw, const void *const *va, f
             u[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
                                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), m3), 4));
             for (int j = 0; j < 4; j++) {
-                int g = 8 * h + 2 * j;
-                const __m256i s2 = scale16x2(sc[g], sc[g + 1]);
+                const __m256i s2 = sp[4 * h + j];
                 for (int k = 0; k < T; k++) {
                     __m256i p = _mm256_maddubs_epi16(
                         u[j], _mm256_loadu_si256((const void *)(a[k][i].qs + 128 * h + 32 * j)));
@@ -491,64 +517,80 @@ AI void dot_q6k(const int T, int64_t n, const void *vw, const void *const *va, f
     for (int k = 0; k < T; k++) out[k] = hsum8(acc[k]);
 }
 
-// Q3_K: 2 low bits ((qs >> 2k) & 3 gives elements 32k.. in order) plus the hmask bit; offset 4.
-static float dot_q3_K(int64_t n, const void *vw, const void *va) {
-    const aero_block_q8_K *a = va;
+// Q3_K: 2 low bits ((qs >> 2k) & 3 gives elements 32k.. in order) plus the hmask bit; offset 4. T tokens
+// (1-4) at once, as dot_q45k.
+AI void dot_q3k(const int T, int64_t n, const void *vw, const void *const *va, float *out) {
+    const aero_block_q8_K *a[4];
+    for (int k = 0; k < T; k++) a[k] = va[k];
     const aero_block_q3_K *x = vw;
     const __m256i m3 = _mm256_set1_epi8(3);
-    __m256 acc = _mm256_setzero_ps();
+    __m256 acc[4];
+    for (int k = 0; k < T; k++) acc[k] = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / AERO_QK_K; i++) {
-        int8_t sc[16];
-        aero_q3k_scales(x[i].scales, sc);
-        const int8_t *aq = a[i].qs;
-        __m256i hm = _mm256_loadu_si256((const void *)x[i].hmask), isum = _mm256_setzero_si256();
+        __m128i sc = q3k_scales(x[i].scales);
+        __m256i sp[8], isum[4];
+        scale_pairs(sc, sp);
+        for (int k = 0; k < T; k++) isum[k] = _mm256_setzero_si256();
+        __m256i hm = _mm256_loadu_si256((const void *)x[i].hmask);
         for (int h = 0; h < 2; h++) {
             __m256i q = _mm256_loadu_si256((const void *)(x[i].qs + 32 * h));
-            for (int k = 0; k < 4; k++) {
-                __m256i b = _mm256_set1_epi8((char)(1 << (4 * h + k)));
-                __m256i u = _mm256_and_si256(_mm256_srli_epi16(q, 2 * k), m3);
+            for (int j = 0; j < 4; j++) {
+                __m256i b = _mm256_set1_epi8((char)(1 << (4 * h + j)));
+                __m256i u = _mm256_and_si256(_mm256_srli_epi16(q, 2 * j), m3);
                 u = _mm256_or_si256(
                     u, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hm, b), b), _mm256_set1_epi8(4)));
-                int g = 8 * h + 2 * k;
-                __m256i p = _mm256_maddubs_epi16(u, _mm256_loadu_si256((const void *)(aq + 128 * h + 32 * k)));
-                isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p, scale16x2(sc[g], sc[g + 1])));
+                for (int k = 0; k < T; k++) {
+                    __m256i p = _mm256_maddubs_epi16(
+                        u, _mm256_loadu_si256((const void *)(a[k][i].qs + 128 * h + 32 * j)));
+                    isum[k] = _mm256_add_epi32(isum[k], _mm256_madd_epi16(p, sp[4 * h + j]));
+                }
             }
         }
-        __m256i corr = _mm256_madd_epi16(_mm256_loadu_si256((const void *)a[i].bsums),
-                                         _mm256_cvtepi8_epi16(_mm_loadu_si128((const void *)sc)));
-        isum = _mm256_sub_epi32(isum, _mm256_slli_epi32(corr, 2));
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(h2f(x[i].d) * a[i].d), acc);
+        __m256i sc16 = _mm256_cvtepi8_epi16(sc);
+        const float dw = h2f(x[i].d);
+        for (int k = 0; k < T; k++) {
+            __m256i corr = _mm256_madd_epi16(_mm256_loadu_si256((const void *)a[k][i].bsums), sc16);
+            isum[k] = _mm256_sub_epi32(isum[k], _mm256_slli_epi32(corr, 2));
+            acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[k]), _mm256_set1_ps(dw * a[k][i].d), acc[k]);
+        }
     }
-    return hsum8(acc);
+    for (int k = 0; k < T; k++) out[k] = hsum8(acc[k]);
 }
 
-// Q2_K: 4-bit scales and mins per group of 16.
-static float dot_q2_K(int64_t n, const void *vw, const void *va) {
-    const aero_block_q8_K *a = va;
+// Q2_K: 4-bit scales and mins per group of 16. T tokens (1-4) at once, as dot_q45k.
+AI void dot_q2k(const int T, int64_t n, const void *vw, const void *const *va, float *out) {
+    const aero_block_q8_K *a[4];
+    for (int k = 0; k < T; k++) a[k] = va[k];
     const aero_block_q2_K *x = vw;
     const __m256i m3 = _mm256_set1_epi8(3);
-    __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
+    __m256 acc[4], accm[4];
+    for (int k = 0; k < T; k++) acc[k] = _mm256_setzero_ps(), accm[k] = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / AERO_QK_K; i++) {
-        const uint8_t *sc = x[i].scales;
-        const int8_t *aq = a[i].qs;
-        __m256i isum = _mm256_setzero_si256();
+        __m128i raw = _mm_loadu_si128((const void *)x[i].scales);
+        __m256i sp[8], isum[4];
+        scale_pairs(_mm_and_si128(raw, _mm_set1_epi8(0x0F)), sp);
+        for (int k = 0; k < T; k++) isum[k] = _mm256_setzero_si256();
         for (int h = 0; h < 2; h++) {
             __m256i q = _mm256_loadu_si256((const void *)(x[i].qs + 32 * h));
-            for (int k = 0; k < 4; k++) {
-                int g = 8 * h + 2 * k;
-                __m256i u = _mm256_and_si256(_mm256_srli_epi16(q, 2 * k), m3);
-                __m256i p = _mm256_maddubs_epi16(u, _mm256_loadu_si256((const void *)(aq + 128 * h + 32 * k)));
-                isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p, scale16x2(sc[g] & 15, sc[g + 1] & 15)));
+            for (int j = 0; j < 4; j++) {
+                __m256i u = _mm256_and_si256(_mm256_srli_epi16(q, 2 * j), m3);
+                for (int k = 0; k < T; k++) {
+                    __m256i p = _mm256_maddubs_epi16(
+                        u, _mm256_loadu_si256((const void *)(a[k][i].qs + 128 * h + 32 * j)));
+                    isum[k] = _mm256_add_epi32(isum[k], _mm256_madd_epi16(p, sp[4 * h + j]));
+                }
             }
         }
-        __m128i raw = _mm_loadu_si128((const void *)sc);
         __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(raw, 4), _mm_set1_epi8(0x0F)));
-        __m256i msum = _mm256_madd_epi16(_mm256_loadu_si256((const void *)a[i].bsums), mins);
-        float ad = a[i].d;
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(h2f(x[i].d) * ad), acc);
-        accm = _mm256_fmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_set1_ps(h2f(x[i].dmin) * ad), accm);
+        const float dw = h2f(x[i].d), dmw = h2f(x[i].dmin);
+        for (int k = 0; k < T; k++) {
+            __m256i msum = _mm256_madd_epi16(_mm256_loadu_si256((const void *)a[k][i].bsums), mins);
+            float ad = a[k][i].d;
+            acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[k]), _mm256_set1_ps(dw * ad), acc[k]);
+            accm[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_set1_ps(dmw * ad), accm[k]);
+        }
     }
-    return hsum8(acc) - hsum8(accm);
+    for (int k = 0; k < T; k++) out[k] = hsum8(acc[k]) - hsum8(accm[k]);
 }
 
 // One-token dots (the dot table) and 1-4 token ones (matmul's mm_dot_multi), from the same kernels.
@@ -576,6 +618,8 @@ static float dot_q2_K(int64_t n, const void *vw, const void *va) {
 #define C_Q4_K(T, n, w, a, out) dot_q45k(false, T, n, w, a, out)
 #define C_Q5_K(T, n, w, a, out) dot_q45k(true, T, n, w, a, out)
 #define C_Q6_K(T, n, w, a, out) dot_q6k(T, n, w, a, out)
+#define C_Q3_K(T, n, w, a, out) dot_q3k(T, n, w, a, out)
+#define C_Q2_K(T, n, w, a, out) dot_q2k(T, n, w, a, out)
 #define P_Q4_0(T, n, w, a, out) dot32p(AERO_DT_Q4_0, T, n, w, a, out)
 #define P_Q4_1(T, n, w, a, out) dot32p(AERO_DT_Q4_1, T, n, w, a, out)
 #define P_Q5_0(T, n, w, a, out) dot32p(AERO_DT_Q5_0, T, n, w, a, out)
@@ -589,6 +633,8 @@ ONE(dot_q8_0, C_Q8_0)
 ONE_AND_MULTI(dot_q4_K, C_Q4_K)
 ONE_AND_MULTI(dot_q5_K, C_Q5_K)
 ONE_AND_MULTI(dot_q6_K, C_Q6_K)
+ONE_AND_MULTI(dot_q3_K, C_Q3_K)
+ONE_AND_MULTI(dot_q2_K, C_Q2_K)
 ONE_AND_MULTI(mm_q4_0, P_Q4_0) // matmul's prepared rows (mm_dot, mm_dot_multi)
 ONE_AND_MULTI(mm_q4_1, P_Q4_1)
 ONE_AND_MULTI(mm_q5_0, P_Q5_0)
@@ -629,5 +675,7 @@ void aero_kernels_fill_avx2(aero_kernel_ops *ops) {
     ops->mm_dot_multi[AERO_DT_Q4_K] = dot_q4_K_multi;
     ops->mm_dot_multi[AERO_DT_Q5_K] = dot_q5_K_multi;
     ops->mm_dot_multi[AERO_DT_Q6_K] = dot_q6_K_multi;
+    ops->mm_dot_multi[AERO_DT_Q3_K] = dot_q3_K_multi;
+    ops->mm_dot_multi[AERO_DT_Q2_K] = dot_q2_K_multi;
     ops->name = "avx2";
 }
