@@ -2,7 +2,10 @@
 // Prints, per weight type and thread count, GB/s of weight bytes read and the ratio to two floors:
 // the read bandwidth (vector loads, the floor a matvec is bound by) and memcpy bandwidth counting
 // read + write bytes. Weights are cycled over several copies so each pass reads them from DRAM, as a
-// decode step does. Usage: bench_matmul [seconds per case, default 0.25]
+// decode step does. Then the batched (prefill) side: the multi-token kernels against one-token dots, and
+// q/k/v through one shared activation quantization (aero_matmul_many) against three matmuls.
+// Usage: bench_matmul [seconds per case, default 0.25] [batch: only the batched-side sections]. Figures are only figures on a quiet machine: the load
+// average is printed at the start and the end.
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +14,7 @@
 
 #include "core/cpu.h"
 #include "kernels/kernels.h"
+#include "kernels/quants.h"
 
 #define COLD_BYTES (192u << 20) // cycle weights over at least this much memory: well past any L3
 
@@ -172,6 +176,7 @@ static const char *loadavg(void) {
 
 int main(int argc, char **argv) {
     double secs = argc > 1 ? atof(argv[1]) : 0.25;
+    bool batch_only = argc > 2 && !strcmp(argv[2], "batch");
     if (!(secs > 0.0)) secs = 0.25;
     aero_kernels_init();
     aero_pool *pools[2] = {aero_pool_new(1), aero_pool_new(2)};
@@ -196,12 +201,14 @@ int main(int argc, char **argv) {
         "floor: read bandwidth %.1f GB/s (1 thread), %.1f GB/s (2 threads); memcpy %.1f / %.1f GB/s counting read+write\n",
         rd[0], rd[1], cp[0], cp[1]);
 
-    static const aero_dtype types[] = {AERO_DT_F16, AERO_DT_Q8_0, AERO_DT_Q4_0, AERO_DT_Q4_K, AERO_DT_Q6_K};
+    static const aero_dtype types[] = {AERO_DT_F16,  AERO_DT_Q8_0, AERO_DT_Q4_0, AERO_DT_Q4_K,
+                                       AERO_DT_Q5_K, AERO_DT_Q6_K, AERO_DT_Q3_K, AERO_DT_Q2_K};
     static const int64_t shapes[][2] = {{4096, 4096}, {14336, 4096}};
     const int64_t cols = 4096;
     float *x = malloc(sizeof(float) * 64 * cols), *y = malloc(sizeof(float) * 64 * 14336);
     for (int64_t i = 0; i < 64 * cols; i++) x[i] = (float)((int)(rnd() % 2001) - 1000) * 1e-3f;
 
+    if (batch_only) goto batched;
     printf("\nmatrix-vector (n=1), weights from DRAM; ratio = weight GB/s / floor of the same thread count\n");
     printf("%-5s %-11s %7s | %9s %9s %6s %6s | %9s %9s %6s %6s\n", "type", "shape", "MB", "1T us", "1T GB/s", "/read",
            "/mcpy", "2T us", "2T GB/s", "/read", "/mcpy");
@@ -241,6 +248,82 @@ int main(int argc, char **argv) {
         double r64 = 64.0 / time_matmul(pools[1], &ws, x, 64, y, secs / 2);
         printf("%-5s %12.0f %12.0f %12.0f %9.1fx\n", aero_dtype_name(types[k]), r1, r16, r64, r64 / r1);
         free(ws.mem);
+    }
+batched:;
+    // Multi-token kernels: 4 tokens per weight row through mm_dot_multi (weights unpacked once) against 4
+    // one-token dots, 1 thread, a 256-row slice in cache: the compute side of prefill and verification.
+    const aero_kernel_ops *ops = aero_kernels_selected();
+    printf("\nmulti-token kernels (%s): 4 tokens x 256x4096 in cache, 1 thread; tokens x rows per second\n", ops->name);
+    printf("%-5s %12s %12s %8s\n", "type", "1-token dot", "4-token", "gain");
+    for (size_t k = 0; k < sizeof types / sizeof types[0]; k++) {
+        aero_dtype t = types[k], vt = aero_vec_dot_type(t);
+        if (!ops->mm_dot_multi[t] || vt == AERO_DT_F32) continue;
+        wset ws;
+        if (!wset_make(&ws, t, 256, cols, 0)) return 1;
+        size_t ab = ops->act_bytes ? ops->act_bytes(t, cols) : 0;
+        bool prep = ab > 0;
+        if (!prep) ab = aero_dtype_row_bytes(vt, (uint64_t)cols);
+        uint8_t *act = aligned_alloc(64, (4 * ab + 63) & ~(size_t)63);
+        const void *a[4];
+        for (int i = 0; i < 4; i++) {
+            a[i] = act + (size_t)i * ab;
+            if (prep) ops->act_quantize(t, x + i * cols, act + (size_t)i * ab, cols);
+            else aero_quantize_row(vt, x + i * cols, act + (size_t)i * ab, cols);
+        }
+        double best1 = 1e30, best4 = 1e30;
+        volatile float sink = 0;
+        for (int rep = 0; rep < 5; rep++) {
+            double t0 = now_s();
+            for (int64_t r = 0; r < 256; r++)
+                for (int i = 0; i < 4; i++) sink += ops->mm_dot[t](cols, (const uint8_t *)ws.w[0].data + r * ws.w[0].row_bytes, a[i]);
+            double t1 = now_s() - t0;
+            t0 = now_s();
+            float out[4];
+            for (int64_t r = 0; r < 256; r++) {
+                ops->mm_dot_multi[t](cols, (const uint8_t *)ws.w[0].data + r * ws.w[0].row_bytes, a, 4, out);
+                sink += out[0];
+            }
+            double t4 = now_s() - t0;
+            if (t1 < best1) best1 = t1;
+            if (t4 < best4) best4 = t4;
+        }
+        printf("%-5s %12.3g %12.3g %7.2fx\n", aero_dtype_name(t), 1024 / best1, 1024 / best4, best1 / best4);
+        free(act);
+        free(ws.mem);
+    }
+
+    // q/k/v of a Llama-3-8B layer (4096 -> 4096, 1024, 1024) on 16 tokens: one shared quantization and pool
+    // start (aero_matmul_many) against three aero_matmul calls; 2 threads, weights cycled from DRAM.
+    printf("\nq/k/v on 16 tokens, 2 threads: aero_matmul_many vs 3 x aero_matmul (ms per layer)\n");
+    static const aero_dtype qkv_types[] = {AERO_DT_Q4_0, AERO_DT_Q8_0, AERO_DT_Q4_K};
+    for (size_t k = 0; k < sizeof qkv_types / sizeof qkv_types[0]; k++) {
+        wset q, kk, v;
+        aero_dtype t = qkv_types[k];
+        if (!wset_make(&q, t, 4096, cols, COLD_BYTES / 4) || !wset_make(&kk, t, 1024, cols, 0) ||
+            !wset_make(&v, t, 1024, cols, 0))
+            return 1;
+        float *yq = malloc(sizeof(float) * 16 * 4096), *yk = malloc(sizeof(float) * 16 * 1024),
+              *yv = malloc(sizeof(float) * 16 * 1024);
+        double sep = 1e30, many = 1e30;
+        for (int rep = 0; rep < 5; rep++) {
+            double t0 = now_s();
+            for (int c = 0; c < q.copies; c++) {
+                aero_matmul(pools[1], &q.w[c], x, 16, yq);
+                aero_matmul(pools[1], &kk.w[0], x, 16, yk);
+                aero_matmul(pools[1], &v.w[0], x, 16, yv);
+            }
+            double ts = (now_s() - t0) / q.copies;
+            t0 = now_s();
+            for (int c = 0; c < q.copies; c++)
+                aero_matmul_many(pools[1], (const aero_wmat *[]){&q.w[c], &kk.w[0], &v.w[0]}, 3, x, 16,
+                                 (float *[]){yq, yk, yv});
+            double tm = (now_s() - t0) / q.copies;
+            if (ts < sep) sep = ts;
+            if (tm < many) many = tm;
+        }
+        printf("%-5s separate %8.3f  shared %8.3f  gain %.2fx\n", aero_dtype_name(t), sep * 1e3, many * 1e3,
+               sep / many);
+        free(yq), free(yk), free(yv), free(q.mem), free(kk.mem), free(v.mem);
     }
     printf("load average at the end: %s", loadavg());
     free(x), free(y);

@@ -54,6 +54,9 @@ if j["streamed_bytes_per_pass"]:
           f"{j['io_threads']} IO threads, {'O_DIRECT' if j['direct'] else 'buffered'}")
     print(f"  disk bw {j['disk_bw_gbs']:.2f} GB/s (before decode {j['disk_bw_before_gbs']:.2f}, after {j['disk_bw_after_gbs']:.2f}); "
           f"disk floor {j['decode_disk_floor_s']*1e3:.0f} ms/pass")
+    if j.get("io_rate_passes"):
+        print(f"  floor bw = best of probe {j['disk_bw_probe_gbs']:.2f} GB/s and the IO threads' rate over {j['io_rate_passes']} passes "
+              f"(min {j['io_rate_min_gbs']:.2f}, median {j['io_rate_median_gbs']:.2f}, max {j['io_rate_max_gbs']:.2f} GB/s)")
     print(f"  prefill {j['prefill_tokens']} tokens: {j['prefill_s']:.1f} s = {j['prefill_tok_s']:.2f} tok/s in {j['prefill_passes']} pass(es), "
           f"disk floor {j['prefill_disk_floor_s']:.2f} s, waited for IO {j['prefill_io_wait_s']:.2f} s")
     print(f"  decode {j['decode_pass_s']*1e3:.0f} ms/pass = {j['decode_pass_over_disk_floor']:.2f} x disk floor; compute "

@@ -361,6 +361,8 @@ typedef struct {
     bool experts_resident;
     uint64_t expert_min;    // smallest expert cache: one decode step's experts of a layer (k spans)
     uint64_t expert_budget; // the expert cache's share of the budget (0 when resident or dense)
+    int head_parts;         // row blocks the streamed output head is read in (0: resident or read whole)
+    int prefetch_asked;     // the prefetch depth asked for; above `prefetch` when the budget only held fewer slots
 } aero_stream_plan;
 
 // The plan a model file would get under budget (0: no limit), decided without opening or reading anything
@@ -374,6 +376,13 @@ int aero_stream_head_unit(const aero_stream *s);
 // 0..n_layer-1, then the head unit (out of order restarts the cycle there, re-reading).
 aero_status aero_stream_acquire(aero_stream *s, int unit, aero_error *err);
 void aero_stream_release(aero_stream *s, int unit);
+// Row blocks the output head comes in: 1 when resident or streamed whole, more when a head larger than a layer
+// unit is streamed in layer-sized blocks (only for a caller that opened the stream with head_in_parts).
+int aero_stream_head_parts(const aero_stream *s);
+// Acquires row block `part` of the output head, in order after the last layer unit: while held, the output
+// tensor's data (aero_stream_tensor) is its rows [*row0, *row0 + *rows). Release with aero_stream_release(s,
+// aero_stream_head_unit(s)). With one part it is aero_stream_acquire of the head unit (all rows).
+aero_status aero_stream_acquire_head_part(aero_stream *s, int part, int64_t *row0, int64_t *rows, aero_error *err);
 void aero_stream_get_stats(const aero_stream *s, aero_stream_stats *out);
 void aero_stream_reset_stats(aero_stream *s);
 // Prints the --stats report (per pass: bytes streamed, IO busy, compute, IO wait, GB/s, disk floor) to f. The
@@ -392,8 +401,21 @@ void aero_stream_print_expert_plan(const aero_stream_plan *p, FILE *f);
 // The same bytes, so that a host-side cache favours neither side. The streaming window is the buffer, so the
 // measurement adds no memory; the next acquire refills the window. 0 when nothing is streamed, the window is in use, or the reads failed.
 double aero_stream_measure_disk_bw(aero_stream *s, uint64_t max_bytes);
-// Uses bw (bytes/s) as the disk bandwidth of the floor in aero_stream_print_stats instead of measuring.
+// Uses bw (bytes/s) as the probe's disk bandwidth in aero_stream_print_stats instead of measuring.
 void aero_stream_set_disk_bw(aero_stream *s, double bw);
+// The disk as the passes use it: the IO threads' own rate (bytes they finished / seconds with a read in flight)
+// over runs of consecutive logged passes that read at least 64 MiB together (one pass where it reads that much),
+// and the probe's.
+typedef struct {
+    double probe;            // the last probe (aero_stream_measure_disk_bw) or aero_stream_set_disk_bw; 0: none
+    double best;             // the best run since open (not reset by aero_stream_reset_stats)
+    int n_passes;            // runs of logged passes whose rate counts
+    double min, median, max; // their rates
+} aero_stream_disk_spread;
+// The disk bandwidth (bytes/s) of the floor: the best of the probe and of the passes' own rates, so that no
+// pass (no run of small passes) beats its floor, where a short probe alone varied 1-3 GB/s on one disk; the
+// spread in *sp (may be NULL).
+double aero_stream_disk_floor_bw(aero_stream *s, aero_stream_disk_spread *sp);
 // Memory read bandwidth (bytes/s) summing the engine's own largest weight buffer (window or pinned unit) on
 // the pool's threads, so that a benchmark under a memory limit allocates nothing more. 0 when too small.
 double aero_stream_measure_mem_bw(aero_stream *s, aero_pool *pool);

@@ -129,6 +129,22 @@ static void test_matmul_type(aero_dtype t, int64_t rows, int64_t cols, aero_pool
         aero_matmul(NULL, &m.w, x + tk * cols, 1, solo + tk * rows);
         aero_matmul_f32(NULL, &m.w, x + tk * cols, 1, solo32 + tk * rows);
     }
+    // The matmul (whatever activation layout its ISA uses) gives the bits of aero_vec_dot on standard blocks.
+    aero_dtype vt = aero_vec_dot_type(t);
+    if (vt != AERO_DT_F32) {
+        void *a = malloc(aero_dtype_row_bytes(vt, (uint64_t)cols) + 64);
+        int bad_dot = 0;
+        for (int tk = 0; tk < nmax; tk += 5) {
+            aero_quantize_row(vt, x + tk * cols, a, cols);
+            for (int64_t r = 0; r < rows; r++) {
+                float v = aero_vec_dot(t, cols, m.data + (size_t)r * m.w.row_bytes, a);
+                if (memcmp(&v, &solo[tk * rows + r], 4)) bad_dot++;
+            }
+        }
+        CHECKF(bad_dot == 0, "%s %lldx%lld: %d matmul outputs not bitwise aero_vec_dot", aero_dtype_name(t),
+               (long long)rows, (long long)cols, bad_dot);
+        free(a);
+    }
     // Against double precision: exact-f32 path tightly, quantized activations within their rounding.
     int bad_ref = 0, bad_ref32 = 0;
     for (int tk = 0; tk < nmax; tk++) {
@@ -222,6 +238,52 @@ static void test_reentrant(aero_pool *shared) {
     mat_free(&m);
 }
 
+// Several weights on one input (aero_matmul_many: one quantization shared where the activation rows agree) and
+// a block of rows into a wider output (aero_matmul_ld): bitwise what separate aero_matmul calls give.
+static void test_many(aero_pool **pools) {
+    const aero_dtype sets[][3] = {{AERO_DT_Q4_K, AERO_DT_Q4_K, AERO_DT_Q6_K}, // Q4_K_M-like q/k/v
+                                  {AERO_DT_Q4_0, AERO_DT_Q8_0, AERO_DT_Q4_0},
+                                  {AERO_DT_F16, AERO_DT_Q4_0, AERO_DT_Q5_K}}; // nothing shared
+    const int64_t rows[3] = {96, 32, 48}, cols = 512;
+    const int ns[] = {1, 3, 7, 16};
+    float *x = malloc(sizeof(float) * 16 * cols);
+    for (int i = 0; i < 16 * cols; i++) x[i] = rng_sym();
+    for (size_t si = 0; si < sizeof sets / sizeof sets[0]; si++) {
+        test_mat m[3];
+        float *want[3], *got[3];
+        const aero_wmat *ws[3];
+        for (int k = 0; k < 3; k++) {
+            mat_make(&m[k], sets[si][k], rows[k], cols);
+            ws[k] = &m[k].w;
+            want[k] = malloc(sizeof(float) * 16 * rows[k]);
+            got[k] = malloc(sizeof(float) * 16 * rows[k]);
+        }
+        for (int pi = 0; pi < 3; pi++)
+            for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++) {
+                int n = ns[ni];
+                for (int k = 0; k < 3; k++) {
+                    aero_matmul(pools[pi], ws[k], x, n, want[k]);
+                    memset(got[k], 0xff, sizeof(float) * n * rows[k]);
+                }
+                aero_matmul_many(pools[pi], ws, 3, x, n, got);
+                for (int k = 0; k < 3; k++)
+                    CHECKF(same_bits(got[k], want[k], (size_t)n * rows[k]), "matmul_many set %zu matrix %d n=%d",
+                           si, k, n);
+                // the first matrix in two row blocks written into its full-width output
+                aero_wmat top = m[0].w, bottom = m[0].w;
+                top.rows = rows[0] / 3;
+                bottom.rows = rows[0] - top.rows;
+                bottom.data = (const uint8_t *)m[0].w.data + (size_t)top.rows * m[0].w.row_bytes;
+                memset(got[0], 0xff, sizeof(float) * n * rows[0]);
+                aero_matmul_ld(pools[pi], &top, x, n, got[0], rows[0]);
+                aero_matmul_ld(pools[pi], &bottom, x, n, got[0] + top.rows, rows[0]);
+                CHECKF(same_bits(got[0], want[0], (size_t)n * rows[0]), "matmul_ld set %zu n=%d", si, n);
+            }
+        for (int k = 0; k < 3; k++) free(want[k]), free(got[k]), mat_free(&m[k]);
+    }
+    free(x);
+}
+
 static void test_bad_input(aero_pool *pool) {
     uint8_t data[4096] = {0};
     float x[512], y[8];
@@ -286,6 +348,7 @@ int main(int argc, char **argv) {
             test_matmul_type(t, 24, 8192, pools); // long rows: the batch is split into token tiles
     }
     test_reentrant(pools[2]);
+    test_many(pools);
     test_bad_input(pools[2]);
     aero_pool_free(pools[1]);
     aero_pool_free(pools[2]);

@@ -164,7 +164,8 @@ static void test_budgets(const char *path, bool tied) {
     // below the minimum: refused, naming the minimum
     CHECK(open_stream(&s, &g, out, min - 1, false, &err) == AERO_ERR_NOMEM);
     char want[32];
-    snprintf(want, sizeof want, "minimum %.1f MiB", min / (double)(1u << 20));
+    if (min >= (1u << 20)) snprintf(want, sizeof want, "minimum %.1f MiB", min / (double)(1u << 20));
+    else snprintf(want, sizeof want, "minimum %.1f KiB", min / 1024.0);
     CHECKF(strstr(err.msg, want) != NULL, "message '%s' lacks '%s'", err.msg, want);
     uint64_t budgets[] = {min, min + 100000, (min + all) / 2, all - 1, all, 0};
     for (size_t i = 0; i < sizeof budgets / sizeof budgets[0]; i++) {
@@ -178,7 +179,9 @@ static void test_budgets(const char *path, bool tied) {
                    (unsigned long long)aero_stream_weight_bytes_held(s), (unsigned long long)budgets[i]);
             CHECK(p->resident_bytes + p->window_bytes == aero_stream_weight_bytes_held(s));
             CHECK(p->n_pinned + p->n_streamed == N_LAYER + 1);
-            if (budgets[i] == min) CHECK(p->n_streamed > 0 && p->prefetch == 2 && p->n_slots == 3);
+            // the minimum is the 2-slot ring: prefetch lowered from the 2 asked for
+            if (budgets[i] == min)
+                CHECK(p->n_streamed > 0 && p->prefetch == 1 && p->n_slots == 2 && p->prefetch_asked == 2);
             if (budgets[i] == 0 || budgets[i] == all) CHECK(p->n_streamed == 0 && p->embd_resident);
             CHECKF(run_passes(s, &g, out, 4, &err), "budget %llu: %s", (unsigned long long)budgets[i], err.msg);
             aero_stream_stats st;
@@ -433,6 +436,79 @@ static void test_unacquired(const char *path) {
     aero_gguf_free(&g);
 }
 
+// A head larger than a layer (the bundled teacher's) streamed in row blocks at the minimum: each block holds
+// the file's bytes of its rows, the blocks cover the head once, the whole-head acquire is refused with a
+// message, and the minimum is below the one that holds the head resident or streams it whole.
+static void test_head_parts(void) {
+    const char *path = "models/aero-teacher-34M-Q8_0.gguf";
+    aero_gguf g;
+    aero_error err = {0};
+    if (aero_gguf_open(&g, path, &err)) {
+        CHECKF(0, "open %s: %s", path, err.msg);
+        return;
+    }
+    int64_t out = aero_gguf_tensor_index(&g, "output.weight");
+    const aero_tensor_info *t = &g.tensors[out];
+    int n_layer = 8;
+    aero_stream_params pp = {.output_tensor = "output.weight", .embd_tensor = "token_embd.weight", .plan_only = true};
+    aero_stream *s;
+    CHECK(!aero_stream_open(&s, &g, n_layer, &pp, &err));
+    uint64_t min_whole = aero_stream_get_plan(s)->min_budget;
+    aero_stream_close(s);
+    pp.head_in_parts = true;
+    CHECK(!aero_stream_open(&s, &g, n_layer, &pp, &err));
+    uint64_t min = aero_stream_get_plan(s)->min_budget;
+    aero_stream_close(s);
+    printf("teacher: minimum %llu bytes with the head in row blocks, %llu without\n", (unsigned long long)min,
+           (unsigned long long)min_whole);
+    CHECK(min < min_whole);
+    pp.plan_only = false;
+    pp.mem_budget = min;
+    if (aero_stream_open(&s, &g, n_layer, &pp, &err)) {
+        CHECKF(0, "open at the minimum: %s", err.msg);
+        aero_gguf_free(&g);
+        return;
+    }
+    const aero_stream_plan *p = aero_stream_get_plan(s);
+    int parts = aero_stream_head_parts(s);
+    CHECKF(parts > 1 && p->head_parts == parts && !p->head_resident, "%d head blocks", parts);
+    CHECK(aero_stream_weight_bytes_held(s) <= min);
+    size_t rb = aero_dtype_row_bytes(t->type, t->ne[0]);
+    char *want = malloc(t->nbytes);
+    int fd = open(path, O_RDONLY);
+    CHECK(want && fd >= 0 && pread(fd, want, t->nbytes, (off_t)t->offset) == (ssize_t)t->nbytes);
+    for (int pass = 0; pass < 3; pass++) {
+        for (int l = 0; l < n_layer; l++) {
+            CHECK(!aero_stream_acquire(s, l, &err));
+            aero_stream_release(s, l);
+        }
+        CHECK(aero_stream_acquire(s, aero_stream_head_unit(s), &err) == AERO_ERR_INVALID);
+        CHECKF(strstr(err.msg, "row blocks") != NULL, "%s", err.msg);
+        int64_t next = 0;
+        for (int b = 0; b < parts; b++) {
+            int64_t row0 = -1, rows = -1;
+            if (aero_stream_acquire_head_part(s, b, &row0, &rows, &err)) {
+                CHECKF(0, "head block %d: %s", b, err.msg);
+                break;
+            }
+            CHECK(row0 == next && rows > 0);
+            const void *d = aero_stream_tensor(s, out);
+            CHECKF(d && !memcmp(d, want + (size_t)row0 * rb, (size_t)rows * rb), "pass %d head block %d bytes", pass,
+                   b);
+            next = row0 + rows;
+            aero_stream_release(s, aero_stream_head_unit(s));
+        }
+        CHECK(next == (int64_t)t->ne[1]);
+    }
+    aero_stream_stats st;
+    aero_stream_get_stats(s, &st);
+    CHECKF(st.passes == 3, "%llu passes", (unsigned long long)st.passes);
+    if (fd >= 0) close(fd);
+    free(want);
+    aero_stream_close(s);
+    aero_gguf_free(&g);
+}
+
 // External units (a GPU context's VRAM-resident ones): the budget goes to the others, they are never read per
 // pass, their tensors are refused while not loaded, aero_stream_load_unit gives their bytes once, and a
 // reopen without them gives the plain plan back. For a tied model the embedding rows then come from disk.
@@ -494,7 +570,7 @@ static void test_external(const char *path, bool tied) {
         }
         // the plain plan back where the budget allows it (the untied head makes the plain window larger);
         // where it does not, a clear refusal and the old plan kept
-        aero_status rs = aero_stream_reopen(&s, NULL, &err);
+        aero_status rs = aero_stream_reopen(&s, NULL, false, &err);
         if (!rs) CHECK(s && !aero_stream_unit_external(s, 1) && run_passes(s, &g, out, 2, &err));
         else CHECKF(rs == AERO_ERR_NOMEM && strstr(err.msg, "below the minimum") && s && aero_stream_unit_external(s, 1),
                     "reopen refused: %s", err.msg);
@@ -526,6 +602,7 @@ int main(void) {
     test_truncation(path);
     test_page_cache(path);
     test_split(dir);
+    test_head_parts();
     unlink(path);
     unlink(path_tied);
     rmdir(dir);

@@ -1,6 +1,8 @@
 // Streaming end to end through the model: the logits of a prompt and of greedy decoding are bitwise identical
-// with --mem at the smallest legal budget, at a middle budget and fully resident, for stories260K and for a
-// synthetic model of mixed tensor types whose 600-token prompt (two tiles of 512) takes one pass.
+// with --mem at the smallest legal budget (2 ring slots), between the 2-slot and 3-slot minimums (prefetch
+// lowered), at a middle budget and fully resident, for stories260K, for the bundled teacher (whose output head,
+// larger than a layer, is then streamed in row blocks) and for a synthetic model of mixed tensor types whose
+// 600-token prompt (two tiles of 512) takes one pass.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,15 +71,16 @@ out:
 }
 
 // Runs the three budgets and compares logits and tokens bit for bit.
-static void check_identity(const char *name, const char *path, const int32_t *prompt, int n_prompt, int n_gen) {
+static void check_identity(const char *name, const char *path, const int32_t *prompt, int n_prompt, int n_gen,
+                           bool want_parts) {
     outcome res, lo, mid;
     if (!run(path, 0, prompt, n_prompt, n_gen, &res)) {
         CHECKF(0, "%s resident run", name);
         return;
     }
     uint64_t min = res.plan.min_budget, all = res.plan.resident_bytes;
-    uint64_t budgets[2] = {min, (min + all) / 2};
-    outcome *outs[2] = {&lo, &mid};
+    uint64_t budgets[3] = {min, 0, (min + all) / 2}; // [1]: half a slot over the minimum, set after the first run
+    outcome low2, *outs[3] = {&lo, &low2, &mid};
     aero_model_params pp;
     aero_model_params_default(&pp);
     int nv = 0;
@@ -89,16 +92,29 @@ static void check_identity(const char *name, const char *path, const int32_t *pr
         aero_gguf_free(&g);
     }
     size_t nbytes = sizeof(float) * nv * (n_prompt + n_gen);
-    for (int k = 0; k < 2; k++) {
+    for (int k = 0; k < 3; k++) {
         outcome *o = outs[k];
+        if (k == 1) {
+            if (lo.plan.n_slots != 2 || lo.plan.prefetch_asked != 2) {
+                CHECKF(0, "%s: %d slots at the minimum (prefetch asked %d), want 2", name, lo.plan.n_slots,
+                       lo.plan.prefetch_asked);
+                continue;
+            }
+            budgets[1] = min + lo.plan.window_bytes / 4; // below the 3-slot minimum, min + one slot
+        }
         if (!run(path, budgets[k], prompt, n_prompt, n_gen, o)) {
             CHECKF(0, "%s run at --mem %llu", name, (unsigned long long)budgets[k]);
             continue;
         }
-        printf("%s --mem %llu: %d pinned, %d streamed, window %llu, %llu passes, %.2f MB read, held %llu\n", name,
-               (unsigned long long)budgets[k], o->plan.n_pinned, o->plan.n_streamed,
-               (unsigned long long)o->plan.window_bytes, (unsigned long long)o->stats.passes,
+        printf("%s --mem %llu: %d pinned, %d streamed, head %s (%d blocks), window %llu (%d slots), %llu passes, "
+               "%.2f MB read, held %llu\n",
+               name, (unsigned long long)budgets[k], o->plan.n_pinned, o->plan.n_streamed,
+               o->plan.head_resident ? "resident" : "streamed", o->plan.head_parts,
+               (unsigned long long)o->plan.window_bytes, o->plan.n_slots, (unsigned long long)o->stats.passes,
                o->stats.bytes_streamed / 1e6, (unsigned long long)o->held);
+        if (k < 2) // the smallest budgets: two ring slots (prefetch lowered from the default 2)
+            CHECKF(o->plan.n_slots == 2 && o->plan.prefetch == 1, "%s: %d slots at --mem %llu", name,
+                   o->plan.n_slots, (unsigned long long)budgets[k]);
         CHECKF(o->plan.n_streamed > 0, "%s: something is streamed at --mem %llu", name, (unsigned long long)budgets[k]);
         CHECKF(o->held <= budgets[k], "%s: %llu bytes held over the budget %llu", name, (unsigned long long)o->held,
                (unsigned long long)budgets[k]);
@@ -111,6 +127,7 @@ static void check_identity(const char *name, const char *path, const int32_t *pr
         free(o->logits);
         free(o->ids);
     }
+    if (want_parts) CHECKF(lo.plan.head_parts > 1, "%s: the head is streamed in row blocks at the minimum", name);
     CHECKF(lo.plan.n_pinned < mid.plan.n_pinned || lo.plan.head_resident != mid.plan.head_resident,
            "%s: the middle budget pins more than the smallest", name);
     // passes: one for the whole prompt (however many 512-token tiles it has) plus one per generated token
@@ -177,7 +194,10 @@ int main(void) {
     alarm(300);
     int32_t story[24] = {1, 403, 407, 261, 378};
     for (int i = 5; i < 24; i++) story[i] = (int32_t)(3 + (i * 37) % 500);
-    check_identity("stories260K", SHARED_DATA "/models/stories260K.gguf", story, 24, 16);
+    check_identity("stories260K", SHARED_DATA "/models/stories260K.gguf", story, 24, 16, false);
+    int32_t once[8] = {1, 9038, 2501, 263, 931, 29892, 727, 471}; // ids below the teacher's vocabulary
+    for (int i = 0; i < 8; i++) once[i] %= 8192;
+    check_identity("teacher", "models/aero-teacher-34M-Q8_0.gguf", once, 8, 12, true);
 
     char path[64];
     snprintf(path, sizeof path, "/tmp/aero_test_stream_model_%d.gguf", (int)getpid());
@@ -189,7 +209,7 @@ int main(void) {
         int32_t *prompt = malloc(sizeof(int32_t) * NP);
         prompt[0] = 1;
         for (int i = 1; i < NP; i++) prompt[i] = (int32_t)(3 + (i * 7919) % (vocab - 3));
-        check_identity("synthetic", path, prompt, NP, 6);
+        check_identity("synthetic", path, prompt, NP, 6, false);
         free(prompt);
     }
     unlink(path);

@@ -48,9 +48,14 @@ static int run_io_passes(aero_stream *s, int n_layer, int passes, double *per_pa
     double t0 = 0;
     for (int p = 0; p <= passes; p++) {
         if (p == 1) t0 = aero_now();
-        for (int u = 0; u <= n_layer; u++) {
+        for (int u = 0; u < n_layer; u++) {
             if (aero_stream_acquire(s, u, err)) return 1;
             aero_stream_release(s, u);
+        }
+        for (int part = 0; part < aero_stream_head_parts(s); part++) { // the head, whole or in row blocks
+            int64_t row0, rows;
+            if (aero_stream_acquire_head_part(s, part, &row0, &rows, err)) return 1;
+            aero_stream_release(s, aero_stream_head_unit(s));
         }
     }
     *per_pass = (aero_now() - t0) / passes;
@@ -143,8 +148,11 @@ int aero_cmd_bench(int argc, char **argv) {
         return cli_fail("bench", "IO-only passes: %s", err.msg);
     }
     double disk_after = streamed ? measure_disk(s) : 0;
-    double disk_bw = disk_before > 0 && disk_after > 0 ? (disk_before + disk_after) / 2 : disk_before + disk_after;
-    aero_stream_set_disk_bw(s, disk_bw);
+    double disk_probe = disk_before > 0 && disk_after > 0 ? (disk_before + disk_after) / 2 : disk_before + disk_after;
+    aero_stream_set_disk_bw(s, disk_probe);
+    // the floor: the best of the probes and of the passes' own IO rates, so that no pass beats it
+    aero_stream_disk_spread dsp = {0};
+    double disk_bw = streamed ? aero_stream_disk_floor_bw(s, &dsp) : 0;
     uint64_t peak_rss = aero_peak_rss(); // of the runs, before any measurement buffer
     // memory bandwidth: over the engine's own largest buffer when under a budget, else a fresh 512 MB
     aero_pool *mpool = aero_pool_new(threads);
@@ -172,7 +180,8 @@ int aero_cmd_bench(int argc, char **argv) {
             "\"threads\":%d,\"isa\":\"%s\",\"mem_budget\":%llu,\"resident_bytes\":%llu,\"streamed_bytes_per_pass\":%llu,"
             "\"window_bytes\":%llu,\"prefetch\":%d,\"io_threads\":%d,\"direct\":%s,\"pinned_units\":%d,"
             "\"streamed_units\":%d,\"mem_bw_gbs\":%.3f,\"disk_bw_gbs\":%.3f,\"disk_bw_before_gbs\":%.3f,"
-            "\"disk_bw_after_gbs\":%.3f,\"prefill_tokens\":%d,\"prefill_s\":%.6f,"
+            "\"disk_bw_after_gbs\":%.3f,\"disk_bw_probe_gbs\":%.3f,\"io_rate_passes\":%d,\"io_rate_min_gbs\":%.3f,"
+            "\"io_rate_median_gbs\":%.3f,\"io_rate_max_gbs\":%.3f,\"prefill_tokens\":%d,\"prefill_s\":%.6f,"
             "\"prefill_tok_s\":%.3f,\"prefill_passes\":%llu,\"prefill_io_wait_s\":%.6f,\"prefill_disk_floor_s\":%.6f,"
             "\"decode_tokens\":%d,\"decode_s_per_token\":%.6f,"
             "\"decode_tok_s\":%.3f,\"decode_floor_s\":%.6f,\"decode_over_floor\":%.3f,\"decode_disk_floor_s\":%.6f,"
@@ -183,7 +192,8 @@ int aero_cmd_bench(int argc, char **argv) {
             (unsigned long long)o.mem, (unsigned long long)plan->resident_bytes,
             (unsigned long long)plan->streamed_bytes, (unsigned long long)plan->window_bytes, plan->prefetch,
             plan->io_threads, plan->direct ? "true" : "false", plan->n_pinned, plan->n_streamed, mem_bw / 1e9,
-            disk_bw / 1e9, disk_before / 1e9, disk_after / 1e9, n_prompt, prefill_s, n_prompt / prefill_s,
+            disk_bw / 1e9, disk_before / 1e9, disk_after / 1e9, disk_probe / 1e9, dsp.n_passes, dsp.min / 1e9,
+            dsp.median / 1e9, dsp.max / 1e9, n_prompt, prefill_s, n_prompt / prefill_s,
             (unsigned long long)pre.passes, pre.wait_s, pre_floor, n_gen, decode_s, 1 / decode_s, floor,
             floor > 0 ? decode_s / floor : 0, disk_floor, dec_pass, disk_floor > 0 ? dec_pass / disk_floor : 0,
             dec_compute, bound > 0 ? dec_pass / bound : 0, io_pass, disk_floor > 0 ? io_pass / disk_floor : 0,
@@ -203,8 +213,10 @@ int aero_cmd_bench(int argc, char **argv) {
         printf("memory bw  %.2f GB/s (read, measured now)\n", mem_bw / 1e9);
         if (disk_bw > 0)
             printf(
-                "disk bw    %.2f GB/s (O_DIRECT reads of the streamed data, measured now: %.2f before decode, %.2f after)\n",
-                disk_bw / 1e9, disk_before / 1e9, disk_after / 1e9);
+                "disk bw    %.2f GB/s for the floor: the best of the probe (O_DIRECT reads of the streamed data: %.2f "
+                "before decode, %.2f after) and the IO threads' rate over %d passes (min %.2f, median %.2f, max %.2f)\n",
+                disk_bw / 1e9, disk_before / 1e9, disk_after / 1e9, dsp.n_passes, dsp.min / 1e9, dsp.median / 1e9,
+                dsp.max / 1e9);
         printf("prefill    %d tokens in %.3f s = %.1f tok/s (%llu passes", n_prompt, prefill_s, n_prompt / prefill_s,
                (unsigned long long)pre.passes);
         if (streamed) printf(", disk floor %.3f s, waited for IO %.3f s", pre_floor, pre.wait_s);

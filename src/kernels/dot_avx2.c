@@ -223,9 +223,12 @@ AI __m256i fifth_bits(const uint8_t *qh) {
     return _mm256_and_si256(v, _mm256_set1_epi8(16));
 }
 
-// One kernel for the five 32-block types (t is a compile-time constant in each instance).
-AI float dot32(const aero_dtype t, int64_t n, const void *vw, const void *va) {
-    const aero_block_q8_0 *a = va;
+// One kernel for the five 32-block types and 1 to 4 tokens (t and T are compile-time constants in each
+// instance). Each weight block is unpacked once for the T tokens; each token's steps are exactly the one-token
+// kernel's, in the same order, so out[k] has the bits of the single dot with a[k] (batch invariance).
+AI void dot32(const aero_dtype t, const int T, int64_t n, const void *vw, const void *const *va, float *out) {
+    const aero_block_q8_0 *a[4];
+    for (int k = 0; k < T; k++) a[k] = va[k];
     const uint8_t *w = vw;
     const size_t bb = t == AERO_DT_Q4_0   ? 18
                       : t == AERO_DT_Q4_1 ? 20
@@ -234,42 +237,168 @@ AI float dot32(const aero_dtype t, int64_t n, const void *vw, const void *va) {
                                           : 34;
     const bool has_min = t == AERO_DT_Q4_1 || t == AERO_DT_Q5_1, five = t == AERO_DT_Q5_0 || t == AERO_DT_Q5_1;
     const __m256i ones = _mm256_set1_epi8(1);
-    __m256 acc = _mm256_setzero_ps();
+    __m256 acc[4];
+    for (int k = 0; k < T; k++) acc[k] = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / AERO_QK; i++, w += bb) {
-        __m256i av = _mm256_loadu_si256((const void *)a[i].qs);
-        float da = h2f(a[i].d);
         uint16_t d;
         memcpy(&d, w, 2);
+        const float dw = h2f(d);
         if (t == AERO_DT_Q8_0) {
-            __m256i wv = _mm256_loadu_si256((const void *)(w + 2));
-            __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(av, wv));
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(madd1(p)), _mm256_set1_ps(h2f(d) * da), acc);
+            __m256i wv = _mm256_loadu_si256((const void *)(w + 2)), aw = _mm256_sign_epi8(wv, wv);
+            for (int k = 0; k < T; k++) {
+                __m256i av = _mm256_loadu_si256((const void *)a[k][i].qs);
+                __m256i p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(av, wv));
+                acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(madd1(p)), _mm256_set1_ps(dw * h2f(a[k][i].d)), acc[k]);
+            }
             continue;
         }
         const size_t qh_off = has_min ? 4 : 2, qs_off = qh_off + (five ? 4 : 0);
         __m256i u = nibbles32(w + qs_off);
         if (five) u = _mm256_or_si256(u, fifth_bits(w + qh_off));
-        __m256i p = _mm256_maddubs_epi16(u, av);
+        float dm = 0;
         if (has_min) {
             uint16_t m;
             memcpy(&m, w + 2, 2);
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(madd1(p)), _mm256_set1_ps(h2f(d) * da), acc);
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(madd1(_mm256_maddubs_epi16(ones, av))),
-                                  _mm256_set1_ps(h2f(m) * da), acc);
-        } else {
-            // codes are offset by 8 (or 16): subtract offset * activation pair sums, still exact in 16 bits
-            __m256i o = _mm256_maddubs_epi16(_mm256_set1_epi8(five ? 16 : 8), av);
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(madd1(_mm256_sub_epi16(p, o))), _mm256_set1_ps(h2f(d) * da), acc);
+            dm = h2f(m);
+        }
+        for (int k = 0; k < T; k++) {
+            __m256i av = _mm256_loadu_si256((const void *)a[k][i].qs);
+            float da = h2f(a[k][i].d);
+            __m256i p = _mm256_maddubs_epi16(u, av);
+            if (has_min) {
+                acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(madd1(p)), _mm256_set1_ps(dw * da), acc[k]);
+                acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(madd1(_mm256_maddubs_epi16(ones, av))),
+                                         _mm256_set1_ps(dm * da), acc[k]);
+            } else {
+                // codes are offset by 8 (or 16): subtract offset * activation pair sums, still exact in 16 bits
+                __m256i o = _mm256_maddubs_epi16(_mm256_set1_epi8(five ? 16 : 8), av);
+                acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(madd1(_mm256_sub_epi16(p, o))), _mm256_set1_ps(dw * da),
+                                         acc[k]);
+            }
         }
     }
-    return hsum8(acc);
+    for (int k = 0; k < T; k++) out[k] = hsum8(acc[k]);
+}
+
+// ---- matmul's own activation rows for the 32-block types ----------------------------------------------
+
+// A Q8_0 activation block as matmul lays it out for one weight type: the codes, the f32 scale (the f16 one
+// widened once per token instead of once per weight row), and the weight type's integer correction per group
+// of 4 codes (offset x sum for Q4_0/Q5_0, the sum for Q4_1/Q5_1's min, unused for Q8_0), computed once per
+// token instead of once per weight row. Integers are exact and the scale is the same float, so a dot over
+// these rows has the bits of the dot over standard blocks.
+typedef struct {
+    int8_t qs[32];
+    int32_t c[8];
+    float d;
+} q8a;
+_Static_assert(sizeof(q8a) == 68, "prepared Q8_0 block size");
+
+static bool is32(aero_dtype t) {
+    return t == AERO_DT_Q4_0 || t == AERO_DT_Q4_1 || t == AERO_DT_Q5_0 || t == AERO_DT_Q5_1 || t == AERO_DT_Q8_0;
+}
+
+// Bytes of a prepared activation row for weights of type w (0: standard blocks).
+static size_t act_bytes(aero_dtype w, int64_t n) { return is32(w) ? (size_t)(n / AERO_QK) * sizeof(q8a) : 0; }
+
+// Matmul's activation rows: quantized exactly like the standard ones, then the scale widened and the
+// correction summed.
+static void act_quantize(aero_dtype w, const float *x, void *vp, int64_t n) {
+    q8a *p = vp;
+    const int off = w == AERO_DT_Q4_0 ? 8 : w == AERO_DT_Q5_0 ? 16 : 1;
+    for (int64_t b = 0; b < n / AERO_QK; b++) {
+        aero_block_q8_0 blk;
+        quantize_q8_0(x + b * AERO_QK, &blk, AERO_QK);
+        __m256i av = _mm256_loadu_si256((const void *)blk.qs);
+        _mm256_storeu_si256((void *)p[b].qs, av);
+        _mm256_storeu_si256((void *)p[b].c, madd1(_mm256_maddubs_epi16(_mm256_set1_epi8((char)off), av)));
+        p[b].d = h2f(blk.d);
+    }
+}
+
+// dot32 over prepared rows: the same integer lanes and the same float steps in the same order.
+AI void dot32p(const aero_dtype t, const int T, int64_t n, const void *vw, const void *const *va, float *out) {
+    const q8a *a[4];
+    for (int k = 0; k < T; k++) a[k] = va[k];
+    const uint8_t *w = vw;
+    const size_t bb = t == AERO_DT_Q4_0   ? 18
+                      : t == AERO_DT_Q4_1 ? 20
+                      : t == AERO_DT_Q5_0 ? 22
+                      : t == AERO_DT_Q5_1 ? 24
+                                          : 34;
+    const bool has_min = t == AERO_DT_Q4_1 || t == AERO_DT_Q5_1, five = t == AERO_DT_Q5_0 || t == AERO_DT_Q5_1;
+    __m256 acc[4];
+    for (int k = 0; k < T; k++) acc[k] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / AERO_QK; i++, w += bb) {
+        uint16_t d;
+        memcpy(&d, w, 2);
+        const __m256 dw = _mm256_set1_ps(h2f(d));
+        if (t == AERO_DT_Q8_0) {
+            __m256i wv = _mm256_loadu_si256((const void *)(w + 2)), aw = _mm256_sign_epi8(wv, wv);
+            for (int k = 0; k < T; k++) {
+                __m256i av = _mm256_loadu_si256((const void *)a[k][i].qs);
+                __m256i p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(av, wv));
+                acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(madd1(p)),
+                                         _mm256_mul_ps(dw, _mm256_broadcast_ss(&a[k][i].d)), acc[k]);
+            }
+            continue;
+        }
+        const size_t qh_off = has_min ? 4 : 2, qs_off = qh_off + (five ? 4 : 0);
+        __m256i u = nibbles32(w + qs_off);
+        if (five) u = _mm256_or_si256(u, fifth_bits(w + qh_off));
+        __m256 dm = _mm256_setzero_ps();
+        if (has_min) {
+            uint16_t m;
+            memcpy(&m, w + 2, 2);
+            dm = _mm256_set1_ps(h2f(m));
+        }
+        for (int k = 0; k < T; k++) {
+            __m256i av = _mm256_loadu_si256((const void *)a[k][i].qs);
+            __m256i c = _mm256_loadu_si256((const void *)a[k][i].c);
+            __m256 da = _mm256_broadcast_ss(&a[k][i].d);
+            __m256i p = madd1(_mm256_maddubs_epi16(u, av));
+            if (has_min) {
+                acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(dw, da), acc[k]);
+                acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(c), _mm256_mul_ps(dm, da), acc[k]);
+            } else {
+                acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(p, c)), _mm256_mul_ps(dw, da), acc[k]);
+            }
+        }
+    }
+    for (int k = 0; k < T; k++) out[k] = hsum8(acc[k]);
 }
 
 // ---- K-quants with Q8_K activations -------------------------------------------------------------------
 
 AI __m256i scale16(int s) { return _mm256_set1_epi16((short)s); }
-// Two groups of 16 in one vector: the low 128 bits get scale s0, the high s1.
-AI __m256i scale16x2(int s0, int s1) { return _mm256_setr_m128i(_mm_set1_epi16((short)s0), _mm_set1_epi16((short)s1)); }
+
+// The 16 int8 scales of a K-quant block with groups of 16 as 8 vectors of int16: pair j (groups 2j, 2j+1) has
+// group 2j's scale in the low 128 bits and 2j+1's in the high ones (madd with the two groups' pair sums).
+// Shuffles of one widened vector, instead of two broadcasts and an insert per pair.
+AI void scale_pairs(__m128i s8, __m256i out[8]) {
+    __m256i s16 = _mm256_cvtepi8_epi16(s8);
+    __m256i lo = _mm256_permute2x128_si256(s16, s16, 0x00), hi = _mm256_permute2x128_si256(s16, s16, 0x11);
+    for (int j = 0; j < 4; j++) {
+        const char a = (char)(4 * j), b = (char)(4 * j + 2); // bytes of words 2j and 2j+1 in a half
+        const __m256i ctl = _mm256_setr_epi8(a, a + 1, a, a + 1, a, a + 1, a, a + 1, a, a + 1, a, a + 1, a, a + 1, a,
+                                             a + 1, b, b + 1, b, b + 1, b, b + 1, b, b + 1, b, b + 1, b, b + 1, b, b + 1,
+                                             b, b + 1);
+        out[j] = _mm256_shuffle_epi8(lo, ctl);
+        out[4 + j] = _mm256_shuffle_epi8(hi, ctl);
+    }
+}
+
+// Q3_K's 16 6-bit scales minus 32 (aero_q3k_scales), 32 bits at a time.
+AI __m128i q3k_scales(const uint8_t *b) {
+    const uint32_t k1 = 0x03030303, k2 = 0x0f0f0f0f;
+    uint32_t aux[3], u[4];
+    memcpy(aux, b, 12);
+    u[0] = (aux[0] & k2) | (((aux[2] >> 0) & k1) << 4);
+    u[1] = (aux[1] & k2) | (((aux[2] >> 2) & k1) << 4);
+    u[2] = ((aux[0] >> 4) & k2) | (((aux[2] >> 4) & k1) << 4);
+    u[3] = ((aux[1] >> 4) & k2) | (((aux[2] >> 6) & k1) << 4);
+    return _mm_sub_epi8(_mm_loadu_si128((const void *)u), _mm_set1_epi8(32));
+}
 
 // The 6-bit scales (bytes 0-7) and mins (8-15) of a Q4_K/Q5_K block, 32 bits at a time.
 AI void q4k_unpack(const uint8_t *sc, uint8_t out[16]) {
@@ -283,13 +412,16 @@ AI void q4k_unpack(const uint8_t *sc, uint8_t out[16]) {
     memcpy(out, o, 16);
 }
 
-// Q4_K / Q5_K: 8 groups of 32; 32 bytes of qs hold group 2p (low nibbles) and 2p+1 (high).
-AI float dot_q45k(const bool five, int64_t n, const void *vw, const void *va) {
-    const aero_block_q8_K *a = va;
+// Q4_K / Q5_K: 8 groups of 32; 32 bytes of qs hold group 2p (low nibbles) and 2p+1 (high). T tokens (1-4) at
+// once, each with the one-token steps in the same order (bitwise the single dot), the weights unpacked once.
+AI void dot_q45k(const bool five, const int T, int64_t n, const void *vw, const void *const *va, float *out) {
+    const aero_block_q8_K *a[4];
+    for (int k = 0; k < T; k++) a[k] = va[k];
     const uint8_t *wb = vw;
     const size_t bb = five ? sizeof(aero_block_q5_K) : sizeof(aero_block_q4_K);
     const __m256i m4 = _mm256_set1_epi8(0x0F);
-    __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
+    __m256 acc[4], accm[4];
+    for (int k = 0; k < T; k++) acc[k] = _mm256_setzero_ps(), accm[k] = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / AERO_QK_K; i++, wb += bb) {
         const uint8_t *qs, *scales, *qh = NULL;
         uint16_t d, dmin;
@@ -302,8 +434,8 @@ AI float dot_q45k(const bool five, int64_t n, const void *vw, const void *va) {
         }
         uint8_t sm[16];
         q4k_unpack(scales, sm);
-        const int8_t *aq = a[i].qs;
-        __m256i isum = _mm256_setzero_si256();
+        __m256i isum[4];
+        for (int k = 0; k < T; k++) isum[k] = _mm256_setzero_si256();
         __m256i hb = five ? _mm256_loadu_si256((const void *)qh) : _mm256_setzero_si256();
         for (int p = 0; p < 4; p++) {
             __m256i q = _mm256_loadu_si256((const void *)(qs + 32 * p));
@@ -315,32 +447,44 @@ AI float dot_q45k(const bool five, int64_t n, const void *vw, const void *va) {
                 hi = _mm256_or_si256(
                     hi, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hb, b1), b1), _mm256_set1_epi8(16)));
             }
-            __m256i plo = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const void *)(aq + 64 * p)));
-            __m256i phi = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const void *)(aq + 64 * p + 32)));
-            isum = _mm256_add_epi32(isum, _mm256_madd_epi16(plo, scale16(sm[2 * p])));
-            isum = _mm256_add_epi32(isum, _mm256_madd_epi16(phi, scale16(sm[2 * p + 1])));
+            const __m256i s_lo = scale16(sm[2 * p]), s_hi = scale16(sm[2 * p + 1]);
+            for (int k = 0; k < T; k++) {
+                const int8_t *aq = a[k][i].qs;
+                __m256i plo = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const void *)(aq + 64 * p)));
+                __m256i phi = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const void *)(aq + 64 * p + 32)));
+                isum[k] = _mm256_add_epi32(isum[k], _mm256_madd_epi16(plo, s_lo));
+                isum[k] = _mm256_add_epi32(isum[k], _mm256_madd_epi16(phi, s_hi));
+            }
         }
         __m256i mins16 = _mm256_cvtepu8_epi16(_mm_loadl_epi64((const void *)(sm + 8)));
         // each min twice, for the two bsums of its group
         __m256i mdup = _mm256_permute2x128_si256(_mm256_unpacklo_epi16(mins16, mins16),
                                                  _mm256_unpackhi_epi16(mins16, mins16), 0x20);
-        __m256i msum = _mm256_madd_epi16(_mm256_loadu_si256((const void *)a[i].bsums), mdup);
-        float ad = a[i].d;
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(h2f(d) * ad), acc);
-        accm = _mm256_fmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_set1_ps(h2f(dmin) * ad), accm);
+        const float dw = h2f(d), dmw = h2f(dmin);
+        for (int k = 0; k < T; k++) {
+            __m256i msum = _mm256_madd_epi16(_mm256_loadu_si256((const void *)a[k][i].bsums), mdup);
+            float ad = a[k][i].d;
+            acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[k]), _mm256_set1_ps(dw * ad), acc[k]);
+            accm[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_set1_ps(dmw * ad), accm[k]);
+        }
     }
-    return hsum8(acc) - hsum8(accm);
+    for (int k = 0; k < T; k++) out[k] = hsum8(acc[k]) - hsum8(accm[k]);
 }
 
 // Q6_K: per half, ql bytes 0-31 / 32-63 give elements 0-31 / 32-63 (low nibbles) and 64-95 / 96-127 (high).
-static float dot_q6_K(int64_t n, const void *vw, const void *va) {
-    const aero_block_q8_K *a = va;
+// T tokens (1-4) at once, as dot_q45k.
+AI void dot_q6k(const int T, int64_t n, const void *vw, const void *const *va, float *out) {
+    const aero_block_q8_K *a[4];
+    for (int k = 0; k < T; k++) a[k] = va[k];
     const aero_block_q6_K *x = vw;
     const __m256i m4 = _mm256_set1_epi8(0x0F), m3 = _mm256_set1_epi8(3);
-    __m256 acc = _mm256_setzero_ps();
+    __m256 acc[4];
+    for (int k = 0; k < T; k++) acc[k] = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / AERO_QK_K; i++) {
-        const int8_t *aq = a[i].qs, *sc = x[i].scales;
-        __m256i isum = _mm256_setzero_si256();
+        const int8_t *sc = x[i].scales;
+        __m256i isum[4], sp[8];
+        scale_pairs(_mm_loadu_si128((const void *)sc), sp);
+        for (int k = 0; k < T; k++) isum[k] = _mm256_setzero_si256();
         for (int h = 0; h < 2; h++) {
             __m256i l0 = _mm256_loadu_si256((const void *)(x[i].ql + 64 * h));
             __m256i l1 = _mm256_loadu_si256((const void *)(x[i].ql + 64 * h + 32));
@@ -353,87 +497,149 @@ static float dot_q6_K(int64_t n, const void *vw, const void *va) {
                                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 4), m3), 4));
             u[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
                                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), m3), 4));
-            for (int k = 0; k < 4; k++) {
-                int g = 8 * h + 2 * k;
-                __m256i p = _mm256_maddubs_epi16(u[k], _mm256_loadu_si256((const void *)(aq + 128 * h + 32 * k)));
-                isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p, scale16x2(sc[g], sc[g + 1])));
+            for (int j = 0; j < 4; j++) {
+                const __m256i s2 = sp[4 * h + j];
+                for (int k = 0; k < T; k++) {
+                    __m256i p = _mm256_maddubs_epi16(
+                        u[j], _mm256_loadu_si256((const void *)(a[k][i].qs + 128 * h + 32 * j)));
+                    isum[k] = _mm256_add_epi32(isum[k], _mm256_madd_epi16(p, s2));
+                }
             }
         }
-        __m256i corr = _mm256_madd_epi16(_mm256_loadu_si256((const void *)a[i].bsums),
-                                         _mm256_cvtepi8_epi16(_mm_loadu_si128((const void *)sc)));
-        isum = _mm256_sub_epi32(isum, _mm256_slli_epi32(corr, 5)); // codes are offset by 32
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(h2f(x[i].d) * a[i].d), acc);
+        __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const void *)sc));
+        const float dw = h2f(x[i].d);
+        for (int k = 0; k < T; k++) {
+            __m256i corr = _mm256_madd_epi16(_mm256_loadu_si256((const void *)a[k][i].bsums), sc16);
+            isum[k] = _mm256_sub_epi32(isum[k], _mm256_slli_epi32(corr, 5)); // codes are offset by 32
+            acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[k]), _mm256_set1_ps(dw * a[k][i].d), acc[k]);
+        }
     }
-    return hsum8(acc);
+    for (int k = 0; k < T; k++) out[k] = hsum8(acc[k]);
 }
 
-// Q3_K: 2 low bits ((qs >> 2k) & 3 gives elements 32k.. in order) plus the hmask bit; offset 4.
-static float dot_q3_K(int64_t n, const void *vw, const void *va) {
-    const aero_block_q8_K *a = va;
+// Q3_K: 2 low bits ((qs >> 2k) & 3 gives elements 32k.. in order) plus the hmask bit; offset 4. T tokens
+// (1-4) at once, as dot_q45k.
+AI void dot_q3k(const int T, int64_t n, const void *vw, const void *const *va, float *out) {
+    const aero_block_q8_K *a[4];
+    for (int k = 0; k < T; k++) a[k] = va[k];
     const aero_block_q3_K *x = vw;
     const __m256i m3 = _mm256_set1_epi8(3);
-    __m256 acc = _mm256_setzero_ps();
+    __m256 acc[4];
+    for (int k = 0; k < T; k++) acc[k] = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / AERO_QK_K; i++) {
-        int8_t sc[16];
-        aero_q3k_scales(x[i].scales, sc);
-        const int8_t *aq = a[i].qs;
-        __m256i hm = _mm256_loadu_si256((const void *)x[i].hmask), isum = _mm256_setzero_si256();
+        __m128i sc = q3k_scales(x[i].scales);
+        __m256i sp[8], isum[4];
+        scale_pairs(sc, sp);
+        for (int k = 0; k < T; k++) isum[k] = _mm256_setzero_si256();
+        __m256i hm = _mm256_loadu_si256((const void *)x[i].hmask);
         for (int h = 0; h < 2; h++) {
             __m256i q = _mm256_loadu_si256((const void *)(x[i].qs + 32 * h));
-            for (int k = 0; k < 4; k++) {
-                __m256i b = _mm256_set1_epi8((char)(1 << (4 * h + k)));
-                __m256i u = _mm256_and_si256(_mm256_srli_epi16(q, 2 * k), m3);
+            for (int j = 0; j < 4; j++) {
+                __m256i b = _mm256_set1_epi8((char)(1 << (4 * h + j)));
+                __m256i u = _mm256_and_si256(_mm256_srli_epi16(q, 2 * j), m3);
                 u = _mm256_or_si256(
                     u, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hm, b), b), _mm256_set1_epi8(4)));
-                int g = 8 * h + 2 * k;
-                __m256i p = _mm256_maddubs_epi16(u, _mm256_loadu_si256((const void *)(aq + 128 * h + 32 * k)));
-                isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p, scale16x2(sc[g], sc[g + 1])));
+                for (int k = 0; k < T; k++) {
+                    __m256i p = _mm256_maddubs_epi16(
+                        u, _mm256_loadu_si256((const void *)(a[k][i].qs + 128 * h + 32 * j)));
+                    isum[k] = _mm256_add_epi32(isum[k], _mm256_madd_epi16(p, sp[4 * h + j]));
+                }
             }
         }
-        __m256i corr = _mm256_madd_epi16(_mm256_loadu_si256((const void *)a[i].bsums),
-                                         _mm256_cvtepi8_epi16(_mm_loadu_si128((const void *)sc)));
-        isum = _mm256_sub_epi32(isum, _mm256_slli_epi32(corr, 2));
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(h2f(x[i].d) * a[i].d), acc);
+        __m256i sc16 = _mm256_cvtepi8_epi16(sc);
+        const float dw = h2f(x[i].d);
+        for (int k = 0; k < T; k++) {
+            __m256i corr = _mm256_madd_epi16(_mm256_loadu_si256((const void *)a[k][i].bsums), sc16);
+            isum[k] = _mm256_sub_epi32(isum[k], _mm256_slli_epi32(corr, 2));
+            acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[k]), _mm256_set1_ps(dw * a[k][i].d), acc[k]);
+        }
     }
-    return hsum8(acc);
+    for (int k = 0; k < T; k++) out[k] = hsum8(acc[k]);
 }
 
-// Q2_K: 4-bit scales and mins per group of 16.
-static float dot_q2_K(int64_t n, const void *vw, const void *va) {
-    const aero_block_q8_K *a = va;
+// Q2_K: 4-bit scales and mins per group of 16. T tokens (1-4) at once, as dot_q45k.
+AI void dot_q2k(const int T, int64_t n, const void *vw, const void *const *va, float *out) {
+    const aero_block_q8_K *a[4];
+    for (int k = 0; k < T; k++) a[k] = va[k];
     const aero_block_q2_K *x = vw;
     const __m256i m3 = _mm256_set1_epi8(3);
-    __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
+    __m256 acc[4], accm[4];
+    for (int k = 0; k < T; k++) acc[k] = _mm256_setzero_ps(), accm[k] = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / AERO_QK_K; i++) {
-        const uint8_t *sc = x[i].scales;
-        const int8_t *aq = a[i].qs;
-        __m256i isum = _mm256_setzero_si256();
+        __m128i raw = _mm_loadu_si128((const void *)x[i].scales);
+        __m256i sp[8], isum[4];
+        scale_pairs(_mm_and_si128(raw, _mm_set1_epi8(0x0F)), sp);
+        for (int k = 0; k < T; k++) isum[k] = _mm256_setzero_si256();
         for (int h = 0; h < 2; h++) {
             __m256i q = _mm256_loadu_si256((const void *)(x[i].qs + 32 * h));
-            for (int k = 0; k < 4; k++) {
-                int g = 8 * h + 2 * k;
-                __m256i u = _mm256_and_si256(_mm256_srli_epi16(q, 2 * k), m3);
-                __m256i p = _mm256_maddubs_epi16(u, _mm256_loadu_si256((const void *)(aq + 128 * h + 32 * k)));
-                isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p, scale16x2(sc[g] & 15, sc[g + 1] & 15)));
+            for (int j = 0; j < 4; j++) {
+                __m256i u = _mm256_and_si256(_mm256_srli_epi16(q, 2 * j), m3);
+                for (int k = 0; k < T; k++) {
+                    __m256i p = _mm256_maddubs_epi16(
+                        u, _mm256_loadu_si256((const void *)(a[k][i].qs + 128 * h + 32 * j)));
+                    isum[k] = _mm256_add_epi32(isum[k], _mm256_madd_epi16(p, sp[4 * h + j]));
+                }
             }
         }
-        __m128i raw = _mm_loadu_si128((const void *)sc);
         __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(raw, 4), _mm_set1_epi8(0x0F)));
-        __m256i msum = _mm256_madd_epi16(_mm256_loadu_si256((const void *)a[i].bsums), mins);
-        float ad = a[i].d;
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(h2f(x[i].d) * ad), acc);
-        accm = _mm256_fmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_set1_ps(h2f(x[i].dmin) * ad), accm);
+        const float dw = h2f(x[i].d), dmw = h2f(x[i].dmin);
+        for (int k = 0; k < T; k++) {
+            __m256i msum = _mm256_madd_epi16(_mm256_loadu_si256((const void *)a[k][i].bsums), mins);
+            float ad = a[k][i].d;
+            acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[k]), _mm256_set1_ps(dw * ad), acc[k]);
+            accm[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_set1_ps(dmw * ad), accm[k]);
+        }
     }
-    return hsum8(acc) - hsum8(accm);
+    for (int k = 0; k < T; k++) out[k] = hsum8(acc[k]) - hsum8(accm[k]);
 }
 
-static float dot_q4_0(int64_t n, const void *w, const void *a) { return dot32(AERO_DT_Q4_0, n, w, a); }
-static float dot_q4_1(int64_t n, const void *w, const void *a) { return dot32(AERO_DT_Q4_1, n, w, a); }
-static float dot_q5_0(int64_t n, const void *w, const void *a) { return dot32(AERO_DT_Q5_0, n, w, a); }
-static float dot_q5_1(int64_t n, const void *w, const void *a) { return dot32(AERO_DT_Q5_1, n, w, a); }
-static float dot_q8_0(int64_t n, const void *w, const void *a) { return dot32(AERO_DT_Q8_0, n, w, a); }
-static float dot_q4_K(int64_t n, const void *w, const void *a) { return dot_q45k(false, n, w, a); }
-static float dot_q5_K(int64_t n, const void *w, const void *a) { return dot_q45k(true, n, w, a); }
+// One-token dots (the dot table) and 1-4 token ones (matmul's mm_dot_multi), from the same kernels.
+#define ONE(name, CALL)                                                                               \
+    static float name(int64_t n, const void *w, const void *a) {                                      \
+        float out;                                                                                    \
+        CALL(1, n, w, &a, &out);                                                                      \
+        return out;                                                                                   \
+    }
+#define ONE_AND_MULTI(name, CALL)                                                                     \
+    ONE(name, CALL)                                                                                   \
+    static void name##_multi(int64_t n, const void *w, const void *const *a, int T, float *out) {     \
+        switch (T) {                                                                                  \
+        case 1: CALL(1, n, w, a, out); break;                                                         \
+        case 2: CALL(2, n, w, a, out); break;                                                         \
+        case 3: CALL(3, n, w, a, out); break;                                                         \
+        default: CALL(4, n, w, a, out); break;                                                        \
+        }                                                                                             \
+    }
+#define C_Q4_0(T, n, w, a, out) dot32(AERO_DT_Q4_0, T, n, w, a, out)
+#define C_Q4_1(T, n, w, a, out) dot32(AERO_DT_Q4_1, T, n, w, a, out)
+#define C_Q5_0(T, n, w, a, out) dot32(AERO_DT_Q5_0, T, n, w, a, out)
+#define C_Q5_1(T, n, w, a, out) dot32(AERO_DT_Q5_1, T, n, w, a, out)
+#define C_Q8_0(T, n, w, a, out) dot32(AERO_DT_Q8_0, T, n, w, a, out)
+#define C_Q4_K(T, n, w, a, out) dot_q45k(false, T, n, w, a, out)
+#define C_Q5_K(T, n, w, a, out) dot_q45k(true, T, n, w, a, out)
+#define C_Q6_K(T, n, w, a, out) dot_q6k(T, n, w, a, out)
+#define C_Q3_K(T, n, w, a, out) dot_q3k(T, n, w, a, out)
+#define C_Q2_K(T, n, w, a, out) dot_q2k(T, n, w, a, out)
+#define P_Q4_0(T, n, w, a, out) dot32p(AERO_DT_Q4_0, T, n, w, a, out)
+#define P_Q4_1(T, n, w, a, out) dot32p(AERO_DT_Q4_1, T, n, w, a, out)
+#define P_Q5_0(T, n, w, a, out) dot32p(AERO_DT_Q5_0, T, n, w, a, out)
+#define P_Q5_1(T, n, w, a, out) dot32p(AERO_DT_Q5_1, T, n, w, a, out)
+#define P_Q8_0(T, n, w, a, out) dot32p(AERO_DT_Q8_0, T, n, w, a, out)
+ONE(dot_q4_0, C_Q4_0)
+ONE(dot_q4_1, C_Q4_1)
+ONE(dot_q5_0, C_Q5_0)
+ONE(dot_q5_1, C_Q5_1)
+ONE(dot_q8_0, C_Q8_0)
+ONE_AND_MULTI(dot_q4_K, C_Q4_K)
+ONE_AND_MULTI(dot_q5_K, C_Q5_K)
+ONE_AND_MULTI(dot_q6_K, C_Q6_K)
+ONE_AND_MULTI(dot_q3_K, C_Q3_K)
+ONE_AND_MULTI(dot_q2_K, C_Q2_K)
+ONE_AND_MULTI(mm_q4_0, P_Q4_0) // matmul's prepared rows (mm_dot, mm_dot_multi)
+ONE_AND_MULTI(mm_q4_1, P_Q4_1)
+ONE_AND_MULTI(mm_q5_0, P_Q5_0)
+ONE_AND_MULTI(mm_q5_1, P_Q5_1)
+ONE_AND_MULTI(mm_q8_0, P_Q8_0)
 
 // Installs the AVX2 kernels over a copy of the scalar table.
 void aero_kernels_fill_avx2(aero_kernel_ops *ops) {
@@ -457,5 +663,19 @@ void aero_kernels_fill_avx2(aero_kernel_ops *ops) {
     ops->quantize_q8_K = quantize_q8_K;
     ops->dot_f32_acc16 = dot_f32_acc16_avx2;
     for (int t = 0; t < AERO_DT_COUNT; t++) ops->mm_dot[t] = ops->dot[t], ops->mm_dot_multi[t] = NULL;
+    ops->act_bytes = act_bytes;
+    ops->act_quantize = act_quantize;
+#define SETP(T, name) ops->mm_dot[T] = mm_##name, ops->mm_dot_multi[T] = mm_##name##_multi;
+    SETP(AERO_DT_Q4_0, q4_0)
+    SETP(AERO_DT_Q4_1, q4_1)
+    SETP(AERO_DT_Q5_0, q5_0)
+    SETP(AERO_DT_Q5_1, q5_1)
+    SETP(AERO_DT_Q8_0, q8_0)
+#undef SETP
+    ops->mm_dot_multi[AERO_DT_Q4_K] = dot_q4_K_multi;
+    ops->mm_dot_multi[AERO_DT_Q5_K] = dot_q5_K_multi;
+    ops->mm_dot_multi[AERO_DT_Q6_K] = dot_q6_K_multi;
+    ops->mm_dot_multi[AERO_DT_Q3_K] = dot_q3_K_multi;
+    ops->mm_dot_multi[AERO_DT_Q2_K] = dot_q2_K_multi;
     ops->name = "avx2";
 }

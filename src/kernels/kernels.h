@@ -62,6 +62,14 @@ typedef struct {
 // thread count, so a token's result does not depend on its batch.
 void aero_matmul(aero_pool *pool, const aero_wmat *w, const float *x, int n, float *y);
 
+// Same, writing y[i * ldy + r] (ldy >= w->rows): W is a block of rows of a larger matrix whose outputs are
+// ldy wide (a head streamed in row blocks); bitwise the same values as the whole matrix gives for those rows.
+void aero_matmul_ld(aero_pool *pool, const aero_wmat *w, const float *x, int n, float *y, int64_t ldy);
+
+// Several weights on one input x (q/k/v, gate/up; nw any, y[k] for w[k]): x is quantized once for the weights
+// that share its activation layout, one pool start; each output has the bits aero_matmul gives it.
+void aero_matmul_many(aero_pool *pool, const aero_wmat *const *w, int nw, const float *x, int n, float *const *y);
+
 // Same, with exact f32 activations (aero_vec_dot_f32); slower, used where quantizing activations is unwanted.
 void aero_matmul_f32(aero_pool *pool, const aero_wmat *w, const float *x, int n, float *y);
 

@@ -70,10 +70,23 @@ static void *scratch_get(size_t bytes) {
 
 // ---- the job ----------------------------------------------------------------------------------------------
 
+#define MM_MAX_MATS 4 // matrices sharing one input (q/k/v, gate/up)
+
+// One matrix of a job: its output and how its rows are cut into tiles and claimed chunks.
 typedef struct {
     const aero_wmat *w;
-    const float *x;
     float *y;
+    int64_t ldy;     // output row stride (w->rows, or wider when W is a block of a larger matrix's rows)
+    long tile_rows;  // weight rows reused across the tokens of a batch
+    long chunk_rows; // rows per dynamically claimed chunk (a multiple of tile_rows)
+    long first_chunk, n_chunks;
+} mm_mat;
+
+typedef struct {
+    mm_mat mats[MM_MAX_MATS];
+    int n_mats;
+    const aero_wmat *w; // mats[0].w: the input's shape and activation layout
+    const float *x;
     int n;
     bool exact_f32; // aero_matmul_f32: dequantized weights times f32 activations
     const aero_kernel_ops *ops;
@@ -83,10 +96,8 @@ typedef struct {
     size_t act_row_bytes;
     int64_t act_unit; // elements per quantization unit (a run of whole activation blocks)
     float *deq;       // exact_f32: one dequantized weight row per thread
-    long tile_rows;   // weight rows reused across the tokens of a batch
     int tile_tokens;  // tokens whose activations stay in cache while a chunk of weights passes
-    long chunk_rows;  // rows per dynamically claimed chunk (a multiple of tile_rows)
-    long n_chunks;
+    long n_chunks;    // all matrices
     _Atomic long next_chunk;
     _Atomic int quantized; // threads done with the activation quantization
 } mm_job;
@@ -128,11 +139,11 @@ static float mm_dot_f32(const aero_kernel_ops *ops, const float *w, const float 
     return aero_reduce16(acc);
 }
 
-// Weight rows [r0, r1) times tokens [t0, t1), in groups of up to 4 tokens.
-static void mm_tile(const mm_job *j, int t0, int t1, long r0, long r1) {
-    const aero_wmat *w = j->w;
+// Weight rows [r0, r1) of matrix m times tokens [t0, t1), in groups of up to 4 tokens.
+static void mm_tile(const mm_job *j, const mm_mat *m, int t0, int t1, long r0, long r1) {
+    const aero_wmat *w = m->w;
     const uint8_t *wd = w->data;
-    int64_t cols = w->cols, rows = w->rows;
+    int64_t cols = w->cols;
     aero_dot_fn dot = j->ops->mm_dot[w->type];
     void (*multi)(int64_t, const void *, const void *const *, int, float *) = j->ops->mm_dot_multi[w->type];
     for (int t = t0; t < t1; t += 4) {
@@ -145,29 +156,29 @@ static void mm_tile(const mm_job *j, int t0, int t1, long r0, long r1) {
             float out[4];
             for (long r = r0; r < r1; r++) {
                 multi(cols, wd + (size_t)r * w->row_bytes, a, T, out);
-                for (int k = 0; k < T; k++) j->y[(size_t)(t + k) * rows + r] = out[k];
+                for (int k = 0; k < T; k++) m->y[(size_t)(t + k) * m->ldy + r] = out[k];
             }
         } else {
             for (int k = 0; k < T; k++) {
-                float *yt = j->y + (size_t)(t + k) * rows;
+                float *yt = m->y + (size_t)(t + k) * m->ldy;
                 for (long r = r0; r < r1; r++) yt[r] = dot(cols, wd + (size_t)r * w->row_bytes, a[k]);
             }
         }
     }
 }
 
-// Output rows [r0, r1) for every token: tiles of weight rows stay in cache while all tokens pass over them.
-static void mm_rows(mm_job *j, int ith, long r0, long r1) {
-    const aero_wmat *w = j->w;
+// Output rows [r0, r1) of matrix m for every token: tiles of weight rows stay in cache while all tokens pass.
+static void mm_rows(mm_job *j, const mm_mat *m, int ith, long r0, long r1) {
+    const aero_wmat *w = m->w;
     const uint8_t *wd = w->data;
-    int64_t cols = w->cols, rows = w->rows;
+    int64_t cols = w->cols;
     int n = j->n;
     if (j->exact_f32 && w->type != AERO_DT_F32) {
         float *deq = j->deq + (size_t)ith * (size_t)cols;
         for (long r = r0; r < r1; r++) {
             aero_dequantize_row(w->type, wd + (size_t)r * w->row_bytes, deq, cols);
             for (int t = 0; t < n; t++)
-                j->y[(size_t)t * rows + r] = mm_dot_f32(j->ops, deq, j->x + (size_t)t * cols, cols);
+                m->y[(size_t)t * m->ldy + r] = mm_dot_f32(j->ops, deq, j->x + (size_t)t * cols, cols);
         }
         return;
     }
@@ -175,12 +186,13 @@ static void mm_rows(mm_job *j, int ith, long r0, long r1) {
     // of up to 4 tokens pass (the multi-token kernels unpack each weight block once per group).
     for (int tt = 0; tt < n; tt += j->tile_tokens) {
         int tend = tt + j->tile_tokens < n ? tt + j->tile_tokens : n;
-        for (long tr = r0; tr < r1; tr += j->tile_rows)
-            mm_tile(j, tt, tend, tr, tr + j->tile_rows < r1 ? tr + j->tile_rows : r1);
+        for (long tr = r0; tr < r1; tr += m->tile_rows)
+            mm_tile(j, m, tt, tend, tr, tr + m->tile_rows < r1 ? tr + m->tile_rows : r1);
     }
 }
 
-// Pool entry: quantize a share of the activations, wait for all shares, then claim chunks of rows.
+// Pool entry: quantize a share of the activations, wait for all shares, then claim chunks of rows (of any of
+// the job's matrices, in order).
 static void mm_task(void *ctx, int ith, int nth) {
     mm_job *j = ctx;
     if (j->act) {
@@ -194,9 +206,12 @@ static void mm_task(void *ctx, int ith, int nth) {
     for (;;) {
         long c = atomic_fetch_add_explicit(&j->next_chunk, 1, memory_order_relaxed);
         if (c >= j->n_chunks) break;
-        long r0 = c * j->chunk_rows, r1 = r0 + j->chunk_rows;
-        if (r1 > j->w->rows) r1 = j->w->rows;
-        mm_rows(j, ith, r0, r1);
+        int k = 0;
+        while (c >= j->mats[k].first_chunk + j->mats[k].n_chunks) k++;
+        const mm_mat *m = &j->mats[k];
+        long r0 = (c - m->first_chunk) * m->chunk_rows, r1 = r0 + m->chunk_rows;
+        if (r1 > m->w->rows) r1 = m->w->rows;
+        mm_rows(j, m, ith, r0, r1);
     }
 }
 
@@ -225,15 +240,19 @@ aero_status aero_wmat_check(const aero_wmat *w, aero_error *err) {
     return AERO_OK;
 }
 
-// Sets up the job (scratch, tiles, chunks) and runs it on the pool.
-static void matmul_run(aero_pool *pool, const aero_wmat *w, const float *x, int n, float *y, bool exact_f32) {
-    if (n <= 0) return;
-    if (!wmat_ok(w)) { // the caller skipped aero_wmat_check (or has no data): a bug, never a zero result
-        assert(!"matmul: weight not checked with aero_wmat_check, or without data");
-        return;
-    }
+// Sets up the job (scratch, tiles, chunks) and runs it on the pool: nw matrices of the same input shape and
+// activation layout (checked by the caller), one quantization of x for all of them.
+static void matmul_run(aero_pool *pool, const aero_wmat *const *ws, int nw, const float *x, int n, float *const *ys,
+                       const int64_t *ldys, bool exact_f32) {
+    if (n <= 0 || nw <= 0) return;
+    for (int k = 0; k < nw; k++)
+        if (!wmat_ok(ws[k])) { // the caller skipped aero_wmat_check (or has no data): a bug, never a zero result
+            assert(!"matmul: weight not checked with aero_wmat_check, or without data");
+            return;
+        }
+    const aero_wmat *w = ws[0];
     int nth = aero_pool_size(pool);
-    mm_job j = {.w = w, .x = x, .y = y, .n = n, .exact_f32 = exact_f32, .ops = aero_kernels_selected()};
+    mm_job j = {.n_mats = nw, .w = w, .x = x, .n = n, .exact_f32 = exact_f32, .ops = aero_kernels_selected()};
     j.vt = exact_f32 ? AERO_DT_F32 : aero_vec_dot_type(w->type);
     size_t need = 0;
     if (j.vt != AERO_DT_F32) {
@@ -248,10 +267,13 @@ static void matmul_run(aero_pool *pool, const aero_wmat *w, const float *x, int 
     if (need) {
         uint8_t *s = scratch_get(need);
         if (!s) { // out of memory: the exact-f32 path needs no heap when run one row at a time
-            for (int t = 0; t < n; t++)
-                for (int64_t r = 0; r < w->rows; r++)
-                    y[(size_t)t * w->rows + r] = aero_vec_dot_f32(
-                        w->type, w->cols, (const uint8_t *)w->data + (size_t)r * w->row_bytes, x + (size_t)t * w->cols);
+            for (int k = 0; k < nw; k++)
+                for (int t = 0; t < n; t++)
+                    for (int64_t r = 0; r < ws[k]->rows; r++)
+                        ys[k][(size_t)t * ldys[k] + r] =
+                            aero_vec_dot_f32(ws[k]->type, ws[k]->cols,
+                                             (const uint8_t *)ws[k]->data + (size_t)r * ws[k]->row_bytes,
+                                             x + (size_t)t * ws[k]->cols);
             return;
         }
         if (j.vt != AERO_DT_F32) j.act = s;
@@ -260,13 +282,20 @@ static void matmul_run(aero_pool *pool, const aero_wmat *w, const float *x, int 
     size_t ab = j.act ? j.act_row_bytes : (size_t)w->cols * sizeof(float);
     j.tile_tokens = (int)(MM_TOKEN_BYTES / (ab ? ab : 1)) & ~3;
     if (j.tile_tokens < 4) j.tile_tokens = 4;
-    size_t rb = w->row_bytes ? w->row_bytes : 1;
-    j.tile_rows = n > 1 ? (long)(MM_TILE_BYTES / rb) : 1;
-    if (j.tile_rows < 1) j.tile_rows = 1;
-    long want = w->rows / ((long)nth * MM_CHUNKS_PER_THREAD);
+    long all_rows = 0;
+    for (int k = 0; k < nw; k++) all_rows += ws[k]->rows;
+    long want = all_rows / ((long)nth * MM_CHUNKS_PER_THREAD);
     if (want < 16) want = 16;
-    j.chunk_rows = (want + j.tile_rows - 1) / j.tile_rows * j.tile_rows;
-    j.n_chunks = (w->rows + j.chunk_rows - 1) / j.chunk_rows;
+    for (int k = 0; k < nw; k++) {
+        mm_mat *m = &j.mats[k];
+        *m = (mm_mat){.w = ws[k], .y = ys[k], .ldy = ldys[k], .first_chunk = j.n_chunks};
+        size_t rb = ws[k]->row_bytes ? ws[k]->row_bytes : 1;
+        m->tile_rows = n > 1 ? (long)(MM_TILE_BYTES / rb) : 1;
+        if (m->tile_rows < 1) m->tile_rows = 1;
+        m->chunk_rows = (want + m->tile_rows - 1) / m->tile_rows * m->tile_rows;
+        m->n_chunks = (ws[k]->rows + m->chunk_rows - 1) / m->chunk_rows;
+        j.n_chunks += m->n_chunks;
+    }
     atomic_init(&j.next_chunk, 0);
     atomic_init(&j.quantized, 0);
     aero_pool_run(pool, mm_task, &j);
@@ -274,10 +303,42 @@ static void matmul_run(aero_pool *pool, const aero_wmat *w, const float *x, int 
 
 // Quantized-activation matmul: the fast path of every forward pass.
 void aero_matmul(aero_pool *pool, const aero_wmat *w, const float *x, int n, float *y) {
-    matmul_run(pool, w, x, n, y, false);
+    int64_t ld = w->rows;
+    matmul_run(pool, &w, 1, x, n, &y, &ld, false);
+}
+
+// The same into a wider output: a block of rows of a larger matrix (the streamed head) writes its columns of y.
+void aero_matmul_ld(aero_pool *pool, const aero_wmat *w, const float *x, int n, float *y, int64_t ldy) {
+    assert(ldy >= w->rows);
+    matmul_run(pool, &w, 1, x, n, &y, &ldy, false);
+}
+
+// Whether two weights can share one quantization of their input: the same row length and activation rows.
+static bool same_input(const aero_kernel_ops *ops, const aero_wmat *a, const aero_wmat *b) {
+    if (a->cols != b->cols || aero_vec_dot_type(a->type) != aero_vec_dot_type(b->type)) return false;
+    size_t pa = ops->act_bytes ? ops->act_bytes(a->type, a->cols) : 0;
+    size_t pb = ops->act_bytes ? ops->act_bytes(b->type, b->cols) : 0;
+    return pa == 0 && pb == 0 ? true : a->type == b->type; // an ISA's own layout is per weight type
+}
+
+// Several weights on one input (q/k/v, gate/up): its activations are quantized once per token for all of them
+// and the pool is started once; the outputs have the bits of separate aero_matmul calls (same quantized rows,
+// same per-(row, token) dots).
+void aero_matmul_many(aero_pool *pool, const aero_wmat *const *w, int nw, const float *x, int n, float *const *y) {
+    const aero_kernel_ops *ops = aero_kernels_selected();
+    int64_t ld[MM_MAX_MATS];
+    int first = 0;
+    while (first < nw) { // runs of weights that can share, MM_MAX_MATS at most
+        int end = first + 1;
+        while (end < nw && end - first < MM_MAX_MATS && same_input(ops, w[first], w[end])) end++;
+        for (int k = first; k < end; k++) ld[k - first] = w[k]->rows;
+        matmul_run(pool, w + first, end - first, x, n, y + first, ld, false);
+        first = end;
+    }
 }
 
 // Exact-f32 matmul, for callers that must not quantize activations.
 void aero_matmul_f32(aero_pool *pool, const aero_wmat *w, const float *x, int n, float *y) {
-    matmul_run(pool, w, x, n, y, true);
+    int64_t ld = w->rows;
+    matmul_run(pool, &w, 1, x, n, &y, &ld, true);
 }

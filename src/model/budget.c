@@ -52,6 +52,8 @@ static aero_status stream_min(const aero_gguf *g, const aero_hparams *hp, const 
         .output_tensor = aero_gguf_tensor_index(g, "output.weight") >= 0 ? "output.weight" : "token_embd.weight",
         .embd_tensor = "token_embd.weight",
         .plan_only = true,
+        .head_in_parts = !mp->device || !mp->device[0] || !strcmp(mp->device, "cpu"), // as aero_model_load
+
     };
     aero_stream *s;
     if (aero_stream_open(&s, g, hp->n_layer, &sp, err)) return err->code;

@@ -33,7 +33,7 @@ static aero_status cpu_stream(aero_model *m, aero_error *err) {
     if (!any) return AERO_OK;
     if (m->n_gpu_ctx > 0)
         return aero_fail(err, AERO_ERR_INVALID, "a CPU context beside a GPU context of the same model is not supported");
-    return aero_stream_reopen(&m->stream, NULL, err);
+    return aero_stream_reopen(&m->stream, NULL, true, err);
 }
 
 // What of the model the GPU forward pass (forward_cuda.c) does not compute, or NULL when it computes all of it:
@@ -419,9 +419,8 @@ static aero_status layer_tile(aero_ctx *c, int l, attn_job *job, aero_error *err
     if (wmat(m, w->wo, &wo, err)) return err->code;
     const float *an = vec(m, w->attn_norm);
     for (int i = 0; i < n; i++) aero_rmsnorm(c->xb + (size_t)i * d, x + (size_t)i * d, an, d, hp->norm_eps);
-    aero_matmul(m->pool, &wq, c->xb, n, c->q);
-    aero_matmul(m->pool, &wk, c->xb, n, c->kb);
-    aero_matmul(m->pool, &wv, c->xb, n, c->vb);
+    // one quantization of the normed input for q, k and v (and one pool start)
+    aero_matmul_many(m->pool, (const aero_wmat *[]){&wq, &wk, &wv}, 3, c->xb, n, (float *[]){c->q, c->kb, c->vb});
     if (w->bq >= 0) {
         const float *bq = vec(m, w->bq), *bk = vec(m, w->bk), *bv = vec(m, w->bv);
         for (int i = 0; i < n; i++) {
@@ -474,8 +473,7 @@ static aero_status layer_tile(aero_ctx *c, int l, attn_job *job, aero_error *err
         return err->code;
     }
     if (wmat(m, w->w_down, &wd, err)) return err->code;
-    aero_matmul(m->pool, &wg, c->xb, n, c->hb);
-    aero_matmul(m->pool, &wu, c->xb, n, c->hb2);
+    aero_matmul_many(m->pool, (const aero_wmat *[]){&wg, &wu}, 2, c->xb, n, (float *[]){c->hb, c->hb2});
     if (hp->ffn_gelu) geglu(c->hb, c->hb2, (int64_t)n * hp->n_ff);
     else aero_swiglu(c->hb, c->hb2, (int64_t)n * hp->n_ff);
     aero_matmul(m->pool, &wd, c->hb, n, c->xb);
@@ -503,12 +501,15 @@ static aero_status embed(aero_ctx *c, const aero_batch *b, aero_error *err) {
 }
 
 // Output head over the whole batch: final norm of the wanted rows, then the vocabulary projection, per tile.
-static aero_status head(aero_ctx *c, const aero_batch *b, float *logits, aero_error *err) {
+// A head streamed in row blocks (rows [row0, row0 + rows) held now) fills those columns of the logits.
+static aero_status head(aero_ctx *c, const aero_batch *b, float *logits, int64_t row0, int64_t rows,
+                        aero_error *err) {
     aero_model *m = c->m;
     const aero_hparams *hp = &m->hp;
     int d = hp->n_embd;
     aero_wmat wo;
     if (logits && wmat(m, m->output, &wo, err)) return err->code;
+    wo.rows = rows;
     const float *on = vec(m, m->out_norm);
     size_t out_row = 0;
     for (int first = 0; first < b->n && logits; first += c->n_tile) {
@@ -516,10 +517,13 @@ static aero_status head(aero_ctx *c, const aero_batch *b, float *logits, aero_er
         for (int i = 0; i < n; i++)
             if (!b->want_logits || b->want_logits[first + i])
                 aero_rmsnorm(c->logit_in + (size_t)nw++ * d, c->x + (size_t)(first + i) * d, on, d, hp->norm_eps);
-        if (nw) aero_matmul(m->pool, &wo, c->logit_in, nw, logits + out_row * hp->n_vocab);
-        if (nw && hp->final_softcap > 0) { // Gemma 2: cap * tanh(logit / cap)
-            float cap = hp->final_softcap, inv = 1.0f / cap, *lg = logits + out_row * hp->n_vocab;
-            for (size_t i = 0; i < (size_t)nw * hp->n_vocab; i++) lg[i] = tanhf(lg[i] * inv) * cap;
+        if (nw) aero_matmul_ld(m->pool, &wo, c->logit_in, nw, logits + out_row * hp->n_vocab + row0, hp->n_vocab);
+        if (nw && hp->final_softcap > 0) { // Gemma 2: cap * tanh(logit / cap), on the columns this part filled
+            float cap = hp->final_softcap, inv = 1.0f / cap;
+            for (int i = 0; i < nw; i++) {
+                float *lg = logits + (out_row + i) * hp->n_vocab + row0;
+                for (int64_t j = 0; j < rows; j++) lg[j] = tanhf(lg[j] * inv) * cap;
+            }
         }
         out_row += nw;
     }
@@ -596,10 +600,13 @@ aero_status aero_decode(aero_ctx *c, const aero_batch *b, float *logits, aero_er
         aero_stream_release(m->stream, l);
         if (st) goto rollback;
     }
-    if ((st = aero_stream_acquire(m->stream, aero_stream_head_unit(m->stream), err))) goto rollback;
-    st = head(c, b, logits, err);
-    aero_stream_release(m->stream, aero_stream_head_unit(m->stream));
-    if (st) goto rollback;
+    for (int part = 0; part < aero_stream_head_parts(m->stream); part++) {
+        int64_t row0, rows;
+        if ((st = aero_stream_acquire_head_part(m->stream, part, &row0, &rows, err))) goto rollback;
+        st = head(c, b, logits, row0, rows, err);
+        aero_stream_release(m->stream, aero_stream_head_unit(m->stream));
+        if (st) goto rollback;
+    }
     for (int s = 0; s < c->n_seq; s++) c->kv.len[s] = base[s] + added[s];
     goto done;
 rollback:

@@ -206,7 +206,7 @@ static aero_status share_plan_with_stream(aero_ctx *c, aero_gpu *g, aero_error *
         st = aero_fail(err, AERO_ERR_INVALID,
                        "--device cuda: another context of this model planned other VRAM-resident layers "
                        "(give every context of a model the same --gpu-mem and context size)");
-    else if (!same && aero_stream_reopen(&m->stream, ext, err))
+    else if (!same && aero_stream_reopen(&m->stream, ext, false, err))
         st = aero_error_prefix(err, "--device cuda: host plan beside the VRAM plan: ");
     free(ext);
     return st;

@@ -423,6 +423,7 @@ aero_status aero_model_load(aero_model **out, const aero_model_params *p, aero_e
         .io_threads = p->io_threads,
         .output_tensor = g->tensors[m->output].name,
         .embd_tensor = "token_embd.weight",
+        .head_in_parts = !p->device || !p->device[0] || !strcmp(p->device, "cpu"), // forward.c reads head blocks
     };
     if (aero_stream_open(&m->stream, g, m->hp.n_layer, &sp, err)) goto fail;
     if (rope_setup(m, err)) goto fail;

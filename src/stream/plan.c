@@ -90,6 +90,51 @@ static uint64_t make_ranges(aero_stream *s, const int64_t *idx, int n, st_range 
     return mem;
 }
 
+// Row blocks of a head larger than every layer unit, each at most a layer unit's bytes, so that a streamed head
+// needs no larger slot than a layer (the minimum budget is then the layer window, not the head). Built after the
+// units, as units n_units.. with one range each; whether they are used is the planner's choice.
+static aero_status build_head_parts(aero_stream *s, aero_error *err) {
+    const st_unit *h = &s->units[s->head_unit];
+    if (!s->params.head_in_parts || h->n_places != 1 || h->external) return AERO_OK;
+    uint64_t maxl = 0;
+    for (int u = 0; u < s->head_unit; u++)
+        if (s->units[u].bytes > maxl) maxl = s->units[u].bytes;
+    const aero_tensor_info *t = &s->g->tensors[s->places[h->first_place].tensor];
+    uint64_t rb = aero_dtype_row_bytes(t->type, t->ne[0]), rows = t->n_dims >= 2 ? t->ne[1] : 1;
+    if (h->bytes <= maxl || maxl <= 2 * ST_ALIGN || !rb || rows < 2 || rb * rows > t->nbytes) return AERO_OK;
+    uint64_t per = (maxl - 2 * ST_ALIGN) / rb; // an unaligned block takes up to two more pages
+    if (per < 1) return AERO_OK;
+    uint64_t k = (rows + per - 1) / per;
+    per = (rows + k - 1) / k; // balanced blocks
+    k = (rows + per - 1) / per;
+    st_unit *units = realloc(s->units, sizeof *units * (s->n_units + k));
+    if (!units) return aero_fail(err, AERO_ERR_NOMEM, "stream: out of memory for the head blocks");
+    s->units = units;
+    st_range *ranges = realloc(s->ranges, sizeof *ranges * (s->n_ranges + k));
+    if (ranges) s->ranges = ranges;
+    st_place *places = realloc(s->places, sizeof *places * (s->n_places + k));
+    if (places) s->places = places;
+    if (!ranges || !places) return aero_fail(err, AERO_ERR_NOMEM, "stream: out of memory for the head blocks");
+    int64_t tensor = s->places[s->units[s->head_unit].first_place].tensor;
+    for (uint64_t p = 0; p < k; p++) {
+        uint64_t r0 = p * per, r1 = r0 + per < rows ? r0 + per : rows;
+        uint64_t start = t->offset + r0 * rb, end = t->offset + r1 * rb, a = align_down(start);
+        st_range *r = &s->ranges[s->n_ranges];
+        *r = (st_range){.file = t->file, .off = a, .len = align_up(end) - a, .need_end = end, .mem_off = 0};
+        s->places[s->n_places] = (st_place){.tensor = tensor, .mem_off = start - a};
+        s->units[s->n_units + p] = (st_unit){.first_range = s->n_ranges,
+                                             .n_ranges = 1,
+                                             .first_place = s->n_places,
+                                             .n_places = 1,
+                                             .bytes = r->len,
+                                             .tensor_bytes = end - start};
+        s->n_ranges++, s->n_places++;
+    }
+    s->n_parts = (int)k;
+    s->part_rows = (int64_t)per;
+    return AERO_OK;
+}
+
 // The routed experts: their one resident buffer (used when everything fits) and what the expert cache needs to
 // be sized: experts per layer, the bytes one expert takes there, k from the metadata.
 static aero_status expert_tables(aero_stream *s, int64_t *idx, aero_error *err) {
@@ -202,6 +247,7 @@ aero_status st_build_tables(aero_stream *s, aero_error *err) {
     if (s->params.external)
         for (int u = 0; u < s->n_units; u++) s->units[u].external = s->params.external[u];
     s->params.external = NULL; // the caller's array may not outlive the open; the units keep the flags
+    if (build_head_parts(s, err)) goto fail;
     if (expert_tables(s, idx, err)) goto fail;
     if (s->embd >= 0) {
         const aero_tensor_info *t = &g->tensors[s->embd];
@@ -252,15 +298,16 @@ typedef struct {
     bool *pinned; // per unit (layer units and the head unit)
     uint64_t ring, slot, fixed, cost, min_cost, streamed;
     int n_streamed, depth;
+    int max_depth; // prefetch depth asked for (lowered when only a smaller ring fits)
 } plan_option;
+
+// A unit's bytes as the plan counts them: an external unit (held by the caller, e.g. in VRAM) takes none.
+static uint64_t plan_bytes(const aero_stream *s, int u) { return s->units[u].external ? 0 : s->units[u].bytes; }
 
 // Pins `npin` of the candidate layer units, evenly spaced, and prices the option. The streamed units share a ring
 // of depth + 1 slots of the largest streamed unit's size: with equal slots the cyclic schedule never fragments
 // the ring (layer units differ by a few aligned pages; a head unit larger than a layer unit makes its option cost
 // more than keeping the head resident, so that option then loses on its own).
-// A unit's bytes as the plan counts them: an external unit (held by the caller, e.g. in VRAM) takes none.
-static uint64_t plan_bytes(const aero_stream *s, int u) { return s->units[u].external ? 0 : s->units[u].bytes; }
-
 static void price_option(const aero_stream *s, plan_option *o, const int *cand, int n_cand, int npin) {
     for (int u = 0; u < s->n_units; u++) o->pinned[u] = plan_bytes(s, u) == 0;
     if (o->head_resident) o->pinned[s->head_unit] = true;
@@ -269,13 +316,19 @@ static void price_option(const aero_stream *s, plan_option *o, const int *cand, 
     uint64_t pinned_bytes = 0, streamed = 0, slot = 0;
     for (int u = 0; u < s->n_units; u++) {
         if (o->pinned[u]) pinned_bytes += plan_bytes(s, u);
-        else {
+        else if (u == s->head_unit && s->n_parts) { // a streamed head goes in its row blocks
+            for (int b = 0; b < s->n_parts; b++) {
+                const st_unit *pu = &s->units[s->n_units + b];
+                k++, streamed += pu->bytes;
+                if (pu->bytes > slot) slot = pu->bytes;
+            }
+        } else {
             k++, streamed += plan_bytes(s, u);
             if (plan_bytes(s, u) > slot) slot = plan_bytes(s, u);
         }
     }
     o->n_streamed = k;
-    o->depth = k < s->prefetch ? k : s->prefetch;
+    o->depth = k < o->max_depth ? k : o->max_depth;
     o->slot = slot;
     o->ring = (uint64_t)(o->depth + 1) * slot;
     o->streamed = streamed;
@@ -283,8 +336,10 @@ static void price_option(const aero_stream *s, plan_option *o, const int *cand, 
 }
 
 // Best plan with the head unit resident or streamed: the most layer units pinned that the budget leaves room for.
-static void plan_with_head(const aero_stream *s, plan_option *o, bool head_resident, uint64_t budget, int *cand) {
+static void plan_with_head(const aero_stream *s, plan_option *o, bool head_resident, uint64_t budget, int *cand,
+                           int max_depth) {
     o->head_resident = head_resident;
+    o->max_depth = max_depth;
     o->fixed = s->small_bytes + s->row_buf_bytes;
     int n_cand = 0;
     uint64_t maxl = 1;
@@ -320,7 +375,7 @@ aero_status st_plan(aero_stream *s, aero_error *err) {
     int *cand = malloc(sizeof *cand * nu);
     bool *pin_a = calloc(nu, sizeof(bool)), *pin_b = calloc(nu, sizeof(bool));
     p->unit_resident = calloc(nu, sizeof(bool));
-    s->streamed = calloc(nu, sizeof(int));
+    s->streamed = calloc(nu + s->n_parts, sizeof(int));
     if (!cand || !pin_a || !pin_b || !p->unit_resident || !s->streamed) {
         aero_fail(err, AERO_ERR_NOMEM, "stream: out of memory for the plan");
         goto fail;
@@ -340,14 +395,30 @@ aero_status st_plan(aero_stream *s, aero_error *err) {
 
     plan_option a = {.pinned = pin_a}, b = {.pinned = pin_b};
     const uint64_t limit = !budget ? UINT64_MAX : budget >= all ? budget : budget > exp_min ? budget - exp_min : 0;
-    plan_with_head(s, &a, true, limit, cand);
     bool can_stream_head = plan_bytes(s, s->head_unit) > 0;
-    if (can_stream_head) plan_with_head(s, &b, false, limit, cand);
+    // The asked depth first; a budget between the 2-slot and the asked minimums gets fewer slots (prefetch 1: the
+    // disk still reads the next unit while one is computed), the minimum is the 2-slot one.
+    p->prefetch_asked = s->prefetch;
+    uint64_t min_at[2] = {0, 0}; // the minimums at 2 slots and at the asked depth
+    for (int i = 0; i < 2; i++) {
+        plan_with_head(s, &a, true, limit, cand, i ? s->prefetch : 1);
+        if (can_stream_head) plan_with_head(s, &b, false, limit, cand, i ? s->prefetch : 1);
+        min_at[i] = (can_stream_head && b.min_cost < a.min_cost ? b.min_cost : a.min_cost) + exp_min;
+    }
+    p->min_budget = min_at[0];
+    s->min_budget_asked = min_at[1];
+    int depth = s->prefetch;
+    for (;; depth--) {
+        plan_with_head(s, &a, true, limit, cand, depth);
+        if (can_stream_head) plan_with_head(s, &b, false, limit, cand, depth);
+        if (a.feasible || (can_stream_head && b.feasible) || depth <= 1) break;
+    }
     const plan_option *smallest = can_stream_head && b.min_cost < a.min_cost ? &b : &a;
-    p->min_budget = smallest->min_cost + exp_min;
+    s->depth_lowered = depth < s->prefetch;
 
     if (budget == 0 || budget >= all) { // everything resident: no window, no IO threads after load
         for (int u = 0; u < nu; u++) s->units[u].resident = p->unit_resident[u] = true;
+        s->n_parts = 0;
         p->resident_bytes = all;
         p->n_pinned = nu;
         p->head_resident = true;
@@ -404,6 +475,19 @@ aero_status st_plan(aero_stream *s, aero_error *err) {
         else s->streamed[k++] = u;
     }
     s->n_streamed = k;
+    if (!best->head_resident && s->n_parts) { // the head unit's place in the cycle goes to its row blocks
+        k = 0;
+        for (int u = 0; u < nu; u++) {
+            if (best->pinned[u]) continue;
+            if (u == s->head_unit)
+                for (int b2 = 0; b2 < s->n_parts; b2++) s->streamed[k++] = s->n_units + b2;
+            else s->streamed[k++] = u;
+        }
+        s->n_streamed = k;
+        p->head_parts = s->n_parts;
+    } else {
+        s->n_parts = 0; // built but unused: the head is resident (or there is no head)
+    }
     s->ring_bytes = best->ring;
     s->slot_bytes = best->slot;
     s->depth = best->depth;

@@ -166,6 +166,7 @@ void st_pass_begin(aero_stream *s, double now) {
     memset(&s->cur, 0, sizeof s->cur);
     s->cur.start = now;
     s->cur.io_busy = st_io_busy_now(s, now); // the busy clock at the start; the pass's share at the end
+    s->cur.io_bytes = s->bytes_read_total;   // likewise the IO threads' byte count
     s->in_pass = true;
     s->stats.passes++;
 }
@@ -175,6 +176,13 @@ void st_pass_end(aero_stream *s, double now) {
     if (!s->in_pass) return;
     s->cur.end = now;
     s->cur.io_busy = st_io_busy_now(s, now) - s->cur.io_busy;
+    s->cur.io_bytes = s->bytes_read_total - s->cur.io_bytes;
+    s->run_bytes += s->cur.io_bytes;
+    s->run_busy += s->cur.io_busy;
+    if (s->run_bytes >= st_rate_min_bytes(s) && s->run_busy > 0) {
+        if (s->run_bytes / s->run_busy > s->io_rate_best) s->io_rate_best = s->run_bytes / s->run_busy;
+        s->run_bytes = 0, s->run_busy = 0;
+    }
     s->stats.io_busy_s += s->cur.io_busy;
     s->stats.wall_s += now - s->cur.start;
     s->log[s->n_logged % ST_PASS_LOG] = s->cur;
@@ -209,11 +217,18 @@ aero_status aero_stream_open(aero_stream **out, const aero_gguf *g, int n_layer,
     s->chunk = p->chunk_bytes ? (p->chunk_bytes + ST_ALIGN - 1) & ~(uint64_t)(ST_ALIGN - 1) : ST_CHUNK_DEFAULT;
     s->held_seq = -1;
     s->held_unit = -1;
+    s->held_part = -1;
     if (st_build_tables(s, err) || st_plan(s, err)) goto fail;
     if (p->plan_only) {
         *out = s;
         return AERO_OK;
     }
+    if (s->depth_lowered) // slower than asked, but the budget holds: say why
+        fprintf(stderr,
+                "stream: --mem %.1f MiB is below the %.1f MiB that prefetch %d needs (%d ring slots): streaming with "
+                "prefetch %d (%d slots)\n",
+                p->mem_budget / 1048576.0, s->min_budget_asked / 1048576.0, s->prefetch, s->prefetch + 1,
+                s->plan.prefetch, s->plan.n_slots);
     if (pthread_mutex_init(&s->mu, NULL) || pthread_cond_init(&s->cv_work, NULL) ||
         pthread_cond_init(&s->cv_done, NULL)) {
         aero_fail(err, AERO_ERR_NOMEM, "stream: cannot create locks");
@@ -372,10 +387,41 @@ static int streamed_pos(const aero_stream *s, int unit) {
     return -1;
 }
 
+static aero_status acquire_unit(aero_stream *s, int unit, int iu, int part, aero_error *err);
+
 // Hands the model a unit, waiting for its read when streamed; out of order restarts the cycle there.
 aero_status aero_stream_acquire(aero_stream *s, int unit, aero_error *err) {
     if (unit < 0 || unit >= s->n_units) return aero_fail(err, AERO_ERR_INVALID, "stream: no unit %d", unit);
     if (!s->mutex_ready) return aero_fail(err, AERO_ERR_INVALID, "stream: opened for planning only");
+    if (unit == s->head_unit && s->n_parts)
+        return aero_fail(err, AERO_ERR_INVALID,
+                         "stream: the output head is streamed in %d row blocks: acquire them with "
+                         "aero_stream_acquire_head_part",
+                         s->n_parts);
+    return acquire_unit(s, unit, unit, -1, err);
+}
+
+// Row blocks of the head: 1 unless the plan streams it in blocks.
+int aero_stream_head_parts(const aero_stream *s) { return s->n_parts ? s->n_parts : 1; }
+
+// One row block of the head (or the whole head when it is not split), with the rows it holds.
+aero_status aero_stream_acquire_head_part(aero_stream *s, int part, int64_t *row0, int64_t *rows, aero_error *err) {
+    int n = aero_stream_head_parts(s);
+    if (part < 0 || part >= n) return aero_fail(err, AERO_ERR_INVALID, "stream: no head block %d of %d", part, n);
+    if (!s->mutex_ready) return aero_fail(err, AERO_ERR_INVALID, "stream: opened for planning only");
+    const st_unit *h = &s->units[s->head_unit];
+    int64_t total = 0;
+    if (h->n_places) {
+        const aero_tensor_info *t = &s->g->tensors[s->places[h->first_place].tensor];
+        total = t->n_dims >= 2 ? (int64_t)t->ne[1] : 1;
+    }
+    *row0 = s->n_parts ? part * s->part_rows : 0;
+    *rows = s->n_parts ? (*row0 + s->part_rows < total ? s->part_rows : total - *row0) : total;
+    return acquire_unit(s, s->head_unit, s->n_parts ? s->n_units + part : s->head_unit, s->n_parts ? part : -1, err);
+}
+
+// The acquire of unit `unit` through its stored unit iu (itself, or a head block), part the head block or -1.
+static aero_status acquire_unit(aero_stream *s, int unit, int iu, int part, aero_error *err) {
     pthread_mutex_lock(&s->mu);
     if (s->held_unit >= 0) {
         int h = s->held_unit;
@@ -386,13 +432,14 @@ aero_status aero_stream_acquire(aero_stream *s, int unit, aero_error *err) {
     if (unit == 0 && s->in_pass && s->cur.units > 0) st_pass_end(s, now); // the previous pass was abandoned
     if (!s->in_pass) st_pass_begin(s, now);
     s->cur.units++;
-    if (s->units[unit].resident) {
+    s->held_part = part;
+    if (s->units[iu].resident) {
         s->held_unit = unit;
         s->acquired_at = aero_now();
         pthread_mutex_unlock(&s->mu);
         return AERO_OK;
     }
-    int pos = streamed_pos(s, unit), k = s->n_streamed;
+    int pos = streamed_pos(s, iu), k = s->n_streamed;
     int want = (int)(s->next_seq % k);
     if (pos != want) // out of the cyclic order (a pass abandoned after an error): read from this unit on
         st_ring_restart(s, s->next_seq + (pos - want + k) % k);
@@ -409,7 +456,7 @@ aero_status aero_stream_acquire(aero_stream *s, int unit, aero_error *err) {
         pthread_mutex_unlock(&s->mu);
         return err->code;
     }
-    const st_unit *un = &s->units[unit];
+    const st_unit *un = &s->units[iu];
     for (int i = 0; i < un->n_places; i++) {
         const st_place *pl = &s->places[un->first_place + i];
         s->ptr[pl->tensor] = s->ring + o->ring_off + pl->mem_off;
@@ -435,7 +482,7 @@ void aero_stream_release(aero_stream *s, int unit) {
     s->cur.compute += now - s->acquired_at;
     s->stats.compute_s += now - s->acquired_at;
     if (s->held_seq >= 0) {
-        const st_unit *un = &s->units[unit];
+        const st_unit *un = &s->units[OCC(s, s->held_seq)->unit];
         for (int i = 0; i < un->n_places; i++) s->ptr[s->places[un->first_place + i].tensor] = NULL;
         for (int i = 0; i < un->n_ranges; i++) { // buffered reads: nothing of the unit may stay in the page cache
             const st_range *r = &s->ranges[un->first_range + i];
@@ -448,7 +495,8 @@ void aero_stream_release(aero_stream *s, int unit) {
         st_schedule(s);
     }
     s->held_unit = -1;
-    if (unit == s->head_unit) st_pass_end(s, now);
+    if (unit == s->head_unit && (s->held_part < 0 || s->held_part == s->n_parts - 1)) st_pass_end(s, now);
+    s->held_part = -1;
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -534,7 +582,7 @@ void aero_stream_unload_unit(aero_stream *s, int unit) {
 
 // A GPU context decides which units live in VRAM after the model (and its stream) was opened: the stream is
 // planned again so that host memory holds the others.
-aero_status aero_stream_reopen(aero_stream **sp, const bool *external, aero_error *err) {
+aero_status aero_stream_reopen(aero_stream **sp, const bool *external, bool head_in_parts, aero_error *err) {
     aero_stream *old = *sp;
     const aero_gguf *g = old->g;
     int n_layer = old->head_unit;
@@ -543,12 +591,15 @@ aero_status aero_stream_reopen(aero_stream **sp, const bool *external, aero_erro
     if (!was) return aero_fail(err, AERO_ERR_NOMEM, "out of memory");
     for (int u = 0; u < old->n_units; u++) was[u] = old->units[u].external;
     p.external = external;
+    bool parts_was = p.head_in_parts;
+    p.head_in_parts = head_in_parts;
     aero_stream_close(old);
     *sp = NULL;
     aero_status st = aero_stream_open(sp, g, n_layer, &p, err);
     if (st) { // the old plan back, so that the model keeps a working stream
         aero_error ignored = {0};
         p.external = was;
+        p.head_in_parts = parts_was;
         aero_stream_open(sp, g, n_layer, &p, &ignored);
     }
     free(was);

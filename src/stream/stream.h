@@ -31,6 +31,9 @@ typedef struct {
     // are neither kept in memory nor read per pass; acquiring one holds no data; aero_stream_load_unit reads
     // one once. The budget goes to the other units.
     const bool *external;
+    // The caller reads the output head in row blocks (aero_stream_acquire_head_part): a head larger than a layer
+    // unit may then be streamed in layer-sized blocks instead of held resident, which lowers the minimum budget.
+    bool head_in_parts;
 } aero_stream_params;
 
 #include "../../include/aerollm.h" // aero_stream_stats, aero_stream_plan
@@ -52,7 +55,8 @@ void aero_stream_unload_unit(aero_stream *s, int unit);
 // The same stream planned again with other external units (NULL: none); *s is replaced, the old one closed
 // first so that the resident units are never held twice. On failure (a budget too small for the new plan) *s
 // is the old plan reopened (NULL only if that fails too).
-aero_status aero_stream_reopen(aero_stream **s, const bool *external, aero_error *err);
+// head_in_parts as in aero_stream_params (the GPU reads the head whole, the CPU in row blocks).
+aero_status aero_stream_reopen(aero_stream **s, const bool *external, bool head_in_parts, aero_error *err);
 // Whether unit u is external in this stream's plan.
 bool aero_stream_unit_external(const aero_stream *s, int unit);
 

@@ -74,8 +74,14 @@ typedef struct {
     double start, end; // wall clock of the pass (first stream call .. release of the last unit)
     uint64_t bytes;    // bytes read from disk for it (streamed units + embedding rows)
     double io_busy, compute, wait;
-    int units; // units acquired so far
+    uint64_t io_bytes; // bytes the IO threads finished during the pass (whichever pass they serve)
+    int units;         // units acquired so far
 } st_pass;
+
+// The IO threads' own rate (io_bytes / io_busy) counts for the floor over runs of consecutive passes that read
+// enough (64 MiB and 16 requests; one pass where a pass reads that much) that the requests in flight at the ends
+// (busy time without their bytes, or bytes without all their time) stay small.
+#define ST_RATE_MIN_BYTES (64ull << 20)
 
 typedef struct {
     char *path;
@@ -116,7 +122,12 @@ struct aero_stream {
     void *exp_mem;
     uint64_t row_buf_bytes; // staging buffer for embedding rows read from disk
     void *row_buf;
-    int *streamed; // streamed units in cyclic order
+    int *streamed; // streamed units in cyclic order (the head's row blocks in place of the head unit)
+    int n_parts;   // row blocks of the head: units n_units .. n_units + n_parts - 1 (0: none built)
+    int64_t part_rows; // rows per block (the last may hold fewer)
+    int held_part;     // the block acquired now, -1 when none
+    bool depth_lowered;        // the budget held fewer ring slots than the prefetch asked for
+    uint64_t min_budget_asked; // the minimum budget at the prefetch asked for
     int n_streamed;
     aero_stream_plan plan;
 
@@ -156,7 +167,10 @@ struct aero_stream {
     bool in_pass;
     double acquired_at; // when the unit now held was handed out
     int held_unit;      // unit acquired now, -1 when none
-    double disk_bw;     // stats.c: the floor's disk bandwidth, measured or set; 0 = not yet measured
+    double disk_bw;     // stats.c: the probe's disk bandwidth, measured or set; 0 = not yet measured
+    double io_rate_best; // the best IO rate of a run of passes since open (never reset): part of the floor
+    uint64_t run_bytes;  // the run of passes being summed for it
+    double run_busy;
     uint64_t held;      // weight bytes allocated
 };
 
@@ -197,5 +211,9 @@ void st_window_return(aero_stream *s);
 // Open and close the record of a pass in the per-pass log (lock held).
 void st_pass_begin(aero_stream *s, double now);
 void st_pass_end(aero_stream *s, double now);
+// Bytes a run of passes must read for its IO rate to count (ST_RATE_MIN_BYTES, 16 requests).
+static inline uint64_t st_rate_min_bytes(const aero_stream *s) {
+    return 16 * s->chunk > ST_RATE_MIN_BYTES ? 16 * s->chunk : ST_RATE_MIN_BYTES;
+}
 
 #endif
