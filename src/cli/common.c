@@ -45,6 +45,10 @@ void cli_common_usage(void) {
            "  --draft-p-min P     stop drafting when the drafter's confidence falls below P\n"
            "  --draft-fixed       always draft --draft-max tokens (no adaptive length)\n"
            "  --draft-tree N      draft a tree of up to N nodes (depth <= --draft-max), verified in one pass\n"
+           "  --draft-policy P    trees: best-first (default: the N most probable nodes) or cost (grown while a\n"
+           "                      node's estimated acceptance beats its measured cost; N defaults to 128)\n"
+           "  --draft-costs V,D   cost policy: fixed costs instead of measured ones, in one-token target passes:\n"
+           "                      V per extra verified token, D per token fed to the drafter (reproducible)\n"
            "  --draft-threads N   drafter compute threads (default: as -t)\n");
 }
 
@@ -118,6 +122,8 @@ int cli_opts_parse(cli_opts *o, const char *cmd, int argc, char **argv, int i) {
                                        "--draft-p-min",
                                        "--draft-tree",
                                        "--draft-threads",
+                                       "--draft-policy",
+                                       "--draft-costs",
                                        "-td",
                                        "-ctk",
                                        "--cache-type-k",
@@ -169,7 +175,17 @@ int cli_opts_parse(cli_opts *o, const char *cmd, int argc, char **argv, int i) {
     else if (!strcmp(f, "--draft-min")) ok = parse_int(cmd, f, v, 0, 256, &o->draft_min);
     else if (!strcmp(f, "--draft-p-min")) ok = parse_float(cmd, f, v, 0, 1, &o->draft_p_min);
     else if (!strcmp(f, "--draft-tree")) ok = parse_int(cmd, f, v, 2, 1024, &o->draft_tree);
-    else if (!strcmp(f, "--draft-threads") || !strcmp(f, "-td")) ok = parse_int(cmd, f, v, 1, 1024, &o->draft_threads);
+    else if (!strcmp(f, "--draft-policy")) {
+        if ((ok = !strcmp(v, "cost") || !strcmp(v, "best-first"))) o->draft_cost = !strcmp(v, "cost");
+        else cli_fail(cmd, "--draft-policy expects best-first or cost, got '%s'", v);
+    } else if (!strcmp(f, "--draft-costs")) {
+        char *end;
+        double cv = strtod(v, &end), cd = -1;
+        if (*end == ',') cd = strtod(end + 1, &end);
+        if ((ok = !*end && cv >= 0 && cd >= 0 && cv < 1e6 && cd < 1e6))
+            o->draft_costs_fixed = true, o->draft_cost_v = (float)cv, o->draft_cost_d = (float)cd;
+        else cli_fail(cmd, "--draft-costs expects V,D (two non-negative numbers, e.g. 0.02,0.05), got '%s'", v);
+    } else if (!strcmp(f, "--draft-threads") || !strcmp(f, "-td")) ok = parse_int(cmd, f, v, 1, 1024, &o->draft_threads);
     else if (!strcmp(f, "--kv-recent")) ok = parse_int(cmd, f, v, 0, 1 << 20, &o->kv_recent);
     else if (!strcmp(f, "-ctk") || !strcmp(f, "--cache-type-k") || !strcmp(f, "-ctv") || !strcmp(f, "--cache-type-v")) {
         int t = aero_kv_type_parse(v);
@@ -218,10 +234,19 @@ void cli_spec_params(const cli_opts *o, aero_spec_params *p) {
     p->draft_max = o->draft_max;
     p->draft_min = o->draft_min;
     p->p_min = o->draft_p_min;
-    p->tree_nodes = o->draft_tree;
+    p->tree_nodes = o->draft_tree > 0 || !o->draft_cost ? o->draft_tree : CLI_COST_TREE_DEFAULT;
+    p->tree_policy = o->draft_cost ? AERO_SPEC_TREE_COST : AERO_SPEC_TREE_BEST_FIRST;
+    p->cost_fixed = o->draft_costs_fixed;
+    p->cost_verify_token = o->draft_cost_v;
+    p->cost_draft_token = o->draft_cost_d;
     p->adaptive = !o->draft_fixed;
     p->n_batch = o->n_batch;
     p->sampling = o->sp;
+}
+
+int cli_draft_nodes(const cli_opts *o) {
+    int tree = o->draft_tree > 0 || !o->draft_cost ? o->draft_tree : CLI_COST_TREE_DEFAULT;
+    return tree > o->draft_max ? tree : o->draft_max;
 }
 
 // Loads what a command generates with, the drafter's bytes taken out of --mem first so --mem bounds the process.
