@@ -382,6 +382,8 @@ void cli_spec_print_stats(aero_spec *s, double gen_s, double t1_pass, FILE *f) {
             "  cost model        target pass %.3f ms + %.4f ms/token, drafter step %.3f ms, acceptance estimate %.2f, "
             "last draft size %d\n",
             st.pass_a * 1e3, st.pass_b * 1e3, st.draft_call_s * 1e3, st.alpha, st.draft_len);
+    if (st.tree_expected > 0)
+        fprintf(f, "  tree by cost      the last tree was expected to yield %.2f tokens\n", st.tree_expected);
     if (t1_pass > 0 && gen_s > 0)
         fprintf(f,
                 "  speedup           %.2fx over plain decoding (%.2f ms per token vs a 1-token target pass of %.2f ms, "
