@@ -330,6 +330,7 @@ static double draft_spent(const aero_spec *s, double t_start) {
 // the best prefix under the verify curve and the drafting time already spent; the kept nodes are compacted in
 // node order (parents first) and the drafter's spine is cut where it leaves them. Returns the expected tokens.
 static double keep_best_subtree(aero_spec *s, int np, double spent) {
+    if (s->n_nodes == 0) return 1;
     int n = s->n_nodes, by_p[n], newidx[n];
     for (int i = 0; i < n; i++) by_p[i] = i;
     for (int i = 1; i < n; i++) { // insertion sort: nodes arrive nearly sorted
