@@ -598,6 +598,14 @@ typedef enum {
     AERO_SPEC_RULE_WRONG_RESAMPLE, // WRONG: after a rejection, draws from p itself instead of the residual
 } aero_spec_rule;
 
+// How a tree draft (tree_nodes > 0, model drafter) is grown.
+typedef enum {
+    AERO_SPEC_TREE_BEST_FIRST = 0, // up to tree_nodes nodes by drafter path probability; adaptive: the best prefix
+    AERO_SPEC_TREE_COST,           // grown while a node's estimated acceptance (drafter probabilities calibrated by
+                                   // measured acceptance per rank and probability) beats its measured marginal cost
+                                   // (verify-cost curve t(k) and drafter calls); size and shape chosen per step
+} aero_spec_tree_policy;
+
 typedef struct {
     int draft_max;            // longest chain, deepest tree path (>= 1)
     int draft_min;            // p_min never stops a draft shorter than this; the adaptive length is at least this
@@ -612,6 +620,12 @@ typedef struct {
     aero_sampler_params sampling; // the target's sampling settings: drafts are drawn with the same temperature and
                                   // truncation (penalties aside) so they are accepted often; any choice is lossless
     aero_spec_rule rule;
+    aero_spec_tree_policy tree_policy;
+    // Cost model of the COST policy: false measures pass and drafter times while generating; true uses these,
+    // in units of a one-token target pass, so the trees (and tokens per pass) do not depend on the machine's load
+    bool cost_fixed;
+    float cost_verify_token; // a target pass of k tokens costs 1 + cost_verify_token * (k - 1)
+    float cost_draft_token;  // a drafter call costs this per token it is fed
 } aero_spec_params;
 
 typedef struct {
@@ -627,6 +641,7 @@ typedef struct {
     double pass_a, pass_b; // fitted target pass cost: a + b * tokens (seconds)
     double draft_call_s;   // mean drafter call time
     int draft_len;         // chain length (tree: nodes) chosen by the last step
+    double tree_expected;  // COST policy: tokens the last tree was expected to yield (1 + its nodes' acceptance)
 } aero_spec_stats;
 
 void aero_spec_params_default(aero_spec_params *p);

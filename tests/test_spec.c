@@ -1,7 +1,8 @@
 // Speculative decoding, greedy: the output is token-identical to plain greedy decoding (a loop written here on
 // aero_decode alone) for stories260K with a real imperfect drafter (stories260K-Q4_0), a perfect one (the
 // teacher itself) and prompt-lookup n-grams; chains (fixed, adaptive, cut by p_min) and trees; several prompts
-// and lengths, the context filling up, repetition penalties, resident and streamed teachers. After every step
+// and lengths, the context filling up, repetition penalties, resident and streamed teachers; trees of both
+// policies (best-first, and grown by cost with measured or fixed costs). After every step
 // the target cache holds exactly the committed tokens but the last (rollback). Plus the refusals: a drafter
 // with another vocabulary, a zero draft length, a drafter whose context is too short.
 #include <stdio.h>
@@ -115,6 +116,9 @@ typedef struct {
     bool adaptive;
     float p_min;
     int n_batch; // prompt tokens per prefill pass (0: default): small ones leave a long last chunk to verify
+    bool cost;   // the COST tree policy
+    bool fixed_costs;
+    float cost_v, cost_d; // its fixed costs
 } config;
 
 static const config configs[] = {
@@ -128,6 +132,10 @@ static const config configs[] = {
     {"tree 24 adaptive", 10, 24, true, 0},
     {"chain 6, prompt in passes of 5", 6, 0, false, 0, 5},
     {"tree 12, prompt in passes of 7", 6, 12, false, 0, 7},
+    {"tree cost 64, measured costs", 12, 64, true, 0, 0, true},
+    {"tree cost 128, free", 16, 128, true, 0, 0, true, true, 0, 0},
+    {"tree cost 32, fixed costs", 8, 32, true, 0, 0, true, true, 0.02f, 0.05f},
+    {"tree cost 48 p_min 0.05, prompt in passes of 3", 12, 48, true, 0.05f, 3, true, true, 0.005f, 0.01f},
 };
 static const char *prompts[] = {"", "Once upon a time", "Tom and Lily went to the park. Tom said"};
 
@@ -142,6 +150,10 @@ static void compare(const char *what, aero_model *t, aero_model *d, const config
     sp.adaptive = cf->adaptive;
     sp.p_min = cf->p_min;
     sp.n_batch = cf->n_batch;
+    sp.tree_policy = cf->cost ? AERO_SPEC_TREE_COST : AERO_SPEC_TREE_BEST_FIRST;
+    sp.cost_fixed = cf->fixed_costs;
+    sp.cost_verify_token = cf->cost_v;
+    sp.cost_draft_token = cf->cost_d;
     sp.sampling.temp = 0;
     int na = plain(t, prompt, np, n, n_ctx, rp, a);
     int nb = spec(t, d, &sp, prompt, np, n, n_ctx, rp, b, stats);
@@ -241,6 +253,8 @@ static void test_bundled(void) {
         const char *what = streamed ? "bundled pair, streamed teacher" : "bundled pair";
         compare(what, t, d, &configs[2], prompt, np, 60, 512, 1.0f, NULL);    // chain, adaptive
         compare(what, t, d, &configs[5], prompt, np, 40, 512, 1.0f, NULL);    // tree 48
+        compare(what, t, d, &configs[10], prompt, np, 40, 512, 1.0f, NULL);   // tree cost, measured
+        compare(what, t, d, &configs[12], prompt, np, 40, 512, 1.0f, NULL);   // tree cost, fixed costs
         compare(what, t, NULL, &configs[1], prompt, np, 30, 512, 1.0f, NULL); // n-grams
         aero_model_free(t);
         printf("%s: chain, tree and n-gram outputs compared\n", what);
@@ -268,7 +282,9 @@ int main(void) {
                (unsigned long long)plan->streamed_bytes);
         int32_t prompt[64];
         int np = tokenize(ts, prompts[1], prompt, 64);
-        for (int c = 0; c < 7; c += 2) {
+        static const int streamed_configs[] = {0, 2, 4, 6, 10, 12};
+        for (int k = 0; k < 6; k++) {
+            int c = streamed_configs[k];
             compare("streamed teacher, Q4_0 drafter", ts, q4, &configs[c], prompt, np, 80, 512, 1.0f, NULL);
             compare("streamed teacher, n-grams", ts, NULL, &configs[c], prompt, np, 40, 512, 1.0f, NULL);
         }

@@ -2,7 +2,8 @@
 // synthetic drafter that disagrees with it (the teacher's weights with noise on the output head), the joint
 // distribution of the first two generated tokens over many seeded runs matches the teacher's own, computed
 // exactly here from its logits. Chain drafts (drawn from the drafter's q, accepted with min(1, p/q)) and tree
-// drafts (the drafter's top-ranked tokens, multi-draft rule) are checked with a chi-square test; a deliberately
+// drafts (the drafter's top-ranked tokens, multi-draft rule; best-first trees and trees grown by cost) are
+// checked with a chi-square test; a deliberately
 // wrong rule (after a rejection, draw from p instead of the residual) must fail the same test.
 #include <math.h>
 #include <stdio.h>
@@ -115,7 +116,9 @@ static void exact(aero_model *m, double *want) {
 }
 
 // Counts the first two tokens of RUNS speculative generations (5 tokens each, so drafts go deeper than two).
-static double sample_runs(aero_model *t, aero_model *d, int tree, aero_spec_rule rule, double *count) {
+// policy: the tree policy; for COST, fixed_costs picks fixed costs (reproducible) or measured ones.
+static double sample_runs(aero_model *t, aero_model *d, int tree, aero_spec_tree_policy policy, bool fixed_costs,
+                          aero_spec_rule rule, double *count) {
     int nv = aero_model_hparams(t)->n_vocab;
     aero_ctx *c;
     aero_error err = {0};
@@ -128,6 +131,10 @@ static double sample_runs(aero_model *t, aero_model *d, int tree, aero_spec_rule
     sp.adaptive = false;
     sp.sampling = sampling(777);
     sp.rule = rule;
+    sp.tree_policy = policy;
+    sp.cost_fixed = fixed_costs;
+    sp.cost_verify_token = 0.05f; // trees of a few nodes, pruned to what pays
+    sp.cost_draft_token = 0.02f;
     aero_spec *s = NULL;
     CHECKF(!aero_spec_new(&s, c, 0, d, &sp, &err), "%s", err.msg);
     memset(count, 0, sizeof(double) * nv * nv);
@@ -197,9 +204,9 @@ static double total_variation(const double *want, const double *count, int n) {
 }
 
 // Runs one configuration and reports whether its counts pass the test.
-static bool passes(const char *what, aero_model *t, aero_model *d, int tree, aero_spec_rule rule, const double *want,
-                   double *count, int nv) {
-    double tpp = sample_runs(t, d, tree, rule, count);
+static bool passes(const char *what, aero_model *t, aero_model *d, int tree, aero_spec_tree_policy policy,
+                   bool fixed_costs, aero_spec_rule rule, const double *want, double *count, int nv) {
+    double tpp = sample_runs(t, d, tree, policy, fixed_costs, rule, count);
     int df;
     double chi = chi_square(want, count, nv * nv, &df), thr = chi2_threshold(df);
     printf("%-32s chi-square %7.1f (df %d, threshold %.1f at p = 1e-4), TV %.4f, %.2f tokens/pass\n", what, chi, df,
@@ -245,13 +252,19 @@ int main(void) {
         aero_ctx_free(c1);
         aero_ctx_free(c2);
     }
-    CHECK(passes("chain (q-sampled drafts)", t, d, 0, AERO_SPEC_RULE_LOSSLESS, want, count, nv));
-    CHECK(passes("tree (top-ranked drafts)", t, d, 8, AERO_SPEC_RULE_LOSSLESS, want, count, nv));
-    CHECK(passes("chain, drafter = teacher", t, t, 0, AERO_SPEC_RULE_LOSSLESS, want, count, nv));
-    CHECKF(!passes("chain, WRONG rule (must fail)", t, d, 0, AERO_SPEC_RULE_WRONG_RESAMPLE, want, count, nv),
+    const aero_spec_tree_policy BF = AERO_SPEC_TREE_BEST_FIRST, COST = AERO_SPEC_TREE_COST;
+    const aero_spec_rule OK = AERO_SPEC_RULE_LOSSLESS, WRONG = AERO_SPEC_RULE_WRONG_RESAMPLE;
+    CHECK(passes("chain (q-sampled drafts)", t, d, 0, BF, false, OK, want, count, nv));
+    CHECK(passes("tree (top-ranked drafts)", t, d, 8, BF, false, OK, want, count, nv));
+    CHECK(passes("tree by cost, fixed costs", t, d, 16, COST, true, OK, want, count, nv));
+    CHECK(passes("tree by cost, measured costs", t, d, 16, COST, false, OK, want, count, nv));
+    CHECK(passes("chain, drafter = teacher", t, t, 0, BF, false, OK, want, count, nv));
+    CHECKF(!passes("chain, WRONG rule (must fail)", t, d, 0, BF, false, WRONG, want, count, nv),
            "the test detects a wrong acceptance rule (chain)");
-    CHECKF(!passes("tree, WRONG rule (must fail)", t, d, 8, AERO_SPEC_RULE_WRONG_RESAMPLE, want, count, nv),
+    CHECKF(!passes("tree, WRONG rule (must fail)", t, d, 8, BF, false, WRONG, want, count, nv),
            "the test detects a wrong acceptance rule (tree)");
+    CHECKF(!passes("tree by cost, WRONG rule (must fail)", t, d, 16, COST, true, WRONG, want, count, nv),
+           "the test detects a wrong acceptance rule (tree by cost)");
     free(want);
     free(count);
     aero_model_free(t);

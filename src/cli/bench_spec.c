@@ -104,7 +104,7 @@ int cli_bench_spec(const cli_opts *opts, int n_prompt, int n_gen) {
     const char *cmd = "bench";
     cli_opts o = *opts;
     o.sp.temp = 0; // greedy: the speculative output must equal the plain one
-    int nodes = o.draft_tree > o.draft_max ? o.draft_tree : o.draft_max;
+    int nodes = cli_draft_nodes(&o);
     char *text = NULL;
     int32_t *ids = NULL, *plain = NULL, *spec = NULL;
     size_t n_ids = 0;

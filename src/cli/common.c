@@ -45,6 +45,10 @@ void cli_common_usage(void) {
            "  --draft-p-min P     stop drafting when the drafter's confidence falls below P\n"
            "  --draft-fixed       always draft --draft-max tokens (no adaptive length)\n"
            "  --draft-tree N      draft a tree of up to N nodes (depth <= --draft-max), verified in one pass\n"
+           "  --draft-policy P    trees: best-first (default: the N most probable nodes) or cost (grown while a\n"
+           "                      node's estimated acceptance beats its measured cost; N defaults to 128)\n"
+           "  --draft-costs V,D   cost policy: fixed costs instead of measured ones, in one-token target passes:\n"
+           "                      V per extra verified token, D per token fed to the drafter (reproducible)\n"
            "  --draft-threads N   drafter compute threads (default: as -t)\n"
            "  --prompt-cache FILE run/chat: save the prompt's KV cache after prefill; a later run whose prompt starts\n"
            "                      with the saved tokens loads it and prefills only the rest (same model, -ctk/-ctv)\n"
@@ -122,6 +126,8 @@ int cli_opts_parse(cli_opts *o, const char *cmd, int argc, char **argv, int i) {
                                        "--draft-p-min",
                                        "--draft-tree",
                                        "--draft-threads",
+                                       "--draft-policy",
+                                       "--draft-costs",
                                        "-td",
                                        "-ctk",
                                        "--cache-type-k",
@@ -174,7 +180,17 @@ int cli_opts_parse(cli_opts *o, const char *cmd, int argc, char **argv, int i) {
     else if (!strcmp(f, "--draft-min")) ok = parse_int(cmd, f, v, 0, 256, &o->draft_min);
     else if (!strcmp(f, "--draft-p-min")) ok = parse_float(cmd, f, v, 0, 1, &o->draft_p_min);
     else if (!strcmp(f, "--draft-tree")) ok = parse_int(cmd, f, v, 2, 1024, &o->draft_tree);
-    else if (!strcmp(f, "--draft-threads") || !strcmp(f, "-td")) ok = parse_int(cmd, f, v, 1, 1024, &o->draft_threads);
+    else if (!strcmp(f, "--draft-policy")) {
+        if ((ok = !strcmp(v, "cost") || !strcmp(v, "best-first"))) o->draft_cost = !strcmp(v, "cost");
+        else cli_fail(cmd, "--draft-policy expects best-first or cost, got '%s'", v);
+    } else if (!strcmp(f, "--draft-costs")) {
+        char *end;
+        double cv = strtod(v, &end), cd = -1;
+        if (*end == ',') cd = strtod(end + 1, &end);
+        if ((ok = !*end && cv >= 0 && cd >= 0 && cv < 1e6 && cd < 1e6))
+            o->draft_costs_fixed = true, o->draft_cost_v = (float)cv, o->draft_cost_d = (float)cd;
+        else cli_fail(cmd, "--draft-costs expects V,D (two non-negative numbers, e.g. 0.02,0.05), got '%s'", v);
+    } else if (!strcmp(f, "--draft-threads") || !strcmp(f, "-td")) ok = parse_int(cmd, f, v, 1, 1024, &o->draft_threads);
     else if (!strcmp(f, "--prompt-cache")) o->prompt_cache = v;
     else if (!strcmp(f, "--kv-recent")) ok = parse_int(cmd, f, v, 0, 1 << 20, &o->kv_recent);
     else if (!strcmp(f, "-ctk") || !strcmp(f, "--cache-type-k") || !strcmp(f, "-ctv") || !strcmp(f, "--cache-type-v")) {
@@ -224,10 +240,19 @@ void cli_spec_params(const cli_opts *o, aero_spec_params *p) {
     p->draft_max = o->draft_max;
     p->draft_min = o->draft_min;
     p->p_min = o->draft_p_min;
-    p->tree_nodes = o->draft_tree;
+    p->tree_nodes = o->draft_tree > 0 || !o->draft_cost ? o->draft_tree : CLI_COST_TREE_DEFAULT;
+    p->tree_policy = o->draft_cost ? AERO_SPEC_TREE_COST : AERO_SPEC_TREE_BEST_FIRST;
+    p->cost_fixed = o->draft_costs_fixed;
+    p->cost_verify_token = o->draft_cost_v;
+    p->cost_draft_token = o->draft_cost_d;
     p->adaptive = !o->draft_fixed;
     p->n_batch = o->n_batch;
     p->sampling = o->sp;
+}
+
+int cli_draft_nodes(const cli_opts *o) {
+    int tree = o->draft_tree > 0 || !o->draft_cost ? o->draft_tree : CLI_COST_TREE_DEFAULT;
+    return tree > o->draft_max ? tree : o->draft_max;
 }
 
 // Loads what a command generates with, the drafter's bytes taken out of --mem first so --mem bounds the process.
@@ -363,6 +388,8 @@ void cli_spec_print_stats(aero_spec *s, double gen_s, double t1_pass, FILE *f) {
             "  cost model        target pass %.3f ms + %.4f ms/token, drafter step %.3f ms, acceptance estimate %.2f, "
             "last draft size %d\n",
             st.pass_a * 1e3, st.pass_b * 1e3, st.draft_call_s * 1e3, st.alpha, st.draft_len);
+    if (st.tree_expected > 0)
+        fprintf(f, "  tree by cost      the last tree was expected to yield %.2f tokens\n", st.tree_expected);
     if (t1_pass > 0 && gen_s > 0)
         fprintf(f,
                 "  speedup           %.2fx over plain decoding (%.2f ms per token vs a 1-token target pass of %.2f ms, "

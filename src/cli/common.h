@@ -33,10 +33,18 @@ typedef struct {
     int draft_max, draft_min, draft_tree, draft_threads;
     float draft_p_min;
     bool draft_fixed; // --draft-fixed: always draft draft_max tokens (default: adaptive length)
+    bool draft_cost;  // --draft-policy cost: trees grown by measured cost (aero_spec_tree_policy COST)
+    bool draft_costs_fixed;          // --draft-costs V,D given
+    float draft_cost_v, draft_cost_d; // its verify-per-token and drafter-per-token costs (one-token pass = 1)
     // saved prompts
     const char *prompt_cache; // --prompt-cache FILE: the prompt's KV cache, loaded when it matches, saved after prefill
     bool prompt_cache_ro;     // --prompt-cache-ro: load it but never write it
 } cli_opts;
+
+// Nodes a --draft-policy cost tree may reach when --draft-tree is not given.
+#define CLI_COST_TREE_DEFAULT 128
+// The largest tree (or chain) a step may draft with these options.
+int cli_draft_nodes(const cli_opts *o);
 
 // The defaults every command starts from.
 void cli_opts_default(cli_opts *o);

@@ -11,6 +11,7 @@ static aero_status draft_decode(aero_spec *s, const aero_batch *b, float *logits
     aero_status st = aero_decode(s->dctx, b, logits, err);
     double dt = aero_now() - t0;
     s->st.draft_calls++;
+    if (b->n <= s->max_nodes + 1) aero_spec_fit_add(&s->dfit, b->n, dt);
     if (b->n <= 2) s->draft_call_ema = s->draft_call_ema > 0 ? 0.9 * s->draft_call_ema + 0.1 * dt : dt;
     if (st) return aero_error_prefix(err, "draft model: ");
     return AERO_OK;
@@ -62,7 +63,8 @@ static int add_node(aero_spec *s, int32_t tok, int parent, double logp, const fl
                       .logp = logp,
                       .q = q,
                       .first_child = -1,
-                      .next_sibling = -1};
+                      .next_sibling = -1,
+                      .rank = 0};
     return s->n_nodes++;
 }
 
@@ -274,4 +276,217 @@ void aero_spec_link_children(aero_spec *s) {
         nd->next_sibling = *head;
         *head = i;
     }
+}
+
+#define WAVE_SHARE 0.25 // a drafter wave also evaluates the pending nodes worth at least this share of the best
+
+// Whether the COST policy works in modelled cost units rather than measured seconds.
+static bool modelled(const aero_spec *s) { return s->p.cost_fixed || s->curve.n_max == 0; }
+
+// Evaluates the chosen nodes (want) in one drafter batch, feeding only what they attend to: the committed
+// tokens stay cached, then the spine (nodes already fed, in order), next_spine (the tip's first-ranked child,
+// or -1: it joins the spine), then the chosen nodes' other ancestors and the nodes themselves in node order,
+// under a tree mask. Rows come back for the chosen nodes in batch order (their ids in s->keep).
+static aero_status wave(aero_spec *s, const bool *want, int next_spine, int *n_rows, aero_error *err) {
+    int n = s->n_nodes, order[n], bidx[n], k = 0;
+    bool need[n];
+    for (int i = 0; i < n; i++) bidx[i] = -1, need[i] = false;
+    for (int i = n - 1; i >= 0; i--)
+        if (want[i] || need[i])
+            for (int j = i; j >= 0 && !need[j]; j = s->nodes[j].parent) need[j] = true;
+    for (int i = 0; i < s->n_fed; i++) bidx[s->fed[i]] = k, order[k++] = s->fed[i];
+    if (next_spine >= 0 && bidx[next_spine] < 0) bidx[next_spine] = k, order[k++] = next_spine;
+    for (int i = 0; i < n; i++)
+        if (need[i] && bidx[i] < 0) bidx[i] = k, order[k++] = i;
+    memset(s->bmask, 0, (size_t)k * k);
+    for (int b = 0; b < k; b++) {
+        const spec_node *nd = &s->nodes[order[b]];
+        s->btok[b] = nd->token;
+        s->bpos[b] = s->n_tok + nd->depth - 1;
+        s->bwant[b] = want[order[b]];
+        for (int j = order[b]; j >= 0; j = s->nodes[j].parent) s->bmask[(size_t)b * k + bidx[j]] = 1;
+    }
+    aero_kv_truncate(s->dctx, 0, s->n_tok);
+    aero_batch batch = {.n = k, .tokens = s->btok, .pos = s->bpos, .mask = s->bmask, .want_logits = s->bwant};
+    aero_status st = draft_decode(s, &batch, s->dlogits, err);
+    if (modelled(s)) s->draft_cost += aero_spec_draft_call_cost(s, k);
+    if (next_spine >= 0 && !st) s->fed[s->n_fed++] = next_spine;
+    if (st) s->n_fed = 0;
+    s->d_len = s->n_tok + s->n_fed;
+    aero_kv_truncate(s->dctx, 0, s->d_len);
+    *n_rows = 0;
+    for (int b = 0; b < k; b++)
+        if (s->bwant[b]) s->keep[(*n_rows)++] = order[b];
+    return st;
+}
+
+// Drafting time of the current step so far: measured, or modelled (fixed costs, or nothing timed yet).
+static double draft_spent(const aero_spec *s, double t_start) {
+    return modelled(s) ? s->draft_cost : aero_now() - t_start;
+}
+
+// Keeps the subset of the drafted nodes with the most expected tokens per unit of time: nodes sorted by
+// estimated path acceptance (a child never ranks above its parent, so every prefix of that order is a tree),
+// the best prefix under the verify curve and the drafting time already spent; the kept nodes are compacted in
+// node order (parents first) and the drafter's spine is cut where it leaves them. Returns the expected tokens.
+static double keep_best_subtree(aero_spec *s, int np, double spent) {
+    if (s->n_nodes == 0) return 1;
+    int n = s->n_nodes, by_p[n], newidx[n];
+    for (int i = 0; i < n; i++) by_p[i] = i;
+    for (int i = 1; i < n; i++) { // insertion sort: nodes arrive nearly sorted
+        int v = by_p[i], j = i;
+        while (j > 0 && s->nodes[by_p[j - 1]].logp < s->nodes[v].logp) by_p[j] = by_p[j - 1], j--;
+        by_p[j] = v;
+    }
+    double e = 1, best_e = 1, best_rate = 1 / (aero_spec_verify_cost(s, np) + spent + 1e-12);
+    int best = 0;
+    for (int m = 1; m <= n; m++) {
+        e += aero_spec_path_accept(s, s->nodes[by_p[m - 1]].logp);
+        double rate = e / (aero_spec_verify_cost(s, np + m) + spent + 1e-12);
+        if (rate > best_rate * (1 + 1e-9)) best_rate = rate, best = m, best_e = e;
+    }
+    for (int i = 0; i < n; i++) newidx[i] = -1;
+    for (int m = 0; m < best; m++) newidx[by_p[m]] = 0;
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        if (newidx[i] < 0) continue;
+        spec_node nd = s->nodes[i];
+        nd.parent = nd.parent < 0 ? -1 : newidx[nd.parent];
+        newidx[i] = k;
+        s->nodes[k++] = nd;
+    }
+    s->n_nodes = k;
+    int f = 0;
+    while (f < s->n_fed && newidx[s->fed[f]] >= 0) s->fed[f] = newidx[s->fed[f]], f++;
+    if (f < s->n_fed) {
+        s->n_fed = f;
+        s->d_len = s->n_tok + f;
+        aero_kv_truncate(s->dctx, 0, s->d_len);
+    }
+    return best_e;
+}
+
+// The COST policy, SpecExec's search (Svirschevski et al. 2024) with Sequoia's measured acceptance (Chen et
+// al. 2024). A node's value is the estimated probability that the target accepts its whole path: the product
+// of its ancestors' acceptance estimates, each the drafter's probability calibrated by what was measured for
+// nodes of that rank and probability. Adding a node costs the verify curve's slope at the tree's size, so
+// every known candidate whose value beats that cost (at the step's best tokens-per-time rate) is added, best
+// first. Unevaluated nodes get children only through the drafter: either one cheap step extending the spine
+// the drafter's cache holds, or a wave that evaluates every pending node worth it in one batch; the one with
+// the larger net gain is taken, and growth stops when neither repays its drafter call. When a pass is IO-bound
+// the slope is near zero and the tree grows to whatever the drafter can still usefully fill.
+aero_status aero_spec_draft_tree_cost(aero_spec *s, bool greedy, int max_nodes, int max_depth, aero_error *err) {
+    s->n_nodes = 0;
+    s->draft_cost = 0;
+    s->st.tree_expected = 1;
+    if (max_nodes <= 0 || max_depth <= 0) return AERO_OK;
+    double t_start = aero_now();
+    int before = s->d_len;
+    aero_status st = aero_spec_draft_catch_up(s, err);
+    if (st) return st;
+    if (modelled(s)) s->draft_cost += aero_spec_draft_call_cost(s, s->n_tok - before);
+    rank_children(s, greedy, s->dlogits, 0);
+    int np = s->n_tok - s->t_len;
+    double h = (s->expand_hit + 1) / (s->expand_try + 2); // chance a reached node's drafted child is accepted
+    int c_parent[max_nodes + 1], c_rank[max_nodes + 1], n_cand = 0;
+    double c_logp[max_nodes + 1];
+    bool pending[max_nodes], want[max_nodes];
+    // the root's and each evaluated node's next candidate: its next-ranked child, never valued above the previous
+#define PUSH_FIRST(node)                                                                                               \
+    do {                                                                                                               \
+        int slot_ = (node) + 1;                                                                                        \
+        if (s->n_top[slot_] > 0) {                                                                                     \
+            c_parent[n_cand] = (node), c_rank[n_cand] = 0;                                                             \
+            c_logp[n_cand++] = ((node) < 0 ? 0 : s->nodes[node].logp) + log(s->top_q[(size_t)slot_ * s->top_b]);        \
+        }                                                                                                              \
+    } while (0)
+    PUSH_FIRST(-1);
+    double e = 1, best_rate = 1 / (aero_spec_verify_cost(s, np) + draft_spent(s, t_start) + 1e-12);
+    bool declined = false; // no pending node is worth a drafter call any more
+    for (;;) {
+        // known candidates that pay for their place in the verify pass, best first; while some unevaluated node
+        // could still have better children, only those at least as good as it (so a full tree is the best one)
+        while (n_cand > 0 && s->n_nodes < max_nodes) {
+            int b = 0, n = s->n_nodes;
+            for (int i = 1; i < n_cand; i++)
+                if (c_logp[i] > c_logp[b]) b = i;
+            double value = aero_spec_path_accept(s, c_logp[b]),
+                   marginal = aero_spec_verify_cost(s, np + n + 1) - aero_spec_verify_cost(s, np + n);
+            if (value < best_rate * marginal || value < 1e-4) break;
+            bool beaten = false;
+            for (int i = 0; i < n && !declined && !beaten; i++) beaten = pending[i] && s->nodes[i].logp > c_logp[b];
+            if (beaten) break;
+            int parent = c_parent[b], slot = parent + 1, rank = c_rank[b];
+            double logp = c_logp[b];
+            if (s->p.p_min > 0 && n >= s->p.draft_min && logp < log(s->p.p_min)) {
+                n_cand = 0; // every branch not yet in the tree is less probable still
+                break;
+            }
+            int id = add_node(s, s->top_tok[(size_t)slot * s->top_b + rank], parent, logp, NULL);
+            s->nodes[id].rank = rank;
+            pending[id] = s->nodes[id].depth < max_depth && !is_eog(s, s->nodes[id].token);
+            if (rank + 1 < s->n_top[slot]) {
+                c_rank[b] = rank + 1;
+                c_logp[b] = (parent < 0 ? 0 : s->nodes[parent].logp) + log(s->top_q[(size_t)slot * s->top_b + rank + 1]);
+            } else {
+                n_cand--;
+                c_parent[b] = c_parent[n_cand], c_rank[b] = c_rank[n_cand], c_logp[b] = c_logp[n_cand];
+            }
+            e += value;
+            double rate = e / (aero_spec_verify_cost(s, np + n + 1) + draft_spent(s, t_start) + 1e-12);
+            if (rate > best_rate) best_rate = rate;
+        }
+        int n = s->n_nodes;
+        if (n >= max_nodes || declined) break;
+        // the best pending node, and every pending node nearly as good (a wave shares one drafter call), each
+        // valued as the accepted tokens its children would add less their verify cost
+        double tau = best_rate * (aero_spec_verify_cost(s, np + n + 1) - aero_spec_verify_cost(s, np + n));
+        int tip = s->n_fed > 0 ? s->fed[s->n_fed - 1] : -1, v = -1, n_want = 0, n_feed = s->n_fed;
+        for (int i = 0; i < n; i++)
+            if (pending[i] && (v < 0 || s->nodes[i].logp > s->nodes[v].logp)) v = i;
+        double gain = v >= 0 ? h * aero_spec_path_accept(s, s->nodes[v].logp) - tau : 0, cost;
+        bool extends = v >= 0 && s->nodes[v].parent == tip && s->nodes[v].rank == 0;
+        if (extends) {
+            cost = aero_spec_draft_call_cost(s, 1);
+        } else if (v >= 0) {
+            bool in[n];
+            gain = 0;
+            for (int i = 0; i < n; i++) {
+                in[i] = false;
+                want[i] = pending[i] && s->nodes[i].logp >= s->nodes[v].logp + log(WAVE_SHARE);
+                double g = h * aero_spec_path_accept(s, s->nodes[i].logp) - tau;
+                if (want[i] && g > 0) n_want++, gain += g;
+                else want[i] = false;
+            }
+            for (int i = 0; i < s->n_fed; i++) in[s->fed[i]] = true;
+            for (int i = n - 1; i >= 0; i--)
+                if (want[i])
+                    for (int j = i; j >= 0 && !in[j]; j = s->nodes[j].parent) in[j] = true, n_feed++;
+            cost = aero_spec_draft_call_cost(s, n_feed);
+        }
+        if (v < 0 || gain <= 0 || gain <= best_rate * cost) {
+            declined = true; // the candidates left that pay for their verification still go in
+            continue;
+        }
+        int n_rows = 1;
+        if (extends) {
+            if ((st = feed_node(s, v, err))) return st;
+            if (modelled(s)) s->draft_cost += aero_spec_draft_call_cost(s, 1);
+            s->keep[0] = v;
+        } else {
+            int next = -1; // the spine's continuation, when in the wave, joins the spine on the way
+            for (int i = 0; i < n && next < 0; i++)
+                if (want[i] && s->nodes[i].parent == tip && s->nodes[i].rank == 0) next = i;
+            if ((st = wave(s, want, next, &n_rows, err))) return st;
+        }
+        for (int r = 0; r < n_rows; r++) {
+            int id = s->keep[r];
+            pending[id] = false;
+            rank_children(s, greedy, s->dlogits + (size_t)r * s->d_vocab, id + 1);
+            PUSH_FIRST(id);
+        }
+    }
+#undef PUSH_FIRST
+    s->st.tree_expected = keep_best_subtree(s, np, draft_spent(s, t_start));
+    return AERO_OK;
 }

@@ -27,7 +27,7 @@ void aero_spec_params_default(aero_spec_params *p) {
     aero_sampler_params_default(&p->sampling);
 }
 
-static void fit_add(spec_fit *f, double n, double t) {
+void aero_spec_fit_add(spec_fit *f, double n, double t) {
     f->w = f->w * FIT_DECAY + 1;
     f->sn = f->sn * FIT_DECAY + n;
     f->st = f->st * FIT_DECAY + t;
@@ -36,7 +36,7 @@ static void fit_add(spec_fit *f, double n, double t) {
 }
 
 // t(n) = a + b n by weighted least squares, with b >= 0 and a >= 0; a constant when all n were equal.
-static void fit_get(const spec_fit *f, double *a, double *b) {
+void aero_spec_fit_get(const spec_fit *f, double *a, double *b) {
     if (f->w <= 0) {
         *a = 1, *b = 0;
         return;
@@ -46,6 +46,73 @@ static void fit_get(const spec_fit *f, double *a, double *b) {
     if (*b < 0) *b = 0;
     *a = mt - *b * mn;
     if (*a < 0) *a = 0, *b = mn > 0 ? mt / mn : 0;
+}
+
+// Default costs of the COST policy before anything was measured (units of a one-token pass): a small tree
+// first, whose pass then calibrates the curve.
+#define COST_VERIFY_DEFAULT 0.05
+#define COST_DRAFT_DEFAULT 0.05
+#define CURVE_DECAY 0.8 // a bucket's samples weigh 0.8^age
+
+// Files a verify pass's time under its token count's power-of-two bucket.
+static void curve_add(spec_curve *c, int n, double t) {
+    int b = 0;
+    while (b + 1 < CURVE_BUCKETS && (2 << b) <= n) b++;
+    c->w[b] = c->w[b] * CURVE_DECAY + 1;
+    c->n[b] = c->n[b] * CURVE_DECAY + n;
+    c->t[b] = c->t[b] * CURVE_DECAY + t;
+    if (n > c->n_max) c->n_max = n;
+}
+
+double aero_spec_verify_cost(const aero_spec *s, int n) {
+    if (s->p.cost_fixed) return 1 + s->p.cost_verify_token * (n - 1);
+    const spec_curve *c = &s->curve;
+    // the buckets' mean points, made non-decreasing (a larger pass never costs less)
+    double pn[CURVE_BUCKETS], pt[CURVE_BUCKETS];
+    int k = 0;
+    for (int b = 0; b < CURVE_BUCKETS; b++) {
+        if (c->w[b] <= 0) continue;
+        pn[k] = c->n[b] / c->w[b];
+        pt[k] = c->t[b] / c->w[b];
+        if (k > 0 && pt[k] < pt[k - 1]) pt[k] = pt[k - 1];
+        k++;
+    }
+    if (k == 0) return 1 + COST_VERIFY_DEFAULT * (n - 1);
+    if (n <= pn[0]) return pt[0];
+    for (int i = 1; i < k; i++)
+        if (n <= pn[i]) return pt[i - 1] + (pt[i] - pt[i - 1]) * (n - pn[i - 1]) / (pn[i] - pn[i - 1]);
+    // beyond the largest pass timed: its cost plus the steeper of the fitted line's slope and the last segment's
+    double a, slope;
+    aero_spec_fit_get(&s->fit, &a, &slope);
+    if (k > 1 && pn[k - 1] > pn[k - 2]) {
+        double seg = (pt[k - 1] - pt[k - 2]) / (pn[k - 1] - pn[k - 2]);
+        if (seg > slope) slope = seg;
+    }
+    return pt[k - 1] + slope * (n - pn[k - 1]);
+}
+
+double aero_spec_draft_call_cost(const aero_spec *s, int n) {
+    if (s->p.cost_fixed) return s->p.cost_draft_token * n;
+    if (s->curve.n_max == 0) return COST_DRAFT_DEFAULT * n; // in the default units, as the verify cost is
+    double a, b;
+    aero_spec_fit_get(&s->dfit, &a, &b);
+    return s->dfit.w > 0 ? a + b * n : 0;
+}
+
+double aero_spec_path_accept(const aero_spec *s, double logp) {
+    double c = (s->tree_acc_w + 1) / (s->tree_p_w + 1), a = c * exp(logp);
+    return a < 1 ? a : 1;
+}
+
+// After a verify pass of a model-drafted tree: how often a node the target reached, whose children were
+// drafted, had one of them accepted (what evaluating a node with the drafter is worth).
+static void count_expansions(aero_spec *s, int m) {
+    s->expand_hit *= ACC_DECAY, s->expand_try *= ACC_DECAY;
+    for (int j = 0; j <= m; j++) {
+        int node = j == 0 ? -1 : s->keep[j - 1];
+        if ((node < 0 ? s->root_child : s->nodes[node].first_child) < 0) continue;
+        s->expand_try += 1, s->expand_hit += j < m;
+    }
 }
 
 aero_status aero_spec_new(aero_spec **out, aero_ctx *target, int seq, aero_model *draft, const aero_spec_params *p,
@@ -61,6 +128,11 @@ aero_status aero_spec_new(aero_spec **out, aero_ctx *target, int seq, aero_model
                          p->tree_nodes);
     if (!(p->p_min >= 0 && p->p_min <= 1))
         return aero_fail(err, AERO_ERR_INVALID, "--draft-p-min must lie in [0, 1], got %g", p->p_min);
+    if (p->tree_policy != AERO_SPEC_TREE_BEST_FIRST && p->tree_policy != AERO_SPEC_TREE_COST)
+        return aero_fail(err, AERO_ERR_INVALID, "unknown tree policy %d", (int)p->tree_policy);
+    if (p->cost_fixed && !(p->cost_verify_token >= 0 && p->cost_draft_token >= 0))
+        return aero_fail(err, AERO_ERR_INVALID, "--draft-costs must be non-negative, got %g,%g", p->cost_verify_token,
+                         p->cost_draft_token);
     if (seq < 0 || seq >= aero_ctx_n_seq(target))
         return aero_fail(err, AERO_ERR_INVALID, "sequence %d not in the target context", seq);
     aero_model *tm = aero_ctx_model(target);
@@ -175,7 +247,7 @@ static aero_status prefill(aero_spec *s, aero_ctx *c, int seq, int *len, int upt
     if (st) return target ? st : aero_error_prefix(err, "draft model: ");
     if (target) {
         s->st.prefill_passes++;
-        if (n <= 4 * (s->max_nodes + 1)) fit_add(&s->fit, n, dt);
+        if (n <= 4 * (s->max_nodes + 1)) aero_spec_fit_add(&s->fit, n, dt);
     }
     *len += n;
     return AERO_OK;
@@ -235,7 +307,7 @@ static int choose_length(aero_spec *s) {
     if (!s->p.adaptive || s->fit.w <= 0) return kmax;
     double a, b, alpha = s->acc_w / (s->acc_w + s->rej_w), d = s->dmodel ? s->draft_call_ema : 0;
     if (alpha > 0.99) alpha = 0.99;
-    fit_get(&s->fit, &a, &b);
+    aero_spec_fit_get(&s->fit, &a, &b);
     int best = kmin, best_drafting = kmin > 1 ? kmin : 1;
     double best_rate = -1, best_drafting_rate = -1;
     for (int k = kmin; k <= kmax; k++) {
@@ -259,7 +331,7 @@ static int choose_length(aero_spec *s) {
 static void prune_tree(aero_spec *s) {
     if (!s->p.adaptive || s->fit.w <= 0 || s->n_nodes == 0) return;
     double a, b, c = (s->tree_acc_w + 1) / (s->tree_p_w + 1), e = 1, best_rate = 0;
-    fit_get(&s->fit, &a, &b);
+    aero_spec_fit_get(&s->fit, &a, &b);
     int best = 0;
     for (int m = 0; m <= s->n_nodes; m++) {
         if (m > 0) e += c * exp(s->nodes[m - 1].logp);
@@ -275,7 +347,10 @@ static void count_pass(aero_spec *s, int n, double dt, bool fit) {
     s->st.verify_s += dt;
     s->st.verify_passes++;
     s->st.verify_tokens += n;
-    if (fit) fit_add(&s->fit, n, dt);
+    if (fit) {
+        aero_spec_fit_add(&s->fit, n, dt);
+        curve_add(&s->curve, n, dt);
+    }
 }
 
 // Walks the drafted nodes from the root over the target's rows tl (the root's, then one per node), keeping
@@ -319,6 +394,7 @@ static void walk(aero_spec *s, aero_sampler *smp, const float *tl, int32_t *out,
         aero_kv_truncate(s->dctx, 0, s->d_len);
         s->n_fed = 0;
     }
+    if (s->p.tree_nodes > 0 && s->dmodel) count_expansions(s, m);
     if (s->p.tree_nodes > 0) {
         double psum = 0;
         for (int i = 0; i < s->n_nodes; i++) psum += exp(s->nodes[i].logp);
@@ -392,7 +468,14 @@ static aero_status draft_round(aero_spec *s, aero_sampler *smp, int max_new, aer
     if (s->p.adaptive && s->tree_cap > 0 && s->tree_cap < tree) tree = s->tree_cap;
     double t0 = aero_now();
     aero_status st = AERO_OK;
-    if (s->p.tree_nodes > 0) {
+    if (s->p.tree_nodes > 0 && s->dmodel && s->p.tree_policy == AERO_SPEC_TREE_COST) {
+        // the whole budget, but not beyond twice the largest pass timed: the curve is known only that far
+        int cap = s->p.tree_nodes < budget ? s->p.tree_nodes : budget, known = 2 * s->curve.n_max,
+            least = cap < 16 ? cap : 16;
+        if (!s->p.cost_fixed && cap > known) cap = known > least ? known : least;
+        st = aero_spec_draft_tree_cost(s, greedy, cap, depth, err);
+        s->st.draft_len = s->n_nodes;
+    } else if (s->p.tree_nodes > 0) {
         if (s->dmodel) st = aero_spec_draft_tree(s, greedy, tree, depth, err);
         else aero_spec_draft_ngram(s, true, tree, depth);
         if (!st) prune_tree(s);
@@ -458,7 +541,10 @@ void aero_spec_node(const aero_spec *s, int i, int32_t *token, int *parent, int 
 void aero_spec_commit(aero_spec *s, aero_sampler *smp, const float *rows, double fit_tokens, double fit_s, int32_t *out,
                       int *n_out) {
     count_pass(s, 1 + s->n_nodes, fit_s, false);
-    if (fit_tokens > 0) fit_add(&s->fit, fit_tokens, fit_s);
+    if (fit_tokens > 0) {
+        aero_spec_fit_add(&s->fit, fit_tokens, fit_s);
+        curve_add(&s->curve, fit_tokens, fit_s);
+    }
     walk(s, smp, rows, out, n_out);
 }
 
@@ -471,7 +557,7 @@ int aero_spec_max_step_tokens(const aero_spec *s) {
 void aero_spec_get_stats(const aero_spec *s, aero_spec_stats *st) {
     *st = s->st;
     st->alpha = s->acc_w / (s->acc_w + s->rej_w);
-    fit_get(&s->fit, &st->pass_a, &st->pass_b);
+    aero_spec_fit_get(&s->fit, &st->pass_a, &st->pass_b);
     st->draft_call_s = s->draft_call_ema;
 }
 
@@ -506,7 +592,10 @@ done:
 
 void aero_spec_describe(const aero_spec *s, char *buf, int cap) {
     const char *who = s->dmodel ? "draft model" : "n-gram prompt lookup";
-    if (s->p.tree_nodes > 0)
+    if (s->p.tree_nodes > 0 && s->dmodel && s->p.tree_policy == AERO_SPEC_TREE_COST)
+        snprintf(buf, cap, "%s, tree grown by cost (up to %d nodes, depth <= %d, %s costs)", who, s->p.tree_nodes,
+                 s->p.draft_max, s->p.cost_fixed ? "fixed" : "measured");
+    else if (s->p.tree_nodes > 0)
         snprintf(buf, cap, "%s, tree of up to %d nodes%s, depth <= %d", who, s->p.tree_nodes,
                  s->p.adaptive ? " (adaptive)" : "", s->p.draft_max);
     else if (s->p.adaptive)

@@ -15,12 +15,22 @@ typedef struct {
     double logp;    // drafter log-probability of the path from the root to here (ranking)
     const float *q; // distribution the token was drawn from (sampled chain drafts); NULL: chosen deterministically
     int first_child, next_sibling; // -1 terminated, in node order
+    int rank;       // among its siblings in the drafter's ranking (0: most probable)
 } spec_node;
 
 // Decayed least-squares fit of a cost t(n) = a + b n (target pass time against tokens in the pass).
 typedef struct {
     double w, sn, st, snn, snt;
 } spec_fit;
+
+// A verify pass's cost against its token count, for the COST tree policy: decayed means per power-of-two bucket
+// of the count, so the curve's shape (flat while a streamed pass is IO-bound, rising once compute dominates)
+// is seen rather than forced onto a line.
+#define CURVE_BUCKETS 12
+typedef struct {
+    double w[CURVE_BUCKETS], n[CURVE_BUCKETS], t[CURVE_BUCKETS];
+    int n_max; // the largest pass measured: trees grow at most to twice this until larger passes are timed
+} spec_curve;
 
 struct aero_spec {
     aero_spec_params p;
@@ -61,8 +71,17 @@ struct aero_spec {
     int skipped;                 // steps since the adaptive length last drafted
     double tree_acc_w, tree_p_w; // decayed accepted nodes and summed drafter path probabilities of verified nodes
     int tree_cap;                // adaptive tree: nodes to draft next (<= tree_nodes)
+    // COST tree policy: the worth of a drafter evaluation, the verify-cost curve, drafter call costs
+    double expand_hit, expand_try; // reached nodes with drafted children: how often one child was accepted
+    spec_curve curve;
+    spec_fit dfit;     // drafter call time against tokens fed
+    double draft_cost; // fixed costs: modelled drafting time of the current step
     aero_spec_stats st;
 };
+
+// Adds a sample (n tokens took t seconds) to a decayed cost fit; reads the fit as t(n) = a + b n.
+void aero_spec_fit_add(spec_fit *f, double n, double t);
+void aero_spec_fit_get(const spec_fit *f, double *a, double *b);
 
 // Runs the drafter over toks[d_len, n_tok) and leaves the last token's logits in s->dlogits (row 0).
 aero_status aero_spec_draft_catch_up(aero_spec *s, aero_error *err);
@@ -71,6 +90,16 @@ aero_status aero_spec_draft_chain(aero_spec *s, bool greedy, int k, aero_error *
 // Fills s->nodes with a best-first tree of at most max_nodes nodes and depth max_depth (model drafter): the
 // drafter's greedy spine with the other candidates of each spine node as leaves.
 aero_status aero_spec_draft_tree(aero_spec *s, bool greedy, int max_nodes, int max_depth, aero_error *err);
+// Fills s->nodes with a tree grown by the COST policy (model drafter): best-first by estimated acceptance, in
+// drafter waves, while a node's expected accepted tokens beat its marginal cost; then keeps the best subtree.
+aero_status aero_spec_draft_tree_cost(aero_spec *s, bool greedy, int max_nodes, int max_depth, aero_error *err);
+// COST policy helpers (spec.c): a verify pass of n tokens and a drafter call of n tokens, in seconds (or the
+// fixed cost units); a verify time < 0 when nothing was measured yet.
+double aero_spec_verify_cost(const aero_spec *s, int n);
+double aero_spec_draft_call_cost(const aero_spec *s, int n);
+// The estimated probability that the target accepts a drafted path of drafter log-probability logp: the
+// drafter's probability scaled by the measured ratio of accepted nodes to summed path probabilities.
+double aero_spec_path_accept(const aero_spec *s, double logp);
 // Fills s->nodes from earlier occurrences of the context's suffix (chain: one, tree: a trie of several).
 void aero_spec_draft_ngram(aero_spec *s, bool tree, int max_nodes, int max_depth);
 // Links first_child/next_sibling in node order.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `aerollm run --draft` end to end: greedy text identical to plain greedy for a draft model (chain, fixed chain,
-# tree), for n-grams and with a streamed teacher; --stats prints the speculation figures; `aerollm bench --draft`
+# tree, tree grown by cost), for n-grams and with a streamed teacher; --stats prints the speculation figures; `aerollm bench --draft`
 # runs; bad input (a drafter with another vocabulary, --draft-max 0, a drafter whose context is too short for the
 # request) fails with a message naming the problem and a non-zero exit.
 set -u
@@ -19,7 +19,8 @@ for prompt in "Once upon a time" "Lily wanted to"; do
   i=0
   for flags in "--draft $D" "--draft $D --draft-max 5 --draft-fixed" "--draft $D --draft-tree 24 --draft-max 8" \
                "--draft $D --draft-p-min 0.5 --draft-min 2" "--draft ngram" "--draft ngram --draft-tree 16" \
-               "--draft $D --draft-tree 16 --mem 2530K"; do
+               "--draft $D --draft-tree 16 --mem 2530K" "--draft $D --draft-policy cost --draft-max 24" \
+               "--draft $D --draft-policy cost --draft-costs 0.01,0.02 --draft-tree 40"; do
     i=$((i + 1))
     # shellcheck disable=SC2086
     "$A" run -m "$T" -p "$prompt" -n 80 --temp 0 $flags >"$work/spec$i.txt" 2>"$work/spec$i.err" ||
@@ -40,6 +41,8 @@ done
   bad "sampling with a drafter: $(tail -2 "$work/s.err")"
 "$A" run -m "$T" -p "Once upon a time" -n 40 --temp 0.8 --seed 7 --draft "$D" --draft-tree 12 >/dev/null 2>&1 ||
   bad "sampling with a tree"
+"$A" run -m "$T" -p "Once upon a time" -n 40 --temp 0.8 --seed 7 --draft "$D" --draft-policy cost >/dev/null 2>&1 ||
+  bad "sampling with a tree grown by cost"
 
 # bench --draft: verify-cost curve, acceptance, predicted and measured speedup
 "$A" bench -m "$T" --draft "$D" -p 32 -n 32 >"$work/bench.txt" 2>&1 || bad "bench --draft: $(tail -3 "$work/bench.txt")"
@@ -56,6 +59,8 @@ expect_fail() { # pattern, args...
 expect_fail "token id 259" run -m "$T" -p "Hi" -n 4 --draft "$M/llama-2-tiny-random.gguf"
 expect_fail "draft-max" run -m "$T" -p "Hi" -n 4 --draft "$D" --draft-max 0
 expect_fail "context is 2048 tokens, shorter than" run -m "$T" -p "Hi" -c 4096 -n 3000 --draft "$D"
+expect_fail "draft-policy expects" run -m "$T" -p "Hi" -n 4 --draft "$D" --draft-policy widest
+expect_fail "draft-costs expects" run -m "$T" -p "Hi" -n 4 --draft "$D" --draft-policy cost --draft-costs 0.1
 expect_fail "cannot open\|no such\|not found" run -m "$T" -p "Hi" -n 4 --draft "$work/missing.gguf"
 [ $fail -eq 0 ] && echo "test_spec_cli: ok"
 exit $fail
