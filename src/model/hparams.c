@@ -40,10 +40,11 @@ aero_status aero_hparams_read(const aero_gguf *g, aero_hparams *hp, aero_arch_ki
     else if (!strcmp(arch, "qwen3")) *kind = AERO_ARCH_QWEN3;
     else if (!strcmp(arch, "qwen2moe")) *kind = AERO_ARCH_QWEN2; // qwen2 attention (biases) + MoE FFN
     else if (!strcmp(arch, "qwen3moe")) *kind = AERO_ARCH_QWEN3; // qwen3 attention (Q/K norms) + MoE FFN
+    else if (!strcmp(arch, "deepseek2")) *kind = AERO_ARCH_DEEPSEEK2; // latent attention (mla.c) + MoE FFN
     else
         return aero_fail(err, AERO_ERR_UNSUPPORTED,
                          "unsupported architecture '%s' (supported: llama (and Mixtral), "
-                         "qwen2, qwen3, qwen2moe, qwen3moe)",
+                         "qwen2, qwen3, qwen2moe, qwen3moe, deepseek2)",
                          arch);
     snprintf(hp->arch, sizeof hp->arch, "%s", arch);
     int64_t n_layer, n_embd, n_ff, n_head, n_head_kv, n_ctx, key_len, rope_dim, orig_ctx;
@@ -90,6 +91,7 @@ aero_status aero_hparams_read(const aero_gguf *g, aero_hparams *hp, aero_arch_ki
     if (stype && strcmp(stype, "none")) {
         if (!strcmp(stype, "linear")) hp->rope_scaling = AERO_ROPE_SCALING_LINEAR;
         else if (!strcmp(stype, "llama3")) hp->rope_scaling = AERO_ROPE_SCALING_LLAMA3;
+        else if (!strcmp(stype, "yarn") && *kind == AERO_ARCH_DEEPSEEK2) hp->rope_scaling = AERO_ROPE_SCALING_YARN;
         else
             return aero_fail(err, AERO_ERR_UNSUPPORTED, "%s = '%s' is not supported (none, linear, llama3)", key,
                              stype);
@@ -109,6 +111,10 @@ aero_status aero_hparams_read(const aero_gguf *g, aero_hparams *hp, aero_arch_ki
     hp->rope_low_freq = (float)low;
     hp->rope_high_freq = (float)high;
     hp->rope_orig_ctx = (int)orig_ctx;
+    if (*kind == AERO_ARCH_DEEPSEEK2) {
+        aero_mla_params mla;
+        return aero_mla_hparams_read(g, hp, &mla, err);
+    }
     return AERO_OK;
 }
 
@@ -116,16 +122,16 @@ aero_status aero_hparams_read(const aero_gguf *g, aero_hparams *hp, aero_arch_ki
 aero_status aero_moe_hparams_read(const aero_gguf *g, const aero_hparams *hp, bool *moe, aero_moe_params *p,
                                   aero_error *err) {
     const char *arch = hp->arch;
-    bool q2 = !strcmp(arch, "qwen2moe"), q3 = !strcmp(arch, "qwen3moe");
+    bool q2 = !strcmp(arch, "qwen2moe"), q3 = !strcmp(arch, "qwen3moe"), ds2 = !strcmp(arch, "deepseek2");
     memset(p, 0, sizeof *p);
-    int64_t n_expert, k, n_ff_exp, n_ff_sh, n_group, n_group_used, gating;
+    int64_t n_expert, k, n_ff_exp, n_ff_sh, n_group, n_group_used, gating, n_shared = 0, norm = 0;
     double scale;
     if (get_int(g, arch, "expert_count", false, 0, &n_expert, err) ||
         get_int(g, arch, "expert_used_count", false, 0, &k, err))
         return err->code;
     *moe = n_expert > 0;
     if (!*moe) {
-        if (q2 || q3) return aero_fail(err, AERO_ERR_FORMAT, "metadata %s.expert_count is missing or 0", arch);
+        if (q2 || q3 || ds2) return aero_fail(err, AERO_ERR_FORMAT, "metadata %s.expert_count is missing or 0", arch);
         return AERO_OK;
     }
     if (k < 1) return aero_fail(err, AERO_ERR_FORMAT, "metadata %s.expert_used_count is missing or 0", arch);
@@ -138,7 +144,21 @@ aero_status aero_moe_hparams_read(const aero_gguf *g, const aero_hparams *hp, bo
         get_float(g, arch, "expert_weights_scale", 0.0, &scale, err))
         return err->code;
     if (gating == 0) gating = AERO_MOE_GATING_SOFTMAX;
-    if (gating != AERO_MOE_GATING_SOFTMAX)
+    if (ds2) { // shared experts of the routed experts' width; sigmoid routing (V3) and weight normalisation keyed
+        if (get_int(g, arch, "expert_feed_forward_length", true, 0, &n_ff_exp, err) ||
+            get_int(g, arch, "expert_shared_count", true, 0, &n_shared, err))
+            return err->code;
+        char key[160];
+        bool nb = false;
+        snprintf(key, sizeof key, "%s.expert_weights_norm", arch);
+        if (aero_gguf_get_bool(g, key, &nb)) norm = nb;
+        else if (aero_gguf_get(g, key)) return aero_fail(err, AERO_ERR_FORMAT, "metadata %s is not a bool", key);
+        if (gating != AERO_MOE_GATING_SOFTMAX && gating != AERO_MOE_GATING_SIGMOID)
+            return aero_fail(err, AERO_ERR_UNSUPPORTED,
+                             "%s.expert_gating_func = %lld is not supported (1 softmax, 2 sigmoid)", arch,
+                             (long long)gating);
+        n_ff_sh = n_ff_exp * n_shared;
+    } else if (gating != AERO_MOE_GATING_SOFTMAX)
         return aero_fail(err, AERO_ERR_UNSUPPORTED, "%s.expert_gating_func = %lld is not supported for %s (softmax)",
                          arch, (long long)gating, arch);
     p->n_embd = hp->n_embd;
@@ -146,8 +166,8 @@ aero_status aero_moe_hparams_read(const aero_gguf *g, const aero_hparams *hp, bo
     p->n_ff_shexp = (int)n_ff_sh;
     p->n_expert = (int)n_expert;
     p->n_expert_used = (int)k;
-    p->gating = AERO_MOE_GATING_SOFTMAX;
-    p->norm_w = !q2; // build_moe_ffn's norm_w: qwen3moe and Mixtral true, qwen2moe false
+    p->gating = (aero_moe_gating)gating;
+    p->norm_w = ds2 ? norm != 0 : !q2; // build_moe_ffn's norm_w: qwen3moe and Mixtral true, qwen2moe false
     p->w_scale = (float)scale;
     p->n_group = (int)n_group;
     p->n_group_used = (int)n_group_used;

@@ -17,7 +17,12 @@ typedef struct aero_ctx aero_ctx;
 
 #include "../../include/aerollm.h" // aero_model_params, aero_ctx_params
 
-typedef enum { AERO_ROPE_SCALING_NONE, AERO_ROPE_SCALING_LINEAR, AERO_ROPE_SCALING_LLAMA3 } aero_rope_scaling;
+typedef enum {
+    AERO_ROPE_SCALING_NONE,
+    AERO_ROPE_SCALING_LINEAR,
+    AERO_ROPE_SCALING_LLAMA3,
+    AERO_ROPE_SCALING_YARN, // deepseek2 only: frequencies blended by YaRN's ramp, the magnitude in mla.c's kq_scale
+} aero_rope_scaling;
 
 typedef struct {
     char arch[32];
@@ -27,6 +32,8 @@ typedef struct {
     float rope_scale_factor, rope_low_freq, rope_high_freq; // linear: factor; llama3: all four
     int rope_orig_ctx;
     bool tied_output;
+    float rope_yarn_beta_fast, rope_yarn_beta_slow; // yarn: the ramp's ends in rotations over the original context
+    int kv_lora_rank; // deepseek2 (MLA): > 0, the cache row is this latent + the rope part, and there is no V row
 } aero_hparams;
 
 const aero_hparams *aero_model_hparams(const aero_model *m);
