@@ -36,7 +36,7 @@ static aero_status key_float(const aero_gguf *g, const char *suffix, double dflt
 
 aero_status aero_mla_hparams_read(const aero_gguf *g, aero_hparams *hp, aero_mla_params *p, aero_error *err) {
     memset(p, 0, sizeof *p);
-    int64_t q_lora, kv_lora, k_mla, v_mla, key_len, val_len, rope, lead, orig;
+    int64_t q_lora, kv_lora, k_mla, v_mla, key_len, val_len, rope, lead, orig, nextn;
     double log_mul, beta_fast, beta_slow;
     if (key_int(g, "attention.q_lora_rank", false, 0, &q_lora, err) ||
         key_int(g, "attention.kv_lora_rank", true, 0, &kv_lora, err) ||
@@ -49,8 +49,16 @@ aero_status aero_mla_hparams_read(const aero_gguf *g, aero_hparams *hp, aero_mla
         key_int(g, "rope.scaling.original_context_length", false, hp->n_ctx_train, &orig, err) ||
         key_float(g, "rope.scaling.yarn_log_multiplier", 0.0, &log_mul, err) ||
         key_float(g, "rope.scaling.yarn_beta_fast", 32.0, &beta_fast, err) ||
-        key_float(g, "rope.scaling.yarn_beta_slow", 1.0, &beta_slow, err))
+        key_float(g, "rope.scaling.yarn_beta_slow", 1.0, &beta_slow, err) ||
+        key_int(g, "nextn_predict_layers", false, 0, &nextn, err))
         return err->code;
+    // the multi-token-prediction block is stored as extra layers counted in block_count: running it as a layer
+    // would be wrong, and skipping it needs the planner to ignore those layers' tensors (not done)
+    if (nextn > 0)
+        return aero_fail(err, AERO_ERR_UNSUPPORTED,
+                         "deepseek2: files with multi-token-prediction layers (nextn_predict_layers = %lld) are not "
+                         "supported; convert without them",
+                         (long long)nextn);
     // llama.cpp reads no q_lora_rank for the "lite" layer counts (V2-Lite, GigaChat3): their query is attn_q
     if (hp->n_layer == 26 || hp->n_layer == 27) q_lora = 0;
     // files written since llama.cpp's MLA cache carry the decompressed head sizes in *_mla keys (key_length is
