@@ -70,9 +70,11 @@ aero_status aero_ctx_new(aero_ctx **out, aero_model *m, const aero_ctx_params *p
                          hp->arch);
     }
     if (aero_kv_check(hp, p, err) ||
-        aero_kv_cache_init(&c->kv, hp->n_layer, c->n_seq, c->n_ctx, hp->n_head_kv, hp->head_dim,
-                           aero_kv_type_dtype(p->type_k, p->kv_f32), aero_kv_type_dtype(p->type_v, p->kv_f32),
-                           p->kv_recent, aero_kv_ring_cells(hp, p), err)) {
+        (m->kind == AERO_ARCH_DEEPSEEK2
+             ? aero_mla_ctx_init(c, p, err) // the latent cache (mla.c)
+             : aero_kv_cache_init(&c->kv, hp->n_layer, c->n_seq, c->n_ctx, hp->n_head_kv, hp->head_dim,
+                                  aero_kv_type_dtype(p->type_k, p->kv_f32), aero_kv_type_dtype(p->type_v, p->kv_f32),
+                                  p->kv_recent, aero_kv_ring_cells(hp, p), err))) {
         free(c);
         return err->code;
     }
@@ -141,6 +143,7 @@ void aero_ctx_free(aero_ctx *c) {
     aero_gpu_ctx_free(c);
 #endif
     aero_kv_cache_free(&c->kv);
+    aero_mla_ctx_free(c);
     free(c->x);
     free(c->embd_raw);
     free(c->xb);
@@ -355,6 +358,7 @@ static aero_status moe_ffn(aero_ctx *c, int l, float *x, int n, aero_error *err)
     aero_moe_layer L = {0};
     aero_wmat sg, su, sd, sgi;
     if (wmat(m, w->router, &L.router, err)) return err->code;
+    if (w->probs_b >= 0) L.probs_bias = vec(m, w->probs_b);
     if (w->sh_gate >= 0) {
         if (wmat(m, w->sh_gate, &sg, err) || wmat(m, w->sh_up, &su, err) || wmat(m, w->sh_down, &sd, err))
             return err->code;
@@ -408,6 +412,10 @@ static aero_status layer_tile(aero_ctx *c, int l, attn_job *job, aero_error *err
     const aero_layer_weights *w = &m->layers[l];
     int n = job->n, d = hp->n_embd, hd = hp->head_dim, qd = hp->n_head * hd, kvd = c->kv_dim;
     float *x = c->x + (size_t)job->first * d;
+    if (m->kind == AERO_ARCH_DEEPSEEK2) { // multi-head latent attention (mla.c), then the FFN below
+        if (aero_mla_attention(c, l, job->b, job->first, n, job->cell, job->base, err)) return err->code;
+        goto ffn;
+    }
     aero_wmat wq, wk, wv, wo;
     if (w->wqkv >= 0) { // fused: Q, K and V are row ranges of one matrix, each output row the same dot as alone
         if (wmat_rows(m, w->wqkv, 0, qd, &wq, err) || wmat_rows(m, w->wqkv, qd, kvd, &wk, err) ||
@@ -462,6 +470,7 @@ static aero_status layer_tile(aero_ctx *c, int l, attn_job *job, aero_error *err
     post_norm(c->xb, n, d, w->attn_post_norm >= 0 ? vec(m, w->attn_post_norm) : NULL, hp->norm_eps);
     for (size_t i = 0; i < (size_t)n * d; i++) x[i] += c->xb[i];
 
+ffn:;
     const float *fn = vec(m, w->ffn_norm);
     for (int i = 0; i < n; i++) aero_rmsnorm(c->xb + (size_t)i * d, x + (size_t)i * d, fn, d, hp->norm_eps);
     if (w->moe) return moe_ffn(c, l, x, n, err);

@@ -79,10 +79,11 @@ aero_status aero_hparams_read(const aero_gguf *g, aero_hparams *hp, aero_arch_ki
     else if (!strcmp(arch, "gemma2")) *kind = AERO_ARCH_GEMMA2;
     else if (!strcmp(arch, "gemma3")) *kind = AERO_ARCH_GEMMA3;
     else if (!strcmp(arch, "phi3")) *kind = AERO_ARCH_PHI3;
+    else if (!strcmp(arch, "deepseek2")) *kind = AERO_ARCH_DEEPSEEK2; // latent attention (mla.c) + MoE FFN
     else
         return aero_fail(err, AERO_ERR_UNSUPPORTED,
                          "unsupported architecture '%s' (supported: llama (and Mixtral, Mistral), "
-                         "qwen2, qwen3, qwen2moe, qwen3moe, gemma2, gemma3, phi3)",
+                         "qwen2, qwen3, qwen2moe, qwen3moe, gemma2, gemma3, phi3, deepseek2)",
                          arch);
     snprintf(hp->arch, sizeof hp->arch, "%s", arch);
     int64_t n_layer, n_embd, n_ff, n_head, n_head_kv, n_ctx, key_len, rope_dim, orig_ctx;
@@ -113,7 +114,7 @@ aero_status aero_hparams_read(const aero_gguf *g, aero_hparams *hp, aero_arch_ki
     // shapes from it. A value head of another size (DeepSeek's MLA) is not computed here.
     int64_t val_len;
     if (get_int(g, arch, "attention.value_length", false, key_len, &val_len, err)) return err->code;
-    if (val_len != key_len)
+    if (val_len != key_len && *kind != AERO_ARCH_DEEPSEEK2) // MLA: its own head sizes (mla.c)
         return aero_fail(err, AERO_ERR_UNSUPPORTED,
                          "%s.attention.value_length %lld != key_length %lld is not supported", arch,
                          (long long)val_len, (long long)key_len);
@@ -150,7 +151,7 @@ aero_status aero_hparams_read(const aero_gguf *g, aero_hparams *hp, aero_arch_ki
         if (!(factor > 0) && hp->rope_scaling != AERO_ROPE_SCALING_LONGROPE)
             return aero_fail(err, AERO_ERR_FORMAT, "%s.rope.scaling.factor is missing or invalid", arch);
     }
-    if (log_mul != 0)
+    if (log_mul != 0 && *kind != AERO_ARCH_DEEPSEEK2) // deepseek2's attention scale reads it (mla.c)
         return aero_fail(err, AERO_ERR_UNSUPPORTED, "%s.rope.scaling.yarn_log_multiplier = %g is not supported", arch,
                          log_mul);
     if (!(attn_factor > 0))
@@ -172,6 +173,10 @@ aero_status aero_hparams_read(const aero_gguf *g, aero_hparams *hp, aero_arch_ki
     hp->rope_yarn_beta_fast = 32.0f; // llama.cpp reads yarn_beta_* keys for a few other architectures only
     hp->rope_yarn_beta_slow = 1.0f;
     hp->rope_attn_factor = (float)attn_factor;
+    if (*kind == AERO_ARCH_DEEPSEEK2) {
+        aero_mla_params mla;
+        return aero_mla_hparams_read(g, hp, &mla, err);
+    }
     if (*kind == AERO_ARCH_GEMMA2 || *kind == AERO_ARCH_GEMMA3) return gemma_read(g, arch, *kind, hp, err);
     return AERO_OK;
 }
@@ -180,16 +185,16 @@ aero_status aero_hparams_read(const aero_gguf *g, aero_hparams *hp, aero_arch_ki
 aero_status aero_moe_hparams_read(const aero_gguf *g, const aero_hparams *hp, bool *moe, aero_moe_params *p,
                                   aero_error *err) {
     const char *arch = hp->arch;
-    bool q2 = !strcmp(arch, "qwen2moe"), q3 = !strcmp(arch, "qwen3moe");
+    bool q2 = !strcmp(arch, "qwen2moe"), q3 = !strcmp(arch, "qwen3moe"), ds2 = !strcmp(arch, "deepseek2");
     memset(p, 0, sizeof *p);
-    int64_t n_expert, k, n_ff_exp, n_ff_sh, n_group, n_group_used, gating;
+    int64_t n_expert, k, n_ff_exp, n_ff_sh, n_group, n_group_used, gating, n_shared = 0, norm = 0;
     double scale;
     if (get_int(g, arch, "expert_count", false, 0, &n_expert, err) ||
         get_int(g, arch, "expert_used_count", false, 0, &k, err))
         return err->code;
     *moe = n_expert > 0;
     if (!*moe) {
-        if (q2 || q3) return aero_fail(err, AERO_ERR_FORMAT, "metadata %s.expert_count is missing or 0", arch);
+        if (q2 || q3 || ds2) return aero_fail(err, AERO_ERR_FORMAT, "metadata %s.expert_count is missing or 0", arch);
         return AERO_OK;
     }
     if (k < 1) return aero_fail(err, AERO_ERR_FORMAT, "metadata %s.expert_used_count is missing or 0", arch);
@@ -202,7 +207,21 @@ aero_status aero_moe_hparams_read(const aero_gguf *g, const aero_hparams *hp, bo
         get_float(g, arch, "expert_weights_scale", 0.0, &scale, err))
         return err->code;
     if (gating == 0) gating = AERO_MOE_GATING_SOFTMAX;
-    if (gating != AERO_MOE_GATING_SOFTMAX)
+    if (ds2) { // shared experts of the routed experts' width; sigmoid routing (V3) and weight normalisation keyed
+        if (get_int(g, arch, "expert_feed_forward_length", true, 0, &n_ff_exp, err) ||
+            get_int(g, arch, "expert_shared_count", true, 0, &n_shared, err))
+            return err->code;
+        char key[160];
+        bool nb = false;
+        snprintf(key, sizeof key, "%s.expert_weights_norm", arch);
+        if (aero_gguf_get_bool(g, key, &nb)) norm = nb;
+        else if (aero_gguf_get(g, key)) return aero_fail(err, AERO_ERR_FORMAT, "metadata %s is not a bool", key);
+        if (gating != AERO_MOE_GATING_SOFTMAX && gating != AERO_MOE_GATING_SIGMOID)
+            return aero_fail(err, AERO_ERR_UNSUPPORTED,
+                             "%s.expert_gating_func = %lld is not supported (1 softmax, 2 sigmoid)", arch,
+                             (long long)gating);
+        n_ff_sh = n_ff_exp * n_shared;
+    } else if (gating != AERO_MOE_GATING_SOFTMAX)
         return aero_fail(err, AERO_ERR_UNSUPPORTED, "%s.expert_gating_func = %lld is not supported for %s (softmax)",
                          arch, (long long)gating, arch);
     p->n_embd = hp->n_embd;
@@ -210,8 +229,8 @@ aero_status aero_moe_hparams_read(const aero_gguf *g, const aero_hparams *hp, bo
     p->n_ff_shexp = (int)n_ff_sh;
     p->n_expert = (int)n_expert;
     p->n_expert_used = (int)k;
-    p->gating = AERO_MOE_GATING_SOFTMAX;
-    p->norm_w = !q2; // build_moe_ffn's norm_w: qwen3moe and Mixtral true, qwen2moe false
+    p->gating = (aero_moe_gating)gating;
+    p->norm_w = ds2 ? norm != 0 : !q2; // build_moe_ffn's norm_w: qwen3moe and Mixtral true, qwen2moe false
     p->w_scale = (float)scale;
     p->n_group = (int)n_group;
     p->n_group_used = (int)n_group_used;

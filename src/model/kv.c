@@ -89,6 +89,7 @@ uint64_t aero_kv_bytes(const aero_hparams *hp, const aero_ctx_params *p) {
     aero_dtype tk = aero_kv_type_dtype(p->type_k, p->kv_f32), tv = aero_kv_type_dtype(p->type_v, p->kv_f32);
     uint64_t row = aero_dtype_row_bytes(tk, kv_dim) + aero_dtype_row_bytes(tv, kv_dim);
     uint64_t ring_row = (is_float(tk) ? 0 : 2 * kv_dim) + (is_float(tv) ? 0 : 2 * kv_dim);
+    if (hp->kv_lora_rank > 0) row = aero_dtype_row_bytes(tk, kv_dim), ring_row = 0; // deepseek2: K rows only (mla.c)
     uint64_t n_seq = p->n_seq > 0 ? (uint64_t)p->n_seq : 1;
     return (uint64_t)hp->n_layer * n_seq *
            ((uint64_t)aero_ctx_params_n_ctx(hp, p) * row + (uint64_t)aero_kv_ring_cells(hp, p) * ring_row);

@@ -42,6 +42,7 @@ typedef struct {
     float embd_scale, attn_scale, attn_softcap, final_softcap, rope_base_swa;
     int n_swa, swa_pattern;
     bool ffn_gelu, post_norms;
+    int kv_lora_rank; // deepseek2 (MLA): > 0, the cache row is this latent + the rope part, and there is no V row
 } aero_hparams;
 
 // Whether layer l of a model with these hyperparameters attends through a sliding window.

@@ -8,6 +8,7 @@
 #include "../stream/expert_cache.h"
 #include "../stream/stream.h"
 #include "model.h"
+#include "mla.h"
 #include "moe.h"
 
 typedef enum {
@@ -16,7 +17,8 @@ typedef enum {
     AERO_ARCH_QWEN3,
     AERO_ARCH_GEMMA2,
     AERO_ARCH_GEMMA3,
-    AERO_ARCH_PHI3
+    AERO_ARCH_PHI3,
+    AERO_ARCH_DEEPSEEK2
 } aero_arch_kind;
 
 // Tensor indices (into the GGUF tensor table) of one layer's weights; -1 when absent (optional ones).
@@ -44,6 +46,10 @@ typedef struct {
     int64_t *per_expert; // per-expert layout: ffn_{gate,up,down}.E at [E * 3 + part]; NULL when merged
     aero_dtype exp_type[3];
     uint64_t exp_slice[3]; // bytes of one expert's part (rows x row bytes)
+    // deepseek2 (mla.c): wq is -1 when the query is compressed (q_a, its norm, q_b); wk/wv are -1
+    int64_t wq_a, q_a_norm, wq_b, wkv_a, kv_a_norm; // attn_q_a, attn_q_a_norm, attn_q_b, attn_kv_a_mqa, attn_kv_a_norm
+    int64_t wk_b, wv_b, wkv_b; // attn_k_b {nope, kv_lora, n_head} + attn_v_b, or the older attn_kv_b (-1: absent)
+    int64_t probs_b;           // exp_probs_b.bias: the routing's selection bias (V3); -1 when absent
 } aero_layer_weights;
 
 struct aero_model {
@@ -64,6 +70,7 @@ struct aero_model {
     uint64_t weight_bytes;
     bool moe; // the layers' FFN is a mixture of experts
     aero_moe_params moe_p;
+    aero_mla_params mla; // deepseek2 only
     aero_expert_cache *experts; // NULL when the experts are resident
     uint64_t *expert_uses;      // [layer * n_expert + e]: passes whose tokens used the expert (since the reset)
     bool *expert_warm;          // [layer * n_expert + e]: in the expert cache at the reset
@@ -140,6 +147,18 @@ struct aero_ctx {
     int *pf_ids, pf_n, pf_layer; // experts to prefetch once the current layer's are acquired (pf_n 0: none)
     void *gpu;                   // the CUDA state (forward_cuda.c) when the context computes on the GPU, else NULL
     const float *rope_inv_freq;  // the model's speeds this context rotates with (LongRoPE: long or short by n_ctx)
+    struct aero_mla_work *mla;   // deepseek2: the latent attention's scratch (mla.c)
 };
+
+// deepseek2: the latent KV cache (one row of kv_lora_rank + qk_rope values per cell, no V rows) and the
+// attention scratch of a context whose n_tile and n_seq are set.
+aero_status aero_mla_ctx_init(aero_ctx *c, const aero_ctx_params *p, aero_error *err);
+void aero_mla_ctx_free(aero_ctx *c);
+// One tile's attention block of a deepseek2 layer, residual added into c->x rows [first, first + n); the
+// batch's cells and per-sequence bases as forward.c computed them.
+aero_status aero_mla_attention(aero_ctx *c, int l, const aero_batch *b, int first, int n, const int *cell,
+                               const int *base, aero_error *err);
+// YaRN's per-pair frequencies (deepseek2's rope scaling), as ggml's rope computes them.
+void aero_mla_rope_yarn(const aero_hparams *hp, float *inv_freq);
 
 #endif

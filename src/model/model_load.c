@@ -237,6 +237,61 @@ static aero_status open_experts(aero_model *m, const aero_model_params *p, aero_
     return m->experts ? AERO_OK : err->code;
 }
 
+// A 3-D tensor {ne0, ne1, ne2} whose ne2 slices are matrices of ne1 rows (attn_k_b, attn_v_b: one per head).
+static aero_status find_tensor3(const aero_gguf *g, int64_t *out, int64_t ne0, int64_t ne1, int64_t ne2,
+                                aero_error *err, const char *name) {
+    *out = aero_gguf_tensor_index(g, name);
+    if (*out < 0) return aero_fail(err, AERO_ERR_FORMAT, "tensor '%s' is missing", name);
+    const aero_tensor_info *t = &g->tensors[*out];
+    uint64_t e2 = t->n_dims > 2 ? t->ne[2] : 1;
+    if (t->n_dims < 2 || t->n_dims > 3 || t->ne[0] != (uint64_t)ne0 || t->ne[1] * e2 != (uint64_t)(ne1 * ne2))
+        return aero_fail(err, AERO_ERR_FORMAT, "tensor '%s' has shape [%llu, %llu, %llu], expected [%lld, %lld, %lld]",
+                         name, (unsigned long long)t->ne[0], (unsigned long long)t->ne[1], (unsigned long long)e2,
+                         (long long)ne0, (long long)ne1, (long long)ne2);
+    return check_slice(t, ne0, ne1 * ne2, err);
+}
+
+// One deepseek2 layer (llama.cpp's load_arch_tensors): the latent attention's projections, then a dense FFN
+// (the leading layers) or the routed experts with the shared ones and the routing bias.
+static aero_status map_mla_layer(aero_model *m, int l, aero_layer_weights *w, aero_error *err) {
+    const aero_gguf *g = &m->gguf;
+    const aero_mla_params *a = &m->mla;
+    int64_t d = m->hp.n_embd, H = m->hp.n_head, kq = a->qk_nope + a->qk_rope, L = a->kv_lora_rank;
+    w->wq = w->wk = w->wv = w->bq = w->bk = w->bv = w->q_norm = w->k_norm = -1;
+    w->wq_a = w->q_a_norm = w->wq_b = w->wk_b = w->wv_b = w->wkv_b = w->probs_b = -1;
+    w->w_gate = w->w_up = w->w_down = w->router = w->sh_gate = w->sh_up = w->sh_down = w->sh_gate_inp = -1;
+    w->exps[0] = w->exps[1] = w->exps[2] = -1;
+    w->wqkv = w->attn_post_norm = w->ffn_post_norm = -1; // other architectures' tensors
+    if (find_tensor(g, &w->attn_norm, true, d, 0, err, "blk.%d.attn_norm.weight", l) ||
+        (a->q_lora_rank > 0
+             ? (find_tensor(g, &w->q_a_norm, true, a->q_lora_rank, 0, err, "blk.%d.attn_q_a_norm.weight", l) ||
+                find_tensor(g, &w->wq_a, true, d, a->q_lora_rank, err, "blk.%d.attn_q_a.weight", l) ||
+                find_tensor(g, &w->wq_b, true, a->q_lora_rank, H * kq, err, "blk.%d.attn_q_b.weight", l))
+             : find_tensor(g, &w->wq, true, d, H * kq, err, "blk.%d.attn_q.weight", l)) ||
+        find_tensor(g, &w->wkv_a, true, d, L + a->qk_rope, err, "blk.%d.attn_kv_a_mqa.weight", l) ||
+        find_tensor(g, &w->kv_a_norm, true, L, 0, err, "blk.%d.attn_kv_a_norm.weight", l) ||
+        find_tensor(g, &w->wo, true, H * a->v_head, d, err, "blk.%d.attn_output.weight", l) ||
+        find_tensor(g, &w->ffn_norm, true, d, 0, err, "blk.%d.ffn_norm.weight", l))
+        return err->code;
+    char name[128];
+    if (a->split_kv_b) {
+        snprintf(name, sizeof name, "blk.%d.attn_k_b.weight", l);
+        if (find_tensor3(g, &w->wk_b, a->qk_nope, L, H, err, name)) return err->code;
+        snprintf(name, sizeof name, "blk.%d.attn_v_b.weight", l);
+        if (find_tensor3(g, &w->wv_b, L, a->v_head, H, err, name)) return err->code;
+    } else if (find_tensor(g, &w->wkv_b, true, L, H * (a->qk_nope + a->v_head), err, "blk.%d.attn_kv_b.weight", l)) {
+        return err->code;
+    }
+    if (l < a->n_dense_lead)
+        return find_tensor(g, &w->w_gate, true, d, m->hp.n_ff, err, "blk.%d.ffn_gate.weight", l) ||
+                       find_tensor(g, &w->w_up, true, d, m->hp.n_ff, err, "blk.%d.ffn_up.weight", l) ||
+                       find_tensor(g, &w->w_down, true, m->hp.n_ff, d, err, "blk.%d.ffn_down.weight", l)
+                   ? err->code
+                   : AERO_OK;
+    if (find_tensor(g, &w->probs_b, false, m->moe_p.n_expert, 0, err, "blk.%d.exp_probs_b.bias", l)) return err->code;
+    return map_moe(m, l, w, err);
+}
+
 // Resolves every weight the architecture needs.
 static aero_status map_weights(aero_model *m, aero_error *err) {
     const aero_gguf *g = &m->gguf;
@@ -251,6 +306,9 @@ static aero_status map_weights(aero_model *m, aero_error *err) {
     if (m->output < 0) m->output = m->tok_embd;
     m->layers = calloc(hp->n_layer, sizeof *m->layers);
     if (!m->layers) return aero_fail(err, AERO_ERR_NOMEM, "out of memory");
+    for (int l = 0; m->kind == AERO_ARCH_DEEPSEEK2 && l < hp->n_layer; l++)
+        if (map_mla_layer(m, l, &m->layers[l], err)) return err->code;
+    if (m->kind == AERO_ARCH_DEEPSEEK2) return AERO_OK;
     bool qwen2 = m->kind == AERO_ARCH_QWEN2, qknorm = m->kind == AERO_ARCH_QWEN3 || m->kind == AERO_ARCH_GEMMA3;
     bool post = hp->post_norms;
     for (int l = 0; l < hp->n_layer; l++) {
@@ -276,7 +334,7 @@ static aero_status map_weights(aero_model *m, aero_error *err) {
                      find_tensor(g, &w->ffn_post_norm, true, d, 0, err, "blk.%d.post_ffw_norm.weight", l)))
             return err->code;
         w->w_gate = w->w_up = w->w_down = -1;
-        w->router = w->sh_gate = w->sh_up = w->sh_down = w->sh_gate_inp = -1;
+        w->router = w->sh_gate = w->sh_up = w->sh_down = w->sh_gate_inp = w->probs_b = -1;
         w->exps[0] = w->exps[1] = w->exps[2] = -1;
         if (m->moe) {
             if (map_moe(m, l, w, err)) return err->code;
@@ -376,6 +434,8 @@ static aero_status rope_setup(aero_model *m, aero_error *err) {
         for (int i = 0; i < half; i++)
             m->rope_inv_freq_swa[i] = (float)pow(hp->rope_base_swa, -2.0 * i / hp->rope_dim);
     }
+    if (m->kind == AERO_ARCH_DEEPSEEK2) m->rope_mscale = 1.0f; // llama.cpp cancels YaRN's magnitude in rope: mla.c
+                                                              // scales the scores by it instead
     return AERO_OK;
 }
 
@@ -395,7 +455,8 @@ aero_status aero_model_load(aero_model **out, const aero_model_params *p, aero_e
     const aero_gguf *g = &m->gguf;
     if (aero_hparams_read(g, &m->hp, &m->kind, err)) goto fail;
     if (aero_moe_hparams_read(g, &m->hp, &m->moe, &m->moe_p, err)) goto fail;
-    m->rope_neox = m->kind != AERO_ARCH_LLAMA;
+    if (m->kind == AERO_ARCH_DEEPSEEK2 && aero_mla_hparams_read(g, &m->hp, &m->mla, err)) goto fail;
+    m->rope_neox = m->kind != AERO_ARCH_LLAMA && m->kind != AERO_ARCH_DEEPSEEK2; // deepseek2: llama.cpp's NORM
     int64_t te = aero_gguf_tensor_index(g, "token_embd.weight");
     if (te < 0) {
         aero_fail(err, AERO_ERR_FORMAT, "tensor 'token_embd.weight' is missing");

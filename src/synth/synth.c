@@ -85,7 +85,78 @@ static const preset presets[] = {
      0.f, 32},
 };
 
+// deepseek2 presets: the dense fields as above, then the latent attention and routing (config.json of
+// deepseek-ai/DeepSeek-V3: 61 layers, hidden 7168, 128 heads, q_lora_rank 1536, kv_lora_rank 512, qk_nope 128,
+// qk_rope 64, v_head 128, intermediate 18432, moe_intermediate 2048, 256 routed + 1 shared, 8 per token,
+// first_k_dense_replace 3, n_group 8, topk_group 4, routed_scaling_factor 2.5, norm_topk_prob, sigmoid scoring,
+// vocab 129280, ctx 163840, rope_theta 10000, yarn factor 40 over 4096, mscale_all_dim 1; docs/moe.md).
+typedef struct {
+    preset base;
+    int q_lora, kv_lora, nope, rope, v, lead, shared;
+    bool sigmoid, norm_w;
+    float w_scale;
+    int n_group, n_group_used;
+    bool legacy;
+    float yarn_factor;
+    int yarn_orig;
+    float yarn_log_mul;
+} ds_preset;
+
+static const ds_preset ds_presets[] = {
+    {{"deepseek-v3", "deepseek2", 7168, 61, 128, 128, 18432, 129280, 163840, 192, 10000.f, 1e-6f, 0.f, false, 256, 8,
+      2048, 0, false},
+     1536, 512, 128, 64, 128, 3, 1, true, true, 2.5f, 8, 4, false, 40.f, 4096, 0.1f},
+    // Tiny ones for tests: V3's features (q compression, sigmoid routing with bias, groups, a leading dense
+    // layer, a shared expert, scaled weights), and V2-Lite's (one attn_q, softmax, the older attn_kv_b)
+    {{"deepseek2-tiny", "deepseek2", 256, 3, 4, 4, 512, 512, 512, 96, 10000.f, 1e-6f, 0.f, false, 8, 2, 256, 0, false},
+     128, 128, 64, 32, 64, 1, 1, true, true, 2.5f, 4, 2, false, 0.f, 0, 0.f},
+    {{"deepseek2-tiny-lite", "deepseek2", 256, 3, 4, 4, 512, 512, 512, 96, 10000.f, 1e-6f, 0.f, false, 8, 2, 256, 0,
+      false},
+     0, 128, 64, 32, 64, 1, 2, false, false, 1.0f, 0, 0, true, 0.f, 0, 0.f},
+    {{"deepseek2-tiny-yarn", "deepseek2", 256, 3, 4, 4, 512, 512, 512, 96, 10000.f, 1e-6f, 0.f, false, 8, 2, 256, 0,
+      false},
+     128, 128, 64, 32, 64, 1, 1, true, true, 2.5f, 4, 2, false, 4.f, 128, 0.1f},
+};
+
 bool aero_synth_preset(const char *name, aero_synth_params *p) {
+    for (size_t i = 0; i < sizeof ds_presets / sizeof *ds_presets; i++) {
+        const ds_preset *s = &ds_presets[i];
+        if (strcmp(s->base.name, name)) continue;
+        memset(p, 0, sizeof *p);
+        snprintf(p->arch, sizeof p->arch, "%s", s->base.arch);
+        snprintf(p->name, sizeof p->name, "synthetic %s", s->base.name);
+        p->n_embd = s->base.n_embd;
+        p->n_layer = s->base.n_layer;
+        p->n_head = p->n_head_kv = s->base.n_head;
+        p->n_ff = s->base.n_ff;
+        p->n_vocab = s->base.n_vocab;
+        p->n_ctx = s->base.n_ctx;
+        p->head_dim = s->nope + s->rope;
+        p->rope_base = s->base.rope_base;
+        p->norm_eps = s->base.norm_eps;
+        p->n_expert = s->base.n_expert;
+        p->n_expert_used = s->base.n_expert_used;
+        p->n_ff_exp = s->base.n_ff_exp;
+        p->router_skew = 3.0f;
+        p->type = AERO_DT_F16;
+        p->ds.q_lora_rank = s->q_lora;
+        p->ds.kv_lora_rank = s->kv_lora;
+        p->ds.qk_nope = s->nope;
+        p->ds.qk_rope = s->rope;
+        p->ds.v_head = s->v;
+        p->ds.n_dense_lead = s->lead;
+        p->ds.n_expert_shared = s->shared;
+        p->ds.sigmoid = s->sigmoid;
+        p->ds.norm_w = s->norm_w;
+        p->ds.w_scale = s->w_scale;
+        p->ds.n_group = s->n_group;
+        p->ds.n_group_used = s->n_group_used;
+        p->ds.legacy_kv_b = s->legacy;
+        p->ds.yarn_factor = s->yarn_factor;
+        p->ds.yarn_orig_ctx = s->yarn_orig;
+        p->ds.yarn_log_mul = s->yarn_log_mul;
+        return true;
+    }
     for (size_t i = 0; i < sizeof presets / sizeof *presets; i++) {
         const preset *s = &presets[i];
         if (strcmp(s->name, name)) continue;
@@ -122,7 +193,8 @@ bool aero_synth_preset(const char *name, aero_synth_params *p) {
 const char *aero_synth_preset_names(void) {
     return "llama-1b|llama-8b|llama-70b|qwen2-0.5b|qwen2-7b|qwen3-0.6b|qwen3-8b|tiny|qwen3-30b-a3b|mixtral-8x7b|"
            "qwen3moe-tiny|qwen2moe-tiny|mixtral-tiny|mixtral-tiny-split|gemma2-2b|gemma2-9b|gemma3-1b|gemma3-4b|gemma3-12b|"
-           "gemma2-tiny|gemma3-tiny|phi3-mini|phi3.5-mini|phi3-tiny|phi3-tiny-longrope";
+           "gemma2-tiny|gemma3-tiny|phi3-mini|phi3.5-mini|phi3-tiny|phi3-tiny-longrope|"
+           "deepseek-v3|deepseek2-tiny|deepseek2-tiny-lite|deepseek2-tiny-yarn";
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -420,10 +492,12 @@ static aero_dtype mix_type(const aero_synth_params *p, mat_role r, int l) {
 aero_status aero_synth_check(const aero_synth_params *p, aero_error *err) {
     bool llama = !strcmp(p->arch, "llama"), qwen = !strcmp(p->arch, "qwen2") || !strcmp(p->arch, "qwen3"),
          qmoe = !strcmp(p->arch, "qwen2moe") || !strcmp(p->arch, "qwen3moe"),
-         gemma = !strcmp(p->arch, "gemma2") || !strcmp(p->arch, "gemma3"), phi3 = !strcmp(p->arch, "phi3");
-    if (!llama && !qwen && !qmoe && !gemma && !phi3)
+         gemma = !strcmp(p->arch, "gemma2") || !strcmp(p->arch, "gemma3"), phi3 = !strcmp(p->arch, "phi3"),
+         ds2 = !strcmp(p->arch, "deepseek2");
+    if (!llama && !qwen && !qmoe && !gemma && !phi3 && !ds2)
         return aero_fail(err, AERO_ERR_INVALID,
-                         "unknown architecture '%s' (llama, qwen2, qwen3, qwen2moe, qwen3moe, gemma2, gemma3, phi3)",
+                         "unknown architecture '%s' (llama, qwen2, qwen3, qwen2moe, qwen3moe, gemma2, gemma3, phi3, "
+                         "deepseek2)",
                          p->arch);
     if (phi3 && (p->n_expert || (p->head_dim && p->head_dim * p->n_head != p->n_embd)))
         return aero_fail(err, AERO_ERR_INVALID, "phi3: no experts, head count x head size = embedding size");
@@ -431,7 +505,10 @@ aero_status aero_synth_check(const aero_synth_params *p, aero_error *err) {
         return aero_fail(err, AERO_ERR_INVALID, "LongRoPE is written for phi3 only");
     if (gemma && (p->n_expert || !p->tied || p->n_swa < 0 || !(p->rope_linear_factor >= 0)))
         return aero_fail(err, AERO_ERR_INVALID, "%s: no experts, tied embeddings, a window >= 0", p->arch);
-    if (qmoe && p->n_expert < 1) return aero_fail(err, AERO_ERR_INVALID, "%s needs experts", p->arch);
+    if (ds2 && (p->ds.kv_lora_rank < 1 || p->ds.qk_nope < 1 || p->ds.qk_rope < 2 || p->ds.qk_rope % 2 ||
+                p->ds.v_head < 1 || p->ds.q_lora_rank < 0 || p->ds.n_dense_lead < 0 || p->ds.n_expert_shared < 0))
+        return aero_fail(err, AERO_ERR_INVALID, "deepseek2: latent attention sizes are inconsistent (use a preset)");
+    if ((qmoe || ds2) && p->n_expert < 1) return aero_fail(err, AERO_ERR_INVALID, "%s needs experts", p->arch);
     if (llama && p->n_expert && p->n_ff_exp != p->n_ff)
         return aero_fail(err, AERO_ERR_INVALID,
                          "Mixtral (llama with experts) has experts of the feed-forward size %d, "
@@ -614,13 +691,14 @@ aero_status aero_synth_write(const aero_synth_params *p, const char *path, aero_
     aero_kernels_init();
     bool llama = !strcmp(p->arch, "llama"), qwen2 = !strcmp(p->arch, "qwen2") || !strcmp(p->arch, "qwen2moe"),
          qwen3 = !strcmp(p->arch, "qwen3") || !strcmp(p->arch, "qwen3moe"), gemma2 = !strcmp(p->arch, "gemma2"),
-         gemma3 = !strcmp(p->arch, "gemma3"), gemma = gemma2 || gemma3, phi3 = !strcmp(p->arch, "phi3");
+         gemma3 = !strcmp(p->arch, "gemma3"), gemma = gemma2 || gemma3, phi3 = !strcmp(p->arch, "phi3"),
+         ds2 = !strcmp(p->arch, "deepseek2");
     int hd = p->head_dim ? p->head_dim : p->n_embd / p->n_head;
     int64_t d = p->n_embd, qd = (int64_t)p->n_head * hd, kvd = (int64_t)p->n_head_kv * hd, ff = p->n_ff;
     int64_t ne = p->n_expert, fe = p->n_ff_exp;
     int n_vocab = p->n_vocab;
     w = aero_gguf_writer_new(0);
-    st.src = calloc((size_t)p->n_layer * (16 + (p->per_expert ? 3 * (size_t)p->n_expert : 0)) + 8, sizeof *st.src);
+    st.src = calloc((size_t)p->n_layer * (24 + (p->per_expert ? 3 * (size_t)p->n_expert : 0)) + 8, sizeof *st.src);
     st.pool = aero_pool_new(p->n_threads);
     if (!w || !st.src || !st.pool) {
         s = aero_fail(err, AERO_ERR_NOMEM, "synth: out of memory");
@@ -676,6 +754,37 @@ aero_status aero_synth_write(const aero_synth_params *p, const char *path, aero_
         if (!llama) aero_gguf_set_u32(w, KEY("expert_feed_forward_length"), (uint32_t)p->n_ff_exp);
         if (p->n_ff_shexp) aero_gguf_set_u32(w, KEY("expert_shared_feed_forward_length"), (uint32_t)p->n_ff_shexp);
     }
+    const int ds_lead = p->ds.n_dense_lead < p->n_layer ? p->ds.n_dense_lead : p->n_layer;
+    if (ds2) { // llama.cpp's convert_hf_to_gguf keys for DeepseekV2/V3 (docs/moe.md), newer files' MLA head sizes
+        int kq = p->ds.qk_nope + p->ds.qk_rope;
+        bool legacy = p->ds.legacy_kv_b;
+        aero_gguf_set_u32(w, KEY("attention.head_count_kv"), legacy ? (uint32_t)p->n_head : 1);
+        aero_gguf_set_u32(w, KEY("attention.key_length"),
+                          (uint32_t)(legacy ? kq : p->ds.kv_lora_rank + p->ds.qk_rope));
+        aero_gguf_set_u32(w, KEY("attention.value_length"), (uint32_t)(legacy ? p->ds.v_head : p->ds.kv_lora_rank));
+        if (!legacy) {
+            aero_gguf_set_u32(w, KEY("attention.key_length_mla"), (uint32_t)kq);
+            aero_gguf_set_u32(w, KEY("attention.value_length_mla"), (uint32_t)p->ds.v_head);
+        }
+        aero_gguf_set_u32(w, KEY("rope.dimension_count"), (uint32_t)p->ds.qk_rope);
+        aero_gguf_set_u32(w, KEY("attention.q_lora_rank"), (uint32_t)p->ds.q_lora_rank);
+        aero_gguf_set_u32(w, KEY("attention.kv_lora_rank"), (uint32_t)p->ds.kv_lora_rank);
+        aero_gguf_set_u32(w, KEY("leading_dense_block_count"), (uint32_t)ds_lead);
+        aero_gguf_set_u32(w, KEY("expert_shared_count"), (uint32_t)p->ds.n_expert_shared);
+        aero_gguf_set_f32(w, KEY("expert_weights_scale"), p->ds.w_scale);
+        aero_gguf_set_bool(w, KEY("expert_weights_norm"), p->ds.norm_w);
+        aero_gguf_set_u32(w, KEY("expert_gating_func"), p->ds.sigmoid ? 2 : 1);
+        if (p->ds.n_group > 1) {
+            aero_gguf_set_u32(w, KEY("expert_group_count"), (uint32_t)p->ds.n_group);
+            aero_gguf_set_u32(w, KEY("expert_group_used_count"), (uint32_t)p->ds.n_group_used);
+        }
+        if (p->ds.yarn_factor > 0) {
+            aero_gguf_set_str(w, KEY("rope.scaling.type"), "yarn");
+            aero_gguf_set_f32(w, KEY("rope.scaling.factor"), p->ds.yarn_factor);
+            aero_gguf_set_u32(w, KEY("rope.scaling.original_context_length"), (uint32_t)p->ds.yarn_orig_ctx);
+            aero_gguf_set_f32(w, KEY("rope.scaling.yarn_log_multiplier"), p->ds.yarn_log_mul);
+        }
+    }
 #undef KEY
     for (int i = 0; i < p->n_kv; i++)
         if ((s = apply_kv(w, p->kv[i], err))) goto done;
@@ -696,6 +805,51 @@ aero_status aero_synth_write(const aero_synth_params *p, const char *path, aero_
         ADD(KIND_ROPE_SHORT, AERO_DT_F32, 0, hd / 2, 0, "rope_factors_short.weight");
     }
     for (int l = 0; l < p->n_layer; l++) {
+        if (ds2) { // llama.cpp's deepseek2 tensors, in its load_arch_tensors order
+            const aero_dtype T = p->type; // one type (a Q4_K_M-like mix is written for the other architectures)
+            int64_t H = p->n_head, nope = p->ds.qk_nope, rope = p->ds.qk_rope, kq = nope + rope, v = p->ds.v_head;
+            int64_t Q = p->ds.q_lora_rank, L = p->ds.kv_lora_rank, fe = p->n_ff_exp;
+            const float sl = 1.0f / sqrtf((float)L);
+            ADD(KIND_NORM, AERO_DT_F32, 0.02f, d, 0, "blk.%d.attn_norm.weight", l);
+            if (Q > 0) {
+                ADD(KIND_NORM, AERO_DT_F32, 0.02f, Q, 0, "blk.%d.attn_q_a_norm.weight", l);
+                ADD(KIND_MATRIX, T, sd, d, Q, "blk.%d.attn_q_a.weight", l);
+                ADD(KIND_MATRIX, T, 1.0f / sqrtf((float)Q), Q, H * kq, "blk.%d.attn_q_b.weight", l);
+            } else {
+                ADD(KIND_MATRIX, T, sd, d, H * kq, "blk.%d.attn_q.weight", l);
+            }
+            ADD(KIND_NORM, AERO_DT_F32, 0.02f, L, 0, "blk.%d.attn_kv_a_norm.weight", l);
+            ADD(KIND_MATRIX, T, sd, d, L + rope, "blk.%d.attn_kv_a_mqa.weight", l);
+            if (p->ds.legacy_kv_b) {
+                ADD(KIND_MATRIX, T, sl, L, H * (nope + v), "blk.%d.attn_kv_b.weight", l);
+            } else { // one matrix per head: k_b's rows are the latent's, its columns a head's q_nope
+                ADD3(KIND_MATRIX, T, sl, nope, L, H, "blk.%d.attn_k_b.weight", l);
+                ADD3(KIND_MATRIX, T, sl, L, v, H, "blk.%d.attn_v_b.weight", l);
+            }
+            ADD(KIND_MATRIX, T, 1.0f / sqrtf((float)(H * v)), H * v, d, "blk.%d.attn_output.weight", l);
+            ADD(KIND_NORM, AERO_DT_F32, 0.02f, d, 0, "blk.%d.ffn_norm.weight", l);
+            if (l < ds_lead) {
+                ADD(KIND_MATRIX, T, sd, d, ff, "blk.%d.ffn_gate.weight", l);
+                ADD(KIND_MATRIX, T, sf, ff, d, "blk.%d.ffn_down.weight", l);
+                ADD(KIND_MATRIX, T, sd, d, ff, "blk.%d.ffn_up.weight", l);
+                continue;
+            }
+            st.next_skew = p->router_skew;
+            ADD(KIND_MATRIX, AERO_DT_F32, sd * 2.0f, d, ne, "blk.%d.ffn_gate_inp.weight", l);
+            // the selection bias: of the order of the sigmoid's spread, so that it changes some choices
+            if (p->ds.sigmoid) ADD(KIND_BIAS, AERO_DT_F32, 0.1f, ne, 0, "blk.%d.exp_probs_b.bias", l);
+            const float sfe = 1.0f / sqrtf((float)fe);
+            ADD3(KIND_MATRIX, T, sfe, fe, d, ne, "blk.%d.ffn_down_exps.weight", l);
+            ADD3(KIND_MATRIX, T, sd, d, fe, ne, "blk.%d.ffn_gate_exps.weight", l);
+            ADD3(KIND_MATRIX, T, sd, d, fe, ne, "blk.%d.ffn_up_exps.weight", l);
+            if (p->ds.n_expert_shared > 0) {
+                int64_t fs = fe * p->ds.n_expert_shared;
+                ADD(KIND_MATRIX, T, sd, d, fs, "blk.%d.ffn_gate_shexp.weight", l);
+                ADD(KIND_MATRIX, T, 1.0f / sqrtf((float)fs), fs, d, "blk.%d.ffn_down_shexp.weight", l);
+                ADD(KIND_MATRIX, T, sd, d, fs, "blk.%d.ffn_up_shexp.weight", l);
+            }
+            continue;
+        }
         ADD(KIND_NORM, AERO_DT_F32, 0.02f, d, 0, "blk.%d.attn_norm.weight", l);
         if (phi3) { // fused, classed with attn_v by llama.cpp's quantizer
             ADD(KIND_MATRIX, mix_type(p, ROLE_V, l), sd, d, qd + 2 * kvd, "blk.%d.attn_qkv.weight", l);

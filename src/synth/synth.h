@@ -19,7 +19,8 @@ typedef enum { AERO_SYNTH_MIX_NONE = 0, AERO_SYNTH_MIX_Q4_K_M, AERO_SYNTH_MIX_Q5
 
 typedef struct {
     char arch[16]; // "llama", "qwen2" (Q/K/V biases), "qwen3" (per-head Q/K RMSNorm), "qwen2moe",
-                   // "qwen3moe", "gemma2", "gemma3", "phi3" (fused QKV and gate/up)
+                   // "qwen3moe", "gemma2", "gemma3", "phi3" (fused QKV and gate/up),
+                   // "deepseek2"
     char name[64]; // general.name ("synthetic llama-8b")
     int n_embd, n_layer, n_head, n_head_kv, n_ff, n_vocab, n_ctx;
     int head_dim; // 0: n_embd / n_head
@@ -36,6 +37,22 @@ typedef struct {
     bool per_expert;   // write ffn_{gate,up,down}.E tensors (older Mixtral files) instead of merged *_exps;
                        // the bytes are those of the merged layout, so both files compute the same
     float router_skew; // > 0: router rows of a few experts per layer scaled up (hot experts, as trained)
+    // "deepseek2" (llama.cpp's names and keys): multi-head latent attention, shared experts, leading dense layers
+    struct {
+        int q_lora_rank;  // 0: one attn_q (V2-Lite)
+        int kv_lora_rank; // the cached latent
+        int qk_nope, qk_rope, v_head;
+        int n_dense_lead;    // leading_dense_block_count (clamped to the layer count)
+        int n_expert_shared; // shared experts of n_ff_exp rows each
+        bool sigmoid;        // expert_gating_func 2 (V3), with an exp_probs_b.bias selection bias; else softmax
+        bool norm_w;         // expert_weights_norm
+        float w_scale;       // expert_weights_scale
+        int n_group, n_group_used;
+        bool legacy_kv_b;  // one attn_kv_b (files before llama.cpp's MLA cache) instead of attn_k_b + attn_v_b
+        float yarn_factor; // > 0: rope.scaling.type yarn, with yarn_orig_ctx and yarn_log_mul
+        int yarn_orig_ctx;
+        float yarn_log_mul;
+    } ds;
     aero_dtype type;   // of the matrices; norms, biases and rope_freqs are F32
     aero_synth_mix mix; // NONE: every matrix of `type`; else llama.cpp's quantizer mix (type is its base type)
     uint64_t seed;
