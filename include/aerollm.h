@@ -497,6 +497,12 @@ aero_dtype aero_kv_type_dtype(aero_kv_type t, bool kv_f32);
 // holds no model (a vocabulary-only file). Refuses cache types the model's head size cannot hold.
 aero_status aero_gguf_kv_bytes(const aero_gguf *g, const aero_ctx_params *p, uint64_t *bytes, int *n_ctx,
                                aero_error *err);
+// Prints the plan `--device cuda --gpu-mem gpu_mem` would make for this file and context (kv: -c, -np; n_tile:
+// tokens a pass, 0 = 512), without a GPU: the VRAM-resident units, the fixed VRAM, the copy slots, the minimum
+// --gpu-mem, and per unit V (VRAM), H (host memory under mem_budget, 0 = no limit) or D (disk), with the bytes
+// copied over PCIe per pass (`aerollm info --gpu-mem`). Refuses a budget below the minimum, saying it.
+aero_status aero_gpu_plan_print(const aero_gguf *g, const aero_ctx_params *kv, int n_tile, uint64_t gpu_mem,
+                                uint64_t mem_budget, FILE *f, aero_error *err);
 
 // How --mem is shared at start. The KV cache is allocated whole when the context is made and a drafter is held
 // resident, so both come out of the budget first; the weights' streamer gets what is left.

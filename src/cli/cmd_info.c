@@ -4,7 +4,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../model/gpu_plan.h"
 #include "cli.h"
 
 #define STR_MAX 120     // bytes of a string value shown
@@ -135,48 +134,6 @@ static int print_plan(const aero_gguf *g, int64_t n_layer, uint64_t budget) {
     aero_stream_print_expert_plan(p, stdout);
     aero_stream_close(s);
     return 0;
-}
-
-// Prints the VRAM plan a GPU context would make (gpu_plan.c, as forward_cuda.c makes it) and, with --mem, where
-// the units the GPU streams come from: pinned host memory or disk. Nothing is read or allocated.
-static int print_gpu_plan(const aero_gguf *g, const aero_ctx_params *kvp, int n_tile, uint64_t gpu_mem,
-                          uint64_t budget) {
-    aero_error err = {0};
-    aero_gpu_plan p;
-    char a[32], b[32], c[32], d[32];
-    if (aero_gpu_plan_from_gguf(g, kvp->n_ctx, kvp->n_seq, n_tile, gpu_mem, &p, &err))
-        return cli_fail("info", "no GPU plan under --gpu-mem %s: %s", fmt_bytes(gpu_mem, a, sizeof a), err.msg);
-    int n_vram = 0;
-    uint64_t vram_w = 0;
-    for (int u = 0; u < p.n_units; u++)
-        if (p.vram[u]) n_vram++, vram_w += p.unit_bytes[u];
-    printf("\nGPU plan under --gpu-mem %s: %d of %d units VRAM-resident (%s), %s for the KV cache, activations and "
-           "small tensors",
-           fmt_bytes(gpu_mem, a, sizeof a), n_vram, p.n_units, fmt_bytes(vram_w, b, sizeof b),
-           fmt_bytes(p.fixed, c, sizeof c));
-    if (p.slot_bytes) printf(", 2 copy slots of %s", fmt_bytes(p.slot_bytes, d, sizeof d));
-    printf("; minimum --gpu-mem %s\n", fmt_bytes(p.min_need, a, sizeof a));
-    int rc = 0;
-    uint64_t host = 0, disk = 0;
-    char *tier = malloc((size_t)p.n_units + 1);
-    if (!tier || aero_gpu_plan_tiers(g, &p, budget, tier, &err)) {
-        rc = cli_fail("info", "no host plan beside the GPU plan under --mem %s: %s", fmt_bytes(budget, a, sizeof a),
-                      tier ? err.msg : "out of memory");
-        goto done;
-    }
-    tier[p.n_units] = 0;
-    for (int u = 0; u < p.n_units; u++) {
-        if (tier[u] == 'H') host += p.unit_bytes[u];
-        if (tier[u] == 'D') disk += p.unit_bytes[u];
-    }
-    printf("  per unit: %s", tier);
-    printf("   (V VRAM, H host memory, D disk; the last is the output head)\n");
-    printf("  per pass: %s copied over PCIe, of which %s read from disk first\n", fmt_bytes(host + disk, a, sizeof a),
-           fmt_bytes(disk, b, sizeof b));
-done:
-    free(tier);
-    aero_gpu_plan_free(&p);
-    return rc;
 }
 
 // Prints bytes per layer, folding runs of equal layers into one line (an 80-layer model takes a few lines).
@@ -366,7 +323,9 @@ int aero_cmd_info(int argc, char **argv) {
         if (budget) budget -= kvb;
     }
     int rc = budget && !gpu_mem ? print_plan(g, n_layer, budget) : 0;
-    if (!rc && gpu_mem) rc = print_gpu_plan(g, &kvp, n_tile, gpu_mem, budget);
+    aero_error gerr = {0};
+    if (!rc && gpu_mem && aero_gpu_plan_print(g, &kvp, n_tile, gpu_mem, budget, stdout, &gerr))
+        rc = cli_fail("info", "%s", gerr.msg);
     aero_gguf_close(g);
     return rc;
 }
