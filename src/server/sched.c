@@ -28,6 +28,7 @@ struct aero_gen {
     int n_gen;
     int n_cached;
     int n_drafted, n_accepted;
+    bool speculative; // a decoder was made for it (it may still have drafted nothing)
     float *embd; // an embedding's pooled vector, once done
     bool done;
     aero_finish finish;
@@ -207,7 +208,7 @@ bool aero_gen_next(aero_gen *g, aero_gen_cursor *cur, int timeout_ms, aero_gen_d
     d->n_cached = g->n_cached;
     d->n_drafted = g->n_drafted;
     d->n_accepted = g->n_accepted;
-    d->speculative = g->spec != NULL || g->n_drafted > 0;
+    d->speculative = g->speculative;
     d->t_submit = g->t_submit;
     d->t_start = g->t_start;
     d->t_first = g->t_first;
@@ -577,6 +578,7 @@ static void admit(aero_sched *s) {
             if (s->backend.spec_new && !g->p.embed && !g->p.logprobs && !g->p.n_bias && !g->p.sp.constraint)
                 g->spec = s->backend.spec_new(s->backend.self, i, &g->p.sp);
             pthread_mutex_lock(&g->mu);
+            g->speculative = g->spec != NULL;
             g->n_cached = aero_generator_n_reused(g->gen);
             pthread_mutex_unlock(&g->mu);
             if (s->metrics) {
