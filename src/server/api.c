@@ -379,6 +379,8 @@ static bool emit_delta(aero_http_req *r, const aero_gen_delta *d) {
     if (!d->done) return ok;
     r->finished = true;
     r->n_gen = d->n_gen;
+    r->n_drafted = d->speculative ? d->n_drafted : -1;
+    r->n_accepted = d->n_accepted;
     r->finish_name = aero_finish_name(d->finish);
     if (d->finish == AERO_FINISH_ERROR) { // still a complete stream: clients waiting for [DONE] stop cleanly
         ok = ok && out_event(r, aero_oai_error(500, d->error[0] ? d->error : "generation failed", NULL, NULL));
@@ -808,6 +810,8 @@ static enum MHD_Result respond_whole(aero_http_req *r) {
     }
     r->finished = true;
     r->n_gen = last.n_gen;
+    r->n_drafted = last.speculative ? last.n_drafted : -1;
+    r->n_accepted = last.n_accepted;
     r->finish_name = aero_finish_name(last.finish);
     if (last.finish == AERO_FINISH_ERROR) {
         ret = aero_http_error(r, 500, last.error[0] ? last.error : "generation failed", NULL, NULL);
