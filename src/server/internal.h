@@ -102,7 +102,7 @@ typedef struct aero_http_req {
     size_t out_off; // how much of out MHD has taken
     int n_prompt, n_gen;
     int n_drafted, n_accepted; // speculation (n_drafted -1: the request did not speculate), for the log line
-    struct { // what /slots shows of the request
+    struct {                   // what /slots shows of the request
         aero_sampler_params sp;
         int max_tokens;
         bool stream, ignore_eos;

@@ -29,7 +29,7 @@ struct aero_gen {
     int n_cached;
     int n_drafted, n_accepted;
     bool speculative; // a decoder was made for it (it may still have drafted nothing)
-    float *embd; // an embedding's pooled vector, once done
+    float *embd;      // an embedding's pooled vector, once done
     bool done;
     aero_finish finish;
     char error[256];
@@ -554,8 +554,8 @@ static void admit(aero_sched *s) {
         pthread_mutex_unlock(&g->mu);
         aero_generator_params gp;
         aero_generator_params_default(&gp);
-        gp.vocab = g->p.render_special && s->backend.vocab_special.detok_init ? &s->backend.vocab_special
-                                                                              : &s->backend.vocab;
+        gp.vocab =
+            g->p.render_special && s->backend.vocab_special.detok_init ? &s->backend.vocab_special : &s->backend.vocab;
         gp.seq = i;
         gp.n_ctx = s->backend.n_ctx;
         gp.n_vocab = s->backend.n_vocab;
@@ -707,7 +707,8 @@ static void step(aero_sched *s) {
         }
     }
     int n_dec_seqs = 0; // the sequences that share the pass's fixed cost
-    for (int i = 0; i < e->n_seq; i++) n_dec_seqs += s->seqs[i] && s->seqs[i]->in_batch && s->seqs[i]->state == GEN_DECODE;
+    for (int i = 0; i < e->n_seq; i++)
+        n_dec_seqs += s->seqs[i] && s->seqs[i]->in_batch && s->seqs[i]->state == GEN_DECODE;
     double share = n == n_decoding && n_dec_seqs ? 1.0 / n_dec_seqs : 0;
     for (int i = 0; i < e->n_seq; i++) {
         aero_gen *g = s->seqs[i];
