@@ -36,7 +36,9 @@ static uint64_t mix(uint64_t x) { return test_splitmix64(&x); }
 #define EMBD 8
 
 // A hidden state that depends on the token and its position, so a missed or repeated token changes the mean.
-static float fake_hidden_value(int32_t tok, int32_t pos, int j) { return (float)((tok * 7 + pos * 3 + j * 5) % 11) - 5.0f; }
+static float fake_hidden_value(int32_t tok, int32_t pos, int j) {
+    return (float)((tok * 7 + pos * 3 + j * 5) % 11) - 5.0f;
+}
 static aero_status fake_hidden(void *self, int i, float *out, aero_error *err) {
     fake *f = self;
     for (int j = 0; j < EMBD; j++) out[j] = fake_hidden_value(f->last_tok[i], f->last_pos[i], j);
@@ -470,8 +472,7 @@ int main(void) {
     size_t len;
     char *txt = aero_metrics_render(&M, &len);
     CHECK(txt && strstr(txt, "aerollm_generation_tokens_total ") &&
-          strstr(txt, "# TYPE aerollm_requests_active gauge") &&
-          strstr(txt, "aerollm_prompt_tokens_cached_total "));
+          strstr(txt, "# TYPE aerollm_requests_active gauge") && strstr(txt, "aerollm_prompt_tokens_cached_total "));
     CHECK(M.gen_tokens > 100 && M.cancelled >= 2);
     free(txt);
     aero_metrics_destroy(&M);

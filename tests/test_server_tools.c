@@ -61,11 +61,25 @@ static void test_detect(void) {
     CHECK(aero_tool_style_detect("{{ tools | tojson }}").format == AERO_TOOLS_GENERIC);
 }
 
-#define DS_CB "<\xef\xbd\x9ctool\xe2\x96\x81" "calls\xe2\x96\x81" "begin\xef\xbd\x9c>"
-#define DS_CE "<\xef\xbd\x9ctool\xe2\x96\x81" "calls\xe2\x96\x81" "end\xef\xbd\x9c>"
-#define DS_B "<\xef\xbd\x9ctool\xe2\x96\x81" "call\xe2\x96\x81" "begin\xef\xbd\x9c>"
-#define DS_E "<\xef\xbd\x9ctool\xe2\x96\x81" "call\xe2\x96\x81" "end\xef\xbd\x9c>"
-#define DS_S "<\xef\xbd\x9ctool\xe2\x96\x81" "sep\xef\xbd\x9c>"
+#define DS_CB                       \
+    "<\xef\xbd\x9ctool\xe2\x96\x81" \
+    "calls\xe2\x96\x81"             \
+    "begin\xef\xbd\x9c>"
+#define DS_CE                       \
+    "<\xef\xbd\x9ctool\xe2\x96\x81" \
+    "calls\xe2\x96\x81"             \
+    "end\xef\xbd\x9c>"
+#define DS_B                        \
+    "<\xef\xbd\x9ctool\xe2\x96\x81" \
+    "call\xe2\x96\x81"              \
+    "begin\xef\xbd\x9c>"
+#define DS_E                        \
+    "<\xef\xbd\x9ctool\xe2\x96\x81" \
+    "call\xe2\x96\x81"              \
+    "end\xef\xbd\x9c>"
+#define DS_S                        \
+    "<\xef\xbd\x9ctool\xe2\x96\x81" \
+    "sep\xef\xbd\x9c>"
 
 typedef struct {
     aero_tool_format f;
@@ -76,35 +90,71 @@ typedef struct {
 } parse_case;
 
 static const parse_case PARSE[] = {
-    {AERO_TOOLS_HERMES, "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>",
-     "", 1, {"get_weather"}, {"{\"city\": \"Paris\"}"}},
+    {AERO_TOOLS_HERMES,
+     "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>",
+     "",
+     1,
+     {"get_weather"},
+     {"{\"city\": \"Paris\"}"}},
     {AERO_TOOLS_HERMES,
      "Let me check.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\", \"unit\": \"c\"}}\n"
      "</tool_call>\n<tool_call>\n{\"name\": \"get_time\", \"arguments\": {\"zone\": \"CET\"}}\n</tool_call>",
-     "Let me check.", 2, {"get_weather", "get_time"}, {"{\"city\": \"Oslo\", \"unit\": \"c\"}", "{\"zone\": \"CET\"}"}},
+     "Let me check.",
+     2,
+     {"get_weather", "get_time"},
+     {"{\"city\": \"Oslo\", \"unit\": \"c\"}", "{\"zone\": \"CET\"}"}},
     {AERO_TOOLS_HERMES, "No tools needed: the answer is 4.", "No tools needed: the answer is 4.", 0, {0}, {0}},
-    {AERO_TOOLS_HERMES, "<tool_call>\n{\"name\": \"get_weather\", \"argu", "<tool_call>\n{\"name\": \"get_weather\", \"argu",
-     0, {0}, {0}},
+    {AERO_TOOLS_HERMES,
+     "<tool_call>\n{\"name\": \"get_weather\", \"argu",
+     "<tool_call>\n{\"name\": \"get_weather\", \"argu",
+     0,
+     {0},
+     {0}},
     {AERO_TOOLS_MISTRAL,
      "[TOOL_CALLS][{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Rome\"}, \"id\": \"abcdefghi\"}, {\"name\": "
      "\"get_time\", \"arguments\": {\"zone\": \"UTC\"}}]",
-     "", 2, {"get_weather", "get_time"}, {"{\"city\": \"Rome\"}", "{\"zone\": \"UTC\"}"}},
-    {AERO_TOOLS_LLAMA3, "{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Lima\"}}", "", 1, {"get_weather"},
+     "",
+     2,
+     {"get_weather", "get_time"},
+     {"{\"city\": \"Rome\"}", "{\"zone\": \"UTC\"}"}},
+    {AERO_TOOLS_LLAMA3,
+     "{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Lima\"}}",
+     "",
+     1,
+     {"get_weather"},
      {"{\"city\": \"Lima\"}"}},
-    {AERO_TOOLS_LLAMA3, "<|python_tag|>brave_search.call(query=\"weather in Lima\", n=3)", "", 1, {"brave_search"},
+    {AERO_TOOLS_LLAMA3,
+     "<|python_tag|>brave_search.call(query=\"weather in Lima\", n=3)",
+     "",
+     1,
+     {"brave_search"},
      {"{\"query\":\"weather in Lima\",\"n\":3}"}},
-    {AERO_TOOLS_LLAMA3, "{\"name\": \"not_a_tool\", \"parameters\": {}}", "{\"name\": \"not_a_tool\", \"parameters\": {}}",
-     0, {0}, {0}},
+    {AERO_TOOLS_LLAMA3,
+     "{\"name\": \"not_a_tool\", \"parameters\": {}}",
+     "{\"name\": \"not_a_tool\", \"parameters\": {}}",
+     0,
+     {0},
+     {0}},
     {AERO_TOOLS_LLAMA3, "The weather is fine.", "The weather is fine.", 0, {0}, {0}},
     {AERO_TOOLS_GENERIC,
      "[{\"name\": \"get_time\", \"arguments\": {\"zone\": \"EST\"}}, {\"name\": \"get_weather\", \"arguments\": "
      "{\"city\": \"NYC\"}}]",
-     "", 2, {"get_time", "get_weather"}, {"{\"zone\": \"EST\"}", "{\"city\": \"NYC\"}"}},
+     "",
+     2,
+     {"get_time", "get_weather"},
+     {"{\"zone\": \"EST\"}", "{\"city\": \"NYC\"}"}},
     {AERO_TOOLS_DEEPSEEK,
-     "Sure." DS_CB DS_B "function" DS_S "get_weather\n```json\n{\"city\": \"Kyiv\"}\n```" DS_E "\n" DS_B
-     "function" DS_S "get_time\n```json\n{\"zone\": \"EET\"}\n```" DS_E DS_CE,
-     "Sure.", 2, {"get_weather", "get_time"}, {"{\"city\": \"Kyiv\"}", "{\"zone\": \"EET\"}"}},
-    {AERO_TOOLS_DEEPSEEK_V31, DS_CB DS_B "get_time" DS_S "{\"zone\": \"JST\"}" DS_E DS_CE, "", 1, {"get_time"},
+     "Sure." DS_CB DS_B "function" DS_S "get_weather\n```json\n{\"city\": \"Kyiv\"}\n```" DS_E "\n" DS_B "function" DS_S
+     "get_time\n```json\n{\"zone\": \"EET\"}\n```" DS_E DS_CE,
+     "Sure.",
+     2,
+     {"get_weather", "get_time"},
+     {"{\"city\": \"Kyiv\"}", "{\"zone\": \"EET\"}"}},
+    {AERO_TOOLS_DEEPSEEK_V31,
+     DS_CB DS_B "get_time" DS_S "{\"zone\": \"JST\"}" DS_E DS_CE,
+     "",
+     1,
+     {"get_time"},
      {"{\"zone\": \"JST\"}"}},
 };
 
@@ -141,7 +191,8 @@ static void test_parse(const json_t *tools) {
                     CHECKF(q.calls[i].args_len >= args[i], "case %zu prefix %zu: args shrank", k, n);
                     args[i] = q.calls[i].args_len;
                 }
-                if (c->n) CHECKF(q.content_len <= strlen(c->content) + 1, "case %zu prefix %zu: call shown as text", k, n);
+                if (c->n)
+                    CHECKF(q.content_len <= strlen(c->content) + 1, "case %zu prefix %zu: call shown as text", k, n);
             }
             aero_tool_parse_free(&q);
         }
@@ -163,10 +214,13 @@ static void test_grammar(const json_t *tools) {
     aero_grammar *g = NULL;
     CHECK(aero_tool_grammar(&g, AERO_TOOLS_HERMES, tools, NULL, false, kw, &err) == AERO_OK);
     if (g) {
-        CHECK(accepts(g, "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>"));
+        CHECK(
+            accepts(g, "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>"));
         CHECK(accepts(g, "<tool_call>\n{\"name\": \"get_time\", \"arguments\": {\"zone\": \"UTC\"}}\n</tool_call>"));
         CHECK(!accepts(g, "<tool_call>\n{\"name\": \"get_time\", \"arguments\": {\"city\": \"UTC\"}}\n</tool_call>"));
-        CHECK(!accepts(g, "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"P\", \"unit\": \"k\"}}\n</tool_call>"));
+        CHECK(!accepts(
+            g,
+            "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"P\", \"unit\": \"k\"}}\n</tool_call>"));
         CHECK(!accepts(g, "Hello"));
         CHECK(!accepts(g, "<tool_call>\n{\"name\": \"get_time\", \"arguments\": {\"zone\": \"UTC\"}}\n</tool_call>\n"
                           "<tool_call>\n{\"name\": \"get_time\", \"arguments\": {\"zone\": \"UTC\"}}\n</tool_call>"));
@@ -174,7 +228,8 @@ static void test_grammar(const json_t *tools) {
     }
     CHECK(aero_tool_grammar(&g, AERO_TOOLS_HERMES, tools, "get_time", true, kw, &err) == AERO_OK);
     if (g) {
-        CHECK(!accepts(g, "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>"));
+        CHECK(!accepts(g,
+                       "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>"));
         CHECK(accepts(g, "<tool_call>\n{\"name\": \"get_time\", \"arguments\": {\"zone\": \"UTC\"}}\n</tool_call>\n"
                          "<tool_call>\n{\"name\": \"get_time\", \"arguments\": {\"zone\": \"CET\"}}\n</tool_call>"));
         aero_grammar_free(g);

@@ -322,8 +322,8 @@ static bool tool_stream(aero_http_req *r, const aero_gen_delta *d) {
         }
         bool raw = !c->args_owned && !(c->args_len && t[c->args_off] == '"');
         if (ok && raw && c->args_len > r->t_args_sent[i]) {
-            ok = out_event(r, tool_chunk(r, i, false, NULL, t + c->args_off + r->t_args_sent[i],
-                                         c->args_len - r->t_args_sent[i]));
+            ok = out_event(
+                r, tool_chunk(r, i, false, NULL, t + c->args_off + r->t_args_sent[i], c->args_len - r->t_args_sent[i]));
             r->t_args_sent[i] = c->args_len;
         } else if (ok && !raw && c->args_done && d->done && !r->t_args_sent[i]) {
             char *a = aero_tool_call_arguments(&p, i, t);
@@ -379,6 +379,8 @@ static bool emit_delta(aero_http_req *r, const aero_gen_delta *d) {
     if (!d->done) return ok;
     r->finished = true;
     r->n_gen = d->n_gen;
+    r->n_drafted = d->speculative ? d->n_drafted : -1;
+    r->n_accepted = d->n_accepted;
     r->finish_name = aero_finish_name(d->finish);
     if (d->finish == AERO_FINISH_ERROR) { // still a complete stream: clients waiting for [DONE] stop cleanly
         ok = ok && out_event(r, aero_oai_error(500, d->error[0] ? d->error : "generation failed", NULL, NULL));
@@ -555,13 +557,14 @@ static enum MHD_Result handle_apply_template(aero_http_req *r) {
     aero_server *s = r->srv;
     aero_req q;
     aero_error err = {0};
-    aero_status st = aero_req_parse(&q, AERO_REQ_CHAT, r->body.p, r->body.len, s->model.backend.n_vocab, &s->p.defaults,
-                                    &err);
+    aero_status st =
+        aero_req_parse(&q, AERO_REQ_CHAT, r->body.p, r->body.len, s->model.backend.n_vocab, &s->p.defaults, &err);
     if (st) return aero_http_error(r, status_of(st), err.msg, q.err_param[0] ? q.err_param : NULL, NULL);
     char *text = NULL;
     size_t len = 0;
     enum MHD_Result ret;
-    if (render_chat(r, &q, &text, &len, &ret)) ret = aero_http_json(r, 200, json_pack("{s:o}", "prompt", aero_oai_string(text, len)));
+    if (render_chat(r, &q, &text, &len, &ret))
+        ret = aero_http_json(r, 200, json_pack("{s:o}", "prompt", aero_oai_string(text, len)));
     free(text);
     aero_req_free(&q);
     return ret;
@@ -808,6 +811,8 @@ static enum MHD_Result respond_whole(aero_http_req *r) {
     }
     r->finished = true;
     r->n_gen = last.n_gen;
+    r->n_drafted = last.speculative ? last.n_drafted : -1;
+    r->n_accepted = last.n_accepted;
     r->finish_name = aero_finish_name(last.finish);
     if (last.finish == AERO_FINISH_ERROR) {
         ret = aero_http_error(r, 500, last.error[0] ? last.error : "generation failed", NULL, NULL);
@@ -909,8 +914,11 @@ static enum MHD_Result handle_embeddings(aero_http_req *r) {
             goto done;
         }
         if ((st = aero_sched_submit(s->sched, gens[i], &err))) {
-            ret = aero_http_error(r, st == AERO_ERR_INVALID ? 400 : st == AERO_ERR_UNSUPPORTED ? 501 : 503, err.msg,
-                                  NULL, st == AERO_ERR_RANGE ? "queue_full" : NULL);
+            ret = aero_http_error(r,
+                                  st == AERO_ERR_INVALID       ? 400
+                                  : st == AERO_ERR_UNSUPPORTED ? 501
+                                                               : 503,
+                                  err.msg, NULL, st == AERO_ERR_RANGE ? "queue_full" : NULL);
             goto done;
         }
         n_sub = i + 1;
@@ -936,7 +944,7 @@ static enum MHD_Result handle_embeddings(aero_http_req *r) {
             if (aero_http_client_gone(r)) goto restore; // MHD_NO: drop the connection; done cancels the rest
         }
         json_array_append_new(data, json_pack("{s:s, s:i, s:o}", "object", "embedding", "index", i, "embedding",
-                                               aero_oai_embedding_value(vec, n_embd, q.base64)));
+                                              aero_oai_embedding_value(vec, n_embd, q.base64)));
     }
     ret = aero_http_json(r, 200,
                          json_pack("{s:s, s:O, s:s, s:{s:i, s:i}}", "object", "list", "data", data, "model",

@@ -157,6 +157,21 @@ aero_status aero_srv_model_open(aero_srv_model *x, const aero_server_params *p, 
     x->backend.vocab_special.detok_init = special_detok_init;
     x->tmpl_src = template_source(x, p);
     x->tools = aero_tool_style_detect(x->tmpl_src);
+    // a GPU context keeps no hidden states on the host, and takes masked (tree) batches of one tile at most
+    aero_error probe = {0};
+    bool gpu = aero_ctx_hidden(x->ctx, -1, NULL, &probe) == AERO_ERR_UNSUPPORTED;
+    if (gpu && p->embeddings) {
+        st = aero_fail(err, AERO_ERR_UNSUPPORTED,
+                       "--embeddings: this model computes on the GPU, which keeps its hidden states on the device; "
+                       "serve embeddings with --device cpu");
+        goto fail;
+    }
+    if (gpu && p->draft && p->spec.tree_nodes > 0) {
+        st = aero_fail(err, AERO_ERR_UNSUPPORTED,
+                       "--draft-tree: on the GPU a tree-masked pass holds one tile, too few for every sequence's tree "
+                       "and the prompts beside them; serve chains (no --draft-tree) or use --device cpu");
+        goto fail;
+    }
     if (p->embeddings) {
         x->backend.hidden = backend_hidden;
         x->backend.n_embd = aero_model_n_embd(x->model);

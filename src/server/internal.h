@@ -101,7 +101,8 @@ typedef struct aero_http_req {
     aero_buf out;   // formatted bytes not yet handed to MHD
     size_t out_off; // how much of out MHD has taken
     int n_prompt, n_gen;
-    struct { // what /slots shows of the request
+    int n_drafted, n_accepted; // speculation (n_drafted -1: the request did not speculate), for the log line
+    struct {                   // what /slots shows of the request
         aero_sampler_params sp;
         int max_tokens;
         bool stream, ignore_eos;

@@ -664,8 +664,7 @@ static aero_status embed_ids(aero_embed_input *in, json_t *a, const char *where,
     json_array_foreach(a, i, t) {
         long long id = json_is_integer(t) ? json_integer_value(t) : -1;
         if (id < 0 || (n_vocab > 0 && id >= n_vocab))
-            return bad(param, "input", err, "'%s[%zu]' is not a token id of this model (0..%d)", where, i,
-                       n_vocab - 1);
+            return bad(param, "input", err, "'%s[%zu]' is not a token id of this model (0..%d)", where, i, n_vocab - 1);
         in->ids[i] = (int32_t)id;
     }
     return AERO_OK;
@@ -682,7 +681,8 @@ aero_status aero_req_parse_embeddings(aero_embed_req *r, const char *body, size_
     }
     r->model = m ? json_string_value(m) : NULL;
     json_t *f = opt(r->root, "encoding_format");
-    if (f && (!json_is_string(f) || (strcmp(json_string_value(f), "float") && strcmp(json_string_value(f), "base64")))) {
+    if (f &&
+        (!json_is_string(f) || (strcmp(json_string_value(f), "float") && strcmp(json_string_value(f), "base64")))) {
         st = bad(r->err_param, "encoding_format", err, "'encoding_format' must be \"float\" or \"base64\"");
         goto fail;
     }
@@ -698,7 +698,8 @@ aero_status aero_req_parse_embeddings(aero_embed_req *r, const char *body, size_
         goto fail;
     }
     // a string, an array of token ids (one input), or an array of strings / token-id arrays (several)
-    bool one = json_is_string(in) || (json_is_array(in) && json_array_size(in) && json_is_integer(json_array_get(in, 0)));
+    bool one =
+        json_is_string(in) || (json_is_array(in) && json_array_size(in) && json_is_integer(json_array_get(in, 0)));
     if (!one && !json_is_array(in)) {
         st = bad(r->err_param, "input", err, "'input' must be a string, an array of strings, or token ids");
         goto fail;

@@ -32,12 +32,12 @@ typedef struct {
     size_t n_prompt_ids;
     // chat: messages normalised to [{"role", "content": string|null, ...}] (owned); tools borrowed or NULL
     json_t *messages;
-    json_t *tools;            // validated: [{"type": "function", "function": {"name", "description"?, "parameters"?}}]
+    json_t *tools; // validated: [{"type": "function", "function": {"name", "description"?, "parameters"?}}]
     aero_req_tool_choice tool_choice;
     const char *tool_name;    // tool_choice naming a function (into root)
     bool parallel_tool_calls; // default true
-    int max_tokens;         // -1: not given
-    aero_sampler_params sp; // temp, top_p, top_k, min_p, penalties, seed
+    int max_tokens;           // -1: not given
+    aero_sampler_params sp;   // temp, top_p, top_k, min_p, penalties, seed
     bool has_seed;
     const char *stop[AERO_REQ_MAX_STOP];
     int n_stop;
@@ -45,7 +45,7 @@ typedef struct {
     bool logprobs; // chat: logprobs true; completions: logprobs given (an integer)
     int top_logprobs;
     bool echo;
-    bool ignore_eos; // llama.cpp extension
+    bool ignore_eos;   // llama.cpp extension
     bool cache_prompt; // llama.cpp extension (default true): false starts on an emptied KV sequence
     int n_bias;
     int32_t bias_id[AERO_REQ_MAX_BIAS];

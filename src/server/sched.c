@@ -28,7 +28,8 @@ struct aero_gen {
     int n_gen;
     int n_cached;
     int n_drafted, n_accepted;
-    float *embd; // an embedding's pooled vector, once done
+    bool speculative; // a decoder was made for it (it may still have drafted nothing)
+    float *embd;      // an embedding's pooled vector, once done
     bool done;
     aero_finish finish;
     char error[256];
@@ -207,7 +208,7 @@ bool aero_gen_next(aero_gen *g, aero_gen_cursor *cur, int timeout_ms, aero_gen_d
     d->n_cached = g->n_cached;
     d->n_drafted = g->n_drafted;
     d->n_accepted = g->n_accepted;
-    d->speculative = g->spec != NULL || g->n_drafted > 0;
+    d->speculative = g->speculative;
     d->t_submit = g->t_submit;
     d->t_start = g->t_start;
     d->t_first = g->t_first;
@@ -553,8 +554,8 @@ static void admit(aero_sched *s) {
         pthread_mutex_unlock(&g->mu);
         aero_generator_params gp;
         aero_generator_params_default(&gp);
-        gp.vocab = g->p.render_special && s->backend.vocab_special.detok_init ? &s->backend.vocab_special
-                                                                              : &s->backend.vocab;
+        gp.vocab =
+            g->p.render_special && s->backend.vocab_special.detok_init ? &s->backend.vocab_special : &s->backend.vocab;
         gp.seq = i;
         gp.n_ctx = s->backend.n_ctx;
         gp.n_vocab = s->backend.n_vocab;
@@ -577,6 +578,7 @@ static void admit(aero_sched *s) {
             if (s->backend.spec_new && !g->p.embed && !g->p.logprobs && !g->p.n_bias && !g->p.sp.constraint)
                 g->spec = s->backend.spec_new(s->backend.self, i, &g->p.sp);
             pthread_mutex_lock(&g->mu);
+            g->speculative = g->spec != NULL;
             g->n_cached = aero_generator_n_reused(g->gen);
             pthread_mutex_unlock(&g->mu);
             if (s->metrics) {
@@ -705,7 +707,8 @@ static void step(aero_sched *s) {
         }
     }
     int n_dec_seqs = 0; // the sequences that share the pass's fixed cost
-    for (int i = 0; i < e->n_seq; i++) n_dec_seqs += s->seqs[i] && s->seqs[i]->in_batch && s->seqs[i]->state == GEN_DECODE;
+    for (int i = 0; i < e->n_seq; i++)
+        n_dec_seqs += s->seqs[i] && s->seqs[i]->in_batch && s->seqs[i]->state == GEN_DECODE;
     double share = n == n_decoding && n_dec_seqs ? 1.0 / n_dec_seqs : 0;
     for (int i = 0; i < e->n_seq; i++) {
         aero_gen *g = s->seqs[i];

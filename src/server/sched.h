@@ -38,7 +38,7 @@ typedef struct {
     // Keeps the first len KV entries of seq: with it, a finished request's tokens stay in its sequence and the
     // next request sharing a prefix with them decodes only the rest (prompt reuse). NULL: no reuse.
     void (*kv_truncate)(void *self, int seq, int len);
-    aero_generator_vocab vocab; // end-of-generation test and streaming text, with their own self
+    aero_generator_vocab vocab;         // end-of-generation test and streaming text, with their own self
     aero_generator_vocab vocab_special; // the same with control tokens written out (tool-call markers such as
                                         // [TOOL_CALLS] or <|python_tag|>); detok_init NULL: as vocab
     void (*stats)(void *self, aero_backend_stats *out); // may be NULL
@@ -72,11 +72,11 @@ typedef struct {
     bool logprobs;
     int top_logprobs; // 0..AERO_OAI_MAX_TOP
     bool ignore_eos;
-    bool detok_first; // the prompt is only BOS: generated text starts a document
-    bool fresh_kv;    // cache_prompt false: start on an emptied sequence, reusing nothing
+    bool detok_first;    // the prompt is only BOS: generated text starts a document
+    bool fresh_kv;       // cache_prompt false: start on an emptied sequence, reusing nothing
     bool render_special; // control tokens appear in the text (a request with tools: the call markers)
-    bool embed;       // an embedding: the prompt's last hidden states, mean-pooled and L2-normalized, no output
-    int n_bias;       // logit_bias entries (owned arrays)
+    bool embed;          // an embedding: the prompt's last hidden states, mean-pooled and L2-normalized, no output
+    int n_bias;          // logit_bias entries (owned arrays)
     int32_t *bias_id;
     float *bias;
 } aero_gen_params;
@@ -106,9 +106,9 @@ typedef struct {
     aero_finish finish;
     char error[256];
     int n_prompt, n_gen;
-    int n_cached; // prompt tokens found in the sequence's KV cache, not decoded again
-    int n_drafted, n_accepted; // speculation: nodes drafted for this request, and accepted
-    bool speculative;          // the request drafts (a drafter is loaded and the request allows it)
+    int n_cached;                             // prompt tokens found in the sequence's KV cache, not decoded again
+    int n_drafted, n_accepted;                // speculation: nodes drafted for this request, and accepted
+    bool speculative;                         // the request drafts (a drafter is loaded and the request allows it)
     double t_submit, t_start, t_first, t_end; // monotonic seconds; 0 until reached
 } aero_gen_delta;
 

@@ -276,10 +276,13 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (r->status) {
         bool gen_path = strstr(r->path, "completions") != NULL;
         if (!s->p.quiet && (gen_path || r->status >= 400)) {
-            char extra[96] = "";
+            char extra[160] = "";
             if (r->n_prompt)
                 snprintf(extra, sizeof extra, " prompt=%d gen=%d finish=%s", r->n_prompt, r->n_gen,
                          r->finish_name ? r->finish_name : "none");
+            if (r->n_prompt && r->n_drafted > 0) // how much of its drafts the model kept
+                snprintf(extra + strlen(extra), sizeof extra - strlen(extra), " draft=%d/%d", r->n_accepted,
+                         r->n_drafted);
             aero_server_log(s, "%s %s %d %.3fs%s%s%s", r->method, r->path, r->status, aero_now() - r->t0, extra,
                             mask_note, broken ? " (connection closed early)" : "");
         }

@@ -12,11 +12,25 @@
 #define HERMES_CLOSE "</tool_call>"
 #define MISTRAL_TAG "[TOOL_CALLS]"
 #define LLAMA_TAG "<|python_tag|>"
-#define DS_CALLS_BEGIN "<\xef\xbd\x9ctool\xe2\x96\x81" "calls\xe2\x96\x81" "begin\xef\xbd\x9c>"
-#define DS_CALLS_END "<\xef\xbd\x9ctool\xe2\x96\x81" "calls\xe2\x96\x81" "end\xef\xbd\x9c>"
-#define DS_CALL_BEGIN "<\xef\xbd\x9ctool\xe2\x96\x81" "call\xe2\x96\x81" "begin\xef\xbd\x9c>"
-#define DS_CALL_END "<\xef\xbd\x9ctool\xe2\x96\x81" "call\xe2\x96\x81" "end\xef\xbd\x9c>"
-#define DS_SEP "<\xef\xbd\x9ctool\xe2\x96\x81" "sep\xef\xbd\x9c>"
+#define DS_CALLS_BEGIN              \
+    "<\xef\xbd\x9ctool\xe2\x96\x81" \
+    "calls\xe2\x96\x81"             \
+    "begin\xef\xbd\x9c>"
+#define DS_CALLS_END                \
+    "<\xef\xbd\x9ctool\xe2\x96\x81" \
+    "calls\xe2\x96\x81"             \
+    "end\xef\xbd\x9c>"
+#define DS_CALL_BEGIN               \
+    "<\xef\xbd\x9ctool\xe2\x96\x81" \
+    "call\xe2\x96\x81"              \
+    "begin\xef\xbd\x9c>"
+#define DS_CALL_END                 \
+    "<\xef\xbd\x9ctool\xe2\x96\x81" \
+    "call\xe2\x96\x81"              \
+    "end\xef\xbd\x9c>"
+#define DS_SEP                      \
+    "<\xef\xbd\x9ctool\xe2\x96\x81" \
+    "sep\xef\xbd\x9c>"
 
 enum { INCOMPLETE = -1, INVALID = -2 };
 
@@ -27,7 +41,9 @@ aero_tool_style aero_tool_style_detect(const char *src) {
     if (!st.renders_tools && !strstr(src, "tool_calls")) return st;
     // the markers a template writes for calls in the history are the ones its model writes
     if (strstr(src, MISTRAL_TAG)) st.format = AERO_TOOLS_MISTRAL;
-    else if (strstr(src, "tool\xe2\x96\x81" "calls\xe2\x96\x81" "begin"))
+    else if (strstr(src, "tool\xe2\x96\x81"
+                         "calls\xe2\x96\x81"
+                         "begin"))
         st.format = strstr(src, "```json") ? AERO_TOOLS_DEEPSEEK : AERO_TOOLS_DEEPSEEK_V31;
     else if (strstr(src, HERMES_OPEN)) st.format = AERO_TOOLS_HERMES;
     else if (strstr(src, LLAMA_TAG) || strstr(src, "ipython")) st.format = AERO_TOOLS_LLAMA3;
@@ -533,9 +549,9 @@ aero_status aero_tool_grammar(aero_grammar **out, aero_tool_format f, const json
         if (!n || (name && strcmp(n, name))) continue;
         n_tools++;
         if (!ds) {
-            json_array_append_new(alts, json_pack("{s:s, s:{s:{s:s}, s:o}, s:[s, s]}", "type", "object", "properties",
-                                                  "name", "const", n, args_key, params_of(t), "required", "name",
-                                                  args_key));
+            json_array_append_new(alts,
+                                  json_pack("{s:s, s:{s:{s:s}, s:o}, s:[s, s]}", "type", "object", "properties", "name",
+                                            "const", n, args_key, params_of(t), "required", "name", args_key));
             continue;
         }
         json_t *ps = params_of(t);
@@ -550,8 +566,9 @@ aero_status aero_tool_grammar(aero_grammar **out, aero_tool_format f, const json
                                  (int[]){lit_rule(g, DS_CALL_BEGIN "function" DS_SEP), lit_rule(g, n),
                                          lit_rule(g, "\n```json\n"), args, lit_rule(g, "\n```" DS_CALL_END)},
                                  5)
-                      : seq_rule(g, (int[]){lit_rule(g, DS_CALL_BEGIN), lit_rule(g, n), lit_rule(g, DS_SEP), args,
-                                            lit_rule(g, DS_CALL_END)},
+                      : seq_rule(g,
+                                 (int[]){lit_rule(g, DS_CALL_BEGIN), lit_rule(g, n), lit_rule(g, DS_SEP), args,
+                                         lit_rule(g, DS_CALL_END)},
                                  5);
         aero_gel e[] = {{AERO_GEL_RULE, one}};
         if (one < 0 || ds_one < 0 || !aero_grammar_add_alt(g, ds_one, e, 1)) {
@@ -562,7 +579,8 @@ aero_status aero_tool_grammar(aero_grammar **out, aero_tool_format f, const json
     if (!st && n_tools == 0)
         st = aero_fail(err, AERO_ERR_INVALID, "tool_choice names '%s', which is not in 'tools'", name ? name : "");
     if (!st && !ds) {
-        json_t *schema = json_array_size(alts) == 1 ? json_incref(json_array_get(alts, 0)) : json_pack("{s:O}", "anyOf", alts);
+        json_t *schema =
+            json_array_size(alts) == 1 ? json_incref(json_array_get(alts, 0)) : json_pack("{s:O}", "anyOf", alts);
         st = aero_json_grammar_compile(&g, schema, keyword, err);
         json_decref(schema);
     }
@@ -591,8 +609,10 @@ aero_status aero_tool_grammar(aero_grammar **out, aero_tool_format f, const json
         break;
     }
     default: // generic
-        root = parallel ? seq_rule(g, (int[]){lit_rule(g, "["), repeat_rule(g, call, lit_rule(g, ", ")), lit_rule(g, "]")}, 3)
-                        : call;
+        root =
+            parallel
+                ? seq_rule(g, (int[]){lit_rule(g, "["), repeat_rule(g, call, lit_rule(g, ", ")), lit_rule(g, "]")}, 3)
+                : call;
     }
     if (root < 0) {
         aero_grammar_free(g);

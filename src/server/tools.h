@@ -44,11 +44,11 @@ const char *aero_tool_format_name(aero_tool_format f);
 
 typedef struct {
     char name[128];
-    bool name_done;    // the whole name has been read
-    size_t args_off;   // the arguments' JSON text in the output
-    size_t args_len;   // bytes of it so far
-    bool args_done;    // the arguments' value is complete
-    char *args_owned;  // arguments built by the parser (a python-style call), replacing the span; malloc'ed
+    bool name_done;   // the whole name has been read
+    size_t args_off;  // the arguments' JSON text in the output
+    size_t args_len;  // bytes of it so far
+    bool args_done;   // the arguments' value is complete
+    char *args_owned; // arguments built by the parser (a python-style call), replacing the span; malloc'ed
 } aero_tool_call;
 
 typedef struct {

@@ -412,7 +412,6 @@ static void walk(aero_spec *s, aero_sampler *smp, const float *tl, int32_t *out,
     s->t_len = s->n_tok - 1;
 }
 
-
 // Verifies the drafted nodes in one target pass and walks them; returns the tokens produced.
 static aero_status verify(aero_spec *s, aero_sampler *smp, int32_t *out, int *n_out, aero_error *err) {
     // the batch: the committed tokens the target has not seen (the last one; after begin, the prompt's last
