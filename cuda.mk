@@ -23,28 +23,26 @@ $(CUDA_BUILD)/kernels/cuda/%.o: src/kernels/cuda/%.cu $(CUDA_HDR)
 	$(NVCC) $(NVCCFLAGS) -c $< -o $@
 
 # The tests check the GPU against the CPU scalar reference, compiled here from its own sources.
-CUDA_REF_SRC := src/kernels/quants_ref.c src/core/dtype.c src/core/status.c
+CUDA_REF_SRC := src/kernels/quants_ref.c src/kernels/quants_iq.c src/core/dtype.c src/core/status.c
 CUDA_TEST_CFLAGS := -std=c11 -O2 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -Wno-format-truncation -Isrc -Iinclude $(CUDA_CFLAGS)
 
 $(CUDA_BUILD)/test_cuda: tests/cuda/test_cuda.c tests/cuda/cuda_test_util.h $(CUDA_OBJ) $(CUDA_REF_SRC)
 	$(CUDA_CC) $(CUDA_TEST_CFLAGS) -o $@ tests/cuda/test_cuda.c $(CUDA_REF_SRC) $(CUDA_OBJ) $(CUDA_LDLIBS) -lm -lpthread
 
-$(CUDA_BUILD)/bench_cuda: tests/cuda/bench_cuda.cu tests/cuda/cuda_test_util.h $(CUDA_OBJ) $(CUDA_REF_SRC)
-	@mkdir -p $(CUDA_BUILD)/ref
-	$(CUDA_CC) $(CUDA_TEST_CFLAGS) -c src/kernels/quants_ref.c -o $(CUDA_BUILD)/ref/quants_ref.o
-	$(CUDA_CC) $(CUDA_TEST_CFLAGS) -c src/core/dtype.c -o $(CUDA_BUILD)/ref/dtype.o
-	$(CUDA_CC) $(CUDA_TEST_CFLAGS) -c src/core/status.c -o $(CUDA_BUILD)/ref/status.o
-	$(NVCC) $(NVCCFLAGS) -o $@ tests/cuda/bench_cuda.cu $(CUDA_OBJ) $(CUDA_BUILD)/ref/quants_ref.o \
-		$(CUDA_BUILD)/ref/dtype.o $(CUDA_BUILD)/ref/status.o -lm
+# The reference sources as objects, for links by nvcc and c++ (which would compile .c files as C++).
+CUDA_REF_OBJ := $(patsubst src/%.c,$(CUDA_BUILD)/ref/%.o,$(CUDA_REF_SRC))
+$(CUDA_BUILD)/ref/%.o: src/%.c
+	@mkdir -p $(dir $@)
+	$(CUDA_CC) $(CUDA_TEST_CFLAGS) -c $< -o $@
+
+$(CUDA_BUILD)/bench_cuda: tests/cuda/bench_cuda.cu tests/cuda/cuda_test_util.h $(CUDA_OBJ) $(CUDA_REF_OBJ)
+	$(NVCC) $(NVCCFLAGS) -o $@ tests/cuda/bench_cuda.cu $(CUDA_OBJ) $(CUDA_REF_OBJ) -lm
 
 # The GPU decoders compiled for the CPU (host stand-ins for the intrinsics): runs anywhere, no CUDA needed.
 CUDA_CXX ?= c++
-$(CUDA_BUILD)/test_decode_host: tests/cuda/test_decode_host.cpp src/kernels/cuda/cuda_decode.cuh src/kernels/cuda/cuda_host_emu.h $(CUDA_REF_SRC)
-	@mkdir -p $(CUDA_BUILD)/ref
-	$(CUDA_CC) $(CUDA_TEST_CFLAGS) -c src/kernels/quants_ref.c -o $(CUDA_BUILD)/ref/quants_ref.o
-	$(CUDA_CC) $(CUDA_TEST_CFLAGS) -c src/core/dtype.c -o $(CUDA_BUILD)/ref/dtype.o
+$(CUDA_BUILD)/test_decode_host: tests/cuda/test_decode_host.cpp src/kernels/cuda/cuda_decode.cuh src/kernels/cuda/cuda_host_emu.h $(CUDA_REF_OBJ)
 	$(CUDA_CXX) -std=c++17 -O2 -Wall -Wno-unknown-pragmas -Isrc -Iinclude -o $@ tests/cuda/test_decode_host.cpp \
-		$(CUDA_BUILD)/ref/quants_ref.o $(CUDA_BUILD)/ref/dtype.o -lm
+		$(CUDA_REF_OBJ) -lm
 
 .PHONY: cuda-objs cuda-tests cuda-test-host cuda-clean
 cuda-objs: $(CUDA_OBJ)
