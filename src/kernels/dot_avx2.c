@@ -434,6 +434,9 @@ AI void dot_q45k(const bool five, const int T, int64_t n, const void *vw, const 
         }
         uint8_t sm[16];
         q4k_unpack(scales, sm);
+        // the 8 scales as words in both halves: one shuffle broadcasts a scale (instead of a move and a broadcast)
+        __m256i s16 = _mm256_cvtepu8_epi16(_mm_loadl_epi64((const void *)sm));
+        s16 = _mm256_permute2x128_si256(s16, s16, 0x00);
         __m256i isum[4];
         for (int k = 0; k < T; k++) isum[k] = _mm256_setzero_si256();
         __m256i hb = five ? _mm256_loadu_si256((const void *)qh) : _mm256_setzero_si256();
@@ -447,7 +450,8 @@ AI void dot_q45k(const bool five, const int T, int64_t n, const void *vw, const 
                 hi = _mm256_or_si256(
                     hi, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hb, b1), b1), _mm256_set1_epi8(16)));
             }
-            const __m256i s_lo = scale16(sm[2 * p]), s_hi = scale16(sm[2 * p + 1]);
+            const __m256i s_lo = _mm256_shuffle_epi8(s16, _mm256_set1_epi16((short)(0x0100 + 0x0202 * (2 * p)))),
+                          s_hi = _mm256_shuffle_epi8(s16, _mm256_set1_epi16((short)(0x0100 + 0x0202 * (2 * p + 1))));
             for (int k = 0; k < T; k++) {
                 const int8_t *aq = a[k][i].qs;
                 __m256i plo = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const void *)(aq + 64 * p)));
