@@ -294,12 +294,14 @@ typedef struct {
 } q8a;
 _Static_assert(sizeof(q8a) == 68, "prepared Q8_0 block size");
 
-static bool is32(aero_dtype t) {
-    return t == AERO_DT_Q4_0 || t == AERO_DT_Q4_1 || t == AERO_DT_Q5_0 || t == AERO_DT_Q5_1 || t == AERO_DT_Q8_0;
+// The types with an offset or a min to correct (Q8_0 has none: its standard 34-byte blocks read faster than the
+// 68-byte prepared ones, so it keeps them).
+static bool prepared32(aero_dtype t) {
+    return t == AERO_DT_Q4_0 || t == AERO_DT_Q4_1 || t == AERO_DT_Q5_0 || t == AERO_DT_Q5_1;
 }
 
 // Bytes of a prepared activation row for weights of type w (0: standard blocks).
-static size_t act_bytes(aero_dtype w, int64_t n) { return is32(w) ? (size_t)(n / AERO_QK) * sizeof(q8a) : 0; }
+static size_t act_bytes(aero_dtype w, int64_t n) { return prepared32(w) ? (size_t)(n / AERO_QK) * sizeof(q8a) : 0; }
 
 // Matmul's activation rows: quantized exactly like the standard ones, then the scale widened and the
 // correction summed.
@@ -316,7 +318,8 @@ static void act_quantize(aero_dtype w, const float *x, void *vp, int64_t n) {
     }
 }
 
-// dot32 over prepared rows: the same integer lanes and the same float steps in the same order.
+// dot32 over prepared rows (Q4_0, Q4_1, Q5_0, Q5_1): the same integer lanes and the same float steps in the same
+// order.
 AI void dot32p(const aero_dtype t, const int T, int64_t n, const void *vw, const void *const *va, float *out) {
     const q8a *a[4];
     for (int k = 0; k < T; k++) a[k] = va[k];
@@ -628,12 +631,11 @@ AI void dot_q2k(const int T, int64_t n, const void *vw, const void *const *va, f
 #define P_Q4_1(T, n, w, a, out) dot32p(AERO_DT_Q4_1, T, n, w, a, out)
 #define P_Q5_0(T, n, w, a, out) dot32p(AERO_DT_Q5_0, T, n, w, a, out)
 #define P_Q5_1(T, n, w, a, out) dot32p(AERO_DT_Q5_1, T, n, w, a, out)
-#define P_Q8_0(T, n, w, a, out) dot32p(AERO_DT_Q8_0, T, n, w, a, out)
 ONE(dot_q4_0, C_Q4_0)
 ONE(dot_q4_1, C_Q4_1)
 ONE(dot_q5_0, C_Q5_0)
 ONE(dot_q5_1, C_Q5_1)
-ONE(dot_q8_0, C_Q8_0)
+ONE_AND_MULTI(dot_q8_0, C_Q8_0)
 ONE_AND_MULTI(dot_q4_K, C_Q4_K)
 ONE_AND_MULTI(dot_q5_K, C_Q5_K)
 ONE_AND_MULTI(dot_q6_K, C_Q6_K)
@@ -643,7 +645,6 @@ ONE_AND_MULTI(mm_q4_0, P_Q4_0) // matmul's prepared rows (mm_dot, mm_dot_multi)
 ONE_AND_MULTI(mm_q4_1, P_Q4_1)
 ONE_AND_MULTI(mm_q5_0, P_Q5_0)
 ONE_AND_MULTI(mm_q5_1, P_Q5_1)
-ONE_AND_MULTI(mm_q8_0, P_Q8_0)
 
 // Installs the AVX2 kernels over a copy of the scalar table.
 void aero_kernels_fill_avx2(aero_kernel_ops *ops) {
@@ -674,7 +675,7 @@ void aero_kernels_fill_avx2(aero_kernel_ops *ops) {
     SETP(AERO_DT_Q4_1, q4_1)
     SETP(AERO_DT_Q5_0, q5_0)
     SETP(AERO_DT_Q5_1, q5_1)
-    SETP(AERO_DT_Q8_0, q8_0)
+    ops->mm_dot_multi[AERO_DT_Q8_0] = dot_q8_0_multi;
 #undef SETP
     ops->mm_dot_multi[AERO_DT_Q4_K] = dot_q4_K_multi;
     ops->mm_dot_multi[AERO_DT_Q5_K] = dot_q5_K_multi;
