@@ -14,7 +14,8 @@
 # PEER_LAYERS (cut the preset to this many layers: faster, same per-layer shapes), PEER_TYPES ("Q4_0 Q4_K
 # Q5_K Q6_K Q8_0 Q4_K_M"), PEER_THREADS (2), PEER_RUNS (3), PEER_GEN (32 decoded tokens), PEER_STREAM_SHAPE
 # (llama-8b; "none" skips the streamed part), PEER_STREAM_TYPE (Q4_0), PEER_STREAM_LIMIT (3G),
-# PEER_STREAM_MEM (2.5G), PEER_STREAM_GEN (8), PEER_TIMEOUT (seconds a llama.cpp run may take: 900),
+# PEER_STREAM_MEM (2.5G), PEER_STREAM_GEN (8), PEER_TIMEOUT (seconds a llama.cpp run may take: 600; a streamed
+# run that times out is not repeated),
 # PEER_VERIFY_TYPE (Q4_K: the streamed model of the verification costs and of --draft ngram on a repetitive
 # prompt, AeroLLM alone; "none" skips them),
 # PEER_DIR (where the models go: a fresh temporary folder, deleted at the end), NODE_LLAMA_CPP (the package).
@@ -31,7 +32,7 @@ STREAM_TYPE=${PEER_STREAM_TYPE:-Q4_0}
 STREAM_LIMIT=${PEER_STREAM_LIMIT:-3G}
 STREAM_MEM=${PEER_STREAM_MEM:-2.5G}
 STREAM_GEN=${PEER_STREAM_GEN:-8}
-TIMEOUT=${PEER_TIMEOUT:-900}
+TIMEOUT=${PEER_TIMEOUT:-600}
 MEMLIMIT=$(dirname "$0")/../../shared/tools/memlimit
 [ -x "$MEMLIMIT" ] || MEMLIMIT=../shared/tools/memlimit
 PEER_JS=$(dirname "$0")/peer_llama.mjs
@@ -122,14 +123,16 @@ free_kb=$(df -Pk "$work" | awk 'NR == 2 {print $4}')
 if [ "${free_kb:-0}" -lt $((6 * 1024 * 1024)) ]; then echo "skipped: need 6 GB free in $work"; exit 0; fi
 m=$(model_for "$STREAM_SHAPE" "$STREAM_TYPE") || { echo "skipped: synth failed"; exit 0; }
 a_dec=() a_load=() l_dec=() l_load=()
+llama_stream=$llama_ok
 for r in $(seq "$RUNS"); do
   l=$(load)
   out=$("$MEMLIMIT" "$STREAM_LIMIT" "$AEROLLM" bench -m "$m" --mem "$STREAM_MEM" -p 16 -n "$STREAM_GEN" -t "$THREADS" --json 2>/dev/null | tail -1)
   a_dec+=("$(field "$out" decode_tok_s)") a_load+=("$l")
-  if [ $llama_ok = 1 ]; then
+  if [ $llama_stream = 1 ]; then
     l=$(load)
     out=$(timeout "$TIMEOUT" "$MEMLIMIT" "$STREAM_LIMIT" node "$PEER_JS" -m "$m" -p 16 -n "$STREAM_GEN" --threads "$THREADS" 2>/dev/null | tail -1)
     l_dec+=("$(field "$out" decode_tok_s)") l_load+=("$l")
+    [ "$(field "$out" decode_tok_s)" = nan ] && llama_stream=0 # timed out: once is enough
   fi
 done
 ad=$(printf '%s\n' "${a_dec[@]}" | median) ld=$(printf '%s\n' "${l_dec[@]:-nan}" | median)
