@@ -7,7 +7,8 @@
 # AeroLLM / llama.cpp (> 1: AeroLLM faster) and the load average beside every figure: a figure taken beside
 # another job is not one (llama.cpp's threads spin while waiting). Run it on a quiet machine.
 #
-#   bash bench/peer.sh                          # Llama-3.2-1B shape, every type, 3 runs: about 30-40 minutes
+#   bash bench/peer.sh          # Llama-3.2-1B shape, every type, 3 runs, then the streamed 8B parts: about an hour
+#   PEER_STREAM_SHAPE=none bash bench/peer.sh   # the resident figures only: about 30 minutes
 #   PEER_TYPES="Q4_0 Q4_K" PEER_RUNS=1 bash bench/peer.sh   # a quick look
 #
 # Knobs: PEER_SHAPE (synth preset of the resident runs: llama-1b; llama-8b for the table),
