@@ -272,8 +272,8 @@ AI void dot32(const aero_dtype t, const int T, int64_t n, const void *vw, const 
             } else {
                 // codes are offset by 8 (or 16): subtract offset * activation pair sums, still exact in 16 bits
                 __m256i o = _mm256_maddubs_epi16(_mm256_set1_epi8(five ? 16 : 8), av);
-                acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(madd1(_mm256_sub_epi16(p, o))), _mm256_set1_ps(dw * da),
-                                         acc[k]);
+                acc[k] =
+                    _mm256_fmadd_ps(_mm256_cvtepi32_ps(madd1(_mm256_sub_epi16(p, o))), _mm256_set1_ps(dw * da), acc[k]);
             }
         }
     }
@@ -383,9 +383,9 @@ AI void scale_pairs(__m128i s8, __m256i out[8]) {
     __m256i lo = _mm256_permute2x128_si256(s16, s16, 0x00), hi = _mm256_permute2x128_si256(s16, s16, 0x11);
     for (int j = 0; j < 4; j++) {
         const char a = (char)(4 * j), b = (char)(4 * j + 2); // bytes of words 2j and 2j+1 in a half
-        const __m256i ctl = _mm256_setr_epi8(a, a + 1, a, a + 1, a, a + 1, a, a + 1, a, a + 1, a, a + 1, a, a + 1, a,
-                                             a + 1, b, b + 1, b, b + 1, b, b + 1, b, b + 1, b, b + 1, b, b + 1, b, b + 1,
-                                             b, b + 1);
+        const __m256i ctl =
+            _mm256_setr_epi8(a, a + 1, a, a + 1, a, a + 1, a, a + 1, a, a + 1, a, a + 1, a, a + 1, a, a + 1, b, b + 1,
+                             b, b + 1, b, b + 1, b, b + 1, b, b + 1, b, b + 1, b, b + 1, b, b + 1);
         out[j] = _mm256_shuffle_epi8(lo, ctl);
         out[4 + j] = _mm256_shuffle_epi8(hi, ctl);
     }
@@ -507,8 +507,8 @@ AI void dot_q6k(const int T, int64_t n, const void *vw, const void *const *va, f
             for (int j = 0; j < 4; j++) {
                 const __m256i s2 = sp[4 * h + j];
                 for (int k = 0; k < T; k++) {
-                    __m256i p = _mm256_maddubs_epi16(
-                        u[j], _mm256_loadu_si256((const void *)(a[k][i].qs + 128 * h + 32 * j)));
+                    __m256i p =
+                        _mm256_maddubs_epi16(u[j], _mm256_loadu_si256((const void *)(a[k][i].qs + 128 * h + 32 * j)));
                     isum[k] = _mm256_add_epi32(isum[k], _mm256_madd_epi16(p, s2));
                 }
             }
@@ -547,8 +547,8 @@ AI void dot_q3k(const int T, int64_t n, const void *vw, const void *const *va, f
                 u = _mm256_or_si256(
                     u, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hm, b), b), _mm256_set1_epi8(4)));
                 for (int k = 0; k < T; k++) {
-                    __m256i p = _mm256_maddubs_epi16(
-                        u, _mm256_loadu_si256((const void *)(a[k][i].qs + 128 * h + 32 * j)));
+                    __m256i p =
+                        _mm256_maddubs_epi16(u, _mm256_loadu_si256((const void *)(a[k][i].qs + 128 * h + 32 * j)));
                     isum[k] = _mm256_add_epi32(isum[k], _mm256_madd_epi16(p, sp[4 * h + j]));
                 }
             }
@@ -582,8 +582,8 @@ AI void dot_q2k(const int T, int64_t n, const void *vw, const void *const *va, f
             for (int j = 0; j < 4; j++) {
                 __m256i u = _mm256_and_si256(_mm256_srli_epi16(q, 2 * j), m3);
                 for (int k = 0; k < T; k++) {
-                    __m256i p = _mm256_maddubs_epi16(
-                        u, _mm256_loadu_si256((const void *)(a[k][i].qs + 128 * h + 32 * j)));
+                    __m256i p =
+                        _mm256_maddubs_epi16(u, _mm256_loadu_si256((const void *)(a[k][i].qs + 128 * h + 32 * j)));
                     isum[k] = _mm256_add_epi32(isum[k], _mm256_madd_epi16(p, sp[4 * h + j]));
                 }
             }
@@ -601,21 +601,21 @@ AI void dot_q2k(const int T, int64_t n, const void *vw, const void *const *va, f
 }
 
 // One-token dots (the dot table) and 1-4 token ones (matmul's mm_dot_multi), from the same kernels.
-#define ONE(name, CALL)                                                                               \
-    static float name(int64_t n, const void *w, const void *a) {                                      \
-        float out;                                                                                    \
-        CALL(1, n, w, &a, &out);                                                                      \
-        return out;                                                                                   \
+#define ONE(name, CALL)                                          \
+    static float name(int64_t n, const void *w, const void *a) { \
+        float out;                                               \
+        CALL(1, n, w, &a, &out);                                 \
+        return out;                                              \
     }
-#define ONE_AND_MULTI(name, CALL)                                                                     \
-    ONE(name, CALL)                                                                                   \
-    static void name##_multi(int64_t n, const void *w, const void *const *a, int T, float *out) {     \
-        switch (T) {                                                                                  \
-        case 1: CALL(1, n, w, a, out); break;                                                         \
-        case 2: CALL(2, n, w, a, out); break;                                                         \
-        case 3: CALL(3, n, w, a, out); break;                                                         \
-        default: CALL(4, n, w, a, out); break;                                                        \
-        }                                                                                             \
+#define ONE_AND_MULTI(name, CALL)                                                                 \
+    ONE(name, CALL)                                                                               \
+    static void name##_multi(int64_t n, const void *w, const void *const *a, int T, float *out) { \
+        switch (T) {                                                                              \
+        case 1: CALL(1, n, w, a, out); break;                                                     \
+        case 2: CALL(2, n, w, a, out); break;                                                     \
+        case 3: CALL(3, n, w, a, out); break;                                                     \
+        default: CALL(4, n, w, a, out); break;                                                    \
+        }                                                                                         \
     }
 #define C_Q4_0(T, n, w, a, out) dot32(AERO_DT_Q4_0, T, n, w, a, out)
 #define C_Q4_1(T, n, w, a, out) dot32(AERO_DT_Q4_1, T, n, w, a, out)
