@@ -275,7 +275,8 @@ batched:;
         for (int rep = 0; rep < 5; rep++) {
             double t0 = now_s();
             for (int64_t r = 0; r < 256; r++)
-                for (int i = 0; i < 4; i++) sink += ops->mm_dot[t](cols, (const uint8_t *)ws.w[0].data + r * ws.w[0].row_bytes, a[i]);
+                for (int i = 0; i < 4; i++)
+                    sink += ops->mm_dot[t](cols, (const uint8_t *)ws.w[0].data + r * ws.w[0].row_bytes, a[i]);
             double t1 = now_s() - t0;
             t0 = now_s();
             float out[4];

@@ -7,20 +7,24 @@
 # AeroLLM / llama.cpp (> 1: AeroLLM faster) and the load average beside every figure: a figure taken beside
 # another job is not one (llama.cpp's threads spin while waiting). Run it on a quiet machine.
 #
-#   bash bench/peer.sh                          # Llama-3.2-1B shape, every type, 3 runs: about 30-40 minutes
+#   bash bench/peer.sh          # Llama-3.2-1B shape, every type, 3 runs, then the streamed 8B parts: about an hour
+#   PEER_STREAM_SHAPE=none bash bench/peer.sh   # the resident figures only: about 30 minutes
 #   PEER_TYPES="Q4_0 Q4_K" PEER_RUNS=1 bash bench/peer.sh   # a quick look
 #
 # Knobs: PEER_SHAPE (synth preset of the resident runs: llama-1b; llama-8b for the issue's table),
 # PEER_LAYERS (cut the preset to this many layers: faster, same per-layer shapes), PEER_TYPES ("Q4_0 Q4_K
 # Q5_K Q6_K Q8_0 Q4_K_M"), PEER_THREADS (2), PEER_RUNS (3), PEER_GEN (32 decoded tokens), PEER_STREAM_SHAPE
 # (llama-8b; "none" skips the streamed part), PEER_STREAM_TYPE (Q4_0), PEER_STREAM_LIMIT (3G),
-# PEER_STREAM_MEM (2.5G), PEER_STREAM_GEN (8), PEER_TIMEOUT (seconds a llama.cpp run may take: 900),
+# PEER_STREAM_MEM (2.5G), PEER_STREAM_GEN (8), PEER_TIMEOUT (seconds a llama.cpp run may take: 600; a streamed
+# run that times out is not repeated),
+# PEER_VERIFY_TYPE (Q4_K: the streamed model of the verification costs and of --draft ngram on a repetitive
+# prompt, AeroLLM alone; "none" skips them),
 # PEER_DIR (where the models go: a fresh temporary folder, deleted at the end), NODE_LLAMA_CPP (the package).
 set -u
 : "${AEROLLM:=./aerollm}"
 SHAPE=${PEER_SHAPE:-llama-1b}
 LAYERS=${PEER_LAYERS:-}
-TYPES=${PEER_TYPES:-Q4_0 Q4_K Q5_K Q6_K Q8_0 Q4_K_M}
+TYPES=${PEER_TYPES-Q4_0 Q4_K Q5_K Q6_K Q8_0 Q4_K_M} # empty: no resident figures
 THREADS=${PEER_THREADS:-2}
 RUNS=${PEER_RUNS:-3}
 GEN=${PEER_GEN:-32}
@@ -29,7 +33,7 @@ STREAM_TYPE=${PEER_STREAM_TYPE:-Q4_0}
 STREAM_LIMIT=${PEER_STREAM_LIMIT:-3G}
 STREAM_MEM=${PEER_STREAM_MEM:-2.5G}
 STREAM_GEN=${PEER_STREAM_GEN:-8}
-TIMEOUT=${PEER_TIMEOUT:-900}
+TIMEOUT=${PEER_TIMEOUT:-600}
 MEMLIMIT=$(dirname "$0")/../../shared/tools/memlimit
 [ -x "$MEMLIMIT" ] || MEMLIMIT=../shared/tools/memlimit
 PEER_JS=$(dirname "$0")/peer_llama.mjs
@@ -120,17 +124,46 @@ free_kb=$(df -Pk "$work" | awk 'NR == 2 {print $4}')
 if [ "${free_kb:-0}" -lt $((6 * 1024 * 1024)) ]; then echo "skipped: need 6 GB free in $work"; exit 0; fi
 m=$(model_for "$STREAM_SHAPE" "$STREAM_TYPE") || { echo "skipped: synth failed"; exit 0; }
 a_dec=() a_load=() l_dec=() l_load=()
+llama_stream=$llama_ok
 for r in $(seq "$RUNS"); do
   l=$(load)
   out=$("$MEMLIMIT" "$STREAM_LIMIT" "$AEROLLM" bench -m "$m" --mem "$STREAM_MEM" -p 16 -n "$STREAM_GEN" -t "$THREADS" --json 2>/dev/null | tail -1)
   a_dec+=("$(field "$out" decode_tok_s)") a_load+=("$l")
-  if [ $llama_ok = 1 ]; then
+  if [ $llama_stream = 1 ]; then
     l=$(load)
     out=$(timeout "$TIMEOUT" "$MEMLIMIT" "$STREAM_LIMIT" node "$PEER_JS" -m "$m" -p 16 -n "$STREAM_GEN" --threads "$THREADS" 2>/dev/null | tail -1)
     l_dec+=("$(field "$out" decode_tok_s)") l_load+=("$l")
+    [ "$(field "$out" decode_tok_s)" = nan ] && llama_stream=0 # timed out: once is enough
   fi
 done
 ad=$(printf '%s\n' "${a_dec[@]}" | median) ld=$(printf '%s\n' "${l_dec[@]:-nan}" | median)
 printf "%-7s %-13s %10s %10s %6s   %s / %s\n" "$STREAM_TYPE" "streamed tok/s" "$ad" "$ld" "$(ratio "$ad" "$ld")" \
   "${a_load[*]}" "${l_load[*]:-}"
 echo "(llama.cpp figures of nan: it did not finish within PEER_TIMEOUT=${TIMEOUT}s under the limit)"
+
+# Verification on the streamed model (AeroLLM alone): the cost c(k) = t(k) / t(1) of one pass verifying k
+# tokens (goals: c(16) <= 1.3, c(64) <= 2.5), and --draft ngram on a repetitive prompt against plain decoding.
+VERIFY_TYPE=${PEER_VERIFY_TYPE:-Q4_K}
+[ "$VERIFY_TYPE" = none ] && exit 0
+[ "$VERIFY_TYPE" = "$STREAM_TYPE" ] || [ -n "${PEER_DIR:-}" ] || rm -f "$m"
+echo "== verification: $STREAM_SHAPE $VERIFY_TYPE, --mem $STREAM_MEM under memlimit $STREAM_LIMIT, --draft ngram"
+m=$(model_for "$STREAM_SHAPE" "$VERIFY_TYPE") || { echo "skipped: synth failed"; exit 0; }
+rep="$work/repetitive.txt"
+for i in $(seq 30); do echo "The little robot walked to the market and bought three red apples for its friend."; done > "$rep"
+for r in $(seq "$RUNS"); do
+  l=$(load)
+  out=$("$MEMLIMIT" "$STREAM_LIMIT" "$AEROLLM" bench -m "$m" --mem "$STREAM_MEM" --draft ngram -f "$rep" -p 64 \
+        -n "$((STREAM_GEN * 4))" -t "$THREADS" --json 2>/dev/null | tail -1)
+  python3 - "$out" "$l" <<'EOF2'
+import json, sys
+try:
+    j = json.loads(sys.argv[1])
+except Exception:
+    print(f"run failed: {sys.argv[1][:200]}"); sys.exit(0)
+k, v = j["verify_k"], j["verify_s"]
+c = {k[i]: v[i] / v[0] for i in range(len(k))}
+print(f"c(16) = {c.get(16, float('nan')):.2f}, c(64) = {c.get(64, float('nan')):.2f} (t(1) = {v[0]*1e3:.0f} ms); "
+      f"ngram: {j['measured_speedup']:.2f}x plain ({j['tokens_per_pass']:.2f} tokens per pass, identical {j['identical']}); "
+      f"load {sys.argv[2]}")
+EOF2
+done

@@ -267,8 +267,8 @@ static void test_many(aero_pool **pools) {
                 }
                 aero_matmul_many(pools[pi], ws, 3, x, n, got);
                 for (int k = 0; k < 3; k++)
-                    CHECKF(same_bits(got[k], want[k], (size_t)n * rows[k]), "matmul_many set %zu matrix %d n=%d",
-                           si, k, n);
+                    CHECKF(same_bits(got[k], want[k], (size_t)n * rows[k]), "matmul_many set %zu matrix %d n=%d", si, k,
+                           n);
                 // the first matrix in two row blocks written into its full-width output
                 aero_wmat top = m[0].w, bottom = m[0].w;
                 top.rows = rows[0] / 3;

@@ -113,8 +113,8 @@ static void check_identity(const char *name, const char *path, const int32_t *pr
                (unsigned long long)o->plan.window_bytes, o->plan.n_slots, (unsigned long long)o->stats.passes,
                o->stats.bytes_streamed / 1e6, (unsigned long long)o->held);
         if (k < 2) // the smallest budgets: two ring slots (prefetch lowered from the default 2)
-            CHECKF(o->plan.n_slots == 2 && o->plan.prefetch == 1, "%s: %d slots at --mem %llu", name,
-                   o->plan.n_slots, (unsigned long long)budgets[k]);
+            CHECKF(o->plan.n_slots == 2 && o->plan.prefetch == 1, "%s: %d slots at --mem %llu", name, o->plan.n_slots,
+                   (unsigned long long)budgets[k]);
         CHECKF(o->plan.n_streamed > 0, "%s: something is streamed at --mem %llu", name, (unsigned long long)budgets[k]);
         CHECKF(o->held <= budgets[k], "%s: %llu bytes held over the budget %llu", name, (unsigned long long)o->held,
                (unsigned long long)budgets[k]);

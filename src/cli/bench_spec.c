@@ -140,7 +140,10 @@ int cli_bench_spec(const cli_opts *opts, int n_prompt, int n_gen) {
     aero_stream *s = aero_model_stream(e.model);
     const aero_stream_plan *plan = aero_stream_get_plan(s);
     aero_pool *mpool = aero_pool_new(aero_model_n_threads(e.model));
-    double mem_bw = mpool ? aero_measure_mem_bw(mpool, 512ull << 20) : 0;
+    // under --mem (a memory limit, perhaps) over the engine's own buffers, as aerollm bench does: a fresh
+    // 512 MB buffer would not fit beside the model
+    double mem_bw = mpool && o.mem ? aero_stream_measure_mem_bw(s, mpool) : 0;
+    if (mpool && mem_bw <= 0) mem_bw = aero_measure_mem_bw(mpool, o.mem ? 64ull << 20 : 512ull << 20);
     aero_pool_free(mpool);
     double disk_bw = plan->streamed_bytes ? aero_stream_measure_disk_bw(s, 2ull << 30) : 0;
     double curve[N_CURVE], curve_cpu[N_CURVE], plain_tok = 0, spec_s = 0;

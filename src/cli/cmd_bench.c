@@ -193,12 +193,11 @@ int aero_cmd_bench(int argc, char **argv) {
             (unsigned long long)plan->streamed_bytes, (unsigned long long)plan->window_bytes, plan->prefetch,
             plan->io_threads, plan->direct ? "true" : "false", plan->n_pinned, plan->n_streamed, mem_bw / 1e9,
             disk_bw / 1e9, disk_before / 1e9, disk_after / 1e9, disk_probe / 1e9, dsp.n_passes, dsp.min / 1e9,
-            dsp.median / 1e9, dsp.max / 1e9, n_prompt, prefill_s, n_prompt / prefill_s,
-            (unsigned long long)pre.passes, pre.wait_s, pre_floor, n_gen, decode_s, 1 / decode_s, floor,
-            floor > 0 ? decode_s / floor : 0, disk_floor, dec_pass, disk_floor > 0 ? dec_pass / disk_floor : 0,
-            dec_compute, bound > 0 ? dec_pass / bound : 0, io_pass, disk_floor > 0 ? io_pass / disk_floor : 0,
-            dec.wait_s / n_gen, dec.io_busy_s / n_gen, (unsigned long long)dec.bytes_streamed,
-            (unsigned long long)peak_rss);
+            dsp.median / 1e9, dsp.max / 1e9, n_prompt, prefill_s, n_prompt / prefill_s, (unsigned long long)pre.passes,
+            pre.wait_s, pre_floor, n_gen, decode_s, 1 / decode_s, floor, floor > 0 ? decode_s / floor : 0, disk_floor,
+            dec_pass, disk_floor > 0 ? dec_pass / disk_floor : 0, dec_compute, bound > 0 ? dec_pass / bound : 0,
+            io_pass, disk_floor > 0 ? io_pass / disk_floor : 0, dec.wait_s / n_gen, dec.io_busy_s / n_gen,
+            (unsigned long long)dec.bytes_streamed, (unsigned long long)peak_rss);
     } else {
         printf("model      %s (%s, %d layers, dim %d, %.1f MB of weights)\n", path, arch, n_layer, n_embd,
                model_bytes / 1e6);

@@ -272,8 +272,8 @@ AI void dot32(const aero_dtype t, const int T, int64_t n, const void *vw, const 
             } else {
                 // codes are offset by 8 (or 16): subtract offset * activation pair sums, still exact in 16 bits
                 __m256i o = _mm256_maddubs_epi16(_mm256_set1_epi8(five ? 16 : 8), av);
-                acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(madd1(_mm256_sub_epi16(p, o))), _mm256_set1_ps(dw * da),
-                                         acc[k]);
+                acc[k] =
+                    _mm256_fmadd_ps(_mm256_cvtepi32_ps(madd1(_mm256_sub_epi16(p, o))), _mm256_set1_ps(dw * da), acc[k]);
             }
         }
     }
@@ -294,12 +294,14 @@ typedef struct {
 } q8a;
 _Static_assert(sizeof(q8a) == 68, "prepared Q8_0 block size");
 
-static bool is32(aero_dtype t) {
-    return t == AERO_DT_Q4_0 || t == AERO_DT_Q4_1 || t == AERO_DT_Q5_0 || t == AERO_DT_Q5_1 || t == AERO_DT_Q8_0;
+// The types with an offset or a min to correct (Q8_0 has none: its standard 34-byte blocks read faster than the
+// 68-byte prepared ones, so it keeps them).
+static bool prepared32(aero_dtype t) {
+    return t == AERO_DT_Q4_0 || t == AERO_DT_Q4_1 || t == AERO_DT_Q5_0 || t == AERO_DT_Q5_1;
 }
 
 // Bytes of a prepared activation row for weights of type w (0: standard blocks).
-static size_t act_bytes(aero_dtype w, int64_t n) { return is32(w) ? (size_t)(n / AERO_QK) * sizeof(q8a) : 0; }
+static size_t act_bytes(aero_dtype w, int64_t n) { return prepared32(w) ? (size_t)(n / AERO_QK) * sizeof(q8a) : 0; }
 
 // Matmul's activation rows: quantized exactly like the standard ones, then the scale widened and the
 // correction summed.
@@ -316,7 +318,8 @@ static void act_quantize(aero_dtype w, const float *x, void *vp, int64_t n) {
     }
 }
 
-// dot32 over prepared rows: the same integer lanes and the same float steps in the same order.
+// dot32 over prepared rows (Q4_0, Q4_1, Q5_0, Q5_1): the same integer lanes and the same float steps in the same
+// order.
 AI void dot32p(const aero_dtype t, const int T, int64_t n, const void *vw, const void *const *va, float *out) {
     const q8a *a[4];
     for (int k = 0; k < T; k++) a[k] = va[k];
@@ -380,9 +383,9 @@ AI void scale_pairs(__m128i s8, __m256i out[8]) {
     __m256i lo = _mm256_permute2x128_si256(s16, s16, 0x00), hi = _mm256_permute2x128_si256(s16, s16, 0x11);
     for (int j = 0; j < 4; j++) {
         const char a = (char)(4 * j), b = (char)(4 * j + 2); // bytes of words 2j and 2j+1 in a half
-        const __m256i ctl = _mm256_setr_epi8(a, a + 1, a, a + 1, a, a + 1, a, a + 1, a, a + 1, a, a + 1, a, a + 1, a,
-                                             a + 1, b, b + 1, b, b + 1, b, b + 1, b, b + 1, b, b + 1, b, b + 1, b, b + 1,
-                                             b, b + 1);
+        const __m256i ctl =
+            _mm256_setr_epi8(a, a + 1, a, a + 1, a, a + 1, a, a + 1, a, a + 1, a, a + 1, a, a + 1, a, a + 1, b, b + 1,
+                             b, b + 1, b, b + 1, b, b + 1, b, b + 1, b, b + 1, b, b + 1, b, b + 1);
         out[j] = _mm256_shuffle_epi8(lo, ctl);
         out[4 + j] = _mm256_shuffle_epi8(hi, ctl);
     }
@@ -434,6 +437,9 @@ AI void dot_q45k(const bool five, const int T, int64_t n, const void *vw, const 
         }
         uint8_t sm[16];
         q4k_unpack(scales, sm);
+        // the 8 scales as words in both halves: one shuffle broadcasts a scale (instead of a move and a broadcast)
+        __m256i s16 = _mm256_cvtepu8_epi16(_mm_loadl_epi64((const void *)sm));
+        s16 = _mm256_permute2x128_si256(s16, s16, 0x00);
         __m256i isum[4];
         for (int k = 0; k < T; k++) isum[k] = _mm256_setzero_si256();
         __m256i hb = five ? _mm256_loadu_si256((const void *)qh) : _mm256_setzero_si256();
@@ -447,7 +453,8 @@ AI void dot_q45k(const bool five, const int T, int64_t n, const void *vw, const 
                 hi = _mm256_or_si256(
                     hi, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hb, b1), b1), _mm256_set1_epi8(16)));
             }
-            const __m256i s_lo = scale16(sm[2 * p]), s_hi = scale16(sm[2 * p + 1]);
+            const __m256i s_lo = _mm256_shuffle_epi8(s16, _mm256_set1_epi16((short)(0x0100 + 0x0202 * (2 * p)))),
+                          s_hi = _mm256_shuffle_epi8(s16, _mm256_set1_epi16((short)(0x0100 + 0x0202 * (2 * p + 1))));
             for (int k = 0; k < T; k++) {
                 const int8_t *aq = a[k][i].qs;
                 __m256i plo = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const void *)(aq + 64 * p)));
@@ -500,8 +507,8 @@ AI void dot_q6k(const int T, int64_t n, const void *vw, const void *const *va, f
             for (int j = 0; j < 4; j++) {
                 const __m256i s2 = sp[4 * h + j];
                 for (int k = 0; k < T; k++) {
-                    __m256i p = _mm256_maddubs_epi16(
-                        u[j], _mm256_loadu_si256((const void *)(a[k][i].qs + 128 * h + 32 * j)));
+                    __m256i p =
+                        _mm256_maddubs_epi16(u[j], _mm256_loadu_si256((const void *)(a[k][i].qs + 128 * h + 32 * j)));
                     isum[k] = _mm256_add_epi32(isum[k], _mm256_madd_epi16(p, s2));
                 }
             }
@@ -540,8 +547,8 @@ AI void dot_q3k(const int T, int64_t n, const void *vw, const void *const *va, f
                 u = _mm256_or_si256(
                     u, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hm, b), b), _mm256_set1_epi8(4)));
                 for (int k = 0; k < T; k++) {
-                    __m256i p = _mm256_maddubs_epi16(
-                        u, _mm256_loadu_si256((const void *)(a[k][i].qs + 128 * h + 32 * j)));
+                    __m256i p =
+                        _mm256_maddubs_epi16(u, _mm256_loadu_si256((const void *)(a[k][i].qs + 128 * h + 32 * j)));
                     isum[k] = _mm256_add_epi32(isum[k], _mm256_madd_epi16(p, sp[4 * h + j]));
                 }
             }
@@ -575,8 +582,8 @@ AI void dot_q2k(const int T, int64_t n, const void *vw, const void *const *va, f
             for (int j = 0; j < 4; j++) {
                 __m256i u = _mm256_and_si256(_mm256_srli_epi16(q, 2 * j), m3);
                 for (int k = 0; k < T; k++) {
-                    __m256i p = _mm256_maddubs_epi16(
-                        u, _mm256_loadu_si256((const void *)(a[k][i].qs + 128 * h + 32 * j)));
+                    __m256i p =
+                        _mm256_maddubs_epi16(u, _mm256_loadu_si256((const void *)(a[k][i].qs + 128 * h + 32 * j)));
                     isum[k] = _mm256_add_epi32(isum[k], _mm256_madd_epi16(p, sp[4 * h + j]));
                 }
             }
@@ -594,21 +601,21 @@ AI void dot_q2k(const int T, int64_t n, const void *vw, const void *const *va, f
 }
 
 // One-token dots (the dot table) and 1-4 token ones (matmul's mm_dot_multi), from the same kernels.
-#define ONE(name, CALL)                                                                               \
-    static float name(int64_t n, const void *w, const void *a) {                                      \
-        float out;                                                                                    \
-        CALL(1, n, w, &a, &out);                                                                      \
-        return out;                                                                                   \
+#define ONE(name, CALL)                                          \
+    static float name(int64_t n, const void *w, const void *a) { \
+        float out;                                               \
+        CALL(1, n, w, &a, &out);                                 \
+        return out;                                              \
     }
-#define ONE_AND_MULTI(name, CALL)                                                                     \
-    ONE(name, CALL)                                                                                   \
-    static void name##_multi(int64_t n, const void *w, const void *const *a, int T, float *out) {     \
-        switch (T) {                                                                                  \
-        case 1: CALL(1, n, w, a, out); break;                                                         \
-        case 2: CALL(2, n, w, a, out); break;                                                         \
-        case 3: CALL(3, n, w, a, out); break;                                                         \
-        default: CALL(4, n, w, a, out); break;                                                        \
-        }                                                                                             \
+#define ONE_AND_MULTI(name, CALL)                                                                 \
+    ONE(name, CALL)                                                                               \
+    static void name##_multi(int64_t n, const void *w, const void *const *a, int T, float *out) { \
+        switch (T) {                                                                              \
+        case 1: CALL(1, n, w, a, out); break;                                                     \
+        case 2: CALL(2, n, w, a, out); break;                                                     \
+        case 3: CALL(3, n, w, a, out); break;                                                     \
+        default: CALL(4, n, w, a, out); break;                                                    \
+        }                                                                                         \
     }
 #define C_Q4_0(T, n, w, a, out) dot32(AERO_DT_Q4_0, T, n, w, a, out)
 #define C_Q4_1(T, n, w, a, out) dot32(AERO_DT_Q4_1, T, n, w, a, out)
@@ -624,12 +631,11 @@ AI void dot_q2k(const int T, int64_t n, const void *vw, const void *const *va, f
 #define P_Q4_1(T, n, w, a, out) dot32p(AERO_DT_Q4_1, T, n, w, a, out)
 #define P_Q5_0(T, n, w, a, out) dot32p(AERO_DT_Q5_0, T, n, w, a, out)
 #define P_Q5_1(T, n, w, a, out) dot32p(AERO_DT_Q5_1, T, n, w, a, out)
-#define P_Q8_0(T, n, w, a, out) dot32p(AERO_DT_Q8_0, T, n, w, a, out)
 ONE(dot_q4_0, C_Q4_0)
 ONE(dot_q4_1, C_Q4_1)
 ONE(dot_q5_0, C_Q5_0)
 ONE(dot_q5_1, C_Q5_1)
-ONE(dot_q8_0, C_Q8_0)
+ONE_AND_MULTI(dot_q8_0, C_Q8_0)
 ONE_AND_MULTI(dot_q4_K, C_Q4_K)
 ONE_AND_MULTI(dot_q5_K, C_Q5_K)
 ONE_AND_MULTI(dot_q6_K, C_Q6_K)
@@ -639,7 +645,6 @@ ONE_AND_MULTI(mm_q4_0, P_Q4_0) // matmul's prepared rows (mm_dot, mm_dot_multi)
 ONE_AND_MULTI(mm_q4_1, P_Q4_1)
 ONE_AND_MULTI(mm_q5_0, P_Q5_0)
 ONE_AND_MULTI(mm_q5_1, P_Q5_1)
-ONE_AND_MULTI(mm_q8_0, P_Q8_0)
 
 // Installs the AVX2 kernels over a copy of the scalar table.
 void aero_kernels_fill_avx2(aero_kernel_ops *ops) {
@@ -670,7 +675,7 @@ void aero_kernels_fill_avx2(aero_kernel_ops *ops) {
     SETP(AERO_DT_Q4_1, q4_1)
     SETP(AERO_DT_Q5_0, q5_0)
     SETP(AERO_DT_Q5_1, q5_1)
-    SETP(AERO_DT_Q8_0, q8_0)
+    ops->mm_dot_multi[AERO_DT_Q8_0] = dot_q8_0_multi;
 #undef SETP
     ops->mm_dot_multi[AERO_DT_Q4_K] = dot_q4_K_multi;
     ops->mm_dot_multi[AERO_DT_Q5_K] = dot_q5_K_multi;

@@ -270,10 +270,9 @@ static void matmul_run(aero_pool *pool, const aero_wmat *const *ws, int nw, cons
             for (int k = 0; k < nw; k++)
                 for (int t = 0; t < n; t++)
                     for (int64_t r = 0; r < ws[k]->rows; r++)
-                        ys[k][(size_t)t * ldys[k] + r] =
-                            aero_vec_dot_f32(ws[k]->type, ws[k]->cols,
-                                             (const uint8_t *)ws[k]->data + (size_t)r * ws[k]->row_bytes,
-                                             x + (size_t)t * ws[k]->cols);
+                        ys[k][(size_t)t * ldys[k] + r] = aero_vec_dot_f32(
+                            ws[k]->type, ws[k]->cols, (const uint8_t *)ws[k]->data + (size_t)r * ws[k]->row_bytes,
+                            x + (size_t)t * ws[k]->cols);
             return;
         }
         if (j.vt != AERO_DT_F32) j.act = s;

@@ -511,8 +511,7 @@ static aero_status embed(aero_ctx *c, const aero_batch *b, aero_error *err) {
 
 // Output head over the whole batch: final norm of the wanted rows, then the vocabulary projection, per tile.
 // A head streamed in row blocks (rows [row0, row0 + rows) held now) fills those columns of the logits.
-static aero_status head(aero_ctx *c, const aero_batch *b, float *logits, int64_t row0, int64_t rows,
-                        aero_error *err) {
+static aero_status head(aero_ctx *c, const aero_batch *b, float *logits, int64_t row0, int64_t rows, aero_error *err) {
     aero_model *m = c->m;
     const aero_hparams *hp = &m->hp;
     int d = hp->n_embd;

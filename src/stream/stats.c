@@ -114,8 +114,8 @@ static void print_pass(FILE *f, const char *label, const st_pass *p, double disk
     char io[16] = "-";
     if (p->io_busy > 0 && p->io_bytes) snprintf(io, sizeof io, "%.2f", p->io_bytes / p->io_busy / 1e9);
     fprintf(f, "  %-6s %9.1f %9.1f %9.1f %9.1f %9.1f %7.2f %7s %9.1f %7.2f\n", label, p->bytes / 1e6, wall * 1e3,
-            p->io_busy * 1e3, p->compute * 1e3, p->wait * 1e3, wall > 0 ? p->bytes / wall / 1e9 : 0, io,
-            floor * 1e3, floor > 0 ? wall / floor : 0);
+            p->io_busy * 1e3, p->compute * 1e3, p->wait * 1e3, wall > 0 ? p->bytes / wall / 1e9 : 0, io, floor * 1e3,
+            floor > 0 ? wall / floor : 0);
 }
 
 // The --stats report: the plan, then per-pass figures against the disk floor.
@@ -126,8 +126,7 @@ void aero_stream_print_stats(aero_stream *s, FILE *f) {
     unit_map[p->n_units] = 0;
     char head[48], pf[48] = "";
     snprintf(head, sizeof head, "%s", p->head_resident ? "resident" : "streamed");
-    if (!p->head_resident && p->head_parts > 1)
-        snprintf(head, sizeof head, "streamed in %d row blocks", p->head_parts);
+    if (!p->head_resident && p->head_parts > 1) snprintf(head, sizeof head, "streamed in %d row blocks", p->head_parts);
     if (p->prefetch_asked > p->prefetch && p->n_streamed > p->prefetch)
         snprintf(pf, sizeof pf, ", lowered from %d by the budget", p->prefetch_asked);
     fprintf(f,
@@ -167,10 +166,12 @@ void aero_stream_print_stats(aero_stream *s, FILE *f) {
                 disk_bw / 1e9, s->io_threads, measured_now ? "measured now" : "measured in this run", sp.probe / 1e9,
                 sp.best / 1e9);
         if (sp.n_passes)
-            fprintf(f, "stream: IO rate over %d runs of the passes below (each run >= %.0f MB read): min %.2f, median %.2f, "
-                       "max %.2f GB/s (spread %.0f%%)\n",
-                    sp.n_passes, st_rate_min_bytes(s) / 1e6, sp.min / 1e9,
-                    sp.median / 1e9, sp.max / 1e9, sp.median > 0 ? 100 * (sp.max - sp.min) / sp.median : 0);
+            fprintf(
+                f,
+                "stream: IO rate over %d runs of the passes below (each run >= %.0f MB read): min %.2f, median %.2f, "
+                "max %.2f GB/s (spread %.0f%%)\n",
+                sp.n_passes, st_rate_min_bytes(s) / 1e6, sp.min / 1e9, sp.median / 1e9, sp.max / 1e9,
+                sp.median > 0 ? 100 * (sp.max - sp.min) / sp.median : 0);
     } else if (p->streamed_bytes)
         fprintf(f, "stream: disk bw not measured (window in use or the read failed): no floor\n");
     if (kept) {

@@ -409,10 +409,9 @@ aero_status aero_stream_acquire_head_part(aero_stream *s, int part, int64_t *row
     int n = aero_stream_head_parts(s);
     if (part < 0 || part >= n) return aero_fail(err, AERO_ERR_INVALID, "stream: no head block %d of %d", part, n);
     if (!s->mutex_ready) return aero_fail(err, AERO_ERR_INVALID, "stream: opened for planning only");
-    const st_unit *h = &s->units[s->head_unit];
-    int64_t total = 0;
-    if (h->n_places) {
-        const aero_tensor_info *t = &s->g->tensors[s->places[h->first_place].tensor];
+    int64_t out = s->params.output_tensor ? aero_gguf_tensor_index(s->g, s->params.output_tensor) : -1, total = 0;
+    if (out >= 0) {
+        const aero_tensor_info *t = &s->g->tensors[out];
         total = t->n_dims >= 2 ? (int64_t)t->ne[1] : 1;
     }
     *row0 = s->n_parts ? part * s->part_rows : 0;

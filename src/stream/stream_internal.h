@@ -122,10 +122,10 @@ struct aero_stream {
     void *exp_mem;
     uint64_t row_buf_bytes; // staging buffer for embedding rows read from disk
     void *row_buf;
-    int *streamed; // streamed units in cyclic order (the head's row blocks in place of the head unit)
-    int n_parts;   // row blocks of the head: units n_units .. n_units + n_parts - 1 (0: none built)
-    int64_t part_rows; // rows per block (the last may hold fewer)
-    int held_part;     // the block acquired now, -1 when none
+    int *streamed;             // streamed units in cyclic order (the head's row blocks in place of the head unit)
+    int n_parts;               // row blocks of the head: units n_units .. n_units + n_parts - 1 (0: none built)
+    int64_t part_rows;         // rows per block (the last may hold fewer)
+    int held_part;             // the block acquired now, -1 when none
     bool depth_lowered;        // the budget held fewer ring slots than the prefetch asked for
     uint64_t min_budget_asked; // the minimum budget at the prefetch asked for
     int n_streamed;
@@ -165,13 +165,13 @@ struct aero_stream {
     uint64_t n_logged; // passes recorded since the last reset
     st_pass cur;       // the pass in progress
     bool in_pass;
-    double acquired_at; // when the unit now held was handed out
-    int held_unit;      // unit acquired now, -1 when none
-    double disk_bw;     // stats.c: the probe's disk bandwidth, measured or set; 0 = not yet measured
+    double acquired_at;  // when the unit now held was handed out
+    int held_unit;       // unit acquired now, -1 when none
+    double disk_bw;      // stats.c: the probe's disk bandwidth, measured or set; 0 = not yet measured
     double io_rate_best; // the best IO rate of a run of passes since open (never reset): part of the floor
     uint64_t run_bytes;  // the run of passes being summed for it
     double run_busy;
-    uint64_t held;      // weight bytes allocated
+    uint64_t held; // weight bytes allocated
 };
 
 // plan.c
