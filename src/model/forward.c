@@ -369,6 +369,23 @@ static void rope_mscale(float *v, int rope_dim, float mscale) {
     for (int i = 0; i < rope_dim; i++) v[i] *= mscale;
 }
 
+// The sublayer's input: the RMS norm of the residual stream, or (OLMo 2, no pre-norm) the stream itself.
+static void pre_norm(float *xb, const float *x, int n, int d, const float *w, float eps) {
+    if (!w) {
+        memcpy(xb, x, sizeof(float) * (size_t)n * d);
+        return;
+    }
+    for (int i = 0; i < n; i++) aero_rmsnorm(xb + (size_t)i * d, x + (size_t)i * d, w, d, eps);
+}
+
+// x += y, or x += y * scale where Granite scales its sublayers' outputs.
+static void residual_add(float *x, const float *y, size_t n, float scale) {
+    if (scale != 0.0f)
+        for (size_t i = 0; i < n; i++) x[i] += y[i] * scale;
+    else
+        for (size_t i = 0; i < n; i++) x[i] += y[i];
+}
+
 // Gemma's norms of a sublayer's output before it joins the residual stream (n rows of d); nothing when w is NULL.
 static void post_norm(float *y, int n, int d, const float *w, float eps) {
     if (!w) return;
@@ -401,8 +418,7 @@ static aero_status layer_tile(aero_ctx *c, int l, attn_job *job, aero_error *err
         return err->code;
     }
     if (wmat(m, w->wo, &wo, err)) return err->code;
-    const float *an = vec(m, w->attn_norm);
-    for (int i = 0; i < n; i++) aero_rmsnorm(c->xb + (size_t)i * d, x + (size_t)i * d, an, d, hp->norm_eps);
+    pre_norm(c->xb, x, n, d, w->attn_norm >= 0 ? vec(m, w->attn_norm) : NULL, hp->norm_eps);
     aero_matmul(m->pool, &wq, c->xb, n, c->q);
     aero_matmul(m->pool, &wk, c->xb, n, c->kb);
     aero_matmul(m->pool, &wv, c->xb, n, c->vb);
@@ -420,7 +436,14 @@ static aero_status layer_tile(aero_ctx *c, int l, attn_job *job, aero_error *err
     bool swa = aero_hparams_swa_layer(hp, l);
     const float *inv_freq = swa && m->rope_inv_freq_swa ? m->rope_inv_freq_swa : c->rope_inv_freq;
     job->window = swa ? hp->n_swa : 0;
-    for (int i = 0; i < n; i++) {
+    if (hp->qk_norm_full) { // OLMo 2: one norm over each token's whole Q and whole K
+        for (int i = 0; i < n; i++) {
+            aero_rmsnorm(c->q + (size_t)i * qd, c->q + (size_t)i * qd, qn, qd, hp->norm_eps);
+            aero_rmsnorm(c->kb + (size_t)i * kvd, c->kb + (size_t)i * kvd, kn, kvd, hp->norm_eps);
+        }
+        qn = kn = NULL;
+    }
+    for (int i = 0; i < n && !hp->no_rope; i++) {
         int pos = job->b->pos[job->first + i];
         for (int h = 0; h < hp->n_head; h++) {
             float *q = c->q + (size_t)i * qd + (size_t)h * hd;
@@ -445,10 +468,9 @@ static aero_status layer_tile(aero_ctx *c, int l, attn_job *job, aero_error *err
     aero_pool_run(m->pool, attn_worker, job);
     aero_matmul(m->pool, &wo, c->att, n, c->xb);
     post_norm(c->xb, n, d, w->attn_post_norm >= 0 ? vec(m, w->attn_post_norm) : NULL, hp->norm_eps);
-    for (size_t i = 0; i < (size_t)n * d; i++) x[i] += c->xb[i];
+    residual_add(x, c->xb, (size_t)n * d, hp->residual_scale);
 
-    const float *fn = vec(m, w->ffn_norm);
-    for (int i = 0; i < n; i++) aero_rmsnorm(c->xb + (size_t)i * d, x + (size_t)i * d, fn, d, hp->norm_eps);
+    pre_norm(c->xb, x, n, d, w->ffn_norm >= 0 ? vec(m, w->ffn_norm) : NULL, hp->norm_eps);
     if (w->moe) return moe_ffn(c, l, x, n, err);
     aero_wmat wg, wu, wd;
     if (w->w_gate < 0) { // phi3: gate and up fused, gate first
@@ -464,7 +486,7 @@ static aero_status layer_tile(aero_ctx *c, int l, attn_job *job, aero_error *err
     else aero_swiglu(c->hb, c->hb2, (int64_t)n * hp->n_ff);
     aero_matmul(m->pool, &wd, c->hb, n, c->xb);
     post_norm(c->xb, n, d, w->ffn_post_norm >= 0 ? vec(m, w->ffn_post_norm) : NULL, hp->norm_eps);
-    for (size_t i = 0; i < (size_t)n * d; i++) x[i] += c->xb[i];
+    residual_add(x, c->xb, (size_t)n * d, hp->residual_scale);
     return AERO_OK;
 }
 
@@ -501,6 +523,10 @@ static aero_status head(aero_ctx *c, const aero_batch *b, float *logits, aero_er
             if (!b->want_logits || b->want_logits[first + i])
                 aero_rmsnorm(c->logit_in + (size_t)nw++ * d, c->x + (size_t)(first + i) * d, on, d, hp->norm_eps);
         if (nw) aero_matmul(m->pool, &wo, c->logit_in, nw, logits + out_row * hp->n_vocab);
+        if (nw && hp->logit_scale != 0.0f) { // Granite: logits divided by its logit scale
+            float inv = 1.0f / hp->logit_scale, *lg = logits + out_row * hp->n_vocab;
+            for (size_t i = 0; i < (size_t)nw * hp->n_vocab; i++) lg[i] *= inv;
+        }
         if (nw && hp->final_softcap > 0) { // Gemma 2: cap * tanh(logit / cap)
             float cap = hp->final_softcap, inv = 1.0f / cap, *lg = logits + out_row * hp->n_vocab;
             for (size_t i = 0; i < (size_t)nw * hp->n_vocab; i++) lg[i] = tanhf(lg[i] * inv) * cap;

@@ -42,6 +42,11 @@ typedef struct {
     float embd_scale, attn_scale, attn_softcap, final_softcap, rope_base_swa;
     int n_swa, swa_pattern;
     bool ffn_gelu, post_norms;
+    // Granite: sublayer outputs scaled by residual_scale before the residual add (0: not), logits divided by
+    // logit_scale (0: not), no rotation at all when no_rope. OLMo 2: no pre-norms (attn_norm/ffn_norm absent),
+    // Q/K norms over the whole projection rather than per head (qk_norm_full).
+    float residual_scale, logit_scale;
+    bool no_rope, qk_norm_full;
 } aero_hparams;
 
 // Whether layer l of a model with these hyperparameters attends through a sliding window.

@@ -16,7 +16,9 @@ typedef enum {
     AERO_ARCH_QWEN3,
     AERO_ARCH_GEMMA2,
     AERO_ARCH_GEMMA3,
-    AERO_ARCH_PHI3
+    AERO_ARCH_PHI3,
+    AERO_ARCH_GRANITE,
+    AERO_ARCH_OLMO2
 } aero_arch_kind;
 
 // Tensor indices (into the GGUF tensor table) of one layer's weights; -1 when absent (optional ones).

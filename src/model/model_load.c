@@ -252,14 +252,15 @@ static aero_status map_weights(aero_model *m, aero_error *err) {
     m->layers = calloc(hp->n_layer, sizeof *m->layers);
     if (!m->layers) return aero_fail(err, AERO_ERR_NOMEM, "out of memory");
     bool qwen2 = m->kind == AERO_ARCH_QWEN2, qknorm = m->kind == AERO_ARCH_QWEN3 || m->kind == AERO_ARCH_GEMMA3;
-    bool post = hp->post_norms;
+    bool post = hp->post_norms, olmo2 = m->kind == AERO_ARCH_OLMO2;
+    int64_t qn_len = olmo2 ? qd : hp->head_dim, kn_len = olmo2 ? kvd : hp->head_dim; // OLMo 2: whole projections
     for (int l = 0; l < hp->n_layer; l++) {
         aero_layer_weights *w = &m->layers[l];
         // phi3 fuses Q, K and V into one matrix (row slices of it are computed as three matrices)
         if (find_tensor(g, &w->wqkv, false, d, qd + 2 * kvd, err, "blk.%d.attn_qkv.weight", l)) return err->code;
         bool sep = w->wqkv < 0;
         w->wq = w->wk = w->wv = -1;
-        if (find_tensor(g, &w->attn_norm, true, d, 0, err, "blk.%d.attn_norm.weight", l) ||
+        if (find_tensor(g, &w->attn_norm, !olmo2, d, 0, err, "blk.%d.attn_norm.weight", l) ||
             (sep && find_tensor(g, &w->wq, true, d, qd, err, "blk.%d.attn_q.weight", l)) ||
             (sep && find_tensor(g, &w->wk, true, d, kvd, err, "blk.%d.attn_k.weight", l)) ||
             (sep && find_tensor(g, &w->wv, true, d, kvd, err, "blk.%d.attn_v.weight", l)) ||
@@ -267,10 +268,19 @@ static aero_status map_weights(aero_model *m, aero_error *err) {
             find_tensor(g, &w->bq, qwen2, qd, 0, err, "blk.%d.attn_q.bias", l) ||
             find_tensor(g, &w->bk, qwen2, kvd, 0, err, "blk.%d.attn_k.bias", l) ||
             find_tensor(g, &w->bv, qwen2, kvd, 0, err, "blk.%d.attn_v.bias", l) ||
-            find_tensor(g, &w->q_norm, qknorm, hp->head_dim, 0, err, "blk.%d.attn_q_norm.weight", l) ||
-            find_tensor(g, &w->k_norm, qknorm, hp->head_dim, 0, err, "blk.%d.attn_k_norm.weight", l) ||
-            find_tensor(g, &w->ffn_norm, true, d, 0, err, "blk.%d.ffn_norm.weight", l))
+            find_tensor(g, &w->q_norm, qknorm || olmo2, qn_len, 0, err, "blk.%d.attn_q_norm.weight", l) ||
+            find_tensor(g, &w->k_norm, qknorm || olmo2, kn_len, 0, err, "blk.%d.attn_k_norm.weight", l) ||
+            find_tensor(g, &w->ffn_norm, !olmo2, d, 0, err, "blk.%d.ffn_norm.weight", l))
             return err->code;
+        if (m->kind == AERO_ARCH_GRANITE) { // biases some Granite files carry are not computed: refuse them
+            static const char *const biases[] = {"attn_output", "ffn_gate", "ffn_up", "ffn_down"};
+            for (int k = 0; k < 4; k++) {
+                char name[96];
+                snprintf(name, sizeof name, "blk.%d.%s.bias", l, biases[k]);
+                if (aero_gguf_tensor_index(g, name) >= 0)
+                    return aero_fail(err, AERO_ERR_UNSUPPORTED, "granite: tensor '%s' (a bias) is not supported", name);
+            }
+        }
         w->attn_post_norm = w->ffn_post_norm = -1;
         if (post && (find_tensor(g, &w->attn_post_norm, true, d, 0, err, "blk.%d.post_attention_norm.weight", l) ||
                      find_tensor(g, &w->ffn_post_norm, true, d, 0, err, "blk.%d.post_ffw_norm.weight", l)))
@@ -395,7 +405,7 @@ aero_status aero_model_load(aero_model **out, const aero_model_params *p, aero_e
     const aero_gguf *g = &m->gguf;
     if (aero_hparams_read(g, &m->hp, &m->kind, err)) goto fail;
     if (aero_moe_hparams_read(g, &m->hp, &m->moe, &m->moe_p, err)) goto fail;
-    m->rope_neox = m->kind != AERO_ARCH_LLAMA;
+    m->rope_neox = m->kind != AERO_ARCH_LLAMA && m->kind != AERO_ARCH_GRANITE;
     int64_t te = aero_gguf_tensor_index(g, "token_embd.weight");
     if (te < 0) {
         aero_fail(err, AERO_ERR_FORMAT, "tensor 'token_embd.weight' is missing");

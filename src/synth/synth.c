@@ -30,6 +30,7 @@ typedef struct {
     int n_swa;          // gemma: sliding window
     float rope_linear; // gemma3 4B+: linear rope scaling of the global layers
     int longrope;      // phi3: LongRoPE's original context (0: none)
+    float granite[4];  // granite: embedding, attention, residual, logit scales
 } preset;
 
 static const preset presets[] = {
@@ -83,6 +84,20 @@ static const preset presets[] = {
     // LongRoPE over an original context of 32, so any context above it rotates with the long factors
     {"phi3-tiny-longrope", "phi3", 256, 2, 4, 4, 512, 512, 4096, 64, 10000.f, 1e-5f, 0.f, false, 0, 0, 0, 0, false, 0,
      0.f, 32},
+    // Granite 3.x 2B / 8B (config.json: hidden 2048/4096, 40 layers, 32 heads, 8 KV heads, intermediate 8192/12800,
+    // vocab 49155, ctx 4096, embedding_multiplier 12, attention_multiplier 0.015625/0.0078125, residual_multiplier
+    // 0.22, logits_scaling 8/16, tied embeddings)
+    {"granite-3-2b", "granite", 2048, 40, 32, 8, 8192, 49155, 4096, 64, 10000.f, 1e-5f, 0.f, true, 0, 0, 0, 0, false, 0,
+     0.f, 0, {12.f, 0.015625f, 0.22f, 8.f}},
+    {"granite-3-8b", "granite", 4096, 40, 32, 8, 12800, 49155, 4096, 128, 10000.f, 1e-5f, 0.f, true, 0, 0, 0, 0, false,
+     0, 0.f, 0, {12.f, 0.0078125f, 0.22f, 16.f}},
+    {"granite-tiny", "granite", 256, 2, 4, 2, 512, 512, 512, 64, 10000.f, 1e-5f, 0.f, true, 0, 0, 0, 0, false, 0, 0.f,
+     0, {12.f, 0.015625f, 0.22f, 8.f}},
+    // OLMo 2 1B / 7B (config.json: hidden 2048/4096, 16/32 layers, 16/32 heads and KV heads, intermediate 8192/11008,
+    // vocab 100352, ctx 4096, rope_theta 500000, rms eps 1e-6; untied)
+    {"olmo2-1b", "olmo2", 2048, 16, 16, 16, 8192, 100352, 4096, 128, 500000.f, 1e-6f, 0.f, false},
+    {"olmo2-7b", "olmo2", 4096, 32, 32, 32, 11008, 100352, 4096, 128, 500000.f, 1e-6f, 0.f, false},
+    {"olmo2-tiny", "olmo2", 256, 2, 4, 2, 512, 512, 512, 64, 500000.f, 1e-6f, 0.f, false},
 };
 
 bool aero_synth_preset(const char *name, aero_synth_params *p) {
@@ -112,6 +127,7 @@ bool aero_synth_preset(const char *name, aero_synth_params *p) {
         p->n_swa = s->n_swa;
         p->rope_linear_factor = s->rope_linear;
         p->longrope_orig_ctx = s->longrope;
+        memcpy(p->granite_scales, s->granite, sizeof p->granite_scales);
         p->router_skew = s->n_expert ? 3.0f : 0.f;
         p->type = AERO_DT_F16;
         return true;
@@ -122,7 +138,8 @@ bool aero_synth_preset(const char *name, aero_synth_params *p) {
 const char *aero_synth_preset_names(void) {
     return "llama-1b|llama-8b|llama-70b|qwen2-0.5b|qwen2-7b|qwen3-0.6b|qwen3-8b|tiny|qwen3-30b-a3b|mixtral-8x7b|"
            "qwen3moe-tiny|qwen2moe-tiny|mixtral-tiny|mixtral-tiny-split|gemma2-2b|gemma2-9b|gemma3-1b|gemma3-4b|gemma3-12b|"
-           "gemma2-tiny|gemma3-tiny|phi3-mini|phi3.5-mini|phi3-tiny|phi3-tiny-longrope";
+           "gemma2-tiny|gemma3-tiny|phi3-mini|phi3.5-mini|phi3-tiny|phi3-tiny-longrope|granite-3-2b|granite-3-8b|"
+           "granite-tiny|olmo2-1b|olmo2-7b|olmo2-tiny";
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -420,11 +437,15 @@ static aero_dtype mix_type(const aero_synth_params *p, mat_role r, int l) {
 aero_status aero_synth_check(const aero_synth_params *p, aero_error *err) {
     bool llama = !strcmp(p->arch, "llama"), qwen = !strcmp(p->arch, "qwen2") || !strcmp(p->arch, "qwen3"),
          qmoe = !strcmp(p->arch, "qwen2moe") || !strcmp(p->arch, "qwen3moe"),
-         gemma = !strcmp(p->arch, "gemma2") || !strcmp(p->arch, "gemma3"), phi3 = !strcmp(p->arch, "phi3");
-    if (!llama && !qwen && !qmoe && !gemma && !phi3)
+         gemma = !strcmp(p->arch, "gemma2") || !strcmp(p->arch, "gemma3"), phi3 = !strcmp(p->arch, "phi3"),
+         granite = !strcmp(p->arch, "granite"), olmo2 = !strcmp(p->arch, "olmo2");
+    if (!llama && !qwen && !qmoe && !gemma && !phi3 && !granite && !olmo2)
         return aero_fail(err, AERO_ERR_INVALID,
-                         "unknown architecture '%s' (llama, qwen2, qwen3, qwen2moe, qwen3moe, gemma2, gemma3, phi3)",
+                         "unknown architecture '%s' (llama, qwen2, qwen3, qwen2moe, qwen3moe, gemma2, gemma3, phi3, "
+                         "granite, olmo2)",
                          p->arch);
+    if ((granite || olmo2) && p->n_expert)
+        return aero_fail(err, AERO_ERR_INVALID, "%s: no experts", p->arch);
     if (phi3 && (p->n_expert || (p->head_dim && p->head_dim * p->n_head != p->n_embd)))
         return aero_fail(err, AERO_ERR_INVALID, "phi3: no experts, head count x head size = embedding size");
     if (p->longrope_orig_ctx < 0 || (p->longrope_orig_ctx > 0 && !phi3))
@@ -462,7 +483,7 @@ aero_status aero_synth_check(const aero_synth_params *p, aero_error *err) {
     if (hd < 2 || hd % 2 || hd > 1024)
         return aero_fail(err, AERO_ERR_INVALID, "head size %d must be even and in [2, 1024]", hd);
     if (!p->tokenizer_from) {
-        int min_vocab = 256 + (llama ? 5 : phi3 ? 7 : gemma ? 4 : 3);
+        int min_vocab = 256 + (llama || granite ? 5 : phi3 ? 7 : gemma ? 4 : 3);
         if (p->n_vocab < min_vocab || p->n_vocab > (1 << 22))
             return aero_fail(err, AERO_ERR_INVALID,
                              "vocabulary size (--vocab) must be in [%d, %d] for the built-in "
@@ -614,7 +635,8 @@ aero_status aero_synth_write(const aero_synth_params *p, const char *path, aero_
     aero_kernels_init();
     bool llama = !strcmp(p->arch, "llama"), qwen2 = !strcmp(p->arch, "qwen2") || !strcmp(p->arch, "qwen2moe"),
          qwen3 = !strcmp(p->arch, "qwen3") || !strcmp(p->arch, "qwen3moe"), gemma2 = !strcmp(p->arch, "gemma2"),
-         gemma3 = !strcmp(p->arch, "gemma3"), gemma = gemma2 || gemma3, phi3 = !strcmp(p->arch, "phi3");
+         gemma3 = !strcmp(p->arch, "gemma3"), gemma = gemma2 || gemma3, phi3 = !strcmp(p->arch, "phi3"),
+         olmo2 = !strcmp(p->arch, "olmo2");
     int hd = p->head_dim ? p->head_dim : p->n_embd / p->n_head;
     int64_t d = p->n_embd, qd = (int64_t)p->n_head * hd, kvd = (int64_t)p->n_head_kv * hd, ff = p->n_ff;
     int64_t ne = p->n_expert, fe = p->n_ff_exp;
@@ -660,6 +682,12 @@ aero_status aero_synth_write(const aero_synth_params *p, const char *path, aero_
         aero_gguf_set_f32(w, KEY("attn_logit_softcapping"), 50.0f);
         aero_gguf_set_f32(w, KEY("final_logit_softcapping"), 30.0f);
     }
+    static const char *const granite_keys[4] = {"embedding_scale", "attention.scale", "residual_scale", "logit_scale"};
+    for (int k = 0; k < 4; k++)
+        if (p->granite_scales[k] > 0) {
+            snprintf(key, sizeof key, "%s.%s", arch, granite_keys[k]);
+            aero_gguf_set_f32(w, key, p->granite_scales[k]);
+        }
     if (p->longrope_orig_ctx > 0) { // as Phi-3's converter: the magnitude correction of the long context
         double scale = (double)p->n_ctx / p->longrope_orig_ctx;
         aero_gguf_set_u32(w, KEY("rope.scaling.original_context_length"), (uint32_t)p->longrope_orig_ctx);
@@ -696,7 +724,7 @@ aero_status aero_synth_write(const aero_synth_params *p, const char *path, aero_
         ADD(KIND_ROPE_SHORT, AERO_DT_F32, 0, hd / 2, 0, "rope_factors_short.weight");
     }
     for (int l = 0; l < p->n_layer; l++) {
-        ADD(KIND_NORM, AERO_DT_F32, 0.02f, d, 0, "blk.%d.attn_norm.weight", l);
+        if (!olmo2) ADD(KIND_NORM, AERO_DT_F32, 0.02f, d, 0, "blk.%d.attn_norm.weight", l);
         if (phi3) { // fused, classed with attn_v by llama.cpp's quantizer
             ADD(KIND_MATRIX, mix_type(p, ROLE_V, l), sd, d, qd + 2 * kvd, "blk.%d.attn_qkv.weight", l);
         } else {
@@ -709,13 +737,13 @@ aero_status aero_synth_write(const aero_synth_params *p, const char *path, aero_
             ADD(KIND_BIAS, AERO_DT_F32, 0.02f, kvd, 0, "blk.%d.attn_k.bias", l);
             ADD(KIND_BIAS, AERO_DT_F32, 0.02f, kvd, 0, "blk.%d.attn_v.bias", l);
         }
-        if (qwen3 || gemma3) {
-            ADD(KIND_NORM, AERO_DT_F32, 0.02f, hd, 0, "blk.%d.attn_q_norm.weight", l);
-            ADD(KIND_NORM, AERO_DT_F32, 0.02f, hd, 0, "blk.%d.attn_k_norm.weight", l);
+        if (qwen3 || gemma3 || olmo2) { // OLMo 2's span the whole projection, the others' one head
+            ADD(KIND_NORM, AERO_DT_F32, 0.02f, olmo2 ? qd : hd, 0, "blk.%d.attn_q_norm.weight", l);
+            ADD(KIND_NORM, AERO_DT_F32, 0.02f, olmo2 ? kvd : hd, 0, "blk.%d.attn_k_norm.weight", l);
         }
         ADD(KIND_MATRIX, mix_type(p, ROLE_O, l), sq, qd, d, "blk.%d.attn_output.weight", l);
-        if (gemma) ADD(KIND_NORM, AERO_DT_F32, 0.02f, d, 0, "blk.%d.post_attention_norm.weight", l);
-        ADD(KIND_NORM, AERO_DT_F32, 0.02f, d, 0, "blk.%d.ffn_norm.weight", l);
+        if (gemma || olmo2) ADD(KIND_NORM, AERO_DT_F32, 0.02f, d, 0, "blk.%d.post_attention_norm.weight", l);
+        if (!olmo2) ADD(KIND_NORM, AERO_DT_F32, 0.02f, d, 0, "blk.%d.ffn_norm.weight", l);
         if (phi3) {
             ADD(KIND_MATRIX, mix_type(p, ROLE_UP, l), sd, d, 2 * ff, "blk.%d.ffn_up.weight", l);
             ADD(KIND_MATRIX, mix_type(p, ROLE_DOWN, l), sf, ff, d, "blk.%d.ffn_down.weight", l);
@@ -725,7 +753,7 @@ aero_status aero_synth_write(const aero_synth_params *p, const char *path, aero_
             ADD(KIND_MATRIX, mix_type(p, ROLE_GATE, l), sd, d, ff, "blk.%d.ffn_gate.weight", l);
             ADD(KIND_MATRIX, mix_type(p, ROLE_UP, l), sd, d, ff, "blk.%d.ffn_up.weight", l);
             ADD(KIND_MATRIX, mix_type(p, ROLE_DOWN, l), sf, ff, d, "blk.%d.ffn_down.weight", l);
-            if (gemma) ADD(KIND_NORM, AERO_DT_F32, 0.02f, d, 0, "blk.%d.post_ffw_norm.weight", l);
+            if (gemma || olmo2) ADD(KIND_NORM, AERO_DT_F32, 0.02f, d, 0, "blk.%d.post_ffw_norm.weight", l);
             continue;
         }
         // the router stays F32 (llama.cpp's quantizer never quantizes ffn_gate_inp); a scale that makes the

@@ -83,6 +83,10 @@ const CASES = [
   ['qwen3 IQ4_XS (head 128)', ['--arch', 'qwen3', '--dim', '256', '--layers', '2', '--heads', '4', '--kv-heads', '2', '--head-dim', '128', '--ffn', '512', '--vocab', '512', '--ctx', '512', '--type', 'IQ4_XS'], 5e-2, 16],
   ['llama MXFP4', ['--preset', 'tiny', '--type', 'MXFP4'], 5e-2, 16],
   ['qwen3moe MXFP4 experts (as gpt-oss files hold them)', ['--preset', 'qwen3moe-tiny', '--type', 'MXFP4'], 5e-2, 16],
+  ['granite (embedding 12, attention 1/64, residual 0.22, logits /8)', ['--preset', 'granite-tiny', '--type', 'F32'], 2e-3, 32],
+  ['granite without rope (rope.scaling.finetuned false)', ['--preset', 'granite-tiny', '--type', 'F32', '--kv', 'granite.rope.scaling.finetuned=bool:false'], 2e-3, 32],
+  ['olmo2 (no pre-norms, whole-projection Q/K norms, post norms)', ['--preset', 'olmo2-tiny', '--type', 'F32', '--seed', '1'], 2e-3, 32],
+  ['olmo2 Q8_0', ['--preset', 'olmo2-tiny', '--type', 'Q8_0'], 5e-2, 16],
   ['llama Q4_K_M mix', ['--preset', 'tiny', '--layers', '8', '--type', 'Q4_K_M', '--seed', '3'], 5e-2, 16],
 ];
 
