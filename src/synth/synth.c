@@ -366,6 +366,10 @@ static aero_dtype fit_type(aero_dtype type, int64_t row_len) {
     case AERO_DT_Q4_K: fb = AERO_DT_Q5_0; break;
     case AERO_DT_Q5_K: fb = AERO_DT_Q5_1; break;
     case AERO_DT_Q6_K: fb = AERO_DT_Q8_0; break;
+    case AERO_DT_IQ2_XXS:
+    case AERO_DT_IQ2_XS:
+    case AERO_DT_IQ3_XXS:
+    case AERO_DT_IQ3_S:
     case AERO_DT_IQ4_XS: fb = AERO_DT_IQ4_NL; break;
     default: fb = AERO_DT_F16; break;
     }
@@ -391,6 +395,10 @@ static bool matrix_type_ok(aero_dtype t) {
     case AERO_DT_Q6_K:
     case AERO_DT_IQ4_NL:
     case AERO_DT_IQ4_XS:
+    case AERO_DT_IQ2_XXS:
+    case AERO_DT_IQ2_XS:
+    case AERO_DT_IQ3_XXS:
+    case AERO_DT_IQ3_S:
     case AERO_DT_MXFP4: return true;
     default: return false;
     }
@@ -499,7 +507,7 @@ aero_status aero_synth_check(const aero_synth_params *p, aero_error *err) {
     if (!matrix_type_ok(p->type))
         return aero_fail(err, AERO_ERR_UNSUPPORTED,
                          "type %s cannot be used for weights (F32, F16, BF16, Q8_0, Q4_0, "
-                         "Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS, MXFP4)",
+                         "Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ2_XXS, IQ2_XS, IQ3_XXS, IQ3_S, IQ4_NL, IQ4_XS, MXFP4)",
                          aero_dtype_name(p->type));
     if (!(p->rope_base > 1) || !(p->norm_eps > 0 && p->norm_eps < 1) || !(p->rope_llama3_factor >= 0))
         return aero_fail(err, AERO_ERR_INVALID, "rope base %g / norm epsilon %g / rope factor %g out of range",
@@ -526,6 +534,10 @@ static int ftype_of(const aero_synth_params *p) {
     case AERO_DT_IQ4_NL: return 25;
     case AERO_DT_IQ4_XS: return 30;
     case AERO_DT_MXFP4: return 38; // LLAMA_FTYPE_MOSTLY_MXFP4_MOE
+    case AERO_DT_IQ2_XXS: return 19;
+    case AERO_DT_IQ2_XS: return 20;
+    case AERO_DT_IQ3_XXS: return 23;
+    case AERO_DT_IQ3_S: return 26;
     case AERO_DT_BF16: return 32;
     default: return 0;
     }
