@@ -23,7 +23,10 @@ $(CUDA_BUILD)/kernels/cuda/%.o: src/kernels/cuda/%.cu $(CUDA_HDR)
 	$(NVCC) $(NVCCFLAGS) -c $< -o $@
 
 # The tests check the GPU against the CPU scalar reference, compiled here from its own sources.
-CUDA_REF_SRC := src/kernels/quants_ref.c src/core/dtype.c src/core/status.c
+# (quants_ref.c reaches the non-linear types' reference in quants_iq*.c and the grids)
+CUDA_IQ_SRC  := src/kernels/quants_iq.c src/kernels/quants_iq_grid.c src/kernels/iq_grids.c
+CUDA_IQ_OBJ  := $(patsubst src/kernels/%.c,$(CUDA_BUILD)/ref/%.o,$(CUDA_IQ_SRC))
+CUDA_REF_SRC := src/kernels/quants_ref.c src/core/dtype.c src/core/status.c $(CUDA_IQ_SRC)
 CUDA_TEST_CFLAGS := -std=c11 -O2 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -Wno-format-truncation -Isrc -Iinclude $(CUDA_CFLAGS)
 
 $(CUDA_BUILD)/test_cuda: tests/cuda/test_cuda.c tests/cuda/cuda_test_util.h $(CUDA_OBJ) $(CUDA_REF_SRC)
@@ -34,8 +37,9 @@ $(CUDA_BUILD)/bench_cuda: tests/cuda/bench_cuda.cu tests/cuda/cuda_test_util.h $
 	$(CUDA_CC) $(CUDA_TEST_CFLAGS) -c src/kernels/quants_ref.c -o $(CUDA_BUILD)/ref/quants_ref.o
 	$(CUDA_CC) $(CUDA_TEST_CFLAGS) -c src/core/dtype.c -o $(CUDA_BUILD)/ref/dtype.o
 	$(CUDA_CC) $(CUDA_TEST_CFLAGS) -c src/core/status.c -o $(CUDA_BUILD)/ref/status.o
+	for f in $(CUDA_IQ_SRC); do $(CUDA_CC) $(CUDA_TEST_CFLAGS) -c $$f -o $(CUDA_BUILD)/ref/$$(basename $$f .c).o || exit 1; done
 	$(NVCC) $(NVCCFLAGS) -o $@ tests/cuda/bench_cuda.cu $(CUDA_OBJ) $(CUDA_BUILD)/ref/quants_ref.o \
-		$(CUDA_BUILD)/ref/dtype.o $(CUDA_BUILD)/ref/status.o -lm
+		$(CUDA_BUILD)/ref/dtype.o $(CUDA_BUILD)/ref/status.o $(CUDA_IQ_OBJ) -lm
 
 # The GPU decoders compiled for the CPU (host stand-ins for the intrinsics): runs anywhere, no CUDA needed.
 CUDA_CXX ?= c++
@@ -43,8 +47,9 @@ $(CUDA_BUILD)/test_decode_host: tests/cuda/test_decode_host.cpp src/kernels/cuda
 	@mkdir -p $(CUDA_BUILD)/ref
 	$(CUDA_CC) $(CUDA_TEST_CFLAGS) -c src/kernels/quants_ref.c -o $(CUDA_BUILD)/ref/quants_ref.o
 	$(CUDA_CC) $(CUDA_TEST_CFLAGS) -c src/core/dtype.c -o $(CUDA_BUILD)/ref/dtype.o
+	for f in $(CUDA_IQ_SRC); do $(CUDA_CC) $(CUDA_TEST_CFLAGS) -c $$f -o $(CUDA_BUILD)/ref/$$(basename $$f .c).o || exit 1; done
 	$(CUDA_CXX) -std=c++17 -O2 -Wall -Wno-unknown-pragmas -Isrc -Iinclude -o $@ tests/cuda/test_decode_host.cpp \
-		$(CUDA_BUILD)/ref/quants_ref.o $(CUDA_BUILD)/ref/dtype.o -lm
+		$(CUDA_BUILD)/ref/quants_ref.o $(CUDA_BUILD)/ref/dtype.o $(CUDA_IQ_OBJ) -lm
 
 .PHONY: cuda-objs cuda-tests cuda-test-host cuda-clean
 cuda-objs: $(CUDA_OBJ)

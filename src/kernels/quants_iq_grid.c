@@ -4,6 +4,7 @@
 // exact integers per block and take one float step per block, which the SIMD kernels repeat bit for bit; the
 // quantizer searches the grid (a plain nearest-entry search per group under a few candidate scales).
 #include <math.h>
+#include <pthread.h>
 #include <string.h>
 
 #include "quants_iq.h"
@@ -164,19 +165,32 @@ static grid_kind kind_of(aero_dtype t) {
     }
 }
 
-// The entry nearest the target magnitudes m (n = 8 or 4 per entry), by squared error.
+// The grids as floats, made once, for the quantizer's searches.
+static float fgrid_2xxs[256][8], fgrid_2xs[512][8], fgrid_3xxs[256][4], fgrid_3s[512][4];
+static pthread_once_t fgrid_once = PTHREAD_ONCE_INIT;
+
+static void fgrid_init(void) {
+    for (int e = 0; e < 512; e++)
+        for (int j = 0; j < 8; j++) {
+            if (e < 256) fgrid_2xxs[e][j] = (float)((aero_iq2xxs_grid[e] >> (8 * j)) & 255);
+            fgrid_2xs[e][j] = (float)((aero_iq2xs_grid[e] >> (8 * j)) & 255);
+            if (j < 4 && e < 256) fgrid_3xxs[e][j] = (float)((aero_iq3xxs_grid[e] >> (8 * j)) & 255);
+            if (j < 4) fgrid_3s[e][j] = (float)((aero_iq3s_grid[e] >> (8 * j)) & 255);
+        }
+}
+
+// The entry nearest the target magnitudes m (n = 8 or 4 per entry), by squared error (ties to the first).
 static int nearest_entry(const grid_kind *k, const float *m, int n) {
+    pthread_once(&fgrid_once, fgrid_init);
+    const float *g = k->grid == (const void *)aero_iq2xxs_grid  ? &fgrid_2xxs[0][0]
+                     : k->grid == (const void *)aero_iq2xs_grid ? &fgrid_2xs[0][0]
+                     : k->grid == (const void *)aero_iq3xxs_grid ? &fgrid_3xxs[0][0]
+                                                                 : &fgrid_3s[0][0];
     int best = 0;
     float best_e = INFINITY;
-    for (int e = 0; e < k->n_grid; e++) {
-        uint8_t g[8];
-        if (n == 8) memcpy(g, &((const uint64_t *)k->grid)[e], 8);
-        else memcpy(g, &((const uint32_t *)k->grid)[e], 4);
+    for (int e = 0; e < k->n_grid; e++, g += n) {
         float err = 0;
-        for (int j = 0; j < n; j++) {
-            float dlt = m[j] - (float)g[j];
-            err += dlt * dlt;
-        }
+        for (int j = 0; j < n; j++) err += (m[j] - g[j]) * (m[j] - g[j]);
         if (err < best_e) best_e = err, best = e;
     }
     return best;

@@ -63,6 +63,7 @@ function compare(name, ref, got, tol, minSteps) {
 // [name, synth arguments, tolerance, minimum steps compared]
 const CASES = [
   ['llama (control)', ['--preset', 'tiny', '--type', 'F32'], 2e-3, 32],
+  ['llama tied output (no output.weight)', ['--preset', 'tiny', '--tied', '--type', 'F32'], 2e-3, 32],
   ['llama head size 128 != 256/4 (Mistral Nemo shape)', ['--preset', 'tiny', '--head-dim', '128', '--type', 'F32'], 2e-3, 32],
   ['rope linear (type linear, factor 4)', ['--preset', 'tiny', '--type', 'F32', '--kv', 'llama.rope.scaling.type=str:linear', '--kv', 'llama.rope.scaling.factor=f32:4'], 2e-3, 32],
   ['rope factor 4 without a type (llama.cpp: linear)', ['--preset', 'tiny', '--type', 'F32', '--kv', 'llama.rope.scaling.factor=f32:4'], 2e-3, 32],
