@@ -234,8 +234,9 @@ static void test_other_hparams(const char *dir) {
         aero_model *m = load_and_run(path);
         if (m) {
             const aero_hparams *hp = aero_model_hparams(m);
-            CHECKF(hp->embd_scale == 12.0f && hp->attn_scale == 0.015625f && fabsf(hp->residual_scale - 0.22f) < 1e-7f &&
-                       hp->logit_scale == 8.0f && !hp->no_rope && !m->rope_neox,
+            CHECKF(hp->embd_scale == 12.0f && hp->attn_scale == 0.015625f &&
+                       fabsf(hp->residual_scale - 0.22f) < 1e-7f && hp->logit_scale == 8.0f && !hp->no_rope &&
+                       !m->rope_neox,
                    "granite: %g %g %g %g", hp->embd_scale, hp->attn_scale, hp->residual_scale, hp->logit_scale);
             aero_model_free(m);
         }

@@ -74,7 +74,8 @@ static void ref_dequant_grid(aero_dtype t, const uint8_t *w, float *y, int64_t n
                 } else if (t == AERO_DT_IQ3_XXS) {
                     uint32_t a;
                     memcpy(&a, w + 66 + 4 * ib, 4);
-                    uint32_t e1 = aero_iq3xxs_grid[w[2 + 8 * ib + 2 * l]], e2 = aero_iq3xxs_grid[w[2 + 8 * ib + 2 * l + 1]];
+                    uint32_t e1 = aero_iq3xxs_grid[w[2 + 8 * ib + 2 * l]],
+                             e2 = aero_iq3xxs_grid[w[2 + 8 * ib + 2 * l + 1]];
                     memcpy(g, &e1, 4), memcpy(g + 4, &e2, 4);
                     signs = parity7((a >> 7 * l) & 127);
                     db = d * (0.5f + (a >> 28)) * 0.5f;
@@ -104,7 +105,8 @@ static void check_grid(const char *name, const void *grid, int n, int width, con
             ok = ok && in;
         }
         for (int f = 0; f < e && unique; f++)
-            unique = memcmp((const uint8_t *)grid + (size_t)e * width, (const uint8_t *)grid + (size_t)f * width, width);
+            unique =
+                memcmp((const uint8_t *)grid + (size_t)e * width, (const uint8_t *)grid + (size_t)f * width, width);
     }
     CHECKF(ok && unique, "%s: entries outside the levels (%d) or repeated (%d)", name, !ok, !unique);
 }
@@ -176,11 +178,10 @@ static void test_type(aero_dtype t) {
                 double e2 = 0, x2 = 0;
                 for (int64_t i = 0; i < n; i++) e2 += (double)(x[i] - y[i]) * (x[i] - y[i]), x2 += (double)x[i] * x[i];
                 double bound = t == AERO_DT_MXFP4                            ? 0.05
-                               : t == AERO_DT_IQ2_XXS || t == AERO_DT_IQ2_XS    ? 0.25
-                               : t == AERO_DT_IQ3_XXS || t == AERO_DT_IQ3_S     ? 0.1
-                                                                                : 0.01;
-                CHECKF(e2 <= bound * x2 + 1e-20, "%s n=%lld: relative squared error %.4g", name, (long long)n,
-                       e2 / x2);
+                               : t == AERO_DT_IQ2_XXS || t == AERO_DT_IQ2_XS ? 0.25
+                               : t == AERO_DT_IQ3_XXS || t == AERO_DT_IQ3_S  ? 0.1
+                                                                             : 0.01;
+                CHECKF(e2 <= bound * x2 + 1e-20, "%s n=%lld: relative squared error %.4g", name, (long long)n, e2 / x2);
                 if (rep == 2 && !aero_iq_grid_type(t)) // grid types have no zero level
                     for (int i = 0; i < 64; i++) CHECKF(y[i] == 0.0f, "%s: zero group dequantizes to %g", name, y[i]);
             }
@@ -195,8 +196,7 @@ static void test_type(aero_dtype t) {
                 if (!isa[k]) continue;
                 float v = isa[k]->dot[t](n, w, a);
                 CHECKF(same(v, s), "%s n=%lld %s dot %.9g != scalar %.9g", name, (long long)n, isa[k]->name, v, s);
-                CHECKF(isa[k]->mm_dot[t] == isa[k]->dot[t], "%s %s: matmul takes another kernel", name,
-                       isa[k]->name);
+                CHECKF(isa[k]->mm_dot[t] == isa[k]->dot[t], "%s %s: matmul takes another kernel", name, isa[k]->name);
             }
             CHECK(same(aero_vec_dot(t, n, w, a), aero_vec_dot_isa(aero_kernels_isa(), t, n, w, a)));
         }

@@ -83,8 +83,8 @@ AI float dot_grid_avx2(aero_dtype t, int64_t n, const void *vw, const void *va) 
             __m256i av = _mm256_loadu_si256((const __m256i *)(a[i].qs + 32 * g));
             __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(av, wv)),
                                           _mm256_set1_epi16(1));
-            __m256i sc = _mm256_setr_epi32(blk.ls[2 * g], blk.ls[2 * g], blk.ls[2 * g], blk.ls[2 * g], blk.ls[2 * g + 1],
-                                           blk.ls[2 * g + 1], blk.ls[2 * g + 1], blk.ls[2 * g + 1]);
+            __m256i sc = _mm256_setr_epi32(blk.ls[2 * g], blk.ls[2 * g], blk.ls[2 * g], blk.ls[2 * g],
+                                           blk.ls[2 * g + 1], blk.ls[2 * g + 1], blk.ls[2 * g + 1], blk.ls[2 * g + 1]);
             acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(p, sc));
         }
         sum += (blk.d * a[i].d) * (float)hsum_i32(acc);

@@ -27,9 +27,7 @@ bool aero_iq_grid_type(aero_dtype t) {
     return t == AERO_DT_IQ2_XXS || t == AERO_DT_IQ2_XS || t == AERO_DT_IQ3_XXS || t == AERO_DT_IQ3_S;
 }
 
-float aero_iq_grid_unit(aero_dtype t) {
-    return t == AERO_DT_IQ3_S ? 1.0f : t == AERO_DT_IQ3_XXS ? 0.25f : 0.125f;
-}
+float aero_iq_grid_unit(aero_dtype t) { return t == AERO_DT_IQ3_S ? 1.0f : t == AERO_DT_IQ3_XXS ? 0.25f : 0.125f; }
 
 // 8 signed magnitudes from an 8-entry (or two 4-entries) and a sign byte.
 static void put8(int8_t *w, const uint8_t *g, uint8_t signs) {
@@ -147,13 +145,13 @@ void aero_iq_grid_fill_scalar(aero_kernel_ops *ops) {
 // ---- quantizer ---------------------------------------------------------------------------------------------
 
 typedef struct {
-    bool iq2;          // 8-entries (else pairs of 4-entries)
-    bool parity;       // 7 sign bits stored, the 8th even parity (all but IQ3_S)
-    int n_grid;        // entries
-    const void *grid;  // uint64_t[] or uint32_t[]
-    float unit;        // group scale = d * unit * (2 s + 1)
-    int scale_span;    // weights per 4-bit scale: 32, or 16 (IQ2_XS)
-    int max_level;     // largest magnitude in the grid
+    bool iq2;         // 8-entries (else pairs of 4-entries)
+    bool parity;      // 7 sign bits stored, the 8th even parity (all but IQ3_S)
+    int n_grid;       // entries
+    const void *grid; // uint64_t[] or uint32_t[]
+    float unit;       // group scale = d * unit * (2 s + 1)
+    int scale_span;   // weights per 4-bit scale: 32, or 16 (IQ2_XS)
+    int max_level;    // largest magnitude in the grid
 } grid_kind;
 
 static grid_kind kind_of(aero_dtype t) {
@@ -182,8 +180,8 @@ static void fgrid_init(void) {
 // The entry nearest the target magnitudes m (n = 8 or 4 per entry), by squared error (ties to the first).
 static int nearest_entry(const grid_kind *k, const float *m, int n) {
     pthread_once(&fgrid_once, fgrid_init);
-    const float *g = k->grid == (const void *)aero_iq2xxs_grid  ? &fgrid_2xxs[0][0]
-                     : k->grid == (const void *)aero_iq2xs_grid ? &fgrid_2xs[0][0]
+    const float *g = k->grid == (const void *)aero_iq2xxs_grid   ? &fgrid_2xxs[0][0]
+                     : k->grid == (const void *)aero_iq2xs_grid  ? &fgrid_2xs[0][0]
                      : k->grid == (const void *)aero_iq3xxs_grid ? &fgrid_3xxs[0][0]
                                                                  : &fgrid_3s[0][0];
     int best = 0;
