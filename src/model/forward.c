@@ -458,6 +458,11 @@ static aero_status layer_tile(aero_ctx *c, int l, attn_job *job, aero_error *err
             if (m->rope_mscale != 1.0f) rope_mscale(k, hp->rope_dim, m->rope_mscale);
         }
     }
+    for (int i = 0; i < n && hp->attn_temp_scale != 0.0f; i++) { // mistral3: Llama 4's query temperature
+        float pos = (float)job->b->pos[job->first + i];
+        float t = (float)(log(floor(pos / (float)hp->attn_temp_floor) + 1.0) * hp->attn_temp_scale + 1.0);
+        for (int j = 0; j < qd; j++) c->q[(size_t)i * qd + j] *= t;
+    }
     job->layer = l;
     for (int ci = 0; ci < n; ci++) {
         int i = job->first + ci;

@@ -109,10 +109,11 @@ aero_status aero_hparams_read(const aero_gguf *g, aero_hparams *hp, aero_arch_ki
     else if (!strcmp(arch, "phi3")) *kind = AERO_ARCH_PHI3;
     else if (!strcmp(arch, "granite")) *kind = AERO_ARCH_GRANITE;
     else if (!strcmp(arch, "olmo2")) *kind = AERO_ARCH_OLMO2;
+    else if (!strcmp(arch, "mistral3")) *kind = AERO_ARCH_MISTRAL3;
     else
         return aero_fail(err, AERO_ERR_UNSUPPORTED,
                          "unsupported architecture '%s' (supported: llama (and Mixtral, Mistral), "
-                         "qwen2, qwen3, qwen2moe, qwen3moe, gemma2, gemma3, phi3, granite, olmo2)",
+                         "qwen2, qwen3, qwen2moe, qwen3moe, gemma2, gemma3, phi3, granite, olmo2, mistral3)",
                          arch);
     snprintf(hp->arch, sizeof hp->arch, "%s", arch);
     int64_t n_layer, n_embd, n_ff, n_head, n_head_kv, n_ctx, key_len, rope_dim, orig_ctx;
@@ -180,9 +181,8 @@ aero_status aero_hparams_read(const aero_gguf *g, aero_hparams *hp, aero_arch_ki
         if (!(factor > 0) && hp->rope_scaling != AERO_ROPE_SCALING_LONGROPE)
             return aero_fail(err, AERO_ERR_FORMAT, "%s.rope.scaling.factor is missing or invalid", arch);
     }
-    if (log_mul != 0)
-        return aero_fail(err, AERO_ERR_UNSUPPORTED, "%s.rope.scaling.yarn_log_multiplier = %g is not supported", arch,
-                         log_mul);
+    if (log_mul != 0 && *kind != AERO_ARCH_MISTRAL3) // llama.cpp reads it for mistral3 (and DeepSeek) only
+        log_mul = 0;
     if (!(attn_factor > 0))
         return aero_fail(err, AERO_ERR_FORMAT, "%s.rope.scaling.attn_factor = %g is invalid", arch, attn_factor);
     hp->n_layer = (int)n_layer;
@@ -204,6 +204,18 @@ aero_status aero_hparams_read(const aero_gguf *g, aero_hparams *hp, aero_arch_ki
     hp->rope_attn_factor = (float)attn_factor;
     if (*kind == AERO_ARCH_GEMMA2 || *kind == AERO_ARCH_GEMMA3) return gemma_read(g, arch, *kind, hp, err);
     if (*kind == AERO_ARCH_GRANITE) return granite_read(g, arch, hp, err);
+    if (*kind == AERO_ARCH_MISTRAL3) { // llama with the YaRN keys read and Llama 4's query temperature
+        double bf, bs, temp;
+        if (get_float(g, arch, "rope.scaling.yarn_beta_fast", 32.0, &bf, err) ||
+            get_float(g, arch, "rope.scaling.yarn_beta_slow", 1.0, &bs, err) ||
+            get_float(g, arch, "attention.temperature_scale", 0.0, &temp, err))
+            return err->code;
+        hp->rope_yarn_beta_fast = (float)bf;
+        hp->rope_yarn_beta_slow = (float)bs;
+        hp->rope_yarn_log_mul = (float)log_mul;
+        hp->attn_temp_scale = (float)temp;
+        hp->attn_temp_floor = hp->rope_orig_ctx > 0 ? hp->rope_orig_ctx : hp->n_ctx_train;
+    }
     if (*kind == AERO_ARCH_OLMO2) {
         int64_t n_swa;
         if (get_int(g, arch, "attention.sliding_window", false, 0, &n_swa, err)) return err->code;

@@ -47,6 +47,10 @@ typedef struct {
     // Q/K norms over the whole projection rather than per head (qk_norm_full).
     float residual_scale, logit_scale;
     bool no_rope, qk_norm_full;
+    // mistral3: YaRN's magnitude divided by 1 + 0.1 * rope_yarn_log_mul * ln(factor); queries of position p scaled
+    // by 1 + attn_temp_scale * ln(floor(p / attn_temp_floor) + 1) (Llama 4's temperature tuning; 0: off).
+    float rope_yarn_log_mul, attn_temp_scale;
+    int attn_temp_floor;
 } aero_hparams;
 
 // Whether layer l of a model with these hyperparameters attends through a sliding window.

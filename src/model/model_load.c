@@ -272,13 +272,14 @@ static aero_status map_weights(aero_model *m, aero_error *err) {
             find_tensor(g, &w->k_norm, qknorm || olmo2, kn_len, 0, err, "blk.%d.attn_k_norm.weight", l) ||
             find_tensor(g, &w->ffn_norm, !olmo2, d, 0, err, "blk.%d.ffn_norm.weight", l))
             return err->code;
-        if (m->kind == AERO_ARCH_GRANITE) { // biases some Granite files carry are not computed: refuse them
+        if (m->kind == AERO_ARCH_GRANITE || m->kind == AERO_ARCH_MISTRAL3) { // biases are not computed: refused
             static const char *const biases[] = {"attn_output", "ffn_gate", "ffn_up", "ffn_down"};
             for (int k = 0; k < 4; k++) {
                 char name[96];
                 snprintf(name, sizeof name, "blk.%d.%s.bias", l, biases[k]);
                 if (aero_gguf_tensor_index(g, name) >= 0)
-                    return aero_fail(err, AERO_ERR_UNSUPPORTED, "granite: tensor '%s' (a bias) is not supported", name);
+                    return aero_fail(err, AERO_ERR_UNSUPPORTED, "%s: tensor '%s' (a bias) is not supported",
+                                     hp->arch, name);
             }
         }
         w->attn_post_norm = w->ffn_post_norm = -1;
@@ -334,7 +335,8 @@ static aero_status rope_setup(aero_model *m, aero_error *err) {
         hi = hi < hp->rope_dim - 1 ? hi : hp->rope_dim - 1;
     }
     m->rope_mscale = hp->rope_attn_factor > 0 ? hp->rope_attn_factor : 1.0f;
-    if (yarn && fs < 1) m->rope_mscale *= (float)(1.0 + 0.1 * log(1.0 / fs));
+    if (yarn && fs < 1) // llama.cpp: get_mscale(factor, 1) / get_mscale(factor, log_mul)
+        m->rope_mscale *= (float)((1.0 + 0.1 * log(1.0 / fs)) / (1.0 + 0.1 * hp->rope_yarn_log_mul * log(1.0 / fs)));
     for (int i = 0; i < half; i++) {
         double f = pow(hp->rope_base, -2.0 * i / hp->rope_dim);
         if (freq_factors) f /= freq_factors[i];
@@ -405,7 +407,7 @@ aero_status aero_model_load(aero_model **out, const aero_model_params *p, aero_e
     const aero_gguf *g = &m->gguf;
     if (aero_hparams_read(g, &m->hp, &m->kind, err)) goto fail;
     if (aero_moe_hparams_read(g, &m->hp, &m->moe, &m->moe_p, err)) goto fail;
-    m->rope_neox = m->kind != AERO_ARCH_LLAMA && m->kind != AERO_ARCH_GRANITE;
+    m->rope_neox = m->kind != AERO_ARCH_LLAMA && m->kind != AERO_ARCH_GRANITE && m->kind != AERO_ARCH_MISTRAL3;
     int64_t te = aero_gguf_tensor_index(g, "token_embd.weight");
     if (te < 0) {
         aero_fail(err, AERO_ERR_FORMAT, "tensor 'token_embd.weight' is missing");

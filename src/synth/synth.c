@@ -98,6 +98,9 @@ static const preset presets[] = {
     {"olmo2-1b", "olmo2", 2048, 16, 16, 16, 8192, 100352, 4096, 128, 500000.f, 1e-6f, 0.f, false},
     {"olmo2-7b", "olmo2", 4096, 32, 32, 32, 11008, 100352, 4096, 128, 500000.f, 1e-6f, 0.f, false},
     {"olmo2-tiny", "olmo2", 256, 2, 4, 2, 512, 512, 512, 64, 500000.f, 1e-6f, 0.f, false},
+    // mistral3 (Ministral 3 / Mistral 3 as llama.cpp converts them): llama's tensors; its YaRN and temperature keys
+    // are given with --kv (tests/node/arch_llamacpp.test.mjs)
+    {"mistral3-tiny", "mistral3", 256, 2, 4, 2, 512, 512, 4096, 128, 1000000.f, 1e-5f, 0.f, false},
 };
 
 bool aero_synth_preset(const char *name, aero_synth_params *p) {
@@ -139,7 +142,7 @@ const char *aero_synth_preset_names(void) {
     return "llama-1b|llama-8b|llama-70b|qwen2-0.5b|qwen2-7b|qwen3-0.6b|qwen3-8b|tiny|qwen3-30b-a3b|mixtral-8x7b|"
            "qwen3moe-tiny|qwen2moe-tiny|mixtral-tiny|mixtral-tiny-split|gemma2-2b|gemma2-9b|gemma3-1b|gemma3-4b|gemma3-12b|"
            "gemma2-tiny|gemma3-tiny|phi3-mini|phi3.5-mini|phi3-tiny|phi3-tiny-longrope|granite-3-2b|granite-3-8b|"
-           "granite-tiny|olmo2-1b|olmo2-7b|olmo2-tiny";
+           "granite-tiny|olmo2-1b|olmo2-7b|olmo2-tiny|mistral3-tiny";
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -443,14 +446,14 @@ static aero_dtype mix_type(const aero_synth_params *p, mat_role r, int l) {
 }
 
 aero_status aero_synth_check(const aero_synth_params *p, aero_error *err) {
-    bool llama = !strcmp(p->arch, "llama"), qwen = !strcmp(p->arch, "qwen2") || !strcmp(p->arch, "qwen3"),
+    bool llama = !strcmp(p->arch, "llama") || !strcmp(p->arch, "mistral3"), qwen = !strcmp(p->arch, "qwen2") || !strcmp(p->arch, "qwen3"),
          qmoe = !strcmp(p->arch, "qwen2moe") || !strcmp(p->arch, "qwen3moe"),
          gemma = !strcmp(p->arch, "gemma2") || !strcmp(p->arch, "gemma3"), phi3 = !strcmp(p->arch, "phi3"),
          granite = !strcmp(p->arch, "granite"), olmo2 = !strcmp(p->arch, "olmo2");
     if (!llama && !qwen && !qmoe && !gemma && !phi3 && !granite && !olmo2)
         return aero_fail(err, AERO_ERR_INVALID,
                          "unknown architecture '%s' (llama, qwen2, qwen3, qwen2moe, qwen3moe, gemma2, gemma3, phi3, "
-                         "granite, olmo2)",
+                         "granite, olmo2, mistral3)",
                          p->arch);
     if ((granite || olmo2) && p->n_expert)
         return aero_fail(err, AERO_ERR_INVALID, "%s: no experts", p->arch);
@@ -645,7 +648,7 @@ aero_status aero_synth_write(const aero_synth_params *p, const char *path, aero_
     aero_status s = aero_synth_check(p, err);
     if (s) return s;
     aero_kernels_init();
-    bool llama = !strcmp(p->arch, "llama"), qwen2 = !strcmp(p->arch, "qwen2") || !strcmp(p->arch, "qwen2moe"),
+    bool llama = !strcmp(p->arch, "llama") || !strcmp(p->arch, "mistral3"), qwen2 = !strcmp(p->arch, "qwen2") || !strcmp(p->arch, "qwen2moe"),
          qwen3 = !strcmp(p->arch, "qwen3") || !strcmp(p->arch, "qwen3moe"), gemma2 = !strcmp(p->arch, "gemma2"),
          gemma3 = !strcmp(p->arch, "gemma3"), gemma = gemma2 || gemma3, phi3 = !strcmp(p->arch, "phi3"),
          olmo2 = !strcmp(p->arch, "olmo2");

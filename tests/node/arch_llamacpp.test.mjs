@@ -94,6 +94,7 @@ const CASES = [
   ['llama IQ3_XXS', ['--preset', 'tiny', '--type', 'IQ3_XXS', '--seed', '1'], 5e-2, 16],
   ['llama IQ2_XS', ['--preset', 'tiny', '--type', 'IQ2_XS', '--seed', '3'], 5e-2, 16],
   ['llama IQ2_XXS', ['--preset', 'tiny', '--type', 'IQ2_XXS', '--seed', '1'], 5e-2, 16],
+  ['mistral3 (head 128 != 256/4, YaRN x4 over 8 with log multiplier 1, betas 16/2, temperature 0.5 per 8 positions)', ['--preset', 'mistral3-tiny', '--type', 'F32', '--kv', 'mistral3.rope.scaling.type=str:yarn', '--kv', 'mistral3.rope.scaling.factor=f32:4', '--kv', 'mistral3.rope.scaling.original_context_length=u32:8', '--kv', 'mistral3.rope.scaling.yarn_log_multiplier=f32:1', '--kv', 'mistral3.rope.scaling.yarn_beta_fast=f32:16', '--kv', 'mistral3.rope.scaling.yarn_beta_slow=f32:2', '--kv', 'mistral3.attention.temperature_scale=f32:0.5'], 2e-3, 32],
   ['llama Q4_K_M mix', ['--preset', 'tiny', '--layers', '8', '--type', 'Q4_K_M', '--seed', '3'], 5e-2, 16],
 ];
 
