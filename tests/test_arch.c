@@ -150,8 +150,7 @@ static void test_head_size(const char *dir) {
 
 static const char *kv_falcon[] = {"general.architecture=str:falcon"};
 static const char *kv_vlen[] = {"llama.attention.value_length=u32:32"};
-static const char *kv_log_mul[] = {"llama.rope.scaling.type=str:yarn", "llama.rope.scaling.factor=f32:4",
-                                   "llama.rope.scaling.yarn_log_multiplier=f32:0.1"};
+static const char *kv_granite[] = {"general.architecture=str:granite"}; // llama keys: no granite.logit_scale
 static const char *const *cur_kv;
 static int cur_n_kv;
 static void with_kv(aero_synth_params *p) {
@@ -159,7 +158,7 @@ static void with_kv(aero_synth_params *p) {
     p->n_kv = cur_n_kv;
 }
 
-// Refusals at load name what is not supported: the architecture, a value head of another size, DeepSeek's YaRN.
+// Refusals at load name what is not supported or missing: the architecture, a value head of another size, a key.
 static void test_refusals(const char *dir) {
     struct {
         const char *const *kv;
@@ -168,7 +167,7 @@ static void test_refusals(const char *dir) {
     } cases[] = {
         {kv_falcon, 1, "unsupported architecture 'falcon'"},
         {kv_vlen, 1, "value_length 32 != key_length 64"},
-        {kv_log_mul, 3, "yarn_log_multiplier"},
+        {kv_granite, 1, "metadata granite.block_count is missing"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         char path[512];
