@@ -29,6 +29,7 @@ static aero_status ensure_cap(aero_ctx *c, int n, aero_error *err) {
 // a context on the GPU is refused with this named rather than computing something else.
 static const char *gpu_missing(const aero_model *m) {
     if (m->rope_mscale != 1.0f) return "rope with scaled cos/sin (YaRN, rope.scaling.attn_factor)";
+    if (m->rope_inv_freq_long) return "LongRoPE";
     if (m->kind != AERO_ARCH_LLAMA && m->kind != AERO_ARCH_QWEN2 && m->kind != AERO_ARCH_QWEN3) return m->hp.arch;
     return NULL;
 }
