@@ -23,7 +23,8 @@ $(CUDA_BUILD)/kernels/cuda/%.o: src/kernels/cuda/%.cu $(CUDA_HDR)
 	$(NVCC) $(NVCCFLAGS) -c $< -o $@
 
 # The tests check the GPU against the CPU scalar reference, compiled here from its own sources.
-CUDA_REF_SRC := src/kernels/quants_ref.c src/kernels/quants_iq.c src/core/dtype.c src/core/status.c
+CUDA_REF_SRC := src/kernels/quants_ref.c src/kernels/quants_iq.c src/kernels/quants_iq_grid.c src/kernels/iq_grids.c \
+                src/core/dtype.c src/core/status.c
 CUDA_TEST_CFLAGS := -std=c11 -O2 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -Wno-format-truncation -Isrc -Iinclude $(CUDA_CFLAGS)
 
 $(CUDA_BUILD)/test_cuda: tests/cuda/test_cuda.c tests/cuda/cuda_test_util.h $(CUDA_OBJ) $(CUDA_REF_SRC)

@@ -150,8 +150,7 @@ static void test_head_size(const char *dir) {
 
 static const char *kv_falcon[] = {"general.architecture=str:falcon"};
 static const char *kv_vlen[] = {"llama.attention.value_length=u32:32"};
-static const char *kv_log_mul[] = {"llama.rope.scaling.type=str:yarn", "llama.rope.scaling.factor=f32:4",
-                                   "llama.rope.scaling.yarn_log_multiplier=f32:0.1"};
+static const char *kv_granite[] = {"general.architecture=str:granite"}; // llama keys: no granite.logit_scale
 static const char *const *cur_kv;
 static int cur_n_kv;
 static void with_kv(aero_synth_params *p) {
@@ -159,7 +158,7 @@ static void with_kv(aero_synth_params *p) {
     p->n_kv = cur_n_kv;
 }
 
-// Refusals at load name what is not supported: the architecture, a value head of another size, DeepSeek's YaRN.
+// Refusals at load name what is not supported or missing: the architecture, a value head of another size, a key.
 static void test_refusals(const char *dir) {
     struct {
         const char *const *kv;
@@ -168,7 +167,7 @@ static void test_refusals(const char *dir) {
     } cases[] = {
         {kv_falcon, 1, "unsupported architecture 'falcon'"},
         {kv_vlen, 1, "value_length 32 != key_length 64"},
-        {kv_log_mul, 3, "yarn_log_multiplier"},
+        {kv_granite, 1, "metadata granite.block_count is missing"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         char path[512];
@@ -214,6 +213,44 @@ static void test_gemma_hparams(const char *dir) {
     }
 }
 
+// phi3, granite and olmo2 read as llama.cpp reads them: fused tensors found, LongRoPE's two speed sets, Granite's
+// multipliers, OLMo 2's missing pre-norms.
+static void test_other_hparams(const char *dir) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/phi3.gguf", dir);
+    if (write_synth("phi3-tiny-longrope", NULL, path)) {
+        aero_model *m = load_and_run(path);
+        if (m) {
+            CHECK(m->layers[0].wqkv >= 0 && m->layers[0].wq < 0 && m->layers[0].w_gate < 0);
+            CHECK(m->rope_inv_freq_long && m->rope_inv_freq_long[5] < m->rope_inv_freq[5]);
+            CHECKF(fabsf(m->rope_mscale - sqrtf(1 + logf(4096.0f / 32) / logf(32))) < 1e-5f, "mscale %g",
+                   m->rope_mscale);
+            aero_model_free(m);
+        }
+    }
+    snprintf(path, sizeof path, "%s/granite.gguf", dir);
+    if (write_synth("granite-tiny", NULL, path)) {
+        aero_model *m = load_and_run(path);
+        if (m) {
+            const aero_hparams *hp = aero_model_hparams(m);
+            CHECKF(hp->embd_scale == 12.0f && hp->attn_scale == 0.015625f &&
+                       fabsf(hp->residual_scale - 0.22f) < 1e-7f && hp->logit_scale == 8.0f && !hp->no_rope &&
+                       !m->rope_neox,
+                   "granite: %g %g %g %g", hp->embd_scale, hp->attn_scale, hp->residual_scale, hp->logit_scale);
+            aero_model_free(m);
+        }
+    }
+    snprintf(path, sizeof path, "%s/olmo2.gguf", dir);
+    if (write_synth("olmo2-tiny", NULL, path)) {
+        aero_model *m = load_and_run(path);
+        if (m) {
+            CHECK(m->layers[1].attn_norm < 0 && m->layers[1].ffn_norm < 0 && m->layers[1].attn_post_norm >= 0 &&
+                  m->hp.qk_norm_full && m->rope_neox);
+            aero_model_free(m);
+        }
+    }
+}
+
 int main(int argc, char **argv) {
     if (argc > 1 && !strcmp(argv[1], "--greedy")) return dump_greedy(argc, argv);
     char dir[] = "/tmp/aero_test_arch.XXXXXX";
@@ -221,6 +258,7 @@ int main(int argc, char **argv) {
     test_head_size(dir);
     test_refusals(dir);
     test_gemma_hparams(dir);
+    test_other_hparams(dir);
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     CHECK(system(cmd) == 0);

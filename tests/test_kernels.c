@@ -452,7 +452,7 @@ static void test_quantize_bounds(void) {
     for (int i = 0; i < 31; i++) z[i] = 1.0f;
     aero_dequantize_row(AERO_DT_Q4_0, q, z, 31);
     CHECK(z[0] == 0.0f && z[30] == 0.0f);
-    aero_dequantize_row(AERO_DT_IQ2_XXS, q, z, 31);
+    aero_dequantize_row(AERO_DT_IQ1_S, q, z, 31);
     aero_quantize_row(AERO_DT_Q4_K, x, q, 255);
     free(x), free(y), free(bound), free(q);
 }
@@ -557,7 +557,7 @@ static void test_dots(void) {
     aero_error err = {0};
     aero_wmat bad = {.data = w, .type = AERO_DT_Q4_0, .cols = 33, .rows = 1, .row_bytes = 36};
     CHECK(aero_wmat_check(&bad, &err) == AERO_ERR_INVALID);
-    bad = (aero_wmat){.data = w, .type = AERO_DT_IQ2_XXS, .cols = 256, .rows = 1, .row_bytes = 66};
+    bad = (aero_wmat){.data = w, .type = AERO_DT_IQ1_S, .cols = 256, .rows = 1, .row_bytes = 50}; // no kernels
     CHECK(aero_wmat_check(&bad, &err) == AERO_ERR_UNSUPPORTED);
     free(xw), free(xa), free(dw), free(da), free(w), free(a);
 }

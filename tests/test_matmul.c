@@ -291,8 +291,8 @@ static void test_bad_input(aero_pool *pool) {
     aero_error err = {0};
     aero_wmat w = {.data = data, .type = AERO_DT_Q4_0, .cols = 48, .rows = 2, .row_bytes = 36};
     CHECK(aero_wmat_check(&w, &err) == AERO_ERR_INVALID && strstr(err.msg, "multiple"));
-    w = (aero_wmat){.data = data, .type = AERO_DT_IQ2_XXS, .cols = 256, .rows = 2, .row_bytes = 66};
-    CHECK(aero_wmat_check(&w, &err) == AERO_ERR_UNSUPPORTED && strstr(err.msg, "IQ2_XXS"));
+    w = (aero_wmat){.data = data, .type = AERO_DT_IQ1_S, .cols = 256, .rows = 2, .row_bytes = 50};
+    CHECK(aero_wmat_check(&w, &err) == AERO_ERR_UNSUPPORTED && strstr(err.msg, "IQ1_S"));
     w = (aero_wmat){.data = NULL, .type = AERO_DT_Q8_0, .cols = 64, .rows = 2, .row_bytes = 68};
     CHECK(aero_wmat_check(&w, &err) == AERO_OK); // at load a streamed weight has no data yet
     w = (aero_wmat){.data = data, .type = AERO_DT_Q8_0, .cols = 64, .rows = 2, .row_bytes = 60};

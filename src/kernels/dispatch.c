@@ -119,6 +119,10 @@ aero_dtype aero_vec_dot_type(aero_dtype w) {
     case AERO_DT_Q5_K:
     case AERO_DT_Q6_K:
     case AERO_DT_Q8_K:
+    case AERO_DT_IQ2_XXS:
+    case AERO_DT_IQ2_XS:
+    case AERO_DT_IQ3_XXS:
+    case AERO_DT_IQ3_S:
     case AERO_DT_IQ4_XS: return AERO_DT_Q8_K;
     case AERO_DT_F16: return AERO_DT_F16;
     case AERO_DT_BF16: return AERO_DT_BF16;

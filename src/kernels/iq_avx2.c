@@ -67,7 +67,45 @@ static float dot_iq4_xs_avx2(int64_t n, const void *vw, const void *va) {
     return sum;
 }
 
+// Grid types: the block decoded once (as the scalar reference decodes it), then each 32 weights' exact products
+// in 8 lanes, lanes 0-3 from weights 0..15 and 4-7 from 16..31, times their halves' integer scales.
+AI float dot_grid_avx2(aero_dtype t, int64_t n, const void *vw, const void *va) {
+    const uint8_t *w = vw;
+    const aero_block_q8_K *a = va;
+    size_t bb = aero_dtype_get(t)->block_bytes;
+    aero_iq_grid_block blk;
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n / AERO_QK_K; i++, w += bb) {
+        aero_iq_grid_decode(t, w, &blk);
+        __m256i acc = _mm256_setzero_si256();
+        for (int g = 0; g < 8; g++) {
+            __m256i wv = _mm256_loadu_si256((const __m256i *)(blk.w + 32 * g));
+            __m256i av = _mm256_loadu_si256((const __m256i *)(a[i].qs + 32 * g));
+            __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(av, wv)),
+                                          _mm256_set1_epi16(1));
+            __m256i sc = _mm256_setr_epi32(blk.ls[2 * g], blk.ls[2 * g], blk.ls[2 * g], blk.ls[2 * g],
+                                           blk.ls[2 * g + 1], blk.ls[2 * g + 1], blk.ls[2 * g + 1], blk.ls[2 * g + 1]);
+            acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(p, sc));
+        }
+        sum += (blk.d * a[i].d) * (float)hsum_i32(acc);
+    }
+    return sum * aero_iq_grid_unit(t);
+}
+
+static float dot_iq2_xxs_avx2(int64_t n, const void *w, const void *a) {
+    return dot_grid_avx2(AERO_DT_IQ2_XXS, n, w, a);
+}
+static float dot_iq2_xs_avx2(int64_t n, const void *w, const void *a) { return dot_grid_avx2(AERO_DT_IQ2_XS, n, w, a); }
+static float dot_iq3_xxs_avx2(int64_t n, const void *w, const void *a) {
+    return dot_grid_avx2(AERO_DT_IQ3_XXS, n, w, a);
+}
+static float dot_iq3_s_avx2(int64_t n, const void *w, const void *a) { return dot_grid_avx2(AERO_DT_IQ3_S, n, w, a); }
+
 void aero_iq_fill_avx2(aero_kernel_ops *ops) {
+    ops->dot[AERO_DT_IQ2_XXS] = ops->mm_dot[AERO_DT_IQ2_XXS] = dot_iq2_xxs_avx2;
+    ops->dot[AERO_DT_IQ2_XS] = ops->mm_dot[AERO_DT_IQ2_XS] = dot_iq2_xs_avx2;
+    ops->dot[AERO_DT_IQ3_XXS] = ops->mm_dot[AERO_DT_IQ3_XXS] = dot_iq3_xxs_avx2;
+    ops->dot[AERO_DT_IQ3_S] = ops->mm_dot[AERO_DT_IQ3_S] = dot_iq3_s_avx2;
     ops->dot[AERO_DT_IQ4_NL] = ops->mm_dot[AERO_DT_IQ4_NL] = dot_iq4_nl_avx2;
     ops->dot[AERO_DT_IQ4_XS] = ops->mm_dot[AERO_DT_IQ4_XS] = dot_iq4_xs_avx2;
     ops->dot[AERO_DT_MXFP4] = ops->mm_dot[AERO_DT_MXFP4] = dot_mxfp4_avx2;

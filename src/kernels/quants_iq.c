@@ -10,7 +10,9 @@ const int8_t aero_kvalues_iq4nl[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
 
 const int8_t aero_kvalues_mxfp4[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
 
-bool aero_iq_type(aero_dtype t) { return t == AERO_DT_IQ4_NL || t == AERO_DT_IQ4_XS || t == AERO_DT_MXFP4; }
+bool aero_iq_type(aero_dtype t) {
+    return t == AERO_DT_IQ4_NL || t == AERO_DT_IQ4_XS || t == AERO_DT_MXFP4 || aero_iq_grid_type(t);
+}
 
 // MXFP4 as its definition gives it: the block's exponent puts the largest magnitude in the top binade of the
 // levels (2^(floor(log2 amax) - 2) per doubled unit), then each value takes its nearest level (ties to the first
@@ -134,11 +136,14 @@ void aero_iq_quantize_row(aero_dtype t, const float *x, void *y, int64_t n) {
     if (t == AERO_DT_IQ4_NL) quantize_iq4_nl(x, y, n / AERO_QK);
     else if (t == AERO_DT_IQ4_XS) quantize_iq4_xs(x, y, n / AERO_QK_K);
     else if (t == AERO_DT_MXFP4) quantize_mxfp4(x, y, n / AERO_QK);
+    else if (aero_iq_grid_type(t)) aero_iq_grid_quantize(t, x, y, n);
 }
 
 // ggml's dequantize_row_iq4_nl / dequantize_row_iq4_xs / dequantize_row_mxfp4.
 void aero_iq_dequantize_row(aero_dtype t, const void *vx, float *y, int64_t n) {
-    if (t == AERO_DT_MXFP4) {
+    if (aero_iq_grid_type(t)) {
+        aero_iq_grid_dequantize(t, vx, y, n);
+    } else if (t == AERO_DT_MXFP4) {
         const aero_block_mxfp4 *x = vx;
         for (int64_t i = 0; i < n / AERO_QK; i++, y += AERO_QK) {
             float d = aero_e8m0_half(x[i].e);
@@ -227,4 +232,5 @@ void aero_iq_fill_scalar(aero_kernel_ops *ops) {
     ops->dot[AERO_DT_IQ4_NL] = ops->mm_dot[AERO_DT_IQ4_NL] = dot_iq4_nl;
     ops->dot[AERO_DT_IQ4_XS] = ops->mm_dot[AERO_DT_IQ4_XS] = dot_iq4_xs;
     ops->dot[AERO_DT_MXFP4] = ops->mm_dot[AERO_DT_MXFP4] = dot_mxfp4;
+    aero_iq_grid_fill_scalar(ops);
 }

@@ -50,6 +50,30 @@ static inline int aero_iq4xs_scale(const aero_block_iq4_xs *b, int ib) {
     return ((b->scales_l[ib / 2] >> (4 * (ib % 2))) & 0xF) | (((b->scales_h >> (2 * ib)) & 3) << 4);
 }
 
+// The lattice grids (iq_grids.c, generated from the published definition): each entry packs 8 (IQ2) or 4 (IQ3)
+// magnitudes, one per byte.
+extern const uint64_t aero_iq2xxs_grid[256];
+extern const uint64_t aero_iq2xs_grid[512];
+extern const uint32_t aero_iq3xxs_grid[256];
+extern const uint32_t aero_iq3s_grid[512];
+
+// Block bytes: IQ2_XXS {f16 d; u16 qs[32]} 66, IQ2_XS {f16 d; u16 qs[32]; u8 scales[8]} 74, IQ3_XXS {f16 d;
+// u8 qs[96]} 98, IQ3_S {f16 d; u8 qs[64]; u8 qh[8]; u8 signs[32]; u8 scales[4]} 110.
+// One super-block of a grid type, decoded: w = signed grid magnitudes, ls = the odd integer scale of each 16
+// weights, the value of weight k being d * unit * ls[k / 16] * w[k] with unit 1/8 (IQ2), 1/4 (IQ3_XXS), 1 (IQ3_S).
+typedef struct {
+    float d;
+    int8_t w[256];
+    int ls[16];
+} aero_iq_grid_block;
+bool aero_iq_grid_type(aero_dtype t);
+void aero_iq_grid_decode(aero_dtype t, const void *block, aero_iq_grid_block *out);
+// The power-of-two unit of a grid type's scales (0.125, 0.25 or 1).
+float aero_iq_grid_unit(aero_dtype t);
+void aero_iq_grid_dequantize(aero_dtype t, const void *x, float *y, int64_t n);
+void aero_iq_grid_quantize(aero_dtype t, const float *x, void *y, int64_t n);
+void aero_iq_grid_fill_scalar(aero_kernel_ops *ops);
+
 // Whether these kernels handle type t.
 bool aero_iq_type(aero_dtype t);
 // Scalar reference quantizer and dequantizer of a row (n a multiple of the block).

@@ -40,6 +40,7 @@ static aero_status cpu_stream(aero_model *m, aero_error *err) {
 // a context on the GPU is refused with this named rather than computing something else.
 static const char *gpu_missing(const aero_model *m) {
     if (m->rope_mscale != 1.0f) return "rope with scaled cos/sin (YaRN, rope.scaling.attn_factor)";
+    if (m->rope_inv_freq_long) return "LongRoPE";
     if (m->kind != AERO_ARCH_LLAMA && m->kind != AERO_ARCH_QWEN2 && m->kind != AERO_ARCH_QWEN3) return m->hp.arch;
     return NULL;
 }
@@ -389,6 +390,23 @@ static void rope_mscale(float *v, int rope_dim, float mscale) {
     for (int i = 0; i < rope_dim; i++) v[i] *= mscale;
 }
 
+// The sublayer's input: the RMS norm of the residual stream, or (OLMo 2, no pre-norm) the stream itself.
+static void pre_norm(float *xb, const float *x, int n, int d, const float *w, float eps) {
+    if (!w) {
+        memcpy(xb, x, sizeof(float) * (size_t)n * d);
+        return;
+    }
+    for (int i = 0; i < n; i++) aero_rmsnorm(xb + (size_t)i * d, x + (size_t)i * d, w, d, eps);
+}
+
+// x += y, or x += y * scale where Granite scales its sublayers' outputs.
+static void residual_add(float *x, const float *y, size_t n, float scale) {
+    if (scale != 0.0f)
+        for (size_t i = 0; i < n; i++) x[i] += y[i] * scale;
+    else
+        for (size_t i = 0; i < n; i++) x[i] += y[i];
+}
+
 // Gemma's norms of a sublayer's output before it joins the residual stream (n rows of d); nothing when w is NULL.
 static void post_norm(float *y, int n, int d, const float *w, float eps) {
     if (!w) return;
@@ -425,8 +443,7 @@ static aero_status layer_tile(aero_ctx *c, int l, attn_job *job, aero_error *err
         return err->code;
     }
     if (wmat(m, w->wo, &wo, err)) return err->code;
-    const float *an = vec(m, w->attn_norm);
-    for (int i = 0; i < n; i++) aero_rmsnorm(c->xb + (size_t)i * d, x + (size_t)i * d, an, d, hp->norm_eps);
+    pre_norm(c->xb, x, n, d, w->attn_norm >= 0 ? vec(m, w->attn_norm) : NULL, hp->norm_eps);
     // one quantization of the normed input for q, k and v (and one pool start)
     aero_matmul_many(m->pool, (const aero_wmat *[]){&wq, &wk, &wv}, 3, c->xb, n, (float *[]){c->q, c->kb, c->vb});
     if (w->bq >= 0) {
@@ -443,7 +460,14 @@ static aero_status layer_tile(aero_ctx *c, int l, attn_job *job, aero_error *err
     bool swa = aero_hparams_swa_layer(hp, l);
     const float *inv_freq = swa && m->rope_inv_freq_swa ? m->rope_inv_freq_swa : c->rope_inv_freq;
     job->window = swa ? hp->n_swa : 0;
-    for (int i = 0; i < n; i++) {
+    if (hp->qk_norm_full) { // OLMo 2: one norm over each token's whole Q and whole K
+        for (int i = 0; i < n; i++) {
+            aero_rmsnorm(c->q + (size_t)i * qd, c->q + (size_t)i * qd, qn, qd, hp->norm_eps);
+            aero_rmsnorm(c->kb + (size_t)i * kvd, c->kb + (size_t)i * kvd, kn, kvd, hp->norm_eps);
+        }
+        qn = kn = NULL;
+    }
+    for (int i = 0; i < n && !hp->no_rope; i++) {
         int pos = job->b->pos[job->first + i];
         for (int h = 0; h < hp->n_head; h++) {
             float *q = c->q + (size_t)i * qd + (size_t)h * hd;
@@ -458,6 +482,11 @@ static aero_status layer_tile(aero_ctx *c, int l, attn_job *job, aero_error *err
             if (m->rope_mscale != 1.0f) rope_mscale(k, hp->rope_dim, m->rope_mscale);
         }
     }
+    for (int i = 0; i < n && hp->attn_temp_scale != 0.0f; i++) { // mistral3: Llama 4's query temperature
+        float pos = (float)job->b->pos[job->first + i];
+        float t = (float)(log(floor(pos / (float)hp->attn_temp_floor) + 1.0) * hp->attn_temp_scale + 1.0);
+        for (int j = 0; j < qd; j++) c->q[(size_t)i * qd + j] *= t;
+    }
     job->layer = l;
     for (int ci = 0; ci < n; ci++) {
         int i = job->first + ci;
@@ -468,11 +497,10 @@ static aero_status layer_tile(aero_ctx *c, int l, attn_job *job, aero_error *err
     aero_pool_run(m->pool, attn_worker, job);
     aero_matmul(m->pool, &wo, c->att, n, c->xb);
     post_norm(c->xb, n, d, w->attn_post_norm >= 0 ? vec(m, w->attn_post_norm) : NULL, hp->norm_eps);
-    for (size_t i = 0; i < (size_t)n * d; i++) x[i] += c->xb[i];
+    residual_add(x, c->xb, (size_t)n * d, hp->residual_scale);
 
 ffn:;
-    const float *fn = vec(m, w->ffn_norm);
-    for (int i = 0; i < n; i++) aero_rmsnorm(c->xb + (size_t)i * d, x + (size_t)i * d, fn, d, hp->norm_eps);
+    pre_norm(c->xb, x, n, d, w->ffn_norm >= 0 ? vec(m, w->ffn_norm) : NULL, hp->norm_eps);
     if (w->moe) return moe_ffn(c, l, x, n, err);
     aero_wmat wg, wu, wd;
     if (w->w_gate < 0) { // phi3: gate and up fused, gate first
@@ -487,7 +515,7 @@ ffn:;
     else aero_swiglu(c->hb, c->hb2, (int64_t)n * hp->n_ff);
     aero_matmul(m->pool, &wd, c->hb, n, c->xb);
     post_norm(c->xb, n, d, w->ffn_post_norm >= 0 ? vec(m, w->ffn_post_norm) : NULL, hp->norm_eps);
-    for (size_t i = 0; i < (size_t)n * d; i++) x[i] += c->xb[i];
+    residual_add(x, c->xb, (size_t)n * d, hp->residual_scale);
     return AERO_OK;
 }
 
@@ -526,12 +554,13 @@ static aero_status head(aero_ctx *c, const aero_batch *b, float *logits, int64_t
             if (!b->want_logits || b->want_logits[first + i])
                 aero_rmsnorm(c->logit_in + (size_t)nw++ * d, c->x + (size_t)(first + i) * d, on, d, hp->norm_eps);
         if (nw) aero_matmul_ld(m->pool, &wo, c->logit_in, nw, logits + out_row * hp->n_vocab + row0, hp->n_vocab);
-        if (nw && hp->final_softcap > 0) { // Gemma 2: cap * tanh(logit / cap), on the columns this part filled
-            float cap = hp->final_softcap, inv = 1.0f / cap;
-            for (int i = 0; i < nw; i++) {
-                float *lg = logits + (out_row + i) * hp->n_vocab + row0;
-                for (int64_t j = 0; j < rows; j++) lg[j] = tanhf(lg[j] * inv) * cap;
-            }
+        // on the columns this part of the head filled: Granite divides by its logit scale, Gemma 2 soft-caps
+        for (int i = 0; i < nw && (hp->logit_scale != 0.0f || hp->final_softcap > 0); i++) {
+            float *lg = logits + (out_row + i) * hp->n_vocab + row0;
+            if (hp->logit_scale != 0.0f)
+                for (int64_t j = 0; j < rows; j++) lg[j] *= 1.0f / hp->logit_scale;
+            if (hp->final_softcap > 0)
+                for (int64_t j = 0; j < rows; j++) lg[j] = tanhf(lg[j] * (1.0f / hp->final_softcap)) * hp->final_softcap;
         }
         out_row += nw;
     }

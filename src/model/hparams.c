@@ -67,6 +67,34 @@ static aero_status gemma_read(const aero_gguf *g, const char *arch, aero_arch_ki
     return AERO_OK;
 }
 
+// Granite's multipliers as llama.cpp reads them: logit_scale required, the others optional (0: not applied); the
+// attention scale replaces 1/sqrt(head size); rope.scaling.finetuned false turns rotation off.
+static aero_status granite_read(const aero_gguf *g, const char *arch, aero_hparams *hp, aero_error *err) {
+    double logit, resid, embd, attn;
+    char key[160];
+    snprintf(key, sizeof key, "%s.logit_scale", arch);
+    if (!aero_gguf_get_f64(g, key, &logit)) return aero_fail(err, AERO_ERR_FORMAT, "metadata %s is missing", key);
+    if (get_float(g, arch, "residual_scale", 0.0, &resid, err) ||
+        get_float(g, arch, "embedding_scale", 0.0, &embd, err) ||
+        get_float(g, arch, "attention.scale", 0.0, &attn, err))
+        return err->code;
+    if (!(logit != 0) || resid < 0 || embd < 0 || attn < 0)
+        return aero_fail(err, AERO_ERR_FORMAT, "%s scales (logit %g, residual %g, embedding %g, attention %g) are invalid",
+                         arch, logit, resid, embd, attn);
+    hp->logit_scale = (float)logit;
+    hp->residual_scale = (float)resid;
+    hp->embd_scale = (float)embd;
+    hp->attn_scale = (float)attn;
+    bool finetuned = true;
+    snprintf(key, sizeof key, "%s.rope.scaling.finetuned", arch);
+    aero_gguf_get_bool(g, key, &finetuned);
+    hp->no_rope = !finetuned;
+    int64_t n_expert;
+    if (get_int(g, arch, "expert_count", false, 0, &n_expert, err)) return err->code;
+    if (n_expert > 0) return aero_fail(err, AERO_ERR_UNSUPPORTED, "%s with experts is not supported", arch);
+    return AERO_OK;
+}
+
 aero_status aero_hparams_read(const aero_gguf *g, aero_hparams *hp, aero_arch_kind *kind, aero_error *err) {
     memset(hp, 0, sizeof *hp);
     const char *arch = aero_gguf_get_str(g, "general.architecture");
@@ -79,11 +107,14 @@ aero_status aero_hparams_read(const aero_gguf *g, aero_hparams *hp, aero_arch_ki
     else if (!strcmp(arch, "gemma2")) *kind = AERO_ARCH_GEMMA2;
     else if (!strcmp(arch, "gemma3")) *kind = AERO_ARCH_GEMMA3;
     else if (!strcmp(arch, "phi3")) *kind = AERO_ARCH_PHI3;
+    else if (!strcmp(arch, "granite")) *kind = AERO_ARCH_GRANITE;
+    else if (!strcmp(arch, "olmo2")) *kind = AERO_ARCH_OLMO2;
+    else if (!strcmp(arch, "mistral3")) *kind = AERO_ARCH_MISTRAL3;
     else if (!strcmp(arch, "deepseek2")) *kind = AERO_ARCH_DEEPSEEK2; // latent attention (mla.c) + MoE FFN
     else
         return aero_fail(err, AERO_ERR_UNSUPPORTED,
-                         "unsupported architecture '%s' (supported: llama (and Mixtral, Mistral), "
-                         "qwen2, qwen3, qwen2moe, qwen3moe, gemma2, gemma3, phi3, deepseek2)",
+                         "unsupported architecture '%s' (supported: llama (and Mixtral, Mistral), qwen2, qwen3, "
+                         "qwen2moe, qwen3moe, gemma2, gemma3, phi3, granite, olmo2, mistral3, deepseek2)",
                          arch);
     snprintf(hp->arch, sizeof hp->arch, "%s", arch);
     int64_t n_layer, n_embd, n_ff, n_head, n_head_kv, n_ctx, key_len, rope_dim, orig_ctx;
@@ -151,9 +182,8 @@ aero_status aero_hparams_read(const aero_gguf *g, aero_hparams *hp, aero_arch_ki
         if (!(factor > 0) && hp->rope_scaling != AERO_ROPE_SCALING_LONGROPE)
             return aero_fail(err, AERO_ERR_FORMAT, "%s.rope.scaling.factor is missing or invalid", arch);
     }
-    if (log_mul != 0 && *kind != AERO_ARCH_DEEPSEEK2) // deepseek2's attention scale reads it (mla.c)
-        return aero_fail(err, AERO_ERR_UNSUPPORTED, "%s.rope.scaling.yarn_log_multiplier = %g is not supported", arch,
-                         log_mul);
+    // llama.cpp reads the YaRN log multiplier for mistral3 and deepseek2 (mla.c's attention scale) only
+    if (log_mul != 0 && *kind != AERO_ARCH_MISTRAL3 && *kind != AERO_ARCH_DEEPSEEK2) log_mul = 0;
     if (!(attn_factor > 0))
         return aero_fail(err, AERO_ERR_FORMAT, "%s.rope.scaling.attn_factor = %g is invalid", arch, attn_factor);
     hp->n_layer = (int)n_layer;
@@ -178,6 +208,26 @@ aero_status aero_hparams_read(const aero_gguf *g, aero_hparams *hp, aero_arch_ki
         return aero_mla_hparams_read(g, hp, &mla, err);
     }
     if (*kind == AERO_ARCH_GEMMA2 || *kind == AERO_ARCH_GEMMA3) return gemma_read(g, arch, *kind, hp, err);
+    if (*kind == AERO_ARCH_GRANITE) return granite_read(g, arch, hp, err);
+    if (*kind == AERO_ARCH_MISTRAL3) { // llama with the YaRN keys read and Llama 4's query temperature
+        double bf, bs, temp;
+        if (get_float(g, arch, "rope.scaling.yarn_beta_fast", 32.0, &bf, err) ||
+            get_float(g, arch, "rope.scaling.yarn_beta_slow", 1.0, &bs, err) ||
+            get_float(g, arch, "attention.temperature_scale", 0.0, &temp, err))
+            return err->code;
+        hp->rope_yarn_beta_fast = (float)bf;
+        hp->rope_yarn_beta_slow = (float)bs;
+        hp->rope_yarn_log_mul = (float)log_mul;
+        hp->attn_temp_scale = (float)temp;
+        hp->attn_temp_floor = hp->rope_orig_ctx > 0 ? hp->rope_orig_ctx : hp->n_ctx_train;
+    }
+    if (*kind == AERO_ARCH_OLMO2) {
+        int64_t n_swa;
+        if (get_int(g, arch, "attention.sliding_window", false, 0, &n_swa, err)) return err->code;
+        if (n_swa > 0)
+            return aero_fail(err, AERO_ERR_UNSUPPORTED, "%s with a sliding window (OLMo 3) is not supported", arch);
+        hp->post_norms = hp->qk_norm_full = true;
+    }
     return AERO_OK;
 }
 

@@ -43,6 +43,15 @@ typedef struct {
     int n_swa, swa_pattern;
     bool ffn_gelu, post_norms;
     int kv_lora_rank; // deepseek2 (MLA): > 0, the cache row is this latent + the rope part, and there is no V row
+    // Granite: sublayer outputs scaled by residual_scale before the residual add (0: not), logits divided by
+    // logit_scale (0: not), no rotation at all when no_rope. OLMo 2: no pre-norms (attn_norm/ffn_norm absent),
+    // Q/K norms over the whole projection rather than per head (qk_norm_full).
+    float residual_scale, logit_scale;
+    bool no_rope, qk_norm_full;
+    // mistral3: YaRN's magnitude divided by 1 + 0.1 * rope_yarn_log_mul * ln(factor); queries of position p scaled
+    // by 1 + attn_temp_scale * ln(floor(p / attn_temp_floor) + 1) (Llama 4's temperature tuning; 0: off).
+    float rope_yarn_log_mul, attn_temp_scale;
+    int attn_temp_floor;
 } aero_hparams;
 
 // Whether layer l of a model with these hyperparameters attends through a sliding window.

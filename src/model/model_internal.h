@@ -18,7 +18,10 @@ typedef enum {
     AERO_ARCH_GEMMA2,
     AERO_ARCH_GEMMA3,
     AERO_ARCH_PHI3,
-    AERO_ARCH_DEEPSEEK2
+    AERO_ARCH_DEEPSEEK2,
+    AERO_ARCH_GRANITE,
+    AERO_ARCH_OLMO2,
+    AERO_ARCH_MISTRAL3
 } aero_arch_kind;
 
 // Tensor indices (into the GGUF tensor table) of one layer's weights; -1 when absent (optional ones).

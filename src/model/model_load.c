@@ -310,14 +310,15 @@ static aero_status map_weights(aero_model *m, aero_error *err) {
         if (map_mla_layer(m, l, &m->layers[l], err)) return err->code;
     if (m->kind == AERO_ARCH_DEEPSEEK2) return AERO_OK;
     bool qwen2 = m->kind == AERO_ARCH_QWEN2, qknorm = m->kind == AERO_ARCH_QWEN3 || m->kind == AERO_ARCH_GEMMA3;
-    bool post = hp->post_norms;
+    bool post = hp->post_norms, olmo2 = m->kind == AERO_ARCH_OLMO2;
+    int64_t qn_len = olmo2 ? qd : hp->head_dim, kn_len = olmo2 ? kvd : hp->head_dim; // OLMo 2: whole projections
     for (int l = 0; l < hp->n_layer; l++) {
         aero_layer_weights *w = &m->layers[l];
         // phi3 fuses Q, K and V into one matrix (row slices of it are computed as three matrices)
         if (find_tensor(g, &w->wqkv, false, d, qd + 2 * kvd, err, "blk.%d.attn_qkv.weight", l)) return err->code;
         bool sep = w->wqkv < 0;
         w->wq = w->wk = w->wv = -1;
-        if (find_tensor(g, &w->attn_norm, true, d, 0, err, "blk.%d.attn_norm.weight", l) ||
+        if (find_tensor(g, &w->attn_norm, !olmo2, d, 0, err, "blk.%d.attn_norm.weight", l) ||
             (sep && find_tensor(g, &w->wq, true, d, qd, err, "blk.%d.attn_q.weight", l)) ||
             (sep && find_tensor(g, &w->wk, true, d, kvd, err, "blk.%d.attn_k.weight", l)) ||
             (sep && find_tensor(g, &w->wv, true, d, kvd, err, "blk.%d.attn_v.weight", l)) ||
@@ -325,10 +326,20 @@ static aero_status map_weights(aero_model *m, aero_error *err) {
             find_tensor(g, &w->bq, qwen2, qd, 0, err, "blk.%d.attn_q.bias", l) ||
             find_tensor(g, &w->bk, qwen2, kvd, 0, err, "blk.%d.attn_k.bias", l) ||
             find_tensor(g, &w->bv, qwen2, kvd, 0, err, "blk.%d.attn_v.bias", l) ||
-            find_tensor(g, &w->q_norm, qknorm, hp->head_dim, 0, err, "blk.%d.attn_q_norm.weight", l) ||
-            find_tensor(g, &w->k_norm, qknorm, hp->head_dim, 0, err, "blk.%d.attn_k_norm.weight", l) ||
-            find_tensor(g, &w->ffn_norm, true, d, 0, err, "blk.%d.ffn_norm.weight", l))
+            find_tensor(g, &w->q_norm, qknorm || olmo2, qn_len, 0, err, "blk.%d.attn_q_norm.weight", l) ||
+            find_tensor(g, &w->k_norm, qknorm || olmo2, kn_len, 0, err, "blk.%d.attn_k_norm.weight", l) ||
+            find_tensor(g, &w->ffn_norm, !olmo2, d, 0, err, "blk.%d.ffn_norm.weight", l))
             return err->code;
+        if (m->kind == AERO_ARCH_GRANITE || m->kind == AERO_ARCH_MISTRAL3) { // biases are not computed: refused
+            static const char *const biases[] = {"attn_output", "ffn_gate", "ffn_up", "ffn_down"};
+            for (int k = 0; k < 4; k++) {
+                char name[96];
+                snprintf(name, sizeof name, "blk.%d.%s.bias", l, biases[k]);
+                if (aero_gguf_tensor_index(g, name) >= 0)
+                    return aero_fail(err, AERO_ERR_UNSUPPORTED, "%s: tensor '%s' (a bias) is not supported",
+                                     hp->arch, name);
+            }
+        }
         w->attn_post_norm = w->ffn_post_norm = -1;
         if (post && (find_tensor(g, &w->attn_post_norm, true, d, 0, err, "blk.%d.post_attention_norm.weight", l) ||
                      find_tensor(g, &w->ffn_post_norm, true, d, 0, err, "blk.%d.post_ffw_norm.weight", l)))
@@ -382,7 +393,8 @@ static aero_status rope_setup(aero_model *m, aero_error *err) {
         hi = hi < hp->rope_dim - 1 ? hi : hp->rope_dim - 1;
     }
     m->rope_mscale = hp->rope_attn_factor > 0 ? hp->rope_attn_factor : 1.0f;
-    if (yarn && fs < 1) m->rope_mscale *= (float)(1.0 + 0.1 * log(1.0 / fs));
+    if (yarn && fs < 1) // llama.cpp: get_mscale(factor, 1) / get_mscale(factor, log_mul)
+        m->rope_mscale *= (float)((1.0 + 0.1 * log(1.0 / fs)) / (1.0 + 0.1 * hp->rope_yarn_log_mul * log(1.0 / fs)));
     for (int i = 0; i < half; i++) {
         double f = pow(hp->rope_base, -2.0 * i / hp->rope_dim);
         if (freq_factors) f /= freq_factors[i];
@@ -456,7 +468,9 @@ aero_status aero_model_load(aero_model **out, const aero_model_params *p, aero_e
     if (aero_hparams_read(g, &m->hp, &m->kind, err)) goto fail;
     if (aero_moe_hparams_read(g, &m->hp, &m->moe, &m->moe_p, err)) goto fail;
     if (m->kind == AERO_ARCH_DEEPSEEK2 && aero_mla_hparams_read(g, &m->hp, &m->mla, err)) goto fail;
-    m->rope_neox = m->kind != AERO_ARCH_LLAMA && m->kind != AERO_ARCH_DEEPSEEK2; // deepseek2: llama.cpp's NORM
+    // llama.cpp's NORM rope (adjacent pairs) for these, NEOX (halves) for the others
+    m->rope_neox = m->kind != AERO_ARCH_LLAMA && m->kind != AERO_ARCH_GRANITE && m->kind != AERO_ARCH_MISTRAL3 &&
+                   m->kind != AERO_ARCH_DEEPSEEK2;
     int64_t te = aero_gguf_tensor_index(g, "token_embd.weight");
     if (te < 0) {
         aero_fail(err, AERO_ERR_FORMAT, "tensor 'token_embd.weight' is missing");

@@ -30,6 +30,7 @@ typedef struct {
     int n_swa;          // gemma: sliding window
     float rope_linear; // gemma3 4B+: linear rope scaling of the global layers
     int longrope;      // phi3: LongRoPE's original context (0: none)
+    float granite[4];  // granite: embedding, attention, residual, logit scales
 } preset;
 
 static const preset presets[] = {
@@ -83,6 +84,23 @@ static const preset presets[] = {
     // LongRoPE over an original context of 32, so any context above it rotates with the long factors
     {"phi3-tiny-longrope", "phi3", 256, 2, 4, 4, 512, 512, 4096, 64, 10000.f, 1e-5f, 0.f, false, 0, 0, 0, 0, false, 0,
      0.f, 32},
+    // Granite 3.x 2B / 8B (config.json: hidden 2048/4096, 40 layers, 32 heads, 8 KV heads, intermediate 8192/12800,
+    // vocab 49155, ctx 4096, embedding_multiplier 12, attention_multiplier 0.015625/0.0078125, residual_multiplier
+    // 0.22, logits_scaling 8/16, tied embeddings)
+    {"granite-3-2b", "granite", 2048, 40, 32, 8, 8192, 49155, 4096, 64, 10000.f, 1e-5f, 0.f, true, 0, 0, 0, 0, false, 0,
+     0.f, 0, {12.f, 0.015625f, 0.22f, 8.f}},
+    {"granite-3-8b", "granite", 4096, 40, 32, 8, 12800, 49155, 4096, 128, 10000.f, 1e-5f, 0.f, true, 0, 0, 0, 0, false,
+     0, 0.f, 0, {12.f, 0.0078125f, 0.22f, 16.f}},
+    {"granite-tiny", "granite", 256, 2, 4, 2, 512, 512, 512, 64, 10000.f, 1e-5f, 0.f, true, 0, 0, 0, 0, false, 0, 0.f,
+     0, {12.f, 0.015625f, 0.22f, 8.f}},
+    // OLMo 2 1B / 7B (config.json: hidden 2048/4096, 16/32 layers, 16/32 heads and KV heads, intermediate 8192/11008,
+    // vocab 100352, ctx 4096, rope_theta 500000, rms eps 1e-6; untied)
+    {"olmo2-1b", "olmo2", 2048, 16, 16, 16, 8192, 100352, 4096, 128, 500000.f, 1e-6f, 0.f, false},
+    {"olmo2-7b", "olmo2", 4096, 32, 32, 32, 11008, 100352, 4096, 128, 500000.f, 1e-6f, 0.f, false},
+    {"olmo2-tiny", "olmo2", 256, 2, 4, 2, 512, 512, 512, 64, 500000.f, 1e-6f, 0.f, false},
+    // mistral3 (Ministral 3 / Mistral 3 as llama.cpp converts them): llama's tensors; its YaRN and temperature keys
+    // are given with --kv (tests/node/arch_llamacpp.test.mjs)
+    {"mistral3-tiny", "mistral3", 256, 2, 4, 2, 512, 512, 4096, 128, 1000000.f, 1e-5f, 0.f, false},
 };
 
 // deepseek2 presets: the dense fields as above, then the latent attention and routing (config.json of
@@ -183,6 +201,7 @@ bool aero_synth_preset(const char *name, aero_synth_params *p) {
         p->n_swa = s->n_swa;
         p->rope_linear_factor = s->rope_linear;
         p->longrope_orig_ctx = s->longrope;
+        memcpy(p->granite_scales, s->granite, sizeof p->granite_scales);
         p->router_skew = s->n_expert ? 3.0f : 0.f;
         p->type = AERO_DT_F16;
         return true;
@@ -193,8 +212,9 @@ bool aero_synth_preset(const char *name, aero_synth_params *p) {
 const char *aero_synth_preset_names(void) {
     return "llama-1b|llama-8b|llama-70b|qwen2-0.5b|qwen2-7b|qwen3-0.6b|qwen3-8b|tiny|qwen3-30b-a3b|mixtral-8x7b|"
            "qwen3moe-tiny|qwen2moe-tiny|mixtral-tiny|mixtral-tiny-split|gemma2-2b|gemma2-9b|gemma3-1b|gemma3-4b|gemma3-12b|"
-           "gemma2-tiny|gemma3-tiny|phi3-mini|phi3.5-mini|phi3-tiny|phi3-tiny-longrope|"
-           "deepseek-v3|deepseek2-tiny|deepseek2-tiny-lite|deepseek2-tiny-yarn";
+           "gemma2-tiny|gemma3-tiny|phi3-mini|phi3.5-mini|phi3-tiny|phi3-tiny-longrope|granite-3-2b|granite-3-8b|"
+           "granite-tiny|olmo2-1b|olmo2-7b|olmo2-tiny|mistral3-tiny|deepseek-v3|deepseek2-tiny|deepseek2-tiny-lite|"
+           "deepseek2-tiny-yarn";
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -421,6 +441,10 @@ static aero_dtype fit_type(aero_dtype type, int64_t row_len) {
     case AERO_DT_Q4_K: fb = AERO_DT_Q5_0; break;
     case AERO_DT_Q5_K: fb = AERO_DT_Q5_1; break;
     case AERO_DT_Q6_K: fb = AERO_DT_Q8_0; break;
+    case AERO_DT_IQ2_XXS:
+    case AERO_DT_IQ2_XS:
+    case AERO_DT_IQ3_XXS:
+    case AERO_DT_IQ3_S:
     case AERO_DT_IQ4_XS: fb = AERO_DT_IQ4_NL; break;
     default: fb = AERO_DT_F16; break;
     }
@@ -446,6 +470,10 @@ static bool matrix_type_ok(aero_dtype t) {
     case AERO_DT_Q6_K:
     case AERO_DT_IQ4_NL:
     case AERO_DT_IQ4_XS:
+    case AERO_DT_IQ2_XXS:
+    case AERO_DT_IQ2_XS:
+    case AERO_DT_IQ3_XXS:
+    case AERO_DT_IQ3_S:
     case AERO_DT_MXFP4: return true;
     default: return false;
     }
@@ -490,15 +518,17 @@ static aero_dtype mix_type(const aero_synth_params *p, mat_role r, int l) {
 }
 
 aero_status aero_synth_check(const aero_synth_params *p, aero_error *err) {
-    bool llama = !strcmp(p->arch, "llama"), qwen = !strcmp(p->arch, "qwen2") || !strcmp(p->arch, "qwen3"),
+    bool llama = !strcmp(p->arch, "llama") || !strcmp(p->arch, "mistral3"), qwen = !strcmp(p->arch, "qwen2") || !strcmp(p->arch, "qwen3"),
          qmoe = !strcmp(p->arch, "qwen2moe") || !strcmp(p->arch, "qwen3moe"),
          gemma = !strcmp(p->arch, "gemma2") || !strcmp(p->arch, "gemma3"), phi3 = !strcmp(p->arch, "phi3"),
-         ds2 = !strcmp(p->arch, "deepseek2");
-    if (!llama && !qwen && !qmoe && !gemma && !phi3 && !ds2)
+         granite = !strcmp(p->arch, "granite"), olmo2 = !strcmp(p->arch, "olmo2"), ds2 = !strcmp(p->arch, "deepseek2");
+    if (!llama && !qwen && !qmoe && !gemma && !phi3 && !granite && !olmo2 && !ds2)
         return aero_fail(err, AERO_ERR_INVALID,
                          "unknown architecture '%s' (llama, qwen2, qwen3, qwen2moe, qwen3moe, gemma2, gemma3, phi3, "
-                         "deepseek2)",
+                         "granite, olmo2, mistral3, deepseek2)",
                          p->arch);
+    if ((granite || olmo2) && p->n_expert)
+        return aero_fail(err, AERO_ERR_INVALID, "%s: no experts", p->arch);
     if (phi3 && (p->n_expert || (p->head_dim && p->head_dim * p->n_head != p->n_embd)))
         return aero_fail(err, AERO_ERR_INVALID, "phi3: no experts, head count x head size = embedding size");
     if (p->longrope_orig_ctx < 0 || (p->longrope_orig_ctx > 0 && !phi3))
@@ -539,7 +569,7 @@ aero_status aero_synth_check(const aero_synth_params *p, aero_error *err) {
     if (hd < 2 || hd % 2 || hd > 1024)
         return aero_fail(err, AERO_ERR_INVALID, "head size %d must be even and in [2, 1024]", hd);
     if (!p->tokenizer_from) {
-        int min_vocab = 256 + (llama ? 5 : phi3 ? 7 : gemma ? 4 : 3);
+        int min_vocab = 256 + (llama || granite ? 5 : phi3 ? 7 : gemma ? 4 : 3);
         if (p->n_vocab < min_vocab || p->n_vocab > (1 << 22))
             return aero_fail(err, AERO_ERR_INVALID,
                              "vocabulary size (--vocab) must be in [%d, %d] for the built-in "
@@ -555,7 +585,7 @@ aero_status aero_synth_check(const aero_synth_params *p, aero_error *err) {
     if (!matrix_type_ok(p->type))
         return aero_fail(err, AERO_ERR_UNSUPPORTED,
                          "type %s cannot be used for weights (F32, F16, BF16, Q8_0, Q4_0, "
-                         "Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS, MXFP4)",
+                         "Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ2_XXS, IQ2_XS, IQ3_XXS, IQ3_S, IQ4_NL, IQ4_XS, MXFP4)",
                          aero_dtype_name(p->type));
     if (!(p->rope_base > 1) || !(p->norm_eps > 0 && p->norm_eps < 1) || !(p->rope_llama3_factor >= 0))
         return aero_fail(err, AERO_ERR_INVALID, "rope base %g / norm epsilon %g / rope factor %g out of range",
@@ -582,6 +612,10 @@ static int ftype_of(const aero_synth_params *p) {
     case AERO_DT_IQ4_NL: return 25;
     case AERO_DT_IQ4_XS: return 30;
     case AERO_DT_MXFP4: return 38; // LLAMA_FTYPE_MOSTLY_MXFP4_MOE
+    case AERO_DT_IQ2_XXS: return 19;
+    case AERO_DT_IQ2_XS: return 20;
+    case AERO_DT_IQ3_XXS: return 23;
+    case AERO_DT_IQ3_S: return 26;
     case AERO_DT_BF16: return 32;
     default: return 0;
     }
@@ -689,10 +723,10 @@ aero_status aero_synth_write(const aero_synth_params *p, const char *path, aero_
     aero_status s = aero_synth_check(p, err);
     if (s) return s;
     aero_kernels_init();
-    bool llama = !strcmp(p->arch, "llama"), qwen2 = !strcmp(p->arch, "qwen2") || !strcmp(p->arch, "qwen2moe"),
+    bool llama = !strcmp(p->arch, "llama") || !strcmp(p->arch, "mistral3"), qwen2 = !strcmp(p->arch, "qwen2") || !strcmp(p->arch, "qwen2moe"),
          qwen3 = !strcmp(p->arch, "qwen3") || !strcmp(p->arch, "qwen3moe"), gemma2 = !strcmp(p->arch, "gemma2"),
          gemma3 = !strcmp(p->arch, "gemma3"), gemma = gemma2 || gemma3, phi3 = !strcmp(p->arch, "phi3"),
-         ds2 = !strcmp(p->arch, "deepseek2");
+         olmo2 = !strcmp(p->arch, "olmo2"), ds2 = !strcmp(p->arch, "deepseek2");
     int hd = p->head_dim ? p->head_dim : p->n_embd / p->n_head;
     int64_t d = p->n_embd, qd = (int64_t)p->n_head * hd, kvd = (int64_t)p->n_head_kv * hd, ff = p->n_ff;
     int64_t ne = p->n_expert, fe = p->n_ff_exp;
@@ -738,6 +772,12 @@ aero_status aero_synth_write(const aero_synth_params *p, const char *path, aero_
         aero_gguf_set_f32(w, KEY("attn_logit_softcapping"), 50.0f);
         aero_gguf_set_f32(w, KEY("final_logit_softcapping"), 30.0f);
     }
+    static const char *const granite_keys[4] = {"embedding_scale", "attention.scale", "residual_scale", "logit_scale"};
+    for (int k = 0; k < 4; k++)
+        if (p->granite_scales[k] > 0) {
+            snprintf(key, sizeof key, "%s.%s", arch, granite_keys[k]);
+            aero_gguf_set_f32(w, key, p->granite_scales[k]);
+        }
     if (p->longrope_orig_ctx > 0) { // as Phi-3's converter: the magnitude correction of the long context
         double scale = (double)p->n_ctx / p->longrope_orig_ctx;
         aero_gguf_set_u32(w, KEY("rope.scaling.original_context_length"), (uint32_t)p->longrope_orig_ctx);
@@ -810,8 +850,7 @@ aero_status aero_synth_write(const aero_synth_params *p, const char *path, aero_
             int64_t H = p->n_head, nope = p->ds.qk_nope, rope = p->ds.qk_rope, kq = nope + rope, v = p->ds.v_head;
             int64_t Q = p->ds.q_lora_rank, L = p->ds.kv_lora_rank, fe = p->n_ff_exp;
             const float sl = 1.0f / sqrtf((float)L);
-            ADD(KIND_NORM, AERO_DT_F32, 0.02f, d, 0, "blk.%d.attn_norm.weight", l);
-            if (Q > 0) {
+                if (Q > 0) {
                 ADD(KIND_NORM, AERO_DT_F32, 0.02f, Q, 0, "blk.%d.attn_q_a_norm.weight", l);
                 ADD(KIND_MATRIX, T, sd, d, Q, "blk.%d.attn_q_a.weight", l);
                 ADD(KIND_MATRIX, T, 1.0f / sqrtf((float)Q), Q, H * kq, "blk.%d.attn_q_b.weight", l);
@@ -850,7 +889,7 @@ aero_status aero_synth_write(const aero_synth_params *p, const char *path, aero_
             }
             continue;
         }
-        ADD(KIND_NORM, AERO_DT_F32, 0.02f, d, 0, "blk.%d.attn_norm.weight", l);
+        if (!olmo2) ADD(KIND_NORM, AERO_DT_F32, 0.02f, d, 0, "blk.%d.attn_norm.weight", l);
         if (phi3) { // fused, classed with attn_v by llama.cpp's quantizer
             ADD(KIND_MATRIX, mix_type(p, ROLE_V, l), sd, d, qd + 2 * kvd, "blk.%d.attn_qkv.weight", l);
         } else {
@@ -863,13 +902,13 @@ aero_status aero_synth_write(const aero_synth_params *p, const char *path, aero_
             ADD(KIND_BIAS, AERO_DT_F32, 0.02f, kvd, 0, "blk.%d.attn_k.bias", l);
             ADD(KIND_BIAS, AERO_DT_F32, 0.02f, kvd, 0, "blk.%d.attn_v.bias", l);
         }
-        if (qwen3 || gemma3) {
-            ADD(KIND_NORM, AERO_DT_F32, 0.02f, hd, 0, "blk.%d.attn_q_norm.weight", l);
-            ADD(KIND_NORM, AERO_DT_F32, 0.02f, hd, 0, "blk.%d.attn_k_norm.weight", l);
+        if (qwen3 || gemma3 || olmo2) { // OLMo 2's span the whole projection, the others' one head
+            ADD(KIND_NORM, AERO_DT_F32, 0.02f, olmo2 ? qd : hd, 0, "blk.%d.attn_q_norm.weight", l);
+            ADD(KIND_NORM, AERO_DT_F32, 0.02f, olmo2 ? kvd : hd, 0, "blk.%d.attn_k_norm.weight", l);
         }
         ADD(KIND_MATRIX, mix_type(p, ROLE_O, l), sq, qd, d, "blk.%d.attn_output.weight", l);
-        if (gemma) ADD(KIND_NORM, AERO_DT_F32, 0.02f, d, 0, "blk.%d.post_attention_norm.weight", l);
-        ADD(KIND_NORM, AERO_DT_F32, 0.02f, d, 0, "blk.%d.ffn_norm.weight", l);
+        if (gemma || olmo2) ADD(KIND_NORM, AERO_DT_F32, 0.02f, d, 0, "blk.%d.post_attention_norm.weight", l);
+        if (!olmo2) ADD(KIND_NORM, AERO_DT_F32, 0.02f, d, 0, "blk.%d.ffn_norm.weight", l);
         if (phi3) {
             ADD(KIND_MATRIX, mix_type(p, ROLE_UP, l), sd, d, 2 * ff, "blk.%d.ffn_up.weight", l);
             ADD(KIND_MATRIX, mix_type(p, ROLE_DOWN, l), sf, ff, d, "blk.%d.ffn_down.weight", l);
@@ -879,7 +918,7 @@ aero_status aero_synth_write(const aero_synth_params *p, const char *path, aero_
             ADD(KIND_MATRIX, mix_type(p, ROLE_GATE, l), sd, d, ff, "blk.%d.ffn_gate.weight", l);
             ADD(KIND_MATRIX, mix_type(p, ROLE_UP, l), sd, d, ff, "blk.%d.ffn_up.weight", l);
             ADD(KIND_MATRIX, mix_type(p, ROLE_DOWN, l), sf, ff, d, "blk.%d.ffn_down.weight", l);
-            if (gemma) ADD(KIND_NORM, AERO_DT_F32, 0.02f, d, 0, "blk.%d.post_ffw_norm.weight", l);
+            if (gemma || olmo2) ADD(KIND_NORM, AERO_DT_F32, 0.02f, d, 0, "blk.%d.post_ffw_norm.weight", l);
             continue;
         }
         // the router stays F32 (llama.cpp's quantizer never quantizes ffn_gate_inp); a scale that makes the

@@ -19,7 +19,7 @@ typedef enum { AERO_SYNTH_MIX_NONE = 0, AERO_SYNTH_MIX_Q4_K_M, AERO_SYNTH_MIX_Q5
 
 typedef struct {
     char arch[16]; // "llama", "qwen2" (Q/K/V biases), "qwen3" (per-head Q/K RMSNorm), "qwen2moe",
-                   // "qwen3moe", "gemma2", "gemma3", "phi3" (fused QKV and gate/up),
+                   // "qwen3moe", "gemma2", "gemma3", "phi3" (fused QKV and gate/up), "granite", "olmo2",
                    // "deepseek2"
     char name[64]; // general.name ("synthetic llama-8b")
     int n_embd, n_layer, n_head, n_head_kv, n_ff, n_vocab, n_ctx;
@@ -30,6 +30,7 @@ typedef struct {
     int n_swa;                // gemma2/gemma3: attention.sliding_window (0: gemma2 writes none, gemma3 none)
     float rope_linear_factor; // > 0: rope.scaling.type linear with this factor (Gemma 3 4B and larger)
     int longrope_orig_ctx;    // phi3 > 0: LongRoPE with rope_factors_long/short tensors, this original context
+    float granite_scales[4];  // granite: embedding, attention, residual and logit scales (0: not written)
     // mixture of experts ("qwen3moe", "qwen2moe", or "llama" with experts = Mixtral); n_expert 0: dense
     int n_expert, n_expert_used;
     int n_ff_exp;      // rows of one routed expert (qwen*moe: expert_feed_forward_length; llama: n_ff)

@@ -300,7 +300,8 @@ static const char chatml_template[] =
 // up to n_vocab (as Hugging Face vocabularies padded for the embedding's size are converted).
 aero_status synth_write_tokenizer(aero_gguf_writer *w, const aero_synth_params *p, aero_synth_stats *stats, int *n_real,
                                   aero_error *err) {
-    bool llama = !strcmp(p->arch, "llama"), gemma = !strncmp(p->arch, "gemma", 5), phi3 = !strcmp(p->arch, "phi3");
+    bool llama = !strcmp(p->arch, "llama") || !strcmp(p->arch, "granite") || !strcmp(p->arch, "mistral3"), gemma = !strncmp(p->arch, "gemma", 5),
+         phi3 = !strcmp(p->arch, "phi3");
     const char *const *spec = llama ? llama_specials : gemma ? gemma_specials : phi3 ? phi3_specials : qwen_specials;
     int n_spec = llama ? 5 : phi3 ? 7 : gemma ? 4 : 3;
     int room = p->n_vocab - 256 - n_spec;

@@ -41,7 +41,7 @@ has 'qwen3.attention.key_length *uint32 *128' "$T/out"
 has '<|im_end|>' "$T/out"
 
 # Every matrix type the kernels compute with.
-for ty in F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q2_K Q3_K Q4_K Q5_K Q6_K IQ4_NL IQ4_XS MXFP4; do
+for ty in F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q2_K Q3_K Q4_K Q5_K Q6_K IQ2_XXS IQ2_XS IQ3_XXS IQ3_S IQ4_NL IQ4_XS MXFP4; do
   ok "$A" synth --preset tiny --type $ty --layers 1 -q -o "$T/t_$ty.gguf" || continue
   ok "$A" info "$T/t_$ty.gguf" --no-tensors || continue
   n=$(grep -E "^  $ty +[0-9]+ tensors" "$T/out" | awk '{print $2}')
@@ -126,7 +126,7 @@ bad "no output file" --preset tiny
 bad "unknown preset 'llama-9b'" --preset llama-9b -o "$T/x.gguf"
 bad "unknown type 'Q9_K'" --preset tiny --type Q9_K -o "$T/x.gguf"
 bad "cannot be used for weights" --preset tiny --type Q8_K -o "$T/x.gguf"
-bad "cannot be used for weights" --preset tiny --type IQ2_XS -o "$T/x.gguf"
+bad "cannot be used for weights" --preset tiny --type IQ1_S -o "$T/x.gguf"
 bad "unknown architecture 'gpt'" --arch gpt $SMALL -o "$T/x.gguf"
 bad "needs --dim" --arch llama --layers 2 -o "$T/x.gguf"
 bad "give --preset" -o "$T/x.gguf"
