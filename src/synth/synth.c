@@ -850,7 +850,8 @@ aero_status aero_synth_write(const aero_synth_params *p, const char *path, aero_
             int64_t H = p->n_head, nope = p->ds.qk_nope, rope = p->ds.qk_rope, kq = nope + rope, v = p->ds.v_head;
             int64_t Q = p->ds.q_lora_rank, L = p->ds.kv_lora_rank, fe = p->n_ff_exp;
             const float sl = 1.0f / sqrtf((float)L);
-                if (Q > 0) {
+            ADD(KIND_NORM, AERO_DT_F32, 0.02f, d, 0, "blk.%d.attn_norm.weight", l);
+            if (Q > 0) {
                 ADD(KIND_NORM, AERO_DT_F32, 0.02f, Q, 0, "blk.%d.attn_q_a_norm.weight", l);
                 ADD(KIND_MATRIX, T, sd, d, Q, "blk.%d.attn_q_a.weight", l);
                 ADD(KIND_MATRIX, T, 1.0f / sqrtf((float)Q), Q, H * kq, "blk.%d.attn_q_b.weight", l);
