@@ -291,9 +291,7 @@ static bool submit(job *j, const char *custom_id, aero_req_kind kind, aero_req *
         j->items = a;
         j->cap_items = cap;
     }
-    j->items[j->n_items++] = it;
-    // meta.id points into the item's own storage, which moves with the array: set where it lives
-    j->items[j->n_items - 1].meta.id = j->items[j->n_items - 1].id;
+    j->items[j->n_items++] = it; // meta.id is set at use: the item moves with the array
     return true;
 fail:
     free(ids);
@@ -350,6 +348,7 @@ static bool collect(job *j, job_item *it, int timeout_ms) {
                                                            aero_srv_model_piece, &j->x, 0)
                                        : NULL;
             const char *fin = d.finish == AERO_FINISH_LENGTH ? "length" : "stop";
+            it->meta.id = it->id;
             json_t *resp = aero_oai_response(&it->meta, it->text.p ? it->text.p : "", it->text.len, fin, lpj,
                                              d.n_prompt, d.n_gen);
             if (resp) aero_oai_usage_cached(resp, d.n_cached);
@@ -388,7 +387,6 @@ static void drain(job *j, int keep) {
             if (collect(j, &j->items[i], 0)) {
                 item_free(&j->items[i]);
                 j->items[i] = j->items[--j->n_items];
-                if (j->n_items > i) j->items[i].meta.id = j->items[i].id;
                 i--;
                 any = true;
             }
@@ -399,7 +397,6 @@ static void drain(job *j, int keep) {
         if (!any && j->n_items > keep && collect(j, &j->items[0], 50)) {
             item_free(&j->items[0]);
             j->items[0] = j->items[--j->n_items];
-            if (j->n_items > 0) j->items[0].meta.id = j->items[0].id;
         }
     }
 }
