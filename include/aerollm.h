@@ -558,6 +558,10 @@ aero_status aero_kv_file_check(const void *buf, size_t len, int *n_tokens, aero_
 // Rewrites the checksums of a file image (of the rows only when its size matches the header), so that fuzzers
 // and tests reach the checks behind them with damaged fields.
 void aero_kv_file_seal(void *buf, size_t len);
+// The path of a slot file (the server's POST /slots/ID?action=save|restore): DIR/filename, the name checked to
+// stay inside DIR (1-255 bytes, no '/', '\\', control characters or leading dot). AERO_ERR_UNSUPPORTED when
+// dir is NULL or empty (slot files are off), AERO_ERR_INVALID for a bad name.
+aero_status aero_kv_slot_path(const char *dir, const char *filename, char *out, size_t cap, aero_error *err);
 
 // ---- batches and the forward pass ----
 

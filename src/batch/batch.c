@@ -9,6 +9,7 @@
 // gets an error line and the job goes on.
 #include <errno.h>
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +35,17 @@ typedef struct {
     aero_sampler_constraint *constraint;
 } job_item;
 
+// A teacher-forcing request (completions with echo and logprobs): its prompt is scored, token by token, after
+// the generation requests (it uses the context directly, so only while the scheduler is idle).
+typedef struct {
+    char *custom_id;
+    int32_t *ids;
+    int n_ids;
+    int n_top;
+    char *echo; // the prompt text as the response echoes it
+    size_t echo_len;
+} score_item;
+
 typedef struct {
     const aero_batch_job_params *p;
     aero_srv_model x;
@@ -46,6 +58,8 @@ typedef struct {
     json_t *seen; // custom_ids met in this run's input: a second one is an error
     job_item *items;
     int n_items, cap_items;
+    score_item *scores;
+    int n_scores, cap_scores;
     unsigned long long next_id;
     aero_batch_job_stats *st;
     int total; // requests in the input (non-blank lines)
@@ -291,9 +305,7 @@ static bool submit(job *j, const char *custom_id, aero_req_kind kind, aero_req *
         j->items = a;
         j->cap_items = cap;
     }
-    j->items[j->n_items++] = it;
-    // meta.id points into the item's own storage, which moves with the array: set where it lives
-    j->items[j->n_items - 1].meta.id = j->items[j->n_items - 1].id;
+    j->items[j->n_items++] = it; // meta.id is set at use: the item moves with the array
     return true;
 fail:
     free(ids);
@@ -350,6 +362,7 @@ static bool collect(job *j, job_item *it, int timeout_ms) {
                                                            aero_srv_model_piece, &j->x, 0)
                                        : NULL;
             const char *fin = d.finish == AERO_FINISH_LENGTH ? "length" : "stop";
+            it->meta.id = it->id;
             json_t *resp = aero_oai_response(&it->meta, it->text.p ? it->text.p : "", it->text.len, fin, lpj,
                                              d.n_prompt, d.n_gen);
             if (resp) aero_oai_usage_cached(resp, d.n_cached);
@@ -388,7 +401,6 @@ static void drain(job *j, int keep) {
             if (collect(j, &j->items[i], 0)) {
                 item_free(&j->items[i]);
                 j->items[i] = j->items[--j->n_items];
-                if (j->n_items > i) j->items[i].meta.id = j->items[i].id;
                 i--;
                 any = true;
             }
@@ -399,7 +411,6 @@ static void drain(job *j, int keep) {
         if (!any && j->n_items > keep && collect(j, &j->items[0], 50)) {
             item_free(&j->items[0]);
             j->items[0] = j->items[--j->n_items];
-            if (j->n_items > 0) j->items[0].meta.id = j->items[0].id;
         }
     }
 }
@@ -465,6 +476,237 @@ void aero_batch_job_params_default(aero_batch_job_params *p) {
     p->progress = true;
 }
 
+// Log-probabilities of token tok and the n_top most likely tokens under one row of logits: the scheduler's
+// computation (sched.c fill_logprobs), so a scored token's numbers equal those of the same token generated.
+static void row_logprobs(const float *logits, int n_vocab, int32_t tok, int n_top, aero_oai_logprob *out) {
+    float mx = -INFINITY;
+    for (int i = 0; i < n_vocab; i++)
+        if (logits[i] > mx) mx = logits[i];
+    double sum = 0;
+    for (int i = 0; i < n_vocab; i++) sum += exp((double)(logits[i] - mx));
+    double lse = (double)mx + log(sum);
+    out->id = tok;
+    out->logprob = (float)((double)logits[tok] - lse);
+    out->n_top = 0;
+    for (int i = 0; i < n_vocab && n_top > 0; i++) {
+        float v = logits[i];
+        int k = out->n_top;
+        if (k == n_top && v <= logits[out->top_id[k - 1]]) continue;
+        if (k < n_top) out->n_top++;
+        else k--;
+        while (k > 0 && logits[out->top_id[k - 1]] < v) {
+            out->top_id[k] = out->top_id[k - 1];
+            k--;
+        }
+        out->top_id[k] = i;
+    }
+    for (int k = 0; k < out->n_top; k++) out->top_lp[k] = (float)((double)logits[out->top_id[k]] - lse);
+}
+
+// Teacher forcing: `echo` with `logprobs` on /v1/completions (which the server refuses) scores the prompt: every
+// token's log-probability given the ones before it, with the `logprobs` most likely alternatives (up to 20
+// here, an extension of the API's 5). max_tokens must be 0 or absent: nothing is generated. Returns false when
+// the line is not such a request (the normal path takes it).
+static bool score_take(job *j, const char *custom_id, json_t *body) {
+    json_t *lpv = json_object_get(body, "logprobs");
+    if (!json_is_true(json_object_get(body, "echo")) || !json_is_integer(lpv)) return false;
+    json_int_t n_top = json_integer_value(lpv);
+    json_t *mt = json_object_get(body, "max_tokens");
+    if (n_top < 0 || n_top > AERO_OAI_MAX_TOP) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "'logprobs' is %lld; with 'echo' (scoring the prompt) it must be between 0 and %d",
+                 (long long)n_top, AERO_OAI_MAX_TOP);
+        write_http_error(j, custom_id, 400, msg, "logprobs", NULL);
+        return true;
+    }
+    if (mt && !json_is_null(mt) && !(json_is_integer(mt) && json_integer_value(mt) == 0)) {
+        write_http_error(j, custom_id, 400,
+                         "'echo' with 'logprobs' scores the prompt and generates nothing: 'max_tokens' must be 0 or "
+                         "absent",
+                         "max_tokens", NULL);
+        return true;
+    }
+    // the rest of the body goes through the server's parser, without the fields it refuses in this combination
+    json_t *copy = json_deep_copy(body);
+    json_object_del(copy, "echo");
+    json_object_del(copy, "logprobs");
+    json_object_del(copy, "max_tokens");
+    char *text = copy ? json_dumps(copy, JSON_COMPACT) : NULL;
+    json_decref(copy);
+    aero_req q;
+    aero_error err = {0};
+    aero_status st = text ? aero_req_parse(&q, AERO_REQ_COMPLETION, text, strlen(text), j->x.backend.n_vocab,
+                                           &j->p->server.defaults, &err)
+                          : aero_fail(&err, AERO_ERR_NOMEM, "out of memory");
+    free(text);
+    if (st) {
+        write_http_error(j, custom_id, status_of(st), err.msg, q.err_param[0] ? q.err_param : NULL, NULL);
+        return true;
+    }
+    score_item sc = {.n_top = (int)n_top};
+    size_t n_ids = 0;
+    if (!model_ok(j, q.model)) {
+        char msg[400];
+        snprintf(msg, sizeof msg, "The model '%.200s' does not exist; this server serves '%.100s'", q.model,
+                 j->model_id);
+        write_http_error(j, custom_id, 404, msg, "model", "model_not_found");
+        goto fail;
+    }
+    if (q.prompt_ids) {
+        sc.ids = q.prompt_ids;
+        n_ids = q.n_prompt_ids;
+        q.prompt_ids = NULL;
+    } else if ((st = aero_srv_model_tokenize(&j->x, q.prompt, q.prompt_len, true, true, &sc.ids, &n_ids, &err))) {
+        write_http_error(j, custom_id, status_of(st), err.msg, "prompt", NULL);
+        goto fail;
+    }
+    if (n_ids == 0) {
+        write_http_error(j, custom_id, 400, "The prompt is empty and this model has no BOS token to start from",
+                         "prompt", NULL);
+        goto fail;
+    }
+    if (n_ids > (size_t)j->x.backend.n_ctx) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "This model's maximum context length is %d tokens. However, your prompt has %zu "
+                 "tokens.", j->x.backend.n_ctx, n_ids);
+        write_http_error(j, custom_id, 400, msg, "prompt", "context_length_exceeded");
+        goto fail;
+    }
+    sc.n_ids = (int)n_ids;
+    if (q.prompt) {
+        sc.echo = malloc(q.prompt_len + 1);
+        if (sc.echo) memcpy(sc.echo, q.prompt, q.prompt_len), sc.echo_len = q.prompt_len;
+    } else if (aero_detokenize(j->x.tok, sc.ids, n_ids, false, &sc.echo, &sc.echo_len, &err)) {
+        sc.echo = NULL;
+    }
+    sc.custom_id = strdup(custom_id);
+    if (j->n_scores == j->cap_scores) {
+        int cap = j->cap_scores ? 2 * j->cap_scores : 16;
+        score_item *a = realloc(j->scores, (size_t)cap * sizeof *a);
+        if (a) j->scores = a, j->cap_scores = cap;
+    }
+    if (!sc.custom_id || j->n_scores == j->cap_scores) {
+        write_http_error(j, custom_id, 500, "out of memory queueing the request", NULL, NULL);
+        free(sc.custom_id);
+        free(sc.echo);
+        goto fail;
+    }
+    j->scores[j->n_scores++] = sc;
+    aero_req_free(&q);
+    return true;
+fail:
+    free(sc.ids);
+    aero_req_free(&q);
+    return true;
+}
+
+// Writes one scored prompt's response: the completions shape with the prompt echoed as the text, its tokens'
+// logprobs (the first token, which nothing predicts, null as in the API), no completion tokens.
+static void score_answer(job *j, score_item *sc, const aero_oai_logprob *lp) {
+    char id[48];
+    make_id(j, "cmpl", id, sizeof id);
+    aero_oai_meta meta = {.chat = false, .id = id, .model = j->model_id, .created = (long long)time(NULL)};
+    json_t *lpj = aero_oai_logprobs(false, lp, sc->n_ids, sc->n_top, aero_srv_model_piece, &j->x, 0);
+    json_t *tl = json_object_get(lpj, "token_logprobs"), *tt = json_object_get(lpj, "top_logprobs");
+    if (json_array_size(tl)) json_array_set_new(tl, 0, json_null());
+    if (json_array_size(tt)) json_array_set_new(tt, 0, json_null());
+    // a leading BOS is not in the echoed text: offsets count from the text's first byte
+    json_t *to = json_object_get(lpj, "text_offset");
+    if (aero_tokenizer_is_control(j->x.tok, sc->ids[0]) && json_array_size(to) > 1) {
+        json_int_t shift = json_integer_value(json_array_get(to, 1));
+        for (size_t i = 0; i < json_array_size(to); i++) {
+            json_int_t v = json_integer_value(json_array_get(to, i)) - shift;
+            json_array_set_new(to, i, json_integer(v > 0 ? v : 0));
+        }
+    }
+    json_t *resp = aero_oai_response(&meta, sc->echo ? sc->echo : "", sc->echo_len, "length", lpj, sc->n_ids, 0);
+    if (resp) aero_oai_usage_cached(resp, 0);
+    if (resp) write_line(j, sc->custom_id, 200, id, resp, NULL);
+    else write_http_error(j, sc->custom_id, 500, "out of memory building the response", NULL, NULL);
+    j->st->prompt_tokens += (uint64_t)sc->n_ids;
+}
+
+// Scores the queued prompts, as many sequences per forward pass as the context has and logits rows as 64 MiB
+// hold, so that one read of streamed weights serves many prompts. Runs once every generation has ended: the
+// scheduler is idle and the context is free; nothing is scheduled after it (its prompt reuse would not know
+// what these passes left in the cache).
+static aero_status score_run(job *j, aero_error *err) {
+    if (!j->n_scores) return AERO_OK;
+    aero_ctx *ctx = j->x.ctx;
+    int n_vocab = j->x.backend.n_vocab, n_seq = aero_ctx_n_seq(ctx);
+    size_t rows = ((size_t)64 << 20) / ((size_t)n_vocab * sizeof(float));
+    if (rows < 1) rows = 1;
+    aero_status st = AERO_OK;
+    float *logits = malloc(rows * (size_t)n_vocab * sizeof(float));
+    aero_batch_buf *b = aero_batch_buf_new((int)rows);
+    aero_oai_logprob **lp = calloc((size_t)n_seq, sizeof *lp);
+    if (!logits || !b || !lp) {
+        st = aero_fail(err, AERO_ERR_NOMEM, "out of memory for scoring");
+        goto done;
+    }
+    int next = 0;
+    while (next < j->n_scores) {
+        // one pass: whole prompts on free sequences while their tokens fit; a longer prompt alone, in chunks
+        int first = next, n_in = 0;
+        size_t used = 0;
+        while (next < j->n_scores && n_in < n_seq && (n_in == 0 || used + (size_t)j->scores[next].n_ids <= rows))
+            used += (size_t)j->scores[next++].n_ids, n_in++;
+        for (int k = 0; k < n_in; k++) {
+            score_item *sc = &j->scores[first + k];
+            aero_kv_drop(ctx, k);
+            free(lp[k]);
+            if (!(lp[k] = calloc((size_t)sc->n_ids, sizeof **lp))) {
+                st = aero_fail(err, AERO_ERR_NOMEM, "out of memory for scoring");
+                goto done;
+            }
+            lp[k][0].id = sc->ids[0];
+        }
+        int done_tok[n_in > 0 ? n_in : 1];
+        memset(done_tok, 0, sizeof done_tok);
+        for (bool more = true; more;) {
+            aero_batch_buf_clear(b);
+            more = false;
+            int n_this[n_in > 0 ? n_in : 1]; // tokens of each prompt in this pass
+            for (int k = 0; k < n_in; k++) {
+                score_item *sc = &j->scores[first + k];
+                int c = sc->n_ids - done_tok[k], room = aero_batch_buf_room(b);
+                if (c > room) c = room, more = true;
+                for (int t = 0; t < c; t++) {
+                    int pos = done_tok[k] + t;
+                    // the logits at pos predict the token at pos + 1
+                    aero_batch_buf_add(b, sc->ids[pos], pos, k, pos + 1 < sc->n_ids);
+                }
+                n_this[k] = c;
+            }
+            if ((st = aero_decode(ctx, aero_batch_buf_get(b), logits, err))) goto done;
+            int row = 0;
+            for (int k = 0; k < n_in; k++) {
+                score_item *sc = &j->scores[first + k];
+                for (int t = 0; t < n_this[k]; t++) {
+                    int pos = done_tok[k] + t;
+                    if (pos + 1 < sc->n_ids) {
+                        row_logprobs(logits + (size_t)row * n_vocab, n_vocab, sc->ids[pos + 1], sc->n_top,
+                                     &lp[k][pos + 1]);
+                        row++;
+                    }
+                }
+                done_tok[k] += n_this[k];
+            }
+        }
+        for (int k = 0; k < n_in; k++) {
+            score_answer(j, &j->scores[first + k], lp[k]);
+            aero_kv_drop(ctx, k);
+        }
+        progress(j, false);
+    }
+done:
+    for (int k = 0; lp && k < n_seq; k++) free(lp[k]);
+    free(lp);
+    aero_batch_buf_free(b);
+    free(logits);
+    return st;
+}
+
 // One input line: checks its envelope (custom_id, method, url, body), then parses the body as the server does.
 static void handle_line(job *j, char *line, size_t n, int lineno) {
     char key[32];
@@ -510,6 +752,8 @@ static void handle_line(job *j, char *line, size_t n, int lineno) {
         write_line_error(j, cid, lineno, "invalid_url", "url must be /v1/chat/completions or /v1/completions");
     } else if (!json_is_object(body)) {
         write_line_error(j, cid, lineno, "invalid_body", "body must be a JSON object");
+    } else if (kind == AERO_REQ_COMPLETION && score_take(j, cid, body)) {
+        // scored after the generations (teacher forcing)
     } else {
         char *text = json_dumps(body, JSON_COMPACT);
         aero_req q;
@@ -587,6 +831,7 @@ aero_status aero_batch_job_run(const aero_batch_job_params *p, aero_batch_job_st
         drain(&j, 2 * parallel);
     }
     drain(&j, 0);
+    if (!j.io_failed && (rc = score_run(&j, err))) goto done;
     progress(&j, true);
     st->seconds = aero_now() - j.t0;
     if (j.io_failed) rc = aero_fail(err, AERO_ERR_IO, "%s", j.io_err);
@@ -595,6 +840,12 @@ done:
     aero_sched_free(j.sched); // ends whatever still runs (only after a failure)
     for (int i = 0; i < j.n_items; i++) item_free(&j.items[i]);
     free(j.items);
+    for (int i = 0; i < j.n_scores; i++) {
+        free(j.scores[i].custom_id);
+        free(j.scores[i].ids);
+        free(j.scores[i].echo);
+    }
+    free(j.scores);
     if (j.model_open) aero_srv_model_close(&j.x);
     aero_grammar_vocab_free(j.gvocab);
     if (j.out && fclose(j.out) != 0 && !rc) rc = aero_fail(err, AERO_ERR_IO, "%s: close failed", p->output);

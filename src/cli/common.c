@@ -402,6 +402,10 @@ int cli_prompt_cache_load(cli_session *e, const cli_opts *o, aero_generator *g, 
     memset(state, 0, sizeof *state);
     if (!o->prompt_cache) return 0;
     if (e->spec) return cli_fail(cmd, "--prompt-cache is not supported with --draft");
+    const char *dev = o->device ? o->device : aero_default_device();
+    if (!strcmp(dev, "cuda")) // refused before any output, not after the prefill
+        return cli_fail(cmd, "--prompt-cache is not supported with --device cuda yet (the KV cache lives on the GPU); "
+                             "use --device cpu");
     if (access(o->prompt_cache, F_OK) != 0) {
         if (o->prompt_cache_ro)
             fprintf(stderr, "%s: prompt cache %s does not exist (read-only: it will not be written)\n", cmd,

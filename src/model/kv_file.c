@@ -472,3 +472,19 @@ fail:
     free(toks);
     return st;
 }
+
+aero_status aero_kv_slot_path(const char *dir, const char *filename, char *out, size_t cap, aero_error *err) {
+    if (!dir || !*dir)
+        return aero_fail(err, AERO_ERR_UNSUPPORTED, "slot files are disabled: start the server with --slot-save-path DIR");
+    size_t n = filename ? strlen(filename) : 0;
+    if (n == 0 || n > 255) return aero_fail(err, AERO_ERR_INVALID, "'filename' must be 1 to 255 bytes");
+    if (filename[0] == '.') return aero_fail(err, AERO_ERR_INVALID, "'filename' may not start with a dot");
+    for (size_t i = 0; i < n; i++) { // a name inside DIR, never a path out of it
+        unsigned char ch = (unsigned char)filename[i];
+        if (ch == '/' || ch == '\\' || ch < 0x20 || ch == 0x7f)
+            return aero_fail(err, AERO_ERR_INVALID, "'filename' may not contain '/', '\\' or control characters");
+    }
+    if ((size_t)snprintf(out, cap, "%s/%s", dir, filename) >= cap)
+        return aero_fail(err, AERO_ERR_INVALID, "the slot file's path is too long");
+    return AERO_OK;
+}

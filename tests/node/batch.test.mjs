@@ -2,7 +2,9 @@
 // top_logprobs 20, some malformed) against the bundled teacher. Every custom_id is answered exactly once; each
 // body equals what `aerollm serve` answers for the same request (ids, timestamps and the cache-dependent
 // cached_tokens aside); bad lines get error lines. A job killed with SIGKILL halfway and resumed (twice) ends
-// with the same answers as an uninterrupted run, a half-written last line included.
+// with the same answers as an uninterrupted run, a half-written last line included. Teacher forcing (completions
+// with echo + logprobs, which the server refuses): a scored prompt's per-token logprobs and alternatives equal
+// those of the same tokens generated.
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -34,7 +36,7 @@ function makeInput() {
       if (chat) body.top_logprobs = i % 2 ? 20 : 3;
     }
     if (i % 11 === 0) body.stop = ['.'];
-    if (!chat && i % 13 === 0) body.echo = true;
+    if (!chat && i % 13 === 0 && i % 7 !== 0) body.echo = true; // echo + logprobs is teacher forcing: below
     if (i === 40) body.max_tokens = 100000; // the context cannot hold it: 400 context_length_exceeded
     if (i === 41) body.temperature = 9; // 400 on temperature
     if (i === 42) body.model = 'no-such-model'; // 404
@@ -129,9 +131,7 @@ describe('aerollm batch', { skip: SKIP }, () => {
     assert.equal(full.get('req-42').status, 404);
     assert.equal(full.get('req-40').body.error.code, 'context_length_exceeded');
     const ok = [...full.values()].filter((a) => a.status === 200);
-    // and echo with logprobs (req-91, req-182), which the server refuses too (teacher forcing is not done yet)
-    assert.equal(full.get('req-91').body.error.param, 'echo');
-    assert.equal(ok.length, 185 - 6);
+    assert.equal(ok.length, 185 - 4);
     const lp = full.get('req-7').body.choices[0].logprobs; // completions, logprobs 5
     assert.equal(Object.keys(lp.top_logprobs[0]).length, 5);
     const clp = full.get('req-21').body.choices[0].logprobs.content; // chat, top_logprobs 20
@@ -199,5 +199,44 @@ describe('aerollm batch', { skip: SKIP }, () => {
     runBatch(input, out2, ['--resume', '--quiet']);
     assert.deepEqual(answers(readOut(out2)), full);
     assert.equal(readOut(out2).length, 200);
+  });
+
+  test('teacher forcing: echo + logprobs scores the prompt, equal to the logprobs of the same tokens generated', () => {
+    const P = 'Once upon a time';
+    const gin = join(dir, 'gen.jsonl'), gout = join(dir, 'gen.out.jsonl');
+    const prompts = ['Once upon a time', 'The little dog', 'Lily and Tom went to the park'];
+    writeFileSync(gin, prompts.map((p, i) => JSON.stringify({ custom_id: `g${i}`, method: 'POST', url: '/v1/completions',
+      body: { prompt: p, max_tokens: 8, temperature: 0, logprobs: 5 } })).join('\n') + '\n');
+    runBatch(gin, gout, ['--quiet']);
+    const gen = new Map(readOut(gout).map((l) => [l.custom_id, l.response.body.choices[0]]));
+    const sin = join(dir, 'score.jsonl'), sout = join(dir, 'score.out.jsonl');
+    const lines = prompts.map((p, i) => JSON.stringify({ custom_id: `s${i}`, method: 'POST', url: '/v1/completions',
+      body: { prompt: p + gen.get(`g${i}`).text, echo: true, logprobs: 5 } }));
+    lines.push(JSON.stringify({ custom_id: 'wide', method: 'POST', url: '/v1/completions', body: { prompt: P, echo: true, logprobs: 20, max_tokens: 0 } }));
+    lines.push(JSON.stringify({ custom_id: 'too-wide', method: 'POST', url: '/v1/completions', body: { prompt: P, echo: true, logprobs: 21 } }));
+    lines.push(JSON.stringify({ custom_id: 'gen-too', method: 'POST', url: '/v1/completions', body: { prompt: P, echo: true, logprobs: 2, max_tokens: 4 } }));
+    lines.push(JSON.stringify({ custom_id: 'plain', method: 'POST', url: '/v1/completions', body: { prompt: P, max_tokens: 3, temperature: 0 } }));
+    writeFileSync(sin, lines.join('\n') + '\n');
+    runBatch(sin, sout, ['--quiet', '-np', '4']);
+    const got = new Map(readOut(sout).map((l) => [l.custom_id, l.response]));
+    assert.equal(got.size, 7);
+    for (let i = 0; i < prompts.length; i++) {
+      const g = gen.get(`g${i}`), s = got.get(`s${i}`);
+      assert.equal(s.status_code, 200, JSON.stringify(s.body));
+      const c = s.body.choices[0];
+      assert.equal(c.text, prompts[i] + g.text);
+      assert.equal(s.body.usage.completion_tokens, 0);
+      assert.equal(c.logprobs.token_logprobs[0], null);
+      const n = g.logprobs.tokens.length, m = c.logprobs.tokens.length;
+      assert.deepEqual(c.logprobs.tokens.slice(m - n), g.logprobs.tokens);
+      assert.deepEqual(c.logprobs.token_logprobs.slice(m - n), g.logprobs.token_logprobs);
+      assert.deepEqual(c.logprobs.top_logprobs.slice(m - n), g.logprobs.top_logprobs);
+      assert.equal(c.logprobs.text_offset.at(-n), prompts[i].length);
+    }
+    const w = got.get('wide').body.choices[0].logprobs.top_logprobs;
+    for (const t of w.slice(1)) assert.equal(Object.keys(t).length, 20);
+    assert.equal(got.get('too-wide').status_code, 400);
+    assert.equal(got.get('gen-too').body.error.param, 'max_tokens');
+    assert.equal(got.get('plain').status_code, 200);
   });
 });

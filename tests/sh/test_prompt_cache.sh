@@ -96,6 +96,15 @@ cmp -s "$TC" "$T/ro.kv" || fail "--prompt-cache-ro changed the file"
     fail "--prompt-cache-ro with no file should run"
 [ -e "$T/none.kv" ] && fail "--prompt-cache-ro wrote a file"
 
+# the GPU path keeps its own cache: refused up front (checked with the CPU emulation of the CUDA backend when
+# tests/sh/test_cuda_emu.sh has built it)
+EMU=${EMU_BUILD:-build-emu}/aerollm
+if [ -x "$EMU" ]; then
+    refuse "--device cuda" "not supported with --device cuda" \
+        "$EMU" run -m "$TEACHER" --device cuda -p "$P1" -n 2 --prompt-cache "$T/gpu.kv"
+    [ -e "$T/gpu.kv" ] && fail "--device cuda wrote a cache file"
+fi
+
 # chat: the first turn's prompt (system message and first message) is saved and reused
 for i in 1 2; do
     echo "Tell me a story." | "$A" chat -m "$TEACHER" --system "You tell stories." -n 16 --temp 0 \
