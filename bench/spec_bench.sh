@@ -10,7 +10,7 @@
 #   decoding against each speculative mode, greedy, 5 prompts x 200 tokens; speedup = plain s / speculative s.
 # Knobs: SPEC_BENCH_PAIRS ("bundled stories"), SPEC_BENCH_N (200), SPEC_BENCH_TEMPS ("0 0.7 1.0"),
 #   SPEC_BENCH_PARTS ("tpp wall"), SPEC_BENCH_THREADS (2), SPEC_BENCH_DRAFT_THREADS (1), SPEC_BENCH_REPS (1: wall
-#   runs per prompt; the median is kept).
+#   runs per prompt; the median is kept), SPEC_BENCH_ONLY (an extended regex: only the modes whose name matches).
 # Usage (from the repository root, after make): bash bench/spec_bench.sh [> figures.md]
 set -u
 : "${AEROLLM:=./aerollm}"
@@ -36,6 +36,12 @@ MODES=(
   "cost, V=0.02 D=0.05 (CPU, streamed)|--draft-policy cost --draft-costs 0.02,0.05 --draft-max 32"
   "cost (measured)|--draft-policy cost --draft-max 32"
 )
+
+if [ -n "${SPEC_BENCH_ONLY:-}" ]; then
+  kept=()
+  for m in "${MODES[@]}"; do grep -Eq -- "$SPEC_BENCH_ONLY" <<<"${m%%|*}" && kept+=("$m"); done
+  MODES=("${kept[@]}")
+fi
 
 pair_files() { # pair -> TEACHER DRAFTER WEIGHT_BYTES (the teacher's share of --mem: 16M, 900K)
   case "$1" in

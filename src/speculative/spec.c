@@ -27,6 +27,7 @@ void aero_spec_params_default(aero_spec_params *p) {
     aero_sampler_params_default(&p->sampling);
 }
 
+// Adds a (tokens, seconds) sample to a decayed cost fit, recent samples weighing most.
 void aero_spec_fit_add(spec_fit *f, double n, double t) {
     f->w = f->w * FIT_DECAY + 1;
     f->sn = f->sn * FIT_DECAY + n;
@@ -64,6 +65,7 @@ static void curve_add(spec_curve *c, int n, double t) {
     if (n > c->n_max) c->n_max = n;
 }
 
+// The COST policy's price of a verify pass of n tokens: fixed, or read off the measured curve.
 double aero_spec_verify_cost(const aero_spec *s, int n) {
     if (s->p.cost_fixed) return 1 + s->p.cost_verify_token * (n - 1);
     const spec_curve *c = &s->curve;
@@ -91,6 +93,7 @@ double aero_spec_verify_cost(const aero_spec *s, int n) {
     return pt[k - 1] + slope * (n - pn[k - 1]);
 }
 
+// The COST policy's price of a drafter call fed n tokens: fixed, or the fitted line of its timed calls.
 double aero_spec_draft_call_cost(const aero_spec *s, int n) {
     if (s->p.cost_fixed) return s->p.cost_draft_token * n;
     if (s->curve.n_max == 0) return COST_DRAFT_DEFAULT * n; // in the default units, as the verify cost is
@@ -99,6 +102,7 @@ double aero_spec_draft_call_cost(const aero_spec *s, int n) {
     return s->dfit.w > 0 ? a + b * n : 0;
 }
 
+// A drafted path's chance of acceptance: its drafter probability, calibrated by what verification measured.
 double aero_spec_path_accept(const aero_spec *s, double logp) {
     double c = (s->tree_acc_w + 1) / (s->tree_p_w + 1), a = c * exp(logp);
     return a < 1 ? a : 1;
