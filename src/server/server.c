@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "web.h"
 
 // One open connection as the request deadline sees it: while a request is still being received (headers or
 // body), it must be complete within --timeout of t0, however slowly its bytes trickle in.
@@ -207,7 +208,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         aero_http_status(r, 204);
         return ret;
     }
-    bool open_path = !strcmp(url, "/health") || !strcmp(url, "/v1/health") || !strcmp(url, "/metrics");
+    bool open_path = !strcmp(url, "/health") || !strcmp(url, "/v1/health") || !strcmp(url, "/metrics") ||
+                     ((!strcmp(method, "GET") || !strcmp(method, "HEAD")) && aero_web_public(url));
     if (!open_path && !authorized(r))
         return aero_http_error(r, 401, "Invalid or missing API key: send 'Authorization: Bearer <key>'", NULL,
                                "invalid_api_key");
