@@ -540,6 +540,7 @@ void aero_server_stop(aero_server *s) {
     }
     if (s->sched) aero_sched_shutdown(s->sched); // what still runs ends now, with an error
     wait_active(s, aero_now() + 5.0);            // their threads write the last events and [DONE]
+    aero_web_drain(s, 2.0);                      // live views send their last event
     MHD_stop_daemon(s->daemon);                  // joins every connection thread
     if (s->watchdog_on) {
         pthread_mutex_lock(&s->conn_mu);

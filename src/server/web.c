@@ -31,6 +31,7 @@ static const web_file *find_file(const char *url) {
     return NULL;
 }
 
+// The page must load before it can ask for the API key; only its own files are open.
 bool aero_web_public(const char *url) { return find_file(url) != NULL; }
 
 // Static bytes with headers that keep the page self-contained: the content security policy lets it load and
@@ -248,16 +249,29 @@ static ssize_t events_read(void *cls, uint64_t pos, char *buf, size_t max) {
     }
 }
 
+// MHD frees the response once the stream's last bytes are out: only then has the viewer left the server.
 static void events_free(void *cls) {
     web_sse *e = cls;
+    atomic_fetch_sub(&e->srv->n_viewers, 1);
     aero_buf_free(&e->out);
     free(e);
 }
 
+// Polled, not signalled: a viewer notices the stop within one sleep step (50 ms).
+void aero_web_drain(aero_server *s, double timeout_s) {
+    double until = aero_now() + timeout_s;
+    while (atomic_load(&s->n_viewers) > 0 && aero_now() < until) {
+        struct timespec ts = {0, 5 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+// Opens one viewer's stream; the samples are taken by events_read as MHD asks for bytes.
 enum MHD_Result aero_web_events(aero_http_req *r) {
     web_sse *e = calloc(1, sizeof *e);
     if (!e) return aero_http_error(r, 500, "out of memory", NULL, NULL);
     e->srv = r->srv;
+    atomic_fetch_add(&r->srv->n_viewers, 1);
     e->fd = r->fd;
     e->interval_ms = 250;
     const char *iv = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "interval_ms");
@@ -265,7 +279,7 @@ enum MHD_Result aero_web_events(aero_http_req *r) {
         char *end = NULL;
         long v = strtol(iv, &end, 10);
         if (!end || *end || v < 50 || v > 10000) {
-            free(e);
+            events_free(e);
             return aero_http_error(r, 400, "interval_ms must be an integer from 50 to 10000", "interval_ms",
                                    "invalid_value");
         }

@@ -15,5 +15,8 @@ enum MHD_Result aero_web_asset(aero_http_req *r, const char *url);
 // Answers GET /v1/engine/events: server-sent events, one JSON sample of the engine's state per interval
 // (?interval_ms=, default 250), until the client leaves or the server stops.
 enum MHD_Result aero_web_events(aero_http_req *r);
+// Waits up to timeout_s for the open event streams to end (they end on their own once the server stops
+// serving), so that the daemon's stop does not cut them mid-stream.
+void aero_web_drain(aero_server *s, double timeout_s);
 
 #endif
