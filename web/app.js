@@ -126,6 +126,10 @@
       const pct = ((100 * accepted) / drafted).toFixed(0);
       parts.push(`draft: <span class="acc">${accepted} accepted</span> / ` +
         `<span class="rej">${drafted - accepted} rejected</span> of ${drafted} (${pct}%)`);
+      // Each verify pass yields its accepted drafts plus one token of the model's own, so the passes are the
+      // generated tokens less the accepted ones.
+      const n = u ? u.completion_tokens : live && live.n_gen;
+      if (n > accepted) parts.push(`${(n / (n - accepted)).toFixed(2)} tokens per pass`);
     }
     if (msg.finish) parts.push(md.escapeHtml(msg.finish));
     return parts.join(' · ');

@@ -79,9 +79,13 @@ typedef struct {
 // Each unit's state letter: 'p' pinned (resident), 'P' pinned and computing, 'd' on disk, 'r' being read into
 // the window, 'w' read and waiting in the window, 'c' computing from the window. The ring occurrences are read
 // under the streamer's own lock, held for a few loads; window[] gets the units in the ring's slots, oldest
-// first. Returns the units written (0: nothing to show).
-static int unit_states(aero_stream *s, char *out, int cap, json_t *window) {
-    if (!s || !s->mutex_ready || !s->units) return 0;
+// first; *stats the streamer's counters, copied under the same lock (the compute thread updates them under it).
+// Returns the units written (0: nothing to show).
+static int unit_states(aero_stream *s, char *out, int cap, json_t *window, aero_stream_stats *stats) {
+    if (!s || !s->mutex_ready || !s->units) {
+        if (s) aero_stream_get_stats(s, stats);
+        return 0;
+    }
     int n = s->n_units < cap ? s->n_units : cap;
     int slot_unit[ST_MAX_PREFETCH + 2];
     char slot_state[ST_MAX_PREFETCH + 2];
@@ -98,6 +102,7 @@ static int unit_states(aero_stream *s, char *out, int cap, json_t *window) {
             slot_state[n_slot++] = c;
         }
     int held = s->held_unit;
+    *stats = s->stats;
     if (held >= 0 && held < n) out[held] = out[held] == 'p' ? 'P' : 'c';
     pthread_mutex_unlock(&s->mu);
     out[n] = 0;
@@ -123,7 +128,8 @@ static json_t *sample(web_sse *e) {
     // weights: the plan, each unit's state and the window
     json_t *window = json_array();
     json_t *pinned = json_array();
-    int n_units = unit_states(st, e->units, WEB_MAX_UNITS, window);
+    aero_stream_stats ss = {0};
+    int n_units = unit_states(st, e->units, WEB_MAX_UNITS, window, &ss);
     const aero_stream_plan *plan = st ? aero_stream_get_plan(st) : NULL;
     if (plan && plan->unit_resident)
         for (int u = 0; u < n_units && u < plan->n_units; u++)
@@ -136,8 +142,6 @@ static json_t *sample(web_sse *e) {
     json_object_set_new(j, "slots", json_integer(plan ? plan->n_slots : 0));
 
     // disk and passes over the last interval, against the floor (the streamed bytes at the floor's disk rate)
-    aero_stream_stats ss = {0};
-    if (st) aero_stream_get_stats(st, &ss);
     if (st && (e->floor_at == 0 || now - e->floor_at > 1.0)) {
         e->floor_bw = aero_stream_disk_floor_bw(st, NULL);
         e->floor_at = now;

@@ -162,6 +162,7 @@ describe('web page in chromium', { skip: SKIP }, () => {
       assert.ok(m, meta);
       assert.equal(Number(m[1]) + Number(m[2]), Number(m[3]));
       assert.ok(Number(m[1]) > 0, meta);
+      assert.match(meta, /\d\.\d\d tokens per pass/);
       assert.ok(await page.locator('.msg.assistant .meta .acc').count() === 1);
       assert.ok(await page.locator('.msg.assistant .meta .rej').count() === 1);
       const live = await until(page, () => /acceptance/.test(document.getElementById('live-stats').textContent) &&
