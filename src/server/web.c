@@ -69,8 +69,8 @@ typedef struct {
     double t_prev;
     aero_stream_stats st_prev;
     uint64_t steps_prev, gen_prev, drafted_prev, accepted_prev;
-    double floor_bw;  // the streamer's floor disk bandwidth, refreshed about once a second
-    double floor_at;  // when it was
+    double floor_bw; // the streamer's floor disk bandwidth, refreshed about once a second
+    double floor_at; // when it was
     aero_buf out;
     size_t off;
     char units[WEB_MAX_UNITS + 1];
@@ -153,10 +153,10 @@ static json_t *sample(web_sse *e) {
     uint64_t per_pass = plan ? plan->streamed_bytes : 0;
     json_object_set_new(j, "disk",
                         json_pack("{s:f, s:f, s:f, s:I, s:f, s:f, s:f, s:I, s:I}", "gbps", ratio(d_bytes, dt) / 1e9,
-                                  "read_gbps", ratio(d_bytes, ss.io_busy_s - e->st_prev.io_busy_s) / 1e9,
-                                  "floor_gbps", e->floor_bw / 1e9, "streamed_bytes_per_pass", (json_int_t)per_pass,
-                                  "pass_ms", pass_ms, "floor_ms", 1e3 * ratio((double)per_pass, e->floor_bw),
-                                  "passes_per_s", ratio(d_pass, dt), "passes", (json_int_t)ss.passes, "bytes_streamed",
+                                  "read_gbps", ratio(d_bytes, ss.io_busy_s - e->st_prev.io_busy_s) / 1e9, "floor_gbps",
+                                  e->floor_bw / 1e9, "streamed_bytes_per_pass", (json_int_t)per_pass, "pass_ms",
+                                  pass_ms, "floor_ms", 1e3 * ratio((double)per_pass, e->floor_bw), "passes_per_s",
+                                  ratio(d_pass, dt), "passes", (json_int_t)ss.passes, "bytes_streamed",
                                   (json_int_t)ss.bytes_streamed));
 
     // the scheduler's counters
@@ -187,19 +187,20 @@ static json_t *sample(web_sse *e) {
     }
     pthread_mutex_unlock(&s->active_mu);
     json_object_set_new(j, "requests", reqs);
-    json_object_set_new(j, "sched", json_pack("{s:i, s:i, s:i, s:i, s:f, s:I, s:I}", "active", active, "queued", queued,
-                                              "n_seq", n_seq ? n_seq : be->n_seq, "n_ctx", be->n_ctx, "tokens_per_s",
-                                              tok_s, "steps", (json_int_t)steps, "gen_tokens", (json_int_t)gen));
+    json_object_set_new(j, "sched",
+                        json_pack("{s:i, s:i, s:i, s:i, s:f, s:I, s:I}", "active", active, "queued", queued, "n_seq",
+                                  n_seq ? n_seq : be->n_seq, "n_ctx", be->n_ctx, "tokens_per_s", tok_s, "steps",
+                                  (json_int_t)steps, "gen_tokens", (json_int_t)gen));
 
     // speculation: totals, and tokens per forward pass over the last interval
     double d_steps = e->n_sent ? (double)(steps - e->steps_prev) : 0;
     double d_gen = e->n_sent ? (double)(gen - e->gen_prev) : 0;
-    json_object_set_new(
-        j, "spec",
-        json_pack("{s:b, s:s, s:I, s:I, s:I, s:f, s:f, s:f}", "on", s->model.spec_on, "drafter", s->model.spec_desc,
-                  "drafted", (json_int_t)drafted, "accepted", (json_int_t)accepted, "rejected",
-                  (json_int_t)(drafted - accepted), "acceptance", ratio((double)accepted, (double)drafted),
-                  "tokens_per_pass", ratio(d_gen, d_steps), "tokens_per_pass_total", ratio((double)gen, (double)steps)));
+    json_object_set_new(j, "spec",
+                        json_pack("{s:b, s:s, s:I, s:I, s:I, s:f, s:f, s:f}", "on", s->model.spec_on, "drafter",
+                                  s->model.spec_desc, "drafted", (json_int_t)drafted, "accepted", (json_int_t)accepted,
+                                  "rejected", (json_int_t)(drafted - accepted), "acceptance",
+                                  ratio((double)accepted, (double)drafted), "tokens_per_pass", ratio(d_gen, d_steps),
+                                  "tokens_per_pass_total", ratio((double)gen, (double)steps)));
 
     e->t_prev = now;
     e->st_prev = ss;
@@ -289,8 +290,8 @@ enum MHD_Result aero_web_events(aero_http_req *r) {
         }
         e->interval_ms = (int)v;
     }
-    struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, events_read, e,
-                                                                  events_free);
+    struct MHD_Response *resp =
+        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, events_read, e, events_free);
     if (!resp) {
         events_free(e);
         return MHD_NO;
