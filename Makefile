@@ -101,6 +101,15 @@ $(BUILD)/aero_commit.h: FORCE
 $(BUILD)/src/cli/main.o: $(BUILD)/aero_commit.h
 $(BUILD)/src/cli/main.o: CFLAGS += -I$(BUILD)
 
+# The web page (web/*) is compiled into the server: web/embed.sh turns the files into C arrays (od and sed only,
+# nothing fetched) that src/server/web.c includes; editing a page file rebuilds only web.o.
+WEB_FILES := $(filter-out web/embed.sh,$(wildcard web/*))
+$(BUILD)/web_assets.inc: $(WEB_FILES) web/embed.sh
+	@mkdir -p $(dir $@)
+	sh web/embed.sh $(WEB_FILES) > $@.tmp && mv $@.tmp $@
+$(BUILD)/src/server/web.o: $(BUILD)/web_assets.inc
+$(BUILD)/src/server/web.o: CFLAGS += -I$(BUILD)
+
 $(AEROLLM): $(CLI_OBJ) $(BUILD)/libaero.a
 	$(CC) $(LDSAN) -o $@ $(CLI_OBJ) $(BUILD)/libaero.a $(LDLIBS)
 
@@ -144,6 +153,11 @@ FUZZ_OBJ    := $(LIB_SRC:%.c=$(FUZZ_BUILD)/obj/%.o)
 $(eval $(call compile_rules,$(FUZZ_BUILD)/obj,$(FUZZ_CC),$$(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link))
 $(eval $(call flags_stamp,$(FUZZ_BUILD)/.flags,$(FUZZ_CC) $(FUZZ_CFLAGS) $(LDLIBS)))
 $(FUZZ_OBJ) $(FUZZ_BIN): $(FUZZ_BUILD)/.flags
+$(FUZZ_BUILD)/web_assets.inc: $(WEB_FILES) web/embed.sh
+	@mkdir -p $(dir $@)
+	sh web/embed.sh $(WEB_FILES) > $@.tmp && mv $@.tmp $@
+$(FUZZ_BUILD)/obj/src/server/web.o: $(FUZZ_BUILD)/web_assets.inc
+$(FUZZ_BUILD)/obj/src/server/web.o: FUZZ_CFLAGS += -I$(FUZZ_BUILD)
 fuzz: $(FUZZ_BIN)
 $(FUZZ_BUILD)/libaero.a: $(FUZZ_OBJ)
 	@rm -f $@

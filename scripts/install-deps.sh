@@ -9,3 +9,6 @@ apt-get install -y -qq --no-install-recommends build-essential ca-certificates \
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
   apt-get install -y -qq --no-install-recommends nodejs npm
 fi
+# Chromium drives the web page's test (tests/node/web.test.mjs) headless through playwright-core from npm, which
+# uses this browser and downloads none.
+apt-get install -y -qq --no-install-recommends chromium

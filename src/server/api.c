@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "internal.h"
+#include "web.h"
 
 // Status for a failed parse: bad input is the client's fault, running out of memory is ours.
 static int status_of(aero_status st) { return st == AERO_ERR_NOMEM ? 500 : 400; }
@@ -978,7 +979,9 @@ typedef enum {
     R_PROPS,
     R_SLOTS,
     R_EMBEDDINGS,
-    R_APPLY_TEMPLATE
+    R_APPLY_TEMPLATE,
+    R_WEB,
+    R_EVENTS
 } route;
 
 static const struct {
@@ -1004,6 +1007,10 @@ static const struct {
     {"/v1/embeddings", "POST", R_EMBEDDINGS, false},
     {"/embeddings", "POST", R_EMBEDDINGS, false},
     {"/apply-template", "POST", R_APPLY_TEMPLATE, false},
+    {"/", "GET", R_WEB, false},
+    {"/index.html", "GET", R_WEB, false},
+    {"/web/", "GET", R_WEB, true},
+    {"/v1/engine/events", "GET", R_EVENTS, false},
 };
 
 // Routes a request: known path with the wrong method is 405, unknown path 404, model endpoints 503 until loaded.
@@ -1021,6 +1028,7 @@ enum MHD_Result aero_api_handle(aero_http_req *r, const char *url) {
         if (id == R_METRICS) return handle_metrics(r);
         if (id == R_MODELS) return handle_models(r, NULL);
         if (id == R_MODEL) return handle_models(r, url + pl);
+        if (id == R_WEB) return aero_web_asset(r, url);
         int st = atomic_load(&r->srv->state);
         if (st != 1)
             return aero_http_error(r, 503,
@@ -1034,6 +1042,7 @@ enum MHD_Result aero_api_handle(aero_http_req *r, const char *url) {
         if (id == R_SLOTS) return handle_slots(r);
         if (id == R_EMBEDDINGS) return handle_embeddings(r);
         if (id == R_APPLY_TEMPLATE) return handle_apply_template(r);
+        if (id == R_EVENTS) return aero_web_events(r);
         return handle_detokenize(r);
     }
     char msg[160];

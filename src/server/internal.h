@@ -73,6 +73,7 @@ struct aero_server {
     // Token bytes for constrained output, built on the first request that needs them.
     aero_grammar_vocab *gvocab;
     pthread_mutex_t gvocab_mu;
+    atomic_int n_viewers; // live-view event streams open (web.c): the stop lets them end before closing sockets
 };
 
 // One HTTP request in flight.

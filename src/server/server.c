@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "web.h"
 
 // One open connection as the request deadline sees it: while a request is still being received (headers or
 // body), it must be complete within --timeout of t0, however slowly its bytes trickle in.
@@ -207,7 +208,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         aero_http_status(r, 204);
         return ret;
     }
-    bool open_path = !strcmp(url, "/health") || !strcmp(url, "/v1/health") || !strcmp(url, "/metrics");
+    bool open_path = !strcmp(url, "/health") || !strcmp(url, "/v1/health") || !strcmp(url, "/metrics") ||
+                     ((!strcmp(method, "GET") || !strcmp(method, "HEAD")) && aero_web_public(url));
     if (!open_path && !authorized(r))
         return aero_http_error(r, 401, "Invalid or missing API key: send 'Authorization: Bearer <key>'", NULL,
                                "invalid_api_key");
@@ -538,6 +540,7 @@ void aero_server_stop(aero_server *s) {
     }
     if (s->sched) aero_sched_shutdown(s->sched); // what still runs ends now, with an error
     wait_active(s, aero_now() + 5.0);            // their threads write the last events and [DONE]
+    aero_web_drain(s, 2.0);                      // live views send their last event
     MHD_stop_daemon(s->daemon);                  // joins every connection thread
     if (s->watchdog_on) {
         pthread_mutex_lock(&s->conn_mu);
