@@ -30,7 +30,8 @@ mem_for() { awk -v w="$wmem" -v b="$1" -v c="$CTX" -v k="$kv_tok" 'BEGIN { print
 # the floor and per-token compute of one decode pass, from run --stats at batch 1
 "$A" run -m "$MODEL" -p "Once upon a time" -n 32 --ignore-eos --temp 0 -c "$CTX" --mem "$(mem_for 1)" --stats \
     "${TARGS[@]}" >/dev/null 2>"$T/stats" || { cat "$T/stats"; exit 1; }
-read -r floor_ms comp_ms < <(awk '$1 == "mean>1" { print $8, $5 }' "$T/stats")
+# "comp ms" is the 5th column, "floor ms" the one before the last ("x floor"), whatever columns come between
+read -r floor_ms comp_ms < <(awk '$1 == "mean>1" { print $(NF - 1), $5 }' "$T/stats")
 streamed=$(sed -n 's/.*), \([0-9.]*\) MB streamed per pass.*/\1/p' "$T/stats")
 echo "model $MODEL, weights --mem $WEIGHTS_MEM (+ KV of B x $CTX tokens at $kv_tok KiB/token), $GEN tokens per request"
 echo "one pass: $streamed MB streamed, disk floor $floor_ms ms, compute $comp_ms ms at 1 token (from run --stats)"

@@ -11,7 +11,7 @@ trap 'rm -f "$out"' EXIT
   echo "Every figure is a ratio to a floor measured in the same run, with the machine's load beside it (a shared"
   echo "2-vCPU box; rerun \`make bench\` on a quiet machine for absolute speeds). This page is assembled by"
   echo "scripts/perf_assemble.sh from the module notes in docs/perf/; edit those, not this page."
-  for m in model kernels cpu stream kv moe cuda spec server tokenizer training; do
+  for m in model kernels cpu stream kv moe arch cuda spec server batch web tokenizer training; do
     [ -f "docs/perf/$m.md" ] || continue
     echo
     sed 's/^#/##/' "docs/perf/$m.md"
