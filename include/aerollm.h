@@ -819,6 +819,7 @@ typedef struct {
     aero_spec_params spec;        // drafting settings (draft_max, tree_nodes, ...); sampling comes from each request
     int draft_threads;            // drafter compute threads (<= 0: as the model's)
     bool embeddings;              // --embeddings: /v1/embeddings answers (mean-pooled, normalized last hidden state)
+    const char *slot_save_path;   // --slot-save-path DIR: POST /slots/ID?action=save|restore|erase (NULL: off)
 } aero_server_params;
 
 void aero_server_params_default(aero_server_params *p);

@@ -22,6 +22,8 @@ static void usage(void) {
            "  --alias NAME          model id reported by /v1/models (default: the file name)\n"
            "  --timeout S           limit on receiving a whole request, and on idle connections (default 600)\n"
            "  --shutdown-timeout S  on SIGTERM/SIGINT, how long requests in flight may finish (default 30)\n"
+           "  --slot-save-path DIR  POST /slots/ID?action=save|restore|erase {\"filename\": F}: a sequence's KV\n"
+           "                        cache saved to or restored from DIR/F (llama-server's slot files)\n"
            "  --max-body SIZE       request body limit (default 8M)\n"
            "  --chat-template-file F  chat template overriding the model's\n"
            "  --quiet               no per-request log lines\n"
@@ -96,6 +98,7 @@ int aero_cmd_serve(int argc, char **argv) {
                                     "--max-body",
                                     "--chat-template-file",
                                     "--shutdown-timeout",
+                                    "--slot-save-path",
                                     NULL};
         bool mine = false;
         for (int k = 0; own[k]; k++) mine |= !strcmp(f, own[k]);
@@ -112,6 +115,7 @@ int aero_cmd_serve(int argc, char **argv) {
             else if (!strcmp(f, "--timeout")) ok = parse_int(f, v, 0, 86400, &p.timeout_s);
             else if (!strcmp(f, "--shutdown-timeout")) ok = parse_int(f, v, 0, 86400, &p.shutdown_timeout_s);
             else if (!strcmp(f, "--chat-template-file")) p.chat_template_file = v;
+            else if (!strcmp(f, "--slot-save-path")) p.slot_save_path = v;
             else if (!strcmp(f, "--max-body")) {
                 uint64_t sz;
                 if (!aero_parse_size(v, &sz) || sz < 1024 || sz > (1ull << 32))

@@ -225,6 +225,62 @@ static void make_id(aero_server *s, const char *prefix, char *out, size_t cap) {
     snprintf(out, cap, "%s-%016llx%04llx", prefix, x, n & 0xffff);
 }
 
+// POST /slots/ID?action=save|restore|erase (llama-server's): a sequence's KV cache to or from a file in
+// --slot-save-path, run by the scheduler between steps; a restored prefix is reused by the next request sharing it.
+static enum MHD_Result handle_slot_action(aero_http_req *r, const char *id_str) {
+    char *end;
+    long id = strtol(id_str, &end, 10);
+    if (!*id_str || *end || id < 0 || id > 1 << 20)
+        return aero_http_error(r, 400, "the slot id must be a non-negative integer", "id_slot", NULL);
+    const char *action = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "action");
+    aero_slot_action a;
+    if (action && !strcmp(action, "save")) a = AERO_SLOT_SAVE;
+    else if (action && !strcmp(action, "restore")) a = AERO_SLOT_RESTORE;
+    else if (action && !strcmp(action, "erase")) a = AERO_SLOT_ERASE;
+    else return aero_http_error(r, 400, "action must be save, restore or erase", "action", NULL);
+    char path[4096] = "";
+    const char *fname = NULL;
+    json_t *body = NULL;
+    aero_error err = {0};
+    if (a != AERO_SLOT_ERASE) {
+        json_error_t je;
+        body = r->body.len ? json_loadb(r->body.p, r->body.len, 0, &je) : NULL;
+        json_t *f = body ? json_object_get(body, "filename") : NULL;
+        fname = json_is_string(f) ? json_string_value(f) : NULL;
+        if (!fname) {
+            json_decref(body);
+            return aero_http_error(r, 400, "the body must be a JSON object with a string \"filename\"", "filename",
+                                   NULL);
+        }
+        aero_status st = aero_kv_slot_path(r->srv->p.slot_save_path, fname, path, sizeof path, &err);
+        if (st) {
+            json_decref(body);
+            return aero_http_error(r, st == AERO_ERR_UNSUPPORTED ? 501 : 400,
+                                   st == AERO_ERR_UNSUPPORTED ? "slot files are off (start the server with "
+                                                                "--slot-save-path DIR)"
+                                                              : err.msg,
+                                   "filename", NULL);
+        }
+    }
+    int n = 0;
+    double t0 = aero_now();
+    aero_status st = aero_sched_slot(r->srv->sched, (int)id, a, path, &n, &err);
+    double ms = (aero_now() - t0) * 1e3;
+    if (st) {
+        json_decref(body);
+        int code = st == AERO_ERR_RANGE ? 409 : st == AERO_ERR_UNSUPPORTED ? 501 : st == AERO_ERR_IO ? 500 : 400;
+        return aero_http_error(r, code, err.msg, NULL, NULL);
+    }
+    json_t *j = a == AERO_SLOT_ERASE ? json_pack("{s:i, s:i}", "id_slot", (int)id, "n_erased", n)
+                : a == AERO_SLOT_SAVE
+                    ? json_pack("{s:i, s:s, s:i, s:{s:f}}", "id_slot", (int)id, "filename", fname, "n_saved", n,
+                                "timings", "save_ms", ms)
+                    : json_pack("{s:i, s:s, s:i, s:{s:f}}", "id_slot", (int)id, "filename", fname, "n_restored", n,
+                                "timings", "restore_ms", ms);
+    json_decref(body);
+    return aero_http_json(r, 200, j);
+}
+
 // Copies stop strings out of the request JSON, which dies before the generation does; extra slots stay free.
 static char **dup_strings(const char *const *src, int n, int extra) {
     char **a = calloc((size_t)(n + extra) + 1, sizeof *a);
@@ -981,7 +1037,8 @@ typedef enum {
     R_EMBEDDINGS,
     R_APPLY_TEMPLATE,
     R_WEB,
-    R_EVENTS
+    R_EVENTS,
+    R_SLOT_ACTION
 } route;
 
 static const struct {
@@ -1004,6 +1061,7 @@ static const struct {
     {"/detokenize", "POST", R_DETOKENIZE, false},
     {"/props", "GET", R_PROPS, false},
     {"/slots", "GET", R_SLOTS, false},
+    {"/slots/", "POST", R_SLOT_ACTION, true},
     {"/v1/embeddings", "POST", R_EMBEDDINGS, false},
     {"/embeddings", "POST", R_EMBEDDINGS, false},
     {"/apply-template", "POST", R_APPLY_TEMPLATE, false},
@@ -1040,6 +1098,7 @@ enum MHD_Result aero_api_handle(aero_http_req *r, const char *url) {
         if (id == R_TOKENIZE) return handle_tokenize(r);
         if (id == R_PROPS) return handle_props(r);
         if (id == R_SLOTS) return handle_slots(r);
+        if (id == R_SLOT_ACTION) return handle_slot_action(r, url + pl);
         if (id == R_EMBEDDINGS) return handle_embeddings(r);
         if (id == R_APPLY_TEMPLATE) return handle_apply_template(r);
         if (id == R_EVENTS) return aero_web_events(r);

@@ -26,6 +26,18 @@ static void backend_kv_drop(void *self, int seq) {
     aero_kv_drop(x->ctx, seq);
 }
 // Keeps a sequence's first len entries: a new request sharing them with its prompt decodes only the rest.
+static aero_status backend_kv_save(void *self, int seq, const int32_t *tokens, int n, const char *path,
+                                   aero_error *err) {
+    aero_srv_model *x = self;
+    return aero_kv_save(x->ctx, seq, tokens, n, path, err);
+}
+
+static aero_status backend_kv_load(void *self, int seq, const char *path, int32_t **tokens, int *n,
+                                   aero_error *err) {
+    aero_srv_model *x = self;
+    return aero_kv_load(x->ctx, seq, path, tokens, n, err);
+}
+
 static void backend_kv_truncate(void *self, int seq, int len) {
     aero_srv_model *x = self;
     aero_kv_truncate(x->ctx, seq, len);
@@ -150,6 +162,8 @@ aero_status aero_srv_model_open(aero_srv_model *x, const aero_server_params *p, 
         // the F16 ring of --kv-recent is indexed by position: after a truncation it would hold later positions'
         // rows, so reuse is off there (prompt reuse must not change the output)
         .kv_truncate = p->kv_recent > 0 ? NULL : backend_kv_truncate,
+        .kv_save = backend_kv_save, // aero_kv_save refuses the contexts it cannot serve (GPU, --kv-recent)
+        .kv_load = backend_kv_load,
         .stats = backend_stats,
     };
     aero_generator_vocab_of(&x->backend.vocab, x->tok); // end-of-generation tokens and streaming text

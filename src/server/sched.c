@@ -75,7 +75,21 @@ struct aero_sched {
     uint8_t *mask; // the batch's attention mask when a sequence drafted a tree (n_pass^2, made on first use)
     int32_t *spec_out;
     float *hidden; // one hidden state (n_embd)
+    // a slot action waiting for the scheduler thread (under mu), done when its status is set
+    struct slot_task *slot_task;
+    pthread_cond_t slot_cv;
+    pthread_mutex_t slot_mu; // one action at a time
 };
+
+typedef struct slot_task {
+    int seq;
+    aero_slot_action action;
+    const char *path;
+    int n_tokens;
+    aero_status st;
+    aero_error err;
+    bool done;
+} slot_task;
 
 // Finish reasons as logged and as OpenAI spells the two it knows.
 const char *aero_finish_name(aero_finish f) {
@@ -722,14 +736,83 @@ static void step(aero_sched *s) {
 }
 
 // The scheduler thread: sleeps while idle, otherwise admits and steps.
+// The slot action posted by aero_sched_slot, run between steps (the sequences are the scheduler thread's).
+static void run_slot_task(aero_sched *s) {
+    pthread_mutex_lock(&s->mu);
+    slot_task *t = s->slot_task;
+    pthread_mutex_unlock(&s->mu);
+    if (!t) return;
+    const aero_sched_backend *e = &s->backend;
+    int q = t->seq;
+    aero_status st = AERO_OK;
+    if (q < 0 || q >= e->n_seq) st = aero_fail(&t->err, AERO_ERR_INVALID, "no slot %d (0..%d)", q, e->n_seq - 1);
+    else if (s->seqs[q]) st = aero_fail(&t->err, AERO_ERR_RANGE, "slot %d is busy with a request", q);
+    else if (!e->kv_save || !e->kv_load)
+        st = aero_fail(&t->err, AERO_ERR_UNSUPPORTED, "slot files are not supported by this model's context");
+    else if (t->action == AERO_SLOT_SAVE) {
+        st = e->kv_save(e->self, q, s->hist[q], s->n_hist[q], t->path, &t->err);
+        t->n_tokens = s->n_hist[q];
+    } else if (t->action == AERO_SLOT_RESTORE) {
+        int32_t *tok = NULL;
+        int n = 0;
+        st = e->kv_load(e->self, q, t->path, &tok, &n, &t->err);
+        if (!st && n > e->n_ctx) st = aero_fail(&t->err, AERO_ERR_RANGE, "the file holds %d tokens", n);
+        if (!st) {
+            memcpy(s->hist[q], tok, sizeof *tok * (size_t)n);
+            s->n_hist[q] = n;
+            s->used[q] = ++s->n_ended; // the most recently used: a request sharing its prefix picks it
+            t->n_tokens = n;
+        } else {
+            e->kv_drop(e->self, q); // a failed read leaves nothing half-known in the sequence
+            s->n_hist[q] = 0;
+        }
+        free(tok);
+    } else {
+        e->kv_drop(e->self, q);
+        t->n_tokens = s->n_hist[q];
+        s->n_hist[q] = 0;
+    }
+    pthread_mutex_lock(&s->mu);
+    t->st = st;
+    t->done = true;
+    s->slot_task = NULL;
+    pthread_cond_broadcast(&s->slot_cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+aero_status aero_sched_slot(aero_sched *s, int seq, aero_slot_action action, const char *path, int *n_tokens,
+                            aero_error *err) {
+    slot_task t = {.seq = seq, .action = action, .path = path};
+    pthread_mutex_lock(&s->slot_mu);
+    pthread_mutex_lock(&s->mu);
+    if (s->stop) {
+        pthread_mutex_unlock(&s->mu);
+        pthread_mutex_unlock(&s->slot_mu);
+        return aero_fail(err, AERO_ERR_RANGE, "the server is shutting down");
+    }
+    s->slot_task = &t;
+    pthread_cond_signal(&s->cv);
+    while (!t.done && !s->stop) pthread_cond_wait(&s->slot_cv, &s->mu);
+    if (!t.done) { // stopped before the action ran
+        s->slot_task = NULL;
+        t.st = aero_fail(&t.err, AERO_ERR_RANGE, "the server is shutting down");
+    }
+    pthread_mutex_unlock(&s->mu);
+    pthread_mutex_unlock(&s->slot_mu);
+    if (t.st) *err = t.err;
+    *n_tokens = t.n_tokens;
+    return t.st;
+}
+
 static void *sched_main(void *arg) {
     aero_sched *s = arg;
     for (;;) {
         pthread_mutex_lock(&s->mu);
-        while (!s->stop && s->n_active == 0 && !s->qhead) pthread_cond_wait(&s->cv, &s->mu);
+        while (!s->stop && s->n_active == 0 && !s->qhead && !s->slot_task) pthread_cond_wait(&s->cv, &s->mu);
         bool stop = s->stop;
         pthread_mutex_unlock(&s->mu);
         if (stop) break;
+        run_slot_task(s);
         admit(s);
         step(s);
     }
@@ -752,6 +835,8 @@ aero_status aero_sched_new(aero_sched **out, const aero_sched_backend *e, int ma
     s->max_queue = max_queue < 0 ? 0 : max_queue;
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
+    pthread_cond_init(&s->slot_cv, NULL);
+    pthread_mutex_init(&s->slot_mu, NULL);
     s->seqs = calloc((size_t)e->n_seq, sizeof *s->seqs);
     s->hist = calloc((size_t)e->n_seq, sizeof *s->hist);
     s->n_hist = calloc((size_t)e->n_seq, sizeof *s->n_hist);
@@ -785,6 +870,7 @@ void aero_sched_shutdown(aero_sched *s) {
     pthread_mutex_lock(&s->mu);
     s->stop = true;
     pthread_cond_broadcast(&s->cv);
+    pthread_cond_broadcast(&s->slot_cv); // a slot action waiting for the thread is answered "shutting down"
     aero_gen *q = s->qhead;
     s->qhead = s->qtail = NULL;
     s->n_queued = 0;
@@ -816,6 +902,8 @@ void aero_sched_free(aero_sched *s) {
     free(s->hidden);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
+    pthread_cond_destroy(&s->slot_cv);
+    pthread_mutex_destroy(&s->slot_mu);
     free(s);
 }
 

@@ -50,7 +50,14 @@ typedef struct {
     // Embeddings (NULL: none): the last hidden state (n_embd floats) of batch token i of the last pass.
     aero_status (*hidden)(void *self, int i, float *out, aero_error *err);
     int n_embd;
+    // Saved sequences (NULL: none): seq's cache of tokens[0..n) written to path; a file read into seq (the
+    // tokens it then caches, malloc'ed, into *tokens and *n).
+    aero_status (*kv_save)(void *self, int seq, const int32_t *tokens, int n, const char *path, aero_error *err);
+    aero_status (*kv_load)(void *self, int seq, const char *path, int32_t **tokens, int *n, aero_error *err);
 } aero_sched_backend;
+
+// llama-server's slot actions (POST /slots/ID?action=...).
+typedef enum { AERO_SLOT_SAVE, AERO_SLOT_RESTORE, AERO_SLOT_ERASE } aero_slot_action;
 
 typedef enum {
     AERO_FINISH_NONE = 0,
@@ -135,5 +142,11 @@ void aero_sched_poke(aero_sched *s);
 // Whether aero_sched_shutdown has begun (the loop ends after the pass it is in): a state tests can wait for.
 bool aero_sched_stopping(aero_sched *s);
 const aero_sched_backend *aero_sched_backend_of(const aero_sched *s);
+
+// Runs a slot action on the scheduler thread between two steps and waits for it: save sequence seq's cached
+// tokens to path, restore a file into it (a later request sharing its prefix reuses it), or erase it. *n_tokens:
+// the tokens saved, restored or erased. A sequence holding a request is refused (AERO_ERR_RANGE, "busy").
+aero_status aero_sched_slot(aero_sched *s, int seq, aero_slot_action action, const char *path, int *n_tokens,
+                            aero_error *err);
 
 #endif

@@ -126,7 +126,7 @@ export function post(base, path, body, { agent, headers = {} } = {}) {
   const u = new URL(path, base);
   const data = typeof body === 'string' || Buffer.isBuffer(body) ? body : JSON.stringify(body);
   return new Promise((resolve, reject) => {
-    const req = http.request({ host: u.hostname, port: u.port, path: u.pathname, method: 'POST', agent,
+    const req = http.request({ host: u.hostname, port: u.port, path: u.pathname + u.search, method: 'POST', agent,
       headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data), ...headers } },
     (res) => {
       const chunks = [];
