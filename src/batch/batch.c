@@ -476,33 +476,6 @@ void aero_batch_job_params_default(aero_batch_job_params *p) {
     p->progress = true;
 }
 
-// Log-probabilities of token tok and the n_top most likely tokens under one row of logits: the scheduler's
-// computation (sched.c fill_logprobs), so a scored token's numbers equal those of the same token generated.
-static void row_logprobs(const float *logits, int n_vocab, int32_t tok, int n_top, aero_oai_logprob *out) {
-    float mx = -INFINITY;
-    for (int i = 0; i < n_vocab; i++)
-        if (logits[i] > mx) mx = logits[i];
-    double sum = 0;
-    for (int i = 0; i < n_vocab; i++) sum += exp((double)(logits[i] - mx));
-    double lse = (double)mx + log(sum);
-    out->id = tok;
-    out->logprob = (float)((double)logits[tok] - lse);
-    out->n_top = 0;
-    for (int i = 0; i < n_vocab && n_top > 0; i++) {
-        float v = logits[i];
-        int k = out->n_top;
-        if (k == n_top && v <= logits[out->top_id[k - 1]]) continue;
-        if (k < n_top) out->n_top++;
-        else k--;
-        while (k > 0 && logits[out->top_id[k - 1]] < v) {
-            out->top_id[k] = out->top_id[k - 1];
-            k--;
-        }
-        out->top_id[k] = i;
-    }
-    for (int k = 0; k < out->n_top; k++) out->top_lp[k] = (float)((double)logits[out->top_id[k]] - lse);
-}
-
 // Teacher forcing: `echo` with `logprobs` on /v1/completions (which the server refuses) scores the prompt: every
 // token's log-probability given the ones before it, with the `logprobs` most likely alternatives (up to 20
 // here, an extension of the API's 5). max_tokens must be 0 or absent: nothing is generated. Returns false when
@@ -685,7 +658,7 @@ static aero_status score_run(job *j, aero_error *err) {
                 for (int t = 0; t < n_this[k]; t++) {
                     int pos = done_tok[k] + t;
                     if (pos + 1 < sc->n_ids) {
-                        row_logprobs(logits + (size_t)row * n_vocab, n_vocab, sc->ids[pos + 1], sc->n_top,
+                        aero_oai_logprob_fill(logits + (size_t)row * n_vocab, n_vocab, sc->ids[pos + 1], sc->n_top,
                                      &lp[k][pos + 1]);
                         row++;
                     }

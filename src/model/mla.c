@@ -102,28 +102,6 @@ aero_status aero_mla_hparams_read(const aero_gguf *g, aero_hparams *hp, aero_mla
     return AERO_OK;
 }
 
-// ggml's rope_yarn_corr_dim: the pair index whose wavelength makes n_rot rotations over the original context.
-static float yarn_corr_dim(int n_dims, int n_ctx_orig, float n_rot, float base) {
-    return n_dims * logf((float)n_ctx_orig / (n_rot * 2 * (float)M_PI)) / (2 * logf(base));
-}
-
-void aero_mla_rope_yarn(const aero_hparams *hp, float *inv_freq) {
-    int n = hp->rope_dim;
-    float freq_scale = 1.0f / hp->rope_scale_factor;
-    float lo = floorf(yarn_corr_dim(n, hp->rope_orig_ctx, hp->rope_yarn_beta_fast, hp->rope_base));
-    float hi = ceilf(yarn_corr_dim(n, hp->rope_orig_ctx, hp->rope_yarn_beta_slow, hp->rope_base));
-    if (lo < 0) lo = 0;
-    if (hi > n - 1) hi = (float)(n - 1);
-    for (int i = 0; i < n / 2; i++) {
-        // interpolated (slowed by the factor) for long wavelengths, extrapolated (kept) for short ones, a linear
-        // ramp between; the angle is linear in the position, so the blend folds into the frequency
-        float y = ((float)i - lo) / fmaxf(0.001f, hi - lo);
-        float mix = 1.0f - fminf(1.0f, fmaxf(0.0f, y)); // ext_factor 1
-        double f = pow(hp->rope_base, -2.0 * i / n);
-        inv_freq[i] = (float)(f * (freq_scale * (1.0f - mix) + mix));
-    }
-}
-
 // Scratch of one context: per tile, and per thread for the per-head projections and attention.
 struct aero_mla_work {
     float *qa;    // n x q_lora_rank

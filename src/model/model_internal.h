@@ -161,7 +161,5 @@ void aero_mla_ctx_free(aero_ctx *c);
 // batch's cells and per-sequence bases as forward.c computed them.
 aero_status aero_mla_attention(aero_ctx *c, int l, const aero_batch *b, int first, int n, const int *cell,
                                const int *base, aero_error *err);
-// YaRN's per-pair frequencies (deepseek2's rope scaling), as ggml's rope computes them.
-void aero_mla_rope_yarn(const aero_hparams *hp, float *inv_freq);
 
 #endif

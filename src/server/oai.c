@@ -1,3 +1,4 @@
+#include <math.h>
 #include "oai.h"
 
 #include <stdlib.h>
@@ -301,4 +302,31 @@ done:
     free(b);
     free(o);
     return j;
+}
+
+// One token's log-probability and its n_top most likely alternatives from a row of logits: the scheduler's
+// and the batch job's scoring use this one computation, so the same token gets the same numbers.
+void aero_oai_logprob_fill(const float *logits, int n_vocab, int32_t tok, int n_top, aero_oai_logprob *out) {
+    float mx = -INFINITY;
+    for (int i = 0; i < n_vocab; i++)
+        if (logits[i] > mx) mx = logits[i];
+    double sum = 0;
+    for (int i = 0; i < n_vocab; i++) sum += exp((double)(logits[i] - mx));
+    double lse = (double)mx + log(sum);
+    out->id = tok;
+    out->logprob = (float)((double)logits[tok] - lse);
+    out->n_top = 0;
+    for (int i = 0; i < n_vocab && n_top > 0; i++) {
+        float v = logits[i];
+        int k = out->n_top;
+        if (k == n_top && v <= logits[out->top_id[k - 1]]) continue;
+        if (k < n_top) out->n_top++;
+        else k--;
+        while (k > 0 && logits[out->top_id[k - 1]] < v) {
+            out->top_id[k] = out->top_id[k - 1];
+            k--;
+        }
+        out->top_id[k] = i;
+    }
+    for (int k = 0; k < out->n_top; k++) out->top_lp[k] = (float)((double)logits[out->top_id[k]] - lse);
 }

@@ -49,6 +49,8 @@ json_t *aero_oai_embedding_value(const float *v, int n, bool base64);
 void aero_oai_usage_draft(json_t *obj, int drafted, int accepted);
 // Logprobs of n tokens in the chat shape ({"content": [...]}) or the legacy completions shape
 // ({"tokens", "token_logprobs", "top_logprobs", "text_offset"}; text_offset counts from text_base).
+// Log-probability of tok and the n_top (<= AERO_OAI_MAX_TOP) most likely tokens under one row of logits.
+void aero_oai_logprob_fill(const float *logits, int n_vocab, int32_t tok, int n_top, aero_oai_logprob *out);
 json_t *aero_oai_logprobs(bool chat, const aero_oai_logprob *lp, int n, int n_top, aero_oai_piece_fn piece,
                           void *piece_ctx, size_t text_base);
 

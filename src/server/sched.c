@@ -320,32 +320,6 @@ static void finish_gen(aero_sched *s, aero_gen *g, aero_finish f, const char *ms
     aero_gen_unref(g);
 }
 
-// Log-probabilities of the sampled token and the most likely alternatives under the distribution sampled from.
-static void fill_logprobs(const float *logits, int n_vocab, int32_t tok, int n_top, aero_oai_logprob *out) {
-    float mx = -INFINITY;
-    for (int i = 0; i < n_vocab; i++)
-        if (logits[i] > mx) mx = logits[i];
-    double sum = 0;
-    for (int i = 0; i < n_vocab; i++) sum += exp((double)(logits[i] - mx));
-    double lse = (double)mx + log(sum);
-    out->id = tok;
-    out->logprob = (float)((double)logits[tok] - lse);
-    out->n_top = 0;
-    for (int i = 0; i < n_vocab && n_top > 0; i++) {
-        float v = logits[i];
-        int k = out->n_top;
-        if (k == n_top && v <= logits[out->top_id[k - 1]]) continue;
-        if (k < n_top) out->n_top++;
-        else k--;
-        while (k > 0 && logits[out->top_id[k - 1]] < v) {
-            out->top_id[k] = out->top_id[k - 1];
-            k--;
-        }
-        out->top_id[k] = i;
-    }
-    for (int k = 0; k < out->n_top; k++) out->top_lp[k] = (float)((double)logits[out->top_id[k]] - lse);
-}
-
 // Publishes the text the generation layer added after a pass (byte for byte from the layer's text) and the
 // logprob entry of a single sampled token; may finish g.
 static void publish(aero_sched *s, aero_gen *g) {
@@ -361,7 +335,7 @@ static void publish(aero_sched *s, aero_gen *g) {
     if (n_new) g->pending = tok[n_new - 1];
     aero_oai_logprob lp;
     bool with_lp = g->p.logprobs && n_new == 1 && aero_generator_last_logits(g->gen);
-    if (with_lp) fill_logprobs(aero_generator_last_logits(g->gen), s->backend.n_vocab, tok[0], g->p.top_logprobs, &lp);
+    if (with_lp) aero_oai_logprob_fill(aero_generator_last_logits(g->gen), s->backend.n_vocab, tok[0], g->p.top_logprobs, &lp);
     size_t len, vis = aero_generator_visible(g->gen);
     const char *text = aero_generator_text(g->gen, &len);
     pthread_mutex_lock(&g->mu);
