@@ -11,8 +11,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
+import { BIN, compare, llamaCppSkip, run } from './llamacpp_util.mjs';
 
-const BIN = process.env.AEROLLM || 'build/aerollm';
 const DUMP = 'build/tests/test_model_moe';
 const PROMPT = '1,300,301,302,303,304';
 const N = 32;
@@ -22,47 +22,7 @@ const TOP = 3;
 // the same level (about 1e-3 for F32) as the MoE files, so the tolerance measures the MoE path, not llama.cpp.
 const TOL = { F32: 2e-3, Q8_0: 5e-2 };
 
-function llamaCppDir() {
-  for (const d of [process.env.NODE_LLAMA_CPP, '/work/peer/node_modules/node-llama-cpp']) {
-    if (!d) continue;
-    if (fs.existsSync(path.join(d, 'package.json')) || fs.existsSync(path.join(d, 'node-llama-cpp'))) return d;
-  }
-  return null;
-}
-
-const skip = !llamaCppDir() ? 'node-llama-cpp not found (set NODE_LLAMA_CPP): no llama.cpp to compare with'
-  : !fs.existsSync(BIN) || !fs.existsSync(DUMP) ? `${BIN} or ${DUMP} not built (make; make test T=test_model_moe)`
-  : false;
-
-function run(cmd, args) {
-  const r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer: 64 << 20 });
-  assert.equal(r.status, 0, `${cmd} ${args.join(' ')}: ${r.stderr}`);
-  return r.stdout;
-}
-
-// Greedy tokens equal up to the end, or up to a step where llama.cpp's two best logits are closer than the
-// tolerance (a near-tie that rounding may break either way: the texts may then part, and the comparison stops
-// there, with the other engine's choice required to be the other of the two). Returns [worst, steps compared].
-function compare(name, ref, got, tol) {
-  let worst = 0, n = ref.tokens.length;
-  for (let i = 0; i < ref.tokens.length; i++) {
-    const r = ref.steps[i].top, g = got.steps[i].top;
-    const scale = Math.max(...r.map((x) => Math.abs(x[1])));
-    for (const [id, lg] of r) {
-      const mine = g.find((x) => x[0] === id);
-      if (mine) worst = Math.max(worst, Math.abs(mine[1] - lg) / scale);
-    }
-    if (got.tokens[i] !== ref.tokens[i]) {
-      const tie = r.length > 1 && r[0][1] - r[1][1] <= tol * scale && got.tokens[i] === r[1][0];
-      assert.ok(tie, `${name}: step ${i}: token ${got.tokens[i]}, llama.cpp ${ref.tokens[i]} (top ${JSON.stringify(r)})`);
-      n = i + 1;
-      break;
-    }
-  }
-  assert.ok(n >= 16, `${name}: a near-tie after only ${n} steps; use another prompt`);
-  assert.ok(worst <= tol, `${name}: top logits within ${tol} relative of llama.cpp's (worst ${worst.toExponential(2)})`);
-  return [worst, n];
-}
+const skip = llamaCppSkip(DUMP, 'test_model_moe');
 
 test('MoE models match llama.cpp', { skip }, () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'aero-moe-'));
