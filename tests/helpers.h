@@ -122,6 +122,37 @@ static inline char *test_read_file(const char *path, size_t *len) {
     return p;
 }
 
+// Parses a comma-separated token list ("1,300,301") for the --greedy dump modes; returns the count.
+static inline int test_parse_tokens(const char *list, int32_t *out, int cap) {
+    int n = 0;
+    for (char *s = (char *)list; *s && n < cap; s++) {
+        out[n++] = (int32_t)strtol(s, &s, 10);
+        if (!*s) break;
+    }
+    return n;
+}
+
+// Prints greedy tokens and each step's top logits as the JSON the llama.cpp comparisons read
+// (tests/node/llamacpp_util.mjs): {"tokens":[...],"steps":[{"top":[[id,logit],...]},...]}. Clobbers lg.
+static inline void test_print_greedy_json(const int32_t *out, float *lg, int n, int nv, int top) {
+    printf("{\"tokens\":[");
+    for (int i = 0; i < n; i++) printf("%s%d", i ? "," : "", out[i]);
+    printf("],\"steps\":[");
+    for (int i = 0; i < n; i++) {
+        float *l = lg + (size_t)i * nv;
+        printf("%s{\"top\":[", i ? "," : "");
+        for (int t = 0; t < top; t++) {
+            int best = -1;
+            for (int j = 0; j < nv; j++)
+                if (l[j] == l[j] && (best < 0 || l[j] > l[best])) best = j; // NaN marks those printed
+            printf("%s[%d,%.6f]", t ? "," : "", best, l[best]);
+            l[best] = 0.0f / 0.0f;
+        }
+        printf("]}");
+    }
+    printf("]}\n");
+}
+
 // Monotonic seconds, for the tests that bound how long something takes.
 static inline double test_now_s(void) {
     struct timespec ts;

@@ -57,11 +57,7 @@ static int dump_greedy(int argc, char **argv) {
         return 2;
     }
     int32_t prompt[256];
-    int np = 0;
-    for (char *s = argv[3]; *s && np < 256; s++) {
-        prompt[np++] = (int32_t)strtol(s, &s, 10);
-        if (!*s) break;
-    }
+    int np = test_parse_tokens(argv[3], prompt, 256);
     int n = atoi(argv[4]), top = atoi(argv[5]);
     aero_model *m = test_load_model(argv[2], 2, 0);
     if (!m || n < 1 || n > 256 || top < 1) return 1;
@@ -69,22 +65,7 @@ static int dump_greedy(int argc, char **argv) {
     int32_t *out = malloc(sizeof(int32_t) * n);
     float *lg = malloc(sizeof(float) * n * nv);
     if (!greedy(m, prompt, np, n, out, lg)) return 1;
-    printf("{\"tokens\":[");
-    for (int i = 0; i < n; i++) printf("%s%d", i ? "," : "", out[i]);
-    printf("],\"steps\":[");
-    for (int i = 0; i < n; i++) {
-        float *l = lg + (size_t)i * nv;
-        printf("%s{\"top\":[", i ? "," : "");
-        for (int t = 0; t < top; t++) {
-            int best = -1;
-            for (int j = 0; j < nv; j++)
-                if (!isnan(l[j]) && (best < 0 || l[j] > l[best])) best = j;
-            printf("%s[%d,%.6f]", t ? "," : "", best, l[best]);
-            l[best] = NAN;
-        }
-        printf("]}");
-    }
-    printf("]}\n");
+    test_print_greedy_json(out, lg, n, nv, top);
     free(out);
     free(lg);
     aero_model_free(m);
