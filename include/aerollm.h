@@ -385,6 +385,14 @@ int aero_stream_head_parts(const aero_stream *s);
 aero_status aero_stream_acquire_head_part(aero_stream *s, int part, int64_t *row0, int64_t *rows, aero_error *err);
 void aero_stream_get_stats(const aero_stream *s, aero_stream_stats *out);
 void aero_stream_reset_stats(aero_stream *s);
+// The live state of every unit, for a viewer, read under the streamer's lock (held for a few loads, never across
+// IO): out[u] (at most cap - 1 letters, NUL-ended) is 'p' resident, 'P' resident and computing, 'd' on disk,
+// 'r' being read into the window, 'w' read and waiting, 'c' computing from the window; slot_unit/slot_state
+// (AERO_STREAM_MAX_SLOTS each) the window's slots, oldest first, *n_slots of them; *stats the counters copied
+// under the same lock. Returns the units written (0: nothing to show yet).
+#define AERO_STREAM_MAX_SLOTS 18
+int aero_stream_unit_states(aero_stream *s, char *out, int cap, int *slot_unit, char *slot_state, int *n_slots,
+                            aero_stream_stats *stats);
 // Prints the --stats report (per pass: bytes streamed, IO busy, compute, IO wait, GB/s, disk floor) to f. The
 // floor's disk bandwidth is measured now (O_DIRECT reads of the model file into the idle window) unless set.
 void aero_stream_print_stats(aero_stream *s, FILE *f);

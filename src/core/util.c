@@ -10,6 +10,13 @@
 #include <string.h>
 #include <time.h>
 
+const char *aero_format_size(uint64_t b, char *buf, size_t cap) {
+    if (b >= (1ull << 30)) snprintf(buf, cap, "%.2f GiB", b / (double)(1ull << 30));
+    else if (b >= (1ull << 20)) snprintf(buf, cap, "%.1f MiB", b / (double)(1ull << 20));
+    else snprintf(buf, cap, "%.1f KiB", b / 1024.0);
+    return buf;
+}
+
 bool aero_parse_size(const char *s, uint64_t *out) {
     if (!s || !*s) return false;
     char *end;

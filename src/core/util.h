@@ -11,6 +11,8 @@
 
 // Parses "512M", "8G", "1.5G", "64K", "100000" (binary units) into bytes; false when malformed or zero.
 bool aero_parse_size(const char *s, uint64_t *out);
+// Formats a byte count for messages and plans ("35.2 MiB", "1.25 GiB"), the inverse of aero_parse_size.
+const char *aero_format_size(uint64_t bytes, char *buf, size_t cap);
 // Seconds from a monotonic clock.
 double aero_now(void);
 // Zero-filled memory aligned to `align` (a power of two >= sizeof(void*)); free with free(). NULL on failure.

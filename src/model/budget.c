@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "../core/util.h"
 #include "model_internal.h"
 
 aero_status aero_hparams_from_gguf(const aero_gguf *g, aero_hparams *hp, aero_error *err) {
@@ -34,13 +35,6 @@ aero_status aero_gguf_kv_bytes(const aero_gguf *g, const aero_ctx_params *p, uin
     return AERO_OK;
 }
 
-// Sizes as the streamer's refusals print them (a number, then KiB/MiB/GiB), so scripts read both alike.
-static const char *fmt_size(uint64_t b, char *buf, size_t cap) {
-    if (b >= (1ull << 30)) snprintf(buf, cap, "%.2f GiB", b / (double)(1ull << 30));
-    else if (b >= (1ull << 20)) snprintf(buf, cap, "%.1f MiB", b / (double)(1ull << 20));
-    else snprintf(buf, cap, "%.1f KiB", b / 1024.0);
-    return buf;
-}
 
 // The streamer's smallest budget for this file, from a plan that opens and reads nothing.
 static aero_status stream_min(const aero_gguf *g, const aero_hparams *hp, const aero_model_params *mp, uint64_t *min,
@@ -85,15 +79,15 @@ aero_status aero_mem_split_plan(aero_mem_split *out, const aero_model_params *mp
     out->min_mem = wmin + out->kv_bytes + other_bytes;
     if (out->mem < out->min_mem) {
         char a[32], b[32], c[32], d[32], f[32], e[40] = "", seqs[32] = "";
-        if (other_bytes) snprintf(e, sizeof e, " %s", fmt_size(other_bytes, f, sizeof f));
+        if (other_bytes) snprintf(e, sizeof e, " %s", aero_format_size(other_bytes, f, sizeof f));
         if (out->n_seq > 1) snprintf(seqs, sizeof seqs, "%d sequences x ", out->n_seq);
         st = aero_fail(err, AERO_ERR_NOMEM,
                        "--mem %s is below the minimum %s (%llu bytes) for this model with its "
                        "KV cache: weights %s (the streamer's minimum) + KV cache %s (%s%d tokens, K %s, V %s)%s%s; "
                        "lower -c, quantize the cache (-ctk/-ctv q8_0) or raise --mem",
-                       fmt_size(out->mem, a, sizeof a), fmt_size(out->min_mem, b, sizeof b),
-                       (unsigned long long)out->min_mem, fmt_size(wmin, c, sizeof c),
-                       fmt_size(out->kv_bytes, d, sizeof d), seqs, out->n_ctx, aero_dtype_name(out->type_k),
+                       aero_format_size(out->mem, a, sizeof a), aero_format_size(out->min_mem, b, sizeof b),
+                       (unsigned long long)out->min_mem, aero_format_size(wmin, c, sizeof c),
+                       aero_format_size(out->kv_bytes, d, sizeof d), seqs, out->n_ctx, aero_dtype_name(out->type_k),
                        aero_dtype_name(out->type_v), other_bytes ? " + draft model" : "", e);
         goto done;
     }

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../core/util.h"
 #include "../stream/stream.h"
 #include "gpu_plan.h"
 
@@ -116,13 +117,6 @@ void aero_gpu_plan_free(aero_gpu_plan *p) {
     p->vram = NULL;
 }
 
-// Sizes as aerollm info prints them.
-static const char *fmt_size(uint64_t b, char *buf, size_t cap) {
-    if (b >= (1ull << 30)) snprintf(buf, cap, "%.2f GiB", b / (double)(1ull << 30));
-    else if (b >= (1ull << 20)) snprintf(buf, cap, "%.2f MiB", b / (double)(1ull << 20));
-    else snprintf(buf, cap, "%.1f KiB", b / 1024.0);
-    return buf;
-}
 
 aero_status aero_gpu_plan_print(const aero_gguf *g, const aero_ctx_params *kv, int n_tile, uint64_t gpu_mem,
                                 uint64_t mem_budget, FILE *f, aero_error *err) {
@@ -135,10 +129,10 @@ aero_status aero_gpu_plan_print(const aero_gguf *g, const aero_ctx_params *kv, i
         if (p.vram[u]) n_vram++, vram_w += p.unit_bytes[u];
     fprintf(f, "\nGPU plan under --gpu-mem %s: %d of %d units VRAM-resident (%s), %s for the KV cache, activations "
                "and small tensors",
-            fmt_size(gpu_mem, a, sizeof a), n_vram, p.n_units, fmt_size(vram_w, b, sizeof b),
-            fmt_size(p.fixed, c, sizeof c));
-    if (p.slot_bytes) fprintf(f, ", 2 copy slots of %s", fmt_size(p.slot_bytes, d, sizeof d));
-    fprintf(f, "; minimum --gpu-mem %s\n", fmt_size(p.min_need, a, sizeof a));
+            aero_format_size(gpu_mem, a, sizeof a), n_vram, p.n_units, aero_format_size(vram_w, b, sizeof b),
+            aero_format_size(p.fixed, c, sizeof c));
+    if (p.slot_bytes) fprintf(f, ", 2 copy slots of %s", aero_format_size(p.slot_bytes, d, sizeof d));
+    fprintf(f, "; minimum --gpu-mem %s\n", aero_format_size(p.min_need, a, sizeof a));
     char *tier = malloc((size_t)p.n_units + 1);
     aero_status st = tier ? aero_gpu_plan_tiers(g, &p, mem_budget, tier, err) : aero_fail(err, AERO_ERR_NOMEM, "out of memory");
     if (!st) {
@@ -148,10 +142,10 @@ aero_status aero_gpu_plan_print(const aero_gguf *g, const aero_ctx_params *kv, i
             if (tier[u] == 'D') disk += p.unit_bytes[u];
         }
         fprintf(f, "  per unit: %s   (V VRAM, H host memory, D disk; the last is the output head)\n", tier);
-        fprintf(f, "  per pass: %s copied over PCIe, of which %s read from disk first\n", fmt_size(host + disk, a, sizeof a),
-                fmt_size(disk, b, sizeof b));
+        fprintf(f, "  per pass: %s copied over PCIe, of which %s read from disk first\n", aero_format_size(host + disk, a, sizeof a),
+                aero_format_size(disk, b, sizeof b));
     } else {
-        aero_error_prefix(err, "no host plan beside the GPU plan under --mem %s: ", fmt_size(mem_budget, a, sizeof a));
+        aero_error_prefix(err, "no host plan beside the GPU plan under --mem %s: ", aero_format_size(mem_budget, a, sizeof a));
     }
     free(tier);
     aero_gpu_plan_free(&p);

@@ -10,7 +10,6 @@
 #include <time.h>
 
 #include "../core/util.h"
-#include "../stream/stream_internal.h" // the unit ring's live state (read-only, under the streamer's lock)
 #include "oai.h"
 
 typedef struct {
@@ -76,36 +75,11 @@ typedef struct {
     char units[WEB_MAX_UNITS + 1];
 } web_sse;
 
-// Each unit's state letter: 'p' pinned (resident), 'P' pinned and computing, 'd' on disk, 'r' being read into
-// the window, 'w' read and waiting in the window, 'c' computing from the window. The ring occurrences are read
-// under the streamer's own lock, held for a few loads; window[] gets the units in the ring's slots, oldest
-// first; *stats the streamer's counters, copied under the same lock (the compute thread updates them under it).
-// Returns the units written (0: nothing to show).
+// Each unit's state letter (aero_stream_unit_states) into out, and the window's slots into window[].
 static int unit_states(aero_stream *s, char *out, int cap, json_t *window, aero_stream_stats *stats) {
-    if (!s || !s->mutex_ready || !s->units) {
-        if (s) aero_stream_get_stats(s, stats);
-        return 0;
-    }
-    int n = s->n_units < cap ? s->n_units : cap;
-    int slot_unit[ST_MAX_PREFETCH + 2];
-    char slot_state[ST_MAX_PREFETCH + 2];
-    int n_slot = 0;
-    pthread_mutex_lock(&s->mu);
-    for (int u = 0; u < n; u++) out[u] = s->units[u].resident || s->units[u].external ? 'p' : 'd';
-    if (s->n_streamed && s->occ)
-        for (int64_t q = s->occ_first; q < s->occ_end && n_slot < ST_MAX_PREFETCH + 2; q++) {
-            const st_occ *o = &s->occ[q % (s->depth + 1)];
-            int u = o->unit >= s->n_units ? s->head_unit : o->unit; // a block of the head shows as the head
-            char c = q == s->held_seq ? 'c' : o->job.complete ? 'w' : 'r';
-            if (u >= 0 && u < n && out[u] != 'c') out[u] = c;
-            slot_unit[n_slot] = u;
-            slot_state[n_slot++] = c;
-        }
-    int held = s->held_unit;
-    *stats = s->stats;
-    if (held >= 0 && held < n) out[held] = out[held] == 'p' ? 'P' : 'c';
-    pthread_mutex_unlock(&s->mu);
-    out[n] = 0;
+    int slot_unit[AERO_STREAM_MAX_SLOTS], n_slot;
+    char slot_state[AERO_STREAM_MAX_SLOTS];
+    int n = aero_stream_unit_states(s, out, cap, slot_unit, slot_state, &n_slot, stats);
     for (int i = 0; i < n_slot; i++) {
         char st[2] = {slot_state[i], 0};
         json_array_append_new(window, json_pack("{s:i, s:s}", "unit", slot_unit[i], "state", st));
@@ -129,7 +103,7 @@ static json_t *sample(web_sse *e) {
     json_t *window = json_array();
     json_t *pinned = json_array();
     aero_stream_stats ss = {0};
-    int n_units = unit_states(st, e->units, WEB_MAX_UNITS, window, &ss);
+    int n_units = unit_states(st, e->units, sizeof e->units, window, &ss);
     const aero_stream_plan *plan = st ? aero_stream_get_plan(st) : NULL;
     if (plan && plan->unit_resident)
         for (int u = 0; u < n_units && u < plan->n_units; u++)

@@ -5,18 +5,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../core/util.h"
 #include "stream_internal.h"
 
 static uint64_t align_down(uint64_t x) { return x & ~(uint64_t)(ST_ALIGN - 1); }
 static uint64_t align_up(uint64_t x) { return (x + ST_ALIGN - 1) & ~(uint64_t)(ST_ALIGN - 1); }
 
-// Formats a byte count for messages ("35.2 MiB").
-static const char *fmt_size(uint64_t b, char *buf, size_t cap) {
-    if (b >= (1ull << 30)) snprintf(buf, cap, "%.2f GiB", b / (double)(1ull << 30));
-    else if (b >= (1ull << 20)) snprintf(buf, cap, "%.1f MiB", b / (double)(1ull << 20));
-    else snprintf(buf, cap, "%.1f KiB", b / 1024.0);
-    return buf;
-}
 
 // Which unit a tensor belongs to: layer unit N for "blk.N.*", the head unit for the output head, -1 otherwise
 // (the layer units are 0..head_unit-1).
@@ -440,17 +434,17 @@ aero_status st_plan(aero_stream *s, aero_error *err) {
         char exp_note[96] = "", eb[32];
         if (exp_min)
             snprintf(exp_note, sizeof exp_note, " and an expert cache of %s (%d experts)",
-                     fmt_size(exp_min, eb, sizeof eb), p->n_expert_used);
+                     aero_format_size(exp_min, eb, sizeof eb), p->n_expert_used);
         if (m->head_resident && can_stream_head)
             snprintf(head, sizeof head, " and the output head (%s)",
-                     fmt_size(s->units[s->head_unit].bytes, hb, sizeof hb));
+                     aero_format_size(s->units[s->head_unit].bytes, hb, sizeof hb));
         aero_fail(err, AERO_ERR_NOMEM,
                   "--mem %s is below the minimum %s (%llu bytes) for this model: a streaming "
                   "window of %s (%d slots of %s, prefetch %d) plus %s of resident small "
                   "tensors%s%s; use --mem %s or more",
-                  fmt_size(budget, bb, sizeof bb), fmt_size(p->min_budget, mb, sizeof mb),
-                  (unsigned long long)p->min_budget, fmt_size(m->ring, wb, sizeof wb), m->depth + 1,
-                  fmt_size(maxu, ub, sizeof ub), m->depth, fmt_size(s->small_bytes + s->row_buf_bytes, sb, sizeof sb),
+                  aero_format_size(budget, bb, sizeof bb), aero_format_size(p->min_budget, mb, sizeof mb),
+                  (unsigned long long)p->min_budget, aero_format_size(m->ring, wb, sizeof wb), m->depth + 1,
+                  aero_format_size(maxu, ub, sizeof ub), m->depth, aero_format_size(s->small_bytes + s->row_buf_bytes, sb, sizeof sb),
                   head, exp_note, suggest);
         goto fail;
     }
@@ -530,22 +524,22 @@ void aero_stream_print_expert_plan(const aero_stream_plan *p, FILE *f) {
     char a[32], b[32], c[32], d[32], e[32];
     uint64_t dense = p->resident_bytes;
     fprintf(f, "  experts: %d MoE layers x %d experts, %d used per token, %s in all (%s per expert in the cache)\n",
-            p->n_moe_layers, p->n_expert, p->n_expert_used, fmt_size(p->expert_bytes, a, sizeof a),
-            fmt_size(p->expert_span, b, sizeof b));
+            p->n_moe_layers, p->n_expert, p->n_expert_used, aero_format_size(p->expert_bytes, a, sizeof a),
+            aero_format_size(p->expert_span, b, sizeof b));
     if (p->experts_resident) {
         fprintf(f, "  split: everything resident (%s of experts among the resident bytes)\n",
-                fmt_size(p->expert_bytes, a, sizeof a));
+                aero_format_size(p->expert_bytes, a, sizeof a));
         return;
     }
     uint64_t n_cached = p->expert_span ? p->expert_budget / p->expert_span : 0;
     fprintf(f, "  split of --mem %s: dense resident %s + window %s + expert cache %s (%llu of %llu experts, %.1f%%)\n",
-            fmt_size(p->budget, a, sizeof a), fmt_size(dense, b, sizeof b), fmt_size(p->window_bytes, c, sizeof c),
-            fmt_size(p->expert_budget, d, sizeof d), (unsigned long long)n_cached,
+            aero_format_size(p->budget, a, sizeof a), aero_format_size(dense, b, sizeof b), aero_format_size(p->window_bytes, c, sizeof c),
+            aero_format_size(p->expert_budget, d, sizeof d), (unsigned long long)n_cached,
             (unsigned long long)p->n_expert * p->n_moe_layers,
             100.0 * (double)n_cached / ((double)p->n_expert * p->n_moe_layers));
     fprintf(f,
             "  expected read per decode token: %s (dense streamed %s + routed experts missing from the cache, "
             "uniform-routing estimate; a skewed router reads less)\n",
-            fmt_size((uint64_t)aero_stream_plan_bytes_per_token(p), e, sizeof e),
-            fmt_size(p->streamed_bytes, a, sizeof a));
+            aero_format_size((uint64_t)aero_stream_plan_bytes_per_token(p), e, sizeof e),
+            aero_format_size(p->streamed_bytes, a, sizeof a));
 }

@@ -211,3 +211,35 @@ void aero_stream_print_stats(aero_stream *s, FILE *f) {
     }
     free(log);
 }
+
+_Static_assert(AERO_STREAM_MAX_SLOTS >= ST_MAX_PREFETCH + 2, "the ring fits the viewer's slots");
+
+// The viewer's snapshot (aerollm.h): the web page's live view reads the ring through this, not its internals.
+int aero_stream_unit_states(aero_stream *s, char *out, int cap, int *slot_unit, char *slot_state, int *n_slots,
+                            aero_stream_stats *stats) {
+    *n_slots = 0;
+    if (!s || !s->mutex_ready || !s->units) {
+        if (s) aero_stream_get_stats(s, stats);
+        return 0;
+    }
+    int n = s->n_units < cap - 1 ? s->n_units : cap - 1;
+    int n_slot = 0;
+    pthread_mutex_lock(&s->mu);
+    for (int u = 0; u < n; u++) out[u] = s->units[u].resident || s->units[u].external ? 'p' : 'd';
+    if (s->n_streamed && s->occ)
+        for (int64_t q = s->occ_first; q < s->occ_end && n_slot < AERO_STREAM_MAX_SLOTS; q++) {
+            const st_occ *o = &s->occ[q % (s->depth + 1)];
+            int u = o->unit >= s->n_units ? s->head_unit : o->unit; // a block of the head shows as the head
+            char c = q == s->held_seq ? 'c' : o->job.complete ? 'w' : 'r';
+            if (u >= 0 && u < n && out[u] != 'c') out[u] = c;
+            slot_unit[n_slot] = u;
+            slot_state[n_slot++] = c;
+        }
+    int held = s->held_unit;
+    *stats = s->stats;
+    if (held >= 0 && held < n) out[held] = out[held] == 'p' ? 'P' : 'c';
+    pthread_mutex_unlock(&s->mu);
+    out[n] = 0;
+    *n_slots = n_slot;
+    return n;
+}
