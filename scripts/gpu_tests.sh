@@ -175,6 +175,20 @@ gen teacher_tree "$TM" 128 --device cuda --draft "$DM" --draft-tree 16
 cmp -s "$LOG/gen_teacher_cuda.txt" "$LOG/gen_teacher_tree.txt"
 check "teacher tree speculative==plain greedy (cuda)" $? ""
 grep -E "accept|tokens per pass|draft" "$LOG/gen_teacher_spec.err" | head -4
+# MoE: attention on the device, experts on the host; VRAM slots + expert cache == all resident, bitwise
+MQ=/tmp/aero-qwen2moe-tiny.gguf
+"$AERO" synth --preset qwen2moe-tiny --type Q8_0 --quiet -o "$MQ" > /dev/null 2>&1
+gen moe_cuda "$MQ" 64 --device cuda
+gen moe_streamed "$MQ" 64 --device cuda --gpu-mem "$(min_gpu_mem "$MQ")" --mem 2M
+cmp -s "$LOG/gen_moe_cuda.txt" "$LOG/gen_moe_streamed.txt"
+check "qwen2moe-tiny greedy streamed+expert cache==resident (cuda)" $? ""
+for dev in cpu cuda; do
+    timeout 30 "$AERO" perplexity -m "$MQ" -f models/aero-teacher-34M-Q8_0.md -c 128 --chunks 4 --device $dev 2>&1 |
+        grep -oE 'PPL = [0-9.]+' | awk '{print $3}' > "$LOG/ppl_moe_$dev.txt"
+done
+a=$(cat "$LOG/ppl_moe_cpu.txt"); b=$(cat "$LOG/ppl_moe_cuda.txt")
+awk -v a="$a" -v b="$b" 'BEGIN { exit !(a > 0 && b > 0 && (a - b) / a < 0.01 && (b - a) / a < 0.01) }'
+check "qwen2moe-tiny perplexity cuda~cpu (1%)" $? "($b / $a)"
 timeout 30 "$AERO" bench -m "$TM" -p 128 -n 128 --device cuda > "$LOG/bench_teacher_cuda.txt" 2>&1
 timeout 30 "$AERO" bench -m "$TM" -p 128 -n 64 --device cpu > "$LOG/bench_teacher_cpu.txt" 2>&1
 echo "  teacher bench cuda: $(grep -E 'tok/s|t/s' "$LOG/bench_teacher_cuda.txt" | tail -3 | tr '\n' ' ')"

@@ -384,6 +384,16 @@ static aero_status moe_ffn(aero_ctx *c, int l, float *x, int n, aero_error *err)
     return AERO_OK;
 }
 
+// The FFN of MoE layer l on the host for the GPU forward pass, which computes attention on the device and hands
+// the residual stream x (n rows in host memory) here, where the experts live (resident or in the expert cache).
+aero_status aero_ctx_moe_ffn_host(aero_ctx *c, int l, float *x, int n, aero_error *err) {
+    const aero_hparams *hp = &c->m->hp;
+    const aero_layer_weights *w = &c->m->layers[l];
+    for (int i = 0; i < n; i++) aero_rmsnorm(c->xb + (size_t)i * hp->n_embd, x + (size_t)i * hp->n_embd,
+                                             vec(c->m, w->ffn_norm), hp->n_embd, hp->norm_eps);
+    return moe_ffn(c, l, x, n, err);
+}
+
 // llama.cpp scales cos and sin (YaRN's magnitude correction, LongRoPE's attn_factor): the rotated part of a head
 // comes out that much longer, the rest is passed through.
 static void rope_mscale(float *v, int rope_dim, float mscale) {

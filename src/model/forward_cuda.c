@@ -22,6 +22,7 @@ typedef struct {
     int n_mats;
     uint64_t bytes; // their VRAM size, each rounded to 256
     bool vram;      // uploaded once
+    bool host_ffn;  // an MoE layer: attention here, the FFN on the host (aero_ctx_moe_ffn_host)
 } gpu_unit;
 
 typedef struct aero_gpu {
@@ -39,7 +40,8 @@ typedef struct aero_gpu {
     int next_slot;
     uint16_t **kc, **vc; // per layer: [n_seq][n_ctx][kv_dim] F16
     float *x, *xb, *q, *k, *v, *att, *hb, *hb2, *lin, *logits, *inv_freq;
-    float *h_x; // pinned staging of the embedded rows
+    float *h_x;   // pinned staging of the embedded rows
+    float *h_moe; // pinned staging of the residual rows an MoE layer's host FFN updates
     void *embd_raw;
     void **reg; // host buffers this context page-locked
     int n_reg;
@@ -51,7 +53,7 @@ static uint64_t r256(uint64_t b) { return (b + 255) & ~(uint64_t)255; }
 
 static uint64_t tbytes(const aero_model *m, int64_t t) { return m->gguf.tensors[t].nbytes; }
 
-// The unit's matrices, as forward.c reads them: a layer's seven, or the output head.
+// The unit's matrices the GPU computes with: a layer's seven (an MoE layer's four of attention), or the head.
 static int unit_mats(const aero_model *m, int u, int64_t *out) {
     if (u == m->hp.n_layer) {
         out[0] = m->output;
@@ -60,7 +62,7 @@ static int unit_mats(const aero_model *m, int u, int64_t *out) {
     const aero_layer_weights *w = &m->layers[u];
     int64_t t[7] = {w->wq, w->wk, w->wv, w->wo, w->w_gate, w->w_up, w->w_down};
     memcpy(out, t, sizeof t);
-    return 7;
+    return w->moe ? 4 : 7;
 }
 
 static aero_cuda_wmat wm(const aero_model *m, int64_t t, const void *data) {
@@ -88,8 +90,7 @@ static aero_status check_model(const aero_model *m, aero_error *err) {
         for (int i = 0; i < n; i++) {
             if (mats[i] < 0)
                 return aero_fail(err, AERO_ERR_UNSUPPORTED,
-                                 "--device cuda: layer %d is not a dense llama/qwen2/qwen3 "
-                                 "layer (MoE runs on the CPU only)",
+                                 "--device cuda: layer %d is not a llama/qwen2/qwen3 layer",
                                  u);
             aero_cuda_wmat w = wm(m, mats[i], (const void *)(uintptr_t)256);
             if (aero_cuda_wmat_check(&w, err))
@@ -146,7 +147,8 @@ static aero_status plan(aero_ctx *c, aero_gpu *g, uint64_t gpu_mem, uint64_t *bu
     aero_gpu_plan p = {.n_units = g->n_units};
     p.unit_bytes = calloc(g->n_units, sizeof *p.unit_bytes);
     p.vram = calloc(g->n_units, sizeof *p.vram);
-    if (!p.unit_bytes || !p.vram) {
+    p.host_ffn = calloc(g->n_units, sizeof *p.host_ffn);
+    if (!p.unit_bytes || !p.vram || !p.host_ffn) {
         aero_gpu_plan_free(&p);
         return aero_fail(err, AERO_ERR_NOMEM, "out of memory");
     }
@@ -154,6 +156,7 @@ static aero_status plan(aero_ctx *c, aero_gpu *g, uint64_t gpu_mem, uint64_t *bu
     for (int u = 0; u < g->n_units; u++) {
         gpu_unit *un = &g->units[u];
         un->n_mats = unit_mats(m, u, un->mats);
+        un->host_ffn = p.host_ffn[u] = u < m->hp.n_layer && m->layers[u].moe;
         un->bytes = 0;
         for (int i = 0; i < un->n_mats; i++) un->bytes += r256(tbytes(m, un->mats[i]));
         p.unit_bytes[u] = un->bytes;
@@ -289,17 +292,19 @@ aero_status aero_gpu_ctx_init(aero_ctx *c, uint64_t gpu_mem, aero_error *err) {
         aero_cuda_init(&g->cu, 0, budget, err))
         goto fail;
     uint64_t d = hp->n_embd, qd = (uint64_t)hp->n_head * hp->head_dim, kvd = c->kv_dim, n = g->cap;
+    uint64_t ff = hp->n_ff > 0 ? hp->n_ff : 1; // an MoE model's FFN may be all experts (on the host)
     uint64_t kv_bytes = (uint64_t)c->n_seq * c->n_ctx * kvd * 2;
     for (int l = 0; l < hp->n_layer; l++)
         if (dalloc(g, kv_bytes, &g->kc[l], err) || dalloc(g, kv_bytes, &g->vc[l], err)) goto fail;
     if (dalloc(g, n * d * 4, &g->x, err) || dalloc(g, n * (d > qd ? d : qd) * 4, &g->xb, err) ||
         dalloc(g, n * qd * 4, &g->q, err) || dalloc(g, n * kvd * 4, &g->k, err) || dalloc(g, n * kvd * 4, &g->v, err) ||
-        dalloc(g, n * qd * 4, &g->att, err) || dalloc(g, n * hp->n_ff * 4, &g->hb, err) ||
-        dalloc(g, n * hp->n_ff * 4, &g->hb2, err) || dalloc(g, n * d * 4, &g->lin, err) ||
+        dalloc(g, n * qd * 4, &g->att, err) || dalloc(g, n * ff * 4, &g->hb, err) ||
+        dalloc(g, n * ff * 4, &g->hb2, err) || dalloc(g, n * d * 4, &g->lin, err) ||
         dalloc(g, (uint64_t)HEAD_ROWS * hp->n_vocab * 4, &g->logits, err) ||
         dalloc(g, (uint64_t)hp->rope_dim / 2 * 4 + 4, &g->inv_freq, err) ||
         aero_cuda_batch_new(g->cu, g->cap, c->n_seq, c->n_ctx, hp->n_head, hp->head_dim, &g->batch, err) ||
-        aero_cuda_host_alloc(n * d * 4, (void **)&g->h_x, err))
+        aero_cuda_host_alloc(n * d * 4, (void **)&g->h_x, err) ||
+        aero_cuda_host_alloc(n * d * 4, (void **)&g->h_moe, err))
         goto fail;
     if (hp->rope_dim >= 2 && upload(g, g->inv_freq, m->rope_inv_freq, (uint64_t)hp->rope_dim / 2 * 4, err)) goto fail;
     for (int k = 0; k < N_SLOTS && g->slot_bytes; k++)
@@ -344,6 +349,7 @@ void aero_gpu_ctx_free(aero_ctx *c) {
     }
     aero_cuda_batch_free(g->batch);
     aero_cuda_host_free(g->h_x);
+    aero_cuda_host_free(g->h_moe);
     aero_cuda_free(g->cu);
     free(g->units);
     free(g->tdev);
@@ -404,6 +410,16 @@ static aero_cuda_wmat mat(aero_ctx *c, aero_gpu *g, int64_t t, int slot) {
     return wm(c->m, t, slot < 0 ? g->tdev[t] : (const void *)((char *)g->slot[slot] + g->toff[t]));
 }
 
+// An MoE layer's FFN runs on the host, where its experts are (resident, or read by the expert cache): the
+// residual rows go down and come back, n x n_embd floats each way, and the routing is the CPU's own.
+static aero_status moe_on_host(aero_ctx *c, aero_gpu *g, int l, int n, aero_error *err) {
+    size_t bytes = sizeof(float) * (size_t)n * c->m->hp.n_embd;
+    if (aero_cuda_copy_d2h(g->cu, g->h_moe, g->x, bytes, err) || aero_ctx_moe_ffn_host(c, l, g->h_moe, n, err) ||
+        aero_cuda_copy_h2d_async(g->cu, AERO_CUDA_STREAM_COMPUTE, g->x, g->h_moe, bytes, err))
+        return err->code;
+    return AERO_OK;
+}
+
 // One layer over the n tokens of the device batch.
 static aero_status layer(aero_ctx *c, aero_gpu *g, int l, int slot, int n, aero_error *err) {
     aero_model *m = c->m;
@@ -412,8 +428,7 @@ static aero_status layer(aero_ctx *c, aero_gpu *g, int l, int slot, int n, aero_
     aero_cuda *cu = g->cu;
     int d = hp->n_embd, hd = hp->head_dim, qd = hp->n_head * hd, kvd = c->kv_dim;
     aero_cuda_wmat wq = mat(c, g, w->wq, slot), wk = mat(c, g, w->wk, slot), wv = mat(c, g, w->wv, slot),
-                   wo = mat(c, g, w->wo, slot), wg = mat(c, g, w->w_gate, slot), wu = mat(c, g, w->w_up, slot),
-                   wd = mat(c, g, w->w_down, slot);
+                   wo = mat(c, g, w->wo, slot);
     aero_cuda_act a;
     if (aero_cuda_rmsnorm(cu, g->xb, g->x, g->tdev[w->attn_norm], n, d, hp->norm_eps, err) ||
         prep(g, g->xb, n, d, &a, err) || aero_cuda_matmul_act(cu, &wq, &a, g->q, err) ||
@@ -436,6 +451,8 @@ static aero_status layer(aero_ctx *c, aero_gpu *g, int l, int slot, int n, aero_
         prep(g, g->att, n, qd, &a, err) || aero_cuda_matmul_act(cu, &wo, &a, g->xb, err) ||
         aero_cuda_add(cu, g->x, g->xb, (size_t)n * d, err))
         return err->code;
+    if (w->moe) return moe_on_host(c, g, l, n, err);
+    aero_cuda_wmat wg = mat(c, g, w->w_gate, slot), wu = mat(c, g, w->w_up, slot), wd = mat(c, g, w->w_down, slot);
     if (aero_cuda_rmsnorm(cu, g->xb, g->x, g->tdev[w->ffn_norm], n, d, hp->norm_eps, err) ||
         prep(g, g->xb, n, d, &a, err) || aero_cuda_matmul_act(cu, &wg, &a, g->hb, err) ||
         aero_cuda_matmul_act(cu, &wu, &a, g->hb2, err) ||

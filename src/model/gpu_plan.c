@@ -36,23 +36,25 @@ uint64_t aero_gpu_fixed_bytes(const aero_hparams *hp, int n_vocab, int n_ctx, in
 // Residency in layer order: the first layers never wait for a copy, and a pass still streams the rest in order.
 aero_status aero_gpu_plan_choose(aero_gpu_plan *p, uint64_t gpu_mem, aero_error *err) {
     uint64_t slot = 0;
+    bool any_host = false;
     p->total = 0;
     for (int u = 0; u < p->n_units; u++) {
         p->total += p->unit_bytes[u];
         if (p->unit_bytes[u] > slot) slot = p->unit_bytes[u];
+        any_host |= p->host_ffn && p->host_ffn[u];
     }
     p->min_need = p->fixed + AERO_GPU_SLOTS * slot;
-    if (gpu_mem < p->fixed + p->total && gpu_mem < p->min_need)
+    if (gpu_mem < p->min_need && (any_host || gpu_mem < p->fixed + p->total))
         return aero_fail(err, AERO_ERR_NOMEM,
                          "--gpu-mem %llu bytes is too small: this model and context need at "
                          "least %llu bytes on the GPU (KV cache, activations and two weight slots of %llu bytes)",
                          (unsigned long long)gpu_mem, (unsigned long long)p->min_need, (unsigned long long)slot);
     p->budget = gpu_mem;
     uint64_t room = gpu_mem - p->fixed;
-    bool all = p->total <= room;
+    bool all = !any_host && p->total <= room;
     if (!all) room -= AERO_GPU_SLOTS * slot;
     for (int u = 0; u < p->n_units; u++) {
-        p->vram[u] = all || p->unit_bytes[u] <= room;
+        p->vram[u] = !(p->host_ffn && p->host_ffn[u]) && (all || p->unit_bytes[u] <= room);
         if (!all && p->vram[u]) room -= p->unit_bytes[u];
     }
     p->slot_bytes = all ? 0 : slot;
@@ -70,9 +72,14 @@ aero_status aero_gpu_plan_from_gguf(const aero_gguf *g, int n_ctx, int n_seq, in
     p->n_units = hp.n_layer + 1;
     p->unit_bytes = calloc(p->n_units, sizeof *p->unit_bytes);
     p->vram = calloc(p->n_units, sizeof *p->vram);
-    if (!p->unit_bytes || !p->vram) {
+    p->host_ffn = calloc(p->n_units, sizeof *p->host_ffn);
+    if (!p->unit_bytes || !p->vram || !p->host_ffn) {
         aero_gpu_plan_free(p);
         return aero_fail(err, AERO_ERR_NOMEM, "out of memory");
+    }
+    for (uint64_t i = 0; i < g->n_tensors; i++) { // MoE layers: their FFN runs on the host
+        int l = aero_gguf_tensor_layer(g->tensors[i].name);
+        if (l >= 0 && l < hp.n_layer && aero_stream_is_expert_tensor(g->tensors[i].name, NULL)) p->host_ffn[l] = true;
     }
     uint64_t small = 0;
     for (uint64_t i = 0; i < g->n_tensors; i++) {
@@ -80,8 +87,8 @@ aero_status aero_gpu_plan_from_gguf(const aero_gguf *g, int n_ctx, int n_seq, in
         int l = aero_gguf_tensor_layer(t->name);
         bool matrix = t->n_elements != t->ne[0];
         if (l >= 0 && l < hp.n_layer && !aero_stream_is_expert_tensor(t->name, NULL)) {
-            if (matrix) p->unit_bytes[l] += r256(t->nbytes);
-            else small += r256(t->nbytes);
+            if (!matrix) small += r256(t->nbytes);
+            else if (!p->host_ffn[l] || strstr(t->name, ".attn_")) p->unit_bytes[l] += r256(t->nbytes);
         } else if ((int64_t)i == out) p->unit_bytes[hp.n_layer] += r256(t->nbytes);
         else if (!strcmp(t->name, "output_norm.weight")) small += r256(t->nbytes);
     }
@@ -113,8 +120,10 @@ aero_status aero_gpu_plan_tiers(const aero_gguf *g, const aero_gpu_plan *p, uint
 void aero_gpu_plan_free(aero_gpu_plan *p) {
     free(p->unit_bytes);
     free(p->vram);
+    free(p->host_ffn);
     p->unit_bytes = NULL;
     p->vram = NULL;
+    p->host_ffn = NULL;
 }
 
 
@@ -142,6 +151,11 @@ aero_status aero_gpu_plan_print(const aero_gguf *g, const aero_ctx_params *kv, i
             if (tier[u] == 'D') disk += p.unit_bytes[u];
         }
         fprintf(f, "  per unit: %s   (V VRAM, H host memory, D disk; the last is the output head)\n", tier);
+        int n_moe = 0;
+        for (int u = 0; u < p.n_units; u++) n_moe += p.host_ffn && p.host_ffn[u];
+        if (n_moe)
+            fprintf(f, "  %d MoE layers: attention on the GPU (copied each pass), router and experts on the host "
+                       "(--mem and the expert cache)\n", n_moe);
         fprintf(f, "  per pass: %s copied over PCIe, of which %s read from disk first\n", aero_format_size(host + disk, a, sizeof a),
                 aero_format_size(disk, b, sizeof b));
     } else {

@@ -14,6 +14,8 @@ typedef struct {
     int n_units;
     uint64_t *unit_bytes; // per unit: its matrices' VRAM size (each rounded to 256)
     bool *vram;           // per unit: uploaded once
+    bool *host_ffn;       // per unit, or NULL: an MoE layer, whose FFN runs on the host: never VRAM-resident (its
+                          // attention is copied each pass, its unit stays readable in host memory)
     uint64_t fixed;       // KV cache, activations, batch buffers, scratch, small tensors
     uint64_t total;       // all units' bytes
     uint64_t slot_bytes;  // 0 when everything is resident
@@ -25,8 +27,8 @@ typedef struct {
 int aero_gpu_pass_cap(const aero_hparams *hp, int n_tile);
 // VRAM besides the weights for a context of n_ctx x n_seq, cap tokens a pass; small: the small tensors' bytes.
 uint64_t aero_gpu_fixed_bytes(const aero_hparams *hp, int n_vocab, int n_ctx, int n_seq, int cap, uint64_t small);
-// Fills p->vram for a budget: all units when they fit, else two slots of the largest and then the units in
-// layer order that still fit. p->n_units, unit_bytes and fixed are the caller's; a budget below p->min_need is
+// Fills p->vram for a budget: all units when they fit (and none is host_ffn), else two slots of the largest and
+// then the units in layer order that still fit, host_ffn units excepted. p->n_units, unit_bytes and fixed are the caller's; a budget below p->min_need is
 // refused with the numbers.
 aero_status aero_gpu_plan_choose(aero_gpu_plan *p, uint64_t gpu_mem, aero_error *err);
 // The plan from the file alone (units by tensor names, as the stream groups them), for `aerollm info`.

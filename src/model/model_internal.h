@@ -90,6 +90,9 @@ aero_status aero_moe_hparams_read(const aero_gguf *g, const aero_hparams *hp, bo
 // The expert source of a context's forward pass: resident expert tensors or the expert cache, whichever the
 // plan chose; with the cache, its first prepare of a layer also issues the context's pending prefetch.
 aero_moe_source aero_ctx_moe_source(aero_ctx *c);
+// The FFN of MoE layer l (ffn_norm, router, experts, shared expert) added to the residual rows x on the host: the
+// GPU forward pass computes MoE layers' attention on the device and their FFN here.
+aero_status aero_ctx_moe_ffn_host(aero_ctx *c, int l, float *x, int n, aero_error *err);
 // The expert cache's counters (hits, misses, bytes read, prefetches); false (and zeros) when the model has no
 // expert cache (dense, or every expert resident).
 bool aero_model_expert_stats(const aero_model *m, aero_expert_cache_stats *out);

@@ -3,7 +3,7 @@
 # the CUDA backend (tests/cuda/cuda_emu.c), so its wiring is checked everywhere: greedy text equal to the CPU
 # path, every unit streamed through the two VRAM slots (the smallest --gpu-mem) bitwise equal to all resident,
 # long prompts in chunks, speculative chain and tree (KV keep on the device) equal to plain greedy, all-token
-# logits (perplexity), and the refusal without a device. The kernels themselves are checked on a GPU (test_cuda).
+# logits (perplexity), MoE layers (FFN on the host), and the refusal without a device. The kernels themselves are checked on a GPU (test_cuda).
 set -u
 cd "$(dirname "$0")/../.."
 B=${EMU_BUILD:-build-emu}
@@ -57,9 +57,31 @@ if [ -f "$TM" ] && [ -f "$DM" ]; then
     same t_gpu t_host "teacher: VRAM + host tiers differ from all resident"
     grep -qE "units V+R+ .* 0.0 MB streamed per pass" "$T/t_host.err" || fail "host tier: $(grep -E '^stream: units' "$T/t_host.err")"
 fi
+# MoE layers: attention on the device, router and experts on the host (the expert cache under a small --mem);
+# greedy text is the CPU's within a tolerance on these random models, so logits are compared through perplexity
+for p in qwen2moe-tiny mixtral-tiny-split; do
+    "$A" synth --preset $p --type Q8_0 -o "$T/$p.gguf" > /dev/null 2>&1 || { fail "synth $p"; continue; }
+    M="$T/$p.gguf"
+    gen ${p}_gpu -m "$M" -n 24 -c 128 --device cuda
+    mgm=$("$A" run -m "$M" -p x -n 1 -c 128 --device cuda --gpu-mem 4K 2>&1 | grep -oE 'at least [0-9]+ bytes' | grep -oE '[0-9]+')
+    gen ${p}_str -m "$M" -n 24 -c 128 --device cuda --gpu-mem "${mgm:-1}" --mem 2M --stats
+    same ${p}_gpu ${p}_str "$p: VRAM slots + expert cache differ from all resident"
+    grep -q "experts" "$T/${p}_str.err" || fail "$p: no expert cache under --mem 2M: $(grep -i expert "$T/${p}_str.err")"
+    gen ${p}_spec -m "$M" -n 24 -c 128 --device cuda --draft ngram
+    same ${p}_gpu ${p}_spec "$p: speculative (ngram) differs from plain greedy"
+    for dev in cpu cuda; do
+        "$A" perplexity -m "$M" -f models/aero-teacher-34M-Q8_0.md -c 64 --chunks 2 --device $dev 2>&1 |
+            grep -oE 'PPL = [0-9.]+' | awk '{print $3}' > "$T/${p}_ppl_$dev"
+    done
+    awk -v a="$(cat "$T/${p}_ppl_cpu")" -v b="$(cat "$T/${p}_ppl_cuda")" \
+        'BEGIN { exit !(a > 0 && b > 0 && (a - b) / a < 0.01 && (b - a) / a < 0.01) }' ||
+        fail "$p: perplexity on the device $(cat "$T/${p}_ppl_cuda") vs the CPU $(cat "$T/${p}_ppl_cpu")"
+    "$A" info "$M" --no-tensors --gpu-mem 80M -c 128 | grep -q "MoE layers: attention on the GPU" ||
+        fail "$p: info --gpu-mem says nothing of the MoE split"
+done
 msg=$("$A" run -m "$S" -p x -n 1 --device cuda -ctk bf16 2>&1) && fail "-ctk bf16 on cuda: run succeeded"
 echo "$msg" | grep -q "KV cache in F16" || fail "-ctk bf16 on cuda: '$msg'"
 msg=$(AERO_CUDA_EMU_NODEV=1 "$A" run -m "$S" -p x -n 1 --device cuda 2>&1) && fail "no device: run succeeded"
 echo "$msg" | grep -q "no CUDA device" || fail "no device: '$msg'"
-[ $fails = 0 ] && echo "PASS: emulated GPU forward pass == CPU, streamed == resident, speculative == plain"
+[ $fails = 0 ] && echo "PASS: emulated GPU forward pass == CPU, streamed == resident, speculative == plain, MoE split"
 exit $((fails > 0))
