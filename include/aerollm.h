@@ -828,6 +828,9 @@ typedef struct {
     int draft_threads;            // drafter compute threads (<= 0: as the model's)
     bool embeddings;              // --embeddings: /v1/embeddings answers (mean-pooled, normalized last hidden state)
     const char *slot_save_path;   // --slot-save-path DIR: POST /slots/ID?action=save|restore|erase (NULL: off)
+    const char *files_dir;        // --files-dir DIR: /v1/files and the batches' output files live there and outlive
+                                  // the server (NULL: a private temporary directory removed at stop)
+    size_t max_file;              // upload limit of POST /v1/files in bytes (default 256 MiB)
 } aero_server_params;
 
 void aero_server_params_default(aero_server_params *p);

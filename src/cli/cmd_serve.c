@@ -25,6 +25,9 @@ static void usage(void) {
            "  --slot-save-path DIR  POST /slots/ID?action=save|restore|erase {\"filename\": F}: a sequence's KV\n"
            "                        cache saved to or restored from DIR/F (llama-server's slot files)\n"
            "  --max-body SIZE       request body limit (default 8M)\n"
+           "  --files-dir DIR       /v1/files and batch output files live in DIR and outlive the server (default: a\n"
+           "                        temporary directory removed at stop); POST /v1/batches runs them\n"
+           "  --max-file-size SIZE  upload limit of POST /v1/files (default 256M)\n"
            "  --chat-template-file F  chat template overriding the model's\n"
            "  --quiet               no per-request log lines\n"
            "  --draft MODEL|ngram   speculative decoding for every request (greedy and sampled, lossless); one pass\n"
@@ -99,6 +102,8 @@ int aero_cmd_serve(int argc, char **argv) {
                                     "--chat-template-file",
                                     "--shutdown-timeout",
                                     "--slot-save-path",
+                                    "--files-dir",
+                                    "--max-file-size",
                                     NULL};
         bool mine = false;
         for (int k = 0; own[k]; k++) mine |= !strcmp(f, own[k]);
@@ -116,6 +121,13 @@ int aero_cmd_serve(int argc, char **argv) {
             else if (!strcmp(f, "--shutdown-timeout")) ok = parse_int(f, v, 0, 86400, &p.shutdown_timeout_s);
             else if (!strcmp(f, "--chat-template-file")) p.chat_template_file = v;
             else if (!strcmp(f, "--slot-save-path")) p.slot_save_path = v;
+            else if (!strcmp(f, "--files-dir")) p.files_dir = v;
+            else if (!strcmp(f, "--max-file-size")) {
+                uint64_t sz;
+                if (!aero_parse_size(v, &sz) || sz < 1024 || sz > (1ull << 36))
+                    return cli_fail("serve", "--max-file-size expects a size between 1K and 64G, got '%s'", v);
+                p.max_file = (size_t)sz;
+            }
             else if (!strcmp(f, "--max-body")) {
                 uint64_t sz;
                 if (!aero_parse_size(v, &sz) || sz < 1024 || sz > (1ull << 32))

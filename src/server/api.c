@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "api_files.h"
 #include "internal.h"
 #include "web.h"
 
@@ -1038,7 +1039,8 @@ typedef enum {
     R_APPLY_TEMPLATE,
     R_WEB,
     R_EVENTS,
-    R_SLOT_ACTION
+    R_SLOT_ACTION,
+    R_FILES
 } route;
 
 static const struct {
@@ -1069,6 +1071,14 @@ static const struct {
     {"/index.html", "GET", R_WEB, false},
     {"/web/", "GET", R_WEB, true},
     {"/v1/engine/events", "GET", R_EVENTS, false},
+    {"/v1/files", "POST", R_FILES, false},
+    {"/v1/files", "GET", R_FILES, false},
+    {"/v1/files/", "GET", R_FILES, true},
+    {"/v1/files/", "DELETE", R_FILES, true},
+    {"/v1/batches", "POST", R_FILES, false},
+    {"/v1/batches", "GET", R_FILES, false},
+    {"/v1/batches/", "GET", R_FILES, true},
+    {"/v1/batches/", "POST", R_FILES, true},
 };
 
 // Routes a request: known path with the wrong method is 405, unknown path 404, model endpoints 503 until loaded.
@@ -1087,6 +1097,7 @@ enum MHD_Result aero_api_handle(aero_http_req *r, const char *url) {
         if (id == R_MODELS) return handle_models(r, NULL);
         if (id == R_MODEL) return handle_models(r, url + pl);
         if (id == R_WEB) return aero_web_asset(r, url);
+        if (id == R_FILES && !strncmp(url, "/v1/files", 9)) return aero_api_files(r, url); // needs no model
         int st = atomic_load(&r->srv->state);
         if (st != 1)
             return aero_http_error(r, 503,
@@ -1102,6 +1113,7 @@ enum MHD_Result aero_api_handle(aero_http_req *r, const char *url) {
         if (id == R_EMBEDDINGS) return handle_embeddings(r);
         if (id == R_APPLY_TEMPLATE) return handle_apply_template(r);
         if (id == R_EVENTS) return aero_web_events(r);
+        if (id == R_FILES) return aero_api_files(r, url);
         return handle_detokenize(r);
     }
     char msg[160];

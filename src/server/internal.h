@@ -10,6 +10,8 @@
 #include "../chat/chat.h"
 #include "../core/buf.h"
 #include "../tokenizer/tokenizer.h"
+#include "batches.h"
+#include "files.h"
 #include "metrics.h"
 #include "request.h"
 #include "sched.h"
@@ -74,6 +76,8 @@ struct aero_server {
     aero_grammar_vocab *gvocab;
     pthread_mutex_t gvocab_mu;
     atomic_int n_viewers; // live-view event streams open (web.c): the stop lets them end before closing sockets
+    aero_files *files;     // /v1/files
+    aero_batches *batches; // /v1/batches: jobs sent through this server's own port
 };
 
 // One HTTP request in flight.

@@ -36,6 +36,7 @@ void aero_server_params_default(aero_server_params *p) {
     p->parallel = 4;
     p->max_queue = 64;
     p->max_body = 8u << 20;
+    p->max_file = 256u << 20;
     p->timeout_s = 600;
     p->shutdown_timeout_s = 30;
     p->n_batch = 512;
@@ -146,6 +147,11 @@ static bool authorized(aero_http_req *r) {
     return key_equal(h, key);
 }
 
+// File uploads (POST /v1/files) may be far larger than a request body (--max-file-size against --max-body).
+static size_t body_limit(const aero_server *s, const char *method, const char *url) {
+    return !strcmp(method, "POST") && !strcmp(url, "/v1/files") ? s->p.max_file : s->p.max_body;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
                                   const char *version, const char *upload, size_t *upload_size, void **con_cls) {
     aero_server *s = cls;
@@ -167,9 +173,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         // A body far beyond the limit is refused before it is read; one near it is drained, then refused,
         // so the client reliably sees the 413.
-        if (cl && strtoull(cl, NULL, 10) > (unsigned long long)s->p.max_body * 16 + (64u << 20)) {
+        if (cl && strtoull(cl, NULL, 10) > (unsigned long long)body_limit(s, method, url) * 16 + (64u << 20)) {
             char msg[160];
-            snprintf(msg, sizeof msg, "request body is %s bytes; the limit is %zu bytes", cl, s->p.max_body);
+            snprintf(msg, sizeof msg, "request body is %s bytes; the limit is %zu bytes", cl, body_limit(s, method, url));
             return aero_http_error(r, 413, msg, NULL, "request_too_large");
         }
         return MHD_YES;
@@ -177,7 +183,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (*upload_size) {
         size_t n = *upload_size;
         *upload_size = 0;
-        if (r->too_large || r->body.len + n > s->p.max_body) {
+        if (r->too_large || r->body.len + n > body_limit(s, method, url)) {
             r->too_large = true;
             aero_buf_free(&r->body);
             return MHD_YES;
@@ -193,14 +199,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     }
     if (r->too_large) {
         char msg[128];
-        snprintf(msg, sizeof msg, "request body exceeds the limit of %zu bytes", s->p.max_body);
+        snprintf(msg, sizeof msg, "request body exceeds the limit of %zu bytes", body_limit(s, method, url));
         return aero_http_error(r, 413, msg, NULL, "request_too_large");
     }
     if (!strcmp(method, "OPTIONS")) {
         struct MHD_Response *resp = MHD_create_response_from_buffer(0, "", MHD_RESPMEM_PERSISTENT);
         if (!resp) return MHD_NO;
         aero_http_common_headers(s, resp);
-        MHD_add_response_header(resp, "Access-Control-Allow-Methods", "GET, POST, OPTIONS");
+        MHD_add_response_header(resp, "Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS");
         MHD_add_response_header(resp, "Access-Control-Allow-Headers", "Authorization, Content-Type");
         MHD_add_response_header(resp, "Access-Control-Max-Age", "86400");
         enum MHD_Result ret = MHD_queue_response(conn, 204, resp);
@@ -467,6 +473,14 @@ aero_status aero_server_start(aero_server **out, const aero_server_params *p, ae
     if (getsockname(lfd, (struct sockaddr *)&bound, &bl) == 0)
         s->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
                                                     : ((struct sockaddr_in *)&bound)->sin_port);
+    aero_batches_target bt = {.host = host, .port = s->port, .api_key = p->api_key, .parallel = p->parallel,
+                              .max_file = p->max_file};
+    if ((st = aero_files_open(&s->files, p->files_dir, err)) ||
+        (st = aero_batches_new(&s->batches, s->files, &bt, err))) {
+        MHD_stop_daemon(s->daemon);
+        aero_files_close(s->files);
+        goto fail;
+    }
     if (p->timeout_s > 0) s->watchdog_on = pthread_create(&s->watchdog, NULL, watchdog_main, s) == 0;
     *out = s;
     return AERO_OK;
@@ -525,6 +539,7 @@ static bool wait_active(aero_server *s, double deadline) {
 // threads are joined and the model is freed.
 void aero_server_stop(aero_server *s) {
     if (!s) return;
+    aero_batches_stop(s->batches);           // batches start no more requests; those running finish below
     int was = atomic_exchange(&s->state, 2); // new requests on open connections now get 503
     MHD_socket lfd = MHD_quiesce_daemon(s->daemon);
     if (lfd != MHD_INVALID_SOCKET) close(lfd);
@@ -542,6 +557,8 @@ void aero_server_stop(aero_server *s) {
     wait_active(s, aero_now() + 5.0);            // their threads write the last events and [DONE]
     aero_web_drain(s, 2.0);                      // live views send their last event
     MHD_stop_daemon(s->daemon);                  // joins every connection thread
+    aero_batches_free(s->batches);               // their runners saw their last answers
+    aero_files_close(s->files);
     if (s->watchdog_on) {
         pthread_mutex_lock(&s->conn_mu);
         s->watchdog_stop = true;
