@@ -66,8 +66,8 @@ static enum MHD_Result handle_health(aero_http_req *r) {
     return aero_http_error(r, 503, "The server is shutting down", NULL, NULL);
 }
 
-// Queues a 200 response built by a handler (common headers added, status logged) and lets go of it.
-static enum MHD_Result answer_200(aero_http_req *r, struct MHD_Response *resp) {
+// The one way a handler queues a 200 response it built (internal.h).
+enum MHD_Result aero_http_answer_200(aero_http_req *r, struct MHD_Response *resp) {
     aero_http_common_headers(r->srv, resp);
     enum MHD_Result ret = MHD_queue_response(r->conn, 200, resp);
     MHD_destroy_response(resp);
@@ -86,7 +86,7 @@ static enum MHD_Result handle_metrics(aero_http_req *r) {
         return MHD_NO;
     }
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8");
-    return answer_200(r, resp);
+    return aero_http_answer_200(r, resp);
 }
 
 // POST /tokenize (llama.cpp's shape): lets clients count tokens exactly as the server will.
@@ -844,7 +844,7 @@ static enum MHD_Result respond_streamed(aero_http_req *r) {
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream; charset=utf-8");
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
     MHD_add_response_header(resp, "X-Accel-Buffering", "no");
-    return answer_200(r, resp);
+    return aero_http_answer_200(r, resp);
 }
 
 // A whole response: waits for the end, then answers with the text (after the echo) in one JSON body. The

@@ -63,21 +63,23 @@ static enum MHD_Result content(aero_http_req *r, const char *id) {
         return MHD_NO;
     }
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/octet-stream");
-    aero_http_common_headers(r->srv, resp);
-    enum MHD_Result ret = MHD_queue_response(r->conn, 200, resp);
-    MHD_destroy_response(resp);
-    aero_http_status(r, 200);
-    return ret;
+    return aero_http_answer_200(r, resp);
+}
+
+// Splits "ID[/rest]" of a URL: the id into id (cut to cap - 1 bytes: no such id exists then), the rest returned.
+static const char *split_id(const char *url, char *id, size_t cap) {
+    const char *slash = strchr(url, '/');
+    size_t il = slash ? (size_t)(slash - url) : strlen(url);
+    if (il >= cap) il = cap - 1;
+    memcpy(id, url, il);
+    id[il] = 0;
+    return slash;
 }
 
 // /v1/files/ID[/content] with GET or DELETE.
 static enum MHD_Result file_item(aero_http_req *r, const char *rest) {
     char id[64];
-    const char *slash = strchr(rest, '/');
-    size_t il = slash ? (size_t)(slash - rest) : strlen(rest);
-    if (il >= sizeof id) return aero_http_error(r, 404, "No such file", "file_id", "file_not_found");
-    memcpy(id, rest, il);
-    id[il] = 0;
+    const char *slash = split_id(rest, id, sizeof id);
     if (slash) {
         if (strcmp(slash, "/content") || strcmp(r->method, "GET"))
             return aero_http_error(r, 404, "Unknown endpoint", NULL, "unknown_url");
@@ -117,11 +119,7 @@ static enum MHD_Result batch_create(aero_http_req *r) {
 // /v1/batches/ID (GET) and /v1/batches/ID/cancel (POST).
 static enum MHD_Result batch_item(aero_http_req *r, const char *rest) {
     char id[64];
-    const char *slash = strchr(rest, '/');
-    size_t il = slash ? (size_t)(slash - rest) : strlen(rest);
-    if (il >= sizeof id) return aero_http_error(r, 404, "No such batch", "batch_id", "not_found");
-    memcpy(id, rest, il);
-    id[il] = 0;
+    const char *slash = split_id(rest, id, sizeof id);
     bool cancel = slash && !strcmp(slash, "/cancel");
     if ((slash && !cancel) || cancel != !strcmp(r->method, "POST"))
         return aero_http_error(r, 404, "Unknown endpoint", NULL, "unknown_url");

@@ -136,6 +136,8 @@ void aero_http_active_add(aero_http_req *r);
 enum MHD_Result aero_api_handle(aero_http_req *r, const char *url);
 // Queues a JSON response (takes ownership of j) with the given status.
 enum MHD_Result aero_http_json(aero_http_req *r, int status, json_t *j);
+// Queues a 200 response built by a handler (common headers added, status logged) and lets go of it.
+enum MHD_Result aero_http_answer_200(aero_http_req *r, struct MHD_Response *resp);
 // Queues an OpenAI error response.
 enum MHD_Result aero_http_error(aero_http_req *r, int status, const char *message, const char *param, const char *code);
 // Headers every response carries: CORS for browser UIs, and Keep-Alive with the idle timeout so clients

@@ -50,11 +50,7 @@ enum MHD_Result aero_web_asset(aero_http_req *r, const char *url) {
     MHD_add_response_header(resp, "Content-Security-Policy",
                             "default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; "
                             "img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'");
-    aero_http_common_headers(r->srv, resp);
-    enum MHD_Result ret = MHD_queue_response(r->conn, 200, resp);
-    MHD_destroy_response(resp);
-    aero_http_status(r, 200);
-    return ret;
+    return aero_http_answer_200(r, resp);
 }
 
 // One viewer's stream: its interval, the previous sample (rates are differences between samples) and the bytes
@@ -272,9 +268,5 @@ enum MHD_Result aero_web_events(aero_http_req *r) {
     }
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
-    aero_http_common_headers(r->srv, resp);
-    enum MHD_Result ret = MHD_queue_response(r->conn, 200, resp);
-    MHD_destroy_response(resp);
-    aero_http_status(r, 200);
-    return ret;
+    return aero_http_answer_200(r, resp);
 }
