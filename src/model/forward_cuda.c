@@ -174,7 +174,10 @@ static aero_status plan(aero_ctx *c, aero_gpu *g, uint64_t gpu_mem, uint64_t *bu
         }
         uint64_t margin = info.free_vram / 20 > ((uint64_t)512 << 20) ? info.free_vram / 20 : ((uint64_t)512 << 20);
         uint64_t avail = info.free_vram > margin ? info.free_vram - margin : 0;
-        gpu_mem = p.fixed + p.total < avail ? p.fixed + p.total : avail;
+        bool any_host = false; // an MoE layer streams its attention through the slots even when all else fits
+        for (int u = 0; u < g->n_units; u++) any_host |= p.host_ffn[u];
+        uint64_t want = p.fixed + p.total + (any_host ? N_SLOTS * slot : 0);
+        gpu_mem = want < avail ? want : avail;
         if (gpu_mem < min_need) {
             st = aero_fail(err, AERO_ERR_NOMEM,
                            "--device cuda: %s has %llu MiB free; this model and context need at "

@@ -62,7 +62,7 @@ fi
 for p in qwen2moe-tiny mixtral-tiny-split; do
     "$A" synth --preset $p --type Q8_0 -o "$T/$p.gguf" > /dev/null 2>&1 || { fail "synth $p"; continue; }
     M="$T/$p.gguf"
-    gen ${p}_gpu -m "$M" -n 24 -c 128 --device cuda
+    gen ${p}_gpu -m "$M" -n 24 -c 128 --device cuda  # no --gpu-mem: the default budget leaves room for the slots
     mgm=$("$A" run -m "$M" -p x -n 1 -c 128 --device cuda --gpu-mem 4K 2>&1 | grep -oE 'at least [0-9]+ bytes' | grep -oE '[0-9]+')
     gen ${p}_str -m "$M" -n 24 -c 128 --device cuda --gpu-mem "${mgm:-1}" --mem 2M --stats
     same ${p}_gpu ${p}_str "$p: VRAM slots + expert cache differ from all resident"
@@ -79,6 +79,9 @@ for p in qwen2moe-tiny mixtral-tiny-split; do
     "$A" info "$M" --no-tensors --gpu-mem 80M -c 128 | grep -q "MoE layers: attention on the GPU" ||
         fail "$p: info --gpu-mem says nothing of the MoE split"
 done
+# one MoE layer: the two slots outweigh every unit together, and the default VRAM budget still holds them
+"$A" synth --preset qwen3moe-tiny --layers 1 --type Q8_0 -o "$T/moe1.gguf" > /dev/null 2>&1 || fail "synth moe1"
+gen moe1 -m "$T/moe1.gguf" -n 8 -c 128 --device cuda
 msg=$("$A" run -m "$S" -p x -n 1 --device cuda -ctk bf16 2>&1) && fail "-ctk bf16 on cuda: run succeeded"
 echo "$msg" | grep -q "KV cache in F16" || fail "-ctk bf16 on cuda: '$msg'"
 msg=$(AERO_CUDA_EMU_NODEV=1 "$A" run -m "$S" -p x -n 1 --device cuda 2>&1) && fail "no device: run succeeded"
