@@ -233,6 +233,7 @@ static aero_status open_experts(aero_model *m, const aero_model_params *p, aero_
     };
     m->experts = aero_expert_cache_new(&cc, err);
     free(paths);
+    if (m->experts) aero_stream_attach_experts(m->stream, m->experts); // per-pass expert reads in --stats
     if (!m->experts) aero_error_prefix(err, "expert cache: ");
     return m->experts ? AERO_OK : err->code;
 }

@@ -167,6 +167,7 @@ void st_pass_begin(aero_stream *s, double now) {
     s->cur.start = now;
     s->cur.io_busy = st_io_busy_now(s, now); // the busy clock at the start; the pass's share at the end
     s->cur.io_bytes = s->bytes_read_total;   // likewise the IO threads' byte count
+    st_expert_counters(s, s->exp_at_begin);
     s->in_pass = true;
     s->stats.passes++;
 }
@@ -177,6 +178,12 @@ void st_pass_end(aero_stream *s, double now) {
     s->cur.end = now;
     s->cur.io_busy = st_io_busy_now(s, now) - s->cur.io_busy;
     s->cur.io_bytes = s->bytes_read_total - s->cur.io_bytes;
+    uint64_t ex[ST_EXP_COUNTERS];
+    st_expert_counters(s, ex);
+    uint64_t *d[ST_EXP_COUNTERS] = {&s->cur.exp_lookups,   &s->cur.exp_hits,    &s->cur.exp_bytes,
+                                    &s->cur.exp_pf_issued, &s->cur.exp_pf_used, &s->cur.exp_wait_us};
+    for (int i = 0; i < ST_EXP_COUNTERS; i++) // a counter below its start was reset during the pass
+        *d[i] = ex[i] >= s->exp_at_begin[i] ? ex[i] - s->exp_at_begin[i] : ex[i];
     s->run_bytes += s->cur.io_bytes;
     s->run_busy += s->cur.io_busy;
     if (s->run_bytes >= st_rate_min_bytes(s) && s->run_busy > 0) {
