@@ -226,7 +226,7 @@ static aero_status open_experts(aero_model *m, const aero_model_params *p, aero_
         .n_layer = m->hp.n_layer,
         .n_expert = m->moe_p.n_expert,
         .budget = plan->expert_budget,
-        .policy = AERO_EXPERT_EVICT_LFU_RECENT,
+        .policy = AERO_EXPERT_EVICT_RATE,
         .n_io_threads = p->io_threads > 0 ? p->io_threads : 4,
         .locate = locate_expert,
         .locate_ctx = m,
