@@ -599,6 +599,7 @@ aero_status aero_stream_reopen(aero_stream **sp, const bool *external, bool head
     p.external = external;
     bool parts_was = p.head_in_parts;
     p.head_in_parts = head_in_parts;
+    const struct aero_expert_cache *experts = old->experts; // the new stream reports the same cache
     aero_stream_close(old);
     *sp = NULL;
     aero_status st = aero_stream_open(sp, g, n_layer, &p, err);
@@ -608,6 +609,7 @@ aero_status aero_stream_reopen(aero_stream **sp, const bool *external, bool head
         p.head_in_parts = parts_was;
         aero_stream_open(sp, g, n_layer, &p, &ignored);
     }
+    if (*sp) (*sp)->experts = experts;
     free(was);
     return st;
 }
