@@ -410,6 +410,105 @@ static void check_budgets(const char *what, const char *path, const int32_t *pro
     free(lg);
 }
 
+// A copy of the file as a real DeepSeek-V3/R1 GGUF carries its multi-token-prediction block: block_count + 1,
+// nextn_predict_layers = 1, and a last layer blk.L (a copy of blk.L-1, so it is a complete decoder layer with
+// routed experts) plus the MTP-only tensors blk.L.nextn.* (llama.cpp's names). False when it cannot be written.
+static bool write_with_mtp(const char *src, const char *dst) {
+    aero_gguf g;
+    aero_error err = {0};
+    if (aero_gguf_open(&g, src, &err)) return false;
+    const char *arch = aero_gguf_get_str(&g, "general.architecture");
+    int64_t n_layer = 0;
+    aero_gguf_block_count(&g, &n_layer);
+    int fd = open(src, O_RDONLY);
+    aero_gguf_writer *w = aero_gguf_writer_new(0);
+    bool ok = fd >= 0 && w && arch && n_layer > 0;
+    for (uint64_t i = 0; ok && i < g.n_kv; i++) aero_gguf_set_value(w, g.kv[i].key.ptr, &g.kv[i].value);
+    char key[160], name[160];
+    snprintf(key, sizeof key, "%s.block_count", arch ? arch : "");
+    if (ok) aero_gguf_set_u32(w, key, (uint32_t)n_layer + 1);
+    snprintf(key, sizeof key, "%s.nextn_predict_layers", arch ? arch : "");
+    if (ok) aero_gguf_set_u32(w, key, 1);
+    int64_t d = 0;
+    snprintf(key, sizeof key, "%s.embedding_length", arch ? arch : "");
+    aero_gguf_get_i64(&g, key, &d);
+    for (int pass = 0; pass < 2; pass++) // every tensor, then the MTP block at the end of the file (as converted)
+        for (uint64_t i = 0; ok && i < g.n_tensors; i++) {
+            const aero_tensor_info *t = &g.tensors[i];
+            if (pass && aero_gguf_tensor_layer(t->name) != n_layer - 1) continue;
+            void *buf = malloc(t->nbytes ? t->nbytes : 1);
+            ok = buf && pread(fd, buf, t->nbytes, (off_t)t->offset) == (ssize_t)t->nbytes;
+            if (pass) // the MTP block repeats the last layer's tensors under blk.L
+                snprintf(name, sizeof name, "blk.%lld.%s", (long long)n_layer, strchr(t->name + 4, '.') + 1);
+            ok = ok && !aero_gguf_add_tensor(w, pass ? name : t->name, t->type, t->n_dims, t->ne, buf, &err);
+            free(buf);
+        }
+    // its own tensors: eh_proj {2 n_embd, n_embd}, enorm/hnorm/shared_head_norm {n_embd}
+    static const char *const norms[] = {"enorm", "hnorm", "shared_head_norm"};
+    float *v = calloc((size_t)(2 * d * d), sizeof(float));
+    ok = ok && v && d > 0;
+    for (int i = 0; ok && i < 2 * d * d; i++) v[i] = (float)((i % 7) - 3) * 0.01f;
+    uint64_t ne_eh[2] = {(uint64_t)(2 * d), (uint64_t)d}, ne_n[1] = {(uint64_t)d};
+    snprintf(name, sizeof name, "blk.%lld.nextn.eh_proj.weight", (long long)n_layer);
+    ok = ok && !aero_gguf_add_tensor(w, name, AERO_DT_F32, 2, ne_eh, v, &err);
+    for (int k = 0; ok && k < 3; k++) {
+        snprintf(name, sizeof name, "blk.%lld.nextn.%s.weight", (long long)n_layer, norms[k]);
+        ok = !aero_gguf_add_tensor(w, name, AERO_DT_F32, 1, ne_n, v, &err);
+    }
+    ok = ok && !aero_gguf_write(w, dst, &err);
+    CHECKF(ok, "write %s: %s", dst, err.msg);
+    free(v);
+    aero_gguf_writer_free(w);
+    if (fd >= 0) close(fd);
+    aero_gguf_free(&g);
+    return ok;
+}
+
+// Plain decoding skips the MTP block, as llama.cpp does: the same layers, the same plan (nothing of blk.L is held
+// or read), and greedy text and logits bitwise those of the file without it, resident and expert-streamed.
+static void check_mtp(const char *what, const char *path, const int32_t *prompt, int np, int n) {
+    char mtp[300];
+    snprintf(mtp, sizeof mtp, "%s.mtp.gguf", path);
+    if (!write_with_mtp(path, mtp)) return;
+    aero_model *a = test_load_model(path, 2, 0), *b = test_load_model(mtp, 2, 0);
+    CHECKF(a && b, "%s: the file with an MTP block loads", what);
+    if (a && b) {
+        CHECKF(aero_model_hparams(b)->n_layer == aero_model_hparams(a)->n_layer, "%s: MTP: %d layers run (%d)", what,
+               aero_model_hparams(b)->n_layer, aero_model_hparams(a)->n_layer);
+        const aero_stream_plan *pa = aero_stream_get_plan(aero_model_stream(a));
+        const aero_stream_plan *pb = aero_stream_get_plan(aero_model_stream(b));
+        // the resident bytes may differ by the pages the aligned reads straddle (the tensors sit at other offsets)
+        uint64_t diff = pa->resident_bytes > pb->resident_bytes ? pa->resident_bytes - pb->resident_bytes
+                                                                : pb->resident_bytes - pa->resident_bytes;
+        CHECKF(diff <= 16 * 4096 && pa->expert_bytes == pb->expert_bytes && pa->n_units == pb->n_units,
+               "%s: MTP: the plan holds nothing of the MTP block (%llu / %llu resident bytes, %d / %d units)", what,
+               (unsigned long long)pb->resident_bytes, (unsigned long long)pa->resident_bytes, pb->n_units,
+               pa->n_units);
+        int nv = aero_model_hparams(a)->n_vocab;
+        int32_t *ta = malloc(sizeof(int32_t) * n), *tb = malloc(sizeof(int32_t) * n);
+        float *la = malloc(sizeof(float) * n * nv), *lb = malloc(sizeof(float) * n * nv);
+        greedy(a, prompt, np, n, ta, la);
+        greedy(b, prompt, np, n, tb, lb);
+        CHECKF(!memcmp(ta, tb, sizeof(int32_t) * n) && !memcmp(la, lb, sizeof(float) * n * nv),
+               "%s: MTP: greedy tokens and logits equal the file's without the block", what);
+        uint64_t budget = pb->min_budget; // experts streamed: the expert cache must not know layer L either
+        aero_model_free(b);
+        b = test_load_model(mtp, 2, budget);
+        CHECKF(b != NULL, "%s: MTP: loads under --mem %llu", what, (unsigned long long)budget);
+        if (b) {
+            CHECK(!aero_stream_get_plan(aero_model_stream(b))->experts_resident);
+            memset(tb, 0xff, sizeof(int32_t) * n);
+            greedy(b, prompt, np, n, tb, lb);
+            CHECKF(!memcmp(ta, tb, sizeof(int32_t) * n) && !memcmp(la, lb, sizeof(float) * n * nv),
+                   "%s: MTP: expert-streamed greedy tokens and logits equal the resident run's", what);
+        }
+        free(ta), free(tb), free(la), free(lb);
+    }
+    aero_model_free(a);
+    aero_model_free(b);
+    unlink(mtp);
+}
+
 static void run_preset(const char *preset) {
     char path[256];
     test_tmp_path(path, sizeof path, preset);
@@ -458,6 +557,7 @@ static void run_preset(const char *preset) {
     aero_model_free(m);
     int32_t prompt[6] = {1, 300, 301, 302, 300, 301};
     check_budgets(preset, path, prompt, 6, 24);
+    check_mtp(preset, path, prompt, 6, 24);
     unlink(path);
 }
 

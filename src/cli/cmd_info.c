@@ -322,6 +322,12 @@ int aero_cmd_info(int argc, char **argv) {
         }
         if (budget) budget -= kvb;
     }
+    // multi-token-prediction blocks (DeepSeek's nextn_predict_layers) are counted in block_count but never run
+    char nkey[160];
+    int64_t n_nextn = 0;
+    const char *arch_name = aero_gguf_get_str(g, "general.architecture");
+    snprintf(nkey, sizeof nkey, "%s.nextn_predict_layers", arch_name ? arch_name : "");
+    if (aero_gguf_get_i64(g, nkey, &n_nextn) && n_nextn > 0 && n_nextn < n_layer) n_layer -= n_nextn;
     int rc = budget && !gpu_mem ? print_plan(g, n_layer, budget) : 0;
     aero_error gerr = {0};
     if (!rc && gpu_mem && aero_gpu_plan_print(g, &kvp, n_tile, gpu_mem, budget, stdout, &gerr))

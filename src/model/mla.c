@@ -52,15 +52,19 @@ aero_status aero_mla_hparams_read(const aero_gguf *g, aero_hparams *hp, aero_mla
         key_float(g, "rope.scaling.yarn_beta_slow", 1.0, &beta_slow, err) ||
         key_int(g, "nextn_predict_layers", false, 0, &nextn, err))
         return err->code;
-    // the multi-token-prediction block is stored as extra layers counted in block_count: running it as a layer
-    // would be wrong, and skipping it needs the planner to ignore those layers' tensors (not done)
-    if (nextn > 0)
-        return aero_fail(err, AERO_ERR_UNSUPPORTED,
-                         "deepseek2: files with multi-token-prediction layers (nextn_predict_layers = %lld) are not "
-                         "supported; convert without them",
-                         (long long)nextn);
+    // The multi-token-prediction blocks (DeepSeek-V3/R1's blk.61) are stored as the last nextn layers counted in
+    // block_count. Plain decoding does not run them (llama.cpp builds n_layer - nextn_predict_layers layers), so
+    // the model is the layers before them; the planner never reads a tensor of a layer past n_layer. Set from
+    // block_count, not from hp->n_layer, so that reading twice gives the same count.
+    int64_t n_block;
+    if (key_int(g, "block_count", true, 0, &n_block, err)) return err->code;
+    if (nextn < 0 || nextn >= n_block)
+        return aero_fail(err, AERO_ERR_FORMAT, "deepseek2: nextn_predict_layers %lld of %lld blocks", (long long)nextn,
+                         (long long)n_block);
+    hp->n_layer = (int)(n_block - nextn);
+    p->n_nextn = (int)nextn;
     // llama.cpp reads no q_lora_rank for the "lite" layer counts (V2-Lite, GigaChat3): their query is attn_q
-    if (hp->n_layer == 26 || hp->n_layer == 27) q_lora = 0;
+    if (n_block == 26 || n_block == 27) q_lora = 0;
     // files written since llama.cpp's MLA cache carry the decompressed head sizes in *_mla keys (key_length is
     // then the cache row, value_length the latent) and attn_k_b/attn_v_b; older ones attn_kv_b
     if ((k_mla != 0) != (v_mla != 0))

@@ -23,6 +23,7 @@ typedef struct {
     int n_dense_lead; // `leading_dense_block_count`: layers [0, n) have a dense FFN
     bool split_kv_b;  // attn_k_b + attn_v_b (files written since llama.cpp's MLA cache) rather than attn_kv_b
     float kq_scale;   // mscale^2 / sqrt(qk_nope + qk_rope) (mscale from YaRN's log multiplier, 1 without)
+    int n_nextn;      // `nextn_predict_layers`: MTP blocks after the n_layer layers, never run nor read
 } aero_mla_params;
 
 // Reads the deepseek2 keys, and sets the hyperparameters the KV cache is sized from: one "KV head" of

@@ -226,13 +226,14 @@ static aero_status open_experts(aero_model *m, const aero_model_params *p, aero_
         .n_layer = m->hp.n_layer,
         .n_expert = m->moe_p.n_expert,
         .budget = plan->expert_budget,
-        .policy = AERO_EXPERT_EVICT_LFU_RECENT,
+        .policy = AERO_EXPERT_EVICT_RATE,
         .n_io_threads = p->io_threads > 0 ? p->io_threads : 4,
         .locate = locate_expert,
         .locate_ctx = m,
     };
     m->experts = aero_expert_cache_new(&cc, err);
     free(paths);
+    if (m->experts) aero_stream_attach_experts(m->stream, m->experts); // per-pass expert reads in --stats
     if (!m->experts) aero_error_prefix(err, "expert cache: ");
     return m->experts ? AERO_OK : err->code;
 }

@@ -49,6 +49,10 @@ struct aero_expert_cache {
     int n_keys;
     int *slot;         // [n_keys] entry index or -1
     uint32_t *freq;    // [n_keys] use counts for LFU, kept across evictions
+    uint32_t *first;   // [n_keys] pass of the first use (RATE), moved forward as the counts age
+    uint32_t *lastp;   // [n_keys] pass of the last use (RATE)
+    uint32_t pass;     // passes seen: an acquire of a lower layer than the previous one starts a new one
+    int last_layer;
     uint64_t freq_ops; // lookups since the counts were last halved
     ec_entry *ent;
     int n_ent, cap_ent;
@@ -67,7 +71,10 @@ struct aero_expert_cache {
 };
 
 const char *aero_expert_evict_name(aero_expert_evict p) {
-    return p == AERO_EXPERT_EVICT_LRU ? "LRU" : p == AERO_EXPERT_EVICT_LFU_RECENT ? "LFU+recent" : "LFU";
+    return p == AERO_EXPERT_EVICT_LRU           ? "LRU"
+           : p == AERO_EXPERT_EVICT_LFU_RECENT ? "LFU+recent"
+           : p == AERO_EXPERT_EVICT_RATE       ? "rate"
+                                                : "LFU";
 }
 
 // Reads one request, O_DIRECT when the file has it; a refused O_DIRECT read falls back to buffered reads
@@ -147,6 +154,8 @@ void aero_expert_cache_free(aero_expert_cache *c) {
     free(c->fd_buf);
     free(c->slot);
     free(c->freq);
+    free(c->first);
+    free(c->lastp);
     free(c->ent);
     free(c->q);
     free(c);
@@ -170,9 +179,12 @@ aero_expert_cache *aero_expert_cache_new(const aero_expert_cache_config *cfg, ae
     pthread_cond_init(&c->cv_done, NULL);
     c->slot = malloc(sizeof(int) * (size_t)c->n_keys);
     c->freq = calloc((size_t)c->n_keys, sizeof(uint32_t));
+    c->first = calloc((size_t)c->n_keys, sizeof(uint32_t));
+    c->lastp = calloc((size_t)c->n_keys, sizeof(uint32_t));
+    c->last_layer = -1;
     c->fd_direct = malloc(sizeof(int) * (size_t)cfg->n_files);
     c->fd_buf = malloc(sizeof(int) * (size_t)cfg->n_files);
-    if (!c->slot || !c->freq || !c->fd_direct || !c->fd_buf) {
+    if (!c->slot || !c->freq || !c->first || !c->lastp || !c->fd_direct || !c->fd_buf) {
         aero_fail(err, AERO_ERR_NOMEM, "expert cache: out of memory");
         goto fail;
     }
@@ -258,11 +270,38 @@ static int ec_victim(aero_expert_cache *c) {
 // Whether an entry may be evicted, with mu held.
 static bool ec_idle_locked(const ec_entry *e) { return e->key >= 0 && e->pins == 0 && e->io_pending == 0; }
 
+// RATE's value of an expert: its estimated uses per pass, the uses over the passes since its first use plus a
+// prior of b passes (b = n_expert / experts per acquire, the mean gap between uses under uniform routing, so
+// one lucky use of a newcomer does not outrank a steady expert), plus 1 / (passes since its last use + b) for
+// the locality between neighbouring tokens. Plain LFU ranks an expert seen twice in the last few passes
+// below one seen three times since the start; the rate does not (measured on routing traces: docs/perf/moe.md).
+static double ec_score(const aero_expert_cache *c, int key) {
+    double per_acquire = c->n_acquires ? (double)c->n_lookups / (double)c->n_acquires : 1.0;
+    double b = (double)c->cfg.n_expert / (per_acquire > 1.0 ? per_acquire : 1.0);
+    double age = (double)(c->pass - c->first[key]), rec = (double)(c->pass - c->lastp[key]);
+    return (double)c->freq[key] / (age + b) + 1.0 / (rec + b);
+}
+
 static int ec_victim_locked(aero_expert_cache *c) {
     int best = -1;
     for (int i = 0; i < c->n_ent; i++)
         if (ec_idle_locked(&c->ent[i]) && c->ent[i].failed) return i;
     double per_acquire = c->n_acquires ? (double)c->n_lookups / (double)c->n_acquires : 1.0;
+    if (c->cfg.policy == AERO_EXPERT_EVICT_RATE) {
+        // LFU+recent's guard too: the previous pass's experts go last while the cache holds two passes' worth
+        bool guard = (double)c->st.entries >= 2.0 * per_acquire * c->cfg.n_layer;
+        uint64_t window = (uint64_t)c->cfg.n_layer;
+        for (int pass = guard ? 0 : 1; pass < 2 && best < 0; pass++) {
+            double best_s = 0;
+            for (int i = 0; i < c->n_ent; i++) {
+                const ec_entry *e = &c->ent[i];
+                if (!ec_idle_locked(e) || (pass == 0 && e->last_use + window >= c->tick)) continue;
+                double sc = ec_score(c, e->key);
+                if (best < 0 || sc < best_s || (sc == best_s && e->last_use < c->ent[best].last_use)) best = i, best_s = sc;
+            }
+        }
+        return best;
+    }
     if (c->cfg.policy == AERO_EXPERT_EVICT_LFU_RECENT && (double)c->st.entries >= 2.0 * per_acquire * c->cfg.n_layer) {
         uint64_t window = (uint64_t)c->cfg.n_layer;
         for (int i = 0; i < c->n_ent; i++) {
@@ -313,10 +352,16 @@ static int ec_new_entry(aero_expert_cache *c) {
     return idx;
 }
 
-// Ages the LFU counts so experts that were hot long ago do not stay forever.
+// Counts a use. Ages the counts so experts that were hot long ago do not stay forever: halving a count
+// halves the time it was gathered over too, so RATE's estimate stays the same until new uses move it.
 static void ec_count(aero_expert_cache *c, int key) {
+    if (c->freq[key] == 0) c->first[key] = c->pass;
+    c->lastp[key] = c->pass;
     if (++c->freq[key] == UINT32_MAX || ++c->freq_ops >= (uint64_t)c->n_keys * 16) {
-        for (int i = 0; i < c->n_keys; i++) c->freq[i] >>= 1;
+        for (int i = 0; i < c->n_keys; i++) {
+            c->freq[i] >>= 1;
+            c->first[i] = c->pass - (c->pass - c->first[i]) / 2;
+        }
         c->freq_ops = 0;
     }
 }
@@ -397,6 +442,8 @@ aero_status aero_expert_cache_acquire(aero_expert_cache *c, int layer, const int
                                       aero_error *err) {
     *n_ready = 0;
     if (n <= 0) return AERO_OK;
+    if (layer < c->last_layer) c->pass++; // layers come in order within a pass (prefix rounds repeat one)
+    c->last_layer = layer;
     c->tick++;
     c->n_acquires++;
     c->n_lookups += (uint64_t)n;
@@ -506,7 +553,10 @@ static bool ec_prefetch_one(aero_expert_cache *c, int layer, int expert, int *is
     while (c->st.held_bytes + bytes > c->cfg.budget) {
         int v = ec_victim(c);
         if (v < 0) break;
-        if (c->cfg.policy != AERO_EXPERT_EVICT_LRU && c->freq[c->ent[v].key] >= c->freq[key]) break;
+        if (c->cfg.policy == AERO_EXPERT_EVICT_RATE && ec_score(c, c->ent[v].key) >= ec_score(c, key)) break;
+        if (c->cfg.policy != AERO_EXPERT_EVICT_LRU && c->cfg.policy != AERO_EXPERT_EVICT_RATE &&
+            c->freq[c->ent[v].key] >= c->freq[key])
+            break;
         ec_drop(c, v);
         c->st.evictions++;
     }

@@ -18,6 +18,8 @@ typedef enum {
     AERO_EXPERT_EVICT_LFU = 0,        // least frequently used (use counts kept across evictions, halved as they age)
     AERO_EXPERT_EVICT_LRU = 1,        // least recently used
     AERO_EXPERT_EVICT_LFU_RECENT = 2, // LFU that spares the experts of the last n_layer acquires (one token)
+    AERO_EXPERT_EVICT_RATE = 3,       // lowest estimated use rate per pass (frequency over the time an expert
+                                      // has been seen, plus a recency term; docs/perf/moe.md)
 } aero_expert_evict;
 
 // Where one part (gate, up or down slice) of an expert lies: file index, byte offset and size.

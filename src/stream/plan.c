@@ -215,7 +215,8 @@ aero_status st_build_tables(aero_stream *s, aero_error *err) {
         if (u >= 0 && u < s->head_unit && aero_stream_is_expert_tensor(t->name, NULL)) {
             s->kind[i] = ST_T_EXPERT;
             s->unit_of[i] = -1;
-        } else if (u >= 0 && !tensor_is_small(t)) s->kind[i] = ST_T_UNIT, count[u]++;
+        } else if (u < 0 && aero_gguf_tensor_layer(t->name) >= s->head_unit) s->kind[i] = ST_T_SKIP;
+        else if (u >= 0 && !tensor_is_small(t)) s->kind[i] = ST_T_UNIT, count[u]++;
         else if (u < 0 && (int64_t)i == s->embd) s->kind[i] = ST_T_EMBD;
         else s->kind[i] = ST_T_SMALL, s->small_bytes += (t->nbytes + 63) & ~(uint64_t)63;
     }

@@ -5,7 +5,18 @@
 #include <string.h>
 
 #include "../core/measure.h"
+#include "expert_cache.h"
 #include "stream_internal.h"
+
+// The model opens its expert cache after the stream: from then on each pass records the cache's reads too.
+void aero_stream_attach_experts(aero_stream *s, const aero_expert_cache *c) { s->experts = c; }
+
+void st_expert_counters(const aero_stream *s, uint64_t out[ST_EXP_COUNTERS]) {
+    aero_expert_cache_stats st = {0};
+    if (s->experts) aero_expert_cache_stats_get(s->experts, &st);
+    out[0] = st.lookups, out[1] = st.hits, out[2] = st.bytes_read, out[3] = st.prefetch_issued;
+    out[4] = st.prefetch_used, out[5] = (uint64_t)(st.io_seconds * 1e6);
+}
 
 // Totals since the last reset, for aerollm bench.
 void aero_stream_get_stats(const aero_stream *s, aero_stream_stats *out) { *out = s->stats; }
@@ -108,14 +119,28 @@ double aero_stream_measure_mem_bw(aero_stream *s, aero_pool *pool) {
     return bw;
 }
 
-// One row of the per-pass table: IO GB/s is the IO threads' own rate while they had a read in flight.
-static void print_pass(FILE *f, const char *label, const st_pass *p, double disk_bw) {
+// One row of the per-pass table: IO GB/s is the IO threads' own rate while they had a read in flight. With an
+// expert cache, the pass's expert lookups, the misses read, the hit rate, the bytes read for them, the ms
+// waited for them (inside "comp ms": experts are read while their layer is held) and the predictor's
+// prefetches used of those issued follow; the dense columns count the layer stream only. `per` divides the
+// expert sums (1 for a pass, the count of passes for a mean row).
+static void print_pass(FILE *f, const char *label, const st_pass *p, double disk_bw, bool experts, double per) {
     double wall = p->end - p->start, floor = disk_bw > 0 ? p->bytes / disk_bw : 0;
     char io[16] = "-";
     if (p->io_busy > 0 && p->io_bytes) snprintf(io, sizeof io, "%.2f", p->io_bytes / p->io_busy / 1e9);
-    fprintf(f, "  %-6s %9.1f %9.1f %9.1f %9.1f %9.1f %7.2f %7s %9.1f %7.2f\n", label, p->bytes / 1e6, wall * 1e3,
+    fprintf(f, "  %-6s %9.1f %9.1f %9.1f %9.1f %9.1f %7.2f %7s %9.1f %7.2f", label, p->bytes / 1e6, wall * 1e3,
             p->io_busy * 1e3, p->compute * 1e3, p->wait * 1e3, wall > 0 ? p->bytes / wall / 1e9 : 0, io, floor * 1e3,
             floor > 0 ? wall / floor : 0);
+    if (experts) {
+        char hit[16] = "-", pf[32] = "-";
+        if (p->exp_lookups) snprintf(hit, sizeof hit, "%.3f", (double)p->exp_hits / p->exp_lookups);
+        if (p->exp_pf_issued || p->exp_pf_used)
+            snprintf(pf, sizeof pf, "%llu/%llu", (unsigned long long)p->exp_pf_used,
+                     (unsigned long long)p->exp_pf_issued);
+        fprintf(f, " %7.1f %7.1f %6s %9.1f %9.1f %9s", (double)p->exp_lookups / per,
+                (p->exp_lookups - p->exp_hits) / per, hit, p->exp_bytes / per / 1e6, p->exp_wait_us / per / 1e3, pf);
+    }
+    fputc('\n', f);
 }
 
 // The --stats report: the plan, then per-pass figures against the disk floor.
@@ -175,8 +200,11 @@ void aero_stream_print_stats(aero_stream *s, FILE *f) {
     } else if (p->streamed_bytes)
         fprintf(f, "stream: disk bw not measured (window in use or the read failed): no floor\n");
     if (kept) {
-        fprintf(f, "  %-6s %9s %9s %9s %9s %9s %7s %7s %9s %7s\n", "pass", "MB read", "wall ms", "IO ms", "comp ms",
+        bool ex = s->experts != NULL;
+        fprintf(f, "  %-6s %9s %9s %9s %9s %9s %7s %7s %9s %7s", "pass", "MB read", "wall ms", "IO ms", "comp ms",
                 "wait ms", "GB/s", "IO GB/s", "floor ms", "x floor");
+        if (ex) fprintf(f, " %7s %7s %6s %9s %9s %9s", "experts", "read", "hit", "exp MB", "exp wait", "pf used");
+        fputc('\n', f);
         uint64_t first = n - kept;
         for (uint64_t i = 0; i < kept; i++) {
             if (kept > 24 && i == 8) {
@@ -185,7 +213,7 @@ void aero_stream_print_stats(aero_stream *s, FILE *f) {
             }
             char label[24];
             snprintf(label, sizeof label, "%llu", (unsigned long long)(first + i + 1));
-            print_pass(f, label, &log[i], disk_bw);
+            print_pass(f, label, &log[i], disk_bw, ex, 1);
         }
         // means over the passes kept, and without the first one (it starts with an empty window)
         for (int skip = 0; skip < 2 && (uint64_t)skip < kept; skip++) {
@@ -199,6 +227,9 @@ void aero_stream_print_stats(aero_stream *s, FILE *f) {
                 m.compute += log[i].compute;
                 m.wait += log[i].wait;
                 m.io_bytes += log[i].io_bytes;
+                m.exp_lookups += log[i].exp_lookups, m.exp_hits += log[i].exp_hits, m.exp_bytes += log[i].exp_bytes;
+                m.exp_pf_issued += log[i].exp_pf_issued, m.exp_pf_used += log[i].exp_pf_used;
+                m.exp_wait_us += log[i].exp_wait_us;
             }
             m.bytes /= cnt;
             m.end /= cnt;
@@ -206,7 +237,7 @@ void aero_stream_print_stats(aero_stream *s, FILE *f) {
             m.compute /= cnt;
             m.wait /= cnt;
             m.io_bytes /= cnt;
-            print_pass(f, skip ? "mean>1" : "mean", &m, disk_bw);
+            print_pass(f, skip ? "mean>1" : "mean", &m, disk_bw, ex, (double)cnt); // expert sums: print_pass divides
         }
     }
     free(log);

@@ -167,6 +167,7 @@ void st_pass_begin(aero_stream *s, double now) {
     s->cur.start = now;
     s->cur.io_busy = st_io_busy_now(s, now); // the busy clock at the start; the pass's share at the end
     s->cur.io_bytes = s->bytes_read_total;   // likewise the IO threads' byte count
+    st_expert_counters(s, s->exp_at_begin);
     s->in_pass = true;
     s->stats.passes++;
 }
@@ -177,6 +178,12 @@ void st_pass_end(aero_stream *s, double now) {
     s->cur.end = now;
     s->cur.io_busy = st_io_busy_now(s, now) - s->cur.io_busy;
     s->cur.io_bytes = s->bytes_read_total - s->cur.io_bytes;
+    uint64_t ex[ST_EXP_COUNTERS];
+    st_expert_counters(s, ex);
+    uint64_t *d[ST_EXP_COUNTERS] = {&s->cur.exp_lookups,   &s->cur.exp_hits,    &s->cur.exp_bytes,
+                                    &s->cur.exp_pf_issued, &s->cur.exp_pf_used, &s->cur.exp_wait_us};
+    for (int i = 0; i < ST_EXP_COUNTERS; i++) // a counter below its start was reset during the pass
+        *d[i] = ex[i] >= s->exp_at_begin[i] ? ex[i] - s->exp_at_begin[i] : ex[i];
     s->run_bytes += s->cur.io_bytes;
     s->run_busy += s->cur.io_busy;
     if (s->run_bytes >= st_rate_min_bytes(s) && s->run_busy > 0) {
@@ -592,6 +599,7 @@ aero_status aero_stream_reopen(aero_stream **sp, const bool *external, bool head
     p.external = external;
     bool parts_was = p.head_in_parts;
     p.head_in_parts = head_in_parts;
+    const struct aero_expert_cache *experts = old->experts; // the new stream reports the same cache
     aero_stream_close(old);
     *sp = NULL;
     aero_status st = aero_stream_open(sp, g, n_layer, &p, err);
@@ -601,6 +609,7 @@ aero_status aero_stream_reopen(aero_stream **sp, const bool *external, bool head
         p.head_in_parts = parts_was;
         aero_stream_open(sp, g, n_layer, &p, &ignored);
     }
+    if (*sp) (*sp)->experts = experts;
     free(was);
     return st;
 }

@@ -75,4 +75,9 @@ aero_status aero_stream_read_rows(aero_stream *s, const int32_t *rows, int n, vo
 
 uint64_t aero_stream_weight_bytes_held(const aero_stream *s); // current bytes of weights in RAM
 
+// MoE: each pass of the --stats report also records this expert cache's reads (experts looked up, hits, bytes,
+// the predictor's prefetches); NULL detaches. The cache must outlive the stream's reports.
+struct aero_expert_cache;
+void aero_stream_attach_experts(aero_stream *s, const struct aero_expert_cache *c);
+
 #endif

@@ -15,12 +15,14 @@
 #define ST_MAX_IO_THREADS 32
 #define ST_MAX_PREFETCH 16
 #define ST_PASS_LOG 4096 // per-pass records kept for the --stats report
+#define ST_EXP_COUNTERS 6 // st_pass's exp_* fields
 
 typedef enum {
     ST_T_SMALL,  // always resident, copied into the small-tensor arena (norms, biases, non-unit tensors)
     ST_T_UNIT,   // lives in its unit's memory (pinned buffer or a ring region while acquired)
     ST_T_EMBD,   // the untied token embedding: resident buffer or read by row
     ST_T_EXPERT, // a routed expert tensor: resident when the budget holds everything, else the expert cache's
+    ST_T_SKIP,   // a tensor of a layer past n_layer (DeepSeek's multi-token-prediction blocks): never read
 } st_tensor_kind;
 
 // One contiguous read: [off, off + len) of a file, both ST_ALIGN-aligned, landing at mem_off of its buffer;
@@ -76,6 +78,9 @@ typedef struct {
     double io_busy, compute, wait;
     uint64_t io_bytes; // bytes the IO threads finished during the pass (whichever pass they serve)
     int units;         // units acquired so far
+    // the expert cache's counters over the pass (aero_stream_attach_experts): experts looked up, of which hits,
+    // bytes read for the misses, the predictor's prefetches issued and used, microseconds waited for expert reads
+    uint64_t exp_lookups, exp_hits, exp_bytes, exp_pf_issued, exp_pf_used, exp_wait_us;
 } st_pass;
 
 // The IO threads' own rate (io_bytes / io_busy) counts for the floor over runs of consecutive passes that read
@@ -172,6 +177,8 @@ struct aero_stream {
     uint64_t run_bytes;  // the run of passes being summed for it
     double run_busy;
     uint64_t held; // weight bytes allocated
+    const struct aero_expert_cache *experts; // MoE: the model's expert cache, whose counters each pass records
+    uint64_t exp_at_begin[ST_EXP_COUNTERS];  // its counters when the pass began (st_pass's exp_* order)
 };
 
 // plan.c
@@ -211,6 +218,8 @@ void st_window_return(aero_stream *s);
 // Open and close the record of a pass in the per-pass log (lock held).
 void st_pass_begin(aero_stream *s, double now);
 void st_pass_end(aero_stream *s, double now);
+// stats.c: the expert cache's counters now (st_pass's exp_* order); zeros without an attached cache.
+void st_expert_counters(const aero_stream *s, uint64_t out[ST_EXP_COUNTERS]);
 // Bytes a run of passes must read for its IO rate to count (ST_RATE_MIN_BYTES, 16 requests).
 static inline uint64_t st_rate_min_bytes(const aero_stream *s) {
     return 16 * s->chunk > ST_RATE_MIN_BYTES ? 16 * s->chunk : ST_RATE_MIN_BYTES;
