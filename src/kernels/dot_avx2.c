@@ -251,7 +251,19 @@ AI __m256 f16_rows(const uint8_t *const *rp, size_t off) {
 
 // The 8 row pointers of a tile of R (1-8) rows; missing rows repeat the last one (computed, never stored).
 AI void tile_rows(const void *w, size_t rb, int R, const uint8_t *rp[8]) {
+#pragma GCC unroll 8
     for (int r = 0; r < 8; r++) rp[r] = (const uint8_t *)w + (size_t)(r < R ? r : R - 1) * rb;
+}
+
+// A matrix-vector product reads the 8 rows of a tile side by side: 8 short streams, which the hardware
+// prefetchers follow worse than the one long stream of a row-by-row product. So while a tile computes its
+// block step i, the same share of the next tile's bytes (the rows that follow, rb apart) is fetched into L2:
+// the weights stream at the one-row kernel's pace. Only for one token (a matrix-vector product); a batch
+// reuses the tile from cache.
+AI void prefetch_next(const uint8_t *w0, size_t rb, size_t step, int64_t i) {
+    if (!rb) return;
+    const uint8_t *p = w0 + 8 * rb + (size_t)i * step;
+    for (size_t o = 0; o < step; o += 64) _mm_prefetch((const char *)(p + o), _MM_HINT_T1);
 }
 
 // ---- 32-element blocks with Q8_0 activations -------------------------------------------------------------
@@ -356,25 +368,31 @@ AI float dot32_one(const aero_dtype t, int64_t n, const void *vw, const void *va
 AI void tile32(const aero_dtype t, const int T, int64_t n, const void *vw, size_t rb, int R, const void *const *va,
                float *out) {
     const q8p *a[4];
+#pragma GCC unroll 8
     for (int k = 0; k < T; k++) a[k] = va[k];
     const uint8_t *rp[8];
     tile_rows(vw, rb, R, rp);
     const size_t bb = bytes32(t);
     const bool q8 = t == AERO_DT_Q8_0, has_min = min32(t);
     __m256 acc[4];
+#pragma GCC unroll 8
     for (int k = 0; k < T; k++) acc[k] = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / AERO_QK; i++) {
         const size_t bo = (size_t)i * bb;
+        if (T == 1) prefetch_next(rp[0], rb, 8 * bb, i);
         __m256i u[8], sg[8];
+#pragma GCC unroll 8
         for (int r = 0; r < 8; r++) {
             u[r] = codes32(t, rp[r] + bo);
             if (q8) sg[r] = u[r], u[r] = _mm256_sign_epi8(u[r], u[r]);
         }
         const __m256 dv = f16_rows(rp, bo), mv = has_min ? f16_rows(rp, bo + 2) : _mm256_setzero_ps();
+#pragma GCC unroll 8
         for (int k = 0; k < T; k++) {
             const q8p *ak = a[k] + i;
             const __m256i av = _mm256_loadu_si256((const void *)ak->qs);
             __m256i p[8];
+#pragma GCC unroll 8
             for (int r = 0; r < 8; r++)
                 p[r] = madd1(_mm256_maddubs_epi16(u[r], q8 ? _mm256_sign_epi8(av, sg[r]) : av));
             __m256i is = reduce8(p);
@@ -384,6 +402,7 @@ AI void tile32(const aero_dtype t, const int T, int64_t n, const void *vw, size_
             if (has_min) acc[k] = _mm256_fmadd_ps(_mm256_set1_ps((float)ak->s), _mm256_mul_ps(mv, da), acc[k]);
         }
     }
+#pragma GCC unroll 8
     for (int k = 0; k < T; k++) _mm256_storeu_ps(out + 8 * k, acc[k]);
 }
 
@@ -451,6 +470,7 @@ AI void q45k_block(const bool five, const int T, const uint8_t *wb, const aero_b
     // the 8 scales as words in both halves: one shuffle broadcasts a scale (instead of a move and a broadcast)
     __m256i s16 = _mm256_cvtepu8_epi16(_mm_loadl_epi64((const void *)sm));
     s16 = _mm256_permute2x128_si256(s16, s16, 0x00);
+#pragma GCC unroll 8
     for (int k = 0; k < T; k++) isum[k] = _mm256_setzero_si256();
     __m256i hb = five ? _mm256_loadu_si256((const void *)qh) : _mm256_setzero_si256();
     for (int p = 0; p < 4; p++) {
@@ -465,6 +485,7 @@ AI void q45k_block(const bool five, const int T, const uint8_t *wb, const aero_b
         }
         const __m256i s_lo = _mm256_shuffle_epi8(s16, _mm256_set1_epi16((short)(0x0100 + 0x0202 * (2 * p)))),
                       s_hi = _mm256_shuffle_epi8(s16, _mm256_set1_epi16((short)(0x0100 + 0x0202 * (2 * p + 1))));
+#pragma GCC unroll 8
         for (int k = 0; k < T; k++) {
             const int8_t *aq = ab[k]->qs;
             __m256i plo = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const void *)(aq + 64 * p)));
@@ -476,6 +497,7 @@ AI void q45k_block(const bool five, const int T, const uint8_t *wb, const aero_b
     // each min twice, for the two bsums of its group
     __m256i mdup = _mm256_permute2x128_si256(_mm256_unpacklo_epi16(mins16, mins16),
                                              _mm256_unpackhi_epi16(mins16, mins16), 0x20);
+#pragma GCC unroll 8
     for (int k = 0; k < T; k++) msum[k] = _mm256_madd_epi16(_mm256_loadu_si256((const void *)ab[k]->bsums), mdup);
 }
 
@@ -486,6 +508,7 @@ AI void q6k_block(const int T, const uint8_t *wb, const aero_block_q8_K *const *
     const __m256i m4 = _mm256_set1_epi8(0x0F), m3 = _mm256_set1_epi8(3);
     __m256i sp[8];
     scale_pairs(_mm_loadu_si128((const void *)x->scales), sp);
+#pragma GCC unroll 8
     for (int k = 0; k < T; k++) isum[k] = _mm256_setzero_si256();
     for (int h = 0; h < 2; h++) {
         __m256i l0 = _mm256_loadu_si256((const void *)(x->ql + 64 * h));
@@ -500,12 +523,14 @@ AI void q6k_block(const int T, const uint8_t *wb, const aero_block_q8_K *const *
         u[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
                                _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), m3), 4));
         for (int j = 0; j < 4; j++)
+#pragma GCC unroll 8
             for (int k = 0; k < T; k++) {
                 __m256i p = _mm256_maddubs_epi16(u[j], _mm256_loadu_si256((const void *)(ab[k]->qs + 128 * h + 32 * j)));
                 isum[k] = _mm256_add_epi32(isum[k], _mm256_madd_epi16(p, sp[4 * h + j]));
             }
     }
     __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const void *)x->scales));
+#pragma GCC unroll 8
     for (int k = 0; k < T; k++) {
         __m256i corr = _mm256_madd_epi16(_mm256_loadu_si256((const void *)ab[k]->bsums), sc16);
         isum[k] = _mm256_sub_epi32(isum[k], _mm256_slli_epi32(corr, 5));
@@ -520,6 +545,7 @@ AI void q3k_block(const int T, const uint8_t *wb, const aero_block_q8_K *const *
     __m128i sc = q3k_scales(x->scales);
     __m256i sp[8];
     scale_pairs(sc, sp);
+#pragma GCC unroll 8
     for (int k = 0; k < T; k++) isum[k] = _mm256_setzero_si256();
     __m256i hm = _mm256_loadu_si256((const void *)x->hmask);
     for (int h = 0; h < 2; h++) {
@@ -528,6 +554,7 @@ AI void q3k_block(const int T, const uint8_t *wb, const aero_block_q8_K *const *
             __m256i b = _mm256_set1_epi8((char)(1 << (4 * h + j)));
             __m256i u = _mm256_and_si256(_mm256_srli_epi16(q, 2 * j), m3);
             u = _mm256_or_si256(u, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hm, b), b), _mm256_set1_epi8(4)));
+#pragma GCC unroll 8
             for (int k = 0; k < T; k++) {
                 __m256i p = _mm256_maddubs_epi16(u, _mm256_loadu_si256((const void *)(ab[k]->qs + 128 * h + 32 * j)));
                 isum[k] = _mm256_add_epi32(isum[k], _mm256_madd_epi16(p, sp[4 * h + j]));
@@ -535,6 +562,7 @@ AI void q3k_block(const int T, const uint8_t *wb, const aero_block_q8_K *const *
         }
     }
     __m256i sc16 = _mm256_cvtepi8_epi16(sc);
+#pragma GCC unroll 8
     for (int k = 0; k < T; k++) {
         __m256i corr = _mm256_madd_epi16(_mm256_loadu_si256((const void *)ab[k]->bsums), sc16);
         isum[k] = _mm256_sub_epi32(isum[k], _mm256_slli_epi32(corr, 2));
@@ -549,11 +577,13 @@ AI void q2k_block(const int T, const uint8_t *wb, const aero_block_q8_K *const *
     __m128i raw = _mm_loadu_si128((const void *)x->scales);
     __m256i sp[8];
     scale_pairs(_mm_and_si128(raw, _mm_set1_epi8(0x0F)), sp);
+#pragma GCC unroll 8
     for (int k = 0; k < T; k++) isum[k] = _mm256_setzero_si256();
     for (int h = 0; h < 2; h++) {
         __m256i q = _mm256_loadu_si256((const void *)(x->qs + 32 * h));
         for (int j = 0; j < 4; j++) {
             __m256i u = _mm256_and_si256(_mm256_srli_epi16(q, 2 * j), m3);
+#pragma GCC unroll 8
             for (int k = 0; k < T; k++) {
                 __m256i p = _mm256_maddubs_epi16(u, _mm256_loadu_si256((const void *)(ab[k]->qs + 128 * h + 32 * j)));
                 isum[k] = _mm256_add_epi32(isum[k], _mm256_madd_epi16(p, sp[4 * h + j]));
@@ -561,6 +591,7 @@ AI void q2k_block(const int T, const uint8_t *wb, const aero_block_q8_K *const *
         }
     }
     __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(raw, 4), _mm_set1_epi8(0x0F)));
+#pragma GCC unroll 8
     for (int k = 0; k < T; k++) msum[k] = _mm256_madd_epi16(_mm256_loadu_si256((const void *)ab[k]->bsums), mins);
 }
 
@@ -616,18 +647,24 @@ AI void tileK(const aero_dtype t, const int T, int64_t n, const void *vw, size_t
     const size_t bb = bytesK(t);
     const bool has_min = minK(t);
     __m256 acc[4], accm[4];
+#pragma GCC unroll 8
     for (int k = 0; k < T; k++) acc[k] = accm[k] = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / AERO_QK_K; i++) {
         const size_t bo = (size_t)i * bb;
+        if (T == 1) prefetch_next(rp[0], rb, 8 * bb, i);
         const aero_block_q8_K *ab[4];
+#pragma GCC unroll 8
         for (int k = 0; k < T; k++) ab[k] = (const aero_block_q8_K *)va[k] + i;
         __m256i is[4][8], ms[4][8];
+#pragma GCC unroll 1
         for (int r = 0; r < 8; r++) {
             __m256i ir[4], mr[4];
             blockK(t, T, rp[r] + bo, ab, ir, mr);
+#pragma GCC unroll 8
             for (int k = 0; k < T; k++) is[k][r] = ir[k], ms[k][r] = mr[k];
         }
         const __m256 dv = f16_rows(rp, bo + doffK(t)), mv = has_min ? f16_rows(rp, bo + moffK(t)) : _mm256_setzero_ps();
+#pragma GCC unroll 8
         for (int k = 0; k < T; k++) {
             const __m256 ad = _mm256_broadcast_ss(&ab[k]->d);
             acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(reduce8(is[k])), _mm256_mul_ps(dv, ad), acc[k]);
@@ -635,6 +672,7 @@ AI void tileK(const aero_dtype t, const int T, int64_t n, const void *vw, size_t
                 accm[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(reduce8(ms[k])), _mm256_mul_ps(mv, ad), accm[k]);
         }
     }
+#pragma GCC unroll 8
     for (int k = 0; k < T; k++) _mm256_storeu_ps(out + 8 * k, has_min ? _mm256_sub_ps(acc[k], accm[k]) : acc[k]);
 }
 
