@@ -361,10 +361,39 @@ AI float dot32_one(const aero_dtype t, int64_t n, const void *vw, const void *va
     return acc;
 }
 
+// The 4-bit and 5-bit codes of 8 rows transposed in 4-byte groups: lo[j] holds group j (low 128 bits) and j + 4
+// (high) of rows 0-3, one row per 32-bit lane; hi[j] the same for rows 4-7. Multiplied by a token's groups j and
+// j + 4 broadcast in the same halves (one in-lane shuffle), every 32-bit lane sums its own row's products: no
+// horizontal reduction per token, and 4 products' pairs stay exact in 16 bits (at most 8 x 31 x 127).
+AI void transpose32(const __m256i c[8], __m256i lo[4], __m256i hi[4]) {
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; h++) {
+        const __m256i *x = c + 4 * h;
+        __m256i t0 = _mm256_unpacklo_epi32(x[0], x[1]), t1 = _mm256_unpackhi_epi32(x[0], x[1]);
+        __m256i t2 = _mm256_unpacklo_epi32(x[2], x[3]), t3 = _mm256_unpackhi_epi32(x[2], x[3]);
+        __m256i *o = h ? hi : lo;
+        o[0] = _mm256_unpacklo_epi64(t0, t2), o[1] = _mm256_unpackhi_epi64(t0, t2);
+        o[2] = _mm256_unpacklo_epi64(t1, t3), o[3] = _mm256_unpackhi_epi64(t1, t3);
+    }
+}
+
+// The integer dots of 8 transposed rows with one token's codes av, in row lanes.
+AI __m256i tdot32(const __m256i lo[4], const __m256i hi[4], __m256i av) {
+    const __m256i a0 = _mm256_shuffle_epi32(av, 0x00), a1 = _mm256_shuffle_epi32(av, 0x55);
+    const __m256i a2 = _mm256_shuffle_epi32(av, 0xAA), a3 = _mm256_shuffle_epi32(av, 0xFF);
+    __m256i sl = _mm256_add_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(lo[0], a0), _mm256_maddubs_epi16(lo[1], a1)),
+                                  _mm256_add_epi16(_mm256_maddubs_epi16(lo[2], a2), _mm256_maddubs_epi16(lo[3], a3)));
+    __m256i sh = _mm256_add_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(hi[0], a0), _mm256_maddubs_epi16(hi[1], a1)),
+                                  _mm256_add_epi16(_mm256_maddubs_epi16(hi[2], a2), _mm256_maddubs_epi16(hi[3], a3)));
+    __m256i ml = madd1(sl), mh = madd1(sh); // [rows 0-3, groups 0-3 | rows 0-3, groups 4-7], rows 4-7
+    return _mm256_add_epi32(_mm256_permute2x128_si256(ml, mh, 0x20), _mm256_permute2x128_si256(ml, mh, 0x31));
+}
+
 // The tile kernel of the five 32-block types: R (1-8) rows x T (1-4, a compile-time constant) tokens over
 // prepared activation rows, out[k * 8 + r]. Each block of the 8 rows is unpacked once for the T tokens; per
-// token, 8 integer dots reduced into row lanes, then one correction, one conversion and one or two fused
-// multiply-adds for the 8 rows.
+// token, the 8 rows' integer dots land in row lanes (transposed codes for a batch of 4- and 5-bit types; per
+// row, then a horizontal reduction, for one token and for Q8_0's signed weights), then one correction, one
+// conversion and one or two fused multiply-adds for the 8 rows. The integers are the same either way.
 AI void tile32(const aero_dtype t, const int T, int64_t n, const void *vw, size_t rb, int R, const void *const *va,
                float *out) {
     const q8p *a[4];
@@ -373,29 +402,35 @@ AI void tile32(const aero_dtype t, const int T, int64_t n, const void *vw, size_
     const uint8_t *rp[8];
     tile_rows(vw, rb, R, rp);
     const size_t bb = bytes32(t);
-    const bool q8 = t == AERO_DT_Q8_0, has_min = min32(t);
+    const bool q8 = t == AERO_DT_Q8_0, has_min = min32(t), transposed = T > 1 && !q8;
     __m256 acc[4];
 #pragma GCC unroll 8
     for (int k = 0; k < T; k++) acc[k] = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / AERO_QK; i++) {
         const size_t bo = (size_t)i * bb;
         if (T == 1) prefetch_next(rp[0], rb, 8 * bb, i);
-        __m256i u[8], sg[8];
+        __m256i u[8], sg[8], lo[4], hi[4];
 #pragma GCC unroll 8
         for (int r = 0; r < 8; r++) {
             u[r] = codes32(t, rp[r] + bo);
             if (q8) sg[r] = u[r], u[r] = _mm256_sign_epi8(u[r], u[r]);
         }
+        if (transposed) transpose32(u, lo, hi);
         const __m256 dv = f16_rows(rp, bo), mv = has_min ? f16_rows(rp, bo + 2) : _mm256_setzero_ps();
 #pragma GCC unroll 8
         for (int k = 0; k < T; k++) {
             const q8p *ak = a[k] + i;
             const __m256i av = _mm256_loadu_si256((const void *)ak->qs);
-            __m256i p[8];
+            __m256i is;
+            if (transposed) {
+                is = tdot32(lo, hi, av);
+            } else {
+                __m256i p[8];
 #pragma GCC unroll 8
-            for (int r = 0; r < 8; r++)
-                p[r] = madd1(_mm256_maddubs_epi16(u[r], q8 ? _mm256_sign_epi8(av, sg[r]) : av));
-            __m256i is = reduce8(p);
+                for (int r = 0; r < 8; r++)
+                    p[r] = madd1(_mm256_maddubs_epi16(u[r], q8 ? _mm256_sign_epi8(av, sg[r]) : av));
+                is = reduce8(p);
+            }
             if (!q8 && !has_min) is = _mm256_sub_epi32(is, _mm256_set1_epi32(ak->s));
             const __m256 da = _mm256_broadcast_ss(&ak->d);
             acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is), _mm256_mul_ps(dv, da), acc[k]);
