@@ -361,6 +361,24 @@ AI float dot32_one(const aero_dtype t, int64_t n, const void *vw, const void *va
     return acc;
 }
 
+// One row, one token, matmul's activation rows: dot32_one's steps with the correction and scale read, not
+// computed (the one-row kernel matmul no longer calls, kept for the table's contract and the benchmarks).
+AI float mm32_one(const aero_dtype t, int64_t n, const void *vw, const void *va) {
+    const q8p *a = va;
+    const uint8_t *w = vw;
+    const size_t bb = bytes32(t);
+    float acc = 0.0f;
+    for (int64_t i = 0; i < n / AERO_QK; i++, w += bb) {
+        __m256i u = codes32(t, w), av = _mm256_loadu_si256((const void *)a[i].qs);
+        if (t == AERO_DT_Q8_0) av = _mm256_sign_epi8(av, u), u = _mm256_sign_epi8(u, u);
+        int isum = hsum_i32(madd1(_mm256_maddubs_epi16(u, av)));
+        if (t != AERO_DT_Q8_0 && !min32(t)) isum -= a[i].s;
+        acc = fma1((float)isum, h2f(ld16(w)) * a[i].d, acc);
+        if (min32(t)) acc = fma1((float)a[i].s, h2f(ld16(w + 2)) * a[i].d, acc);
+    }
+    return acc;
+}
+
 // The 4-bit and 5-bit codes of 8 rows transposed in 4-byte groups: lo[j] holds group j (low 128 bits) and j + 4
 // (high) of rows 0-3, one row per 32-bit lane; hi[j] the same for rows 4-7. Multiplied by a token's groups j and
 // j + 4 broadcast in the same halves (one in-lane shuffle), every 32-bit lane sums its own row's products: no
@@ -711,15 +729,10 @@ AI void tileK(const aero_dtype t, const int T, int64_t n, const void *vw, size_t
     for (int k = 0; k < T; k++) _mm256_storeu_ps(out + 8 * k, has_min ? _mm256_sub_ps(acc[k], accm[k]) : acc[k]);
 }
 
-// Per type: the dot table's one-row kernel (standard blocks), matmul's one-row dot (its own activation rows)
-// and its tiles (R rows x T tokens, T a constant per instance).
+// Per type: the dot table's one-row kernel (standard blocks), matmul's one-row dot (its own activation rows,
+// the 32-block types) and its tiles (R rows x T tokens, T a constant per instance).
 #define INST(sfx, TYPE, ONE_FN, TILE_FN)                                                                       \
     static float dot_##sfx(int64_t n, const void *w, const void *a) { return ONE_FN(TYPE, n, w, a); }        \
-    static __attribute__((unused)) float mm_##sfx(int64_t n, const void *w, const void *a) {                   \
-        float out[8];                                                                                          \
-        TILE_FN(TYPE, 1, n, w, 0, 1, &a, out);                                                                 \
-        return out[0];                                                                                         \
-    }                                                                                                          \
     static void tile_##sfx(int64_t n, const void *w, size_t rb, int R, const void *const *a, int T, float *out) { \
         switch (T) {                                                                                           \
         case 1: TILE_FN(TYPE, 1, n, w, rb, R, a, out); break;                                                  \
@@ -728,6 +741,11 @@ AI void tileK(const aero_dtype t, const int T, int64_t n, const void *vw, size_t
         default: TILE_FN(TYPE, 4, n, w, rb, R, a, out); break;                                                 \
         }                                                                                                      \
     }
+static float mm_q4_0(int64_t n, const void *w, const void *a) { return mm32_one(AERO_DT_Q4_0, n, w, a); }
+static float mm_q4_1(int64_t n, const void *w, const void *a) { return mm32_one(AERO_DT_Q4_1, n, w, a); }
+static float mm_q5_0(int64_t n, const void *w, const void *a) { return mm32_one(AERO_DT_Q5_0, n, w, a); }
+static float mm_q5_1(int64_t n, const void *w, const void *a) { return mm32_one(AERO_DT_Q5_1, n, w, a); }
+static float mm_q8_0(int64_t n, const void *w, const void *a) { return mm32_one(AERO_DT_Q8_0, n, w, a); }
 INST(q4_0, AERO_DT_Q4_0, dot32_one, tile32)
 INST(q4_1, AERO_DT_Q4_1, dot32_one, tile32)
 INST(q5_0, AERO_DT_Q5_0, dot32_one, tile32)
