@@ -334,7 +334,7 @@ static int run_other_isas(const char *self) {
 }
 
 // The table's contract behind the row-lane tiles, checked directly (matmul takes only the tiles): every lane
-// of a tile (R = 1..8 rows, T = 1..4 tokens) and matmul's one-row dot on its own activation rows have the bits
+// of a tile (R = 1..8 rows, T = 1..8 tokens) and matmul's one-row dot on its own activation rows have the bits
 // of the dot table's one-row kernel on standard blocks.
 static void test_tile_contract(aero_dtype t) {
     const aero_kernel_ops *ops = aero_kernels_selected();
@@ -345,11 +345,11 @@ static void test_tile_contract(aero_dtype t) {
     aero_dtype vt = aero_vec_dot_type(t);
     size_t pb = ops->act_bytes ? ops->act_bytes(t, cols) : 0, sb = aero_dtype_row_bytes(vt, (uint64_t)cols);
     size_t ab = pb ? pb : sb;
-    uint8_t *act = malloc(4 * ab), *std = malloc(4 * sb);
-    float *x = malloc(sizeof(float) * 4 * cols);
-    for (int64_t i = 0; i < 4 * cols; i++) x[i] = rng_sym() * 2.0f;
-    const void *a[4];
-    for (int k = 0; k < 4; k++) {
+    uint8_t *act = malloc(8 * ab), *std = malloc(8 * sb);
+    float *x = malloc(sizeof(float) * 8 * cols);
+    for (int64_t i = 0; i < 8 * cols; i++) x[i] = rng_sym() * 2.0f;
+    const void *a[8];
+    for (int k = 0; k < 8; k++) {
         aero_quantize_row(vt, x + k * cols, std + k * sb, cols);
         if (pb) ops->act_quantize(t, x + k * cols, act + k * ab, cols);
         else memcpy(act + k * ab, std + k * sb, sb);
@@ -357,8 +357,8 @@ static void test_tile_contract(aero_dtype t) {
     }
     int bad = 0;
     for (int R = 1; R <= 8; R++)
-        for (int T = 1; T <= 4; T++) {
-            float out[32];
+        for (int T = 1; T <= 8; T++) {
+            float out[64];
             ops->mm_tile8[t](cols, m.data, m.w.row_bytes, R, a, T, out);
             for (int k = 0; k < T; k++)
                 for (int r = 0; r < R; r++) {
@@ -366,7 +366,7 @@ static void test_tile_contract(aero_dtype t) {
                     if (memcmp(&want, &out[8 * k + r], 4)) bad++;
                 }
         }
-    for (int k = 0; k < 4; k++)
+    for (int k = 0; k < 8; k++)
         for (int r = 0; r < rows; r++) {
             float one = ops->mm_dot[t](cols, m.data + (size_t)r * m.w.row_bytes, a[k]);
             float want = ops->dot[t](cols, m.data + (size_t)r * m.w.row_bytes, std + k * sb);

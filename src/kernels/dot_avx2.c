@@ -699,19 +699,19 @@ AI void tileK(const aero_dtype t, const int T, int64_t n, const void *vw, size_t
     tile_rows(vw, rb, R, rp);
     const size_t bb = bytesK(t);
     const bool has_min = minK(t);
-    __m256 acc[4], accm[4];
+    __m256 acc[8], accm[8];
 #pragma GCC unroll 8
     for (int k = 0; k < T; k++) acc[k] = accm[k] = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / AERO_QK_K; i++) {
         const size_t bo = (size_t)i * bb;
         if (T == 1) prefetch_next(rp[0], rb, 8 * bb, i);
-        const aero_block_q8_K *ab[4];
+        const aero_block_q8_K *ab[8];
 #pragma GCC unroll 8
         for (int k = 0; k < T; k++) ab[k] = (const aero_block_q8_K *)va[k] + i;
-        __m256i is[4][8], ms[4][8];
+        __m256i is[8][8], ms[8][8];
 #pragma GCC unroll 1
         for (int r = 0; r < 8; r++) {
-            __m256i ir[4], mr[4];
+            __m256i ir[8], mr[8];
             blockK(t, T, rp[r] + bo, ab, ir, mr);
 #pragma GCC unroll 8
             for (int k = 0; k < T; k++) is[k][r] = ir[k], ms[k][r] = mr[k];
@@ -738,19 +738,29 @@ AI void tileK(const aero_dtype t, const int T, int64_t n, const void *vw, size_t
         case 1: TILE_FN(TYPE, 1, n, w, rb, R, a, out); break;                                                  \
         case 2: TILE_FN(TYPE, 2, n, w, rb, R, a, out); break;                                                  \
         case 3: TILE_FN(TYPE, 3, n, w, rb, R, a, out); break;                                                  \
-        default: TILE_FN(TYPE, 4, n, w, rb, R, a, out); break;                                                 \
+        case 4: TILE_FN(TYPE, 4, n, w, rb, R, a, out); break;                                                  \
+        case 5: TILE_FN(TYPE, 5, n, w, rb, R, a, out); break;                                                  \
+        case 6: TILE_FN(TYPE, 6, n, w, rb, R, a, out); break;                                                  \
+        case 7: TILE_FN(TYPE, 7, n, w, rb, R, a, out); break;                                                  \
+        default: TILE_FN(TYPE, 8, n, w, rb, R, a, out); break;                                                 \
         }                                                                                                      \
     }
+// The 32-block tiles keep 4 tokens in registers; 5-8 tokens are two tiles (the same bits per lane).
+#define TILE32(TYPE, T, n, w, rb, R, a, out)                                                 \
+    do {                                                                                     \
+        if ((T) <= 4) tile32(TYPE, (T) <= 4 ? (T) : 4, n, w, rb, R, a, out);                 \
+        else tile32(TYPE, 4, n, w, rb, R, a, out), tile32(TYPE, (T) > 4 ? (T) - 4 : 1, n, w, rb, R, (a) + 4, (out) + 32); \
+    } while (0)
 static float mm_q4_0(int64_t n, const void *w, const void *a) { return mm32_one(AERO_DT_Q4_0, n, w, a); }
 static float mm_q4_1(int64_t n, const void *w, const void *a) { return mm32_one(AERO_DT_Q4_1, n, w, a); }
 static float mm_q5_0(int64_t n, const void *w, const void *a) { return mm32_one(AERO_DT_Q5_0, n, w, a); }
 static float mm_q5_1(int64_t n, const void *w, const void *a) { return mm32_one(AERO_DT_Q5_1, n, w, a); }
 static float mm_q8_0(int64_t n, const void *w, const void *a) { return mm32_one(AERO_DT_Q8_0, n, w, a); }
-INST(q4_0, AERO_DT_Q4_0, dot32_one, tile32)
-INST(q4_1, AERO_DT_Q4_1, dot32_one, tile32)
-INST(q5_0, AERO_DT_Q5_0, dot32_one, tile32)
-INST(q5_1, AERO_DT_Q5_1, dot32_one, tile32)
-INST(q8_0, AERO_DT_Q8_0, dot32_one, tile32)
+INST(q4_0, AERO_DT_Q4_0, dot32_one, TILE32)
+INST(q4_1, AERO_DT_Q4_1, dot32_one, TILE32)
+INST(q5_0, AERO_DT_Q5_0, dot32_one, TILE32)
+INST(q5_1, AERO_DT_Q5_1, dot32_one, TILE32)
+INST(q8_0, AERO_DT_Q8_0, dot32_one, TILE32)
 INST(q2_K, AERO_DT_Q2_K, dotK_one, tileK)
 INST(q3_K, AERO_DT_Q3_K, dotK_one, tileK)
 INST(q4_K, AERO_DT_Q4_K, dotK_one, tileK)

@@ -139,8 +139,8 @@ static float mm_dot_f32(const aero_kernel_ops *ops, const float *w, const float 
     return aero_reduce16(acc);
 }
 
-// Weight rows [r0, r1) of matrix m times tokens [t0, t1), in groups of up to 4 tokens (and of 8 rows where the
-// ISA has row-lane tiles for the type).
+// Weight rows [r0, r1) of matrix m times tokens [t0, t1), in groups of up to 4 tokens (8 rows x 8 tokens where
+// the ISA has row-lane tiles for the type).
 static void mm_tile(const mm_job *j, const mm_mat *m, int t0, int t1, long r0, long r1) {
     const aero_wmat *w = m->w;
     const uint8_t *wd = w->data;
@@ -148,14 +148,15 @@ static void mm_tile(const mm_job *j, const mm_mat *m, int t0, int t1, long r0, l
     aero_dot_fn dot = j->ops->mm_dot[w->type];
     void (*multi)(int64_t, const void *, const void *const *, int, float *) = j->ops->mm_dot_multi[w->type];
     void (*tile8)(int64_t, const void *, size_t, int, const void *const *, int, float *) = j->ops->mm_tile8[w->type];
-    for (int t = t0; t < t1; t += 4) {
-        int T = t1 - t < 4 ? t1 - t : 4;
-        const void *a[4];
+    const int group = tile8 ? 8 : 4; // tokens per call
+    for (int t = t0; t < t1; t += group) {
+        int T = t1 - t < group ? t1 - t : group;
+        const void *a[8];
         for (int k = 0; k < T; k++)
             a[k] = j->act ? (const void *)(j->act + (size_t)(t + k) * j->act_row_bytes)
                           : (const void *)(j->x + (size_t)(t + k) * cols);
         if (tile8) { // 8 rows in the lanes: each output has its row's one-row bits
-            float out[32];
+            float out[64];
             for (long r = r0; r < r1; r += 8) {
                 int R = r1 - r < 8 ? (int)(r1 - r) : 8;
                 tile8(cols, wd + (size_t)r * w->row_bytes, w->row_bytes, R, a, T, out);
@@ -289,8 +290,8 @@ static void matmul_run(aero_pool *pool, const aero_wmat *const *ws, int nw, cons
         else j.deq = (float *)s;
     }
     size_t ab = j.act ? j.act_row_bytes : (size_t)w->cols * sizeof(float);
-    j.tile_tokens = (int)(MM_TOKEN_BYTES / (ab ? ab : 1)) & ~3;
-    if (j.tile_tokens < 4) j.tile_tokens = 4;
+    j.tile_tokens = (int)(MM_TOKEN_BYTES / (ab ? ab : 1)) & ~7;
+    if (j.tile_tokens < 8) j.tile_tokens = 8;
     long all_rows = 0;
     for (int k = 0; k < nw; k++) all_rows += ws[k]->rows;
     long want = all_rows / ((long)nth * MM_CHUNKS_PER_THREAD);
