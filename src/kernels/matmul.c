@@ -1,7 +1,9 @@
 // Batched matmul y = W x for n activation rows, split across the pool. Activations are quantized once to the
-// weight type's vec-dot type, then each thread takes chunks of output rows; for n > 1 a small tile of weight
-// rows is reused from cache for every token. Each output element always comes from the same per-(row, token)
-// dot kernel, so results are bitwise independent of n and of the thread count (DESIGN.md invariant 3).
+// weight type's vec-dot type, then each thread takes chunks of output rows; tiles of weight rows are reused from
+// cache for every token. Where the ISA has row-lane tiles (8 rows in the lanes of a vector, each lane its row's
+// one-row float steps) every n takes them, decode included; otherwise each output comes from the per-(row,
+// token) dot kernel. Either way a result is bitwise independent of n and of the thread count (DESIGN.md
+// invariant 3).
 #include <assert.h>
 #include <pthread.h>
 #include <sched.h>
