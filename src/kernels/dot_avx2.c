@@ -1,7 +1,8 @@
 // AVX2 + FMA + F16C kernels. Compiled with per-file ISA flags; only called when the CPU has them.
 // Quantized dots: exact integer sums per block (maddubs, which never saturates here because every unsigned
-// operand is at most 128 and every signed one at most 127 in magnitude, then madd), then one float step per
-// block in 8 lanes. Weight codes are made unsigned and their offset removed with the activation sums.
+// operand is at most 128 and every signed one at most 127 in magnitude, then madd), then the row-lane order of
+// quants_ref.c (one fused multiply-add per block per row), bitwise the scalar reference. Weight codes are made
+// unsigned and their offset removed with the activation sums.
 #include <immintrin.h>
 #include <stddef.h>
 
