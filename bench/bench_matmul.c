@@ -2,7 +2,8 @@
 // Prints, per weight type and thread count, GB/s of weight bytes read and the ratio to two floors:
 // the read bandwidth (vector loads, the floor a matvec is bound by) and memcpy bandwidth counting
 // read + write bytes. Weights are cycled over several copies so each pass reads them from DRAM, as a
-// decode step does. Then the batched (prefill) side: the multi-token kernels against one-token dots, and
+// decode step does. Then the batched (prefill) side: the row-lane tiles (8 rows x 4 tokens) against one-row dots,
+// one-thread prefill and matrix-vector CPU times, and
 // q/k/v through one shared activation quantization (aero_matmul_many) against three matmuls.
 // Usage: bench_matmul [seconds per case, default 0.25] [batch: only the batched-side sections]. Figures are only figures on a quiet machine: the load
 // average is printed at the start and the end.
@@ -21,6 +22,13 @@
 static double now_s(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+// CPU time of the process: with a one-thread pool (which runs inline) the time the kernels themselves took.
+static double cpu_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
     return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
@@ -250,14 +258,15 @@ int main(int argc, char **argv) {
         free(ws.mem);
     }
 batched:;
-    // Multi-token kernels: 4 tokens per weight row through mm_dot_multi (weights unpacked once) against 4
-    // one-token dots, 1 thread, a 256-row slice in cache: the compute side of prefill and verification.
+    // Row-lane tiles: 8 weight rows x 4 tokens per call (mm_tile8: rows in the vector lanes, each weight block
+    // unpacked once for the 4 tokens) against 32 one-row dots, 1 thread, a 256-row slice in cache: the compute
+    // side of prefill and verification. Same bits either way (test_matmul).
     const aero_kernel_ops *ops = aero_kernels_selected();
-    printf("\nmulti-token kernels (%s): 4 tokens x 256x4096 in cache, 1 thread; tokens x rows per second\n", ops->name);
-    printf("%-5s %12s %12s %8s\n", "type", "1-token dot", "4-token", "gain");
+    printf("\nrow-lane tiles (%s): 4 tokens x 256x4096 in cache, 1 thread; tokens x rows per second\n", ops->name);
+    printf("%-5s %12s %12s %8s\n", "type", "1-row dot", "8x4 tile", "gain");
     for (size_t k = 0; k < sizeof types / sizeof types[0]; k++) {
         aero_dtype t = types[k], vt = aero_vec_dot_type(t);
-        if (!ops->mm_dot_multi[t] || vt == AERO_DT_F32) continue;
+        if (!ops->mm_tile8[t] || vt == AERO_DT_F32) continue;
         wset ws;
         if (!wset_make(&ws, t, 256, cols, 0)) return 1;
         size_t ab = ops->act_bytes ? ops->act_bytes(t, cols) : 0;
@@ -272,16 +281,16 @@ batched:;
         }
         double best1 = 1e30, best4 = 1e30;
         volatile float sink = 0;
+        const size_t rb = ws.w[0].row_bytes;
         for (int rep = 0; rep < 5; rep++) {
             double t0 = now_s();
             for (int64_t r = 0; r < 256; r++)
-                for (int i = 0; i < 4; i++)
-                    sink += ops->mm_dot[t](cols, (const uint8_t *)ws.w[0].data + r * ws.w[0].row_bytes, a[i]);
+                for (int i = 0; i < 4; i++) sink += ops->mm_dot[t](cols, (const uint8_t *)ws.w[0].data + r * rb, a[i]);
             double t1 = now_s() - t0;
             t0 = now_s();
-            float out[4];
-            for (int64_t r = 0; r < 256; r++) {
-                ops->mm_dot_multi[t](cols, (const uint8_t *)ws.w[0].data + r * ws.w[0].row_bytes, a, 4, out);
+            float out[32];
+            for (int64_t r = 0; r < 256; r += 8) {
+                ops->mm_tile8[t](cols, (const uint8_t *)ws.w[0].data + r * rb, rb, 8, a, 4, out);
                 sink += out[0];
             }
             double t4 = now_s() - t0;
@@ -290,6 +299,29 @@ batched:;
         }
         printf("%-5s %12.3g %12.3g %7.2fx\n", aero_dtype_name(t), 1024 / best1, 1024 / best4, best1 / best4);
         free(act);
+        free(ws.mem);
+    }
+
+    // Prefill on one thread (weights from cache, 1024x4096, 64 tokens) and the one-token product from cache
+    // (256x4096): process CPU time, which neighbours on a shared machine disturb less than wall time.
+    printf("\none thread, CPU time: n=64 on 1024x4096 (tokens x rows per us) and n=1 on 256x4096 (GB/s of weights)\n");
+    for (size_t k = 0; k < sizeof types / sizeof types[0]; k++) {
+        wset ws;
+        if (!wset_make(&ws, types[k], 1024, cols, 0)) return 1;
+        aero_wmat w1 = ws.w[0];
+        w1.rows = 256;
+        double best64 = 1e30, best1 = 1e30;
+        for (int rep = 0; rep < 5; rep++) {
+            double t0 = cpu_s();
+            aero_matmul(pools[0], &ws.w[0], x, 64, y);
+            double t1 = cpu_s();
+            for (int i = 0; i < 16; i++) aero_matmul(pools[0], &w1, x, 1, y);
+            double t2 = cpu_s();
+            if (t1 - t0 < best64) best64 = t1 - t0;
+            if ((t2 - t1) / 16 < best1) best1 = (t2 - t1) / 16;
+        }
+        printf("%-5s n=64 %8.1f tok*rows/us   n=1 %6.1f GB/s\n", aero_dtype_name(types[k]), 64.0 * 1024 / best64 / 1e6,
+               (double)w1.rows * (double)w1.row_bytes / best1 / 1e9);
         free(ws.mem);
     }
 

@@ -486,7 +486,12 @@ static void test_dots(void) {
         const aero_dtype_info *info = aero_dtype_get(t);
         const int64_t *lens = info->block == 32 ? len32 : info->block == 256 ? len256 : lenf;
         int nl = info->block == 1 ? 9 : 4;
-        bool exact_order = t == AERO_DT_F32 || t == AERO_DT_F16 || t == AERO_DT_BF16; // fixed 16-lane order
+        // fixed 16-lane order (f32, f16, bf16) or the row-lane order (exact block integers, one fused
+        // multiply-add per block per row) of the 32-block types and the K-quants
+        bool exact_order = t == AERO_DT_F32 || t == AERO_DT_F16 || t == AERO_DT_BF16 || t == AERO_DT_Q4_0 ||
+                           t == AERO_DT_Q4_1 || t == AERO_DT_Q5_0 || t == AERO_DT_Q5_1 || t == AERO_DT_Q8_0 ||
+                           t == AERO_DT_Q2_K || t == AERO_DT_Q3_K || t == AERO_DT_Q4_K || t == AERO_DT_Q5_K ||
+                           t == AERO_DT_Q6_K;
         for (int li = 0; li < nl; li++) {
             int64_t n = lens[li];
             for (int rep = 0; rep < 6; rep++) {

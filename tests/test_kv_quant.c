@@ -379,6 +379,31 @@ done:
     return got;
 }
 
+// The F16-cache run's logit of token `want` minus that of `other` after the prompt and ref[0, k): how close
+// a tie a quantized cache broke where its greedy text first differs.
+static float f16_margin(aero_model *m, const int32_t *prompt, int np, const int32_t *ref, int k, int32_t want,
+                        int32_t other) {
+    aero_ctx *c;
+    aero_error err = {0};
+    aero_ctx_params cp = {.n_ctx = 512, .type_k = AERO_KV_F16, .type_v = AERO_KV_F16};
+    if (aero_ctx_new(&c, m, &cp, &err)) return -1.0f;
+    int n = np + k, nv = aero_model_hparams(m)->n_vocab;
+    int32_t *toks = malloc(sizeof(int32_t) * n), *pos = malloc(sizeof(int32_t) * n);
+    float *logits = malloc(sizeof(float) * (size_t)nv * n);
+    memcpy(toks, prompt, sizeof(int32_t) * np);
+    memcpy(toks + np, ref, sizeof(int32_t) * k);
+    for (int i = 0; i < n; i++) pos[i] = i;
+    aero_batch b = {.n = n, .tokens = toks, .pos = pos};
+    float margin = -1.0f;
+    if (!aero_decode(c, &b, logits, &err)) {
+        const float *last = logits + (size_t)(n - 1) * nv;
+        margin = last[want] - last[other];
+    }
+    free(toks), free(pos), free(logits);
+    aero_ctx_free(c);
+    return margin;
+}
+
 static void test_greedy(aero_model *m, aero_model *d) {
     const char *text = "Once upon a time, there was a little girl named";
     int32_t *ids = NULL;
@@ -392,7 +417,12 @@ static void test_greedy(aero_model *m, aero_model *d) {
     int same = 0;
     while (same < N && a[same] == ref[same]) same++;
     printf("teacher greedy: q8_0 cache equals f16 for %d of %d tokens\n", same, N);
-    CHECKF(same == N, "q8_0 greedy text == f16 for the first %d tokens (first difference at %d)", N, same);
+    // The texts may part only at a near-tie of the F16 run (top two logits within 0.05), which the q8_0 cache's
+    // rounding can break either way.
+    float margin = same < N ? f16_margin(m, ids, (int)np, ref, same, ref[same], a[same]) : 0.0f;
+    if (same < N) printf("teacher greedy: first difference at %d, a tie of margin %.4f in the f16 run\n", same, margin);
+    CHECKF(same == N || (margin >= 0.0f && margin < 0.05f),
+           "q8_0 greedy text == f16 for the first %d tokens (first difference at %d, f16 margin %.4f)", N, same, margin);
     // q8_0, q4_0, and q4_0 with its last 16 positions read from F16 copies (positions age out as the text grows)
     static const struct {
         aero_kv_type t;

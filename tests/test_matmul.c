@@ -14,6 +14,7 @@
 #include "helpers.h"
 #include "core/cpu.h"
 #include "kernels/kernels.h"
+#include "kernels/quants.h"
 
 static uint64_t rng_state = 0x243f6a8885a308d3ull;
 
@@ -332,6 +333,50 @@ static int run_other_isas(const char *self) {
     return failed;
 }
 
+// The table's contract behind the row-lane tiles, checked directly (matmul takes only the tiles): every lane
+// of a tile (R = 1..8 rows, T = 1..8 tokens) and matmul's one-row dot on its own activation rows have the bits
+// of the dot table's one-row kernel on standard blocks.
+static void test_tile_contract(aero_dtype t) {
+    const aero_kernel_ops *ops = aero_kernels_selected();
+    if (!ops->mm_tile8[t]) return;
+    const int64_t cols = 768, rows = 8;
+    test_mat m;
+    mat_make(&m, t, rows, cols);
+    aero_dtype vt = aero_vec_dot_type(t);
+    size_t pb = ops->act_bytes ? ops->act_bytes(t, cols) : 0, sb = aero_dtype_row_bytes(vt, (uint64_t)cols);
+    size_t ab = pb ? pb : sb;
+    uint8_t *act = malloc(8 * ab), *std = malloc(8 * sb);
+    float *x = malloc(sizeof(float) * 8 * cols);
+    for (int64_t i = 0; i < 8 * cols; i++) x[i] = rng_sym() * 2.0f;
+    const void *a[8];
+    for (int k = 0; k < 8; k++) {
+        aero_quantize_row(vt, x + k * cols, std + k * sb, cols);
+        if (pb) ops->act_quantize(t, x + k * cols, act + k * ab, cols);
+        else memcpy(act + k * ab, std + k * sb, sb);
+        a[k] = act + k * ab;
+    }
+    int bad = 0;
+    for (int R = 1; R <= 8; R++)
+        for (int T = 1; T <= 8; T++) {
+            float out[64];
+            ops->mm_tile8[t](cols, m.data, m.w.row_bytes, R, a, T, out);
+            for (int k = 0; k < T; k++)
+                for (int r = 0; r < R; r++) {
+                    float want = ops->dot[t](cols, m.data + (size_t)r * m.w.row_bytes, std + k * sb);
+                    if (memcmp(&want, &out[8 * k + r], 4)) bad++;
+                }
+        }
+    for (int k = 0; k < 8; k++)
+        for (int r = 0; r < rows; r++) {
+            float one = ops->mm_dot[t](cols, m.data + (size_t)r * m.w.row_bytes, a[k]);
+            float want = ops->dot[t](cols, m.data + (size_t)r * m.w.row_bytes, std + k * sb);
+            if (memcmp(&want, &one, 4)) bad++;
+        }
+    CHECKF(bad == 0, "%s: %d tile / mm_dot outputs not bitwise the one-row dot", aero_dtype_name(t), bad);
+    free(act), free(std), free(x);
+    mat_free(&m);
+}
+
 int main(int argc, char **argv) {
     bool child = argc > 1 && !strcmp(argv[1], "--child");
     aero_kernels_init();
@@ -341,6 +386,7 @@ int main(int argc, char **argv) {
     for (size_t k = 0; k < sizeof types / sizeof types[0]; k++) {
         aero_dtype t = types[k];
         bool blocky = aero_dtype_get(t)->block > 1;
+        test_tile_contract(t);
         test_matmul_type(t, 67, blocky ? 512 : 517, pools);
         if (aero_dtype_get(t)->block < 256) test_matmul_type(t, 19, blocky ? 224 : 223, pools); // odd block count
         test_matmul_type(t, 96, blocky ? 1280 : 1281, pools);

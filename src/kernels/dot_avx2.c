@@ -1,8 +1,10 @@
 // AVX2 + FMA + F16C kernels. Compiled with per-file ISA flags; only called when the CPU has them.
 // Quantized dots: exact integer sums per block (maddubs, which never saturates here because every unsigned
-// operand is at most 128 and every signed one at most 127 in magnitude, then madd), then one float step per
-// block in 8 lanes. Weight codes are made unsigned and their offset removed with the activation sums.
+// operand is at most 128 and every signed one at most 127 in magnitude, then madd), then the row-lane order of
+// quants_ref.c (one fused multiply-add per block per row), bitwise the scalar reference. Weight codes are made
+// unsigned and their offset removed with the activation sums.
 #include <immintrin.h>
+#include <stddef.h>
 
 #include "quants.h"
 
@@ -202,6 +204,69 @@ static void quantize_q8_K(const float *x, void *vy, int64_t n) {
     }
 }
 
+// ---- row-lane order: common pieces ---------------------------------------------------------------------
+// Every quantized dot reduces a block's integers exactly, then takes one fused multiply-add per block into one
+// float accumulator per row (quants_ref.c's order). A tile holds 8 weight rows in the 8 lanes of a vector, so
+// its float steps cost one instruction per 8 rows, and each lane is the one-row sequence: a row's bits do not
+// depend on which rows or how many tokens share its tile (batch invariance, resident == streamed).
+
+// One fused multiply-add on scalars (a * b + c rounded once), as the vector lanes do it.
+AI float fma1(float a, float b, float c) {
+    return _mm_cvtss_f32(_mm_fmadd_ss(_mm_set_ss(a), _mm_set_ss(b), _mm_set_ss(c)));
+}
+
+// Sum of the 8 int32 lanes (exact).
+AI int hsum_i32(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+    return _mm_cvtsi128_si32(s);
+}
+
+// Lane r = the sum of v[r]'s 8 lanes: the per-row integer totals of 8 rows in row lanes (exact, any order).
+AI __m256i reduce8(const __m256i v[8]) {
+    __m256i h01 = _mm256_hadd_epi32(v[0], v[1]), h23 = _mm256_hadd_epi32(v[2], v[3]);
+    __m256i h45 = _mm256_hadd_epi32(v[4], v[5]), h67 = _mm256_hadd_epi32(v[6], v[7]);
+    __m256i a = _mm256_hadd_epi32(h01, h23), b = _mm256_hadd_epi32(h45, h67);
+    return _mm256_add_epi32(_mm256_permute2x128_si256(a, b, 0x20), _mm256_permute2x128_si256(a, b, 0x31));
+}
+
+AI uint16_t ld16(const uint8_t *p) {
+    uint16_t v;
+    memcpy(&v, p, 2);
+    return v;
+}
+
+// The f16 at byte offset off of 8 rows, widened, lane r from row r.
+AI __m256 f16_rows(const uint8_t *const *rp, size_t off) {
+    __m128i v = _mm_cvtsi32_si128(ld16(rp[0] + off));
+    v = _mm_insert_epi16(v, ld16(rp[1] + off), 1);
+    v = _mm_insert_epi16(v, ld16(rp[2] + off), 2);
+    v = _mm_insert_epi16(v, ld16(rp[3] + off), 3);
+    v = _mm_insert_epi16(v, ld16(rp[4] + off), 4);
+    v = _mm_insert_epi16(v, ld16(rp[5] + off), 5);
+    v = _mm_insert_epi16(v, ld16(rp[6] + off), 6);
+    v = _mm_insert_epi16(v, ld16(rp[7] + off), 7);
+    return _mm256_cvtph_ps(v);
+}
+
+// The 8 row pointers of a tile of R (1-8) rows; missing rows repeat the last one (computed, never stored).
+AI void tile_rows(const void *w, size_t rb, int R, const uint8_t *rp[8]) {
+#pragma GCC unroll 8
+    for (int r = 0; r < 8; r++) rp[r] = (const uint8_t *)w + (size_t)(r < R ? r : R - 1) * rb;
+}
+
+// A matrix-vector product reads the 8 rows of a tile side by side: 8 short streams, which the hardware
+// prefetchers follow worse than the one long stream of a row-by-row product. So while a tile computes its
+// block step i, the same share of the next tile's bytes (the rows that follow, rb apart) is fetched into L2:
+// the weights stream at the one-row kernel's pace. Only for one token (a matrix-vector product); a batch
+// reuses the tile from cache.
+AI void prefetch_next(const uint8_t *w0, size_t rb, size_t step, int64_t i) {
+    if (!rb) return;
+    const uint8_t *p = w0 + 8 * rb + (size_t)i * step;
+    for (size_t o = 0; o < step; o += 64) _mm_prefetch((const char *)(p + o), _MM_HINT_T1);
+}
+
 // ---- 32-element blocks with Q8_0 activations -------------------------------------------------------------
 
 // 16 bytes of nibbles as 32 unsigned codes in element order (low nibbles then high).
@@ -223,157 +288,179 @@ AI __m256i fifth_bits(const uint8_t *qh) {
     return _mm256_and_si256(v, _mm256_set1_epi8(16));
 }
 
-// One kernel for the five 32-block types and 1 to 4 tokens (t and T are compile-time constants in each
-// instance). Each weight block is unpacked once for the T tokens; each token's steps are exactly the one-token
-// kernel's, in the same order, so out[k] has the bits of the single dot with a[k] (batch invariance).
-AI void dot32(const aero_dtype t, const int T, int64_t n, const void *vw, const void *const *va, float *out) {
-    const aero_block_q8_0 *a[4];
-    for (int k = 0; k < T; k++) a[k] = va[k];
-    const uint8_t *w = vw;
-    const size_t bb = t == AERO_DT_Q4_0   ? 18
-                      : t == AERO_DT_Q4_1 ? 20
-                      : t == AERO_DT_Q5_0 ? 22
-                      : t == AERO_DT_Q5_1 ? 24
-                                          : 34;
-    const bool has_min = t == AERO_DT_Q4_1 || t == AERO_DT_Q5_1, five = t == AERO_DT_Q5_0 || t == AERO_DT_Q5_1;
-    const __m256i ones = _mm256_set1_epi8(1);
-    __m256 acc[4];
-    for (int k = 0; k < T; k++) acc[k] = _mm256_setzero_ps();
-    for (int64_t i = 0; i < n / AERO_QK; i++, w += bb) {
-        uint16_t d;
-        memcpy(&d, w, 2);
-        const float dw = h2f(d);
-        if (t == AERO_DT_Q8_0) {
-            __m256i wv = _mm256_loadu_si256((const void *)(w + 2)), aw = _mm256_sign_epi8(wv, wv);
-            for (int k = 0; k < T; k++) {
-                __m256i av = _mm256_loadu_si256((const void *)a[k][i].qs);
-                __m256i p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(av, wv));
-                acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(madd1(p)), _mm256_set1_ps(dw * h2f(a[k][i].d)), acc[k]);
-            }
-            continue;
-        }
-        const size_t qh_off = has_min ? 4 : 2, qs_off = qh_off + (five ? 4 : 0);
-        __m256i u = nibbles32(w + qs_off);
-        if (five) u = _mm256_or_si256(u, fifth_bits(w + qh_off));
-        float dm = 0;
-        if (has_min) {
-            uint16_t m;
-            memcpy(&m, w + 2, 2);
-            dm = h2f(m);
-        }
-        for (int k = 0; k < T; k++) {
-            __m256i av = _mm256_loadu_si256((const void *)a[k][i].qs);
-            float da = h2f(a[k][i].d);
-            __m256i p = _mm256_maddubs_epi16(u, av);
-            if (has_min) {
-                acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(madd1(p)), _mm256_set1_ps(dw * da), acc[k]);
-                acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(madd1(_mm256_maddubs_epi16(ones, av))),
-                                         _mm256_set1_ps(dm * da), acc[k]);
-            } else {
-                // codes are offset by 8 (or 16): subtract offset * activation pair sums, still exact in 16 bits
-                __m256i o = _mm256_maddubs_epi16(_mm256_set1_epi8(five ? 16 : 8), av);
-                acc[k] =
-                    _mm256_fmadd_ps(_mm256_cvtepi32_ps(madd1(_mm256_sub_epi16(p, o))), _mm256_set1_ps(dw * da), acc[k]);
-            }
-        }
-    }
-    for (int k = 0; k < T; k++) out[k] = hsum8(acc[k]);
+AI size_t bytes32(const aero_dtype t) {
+    return t == AERO_DT_Q4_0 ? 18 : t == AERO_DT_Q4_1 ? 20 : t == AERO_DT_Q5_0 ? 22 : t == AERO_DT_Q5_1 ? 24 : 34;
+}
+AI bool min32(const aero_dtype t) { return t == AERO_DT_Q4_1 || t == AERO_DT_Q5_1; }
+// The code offset of the symmetric types (Q8_0's codes are signed: none).
+AI int off32(const aero_dtype t) { return t == AERO_DT_Q4_0 ? 8 : t == AERO_DT_Q5_0 ? 16 : 0; }
+
+// The 32 codes of a block as unsigned bytes (Q8_0: its signed weights as stored).
+AI __m256i codes32(const aero_dtype t, const uint8_t *w) {
+    if (t == AERO_DT_Q8_0) return _mm256_loadu_si256((const void *)(w + 2));
+    const bool five = t == AERO_DT_Q5_0 || t == AERO_DT_Q5_1;
+    const size_t qh_off = min32(t) ? 4 : 2, qs_off = qh_off + (five ? 4 : 0);
+    __m256i u = nibbles32(w + qs_off);
+    if (five) u = _mm256_or_si256(u, fifth_bits(w + qh_off));
+    return u;
 }
 
-// ---- matmul's own activation rows for the 32-block types ----------------------------------------------
-
-// A Q8_0 activation block as matmul lays it out for one weight type: the codes, the f32 scale (the f16 one
-// widened once per token instead of once per weight row), and the weight type's integer correction per group
-// of 4 codes (offset x sum for Q4_0/Q5_0, the sum for Q4_1/Q5_1's min, unused for Q8_0), computed once per
-// token instead of once per weight row. Integers are exact and the scale is the same float, so a dot over
-// these rows has the bits of the dot over standard blocks.
+// A Q8_0 activation block as matmul lays it out: the codes, the weight type's integer correction (offset x code
+// sum for Q4_0/Q5_0, the code sum for Q4_1/Q5_1's min, 0 for Q8_0) and the scale as f32, computed once per token
+// instead of once per weight row. The integers are exact and the scale is the same float, so a dot over these
+// rows has the bits of the dot over standard blocks.
 typedef struct {
     int8_t qs[32];
-    int32_t c[8];
+    int32_t s;
     float d;
-} q8a;
-_Static_assert(sizeof(q8a) == 68, "prepared Q8_0 block size");
+} q8p;
+_Static_assert(sizeof(q8p) == 40, "prepared Q8_0 block size");
 
-// The types with an offset or a min to correct (Q8_0 has none: its standard 34-byte blocks read faster than the
-// 68-byte prepared ones, so it keeps them).
-static bool prepared32(aero_dtype t) {
-    return t == AERO_DT_Q4_0 || t == AERO_DT_Q4_1 || t == AERO_DT_Q5_0 || t == AERO_DT_Q5_1;
+static bool is32(aero_dtype t) {
+    return t == AERO_DT_Q4_0 || t == AERO_DT_Q4_1 || t == AERO_DT_Q5_0 || t == AERO_DT_Q5_1 || t == AERO_DT_Q8_0;
 }
 
 // Bytes of a prepared activation row for weights of type w (0: standard blocks).
-static size_t act_bytes(aero_dtype w, int64_t n) { return prepared32(w) ? (size_t)(n / AERO_QK) * sizeof(q8a) : 0; }
+static size_t act_bytes(aero_dtype w, int64_t n) { return is32(w) ? (size_t)(n / AERO_QK) * sizeof(q8p) : 0; }
 
-// Matmul's activation rows: quantized exactly like the standard ones, then the scale widened and the
-// correction summed.
+// Matmul's activation rows: quantized exactly like the standard ones, then the correction summed and the scale
+// widened.
 static void act_quantize(aero_dtype w, const float *x, void *vp, int64_t n) {
-    q8a *p = vp;
-    const int off = w == AERO_DT_Q4_0 ? 8 : w == AERO_DT_Q5_0 ? 16 : 1;
+    q8p *p = vp;
+    const int off = off32(w), mul = min32(w) ? 1 : off;
     for (int64_t b = 0; b < n / AERO_QK; b++) {
         aero_block_q8_0 blk;
         quantize_q8_0(x + b * AERO_QK, &blk, AERO_QK);
         __m256i av = _mm256_loadu_si256((const void *)blk.qs);
         _mm256_storeu_si256((void *)p[b].qs, av);
-        _mm256_storeu_si256((void *)p[b].c, madd1(_mm256_maddubs_epi16(_mm256_set1_epi8((char)off), av)));
+        p[b].s = mul * hsum_i32(madd1(_mm256_maddubs_epi16(_mm256_set1_epi8(1), av)));
         p[b].d = h2f(blk.d);
     }
 }
 
-// dot32 over prepared rows (Q4_0, Q4_1, Q5_0, Q5_1): the same integer lanes and the same float steps in the same
-// order.
-AI void dot32p(const aero_dtype t, const int T, int64_t n, const void *vw, const void *const *va, float *out) {
-    const q8a *a[4];
-    for (int k = 0; k < T; k++) a[k] = va[k];
+// One row, one token, standard blocks: the aero_vec_dot of the 32-block types (per block a horizontal integer
+// sum, then the row's float steps).
+AI float dot32_one(const aero_dtype t, int64_t n, const void *vw, const void *va) {
+    const aero_block_q8_0 *a = va;
     const uint8_t *w = vw;
-    const size_t bb = t == AERO_DT_Q4_0   ? 18
-                      : t == AERO_DT_Q4_1 ? 20
-                      : t == AERO_DT_Q5_0 ? 22
-                      : t == AERO_DT_Q5_1 ? 24
-                                          : 34;
-    const bool has_min = t == AERO_DT_Q4_1 || t == AERO_DT_Q5_1, five = t == AERO_DT_Q5_0 || t == AERO_DT_Q5_1;
-    __m256 acc[4];
-    for (int k = 0; k < T; k++) acc[k] = _mm256_setzero_ps();
+    const size_t bb = bytes32(t);
+    float acc = 0.0f;
     for (int64_t i = 0; i < n / AERO_QK; i++, w += bb) {
-        uint16_t d;
-        memcpy(&d, w, 2);
-        const __m256 dw = _mm256_set1_ps(h2f(d));
+        __m256i u = codes32(t, w), av = _mm256_loadu_si256((const void *)a[i].qs);
+        const float dw = h2f(ld16(w)), da = h2f(a[i].d);
+        int isum;
         if (t == AERO_DT_Q8_0) {
-            __m256i wv = _mm256_loadu_si256((const void *)(w + 2)), aw = _mm256_sign_epi8(wv, wv);
-            for (int k = 0; k < T; k++) {
-                __m256i av = _mm256_loadu_si256((const void *)a[k][i].qs);
-                __m256i p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(av, wv));
-                acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(madd1(p)),
-                                         _mm256_mul_ps(dw, _mm256_broadcast_ss(&a[k][i].d)), acc[k]);
-            }
-            continue;
+            isum = hsum_i32(madd1(_mm256_maddubs_epi16(_mm256_sign_epi8(u, u), _mm256_sign_epi8(av, u))));
+        } else {
+            isum = hsum_i32(madd1(_mm256_maddubs_epi16(u, av)));
         }
-        const size_t qh_off = has_min ? 4 : 2, qs_off = qh_off + (five ? 4 : 0);
-        __m256i u = nibbles32(w + qs_off);
-        if (five) u = _mm256_or_si256(u, fifth_bits(w + qh_off));
-        __m256 dm = _mm256_setzero_ps();
-        if (has_min) {
-            uint16_t m;
-            memcpy(&m, w + 2, 2);
-            dm = _mm256_set1_ps(h2f(m));
+        int asum = t == AERO_DT_Q8_0 ? 0 : hsum_i32(madd1(_mm256_maddubs_epi16(_mm256_set1_epi8(1), av)));
+        if (!min32(t)) isum -= off32(t) * asum;
+        acc = fma1((float)isum, dw * da, acc);
+        if (min32(t)) acc = fma1((float)asum, h2f(ld16(w + 2)) * da, acc);
+    }
+    return acc;
+}
+
+// One row, one token, matmul's activation rows: dot32_one's steps with the correction and scale read, not
+// computed (the one-row kernel matmul no longer calls, kept for the table's contract and the benchmarks).
+AI float mm32_one(const aero_dtype t, int64_t n, const void *vw, const void *va) {
+    const q8p *a = va;
+    const uint8_t *w = vw;
+    const size_t bb = bytes32(t);
+    float acc = 0.0f;
+    for (int64_t i = 0; i < n / AERO_QK; i++, w += bb) {
+        __m256i u = codes32(t, w), av = _mm256_loadu_si256((const void *)a[i].qs);
+        if (t == AERO_DT_Q8_0) av = _mm256_sign_epi8(av, u), u = _mm256_sign_epi8(u, u);
+        int isum = hsum_i32(madd1(_mm256_maddubs_epi16(u, av)));
+        if (t != AERO_DT_Q8_0 && !min32(t)) isum -= a[i].s;
+        acc = fma1((float)isum, h2f(ld16(w)) * a[i].d, acc);
+        if (min32(t)) acc = fma1((float)a[i].s, h2f(ld16(w + 2)) * a[i].d, acc);
+    }
+    return acc;
+}
+
+// The 4-bit and 5-bit codes of 8 rows transposed in 4-byte groups: lo[j] holds group j (low 128 bits) and j + 4
+// (high) of rows 0-3, one row per 32-bit lane; hi[j] the same for rows 4-7. Multiplied by a token's groups j and
+// j + 4 broadcast in the same halves (one in-lane shuffle), every 32-bit lane sums its own row's products: no
+// horizontal reduction per token, and 4 products' pairs stay exact in 16 bits (at most 8 x 31 x 127).
+AI void transpose32(const __m256i c[8], __m256i lo[4], __m256i hi[4]) {
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; h++) {
+        const __m256i *x = c + 4 * h;
+        __m256i t0 = _mm256_unpacklo_epi32(x[0], x[1]), t1 = _mm256_unpackhi_epi32(x[0], x[1]);
+        __m256i t2 = _mm256_unpacklo_epi32(x[2], x[3]), t3 = _mm256_unpackhi_epi32(x[2], x[3]);
+        __m256i *o = h ? hi : lo;
+        o[0] = _mm256_unpacklo_epi64(t0, t2), o[1] = _mm256_unpackhi_epi64(t0, t2);
+        o[2] = _mm256_unpacklo_epi64(t1, t3), o[3] = _mm256_unpackhi_epi64(t1, t3);
+    }
+}
+
+// The integer dots of 8 transposed rows with one token's codes av, in row lanes.
+AI __m256i tdot32(const __m256i lo[4], const __m256i hi[4], __m256i av) {
+    const __m256i a0 = _mm256_shuffle_epi32(av, 0x00), a1 = _mm256_shuffle_epi32(av, 0x55);
+    const __m256i a2 = _mm256_shuffle_epi32(av, 0xAA), a3 = _mm256_shuffle_epi32(av, 0xFF);
+    __m256i sl = _mm256_add_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(lo[0], a0), _mm256_maddubs_epi16(lo[1], a1)),
+                                  _mm256_add_epi16(_mm256_maddubs_epi16(lo[2], a2), _mm256_maddubs_epi16(lo[3], a3)));
+    __m256i sh = _mm256_add_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(hi[0], a0), _mm256_maddubs_epi16(hi[1], a1)),
+                                  _mm256_add_epi16(_mm256_maddubs_epi16(hi[2], a2), _mm256_maddubs_epi16(hi[3], a3)));
+    __m256i ml = madd1(sl), mh = madd1(sh); // [rows 0-3, groups 0-3 | rows 0-3, groups 4-7], rows 4-7
+    return _mm256_add_epi32(_mm256_permute2x128_si256(ml, mh, 0x20), _mm256_permute2x128_si256(ml, mh, 0x31));
+}
+
+// The tile kernel of the five 32-block types: R (1-8) rows x T (1-4, a compile-time constant) tokens over
+// prepared activation rows, out[k * 8 + r]. Each block of the 8 rows is unpacked once for the T tokens; per
+// token, the 8 rows' integer dots land in row lanes (transposed codes for a batch of 4- and 5-bit types; per
+// row, then a horizontal reduction, for one token and for Q8_0's signed weights), then one correction, one
+// conversion and one or two fused multiply-adds for the 8 rows. The integers are the same either way.
+AI void tile32(const aero_dtype t, const int T, int64_t n, const void *vw, size_t rb, int R, const void *const *va,
+               float *out) {
+    const q8p *a[4];
+#pragma GCC unroll 8
+    for (int k = 0; k < T; k++) a[k] = va[k];
+    const uint8_t *rp[8];
+    tile_rows(vw, rb, R, rp);
+    const size_t bb = bytes32(t);
+    const bool q8 = t == AERO_DT_Q8_0, has_min = min32(t), transposed = T > 1 && !q8;
+    __m256 acc[4];
+#pragma GCC unroll 8
+    for (int k = 0; k < T; k++) acc[k] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / AERO_QK; i++) {
+        const size_t bo = (size_t)i * bb;
+        if (T == 1) prefetch_next(rp[0], rb, 8 * bb, i);
+        __m256i u[8], sg[8], lo[4], hi[4];
+#pragma GCC unroll 8
+        for (int r = 0; r < 8; r++) {
+            u[r] = codes32(t, rp[r] + bo);
+            if (q8) sg[r] = u[r], u[r] = _mm256_sign_epi8(u[r], u[r]);
         }
+        if (transposed) transpose32(u, lo, hi);
+        const __m256 dv = f16_rows(rp, bo), mv = has_min ? f16_rows(rp, bo + 2) : _mm256_setzero_ps();
+#pragma GCC unroll 8
         for (int k = 0; k < T; k++) {
-            __m256i av = _mm256_loadu_si256((const void *)a[k][i].qs);
-            __m256i c = _mm256_loadu_si256((const void *)a[k][i].c);
-            __m256 da = _mm256_broadcast_ss(&a[k][i].d);
-            __m256i p = madd1(_mm256_maddubs_epi16(u, av));
-            if (has_min) {
-                acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(dw, da), acc[k]);
-                acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(c), _mm256_mul_ps(dm, da), acc[k]);
+            const q8p *ak = a[k] + i;
+            const __m256i av = _mm256_loadu_si256((const void *)ak->qs);
+            __m256i is;
+            if (transposed) {
+                is = tdot32(lo, hi, av);
             } else {
-                acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(p, c)), _mm256_mul_ps(dw, da), acc[k]);
+                __m256i p[8];
+#pragma GCC unroll 8
+                for (int r = 0; r < 8; r++)
+                    p[r] = madd1(_mm256_maddubs_epi16(u[r], q8 ? _mm256_sign_epi8(av, sg[r]) : av));
+                is = reduce8(p);
             }
+            if (!q8 && !has_min) is = _mm256_sub_epi32(is, _mm256_set1_epi32(ak->s));
+            const __m256 da = _mm256_broadcast_ss(&ak->d);
+            acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is), _mm256_mul_ps(dv, da), acc[k]);
+            if (has_min) acc[k] = _mm256_fmadd_ps(_mm256_set1_ps((float)ak->s), _mm256_mul_ps(mv, da), acc[k]);
         }
     }
-    for (int k = 0; k < T; k++) out[k] = hsum8(acc[k]);
+#pragma GCC unroll 8
+    for (int k = 0; k < T; k++) _mm256_storeu_ps(out + 8 * k, acc[k]);
 }
 
 // ---- K-quants with Q8_K activations -------------------------------------------------------------------
-
-AI __m256i scale16(int s) { return _mm256_set1_epi16((short)s); }
 
 // The 16 int8 scales of a K-quant block with groups of 16 as 8 vectors of int16: pair j (groups 2j, 2j+1) has
 // group 2j's scale in the low 128 bits and 2j+1's in the high ones (madd with the two groups' pair sums).
@@ -415,272 +502,300 @@ AI void q4k_unpack(const uint8_t *sc, uint8_t out[16]) {
     memcpy(out, o, 16);
 }
 
-// Q4_K / Q5_K: 8 groups of 32; 32 bytes of qs hold group 2p (low nibbles) and 2p+1 (high). T tokens (1-4) at
-// once, each with the one-token steps in the same order (bitwise the single dot), the weights unpacked once.
-AI void dot_q45k(const bool five, const int T, int64_t n, const void *vw, const void *const *va, float *out) {
-    const aero_block_q8_K *a[4];
-    for (int k = 0; k < T; k++) a[k] = va[k];
-    const uint8_t *wb = vw;
-    const size_t bb = five ? sizeof(aero_block_q5_K) : sizeof(aero_block_q4_K);
+
+// The integer sums of one K-quant block of one row for T tokens (ab[k]: token k's block): isum[k] holds the
+// scaled group sums (offsets removed), msum[k] the mins times the activation group sums (types with a dmin),
+// 8 lanes each whose total is the row's integer. The same integers as the scalar unpack, in any order.
+
+// Q4_K / Q5_K: 8 groups of 32; 32 bytes of qs hold group 2p (low nibbles) and 2p+1 (high).
+AI void q45k_block(const bool five, const int T, const uint8_t *wb, const aero_block_q8_K *const *ab, __m256i *isum,
+                   __m256i *msum) {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
-    __m256 acc[4], accm[4];
-    for (int k = 0; k < T; k++) acc[k] = _mm256_setzero_ps(), accm[k] = _mm256_setzero_ps();
-    for (int64_t i = 0; i < n / AERO_QK_K; i++, wb += bb) {
-        const uint8_t *qs, *scales, *qh = NULL;
-        uint16_t d, dmin;
+    const uint8_t *qs, *scales, *qh = NULL;
+    if (five) {
+        const aero_block_q5_K *x = (const void *)wb;
+        qs = x->qs, scales = x->scales, qh = x->qh;
+    } else {
+        const aero_block_q4_K *x = (const void *)wb;
+        qs = x->qs, scales = x->scales;
+    }
+    uint8_t sm[16];
+    q4k_unpack(scales, sm);
+    // the 8 scales as words in both halves: one shuffle broadcasts a scale (instead of a move and a broadcast)
+    __m256i s16 = _mm256_cvtepu8_epi16(_mm_loadl_epi64((const void *)sm));
+    s16 = _mm256_permute2x128_si256(s16, s16, 0x00);
+#pragma GCC unroll 8
+    for (int k = 0; k < T; k++) isum[k] = _mm256_setzero_si256();
+    __m256i hb = five ? _mm256_loadu_si256((const void *)qh) : _mm256_setzero_si256();
+    for (int p = 0; p < 4; p++) {
+        __m256i q = _mm256_loadu_si256((const void *)(qs + 32 * p));
+        __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
         if (five) {
-            const aero_block_q5_K *x = (const void *)wb;
-            qs = x->qs, scales = x->scales, qh = x->qh, d = x->d, dmin = x->dmin;
-        } else {
-            const aero_block_q4_K *x = (const void *)wb;
-            qs = x->qs, scales = x->scales, d = x->d, dmin = x->dmin;
+            __m256i b0 = _mm256_set1_epi8((char)(1 << (2 * p))), b1 = _mm256_set1_epi8((char)(1 << (2 * p + 1)));
+            lo = _mm256_or_si256(lo,
+                                 _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hb, b0), b0), _mm256_set1_epi8(16)));
+            hi = _mm256_or_si256(hi,
+                                 _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hb, b1), b1), _mm256_set1_epi8(16)));
         }
-        uint8_t sm[16];
-        q4k_unpack(scales, sm);
-        // the 8 scales as words in both halves: one shuffle broadcasts a scale (instead of a move and a broadcast)
-        __m256i s16 = _mm256_cvtepu8_epi16(_mm_loadl_epi64((const void *)sm));
-        s16 = _mm256_permute2x128_si256(s16, s16, 0x00);
-        __m256i isum[4];
-        for (int k = 0; k < T; k++) isum[k] = _mm256_setzero_si256();
-        __m256i hb = five ? _mm256_loadu_si256((const void *)qh) : _mm256_setzero_si256();
-        for (int p = 0; p < 4; p++) {
-            __m256i q = _mm256_loadu_si256((const void *)(qs + 32 * p));
-            __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-            if (five) {
-                __m256i b0 = _mm256_set1_epi8((char)(1 << (2 * p))), b1 = _mm256_set1_epi8((char)(1 << (2 * p + 1)));
-                lo = _mm256_or_si256(
-                    lo, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hb, b0), b0), _mm256_set1_epi8(16)));
-                hi = _mm256_or_si256(
-                    hi, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hb, b1), b1), _mm256_set1_epi8(16)));
-            }
-            const __m256i s_lo = _mm256_shuffle_epi8(s16, _mm256_set1_epi16((short)(0x0100 + 0x0202 * (2 * p)))),
-                          s_hi = _mm256_shuffle_epi8(s16, _mm256_set1_epi16((short)(0x0100 + 0x0202 * (2 * p + 1))));
-            for (int k = 0; k < T; k++) {
-                const int8_t *aq = a[k][i].qs;
-                __m256i plo = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const void *)(aq + 64 * p)));
-                __m256i phi = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const void *)(aq + 64 * p + 32)));
-                isum[k] = _mm256_add_epi32(isum[k], _mm256_madd_epi16(plo, s_lo));
-                isum[k] = _mm256_add_epi32(isum[k], _mm256_madd_epi16(phi, s_hi));
-            }
-        }
-        __m256i mins16 = _mm256_cvtepu8_epi16(_mm_loadl_epi64((const void *)(sm + 8)));
-        // each min twice, for the two bsums of its group
-        __m256i mdup = _mm256_permute2x128_si256(_mm256_unpacklo_epi16(mins16, mins16),
-                                                 _mm256_unpackhi_epi16(mins16, mins16), 0x20);
-        const float dw = h2f(d), dmw = h2f(dmin);
+        const __m256i s_lo = _mm256_shuffle_epi8(s16, _mm256_set1_epi16((short)(0x0100 + 0x0202 * (2 * p)))),
+                      s_hi = _mm256_shuffle_epi8(s16, _mm256_set1_epi16((short)(0x0100 + 0x0202 * (2 * p + 1))));
+#pragma GCC unroll 8
         for (int k = 0; k < T; k++) {
-            __m256i msum = _mm256_madd_epi16(_mm256_loadu_si256((const void *)a[k][i].bsums), mdup);
-            float ad = a[k][i].d;
-            acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[k]), _mm256_set1_ps(dw * ad), acc[k]);
-            accm[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_set1_ps(dmw * ad), accm[k]);
+            const int8_t *aq = ab[k]->qs;
+            __m256i plo = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const void *)(aq + 64 * p)));
+            __m256i phi = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const void *)(aq + 64 * p + 32)));
+            isum[k] = _mm256_add_epi32(isum[k], _mm256_add_epi32(_mm256_madd_epi16(plo, s_lo), _mm256_madd_epi16(phi, s_hi)));
         }
     }
-    for (int k = 0; k < T; k++) out[k] = hsum8(acc[k]) - hsum8(accm[k]);
+    __m256i mins16 = _mm256_cvtepu8_epi16(_mm_loadl_epi64((const void *)(sm + 8)));
+    // each min twice, for the two bsums of its group
+    __m256i mdup = _mm256_permute2x128_si256(_mm256_unpacklo_epi16(mins16, mins16),
+                                             _mm256_unpackhi_epi16(mins16, mins16), 0x20);
+#pragma GCC unroll 8
+    for (int k = 0; k < T; k++) msum[k] = _mm256_madd_epi16(_mm256_loadu_si256((const void *)ab[k]->bsums), mdup);
 }
 
-// Q6_K: per half, ql bytes 0-31 / 32-63 give elements 0-31 / 32-63 (low nibbles) and 64-95 / 96-127 (high).
-// T tokens (1-4) at once, as dot_q45k.
-AI void dot_q6k(const int T, int64_t n, const void *vw, const void *const *va, float *out) {
-    const aero_block_q8_K *a[4];
-    for (int k = 0; k < T; k++) a[k] = va[k];
-    const aero_block_q6_K *x = vw;
+// Q6_K: per half, ql bytes 0-31 / 32-63 give elements 0-31 / 32-63 (low nibbles) and 64-95 / 96-127 (high);
+// codes are offset by 32 (removed with the activation group sums).
+AI void q6k_block(const int T, const uint8_t *wb, const aero_block_q8_K *const *ab, __m256i *isum, __m256i *msum) {
+    const aero_block_q6_K *x = (const void *)wb;
     const __m256i m4 = _mm256_set1_epi8(0x0F), m3 = _mm256_set1_epi8(3);
-    __m256 acc[4];
-    for (int k = 0; k < T; k++) acc[k] = _mm256_setzero_ps();
-    for (int64_t i = 0; i < n / AERO_QK_K; i++) {
-        const int8_t *sc = x[i].scales;
-        __m256i isum[4], sp[8];
-        scale_pairs(_mm_loadu_si128((const void *)sc), sp);
-        for (int k = 0; k < T; k++) isum[k] = _mm256_setzero_si256();
-        for (int h = 0; h < 2; h++) {
-            __m256i l0 = _mm256_loadu_si256((const void *)(x[i].ql + 64 * h));
-            __m256i l1 = _mm256_loadu_si256((const void *)(x[i].ql + 64 * h + 32));
-            __m256i hb = _mm256_loadu_si256((const void *)(x[i].qh + 32 * h));
-            __m256i u[4];
-            u[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(hb, m3), 4));
-            u[1] = _mm256_or_si256(_mm256_and_si256(l1, m4),
-                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2), m3), 4));
-            u[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
-                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 4), m3), 4));
-            u[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
-                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), m3), 4));
-            for (int j = 0; j < 4; j++) {
-                const __m256i s2 = sp[4 * h + j];
-                for (int k = 0; k < T; k++) {
-                    __m256i p =
-                        _mm256_maddubs_epi16(u[j], _mm256_loadu_si256((const void *)(a[k][i].qs + 128 * h + 32 * j)));
-                    isum[k] = _mm256_add_epi32(isum[k], _mm256_madd_epi16(p, s2));
-                }
+    __m256i sp[8];
+    scale_pairs(_mm_loadu_si128((const void *)x->scales), sp);
+#pragma GCC unroll 8
+    for (int k = 0; k < T; k++) isum[k] = _mm256_setzero_si256();
+    for (int h = 0; h < 2; h++) {
+        __m256i l0 = _mm256_loadu_si256((const void *)(x->ql + 64 * h));
+        __m256i l1 = _mm256_loadu_si256((const void *)(x->ql + 64 * h + 32));
+        __m256i hb = _mm256_loadu_si256((const void *)(x->qh + 32 * h));
+        __m256i u[4];
+        u[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(hb, m3), 4));
+        u[1] = _mm256_or_si256(_mm256_and_si256(l1, m4),
+                               _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2), m3), 4));
+        u[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
+                               _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 4), m3), 4));
+        u[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                               _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), m3), 4));
+        for (int j = 0; j < 4; j++)
+#pragma GCC unroll 8
+            for (int k = 0; k < T; k++) {
+                __m256i p = _mm256_maddubs_epi16(u[j], _mm256_loadu_si256((const void *)(ab[k]->qs + 128 * h + 32 * j)));
+                isum[k] = _mm256_add_epi32(isum[k], _mm256_madd_epi16(p, sp[4 * h + j]));
             }
-        }
-        __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const void *)sc));
-        const float dw = h2f(x[i].d);
-        for (int k = 0; k < T; k++) {
-            __m256i corr = _mm256_madd_epi16(_mm256_loadu_si256((const void *)a[k][i].bsums), sc16);
-            isum[k] = _mm256_sub_epi32(isum[k], _mm256_slli_epi32(corr, 5)); // codes are offset by 32
-            acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[k]), _mm256_set1_ps(dw * a[k][i].d), acc[k]);
-        }
     }
-    for (int k = 0; k < T; k++) out[k] = hsum8(acc[k]);
+    __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const void *)x->scales));
+#pragma GCC unroll 8
+    for (int k = 0; k < T; k++) {
+        __m256i corr = _mm256_madd_epi16(_mm256_loadu_si256((const void *)ab[k]->bsums), sc16);
+        isum[k] = _mm256_sub_epi32(isum[k], _mm256_slli_epi32(corr, 5));
+        msum[k] = _mm256_setzero_si256();
+    }
 }
 
-// Q3_K: 2 low bits ((qs >> 2k) & 3 gives elements 32k.. in order) plus the hmask bit; offset 4. T tokens
-// (1-4) at once, as dot_q45k.
-AI void dot_q3k(const int T, int64_t n, const void *vw, const void *const *va, float *out) {
-    const aero_block_q8_K *a[4];
-    for (int k = 0; k < T; k++) a[k] = va[k];
-    const aero_block_q3_K *x = vw;
+// Q3_K: 2 low bits ((qs >> 2k) & 3 gives elements 32k.. in order) plus the hmask bit; offset 4.
+AI void q3k_block(const int T, const uint8_t *wb, const aero_block_q8_K *const *ab, __m256i *isum, __m256i *msum) {
+    const aero_block_q3_K *x = (const void *)wb;
     const __m256i m3 = _mm256_set1_epi8(3);
-    __m256 acc[4];
-    for (int k = 0; k < T; k++) acc[k] = _mm256_setzero_ps();
-    for (int64_t i = 0; i < n / AERO_QK_K; i++) {
-        __m128i sc = q3k_scales(x[i].scales);
-        __m256i sp[8], isum[4];
-        scale_pairs(sc, sp);
-        for (int k = 0; k < T; k++) isum[k] = _mm256_setzero_si256();
-        __m256i hm = _mm256_loadu_si256((const void *)x[i].hmask);
-        for (int h = 0; h < 2; h++) {
-            __m256i q = _mm256_loadu_si256((const void *)(x[i].qs + 32 * h));
-            for (int j = 0; j < 4; j++) {
-                __m256i b = _mm256_set1_epi8((char)(1 << (4 * h + j)));
-                __m256i u = _mm256_and_si256(_mm256_srli_epi16(q, 2 * j), m3);
-                u = _mm256_or_si256(
-                    u, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hm, b), b), _mm256_set1_epi8(4)));
-                for (int k = 0; k < T; k++) {
-                    __m256i p =
-                        _mm256_maddubs_epi16(u, _mm256_loadu_si256((const void *)(a[k][i].qs + 128 * h + 32 * j)));
-                    isum[k] = _mm256_add_epi32(isum[k], _mm256_madd_epi16(p, sp[4 * h + j]));
-                }
+    __m128i sc = q3k_scales(x->scales);
+    __m256i sp[8];
+    scale_pairs(sc, sp);
+#pragma GCC unroll 8
+    for (int k = 0; k < T; k++) isum[k] = _mm256_setzero_si256();
+    __m256i hm = _mm256_loadu_si256((const void *)x->hmask);
+    for (int h = 0; h < 2; h++) {
+        __m256i q = _mm256_loadu_si256((const void *)(x->qs + 32 * h));
+        for (int j = 0; j < 4; j++) {
+            __m256i b = _mm256_set1_epi8((char)(1 << (4 * h + j)));
+            __m256i u = _mm256_and_si256(_mm256_srli_epi16(q, 2 * j), m3);
+            u = _mm256_or_si256(u, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hm, b), b), _mm256_set1_epi8(4)));
+#pragma GCC unroll 8
+            for (int k = 0; k < T; k++) {
+                __m256i p = _mm256_maddubs_epi16(u, _mm256_loadu_si256((const void *)(ab[k]->qs + 128 * h + 32 * j)));
+                isum[k] = _mm256_add_epi32(isum[k], _mm256_madd_epi16(p, sp[4 * h + j]));
             }
         }
-        __m256i sc16 = _mm256_cvtepi8_epi16(sc);
-        const float dw = h2f(x[i].d);
-        for (int k = 0; k < T; k++) {
-            __m256i corr = _mm256_madd_epi16(_mm256_loadu_si256((const void *)a[k][i].bsums), sc16);
-            isum[k] = _mm256_sub_epi32(isum[k], _mm256_slli_epi32(corr, 2));
-            acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[k]), _mm256_set1_ps(dw * a[k][i].d), acc[k]);
-        }
     }
-    for (int k = 0; k < T; k++) out[k] = hsum8(acc[k]);
+    __m256i sc16 = _mm256_cvtepi8_epi16(sc);
+#pragma GCC unroll 8
+    for (int k = 0; k < T; k++) {
+        __m256i corr = _mm256_madd_epi16(_mm256_loadu_si256((const void *)ab[k]->bsums), sc16);
+        isum[k] = _mm256_sub_epi32(isum[k], _mm256_slli_epi32(corr, 2));
+        msum[k] = _mm256_setzero_si256();
+    }
 }
 
-// Q2_K: 4-bit scales and mins per group of 16. T tokens (1-4) at once, as dot_q45k.
-AI void dot_q2k(const int T, int64_t n, const void *vw, const void *const *va, float *out) {
-    const aero_block_q8_K *a[4];
-    for (int k = 0; k < T; k++) a[k] = va[k];
-    const aero_block_q2_K *x = vw;
+// Q2_K: 4-bit scales and mins per group of 16.
+AI void q2k_block(const int T, const uint8_t *wb, const aero_block_q8_K *const *ab, __m256i *isum, __m256i *msum) {
+    const aero_block_q2_K *x = (const void *)wb;
     const __m256i m3 = _mm256_set1_epi8(3);
-    __m256 acc[4], accm[4];
-    for (int k = 0; k < T; k++) acc[k] = _mm256_setzero_ps(), accm[k] = _mm256_setzero_ps();
-    for (int64_t i = 0; i < n / AERO_QK_K; i++) {
-        __m128i raw = _mm_loadu_si128((const void *)x[i].scales);
-        __m256i sp[8], isum[4];
-        scale_pairs(_mm_and_si128(raw, _mm_set1_epi8(0x0F)), sp);
-        for (int k = 0; k < T; k++) isum[k] = _mm256_setzero_si256();
-        for (int h = 0; h < 2; h++) {
-            __m256i q = _mm256_loadu_si256((const void *)(x[i].qs + 32 * h));
-            for (int j = 0; j < 4; j++) {
-                __m256i u = _mm256_and_si256(_mm256_srli_epi16(q, 2 * j), m3);
-                for (int k = 0; k < T; k++) {
-                    __m256i p =
-                        _mm256_maddubs_epi16(u, _mm256_loadu_si256((const void *)(a[k][i].qs + 128 * h + 32 * j)));
-                    isum[k] = _mm256_add_epi32(isum[k], _mm256_madd_epi16(p, sp[4 * h + j]));
-                }
+    __m128i raw = _mm_loadu_si128((const void *)x->scales);
+    __m256i sp[8];
+    scale_pairs(_mm_and_si128(raw, _mm_set1_epi8(0x0F)), sp);
+#pragma GCC unroll 8
+    for (int k = 0; k < T; k++) isum[k] = _mm256_setzero_si256();
+    for (int h = 0; h < 2; h++) {
+        __m256i q = _mm256_loadu_si256((const void *)(x->qs + 32 * h));
+        for (int j = 0; j < 4; j++) {
+            __m256i u = _mm256_and_si256(_mm256_srli_epi16(q, 2 * j), m3);
+#pragma GCC unroll 8
+            for (int k = 0; k < T; k++) {
+                __m256i p = _mm256_maddubs_epi16(u, _mm256_loadu_si256((const void *)(ab[k]->qs + 128 * h + 32 * j)));
+                isum[k] = _mm256_add_epi32(isum[k], _mm256_madd_epi16(p, sp[4 * h + j]));
             }
         }
-        __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(raw, 4), _mm_set1_epi8(0x0F)));
-        const float dw = h2f(x[i].d), dmw = h2f(x[i].dmin);
-        for (int k = 0; k < T; k++) {
-            __m256i msum = _mm256_madd_epi16(_mm256_loadu_si256((const void *)a[k][i].bsums), mins);
-            float ad = a[k][i].d;
-            acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[k]), _mm256_set1_ps(dw * ad), acc[k]);
-            accm[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_set1_ps(dmw * ad), accm[k]);
-        }
     }
-    for (int k = 0; k < T; k++) out[k] = hsum8(acc[k]) - hsum8(accm[k]);
+    __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(raw, 4), _mm_set1_epi8(0x0F)));
+#pragma GCC unroll 8
+    for (int k = 0; k < T; k++) msum[k] = _mm256_madd_epi16(_mm256_loadu_si256((const void *)ab[k]->bsums), mins);
 }
 
-// One-token dots (the dot table) and 1-4 token ones (matmul's mm_dot_multi), from the same kernels.
-#define ONE(name, CALL)                                          \
-    static float name(int64_t n, const void *w, const void *a) { \
-        float out;                                               \
-        CALL(1, n, w, &a, &out);                                 \
-        return out;                                              \
+// Block size, and the byte offsets of d and dmin (types without a dmin: 0, unused), of the K-quant weights.
+AI size_t bytesK(const aero_dtype t) {
+    return t == AERO_DT_Q2_K   ? sizeof(aero_block_q2_K)
+           : t == AERO_DT_Q3_K ? sizeof(aero_block_q3_K)
+           : t == AERO_DT_Q4_K ? sizeof(aero_block_q4_K)
+           : t == AERO_DT_Q5_K ? sizeof(aero_block_q5_K)
+                               : sizeof(aero_block_q6_K);
+}
+AI size_t doffK(const aero_dtype t) {
+    return t == AERO_DT_Q2_K   ? offsetof(aero_block_q2_K, d)
+           : t == AERO_DT_Q3_K ? offsetof(aero_block_q3_K, d)
+           : t == AERO_DT_Q6_K ? offsetof(aero_block_q6_K, d)
+                               : 0;
+}
+AI bool minK(const aero_dtype t) { return t == AERO_DT_Q2_K || t == AERO_DT_Q4_K || t == AERO_DT_Q5_K; }
+AI size_t moffK(const aero_dtype t) { return t == AERO_DT_Q2_K ? offsetof(aero_block_q2_K, dmin) : 2; }
+
+AI void blockK(const aero_dtype t, const int T, const uint8_t *wb, const aero_block_q8_K *const *ab, __m256i *isum,
+               __m256i *msum) {
+    if (t == AERO_DT_Q4_K) q45k_block(false, T, wb, ab, isum, msum);
+    else if (t == AERO_DT_Q5_K) q45k_block(true, T, wb, ab, isum, msum);
+    else if (t == AERO_DT_Q6_K) q6k_block(T, wb, ab, isum, msum);
+    else if (t == AERO_DT_Q3_K) q3k_block(T, wb, ab, isum, msum);
+    else q2k_block(T, wb, ab, isum, msum);
+}
+
+// One row, one token: the aero_vec_dot of the K-quants (horizontal integer sums per block, then the row's
+// float steps; the min sum subtracted at the end).
+AI float dotK_one(const aero_dtype t, int64_t n, const void *vw, const void *va) {
+    const aero_block_q8_K *a = va;
+    const uint8_t *w = vw;
+    const size_t bb = bytesK(t);
+    float acc = 0.0f, accm = 0.0f;
+    for (int64_t i = 0; i < n / AERO_QK_K; i++, w += bb) {
+        const aero_block_q8_K *ab = a + i;
+        __m256i is, ms;
+        blockK(t, 1, w, &ab, &is, &ms);
+        acc = fma1((float)hsum_i32(is), h2f(ld16(w + doffK(t))) * ab->d, acc);
+        if (minK(t)) accm = fma1((float)hsum_i32(ms), h2f(ld16(w + moffK(t))) * ab->d, accm);
     }
-#define ONE_AND_MULTI(name, CALL)                                                                 \
-    ONE(name, CALL)                                                                               \
-    static void name##_multi(int64_t n, const void *w, const void *const *a, int T, float *out) { \
-        switch (T) {                                                                              \
-        case 1: CALL(1, n, w, a, out); break;                                                     \
-        case 2: CALL(2, n, w, a, out); break;                                                     \
-        case 3: CALL(3, n, w, a, out); break;                                                     \
-        default: CALL(4, n, w, a, out); break;                                                    \
-        }                                                                                         \
+    return minK(t) ? acc - accm : acc;
+}
+
+// The K-quant tile: R (1-8) rows x T (1-4) tokens, out[k * 8 + r]; each row block is unpacked once for the T
+// tokens, the integer sums of 8 rows are reduced into row lanes and take their float steps together.
+AI void tileK(const aero_dtype t, const int T, int64_t n, const void *vw, size_t rb, int R, const void *const *va,
+              float *out) {
+    const uint8_t *rp[8];
+    tile_rows(vw, rb, R, rp);
+    const size_t bb = bytesK(t);
+    const bool has_min = minK(t);
+    __m256 acc[8], accm[8];
+#pragma GCC unroll 8
+    for (int k = 0; k < T; k++) acc[k] = accm[k] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / AERO_QK_K; i++) {
+        const size_t bo = (size_t)i * bb;
+        if (T == 1) prefetch_next(rp[0], rb, 8 * bb, i);
+        const aero_block_q8_K *ab[8];
+#pragma GCC unroll 8
+        for (int k = 0; k < T; k++) ab[k] = (const aero_block_q8_K *)va[k] + i;
+        __m256i is[8][8], ms[8][8];
+#pragma GCC unroll 1 // one row at a time: the 8-row body unrolled measured slower (its size)
+        for (int r = 0; r < 8; r++) {
+            __m256i ir[8], mr[8];
+            blockK(t, T, rp[r] + bo, ab, ir, mr);
+#pragma GCC unroll 8
+            for (int k = 0; k < T; k++) is[k][r] = ir[k], ms[k][r] = mr[k];
+        }
+        const __m256 dv = f16_rows(rp, bo + doffK(t)), mv = has_min ? f16_rows(rp, bo + moffK(t)) : _mm256_setzero_ps();
+#pragma GCC unroll 8
+        for (int k = 0; k < T; k++) {
+            const __m256 ad = _mm256_broadcast_ss(&ab[k]->d);
+            acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(reduce8(is[k])), _mm256_mul_ps(dv, ad), acc[k]);
+            if (has_min)
+                accm[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(reduce8(ms[k])), _mm256_mul_ps(mv, ad), accm[k]);
+        }
     }
-#define C_Q4_0(T, n, w, a, out) dot32(AERO_DT_Q4_0, T, n, w, a, out)
-#define C_Q4_1(T, n, w, a, out) dot32(AERO_DT_Q4_1, T, n, w, a, out)
-#define C_Q5_0(T, n, w, a, out) dot32(AERO_DT_Q5_0, T, n, w, a, out)
-#define C_Q5_1(T, n, w, a, out) dot32(AERO_DT_Q5_1, T, n, w, a, out)
-#define C_Q8_0(T, n, w, a, out) dot32(AERO_DT_Q8_0, T, n, w, a, out)
-#define C_Q4_K(T, n, w, a, out) dot_q45k(false, T, n, w, a, out)
-#define C_Q5_K(T, n, w, a, out) dot_q45k(true, T, n, w, a, out)
-#define C_Q6_K(T, n, w, a, out) dot_q6k(T, n, w, a, out)
-#define C_Q3_K(T, n, w, a, out) dot_q3k(T, n, w, a, out)
-#define C_Q2_K(T, n, w, a, out) dot_q2k(T, n, w, a, out)
-#define P_Q4_0(T, n, w, a, out) dot32p(AERO_DT_Q4_0, T, n, w, a, out)
-#define P_Q4_1(T, n, w, a, out) dot32p(AERO_DT_Q4_1, T, n, w, a, out)
-#define P_Q5_0(T, n, w, a, out) dot32p(AERO_DT_Q5_0, T, n, w, a, out)
-#define P_Q5_1(T, n, w, a, out) dot32p(AERO_DT_Q5_1, T, n, w, a, out)
-ONE(dot_q4_0, C_Q4_0)
-ONE(dot_q4_1, C_Q4_1)
-ONE(dot_q5_0, C_Q5_0)
-ONE(dot_q5_1, C_Q5_1)
-ONE_AND_MULTI(dot_q8_0, C_Q8_0)
-ONE_AND_MULTI(dot_q4_K, C_Q4_K)
-ONE_AND_MULTI(dot_q5_K, C_Q5_K)
-ONE_AND_MULTI(dot_q6_K, C_Q6_K)
-ONE_AND_MULTI(dot_q3_K, C_Q3_K)
-ONE_AND_MULTI(dot_q2_K, C_Q2_K)
-ONE_AND_MULTI(mm_q4_0, P_Q4_0) // matmul's prepared rows (mm_dot, mm_dot_multi)
-ONE_AND_MULTI(mm_q4_1, P_Q4_1)
-ONE_AND_MULTI(mm_q5_0, P_Q5_0)
-ONE_AND_MULTI(mm_q5_1, P_Q5_1)
+#pragma GCC unroll 8
+    for (int k = 0; k < T; k++) _mm256_storeu_ps(out + 8 * k, has_min ? _mm256_sub_ps(acc[k], accm[k]) : acc[k]);
+}
+
+// Per type: the dot table's one-row kernel (standard blocks), matmul's one-row dot (its own activation rows,
+// the 32-block types) and its tiles (R rows x T tokens, T a constant per instance).
+#define INST(sfx, TYPE, ONE_FN, TILE_FN)                                                                       \
+    static float dot_##sfx(int64_t n, const void *w, const void *a) { return ONE_FN(TYPE, n, w, a); }        \
+    static void tile_##sfx(int64_t n, const void *w, size_t rb, int R, const void *const *a, int T, float *out) { \
+        switch (T) {                                                                                           \
+        case 1: TILE_FN(TYPE, 1, n, w, rb, R, a, out); break;                                                  \
+        case 2: TILE_FN(TYPE, 2, n, w, rb, R, a, out); break;                                                  \
+        case 3: TILE_FN(TYPE, 3, n, w, rb, R, a, out); break;                                                  \
+        case 4: TILE_FN(TYPE, 4, n, w, rb, R, a, out); break;                                                  \
+        case 5: TILE_FN(TYPE, 5, n, w, rb, R, a, out); break;                                                  \
+        case 6: TILE_FN(TYPE, 6, n, w, rb, R, a, out); break;                                                  \
+        case 7: TILE_FN(TYPE, 7, n, w, rb, R, a, out); break;                                                  \
+        default: TILE_FN(TYPE, 8, n, w, rb, R, a, out); break;                                                 \
+        }                                                                                                      \
+    }
+// The 32-block tiles keep 4 tokens in registers; 5-8 tokens are two tiles (the same bits per lane).
+#define TILE32(TYPE, T, n, w, rb, R, a, out)                                                 \
+    do {                                                                                     \
+        if ((T) <= 4) tile32(TYPE, (T) <= 4 ? (T) : 4, n, w, rb, R, a, out);                 \
+        else tile32(TYPE, 4, n, w, rb, R, a, out), tile32(TYPE, (T) > 4 ? (T) - 4 : 1, n, w, rb, R, (a) + 4, (out) + 32); \
+    } while (0)
+static float mm_q4_0(int64_t n, const void *w, const void *a) { return mm32_one(AERO_DT_Q4_0, n, w, a); }
+static float mm_q4_1(int64_t n, const void *w, const void *a) { return mm32_one(AERO_DT_Q4_1, n, w, a); }
+static float mm_q5_0(int64_t n, const void *w, const void *a) { return mm32_one(AERO_DT_Q5_0, n, w, a); }
+static float mm_q5_1(int64_t n, const void *w, const void *a) { return mm32_one(AERO_DT_Q5_1, n, w, a); }
+static float mm_q8_0(int64_t n, const void *w, const void *a) { return mm32_one(AERO_DT_Q8_0, n, w, a); }
+INST(q4_0, AERO_DT_Q4_0, dot32_one, TILE32)
+INST(q4_1, AERO_DT_Q4_1, dot32_one, TILE32)
+INST(q5_0, AERO_DT_Q5_0, dot32_one, TILE32)
+INST(q5_1, AERO_DT_Q5_1, dot32_one, TILE32)
+INST(q8_0, AERO_DT_Q8_0, dot32_one, TILE32)
+INST(q2_K, AERO_DT_Q2_K, dotK_one, tileK)
+INST(q3_K, AERO_DT_Q3_K, dotK_one, tileK)
+INST(q4_K, AERO_DT_Q4_K, dotK_one, tileK)
+INST(q5_K, AERO_DT_Q5_K, dotK_one, tileK)
+INST(q6_K, AERO_DT_Q6_K, dotK_one, tileK)
+#undef INST
 
 // Installs the AVX2 kernels over a copy of the scalar table.
 void aero_kernels_fill_avx2(aero_kernel_ops *ops) {
     ops->dot[AERO_DT_F32] = dot_f32;
     ops->dot[AERO_DT_F16] = dot_f16;
     ops->dot[AERO_DT_BF16] = dot_bf16;
-    ops->dot[AERO_DT_Q4_0] = dot_q4_0;
-    ops->dot[AERO_DT_Q4_1] = dot_q4_1;
-    ops->dot[AERO_DT_Q5_0] = dot_q5_0;
-    ops->dot[AERO_DT_Q5_1] = dot_q5_1;
-    ops->dot[AERO_DT_Q8_0] = dot_q8_0;
-    ops->dot[AERO_DT_Q2_K] = dot_q2_K;
-    ops->dot[AERO_DT_Q3_K] = dot_q3_K;
-    ops->dot[AERO_DT_Q4_K] = dot_q4_K;
-    ops->dot[AERO_DT_Q5_K] = dot_q5_K;
-    ops->dot[AERO_DT_Q6_K] = dot_q6_K;
     ops->f16_to_f32_row = f16_to_f32_row;
     ops->f32_to_f16_row = f32_to_f16_row;
     ops->bf16_to_f32_row = bf16_to_f32_row;
     ops->quantize_q8_0 = quantize_q8_0;
     ops->quantize_q8_K = quantize_q8_K;
     ops->dot_f32_acc16 = dot_f32_acc16_avx2;
-    for (int t = 0; t < AERO_DT_COUNT; t++) ops->mm_dot[t] = ops->dot[t], ops->mm_dot_multi[t] = NULL;
+    for (int t = 0; t < AERO_DT_COUNT; t++) ops->mm_dot_multi[t] = NULL, ops->mm_tile8[t] = NULL;
     ops->act_bytes = act_bytes;
     ops->act_quantize = act_quantize;
-#define SETP(T, name) ops->mm_dot[T] = mm_##name, ops->mm_dot_multi[T] = mm_##name##_multi;
-    SETP(AERO_DT_Q4_0, q4_0)
-    SETP(AERO_DT_Q4_1, q4_1)
-    SETP(AERO_DT_Q5_0, q5_0)
-    SETP(AERO_DT_Q5_1, q5_1)
-    ops->mm_dot_multi[AERO_DT_Q8_0] = dot_q8_0_multi;
-#undef SETP
-    ops->mm_dot_multi[AERO_DT_Q4_K] = dot_q4_K_multi;
-    ops->mm_dot_multi[AERO_DT_Q5_K] = dot_q5_K_multi;
-    ops->mm_dot_multi[AERO_DT_Q6_K] = dot_q6_K_multi;
-    ops->mm_dot_multi[AERO_DT_Q3_K] = dot_q3_K_multi;
-    ops->mm_dot_multi[AERO_DT_Q2_K] = dot_q2_K_multi;
+#define SET(T, sfx, MM) ops->dot[T] = dot_##sfx, ops->mm_dot[T] = MM##_##sfx, ops->mm_tile8[T] = tile_##sfx;
+    SET(AERO_DT_Q4_0, q4_0, mm)
+    SET(AERO_DT_Q4_1, q4_1, mm)
+    SET(AERO_DT_Q5_0, q5_0, mm)
+    SET(AERO_DT_Q5_1, q5_1, mm)
+    SET(AERO_DT_Q8_0, q8_0, mm)
+    SET(AERO_DT_Q2_K, q2_K, dot) // standard Q8_K rows
+    SET(AERO_DT_Q3_K, q3_K, dot)
+    SET(AERO_DT_Q4_K, q4_K, dot)
+    SET(AERO_DT_Q5_K, q5_K, dot)
+    SET(AERO_DT_Q6_K, q6_K, dot)
+#undef SET
+    for (int t = 0; t < AERO_DT_COUNT; t++)
+        if (!ops->mm_tile8[t]) ops->mm_dot[t] = ops->dot[t];
     ops->name = "avx2";
 }

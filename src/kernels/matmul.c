@@ -1,7 +1,9 @@
 // Batched matmul y = W x for n activation rows, split across the pool. Activations are quantized once to the
-// weight type's vec-dot type, then each thread takes chunks of output rows; for n > 1 a small tile of weight
-// rows is reused from cache for every token. Each output element always comes from the same per-(row, token)
-// dot kernel, so results are bitwise independent of n and of the thread count (DESIGN.md invariant 3).
+// weight type's vec-dot type, then each thread takes chunks of output rows; tiles of weight rows are reused from
+// cache for every token. Where the ISA has row-lane tiles (8 rows in the lanes of a vector, each lane its row's
+// one-row float steps) every n takes them, decode included; otherwise each output comes from the per-(row,
+// token) dot kernel. Either way a result is bitwise independent of n and of the thread count (DESIGN.md
+// invariant 3).
 #include <assert.h>
 #include <pthread.h>
 #include <sched.h>
@@ -139,20 +141,31 @@ static float mm_dot_f32(const aero_kernel_ops *ops, const float *w, const float 
     return aero_reduce16(acc);
 }
 
-// Weight rows [r0, r1) of matrix m times tokens [t0, t1), in groups of up to 4 tokens.
+// Weight rows [r0, r1) of matrix m times tokens [t0, t1), in groups of up to 4 tokens (8 rows x 8 tokens where
+// the ISA has row-lane tiles for the type).
 static void mm_tile(const mm_job *j, const mm_mat *m, int t0, int t1, long r0, long r1) {
     const aero_wmat *w = m->w;
     const uint8_t *wd = w->data;
     int64_t cols = w->cols;
     aero_dot_fn dot = j->ops->mm_dot[w->type];
     void (*multi)(int64_t, const void *, const void *const *, int, float *) = j->ops->mm_dot_multi[w->type];
-    for (int t = t0; t < t1; t += 4) {
-        int T = t1 - t < 4 ? t1 - t : 4;
-        const void *a[4];
+    void (*tile8)(int64_t, const void *, size_t, int, const void *const *, int, float *) = j->ops->mm_tile8[w->type];
+    const int group = tile8 ? 8 : 4; // tokens per call
+    for (int t = t0; t < t1; t += group) {
+        int T = t1 - t < group ? t1 - t : group;
+        const void *a[8];
         for (int k = 0; k < T; k++)
             a[k] = j->act ? (const void *)(j->act + (size_t)(t + k) * j->act_row_bytes)
                           : (const void *)(j->x + (size_t)(t + k) * cols);
-        if (multi && T > 1) { // same bits as T single dots
+        if (tile8) { // 8 rows in the lanes: each output has its row's one-row bits
+            float out[64];
+            for (long r = r0; r < r1; r += 8) {
+                int R = r1 - r < 8 ? (int)(r1 - r) : 8;
+                tile8(cols, wd + (size_t)r * w->row_bytes, w->row_bytes, R, a, T, out);
+                for (int k = 0; k < T; k++)
+                    for (int q = 0; q < R; q++) m->y[(size_t)(t + k) * m->ldy + r + q] = out[8 * k + q];
+            }
+        } else if (multi && T > 1) { // same bits as T single dots
             float out[4];
             for (long r = r0; r < r1; r++) {
                 multi(cols, wd + (size_t)r * w->row_bytes, a, T, out);
@@ -279,8 +292,8 @@ static void matmul_run(aero_pool *pool, const aero_wmat *const *ws, int nw, cons
         else j.deq = (float *)s;
     }
     size_t ab = j.act ? j.act_row_bytes : (size_t)w->cols * sizeof(float);
-    j.tile_tokens = (int)(MM_TOKEN_BYTES / (ab ? ab : 1)) & ~3;
-    if (j.tile_tokens < 4) j.tile_tokens = 4;
+    j.tile_tokens = (int)(MM_TOKEN_BYTES / (ab ? ab : 1)) & ~7;
+    if (j.tile_tokens < 8) j.tile_tokens = 8;
     long all_rows = 0;
     for (int k = 0; k < nw; k++) all_rows += ws[k]->rows;
     long want = all_rows / ((long)nth * MM_CHUNKS_PER_THREAD);
@@ -290,6 +303,8 @@ static void matmul_run(aero_pool *pool, const aero_wmat *const *ws, int nw, cons
         *m = (mm_mat){.w = ws[k], .y = ys[k], .ldy = ldys[k], .first_chunk = j.n_chunks};
         size_t rb = ws[k]->row_bytes ? ws[k]->row_bytes : 1;
         m->tile_rows = n > 1 ? (long)(MM_TILE_BYTES / rb) : 1;
+        if (j.ops->mm_tile8[ws[k]->type] && !exact_f32) // whole 8-row tiles, decode included
+            m->tile_rows = m->tile_rows < 8 ? 8 : m->tile_rows & ~7L;
         if (m->tile_rows < 1) m->tile_rows = 1;
         m->chunk_rows = (want + m->tile_rows - 1) / m->tile_rows * m->tile_rows;
         m->n_chunks = (ws[k]->rows + m->chunk_rows - 1) / m->chunk_rows;

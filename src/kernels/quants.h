@@ -158,6 +158,11 @@ typedef struct {
     void (*act_quantize)(aero_dtype w, const float *x, void *a, int64_t n);
     aero_dot_fn mm_dot[AERO_DT_COUNT];
     void (*mm_dot_multi[AERO_DT_COUNT])(int64_t n, const void *w, const void *const *a, int T, float *out);
+    // Row-lane tiles (NULL: none): out[k * 8 + r] for R (1..8) weight rows at w + r * row_bytes and T (1..8)
+    // tokens a[k] in matmul's activation rows, each with the bits of mm_dot (rows are vector lanes, each lane
+    // its row's one-row float steps); matmul prefers them for any n, decode included.
+    void (*mm_tile8[AERO_DT_COUNT])(int64_t n, const void *w, size_t row_bytes, int R, const void *const *a, int T,
+                                    float *out);
     const char *name;
 } aero_kernel_ops;
 

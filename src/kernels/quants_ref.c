@@ -611,11 +611,14 @@ static float dot_bf16(int64_t n, const void *vw, const void *va) {
     return aero_reduce16(acc);
 }
 
-// 32-block weights with Q8_0 activations: exact integer sums per block, one float step per block.
+// 32-block weights with Q8_0 activations: exact integer sums per block, then the row-lane order every ISA
+// reproduces bit for bit: one fused multiply-add per block into one accumulator per row (a second one for the
+// min of Q4_1/Q5_1), blocks in order. A SIMD tile then holds 8 rows in 8 lanes, each lane this exact sequence.
 static float dot_32(aero_dtype t, int64_t n, const void *vw, const void *va) {
     const uint8_t *w = vw;
     const aero_block_q8_0 *a = va;
     size_t bb = aero_dtype_get(t)->block_bytes;
+    const bool has_min = t == AERO_DT_Q4_1 || t == AERO_DT_Q5_1;
     float sum = 0.0f;
     int8_t q[32];
     for (int64_t i = 0; i < n / AERO_QK; i++, w += bb) {
@@ -624,7 +627,8 @@ static float dot_32(aero_dtype t, int64_t n, const void *vw, const void *va) {
         int isum = 0, asum = 0;
         for (int j = 0; j < 32; j++) isum += q[j] * a[i].qs[j], asum += a[i].qs[j];
         float da = aero_fp16_to_fp32_inl(a[i].d);
-        sum += (d * da) * (float)isum + (m * da) * (float)asum;
+        sum = fmaf((float)isum, d * da, sum);
+        if (has_min) sum = fmaf((float)asum, m * da, sum);
     }
     return sum;
 }
@@ -635,12 +639,14 @@ static float dot_q5_0(int64_t n, const void *w, const void *a) { return dot_32(A
 static float dot_q5_1(int64_t n, const void *w, const void *a) { return dot_32(AERO_DT_Q5_1, n, w, a); }
 static float dot_q8_0(int64_t n, const void *w, const void *a) { return dot_32(AERO_DT_Q8_0, n, w, a); }
 
-// K-quant weights with Q8_K activations: integer sums per group, mins through the activation group sums.
+// K-quant weights with Q8_K activations: integer sums per block (groups scaled, mins through the activation
+// group sums), then the row-lane order: one fused multiply-add per block into the row's sum and one into its
+// min sum, blocks in order, the difference at the end (the order every ISA's 8-row tiles keep per lane).
 static float dot_k(aero_dtype t, int64_t n, const void *vw, const void *va) {
     const uint8_t *w = vw;
     const aero_block_q8_K *a = va;
     size_t bb = aero_dtype_get(t)->block_bytes;
-    float sum = 0.0f;
+    float sum = 0.0f, msum_f = 0.0f;
     int8_t q[256];
     int sc[16], mn[16];
     for (int64_t i = 0; i < n / AERO_QK_K; i++, w += bb) {
@@ -654,9 +660,10 @@ static float dot_k(aero_dtype t, int64_t n, const void *vw, const void *va) {
             int bs = gs == 16 ? a[i].bsums[g] : a[i].bsums[2 * g] + a[i].bsums[2 * g + 1];
             msum += mn[g] * bs;
         }
-        sum += (d * a[i].d) * (float)isum - (dmin * a[i].d) * (float)msum;
+        sum = fmaf((float)isum, d * a[i].d, sum);
+        msum_f = fmaf((float)msum, dmin * a[i].d, msum_f);
     }
-    return sum;
+    return sum - msum_f;
 }
 
 static float dot_q2_K(int64_t n, const void *w, const void *a) { return dot_k(AERO_DT_Q2_K, n, w, a); }
