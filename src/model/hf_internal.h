@@ -21,6 +21,8 @@ typedef struct {
     char name[128];  // llama.cpp's name
     uint32_t shard;  // index into hf_model.shards (unused for generated tensors)
     const aero_st_tensor *st; // NULL for a generated tensor (data below)
+    uint64_t part_off;        // where in st's bytes this tensor starts (one expert of a fused experts tensor)
+    uint64_t nbytes;          // of this tensor (st->nbytes unless a part)
     uint32_t flags;
     int perm_heads;  // HF_PERM: heads of the projection
     float *data;     // generated F32 values (rope_freqs), n_elements of them
@@ -35,6 +37,7 @@ typedef struct {
     const char *gguf_arch; // llama.cpp's architecture name
     bool perm_qk;          // llama-family: Q/K rows permuted by llama.cpp's converter
     aero_st_file *shards;
+    int *fds; // per shard, opened on first read (-1 until then)
     uint32_t n_shards;
     hf_tensor *t;
     uint64_t n_t;

@@ -146,10 +146,10 @@ aero_status aero_hf_open(aero_gguf *g, const char *dir, aero_error *err) {
             o->type = (aero_dtype)t->st->type;
             o->n_dims = t->n_dims;
             memcpy(o->ne, t->ne, sizeof o->ne);
-            o->n_elements = t->st->n_elements;
+            o->n_elements = o->ne[0] * o->ne[1] * o->ne[2] * o->ne[3];
             o->file = base + t->shard;
-            o->offset = t->st->offset;
-            o->nbytes = t->st->nbytes;
+            o->offset = t->st->offset + t->part_off;
+            o->nbytes = t->nbytes;
             g->n_tensors++;
         }
     }

@@ -362,6 +362,38 @@ static aero_status check_shape(const hf_model *m, const hf_tensor *t, const char
                      m->shards[t->shard].path, hf_name, got, want);
 }
 
+// Experts fused in one tensor per layer (transformers 5: experts.gate_up_proj [E, 2 ff, d] with gate rows first,
+// experts.down_proj [E, d, ff]): each expert's part is a contiguous byte range of it, mapped as that expert's own
+// tensor blk.L.ffn_{gate,up,down}.E.weight, so nothing is copied.
+static aero_status map_fused(hf_model *m, uint32_t shard, const aero_st_tensor *st, long l, bool gate_up,
+                             aero_error *err) {
+    const json_t *e = json_object_get(m->cfg, "moe_intermediate_size");
+    uint64_t d = (uint64_t)m->n_embd, E = (uint64_t)m->n_expert, es = st->type == AERO_DT_F32 ? 4 : 2;
+    uint64_t ff = json_is_number(e) ? (uint64_t)json_number_value(e)
+                                    : (uint64_t)json_number_value(json_object_get(m->cfg, "intermediate_size"));
+    uint64_t rows = gate_up ? 2 * ff : d, cols = gate_up ? d : ff;
+    if (st->n_dims != 3 || st->shape[0] != E || st->shape[1] != rows || st->shape[2] != cols)
+        return aero_fail(err, AERO_ERR_FORMAT, "%s: tensor '%s' must have shape [%llu, %llu, %llu] (config.json)",
+                         m->shards[shard].path, st->name, (unsigned long long)E, (unsigned long long)rows,
+                         (unsigned long long)cols);
+    for (uint64_t x = 0; x < E; x++)
+        for (int part = 0; part < (gate_up ? 2 : 1); part++) {
+            hf_tensor *t = &m->t[m->n_t++];
+            memset(t, 0, sizeof *t);
+            t->shard = shard;
+            t->st = st;
+            t->n_dims = 2;
+            t->ne[0] = cols;
+            t->ne[1] = gate_up ? ff : d;
+            t->ne[2] = t->ne[3] = 1;
+            t->nbytes = t->ne[0] * t->ne[1] * es;
+            t->part_off = (x * rows + (uint64_t)part * ff) * cols * es;
+            snprintf(t->name, sizeof t->name, "blk.%ld.ffn_%s.%llu.weight", l,
+                     gate_up ? (part ? "up" : "gate") : "down", (unsigned long long)x);
+        }
+    return AERO_OK;
+}
+
 // Maps one HF tensor into m->t (or skips it); unknown names are refused so nothing is silently dropped.
 static aero_status map_one(hf_model *m, uint32_t shard, const aero_st_tensor *st, aero_error *err) {
     const char *n = st->name, *file = m->shards[shard].path;
@@ -373,6 +405,7 @@ static aero_status map_one(hf_model *m, uint32_t shard, const aero_st_tensor *st
     memset(t, 0, sizeof *t);
     t->shard = shard;
     t->st = st;
+    t->nbytes = st->nbytes;
     t->n_dims = st->n_dims;
     for (int i = 0; i < AERO_GGUF_MAX_DIMS; i++) t->ne[i] = 1;
     for (uint32_t i = 0; i < st->n_dims; i++) t->ne[i] = st->shape[st->n_dims - 1 - i];
@@ -394,6 +427,11 @@ static aero_status map_one(hf_model *m, uint32_t shard, const aero_st_tensor *st
             return aero_fail(err, AERO_ERR_FORMAT, "%s: tensor '%s': layer out of range (num_hidden_layers %d)", file, n,
                              m->n_layer);
         const char *rest = end + 1;
+        const char *fx = strstr(rest, "experts.gate_up_proj") ? "gate_up_proj" : strstr(rest, "experts.down_proj") ? "down_proj" : NULL;
+        if (fx && (!strcmp(rest, "mlp.experts.gate_up_proj") || !strcmp(rest, "mlp.experts.down_proj") ||
+                   !strcmp(rest, "mlp.experts.gate_up_proj.weight") || !strcmp(rest, "mlp.experts.down_proj.weight") ||
+                   !strncmp(rest, "block_sparse_moe.experts.", 25)) && !strstr(rest, "bias"))
+            return map_fused(m, shard, st, l, fx[0] == 'g', err);
         for (size_t i = 0; i < sizeof LAYER_NAMES / sizeof LAYER_NAMES[0] && kind < 0; i++) {
             if (strcmp(rest, LAYER_NAMES[i].hf)) continue;
             const char *g = LAYER_NAMES[i].gguf;
@@ -474,6 +512,11 @@ static aero_status open_shards(hf_model *m, aero_error *err) {
         }
         names[n_names++] = single;
     }
+    if (!(m->fds = malloc(sizeof *m->fds * (n_names ? n_names : 1)))) {
+        st = aero_fail(err, AERO_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    for (size_t i = 0; i < n_names; i++) m->fds[i] = -1;
     if (!(m->shards = calloc(n_names ? n_names : 1, sizeof *m->shards))) {
         st = aero_fail(err, AERO_ERR_NOMEM, "out of memory");
         goto done;
@@ -565,7 +608,11 @@ aero_status hf_model_open(hf_model *m, const char *dir, aero_error *err) {
     }
     if (open_shards(m, err)) goto fail;
     uint64_t total = 3; // generated tensors
-    for (uint32_t s = 0; s < m->n_shards; s++) total += m->shards[s].n_tensors;
+    for (uint32_t s = 0; s < m->n_shards; s++)
+        for (uint64_t i = 0; i < m->shards[s].n_tensors; i++) // fused experts become one tensor per expert and part
+            total += strstr(m->shards[s].tensors[i].name, "experts.gate_up_proj") ? 2 * (uint64_t)m->n_expert
+                     : strstr(m->shards[s].tensors[i].name, "experts.down_proj")  ? (uint64_t)m->n_expert
+                                                                                  : 1;
     if (!(m->t = calloc(total, sizeof *m->t))) {
         aero_fail(err, AERO_ERR_NOMEM, "out of memory");
         goto fail;
@@ -592,7 +639,11 @@ void hf_model_free(hf_model *m) {
     if (!m) return;
     for (uint64_t i = 0; i < m->n_t; i++) free(m->t[i].data);
     free(m->t);
-    for (uint32_t s = 0; s < m->n_shards; s++) aero_st_free(&m->shards[s]);
+    for (uint32_t s = 0; s < m->n_shards; s++) {
+        aero_st_free(&m->shards[s]);
+        if (m->fds && m->fds[s] >= 0) close(m->fds[s]);
+    }
+    free(m->fds);
     free(m->shards);
     aero_gguf_writer_free(m->w);
     json_decref(m->cfg);
@@ -604,11 +655,24 @@ bool hf_needs_side(const hf_tensor *t) {
     return !t->st || (t->flags & HF_ADD_ONE) || (t->n_dims == 1 && t->st->type != AERO_DT_F32);
 }
 
-// Reads the bytes of source rows [r0, r0 + n) of t's shard tensor.
-static aero_status pread_rows(const hf_model *m, const hf_tensor *t, int fd, uint64_t r0, uint64_t n, void *dst,
+// The shard's descriptor, opened on first use and kept until hf_model_free.
+static aero_status shard_fd(const hf_model *m, uint32_t shard, int *fd, aero_error *err) {
+    if (m->fds[shard] < 0) {
+        m->fds[shard] = open(m->shards[shard].path, O_RDONLY | O_CLOEXEC);
+        if (m->fds[shard] < 0)
+            return aero_fail(err, AERO_ERR_IO, "%s: cannot open: %s", m->shards[shard].path, strerror(errno));
+    }
+    *fd = m->fds[shard];
+    return AERO_OK;
+}
+
+// Reads the bytes of source rows [r0, r0 + n) of t (a shard tensor, or a part of one).
+static aero_status pread_rows(const hf_model *m, const hf_tensor *t, uint64_t r0, uint64_t n, void *dst,
                               aero_error *err) {
+    int fd = -1;
+    if (shard_fd(m, t->shard, &fd, err)) return err->code;
     size_t es = t->st->type == AERO_DT_F32 ? 4 : 2;
-    uint64_t rb = t->ne[0] * es, off = t->st->offset + r0 * rb, len = n * rb, done = 0;
+    uint64_t rb = t->ne[0] * es, off = t->st->offset + t->part_off + r0 * rb, len = n * rb, done = 0;
     while (done < len) {
         ssize_t got = pread(fd, (char *)dst + done, len - done, (off_t)(off + done));
         if (got < 0 && errno == EINTR) continue;
@@ -629,46 +693,38 @@ aero_status hf_read_rows(const hf_model *m, const hf_tensor *t, uint64_t row0, u
         memcpy(out, t->data + row0 * row, (size_t)(n * row) * sizeof *out);
         return AERO_OK;
     }
-    int fd = open(m->shards[t->shard].path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return aero_fail(err, AERO_ERR_IO, "%s: cannot open: %s", m->shards[t->shard].path, strerror(errno));
-    aero_status st = AERO_OK;
-    size_t es = t->st->type == AERO_DT_F32 ? 4 : 2;
-    void *raw = malloc((size_t)(row * es));
-    if (!raw) {
-        st = aero_fail(err, AERO_ERR_NOMEM, "out of memory");
-        goto done;
-    }
     // HF_PERM: GGUF row h*hd + 2i + j is HF row h*hd + j*hd/2 + i (llama.cpp's permute). A 1-D bias is one row of
     // ne[0] elements permuted the same way, element-wise.
     uint64_t rows_total = t->n_dims >= 2 ? t->ne[1] : 1;
     bool perm = permute && (t->flags & HF_PERM), perm_el = perm && t->n_dims == 1;
     uint64_t hd = perm ? (perm_el ? t->ne[0] : rows_total) / (uint64_t)t->perm_heads : 0;
-    for (uint64_t r = 0; r < n; r++) {
-        uint64_t dst = row0 + r, src = dst;
-        if (perm && !perm_el) {
-            uint64_t h = dst / hd, k = dst % hd;
-            src = h * hd + (k % 2) * (hd / 2) + k / 2;
+    size_t es = t->st->type == AERO_DT_F32 ? 4 : 2;
+    aero_status st = AERO_OK;
+    float *tmp = NULL;
+    if (perm && !perm_el) { // row by row from their source rows
+        for (uint64_t r = 0; r < n && !st; r++) {
+            uint64_t dst = row0 + r, h = dst / hd, k = dst % hd;
+            st = pread_rows(m, t, h * hd + (k % 2) * (hd / 2) + k / 2, 1, (char *)out + r * row * es, err);
         }
-        if ((st = pread_rows(m, t, fd, src, 1, raw, err))) goto done;
-        float *o = out + r * row;
-        if (t->st->type == AERO_DT_F32) memcpy(o, raw, (size_t)row * 4);
-        else aero_dequantize_row((aero_dtype)t->st->type, raw, o, (int64_t)row);
-        if (perm_el) {
-            float *tmp = malloc((size_t)row * sizeof *tmp);
-            if (!tmp) {
-                st = aero_fail(err, AERO_ERR_NOMEM, "out of memory");
-                goto done;
-            }
-            for (uint64_t k = 0; k < row; k++) tmp[k] = o[(k / hd) * hd + (k % hd % 2) * (hd / 2) + (k % hd) / 2];
-            memcpy(o, tmp, (size_t)row * sizeof *tmp);
-            free(tmp);
-        }
-        if (t->flags & HF_ADD_ONE)
-            for (uint64_t k = 0; k < row; k++) o[k] += 1.0f;
+    } else {
+        st = pread_rows(m, t, row0, n, out, err);
     }
-done:
-    free(raw);
-    close(fd);
-    return st;
+    if (st) return st;
+    if (t->st->type != AERO_DT_F32) // widen in place, from the end (the raw rows fill the first half)
+        for (uint64_t r = n; r-- > 0;) {
+            const void *raw = (const char *)out + r * row * es;
+            float *o = out + r * row;
+            if (!tmp && !(tmp = malloc((size_t)row * sizeof *tmp))) return aero_fail(err, AERO_ERR_NOMEM, "out of memory");
+            aero_dequantize_row((aero_dtype)t->st->type, raw, tmp, (int64_t)row);
+            memcpy(o, tmp, (size_t)row * sizeof *tmp);
+        }
+    if (perm_el) {
+        if (!tmp && !(tmp = malloc((size_t)row * sizeof *tmp))) return aero_fail(err, AERO_ERR_NOMEM, "out of memory");
+        for (uint64_t k = 0; k < row; k++) tmp[k] = out[(k / hd) * hd + (k % hd % 2) * (hd / 2) + (k % hd) / 2];
+        memcpy(out, tmp, (size_t)row * sizeof *tmp);
+    }
+    if (t->flags & HF_ADD_ONE)
+        for (uint64_t k = 0; k < n * row; k++) out[k] += 1.0f;
+    free(tmp);
+    return AERO_OK;
 }

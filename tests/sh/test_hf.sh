@@ -56,7 +56,10 @@ python3 "$G" "$work/l31.gguf" "$work/l31" && "$AEROLLM" convert "$work/l31" -o "
   out=$("$T" --same "$work/l31" "$work/l31.conv.gguf" 2>&1) || bad "llama3 rope: $out"
 cmp -s <("$AEROLLM" info "$work/l31.gguf" | grep rope_freqs | awk '{print $2,$3}') \
        <("$AEROLLM" info "$work/l31.conv.gguf" | grep rope_freqs | awk '{print $2,$3}') || bad "llama3 rope: no rope_freqs.weight"
-echo "shards, BF16, Llama 3.1 rope: ok"
+python3 "$G" "$work/qwen3moe.gguf" "$work/fused" --fused-experts && "$AEROLLM" convert "$work/fused" -o "$work/fused.gguf" --quiet &&
+  out=$("$T" --same "$work/fused" "$work/qwen3moe.gguf" 2>&1) && out=$("$T" --same "$work/fused" "$work/fused.gguf" 2>&1) ||
+  bad "fused experts: $out"
+echo "shards, BF16, Llama 3.1 rope, fused experts: ok"
 for ty in Q8_0 Q4_K; do
   "$AEROLLM" convert "$work/llama" -o "$work/q.gguf" --type $ty --quiet &&
     "$AEROLLM" run -m "$work/q.gguf" -p "Hello" -n 4 --temp 0 >/dev/null 2>&1 || bad "convert --type $ty does not run"
