@@ -193,6 +193,16 @@ static aero_status arch_keys(hf_model *m, aero_error *err) {
             if (cfg_num(m, m->cfg, "final_logit_softcapping", 0, &v, err)) return err->code;
             if (v > 0) aero_gguf_set_f32(m->w, akey(m, "final_logit_softcapping"), (float)v);
         } else {
+            const json_t *lt = json_object_get(m->cfg, "layer_types"); // newer configs: one entry per layer
+            for (size_t l = 0; swa > 0 && l < json_array_size(lt); l++) {
+                const char *ty = json_string_value(json_array_get(lt, l));
+                bool sliding = ty && !strcmp(ty, "sliding_attention");
+                if (sliding != (l % 6 < 5))
+                    return aero_fail(err, AERO_ERR_UNSUPPORTED,
+                                     "%s/config.json: layer_types[%zu] = %s; gemma3 layers are supported as five "
+                                     "sliding in six",
+                                     m->dir, l, ty ? ty : "?");
+            }
             if (swa > 0 && pattern != 6)
                 return aero_fail(err, AERO_ERR_UNSUPPORTED,
                                  "%s/config.json: sliding_window_pattern %lld is not supported (6)", m->dir,
@@ -206,7 +216,12 @@ static aero_status arch_keys(hf_model *m, aero_error *err) {
                 return aero_fail(err, AERO_ERR_UNSUPPORTED, "%s/config.json: gemma3 with attn_logit_softcapping",
                                  m->dir);
         }
-    } else if (!strcmp(a, "granite")) {
+    } else if (!strcmp(a, "qwen2") || !strcmp(a, "qwen3") || !strcmp(a, "qwen3moe")) {
+        if (json_is_true(json_object_get(m->cfg, "use_sliding_window")))
+            return aero_fail(err, AERO_ERR_UNSUPPORTED, "%s/config.json: use_sliding_window true is not supported",
+                             m->dir);
+    }
+    if (!strcmp(a, "granite")) {
         static const char *const from[4] = {"embedding_multiplier", "residual_multiplier", "attention_multiplier",
                                             "logits_scaling"};
         static const char *const to[4] = {"embedding_scale", "residual_scale", "attention.scale", "logit_scale"};
@@ -214,7 +229,8 @@ static aero_status arch_keys(hf_model *m, aero_error *err) {
             if (cfg_num(m, m->cfg, from[k], 0, &v, err)) return err->code;
             if (v != 0) aero_gguf_set_f32(m->w, akey(m, to[k]), (float)v);
         }
-    } else if (!strcmp(a, "qwen3moe")) {
+    }
+    if (!strcmp(a, "qwen3moe")) {
         int64_t ffe, k, sparse;
         if (cfg_int(m, "moe_intermediate_size", true, 0, &ffe, err) ||
             cfg_int(m, "num_experts_per_tok", true, 0, &k, err) ||
