@@ -84,6 +84,11 @@ aero_status aero_hf_open(aero_gguf *g, const char *dir, aero_error *err) {
         goto fail;
     }
     if (hf_template_keys(m.w, m.dir, err)) goto fail;
+    { // the vocabulary as GGUF keys too, for tools that read it from the table (template, info); the model itself
+      // reads tokenizer.json with the tokenizer's own reader, which takes more than these keys can say
+        aero_error terr = {0};
+        (void)hf_tokenizer_keys(m.w, m.dir, &terr);
+    }
     if (m.perm_qk) aero_gguf_set_bool(m.w, "aerollm.hf.qk_halves", true);
     aero_gguf_set_str(m.w, "aerollm.hf.dir", m.dir);
     for (uint64_t i = 0; i < m.n_t; i++) {
