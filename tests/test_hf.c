@@ -162,6 +162,7 @@ static int all_fixtures(void) {
     return check_done("test_hf");
 }
 
+// Modes: all fixtures (make test), --same, --ref.
 int main(int argc, char **argv) {
     if (argc == 4 && !strcmp(argv[1], "--same")) return same(argv[2], argv[3]);
     if ((argc == 3 || argc == 4) && !strcmp(argv[1], "--ref")) {

@@ -41,6 +41,7 @@ static void expect(const char *header, size_t data, const char *want1, const cha
     free(b);
 }
 
+// A well-formed image: the table, offsets made absolute, data order; then every truncation refused.
 static void valid(void) {
     const char *h = "{\"__metadata__\":{\"format\":\"pt\"},\"b\":{\"dtype\":\"BF16\",\"shape\":[2,3],\"data_offsets\":[16,28]},"
                     "\"a\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]},"
@@ -72,6 +73,7 @@ static void valid(void) {
     free(b);
 }
 
+// One corruption per line, each refused with its own message.
 static void malformed(void) {
     expect("{}", 0, NULL, NULL); // an empty model is a valid file
     expect("[1,2]", 0, "not a JSON object", NULL);
@@ -111,6 +113,7 @@ static void malformed(void) {
     CHECK(aero_st_open(&f, "/nonexistent/x.safetensors", &err) != AERO_OK && strstr(err.msg, "/nonexistent/x"));
 }
 
+// Valid then malformed images.
 int main(void) {
     valid();
     malformed();

@@ -25,6 +25,7 @@ static void show_progress(void *ctx, uint64_t done, uint64_t total) {
     fflush(stderr);
 }
 
+// The command's help text.
 static void usage(FILE *f) {
     fprintf(f, "usage: aerollm convert DIR -o OUT.gguf [--type F32|F16|BF16|Q8_0|Q4_0|Q4_K|Q6_K|...] [--quiet]\n"
                "  DIR holds config.json, model.safetensors (or shards and model.safetensors.index.json),\n"

@@ -25,12 +25,14 @@ static const st_dtype DTYPES[] = {
     {"BOOL", 1, -1},          {"F8_E4M3", 1, -1},        {"F8_E5M2", 1, -1},        {"F8_E8M0", 1, -1},
 };
 
+// The row of a dtype name, NULL for one the format does not define.
 static const st_dtype *find_dtype(const char *s) {
     for (size_t i = 0; i < sizeof DTYPES / sizeof DTYPES[0]; i++)
         if (!strcmp(DTYPES[i].name, s)) return &DTYPES[i];
     return NULL;
 }
 
+// Frees what open/parse made; f is zeroed (safe to call twice).
 void aero_st_free(aero_st_file *f) {
     if (!f) return;
     for (uint64_t i = 0; i < f->n_tensors; i++) free(f->tensors[i].name);
@@ -90,6 +92,7 @@ static aero_status parse_tensor(aero_st_tensor *t, const char *name, const json_
     return AERO_OK;
 }
 
+// Data order, for the tiling check.
 static int cmp_offset(const void *a, const void *b) {
     const aero_st_tensor *x = a, *y = b;
     if (x->offset != y->offset) return x->offset < y->offset ? -1 : 1;
@@ -176,6 +179,7 @@ static aero_status header_len(const uint8_t b[8], uint64_t file_size, const char
     return AERO_OK;
 }
 
+// The whole-image form of aero_st_open, for fuzzers and tests: the buffer is the file.
 aero_status aero_st_parse_buffer(aero_st_file *f, const void *buf, size_t len, const char *name, aero_error *err) {
     memset(f, 0, sizeof *f);
     uint64_t n;
@@ -187,6 +191,7 @@ aero_status aero_st_parse_buffer(aero_st_file *f, const void *buf, size_t len, c
     return st;
 }
 
+// Reads only the 8-byte length and the header: the data stays on disk for the streamer.
 aero_status aero_st_open(aero_st_file *f, const char *path, aero_error *err) {
     memset(f, 0, sizeof *f);
     FILE *fp = fopen(path, "rb");
@@ -222,6 +227,7 @@ done:
     return st;
 }
 
+// Linear lookup: shards hold hundreds of tensors at most, and it runs once per listed name.
 const aero_st_tensor *aero_st_find(const aero_st_file *f, const char *name) {
     for (uint64_t i = 0; i < f->n_tensors; i++)
         if (!strcmp(f->tensors[i].name, name)) return &f->tensors[i];

@@ -13,6 +13,7 @@
 #include "hf.h"
 #include "hf_internal.h"
 
+// The public handle for `aerollm info`/`template` on either kind of model path.
 aero_status aero_model_file_load(aero_gguf **out, const char *path, aero_error *err) {
     if (!aero_hf_is_dir(path)) return aero_gguf_load(out, path, err);
     *out = NULL;
@@ -62,6 +63,7 @@ static aero_status pre_name(const json_t *pt, const char *path, char *name, size
                      path);
 }
 
+// Byte-level BPE only: its tokens and merges carry over as they are; SentencePiece-style files are refused.
 aero_status hf_tokenizer_keys(aero_gguf_writer *w, const char *dir, aero_error *err) {
     char path[4096], cpath[4096];
     snprintf(path, sizeof path, "%s/tokenizer.json", dir);
@@ -266,6 +268,7 @@ static long expert_of(const char *name, char *merged, size_t cap) {
     return e;
 }
 
+// One writer: metadata from the mapping, tensors produced row by row at write time (never all in memory).
 aero_status aero_hf_convert(const aero_hf_convert_params *p, aero_error *err) {
     if (!p || !p->dir || !p->out) return aero_fail(err, AERO_ERR_INVALID, "convert: a directory and an output path");
     if (p->type >= 0 && (!aero_dtype_get((uint32_t)p->type) || !aero_dtype_get((uint32_t)p->type)->computable))

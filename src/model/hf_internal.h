@@ -41,7 +41,7 @@ typedef struct {
     uint32_t n_shards;
     hf_tensor *t;
     uint64_t n_t;
-    int n_layer, n_embd, n_head, n_head_kv, head_dim, n_vocab, n_expert;
+    int n_layer, n_embd, n_head, n_head_kv, head_dim, rope_dim, n_vocab, n_expert;
     aero_gguf_writer *w; // the model's metadata as llama.cpp's converter writes it (tokenizer keys apart)
 } hf_model;
 

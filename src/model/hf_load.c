@@ -14,11 +14,13 @@
 #include "hf.h"
 #include "hf_internal.h"
 
+// A directory is taken for a Hugging Face model; anything else for a GGUF file.
 bool aero_hf_is_dir(const char *path) {
     struct stat sb;
     return path && stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
 }
 
+// The one place a model path is told apart, so every loader accepts both.
 aero_status aero_model_source_open(aero_gguf *g, const char *path, aero_error *err) {
     return aero_hf_is_dir(path) ? aero_hf_open(g, path, err) : aero_gguf_open(g, path, err);
 }
@@ -71,6 +73,7 @@ aero_status hf_template_keys(aero_gguf_writer *w, const char *dir, aero_error *e
     return AERO_OK;
 }
 
+// Side file first (metadata + changed tensors), then the shards appended as further files of the table.
 aero_status aero_hf_open(aero_gguf *g, const char *dir, aero_error *err) {
     memset(g, 0, sizeof *g);
     hf_model m;

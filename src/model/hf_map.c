@@ -9,7 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "../core/dtype.h"
@@ -85,14 +84,14 @@ static aero_status llama3_freqs(hf_model *m, const json_t *rs, double base, aero
         return err->code;
     if (!(factor > 0) || !(high > low) || !(orig > 0))
         return aero_fail(err, AERO_ERR_FORMAT, "%s/config.json: rope_scaling (llama3) has invalid factors", m->dir);
-    int half = m->head_dim / 2;
+    int half = m->rope_dim / 2;
     hf_tensor *t = &m->t[m->n_t];
     memset(t, 0, sizeof *t);
     if (!(t->data = malloc(sizeof(float) * (size_t)half)))
         return aero_fail(err, AERO_ERR_NOMEM, "out of memory");
     double low_wl = orig / low, high_wl = orig / high;
     for (int i = 0; i < half; i++) {
-        float freq = (float)(1.0 / pow(base, (double)(2 * i) / m->head_dim)); // float32, as torch computes it
+        float freq = (float)(1.0 / pow(base, (double)(2 * i) / m->rope_dim)); // float32, as torch computes it
         double wl = 2 * M_PI / freq, f;
         if (wl < high_wl) f = 1;
         else if (wl > low_wl) f = factor;
@@ -117,7 +116,7 @@ static aero_status longrope(hf_model *m, const json_t *rs, int64_t n_ctx, aero_e
     if (cfg_int(m, "original_max_position_embeddings", true, 0, &orig, err)) return err->code;
     static const char *const keys[2] = {"long_factor", "short_factor"};
     static const char *const names[2] = {"rope_factors_long.weight", "rope_factors_short.weight"};
-    int half = m->head_dim / 2;
+    int half = m->rope_dim / 2;
     for (int k = 0; k < 2; k++) {
         const json_t *a = json_object_get(rs, keys[k]);
         if (!json_is_array(a) || json_array_size(a) != (size_t)half)
@@ -142,9 +141,27 @@ static aero_status longrope(hf_model *m, const json_t *rs, int64_t n_ctx, aero_e
     return AERO_OK;
 }
 
+// The rope settings: rope_scaling, or transformers 5's rope_parameters (per layer type for Gemma 3: which = 
+// "full_attention" or "sliding_attention"); NULL when none.
+static const json_t *rope_params(const hf_model *m, const char *which) {
+    const json_t *rs = json_object_get(m->cfg, "rope_scaling");
+    if (rs && !json_is_null(rs)) return rs;
+    rs = json_object_get(m->cfg, "rope_parameters");
+    const json_t *per = json_object_get(rs, which);
+    return json_is_object(per) ? per : json_is_object(rs) && !json_object_get(rs, "sliding_attention") ? rs : NULL;
+}
+
+// rope_theta at the top of config.json, else in rope_parameters (transformers 5).
+static aero_status rope_theta(const hf_model *m, const char *which, double dflt, double *out, aero_error *err) {
+    const json_t *v = json_object_get(m->cfg, "rope_theta");
+    if (v && !json_is_null(v)) return cfg_num(m, m->cfg, "rope_theta", dflt, out, err);
+    const json_t *rp = json_object_get(m->cfg, "rope_parameters"), *per = json_object_get(rp, which);
+    return cfg_num(m, json_is_object(per) ? per : rp, "rope_theta", dflt, out, err);
+}
+
 // rope_scaling of config.json as llama.cpp's keys (or tensors, for llama3 and longrope).
 static aero_status rope_keys(hf_model *m, double base, int64_t n_ctx, aero_error *err) {
-    const json_t *rs = json_object_get(m->cfg, "rope_scaling");
+    const json_t *rs = rope_params(m, "full_attention");
     if (!rs || json_is_null(rs)) return AERO_OK;
     if (!json_is_object(rs))
         return aero_fail(err, AERO_ERR_FORMAT, "%s/config.json: rope_scaling is not an object", m->dir);
@@ -207,7 +224,11 @@ static aero_status arch_keys(hf_model *m, aero_error *err) {
                 return aero_fail(err, AERO_ERR_UNSUPPORTED,
                                  "%s/config.json: sliding_window_pattern %lld is not supported (6)", m->dir,
                                  (long long)pattern);
-            if (cfg_num(m, m->cfg, "rope_local_base_freq", 10000.0, &v, err)) return err->code;
+            if (json_object_get(m->cfg, "rope_local_base_freq")) {
+                if (cfg_num(m, m->cfg, "rope_local_base_freq", 10000.0, &v, err)) return err->code;
+            } else if (rope_theta(m, "sliding_attention", 10000.0, &v, err)) {
+                return err->code;
+            }
             if (v != 10000.0)
                 return aero_fail(err, AERO_ERR_UNSUPPORTED,
                                  "%s/config.json: rope_local_base_freq %g is not supported (10000)", m->dir, v);
@@ -257,11 +278,11 @@ static aero_status arch_keys(hf_model *m, aero_error *err) {
 
 // Common keys, as LlamaModel/TextModel.set_gguf_parameters writes them.
 static aero_status config_keys(hf_model *m, aero_error *err) {
-    int64_t n_ctx, n_ff, kv;
+    int64_t n_ctx, n_ff;
     double eps, base;
     if (cfg_int(m, "max_position_embeddings", true, 0, &n_ctx, err) ||
         cfg_int(m, "intermediate_size", true, 0, &n_ff, err) ||
-        cfg_num(m, m->cfg, "rms_norm_eps", 1e-6, &eps, err) || cfg_num(m, m->cfg, "rope_theta", 10000.0, &base, err))
+        cfg_num(m, m->cfg, "rms_norm_eps", 1e-6, &eps, err) || rope_theta(m, "full_attention", 10000.0, &base, err))
         return err->code;
     aero_gguf_writer *w = m->w;
     aero_gguf_set_str(w, "general.architecture", m->gguf_arch);
@@ -280,8 +301,13 @@ static aero_status config_keys(hf_model *m, aero_error *err) {
         aero_gguf_set_u32(w, akey(m, "attention.key_length"), (uint32_t)m->head_dim);
         aero_gguf_set_u32(w, akey(m, "attention.value_length"), (uint32_t)m->head_dim);
     }
-    aero_gguf_set_u32(w, akey(m, "rope.dimension_count"), (uint32_t)m->head_dim);
-    (void)kv;
+    double rot;
+    if (cfg_num(m, m->cfg, "partial_rotary_factor", 1.0, &rot, err)) return err->code;
+    int rope_dim = (int)(rot * m->head_dim) / 2 * 2; // Phi-4-mini and others rotate a part of each head
+    if (rope_dim < 2 || rope_dim > m->head_dim)
+        return aero_fail(err, AERO_ERR_FORMAT, "%s/config.json: partial_rotary_factor %g is invalid", m->dir, rot);
+    aero_gguf_set_u32(w, akey(m, "rope.dimension_count"), (uint32_t)rope_dim);
+    m->rope_dim = rope_dim;
     if (rope_keys(m, base, n_ctx, err) || arch_keys(m, err)) return err->code;
     return AERO_OK;
 }
@@ -564,12 +590,14 @@ done:
     return st;
 }
 
+// The table row of an HF architecture name, NULL when unsupported.
 static const hf_arch *find_arch(const char *name) {
     for (size_t i = 0; i < sizeof ARCHS / sizeof ARCHS[0]; i++)
         if (!strcmp(ARCHS[i].hf, name)) return &ARCHS[i];
     return NULL;
 }
 
+// config.json first (its sizes check every tensor's shape), then the shards, the keys, the names.
 aero_status hf_model_open(hf_model *m, const char *dir, aero_error *err) {
     memset(m, 0, sizeof *m);
     size_t dl = strlen(dir);
@@ -651,6 +679,7 @@ fail:
     return err->code;
 }
 
+// Frees the mapping and closes the shard descriptors it opened.
 void hf_model_free(hf_model *m) {
     if (!m) return;
     for (uint64_t i = 0; i < m->n_t; i++) free(m->t[i].data);
@@ -667,6 +696,7 @@ void hf_model_free(hf_model *m) {
     memset(m, 0, sizeof *m);
 }
 
+// What the engine cannot read from the shard as stored (see hf_internal.h).
 bool hf_needs_side(const hf_tensor *t) {
     return !t->st || (t->flags & HF_ADD_ONE) || (t->n_dims == 1 && t->st->type != AERO_DT_F32);
 }
@@ -702,6 +732,7 @@ static aero_status pread_rows(const hf_model *m, const hf_tensor *t, uint64_t r0
     return AERO_OK;
 }
 
+// The one reader of shard data as values: the side file and the converter both go through it.
 aero_status hf_read_rows(const hf_model *m, const hf_tensor *t, uint64_t row0, uint64_t n, bool permute, float *out,
                          aero_error *err) {
     uint64_t row = t->ne[0];

@@ -59,7 +59,11 @@ cmp -s <("$AEROLLM" info "$work/l31.gguf" | grep rope_freqs | awk '{print $2,$3}
 python3 "$G" "$work/qwen3moe.gguf" "$work/fused" --fused-experts && "$AEROLLM" convert "$work/fused" -o "$work/fused.gguf" --quiet &&
   out=$("$T" --same "$work/fused" "$work/qwen3moe.gguf" 2>&1) && out=$("$T" --same "$work/fused" "$work/fused.gguf" 2>&1) ||
   bad "fused experts: $out"
-echo "shards, BF16, Llama 3.1 rope, fused experts: ok"
+for n in gemma3 l31; do # transformers 5's rope_parameters instead of rope_theta / rope_scaling
+  python3 "$G" "$work/$n.gguf" "$work/$n.v5" --rope-parameters && out=$("$T" --same "$work/$n.v5" "$work/$n" 2>&1) ||
+    bad "$n with rope_parameters: $out"
+done
+[ $fail -eq 0 ] && echo "shards, BF16, Llama 3.1 rope, fused experts, rope_parameters: ok"
 for ty in Q8_0 Q4_K; do
   "$AEROLLM" convert "$work/llama" -o "$work/q.gguf" --type $ty --quiet &&
     "$AEROLLM" run -m "$work/q.gguf" -p "Hello" -n 4 --temp 0 >/dev/null 2>&1 || bad "convert --type $ty does not run"
