@@ -2,6 +2,7 @@
 // uses (hf_map.c), plus what a GGUF must carry on its own: tensors transformed as llama.cpp's converter does
 // (Q/K rows permuted into pairs, per-expert tensors merged into one [experts, rows, cols] tensor, Gemma norms + 1),
 // converted to the requested type, and the tokenizer as tokenizer.ggml.* keys.
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -109,6 +110,10 @@ aero_status hf_tokenizer_keys(aero_gguf_writer *w, const char *dir, aero_error *
     json_t *mc = json_load_file(cpath2, JSON_DECODE_INT_AS_REAL, NULL);
     double vs = json_number_value(json_object_get(mc, "vocab_size"));
     json_decref(mc);
+    if (max_id >= (1 << 24)) {
+        st = aero_fail(err, AERO_ERR_FORMAT, "%s: vocabulary ids out of range", path);
+        goto done;
+    }
     n_tok = (size_t)(max_id + 1);
     if (vs > (double)n_tok && vs < (double)(1 << 24)) n_tok = (size_t)vs;
     if (max_id < 0 || n_tok > (1u << 24)) {
@@ -258,6 +263,20 @@ static aero_dtype out_type(const hf_tensor *t, int want) {
     return (aero_dtype)want;
 }
 
+// llama.cpp's file order: tensors outside layers first, layers in order, the output norm and head last.
+static int64_t file_rank(const char *name) {
+    int l = aero_gguf_tensor_layer(name);
+    if (l >= 0) return 1 + (int64_t)l;
+    return strncmp(name, "output", 6) ? 0 : INT64_MAX;
+}
+
+static int cmp_rank(const void *a, const void *b) {
+    const hf_tensor *x = a, *y = b;
+    int64_t rx = file_rank(x->name), ry = file_rank(y->name);
+    if (rx != ry) return rx < ry ? -1 : 1;
+    return strcmp(x->name, y->name);
+}
+
 // "blk.L.ffn_P.E.weight" -> expert E and the merged name "blk.L.ffn_P_exps.weight"; -1 for other names.
 static long expert_of(const char *name, char *merged, size_t cap) {
     int l, n = 0;
@@ -284,6 +303,7 @@ aero_status aero_hf_convert(const aero_hf_convert_params *p, aero_error *err) {
     }
     if (hf_template_keys(m.w, m.dir, err) || hf_tokenizer_keys(m.w, m.dir, err)) goto fail;
     aero_gguf_set_u32(m.w, "general.quantization_version", 2);
+    qsort(m.t, m.n_t, sizeof *m.t, cmp_rank);
     size_t n_cv = 0, n_src = 0;
     for (uint64_t i = 0; i < m.n_t; i++) {
         if (done[i]) continue;
