@@ -64,6 +64,16 @@ for n in gemma3 l31; do # transformers 5's rope_parameters instead of rope_theta
     bad "$n with rope_parameters: $out"
 done
 [ $fail -eq 0 ] && echo "shards, BF16, Llama 3.1 rope, fused experts, rope_parameters: ok"
+# the transformers fixtures (tests/fixtures/hf/<arch>/, checked against their ref.json by build/tests/test_hf):
+# each one's converted GGUF gives bitwise the directory's logits
+n_fx=0
+for d in tests/fixtures/hf/*/; do
+  n=$(basename "$d"); [ -f "$d/config.json" ] && [ "$n" != deepseek3 ] || continue
+  "$AEROLLM" convert "$d" -o "$work/fx.gguf" --quiet && out=$("$T" --same "$d" "$work/fx.gguf" 2>&1) ||
+    bad "fixture $n: directory vs converted GGUF: $out"
+  n_fx=$((n_fx + 1))
+done
+echo "transformers fixtures: $n_fx directories = their converted GGUFs (bitwise)"
 for ty in Q8_0 Q4_K; do
   "$AEROLLM" convert "$work/llama" -o "$work/q.gguf" --type $ty --quiet &&
     "$AEROLLM" run -m "$work/q.gguf" -p "Hello" -n 4 --temp 0 >/dev/null 2>&1 || bad "convert --type $ty does not run"
