@@ -484,7 +484,7 @@ aero_status aero_model_load(aero_model **out, const aero_model_params *p, aero_e
     m->hp.n_vocab = (int)g->tensors[te].ne[1];
     if (map_weights(m, err)) goto fail;
     for (uint64_t i = 0; i < g->n_tensors; i++) m->weight_bytes += g->tensors[i].nbytes;
-    const char *hf_dir = aero_gguf_get_str(g, "aerollm.hf.dir");
+    const char *hf_dir = g->owned_fd > 0 ? aero_gguf_get_str(g, "aerollm.hf.dir") : NULL; // a table aero_hf_open made
     if (hf_dir) { // an HF directory's tokenizer.json, read by the same tokenizer engine
         char tj[4096];
         snprintf(tj, sizeof tj, "%s/tokenizer.json", hf_dir);
