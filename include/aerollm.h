@@ -165,6 +165,20 @@ typedef enum {
 // tensor data. err names the file, the field and the byte offset of a malformed file.
 aero_status aero_gguf_load(aero_gguf **out, const char *path, aero_error *err);
 void aero_gguf_close(aero_gguf *g);
+// aero_gguf_load, or for a Hugging Face model directory the tensor table and metadata it is run with (llama.cpp's
+// names and keys; see docs/architectures.md), so that `aerollm info DIR` shows what the engine reads.
+aero_status aero_model_file_load(aero_gguf **out, const char *path, aero_error *err);
+
+// Writes a Hugging Face directory (config.json, safetensors, tokenizer.json) as a GGUF file llama.cpp reads:
+// its tensor names and metadata keys, Q/K rows permuted for the llama family, Gemma norms + 1, tokenizer.ggml.*
+// from tokenizer.json. Written to a temporary name and renamed; nothing is left at out on failure.
+typedef struct {
+    const char *dir, *out;
+    int type; // an aero_dtype for the matrices, -1: as stored (F32/F16/BF16); 1-D tensors and routers stay F32
+    void (*progress)(void *ctx, uint64_t done, uint64_t total); // bytes written so far (NULL: none)
+    void *progress_ctx;
+} aero_hf_convert_params;
+aero_status aero_hf_convert(const aero_hf_convert_params *p, aero_error *err);
 
 uint32_t aero_gguf_version(const aero_gguf *g); // of the first file
 uint64_t aero_gguf_alignment(const aero_gguf *g);

@@ -15,6 +15,7 @@ int aero_cmd_template(int argc, char **argv);
 int aero_cmd_chat(int argc, char **argv);
 int aero_cmd_perplexity(int argc, char **argv);
 int aero_cmd_repack(int argc, char **argv);
+int aero_cmd_convert(int argc, char **argv);
 int aero_cmd_batch(int argc, char **argv);
 
 // Prints "aerollm <cmd>: <msg>" to stderr and returns 1 (for `return cli_fail(...)`).

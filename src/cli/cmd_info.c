@@ -231,7 +231,7 @@ int aero_cmd_info(int argc, char **argv) {
     if (!path) return cli_fail("info", "no model file given (aerollm info MODEL.gguf)");
     aero_gguf *g = NULL;
     aero_error err = {0};
-    if (aero_gguf_load(&g, path, &err)) return cli_fail("info", "%s", err.msg);
+    if (aero_model_file_load(&g, path, &err)) return cli_fail("info", "%s", err.msg);
     uint32_t n_files = aero_gguf_n_files(g);
     uint64_t n_tensors = aero_gguf_n_tensors(g), n_kv = aero_gguf_n_kv(g);
     uint64_t file_bytes = 0;
@@ -285,7 +285,7 @@ int aero_cmd_info(int argc, char **argv) {
     if (budget && draft) { // the drafter is resident and counted inside --mem, as cli_session_open does
         aero_gguf *dg = NULL;
         aero_error derr = {0};
-        if (aero_gguf_load(&dg, draft, &derr)) {
+        if (aero_model_file_load(&dg, draft, &derr)) {
             aero_gguf_close(g);
             return cli_fail("info", "--draft %s: %s", draft, derr.msg);
         }

@@ -106,7 +106,7 @@ int aero_cmd_template(int argc, char **argv) {
         goto done;
     }
     if (model) {
-        if (aero_gguf_load(&g, model, &err) != AERO_OK) {
+        if (aero_model_file_load(&g, model, &err) != AERO_OK) {
             cli_fail("template", "%s", err.msg);
             goto done;
         }

@@ -25,6 +25,7 @@ static const command commands[] = {
     {"template", aero_cmd_template, "render a chat template for a messages file"},
     {"perplexity", aero_cmd_perplexity, "perplexity of a model on a text file"},
     {"repack", aero_cmd_repack, "rewrite a GGUF with each layer contiguous and 4 KiB aligned"},
+    {"convert", aero_cmd_convert, "write a Hugging Face model directory as a GGUF file"},
 };
 
 // One format for every command's errors, so scripts and tests can match them.

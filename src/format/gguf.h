@@ -69,6 +69,7 @@ typedef struct aero_gguf {
     aero_tensor_info *tensors; // across all split files, in file order
     uint32_t n_files;
     aero_gguf_file *files;
+    int owned_fd; // > 0: an open descriptor one of the files lives behind (an HF directory's side file), closed at free
 } aero_gguf;
 
 // Parses path (and, when it is named *-00001-of-0000N.gguf, its siblings) into g. On error g is left

@@ -296,6 +296,7 @@ void aero_gguf_free(aero_gguf *g) {
     free(g->tensors);
     for (uint32_t i = 0; i < g->n_files; i++) free(g->files[i].path);
     free(g->files);
+    if (g->owned_fd > 0) close(g->owned_fd);
     memset(g, 0, sizeof *g);
 }
 

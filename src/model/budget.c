@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "../core/util.h"
+#include "hf.h"
 #include "model_internal.h"
 
 aero_status aero_hparams_from_gguf(const aero_gguf *g, aero_hparams *hp, aero_error *err) {
@@ -14,7 +15,7 @@ aero_status aero_hparams_from_gguf(const aero_gguf *g, aero_hparams *hp, aero_er
 aero_status aero_model_read_hparams(const char *path, aero_hparams *hp, aero_error *err) {
     aero_gguf g;
     if (!path) return aero_fail(err, AERO_ERR_INVALID, "no model path given");
-    if (aero_gguf_open(&g, path, err)) return err->code;
+    if (aero_model_source_open(&g, path, err)) return err->code;
     aero_status st = aero_hparams_from_gguf(&g, hp, err);
     aero_gguf_free(&g);
     return st;
@@ -62,7 +63,7 @@ aero_status aero_mem_split_plan(aero_mem_split *out, const aero_model_params *mp
     if (!mp->path) return aero_fail(err, AERO_ERR_INVALID, "no model path given");
     aero_gguf g;
     aero_hparams hp;
-    if (aero_gguf_open(&g, mp->path, err)) return err->code;
+    if (aero_model_source_open(&g, mp->path, err)) return err->code;
     aero_status st = aero_hparams_from_gguf(&g, &hp, err);
     if (!st) st = aero_kv_check(&hp, cp, err);
     if (st) goto done;

@@ -41,6 +41,7 @@ static aero_status cpu_stream(aero_model *m, aero_error *err) {
 static const char *gpu_missing(const aero_model *m) {
     if (m->rope_mscale != 1.0f) return "rope with scaled cos/sin (YaRN, rope.scaling.attn_factor)";
     if (m->rope_inv_freq_long) return "LongRoPE";
+    if (m->hp.qk_halves) return "a Hugging Face directory's Q/K row order (convert it to GGUF)";
     if (m->kind != AERO_ARCH_LLAMA && m->kind != AERO_ARCH_QWEN2 && m->kind != AERO_ARCH_QWEN3) return m->hp.arch;
     return NULL;
 }
@@ -432,6 +433,26 @@ static void geglu(float *gate, const float *up, int64_t n) {
     }
 }
 
+// Reorders each head of Q and K from Hugging Face's rotate-halves order (i, i + hd/2) into GGUF's adjacent pairs
+// (2i, 2i + 1): the same values llama.cpp's converter gets by permuting the weight rows, so the bits match.
+static void qk_to_pairs(aero_ctx *c, int n, int qd, int kvd, int hd) {
+    float tmp[1024];
+    int half = hd / 2;
+    for (int i = 0; i < n; i++)
+        for (int which = 0; which < 2; which++) {
+            int dim = which ? kvd : qd;
+            float *row = (which ? c->kb + (size_t)i * kvd : c->q + (size_t)i * qd);
+            for (int h = 0; h < dim / hd; h++) {
+                float *v = row + (size_t)h * hd;
+                for (int j = 0; j < half; j++) {
+                    tmp[2 * j] = v[j];
+                    tmp[2 * j + 1] = v[half + j];
+                }
+                memcpy(v, tmp, (size_t)hd * sizeof *v);
+            }
+        }
+}
+
 // One transformer layer over one tile: attention block then SwiGLU feed-forward, both residual. The caller
 // holds the layer's unit; the tile's K/V rows are cached before its attention, so later tiles see them.
 static aero_status layer_tile(aero_ctx *c, int l, attn_job *job, aero_error *err) {
@@ -466,6 +487,7 @@ static aero_status layer_tile(aero_ctx *c, int l, attn_job *job, aero_error *err
             }
         }
     }
+    if (hp->qk_halves) qk_to_pairs(c, n, qd, kvd, hd);
     const float *qn = w->q_norm >= 0 ? vec(m, w->q_norm) : NULL, *kn = w->k_norm >= 0 ? vec(m, w->k_norm) : NULL;
     bool swa = aero_hparams_swa_layer(hp, l);
     const float *inv_freq = swa && m->rope_inv_freq_swa ? m->rope_inv_freq_swa : c->rope_inv_freq;

@@ -203,6 +203,10 @@ aero_status aero_hparams_read(const aero_gguf *g, aero_hparams *hp, aero_arch_ki
     hp->rope_yarn_beta_fast = 32.0f; // llama.cpp reads yarn_beta_* keys for a few other architectures only
     hp->rope_yarn_beta_slow = 1.0f;
     hp->rope_attn_factor = (float)attn_factor;
+    aero_gguf_get_bool(g, "aerollm.hf.qk_halves", &hp->qk_halves); // set only by model/hf_load.c
+    if (hp->qk_halves && (hp->head_dim > 1024 || hp->rope_dim != hp->head_dim))
+        return aero_fail(err, AERO_ERR_UNSUPPORTED, "aerollm.hf.qk_halves with head size %d (rope %d) is not supported",
+                         hp->head_dim, hp->rope_dim);
     if (*kind == AERO_ARCH_DEEPSEEK2) {
         aero_mla_params mla;
         return aero_mla_hparams_read(g, hp, &mla, err);

@@ -52,6 +52,9 @@ typedef struct {
     // by 1 + attn_temp_scale * ln(floor(p / attn_temp_floor) + 1) (Llama 4's temperature tuning; 0: off).
     float rope_yarn_log_mul, attn_temp_scale;
     int attn_temp_floor;
+    // A Hugging Face directory of a llama-family model: its Q/K rows rotate halves (llama.cpp's converter permutes
+    // them into adjacent pairs), so the forward pass reorders each head's Q and K outputs into pairs before rope.
+    bool qk_halves;
 } aero_hparams;
 
 // Whether layer l of a model with these hyperparameters attends through a sliding window.

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hf.h"
 #include "model_internal.h"
 #ifdef AERO_CUDA
 #include "../kernels/cuda/cuda_backend.h"
@@ -461,7 +462,7 @@ aero_status aero_model_load(aero_model **out, const aero_model_params *p, aero_e
         free(m);
         return aero_fail(err, AERO_ERR_INVALID, "no model path given");
     }
-    if (aero_gguf_open(&m->gguf, p->path, err)) {
+    if (aero_model_source_open(&m->gguf, p->path, err)) { // a GGUF file, or a Hugging Face directory (hf_load.c)
         free(m);
         return err->code;
     }
@@ -484,7 +485,12 @@ aero_status aero_model_load(aero_model **out, const aero_model_params *p, aero_e
     m->hp.n_vocab = (int)g->tensors[te].ne[1];
     if (map_weights(m, err)) goto fail;
     for (uint64_t i = 0; i < g->n_tensors; i++) m->weight_bytes += g->tensors[i].nbytes;
-    if (aero_tokenizer_from_gguf(&m->tok, g, err)) {
+    const char *hf_dir = g->owned_fd > 0 ? aero_gguf_get_str(g, "aerollm.hf.dir") : NULL; // a table aero_hf_open made
+    if (hf_dir) { // an HF directory's tokenizer.json, read by the same tokenizer engine
+        char tj[4096];
+        snprintf(tj, sizeof tj, "%s/tokenizer.json", hf_dir);
+        if (aero_tokenizer_from_json(&m->tok, tj, err)) goto fail;
+    } else if (aero_tokenizer_from_gguf(&m->tok, g, err)) {
         aero_error_prefix(err, "%s: tokenizer: ", p->path);
         goto fail;
     }

@@ -1,6 +1,7 @@
 // Vocabulary from GGUF metadata (tokenizer.ggml.*), and aero_tokenizer_load, which picks the loader by file.
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <strings.h>
 
 #include "tok_internal.h"
@@ -241,11 +242,18 @@ aero_status aero_tokenizer_from_gguf(aero_tokenizer **out, const aero_gguf *g, a
     return AERO_OK;
 }
 
-// One entry point for the CLI and tests: *.json is a tokenizer.json, anything else a GGUF file.
+// One entry point for the CLI and tests: *.json is a tokenizer.json, a directory (a Hugging Face model) its
+// tokenizer.json, anything else a GGUF file.
 aero_status aero_tokenizer_load(aero_tokenizer **out, const char *path, aero_error *err) {
     if (!out || !path) return aero_fail(err, AERO_ERR_INVALID, "aero_tokenizer_load: NULL argument");
     size_t n = strlen(path);
     if (n >= 5 && strcasecmp(path + n - 5, ".json") == 0) return aero_tokenizer_from_json(out, path, err);
+    struct stat sb;
+    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+        char tj[4096];
+        snprintf(tj, sizeof tj, "%s/tokenizer.json", path);
+        return aero_tokenizer_from_json(out, tj, err);
+    }
     aero_gguf g;
     memset(&g, 0, sizeof g);
     aero_status st = aero_gguf_open(&g, path, err);

@@ -553,3 +553,18 @@ done:
     pcre2_jit_stack_free(m.js);
     return st;
 }
+
+// The tokenizer.ggml.pre name of a single-split pre-tokenizer whose regex is pattern (for writing a GGUF from a
+// tokenizer.json): the first alias of the matching entry; false when no entry is that one split.
+bool aero_tok_pre_for_regex(const char *pattern, char *name, size_t cap) {
+    for (size_t d = 0; d < sizeof PRE_DEFS / sizeof PRE_DEFS[0]; d++) {
+        const pre_def *pd = &PRE_DEFS[d];
+        if (!pd->res[0] || pd->res[1] || strcmp(pd->res[0], pattern)) continue;
+        size_t l = strcspn(pd->names, "|");
+        if (l >= cap) return false;
+        memcpy(name, pd->names, l);
+        name[l] = 0;
+        return true;
+    }
+    return false;
+}

@@ -21,6 +21,8 @@ aero_status aero_tokenizer_from_json(aero_tokenizer **out, const char *path, aer
 aero_tok_kind aero_tokenizer_kind(const aero_tokenizer *t);
 // The pre-tokenizer name (GGUF tokenizer.ggml.pre), "" when none.
 const char *aero_tokenizer_pre_name(const aero_tokenizer *t);
+// The tokenizer.ggml.pre name whose one split is this regex (a tokenizer.json Split pattern); false when none.
+bool aero_tok_pre_for_regex(const char *pattern, char *name, size_t cap);
 
 // Incremental decoder for streaming: never emits an incomplete UTF-8 sequence.
 typedef struct aero_detok {
