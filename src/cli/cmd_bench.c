@@ -134,6 +134,7 @@ int aero_cmd_bench(int argc, char **argv) {
     }
     aero_stream_reset_stats(s);
     aero_model_expert_stats_reset(e.model);
+    aero_pipeline_reset_stats();
     if (run_decode(g, n_gen, &decode_s, &err)) {
         aero_generator_free(g);
         cli_session_close(&e);
@@ -235,6 +236,7 @@ int aero_cmd_bench(int argc, char **argv) {
                    dec.bytes_streamed / 1e6 / n_gen, dec.wait_s * 1e3 / n_gen, dec.io_busy_s * 1e3 / n_gen);
         }
         aero_model_print_expert_stats(e.model, n_gen, stdout);
+        aero_pipeline_print_stats(e.model, n_gen, stdout);
         printf("peak RSS   %.1f MB (prefill and decode)\n", peak_rss / 1e6);
         if (o.stats) aero_stream_print_stats(s, stdout);
     }

@@ -210,6 +210,7 @@ void aero_kv_drop(aero_ctx *c, int seq) { aero_kv_truncate(c, seq, 0); }
 
 void aero_kv_keep(aero_ctx *c, int seq, int base, const int *keep, int n_keep) {
     aero_kv_cache *kv = &c->kv;
+    if (c->m->pipe) aero_pipe_kv_keep(c, seq, base, keep, n_keep); // the other ranks' layers move the same cells
 #ifdef AERO_CUDA
     if (c->gpu) aero_gpu_kv_keep(c, seq, base, keep, n_keep); // the device cache first: it reads the length
 #endif
