@@ -1,6 +1,7 @@
 // The memory budget at start: what --mem must hold besides the weights (the KV cache, a resident drafter) is
 // set aside before the weights are planned, from the file's metadata alone, so that run, serve and info agree.
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "model_internal.h"
@@ -55,8 +56,14 @@ static aero_status stream_min(const aero_gguf *g, const aero_hparams *hp, const 
         .head_in_parts = !mp->device || !mp->device[0] || !strcmp(mp->device, "cpu"), // as aero_model_load
 
     };
+    int first, last; // under a pipeline, the minimum of this rank's layers (src/mpi/pipeline.c)
+    bool *external = NULL;
+    if (aero_pipe_plan(g, hp->n_layer, mp, &first, &last, &external, err)) return err->code;
+    sp.external = external;
     aero_stream *s;
-    if (aero_stream_open(&s, g, hp->n_layer, &sp, err)) return err->code;
+    aero_status st = aero_stream_open(&s, g, hp->n_layer, &sp, err);
+    free(external);
+    if (st) return st;
     *min = aero_stream_get_plan(s)->min_budget;
     aero_stream_close(s);
     return AERO_OK;

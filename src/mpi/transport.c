@@ -287,7 +287,15 @@ void aero_mpi_heartbeat_stop(void) {
 #else // built without MPI: a job of one rank
 
 bool aero_mpi_built(void) { return false; }
-aero_status aero_mpi_init(int *argc, char ***argv, aero_error *err) { return AERO_OK; }
+// Started by mpirun with several ranks, every rank would run the whole command on its own: refused instead.
+aero_status aero_mpi_init(int *argc, char ***argv, aero_error *err) {
+    const char *n = getenv("OMPI_COMM_WORLD_SIZE");
+    if (!n) n = getenv("PMI_SIZE");
+    if (n && atoi(n) > 1)
+        return aero_fail(err, AERO_ERR_UNSUPPORTED, "started by mpirun with %s ranks, but built without MPI (make MPI=1)",
+                         n);
+    return AERO_OK;
+}
 void aero_mpi_finalize(void) {}
 void aero_mpi_abort(int code) { (void)code; }
 aero_status aero_mpi_send(int to, const void *buf, size_t n, aero_error *err) {
