@@ -443,6 +443,13 @@ typedef struct aero_ctx aero_ctx;
 // seconds it waited in MPI since the reset, per token for n_tokens; nothing without a pipeline.
 void aero_pipeline_print_stats(const aero_model *m, int n_tokens, FILE *f);
 void aero_pipeline_reset_stats(void);
+// The same figures for a benchmark's JSON: false (and zeros) without a pipeline.
+typedef struct {
+    int ranks, layer_first, layer_last; // rank 0's layers: [first, last)
+    double mpi_wait_s;                  // rank 0's seconds inside MPI waits
+    unsigned long long bytes_sent, bytes_recv, messages;
+} aero_pipeline_stats;
+bool aero_pipeline_get_stats(const aero_model *m, aero_pipeline_stats *out);
 
 typedef struct {
     const char *path;

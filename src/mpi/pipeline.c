@@ -575,6 +575,16 @@ int aero_pipeline_worker(void) {
 
 void aero_pipeline_reset_stats(void) { aero_mpi_counters_reset(); }
 
+bool aero_pipeline_get_stats(const aero_model *m, aero_pipeline_stats *out) {
+    memset(out, 0, sizeof *out);
+    if (!m->pipe || m->pipe->worker) return false;
+    out->ranks = m->pipe->size;
+    out->layer_first = m->layer_first;
+    out->layer_last = m->layer_last;
+    aero_mpi_counters(&out->mpi_wait_s, &out->bytes_sent, &out->bytes_recv, &out->messages);
+    return true;
+}
+
 void aero_pipeline_print_stats(const aero_model *m, int n_tokens, FILE *f) {
     if (!m->pipe || m->pipe->worker) return;
     double wait_s;
