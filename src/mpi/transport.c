@@ -47,10 +47,12 @@ double aero_mpi_dead_after(void) {
 
 static MPI_Comm g_comm = MPI_COMM_NULL;
 static bool g_joined, g_heartbeats;
-static double *g_last;       // rank 0: when each rank was last heard from
-static pthread_t g_hb_thread;
+static double *g_last;       // rank 0: when each rank was last heard from (under g_last_mu)
+static pthread_mutex_t g_last_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_t g_hb_thread;   // workers: the heartbeat sender; rank 0: the drain
 static volatile int g_hb_stop;
 static bool g_hb_running;
+static void *drain_loop(void *arg);
 
 bool aero_mpi_built(void) { return true; }
 
@@ -76,6 +78,14 @@ aero_status aero_mpi_init(int *argc, char ***argv, aero_error *err) {
         g_last = calloc((size_t)g_size, sizeof *g_last);
         if (!g_last) return aero_fail(err, AERO_ERR_NOMEM, "out of memory");
         aero_mpi_watch_reset();
+        // heartbeats are drained all the time, so an idle server neither queues them without end nor mistakes a
+        // long pass of its own for a silent rank
+        if (g_heartbeats) {
+            g_hb_stop = 0;
+            if (pthread_create(&g_hb_thread, NULL, drain_loop, NULL))
+                return aero_fail(err, AERO_ERR_IO, "pipeline: cannot start the heartbeat thread");
+            g_hb_running = true;
+        }
     }
     return AERO_OK;
 }
@@ -102,38 +112,65 @@ static aero_status mpi_fail(aero_error *err, int rc, const char *what, int peer)
     return aero_fail(err, AERO_ERR_IO, "pipeline: %s rank %d failed: %s", what, peer, msg);
 }
 
-// Rank 0 drains the heartbeats that arrived and fails when a rank has been silent too long.
-static aero_status watch(aero_error *err) {
-    if (g_rank != 0 || !g_heartbeats || g_size < 2) return AERO_OK;
-    double now = aero_now();
+// Rank 0 takes the heartbeats that arrived (matched probes: the drain thread and a wait may both call this).
+static void drain(void) {
     for (;;) {
         int flag = 0;
+        MPI_Message msg;
         MPI_Status st;
-        if (MPI_Iprobe(MPI_ANY_SOURCE, TAG_HB, g_comm, &flag, &st) != MPI_SUCCESS || !flag) break;
-        MPI_Recv(NULL, 0, MPI_BYTE, st.MPI_SOURCE, TAG_HB, g_comm, MPI_STATUS_IGNORE);
-        g_last[st.MPI_SOURCE] = now;
+        if (MPI_Improbe(MPI_ANY_SOURCE, TAG_HB, g_comm, &flag, &msg, &st) != MPI_SUCCESS || !flag) break;
+        MPI_Mrecv(NULL, 0, MPI_BYTE, &msg, MPI_STATUS_IGNORE);
+        pthread_mutex_lock(&g_last_mu);
+        g_last[st.MPI_SOURCE] = aero_now();
+        pthread_mutex_unlock(&g_last_mu);
     }
-    double limit = aero_mpi_dead_after();
-    for (int r = 1; r < g_size; r++)
-        if (now - g_last[r] > limit)
-            return aero_fail(err, AERO_ERR_IO,
-                             "pipeline: rank %d sent no heartbeat for %.1f s: it died or its link broke", r,
-                             now - g_last[r]);
+}
+
+// Rank 0's drain thread: every heartbeat period, whatever the main thread does.
+static void *drain_loop(void *arg) {
+    (void)arg;
+    while (!g_hb_stop) {
+        drain();
+        struct timespec ts = {0, (long)(AERO_MPI_HEARTBEAT_S * 1e9)};
+        nanosleep(&ts, NULL);
+    }
+    return NULL;
+}
+
+// Rank 0 fails a wait when a rank has been silent too long.
+static aero_status watch(aero_error *err) {
+    if (g_rank != 0 || !g_heartbeats || g_size < 2) return AERO_OK;
+    drain();
+    double now = aero_now(), limit = aero_mpi_dead_after();
+    pthread_mutex_lock(&g_last_mu);
+    int dead = 0;
+    for (int r = 1; r < g_size && !dead; r++)
+        if (now - g_last[r] > limit) dead = r;
+    double silent = dead ? now - g_last[dead] : 0;
+    pthread_mutex_unlock(&g_last_mu);
+    if (dead)
+        return aero_fail(err, AERO_ERR_IO, "pipeline: rank %d sent no heartbeat for %.1f s: it died or its link broke",
+                         dead, silent);
     return AERO_OK;
 }
 
 void aero_mpi_watch_reset(void) {
     if (g_rank != 0 || !g_last) return;
-    double now = aero_now();
-    for (int r = 0; r < g_size; r++) g_last[r] = now;
-    watch(&(aero_error){0});
-    for (int r = 0; r < g_size; r++) g_last[r] = now;
+    if (g_hb_running) { // the drain thread keeps the times: only the start needs setting
+        drain();
+        return;
+    }
+    pthread_mutex_lock(&g_last_mu);
+    for (int r = 0; r < g_size; r++) g_last[r] = aero_now();
+    pthread_mutex_unlock(&g_last_mu);
 }
 
-// Between polls: spin briefly (a reply within microseconds on one machine), then sleep in short steps.
+// Between polls: spin briefly (a reply within microseconds on one machine), then sleep in steps that grow to 1 ms
+// (an idle worker waiting for the next request wakes 1000 times a second at most).
 static void backoff(int *polls) {
-    if (++*polls < 2000) return;
-    struct timespec ts = {0, *polls < 4000 ? 20000 : 200000};
+    if (*polls < 1 << 30) ++*polls;
+    if (*polls < 2000) return;
+    struct timespec ts = {0, *polls < 4000 ? 20000 : *polls < 20000 ? 200000 : 1000000};
     nanosleep(&ts, NULL);
 }
 
@@ -269,7 +306,7 @@ static void *heartbeat(void *arg) {
 }
 
 aero_status aero_mpi_heartbeat_start(aero_error *err) {
-    if (!g_joined || g_rank == 0 || !g_heartbeats || g_hb_running) return AERO_OK;
+    if (!g_joined || g_rank == 0 || !g_heartbeats || g_hb_running) return AERO_OK; // rank 0's drain starts at init
     g_hb_stop = 0;
     if (pthread_create(&g_hb_thread, NULL, heartbeat, NULL))
         return aero_fail(err, AERO_ERR_IO, "pipeline: cannot start the heartbeat thread");

@@ -35,8 +35,8 @@ aero_status aero_mpi_recv(int from, void **buf, size_t *n, aero_error *err);
 #define AERO_MPI_HEARTBEAT_S 0.2
 aero_status aero_mpi_heartbeat_start(aero_error *err);
 void aero_mpi_heartbeat_stop(void);
-// Rank 0: the heartbeats received while idle are dropped and every rank counts as just heard from, so that a
-// rank's silence is measured from the start of a wait (a server idle for hours is not a dead pipeline).
+// Rank 0 before a command: takes the heartbeats that arrived. Rank 0 drains them on a thread of its own all the
+// time (an idle server queues none); where MPI gives no second thread, every rank counts as just heard from.
 void aero_mpi_watch_reset(void);
 // Seconds of silence after which rank 0 declares a rank dead: AERO_MPI_TIMEOUT from the environment, else 3.
 double aero_mpi_dead_after(void);
