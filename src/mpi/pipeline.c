@@ -120,7 +120,6 @@ aero_status aero_pipe_plan(const aero_gguf *g, int n_layer, const aero_model_par
     *external = NULL;
     int size = aero_mpi_size(), rank = aero_mpi_rank();
     if (!p->pipeline || size < 2) return AERO_OK;
-    if (g_model) return aero_fail(err, AERO_ERR_UNSUPPORTED, "pipeline: one pipelined model at a time");
     if (p->device && *p->device && strcmp(p->device, "cpu"))
         return aero_fail(err, AERO_ERR_UNSUPPORTED, "pipeline: --device %s is not supported across ranks yet (use cpu)",
                          p->device);
@@ -179,6 +178,7 @@ static void notify(const msg_hdr *h, const void *extra, size_t n) {
 
 aero_status aero_pipe_open(aero_model *m, const aero_model_params *p, aero_error *err) {
     if (m->layer_first == 0 && m->layer_last == m->hp.n_layer) return AERO_OK; // not split
+    if (g_model) return aero_fail(err, AERO_ERR_UNSUPPORTED, "pipeline: one pipelined model at a time");
     aero_pipe *pp = calloc(1, sizeof *pp);
     if (!pp) return aero_fail(err, AERO_ERR_NOMEM, "out of memory");
     pp->rank = aero_mpi_rank();
@@ -385,13 +385,20 @@ static char *error_msg(const aero_error *e, int rank, size_t *len) {
     return buf;
 }
 
+// Drops the model and its contexts (rank 0 unloaded it, or loads another).
+static void w_unload(worker *w) {
+    for (int i = 0; i < MAX_CTX; i++) aero_ctx_free(w->ctx[i]), w->ctx[i] = NULL;
+    aero_model_free(w->m);
+    w->m = NULL;
+}
+
 // Loads the rank's part of the model rank 0 describes.
 static aero_status w_load(worker *w, const char *buf, size_t n, aero_error *err) {
     if (n < sizeof(msg_hdr) + sizeof(msg_load)) return aero_fail(err, AERO_ERR_FORMAT, "a short load message");
     msg_load l;
     memcpy(&l, buf + sizeof(msg_hdr), sizeof l);
     l.path[sizeof l.path - 1] = l.split[sizeof l.split - 1] = 0;
-    if (w->m) aero_model_free(w->m), w->m = NULL;
+    w_unload(w);
     aero_model_params mp;
     aero_model_params_default(&mp);
     mp.path = l.path;
@@ -404,12 +411,6 @@ static aero_status w_load(worker *w, const char *buf, size_t n, aero_error *err)
     mp.pipe_split = l.split[0] ? l.split : NULL;
     mp.pipe_micro = l.micro;
     return aero_model_load(&w->m, &mp, err);
-}
-
-static void w_unload(worker *w) {
-    for (int i = 0; i < MAX_CTX; i++) aero_ctx_free(w->ctx[i]), w->ctx[i] = NULL;
-    aero_model_free(w->m);
-    w->m = NULL;
 }
 
 static aero_status w_ctx_new(worker *w, const msg_hdr *h, const char *buf, size_t n, aero_error *err) {
@@ -460,6 +461,8 @@ static aero_status w_decode(worker *w, const msg_hdr *h, char *buf, size_t len, 
     if (h->flags & F_WANT) b.want_logits = (const uint8_t *)p, p += n;
     if (h->flags & F_MASK) b.mask = (const uint8_t *)p, p += (size_t)n * n;
     float *x = (float *)(p + pad);
+    int rows = 0; // counted here, not taken from the header: the logits buffer is sized by it
+    for (int i = 0; i < n; i++) rows += !b.want_logits || b.want_logits[i];
     // the lengths rank 0 holds for the batch's sequences (a rollback or a truncation there is one here too)
     for (int i = 0; i < n; i++) {
         int s = b.seq ? b.seq[i] : 0;
@@ -480,20 +483,20 @@ static aero_status w_decode(worker *w, const msg_hdr *h, char *buf, size_t len, 
     if ((st = aero_forward_layers(c, &b, cell, base, 0, n, m->layer_first, m->layer_last, err))) goto done;
     if (m->layer_last == m->hp.n_layer) {
         size_t nv = (size_t)m->hp.n_vocab;
-        if (h->flags & F_LOGITS && !(logits = malloc(sizeof(msg_hdr) + sizeof(float) * nv * h->rows + 1))) {
+        if (h->flags & F_LOGITS && !(logits = malloc(sizeof(msg_hdr) + sizeof(float) * nv * rows + 1))) {
             st = aero_fail(err, AERO_ERR_NOMEM, "out of memory for the logits");
             goto done;
         }
         if ((st = aero_forward_head(c, &b, logits ? (float *)((char *)logits + sizeof(msg_hdr)) : NULL, err)))
             goto done;
-        msg_hdr r = {.cmd = logits ? REP_LOGITS : REP_OK, .rows = h->rows};
+        msg_hdr r = {.cmd = logits ? REP_LOGITS : REP_OK, .rows = rows};
         if (!logits && !(logits = malloc(sizeof r))) {
             st = aero_fail(err, AERO_ERR_NOMEM, "out of memory");
             goto done;
         }
         memcpy(logits, &r, sizeof r);
         *out = (char *)logits;
-        *out_len = sizeof r + (r.cmd == REP_LOGITS ? sizeof(float) * nv * h->rows : 0);
+        *out_len = sizeof r + (r.cmd == REP_LOGITS ? sizeof(float) * nv * rows : 0);
         logits = NULL;
     } else {
         memcpy(x, c->x, sizeof(float) * (size_t)n * d);
@@ -567,6 +570,7 @@ int aero_pipeline_worker(void) {
         free(out);
         if (quit) break;
     }
+    if (rc) aero_mpi_abort(rc); // a rank is gone (MPI_Finalize would wait for it): the job ends
     w_unload(&w);
     aero_mpi_heartbeat_stop();
     aero_mpi_finalize();

@@ -74,10 +74,12 @@ aero_status aero_mpi_init(int *argc, char ***argv, aero_error *err) {
     MPI_Comm_size(g_comm, &g_size);
     // the workers' heartbeat thread needs MPI from two threads at once; without it a dead rank is left to mpirun
     g_heartbeats = provided >= MPI_THREAD_MULTIPLE;
-    if (g_rank == 0 && g_size > 1) {
+    if (g_size > 1) { // rank 0 watches every worker, a worker watches rank 0
         g_last = calloc((size_t)g_size, sizeof *g_last);
         if (!g_last) return aero_fail(err, AERO_ERR_NOMEM, "out of memory");
-        aero_mpi_watch_reset();
+        for (int r = 0; r < g_size; r++) g_last[r] = aero_now();
+    }
+    if (g_rank == 0 && g_size > 1) {
         // heartbeats are drained all the time, so an idle server neither queues them without end nor mistakes a
         // long pass of its own for a silent rank
         if (g_heartbeats) {
@@ -112,7 +114,8 @@ static aero_status mpi_fail(aero_error *err, int rc, const char *what, int peer)
     return aero_fail(err, AERO_ERR_IO, "pipeline: %s rank %d failed: %s", what, peer, msg);
 }
 
-// Rank 0 takes the heartbeats that arrived (matched probes: the drain thread and a wait may both call this).
+// Takes the heartbeats that arrived: rank 0 the workers', a worker rank 0's (matched probes: rank 0's drain
+// thread and a wait may both call this).
 static void drain(void) {
     for (;;) {
         int flag = 0;
@@ -126,29 +129,31 @@ static void drain(void) {
     }
 }
 
-// Rank 0's drain thread: every heartbeat period, whatever the main thread does.
+// Rank 0's heartbeat thread: every period, whatever the main thread does, it takes the workers' heartbeats and
+// sends its own (a worker left waiting by a rank 0 that died ends instead of hanging).
 static void *drain_loop(void *arg) {
     (void)arg;
     while (!g_hb_stop) {
         drain();
+        for (int r = 1; r < g_size; r++) MPI_Send(NULL, 0, MPI_BYTE, r, TAG_HB, g_comm);
         struct timespec ts = {0, (long)(AERO_MPI_HEARTBEAT_S * 1e9)};
         nanosleep(&ts, NULL);
     }
     return NULL;
 }
 
-// Rank 0 fails a wait when a rank has been silent too long.
+// Fails a wait when a rank it watches has been silent too long (rank 0: any worker; a worker: rank 0).
 static aero_status watch(aero_error *err) {
-    if (g_rank != 0 || !g_heartbeats || g_size < 2) return AERO_OK;
+    if (!g_heartbeats || g_size < 2) return AERO_OK;
     drain();
     double now = aero_now(), limit = aero_mpi_dead_after();
     pthread_mutex_lock(&g_last_mu);
-    int dead = 0;
-    for (int r = 1; r < g_size && !dead; r++)
+    int dead = -1;
+    for (int r = g_rank ? 0 : 1; r < (g_rank ? 1 : g_size) && dead < 0; r++)
         if (now - g_last[r] > limit) dead = r;
-    double silent = dead ? now - g_last[dead] : 0;
+    double silent = dead >= 0 ? now - g_last[dead] : 0;
     pthread_mutex_unlock(&g_last_mu);
-    if (dead)
+    if (dead >= 0)
         return aero_fail(err, AERO_ERR_IO, "pipeline: rank %d sent no heartbeat for %.1f s: it died or its link broke",
                          dead, silent);
     return AERO_OK;

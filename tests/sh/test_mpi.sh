@@ -3,8 +3,8 @@
 # greedy text of one process, resident and streamed, with and without a drafter (chain and tree); the logits of
 # every row of multi-sequence passes (cut into micro-batches, with a rollback) are bitwise those of one process;
 # a rank killed mid-generation ends the job with a non-zero exit within seconds, with mpirun's message by
-# default and with rank 0's own message (the heartbeats) under --enable-recovery. Skipped without mpirun or
-# when aerollm was built without MPI.
+# default and with rank 0's own message (the heartbeats) under --enable-recovery, where a rank 0 that dies is
+# noticed by the workers, which end the job. Skipped without mpirun or when aerollm was built without MPI.
 set -u
 M=../shared/data/models
 [ -d "$M" ] || { echo "skipped: ../shared/data not found"; exit 77; }
@@ -144,16 +144,16 @@ kill_rank() { # rank to kill; the pids of the ranks are found by the rank in the
   done
 }
 long=(run -m "$T" -p "Once upon a time" -n 1900 -c 2048 --ignore-eos --temp 0 -t 1)
-for mode in default recovery; do
-  extra=()
-  [ $mode = recovery ] && extra=(--enable-recovery)
-  rm -f "$work"/rc.*
+for mode in default recovery rank0; do
+  extra=() victim=2
+  [ $mode != default ] && extra=(--enable-recovery)
+  [ $mode = rank0 ] && victim=0
   # the rank's command line carries a marker so that only this test's processes are killed
   timeout 60 "${MPIRUN[@]}" "${extra[@]}" -np 3 bash -c \
     'exec -a aerollm_mpi_kill_test "$0" "$@"; ' "$A" "${long[@]}" >"$work/k.txt" 2>"$work/k.err" &
   job=$!
   sleep 1.5
-  kill_rank 2
+  kill_rank $victim
   t0=$(date +%s.%N)
   wait $job
   rc=$?
@@ -161,12 +161,16 @@ for mode in default recovery; do
   if [ $mode = default ]; then
     [ $rc -ne 0 ] || bad "killed rank ($mode): mpirun exited 0"
     grep -q "rank 2" "$work/k.err" || bad "killed rank ($mode): no message naming rank 2: $(tail -5 "$work/k.err")"
-  else # Open MPI with --enable-recovery exits 0 whatever the ranks do: rank 0's own message and abort count
-    grep -q "rank 2 sent no heartbeat" "$work/k.err" ||
+  elif [ $mode = recovery ]; then # Open MPI with --enable-recovery exits 0 whatever the ranks do: rank 0's own
+    grep -q "rank 2 sent no heartbeat" "$work/k.err" || #       message and abort count
       bad "killed rank ($mode): rank 0 did not report it: $(tail -5 "$work/k.err")"
     grep -q "ending the job" "$work/k.err" || bad "killed rank ($mode): rank 0 did not end the job: $(tail -5 "$work/k.err")"
+  else # rank 0 gone: the workers notice its silence and end the job instead of waiting for ever
+    grep -q "rank 0 sent no heartbeat" "$work/k.err" ||
+      bad "killed rank 0: no worker reported it: $(tail -5 "$work/k.err")"
   fi
   [ "$(echo "$took < 10" | bc)" = 1 ] || bad "killed rank ($mode): the job took $took s to end"
+  pgrep -f aerollm_mpi_kill_test >/dev/null && bad "killed rank ($mode): ranks left running"
 done
 
 exit $fail
