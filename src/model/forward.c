@@ -617,6 +617,7 @@ aero_status aero_forward_begin(aero_ctx *c, const aero_batch *b, int *cell, int 
     return AERO_OK;
 }
 
+// Rank 0 of a pipeline embeds the whole batch before cutting it into micro-batches.
 aero_status aero_forward_embed(aero_ctx *c, const aero_batch *b, aero_error *err) { return embed(c, b, err); }
 
 // Layers [l0, l1) over batch tokens [t0, t1) of c->x: each layer acquired once, every tile of the range computed
