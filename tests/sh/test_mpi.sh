@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Pipeline parallelism over MPI (issue 20): `mpirun -np 2` and `-np 3 --oversubscribe` on this machine give the
-# greedy text of one process, resident and streamed, with and without a drafter (chain and tree); the logits of
+# greedy text of one process, resident and streamed, with and without a drafter (chain and tree), for a dense, a
+# mixture-of-experts and a latent-attention model; the logits of
 # every row of multi-sequence passes (cut into micro-batches, with a rollback) are bitwise those of one process;
 # a rank killed mid-generation ends the job with a non-zero exit within seconds, with mpirun's message by
 # default and with rank 0's own message (the heartbeats) under --enable-recovery, where a rank 0 that dies is
@@ -48,6 +49,25 @@ run_cmp streamed -c 128 --mem 470K
 run_cmp "draft chain" --draft "$D"
 run_cmp "draft tree" --draft "$D" --draft-tree 12
 run_cmp "draft streamed" -c 128 --mem 1200K --draft "$D" --draft-tree 12
+# other architectures through the same pass: a mixture of experts (resident, and under --mem with the expert
+# cache) and deepseek2's latent attention, synthesized here
+for pm in qwen3moe-tiny:3M deepseek2-tiny:5M; do
+  preset=${pm%:*}
+  "$A" synth --preset $preset --quiet -o "$work/$preset.gguf" >/dev/null 2>&1 || { bad "synth $preset"; continue; }
+  for mem in "" "--mem ${pm#*:}"; do
+    # shellcheck disable=SC2086
+    "$A" run -m "$work/$preset.gguf" -p "Once upon a time" -n 24 --temp 0 -t 1 -c 256 $mem >"$work/one.txt" \
+      2>"$work/one.err" || { bad "$preset $mem: one process: $(tail -2 "$work/one.err")"; continue; }
+    # shellcheck disable=SC2086
+    timeout 60 "${MPIRUN[@]}" -np 2 "$A" run -m "$work/$preset.gguf" -p "Once upon a time" -n 24 --temp 0 -t 1 \
+      -c 256 $mem >"$work/np.txt" 2>"$work/np.err" || { bad "$preset $mem: -np 2: $(tail -3 "$work/np.err")"; continue; }
+    cmp -s "$work/one.txt" "$work/np.txt" || bad "$preset $mem: -np 2 text differs from one process"
+  done
+done
+timeout 60 "${MPIRUN[@]}" -np 3 "$A" run -m "$work/qwen3moe-tiny.gguf" -p "Hi" -n 4 >/dev/null 2>"$work/few.err" &&
+  bad "3 ranks for a 2-layer model succeeded"
+grep -q "3 ranks for a model of 2 layers" "$work/few.err" || bad "3 ranks, 2 layers: $(tail -2 "$work/few.err")"
+
 # --split: 2 shares for 2 ranks give the same text; 2 shares for 3 ranks are refused, naming the problem
 "$A" run -m "$T" -p "Once upon a time" -n 24 --temp 0 -t 1 >"$work/one.txt" 2>/dev/null
 timeout 60 "${MPIRUN[@]}" -np 2 "$A" run -m "$T" -p "Once upon a time" -n 24 --temp 0 -t 1 --split 0.3,0.7 --stats \
