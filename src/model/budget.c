@@ -81,6 +81,11 @@ aero_status aero_mem_split_plan(aero_mem_split *out, const aero_model_params *mp
     if (st) goto done;
     out->mem = mp->mem_budget;
     out->kv_bytes = aero_kv_bytes(&hp, cp);
+    int first = 0, last = hp.n_layer; // under a pipeline, a rank caches its own layers only (not deepseek2's latent
+    bool *external = NULL;            // cache yet, mla.c)
+    if ((st = aero_pipe_plan(&g, hp.n_layer, mp, &first, &last, &external, err))) goto done;
+    free(external);
+    if (hp.kv_lora_rank == 0 && hp.n_layer > 0) out->kv_bytes = out->kv_bytes / (uint64_t)hp.n_layer * (last - first);
     out->other_bytes = other_bytes;
     out->n_ctx = aero_ctx_params_n_ctx(&hp, cp);
     out->n_seq = cp->n_seq > 0 ? cp->n_seq : 1;

@@ -75,9 +75,10 @@ aero_status aero_ctx_new(aero_ctx **out, aero_model *m, const aero_ctx_params *p
     if (aero_kv_check(hp, p, err) ||
         (m->kind == AERO_ARCH_DEEPSEEK2
              ? aero_mla_ctx_init(c, p, err) // the latent cache (mla.c)
-             : aero_kv_cache_init(&c->kv, hp->n_layer, c->n_seq, c->n_ctx, hp->n_head_kv, hp->head_dim,
-                                  aero_kv_type_dtype(p->type_k, p->kv_f32), aero_kv_type_dtype(p->type_v, p->kv_f32),
-                                  p->kv_recent, aero_kv_ring_cells(hp, p), err))) {
+             : aero_kv_cache_init_range(&c->kv, hp->n_layer, m->layer_first, m->layer_last, c->n_seq, c->n_ctx,
+                                        hp->n_head_kv, hp->head_dim, aero_kv_type_dtype(p->type_k, p->kv_f32),
+                                        aero_kv_type_dtype(p->type_v, p->kv_f32), p->kv_recent,
+                                        aero_kv_ring_cells(hp, p), err))) {
         free(c);
         return err->code;
     }

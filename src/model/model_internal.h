@@ -112,6 +112,10 @@ typedef struct {
 } aero_kv_cache;
 
 // recent > 0 keeps F16 copies of the quantized sides in a ring of `ring` cells (recent + the compute tile).
+// The cells of layers [first, last) only (a pipeline rank's; the others stay NULL): init is [0, n_layer).
+aero_status aero_kv_cache_init_range(aero_kv_cache *kv, int n_layer, int first, int last, int n_seq, int n_ctx,
+                                     int n_head_kv, int head_dim, aero_dtype type_k, aero_dtype type_v, int recent,
+                                     int ring, aero_error *err);
 aero_status aero_kv_cache_init(aero_kv_cache *kv, int n_layer, int n_seq, int n_ctx, int n_head_kv, int head_dim,
                                aero_dtype type_k, aero_dtype type_v, int recent, int ring, aero_error *err);
 // Cells of the F16 ring for p (0 when p keeps none): what init is given and aero_kv_bytes counts.
