@@ -85,7 +85,8 @@ aero_status aero_mem_split_plan(aero_mem_split *out, const aero_model_params *mp
     bool *external = NULL;            // cache yet, mla.c)
     if ((st = aero_pipe_plan(&g, hp.n_layer, mp, &first, &last, &external, err))) goto done;
     free(external);
-    if (hp.kv_lora_rank == 0 && hp.n_layer > 0) out->kv_bytes = out->kv_bytes / (uint64_t)hp.n_layer * (last - first);
+    if (hp.kv_lora_rank == 0 && last - first < hp.n_layer) // aero_kv_bytes is n_layer times the bytes of one layer
+        out->kv_bytes = out->kv_bytes / (uint64_t)hp.n_layer * (uint64_t)(last - first);
     out->other_bytes = other_bytes;
     out->n_ctx = aero_ctx_params_n_ctx(&hp, cp);
     out->n_seq = cp->n_seq > 0 ? cp->n_seq : 1;
