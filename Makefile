@@ -39,6 +39,14 @@ CUDA_OBJ := $(BUILD)/tests/cuda/cuda_emu.o
 else
 LIB_SRC  := $(filter-out src/model/forward_cuda.c,$(LIB_SRC))
 endif
+# MPI=1: pipeline parallelism across the ranks of an MPI job (src/mpi/transport.c talks MPI; docs/perf/mpi.md).
+# On by default where mpicc is found; MPI=0, or no MPI installed, builds the same binary for a job of one rank.
+MPI      ?= $(if $(shell command -v mpicc 2>/dev/null),1,0)
+ifeq ($(MPI),1)
+MPI_CFLAGS := $(shell mpicc --showme:compile 2>/dev/null || pkg-config --cflags mpi 2>/dev/null)
+LDLIBS     += $(shell mpicc --showme:link 2>/dev/null || pkg-config --libs mpi 2>/dev/null)
+$(BUILD)/src/mpi/transport.o: CFLAGS += -DAERO_MPI=1 $(MPI_CFLAGS)
+endif
 CLI_SRC  := $(wildcard src/cli/*.c)
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)

@@ -442,10 +442,36 @@ double aero_stream_disk_floor_bw(aero_stream *s, aero_stream_disk_spread *sp);
 // the pool's threads, so that a benchmark under a memory limit allocates nothing more. 0 when too small.
 double aero_stream_measure_mem_bw(aero_stream *s, aero_pool *pool);
 
+// ---- pipeline parallelism over MPI (src/mpi/) ----
+
+// Joins the MPI job when mpirun started the process (else, and in a build without MPI, a job of one rank).
+aero_status aero_pipeline_init(int *argc, char ***argv, aero_error *err);
+int aero_pipeline_rank(void);
+int aero_pipeline_size(void);
+// A rank other than 0: serves the passes rank 0 sends until it says stop; the process's exit code.
+int aero_pipeline_worker(void);
+// Rank 0 at exit, with the command's exit code: tells the workers to stop and leaves the job; when the pipeline
+// broke (a rank died), ends the whole job instead. Returns the exit code to use.
+int aero_pipeline_finish(int rc);
+// The message of a pipeline that broke (a rank died, a link failed), or NULL while it works.
+const char *aero_pipeline_failure(void);
+
 // ---- models and contexts ----
 
 typedef struct aero_model aero_model;
 typedef struct aero_ctx aero_ctx;
+
+// Rank 0 of a pipelined model: the ranks and this rank's layers, the bytes rank 0 sent and received and the
+// seconds it waited in MPI since the reset, per token for n_tokens; nothing without a pipeline.
+void aero_pipeline_print_stats(const aero_model *m, int n_tokens, FILE *f);
+void aero_pipeline_reset_stats(void);
+// The same figures for a benchmark's JSON: false (and zeros) without a pipeline.
+typedef struct {
+    int ranks, layer_first, layer_last; // rank 0's layers: [first, last)
+    double mpi_wait_s;                  // rank 0's seconds inside MPI waits
+    unsigned long long bytes_sent, bytes_recv, messages;
+} aero_pipeline_stats;
+bool aero_pipeline_get_stats(const aero_model *m, aero_pipeline_stats *out);
 
 typedef struct {
     const char *path;
@@ -456,6 +482,11 @@ typedef struct {
     bool expert_prefetch; // MoE: prefetch the next layer's predicted experts (off: it did not pay, docs/perf/moe.md)
     const char *device;   // "cpu" (NULL) or "cuda": where its contexts compute unless they say otherwise
     uint64_t gpu_mem;     // VRAM budget of a CUDA context; 0: what it needs, at most the free VRAM less a margin
+    // Under mpirun with several ranks (aero_pipeline_init): this model's layers are split into contiguous ranges,
+    // one per rank, each rank holding or streaming its range under its own mem_budget (the drafter is left false).
+    bool pipeline;
+    const char *pipe_split; // --split 0.4,0.6: each rank's share of the layers' bytes; NULL: equal bytes
+    int pipe_micro;         // micro-batches a pass is cut into so that every rank computes; 0: auto, 1: none
 } aero_model_params;
 
 void aero_model_params_default(aero_model_params *p);

@@ -103,6 +103,9 @@ int aero_cmd_batch(int argc, char **argv) {
     sp->model.io_threads = o.io_threads;
     sp->model.device = o.device ? o.device : aero_default_device();
     sp->model.gpu_mem = o.gpu_mem;
+    sp->model.pipeline = true; // split across the ranks under mpirun
+    sp->model.pipe_split = o.pipe_split;
+    sp->model.pipe_micro = o.pipe_micro;
     sp->n_ctx = o.n_ctx;
     sp->n_batch = o.n_batch;
     sp->kv_f32 = o.kv_f32;

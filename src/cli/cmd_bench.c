@@ -134,6 +134,7 @@ int aero_cmd_bench(int argc, char **argv) {
     }
     aero_stream_reset_stats(s);
     aero_model_expert_stats_reset(e.model);
+    aero_pipeline_reset_stats();
     if (run_decode(g, n_gen, &decode_s, &err)) {
         aero_generator_free(g);
         cli_session_close(&e);
@@ -187,7 +188,7 @@ int aero_cmd_bench(int argc, char **argv) {
             "\"decode_tok_s\":%.3f,\"decode_floor_s\":%.6f,\"decode_over_floor\":%.3f,\"decode_disk_floor_s\":%.6f,"
             "\"decode_pass_s\":%.6f,\"decode_pass_over_disk_floor\":%.3f,\"decode_compute_s\":%.6f,"
             "\"decode_pass_over_max_io_compute\":%.3f,\"io_only_pass_s\":%.6f,\"io_only_over_disk_floor\":%.3f,"
-            "\"decode_io_wait_s\":%.6f,\"decode_io_busy_s\":%.6f,\"decode_bytes_streamed\":%llu,\"peak_rss\":%llu}\n",
+            "\"decode_io_wait_s\":%.6f,\"decode_io_busy_s\":%.6f,\"decode_bytes_streamed\":%llu,\"peak_rss\":%llu",
             path, arch, n_layer, n_embd, (unsigned long long)model_bytes, threads, aero_kernels_isa_name(),
             (unsigned long long)o.mem, (unsigned long long)plan->resident_bytes,
             (unsigned long long)plan->streamed_bytes, (unsigned long long)plan->window_bytes, plan->prefetch,
@@ -198,6 +199,13 @@ int aero_cmd_bench(int argc, char **argv) {
             dec_pass, disk_floor > 0 ? dec_pass / disk_floor : 0, dec_compute, bound > 0 ? dec_pass / bound : 0,
             io_pass, disk_floor > 0 ? io_pass / disk_floor : 0, dec.wait_s / n_gen, dec.io_busy_s / n_gen,
             (unsigned long long)dec.bytes_streamed, (unsigned long long)peak_rss);
+        aero_pipeline_stats ps;
+        if (aero_pipeline_get_stats(e.model, &ps)) // the decode's figures under mpirun (rank 0's side)
+            printf(",\"pipe_ranks\":%d,\"pipe_rank0_layers\":%d,\"pipe_sent_bytes_per_token\":%.1f,"
+                   "\"pipe_recv_bytes_per_token\":%.1f,\"pipe_messages_per_token\":%.2f,\"pipe_mpi_wait_s_per_token\":%.6f",
+                   ps.ranks, ps.layer_last - ps.layer_first, (double)ps.bytes_sent / n_gen, (double)ps.bytes_recv / n_gen,
+                   (double)ps.messages / n_gen, ps.mpi_wait_s / n_gen);
+        printf("}\n");
     } else {
         printf("model      %s (%s, %d layers, dim %d, %.1f MB of weights)\n", path, arch, n_layer, n_embd,
                model_bytes / 1e6);
@@ -235,6 +243,7 @@ int aero_cmd_bench(int argc, char **argv) {
                    dec.bytes_streamed / 1e6 / n_gen, dec.wait_s * 1e3 / n_gen, dec.io_busy_s * 1e3 / n_gen);
         }
         aero_model_print_expert_stats(e.model, n_gen, stdout);
+        aero_pipeline_print_stats(e.model, n_gen, stdout);
         printf("peak RSS   %.1f MB (prefill and decode)\n", peak_rss / 1e6);
         if (o.stats) aero_stream_print_stats(s, stdout);
     }

@@ -157,6 +157,9 @@ int aero_cmd_serve(int argc, char **argv) {
     p.model.io_threads = o.io_threads;
     p.model.device = o.device ? o.device : aero_default_device(); // the server computes where run would
     p.model.gpu_mem = o.gpu_mem;
+    p.model.pipeline = true; // split across the ranks under mpirun
+    p.model.pipe_split = o.pipe_split;
+    p.model.pipe_micro = o.pipe_micro;
     p.n_ctx = o.n_ctx;
     p.n_batch = o.n_batch;
     p.kv_f32 = o.kv_f32;

@@ -52,7 +52,10 @@ void cli_common_usage(void) {
            "  --draft-threads N   drafter compute threads (default: as -t)\n"
            "  --prompt-cache FILE run/chat: save the prompt's KV cache after prefill; a later run whose prompt starts\n"
            "                      with the saved tokens loads it and prefills only the rest (same model, -ctk/-ctv)\n"
-           "  --prompt-cache-ro   use the --prompt-cache file but never write it\n");
+           "  --prompt-cache-ro   use the --prompt-cache file but never write it\n"
+           "  --split A,B,...     under mpirun -np N: each rank's share of the layers' bytes (default: equal)\n"
+           "  --pipe-micro N      under mpirun: micro-batches a pass is cut into (default: the ranks when rank 0's\n"
+           "                      layers are resident, else 1)\n");
 }
 
 // Parses an int flag value within [lo, hi].
@@ -137,6 +140,8 @@ int cli_opts_parse(cli_opts *o, const char *cmd, int argc, char **argv, int i) {
                                        "--device",
                                        "--gpu-mem",
                                        "--prompt-cache",
+                                       "--split",
+                                       "--pipe-micro",
                                        NULL};
     bool known = false;
     for (int k = 0; with_value[k]; k++) known |= !strcmp(f, with_value[k]);
@@ -161,6 +166,8 @@ int cli_opts_parse(cli_opts *o, const char *cmd, int argc, char **argv, int i) {
         o->device = v;
     } else if (!strcmp(f, "--prefetch")) ok = parse_int(cmd, f, v, 1, 64, &o->prefetch);
     else if (!strcmp(f, "--io-threads")) ok = parse_int(cmd, f, v, 1, 64, &o->io_threads);
+    else if (!strcmp(f, "--split")) o->pipe_split = v;
+    else if (!strcmp(f, "--pipe-micro")) ok = parse_int(cmd, f, v, 1, 31, &o->pipe_micro);
     else if (!strcmp(f, "--temp")) ok = parse_float(cmd, f, v, 0, 100, &o->sp.temp);
     else if (!strcmp(f, "--top-k")) ok = parse_int(cmd, f, v, 0, INT_MAX, &o->sp.top_k);
     else if (!strcmp(f, "--top-p")) ok = parse_float(cmd, f, v, 0, 1, &o->sp.top_p);
@@ -269,6 +276,9 @@ int cli_session_open(cli_session *e, const cli_opts *o, const char *cmd) {
     mp.io_threads = o->io_threads;
     mp.device = o->device ? o->device : aero_default_device();
     mp.gpu_mem = o->gpu_mem;
+    mp.pipeline = true; // split across the ranks when mpirun started several (the drafter stays on rank 0)
+    mp.pipe_split = o->pipe_split;
+    mp.pipe_micro = o->pipe_micro;
     aero_error err = {0};
     double t0 = aero_now();
     if (o->draft && o->draft_min > o->draft_max)
@@ -539,6 +549,7 @@ int cli_generate(cli_session *e, const cli_opts *o, FILE *out) {
         cli_print_budget(e, o, stderr);
         aero_stream_print_stats(aero_model_stream(e->model), stderr);
         aero_model_print_expert_stats(e->model, n_gen, stderr);
+        aero_pipeline_print_stats(e->model, n_gen, stderr);
         if (e->spec) {
             // plain decoding costs one 1-token target pass per token: time one now (cache permitting)
             double t1_pass = 0, t;

@@ -39,6 +39,9 @@ typedef struct {
     // saved prompts
     const char *prompt_cache; // --prompt-cache FILE: the prompt's KV cache, loaded when it matches, saved after prefill
     bool prompt_cache_ro;     // --prompt-cache-ro: load it but never write it
+    // under mpirun: the pipeline across ranks (aero_model_params.pipe_split / pipe_micro)
+    const char *pipe_split; // --split 0.4,0.6
+    int pipe_micro;         // --pipe-micro N
 } cli_opts;
 
 // Nodes a --draft-policy cost tree may reach when --draft-tree is not given.

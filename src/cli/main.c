@@ -48,7 +48,7 @@ static void usage(FILE *f) {
 }
 
 // Dispatches argv[1] to its subcommand; --version and --help are answered here.
-int main(int argc, char **argv) {
+static int dispatch(int argc, char **argv) {
     if (argc >= 2 && (!strcmp(argv[1], "--version") || !strcmp(argv[1], "-V"))) {
         printf("aerollm %s (commit %s)\n", aero_version(), AERO_GIT_COMMIT);
         return 0;
@@ -62,4 +62,16 @@ int main(int argc, char **argv) {
     fprintf(stderr, "aerollm: unknown command '%s'\n", argv[1]);
     usage(stderr);
     return 1;
+}
+
+// Under mpirun, rank 0 runs the command and the other ranks serve its passes over their layers; without it, the
+// command alone.
+int main(int argc, char **argv) {
+    aero_error err = {0};
+    if (aero_pipeline_init(&argc, &argv, &err)) {
+        fprintf(stderr, "aerollm: %s\n", err.msg);
+        return 1;
+    }
+    if (aero_pipeline_rank() > 0) return aero_pipeline_worker();
+    return aero_pipeline_finish(dispatch(argc, argv));
 }

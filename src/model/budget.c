@@ -1,6 +1,7 @@
 // The memory budget at start: what --mem must hold besides the weights (the KV cache, a resident drafter) is
 // set aside before the weights are planned, from the file's metadata alone, so that run, serve and info agree.
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "../core/util.h"
@@ -50,8 +51,14 @@ static aero_status stream_min(const aero_gguf *g, const aero_hparams *hp, const 
         .head_in_parts = !mp->device || !mp->device[0] || !strcmp(mp->device, "cpu"), // as aero_model_load
 
     };
+    int first, last; // under a pipeline, the minimum of this rank's layers (src/mpi/pipeline.c)
+    bool *external = NULL;
+    if (aero_pipe_plan(g, hp->n_layer, mp, &first, &last, &external, err)) return err->code;
+    sp.external = external;
     aero_stream *s;
-    if (aero_stream_open(&s, g, hp->n_layer, &sp, err)) return err->code;
+    aero_status st = aero_stream_open(&s, g, hp->n_layer, &sp, err);
+    free(external);
+    if (st) return st;
     *min = aero_stream_get_plan(s)->min_budget;
     aero_stream_close(s);
     return AERO_OK;
@@ -69,6 +76,12 @@ aero_status aero_mem_split_plan(aero_mem_split *out, const aero_model_params *mp
     if (st) goto done;
     out->mem = mp->mem_budget;
     out->kv_bytes = aero_kv_bytes(&hp, cp);
+    int first = 0, last = hp.n_layer; // under a pipeline, a rank caches its own layers only (not deepseek2's latent
+    bool *external = NULL;            // cache yet, mla.c)
+    if ((st = aero_pipe_plan(&g, hp.n_layer, mp, &first, &last, &external, err))) goto done;
+    free(external);
+    if (hp.kv_lora_rank == 0 && last - first < hp.n_layer) // aero_kv_bytes is n_layer times the bytes of one layer
+        out->kv_bytes = out->kv_bytes / (uint64_t)hp.n_layer * (uint64_t)(last - first);
     out->other_bytes = other_bytes;
     out->n_ctx = aero_ctx_params_n_ctx(&hp, cp);
     out->n_seq = cp->n_seq > 0 ? cp->n_seq : 1;

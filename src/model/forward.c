@@ -28,6 +28,7 @@ static aero_status ensure_cap(aero_ctx *c, int n, aero_error *err) {
 // A CPU context reads every unit through the stream: units a GPU context made external (its VRAM-resident
 // ones) come back into the host plan once no GPU context of the model is left.
 static aero_status cpu_stream(aero_model *m, aero_error *err) {
+    if (m->pipe) return AERO_OK; // a pipeline rank's units outside its layer range stay external
     bool any = false;
     for (int u = 0; u <= m->hp.n_layer; u++) any |= aero_stream_unit_external(m->stream, u);
     if (!any) return AERO_OK;
@@ -53,6 +54,7 @@ aero_status aero_ctx_new(aero_ctx **out, aero_model *m, const aero_ctx_params *p
     aero_ctx *c = calloc(1, sizeof *c);
     if (!c) return aero_fail(err, AERO_ERR_NOMEM, "out of memory");
     c->m = m;
+    c->pipe_id = -1;
     c->n_ctx = aero_ctx_params_n_ctx(hp, p);
     c->n_seq = p->n_seq > 0 ? p->n_seq : 1;
     c->n_tile = p->n_batch > 0 ? p->n_batch : DEFAULT_TILE;
@@ -74,9 +76,10 @@ aero_status aero_ctx_new(aero_ctx **out, aero_model *m, const aero_ctx_params *p
     if (aero_kv_check(hp, p, err) ||
         (m->kind == AERO_ARCH_DEEPSEEK2
              ? aero_mla_ctx_init(c, p, err) // the latent cache (mla.c)
-             : aero_kv_cache_init(&c->kv, hp->n_layer, c->n_seq, c->n_ctx, hp->n_head_kv, hp->head_dim,
-                                  aero_kv_type_dtype(p->type_k, p->kv_f32), aero_kv_type_dtype(p->type_v, p->kv_f32),
-                                  p->kv_recent, aero_kv_ring_cells(hp, p), err))) {
+             : aero_kv_cache_init_range(&c->kv, hp->n_layer, m->layer_first, m->layer_last, c->n_seq, c->n_ctx,
+                                        hp->n_head_kv, hp->head_dim, aero_kv_type_dtype(p->type_k, p->kv_f32),
+                                        aero_kv_type_dtype(p->type_v, p->kv_f32), p->kv_recent,
+                                        aero_kv_ring_cells(hp, p), err))) {
         free(c);
         return err->code;
     }
@@ -132,6 +135,12 @@ aero_status aero_ctx_new(aero_ctx **out, aero_model *m, const aero_ctx_params *p
             return st;
         }
     }
+    if (m->pipe && (*dev && strcmp(dev, "cpu") ? aero_fail(err, AERO_ERR_UNSUPPORTED, "pipeline: --device %s", dev)
+                                               : aero_pipe_ctx_new(c, p, err))) {
+        c->pipe_id = -1; // no context on the other ranks to free
+        aero_ctx_free(c);
+        return err->code;
+    }
     *out = c;
     return AERO_OK;
 oom:
@@ -141,6 +150,7 @@ oom:
 
 void aero_ctx_free(aero_ctx *c) {
     if (!c) return;
+    if (c->m->pipe && c->pipe_id >= 0) aero_pipe_ctx_free(c);
 #ifdef AERO_CUDA
     aero_gpu_ctx_free(c);
 #endif
@@ -626,6 +636,61 @@ static aero_status validate_batch(const aero_ctx *c, const aero_batch *b, int *a
     return AERO_OK;
 }
 
+// Checks the batch, grows the buffers and gives each token its cache cell (base: the sequences' lengths before
+// the batch, added: the batch's tokens per sequence); the first step of aero_decode and of a pipeline rank's pass.
+aero_status aero_forward_begin(aero_ctx *c, const aero_batch *b, int *cell, int *base, int *added, aero_error *err) {
+    aero_status st = validate_batch(c, b, added, err);
+    if (st || (st = ensure_cap(c, b->n, err))) return st;
+    memcpy(base, c->kv.len, sizeof(int) * c->n_seq);
+    for (int s = 0; s < c->n_seq; s++) added[s] = 0;
+    for (int i = 0; i < b->n; i++) {
+        int seq = b->seq ? b->seq[i] : 0;
+        cell[i] = base[seq] + added[seq]++;
+    }
+    return AERO_OK;
+}
+
+// Rank 0 of a pipeline embeds the whole batch before cutting it into micro-batches.
+aero_status aero_forward_embed(aero_ctx *c, const aero_batch *b, aero_error *err) { return embed(c, b, err); }
+
+// Layers [l0, l1) over batch tokens [t0, t1) of c->x: each layer acquired once, every tile of the range computed
+// while it is held. A pipeline rank runs its own layer range; one process runs them all.
+aero_status aero_forward_layers(aero_ctx *c, const aero_batch *b, const int *cell, const int *base, int t0, int t1,
+                                int l0, int l1, aero_error *err) {
+    aero_model *m = c->m;
+    aero_status st = AERO_OK;
+    for (int l = l0; l < l1; l++) {
+        if ((st = aero_stream_acquire(m->stream, l, err))) return st;
+        for (int first = t0; first < t1 && !st; first += c->n_tile) {
+            attn_job job = {.c = c,
+                            .n = t1 - first < c->n_tile ? t1 - first : c->n_tile,
+                            .first = first,
+                            .b = b,
+                            .cell = cell,
+                            .base = base,
+                            .block_start = c->block_start};
+            st = layer_tile(c, l, &job, err);
+        }
+        aero_stream_release(m->stream, l);
+        if (st) return st;
+    }
+    return AERO_OK;
+}
+
+// The output head over the whole batch, part by part when the head is streamed in row blocks.
+aero_status aero_forward_head(aero_ctx *c, const aero_batch *b, float *logits, aero_error *err) {
+    aero_model *m = c->m;
+    aero_status st = AERO_OK;
+    for (int part = 0; part < aero_stream_head_parts(m->stream); part++) {
+        int64_t row0, rows;
+        if ((st = aero_stream_acquire_head_part(m->stream, part, &row0, &rows, err))) return st;
+        st = head(c, b, logits, row0, rows, err);
+        aero_stream_release(m->stream, aero_stream_head_unit(m->stream));
+        if (st) return st;
+    }
+    return AERO_OK;
+}
+
 // Layer by layer, every tile of the batch: a streamed layer is read once per call whatever the batch length
 // (a long prompt costs one pass over the weights), while -b bounds the activations computed at once.
 aero_status aero_decode(aero_ctx *c, const aero_batch *b, float *logits, aero_error *err) {
@@ -638,14 +703,7 @@ aero_status aero_decode(aero_ctx *c, const aero_batch *b, float *logits, aero_er
         st = aero_fail(err, AERO_ERR_NOMEM, "out of memory");
         goto done;
     }
-    if ((st = validate_batch(c, b, added, err))) goto done;
-    if ((st = ensure_cap(c, b->n, err))) goto done;
-    memcpy(base, c->kv.len, sizeof(int) * c->n_seq);
-    for (int s = 0; s < c->n_seq; s++) added[s] = 0;
-    for (int i = 0; i < b->n; i++) {
-        int seq = b->seq ? b->seq[i] : 0;
-        cell[i] = base[seq] + added[seq]++;
-    }
+    if ((st = aero_forward_begin(c, b, cell, base, added, err))) goto done;
 #ifdef AERO_CUDA
     if (c->gpu) {
         if ((st = aero_gpu_decode(c, b, cell, base, logits, err))) goto rollback;
@@ -653,28 +711,11 @@ aero_status aero_decode(aero_ctx *c, const aero_batch *b, float *logits, aero_er
         goto done;
     }
 #endif
-    if ((st = embed(c, b, err))) goto rollback;
-    for (int l = 0; l < hp->n_layer; l++) {
-        if ((st = aero_stream_acquire(m->stream, l, err))) goto rollback;
-        for (int first = 0; first < b->n && !st; first += c->n_tile) {
-            attn_job job = {.c = c,
-                            .n = b->n - first < c->n_tile ? b->n - first : c->n_tile,
-                            .first = first,
-                            .b = b,
-                            .cell = cell,
-                            .base = base,
-                            .block_start = c->block_start};
-            st = layer_tile(c, l, &job, err);
-        }
-        aero_stream_release(m->stream, l);
-        if (st) goto rollback;
-    }
-    for (int part = 0; part < aero_stream_head_parts(m->stream); part++) {
-        int64_t row0, rows;
-        if ((st = aero_stream_acquire_head_part(m->stream, part, &row0, &rows, err))) goto rollback;
-        st = head(c, b, logits, row0, rows, err);
-        aero_stream_release(m->stream, aero_stream_head_unit(m->stream));
-        if (st) goto rollback;
+    if (m->pipe) { // rank 0 of a pipeline: its layers here, the others on the other ranks (src/mpi/pipeline.c)
+        if ((st = aero_pipe_decode(c, b, cell, base, logits, err))) goto rollback;
+    } else if ((st = embed(c, b, err)) || (st = aero_forward_layers(c, b, cell, base, 0, b->n, 0, hp->n_layer, err)) ||
+               (st = aero_forward_head(c, b, logits, err))) {
+        goto rollback;
     }
     for (int s = 0; s < c->n_seq; s++) c->kv.len[s] = base[s] + added[s];
     goto done;

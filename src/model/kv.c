@@ -98,6 +98,13 @@ uint64_t aero_kv_bytes(const aero_hparams *hp, const aero_ctx_params *p) {
 // Allocates every layer's cells up front, so a decode never allocates cache memory.
 aero_status aero_kv_cache_init(aero_kv_cache *kv, int n_layer, int n_seq, int n_ctx, int n_head_kv, int head_dim,
                                aero_dtype type_k, aero_dtype type_v, int recent, int ring, aero_error *err) {
+    return aero_kv_cache_init_range(kv, n_layer, 0, n_layer, n_seq, n_ctx, n_head_kv, head_dim, type_k, type_v, recent,
+                                    ring, err);
+}
+
+aero_status aero_kv_cache_init_range(aero_kv_cache *kv, int n_layer, int first, int last, int n_seq, int n_ctx,
+                                     int n_head_kv, int head_dim, aero_dtype type_k, aero_dtype type_v, int recent,
+                                     int ring, aero_error *err) {
     memset(kv, 0, sizeof *kv);
     if (kv_type_check(head_dim, type_k, "K", err) || kv_type_check(head_dim, type_v, "V", err)) return err->code;
     kv->n_layer = n_layer;
@@ -114,7 +121,7 @@ aero_status aero_kv_cache_init(aero_kv_cache *kv, int n_layer, int n_seq, int n_
     kv->v = calloc(n_layer, sizeof *kv->v);
     kv->len = calloc(n_seq, sizeof *kv->len);
     if (!kv->k || !kv->v || !kv->len) goto oom;
-    for (int l = 0; l < n_layer; l++) {
+    for (int l = first; l < last; l++) {
         kv->k[l] = aero_alloc_aligned(64, cells * kv->row_k);
         kv->v[l] = aero_alloc_aligned(64, cells * kv->row_v);
         if (!kv->k[l] || !kv->v[l]) goto oom;
@@ -125,7 +132,7 @@ aero_status aero_kv_cache_init(aero_kv_cache *kv, int n_layer, int n_seq, int n_
         size_t ring_bytes = (size_t)n_seq * ring * kv->kv_dim * sizeof(uint16_t);
         if (!is_float(type_k) && !(kv->rk = calloc(n_layer, sizeof *kv->rk))) goto oom;
         if (!is_float(type_v) && !(kv->rv = calloc(n_layer, sizeof *kv->rv))) goto oom;
-        for (int l = 0; l < n_layer; l++) {
+        for (int l = first; l < last; l++) {
             if (kv->rk && !(kv->rk[l] = aero_alloc_aligned(64, ring_bytes))) goto oom;
             if (kv->rv && !(kv->rv[l] = aero_alloc_aligned(64, ring_bytes))) goto oom;
         }
@@ -210,6 +217,7 @@ void aero_kv_drop(aero_ctx *c, int seq) { aero_kv_truncate(c, seq, 0); }
 
 void aero_kv_keep(aero_ctx *c, int seq, int base, const int *keep, int n_keep) {
     aero_kv_cache *kv = &c->kv;
+    if (c->m->pipe) aero_pipe_kv_keep(c, seq, base, keep, n_keep); // the other ranks' layers move the same cells
 #ifdef AERO_CUDA
     if (c->gpu) aero_gpu_kv_keep(c, seq, base, keep, n_keep); // the device cache first: it reads the length
 #endif
@@ -221,6 +229,7 @@ void aero_kv_keep(aero_ctx *c, int seq, int base, const int *keep, int n_keep) {
         int to = base + kept;
         if (from != to)
             for (int l = 0; l < kv->n_layer; l++) {
+                if (!kv->k[l]) continue; // another pipeline rank's layer
                 memmove(aero_kv_cell(kv, false, l, seq, to), aero_kv_cell(kv, false, l, seq, from), kv->row_k);
                 memmove(aero_kv_cell(kv, true, l, seq, to), aero_kv_cell(kv, true, l, seq, from), kv->row_v);
                 for (int side = 0; side < 2; side++) { // the F16 copies move with their cells

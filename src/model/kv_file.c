@@ -309,6 +309,9 @@ static aero_status kvf_ctx_check(const aero_ctx *c, int seq, const char *path, a
         return aero_fail(err, AERO_ERR_UNSUPPORTED,
                          "%s: KV cache files are not supported with --device cuda yet (the cache lives on the GPU); "
                          "use --device cpu", path);
+    if (c->m->pipe)
+        return aero_fail(err, AERO_ERR_UNSUPPORTED,
+                         "%s: KV cache files are not supported under mpirun (each rank caches its own layers)", path);
     if (c->kv.rk || c->kv.rv)
         return aero_fail(err, AERO_ERR_UNSUPPORTED,
                          "%s: KV cache files do not hold the F16 copies of --kv-recent; run without --kv-recent", path);

@@ -10,6 +10,7 @@
 #include "model.h"
 #include "mla.h"
 #include "moe.h"
+#include "../mpi/pipeline.h"
 
 typedef enum {
     AERO_ARCH_LLAMA,
@@ -81,6 +82,8 @@ struct aero_model {
     char device[8];             // aero_model_params.device ("" = cpu)
     uint64_t gpu_mem;
     int n_gpu_ctx; // live GPU contexts: their VRAM-resident units are external to the stream
+    struct aero_pipe *pipe;      // this process is a rank of a pipeline (src/mpi/pipeline.c); NULL: all layers here
+    int layer_first, layer_last; // the layers this process computes: [first, last) ([0, n_layer) without a pipeline)
 };
 
 aero_status aero_hparams_read(const aero_gguf *g, aero_hparams *hp, aero_arch_kind *kind, aero_error *err);
@@ -112,6 +115,10 @@ typedef struct {
 } aero_kv_cache;
 
 // recent > 0 keeps F16 copies of the quantized sides in a ring of `ring` cells (recent + the compute tile).
+// The cells of layers [first, last) only (a pipeline rank's; the others stay NULL): init is [0, n_layer).
+aero_status aero_kv_cache_init_range(aero_kv_cache *kv, int n_layer, int first, int last, int n_seq, int n_ctx,
+                                     int n_head_kv, int head_dim, aero_dtype type_k, aero_dtype type_v, int recent,
+                                     int ring, aero_error *err);
 aero_status aero_kv_cache_init(aero_kv_cache *kv, int n_layer, int n_seq, int n_ctx, int n_head_kv, int head_dim,
                                aero_dtype type_k, aero_dtype type_v, int recent, int ring, aero_error *err);
 // Cells of the F16 ring for p (0 when p keeps none): what init is given and aero_kv_bytes counts.
@@ -154,7 +161,17 @@ struct aero_ctx {
     void *gpu;                   // the CUDA state (forward_cuda.c) when the context computes on the GPU, else NULL
     const float *rope_inv_freq;  // the model's speeds this context rotates with (LongRoPE: long or short by n_ctx)
     struct aero_mla_work *mla;   // deepseek2: the latent attention's scratch (mla.c)
+    int pipe_id;                 // a pipeline's contexts: this one's id on every rank
 };
+
+// The forward pass in the steps a pipeline rank runs separately (src/mpi/pipeline.c); aero_decode is them in
+// order. begin: checks and cells (cell per token; base and added per sequence); layers: [l0, l1) over batch
+// tokens [t0, t1) of c->x; head: the logits of the wanted rows of the whole batch.
+aero_status aero_forward_begin(aero_ctx *c, const aero_batch *b, int *cell, int *base, int *added, aero_error *err);
+aero_status aero_forward_embed(aero_ctx *c, const aero_batch *b, aero_error *err);
+aero_status aero_forward_layers(aero_ctx *c, const aero_batch *b, const int *cell, const int *base, int t0, int t1,
+                                int l0, int l1, aero_error *err);
+aero_status aero_forward_head(aero_ctx *c, const aero_batch *b, float *logits, aero_error *err);
 
 // deepseek2: the latent KV cache (one row of kv_lora_rank + qk_rope values per cell, no V rows) and the
 // attention scratch of a context whose n_tile and n_seq are set.

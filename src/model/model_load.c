@@ -499,7 +499,10 @@ aero_status aero_model_load(aero_model **out, const aero_model_params *p, aero_e
                   aero_tokenizer_n_vocab(m->tok), m->hp.n_vocab);
         goto fail;
     }
+    bool *external = NULL; // under a pipeline: the other ranks' layers (src/mpi/pipeline.c)
+    if (aero_pipe_plan(g, m->hp.n_layer, p, &m->layer_first, &m->layer_last, &external, err)) goto fail;
     aero_stream_params sp = {
+        .external = external,
         .mem_budget = p->mem_budget,
         .prefetch = p->prefetch,
         .io_threads = p->io_threads,
@@ -507,7 +510,9 @@ aero_status aero_model_load(aero_model **out, const aero_model_params *p, aero_e
         .embd_tensor = "token_embd.weight",
         .head_in_parts = !p->device || !p->device[0] || !strcmp(p->device, "cpu"), // forward.c reads head blocks
     };
-    if (aero_stream_open(&m->stream, g, m->hp.n_layer, &sp, err)) goto fail;
+    aero_status st_open = aero_stream_open(&m->stream, g, m->hp.n_layer, &sp, err);
+    free(external);
+    if (st_open) goto fail;
     if (rope_setup(m, err)) goto fail;
     if (open_experts(m, p, err)) goto fail;
     m->expert_prefetch = m->experts && p->expert_prefetch;
@@ -524,6 +529,7 @@ aero_status aero_model_load(aero_model **out, const aero_model_params *p, aero_e
     m->n_threads = aero_pool_size(m->pool);
     snprintf(m->device, sizeof m->device, "%s", p->device ? p->device : "");
     m->gpu_mem = p->gpu_mem;
+    if (aero_pipe_open(m, p, err)) goto fail; // rank 0: the other ranks load their layers
     *out = m;
     return AERO_OK;
 fail:
@@ -533,6 +539,7 @@ fail:
 
 void aero_model_free(aero_model *m) {
     if (!m) return;
+    aero_pipe_close(m);
     aero_pool_free(m->pool);
     aero_expert_cache_free(m->experts);
     free(m->expert_uses);

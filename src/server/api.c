@@ -60,6 +60,8 @@ static enum MHD_Result handle_models(aero_http_req *r, const char *id) {
 // GET /health: 503 while loading, so orchestrators wait before sending traffic.
 static enum MHD_Result handle_health(aero_http_req *r) {
     int st = atomic_load(&r->srv->state);
+    if (st == 1 && aero_pipeline_failure()) // a rank of the pipeline died: nothing can be generated any more
+        return aero_http_error(r, 503, aero_pipeline_failure(), NULL, "pipeline_failed");
     if (st == 1) return aero_http_json(r, 200, json_pack("{s:s}", "status", "ok"));
     if (st == 0) return aero_http_error(r, 503, "Loading model", NULL, "model_loading");
     if (st == -1) return aero_http_error(r, 500, "The model failed to load", NULL, NULL);
@@ -441,7 +443,8 @@ static bool emit_delta(aero_http_req *r, const aero_gen_delta *d) {
     r->n_accepted = d->n_accepted;
     r->finish_name = aero_finish_name(d->finish);
     if (d->finish == AERO_FINISH_ERROR) { // still a complete stream: clients waiting for [DONE] stop cleanly
-        ok = ok && out_event(r, aero_oai_error(500, d->error[0] ? d->error : "generation failed", NULL, NULL));
+        ok = ok && out_event(r, aero_oai_error(aero_pipeline_failure() ? 503 : 500,
+                                               d->error[0] ? d->error : "generation failed", NULL, NULL));
         return ok && out_add(r, "data: [DONE]\n\n", 14);
     }
     const char *fin = r->tool_called ? "tool_calls" : d->finish == AERO_FINISH_LENGTH ? "length" : "stop";
@@ -873,7 +876,8 @@ static enum MHD_Result respond_whole(aero_http_req *r) {
     r->n_accepted = last.n_accepted;
     r->finish_name = aero_finish_name(last.finish);
     if (last.finish == AERO_FINISH_ERROR) {
-        ret = aero_http_error(r, 500, last.error[0] ? last.error : "generation failed", NULL, NULL);
+        ret = aero_http_error(r, aero_pipeline_failure() ? 503 : 500, // 503: a rank of the pipeline died
+                              last.error[0] ? last.error : "generation failed", NULL, NULL);
         goto done;
     }
     json_t *lpj = r->logprobs
@@ -1104,6 +1108,7 @@ enum MHD_Result aero_api_handle(aero_http_req *r, const char *url) {
                                    st == 0 ? "The model is still loading; retry when /health answers 200"
                                            : "The server is not serving (model failed to load or shutting down)",
                                    NULL, st == 0 ? "model_loading" : NULL);
+        if (aero_pipeline_failure()) return aero_http_error(r, 503, aero_pipeline_failure(), NULL, "pipeline_failed");
         if (id == R_COMPLETIONS) return handle_generate(r, AERO_REQ_COMPLETION);
         if (id == R_CHAT) return handle_generate(r, AERO_REQ_CHAT);
         if (id == R_TOKENIZE) return handle_tokenize(r);

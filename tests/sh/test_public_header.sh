@@ -10,9 +10,13 @@ fails=0
 fail() { echo "FAIL: $*"; fails=$((fails+1)); }
 
 CC=${CC:-cc}
+# a library built with MPI (make MPI=1, the default where mpicc is found) links MPI's libraries too
+MPI_LIBS=
+if nm "$LIB" 2>/dev/null | grep -q ' U MPI_Init_thread'; then MPI_LIBS=$(mpicc --showme:link 2>/dev/null); fi
+# shellcheck disable=SC2086
 if ! $CC -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers \
         -pthread -Iinclude -o "$T/test_public_api" tests/test_public_api.c "$LIB" \
-        -pthread -lm -ljansson -lmicrohttpd -lpcre2-8 2>"$T/cc.err"; then
+        -pthread -lm -ljansson -lmicrohttpd -lpcre2-8 $MPI_LIBS 2>"$T/cc.err"; then
     fail "tests/test_public_api.c does not build with -Iinclude only: $(head -20 "$T/cc.err")"
 else
     "$T/test_public_api" >"$T/out" 2>&1
