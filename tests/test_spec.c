@@ -274,7 +274,7 @@ static void test_head(aero_model *t, aero_model *ts) {
     snprintf(path, sizeof path, "/tmp/aero_spec_head_%d.gguf", (int)getpid());
     snprintf(other, sizeof other, "/tmp/aero_spec_head_other_%d.gguf", (int)getpid());
     aero_error err = {0};
-    CHECKF(!aero_spec_head_write_random(path, t, 4, 96, 7, NULL, &err), "%s", err.msg);
+    CHECKF(!aero_spec_head_write_random(path, t, 4, 96, 7, NULL, false, &err), "%s", err.msg);
     g_head = path;
     run_drafter("random draft head", t, NULL);
     if (ts) {
@@ -293,7 +293,7 @@ static void test_head(aero_model *t, aero_model *ts) {
     aero_spec_params sp;
     aero_spec_params_default(&sp);
     aero_spec *s = NULL;
-    CHECKF(!aero_spec_head_write_random(other, t, 4, 96, 7, "some other teacher", &err), "%s", err.msg);
+    CHECKF(!aero_spec_head_write_random(other, t, 4, 96, 7, "some other teacher", false, &err), "%s", err.msg);
     sp.draft_head = other;
     CHECK(aero_spec_new(&s, c, 0, NULL, &sp, &err) == AERO_ERR_INVALID && s == NULL);
     printf("head for another teacher: %s\n", err.msg);
@@ -320,6 +320,78 @@ static void test_head(aero_model *t, aero_model *ts) {
     }
     unlink(path);
     unlink(other);
+}
+
+// Reads "KEY id id ..." from a reference file into out (at most cap ids); returns the count, -1 when absent.
+static int read_ids(const char *path, const char *key, int32_t *out, int cap) {
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    char line[65536];
+    int n = -1;
+    size_t kl = strlen(key);
+    while (n < 0 && fgets(line, sizeof line, f))
+        if (!strncmp(line, key, kl) && line[kl] == ' ') {
+            n = 0;
+            for (char *p = line + kl, *e; n < cap; p = e) {
+                long v = strtol(p, &e, 10);
+                if (e == p) break;
+                out[n++] = (int32_t)v;
+            }
+        }
+    fclose(f);
+    return n;
+}
+
+// A trained head (train/train_head.sh's output beside the teacher in models/; AERO_TEST_HEAD and
+// AERO_TEST_HEAD_REF override the paths): the engine's head predicts what PyTorch's does at depth 1
+// (head_reference.txt; >= 90 % of positions, since the two round weights and activations differently), greedy
+// speculation with it is identical to plain decoding, and its tokens per pass are printed.
+static void test_head_trained(void) {
+    const char *tp = "models/aero-teacher-34M-Q8_0.gguf";
+    const char *hp = getenv("AERO_TEST_HEAD") ? getenv("AERO_TEST_HEAD") : "models/aero-draft-head-4M-F16.gguf";
+    const char *rp = getenv("AERO_TEST_HEAD_REF") ? getenv("AERO_TEST_HEAD_REF") : "train/head_reference.txt";
+    if (access(tp, R_OK) || access(hp, R_OK)) {
+        printf("trained draft head: %s not found, not checked\n", hp);
+        return;
+    }
+    aero_model *t = load(tp, 2, 0);
+    CHECK(t != NULL);
+    if (!t) return;
+    int32_t ids[600], want[600], got[600];
+    int n = read_ids(rp, "ids", ids, 600), nw = read_ids(rp, "head_depth1_argmax", want, 600);
+    if (n > 1 && nw == n - 1) {
+        aero_ctx *c;
+        aero_error err = {0};
+        aero_ctx_params cp = {.n_ctx = 512};
+        aero_spec_params sp;
+        aero_spec_params_default(&sp);
+        sp.draft_head = hp;
+        aero_spec *s = NULL;
+        CHECK(!aero_ctx_new(&c, t, &cp, &err));
+        CHECKF(!aero_spec_new(&s, c, 0, NULL, &sp, &err) && !aero_spec_begin(s, ids, n, 0, &err) &&
+                   !aero_spec_head_argmax(s, got, &err),
+               "%s", err.msg);
+        int same = 0;
+        for (int i = 0; i < n - 1; i++) same += got[i] == want[i];
+        printf("trained draft head: depth-1 argmax equal to PyTorch's at %d of %d positions\n", same, n - 1);
+        CHECKF(same >= 0.9 * (n - 1), "engine and PyTorch heads agree (%d of %d)", same, n - 1);
+        aero_spec_free(s);
+        aero_ctx_free(c);
+    } else {
+        printf("trained draft head: no reference %s\n", rp);
+    }
+    int32_t prompt[64];
+    int np = tokenize(t, prompts[1], prompt, 64);
+    g_head = hp;
+    static const int cfg[] = {2, 5, 10, 12}; // chain adaptive, tree 48, tree cost measured, tree cost fixed
+    for (int k = 0; k < 4; k++) {
+        aero_spec_stats st = {0};
+        compare("trained draft head", t, NULL, &configs[cfg[k]], prompt, np, 100, 512, 1.0f, &st);
+        printf("trained draft head, %s: %.2f tokens per verify pass\n", configs[cfg[k]].name,
+               st.verify_passes ? (double)st.generated / st.verify_passes : 0);
+    }
+    g_head = NULL;
+    aero_model_free(t);
 }
 
 int main(void) {
@@ -355,5 +427,6 @@ int main(void) {
     aero_model_free(q4);
     aero_model_free(t);
     test_bundled();
+    test_head_trained();
     return check_done("test_spec");
 }

@@ -446,10 +446,32 @@ aero_status aero_spec_draft_head(aero_spec *s, bool greedy, int max_nodes, int m
     return st;
 }
 
+aero_status aero_spec_head_argmax(aero_spec *s, int32_t *out, aero_error *err) {
+    aero_spec_head *h = s->head;
+    if (!h || s->t_len != s->n_tok - 1) return aero_fail(err, AERO_ERR_INVALID, "head check: call aero_spec_begin first");
+    aero_spec_head_truncate(h, 0);
+    s->d_len = 1;
+    float *lg = malloc(sizeof(float) * s->n_vocab);
+    if (!lg) return aero_fail(err, AERO_ERR_NOMEM, "out of memory");
+    aero_status st = AERO_OK;
+    for (int p = 1; p < s->n_tok && !st; p++) { // one token a call: every row's logits
+        const float *feat = s->hfeat + (size_t)(p - 1) * h->d;
+        int32_t pos = p;
+        st = head_forward(h, 1, &s->toks[p], &pos, &feat, NULL, lg, true, err);
+        out[p - 1] = aero_argmax(lg, s->n_vocab);
+    }
+    free(lg);
+    s->d_len = s->n_tok; // the head's cache holds every committed token: the next catch-up refeeds only the last
+    return st;
+}
+
 // Writes a draft head for teacher with random weights (tests: greedy identity and lossless sampling hold
-// whatever the head drafts; a head for another teacher is refused). teacher_name NULL: the teacher's own.
+// whatever the head drafts; a head for another teacher is refused). teacher_name NULL: the teacher's own. echo:
+// the fc passes the feature through and the layer adds little, so the head proposes what the teacher predicted
+// one position earlier (often accepted on a small synthetic teacher: the sampling test's rejections and
+// acceptances both happen).
 aero_status aero_spec_head_write_random(const char *path, const aero_model *teacher, int n_head, int n_ff,
-                                        uint64_t seed, const char *teacher_name, aero_error *err) {
+                                        uint64_t seed, const char *teacher_name, bool echo, aero_error *err) {
     aero_model *tm = (aero_model *)teacher;
     int d = aero_model_n_embd(tm);
     if (n_head <= 0 || d % n_head || (d / n_head) % 2 || n_ff <= 0)
@@ -472,18 +494,18 @@ aero_status aero_spec_head_write_random(const char *path, const aero_model *teac
         const char *name;
         uint64_t ne0, ne1;
         float scale; // 0: a norm of ones
-    } t[] = {{"fc.weight", 2 * (uint64_t)d, d, 1.0f / sqrtf(2.0f * d)},
+    } t[] = {{"fc.weight", 2 * (uint64_t)d, d, (echo ? 0.05f : 1.0f) / sqrtf(2.0f * d)},
              {"fc_norm_h.weight", d, 0, 0},
              {"fc_norm_e.weight", d, 0, 0},
              {"blk.0.attn_norm.weight", d, 0, 0},
              {"blk.0.attn_q.weight", d, d, 1.0f / sqrtf((float)d)},
              {"blk.0.attn_k.weight", d, d, 1.0f / sqrtf((float)d)},
              {"blk.0.attn_v.weight", d, d, 1.0f / sqrtf((float)d)},
-             {"blk.0.attn_output.weight", d, d, 0.5f / sqrtf((float)d)},
+             {"blk.0.attn_output.weight", d, d, (echo ? 0.01f : 0.5f) / sqrtf((float)d)},
              {"blk.0.ffn_norm.weight", d, 0, 0},
              {"blk.0.ffn_gate.weight", d, (uint64_t)n_ff, 1.0f / sqrtf((float)d)},
              {"blk.0.ffn_up.weight", d, (uint64_t)n_ff, 1.0f / sqrtf((float)d)},
-             {"blk.0.ffn_down.weight", (uint64_t)n_ff, d, 0.5f / sqrtf((float)n_ff)}};
+             {"blk.0.ffn_down.weight", (uint64_t)n_ff, d, (echo ? 0.01f : 0.5f) / sqrtf((float)n_ff)}};
     aero_status st = AERO_OK;
     uint64_t rng = seed * 0x9e3779b97f4a7c15ull + 1;
     for (size_t i = 0; i < sizeof t / sizeof t[0] && !st; i++) {
@@ -501,6 +523,8 @@ aero_status aero_spec_head_write_random(const char *path, const aero_model *teac
             rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
             v[j] = t[i].scale * (float)(((double)(rng >> 11) / 9007199254740992.0) * 2 - 1) * 1.7320508f;
         }
+        if (echo && i == 0)
+            for (int r = 0; r < d; r++) v[(size_t)r * 2 * d + r] += 1; // output r reads feature r
         st = aero_gguf_add_tensor(w, t[i].name, AERO_DT_F32, t[i].ne1 ? 2 : 1, ne, v, err);
         free(v);
     }
