@@ -435,6 +435,8 @@ def main():
 
     ws, v_ho = TR.val_chunks(ho_ids, (128 if args.smoke else ctx) - 1, 64, bos, dev)
     vx = torch.cat([ws, v_ho[:, -1:]], 1)
+    if args.smoke:
+        vx = vx[:4]
     opt = TR.make_opt(head, args.lr, args.wd, dev)
     t = time.time()
     budget = args.deadline - (time.time() - T0) - args.eval_reserve
@@ -489,8 +491,8 @@ def main():
     a1, a2 = agreement(head, teacher, vx)
     prompts = ["Once upon a time", "One day, a little boy named Tim", "Lily and her mom went to the store",
                "The cat sat on the mat", "There was a big red ball"]
-    pids = [[bos] + enc([p])[0] for p in prompts]
-    n_new = 16 if args.smoke else 128
+    pids = [[bos] + enc([p])[0] for p in (prompts[:1] if args.smoke else prompts)]
+    n_new = 8 if args.smoke else 128
     sims = {k: float(np.mean([spec_sim(head, teacher, p, n_new, k, tc.ctx) for p in pids])) for k in (2, 4, 8)}
     res["eval"] = {"agree_depth1": a1, "agree_depth2": a2, "chain_tokens_per_pass": sims,
                    "seconds": time.time() - t}
