@@ -529,11 +529,11 @@ int cli_generate(cli_session *e, const cli_opts *o, FILE *out) {
     double t2 = aero_now();
     int n_gen = aero_generator_n_generated(g);
     const char *stop_reason = aero_end_name(aero_generator_end(g));
-    if (e->spec) // the prompt's last chunk went through the first verify pass: its time is in "generated"
+    if (e->spec) // the prompt's last chunk (a draft head: its last token) went through the first verify pass
         fprintf(stderr,
                 "\nload %.2f s | prompt %zu tokens in %.3f s (the last %zu verified with the first draft) | "
                 "generated %d tokens in %.3f s (%.2f tok/s) | stop: %s\n",
-                e->load_s, n_ids, t1 - t0, (n_ids - 1) % o->n_batch + 1, n_gen, t2 - t1,
+                e->load_s, n_ids, t1 - t0, o->draft_head ? 1 : (n_ids - 1) % o->n_batch + 1, n_gen, t2 - t1,
                 n_gen / (t2 - t1 > 0 ? t2 - t1 : 1e-9), stop_reason);
     else
         fprintf(stderr,
