@@ -8,7 +8,9 @@
 # Part 2, wall clock (a quiet machine only): the teacher streamed with 16 MiB for its weights (bundled pair;
 #   --mem is that plus the KV cache and the resident drafter, so plain and speculative runs stream alike), plain
 #   decoding against each speculative mode, greedy, 5 prompts x 200 tokens; speedup = plain s / speculative s.
-# Knobs: SPEC_BENCH_PAIRS ("bundled stories"), SPEC_BENCH_N (200), SPEC_BENCH_TEMPS ("0 0.7 1.0"),
+# Pairs: bundled (the 34M teacher and its 3M drafter), stories (stories260K and its Q4_0 copy), head (the 34M
+#   teacher and its draft head, train/train_head.sh's models/aero-draft-head-*.gguf; SPEC_BENCH_HEAD overrides).
+# Knobs: SPEC_BENCH_PAIRS ("bundled stories"; add "head" once the head file exists), SPEC_BENCH_N (200), SPEC_BENCH_TEMPS ("0 0.7 1.0"),
 #   SPEC_BENCH_PARTS ("tpp wall"), SPEC_BENCH_THREADS (2), SPEC_BENCH_DRAFT_THREADS (1), SPEC_BENCH_REPS (1: wall
 #   runs per prompt; the median is kept), SPEC_BENCH_ONLY (an extended regex: only the modes whose name matches).
 # Usage (from the repository root, after make): bash bench/spec_bench.sh [> figures.md]
@@ -47,6 +49,7 @@ pair_files() { # pair -> TEACHER DRAFTER WEIGHT_BYTES (the teacher's share of --
   case "$1" in
   bundled) echo "models/aero-teacher-34M-Q8_0.gguf models/aero-drafter-3M-F16.gguf 16777216" ;;
   stories) echo "../shared/data/models/stories260K.gguf ../shared/data/models/stories260K-Q4_0.gguf 921600" ;;
+  head) echo "models/aero-teacher-34M-Q8_0.gguf head:${SPEC_BENCH_HEAD:-models/aero-draft-head-4M-F16.gguf} 16777216" ;;
   *) echo "" ;;
   esac
 }
@@ -56,7 +59,11 @@ one() { # teacher drafter-or-empty temp seed prompt extra-flags...
   local t=$1 d=$2 temp=$3 seed=$4 p=$5
   shift 5
   local args=(run -m "$t" -p "$p" -n "$N" --ignore-eos --temp "$temp" --seed "$seed" -t "$THREADS" "$@")
-  [ -n "$d" ] && args+=(--draft "$d" --draft-threads "$DTHREADS" --stats)
+  case $d in
+  "") ;;
+  head:*) args+=(--draft-head "${d#head:}" --stats) ;; # the head runs on the target's threads and memory
+  *) args+=(--draft "$d" --draft-threads "$DTHREADS" --stats) ;;
+  esac
   "$AEROLLM" "${args[@]}" 2>&1 >/dev/null | awk '
     /prefill \+ [0-9]+ verify/ { for (i = 1; i <= NF; i++) { if ($i == "verify;") v = $(i - 1); if ($i == "tokens)") g = substr($(i - 1), 2) } }
     /^  drafted/ { d = $2; sub(",", "", d); a = $4; sub(":", "", a) }
@@ -66,7 +73,7 @@ one() { # teacher drafter-or-empty temp seed prompt extra-flags...
 
 tpp() { # pair
   read -r T D _ <<<"$(pair_files "$1")"
-  [ -r "$T" ] && [ -r "$D" ] || { echo "$1: $T or $D missing, skipped"; return; }
+  [ -r "$T" ] && [ -r "${D#head:}" ] || { echo "$1: $T or ${D#head:} missing, skipped"; return; }
   echo "### Tokens per verify pass: $1 pair ($(basename "$T"), drafter $(basename "$D")), ${#PROMPTS[@]} prompts x $N tokens"
   echo
   echo "| mode | temperature | verify passes | tokens per pass | fed per pass | acceptance |"
@@ -101,10 +108,10 @@ median_s() { # teacher drafter temp seed prompt flags...
 
 wall() { # pair
   read -r T D W <<<"$(pair_files "$1")"
-  [ -r "$T" ] && [ -r "$D" ] || { echo "$1: $T or $D missing, skipped"; return; }
+  [ -r "$T" ] && [ -r "${D#head:}" ] || { echo "$1: $T or ${D#head:} missing, skipped"; return; }
   # --mem holds the KV cache and the resident drafter too: both runs give the teacher's weights the same W bytes
   local info kv dr MEM MEMD
-  info=$("$AEROLLM" run -m "$T" --draft "$D" -p x -n 1 -c 512 --mem 1G --stats -t 1 2>&1 | grep "memory budget")
+  info=$("$AEROLLM" run -m "$T" --draft "${D/#head:*/ngram}" -p x -n 1 -c 512 --mem 1G --stats -t 1 2>&1 | grep "memory budget")
   kv=$(sed -n 's/.*KV cache \([0-9.]*\) MB.*/\1/p' <<<"$info")
   dr=$(sed -n 's/.*draft model \([0-9.]*\) MB.*/\1/p' <<<"$info")
   MEM=$(awk -v w="$W" -v kv="${kv:-0}" 'BEGIN { printf "%d", w + (kv + 0.05) * 1e6 }')

@@ -690,6 +690,10 @@ typedef struct {
     bool cost_fixed;
     float cost_verify_token; // a target pass of k tokens costs 1 + cost_verify_token * (k - 1)
     float cost_draft_token;  // a drafter call costs this per token it is fed
+    // A feature-level draft head (EAGLE-style GGUF, train/train_head.py) instead of a draft model: drafts from
+    // the target's last hidden states, which every verify pass computes anyway; aero_spec_new's draft must be
+    // NULL. Refused when the file was trained for another teacher. CPU contexts only.
+    const char *draft_head;
 } aero_spec_params;
 
 typedef struct {

@@ -4,7 +4,9 @@
 // and lengths, the context filling up, repetition penalties, resident and streamed teachers; trees of both
 // policies (best-first, and grown by cost with measured or fixed costs). After every step
 // the target cache holds exactly the committed tokens but the last (rollback). Plus the refusals: a drafter
-// with another vocabulary, a zero draft length, a drafter whose context is too short.
+// with another vocabulary, a zero draft length, a drafter whose context is too short. The same for a draft head
+// (random weights, written here): every configuration identical to plain greedy, and a head made for another
+// teacher refused.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +17,8 @@
 #include "helpers.h"
 
 #define MODELS SHARED_DATA "/models/"
+
+static const char *g_head; // a draft head file: compare() drafts with it (the drafter argument NULL)
 
 static aero_model *load(const char *path, int threads, uint64_t mem) { return test_load_model(path, threads, mem); }
 
@@ -155,6 +159,7 @@ static void compare(const char *what, aero_model *t, aero_model *d, const config
     sp.cost_verify_token = cf->cost_v;
     sp.cost_draft_token = cf->cost_d;
     sp.sampling.temp = 0;
+    sp.draft_head = g_head;
     int na = plain(t, prompt, np, n, n_ctx, rp, a);
     int nb = spec(t, d, &sp, prompt, np, n, n_ctx, rp, b, stats);
     bool same = na == nb && na > 0 && !memcmp(a, b, sizeof(int32_t) * na);
@@ -262,6 +267,133 @@ static void test_bundled(void) {
     aero_model_free(d);
 }
 
+// Greedy identity with a draft head of random weights (it drafts poorly, so rejections and rollbacks are
+// exercised on every path), resident and streamed teachers; then the refusals of heads made for other teachers.
+static void test_head(aero_model *t, aero_model *ts) {
+    char path[64], other[64];
+    snprintf(path, sizeof path, "/tmp/aero_spec_head_%d.gguf", (int)getpid());
+    snprintf(other, sizeof other, "/tmp/aero_spec_head_other_%d.gguf", (int)getpid());
+    aero_error err = {0};
+    CHECKF(!aero_spec_head_write_random(path, t, 4, 96, 7, NULL, false, &err), "%s", err.msg);
+    g_head = path;
+    run_drafter("random draft head", t, NULL);
+    if (ts) {
+        int32_t prompt[64];
+        int np = tokenize(ts, prompts[1], prompt, 64);
+        static const int streamed_configs[] = {0, 2, 4, 6, 10, 12};
+        for (int k = 0; k < 6; k++)
+            compare("streamed teacher, random draft head", ts, NULL, &configs[streamed_configs[k]], prompt, np, 60, 512,
+                    1.0f, NULL);
+    }
+    g_head = NULL;
+    // refusals: another teacher's name, another width, a model file given as a head, head and drafter together
+    aero_ctx *c;
+    aero_ctx_params cp = {.n_ctx = 64};
+    CHECK(!aero_ctx_new(&c, t, &cp, &err));
+    aero_spec_params sp;
+    aero_spec_params_default(&sp);
+    aero_spec *s = NULL;
+    CHECKF(!aero_spec_head_write_random(other, t, 4, 96, 7, "some other teacher", false, &err), "%s", err.msg);
+    sp.draft_head = other;
+    CHECK(aero_spec_new(&s, c, 0, NULL, &sp, &err) == AERO_ERR_INVALID && s == NULL);
+    printf("head for another teacher: %s\n", err.msg);
+    CHECK(strstr(err.msg, "some other teacher") != NULL);
+    sp.draft_head = MODELS "stories260K-Q4_0.gguf";
+    CHECK(aero_spec_new(&s, c, 0, NULL, &sp, &err) == AERO_ERR_INVALID && s == NULL);
+    printf("a model as head: %s\n", err.msg);
+    sp.draft_head = path;
+    CHECK(aero_spec_new(&s, c, 0, t, &sp, &err) == AERO_ERR_INVALID && s == NULL);
+    CHECK(!aero_spec_new(&s, c, 0, NULL, &sp, &err));
+    int32_t toks[3] = {1, 403, 407};
+    CHECK(s && aero_spec_resume(s, toks, 3, &err) == AERO_ERR_UNSUPPORTED); // the server path: not yet
+    aero_spec_free(s);
+    aero_ctx_free(c);
+    const char *tp = "models/aero-teacher-34M-Q8_0.gguf";
+    aero_model *big = access(tp, R_OK) ? NULL : load(tp, 2, 0);
+    if (big) { // a head for stories260K (width 64) on the 34M teacher (width 512, another vocabulary)
+        CHECK(!aero_ctx_new(&c, big, &cp, &err));
+        CHECK(aero_spec_new(&s, c, 0, NULL, &sp, &err) == AERO_ERR_INVALID && s == NULL);
+        printf("head for a narrower teacher: %s\n", err.msg);
+        CHECK(strstr(err.msg, "width") != NULL);
+        aero_ctx_free(c);
+        aero_model_free(big);
+    }
+    unlink(path);
+    unlink(other);
+}
+
+// Reads "KEY id id ..." from a reference file into out (at most cap ids); returns the count, -1 when absent.
+static int read_ids(const char *path, const char *key, int32_t *out, int cap) {
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    char line[65536];
+    int n = -1;
+    size_t kl = strlen(key);
+    while (n < 0 && fgets(line, sizeof line, f))
+        if (!strncmp(line, key, kl) && line[kl] == ' ') {
+            n = 0;
+            for (char *p = line + kl, *e; n < cap; p = e) {
+                long v = strtol(p, &e, 10);
+                if (e == p) break;
+                out[n++] = (int32_t)v;
+            }
+        }
+    fclose(f);
+    return n;
+}
+
+// A trained head (train/train_head.sh's output beside the teacher in models/; AERO_TEST_HEAD and
+// AERO_TEST_HEAD_REF override the paths): the engine's head predicts what PyTorch's does at depth 1
+// (head_reference.txt; >= 90 % of positions, since the two round weights and activations differently), greedy
+// speculation with it is identical to plain decoding, and its tokens per pass are printed.
+static void test_head_trained(void) {
+    const char *tp = "models/aero-teacher-34M-Q8_0.gguf";
+    const char *hp = getenv("AERO_TEST_HEAD") ? getenv("AERO_TEST_HEAD") : "models/aero-draft-head-4M-F16.gguf";
+    const char *rp = getenv("AERO_TEST_HEAD_REF") ? getenv("AERO_TEST_HEAD_REF") : "train/head_reference.txt";
+    if (access(tp, R_OK) || access(hp, R_OK)) {
+        printf("trained draft head: %s not found, not checked\n", hp);
+        return;
+    }
+    aero_model *t = load(tp, 2, 0);
+    CHECK(t != NULL);
+    if (!t) return;
+    int32_t ids[600], want[600], got[600];
+    int n = read_ids(rp, "ids", ids, 600), nw = read_ids(rp, "head_depth1_argmax", want, 600);
+    if (n > 1 && nw == n - 1) {
+        aero_ctx *c;
+        aero_error err = {0};
+        aero_ctx_params cp = {.n_ctx = 512};
+        aero_spec_params sp;
+        aero_spec_params_default(&sp);
+        sp.draft_head = hp;
+        aero_spec *s = NULL;
+        CHECK(!aero_ctx_new(&c, t, &cp, &err));
+        CHECKF(!aero_spec_new(&s, c, 0, NULL, &sp, &err) && !aero_spec_begin(s, ids, n, 0, &err) &&
+                   !aero_spec_head_argmax(s, got, &err),
+               "%s", err.msg);
+        int same = 0;
+        for (int i = 0; i < n - 1; i++) same += got[i] == want[i];
+        printf("trained draft head: depth-1 argmax equal to PyTorch's at %d of %d positions\n", same, n - 1);
+        CHECKF(same >= 0.9 * (n - 1), "engine and PyTorch heads agree (%d of %d)", same, n - 1);
+        aero_spec_free(s);
+        aero_ctx_free(c);
+    } else {
+        printf("trained draft head: no reference %s\n", rp);
+    }
+    int32_t prompt[64];
+    int np = tokenize(t, prompts[1], prompt, 64);
+    g_head = hp;
+    static const int cfg[] = {2, 5, 10, 12}; // chain adaptive, tree 48, tree cost measured, tree cost fixed
+    for (int k = 0; k < 4; k++) {
+        aero_spec_stats st = {0};
+        compare("trained draft head", t, NULL, &configs[cfg[k]], prompt, np, 100, 512, 1.0f, &st);
+        printf("trained draft head, %s: %.2f tokens per verify pass\n", configs[cfg[k]].name,
+               st.verify_passes ? (double)st.generated / st.verify_passes : 0);
+    }
+    g_head = NULL;
+    aero_model_free(t);
+}
+
 int main(void) {
     require_shared_data();
     aero_model *t = load(MODELS "stories260K.gguf", 2, 0);
@@ -276,6 +408,7 @@ int main(void) {
     // streamed teacher: the smallest budget the planner allows streams most layers
     aero_model *ts = load(MODELS "stories260K.gguf", 2, 900 << 10);
     CHECK(ts != NULL);
+    test_head(t, ts);
     if (ts) {
         const aero_stream_plan *plan = aero_stream_get_plan(aero_model_stream(ts));
         CHECKF(plan->streamed_bytes > 0, "the teacher is streamed (%llu bytes per pass)",
@@ -294,5 +427,6 @@ int main(void) {
     aero_model_free(q4);
     aero_model_free(t);
     test_bundled();
+    test_head_trained();
     return check_done("test_spec");
 }

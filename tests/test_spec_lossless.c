@@ -4,7 +4,8 @@
 // exactly here from its logits. Chain drafts (drawn from the drafter's q, accepted with min(1, p/q)) and tree
 // drafts (the drafter's top-ranked tokens, multi-draft rule; best-first trees and trees grown by cost) are
 // checked with a chi-square test; a deliberately
-// wrong rule (after a rejection, draw from p instead of the residual) must fail the same test.
+// wrong rule (after a rejection, draw from p instead of the residual) must fail the same test. The same check
+// for a draft head (random weights, written here), whose drafts are its top-ranked tokens, chain and trees.
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,6 +69,8 @@ static bool write_model(const char *path, double output_noise) {
     aero_gguf_writer_free(wr);
     return ok;
 }
+
+static const char *g_head; // a draft head file: sample_runs drafts with it (the drafter argument NULL)
 
 static aero_model *load(const char *path) { return test_load_model(path, 1, 0); }
 
@@ -135,6 +138,7 @@ static double sample_runs(aero_model *t, aero_model *d, int tree, aero_spec_tree
     sp.cost_fixed = fixed_costs;
     sp.cost_verify_token = 0.05f; // trees of a few nodes, pruned to what pays
     sp.cost_draft_token = 0.02f;
+    sp.draft_head = g_head;
     aero_spec *s = NULL;
     CHECKF(!aero_spec_new(&s, c, 0, d, &sp, &err), "%s", err.msg);
     memset(count, 0, sizeof(double) * nv * nv);
@@ -265,6 +269,18 @@ int main(void) {
            "the test detects a wrong acceptance rule (tree)");
     CHECKF(!passes("tree by cost, WRONG rule (must fail)", t, d, 16, COST, true, WRONG, want, count, nv),
            "the test detects a wrong acceptance rule (tree by cost)");
+    char hpath[64];
+    snprintf(hpath, sizeof hpath, "/tmp/aero_spec_head_%d.gguf", (int)getpid());
+    aero_error err = {0};
+    CHECKF(!aero_spec_head_write_random(hpath, t, HEADS, FF, 3, NULL, true, &err), "%s", err.msg);
+    g_head = hpath;
+    CHECK(passes("draft head, chain", t, NULL, 0, BF, false, OK, want, count, nv));
+    CHECK(passes("draft head, tree", t, NULL, 8, BF, false, OK, want, count, nv));
+    CHECK(passes("draft head, tree by cost", t, NULL, 16, COST, true, OK, want, count, nv));
+    CHECKF(!passes("draft head, tree, WRONG rule (must fail)", t, NULL, 8, BF, false, WRONG, want, count, nv),
+           "the test detects a wrong acceptance rule (draft head)");
+    g_head = NULL;
+    unlink(hpath);
     free(want);
     free(count);
     aero_model_free(t);

@@ -38,6 +38,8 @@ HELDOUT_FILES = [
     "gutenberg/pg41_The_Legend_of_Sleepy_Hollow.txt",
 ]
 HELDOUT_SMALL_BYTES = 65536  # heldout-small: first 64 KiB of ts_v1_valid_prefix.txt
+TEACHER_DESC = ("AeroLLM's own Llama teacher, trained from scratch on TinyStories samples (CDLA-Sharing-1.0) and "
+                "public-domain Project Gutenberg books; see models/*.md")
 TS_TRAIN = ["tinystories/ts_v1_train_prefix.txt", "tinystories/ts_v2gpt4_train_prefix.txt"]
 
 LOG = None
@@ -459,7 +461,100 @@ def spec_sim(teacher, drafter, prompt_ids, n_new, k, device):
     return made / max(1, passes)
 
 
+# ----------------------------------------------------------------------------- sequence-level distillation
+
+class MixedBatches:
+    """Rows of teacher-generated text (a share of every batch) mixed into corpus batches."""
+
+    def __init__(self, base, rows, n_gen, seed, device):
+        self.base, self.rows, self.n_gen = base, rows, n_gen
+        self.g = torch.Generator(device=device)
+        self.g.manual_seed(seed)
+
+    def next(self):
+        x, y = self.base.next()
+        if self.n_gen:
+            ix = torch.randint(len(self.rows), (self.n_gen,), generator=self.g, device=self.rows.device)
+            w = self.rows[ix]
+            x[:self.n_gen], y[:self.n_gen] = w[:, :-1], w[:, 1:]
+            x[:self.n_gen, 0] = self.base.bos
+        return x, y
+
+
+def seqkd_batches(args, res, teacher, base, ts_t, bk_t, bos, device):
+    """Text the teacher writes itself from corpus prompts (8-64 tokens, half stories, half books), sampled at
+    temperatures 0 / 0.7 / 1.0 with a KV cache (train_head.Teacher), for --seqkd-seconds."""
+    import train_head  # noqa: E402 (it imports this file)
+    t = time.time()
+    T = train_head.Teacher(teacher)
+    g = torch.Generator(device=device)
+    g.manual_seed(args.seed + 3)
+    rows, L, B = [], args.ctx + 1, 4 if args.smoke else 512
+    L = min(L, teacher.c.ctx)  # the teacher's positions end at its context
+    while time.time() - t < args.seqkd_seconds or not rows:
+        P = int(torch.randint(8, 65, (1,), generator=g, device=device))
+        parts = []
+        for data, n in ((ts_t, B // 2), (bk_t, B - B // 2)):
+            ix = torch.randint(len(data) - P - 1, (n,), generator=g, device=device)
+            parts.append(data[ix[:, None] + torch.arange(P, device=device)])
+        pr = torch.cat(parts)
+        pr[:, 0] = bos
+        temps = torch.tensor([0.0, 0.7, 1.0], device=device)[torch.arange(B, device=device) % 3]
+        with autocast(device):
+            rows.append(T.generate(pr, L - P, temps, g))
+        if args.smoke:
+            break
+    rows = torch.cat(rows)
+    if rows.shape[1] < args.ctx + 1:  # pad to the window with the corpus' own BOS-separated continuation
+        rows = torch.cat([rows, torch.full((len(rows), args.ctx + 1 - rows.shape[1]), bos, device=device)], 1)
+    n_gen = int(round(args.batch * args.seqkd_frac))
+    res["seqkd"] = {"rows": len(rows), "tokens": rows.numel(), "seconds": time.time() - t, "rows_per_batch": n_gen}
+    log("sequence-level distillation: %d teacher rows (%.2fM tokens, %.0fs), %d of %d rows per batch" % (
+        len(rows), rows.numel() / 1e6, time.time() - t, n_gen, args.batch))
+    return MixedBatches(base, rows, n_gen, args.seed + 5, device)
+
+
 # ----------------------------------------------------------------------------- main
+
+def train_teacher(args, res, tcfg, batches, vx, vy, tok, ts_t, bk_t, ts_stream, book_stream, ce_loss, device):
+    """Stages 3 and 4: train the teacher, export it to Q8_0, reload the dequantized weights."""
+    torch.manual_seed(args.seed)
+    teacher = Llama(tcfg).to(device)
+    tp = teacher.n_params()
+    log("teacher config", tcfg.to_dict(), "params %.2fM" % (tp / 1e6))
+    res["teacher_config"] = tcfg.to_dict()
+    res["teacher_params"] = tp
+    if args.bench and device.type == "cuda":
+        res["bench_teacher"] = bench("teacher", teacher, batches, ce_loss, device)
+        torch.manual_seed(args.seed)
+        teacher = Llama(tcfg).to(device)
+        batches = Batches(ts_t, bk_t, args.batch, args.ctx, args.ts_frac, tok.eot, device, args.seed)
+    tr = train_loop("teacher", teacher, batches, args.teacher_steps, args.teacher_seconds, args.teacher_lr,
+                    args.warmup, args.wd, device, ce_loss,
+                    lambda: {"val_loss": eval_ce(teacher, vx, vy, device)}, args.eval_every, args.compile,
+                    sched="wsd", decay_frac=args.decay_frac, patience=args.teacher_patience)
+    res["teacher_train"] = tr
+    epochs_ts = tr["tokens"] * args.ts_frac / len(ts_stream)
+    epochs_bk = tr["tokens"] * (1 - args.ts_frac) / len(book_stream)
+    res["teacher_train"]["epochs"] = {"tinystories": epochs_ts, "books": epochs_bk}
+    log("teacher epochs: TinyStories %.1f, books %.1f" % (epochs_ts, epochs_bk))
+
+    # 4. export teacher (Q8_0), reload the dequantized weights
+    t = time.time()
+    teacher.eval()
+    tname = "%s-%.0fM-Q8_0.gguf" % (args.teacher_name, tp / 1e6)
+    tpath = os.path.join(args.out, tname)
+    sz = export_gguf(teacher, tok, tpath, gw.GGML_Q8_0, args.teacher_name, TEACHER_DESC)
+    del teacher
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    teacher_q, _ = load_gguf(tpath, device)
+    res["teacher_file"] = {"name": tname, "bytes": sz}
+    res["timing"]["teacher_export_s"] = time.time() - t
+    log("exported", tname, sz, "bytes")
+    return teacher_q, tname, tpath, tp
+
+
 
 def main():
     ap = argparse.ArgumentParser()
@@ -493,6 +588,13 @@ def main():
     ap.add_argument("--smoke", action="store_true", help="tiny CPU run on a slice (local test)")
     ap.add_argument("--teacher-name", default="aero-teacher")
     ap.add_argument("--drafter-name", default="aero-drafter")
+    ap.add_argument("--teacher-gguf", default="",
+                    help="distil the drafter from this existing teacher (its tokenizer too): no tokenizer or "
+                         "teacher training (issue 22: a new drafter for the bundled teacher)")
+    ap.add_argument("--seqkd-frac", type=float, default=0.0,
+                    help="share of the drafter's rows taken from text the teacher generates itself "
+                         "(sequence-level distillation; the loss stays the full-distribution KL)")
+    ap.add_argument("--seqkd-seconds", type=float, default=60, help="time spent generating that text")
     args = ap.parse_args()
 
     global LOG
@@ -522,7 +624,19 @@ def main():
 
     # 2. tokenizer
     t = time.time()
-    tok = train_tokenizer(ts_docs + book_docs, args.vocab, args.out)
+    if args.teacher_gguf:
+        tr_ = gw.GGUFReader(args.teacher_gguf)
+        hf = None
+        try:
+            from tokenizers import Tokenizer
+            hf = Tokenizer.from_file(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "models",
+                                                  "aero-tokenizer.json"))
+        except Exception as e:  # noqa: BLE001
+            log("HF tokenizers unavailable (%s): pure-Python BPE" % e)
+        tok = Tok(tr_.meta["tokenizer.ggml.tokens"], tr_.meta["tokenizer.ggml.merges"], hf=hf)
+        del tr_
+    else:
+        tok = train_tokenizer(ts_docs + book_docs, args.vocab, args.out)
     res["timing"]["tokenizer_train_s"] = time.time() - t
     V = len(tok.tokens)
     log("tokenizer: %d tokens, %d merges, eot id %d (%.1fs)" % (V, len(tok.merges), tok.eot, time.time() - t))
@@ -579,46 +693,19 @@ def main():
         lg = m(x)
         return F.cross_entropy(lg.float().view(-1, lg.shape[-1]), y.reshape(-1))
 
-    # 3. teacher
-    torch.manual_seed(args.seed)
-    teacher = Llama(tcfg).to(device)
-    tp = teacher.n_params()
-    log("teacher config", tcfg.to_dict(), "params %.2fM" % (tp / 1e6))
-    res["teacher_config"] = tcfg.to_dict()
-    res["teacher_params"] = tp
-    if args.bench and device.type == "cuda":
-        res["bench_teacher"] = bench("teacher", teacher, batches, ce_loss, device)
-        torch.manual_seed(args.seed)
-        teacher = Llama(tcfg).to(device)
-        batches = Batches(ts_t, bk_t, args.batch, args.ctx, args.ts_frac, tok.eot, device, args.seed)
-    tr = train_loop("teacher", teacher, batches, args.teacher_steps, args.teacher_seconds, args.teacher_lr,
-                    args.warmup, args.wd, device, ce_loss,
-                    lambda: {"val_loss": eval_ce(teacher, vx, vy, device)}, args.eval_every, args.compile,
-                    sched="wsd", decay_frac=args.decay_frac, patience=args.teacher_patience)
-    res["teacher_train"] = tr
-    epochs_ts = tr["tokens"] * args.ts_frac / len(ts_stream)
-    epochs_bk = tr["tokens"] * (1 - args.ts_frac) / len(book_stream)
-    res["teacher_train"]["epochs"] = {"tinystories": epochs_ts, "books": epochs_bk}
-    log("teacher epochs: TinyStories %.1f, books %.1f" % (epochs_ts, epochs_bk))
-
-    # 4. export teacher (Q8_0), reload the dequantized weights
-    t = time.time()
-    teacher.eval()
-    tname = "%s-%.0fM-Q8_0.gguf" % (args.teacher_name, tp / 1e6)
-    tpath = os.path.join(args.out, tname)
-    desc = ("AeroLLM's own Llama teacher, trained from scratch on TinyStories samples (CDLA-Sharing-1.0) and "
-            "public-domain Project Gutenberg books; see models/*.md")
-    sz = export_gguf(teacher, tok, tpath, gw.GGML_Q8_0, args.teacher_name, desc)
-    del teacher
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    teacher_q, _ = load_gguf(tpath, device)
-    res["teacher_file"] = {"name": tname, "bytes": sz}
-    res["timing"]["teacher_export_s"] = time.time() - t
-    log("exported", tname, sz, "bytes")
+    # 3. teacher (or, with --teacher-gguf, the existing one: stages 3 and 4 are skipped)
+    if args.teacher_gguf:
+        teacher_q, _ = load_gguf(args.teacher_gguf, device)
+        tp = teacher_q.n_params()
+        tname, tpath = os.path.basename(args.teacher_gguf), args.teacher_gguf
+        res["teacher_file"] = {"name": tname, "bytes": os.path.getsize(tpath), "given": True}
+        res["teacher_params"] = tp
+        log("teacher given: %s (%.2fM parameters)" % (tpath, tp / 1e6))
+    else:
+        teacher_q, tname, tpath, tp = train_teacher(args, res, tcfg, batches, vx, vy, tok, ts_t, bk_t, ts_stream,
+                                                    book_stream, ce_loss, device)
     for p in teacher_q.parameters():
         p.requires_grad_(False)
-
     # 5. drafter, distilled from the exported teacher
     torch.manual_seed(args.seed + 1)
     drafter = Llama(dcfg).to(device)
@@ -636,6 +723,8 @@ def main():
                         reduction="batchmean")
 
     dbatches = Batches(ts_t, bk_t, args.batch, args.ctx, args.ts_frac, tok.eot, device, args.seed + 1)
+    if args.seqkd_frac > 0:
+        dbatches = seqkd_batches(args, res, teacher_q, dbatches, ts_t, bk_t, tok.eot, device)
     if args.bench and device.type == "cuda":
         res["bench_drafter"] = bench("drafter", drafter, dbatches, kd_loss, device)
 
@@ -658,7 +747,7 @@ def main():
     dname = "%s-%.0fM-F16.gguf" % (args.drafter_name, dp / 1e6)
     dpath = os.path.join(args.out, dname)
     sz = export_gguf(drafter, tok, dpath, gw.GGML_F16, args.drafter_name,
-                     desc.replace("teacher", "drafter (distilled from aero-teacher)"))
+                     TEACHER_DESC.replace("teacher", "drafter (distilled from aero-teacher)"))
     del drafter, teacher_fwd
     res["drafter_file"] = {"name": dname, "bytes": sz}
     res["timing"]["drafter_export_s"] = time.time() - t

@@ -180,7 +180,7 @@ int cli_bench_spec(const cli_opts *opts, int n_prompt, int n_gen) {
         printf(
             "{\"model\":\"%s\",\"draft\":\"%s\",\"mode\":\"%s\",\"mem_budget\":%llu,\"streamed_bytes_per_pass\":%llu,"
             "\"mem_bw_gbs\":%.3f,\"disk_bw_gbs\":%.3f,\"floor_s\":%.6f,\"verify_k\":[",
-            tpath, o.draft, what, (unsigned long long)o.mem, (unsigned long long)plan->streamed_bytes, mem_bw / 1e9,
+            tpath, o.draft ? o.draft : o.draft_head, what, (unsigned long long)o.mem, (unsigned long long)plan->streamed_bytes, mem_bw / 1e9,
             disk_bw / 1e9, mem_floor > disk_floor ? mem_floor : disk_floor);
         for (int c = 0; c < N_CURVE; c++) printf("%s%d", c ? "," : "", curve_k[c]);
         printf("],\"verify_s\":[");
@@ -198,7 +198,7 @@ int cli_bench_spec(const cli_opts *opts, int n_prompt, int n_gen) {
     } else {
         printf("teacher    %s (%.1f MB of weights, %d threads)\n", tpath, aero_model_weight_bytes(e.model) / 1e6,
                aero_model_n_threads(e.model));
-        printf("drafter    %s: %s\n", o.draft, what);
+        printf("drafter    %s: %s\n", o.draft ? o.draft : o.draft_head, what);
         printf("plan       resident %.1f MB, streamed %.1f MB per pass%s\n", plan->resident_bytes / 1e6,
                plan->streamed_bytes / 1e6, o.mem ? "" : " (no --mem: all resident)");
         printf("floors     memory bw %.2f GB/s, disk bw %.2f GB/s (measured now): a pass >= %.2f ms\n", mem_bw / 1e9,

@@ -91,7 +91,7 @@ int aero_cmd_batch(int argc, char **argv) {
     if (!p.input) return cli_fail("batch", "no input file (aerollm batch -m MODEL IN.jsonl -o OUT.jsonl)");
     if (!p.output) return cli_fail("batch", "no output file (-o OUT.jsonl)");
     if (o.prompt || o.prompt_file) return cli_fail("batch", "-p/-f do not apply to batch: prompts come in IN.jsonl");
-    if (o.draft) return cli_fail("batch", "--draft is not supported by batch yet");
+    if (o.draft || o.draft_head) return cli_fail("batch", "--draft is not supported by batch yet");
     if (o.prompt_cache) return cli_fail("batch", "--prompt-cache does not apply to batch");
     const char *path = o.model ? o.model : cli_default_model();
     if (!path) return cli_fail("batch", "no model given (-m MODEL.gguf)");

@@ -91,7 +91,7 @@ int aero_cmd_bench(int argc, char **argv) {
     }
     n_gen = n_predict_given ? o.n_predict : n_gen;
     if (n_gen < 1) return cli_fail("bench", "-n expects a positive token count");
-    if (o.draft) return cli_bench_spec(&o, n_prompt, n_gen);
+    if (o.draft || o.draft_head) return cli_bench_spec(&o, n_prompt, n_gen);
     if (o.n_ctx == 0) o.n_ctx = n_prompt + n_gen + 8;
     o.sp.temp = 0; // decode speed of greedy decoding
     cli_session e;

@@ -207,7 +207,7 @@ int aero_cmd_chat(int argc, char **argv) {
             return cli_fail("chat", "unknown or incomplete argument '%s' (see aerollm chat --help)", argv[i]);
         }
     }
-    if (o.draft) return cli_fail("chat", "--draft is not supported by chat; use run or serve for speculative decoding");
+    if (o.draft || o.draft_head) return cli_fail("chat", "--draft is not supported by chat; use run or serve for speculative decoding");
     if (o.prompt_file) return cli_fail("chat", "-f is not supported by chat; pipe messages on stdin");
     int rc = 1;
     aero_error err = {0};

@@ -146,6 +146,7 @@ int aero_cmd_serve(int argc, char **argv) {
         i += used - 1;
     }
     if (o.prompt || o.prompt_file) return cli_fail("serve", "-p/-f do not apply to serve: prompts come in requests");
+    if (o.draft_head) return cli_fail("serve", "--draft-head is not supported by serve yet; use run or bench");
     if (o.draft && o.draft_min > o.draft_max)
         return cli_fail("serve", "--draft-min %d exceeds --draft-max %d", o.draft_min, o.draft_max);
     const char *path = o.model ? o.model : cli_default_model();

@@ -40,6 +40,8 @@ void cli_common_usage(void) {
            "                      q4_1, q5_0, q5_1; the cache is counted inside --mem\n"
            "  --kv-recent N       a quantized cache keeps F16 copies of each query's last N positions\n"
            "  --draft MODEL|ngram speculative decoding with a draft model or prompt-lookup n-grams\n"
+           "  --draft-head FILE   speculative decoding with a draft head trained for the model (train/train_head.py):\n"
+           "                      one layer drafting from the model's own hidden states\n"
            "  --draft-max K       longest draft (default 16); the length adapts to measured acceptance and costs\n"
            "  --draft-min K       shortest draft --draft-p-min may cut (and the least the adaptive length picks)\n"
            "  --draft-p-min P     stop drafting when the drafter's confidence falls below P\n"
@@ -125,6 +127,7 @@ int cli_opts_parse(cli_opts *o, const char *cmd, int argc, char **argv, int i) {
                                        "-md",
                                        "--model-draft",
                                        "--draft-max",
+                                       "--draft-head",
                                        "--draft-min",
                                        "--draft-p-min",
                                        "--draft-tree",
@@ -183,6 +186,7 @@ int cli_opts_parse(cli_opts *o, const char *cmd, int argc, char **argv, int i) {
         if ((ok = !errno && end != v && !*end && v[0] != '-')) o->sp.seed = s;
         else cli_fail(cmd, "--seed expects a non-negative integer, got '%s'", v);
     } else if (!strcmp(f, "--draft") || !strcmp(f, "-md") || !strcmp(f, "--model-draft")) o->draft = v;
+    else if (!strcmp(f, "--draft-head")) o->draft_head = v;
     else if (!strcmp(f, "--draft-max")) ok = parse_int(cmd, f, v, 1, 256, &o->draft_max);
     else if (!strcmp(f, "--draft-min")) ok = parse_int(cmd, f, v, 0, 256, &o->draft_min);
     else if (!strcmp(f, "--draft-p-min")) ok = parse_float(cmd, f, v, 0, 1, &o->draft_p_min);
@@ -281,8 +285,9 @@ int cli_session_open(cli_session *e, const cli_opts *o, const char *cmd) {
     mp.pipe_micro = o->pipe_micro;
     aero_error err = {0};
     double t0 = aero_now();
-    if (o->draft && o->draft_min > o->draft_max)
+    if ((o->draft || o->draft_head) && o->draft_min > o->draft_max)
         return cli_fail(cmd, "--draft-min %d exceeds --draft-max %d", o->draft_min, o->draft_max);
+    if (o->draft && o->draft_head) return cli_fail(cmd, "--draft and --draft-head exclude each other");
     if (o->draft && strcmp(o->draft, "ngram")) {
         // the drafter is small and read every step: fully resident, with its own threads, and inside --mem
         aero_model_params dp;
@@ -329,12 +334,13 @@ int cli_session_open(cli_session *e, const cli_opts *o, const char *cmd) {
         cli_session_close(e);
         return cli_fail(cmd, "out of memory");
     }
-    if (o->draft) {
+    if (o->draft || o->draft_head) {
         aero_spec_params sp;
         cli_spec_params(o, &sp);
+        sp.draft_head = o->draft_head;
         if (aero_spec_new(&e->spec, e->ctx, 0, e->draft, &sp, &err)) {
             cli_session_close(e);
-            return cli_fail(cmd, "%s: %s", o->draft, err.msg);
+            return cli_fail(cmd, "%s: %s", o->draft ? o->draft : o->draft_head, err.msg);
         }
     }
     e->load_s = aero_now() - t0;
@@ -533,11 +539,11 @@ int cli_generate(cli_session *e, const cli_opts *o, FILE *out) {
     double t2 = aero_now();
     int n_gen = aero_generator_n_generated(g);
     const char *stop_reason = aero_end_name(aero_generator_end(g));
-    if (e->spec) // the prompt's last chunk went through the first verify pass: its time is in "generated"
+    if (e->spec) // the prompt's last chunk (a draft head: its last token) went through the first verify pass
         fprintf(stderr,
                 "\nload %.2f s | prompt %zu tokens in %.3f s (the last %zu verified with the first draft) | "
                 "generated %d tokens in %.3f s (%.2f tok/s) | stop: %s\n",
-                e->load_s, n_ids, t1 - t0, (n_ids - 1) % o->n_batch + 1, n_gen, t2 - t1,
+                e->load_s, n_ids, t1 - t0, o->draft_head ? 1 : (n_ids - 1) % o->n_batch + 1, n_gen, t2 - t1,
                 n_gen / (t2 - t1 > 0 ? t2 - t1 : 1e-9), stop_reason);
     else
         fprintf(stderr,

@@ -30,6 +30,7 @@ typedef struct {
     aero_sampler_params sp;
     // speculative decoding
     const char *draft; // model path or "ngram"
+    const char *draft_head; // --draft-head FILE: an EAGLE-style draft head for the model (instead of --draft)
     int draft_max, draft_min, draft_tree, draft_threads;
     float draft_p_min;
     bool draft_fixed; // --draft-fixed: always draft draft_max tokens (default: adaptive length)

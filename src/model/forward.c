@@ -609,6 +609,58 @@ static aero_status head(aero_ctx *c, const aero_batch *b, float *logits, int64_t
     return AERO_OK;
 }
 
+// A draft head (speculative/head.c) drafts in the target's feature space and shares its embeddings: the
+// target's token embeddings of n tokens, dequantized (and scaled as the forward pass scales them), into out.
+aero_status aero_ctx_embed_rows(aero_ctx *c, const int32_t *tok, int n, float *out, aero_error *err) {
+    aero_model *m = c->m;
+    const aero_tensor_info *te = &m->gguf.tensors[m->tok_embd];
+    size_t rb = aero_dtype_row_bytes(te->type, te->ne[0]);
+    int d = m->hp.n_embd;
+    for (int i = 0; i < n; i++)
+        if (tok[i] < 0 || tok[i] >= m->hp.n_vocab)
+            return aero_fail(err, AERO_ERR_INVALID, "token id %d not in the vocabulary [0, %d)", tok[i], m->hp.n_vocab);
+    for (int first = 0; first < n; first += c->n_tile) {
+        int k = n - first < c->n_tile ? n - first : c->n_tile;
+        if (aero_stream_read_rows(m->stream, tok + first, k, c->embd_raw, err)) return err->code;
+        for (int i = 0; i < k; i++)
+            aero_dequantize_row(te->type, (const char *)c->embd_raw + (size_t)i * rb, out + (size_t)(first + i) * d,
+                                d);
+        if (m->hp.embd_scale > 0)
+            for (size_t i = 0; i < (size_t)k * d; i++) out[(size_t)first * d + i] *= m->hp.embd_scale;
+    }
+    return AERO_OK;
+}
+
+// A draft head predicts the target's normed last hidden state (what aero_ctx_hidden gives): this turns n such
+// rows into logits with the target's own vocabulary projection, read through the stream like the forward
+// pass's head (a head streamed in row blocks is read block by block).
+aero_status aero_ctx_project(aero_ctx *c, const float *h, int n, float *logits, aero_error *err) {
+    aero_model *m = c->m;
+    const aero_hparams *hp = &m->hp;
+    if (c->gpu) return aero_fail(err, AERO_ERR_UNSUPPORTED, "a context computing on the GPU has no host projection");
+    for (int part = 0; part < aero_stream_head_parts(m->stream); part++) {
+        int64_t row0, rows;
+        aero_wmat wo;
+        if (aero_stream_acquire_head_part(m->stream, part, &row0, &rows, err)) return err->code;
+        aero_status st = wmat(m, m->output, &wo, err);
+        if (!st) {
+            wo.rows = rows;
+            aero_matmul_ld(m->pool, &wo, h, n, logits + row0, hp->n_vocab);
+            for (int i = 0; i < n && (hp->logit_scale != 0.0f || hp->final_softcap > 0); i++) {
+                float *lg = logits + (size_t)i * hp->n_vocab + row0;
+                if (hp->logit_scale != 0.0f)
+                    for (int64_t j = 0; j < rows; j++) lg[j] *= 1.0f / hp->logit_scale;
+                if (hp->final_softcap > 0)
+                    for (int64_t j = 0; j < rows; j++)
+                        lg[j] = tanhf(lg[j] * (1.0f / hp->final_softcap)) * hp->final_softcap;
+            }
+        }
+        aero_stream_release(m->stream, aero_stream_head_unit(m->stream));
+        if (st) return st;
+    }
+    return AERO_OK;
+}
+
 // Checks a batch completely before anything is written, so a bad batch changes nothing.
 static aero_status validate_batch(const aero_ctx *c, const aero_batch *b, int *added, aero_error *err) {
     if (b->n <= 0 || !b->tokens || !b->pos) return aero_fail(err, AERO_ERR_INVALID, "empty batch");

@@ -80,6 +80,12 @@ aero_status aero_kv_check(const aero_hparams *hp, const aero_ctx_params *p, aero
 aero_status aero_model_read_hparams(const char *path, aero_hparams *hp, aero_error *err);
 aero_status aero_hparams_from_gguf(const aero_gguf *g, aero_hparams *hp, aero_error *err);
 
+// For a draft head (speculative/head.c), which drafts in the target's feature space: the target's token
+// embeddings of n tokens (n_embd floats each), and its vocabulary projection of n rows shaped like
+// aero_ctx_hidden's (the output norm already applied) into n x n_vocab logits. Not on a GPU context.
+aero_status aero_ctx_embed_rows(aero_ctx *c, const int32_t *tok, int n, float *out, aero_error *err);
+aero_status aero_ctx_project(aero_ctx *c, const float *h, int n, float *logits, aero_error *err);
+
 // A batch: token i has a position, a sequence and (optionally) a mask row. Without mask, token i attends to
 // its sequence's cached tokens and to the earlier tokens of the same sequence in this batch (causal). With
 // mask (n*n bytes, row i), token i attends to its sequence's cache and to batch token j iff mask[i*n+j] (tree

@@ -102,8 +102,7 @@ aero_status aero_spec_draft_chain(aero_spec *s, bool greedy, int k, aero_error *
     return AERO_OK;
 }
 
-// Ranks the drafter's candidates after one node (slot = node + 1; 0: the root): the top_b most probable ids.
-static void rank_children(aero_spec *s, bool greedy, const float *logits, int slot) {
+void aero_spec_rank_children(aero_spec *s, bool greedy, const float *logits, int slot) {
     draft_dist(s, greedy, logits, s->qtmp);
     int32_t *tt = s->top_tok + (size_t)slot * s->top_b;
     float *tq = s->top_q + (size_t)slot * s->top_b;
@@ -168,7 +167,7 @@ aero_status aero_spec_draft_tree(aero_spec *s, bool greedy, int max_nodes, int m
     if (max_nodes <= 0 || max_depth <= 0) return AERO_OK;
     aero_status st = aero_spec_draft_catch_up(s, err);
     if (st) return st;
-    rank_children(s, greedy, s->dlogits, 0);
+    aero_spec_rank_children(s, greedy, s->dlogits, 0);
     // live candidates (parent, rank): at most one per evaluated node plus the root
     int c_parent[max_nodes + 1], c_rank[max_nodes + 1], n_cand = 0, tip = -1, rank_of[max_nodes];
     double c_logp[max_nodes + 1];
@@ -225,7 +224,7 @@ aero_status aero_spec_draft_tree(aero_spec *s, bool greedy, int max_nodes, int m
             int id = s->keep[r];
             pending[id] = false;
             n_pend--;
-            rank_children(s, greedy, s->dlogits + (size_t)r * s->d_vocab, id + 1);
+            aero_spec_rank_children(s, greedy, s->dlogits + (size_t)r * s->d_vocab, id + 1);
             if (s->n_top[id + 1] > 0) {
                 c_parent[n_cand] = id, c_rank[n_cand] = 0;
                 c_logp[n_cand++] = s->nodes[id].logp + log(s->top_q[(size_t)(id + 1) * s->top_b]);
@@ -385,7 +384,7 @@ aero_status aero_spec_draft_tree_cost(aero_spec *s, bool greedy, int max_nodes, 
     aero_status st = aero_spec_draft_catch_up(s, err);
     if (st) return st;
     if (modelled(s)) s->draft_cost += aero_spec_draft_call_cost(s, s->n_tok - before);
-    rank_children(s, greedy, s->dlogits, 0);
+    aero_spec_rank_children(s, greedy, s->dlogits, 0);
     int np = s->n_tok - s->t_len;
     double h = (s->expand_hit + 1) / (s->expand_try + 2); // chance a reached node's drafted child is accepted
     int c_parent[max_nodes + 1], c_rank[max_nodes + 1], n_cand = 0;
@@ -482,7 +481,7 @@ aero_status aero_spec_draft_tree_cost(aero_spec *s, bool greedy, int max_nodes, 
         for (int r = 0; r < n_rows; r++) {
             int id = s->keep[r];
             pending[id] = false;
-            rank_children(s, greedy, s->dlogits + (size_t)r * s->d_vocab, id + 1);
+            aero_spec_rank_children(s, greedy, s->dlogits + (size_t)r * s->d_vocab, id + 1);
             PUSH_FIRST(id);
         }
     }

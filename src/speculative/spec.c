@@ -140,6 +140,8 @@ aero_status aero_spec_new(aero_spec **out, aero_ctx *target, int seq, aero_model
     if (seq < 0 || seq >= aero_ctx_n_seq(target))
         return aero_fail(err, AERO_ERR_INVALID, "sequence %d not in the target context", seq);
     aero_model *tm = aero_ctx_model(target);
+    if (draft && p->draft_head)
+        return aero_fail(err, AERO_ERR_INVALID, "a draft model and a draft head cannot be used together");
     if (draft) {
         aero_status st = aero_spec_check_vocab(tm, draft, err);
         if (st) return st;
@@ -161,6 +163,28 @@ aero_status aero_spec_new(aero_spec **out, aero_ctx *target, int seq, aero_model
     s->acc_w = 1, s->rej_w = 1;
     s->d_vocab = s->n_shared = s->n_vocab;
     int nm = s->max_nodes + 1, nb = nm + s->p.n_batch;
+    if (p->draft_head) {
+        // the head drafts over the target's own vocabulary, with the drafter's ranking buffers
+        int d = aero_model_n_embd(tm);
+        if (aero_spec_head_load(&s->head, p->draft_head, target, s->n_ctx + nm + 2, nm > s->p.n_batch ? nm : s->p.n_batch,
+                                err))
+            goto fail;
+        aero_sampler_params dp = p->sampling;
+        dp.repeat_penalty = 1, dp.presence_penalty = 0, dp.frequency_penalty = 0;
+        s->dsmp = aero_sampler_new(&dp, s->n_vocab);
+        s->dlogits = malloc(sizeof(float) * (size_t)(nm > 8 ? nm : 8) * s->n_vocab);
+        s->qtmp = malloc(sizeof(float) * s->n_vocab);
+        s->top_tok = malloc(sizeof(int32_t) * (size_t)nm * s->top_b);
+        s->top_q = malloc(sizeof(float) * (size_t)nm * s->top_b);
+        s->n_top = calloc(nm, sizeof(int));
+        s->hfeat = malloc(sizeof(float) * (size_t)(s->n_ctx + nm + 2) * d);
+        s->hroot = malloc(sizeof(float) * d);
+        s->nfeat = malloc(sizeof(float) * (size_t)nm * d);
+        s->ncell = malloc(sizeof(int) * nm);
+        if (!s->dsmp || !s->dlogits || !s->qtmp || !s->top_tok || !s->top_q || !s->n_top || !s->hfeat || !s->hroot ||
+            !s->nfeat || !s->ncell)
+            goto oom;
+    }
     if (draft) {
         s->dmodel = draft;
         s->d_vocab = aero_model_hparams(draft)->n_vocab;
@@ -215,6 +239,11 @@ fail:
 void aero_spec_free(aero_spec *s) {
     if (!s) return;
     aero_ctx_free(s->dctx);
+    aero_spec_head_free(s->head);
+    free(s->hfeat);
+    free(s->hroot);
+    free(s->nfeat);
+    free(s->ncell);
     aero_sampler_free(s->dsmp);
     free(s->toks);
     free(s->nodes);
@@ -257,6 +286,16 @@ static aero_status prefill(aero_spec *s, aero_ctx *c, int seq, int *len, int upt
     return AERO_OK;
 }
 
+// Copies the target's last hidden states of batch rows [row0, row0 + n) of the pass just run to committed
+// positions pos0.. (the draft head's inputs).
+static aero_status keep_hidden(aero_spec *s, int row0, int pos0, int n, aero_error *err) {
+    int d = aero_model_n_embd(s->tmodel);
+    for (int i = 0; i < n; i++)
+        if (aero_ctx_hidden(s->tctx, row0 + i, s->hfeat + (size_t)(pos0 + i) * d, err))
+            return aero_error_prefix(err, "draft head: ");
+    return AERO_OK;
+}
+
 aero_status aero_spec_begin(aero_spec *s, const int32_t *prompt, int n, int n_predict, aero_error *err) {
     if (n < 1) return aero_fail(err, AERO_ERR_INVALID, "speculative decoding needs at least one prompt token");
     if (n > s->n_ctx)
@@ -282,9 +321,14 @@ aero_status aero_spec_begin(aero_spec *s, const int32_t *prompt, int n, int n_pr
     s->t_len = s->d_len = s->n_fed = 0;
     aero_kv_drop(s->tctx, s->seq);
     if (s->dctx) aero_kv_drop(s->dctx, 0);
+    if (s->head) aero_spec_head_truncate(s->head, 0);
     double t0 = aero_now();
-    // the prompt's last chunk (1..n_batch tokens) goes with the first draft: that pass also verifies it
-    aero_status st = prefill(s, s->tctx, s->seq, &s->t_len, n - 1 - (n - 1) % s->p.n_batch, true, err);
+    // the prompt's last chunk (1..n_batch tokens) goes with the first draft: that pass also verifies it. A draft
+    // head needs the target's hidden states of every committed token but the last before it can draft, so with
+    // one the prompt but its last token is prefilled and its hidden states kept.
+    int upto = s->head ? n - 1 : n - 1 - (n - 1) % s->p.n_batch;
+    aero_status st = prefill(s, s->tctx, s->seq, &s->t_len, upto, true, err);
+    if (!st && s->head) st = keep_hidden(s, 0, 0, upto, err);
     if (!st && s->dctx) st = prefill(s, s->dctx, 0, &s->d_len, n - 1, false, err);
     s->st.prefill_s = aero_now() - t0;
     if (st) {
@@ -346,6 +390,21 @@ static void prune_tree(aero_spec *s) {
     s->tree_cap = 2 * best > 8 ? 2 * best : 8;
 }
 
+// The COST policy with a draft head, which drafts its tree in a few cheap waves: keeps the prefix of the nodes
+// (best first, so every prefix is a tree) with the most expected tokens per unit of cost, the verify pass priced
+// by the measured curve and the step's drafting time added.
+static void prune_cost(aero_spec *s, double draft_time) {
+    double e = 1, best_e = 1, best_rate = -1;
+    int best = 0;
+    for (int m = 0; m <= s->n_nodes; m++) {
+        if (m > 0) e += aero_spec_path_accept(s, s->nodes[m - 1].logp);
+        double rate = e / (aero_spec_verify_cost(s, m + 1) + draft_time + 1e-12);
+        if (rate > best_rate * (1 + 1e-9)) best_rate = rate, best = m, best_e = e;
+    }
+    s->n_nodes = best;
+    s->st.tree_expected = best_e;
+}
+
 // Counts a target pass that verified a draft: its tokens and time, and a sample of the pass-cost fit.
 static void count_pass(aero_spec *s, int n, double dt, bool fit) {
     s->st.verify_s += dt;
@@ -397,6 +456,11 @@ static void walk(aero_spec *s, aero_sampler *smp, const float *tl, int32_t *out,
         s->d_len = s->n_tok + valid;
         aero_kv_truncate(s->dctx, 0, s->d_len);
         s->n_fed = 0;
+    } else if (s->head) {
+        // the head's entries of drafted tokens were computed from its own predicted features: the accepted ones
+        // are fed again with the target's hidden states
+        if (s->d_len > s->n_tok) s->d_len = s->n_tok;
+        aero_spec_head_truncate(s->head, s->d_len - 1);
     }
     if (s->p.tree_nodes > 0 && s->dmodel) count_expansions(s, m);
     if (s->p.tree_nodes > 0) {
@@ -449,7 +513,14 @@ static aero_status verify(aero_spec *s, aero_sampler *smp, int32_t *out, int *n_
     double dt = aero_now() - t0;
     if (st) return st;
     count_pass(s, n, dt, n <= 4 * (s->max_nodes + 1));
+    int t_len = s->t_len, n_tok = s->n_tok;
     walk(s, smp, s->tlogits, out, n_out);
+    if (s->head) {
+        // the hidden states of the tokens now committed: the pass's committed rows, then the accepted nodes'
+        if ((st = keep_hidden(s, 0, t_len, np, err))) return st;
+        for (int j = 0; j < *n_out - 1; j++)
+            if ((st = keep_hidden(s, np + s->keep[j], n_tok + j, 1, err))) return st;
+    }
     return AERO_OK;
 }
 
@@ -471,7 +542,24 @@ static aero_status draft_round(aero_spec *s, aero_sampler *smp, int max_new, aer
     if (s->p.adaptive && s->tree_cap > 0 && s->tree_cap < tree) tree = s->tree_cap;
     double t0 = aero_now();
     aero_status st = AERO_OK;
-    if (s->p.tree_nodes > 0 && s->dmodel && s->p.tree_policy == AERO_SPEC_TREE_COST) {
+    if (s->head && s->p.tree_nodes == 0) {
+        int k = choose_length(s);
+        s->st.draft_len = k;
+        if (k > budget) k = budget;
+        st = aero_spec_draft_head(s, greedy, k, k, 1, err);
+    } else if (s->head) {
+        bool cost = s->p.tree_policy == AERO_SPEC_TREE_COST;
+        int cap = tree;
+        if (cost) { // as for a draft model: the budget, within twice the largest pass timed
+            int known = 2 * s->curve.n_max;
+            cap = s->p.tree_nodes < budget ? s->p.tree_nodes : budget;
+            if (!s->p.cost_fixed && cap > known) cap = known > (cap < 16 ? cap : 16) ? known : (cap < 16 ? cap : 16);
+        }
+        st = aero_spec_draft_head(s, greedy, cap, depth, s->top_b, err);
+        if (!st && cost) prune_cost(s, s->p.cost_fixed ? s->p.cost_draft_token * s->n_nodes : aero_now() - t0);
+        else if (!st) prune_tree(s);
+        s->st.draft_len = s->n_nodes;
+    } else if (s->p.tree_nodes > 0 && s->dmodel && s->p.tree_policy == AERO_SPEC_TREE_COST) {
         // the whole budget, but not beyond twice the largest pass timed: the curve is known only that far
         int cap = s->p.tree_nodes < budget ? s->p.tree_nodes : budget, known = 2 * s->curve.n_max,
             least = cap < 16 ? cap : 16;
@@ -494,6 +582,7 @@ static aero_status draft_round(aero_spec *s, aero_sampler *smp, int max_new, aer
     if (st) {
         // a failed drafter pass leaves its cache unknown: start it again from the committed tokens
         if (s->dctx) aero_kv_drop(s->dctx, 0);
+        if (s->head) aero_spec_head_truncate(s->head, 0);
         s->d_len = s->n_fed = 0;
         return st;
     }
@@ -508,6 +597,9 @@ aero_status aero_spec_step(aero_spec *s, aero_sampler *smp, int max_new, int32_t
 }
 
 aero_status aero_spec_resume(aero_spec *s, const int32_t *toks, int n, aero_error *err) {
+    if (s->head)
+        return aero_fail(err, AERO_ERR_UNSUPPORTED, "a draft head needs the verify pass's hidden states: not with "
+                                                    "a caller-run pass (the server) yet");
     if (n < 1 || n > s->n_ctx)
         return aero_fail(err, AERO_ERR_RANGE, "speculative resume: %d tokens for a context of %d", n, s->n_ctx);
     for (int i = 0; i < n; i++)
@@ -594,8 +686,8 @@ done:
 }
 
 void aero_spec_describe(const aero_spec *s, char *buf, int cap) {
-    const char *who = s->dmodel ? "draft model" : "n-gram prompt lookup";
-    if (s->p.tree_nodes > 0 && s->dmodel && s->p.tree_policy == AERO_SPEC_TREE_COST)
+    const char *who = s->head ? "draft head" : s->dmodel ? "draft model" : "n-gram prompt lookup";
+    if (s->p.tree_nodes > 0 && (s->dmodel || s->head) && s->p.tree_policy == AERO_SPEC_TREE_COST)
         snprintf(buf, cap, "%s, tree grown by cost (up to %d nodes, depth <= %d, %s costs)", who, s->p.tree_nodes,
                  s->p.draft_max, s->p.cost_fixed ? "fixed" : "measured");
     else if (s->p.tree_nodes > 0)

@@ -31,4 +31,17 @@ void aero_spec_node(const aero_spec *s, int i, int32_t *token, int *parent, int 
 void aero_spec_commit(aero_spec *s, aero_sampler *smp, const float *rows, double fit_tokens, double fit_s, int32_t *out,
                       int *n_out);
 
+// The draft head's file format (head.c): FNV-1a 64 of the teacher's token strings, recorded in a head so that a
+// head for another teacher is refused; and a head of random weights for teacher (tests), recording teacher_name
+// (NULL: the teacher's general.name) as the teacher it was made for; echo: a head that mostly passes the
+// feature through (proposes what the teacher predicted one position earlier).
+uint64_t aero_spec_head_vocab_hash(const aero_model *m);
+aero_status aero_spec_head_write_random(const char *path, const aero_model *teacher, int n_head, int n_ff,
+                                        uint64_t seed, const char *teacher_name, bool echo, aero_error *err);
+
+// The draft head's depth-1 prediction at every committed position after aero_spec_begin: out[p - 1] = argmax of
+// the head's logits at token p (p = 1 .. n - 1) from the target's hidden state at p - 1, for comparing the
+// engine's head with train/train_head.py's head_reference.txt.
+aero_status aero_spec_head_argmax(aero_spec *s, int32_t *out, aero_error *err);
+
 #endif

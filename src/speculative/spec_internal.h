@@ -32,6 +32,9 @@ typedef struct {
     int n_max; // the largest pass measured: trees grow at most to twice this until larger passes are timed
 } spec_curve;
 
+// The feature-level draft head (head.c).
+typedef struct aero_spec_head aero_spec_head;
+
 struct aero_spec {
     aero_spec_params p;
     aero_sampler_params sp; // the target's sampling settings (the drafter's q uses them, penalties aside)
@@ -76,6 +79,11 @@ struct aero_spec {
     spec_curve curve;
     spec_fit dfit;     // drafter call time against tokens fed
     double draft_cost; // fixed costs: modelled drafting time of the current step
+    // draft head (NULL: none): the target's last hidden state per committed position (n_embd each, the head's
+    // input), the head's output feature at the root and per evaluated node, and each node's head cache cell
+    aero_spec_head *head;
+    float *hfeat, *hroot, *nfeat;
+    int *ncell;
     aero_spec_stats st;
 };
 
@@ -102,6 +110,21 @@ double aero_spec_draft_call_cost(const aero_spec *s, int n);
 double aero_spec_path_accept(const aero_spec *s, double logp);
 // Fills s->nodes from earlier occurrences of the context's suffix (chain: one, tree: a trie of several).
 void aero_spec_draft_ngram(aero_spec *s, bool tree, int max_nodes, int max_depth);
+// Ranks the drafter's candidates after one node (slot = node + 1; 0: the root): the top_b most probable ids.
+void aero_spec_rank_children(aero_spec *s, bool greedy, const float *logits, int slot);
+
+// The draft head: loads path for the target context (refused when it was trained for another teacher), with
+// cells cache cells and at most rows tokens a call; its weight bytes; cache truncation to a committed prefix.
+aero_status aero_spec_head_load(aero_spec_head **out, const char *path, aero_ctx *target, int cells, int rows,
+                                aero_error *err);
+void aero_spec_head_free(aero_spec_head *h);
+uint64_t aero_spec_head_bytes(const aero_spec_head *h);
+void aero_spec_head_truncate(aero_spec_head *h, int n_commit);
+// Fills s->nodes from the draft head: best-first by path probability, evaluating the most probable
+// unexpanded nodes in waves (one head call each); branch children ranked per node (1: a chain).
+aero_status aero_spec_draft_head(aero_spec *s, bool greedy, int max_nodes, int max_depth, int branch,
+                                 aero_error *err);
+
 // Links first_child/next_sibling in node order.
 void aero_spec_link_children(aero_spec *s);
 

@@ -1,0 +1,534 @@
+// The feature-level draft head (EAGLE, Li et al. 2024): one decoder layer that drafts in the target's own
+// feature space. Its input at the token of position p is fc([norm(f) ; norm(E(t_p))]), f the target's last
+// hidden state at position p - 1 (aero_ctx_hidden: after the output norm) where the target computed it, else
+// the head's own prediction for that position; its output predicts the target's hidden state at p, and the
+// target's own vocabulary projection (aero_ctx_project) turns that into the next token's logits. Embeddings and
+// projection are the target's, so the file holds only the fc and the layer. The hidden states come free with
+// every verification pass, which is what makes the head cheap and well informed.
+//
+// File (GGUF, general.architecture = "aero-draft-head"): tensors fc.weight {2 n_embd, n_embd} (input rows: the
+// normed feature, then the normed embedding), fc_norm_h.weight, fc_norm_e.weight {n_embd}, and blk.0.* as a
+// llama layer (attn_norm, attn_q/k/v/output, ffn_norm, ffn_gate/up/down; RoPE on adjacent pairs). Metadata
+// aero-draft-head.{head_count, head_count_kv, feed_forward_length, rope.freq_base,
+// attention.layer_norm_rms_epsilon} and the teacher it was trained for: aero-draft-head.teacher.{name, n_embd,
+// n_vocab, vocab_hash}, vocab_hash being FNV-1a 64 over every token string followed by a zero byte.
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../kernels/kernels.h"
+#include "../kernels/ops.h"
+#include "spec_internal.h"
+
+#define HEAD_ARCH "aero-draft-head"
+#define WAVE_MAX 8 // tree drafting: unexpanded nodes evaluated in one head call, the most probable first
+
+enum { W_FC, W_Q, W_K, W_V, W_O, W_GATE, W_UP, W_DOWN, W_COUNT };
+enum { N_H, N_E, N_ATTN, N_FFN, N_COUNT };
+
+struct aero_spec_head {
+    aero_ctx *tctx; // the target context whose embeddings and projection the head shares
+    int d, n_head, n_head_kv, hd, n_ff, n_vocab;
+    float eps;
+    float *inv_freq;       // hd / 2
+    aero_wmat w[W_COUNT];  // data owned (malloc)
+    float *norm[N_COUNT];  // d each
+    int cap, rows;         // cache cells, rows one call computes at most
+    float *kc, *vc;        // per KV head: cap x hd (keys rotated)
+    int n_commit, n_cells; // cells of committed tokens (a prefix), cells in use
+    int *cell_parent;      // per cell: the previous visible drafted cell (-1: only the committed prefix before it)
+    float *e, *in2, *x, *xn, *q, *k, *v, *att, *g, *u, *tmp, *scores;
+    int *vis;
+    uint64_t bytes;
+};
+
+// FNV-1a 64 over every token string and a zero byte after each: the teacher's vocabulary in one number.
+uint64_t aero_spec_head_vocab_hash(const aero_model *m) {
+    const aero_tokenizer *t = aero_model_tokenizer((aero_model *)m);
+    uint64_t h = 1469598103934665603ull;
+    int32_t n = aero_tokenizer_n_vocab(t);
+    for (int32_t i = 0; i < n; i++) {
+        const char *s = aero_tokenizer_token_str(t, i);
+        for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) h = (h ^ *p) * 1099511628211ull;
+        h = (h ^ 0) * 1099511628211ull;
+    }
+    return h;
+}
+
+void aero_spec_head_free(aero_spec_head *h) {
+    if (!h) return;
+    for (int i = 0; i < W_COUNT; i++) free((void *)h->w[i].data);
+    for (int i = 0; i < N_COUNT; i++) free(h->norm[i]);
+    free(h->inv_freq);
+    free(h->kc);
+    free(h->vc);
+    free(h->cell_parent);
+    free(h->e);
+    free(h->in2);
+    free(h->x);
+    free(h->xn);
+    free(h->q);
+    free(h->k);
+    free(h->v);
+    free(h->att);
+    free(h->g);
+    free(h->u);
+    free(h->tmp);
+    free(h->scores);
+    free(h->vis);
+    free(h);
+}
+
+// Reads one tensor of the head file whole, checking its shape (ne0 x ne1; ne1 0: a vector).
+static aero_status read_tensor(const aero_gguf *g, FILE *f, const char *path, const char *name, uint64_t ne0,
+                               uint64_t ne1, void **out, aero_dtype *type, aero_error *err) {
+    int64_t i = aero_gguf_tensor_index(g, name);
+    if (i < 0) return aero_fail(err, AERO_ERR_INVALID, "draft head %s: tensor '%s' missing", path, name);
+    const uint64_t *ne = aero_gguf_tensor_shape(g, (uint64_t)i);
+    uint32_t nd = aero_gguf_tensor_n_dims(g, (uint64_t)i);
+    if (ne[0] != ne0 || (ne1 ? nd != 2 || ne[1] != ne1 : nd != 1))
+        return aero_fail(err, AERO_ERR_INVALID, "draft head %s: tensor '%s' has shape %llu x %llu, expected %llu x %llu",
+                         path, name, (unsigned long long)ne[0], (unsigned long long)(nd > 1 ? ne[1] : 0),
+                         (unsigned long long)ne0, (unsigned long long)ne1);
+    *type = (aero_dtype)aero_gguf_tensor_type(g, (uint64_t)i);
+    if (!ne1 && *type != AERO_DT_F32)
+        return aero_fail(err, AERO_ERR_INVALID, "draft head %s: norm '%s' must be F32", path, name);
+    uint64_t nb = aero_gguf_tensor_nbytes(g, (uint64_t)i);
+    *out = malloc(nb ? nb : 1);
+    if (!*out) return aero_fail(err, AERO_ERR_NOMEM, "out of memory for draft head tensor '%s'", name);
+    if (fseeko(f, (off_t)aero_gguf_tensor_offset(g, (uint64_t)i), SEEK_SET) || fread(*out, 1, nb, f) != nb) {
+        free(*out);
+        *out = NULL;
+        return aero_fail(err, AERO_ERR_IO, "draft head %s: cannot read tensor '%s'", path, name);
+    }
+    return AERO_OK;
+}
+
+static uint64_t meta_u64(const aero_gguf *g, const char *key, bool *ok) {
+    uint64_t v = 0;
+    if (!aero_gguf_get_u64(g, key, &v)) *ok = false;
+    return v;
+}
+
+// The refusal of a head trained for another teacher: every recorded property must match the target's.
+static aero_status check_teacher(const aero_gguf *g, const char *path, aero_model *target, aero_error *err) {
+    bool ok = true;
+    uint64_t n_embd = meta_u64(g, HEAD_ARCH ".teacher.n_embd", &ok), n_vocab = meta_u64(g, HEAD_ARCH ".teacher.n_vocab", &ok),
+             hash = meta_u64(g, HEAD_ARCH ".teacher.vocab_hash", &ok);
+    if (!ok) return aero_fail(err, AERO_ERR_INVALID, "draft head %s: the teacher it was trained for is not recorded", path);
+    const char *want = aero_gguf_get_str(g, HEAD_ARCH ".teacher.name");
+    const char *have = aero_gguf_get_str(aero_model_gguf(target), "general.name");
+    int tv = aero_tokenizer_n_vocab(aero_model_tokenizer(target));
+    if (n_embd != (uint64_t)aero_model_n_embd(target))
+        return aero_fail(err, AERO_ERR_INVALID, "draft head %s was trained for a teacher of width %llu, this model has %d",
+                         path, (unsigned long long)n_embd, aero_model_n_embd(target));
+    if (n_vocab != (uint64_t)tv || hash != aero_spec_head_vocab_hash(target))
+        return aero_fail(err, AERO_ERR_INVALID,
+                         "draft head %s was trained for a teacher with another vocabulary (%llu tokens, hash %016llx)",
+                         path, (unsigned long long)n_vocab, (unsigned long long)hash);
+    if (want && *want && (!have || strcmp(want, have)))
+        return aero_fail(err, AERO_ERR_INVALID, "draft head %s was trained for teacher '%s', this model is '%s'", path,
+                         want, have ? have : "(unnamed)");
+    return AERO_OK;
+}
+
+aero_status aero_spec_head_load(aero_spec_head **out, const char *path, aero_ctx *target, int cells, int rows,
+                                aero_error *err) {
+    *out = NULL;
+    aero_model *tm = aero_ctx_model(target);
+    aero_gguf *g = NULL;
+    FILE *f = NULL;
+    aero_spec_head *h = NULL;
+    if (aero_gguf_load(&g, path, err)) return aero_error_prefix(err, "draft head: ");
+    const char *arch = aero_gguf_get_str(g, "general.architecture");
+    if (!arch || strcmp(arch, HEAD_ARCH)) {
+        aero_fail(err, AERO_ERR_INVALID, "%s is not a draft head (general.architecture '%s', expected '%s')", path,
+                  arch ? arch : "", HEAD_ARCH);
+        goto fail;
+    }
+    if (check_teacher(g, path, tm, err)) goto fail;
+    h = calloc(1, sizeof *h);
+    if (!h) goto oom;
+    h->tctx = target;
+    h->d = aero_model_n_embd(tm);
+    h->n_vocab = aero_model_n_vocab(tm);
+    bool ok = true;
+    h->n_head = (int)meta_u64(g, HEAD_ARCH ".head_count", &ok);
+    h->n_head_kv = (int)meta_u64(g, HEAD_ARCH ".head_count_kv", &ok);
+    h->n_ff = (int)meta_u64(g, HEAD_ARCH ".feed_forward_length", &ok);
+    double base = 10000, eps = 1e-5;
+    aero_gguf_get_f64(g, HEAD_ARCH ".rope.freq_base", &base);
+    aero_gguf_get_f64(g, HEAD_ARCH ".attention.layer_norm_rms_epsilon", &eps);
+    if (!ok || h->n_head <= 0 || h->n_head_kv <= 0 || h->n_head % h->n_head_kv || h->d % h->n_head ||
+        (h->d / h->n_head) % 2 || h->n_ff <= 0 || h->n_ff > (1 << 20)) {
+        aero_fail(err, AERO_ERR_INVALID, "draft head %s: bad or missing head_count/head_count_kv/feed_forward_length",
+                  path);
+        goto fail;
+    }
+    h->hd = h->d / h->n_head;
+    h->eps = (float)eps;
+    f = fopen(aero_gguf_file_path(g, 0), "rb");
+    if (!f) {
+        aero_fail(err, AERO_ERR_IO, "draft head %s: cannot open", path);
+        goto fail;
+    }
+    int d = h->d, kvd = h->n_head_kv * h->hd;
+    static const char *wname[W_COUNT] = {"fc.weight",           "blk.0.attn_q.weight",  "blk.0.attn_k.weight",
+                                         "blk.0.attn_v.weight", "blk.0.attn_output.weight", "blk.0.ffn_gate.weight",
+                                         "blk.0.ffn_up.weight", "blk.0.ffn_down.weight"};
+    uint64_t wcols[W_COUNT] = {2 * (uint64_t)d, d, d, d, d, d, d, h->n_ff},
+             wrows[W_COUNT] = {d, d, kvd, kvd, d, h->n_ff, h->n_ff, d};
+    for (int i = 0; i < W_COUNT; i++) {
+        void *data;
+        aero_dtype t;
+        if (read_tensor(g, f, path, wname[i], wcols[i], wrows[i], &data, &t, err)) goto fail;
+        h->w[i] = (aero_wmat){.data = data,
+                              .type = t,
+                              .cols = (int64_t)wcols[i],
+                              .rows = (int64_t)wrows[i],
+                              .row_bytes = aero_dtype_row_bytes(t, (int64_t)wcols[i])};
+        h->bytes += aero_gguf_tensor_nbytes(g, (uint64_t)aero_gguf_tensor_index(g, wname[i]));
+        if (aero_wmat_check(&h->w[i], err)) {
+            aero_error_prefix(err, "draft head: ");
+            goto fail;
+        }
+    }
+    static const char *nname[N_COUNT] = {"fc_norm_h.weight", "fc_norm_e.weight", "blk.0.attn_norm.weight",
+                                         "blk.0.ffn_norm.weight"};
+    for (int i = 0; i < N_COUNT; i++) {
+        aero_dtype t;
+        if (read_tensor(g, f, path, nname[i], d, 0, (void **)&h->norm[i], &t, err)) goto fail;
+    }
+    fclose(f);
+    f = NULL;
+    aero_gguf_close(g);
+    g = NULL;
+    h->inv_freq = malloc(sizeof(float) * h->hd / 2);
+    if (!h->inv_freq) goto oom;
+    for (int i = 0; i < h->hd / 2; i++) h->inv_freq[i] = (float)pow(base, -2.0 * i / h->hd);
+    h->cap = cells;
+    h->rows = rows;
+    size_t R = (size_t)rows;
+    h->kc = malloc(sizeof(float) * (size_t)cells * kvd);
+    h->vc = malloc(sizeof(float) * (size_t)cells * kvd);
+    h->cell_parent = malloc(sizeof(int) * cells);
+    h->e = malloc(sizeof(float) * R * d);
+    h->in2 = malloc(sizeof(float) * R * 2 * d);
+    h->x = malloc(sizeof(float) * R * d);
+    h->xn = malloc(sizeof(float) * R * d);
+    h->q = malloc(sizeof(float) * R * d);
+    h->k = malloc(sizeof(float) * R * kvd);
+    h->v = malloc(sizeof(float) * R * kvd);
+    h->att = malloc(sizeof(float) * R * d);
+    h->g = malloc(sizeof(float) * R * h->n_ff);
+    h->u = malloc(sizeof(float) * R * h->n_ff);
+    h->tmp = malloc(sizeof(float) * R * d);
+    h->scores = malloc(sizeof(float) * cells);
+    h->vis = malloc(sizeof(int) * cells);
+    if (!h->kc || !h->vc || !h->cell_parent || !h->e || !h->in2 || !h->x || !h->xn || !h->q || !h->k || !h->v ||
+        !h->att || !h->g || !h->u || !h->tmp || !h->scores || !h->vis)
+        goto oom;
+    *out = h;
+    return AERO_OK;
+oom:
+    aero_fail(err, AERO_ERR_NOMEM, "out of memory for the draft head");
+fail:
+    if (f) fclose(f);
+    aero_gguf_close(g);
+    aero_spec_head_free(h);
+    return err->code;
+}
+
+uint64_t aero_spec_head_bytes(const aero_spec_head *h) { return h ? h->bytes : 0; }
+
+// Drops drafted cells and committed cells beyond n_commit (positions 1..n_commit are cells 0..n_commit-1).
+void aero_spec_head_truncate(aero_spec_head *h, int n_commit) {
+    if (n_commit < 0) n_commit = 0;
+    if (n_commit < h->n_commit) h->n_commit = n_commit;
+    h->n_cells = h->n_commit;
+}
+
+// One head pass over n tokens. Committed tokens (parent == NULL) extend the committed prefix causally; drafted
+// tokens (parent[i]: the cell of the drafted token before it, -1 when it follows the committed prefix) each see
+// the committed prefix, their drafted ancestors and themselves. feat[i]: the input feature of token i. Writes
+// the output features (the predicted hidden states) to h->x and the logits of the rows asked for to logits:
+// every row, or (last_only) the last one.
+static aero_status head_forward(aero_spec_head *h, int n, const int32_t *tok, const int32_t *pos,
+                                const float *const *feat, const int *parent, float *logits, bool last_only,
+                                aero_error *err) {
+    int d = h->d, kvd = h->n_head_kv * h->hd, hd = h->hd;
+    if (n > h->rows || h->n_cells + n > h->cap)
+        return aero_fail(err, AERO_ERR_RANGE, "draft head: %d tokens do not fit (%d of %d cells used)", n, h->n_cells,
+                         h->cap);
+    aero_status st = aero_ctx_embed_rows(h->tctx, tok, n, h->e, err);
+    if (st) return aero_error_prefix(err, "draft head: ");
+    for (int i = 0; i < n; i++) {
+        aero_rmsnorm(h->in2 + (size_t)i * 2 * d, feat[i], h->norm[N_H], d, h->eps);
+        aero_rmsnorm(h->in2 + (size_t)i * 2 * d + d, h->e + (size_t)i * d, h->norm[N_E], d, h->eps);
+    }
+    aero_matmul(NULL, &h->w[W_FC], h->in2, n, h->x);
+    for (int i = 0; i < n; i++) aero_rmsnorm(h->xn + (size_t)i * d, h->x + (size_t)i * d, h->norm[N_ATTN], d, h->eps);
+    const aero_wmat *qkv[3] = {&h->w[W_Q], &h->w[W_K], &h->w[W_V]};
+    float *qkv_out[3] = {h->q, h->k, h->v};
+    aero_matmul_many(NULL, qkv, 3, h->xn, n, qkv_out);
+    int base = h->n_cells;
+    for (int i = 0; i < n; i++) {
+        for (int hh = 0; hh < h->n_head; hh++) aero_rope(h->q + (size_t)i * d + hh * hd, pos[i], hd, h->inv_freq, false);
+        int cell = base + i;
+        for (int kh = 0; kh < h->n_head_kv; kh++) {
+            float *kr = h->k + (size_t)i * kvd + kh * hd;
+            aero_rope(kr, pos[i], hd, h->inv_freq, false);
+            memcpy(h->kc + ((size_t)kh * h->cap + cell) * hd, kr, sizeof(float) * hd);
+            memcpy(h->vc + ((size_t)kh * h->cap + cell) * hd, h->v + (size_t)i * kvd + kh * hd, sizeof(float) * hd);
+        }
+        h->cell_parent[cell] = parent ? parent[i] : -1;
+    }
+    float scale = 1.0f / sqrtf((float)hd);
+    for (int i = 0; i < n; i++) {
+        int cell = base + i, nv = 0;
+        if (!parent) {
+            for (int c = 0; c <= cell; c++) h->vis[nv++] = c; // the committed prefix is cells [0, cell]
+        } else {
+            for (int c = 0; c < h->n_commit; c++) h->vis[nv++] = c;
+            int first = nv;
+            for (int c = cell; c >= 0; c = h->cell_parent[c]) h->vis[nv++] = c;
+            for (int a = first, b = nv - 1; a < b; a++, b--) { // ancestors in increasing order
+                int t = h->vis[a];
+                h->vis[a] = h->vis[b];
+                h->vis[b] = t;
+            }
+        }
+        for (int hh = 0; hh < h->n_head; hh++) {
+            int kh = hh / (h->n_head / h->n_head_kv);
+            aero_attention(h->att + (size_t)i * d + hh * hd, h->q + (size_t)i * d + hh * hd,
+                           h->kc + (size_t)kh * h->cap * hd, h->vc + (size_t)kh * h->cap * hd, h->vis, nv, hd, scale,
+                           h->scores);
+        }
+    }
+    h->n_cells += n;
+    if (!parent) h->n_commit = h->n_cells;
+    aero_matmul(NULL, &h->w[W_O], h->att, n, h->tmp);
+    for (size_t i = 0; i < (size_t)n * d; i++) h->x[i] += h->tmp[i];
+    for (int i = 0; i < n; i++) aero_rmsnorm(h->xn + (size_t)i * d, h->x + (size_t)i * d, h->norm[N_FFN], d, h->eps);
+    const aero_wmat *gu[2] = {&h->w[W_GATE], &h->w[W_UP]};
+    float *gu_out[2] = {h->g, h->u};
+    aero_matmul_many(NULL, gu, 2, h->xn, n, gu_out);
+    aero_swiglu(h->g, h->u, (int64_t)n * h->n_ff);
+    aero_matmul(NULL, &h->w[W_DOWN], h->g, n, h->tmp);
+    for (size_t i = 0; i < (size_t)n * d; i++) h->x[i] += h->tmp[i];
+    if (!logits) return AERO_OK;
+    st = last_only ? aero_ctx_project(h->tctx, h->x + (size_t)(n - 1) * d, 1, logits, err)
+                   : aero_ctx_project(h->tctx, h->x, n, logits, err);
+    return st ? aero_error_prefix(err, "draft head: ") : AERO_OK;
+}
+
+// Times a head call for the adaptive length and the COST policy's drafter cost.
+static void count_call(aero_spec *s, int n, double dt) {
+    s->st.draft_calls++;
+    if (n <= s->max_nodes + 1) aero_spec_fit_add(&s->dfit, n, dt);
+    if (n <= 2) s->draft_call_ema = s->draft_call_ema > 0 ? 0.9 * s->draft_call_ema + 0.1 * dt : dt;
+}
+
+// Feeds the committed tokens the head has not seen, each with the target's hidden state at the position before
+// it, leaving the last one's logits in s->dlogits and its output feature in s->hroot. The last committed token
+// is always fed again (the previous round's output was computed before the verify pass ended).
+static aero_status catch_up(aero_spec *s, aero_error *err) {
+    aero_spec_head *h = s->head;
+    int d = h->d;
+    if (s->d_len > s->n_tok - 1) s->d_len = s->n_tok - 1;
+    if (s->d_len < 1) s->d_len = 1; // position 0 has no feature before it: no cell
+    aero_spec_head_truncate(h, s->d_len - 1);
+    while (s->d_len < s->n_tok) {
+        int n = s->n_tok - s->d_len < h->rows ? s->n_tok - s->d_len : h->rows;
+        const float *feat[n];
+        for (int i = 0; i < n; i++) {
+            int p = s->d_len + i;
+            s->btok[i] = s->toks[p];
+            s->bpos[i] = p;
+            feat[i] = s->hfeat + (size_t)(p - 1) * d;
+        }
+        double t0 = aero_now();
+        bool last = s->d_len + n == s->n_tok;
+        aero_status st = head_forward(h, n, s->btok, s->bpos, feat, NULL, last ? s->dlogits : NULL, true, err);
+        count_call(s, n, aero_now() - t0);
+        if (st) return st;
+        s->d_len += n;
+        if (last) memcpy(s->hroot, h->x + (size_t)(n - 1) * d, sizeof(float) * d);
+    }
+    return AERO_OK;
+}
+
+// The next candidate after slot (node + 1; 0 the root): rank r of its ranked children, path logp.
+static double cand_logp(const aero_spec *s, int slot, int r) {
+    return (slot == 0 ? 0 : s->nodes[slot - 1].logp) + log(s->top_q[(size_t)slot * s->top_b + r]);
+}
+
+aero_status aero_spec_draft_head(aero_spec *s, bool greedy, int max_nodes, int max_depth, int branch,
+                                 aero_error *err) {
+    s->n_nodes = 0;
+    if (max_nodes <= 0 || max_depth <= 0) return AERO_OK;
+    if (s->n_tok < 2) return AERO_OK; // only the first token: no hidden state to draft from yet
+    aero_spec_head *h = s->head;
+    int d = h->d, top_b = s->top_b;
+    aero_status st = catch_up(s, err);
+    if (st) return st;
+    if (branch > top_b) branch = top_b;
+    s->top_b = branch; // this round ranks at most branch children per node (the stride of top_tok/top_q)
+    aero_spec_rank_children(s, greedy, s->dlogits, 0);
+    // per slot (node + 1): the rank of its next candidate, or n_top when none is left
+    int next[max_nodes + 1];
+    bool pending[max_nodes];
+    for (int i = 0; i <= max_nodes; i++) next[i] = 0;
+    for (;;) {
+        // the best candidate, and the best unexpanded node (whose children could beat it)
+        int best = -1, bestp = -1;
+        double blp = -INFINITY, plp = -INFINITY;
+        for (int slot = 0; slot <= s->n_nodes; slot++) {
+            if (slot > 0 && pending[slot - 1] && s->nodes[slot - 1].logp > plp) plp = s->nodes[slot - 1].logp, bestp = slot - 1;
+            bool expanded = slot == 0 || (!pending[slot - 1] && s->n_top[slot] > 0);
+            if (!expanded || next[slot] >= s->n_top[slot]) continue;
+            double lp = cand_logp(s, slot, next[slot]);
+            if (lp > blp) blp = lp, best = slot;
+        }
+        if (s->n_nodes >= max_nodes || (best < 0 && bestp < 0)) break;
+        if (best >= 0 && (bestp < 0 || blp >= plp)) {
+            if (s->p.p_min > 0 && s->n_nodes >= s->p.draft_min && blp < log(s->p.p_min)) break;
+            int r = next[best]++, parent = best - 1, id = s->n_nodes++;
+            int32_t tok = s->top_tok[(size_t)best * s->top_b + r];
+            s->nodes[id] = (spec_node){.token = tok,
+                                       .parent = parent,
+                                       .depth = parent < 0 ? 1 : s->nodes[parent].depth + 1,
+                                       .logp = blp,
+                                       .q = NULL,
+                                       .first_child = -1,
+                                       .next_sibling = -1,
+                                       .rank = r};
+            s->n_top[id + 1] = 0;
+            pending[id] = s->nodes[id].depth < max_depth && !aero_tokenizer_is_eog(aero_model_tokenizer(s->tmodel), tok);
+            continue;
+        }
+        // evaluate a wave: the most probable unexpanded nodes, at most WAVE_MAX, in one head call
+        int wave[WAVE_MAX], nw = 0;
+        while (nw < WAVE_MAX) {
+            int pick = -1;
+            for (int i = 0; i < s->n_nodes; i++) {
+                bool in = false;
+                for (int j = 0; j < nw; j++) in |= wave[j] == i;
+                if (pending[i] && !in && (pick < 0 || s->nodes[i].logp > s->nodes[pick].logp)) pick = i;
+            }
+            if (pick < 0 || (nw > 0 && s->nodes[pick].logp < plp + log(0.25))) break;
+            wave[nw++] = pick;
+        }
+        const float *feat[nw];
+        int par[nw];
+        for (int j = 0; j < nw; j++) {
+            const spec_node *nd = &s->nodes[wave[j]];
+            s->btok[j] = nd->token;
+            s->bpos[j] = s->n_tok - 1 + nd->depth;
+            feat[j] = nd->parent < 0 ? s->hroot : s->nfeat + (size_t)nd->parent * d;
+            par[j] = nd->parent < 0 ? -1 : s->ncell[nd->parent];
+        }
+        int base = h->n_cells;
+        double t0 = aero_now();
+        st = head_forward(h, nw, s->btok, s->bpos, feat, par, s->dlogits, false, err);
+        count_call(s, nw, aero_now() - t0);
+        if (st) break;
+        for (int j = 0; j < nw; j++) {
+            int id = wave[j];
+            s->ncell[id] = base + j;
+            memcpy(s->nfeat + (size_t)id * d, h->x + (size_t)j * d, sizeof(float) * d);
+            aero_spec_rank_children(s, greedy, s->dlogits + (size_t)j * s->n_vocab, id + 1);
+            pending[id] = false;
+        }
+    }
+    s->top_b = top_b;
+    return st;
+}
+
+aero_status aero_spec_head_argmax(aero_spec *s, int32_t *out, aero_error *err) {
+    aero_spec_head *h = s->head;
+    if (!h || s->t_len != s->n_tok - 1) return aero_fail(err, AERO_ERR_INVALID, "head check: call aero_spec_begin first");
+    aero_spec_head_truncate(h, 0);
+    s->d_len = 1;
+    float *lg = malloc(sizeof(float) * s->n_vocab);
+    if (!lg) return aero_fail(err, AERO_ERR_NOMEM, "out of memory");
+    aero_status st = AERO_OK;
+    for (int p = 1; p < s->n_tok && !st; p++) { // one token a call: every row's logits
+        const float *feat = s->hfeat + (size_t)(p - 1) * h->d;
+        int32_t pos = p;
+        st = head_forward(h, 1, &s->toks[p], &pos, &feat, NULL, lg, true, err);
+        out[p - 1] = aero_argmax(lg, s->n_vocab);
+    }
+    free(lg);
+    s->d_len = s->n_tok; // the head's cache holds every committed token: the next catch-up refeeds only the last
+    return st;
+}
+
+// Writes a draft head for teacher with random weights (tests: greedy identity and lossless sampling hold
+// whatever the head drafts; a head for another teacher is refused). teacher_name NULL: the teacher's own. echo:
+// the fc passes the feature through and the layer adds little, so the head proposes what the teacher predicted
+// one position earlier (often accepted on a small synthetic teacher: the sampling test's rejections and
+// acceptances both happen).
+aero_status aero_spec_head_write_random(const char *path, const aero_model *teacher, int n_head, int n_ff,
+                                        uint64_t seed, const char *teacher_name, bool echo, aero_error *err) {
+    aero_model *tm = (aero_model *)teacher;
+    int d = aero_model_n_embd(tm);
+    if (n_head <= 0 || d % n_head || (d / n_head) % 2 || n_ff <= 0)
+        return aero_fail(err, AERO_ERR_INVALID, "draft head: %d heads do not divide width %d", n_head, d);
+    aero_gguf_writer *w = aero_gguf_writer_new(0);
+    if (!w) return aero_fail(err, AERO_ERR_NOMEM, "out of memory");
+    const char *name = teacher_name ? teacher_name : aero_gguf_get_str(aero_model_gguf(tm), "general.name");
+    aero_gguf_set_str(w, "general.architecture", HEAD_ARCH);
+    aero_gguf_set_str(w, "general.name", "random draft head");
+    aero_gguf_set_str(w, HEAD_ARCH ".teacher.name", name ? name : "");
+    aero_gguf_set_u64(w, HEAD_ARCH ".teacher.n_embd", (uint64_t)d);
+    aero_gguf_set_u64(w, HEAD_ARCH ".teacher.n_vocab", (uint64_t)aero_tokenizer_n_vocab(aero_model_tokenizer(tm)));
+    aero_gguf_set_u64(w, HEAD_ARCH ".teacher.vocab_hash", aero_spec_head_vocab_hash(tm));
+    aero_gguf_set_u32(w, HEAD_ARCH ".head_count", (uint32_t)n_head);
+    aero_gguf_set_u32(w, HEAD_ARCH ".head_count_kv", (uint32_t)n_head);
+    aero_gguf_set_u32(w, HEAD_ARCH ".feed_forward_length", (uint32_t)n_ff);
+    aero_gguf_set_f32(w, HEAD_ARCH ".rope.freq_base", 10000.0f);
+    aero_gguf_set_f32(w, HEAD_ARCH ".attention.layer_norm_rms_epsilon", 1e-5f);
+    struct {
+        const char *name;
+        uint64_t ne0, ne1;
+        float scale; // 0: a norm of ones
+    } t[] = {{"fc.weight", 2 * (uint64_t)d, d, (echo ? 0.05f : 1.0f) / sqrtf(2.0f * d)},
+             {"fc_norm_h.weight", d, 0, 0},
+             {"fc_norm_e.weight", d, 0, 0},
+             {"blk.0.attn_norm.weight", d, 0, 0},
+             {"blk.0.attn_q.weight", d, d, 1.0f / sqrtf((float)d)},
+             {"blk.0.attn_k.weight", d, d, 1.0f / sqrtf((float)d)},
+             {"blk.0.attn_v.weight", d, d, 1.0f / sqrtf((float)d)},
+             {"blk.0.attn_output.weight", d, d, (echo ? 0.01f : 0.5f) / sqrtf((float)d)},
+             {"blk.0.ffn_norm.weight", d, 0, 0},
+             {"blk.0.ffn_gate.weight", d, (uint64_t)n_ff, 1.0f / sqrtf((float)d)},
+             {"blk.0.ffn_up.weight", d, (uint64_t)n_ff, 1.0f / sqrtf((float)d)},
+             {"blk.0.ffn_down.weight", (uint64_t)n_ff, d, (echo ? 0.01f : 0.5f) / sqrtf((float)n_ff)}};
+    aero_status st = AERO_OK;
+    uint64_t rng = seed * 0x9e3779b97f4a7c15ull + 1;
+    for (size_t i = 0; i < sizeof t / sizeof t[0] && !st; i++) {
+        uint64_t n = t[i].ne0 * (t[i].ne1 ? t[i].ne1 : 1), ne[2] = {t[i].ne0, t[i].ne1};
+        float *v = malloc(sizeof(float) * n);
+        if (!v) {
+            st = aero_fail(err, AERO_ERR_NOMEM, "out of memory");
+            break;
+        }
+        for (uint64_t j = 0; j < n; j++) {
+            if (t[i].scale == 0) {
+                v[j] = 1;
+                continue;
+            }
+            rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+            v[j] = t[i].scale * (float)(((double)(rng >> 11) / 9007199254740992.0) * 2 - 1) * 1.7320508f;
+        }
+        if (echo && i == 0)
+            for (int r = 0; r < d; r++) v[(size_t)r * 2 * d + r] += 1; // output r reads feature r
+        st = aero_gguf_add_tensor(w, t[i].name, AERO_DT_F32, t[i].ne1 ? 2 : 1, ne, v, err);
+        free(v);
+    }
+    if (!st) st = aero_gguf_write(w, path, err);
+    aero_gguf_writer_free(w);
+    return st;
+}
