@@ -97,7 +97,32 @@ static void test_dot_attention(void) {
     free(k2), free(v2);
 }
 
+// The AVX2 attention loops are the scalar ones lane for lane: bitwise equal for every length and alignment.
+static void test_fixed_isa(void) {
+    float a[260], b[260], o1[260], o2[260];
+    unsigned x = 12345;
+    for (int i = 0; i < 260; i++) {
+        x = x * 1103515245u + 12345u;
+        a[i] = (float)((int)(x >> 8) % 20001 - 10000) / 977.0f;
+        x = x * 1103515245u + 12345u;
+        b[i] = (float)((int)(x >> 8) % 20001 - 10000) / 1231.0f;
+    }
+    int bad = 0;
+    for (int n = 0; n <= 200; n++)
+        for (int off = 0; off < 3; off++) {
+            float s0 = aero_dot_fixed_isa(a + off, b + off, n, 0), s1 = aero_dot_fixed_isa(a + off, b + off, n, 1);
+            bad += memcmp(&s0, &s1, sizeof s0) != 0;
+            memcpy(o1, b, sizeof o1);
+            memcpy(o2, b, sizeof o2);
+            aero_axpy_fixed_isa(o1 + off, a[n], a + off, n, 0);
+            aero_axpy_fixed_isa(o2 + off, a[n], a + off, n, 1);
+            bad += memcmp(o1, o2, sizeof o1) != 0;
+        }
+    CHECKF(bad == 0, "%d scalar/AVX2 mismatches", bad);
+}
+
 int main(void) {
+    test_fixed_isa();
     test_rmsnorm();
     test_rope();
     test_swiglu();

@@ -1,5 +1,7 @@
 // Scalar layer math shared by every ISA: these ops are a small part of a pass next to the matmuls, and one
-// fixed-order implementation keeps them bit-identical everywhere. The one exception is attention over a
+// fixed-order implementation keeps them bit-identical everywhere. Attention's two inner loops (the score dot
+// and the V sum), a quarter of a 512-token prefill, also have AVX2 versions that do the same arithmetic lane
+// for lane, so they keep those bits. The one exception is attention over a
 // quantized K cache, whose scores come from the selected ISA's dot kernels (fixed per row, so still batch
 // invariant).
 #include "ops.h"
@@ -41,7 +43,7 @@ void aero_swiglu(float *gate, const float *up, int64_t n) {
 }
 
 // Attention scores need a dot whose bits do not depend on alignment or batch; see ops.h.
-float aero_dot_fixed(const float *a, const float *b, int n) {
+static float dot_fixed_scalar(const float *a, const float *b, int n) {
     float acc[16] = {0};
     int d = 0;
     for (; d + 16 <= n; d += 16)
@@ -50,6 +52,77 @@ float aero_dot_fixed(const float *a, const float *b, int n) {
     for (int w = 8; w >= 1; w /= 2)
         for (int j = 0; j < w; j++) acc[j] += acc[j + w];
     return acc[0];
+}
+
+// out += p * v over n floats, one rounding per multiply and per add (no fused multiply-add: the same bits on
+// every ISA).
+static void axpy_scalar(float *out, float p, const float *v, int n) {
+    for (int d = 0; d < n; d++) out[d] += p * v[d];
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+// The same sixteen accumulators as dot_fixed_scalar, two AVX registers of eight: each lane adds the same
+// products in the same order with separate multiply and add roundings, so the result is bitwise the scalar's.
+__attribute__((target("avx2"))) static float dot_fixed_avx2(const float *a, const float *b, int n) {
+    __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
+    int d = 0;
+    for (; d + 16 <= n; d += 16) {
+        lo = _mm256_add_ps(lo, _mm256_mul_ps(_mm256_loadu_ps(a + d), _mm256_loadu_ps(b + d)));
+        hi = _mm256_add_ps(hi, _mm256_mul_ps(_mm256_loadu_ps(a + d + 8), _mm256_loadu_ps(b + d + 8)));
+    }
+    float acc[16];
+    _mm256_storeu_ps(acc, lo);
+    _mm256_storeu_ps(acc + 8, hi);
+    for (int j = 0; d < n; d++, j++) {
+        float prod = a[d] * b[d];
+        acc[j] += prod;
+    }
+    for (int w = 8; w >= 1; w /= 2)
+        for (int j = 0; j < w; j++) acc[j] += acc[j + w];
+    return acc[0];
+}
+
+// axpy_scalar eight lanes at a time: each element gets the same multiply, then the same add.
+__attribute__((target("avx2"))) static void axpy_avx2(float *out, float p, const float *v, int n) {
+    __m256 pv = _mm256_set1_ps(p);
+    int d = 0;
+    for (; d + 8 <= n; d += 8)
+        _mm256_storeu_ps(out + d, _mm256_add_ps(_mm256_loadu_ps(out + d), _mm256_mul_ps(pv, _mm256_loadu_ps(v + d))));
+    for (; d < n; d++) {
+        float prod = p * v[d];
+        out[d] += prod;
+    }
+}
+
+static bool have_avx2(void) {
+    static int cached = -1;
+    if (cached < 0) cached = __builtin_cpu_supports("avx2") ? 1 : 0;
+    return cached;
+}
+#else
+static bool have_avx2(void) { return false; }
+#define dot_fixed_avx2 dot_fixed_scalar
+#define axpy_avx2 axpy_scalar
+#endif
+
+float aero_dot_fixed(const float *a, const float *b, int n) {
+    return have_avx2() ? dot_fixed_avx2(a, b, n) : dot_fixed_scalar(a, b, n);
+}
+
+// The weighted sum of V rows: one of the two inner loops of attention.
+void aero_axpy_fixed(float *out, float p, const float *v, int n) {
+    if (have_avx2()) axpy_avx2(out, p, v, n);
+    else axpy_scalar(out, p, v, n);
+}
+
+// Both versions, for the test that they agree bitwise (1: the AVX2 one, when the CPU has it).
+float aero_dot_fixed_isa(const float *a, const float *b, int n, int avx2) {
+    return avx2 && have_avx2() ? dot_fixed_avx2(a, b, n) : dot_fixed_scalar(a, b, n);
+}
+void aero_axpy_fixed_isa(float *out, float p, const float *v, int n, int avx2) {
+    if (avx2 && have_avx2()) axpy_avx2(out, p, v, n);
+    else axpy_scalar(out, p, v, n);
 }
 
 // The softmax of the scores and the weighted sum of the V rows, shared by both K layouts so their V side is one
@@ -68,8 +141,7 @@ static void softmax_v(float *out, const float *v, const int *rows, int n, int hd
             aero_f16_to_f32_row(rc->v + (size_t)(rows[t] % rc->ring) * rc->stride, rc->tmp, hd);
             vr = rc->tmp;
         }
-        float p = scores[t] / sum;
-        for (int d = 0; d < hd; d++) out[d] += p * vr[d];
+        aero_axpy_fixed(out, scores[t] / sum, vr, hd);
     }
 }
 

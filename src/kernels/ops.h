@@ -22,6 +22,11 @@ void aero_swiglu(float *gate, const float *up, int64_t n);
 
 // Dot product in a fixed order (16 running lanes, then a fixed fold), which the compiler vectorises.
 float aero_dot_fixed(const float *a, const float *b, int n);
+// out[d] += p * v[d], one multiply and one add rounding each (never fused), the same bits on every ISA.
+void aero_axpy_fixed(float *out, float p, const float *v, int n);
+// The scalar (avx2 0) and AVX2 (1, where the CPU has it) versions of the two, for their bitwise test.
+float aero_dot_fixed_isa(const float *a, const float *b, int n, int avx2);
+void aero_axpy_fixed_isa(float *out, float p, const float *v, int n, int avx2);
 
 // out = softmax(q . K[rows] * scale) . V[rows] for one query: K and V are f32 rows of hd elements, rows[0..n)
 // the visible ones in the order they are reduced; scores is scratch of n floats.

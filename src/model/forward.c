@@ -260,8 +260,7 @@ static void attention_softcap(float *out, const float *q, const float *k, const 
     memset(out, 0, sizeof(float) * hd);
     for (int t = 0; t < n; t++) {
         const float *vr = v + (size_t)rows[t] * hd;
-        float p = scores[t] / sum;
-        for (int d = 0; d < hd; d++) out[d] += p * vr[d];
+        aero_axpy_fixed(out, scores[t] / sum, vr, hd);
     }
 }
 
