@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # All GPU tests and benchmarks in one call (device time is scarce: one run does everything).
-#   scripts/gpu_tests.sh --stage [DIR]  on the build machine: builds `make CUDA=1 BUILD=build-cuda` (aerollm with the
+#   scripts/gpu_tests.sh --stage [DIR]  on the build machine: builds `make CUDA=1 MPI=0 BUILD=build-cuda` (aerollm with the
 #                                  CUDA backend), the kernel tests and benchmark, and aerollm-fb (the same binary
 #                                  with the run-1 matmul kernels of fdf317d, used when the current kernels fail
 #                                  their tests); copies them, their non-glibc shared libraries (ldd), this script
@@ -21,7 +21,7 @@ cd "$(dirname "$0")/.."
 if [ "${1:-}" = "--stage" ]; then
     set -e
     DEST=${2:-.cuda}
-    make CUDA=1 BUILD=build-cuda -j"$(nproc)"
+    make CUDA=1 MPI=0 BUILD=build-cuda -j"$(nproc)"  # the GPU machine has no Open MPI
     make -f cuda.mk CUDA_BUILD=build-cuda/cuda cuda-tests
     build-cuda/cuda/test_decode_host | tail -1   # the decoders on the CPU before spending device time
     # aerollm-fb: fdf317d's matmul kernels (verified on the GPU in run 1) behind the current API

@@ -21,4 +21,11 @@ int aero_cmd_batch(int argc, char **argv);
 // Prints "aerollm <cmd>: <msg>" to stderr and returns 1 (for `return cli_fail(...)`).
 int cli_fail(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+// A progress bar on stderr for long file writers (convert, repack): pass cli_progress_show as the writer's
+// callback with a cli_progress whose start is aero_now().
+typedef struct {
+    double start, last;
+} cli_progress;
+void cli_progress_show(void *ctx, uint64_t done, uint64_t total);
+
 #endif

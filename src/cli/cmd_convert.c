@@ -7,24 +7,6 @@
 
 #include "cli.h"
 
-typedef struct {
-    double start, last;
-} conv_progress;
-
-// Draws the progress bar on stderr (a few times a second, and once at the end).
-static void show_progress(void *ctx, uint64_t done, uint64_t total) {
-    conv_progress *p = ctx;
-    double now = aero_now();
-    if (done < total && now - p->last < 0.2) return;
-    p->last = now;
-    int width = 40, fill = total ? (int)(width * done / total) : width;
-    double secs = now - p->start;
-    fprintf(stderr, "\r[%.*s%*s] %5.1f%% %8.1f MB %6.1f MB/s", fill, "########################################",
-            width - fill, "", total ? 100.0 * done / total : 100.0, done / 1e6, secs > 0 ? done / 1e6 / secs : 0.0);
-    if (done >= total) fputc('\n', stderr);
-    fflush(stderr);
-}
-
 // The command's help text.
 static void usage(FILE *f) {
     fprintf(f, "usage: aerollm convert DIR -o OUT.gguf [--type F32|F16|BF16|Q8_0|Q4_0|Q4_K|Q6_K|...] [--quiet]\n"
@@ -61,10 +43,10 @@ int aero_cmd_convert(int argc, char **argv) {
         usage(stderr);
         return 1;
     }
-    conv_progress pr = {.start = aero_now()};
+    cli_progress pr = {.start = aero_now()};
     aero_hf_convert_params p = {.dir = dir, .out = out, .type = type};
     if (!quiet && isatty(2)) {
-        p.progress = show_progress;
+        p.progress = cli_progress_show;
         p.progress_ctx = &pr;
     }
     aero_error err = {0};

@@ -19,11 +19,6 @@ typedef struct {
     size_t row_bytes;
 } row_src;
 
-typedef struct {
-    double start, last;
-    uint64_t total;
-} progress;
-
 // Copies rows of a tensor from the input file (buffered, dropped from the page cache after use).
 static bool copy_rows(void *ctx, void *dst, uint64_t row0, uint64_t n_rows, aero_error *err) {
     row_src *r = ctx;
@@ -40,20 +35,6 @@ static bool copy_rows(void *ctx, void *dst, uint64_t row0, uint64_t n_rows, aero
     }
     posix_fadvise(r->fd, (off_t)off, (off_t)len, POSIX_FADV_DONTNEED);
     return true;
-}
-
-// Draws a progress bar on stderr (at most a few times a second).
-static void show_progress(void *ctx, uint64_t done, uint64_t total) {
-    progress *p = ctx;
-    double now = aero_now();
-    if (done < total && now - p->last < 0.2) return;
-    p->last = now;
-    int width = 40, fill = total ? (int)(width * done / total) : width;
-    double secs = now - p->start;
-    fprintf(stderr, "\r[%.*s%*s] %5.1f%% %8.1f MB %6.1f MB/s", fill, "########################################",
-            width - fill, "", total ? 100.0 * done / total : 100.0, done / 1e6, secs > 0 ? done / 1e6 / secs : 0.0);
-    if (done >= total) fputc('\n', stderr);
-    fflush(stderr);
 }
 
 // The order of a tensor in the output: non-layer tensors, then layer by layer, then the output head.
@@ -196,8 +177,8 @@ int aero_cmd_repack(int argc, char **argv) {
         }
         total += nbytes;
     }
-    progress pr = {.start = aero_now()};
-    aero_gguf_writer_progress(w, show_progress, &pr);
+    cli_progress pr = {.start = aero_now()};
+    aero_gguf_writer_progress(w, cli_progress_show, &pr);
     fprintf(stderr, "repack: %s -> %s: %llu tensors, %.1f MB, %lld layers\n", in, out, (unsigned long long)n_tensors,
             total / 1e6, (long long)n_layer);
     if (aero_gguf_write(w, out, &err)) {

@@ -573,3 +573,17 @@ done:
     free(prompt);
     return rc;
 }
+
+// Redrawn a few times a second, and once at the end (a newline then).
+void cli_progress_show(void *ctx, uint64_t done, uint64_t total) {
+    cli_progress *p = ctx;
+    double now = aero_now();
+    if (done < total && now - p->last < 0.2) return;
+    p->last = now;
+    int width = 40, fill = total ? (int)(width * done / total) : width;
+    double secs = now - p->start;
+    fprintf(stderr, "\r[%.*s%*s] %5.1f%% %8.1f MB %6.1f MB/s", fill, "########################################",
+            width - fill, "", total ? 100.0 * done / total : 100.0, done / 1e6, secs > 0 ? done / 1e6 / secs : 0.0);
+    if (done >= total) fputc('\n', stderr);
+    fflush(stderr);
+}
