@@ -482,6 +482,8 @@ typedef struct {
     bool expert_prefetch; // MoE: prefetch the next layer's predicted experts (off: it did not pay, docs/perf/moe.md)
     const char *device;   // "cpu" (NULL) or "cuda": where its contexts compute unless they say otherwise
     uint64_t gpu_mem;     // VRAM budget of a CUDA context; 0: what it needs, at most the free VRAM less a margin
+    bool head_hot;        // the output head is read more than once a pass (a draft head projects through it for
+                          // every drafted token): the plan keeps it resident whenever such a plan is feasible
     // Under mpirun with several ranks (aero_pipeline_init): this model's layers are split into contiguous ranges,
     // one per rank, each rank holding or streaming its range under its own mem_budget (the drafter is left false).
     bool pipeline;

@@ -280,6 +280,7 @@ int cli_session_open(cli_session *e, const cli_opts *o, const char *cmd) {
     mp.io_threads = o->io_threads;
     mp.device = o->device ? o->device : aero_default_device();
     mp.gpu_mem = o->gpu_mem;
+    mp.head_hot = o->draft_head != NULL; // the draft head projects through the output head every drafted token
     mp.pipeline = true; // split across the ranks when mpirun started several (the drafter stays on rank 0)
     mp.pipe_split = o->pipe_split;
     mp.pipe_micro = o->pipe_micro;

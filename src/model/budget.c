@@ -49,6 +49,7 @@ static aero_status stream_min(const aero_gguf *g, const aero_hparams *hp, const 
         .embd_tensor = "token_embd.weight",
         .plan_only = true,
         .head_in_parts = !mp->device || !mp->device[0] || !strcmp(mp->device, "cpu"), // as aero_model_load
+        .head_hot = mp->head_hot,
 
     };
     int first, last; // under a pipeline, the minimum of this rank's layers (src/mpi/pipeline.c)

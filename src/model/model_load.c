@@ -509,6 +509,7 @@ aero_status aero_model_load(aero_model **out, const aero_model_params *p, aero_e
         .output_tensor = g->tensors[m->output].name,
         .embd_tensor = "token_embd.weight",
         .head_in_parts = !p->device || !p->device[0] || !strcmp(p->device, "cpu"), // forward.c reads head blocks
+        .head_hot = p->head_hot,
     };
     aero_status st_open = aero_stream_open(&m->stream, g, m->hp.n_layer, &sp, err);
     free(external);

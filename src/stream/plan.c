@@ -450,7 +450,7 @@ aero_status st_plan(aero_stream *s, aero_error *err) {
         goto fail;
     }
     const plan_option *best = &a;
-    if (!a.feasible || (can_stream_head && b.feasible && b.streamed < a.streamed)) best = &b;
+    if (!a.feasible || (!s->params.head_hot && can_stream_head && b.feasible && b.streamed < a.streamed)) best = &b;
     uint64_t resident = best->cost - best->ring;
     // the untied embedding is the last thing worth holding: a lookup reads only a few rows
     bool embd_res = false;

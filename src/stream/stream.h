@@ -34,6 +34,9 @@ typedef struct {
     // The caller reads the output head in row blocks (aero_stream_acquire_head_part): a head larger than a layer
     // unit may then be streamed in layer-sized blocks instead of held resident, which lowers the minimum budget.
     bool head_in_parts;
+    // The head unit is read more than once a pass (a draft head's projection): keep it resident whenever a plan
+    // with it resident fits, even where streaming it would free room for more layers.
+    bool head_hot;
 } aero_stream_params;
 
 #include "../../include/aerollm.h" // aero_stream_stats, aero_stream_plan

@@ -62,5 +62,15 @@ expect_fail "context is 2048 tokens, shorter than" run -m "$T" -p "Hi" -c 4096 -
 expect_fail "draft-policy expects" run -m "$T" -p "Hi" -n 4 --draft "$D" --draft-policy widest
 expect_fail "draft-costs expects" run -m "$T" -p "Hi" -n 4 --draft "$D" --draft-policy cost --draft-costs 0.1
 expect_fail "cannot open\|no such\|not found" run -m "$T" -p "Hi" -n 4 --draft "$work/missing.gguf"
+# a draft head projects through the output head every drafted token: a budget that would stream the head keeps
+# it resident instead (layers give way), and greedy output stays the plain output
+H=models/aero-draft-head-4M-F16.gguf TB=models/aero-teacher-34M-Q8_0.gguf
+if [ -f "$H" ] && [ -f "$TB" ]; then
+    "$A" run -m "$TB" -p "Once upon a time" -n 32 --temp 0 --mem 31M --stats > "$work/plain31.txt" 2>"$work/plain31.err" || bad "plain --mem 31M"
+    grep -q "output head streamed" "$work/plain31.err" || bad "plain --mem 31M no longer streams the head: the check below tests nothing"
+    "$A" run -m "$TB" -p "Once upon a time" -n 32 --temp 0 --mem 31M --draft-head "$H" --stats > "$work/head31.txt" 2>"$work/head31.err" || bad "--draft-head --mem 31M"
+    grep -q "output head resident" "$work/head31.err" || bad "--draft-head: the output head is not resident: $(grep '^stream: budget' "$work/head31.err")"
+    cmp -s "$work/plain31.txt" "$work/head31.txt" || bad "--draft-head greedy differs from plain"
+fi
 [ $fail -eq 0 ] && echo "test_spec_cli: ok"
 exit $fail
