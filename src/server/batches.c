@@ -27,8 +27,9 @@ typedef struct batch {
     bool started;
     // the runner's state
     struct aero_batches *owner;
-    char *input;     // the input file's bytes
-    char **lines;    // its request lines
+    char *input;     // the input file's bytes, until they are parsed
+    json_t **reqs;   // its request lines, parsed once (owned)
+    int n_reqs;
     atomic_int next_line;
     aero_files_writer out, errs;
     bool out_open, errs_open;
@@ -150,16 +151,18 @@ static int validate(batch *x, json_t **errors) {
             json_object_set_new(seen, cid, json_true());
             if (n + 1 >= cap) {
                 cap = cap ? cap * 2 : 64;
-                char **nl = realloc(x->lines, sizeof *nl * (size_t)cap);
+                json_t **nl = realloc(x->reqs, sizeof *nl * (size_t)cap);
                 if (!nl) {
                     add_error(errors, line, "server_error", "out of memory");
                     json_decref(j);
                     bad++;
                     break;
                 }
-                x->lines = nl;
+                x->reqs = nl;
             }
-            x->lines[n++] = l;
+            x->reqs[n++] = j; // kept: the workers send its body
+            x->n_reqs = n;
+            j = NULL;
         }
         json_decref(j);
     }
@@ -191,7 +194,7 @@ static void write_result(batch *x, bool ok, json_t *line) {
 // One request of the batch through the server's endpoint; its answer becomes a result line.
 static void run_one(batch *x, int index) {
     aero_batches *b = x->owner;
-    json_t *j = json_loads(x->lines[index], 0, NULL), *body = json_object_get(j, "body");
+    json_t *j = x->reqs[index], *body = json_object_get(j, "body");
     const char *cid = json_string_value(json_object_get(j, "custom_id"));
     char rid[80];
     snprintf(rid, sizeof rid, "batch_req_%s_%d", x->id + 6, index + 1); // unique: the batch's id and the line
@@ -223,7 +226,6 @@ static void run_one(batch *x, int index) {
                             "error", error);
     write_result(x, res && status == 200, out);
     json_decref(out);
-    json_decref(j);
 }
 
 static void *worker_main(void *arg) {
@@ -259,6 +261,8 @@ static void *runner_main(void *arg) {
     if (aero_files_read(b->files, x->input_file_id, b->t.max_file, &x->input, &len, &err))
         add_error(&errors, 0, "invalid_file", err.msg);
     else n = validate(x, &errors);
+    free(x->input); // the requests are parsed now
+    x->input = NULL;
     pthread_mutex_lock(&b->mu);
     x->errors = errors;
     if (n < 0) {
@@ -298,10 +302,9 @@ static void *runner_main(void *arg) {
         }
         pthread_mutex_unlock(&b->mu);
     }
-    free(x->lines);
-    x->lines = NULL;
-    free(x->input);
-    x->input = NULL;
+    for (int i = 0; i < x->n_reqs; i++) json_decref(x->reqs[i]);
+    free(x->reqs);
+    x->reqs = NULL;
     return NULL;
 }
 
