@@ -152,7 +152,6 @@ static aero_status plan(aero_ctx *c, aero_gpu *g, uint64_t gpu_mem, uint64_t *bu
         aero_gpu_plan_free(&p);
         return aero_fail(err, AERO_ERR_NOMEM, "out of memory");
     }
-    uint64_t slot = 0;
     for (int u = 0; u < g->n_units; u++) {
         gpu_unit *un = &g->units[u];
         un->n_mats = unit_mats(m, u, un->mats);
@@ -160,29 +159,25 @@ static aero_status plan(aero_ctx *c, aero_gpu *g, uint64_t gpu_mem, uint64_t *bu
         un->bytes = 0;
         for (int i = 0; i < un->n_mats; i++) un->bytes += r256(tbytes(m, un->mats[i]));
         p.unit_bytes[u] = un->bytes;
-        p.total += un->bytes;
-        if (un->bytes > slot) slot = un->bytes;
     }
     p.fixed = aero_gpu_fixed_bytes(&m->hp, m->hp.n_vocab, c->n_ctx, c->n_seq, g->cap, small_bytes(m));
     aero_status st = AERO_OK;
     if (!gpu_mem) {
         aero_cuda_info info;
-        uint64_t min_need = p.fixed + N_SLOTS * slot;
+        uint64_t want;
+        aero_gpu_plan_needs(&p, &want, NULL);
         if ((st = aero_cuda_device_info(0, &info, err))) {
             aero_error_prefix(err, "--device cuda: ");
             goto done;
         }
         uint64_t margin = info.free_vram / 20 > ((uint64_t)512 << 20) ? info.free_vram / 20 : ((uint64_t)512 << 20);
         uint64_t avail = info.free_vram > margin ? info.free_vram - margin : 0;
-        bool any_host = false; // an MoE layer streams its attention through the slots even when all else fits
-        for (int u = 0; u < g->n_units; u++) any_host |= p.host_ffn[u];
-        uint64_t want = p.fixed + p.total + (any_host ? N_SLOTS * slot : 0);
         gpu_mem = want < avail ? want : avail;
-        if (gpu_mem < min_need) {
+        if (gpu_mem < p.min_need) {
             st = aero_fail(err, AERO_ERR_NOMEM,
                            "--device cuda: %s has %llu MiB free; this model and context need at "
                            "least %llu bytes on the GPU (KV cache, activations and two weight slots)",
-                           info.name, (unsigned long long)(info.free_vram >> 20), (unsigned long long)min_need);
+                           info.name, (unsigned long long)(info.free_vram >> 20), (unsigned long long)p.min_need);
             goto done;
         }
     }

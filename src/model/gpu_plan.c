@@ -34,7 +34,7 @@ uint64_t aero_gpu_fixed_bytes(const aero_hparams *hp, int n_vocab, int n_ctx, in
 }
 
 // Residency in layer order: the first layers never wait for a copy, and a pass still streams the rest in order.
-aero_status aero_gpu_plan_choose(aero_gpu_plan *p, uint64_t gpu_mem, aero_error *err) {
+void aero_gpu_plan_needs(aero_gpu_plan *p, uint64_t *all, uint64_t *slot_out) {
     uint64_t slot = 0;
     bool any_host = false;
     p->total = 0;
@@ -44,14 +44,21 @@ aero_status aero_gpu_plan_choose(aero_gpu_plan *p, uint64_t gpu_mem, aero_error 
         any_host |= p->host_ffn && p->host_ffn[u];
     }
     p->min_need = p->fixed + AERO_GPU_SLOTS * slot;
-    if (gpu_mem < p->min_need && (any_host || gpu_mem < p->fixed + p->total))
+    *all = p->fixed + p->total + (any_host ? AERO_GPU_SLOTS * slot : 0);
+    if (slot_out) *slot_out = slot;
+}
+
+aero_status aero_gpu_plan_choose(aero_gpu_plan *p, uint64_t gpu_mem, aero_error *err) {
+    uint64_t all_need, slot;
+    aero_gpu_plan_needs(p, &all_need, &slot);
+    if (gpu_mem < p->min_need && gpu_mem < all_need)
         return aero_fail(err, AERO_ERR_NOMEM,
                          "--gpu-mem %llu bytes is too small: this model and context need at "
                          "least %llu bytes on the GPU (KV cache, activations and two weight slots of %llu bytes)",
                          (unsigned long long)gpu_mem, (unsigned long long)p->min_need, (unsigned long long)slot);
     p->budget = gpu_mem;
     uint64_t room = gpu_mem - p->fixed;
-    bool all = !any_host && p->total <= room;
+    bool all = all_need <= gpu_mem && all_need == p->fixed + p->total; // every unit resident, no slots
     if (!all) room -= AERO_GPU_SLOTS * slot;
     for (int u = 0; u < p->n_units; u++) {
         p->vram[u] = !(p->host_ffn && p->host_ffn[u]) && (all || p->unit_bytes[u] <= room);

@@ -27,6 +27,10 @@ typedef struct {
 int aero_gpu_pass_cap(const aero_hparams *hp, int n_tile);
 // VRAM besides the weights for a context of n_ctx x n_seq, cap tokens a pass; small: the small tensors' bytes.
 uint64_t aero_gpu_fixed_bytes(const aero_hparams *hp, int n_vocab, int n_ctx, int n_seq, int cap, uint64_t small);
+// What a plan needs: p->total and p->min_need (fixed + two slots of the largest unit) are set, *all gets the VRAM
+// that holds every unit it may hold (fixed + all units, plus the two slots when a host_ffn unit streams), *slot
+// (may be NULL) the largest unit.
+void aero_gpu_plan_needs(aero_gpu_plan *p, uint64_t *all, uint64_t *slot);
 // Fills p->vram for a budget: all units when they fit (and none is host_ffn), else two slots of the largest and
 // then the units in layer order that still fit, host_ffn units excepted. p->n_units, unit_bytes and fixed are the caller's; a budget below p->min_need is
 // refused with the numbers.
