@@ -106,20 +106,17 @@ static bool have_avx2(void) { return false; }
 #define axpy_avx2 axpy_scalar
 #endif
 
-float aero_dot_fixed(const float *a, const float *b, int n) {
-    return have_avx2() ? dot_fixed_avx2(a, b, n) : dot_fixed_scalar(a, b, n);
-}
+float aero_dot_fixed(const float *a, const float *b, int n) { return aero_dot_fixed_isa(a, b, n, 1); }
 
 // The weighted sum of V rows: one of the two inner loops of attention.
-void aero_axpy_fixed(float *out, float p, const float *v, int n) {
-    if (have_avx2()) axpy_avx2(out, p, v, n);
-    else axpy_scalar(out, p, v, n);
-}
+void aero_axpy_fixed(float *out, float p, const float *v, int n) { aero_axpy_fixed_isa(out, p, v, n, 1); }
 
-// Both versions, for the test that they agree bitwise (1: the AVX2 one, when the CPU has it).
+// Either version on request (1: the AVX2 one, when the CPU has it); the test checks they agree bitwise.
 float aero_dot_fixed_isa(const float *a, const float *b, int n, int avx2) {
     return avx2 && have_avx2() ? dot_fixed_avx2(a, b, n) : dot_fixed_scalar(a, b, n);
 }
+
+// The same choice for the V sum.
 void aero_axpy_fixed_isa(float *out, float p, const float *v, int n, int avx2) {
     if (avx2 && have_avx2()) axpy_avx2(out, p, v, n);
     else axpy_scalar(out, p, v, n);
