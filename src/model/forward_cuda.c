@@ -365,7 +365,7 @@ const char *aero_gpu_describe(const aero_ctx *c) { return c->gpu ? ((const aero_
 // Activations for the matmuls of one input (q/k/v share one, gate/up another).
 static aero_status prep(aero_gpu *g, const float *x, int n, int cols, aero_cuda_act *a, aero_error *err) {
     if (cols % 32) { // only dense weights have such rows; they read x itself
-        *a = (aero_cuda_act){x, NULL, n, cols};
+        *a = (aero_cuda_act){.x = x, .n = n, .cols = cols};
         return AERO_OK;
     }
     return aero_cuda_act_prepare(g->cu, x, n, cols, a, err);

@@ -106,7 +106,7 @@ aero_status aero_cuda_wmat_check(const aero_cuda_wmat *w, aero_error *err) {
 }
 aero_status aero_cuda_act_prepare(aero_cuda *cu, const float *x, int n, int cols, aero_cuda_act *out, aero_error *err) {
     if (cols % 32 || (uintptr_t)x % 16) return aero_fail(err, AERO_ERR_INVALID, "emu: activations %d x %d", n, cols);
-    *out = (aero_cuda_act){x, x, n, cols};
+    *out = (aero_cuda_act){.x = x, .xp = x, .n = n, .cols = cols};
     return AERO_OK;
 }
 // Exact f32 activations, dequantized weights, a fixed order per output: batch invariant like the kernels.

@@ -124,19 +124,29 @@ typedef struct {
     const float *x;  // natural layout [n][cols]
     const float *xp; // permuted copy in the backend's scratch (valid until the next prepare), or NULL
     int n, cols;
+    const void *xh;   // f16 copy for the tensor-core kernels (scaled per token), or NULL
+    const float *xs;  // per token: the power of two that undoes the f16 copy's scaling
 } aero_cuda_act;
 
 // Prepares n rows of cols activations (cols a multiple of 32, at most the scratch: n * cols <= 16 Mi floats;
-// the scratch is 64 MiB of the VRAM budget, taken at init). Exact copy: no rounding.
+// the scratch is 64 MiB of the VRAM budget, taken at init): the permuted exact copy for the f32 kernels, or,
+// for the tensor-core kernels (the default, see aero_cuda_matmul_f16), an f16 copy scaled per token by a power
+// of two so that it cannot overflow.
 aero_status aero_cuda_act_prepare(aero_cuda *cu, const float *x, int n, int cols, aero_cuda_act *out, aero_error *err);
-// y[i * rows + r] = dot(row r of W, activation row i), weights dequantized in registers, f32 arithmetic.
+// y[i * rows + r] = dot(row r of W, activation row i), weights dequantized in registers: on the tensor cores
+// (f16 weights and activations, f32 accumulation) for the types of aero_cuda_matmul_f16, else f32 arithmetic.
 // n = 1 is the decode matvec; any n (prefill, verification) gives each token the bits it gets alone.
 aero_status aero_cuda_matmul_act(aero_cuda *cu, const aero_cuda_wmat *w, const aero_cuda_act *a, float *y,
                                  aero_error *err);
+// Whether matmuls of this weight type run on the tensor cores with f16 activations (F16 and the quantized
+// types, unless AERO_CUDA_MM=v1 selects the f32 kernels for all): their tolerance against the CPU is that of
+// f16 rounding (~1e-3 of sum |w x|), not f32's.
+bool aero_cuda_matmul_f16(aero_dtype t);
 // The same from natural activations x[n][cols] (prepares them, in token groups when they exceed the scratch).
 aero_status aero_cuda_matmul(aero_cuda *cu, const aero_cuda_wmat *w, const float *x, int n, float *y, aero_error *err);
 // The same with an explicit kernel shape (rows per block 1, 2, 4 or 8 with 1 token per block; 1, 2 or 4 with 8
-// tokens): for tests, which check that every shape gives the same bits, and benchmarks.
+// tokens): for tests, which check that every shape gives the same bits, and benchmarks. For the tensor-core
+// types the shape picks 1 (R = 1) or 2 (R >= 2) tiles of 16 rows and T / 8 tiles of 8 tokens (1, 2, 4, 8).
 aero_status aero_cuda_matmul_shape(aero_cuda *cu, const aero_cuda_wmat *w, const aero_cuda_act *a, float *y,
                                    int rows_per_block, int tokens_per_block, aero_error *err);
 // out[i * cols ...] = row ids[i] of W dequantized to f32 (embedding lookup); ids in device memory.

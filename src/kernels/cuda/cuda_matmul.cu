@@ -14,8 +14,10 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "cuda_internal.cuh"
+#include "cuda_mma.cuh"
 
 #define MM_THREADS 128
 
@@ -265,14 +267,31 @@ template <int TY> static bool launch_shape(const aero_cuda_wmat *w, const float 
 
 static bool is_dense(aero_dtype t) { return t == AERO_DT_F32 || t == AERO_DT_F16 || t == AERO_DT_BF16; }
 
+// AERO_CUDA_MM=v1 keeps every type on the f32 kernels above (the fallback, and the baseline of benchmarks).
+static bool mma_enabled(void) {
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("AERO_CUDA_MM");
+        on = !(e && !strcmp(e, "v1"));
+    }
+    return on;
+}
+
+extern "C" bool aero_cuda_matmul_f16(aero_dtype t) { return mma_enabled() && aero_mma_type(t); }
+
 extern "C" aero_status aero_cuda_act_prepare(aero_cuda *cu, const float *x, int n, int cols, aero_cuda_act *out,
                                              aero_error *err) {
-    *out = aero_cuda_act{x, NULL, n, cols};
+    *out = aero_cuda_act{x, NULL, n, cols, NULL, NULL};
     if (n <= 0 || cols <= 0 || cols % 32 || !x || (uintptr_t)x % 16)
         return aero_fail(err, AERO_ERR_INVALID, "CUDA activations %d x %d (cols a multiple of 32, 16-byte aligned)", n, cols);
     if ((size_t)n * cols > cu->scratch_floats)
         return aero_fail(err, AERO_ERR_RANGE, "CUDA activations %d x %d exceed the scratch of %zu floats", n, cols,
                          cu->scratch_floats);
+    if (mma_enabled()) { // n * cols / 2 + n + 64 <= n * cols floats: fits whenever the f32 copy would
+        aero_mma_prepare(x, n, cols, cu->scratch, &out->xh, &out->xs, cu->compute);
+        CU_LAUNCHED("f16 activations launch");
+        return AERO_OK;
+    }
     size_t total = (size_t)n * cols / 4;
     k_permute<<<(unsigned)((total + 255) / 256), 256, 0, cu->compute>>>((const float4 *)x, (float4 *)cu->scratch, n, cols);
     CU_LAUNCHED("permute launch");
@@ -290,12 +309,21 @@ extern "C" aero_status aero_cuda_matmul_shape(aero_cuda *cu, const aero_cuda_wma
         return aero_fail(err, AERO_ERR_INVALID, "CUDA matmul: activations of %d for a matrix of %lld columns", a->cols,
                          (long long)w->cols);
     const float *x = is_dense(w->type) ? a->x : a->xp;
-    if (!x || !y) return aero_fail(err, AERO_ERR_INVALID, "CUDA matmul: %s activations missing",
+    if ((!x && !aero_cuda_matmul_f16(w->type)) || !y) return aero_fail(err, AERO_ERR_INVALID, "CUDA matmul: %s activations missing",
                                    is_dense(w->type) ? "natural" : "prepared");
     if ((n + T - 1) / (T > 0 ? T : 1) > 65535)
         return aero_fail(err, AERO_ERR_RANGE, "CUDA matmul of %d tokens (at most %d per call)", n, 65535 * T);
     cudaStream_t s = cu->compute;
     bool ok = false;
+    if (aero_cuda_matmul_f16(w->type) && w->cols % 32 == 0) {
+        if (!a->xh || !a->xs || !y) return aero_fail(err, AERO_ERR_INVALID, "CUDA matmul: f16 activations missing");
+        // the tile kernels that exist: 1 x {1, 2} and 2 x {1, 4, 8} (tiles of 16 rows x tiles of 8 tokens)
+        int mt = R >= 2 ? 2 : 1, nt = mt == 1 ? (T >= 16 ? 2 : 1) : (T >= 64 ? 8 : T >= 16 ? 4 : 1);
+        if (!aero_mma_launch(w, a->xh, a->xs, n, y, mt, nt, s))
+            return aero_fail(err, AERO_ERR_INVALID, "CUDA tensor-core matmul: no %d x %d tile kernel", mt, nt);
+        CU_LAUNCHED("tensor-core matmul launch");
+        return AERO_OK;
+    }
     if (w->cols % 32) { // dense only (wmat_check): the plain kernel, whatever the shape asked
         if (n > 65535) return aero_fail(err, AERO_ERR_RANGE, "CUDA matmul of %d tokens (at most 65535 per call)", n);
         dim3 grid((unsigned)((w->rows + 3) / 4), (unsigned)n);
@@ -343,6 +371,11 @@ static void batched_shape(int *R, int *T) {
 extern "C" aero_status aero_cuda_matmul_act(aero_cuda *cu, const aero_cuda_wmat *w, const aero_cuda_act *a, float *y,
                                             aero_error *err) {
     int R, T;
+    if (aero_cuda_matmul_f16(w->type) && w->cols % 32 == 0) {
+        int mt, nt;
+        aero_mma_tiles_for(a->n, &mt, &nt);
+        return aero_cuda_matmul_shape(cu, w, a, y, mt, 8 * nt, err);
+    }
     batched_shape(&R, &T);
     return a->n == 1 ? aero_cuda_matmul_shape(cu, w, a, y, AERO_CUDA_MV_ROWS, 1, err)
                      : aero_cuda_matmul_shape(cu, w, a, y, R, T, err);
@@ -359,7 +392,7 @@ extern "C" aero_status aero_cuda_matmul(aero_cuda *cu, const aero_cuda_wmat *w, 
     if (group < 1) return aero_fail(err, AERO_ERR_RANGE, "CUDA matmul: rows of %d exceed the scratch", cols);
     for (int i = 0; i < n; i += group) {
         int k = n - i < group ? n - i : group;
-        aero_cuda_act a = {x + (size_t)i * cols, NULL, k, cols};
+        aero_cuda_act a = {x + (size_t)i * cols, NULL, k, cols, NULL, NULL};
         if (!is_dense(w->type) && (st = aero_cuda_act_prepare(cu, a.x, k, cols, &a, err))) return st;
         if ((st = aero_cuda_matmul_act(cu, w, &a, y + (size_t)i * w->rows, err))) return st;
     }
