@@ -43,18 +43,22 @@ __device__ __forceinline__ void bytes8(uint32_t a, uint32_t b, float bias, float
     for (int j = 0; j < 4; j++) v[j] = byte_f(a, j, bias), v[4 + j] = byte_f(b, j, bias);
 }
 
-// The 6-bit scale and min of group j of a Q4_K/Q5_K block (ggml's get_scale_min_k4), from the 12 bytes as words.
-__device__ __forceinline__ void q4k_scale_min(int j, const uint8_t *q, int *sc, int *m) {
-    uint32_t w0 = __ldg((const uint32_t *)q), w1 = __ldg((const uint32_t *)q + 1), w2 = __ldg((const uint32_t *)q + 2);
-    int jj = j & 3, sh = 8 * jj;
+// The scale and min of group j of a Q4_K/Q5_K block as floats: d * sc and dmin * m (ggml's get_scale_min_k4),
+// from the block's first 16 bytes (d, dmin, the 12 scale bytes) read as one aligned 16-byte load.
+__device__ __forceinline__ void q4k_dl_ml(int j, const uint8_t *blk, float *dl, float *ml) {
+    const uint4 h = __ldg((const uint4 *)blk);
+    const uint32_t w0 = h.y, w1 = h.z, w2 = h.w; // scale bytes 0-3, 4-7, 8-11
+    int jj = j & 3, sh = 8 * jj, sc, m;
     uint32_t b0 = (w0 >> sh) & 0xff, b4 = (w1 >> sh) & 0xff, b8 = (w2 >> sh) & 0xff; // q[jj], q[jj + 4], q[jj + 8]
     if (j < 4) {
-        *sc = (int)(b0 & 63);
-        *m = (int)(b4 & 63);
+        sc = (int)(b0 & 63);
+        m = (int)(b4 & 63);
     } else {
-        *sc = (int)((b8 & 0xF) | ((b0 >> 6) << 4));
-        *m = (int)((b8 >> 4) | ((b4 >> 6) << 4));
+        sc = (int)((b8 & 0xF) | ((b0 >> 6) << 4));
+        m = (int)((b8 >> 4) | ((b4 >> 6) << 4));
     }
+    *dl = __half2float(__ushort_as_half((unsigned short)(h.x & 0xffff))) * (float)sc;
+    *ml = __half2float(__ushort_as_half((unsigned short)(h.x >> 16))) * (float)m;
 }
 
 // ---- per-type decoders -------------------------------------------------------------------------------------
@@ -133,11 +137,9 @@ template <> struct Dec<AERO_DT_Q4_0> {
 template <> struct Dec<AERO_DT_Q4_K> {
     static constexpr bool MIN = true, DENSE = false;
     __device__ static void scales(const uint8_t *row, int c, float dl[2], float ml[2]) {
-        const uint8_t *blk = row + 144 * (size_t)(c >> 3);
-        int sc, m;
-        q4k_scale_min(c & 7, blk + 4, &sc, &m);
-        dl[0] = dl[1] = f16_at(blk) * (float)sc;
-        ml[0] = ml[1] = f16_at(blk + 2) * (float)m;
+        q4k_dl_ml(c & 7, row + 144 * (size_t)(c >> 3), &dl[0], &ml[0]);
+        dl[1] = dl[0];
+        ml[1] = ml[0];
     }
     __device__ static void decode8(const uint8_t *row, int c, int p, int, int, float v[8]) {
         const uint8_t *blk = row + 144 * (size_t)(c >> 3);
@@ -151,11 +153,9 @@ template <> struct Dec<AERO_DT_Q4_K> {
 template <> struct Dec<AERO_DT_Q5_K> {
     static constexpr bool MIN = true, DENSE = false;
     __device__ static void scales(const uint8_t *row, int c, float dl[2], float ml[2]) {
-        const uint8_t *blk = row + 176 * (size_t)(c >> 3);
-        int sc, m;
-        q4k_scale_min(c & 7, blk + 4, &sc, &m);
-        dl[0] = dl[1] = f16_at(blk) * (float)sc;
-        ml[0] = ml[1] = f16_at(blk + 2) * (float)m;
+        q4k_dl_ml(c & 7, row + 176 * (size_t)(c >> 3), &dl[0], &ml[0]);
+        dl[1] = dl[0];
+        ml[1] = ml[0];
     }
     __device__ static void decode8(const uint8_t *row, int c, int p, int, int, float v[8]) {
         const uint8_t *blk = row + 176 * (size_t)(c >> 3);

@@ -18,6 +18,9 @@ struct float4 {
 struct uint2 {
     uint32_t x, y;
 };
+struct uint4 {
+    uint32_t x, y, z, w;
+};
 struct __half {
     uint16_t u;
 };
