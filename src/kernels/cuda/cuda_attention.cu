@@ -268,8 +268,9 @@ __device__ __forceinline__ void attn2_values(float (&acc)[NG][8], const uint16_t
 // One block per (segment blockIdx.x, KV head and chunk of NG of its query heads blockIdx.y, tile of
 // tokens_per_block tokens blockIdx.z); the tile's tokens run one after another through the same code (their
 // K/V rows, when shared, come from L1 the second time). Writes the segment's partial (m, l, unnormalized
-// values) to part[token][head][seg], or, when part is NULL (the batch has one segment), the output acc / l:
-// the bits the merge of a single non-empty segment gives (expf(0) = 1).
+// values) to part[token][head][seg], or, when part is NULL (the batch has one segment), the output with the
+// merge's own arithmetic for a single non-empty segment (so a token alone, one segment, and the same token in a
+// batch with more segments, merged, give the same bits).
 template <int LPK, int NG>
 __global__ void __launch_bounds__(ATTN2_THREADS, 2)
     k_attn2(const float *q, const uint16_t *kc, const uint16_t *vc, int n, int n_head, int n_head_kv, int hd, int n_ctx,
@@ -348,8 +349,9 @@ __global__ void __launch_bounds__(ATTN2_THREADS, 2)
                     float *pp = part + (ih * max_segs + seg) * (size_t)(2 + hd);
                     pp[2 + d] = o;
                     if (d == 0) pp[0] = s_m[g], pp[1] = s_l[g];
-                } else {
-                    out[ih * hd + d] = s_l[g] > 0.0f ? o / s_l[g] : 0.0f;
+                } else { // the merge's arithmetic for one non-empty segment, so the bits match it (even -0)
+                    const float f = expf(s_m[g] - s_m[g]), L = 0.0f + s_l[g] * f, oo = 0.0f + o * f;
+                    out[ih * hd + d] = L > 0.0f ? oo / L : 0.0f;
                 }
             }
             __syncthreads(); // s_red is rewritten by the next round
