@@ -1,7 +1,7 @@
 # The CUDA backend (src/kernels/cuda/*.cu) and its GPU tests. The Makefile includes this file when CUDA=1 and
 # adds $(CUDA_OBJ) to the library and $(CUDA_LDLIBS) to the link; alone it builds the tests:
 #   make -f cuda.mk cuda-tests      # build-cuda/test_cuda, build-cuda/bench_cuda, build-cuda/test_decode_host
-#   make -f cuda.mk cuda-test-host  # the GPU decoders checked on the CPU (no GPU or CUDA runtime needed)
+#   make -f cuda.mk cuda-test-host  # the GPU decoders and attention v2 checked on the CPU (no GPU or CUDA runtime)
 #   scripts/gpu_tests.sh            # runs them (on a machine with a GPU)
 # Real code for sm_90 (H100/H200) plus PTX for compute_80 that newer or older-than-Hopper drivers JIT.
 CUDA_HOME  ?= /usr/local/cuda
@@ -45,10 +45,16 @@ $(CUDA_BUILD)/test_decode_host: tests/cuda/test_decode_host.cpp src/kernels/cuda
 	$(CUDA_CXX) -std=c++17 -O2 -Wall -Wno-unknown-pragmas -Isrc -Iinclude -o $@ tests/cuda/test_decode_host.cpp \
 		$(CUDA_REF_OBJ) -lm
 
+# The attention v2 kernel run on the CPU under a SIMT emulation (fibers for threads): no CUDA needed.
+$(CUDA_BUILD)/test_attn_host: tests/cuda/test_attn_host.cpp tests/cuda/simt_host_emu.h src/kernels/cuda/cuda_attention.cuh src/kernels/cuda/cuda_host_emu.h $(CUDA_REF_OBJ)
+	$(CUDA_CXX) -std=c++17 -O2 -Wall -Wno-unknown-pragmas -Isrc -Iinclude -o $@ tests/cuda/test_attn_host.cpp \
+		$(CUDA_REF_OBJ) -lm
+
 .PHONY: cuda-objs cuda-tests cuda-test-host cuda-clean
 cuda-objs: $(CUDA_OBJ)
-cuda-tests: $(CUDA_BUILD)/test_cuda $(CUDA_BUILD)/bench_cuda $(CUDA_BUILD)/test_decode_host
-cuda-test-host: $(CUDA_BUILD)/test_decode_host
+cuda-tests: $(CUDA_BUILD)/test_cuda $(CUDA_BUILD)/bench_cuda $(CUDA_BUILD)/test_decode_host $(CUDA_BUILD)/test_attn_host
+cuda-test-host: $(CUDA_BUILD)/test_decode_host $(CUDA_BUILD)/test_attn_host
 	$(CUDA_BUILD)/test_decode_host
+	$(CUDA_BUILD)/test_attn_host
 cuda-clean:
 	rm -rf $(CUDA_BUILD)

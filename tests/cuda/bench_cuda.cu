@@ -1,7 +1,8 @@
 // GPU benchmarks, each printed against its floor measured in the same run: HBM read bandwidth (a plain
 // streaming-read kernel), pinned and pageable host->device copy bandwidth, the decode matvec of every type as
 // a fraction of HBM bandwidth (weights larger than L2), 8B-shape layer matrices, the batched matmul cost
-// curve c(k) = t(k) / t(1), copy/compute overlap of the slot pipeline, and attention at long context.
+// curve c(k) = t(k) / t(1), copy/compute overlap of the slot pipeline, and attention at long context (both
+// kernels). `--quick`: fewer batch sizes; `--attention`: the floors and the attention only.
 // No GPU: prints "skipped: no CUDA device" and exits 77.
 #include <cuda_runtime.h>
 #include <math.h>
@@ -69,6 +70,7 @@ static cudaStream_t compute_stream(void) {
 int main(int argc, char **argv) {
     ct_require_gpu();
     bool quick = argc > 1 && !strcmp(argv[1], "--quick");
+    bool attn_only = argc > 1 && !strcmp(argv[1], "--attention"); // the floors and the attention only
     aero_cuda_info info;
     OK(aero_cuda_device_info(0, &info, &err));
     printf("device: %s (sm_%d%d, %d SMs), %.1f GiB free; bus-width x clock figure %.0f GB/s\n", info.name,
@@ -145,8 +147,8 @@ int main(int argc, char **argv) {
     // ---- decode matvec per type ---------------------------------------------------------------------------
     static const aero_dtype types[] = {AERO_DT_F32,  AERO_DT_F16,  AERO_DT_BF16, AERO_DT_Q8_0,
                                        AERO_DT_Q4_0, AERO_DT_Q4_K, AERO_DT_Q5_K, AERO_DT_Q6_K};
-    printf("\nmatvec (one token), 16384 x 8192 weights (larger than L2), GB/s of weights and fraction of HBM read %.0f GB/s\n", hbm);
-    printf("  type  bytes      R=1            R=2            R=4            R=8\n");
+    if (!attn_only) printf("\nmatvec (one token), 16384 x 8192 weights (larger than L2), GB/s of weights and fraction of HBM read %.0f GB/s\n", hbm);
+    if (!attn_only) printf("  type  bytes      R=1            R=2            R=4            R=8\n");
     int rows = 16384, cols = 8192;
     float *x = (float *)dalloc(sizeof(float) * 16384 * 512), *y = (float *)dalloc(sizeof(float) * rows * 512);
     {
@@ -157,7 +159,7 @@ int main(int argc, char **argv) {
         free(xh);
     }
     size_t after_xy = aero_cuda_arena_mark(cu);
-    for (int k = 0; k < 8; k++) {
+    for (int k = 0; k < (attn_only ? 0 : 8); k++) {
         aero_dtype t = types[k];
         size_t rb;
         uint8_t *w = ct_random_weights(t, 64, cols, &rng, &rb); // 64 random rows, tiled (content does not matter)
@@ -179,7 +181,7 @@ int main(int argc, char **argv) {
     }
 
     // ---- 8B-shape layer: the 7 matrices of a Llama-3-8B layer, Q4_K, cycled over 8 layers (> L2) ----------
-    {
+    if (!attn_only) {
         struct { int rows, cols; } shp[] = {{4096, 4096}, {1024, 4096}, {1024, 4096}, {4096, 4096},
                                              {14336, 4096}, {14336, 4096}, {4096, 14336}};
         aero_dtype lt[] = {AERO_DT_Q4_K, AERO_DT_Q4_0, AERO_DT_Q8_0};
@@ -259,7 +261,7 @@ int main(int argc, char **argv) {
     }
 
     // ---- overlap: units streamed through 2 VRAM slots while the previous one computes ---------------------
-    {
+    if (!attn_only) {
         int urows = 14336, ucols = 4096, U = 12;
         size_t rb = aero_dtype_row_bytes(AERO_DT_Q4_K, ucols), ub = rb * urows; // 33 MB, like one 8B FFN matrix
         uint8_t *host;
@@ -322,18 +324,33 @@ int main(int argc, char **argv) {
         OK(aero_cuda_batch_new(cu, 64, 1, n_ctx, nh, hd, &bt, &err));
         float *q = (float *)dalloc(sizeof(float) * 64 * nh * hd), *o = (float *)dalloc(sizeof(float) * 64 * nh * hd);
         OK(aero_cuda_memset0(cu, q, sizeof(float) * 64 * nh * hd, &err));
+        // v1 (one warp per token, head and segment) and v2 (a block per GQA group; goal: decode <= 0.015 ms at
+        // 512 keys and <= 0.03 ms at 8000, k=64 <= 0.15 ms at 4096); v2's k=64 also with forced token tiles
+        printf("\nattention, 32/8 heads x 128, F16 cache, per layer; floor: the KV bytes at HBM read %.0f GB/s\n", hbm);
         int ctxs[] = {512, 4096, 8000};
-        for (int ci = 0; ci < 3; ci++) {
-            for (int kk = 1; kk <= 64; kk *= 64) {
-                int32_t pos[64], sl[64], base = ctxs[ci] - kk;
-                for (int i = 0; i < kk; i++) pos[i] = sl[i] = base + i;
-                OK(aero_cuda_batch_set(bt, kk, pos, NULL, sl, NULL, &base, &err));
-                double ms = time_ms(3, 10, [&](int) { OK(aero_cuda_attention(bt, q, kc, vc, nh, nkv, hd, o, &err)); });
-                double kv_bytes = 2.0 * ctxs[ci] * nkv * hd * 2;
-                printf("attention ctx %-5d k=%-2d: %.3f ms per layer (KV %.1f MB: %.0f GB/s)\n", ctxs[ci], kk, ms,
-                       kv_bytes / 1e6, kv_bytes / (ms * 1e-3) / 1e9);
+        const char *versions[] = {"v1", "v2"};
+        for (int vi = 0; vi < 2; vi++) {
+            setenv("AERO_CUDA_ATTN", versions[vi], 1);
+            for (int ci = 0; ci < 3; ci++) {
+                for (int kk = 1; kk <= 64; kk *= 64) {
+                    int32_t pos[64], sl[64], base = ctxs[ci] - kk;
+                    for (int i = 0; i < kk; i++) pos[i] = sl[i] = base + i;
+                    OK(aero_cuda_batch_set(bt, kk, pos, NULL, sl, NULL, &base, &err));
+                    const char *tiles[] = {NULL, "1", "4", "16"};
+                    for (int ti = 0; ti < (vi == 1 && kk == 64 ? 4 : 1); ti++) {
+                        if (tiles[ti]) setenv("AERO_CUDA_ATTN_TOKENS", tiles[ti], 1);
+                        double ms =
+                            time_ms(3, 20, [&](int) { OK(aero_cuda_attention(bt, q, kc, vc, nh, nkv, hd, o, &err)); });
+                        unsetenv("AERO_CUDA_ATTN_TOKENS");
+                        double kv_bytes = 2.0 * ctxs[ci] * nkv * hd * 2;
+                        printf("attention %s ctx %-5d k=%-2d%s%-2s: %.4f ms per layer (KV %.1f MB: %.0f GB/s; floor %.4f ms)\n",
+                               versions[vi], ctxs[ci], kk, tiles[ti] ? " tile " : "", tiles[ti] ? tiles[ti] : "", ms,
+                               kv_bytes / 1e6, kv_bytes / (ms * 1e-3) / 1e9, kv_bytes / (hbm * 1e9) * 1e3);
+                    }
+                }
             }
         }
+        unsetenv("AERO_CUDA_ATTN");
         aero_cuda_batch_free(bt);
     }
     aero_cuda_host_free(pinned);

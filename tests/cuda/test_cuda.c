@@ -356,8 +356,33 @@ static void run_attn(attn_env *e, int n, const int32_t *seq, const int32_t *slot
     aero_cuda_arena_reset(cu, mark);
 }
 
-// Causal prefill after a long committed prefix, a speculative tree, both in one mixed batch, and every token
-// alone (its ancestors compacted to consecutive slots, as after acceptance): all bitwise equal.
+// The attention kernel under test: AERO_CUDA_ATTN as main sets it (v2 when unset).
+static const char *attn_version(void) {
+    const char *v = getenv("AERO_CUDA_ATTN");
+    return v ? v : "v2";
+}
+
+// Runs a batch again with each forced token tile of v2 (AERO_CUDA_ATTN_TOKENS); returns how many runs differ
+// from `want` (bitwise). v1 ignores the tile, so it must give the same bits too.
+static int attn_tile_runs(attn_env *e, int n, const int32_t *seq, const int32_t *slot, const uint8_t *mask,
+                          const int32_t *base, const float *q, const float *want) {
+    static const char *tiles[] = {"1", "2", "3", "16", "64"};
+    size_t bytes = sizeof(float) * n * e->n_head * e->hd;
+    float *o = malloc(bytes);
+    int bad = 0;
+    for (int t = 0; t < (int)(sizeof tiles / sizeof tiles[0]); t++) {
+        setenv("AERO_CUDA_ATTN_TOKENS", tiles[t], 1);
+        run_attn(e, n, seq, slot, mask, base, q, o);
+        bad += memcmp(o, want, bytes) != 0;
+    }
+    unsetenv("AERO_CUDA_ATTN_TOKENS");
+    free(o);
+    return bad;
+}
+
+// Causal prefill after a long committed prefix, a speculative tree, both in one mixed batch (under every token
+// tile), and every token alone (its ancestors compacted to consecutive slots, as after acceptance): all bitwise
+// equal.
 static void test_attention(int n_head, int n_kv, int hd, uint64_t *rng) {
     size_t mark = aero_cuda_arena_mark(cu);
     attn_env e = {n_head, n_kv, hd, 1200, 3, n_kv * hd, NULL, NULL, NULL};
@@ -425,7 +450,7 @@ static void test_attention(int n_head, int n_kv, int hd, uint64_t *rng) {
             for (int d = 0; d < hd; d++) worst = fmax(worst, fabs(g[(size_t)h * hd + d] - ro[d]));
         }
     }
-    EXPECT(worst <= ATTN_TOL, "attention %dx%d/%d: error %.3g", n_head, hd, n_kv, worst);
+    EXPECT(worst <= ATTN_TOL, "attention %s %dx%d/%d: error %.3g", attn_version(), n_head, hd, n_kv, worst);
     // mixed batch: causal tokens of sequence 0 and the tree of sequence 1 interleaved, one mask
     int order[64], m = 0;
     for (int i = 0, j = 0; i < np || j < nt;) {
@@ -451,7 +476,9 @@ static void test_attention(int n_head, int n_kv, int hd, uint64_t *rng) {
         const float *g = i < np ? o_causal + (size_t)i * qd : o_tree + (size_t)(i - np) * qd;
         mix_bad += memcmp(g, o_mix + (size_t)a * qd, sizeof(float) * qd) != 0;
     }
-    EXPECT(mix_bad == 0, "attention: %d tokens differ in the mixed batch", mix_bad);
+    EXPECT(mix_bad == 0, "attention %s: %d tokens differ in the mixed batch", attn_version(), mix_bad);
+    int tile_bad = attn_tile_runs(&e, nn, seq, slot, mmask, base, qm, o_mix);
+    EXPECT(tile_bad == 0, "attention %s: %d token tiles change the mixed batch's bits", attn_version(), tile_bad);
     // alone: causal token i sees [0, nb + i]
     int alone_bad = 0;
     for (int i = 0; i < np; i++) {
@@ -476,14 +503,68 @@ static void test_attention(int n_head, int n_kv, int hd, uint64_t *rng) {
         run_attn(&e, 1, &s2, &sl, NULL, bs, q + (size_t)(np + i) * qd, o1);
         alone_bad += memcmp(o1, o_tree + (size_t)i * qd, sizeof(float) * qd) != 0;
     }
-    EXPECT(alone_bad == 0, "attention: %d tokens differ alone vs in their batch", alone_bad);
-    printf("  attention heads %d/%d x %d, %d committed (3 segments) + %d causal + tree of %d  max err %.2e (tol %.0e)\n"
-           "    kv_store: %s  mixed batch: %s  alone==batch (causal and accepted tree paths): %s\n",
-           n_head, n_kv, hd, nb, np, nt, worst, ATTN_TOL, kv_bad ? "DIFFERS" : "bitwise = aero_f32_to_f16",
-           mix_bad ? "NO" : "bitwise", alone_bad ? "NO" : "bitwise");
+    EXPECT(alone_bad == 0, "attention %s: %d tokens differ alone vs in their batch", attn_version(), alone_bad);
+    printf("  attention %s heads %d/%d x %d, %d committed (3 segments) + %d causal + tree of %d  max err %.2e (tol "
+           "%.0e)\n    kv_store: %s  mixed batch: %s  token tiles: %s  alone==batch (causal and accepted tree paths): %s\n",
+           attn_version(), n_head, n_kv, hd, nb, np, nt, worst, ATTN_TOL,
+           kv_bad ? "DIFFERS" : "bitwise = aero_f32_to_f16", mix_bad ? "NO" : "bitwise", tile_bad ? "NO" : "bitwise",
+           alone_bad ? "NO" : "bitwise");
     aero_cuda_batch_free(e.b);
     free(k), free(v), free(slots), free(hk), free(hv), free(q), free(kn), free(vn), free(o_causal), free(o_tree);
     free(o_mix), free(o1), free(ro), free(vis), free(mmask), free(qm);
+    aero_cuda_arena_reset(cu, mark);
+}
+
+// Short contexts: two sequences (500 and 100 committed keys) with 4 causal tokens each, interleaved in one
+// batch (2 segments: partials and the merge); each token alone (the second sequence's: one segment, which v2
+// writes without the merge) must give the same bits, and all must match the reference.
+static void test_attention_short(int n_head, int n_kv, int hd, uint64_t *rng) {
+    size_t mark = aero_cuda_arena_mark(cu);
+    enum { NEW = 4 };
+    attn_env e = {n_head, n_kv, hd, 600, 2, n_kv * hd, NULL, NULL, NULL};
+    size_t cache = (size_t)e.n_seq * e.n_ctx * e.kv_dim * 2;
+    e.dk = dalloc(cache), e.dv = dalloc(cache);
+    OK(aero_cuda_memset0(cu, e.dk, cache, &err));
+    OK(aero_cuda_memset0(cu, e.dv, cache, &err));
+    OK(aero_cuda_batch_new(cu, 1024, e.n_seq, e.n_ctx, n_head, hd, &e.b, &err));
+    const int nb[2] = {500, 100}, rows = 500 + NEW, qd = n_head * hd, n = 2 * NEW;
+    float *k = malloc(sizeof(float) * rows * e.kv_dim), *v = malloc(sizeof(float) * rows * e.kv_dim);
+    float *q = malloc(sizeof(float) * n * qd), *ob = malloc(sizeof(float) * n * qd), *o1 = malloc(sizeof(float) * qd);
+    int32_t *slots = malloc(sizeof(int32_t) * rows);
+    for (int sq = 0; sq < 2; sq++) {
+        for (size_t i = 0; i < (size_t)rows * e.kv_dim; i++) k[i] = 2.0f * ct_unif(rng), v[i] = ct_unif(rng);
+        for (int i = 0; i < nb[sq] + NEW; i++) slots[i] = i;
+        store_rows(&e, sq, slots, nb[sq] + NEW, k, v);
+    }
+    for (size_t i = 0; i < (size_t)n * qd; i++) q[i] = 2.0f * ct_unif(rng);
+    int32_t seq[2 * NEW], slot[2 * NEW], base[2] = {nb[0], nb[1]};
+    for (int a = 0; a < n; a++) seq[a] = a % 2, slot[a] = nb[a % 2] + a / 2;
+    run_attn(&e, n, seq, slot, NULL, base, q, ob);
+    uint16_t *hk = malloc(cache), *hv = malloc(cache);
+    down(hk, e.dk, cache);
+    down(hv, e.dv, cache);
+    double worst = 0, *ro = malloc(sizeof(double) * hd);
+    int *vis = malloc(sizeof(int) * rows), alone_bad = 0;
+    for (int a = 0; a < n; a++) {
+        int ns = slot[a] + 1;
+        for (int t = 0; t < ns; t++) vis[t] = t;
+        for (int h = 0; h < n_head; h++) {
+            attn_ref(&e, hk, hv, seq[a], q + (size_t)a * qd + (size_t)h * hd, h, vis, ns, ro);
+            for (int d = 0; d < hd; d++) worst = fmax(worst, fabs(ob[(size_t)a * qd + (size_t)h * hd + d] - ro[d]));
+        }
+        int32_t bs[2] = {0, 0};
+        bs[seq[a]] = slot[a];
+        run_attn(&e, 1, seq + a, slot + a, NULL, bs, q + (size_t)a * qd, o1);
+        alone_bad += memcmp(o1, ob + (size_t)a * qd, sizeof(float) * qd) != 0;
+    }
+    EXPECT(worst <= ATTN_TOL, "attention %s short %dx%d/%d: error %.3g", attn_version(), n_head, hd, n_kv, worst);
+    EXPECT(alone_bad == 0, "attention %s short: %d tokens differ alone (one segment) vs in a 2-segment batch",
+           attn_version(), alone_bad);
+    printf("  attention %s heads %d/%d x %d, short contexts (101..504 keys)  max err %.2e (tol %.0e)  "
+           "alone (1 segment) == batch (2 segments): %s\n",
+           attn_version(), n_head, n_kv, hd, worst, ATTN_TOL, alone_bad ? "NO" : "bitwise");
+    aero_cuda_batch_free(e.b);
+    free(k), free(v), free(q), free(ob), free(o1), free(slots), free(hk), free(hv), free(ro), free(vis);
     aero_cuda_arena_reset(cu, mark);
 }
 
@@ -595,10 +676,24 @@ int main(void) {
     test_rope(false, 64, &rng);
     test_rope(true, 32, &rng);
     test_swiglu(&rng);
-    printf("attention over the F16 KV cache\n");
-    test_attention(32, 8, 128, &rng);
-    test_attention(8, 4, 8, &rng);
-    test_attention(4, 4, 256, &rng);
+    // both kernels: v1 (one warp per token, head and segment) and v2 (a block per GQA group); GQA groups of 1,
+    // 2, 4, 8 and 12 (two chunks of heads), head_dim 8, 64, 80 (lanes past the dims), 128, 256, and 12 (v2 falls
+    // back to v1: not a multiple of 8)
+    static const char *versions[] = {"v1", "v2"};
+    for (int vi = 0; vi < 2; vi++) {
+        setenv("AERO_CUDA_ATTN", versions[vi], 1);
+        printf("attention over the F16 KV cache, %s\n", versions[vi]);
+        test_attention(32, 8, 128, &rng);
+        test_attention(8, 4, 8, &rng);
+        test_attention(4, 4, 256, &rng);
+        test_attention(8, 1, 64, &rng);
+        test_attention(16, 2, 256, &rng);
+        test_attention(12, 1, 80, &rng);
+        test_attention(4, 2, 12, &rng);
+        test_attention_short(32, 8, 128, &rng);
+        test_attention_short(8, 1, 64, &rng);
+    }
+    unsetenv("AERO_CUDA_ATTN");
     printf("errors, copy pipeline\n");
     test_errors();
     test_pipeline(&rng);
