@@ -151,7 +151,7 @@ static void prof_report(const aero_gpu *g, const char *when) {
         double n = (double)s->passes, h = 0, d = 0;
         for (int i = 0; i < PH_N; i++) h += s->host[i];
         for (int i = 0; i < OP_N; i++) d += s->gpu[i];
-        fprintf(stderr, "cuda profile (%s, %s passes: %ld, %.1f tokens/pass, %.0f ops/pass):\n  host %.3f ms/pass =",
+        fprintf(stderr, "cuda profile (%s, %s passes: %ld, %.1f tokens/pass, %.0f backend calls/pass):\n  host %.3f ms/pass =",
                 when, k ? "batch" : "1-token", s->passes, s->tokens / n, s->ops / n, h / n);
         for (int i = 0; i < PH_N; i++) fprintf(stderr, " %s %.3f", PH_NAMES[i], s->host[i] / n);
         fprintf(stderr, "\n  GPU  %.3f ms/pass =", d / n);
@@ -279,6 +279,10 @@ static void pin(aero_gpu *g, void *p, uint64_t bytes) {
     g->reg[g->n_reg++] = p;
 }
 
+// VRAM the embedding leaves free in the arena (the plan's fixed bytes carry a reserve of this size; the
+// embedding takes room beyond it, so a budget at the plan's minimum keeps the host path).
+#define EMBD_RESERVE ((uint64_t)1 << 20)
+
 // The token embedding's VRAM if the GPU can look its rows up (0 when it cannot, or when it is the tied head,
 // which is in VRAM whenever the head is).
 static uint64_t embd_vram_bytes(const aero_model *m) {
@@ -291,15 +295,17 @@ static uint64_t embd_vram_bytes(const aero_model *m) {
 
 // Puts the token embedding in VRAM when the budget has room left after the plan (the default budget makes room
 // when every unit is resident), read by rows from stream/ in blocks; a tied head in VRAM is used as it is.
-// Without room the rows stay on the host path (not an error).
+// Without room the rows stay on the host path (not an error); AERO_CUDA_HOST_EMBD=1 keeps them there (A/B runs).
 static aero_status load_embedding(aero_ctx *c, aero_gpu *g, aero_error *err) {
     aero_model *m = c->m;
+    const char *host = getenv("AERO_CUDA_HOST_EMBD");
+    if (host && atoi(host)) return AERO_OK;
     if (g->tdev[m->tok_embd]) {
         g->embd_dev = g->tdev[m->tok_embd];
         return AERO_OK;
     }
     uint64_t bytes = embd_vram_bytes(m);
-    if (!bytes || bytes > aero_cuda_arena_budget(g->cu) - aero_cuda_arena_mark(g->cu)) return AERO_OK;
+    if (!bytes || bytes + EMBD_RESERVE > aero_cuda_arena_budget(g->cu) - aero_cuda_arena_mark(g->cu)) return AERO_OK;
     const aero_tensor_info *te = &m->gguf.tensors[m->tok_embd];
     size_t rb = aero_dtype_row_bytes(te->type, te->ne[0]);
     int block = (int)((16u << 20) / rb) > 1 ? (int)((16u << 20) / rb) : 1, rows = (int)te->ne[1];
@@ -352,7 +358,8 @@ static aero_status plan(aero_ctx *c, aero_gpu *g, uint64_t gpu_mem, uint64_t *bu
         uint64_t avail = info.free_vram > margin ? info.free_vram - margin : 0;
         gpu_mem = want < avail ? want : avail;
         uint64_t embd = embd_vram_bytes(m);
-        if (want + embd <= avail) gpu_mem = want + embd; // every unit resident: room for the embedding too
+        if (embd && want + embd + EMBD_RESERVE <= avail) // every unit resident: room for the embedding too
+            gpu_mem = want + embd + EMBD_RESERVE;
         if (gpu_mem < p.min_need) {
             st = aero_fail(err, AERO_ERR_NOMEM,
                            "--device cuda: %s has %llu MiB free; this model and context need at "
