@@ -71,6 +71,9 @@ typedef struct aero_gpu {
     aero_cuda_event *staged; // the last upload from h_x / h_ids is done: the next pass may refill them
     bool staged_pending;
     bool pending_add; // xb holds a layer's last output not yet added to x (fused into the next norm)
+    bool graphs;            // AERO_CUDA_GRAPHS=1 and every unit resident: one-token passes replay a graph
+    aero_cuda_graph *graph; // the layers and head of a one-token pass, for the batch shape graph_key
+    uint64_t graph_key;
     gpu_prof prof;
     float *h_moe; // pinned staging of the residual rows an MoE layer's host FFN updates
     void *embd_raw;
@@ -500,6 +503,9 @@ aero_status aero_gpu_ctx_init(aero_ctx *c, uint64_t gpu_mem, aero_error *err) {
             goto fail;
     if (load_weights(c, g, err) || load_embedding(c, g, err)) goto fail;
     prof_init(&g->prof);
+    const char *graphs = getenv("AERO_CUDA_GRAPHS");
+    g->graphs = graphs && atoi(graphs) > 0;
+    for (int u = 0; u < g->n_units; u++) g->graphs &= g->units[u].vram && !g->units[u].host_ffn;
     m->n_gpu_ctx++;
     g->counted = true;
     int n_vram = 0;
@@ -534,6 +540,7 @@ void aero_gpu_ctx_free(aero_ctx *c) {
         aero_cuda_sync(g->cu, &e);
     }
     prof_free(g);
+    aero_cuda_graph_free(g->graph);
     aero_cuda_event_free(g->staged);
     aero_cuda_host_free(g->h_ids);
     for (int i = 0; i < g->n_reg; i++) aero_cuda_host_unregister(g->reg[i]);
@@ -700,8 +707,9 @@ static aero_status layer(aero_ctx *c, aero_gpu *g, int l, int slot, int n, aero_
     return AERO_OK;
 }
 
-// Final norm of the wanted rows and the vocabulary projection, HEAD_ROWS rows at a time, logits to the host.
-static aero_status head(aero_ctx *c, aero_gpu *g, int slot, int n, const uint8_t *want, float *logits,
+// Final norm of the wanted rows and the vocabulary projection, HEAD_ROWS rows at a time, logits to the host
+// (to_host false: the first block's logits stay in g->logits).
+static aero_status head(aero_ctx *c, aero_gpu *g, int slot, int n, const uint8_t *want, float *logits, bool to_host,
                         aero_error *err) {
     aero_model *m = c->m;
     const aero_hparams *hp = &m->hp;
@@ -735,6 +743,7 @@ static aero_status head(aero_ctx *c, aero_gpu *g, int slot, int n, const uint8_t
         int k = nw - r < HEAD_ROWS ? nw - r : HEAD_ROWS;
         if ((nw > HEAD_ROWS && prep(g, g->lin + (size_t)r * d, k, d, &a, err)) || matmul(g, &wo, &a, g->logits, err))
             return err->code;
+        if (!to_host) break; // a graph capture: one block of rows, copied out after the replay
         prof_op(g, OP_COPY);
         if (aero_cuda_copy_d2h(g->cu, logits + (size_t)r * hp->n_vocab, g->logits, sizeof(float) * k * hp->n_vocab,
                                err))
@@ -779,14 +788,65 @@ static aero_status embed(aero_ctx *c, aero_gpu *g, const int32_t *tokens, int n,
     return AERO_OK;
 }
 
+// The units of a pass in order: each layer, then the head (when there are logits).
+static aero_status units(aero_ctx *c, aero_gpu *g, int n, const uint8_t *want, float *logits, bool to_host,
+                         aero_error *err) {
+    aero_stream *s = c->m->stream;
+    int n_layer = c->m->hp.n_layer;
+    for (int u = 0; u < g->n_units; u++) {
+        int slot;
+        if (aero_stream_acquire(s, u, err)) return err->code;
+        aero_status st = unit_in(c, g, u, &slot, err);
+        if (!st)
+            st = u < n_layer ? layer(c, g, u, slot, n, err)
+                             : (logits ? head(c, g, slot, n, want, logits, to_host, err) : AERO_OK);
+        if (!st) st = unit_out(g, slot, err);
+        aero_stream_release(s, u);
+        if (st) return st;
+        prof_phase(g, u < n_layer ? PH_LAYERS : PH_HEAD);
+    }
+    return AERO_OK;
+}
+
+// A one-token pass of an all-resident model as a CUDA graph: the layers and the head are recorded once and
+// replayed (captured again when the batch's host-side shape changes: its attention segments, every 256 keys);
+// the embedding, the batch upload and the logits copy stay outside, and every kernel reads positions, slots
+// and lengths from device memory. A capture that fails turns graphs off and runs the pass plainly.
+static aero_status graph_pass(aero_ctx *c, aero_gpu *g, float *logits, aero_error *err) {
+    uint64_t key = aero_cuda_batch_shape_key(g->batch);
+    if (!g->graph || key != g->graph_key) {
+        aero_cuda_graph_free(g->graph);
+        g->graph = NULL;
+        aero_error e = {0};
+        aero_status st = aero_cuda_capture_begin(g->cu, &e), st_end = AERO_OK;
+        if (!st) {
+            st = units(c, g, 1, NULL, logits, false, err);
+            st_end = aero_cuda_capture_end(g->cu, &g->graph, &e);
+            if (st) return st;
+        }
+        if (st || st_end) { // nothing recorded ran: the plain pass, now and from now on
+            fprintf(stderr, "cuda: no graph (%s): plain launches\n", e.msg);
+            g->graphs = false;
+            g->pending_add = false;
+            return units(c, g, 1, NULL, logits, true, err);
+        }
+        g->graph_key = key;
+    } else {
+        for (int u = 0; u < g->n_units; u++) { // stream/'s pass accounting, as a plain pass does it
+            if (aero_stream_acquire(c->m->stream, u, err)) return err->code;
+            aero_stream_release(c->m->stream, u);
+        }
+    }
+    if (aero_cuda_graph_launch(g->cu, g->graph, err)) return err->code;
+    return aero_cuda_copy_d2h(g->cu, logits, g->logits, sizeof(float) * c->m->hp.n_vocab, err);
+}
+
 // One device pass over tokens [first, first + n) of the batch: embeddings, every layer, the head. A pass with
 // logits waits for them (and reports any device error); one without returns once queued, so the next pass's host
 // work overlaps this one's kernels (errors surface at the next wait). *out_rows: logits rows written.
 static aero_status pass(aero_ctx *c, aero_gpu *g, const aero_batch *b, int first, int n, const int *cell,
                         const int32_t *base, float *logits, int *out_rows, aero_error *err) {
-    aero_model *m = c->m;
-    const aero_hparams *hp = &m->hp;
-    aero_stream *s = m->stream;
+    const uint8_t *want = b->want_logits ? b->want_logits + first : NULL;
     *out_rows = 0;
     g->pending_add = false;
     prof_pass_begin(g);
@@ -797,30 +857,19 @@ static aero_status pass(aero_ctx *c, aero_gpu *g, const aero_batch *b, int first
                             err))
         return err->code;
     prof_phase(g, PH_BATCH);
-    for (int u = 0; u < g->n_units; u++) {
-        int slot;
-        if (aero_stream_acquire(s, u, err)) return err->code;
-        aero_status st = unit_in(c, g, u, &slot, err);
-        if (!st)
-            st = u < hp->n_layer
-                     ? layer(c, g, u, slot, n, err)
-                     : (logits ? head(c, g, slot, n, b->want_logits ? b->want_logits + first : NULL, logits, err)
-                               : AERO_OK);
-        if (!st) st = unit_out(g, slot, err);
-        aero_stream_release(s, u);
-        if (st) return st;
-        prof_phase(g, u < hp->n_layer ? PH_LAYERS : PH_HEAD);
-    }
+    bool graph = g->graphs && n == 1 && logits && (!want || want[0]) && !g->prof.every;
+    aero_status st = graph ? graph_pass(c, g, logits, err) : units(c, g, n, want, logits, true, err);
+    if (st) return st;
     if (logits) {
         int nw = n;
-        if (b->want_logits) {
+        if (want) {
             nw = 0;
-            for (int i = 0; i < n; i++) nw += b->want_logits[first + i] != 0;
+            for (int i = 0; i < n; i++) nw += want[i] != 0;
         }
         *out_rows = nw;
     }
     prof_mark_end(g);
-    aero_status st = logits || g->prof.every ? aero_cuda_sync(g->cu, err) : AERO_OK;
+    st = logits || g->prof.every ? aero_cuda_sync(g->cu, err) : AERO_OK;
     prof_phase(g, PH_SYNC);
     if (!st) prof_pass_end(g, n);
     return st;

@@ -281,3 +281,17 @@ aero_status aero_cuda_attention(aero_cuda_batch *b, const float *q, const uint16
     free(rows), free(sc);
     return AERO_OK;
 }
+
+// No graphs in the emulation: the forward pass falls back to plain launches (its fallback path is what runs here).
+aero_status aero_cuda_capture_begin(aero_cuda *cu, aero_error *err) {
+    return aero_fail(err, AERO_ERR_UNSUPPORTED, "emu: no CUDA graphs");
+}
+aero_status aero_cuda_capture_end(aero_cuda *cu, aero_cuda_graph **g, aero_error *err) {
+    *g = NULL;
+    return aero_fail(err, AERO_ERR_UNSUPPORTED, "emu: no CUDA graphs");
+}
+aero_status aero_cuda_graph_launch(aero_cuda *cu, aero_cuda_graph *g, aero_error *err) {
+    return aero_fail(err, AERO_ERR_UNSUPPORTED, "emu: no CUDA graphs");
+}
+void aero_cuda_graph_free(aero_cuda_graph *g) {}
+uint64_t aero_cuda_batch_shape_key(const aero_cuda_batch *b) { return (uint64_t)b->n; }

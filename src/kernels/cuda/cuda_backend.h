@@ -214,6 +214,20 @@ typedef struct {
 // caches). head_dim must be even.
 aero_status aero_cuda_rope_kv_store(aero_cuda_batch *b, const aero_cuda_qkv *a, aero_error *err);
 
+// ---- CUDA graphs (a one-token pass of a VRAM-resident model replayed without per-op launches) -------------
+
+typedef struct aero_cuda_graph aero_cuda_graph;
+// Starts recording the compute stream's ops instead of running them (nothing may synchronize until the end).
+aero_status aero_cuda_capture_begin(aero_cuda *cu, aero_error *err);
+// Ends the recording and makes it launchable; on failure *g is NULL and nothing recorded ran.
+aero_status aero_cuda_capture_end(aero_cuda *cu, aero_cuda_graph **g, aero_error *err);
+// Queues the recorded ops on the compute stream, with the arguments they were recorded with.
+aero_status aero_cuda_graph_launch(aero_cuda *cu, aero_cuda_graph *g, aero_error *err);
+void aero_cuda_graph_free(aero_cuda_graph *g);
+// A hash of every host-side value of the batch that an op may take by value at launch (n, attention segments,
+// mask, and whatever a kernel adds later: the whole host struct), so a graph is recaptured when it changes.
+uint64_t aero_cuda_batch_shape_key(const aero_cuda_batch *b);
+
 #ifdef __cplusplus
 }
 #endif
