@@ -193,6 +193,21 @@ timeout 30 "$AERO" bench -m "$TM" -p 128 -n 128 --device cuda > "$LOG/bench_teac
 timeout 30 "$AERO" bench -m "$TM" -p 128 -n 64 --device cpu > "$LOG/bench_teacher_cpu.txt" 2>&1
 echo "  teacher bench cuda: $(grep -E 'tok/s|t/s' "$LOG/bench_teacher_cuda.txt" | tail -3 | tr '\n' ' ')"
 echo "  teacher bench cpu:  $(grep -E 'tok/s|t/s' "$LOG/bench_teacher_cpu.txt" | tail -3 | tr '\n' ' ')"
+# embedding rows on the host (AERO_CUDA_HOST_EMBD=1) give the device lookup's text; where a pass's time goes
+AERO_CUDA_HOST_EMBD=1 gen teacher_hostembd "$TM" 128 --device cuda
+cmp -s "$LOG/gen_teacher_cuda.txt" "$LOG/gen_teacher_hostembd.txt"
+check "teacher embedding rows host==device (cuda)" $? ""
+# CUDA graphs (opt-in): a one-token pass replayed from a graph gives the plain launches' text, bitwise
+AERO_CUDA_GRAPHS=1 gen teacher_graph "$TM" 128 --device cuda
+cmp -s "$LOG/gen_teacher_cuda.txt" "$LOG/gen_teacher_graph.txt"
+check "teacher AERO_CUDA_GRAPHS=1 == plain launches (cuda)" $? "$(grep -i graph "$LOG/gen_teacher_graph.err" | head -2)"
+AERO_CUDA_GRAPHS=1 gen teacher_graph_spec "$TM" 128 --device cuda --draft "$DM"
+cmp -s "$LOG/gen_teacher_cuda.txt" "$LOG/gen_teacher_graph_spec.txt"
+check "teacher AERO_CUDA_GRAPHS=1 speculative == plain greedy (cuda)" $? ""
+AERO_CUDA_GRAPHS=1 timeout 30 "$AERO" bench -m "$TM" -p 128 -n 128 --device cuda > "$LOG/bench_teacher_graph.txt" 2>&1
+echo "  teacher bench cuda, graphs: $(grep -E 'tok/s|t/s' "$LOG/bench_teacher_graph.txt" | tail -3 | tr '\n' ' ')"
+AERO_CUDA_PROFILE=1 timeout 30 "$AERO" bench -m "$TM" -p 128 -n 128 --device cuda > "$LOG/prof_teacher.txt" 2>&1
+echo "  teacher AERO_CUDA_PROFILE=1:"; grep -A2 "^cuda profile" "$LOG/prof_teacher.txt" | sed 's/^/    /'
 
 echo "== bench_cuda (floors) $(el)"
 timeout 45 "$BIN/bench_cuda" --quick > "$LOG/bench_cuda.log" 2>&1
@@ -205,6 +220,10 @@ if [ "${1:-}" != "--quick" ]; then
     ls -la "$M8"; echo "synth done $(el)"
     timeout 40 "$AERO" bench -m "$M8" -p 512 -n 64 --device cuda > "$LOG/bench8b_resident.txt" 2>&1
     echo "  8B resident (rc $?): $(cat "$LOG/bench8b_resident.txt" | tail -6)"
+    AERO_CUDA_PROFILE=1 timeout 40 "$AERO" bench -m "$M8" -p 64 -n 32 --device cuda > "$LOG/prof8b.txt" 2>&1
+    echo "  8B resident AERO_CUDA_PROFILE=1:"; grep -A2 "^cuda profile" "$LOG/prof8b.txt" | sed 's/^/    /'
+    AERO_CUDA_GRAPHS=1 timeout 40 "$AERO" bench -m "$M8" -p 64 -n 64 --device cuda > "$LOG/bench8b_graph.txt" 2>&1
+    echo "  8B resident AERO_CUDA_GRAPHS=1 (rc $?): $(tail -6 "$LOG/bench8b_graph.txt")"
     echo "$(el)"
     timeout 40 "$AERO" bench -m "$M8" -p 256 -n 16 --device cuda --gpu-mem 2G > "$LOG/bench8b_2g.txt" 2>&1
     echo "  8B --gpu-mem 2G (rc $?): $(cat "$LOG/bench8b_2g.txt" | tail -6)"

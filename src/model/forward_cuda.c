@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "../kernels/cuda/cuda_backend.h"
 #include "../stream/stream_internal.h"
@@ -25,6 +26,30 @@ typedef struct {
     bool host_ffn;  // an MoE layer: attention here, the FFN on the host (aero_ctx_moe_ffn_host)
 } gpu_unit;
 
+// AERO_CUDA_PROFILE=1 (or N: also every N passes): where a pass's time goes, host and GPU, printed at context
+// free. Host phases by clock; GPU time by op class from events recorded where the class changes (the interval
+// from one mark to the next belongs to the class of the first; a GPU waiting for the host to queue work counts
+// in the class before the gap, so compare GPU total with host "layers").
+enum { PH_EMBED, PH_BATCH, PH_LAYERS, PH_HEAD, PH_SYNC, PH_N };
+enum { OP_MATMUL, OP_ATTN, OP_ELEM, OP_COPY, OP_WAIT, OP_N };
+#define PROF_MAX_MARKS 8192
+
+typedef struct {
+    long passes, tokens, ops;
+    double host[PH_N], gpu[OP_N];
+} prof_sum;
+
+typedef struct {
+    int every;            // 0: off
+    aero_cuda_event **ev; // a pool of marks reused each pass
+    uint8_t *cls;         // class of the interval after each mark
+    int n_marks, cap;
+    long ops;             // ops queued this pass
+    double last;          // host clock at the last phase boundary
+    double host[PH_N];    // this pass
+    prof_sum by[2];       // [0] one-token passes (decode), [1] the others
+} gpu_prof;
+
 typedef struct aero_gpu {
     aero_cuda *cu;
     aero_cuda_batch *batch;
@@ -40,7 +65,16 @@ typedef struct aero_gpu {
     int next_slot;
     uint16_t **kc, **vc; // per layer: [n_seq][n_ctx][kv_dim] F16
     float *x, *xb, *q, *k, *v, *att, *hb, *hb2, *lin, *logits, *inv_freq;
-    float *h_x;   // pinned staging of the embedded rows
+    float *h_x;   // pinned staging of the embedded rows (host path)
+    int32_t *h_ids, *d_ids; // pinned staging and device copy of the batch's token ids (GPU path)
+    const void *embd_dev;   // the token embedding in VRAM (rows looked up on the GPU), or NULL
+    aero_cuda_event *staged; // the last upload from h_x / h_ids is done: the next pass may refill them
+    bool staged_pending;
+    bool pending_add; // xb holds a layer's last output not yet added to x (fused into the next norm)
+    bool graphs;            // AERO_CUDA_GRAPHS=1 and every unit resident: one-token passes replay a graph
+    aero_cuda_graph *graph; // the layers and head of a one-token pass, for the batch shape graph_key
+    uint64_t graph_key;
+    gpu_prof prof;
     float *h_moe; // pinned staging of the residual rows an MoE layer's host FFN updates
     void *embd_raw;
     void **reg; // host buffers this context page-locked
@@ -52,6 +86,113 @@ typedef struct aero_gpu {
 static uint64_t r256(uint64_t b) { return (b + 255) & ~(uint64_t)255; }
 
 static uint64_t tbytes(const aero_model *m, int64_t t) { return m->gguf.tensors[t].nbytes; }
+
+// ---- profile (AERO_CUDA_PROFILE) ---------------------------------------------------------------------------
+
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+// Reads AERO_CUDA_PROFILE once per context: unset or 0 off; 1 a report at context free; N > 1 also every N passes.
+static void prof_init(gpu_prof *p) {
+    const char *e = getenv("AERO_CUDA_PROFILE");
+    p->every = e ? atoi(e) : 0;
+    if (p->every < 0) p->every = 0;
+}
+
+// Marks the start of an op of class cls on the compute stream (an event only where the class changes).
+static void prof_op(aero_gpu *g, int cls) {
+    gpu_prof *p = &g->prof;
+    if (!p->every) return;
+    p->ops++;
+    if (p->n_marks && p->cls[p->n_marks - 1] == cls) return;
+    if (p->n_marks == p->cap) {
+        aero_error e = {0};
+        int cap = p->cap ? 2 * p->cap : 256;
+        if (cap > PROF_MAX_MARKS) return; // the interval stays with the last class
+        aero_cuda_event **ev = realloc(p->ev, sizeof *ev * cap);
+        uint8_t *cl = ev ? realloc(p->cls, cap) : NULL;
+        if (ev) p->ev = ev;
+        if (!cl) return;
+        p->cls = cl;
+        for (; p->cap < cap; p->cap++)
+            if (aero_cuda_event_new(g->cu, &p->ev[p->cap], &e)) return;
+    }
+    aero_error e = {0};
+    if (aero_cuda_record(g->cu, AERO_CUDA_STREAM_COMPUTE, p->ev[p->n_marks], &e)) return;
+    p->cls[p->n_marks++] = (uint8_t)cls;
+}
+
+// Host time since the last boundary goes to phase ph.
+static void prof_phase(aero_gpu *g, int ph) {
+    gpu_prof *p = &g->prof;
+    if (!p->every) return;
+    double t = now_ms();
+    p->host[ph] += t - p->last;
+    p->last = t;
+}
+
+static void prof_pass_begin(aero_gpu *g) {
+    gpu_prof *p = &g->prof;
+    if (!p->every) return;
+    p->n_marks = 0;
+    p->ops = 0;
+    memset(p->host, 0, sizeof p->host);
+    p->last = now_ms();
+}
+
+static const char *const PH_NAMES[PH_N] = {"embed", "batch", "layers", "head", "sync"};
+static const char *const OP_NAMES[OP_N] = {"matmul", "attention", "norm/rope/act", "copies", "slot waits"};
+
+// One line per kind of pass: averages per pass of host phases, GPU op classes, ops queued.
+static void prof_report(const aero_gpu *g, const char *when) {
+    for (int k = 0; k < 2; k++) {
+        const prof_sum *s = &g->prof.by[k];
+        if (!s->passes) continue;
+        double n = (double)s->passes, h = 0, d = 0;
+        for (int i = 0; i < PH_N; i++) h += s->host[i];
+        for (int i = 0; i < OP_N; i++) d += s->gpu[i];
+        fprintf(stderr, "cuda profile (%s, %s passes: %ld, %.1f tokens/pass, %.0f backend calls/pass):\n  host %.3f ms/pass =",
+                when, k ? "batch" : "1-token", s->passes, s->tokens / n, s->ops / n, h / n);
+        for (int i = 0; i < PH_N; i++) fprintf(stderr, " %s %.3f", PH_NAMES[i], s->host[i] / n);
+        fprintf(stderr, "\n  GPU  %.3f ms/pass =", d / n);
+        for (int i = 0; i < OP_N; i++) fprintf(stderr, " %s %.3f", OP_NAMES[i], s->gpu[i] / n);
+        fprintf(stderr, "\n");
+    }
+}
+
+// After the pass's work is done (synchronized): the GPU intervals between the marks, summed by class.
+static void prof_pass_end(aero_gpu *g, int n) {
+    gpu_prof *p = &g->prof;
+    if (!p->every) return;
+    prof_sum *s = &p->by[n > 1];
+    s->passes++;
+    s->tokens += n;
+    s->ops += p->ops;
+    for (int i = 0; i < PH_N; i++) s->host[i] += p->host[i];
+    for (int i = 0; i + 1 < p->n_marks; i++) {
+        float ms = aero_cuda_event_ms(p->ev[i], p->ev[i + 1]);
+        if (ms > 0) s->gpu[p->cls[i]] += ms;
+    }
+    if (p->every > 1 && s->passes % p->every == 0) prof_report(g, "so far");
+}
+
+// The last mark of a pass, after its last op (closes the last interval).
+static void prof_mark_end(aero_gpu *g) {
+    if (!g->prof.every) return;
+    prof_op(g, OP_N);
+    g->prof.ops--;
+}
+
+static void prof_free(aero_gpu *g) {
+    gpu_prof *p = &g->prof;
+    if (p->every) prof_report(g, "context end");
+    for (int i = 0; i < p->cap; i++) aero_cuda_event_free(p->ev[i]);
+    free(p->ev);
+    free(p->cls);
+}
 
 // The unit's matrices the GPU computes with: a layer's seven (an MoE layer's four of attention), or the head.
 static int unit_mats(const aero_model *m, int u, int64_t *out) {
@@ -141,6 +282,52 @@ static void pin(aero_gpu *g, void *p, uint64_t bytes) {
     g->reg[g->n_reg++] = p;
 }
 
+// VRAM the embedding leaves free in the arena (the plan's fixed bytes carry a reserve of this size; the
+// embedding takes room beyond it, so a budget at the plan's minimum keeps the host path).
+#define EMBD_RESERVE ((uint64_t)1 << 20)
+
+// The token embedding's VRAM if the GPU can look its rows up (0 when it cannot, or when it is the tied head,
+// which is in VRAM whenever the head is).
+static uint64_t embd_vram_bytes(const aero_model *m) {
+    aero_error e = {0};
+    if (m->tok_embd < 0 || m->tok_embd == m->output) return 0;
+    aero_cuda_wmat w = wm(m, m->tok_embd, (const void *)(uintptr_t)256);
+    if (aero_cuda_wmat_check(&w, &e)) return 0;
+    return r256(tbytes(m, m->tok_embd));
+}
+
+// Puts the token embedding in VRAM when the budget has room left after the plan (the default budget makes room
+// when every unit is resident), read by rows from stream/ in blocks; a tied head in VRAM is used as it is.
+// Without room the rows stay on the host path (not an error); AERO_CUDA_HOST_EMBD=1 keeps them there (A/B runs).
+static aero_status load_embedding(aero_ctx *c, aero_gpu *g, aero_error *err) {
+    aero_model *m = c->m;
+    const char *host = getenv("AERO_CUDA_HOST_EMBD");
+    if (host && atoi(host)) return AERO_OK;
+    if (g->tdev[m->tok_embd]) {
+        g->embd_dev = g->tdev[m->tok_embd];
+        return AERO_OK;
+    }
+    uint64_t bytes = embd_vram_bytes(m);
+    if (!bytes || bytes + EMBD_RESERVE > aero_cuda_arena_budget(g->cu) - aero_cuda_arena_mark(g->cu)) return AERO_OK;
+    const aero_tensor_info *te = &m->gguf.tensors[m->tok_embd];
+    size_t rb = aero_dtype_row_bytes(te->type, te->ne[0]);
+    int block = (int)((16u << 20) / rb) > 1 ? (int)((16u << 20) / rb) : 1, rows = (int)te->ne[1];
+    char *buf = malloc((size_t)block * rb);
+    int32_t *ids = malloc(sizeof(int32_t) * block);
+    void *dev = NULL;
+    aero_status st = !buf || !ids ? aero_fail(err, AERO_ERR_NOMEM, "out of memory") : dalloc(g, bytes, &dev, err);
+    for (int r = 0; r < rows && !st; r += block) {
+        int k = rows - r < block ? rows - r : block;
+        for (int i = 0; i < k; i++) ids[i] = r + i;
+        if (!(st = aero_stream_read_rows(m->stream, ids, k, buf, err)))
+            st = upload(g, (char *)dev + (size_t)r * rb, buf, (size_t)k * rb, err);
+    }
+    free(buf);
+    free(ids);
+    if (!st) g->embd_dev = dev;
+    return st;
+}
+
 // Chooses the VRAM-resident units (gpu_plan.c); gpu_mem 0: what the model needs, at most the free VRAM less 5%.
 static aero_status plan(aero_ctx *c, aero_gpu *g, uint64_t gpu_mem, uint64_t *budget, aero_error *err) {
     aero_model *m = c->m;
@@ -173,6 +360,9 @@ static aero_status plan(aero_ctx *c, aero_gpu *g, uint64_t gpu_mem, uint64_t *bu
         uint64_t margin = info.free_vram / 20 > ((uint64_t)512 << 20) ? info.free_vram / 20 : ((uint64_t)512 << 20);
         uint64_t avail = info.free_vram > margin ? info.free_vram - margin : 0;
         gpu_mem = want < avail ? want : avail;
+        uint64_t embd = embd_vram_bytes(m);
+        if (embd && want + embd + EMBD_RESERVE <= avail) // every unit resident: room for the embedding too
+            gpu_mem = want + embd + EMBD_RESERVE;
         if (gpu_mem < p.min_need) {
             st = aero_fail(err, AERO_ERR_NOMEM,
                            "--device cuda: %s has %llu MiB free; this model and context need at "
@@ -302,14 +492,20 @@ aero_status aero_gpu_ctx_init(aero_ctx *c, uint64_t gpu_mem, aero_error *err) {
         dalloc(g, (uint64_t)hp->rope_dim / 2 * 4 + 4, &g->inv_freq, err) ||
         aero_cuda_batch_new(g->cu, g->cap, c->n_seq, c->n_ctx, hp->n_head, hp->head_dim, &g->batch, err) ||
         aero_cuda_host_alloc(n * d * 4, (void **)&g->h_x, err) ||
-        aero_cuda_host_alloc(n * d * 4, (void **)&g->h_moe, err))
+        aero_cuda_host_alloc(n * d * 4, (void **)&g->h_moe, err) ||
+        aero_cuda_host_alloc(n * 4, (void **)&g->h_ids, err) || dalloc(g, n * 4, &g->d_ids, err) ||
+        aero_cuda_event_new(g->cu, &g->staged, err))
         goto fail;
     if (hp->rope_dim >= 2 && upload(g, g->inv_freq, m->rope_inv_freq, (uint64_t)hp->rope_dim / 2 * 4, err)) goto fail;
     for (int k = 0; k < N_SLOTS && g->slot_bytes; k++)
         if (dalloc(g, g->slot_bytes, &g->slot[k], err) || aero_cuda_event_new(g->cu, &g->copied[k], err) ||
             aero_cuda_event_new(g->cu, &g->freed[k], err))
             goto fail;
-    if (load_weights(c, g, err)) goto fail;
+    if (load_weights(c, g, err) || load_embedding(c, g, err)) goto fail;
+    prof_init(&g->prof);
+    const char *graphs = getenv("AERO_CUDA_GRAPHS");
+    g->graphs = graphs && atoi(graphs) > 0;
+    for (int u = 0; u < g->n_units; u++) g->graphs &= g->units[u].vram && !g->units[u].host_ffn;
     m->n_gpu_ctx++;
     g->counted = true;
     int n_vram = 0;
@@ -326,6 +522,9 @@ aero_status aero_gpu_ctx_init(aero_ctx *c, uint64_t gpu_mem, aero_error *err) {
                  ", %d streamed through 2 slots of %.1f MB from %d pinned host "
                  "buffers",
                  g->n_units - n_vram, g->slot_bytes / 1e6, g->n_reg);
+    len = (int)strlen(g->desc);
+    if (g->embd_dev && len < (int)sizeof g->desc)
+        snprintf(g->desc + len, sizeof g->desc - len, ", embedding rows looked up on the GPU");
     return AERO_OK;
 fail:
     aero_gpu_ctx_free(c);
@@ -340,6 +539,10 @@ void aero_gpu_ctx_free(aero_ctx *c) {
         aero_error e = {0};
         aero_cuda_sync(g->cu, &e);
     }
+    prof_free(g);
+    aero_cuda_graph_free(g->graph);
+    aero_cuda_event_free(g->staged);
+    aero_cuda_host_free(g->h_ids);
     for (int i = 0; i < g->n_reg; i++) aero_cuda_host_unregister(g->reg[i]);
     for (int k = 0; k < N_SLOTS; k++) {
         aero_cuda_event_free(g->copied[k]);
@@ -362,13 +565,35 @@ void aero_gpu_ctx_free(aero_ctx *c) {
 
 const char *aero_gpu_describe(const aero_ctx *c) { return c->gpu ? ((const aero_gpu *)c->gpu)->desc : "device: cpu"; }
 
-// Activations for the matmuls of one input (q/k/v share one, gate/up another).
+// Activations for the matmuls of one input (the attention output; the norms and swiglu prepare their own).
 static aero_status prep(aero_gpu *g, const float *x, int n, int cols, aero_cuda_act *a, aero_error *err) {
     if (cols % 32) { // only dense weights have such rows; they read x itself
         *a = (aero_cuda_act){.x = x, .n = n, .cols = cols};
         return AERO_OK;
     }
+    prof_op(g, OP_ELEM);
     return aero_cuda_act_prepare(g->cu, x, n, cols, a, err);
+}
+
+static aero_status matmul(aero_gpu *g, const aero_cuda_wmat *w, const aero_cuda_act *a, float *y, aero_error *err) {
+    prof_op(g, OP_MATMUL);
+    return aero_cuda_matmul_act(g->cu, w, a, y, err);
+}
+
+// The residual add a layer left pending (x += xb), alone: before an MoE layer's host FFN and before the head.
+static aero_status flush_add(aero_gpu *g, int n, int d, aero_error *err) {
+    if (!g->pending_add) return AERO_OK;
+    g->pending_add = false;
+    prof_op(g, OP_ELEM);
+    return aero_cuda_add(g->cu, g->x, g->xb, (size_t)n * d, err);
+}
+
+// xb = rmsnorm(x) with the pending residual add folded in (x += xb first) and the matmul input prepared.
+static aero_status norm_in(aero_gpu *g, const float *w, int n, int d, float eps, aero_cuda_act *a, aero_error *err) {
+    prof_op(g, OP_ELEM);
+    const float *add = g->pending_add ? g->xb : NULL;
+    g->pending_add = false;
+    return aero_cuda_rmsnorm_act(g->cu, g->xb, g->x, add, w, n, d, eps, a, err);
 }
 
 // Where a unit's matrices are this pass: resident copies, or a slot that the copy stream fills now.
@@ -388,6 +613,7 @@ static aero_status unit_in(aero_ctx *c, aero_gpu *g, int u, int *slot, aero_erro
                                      err))
             return err->code;
     }
+    prof_op(g, OP_WAIT);
     if (aero_cuda_record(g->cu, AERO_CUDA_STREAM_COPY, g->copied[k], err) ||
         aero_cuda_wait(g->cu, AERO_CUDA_STREAM_COMPUTE, g->copied[k], err))
         return err->code;
@@ -412,62 +638,91 @@ static aero_cuda_wmat mat(aero_ctx *c, aero_gpu *g, int64_t t, int slot) {
 // residual rows go down and come back, n x n_embd floats each way, and the routing is the CPU's own.
 static aero_status moe_on_host(aero_ctx *c, aero_gpu *g, int l, int n, aero_error *err) {
     size_t bytes = sizeof(float) * (size_t)n * c->m->hp.n_embd;
+    prof_op(g, OP_COPY);
     if (aero_cuda_copy_d2h(g->cu, g->h_moe, g->x, bytes, err) || aero_ctx_moe_ffn_host(c, l, g->h_moe, n, err) ||
         aero_cuda_copy_h2d_async(g->cu, AERO_CUDA_STREAM_COMPUTE, g->x, g->h_moe, bytes, err))
         return err->code;
     return AERO_OK;
 }
 
-// One layer over the n tokens of the device batch.
+// q/k/v after their matmuls: biases, per-head norms (qwen3), rope, and the K/V rows into the layer's cache. Without
+// per-head norms the biases, the rope and the store are one launch; with them the ops run one by one.
+static aero_status attn_inputs(aero_ctx *c, aero_gpu *g, int l, int n, aero_error *err) {
+    const aero_model *m = c->m;
+    const aero_hparams *hp = &m->hp;
+    const aero_layer_weights *w = &m->layers[l];
+    aero_cuda *cu = g->cu;
+    int hd = hp->head_dim, qd = hp->n_head * hd, kvd = c->kv_dim;
+    bool norms = w->q_norm >= 0 || w->k_norm >= 0, bias = w->bq >= 0;
+    prof_op(g, OP_ELEM);
+    if (norms) {
+        if (bias && (aero_cuda_add_bias(cu, g->q, g->tdev[w->bq], n, qd, err) ||
+                     aero_cuda_add_bias(cu, g->k, g->tdev[w->bk], n, kvd, err) ||
+                     aero_cuda_add_bias(cu, g->v, g->tdev[w->bv], n, kvd, err)))
+            return err->code;
+        if (w->q_norm >= 0 &&
+            aero_cuda_rmsnorm(cu, g->q, g->q, g->tdev[w->q_norm], n * hp->n_head, hd, hp->norm_eps, err))
+            return err->code;
+        if (w->k_norm >= 0 &&
+            aero_cuda_rmsnorm(cu, g->k, g->k, g->tdev[w->k_norm], n * hp->n_head_kv, hd, hp->norm_eps, err))
+            return err->code;
+    }
+    aero_cuda_qkv a = {.q = g->q, .k = g->k, .v = g->v,
+                       .bq = bias && !norms ? g->tdev[w->bq] : NULL,
+                       .bk = bias && !norms ? g->tdev[w->bk] : NULL,
+                       .bv = bias && !norms ? g->tdev[w->bv] : NULL,
+                       .n_head = hp->n_head, .n_head_kv = hp->n_head_kv, .head_dim = hd, .rope_dim = hp->rope_dim,
+                       .inv_freq = g->inv_freq, .neox = m->rope_neox, .k_cache = g->kc[l], .v_cache = g->vc[l]};
+    return aero_cuda_rope_kv_store(g->batch, &a, err);
+}
+
+// One layer over the n tokens of the device batch. Its last output stays in xb (pending_add): the next layer's
+// first norm adds it to x in the same launch.
 static aero_status layer(aero_ctx *c, aero_gpu *g, int l, int slot, int n, aero_error *err) {
     aero_model *m = c->m;
     const aero_hparams *hp = &m->hp;
     const aero_layer_weights *w = &m->layers[l];
-    aero_cuda *cu = g->cu;
-    int d = hp->n_embd, hd = hp->head_dim, qd = hp->n_head * hd, kvd = c->kv_dim;
+    int d = hp->n_embd, qd = hp->n_head * hp->head_dim;
     aero_cuda_wmat wq = mat(c, g, w->wq, slot), wk = mat(c, g, w->wk, slot), wv = mat(c, g, w->wv, slot),
                    wo = mat(c, g, w->wo, slot);
     aero_cuda_act a;
-    if (aero_cuda_rmsnorm(cu, g->xb, g->x, g->tdev[w->attn_norm], n, d, hp->norm_eps, err) ||
-        prep(g, g->xb, n, d, &a, err) || aero_cuda_matmul_act(cu, &wq, &a, g->q, err) ||
-        aero_cuda_matmul_act(cu, &wk, &a, g->k, err) || aero_cuda_matmul_act(cu, &wv, &a, g->v, err))
+    if (norm_in(g, g->tdev[w->attn_norm], n, d, hp->norm_eps, &a, err) || matmul(g, &wq, &a, g->q, err) ||
+        matmul(g, &wk, &a, g->k, err) || matmul(g, &wv, &a, g->v, err) || attn_inputs(c, g, l, n, err))
         return err->code;
-    if (w->bq >= 0 && (aero_cuda_add_bias(cu, g->q, g->tdev[w->bq], n, qd, err) ||
-                       aero_cuda_add_bias(cu, g->k, g->tdev[w->bk], n, kvd, err) ||
-                       aero_cuda_add_bias(cu, g->v, g->tdev[w->bv], n, kvd, err)))
+    prof_op(g, OP_ATTN);
+    if (aero_cuda_attention(g->batch, g->q, g->kc[l], g->vc[l], hp->n_head, hp->n_head_kv, hp->head_dim, g->att,
+                            err) ||
+        prep(g, g->att, n, qd, &a, err) || matmul(g, &wo, &a, g->xb, err))
         return err->code;
-    if (w->q_norm >= 0 && aero_cuda_rmsnorm(cu, g->q, g->q, g->tdev[w->q_norm], n * hp->n_head, hd, hp->norm_eps, err))
-        return err->code;
-    if (w->k_norm >= 0 &&
-        aero_cuda_rmsnorm(cu, g->k, g->k, g->tdev[w->k_norm], n * hp->n_head_kv, hd, hp->norm_eps, err))
-        return err->code;
-    const int32_t *pos = aero_cuda_batch_pos(g->batch);
-    if (aero_cuda_rope(cu, g->q, n, hp->n_head, hd, hp->rope_dim, pos, g->inv_freq, m->rope_neox, err) ||
-        aero_cuda_rope(cu, g->k, n, hp->n_head_kv, hd, hp->rope_dim, pos, g->inv_freq, m->rope_neox, err) ||
-        aero_cuda_kv_store(g->batch, g->kc[l], g->vc[l], g->k, g->v, kvd, err) ||
-        aero_cuda_attention(g->batch, g->q, g->kc[l], g->vc[l], hp->n_head, hp->n_head_kv, hd, g->att, err) ||
-        prep(g, g->att, n, qd, &a, err) || aero_cuda_matmul_act(cu, &wo, &a, g->xb, err) ||
-        aero_cuda_add(cu, g->x, g->xb, (size_t)n * d, err))
-        return err->code;
-    if (w->moe) return moe_on_host(c, g, l, n, err);
+    g->pending_add = true;
+    if (w->moe) return flush_add(g, n, d, err) || moe_on_host(c, g, l, n, err) ? err->code : AERO_OK;
     aero_cuda_wmat wg = mat(c, g, w->w_gate, slot), wu = mat(c, g, w->w_up, slot), wd = mat(c, g, w->w_down, slot);
-    if (aero_cuda_rmsnorm(cu, g->xb, g->x, g->tdev[w->ffn_norm], n, d, hp->norm_eps, err) ||
-        prep(g, g->xb, n, d, &a, err) || aero_cuda_matmul_act(cu, &wg, &a, g->hb, err) ||
-        aero_cuda_matmul_act(cu, &wu, &a, g->hb2, err) ||
-        aero_cuda_swiglu(cu, g->hb, g->hb, g->hb2, (size_t)n * hp->n_ff, err) || prep(g, g->hb, n, hp->n_ff, &a, err) ||
-        aero_cuda_matmul_act(cu, &wd, &a, g->xb, err) || aero_cuda_add(cu, g->x, g->xb, (size_t)n * d, err))
+    if (norm_in(g, g->tdev[w->ffn_norm], n, d, hp->norm_eps, &a, err) || matmul(g, &wg, &a, g->hb, err) ||
+        matmul(g, &wu, &a, g->hb2, err))
         return err->code;
+    prof_op(g, OP_ELEM);
+    if (aero_cuda_swiglu_act(g->cu, g->hb, g->hb, g->hb2, n, hp->n_ff, &a, err) || matmul(g, &wd, &a, g->xb, err))
+        return err->code;
+    g->pending_add = true;
     return AERO_OK;
 }
 
-// Final norm of the wanted rows and the vocabulary projection, HEAD_ROWS rows at a time, logits to the host.
-static aero_status head(aero_ctx *c, aero_gpu *g, int slot, int n, const uint8_t *want, float *logits,
+// Final norm of the wanted rows and the vocabulary projection, HEAD_ROWS rows at a time, logits to the host
+// (to_host false: the first block's logits stay in g->logits).
+static aero_status head(aero_ctx *c, aero_gpu *g, int slot, int n, const uint8_t *want, float *logits, bool to_host,
                         aero_error *err) {
     aero_model *m = c->m;
     const aero_hparams *hp = &m->hp;
     int d = hp->n_embd, nw = 0;
-    const float *src = g->x;
+    if (flush_add(g, n, d, err)) return err->code;
+    float *src = g->x;
     if (want) {
+        for (int i = 0; i < n; i++) nw += want[i] != 0;
+        if (nw == n) want = NULL; // every row: no gather
+    }
+    if (want) {
+        nw = 0;
+        prof_op(g, OP_COPY);
         for (int i = 0; i < n; i++)
             if (want[i] &&
                 aero_cuda_copy_d2d(g->cu, g->lin + (size_t)nw++ * d, g->x + (size_t)i * d, sizeof(float) * d, err))
@@ -477,60 +732,147 @@ static aero_status head(aero_ctx *c, aero_gpu *g, int slot, int n, const uint8_t
         nw = n;
     }
     if (!nw) return AERO_OK;
-    if (aero_cuda_rmsnorm(g->cu, g->lin, src, g->tdev[m->out_norm], nw, d, hp->norm_eps, err)) return err->code;
     aero_cuda_wmat wo = mat(c, g, m->output, slot);
+    aero_cuda_act a;
+    prof_op(g, OP_ELEM);
+    // one block of rows: the norm prepares the matmul input itself
+    if (aero_cuda_rmsnorm_act(g->cu, g->lin, src, NULL, g->tdev[m->out_norm], nw, d, hp->norm_eps,
+                              nw <= HEAD_ROWS ? &a : NULL, err))
+        return err->code;
     for (int r = 0; r < nw; r += HEAD_ROWS) {
         int k = nw - r < HEAD_ROWS ? nw - r : HEAD_ROWS;
-        aero_cuda_act a;
-        if (prep(g, g->lin + (size_t)r * d, k, d, &a, err) || aero_cuda_matmul_act(g->cu, &wo, &a, g->logits, err) ||
-            aero_cuda_copy_d2h(g->cu, logits + (size_t)r * hp->n_vocab, g->logits, sizeof(float) * k * hp->n_vocab,
+        if ((nw > HEAD_ROWS && prep(g, g->lin + (size_t)r * d, k, d, &a, err)) || matmul(g, &wo, &a, g->logits, err))
+            return err->code;
+        if (!to_host) break; // a graph capture: one block of rows, copied out after the replay
+        prof_op(g, OP_COPY);
+        if (aero_cuda_copy_d2h(g->cu, logits + (size_t)r * hp->n_vocab, g->logits, sizeof(float) * k * hp->n_vocab,
                                err))
             return err->code;
     }
     return AERO_OK;
 }
 
-// One device pass over tokens [first, first + n) of the batch: embeddings on the host (the raw rows come from
-// stream/, as on the CPU), every layer, the head. *out_rows: logits rows written.
-static aero_status pass(aero_ctx *c, aero_gpu *g, const aero_batch *b, int first, int n, const int *cell,
-                        const int32_t *base, float *logits, int *out_rows, aero_error *err) {
+// The batch's embedded rows into x: looked up on the GPU when the embedding is in VRAM (only the token ids
+// cross PCIe), else read by stream/ and dequantized on the host as on the CPU. The staging buffers are refilled
+// once the previous pass's upload from them is done (an event, not a full sync).
+static aero_status embed(aero_ctx *c, aero_gpu *g, const int32_t *tokens, int n, aero_error *err) {
     aero_model *m = c->m;
-    const aero_hparams *hp = &m->hp;
-    aero_stream *s = m->stream;
     const aero_tensor_info *te = &m->gguf.tensors[m->tok_embd];
-    size_t rb = aero_dtype_row_bytes(te->type, te->ne[0]);
-    int d = hp->n_embd;
-    *out_rows = 0;
-    if (aero_cuda_sync(g->cu, err)) return err->code; // the staging buffers of the previous pass are free
-    if (aero_stream_read_rows(s, b->tokens + first, n, g->embd_raw, err)) return err->code;
-    for (int i = 0; i < n; i++)
-        aero_dequantize_row(te->type, (const char *)g->embd_raw + (size_t)i * rb, g->h_x + (size_t)i * d, d);
-    if (aero_cuda_copy_h2d_async(g->cu, AERO_CUDA_STREAM_COMPUTE, g->x, g->h_x, sizeof(float) * n * d, err) ||
-        aero_cuda_batch_set(g->batch, n, b->pos + first, b->seq ? b->seq + first : NULL, cell + first, b->mask, base,
-                            err))
-        return err->code;
+    int d = m->hp.n_embd;
+    if (g->staged_pending && aero_cuda_event_sync(g->staged, err)) return err->code;
+    g->staged_pending = false;
+    if (g->embd_dev) {
+        for (int i = 0; i < n; i++) {
+            if (tokens[i] < 0 || (uint64_t)tokens[i] >= te->ne[1])
+                return aero_fail(err, AERO_ERR_INVALID, "token id %d out of range [0, %llu)", tokens[i],
+                                 (unsigned long long)te->ne[1]);
+            g->h_ids[i] = tokens[i];
+        }
+        aero_cuda_wmat w = wm(m, m->tok_embd, g->embd_dev);
+        prof_op(g, OP_COPY);
+        if (aero_cuda_copy_h2d_async(g->cu, AERO_CUDA_STREAM_COMPUTE, g->d_ids, g->h_ids, sizeof(int32_t) * n, err))
+            return err->code;
+        prof_op(g, OP_ELEM);
+        if (aero_cuda_get_rows(g->cu, &w, g->d_ids, n, g->x, err)) return err->code;
+    } else {
+        size_t rb = aero_dtype_row_bytes(te->type, te->ne[0]);
+        if (aero_stream_read_rows(m->stream, tokens, n, g->embd_raw, err)) return err->code;
+        for (int i = 0; i < n; i++)
+            aero_dequantize_row(te->type, (const char *)g->embd_raw + (size_t)i * rb, g->h_x + (size_t)i * d, d);
+        prof_op(g, OP_COPY);
+        if (aero_cuda_copy_h2d_async(g->cu, AERO_CUDA_STREAM_COMPUTE, g->x, g->h_x, sizeof(float) * n * d, err))
+            return err->code;
+    }
+    if (aero_cuda_record(g->cu, AERO_CUDA_STREAM_COMPUTE, g->staged, err)) return err->code;
+    g->staged_pending = true;
+    return AERO_OK;
+}
+
+// The units of a pass in order: each layer, then the head (when there are logits).
+static aero_status units(aero_ctx *c, aero_gpu *g, int n, const uint8_t *want, float *logits, bool to_host,
+                         aero_error *err) {
+    aero_stream *s = c->m->stream;
+    int n_layer = c->m->hp.n_layer;
     for (int u = 0; u < g->n_units; u++) {
         int slot;
         if (aero_stream_acquire(s, u, err)) return err->code;
         aero_status st = unit_in(c, g, u, &slot, err);
         if (!st)
-            st = u < hp->n_layer
-                     ? layer(c, g, u, slot, n, err)
-                     : (logits ? head(c, g, slot, n, b->want_logits ? b->want_logits + first : NULL, logits, err)
-                               : AERO_OK);
+            st = u < n_layer ? layer(c, g, u, slot, n, err)
+                             : (logits ? head(c, g, slot, n, want, logits, to_host, err) : AERO_OK);
         if (!st) st = unit_out(g, slot, err);
         aero_stream_release(s, u);
         if (st) return st;
+        prof_phase(g, u < n_layer ? PH_LAYERS : PH_HEAD);
     }
+    return AERO_OK;
+}
+
+// A one-token pass of an all-resident model as a CUDA graph: the layers and the head are recorded once and
+// replayed (captured again when the batch's host-side shape changes: its attention segments, every 256 keys);
+// the embedding, the batch upload and the logits copy stay outside, and every kernel reads positions, slots
+// and lengths from device memory. A capture that fails turns graphs off and runs the pass plainly.
+static aero_status graph_pass(aero_ctx *c, aero_gpu *g, float *logits, aero_error *err) {
+    uint64_t key = aero_cuda_batch_shape_key(g->batch);
+    if (!g->graph || key != g->graph_key) {
+        aero_cuda_graph_free(g->graph);
+        g->graph = NULL;
+        aero_error e = {0};
+        aero_status st = aero_cuda_capture_begin(g->cu, &e), st_end = AERO_OK;
+        if (!st) {
+            st = units(c, g, 1, NULL, logits, false, err);
+            st_end = aero_cuda_capture_end(g->cu, &g->graph, &e);
+            if (st) return st;
+        }
+        if (st || st_end) { // nothing recorded ran: the plain pass, now and from now on
+            fprintf(stderr, "cuda: no graph (%s): plain launches\n", e.msg);
+            g->graphs = false;
+            g->pending_add = false;
+            return units(c, g, 1, NULL, logits, true, err);
+        }
+        g->graph_key = key;
+    } else {
+        for (int u = 0; u < g->n_units; u++) { // stream/'s pass accounting, as a plain pass does it
+            if (aero_stream_acquire(c->m->stream, u, err)) return err->code;
+            aero_stream_release(c->m->stream, u);
+        }
+    }
+    if (aero_cuda_graph_launch(g->cu, g->graph, err)) return err->code;
+    return aero_cuda_copy_d2h(g->cu, logits, g->logits, sizeof(float) * c->m->hp.n_vocab, err);
+}
+
+// One device pass over tokens [first, first + n) of the batch: embeddings, every layer, the head. A pass with
+// logits waits for them (and reports any device error); one without returns once queued, so the next pass's host
+// work overlaps this one's kernels (errors surface at the next wait). *out_rows: logits rows written.
+static aero_status pass(aero_ctx *c, aero_gpu *g, const aero_batch *b, int first, int n, const int *cell,
+                        const int32_t *base, float *logits, int *out_rows, aero_error *err) {
+    const uint8_t *want = b->want_logits ? b->want_logits + first : NULL;
+    *out_rows = 0;
+    g->pending_add = false;
+    prof_pass_begin(g);
+    if (embed(c, g, b->tokens + first, n, err)) return err->code;
+    prof_phase(g, PH_EMBED);
+    prof_op(g, OP_COPY);
+    if (aero_cuda_batch_set(g->batch, n, b->pos + first, b->seq ? b->seq + first : NULL, cell + first, b->mask, base,
+                            err))
+        return err->code;
+    prof_phase(g, PH_BATCH);
+    bool graph = g->graphs && n == 1 && logits && (!want || want[0]) && !g->prof.every;
+    aero_status st = graph ? graph_pass(c, g, logits, err) : units(c, g, n, want, logits, true, err);
+    if (st) return st;
     if (logits) {
         int nw = n;
-        if (b->want_logits) {
+        if (want) {
             nw = 0;
-            for (int i = 0; i < n; i++) nw += b->want_logits[first + i] != 0;
+            for (int i = 0; i < n; i++) nw += want[i] != 0;
         }
         *out_rows = nw;
     }
-    return aero_cuda_sync(g->cu, err);
+    prof_mark_end(g);
+    st = logits || g->prof.every ? aero_cuda_sync(g->cu, err) : AERO_OK;
+    prof_phase(g, PH_SYNC);
+    if (!st) prof_pass_end(g, n);
+    return st;
 }
 
 aero_status aero_gpu_decode(aero_ctx *c, const aero_batch *b, const int *cell, const int *base, float *logits,

@@ -60,6 +60,8 @@ aero_status aero_cuda_alloc(aero_cuda *cu, size_t bytes, void **dev, aero_error 
     cu->used += need;
     return AERO_OK;
 }
+size_t aero_cuda_arena_mark(const aero_cuda *cu) { return cu->used; }
+size_t aero_cuda_arena_budget(const aero_cuda *cu) { return cu->budget; }
 aero_status aero_cuda_host_alloc(size_t bytes, void **host, aero_error *err) {
     *host = malloc(bytes ? bytes : 1);
     return *host ? AERO_OK : aero_fail(err, AERO_ERR_NOMEM, "emu host");
@@ -92,6 +94,7 @@ aero_status aero_cuda_record(aero_cuda *cu, aero_cuda_stream s, aero_cuda_event 
 aero_status aero_cuda_wait(aero_cuda *cu, aero_cuda_stream s, aero_cuda_event *ev, aero_error *err) { return AERO_OK; }
 aero_status aero_cuda_event_sync(aero_cuda_event *ev, aero_error *err) { return AERO_OK; }
 aero_status aero_cuda_sync(aero_cuda *cu, aero_error *err) { return AERO_OK; }
+float aero_cuda_event_ms(aero_cuda_event *a, aero_cuda_event *b) { return 0.0f; }
 
 bool aero_cuda_type_supported(aero_dtype t) {
     return t == AERO_DT_F32 || t == AERO_DT_F16 || t == AERO_DT_BF16 || t == AERO_DT_Q8_0 || t == AERO_DT_Q4_0 ||
@@ -171,6 +174,32 @@ aero_status aero_cuda_add_bias(aero_cuda *cu, float *y, const float *b, int n, i
     return AERO_OK;
 }
 
+aero_status aero_cuda_get_rows(aero_cuda *cu, const aero_cuda_wmat *w, const int32_t *ids, int n, float *out,
+                               aero_error *err) {
+    if (aero_cuda_wmat_check(w, err)) return err->code;
+    for (int i = 0; i < n; i++) {
+        float *o = out + (size_t)i * w->cols;
+        if (ids[i] < 0 || ids[i] >= w->rows) memset(o, 0, sizeof(float) * w->cols);
+        else aero_dequantize_row(w->type, (const char *)w->data + (size_t)ids[i] * w->row_bytes, o, w->cols);
+    }
+    return AERO_OK;
+}
+
+// The fused ops as the unfused sequences they stand for (the GPU's are checked bitwise against those by test_cuda).
+aero_status aero_cuda_rmsnorm_act(aero_cuda *cu, float *out, float *x, const float *add, const float *w, int n_rows,
+                                  int dim, float eps, aero_cuda_act *act, aero_error *err) {
+    if (add) aero_cuda_add(cu, x, add, (size_t)n_rows * dim, err);
+    aero_cuda_rmsnorm(cu, out, x, w, n_rows, dim, eps, err);
+    if (act) *act = (aero_cuda_act){out, dim % 32 ? NULL : out, n_rows, dim};
+    return AERO_OK;
+}
+aero_status aero_cuda_swiglu_act(aero_cuda *cu, float *out, const float *gate, const float *up, int n, int cols,
+                                 aero_cuda_act *act, aero_error *err) {
+    aero_cuda_swiglu(cu, out, gate, up, (size_t)n * cols, err);
+    if (act) *act = (aero_cuda_act){out, cols % 32 ? NULL : out, n, cols};
+    return AERO_OK;
+}
+
 aero_status aero_cuda_batch_new(aero_cuda *cu, int max_tokens, int n_seq, int n_ctx, int n_head, int head_dim,
                                 aero_cuda_batch **out, aero_error *err) {
     aero_cuda_batch *b = calloc(1, sizeof *b);
@@ -208,6 +237,16 @@ aero_status aero_cuda_kv_store(aero_cuda_batch *b, uint16_t *kc, uint16_t *vc, c
     }
     return AERO_OK;
 }
+aero_status aero_cuda_rope_kv_store(aero_cuda_batch *b, const aero_cuda_qkv *a, aero_error *err) {
+    int qd = a->n_head * a->head_dim, kvd = a->n_head_kv * a->head_dim;
+    if (a->head_dim % 2) return aero_fail(err, AERO_ERR_INVALID, "emu rope_kv_store: head_dim %d", a->head_dim);
+    if (a->bq) aero_cuda_add_bias(NULL, a->q, a->bq, b->n, qd, err);
+    if (a->bk) aero_cuda_add_bias(NULL, a->k, a->bk, b->n, kvd, err);
+    if (a->bv) aero_cuda_add_bias(NULL, a->v, a->bv, b->n, kvd, err);
+    aero_cuda_rope(NULL, a->q, b->n, a->n_head, a->head_dim, a->rope_dim, b->pos, a->inv_freq, a->neox, err);
+    aero_cuda_rope(NULL, a->k, b->n, a->n_head_kv, a->head_dim, a->rope_dim, b->pos, a->inv_freq, a->neox, err);
+    return aero_cuda_kv_store(b, a->k_cache, a->v_cache, a->k, a->v, kvd, err);
+}
 aero_status aero_cuda_attention(aero_cuda_batch *b, const float *q, const uint16_t *kc, const uint16_t *vc, int n_head,
                                 int n_head_kv, int hd, float *out, aero_error *err) {
     int kvd = n_head_kv * hd, group = n_head / n_head_kv;
@@ -242,3 +281,17 @@ aero_status aero_cuda_attention(aero_cuda_batch *b, const float *q, const uint16
     free(rows), free(sc);
     return AERO_OK;
 }
+
+// No graphs in the emulation: the forward pass falls back to plain launches (its fallback path is what runs here).
+aero_status aero_cuda_capture_begin(aero_cuda *cu, aero_error *err) {
+    return aero_fail(err, AERO_ERR_UNSUPPORTED, "emu: no CUDA graphs");
+}
+aero_status aero_cuda_capture_end(aero_cuda *cu, aero_cuda_graph **g, aero_error *err) {
+    *g = NULL;
+    return aero_fail(err, AERO_ERR_UNSUPPORTED, "emu: no CUDA graphs");
+}
+aero_status aero_cuda_graph_launch(aero_cuda *cu, aero_cuda_graph *g, aero_error *err) {
+    return aero_fail(err, AERO_ERR_UNSUPPORTED, "emu: no CUDA graphs");
+}
+void aero_cuda_graph_free(aero_cuda_graph *g) {}
+uint64_t aero_cuda_batch_shape_key(const aero_cuda_batch *b) { return (uint64_t)b->n; }

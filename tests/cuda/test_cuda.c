@@ -300,6 +300,129 @@ static void test_swiglu(uint64_t *rng) {
     aero_cuda_arena_reset(cu, mark);
 }
 
+// ---- fused ops: bitwise equal to the unfused sequences ------------------------------------------------------
+
+static float *rand_dev(int count, float scale, uint64_t *rng, float **host) {
+    float *h = malloc(sizeof(float) * count);
+    for (int i = 0; i < count; i++) h[i] = scale * ct_unif(rng);
+    float *d = up(h, sizeof(float) * count);
+    if (host) *host = h;
+    else free(h);
+    return d;
+}
+
+static bool same_dev(const void *a, const void *b, size_t bytes) {
+    void *ha = malloc(bytes), *hb = malloc(bytes);
+    down(ha, a, bytes);
+    down(hb, b, bytes);
+    bool same = memcmp(ha, hb, bytes) == 0;
+    free(ha), free(hb);
+    return same;
+}
+
+// x += add; rmsnorm; prepare (three launches) against aero_cuda_rmsnorm_act (one), also with out aliasing add as
+// the forward pass calls it: x, out and the prepared activations bitwise equal.
+static void test_fused_norm(int n, int dim, uint64_t *rng) {
+    size_t mark = aero_cuda_arena_mark(cu), cnt = (size_t)n * dim, bytes = sizeof(float) * cnt;
+    float *hx, *hadd;
+    float *x1 = rand_dev((int)cnt, 3.0f, rng, &hx), *add = rand_dev((int)cnt, 1.0f, rng, &hadd);
+    float *w = rand_dev(dim, 1.0f, rng, NULL);
+    float *x2 = up(hx, bytes), *x3 = up(hx, bytes), *add3 = up(hadd, bytes);
+    float *o1 = dalloc(bytes), *o2 = dalloc(bytes), *xp1 = dalloc(bytes);
+    aero_cuda_act a1, a2, a3;
+    OK(aero_cuda_add(cu, x1, add, cnt, &err));
+    OK(aero_cuda_rmsnorm(cu, o1, x1, w, n, dim, 1e-5f, &err));
+    bool aligned = dim % 32 == 0;
+    if (aligned) {
+        OK(aero_cuda_act_prepare(cu, o1, n, dim, &a1, &err));
+        OK(aero_cuda_copy_d2d(cu, xp1, a1.xp, bytes, &err)); // the scratch is shared: keep this layout
+    }
+    OK(aero_cuda_rmsnorm_act(cu, o2, x2, add, w, n, dim, 1e-5f, &a2, &err));
+    bool ok = same_dev(x1, x2, bytes) && same_dev(o1, o2, bytes) && a2.x == o2 && a2.n == n && a2.cols == dim;
+    bool act_ok = aligned ? a2.xp && same_dev(xp1, a2.xp, bytes) : a2.xp == NULL;
+    OK(aero_cuda_rmsnorm_act(cu, add3, x3, add3, w, n, dim, 1e-5f, &a3, &err)); // out == add
+    bool alias_ok = same_dev(x1, x3, bytes) && same_dev(o1, add3, bytes) && (!aligned || same_dev(xp1, a3.xp, bytes));
+    // no add, no act: plain rmsnorm
+    OK(aero_cuda_rmsnorm_act(cu, o2, x1, NULL, w, n, dim, 1e-5f, NULL, &err));
+    OK(aero_cuda_rmsnorm(cu, o1, x1, w, n, dim, 1e-5f, &err));
+    bool plain_ok = same_dev(o1, o2, bytes);
+    EXPECT(ok && act_ok && alias_ok && plain_ok, "rmsnorm_act %d x %d: x/out %d, act %d, out==add %d, no add %d", n,
+           dim, ok, act_ok, alias_ok, plain_ok);
+    printf("  add + rmsnorm + prepare %d x %-5d fused == unfused: %s\n", n, dim,
+           ok && act_ok && alias_ok && plain_ok ? "bitwise" : "NO");
+    free(hx), free(hadd);
+    aero_cuda_arena_reset(cu, mark);
+}
+
+// swiglu then prepare against aero_cuda_swiglu_act, out aliasing gate as in the forward pass.
+static void test_fused_swiglu(int n, int cols, uint64_t *rng) {
+    size_t mark = aero_cuda_arena_mark(cu), cnt = (size_t)n * cols, bytes = sizeof(float) * cnt;
+    float *hg;
+    float *g1 = rand_dev((int)cnt, 12.0f, rng, &hg), *u = rand_dev((int)cnt, 4.0f, rng, NULL);
+    float *g2 = up(hg, bytes), *xp1 = dalloc(bytes);
+    aero_cuda_act a1, a2;
+    OK(aero_cuda_swiglu(cu, g1, g1, u, cnt, &err));
+    bool aligned = cols % 32 == 0;
+    if (aligned) {
+        OK(aero_cuda_act_prepare(cu, g1, n, cols, &a1, &err));
+        OK(aero_cuda_copy_d2d(cu, xp1, a1.xp, bytes, &err));
+    }
+    OK(aero_cuda_swiglu_act(cu, g2, g2, u, n, cols, &a2, &err));
+    bool ok = same_dev(g1, g2, bytes) && a2.x == g2;
+    bool act_ok = aligned ? a2.xp && same_dev(xp1, a2.xp, bytes) : a2.xp == NULL;
+    EXPECT(ok && act_ok, "swiglu_act %d x %d: out %d, act %d", n, cols, ok, act_ok);
+    printf("  swiglu + prepare %d x %-5d fused == unfused: %s\n", n, cols, ok && act_ok ? "bitwise" : "NO");
+    free(hg);
+    aero_cuda_arena_reset(cu, mark);
+}
+
+// add_bias x 3, rope q, rope k, kv_store against aero_cuda_rope_kv_store: q, k, v and both caches bitwise equal.
+static void test_fused_rope_kv(bool neox, int rope_dim, bool bias, uint64_t *rng) {
+    size_t mark = aero_cuda_arena_mark(cu);
+    int n = 11, nh = 8, nkv = 2, hd = 64, n_ctx = 40, n_seq = 2, qd = nh * hd, kvd = nkv * hd;
+    size_t qb = sizeof(float) * n * qd, kb = sizeof(float) * n * kvd, cache = (size_t)n_seq * n_ctx * kvd * 2;
+    aero_cuda_batch *b;
+    OK(aero_cuda_batch_new(cu, 16, n_seq, n_ctx, nh, hd, &b, &err));
+    int32_t pos[11], seq[11], slot[11], base[2] = {0, 0};
+    for (int i = 0; i < n; i++) seq[i] = i % 2, slot[i] = 3 + i, pos[i] = (int32_t)(ct_next(rng) % 131072);
+    OK(aero_cuda_batch_set(b, n, pos, seq, slot, NULL, base, &err));
+    float freq[64], *hq, *hk, *hv;
+    llama3_inv_freq(freq, rope_dim);
+    float *df = up(freq, sizeof(float) * (rope_dim / 2 + 1));
+    float *q1 = rand_dev(n * qd, 2.0f, rng, &hq), *k1 = rand_dev(n * kvd, 2.0f, rng, &hk),
+          *v1 = rand_dev(n * kvd, 1.0f, rng, &hv);
+    float *q2 = up(hq, qb), *k2 = up(hk, kb), *v2 = up(hv, kb);
+    float *bq = bias ? rand_dev(qd, 1.0f, rng, NULL) : NULL, *bk = bias ? rand_dev(kvd, 1.0f, rng, NULL) : NULL,
+          *bv = bias ? rand_dev(kvd, 1.0f, rng, NULL) : NULL;
+    uint16_t *kc1 = dalloc(cache), *vc1 = dalloc(cache), *kc2 = dalloc(cache), *vc2 = dalloc(cache);
+    OK(aero_cuda_memset0(cu, kc1, cache, &err));
+    OK(aero_cuda_memset0(cu, vc1, cache, &err));
+    OK(aero_cuda_memset0(cu, kc2, cache, &err));
+    OK(aero_cuda_memset0(cu, vc2, cache, &err));
+    if (bias) {
+        OK(aero_cuda_add_bias(cu, q1, bq, n, qd, &err));
+        OK(aero_cuda_add_bias(cu, k1, bk, n, kvd, &err));
+        OK(aero_cuda_add_bias(cu, v1, bv, n, kvd, &err));
+    }
+    const int32_t *dpos = aero_cuda_batch_pos(b);
+    OK(aero_cuda_rope(cu, q1, n, nh, hd, rope_dim, dpos, df, neox, &err));
+    OK(aero_cuda_rope(cu, k1, n, nkv, hd, rope_dim, dpos, df, neox, &err));
+    OK(aero_cuda_kv_store(b, kc1, vc1, k1, v1, kvd, &err));
+    aero_cuda_qkv a = {.q = q2, .k = k2, .v = v2, .bq = bq, .bk = bk, .bv = bv, .n_head = nh, .n_head_kv = nkv,
+                       .head_dim = hd, .rope_dim = rope_dim, .inv_freq = df, .neox = neox, .k_cache = kc2,
+                       .v_cache = vc2};
+    OK(aero_cuda_rope_kv_store(b, &a, &err));
+    bool ok = same_dev(q1, q2, qb) && same_dev(k1, k2, kb) && same_dev(v1, v2, kb) && same_dev(kc1, kc2, cache) &&
+              same_dev(vc1, vc2, cache);
+    EXPECT(ok, "rope_kv_store %s rope_dim %d bias %d differs from the unfused ops", neox ? "neox" : "normal",
+           rope_dim, bias);
+    printf("  bias + rope q,k + kv_store (%s, rope_dim %d%s) fused == unfused: %s\n", neox ? "neox" : "normal",
+           rope_dim, bias ? ", biases" : "", ok ? "bitwise" : "NO");
+    aero_cuda_batch_free(b);
+    free(hq), free(hk), free(hv);
+    aero_cuda_arena_reset(cu, mark);
+}
+
 // ---- KV cache and attention ----------------------------------------------------------------------------
 
 #define ATTN_TOL 2e-5 // absolute, for values in [-1, 1]
@@ -676,6 +799,18 @@ int main(void) {
     test_rope(false, 64, &rng);
     test_rope(true, 32, &rng);
     test_swiglu(&rng);
+    printf("fused ops against the unfused sequences\n");
+    test_fused_norm(1, 4096, &rng);
+    test_fused_norm(19, 4096, &rng);
+    test_fused_norm(5, 8192 + 96, &rng); // a last 32-chunk group of fewer than 128
+    test_fused_norm(40, 8, &rng);        // not a multiple of 32: natural rows only
+    test_fused_swiglu(1, 14336, &rng);
+    test_fused_swiglu(7, 14336 + 160, &rng);
+    test_fused_swiglu(3, 172, &rng);
+    test_fused_rope_kv(false, 64, false, &rng);
+    test_fused_rope_kv(true, 64, true, &rng);
+    test_fused_rope_kv(false, 32, true, &rng);
+    test_fused_rope_kv(true, 16, false, &rng);
     // both kernels: v1 (one warp per token, head and segment) and v2 (a block per GQA group); GQA groups of 1,
     // 2, 4, 8 and 12 (two chunks of heads), head_dim 8, 64, 80 (lanes past the dims), 128, 256, and 12 (v2 falls
     // back to v1: not a multiple of 8)

@@ -2,7 +2,8 @@
 # The GPU forward pass (src/model/forward_cuda.c) without a GPU: `make CUDA=emu` links it with a CPU emulation of
 # the CUDA backend (tests/cuda/cuda_emu.c), so its wiring is checked everywhere: greedy text equal to the CPU
 # path, every unit streamed through the two VRAM slots (the smallest --gpu-mem) bitwise equal to all resident,
-# long prompts in chunks, speculative chain and tree (KV keep on the device) equal to plain greedy, all-token
+# long prompts in chunks, embedding rows on the device or the host, the AERO_CUDA_PROFILE report, speculative
+# chain and tree (KV keep on the device) equal to plain greedy, all-token
 # logits (perplexity), MoE layers (FFN on the host), and the refusal without a device. The kernels themselves are checked on a GPU (test_cuda).
 set -u
 cd "$(dirname "$0")/../.."
@@ -30,6 +31,21 @@ mg=$("$A" run -m "$S" -p "$P" -n 1 -c 256 --device cuda --gpu-mem 4K 2>&1 | grep
 gen s_str -m "$S" -n 48 -c 256 --device cuda --gpu-mem "${mg:-1}"
 grep -q "0 of 6 units resident.*streamed through 2 slots" "$T/s_str.err" || fail "not streamed: $(cat "$T/s_str.err")"
 same s_gpu s_str "streamed differs from resident"
+# embedding rows: looked up on the device when the budget has room (the default makes it), on the host with
+# AERO_CUDA_HOST_EMBD=1 (the A/B switch): the same text
+grep -q "embedding rows looked up on the GPU" "$T/s_gpu.err" || fail "resident: embedding not on the device: $(cat "$T/s_gpu.err")"
+AERO_CUDA_HOST_EMBD=1 "$A" run -m "$S" -p "$P" -n 48 --temp 0 -c 256 --device cuda > "$T/s_hemb" 2> "$T/s_hemb.err"
+grep -q "embedding rows looked up" "$T/s_hemb.err" && fail "AERO_CUDA_HOST_EMBD=1: embedding still on the device"
+same s_gpu s_hemb "embedding rows on the host differ from the device lookup"
+# AERO_CUDA_GRAPHS=1: the emulation has no graphs, so the capture fails once and the pass runs plainly: same text
+AERO_CUDA_GRAPHS=1 "$A" run -m "$S" -p "$P" -n 48 --temp 0 -c 256 --device cuda > "$T/s_graph" 2> "$T/s_graph.err"
+same s_gpu s_graph "AERO_CUDA_GRAPHS=1 (capture refused, plain launches)"
+[ "$(grep -c 'no graph' "$T/s_graph.err")" = 1 ] || fail "AERO_CUDA_GRAPHS=1 fallback: $(grep -i graph "$T/s_graph.err")"
+# AERO_CUDA_PROFILE: the same text, and a host/GPU breakdown per kind of pass at context end
+AERO_CUDA_PROFILE=1 "$A" run -m "$S" -p "$P" -n 48 --temp 0 -c 256 --device cuda > "$T/s_prof" 2> "$T/s_prof.err"
+same s_gpu s_prof "AERO_CUDA_PROFILE=1 changes the text"
+grep -q "cuda profile (context end, 1-token passes: 47" "$T/s_prof.err" && grep -qE "^  host [0-9.]+ ms/pass = embed" "$T/s_prof.err" &&
+    grep -qE "^  GPU  [0-9.]+ ms/pass = matmul" "$T/s_prof.err" || fail "AERO_CUDA_PROFILE=1 report: $(grep -A2 'cuda profile' "$T/s_prof.err")"
 LP="Once upon a time, there was a little girl named Lily. She loved to play outside in the park. One day"
 "$A" run -m "$S" -p "$LP" -n 24 --temp 0 -c 256 -b 7 --device cuda > "$T/l_gpu" 2>/dev/null
 "$A" run -m "$S" -p "$LP" -n 24 --temp 0 -c 256 --device cpu > "$T/l_cpu" 2>/dev/null

@@ -312,3 +312,55 @@ extern "C" aero_status aero_cuda_batch_set(aero_cuda_batch *b, int n, const int3
     b->n = n;
     return AERO_OK;
 }
+
+// ---- CUDA graphs -----------------------------------------------------------------------------------------
+
+struct aero_cuda_graph {
+    cudaGraphExec_t exec;
+};
+
+// Relaxed mode: other threads (stream/'s IO) may still call the runtime while the compute stream records.
+extern "C" aero_status aero_cuda_capture_begin(aero_cuda *cu, aero_error *err) {
+    CU_TRY(cudaStreamBeginCapture(cu->compute, cudaStreamCaptureModeRelaxed), "cudaStreamBeginCapture");
+    return AERO_OK;
+}
+
+extern "C" aero_status aero_cuda_capture_end(aero_cuda *cu, aero_cuda_graph **out, aero_error *err) {
+    *out = NULL;
+    cudaGraph_t graph = NULL;
+    cudaError_t e = cudaStreamEndCapture(cu->compute, &graph);
+    cudaGraphExec_t exec = NULL;
+    if (e == cudaSuccess) e = cudaGraphInstantiate(&exec, graph, 0);
+    if (graph) cudaGraphDestroy(graph);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        return aero_cuda_fail(err, e, "graph capture");
+    }
+    aero_cuda_graph *g = (aero_cuda_graph *)calloc(1, sizeof *g);
+    if (!g) {
+        cudaGraphExecDestroy(exec);
+        return aero_fail(err, AERO_ERR_NOMEM, "out of memory");
+    }
+    g->exec = exec;
+    *out = g;
+    return AERO_OK;
+}
+
+extern "C" aero_status aero_cuda_graph_launch(aero_cuda *cu, aero_cuda_graph *g, aero_error *err) {
+    CU_TRY(cudaGraphLaunch(g->exec, cu->compute), "cudaGraphLaunch");
+    return AERO_OK;
+}
+
+extern "C" void aero_cuda_graph_free(aero_cuda_graph *g) {
+    if (!g) return;
+    cudaGraphExecDestroy(g->exec);
+    free(g);
+}
+
+// FNV-1a over the batch's host struct (calloc'd, so padding is zero): any field a launch reads changes the key.
+extern "C" uint64_t aero_cuda_batch_shape_key(const aero_cuda_batch *b) {
+    const unsigned char *p = (const unsigned char *)b;
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < sizeof *b; i++) h = (h ^ p[i]) * 1099511628211ull;
+    return h;
+}

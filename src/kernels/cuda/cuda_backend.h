@@ -200,6 +200,44 @@ aero_status aero_cuda_kv_store(aero_cuda_batch *b, uint16_t *k_cache, uint16_t *
 aero_status aero_cuda_attention(aero_cuda_batch *b, const float *q, const uint16_t *k_cache, const uint16_t *v_cache,
                                 int n_head, int n_head_kv, int head_dim, float *out, aero_error *err);
 
+// ---- fused ops (one launch each; bitwise equal to the unfused sequences, checked by test_cuda) --------------
+
+// [x += add;] out = rmsnorm(x) * w as aero_cuda_rmsnorm (add NULL: no residual add; out may alias add), and when
+// act is not NULL, *act = aero_cuda_act_prepare(out) written by the same launch: the residual add, the norm and
+// the matmul input layout of a layer in one kernel. dim not a multiple of 32: act holds the natural rows only.
+aero_status aero_cuda_rmsnorm_act(aero_cuda *cu, float *out, float *x, const float *add, const float *w, int n_rows,
+                                  int dim, float eps, aero_cuda_act *act, aero_error *err);
+// out = swiglu(gate, up) over n rows of cols as aero_cuda_swiglu, and *act = aero_cuda_act_prepare(out).
+aero_status aero_cuda_swiglu_act(aero_cuda *cu, float *out, const float *gate, const float *up, int n, int cols,
+                                 aero_cuda_act *act, aero_error *err);
+
+// The attention inputs of a layer after the q/k/v matmuls, for aero_cuda_rope_kv_store.
+typedef struct {
+    float *q, *k, *v;           // [n][n_head * head_dim], [n][n_head_kv * head_dim] twice
+    const float *bq, *bk, *bv;  // biases added first (qwen2), or all NULL
+    int n_head, n_head_kv, head_dim, rope_dim;
+    const float *inv_freq;      // as aero_cuda_rope
+    bool neox;
+    uint16_t *k_cache, *v_cache; // one layer's F16 cache
+} aero_cuda_qkv;
+// The sequence add_bias(q, k, v), rope(q), rope(k), kv_store(k, v) in one launch (same bits in q, k, v and the
+// caches). head_dim must be even.
+aero_status aero_cuda_rope_kv_store(aero_cuda_batch *b, const aero_cuda_qkv *a, aero_error *err);
+
+// ---- CUDA graphs (a one-token pass of a VRAM-resident model replayed without per-op launches) -------------
+
+typedef struct aero_cuda_graph aero_cuda_graph;
+// Starts recording the compute stream's ops instead of running them (nothing may synchronize until the end).
+aero_status aero_cuda_capture_begin(aero_cuda *cu, aero_error *err);
+// Ends the recording and makes it launchable; on failure *g is NULL and nothing recorded ran.
+aero_status aero_cuda_capture_end(aero_cuda *cu, aero_cuda_graph **g, aero_error *err);
+// Queues the recorded ops on the compute stream, with the arguments they were recorded with.
+aero_status aero_cuda_graph_launch(aero_cuda *cu, aero_cuda_graph *g, aero_error *err);
+void aero_cuda_graph_free(aero_cuda_graph *g);
+// A hash of every host-side value of the batch that an op may take by value at launch (n, attention segments,
+// mask, and whatever a kernel adds later: the whole host struct), so a graph is recaptured when it changes.
+uint64_t aero_cuda_batch_shape_key(const aero_cuda_batch *b);
+
 #ifdef __cplusplus
 }
 #endif

@@ -9,17 +9,37 @@
 
 #define NORM_THREADS 256
 
+// Position of element e of an activation row of `cols` (a multiple of 32) in the layout aero_cuda_act_prepare
+// writes (k_permute in cuda_matmul.cu: float4 q of chunk c = 128 k + t goes to float4 1024 k + m q + t), so the
+// fused ops below can write the matmul input themselves; test_cuda checks both layouts are the same bytes.
+__device__ __forceinline__ size_t act_perm(int cols, int e) {
+    int f = e >> 2, c = f >> 3, q = f & 7, k = c >> 7, t = c & 127;
+    int m = min(128, (cols >> 5) - 128 * k);
+    return 4 * (1024 * (size_t)k + (size_t)m * q + t) + (e & 3);
+}
+
 // ---- RMSNorm ---------------------------------------------------------------------------------------------
 
 // One block per row: thread t sums squares of elements t, t + 256, ...; lanes fold by xor butterfly, warps in
-// index order. The order depends on dim only.
-__global__ void k_rmsnorm(float *out, const float *x, const float *w, int dim, float eps) {
+// index order. The order depends on dim only. With `add`, the row is first updated in place (x += add, the
+// residual add, each element by the thread that then squares it); with xp, the output is also written in the
+// matmul layout (the prepared activations). Plain rmsnorm is this kernel with neither, so fused and unfused
+// give the same bits by construction.
+__global__ void k_rmsnorm(float *out, float *x, const float *add, const float *w, int dim, float eps, float *xp) {
     __shared__ float red[NORM_THREADS / 32];
     __shared__ float scale;
-    const float *xr = x + (size_t)blockIdx.x * dim;
+    float *xr = x + (size_t)blockIdx.x * dim;
+    const float *ar = add ? add + (size_t)blockIdx.x * dim : NULL;
     float *o = out + (size_t)blockIdx.x * dim;
     float ss = 0.0f;
-    for (int i = threadIdx.x; i < dim; i += NORM_THREADS) ss = ss + xr[i] * xr[i];
+    for (int i = threadIdx.x; i < dim; i += NORM_THREADS) {
+        float v = xr[i];
+        if (ar) {
+            v = v + ar[i];
+            xr[i] = v;
+        }
+        ss = ss + v * v;
+    }
     for (int k = 16; k >= 1; k >>= 1) ss = ss + __shfl_xor_sync(0xffffffffu, ss, k);
     if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = ss;
     __syncthreads();
@@ -30,19 +50,60 @@ __global__ void k_rmsnorm(float *out, const float *x, const float *w, int dim, f
     }
     __syncthreads();
     float sc = scale;
-    for (int i = threadIdx.x; i < dim; i += NORM_THREADS) o[i] = xr[i] * sc * w[i];
+    float *xpr = xp ? xp + (size_t)blockIdx.x * dim : NULL;
+    for (int i = threadIdx.x; i < dim; i += NORM_THREADS) {
+        float y = xr[i] * sc * w[i];
+        o[i] = y;
+        if (xpr) xpr[act_perm(dim, i)] = y;
+    }
 }
 
 extern "C" aero_status aero_cuda_rmsnorm(aero_cuda *cu, float *out, const float *x, const float *w, int n_rows, int dim,
                                          float eps, aero_error *err) {
     if (n_rows < 0 || dim <= 0) return aero_fail(err, AERO_ERR_INVALID, "CUDA rmsnorm of %d x %d", n_rows, dim);
     if (n_rows == 0) return AERO_OK;
-    k_rmsnorm<<<n_rows, NORM_THREADS, 0, cu->compute>>>(out, x, w, dim, eps);
+    k_rmsnorm<<<n_rows, NORM_THREADS, 0, cu->compute>>>(out, (float *)x, NULL, w, dim, eps, NULL);
+    CU_LAUNCHED("rmsnorm launch");
+    return AERO_OK;
+}
+
+// Where a fused op writes the matmul layout of n rows of cols: the backend's scratch, as aero_cuda_act_prepare
+// (NULL with act holding the natural rows when cols is not a multiple of 32: dense weights read those).
+static aero_status act_target(aero_cuda *cu, float *out, int n, int cols, aero_cuda_act *act, float **xp,
+                              aero_error *err) {
+    *xp = NULL;
+    if (!act) return AERO_OK;
+    *act = aero_cuda_act{out, NULL, n, cols};
+    if (cols % 32) return AERO_OK;
+    if ((size_t)n * cols > cu->scratch_floats)
+        return aero_fail(err, AERO_ERR_RANGE, "CUDA activations %d x %d exceed the scratch of %zu floats", n, cols,
+                         cu->scratch_floats);
+    *xp = cu->scratch;
+    act->xp = cu->scratch;
+    return AERO_OK;
+}
+
+extern "C" aero_status aero_cuda_rmsnorm_act(aero_cuda *cu, float *out, float *x, const float *add, const float *w,
+                                             int n_rows, int dim, float eps, aero_cuda_act *act, aero_error *err) {
+    if (n_rows < 0 || dim <= 0) return aero_fail(err, AERO_ERR_INVALID, "CUDA rmsnorm of %d x %d", n_rows, dim);
+    float *xp;
+    aero_status st = act_target(cu, out, n_rows, dim, act, &xp, err);
+    if (st || n_rows == 0) return st;
+    k_rmsnorm<<<n_rows, NORM_THREADS, 0, cu->compute>>>(out, x, add, w, dim, eps, xp);
     CU_LAUNCHED("rmsnorm launch");
     return AERO_OK;
 }
 
 // ---- RoPE ------------------------------------------------------------------------------------------------
+
+// Rotates one pair by pos * inv_freq: the CPU's expressions (forward.c), shared by every kernel that ropes.
+__device__ __forceinline__ void rope_pair(float &x0, float &x1, int pos, float inv_freq) {
+    float theta = (float)pos * inv_freq;
+    float c = cosf(theta), s = sinf(theta);
+    float a = x0 * c - x1 * s, b = x0 * s + x1 * c;
+    x0 = a;
+    x1 = b;
+}
 
 // One thread per rotated pair.
 __global__ void k_rope(float *x, int n, int n_heads, int head_dim, int rope_dim, const int32_t *pos,
@@ -55,12 +116,11 @@ __global__ void k_rope(float *x, int n, int n_heads, int head_dim, int rope_dim,
     size_t th = idx / half;
     int h = (int)(th % n_heads), t = (int)(th / n_heads);
     float *v = x + ((size_t)t * n_heads + h) * head_dim;
-    float theta = (float)pos[t] * inv_freq[i];
-    float c = cosf(theta), s = sinf(theta);
     int a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
     float x0 = v[a], x1 = v[b];
-    v[a] = x0 * c - x1 * s;
-    v[b] = x0 * s + x1 * c;
+    rope_pair(x0, x1, pos[t], inv_freq[i]);
+    v[a] = x0;
+    v[b] = x1;
 }
 
 extern "C" aero_status aero_cuda_rope(aero_cuda *cu, float *x, int n, int n_heads, int head_dim, int rope_dim,
@@ -77,11 +137,17 @@ extern "C" aero_status aero_cuda_rope(aero_cuda *cu, float *x, int n, int n_head
 
 // ---- element-wise ----------------------------------------------------------------------------------------
 
-__global__ void k_swiglu(float *out, const float *gate, const float *up, size_t count) {
+// With xp, the output is also written in the matmul layout of rows of cols (the down projection's input).
+__global__ void k_swiglu(float *out, const float *gate, const float *up, size_t count, int cols, float *xp) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= count) return;
     float g = gate[i];
-    out[i] = g / (1.0f + expf(-g)) * up[i];
+    float y = g / (1.0f + expf(-g)) * up[i];
+    out[i] = y;
+    if (xp) {
+        size_t row = i / cols;
+        xp[row * cols + act_perm(cols, (int)(i - row * cols))] = y;
+    }
 }
 
 __global__ void k_add(float *y, const float *x, size_t count) {
@@ -97,7 +163,19 @@ __global__ void k_add_bias(float *y, const float *b, size_t count, int dim) {
 extern "C" aero_status aero_cuda_swiglu(aero_cuda *cu, float *out, const float *gate, const float *up, size_t count,
                                         aero_error *err) {
     if (count == 0) return AERO_OK;
-    k_swiglu<<<(unsigned)((count + 255) / 256), 256, 0, cu->compute>>>(out, gate, up, count);
+    k_swiglu<<<(unsigned)((count + 255) / 256), 256, 0, cu->compute>>>(out, gate, up, count, 1, NULL);
+    CU_LAUNCHED("swiglu launch");
+    return AERO_OK;
+}
+
+extern "C" aero_status aero_cuda_swiglu_act(aero_cuda *cu, float *out, const float *gate, const float *up, int n,
+                                            int cols, aero_cuda_act *act, aero_error *err) {
+    if (n < 0 || cols <= 0) return aero_fail(err, AERO_ERR_INVALID, "CUDA swiglu of %d x %d", n, cols);
+    float *xp;
+    aero_status st = act_target(cu, out, n, cols, act, &xp, err);
+    size_t count = (size_t)n * cols;
+    if (st || count == 0) return st;
+    k_swiglu<<<(unsigned)((count + 255) / 256), 256, 0, cu->compute>>>(out, gate, up, count, cols, xp);
     CU_LAUNCHED("swiglu launch");
     return AERO_OK;
 }
@@ -140,3 +218,57 @@ extern "C" aero_status aero_cuda_kv_store(aero_cuda_batch *b, uint16_t *k_cache,
     CU_LAUNCHED("kv_store launch");
     return AERO_OK;
 }
+
+// F32 -> F16 cache element, rounding to nearest even like aero_f32_to_f16 (the expression of k_kv_store).
+__device__ __forceinline__ uint16_t to_f16(float x) { return __half_as_ushort(__float2half_rn(x)); }
+
+// One thread per pair of dims of a head of q, k or v (q's heads first, then k's, then v's): the bias adds, the
+// rotation (q and k, dims under rope_dim) and the cache store (k and v), each with the unfused ops' expressions.
+// Pair j < rope_dim / 2 is the rotated pair (adjacent or halves); pair j beyond covers dims rope_dim + 2 (j - half)
+// and the next, which only get their bias and their store.
+__global__ void k_rope_kv(float *q, float *k, float *v, const float *bq, const float *bk, const float *bv, int n,
+                          int n_head, int n_kv, int hd, int rope_dim, const int32_t *pos, const float *inv_freq,
+                          int neox, uint16_t *kc, uint16_t *vc, int n_ctx, const int32_t *seq, const int32_t *slot) {
+    const int pairs = hd / 2, half = rope_dim / 2;
+    size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    size_t nq = (size_t)n * n_head * pairs, nk = (size_t)n * n_kv * pairs;
+    if (idx >= nq + 2 * nk) return;
+    int part = idx < nq ? 0 : idx < nq + nk ? 1 : 2;
+    size_t r = part == 0 ? idx : part == 1 ? idx - nq : idx - nq - nk;
+    int heads = part == 0 ? n_head : n_kv;
+    int j = (int)(r % pairs);
+    size_t th = r / pairs;
+    int h = (int)(th % heads), t = (int)(th / heads);
+    int a, b;
+    if (j < half) a = neox ? j : 2 * j, b = neox ? j + half : 2 * j + 1;
+    else a = rope_dim + 2 * (j - half), b = a + 1;
+    float *row = (part == 0 ? q : part == 1 ? k : v) + ((size_t)t * heads + h) * hd;
+    const float *bias = part == 0 ? bq : part == 1 ? bk : bv;
+    bool rotate = part < 2 && j < half;
+    float x0 = row[a], x1 = row[b];
+    if (bias) x0 = x0 + bias[(size_t)h * hd + a], x1 = x1 + bias[(size_t)h * hd + b];
+    if (rotate) rope_pair(x0, x1, pos[t], inv_freq[j]);
+    if (bias || rotate) row[a] = x0, row[b] = x1;
+    if (part > 0) {
+        uint16_t *cache = (part == 1 ? kc : vc) + ((size_t)seq[t] * n_ctx + slot[t]) * ((size_t)n_kv * hd) +
+                          (size_t)h * hd;
+        cache[a] = to_f16(x0);
+        cache[b] = to_f16(x1);
+    }
+}
+
+extern "C" aero_status aero_cuda_rope_kv_store(aero_cuda_batch *b, const aero_cuda_qkv *a, aero_error *err) {
+    int hd = a->head_dim;
+    if (a->n_head <= 0 || a->n_head_kv <= 0 || hd <= 0 || hd % 2 || a->rope_dim < 0 || a->rope_dim > hd ||
+        a->rope_dim % 2 || !a->q || !a->k || !a->v || !a->k_cache || !a->v_cache || (a->rope_dim && !a->inv_freq))
+        return aero_fail(err, AERO_ERR_INVALID, "CUDA rope_kv_store: %d/%d heads of %d, rope_dim %d", a->n_head,
+                         a->n_head_kv, hd, a->rope_dim);
+    if (b->n <= 0) return aero_fail(err, AERO_ERR_INVALID, "CUDA rope_kv_store without a batch");
+    size_t total = (size_t)b->n * (a->n_head + 2 * (size_t)a->n_head_kv) * (hd / 2);
+    k_rope_kv<<<(unsigned)((total + 255) / 256), 256, 0, b->cu->compute>>>(
+        a->q, a->k, a->v, a->bq, a->bk, a->bv, b->n, a->n_head, a->n_head_kv, hd, a->rope_dim, b->d_pos, a->inv_freq,
+        a->neox ? 1 : 0, a->k_cache, a->v_cache, b->n_ctx, b->d_seq, b->d_slot);
+    CU_LAUNCHED("rope_kv_store launch");
+    return AERO_OK;
+}
+
