@@ -642,8 +642,8 @@ const aero_batch *aero_batch_buf_get(aero_batch_buf *b);
 aero_status aero_decode(aero_ctx *c, const aero_batch *b, float *logits, aero_error *err);
 // The last hidden state of batch token i of the last aero_decode call (after the output norm: the row the
 // vocabulary projection reads), n_embd floats into out; valid until the next pass. For embeddings.
-// AERO_ERR_UNSUPPORTED on a context computing on the GPU (its activations stay on the device), checked before i
-// is: i = -1 probes whether a context gives hidden states at all.
+// AERO_ERR_UNSUPPORTED on a context computing on the GPU (its activations stay on the device) unless a draft head
+// asked for them, checked before i is: i = -1 probes whether a context gives hidden states at all.
 aero_status aero_ctx_hidden(aero_ctx *c, int i, float *out, aero_error *err);
 // Decodes toks[0..n) as positions pos0.. of sequence seq in passes of at most n_batch tokens; <= 0: all n in
 // one pass, which reads streamed weights once (the context's tile, aero_ctx_params.n_batch, bounds the

@@ -172,8 +172,7 @@ aero_status aero_srv_model_open(aero_srv_model *x, const aero_server_params *p, 
     x->tmpl_src = template_source(x, p);
     x->tools = aero_tool_style_detect(x->tmpl_src);
     // a GPU context keeps no hidden states on the host, and takes masked (tree) batches of one tile at most
-    aero_error probe = {0};
-    bool gpu = aero_ctx_hidden(x->ctx, -1, NULL, &probe) == AERO_ERR_UNSUPPORTED;
+    bool gpu = aero_ctx_on_gpu(x->ctx);
     if (gpu && p->embeddings) {
         st = aero_fail(err, AERO_ERR_UNSUPPORTED,
                        "--embeddings: this model computes on the GPU, which keeps its hidden states on the device; "

@@ -41,6 +41,7 @@ struct aero_spec_head {
     float *e, *in2, *x, *xn, *q, *k, *v, *att, *g, *u, *tmp, *scores;
     int *vis;
     uint64_t bytes;
+    bool wants_hidden; // registered with tctx (aero_ctx_want_hidden)
 };
 
 // FNV-1a 64 over every token string and a zero byte after each: the teacher's vocabulary in one number.
@@ -58,6 +59,7 @@ uint64_t aero_spec_head_vocab_hash(const aero_model *m) {
 
 void aero_spec_head_free(aero_spec_head *h) {
     if (!h) return;
+    if (h->wants_hidden) aero_ctx_want_hidden(h->tctx, false);
     for (int i = 0; i < W_COUNT; i++) free((void *)h->w[i].data);
     for (int i = 0; i < N_COUNT; i++) free(h->norm[i]);
     free(h->inv_freq);
@@ -229,6 +231,8 @@ aero_status aero_spec_head_load(aero_spec_head **out, const char *path, aero_ctx
     if (!h->kc || !h->vc || !h->cell_parent || !h->e || !h->in2 || !h->x || !h->xn || !h->q || !h->k || !h->v ||
         !h->att || !h->g || !h->u || !h->tmp || !h->scores || !h->vis)
         goto oom;
+    aero_ctx_want_hidden(target, true); // a GPU context copies its hidden states back from now on
+    h->wants_hidden = true;
     *out = h;
     return AERO_OK;
 oom:
