@@ -577,6 +577,9 @@ typedef struct {
 // cannot hold. Reads the file's metadata only.
 aero_status aero_mem_split_plan(aero_mem_split *out, const aero_model_params *mp, const aero_ctx_params *cp,
                                 uint64_t other_bytes, aero_error *err);
+// The same with other_bytes named other_what in a refusal ("draft model", "draft head").
+aero_status aero_mem_split_plan_named(aero_mem_split *out, const aero_model_params *mp, const aero_ctx_params *cp,
+                                      uint64_t other_bytes, const char *other_what, aero_error *err);
 
 aero_status aero_ctx_new(aero_ctx **out, aero_model *m, const aero_ctx_params *p, aero_error *err);
 // "cuda" when built with the CUDA backend and a GPU is present, else "cpu" (the CLI's --device default).
@@ -642,8 +645,8 @@ const aero_batch *aero_batch_buf_get(aero_batch_buf *b);
 aero_status aero_decode(aero_ctx *c, const aero_batch *b, float *logits, aero_error *err);
 // The last hidden state of batch token i of the last aero_decode call (after the output norm: the row the
 // vocabulary projection reads), n_embd floats into out; valid until the next pass. For embeddings.
-// AERO_ERR_UNSUPPORTED on a context computing on the GPU (its activations stay on the device), checked before i
-// is: i = -1 probes whether a context gives hidden states at all.
+// AERO_ERR_UNSUPPORTED on a context computing on the GPU (its activations stay on the device) unless a draft head
+// asked for them, checked before i is: i = -1 probes whether a context gives hidden states at all.
 aero_status aero_ctx_hidden(aero_ctx *c, int i, float *out, aero_error *err);
 // Decodes toks[0..n) as positions pos0.. of sequence seq in passes of at most n_batch tokens; <= 0: all n in
 // one pass, which reads streamed weights once (the context's tile, aero_ctx_params.n_batch, bounds the
@@ -694,7 +697,8 @@ typedef struct {
     float cost_draft_token;  // a drafter call costs this per token it is fed
     // A feature-level draft head (EAGLE-style GGUF, train/train_head.py) instead of a draft model: drafts from
     // the target's last hidden states, which every verify pass computes anyway; aero_spec_new's draft must be
-    // NULL. Refused when the file was trained for another teacher. CPU contexts only.
+    // NULL. Refused when the file was trained for another teacher. On a GPU context the hidden states are copied
+    // back after each pass and the projection runs on the device.
     const char *draft_head;
 } aero_spec_params;
 
@@ -715,6 +719,9 @@ typedef struct {
 } aero_spec_stats;
 
 void aero_spec_params_default(aero_spec_params *p);
+// The bytes a draft head file's tensors take once loaded (resident: counted inside --mem), checking that the file
+// is a draft head.
+aero_status aero_spec_head_file_bytes(const char *path, uint64_t *bytes, aero_error *err);
 // Whether draft can propose tokens for target: same tokenizer type, BOS/EOS, the same token string for every
 // id both vocabularies hold, and sizes within 128 ids of each other. The error names the first differing id.
 aero_status aero_spec_check_vocab(const aero_model *target, const aero_model *draft, aero_error *err);

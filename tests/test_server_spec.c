@@ -1,7 +1,8 @@
 // The scheduler with speculation over a real model (the server's own model adapter, engine.c): every sequence
 // drafts and one pass verifies every sequence's draft, so concurrent speculative greedy generations must equal
 // solo plain greedy ones token for token, with n-gram chains, n-gram trees (each sequence's own tree mask) and
-// the bundled draft model; and the drafts are counted per request.
+// the bundled draft model and the bundled draft head (its features taken from the server's passes); and the
+// drafts are counted per request.
 #include <string.h>
 
 #include "check.h"
@@ -61,7 +62,7 @@ static void collect(aero_gen *g, out_t *o) {
 }
 
 // Opens the model (with draft: speculation) and runs the requests: one at a time, or all at once.
-static bool run(const char *model, const char *draft, int tree, bool together, out_t *out) {
+static bool run_with(const char *model, const char *draft, const char *head, int tree, bool together, out_t *out) {
     aero_server_params p;
     aero_server_params_default(&p);
     p.model.path = model;
@@ -69,6 +70,7 @@ static bool run(const char *model, const char *draft, int tree, bool together, o
     p.parallel = N_REQ;
     p.n_ctx = 256;
     p.draft = draft;
+    p.spec.draft_head = head;
     p.spec.tree_nodes = tree;
     p.spec.draft_max = tree ? 6 : 8;
     aero_srv_model x;
@@ -77,7 +79,8 @@ static bool run(const char *model, const char *draft, int tree, bool together, o
         fprintf(stderr, "%s\n", err.msg);
         return false;
     }
-    CHECK(!draft || x.backend.spec_new);
+    CHECK(!(draft || head) || x.backend.spec_new);
+    CHECK(!head || x.head_bytes > 0); // counted inside --mem
     aero_sched *s = NULL;
     CHECK(aero_sched_new(&s, &x.backend, 16, NULL, &err) == AERO_OK);
     aero_gen *g[N_REQ];
@@ -91,6 +94,11 @@ static bool run(const char *model, const char *draft, int tree, bool together, o
     aero_sched_free(s);
     aero_srv_model_close(&x);
     return true;
+}
+
+// run_with without a draft head.
+static bool run(const char *model, const char *draft, int tree, bool together, out_t *out) {
+    return run_with(model, draft, NULL, tree, together, out);
 }
 
 static void check_same(const char *what, const out_t *solo, const out_t *spec, bool expect_accepts) {
@@ -123,6 +131,19 @@ int main(void) {
         check_same("draft model chain", solo, spec, true);
         CHECK(run(teacher, drafter, 10, true, spec));
         check_same("draft model tree", solo, spec, true);
+        const char *head = "models/aero-draft-head-4M-F16.gguf";
+        if (access(head, R_OK) == 0) {
+            // the trained head drafts from the hidden states of the server's own passes: most drafts accepted
+            CHECK(run_with(teacher, NULL, head, 0, true, spec));
+            check_same("draft head chain", solo, spec, true);
+            int drafted = 0, accepted = 0;
+            for (int i = 0; i < N_REQ; i++) drafted += spec[i].drafted, accepted += spec[i].accepted;
+            printf("draft head chain in the server: %d of %d drafts accepted\n", accepted, drafted);
+            CHECKF(accepted * 2 > drafted, "draft head chain: %d of %d drafts accepted (features not recorded?)",
+                   accepted, drafted);
+            CHECK(run_with(teacher, NULL, head, 10, true, spec));
+            check_same("draft head tree", solo, spec, true);
+        }
     }
     return check_done("test_server_spec");
 }

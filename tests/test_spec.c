@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "modules.h" // the module headers: a white-box test
+#include "speculative/spec_internal.h" // the decoders' recorded features
 
 #include "check.h"
 #include "helpers.h"
@@ -305,7 +306,11 @@ static void test_head(aero_model *t, aero_model *ts) {
     CHECK(aero_spec_new(&s, c, 0, t, &sp, &err) == AERO_ERR_INVALID && s == NULL);
     CHECK(!aero_spec_new(&s, c, 0, NULL, &sp, &err));
     int32_t toks[3] = {1, 403, 407};
-    CHECK(s && aero_spec_resume(s, toks, 3, &err) == AERO_ERR_UNSUPPORTED); // the server path: not yet
+    CHECK(s && aero_spec_resume(s, toks, 3, &err) == AERO_OK); // the server's path (test_server_spec drafts on it)
+    aero_spec *s2 = NULL; // another sequence's decoder sharing the head's weights
+    CHECKF(!aero_spec_new_like(&s2, s, 0, &sp, &err) && s2, "%s", err.msg);
+    CHECK(s2 && aero_spec_resume(s2, toks, 3, &err) == AERO_OK);
+    aero_spec_free(s2);
     aero_spec_free(s);
     aero_ctx_free(c);
     const char *tp = "models/aero-teacher-34M-Q8_0.gguf";
@@ -340,6 +345,80 @@ static int read_ids(const char *path, const char *key, int32_t *out, int cap) {
         }
     fclose(f);
     return n;
+}
+
+// The server's path with a draft head: resume, draft, a pass the caller runs (its hidden states read by commit
+// and aero_spec_observe), commit. Its drafts must equal those of aero_spec_begin/step, whose own passes keep the
+// features, round for round: zero or stale features would change them.
+static void test_head_caller_run(aero_model *t, const char *hp) {
+    int nv = aero_model_hparams(t)->n_vocab;
+    int32_t toks[256], outa[32], outb[32], pos[32];
+    int np = tokenize(t, prompts[2], toks, 64);
+    aero_ctx *ca = NULL, *cb = NULL;
+    aero_error err = {0};
+    aero_ctx_params cp = {.n_ctx = 256};
+    aero_spec_params sp;
+    aero_spec_params_default(&sp);
+    sp.draft_head = hp;
+    sp.draft_max = 6;
+    sp.adaptive = false;
+    aero_spec *sa = NULL, *sb = NULL;
+    aero_sampler *ga = greedy_sampler(nv, 1.0f), *gb = greedy_sampler(nv, 1.0f);
+    float *logits = malloc(sizeof(float) * nv * 32), *plog = malloc(sizeof(float) * nv);
+    uint8_t *want = calloc(np, 1);
+    for (int i = 0; i < np; i++) pos[i] = i;
+    want[np - 1] = 1;
+    CHECK(!aero_ctx_new(&ca, t, &cp, &err) && !aero_ctx_new(&cb, t, &cp, &err));
+    CHECKF(!aero_spec_new(&sa, ca, 0, NULL, &sp, &err) && !aero_spec_new(&sb, cb, 0, NULL, &sp, &err), "%s", err.msg);
+    // the caller's prompt pass and its first token, then both decoders start after prompt + that token
+    aero_batch b = {.n = np, .tokens = toks, .pos = pos, .want_logits = want};
+    CHECK(!aero_decode(cb, &b, plog, &err));
+    aero_spec_observe(sb, 0, 0, np);
+    toks[np] = aero_sampler_sample(gb, plog);
+    CHECKF(!aero_spec_begin(sa, toks, np + 1, 0, &err) && !aero_spec_resume(sb, toks, np + 1, &err), "%s", err.msg);
+    int same_rounds = 0, rounds = 4;
+    int32_t root = toks[np]; // the last committed token: each round's pass starts with it
+    uint64_t drafted_before = 0;
+    for (int r = 0; r < rounds; r++) {
+        int na = 0, nb = 0, nn = 0;
+        if (aero_spec_step(sa, ga, 16, outa, &na, &err) || aero_spec_draft(sb, gb, 16, &nn, &err)) break;
+        aero_spec_stats st;
+        aero_spec_get_stats(sa, &st);
+        bool same = (uint64_t)nn == st.drafted - drafted_before; // a's nodes stay until its next round
+        drafted_before = st.drafted;
+        int32_t bt[32], bp[32];
+        int n_tok = aero_spec_n_tokens(sb);
+        bt[0] = root, bp[0] = n_tok - 1;
+        for (int k = 0; k < nn; k++) {
+            int32_t tb, ta;
+            int parent, depth;
+            aero_spec_node(sa, k, &ta, &parent, &depth);
+            aero_spec_node(sb, k, &tb, &parent, &depth);
+            same &= ta == tb;
+            bt[1 + k] = tb, bp[1 + k] = n_tok - 1 + depth;
+        }
+        aero_batch vb = {.n = 1 + nn, .tokens = bt, .pos = bp}; // a chain: causal
+        if (aero_decode(cb, &vb, logits, &err)) break;
+        aero_spec_commit(sb, gb, logits, 0, 0, 0, outb, &nb);
+        same &= na == nb && !memcmp(outa, outb, sizeof(int32_t) * na);
+        // the features of every committed position but the last: bitwise those a's own passes kept
+        int d = aero_model_n_embd(t), nf = aero_spec_n_tokens(sb) - 1;
+        same &= aero_spec_n_tokens(sa) - 1 == nf && !memcmp(sa->hfeat, sb->hfeat, sizeof(float) * (size_t)nf * d);
+        same_rounds += same;
+        root = outb[nb - 1];
+    }
+    CHECKF(same_rounds == rounds, "draft head, caller-run pass: %d of %d rounds drafted and committed as "
+                                  "aero_spec_step did (%s)", same_rounds, rounds, err.msg);
+    printf("draft head, caller-run pass (the server's): %d of %d rounds equal to aero_spec_step's\n", same_rounds, rounds);
+    aero_spec_free(sa);
+    aero_spec_free(sb);
+    aero_sampler_free(ga);
+    aero_sampler_free(gb);
+    aero_ctx_free(ca);
+    aero_ctx_free(cb);
+    free(logits);
+    free(plog);
+    free(want);
 }
 
 // A trained head (train/train_head.sh's output beside the teacher in models/; AERO_TEST_HEAD and
@@ -391,6 +470,7 @@ static void test_head_trained(void) {
                st.verify_passes ? (double)st.generated / st.verify_passes : 0);
     }
     g_head = NULL;
+    test_head_caller_run(t, hp);
     aero_model_free(t);
 }
 

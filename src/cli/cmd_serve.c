@@ -32,6 +32,7 @@ static void usage(void) {
            "  --quiet               no per-request log lines\n"
            "  --draft MODEL|ngram   speculative decoding for every request (greedy and sampled, lossless); one pass\n"
            "                        verifies every sequence's draft (--draft-max/-min/-tree/-fixed as in run)\n"
+           "  --draft-head FILE     the same with a draft head trained for the model (one copy for every sequence)\n"
            "  --embeddings          answer /v1/embeddings (mean-pooled, L2-normalized last hidden state)\n"
            "  -c N                  context per sequence (default: the model's, at most 4096)\n"
            "  sampling flags set the defaults for fields a request leaves out\n");
@@ -146,8 +147,8 @@ int aero_cmd_serve(int argc, char **argv) {
         i += used - 1;
     }
     if (o.prompt || o.prompt_file) return cli_fail("serve", "-p/-f do not apply to serve: prompts come in requests");
-    if (o.draft_head) return cli_fail("serve", "--draft-head is not supported by serve yet; use run or bench");
-    if (o.draft && o.draft_min > o.draft_max)
+    if (o.draft && o.draft_head) return cli_fail("serve", "--draft and --draft-head exclude each other");
+    if ((o.draft || o.draft_head) && o.draft_min > o.draft_max)
         return cli_fail("serve", "--draft-min %d exceeds --draft-max %d", o.draft_min, o.draft_max);
     const char *path = o.model ? o.model : cli_default_model();
     if (!path) return cli_fail("serve", "no model given (-m MODEL.gguf)");
@@ -170,6 +171,7 @@ int aero_cmd_serve(int argc, char **argv) {
     p.defaults = o.sp;
     p.draft = o.draft;
     cli_spec_params(&o, &p.spec);
+    p.spec.draft_head = o.draft_head;
     p.draft_threads = o.draft_threads;
 
     // Signals are taken synchronously by this thread; every other thread inherits the blocked mask.

@@ -289,6 +289,13 @@ int cli_session_open(cli_session *e, const cli_opts *o, const char *cmd) {
     if ((o->draft || o->draft_head) && o->draft_min > o->draft_max)
         return cli_fail(cmd, "--draft-min %d exceeds --draft-max %d", o->draft_min, o->draft_max);
     if (o->draft && o->draft_head) return cli_fail(cmd, "--draft and --draft-head exclude each other");
+    if (o->draft_head) { // read every drafted token: resident, inside --mem like a drafter
+        if (aero_spec_head_file_bytes(o->draft_head, &e->draft_bytes, &err)) return cli_fail(cmd, "%s", err.msg);
+        if (o->mem && e->draft_bytes >= o->mem)
+            return cli_fail(cmd, "the draft head's weights take %.1f MB, all of --mem %.1f MB: nothing is left for the "
+                                 "model (raise --mem)",
+                            e->draft_bytes / 1e6, o->mem / 1e6);
+    }
     if (o->draft && strcmp(o->draft, "ngram")) {
         // the drafter is small and read every step: fully resident, with its own threads, and inside --mem
         aero_model_params dp;
@@ -315,7 +322,7 @@ int cli_session_open(cli_session *e, const cli_opts *o, const char *cmd) {
                           .n_batch = o->n_batch};
     // the KV cache is allocated whole at start: inside --mem it comes out of the weights' share, as the drafter does
     aero_mem_split ms;
-    if (aero_mem_split_plan(&ms, &mp, &cp, e->draft_bytes, &err)) {
+    if (aero_mem_split_plan_named(&ms, &mp, &cp, e->draft_bytes, o->draft_head ? "draft head" : "draft model", &err)) {
         cli_session_close(e);
         return cli_fail(cmd, "%s", err.msg);
     }
@@ -355,7 +362,9 @@ void cli_print_budget(const cli_session *e, const cli_opts *o, FILE *f) {
     snprintf(kv, sizeof kv, "KV cache %.1f MB (%d tokens, K %s, V %s: %.1f KB/token)", e->kv_bytes / 1e6, n_ctx,
              aero_dtype_name(aero_kv_type_dtype(o->type_k, o->kv_f32)),
              aero_dtype_name(aero_kv_type_dtype(o->type_v, o->kv_f32)), n_ctx ? e->kv_bytes / 1e3 / n_ctx : 0.0);
-    if (e->draft) snprintf(draft, sizeof draft, " + draft model %.1f MB (resident)", e->draft_bytes / 1e6);
+    if (e->draft || o->draft_head)
+        snprintf(draft, sizeof draft, " + %s %.1f MB (resident)", e->draft ? "draft model" : "draft head",
+                 e->draft_bytes / 1e6);
     if (o->mem)
         fprintf(f, "memory budget: --mem %.1f MB = %s%s + %.1f MB for the model's weights\n", o->mem / 1e6, kv, draft,
                 (o->mem - e->draft_bytes - e->kv_bytes) / 1e6);

@@ -65,7 +65,7 @@ typedef struct {
     aero_ctx *ctx;
     aero_sampler *sampler;
     aero_model *draft;    // --draft MODEL (fully resident, counted inside --mem), or NULL
-    uint64_t draft_bytes; // the drafter's weight bytes
+    uint64_t draft_bytes; // the drafter's weight bytes (a draft model's or a draft head's)
     uint64_t kv_bytes;    // the KV cache's bytes (inside --mem: the weights get what is left)
     aero_spec *spec;      // --draft MODEL|ngram, or NULL
     double load_s;

@@ -26,8 +26,9 @@ const char *aero_model_path(const aero_model *m) { return aero_model_gguf(m)->fi
 // Embeddings need the last hidden state, which aero_decode keeps in the context's residual rows until the next
 // pass; the output norm is applied here as the head applies it, so a row is what the vocabulary projection reads.
 aero_status aero_ctx_hidden(aero_ctx *c, int i, float *out, aero_error *err) {
-    if (c->gpu)
-        return aero_fail(err, AERO_ERR_UNSUPPORTED, "hidden states are not kept by a context computing on the GPU");
+    if (c->gpu && c->hidden_users <= 0)
+        return aero_fail(err, AERO_ERR_UNSUPPORTED,
+                         "hidden states are not kept by a context computing on the GPU (only for a draft head)");
     if (i < 0 || i >= c->cap) return aero_fail(err, AERO_ERR_RANGE, "hidden state of batch token %d: no such token", i);
     aero_model *m = c->m;
     const float *on = aero_stream_global(m->stream, m->out_norm);
@@ -36,3 +37,11 @@ aero_status aero_ctx_hidden(aero_ctx *c, int i, float *out, aero_error *err) {
     aero_rmsnorm(out, c->x + (size_t)i * m->hp.n_embd, on, m->hp.n_embd, m->hp.norm_eps);
     return AERO_OK;
 }
+
+// A draft head's target context: counted, so the GPU's copies stop when the last head is freed.
+void aero_ctx_want_hidden(aero_ctx *c, bool on) {
+    if (on) c->hidden_users++;
+    else if (c->hidden_users > 0) c->hidden_users--;
+}
+
+bool aero_ctx_on_gpu(const aero_ctx *c) { return c->gpu != NULL; }

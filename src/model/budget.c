@@ -67,6 +67,11 @@ static aero_status stream_min(const aero_gguf *g, const aero_hparams *hp, const 
 
 aero_status aero_mem_split_plan(aero_mem_split *out, const aero_model_params *mp, const aero_ctx_params *cp,
                                 uint64_t other_bytes, aero_error *err) {
+    return aero_mem_split_plan_named(out, mp, cp, other_bytes, "draft model", err);
+}
+
+aero_status aero_mem_split_plan_named(aero_mem_split *out, const aero_model_params *mp, const aero_ctx_params *cp,
+                                      uint64_t other_bytes, const char *other_what, aero_error *err) {
     memset(out, 0, sizeof *out);
     if (!mp->path) return aero_fail(err, AERO_ERR_INVALID, "no model path given");
     aero_gguf g;
@@ -93,17 +98,17 @@ aero_status aero_mem_split_plan(aero_mem_split *out, const aero_model_params *mp
     if ((st = stream_min(&g, &hp, mp, &wmin, err))) goto done;
     out->min_mem = wmin + out->kv_bytes + other_bytes;
     if (out->mem < out->min_mem) {
-        char a[32], b[32], c[32], d[32], f[32], e[40] = "", seqs[32] = "";
-        if (other_bytes) snprintf(e, sizeof e, " %s", aero_format_size(other_bytes, f, sizeof f));
+        char a[32], b[32], c[32], d[32], f[32], e[96] = "", seqs[32] = "";
+        if (other_bytes) snprintf(e, sizeof e, " + %s %s", other_what, aero_format_size(other_bytes, f, sizeof f));
         if (out->n_seq > 1) snprintf(seqs, sizeof seqs, "%d sequences x ", out->n_seq);
         st = aero_fail(err, AERO_ERR_NOMEM,
                        "--mem %s is below the minimum %s (%llu bytes) for this model with its "
-                       "KV cache: weights %s (the streamer's minimum) + KV cache %s (%s%d tokens, K %s, V %s)%s%s; "
+                       "KV cache: weights %s (the streamer's minimum) + KV cache %s (%s%d tokens, K %s, V %s)%s; "
                        "lower -c, quantize the cache (-ctk/-ctv q8_0) or raise --mem",
                        aero_format_size(out->mem, a, sizeof a), aero_format_size(out->min_mem, b, sizeof b),
                        (unsigned long long)out->min_mem, aero_format_size(wmin, c, sizeof c),
                        aero_format_size(out->kv_bytes, d, sizeof d), seqs, out->n_ctx, aero_dtype_name(out->type_k),
-                       aero_dtype_name(out->type_v), other_bytes ? " + draft model" : "", e);
+                       aero_dtype_name(out->type_v), e);
         goto done;
     }
     out->weight_budget = out->mem - out->kv_bytes - other_bytes;

@@ -636,7 +636,9 @@ aero_status aero_ctx_embed_rows(aero_ctx *c, const int32_t *tok, int n, float *o
 aero_status aero_ctx_project(aero_ctx *c, const float *h, int n, float *logits, aero_error *err) {
     aero_model *m = c->m;
     const aero_hparams *hp = &m->hp;
-    if (c->gpu) return aero_fail(err, AERO_ERR_UNSUPPORTED, "a context computing on the GPU has no host projection");
+#ifdef AERO_CUDA
+    if (c->gpu) return aero_gpu_project(c, h, n, logits, err);
+#endif
     for (int part = 0; part < aero_stream_head_parts(m->stream); part++) {
         int64_t row0, rows;
         aero_wmat wo;

@@ -331,7 +331,7 @@ static aero_status load_embedding(aero_ctx *c, aero_gpu *g, aero_error *err) {
 // Chooses the VRAM-resident units (gpu_plan.c); gpu_mem 0: what the model needs, at most the free VRAM less 5%.
 static aero_status plan(aero_ctx *c, aero_gpu *g, uint64_t gpu_mem, uint64_t *budget, aero_error *err) {
     aero_model *m = c->m;
-    aero_gpu_plan p = {.n_units = g->n_units};
+    aero_gpu_plan p = {.n_units = g->n_units, .head_first = m->stream->params.head_hot};
     p.unit_bytes = calloc(g->n_units, sizeof *p.unit_bytes);
     p.vram = calloc(g->n_units, sizeof *p.vram);
     p.host_ffn = calloc(g->n_units, sizeof *p.host_ffn);
@@ -889,6 +889,7 @@ aero_status aero_gpu_decode(aero_ctx *c, const aero_batch *b, const int *cell, c
     for (int first = 0; first < b->n && !st; first += g->cap) {
         int n = b->n - first < g->cap ? b->n - first : g->cap, rows = 0;
         st = pass(c, g, b, first, n, cell, cbase, logits ? logits + row * c->m->hp.n_vocab : NULL, &rows, err);
+        if (!st && c->hidden_users > 0) st = aero_gpu_keep_hidden(c, first, n, err);
         row += rows;
         for (int i = first; i < first + n; i++) cbase[b->seq ? b->seq[i] : 0]++;
     }
@@ -914,4 +915,52 @@ void aero_gpu_kv_keep(aero_ctx *c, int seq, int base, const int *keep, int n_kee
             }
         kept++;
     }
+}
+
+// Residual rows back to the host for a draft head (forward_cuda.h).
+aero_status aero_gpu_keep_hidden(aero_ctx *c, int first, int n, aero_error *err) {
+    aero_gpu *g = c->gpu;
+    size_t d = (size_t)c->m->hp.n_embd;
+    if (first + n > c->cap) return aero_fail(err, AERO_ERR_RANGE, "hidden states: %d rows exceed %d", first + n, c->cap);
+    return aero_cuda_copy_d2h(g->cu, c->x + (size_t)first * d, g->x, sizeof(float) * n * d, err);
+}
+
+// The output head over k <= cap host rows already in g->lin, HEAD_ROWS rows at a time, logits to the host.
+static aero_status project_rows(aero_ctx *c, aero_gpu *g, const aero_cuda_wmat *wo, int k, float *logits,
+                                aero_error *err) {
+    int d = c->m->hp.n_embd, nv = c->m->hp.n_vocab;
+    for (int r = 0; r < k; r += HEAD_ROWS) {
+        int rows = k - r < HEAD_ROWS ? k - r : HEAD_ROWS;
+        aero_cuda_act a;
+        if (prep(g, g->lin + (size_t)r * d, rows, d, &a, err) || aero_cuda_matmul_act(g->cu, wo, &a, g->logits, err) ||
+            aero_cuda_copy_d2h(g->cu, logits + (size_t)r * nv, g->logits, sizeof(float) * rows * nv, err))
+            return err->code;
+    }
+    return AERO_OK;
+}
+
+// A draft head's logits through the device's output head (forward_cuda.h).
+aero_status aero_gpu_project(aero_ctx *c, const float *h, int n, float *logits, aero_error *err) {
+    aero_gpu *g = c->gpu;
+    aero_model *m = c->m;
+    aero_stream *s = m->stream;
+    int d = m->hp.n_embd, u = m->hp.n_layer, slot = -1;
+    if (n <= 0) return AERO_OK;
+    if (aero_cuda_sync(g->cu, err) || aero_stream_acquire(s, u, err)) return err->code; // g->h_x and g->lin free
+    aero_status st = unit_in(c, g, u, &slot, err);
+    aero_cuda_wmat wo = mat(c, g, m->output, slot);
+    for (int r = 0; r < n && !st; r += g->cap) { // the staging buffers hold cap rows
+        int k = n - r < g->cap ? n - r : g->cap;
+        memcpy(g->h_x, h + (size_t)r * d, sizeof(float) * k * d);
+        st = aero_cuda_copy_h2d_async(g->cu, AERO_CUDA_STREAM_COMPUTE, g->lin, g->h_x, sizeof(float) * k * d, err);
+        if (!st) st = project_rows(c, g, &wo, k, logits + (size_t)r * m->hp.n_vocab, err); // its copies wait
+    }
+    aero_error e2 = {0};
+    aero_status st2 = slot >= 0 ? unit_out(g, slot, &e2) : AERO_OK;
+    aero_stream_release(s, u);
+    if (!st && st2) {
+        *err = e2;
+        st = st2;
+    }
+    return st ? st : aero_cuda_sync(g->cu, err);
 }

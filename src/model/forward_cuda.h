@@ -15,6 +15,12 @@ aero_status aero_gpu_decode(aero_ctx *c, const aero_batch *b, const int *cell, c
                             aero_error *err);
 // aero_kv_keep's moves on the device cache (before the host updates the length).
 void aero_gpu_kv_keep(aero_ctx *c, int seq, int base, const int *keep, int n_keep);
+// aero_ctx_project on the GPU: n host rows (normed hidden states) through the output head into n x n_vocab host
+// logits; the head unit is acquired as a pass acquires it (VRAM-resident, or copied into a slot).
+aero_status aero_gpu_project(aero_ctx *c, const float *h, int n, float *logits, aero_error *err);
+// After the device pass over batch tokens [first, first + n): their residual rows into c->x (host), as the CPU
+// pass leaves them, for aero_ctx_hidden (only while a draft head reads them: c->hidden_users).
+aero_status aero_gpu_keep_hidden(aero_ctx *c, int first, int n, aero_error *err);
 // One line on the device, the budget and the plan.
 const char *aero_gpu_describe(const aero_ctx *c);
 

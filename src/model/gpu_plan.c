@@ -60,7 +60,8 @@ aero_status aero_gpu_plan_choose(aero_gpu_plan *p, uint64_t gpu_mem, aero_error 
     uint64_t room = gpu_mem - p->fixed;
     bool all = all_need <= gpu_mem && all_need == p->fixed + p->total; // every unit resident, no slots
     if (!all) room -= AERO_GPU_SLOTS * slot;
-    for (int u = 0; u < p->n_units; u++) {
+    for (int i = 0; i < p->n_units; i++) {
+        int u = !p->head_first ? i : i == 0 ? p->n_units - 1 : i - 1;
         p->vram[u] = !(p->host_ffn && p->host_ffn[u]) && (all || p->unit_bytes[u] <= room);
         if (!all && p->vram[u]) room -= p->unit_bytes[u];
     }

@@ -16,6 +16,8 @@ typedef struct {
     bool *vram;           // per unit: uploaded once
     bool *host_ffn;       // per unit, or NULL: an MoE layer, whose FFN runs on the host: never VRAM-resident (its
                           // attention is copied each pass, its unit stays readable in host memory)
+    bool head_first;      // the output head (the last unit) is chosen before the layers: a draft head projects
+                          // through it every drafted token (aero_stream_params.head_hot)
     uint64_t fixed;       // KV cache, activations, batch buffers, scratch, small tensors
     uint64_t total;       // all units' bytes
     uint64_t slot_bytes;  // 0 when everything is resident
@@ -32,7 +34,7 @@ uint64_t aero_gpu_fixed_bytes(const aero_hparams *hp, int n_vocab, int n_ctx, in
 // (may be NULL) the largest unit.
 void aero_gpu_plan_needs(aero_gpu_plan *p, uint64_t *all, uint64_t *slot);
 // Fills p->vram for a budget: all units when they fit (and none is host_ffn), else two slots of the largest and
-// then the units in layer order that still fit, host_ffn units excepted. p->n_units, unit_bytes and fixed are the caller's; a budget below p->min_need is
+// then the units in layer order that still fit (the head first with head_first), host_ffn units excepted. p->n_units, unit_bytes and fixed are the caller's; a budget below p->min_need is
 // refused with the numbers.
 aero_status aero_gpu_plan_choose(aero_gpu_plan *p, uint64_t gpu_mem, aero_error *err);
 // The plan from the file alone (units by tensor names, as the stream groups them), for `aerollm info`.

@@ -82,9 +82,16 @@ aero_status aero_hparams_from_gguf(const aero_gguf *g, aero_hparams *hp, aero_er
 
 // For a draft head (speculative/head.c), which drafts in the target's feature space: the target's token
 // embeddings of n tokens (n_embd floats each), and its vocabulary projection of n rows shaped like
-// aero_ctx_hidden's (the output norm already applied) into n x n_vocab logits. Not on a GPU context.
+// aero_ctx_hidden's (the output norm already applied) into n x n_vocab logits (on a GPU context, the device's
+// output head: VRAM-resident or copied into a slot).
 aero_status aero_ctx_embed_rows(aero_ctx *c, const int32_t *tok, int n, float *out, aero_error *err);
 aero_status aero_ctx_project(aero_ctx *c, const float *h, int n, float *logits, aero_error *err);
+// A reader of hidden states (a draft head) registers (on) and leaves (off): while one is registered, a context
+// computing on the GPU copies every batch token's residual row back after each pass, so aero_ctx_hidden works
+// there too (a CPU context always keeps them).
+void aero_ctx_want_hidden(aero_ctx *c, bool on);
+// Whether the context computes on the GPU (the server's limits on masked batches differ there).
+bool aero_ctx_on_gpu(const aero_ctx *c);
 
 // A batch: token i has a position, a sequence and (optionally) a mask row. Without mask, token i attends to
 // its sequence's cached tokens and to the earlier tokens of the same sequence in this batch (causal). With

@@ -162,6 +162,7 @@ struct aero_ctx {
     const float *rope_inv_freq;  // the model's speeds this context rotates with (LongRoPE: long or short by n_ctx)
     struct aero_mla_work *mla;   // deepseek2: the latent attention's scratch (mla.c)
     int pipe_id;                 // a pipeline's contexts: this one's id on every rank
+    int hidden_users;            // draft heads reading hidden states: a GPU context copies its residual rows back
 };
 
 // The forward pass in the steps a pipeline rank runs separately (src/mpi/pipeline.c); aero_decode is them in

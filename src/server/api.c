@@ -156,7 +156,7 @@ static json_t *template_text(aero_server *s) {
 static json_t *draft_object(aero_server *s) {
     const aero_srv_model *x = &s->model;
     if (!x->spec_on) return json_null();
-    return json_pack("{s:s, s:s, s:i, s:i, s:i, s:b}", "model", s->p.draft, "description", x->spec_desc, "draft_max",
+    return json_pack("{s:s, s:s, s:i, s:i, s:i, s:b}", "model", s->p.draft ? s->p.draft : s->p.spec.draft_head, "description", x->spec_desc, "draft_max",
                      x->spec.draft_max, "draft_min", x->spec.draft_min, "tree_nodes", x->spec.tree_nodes, "adaptive",
                      x->spec.adaptive);
 }

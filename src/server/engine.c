@@ -64,7 +64,9 @@ static aero_spec *backend_spec_new(void *self, int seq, const aero_sampler_param
     p.sampling.constraint = NULL;
     aero_spec *s = NULL;
     aero_error err = {0};
-    if (aero_spec_new(&s, x->ctx, seq, x->draft, &p, &err)) return NULL;
+    if (x->spec_proto ? aero_spec_new_like(&s, x->spec_proto, seq, &p, &err)
+                      : aero_spec_new(&s, x->ctx, seq, x->draft, &p, &err))
+        return NULL;
     return s;
 }
 
@@ -123,6 +125,13 @@ aero_status aero_srv_model_open(aero_srv_model *x, const aero_server_params *p, 
     aero_model_params mp = p->model;
     aero_status st;
     uint64_t draft_bytes = 0;
+    const char *head = p->spec.draft_head;
+    if (p->draft && head)
+        return aero_fail(err, AERO_ERR_INVALID, "--draft and --draft-head exclude each other");
+    if (head) { // read every drafted token: resident, its weights inside --mem like a drafter's
+        if ((st = aero_spec_head_file_bytes(head, &x->head_bytes, err))) return st;
+        mp.head_hot = true; // and the output head it projects through stays resident
+    }
     if (p->draft && strcmp(p->draft, "ngram")) {
         // the drafter is small and read every step: fully resident, inside --mem like the KV cache
         aero_model_params dp;
@@ -137,7 +146,9 @@ aero_status aero_srv_model_open(aero_srv_model *x, const aero_server_params *p, 
         draft_bytes = aero_model_weight_bytes(x->draft);
     }
     aero_mem_split ms;
-    if ((st = aero_mem_split_plan(&ms, &mp, &cp, draft_bytes, err))) goto fail;
+    if ((st = aero_mem_split_plan_named(&ms, &mp, &cp, draft_bytes + x->head_bytes, head ? "draft head" : "draft model",
+                                        err)))
+        goto fail;
     mp.mem_budget = ms.weight_budget;
     if ((st = aero_model_load(&x->model, &mp, err))) goto fail;
     if ((st = aero_ctx_new(&x->ctx, x->model, &cp, err))) goto fail;
@@ -172,15 +183,14 @@ aero_status aero_srv_model_open(aero_srv_model *x, const aero_server_params *p, 
     x->tmpl_src = template_source(x, p);
     x->tools = aero_tool_style_detect(x->tmpl_src);
     // a GPU context keeps no hidden states on the host, and takes masked (tree) batches of one tile at most
-    aero_error probe = {0};
-    bool gpu = aero_ctx_hidden(x->ctx, -1, NULL, &probe) == AERO_ERR_UNSUPPORTED;
+    bool gpu = aero_ctx_on_gpu(x->ctx);
     if (gpu && p->embeddings) {
         st = aero_fail(err, AERO_ERR_UNSUPPORTED,
                        "--embeddings: this model computes on the GPU, which keeps its hidden states on the device; "
                        "serve embeddings with --device cpu");
         goto fail;
     }
-    if (gpu && p->draft && p->spec.tree_nodes > 0) {
+    if (gpu && (p->draft || head) && p->spec.tree_nodes > 0) {
         st = aero_fail(err, AERO_ERR_UNSUPPORTED,
                        "--draft-tree: on the GPU a tree-masked pass holds one tile, too few for every sequence's tree "
                        "and the prompts beside them; serve chains (no --draft-tree) or use --device cpu");
@@ -190,7 +200,7 @@ aero_status aero_srv_model_open(aero_srv_model *x, const aero_server_params *p, 
         x->backend.hidden = backend_hidden;
         x->backend.n_embd = aero_model_n_embd(x->model);
     }
-    if (p->draft) {
+    if (p->draft || head) {
         if (x->draft && (st = aero_spec_check_vocab(x->model, x->draft, err))) {
             aero_error_prefix(err, "--draft %s: ", p->draft);
             goto fail;
@@ -205,11 +215,12 @@ aero_status aero_srv_model_open(aero_srv_model *x, const aero_server_params *p, 
         x->spec.n_batch = tile;
         aero_spec *probe = NULL; // checks the settings once, and describes them
         if ((st = aero_spec_new(&probe, x->ctx, 0, x->draft, &x->spec, err))) {
-            aero_error_prefix(err, "--draft %s: ", p->draft);
+            aero_error_prefix(err, "%s %s: ", head ? "--draft-head" : "--draft", head ? head : p->draft);
             goto fail;
         }
         aero_spec_describe(probe, x->spec_desc, sizeof x->spec_desc);
-        aero_spec_free(probe);
+        if (head) x->spec_proto = probe; // the head's weights, loaded once for every sequence
+        else aero_spec_free(probe);
         x->spec_on = true;
         x->backend.spec_new = backend_spec_new;
         x->backend.spec_nodes = x->spec.tree_nodes > x->spec.draft_max ? x->spec.tree_nodes : x->spec.draft_max;
@@ -225,6 +236,7 @@ void aero_srv_model_close(aero_srv_model *x) {
     aero_chat_template_free(x->tmpl);
     free(x->tmpl_src);
     if (x->render_mu_ok) pthread_mutex_destroy(&x->render_mu);
+    aero_spec_free(x->spec_proto); // after every request's decoder (the scheduler is freed first)
     aero_ctx_free(x->ctx);
     aero_model_free(x->model);
     aero_model_free(x->draft);

@@ -451,8 +451,8 @@ static const uint8_t *spec_mask(aero_sched *s, const aero_batch_buf *b) {
 // tokens go through the generation layer's rules; fit_tokens > 0: g's share of a pass of decoding tokens only.
 static void spec_advance(aero_sched *s, aero_gen *g, double fit_tokens, double fit_s) {
     int n_out = 0, seq = g->seq, P = s->n_hist[seq];
-    aero_spec_commit(g->spec, g->sampler, s->logits + (size_t)g->spec_row * s->backend.n_vocab, fit_tokens, fit_s,
-                     s->spec_out, &n_out);
+    aero_spec_commit(g->spec, g->sampler, s->logits + (size_t)g->spec_row * s->backend.n_vocab, g->spec_bidx,
+                     fit_tokens, fit_s, s->spec_out, &n_out);
     s->hist[seq][P] = g->pending;
     for (int j = 0; j + 1 < n_out && P + 1 + j < s->backend.n_ctx; j++) s->hist[seq][P + 1 + j] = s->spec_out[j];
     s->n_hist[seq] = P + n_out <= s->backend.n_ctx ? P + n_out : s->backend.n_ctx;
@@ -689,6 +689,7 @@ static void step(aero_sched *s) {
     for (int i = 0; i < n; i++) { // what each sequence's cache now holds (a speculating one's: after its walk)
         int q = ab.seq[i], pos = ab.pos[i];
         if (s->seqs[q] && s->seqs[q]->spec_bidx >= 0) continue;
+        if (s->seqs[q] && s->seqs[q]->spec) aero_spec_observe(s->seqs[q]->spec, i, pos, 1); // a draft head's features
         if (pos < e->n_ctx) {
             s->hist[q][pos] = ab.tokens[i];
             if (s->n_hist[q] < pos + 1) s->n_hist[q] = pos + 1;

@@ -41,6 +41,8 @@ struct aero_spec_head {
     float *e, *in2, *x, *xn, *q, *k, *v, *att, *g, *u, *tmp, *scores;
     int *vis;
     uint64_t bytes;
+    bool wants_hidden; // registered with tctx (aero_ctx_want_hidden)
+    bool borrowed;     // w, norm and inv_freq belong to another head (aero_spec_head_load_like)
 };
 
 // FNV-1a 64 over every token string and a zero byte after each: the teacher's vocabulary in one number.
@@ -58,9 +60,10 @@ uint64_t aero_spec_head_vocab_hash(const aero_model *m) {
 
 void aero_spec_head_free(aero_spec_head *h) {
     if (!h) return;
-    for (int i = 0; i < W_COUNT; i++) free((void *)h->w[i].data);
-    for (int i = 0; i < N_COUNT; i++) free(h->norm[i]);
-    free(h->inv_freq);
+    if (h->wants_hidden) aero_ctx_want_hidden(h->tctx, false);
+    for (int i = 0; i < W_COUNT && !h->borrowed; i++) free((void *)h->w[i].data);
+    for (int i = 0; i < N_COUNT && !h->borrowed; i++) free(h->norm[i]);
+    if (!h->borrowed) free(h->inv_freq);
     free(h->kc);
     free(h->vc);
     free(h->cell_parent);
@@ -132,6 +135,8 @@ static aero_status check_teacher(const aero_gguf *g, const char *path, aero_mode
                          want, have ? have : "(unnamed)");
     return AERO_OK;
 }
+
+static aero_status alloc_state(aero_spec_head *h, aero_ctx *target, int cells, int rows, aero_error *err);
 
 aero_status aero_spec_head_load(aero_spec_head **out, const char *path, aero_ctx *target, int cells, int rows,
                                 aero_error *err) {
@@ -207,6 +212,48 @@ aero_status aero_spec_head_load(aero_spec_head **out, const char *path, aero_ctx
     h->inv_freq = malloc(sizeof(float) * h->hd / 2);
     if (!h->inv_freq) goto oom;
     for (int i = 0; i < h->hd / 2; i++) h->inv_freq[i] = (float)pow(base, -2.0 * i / h->hd);
+    if (alloc_state(h, target, cells, rows, err)) goto fail;
+    *out = h;
+    return AERO_OK;
+oom:
+    aero_fail(err, AERO_ERR_NOMEM, "out of memory for the draft head");
+fail:
+    if (f) fclose(f);
+    aero_gguf_close(g);
+    aero_spec_head_free(h);
+    return err->code;
+}
+
+aero_status aero_spec_head_load_like(aero_spec_head **out, const aero_spec_head *like, int cells, int rows,
+                                     aero_error *err) {
+    *out = NULL;
+    aero_spec_head *h = malloc(sizeof *h);
+    if (!h) return aero_fail(err, AERO_ERR_NOMEM, "out of memory for the draft head");
+    *h = (aero_spec_head){.tctx = like->tctx,
+                          .d = like->d,
+                          .n_head = like->n_head,
+                          .n_head_kv = like->n_head_kv,
+                          .hd = like->hd,
+                          .n_ff = like->n_ff,
+                          .n_vocab = like->n_vocab,
+                          .eps = like->eps,
+                          .inv_freq = like->inv_freq,
+                          .bytes = like->bytes,
+                          .borrowed = true};
+    memcpy(h->w, like->w, sizeof h->w);
+    memcpy(h->norm, like->norm, sizeof h->norm);
+    if (alloc_state(h, like->tctx, cells, rows, err)) {
+        aero_spec_head_free(h);
+        return err->code;
+    }
+    *out = h;
+    return AERO_OK;
+}
+
+// A head's own state (its cache of cells cells, scratch of rows tokens a call), and its registration as a reader
+// of the target's hidden states.
+static aero_status alloc_state(aero_spec_head *h, aero_ctx *target, int cells, int rows, aero_error *err) {
+    int d = h->d, kvd = h->n_head_kv * h->hd;
     h->cap = cells;
     h->rows = rows;
     size_t R = (size_t)rows;
@@ -228,19 +275,27 @@ aero_status aero_spec_head_load(aero_spec_head **out, const char *path, aero_ctx
     h->vis = malloc(sizeof(int) * cells);
     if (!h->kc || !h->vc || !h->cell_parent || !h->e || !h->in2 || !h->x || !h->xn || !h->q || !h->k || !h->v ||
         !h->att || !h->g || !h->u || !h->tmp || !h->scores || !h->vis)
-        goto oom;
-    *out = h;
+        return aero_fail(err, AERO_ERR_NOMEM, "out of memory for the draft head's cache of %d cells", cells);
+    aero_ctx_want_hidden(target, true); // a GPU context copies its hidden states back from now on
+    h->wants_hidden = true;
     return AERO_OK;
-oom:
-    aero_fail(err, AERO_ERR_NOMEM, "out of memory for the draft head");
-fail:
-    if (f) fclose(f);
-    aero_gguf_close(g);
-    aero_spec_head_free(h);
-    return err->code;
 }
 
 uint64_t aero_spec_head_bytes(const aero_spec_head *h) { return h ? h->bytes : 0; }
+
+aero_status aero_spec_head_file_bytes(const char *path, uint64_t *bytes, aero_error *err) {
+    *bytes = 0;
+    aero_gguf *g = NULL;
+    if (aero_gguf_load(&g, path, err)) return aero_error_prefix(err, "draft head: ");
+    const char *arch = aero_gguf_get_str(g, "general.architecture");
+    aero_status st = AERO_OK;
+    if (!arch || strcmp(arch, HEAD_ARCH))
+        st = aero_fail(err, AERO_ERR_INVALID, "%s is not a draft head (general.architecture '%s', expected '%s')", path,
+                       arch ? arch : "", HEAD_ARCH);
+    for (uint64_t i = 0; !st && i < g->n_tensors; i++) *bytes += aero_gguf_tensor_nbytes(g, i);
+    aero_gguf_close(g);
+    return st;
+}
 
 // Drops drafted cells and committed cells beyond n_commit (positions 1..n_commit are cells 0..n_commit-1).
 void aero_spec_head_truncate(aero_spec_head *h, int n_commit) {

@@ -119,8 +119,9 @@ static void count_expansions(aero_spec *s, int m) {
     }
 }
 
-aero_status aero_spec_new(aero_spec **out, aero_ctx *target, int seq, aero_model *draft, const aero_spec_params *p,
-                          aero_error *err) {
+// aero_spec_new, a draft head's weights borrowed from like_head when given (aero_spec_new_like).
+static aero_status spec_new(aero_spec **out, aero_ctx *target, int seq, aero_model *draft, const aero_spec_params *p,
+                            const aero_spec_head *like_head, aero_error *err) {
     *out = NULL;
     if (p->draft_max < 1)
         return aero_fail(err, AERO_ERR_INVALID, "draft length (--draft-max) must be at least 1, got %d", p->draft_max);
@@ -166,8 +167,9 @@ aero_status aero_spec_new(aero_spec **out, aero_ctx *target, int seq, aero_model
     if (p->draft_head) {
         // the head drafts over the target's own vocabulary, with the drafter's ranking buffers
         int d = aero_model_n_embd(tm);
-        if (aero_spec_head_load(&s->head, p->draft_head, target, s->n_ctx + nm + 2, nm > s->p.n_batch ? nm : s->p.n_batch,
-                                err))
+        int cells = s->n_ctx + nm + 2, rows = nm > s->p.n_batch ? nm : s->p.n_batch;
+        if (like_head ? aero_spec_head_load_like(&s->head, like_head, cells, rows, err)
+                      : aero_spec_head_load(&s->head, p->draft_head, target, cells, rows, err))
             goto fail;
         aero_sampler_params dp = p->sampling;
         dp.repeat_penalty = 1, dp.presence_penalty = 0, dp.frequency_penalty = 0;
@@ -177,7 +179,7 @@ aero_status aero_spec_new(aero_spec **out, aero_ctx *target, int seq, aero_model
         s->top_tok = malloc(sizeof(int32_t) * (size_t)nm * s->top_b);
         s->top_q = malloc(sizeof(float) * (size_t)nm * s->top_b);
         s->n_top = calloc(nm, sizeof(int));
-        s->hfeat = malloc(sizeof(float) * (size_t)(s->n_ctx + nm + 2) * d);
+        s->hfeat = calloc((size_t)(s->n_ctx + nm + 2) * d, sizeof(float)); // unseen positions: zero features
         s->hroot = malloc(sizeof(float) * d);
         s->nfeat = malloc(sizeof(float) * (size_t)nm * d);
         s->ncell = malloc(sizeof(int) * nm);
@@ -234,6 +236,16 @@ oom:
 fail:
     aero_spec_free(s);
     return err->code;
+}
+
+aero_status aero_spec_new(aero_spec **out, aero_ctx *target, int seq, aero_model *draft, const aero_spec_params *p,
+                          aero_error *err) {
+    return spec_new(out, target, seq, draft, p, NULL, err);
+}
+
+aero_status aero_spec_new_like(aero_spec **out, const aero_spec *like, int seq, const aero_spec_params *p,
+                               aero_error *err) {
+    return spec_new(out, like->tctx, seq, like->dmodel, p, p->draft_head ? like->head : NULL, err);
 }
 
 void aero_spec_free(aero_spec *s) {
@@ -597,9 +609,6 @@ aero_status aero_spec_step(aero_spec *s, aero_sampler *smp, int max_new, int32_t
 }
 
 aero_status aero_spec_resume(aero_spec *s, const int32_t *toks, int n, aero_error *err) {
-    if (s->head)
-        return aero_fail(err, AERO_ERR_UNSUPPORTED, "a draft head needs the verify pass's hidden states: not with "
-                                                    "a caller-run pass (the server) yet");
     if (n < 1 || n > s->n_ctx)
         return aero_fail(err, AERO_ERR_RANGE, "speculative resume: %d tokens for a context of %d", n, s->n_ctx);
     for (int i = 0; i < n; i++)
@@ -609,13 +618,25 @@ aero_status aero_spec_resume(aero_spec *s, const int32_t *toks, int n, aero_erro
     if (s->dmodel && aero_model_hparams(s->dmodel)->n_ctx_train < s->n_ctx)
         return aero_fail(err, AERO_ERR_INVALID, "draft model: its context is %d tokens, shorter than the target's %d",
                          aero_model_hparams(s->dmodel)->n_ctx_train, s->n_ctx);
+    // a draft head keeps its cells of the tokens still committed (catch_up refeeds the rest); its features are
+    // those aero_spec_observe and aero_spec_commit recorded by position
+    int same = 0;
+    while (s->head && same < s->n_tok && same < n && s->toks[same] == toks[same]) same++;
     memset(&s->st, 0, sizeof s->st);
     memcpy(s->toks, toks, sizeof(int32_t) * n);
     s->n_tok = n;
     s->t_len = n - 1;
-    s->d_len = s->n_fed = s->n_nodes = 0;
+    s->d_len = s->head && s->d_len < same ? s->d_len : s->head ? same : 0;
+    s->n_fed = s->n_nodes = 0;
     if (s->dctx) aero_kv_drop(s->dctx, 0);
     return AERO_OK;
+}
+
+void aero_spec_observe(aero_spec *s, int row, int pos, int n) {
+    if (!s->head || pos < 0 || pos + n > s->cap_tok) return;
+    aero_error err = {0};
+    // a failure leaves that position's feature as it was: the drafts get worse, the output stays the target's
+    keep_hidden(s, row, pos, n, &err);
 }
 
 aero_status aero_spec_draft(aero_spec *s, aero_sampler *smp, int max_new, int *n_nodes, aero_error *err) {
@@ -633,14 +654,18 @@ void aero_spec_node(const aero_spec *s, int i, int32_t *token, int *parent, int 
     *depth = s->nodes[i].depth;
 }
 
-void aero_spec_commit(aero_spec *s, aero_sampler *smp, const float *rows, double fit_tokens, double fit_s, int32_t *out,
-                      int *n_out) {
+void aero_spec_commit(aero_spec *s, aero_sampler *smp, const float *rows, int root_row, double fit_tokens,
+                      double fit_s, int32_t *out, int *n_out) {
     count_pass(s, 1 + s->n_nodes, fit_s, false);
     if (fit_tokens > 0) {
         aero_spec_fit_add(&s->fit, fit_tokens, fit_s);
         curve_add(&s->curve, fit_tokens, fit_s);
     }
+    int root_pos = s->n_tok - 1;
     walk(s, smp, rows, out, n_out);
+    // a draft head's features of the tokens now committed: the root's row, then the accepted nodes'
+    aero_spec_observe(s, root_row, root_pos, 1);
+    for (int j = 0; j < *n_out - 1; j++) aero_spec_observe(s, root_row + 1 + s->keep[j], root_pos + 1 + j, 1);
 }
 
 int aero_spec_n_tokens(const aero_spec *s) { return s->n_tok; }

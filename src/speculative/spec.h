@@ -25,11 +25,22 @@ typedef struct aero_spec aero_spec;
 // fit_tokens > 0: this sequence's share of a pass of decoding tokens only (the pass's tokens and seconds over
 // the sequences it advanced), a sample of the cost the adaptive length weighs: the fixed cost of a pass is
 // shared, each token drafted is not.
+// With a draft head, the hidden states of the pass's rows come from the target context: commit reads those of the
+// rows it commits (root_row: the root's batch index, its nodes after it), and aero_spec_observe records the rows
+// of this sequence the caller decoded without a draft (prompt chunks, plain steps: batch rows [row, row + n) are
+// positions [pos, pos + n)), after the pass and before the next; positions never observed (a reused cached
+// prefix) have zero features, which only makes the head's drafts worse.
 aero_status aero_spec_resume(aero_spec *s, const int32_t *toks, int n, aero_error *err);
 aero_status aero_spec_draft(aero_spec *s, aero_sampler *smp, int max_new, int *n_nodes, aero_error *err);
 void aero_spec_node(const aero_spec *s, int i, int32_t *token, int *parent, int *depth);
-void aero_spec_commit(aero_spec *s, aero_sampler *smp, const float *rows, double fit_tokens, double fit_s, int32_t *out,
-                      int *n_out);
+void aero_spec_commit(aero_spec *s, aero_sampler *smp, const float *rows, int root_row, double fit_tokens,
+                      double fit_s, int32_t *out, int *n_out);
+void aero_spec_observe(aero_spec *s, int row, int pos, int n);
+// A decoder for another sequence of like's target with like's drafter (a draft head: its weights shared, so
+// like must outlive it), settings p (p->draft_head: whether to draft with the head). The server makes one per
+// request.
+aero_status aero_spec_new_like(aero_spec **out, const aero_spec *like, int seq, const aero_spec_params *p,
+                               aero_error *err);
 
 // The draft head's file format (head.c): FNV-1a 64 of the teacher's token strings, recorded in a head so that a
 // head for another teacher is refused; and a head of random weights for teacher (tests), recording teacher_name

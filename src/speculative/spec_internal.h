@@ -118,6 +118,10 @@ void aero_spec_rank_children(aero_spec *s, bool greedy, const float *logits, int
 aero_status aero_spec_head_load(aero_spec_head **out, const char *path, aero_ctx *target, int cells, int rows,
                                 aero_error *err);
 void aero_spec_head_free(aero_spec_head *h);
+// A head for another sequence of the same target sharing like's weights (like must outlive it): the server loads
+// the file once for all its sequences.
+aero_status aero_spec_head_load_like(aero_spec_head **out, const aero_spec_head *like, int cells, int rows,
+                                     aero_error *err);
 uint64_t aero_spec_head_bytes(const aero_spec_head *h);
 void aero_spec_head_truncate(aero_spec_head *h, int n_commit);
 // Fills s->nodes from the draft head: best-first by path probability, evaluating the most probable

@@ -3,7 +3,8 @@
 # the CUDA backend (tests/cuda/cuda_emu.c), so its wiring is checked everywhere: greedy text equal to the CPU
 # path, every unit streamed through the two VRAM slots (the smallest --gpu-mem) bitwise equal to all resident,
 # long prompts in chunks, embedding rows on the device or the host, the AERO_CUDA_PROFILE report, speculative
-# chain and tree (KV keep on the device) equal to plain greedy, all-token
+# chain and tree (KV keep on the device) and the draft head (hidden states back to the host, projection through
+# the device's head) equal to plain greedy, all-token
 # logits (perplexity), MoE layers (FFN on the host), and the refusal without a device. The kernels themselves are checked on a GPU (test_cuda).
 set -u
 cd "$(dirname "$0")/../.."
@@ -60,6 +61,28 @@ if [ -f "$TM" ] && [ -f "$DM" ]; then
     gen t_tree -m "$TM" -n 20 -c 128 --device cuda --draft "$DM" --draft-tree 8
     same t_gpu t_spec "teacher: speculative differs from plain greedy"
     same t_gpu t_tree "teacher: tree speculative differs from plain greedy"
+    # the draft head on the GPU: hidden states copied back, projection through the device's output head (resident,
+    # or streamed through a slot at the smallest --gpu-mem); greedy text == plain == the CPU's
+    HD=models/aero-draft-head-4M-F16.gguf
+    if [ -f "$HD" ]; then
+        gen t_cpu -m "$TM" -n 40 -c 128 --device cpu
+        gen t_gpu40 -m "$TM" -n 40 -c 128 --device cuda
+        gen t_head -m "$TM" -n 40 -c 128 --device cuda --draft-head "$HD" --stats
+        gen t_head_tree -m "$TM" -n 40 -c 128 --device cuda --draft-head "$HD" --draft-tree 16
+        same t_cpu t_gpu40 "teacher: emulated GPU differs from the CPU"
+        same t_gpu40 t_head "teacher: --draft-head on the GPU differs from plain greedy"
+        same t_gpu40 t_head_tree "teacher: --draft-head tree on the GPU differs from plain greedy"
+        acc=$(grep -oE 'drafted +[0-9]+, accepted [0-9]+' "$T/t_head.err" | grep -oE '[0-9]+$')
+        [ "${acc:-0}" -ge 10 ] || fail "--draft-head on the GPU: accepted '${acc:-}' drafted tokens (the hidden states or the projection are wrong)"
+        mgt=$("$A" run -m "$TM" -p x -n 1 -c 128 --device cuda --gpu-mem 4K 2>&1 | grep -oE 'at least [0-9]+ bytes' | grep -oE '[0-9]+')
+        gen t_head_str -m "$TM" -n 40 -c 128 --device cuda --gpu-mem "${mgt:-1}" --draft-head "$HD" --stats
+        same t_gpu40 t_head_str "teacher: --draft-head with the head streamed through a slot differs from plain greedy"
+        grep -q "0 of 9 units resident" "$T/t_head_str.err" || fail "head not streamed: $(grep device: "$T/t_head_str.err")"
+        # one unit's room besides the slots: the output head, which the draft head reads every drafted token
+        gen t_head_v -m "$TM" -n 40 -c 128 --device cuda --gpu-mem $(( ${mgt:-1} + 5000000 )) --draft-head "$HD" --stats
+        same t_gpu40 t_head_v "teacher: --draft-head with the head VRAM-resident differs from plain greedy"
+        grep -qE "^stream: units [RsV]*[Rs]V " "$T/t_head_v.err" || fail "head not chosen first: $(grep -E '^stream: units' "$T/t_head_v.err")"
+    fi
     # three tiers: the first units in VRAM, the rest from host memory or disk; the VRAM-resident units are
     # neither held in host memory nor read per pass (V in the stream's unit map)
     gen t_tier -m "$TM" -n 20 -c 128 --device cuda --gpu-mem 112M --mem 16M --stats
