@@ -20,9 +20,6 @@
 #define __shared__ static
 #define __launch_bounds__(...)
 
-struct uint4 {
-    uint32_t x, y, z, w;
-};
 struct emu_dim3 {
     unsigned x, y, z;
 };

@@ -267,17 +267,7 @@ template <int TY> static bool launch_shape(const aero_cuda_wmat *w, const float 
 
 static bool is_dense(aero_dtype t) { return t == AERO_DT_F32 || t == AERO_DT_F16 || t == AERO_DT_BF16; }
 
-// AERO_CUDA_MM=v1 keeps every type on the f32 kernels above (the fallback, and the baseline of benchmarks).
-static bool mma_enabled(void) {
-    static int on = -1;
-    if (on < 0) {
-        const char *e = getenv("AERO_CUDA_MM");
-        on = !(e && !strcmp(e, "v1"));
-    }
-    return on;
-}
-
-extern "C" bool aero_cuda_matmul_f16(aero_dtype t) { return mma_enabled() && aero_mma_type(t); }
+extern "C" bool aero_cuda_matmul_f16(aero_dtype t) { return aero_mma_enabled() && aero_mma_type(t); }
 
 extern "C" aero_status aero_cuda_act_prepare(aero_cuda *cu, const float *x, int n, int cols, aero_cuda_act *out,
                                              aero_error *err) {
@@ -287,7 +277,7 @@ extern "C" aero_status aero_cuda_act_prepare(aero_cuda *cu, const float *x, int 
     if ((size_t)n * cols > cu->scratch_floats)
         return aero_fail(err, AERO_ERR_RANGE, "CUDA activations %d x %d exceed the scratch of %zu floats", n, cols,
                          cu->scratch_floats);
-    if (mma_enabled()) { // n * cols / 2 + n + 64 <= n * cols floats: fits whenever the f32 copy would
+    if (aero_mma_enabled()) { // n * cols / 2 + n + 64 <= n * cols floats: fits whenever the f32 copy would
         aero_mma_prepare(x, n, cols, cu->scratch, &out->xh, &out->xs, cu->compute);
         CU_LAUNCHED("f16 activations launch");
         return AERO_OK;

@@ -16,6 +16,8 @@
 // f16 copy cannot overflow) and the outputs scaled back: exact, and a function of the token's own values.
 #include <cuda_fp16.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "cuda_internal.cuh"
 #include "cuda_decode.cuh"
@@ -145,26 +147,19 @@ __global__ void __launch_bounds__(MMA_THREADS) k_mma(const uint8_t *__restrict__
             }
 }
 
-// One block per token: the largest magnitude (max is exact in any order), the power-of-two scale that keeps
-// it within 2^15, then the scaled row rounded to f16. xs[i] = the inverse factor, applied to the outputs.
+// One block per token (aero_prep_row_f16).
 __global__ void k_prep_f16(const float *__restrict__ x, __half *__restrict__ xh, float *__restrict__ xs, int cols) {
-    __shared__ float wmax[32];
-    const int i = blockIdx.x;
-    const float *row = x + (size_t)i * cols;
-    float mx = 0.0f;
-    for (int j = threadIdx.x; j < cols; j += blockDim.x) mx = fmaxf(mx, fabsf(row[j]));
-    for (int o = 16; o >= 1; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
-    if ((threadIdx.x & 31) == 0) wmax[threadIdx.x >> 5] = mx;
-    __syncthreads();
-    mx = 0.0f;
-    for (int w = 0; w < (int)(blockDim.x >> 5); w++) mx = fmaxf(mx, wmax[w]);
-    int e = 0; // mx <= 2^15 * 2^e
-    if (mx > 32768.0f && mx <= 3.0e38f) {
-        frexpf(mx / 32768.0f, &e); // mx / 2^15 = f * 2^e with f in [0.5, 1)
+    const size_t i = blockIdx.x;
+    aero_prep_row_f16(x + i * cols, cols, xh + i * cols, xs + i);
+}
+
+bool aero_mma_enabled(void) {
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("AERO_CUDA_MM");
+        on = !(e && !strcmp(e, "v1"));
     }
-    const float down = ldexpf(1.0f, -e);
-    for (int j = threadIdx.x; j < cols; j += blockDim.x) xh[(size_t)i * cols + j] = __float2half_rn(row[j] * down);
-    if (threadIdx.x == 0) xs[i] = ldexpf(1.0f, e);
+    return on;
 }
 
 bool aero_mma_type(aero_dtype t) {
@@ -183,8 +178,9 @@ size_t aero_mma_prep_floats(int n, int cols) { return (size_t)n * cols / 2 + (si
 
 void aero_mma_prepare(const float *x, int n, int cols, float *scratch, const void **xh, const float **xs,
                       cudaStream_t s) {
-    __half *h = (__half *)scratch;
-    float *scale = scratch + (((size_t)n * cols / 2 + 63) & ~(size_t)63);
+    __half *h;
+    float *scale;
+    aero_mma_act_slots(scratch, n, cols, &h, &scale);
     k_prep_f16<<<n, 256, 0, s>>>(x, h, scale, cols);
     *xh = h;
     *xs = scale;

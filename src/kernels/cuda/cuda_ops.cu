@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "cuda_internal.cuh"
+#include "cuda_mma.cuh"
 
 #define NORM_THREADS 256
 
@@ -25,7 +26,9 @@ __device__ __forceinline__ size_t act_perm(int cols, int e) {
 // residual add, each element by the thread that then squares it); with xp, the output is also written in the
 // matmul layout (the prepared activations). Plain rmsnorm is this kernel with neither, so fused and unfused
 // give the same bits by construction.
-__global__ void k_rmsnorm(float *out, float *x, const float *add, const float *w, int dim, float eps, float *xp) {
+// With xh (the tensor-core kernels' input), the f16 copy of the output row is written by the same block.
+__global__ void k_rmsnorm(float *out, float *x, const float *add, const float *w, int dim, float eps, float *xp,
+                          __half *xh, float *xs) {
     __shared__ float red[NORM_THREADS / 32];
     __shared__ float scale;
     float *xr = x + (size_t)blockIdx.x * dim;
@@ -56,40 +59,48 @@ __global__ void k_rmsnorm(float *out, float *x, const float *add, const float *w
         o[i] = y;
         if (xpr) xpr[act_perm(dim, i)] = y;
     }
+    if (xh) aero_prep_row_f16(o, dim, xh + (size_t)blockIdx.x * dim, xs + blockIdx.x);
 }
 
 extern "C" aero_status aero_cuda_rmsnorm(aero_cuda *cu, float *out, const float *x, const float *w, int n_rows, int dim,
                                          float eps, aero_error *err) {
     if (n_rows < 0 || dim <= 0) return aero_fail(err, AERO_ERR_INVALID, "CUDA rmsnorm of %d x %d", n_rows, dim);
     if (n_rows == 0) return AERO_OK;
-    k_rmsnorm<<<n_rows, NORM_THREADS, 0, cu->compute>>>(out, (float *)x, NULL, w, dim, eps, NULL);
+    k_rmsnorm<<<n_rows, NORM_THREADS, 0, cu->compute>>>(out, (float *)x, NULL, w, dim, eps, NULL, NULL, NULL);
     CU_LAUNCHED("rmsnorm launch");
     return AERO_OK;
 }
 
-// Where a fused op writes the matmul layout of n rows of cols: the backend's scratch, as aero_cuda_act_prepare
-// (NULL with act holding the natural rows when cols is not a multiple of 32: dense weights read those).
-static aero_status act_target(aero_cuda *cu, float *out, int n, int cols, aero_cuda_act *act, float **xp,
-                              aero_error *err) {
-    *xp = NULL;
+// Where a fused op writes the matmul input of n rows of cols: the backend's scratch, as aero_cuda_act_prepare
+// (the permuted f32 copy, or with the tensor-core kernels the f16 copy and its factors); act holds only the
+// natural rows when cols is not a multiple of 32 (dense weights read those).
+static aero_status act_target(aero_cuda *cu, float *out, int n, int cols, aero_cuda_act *act, float **xp, __half **xh,
+                              float **xs, aero_error *err) {
+    *xp = NULL, *xh = NULL, *xs = NULL;
     if (!act) return AERO_OK;
-    *act = aero_cuda_act{out, NULL, n, cols};
+    *act = aero_cuda_act{out, NULL, n, cols, NULL, NULL};
     if (cols % 32) return AERO_OK;
     if ((size_t)n * cols > cu->scratch_floats)
         return aero_fail(err, AERO_ERR_RANGE, "CUDA activations %d x %d exceed the scratch of %zu floats", n, cols,
                          cu->scratch_floats);
-    *xp = cu->scratch;
-    act->xp = cu->scratch;
+    if (aero_mma_enabled()) {
+        aero_mma_act_slots(cu->scratch, n, cols, xh, xs);
+        act->xh = *xh, act->xs = *xs;
+    } else {
+        *xp = cu->scratch;
+        act->xp = cu->scratch;
+    }
     return AERO_OK;
 }
 
 extern "C" aero_status aero_cuda_rmsnorm_act(aero_cuda *cu, float *out, float *x, const float *add, const float *w,
                                              int n_rows, int dim, float eps, aero_cuda_act *act, aero_error *err) {
     if (n_rows < 0 || dim <= 0) return aero_fail(err, AERO_ERR_INVALID, "CUDA rmsnorm of %d x %d", n_rows, dim);
-    float *xp;
-    aero_status st = act_target(cu, out, n_rows, dim, act, &xp, err);
+    float *xp, *xs;
+    __half *xh;
+    aero_status st = act_target(cu, out, n_rows, dim, act, &xp, &xh, &xs, err);
     if (st || n_rows == 0) return st;
-    k_rmsnorm<<<n_rows, NORM_THREADS, 0, cu->compute>>>(out, x, add, w, dim, eps, xp);
+    k_rmsnorm<<<n_rows, NORM_THREADS, 0, cu->compute>>>(out, x, add, w, dim, eps, xp, xh, xs);
     CU_LAUNCHED("rmsnorm launch");
     return AERO_OK;
 }
@@ -171,12 +182,19 @@ extern "C" aero_status aero_cuda_swiglu(aero_cuda *cu, float *out, const float *
 extern "C" aero_status aero_cuda_swiglu_act(aero_cuda *cu, float *out, const float *gate, const float *up, int n,
                                             int cols, aero_cuda_act *act, aero_error *err) {
     if (n < 0 || cols <= 0) return aero_fail(err, AERO_ERR_INVALID, "CUDA swiglu of %d x %d", n, cols);
-    float *xp;
-    aero_status st = act_target(cu, out, n, cols, act, &xp, err);
+    float *xp, *xs;
+    __half *xh;
+    aero_status st = act_target(cu, out, n, cols, act, &xp, &xh, &xs, err);
     size_t count = (size_t)n * cols;
     if (st || count == 0) return st;
     k_swiglu<<<(unsigned)((count + 255) / 256), 256, 0, cu->compute>>>(out, gate, up, count, cols, xp);
     CU_LAUNCHED("swiglu launch");
+    if (xh) { // the f16 copy needs each row's largest magnitude first: a second launch, aero_mma_prepare's
+        const void *h;
+        const float *f;
+        aero_mma_prepare(out, n, cols, cu->scratch, &h, &f, cu->compute);
+        CU_LAUNCHED("f16 activations launch");
+    }
     return AERO_OK;
 }
 
