@@ -44,10 +44,10 @@ typedef struct {
     aero_cuda_event **ev; // a pool of marks reused each pass
     uint8_t *cls;         // class of the interval after each mark
     int n_marks, cap;
-    long ops;             // ops queued this pass
-    double last;          // host clock at the last phase boundary
-    double host[PH_N];    // this pass
-    prof_sum by[2];       // [0] one-token passes (decode), [1] the others
+    long ops;          // ops queued this pass
+    double last;       // host clock at the last phase boundary
+    double host[PH_N]; // this pass
+    prof_sum by[2];    // [0] one-token passes (decode), [1] the others
 } gpu_prof;
 
 typedef struct aero_gpu {
@@ -65,12 +65,12 @@ typedef struct aero_gpu {
     int next_slot;
     uint16_t **kc, **vc; // per layer: [n_seq][n_ctx][kv_dim] F16
     float *x, *xb, *q, *k, *v, *att, *hb, *hb2, *lin, *logits, *inv_freq;
-    float *h_x;   // pinned staging of the embedded rows (host path)
-    int32_t *h_ids, *d_ids; // pinned staging and device copy of the batch's token ids (GPU path)
-    const void *embd_dev;   // the token embedding in VRAM (rows looked up on the GPU), or NULL
+    float *h_x;              // pinned staging of the embedded rows (host path)
+    int32_t *h_ids, *d_ids;  // pinned staging and device copy of the batch's token ids (GPU path)
+    const void *embd_dev;    // the token embedding in VRAM (rows looked up on the GPU), or NULL
     aero_cuda_event *staged; // the last upload from h_x / h_ids is done: the next pass may refill them
     bool staged_pending;
-    bool pending_add; // xb holds a layer's last output not yet added to x (fused into the next norm)
+    bool pending_add;       // xb holds a layer's last output not yet added to x (fused into the next norm)
     bool graphs;            // AERO_CUDA_GRAPHS=1 and every unit resident: one-token passes replay a graph
     aero_cuda_graph *graph; // the layers and head of a one-token pass, for the batch shape graph_key
     uint64_t graph_key;
@@ -154,7 +154,8 @@ static void prof_report(const aero_gpu *g, const char *when) {
         double n = (double)s->passes, h = 0, d = 0;
         for (int i = 0; i < PH_N; i++) h += s->host[i];
         for (int i = 0; i < OP_N; i++) d += s->gpu[i];
-        fprintf(stderr, "cuda profile (%s, %s passes: %ld, %.1f tokens/pass, %.0f backend calls/pass):\n  host %.3f ms/pass =",
+        fprintf(stderr,
+                "cuda profile (%s, %s passes: %ld, %.1f tokens/pass, %.0f backend calls/pass):\n  host %.3f ms/pass =",
                 when, k ? "batch" : "1-token", s->passes, s->tokens / n, s->ops / n, h / n);
         for (int i = 0; i < PH_N; i++) fprintf(stderr, " %s %.3f", PH_NAMES[i], s->host[i] / n);
         fprintf(stderr, "\n  GPU  %.3f ms/pass =", d / n);
@@ -230,8 +231,7 @@ static aero_status check_model(const aero_model *m, aero_error *err) {
         int n = unit_mats(m, u, mats);
         for (int i = 0; i < n; i++) {
             if (mats[i] < 0)
-                return aero_fail(err, AERO_ERR_UNSUPPORTED,
-                                 "--device cuda: layer %d is not a llama/qwen2/qwen3 layer",
+                return aero_fail(err, AERO_ERR_UNSUPPORTED, "--device cuda: layer %d is not a llama/qwen2/qwen3 layer",
                                  u);
             aero_cuda_wmat w = wm(m, mats[i], (const void *)(uintptr_t)256);
             if (aero_cuda_wmat_check(&w, err))
@@ -667,12 +667,20 @@ static aero_status attn_inputs(aero_ctx *c, aero_gpu *g, int l, int n, aero_erro
             aero_cuda_rmsnorm(cu, g->k, g->k, g->tdev[w->k_norm], n * hp->n_head_kv, hd, hp->norm_eps, err))
             return err->code;
     }
-    aero_cuda_qkv a = {.q = g->q, .k = g->k, .v = g->v,
+    aero_cuda_qkv a = {.q = g->q,
+                       .k = g->k,
+                       .v = g->v,
                        .bq = bias && !norms ? g->tdev[w->bq] : NULL,
                        .bk = bias && !norms ? g->tdev[w->bk] : NULL,
                        .bv = bias && !norms ? g->tdev[w->bv] : NULL,
-                       .n_head = hp->n_head, .n_head_kv = hp->n_head_kv, .head_dim = hd, .rope_dim = hp->rope_dim,
-                       .inv_freq = g->inv_freq, .neox = m->rope_neox, .k_cache = g->kc[l], .v_cache = g->vc[l]};
+                       .n_head = hp->n_head,
+                       .n_head_kv = hp->n_head_kv,
+                       .head_dim = hd,
+                       .rope_dim = hp->rope_dim,
+                       .inv_freq = g->inv_freq,
+                       .neox = m->rope_neox,
+                       .k_cache = g->kc[l],
+                       .v_cache = g->vc[l]};
     return aero_cuda_rope_kv_store(g->batch, &a, err);
 }
 
@@ -690,8 +698,7 @@ static aero_status layer(aero_ctx *c, aero_gpu *g, int l, int slot, int n, aero_
         matmul(g, &wk, &a, g->k, err) || matmul(g, &wv, &a, g->v, err) || attn_inputs(c, g, l, n, err))
         return err->code;
     prof_op(g, OP_ATTN);
-    if (aero_cuda_attention(g->batch, g->q, g->kc[l], g->vc[l], hp->n_head, hp->n_head_kv, hp->head_dim, g->att,
-                            err) ||
+    if (aero_cuda_attention(g->batch, g->q, g->kc[l], g->vc[l], hp->n_head, hp->n_head_kv, hp->head_dim, g->att, err) ||
         prep(g, g->att, n, qd, &a, err) || matmul(g, &wo, &a, g->xb, err))
         return err->code;
     g->pending_add = true;

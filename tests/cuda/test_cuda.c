@@ -408,14 +408,25 @@ static void test_fused_rope_kv(bool neox, int rope_dim, bool bias, uint64_t *rng
     OK(aero_cuda_rope(cu, q1, n, nh, hd, rope_dim, dpos, df, neox, &err));
     OK(aero_cuda_rope(cu, k1, n, nkv, hd, rope_dim, dpos, df, neox, &err));
     OK(aero_cuda_kv_store(b, kc1, vc1, k1, v1, kvd, &err));
-    aero_cuda_qkv a = {.q = q2, .k = k2, .v = v2, .bq = bq, .bk = bk, .bv = bv, .n_head = nh, .n_head_kv = nkv,
-                       .head_dim = hd, .rope_dim = rope_dim, .inv_freq = df, .neox = neox, .k_cache = kc2,
+    aero_cuda_qkv a = {.q = q2,
+                       .k = k2,
+                       .v = v2,
+                       .bq = bq,
+                       .bk = bk,
+                       .bv = bv,
+                       .n_head = nh,
+                       .n_head_kv = nkv,
+                       .head_dim = hd,
+                       .rope_dim = rope_dim,
+                       .inv_freq = df,
+                       .neox = neox,
+                       .k_cache = kc2,
                        .v_cache = vc2};
     OK(aero_cuda_rope_kv_store(b, &a, &err));
     bool ok = same_dev(q1, q2, qb) && same_dev(k1, k2, kb) && same_dev(v1, v2, kb) && same_dev(kc1, kc2, cache) &&
               same_dev(vc1, vc2, cache);
-    EXPECT(ok, "rope_kv_store %s rope_dim %d bias %d differs from the unfused ops", neox ? "neox" : "normal",
-           rope_dim, bias);
+    EXPECT(ok, "rope_kv_store %s rope_dim %d bias %d differs from the unfused ops", neox ? "neox" : "normal", rope_dim,
+           bias);
     printf("  bias + rope q,k + kv_store (%s, rope_dim %d%s) fused == unfused: %s\n", neox ? "neox" : "normal",
            rope_dim, bias ? ", biases" : "", ok ? "bitwise" : "NO");
     aero_cuda_batch_free(b);

@@ -213,10 +213,10 @@ aero_status aero_cuda_swiglu_act(aero_cuda *cu, float *out, const float *gate, c
 
 // The attention inputs of a layer after the q/k/v matmuls, for aero_cuda_rope_kv_store.
 typedef struct {
-    float *q, *k, *v;           // [n][n_head * head_dim], [n][n_head_kv * head_dim] twice
-    const float *bq, *bk, *bv;  // biases added first (qwen2), or all NULL
+    float *q, *k, *v;          // [n][n_head * head_dim], [n][n_head_kv * head_dim] twice
+    const float *bq, *bk, *bv; // biases added first (qwen2), or all NULL
     int n_head, n_head_kv, head_dim, rope_dim;
-    const float *inv_freq;      // as aero_cuda_rope
+    const float *inv_freq; // as aero_cuda_rope
     bool neox;
     uint16_t *k_cache, *v_cache; // one layer's F16 cache
 } aero_cuda_qkv;
