@@ -320,6 +320,27 @@ static bool same_dev(const void *a, const void *b, size_t bytes) {
     return same;
 }
 
+// The prepared form of activations (the permuted f32 copy, or the tensor-core kernels' f16 copy and per-token
+// factors) copied out of the shared scratch into device memory `keep` (room for n * cols floats + n); its bytes.
+static size_t keep_prepared(const aero_cuda_act *a, char *keep) {
+    size_t cnt = (size_t)a->n * a->cols;
+    if (a->xp) {
+        OK(aero_cuda_copy_d2d(cu, keep, a->xp, sizeof(float) * cnt, &err));
+        return sizeof(float) * cnt;
+    }
+    if (!a->xh) return 0;
+    OK(aero_cuda_copy_d2d(cu, keep, a->xh, 2 * cnt, &err));
+    OK(aero_cuda_copy_d2d(cu, keep + 2 * cnt, a->xs, sizeof(float) * a->n, &err));
+    return 2 * cnt + sizeof(float) * a->n;
+}
+
+// Whether a fused op's prepared activations equal the unfused ones kept in `kept` (pb bytes).
+static bool same_prepared(const aero_cuda_act *a, const char *kept, size_t pb, int n, int cols) {
+    char *tmp = dalloc(sizeof(float) * ((size_t)n * cols + n));
+    size_t b = keep_prepared(a, tmp);
+    return b == pb && (pb == 0 || same_dev(kept, tmp, pb));
+}
+
 // x += add; rmsnorm; prepare (three launches) against aero_cuda_rmsnorm_act (one), also with out aliasing add as
 // the forward pass calls it: x, out and the prepared activations bitwise equal.
 static void test_fused_norm(int n, int dim, uint64_t *rng) {
@@ -328,20 +349,22 @@ static void test_fused_norm(int n, int dim, uint64_t *rng) {
     float *x1 = rand_dev((int)cnt, 3.0f, rng, &hx), *add = rand_dev((int)cnt, 1.0f, rng, &hadd);
     float *w = rand_dev(dim, 1.0f, rng, NULL);
     float *x2 = up(hx, bytes), *x3 = up(hx, bytes), *add3 = up(hadd, bytes);
-    float *o1 = dalloc(bytes), *o2 = dalloc(bytes), *xp1 = dalloc(bytes);
+    float *o1 = dalloc(bytes), *o2 = dalloc(bytes);
+    char *xp1 = dalloc(bytes + sizeof(float) * n);
     aero_cuda_act a1, a2, a3;
     OK(aero_cuda_add(cu, x1, add, cnt, &err));
     OK(aero_cuda_rmsnorm(cu, o1, x1, w, n, dim, 1e-5f, &err));
     bool aligned = dim % 32 == 0;
-    if (aligned) {
+    size_t pb = 0;
+    if (aligned) { // the scratch is shared: keep the prepared form
         OK(aero_cuda_act_prepare(cu, o1, n, dim, &a1, &err));
-        OK(aero_cuda_copy_d2d(cu, xp1, a1.xp, bytes, &err)); // the scratch is shared: keep this layout
+        pb = keep_prepared(&a1, xp1);
     }
     OK(aero_cuda_rmsnorm_act(cu, o2, x2, add, w, n, dim, 1e-5f, &a2, &err));
     bool ok = same_dev(x1, x2, bytes) && same_dev(o1, o2, bytes) && a2.x == o2 && a2.n == n && a2.cols == dim;
-    bool act_ok = aligned ? a2.xp && same_dev(xp1, a2.xp, bytes) : a2.xp == NULL;
+    bool act_ok = (pb > 0) == aligned && same_prepared(&a2, xp1, pb, n, dim);
     OK(aero_cuda_rmsnorm_act(cu, add3, x3, add3, w, n, dim, 1e-5f, &a3, &err)); // out == add
-    bool alias_ok = same_dev(x1, x3, bytes) && same_dev(o1, add3, bytes) && (!aligned || same_dev(xp1, a3.xp, bytes));
+    bool alias_ok = same_dev(x1, x3, bytes) && same_dev(o1, add3, bytes) && same_prepared(&a3, xp1, pb, n, dim);
     // no add, no act: plain rmsnorm
     OK(aero_cuda_rmsnorm_act(cu, o2, x1, NULL, w, n, dim, 1e-5f, NULL, &err));
     OK(aero_cuda_rmsnorm(cu, o1, x1, w, n, dim, 1e-5f, &err));
@@ -359,17 +382,19 @@ static void test_fused_swiglu(int n, int cols, uint64_t *rng) {
     size_t mark = aero_cuda_arena_mark(cu), cnt = (size_t)n * cols, bytes = sizeof(float) * cnt;
     float *hg;
     float *g1 = rand_dev((int)cnt, 12.0f, rng, &hg), *u = rand_dev((int)cnt, 4.0f, rng, NULL);
-    float *g2 = up(hg, bytes), *xp1 = dalloc(bytes);
+    float *g2 = up(hg, bytes);
+    char *xp1 = dalloc(bytes + sizeof(float) * n);
     aero_cuda_act a1, a2;
     OK(aero_cuda_swiglu(cu, g1, g1, u, cnt, &err));
     bool aligned = cols % 32 == 0;
+    size_t pb = 0;
     if (aligned) {
         OK(aero_cuda_act_prepare(cu, g1, n, cols, &a1, &err));
-        OK(aero_cuda_copy_d2d(cu, xp1, a1.xp, bytes, &err));
+        pb = keep_prepared(&a1, xp1);
     }
     OK(aero_cuda_swiglu_act(cu, g2, g2, u, n, cols, &a2, &err));
     bool ok = same_dev(g1, g2, bytes) && a2.x == g2;
-    bool act_ok = aligned ? a2.xp && same_dev(xp1, a2.xp, bytes) : a2.xp == NULL;
+    bool act_ok = (pb > 0) == aligned && same_prepared(&a2, xp1, pb, n, cols);
     EXPECT(ok && act_ok, "swiglu_act %d x %d: out %d, act %d", n, cols, ok, act_ok);
     printf("  swiglu + prepare %d x %-5d fused == unfused: %s\n", n, cols, ok && act_ok ? "bitwise" : "NO");
     free(hg);
