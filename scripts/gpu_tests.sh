@@ -190,10 +190,10 @@ mgt=$(min_gpu_mem "$TM")
 gen teacher_head_str "$TM" 128 --device cuda --gpu-mem "${mgt:-1}" --draft-head "$HD" --stats
 cmp -s "$LOG/gen_teacher_cuda.txt" "$LOG/gen_teacher_head_str.txt"
 check "teacher --draft-head all streamed==plain greedy (cuda)" $? "$(grep -E '^device:' "$LOG/gen_teacher_head_str.err")"
-for mode in "" "--draft-tree 32" "--draft-policy cost"; do
+for mode in "" "--draft-fixed --draft-max 8" "--draft-tree 32" "--draft-policy cost"; do
     for gm in "" "--gpu-mem $(( ${mgt:-0} + 5000000 ))"; do
         tag="head${mode:+ $mode}${gm:+ $gm}"
-        timeout 90 "$AERO" bench -m "$TM" -p 128 -n 256 -c 512 --device cuda $gm --draft-head "$HD" $mode \
+        timeout 40 "$AERO" bench -m "$TM" -p 128 -n 256 -c 512 --device cuda $gm --draft-head "$HD" $mode \
             > "$LOG/bench_head.txt" 2>&1
         echo "  bench $tag (rc $?): $(grep -E '^device:|tokens per pass|^identical|^speedup' "$LOG/bench_head.txt" | tr '\n' ' ')"
         grep -q "^identical  yes" "$LOG/bench_head.txt"

@@ -65,6 +65,8 @@ static inline bool aero_hparams_swa_layer(const aero_hparams *hp, int l) {
 const aero_hparams *aero_model_hparams(const aero_model *m);
 struct aero_stream *aero_model_stream(aero_model *m);
 uint64_t aero_model_weight_bytes(const aero_model *m); // bytes of all weight tensors in the file(s)
+// The model's compute threads, for work that runs between its passes on the same thread (a draft head's layer).
+struct aero_pool *aero_model_pool(aero_model *m);
 
 // aero_ctx_params, the KV cache types and the --mem split are public: include/aerollm.h.
 

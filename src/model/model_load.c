@@ -565,6 +565,7 @@ struct aero_stream *aero_model_stream(aero_model *m) {
 }
 uint64_t aero_model_weight_bytes(const aero_model *m) { return m->weight_bytes; }
 int aero_model_n_threads(const aero_model *m) { return m->n_threads; }
+struct aero_pool *aero_model_pool(aero_model *m) { return m->pool; }
 
 // Tests and tools read the cache's counters without reaching into the model.
 bool aero_model_expert_stats(const aero_model *m, aero_expert_cache_stats *out) {

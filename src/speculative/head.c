@@ -28,7 +28,8 @@ enum { W_FC, W_Q, W_K, W_V, W_O, W_GATE, W_UP, W_DOWN, W_COUNT };
 enum { N_H, N_E, N_ATTN, N_FFN, N_COUNT };
 
 struct aero_spec_head {
-    aero_ctx *tctx; // the target context whose embeddings and projection the head shares
+    aero_ctx *tctx;        // the target context whose embeddings and projection the head shares
+    struct aero_pool *pool; // the target's compute threads, idle while the head runs (between its passes)
     int d, n_head, n_head_kv, hd, n_ff, n_vocab;
     float eps;
     float *inv_freq;       // hd / 2
@@ -254,6 +255,7 @@ aero_status aero_spec_head_load_like(aero_spec_head **out, const aero_spec_head 
 // of the target's hidden states.
 static aero_status alloc_state(aero_spec_head *h, aero_ctx *target, int cells, int rows, aero_error *err) {
     int d = h->d, kvd = h->n_head_kv * h->hd;
+    h->pool = aero_model_pool(aero_ctx_model(target));
     h->cap = cells;
     h->rows = rows;
     size_t R = (size_t)rows;
@@ -322,11 +324,11 @@ static aero_status head_forward(aero_spec_head *h, int n, const int32_t *tok, co
         aero_rmsnorm(h->in2 + (size_t)i * 2 * d, feat[i], h->norm[N_H], d, h->eps);
         aero_rmsnorm(h->in2 + (size_t)i * 2 * d + d, h->e + (size_t)i * d, h->norm[N_E], d, h->eps);
     }
-    aero_matmul(NULL, &h->w[W_FC], h->in2, n, h->x);
+    aero_matmul(h->pool, &h->w[W_FC], h->in2, n, h->x);
     for (int i = 0; i < n; i++) aero_rmsnorm(h->xn + (size_t)i * d, h->x + (size_t)i * d, h->norm[N_ATTN], d, h->eps);
     const aero_wmat *qkv[3] = {&h->w[W_Q], &h->w[W_K], &h->w[W_V]};
     float *qkv_out[3] = {h->q, h->k, h->v};
-    aero_matmul_many(NULL, qkv, 3, h->xn, n, qkv_out);
+    aero_matmul_many(h->pool, qkv, 3, h->xn, n, qkv_out);
     int base = h->n_cells;
     for (int i = 0; i < n; i++) {
         for (int hh = 0; hh < h->n_head; hh++) aero_rope(h->q + (size_t)i * d + hh * hd, pos[i], hd, h->inv_freq, false);
@@ -363,14 +365,14 @@ static aero_status head_forward(aero_spec_head *h, int n, const int32_t *tok, co
     }
     h->n_cells += n;
     if (!parent) h->n_commit = h->n_cells;
-    aero_matmul(NULL, &h->w[W_O], h->att, n, h->tmp);
+    aero_matmul(h->pool, &h->w[W_O], h->att, n, h->tmp);
     for (size_t i = 0; i < (size_t)n * d; i++) h->x[i] += h->tmp[i];
     for (int i = 0; i < n; i++) aero_rmsnorm(h->xn + (size_t)i * d, h->x + (size_t)i * d, h->norm[N_FFN], d, h->eps);
     const aero_wmat *gu[2] = {&h->w[W_GATE], &h->w[W_UP]};
     float *gu_out[2] = {h->g, h->u};
-    aero_matmul_many(NULL, gu, 2, h->xn, n, gu_out);
+    aero_matmul_many(h->pool, gu, 2, h->xn, n, gu_out);
     aero_swiglu(h->g, h->u, (int64_t)n * h->n_ff);
-    aero_matmul(NULL, &h->w[W_DOWN], h->g, n, h->tmp);
+    aero_matmul(h->pool, &h->w[W_DOWN], h->g, n, h->tmp);
     for (size_t i = 0; i < (size_t)n * d; i++) h->x[i] += h->tmp[i];
     if (!logits) return AERO_OK;
     st = last_only ? aero_ctx_project(h->tctx, h->x + (size_t)(n - 1) * d, 1, logits, err)

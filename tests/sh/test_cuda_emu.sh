@@ -67,13 +67,16 @@ if [ -f "$TM" ] && [ -f "$DM" ]; then
     if [ -f "$HD" ]; then
         gen t_cpu -m "$TM" -n 40 -c 128 --device cpu
         gen t_gpu40 -m "$TM" -n 40 -c 128 --device cuda
-        gen t_head -m "$TM" -n 40 -c 128 --device cuda --draft-head "$HD" --stats
+        gen t_head -m "$TM" -n 40 -c 128 --device cuda --draft-head "$HD" --draft-fixed --draft-max 8 --stats
         gen t_head_tree -m "$TM" -n 40 -c 128 --device cuda --draft-head "$HD" --draft-tree 16
         same t_cpu t_gpu40 "teacher: emulated GPU differs from the CPU"
         same t_gpu40 t_head "teacher: --draft-head on the GPU differs from plain greedy"
         same t_gpu40 t_head_tree "teacher: --draft-head tree on the GPU differs from plain greedy"
-        acc=$(grep -oE 'drafted +[0-9]+, accepted [0-9]+' "$T/t_head.err" | grep -oE '[0-9]+$')
-        [ "${acc:-0}" -ge 10 ] || fail "--draft-head on the GPU: accepted '${acc:-}' drafted tokens (the hidden states or the projection are wrong)"
+        # chains of 8: most accepted (~90%, as on the CPU); without the device's hidden states ~10%
+        da=$(grep -oE 'drafted +[0-9]+, accepted [0-9]+' "$T/t_head.err" | grep -oE '[0-9]+' | tr '\n' ' ')
+        set -- $da
+        [ -n "${2:-}" ] && [ $(( ${2:-0} * 2 )) -gt "${1:-0}" ] ||
+            fail "--draft-head on the GPU: accepted ${2:-?} of ${1:-?} drafted tokens (hidden states or projection wrong)"
         mgt=$("$A" run -m "$TM" -p x -n 1 -c 128 --device cuda --gpu-mem 4K 2>&1 | grep -oE 'at least [0-9]+ bytes' | grep -oE '[0-9]+')
         gen t_head_str -m "$TM" -n 40 -c 128 --device cuda --gpu-mem "${mgt:-1}" --draft-head "$HD" --stats
         same t_gpu40 t_head_str "teacher: --draft-head with the head streamed through a slot differs from plain greedy"
