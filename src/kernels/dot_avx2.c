@@ -766,7 +766,10 @@ AI void group16(const int T, const __m256i *c, const int8_t *const *aq, const in
     for (int j = first; j < first + count; j++) {
         const __m256i wv = _mm256_load_si256(c + j);
 #pragma GCC unroll 4
-        for (int k = 0; k < T; k++) s16[k] = _mm256_add_epi16(s16[k], _mm256_maddubs_epi16(wv, bcast4(aq[k], j)));
+        for (int k = 0; k < T; k++) {
+            s16[k] = _mm256_add_epi16(s16[k], _mm256_maddubs_epi16(wv, bcast4(aq[k], j)));
+            __asm__("" : "+x"(s16[k])); // keeps the chain: GCC's reassociation computes all products first, spilling
+        }
     }
 }
 
@@ -819,10 +822,14 @@ AI void packed32(const aero_dtype t, const int T, int64_t n, const void *vp, con
             group16(T, p->c, aq, 4, 4, s16);
 #pragma GCC unroll 4
             for (int k = 0; k < T; k++) is[k] = _mm256_add_epi32(is[k], madd1(s16[k]));
-        } else {
-            group16(T, p->c, aq, 0, 8, s16);
+        } else { // two runs of 4 subgroups (short add chains; GCC spills the 8-deep one), added in 16 bits
+            __m256i s2[4];
+            group16(T, p->c, aq, 0, 4, s16);
 #pragma GCC unroll 4
-            for (int k = 0; k < T; k++) is[k] = madd1(s16[k]);
+            for (int k = 0; k < T; k++) s2[k] = _mm256_setzero_si256();
+            group16(T, p->c, aq, 4, 4, s2);
+#pragma GCC unroll 4
+            for (int k = 0; k < T; k++) is[k] = madd1(_mm256_add_epi16(s16[k], s2[k]));
         }
 #pragma GCC unroll 4
         for (int k = 0; k < T; k++) {
@@ -921,8 +928,14 @@ AI void packedK45(const bool five, const int T, int64_t n, const void *vp, const
                 for (int k = 0; k < T; k++)
                     is[k] = _mm256_add_epi32(is[k], _mm256_madd_epi16(s16[k], sc)), s16[k] = _mm256_setzero_si256();
                 group16(T, c, aq, 4, 4, s16);
-            } else {
-                group16(T, c, aq, 0, 8, s16);
+            } else { // two runs of 4 subgroups (short add chains), added in 16 bits
+                __m256i s2[4];
+                group16(T, c, aq, 0, 4, s16);
+#pragma GCC unroll 4
+                for (int k = 0; k < T; k++) s2[k] = _mm256_setzero_si256();
+                group16(T, c, aq, 4, 4, s2);
+#pragma GCC unroll 4
+                for (int k = 0; k < T; k++) s16[k] = _mm256_add_epi16(s16[k], s2[k]);
             }
 #pragma GCC unroll 4
             for (int k = 0; k < T; k++) is[k] = _mm256_add_epi32(is[k], _mm256_madd_epi16(s16[k], sc));
@@ -945,9 +958,104 @@ AI void packedK45(const bool five, const int T, int64_t n, const void *vp, const
     for (int k = 0; k < T; k++) _mm256_storeu_ps(out + 8 * k, _mm256_sub_ps(acc[k], accm[k]));
 }
 
-// Per type: the packer and the packed kernel with T a constant per instance.
-#define PACKED(sfx, PACK_CALL, KERNEL_CALL)                                                                    \
-    static void pack_##sfx(int64_t n, const void *w, size_t rb, int R, void *p) { PACK_CALL; }                 \
+// Q6_K: per 256-element block the 8 groups' code vectors (6-bit codes, offset 32), each 16-element group's
+// scale of the 8 rows as a 16-bit pair (lane r: row r's scale twice), the scales of groups 2p and 2p+1 as one
+// pair (for the offset's correction with the activation sums of 16) and d as f32.
+typedef struct {
+    __m256i c[64];
+    __m256i sc[16], scp[8];
+    float d[8];
+} pk6;
+_Static_assert(sizeof(pk6) == 2848, "packed Q6_K block size");
+
+static size_t pack_bytes6(int64_t n) { return (size_t)(n / AERO_QK_K) * sizeof(pk6); }
+
+// The 32 codes of group G (elements 32G..) of a Q6_K block, in element order (q6k_block's unpack).
+AI __m256i q6k_codes(const aero_block_q6_K *x, int G) {
+    const int h = G / 4, j = G % 4;
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m3 = _mm256_set1_epi8(3);
+    __m256i l = _mm256_loadu_si256((const void *)(x->ql + 64 * h + 32 * (j & 1)));
+    __m256i hb = _mm256_loadu_si256((const void *)(x->qh + 32 * h));
+    if (j >= 2) l = _mm256_srli_epi16(l, 4);
+    hb = _mm256_srli_epi16(hb, 2 * j);
+    return _mm256_or_si256(_mm256_and_si256(l, m4), _mm256_slli_epi16(_mm256_and_si256(hb, m3), 4));
+}
+
+// Unpacks R (1-8) rows of Q6_K into pk6 blocks.
+static void pack_q6_K(int64_t n, const void *vw, size_t rb, int R, void *vp) {
+    const uint8_t *rp[8];
+    tile_rows(vw, rb, R, rp);
+    pk6 *p = vp;
+    for (int64_t i = 0; i < n / AERO_QK_K; i++, p++) {
+        const size_t bo = (size_t)i * sizeof(aero_block_q6_K);
+        int32_t sc[16][8], scp[8][8]; // [group][row]
+        for (int r = 0; r < 8; r++) {
+            const int8_t *s = ((const aero_block_q6_K *)(rp[r] + bo))->scales;
+            for (int g = 0; g < 16; g++) sc[g][r] = (int32_t)(uint16_t)s[g] * 0x10001;
+            for (int q = 0; q < 8; q++) scp[q][r] = (int32_t)((uint32_t)(uint16_t)s[2 * q] | (uint32_t)(uint16_t)s[2 * q + 1] << 16);
+        }
+        for (int g = 0; g < 16; g++) _mm256_store_si256(p->sc + g, _mm256_loadu_si256((const void *)sc[g]));
+        for (int q = 0; q < 8; q++) _mm256_store_si256(p->scp + q, _mm256_loadu_si256((const void *)scp[q]));
+        for (int G = 0; G < 8; G++) {
+            __m256i u[8];
+#pragma GCC unroll 8
+            for (int r = 0; r < 8; r++) u[r] = q6k_codes((const aero_block_q6_K *)(rp[r] + bo), G);
+            pack_group(u, p->c + 8 * G);
+        }
+        _mm256_store_ps(p->d, f16_rows(rp, bo + offsetof(aero_block_q6_K, d)));
+    }
+}
+
+// T (1-4) tokens over a packed Q6_K tile: q6k_block's integers (scaled sums of 16, minus 32 x the scales times
+// the activation sums of 16) and tileK's float step, out[k * 8 + r]. 6-bit codes: 16-bit pair sums of 2
+// subgroups at most (4 x 63 x 127).
+AI void packed6(const int T, int64_t n, const void *vp, const void *const *va, float *out) {
+    const pk6 *p = vp;
+    __m256 acc[4];
+#pragma GCC unroll 4
+    for (int k = 0; k < T; k++) acc[k] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / AERO_QK_K; i++, p++) {
+        const aero_block_q8_K *ab[4];
+        __m256i is[4];
+#pragma GCC unroll 4
+        for (int k = 0; k < T; k++) ab[k] = (const aero_block_q8_K *)va[k] + i, is[k] = _mm256_setzero_si256();
+#pragma GCC unroll 1
+        for (int G = 0; G < 8; G++) {
+            const int8_t *aq[4];
+#pragma GCC unroll 4
+            for (int k = 0; k < T; k++) aq[k] = ab[k]->qs + 32 * G;
+#pragma GCC unroll 4
+            for (int h = 0; h < 4; h++) { // subgroups 2h, 2h+1: group 2G (h < 2) or 2G + 1
+                const __m256i sc = _mm256_load_si256(p->sc + 2 * G + h / 2);
+                __m256i s16[4];
+#pragma GCC unroll 4
+                for (int k = 0; k < T; k++) s16[k] = _mm256_setzero_si256();
+                group16(T, p->c + 8 * G, aq, 2 * h, 2, s16);
+#pragma GCC unroll 4
+                for (int k = 0; k < T; k++) is[k] = _mm256_add_epi32(is[k], _mm256_madd_epi16(s16[k], sc));
+            }
+        }
+        const __m256 dv = _mm256_load_ps(p->d);
+#pragma GCC unroll 4
+        for (int k = 0; k < T; k++) {
+            __m256i corr = _mm256_setzero_si256();
+#pragma GCC unroll 8
+            for (int q = 0; q < 8; q++)
+                corr = _mm256_add_epi32(corr, _mm256_madd_epi16(_mm256_load_si256(p->scp + q),
+                                                                bcast4((const int8_t *)ab[k]->bsums, q)));
+            is[k] = _mm256_sub_epi32(is[k], _mm256_slli_epi32(corr, 5));
+            const __m256 ad = _mm256_broadcast_ss(&ab[k]->d);
+            acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is[k]), _mm256_mul_ps(dv, ad), acc[k]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int k = 0; k < T; k++) _mm256_storeu_ps(out + 8 * k, acc[k]);
+}
+
+// Per type: the packer, and the packed kernel with T a constant per instance.
+#define PACKER(sfx, CALL) \
+    static void pack_##sfx(int64_t n, const void *w, size_t rb, int R, void *p) { CALL; }
+#define PACKED(sfx, KERNEL_CALL)                                                                               \
     static void packed_##sfx(int64_t n, const void *p, const void *const *a, int T, float *out) {              \
         switch (T) {                                                                                           \
         case 1: KERNEL_CALL(1); break;                                                                         \
@@ -962,12 +1070,21 @@ AI void packedK45(const bool five, const int T, int64_t n, const void *vp, const
 #define P_Q5_1(T) packed32(AERO_DT_Q5_1, T, n, p, a, out)
 #define P_Q4_K(T) packedK45(false, T, n, p, a, out)
 #define P_Q5_K(T) packedK45(true, T, n, p, a, out)
-PACKED(q4_0, pack_rows32(AERO_DT_Q4_0, n, w, rb, R, p), P_Q4_0)
-PACKED(q4_1, pack_rows32(AERO_DT_Q4_1, n, w, rb, R, p), P_Q4_1)
-PACKED(q5_0, pack_rows32(AERO_DT_Q5_0, n, w, rb, R, p), P_Q5_0)
-PACKED(q5_1, pack_rows32(AERO_DT_Q5_1, n, w, rb, R, p), P_Q5_1)
-PACKED(q4_K, packK45(false, n, w, rb, R, p), P_Q4_K)
-PACKED(q5_K, packK45(true, n, w, rb, R, p), P_Q5_K)
+#define P_Q6_K(T) packed6(T, n, p, a, out)
+PACKER(q4_0, pack_rows32(AERO_DT_Q4_0, n, w, rb, R, p))
+PACKER(q4_1, pack_rows32(AERO_DT_Q4_1, n, w, rb, R, p))
+PACKER(q5_0, pack_rows32(AERO_DT_Q5_0, n, w, rb, R, p))
+PACKER(q5_1, pack_rows32(AERO_DT_Q5_1, n, w, rb, R, p))
+PACKER(q4_K, packK45(false, n, w, rb, R, p))
+PACKER(q5_K, packK45(true, n, w, rb, R, p))
+PACKED(q4_0, P_Q4_0)
+PACKED(q4_1, P_Q4_1)
+PACKED(q5_0, P_Q5_0)
+PACKED(q5_1, P_Q5_1)
+PACKED(q4_K, P_Q4_K)
+PACKED(q5_K, P_Q5_K)
+PACKED(q6_K, P_Q6_K)
+#undef PACKER
 #undef PACKED
 #undef P_Q4_0
 #undef P_Q4_1
@@ -975,6 +1092,7 @@ PACKED(q5_K, packK45(true, n, w, rb, R, p), P_Q5_K)
 #undef P_Q5_1
 #undef P_Q4_K
 #undef P_Q5_K
+#undef P_Q6_K
 
 // Per type: the dot table's one-row kernel (standard blocks), matmul's one-row dot (its own activation rows,
 // the 32-block types) and its tiles (R rows x T tokens, T a constant per instance).
@@ -1049,6 +1167,7 @@ void aero_kernels_fill_avx2(aero_kernel_ops *ops) {
     SETP(AERO_DT_Q5_1, q5_1, pack_bytes32)
     SETP(AERO_DT_Q4_K, q4_K, pack_bytesK)
     SETP(AERO_DT_Q5_K, q5_K, pack_bytesK)
+    SETP(AERO_DT_Q6_K, q6_K, pack_bytes6)
 #undef SETP
     for (int t = 0; t < AERO_DT_COUNT; t++)
         if (!ops->mm_tile8[t]) ops->mm_dot[t] = ops->dot[t];
