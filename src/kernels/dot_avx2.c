@@ -1052,6 +1052,67 @@ AI void packed6(const int T, int64_t n, const void *vp, const void *const *va, f
     for (int k = 0; k < T; k++) _mm256_storeu_ps(out + 8 * k, acc[k]);
 }
 
+// Q8_0: signed codes, so per block the 8 rows' magnitudes (maddubs' unsigned side) and the codes themselves
+// (whose signs go onto the token's codes, as tile32 does), then d as f32. A pair sum can reach 2 x 128 x 127,
+// so every subgroup's pairs are widened to 32 bits at once.
+typedef struct {
+    __m256i mag[8], sgn[8];
+    float d[8];
+} pk8;
+_Static_assert(sizeof(pk8) == 544, "packed Q8_0 block size");
+
+static size_t pack_bytes8(int64_t n) { return (size_t)(n / AERO_QK) * sizeof(pk8); }
+
+// Unpacks R (1-8) rows of Q8_0 into pk8 blocks.
+static void pack_q8_0(int64_t n, const void *vw, size_t rb, int R, void *vp) {
+    const uint8_t *rp[8];
+    tile_rows(vw, rb, R, rp);
+    pk8 *p = vp;
+    for (int64_t i = 0; i < n / AERO_QK; i++, p++) {
+        const size_t bo = (size_t)i * sizeof(aero_block_q8_0);
+        __m256i u[8];
+#pragma GCC unroll 8
+        for (int r = 0; r < 8; r++) u[r] = _mm256_loadu_si256((const void *)(rp[r] + bo + 2));
+        pack_group(u, p->sgn);
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; j++) {
+            __m256i s = _mm256_load_si256(p->sgn + j);
+            _mm256_store_si256(p->mag + j, _mm256_sign_epi8(s, s));
+        }
+        _mm256_store_ps(p->d, f16_rows(rp, bo));
+    }
+}
+
+// T (1-4) tokens over a packed Q8_0 tile: tile32's integers and float step, out[k * 8 + r].
+AI void packed8(const int T, int64_t n, const void *vp, const void *const *va, float *out) {
+    const pk8 *p = vp;
+    const q8p *a[4];
+    __m256 acc[4];
+#pragma GCC unroll 4
+    for (int k = 0; k < T; k++) a[k] = va[k], acc[k] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / AERO_QK; i++, p++) {
+        __m256i is[4];
+#pragma GCC unroll 4
+        for (int k = 0; k < T; k++) is[k] = _mm256_setzero_si256();
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; j++) {
+            const __m256i mag = _mm256_load_si256(p->mag + j), sgn = _mm256_load_si256(p->sgn + j);
+#pragma GCC unroll 4
+            for (int k = 0; k < T; k++) {
+                __m256i pr = _mm256_maddubs_epi16(mag, _mm256_sign_epi8(bcast4(a[k][i].qs, j), sgn));
+                is[k] = _mm256_add_epi32(is[k], madd1(pr));
+                __asm__("" : "+x"(is[k])); // keeps the chain (see group16)
+            }
+        }
+        const __m256 dv = _mm256_load_ps(p->d);
+#pragma GCC unroll 4
+        for (int k = 0; k < T; k++)
+            acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is[k]), _mm256_mul_ps(dv, _mm256_broadcast_ss(&a[k][i].d)), acc[k]);
+    }
+#pragma GCC unroll 4
+    for (int k = 0; k < T; k++) _mm256_storeu_ps(out + 8 * k, acc[k]);
+}
+
 // Per type: the packer, and the packed kernel with T a constant per instance.
 #define PACKER(sfx, CALL) \
     static void pack_##sfx(int64_t n, const void *w, size_t rb, int R, void *p) { CALL; }
@@ -1071,6 +1132,7 @@ AI void packed6(const int T, int64_t n, const void *vp, const void *const *va, f
 #define P_Q4_K(T) packedK45(false, T, n, p, a, out)
 #define P_Q5_K(T) packedK45(true, T, n, p, a, out)
 #define P_Q6_K(T) packed6(T, n, p, a, out)
+#define P_Q8_0(T) packed8(T, n, p, a, out)
 PACKER(q4_0, pack_rows32(AERO_DT_Q4_0, n, w, rb, R, p))
 PACKER(q4_1, pack_rows32(AERO_DT_Q4_1, n, w, rb, R, p))
 PACKER(q5_0, pack_rows32(AERO_DT_Q5_0, n, w, rb, R, p))
@@ -1084,6 +1146,7 @@ PACKED(q5_1, P_Q5_1)
 PACKED(q4_K, P_Q4_K)
 PACKED(q5_K, P_Q5_K)
 PACKED(q6_K, P_Q6_K)
+PACKED(q8_0, P_Q8_0)
 #undef PACKER
 #undef PACKED
 #undef P_Q4_0
@@ -1093,6 +1156,7 @@ PACKED(q6_K, P_Q6_K)
 #undef P_Q4_K
 #undef P_Q5_K
 #undef P_Q6_K
+#undef P_Q8_0
 
 // Per type: the dot table's one-row kernel (standard blocks), matmul's one-row dot (its own activation rows,
 // the 32-block types) and its tiles (R rows x T tokens, T a constant per instance).
@@ -1168,6 +1232,7 @@ void aero_kernels_fill_avx2(aero_kernel_ops *ops) {
     SETP(AERO_DT_Q4_K, q4_K, pack_bytesK)
     SETP(AERO_DT_Q5_K, q5_K, pack_bytesK)
     SETP(AERO_DT_Q6_K, q6_K, pack_bytes6)
+    SETP(AERO_DT_Q8_0, q8_0, pack_bytes8)
 #undef SETP
     for (int t = 0; t < AERO_DT_COUNT; t++)
         if (!ops->mm_tile8[t]) ops->mm_dot[t] = ops->dot[t];
