@@ -26,6 +26,7 @@
 #define MM_TOKEN_BYTES (384 * 1024) // activation bytes of a token tile that stays in L2 while weights pass
 #define MM_CHUNKS_PER_THREAD 4      // dynamic chunks per thread: absorbs a thread slowed by a busy machine
 #define MM_PACK_MIN_TOKENS 8        // tokens of a token tile from which a packed tile pays for its unpacking
+#define MM_PACK_TILE_TOKENS 256     // least tokens per token tile when every matrix of a job has packed tiles
 
 // ---- per-thread scratch (reentrant: each calling thread owns its buffer) ------------------------------
 
@@ -330,6 +331,11 @@ static void matmul_run(aero_pool *pool, const aero_wmat *const *ws, int nw, cons
     size_t ab = j.act ? j.act_row_bytes : (size_t)w->cols * sizeof(float);
     j.tile_tokens = (int)(MM_TOKEN_BYTES / (ab ? ab : 1)) & ~7;
     if (j.tile_tokens < 8) j.tile_tokens = 8;
+    bool all_packed = j.pack_stride > 0;
+    for (int k = 0; k < nw; k++) all_packed = all_packed && j.ops->mm_packed[ws[k]->type];
+    // A packed tile keeps its 8 rows in cache while groups of 4 tokens pass, so the activations may come from
+    // L3: larger token tiles unpack each row fewer times (an 8192-wide Q4_K row fits 40 tokens in L2).
+    if (all_packed && j.tile_tokens < MM_PACK_TILE_TOKENS) j.tile_tokens = MM_PACK_TILE_TOKENS;
     long all_rows = 0;
     for (int k = 0; k < nw; k++) all_rows += ws[k]->rows;
     long want = all_rows / ((long)nth * MM_CHUNKS_PER_THREAD);
