@@ -100,15 +100,18 @@ __attribute__((target("avx2"))) static void axpy_avx2(float *out, float p, const
 __attribute__((target("avx2"))) static void dot_fixed4_avx2(const float *q, const float *const k[4], int n,
                                                              float out[4]) {
     __m256 lo[4], hi[4];
+#pragma GCC unroll 4
     for (int j = 0; j < 4; j++) lo[j] = hi[j] = _mm256_setzero_ps();
     for (int d = 0; d < n; d += 16) {
         const __m256 qa = _mm256_loadu_ps(q + d), qb = _mm256_loadu_ps(q + d + 8);
+#pragma GCC unroll 4
         for (int j = 0; j < 4; j++) {
             lo[j] = _mm256_add_ps(lo[j], _mm256_mul_ps(qa, _mm256_loadu_ps(k[j] + d)));
             hi[j] = _mm256_add_ps(hi[j], _mm256_mul_ps(qb, _mm256_loadu_ps(k[j] + d + 8)));
         }
     }
     __m128 u[4]; // the fold's first two steps: lanes j + 8, then j + 4
+#pragma GCC unroll 4
     for (int j = 0; j < 4; j++) {
         __m256 s8 = _mm256_add_ps(lo[j], hi[j]);
         u[j] = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
@@ -118,19 +121,36 @@ __attribute__((target("avx2"))) static void dot_fixed4_avx2(const float *q, cons
 }
 
 // out += p[t] * v[t] for count rows in row order (axpy_scalar's steps per element), out held in registers
-// 64 columns at a time instead of loaded and stored per row. n a multiple of 8.
+// 64 columns at a time instead of loaded and stored per row (a fixed width: a variable one left o[] in memory);
+// the last n % 64 columns 8 at a time. n a multiple of 8.
 __attribute__((target("avx2"))) static void axpy_rows_avx2(float *out, const float *p, const float *const *v,
                                                             int count, int n) {
-    for (int c = 0; c < n; c += 64) {
-        const int w = n - c < 64 ? (n - c) / 8 : 8;
+    int c = 0;
+    for (; c + 64 <= n; c += 64) {
         __m256 o[8];
-        for (int i = 0; i < w; i++) o[i] = _mm256_loadu_ps(out + c + 8 * i);
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; i++) o[i] = _mm256_loadu_ps(out + c + 8 * i);
         for (int t = 0; t < count; t++) {
             const __m256 pv = _mm256_set1_ps(p[t]);
-            for (int i = 0; i < w; i++) o[i] = _mm256_add_ps(o[i], _mm256_mul_ps(pv, _mm256_loadu_ps(v[t] + c + 8 * i)));
+#pragma GCC unroll 8
+            for (int i = 0; i < 8; i++) o[i] = _mm256_add_ps(o[i], _mm256_mul_ps(pv, _mm256_loadu_ps(v[t] + c + 8 * i)));
         }
-        for (int i = 0; i < w; i++) _mm256_storeu_ps(out + c + 8 * i, o[i]);
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; i++) _mm256_storeu_ps(out + c + 8 * i, o[i]);
     }
+    for (; c < n; c += 8) {
+        __m256 o = _mm256_loadu_ps(out + c);
+        for (int t = 0; t < count; t++) o = _mm256_add_ps(o, _mm256_mul_ps(_mm256_set1_ps(p[t]), _mm256_loadu_ps(v[t] + c)));
+        _mm256_storeu_ps(out + c, o);
+    }
+}
+
+// x[t] /= d for n floats, 8 at a time (a correctly rounded division either way: the scalar bits).
+__attribute__((target("avx2"))) static void div_all_avx2(float *x, int n, float d) {
+    const __m256 dv = _mm256_set1_ps(d);
+    int t = 0;
+    for (; t + 8 <= n; t += 8) _mm256_storeu_ps(x + t, _mm256_div_ps(_mm256_loadu_ps(x + t), dv));
+    for (; t < n; t++) x[t] = x[t] / d;
 }
 
 static bool have_avx2(void) {
@@ -148,6 +168,9 @@ static void dot_fixed4_avx2(const float *q, const float *const k[4], int n, floa
 }
 static void axpy_rows_avx2(float *out, const float *p, const float *const *v, int count, int n) {
     for (int t = 0; t < count; t++) axpy_scalar(out, p[t], v[t], n);
+}
+static void div_all_avx2(float *x, int n, float d) {
+    for (int t = 0; t < n; t++) x[t] = x[t] / d;
 }
 #endif
 
@@ -180,7 +203,7 @@ static void softmax_v(float *out, const float *v, const int *rows, int n, int hd
     }
     memset(out, 0, sizeof(float) * hd);
     if (!(rc && rc->v) && hd % 8 == 0 && have_avx2()) { // the same weights and steps, rows in batches
-        for (int t = 0; t < n; t++) scores[t] = scores[t] / sum;
+        div_all_avx2(scores, n, sum);
         for (int t0 = 0; t0 < n; t0 += ATTN_ROWS) {
             const float *vr[ATTN_ROWS];
             int cnt = n - t0 < ATTN_ROWS ? n - t0 : ATTN_ROWS;
