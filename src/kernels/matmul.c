@@ -160,8 +160,7 @@ static void mm_tile_packed(const mm_job *j, const mm_mat *m, int ith, int t0, in
             float out[32];
             for (int k = 0; k < T; k++) a[k] = j->act + (size_t)(t + k) * j->act_row_bytes;
             packed(w->cols, pk, a, T, out);
-            for (int k = 0; k < T; k++)
-                for (int q = 0; q < R; q++) m->y[(size_t)(t + k) * m->ldy + r + q] = out[8 * k + q];
+            for (int k = 0; k < T; k++) memcpy(m->y + (size_t)(t + k) * m->ldy + r, out + 8 * k, sizeof(float) * (size_t)R);
         }
     }
 }
