@@ -377,6 +377,48 @@ static void test_tile_contract(aero_dtype t) {
     mat_free(&m);
 }
 
+// The packed tiles' contract: for R = 1..8 rows and T = 1..4 tokens, every lane of a packed tile (rows unpacked
+// once, then multiplied) has the bits of the dot table's one-row kernel on standard blocks, which test_kernels
+// holds to the scalar reference (row-lane order).
+static void test_packed_contract(aero_dtype t) {
+    const aero_kernel_ops *ops = aero_kernels_selected();
+    if (!ops->mm_packed[t]) return;
+    const int64_t cols = 1024, rows = 8;
+    test_mat m;
+    mat_make(&m, t, rows, cols);
+    aero_dtype vt = aero_vec_dot_type(t);
+    size_t pb = ops->act_bytes ? ops->act_bytes(t, cols) : 0, sb = aero_dtype_row_bytes(vt, (uint64_t)cols);
+    size_t ab = pb ? pb : sb;
+    uint8_t *act = malloc(4 * ab), *std = malloc(4 * sb), *packed = NULL;
+    CHECK(posix_memalign((void **)&packed, 64, ops->pack_bytes[t](cols)) == 0);
+    float *x = malloc(sizeof(float) * 4 * cols);
+    for (int64_t i = 0; i < 4 * cols; i++) x[i] = rng_sym() * (i % 97 == 0 ? 40.0f : 2.0f); // some large codes
+    const void *a[4];
+    for (int k = 0; k < 4; k++) {
+        aero_quantize_row(vt, x + k * cols, std + k * sb, cols);
+        if (pb) ops->act_quantize(t, x + k * cols, act + k * ab, cols);
+        else memcpy(act + k * ab, std + k * sb, sb);
+        a[k] = act + k * ab;
+    }
+    const aero_kernel_ops *ref = aero_kernels_ops(AERO_ISA_SCALAR, false);
+    int bad = 0;
+    for (int R = 1; R <= 8; R++) {
+        ops->mm_pack8[t](cols, m.data, m.w.row_bytes, R, packed);
+        for (int T = 1; T <= 4; T++) {
+            float out[32];
+            ops->mm_packed[t](cols, packed, a, T, out);
+            for (int k = 0; k < T; k++)
+                for (int r = 0; r < R; r++) {
+                    float want = ref->dot[t](cols, m.data + (size_t)r * m.w.row_bytes, std + k * sb);
+                    if (memcmp(&want, &out[8 * k + r], 4)) bad++;
+                }
+        }
+    }
+    CHECKF(bad == 0, "%s: %d packed tile outputs not bitwise the scalar one-row dot", aero_dtype_name(t), bad);
+    free(act), free(std), free(x), free(packed);
+    mat_free(&m);
+}
+
 int main(int argc, char **argv) {
     bool child = argc > 1 && !strcmp(argv[1], "--child");
     aero_kernels_init();
@@ -387,6 +429,7 @@ int main(int argc, char **argv) {
         aero_dtype t = types[k];
         bool blocky = aero_dtype_get(t)->block > 1;
         test_tile_contract(t);
+        test_packed_contract(t);
         test_matmul_type(t, 67, blocky ? 512 : 517, pools);
         if (aero_dtype_get(t)->block < 256) test_matmul_type(t, 19, blocky ? 224 : 223, pools); // odd block count
         test_matmul_type(t, 96, blocky ? 1280 : 1281, pools);

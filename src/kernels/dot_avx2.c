@@ -730,6 +730,434 @@ AI void tileK(const aero_dtype t, const int T, int64_t n, const void *vw, size_t
     for (int k = 0; k < T; k++) _mm256_storeu_ps(out + 8 * k, has_min ? _mm256_sub_ps(acc[k], accm[k]) : acc[k]);
 }
 
+// ---- packed tiles: 8 rows unpacked once per tile of tokens ---------------------------------------------
+// A batch reuses each 8-row tile for many tokens, so the unpacking (nibbles, fifth bits, scales, the transpose
+// into row lanes) is paid once per tile: the rows go into a buffer laid out for the multiply, vector c of a
+// 32-element group holding its 4-element subgroup c of the 8 rows, one row per 32-bit lane. A token then
+// broadcasts its 4 codes of that subgroup (a load, no shuffle) and one maddubs gives the 8 rows' pair sums
+// in their lanes: 8 maddubs and 7 16-bit adds per 8 rows x 32 products, no transpose and no horizontal sum.
+// The integers are the tiles' exact sums and the float steps the same instructions, so every lane has the
+// bits of mm_tile8 (and of the one-row dot).
+
+// The 8 vectors of one 32-element group of 8 rows (u[r]: row r's 32 codes in element order), subgroup order.
+AI void pack_group(const __m256i u[8], __m256i *dst) {
+    __m256i lo[4], hi[4];
+    transpose32(u, lo, hi);
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; j++) {
+        _mm256_store_si256(dst + j, _mm256_permute2x128_si256(lo[j], hi[j], 0x20));
+        _mm256_store_si256(dst + j + 4, _mm256_permute2x128_si256(lo[j], hi[j], 0x31));
+    }
+}
+
+// The 4 codes of subgroup j of a token's 32, in every 32-bit lane (a broadcast load).
+AI __m256i bcast4(const int8_t *aq, int j) {
+    int32_t a4;
+    memcpy(&a4, aq + 4 * j, 4);
+    return _mm256_set1_epi32(a4);
+}
+
+// Subgroups [first, first + count) of a packed group (c: 8 subgroup vectors) times T tokens' 32 codes aq[k],
+// added into 16-bit pair sums s16[k] of the 8 rows (exact: at most 8 subgroups x 2 x 15 x 127 for 4-bit codes,
+// 4 subgroups for 5-bit). Each weight vector is loaded once for the T tokens.
+AI void group16(const int T, const __m256i *c, const int8_t *const *aq, const int first, const int count,
+                __m256i *s16) {
+#pragma GCC unroll 8
+    for (int j = first; j < first + count; j++) {
+        const __m256i wv = _mm256_load_si256(c + j);
+#pragma GCC unroll 4
+        for (int k = 0; k < T; k++) {
+            s16[k] = _mm256_add_epi16(s16[k], _mm256_maddubs_epi16(wv, bcast4(aq[k], j)));
+            __asm__("" : "+x"(s16[k])); // keeps the chain: GCC's reassociation computes all products first, spilling
+        }
+    }
+}
+
+// 32-element block types: per block the 8 code vectors, then the 8 rows' scales (and mins) as f32.
+typedef struct {
+    __m256i c[8];
+    float d[8], m[8];
+} pk32;
+_Static_assert(sizeof(pk32) == 320, "packed 32-block size");
+
+static size_t pack_bytes32(int64_t n) { return (size_t)(n / AERO_QK) * sizeof(pk32); }
+
+// Unpacks R (1-8) rows of a 32-block type (not Q8_0, whose signed codes keep the tile) into pk32 blocks.
+AI void pack_rows32(const aero_dtype t, int64_t n, const void *vw, size_t rb, int R, void *vp) {
+    const uint8_t *rp[8];
+    tile_rows(vw, rb, R, rp);
+    pk32 *p = vp;
+    const size_t bb = bytes32(t);
+    for (int64_t i = 0; i < n / AERO_QK; i++, p++) {
+        const size_t bo = (size_t)i * bb;
+        __m256i u[8];
+#pragma GCC unroll 8
+        for (int r = 0; r < 8; r++) u[r] = codes32(t, rp[r] + bo);
+        pack_group(u, p->c);
+        _mm256_store_ps(p->d, f16_rows(rp, bo));
+        if (min32(t)) _mm256_store_ps(p->m, f16_rows(rp, bo + 2));
+    }
+}
+
+// T (1-4) tokens over a packed tile of a 32-block type: tile32's integers and float steps, out[k * 8 + r].
+AI void packed32(const aero_dtype t, const int T, int64_t n, const void *vp, const void *const *va, float *out) {
+    const pk32 *p = vp;
+    const q8p *a[4];
+#pragma GCC unroll 4
+    for (int k = 0; k < T; k++) a[k] = va[k];
+    const bool has_min = min32(t), five = t == AERO_DT_Q5_0 || t == AERO_DT_Q5_1;
+    __m256 acc[4];
+#pragma GCC unroll 4
+    for (int k = 0; k < T; k++) acc[k] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / AERO_QK; i++, p++) {
+        const __m256 dv = _mm256_load_ps(p->d);
+        const int8_t *aq[4];
+        __m256i s16[4], is[4];
+#pragma GCC unroll 4
+        for (int k = 0; k < T; k++) aq[k] = a[k][i].qs, s16[k] = _mm256_setzero_si256();
+        if (five) { // 5-bit codes: 16-bit pair sums of 4 subgroups at most
+            group16(T, p->c, aq, 0, 4, s16);
+#pragma GCC unroll 4
+            for (int k = 0; k < T; k++) is[k] = madd1(s16[k]), s16[k] = _mm256_setzero_si256();
+            group16(T, p->c, aq, 4, 4, s16);
+#pragma GCC unroll 4
+            for (int k = 0; k < T; k++) is[k] = _mm256_add_epi32(is[k], madd1(s16[k]));
+        } else { // two runs of 4 subgroups (short add chains; GCC spills the 8-deep one), added in 16 bits
+            __m256i s2[4];
+            group16(T, p->c, aq, 0, 4, s16);
+#pragma GCC unroll 4
+            for (int k = 0; k < T; k++) s2[k] = _mm256_setzero_si256();
+            group16(T, p->c, aq, 4, 4, s2);
+#pragma GCC unroll 4
+            for (int k = 0; k < T; k++) is[k] = madd1(_mm256_add_epi16(s16[k], s2[k]));
+        }
+#pragma GCC unroll 4
+        for (int k = 0; k < T; k++) {
+            const q8p *ak = a[k] + i;
+            if (!has_min) is[k] = _mm256_sub_epi32(is[k], _mm256_set1_epi32(ak->s));
+            const __m256 da = _mm256_broadcast_ss(&ak->d);
+            acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is[k]), _mm256_mul_ps(dv, da), acc[k]);
+            if (has_min)
+                acc[k] = _mm256_fmadd_ps(_mm256_set1_ps((float)ak->s), _mm256_mul_ps(_mm256_load_ps(p->m), da), acc[k]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int k = 0; k < T; k++) _mm256_storeu_ps(out + 8 * k, acc[k]);
+}
+
+// Q4_K / Q5_K: per 256-element block the 8 groups' code vectors, each group's scale and min of the 8 rows
+// as 16-bit pairs (lane r: row r's value twice, for madd with pair sums), and d and dmin as f32.
+typedef struct {
+    __m256i c[64];
+    __m256i sc[8], mn[8];
+    float d[8], dm[8];
+} pkK;
+_Static_assert(sizeof(pkK) == 2624, "packed K-quant block size");
+
+static size_t pack_bytesK(int64_t n) { return (size_t)(n / AERO_QK_K) * sizeof(pkK); }
+
+// Unpacks R (1-8) rows of Q4_K or Q5_K into pkK blocks.
+AI void packK45(const bool five, int64_t n, const void *vw, size_t rb, int R, void *vp) {
+    const uint8_t *rp[8];
+    tile_rows(vw, rb, R, rp);
+    pkK *p = vp;
+    const size_t bb = five ? sizeof(aero_block_q5_K) : sizeof(aero_block_q4_K);
+    const size_t qs_off = five ? offsetof(aero_block_q5_K, qs) : offsetof(aero_block_q4_K, qs);
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    for (int64_t i = 0; i < n / AERO_QK_K; i++, p++) {
+        const size_t bo = (size_t)i * bb;
+        int32_t sc[8][8], mn[8][8]; // [group][row]
+        for (int r = 0; r < 8; r++) {
+            uint8_t sm[16];
+            q4k_unpack(rp[r] + bo + offsetof(aero_block_q4_K, scales), sm);
+            for (int g = 0; g < 8; g++) sc[g][r] = sm[g] * 0x10001, mn[g][r] = sm[8 + g] * 0x10001;
+        }
+        for (int g = 0; g < 8; g++) {
+            _mm256_store_si256(p->sc + g, _mm256_loadu_si256((const void *)sc[g]));
+            _mm256_store_si256(p->mn + g, _mm256_loadu_si256((const void *)mn[g]));
+        }
+        for (int q = 0; q < 4; q++) { // qs bytes 32q.. hold group 2q (low nibbles) and 2q+1 (high)
+            __m256i ulo[8], uhi[8];
+#pragma GCC unroll 8
+            for (int r = 0; r < 8; r++) {
+                __m256i v = _mm256_loadu_si256((const void *)(rp[r] + bo + qs_off + 32 * q));
+                ulo[r] = _mm256_and_si256(v, m4), uhi[r] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+                if (five) {
+                    __m256i hb = _mm256_loadu_si256((const void *)(rp[r] + bo + offsetof(aero_block_q5_K, qh)));
+                    const __m256i b0 = _mm256_set1_epi8((char)(1 << (2 * q))), b1 = _mm256_set1_epi8((char)(1 << (2 * q + 1)));
+                    ulo[r] = _mm256_or_si256(
+                        ulo[r], _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hb, b0), b0), _mm256_set1_epi8(16)));
+                    uhi[r] = _mm256_or_si256(
+                        uhi[r], _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hb, b1), b1), _mm256_set1_epi8(16)));
+                }
+            }
+            pack_group(ulo, p->c + 8 * (2 * q));
+            pack_group(uhi, p->c + 8 * (2 * q + 1));
+        }
+        _mm256_store_ps(p->d, f16_rows(rp, bo));
+        _mm256_store_ps(p->dm, f16_rows(rp, bo + 2));
+    }
+}
+
+// T (1-4) tokens over a packed Q4_K/Q5_K tile: tileK's integers (scaled group sums; mins times the activation
+// group sums) and float steps, out[k * 8 + r].
+AI void packedK45(const bool five, const int T, int64_t n, const void *vp, const void *const *va, float *out) {
+    const pkK *p = vp;
+    __m256 acc[4], accm[4];
+#pragma GCC unroll 4
+    for (int k = 0; k < T; k++) acc[k] = accm[k] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / AERO_QK_K; i++, p++) {
+        const aero_block_q8_K *ab[4];
+        __m256i is[4], ms[4];
+#pragma GCC unroll 4
+        for (int k = 0; k < T; k++) {
+            ab[k] = (const aero_block_q8_K *)va[k] + i;
+            is[k] = ms[k] = _mm256_setzero_si256();
+        }
+#pragma GCC unroll 1
+        for (int g = 0; g < 8; g++) {
+            const __m256i *c = p->c + 8 * g;
+            const __m256i sc = _mm256_load_si256(p->sc + g);
+            const int8_t *aq[4];
+            __m256i s16[4];
+#pragma GCC unroll 4
+            for (int k = 0; k < T; k++) aq[k] = ab[k]->qs + 32 * g, s16[k] = _mm256_setzero_si256();
+            if (five) { // 5-bit codes: 16-bit pair sums of 4 subgroups at most
+                group16(T, c, aq, 0, 4, s16);
+#pragma GCC unroll 4
+                for (int k = 0; k < T; k++)
+                    is[k] = _mm256_add_epi32(is[k], _mm256_madd_epi16(s16[k], sc)), s16[k] = _mm256_setzero_si256();
+                group16(T, c, aq, 4, 4, s16);
+            } else { // two runs of 4 subgroups (short add chains), added in 16 bits
+                __m256i s2[4];
+                group16(T, c, aq, 0, 4, s16);
+#pragma GCC unroll 4
+                for (int k = 0; k < T; k++) s2[k] = _mm256_setzero_si256();
+                group16(T, c, aq, 4, 4, s2);
+#pragma GCC unroll 4
+                for (int k = 0; k < T; k++) s16[k] = _mm256_add_epi16(s16[k], s2[k]);
+            }
+#pragma GCC unroll 4
+            for (int k = 0; k < T; k++) is[k] = _mm256_add_epi32(is[k], _mm256_madd_epi16(s16[k], sc));
+        }
+#pragma GCC unroll 4
+        for (int k = 0; k < T; k++) // the mins times the activation group sums (16-bit pairs of bsums)
+#pragma GCC unroll 8
+            for (int g = 0; g < 8; g++)
+                ms[k] = _mm256_add_epi32(ms[k], _mm256_madd_epi16(_mm256_load_si256(p->mn + g),
+                                                                  bcast4((const int8_t *)ab[k]->bsums, g)));
+        const __m256 dv = _mm256_load_ps(p->d), mv = _mm256_load_ps(p->dm);
+#pragma GCC unroll 4
+        for (int k = 0; k < T; k++) {
+            const __m256 ad = _mm256_broadcast_ss(&ab[k]->d);
+            acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is[k]), _mm256_mul_ps(dv, ad), acc[k]);
+            accm[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ms[k]), _mm256_mul_ps(mv, ad), accm[k]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int k = 0; k < T; k++) _mm256_storeu_ps(out + 8 * k, _mm256_sub_ps(acc[k], accm[k]));
+}
+
+// Q6_K: per 256-element block the 8 groups' code vectors (6-bit codes, offset 32), each 16-element group's
+// scale of the 8 rows as a 16-bit pair (lane r: row r's scale twice), the scales of groups 2p and 2p+1 as one
+// pair (for the offset's correction with the activation sums of 16) and d as f32.
+typedef struct {
+    __m256i c[64];
+    __m256i sc[16], scp[8];
+    float d[8];
+} pk6;
+_Static_assert(sizeof(pk6) == 2848, "packed Q6_K block size");
+
+static size_t pack_bytes6(int64_t n) { return (size_t)(n / AERO_QK_K) * sizeof(pk6); }
+
+// The 32 codes of group G (elements 32G..) of a Q6_K block, in element order (q6k_block's unpack).
+AI __m256i q6k_codes(const aero_block_q6_K *x, int G) {
+    const int h = G / 4, j = G % 4;
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m3 = _mm256_set1_epi8(3);
+    __m256i l = _mm256_loadu_si256((const void *)(x->ql + 64 * h + 32 * (j & 1)));
+    __m256i hb = _mm256_loadu_si256((const void *)(x->qh + 32 * h));
+    if (j >= 2) l = _mm256_srli_epi16(l, 4);
+    hb = _mm256_srli_epi16(hb, 2 * j);
+    return _mm256_or_si256(_mm256_and_si256(l, m4), _mm256_slli_epi16(_mm256_and_si256(hb, m3), 4));
+}
+
+// Unpacks R (1-8) rows of Q6_K into pk6 blocks.
+static void pack_q6_K(int64_t n, const void *vw, size_t rb, int R, void *vp) {
+    const uint8_t *rp[8];
+    tile_rows(vw, rb, R, rp);
+    pk6 *p = vp;
+    for (int64_t i = 0; i < n / AERO_QK_K; i++, p++) {
+        const size_t bo = (size_t)i * sizeof(aero_block_q6_K);
+        int32_t sc[16][8], scp[8][8]; // [group][row]
+        for (int r = 0; r < 8; r++) {
+            const int8_t *s = ((const aero_block_q6_K *)(rp[r] + bo))->scales;
+            for (int g = 0; g < 16; g++) sc[g][r] = (int32_t)(uint16_t)s[g] * 0x10001;
+            for (int q = 0; q < 8; q++) scp[q][r] = (int32_t)((uint32_t)(uint16_t)s[2 * q] | (uint32_t)(uint16_t)s[2 * q + 1] << 16);
+        }
+        for (int g = 0; g < 16; g++) _mm256_store_si256(p->sc + g, _mm256_loadu_si256((const void *)sc[g]));
+        for (int q = 0; q < 8; q++) _mm256_store_si256(p->scp + q, _mm256_loadu_si256((const void *)scp[q]));
+        for (int G = 0; G < 8; G++) {
+            __m256i u[8];
+#pragma GCC unroll 8
+            for (int r = 0; r < 8; r++) u[r] = q6k_codes((const aero_block_q6_K *)(rp[r] + bo), G);
+            pack_group(u, p->c + 8 * G);
+        }
+        _mm256_store_ps(p->d, f16_rows(rp, bo + offsetof(aero_block_q6_K, d)));
+    }
+}
+
+// T (1-4) tokens over a packed Q6_K tile: q6k_block's integers (scaled sums of 16, minus 32 x the scales times
+// the activation sums of 16) and tileK's float step, out[k * 8 + r]. 6-bit codes: 16-bit pair sums of 2
+// subgroups at most (4 x 63 x 127).
+AI void packed6(const int T, int64_t n, const void *vp, const void *const *va, float *out) {
+    const pk6 *p = vp;
+    __m256 acc[4];
+#pragma GCC unroll 4
+    for (int k = 0; k < T; k++) acc[k] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / AERO_QK_K; i++, p++) {
+        const aero_block_q8_K *ab[4];
+        __m256i is[4];
+#pragma GCC unroll 4
+        for (int k = 0; k < T; k++) ab[k] = (const aero_block_q8_K *)va[k] + i, is[k] = _mm256_setzero_si256();
+#pragma GCC unroll 1
+        for (int G = 0; G < 8; G++) {
+            const int8_t *aq[4];
+#pragma GCC unroll 4
+            for (int k = 0; k < T; k++) aq[k] = ab[k]->qs + 32 * G;
+#pragma GCC unroll 4
+            for (int h = 0; h < 4; h++) { // subgroups 2h, 2h+1: group 2G (h < 2) or 2G + 1
+                const __m256i sc = _mm256_load_si256(p->sc + 2 * G + h / 2);
+                __m256i s16[4];
+#pragma GCC unroll 4
+                for (int k = 0; k < T; k++) s16[k] = _mm256_setzero_si256();
+                group16(T, p->c + 8 * G, aq, 2 * h, 2, s16);
+#pragma GCC unroll 4
+                for (int k = 0; k < T; k++) is[k] = _mm256_add_epi32(is[k], _mm256_madd_epi16(s16[k], sc));
+            }
+        }
+        const __m256 dv = _mm256_load_ps(p->d);
+#pragma GCC unroll 4
+        for (int k = 0; k < T; k++) {
+            __m256i corr = _mm256_setzero_si256();
+#pragma GCC unroll 8
+            for (int q = 0; q < 8; q++)
+                corr = _mm256_add_epi32(corr, _mm256_madd_epi16(_mm256_load_si256(p->scp + q),
+                                                                bcast4((const int8_t *)ab[k]->bsums, q)));
+            is[k] = _mm256_sub_epi32(is[k], _mm256_slli_epi32(corr, 5));
+            const __m256 ad = _mm256_broadcast_ss(&ab[k]->d);
+            acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is[k]), _mm256_mul_ps(dv, ad), acc[k]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int k = 0; k < T; k++) _mm256_storeu_ps(out + 8 * k, acc[k]);
+}
+
+// Q8_0: signed codes, so per block the 8 rows' magnitudes (maddubs' unsigned side) and the codes themselves
+// (whose signs go onto the token's codes, as tile32 does), then d as f32. A pair sum can reach 2 x 128 x 127,
+// so every subgroup's pairs are widened to 32 bits at once.
+typedef struct {
+    __m256i mag[8], sgn[8];
+    float d[8];
+} pk8;
+_Static_assert(sizeof(pk8) == 544, "packed Q8_0 block size");
+
+static size_t pack_bytes8(int64_t n) { return (size_t)(n / AERO_QK) * sizeof(pk8); }
+
+// Unpacks R (1-8) rows of Q8_0 into pk8 blocks.
+static void pack_q8_0(int64_t n, const void *vw, size_t rb, int R, void *vp) {
+    const uint8_t *rp[8];
+    tile_rows(vw, rb, R, rp);
+    pk8 *p = vp;
+    for (int64_t i = 0; i < n / AERO_QK; i++, p++) {
+        const size_t bo = (size_t)i * sizeof(aero_block_q8_0);
+        __m256i u[8];
+#pragma GCC unroll 8
+        for (int r = 0; r < 8; r++) u[r] = _mm256_loadu_si256((const void *)(rp[r] + bo + 2));
+        pack_group(u, p->sgn);
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; j++) {
+            __m256i s = _mm256_load_si256(p->sgn + j);
+            _mm256_store_si256(p->mag + j, _mm256_sign_epi8(s, s));
+        }
+        _mm256_store_ps(p->d, f16_rows(rp, bo));
+    }
+}
+
+// T (1-4) tokens over a packed Q8_0 tile: tile32's integers and float step, out[k * 8 + r].
+AI void packed8(const int T, int64_t n, const void *vp, const void *const *va, float *out) {
+    const pk8 *p = vp;
+    const q8p *a[4];
+    __m256 acc[4];
+#pragma GCC unroll 4
+    for (int k = 0; k < T; k++) a[k] = va[k], acc[k] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / AERO_QK; i++, p++) {
+        __m256i is[4];
+#pragma GCC unroll 4
+        for (int k = 0; k < T; k++) is[k] = _mm256_setzero_si256();
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; j++) {
+            const __m256i mag = _mm256_load_si256(p->mag + j), sgn = _mm256_load_si256(p->sgn + j);
+#pragma GCC unroll 4
+            for (int k = 0; k < T; k++) {
+                __m256i pr = _mm256_maddubs_epi16(mag, _mm256_sign_epi8(bcast4(a[k][i].qs, j), sgn));
+                is[k] = _mm256_add_epi32(is[k], madd1(pr));
+                __asm__("" : "+x"(is[k])); // keeps the chain (see group16)
+            }
+        }
+        const __m256 dv = _mm256_load_ps(p->d);
+#pragma GCC unroll 4
+        for (int k = 0; k < T; k++)
+            acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is[k]), _mm256_mul_ps(dv, _mm256_broadcast_ss(&a[k][i].d)), acc[k]);
+    }
+#pragma GCC unroll 4
+    for (int k = 0; k < T; k++) _mm256_storeu_ps(out + 8 * k, acc[k]);
+}
+
+// Per type: the packer, and the packed kernel with T a constant per instance.
+#define PACKER(sfx, CALL) \
+    static void pack_##sfx(int64_t n, const void *w, size_t rb, int R, void *p) { CALL; }
+#define PACKED(sfx, KERNEL_CALL)                                                                               \
+    static void packed_##sfx(int64_t n, const void *p, const void *const *a, int T, float *out) {              \
+        switch (T) {                                                                                           \
+        case 1: KERNEL_CALL(1); break;                                                                         \
+        case 2: KERNEL_CALL(2); break;                                                                         \
+        case 3: KERNEL_CALL(3); break;                                                                         \
+        default: KERNEL_CALL(4); break;                                                                        \
+        }                                                                                                      \
+    }
+#define P_Q4_0(T) packed32(AERO_DT_Q4_0, T, n, p, a, out)
+#define P_Q4_1(T) packed32(AERO_DT_Q4_1, T, n, p, a, out)
+#define P_Q5_0(T) packed32(AERO_DT_Q5_0, T, n, p, a, out)
+#define P_Q5_1(T) packed32(AERO_DT_Q5_1, T, n, p, a, out)
+#define P_Q4_K(T) packedK45(false, T, n, p, a, out)
+#define P_Q5_K(T) packedK45(true, T, n, p, a, out)
+#define P_Q6_K(T) packed6(T, n, p, a, out)
+#define P_Q8_0(T) packed8(T, n, p, a, out)
+PACKER(q4_0, pack_rows32(AERO_DT_Q4_0, n, w, rb, R, p))
+PACKER(q4_1, pack_rows32(AERO_DT_Q4_1, n, w, rb, R, p))
+PACKER(q5_0, pack_rows32(AERO_DT_Q5_0, n, w, rb, R, p))
+PACKER(q5_1, pack_rows32(AERO_DT_Q5_1, n, w, rb, R, p))
+PACKER(q4_K, packK45(false, n, w, rb, R, p))
+PACKER(q5_K, packK45(true, n, w, rb, R, p))
+PACKED(q4_0, P_Q4_0)
+PACKED(q4_1, P_Q4_1)
+PACKED(q5_0, P_Q5_0)
+PACKED(q5_1, P_Q5_1)
+PACKED(q4_K, P_Q4_K)
+PACKED(q5_K, P_Q5_K)
+PACKED(q6_K, P_Q6_K)
+PACKED(q8_0, P_Q8_0)
+#undef PACKER
+#undef PACKED
+#undef P_Q4_0
+#undef P_Q4_1
+#undef P_Q5_0
+#undef P_Q5_1
+#undef P_Q4_K
+#undef P_Q5_K
+#undef P_Q6_K
+#undef P_Q8_0
+
 // Per type: the dot table's one-row kernel (standard blocks), matmul's one-row dot (its own activation rows,
 // the 32-block types) and its tiles (R rows x T tokens, T a constant per instance).
 #define INST(sfx, TYPE, ONE_FN, TILE_FN)                                                                       \
@@ -795,6 +1223,17 @@ void aero_kernels_fill_avx2(aero_kernel_ops *ops) {
     SET(AERO_DT_Q5_K, q5_K, dot)
     SET(AERO_DT_Q6_K, q6_K, dot)
 #undef SET
+    for (int t = 0; t < AERO_DT_COUNT; t++) ops->pack_bytes[t] = NULL, ops->mm_pack8[t] = NULL, ops->mm_packed[t] = NULL;
+#define SETP(T, sfx, BYTES) ops->pack_bytes[T] = BYTES, ops->mm_pack8[T] = pack_##sfx, ops->mm_packed[T] = packed_##sfx;
+    SETP(AERO_DT_Q4_0, q4_0, pack_bytes32)
+    SETP(AERO_DT_Q4_1, q4_1, pack_bytes32)
+    SETP(AERO_DT_Q5_0, q5_0, pack_bytes32)
+    SETP(AERO_DT_Q5_1, q5_1, pack_bytes32)
+    SETP(AERO_DT_Q4_K, q4_K, pack_bytesK)
+    SETP(AERO_DT_Q5_K, q5_K, pack_bytesK)
+    SETP(AERO_DT_Q6_K, q6_K, pack_bytes6)
+    SETP(AERO_DT_Q8_0, q8_0, pack_bytes8)
+#undef SETP
     for (int t = 0; t < AERO_DT_COUNT; t++)
         if (!ops->mm_tile8[t]) ops->mm_dot[t] = ops->dot[t];
     ops->name = "avx2";

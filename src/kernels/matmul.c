@@ -25,6 +25,8 @@
 #endif                              // weight bytes of a tile reused across the tokens of a batch (fits L1)
 #define MM_TOKEN_BYTES (384 * 1024) // activation bytes of a token tile that stays in L2 while weights pass
 #define MM_CHUNKS_PER_THREAD 4      // dynamic chunks per thread: absorbs a thread slowed by a busy machine
+#define MM_PACK_MIN_TOKENS 8        // tokens of a token tile from which a packed tile pays for its unpacking
+#define MM_PACK_TILE_TOKENS 256     // least tokens per token tile when every matrix of a job has packed tiles
 
 // ---- per-thread scratch (reentrant: each calling thread owns its buffer) ------------------------------
 
@@ -99,6 +101,8 @@ typedef struct {
     int64_t act_unit; // elements per quantization unit (a run of whole activation blocks)
     float *deq;       // exact_f32: one dequantized weight row per thread
     int tile_tokens;  // tokens whose activations stay in cache while a chunk of weights passes
+    uint8_t *pack;    // per thread, pack_stride bytes: one packed 8-row tile (NULL: no packed kernels used)
+    size_t pack_stride;
     long n_chunks;    // all matrices
     _Atomic long next_chunk;
     _Atomic int quantized; // threads done with the activation quantization
@@ -141,12 +145,36 @@ static float mm_dot_f32(const aero_kernel_ops *ops, const float *w, const float 
     return aero_reduce16(acc);
 }
 
+// Weight rows [r0, r1) of matrix m times tokens [t0, t1) through packed tiles: each 8 rows are unpacked once
+// into the thread's buffer, then every group of 4 tokens multiplies it (the bits of the row-lane tiles).
+static void mm_tile_packed(const mm_job *j, const mm_mat *m, int ith, int t0, int t1, long r0, long r1) {
+    const aero_wmat *w = m->w;
+    uint8_t *pk = j->pack + (size_t)ith * j->pack_stride;
+    void (*packed)(int64_t, const void *, const void *const *, int, float *) = j->ops->mm_packed[w->type];
+    for (long r = r0; r < r1; r += 8) {
+        int R = r1 - r < 8 ? (int)(r1 - r) : 8;
+        j->ops->mm_pack8[w->type](w->cols, (const uint8_t *)w->data + (size_t)r * w->row_bytes, w->row_bytes, R, pk);
+        for (int t = t0; t < t1; t += 4) {
+            int T = t1 - t < 4 ? t1 - t : 4;
+            const void *a[4];
+            float out[32];
+            for (int k = 0; k < T; k++) a[k] = j->act + (size_t)(t + k) * j->act_row_bytes;
+            packed(w->cols, pk, a, T, out);
+            for (int k = 0; k < T; k++) memcpy(m->y + (size_t)(t + k) * m->ldy + r, out + 8 * k, sizeof(float) * (size_t)R);
+        }
+    }
+}
+
 // Weight rows [r0, r1) of matrix m times tokens [t0, t1), in groups of up to 4 tokens (8 rows x 8 tokens where
-// the ISA has row-lane tiles for the type).
-static void mm_tile(const mm_job *j, const mm_mat *m, int t0, int t1, long r0, long r1) {
+// the ISA has row-lane tiles for the type; packed tiles when the ISA has them and the tokens are many).
+static void mm_tile(const mm_job *j, const mm_mat *m, int ith, int t0, int t1, long r0, long r1) {
     const aero_wmat *w = m->w;
     const uint8_t *wd = w->data;
     int64_t cols = w->cols;
+    if (j->pack && j->ops->mm_packed[w->type] && t1 - t0 >= MM_PACK_MIN_TOKENS) {
+        mm_tile_packed(j, m, ith, t0, t1, r0, r1);
+        return;
+    }
     aero_dot_fn dot = j->ops->mm_dot[w->type];
     void (*multi)(int64_t, const void *, const void *const *, int, float *) = j->ops->mm_dot_multi[w->type];
     void (*tile8)(int64_t, const void *, size_t, int, const void *const *, int, float *) = j->ops->mm_tile8[w->type];
@@ -200,7 +228,7 @@ static void mm_rows(mm_job *j, const mm_mat *m, int ith, long r0, long r1) {
     for (int tt = 0; tt < n; tt += j->tile_tokens) {
         int tend = tt + j->tile_tokens < n ? tt + j->tile_tokens : n;
         for (long tr = r0; tr < r1; tr += m->tile_rows)
-            mm_tile(j, m, tt, tend, tr, tr + m->tile_rows < r1 ? tr + m->tile_rows : r1);
+            mm_tile(j, m, ith, tt, tend, tr, tr + m->tile_rows < r1 ? tr + m->tile_rows : r1);
     }
 }
 
@@ -274,6 +302,13 @@ static void matmul_run(aero_pool *pool, const aero_wmat *const *ws, int nw, cons
         j.act_row_bytes = ((prep ? prep : aero_dtype_row_bytes(j.vt, (uint64_t)w->cols)) + 63) & ~(size_t)63;
         j.act_unit = j.vt == AERO_DT_Q8_0 ? AERO_QK : j.vt == AERO_DT_Q8_K ? AERO_QK_K : w->cols;
         need = j.act_row_bytes * (size_t)n;
+        if (n >= MM_PACK_MIN_TOKENS) // one packed tile per thread, for the weights that have packed kernels
+            for (int k = 0; k < nw; k++)
+                if (j.ops->mm_packed[ws[k]->type]) {
+                    size_t pb = (j.ops->pack_bytes[ws[k]->type](ws[k]->cols) + 63) & ~(size_t)63;
+                    if (pb > j.pack_stride) j.pack_stride = pb;
+                }
+        need += j.pack_stride * (size_t)nth;
     } else if (exact_f32 && w->type != AERO_DT_F32) {
         need = (size_t)nth * (size_t)w->cols * sizeof(float);
     }
@@ -290,10 +325,16 @@ static void matmul_run(aero_pool *pool, const aero_wmat *const *ws, int nw, cons
         }
         if (j.vt != AERO_DT_F32) j.act = s;
         else j.deq = (float *)s;
+        if (j.pack_stride) j.pack = s + j.act_row_bytes * (size_t)n;
     }
     size_t ab = j.act ? j.act_row_bytes : (size_t)w->cols * sizeof(float);
     j.tile_tokens = (int)(MM_TOKEN_BYTES / (ab ? ab : 1)) & ~7;
     if (j.tile_tokens < 8) j.tile_tokens = 8;
+    bool all_packed = j.pack_stride > 0;
+    for (int k = 0; k < nw; k++) all_packed = all_packed && j.ops->mm_packed[ws[k]->type];
+    // A packed tile keeps its 8 rows in cache while groups of 4 tokens pass, so the activations may come from
+    // L3: larger token tiles unpack each row fewer times (an 8192-wide Q4_K row fits 40 tokens in L2).
+    if (all_packed && j.tile_tokens < MM_PACK_TILE_TOKENS) j.tile_tokens = MM_PACK_TILE_TOKENS;
     long all_rows = 0;
     for (int k = 0; k < nw; k++) all_rows += ws[k]->rows;
     long want = all_rows / ((long)nth * MM_CHUNKS_PER_THREAD);

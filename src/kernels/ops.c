@@ -95,6 +95,64 @@ __attribute__((target("avx2"))) static void axpy_avx2(float *out, float p, const
     }
 }
 
+// Four keys' scores at once (n a multiple of 16): each key has dot_fixed's 16 lanes and fold, the folds of
+// the four taken side by side (the same additions of the same pairs), so each is bitwise aero_dot_fixed.
+__attribute__((target("avx2"))) static void dot_fixed4_avx2(const float *q, const float *const k[4], int n,
+                                                             float out[4]) {
+    __m256 lo[4], hi[4];
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; j++) lo[j] = hi[j] = _mm256_setzero_ps();
+    for (int d = 0; d < n; d += 16) {
+        const __m256 qa = _mm256_loadu_ps(q + d), qb = _mm256_loadu_ps(q + d + 8);
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; j++) {
+            lo[j] = _mm256_add_ps(lo[j], _mm256_mul_ps(qa, _mm256_loadu_ps(k[j] + d)));
+            hi[j] = _mm256_add_ps(hi[j], _mm256_mul_ps(qb, _mm256_loadu_ps(k[j] + d + 8)));
+        }
+    }
+    __m128 u[4]; // the fold's first two steps: lanes j + 8, then j + 4
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; j++) {
+        __m256 s8 = _mm256_add_ps(lo[j], hi[j]);
+        u[j] = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+    }
+    _MM_TRANSPOSE4_PS(u[0], u[1], u[2], u[3]); // u[i]: lane i of the four keys
+    _mm_storeu_ps(out, _mm_add_ps(_mm_add_ps(u[0], u[2]), _mm_add_ps(u[1], u[3])));
+}
+
+// out += p[t] * v[t] for count rows in row order (axpy_scalar's steps per element), out held in registers
+// 64 columns at a time instead of loaded and stored per row (a fixed width: a variable one left o[] in memory);
+// the last n % 64 columns 8 at a time. n a multiple of 8.
+__attribute__((target("avx2"))) static void axpy_rows_avx2(float *out, const float *p, const float *const *v,
+                                                            int count, int n) {
+    int c = 0;
+    for (; c + 64 <= n; c += 64) {
+        __m256 o[8];
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; i++) o[i] = _mm256_loadu_ps(out + c + 8 * i);
+        for (int t = 0; t < count; t++) {
+            const __m256 pv = _mm256_set1_ps(p[t]);
+#pragma GCC unroll 8
+            for (int i = 0; i < 8; i++) o[i] = _mm256_add_ps(o[i], _mm256_mul_ps(pv, _mm256_loadu_ps(v[t] + c + 8 * i)));
+        }
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; i++) _mm256_storeu_ps(out + c + 8 * i, o[i]);
+    }
+    for (; c < n; c += 8) {
+        __m256 o = _mm256_loadu_ps(out + c);
+        for (int t = 0; t < count; t++) o = _mm256_add_ps(o, _mm256_mul_ps(_mm256_set1_ps(p[t]), _mm256_loadu_ps(v[t] + c)));
+        _mm256_storeu_ps(out + c, o);
+    }
+}
+
+// x[t] /= d for n floats, 8 at a time (a correctly rounded division either way: the scalar bits).
+__attribute__((target("avx2"))) static void div_all_avx2(float *x, int n, float d) {
+    const __m256 dv = _mm256_set1_ps(d);
+    int t = 0;
+    for (; t + 8 <= n; t += 8) _mm256_storeu_ps(x + t, _mm256_div_ps(_mm256_loadu_ps(x + t), dv));
+    for (; t < n; t++) x[t] = x[t] / d;
+}
+
 static bool have_avx2(void) {
     static int cached = -1;
     if (cached < 0) cached = __builtin_cpu_supports("avx2") ? 1 : 0;
@@ -104,7 +162,19 @@ static bool have_avx2(void) {
 static bool have_avx2(void) { return false; }
 #define dot_fixed_avx2 dot_fixed_scalar
 #define axpy_avx2 axpy_scalar
+// Never called without AVX2 (have_avx2 is false).
+static void dot_fixed4_avx2(const float *q, const float *const k[4], int n, float out[4]) {
+    for (int j = 0; j < 4; j++) out[j] = dot_fixed_scalar(q, k[j], n);
+}
+static void axpy_rows_avx2(float *out, const float *p, const float *const *v, int count, int n) {
+    for (int t = 0; t < count; t++) axpy_scalar(out, p[t], v[t], n);
+}
+static void div_all_avx2(float *x, int n, float d) {
+    for (int t = 0; t < n; t++) x[t] = x[t] / d;
+}
 #endif
+
+#define ATTN_ROWS 32 // V rows summed per pass over the output in registers
 
 float aero_dot_fixed(const float *a, const float *b, int n) { return aero_dot_fixed_isa(a, b, n, 1); }
 
@@ -132,6 +202,16 @@ static void softmax_v(float *out, const float *v, const int *rows, int n, int hd
         sum += scores[t];
     }
     memset(out, 0, sizeof(float) * hd);
+    if (!(rc && rc->v) && hd % 8 == 0 && have_avx2()) { // the same weights and steps, rows in batches
+        div_all_avx2(scores, n, sum);
+        for (int t0 = 0; t0 < n; t0 += ATTN_ROWS) {
+            const float *vr[ATTN_ROWS];
+            int cnt = n - t0 < ATTN_ROWS ? n - t0 : ATTN_ROWS;
+            for (int i = 0; i < cnt; i++) vr[i] = v + (size_t)rows[t0 + i] * hd;
+            axpy_rows_avx2(out, scores + t0, vr, cnt, hd);
+        }
+        return;
+    }
     for (int t = 0; t < n; t++) {
         const float *vr = v + (size_t)rows[t] * hd;
         if (rc && rc->v && t >= rc->first) {
@@ -147,7 +227,20 @@ static void softmax_v(float *out, const float *v, const int *rows, int n, int hd
 void aero_attention(float *out, const float *q, const float *k, const float *v, const int *rows, int n, int hd,
                     float scale, float *scores) {
     float maxs = -INFINITY;
-    for (int t = 0; t < n; t++) {
+    int t = 0;
+    if (hd % 16 == 0 && have_avx2())
+        for (; t + 4 <= n; t += 4) { // four keys at a time, each bitwise aero_dot_fixed
+            const float *kr[4] = {k + (size_t)rows[t] * hd, k + (size_t)rows[t + 1] * hd, k + (size_t)rows[t + 2] * hd,
+                                  k + (size_t)rows[t + 3] * hd};
+            float s4[4];
+            dot_fixed4_avx2(q, kr, hd, s4);
+            for (int j = 0; j < 4; j++) {
+                float sc = s4[j] * scale;
+                scores[t + j] = sc;
+                if (sc > maxs) maxs = sc;
+            }
+        }
+    for (; t < n; t++) {
         float sc = aero_dot_fixed(q, k + (size_t)rows[t] * hd, hd) * scale;
         scores[t] = sc;
         if (sc > maxs) maxs = sc;

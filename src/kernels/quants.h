@@ -163,6 +163,13 @@ typedef struct {
     // its row's one-row float steps); matmul prefers them for any n, decode included.
     void (*mm_tile8[AERO_DT_COUNT])(int64_t n, const void *w, size_t row_bytes, int R, const void *const *a, int T,
                                     float *out);
+    // Packed tiles (NULL: none), for batches: mm_pack8 unpacks R (1..8) weight rows of n elements at w +
+    // r * row_bytes once into pack_bytes(n) bytes (64-aligned; rows past R repeat the last), then mm_packed
+    // multiplies that buffer by T (1..4) tokens in matmul's activation rows, out[k * 8 + r], each with the bits
+    // of mm_tile8 (the same exact integers, the same float steps): unpacking is paid once per tile of tokens.
+    size_t (*pack_bytes[AERO_DT_COUNT])(int64_t n);
+    void (*mm_pack8[AERO_DT_COUNT])(int64_t n, const void *w, size_t row_bytes, int R, void *packed);
+    void (*mm_packed[AERO_DT_COUNT])(int64_t n, const void *packed, const void *const *a, int T, float *out);
     const char *name;
 } aero_kernel_ops;
 
