@@ -50,11 +50,18 @@ $(CUDA_BUILD)/test_attn_host: tests/cuda/test_attn_host.cpp tests/cuda/simt_host
 	$(CUDA_CXX) -std=c++17 -O2 -Wall -Wno-unknown-pragmas -Isrc -Iinclude -o $@ tests/cuda/test_attn_host.cpp \
 		$(CUDA_REF_OBJ) -lm
 
+# The tensor-core matmul run on the CPU under the same emulation, mma.m16n8k16 emulated from its fragment layout.
+$(CUDA_BUILD)/test_mma_host: tests/cuda/test_mma_host.cpp tests/cuda/simt_host_emu.h src/kernels/cuda/cuda_mma_kernel.cuh src/kernels/cuda/cuda_decode.cuh src/kernels/cuda/cuda_host_emu.h $(CUDA_REF_OBJ)
+	$(CUDA_CXX) -std=c++17 -O2 -Wall -Wno-unknown-pragmas -Isrc -Iinclude -o $@ tests/cuda/test_mma_host.cpp \
+		$(CUDA_REF_OBJ) -lm
+
 .PHONY: cuda-objs cuda-tests cuda-test-host cuda-clean
 cuda-objs: $(CUDA_OBJ)
-cuda-tests: $(CUDA_BUILD)/test_cuda $(CUDA_BUILD)/bench_cuda $(CUDA_BUILD)/test_decode_host $(CUDA_BUILD)/test_attn_host
-cuda-test-host: $(CUDA_BUILD)/test_decode_host $(CUDA_BUILD)/test_attn_host
+cuda-tests: $(CUDA_BUILD)/test_cuda $(CUDA_BUILD)/bench_cuda $(CUDA_BUILD)/test_decode_host $(CUDA_BUILD)/test_attn_host \
+            $(CUDA_BUILD)/test_mma_host
+cuda-test-host: $(CUDA_BUILD)/test_decode_host $(CUDA_BUILD)/test_attn_host $(CUDA_BUILD)/test_mma_host
 	$(CUDA_BUILD)/test_decode_host
 	$(CUDA_BUILD)/test_attn_host
+	$(CUDA_BUILD)/test_mma_host
 cuda-clean:
 	rm -rf $(CUDA_BUILD)

@@ -20,28 +20,6 @@ static inline void aero_mma_act_slots(float *scratch, int n, int cols, __half **
     *xs = scratch + (((size_t)n * cols / 2 + 63) & ~(size_t)63);
 }
 
-#ifdef __CUDACC__
-// One block's part of the f16 activations for the row it just wrote (row, cols): the largest magnitude (max is
-// exact in any order), the power-of-two factor that keeps it within 2^15, then the scaled row rounded to f16;
-// *xs = the inverse factor, applied to the matmul's outputs. Every thread of the block must call it; the ops
-// that write a row (rmsnorm) call it after, so their fused output is bitwise aero_mma_prepare's.
-__device__ __forceinline__ void aero_prep_row_f16(const float *row, int cols, __half *xh, float *xs) {
-    __shared__ float wmax[32];
-    __syncthreads(); // the row written by this block is visible; wmax is free
-    float mx = 0.0f;
-    for (int j = threadIdx.x; j < cols; j += blockDim.x) mx = fmaxf(mx, fabsf(row[j]));
-    for (int o = 16; o >= 1; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
-    if ((threadIdx.x & 31) == 0) wmax[threadIdx.x >> 5] = mx;
-    __syncthreads();
-    mx = 0.0f;
-    for (int w = 0; w < (int)((blockDim.x + 31) >> 5); w++) mx = fmaxf(mx, wmax[w]);
-    int e = 0; // mx <= 2^15 * 2^e
-    if (mx > 32768.0f && mx <= 3.0e38f) frexpf(mx / 32768.0f, &e); // mx / 2^15 = f * 2^e, f in [0.5, 1)
-    const float down = ldexpf(1.0f, -e);
-    for (int j = threadIdx.x; j < cols; j += blockDim.x) xh[j] = __float2half_rn(row[j] * down);
-    if (threadIdx.x == 0) *xs = ldexpf(1.0f, e);
-}
-#endif
 
 // Queues the f16 copy of x [n][cols] and the per-token output factors into scratch.
 void aero_mma_prepare(const float *x, int n, int cols, float *scratch, const void **xh, const float **xs,

@@ -7,6 +7,7 @@
 
 #include "cuda_internal.cuh"
 #include "cuda_mma.cuh"
+#include "cuda_mma_kernel.cuh"
 
 #define NORM_THREADS 256
 

@@ -1,0 +1,193 @@
+// The device code of the tensor-core matmul (see cuda_mma.cu for the design), in a header of its own so that
+// tests/cuda/test_mma_host.cpp can run the very same kernel on the CPU under the SIMT emulation
+// (tests/cuda/simt_host_emu.h, included first with AERO_CUDA_HOST_EMU), where mma.m16n8k16 is emulated from
+// its documented fragment layout.
+#ifndef AERO_KERNELS_CUDA_MMA_KERNEL_CUH
+#define AERO_KERNELS_CUDA_MMA_KERNEL_CUH
+
+#include <math.h>
+#include <stdint.h>
+
+#include "cuda_decode.cuh"
+
+#ifdef AERO_CUDA_HOST_EMU
+extern "C" uint16_t aero_f32_to_f16(float f);
+static inline __half __float2half_rn(float f) { return __half{aero_f32_to_f16(f)}; }
+#endif
+
+#define MMA_WARPS 8
+#define MMA_THREADS (32 * MMA_WARPS)
+
+#ifndef AERO_CUDA_HOST_EMU
+// Two floats as one f16x2 register (lo in the low half: the lower k slot), rounded to nearest even.
+__device__ __forceinline__ uint32_t pack_h2(float lo, float hi) {
+    __half2 h = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<uint32_t *>(&h);
+}
+
+// c += A (16 x 16, row-major fragment a0..a3) x B (16 x 8, column fragment b0, b1), f32 accumulators.
+__device__ __forceinline__ void mma_16816(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+                 "{%0, %1, %2, %3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+#else
+static inline uint32_t pack_h2(float lo, float hi) {
+    return (uint32_t)aero_f32_to_f16(lo) | ((uint32_t)aero_f32_to_f16(hi) << 16);
+}
+static inline float h_lo(uint32_t w, int j) { return aero_f16_to_f32((uint16_t)(j ? w >> 16 : w & 0xffff)); }
+
+// The PTX ISA's fragments of mma.m16n8k16 (f16 A row-major, B column-major, f32 C): lane = 4 g + t holds
+// A rows g (a0, a2) and g + 8 (a1, a3) at k = 2t, 2t + 1 (a0, a1) and 2t + 8, 2t + 9 (a2, a3); B column g at
+// k = 2t, 2t + 1 (b0) and 2t + 8, 2t + 9 (b1); C rows g (c0, c1) and g + 8 (c2, c3) at columns 2t, 2t + 1.
+// Each lane gathers its peers' registers through the warp exchange and sums its four outputs in k order.
+static inline void mma_16816(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+    uint32_t A[4][32], B[2][32];
+    for (int r = 0; r < 4; r++) memcpy(A[r], emu_exchange(a[r]), sizeof A[r]);
+    memcpy(B[0], emu_exchange(b0), sizeof B[0]);
+    memcpy(B[1], emu_exchange(b1), sizeof B[1]);
+    const int lane = (int)(threadIdx.x & 31), g = lane >> 2, t = lane & 3;
+    for (int i = 0; i < 4; i++) {
+        const int row8 = i >> 1, col = 2 * t + (i & 1); // row g + 8 row8
+        float s = 0.0f;
+        for (int k = 0; k < 16; k++) {
+            const int tk = (k & 7) >> 1, j = k & 1, hi = k >= 8;
+            const float av = h_lo(A[row8 + 2 * hi][4 * g + tk], j), bv = h_lo(B[hi][4 * col + tk], j);
+            s = s + av * bv;
+        }
+        c[i] = c[i] + s;
+    }
+}
+#endif
+
+// Elements 8p .. 8p + 7 of chunk c of a row as f32 weights (dl * q - ml, or the dense values themselves).
+template <int TY> __device__ __forceinline__ void weights8(const uint8_t *row, int c, int p, float w[8]) {
+    typedef Dec<TY> D;
+    const int pa = 32 * c + 8 * p; // natural positions: dense rows are read as they are stored
+    D::decode8(row, c, p, pa, pa + 4, w);
+    if (!D::DENSE) {
+        float dl[2], ml[2];
+        D::scales(row, c, dl, ml);
+        const float d = dl[p >> 1], m = ml[p >> 1];
+#pragma unroll
+        for (int j = 0; j < 8; j++) w[j] = D::MIN ? fmaf(d, w[j], -m) : d * w[j];
+    }
+}
+
+// MT tiles of 16 rows x NT tiles of 8 tokens per block of MMA_WARPS warps; grid (ceil(rows / 16 MT),
+// ceil(n / 8 NT)). X: [n][cols] f16 activations, xs[i]: the factor that undoes token i's scaling.
+template <int TY, int MT, int NT>
+__global__ void __launch_bounds__(MMA_THREADS) k_mma(const uint8_t *__restrict__ W, size_t row_bytes, int rows,
+                                                     int cols, const __half *__restrict__ X,
+                                                     const float *__restrict__ xs, int n, float *__restrict__ Y) {
+    __shared__ float red[MMA_WARPS / 2][MT * NT * 4][32];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+    const int r0 = blockIdx.x * 16 * MT, t0 = blockIdx.y * 8 * NT;
+    const int nchunks = cols >> 5;
+    const uint8_t *rp[MT][2];
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int h = 0; h < 2; h++) rp[mt][h] = W + (size_t)min(r0 + 16 * mt + g + 8 * h, rows - 1) * row_bytes;
+    const __half *xp[NT];
+    bool tok_ok[NT];
+#pragma unroll
+    for (int j = 0; j < NT; j++) {
+        const int tok = t0 + 8 * j + g;
+        tok_ok[j] = tok < n;
+        xp[j] = X + (size_t)min(tok, n - 1) * cols + 8 * t;
+    }
+    float acc[MT][NT][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int j = 0; j < NT; j++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) acc[mt][j][i] = 0.0f;
+
+#pragma unroll 2
+    for (int c = warp; c < nchunks; c += MMA_WARPS) {
+        uint32_t a[MT][2][4]; // [row tile][k16 step][register]
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) {
+            float wa[8], wb[8]; // rows g and g + 8 of the tile
+            weights8<TY>(rp[mt][0], c, t, wa);
+            weights8<TY>(rp[mt][1], c, t, wb);
+#pragma unroll
+            for (int s = 0; s < 2; s++) {
+                a[mt][s][0] = pack_h2(wa[4 * s], wa[4 * s + 1]);
+                a[mt][s][1] = pack_h2(wb[4 * s], wb[4 * s + 1]);
+                a[mt][s][2] = pack_h2(wa[4 * s + 2], wa[4 * s + 3]);
+                a[mt][s][3] = pack_h2(wb[4 * s + 2], wb[4 * s + 3]);
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < NT; j++) {
+            const uint4 b = tok_ok[j] ? __ldg((const uint4 *)(xp[j] + 32 * c)) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++) {
+                mma_16816(acc[mt][j], a[mt][0], b.x, b.y);
+                mma_16816(acc[mt][j], a[mt][1], b.z, b.w);
+            }
+        }
+    }
+
+    // the warps' partial sums as a fixed pairwise tree: step 1 adds w+1 into each even w, step 2 w+2 into
+    // w % 4 == 0, step 4 w+4 into w0
+#pragma unroll
+    for (int step = 1; step < MMA_WARPS; step <<= 1) {
+        __syncthreads();
+        if ((warp & (2 * step - 1)) == step)
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                for (int j = 0; j < NT; j++)
+#pragma unroll
+                    for (int i = 0; i < 4; i++) red[warp / (2 * step)][(mt * NT + j) * 4 + i][lane] = acc[mt][j][i];
+        __syncthreads();
+        if ((warp & (2 * step - 1)) == 0)
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                for (int j = 0; j < NT; j++)
+#pragma unroll
+                    for (int i = 0; i < 4; i++)
+                        acc[mt][j][i] = acc[mt][j][i] + red[warp / (2 * step)][(mt * NT + j) * 4 + i][lane];
+    }
+    if (warp) return;
+    // accumulator i of a tile: row g + 8 (i / 2), token 2t + i % 2
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int j = 0; j < NT; j++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                const int row = r0 + 16 * mt + g + 8 * (i >> 1), tok = t0 + 8 * j + 2 * t + (i & 1);
+                if (row < rows && tok < n) Y[(size_t)tok * rows + row] = acc[mt][j][i] * xs[tok];
+            }
+}
+
+
+// One block's part of the f16 activations for the row it just wrote (row, cols): the largest magnitude (max is
+// exact in any order), the power-of-two factor that keeps it within 2^15, then the scaled row rounded to f16;
+// *xs = the inverse factor, applied to the matmul's outputs. Every thread of the block must call it; the ops
+// that write a row (rmsnorm) call it after, so their fused output is bitwise aero_mma_prepare's.
+__device__ __forceinline__ void aero_prep_row_f16(const float *row, int cols, __half *xh, float *xs) {
+    __shared__ float wmax[32];
+    __syncthreads(); // the row written by this block is visible; wmax is free
+    float mx = 0.0f;
+    for (int j = threadIdx.x; j < cols; j += blockDim.x) mx = fmaxf(mx, fabsf(row[j]));
+    for (int o = 16; o >= 1; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+    if ((threadIdx.x & 31) == 0) wmax[threadIdx.x >> 5] = mx;
+    __syncthreads();
+    mx = 0.0f;
+    for (int w = 0; w < (int)((blockDim.x + 31) >> 5); w++) mx = fmaxf(mx, wmax[w]);
+    int e = 0; // mx <= 2^15 * 2^e
+    if (mx > 32768.0f && mx <= 3.0e38f) frexpf(mx / 32768.0f, &e); // mx / 2^15 = f * 2^e, f in [0.5, 1)
+    const float down = ldexpf(1.0f, -e);
+    for (int j = threadIdx.x; j < cols; j += blockDim.x) xh[j] = __float2half_rn(row[j] * down);
+    if (threadIdx.x == 0) *xs = ldexpf(1.0f, e);
+}
+
+#endif
