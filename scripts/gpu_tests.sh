@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # All GPU tests and benchmarks in one call (device time is scarce: one run does everything).
 #   scripts/gpu_tests.sh --stage [DIR]  on the build machine: builds `make CUDA=1 MPI=0 BUILD=build-cuda` (aerollm with the
-#                                  CUDA backend), the kernel tests and benchmark, and aerollm-fb (the same binary
-#                                  with the run-1 matmul kernels of fdf317d, used when the current kernels fail
-#                                  their tests); copies them, their non-glibc shared libraries (ldd), this script
+#                                  CUDA backend) and the kernel tests and benchmark; copies them, their non-glibc
+#                                  shared libraries (ldd), this script
 #                                  and the stories260K model into DIR (default .cuda, git-ignored: carry it)
 #   DIR/gpu_tests.sh [--quick]     on the GPU machine, from the repository root (models/ holds the bundled pair):
 #                                  1. test_cuda: kernels against the CPU reference, bitwise batch invariance
@@ -25,42 +24,9 @@ if [ "${1:-}" = "--stage" ]; then
     make CUDA=1 MPI=0 BUILD=build-cuda -j"$(nproc)"  # the GPU machine has no Open MPI
     make -f cuda.mk CUDA_BUILD=build-cuda/cuda cuda-tests
     build-cuda/cuda/test_decode_host | tail -1   # the decoders on the CPU before spending device time
-    # aerollm-fb: fdf317d's matmul kernels (verified on the GPU in run 1) behind the current API
-    mkdir -p build-cuda/fb
-    git show fdf317d:src/kernels/cuda/cuda_matmul.cu |
-        sed 's/aero_cuda_matmul_shape/old_matmul_shape/g; s/aero_cuda_matmul(/old_matmul(/g' > build-cuda/fb/cuda_matmul.cu
-    cat >> build-cuda/fb/cuda_matmul.cu <<'EOF'
-extern "C" aero_status aero_cuda_act_prepare(aero_cuda *cu, const float *x, int n, int cols, aero_cuda_act *out,
-                                             aero_error *err) {
-    *out = aero_cuda_act{x, NULL, n, cols};
-    return AERO_OK;
-}
-extern "C" aero_status aero_cuda_matmul_act(aero_cuda *cu, const aero_cuda_wmat *w, const aero_cuda_act *a, float *y,
-                                            aero_error *err) {
-    return old_matmul(cu, w, a->x, a->n, y, err);
-}
-extern "C" aero_status aero_cuda_matmul(aero_cuda *cu, const aero_cuda_wmat *w, const float *x, int n, float *y,
-                                        aero_error *err) {
-    return old_matmul(cu, w, x, n, y, err);
-}
-extern "C" aero_status aero_cuda_matmul_shape(aero_cuda *cu, const aero_cuda_wmat *w, const aero_cuda_act *a, float *y,
-                                              int R, int T, aero_error *err) {
-    return old_matmul_shape(cu, w, a->x, a->n, y, R, T, err);
-}
-EOF
-    if [ ! build-cuda/fb/cuda_matmul.o -nt build-cuda/fb/cuda_matmul.cu ]; then
-        /usr/local/cuda/bin/nvcc -O3 -std=c++17 -gencode arch=compute_90,code=sm_90 --fmad=false -Xcompiler -fPIC \
-            -Isrc -Iinclude -Isrc/kernels/cuda -c build-cuda/fb/cuda_matmul.cu -o build-cuda/fb/cuda_matmul.o
-    fi
-    cp build-cuda/libaero.a build-cuda/fb/libaero.a
-    ar d build-cuda/fb/libaero.a cuda_matmul.o
-    ar r build-cuda/fb/libaero.a build-cuda/fb/cuda_matmul.o
-    cc -o build-cuda/fb/aerollm build-cuda/src/cli/*.o build-cuda/fb/libaero.a -pthread -lm -ljansson -lmicrohttpd \
-        -lpcre2-8 -L/usr/local/cuda/lib64 -lcudart -lstdc++
     mkdir -p "$DEST/bin" "$DEST/lib" "$DEST/models"
     [ -f "$DEST/.gitignore" ] || echo '*' > "$DEST/.gitignore"
     cp build-cuda/aerollm build-cuda/cuda/test_cuda build-cuda/cuda/bench_cuda "$DEST/bin/"
-    cp build-cuda/fb/aerollm "$DEST/bin/aerollm-fb"
     cp scripts/gpu_tests.sh "$DEST/gpu_tests.sh"
     cp ../shared/data/models/stories260K.gguf "$DEST/models/"
     # libraries outside glibc and the loader: what the GPU machine may lack
@@ -121,9 +87,9 @@ grep -E "FAIL|PASS:|device:" "$LOG/test_cuda.log" | head -30
 [ "$rc" = 77 ] && { echo "no CUDA device: skipped"; exit 77; }
 check test_cuda "$rc" "(rc $rc)"
 AERO=$BIN/aerollm
-if [ "$rc" != 0 ] && [ -x "$BIN/aerollm-fb" ]; then
-    echo "current matmul kernels failed their tests: the whole-model checks use aerollm-fb (fdf317d's kernels)"
-    AERO=$BIN/aerollm-fb
+if [ "$rc" != 0 ] && grep -q "FAIL.*matmul" "$LOG/test_cuda.log"; then
+    echo "the tensor-core matmul failed its tests: the whole-model checks use the f32 kernels (AERO_CUDA_MM=v1)"
+    export AERO_CUDA_MM=v1
 fi
 
 echo "== whole models $(el)"
