@@ -378,12 +378,13 @@ extern "C" aero_status aero_cuda_matmul(aero_cuda *cu, const aero_cuda_wmat *w, 
     if (st) return st;
     if (n <= 0) return n == 0 ? AERO_OK : aero_fail(err, AERO_ERR_INVALID, "CUDA matmul over %d tokens", n);
     int cols = (int)w->cols, group = (int)(cu->scratch_floats / (size_t)cols);
-    if (is_dense(w->type)) group = n; // dense weights read x itself: no scratch
+    bool prepared = aero_cuda_matmul_f16(w->type) ? cols % 32 == 0 : !is_dense(w->type);
+    if (!prepared) group = n; // dense f32 kernels read x itself: no scratch
     if (group < 1) return aero_fail(err, AERO_ERR_RANGE, "CUDA matmul: rows of %d exceed the scratch", cols);
     for (int i = 0; i < n; i += group) {
         int k = n - i < group ? n - i : group;
         aero_cuda_act a = {x + (size_t)i * cols, NULL, k, cols, NULL, NULL};
-        if (!is_dense(w->type) && (st = aero_cuda_act_prepare(cu, a.x, k, cols, &a, err))) return st;
+        if (prepared && (st = aero_cuda_act_prepare(cu, a.x, k, cols, &a, err))) return st;
         if ((st = aero_cuda_matmul_act(cu, w, &a, y + (size_t)i * w->rows, err))) return st;
     }
     return AERO_OK;

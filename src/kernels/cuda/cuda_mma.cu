@@ -4,7 +4,8 @@
 // the same bits alone or in any batch.
 //
 // Reduction order (batch invariance): a row is cut into 32-element chunks (as in cuda_matmul.cu); warp w of
-// the MMA_WARPS of a block takes chunks w, w + MMA_WARPS, ... in order, each as two k16 steps of one mma into
+// the MMA_WARPS of a block takes the w-th contiguous run of ceil(chunks / MMA_WARPS) chunks in order (so its
+// loads walk whole cache lines of each row), each as two k16 steps of one mma into
 // its f32 accumulators; the warps are then summed as a fixed pairwise tree ((w0 + w1) + (w2 + w3)) + (...).
 // An mma computes each output element from its own row of A and column of B only, so how many tokens share
 // the tile (or in which column a token sits) does not change its bits; nothing above depends on the number of

@@ -106,8 +106,12 @@ __global__ void __launch_bounds__(MMA_THREADS) k_mma(const uint8_t *__restrict__
 #pragma unroll
             for (int i = 0; i < 4; i++) acc[mt][j][i] = 0.0f;
 
-#pragma unroll 2
-    for (int c = warp; c < nchunks; c += MMA_WARPS) {
+    // warp w: the contiguous chunks [c0, c1), so its loads walk each row's bytes in order (whole cache lines)
+    const int per = (nchunks + MMA_WARPS - 1) / MMA_WARPS, c0 = min(warp * per, nchunks), c1 = min(c0 + per, nchunks);
+    constexpr int UNROLL = MT * NT == 1 ? 4 : 2; // the decode tile: more loads in flight
+    (void)UNROLL;                                // (the host emulation ignores the pragma)
+#pragma unroll UNROLL
+    for (int c = c0; c < c1; c++) {
         uint32_t a[MT][2][4]; // [row tile][k16 step][register]
 #pragma unroll
         for (int mt = 0; mt < MT; mt++) {
