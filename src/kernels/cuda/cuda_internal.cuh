@@ -38,7 +38,17 @@ struct aero_cuda_batch {
     cudaEvent_t staged;                        // the staging buffer's last upload is done
 };
 
-#define AERO_ATTN_SEG 256  // visible keys per attention segment
+#define AERO_ATTN_SEG 256
+
+// Position of element e of an activation row of `cols` (a multiple of 32) in the f32 kernels' permuted layout
+// (float4 q of chunk c = 128 k + t goes to float4 1024 k + m q + t, m = the chunks of group k): written by
+// aero_cuda_act_prepare and by the fused ops that produce a matmul input themselves.
+__device__ __forceinline__ size_t act_perm(int cols, int e) {
+    int f = e >> 2, c = f >> 3, q = f & 7, k = c >> 7, t = c & 127;
+    int m = min(128, (cols >> 5) - 128 * k);
+    return 4 * (1024 * (size_t)k + (size_t)m * q + t) + (e & 3);
+}
+  // visible keys per attention segment
 
 // Turns a CUDA error into a status that names the call.
 static inline aero_status aero_cuda_fail(aero_error *err, cudaError_t e, const char *what) {

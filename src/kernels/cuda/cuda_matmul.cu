@@ -136,16 +136,14 @@ __global__ void k_matmul_dense_any(const uint8_t *__restrict__ W, size_t row_byt
     if (lane == 0) Y[(size_t)t * rows + r] = s;
 }
 
-// Permutes activation rows into the chunk layout of k_matmul: float4 q of chunk c = 128k + t goes to
-// float4 index 1024k + m q + t. One thread per float4; an exact copy.
+// Permutes activation rows into the chunk layout of k_matmul (act_perm). One thread per float4; an exact copy.
 __global__ void k_permute(const float4 *__restrict__ x, float4 *__restrict__ xp, int n, int cols) {
     size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     size_t per = (size_t)cols / 4;
     if (idx >= per * n) return;
-    int i = (int)(idx / per), f = (int)(idx % per);
-    int nchunks = cols / 32, c = f / 8, q = f % 8, k = c / 128, t = c % 128;
-    int m = min(128, nchunks - 128 * k);
-    xp[(size_t)i * per + 1024 * (size_t)k + (size_t)m * q + t] = x[idx];
+    size_t i = idx / per;
+    int f = (int)(idx % per);
+    xp[i * per + act_perm(cols, 4 * f) / 4] = x[idx];
 }
 
 // ---- embedding rows --------------------------------------------------------------------------------------

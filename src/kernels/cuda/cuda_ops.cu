@@ -11,15 +11,6 @@
 
 #define NORM_THREADS 256
 
-// Position of element e of an activation row of `cols` (a multiple of 32) in the layout aero_cuda_act_prepare
-// writes (k_permute in cuda_matmul.cu: float4 q of chunk c = 128 k + t goes to float4 1024 k + m q + t), so the
-// fused ops below can write the matmul input themselves; test_cuda checks both layouts are the same bytes.
-__device__ __forceinline__ size_t act_perm(int cols, int e) {
-    int f = e >> 2, c = f >> 3, q = f & 7, k = c >> 7, t = c & 127;
-    int m = min(128, (cols >> 5) - 128 * k);
-    return 4 * (1024 * (size_t)k + (size_t)m * q + t) + (e & 3);
-}
-
 // ---- RMSNorm ---------------------------------------------------------------------------------------------
 
 // One block per row: thread t sums squares of elements t, t + 256, ...; lanes fold by xor butterfly, warps in
