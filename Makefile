@@ -37,7 +37,7 @@ else ifeq ($(CUDA),emu)
 CFLAGS   += -DAERO_CUDA=1
 CUDA_OBJ := $(BUILD)/tests/cuda/cuda_emu.o
 else
-LIB_SRC  := $(filter-out src/model/forward_cuda.c,$(LIB_SRC))
+LIB_SRC  := $(filter-out src/model/forward_cuda.c src/model/gpu_prof.c,$(LIB_SRC))
 endif
 # MPI=1: pipeline parallelism across the ranks of an MPI job (src/mpi/transport.c talks MPI; docs/perf/mpi.md).
 # On by default where mpicc is found; MPI=0, or no MPI installed, builds the same binary for a job of one rank.

@@ -12,6 +12,7 @@
 #include "../kernels/cuda/cuda_backend.h"
 #include "../stream/stream_internal.h"
 #include "forward_cuda.h"
+#include "gpu_prof.h"
 #include "gpu_plan.h"
 
 #define N_SLOTS AERO_GPU_SLOTS
@@ -26,29 +27,7 @@ typedef struct {
     bool host_ffn;  // an MoE layer: attention here, the FFN on the host (aero_ctx_moe_ffn_host)
 } gpu_unit;
 
-// AERO_CUDA_PROFILE=1 (or N: also every N passes): where a pass's time goes, host and GPU, printed at context
-// free. Host phases by clock; GPU time by op class from events recorded where the class changes (the interval
-// from one mark to the next belongs to the class of the first; a GPU waiting for the host to queue work counts
-// in the class before the gap, so compare GPU total with host "layers").
-enum { PH_EMBED, PH_BATCH, PH_LAYERS, PH_HEAD, PH_SYNC, PH_N };
-enum { OP_MATMUL, OP_ATTN, OP_ELEM, OP_COPY, OP_WAIT, OP_N };
-#define PROF_MAX_MARKS 8192
 
-typedef struct {
-    long passes, tokens, ops;
-    double host[PH_N], gpu[OP_N];
-} prof_sum;
-
-typedef struct {
-    int every;            // 0: off
-    aero_cuda_event **ev; // a pool of marks reused each pass
-    uint8_t *cls;         // class of the interval after each mark
-    int n_marks, cap;
-    long ops;          // ops queued this pass
-    double last;       // host clock at the last phase boundary
-    double host[PH_N]; // this pass
-    prof_sum by[2];    // [0] one-token passes (decode), [1] the others
-} gpu_prof;
 
 typedef struct aero_gpu {
     aero_cuda *cu;
@@ -86,114 +65,6 @@ typedef struct aero_gpu {
 static uint64_t r256(uint64_t b) { return (b + 255) & ~(uint64_t)255; }
 
 static uint64_t tbytes(const aero_model *m, int64_t t) { return m->gguf.tensors[t].nbytes; }
-
-// ---- profile (AERO_CUDA_PROFILE) ---------------------------------------------------------------------------
-
-static double now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
-// Reads AERO_CUDA_PROFILE once per context: unset or 0 off; 1 a report at context free; N > 1 also every N passes.
-static void prof_init(gpu_prof *p) {
-    const char *e = getenv("AERO_CUDA_PROFILE");
-    p->every = e ? atoi(e) : 0;
-    if (p->every < 0) p->every = 0;
-}
-
-// Marks the start of an op of class cls on the compute stream (an event only where the class changes).
-static void prof_op(aero_gpu *g, int cls) {
-    gpu_prof *p = &g->prof;
-    if (!p->every) return;
-    p->ops++;
-    if (p->n_marks && p->cls[p->n_marks - 1] == cls) return;
-    if (p->n_marks == p->cap) {
-        aero_error e = {0};
-        int cap = p->cap ? 2 * p->cap : 256;
-        if (cap > PROF_MAX_MARKS) return; // the interval stays with the last class
-        aero_cuda_event **ev = realloc(p->ev, sizeof *ev * cap);
-        uint8_t *cl = ev ? realloc(p->cls, cap) : NULL;
-        if (ev) p->ev = ev;
-        if (!cl) return;
-        p->cls = cl;
-        for (; p->cap < cap; p->cap++)
-            if (aero_cuda_event_new(g->cu, &p->ev[p->cap], &e)) return;
-    }
-    aero_error e = {0};
-    if (aero_cuda_record(g->cu, AERO_CUDA_STREAM_COMPUTE, p->ev[p->n_marks], &e)) return;
-    p->cls[p->n_marks++] = (uint8_t)cls;
-}
-
-// Host time since the last boundary goes to phase ph.
-static void prof_phase(aero_gpu *g, int ph) {
-    gpu_prof *p = &g->prof;
-    if (!p->every) return;
-    double t = now_ms();
-    p->host[ph] += t - p->last;
-    p->last = t;
-}
-
-static void prof_pass_begin(aero_gpu *g) {
-    gpu_prof *p = &g->prof;
-    if (!p->every) return;
-    p->n_marks = 0;
-    p->ops = 0;
-    memset(p->host, 0, sizeof p->host);
-    p->last = now_ms();
-}
-
-static const char *const PH_NAMES[PH_N] = {"embed", "batch", "layers", "head", "sync"};
-static const char *const OP_NAMES[OP_N] = {"matmul", "attention", "norm/rope/act", "copies", "slot waits"};
-
-// One line per kind of pass: averages per pass of host phases, GPU op classes, ops queued.
-static void prof_report(const aero_gpu *g, const char *when) {
-    for (int k = 0; k < 2; k++) {
-        const prof_sum *s = &g->prof.by[k];
-        if (!s->passes) continue;
-        double n = (double)s->passes, h = 0, d = 0;
-        for (int i = 0; i < PH_N; i++) h += s->host[i];
-        for (int i = 0; i < OP_N; i++) d += s->gpu[i];
-        fprintf(stderr,
-                "cuda profile (%s, %s passes: %ld, %.1f tokens/pass, %.0f backend calls/pass):\n  host %.3f ms/pass =",
-                when, k ? "batch" : "1-token", s->passes, s->tokens / n, s->ops / n, h / n);
-        for (int i = 0; i < PH_N; i++) fprintf(stderr, " %s %.3f", PH_NAMES[i], s->host[i] / n);
-        fprintf(stderr, "\n  GPU  %.3f ms/pass =", d / n);
-        for (int i = 0; i < OP_N; i++) fprintf(stderr, " %s %.3f", OP_NAMES[i], s->gpu[i] / n);
-        fprintf(stderr, "\n");
-    }
-}
-
-// After the pass's work is done (synchronized): the GPU intervals between the marks, summed by class.
-static void prof_pass_end(aero_gpu *g, int n) {
-    gpu_prof *p = &g->prof;
-    if (!p->every) return;
-    prof_sum *s = &p->by[n > 1];
-    s->passes++;
-    s->tokens += n;
-    s->ops += p->ops;
-    for (int i = 0; i < PH_N; i++) s->host[i] += p->host[i];
-    for (int i = 0; i + 1 < p->n_marks; i++) {
-        float ms = aero_cuda_event_ms(p->ev[i], p->ev[i + 1]);
-        if (ms > 0) s->gpu[p->cls[i]] += ms;
-    }
-    if (p->every > 1 && s->passes % p->every == 0) prof_report(g, "so far");
-}
-
-// The last mark of a pass, after its last op (closes the last interval).
-static void prof_mark_end(aero_gpu *g) {
-    if (!g->prof.every) return;
-    prof_op(g, OP_N);
-    g->prof.ops--;
-}
-
-static void prof_free(aero_gpu *g) {
-    gpu_prof *p = &g->prof;
-    if (p->every) prof_report(g, "context end");
-    for (int i = 0; i < p->cap; i++) aero_cuda_event_free(p->ev[i]);
-    free(p->ev);
-    free(p->cls);
-}
 
 // The unit's matrices the GPU computes with: a layer's seven (an MoE layer's four of attention), or the head.
 static int unit_mats(const aero_model *m, int u, int64_t *out) {
@@ -502,7 +373,7 @@ aero_status aero_gpu_ctx_init(aero_ctx *c, uint64_t gpu_mem, aero_error *err) {
             aero_cuda_event_new(g->cu, &g->freed[k], err))
             goto fail;
     if (load_weights(c, g, err) || load_embedding(c, g, err)) goto fail;
-    prof_init(&g->prof);
+    prof_init(&g->prof, g->cu);
     const char *graphs = getenv("AERO_CUDA_GRAPHS");
     g->graphs = graphs && atoi(graphs) > 0;
     for (int u = 0; u < g->n_units; u++) g->graphs &= g->units[u].vram && !g->units[u].host_ffn;
@@ -539,7 +410,7 @@ void aero_gpu_ctx_free(aero_ctx *c) {
         aero_error e = {0};
         aero_cuda_sync(g->cu, &e);
     }
-    prof_free(g);
+    prof_free(&g->prof);
     aero_cuda_graph_free(g->graph);
     aero_cuda_event_free(g->staged);
     aero_cuda_host_free(g->h_ids);
@@ -571,12 +442,12 @@ static aero_status prep(aero_gpu *g, const float *x, int n, int cols, aero_cuda_
         *a = (aero_cuda_act){.x = x, .n = n, .cols = cols};
         return AERO_OK;
     }
-    prof_op(g, OP_ELEM);
+    prof_op(&g->prof, OP_ELEM);
     return aero_cuda_act_prepare(g->cu, x, n, cols, a, err);
 }
 
 static aero_status matmul(aero_gpu *g, const aero_cuda_wmat *w, const aero_cuda_act *a, float *y, aero_error *err) {
-    prof_op(g, OP_MATMUL);
+    prof_op(&g->prof, OP_MATMUL);
     return aero_cuda_matmul_act(g->cu, w, a, y, err);
 }
 
@@ -584,13 +455,13 @@ static aero_status matmul(aero_gpu *g, const aero_cuda_wmat *w, const aero_cuda_
 static aero_status flush_add(aero_gpu *g, int n, int d, aero_error *err) {
     if (!g->pending_add) return AERO_OK;
     g->pending_add = false;
-    prof_op(g, OP_ELEM);
+    prof_op(&g->prof, OP_ELEM);
     return aero_cuda_add(g->cu, g->x, g->xb, (size_t)n * d, err);
 }
 
 // xb = rmsnorm(x) with the pending residual add folded in (x += xb first) and the matmul input prepared.
 static aero_status norm_in(aero_gpu *g, const float *w, int n, int d, float eps, aero_cuda_act *a, aero_error *err) {
-    prof_op(g, OP_ELEM);
+    prof_op(&g->prof, OP_ELEM);
     const float *add = g->pending_add ? g->xb : NULL;
     g->pending_add = false;
     return aero_cuda_rmsnorm_act(g->cu, g->xb, g->x, add, w, n, d, eps, a, err);
@@ -613,7 +484,7 @@ static aero_status unit_in(aero_ctx *c, aero_gpu *g, int u, int *slot, aero_erro
                                      err))
             return err->code;
     }
-    prof_op(g, OP_WAIT);
+    prof_op(&g->prof, OP_WAIT);
     if (aero_cuda_record(g->cu, AERO_CUDA_STREAM_COPY, g->copied[k], err) ||
         aero_cuda_wait(g->cu, AERO_CUDA_STREAM_COMPUTE, g->copied[k], err))
         return err->code;
@@ -638,7 +509,7 @@ static aero_cuda_wmat mat(aero_ctx *c, aero_gpu *g, int64_t t, int slot) {
 // residual rows go down and come back, n x n_embd floats each way, and the routing is the CPU's own.
 static aero_status moe_on_host(aero_ctx *c, aero_gpu *g, int l, int n, aero_error *err) {
     size_t bytes = sizeof(float) * (size_t)n * c->m->hp.n_embd;
-    prof_op(g, OP_COPY);
+    prof_op(&g->prof, OP_COPY);
     if (aero_cuda_copy_d2h(g->cu, g->h_moe, g->x, bytes, err) || aero_ctx_moe_ffn_host(c, l, g->h_moe, n, err) ||
         aero_cuda_copy_h2d_async(g->cu, AERO_CUDA_STREAM_COMPUTE, g->x, g->h_moe, bytes, err))
         return err->code;
@@ -654,7 +525,7 @@ static aero_status attn_inputs(aero_ctx *c, aero_gpu *g, int l, int n, aero_erro
     aero_cuda *cu = g->cu;
     int hd = hp->head_dim, qd = hp->n_head * hd, kvd = c->kv_dim;
     bool norms = w->q_norm >= 0 || w->k_norm >= 0, bias = w->bq >= 0;
-    prof_op(g, OP_ELEM);
+    prof_op(&g->prof, OP_ELEM);
     if (norms) {
         if (bias && (aero_cuda_add_bias(cu, g->q, g->tdev[w->bq], n, qd, err) ||
                      aero_cuda_add_bias(cu, g->k, g->tdev[w->bk], n, kvd, err) ||
@@ -697,7 +568,7 @@ static aero_status layer(aero_ctx *c, aero_gpu *g, int l, int slot, int n, aero_
     if (norm_in(g, g->tdev[w->attn_norm], n, d, hp->norm_eps, &a, err) || matmul(g, &wq, &a, g->q, err) ||
         matmul(g, &wk, &a, g->k, err) || matmul(g, &wv, &a, g->v, err) || attn_inputs(c, g, l, n, err))
         return err->code;
-    prof_op(g, OP_ATTN);
+    prof_op(&g->prof, OP_ATTN);
     if (aero_cuda_attention(g->batch, g->q, g->kc[l], g->vc[l], hp->n_head, hp->n_head_kv, hp->head_dim, g->att, err) ||
         prep(g, g->att, n, qd, &a, err) || matmul(g, &wo, &a, g->xb, err))
         return err->code;
@@ -707,7 +578,7 @@ static aero_status layer(aero_ctx *c, aero_gpu *g, int l, int slot, int n, aero_
     if (norm_in(g, g->tdev[w->ffn_norm], n, d, hp->norm_eps, &a, err) || matmul(g, &wg, &a, g->hb, err) ||
         matmul(g, &wu, &a, g->hb2, err))
         return err->code;
-    prof_op(g, OP_ELEM);
+    prof_op(&g->prof, OP_ELEM);
     if (aero_cuda_swiglu_act(g->cu, g->hb, g->hb, g->hb2, n, hp->n_ff, &a, err) || matmul(g, &wd, &a, g->xb, err))
         return err->code;
     g->pending_add = true;
@@ -729,7 +600,7 @@ static aero_status head(aero_ctx *c, aero_gpu *g, int slot, int n, const uint8_t
     }
     if (want) {
         nw = 0;
-        prof_op(g, OP_COPY);
+        prof_op(&g->prof, OP_COPY);
         for (int i = 0; i < n; i++)
             if (want[i] &&
                 aero_cuda_copy_d2d(g->cu, g->lin + (size_t)nw++ * d, g->x + (size_t)i * d, sizeof(float) * d, err))
@@ -741,7 +612,7 @@ static aero_status head(aero_ctx *c, aero_gpu *g, int slot, int n, const uint8_t
     if (!nw) return AERO_OK;
     aero_cuda_wmat wo = mat(c, g, m->output, slot);
     aero_cuda_act a;
-    prof_op(g, OP_ELEM);
+    prof_op(&g->prof, OP_ELEM);
     // one block of rows: the norm prepares the matmul input itself
     if (aero_cuda_rmsnorm_act(g->cu, g->lin, src, NULL, g->tdev[m->out_norm], nw, d, hp->norm_eps,
                               nw <= HEAD_ROWS ? &a : NULL, err))
@@ -751,7 +622,7 @@ static aero_status head(aero_ctx *c, aero_gpu *g, int slot, int n, const uint8_t
         if ((nw > HEAD_ROWS && prep(g, g->lin + (size_t)r * d, k, d, &a, err)) || matmul(g, &wo, &a, g->logits, err))
             return err->code;
         if (!to_host) break; // a graph capture: one block of rows, copied out after the replay
-        prof_op(g, OP_COPY);
+        prof_op(&g->prof, OP_COPY);
         if (aero_cuda_copy_d2h(g->cu, logits + (size_t)r * hp->n_vocab, g->logits, sizeof(float) * k * hp->n_vocab,
                                err))
             return err->code;
@@ -776,17 +647,17 @@ static aero_status embed(aero_ctx *c, aero_gpu *g, const int32_t *tokens, int n,
             g->h_ids[i] = tokens[i];
         }
         aero_cuda_wmat w = wm(m, m->tok_embd, g->embd_dev);
-        prof_op(g, OP_COPY);
+        prof_op(&g->prof, OP_COPY);
         if (aero_cuda_copy_h2d_async(g->cu, AERO_CUDA_STREAM_COMPUTE, g->d_ids, g->h_ids, sizeof(int32_t) * n, err))
             return err->code;
-        prof_op(g, OP_ELEM);
+        prof_op(&g->prof, OP_ELEM);
         if (aero_cuda_get_rows(g->cu, &w, g->d_ids, n, g->x, err)) return err->code;
     } else {
         size_t rb = aero_dtype_row_bytes(te->type, te->ne[0]);
         if (aero_stream_read_rows(m->stream, tokens, n, g->embd_raw, err)) return err->code;
         for (int i = 0; i < n; i++)
             aero_dequantize_row(te->type, (const char *)g->embd_raw + (size_t)i * rb, g->h_x + (size_t)i * d, d);
-        prof_op(g, OP_COPY);
+        prof_op(&g->prof, OP_COPY);
         if (aero_cuda_copy_h2d_async(g->cu, AERO_CUDA_STREAM_COMPUTE, g->x, g->h_x, sizeof(float) * n * d, err))
             return err->code;
     }
@@ -810,7 +681,7 @@ static aero_status units(aero_ctx *c, aero_gpu *g, int n, const uint8_t *want, f
         if (!st) st = unit_out(g, slot, err);
         aero_stream_release(s, u);
         if (st) return st;
-        prof_phase(g, u < n_layer ? PH_LAYERS : PH_HEAD);
+        prof_phase(&g->prof, u < n_layer ? PH_LAYERS : PH_HEAD);
     }
     return AERO_OK;
 }
@@ -856,14 +727,14 @@ static aero_status pass(aero_ctx *c, aero_gpu *g, const aero_batch *b, int first
     const uint8_t *want = b->want_logits ? b->want_logits + first : NULL;
     *out_rows = 0;
     g->pending_add = false;
-    prof_pass_begin(g);
+    prof_pass_begin(&g->prof);
     if (embed(c, g, b->tokens + first, n, err)) return err->code;
-    prof_phase(g, PH_EMBED);
-    prof_op(g, OP_COPY);
+    prof_phase(&g->prof, PH_EMBED);
+    prof_op(&g->prof, OP_COPY);
     if (aero_cuda_batch_set(g->batch, n, b->pos + first, b->seq ? b->seq + first : NULL, cell + first, b->mask, base,
                             err))
         return err->code;
-    prof_phase(g, PH_BATCH);
+    prof_phase(&g->prof, PH_BATCH);
     bool graph = g->graphs && n == 1 && logits && (!want || want[0]) && !g->prof.every;
     aero_status st = graph ? graph_pass(c, g, logits, err) : units(c, g, n, want, logits, true, err);
     if (st) return st;
@@ -875,10 +746,10 @@ static aero_status pass(aero_ctx *c, aero_gpu *g, const aero_batch *b, int first
         }
         *out_rows = nw;
     }
-    prof_mark_end(g);
+    prof_mark_end(&g->prof);
     st = logits || g->prof.every ? aero_cuda_sync(g->cu, err) : AERO_OK;
-    prof_phase(g, PH_SYNC);
-    if (!st) prof_pass_end(g, n);
+    prof_phase(&g->prof, PH_SYNC);
+    if (!st) prof_pass_end(&g->prof, n);
     return st;
 }
 
