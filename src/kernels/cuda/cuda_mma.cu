@@ -30,6 +30,7 @@ __global__ void k_prep_f16(const float *__restrict__ x, __half *__restrict__ xh,
     aero_prep_row_f16(x + i * cols, cols, xh + i * cols, xs + i);
 }
 
+// Read once: AERO_CUDA_MM=v1 turns the tensor-core kernels off for the whole process.
 bool aero_mma_enabled(void) {
     static int on = -1;
     if (on < 0) {
@@ -39,6 +40,7 @@ bool aero_mma_enabled(void) {
     return on;
 }
 
+// The types whose decoders feed the mma fragments (F32/BF16 would lose range or precision in f16).
 bool aero_mma_type(aero_dtype t) {
     switch (t) {
     case AERO_DT_F16:
@@ -51,8 +53,7 @@ bool aero_mma_type(aero_dtype t) {
     }
 }
 
-size_t aero_mma_prep_floats(int n, int cols) { return (size_t)n * cols / 2 + (size_t)n + 64; }
-
+// One block per token into the scratch slots of aero_mma_act_slots.
 void aero_mma_prepare(const float *x, int n, int cols, float *scratch, const void **xh, const float **xs,
                       cudaStream_t s) {
     __half *h;
@@ -63,6 +64,7 @@ void aero_mma_prepare(const float *x, int n, int cols, float *scratch, const voi
     *xs = scale;
 }
 
+// One tile kernel over the whole matrix and token range.
 template <int TY, int MT, int NT>
 static void launch(const aero_cuda_wmat *w, const void *xh, const float *xs, int n, float *y, cudaStream_t s) {
     dim3 grid((unsigned)((w->rows + 16 * MT - 1) / (16 * MT)), (unsigned)((n + 8 * NT - 1) / (8 * NT)));
@@ -70,6 +72,7 @@ static void launch(const aero_cuda_wmat *w, const void *xh, const float *xs, int
                                                    (const __half *)xh, xs, n, y);
 }
 
+// The tile shapes that are instantiated: 1 x {1, 2} and 2 x {1, 4, 8}.
 template <int TY>
 static bool launch_tiles(const aero_cuda_wmat *w, const void *xh, const float *xs, int n, float *y, int mt, int nt,
                          cudaStream_t s) {
@@ -82,6 +85,7 @@ static bool launch_tiles(const aero_cuda_wmat *w, const void *xh, const float *x
     return true;
 }
 
+// Dispatch by weight type to the tile kernels.
 bool aero_mma_launch(const aero_cuda_wmat *w, const void *xh, const float *xs, int n, float *y, int mt, int nt,
                      cudaStream_t s) {
     switch (w->type) {
@@ -95,6 +99,7 @@ bool aero_mma_launch(const aero_cuda_wmat *w, const void *xh, const float *xs, i
     }
 }
 
+// Few tokens: small tiles, the most blocks; many: each decoded weight reused by 64 tokens.
 void aero_mma_tiles_for(int n, int *mt, int *nt) {
     if (n <= 8) *mt = 1, *nt = 1;       // decode and short verifications: the most blocks
     else if (n <= 16) *mt = 1, *nt = 2;

@@ -12,14 +12,11 @@ bool aero_mma_enabled(void);
 
 // Whether a weight type has a tensor-core kernel (F16 and the quantized types; F32/BF16 keep the f32 kernel).
 bool aero_mma_type(aero_dtype t);
-// Scratch floats aero_mma_prepare needs for n rows of cols activations.
-size_t aero_mma_prep_floats(int n, int cols);
 // Where the f16 copy of n rows of cols and the per-token factors sit in the backend's scratch.
 static inline void aero_mma_act_slots(float *scratch, int n, int cols, __half **xh, float **xs) {
     *xh = (__half *)scratch;
     *xs = scratch + (((size_t)n * cols / 2 + 63) & ~(size_t)63);
 }
-
 
 // Queues the f16 copy of x [n][cols] and the per-token output factors into scratch.
 void aero_mma_prepare(const float *x, int n, int cols, float *scratch, const void **xh, const float **xs,
