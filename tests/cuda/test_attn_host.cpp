@@ -17,23 +17,8 @@ extern "C" {
 
 #include <vector>
 
-static int n_fail, n_pass;
-#define EXPECT(cond, ...)                                                                                      \
-    do {                                                                                                       \
-        if (cond) n_pass++;                                                                                    \
-        else {                                                                                                 \
-            n_fail++;                                                                                          \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);                                                        \
-            printf(__VA_ARGS__);                                                                               \
-            printf("\n");                                                                                      \
-        }                                                                                                      \
-    } while (0)
-
-static uint64_t rng = 0x243F6A8885A308D3ull;
-static float unif() {
-    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
-    return (float)((rng >> 40) * (1.0 / 8388608.0)) - 1.0f;
-}
+#define HOST_CHECK_SEED 0x243F6A8885A308D3ull
+#include "host_check.h"
 
 enum { N_CTX = 600, N_SEQ = 4 };
 

@@ -17,23 +17,8 @@ void aero_dequantize_row_ref(aero_dtype t, const void *x, float *y, int64_t n);
 
 #include <vector>
 
-static int n_fail, n_pass;
-#define EXPECT(cond, ...)                                                                                      \
-    do {                                                                                                       \
-        if (cond) n_pass++;                                                                                    \
-        else {                                                                                                 \
-            n_fail++;                                                                                          \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);                                                        \
-            printf(__VA_ARGS__);                                                                               \
-            printf("\n");                                                                                      \
-        }                                                                                                      \
-    } while (0)
-
-static uint64_t rng = 0x452821E638D01377ull;
-static float unif() {
-    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
-    return (float)((rng >> 40) * (1.0 / 8388608.0)) - 1.0f;
-}
+#define HOST_CHECK_SEED 0x452821E638D01377ull
+#include "host_check.h"
 
 #define TOL 1.5e-3 // weights and activations rounded to f16: at most ~1e-3 of sum |w x|
 

@@ -41,17 +41,7 @@ bool aero_mma_enabled(void) {
 }
 
 // The types whose decoders feed the mma fragments (F32/BF16 would lose range or precision in f16).
-bool aero_mma_type(aero_dtype t) {
-    switch (t) {
-    case AERO_DT_F16:
-    case AERO_DT_Q8_0:
-    case AERO_DT_Q4_0:
-    case AERO_DT_Q4_K:
-    case AERO_DT_Q5_K:
-    case AERO_DT_Q6_K: return true;
-    default: return false;
-    }
-}
+bool aero_mma_type(aero_dtype t) { return aero_cuda_type_supported(t) && t != AERO_DT_F32 && t != AERO_DT_BF16; }
 
 // One block per token into the scratch slots of aero_mma_act_slots.
 void aero_mma_prepare(const float *x, int n, int cols, float *scratch, const void **xh, const float **xs,
