@@ -94,6 +94,21 @@ __device__ int attn2_slots(int i, int n, int nb, int lo, const int32_t *seq, con
     return nk > 0 ? nk : 0;
 }
 
+// The ATTN2_UNROLL rows this lane loads in one step from k0 (its 8 dims of each key's K or V row; zeros past nk
+// or where the lane owns no dims): the loads of a step issued together, before any is used.
+template <int LPK>
+__device__ __forceinline__ void attn2_load(uint4 (&raw)[ATTN2_UNROLL], const uint16_t *rows, size_t kv_dim,
+                                           bool dims_on, const int *s_slot, int nk, int k0) {
+    constexpr int KPI = 32 / LPK;
+    const int w = threadIdx.x >> 5, sub = (threadIdx.x & 31) / LPK;
+#pragma unroll
+    for (int u = 0; u < ATTN2_UNROLL; u++) {
+        const int kk = k0 + (u * ATTN2_WARPS + w) * KPI + sub;
+        raw[u] = make_uint4(0u, 0u, 0u, 0u);
+        if (kk < nk && dims_on) raw[u] = __ldg((const uint4 *)(rows + (size_t)s_slot[kk] * kv_dim));
+    }
+}
+
 // Phase 1: the scores of the block's NG query heads (qv: this lane's 8 dims of each, zero where the lane owns
 // no dims or the head is past ng) against the segment's nk keys, scaled, into s_p[g][kk]. `kr` points at this
 // lane's 8 dims of slot 0 of the sequence's K rows (rows kv_dim halves apart); dims_on: the lane owns dims.
@@ -106,12 +121,7 @@ __device__ __forceinline__ void attn2_scores(const float (&qv)[NG][8], const uin
     const bool lead = lane % LPK == 0;
     for (int k0 = 0; k0 < nk; k0 += STEP * ATTN2_UNROLL) {
         uint4 raw[ATTN2_UNROLL];
-#pragma unroll
-        for (int u = 0; u < ATTN2_UNROLL; u++) {
-            const int kk = k0 + (u * ATTN2_WARPS + w) * KPI + sub;
-            raw[u] = make_uint4(0u, 0u, 0u, 0u);
-            if (kk < nk && dims_on) raw[u] = __ldg((const uint4 *)(kr + (size_t)s_slot[kk] * kv_dim));
-        }
+        attn2_load<LPK>(raw, kr, kv_dim, dims_on, s_slot, nk, k0);
 #pragma unroll
         for (int u = 0; u < ATTN2_UNROLL; u++) {
             const int kk = k0 + (u * ATTN2_WARPS + w) * KPI + sub;
@@ -163,12 +173,7 @@ __device__ __forceinline__ void attn2_values(float (&acc)[NG][8], const uint16_t
         for (int e = 0; e < 8; e++) acc[g][e] = 0.0f;
     for (int k0 = 0; k0 < nk; k0 += STEP * ATTN2_UNROLL) {
         uint4 raw[ATTN2_UNROLL];
-#pragma unroll
-        for (int u = 0; u < ATTN2_UNROLL; u++) {
-            const int kk = k0 + (u * ATTN2_WARPS + w) * KPI + sub;
-            raw[u] = make_uint4(0u, 0u, 0u, 0u);
-            if (kk < nk && dims_on) raw[u] = __ldg((const uint4 *)(vr + (size_t)s_slot[kk] * kv_dim));
-        }
+        attn2_load<LPK>(raw, vr, kv_dim, dims_on, s_slot, nk, k0);
 #pragma unroll
         for (int u = 0; u < ATTN2_UNROLL; u++) {
             const int kk = k0 + (u * ATTN2_WARPS + w) * KPI + sub;
