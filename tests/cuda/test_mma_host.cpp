@@ -112,6 +112,10 @@ int main(void) {
     test_type<AERO_DT_Q5_K>(24, 768, 9);  // 24 chunks: three per warp
     test_type<AERO_DT_Q6_K>(17, 256, 10); // 8 chunks: one per warp
     test_type<AERO_DT_Q4_0>(16, 96, 3);   // 3 chunks: five warps without any
+    // the decode tile's ring of loads wraps: 11 chunks per warp (two full turns of 4 and a part), the last warp 8
+    test_type<AERO_DT_Q4_K>(20, 2816, 5);
+    test_type<AERO_DT_Q6_K>(16, 2816, 2);
+    test_type<AERO_DT_Q8_0>(16, 2720, 3); // 85 chunks: the last warp 8, a run not a multiple of the ring
     printf("PASS: %d checks passed, %d failed\n", n_pass, n_fail);
     return n_fail ? 1 : 0;
 }

@@ -45,8 +45,7 @@ __device__ __forceinline__ void bytes8(uint32_t a, uint32_t b, float bias, float
 
 // The scale and min of group j of a Q4_K/Q5_K block as floats: d * sc and dmin * m (ggml's get_scale_min_k4),
 // from the block's first 16 bytes (d, dmin, the 12 scale bytes) read as one aligned 16-byte load.
-__device__ __forceinline__ void q4k_dl_ml(int j, const uint8_t *blk, float *dl, float *ml) {
-    const uint4 h = __ldg((const uint4 *)blk);
+__device__ __forceinline__ void q4k_dl_ml_h(int j, uint4 h, float *dl, float *ml) {
     const uint32_t w0 = h.y, w1 = h.z, w2 = h.w; // scale bytes 0-3, 4-7, 8-11
     int jj = j & 3, sh = 8 * jj, sc, m;
     uint32_t b0 = (w0 >> sh) & 0xff, b4 = (w1 >> sh) & 0xff, b8 = (w2 >> sh) & 0xff; // q[jj], q[jj + 4], q[jj + 8]
@@ -59,6 +58,11 @@ __device__ __forceinline__ void q4k_dl_ml(int j, const uint8_t *blk, float *dl, 
     }
     *dl = __half2float(__ushort_as_half((unsigned short)(h.x & 0xffff))) * (float)sc;
     *ml = __half2float(__ushort_as_half((unsigned short)(h.x >> 16))) * (float)m;
+}
+
+// The same, loading the header (the tensor-core decode tile passes headers it loaded ahead to q4k_dl_ml_h).
+__device__ __forceinline__ void q4k_dl_ml(int j, const uint8_t *blk, float *dl, float *ml) {
+    q4k_dl_ml_h(j, __ldg((const uint4 *)blk), dl, ml);
 }
 
 // ---- per-type decoders -------------------------------------------------------------------------------------

@@ -24,8 +24,10 @@
 #include "cuda_mma.cuh"
 #include "cuda_mma_kernel.cuh"
 
+#define PREP_THREADS 1024 // a row's loads all in flight at once (4096 columns: four per thread)
+
 // One block per token (aero_prep_row_f16).
-__global__ void k_prep_f16(const float *__restrict__ x, __half *__restrict__ xh, float *__restrict__ xs, int cols) {
+__global__ void __launch_bounds__(PREP_THREADS) k_prep_f16(const float *__restrict__ x, __half *__restrict__ xh, float *__restrict__ xs, int cols) {
     const size_t i = blockIdx.x;
     aero_prep_row_f16(x + i * cols, cols, xh + i * cols, xs + i);
 }
@@ -49,7 +51,7 @@ void aero_mma_prepare(const float *x, int n, int cols, float *scratch, const voi
     __half *h;
     float *scale;
     aero_mma_act_slots(scratch, n, cols, &h, &scale);
-    k_prep_f16<<<n, 256, 0, s>>>(x, h, scale, cols);
+    k_prep_f16<<<n, PREP_THREADS, 0, s>>>(x, h, scale, cols);
     *xh = h;
     *xs = scale;
 }
