@@ -64,11 +64,25 @@ static void launch(const aero_cuda_wmat *w, const void *xh, const float *xs, int
                                                    (const __half *)xh, xs, n, y);
 }
 
+// EXPERIMENT: AERO_CUDA_DEC=h2 decodes Q4_K in the decode tile straight to f16 pairs (not batch invariant).
+static bool dec_h2(void) {
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("AERO_CUDA_DEC");
+        on = e && !strcmp(e, "h2");
+    }
+    return on;
+}
+
 // The tile shapes that are instantiated: 1 x {1, 2} and 2 x {1, 4, 8}.
 template <int TY>
 static bool launch_tiles(const aero_cuda_wmat *w, const void *xh, const float *xs, int n, float *y, int mt, int nt,
                          cudaStream_t s) {
-    if (mt == 1 && nt == 1) launch<TY, 1, 1>(w, xh, xs, n, y, s);
+    if (TY == AERO_DT_Q4_K && mt == 1 && nt == 1 && dec_h2()) {
+        dim3 grid((unsigned)((w->rows + 15) / 16), 1);
+        k_mma<AERO_DT_Q4_K, 1, 1, true><<<grid, MMA_THREADS, 0, s>>>((const uint8_t *)w->data, w->row_bytes, (int)w->rows,
+                                                                     (int)w->cols, (const __half *)xh, xs, n, y);
+    } else if (mt == 1 && nt == 1) launch<TY, 1, 1>(w, xh, xs, n, y, s);
     else if (mt == 1 && nt == 2) launch<TY, 1, 2>(w, xh, xs, n, y, s);
     else if (mt == 2 && nt == 4) launch<TY, 2, 4>(w, xh, xs, n, y, s);
     else if (mt == 2 && nt == 8) launch<TY, 2, 8>(w, xh, xs, n, y, s);

@@ -132,6 +132,25 @@ template <> struct Raw<AERO_DT_Q4_K> {
         bytes8((q.x >> sh) & 0x0F0F0F0Fu, (q.y >> sh) & 0x0F0F0F0Fu, 0.0f, v);
         scale8<true>(v, d, m);
     }
+#ifndef AERO_CUDA_HOST_EMU
+    // EXPERIMENT (AERO_CUDA_DEC=h2, decode tile only): the 8 weights as f16 pairs straight from the codes,
+    // 0x64XX is the f16 1024 + XX, so one byte permute, one hsub2 and one hfma2 make two weights.
+    __device__ void decode_h2(int c, int, uint32_t out[4]) const {
+        const int sh = 4 * (c & 1);
+        float d, m;
+        q4k_dl_ml_h(c & 7, h, &d, &m);
+        const __half2 d2 = __float2half2_rn(d), m2 = __float2half2_rn(-m), k1024 = __float2half2_rn(1024.0f);
+        const uint32_t x = (q.x >> sh) & 0x0F0F0F0Fu, y = (q.y >> sh) & 0x0F0F0F0Fu;
+        const uint32_t p[4] = {__byte_perm(x, 0x64646464u, 0x5140), __byte_perm(x, 0x64646464u, 0x5342),
+                               __byte_perm(y, 0x64646464u, 0x5140), __byte_perm(y, 0x64646464u, 0x5342)};
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            __half2 qh = __hsub2(*reinterpret_cast<const __half2 *>(&p[i]), k1024);
+            __half2 w = __hfma2(d2, qh, m2);
+            out[i] = *reinterpret_cast<uint32_t *>(&w);
+        }
+    }
+#endif
 };
 
 template <> struct Raw<AERO_DT_Q5_K> {
@@ -185,20 +204,31 @@ __device__ __forceinline__ void frag_a(const float wa[8], const float wb[8], uin
 }
 
 // One chunk of the decode tile (16 rows, up to 8 tokens): decode the two rows' raw bytes, two mma steps.
-template <int TY>
+template <int TY, bool H2 = false>
 __device__ __forceinline__ void chunk_mma(const Raw<TY> &ra, const Raw<TY> &rb, uint4 b, int c, int t, float acc[4]) {
-    float wa[8], wb[8];
-    ra.decode(c, t, wa);
-    rb.decode(c, t, wb);
     uint32_t a[2][4];
-    frag_a(wa, wb, a);
+#ifndef AERO_CUDA_HOST_EMU
+    if constexpr (H2) {
+        uint32_t ha[4], hb[4];
+        ra.decode_h2(c, t, ha);
+        rb.decode_h2(c, t, hb);
+#pragma unroll
+        for (int s = 0; s < 2; s++) a[s][0] = ha[2 * s], a[s][1] = hb[2 * s], a[s][2] = ha[2 * s + 1], a[s][3] = hb[2 * s + 1];
+    } else
+#endif
+    {
+        float wa[8], wb[8];
+        ra.decode(c, t, wa);
+        rb.decode(c, t, wb);
+        frag_a(wa, wb, a);
+    }
     mma_16816(acc, a[0], b.x, b.y);
     mma_16816(acc, a[1], b.z, b.w);
 }
 
 // MT tiles of 16 rows x NT tiles of 8 tokens per block of MMA_WARPS warps; grid (ceil(rows / 16 MT),
 // ceil(n / 8 NT)). X: [n][cols] f16 activations, xs[i]: the factor that undoes token i's scaling.
-template <int TY, int MT, int NT>
+template <int TY, int MT, int NT, bool H2 = false>
 __global__ void __launch_bounds__(MMA_THREADS) k_mma(const uint8_t *__restrict__ W, size_t row_bytes, int rows,
                                                      int cols, const __half *__restrict__ X,
                                                      const float *__restrict__ xs, int n, float *__restrict__ Y) {
@@ -247,7 +277,7 @@ __global__ void __launch_bounds__(MMA_THREADS) k_mma(const uint8_t *__restrict__
 #pragma unroll
             for (int s = 0; s < DEPTH; s++) {
                 if (c + s >= c1) break;
-                chunk_mma<TY>(ra[s], rb[s], xb[s], c + s, t, acc[0][0]);
+                chunk_mma<TY, H2>(ra[s], rb[s], xb[s], c + s, t, acc[0][0]);
                 if (c + s + DEPTH < c1) fetch(s, c + s + DEPTH);
             }
         }
