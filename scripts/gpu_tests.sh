@@ -188,15 +188,16 @@ echo "  teacher bench cpu:  $(grep -E 'tok/s|t/s' "$LOG/bench_teacher_cpu.txt" |
 AERO_CUDA_HOST_EMBD=1 gen teacher_hostembd "$TM" 128 --device cuda
 cmp -s "$LOG/gen_teacher_cuda.txt" "$LOG/gen_teacher_hostembd.txt"
 check "teacher embedding rows host==device (cuda)" $? ""
-# CUDA graphs (opt-in): a one-token pass replayed from a graph gives the plain launches' text, bitwise
-AERO_CUDA_GRAPHS=1 gen teacher_graph "$TM" 128 --device cuda
+# CUDA graphs (on by default; AERO_CUDA_GRAPHS=0 turns them off): a one-token pass replayed from a graph gives
+# the plain launches' text, bitwise
+AERO_CUDA_GRAPHS=0 gen teacher_graph "$TM" 128 --device cuda
 cmp -s "$LOG/gen_teacher_cuda.txt" "$LOG/gen_teacher_graph.txt"
-check "teacher AERO_CUDA_GRAPHS=1 == plain launches (cuda)" $? "$(grep -i graph "$LOG/gen_teacher_graph.err" | head -2)"
-AERO_CUDA_GRAPHS=1 gen teacher_graph_spec "$TM" 128 --device cuda --draft "$DM"
+check "teacher graphs (default) == plain launches (AERO_CUDA_GRAPHS=0, cuda)" $? "$(grep -i graph "$LOG/gen_teacher_graph.err" | head -2)"
+AERO_CUDA_GRAPHS=0 gen teacher_graph_spec "$TM" 128 --device cuda --draft "$DM"
 cmp -s "$LOG/gen_teacher_cuda.txt" "$LOG/gen_teacher_graph_spec.txt"
-check "teacher AERO_CUDA_GRAPHS=1 speculative == plain greedy (cuda)" $? ""
-AERO_CUDA_GRAPHS=1 timeout 30 "$AERO" bench -m "$TM" -p 128 -n 128 --device cuda > "$LOG/bench_teacher_graph.txt" 2>&1
-echo "  teacher bench cuda, graphs: $(grep -E 'tok/s|t/s' "$LOG/bench_teacher_graph.txt" | tail -3 | tr '\n' ' ')"
+check "teacher AERO_CUDA_GRAPHS=0 speculative == plain greedy (cuda)" $? ""
+AERO_CUDA_GRAPHS=0 timeout 30 "$AERO" bench -m "$TM" -p 128 -n 128 --device cuda > "$LOG/bench_teacher_graph.txt" 2>&1
+echo "  teacher bench cuda, AERO_CUDA_GRAPHS=0: $(grep -E 'tok/s|t/s' "$LOG/bench_teacher_graph.txt" | tail -3 | tr '\n' ' ')"
 AERO_CUDA_PROFILE=1 timeout 30 "$AERO" bench -m "$TM" -p 128 -n 128 --device cuda > "$LOG/prof_teacher.txt" 2>&1
 echo "  teacher AERO_CUDA_PROFILE=1:"; grep -A2 "^cuda profile" "$LOG/prof_teacher.txt" | sed 's/^/    /'
 
@@ -213,8 +214,8 @@ if [ "${1:-}" != "--quick" ]; then
     echo "  8B resident (rc $?): $(cat "$LOG/bench8b_resident.txt" | tail -6)"
     AERO_CUDA_PROFILE=1 timeout 40 "$AERO" bench -m "$M8" -p 64 -n 32 --device cuda > "$LOG/prof8b.txt" 2>&1
     echo "  8B resident AERO_CUDA_PROFILE=1:"; grep -A2 "^cuda profile" "$LOG/prof8b.txt" | sed 's/^/    /'
-    AERO_CUDA_GRAPHS=1 timeout 40 "$AERO" bench -m "$M8" -p 64 -n 64 --device cuda > "$LOG/bench8b_graph.txt" 2>&1
-    echo "  8B resident AERO_CUDA_GRAPHS=1 (rc $?): $(tail -6 "$LOG/bench8b_graph.txt")"
+    AERO_CUDA_GRAPHS=0 timeout 40 "$AERO" bench -m "$M8" -p 64 -n 64 --device cuda > "$LOG/bench8b_graph.txt" 2>&1
+    echo "  8B resident AERO_CUDA_GRAPHS=0 (plain launches; rc $?): $(tail -6 "$LOG/bench8b_graph.txt")"
     echo "$(el)"
     timeout 40 "$AERO" bench -m "$M8" -p 256 -n 16 --device cuda --gpu-mem 2G > "$LOG/bench8b_2g.txt" 2>&1
     echo "  8B --gpu-mem 2G (rc $?): $(cat "$LOG/bench8b_2g.txt" | tail -6)"

@@ -50,7 +50,7 @@ typedef struct aero_gpu {
     aero_cuda_event *staged; // the last upload from h_x / h_ids is done: the next pass may refill them
     bool staged_pending;
     bool pending_add;       // xb holds a layer's last output not yet added to x (fused into the next norm)
-    bool graphs;            // AERO_CUDA_GRAPHS=1 and every unit resident: one-token passes replay a graph
+    bool graphs;            // every unit resident (and not AERO_CUDA_GRAPHS=0): one-token passes replay a graph
     aero_cuda_graph *graph; // the layers and head of a one-token pass, for the batch shape graph_key
     uint64_t graph_key;
     gpu_prof prof;
@@ -374,8 +374,8 @@ aero_status aero_gpu_ctx_init(aero_ctx *c, uint64_t gpu_mem, aero_error *err) {
             goto fail;
     if (load_weights(c, g, err) || load_embedding(c, g, err)) goto fail;
     prof_init(&g->prof, g->cu);
-    const char *graphs = getenv("AERO_CUDA_GRAPHS");
-    g->graphs = graphs && atoi(graphs) > 0;
+    const char *graphs = getenv("AERO_CUDA_GRAPHS"); // on unless AERO_CUDA_GRAPHS=0
+    g->graphs = !(graphs && !strcmp(graphs, "0"));
     for (int u = 0; u < g->n_units; u++) g->graphs &= g->units[u].vram && !g->units[u].host_ffn;
     m->n_gpu_ctx++;
     g->counted = true;

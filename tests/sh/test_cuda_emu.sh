@@ -38,10 +38,12 @@ grep -q "embedding rows looked up on the GPU" "$T/s_gpu.err" || fail "resident: 
 AERO_CUDA_HOST_EMBD=1 "$A" run -m "$S" -p "$P" -n 48 --temp 0 -c 256 --device cuda > "$T/s_hemb" 2> "$T/s_hemb.err"
 grep -q "embedding rows looked up" "$T/s_hemb.err" && fail "AERO_CUDA_HOST_EMBD=1: embedding still on the device"
 same s_gpu s_hemb "embedding rows on the host differ from the device lookup"
-# AERO_CUDA_GRAPHS=1: the emulation has no graphs, so the capture fails once and the pass runs plainly: same text
-AERO_CUDA_GRAPHS=1 "$A" run -m "$S" -p "$P" -n 48 --temp 0 -c 256 --device cuda > "$T/s_graph" 2> "$T/s_graph.err"
-same s_gpu s_graph "AERO_CUDA_GRAPHS=1 (capture refused, plain launches)"
-[ "$(grep -c 'no graph' "$T/s_graph.err")" = 1 ] || fail "AERO_CUDA_GRAPHS=1 fallback: $(grep -i graph "$T/s_graph.err")"
+# graphs are on by default: the emulation has none, so the capture fails once and the pass runs plainly (same
+# text as AERO_CUDA_GRAPHS=0, which never tries)
+AERO_CUDA_GRAPHS=0 "$A" run -m "$S" -p "$P" -n 48 --temp 0 -c 256 --device cuda > "$T/s_plain" 2> "$T/s_plain.err"
+same s_gpu s_plain "graphs on (capture refused, plain launches) vs AERO_CUDA_GRAPHS=0"
+[ "$(grep -c 'no graph' "$T/s_gpu.err")" = 1 ] || fail "graph fallback: $(grep -i graph "$T/s_gpu.err")"
+[ "$(grep -c 'no graph' "$T/s_plain.err")" = 0 ] || fail "AERO_CUDA_GRAPHS=0 tried a graph: $(grep -i graph "$T/s_plain.err")"
 # AERO_CUDA_PROFILE: the same text, and a host/GPU breakdown per kind of pass at context end
 AERO_CUDA_PROFILE=1 "$A" run -m "$S" -p "$P" -n 48 --temp 0 -c 256 --device cuda > "$T/s_prof" 2> "$T/s_prof.err"
 same s_gpu s_prof "AERO_CUDA_PROFILE=1 changes the text"
