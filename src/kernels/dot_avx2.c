@@ -478,18 +478,6 @@ AI void scale_pairs(__m128i s8, __m256i out[8]) {
     }
 }
 
-// Q3_K's 16 6-bit scales minus 32 (aero_q3k_scales), 32 bits at a time.
-AI __m128i q3k_scales(const uint8_t *b) {
-    const uint32_t k1 = 0x03030303, k2 = 0x0f0f0f0f;
-    uint32_t aux[3], u[4];
-    memcpy(aux, b, 12);
-    u[0] = (aux[0] & k2) | (((aux[2] >> 0) & k1) << 4);
-    u[1] = (aux[1] & k2) | (((aux[2] >> 2) & k1) << 4);
-    u[2] = ((aux[0] >> 4) & k2) | (((aux[2] >> 4) & k1) << 4);
-    u[3] = ((aux[1] >> 4) & k2) | (((aux[2] >> 6) & k1) << 4);
-    return _mm_sub_epi8(_mm_loadu_si128((const void *)u), _mm_set1_epi8(32));
-}
-
 // The 6-bit scales (bytes 0-7) and mins (8-15) of a Q4_K/Q5_K block, 32 bits at a time.
 AI void q4k_unpack(const uint8_t *sc, uint8_t out[16]) {
     const uint32_t k1 = 0x3f3f3f3f, k2 = 0x0f0f0f0f, k3 = 0x03030303;
@@ -592,34 +580,65 @@ AI void q6k_block(const int T, const uint8_t *wb, const aero_block_q8_K *const *
     }
 }
 
-// Q3_K: 2 low bits ((qs >> 2k) & 3 gives elements 32k.. in order) plus the hmask bit; offset 4.
-AI void q3k_block(const int T, const uint8_t *wb, const aero_block_q8_K *const *ab, __m256i *isum, __m256i *msum) {
+// Q3_K's 16 6-bit scales minus 32 in even/odd order (scales 0, 2, .., 14, then 1, 3, .., 15), unpacked in
+// registers from 16 bytes whose bytes 2-13 are the packed scales (the block's bytes 94-109, inside the block).
+// Scale j: low 4 bits in byte j (j < 8) or the high nibble of byte j - 8, high 2 bits at bit 2(j / 4) of byte
+// 8 + j % 4 (aero_q3k_scales). The high bits are taken in natural order (their shift is per 4 scales: one
+// 32-bit variable shift) and put in even/odd order with the low ones' shuffle.
+AI __m128i q3k_scales_eo(__m128i v) {
+    const __m128i nat_to_eo = _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
+    __m128i lo = _mm_shuffle_epi8(v, _mm_setr_epi8(2, 4, 6, 8, 2, 4, 6, 8, 3, 5, 7, 9, 3, 5, 7, 9));
+    lo = _mm_and_si128(_mm_srlv_epi32(lo, _mm_setr_epi32(0, 4, 0, 4)), _mm_set1_epi8(0x0F));
+    __m128i hi = _mm_shuffle_epi8(v, _mm_setr_epi8(10, 11, 12, 13, 10, 11, 12, 13, 10, 11, 12, 13, 10, 11, 12, 13));
+    hi = _mm_and_si128(_mm_srlv_epi32(hi, _mm_setr_epi32(0, 2, 4, 6)), _mm_set1_epi8(3));
+    hi = _mm_shuffle_epi8(_mm_slli_epi16(hi, 4), nat_to_eo);
+    return _mm_sub_epi8(_mm_or_si128(lo, hi), _mm_set1_epi8(32));
+}
+
+// A token's 16 group sums of 16 in even/odd order (groups 0, 2, .., 14, then 1, 3, .., 15) as 16-bit words.
+AI __m256i bsums_eo(const aero_block_q8_K *ab) {
+    const __m256i ctl = _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15, 0, 1, 4, 5, 8, 9, 12,
+                                         13, 2, 3, 6, 7, 10, 11, 14, 15);
+    __m256i v = _mm256_shuffle_epi8(_mm256_loadu_si256((const void *)ab->bsums), ctl);
+    return _mm256_permute4x64_epi64(v, 0xD8);
+}
+
+// Scale pair J (groups 2J, 2J + 1: the 32 elements of code vector J) as 16-bit words, group 2J's in the low 128
+// bits and 2J + 1's in the high ones, from the 16 scales widened in even/odd order.
+AI __m256i scale_pair_eo(__m256i s16, const int J) {
+    return _mm256_shuffle_epi8(s16, _mm256_set1_epi16((short)(0x0100 + 0x0202 * J)));
+}
+
+// Q3_K: 2 low bits ((qs >> 2j) & 3 gives elements 32j.. in order) plus the hmask bit as 4; offset 4, removed
+// with the token's group sums (pr: bsums_eo x 4). The high bit of vector (h, j) is bit 4h + j of hmask: and'ed
+// with 16 << j (hmask shifted up 4 bits for h = 0), then min(., 4) makes it 0 or 4 without a compare.
+AI void q3k_block(const int T, const uint8_t *wb, const aero_block_q8_K *const *ab, const __m256i *pr,
+                  __m256i *isum, __m256i *msum) {
     const aero_block_q3_K *x = (const void *)wb;
-    const __m256i m3 = _mm256_set1_epi8(3);
-    __m128i sc = q3k_scales(x->scales);
-    __m256i sp[8];
-    scale_pairs(sc, sp);
+    const __m256i m3 = _mm256_set1_epi8(3), four = _mm256_set1_epi8(4);
+    const __m256i s16 = _mm256_cvtepi8_epi16(
+        q3k_scales_eo(_mm_loadu_si128((const void *)(wb + offsetof(aero_block_q3_K, scales) - 2))));
 #pragma GCC unroll 8
     for (int k = 0; k < T; k++) isum[k] = _mm256_setzero_si256();
-    __m256i hm = _mm256_loadu_si256((const void *)x->hmask);
+    const __m256i hm = _mm256_loadu_si256((const void *)x->hmask), hm_up = _mm256_slli_epi16(hm, 4);
+#pragma GCC unroll 2
     for (int h = 0; h < 2; h++) {
-        __m256i q = _mm256_loadu_si256((const void *)(x->qs + 32 * h));
+        const __m256i q = _mm256_loadu_si256((const void *)(x->qs + 32 * h)), hs = h ? hm : hm_up;
+#pragma GCC unroll 4
         for (int j = 0; j < 4; j++) {
-            __m256i b = _mm256_set1_epi8((char)(1 << (4 * h + j)));
-            __m256i u = _mm256_and_si256(_mm256_srli_epi16(q, 2 * j), m3);
-            u = _mm256_or_si256(u, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hm, b), b), _mm256_set1_epi8(4)));
+            __m256i u = _mm256_and_si256(j ? _mm256_srli_epi16(q, 2 * j) : q, m3);
+            u = _mm256_or_si256(u, _mm256_min_epu8(_mm256_and_si256(hs, _mm256_set1_epi8((char)(16 << j))), four));
+            const __m256i sp = scale_pair_eo(s16, 4 * h + j);
 #pragma GCC unroll 8
             for (int k = 0; k < T; k++) {
                 __m256i p = _mm256_maddubs_epi16(u, _mm256_loadu_si256((const void *)(ab[k]->qs + 128 * h + 32 * j)));
-                isum[k] = _mm256_add_epi32(isum[k], _mm256_madd_epi16(p, sp[4 * h + j]));
+                isum[k] = _mm256_add_epi32(isum[k], _mm256_madd_epi16(p, sp));
             }
         }
     }
-    __m256i sc16 = _mm256_cvtepi8_epi16(sc);
 #pragma GCC unroll 8
     for (int k = 0; k < T; k++) {
-        __m256i corr = _mm256_madd_epi16(_mm256_loadu_si256((const void *)ab[k]->bsums), sc16);
-        isum[k] = _mm256_sub_epi32(isum[k], _mm256_slli_epi32(corr, 2));
+        isum[k] = _mm256_sub_epi32(isum[k], _mm256_madd_epi16(s16, pr[k]));
         msum[k] = _mm256_setzero_si256();
     }
 }
@@ -666,12 +685,19 @@ AI size_t doffK(const aero_dtype t) {
 AI bool minK(const aero_dtype t) { return t == AERO_DT_Q2_K || t == AERO_DT_Q4_K || t == AERO_DT_Q5_K; }
 AI size_t moffK(const aero_dtype t) { return t == AERO_DT_Q2_K ? offsetof(aero_block_q2_K, dmin) : 2; }
 
-AI void blockK(const aero_dtype t, const int T, const uint8_t *wb, const aero_block_q8_K *const *ab, __m256i *isum,
-               __m256i *msum) {
+// What a K-quant block needs of a token besides its codes, computed once per block for all the rows of a tile:
+// Q3_K the group sums in even/odd order times the code offset 4; other types nothing yet.
+AI __m256i prepK(const aero_dtype t, const aero_block_q8_K *ab) {
+    if (t == AERO_DT_Q3_K) return _mm256_slli_epi16(bsums_eo(ab), 2);
+    return _mm256_setzero_si256();
+}
+
+AI void blockK(const aero_dtype t, const int T, const uint8_t *wb, const aero_block_q8_K *const *ab,
+               const __m256i *pr, __m256i *isum, __m256i *msum) {
     if (t == AERO_DT_Q4_K) q45k_block(false, T, wb, ab, isum, msum);
     else if (t == AERO_DT_Q5_K) q45k_block(true, T, wb, ab, isum, msum);
     else if (t == AERO_DT_Q6_K) q6k_block(T, wb, ab, isum, msum);
-    else if (t == AERO_DT_Q3_K) q3k_block(T, wb, ab, isum, msum);
+    else if (t == AERO_DT_Q3_K) q3k_block(T, wb, ab, pr, isum, msum);
     else q2k_block(T, wb, ab, isum, msum);
 }
 
@@ -684,8 +710,9 @@ AI float dotK_one(const aero_dtype t, int64_t n, const void *vw, const void *va)
     float acc = 0.0f, accm = 0.0f;
     for (int64_t i = 0; i < n / AERO_QK_K; i++, w += bb) {
         const aero_block_q8_K *ab = a + i;
+        const __m256i pr = prepK(t, ab);
         __m256i is, ms;
-        blockK(t, 1, w, &ab, &is, &ms);
+        blockK(t, 1, w, &ab, &pr, &is, &ms);
         acc = fma1((float)hsum_i32(is), h2f(ld16(w + doffK(t))) * ab->d, acc);
         if (minK(t)) accm = fma1((float)hsum_i32(ms), h2f(ld16(w + moffK(t))) * ab->d, accm);
     }
@@ -707,13 +734,14 @@ AI void tileK(const aero_dtype t, const int T, int64_t n, const void *vw, size_t
         const size_t bo = (size_t)i * bb;
         if (T == 1) prefetch_next(rp[0], rb, 8 * bb, i);
         const aero_block_q8_K *ab[8];
+        __m256i pr[8];
 #pragma GCC unroll 8
-        for (int k = 0; k < T; k++) ab[k] = (const aero_block_q8_K *)va[k] + i;
+        for (int k = 0; k < T; k++) ab[k] = (const aero_block_q8_K *)va[k] + i, pr[k] = prepK(t, ab[k]);
         __m256i is[8][8], ms[8][8];
 #pragma GCC unroll 1 // one row at a time: the 8-row body unrolled measured slower (its size)
         for (int r = 0; r < 8; r++) {
             __m256i ir[8], mr[8];
-            blockK(t, T, rp[r] + bo, ab, ir, mr);
+            blockK(t, T, rp[r] + bo, ab, pr, ir, mr);
 #pragma GCC unroll 8
             for (int k = 0; k < T; k++) is[k][r] = ir[k], ms[k][r] = mr[k];
         }
