@@ -225,10 +225,14 @@ AI int hsum_i32(__m256i v) {
 
 // Lane r = the sum of v[r]'s 8 lanes: the per-row integer totals of 8 rows in row lanes (exact, any order).
 AI __m256i reduce8(const __m256i v[8]) {
-    __m256i h01 = _mm256_hadd_epi32(v[0], v[1]), h23 = _mm256_hadd_epi32(v[2], v[3]);
-    __m256i h45 = _mm256_hadd_epi32(v[4], v[5]), h67 = _mm256_hadd_epi32(v[6], v[7]);
-    __m256i a = _mm256_hadd_epi32(h01, h23), b = _mm256_hadd_epi32(h45, h67);
-    return _mm256_add_epi32(_mm256_permute2x128_si256(a, b, 0x20), _mm256_permute2x128_si256(a, b, 0x31));
+    __m256i a[4], b[2];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++)
+        a[i] = _mm256_add_epi32(_mm256_unpacklo_epi32(v[2 * i], v[2 * i + 1]), _mm256_unpackhi_epi32(v[2 * i], v[2 * i + 1]));
+#pragma GCC unroll 2
+    for (int i = 0; i < 2; i++)
+        b[i] = _mm256_add_epi32(_mm256_unpacklo_epi64(a[2 * i], a[2 * i + 1]), _mm256_unpackhi_epi64(a[2 * i], a[2 * i + 1]));
+    return _mm256_add_epi32(_mm256_permute2x128_si256(b[0], b[1], 0x20), _mm256_permute2x128_si256(b[0], b[1], 0x31));
 }
 
 AI uint16_t ld16(const uint8_t *p) {
@@ -643,29 +647,34 @@ AI void q3k_block(const int T, const uint8_t *wb, const aero_block_q8_K *const *
     }
 }
 
-// Q2_K: 4-bit scales and mins per group of 16.
-AI void q2k_block(const int T, const uint8_t *wb, const aero_block_q8_K *const *ab, __m256i *isum, __m256i *msum) {
+// Q2_K: 4-bit scales and mins per group of 16, taken in even/odd order (one in-lane shuffle per group pair's
+// scales; the mins against the token's group sums in the same order, pr: bsums_eo).
+AI void q2k_block(const int T, const uint8_t *wb, const aero_block_q8_K *const *ab, const __m256i *pr,
+                  __m256i *isum, __m256i *msum) {
     const aero_block_q2_K *x = (const void *)wb;
     const __m256i m3 = _mm256_set1_epi8(3);
-    __m128i raw = _mm_loadu_si128((const void *)x->scales);
-    __m256i sp[8];
-    scale_pairs(_mm_and_si128(raw, _mm_set1_epi8(0x0F)), sp);
+    const __m128i nat_to_eo = _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
+    const __m128i raw = _mm_shuffle_epi8(_mm_loadu_si128((const void *)x->scales), nat_to_eo);
+    const __m256i s16 = _mm256_cvtepu8_epi16(_mm_and_si128(raw, _mm_set1_epi8(0x0F)));
+    const __m256i m16 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(raw, 4), _mm_set1_epi8(0x0F)));
 #pragma GCC unroll 8
     for (int k = 0; k < T; k++) isum[k] = _mm256_setzero_si256();
+#pragma GCC unroll 2
     for (int h = 0; h < 2; h++) {
-        __m256i q = _mm256_loadu_si256((const void *)(x->qs + 32 * h));
+        const __m256i q = _mm256_loadu_si256((const void *)(x->qs + 32 * h));
+#pragma GCC unroll 4
         for (int j = 0; j < 4; j++) {
-            __m256i u = _mm256_and_si256(_mm256_srli_epi16(q, 2 * j), m3);
+            const __m256i u = _mm256_and_si256(j ? _mm256_srli_epi16(q, 2 * j) : q, m3);
+            const __m256i sp = scale_pair_eo(s16, 4 * h + j);
 #pragma GCC unroll 8
             for (int k = 0; k < T; k++) {
                 __m256i p = _mm256_maddubs_epi16(u, _mm256_loadu_si256((const void *)(ab[k]->qs + 128 * h + 32 * j)));
-                isum[k] = _mm256_add_epi32(isum[k], _mm256_madd_epi16(p, sp[4 * h + j]));
+                isum[k] = _mm256_add_epi32(isum[k], _mm256_madd_epi16(p, sp));
             }
         }
     }
-    __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(raw, 4), _mm_set1_epi8(0x0F)));
 #pragma GCC unroll 8
-    for (int k = 0; k < T; k++) msum[k] = _mm256_madd_epi16(_mm256_loadu_si256((const void *)ab[k]->bsums), mins);
+    for (int k = 0; k < T; k++) msum[k] = _mm256_madd_epi16(pr[k], m16);
 }
 
 // Block size, and the byte offsets of d and dmin (types without a dmin: 0, unused), of the K-quant weights.
@@ -686,9 +695,11 @@ AI bool minK(const aero_dtype t) { return t == AERO_DT_Q2_K || t == AERO_DT_Q4_K
 AI size_t moffK(const aero_dtype t) { return t == AERO_DT_Q2_K ? offsetof(aero_block_q2_K, dmin) : 2; }
 
 // What a K-quant block needs of a token besides its codes, computed once per block for all the rows of a tile:
-// Q3_K the group sums in even/odd order times the code offset 4; other types nothing yet.
+// Q3_K the group sums in even/odd order times the code offset 4, Q2_K the same sums (for the mins); other types
+// nothing yet.
 AI __m256i prepK(const aero_dtype t, const aero_block_q8_K *ab) {
     if (t == AERO_DT_Q3_K) return _mm256_slli_epi16(bsums_eo(ab), 2);
+    if (t == AERO_DT_Q2_K) return bsums_eo(ab);
     return _mm256_setzero_si256();
 }
 
@@ -698,7 +709,7 @@ AI void blockK(const aero_dtype t, const int T, const uint8_t *wb, const aero_bl
     else if (t == AERO_DT_Q5_K) q45k_block(true, T, wb, ab, isum, msum);
     else if (t == AERO_DT_Q6_K) q6k_block(T, wb, ab, isum, msum);
     else if (t == AERO_DT_Q3_K) q3k_block(T, wb, ab, pr, isum, msum);
-    else q2k_block(T, wb, ab, isum, msum);
+    else q2k_block(T, wb, ab, pr, isum, msum);
 }
 
 // One row, one token: the aero_vec_dot of the K-quants (horizontal integer sums per block, then the row's
