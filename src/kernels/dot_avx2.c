@@ -499,35 +499,56 @@ AI void q4k_unpack(const uint8_t *sc, uint8_t out[16]) {
 // scaled group sums (offsets removed), msum[k] the mins times the activation group sums (types with a dmin),
 // 8 lanes each whose total is the row's integer. The same integers as the scalar unpack, in any order.
 
-// Q4_K / Q5_K: 8 groups of 32; 32 bytes of qs hold group 2p (low nibbles) and 2p+1 (high).
-AI void q45k_block(const bool five, const int T, const uint8_t *wb, const aero_block_q8_K *const *ab, __m256i *isum,
-                   __m256i *msum) {
+// The 6-bit scales (bytes 0-7) and mins (8-15) of a Q4_K/Q5_K block, unpacked in registers from the block's
+// first 16 bytes (d, dmin, then the 12 packed bytes b0-b11; get_scale_min_k4): scale j < 4 is b[j] & 63, scale
+// j >= 4 is (b[j + 4] & 15) | (b[j - 4] >> 6) << 4; min j < 4 is b[j + 4] & 63, min j >= 4 is b[j + 4] >> 4 |
+// (b[j] >> 6) << 4. Per 32-bit lane one shift and one mask: 7 ops.
+AI __m128i q4k_scales_mins(__m128i v) {
+    __m128i lo = _mm_shuffle_epi8(v, _mm_setr_epi8(4, 5, 6, 7, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15));
+    lo = _mm_and_si128(_mm_srlv_epi32(lo, _mm_setr_epi32(0, 0, 0, 4)), _mm_setr_epi32(0x3F3F3F3F, 0x0F0F0F0F, 0x3F3F3F3F,
+                                                                                    0x0F0F0F0F));
+    __m128i hi = _mm_shuffle_epi8(v, _mm_setr_epi8(-1, -1, -1, -1, 4, 5, 6, 7, -1, -1, -1, -1, 8, 9, 10, 11));
+    hi = _mm_and_si128(_mm_srli_epi16(hi, 2), _mm_set1_epi8(0x30)); // (b >> 6) << 4
+    return _mm_or_si128(lo, hi);
+}
+
+// A token's 8 group sums of 32 (pairs of bsums, exact in 16 bits) as words in the high 128 bits, zeros in the low
+// ones: one madd with the widened [scales | mins] of a row gives the mins' products in the high lanes only.
+AI __m256i gsums_hi(const aero_block_q8_K *ab) {
+    __m256i s = _mm256_madd_epi16(_mm256_loadu_si256((const void *)ab->bsums), _mm256_set1_epi16(1));
+    __m128i g = _mm_packs_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+    return _mm256_inserti128_si256(_mm256_setzero_si256(), g, 1);
+}
+
+// The fifth bits of a Q5_K code vector: bit b of qh (b = 2p for the low nibbles of qs bytes 32p.., 2p + 1 for
+// the high ones) as 0 or 16. hq_up is qh shifted up 4 bits (for b < 4); and'ing the bit at position >= 4 and
+// min(., 16) replaces a compare.
+AI __m256i q5k_fifth(__m256i hq, __m256i hq_up, const int b) {
+    const __m256i x = b < 4 ? _mm256_and_si256(hq_up, _mm256_set1_epi8((char)(16 << b)))
+                            : _mm256_and_si256(hq, _mm256_set1_epi8((char)(1 << b)));
+    return b == 0 || b == 4 ? x : _mm256_min_epu8(x, _mm256_set1_epi8(16));
+}
+
+// Q4_K / Q5_K: 8 groups of 32; 32 bytes of qs hold group 2p (low nibbles) and 2p+1 (high). The mins against the
+// token's group sums (pr: gsums_hi).
+AI void q45k_block(const bool five, const int T, const uint8_t *wb, const aero_block_q8_K *const *ab,
+                   const __m256i *pr, __m256i *isum, __m256i *msum) {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
-    const uint8_t *qs, *scales, *qh = NULL;
-    if (five) {
-        const aero_block_q5_K *x = (const void *)wb;
-        qs = x->qs, scales = x->scales, qh = x->qh;
-    } else {
-        const aero_block_q4_K *x = (const void *)wb;
-        qs = x->qs, scales = x->scales;
-    }
-    uint8_t sm[16];
-    q4k_unpack(scales, sm);
-    // the 8 scales as words in both halves: one shuffle broadcasts a scale (instead of a move and a broadcast)
-    __m256i s16 = _mm256_cvtepu8_epi16(_mm_loadl_epi64((const void *)sm));
-    s16 = _mm256_permute2x128_si256(s16, s16, 0x00);
+    const uint8_t *qs = wb + (five ? offsetof(aero_block_q5_K, qs) : offsetof(aero_block_q4_K, qs));
+    const __m256i sm16 = _mm256_cvtepu8_epi16(q4k_scales_mins(_mm_loadu_si128((const void *)wb))); // [scales | mins]
+    // the 8 scales as words in both halves: one shuffle broadcasts a scale
+    const __m256i s16 = _mm256_permute4x64_epi64(sm16, 0x44);
 #pragma GCC unroll 8
     for (int k = 0; k < T; k++) isum[k] = _mm256_setzero_si256();
-    __m256i hb = five ? _mm256_loadu_si256((const void *)qh) : _mm256_setzero_si256();
+    const __m256i hq = five ? _mm256_loadu_si256((const void *)(wb + offsetof(aero_block_q5_K, qh))) : m4;
+    const __m256i hq_up = five ? _mm256_slli_epi16(hq, 4) : m4;
+#pragma GCC unroll 4
     for (int p = 0; p < 4; p++) {
-        __m256i q = _mm256_loadu_si256((const void *)(qs + 32 * p));
+        const __m256i q = _mm256_loadu_si256((const void *)(qs + 32 * p));
         __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
         if (five) {
-            __m256i b0 = _mm256_set1_epi8((char)(1 << (2 * p))), b1 = _mm256_set1_epi8((char)(1 << (2 * p + 1)));
-            lo = _mm256_or_si256(lo,
-                                 _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hb, b0), b0), _mm256_set1_epi8(16)));
-            hi = _mm256_or_si256(hi,
-                                 _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hb, b1), b1), _mm256_set1_epi8(16)));
+            lo = _mm256_or_si256(lo, q5k_fifth(hq, hq_up, 2 * p));
+            hi = _mm256_or_si256(hi, q5k_fifth(hq, hq_up, 2 * p + 1));
         }
         const __m256i s_lo = _mm256_shuffle_epi8(s16, _mm256_set1_epi16((short)(0x0100 + 0x0202 * (2 * p)))),
                       s_hi = _mm256_shuffle_epi8(s16, _mm256_set1_epi16((short)(0x0100 + 0x0202 * (2 * p + 1))));
@@ -539,12 +560,8 @@ AI void q45k_block(const bool five, const int T, const uint8_t *wb, const aero_b
             isum[k] = _mm256_add_epi32(isum[k], _mm256_add_epi32(_mm256_madd_epi16(plo, s_lo), _mm256_madd_epi16(phi, s_hi)));
         }
     }
-    __m256i mins16 = _mm256_cvtepu8_epi16(_mm_loadl_epi64((const void *)(sm + 8)));
-    // each min twice, for the two bsums of its group
-    __m256i mdup = _mm256_permute2x128_si256(_mm256_unpacklo_epi16(mins16, mins16),
-                                             _mm256_unpackhi_epi16(mins16, mins16), 0x20);
 #pragma GCC unroll 8
-    for (int k = 0; k < T; k++) msum[k] = _mm256_madd_epi16(_mm256_loadu_si256((const void *)ab[k]->bsums), mdup);
+    for (int k = 0; k < T; k++) msum[k] = _mm256_madd_epi16(sm16, pr[k]);
 }
 
 // Q6_K: per half, ql bytes 0-31 / 32-63 give elements 0-31 / 32-63 (low nibbles) and 64-95 / 96-127 (high);
@@ -695,18 +712,19 @@ AI bool minK(const aero_dtype t) { return t == AERO_DT_Q2_K || t == AERO_DT_Q4_K
 AI size_t moffK(const aero_dtype t) { return t == AERO_DT_Q2_K ? offsetof(aero_block_q2_K, dmin) : 2; }
 
 // What a K-quant block needs of a token besides its codes, computed once per block for all the rows of a tile:
-// Q3_K the group sums in even/odd order times the code offset 4, Q2_K the same sums (for the mins); other types
-// nothing yet.
+// Q3_K the group sums in even/odd order times the code offset 4, Q2_K the same sums (for the mins), Q4_K/Q5_K
+// the sums of 32 (for the mins); Q6_K nothing.
 AI __m256i prepK(const aero_dtype t, const aero_block_q8_K *ab) {
     if (t == AERO_DT_Q3_K) return _mm256_slli_epi16(bsums_eo(ab), 2);
     if (t == AERO_DT_Q2_K) return bsums_eo(ab);
+    if (t == AERO_DT_Q4_K || t == AERO_DT_Q5_K) return gsums_hi(ab);
     return _mm256_setzero_si256();
 }
 
 AI void blockK(const aero_dtype t, const int T, const uint8_t *wb, const aero_block_q8_K *const *ab,
                const __m256i *pr, __m256i *isum, __m256i *msum) {
-    if (t == AERO_DT_Q4_K) q45k_block(false, T, wb, ab, isum, msum);
-    else if (t == AERO_DT_Q5_K) q45k_block(true, T, wb, ab, isum, msum);
+    if (t == AERO_DT_Q4_K) q45k_block(false, T, wb, ab, pr, isum, msum);
+    else if (t == AERO_DT_Q5_K) q45k_block(true, T, wb, ab, pr, isum, msum);
     else if (t == AERO_DT_Q6_K) q6k_block(T, wb, ab, isum, msum);
     else if (t == AERO_DT_Q3_K) q3k_block(T, wb, ab, pr, isum, msum);
     else q2k_block(T, wb, ab, pr, isum, msum);
