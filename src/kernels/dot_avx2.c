@@ -466,22 +466,6 @@ AI void tile32(const aero_dtype t, const int T, int64_t n, const void *vw, size_
 
 // ---- K-quants with Q8_K activations -------------------------------------------------------------------
 
-// The 16 int8 scales of a K-quant block with groups of 16 as 8 vectors of int16: pair j (groups 2j, 2j+1) has
-// group 2j's scale in the low 128 bits and 2j+1's in the high ones (madd with the two groups' pair sums).
-// Shuffles of one widened vector, instead of two broadcasts and an insert per pair.
-AI void scale_pairs(__m128i s8, __m256i out[8]) {
-    __m256i s16 = _mm256_cvtepi8_epi16(s8);
-    __m256i lo = _mm256_permute2x128_si256(s16, s16, 0x00), hi = _mm256_permute2x128_si256(s16, s16, 0x11);
-    for (int j = 0; j < 4; j++) {
-        const char a = (char)(4 * j), b = (char)(4 * j + 2); // bytes of words 2j and 2j+1 in a half
-        const __m256i ctl =
-            _mm256_setr_epi8(a, a + 1, a, a + 1, a, a + 1, a, a + 1, a, a + 1, a, a + 1, a, a + 1, a, a + 1, b, b + 1,
-                             b, b + 1, b, b + 1, b, b + 1, b, b + 1, b, b + 1, b, b + 1, b, b + 1);
-        out[j] = _mm256_shuffle_epi8(lo, ctl);
-        out[4 + j] = _mm256_shuffle_epi8(hi, ctl);
-    }
-}
-
 // The 6-bit scales (bytes 0-7) and mins (8-15) of a Q4_K/Q5_K block, 32 bits at a time.
 AI void q4k_unpack(const uint8_t *sc, uint8_t out[16]) {
     const uint32_t k1 = 0x3f3f3f3f, k2 = 0x0f0f0f0f, k3 = 0x03030303;
@@ -564,43 +548,6 @@ AI void q45k_block(const bool five, const int T, const uint8_t *wb, const aero_b
     for (int k = 0; k < T; k++) msum[k] = _mm256_madd_epi16(sm16, pr[k]);
 }
 
-// Q6_K: per half, ql bytes 0-31 / 32-63 give elements 0-31 / 32-63 (low nibbles) and 64-95 / 96-127 (high);
-// codes are offset by 32 (removed with the activation group sums).
-AI void q6k_block(const int T, const uint8_t *wb, const aero_block_q8_K *const *ab, __m256i *isum, __m256i *msum) {
-    const aero_block_q6_K *x = (const void *)wb;
-    const __m256i m4 = _mm256_set1_epi8(0x0F), m3 = _mm256_set1_epi8(3);
-    __m256i sp[8];
-    scale_pairs(_mm_loadu_si128((const void *)x->scales), sp);
-#pragma GCC unroll 8
-    for (int k = 0; k < T; k++) isum[k] = _mm256_setzero_si256();
-    for (int h = 0; h < 2; h++) {
-        __m256i l0 = _mm256_loadu_si256((const void *)(x->ql + 64 * h));
-        __m256i l1 = _mm256_loadu_si256((const void *)(x->ql + 64 * h + 32));
-        __m256i hb = _mm256_loadu_si256((const void *)(x->qh + 32 * h));
-        __m256i u[4];
-        u[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(hb, m3), 4));
-        u[1] = _mm256_or_si256(_mm256_and_si256(l1, m4),
-                               _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2), m3), 4));
-        u[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
-                               _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 4), m3), 4));
-        u[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
-                               _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), m3), 4));
-        for (int j = 0; j < 4; j++)
-#pragma GCC unroll 8
-            for (int k = 0; k < T; k++) {
-                __m256i p = _mm256_maddubs_epi16(u[j], _mm256_loadu_si256((const void *)(ab[k]->qs + 128 * h + 32 * j)));
-                isum[k] = _mm256_add_epi32(isum[k], _mm256_madd_epi16(p, sp[4 * h + j]));
-            }
-    }
-    __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const void *)x->scales));
-#pragma GCC unroll 8
-    for (int k = 0; k < T; k++) {
-        __m256i corr = _mm256_madd_epi16(_mm256_loadu_si256((const void *)ab[k]->bsums), sc16);
-        isum[k] = _mm256_sub_epi32(isum[k], _mm256_slli_epi32(corr, 5));
-        msum[k] = _mm256_setzero_si256();
-    }
-}
-
 // Q3_K's 16 6-bit scales minus 32 in even/odd order (scales 0, 2, .., 14, then 1, 3, .., 15), unpacked in
 // registers from 16 bytes whose bytes 2-13 are the packed scales (the block's bytes 94-109, inside the block).
 // Scale j: low 4 bits in byte j (j < 8) or the high nibble of byte j - 8, high 2 bits at bit 2(j / 4) of byte
@@ -628,6 +575,46 @@ AI __m256i bsums_eo(const aero_block_q8_K *ab) {
 // bits and 2J + 1's in the high ones, from the 16 scales widened in even/odd order.
 AI __m256i scale_pair_eo(__m256i s16, const int J) {
     return _mm256_shuffle_epi8(s16, _mm256_set1_epi16((short)(0x0100 + 0x0202 * J)));
+}
+
+// Q6_K: per half, ql bytes 0-31 / 32-63 give elements 0-31 / 32-63 (low nibbles) and 64-95 / 96-127 (high);
+// qh bits 2j.. the high 2 bits of elements 32j.. of the half, moved to bits 4-5 with one shift and one mask.
+// Codes are offset by 32 (removed with the token's group sums in even/odd order, pr: bsums_eo); the int8
+// scales are taken in even/odd order as Q3_K's.
+AI void q6k_block(const int T, const uint8_t *wb, const aero_block_q8_K *const *ab, const __m256i *pr,
+                  __m256i *isum, __m256i *msum) {
+    const aero_block_q6_K *x = (const void *)wb;
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
+    const __m128i nat_to_eo = _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
+    const __m256i s16 = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(_mm_loadu_si128((const void *)x->scales), nat_to_eo));
+#pragma GCC unroll 8
+    for (int k = 0; k < T; k++) isum[k] = _mm256_setzero_si256();
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; h++) {
+        const __m256i l0 = _mm256_loadu_si256((const void *)(x->ql + 64 * h));
+        const __m256i l1 = _mm256_loadu_si256((const void *)(x->ql + 64 * h + 32));
+        const __m256i hb = _mm256_loadu_si256((const void *)(x->qh + 32 * h));
+        __m256i u[4];
+        u[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(hb, 4), m30));
+        u[1] = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(hb, 2), m30));
+        u[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(hb, m30));
+        u[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                               _mm256_and_si256(_mm256_srli_epi16(hb, 2), m30));
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; j++) {
+            const __m256i sp = scale_pair_eo(s16, 4 * h + j);
+#pragma GCC unroll 8
+            for (int k = 0; k < T; k++) {
+                __m256i p = _mm256_maddubs_epi16(u[j], _mm256_loadu_si256((const void *)(ab[k]->qs + 128 * h + 32 * j)));
+                isum[k] = _mm256_add_epi32(isum[k], _mm256_madd_epi16(p, sp));
+            }
+        }
+    }
+#pragma GCC unroll 8
+    for (int k = 0; k < T; k++) {
+        isum[k] = _mm256_sub_epi32(isum[k], _mm256_slli_epi32(_mm256_madd_epi16(s16, pr[k]), 5));
+        msum[k] = _mm256_setzero_si256();
+    }
 }
 
 // Q3_K: 2 low bits ((qs >> 2j) & 3 gives elements 32j.. in order) plus the hmask bit as 4; offset 4, removed
@@ -712,11 +699,11 @@ AI bool minK(const aero_dtype t) { return t == AERO_DT_Q2_K || t == AERO_DT_Q4_K
 AI size_t moffK(const aero_dtype t) { return t == AERO_DT_Q2_K ? offsetof(aero_block_q2_K, dmin) : 2; }
 
 // What a K-quant block needs of a token besides its codes, computed once per block for all the rows of a tile:
-// Q3_K the group sums in even/odd order times the code offset 4, Q2_K the same sums (for the mins), Q4_K/Q5_K
-// the sums of 32 (for the mins); Q6_K nothing.
+// Q3_K the group sums in even/odd order times the code offset 4, Q2_K and Q6_K the same sums (for the mins,
+// the offset 32), Q4_K/Q5_K the sums of 32 (for the mins).
 AI __m256i prepK(const aero_dtype t, const aero_block_q8_K *ab) {
     if (t == AERO_DT_Q3_K) return _mm256_slli_epi16(bsums_eo(ab), 2);
-    if (t == AERO_DT_Q2_K) return bsums_eo(ab);
+    if (t == AERO_DT_Q2_K || t == AERO_DT_Q6_K) return bsums_eo(ab);
     if (t == AERO_DT_Q4_K || t == AERO_DT_Q5_K) return gsums_hi(ab);
     return _mm256_setzero_si256();
 }
@@ -725,7 +712,7 @@ AI void blockK(const aero_dtype t, const int T, const uint8_t *wb, const aero_bl
                const __m256i *pr, __m256i *isum, __m256i *msum) {
     if (t == AERO_DT_Q4_K) q45k_block(false, T, wb, ab, pr, isum, msum);
     else if (t == AERO_DT_Q5_K) q45k_block(true, T, wb, ab, pr, isum, msum);
-    else if (t == AERO_DT_Q6_K) q6k_block(T, wb, ab, isum, msum);
+    else if (t == AERO_DT_Q6_K) q6k_block(T, wb, ab, pr, isum, msum);
     else if (t == AERO_DT_Q3_K) q3k_block(T, wb, ab, pr, isum, msum);
     else q2k_block(T, wb, ab, pr, isum, msum);
 }
