@@ -254,6 +254,19 @@ AI __m256 f16_rows(const uint8_t *const *rp, size_t off) {
     return _mm256_cvtph_ps(v);
 }
 
+// The f16 pair (d, dmin) at byte offset off of 8 rows, widened: d in *dv, dmin in *mv, lane r from row r. One
+// 32-bit insert per row instead of two 16-bit ones.
+AI void f16x2_rows(const uint8_t *const *rp, size_t off, __m256 *dv, __m256 *mv) {
+    int w[8];
+#pragma GCC unroll 8
+    for (int r = 0; r < 8; r++) memcpy(&w[r], rp[r] + off, 4);
+    __m128i a = _mm_setr_epi32(w[0], w[1], w[2], w[3]), b = _mm_setr_epi32(w[4], w[5], w[6], w[7]);
+    const __m128i split = _mm_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15); // d's, then dmins
+    a = _mm_shuffle_epi8(a, split), b = _mm_shuffle_epi8(b, split);
+    *dv = _mm256_cvtph_ps(_mm_unpacklo_epi64(a, b));
+    *mv = _mm256_cvtph_ps(_mm_unpackhi_epi64(a, b));
+}
+
 // The 8 row pointers of a tile of R (1-8) rows; missing rows repeat the last one (computed, never stored).
 AI void tile_rows(const void *w, size_t rb, int R, const uint8_t *rp[8]) {
 #pragma GCC unroll 8
@@ -617,26 +630,33 @@ AI void q6k_block(const int T, const uint8_t *wb, const aero_block_q8_K *const *
     }
 }
 
-// Q3_K: 2 low bits ((qs >> 2j) & 3 gives elements 32j.. in order) plus the hmask bit as 4; offset 4, removed
-// with the token's group sums (pr: bsums_eo x 4). The high bit of vector (h, j) is bit 4h + j of hmask: and'ed
-// with 16 << j (hmask shifted up 4 bits for h = 0), then min(., 4) makes it 0 or 4 without a compare.
+// Q3_K: 2 low bits (bits 2j of qs give elements 32j.. of a half) plus the hmask bit as 4; offset 4, removed with
+// the token's group sums (pr: bsums_eo x 4). As Q2_K's, the low bits of vector j are masked where they lie (times
+// 1, 4, 16; vector 3 shifted to bits 4-5, times 16) and the scales of vector j multiplied to make every product
+// 16 times its value (exact: at most 2^28); the high bit of vector (h, j), bit 4h + j of hmask, is put two bits
+// above its low bits by one of 6 shifts of hmask per block (shared by the two halves), then masked.
 AI void q3k_block(const int T, const uint8_t *wb, const aero_block_q8_K *const *ab, const __m256i *pr,
                   __m256i *isum, __m256i *msum) {
     const aero_block_q3_K *x = (const void *)wb;
-    const __m256i m3 = _mm256_set1_epi8(3), four = _mm256_set1_epi8(4);
     const __m256i s16 = _mm256_cvtepi8_epi16(
         q3k_scales_eo(_mm_loadu_si128((const void *)(wb + offsetof(aero_block_q3_K, scales) - 2))));
+    const __m256i s16x[3] = {_mm256_slli_epi16(s16, 4), _mm256_slli_epi16(s16, 2), s16}; // for codes x1, x4, x16
 #pragma GCC unroll 8
     for (int k = 0; k < T; k++) isum[k] = _mm256_setzero_si256();
-    const __m256i hm = _mm256_loadu_si256((const void *)x->hmask), hm_up = _mm256_slli_epi16(hm, 4);
+    const __m256i hm = _mm256_loadu_si256((const void *)x->hmask);
+    // hmask shifted so that bit 4h + j lands at bit 2j + 2 (j < 3) or 6 (j = 3): [h][j]
+    const __m256i hl2 = _mm256_slli_epi16(hm, 2), hl3 = _mm256_slli_epi16(hm, 3), hl4 = _mm256_slli_epi16(hm, 4);
+    const __m256i hr2 = _mm256_srli_epi16(hm, 2), hr1 = _mm256_srli_epi16(hm, 1);
+    const __m256i hs[2][4] = {{hl2, hl3, hl4, hl3}, {hr2, hr1, hm, hr1}};
 #pragma GCC unroll 2
     for (int h = 0; h < 2; h++) {
-        const __m256i q = _mm256_loadu_si256((const void *)(x->qs + 32 * h)), hs = h ? hm : hm_up;
+        const __m256i q = _mm256_loadu_si256((const void *)(x->qs + 32 * h));
 #pragma GCC unroll 4
         for (int j = 0; j < 4; j++) {
-            __m256i u = _mm256_and_si256(j ? _mm256_srli_epi16(q, 2 * j) : q, m3);
-            u = _mm256_or_si256(u, _mm256_min_epu8(_mm256_and_si256(hs, _mm256_set1_epi8((char)(16 << j))), four));
-            const __m256i sp = scale_pair_eo(s16, 4 * h + j);
+            const int lo_at = j < 3 ? 2 * j : 4; // bit position of the low 2 bits in u
+            const __m256i low = _mm256_and_si256(j < 3 ? q : _mm256_srli_epi16(q, 2), _mm256_set1_epi8((char)(3 << lo_at)));
+            const __m256i u = _mm256_or_si256(low, _mm256_and_si256(hs[h][j], _mm256_set1_epi8((char)(4 << lo_at))));
+            const __m256i sp = scale_pair_eo(s16x[j < 3 ? j : 2], 4 * h + j);
 #pragma GCC unroll 8
             for (int k = 0; k < T; k++) {
                 __m256i p = _mm256_maddubs_epi16(u, _mm256_loadu_si256((const void *)(ab[k]->qs + 128 * h + 32 * j)));
@@ -646,21 +666,23 @@ AI void q3k_block(const int T, const uint8_t *wb, const aero_block_q8_K *const *
     }
 #pragma GCC unroll 8
     for (int k = 0; k < T; k++) {
-        isum[k] = _mm256_sub_epi32(isum[k], _mm256_madd_epi16(s16, pr[k]));
+        isum[k] = _mm256_sub_epi32(isum[k], _mm256_slli_epi32(_mm256_madd_epi16(s16, pr[k]), 4));
         msum[k] = _mm256_setzero_si256();
     }
 }
 
 // Q2_K: 4-bit scales and mins per group of 16, taken in even/odd order (one in-lane shuffle per group pair's
-// scales; the mins against the token's group sums in the same order, pr: bsums_eo).
+// scales; the mins against the token's group sums in the same order, pr: bsums_eo). The 2-bit codes of vector
+// j are masked where they lie (bits 2j, j < 3; vector 3 shifted to bits 4-5), i.e. times 1, 4, 16, 16, and
+// their scales times 16, 4, 1, 1: isum is 16 times the block's integer (exact: at most 2^26), divided after the
+// rows' sums (shiftK). Two shifts of the scales instead of three of the codes per half.
 AI void q2k_block(const int T, const uint8_t *wb, const aero_block_q8_K *const *ab, const __m256i *pr,
                   __m256i *isum, __m256i *msum) {
     const aero_block_q2_K *x = (const void *)wb;
-    const __m256i m3 = _mm256_set1_epi8(3);
     const __m128i nat_to_eo = _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
-    const __m128i raw = _mm_shuffle_epi8(_mm_loadu_si128((const void *)x->scales), nat_to_eo);
-    const __m256i s16 = _mm256_cvtepu8_epi16(_mm_and_si128(raw, _mm_set1_epi8(0x0F)));
-    const __m256i m16 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(raw, 4), _mm_set1_epi8(0x0F)));
+    const __m256i w16 = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(_mm_loadu_si128((const void *)x->scales), nat_to_eo));
+    const __m256i s16 = _mm256_and_si256(w16, _mm256_set1_epi16(0x0F)), m16 = _mm256_srli_epi16(w16, 4);
+    const __m256i s16x[3] = {_mm256_slli_epi16(s16, 4), _mm256_slli_epi16(s16, 2), s16}; // for codes x1, x4, x16
 #pragma GCC unroll 8
     for (int k = 0; k < T; k++) isum[k] = _mm256_setzero_si256();
 #pragma GCC unroll 2
@@ -668,8 +690,9 @@ AI void q2k_block(const int T, const uint8_t *wb, const aero_block_q8_K *const *
         const __m256i q = _mm256_loadu_si256((const void *)(x->qs + 32 * h));
 #pragma GCC unroll 4
         for (int j = 0; j < 4; j++) {
-            const __m256i u = _mm256_and_si256(j ? _mm256_srli_epi16(q, 2 * j) : q, m3);
-            const __m256i sp = scale_pair_eo(s16, 4 * h + j);
+            const __m256i u = j < 3 ? _mm256_and_si256(q, _mm256_set1_epi8((char)(3 << (2 * j))))
+                                    : _mm256_and_si256(_mm256_srli_epi16(q, 2), _mm256_set1_epi8(0x30));
+            const __m256i sp = scale_pair_eo(s16x[j < 3 ? j : 2], 4 * h + j);
 #pragma GCC unroll 8
             for (int k = 0; k < T; k++) {
                 __m256i p = _mm256_maddubs_epi16(u, _mm256_loadu_si256((const void *)(ab[k]->qs + 128 * h + 32 * j)));
@@ -695,6 +718,8 @@ AI size_t doffK(const aero_dtype t) {
            : t == AERO_DT_Q6_K ? offsetof(aero_block_q6_K, d)
                                : 0;
 }
+// log2 of the factor a type's isum carries (Q2_K, Q3_K: 16), removed from the exact total of each row's lanes.
+AI int shiftK(const aero_dtype t) { return t == AERO_DT_Q2_K || t == AERO_DT_Q3_K ? 4 : 0; }
 AI bool minK(const aero_dtype t) { return t == AERO_DT_Q2_K || t == AERO_DT_Q4_K || t == AERO_DT_Q5_K; }
 AI size_t moffK(const aero_dtype t) { return t == AERO_DT_Q2_K ? offsetof(aero_block_q2_K, dmin) : 2; }
 
@@ -729,7 +754,7 @@ AI float dotK_one(const aero_dtype t, int64_t n, const void *vw, const void *va)
         const __m256i pr = prepK(t, ab);
         __m256i is, ms;
         blockK(t, 1, w, &ab, &pr, &is, &ms);
-        acc = fma1((float)hsum_i32(is), h2f(ld16(w + doffK(t))) * ab->d, acc);
+        acc = fma1((float)(hsum_i32(is) >> shiftK(t)), h2f(ld16(w + doffK(t))) * ab->d, acc);
         if (minK(t)) accm = fma1((float)hsum_i32(ms), h2f(ld16(w + moffK(t))) * ab->d, accm);
     }
     return minK(t) ? acc - accm : acc;
@@ -761,11 +786,14 @@ AI void tileK(const aero_dtype t, const int T, int64_t n, const void *vw, size_t
 #pragma GCC unroll 8
             for (int k = 0; k < T; k++) is[k][r] = ir[k], ms[k][r] = mr[k];
         }
-        const __m256 dv = f16_rows(rp, bo + doffK(t)), mv = has_min ? f16_rows(rp, bo + moffK(t)) : _mm256_setzero_ps();
+        __m256 dv, mv = _mm256_setzero_ps();
+        if (has_min) f16x2_rows(rp, bo + doffK(t), &dv, &mv); // dmin follows d
+        else dv = f16_rows(rp, bo + doffK(t));
 #pragma GCC unroll 8
         for (int k = 0; k < T; k++) {
             const __m256 ad = _mm256_broadcast_ss(&ab[k]->d);
-            acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(reduce8(is[k])), _mm256_mul_ps(dv, ad), acc[k]);
+            const __m256i total = shiftK(t) ? _mm256_srai_epi32(reduce8(is[k]), shiftK(t)) : reduce8(is[k]);
+            acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(total), _mm256_mul_ps(dv, ad), acc[k]);
             if (has_min)
                 accm[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(reduce8(ms[k])), _mm256_mul_ps(mv, ad), accm[k]);
         }
