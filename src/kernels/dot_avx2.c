@@ -286,11 +286,11 @@ AI void prefetch_next(const uint8_t *w0, size_t rb, size_t step, int64_t i) {
 
 // ---- 32-element blocks with Q8_0 activations -------------------------------------------------------------
 
-// 16 bytes of nibbles as 32 unsigned codes in element order (low nibbles then high).
+// 16 bytes of nibbles as 32 unsigned codes in element order (low nibbles then high): the bytes loaded into both
+// halves (a load, no shuffle), the high half shifted by 4 (one variable shift), one mask.
 AI __m256i nibbles32(const uint8_t *q) {
-    __m128i v = _mm_loadu_si128((const void *)q);
-    __m256i r = _mm256_inserti128_si256(_mm256_castsi128_si256(v), _mm_srli_epi16(v, 4), 1);
-    return _mm256_and_si256(r, _mm256_set1_epi8(0x0F));
+    const __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128((const void *)q));
+    return _mm256_and_si256(_mm256_srlv_epi32(v, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4)), _mm256_set1_epi8(0x0F));
 }
 
 // The fifth bit of each of 32 elements, from 32 bits, as 0 or 16.
