@@ -232,7 +232,10 @@ AI __m256i reduce8(const __m256i v[8]) {
 #pragma GCC unroll 2
     for (int i = 0; i < 2; i++)
         b[i] = _mm256_add_epi32(_mm256_unpacklo_epi64(a[2 * i], a[2 * i + 1]), _mm256_unpackhi_epi64(a[2 * i], a[2 * i + 1]));
-    return _mm256_add_epi32(_mm256_permute2x128_si256(b[0], b[1], 0x20), _mm256_permute2x128_si256(b[0], b[1], 0x31));
+    // b[0] = [rows 0-3, low lanes' sums | rows 0-3, high lanes'], b[1] the same for rows 4-7: two blends and one
+    // lane swap (lane-crossing shuffles are the slow ones) put rows 0-3 low and 4-7 high in both addends
+    const __m256i x = _mm256_blend_epi32(b[0], b[1], 0xF0), y = _mm256_blend_epi32(b[1], b[0], 0xF0);
+    return _mm256_add_epi32(x, _mm256_permute2x128_si256(y, y, 0x01));
 }
 
 AI uint16_t ld16(const uint8_t *p) {
@@ -496,25 +499,29 @@ AI void q4k_unpack(const uint8_t *sc, uint8_t out[16]) {
 // scaled group sums (offsets removed), msum[k] the mins times the activation group sums (types with a dmin),
 // 8 lanes each whose total is the row's integer. The same integers as the scalar unpack, in any order.
 
-// The 6-bit scales (bytes 0-7) and mins (8-15) of a Q4_K/Q5_K block, unpacked in registers from the block's
-// first 16 bytes (d, dmin, then the 12 packed bytes b0-b11; get_scale_min_k4): scale j < 4 is b[j] & 63, scale
-// j >= 4 is (b[j + 4] & 15) | (b[j - 4] >> 6) << 4; min j < 4 is b[j + 4] & 63, min j >= 4 is b[j + 4] >> 4 |
-// (b[j] >> 6) << 4. Per 32-bit lane one shift and one mask: 7 ops.
-AI __m128i q4k_scales_mins(__m128i v) {
-    __m128i lo = _mm_shuffle_epi8(v, _mm_setr_epi8(4, 5, 6, 7, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15));
-    lo = _mm_and_si128(_mm_srlv_epi32(lo, _mm_setr_epi32(0, 0, 0, 4)), _mm_setr_epi32(0x3F3F3F3F, 0x0F0F0F0F, 0x3F3F3F3F,
-                                                                                    0x0F0F0F0F));
-    __m128i hi = _mm_shuffle_epi8(v, _mm_setr_epi8(-1, -1, -1, -1, 4, 5, 6, 7, -1, -1, -1, -1, 8, 9, 10, 11));
-    hi = _mm_and_si128(_mm_srli_epi16(hi, 2), _mm_set1_epi8(0x30)); // (b >> 6) << 4
-    return _mm_or_si128(lo, hi);
+// The 6-bit scales (bytes 0-7) and mins (8-15) of a Q4_K/Q5_K block in both 128-bit halves, unpacked in
+// registers from the block's first 16 bytes loaded into both halves (d, dmin, then the 12 packed bytes b0-b11;
+// get_scale_min_k4): scale j < 4 is b[j] & 63, scale j >= 4 is (b[j + 4] & 15) | (b[j - 4] >> 6) << 4; min j < 4
+// is b[j + 4] & 63, min j >= 4 is b[j + 4] >> 4 | (b[j] >> 6) << 4. Per 32-bit lane one shift and one mask: 7
+// in-lane ops (the lane-crossing widenings and permutes are the slow shuffles on Zen 3).
+AI __m256i q4k_scales_mins(const uint8_t *wb) {
+    const __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128((const void *)wb));
+    const __m256i lo_idx = _mm256_setr_epi8(4, 5, 6, 7, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15, 4, 5, 6, 7, 12,
+                                            13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m256i hi_idx = _mm256_setr_epi8(-1, -1, -1, -1, 4, 5, 6, 7, -1, -1, -1, -1, 8, 9, 10, 11, -1, -1, -1, -1, 4,
+                                            5, 6, 7, -1, -1, -1, -1, 8, 9, 10, 11);
+    __m256i lo = _mm256_srlv_epi32(_mm256_shuffle_epi8(v, lo_idx), _mm256_setr_epi32(0, 0, 0, 4, 0, 0, 0, 4));
+    lo = _mm256_and_si256(lo, _mm256_setr_epi32(0x3F3F3F3F, 0x0F0F0F0F, 0x3F3F3F3F, 0x0F0F0F0F, 0x3F3F3F3F, 0x0F0F0F0F,
+                                                0x3F3F3F3F, 0x0F0F0F0F));
+    const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(_mm256_shuffle_epi8(v, hi_idx), 2), _mm256_set1_epi8(0x30));
+    return _mm256_or_si256(lo, hi); // (b >> 6) << 4 in hi
 }
 
-// A token's 8 group sums of 32 (pairs of bsums, exact in 16 bits) as words in the high 128 bits, zeros in the low
-// ones: one madd with the widened [scales | mins] of a row gives the mins' products in the high lanes only.
-AI __m256i gsums_hi(const aero_block_q8_K *ab) {
-    __m256i s = _mm256_madd_epi16(_mm256_loadu_si256((const void *)ab->bsums), _mm256_set1_epi16(1));
-    __m128i g = _mm_packs_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
-    return _mm256_inserti128_si256(_mm256_setzero_si256(), g, 1);
+// A token's 8 group sums of 32 (pairs of bsums, exact in 16 bits) as words 0-3 of each 128-bit half (sums 0-3
+// low, 4-7 high), zeros above: one madd with a row's mins laid out the same way (q45k_block) gives their products.
+AI __m256i gsums_k4(const aero_block_q8_K *ab) {
+    const __m256i s = _mm256_madd_epi16(_mm256_loadu_si256((const void *)ab->bsums), _mm256_set1_epi16(1));
+    return _mm256_packs_epi32(s, _mm256_setzero_si256());
 }
 
 // The fifth bits of a Q5_K code vector: bit b of qh (b = 2p for the low nibbles of qs bytes 32p.., 2p + 1 for
@@ -527,14 +534,18 @@ AI __m256i q5k_fifth(__m256i hq, __m256i hq_up, const int b) {
 }
 
 // Q4_K / Q5_K: 8 groups of 32; 32 bytes of qs hold group 2p (low nibbles) and 2p+1 (high). The mins against the
-// token's group sums (pr: gsums_hi).
+// token's group sums (pr: gsums_k4).
 AI void q45k_block(const bool five, const int T, const uint8_t *wb, const aero_block_q8_K *const *ab,
                    const __m256i *pr, __m256i *isum, __m256i *msum) {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     const uint8_t *qs = wb + (five ? offsetof(aero_block_q5_K, qs) : offsetof(aero_block_q4_K, qs));
-    const __m256i sm16 = _mm256_cvtepu8_epi16(q4k_scales_mins(_mm_loadu_si128((const void *)wb))); // [scales | mins]
-    // the 8 scales as words in both halves: one shuffle broadcasts a scale
-    const __m256i s16 = _mm256_permute4x64_epi64(sm16, 0x44);
+    const __m256i sm = q4k_scales_mins(wb);
+    // the 8 scales as words in both halves (one shuffle broadcasts a scale); mins 0-3 as words 0-3 of the low half,
+    // 4-7 of the high half (for gsums_k4)
+    const __m256i s16 = _mm256_unpacklo_epi8(sm, _mm256_setzero_si256());
+    const __m256i m16 = _mm256_shuffle_epi8(sm, _mm256_setr_epi8(8, -1, 9, -1, 10, -1, 11, -1, -1, -1, -1, -1, -1, -1, -1,
+                                                                 -1, 12, -1, 13, -1, 14, -1, 15, -1, -1, -1, -1, -1, -1,
+                                                                 -1, -1, -1));
 #pragma GCC unroll 8
     for (int k = 0; k < T; k++) isum[k] = _mm256_setzero_si256();
     const __m256i hq = five ? _mm256_loadu_si256((const void *)(wb + offsetof(aero_block_q5_K, qh))) : m4;
@@ -558,22 +569,40 @@ AI void q45k_block(const bool five, const int T, const uint8_t *wb, const aero_b
         }
     }
 #pragma GCC unroll 8
-    for (int k = 0; k < T; k++) msum[k] = _mm256_madd_epi16(sm16, pr[k]);
+    for (int k = 0; k < T; k++) msum[k] = _mm256_madd_epi16(m16, pr[k]);
 }
 
-// Q3_K's 16 6-bit scales minus 32 in even/odd order (scales 0, 2, .., 14, then 1, 3, .., 15), unpacked in
-// registers from 16 bytes whose bytes 2-13 are the packed scales (the block's bytes 94-109, inside the block).
-// Scale j: low 4 bits in byte j (j < 8) or the high nibble of byte j - 8, high 2 bits at bit 2(j / 4) of byte
-// 8 + j % 4 (aero_q3k_scales). The high bits are taken in natural order (their shift is per 4 scales: one
-// 32-bit variable shift) and put in even/odd order with the low ones' shuffle.
-AI __m128i q3k_scales_eo(__m128i v) {
-    const __m128i nat_to_eo = _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
-    __m128i lo = _mm_shuffle_epi8(v, _mm_setr_epi8(2, 4, 6, 8, 2, 4, 6, 8, 3, 5, 7, 9, 3, 5, 7, 9));
-    lo = _mm_and_si128(_mm_srlv_epi32(lo, _mm_setr_epi32(0, 4, 0, 4)), _mm_set1_epi8(0x0F));
-    __m128i hi = _mm_shuffle_epi8(v, _mm_setr_epi8(10, 11, 12, 13, 10, 11, 12, 13, 10, 11, 12, 13, 10, 11, 12, 13));
-    hi = _mm_and_si128(_mm_srlv_epi32(hi, _mm_setr_epi32(0, 2, 4, 6)), _mm_set1_epi8(3));
-    hi = _mm_shuffle_epi8(_mm_slli_epi16(hi, 4), nat_to_eo);
-    return _mm_sub_epi8(_mm_or_si128(lo, hi), _mm_set1_epi8(32));
+// Q3_K's 16 6-bit scales minus 32 as 16-bit words in even/odd order (scales 0, 2, .., 14 in the low half, 1,
+// 3, .., 15 in the high one), from the block's bytes 94-109 (inside the block; bytes 2-13 are the packed scales)
+// loaded into both halves. Scale j: low 4 bits in byte j (j < 8) or the high nibble of byte j - 8, high 2 bits
+// at bit 2(j / 4) of byte 8 + j % 4 (aero_q3k_scales). Each half gathers its 8 scales' bytes with its own
+// shuffle; the low nibbles need a per-32-bit shift (0 or 4), the high bits a per-16-bit one (a multiply by 64,
+// 16, 4 or 1 then a shift by 2 puts bits 2c.. at bits 4-5). In-lane ops only.
+AI __m256i q3k_scales_eo(const uint8_t *wb) {
+    const __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128((const void *)(wb + offsetof(aero_block_q3_K, scales) - 2)));
+    const __m256i lo_idx = _mm256_setr_epi8(2, 4, 6, 8, 2, 4, 6, 8, -1, -1, -1, -1, -1, -1, -1, -1, 3, 5, 7, 9, 3, 5, 7, 9,
+                                            -1, -1, -1, -1, -1, -1, -1, -1);
+    const __m256i hi_idx = _mm256_setr_epi8(10, 12, 10, 12, 10, 12, 10, 12, -1, -1, -1, -1, -1, -1, -1, -1, 11, 13, 11,
+                                            13, 11, 13, 11, 13, -1, -1, -1, -1, -1, -1, -1, -1);
+    __m256i lo = _mm256_srlv_epi32(_mm256_shuffle_epi8(v, lo_idx), _mm256_setr_epi32(0, 4, 0, 0, 0, 4, 0, 0));
+    lo = _mm256_and_si256(lo, _mm256_set1_epi8(0x0F));
+    __m256i hi = _mm256_mullo_epi16(_mm256_shuffle_epi8(v, hi_idx),
+                                    _mm256_setr_epi16(64, 16, 4, 1, 0, 0, 0, 0, 64, 16, 4, 1, 0, 0, 0, 0));
+    hi = _mm256_and_si256(_mm256_srli_epi16(hi, 2), _mm256_set1_epi8(0x30));
+    return _mm256_sub_epi16(_mm256_unpacklo_epi8(_mm256_or_si256(lo, hi), _mm256_setzero_si256()), _mm256_set1_epi16(32));
+}
+
+// 16 bytes present in both 128-bit halves, as 16-bit words in even/odd order (bytes 0, 2, .., 14 in the low
+// half, 1, 3, .., 15 in the high one), zero- or sign-extended: one in-lane shuffle (and a shift for the sign)
+// instead of a shuffle and a lane-crossing widening.
+AI __m256i eo_words(__m256i v, const bool sign) {
+    if (sign) // each byte into the high byte of its word, then an arithmetic shift
+        return _mm256_srai_epi16(_mm256_shuffle_epi8(v, _mm256_setr_epi8(-1, 0, -1, 2, -1, 4, -1, 6, -1, 8, -1, 10, -1, 12,
+                                                                          -1, 14, -1, 1, -1, 3, -1, 5, -1, 7, -1, 9, -1,
+                                                                          11, -1, 13, -1, 15)),
+                                 8);
+    return _mm256_shuffle_epi8(v, _mm256_setr_epi8(0, -1, 2, -1, 4, -1, 6, -1, 8, -1, 10, -1, 12, -1, 14, -1, 1, -1, 3, -1,
+                                                   5, -1, 7, -1, 9, -1, 11, -1, 13, -1, 15, -1));
 }
 
 // A token's 16 group sums of 16 in even/odd order (groups 0, 2, .., 14, then 1, 3, .., 15) as 16-bit words.
@@ -598,8 +627,7 @@ AI void q6k_block(const int T, const uint8_t *wb, const aero_block_q8_K *const *
                   __m256i *isum, __m256i *msum) {
     const aero_block_q6_K *x = (const void *)wb;
     const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
-    const __m128i nat_to_eo = _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
-    const __m256i s16 = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(_mm_loadu_si128((const void *)x->scales), nat_to_eo));
+    const __m256i s16 = eo_words(_mm256_broadcastsi128_si256(_mm_loadu_si128((const void *)x->scales)), true);
 #pragma GCC unroll 8
     for (int k = 0; k < T; k++) isum[k] = _mm256_setzero_si256();
 #pragma GCC unroll 2
@@ -638,8 +666,7 @@ AI void q6k_block(const int T, const uint8_t *wb, const aero_block_q8_K *const *
 AI void q3k_block(const int T, const uint8_t *wb, const aero_block_q8_K *const *ab, const __m256i *pr,
                   __m256i *isum, __m256i *msum) {
     const aero_block_q3_K *x = (const void *)wb;
-    const __m256i s16 = _mm256_cvtepi8_epi16(
-        q3k_scales_eo(_mm_loadu_si128((const void *)(wb + offsetof(aero_block_q3_K, scales) - 2))));
+    const __m256i s16 = q3k_scales_eo(wb);
     const __m256i s16x[3] = {_mm256_slli_epi16(s16, 4), _mm256_slli_epi16(s16, 2), s16}; // for codes x1, x4, x16
 #pragma GCC unroll 8
     for (int k = 0; k < T; k++) isum[k] = _mm256_setzero_si256();
@@ -679,8 +706,7 @@ AI void q3k_block(const int T, const uint8_t *wb, const aero_block_q8_K *const *
 AI void q2k_block(const int T, const uint8_t *wb, const aero_block_q8_K *const *ab, const __m256i *pr,
                   __m256i *isum, __m256i *msum) {
     const aero_block_q2_K *x = (const void *)wb;
-    const __m128i nat_to_eo = _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
-    const __m256i w16 = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(_mm_loadu_si128((const void *)x->scales), nat_to_eo));
+    const __m256i w16 = eo_words(_mm256_broadcastsi128_si256(_mm_loadu_si128((const void *)x->scales)), false);
     const __m256i s16 = _mm256_and_si256(w16, _mm256_set1_epi16(0x0F)), m16 = _mm256_srli_epi16(w16, 4);
     const __m256i s16x[3] = {_mm256_slli_epi16(s16, 4), _mm256_slli_epi16(s16, 2), s16}; // for codes x1, x4, x16
 #pragma GCC unroll 8
@@ -729,7 +755,7 @@ AI size_t moffK(const aero_dtype t) { return t == AERO_DT_Q2_K ? offsetof(aero_b
 AI __m256i prepK(const aero_dtype t, const aero_block_q8_K *ab) {
     if (t == AERO_DT_Q3_K) return _mm256_slli_epi16(bsums_eo(ab), 2);
     if (t == AERO_DT_Q2_K || t == AERO_DT_Q6_K) return bsums_eo(ab);
-    if (t == AERO_DT_Q4_K || t == AERO_DT_Q5_K) return gsums_hi(ab);
+    if (t == AERO_DT_Q4_K || t == AERO_DT_Q5_K) return gsums_k4(ab);
     return _mm256_setzero_si256();
 }
 
