@@ -693,7 +693,7 @@ AI void q3k_block(const int T, const uint8_t *wb, const aero_block_q8_K *const *
     }
 #pragma GCC unroll 8
     for (int k = 0; k < T; k++) {
-        isum[k] = _mm256_sub_epi32(isum[k], _mm256_slli_epi32(_mm256_madd_epi16(s16, pr[k]), 4));
+        isum[k] = _mm256_sub_epi32(isum[k], _mm256_madd_epi16(s16x[0], pr[k])); // 16 s x 4 B: at most 2^23
         msum[k] = _mm256_setzero_si256();
     }
 }
