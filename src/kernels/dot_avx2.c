@@ -662,7 +662,7 @@ AI void q6k_block(const int T, const uint8_t *wb, const aero_block_q8_K *const *
 // the token's group sums (pr: bsums_eo x 4). As Q2_K's, the low bits of vector j are masked where they lie (times
 // 1, 4, 16; vector 3 shifted to bits 4-5, times 16) and the scales of vector j multiplied to make every product
 // 16 times its value (exact: at most 2^28); the high bit of vector (h, j), bit 4h + j of hmask, is put two bits
-// above its low bits by one of 6 shifts of hmask per block (shared by the two halves), then masked.
+// above its low bits by one of 6 copies of hmask (5 shifts per block, shared by the two halves), then masked.
 AI void q3k_block(const int T, const uint8_t *wb, const aero_block_q8_K *const *ab, const __m256i *pr,
                   __m256i *isum, __m256i *msum) {
     const aero_block_q3_K *x = (const void *)wb;
