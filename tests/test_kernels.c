@@ -150,6 +150,25 @@ static uint16_t rand_half(bool sign) {
     return (uint16_t)((sign && (rng_next() & 1) ? 0x8000 : 0) | (e << 10) | m);
 }
 
+// A block of type t of random bytes (every code and packed-scale pattern) whose f16 scale fields are finite.
+static void random_block(aero_dtype t, uint8_t *blk) {
+    for (uint32_t i = 0; i < aero_dtype_get(t)->block_bytes; i++) blk[i] = (uint8_t)rng_next();
+    uint16_t h0 = rand_half(true), h1 = rand_half(true);
+    switch (t) { // scale fields
+    case AERO_DT_Q4_1:
+    case AERO_DT_Q5_1: memcpy(blk + 2, &h1, 2); /* fallthrough */
+    case AERO_DT_Q4_0:
+    case AERO_DT_Q5_0:
+    case AERO_DT_Q8_0: memcpy(blk, &h0, 2); break;
+    case AERO_DT_Q2_K: memcpy(blk + 80, &h0, 2), memcpy(blk + 82, &h1, 2); break;
+    case AERO_DT_Q3_K: memcpy(blk + 108, &h0, 2); break;
+    case AERO_DT_Q4_K:
+    case AERO_DT_Q5_K: memcpy(blk, &h0, 2), memcpy(blk + 2, &h1, 2); break;
+    case AERO_DT_Q6_K: memcpy(blk + 208, &h0, 2); break;
+    default: break;
+    }
+}
+
 static void ggml_style_dequant(aero_dtype t, const uint8_t *b, float *y) {
     switch (t) {
     case AERO_DT_Q4_0: {
@@ -305,21 +324,7 @@ static void test_layouts(void) {
         float a[256], b[256];
         int bad = 0;
         for (int rep = 0; rep < 200; rep++) {
-            for (uint32_t i = 0; i < info->block_bytes; i++) blk[i] = (uint8_t)rng_next();
-            uint16_t h0 = rand_half(true), h1 = rand_half(true);
-            switch (t) { // scale fields
-            case AERO_DT_Q4_1:
-            case AERO_DT_Q5_1: memcpy(blk + 2, &h1, 2); /* fallthrough */
-            case AERO_DT_Q4_0:
-            case AERO_DT_Q5_0:
-            case AERO_DT_Q8_0: memcpy(blk, &h0, 2); break;
-            case AERO_DT_Q2_K: memcpy(blk + 80, &h0, 2), memcpy(blk + 82, &h1, 2); break;
-            case AERO_DT_Q3_K: memcpy(blk + 108, &h0, 2); break;
-            case AERO_DT_Q4_K:
-            case AERO_DT_Q5_K: memcpy(blk, &h0, 2), memcpy(blk + 2, &h1, 2); break;
-            case AERO_DT_Q6_K: memcpy(blk + 208, &h0, 2); break;
-            default: break;
-            }
+            random_block(t, blk);
             aero_dequantize_row(t, blk, a, info->block);
             ggml_style_dequant(t, blk, b);
             for (uint32_t i = 0; i < info->block; i++)
@@ -567,6 +572,37 @@ static void test_dots(void) {
     free(xw), free(xa), free(dw), free(da), free(w), free(a);
 }
 
+// The SIMD integer sums keep 16-bit partial sums and scale products close to their limits: random weight bytes
+// (every code, scale and high-bit pattern) against activations whose codes are all -127, nearly all +127 or
+// pairs of each (the largest magnitudes the quantizer makes) must still give the scalar dot's bits.
+static void test_extreme_dots(void) {
+    static const aero_dtype qt[] = {AERO_DT_Q4_0, AERO_DT_Q4_1, AERO_DT_Q5_0, AERO_DT_Q5_1, AERO_DT_Q8_0,
+                                    AERO_DT_Q2_K, AERO_DT_Q3_K, AERO_DT_Q4_K, AERO_DT_Q5_K, AERO_DT_Q6_K};
+    const int64_t n = 1024;
+    float *x = malloc(sizeof(float) * n);
+    uint8_t *w = malloc((size_t)n * 2), *a = malloc((size_t)n * 2);
+    for (size_t k = 0; k < sizeof qt / sizeof qt[0]; k++) {
+        aero_dtype t = qt[k];
+        const aero_dtype_info *info = aero_dtype_get(t);
+        int bad = 0;
+        for (int rep = 0; rep < 40; rep++) {
+            for (int64_t b = 0; b < n / info->block; b++) random_block(t, w + b * info->block_bytes);
+            // Q8_K gives its block's first largest value -127, the others of that magnitude +-127: all 1 makes every
+            // code -127, a first -1 then 1 makes the rest +127, sign pairs mix them
+            for (int64_t i = 0; i < n; i++)
+                x[i] = rep % 3 == 0 ? 1.0f : rep % 3 == 1 ? (i % 256 == 0 ? -1.0f : 1.0f) : (i & 2 ? -1.0f : 1.0f);
+            aero_quantize_row(aero_vec_dot_type(t), x, a, n);
+            float scalar = isa_ops[0]->dot[t](n, w, a);
+            for (int s = 1; s < n_isa; s++) {
+                float v = isa_ops[s]->dot[t](n, w, a);
+                if (!same_float(v, scalar)) bad++;
+            }
+        }
+        CHECKF(bad == 0, "%s: %d dots at activation codes +-127 differ from the scalar dot", info->name, bad);
+    }
+    free(x), free(w), free(a);
+}
+
 static void test_dispatch(void) {
     aero_kernels_init();
     aero_isa isa = aero_kernels_isa();
@@ -584,5 +620,6 @@ int main(void) {
     test_layouts();
     test_quantize_bounds();
     test_dots();
+    test_extreme_dots();
     return check_done("test_kernels");
 }

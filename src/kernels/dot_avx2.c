@@ -225,10 +225,17 @@ AI int hsum_i32(__m256i v) {
 
 // Lane r = the sum of v[r]'s 8 lanes: the per-row integer totals of 8 rows in row lanes (exact, any order).
 AI __m256i reduce8(const __m256i v[8]) {
-    __m256i h01 = _mm256_hadd_epi32(v[0], v[1]), h23 = _mm256_hadd_epi32(v[2], v[3]);
-    __m256i h45 = _mm256_hadd_epi32(v[4], v[5]), h67 = _mm256_hadd_epi32(v[6], v[7]);
-    __m256i a = _mm256_hadd_epi32(h01, h23), b = _mm256_hadd_epi32(h45, h67);
-    return _mm256_add_epi32(_mm256_permute2x128_si256(a, b, 0x20), _mm256_permute2x128_si256(a, b, 0x31));
+    __m256i a[4], b[2];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++)
+        a[i] = _mm256_add_epi32(_mm256_unpacklo_epi32(v[2 * i], v[2 * i + 1]), _mm256_unpackhi_epi32(v[2 * i], v[2 * i + 1]));
+#pragma GCC unroll 2
+    for (int i = 0; i < 2; i++)
+        b[i] = _mm256_add_epi32(_mm256_unpacklo_epi64(a[2 * i], a[2 * i + 1]), _mm256_unpackhi_epi64(a[2 * i], a[2 * i + 1]));
+    // b[0] = [rows 0-3, low lanes' sums | rows 0-3, high lanes'], b[1] the same for rows 4-7: two blends and one
+    // lane swap (lane-crossing shuffles are the slow ones) put rows 0-3 low and 4-7 high in both addends
+    const __m256i x = _mm256_blend_epi32(b[0], b[1], 0xF0), y = _mm256_blend_epi32(b[1], b[0], 0xF0);
+    return _mm256_add_epi32(x, _mm256_permute2x128_si256(y, y, 0x01));
 }
 
 AI uint16_t ld16(const uint8_t *p) {
@@ -250,6 +257,19 @@ AI __m256 f16_rows(const uint8_t *const *rp, size_t off) {
     return _mm256_cvtph_ps(v);
 }
 
+// The f16 pair (d, dmin) at byte offset off of 8 rows, widened: d in *dv, dmin in *mv, lane r from row r. One
+// 32-bit insert per row instead of two 16-bit ones.
+AI void f16x2_rows(const uint8_t *const *rp, size_t off, __m256 *dv, __m256 *mv) {
+    int w[8];
+#pragma GCC unroll 8
+    for (int r = 0; r < 8; r++) memcpy(&w[r], rp[r] + off, 4);
+    __m128i a = _mm_setr_epi32(w[0], w[1], w[2], w[3]), b = _mm_setr_epi32(w[4], w[5], w[6], w[7]);
+    const __m128i split = _mm_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15); // d's, then dmins
+    a = _mm_shuffle_epi8(a, split), b = _mm_shuffle_epi8(b, split);
+    *dv = _mm256_cvtph_ps(_mm_unpacklo_epi64(a, b));
+    *mv = _mm256_cvtph_ps(_mm_unpackhi_epi64(a, b));
+}
+
 // The 8 row pointers of a tile of R (1-8) rows; missing rows repeat the last one (computed, never stored).
 AI void tile_rows(const void *w, size_t rb, int R, const uint8_t *rp[8]) {
 #pragma GCC unroll 8
@@ -269,11 +289,11 @@ AI void prefetch_next(const uint8_t *w0, size_t rb, size_t step, int64_t i) {
 
 // ---- 32-element blocks with Q8_0 activations -------------------------------------------------------------
 
-// 16 bytes of nibbles as 32 unsigned codes in element order (low nibbles then high).
+// 16 bytes of nibbles as 32 unsigned codes in element order (low nibbles then high): the bytes loaded into both
+// halves (a load, no shuffle), the high half shifted by 4 (one variable shift), one mask.
 AI __m256i nibbles32(const uint8_t *q) {
-    __m128i v = _mm_loadu_si128((const void *)q);
-    __m256i r = _mm256_inserti128_si256(_mm256_castsi128_si256(v), _mm_srli_epi16(v, 4), 1);
-    return _mm256_and_si256(r, _mm256_set1_epi8(0x0F));
+    const __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128((const void *)q));
+    return _mm256_and_si256(_mm256_srlv_epi32(v, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4)), _mm256_set1_epi8(0x0F));
 }
 
 // The fifth bit of each of 32 elements, from 32 bits, as 0 or 16.
@@ -462,34 +482,6 @@ AI void tile32(const aero_dtype t, const int T, int64_t n, const void *vw, size_
 
 // ---- K-quants with Q8_K activations -------------------------------------------------------------------
 
-// The 16 int8 scales of a K-quant block with groups of 16 as 8 vectors of int16: pair j (groups 2j, 2j+1) has
-// group 2j's scale in the low 128 bits and 2j+1's in the high ones (madd with the two groups' pair sums).
-// Shuffles of one widened vector, instead of two broadcasts and an insert per pair.
-AI void scale_pairs(__m128i s8, __m256i out[8]) {
-    __m256i s16 = _mm256_cvtepi8_epi16(s8);
-    __m256i lo = _mm256_permute2x128_si256(s16, s16, 0x00), hi = _mm256_permute2x128_si256(s16, s16, 0x11);
-    for (int j = 0; j < 4; j++) {
-        const char a = (char)(4 * j), b = (char)(4 * j + 2); // bytes of words 2j and 2j+1 in a half
-        const __m256i ctl =
-            _mm256_setr_epi8(a, a + 1, a, a + 1, a, a + 1, a, a + 1, a, a + 1, a, a + 1, a, a + 1, a, a + 1, b, b + 1,
-                             b, b + 1, b, b + 1, b, b + 1, b, b + 1, b, b + 1, b, b + 1, b, b + 1);
-        out[j] = _mm256_shuffle_epi8(lo, ctl);
-        out[4 + j] = _mm256_shuffle_epi8(hi, ctl);
-    }
-}
-
-// Q3_K's 16 6-bit scales minus 32 (aero_q3k_scales), 32 bits at a time.
-AI __m128i q3k_scales(const uint8_t *b) {
-    const uint32_t k1 = 0x03030303, k2 = 0x0f0f0f0f;
-    uint32_t aux[3], u[4];
-    memcpy(aux, b, 12);
-    u[0] = (aux[0] & k2) | (((aux[2] >> 0) & k1) << 4);
-    u[1] = (aux[1] & k2) | (((aux[2] >> 2) & k1) << 4);
-    u[2] = ((aux[0] >> 4) & k2) | (((aux[2] >> 4) & k1) << 4);
-    u[3] = ((aux[1] >> 4) & k2) | (((aux[2] >> 6) & k1) << 4);
-    return _mm_sub_epi8(_mm_loadu_si128((const void *)u), _mm_set1_epi8(32));
-}
-
 // The 6-bit scales (bytes 0-7) and mins (8-15) of a Q4_K/Q5_K block, 32 bits at a time.
 AI void q4k_unpack(const uint8_t *sc, uint8_t out[16]) {
     const uint32_t k1 = 0x3f3f3f3f, k2 = 0x0f0f0f0f, k3 = 0x03030303;
@@ -507,35 +499,64 @@ AI void q4k_unpack(const uint8_t *sc, uint8_t out[16]) {
 // scaled group sums (offsets removed), msum[k] the mins times the activation group sums (types with a dmin),
 // 8 lanes each whose total is the row's integer. The same integers as the scalar unpack, in any order.
 
-// Q4_K / Q5_K: 8 groups of 32; 32 bytes of qs hold group 2p (low nibbles) and 2p+1 (high).
-AI void q45k_block(const bool five, const int T, const uint8_t *wb, const aero_block_q8_K *const *ab, __m256i *isum,
-                   __m256i *msum) {
+// The 6-bit scales (bytes 0-7) and mins (8-15) of a Q4_K/Q5_K block in both 128-bit halves, unpacked in
+// registers from the block's first 16 bytes loaded into both halves (d, dmin, then the 12 packed bytes b0-b11;
+// get_scale_min_k4): scale j < 4 is b[j] & 63, scale j >= 4 is (b[j + 4] & 15) | (b[j - 4] >> 6) << 4; min j < 4
+// is b[j + 4] & 63, min j >= 4 is b[j + 4] >> 4 | (b[j] >> 6) << 4. Per 32-bit lane one shift and one mask: 7
+// in-lane ops (the lane-crossing widenings and permutes are the slow shuffles on Zen 3).
+AI __m256i q4k_scales_mins(const uint8_t *wb) {
+    const __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128((const void *)wb));
+    const __m256i lo_idx = _mm256_setr_epi8(4, 5, 6, 7, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15, 4, 5, 6, 7, 12,
+                                            13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m256i hi_idx = _mm256_setr_epi8(-1, -1, -1, -1, 4, 5, 6, 7, -1, -1, -1, -1, 8, 9, 10, 11, -1, -1, -1, -1, 4,
+                                            5, 6, 7, -1, -1, -1, -1, 8, 9, 10, 11);
+    __m256i lo = _mm256_srlv_epi32(_mm256_shuffle_epi8(v, lo_idx), _mm256_setr_epi32(0, 0, 0, 4, 0, 0, 0, 4));
+    lo = _mm256_and_si256(lo, _mm256_setr_epi32(0x3F3F3F3F, 0x0F0F0F0F, 0x3F3F3F3F, 0x0F0F0F0F, 0x3F3F3F3F, 0x0F0F0F0F,
+                                                0x3F3F3F3F, 0x0F0F0F0F));
+    const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(_mm256_shuffle_epi8(v, hi_idx), 2), _mm256_set1_epi8(0x30));
+    return _mm256_or_si256(lo, hi); // (b >> 6) << 4 in hi
+}
+
+// A token's 8 group sums of 32 (pairs of bsums, exact in 16 bits) as words 0-3 of each 128-bit half (sums 0-3
+// low, 4-7 high), zeros above: one madd with a row's mins laid out the same way (q45k_block) gives their products.
+AI __m256i gsums_k4(const aero_block_q8_K *ab) {
+    const __m256i s = _mm256_madd_epi16(_mm256_loadu_si256((const void *)ab->bsums), _mm256_set1_epi16(1));
+    return _mm256_packs_epi32(s, _mm256_setzero_si256());
+}
+
+// The fifth bits of a Q5_K code vector: bit b of qh (b = 2p for the low nibbles of qs bytes 32p.., 2p + 1 for
+// the high ones) as 0 or 16. hq_up is qh shifted up 4 bits (for b < 4); and'ing the bit at position >= 4 and
+// min(., 16) replaces a compare.
+AI __m256i q5k_fifth(__m256i hq, __m256i hq_up, const int b) {
+    const __m256i x = b < 4 ? _mm256_and_si256(hq_up, _mm256_set1_epi8((char)(16 << b)))
+                            : _mm256_and_si256(hq, _mm256_set1_epi8((char)(1 << b)));
+    return b == 0 || b == 4 ? x : _mm256_min_epu8(x, _mm256_set1_epi8(16));
+}
+
+// Q4_K / Q5_K: 8 groups of 32; 32 bytes of qs hold group 2p (low nibbles) and 2p+1 (high). The mins against the
+// token's group sums (pr: gsums_k4).
+AI void q45k_block(const bool five, const int T, const uint8_t *wb, const aero_block_q8_K *const *ab,
+                   const __m256i *pr, __m256i *isum, __m256i *msum) {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
-    const uint8_t *qs, *scales, *qh = NULL;
-    if (five) {
-        const aero_block_q5_K *x = (const void *)wb;
-        qs = x->qs, scales = x->scales, qh = x->qh;
-    } else {
-        const aero_block_q4_K *x = (const void *)wb;
-        qs = x->qs, scales = x->scales;
-    }
-    uint8_t sm[16];
-    q4k_unpack(scales, sm);
-    // the 8 scales as words in both halves: one shuffle broadcasts a scale (instead of a move and a broadcast)
-    __m256i s16 = _mm256_cvtepu8_epi16(_mm_loadl_epi64((const void *)sm));
-    s16 = _mm256_permute2x128_si256(s16, s16, 0x00);
+    const uint8_t *qs = wb + (five ? offsetof(aero_block_q5_K, qs) : offsetof(aero_block_q4_K, qs));
+    const __m256i sm = q4k_scales_mins(wb);
+    // the 8 scales as words in both halves (one shuffle broadcasts a scale); mins 0-3 as words 0-3 of the low half,
+    // 4-7 of the high half (for gsums_k4)
+    const __m256i s16 = _mm256_unpacklo_epi8(sm, _mm256_setzero_si256());
+    const __m256i m16 = _mm256_shuffle_epi8(sm, _mm256_setr_epi8(8, -1, 9, -1, 10, -1, 11, -1, -1, -1, -1, -1, -1, -1, -1,
+                                                                 -1, 12, -1, 13, -1, 14, -1, 15, -1, -1, -1, -1, -1, -1,
+                                                                 -1, -1, -1));
 #pragma GCC unroll 8
     for (int k = 0; k < T; k++) isum[k] = _mm256_setzero_si256();
-    __m256i hb = five ? _mm256_loadu_si256((const void *)qh) : _mm256_setzero_si256();
+    const __m256i hq = five ? _mm256_loadu_si256((const void *)(wb + offsetof(aero_block_q5_K, qh))) : m4;
+    const __m256i hq_up = five ? _mm256_slli_epi16(hq, 4) : m4;
+#pragma GCC unroll 4
     for (int p = 0; p < 4; p++) {
-        __m256i q = _mm256_loadu_si256((const void *)(qs + 32 * p));
+        const __m256i q = _mm256_loadu_si256((const void *)(qs + 32 * p));
         __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
         if (five) {
-            __m256i b0 = _mm256_set1_epi8((char)(1 << (2 * p))), b1 = _mm256_set1_epi8((char)(1 << (2 * p + 1)));
-            lo = _mm256_or_si256(lo,
-                                 _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hb, b0), b0), _mm256_set1_epi8(16)));
-            hi = _mm256_or_si256(hi,
-                                 _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hb, b1), b1), _mm256_set1_epi8(16)));
+            lo = _mm256_or_si256(lo, q5k_fifth(hq, hq_up, 2 * p));
+            hi = _mm256_or_si256(hi, q5k_fifth(hq, hq_up, 2 * p + 1));
         }
         const __m256i s_lo = _mm256_shuffle_epi8(s16, _mm256_set1_epi16((short)(0x0100 + 0x0202 * (2 * p)))),
                       s_hi = _mm256_shuffle_epi8(s16, _mm256_set1_epi16((short)(0x0100 + 0x0202 * (2 * p + 1))));
@@ -547,106 +568,166 @@ AI void q45k_block(const bool five, const int T, const uint8_t *wb, const aero_b
             isum[k] = _mm256_add_epi32(isum[k], _mm256_add_epi32(_mm256_madd_epi16(plo, s_lo), _mm256_madd_epi16(phi, s_hi)));
         }
     }
-    __m256i mins16 = _mm256_cvtepu8_epi16(_mm_loadl_epi64((const void *)(sm + 8)));
-    // each min twice, for the two bsums of its group
-    __m256i mdup = _mm256_permute2x128_si256(_mm256_unpacklo_epi16(mins16, mins16),
-                                             _mm256_unpackhi_epi16(mins16, mins16), 0x20);
 #pragma GCC unroll 8
-    for (int k = 0; k < T; k++) msum[k] = _mm256_madd_epi16(_mm256_loadu_si256((const void *)ab[k]->bsums), mdup);
+    for (int k = 0; k < T; k++) msum[k] = _mm256_madd_epi16(m16, pr[k]);
+}
+
+// Q3_K's 16 6-bit scales minus 32 as 16-bit words in even/odd order (scales 0, 2, .., 14 in the low half, 1,
+// 3, .., 15 in the high one), from the block's bytes 94-109 (inside the block; bytes 2-13 are the packed scales)
+// loaded into both halves. Scale j: low 4 bits in byte j (j < 8) or the high nibble of byte j - 8, high 2 bits
+// at bit 2(j / 4) of byte 8 + j % 4 (aero_q3k_scales). Each half gathers its 8 scales' bytes with its own
+// shuffle; the low nibbles need a per-32-bit shift (0 or 4), the high bits a per-16-bit one (a multiply by 64,
+// 16, 4 or 1 then a shift by 2 puts bits 2c.. at bits 4-5). In-lane ops only.
+AI __m256i q3k_scales_eo(const uint8_t *wb) {
+    const __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128((const void *)(wb + offsetof(aero_block_q3_K, scales) - 2)));
+    const __m256i lo_idx = _mm256_setr_epi8(2, 4, 6, 8, 2, 4, 6, 8, -1, -1, -1, -1, -1, -1, -1, -1, 3, 5, 7, 9, 3, 5, 7, 9,
+                                            -1, -1, -1, -1, -1, -1, -1, -1);
+    const __m256i hi_idx = _mm256_setr_epi8(10, 12, 10, 12, 10, 12, 10, 12, -1, -1, -1, -1, -1, -1, -1, -1, 11, 13, 11,
+                                            13, 11, 13, 11, 13, -1, -1, -1, -1, -1, -1, -1, -1);
+    __m256i lo = _mm256_srlv_epi32(_mm256_shuffle_epi8(v, lo_idx), _mm256_setr_epi32(0, 4, 0, 0, 0, 4, 0, 0));
+    lo = _mm256_and_si256(lo, _mm256_set1_epi8(0x0F));
+    __m256i hi = _mm256_mullo_epi16(_mm256_shuffle_epi8(v, hi_idx),
+                                    _mm256_setr_epi16(64, 16, 4, 1, 0, 0, 0, 0, 64, 16, 4, 1, 0, 0, 0, 0));
+    hi = _mm256_and_si256(_mm256_srli_epi16(hi, 2), _mm256_set1_epi8(0x30));
+    return _mm256_sub_epi16(_mm256_unpacklo_epi8(_mm256_or_si256(lo, hi), _mm256_setzero_si256()), _mm256_set1_epi16(32));
+}
+
+// 16 bytes present in both 128-bit halves, as 16-bit words in even/odd order (bytes 0, 2, .., 14 in the low
+// half, 1, 3, .., 15 in the high one), zero- or sign-extended: one in-lane shuffle (and a shift for the sign)
+// instead of a shuffle and a lane-crossing widening.
+AI __m256i eo_words(__m256i v, const bool sign) {
+    if (sign) // each byte into the high byte of its word, then an arithmetic shift
+        return _mm256_srai_epi16(_mm256_shuffle_epi8(v, _mm256_setr_epi8(-1, 0, -1, 2, -1, 4, -1, 6, -1, 8, -1, 10, -1, 12,
+                                                                          -1, 14, -1, 1, -1, 3, -1, 5, -1, 7, -1, 9, -1,
+                                                                          11, -1, 13, -1, 15)),
+                                 8);
+    return _mm256_shuffle_epi8(v, _mm256_setr_epi8(0, -1, 2, -1, 4, -1, 6, -1, 8, -1, 10, -1, 12, -1, 14, -1, 1, -1, 3, -1,
+                                                   5, -1, 7, -1, 9, -1, 11, -1, 13, -1, 15, -1));
+}
+
+// A token's 16 group sums of 16 in even/odd order (groups 0, 2, .., 14, then 1, 3, .., 15) as 16-bit words.
+AI __m256i bsums_eo(const aero_block_q8_K *ab) {
+    const __m256i ctl = _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15, 0, 1, 4, 5, 8, 9, 12,
+                                         13, 2, 3, 6, 7, 10, 11, 14, 15);
+    __m256i v = _mm256_shuffle_epi8(_mm256_loadu_si256((const void *)ab->bsums), ctl);
+    return _mm256_permute4x64_epi64(v, 0xD8);
+}
+
+// Scale pair J (groups 2J, 2J + 1: the 32 elements of code vector J) as 16-bit words, group 2J's in the low 128
+// bits and 2J + 1's in the high ones, from the 16 scales widened in even/odd order.
+AI __m256i scale_pair_eo(__m256i s16, const int J) {
+    return _mm256_shuffle_epi8(s16, _mm256_set1_epi16((short)(0x0100 + 0x0202 * J)));
 }
 
 // Q6_K: per half, ql bytes 0-31 / 32-63 give elements 0-31 / 32-63 (low nibbles) and 64-95 / 96-127 (high);
-// codes are offset by 32 (removed with the activation group sums).
-AI void q6k_block(const int T, const uint8_t *wb, const aero_block_q8_K *const *ab, __m256i *isum, __m256i *msum) {
+// qh bits 2j.. the high 2 bits of elements 32j.. of the half, moved to bits 4-5 with one shift and one mask.
+// Codes are offset by 32 (removed with the token's group sums in even/odd order, pr: bsums_eo); the int8
+// scales are taken in even/odd order as Q3_K's.
+AI void q6k_block(const int T, const uint8_t *wb, const aero_block_q8_K *const *ab, const __m256i *pr,
+                  __m256i *isum, __m256i *msum) {
     const aero_block_q6_K *x = (const void *)wb;
-    const __m256i m4 = _mm256_set1_epi8(0x0F), m3 = _mm256_set1_epi8(3);
-    __m256i sp[8];
-    scale_pairs(_mm_loadu_si128((const void *)x->scales), sp);
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
+    const __m256i s16 = eo_words(_mm256_broadcastsi128_si256(_mm_loadu_si128((const void *)x->scales)), true);
 #pragma GCC unroll 8
     for (int k = 0; k < T; k++) isum[k] = _mm256_setzero_si256();
+#pragma GCC unroll 2
     for (int h = 0; h < 2; h++) {
-        __m256i l0 = _mm256_loadu_si256((const void *)(x->ql + 64 * h));
-        __m256i l1 = _mm256_loadu_si256((const void *)(x->ql + 64 * h + 32));
-        __m256i hb = _mm256_loadu_si256((const void *)(x->qh + 32 * h));
+        const __m256i l0 = _mm256_loadu_si256((const void *)(x->ql + 64 * h));
+        const __m256i l1 = _mm256_loadu_si256((const void *)(x->ql + 64 * h + 32));
+        const __m256i hb = _mm256_loadu_si256((const void *)(x->qh + 32 * h));
         __m256i u[4];
-        u[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(hb, m3), 4));
-        u[1] = _mm256_or_si256(_mm256_and_si256(l1, m4),
-                               _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2), m3), 4));
-        u[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
-                               _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 4), m3), 4));
+        u[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(hb, 4), m30));
+        u[1] = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(hb, 2), m30));
+        u[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(hb, m30));
         u[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
-                               _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), m3), 4));
-        for (int j = 0; j < 4; j++)
+                               _mm256_and_si256(_mm256_srli_epi16(hb, 2), m30));
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; j++) {
+            const __m256i sp = scale_pair_eo(s16, 4 * h + j);
 #pragma GCC unroll 8
             for (int k = 0; k < T; k++) {
                 __m256i p = _mm256_maddubs_epi16(u[j], _mm256_loadu_si256((const void *)(ab[k]->qs + 128 * h + 32 * j)));
-                isum[k] = _mm256_add_epi32(isum[k], _mm256_madd_epi16(p, sp[4 * h + j]));
+                isum[k] = _mm256_add_epi32(isum[k], _mm256_madd_epi16(p, sp));
             }
+        }
     }
-    __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const void *)x->scales));
 #pragma GCC unroll 8
     for (int k = 0; k < T; k++) {
-        __m256i corr = _mm256_madd_epi16(_mm256_loadu_si256((const void *)ab[k]->bsums), sc16);
-        isum[k] = _mm256_sub_epi32(isum[k], _mm256_slli_epi32(corr, 5));
+        isum[k] = _mm256_sub_epi32(isum[k], _mm256_slli_epi32(_mm256_madd_epi16(s16, pr[k]), 5));
         msum[k] = _mm256_setzero_si256();
     }
 }
 
-// Q3_K: 2 low bits ((qs >> 2k) & 3 gives elements 32k.. in order) plus the hmask bit; offset 4.
-AI void q3k_block(const int T, const uint8_t *wb, const aero_block_q8_K *const *ab, __m256i *isum, __m256i *msum) {
+// Q3_K: 2 low bits (bits 2j of qs give elements 32j.. of a half) plus the hmask bit as 4; offset 4, removed with
+// the token's group sums (pr: bsums_eo x 4). As Q2_K's, the low bits of vector j are masked where they lie (times
+// 1, 4, 16; vector 3 shifted to bits 4-5, times 16) and the scales of vector j multiplied to make every product
+// 16 times its value (exact: at most 2^28); the high bit of vector (h, j), bit 4h + j of hmask, is put two bits
+// above its low bits by one of 6 copies of hmask (5 shifts per block, shared by the two halves), then masked.
+AI void q3k_block(const int T, const uint8_t *wb, const aero_block_q8_K *const *ab, const __m256i *pr,
+                  __m256i *isum, __m256i *msum) {
     const aero_block_q3_K *x = (const void *)wb;
-    const __m256i m3 = _mm256_set1_epi8(3);
-    __m128i sc = q3k_scales(x->scales);
-    __m256i sp[8];
-    scale_pairs(sc, sp);
+    const __m256i s16 = q3k_scales_eo(wb);
+    const __m256i s16x[3] = {_mm256_slli_epi16(s16, 4), _mm256_slli_epi16(s16, 2), s16}; // for codes x1, x4, x16
 #pragma GCC unroll 8
     for (int k = 0; k < T; k++) isum[k] = _mm256_setzero_si256();
-    __m256i hm = _mm256_loadu_si256((const void *)x->hmask);
+    const __m256i hm = _mm256_loadu_si256((const void *)x->hmask);
+    // hmask shifted so that bit 4h + j lands at bit 2j + 2 (j < 3) or 6 (j = 3): [h][j]
+    const __m256i hl2 = _mm256_slli_epi16(hm, 2), hl3 = _mm256_slli_epi16(hm, 3), hl4 = _mm256_slli_epi16(hm, 4);
+    const __m256i hr2 = _mm256_srli_epi16(hm, 2), hr1 = _mm256_srli_epi16(hm, 1);
+    const __m256i hs[2][4] = {{hl2, hl3, hl4, hl3}, {hr2, hr1, hm, hr1}};
+#pragma GCC unroll 2
     for (int h = 0; h < 2; h++) {
-        __m256i q = _mm256_loadu_si256((const void *)(x->qs + 32 * h));
+        const __m256i q = _mm256_loadu_si256((const void *)(x->qs + 32 * h));
+#pragma GCC unroll 4
         for (int j = 0; j < 4; j++) {
-            __m256i b = _mm256_set1_epi8((char)(1 << (4 * h + j)));
-            __m256i u = _mm256_and_si256(_mm256_srli_epi16(q, 2 * j), m3);
-            u = _mm256_or_si256(u, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hm, b), b), _mm256_set1_epi8(4)));
+            const int lo_at = j < 3 ? 2 * j : 4; // bit position of the low 2 bits in u
+            const __m256i low = _mm256_and_si256(j < 3 ? q : _mm256_srli_epi16(q, 2), _mm256_set1_epi8((char)(3 << lo_at)));
+            const __m256i u = _mm256_or_si256(low, _mm256_and_si256(hs[h][j], _mm256_set1_epi8((char)(4 << lo_at))));
+            const __m256i sp = scale_pair_eo(s16x[j < 3 ? j : 2], 4 * h + j);
 #pragma GCC unroll 8
             for (int k = 0; k < T; k++) {
                 __m256i p = _mm256_maddubs_epi16(u, _mm256_loadu_si256((const void *)(ab[k]->qs + 128 * h + 32 * j)));
-                isum[k] = _mm256_add_epi32(isum[k], _mm256_madd_epi16(p, sp[4 * h + j]));
+                isum[k] = _mm256_add_epi32(isum[k], _mm256_madd_epi16(p, sp));
             }
         }
     }
-    __m256i sc16 = _mm256_cvtepi8_epi16(sc);
 #pragma GCC unroll 8
     for (int k = 0; k < T; k++) {
-        __m256i corr = _mm256_madd_epi16(_mm256_loadu_si256((const void *)ab[k]->bsums), sc16);
-        isum[k] = _mm256_sub_epi32(isum[k], _mm256_slli_epi32(corr, 2));
+        isum[k] = _mm256_sub_epi32(isum[k], _mm256_madd_epi16(s16x[0], pr[k])); // 16 s x 4 B: at most 2^23
         msum[k] = _mm256_setzero_si256();
     }
 }
 
-// Q2_K: 4-bit scales and mins per group of 16.
-AI void q2k_block(const int T, const uint8_t *wb, const aero_block_q8_K *const *ab, __m256i *isum, __m256i *msum) {
+// Q2_K: 4-bit scales and mins per group of 16, taken in even/odd order (one in-lane shuffle per group pair's
+// scales; the mins against the token's group sums in the same order, pr: bsums_eo). The 2-bit codes of vector
+// j are masked where they lie (bits 2j, j < 3; vector 3 shifted to bits 4-5), i.e. times 1, 4, 16, 16, and
+// their scales times 16, 4, 1, 1: isum is 16 times the block's integer (exact: at most 2^26), divided after the
+// rows' sums (shiftK). Two shifts of the scales instead of three of the codes per half.
+AI void q2k_block(const int T, const uint8_t *wb, const aero_block_q8_K *const *ab, const __m256i *pr,
+                  __m256i *isum, __m256i *msum) {
     const aero_block_q2_K *x = (const void *)wb;
-    const __m256i m3 = _mm256_set1_epi8(3);
-    __m128i raw = _mm_loadu_si128((const void *)x->scales);
-    __m256i sp[8];
-    scale_pairs(_mm_and_si128(raw, _mm_set1_epi8(0x0F)), sp);
+    const __m256i w16 = eo_words(_mm256_broadcastsi128_si256(_mm_loadu_si128((const void *)x->scales)), false);
+    const __m256i s16 = _mm256_and_si256(w16, _mm256_set1_epi16(0x0F)), m16 = _mm256_srli_epi16(w16, 4);
+    const __m256i s16x[3] = {_mm256_slli_epi16(s16, 4), _mm256_slli_epi16(s16, 2), s16}; // for codes x1, x4, x16
 #pragma GCC unroll 8
     for (int k = 0; k < T; k++) isum[k] = _mm256_setzero_si256();
+#pragma GCC unroll 2
     for (int h = 0; h < 2; h++) {
-        __m256i q = _mm256_loadu_si256((const void *)(x->qs + 32 * h));
+        const __m256i q = _mm256_loadu_si256((const void *)(x->qs + 32 * h));
+#pragma GCC unroll 4
         for (int j = 0; j < 4; j++) {
-            __m256i u = _mm256_and_si256(_mm256_srli_epi16(q, 2 * j), m3);
+            const __m256i u = j < 3 ? _mm256_and_si256(q, _mm256_set1_epi8((char)(3 << (2 * j))))
+                                    : _mm256_and_si256(_mm256_srli_epi16(q, 2), _mm256_set1_epi8(0x30));
+            const __m256i sp = scale_pair_eo(s16x[j < 3 ? j : 2], 4 * h + j);
 #pragma GCC unroll 8
             for (int k = 0; k < T; k++) {
                 __m256i p = _mm256_maddubs_epi16(u, _mm256_loadu_si256((const void *)(ab[k]->qs + 128 * h + 32 * j)));
-                isum[k] = _mm256_add_epi32(isum[k], _mm256_madd_epi16(p, sp[4 * h + j]));
+                isum[k] = _mm256_add_epi32(isum[k], _mm256_madd_epi16(p, sp));
             }
         }
     }
-    __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(raw, 4), _mm_set1_epi8(0x0F)));
 #pragma GCC unroll 8
-    for (int k = 0; k < T; k++) msum[k] = _mm256_madd_epi16(_mm256_loadu_si256((const void *)ab[k]->bsums), mins);
+    for (int k = 0; k < T; k++) msum[k] = _mm256_madd_epi16(pr[k], m16);
 }
 
 // Block size, and the byte offsets of d and dmin (types without a dmin: 0, unused), of the K-quant weights.
@@ -663,16 +744,28 @@ AI size_t doffK(const aero_dtype t) {
            : t == AERO_DT_Q6_K ? offsetof(aero_block_q6_K, d)
                                : 0;
 }
+// log2 of the factor a type's isum carries (Q2_K, Q3_K: 16), removed from the exact total of each row's lanes.
+AI int shiftK(const aero_dtype t) { return t == AERO_DT_Q2_K || t == AERO_DT_Q3_K ? 4 : 0; }
 AI bool minK(const aero_dtype t) { return t == AERO_DT_Q2_K || t == AERO_DT_Q4_K || t == AERO_DT_Q5_K; }
 AI size_t moffK(const aero_dtype t) { return t == AERO_DT_Q2_K ? offsetof(aero_block_q2_K, dmin) : 2; }
 
-AI void blockK(const aero_dtype t, const int T, const uint8_t *wb, const aero_block_q8_K *const *ab, __m256i *isum,
-               __m256i *msum) {
-    if (t == AERO_DT_Q4_K) q45k_block(false, T, wb, ab, isum, msum);
-    else if (t == AERO_DT_Q5_K) q45k_block(true, T, wb, ab, isum, msum);
-    else if (t == AERO_DT_Q6_K) q6k_block(T, wb, ab, isum, msum);
-    else if (t == AERO_DT_Q3_K) q3k_block(T, wb, ab, isum, msum);
-    else q2k_block(T, wb, ab, isum, msum);
+// What a K-quant block needs of a token besides its codes, computed once per block for all the rows of a tile:
+// Q3_K the group sums in even/odd order times the code offset 4, Q2_K and Q6_K the same sums (for the mins,
+// the offset 32), Q4_K/Q5_K the sums of 32 (for the mins).
+AI __m256i prepK(const aero_dtype t, const aero_block_q8_K *ab) {
+    if (t == AERO_DT_Q3_K) return _mm256_slli_epi16(bsums_eo(ab), 2);
+    if (t == AERO_DT_Q2_K || t == AERO_DT_Q6_K) return bsums_eo(ab);
+    if (t == AERO_DT_Q4_K || t == AERO_DT_Q5_K) return gsums_k4(ab);
+    return _mm256_setzero_si256();
+}
+
+AI void blockK(const aero_dtype t, const int T, const uint8_t *wb, const aero_block_q8_K *const *ab,
+               const __m256i *pr, __m256i *isum, __m256i *msum) {
+    if (t == AERO_DT_Q4_K) q45k_block(false, T, wb, ab, pr, isum, msum);
+    else if (t == AERO_DT_Q5_K) q45k_block(true, T, wb, ab, pr, isum, msum);
+    else if (t == AERO_DT_Q6_K) q6k_block(T, wb, ab, pr, isum, msum);
+    else if (t == AERO_DT_Q3_K) q3k_block(T, wb, ab, pr, isum, msum);
+    else q2k_block(T, wb, ab, pr, isum, msum);
 }
 
 // One row, one token: the aero_vec_dot of the K-quants (horizontal integer sums per block, then the row's
@@ -684,9 +777,10 @@ AI float dotK_one(const aero_dtype t, int64_t n, const void *vw, const void *va)
     float acc = 0.0f, accm = 0.0f;
     for (int64_t i = 0; i < n / AERO_QK_K; i++, w += bb) {
         const aero_block_q8_K *ab = a + i;
+        const __m256i pr = prepK(t, ab);
         __m256i is, ms;
-        blockK(t, 1, w, &ab, &is, &ms);
-        acc = fma1((float)hsum_i32(is), h2f(ld16(w + doffK(t))) * ab->d, acc);
+        blockK(t, 1, w, &ab, &pr, &is, &ms);
+        acc = fma1((float)(hsum_i32(is) >> shiftK(t)), h2f(ld16(w + doffK(t))) * ab->d, acc);
         if (minK(t)) accm = fma1((float)hsum_i32(ms), h2f(ld16(w + moffK(t))) * ab->d, accm);
     }
     return minK(t) ? acc - accm : acc;
@@ -707,21 +801,25 @@ AI void tileK(const aero_dtype t, const int T, int64_t n, const void *vw, size_t
         const size_t bo = (size_t)i * bb;
         if (T == 1) prefetch_next(rp[0], rb, 8 * bb, i);
         const aero_block_q8_K *ab[8];
+        __m256i pr[8];
 #pragma GCC unroll 8
-        for (int k = 0; k < T; k++) ab[k] = (const aero_block_q8_K *)va[k] + i;
+        for (int k = 0; k < T; k++) ab[k] = (const aero_block_q8_K *)va[k] + i, pr[k] = prepK(t, ab[k]);
         __m256i is[8][8], ms[8][8];
 #pragma GCC unroll 1 // one row at a time: the 8-row body unrolled measured slower (its size)
         for (int r = 0; r < 8; r++) {
             __m256i ir[8], mr[8];
-            blockK(t, T, rp[r] + bo, ab, ir, mr);
+            blockK(t, T, rp[r] + bo, ab, pr, ir, mr);
 #pragma GCC unroll 8
             for (int k = 0; k < T; k++) is[k][r] = ir[k], ms[k][r] = mr[k];
         }
-        const __m256 dv = f16_rows(rp, bo + doffK(t)), mv = has_min ? f16_rows(rp, bo + moffK(t)) : _mm256_setzero_ps();
+        __m256 dv, mv = _mm256_setzero_ps();
+        if (has_min) f16x2_rows(rp, bo + doffK(t), &dv, &mv); // dmin follows d
+        else dv = f16_rows(rp, bo + doffK(t));
 #pragma GCC unroll 8
         for (int k = 0; k < T; k++) {
             const __m256 ad = _mm256_broadcast_ss(&ab[k]->d);
-            acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(reduce8(is[k])), _mm256_mul_ps(dv, ad), acc[k]);
+            const __m256i total = shiftK(t) ? _mm256_srai_epi32(reduce8(is[k]), shiftK(t)) : reduce8(is[k]);
+            acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(total), _mm256_mul_ps(dv, ad), acc[k]);
             if (has_min)
                 accm[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(reduce8(ms[k])), _mm256_mul_ps(mv, ad), accm[k]);
         }
