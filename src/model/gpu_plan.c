@@ -27,10 +27,15 @@ uint64_t aero_gpu_fixed_bytes(const aero_hparams *hp, int n_vocab, int n_ctx, in
     b += 2 * (uint64_t)hp->n_layer * r256((uint64_t)n_seq * n_ctx * kvd * 2);
     b += r256(n * d * 4) * 2 + r256(n * (d > qd ? d : qd) * 4) + r256(n * qd * 4) * 2 + r256(n * kvd * 4) * 2 +
          r256(n * hp->n_ff * 4) * 2 + r256((uint64_t)AERO_GPU_HEAD_ROWS * n_vocab * 4) + r256(hp->rope_dim * 2 + 4);
-    uint64_t segs = ((uint64_t)n_ctx + n + 255) / 256;
-    b += 3 * r256(n * 4) + r256((uint64_t)n_seq * 4) + r256(n * n) +
-         r256(n * hp->n_head * segs * (2 + (uint64_t)hp->head_dim) * 4);
+    b += aero_gpu_batch_bytes(cap, n_seq, n_ctx, hp->n_head, hp->head_dim);
     return b + small + ((uint64_t)1 << 20);
+}
+
+// What aero_cuda_batch_new takes from the arena: positions, sequences, slots, bases, the mask and the attention's
+// per-segment partial results.
+uint64_t aero_gpu_batch_bytes(int max_tokens, int n_seq, int n_ctx, int n_head, int head_dim) {
+    uint64_t n = max_tokens, segs = ((uint64_t)n_ctx + n + 255) / 256;
+    return 3 * r256(n * 4) + r256((uint64_t)n_seq * 4) + r256(n * n) + r256(n * n_head * segs * (2 + (uint64_t)head_dim) * 4);
 }
 
 // Residency in layer order: the first layers never wait for a copy, and a pass still streams the rest in order.

@@ -29,6 +29,8 @@ typedef struct {
 int aero_gpu_pass_cap(const aero_hparams *hp, int n_tile);
 // VRAM besides the weights for a context of n_ctx x n_seq, cap tokens a pass; small: the small tensors' bytes.
 uint64_t aero_gpu_fixed_bytes(const aero_hparams *hp, int n_vocab, int n_ctx, int n_seq, int cap, uint64_t small);
+// VRAM of an aero_cuda_batch_new(max_tokens, n_seq, n_ctx, n_head, head_dim): a context's batch, a draft head's.
+uint64_t aero_gpu_batch_bytes(int max_tokens, int n_seq, int n_ctx, int n_head, int head_dim);
 // What a plan needs: p->total and p->min_need (fixed + two slots of the largest unit) are set, *all gets the VRAM
 // that holds every unit it may hold (fixed + all units, plus the two slots when a host_ffn unit streams), *slot
 // (may be NULL) the largest unit.
