@@ -557,9 +557,11 @@ aero_status aero_gguf_kv_bytes(const aero_gguf *g, const aero_ctx_params *p, uin
 // Prints the plan `--device cuda --gpu-mem gpu_mem` would make for this file and context (kv: -c, -np; n_tile:
 // tokens a pass, 0 = 512), without a GPU: the VRAM-resident units, the fixed VRAM, the copy slots, the minimum
 // --gpu-mem, and per unit V (VRAM), H (host memory under mem_budget, 0 = no limit) or D (disk), with the bytes
-// copied over PCIe per pass (`aerollm info --gpu-mem`). Refuses a budget below the minimum, saying it.
+// copied over PCIe per pass (`aerollm info --gpu-mem`). Refuses a budget below the minimum, saying it. head_hot:
+// a draft head reads the output head every drafted token (aero_model_params.head_hot); kv->gpu_head_vram: its
+// layer's VRAM beside the model's.
 aero_status aero_gpu_plan_print(const aero_gguf *g, const aero_ctx_params *kv, int n_tile, uint64_t gpu_mem,
-                                uint64_t mem_budget, FILE *f, aero_error *err);
+                                uint64_t mem_budget, bool head_hot, FILE *f, aero_error *err);
 
 // How --mem is shared at start. The KV cache is allocated whole when the context is made and a drafter is held
 // resident, so both come out of the budget first; the weights' streamer gets what is left.
