@@ -181,9 +181,11 @@ for mode in "" "--draft-fixed --draft-max 8" "--draft-tree 32" "--draft-policy c
         bench_head "head${mode:+ $mode}${gm:+ $gm}" $gm $mode
     done
 done
-for mode in "" "--draft-fixed --draft-max 8"; do # run 3's way: the head's layer on the host
+for mode in "" "--draft-fixed --draft-max 8"; do # run 3's way: the head's layer on the host; and CUDA graphs
     AERO_DRAFT_HEAD_HOST=1 bench_head "head on the host${mode:+ $mode}" $mode
+    AERO_CUDA_GRAPHS=1 bench_head "head, AERO_CUDA_GRAPHS=1${mode:+ $mode}" $mode
 done
+grep -i "no graph" "$LOG/bench_head.txt" | head -2
 AERO_CUDA_PROFILE=1 timeout 40 "$AERO" bench -m "$TM" -p 128 -n 256 -c 512 --device cuda --draft-head "$HD" \
     --draft-fixed --draft-max 8 > "$LOG/prof_head.txt" 2>&1
 echo "  draft head profile (chain of 8):"

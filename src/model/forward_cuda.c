@@ -888,6 +888,12 @@ aero_status aero_gpu_project_dev(aero_ctx *c, const float *x, int n, float *logi
     return st;
 }
 
+// Whether the output head is VRAM-resident (forward_cuda.h): a draft head's projection then copies nothing.
+bool aero_gpu_output_resident(aero_ctx *c) {
+    aero_gpu *g = c->gpu;
+    return g->units[c->m->hp.n_layer].vram;
+}
+
 // A draft head's VRAM lies above everything the context holds (forward_cuda.h): the arena's mark is taken when
 // the first head enters and the arena goes back to it when the last leaves.
 void aero_gpu_head_enter(aero_ctx *c) {

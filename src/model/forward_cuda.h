@@ -30,6 +30,7 @@ aero_status aero_gpu_keep_hidden(aero_ctx *c, int first, int n, aero_error *err)
 aero_cuda *aero_gpu_cuda(aero_ctx *c);
 bool aero_gpu_embd(aero_ctx *c, aero_cuda_wmat *w);
 aero_status aero_gpu_project_dev(aero_ctx *c, const float *x, int n, float *logits, aero_error *err);
+bool aero_gpu_output_resident(aero_ctx *c); // the projection copies no weights (a head's graph may record it)
 void aero_gpu_head_enter(aero_ctx *c);
 void aero_gpu_head_leave(aero_ctx *c);
 // One line on the device, the budget and the plan.

@@ -76,6 +76,9 @@ struct head_gpu {
     int *anc;                        // host: a wave's ancestor cells (rows)
     uint8_t *mask, *seen;            // host: the attention mask (rows x rows); ancestors met (cells)
     head_gpu_kv *spare, *all;
+    bool graphs;                     // AERO_CUDA_GRAPHS=1 and the output head in VRAM: a chain's call is a graph
+    aero_cuda_graph *graph;          // that call, for the batch shape and KV state graph_key
+    uint64_t graph_key;
     gpu_prof prof;
     bool entered;                    // holds VRAM of the context (aero_gpu_head_enter)
 };
@@ -168,6 +171,8 @@ aero_status head_gpu_new(aero_ctx *c, const head_layer *L, int cells, int nodes,
     g->embd_dev = !(aero_model_hparams(aero_ctx_model(c))->embd_scale > 0) && aero_gpu_embd(c, &g->embd);
     prof_init(&g->prof, g->cu);
     g->prof.name = "cuda draft head profile";
+    const char *graphs = getenv("AERO_CUDA_GRAPHS");
+    g->graphs = graphs && atoi(graphs) > 0 && aero_gpu_output_resident(c) && !g->prof.every;
     *out = g;
     return AERO_OK;
 }
@@ -179,6 +184,7 @@ void head_gpu_free(head_gpu *g) {
         aero_cuda_sync(g->cu, &e);
     }
     prof_free(&g->prof);
+    aero_cuda_graph_free(g->graph);
     aero_cuda_batch_free(g->store);
     aero_cuda_batch_free(g->attn);
     aero_cuda_host_free(g->in_host);
@@ -371,16 +377,23 @@ static aero_status layer(head_gpu *g, head_gpu_kv *kv, int k, int n_anc, aero_cu
     return aero_cuda_add(g->cu, g->x, g->tmp, (size_t)k * d, err);
 }
 
-// The output features of the k tokens and the logits of tokens [l0, k) of them back to the host: the features and
-// the first HEAD_GPU_LOGIT_ROWS logits rows in one copy, further rows a block at a time.
-static aero_status outputs(head_gpu *g, const head_gpu_call *call, int r, int k, int l0, aero_error *err) {
+// The device side of a call's outputs: the k output features, then the logits of tokens [l0, l0 + nb) after them
+// (the projection through the context's output head), so that one copy brings both back.
+static aero_status queue_outputs(head_gpu *g, int k, int l0, int nb, aero_error *err) {
+    int d = g->dm.d;
+    size_t xb = (size_t)k * d * 4, off_l = r256(xb) / 4;
+    prof_op(&g->prof, OP_COPY);
+    if (aero_cuda_copy_d2d(g->cu, g->out, g->x, xb, err)) return err->code;
+    return nb > 0 ? aero_gpu_project_dev(g->c, g->x + (size_t)l0 * d, nb, g->out + off_l, err) : AERO_OK;
+}
+
+// The outputs to the host: features and the first nb logits rows in one copy (waited for), the logits of tokens
+// [l0 + nb, k) a block of HEAD_GPU_LOGIT_ROWS at a time.
+static aero_status fetch_outputs(head_gpu *g, const head_gpu_call *call, int r, int k, int l0, int nb,
+                                 aero_error *err) {
     int d = g->dm.d, nv = g->dm.n_vocab;
     size_t xb = (size_t)k * d * 4, off_l = r256(xb) / 4; // logits rows after the features, in floats
     int first_logit = call->n - call->n_logits;       // the call's first token with logits
-    int nb = k - l0 < HEAD_GPU_LOGIT_ROWS ? k - l0 : HEAD_GPU_LOGIT_ROWS;
-    prof_op(&g->prof, OP_COPY);
-    if (aero_cuda_copy_d2d(g->cu, g->out, g->x, xb, err)) return err->code;
-    if (nb > 0 && aero_gpu_project_dev(g->c, g->x + (size_t)l0 * d, nb, g->out + off_l, err)) return err->code;
     prof_op(&g->prof, OP_COPY);
     if (aero_cuda_copy_d2h(g->cu, g->out_host, g->out, nb > 0 ? (off_l + (size_t)nb * nv) * 4 : xb, err))
         return err->code;
@@ -394,6 +407,35 @@ static aero_status outputs(head_gpu *g, const head_gpu_call *call, int r, int k,
             return err->code;
     }
     return AERO_OK;
+}
+
+// A chain's drafted token (one token, causal, its logits) as a CUDA graph (AERO_CUDA_GRAPHS=1, the output head
+// VRAM-resident): the layer and the projection recorded once per batch shape and KV state and replayed; the inputs'
+// copy and the batch upload before it, the outputs' copy after it stay outside, and every kernel reads positions,
+// slots and lengths from device memory. A capture that fails turns graphs off and runs the call plainly.
+static aero_status graph_layer(head_gpu *g, head_gpu_kv *kv, float *feat, float *emb, const int32_t *ids,
+                               aero_error *err) {
+    uint64_t key = aero_cuda_batch_shape_key(g->store) * 1099511628211ull ^ (uint64_t)(uintptr_t)kv;
+    if (!g->graph || key != g->graph_key) {
+        aero_cuda_graph_free(g->graph);
+        g->graph = NULL;
+        aero_error e = {0};
+        aero_status st = aero_cuda_capture_begin(g->cu, &e), st_end = AERO_OK;
+        if (!st) {
+            st = layer(g, kv, 1, 0, g->store, feat, emb, ids, err);
+            if (!st) st = queue_outputs(g, 1, 0, 1, err);
+            st_end = aero_cuda_capture_end(g->cu, &g->graph, &e);
+            if (st) return st;
+        }
+        if (st || st_end) { // nothing recorded ran: the plain call, now and from now on
+            fprintf(stderr, "cuda: no graph for the draft head (%s): plain launches\n", e.msg);
+            g->graphs = false;
+            return layer(g, kv, 1, 0, g->store, feat, emb, ids, err) || queue_outputs(g, 1, 0, 1, err) ? err->code
+                                                                                                        : AERO_OK;
+        }
+        g->graph_key = key;
+    }
+    return aero_cuda_graph_launch(g->cu, g->graph, err);
 }
 
 // Tokens [r, r + k) of the call: one device pass, waited for.
@@ -410,11 +452,14 @@ static aero_status chunk(head_gpu *g, head_gpu_kv *kv, const head_gpu_call *call
     int32_t *ids = NULL;
     if (!st) st = stage(g, call, r, k, &feat, &emb, &ids, err);
     prof_phase(&g->prof, PH_EMBED);
-    if (!st) st = layer(g, kv, k, n_anc, masked ? g->attn : g->store, feat, emb, ids, err);
-    prof_phase(&g->prof, PH_LAYERS);
     int first_logit = call->logits ? call->n - call->n_logits : call->n;
-    int l0 = first_logit > r ? first_logit - r : 0;
-    if (!st) st = outputs(g, call, r, k, l0 < k ? l0 : k, err);
+    int l0 = first_logit > r ? (first_logit - r < k ? first_logit - r : k) : 0; // the chunk's first logits row
+    int nb = k - l0 < HEAD_GPU_LOGIT_ROWS ? k - l0 : HEAD_GPU_LOGIT_ROWS;
+    if (!st && g->graphs && k == 1 && !masked && nb == 1) st = graph_layer(g, kv, feat, emb, ids, err);
+    else if (!st && !(st = layer(g, kv, k, n_anc, masked ? g->attn : g->store, feat, emb, ids, err)))
+        st = queue_outputs(g, k, l0, nb, err);
+    prof_phase(&g->prof, PH_LAYERS);
+    if (!st) st = fetch_outputs(g, call, r, k, l0, nb, err);
     prof_phase(&g->prof, PH_HEAD);
     prof_mark_end(&g->prof);
     if (!st) prof_pass_end(&g->prof, k);

@@ -107,6 +107,12 @@ if [ -f "$TM" ] && [ -f "$DM" ]; then
             fail "draft head profile: ${hp:-no} device passes for ${calls:-?} head calls: $(grep -A1 'draft head profile' "$T/h_prof.err")"
         grep -E 'cuda draft head profile' "$T/h_prof.err" | grep -qE ' (1[5-9]|2[0-9]) backend calls/pass' ||
             fail "draft head profile: $(grep 'draft head profile' "$T/h_prof.err")"
+        # AERO_CUDA_GRAPHS=1: a chain's head call as a graph; the emulation refuses the capture once, then plain calls
+        AERO_CUDA_GRAPHS=1 "$A" run -m "$TM" -p "$P" -n 40 --temp 0 -c 128 --device cuda --draft-head "$HD" \
+            --draft-fixed --draft-max 8 > "$T/h_graph" 2> "$T/h_graph.err"
+        same t_gpu40 h_graph "AERO_CUDA_GRAPHS=1 with a draft head (capture refused, plain launches)"
+        [ "$(grep -c 'no graph for the draft head' "$T/h_graph.err")" = 1 ] ||
+            fail "AERO_CUDA_GRAPHS=1 draft head fallback: $(grep -i graph "$T/h_graph.err")"
         # the smallest --gpu-mem with the head: the model streamed through the slots, the head's layer in VRAM
         mgt=$("$A" run -m "$TM" -p x -n 1 -c 128 --device cuda --gpu-mem 4K --draft-head "$HD" 2>&1 | grep -oE 'at least [0-9]+ bytes' | grep -oE '[0-9]+')
         mg0=$("$A" run -m "$TM" -p x -n 1 -c 128 --device cuda --gpu-mem 4K 2>&1 | grep -oE 'at least [0-9]+ bytes' | grep -oE '[0-9]+')
