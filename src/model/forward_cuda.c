@@ -251,6 +251,9 @@ static aero_status plan(aero_ctx *c, aero_gpu *g, uint64_t gpu_mem, uint64_t *bu
     g->slot_bytes = p.slot_bytes;
     *budget = p.budget;
 done:
+    if (st == AERO_ERR_NOMEM && c->gpu_head_vram)
+        aero_error_prefix(err, "with a draft head's layer on the GPU (%.1f MB of the VRAM; AERO_DRAFT_HEAD_HOST=1 "
+                               "keeps it on the host): ", c->gpu_head_vram / 1e6);
     aero_gpu_plan_free(&p);
     return st;
 }

@@ -107,6 +107,39 @@ if [ -f "$TM" ] && [ -f "$DM" ]; then
             fail "draft head profile: ${hp:-no} device passes for ${calls:-?} head calls: $(grep -A1 'draft head profile' "$T/h_prof.err")"
         grep -E 'cuda draft head profile' "$T/h_prof.err" | grep -qE ' (1[5-9]|2[0-9]) backend calls/pass' ||
             fail "draft head profile: $(grep 'draft head profile' "$T/h_prof.err")"
+        # the server: every request's decoder shares the head's weights in VRAM and takes KV cells of its own (given
+        # back and reused by the next request); completions == the plain server's, two rounds of two at once
+        if command -v curl > /dev/null; then
+            for kind in plain head; do
+                extra=(); [ $kind = head ] && extra=(--draft-head "$HD")
+                "$A" serve -m "$TM" --port 0 --parallel 2 -c 256 --device cuda "${extra[@]}" > "$T/srv_$kind.log" 2>&1 &
+                spid=$!
+                port=
+                for i in $(seq 150); do
+                    port=$(grep -o 'http://[^ ]*:[0-9]*' "$T/srv_$kind.log" | head -1 | grep -o '[0-9]*$')
+                    [ -n "$port" ] && curl -s "localhost:$port/health" | grep -q ok && break
+                    port=; sleep 0.2
+                done
+                [ -n "$port" ] || fail "server ($kind) did not start: $(tail -3 "$T/srv_$kind.log")"
+                for round in 1 2; do
+                    cp=()
+                    for q in 1 2; do
+                        pr=$([ $q = 1 ] && echo "Once upon a time" || echo "Lily wanted to")
+                        curl -s -m 120 "localhost:${port:-1}/v1/completions" -H 'content-type: application/json' \
+                            -d "{\"prompt\":\"$pr\",\"max_tokens\":24,\"temperature\":0}" > "$T/srv_$kind.$round.$q" &
+                        cp+=($!)
+                    done
+                    wait "${cp[@]}"
+                done
+                kill $spid; wait $spid 2> /dev/null
+            done
+            for f in 1.1 1.2 2.1 2.2; do
+                a=$(grep -o '"text":"[^"]*"' "$T/srv_plain.$f") b=$(grep -o '"text":"[^"]*"' "$T/srv_head.$f")
+                [ -n "$a" ] && [ "$a" = "$b" ] || fail "server completion $f: --draft-head $b, plain $a"
+            done
+            [ "$(grep -c 'draft=' "$T/srv_head.log")" = 4 ] || fail "server --draft-head: $(grep POST "$T/srv_head.log")"
+            grep -q "layer runs on the host" "$T/srv_head.log" && fail "server: $(grep 'draft head' "$T/srv_head.log")"
+        fi
         # AERO_CUDA_GRAPHS=1: a chain's head call as a graph; the emulation refuses the capture once, then plain calls
         AERO_CUDA_GRAPHS=1 "$A" run -m "$TM" -p "$P" -n 40 --temp 0 -c 128 --device cuda --draft-head "$HD" \
             --draft-fixed --draft-max 8 > "$T/h_graph" 2> "$T/h_graph.err"
