@@ -171,7 +171,7 @@ check "teacher --draft-head all streamed==plain greedy (cuda)" $? "$(grep -E '^d
 bench_head() { # tag, flags...: aerollm bench --draft-head, one summary line, the identity check
     local tag=$1; shift
     timeout 40 "$AERO" bench -m "$TM" -p 128 -n 256 -c 512 --device cuda --draft-head "$HD" "$@" > "$LOG/bench_head.txt" 2>&1
-    echo "  bench $tag (rc $?): $(grep -E '^device:|tokens per pass|^identical|^speedup' "$LOG/bench_head.txt" | tr '\n' ' ')"
+    echo "  bench $tag (rc $?): $(grep -E '^device:|^drafter|tokens per pass|^identical|^speedup' "$LOG/bench_head.txt" | tr '\n' ' ')"
     grep -q "^identical  yes" "$LOG/bench_head.txt"
     check "bench $tag identical" $? ""
 }
