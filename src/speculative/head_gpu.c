@@ -36,6 +36,7 @@ uint64_t head_gpu_shared_bytes(const head_dims *dm, const uint64_t *mat_bytes, i
     for (int i = 0; i < HEAD_W_COUNT; i++) b += r256(mat_bytes[i]);
     b += in_bytes(dm, T) + out_bytes(dm, T);
     b += 5 * r256(T * d * 4) + 2 * r256(T * kvd * 4) + 2 * r256(T * dm->n_ff * 4); // x xn tmp q att; k v; gate up
+    b += r256((d + 2 * kvd) * 4) + r256(2 * (uint64_t)dm->n_ff * 4); // one token's q|k|v and gate|up
     return b + 2 * aero_gpu_batch_bytes((int)T, 1, cells, dm->n_head, dm->hd);
 }
 
@@ -65,6 +66,8 @@ struct head_gpu {
     int cells, rows;                 // KV cells a state holds; tokens one device call computes
     aero_cuda_wmat w[HEAD_W_COUNT];  // w[HEAD_W_FC] is used through fc_h and fc_e
     aero_cuda_wmat fc_h, fc_e;       // fc's columns over the normed feature, over the normed embedding
+    aero_cuda_wmat qkv, gate_up;     // [q; k; v] and [gate; up] as one matrix each (data NULL: types differ)
+    float *qkv1, *gu1;               // their outputs for one token (d + 2 kvd, 2 n_ff)
     float *norm[HEAD_N_COUNT], *inv_freq;
     aero_cuda_wmat embd;             // the target's embedding in VRAM (embd_dev), else rows come from the host
     bool embd_dev;
@@ -96,6 +99,38 @@ static aero_status upload_new(head_gpu *g, const void *host, uint64_t bytes, voi
     return aero_cuda_sync(g->cu, err);
 }
 
+// Matrices of one group (-1 ends a list of up to 3) into one VRAM block, each one's rows after the previous one's:
+// *fused (when asked and the members share type and stride) is the block as one matrix.
+static aero_status upload_group(head_gpu *g, const head_layer *L, const int *members, aero_cuda_wmat *fused,
+                                aero_error *err) {
+    int n = 0;
+    uint64_t bytes = 0, rows = 0;
+    bool same = true;
+    for (; n < 3 && members[n] >= 0; n++) {
+        const aero_wmat *w = &L->w[members[n]];
+        rows += (uint64_t)w->rows;
+        same &= w->type == L->w[members[0]].type && w->row_bytes == L->w[members[0]].row_bytes && w->row_bytes % 16 == 0;
+    }
+    for (int i = 0; i < n; i++) { // adjacent rows when fusable, else each matrix on its own 256-byte boundary
+        uint64_t b = (uint64_t)L->w[members[i]].rows * L->w[members[i]].row_bytes;
+        bytes += same ? b : r256(b);
+    }
+    char *dev;
+    if (dalloc(g, bytes, &dev, err)) return err->code;
+    uint64_t off = 0;
+    for (int i = 0; i < n; i++) {
+        const aero_wmat *w = &L->w[members[i]];
+        uint64_t b = (uint64_t)w->rows * w->row_bytes;
+        if (aero_cuda_copy_h2d_async(g->cu, AERO_CUDA_STREAM_COMPUTE, dev + off, w->data, b, err)) return err->code;
+        g->w[members[i]].data = dev + off;
+        off += same ? b : r256(b);
+    }
+    if (fused && same && n > 1) *fused = (aero_cuda_wmat){.data = dev, .type = g->w[members[0]].type,
+                                                          .cols = g->w[members[0]].cols, .rows = (int64_t)rows,
+                                                          .row_bytes = g->w[members[0]].row_bytes};
+    return aero_cuda_sync(g->cu, err);
+}
+
 // The head's matrices in VRAM, fc also as its two column halves; each checked for a kernel first.
 static aero_status upload_weights(head_gpu *g, const head_layer *L, aero_error *err) {
     static const char *const names[HEAD_W_COUNT] = {"fc", "attn_q", "attn_k", "attn_v", "attn_output",
@@ -114,11 +149,12 @@ static aero_status upload_weights(head_gpu *g, const head_layer *L, aero_error *
     g->fc_e.data = (const void *)(uintptr_t)(256 + half);
     if (aero_cuda_wmat_check(&g->fc_h, err) || aero_cuda_wmat_check(&g->fc_e, err))
         return aero_error_prefix(err, "fc halves (%zu bytes into a row): ", half);
-    for (int i = 0; i < HEAD_W_COUNT; i++) {
-        void *dev;
-        if (upload_new(g, L->w[i].data, (uint64_t)L->w[i].rows * L->w[i].row_bytes, &dev, err)) return err->code;
-        g->w[i].data = dev;
-    }
+    // q, k, v (and gate, up) as adjacent rows of one matrix too: one matmul each for a one-token call
+    static const int group[][3] = {{HEAD_W_FC, -1}, {HEAD_W_Q, HEAD_W_K, HEAD_W_V}, {HEAD_W_O, -1},
+                                   {HEAD_W_GATE, HEAD_W_UP, -1}, {HEAD_W_DOWN, -1}};
+    aero_cuda_wmat *fused[] = {NULL, &g->qkv, NULL, &g->gate_up, NULL};
+    for (size_t k = 0; k < sizeof group / sizeof group[0]; k++)
+        if (upload_group(g, L, group[k], fused[k], err)) return err->code;
     g->fc_h.data = g->w[HEAD_W_FC].data;
     g->fc_e.data = (const char *)g->w[HEAD_W_FC].data + half;
     for (int i = 0; i < HEAD_N_COUNT; i++)
@@ -134,6 +170,7 @@ static aero_status alloc_work(head_gpu *g, aero_error *err) {
         dalloc(g, T * d * 4, &g->x, err) || dalloc(g, T * d * 4, &g->xn, err) || dalloc(g, T * d * 4, &g->tmp, err) ||
         dalloc(g, T * d * 4, &g->q, err) || dalloc(g, T * d * 4, &g->att, err) || dalloc(g, T * kvd * 4, &g->k, err) ||
         dalloc(g, T * kvd * 4, &g->v, err) || dalloc(g, T * ff * 4, &g->gate, err) || dalloc(g, T * ff * 4, &g->up, err) ||
+        dalloc(g, (d + 2 * kvd) * 4, &g->qkv1, err) || dalloc(g, 2 * ff * 4, &g->gu1, err) ||
         aero_cuda_batch_new(g->cu, g->rows, 1, g->cells, dm->n_head, dm->hd, &g->store, err) ||
         aero_cuda_batch_new(g->cu, g->rows, 1, g->cells, dm->n_head, dm->hd, &g->attn, err) ||
         aero_cuda_host_alloc(in_bytes(dm, T), (void **)&g->in_host, err) ||
@@ -338,15 +375,22 @@ static aero_status layer(head_gpu *g, head_gpu_kv *kv, int k, int n_anc, aero_cu
         prof_op(&g->prof, OP_ELEM);
         if (aero_cuda_get_rows(g->cu, &g->embd, ids, k, emb, err)) return err->code;
     }
-    float *q = g->q + (size_t)n_anc * d;
+    int kvd = dm->n_head_kv * dm->hd;
+    // one token alone in the attention batch: q, k, v from one matmul, adjacent in qkv1
+    bool one = k == 1 && n_anc == 0 && g->qkv.data && d % 4 == 0 && kvd % 4 == 0;
+    float *q = one ? g->qkv1 : g->q + (size_t)n_anc * d, *kk = one ? g->qkv1 + d : g->k,
+          *vv = one ? g->qkv1 + d + kvd : g->v;
     if (norm(g, feat, NULL, HEAD_N_H, k, &a, err) || matmul(g, &g->fc_h, &a, g->x, err) ||
         norm(g, emb, NULL, HEAD_N_E, k, &a, err) || matmul(g, &g->fc_e, &a, g->tmp, err) ||
-        norm(g, g->x, g->tmp, HEAD_N_ATTN, k, &a, err) || matmul(g, &g->w[HEAD_W_Q], &a, q, err) ||
-        matmul(g, &g->w[HEAD_W_K], &a, g->k, err) || matmul(g, &g->w[HEAD_W_V], &a, g->v, err))
+        norm(g, g->x, g->tmp, HEAD_N_ATTN, k, &a, err))
+        return err->code;
+    if (one ? matmul(g, &g->qkv, &a, g->qkv1, err)
+            : matmul(g, &g->w[HEAD_W_Q], &a, q, err) || matmul(g, &g->w[HEAD_W_K], &a, kk, err) ||
+                  matmul(g, &g->w[HEAD_W_V], &a, vv, err))
         return err->code;
     aero_cuda_qkv qkv = {.q = q,
-                         .k = g->k,
-                         .v = g->v,
+                         .k = kk,
+                         .v = vv,
                          .n_head = dm->n_head,
                          .n_head_kv = dm->n_head_kv,
                          .head_dim = dm->hd,
@@ -358,7 +402,7 @@ static aero_status layer(head_gpu *g, head_gpu_kv *kv, int k, int n_anc, aero_cu
     prof_op(&g->prof, OP_ELEM);
     if (aero_cuda_rope_kv_store(g->store, &qkv, err)) return err->code;
     prof_op(&g->prof, OP_ATTN);
-    if (aero_cuda_attention(attn, g->q, kv->kc, kv->vc, dm->n_head, dm->n_head_kv, dm->hd, g->att, err))
+    if (aero_cuda_attention(attn, one ? q : g->q, kv->kc, kv->vc, dm->n_head, dm->n_head_kv, dm->hd, g->att, err))
         return err->code;
     const float *att = g->att + (size_t)n_anc * d;
     if (d % 32) a = (aero_cuda_act){.x = att, .n = k, .cols = d};
@@ -366,11 +410,15 @@ static aero_status layer(head_gpu *g, head_gpu_kv *kv, int k, int n_anc, aero_cu
         prof_op(&g->prof, OP_ELEM);
         if (aero_cuda_act_prepare(g->cu, att, k, d, &a, err)) return err->code;
     }
-    if (matmul(g, &g->w[HEAD_W_O], &a, g->tmp, err) || norm(g, g->x, g->tmp, HEAD_N_FFN, k, &a, err) ||
-        matmul(g, &g->w[HEAD_W_GATE], &a, g->gate, err) || matmul(g, &g->w[HEAD_W_UP], &a, g->up, err))
+    bool one_ff = k == 1 && g->gate_up.data && dm->n_ff % 4 == 0; // gate and up from one matmul, adjacent in gu1
+    float *gate = one_ff ? g->gu1 : g->gate, *up = one_ff ? g->gu1 + dm->n_ff : g->up;
+    if (matmul(g, &g->w[HEAD_W_O], &a, g->tmp, err) || norm(g, g->x, g->tmp, HEAD_N_FFN, k, &a, err))
+        return err->code;
+    if (one_ff ? matmul(g, &g->gate_up, &a, g->gu1, err)
+               : matmul(g, &g->w[HEAD_W_GATE], &a, gate, err) || matmul(g, &g->w[HEAD_W_UP], &a, up, err))
         return err->code;
     prof_op(&g->prof, OP_ELEM);
-    if (aero_cuda_swiglu_act(g->cu, g->gate, g->gate, g->up, k, dm->n_ff, &a, err) ||
+    if (aero_cuda_swiglu_act(g->cu, gate, gate, up, k, dm->n_ff, &a, err) ||
         matmul(g, &g->w[HEAD_W_DOWN], &a, g->tmp, err))
         return err->code;
     prof_op(&g->prof, OP_ELEM);
