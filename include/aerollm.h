@@ -732,8 +732,8 @@ aero_status aero_spec_head_file_bytes(const char *path, uint64_t *bytes, aero_er
 // sequence its cache cells, scratch and the decoder's feature rows); *vram, for a target on the GPU (gpu), the
 // VRAM its layer takes there (weights, KV cells, one call's activations: aero_ctx_params.gpu_head_vram), 0 when
 // its layer runs on the host (a CPU target, or AERO_DRAFT_HEAD_HOST=1).
-aero_status aero_spec_head_mem(const char *path, int n_ctx, int n_seq, int nodes, int n_batch, bool gpu,
-                               uint64_t *host, uint64_t *vram, aero_error *err);
+aero_status aero_spec_head_mem(const char *path, int n_ctx, int n_seq, int nodes, int n_batch, bool gpu, uint64_t *host,
+                               uint64_t *vram, aero_error *err);
 // Whether draft can propose tokens for target: same tokenizer type, BOS/EOS, the same token string for every
 // id both vocabularies hold, and sizes within 128 ids of each other. The error names the first differing id.
 aero_status aero_spec_check_vocab(const aero_model *target, const aero_model *draft, aero_error *err);

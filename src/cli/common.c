@@ -331,8 +331,9 @@ int cli_session_open(cli_session *e, const cli_opts *o, const char *cmd) {
     if (o->draft_head) { // read every drafted token: resident, inside --mem like a drafter (and its layer's VRAM)
         if (head_mem(o, &mp, &cp, &e->draft_bytes, &cp.gpu_head_vram, cmd)) return 1;
         if (o->mem && e->draft_bytes >= o->mem)
-            return cli_fail(cmd, "the draft head takes %.1f MB (weights, cache cells, scratch), all of --mem %.1f MB: "
-                                 "nothing is left for the model (raise --mem or lower -c)",
+            return cli_fail(cmd,
+                            "the draft head takes %.1f MB (weights, cache cells, scratch), all of --mem %.1f MB: "
+                            "nothing is left for the model (raise --mem or lower -c)",
                             e->draft_bytes / 1e6, o->mem / 1e6);
     }
     // the KV cache is allocated whole at start: inside --mem it comes out of the weights' share, as the drafter does

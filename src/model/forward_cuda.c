@@ -222,7 +222,8 @@ static aero_status plan(aero_ctx *c, aero_gpu *g, uint64_t gpu_mem, uint64_t *bu
         p.unit_bytes[u] = un->bytes;
     }
     // a draft head's layer on the GPU (its weights, KV cells, activations) is planned like the context's own buffers
-    p.fixed = aero_gpu_fixed_bytes(&m->hp, m->hp.n_vocab, c->n_ctx, c->n_seq, g->cap, small_bytes(m)) + c->gpu_head_vram;
+    p.fixed =
+        aero_gpu_fixed_bytes(&m->hp, m->hp.n_vocab, c->n_ctx, c->n_seq, g->cap, small_bytes(m)) + c->gpu_head_vram;
     aero_status st = AERO_OK;
     if (!gpu_mem) {
         aero_cuda_info info;
@@ -252,8 +253,10 @@ static aero_status plan(aero_ctx *c, aero_gpu *g, uint64_t gpu_mem, uint64_t *bu
     *budget = p.budget;
 done:
     if (st == AERO_ERR_NOMEM && c->gpu_head_vram)
-        aero_error_prefix(err, "with a draft head's layer on the GPU (%.1f MB of the VRAM; AERO_DRAFT_HEAD_HOST=1 "
-                               "keeps it on the host): ", c->gpu_head_vram / 1e6);
+        aero_error_prefix(err,
+                          "with a draft head's layer on the GPU (%.1f MB of the VRAM; AERO_DRAFT_HEAD_HOST=1 "
+                          "keeps it on the host): ",
+                          c->gpu_head_vram / 1e6);
     aero_gpu_plan_free(&p);
     return st;
 }
@@ -405,7 +408,8 @@ aero_status aero_gpu_ctx_init(aero_ctx *c, uint64_t gpu_mem, aero_error *err) {
         snprintf(g->desc + len, sizeof g->desc - len, ", embedding rows looked up on the GPU");
     len = (int)strlen(g->desc);
     if (c->gpu_head_vram && len < (int)sizeof g->desc)
-        snprintf(g->desc + len, sizeof g->desc - len, ", %.1f MB kept for a draft head's layer", c->gpu_head_vram / 1e6);
+        snprintf(g->desc + len, sizeof g->desc - len, ", %.1f MB kept for a draft head's layer",
+                 c->gpu_head_vram / 1e6);
     return AERO_OK;
 fail:
     aero_gpu_ctx_free(c);

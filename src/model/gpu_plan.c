@@ -35,7 +35,8 @@ uint64_t aero_gpu_fixed_bytes(const aero_hparams *hp, int n_vocab, int n_ctx, in
 // per-segment partial results.
 uint64_t aero_gpu_batch_bytes(int max_tokens, int n_seq, int n_ctx, int n_head, int head_dim) {
     uint64_t n = max_tokens, segs = ((uint64_t)n_ctx + n + 255) / 256;
-    return 3 * r256(n * 4) + r256((uint64_t)n_seq * 4) + r256(n * n) + r256(n * n_head * segs * (2 + (uint64_t)head_dim) * 4);
+    return 3 * r256(n * 4) + r256((uint64_t)n_seq * 4) + r256(n * n) +
+           r256(n * n_head * segs * (2 + (uint64_t)head_dim) * 4);
 }
 
 // Residency in layer order: the first layers never wait for a copy, and a pass still streams the rest in order.
@@ -141,7 +142,6 @@ void aero_gpu_plan_free(aero_gpu_plan *p) {
     p->vram = NULL;
     p->host_ffn = NULL;
 }
-
 
 aero_status aero_gpu_plan_print(const aero_gguf *g, const aero_ctx_params *kv, int n_tile, uint64_t gpu_mem,
                                 uint64_t mem_budget, bool head_hot, FILE *f, aero_error *err) {

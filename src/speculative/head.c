@@ -25,6 +25,12 @@
 #define HEAD_ARCH "aero-draft-head"
 #define WAVE_MAX 8 // tree drafting: unexpanded nodes evaluated in one head call, the most probable first
 
+// The head's matrices in the file, in HEAD_W_* order.
+static const char *const wname[HEAD_W_COUNT] = {
+    "fc.weight",           "blk.0.attn_q.weight",      "blk.0.attn_k.weight",
+    "blk.0.attn_v.weight", "blk.0.attn_output.weight", "blk.0.ffn_gate.weight",
+    "blk.0.ffn_up.weight", "blk.0.ffn_down.weight"};
+
 struct aero_spec_head {
     aero_ctx *tctx;        // the target context whose embeddings and projection the head shares
     struct aero_pool *pool; // the target's compute threads, idle while the head runs (between its passes)
@@ -169,8 +175,7 @@ static aero_status check_teacher(const aero_gguf *g, const char *path, aero_mode
     return AERO_OK;
 }
 
-static aero_status alloc_state(aero_spec_head *h, aero_ctx *target, int cells, int rows, int nodes,
-                               aero_error *err);
+static aero_status alloc_state(aero_spec_head *h, aero_ctx *target, int cells, int rows, int nodes, aero_error *err);
 
 // AERO_DRAFT_HEAD_HOST=1 keeps the head's layer on the host beside a GPU target (A/B runs); nothing is planned
 // for it in VRAM then.
@@ -238,9 +243,6 @@ aero_status aero_spec_head_load(aero_spec_head **out, const char *path, aero_ctx
         goto fail;
     }
     int d = h->d, kvd = h->n_head_kv * h->hd;
-    static const char *wname[HEAD_W_COUNT] = {"fc.weight",           "blk.0.attn_q.weight",  "blk.0.attn_k.weight",
-                                         "blk.0.attn_v.weight", "blk.0.attn_output.weight", "blk.0.ffn_gate.weight",
-                                         "blk.0.ffn_up.weight", "blk.0.ffn_down.weight"};
     uint64_t wcols[HEAD_W_COUNT] = {2 * (uint64_t)d, d, d, d, d, d, d, h->n_ff},
              wrows[HEAD_W_COUNT] = {d, d, kvd, kvd, d, h->n_ff, h->n_ff, d};
     for (int i = 0; i < HEAD_W_COUNT; i++) {
@@ -259,7 +261,7 @@ aero_status aero_spec_head_load(aero_spec_head **out, const char *path, aero_ctx
         }
     }
     static const char *nname[HEAD_N_COUNT] = {"fc_norm_h.weight", "fc_norm_e.weight", "blk.0.attn_norm.weight",
-                                         "blk.0.ffn_norm.weight"};
+                                              "blk.0.ffn_norm.weight"};
     for (int i = 0; i < HEAD_N_COUNT; i++) {
         aero_dtype t;
         if (read_tensor(g, f, path, nname[i], d, 0, (void **)&h->norm[i], &t, err)) goto fail;
@@ -286,8 +288,8 @@ fail:
     return err->code;
 }
 
-aero_status aero_spec_head_load_like(aero_spec_head **out, const aero_spec_head *like, int cells, int rows,
-                                     int nodes, aero_error *err) {
+aero_status aero_spec_head_load_like(aero_spec_head **out, const aero_spec_head *like, int cells, int rows, int nodes,
+                                     aero_error *err) {
     *out = NULL;
     aero_spec_head *h = malloc(sizeof *h);
     if (!h) return aero_fail(err, AERO_ERR_NOMEM, "out of memory for the draft head");
@@ -315,8 +317,7 @@ aero_status aero_spec_head_load_like(aero_spec_head **out, const aero_spec_head 
 
 // A head's own state (its cache of cells cells, scratch of rows tokens a call: in VRAM when its layer is on the
 // GPU, else on the host), and its registration as a reader of the target's hidden states.
-static aero_status alloc_state(aero_spec_head *h, aero_ctx *target, int cells, int rows, int nodes,
-                               aero_error *err) {
+static aero_status alloc_state(aero_spec_head *h, aero_ctx *target, int cells, int rows, int nodes, aero_error *err) {
     h->pool = aero_model_pool(aero_ctx_model(target));
     h->cap = cells;
     h->rows = rows;
@@ -359,10 +360,6 @@ aero_status aero_spec_head_file_bytes(const char *path, uint64_t *bytes, aero_er
 // The head's shape and matrix bytes from its file (what aero_spec_head_load reads, without the weights).
 static aero_status file_dims(const aero_gguf *g, const char *path, head_dims *dm, uint64_t *mat_bytes,
                              aero_error *err) {
-    static const char *const wname[HEAD_W_COUNT] = {"fc.weight",           "blk.0.attn_q.weight",
-                                                    "blk.0.attn_k.weight", "blk.0.attn_v.weight",
-                                                    "blk.0.attn_output.weight", "blk.0.ffn_gate.weight",
-                                                    "blk.0.ffn_up.weight", "blk.0.ffn_down.weight"};
     bool ok = true;
     *dm = (head_dims){.d = (int)meta_u64(g, HEAD_ARCH ".teacher.n_embd", &ok),
                       .n_head = (int)meta_u64(g, HEAD_ARCH ".head_count", &ok),
@@ -381,8 +378,8 @@ static aero_status file_dims(const aero_gguf *g, const char *path, head_dims *dm
     return AERO_OK;
 }
 
-aero_status aero_spec_head_mem(const char *path, int n_ctx, int n_seq, int nodes, int n_batch, bool gpu,
-                               uint64_t *host, uint64_t *vram, aero_error *err) {
+aero_status aero_spec_head_mem(const char *path, int n_ctx, int n_seq, int nodes, int n_batch, bool gpu, uint64_t *host,
+                               uint64_t *vram, aero_error *err) {
     *host = *vram = 0;
     uint64_t weights = 0, mat_bytes[HEAD_W_COUNT];
     head_dims dm;
@@ -441,7 +438,9 @@ static aero_status head_forward(aero_spec_head *h, int n, const int32_t *tok, co
                               .n_commit = h->n_commit,
                               .x = h->x,
                               .logits = logits,
-                              .n_logits = !logits ? 0 : last_only ? 1 : n};
+                              .n_logits = !logits     ? 0
+                                          : last_only ? 1
+                                                      : n};
         if (head_gpu_forward(h->gpu, h->gkv, &call, err)) return aero_error_prefix(err, "draft head on the GPU: ");
         h->n_cells += n;
         if (!parent) h->n_commit = h->n_cells;
@@ -455,7 +454,8 @@ static aero_status head_forward(aero_spec_head *h, int n, const int32_t *tok, co
         aero_rmsnorm(h->in2 + (size_t)i * 2 * d + d, h->e + (size_t)i * d, h->norm[HEAD_N_E], d, h->eps);
     }
     aero_matmul(h->pool, &h->w[HEAD_W_FC], h->in2, n, h->x);
-    for (int i = 0; i < n; i++) aero_rmsnorm(h->xn + (size_t)i * d, h->x + (size_t)i * d, h->norm[HEAD_N_ATTN], d, h->eps);
+    for (int i = 0; i < n; i++)
+        aero_rmsnorm(h->xn + (size_t)i * d, h->x + (size_t)i * d, h->norm[HEAD_N_ATTN], d, h->eps);
     const aero_wmat *qkv[3] = {&h->w[HEAD_W_Q], &h->w[HEAD_W_K], &h->w[HEAD_W_V]};
     float *qkv_out[3] = {h->q, h->k, h->v};
     aero_matmul_many(h->pool, qkv, 3, h->xn, n, qkv_out);
@@ -496,7 +496,8 @@ static aero_status head_forward(aero_spec_head *h, int n, const int32_t *tok, co
     if (!parent) h->n_commit = h->n_cells;
     aero_matmul(h->pool, &h->w[HEAD_W_O], h->att, n, h->tmp);
     for (size_t i = 0; i < (size_t)n * d; i++) h->x[i] += h->tmp[i];
-    for (int i = 0; i < n; i++) aero_rmsnorm(h->xn + (size_t)i * d, h->x + (size_t)i * d, h->norm[HEAD_N_FFN], d, h->eps);
+    for (int i = 0; i < n; i++)
+        aero_rmsnorm(h->xn + (size_t)i * d, h->x + (size_t)i * d, h->norm[HEAD_N_FFN], d, h->eps);
     const aero_wmat *gu[2] = {&h->w[HEAD_W_GATE], &h->w[HEAD_W_UP]};
     float *gu_out[2] = {h->g, h->u};
     aero_matmul_many(h->pool, gu, 2, h->xn, n, gu_out);

@@ -36,7 +36,7 @@ uint64_t head_gpu_shared_bytes(const head_dims *dm, const uint64_t *mat_bytes, i
     for (int i = 0; i < HEAD_W_COUNT; i++) b += r256(mat_bytes[i]);
     b += in_bytes(dm, T) + out_bytes(dm, T);
     b += 5 * r256(T * d * 4) + 2 * r256(T * kvd * 4) + 2 * r256(T * dm->n_ff * 4); // x xn tmp q att; k v; gate up
-    b += r256((d + 2 * kvd) * 4) + r256(2 * (uint64_t)dm->n_ff * 4); // one token's q|k|v and gate|up
+    b += r256((d + 2 * kvd) * 4) + r256(2 * (uint64_t)dm->n_ff * 4);               // one token's q|k|v and gate|up
     return b + 2 * aero_gpu_batch_bytes((int)T, 1, cells, dm->n_head, dm->hd);
 }
 
@@ -53,9 +53,9 @@ uint64_t head_gpu_host_bytes(const head_dims *dm, int nodes) {
 
 struct head_gpu_kv {
     head_gpu *g;
-    uint16_t *kc, *vc;           // cells x (n_head_kv x hd) F16 each
-    head_gpu_kv *next_spare;     // given back: the next one to reuse
-    head_gpu_kv *next_all;       // every state of g (freed with it)
+    uint16_t *kc, *vc;       // cells x (n_head_kv x hd) F16 each
+    head_gpu_kv *next_spare; // given back: the next one to reuse
+    head_gpu_kv *next_all;   // every state of g (freed with it)
 };
 
 struct head_gpu {
@@ -63,27 +63,27 @@ struct head_gpu {
     aero_cuda *cu;
     head_dims dm;
     float eps;
-    int cells, rows;                 // KV cells a state holds; tokens one device call computes
-    aero_cuda_wmat w[HEAD_W_COUNT];  // w[HEAD_W_FC] is used through fc_h and fc_e
-    aero_cuda_wmat fc_h, fc_e;       // fc's columns over the normed feature, over the normed embedding
-    aero_cuda_wmat qkv, gate_up;     // [q; k; v] and [gate; up] as one matrix each (data NULL: types differ)
-    float *qkv1, *gu1;               // their outputs for one token (d + 2 kvd, 2 n_ff)
+    int cells, rows;                // KV cells a state holds; tokens one device call computes
+    aero_cuda_wmat w[HEAD_W_COUNT]; // w[HEAD_W_FC] is used through fc_h and fc_e
+    aero_cuda_wmat fc_h, fc_e;      // fc's columns over the normed feature, over the normed embedding
+    aero_cuda_wmat qkv, gate_up;    // [q; k; v] and [gate; up] as one matrix each (data NULL: types differ)
+    float *qkv1, *gu1;              // their outputs for one token (d + 2 kvd, 2 n_ff)
     float *norm[HEAD_N_COUNT], *inv_freq;
-    aero_cuda_wmat embd;             // the target's embedding in VRAM (embd_dev), else rows come from the host
+    aero_cuda_wmat embd; // the target's embedding in VRAM (embd_dev), else rows come from the host
     bool embd_dev;
-    char *in, *in_host;              // staged inputs: device, pinned host
-    float *out, *out_host;           // outputs copied back at once: device, pinned host
+    char *in, *in_host;    // staged inputs: device, pinned host
+    float *out, *out_host; // outputs copied back at once: device, pinned host
     float *x, *xn, *tmp, *q, *att, *k, *v, *gate, *up;
-    aero_cuda_batch *store, *attn;   // the new tokens (rope, cache store); a wave's ancestors and new tokens
-    int32_t *aslot, *apos;           // host: the attention batch's cells and positions (rows)
-    int *anc;                        // host: a wave's ancestor cells (rows)
-    uint8_t *mask, *seen;            // host: the attention mask (rows x rows); ancestors met (cells)
+    aero_cuda_batch *store, *attn; // the new tokens (rope, cache store); a wave's ancestors and new tokens
+    int32_t *aslot, *apos;         // host: the attention batch's cells and positions (rows)
+    int *anc;                      // host: a wave's ancestor cells (rows)
+    uint8_t *mask, *seen;          // host: the attention mask (rows x rows); ancestors met (cells)
     head_gpu_kv *spare, *all;
-    bool graphs;                     // AERO_CUDA_GRAPHS=1 and the output head in VRAM: a chain's call is a graph
-    aero_cuda_graph *graph;          // that call, for the batch shape and KV state graph_key
+    bool graphs;            // AERO_CUDA_GRAPHS=1 and the output head in VRAM: a chain's call is a graph
+    aero_cuda_graph *graph; // that call, for the batch shape and KV state graph_key
     uint64_t graph_key;
     gpu_prof prof;
-    bool entered;                    // holds VRAM of the context (aero_gpu_head_enter)
+    bool entered; // holds VRAM of the context (aero_gpu_head_enter)
 };
 
 static aero_status dalloc(head_gpu *g, uint64_t bytes, void *out, aero_error *err) {
@@ -93,8 +93,7 @@ static aero_status dalloc(head_gpu *g, uint64_t bytes, void *out, aero_error *er
 // Copies host data into new VRAM now (loading).
 static aero_status upload_new(head_gpu *g, const void *host, uint64_t bytes, void *out, aero_error *err) {
     void **dev = out;
-    if (dalloc(g, bytes, dev, err) ||
-        aero_cuda_copy_h2d_async(g->cu, AERO_CUDA_STREAM_COMPUTE, *dev, host, bytes, err))
+    if (dalloc(g, bytes, dev, err) || aero_cuda_copy_h2d_async(g->cu, AERO_CUDA_STREAM_COMPUTE, *dev, host, bytes, err))
         return err->code;
     return aero_cuda_sync(g->cu, err);
 }
@@ -109,7 +108,8 @@ static aero_status upload_group(head_gpu *g, const head_layer *L, const int *mem
     for (; n < 3 && members[n] >= 0; n++) {
         const aero_wmat *w = &L->w[members[n]];
         rows += (uint64_t)w->rows;
-        same &= w->type == L->w[members[0]].type && w->row_bytes == L->w[members[0]].row_bytes && w->row_bytes % 16 == 0;
+        same &=
+            w->type == L->w[members[0]].type && w->row_bytes == L->w[members[0]].row_bytes && w->row_bytes % 16 == 0;
     }
     for (int i = 0; i < n; i++) { // adjacent rows when fusable, else each matrix on its own 256-byte boundary
         uint64_t b = (uint64_t)L->w[members[i]].rows * L->w[members[i]].row_bytes;
@@ -125,16 +125,19 @@ static aero_status upload_group(head_gpu *g, const head_layer *L, const int *mem
         g->w[members[i]].data = dev + off;
         off += same ? b : r256(b);
     }
-    if (fused && same && n > 1) *fused = (aero_cuda_wmat){.data = dev, .type = g->w[members[0]].type,
-                                                          .cols = g->w[members[0]].cols, .rows = (int64_t)rows,
-                                                          .row_bytes = g->w[members[0]].row_bytes};
+    if (fused && same && n > 1)
+        *fused = (aero_cuda_wmat){.data = dev,
+                                  .type = g->w[members[0]].type,
+                                  .cols = g->w[members[0]].cols,
+                                  .rows = (int64_t)rows,
+                                  .row_bytes = g->w[members[0]].row_bytes};
     return aero_cuda_sync(g->cu, err);
 }
 
 // The head's matrices in VRAM, fc also as its two column halves; each checked for a kernel first.
 static aero_status upload_weights(head_gpu *g, const head_layer *L, aero_error *err) {
-    static const char *const names[HEAD_W_COUNT] = {"fc", "attn_q", "attn_k", "attn_v", "attn_output",
-                                                    "ffn_gate", "ffn_up", "ffn_down"};
+    static const char *const names[HEAD_W_COUNT] = {"fc",          "attn_q",   "attn_k", "attn_v",
+                                                    "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
     int d = g->dm.d;
     for (int i = 0; i < HEAD_W_COUNT; i++) {
         const aero_wmat *h = &L->w[i];
@@ -143,15 +146,19 @@ static aero_status upload_weights(head_gpu *g, const head_layer *L, aero_error *
         if (aero_cuda_wmat_check(&g->w[i], err)) return aero_error_prefix(err, "tensor %s: ", names[i]);
     }
     size_t half = aero_dtype_row_bytes(g->w[HEAD_W_FC].type, d);
-    g->fc_h = (aero_cuda_wmat){.type = g->w[HEAD_W_FC].type, .cols = d, .rows = d, .row_bytes = g->w[HEAD_W_FC].row_bytes};
+    g->fc_h =
+        (aero_cuda_wmat){.type = g->w[HEAD_W_FC].type, .cols = d, .rows = d, .row_bytes = g->w[HEAD_W_FC].row_bytes};
     g->fc_e = g->fc_h;
     g->fc_h.data = (const void *)(uintptr_t)256;
     g->fc_e.data = (const void *)(uintptr_t)(256 + half);
     if (aero_cuda_wmat_check(&g->fc_h, err) || aero_cuda_wmat_check(&g->fc_e, err))
         return aero_error_prefix(err, "fc halves (%zu bytes into a row): ", half);
     // q, k, v (and gate, up) as adjacent rows of one matrix too: one matmul each for a one-token call
-    static const int group[][3] = {{HEAD_W_FC, -1}, {HEAD_W_Q, HEAD_W_K, HEAD_W_V}, {HEAD_W_O, -1},
-                                   {HEAD_W_GATE, HEAD_W_UP, -1}, {HEAD_W_DOWN, -1}};
+    static const int group[][3] = {{HEAD_W_FC, -1},
+                                   {HEAD_W_Q, HEAD_W_K, HEAD_W_V},
+                                   {HEAD_W_O, -1},
+                                   {HEAD_W_GATE, HEAD_W_UP, -1},
+                                   {HEAD_W_DOWN, -1}};
     aero_cuda_wmat *fused[] = {NULL, &g->qkv, NULL, &g->gate_up, NULL};
     for (size_t k = 0; k < sizeof group / sizeof group[0]; k++)
         if (upload_group(g, L, group[k], fused[k], err)) return err->code;
@@ -169,8 +176,9 @@ static aero_status alloc_work(head_gpu *g, aero_error *err) {
     if (dalloc(g, in_bytes(dm, T), &g->in, err) || dalloc(g, out_bytes(dm, T), &g->out, err) ||
         dalloc(g, T * d * 4, &g->x, err) || dalloc(g, T * d * 4, &g->xn, err) || dalloc(g, T * d * 4, &g->tmp, err) ||
         dalloc(g, T * d * 4, &g->q, err) || dalloc(g, T * d * 4, &g->att, err) || dalloc(g, T * kvd * 4, &g->k, err) ||
-        dalloc(g, T * kvd * 4, &g->v, err) || dalloc(g, T * ff * 4, &g->gate, err) || dalloc(g, T * ff * 4, &g->up, err) ||
-        dalloc(g, (d + 2 * kvd) * 4, &g->qkv1, err) || dalloc(g, 2 * ff * 4, &g->gu1, err) ||
+        dalloc(g, T * kvd * 4, &g->v, err) || dalloc(g, T * ff * 4, &g->gate, err) ||
+        dalloc(g, T * ff * 4, &g->up, err) || dalloc(g, (d + 2 * kvd) * 4, &g->qkv1, err) ||
+        dalloc(g, 2 * ff * 4, &g->gu1, err) ||
         aero_cuda_batch_new(g->cu, g->rows, 1, g->cells, dm->n_head, dm->hd, &g->store, err) ||
         aero_cuda_batch_new(g->cu, g->rows, 1, g->cells, dm->n_head, dm->hd, &g->attn, err) ||
         aero_cuda_host_alloc(in_bytes(dm, T), (void **)&g->in_host, err) ||
@@ -242,8 +250,9 @@ void head_gpu_free(head_gpu *g) {
 aero_status head_gpu_kv_take(head_gpu *g, int cells, int nodes, head_gpu_kv **out, aero_error *err) {
     *out = NULL;
     if (cells > g->cells || head_gpu_rows(nodes) > g->rows)
-        return aero_fail(err, AERO_ERR_RANGE, "a head of %d cells and %d nodes beside one made for %d cells and %d rows",
-                         cells, nodes, g->cells, g->rows);
+        return aero_fail(err, AERO_ERR_RANGE,
+                         "a head of %d cells and %d nodes beside one made for %d cells and %d rows", cells, nodes,
+                         g->cells, g->rows);
     head_gpu_kv *kv = g->spare;
     if (kv) {
         g->spare = kv->next_spare;
@@ -287,7 +296,8 @@ static aero_status wave_batch(head_gpu *g, const head_gpu_call *call, int *n_anc
     for (int i = 0; i < n && !st; i++)
         for (int p = call->parent[i]; p >= 0 && !st; p = call->cell_parent[p]) {
             if (p < call->n_commit || p >= call->base)
-                st = aero_fail(err, AERO_ERR_INVALID, "draft head: token %d's ancestor cell %d is not a drafted cell", i, p);
+                st = aero_fail(err, AERO_ERR_INVALID, "draft head: token %d's ancestor cell %d is not a drafted cell",
+                               i, p);
             else if (!g->seen[p] && na + n >= g->rows)
                 st = aero_fail(err, AERO_ERR_RANGE, "draft head: %d drafted tokens with more than %d ancestors", n,
                                g->rows - n);
@@ -331,8 +341,8 @@ static aero_status wave_batch(head_gpu *g, const head_gpu_call *call, int *n_anc
 
 // The inputs of tokens [r, r + k) into the staging buffer and up in one copy: features, ids, embeddings (unless
 // looked up on the device, which writes them there). Sets the device pointers of each.
-static aero_status stage(head_gpu *g, const head_gpu_call *call, int r, int k, float **feat, float **emb,
-                        int32_t **ids, aero_error *err) {
+static aero_status stage(head_gpu *g, const head_gpu_call *call, int r, int k, float **feat, float **emb, int32_t **ids,
+                         aero_error *err) {
     int d = g->dm.d;
     size_t rows = (size_t)k * d * 4, off_i = r256(rows), off_e = off_i + r256((size_t)k * 4);
     size_t up = g->embd_dev ? off_i + (size_t)k * 4 : off_e + rows;
@@ -343,10 +353,10 @@ static aero_status stage(head_gpu *g, const head_gpu_call *call, int r, int k, f
         memcpy(g->in_host + (size_t)i * d * 4, call->feat[r + i], (size_t)d * 4);
         ((int32_t *)(g->in_host + off_i))[i] = t;
     }
-    if (!g->embd_dev && aero_ctx_embed_rows(g->c, call->tok + r, k, (float *)(g->in_host + off_e), err)) return err->code;
-    prof_op(&g->prof, OP_COPY);
-    if (aero_cuda_copy_h2d_async(g->cu, AERO_CUDA_STREAM_COMPUTE, g->in, g->in_host, up, err))
+    if (!g->embd_dev && aero_ctx_embed_rows(g->c, call->tok + r, k, (float *)(g->in_host + off_e), err))
         return err->code;
+    prof_op(&g->prof, OP_COPY);
+    if (aero_cuda_copy_h2d_async(g->cu, AERO_CUDA_STREAM_COMPUTE, g->in, g->in_host, up, err)) return err->code;
     *feat = (float *)g->in;
     *emb = (float *)(g->in + off_e);
     *ids = (int32_t *)(g->in + off_i);
@@ -366,8 +376,8 @@ static aero_status norm(head_gpu *g, float *x, const float *add, int which, int 
 
 // The layer over k tokens staged at feat/emb/ids: x = the output features. q rows of the new tokens start at row
 // n_anc (the attention batch's ancestors come first); attn: the batch the attention reads.
-static aero_status layer(head_gpu *g, head_gpu_kv *kv, int k, int n_anc, aero_cuda_batch *attn, float *feat,
-                         float *emb, const int32_t *ids, aero_error *err) {
+static aero_status layer(head_gpu *g, head_gpu_kv *kv, int k, int n_anc, aero_cuda_batch *attn, float *feat, float *emb,
+                         const int32_t *ids, aero_error *err) {
     const head_dims *dm = &g->dm;
     int d = dm->d;
     aero_cuda_act a;
@@ -412,8 +422,7 @@ static aero_status layer(head_gpu *g, head_gpu_kv *kv, int k, int n_anc, aero_cu
     }
     bool one_ff = k == 1 && g->gate_up.data && dm->n_ff % 4 == 0; // gate and up from one matmul, adjacent in gu1
     float *gate = one_ff ? g->gu1 : g->gate, *up = one_ff ? g->gu1 + dm->n_ff : g->up;
-    if (matmul(g, &g->w[HEAD_W_O], &a, g->tmp, err) || norm(g, g->x, g->tmp, HEAD_N_FFN, k, &a, err))
-        return err->code;
+    if (matmul(g, &g->w[HEAD_W_O], &a, g->tmp, err) || norm(g, g->x, g->tmp, HEAD_N_FFN, k, &a, err)) return err->code;
     if (one_ff ? matmul(g, &g->gate_up, &a, g->gu1, err)
                : matmul(g, &g->w[HEAD_W_GATE], &a, gate, err) || matmul(g, &g->w[HEAD_W_UP], &a, up, err))
         return err->code;
@@ -441,7 +450,7 @@ static aero_status fetch_outputs(head_gpu *g, const head_gpu_call *call, int r, 
                                  aero_error *err) {
     int d = g->dm.d, nv = g->dm.n_vocab;
     size_t xb = (size_t)k * d * 4, off_l = r256(xb) / 4; // logits rows after the features, in floats
-    int first_logit = call->n - call->n_logits;       // the call's first token with logits
+    int first_logit = call->n - call->n_logits;          // the call's first token with logits
     prof_op(&g->prof, OP_COPY);
     if (aero_cuda_copy_d2h(g->cu, g->out_host, g->out, nb > 0 ? (off_l + (size_t)nb * nv) * 4 : xb, err))
         return err->code;
@@ -479,7 +488,7 @@ static aero_status graph_layer(head_gpu *g, head_gpu_kv *kv, float *feat, float 
             fprintf(stderr, "cuda: no graph for the draft head (%s): plain launches\n", e.msg);
             g->graphs = false;
             return layer(g, kv, 1, 0, g->store, feat, emb, ids, err) || queue_outputs(g, 1, 0, 1, err) ? err->code
-                                                                                                        : AERO_OK;
+                                                                                                       : AERO_OK;
         }
         g->graph_key = key;
     }

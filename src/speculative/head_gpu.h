@@ -16,7 +16,7 @@
 enum { HEAD_W_FC, HEAD_W_Q, HEAD_W_K, HEAD_W_V, HEAD_W_O, HEAD_W_GATE, HEAD_W_UP, HEAD_W_DOWN, HEAD_W_COUNT };
 enum { HEAD_N_H, HEAD_N_E, HEAD_N_ATTN, HEAD_N_FFN, HEAD_N_COUNT };
 
-#define HEAD_GPU_MIN_ROWS 64 // tokens a device call computes at least (committed tokens go in chunks of this)
+#define HEAD_GPU_MIN_ROWS 64  // tokens a device call computes at least (committed tokens go in chunks of this)
 #define HEAD_GPU_LOGIT_ROWS 8 // logits rows copied back at once (a wave of drafted tokens)
 
 // The head's shape: width, heads, KV heads, head size, FFN width, and the target's vocabulary.
@@ -28,9 +28,9 @@ typedef struct {
 typedef struct {
     head_dims dm;
     float eps;
-    const float *inv_freq;        // hd / 2 rotation speeds (adjacent pairs)
-    const aero_wmat *w;           // HEAD_W_COUNT matrices
-    const float *const *norm;     // HEAD_N_COUNT vectors of d
+    const float *inv_freq;    // hd / 2 rotation speeds (adjacent pairs)
+    const aero_wmat *w;       // HEAD_W_COUNT matrices
+    const float *const *norm; // HEAD_N_COUNT vectors of d
 } head_layer;
 
 // Tokens one device call computes: at least HEAD_GPU_MIN_ROWS, and every drafted node of a step (a wave's attention

@@ -122,8 +122,8 @@ aero_status aero_spec_head_load(aero_spec_head **out, const char *path, aero_ctx
 void aero_spec_head_free(aero_spec_head *h);
 // A head for another sequence of the same target sharing like's weights (like must outlive it): the server loads
 // the file once for all its sequences.
-aero_status aero_spec_head_load_like(aero_spec_head **out, const aero_spec_head *like, int cells, int rows,
-                                     int nodes, aero_error *err);
+aero_status aero_spec_head_load_like(aero_spec_head **out, const aero_spec_head *like, int cells, int rows, int nodes,
+                                     aero_error *err);
 // The cache cells and the rows a call computes of a head for a context of n_ctx tokens drafting up to nodes
 // tokens a step, prefilling n_batch tokens a pass (what aero_spec_new gives aero_spec_head_load, and
 // aero_spec_head_mem counts).
