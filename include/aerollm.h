@@ -540,6 +540,8 @@ typedef struct {
                         // N + n_batch cells per sequence and layer, counted by aero_kv_bytes.
     const char *device; // NULL: the model's (aero_model_params.device); "cpu" or "cuda"
     uint64_t gpu_mem;   // 0: the model's
+    uint64_t gpu_head_vram; // VRAM a draft head's layer takes on this GPU context (aero_spec_head_mem), planned
+                            // inside gpu_mem beside the model's units; 0: none (a head's layer then runs on the host)
 } aero_ctx_params;
 
 // Parses a cache type name as llama.cpp's -ctk/-ctv take it ("f16", "q8_0", case-insensitive); -1 if unknown.
@@ -555,9 +557,11 @@ aero_status aero_gguf_kv_bytes(const aero_gguf *g, const aero_ctx_params *p, uin
 // Prints the plan `--device cuda --gpu-mem gpu_mem` would make for this file and context (kv: -c, -np; n_tile:
 // tokens a pass, 0 = 512), without a GPU: the VRAM-resident units, the fixed VRAM, the copy slots, the minimum
 // --gpu-mem, and per unit V (VRAM), H (host memory under mem_budget, 0 = no limit) or D (disk), with the bytes
-// copied over PCIe per pass (`aerollm info --gpu-mem`). Refuses a budget below the minimum, saying it.
+// copied over PCIe per pass (`aerollm info --gpu-mem`). Refuses a budget below the minimum, saying it. head_hot:
+// a draft head reads the output head every drafted token (aero_model_params.head_hot); kv->gpu_head_vram: its
+// layer's VRAM beside the model's.
 aero_status aero_gpu_plan_print(const aero_gguf *g, const aero_ctx_params *kv, int n_tile, uint64_t gpu_mem,
-                                uint64_t mem_budget, FILE *f, aero_error *err);
+                                uint64_t mem_budget, bool head_hot, FILE *f, aero_error *err);
 
 // How --mem is shared at start. The KV cache is allocated whole when the context is made and a drafter is held
 // resident, so both come out of the budget first; the weights' streamer gets what is left.
@@ -722,6 +726,14 @@ void aero_spec_params_default(aero_spec_params *p);
 // The bytes a draft head file's tensors take once loaded (resident: counted inside --mem), checking that the file
 // is a draft head.
 aero_status aero_spec_head_file_bytes(const char *path, uint64_t *bytes, aero_error *err);
+// What a draft head takes beside its target for n_seq sequences drafting at most `nodes` tokens a step over a
+// context of n_ctx tokens (as resolved: aero_mem_split.n_ctx), n_batch tokens a prefill pass (aero_spec_params's;
+// <= 0: 512): *host, the bytes inside --mem (its weights and per
+// sequence its cache cells, scratch and the decoder's feature rows); *vram, for a target on the GPU (gpu), the
+// VRAM its layer takes there (weights, KV cells, one call's activations: aero_ctx_params.gpu_head_vram), 0 when
+// its layer runs on the host (a CPU target, or AERO_DRAFT_HEAD_HOST=1).
+aero_status aero_spec_head_mem(const char *path, int n_ctx, int n_seq, int nodes, int n_batch, bool gpu, uint64_t *host,
+                               uint64_t *vram, aero_error *err);
 // Whether draft can propose tokens for target: same tokenizer type, BOS/EOS, the same token string for every
 // id both vocabularies hold, and sizes within 128 ids of each other. The error names the first differing id.
 aero_status aero_spec_check_vocab(const aero_model *target, const aero_model *draft, aero_error *err);

@@ -169,7 +169,8 @@ int aero_cmd_info(int argc, char **argv) {
     const char *path = NULL;
     bool tensors = true;
     uint64_t budget = 0;
-    const char *draft = NULL;
+    const char *draft = NULL, *draft_head = NULL;
+    int draft_nodes[2] = {16, 0}; // --draft-max (run's default), --draft-tree: the head's nodes a step
     aero_ctx_params kvp = {0}; // the KV cache counted inside --mem, as run and serve count it
     uint64_t gpu_mem = 0;
     int n_tile = 0;
@@ -189,6 +190,14 @@ int aero_cmd_info(int argc, char **argv) {
             if (!aero_parse_size(argv[++i], &budget)) return cli_fail("info", "bad size '%s' for --mem", argv[i]);
         } else if (!strcmp(argv[i], "--draft") && i + 1 < argc) {
             draft = argv[++i];
+        } else if (!strcmp(argv[i], "--draft-head") && i + 1 < argc) {
+            draft_head = argv[++i];
+        } else if (!strcmp(argv[i], "--draft-max") || !strcmp(argv[i], "--draft-tree")) {
+            char *end;
+            long v = i + 1 < argc ? strtol(argv[i + 1], &end, 10) : -1;
+            if (v < 0 || v > 4096 || *end) return cli_fail("info", "%s needs a count", argv[i]);
+            draft_nodes[argv[i][8] == 't'] = (int)v;
+            i++;
         } else if (!strcmp(argv[i], "-c") || !strcmp(argv[i], "--ctx-size") || !strcmp(argv[i], "-np") ||
                    !strcmp(argv[i], "--parallel")) {
             char *end;
@@ -220,6 +229,9 @@ int aero_cmd_info(int argc, char **argv) {
                 "  --gpu-mem SIZE the VRAM plan of --device cuda (VRAM-resident units, copy slots) and, with --mem,\n"
                 "               which of the others come from host memory and which from disk (-b: tokens a pass)\n"
                 "  --draft FILE the plan leaves room for this resident draft model inside --mem (as run does)\n"
+                "  --draft-head FILE  the same for a draft head (weights, cache cells, scratch; with -np N the server's\n"
+                "               N decoders and the one holding its weights), and with --gpu-mem the VRAM of its layer\n"
+                "               on the GPU (--draft-max N, --draft-tree N: the drafted tokens a step it is sized for)\n"
                 "  -c N, -np N, -ctk T, -ctv T  the KV cache (context, sequences, cache types) counted inside --mem\n");
             return 0;
         } else if (argv[i][0] != '-' && !path) {
@@ -322,6 +334,26 @@ int aero_cmd_info(int argc, char **argv) {
         }
         if (budget) budget -= kvb;
     }
+    if (draft_head) { // as run and serve count it: host bytes inside --mem, its layer's VRAM inside --gpu-mem
+        uint64_t hb = 0, hv = 0;
+        int nodes = draft_nodes[0] > draft_nodes[1] ? draft_nodes[0] : draft_nodes[1];
+        int seqs = kvp.n_seq > 0 ? kvp.n_seq + 1 : 1;
+        aero_error herr = {0};
+        if (aero_spec_head_mem(draft_head, n_ctx, seqs, nodes, n_tile, gpu_mem != 0, &hb, &hv, &herr)) {
+            aero_gguf_close(g);
+            return cli_fail("info", "--draft-head %s: %s", draft_head, herr.msg);
+        }
+        printf("\ndraft head %s: %s in host memory (weights, cache cells, scratch of %d decoder%s)%s", draft_head,
+               fmt_bytes(hb, a, sizeof a), seqs, seqs > 1 ? "s" : "", budget ? ", counted inside --mem" : "");
+        if (hv) printf("; its layer on the GPU: %s of VRAM inside --gpu-mem", fmt_bytes(hv, b, sizeof b));
+        printf("\n");
+        if (budget && hb >= budget) {
+            aero_gguf_close(g);
+            return cli_fail("info", "the draft head alone takes all of --mem");
+        }
+        if (budget) budget -= hb;
+        kvp.gpu_head_vram = hv;
+    }
     // multi-token-prediction blocks (DeepSeek's nextn_predict_layers) are counted in block_count but never run
     char nkey[160];
     int64_t n_nextn = 0;
@@ -330,7 +362,7 @@ int aero_cmd_info(int argc, char **argv) {
     if (aero_gguf_get_i64(g, nkey, &n_nextn) && n_nextn > 0 && n_nextn < n_layer) n_layer -= n_nextn;
     int rc = budget && !gpu_mem ? print_plan(g, n_layer, budget) : 0;
     aero_error gerr = {0};
-    if (!rc && gpu_mem && aero_gpu_plan_print(g, &kvp, n_tile, gpu_mem, budget, stdout, &gerr))
+    if (!rc && gpu_mem && aero_gpu_plan_print(g, &kvp, n_tile, gpu_mem, budget, draft_head != NULL, stdout, &gerr))
         rc = cli_fail("info", "%s", gerr.msg);
     aero_gguf_close(g);
     return rc;

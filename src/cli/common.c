@@ -266,6 +266,21 @@ int cli_draft_nodes(const cli_opts *o) {
     return tree > o->draft_max ? tree : o->draft_max;
 }
 
+// A draft head's memory beside the model of mp under context cp: host bytes (its weights, cache cells and scratch:
+// inside --mem) and, when the model computes on the GPU, the VRAM its layer takes there (inside --gpu-mem).
+static int head_mem(const cli_opts *o, const aero_model_params *mp, const aero_ctx_params *cp, uint64_t *host,
+                    uint64_t *vram, const char *cmd) {
+    aero_model_params probe = *mp; // no budget: only the context length is resolved
+    probe.mem_budget = 0;
+    aero_mem_split ms;
+    aero_error err = {0};
+    if (aero_mem_split_plan(&ms, &probe, cp, 0, &err) ||
+        aero_spec_head_mem(o->draft_head, ms.n_ctx, 1, cli_draft_nodes(o), o->n_batch, !strcmp(mp->device, "cuda"),
+                           host, vram, &err))
+        return cli_fail(cmd, "%s", err.msg);
+    return 0;
+}
+
 // Loads what a command generates with, the drafter's bytes taken out of --mem first so --mem bounds the process.
 int cli_session_open(cli_session *e, const cli_opts *o, const char *cmd) {
     memset(e, 0, sizeof *e);
@@ -289,13 +304,6 @@ int cli_session_open(cli_session *e, const cli_opts *o, const char *cmd) {
     if ((o->draft || o->draft_head) && o->draft_min > o->draft_max)
         return cli_fail(cmd, "--draft-min %d exceeds --draft-max %d", o->draft_min, o->draft_max);
     if (o->draft && o->draft_head) return cli_fail(cmd, "--draft and --draft-head exclude each other");
-    if (o->draft_head) { // read every drafted token: resident, inside --mem like a drafter
-        if (aero_spec_head_file_bytes(o->draft_head, &e->draft_bytes, &err)) return cli_fail(cmd, "%s", err.msg);
-        if (o->mem && e->draft_bytes >= o->mem)
-            return cli_fail(cmd, "the draft head's weights take %.1f MB, all of --mem %.1f MB: nothing is left for the "
-                                 "model (raise --mem)",
-                            e->draft_bytes / 1e6, o->mem / 1e6);
-    }
     if (o->draft && strcmp(o->draft, "ngram")) {
         // the drafter is small and read every step: fully resident, with its own threads, and inside --mem
         aero_model_params dp;
@@ -320,6 +328,14 @@ int cli_session_open(cli_session *e, const cli_opts *o, const char *cmd) {
                           .type_v = (aero_kv_type)o->type_v,
                           .kv_recent = o->kv_recent,
                           .n_batch = o->n_batch};
+    if (o->draft_head) { // read every drafted token: resident, inside --mem like a drafter (and its layer's VRAM)
+        if (head_mem(o, &mp, &cp, &e->draft_bytes, &cp.gpu_head_vram, cmd)) return 1;
+        if (o->mem && e->draft_bytes >= o->mem)
+            return cli_fail(cmd,
+                            "the draft head takes %.1f MB (weights, cache cells, scratch), all of --mem %.1f MB: "
+                            "nothing is left for the model (raise --mem or lower -c)",
+                            e->draft_bytes / 1e6, o->mem / 1e6);
+    }
     // the KV cache is allocated whole at start: inside --mem it comes out of the weights' share, as the drafter does
     aero_mem_split ms;
     if (aero_mem_split_plan_named(&ms, &mp, &cp, e->draft_bytes, o->draft_head ? "draft head" : "draft model", &err)) {

@@ -58,6 +58,7 @@ aero_status aero_ctx_new(aero_ctx **out, aero_model *m, const aero_ctx_params *p
     c->n_ctx = aero_ctx_params_n_ctx(hp, p);
     c->n_seq = p->n_seq > 0 ? p->n_seq : 1;
     c->n_tile = p->n_batch > 0 ? p->n_batch : DEFAULT_TILE;
+    c->gpu_head_vram = p->gpu_head_vram;
     c->kv_dim = hp->n_head_kv * hp->head_dim;
     // LongRoPE: llama.cpp rotates with the long factors when a sequence's context exceeds the original one
     int orig = hp->rope_orig_ctx > 0 ? hp->rope_orig_ctx : hp->n_ctx_train;

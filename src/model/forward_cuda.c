@@ -59,6 +59,8 @@ typedef struct aero_gpu {
     void **reg; // host buffers this context page-locked
     int n_reg;
     bool counted; // in the model's n_gpu_ctx
+    int head_users;   // draft heads holding VRAM above head_mark (aero_gpu_head_enter)
+    size_t head_mark; // the arena's mark when the first of them entered
     char desc[320];
 } aero_gpu;
 
@@ -179,7 +181,8 @@ static aero_status load_embedding(aero_ctx *c, aero_gpu *g, aero_error *err) {
         return AERO_OK;
     }
     uint64_t bytes = embd_vram_bytes(m);
-    if (!bytes || bytes + EMBD_RESERVE > aero_cuda_arena_budget(g->cu) - aero_cuda_arena_mark(g->cu)) return AERO_OK;
+    uint64_t room = aero_cuda_arena_budget(g->cu) - aero_cuda_arena_mark(g->cu);
+    if (!bytes || bytes + EMBD_RESERVE + c->gpu_head_vram > room) return AERO_OK; // the draft head's room stays free
     const aero_tensor_info *te = &m->gguf.tensors[m->tok_embd];
     size_t rb = aero_dtype_row_bytes(te->type, te->ne[0]);
     int block = (int)((16u << 20) / rb) > 1 ? (int)((16u << 20) / rb) : 1, rows = (int)te->ne[1];
@@ -202,7 +205,7 @@ static aero_status load_embedding(aero_ctx *c, aero_gpu *g, aero_error *err) {
 // Chooses the VRAM-resident units (gpu_plan.c); gpu_mem 0: what the model needs, at most the free VRAM less 5%.
 static aero_status plan(aero_ctx *c, aero_gpu *g, uint64_t gpu_mem, uint64_t *budget, aero_error *err) {
     aero_model *m = c->m;
-    aero_gpu_plan p = {.n_units = g->n_units, .head_first = m->stream->params.head_hot};
+    aero_gpu_plan p = {.n_units = g->n_units, .head_first = m->stream->params.head_hot || c->gpu_head_vram};
     p.unit_bytes = calloc(g->n_units, sizeof *p.unit_bytes);
     p.vram = calloc(g->n_units, sizeof *p.vram);
     p.host_ffn = calloc(g->n_units, sizeof *p.host_ffn);
@@ -218,7 +221,9 @@ static aero_status plan(aero_ctx *c, aero_gpu *g, uint64_t gpu_mem, uint64_t *bu
         for (int i = 0; i < un->n_mats; i++) un->bytes += r256(tbytes(m, un->mats[i]));
         p.unit_bytes[u] = un->bytes;
     }
-    p.fixed = aero_gpu_fixed_bytes(&m->hp, m->hp.n_vocab, c->n_ctx, c->n_seq, g->cap, small_bytes(m));
+    // a draft head's layer on the GPU (its weights, KV cells, activations) is planned like the context's own buffers
+    p.fixed =
+        aero_gpu_fixed_bytes(&m->hp, m->hp.n_vocab, c->n_ctx, c->n_seq, g->cap, small_bytes(m)) + c->gpu_head_vram;
     aero_status st = AERO_OK;
     if (!gpu_mem) {
         aero_cuda_info info;
@@ -247,6 +252,11 @@ static aero_status plan(aero_ctx *c, aero_gpu *g, uint64_t gpu_mem, uint64_t *bu
     g->slot_bytes = p.slot_bytes;
     *budget = p.budget;
 done:
+    if (st == AERO_ERR_NOMEM && c->gpu_head_vram)
+        aero_error_prefix(err,
+                          "with a draft head's layer on the GPU (%.1f MB of the VRAM; AERO_DRAFT_HEAD_HOST=1 "
+                          "keeps it on the host): ",
+                          c->gpu_head_vram / 1e6);
     aero_gpu_plan_free(&p);
     return st;
 }
@@ -396,6 +406,10 @@ aero_status aero_gpu_ctx_init(aero_ctx *c, uint64_t gpu_mem, aero_error *err) {
     len = (int)strlen(g->desc);
     if (g->embd_dev && len < (int)sizeof g->desc)
         snprintf(g->desc + len, sizeof g->desc - len, ", embedding rows looked up on the GPU");
+    len = (int)strlen(g->desc);
+    if (c->gpu_head_vram && len < (int)sizeof g->desc)
+        snprintf(g->desc + len, sizeof g->desc - len, ", %.1f MB kept for a draft head's layer",
+                 c->gpu_head_vram / 1e6);
     return AERO_OK;
 fail:
     aero_gpu_ctx_free(c);
@@ -841,4 +855,63 @@ aero_status aero_gpu_project(aero_ctx *c, const float *h, int n, float *logits, 
         st = st2;
     }
     return st ? st : aero_cuda_sync(g->cu, err);
+}
+
+// The backend of a GPU context, for a draft head's layer (forward_cuda.h).
+aero_cuda *aero_gpu_cuda(aero_ctx *c) { return ((aero_gpu *)c->gpu)->cu; }
+
+// The token embedding as the device looks its rows up (forward_cuda.h).
+bool aero_gpu_embd(aero_ctx *c, aero_cuda_wmat *w) {
+    aero_gpu *g = c->gpu;
+    if (!g->embd_dev) return false;
+    *w = wm(c->m, c->m->tok_embd, g->embd_dev);
+    return true;
+}
+
+// A draft head's rows on the device through the output head into device logits (forward_cuda.h): the head unit
+// is acquired as a pass acquires it; the caller's copy of the logits waits for the matmuls.
+aero_status aero_gpu_project_dev(aero_ctx *c, const float *x, int n, float *logits, aero_error *err) {
+    aero_gpu *g = c->gpu;
+    aero_model *m = c->m;
+    aero_stream *s = m->stream;
+    int d = m->hp.n_embd, u = m->hp.n_layer, slot = -1;
+    if (n <= 0) return AERO_OK;
+    if (aero_stream_acquire(s, u, err)) return err->code;
+    aero_status st = unit_in(c, g, u, &slot, err);
+    aero_cuda_wmat wo = mat(c, g, m->output, slot);
+    for (int r = 0; r < n && !st; r += HEAD_ROWS) {
+        int k = n - r < HEAD_ROWS ? n - r : HEAD_ROWS;
+        aero_cuda_act a;
+        if (!(st = prep(g, x + (size_t)r * d, k, d, &a, err)))
+            st = matmul(g, &wo, &a, logits + (size_t)r * m->hp.n_vocab, err);
+    }
+    aero_error e2 = {0};
+    aero_status st2 = slot >= 0 ? unit_out(g, slot, &e2) : AERO_OK;
+    aero_stream_release(s, u);
+    if (!st && st2) {
+        *err = e2;
+        st = st2;
+    }
+    return st;
+}
+
+// Whether the output head is VRAM-resident (forward_cuda.h): a draft head's projection then copies nothing.
+bool aero_gpu_output_resident(aero_ctx *c) {
+    aero_gpu *g = c->gpu;
+    return g->units[c->m->hp.n_layer].vram;
+}
+
+// A draft head's VRAM lies above everything the context holds (forward_cuda.h): the arena's mark is taken when
+// the first head enters and the arena goes back to it when the last leaves.
+void aero_gpu_head_enter(aero_ctx *c) {
+    aero_gpu *g = c->gpu;
+    if (g->head_users++ == 0) g->head_mark = aero_cuda_arena_mark(g->cu);
+}
+
+void aero_gpu_head_leave(aero_ctx *c) {
+    aero_gpu *g = c->gpu;
+    if (g->head_users <= 0 || --g->head_users > 0) return;
+    aero_error e = {0};
+    aero_cuda_sync(g->cu, &e); // no kernel still reads the memory given back
+    aero_cuda_arena_reset(g->cu, g->head_mark);
 }

@@ -3,6 +3,7 @@
 #ifndef AERO_MODEL_FORWARD_CUDA_H
 #define AERO_MODEL_FORWARD_CUDA_H
 
+#include "../kernels/cuda/cuda_backend.h"
 #include "model_internal.h"
 
 // Opens the device for a context: VRAM budget gpu_mem (0: what the model and context need, capped at the free
@@ -21,6 +22,17 @@ aero_status aero_gpu_project(aero_ctx *c, const float *h, int n, float *logits, 
 // After the device pass over batch tokens [first, first + n): their residual rows into c->x (host), as the CPU
 // pass leaves them, for aero_ctx_hidden (only while a draft head reads them: c->hidden_users).
 aero_status aero_gpu_keep_hidden(aero_ctx *c, int first, int n, aero_error *err);
+// For a draft head's layer on the GPU (speculative/head_gpu.c), which runs on the context's backend and shares its
+// embedding and output head: the backend; the token embedding as a device matrix (false: its rows are not in VRAM);
+// n rows of normed hidden states already in VRAM through the output head into n x n_vocab device logits (queued,
+// not waited for); and the VRAM heads take above the context's own (enter before a head's first allocation, leave
+// after its last use: the arena is reset when the last head leaves).
+aero_cuda *aero_gpu_cuda(aero_ctx *c);
+bool aero_gpu_embd(aero_ctx *c, aero_cuda_wmat *w);
+aero_status aero_gpu_project_dev(aero_ctx *c, const float *x, int n, float *logits, aero_error *err);
+bool aero_gpu_output_resident(aero_ctx *c); // the projection copies no weights (a head's graph may record it)
+void aero_gpu_head_enter(aero_ctx *c);
+void aero_gpu_head_leave(aero_ctx *c);
 // One line on the device, the budget and the plan.
 const char *aero_gpu_describe(const aero_ctx *c);
 

@@ -27,10 +27,16 @@ uint64_t aero_gpu_fixed_bytes(const aero_hparams *hp, int n_vocab, int n_ctx, in
     b += 2 * (uint64_t)hp->n_layer * r256((uint64_t)n_seq * n_ctx * kvd * 2);
     b += r256(n * d * 4) * 2 + r256(n * (d > qd ? d : qd) * 4) + r256(n * qd * 4) * 2 + r256(n * kvd * 4) * 2 +
          r256(n * hp->n_ff * 4) * 2 + r256((uint64_t)AERO_GPU_HEAD_ROWS * n_vocab * 4) + r256(hp->rope_dim * 2 + 4);
-    uint64_t segs = ((uint64_t)n_ctx + n + 255) / 256;
-    b += 3 * r256(n * 4) + r256((uint64_t)n_seq * 4) + r256(n * n) +
-         r256(n * hp->n_head * segs * (2 + (uint64_t)hp->head_dim) * 4);
+    b += aero_gpu_batch_bytes(cap, n_seq, n_ctx, hp->n_head, hp->head_dim);
     return b + small + ((uint64_t)1 << 20);
+}
+
+// What aero_cuda_batch_new takes from the arena: positions, sequences, slots, bases, the mask and the attention's
+// per-segment partial results.
+uint64_t aero_gpu_batch_bytes(int max_tokens, int n_seq, int n_ctx, int n_head, int head_dim) {
+    uint64_t n = max_tokens, segs = ((uint64_t)n_ctx + n + 255) / 256;
+    return 3 * r256(n * 4) + r256((uint64_t)n_seq * 4) + r256(n * n) +
+           r256(n * n_head * segs * (2 + (uint64_t)head_dim) * 4);
 }
 
 // Residency in layer order: the first layers never wait for a copy, and a pass still streams the rest in order.
@@ -70,7 +76,7 @@ aero_status aero_gpu_plan_choose(aero_gpu_plan *p, uint64_t gpu_mem, aero_error 
 }
 
 aero_status aero_gpu_plan_from_gguf(const aero_gguf *g, int n_ctx, int n_seq, int n_tile, uint64_t gpu_mem,
-                                    aero_gpu_plan *p, aero_error *err) {
+                                    uint64_t head_vram, bool head_hot, aero_gpu_plan *p, aero_error *err) {
     memset(p, 0, sizeof *p);
     aero_hparams hp;
     if (aero_hparams_from_gguf(g, &hp, err)) return err->code;
@@ -103,7 +109,9 @@ aero_status aero_gpu_plan_from_gguf(const aero_gguf *g, int n_ctx, int n_seq, in
     aero_ctx_params cp = {.n_ctx = n_ctx, .n_seq = n_seq};
     int ctx = aero_ctx_params_n_ctx(&hp, &cp);
     p->fixed = aero_gpu_fixed_bytes(&hp, (int)g->tensors[embd].ne[1], ctx, n_seq > 0 ? n_seq : 1,
-                                    aero_gpu_pass_cap(&hp, n_tile > 0 ? n_tile : AERO_GPU_MAX_PASS), small);
+                                    aero_gpu_pass_cap(&hp, n_tile > 0 ? n_tile : AERO_GPU_MAX_PASS), small) +
+               head_vram;
+    p->head_first = head_hot || head_vram > 0; // as forward_cuda.c plans it
     aero_status st = aero_gpu_plan_choose(p, gpu_mem, err);
     if (st) aero_gpu_plan_free(p);
     return st;
@@ -117,6 +125,7 @@ aero_status aero_gpu_plan_tiers(const aero_gguf *g, const aero_gpu_plan *p, uint
                                                                                               : "token_embd.weight",
                              .embd_tensor = "token_embd.weight",
                              .plan_only = true,
+                             .head_hot = p->head_first,
                              .external = p->vram};
     if (aero_stream_open(&s, g, p->n_units - 1, &sp, err)) return err->code;
     const aero_stream_plan *hp = aero_stream_get_plan(s);
@@ -134,12 +143,12 @@ void aero_gpu_plan_free(aero_gpu_plan *p) {
     p->host_ffn = NULL;
 }
 
-
 aero_status aero_gpu_plan_print(const aero_gguf *g, const aero_ctx_params *kv, int n_tile, uint64_t gpu_mem,
-                                uint64_t mem_budget, FILE *f, aero_error *err) {
+                                uint64_t mem_budget, bool head_hot, FILE *f, aero_error *err) {
     aero_gpu_plan p;
     char a[32], b[32], c[32], d[32];
-    if (aero_gpu_plan_from_gguf(g, kv->n_ctx, kv->n_seq, n_tile, gpu_mem, &p, err)) return err->code;
+    if (aero_gpu_plan_from_gguf(g, kv->n_ctx, kv->n_seq, n_tile, gpu_mem, kv->gpu_head_vram, head_hot, &p, err))
+        return err->code;
     int n_vram = 0;
     uint64_t vram_w = 0, host = 0, disk = 0;
     for (int u = 0; u < p.n_units; u++)
@@ -148,6 +157,8 @@ aero_status aero_gpu_plan_print(const aero_gguf *g, const aero_ctx_params *kv, i
                "and small tensors",
             aero_format_size(gpu_mem, a, sizeof a), n_vram, p.n_units, aero_format_size(vram_w, b, sizeof b),
             aero_format_size(p.fixed, c, sizeof c));
+    if (kv->gpu_head_vram)
+        fprintf(f, " and a draft head's layer (%s of them)", aero_format_size(kv->gpu_head_vram, b, sizeof b));
     if (p.slot_bytes) fprintf(f, ", 2 copy slots of %s", aero_format_size(p.slot_bytes, d, sizeof d));
     fprintf(f, "; minimum --gpu-mem %s\n", aero_format_size(p.min_need, a, sizeof a));
     char *tier = malloc((size_t)p.n_units + 1);

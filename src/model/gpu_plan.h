@@ -29,6 +29,8 @@ typedef struct {
 int aero_gpu_pass_cap(const aero_hparams *hp, int n_tile);
 // VRAM besides the weights for a context of n_ctx x n_seq, cap tokens a pass; small: the small tensors' bytes.
 uint64_t aero_gpu_fixed_bytes(const aero_hparams *hp, int n_vocab, int n_ctx, int n_seq, int cap, uint64_t small);
+// VRAM of an aero_cuda_batch_new(max_tokens, n_seq, n_ctx, n_head, head_dim): a context's batch, a draft head's.
+uint64_t aero_gpu_batch_bytes(int max_tokens, int n_seq, int n_ctx, int n_head, int head_dim);
 // What a plan needs: p->total and p->min_need (fixed + two slots of the largest unit) are set, *all gets the VRAM
 // that holds every unit it may hold (fixed + all units, plus the two slots when a host_ffn unit streams), *slot
 // (may be NULL) the largest unit.
@@ -37,11 +39,14 @@ void aero_gpu_plan_needs(aero_gpu_plan *p, uint64_t *all, uint64_t *slot);
 // then the units in layer order that still fit (the head first with head_first), host_ffn units excepted. p->n_units, unit_bytes and fixed are the caller's; a budget below p->min_need is
 // refused with the numbers.
 aero_status aero_gpu_plan_choose(aero_gpu_plan *p, uint64_t gpu_mem, aero_error *err);
-// The plan from the file alone (units by tensor names, as the stream groups them), for `aerollm info`.
+// The plan from the file alone (units by tensor names, as the stream groups them), for `aerollm info`; head_vram:
+// a draft head's layer beside the model (aero_ctx_params.gpu_head_vram); head_hot (or a head's layer): the output
+// head chosen first.
 aero_status aero_gpu_plan_from_gguf(const aero_gguf *g, int n_ctx, int n_seq, int n_tile, uint64_t gpu_mem,
-                                    aero_gpu_plan *p, aero_error *err);
+                                    uint64_t head_vram, bool head_hot, aero_gpu_plan *p, aero_error *err);
 // Where each unit lives beside that plan under a host budget --mem (0: no limit): tier[u] = 'V' VRAM, 'H' host
-// memory, 'D' disk (read each pass), as the stream plans the units that are not in VRAM. Opens nothing.
+// memory, 'D' disk (read each pass), as the stream plans the units that are not in VRAM (the output head kept
+// resident when the plan puts it first: a draft head reads it). Opens nothing.
 aero_status aero_gpu_plan_tiers(const aero_gguf *g, const aero_gpu_plan *p, uint64_t mem_budget, char *tier,
                                 aero_error *err);
 void aero_gpu_plan_free(aero_gpu_plan *p);

@@ -70,9 +70,9 @@ static void prof_report(const gpu_prof *p, const char *when) {
         double n = (double)s->passes, h = 0, d = 0;
         for (int i = 0; i < PH_N; i++) h += s->host[i];
         for (int i = 0; i < OP_N; i++) d += s->gpu[i];
-        fprintf(stderr,
-                "cuda profile (%s, %s passes: %ld, %.1f tokens/pass, %.0f backend calls/pass):\n  host %.3f ms/pass =",
-                when, k ? "batch" : "1-token", s->passes, s->tokens / n, s->ops / n, h / n);
+        fprintf(stderr, "%s (%s, %s passes: %ld, %.1f tokens/pass, %.0f backend calls/pass):\n  host %.3f ms/pass =",
+                p->name ? p->name : "cuda profile", when, k ? "batch" : "1-token", s->passes, s->tokens / n, s->ops / n,
+                h / n);
         for (int i = 0; i < PH_N; i++) fprintf(stderr, " %s %.3f", PH_NAMES[i], s->host[i] / n);
         fprintf(stderr, "\n  GPU  %.3f ms/pass =", d / n);
         for (int i = 0; i < OP_N; i++) fprintf(stderr, " %s %.3f", OP_NAMES[i], s->gpu[i] / n);
@@ -103,7 +103,7 @@ void prof_mark_end(gpu_prof *p) {
 }
 
 void prof_free(gpu_prof *p) {
-    if (p->every) prof_report(p, "context end");
+    if (p->every) prof_report(p, p->name ? "end" : "context end");
     for (int i = 0; i < p->cap; i++) aero_cuda_event_free(p->ev[i]);
     free(p->ev);
     free(p->cls);

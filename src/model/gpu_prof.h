@@ -21,6 +21,7 @@ typedef struct {
 
 typedef struct {
     aero_cuda *cu;
+    const char *name;     // the report's title (NULL: "cuda profile")
     int every;            // 0: off
     aero_cuda_event **ev; // a pool of marks reused each pass
     uint8_t *cls;         // class of the interval after each mark

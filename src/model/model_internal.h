@@ -163,6 +163,7 @@ struct aero_ctx {
     struct aero_mla_work *mla;   // deepseek2: the latent attention's scratch (mla.c)
     int pipe_id;                 // a pipeline's contexts: this one's id on every rank
     int hidden_users;            // draft heads reading hidden states: a GPU context copies its residual rows back
+    uint64_t gpu_head_vram;      // VRAM planned for draft heads' layers (aero_ctx_params.gpu_head_vram)
 };
 
 // The forward pass in the steps a pipeline rank runs separately (src/mpi/pipeline.c); aero_decode is them in

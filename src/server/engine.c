@@ -110,6 +110,19 @@ static void token_string(const aero_tokenizer *t, int32_t id, char *out, size_t 
     if (s) snprintf(out, cap, "%s", s);
 }
 
+// A draft head's memory for every sequence's decoder and the one that holds its weights (spec_proto): host bytes
+// inside --mem and, on the GPU, the VRAM of its layer inside --gpu-mem.
+static aero_status head_mem(const aero_model_params *mp, const aero_ctx_params *cp, const aero_spec_params *sp,
+                            uint64_t *host, uint64_t *vram, aero_error *err) {
+    aero_model_params probe = *mp; // no budget: only the context length is resolved
+    probe.mem_budget = 0;
+    aero_mem_split ms;
+    if (aero_mem_split_plan(&ms, &probe, cp, 0, err)) return err->code;
+    int nodes = sp->tree_nodes > sp->draft_max ? sp->tree_nodes : sp->draft_max;
+    bool gpu = mp->device && !strcmp(mp->device, "cuda");
+    return aero_spec_head_mem(sp->draft_head, ms.n_ctx, ms.n_seq + 1, nodes, cp->n_batch, gpu, host, vram, err);
+}
+
 // Loads the model, a context with one KV sequence per --parallel request, and the chat template.
 aero_status aero_srv_model_open(aero_srv_model *x, const aero_server_params *p, aero_error *err) {
     memset(x, 0, sizeof *x);
@@ -128,8 +141,8 @@ aero_status aero_srv_model_open(aero_srv_model *x, const aero_server_params *p, 
     const char *head = p->spec.draft_head;
     if (p->draft && head)
         return aero_fail(err, AERO_ERR_INVALID, "--draft and --draft-head exclude each other");
-    if (head) { // read every drafted token: resident, its weights inside --mem like a drafter's
-        if ((st = aero_spec_head_file_bytes(head, &x->head_bytes, err))) return st;
+    if (head) { // read every drafted token: resident, inside --mem like a drafter (and its layer inside --gpu-mem)
+        if ((st = head_mem(&mp, &cp, &p->spec, &x->head_bytes, &cp.gpu_head_vram, err))) return st;
         mp.head_hot = true; // and the output head it projects through stays resident
     }
     if (p->draft && strcmp(p->draft, "ngram")) {

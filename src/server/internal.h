@@ -34,7 +34,7 @@ typedef struct {
     aero_sched_backend backend; // the scheduler's view: forward pass, KV drop, end-of-generation and text
     aero_model *draft;          // --draft MODEL (resident), or NULL
     aero_spec *spec_proto;      // --draft-head: the decoder that loaded the head; every request's shares its weights
-    uint64_t head_bytes;        // --draft-head: its weights, counted inside --mem
+    uint64_t head_bytes;        // --draft-head: its weights and every decoder's cells and scratch, inside --mem
     bool spec_on;               // --draft or --draft-head given: requests speculate (draft model, head or n-grams)
     aero_spec_params spec;      // drafting settings
     char spec_desc[160];        // what /props and the start line say of the drafter

@@ -19,13 +19,17 @@
 
 #include "../kernels/kernels.h"
 #include "../kernels/ops.h"
+#include "head_gpu.h"
 #include "spec_internal.h"
 
 #define HEAD_ARCH "aero-draft-head"
 #define WAVE_MAX 8 // tree drafting: unexpanded nodes evaluated in one head call, the most probable first
 
-enum { W_FC, W_Q, W_K, W_V, W_O, W_GATE, W_UP, W_DOWN, W_COUNT };
-enum { N_H, N_E, N_ATTN, N_FFN, N_COUNT };
+// The head's matrices in the file, in HEAD_W_* order.
+static const char *const wname[HEAD_W_COUNT] = {
+    "fc.weight",           "blk.0.attn_q.weight",      "blk.0.attn_k.weight",
+    "blk.0.attn_v.weight", "blk.0.attn_output.weight", "blk.0.ffn_gate.weight",
+    "blk.0.ffn_up.weight", "blk.0.ffn_down.weight"};
 
 struct aero_spec_head {
     aero_ctx *tctx;        // the target context whose embeddings and projection the head shares
@@ -33,18 +37,61 @@ struct aero_spec_head {
     int d, n_head, n_head_kv, hd, n_ff, n_vocab;
     float eps;
     float *inv_freq;       // hd / 2
-    aero_wmat w[W_COUNT];  // data owned (malloc)
-    float *norm[N_COUNT];  // d each
+    aero_wmat w[HEAD_W_COUNT]; // data owned (malloc)
+    float *norm[HEAD_N_COUNT]; // d each
     int cap, rows;         // cache cells, rows one call computes at most
-    float *kc, *vc;        // per KV head: cap x hd (keys rotated)
+    float *kc, *vc;        // per KV head: cap x hd (keys rotated); with the layer on the GPU, NULL
     int n_commit, n_cells; // cells of committed tokens (a prefix), cells in use
     int *cell_parent;      // per cell: the previous visible drafted cell (-1: only the committed prefix before it)
-    float *e, *in2, *x, *xn, *q, *k, *v, *att, *g, *u, *tmp, *scores;
+    float *x;              // rows x d: the output features of the last call
+    float *e, *in2, *xn, *q, *k, *v, *att, *g, *u, *tmp, *scores; // the host layer's scratch
     int *vis;
     uint64_t bytes;
+    head_gpu *gpu;     // the layer on the target's GPU (its weights shared with the borrowers), or NULL: on the host
+    head_gpu_kv *gkv;  // this head's KV cells in VRAM
     bool wants_hidden; // registered with tctx (aero_ctx_want_hidden)
-    bool borrowed;     // w, norm and inv_freq belong to another head (aero_spec_head_load_like)
+    bool borrowed;     // w, norm, inv_freq and gpu belong to another head (aero_spec_head_load_like)
 };
+
+// The memory of one head's state, as (buffer, bytes) pairs: the output features and the cells' parents, and with
+// the layer on the host its cache and scratch. One list for allocating and for aero_spec_head_mem.
+typedef struct {
+    void **p;
+    size_t bytes;
+} state_buf;
+#define STATE_BUFS 16
+
+static int state_layout(aero_spec_head *h, int d, int kvd, int n_ff, int cells, int rows, bool gpu, state_buf *b) {
+    size_t R = (size_t)rows, C = (size_t)cells, f = sizeof(float);
+    int n = 0;
+    b[n++] = (state_buf){(void **)&h->x, f * R * d};
+    b[n++] = (state_buf){(void **)&h->cell_parent, sizeof(int) * C};
+    if (gpu) return n;
+    b[n++] = (state_buf){(void **)&h->kc, f * C * kvd};
+    b[n++] = (state_buf){(void **)&h->vc, f * C * kvd};
+    b[n++] = (state_buf){(void **)&h->e, f * R * d};
+    b[n++] = (state_buf){(void **)&h->in2, f * R * 2 * d};
+    b[n++] = (state_buf){(void **)&h->xn, f * R * d};
+    b[n++] = (state_buf){(void **)&h->q, f * R * d};
+    b[n++] = (state_buf){(void **)&h->k, f * R * kvd};
+    b[n++] = (state_buf){(void **)&h->v, f * R * kvd};
+    b[n++] = (state_buf){(void **)&h->att, f * R * d};
+    b[n++] = (state_buf){(void **)&h->g, f * R * n_ff};
+    b[n++] = (state_buf){(void **)&h->u, f * R * n_ff};
+    b[n++] = (state_buf){(void **)&h->tmp, f * R * d};
+    b[n++] = (state_buf){(void **)&h->scores, f * C};
+    b[n++] = (state_buf){(void **)&h->vis, sizeof(int) * C};
+    return n;
+}
+
+int aero_spec_head_cells(int n_ctx, int nodes) { return n_ctx + nodes + 3; }
+
+// A step's drafted nodes at once, and committed tokens in chunks of at most 64 (the batch scratch of the decoder
+// holds nodes + 1 + n_batch tokens): each token's bits are the same in any chunking (batch invariance).
+int aero_spec_head_rows(int nodes, int n_batch) {
+    int chunk = n_batch < HEAD_GPU_MIN_ROWS ? n_batch : HEAD_GPU_MIN_ROWS;
+    return nodes + 1 > chunk ? nodes + 1 : chunk;
+}
 
 // FNV-1a 64 over every token string and a zero byte after each: the teacher's vocabulary in one number.
 uint64_t aero_spec_head_vocab_hash(const aero_model *m) {
@@ -62,25 +109,16 @@ uint64_t aero_spec_head_vocab_hash(const aero_model *m) {
 void aero_spec_head_free(aero_spec_head *h) {
     if (!h) return;
     if (h->wants_hidden) aero_ctx_want_hidden(h->tctx, false);
-    for (int i = 0; i < W_COUNT && !h->borrowed; i++) free((void *)h->w[i].data);
-    for (int i = 0; i < N_COUNT && !h->borrowed; i++) free(h->norm[i]);
+    for (int i = 0; i < HEAD_W_COUNT && !h->borrowed; i++) free((void *)h->w[i].data);
+    for (int i = 0; i < HEAD_N_COUNT && !h->borrowed; i++) free(h->norm[i]);
     if (!h->borrowed) free(h->inv_freq);
-    free(h->kc);
-    free(h->vc);
-    free(h->cell_parent);
-    free(h->e);
-    free(h->in2);
-    free(h->x);
-    free(h->xn);
-    free(h->q);
-    free(h->k);
-    free(h->v);
-    free(h->att);
-    free(h->g);
-    free(h->u);
-    free(h->tmp);
-    free(h->scores);
-    free(h->vis);
+    state_buf b[STATE_BUFS];
+    int n = state_layout(h, 0, 0, 0, 0, 0, false, b);
+    for (int i = 0; i < n; i++) free(*b[i].p);
+#ifdef AERO_CUDA
+    head_gpu_kv_give(h->gkv);
+    if (!h->borrowed) head_gpu_free(h->gpu); // after every head that borrowed it
+#endif
     free(h);
 }
 
@@ -137,10 +175,35 @@ static aero_status check_teacher(const aero_gguf *g, const char *path, aero_mode
     return AERO_OK;
 }
 
-static aero_status alloc_state(aero_spec_head *h, aero_ctx *target, int cells, int rows, aero_error *err);
+static aero_status alloc_state(aero_spec_head *h, aero_ctx *target, int cells, int rows, int nodes, aero_error *err);
+
+// AERO_DRAFT_HEAD_HOST=1 keeps the head's layer on the host beside a GPU target (A/B runs); nothing is planned
+// for it in VRAM then.
+static bool host_forced(void) {
+    const char *e = getenv("AERO_DRAFT_HEAD_HOST");
+    return e && atoi(e) > 0;
+}
+
+#ifdef AERO_CUDA
+// Says why a head's layer stays on the host of a GPU target (no room planned in VRAM, a weight without a kernel).
+static void host_note(const char *why) { fprintf(stderr, "draft head: its layer runs on the host (%s)\n", why); }
+
+// With the target on the GPU, the layer's weights go there once for the heads that share them; failing that, the
+// layer stays on the host, which computes the same drafts (to a tolerance) more slowly.
+static void gpu_open(aero_spec_head *h, aero_ctx *target, int cells, int nodes) {
+    if (!aero_ctx_on_gpu(target) || host_forced()) return;
+    head_layer L = {.dm = {h->d, h->n_head, h->n_head_kv, h->hd, h->n_ff, h->n_vocab},
+                    .eps = h->eps,
+                    .inv_freq = h->inv_freq,
+                    .w = h->w,
+                    .norm = (const float *const *)h->norm};
+    aero_error e = {0};
+    if (head_gpu_new(target, &L, cells, nodes, &h->gpu, &e)) host_note(e.msg);
+}
+#endif
 
 aero_status aero_spec_head_load(aero_spec_head **out, const char *path, aero_ctx *target, int cells, int rows,
-                                aero_error *err) {
+                                int nodes, aero_error *err) {
     *out = NULL;
     aero_model *tm = aero_ctx_model(target);
     aero_gguf *g = NULL;
@@ -180,12 +243,9 @@ aero_status aero_spec_head_load(aero_spec_head **out, const char *path, aero_ctx
         goto fail;
     }
     int d = h->d, kvd = h->n_head_kv * h->hd;
-    static const char *wname[W_COUNT] = {"fc.weight",           "blk.0.attn_q.weight",  "blk.0.attn_k.weight",
-                                         "blk.0.attn_v.weight", "blk.0.attn_output.weight", "blk.0.ffn_gate.weight",
-                                         "blk.0.ffn_up.weight", "blk.0.ffn_down.weight"};
-    uint64_t wcols[W_COUNT] = {2 * (uint64_t)d, d, d, d, d, d, d, h->n_ff},
-             wrows[W_COUNT] = {d, d, kvd, kvd, d, h->n_ff, h->n_ff, d};
-    for (int i = 0; i < W_COUNT; i++) {
+    uint64_t wcols[HEAD_W_COUNT] = {2 * (uint64_t)d, d, d, d, d, d, d, h->n_ff},
+             wrows[HEAD_W_COUNT] = {d, d, kvd, kvd, d, h->n_ff, h->n_ff, d};
+    for (int i = 0; i < HEAD_W_COUNT; i++) {
         void *data;
         aero_dtype t;
         if (read_tensor(g, f, path, wname[i], wcols[i], wrows[i], &data, &t, err)) goto fail;
@@ -200,9 +260,9 @@ aero_status aero_spec_head_load(aero_spec_head **out, const char *path, aero_ctx
             goto fail;
         }
     }
-    static const char *nname[N_COUNT] = {"fc_norm_h.weight", "fc_norm_e.weight", "blk.0.attn_norm.weight",
-                                         "blk.0.ffn_norm.weight"};
-    for (int i = 0; i < N_COUNT; i++) {
+    static const char *nname[HEAD_N_COUNT] = {"fc_norm_h.weight", "fc_norm_e.weight", "blk.0.attn_norm.weight",
+                                              "blk.0.ffn_norm.weight"};
+    for (int i = 0; i < HEAD_N_COUNT; i++) {
         aero_dtype t;
         if (read_tensor(g, f, path, nname[i], d, 0, (void **)&h->norm[i], &t, err)) goto fail;
     }
@@ -213,7 +273,10 @@ aero_status aero_spec_head_load(aero_spec_head **out, const char *path, aero_ctx
     h->inv_freq = malloc(sizeof(float) * h->hd / 2);
     if (!h->inv_freq) goto oom;
     for (int i = 0; i < h->hd / 2; i++) h->inv_freq[i] = (float)pow(base, -2.0 * i / h->hd);
-    if (alloc_state(h, target, cells, rows, err)) goto fail;
+#ifdef AERO_CUDA
+    gpu_open(h, target, cells, nodes);
+#endif
+    if (alloc_state(h, target, cells, rows, nodes, err)) goto fail;
     *out = h;
     return AERO_OK;
 oom:
@@ -225,7 +288,7 @@ fail:
     return err->code;
 }
 
-aero_status aero_spec_head_load_like(aero_spec_head **out, const aero_spec_head *like, int cells, int rows,
+aero_status aero_spec_head_load_like(aero_spec_head **out, const aero_spec_head *like, int cells, int rows, int nodes,
                                      aero_error *err) {
     *out = NULL;
     aero_spec_head *h = malloc(sizeof *h);
@@ -240,10 +303,11 @@ aero_status aero_spec_head_load_like(aero_spec_head **out, const aero_spec_head 
                           .eps = like->eps,
                           .inv_freq = like->inv_freq,
                           .bytes = like->bytes,
+                          .gpu = like->gpu,
                           .borrowed = true};
     memcpy(h->w, like->w, sizeof h->w);
     memcpy(h->norm, like->norm, sizeof h->norm);
-    if (alloc_state(h, like->tctx, cells, rows, err)) {
+    if (alloc_state(h, like->tctx, cells, rows, nodes, err)) {
         aero_spec_head_free(h);
         return err->code;
     }
@@ -251,39 +315,33 @@ aero_status aero_spec_head_load_like(aero_spec_head **out, const aero_spec_head 
     return AERO_OK;
 }
 
-// A head's own state (its cache of cells cells, scratch of rows tokens a call), and its registration as a reader
-// of the target's hidden states.
-static aero_status alloc_state(aero_spec_head *h, aero_ctx *target, int cells, int rows, aero_error *err) {
-    int d = h->d, kvd = h->n_head_kv * h->hd;
+// A head's own state (its cache of cells cells, scratch of rows tokens a call: in VRAM when its layer is on the
+// GPU, else on the host), and its registration as a reader of the target's hidden states.
+static aero_status alloc_state(aero_spec_head *h, aero_ctx *target, int cells, int rows, int nodes, aero_error *err) {
     h->pool = aero_model_pool(aero_ctx_model(target));
     h->cap = cells;
     h->rows = rows;
-    size_t R = (size_t)rows;
-    h->kc = malloc(sizeof(float) * (size_t)cells * kvd);
-    h->vc = malloc(sizeof(float) * (size_t)cells * kvd);
-    h->cell_parent = malloc(sizeof(int) * cells);
-    h->e = malloc(sizeof(float) * R * d);
-    h->in2 = malloc(sizeof(float) * R * 2 * d);
-    h->x = malloc(sizeof(float) * R * d);
-    h->xn = malloc(sizeof(float) * R * d);
-    h->q = malloc(sizeof(float) * R * d);
-    h->k = malloc(sizeof(float) * R * kvd);
-    h->v = malloc(sizeof(float) * R * kvd);
-    h->att = malloc(sizeof(float) * R * d);
-    h->g = malloc(sizeof(float) * R * h->n_ff);
-    h->u = malloc(sizeof(float) * R * h->n_ff);
-    h->tmp = malloc(sizeof(float) * R * d);
-    h->scores = malloc(sizeof(float) * cells);
-    h->vis = malloc(sizeof(int) * cells);
-    if (!h->kc || !h->vc || !h->cell_parent || !h->e || !h->in2 || !h->x || !h->xn || !h->q || !h->k || !h->v ||
-        !h->att || !h->g || !h->u || !h->tmp || !h->scores || !h->vis)
-        return aero_fail(err, AERO_ERR_NOMEM, "out of memory for the draft head's cache of %d cells", cells);
+#ifdef AERO_CUDA
+    aero_error e = {0};
+    if (h->gpu && head_gpu_kv_take(h->gpu, cells, nodes, &h->gkv, &e)) {
+        host_note(e.msg);
+        if (!h->borrowed) head_gpu_free(h->gpu);
+        h->gpu = NULL;
+    }
+#endif
+    state_buf b[STATE_BUFS];
+    int n = state_layout(h, h->d, h->n_head_kv * h->hd, h->n_ff, cells, rows, h->gpu != NULL, b);
+    for (int i = 0; i < n; i++)
+        if (!(*b[i].p = malloc(b[i].bytes)))
+            return aero_fail(err, AERO_ERR_NOMEM, "out of memory for the draft head's cache of %d cells", cells);
     aero_ctx_want_hidden(target, true); // a GPU context copies its hidden states back from now on
     h->wants_hidden = true;
     return AERO_OK;
 }
 
 uint64_t aero_spec_head_bytes(const aero_spec_head *h) { return h ? h->bytes : 0; }
+
+bool aero_spec_head_on_gpu(const aero_spec_head *h) { return h && h->gpu; }
 
 aero_status aero_spec_head_file_bytes(const char *path, uint64_t *bytes, aero_error *err) {
     *bytes = 0;
@@ -297,6 +355,55 @@ aero_status aero_spec_head_file_bytes(const char *path, uint64_t *bytes, aero_er
     for (uint64_t i = 0; !st && i < g->n_tensors; i++) *bytes += aero_gguf_tensor_nbytes(g, i);
     aero_gguf_close(g);
     return st;
+}
+
+// The head's shape and matrix bytes from its file (what aero_spec_head_load reads, without the weights).
+static aero_status file_dims(const aero_gguf *g, const char *path, head_dims *dm, uint64_t *mat_bytes,
+                             aero_error *err) {
+    bool ok = true;
+    *dm = (head_dims){.d = (int)meta_u64(g, HEAD_ARCH ".teacher.n_embd", &ok),
+                      .n_head = (int)meta_u64(g, HEAD_ARCH ".head_count", &ok),
+                      .n_head_kv = (int)meta_u64(g, HEAD_ARCH ".head_count_kv", &ok),
+                      .n_ff = (int)meta_u64(g, HEAD_ARCH ".feed_forward_length", &ok),
+                      .n_vocab = (int)meta_u64(g, HEAD_ARCH ".teacher.n_vocab", &ok)};
+    if (!ok || dm->d <= 0 || dm->n_head <= 0 || dm->n_head_kv <= 0 || dm->d % dm->n_head || dm->n_ff <= 0 ||
+        dm->n_vocab <= 0)
+        return aero_fail(err, AERO_ERR_INVALID, "draft head %s: bad or missing shape metadata", path);
+    dm->hd = dm->d / dm->n_head;
+    for (int i = 0; i < HEAD_W_COUNT; i++) {
+        int64_t t = aero_gguf_tensor_index(g, wname[i]);
+        if (t < 0) return aero_fail(err, AERO_ERR_INVALID, "draft head %s: tensor '%s' missing", path, wname[i]);
+        mat_bytes[i] = aero_gguf_tensor_nbytes(g, (uint64_t)t);
+    }
+    return AERO_OK;
+}
+
+aero_status aero_spec_head_mem(const char *path, int n_ctx, int n_seq, int nodes, int n_batch, bool gpu, uint64_t *host,
+                               uint64_t *vram, aero_error *err) {
+    *host = *vram = 0;
+    uint64_t weights = 0, mat_bytes[HEAD_W_COUNT];
+    head_dims dm;
+    aero_gguf *g = NULL;
+    if (aero_spec_head_file_bytes(path, &weights, err) || aero_gguf_load(&g, path, err))
+        return aero_error_prefix(err, "draft head: ");
+    aero_status st = file_dims(g, path, &dm, mat_bytes, err);
+    aero_gguf_close(g);
+    if (st) return st;
+    if (n_seq < 1) n_seq = 1;
+    bool on_gpu = gpu && !host_forced();
+    int cells = aero_spec_head_cells(n_ctx, nodes), rows = aero_spec_head_rows(nodes, n_batch > 0 ? n_batch : 512);
+    aero_spec_head dummy = {0};
+    state_buf b[STATE_BUFS];
+    uint64_t state = 0;
+    int nb = state_layout(&dummy, dm.d, dm.n_head_kv * dm.hd, dm.n_ff, cells, rows, on_gpu, b);
+    for (int i = 0; i < nb; i++) state += b[i].bytes;
+    // and the decoder's own buffers for a head (spec.c): features by position, logits and features of a step
+    uint64_t nm = (uint64_t)nodes + 1, lrows = nm > 8 ? nm : 8;
+    state += 4 * ((uint64_t)cells * dm.d + lrows * dm.n_vocab + nm * dm.d + dm.n_vocab);
+    *host = weights + (uint64_t)n_seq * state + (on_gpu ? head_gpu_host_bytes(&dm, nodes) : 0);
+    if (on_gpu)
+        *vram = head_gpu_shared_bytes(&dm, mat_bytes, cells, nodes) + (uint64_t)n_seq * head_gpu_kv_bytes(&dm, cells);
+    return AERO_OK;
 }
 
 // Drops drafted cells and committed cells beyond n_commit (positions 1..n_commit are cells 0..n_commit-1).
@@ -318,15 +425,38 @@ static aero_status head_forward(aero_spec_head *h, int n, const int32_t *tok, co
     if (n > h->rows || h->n_cells + n > h->cap)
         return aero_fail(err, AERO_ERR_RANGE, "draft head: %d tokens do not fit (%d of %d cells used)", n, h->n_cells,
                          h->cap);
+    for (int i = 0; i < n; i++) h->cell_parent[h->n_cells + i] = parent ? parent[i] : -1;
+#ifdef AERO_CUDA
+    if (h->gpu) {
+        head_gpu_call call = {.n = n,
+                              .tok = tok,
+                              .pos = pos,
+                              .feat = feat,
+                              .parent = parent,
+                              .cell_parent = h->cell_parent,
+                              .base = h->n_cells,
+                              .n_commit = h->n_commit,
+                              .x = h->x,
+                              .logits = logits,
+                              .n_logits = !logits     ? 0
+                                          : last_only ? 1
+                                                      : n};
+        if (head_gpu_forward(h->gpu, h->gkv, &call, err)) return aero_error_prefix(err, "draft head on the GPU: ");
+        h->n_cells += n;
+        if (!parent) h->n_commit = h->n_cells;
+        return AERO_OK;
+    }
+#endif
     aero_status st = aero_ctx_embed_rows(h->tctx, tok, n, h->e, err);
     if (st) return aero_error_prefix(err, "draft head: ");
     for (int i = 0; i < n; i++) {
-        aero_rmsnorm(h->in2 + (size_t)i * 2 * d, feat[i], h->norm[N_H], d, h->eps);
-        aero_rmsnorm(h->in2 + (size_t)i * 2 * d + d, h->e + (size_t)i * d, h->norm[N_E], d, h->eps);
+        aero_rmsnorm(h->in2 + (size_t)i * 2 * d, feat[i], h->norm[HEAD_N_H], d, h->eps);
+        aero_rmsnorm(h->in2 + (size_t)i * 2 * d + d, h->e + (size_t)i * d, h->norm[HEAD_N_E], d, h->eps);
     }
-    aero_matmul(h->pool, &h->w[W_FC], h->in2, n, h->x);
-    for (int i = 0; i < n; i++) aero_rmsnorm(h->xn + (size_t)i * d, h->x + (size_t)i * d, h->norm[N_ATTN], d, h->eps);
-    const aero_wmat *qkv[3] = {&h->w[W_Q], &h->w[W_K], &h->w[W_V]};
+    aero_matmul(h->pool, &h->w[HEAD_W_FC], h->in2, n, h->x);
+    for (int i = 0; i < n; i++)
+        aero_rmsnorm(h->xn + (size_t)i * d, h->x + (size_t)i * d, h->norm[HEAD_N_ATTN], d, h->eps);
+    const aero_wmat *qkv[3] = {&h->w[HEAD_W_Q], &h->w[HEAD_W_K], &h->w[HEAD_W_V]};
     float *qkv_out[3] = {h->q, h->k, h->v};
     aero_matmul_many(h->pool, qkv, 3, h->xn, n, qkv_out);
     int base = h->n_cells;
@@ -339,7 +469,6 @@ static aero_status head_forward(aero_spec_head *h, int n, const int32_t *tok, co
             memcpy(h->kc + ((size_t)kh * h->cap + cell) * hd, kr, sizeof(float) * hd);
             memcpy(h->vc + ((size_t)kh * h->cap + cell) * hd, h->v + (size_t)i * kvd + kh * hd, sizeof(float) * hd);
         }
-        h->cell_parent[cell] = parent ? parent[i] : -1;
     }
     float scale = 1.0f / sqrtf((float)hd);
     for (int i = 0; i < n; i++) {
@@ -365,14 +494,15 @@ static aero_status head_forward(aero_spec_head *h, int n, const int32_t *tok, co
     }
     h->n_cells += n;
     if (!parent) h->n_commit = h->n_cells;
-    aero_matmul(h->pool, &h->w[W_O], h->att, n, h->tmp);
+    aero_matmul(h->pool, &h->w[HEAD_W_O], h->att, n, h->tmp);
     for (size_t i = 0; i < (size_t)n * d; i++) h->x[i] += h->tmp[i];
-    for (int i = 0; i < n; i++) aero_rmsnorm(h->xn + (size_t)i * d, h->x + (size_t)i * d, h->norm[N_FFN], d, h->eps);
-    const aero_wmat *gu[2] = {&h->w[W_GATE], &h->w[W_UP]};
+    for (int i = 0; i < n; i++)
+        aero_rmsnorm(h->xn + (size_t)i * d, h->x + (size_t)i * d, h->norm[HEAD_N_FFN], d, h->eps);
+    const aero_wmat *gu[2] = {&h->w[HEAD_W_GATE], &h->w[HEAD_W_UP]};
     float *gu_out[2] = {h->g, h->u};
     aero_matmul_many(h->pool, gu, 2, h->xn, n, gu_out);
     aero_swiglu(h->g, h->u, (int64_t)n * h->n_ff);
-    aero_matmul(h->pool, &h->w[W_DOWN], h->g, n, h->tmp);
+    aero_matmul(h->pool, &h->w[HEAD_W_DOWN], h->g, n, h->tmp);
     for (size_t i = 0; i < (size_t)n * d; i++) h->x[i] += h->tmp[i];
     if (!logits) return AERO_OK;
     st = last_only ? aero_ctx_project(h->tctx, h->x + (size_t)(n - 1) * d, 1, logits, err)

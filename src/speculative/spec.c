@@ -167,9 +167,10 @@ static aero_status spec_new(aero_spec **out, aero_ctx *target, int seq, aero_mod
     if (p->draft_head) {
         // the head drafts over the target's own vocabulary, with the drafter's ranking buffers
         int d = aero_model_n_embd(tm);
-        int cells = s->n_ctx + nm + 2, rows = nm > s->p.n_batch ? nm : s->p.n_batch;
-        if (like_head ? aero_spec_head_load_like(&s->head, like_head, cells, rows, err)
-                      : aero_spec_head_load(&s->head, p->draft_head, target, cells, rows, err))
+        int cells = aero_spec_head_cells(s->n_ctx, s->max_nodes),
+            rows = aero_spec_head_rows(s->max_nodes, s->p.n_batch);
+        if (like_head ? aero_spec_head_load_like(&s->head, like_head, cells, rows, s->max_nodes, err)
+                      : aero_spec_head_load(&s->head, p->draft_head, target, cells, rows, s->max_nodes, err))
             goto fail;
         aero_sampler_params dp = p->sampling;
         dp.repeat_penalty = 1, dp.presence_penalty = 0, dp.frequency_penalty = 0;
@@ -711,7 +712,10 @@ done:
 }
 
 void aero_spec_describe(const aero_spec *s, char *buf, int cap) {
-    const char *who = s->head ? "draft head" : s->dmodel ? "draft model" : "n-gram prompt lookup";
+    const char *who = aero_spec_head_on_gpu(s->head) ? "draft head (layer on the GPU)"
+                      : s->head                      ? "draft head"
+                      : s->dmodel                    ? "draft model"
+                                                     : "n-gram prompt lookup";
     if (s->p.tree_nodes > 0 && (s->dmodel || s->head) && s->p.tree_policy == AERO_SPEC_TREE_COST)
         snprintf(buf, cap, "%s, tree grown by cost (up to %d nodes, depth <= %d, %s costs)", who, s->p.tree_nodes,
                  s->p.draft_max, s->p.cost_fixed ? "fixed" : "measured");

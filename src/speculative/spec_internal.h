@@ -114,14 +114,23 @@ void aero_spec_draft_ngram(aero_spec *s, bool tree, int max_nodes, int max_depth
 void aero_spec_rank_children(aero_spec *s, bool greedy, const float *logits, int slot);
 
 // The draft head: loads path for the target context (refused when it was trained for another teacher), with
-// cells cache cells and at most rows tokens a call; its weight bytes; cache truncation to a committed prefix.
+// cells cache cells, at most rows tokens a call and up to nodes drafted tokens a step; its layer runs on the
+// target's GPU when the target computes there (aero_ctx_params.gpu_head_vram planned room for it), else on the
+// host. Its weight bytes; cache truncation to a committed prefix.
 aero_status aero_spec_head_load(aero_spec_head **out, const char *path, aero_ctx *target, int cells, int rows,
-                                aero_error *err);
+                                int nodes, aero_error *err);
 void aero_spec_head_free(aero_spec_head *h);
 // A head for another sequence of the same target sharing like's weights (like must outlive it): the server loads
 // the file once for all its sequences.
-aero_status aero_spec_head_load_like(aero_spec_head **out, const aero_spec_head *like, int cells, int rows,
+aero_status aero_spec_head_load_like(aero_spec_head **out, const aero_spec_head *like, int cells, int rows, int nodes,
                                      aero_error *err);
+// The cache cells and the rows a call computes of a head for a context of n_ctx tokens drafting up to nodes
+// tokens a step, prefilling n_batch tokens a pass (what aero_spec_new gives aero_spec_head_load, and
+// aero_spec_head_mem counts).
+int aero_spec_head_cells(int n_ctx, int nodes);
+int aero_spec_head_rows(int nodes, int n_batch);
+// Whether the head's layer runs on the GPU.
+bool aero_spec_head_on_gpu(const aero_spec_head *h);
 uint64_t aero_spec_head_bytes(const aero_spec_head *h);
 void aero_spec_head_truncate(aero_spec_head *h, int n_commit);
 // Fills s->nodes from the draft head: best-first by path probability, evaluating the most probable

@@ -61,6 +61,9 @@ aero_status aero_cuda_alloc(aero_cuda *cu, size_t bytes, void **dev, aero_error 
     return AERO_OK;
 }
 size_t aero_cuda_arena_mark(const aero_cuda *cu) { return cu->used; }
+void aero_cuda_arena_reset(aero_cuda *cu, size_t mark) {
+    if (mark < cu->used) cu->used = mark;
+}
 size_t aero_cuda_arena_budget(const aero_cuda *cu) { return cu->budget; }
 aero_status aero_cuda_host_alloc(size_t bytes, void **host, aero_error *err) {
     *host = malloc(bytes ? bytes : 1);
@@ -81,6 +84,10 @@ aero_status aero_cuda_copy_d2h(aero_cuda *cu, void *host, const void *dev, size_
 }
 aero_status aero_cuda_copy_d2d(aero_cuda *cu, void *dst, const void *src, size_t bytes, aero_error *err) {
     memmove(dst, src, bytes);
+    return AERO_OK;
+}
+aero_status aero_cuda_memset0(aero_cuda *cu, void *dev, size_t bytes, aero_error *err) {
+    memset(dev, 0, bytes);
     return AERO_OK;
 }
 aero_status aero_cuda_event_new(aero_cuda *cu, aero_cuda_event **ev, aero_error *err) {

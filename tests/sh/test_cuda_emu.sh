@@ -3,8 +3,8 @@
 # the CUDA backend (tests/cuda/cuda_emu.c), so its wiring is checked everywhere: greedy text equal to the CPU
 # path, every unit streamed through the two VRAM slots (the smallest --gpu-mem) bitwise equal to all resident,
 # long prompts in chunks, embedding rows on the device or the host, the AERO_CUDA_PROFILE report, speculative
-# chain and tree (KV keep on the device) and the draft head (hidden states back to the host, projection through
-# the device's head) equal to plain greedy, all-token
+# chain and tree (KV keep on the device) and the draft head (its layer and projection on the device, planned inside
+# --gpu-mem; drafts as the host layer's) equal to plain greedy, all-token
 # logits (perplexity), MoE layers (FFN on the host), and the refusal without a device. The kernels themselves are checked on a GPU (test_cuda).
 set -u
 cd "$(dirname "$0")/../.."
@@ -63,30 +63,111 @@ if [ -f "$TM" ] && [ -f "$DM" ]; then
     gen t_tree -m "$TM" -n 20 -c 128 --device cuda --draft "$DM" --draft-tree 8
     same t_gpu t_spec "teacher: speculative differs from plain greedy"
     same t_gpu t_tree "teacher: tree speculative differs from plain greedy"
-    # the draft head on the GPU: hidden states copied back, projection through the device's output head (resident,
-    # or streamed through a slot at the smallest --gpu-mem); greedy text == plain == the CPU's
+    # the draft head on the GPU: hidden states copied back, its layer (fc, norms, q/k/v/o, RoPE, attention over its
+    # own KV cells with the tree's visibility, FFN) and the projection through the device's output head, in VRAM
+    # planned inside --gpu-mem (resident, or the model streamed through a slot at the smallest --gpu-mem); greedy
+    # text == plain == the CPU's, chain and trees; the drafts those of the host's layer (AERO_DRAFT_HEAD_HOST=1)
     HD=models/aero-draft-head-4M-F16.gguf
     if [ -f "$HD" ]; then
         gen t_cpu -m "$TM" -n 40 -c 128 --device cpu
         gen t_gpu40 -m "$TM" -n 40 -c 128 --device cuda
-        gen t_head -m "$TM" -n 40 -c 128 --device cuda --draft-head "$HD" --draft-fixed --draft-max 8 --stats
-        gen t_head_tree -m "$TM" -n 40 -c 128 --device cuda --draft-head "$HD" --draft-tree 16
         same t_cpu t_gpu40 "teacher: emulated GPU differs from the CPU"
-        same t_gpu40 t_head "teacher: --draft-head on the GPU differs from plain greedy"
-        same t_gpu40 t_head_tree "teacher: --draft-head tree on the GPU differs from plain greedy"
-        # chains of 8: most accepted (~90%, as on the CPU); without the device's hidden states ~10%
-        da=$(grep -oE 'drafted +[0-9]+, accepted [0-9]+' "$T/t_head.err" | grep -oE '[0-9]+' | tr '\n' ' ')
+        # tag and options of each drafting mode; the fixed ones draft the same whatever the timings
+        modes=("chain8:--draft-fixed --draft-max 8" "tree16:--draft-tree 16 --draft-fixed" "tree32:--draft-tree 32"
+               "cost:--draft-policy cost")
+        for mt in "${modes[@]}"; do
+            tag=${mt%%:*} opts=${mt#*:}
+            gen h_$tag -m "$TM" -n 40 -c 128 --device cuda --draft-head "$HD" $opts --stats
+            same t_gpu40 h_$tag "teacher: --draft-head ($opts) on the GPU differs from plain greedy"
+            grep -q "speculative decoding: draft head (layer on the GPU)" "$T/h_$tag.err" ||
+                fail "--draft-head ($opts): the head's layer is not on the GPU: $(grep -E 'speculative|draft head' "$T/h_$tag.err")"
+            AERO_DRAFT_HEAD_HOST=1 "$A" run -m "$TM" -p "$P" -n 40 --temp 0 -c 128 --device cuda --draft-head "$HD" $opts \
+                --stats > "$T/hh_$tag" 2> "$T/hh_$tag.err" || fail "AERO_DRAFT_HEAD_HOST=1 $opts"
+            same t_gpu40 hh_$tag "teacher: --draft-head ($opts) with the layer on the host differs from plain greedy"
+            grep -q "speculative decoding: draft head, " "$T/hh_$tag.err" ||
+                fail "AERO_DRAFT_HEAD_HOST=1: $(grep -E 'speculative' "$T/hh_$tag.err")"
+        done
+        # the same drafts as the host's layer (to a tolerance: F16 cells): accepted tokens within 10% in the fixed modes
+        for tag in chain8 tree16; do
+            a=$(grep -oE 'drafted +[0-9]+, accepted [0-9]+' "$T/h_$tag.err" | grep -oE '[0-9]+$')
+            b=$(grep -oE 'drafted +[0-9]+, accepted [0-9]+' "$T/hh_$tag.err" | grep -oE '[0-9]+$')
+            [ -n "$a" ] && [ -n "$b" ] && [ $(( (a - b) * (a - b) * 100 )) -le $(( b * b )) ] ||
+                fail "$tag: the GPU head accepted ${a:-?} drafted tokens, the host's layer ${b:-?}"
+        done
+        # chains of 8: most accepted (~80-90%, as on the CPU); without the device's hidden states ~10%
+        da=$(grep -oE 'drafted +[0-9]+, accepted [0-9]+' "$T/h_chain8.err" | grep -oE '[0-9]+' | tr '\n' ' ')
         set -- $da
         [ -n "${2:-}" ] && [ $(( ${2:-0} * 2 )) -gt "${1:-0}" ] ||
             fail "--draft-head on the GPU: accepted ${2:-?} of ${1:-?} drafted tokens (hidden states or projection wrong)"
-        mgt=$("$A" run -m "$TM" -p x -n 1 -c 128 --device cuda --gpu-mem 4K 2>&1 | grep -oE 'at least [0-9]+ bytes' | grep -oE '[0-9]+')
+        # every head pass through the backend: its own profile, one pass per drafter call, ~20 backend calls each
+        AERO_CUDA_PROFILE=1 "$A" run -m "$TM" -p "$P" -n 40 --temp 0 -c 128 --device cuda --draft-head "$HD" \
+            --draft-tree 16 --draft-fixed --stats > "$T/h_prof" 2> "$T/h_prof.err"
+        same t_gpu40 h_prof "AERO_CUDA_PROFILE=1 with a draft head changes the text"
+        calls=$(grep -oE '[0-9]+ drafter passes' "$T/h_prof.err" | grep -oE '^[0-9]+')
+        hp=$(grep -oE 'cuda draft head profile \(end, [a-z0-9-]+ passes: [0-9]+' "$T/h_prof.err" | grep -oE '[0-9]+$' | paste -sd+ | bc)
+        [ -n "$calls" ] && [ "${hp:-0}" -ge "$calls" ] && [ "$calls" -gt 0 ] ||
+            fail "draft head profile: ${hp:-no} device passes for ${calls:-?} head calls: $(grep -A1 'draft head profile' "$T/h_prof.err")"
+        grep -E 'cuda draft head profile' "$T/h_prof.err" | grep -qE ' (1[5-9]|2[0-9]) backend calls/pass' ||
+            fail "draft head profile: $(grep 'draft head profile' "$T/h_prof.err")"
+        # the server: every request's decoder shares the head's weights in VRAM and takes KV cells of its own (given
+        # back and reused by the next request); completions == the plain server's, two rounds of two at once
+        if command -v curl > /dev/null; then
+            for kind in plain head; do
+                extra=(); [ $kind = head ] && extra=(--draft-head "$HD")
+                "$A" serve -m "$TM" --port 0 --parallel 2 -c 256 --device cuda "${extra[@]}" > "$T/srv_$kind.log" 2>&1 &
+                spid=$!
+                port=
+                for i in $(seq 150); do
+                    port=$(grep -o 'http://[^ ]*:[0-9]*' "$T/srv_$kind.log" | head -1 | grep -o '[0-9]*$')
+                    [ -n "$port" ] && curl -s "localhost:$port/health" | grep -q ok && break
+                    port=; sleep 0.2
+                done
+                [ -n "$port" ] || fail "server ($kind) did not start: $(tail -3 "$T/srv_$kind.log")"
+                for round in 1 2; do
+                    cp=()
+                    for q in 1 2; do
+                        pr=$([ $q = 1 ] && echo "Once upon a time" || echo "Lily wanted to")
+                        curl -s -m 120 "localhost:${port:-1}/v1/completions" -H 'content-type: application/json' \
+                            -d "{\"prompt\":\"$pr\",\"max_tokens\":24,\"temperature\":0}" > "$T/srv_$kind.$round.$q" &
+                        cp+=($!)
+                    done
+                    wait "${cp[@]}"
+                done
+                kill $spid; wait $spid 2> /dev/null
+            done
+            for f in 1.1 1.2 2.1 2.2; do
+                a=$(grep -o '"text":"[^"]*"' "$T/srv_plain.$f") b=$(grep -o '"text":"[^"]*"' "$T/srv_head.$f")
+                [ -n "$a" ] && [ "$a" = "$b" ] || fail "server completion $f: --draft-head $b, plain $a"
+            done
+            [ "$(grep -c 'draft=' "$T/srv_head.log")" = 4 ] || fail "server --draft-head: $(grep POST "$T/srv_head.log")"
+            grep -q "layer runs on the host" "$T/srv_head.log" && fail "server: $(grep 'draft head' "$T/srv_head.log")"
+        fi
+        # AERO_CUDA_GRAPHS=1: a chain's head call as a graph; the emulation refuses the capture once, then plain calls
+        AERO_CUDA_GRAPHS=1 "$A" run -m "$TM" -p "$P" -n 40 --temp 0 -c 128 --device cuda --draft-head "$HD" \
+            --draft-fixed --draft-max 8 > "$T/h_graph" 2> "$T/h_graph.err"
+        same t_gpu40 h_graph "AERO_CUDA_GRAPHS=1 with a draft head (capture refused, plain launches)"
+        [ "$(grep -c 'no graph for the draft head' "$T/h_graph.err")" = 1 ] ||
+            fail "AERO_CUDA_GRAPHS=1 draft head fallback: $(grep -i graph "$T/h_graph.err")"
+        # the smallest --gpu-mem with the head: the model streamed through the slots, the head's layer in VRAM
+        mgt=$("$A" run -m "$TM" -p x -n 1 -c 128 --device cuda --gpu-mem 4K --draft-head "$HD" 2>&1 | grep -oE 'at least [0-9]+ bytes' | grep -oE '[0-9]+')
+        mg0=$("$A" run -m "$TM" -p x -n 1 -c 128 --device cuda --gpu-mem 4K 2>&1 | grep -oE 'at least [0-9]+ bytes' | grep -oE '[0-9]+')
+        [ -n "$mgt" ] && [ -n "$mg0" ] && [ "$mgt" -gt $(( mg0 + 7000000 )) ] ||
+            fail "--gpu-mem minimum with the draft head ${mgt:-?} vs ${mg0:-?} without: the head's layer is not planned"
         gen t_head_str -m "$TM" -n 40 -c 128 --device cuda --gpu-mem "${mgt:-1}" --draft-head "$HD" --stats
-        same t_gpu40 t_head_str "teacher: --draft-head with the head streamed through a slot differs from plain greedy"
-        grep -q "0 of 9 units resident" "$T/t_head_str.err" || fail "head not streamed: $(grep device: "$T/t_head_str.err")"
+        same t_gpu40 t_head_str "teacher: --draft-head with the model streamed through the slots differs from plain greedy"
+        grep -q "0 of 9 units resident" "$T/t_head_str.err" || fail "model not streamed: $(grep device: "$T/t_head_str.err")"
+        grep -q "draft head (layer on the GPU)" "$T/t_head_str.err" || fail "smallest --gpu-mem: the head's layer left the GPU"
         # one unit's room besides the slots: the output head, which the draft head reads every drafted token
         gen t_head_v -m "$TM" -n 40 -c 128 --device cuda --gpu-mem $(( ${mgt:-1} + 5000000 )) --draft-head "$HD" --stats
-        same t_gpu40 t_head_v "teacher: --draft-head with the head VRAM-resident differs from plain greedy"
+        same t_gpu40 t_head_v "teacher: --draft-head with the output head VRAM-resident differs from plain greedy"
         grep -qE "^stream: units [RsV]*[Rs]V " "$T/t_head_v.err" || fail "head not chosen first: $(grep -E '^stream: units' "$T/t_head_v.err")"
+        # aerollm info --gpu-mem --draft-head: the same plan as the run's (the head's layer and its units)
+        run_map=$(grep -oE '^stream: units [VRs]+' "$T/t_head_v.err" | awk '{print $3}' | tr Rs HD)
+        info_map=$("$A" info "$TM" --no-tensors --gpu-mem $(( ${mgt:-1} + 5000000 )) -c 128 --draft-head "$HD" |
+            grep -oE 'per unit: [VHD]+' | awk '{print $3}')
+        [ -n "$run_map" ] && [ "$run_map" = "$info_map" ] || fail "info --gpu-mem --draft-head plan '$info_map' vs the run's '$run_map'"
+        "$A" info "$TM" --no-tensors --gpu-mem 200M -c 128 --draft-head "$HD" | grep -q "a draft head's layer" ||
+            fail "info --gpu-mem --draft-head does not show the head's layer"
     fi
     # three tiers: the first units in VRAM, the rest from host memory or disk; the VRAM-resident units are
     # neither held in host memory nor read per pass (V in the stream's unit map)
