@@ -229,6 +229,9 @@ echo "== bench_cuda (floors) $(el)"
 timeout 45 "$BIN/bench_cuda" --quick > "$LOG/bench_cuda.log" 2>&1
 check bench_cuda $? ""
 grep -iE "floor|HBM|pinned|pageable|GB/s" "$LOG/bench_cuda.log" | head -40
+# the decode tile experiment in the same run: Q4_K straight to f16 pairs (docs/perf/cuda.md, "Resident decode")
+AERO_CUDA_DEC=h2 timeout 45 "$BIN/bench_cuda" --quick > "$LOG/bench_cuda_h2.log" 2>&1
+echo "  AERO_CUDA_DEC=h2 (rc $?):"; grep -E "8B-shape Q4_K|^  Q4_K" "$LOG/bench_cuda_h2.log" | sed 's/^/    /'
 
 if [ "${1:-}" != "--quick" ]; then
     echo "== 8B-shape Q4_K $(el)"
