@@ -57,8 +57,9 @@ __device__ __forceinline__ void q4k_dl_ml_h(int j, uint4 h, float *dl, float *ml
         m = (int)((b8 >> 4) | ((b4 >> 6) << 4));
     }
     // sc, m < 64 as floats through the 2^23 mantissa trick of byte_f (exact, no conversion instruction)
-    *dl = __half2float(__ushort_as_half((unsigned short)(h.x & 0xffff))) * (__int_as_float(0x4B000000 | sc) - 8388608.0f);
-    *ml = __half2float(__ushort_as_half((unsigned short)(h.x >> 16))) * (__int_as_float(0x4B000000 | m) - 8388608.0f);
+    const float scf = __int_as_float(0x4B000000 | sc) - 8388608.0f, mf = __int_as_float(0x4B000000 | m) - 8388608.0f;
+    *dl = __half2float(__ushort_as_half((unsigned short)(h.x & 0xffff))) * scf;
+    *ml = __half2float(__ushort_as_half((unsigned short)(h.x >> 16))) * mf;
 }
 
 // The same, loading the header (the tensor-core decode tile passes headers it loaded ahead to q4k_dl_ml_h).

@@ -51,6 +51,14 @@ __device__ __forceinline__ size_t act_perm(int cols, int e) {
   // visible keys per attention segment
 
 // Turns a CUDA error into a status that names the call.
+// Threads of a one-block-per-row kernel (rmsnorm, swiglu, the f16 prepare): about four elements each, a whole
+// number of warps, at most 1024, so every element's load is in flight at once. A function of the row length
+// only, so a row's reduction order does not depend on how many rows a launch has.
+static inline int aero_row_threads(int cols) {
+    int t = ((cols + 3) / 4 + 31) / 32 * 32;
+    return t < 32 ? 32 : t > 1024 ? 1024 : t;
+}
+
 static inline aero_status aero_cuda_fail(aero_error *err, cudaError_t e, const char *what) {
     return aero_fail(err, e == cudaErrorMemoryAllocation ? AERO_ERR_NOMEM : AERO_ERR_IO, "CUDA %s: %s", what,
                      cudaGetErrorString(e));

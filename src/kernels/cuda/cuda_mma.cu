@@ -24,10 +24,9 @@
 #include "cuda_mma.cuh"
 #include "cuda_mma_kernel.cuh"
 
-#define PREP_THREADS 1024 // a row's loads all in flight at once (4096 columns: four per thread)
-
-// One block per token (aero_prep_row_f16).
-__global__ void __launch_bounds__(PREP_THREADS) k_prep_f16(const float *__restrict__ x, __half *__restrict__ xh, float *__restrict__ xs, int cols) {
+// One block per token (aero_prep_row_f16), aero_row_threads(cols) threads: a row's loads all in flight at once.
+__global__ void __launch_bounds__(1024)
+    k_prep_f16(const float *__restrict__ x, __half *__restrict__ xh, float *__restrict__ xs, int cols) {
     const size_t i = blockIdx.x;
     aero_prep_row_f16(x + i * cols, cols, xh + i * cols, xs + i);
 }
@@ -51,7 +50,7 @@ void aero_mma_prepare(const float *x, int n, int cols, float *scratch, const voi
     __half *h;
     float *scale;
     aero_mma_act_slots(scratch, n, cols, &h, &scale);
-    k_prep_f16<<<n, PREP_THREADS, 0, s>>>(x, h, scale, cols);
+    k_prep_f16<<<n, aero_row_threads(cols), 0, s>>>(x, h, scale, cols);
     *xh = h;
     *xs = scale;
 }
@@ -80,8 +79,9 @@ static bool launch_tiles(const aero_cuda_wmat *w, const void *xh, const float *x
                          cudaStream_t s) {
     if (TY == AERO_DT_Q4_K && mt == 1 && nt == 1 && dec_h2()) {
         dim3 grid((unsigned)((w->rows + 15) / 16), 1);
-        k_mma<AERO_DT_Q4_K, 1, 1, true><<<grid, MMA_THREADS, 0, s>>>((const uint8_t *)w->data, w->row_bytes, (int)w->rows,
-                                                                     (int)w->cols, (const __half *)xh, xs, n, y);
+        k_mma<AERO_DT_Q4_K, 1, 1, true><<<grid, MMA_THREADS, 0, s>>>((const uint8_t *)w->data, w->row_bytes,
+                                                                     (int)w->rows, (int)w->cols, (const __half *)xh,
+                                                                     xs, n, y);
     } else if (mt == 1 && nt == 1) launch<TY, 1, 1>(w, xh, xs, n, y, s);
     else if (mt == 1 && nt == 2) launch<TY, 1, 2>(w, xh, xs, n, y, s);
     else if (mt == 2 && nt == 4) launch<TY, 2, 4>(w, xh, xs, n, y, s);

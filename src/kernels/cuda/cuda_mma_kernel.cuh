@@ -178,8 +178,8 @@ template <> struct Raw<AERO_DT_Q6_K> {
         const uint8_t *blk = row + 210 * (size_t)(c >> 3);
         const int cc = c & 7, hh = cc >> 2, k = cc & 3;
         return Raw{__ldg((const unsigned short *)(blk + 208)),
-                   __ldg((const unsigned short *)(blk + 192 + 8 * hh + 2 * k)), ld8_a2(blk + 64 * hh + 32 * (k & 1) + 8 * p),
-                   ld8_a2(blk + 128 + 32 * hh + 8 * p)};
+                   __ldg((const unsigned short *)(blk + 192 + 8 * hh + 2 * k)),
+                   ld8_a2(blk + 64 * hh + 32 * (k & 1) + 8 * p), ld8_a2(blk + 128 + 32 * hh + 8 * p)};
     }
     __device__ void decode(int c, int p, float v[8]) const {
         const int k = c & 3, sl = 4 * (k >> 1), shh = 2 * k;
@@ -213,7 +213,8 @@ __device__ __forceinline__ void chunk_mma(const Raw<TY> &ra, const Raw<TY> &rb, 
         ra.decode_h2(c, t, ha);
         rb.decode_h2(c, t, hb);
 #pragma unroll
-        for (int s = 0; s < 2; s++) a[s][0] = ha[2 * s], a[s][1] = hb[2 * s], a[s][2] = ha[2 * s + 1], a[s][3] = hb[2 * s + 1];
+        for (int s = 0; s < 2; s++)
+            a[s][0] = ha[2 * s], a[s][1] = hb[2 * s], a[s][2] = ha[2 * s + 1], a[s][3] = hb[2 * s + 1];
     } else
 #endif
     {

@@ -9,15 +9,15 @@
 #include "cuda_mma.cuh"
 #include "cuda_mma_kernel.cuh"
 
-#define ROW_THREADS 1024 // the per-row kernels: one block per row, every element's load in flight at once
+#define ROW_THREADS 1024 // the most threads of the per-row kernels (aero_row_threads)
 
 // ---- RMSNorm ---------------------------------------------------------------------------------------------
 
-// One block per row: thread t sums squares of elements t, t + 1024, ...; lanes fold by xor butterfly, warps in
-// index order. The order depends on dim only. With `add`, the row is first updated in place (x += add, the
-// residual add, each element by the thread that then squares it); with xp, the output is also written in the
-// matmul layout (the prepared activations). Plain rmsnorm is this kernel with neither, so fused and unfused
-// give the same bits by construction.
+// One block of aero_row_threads(dim) = T threads per row: thread t sums squares of elements t, t + T, ...; lanes
+// fold by xor butterfly, warps in index order. The order depends on dim only. With `add`, the row is first
+// updated in place (x += add, the residual add, each element by the thread that then squares it); with xp, the
+// output is also written in the matmul layout (the prepared activations). Plain rmsnorm is this kernel with
+// neither, so fused and unfused give the same bits by construction.
 // With xh (the tensor-core kernels' input), the f16 copy of the output row is written by the same block, from
 // the largest magnitude each thread saw while writing its elements.
 __global__ void __launch_bounds__(ROW_THREADS) k_rmsnorm(float *out, float *x, const float *add, const float *w,
@@ -29,7 +29,7 @@ __global__ void __launch_bounds__(ROW_THREADS) k_rmsnorm(float *out, float *x, c
     float *o = out + (size_t)blockIdx.x * dim;
     float ss = 0.0f;
 #pragma unroll 4
-    for (int i = threadIdx.x; i < dim; i += ROW_THREADS) {
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) {
         float v = xr[i];
         if (ar) {
             v = v + ar[i];
@@ -42,14 +42,14 @@ __global__ void __launch_bounds__(ROW_THREADS) k_rmsnorm(float *out, float *x, c
     __syncthreads();
     if (threadIdx.x == 0) {
         float t = red[0];
-        for (int k = 1; k < ROW_THREADS / 32; k++) t = t + red[k];
+        for (int k = 1; k < (int)(blockDim.x >> 5); k++) t = t + red[k];
         scale = 1.0f / sqrtf(t / (float)dim + eps);
     }
     __syncthreads();
     float sc = scale, mx = 0.0f;
     float *xpr = xp ? xp + (size_t)blockIdx.x * dim : NULL;
 #pragma unroll 4
-    for (int i = threadIdx.x; i < dim; i += ROW_THREADS) {
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) {
         float y = xr[i] * sc * w[i];
         o[i] = y;
         mx = fmaxf(mx, fabsf(y));
@@ -62,7 +62,7 @@ extern "C" aero_status aero_cuda_rmsnorm(aero_cuda *cu, float *out, const float 
                                          float eps, aero_error *err) {
     if (n_rows < 0 || dim <= 0) return aero_fail(err, AERO_ERR_INVALID, "CUDA rmsnorm of %d x %d", n_rows, dim);
     if (n_rows == 0) return AERO_OK;
-    k_rmsnorm<<<n_rows, ROW_THREADS, 0, cu->compute>>>(out, (float *)x, NULL, w, dim, eps, NULL, NULL, NULL);
+    k_rmsnorm<<<n_rows, aero_row_threads(dim), 0, cu->compute>>>(out, (float *)x, NULL, w, dim, eps, NULL, NULL, NULL);
     CU_LAUNCHED("rmsnorm launch");
     return AERO_OK;
 }
@@ -96,7 +96,7 @@ extern "C" aero_status aero_cuda_rmsnorm_act(aero_cuda *cu, float *out, float *x
     __half *xh;
     aero_status st = act_target(cu, out, n_rows, dim, act, &xp, &xh, &xs, err);
     if (st || n_rows == 0) return st;
-    k_rmsnorm<<<n_rows, ROW_THREADS, 0, cu->compute>>>(out, x, add, w, dim, eps, xp, xh, xs);
+    k_rmsnorm<<<n_rows, aero_row_threads(dim), 0, cu->compute>>>(out, x, add, w, dim, eps, xp, xh, xs);
     CU_LAUNCHED("rmsnorm launch");
     return AERO_OK;
 }
@@ -157,14 +157,14 @@ __global__ void k_swiglu(float *out, const float *gate, const float *up, size_t 
     }
 }
 
-// One block per row when the f16 copy is wanted: the products, then that row's f16 activations from the
-// largest magnitude each thread saw (one launch, where k_swiglu and aero_mma_prepare take two).
+// One block (aero_row_threads) per row when the f16 copy is wanted: the products, then that row's f16 activations
+// from the largest magnitude each thread saw (one launch, where k_swiglu and aero_mma_prepare take two).
 __global__ void __launch_bounds__(ROW_THREADS) k_swiglu_f16(float *out, const float *gate, const float *up, int cols,
                                                             __half *xh, float *xs) {
     const size_t base = (size_t)blockIdx.x * cols;
     float mx = 0.0f;
 #pragma unroll 4
-    for (int j = threadIdx.x; j < cols; j += ROW_THREADS) {
+    for (int j = threadIdx.x; j < cols; j += blockDim.x) {
         float g = gate[base + j];
         float y = g / (1.0f + expf(-g)) * up[base + j];
         out[base + j] = y;
@@ -199,7 +199,7 @@ extern "C" aero_status aero_cuda_swiglu_act(aero_cuda *cu, float *out, const flo
     aero_status st = act_target(cu, out, n, cols, act, &xp, &xh, &xs, err);
     size_t count = (size_t)n * cols;
     if (st || count == 0) return st;
-    if (xh) k_swiglu_f16<<<n, ROW_THREADS, 0, cu->compute>>>(out, gate, up, cols, xh, xs);
+    if (xh) k_swiglu_f16<<<n, aero_row_threads(cols), 0, cu->compute>>>(out, gate, up, cols, xh, xs);
     else k_swiglu<<<(unsigned)((count + 255) / 256), 256, 0, cu->compute>>>(out, gate, up, count, cols, xp);
     CU_LAUNCHED("swiglu launch");
     return AERO_OK;
