@@ -831,29 +831,35 @@ static aero_status project_rows(aero_ctx *c, aero_gpu *g, const aero_cuda_wmat *
     return AERO_OK;
 }
 
-// A draft head's logits through the device's output head (forward_cuda.h).
-aero_status aero_gpu_project(aero_ctx *c, const float *h, int n, float *logits, aero_error *err) {
-    aero_gpu *g = c->gpu;
-    aero_model *m = c->m;
-    aero_stream *s = m->stream;
-    int d = m->hp.n_embd, u = m->hp.n_layer, slot = -1;
-    if (n <= 0) return AERO_OK;
-    if (aero_cuda_sync(g->cu, err) || aero_stream_acquire(s, u, err)) return err->code; // g->h_x and g->lin free
-    aero_status st = unit_in(c, g, u, &slot, err);
-    aero_cuda_wmat wo = mat(c, g, m->output, slot);
-    for (int r = 0; r < n && !st; r += g->cap) { // the staging buffers hold cap rows
-        int k = n - r < g->cap ? n - r : g->cap;
-        memcpy(g->h_x, h + (size_t)r * d, sizeof(float) * k * d);
-        st = aero_cuda_copy_h2d_async(g->cu, AERO_CUDA_STREAM_COMPUTE, g->lin, g->h_x, sizeof(float) * k * d, err);
-        if (!st) st = project_rows(c, g, &wo, k, logits + (size_t)r * m->hp.n_vocab, err); // its copies wait
-    }
+// Gives back the output head unit a draft head's projection took as a pass takes it (stream acquire, unit_in),
+// whatever st the work ended with; the first error wins.
+static aero_status out_head_leave(aero_ctx *c, aero_gpu *g, int slot, aero_status st, aero_error *err) {
     aero_error e2 = {0};
     aero_status st2 = slot >= 0 ? unit_out(g, slot, &e2) : AERO_OK;
-    aero_stream_release(s, u);
+    aero_stream_release(c->m->stream, c->m->hp.n_layer);
     if (!st && st2) {
         *err = e2;
         st = st2;
     }
+    return st;
+}
+
+// A draft head's logits through the device's output head (forward_cuda.h).
+aero_status aero_gpu_project(aero_ctx *c, const float *h, int n, float *logits, aero_error *err) {
+    aero_gpu *g = c->gpu;
+    int d = c->m->hp.n_embd, u = c->m->hp.n_layer, slot = -1;
+    if (n <= 0) return AERO_OK;
+    // after the sync g->h_x and g->lin are free
+    if (aero_cuda_sync(g->cu, err) || aero_stream_acquire(c->m->stream, u, err)) return err->code;
+    aero_status st = unit_in(c, g, u, &slot, err);
+    aero_cuda_wmat wo = mat(c, g, c->m->output, slot);
+    for (int r = 0; r < n && !st; r += g->cap) { // the staging buffers hold cap rows
+        int k = n - r < g->cap ? n - r : g->cap;
+        memcpy(g->h_x, h + (size_t)r * d, sizeof(float) * k * d);
+        st = aero_cuda_copy_h2d_async(g->cu, AERO_CUDA_STREAM_COMPUTE, g->lin, g->h_x, sizeof(float) * k * d, err);
+        if (!st) st = project_rows(c, g, &wo, k, logits + (size_t)r * c->m->hp.n_vocab, err); // its copies wait
+    }
+    st = out_head_leave(c, g, slot, st, err);
     return st ? st : aero_cuda_sync(g->cu, err);
 }
 
@@ -872,27 +878,18 @@ bool aero_gpu_embd(aero_ctx *c, aero_cuda_wmat *w) {
 // is acquired as a pass acquires it; the caller's copy of the logits waits for the matmuls.
 aero_status aero_gpu_project_dev(aero_ctx *c, const float *x, int n, float *logits, aero_error *err) {
     aero_gpu *g = c->gpu;
-    aero_model *m = c->m;
-    aero_stream *s = m->stream;
-    int d = m->hp.n_embd, u = m->hp.n_layer, slot = -1;
+    int d = c->m->hp.n_embd, u = c->m->hp.n_layer, slot = -1;
     if (n <= 0) return AERO_OK;
-    if (aero_stream_acquire(s, u, err)) return err->code;
+    if (aero_stream_acquire(c->m->stream, u, err)) return err->code;
     aero_status st = unit_in(c, g, u, &slot, err);
-    aero_cuda_wmat wo = mat(c, g, m->output, slot);
+    aero_cuda_wmat wo = mat(c, g, c->m->output, slot);
     for (int r = 0; r < n && !st; r += HEAD_ROWS) {
         int k = n - r < HEAD_ROWS ? n - r : HEAD_ROWS;
         aero_cuda_act a;
         if (!(st = prep(g, x + (size_t)r * d, k, d, &a, err)))
-            st = matmul(g, &wo, &a, logits + (size_t)r * m->hp.n_vocab, err);
+            st = matmul(g, &wo, &a, logits + (size_t)r * c->m->hp.n_vocab, err);
     }
-    aero_error e2 = {0};
-    aero_status st2 = slot >= 0 ? unit_out(g, slot, &e2) : AERO_OK;
-    aero_stream_release(s, u);
-    if (!st && st2) {
-        *err = e2;
-        st = st2;
-    }
-    return st;
+    return out_head_leave(c, g, slot, st, err);
 }
 
 // Whether the output head is VRAM-resident (forward_cuda.h): a draft head's projection then copies nothing.

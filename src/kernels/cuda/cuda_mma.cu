@@ -55,12 +55,12 @@ void aero_mma_prepare(const float *x, int n, int cols, float *scratch, const voi
     *xs = scale;
 }
 
-// One tile kernel over the whole matrix and token range.
-template <int TY, int MT, int NT>
+// One tile kernel over the whole matrix and token range (H2: the decode tile's f16-pair experiment, Q4_K).
+template <int TY, int MT, int NT, bool H2 = false>
 static void launch(const aero_cuda_wmat *w, const void *xh, const float *xs, int n, float *y, cudaStream_t s) {
     dim3 grid((unsigned)((w->rows + 16 * MT - 1) / (16 * MT)), (unsigned)((n + 8 * NT - 1) / (8 * NT)));
-    k_mma<TY, MT, NT><<<grid, MMA_THREADS, 0, s>>>((const uint8_t *)w->data, w->row_bytes, (int)w->rows, (int)w->cols,
-                                                   (const __half *)xh, xs, n, y);
+    k_mma<TY, MT, NT, H2><<<grid, MMA_THREADS, 0, s>>>((const uint8_t *)w->data, w->row_bytes, (int)w->rows,
+                                                       (int)w->cols, (const __half *)xh, xs, n, y);
 }
 
 // EXPERIMENT: AERO_CUDA_DEC=h2 decodes Q4_K in the decode tile straight to f16 pairs (not batch invariant).
@@ -77,12 +77,8 @@ static bool dec_h2(void) {
 template <int TY>
 static bool launch_tiles(const aero_cuda_wmat *w, const void *xh, const float *xs, int n, float *y, int mt, int nt,
                          cudaStream_t s) {
-    if (TY == AERO_DT_Q4_K && mt == 1 && nt == 1 && dec_h2()) {
-        dim3 grid((unsigned)((w->rows + 15) / 16), 1);
-        k_mma<AERO_DT_Q4_K, 1, 1, true><<<grid, MMA_THREADS, 0, s>>>((const uint8_t *)w->data, w->row_bytes,
-                                                                     (int)w->rows, (int)w->cols, (const __half *)xh,
-                                                                     xs, n, y);
-    } else if (mt == 1 && nt == 1) launch<TY, 1, 1>(w, xh, xs, n, y, s);
+    if (TY == AERO_DT_Q4_K && mt == 1 && nt == 1 && dec_h2()) launch<AERO_DT_Q4_K, 1, 1, true>(w, xh, xs, n, y, s);
+    else if (mt == 1 && nt == 1) launch<TY, 1, 1>(w, xh, xs, n, y, s);
     else if (mt == 1 && nt == 2) launch<TY, 1, 2>(w, xh, xs, n, y, s);
     else if (mt == 2 && nt == 4) launch<TY, 2, 4>(w, xh, xs, n, y, s);
     else if (mt == 2 && nt == 8) launch<TY, 2, 8>(w, xh, xs, n, y, s);
