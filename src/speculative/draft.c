@@ -102,16 +102,21 @@ aero_status aero_spec_draft_chain(aero_spec *s, bool greedy, int k, aero_error *
     return AERO_OK;
 }
 
+// Whether candidate (q, logit) ranks before (q2, logit2): the larger probability, then the larger logit (q rounds
+// logits a few ulps apart to the same float; the logit keeps the ranking the logits' own, so the top candidate is
+// the first largest logit, as the device's argmax picks it), then the earlier id (the caller's scan order).
+static bool ranks_before(float q, float logit, float q2, float logit2) { return q > q2 || (q == q2 && logit > logit2); }
+
 void aero_spec_rank_children(aero_spec *s, bool greedy, const float *logits, int slot) {
     draft_dist(s, greedy, logits, s->qtmp);
     int32_t *tt = s->top_tok + (size_t)slot * s->top_b;
     float *tq = s->top_q + (size_t)slot * s->top_b;
     int n = 0;
     for (int i = 0; i < s->n_shared; i++) {
-        float v = s->qtmp[i];
-        if (!(v > 0) || (n == s->top_b && v <= tq[n - 1])) continue;
+        float v = s->qtmp[i], lv = logits[i];
+        if (!(v > 0) || (n == s->top_b && !ranks_before(v, lv, tq[n - 1], logits[tt[n - 1]]))) continue;
         int j = n < s->top_b ? n++ : n - 1;
-        while (j > 0 && tq[j - 1] < v) {
+        while (j > 0 && ranks_before(v, lv, tq[j - 1], logits[tt[j - 1]])) {
             tq[j] = tq[j - 1];
             tt[j] = tt[j - 1];
             j--;

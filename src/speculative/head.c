@@ -510,6 +510,49 @@ static aero_status head_forward(aero_spec_head *h, int n, const int32_t *tok, co
     return st ? aero_error_prefix(err, "draft head: ") : AERO_OK;
 }
 
+#ifdef AERO_CUDA
+// AERO_DRAFT_HEAD_DEVCHAIN=0 drafts chains with the host ranking each head call's logits (A/B runs); default on.
+static bool devchain_allowed(void) {
+    const char *e = getenv("AERO_DRAFT_HEAD_DEVCHAIN");
+    return !e || atoi(e) != 0;
+}
+#endif
+
+bool aero_spec_head_devchain(const aero_spec *s, bool greedy) {
+    // the device picks the first largest logit and its softmax probability at temperature 1: the host's chain
+    // drafts the same token from the same logits (greedy, and at T > 0 the sampler keeps the largest logit), and
+    // the same probability only at temperature 0, so at T > 0 only without --draft-p-min's cut; a constraint
+    // (grammar) on the drafter's sampler masks logits the device does not see
+    bool same = greedy || (!(s->p.p_min > 0) && !s->p.sampling.constraint);
+#ifdef AERO_CUDA
+    return s->head && s->head->gpu && head_gpu_chain_ok(s->head->gpu) && same && devchain_allowed();
+#else
+    (void)same;
+    return false;
+#endif
+}
+
+#ifdef AERO_CUDA
+// head_forward's committed call with a chain of k drafted tokens after it, all on the device (head_gpu_chain):
+// the committed tokens extend the prefix, the drafted ones take the k - 1 cells after it, each the child of the
+// one before; ids and prob get the k picks (no features or logits come back).
+static aero_status head_chain(aero_spec_head *h, int n, const int32_t *tok, const int32_t *pos, const float *const *feat,
+                              int k, int32_t *ids, float *prob, aero_error *err) {
+    if (n > h->rows || h->n_cells + n + k - 1 > h->cap)
+        return aero_fail(err, AERO_ERR_RANGE, "draft head: %d + %d tokens do not fit (%d of %d cells used)", n, k - 1,
+                         h->n_cells, h->cap);
+    head_gpu_call call = {.n = n, .tok = tok, .pos = pos, .feat = feat, .base = h->n_cells, .n_commit = h->n_commit};
+    if (head_gpu_chain(h->gpu, h->gkv, &call, k, ids, prob, err))
+        return aero_error_prefix(err, "draft head chain on the GPU: ");
+    for (int i = 0; i < n; i++) h->cell_parent[h->n_cells + i] = -1;
+    h->n_cells += n;
+    h->n_commit = h->n_cells;
+    for (int j = 0; j + 1 < k; j++) h->cell_parent[h->n_cells + j] = j ? h->n_cells + j - 1 : -1;
+    h->n_cells += k - 1;
+    return AERO_OK;
+}
+#endif
+
 // Times a head call for the adaptive length and the COST policy's drafter cost.
 static void count_call(aero_spec *s, int n, double dt) {
     s->st.draft_calls++;
@@ -519,8 +562,9 @@ static void count_call(aero_spec *s, int n, double dt) {
 
 // Feeds the committed tokens the head has not seen, each with the target's hidden state at the position before
 // it, leaving the last one's logits in s->dlogits and its output feature in s->hroot. The last committed token
-// is always fed again (the previous round's output was computed before the verify pass ended).
-static aero_status catch_up(aero_spec *s, aero_error *err) {
+// is always fed again (the previous round's output was computed before the verify pass ended). chain_k > 0: the
+// last call drafts a chain of chain_k tokens after it on the device instead (ids, prob: head_gpu_chain's picks).
+static aero_status catch_up(aero_spec *s, int chain_k, int32_t *ids, float *prob, aero_error *err) {
     aero_spec_head *h = s->head;
     int d = h->d;
     if (s->d_len > s->n_tok - 1) s->d_len = s->n_tok - 1;
@@ -537,7 +581,20 @@ static aero_status catch_up(aero_spec *s, aero_error *err) {
         }
         double t0 = aero_now();
         bool last = s->d_len + n == s->n_tok;
-        aero_status st = head_forward(h, n, s->btok, s->bpos, feat, NULL, last ? s->dlogits : NULL, true, err);
+        aero_status st;
+#ifdef AERO_CUDA
+        if (last && chain_k > 0) {
+            st = head_chain(h, n, s->btok, s->bpos, feat, chain_k, ids, prob, err);
+            count_call(s, n, aero_now() - t0);
+            s->st.draft_calls += chain_k - 1; // the chain's head calls, in the same device pass
+            if (st) return st;
+            s->d_len += n;
+            break;
+        }
+#else
+        (void)ids, (void)prob;
+#endif
+        st = head_forward(h, n, s->btok, s->bpos, feat, NULL, last ? s->dlogits : NULL, true, err);
         count_call(s, n, aero_now() - t0);
         if (st) return st;
         s->d_len += n;
@@ -551,14 +608,45 @@ static double cand_logp(const aero_spec *s, int slot, int r) {
     return (slot == 0 ? 0 : s->nodes[slot - 1].logp) + log(s->top_q[(size_t)slot * s->top_b + r]);
 }
 
+// A chain of at most k tokens drafted on the device (aero_spec_head_devchain): the device drafts k picks in one
+// pass, then the host keeps them by the host chain's rules: a row without a candidate ends it, --draft-p-min's cut
+// on the path probability (after draft_min tokens), and an end-of-generation token is the last. The same nodes as
+// the host-ranked chain given the same logits; the picks after the cut cost device time only.
+static aero_status draft_chain_dev(aero_spec *s, int k, aero_error *err) {
+    int32_t ids[k];
+    float prob[k];
+    aero_status st = catch_up(s, k, ids, prob, err);
+    if (st) return st;
+    int base = s->head->n_cells - (k - 1); // the drafted tokens' first cell
+    double logp = 0;
+    for (int i = 0; i < k && ids[i] >= 0; i++) {
+        double lp = logp + log(prob[i]);
+        if (s->p.p_min > 0 && i >= s->p.draft_min && lp < log(s->p.p_min)) break;
+        s->nodes[s->n_nodes++] = (spec_node){.token = ids[i],
+                                             .parent = i - 1,
+                                             .depth = i + 1,
+                                             .logp = lp,
+                                             .q = NULL,
+                                             .first_child = -1,
+                                             .next_sibling = -1,
+                                             .rank = 0};
+        if (i + 1 < k) s->ncell[i] = base + i;
+        logp = lp;
+        if (aero_tokenizer_is_eog(aero_model_tokenizer(s->tmodel), ids[i])) break;
+    }
+    return AERO_OK;
+}
+
 aero_status aero_spec_draft_head(aero_spec *s, bool greedy, int max_nodes, int max_depth, int branch,
                                  aero_error *err) {
     s->n_nodes = 0;
     if (max_nodes <= 0 || max_depth <= 0) return AERO_OK;
     if (s->n_tok < 2) return AERO_OK; // only the first token: no hidden state to draft from yet
+    if (branch == 1 && max_depth >= max_nodes && aero_spec_head_devchain(s, greedy))
+        return draft_chain_dev(s, max_nodes, err);
     aero_spec_head *h = s->head;
     int d = h->d, top_b = s->top_b;
-    aero_status st = catch_up(s, err);
+    aero_status st = catch_up(s, 0, NULL, NULL, err);
     if (st) return st;
     if (branch > top_b) branch = top_b;
     s->top_b = branch; // this round ranks at most branch children per node (the stride of top_tok/top_q)

@@ -30,6 +30,13 @@ static uint64_t out_bytes(const head_dims *dm, uint64_t T) {
     return r256(T * dm->d * 4) + r256((uint64_t)HEAD_GPU_LOGIT_ROWS * dm->n_vocab * 4);
 }
 
+// VRAM of the device chain (aero_cuda_chain_new for T one-token batches over cells, and the picked ids and
+// probabilities of T tokens).
+static uint64_t chain_bytes(const head_dims *dm, uint64_t T, int cells) {
+    uint64_t segs = ((uint64_t)cells + 1 + 255) / 256;
+    return r256(4 * T * 4) + r256((uint64_t)dm->n_head * segs * (2 + (uint64_t)dm->hd) * 4) + r256(2 * T * 4);
+}
+
 uint64_t head_gpu_shared_bytes(const head_dims *dm, const uint64_t *mat_bytes, int cells, int nodes) {
     uint64_t T = (uint64_t)head_gpu_rows(nodes), d = dm->d, kvd = (uint64_t)dm->n_head_kv * dm->hd;
     uint64_t b = r256((uint64_t)dm->hd / 2 * 4) + HEAD_N_COUNT * r256(d * 4);
@@ -37,6 +44,7 @@ uint64_t head_gpu_shared_bytes(const head_dims *dm, const uint64_t *mat_bytes, i
     b += in_bytes(dm, T) + out_bytes(dm, T);
     b += 5 * r256(T * d * 4) + 2 * r256(T * kvd * 4) + 2 * r256(T * dm->n_ff * 4); // x xn tmp q att; k v; gate up
     b += r256((d + 2 * kvd) * 4) + r256(2 * (uint64_t)dm->n_ff * 4);               // one token's q|k|v and gate|up
+    b += chain_bytes(dm, T, cells);
     return b + 2 * aero_gpu_batch_bytes((int)T, 1, cells, dm->n_head, dm->hd);
 }
 
@@ -46,7 +54,7 @@ uint64_t head_gpu_kv_bytes(const head_dims *dm, int cells) {
 
 uint64_t head_gpu_host_bytes(const head_dims *dm, int nodes) {
     uint64_t T = (uint64_t)head_gpu_rows(nodes);
-    return in_bytes(dm, T) + out_bytes(dm, T);
+    return in_bytes(dm, T) + out_bytes(dm, T) + 3 * T * 4; // and the chain's pinned staging
 }
 
 #ifdef AERO_CUDA
@@ -82,6 +90,13 @@ struct head_gpu {
     bool graphs;            // AERO_CUDA_GRAPHS=1 and the output head in VRAM: a chain's call is a graph
     aero_cuda_graph *graph; // that call, for the batch shape and KV state graph_key
     uint64_t graph_key;
+    // a chain drafted on the device (head_gpu_chain): its one-token batches, the picked ids [rows] then their
+    // probabilities [rows] (device), the batches' host arrays, and its graph (AERO_CUDA_GRAPHS=1)
+    aero_cuda_chain *chain;
+    int32_t *pick;
+    int32_t *cpos, *cslot, *cbase;
+    aero_cuda_graph *cgraph;
+    uint64_t cgraph_key;
     gpu_prof prof;
     bool entered; // holds VRAM of the context (aero_gpu_head_enter)
 };
@@ -182,7 +197,9 @@ static aero_status alloc_work(head_gpu *g, aero_error *err) {
         aero_cuda_batch_new(g->cu, g->rows, 1, g->cells, dm->n_head, dm->hd, &g->store, err) ||
         aero_cuda_batch_new(g->cu, g->rows, 1, g->cells, dm->n_head, dm->hd, &g->attn, err) ||
         aero_cuda_host_alloc(in_bytes(dm, T), (void **)&g->in_host, err) ||
-        aero_cuda_host_alloc(out_bytes(dm, T), (void **)&g->out_host, err))
+        aero_cuda_host_alloc(out_bytes(dm, T), (void **)&g->out_host, err) ||
+        aero_cuda_chain_new(g->cu, g->rows, g->cells, dm->n_head, dm->hd, &g->chain, err) ||
+        dalloc(g, 2 * T * 4, &g->pick, err))
         return err->code;
     // a wave's ancestor rows of q keep the attention batch's shape only: finite values, never read back
     if (aero_cuda_memset0(g->cu, g->q, T * d * 4, err)) return err->code;
@@ -191,7 +208,9 @@ static aero_status alloc_work(head_gpu *g, aero_error *err) {
     g->anc = malloc(sizeof(int) * T);
     g->mask = malloc(T * T);
     g->seen = calloc(g->cells, 1);
-    if (!g->aslot || !g->apos || !g->anc || !g->mask || !g->seen)
+    g->cpos = malloc(sizeof(int32_t) * 3 * T);
+    if (g->cpos) g->cslot = g->cpos + T, g->cbase = g->cpos + 2 * T;
+    if (!g->aslot || !g->apos || !g->anc || !g->mask || !g->seen || !g->cpos)
         return aero_fail(err, AERO_ERR_NOMEM, "out of memory");
     return AERO_OK;
 }
@@ -230,6 +249,8 @@ void head_gpu_free(head_gpu *g) {
     }
     prof_free(&g->prof);
     aero_cuda_graph_free(g->graph);
+    aero_cuda_graph_free(g->cgraph);
+    aero_cuda_chain_free(g->chain);
     aero_cuda_batch_free(g->store);
     aero_cuda_batch_free(g->attn);
     aero_cuda_host_free(g->in_host);
@@ -243,6 +264,7 @@ void head_gpu_free(head_gpu *g) {
     free(g->anc);
     free(g->mask);
     free(g->seen);
+    free(g->cpos);
     if (g->entered) aero_gpu_head_leave(g->c); // the arena goes back once no head holds VRAM
     free(g);
 }
@@ -375,9 +397,10 @@ static aero_status norm(head_gpu *g, float *x, const float *add, int which, int 
 }
 
 // The layer over k tokens staged at feat/emb/ids: x = the output features. q rows of the new tokens start at row
-// n_anc (the attention batch's ancestors come first); attn: the batch the attention reads.
-static aero_status layer(head_gpu *g, head_gpu_kv *kv, int k, int n_anc, aero_cuda_batch *attn, float *feat, float *emb,
-                         const int32_t *ids, aero_error *err) {
+// n_anc (the attention batch's ancestors come first); store: the new tokens' batch (rope, cache store), attn: the
+// batch the attention reads.
+static aero_status layer(head_gpu *g, head_gpu_kv *kv, int k, int n_anc, aero_cuda_batch *store, aero_cuda_batch *attn,
+                         float *feat, float *emb, const int32_t *ids, aero_error *err) {
     const head_dims *dm = &g->dm;
     int d = dm->d;
     aero_cuda_act a;
@@ -410,7 +433,7 @@ static aero_status layer(head_gpu *g, head_gpu_kv *kv, int k, int n_anc, aero_cu
                          .k_cache = kv->kc,
                          .v_cache = kv->vc};
     prof_op(&g->prof, OP_ELEM);
-    if (aero_cuda_rope_kv_store(g->store, &qkv, err)) return err->code;
+    if (aero_cuda_rope_kv_store(store, &qkv, err)) return err->code;
     prof_op(&g->prof, OP_ATTN);
     if (aero_cuda_attention(attn, one ? q : g->q, kv->kc, kv->vc, dm->n_head, dm->n_head_kv, dm->hd, g->att, err))
         return err->code;
@@ -479,7 +502,7 @@ static aero_status graph_layer(head_gpu *g, head_gpu_kv *kv, float *feat, float 
         aero_error e = {0};
         aero_status st = aero_cuda_capture_begin(g->cu, &e), st_end = AERO_OK;
         if (!st) {
-            st = layer(g, kv, 1, 0, g->store, feat, emb, ids, err);
+            st = layer(g, kv, 1, 0, g->store, g->store, feat, emb, ids, err);
             if (!st) st = queue_outputs(g, 1, 0, 1, err);
             st_end = aero_cuda_capture_end(g->cu, &g->graph, &e);
             if (st) return st;
@@ -487,7 +510,7 @@ static aero_status graph_layer(head_gpu *g, head_gpu_kv *kv, float *feat, float 
         if (st || st_end) { // nothing recorded ran: the plain call, now and from now on
             fprintf(stderr, "cuda: no graph for the draft head (%s): plain launches\n", e.msg);
             g->graphs = false;
-            return layer(g, kv, 1, 0, g->store, feat, emb, ids, err) || queue_outputs(g, 1, 0, 1, err) ? err->code
+            return layer(g, kv, 1, 0, g->store, g->store, feat, emb, ids, err) || queue_outputs(g, 1, 0, 1, err) ? err->code
                                                                                                        : AERO_OK;
         }
         g->graph_key = key;
@@ -513,7 +536,7 @@ static aero_status chunk(head_gpu *g, head_gpu_kv *kv, const head_gpu_call *call
     int l0 = first_logit > r ? (first_logit - r < k ? first_logit - r : k) : 0; // the chunk's first logits row
     int nb = k - l0 < HEAD_GPU_LOGIT_ROWS ? k - l0 : HEAD_GPU_LOGIT_ROWS;
     if (!st && g->graphs && k == 1 && !masked && nb == 1) st = graph_layer(g, kv, feat, emb, ids, err);
-    else if (!st && !(st = layer(g, kv, k, n_anc, masked ? g->attn : g->store, feat, emb, ids, err)))
+    else if (!st && !(st = layer(g, kv, k, n_anc, g->store, masked ? g->attn : g->store, feat, emb, ids, err)))
         st = queue_outputs(g, k, l0, nb, err);
     prof_phase(&g->prof, PH_LAYERS);
     if (!st) st = fetch_outputs(g, call, r, k, l0, nb, err);
@@ -538,6 +561,109 @@ aero_status head_gpu_forward(head_gpu *g, head_gpu_kv *kv, const head_gpu_call *
         if (st) return st;
     }
     return AERO_OK;
+}
+
+// ---- a chain drafted on the device ----------------------------------------------------------------------------
+
+bool head_gpu_chain_ok(const head_gpu *g) { return g && g->embd_dev && g->chain; }
+
+// The device logits row of a chain's projection: the outputs buffer's logits area (nothing else is copied back
+// from it during a chain).
+static float *chain_logits(head_gpu *g) { return g->out + r256((uint64_t)g->rows * g->dm.d * 4) / 4; }
+
+// The chain's tokens 1 .. k - 1: token j's id is pick[j - 1] (the argmax after token j - 1), its input feature
+// the output feature of the call before it (row 0 of x), its embedding looked up on the device into the staging
+// buffer (whose inputs the catch-up's layer has read); its argmax goes to pick[j], its probability after the ids.
+static aero_status chain_calls(head_gpu *g, head_gpu_kv *kv, int k, aero_error *err) {
+    float *emb = (float *)g->in, *lg = chain_logits(g), *prob = (float *)(g->pick + g->rows);
+    for (int j = 1; j < k; j++) {
+        aero_cuda_batch *b = aero_cuda_chain_batch(g->chain, j - 1);
+        if (layer(g, kv, 1, 0, b, b, g->x, emb, g->pick + j - 1, err) || aero_gpu_project_dev(g->c, g->x, 1, lg, err))
+            return err->code;
+        prof_op(&g->prof, OP_ELEM);
+        if (aero_cuda_argmax(g->cu, lg, 1, g->dm.n_vocab, g->pick + j, prob + j, err)) return err->code;
+    }
+    return AERO_OK;
+}
+
+// The chain's tokens 1 .. k - 1 as one CUDA graph (AERO_CUDA_GRAPHS=1, the output head VRAM-resident): recorded
+// once per chain length, batch shapes (attention segments) and KV state, replayed with the batches uploaded before
+// it. Every pointer it reads is fixed (x, pick, the staging, the chain's batches). A capture that fails turns
+// graphs off and runs the calls plainly, as graph_layer does.
+static aero_status chain_graph(head_gpu *g, head_gpu_kv *kv, int k, aero_error *err) {
+    uint64_t key = (uint64_t)(uintptr_t)kv * 1099511628211ull ^ (uint64_t)k;
+    for (int j = 0; j + 1 < k; j++) key = key * 1099511628211ull ^ aero_cuda_batch_shape_key(aero_cuda_chain_batch(g->chain, j));
+    if (!g->cgraph || key != g->cgraph_key) {
+        aero_cuda_graph_free(g->cgraph);
+        g->cgraph = NULL;
+        aero_error e = {0};
+        aero_status st = aero_cuda_capture_begin(g->cu, &e), st_end = AERO_OK;
+        if (!st) {
+            st = chain_calls(g, kv, k, err);
+            st_end = aero_cuda_capture_end(g->cu, &g->cgraph, &e);
+            if (st) return st;
+        }
+        if (st || st_end) {
+            fprintf(stderr, "cuda: no graph for the draft head (%s): plain launches\n", e.msg);
+            g->graphs = false;
+            return chain_calls(g, kv, k, err);
+        }
+        g->cgraph_key = key;
+    }
+    return aero_cuda_graph_launch(g->cu, g->cgraph, err);
+}
+
+aero_status head_gpu_chain(head_gpu *g, head_gpu_kv *kv, const head_gpu_call *call, int k, int32_t *ids, float *prob,
+                           aero_error *err) {
+    int n = call->n, d = g->dm.d;
+    if (!head_gpu_chain_ok(g))
+        return aero_fail(err, AERO_ERR_UNSUPPORTED, "draft head: a chain on the device needs the embedding in VRAM");
+    if (call->parent || n < 1 || n > g->rows || k < 1 || k > g->rows)
+        return aero_fail(err, AERO_ERR_INVALID, "draft head chain: %d committed tokens and %d drafted (1..%d)", n, k,
+                         g->rows);
+    if (call->base + n + k - 1 > g->cells)
+        return aero_fail(err, AERO_ERR_RANGE, "draft head chain: %d + %d tokens after %d cells exceed %d", n, k - 1,
+                         call->base, g->cells);
+    prof_pass_begin(&g->prof);
+    // the committed tokens after the cells before them; drafted token j at the next cell, seeing every cell before
+    for (int i = 0; i < n; i++) g->aslot[i] = call->base + i;
+    int32_t base = call->base;
+    aero_status st = aero_cuda_batch_set(g->store, n, call->pos, NULL, g->aslot, NULL, &base, err);
+    for (int j = 0; j + 1 < k; j++) {
+        g->cpos[j] = call->pos[n - 1] + 1 + j;
+        g->cslot[j] = g->cbase[j] = call->base + n + j;
+    }
+    if (!st && k > 1) st = aero_cuda_chain_set(g->chain, k - 1, g->cpos, g->cslot, g->cbase, err);
+    prof_phase(&g->prof, PH_BATCH);
+    float *feat = NULL, *emb = NULL;
+    int32_t *tok = NULL;
+    if (!st) st = stage(g, call, 0, n, &feat, &emb, &tok, err);
+    prof_phase(&g->prof, PH_EMBED);
+    float *lg = chain_logits(g), *xl = g->x + (size_t)(n - 1) * d;
+    if (!st) st = layer(g, kv, n, 0, g->store, g->store, feat, emb, tok, err);
+    if (!st) st = aero_gpu_project_dev(g->c, xl, 1, lg, err);
+    if (!st) {
+        prof_op(&g->prof, OP_ELEM);
+        st = aero_cuda_argmax(g->cu, lg, 1, g->dm.n_vocab, g->pick, (float *)(g->pick + g->rows), err);
+    }
+    if (!st && k > 1 && n > 1) { // the chain starts from row 0 of x, whatever the catch-up's length
+        prof_op(&g->prof, OP_COPY);
+        st = aero_cuda_copy_d2d(g->cu, g->x, xl, (size_t)d * 4, err);
+    }
+    if (!st && k > 1) st = g->graphs ? chain_graph(g, kv, k, err) : chain_calls(g, kv, k, err);
+    prof_phase(&g->prof, PH_LAYERS);
+    if (!st) { // one copy back: the ids, then the probabilities
+        prof_op(&g->prof, OP_COPY);
+        st = aero_cuda_copy_d2h(g->cu, g->out_host, g->pick, (size_t)2 * g->rows * 4, err);
+    }
+    if (!st) {
+        memcpy(ids, g->out_host, (size_t)k * 4);
+        memcpy(prob, (const int32_t *)g->out_host + g->rows, (size_t)k * 4);
+    }
+    prof_phase(&g->prof, PH_HEAD);
+    prof_mark_end(&g->prof);
+    if (!st) prof_pass_end(&g->prof, n + k - 1);
+    return st;
 }
 
 #endif

@@ -78,6 +78,17 @@ aero_status head_gpu_kv_take(head_gpu *g, int cells, int nodes, head_gpu_kv **ou
 void head_gpu_kv_give(head_gpu_kv *kv);
 // One head pass (head_gpu_call) on the device, waited for.
 aero_status head_gpu_forward(head_gpu *g, head_gpu_kv *kv, const head_gpu_call *call, aero_error *err);
+// Whether g can draft a chain on the device (the target's embedding rows are in VRAM, where drafted ids are looked
+// up without the host).
+bool head_gpu_chain_ok(const head_gpu *g);
+// A chain drafted on the device: the committed tokens of call (parent NULL, at most one call's rows; no output
+// features or logits come back), then k - 1 drafted tokens, token j being the device's argmax after token j - 1
+// (aero_cuda_argmax: the first largest logit) fed with the head's own output feature, at position pos[n - 1] + j and
+// cell base + n + j - 1, seeing every cell before it. ids[0..k) and prob[0..k) come back in one copy: the picked
+// token after the last committed one and after each drafted one, with its softmax probability at temperature 1
+// (-1 and 0: the row had no candidate). No host round trip between the tokens; waited for at the end.
+aero_status head_gpu_chain(head_gpu *g, head_gpu_kv *kv, const head_gpu_call *call, int k, int32_t *ids, float *prob,
+                           aero_error *err);
 #endif
 
 #endif

@@ -722,7 +722,10 @@ void aero_spec_describe(const aero_spec *s, char *buf, int cap) {
     else if (s->p.tree_nodes > 0)
         snprintf(buf, cap, "%s, tree of up to %d nodes%s, depth <= %d", who, s->p.tree_nodes,
                  s->p.adaptive ? " (adaptive)" : "", s->p.draft_max);
-    else if (s->p.adaptive)
-        snprintf(buf, cap, "%s, chain, adaptive length %d..%d", who, s->p.draft_min, s->p.draft_max);
-    else snprintf(buf, cap, "%s, chain of %d", who, s->p.draft_max);
+    else {
+        const char *dev = s->head && aero_spec_head_devchain(s, !(s->sp.temp > 0)) ? ", drafted on the device" : "";
+        if (s->p.adaptive)
+            snprintf(buf, cap, "%s, chain, adaptive length %d..%d%s", who, s->p.draft_min, s->p.draft_max, dev);
+        else snprintf(buf, cap, "%s, chain of %d%s", who, s->p.draft_max, dev);
+    }
 }

@@ -131,6 +131,9 @@ int aero_spec_head_cells(int n_ctx, int nodes);
 int aero_spec_head_rows(int nodes, int n_batch);
 // Whether the head's layer runs on the GPU.
 bool aero_spec_head_on_gpu(const aero_spec_head *h);
+// Whether s's head drafts its chains on the device (its layer on the GPU with the target's embedding in VRAM;
+// greedy, or T > 0 without --draft-p-min and a constraint; AERO_DRAFT_HEAD_DEVCHAIN=0 turns it off).
+bool aero_spec_head_devchain(const aero_spec *s, bool greedy);
 uint64_t aero_spec_head_bytes(const aero_spec_head *h);
 void aero_spec_head_truncate(aero_spec_head *h, int n_commit);
 // Fills s->nodes from the draft head: best-first by path probability, evaluating the most probable

@@ -302,3 +302,70 @@ aero_status aero_cuda_graph_launch(aero_cuda *cu, aero_cuda_graph *g, aero_error
 }
 void aero_cuda_graph_free(aero_cuda_graph *g) {}
 uint64_t aero_cuda_batch_shape_key(const aero_cuda_batch *b) { return (uint64_t)b->n; }
+
+// On-device drafting: the argmax and the probability exactly as the host's ranking computes them (draft.c's
+// draft_dist at temperature 1: the first maximum, expf(l - max) summed in double in index order), so that drafts
+// from the device's picks equal the host-ranked ones bitwise here.
+aero_status aero_cuda_argmax(aero_cuda *cu, const float *logits, int n, int n_vocab, int32_t *ids, float *prob,
+                             aero_error *err) {
+    if (n <= 0 || n_vocab <= 0) return aero_fail(err, AERO_ERR_INVALID, "emu argmax: %d rows of %d", n, n_vocab);
+    for (int r = 0; r < n; r++) {
+        const float *l = logits + (size_t)r * n_vocab;
+        int best = -1;
+        bool bad = false;
+        for (int j = 0; j < n_vocab; j++) {
+            if (isnan(l[j]) || l[j] == INFINITY) bad = true;
+            else if (best < 0 ? l[j] > -INFINITY : l[j] > l[best]) best = j;
+        }
+        double sum = 0;
+        for (int j = 0; !bad && best >= 0 && j < n_vocab; j++) sum += expf(l[j] - l[best]);
+        ids[r] = bad || best < 0 ? -1 : best;
+        prob[r] = ids[r] < 0 ? 0.0f : (float)(1 / sum);
+    }
+    return AERO_OK;
+}
+
+struct aero_cuda_chain {
+    int max_k;
+    aero_cuda_batch *views;
+    int32_t *arr; // pos, slot, base, seq (zeros): max_k each
+};
+
+aero_status aero_cuda_chain_new(aero_cuda *cu, int max_k, int n_ctx, int n_head, int head_dim, aero_cuda_chain **out,
+                                aero_error *err) {
+    if (max_k <= 0) return aero_fail(err, AERO_ERR_INVALID, "emu chain of %d", max_k);
+    aero_cuda_chain *c = calloc(1, sizeof *c);
+    c->max_k = max_k;
+    c->views = calloc((size_t)max_k, sizeof *c->views);
+    c->arr = calloc((size_t)4 * max_k, 4);
+    for (int j = 0; j < max_k; j++)
+        c->views[j] = (aero_cuda_batch){.max_tokens = 1,
+                                        .n_seq = 1,
+                                        .n_ctx = n_ctx,
+                                        .n_head = n_head,
+                                        .head_dim = head_dim,
+                                        .pos = c->arr + j,
+                                        .slot = c->arr + max_k + j,
+                                        .base = c->arr + 2 * max_k + j,
+                                        .seq = c->arr + 3 * max_k + j};
+    *out = c;
+    return AERO_OK;
+}
+void aero_cuda_chain_free(aero_cuda_chain *c) {
+    if (c) free(c->views), free(c->arr);
+    free(c);
+}
+aero_status aero_cuda_chain_set(aero_cuda_chain *c, int k, const int32_t *pos, const int32_t *slot, const int32_t *base,
+                                aero_error *err) {
+    if (k <= 0 || k > c->max_k) return aero_fail(err, AERO_ERR_INVALID, "emu chain of %d tokens", k);
+    for (int j = 0; j < k; j++) {
+        if (slot[j] < 0 || slot[j] >= c->views[j].n_ctx || base[j] < 0 || base[j] > c->views[j].n_ctx)
+            return aero_fail(err, AERO_ERR_RANGE, "emu chain: slot %d base %d", slot[j], base[j]);
+        c->arr[j] = pos[j], c->arr[c->max_k + j] = slot[j], c->arr[2 * c->max_k + j] = base[j];
+        c->views[j].n = 1;
+    }
+    return AERO_OK;
+}
+aero_cuda_batch *aero_cuda_chain_batch(aero_cuda_chain *c, int j) {
+    return j >= 0 && j < c->max_k ? &c->views[j] : NULL;
+}

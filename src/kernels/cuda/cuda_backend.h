@@ -238,6 +238,28 @@ void aero_cuda_graph_free(aero_cuda_graph *g);
 // mask, and whatever a kernel adds later: the whole host struct), so a graph is recaptured when it changes.
 uint64_t aero_cuda_batch_shape_key(const aero_cuda_batch *b);
 
+// ---- on-device drafting (cuda_pick.cu: a draft head's chain drafted without a host round trip per token) -----
+
+// Per row i of n rows of n_vocab logits: ids[i] = the first index of the row's largest value and prob[i] =
+// 1 / sum_j expf(l_j - max) in double (the top token's softmax probability at temperature 1, as the host's draft
+// ranking computes it), or ids[i] = -1 and prob[i] = 0 when the row holds a NaN or +inf or only -inf (the host's
+// ranking finds no candidate there). Deterministic: a fixed block size and reduction order per row. ids and prob
+// in device memory.
+aero_status aero_cuda_argmax(aero_cuda *cu, const float *logits, int n, int n_vocab, int32_t *ids, float *prob,
+                             aero_error *err);
+
+// Up to max_k one-token causal batches of one sequence, set with one upload: batch j is a token at position pos[j]
+// and KV slot slot[j] that sees the slots [0, base[j]) and itself. Each is an aero_cuda_batch for rope_kv_store and
+// attention (not for aero_cuda_batch_set or _free); they share one attention scratch, so they run in order.
+typedef struct aero_cuda_chain aero_cuda_chain;
+aero_status aero_cuda_chain_new(aero_cuda *cu, int max_k, int n_ctx, int n_head, int head_dim, aero_cuda_chain **out,
+                                aero_error *err);
+void aero_cuda_chain_free(aero_cuda_chain *c);
+// Checks and uploads k batches (one copy on the compute stream); the host arrays may be reused at once.
+aero_status aero_cuda_chain_set(aero_cuda_chain *c, int k, const int32_t *pos, const int32_t *slot, const int32_t *base,
+                                aero_error *err);
+aero_cuda_batch *aero_cuda_chain_batch(aero_cuda_chain *c, int j);
+
 #ifdef __cplusplus
 }
 #endif
