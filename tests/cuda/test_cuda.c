@@ -727,6 +727,140 @@ static void test_attention_short(int n_head, int n_kv, int hd, uint64_t *rng) {
     aero_cuda_arena_reset(cu, mark);
 }
 
+// ---- on-device drafting: argmax and chains of one-token batches -------------------------------------------
+
+// The host's draft ranking at temperature 1 (draft.c): the first largest logit among non-NaN values, no
+// candidate when the row holds a NaN or +inf or its largest value is -inf; probability 1 / sum expf(l - max)
+// summed in double in index order.
+static int32_t pick_ref(const float *l, int nv, double *prob) {
+    int best = -1;
+    for (int j = 0; j < nv; j++) {
+        if (isnan(l[j]) || l[j] == INFINITY) return *prob = 0, -1;
+        if (best < 0 ? l[j] > -INFINITY : l[j] > l[best]) best = j;
+    }
+    if (best < 0) return *prob = 0, -1;
+    double sum = 0;
+    for (int j = 0; j < nv; j++) sum += expf(l[j] - l[best]);
+    *prob = 1 / sum;
+    return best;
+}
+
+// Rows of random logits and the special rows the ranking must agree on: exact ties at the maximum (the first
+// wins), -inf entries, only -inf, NaN (first or later), +inf, a maximum at either end. ids exact; probabilities
+// within 2e-6 relative (GPU expf is within 2 ulp); every row's bits the same alone and in the batch, and twice.
+static void test_argmax(int nv, uint64_t *rng) {
+    size_t mark = aero_cuda_arena_mark(cu);
+    enum { ROWS = 12 };
+    float *l = malloc(sizeof(float) * ROWS * nv);
+    for (int r = 0; r < ROWS; r++)
+        for (int j = 0; j < nv; j++) l[(size_t)r * nv + j] = (r % 3 + 1) * 8.0f * ct_unif(rng);
+    float *row;
+    int a = nv > 3 ? nv / 3 : 0, b = nv > 3 ? 2 * nv / 3 : nv - 1;
+    row = l + 1 * (size_t)nv; // ties: the same maximum at b and a (a < b): a wins
+    row[a] = row[b] = 40.0f;
+    if (nv > 3) row[nv - 1] = 40.0f;
+    row = l + 2 * (size_t)nv; // -inf entries beside a finite maximum
+    for (int j = 0; j < nv; j += 3) row[j] = -INFINITY;
+    row = l + 3 * (size_t)nv; // only -inf: no candidate
+    for (int j = 0; j < nv; j++) row[j] = -INFINITY;
+    l[4 * (size_t)nv] = NAN;                   // NaN first
+    l[5 * (size_t)nv + b] = NAN;               // NaN later
+    l[6 * (size_t)nv + a] = INFINITY;          // +inf
+    l[7 * (size_t)nv] = 50.0f;                 // the maximum first
+    l[8 * (size_t)nv + nv - 1] = 50.0f;        // the maximum last
+    row = l + 9 * (size_t)nv; // logits a few ulps apart around 0.5: their q merge, the logit decides
+    for (int j = 0; j < nv; j++) row[j] = nextafterf(0.5f, 0.0f) - (j % 7) * 1e-8f;
+    row[b] = 0.5f;
+    float *dl = up(l, sizeof(float) * ROWS * nv);
+    int32_t *ids = dalloc(4 * ROWS), *ids1 = dalloc(4);
+    float *pr = dalloc(4 * ROWS), *pr1 = dalloc(4);
+    int32_t hid[ROWS], hid2[ROWS], one_id;
+    float hp[ROWS], hp2[ROWS], one_p;
+    OK(aero_cuda_argmax(cu, dl, ROWS, nv, ids, pr, &err));
+    down(hid, ids, sizeof hid);
+    down(hp, pr, sizeof hp);
+    OK(aero_cuda_argmax(cu, dl, ROWS, nv, ids, pr, &err));
+    down(hid2, ids, sizeof hid2);
+    down(hp2, pr, sizeof hp2);
+    int bad_id = 0, alone_bad = 0;
+    double worst = 0;
+    for (int r = 0; r < ROWS; r++) {
+        double ref;
+        int32_t want = pick_ref(l + (size_t)r * nv, nv, &ref);
+        if (hid[r] != want) {
+            bad_id++;
+            printf("    row %d: id %d, host %d\n", r, hid[r], want);
+        }
+        if (want >= 0) worst = fmax(worst, fabs(hp[r] - ref) / ref);
+        else if (hp[r] != 0) bad_id++;
+        OK(aero_cuda_argmax(cu, dl + (size_t)r * nv, 1, nv, ids1, pr1, &err));
+        down(&one_id, ids1, 4);
+        down(&one_p, pr1, 4);
+        alone_bad += one_id != hid[r] || memcmp(&one_p, &hp[r], 4) != 0;
+    }
+    bool again = !memcmp(hid, hid2, sizeof hid) && !memcmp(hp, hp2, sizeof hp);
+    EXPECT(bad_id == 0, "argmax over %d: %d rows differ from the host's pick", nv, bad_id);
+    EXPECT(worst <= 2e-6, "argmax over %d: probability error %.3g", nv, worst);
+    EXPECT(alone_bad == 0 && again, "argmax over %d: %d rows differ alone; repeatable %d", nv, alone_bad, again);
+    printf("  argmax over %d logits (ties, -inf, NaN, +inf, merged q): ids %s, probability err %.2e (tol 2e-6), "
+           "alone == batch, repeated: %s\n", nv, bad_id ? "WRONG" : "== host", worst, alone_bad || !again ? "NO" : "bitwise");
+    free(l);
+    aero_cuda_arena_reset(cu, mark);
+}
+
+// A chain's one-token batches (aero_cuda_chain, one upload) against the same tokens through aero_cuda_batch_set
+// one at a time: rope_kv_store and attention give the same bits, the cache the same rows.
+static void test_chain_batches(uint64_t *rng) {
+    size_t mark = aero_cuda_arena_mark(cu);
+    enum { NH = 8, NKV = 4, HD = 64, CTX = 700, K = 9, BASE = 250 };
+    int qd = NH * HD, kvd = NKV * HD;
+    size_t cache = (size_t)CTX * kvd * 2;
+    uint16_t *hc = malloc(cache);
+    for (size_t i = 0; i < cache / 2; i++) hc[i] = aero_f32_to_f16(ct_unif(rng));
+    uint16_t *kc[2] = {up(hc, cache), up(hc, cache)}, *vc[2] = {up(hc, cache), up(hc, cache)};
+    float inv[HD / 2];
+    for (int i = 0; i < HD / 2; i++) inv[i] = powf(10000.0f, -2.0f * i / HD);
+    float *dinv = up(inv, sizeof inv);
+    size_t tok = (size_t)(qd + 2 * kvd);
+    float *h = malloc(sizeof(float) * K * tok);
+    for (size_t i = 0; i < K * tok; i++) h[i] = ct_unif(rng);
+    float *in[2] = {up(h, sizeof(float) * K * tok), up(h, sizeof(float) * K * tok)};
+    float *out[2] = {dalloc(sizeof(float) * K * qd), dalloc(sizeof(float) * K * qd)};
+    aero_cuda_chain *ch;
+    aero_cuda_batch *b1;
+    OK(aero_cuda_chain_new(cu, K + 3, CTX, NH, HD, &ch, &err));
+    OK(aero_cuda_batch_new(cu, 1, 1, CTX, NH, HD, &b1, &err));
+    int32_t pos[K], slot[K], base[K];
+    for (int j = 0; j < K; j++) pos[j] = BASE + 3 + j, slot[j] = base[j] = BASE + j; // crosses 256 keys
+    OK(aero_cuda_chain_set(ch, K, pos, slot, base, &err));
+    for (int v = 0; v < 2; v++)
+        for (int j = 0; j < K; j++) {
+            aero_cuda_batch *b = v ? aero_cuda_chain_batch(ch, j) : b1;
+            if (!v) OK(aero_cuda_batch_set(b1, 1, pos + j, NULL, slot + j, NULL, base + j, &err));
+            float *t = in[v] + j * tok;
+            aero_cuda_qkv a = {.q = t, .k = t + qd, .v = t + qd + kvd, .n_head = NH, .n_head_kv = NKV, .head_dim = HD,
+                               .rope_dim = HD, .inv_freq = dinv, .k_cache = kc[v], .v_cache = vc[v]};
+            OK(aero_cuda_rope_kv_store(b, &a, &err));
+            OK(aero_cuda_attention(b, t, kc[v], vc[v], NH, NKV, HD, out[v] + (size_t)j * qd, &err));
+        }
+    float *o[2] = {malloc(sizeof(float) * K * qd), malloc(sizeof(float) * K * qd)};
+    uint16_t *c2[2] = {malloc(cache), malloc(cache)};
+    for (int v = 0; v < 2; v++) down(o[v], out[v], sizeof(float) * K * qd), down(c2[v], kc[v], cache);
+    bool same = !memcmp(o[0], o[1], sizeof(float) * K * qd) && !memcmp(c2[0], c2[1], cache);
+    aero_error e2 = {0};
+    int32_t far = CTX;
+    bool refused = aero_cuda_chain_set(ch, 1, pos, &far, base, &e2) == AERO_ERR_RANGE &&
+                   aero_cuda_chain_set(ch, K + 4, pos, slot, base, &e2) == AERO_ERR_INVALID;
+    EXPECT(same, "chain batches differ from batch_set one token at a time");
+    EXPECT(refused, "chain: a slot past the context or too many tokens accepted");
+    printf("  chain of %d one-token batches in one upload == batch_set per token (rope, cache, attention): %s\n", K,
+           same ? "bitwise" : "DIFFERENT");
+    aero_cuda_chain_free(ch);
+    aero_cuda_batch_free(b1);
+    free(hc), free(h), free(o[0]), free(o[1]), free(c2[0]), free(c2[1]);
+    aero_cuda_arena_reset(cu, mark);
+}
+
 // ---- errors and the copy pipeline ----------------------------------------------------------------------
 
 static void test_errors(void) {
@@ -865,6 +999,12 @@ int main(void) {
         test_attention_short(8, 1, 64, &rng);
     }
     unsetenv("AERO_CUDA_ATTN");
+    printf("on-device drafting\n");
+    test_argmax(8192, &rng);
+    test_argmax(128256, &rng);
+    test_argmax(1000, &rng);
+    test_argmax(3, &rng);
+    test_chain_batches(&rng);
     printf("errors, copy pipeline\n");
     test_errors();
     test_pipeline(&rng);

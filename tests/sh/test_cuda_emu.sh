@@ -94,6 +94,36 @@ if [ -f "$TM" ] && [ -f "$DM" ]; then
             [ -n "$a" ] && [ -n "$b" ] && [ $(( (a - b) * (a - b) * 100 )) -le $(( b * b )) ] ||
                 fail "$tag: the GPU head accepted ${a:-?} drafted tokens, the host's layer ${b:-?}"
         done
+        # chains drafted on the device (the head's argmax per call in device memory, one copy back a chain): the
+        # same drafts and acceptances as the host ranking each call's logits (AERO_DRAFT_HEAD_DEVCHAIN=0), greedy
+        # (with and without --draft-p-min's cut) and sampled (the same text for the same seed); trees rank on the host
+        grep -q "chain of 8, drafted on the device" "$T/h_chain8.err" ||
+            fail "chain 8: not drafted on the device: $(grep -E 'speculative' "$T/h_chain8.err")"
+        grep -q "drafted on the device" "$T/h_tree16.err" && fail "tree 16 says it was drafted on the device"
+        dc_modes=("g8:--temp 0 --draft-fixed --draft-max 8" "pmin:--temp 0 --draft-fixed --draft-max 16 --draft-p-min 0.4"
+                  "t07:--temp 0.7 --seed 5 --draft-fixed --draft-max 8"
+                  "t1:--temp 1.0 --seed 9 --top-k 40 --top-p 0.9 --draft-fixed --draft-max 6" "adapt:--temp 0")
+        for mt in "${dc_modes[@]}"; do
+            tag=${mt%%:*} opts=${mt#*:}
+            for e in 1 0; do
+                AERO_DRAFT_HEAD_DEVCHAIN=$e "$A" run -m "$TM" -p "$P" -n 60 -c 192 --device cuda --draft-head "$HD" $opts \
+                    --stats > "$T/dc${e}_$tag" 2> "$T/dc${e}_$tag.err" || fail "AERO_DRAFT_HEAD_DEVCHAIN=$e $opts"
+            done
+            grep -q "drafted on the device" "$T/dc1_$tag.err" || fail "$opts: chain not drafted on the device"
+            grep -q "drafted on the device" "$T/dc0_$tag.err" && fail "AERO_DRAFT_HEAD_DEVCHAIN=0 $opts: still on the device"
+            same dc1_$tag dc0_$tag "chain drafted on the device vs ranked on the host ($opts)"
+            [ "$tag" = adapt ] && continue # the adaptive length follows timings
+            a=$(grep -oE 'drafted +[0-9]+, accepted [0-9]+' "$T/dc1_$tag.err") b=$(grep -oE 'drafted +[0-9]+, accepted [0-9]+' "$T/dc0_$tag.err")
+            [ -n "$a" ] && [ "$a" = "$b" ] || fail "$opts: device chain '$a', host-ranked '$b'"
+        done
+        gen dcg -m "$TM" -n 60 -c 192 --device cuda
+        same dcg dc1_g8 "chain drafted on the device differs from plain greedy"
+        same dcg dc1_adapt "adaptive chain drafted on the device differs from plain greedy"
+        # at T > 0 --draft-p-min cuts on the sampler's probabilities, which only the host has: ranked there
+        "$A" run -m "$TM" -p "$P" -n 20 -c 192 --device cuda --draft-head "$HD" --temp 0.7 --draft-p-min 0.3 --stats \
+            > "$T/dcp" 2> "$T/dcp.err" || fail "--temp 0.7 --draft-p-min 0.3"
+        grep -q "draft head (layer on the GPU), chain" "$T/dcp.err" && ! grep -q "drafted on the device" "$T/dcp.err" ||
+            fail "--temp 0.7 --draft-p-min: $(grep speculative "$T/dcp.err")"
         # chains of 8: most accepted (~80-90%, as on the CPU); without the device's hidden states ~10%
         da=$(grep -oE 'drafted +[0-9]+, accepted [0-9]+' "$T/h_chain8.err" | grep -oE '[0-9]+' | tr '\n' ' ')
         set -- $da
