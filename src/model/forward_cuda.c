@@ -169,6 +169,14 @@ static uint64_t embd_vram_bytes(const aero_model *m) {
     return r256(tbytes(m, m->tok_embd));
 }
 
+// The embedding's VRAM a context plans beside a draft head's layer (aero_gpu_head_embd_bytes), 0 without one.
+static uint64_t head_embd_bytes(const aero_ctx *c) {
+    const aero_model *m = c->m;
+    if (!c->gpu_head_vram || m->tok_embd < 0) return 0;
+    const aero_tensor_info *te = &m->gguf.tensors[m->tok_embd];
+    return aero_gpu_head_embd_bytes(te->type, (int64_t)te->ne[0], te->nbytes, m->tok_embd == m->output);
+}
+
 // Puts the token embedding in VRAM when the budget has room left after the plan (the default budget makes room
 // when every unit is resident), read by rows from stream/ in blocks; a tied head in VRAM is used as it is.
 // Without room the rows stay on the host path (not an error); AERO_CUDA_HOST_EMBD=1 keeps them there (A/B runs).
@@ -182,7 +190,9 @@ static aero_status load_embedding(aero_ctx *c, aero_gpu *g, aero_error *err) {
     }
     uint64_t bytes = embd_vram_bytes(m);
     uint64_t room = aero_cuda_arena_budget(g->cu) - aero_cuda_arena_mark(g->cu);
-    if (!bytes || bytes + EMBD_RESERVE + c->gpu_head_vram > room) return AERO_OK; // the draft head's room stays free
+    // the draft head's room stays free; beside a head's layer the plan counted the embedding (head_embd_bytes)
+    uint64_t reserve = head_embd_bytes(c) ? 0 : EMBD_RESERVE;
+    if (!bytes || bytes + reserve + c->gpu_head_vram > room) return AERO_OK;
     const aero_tensor_info *te = &m->gguf.tensors[m->tok_embd];
     size_t rb = aero_dtype_row_bytes(te->type, te->ne[0]);
     int block = (int)((16u << 20) / rb) > 1 ? (int)((16u << 20) / rb) : 1, rows = (int)te->ne[1];
@@ -222,8 +232,8 @@ static aero_status plan(aero_ctx *c, aero_gpu *g, uint64_t gpu_mem, uint64_t *bu
         p.unit_bytes[u] = un->bytes;
     }
     // a draft head's layer on the GPU (its weights, KV cells, activations) is planned like the context's own buffers
-    p.fixed =
-        aero_gpu_fixed_bytes(&m->hp, m->hp.n_vocab, c->n_ctx, c->n_seq, g->cap, small_bytes(m)) + c->gpu_head_vram;
+    p.fixed = aero_gpu_fixed_bytes(&m->hp, m->hp.n_vocab, c->n_ctx, c->n_seq, g->cap, small_bytes(m)) +
+              c->gpu_head_vram + head_embd_bytes(c);
     aero_status st = AERO_OK;
     if (!gpu_mem) {
         aero_cuda_info info;
@@ -237,7 +247,7 @@ static aero_status plan(aero_ctx *c, aero_gpu *g, uint64_t gpu_mem, uint64_t *bu
         uint64_t avail = info.free_vram > margin ? info.free_vram - margin : 0;
         gpu_mem = want < avail ? want : avail;
         uint64_t embd = embd_vram_bytes(m);
-        if (embd && want + embd + EMBD_RESERVE <= avail) // every unit resident: room for the embedding too
+        if (embd && !head_embd_bytes(c) && want + embd + EMBD_RESERVE <= avail) // every unit resident: and the embedding
             gpu_mem = want + embd + EMBD_RESERVE;
         if (gpu_mem < p.min_need) {
             st = aero_fail(err, AERO_ERR_NOMEM,

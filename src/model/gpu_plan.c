@@ -39,6 +39,15 @@ uint64_t aero_gpu_batch_bytes(int max_tokens, int n_seq, int n_ctx, int n_head, 
            r256(n * n_head * segs * (2 + (uint64_t)head_dim) * 4);
 }
 
+uint64_t aero_gpu_head_embd_bytes(aero_dtype type, int64_t cols, uint64_t nbytes, bool tied) {
+    // the CUDA backend's get_rows types (aero_cuda_type_supported; cuda_emu.c lists the same)
+    bool dense = type == AERO_DT_F32 || type == AERO_DT_F16 || type == AERO_DT_BF16;
+    bool quant = type == AERO_DT_Q8_0 || type == AERO_DT_Q4_0 || type == AERO_DT_Q4_K || type == AERO_DT_Q5_K ||
+                 type == AERO_DT_Q6_K;
+    if (tied || !(dense || (quant && cols % 32 == 0))) return 0;
+    return r256(nbytes);
+}
+
 // Residency in layer order: the first layers never wait for a copy, and a pass still streams the rest in order.
 void aero_gpu_plan_needs(aero_gpu_plan *p, uint64_t *all, uint64_t *slot_out) {
     uint64_t slot = 0;
@@ -73,6 +82,14 @@ aero_status aero_gpu_plan_choose(aero_gpu_plan *p, uint64_t gpu_mem, aero_error 
     }
     p->slot_bytes = all ? 0 : slot;
     return AERO_OK;
+}
+
+// The embedding's VRAM planned beside a draft head's layer, from the file (forward_cuda.c: head_embd_bytes).
+static uint64_t head_embd_from_gguf(const aero_gguf *g) {
+    int64_t embd = aero_gguf_tensor_index(g, "token_embd.weight"), out = aero_gguf_tensor_index(g, "output.weight");
+    if (embd < 0) return 0;
+    const aero_tensor_info *te = &g->tensors[embd];
+    return aero_gpu_head_embd_bytes((aero_dtype)te->type, (int64_t)te->ne[0], te->nbytes, out < 0 || out == embd);
 }
 
 aero_status aero_gpu_plan_from_gguf(const aero_gguf *g, int n_ctx, int n_seq, int n_tile, uint64_t gpu_mem,
@@ -110,7 +127,7 @@ aero_status aero_gpu_plan_from_gguf(const aero_gguf *g, int n_ctx, int n_seq, in
     int ctx = aero_ctx_params_n_ctx(&hp, &cp);
     p->fixed = aero_gpu_fixed_bytes(&hp, (int)g->tensors[embd].ne[1], ctx, n_seq > 0 ? n_seq : 1,
                                     aero_gpu_pass_cap(&hp, n_tile > 0 ? n_tile : AERO_GPU_MAX_PASS), small) +
-               head_vram;
+               head_vram + (head_vram ? head_embd_from_gguf(g) : 0); // as forward_cuda.c plans it
     p->head_first = head_hot || head_vram > 0; // as forward_cuda.c plans it
     aero_status st = aero_gpu_plan_choose(p, gpu_mem, err);
     if (st) aero_gpu_plan_free(p);
@@ -159,6 +176,9 @@ aero_status aero_gpu_plan_print(const aero_gguf *g, const aero_ctx_params *kv, i
             aero_format_size(p.fixed, c, sizeof c));
     if (kv->gpu_head_vram)
         fprintf(f, " and a draft head's layer (%s of them)", aero_format_size(kv->gpu_head_vram, b, sizeof b));
+    if (kv->gpu_head_vram && head_embd_from_gguf(g))
+        fprintf(f, " and the token embedding beside it (%s: the head looks up its drafted tokens on the device)",
+                aero_format_size(head_embd_from_gguf(g), b, sizeof b));
     if (p.slot_bytes) fprintf(f, ", 2 copy slots of %s", aero_format_size(p.slot_bytes, d, sizeof d));
     fprintf(f, "; minimum --gpu-mem %s\n", aero_format_size(p.min_need, a, sizeof a));
     char *tier = malloc((size_t)p.n_units + 1);

@@ -31,6 +31,10 @@ int aero_gpu_pass_cap(const aero_hparams *hp, int n_tile);
 uint64_t aero_gpu_fixed_bytes(const aero_hparams *hp, int n_vocab, int n_ctx, int n_seq, int cap, uint64_t small);
 // VRAM of an aero_cuda_batch_new(max_tokens, n_seq, n_ctx, n_head, head_dim): a context's batch, a draft head's.
 uint64_t aero_gpu_batch_bytes(int max_tokens, int n_seq, int n_ctx, int n_head, int head_dim);
+// The token embedding's VRAM planned beside a draft head's layer (the head looks up the rows of the tokens it drafts
+// on the device, so a whole chain is drafted without the host): its bytes when the GPU can look its rows up (a type
+// with a kernel, cols a multiple of 32 unless dense), 0 when it is the tied output head (in VRAM with the head).
+uint64_t aero_gpu_head_embd_bytes(aero_dtype type, int64_t cols, uint64_t nbytes, bool tied);
 // What a plan needs: p->total and p->min_need (fixed + two slots of the largest unit) are set, *all gets the VRAM
 // that holds every unit it may hold (fixed + all units, plus the two slots when a host_ffn unit streams), *slot
 // (may be NULL) the largest unit.
@@ -40,8 +44,8 @@ void aero_gpu_plan_needs(aero_gpu_plan *p, uint64_t *all, uint64_t *slot);
 // refused with the numbers.
 aero_status aero_gpu_plan_choose(aero_gpu_plan *p, uint64_t gpu_mem, aero_error *err);
 // The plan from the file alone (units by tensor names, as the stream groups them), for `aerollm info`; head_vram:
-// a draft head's layer beside the model (aero_ctx_params.gpu_head_vram); head_hot (or a head's layer): the output
-// head chosen first.
+// a draft head's layer beside the model (aero_ctx_params.gpu_head_vram; the token embedding is then planned too,
+// aero_gpu_head_embd_bytes); head_hot (or a head's layer): the output head chosen first.
 aero_status aero_gpu_plan_from_gguf(const aero_gguf *g, int n_ctx, int n_seq, int n_tile, uint64_t gpu_mem,
                                     uint64_t head_vram, bool head_hot, aero_gpu_plan *p, aero_error *err);
 // Where each unit lives beside that plan under a host budget --mem (0: no limit): tier[u] = 'V' VRAM, 'H' host

@@ -187,10 +187,14 @@ if [ -f "$TM" ] && [ -f "$DM" ]; then
         same t_gpu40 t_head_str "teacher: --draft-head with the model streamed through the slots differs from plain greedy"
         grep -q "0 of 9 units resident" "$T/t_head_str.err" || fail "model not streamed: $(grep device: "$T/t_head_str.err")"
         grep -q "draft head (layer on the GPU)" "$T/t_head_str.err" || fail "smallest --gpu-mem: the head's layer left the GPU"
+        # the embedding is planned beside the head's layer: drafted ids are looked up on the device, chains drafted there
+        grep -q "embedding rows looked up on the GPU" "$T/t_head_str.err" && grep -q "drafted on the device" "$T/t_head_str.err" ||
+            fail "smallest --gpu-mem: chains not drafted on the device: $(grep -E '^device:|speculative' "$T/t_head_str.err")"
         # one unit's room besides the slots: the output head, which the draft head reads every drafted token
         gen t_head_v -m "$TM" -n 40 -c 128 --device cuda --gpu-mem $(( ${mgt:-1} + 5000000 )) --draft-head "$HD" --stats
         same t_gpu40 t_head_v "teacher: --draft-head with the output head VRAM-resident differs from plain greedy"
         grep -qE "^stream: units [RsV]*[Rs]V " "$T/t_head_v.err" || fail "head not chosen first: $(grep -E '^stream: units' "$T/t_head_v.err")"
+        grep -q "drafted on the device" "$T/t_head_v.err" || fail "minimum + 5 MB: chains not drafted on the device"
         # aerollm info --gpu-mem --draft-head: the same plan as the run's (the head's layer and its units)
         run_map=$(grep -oE '^stream: units [VRs]+' "$T/t_head_v.err" | awk '{print $3}' | tr Rs HD)
         info_map=$("$A" info "$TM" --no-tensors --gpu-mem $(( ${mgt:-1} + 5000000 )) -c 128 --draft-head "$HD" |
