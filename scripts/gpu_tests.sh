@@ -153,6 +153,11 @@ cmp -s "$LOG/gen_teacher_cuda.txt" "$LOG/gen_teacher_head.txt"
 check "teacher --draft-head==plain greedy (cuda)" $? "$(grep -E 'tokens per verify' "$LOG/gen_teacher_head.err")"
 grep -q "draft head (layer on the GPU)" "$LOG/gen_teacher_head.err"
 check "teacher --draft-head: the head's layer on the GPU" $? "$(grep -E 'speculative decoding|draft head' "$LOG/gen_teacher_head.err" | head -2)"
+grep -q "drafted on the device" "$LOG/gen_teacher_head.err"
+check "teacher --draft-head: chains drafted on the device" $? "$(grep -E 'speculative decoding' "$LOG/gen_teacher_head.err")"
+AERO_DRAFT_HEAD_DEVCHAIN=0 gen teacher_head_hostrank "$TM" 128 --device cuda --draft-head "$HD" --stats
+cmp -s "$LOG/gen_teacher_cuda.txt" "$LOG/gen_teacher_head_hostrank.txt"
+check "teacher --draft-head, host-ranked chain (AERO_DRAFT_HEAD_DEVCHAIN=0)==plain greedy (cuda)" $? ""
 gen teacher_head_tree "$TM" 128 --device cuda --draft-head "$HD" --draft-tree 32
 cmp -s "$LOG/gen_teacher_cuda.txt" "$LOG/gen_teacher_head_tree.txt"
 check "teacher --draft-head tree==plain greedy (cuda)" $? ""
@@ -186,6 +191,18 @@ for mode in "" "--draft-fixed --draft-max 8"; do # run 3's way: the head's layer
     AERO_CUDA_GRAPHS=1 bench_head "head, AERO_CUDA_GRAPHS=1${mode:+ $mode}" $mode
 done
 grep -i "no graph" "$LOG/bench_head.txt" | head -2
+# chains drafted on the device (the default: the head's argmax in device memory, one copy back a chain) against
+# the host ranking each call's logits (AERO_DRAFT_HEAD_DEVCHAIN=0), resident and streamed (minimum + 5 MB: the
+# output head and the embedding resident); chain 16 (8.5 tokens per pass on the CPU); graphs streamed
+for mode in "--draft-fixed --draft-max 8" "--draft-fixed --draft-max 16" ""; do
+    mgm=$(min_gpu_mem "$TM" --draft-head "$HD" $mode)
+    for gm in "" "--gpu-mem $(( ${mgm:-0} + 5000000 ))"; do
+        [ "$mode" = "--draft-fixed --draft-max 16" ] && bench_head "head, device chain${mode:+ $mode}${gm:+ $gm}" $gm $mode
+        AERO_DRAFT_HEAD_DEVCHAIN=0 bench_head "head, host-ranked chain${mode:+ $mode}${gm:+ $gm}" $gm $mode
+    done
+    AERO_CUDA_GRAPHS=1 bench_head "head, device chain, AERO_CUDA_GRAPHS=1${mode:+ $mode} --gpu-mem $(( ${mgm:-0} + 5000000 ))" \
+        --gpu-mem $(( ${mgm:-0} + 5000000 )) $mode
+done
 AERO_CUDA_PROFILE=1 timeout 40 "$AERO" bench -m "$TM" -p 128 -n 256 -c 512 --device cuda --draft-head "$HD" \
     --draft-fixed --draft-max 8 > "$LOG/prof_head.txt" 2>&1
 echo "  draft head profile (chain of 8):"
