@@ -247,7 +247,8 @@ static aero_status plan(aero_ctx *c, aero_gpu *g, uint64_t gpu_mem, uint64_t *bu
         uint64_t avail = info.free_vram > margin ? info.free_vram - margin : 0;
         gpu_mem = want < avail ? want : avail;
         uint64_t embd = embd_vram_bytes(m);
-        if (embd && !head_embd_bytes(c) && want + embd + EMBD_RESERVE <= avail) // every unit resident: and the embedding
+        // every unit resident: room for the embedding too (beside a head's layer the plan counted it already)
+        if (embd && !head_embd_bytes(c) && want + embd + EMBD_RESERVE <= avail)
             gpu_mem = want + embd + EMBD_RESERVE;
         if (gpu_mem < p.min_need) {
             st = aero_fail(err, AERO_ERR_NOMEM,

@@ -536,8 +536,8 @@ bool aero_spec_head_devchain(const aero_spec *s, bool greedy) {
 // head_forward's committed call with a chain of k drafted tokens after it, all on the device (head_gpu_chain):
 // the committed tokens extend the prefix, the drafted ones take the k - 1 cells after it, each the child of the
 // one before; ids and prob get the k picks (no features or logits come back).
-static aero_status head_chain(aero_spec_head *h, int n, const int32_t *tok, const int32_t *pos, const float *const *feat,
-                              int k, int32_t *ids, float *prob, aero_error *err) {
+static aero_status head_chain(aero_spec_head *h, int n, const int32_t *tok, const int32_t *pos,
+                              const float *const *feat, int k, int32_t *ids, float *prob, aero_error *err) {
     if (n > h->rows || h->n_cells + n + k - 1 > h->cap)
         return aero_fail(err, AERO_ERR_RANGE, "draft head: %d + %d tokens do not fit (%d of %d cells used)", n, k - 1,
                          h->n_cells, h->cap);

@@ -510,8 +510,9 @@ static aero_status graph_layer(head_gpu *g, head_gpu_kv *kv, float *feat, float 
         if (st || st_end) { // nothing recorded ran: the plain call, now and from now on
             fprintf(stderr, "cuda: no graph for the draft head (%s): plain launches\n", e.msg);
             g->graphs = false;
-            return layer(g, kv, 1, 0, g->store, g->store, feat, emb, ids, err) || queue_outputs(g, 1, 0, 1, err) ? err->code
-                                                                                                       : AERO_OK;
+            return layer(g, kv, 1, 0, g->store, g->store, feat, emb, ids, err) || queue_outputs(g, 1, 0, 1, err)
+                       ? err->code
+                       : AERO_OK;
         }
         g->graph_key = key;
     }
@@ -592,7 +593,8 @@ static aero_status chain_calls(head_gpu *g, head_gpu_kv *kv, int k, aero_error *
 // graphs off and runs the calls plainly, as graph_layer does.
 static aero_status chain_graph(head_gpu *g, head_gpu_kv *kv, int k, aero_error *err) {
     uint64_t key = (uint64_t)(uintptr_t)kv * 1099511628211ull ^ (uint64_t)k;
-    for (int j = 0; j + 1 < k; j++) key = key * 1099511628211ull ^ aero_cuda_batch_shape_key(aero_cuda_chain_batch(g->chain, j));
+    for (int j = 0; j + 1 < k; j++)
+        key = key * 1099511628211ull ^ aero_cuda_batch_shape_key(aero_cuda_chain_batch(g->chain, j));
     if (!g->cgraph || key != g->cgraph_key) {
         aero_cuda_graph_free(g->cgraph);
         g->cgraph = NULL;

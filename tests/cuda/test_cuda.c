@@ -763,12 +763,12 @@ static void test_argmax(int nv, uint64_t *rng) {
     for (int j = 0; j < nv; j += 3) row[j] = -INFINITY;
     row = l + 3 * (size_t)nv; // only -inf: no candidate
     for (int j = 0; j < nv; j++) row[j] = -INFINITY;
-    l[4 * (size_t)nv] = NAN;                   // NaN first
-    l[5 * (size_t)nv + b] = NAN;               // NaN later
-    l[6 * (size_t)nv + a] = INFINITY;          // +inf
-    l[7 * (size_t)nv] = 50.0f;                 // the maximum first
-    l[8 * (size_t)nv + nv - 1] = 50.0f;        // the maximum last
-    row = l + 9 * (size_t)nv; // logits a few ulps apart around 0.5: their q merge, the logit decides
+    l[4 * (size_t)nv] = NAN;            // NaN first
+    l[5 * (size_t)nv + b] = NAN;        // NaN later
+    l[6 * (size_t)nv + a] = INFINITY;   // +inf
+    l[7 * (size_t)nv] = 50.0f;          // the maximum first
+    l[8 * (size_t)nv + nv - 1] = 50.0f; // the maximum last
+    row = l + 9 * (size_t)nv;           // logits a few ulps apart around 0.5: their q merge, the logit decides
     for (int j = 0; j < nv; j++) row[j] = nextafterf(0.5f, 0.0f) - (j % 7) * 1e-8f;
     row[b] = 0.5f;
     float *dl = up(l, sizeof(float) * ROWS * nv);
@@ -803,7 +803,8 @@ static void test_argmax(int nv, uint64_t *rng) {
     EXPECT(worst <= 2e-6, "argmax over %d: probability error %.3g", nv, worst);
     EXPECT(alone_bad == 0 && again, "argmax over %d: %d rows differ alone; repeatable %d", nv, alone_bad, again);
     printf("  argmax over %d logits (ties, -inf, NaN, +inf, merged q): ids %s, probability err %.2e (tol 2e-6), "
-           "alone == batch, repeated: %s\n", nv, bad_id ? "WRONG" : "== host", worst, alone_bad || !again ? "NO" : "bitwise");
+           "alone == batch, repeated: %s\n",
+           nv, bad_id ? "WRONG" : "== host", worst, alone_bad || !again ? "NO" : "bitwise");
     free(l);
     aero_cuda_arena_reset(cu, mark);
 }
@@ -838,8 +839,16 @@ static void test_chain_batches(uint64_t *rng) {
             aero_cuda_batch *b = v ? aero_cuda_chain_batch(ch, j) : b1;
             if (!v) OK(aero_cuda_batch_set(b1, 1, pos + j, NULL, slot + j, NULL, base + j, &err));
             float *t = in[v] + j * tok;
-            aero_cuda_qkv a = {.q = t, .k = t + qd, .v = t + qd + kvd, .n_head = NH, .n_head_kv = NKV, .head_dim = HD,
-                               .rope_dim = HD, .inv_freq = dinv, .k_cache = kc[v], .v_cache = vc[v]};
+            aero_cuda_qkv a = {.q = t,
+                               .k = t + qd,
+                               .v = t + qd + kvd,
+                               .n_head = NH,
+                               .n_head_kv = NKV,
+                               .head_dim = HD,
+                               .rope_dim = HD,
+                               .inv_freq = dinv,
+                               .k_cache = kc[v],
+                               .v_cache = vc[v]};
             OK(aero_cuda_rope_kv_store(b, &a, &err));
             OK(aero_cuda_attention(b, t, kc[v], vc[v], NH, NKV, HD, out[v] + (size_t)j * qd, &err));
         }

@@ -101,8 +101,8 @@ extern "C" aero_status aero_cuda_chain_new(aero_cuda *cu, int max_k, int n_ctx, 
                                            aero_cuda_chain **out, aero_error *err) {
     *out = NULL;
     if (max_k <= 0 || max_k > 4096 || n_ctx <= 0 || n_head <= 0 || head_dim <= 0 || head_dim > 256)
-        return aero_fail(err, AERO_ERR_INVALID, "CUDA chain: %d tokens, %d slots, %d heads of %d", max_k, n_ctx,
-                         n_head, head_dim);
+        return aero_fail(err, AERO_ERR_INVALID, "CUDA chain: %d tokens, %d slots, %d heads of %d", max_k, n_ctx, n_head,
+                         head_dim);
     aero_cuda_chain *c = (aero_cuda_chain *)calloc(1, sizeof *c);
     aero_cuda_batch *v = (aero_cuda_batch *)calloc((size_t)max_k, sizeof *v);
     if (!c || !v) {
