@@ -245,7 +245,8 @@ echo "  teacher AERO_CUDA_PROFILE=1:"; grep -A2 "^cuda profile" "$LOG/prof_teach
 echo "== bench_cuda (floors) $(el)"
 timeout 45 "$BIN/bench_cuda" --quick > "$LOG/bench_cuda.log" 2>&1
 check bench_cuda $? ""
-grep -iE "floor|HBM|pinned|pageable|GB/s" "$LOG/bench_cuda.log" | head -40
+grep -iE "floor|HBM|pinned|pageable|GB/s" "$LOG/bench_cuda.log" | grep -v "^argmax" | head -40
+grep -E "^argmax vocab" "$LOG/bench_cuda.log"
 # the decode tile experiment in the same run: Q4_K straight to f16 pairs (docs/perf/cuda.md, "Resident decode")
 AERO_CUDA_DEC=h2 timeout 45 "$BIN/bench_cuda" --quick > "$LOG/bench_cuda_h2.log" 2>&1
 echo "  AERO_CUDA_DEC=h2 (rc $?):"; grep -E "8B-shape Q4_K|^  Q4_K" "$LOG/bench_cuda_h2.log" | sed 's/^/    /'

@@ -2,7 +2,8 @@
 // streaming-read kernel), pinned and pageable host->device copy bandwidth, the decode matvec of every type as
 // a fraction of HBM bandwidth (weights larger than L2), 8B-shape layer matrices, the batched matmul cost
 // curve c(k) = t(k) / t(1), copy/compute overlap of the slot pipeline, and attention at long context (both
-// kernels). `--quick`: fewer batch sizes; `--attention`: the floors and the attention only.
+// kernels), and the on-device argmax of logits rows. `--quick`: fewer batch sizes; `--attention`: the floors and
+// the attention (and the argmax) only.
 // No GPU: prints "skipped: no CUDA device" and exits 77.
 #include <cuda_runtime.h>
 #include <math.h>
@@ -352,6 +353,23 @@ int main(int argc, char **argv) {
         }
         unsetenv("AERO_CUDA_ATTN");
         aero_cuda_batch_free(bt);
+    }
+    // ---- on-device drafting: the argmax a draft head's chain runs after every drafted token -----------------
+    {
+        size_t mark = aero_cuda_arena_mark(cu);
+        static const int vocabs[] = {8192, 128256};
+        float *lg = (float *)dalloc(sizeof(float) * 8 * 128256);
+        OK(aero_cuda_memset0(cu, lg, sizeof(float) * 8 * 128256, &err));
+        int32_t *ids = (int32_t *)dalloc(4 * 8);
+        float *pr = (float *)dalloc(4 * 8);
+        printf("\nargmax of logits rows (aero_cuda_argmax: the pick and its probability; 2 reads of a row)\n");
+        for (int v = 0; v < 2; v++)
+            for (int rows = 1; rows <= 8; rows += 7) {
+                double ms = time_ms(3, 50, [&](int) { OK(aero_cuda_argmax(cu, lg, rows, vocabs[v], ids, pr, &err)); });
+                printf("argmax vocab %-6d rows %d: %.4f ms per call (%.0f GB/s of logits)\n", vocabs[v], rows, ms,
+                       2.0 * rows * vocabs[v] * 4 / (ms * 1e-3) / 1e9);
+            }
+        aero_cuda_arena_reset(cu, mark);
     }
     aero_cuda_host_free(pinned);
     aero_cuda_free(cu);
