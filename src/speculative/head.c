@@ -592,6 +592,8 @@ static aero_status catch_up(aero_spec *s, int chain_k, int32_t *ids, float *prob
             break;
         }
 #else
+        if (chain_k > 0)
+            return aero_fail(err, AERO_ERR_UNSUPPORTED, "draft head: a chain on the device without the CUDA backend");
         (void)ids, (void)prob;
 #endif
         st = head_forward(h, n, s->btok, s->bpos, feat, NULL, last ? s->dlogits : NULL, true, err);
