@@ -112,7 +112,7 @@ struct ScD2 { // super-block scale and the two int8 scales of the halves (Q6_K)
 };
 
 template <> struct W8<AERO_DT_Q8_0> {
-    static constexpr int U = 1, RING = 8;
+    static constexpr int U = 1, RING = 6;
     typedef ScD Sc;
     unsigned short d;
     uint2 q;
@@ -142,7 +142,7 @@ template <> struct W8<AERO_DT_Q4_0> {
 };
 
 template <> struct W8<AERO_DT_Q4_K> {
-    static constexpr int U = 2, RING = 4;
+    static constexpr int U = 2, RING = 3;
     typedef ScDM Sc;
     uint4 h; // d, dmin, the 12 scale bytes
     uint2 q; // the codes of both chunks of the unit (low nibbles: the even chunk)
@@ -182,7 +182,7 @@ template <> struct W8<AERO_DT_Q5_K> {
 };
 
 template <> struct W8<AERO_DT_Q6_K> {
-    static constexpr int U = 1, RING = 4;
+    static constexpr int U = 1, RING = 3;
     typedef ScD2 Sc;
     unsigned short d, s2; // the super-block scale; the chunk's two int8 scales (one per 16 elements)
     uint2 lo, hi;
@@ -261,8 +261,9 @@ __device__ __forceinline__ void chunk8(const A8<TY> &f, uint2 b, const float2 xd
 
 // MT tiles of 16 rows x NT tiles of 8 tokens per block of MMA_WARPS warps; grid (ceil(rows / 16 MT),
 // ceil(n / 8 NT)). XQ: [n][cols] int8 activations, XD: [n][cols / 32] {d, d * sum} (aero_q8_quant).
+// The decode tile is bounded to 128 registers: two blocks (16 warps) per SM, each warp with RING units in flight.
 template <int TY, int MT, int NT>
-__global__ void __launch_bounds__(MMA_THREADS) k_q8(const uint8_t *__restrict__ W, size_t row_bytes, int rows,
+__global__ void __launch_bounds__(MMA_THREADS, MT * NT == 1 ? 2 : 1) k_q8(const uint8_t *__restrict__ W, size_t row_bytes, int rows,
                                                     int cols, const int8_t *__restrict__ XQ,
                                                     const float2 *__restrict__ XD, int n, float *__restrict__ Y) {
     typedef W8<TY> R;
