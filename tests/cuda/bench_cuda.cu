@@ -148,7 +148,16 @@ int main(int argc, char **argv) {
     static const aero_dtype types[] = {AERO_DT_F32,  AERO_DT_F16,  AERO_DT_BF16, AERO_DT_Q8_0,
                                        AERO_DT_Q4_0, AERO_DT_Q4_K, AERO_DT_Q5_K, AERO_DT_Q6_K};
     if (!attn_only) printf("\nmatvec (one token), 16384 x 8192 weights (larger than L2), GB/s of weights and fraction of HBM read %.0f GB/s\n", hbm);
-    if (!attn_only) printf("  type  bytes      R=1            R=2            R=4            R=8\n");
+    if (!attn_only) {
+        // which kernels the quantized types take (AERO_CUDA_MM: default int8, f16, v1), so A/B runs say what they ran
+        const char *mm = getenv("AERO_CUDA_MM");
+        printf("  matmul path: %s (AERO_CUDA_MM=%s); R=1: the decode tile, R>=2: 2 tiles of 16 rows\n",
+               aero_cuda_matmul_int8(AERO_DT_Q4_K) ? "int8 tensor cores for the quantized types, f16 for F16"
+               : aero_cuda_matmul_f16(AERO_DT_Q4_K) ? "f16 tensor cores for F16 and the quantized types"
+                                                    : "f32 kernels",
+               mm ? mm : "unset");
+        printf("  type  bytes      R=1            R=2            R=4            R=8\n");
+    }
     int rows = 16384, cols = 8192;
     float *x = (float *)dalloc(sizeof(float) * 16384 * 512), *y = (float *)dalloc(sizeof(float) * rows * 512);
     {

@@ -165,6 +165,30 @@ static bool prepare_matches(const float *x, int n, int cols, const std::vector<i
     return true;
 }
 
+// q4k_pair_scales (both groups of a unit at once) against Dec's q4k_dl_ml_h, bitwise, over random headers.
+static void test_pair_scales() {
+    int bad = 0;
+    for (int trial = 0; trial < 4000; trial++) {
+        uint32_t w[4];
+        for (auto &x : w) x = (uint32_t)(unif() * 2147483648.0f) ^ ((uint32_t)(unif() * 65536.0f) << 16);
+        w[0] = (w[0] & 0x3fff3fffu) | 0x34003400u; // finite f16 d, dmin of modest size
+        const uint4 h{w[0], w[1], w[2], w[3]};
+        for (int p = 0; p < 4; p++) {
+            ScDM s[2];
+            q4k_pair_scales(p, h, s);
+            for (int k = 0; k < 2; k++) {
+                float dl, ml;
+                q4k_dl_ml_h(2 * p + k, h, &dl, &ml);
+                const float nml = -ml;
+                bad += memcmp(&s[k].d, &dl, 4) != 0 || memcmp(&s[k].m, &nml, 4) != 0;
+            }
+        }
+    }
+    EXPECT(bad == 0, "q4k_pair_scales: %d of 32000 groups differ from q4k_dl_ml_h", bad);
+    printf("%s q4k_pair_scales == q4k_dl_ml_h (negated min), 32000 groups: %s\n", bad ? "FAIL" : "ok  ",
+           bad ? "NO" : "bitwise");
+}
+
 // One type: the prepared activations, both references, alone == batch, every tile shape, and every token count
 // 1 .. n_max with the shape the dispatcher picks for it, bitwise the same as in the full batch.
 template <int TY> static void test_q8(int rows, int cols, int n, int n_max) {
@@ -256,6 +280,7 @@ int main(void) {
     test_type<AERO_DT_Q8_0>(16, 2720, 3); // 85 chunks: the last warp 8, a run not a multiple of the ring
     // the int8 path: every type, partial row and token tiles, runs that wrap the decode ring, every token count
     // 1..70 with its dispatched shape (Q4_K and Q8_0), odd chunk counts for the 32-element types
+    test_pair_scales();
     test_q8<AERO_DT_Q8_0>(40, 512, 11, 70);
     test_q8<AERO_DT_Q4_0>(40, 512, 11, 0);
     test_q8<AERO_DT_Q4_K>(40, 512, 11, 70);

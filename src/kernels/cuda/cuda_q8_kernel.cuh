@@ -14,7 +14,8 @@
 // code products; f = (float)s exactly, through the accumulator's bias below; da, das = the token's block
 // scale and scale times code sum; acc: the warp's running sum):
 //   Q8_0, Q4_0:  acc = fmaf(d * da, f, acc)                          d: the block's f16 scale (Q4_0 codes q - 8)
-//   Q4_K, Q5_K:  acc = fmaf(dl * da, f, acc); acc = fmaf(-ml, das, acc)   dl = d * sc, ml = dmin * m (as Dec)
+//   Q4_K, Q5_K:  acc = fmaf(dl * da, f, acc); acc = fmaf(-ml, das, acc)   dl = d * sc, -ml = (-dmin) * m (the
+//                values of Dec's q4k_dl_ml_h)
 //   Q6_K:        f = fmaf(sc0, f0, sc1 * f1) (exact: the integer sc0 s0 + sc1 s1 < 2^24, halves of 16 elements);
 //                acc = fmaf(d * da, f, acc)                          codes q - 32
 // Reduction order (batch invariance): a row's chunks are cut into units (two chunks for Q4_K/Q5_K, whose
@@ -91,8 +92,8 @@ __device__ __forceinline__ void aero_q8_row(const float *row, int cols, int8_t *
 
 // ---- a lane's weights: bytes loaded apart from their unpacking -----------------------------------------------
 // W8<TY>::load gathers the bytes behind a lane's 8 elements of each chunk of unit u of a row (codes and scales);
-// codes(k) gives chunk k of the unit as two words of s8 (elements 8t .. 8t + 3, 8t + 4 .. 8t + 7); scale(c) the
-// float scales of chunk c. U: chunks per unit; RING: units whose loads the decode tile keeps in flight.
+// codes(k) gives chunk k of the unit as two words of s8 (elements 8t .. 8t + 3, 8t + 4 .. 8t + 7); unit_scales(u)
+// the float scales of the unit's chunks. U: chunks per unit; RING: units whose loads the decode tile keeps in flight.
 
 template <int TY> struct W8;
 
@@ -104,7 +105,7 @@ __device__ __forceinline__ uint32_t s8_less32(uint32_t q) { return (q + 0x606060
 struct ScD { // a chunk's scale
     float d;
 };
-struct ScDM { // scale and min (Q4_K, Q5_K)
+struct ScDM { // scale and negated min (Q4_K, Q5_K): dl and -ml
     float d, m;
 };
 struct ScD2 { // super-block scale and the two int8 scales of the halves (Q6_K)
@@ -121,7 +122,7 @@ template <> struct W8<AERO_DT_Q8_0> {
         return W8{__ldg((const unsigned short *)blk), ld8_a2(blk + 2 + 8 * t)};
     }
     __device__ void codes(int, int, uint32_t &x, uint32_t &y) const { x = q.x, y = q.y; }
-    __device__ Sc scale(int) const { return Sc{__half2float(__ushort_as_half(d))}; }
+    __device__ void unit_scales(int, Sc s[U]) const { s[0] = Sc{__half2float(__ushort_as_half(d))}; }
 };
 
 template <> struct W8<AERO_DT_Q4_0> {
@@ -138,8 +139,27 @@ template <> struct W8<AERO_DT_Q4_0> {
         const int sh = 4 * (t >> 1);
         x = s8_less8((q.x >> sh) & 0x0F0F0F0Fu), y = s8_less8((q.y >> sh) & 0x0F0F0F0Fu);
     }
-    __device__ Sc scale(int) const { return Sc{__half2float(__ushort_as_half(d))}; }
+    __device__ void unit_scales(int, Sc s[U]) const { s[0] = Sc{__half2float(__ushort_as_half(d))}; }
 };
+
+// The scales and negated mins of the two groups 2p, 2p + 1 (chunks of unit p of a super-block) of a Q4_K/Q5_K
+// header: dl = d * sc and -ml = (-dmin) * m, the values of q4k_dl_ml_h (ggml's get_scale_min_k4) for both groups
+// at once. Bytes 2p, 2p + 1 of the 12 scale bytes give both groups' 6-bit sc and m in two bytes of a word.
+__device__ __forceinline__ void q4k_pair_scales(int p, uint4 h, ScDM s[2]) {
+    const uint32_t w0 = h.y, w1 = h.z, w2 = h.w, sh = 16 * (p & 1);
+    uint32_t sc, m;
+    if (p < 2) {
+        sc = (w0 >> sh) & 0x3F3Fu;
+        m = (w1 >> sh) & 0x3F3Fu;
+    } else { // groups 4..7: low 4 bits from bytes 8..11, high 2 from the top bits of bytes 0..3 (sc) and 4..7 (m)
+        sc = ((w2 >> sh) & 0x0F0Fu) | ((w0 >> (sh + 2)) & 0x3030u);
+        m = ((w2 >> (sh + 4)) & 0x0F0Fu) | ((w1 >> (sh + 2)) & 0x3030u);
+    }
+    const float d = __half2float(__ushort_as_half((unsigned short)(h.x & 0xffff)));
+    const float ndmin = -__half2float(__ushort_as_half((unsigned short)(h.x >> 16)));
+#pragma unroll
+    for (int k = 0; k < 2; k++) s[k] = ScDM{d * byte_f(sc, k, 0.0f), ndmin * byte_f(m, k, 0.0f)};
+}
 
 template <> struct W8<AERO_DT_Q4_K> {
     static constexpr int U = 2, RING = 3;
@@ -153,11 +173,7 @@ template <> struct W8<AERO_DT_Q4_K> {
     __device__ void codes(int k, int, uint32_t &x, uint32_t &y) const {
         x = (q.x >> (4 * k)) & 0x0F0F0F0Fu, y = (q.y >> (4 * k)) & 0x0F0F0F0Fu;
     }
-    __device__ Sc scale(int c) const {
-        Sc s;
-        q4k_dl_ml_h(c & 7, h, &s.d, &s.m);
-        return s;
-    }
+    __device__ void unit_scales(int u, Sc s[U]) const { q4k_pair_scales(u & 3, h, s); }
 };
 
 template <> struct W8<AERO_DT_Q5_K> {
@@ -174,11 +190,7 @@ template <> struct W8<AERO_DT_Q5_K> {
         x = ((q.x >> (4 * k)) & 0x0F0F0F0Fu) | (((qh.x >> g) & 0x01010101u) << 4);
         y = ((q.y >> (4 * k)) & 0x0F0F0F0Fu) | (((qh.y >> g) & 0x01010101u) << 4);
     }
-    __device__ Sc scale(int c) const {
-        Sc s;
-        q4k_dl_ml_h(c & 7, h, &s.d, &s.m);
-        return s;
-    }
+    __device__ void unit_scales(int u, Sc s[U]) const { q4k_pair_scales(u & 3, h, s); }
 };
 
 template <> struct W8<AERO_DT_Q6_K> {
@@ -201,22 +213,23 @@ template <> struct W8<AERO_DT_Q6_K> {
         x = s8_less32(((lo.x >> sl) & 0x0F0F0F0Fu) | (((hi.x >> shh) & 0x03030303u) << 4));
         y = s8_less32(((lo.y >> sl) & 0x0F0F0F0Fu) | (((hi.y >> shh) & 0x03030303u) << 4));
     }
-    __device__ Sc scale(int) const {
+    __device__ void unit_scales(int, Sc s[U]) const {
         // the int8 scales as exact floats: the biased byte through the 2^23 mantissa trick
         const float s0 = __int_as_float(0x4B000000 | ((s2 & 0xff) ^ 0x80)) - 8388736.0f;
         const float s1 = __int_as_float(0x4B000000 | ((s2 >> 8) ^ 0x80)) - 8388736.0f;
-        return Sc{__half2float(__ushort_as_half(d)), s0, s1};
+        s[0] = Sc{__half2float(__ushort_as_half(d)), s0, s1};
     }
 };
 
-// The A fragment of chunk k of a unit (rows g and g + 8 of a tile) and the two rows' scales.
+// The A fragment of chunk k of a unit (rows g and g + 8 of a tile) and the two rows' scales (W8::unit_scales).
 template <int TY> struct A8 {
     uint32_t a[4];
     typename W8<TY>::Sc s[2];
 };
 
 template <int TY>
-__device__ __forceinline__ A8<TY> frag8(const W8<TY> &ra, const W8<TY> &rb, int k, int c, int t) {
+__device__ __forceinline__ A8<TY> frag8(const W8<TY> &ra, const W8<TY> &rb, const typename W8<TY>::Sc sa[],
+                                        const typename W8<TY>::Sc sb[], int k, int c, int t) {
     A8<TY> f;
     if constexpr (TY == AERO_DT_Q5_K) {
         ra.codes(k, t, f.a[0], f.a[2], c & 7);
@@ -225,8 +238,8 @@ __device__ __forceinline__ A8<TY> frag8(const W8<TY> &ra, const W8<TY> &rb, int 
         ra.codes(k, t, f.a[0], f.a[2]);
         rb.codes(k, t, f.a[1], f.a[3]);
     }
-    f.s[0] = ra.scale(c);
-    f.s[1] = rb.scale(c);
+    f.s[0] = sa[k];
+    f.s[1] = sb[k];
     return f;
 }
 
@@ -254,7 +267,7 @@ __device__ __forceinline__ void chunk8(const A8<TY> &f, uint2 b, const float2 xd
         for (int i = 0; i < 4; i++) {
             const int h = i >> 1, j = i & 1;
             acc[i] = fmaf(f.s[h].d * xd[j].x, __int_as_float(s[i]) - Q8_BIAS_F, acc[i]);
-            if constexpr (TY == AERO_DT_Q4_K || TY == AERO_DT_Q5_K) acc[i] = fmaf(-f.s[h].m, xd[j].y, acc[i]);
+            if constexpr (TY == AERO_DT_Q4_K || TY == AERO_DT_Q5_K) acc[i] = fmaf(f.s[h].m, xd[j].y, acc[i]);
         }
     }
 }
@@ -320,10 +333,13 @@ __global__ void __launch_bounds__(MMA_THREADS, MT * NT == 1 ? 2 : 1) k_q8(const 
 #pragma unroll
             for (int s = 0; s < DEPTH; s++) {
                 if (u + s >= u1) break;
+                typename R::Sc sa[U], sb[U];
+                ra[s].unit_scales(u + s, sa);
+                rb[s].unit_scales(u + s, sb);
 #pragma unroll
                 for (int k = 0; k < U; k++) {
                     const int c = U * (u + s) + k;
-                    chunk8<TY>(frag8<TY>(ra[s], rb[s], k, c, t), xb[s][k], xd[s][k], t, acc[0][0]);
+                    chunk8<TY>(frag8<TY>(ra[s], rb[s], sa, sb, k, c, t), xb[s][k], xd[s][k], t, acc[0][0]);
                 }
                 if (u + s + DEPTH < u1) fetch(s, u + s + DEPTH);
             }
@@ -332,14 +348,18 @@ __global__ void __launch_bounds__(MMA_THREADS, MT * NT == 1 ? 2 : 1) k_q8(const 
 #pragma unroll 1
         for (int u = u0; u < u1; u++) {
             R ra[MT], rb[MT];
+            typename R::Sc sa[MT][U], sb[MT][U];
 #pragma unroll
-            for (int mt = 0; mt < MT; mt++) ra[mt] = R::load(rp[mt][0], u, t), rb[mt] = R::load(rp[mt][1], u, t);
+            for (int mt = 0; mt < MT; mt++) {
+                ra[mt] = R::load(rp[mt][0], u, t), rb[mt] = R::load(rp[mt][1], u, t);
+                ra[mt].unit_scales(u, sa[mt]), rb[mt].unit_scales(u, sb[mt]);
+            }
 #pragma unroll
             for (int k = 0; k < U; k++) {
                 const int c = U * u + k;
                 A8<TY> f[MT]; // each row tile's fragment, decoded once for the NT token tiles
 #pragma unroll
-                for (int mt = 0; mt < MT; mt++) f[mt] = frag8<TY>(ra[mt], rb[mt], k, c, t);
+                for (int mt = 0; mt < MT; mt++) f[mt] = frag8<TY>(ra[mt], rb[mt], sa[mt], sb[mt], k, c, t);
 #pragma unroll
                 for (int j = 0; j < NT; j++) {
                     const uint2 b = codes(j, c);
