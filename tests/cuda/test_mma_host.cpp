@@ -287,11 +287,12 @@ int main(void) {
     test_q8<AERO_DT_Q5_K>(24, 768, 9, 0);   // 12 units: two per warp, the last warps none
     test_q8<AERO_DT_Q6_K>(17, 256, 10, 0);  // 8 chunks: one per warp
     test_q8<AERO_DT_Q4_0>(16, 96, 3, 0);    // 3 chunks: five warps without any
-    test_q8<AERO_DT_Q8_0>(16, 2720, 3, 0);  // 85 chunks: runs of 11 wrap the ring of 8, the last warp 8
-    test_q8<AERO_DT_Q4_K>(20, 2816, 5, 0);  // 44 units: runs of 6 wrap the ring of 4, the last warp 2
-    test_q8<AERO_DT_Q5_K>(16, 2816, 2, 0);  // runs of 6 units wrap the ring of 3
-    test_q8<AERO_DT_Q6_K>(16, 2816, 2, 0);  // 88 chunks: runs of 11 wrap the ring of 4
-    test_q8<AERO_DT_Q4_0>(16, 2720, 2, 0);
+    test_q8<AERO_DT_Q8_0>(16, 2720, 3, 0);  // 85 chunks: runs of 11 wrap the ring of 6, the last warp 8
+    test_q8<AERO_DT_Q4_K>(20, 2816, 5, 0);  // 44 units: runs of 6, two turns of the ring of 3, the last warp 2
+    test_q8<AERO_DT_Q4_K>(16, 2560, 3, 0);  // 40 units: runs of 5 wrap the ring of 3 with 2 left
+    test_q8<AERO_DT_Q5_K>(16, 2560, 2, 0);  // runs of 5 units wrap the ring of 2 with 1 left
+    test_q8<AERO_DT_Q6_K>(16, 2816, 2, 0);  // 88 chunks: runs of 11 wrap the ring of 3 with 2 left
+    test_q8<AERO_DT_Q4_0>(16, 2720, 2, 0);  // runs of 11 wrap the ring of 8
     test_q8<AERO_DT_Q6_K>(16, 512, 3, 40);
     test_q8<AERO_DT_Q5_K>(16, 256, 3, 40);
     test_q8<AERO_DT_Q4_0>(16, 160, 3, 40); // 5 chunks

@@ -177,7 +177,7 @@ template <> struct W8<AERO_DT_Q4_K> {
 };
 
 template <> struct W8<AERO_DT_Q5_K> {
-    static constexpr int U = 2, RING = 3;
+    static constexpr int U = 2, RING = 2;
     typedef ScDM Sc;
     uint4 h;
     uint2 q, qh; // codes of both chunks; the fifth bits of the whole super-block (bit g for group g)
@@ -320,11 +320,21 @@ __global__ void __launch_bounds__(MMA_THREADS, MT * NT == 1 ? 2 : 1) k_q8(const 
         R ra[DEPTH], rb[DEPTH];
         uint2 xb[DEPTH][U];
         float2 xd[DEPTH][U][2];
+        // the activation rows of this lane's tokens, out of the loop (a token past the batch reads zeros)
+        const bool ok_b = t0 + g < n, ok_s0 = t0 + 2 * t < n, ok_s1 = t0 + 2 * t + 1 < n;
+        const int8_t *xq_b = XQ + (size_t)min(t0 + g, n - 1) * cols + 8 * t;
+        const float2 *xd_s0 = XD + (size_t)min(t0 + 2 * t, n - 1) * nchunks;
+        const float2 *xd_s1 = XD + (size_t)min(t0 + 2 * t + 1, n - 1) * nchunks;
         auto fetch = [&](int s, int u) {
             ra[s] = R::load(rp[0][0], u, t);
             rb[s] = R::load(rp[0][1], u, t);
 #pragma unroll
-            for (int k = 0; k < U; k++) xb[s][k] = codes(0, U * u + k), scales(0, U * u + k, xd[s][k]);
+            for (int k = 0; k < U; k++) {
+                const int c = U * u + k;
+                xb[s][k] = ok_b ? __ldg((const uint2 *)(xq_b + 32 * c)) : make_uint2(0, 0);
+                xd[s][k][0] = ok_s0 ? __ldg(xd_s0 + c) : make_float2(0.0f, 0.0f);
+                xd[s][k][1] = ok_s1 ? __ldg(xd_s1 + c) : make_float2(0.0f, 0.0f);
+            }
         };
 #pragma unroll
         for (int s = 0; s < DEPTH; s++)
