@@ -57,7 +57,7 @@ static const aero_dtype TYPES[] = {AERO_DT_F32,  AERO_DT_F16,  AERO_DT_BF16, AER
 // sum |w_i x_i| in all); a wrong fragment layout gives errors of the order of the sum itself.
 #define MM_TOL_F16 1.5e-3
 // The int8 kernels (quantized types by default) round each activation to int8 per 32-element block (at most
-// amax / 254 per element: ~1/127 of sum |w_i x_i| at worst for this data, 2-13e-4 observed on the CPU
+// amax / 254 per element: ~1/127 of sum |w_i x_i| at worst for this data, 2-15e-4 observed on the CPU
 // emulation); weights are exact and the f32 epilogue adds ~1e-8.
 #define MM_TOL_INT8 4e-3
 
