@@ -169,6 +169,44 @@ static void test_q8_prepare(int n, int cols, uint64_t *rng) {
     aero_cuda_arena_reset(cu, mark);
 }
 
+static bool same_dev(const void *a, const void *b, size_t bytes);
+
+// aero_cuda_matmul_many (q/k/v and gate/up in one launch on the int8 path) against one aero_cuda_matmul_act per
+// matrix, bitwise, for 1..8 tokens; also a mix of types (which falls back to one launch each).
+static void test_matmul_many(aero_dtype t, int cols, uint64_t *rng) {
+    size_t mark = aero_cuda_arena_mark(cu);
+    const int rows[3] = {512, 128, 100}, n = 8;
+    aero_cuda_wmat W[3];
+    const aero_cuda_wmat *wp[3];
+    float *y[3], *ys[3];
+    for (int i = 0; i < 3; i++) {
+        aero_dtype ti = i == 2 && t == AERO_DT_F16 ? AERO_DT_Q4_K : t; // F16: a mixed set
+        size_t rb;
+        uint8_t *w = ct_random_weights(ti, rows[i], cols, rng, &rb);
+        W[i] = (aero_cuda_wmat){up(w, rb * rows[i]), ti, cols, rows[i], rb};
+        wp[i] = &W[i];
+        y[i] = dalloc(sizeof(float) * n * rows[i]), ys[i] = dalloc(sizeof(float) * n * rows[i]);
+        free(w);
+    }
+    float *x = malloc(sizeof(float) * n * cols);
+    for (int i = 0; i < n * cols; i++) x[i] = ct_unif(rng);
+    float *dx = up(x, sizeof(float) * n * cols);
+    int bad = 0;
+    for (int k = 1; k <= n; k++) {
+        aero_cuda_act a;
+        OK(aero_cuda_act_prepare(cu, dx, k, cols, &a, &err));
+        OK(aero_cuda_matmul_many(cu, wp, y, 3, &a, &err));
+        for (int i = 0; i < 3; i++) OK(aero_cuda_matmul_act(cu, wp[i], &a, ys[i], &err));
+        for (int i = 0; i < 3; i++) bad += !same_dev(y[i], ys[i], sizeof(float) * k * rows[i]);
+    }
+    EXPECT(bad == 0, "matmul_many %s x %d: %d of 24 outputs differ from one launch per matrix", aero_dtype_name(t), cols,
+           bad);
+    printf("  matmul_many %-4s 512/128/100 rows x %d, 1..8 tokens: %s\n", aero_dtype_name(t), cols,
+           bad ? "DIFFERS" : "bitwise one launch per matrix");
+    free(x);
+    aero_cuda_arena_reset(cu, mark);
+}
+
 // ---- embedding rows ------------------------------------------------------------------------------------
 
 // Dequantized rows bitwise equal to the CPU reference; ids out of range give zeros.
@@ -867,6 +905,10 @@ int main(void) {
     }
     test_matmul(AERO_DT_Q4_K, 256, 2048, 512, &rng);
     test_q8_prepare(5, 4096, &rng);
+    test_matmul_many(AERO_DT_Q4_K, 4096, &rng);
+    test_matmul_many(AERO_DT_Q6_K, 1024, &rng);
+    test_matmul_many(AERO_DT_Q8_0, 96, &rng);
+    test_matmul_many(AERO_DT_F16, 256, &rng); // F16, F16, Q4_K: one launch each
     test_q8_prepare(3, 14336 + 160, &rng);
     test_matmul(AERO_DT_Q6_K, 128, 14336, 64, &rng);
     test_matmul(AERO_DT_F32, 64, 172, 9, &rng); // stories260K's ffn_down: dense rows of any width

@@ -142,6 +142,41 @@ template <int TY> static void run_q8(int s, const uint8_t *w, size_t rb, int row
     }
 }
 
+// k_q8_many over three matrices of one type and width (as aero_q8_launch_many lays out its grid) against each
+// matrix's own decode-tile launch: bitwise.
+template <int TY> static void test_q8_many(int cols, int n) {
+    const aero_dtype ty = (aero_dtype)TY;
+    const size_t rb = aero_dtype_row_bytes(ty, cols);
+    const int rows[3] = {40, 17, 16};
+    std::vector<uint8_t> w[3];
+    std::vector<float> x((size_t)n * cols), src(cols), y[3], ys[3];
+    Q8Many m = {};
+    for (int i = 0; i < 3; i++) {
+        w[i].resize(rb * rows[i]);
+        for (int r = 0; r < rows[i]; r++) {
+            for (int c = 0; c < cols; c++) src[c] = unif();
+            aero_quantize_row(ty, src.data(), w[i].data() + rb * r, cols);
+        }
+        y[i].assign((size_t)n * rows[i], NAN), ys[i].assign((size_t)n * rows[i], NAN);
+        m.W[i] = w[i].data(), m.row_bytes[i] = rb, m.rows[i] = rows[i], m.Y[i] = y[i].data();
+        m.first[i + 1] = m.first[i] + (rows[i] + 15) / 16;
+    }
+    for (auto &v : x) v = unif();
+    std::vector<int8_t> xq;
+    std::vector<float2> xd;
+    prepare_q8(x.data(), n, cols, xq, xd);
+    emu_launch(emu_dim3{(unsigned)m.first[3], (unsigned)((n + 7) / 8), 1}, MMA_THREADS,
+               [&] { k_q8_many<TY, 1, 1>(m, cols, xq.data(), xd.data(), n); });
+    int bad = 0;
+    for (int i = 0; i < 3; i++) {
+        launch_q8<TY, 1, 1>(w[i].data(), rb, rows[i], cols, xq.data(), xd.data(), n, ys[i].data());
+        bad += memcmp(y[i].data(), ys[i].data(), sizeof(float) * n * rows[i]) != 0;
+    }
+    EXPECT(bad == 0, "q8 many %s: %d of 3 matrices differ from their own launch", aero_dtype_name(ty), bad);
+    printf("%s q8 many %-4s 3 matrices (40, 17, 16 rows) x %d, n=%d: %s\n", bad ? "FAIL" : "ok  ", aero_dtype_name(ty),
+           cols, n, bad ? "DIFFER" : "bitwise their own launches");
+}
+
 // The shape aero_mma_tiles_for picks for n tokens, as an index of run_q8.
 static int shape_for(int n) { return n <= 8 ? 0 : n <= 16 ? 1 : n <= 32 ? 3 : 4; }
 
@@ -292,10 +327,13 @@ int main(void) {
     test_q8<AERO_DT_Q4_K>(16, 2560, 3, 0);  // 40 units: runs of 5 wrap the ring of 3 with 2 left
     test_q8<AERO_DT_Q5_K>(16, 2560, 2, 0);  // runs of 5 units wrap the ring of 2 with 1 left
     test_q8<AERO_DT_Q6_K>(16, 2816, 2, 0);  // 88 chunks: runs of 11 wrap the ring of 3 with 2 left
-    test_q8<AERO_DT_Q4_0>(16, 2720, 2, 0);  // runs of 11 wrap the ring of 8
+    test_q8<AERO_DT_Q4_0>(16, 2720, 2, 0);  // runs of 11 wrap the ring of 6
     test_q8<AERO_DT_Q6_K>(16, 512, 3, 40);
     test_q8<AERO_DT_Q5_K>(16, 256, 3, 40);
     test_q8<AERO_DT_Q4_0>(16, 160, 3, 40); // 5 chunks
+    test_q8_many<AERO_DT_Q4_K>(512, 3);
+    test_q8_many<AERO_DT_Q6_K>(256, 9);  // two token tiles
+    test_q8_many<AERO_DT_Q8_0>(96, 1);
     printf("PASS: %d checks passed, %d failed\n", n_pass, n_fail);
     return n_fail ? 1 : 0;
 }

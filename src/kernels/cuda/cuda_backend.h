@@ -140,6 +140,11 @@ aero_status aero_cuda_act_prepare(aero_cuda *cu, const float *x, int n, int cols
 // n = 1 is the decode matvec; any n (prefill, verification) gives each token the bits it gets alone.
 aero_status aero_cuda_matmul_act(aero_cuda *cu, const aero_cuda_wmat *w, const aero_cuda_act *a, float *y,
                                  aero_error *err);
+// y[i] = W[i] x for count matrices sharing one input (q/k/v, gate/up), each output bitwise what
+// aero_cuda_matmul_act gives it; one launch covering all of them when they share an int8 type and width and a
+// is at most 8 tokens (so the small ones, an 8B's 1024-row K and V, share the GPU with the rest), else one each.
+aero_status aero_cuda_matmul_many(aero_cuda *cu, const aero_cuda_wmat *const w[], float *const y[], int count,
+                                  const aero_cuda_act *a, aero_error *err);
 // Whether matmuls of this weight type run on the tensor cores with f16 activations (F16 and the quantized
 // types, unless AERO_CUDA_MM=v1 selects the f32 kernels for all): their tolerance against the CPU is that of
 // f16 rounding (~1e-3 of sum |w x|), not f32's.

@@ -390,6 +390,25 @@ extern "C" aero_status aero_cuda_matmul_act(aero_cuda *cu, const aero_cuda_wmat 
                      : aero_cuda_matmul_shape(cu, w, a, y, R, T, err);
 }
 
+extern "C" aero_status aero_cuda_matmul_many(aero_cuda *cu, const aero_cuda_wmat *const w[], float *const y[],
+                                             int count, const aero_cuda_act *a, aero_error *err) {
+    if (count < 1) return AERO_OK;
+    bool one = count <= 3 && a->n >= 1 && a->n <= 8 && a->xq && a->xd;
+    for (int i = 0; i < count && one; i++) {
+        if (aero_cuda_wmat_check(w[i], err)) return err->code;
+        one = y[i] && aero_cuda_matmul_int8(w[i]->type) && w[i]->type == w[0]->type && w[i]->cols == a->cols;
+    }
+    if (one && aero_q8_launch_many(w, y, count, a->xq, a->xd, a->n, cu->compute)) {
+        CU_LAUNCHED("int8 tensor-core matmul launch (several matrices)");
+        return AERO_OK;
+    }
+    for (int i = 0; i < count; i++) {
+        aero_status st = aero_cuda_matmul_act(cu, w[i], a, y[i], err);
+        if (st) return st;
+    }
+    return AERO_OK;
+}
+
 // Prepares and multiplies, in groups of tokens that fit the scratch (tokens are independent: same bits).
 extern "C" aero_status aero_cuda_matmul(aero_cuda *cu, const aero_cuda_wmat *w, const float *x, int n, float *y,
                                         aero_error *err) {

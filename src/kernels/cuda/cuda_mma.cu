@@ -153,6 +153,35 @@ bool aero_q8_launch(const aero_cuda_wmat *w, const void *xq, const float *xd, in
     }
 }
 
+template <int TY>
+static void launch_q8_many(const Q8Many &m, int cols, const void *xq, const float *xd, int n, cudaStream_t s) {
+    dim3 grid((unsigned)m.first[Q8_MANY], (unsigned)((n + 7) / 8));
+    k_q8_many<TY, 1, 1><<<grid, MMA_THREADS, 0, s>>>(m, cols, (const int8_t *)xq, (const float2 *)xd, n);
+}
+
+bool aero_q8_launch_many(const aero_cuda_wmat *const w[], float *const y[], int count, const void *xq,
+                         const float *xd, int n, cudaStream_t s) {
+    if (count < 1 || count > Q8_MANY || n < 1 || n > 8) return false;
+    Q8Many m = {};
+    for (int i = 0; i < Q8_MANY; i++) {
+        const aero_cuda_wmat *wi = w[i < count ? i : count - 1];
+        if (wi->type != w[0]->type || wi->cols != w[0]->cols) return false;
+        m.W[i] = (const uint8_t *)wi->data, m.row_bytes[i] = wi->row_bytes, m.rows[i] = (int)wi->rows;
+        m.Y[i] = y[i < count ? i : count - 1];
+        m.first[i + 1] = m.first[i] + (i < count ? (int)((wi->rows + 15) / 16) : 0);
+    }
+    const int cols = (int)w[0]->cols;
+    switch (w[0]->type) {
+    case AERO_DT_Q8_0: launch_q8_many<AERO_DT_Q8_0>(m, cols, xq, xd, n, s); break;
+    case AERO_DT_Q4_0: launch_q8_many<AERO_DT_Q4_0>(m, cols, xq, xd, n, s); break;
+    case AERO_DT_Q4_K: launch_q8_many<AERO_DT_Q4_K>(m, cols, xq, xd, n, s); break;
+    case AERO_DT_Q5_K: launch_q8_many<AERO_DT_Q5_K>(m, cols, xq, xd, n, s); break;
+    case AERO_DT_Q6_K: launch_q8_many<AERO_DT_Q6_K>(m, cols, xq, xd, n, s); break;
+    default: return false;
+    }
+    return true;
+}
+
 // Few tokens: small tiles, the most blocks; many: each decoded weight reused by 64 tokens.
 void aero_mma_tiles_for(int n, int *mt, int *nt) {
     if (n <= 8) *mt = 1, *nt = 1;       // decode and short verifications: the most blocks

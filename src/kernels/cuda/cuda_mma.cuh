@@ -46,6 +46,10 @@ bool aero_q8_launch(const aero_cuda_wmat *w, const void *xq, const float *xd, in
 // without a kernel. Every (mt, nt) gives the same bits.
 bool aero_mma_launch(const aero_cuda_wmat *w, const void *xh, const float *xs, int n, float *y, int mt, int nt,
                      cudaStream_t s);
+// Queues y[i] = W[i] x for count <= 3 matrices of one int8 type and width sharing x, n <= 8 tokens (the decode
+// tile), as one launch whose blocks cover every matrix; false when they do not qualify (the caller loops).
+bool aero_q8_launch_many(const aero_cuda_wmat *const w[], float *const y[], int count, const void *xq,
+                         const float *xd, int n, cudaStream_t s);
 // The tile shape for n tokens.
 void aero_mma_tiles_for(int n, int *mt, int *nt);
 

@@ -126,7 +126,7 @@ template <> struct W8<AERO_DT_Q8_0> {
 };
 
 template <> struct W8<AERO_DT_Q4_0> {
-    static constexpr int U = 1, RING = 8;
+    static constexpr int U = 1, RING = 6;
     typedef ScD Sc;
     unsigned short d;
     uint2 q;
@@ -272,18 +272,17 @@ __device__ __forceinline__ void chunk8(const A8<TY> &f, uint2 b, const float2 xd
     }
 }
 
-// MT tiles of 16 rows x NT tiles of 8 tokens per block of MMA_WARPS warps; grid (ceil(rows / 16 MT),
-// ceil(n / 8 NT)). XQ: [n][cols] int8 activations, XD: [n][cols / 32] {d, d * sum} (aero_q8_quant).
-// The decode tile is bounded to 128 registers: two blocks (16 warps) per SM, each warp with RING units in flight.
+// One block's work: row tile bx (MT tiles of 16 rows) x token tile blockIdx.y (NT tiles of 8 tokens) of
+// Y = W x, MMA_WARPS warps. XQ: [n][cols] int8 activations, XD: [n][cols / 32] {d, d * sum} (aero_q8_quant).
 template <int TY, int MT, int NT>
-__global__ void __launch_bounds__(MMA_THREADS, MT * NT == 1 ? 2 : 1) k_q8(const uint8_t *__restrict__ W, size_t row_bytes, int rows,
-                                                    int cols, const int8_t *__restrict__ XQ,
-                                                    const float2 *__restrict__ XD, int n, float *__restrict__ Y) {
+__device__ __forceinline__ void q8_tile(const uint8_t *__restrict__ W, size_t row_bytes, int rows, int cols,
+                                        const int8_t *__restrict__ XQ, const float2 *__restrict__ XD, int n,
+                                        float *__restrict__ Y, int bx) {
     typedef W8<TY> R;
     constexpr int U = R::U;
     __shared__ float red[MMA_WARPS / 2][MT * NT * 4][32];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
-    const int r0 = blockIdx.x * 16 * MT, t0 = blockIdx.y * 8 * NT;
+    const int r0 = bx * 16 * MT, t0 = blockIdx.y * 8 * NT;
     const int nchunks = cols >> 5, nunits = nchunks / U;
     const uint8_t *rp[MT][2];
 #pragma unroll
@@ -413,6 +412,40 @@ __global__ void __launch_bounds__(MMA_THREADS, MT * NT == 1 ? 2 : 1) k_q8(const 
                 const int row = r0 + 16 * mt + g + 8 * (i >> 1), tok = t0 + 8 * j + 2 * t + (i & 1);
                 if (row < rows && tok < n) Y[(size_t)tok * rows + row] = acc[mt][j][i];
             }
+}
+
+// One matrix: grid (ceil(rows / 16 MT), ceil(n / 8 NT)). The decode tile is bounded to 128 registers: two blocks
+// (16 warps) per SM, each warp with RING units in flight.
+template <int TY, int MT, int NT>
+__global__ void __launch_bounds__(MMA_THREADS, MT * NT == 1 ? 2 : 1)
+    k_q8(const uint8_t *__restrict__ W, size_t row_bytes, int rows, int cols, const int8_t *__restrict__ XQ,
+         const float2 *__restrict__ XD, int n, float *__restrict__ Y) {
+    q8_tile<TY, MT, NT>(W, row_bytes, rows, cols, XQ, XD, n, Y, blockIdx.x);
+}
+
+// Up to Q8_MANY matrices of one type and width that share their input (q/k/v, gate/up), in one launch: block
+// x of the grid is row tile x - first[i] of matrix i (first[i] <= x < first[i + 1]). Each output gets the bits
+// of its own matrix's launch, and the small matrices (an 8B's 1024-row K and V) share the GPU with the others.
+#define Q8_MANY 3
+struct Q8Many {
+    const uint8_t *W[Q8_MANY];
+    size_t row_bytes[Q8_MANY];
+    int rows[Q8_MANY];
+    float *Y[Q8_MANY];
+    int first[Q8_MANY + 1];
+};
+
+template <int TY, int MT, int NT>
+__global__ void __launch_bounds__(MMA_THREADS, MT * NT == 1 ? 2 : 1)
+    k_q8_many(Q8Many m, int cols, const int8_t *__restrict__ XQ, const float2 *__restrict__ XD, int n) {
+    const int x = blockIdx.x, i = x < m.first[1] ? 0 : x < m.first[2] ? 1 : 2;
+    // selects, not a dynamic index into the parameter struct (which would copy it to local memory)
+    const uint8_t *W = i == 0 ? m.W[0] : i == 1 ? m.W[1] : m.W[2];
+    const size_t rb = i == 0 ? m.row_bytes[0] : i == 1 ? m.row_bytes[1] : m.row_bytes[2];
+    const int rows = i == 0 ? m.rows[0] : i == 1 ? m.rows[1] : m.rows[2];
+    float *Y = i == 0 ? m.Y[0] : i == 1 ? m.Y[1] : m.Y[2];
+    const int first = i == 0 ? 0 : i == 1 ? m.first[1] : m.first[2];
+    q8_tile<TY, MT, NT>(W, rb, rows, cols, XQ, XD, n, Y, x - first);
 }
 
 #endif
