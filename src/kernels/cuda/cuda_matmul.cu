@@ -265,6 +265,7 @@ template <int TY> static bool launch_shape(const aero_cuda_wmat *w, const float 
 
 static bool is_dense(aero_dtype t) { return t == AERO_DT_F32 || t == AERO_DT_F16 || t == AERO_DT_BF16; }
 
+// The path of a type under AERO_CUDA_MM (cuda_mma.cu): int8 for the quantized types by default, f16 for F16.
 extern "C" bool aero_cuda_matmul_int8(aero_dtype t) {
     return aero_mma_enabled() && aero_mma_int8_enabled() && aero_q8_type(t);
 }
@@ -390,6 +391,7 @@ extern "C" aero_status aero_cuda_matmul_act(aero_cuda *cu, const aero_cuda_wmat 
                      : aero_cuda_matmul_shape(cu, w, a, y, R, T, err);
 }
 
+// One launch when every matrix qualifies for k_q8_many, else aero_cuda_matmul_act per matrix (same bits).
 extern "C" aero_status aero_cuda_matmul_many(aero_cuda *cu, const aero_cuda_wmat *const w[], float *const y[],
                                              int count, const aero_cuda_act *a, aero_error *err) {
     if (count < 1) return AERO_OK;

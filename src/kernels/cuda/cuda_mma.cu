@@ -48,9 +48,11 @@ static const char *mm_mode(void) {
     return mode;
 }
 
+// The switches of cuda_mma.cuh, from mm_mode.
 bool aero_mma_enabled(void) { return strcmp(mm_mode(), "v1") != 0; }
 bool aero_mma_int8_enabled(void) { return !strcmp(mm_mode(), "int8"); }
 
+// The block types whose codes fit s8 fragments as they are (after a fixed offset).
 bool aero_q8_type(aero_dtype t) {
     return t == AERO_DT_Q8_0 || t == AERO_DT_Q4_0 || t == AERO_DT_Q4_K || t == AERO_DT_Q5_K || t == AERO_DT_Q6_K;
 }
@@ -153,12 +155,14 @@ bool aero_q8_launch(const aero_cuda_wmat *w, const void *xq, const float *xd, in
     }
 }
 
+// One k_q8_many launch: the blocks of every matrix in x, token tiles of 8 in y.
 template <int TY>
 static void launch_q8_many(const Q8Many &m, int cols, const void *xq, const float *xd, int n, cudaStream_t s) {
     dim3 grid((unsigned)m.first[Q8_MANY], (unsigned)((n + 7) / 8));
     k_q8_many<TY, 1, 1><<<grid, MMA_THREADS, 0, s>>>(m, cols, (const int8_t *)xq, (const float2 *)xd, n);
 }
 
+// Lays the matrices' row tiles end to end (first[]); unused slots repeat the last matrix with no blocks.
 bool aero_q8_launch_many(const aero_cuda_wmat *const w[], float *const y[], int count, const void *xq,
                          const float *xd, int n, cudaStream_t s) {
     if (count < 1 || count > Q8_MANY || n < 1 || n > 8) return false;
