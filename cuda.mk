@@ -51,7 +51,7 @@ $(CUDA_BUILD)/test_attn_host: tests/cuda/test_attn_host.cpp tests/cuda/simt_host
 		$(CUDA_REF_OBJ) -lm
 
 # The tensor-core matmul run on the CPU under the same emulation, mma.m16n8k16 emulated from its fragment layout.
-$(CUDA_BUILD)/test_mma_host: tests/cuda/test_mma_host.cpp tests/cuda/simt_host_emu.h tests/cuda/host_check.h src/kernels/cuda/cuda_mma_kernel.cuh src/kernels/cuda/cuda_decode.cuh src/kernels/cuda/cuda_host_emu.h $(CUDA_REF_OBJ)
+$(CUDA_BUILD)/test_mma_host: tests/cuda/test_mma_host.cpp tests/cuda/simt_host_emu.h tests/cuda/host_check.h src/kernels/cuda/cuda_mma_kernel.cuh src/kernels/cuda/cuda_q8_kernel.cuh src/kernels/cuda/cuda_decode.cuh src/kernels/cuda/cuda_host_emu.h $(CUDA_REF_OBJ)
 	$(CUDA_CXX) -std=c++17 -O2 -Wall -Wno-unknown-pragmas -Isrc -Iinclude -o $@ tests/cuda/test_mma_host.cpp \
 		$(CUDA_REF_OBJ) -lm
 

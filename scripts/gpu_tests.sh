@@ -86,6 +86,11 @@ rc=$?
 grep -E "FAIL|PASS:|device:" "$LOG/test_cuda.log" | head -30
 [ "$rc" = 77 ] && { echo "no CUDA device: skipped"; exit 77; }
 check test_cuda "$rc" "(rc $rc)"
+# the f16 tensor-core path for the quantized types (the int8 kernels are the default): still correct for A/B runs
+AERO_CUDA_MM=f16 timeout 80 "$BIN/test_cuda" > "$LOG/test_cuda_f16.log" 2>&1
+rcf=$?
+grep -E "FAIL|PASS:" "$LOG/test_cuda_f16.log" | head -10 | sed 's/^/  AERO_CUDA_MM=f16: /'
+check "test_cuda AERO_CUDA_MM=f16" "$rcf" "(rc $rcf)"
 AERO=$BIN/aerollm
 if [ "$rc" != 0 ] && grep -qE "(FAIL|FATAL).*matmul" "$LOG/test_cuda.log"; then
     echo "the tensor-core matmul failed its tests: the whole-model checks use the f32 kernels (AERO_CUDA_MM=v1)"
@@ -247,9 +252,13 @@ timeout 45 "$BIN/bench_cuda" --quick > "$LOG/bench_cuda.log" 2>&1
 check bench_cuda $? ""
 grep -iE "floor|HBM|pinned|pageable|GB/s" "$LOG/bench_cuda.log" | grep -v "^argmax" | head -40
 grep -E "^argmax vocab" "$LOG/bench_cuda.log"
-# the decode tile experiment in the same run: Q4_K straight to f16 pairs (docs/perf/cuda.md, "Resident decode")
-AERO_CUDA_DEC=h2 timeout 45 "$BIN/bench_cuda" --quick > "$LOG/bench_cuda_h2.log" 2>&1
-echo "  AERO_CUDA_DEC=h2 (rc $?):"; grep -E "8B-shape Q4_K|^  Q4_K" "$LOG/bench_cuda_h2.log" | sed 's/^/    /'
+# A/B in the same run (docs/perf/cuda.md, "Integer activations"): the f16 tensor-core kernels, and the f16 decode
+# tile experiment (Q4_K straight to f16 pairs, "Resident decode"), against the int8 default above
+grep -E "matmul path|8B-shape|batched k=" "$LOG/bench_cuda.log" | sed 's/^/  int8: /'
+AERO_CUDA_MM=f16 timeout 45 "$BIN/bench_cuda" --quick > "$LOG/bench_cuda_f16.log" 2>&1
+echo "  AERO_CUDA_MM=f16 (rc $?):"; grep -E "matmul path|8B-shape|^  Q|batched k=" "$LOG/bench_cuda_f16.log" | sed 's/^/    /'
+AERO_CUDA_MM=f16 AERO_CUDA_DEC=h2 timeout 45 "$BIN/bench_cuda" --quick > "$LOG/bench_cuda_h2.log" 2>&1
+echo "  AERO_CUDA_MM=f16 AERO_CUDA_DEC=h2 (rc $?):"; grep -E "8B-shape Q4_K|^  Q4_K" "$LOG/bench_cuda_h2.log" | sed 's/^/    /'
 
 if [ "${1:-}" != "--quick" ]; then
     echo "== 8B-shape Q4_K $(el)"
@@ -257,6 +266,8 @@ if [ "${1:-}" != "--quick" ]; then
     ls -la "$M8"; echo "synth done $(el)"
     timeout 40 "$AERO" bench -m "$M8" -p 512 -n 64 --device cuda > "$LOG/bench8b_resident.txt" 2>&1
     echo "  8B resident (rc $?): $(cat "$LOG/bench8b_resident.txt" | tail -6)"
+    AERO_CUDA_MM=f16 timeout 40 "$AERO" bench -m "$M8" -p 512 -n 64 --device cuda > "$LOG/bench8b_f16.txt" 2>&1
+    echo "  8B resident AERO_CUDA_MM=f16 (rc $?): $(cat "$LOG/bench8b_f16.txt" | tail -6)"
     AERO_CUDA_PROFILE=1 timeout 40 "$AERO" bench -m "$M8" -p 64 -n 32 --device cuda > "$LOG/prof8b.txt" 2>&1
     echo "  8B resident AERO_CUDA_PROFILE=1:"; grep -A2 "^cuda profile" "$LOG/prof8b.txt" | sed 's/^/    /'
     AERO_CUDA_GRAPHS=0 timeout 40 "$AERO" bench -m "$M8" -p 64 -n 64 --device cuda > "$LOG/bench8b_graph.txt" 2>&1

@@ -476,6 +476,13 @@ static aero_status matmul(aero_gpu *g, const aero_cuda_wmat *w, const aero_cuda_
     return aero_cuda_matmul_act(g->cu, w, a, y, err);
 }
 
+// Several matrices of one input (q/k/v, gate/up): one launch for all when the backend can (same bits as apart).
+static aero_status matmul_many(aero_gpu *g, const aero_cuda_wmat *const w[], float *const y[], int count,
+                               const aero_cuda_act *a, aero_error *err) {
+    prof_op(&g->prof, OP_MATMUL);
+    return aero_cuda_matmul_many(g->cu, w, y, count, a, err);
+}
+
 // The residual add a layer left pending (x += xb), alone: before an MoE layer's host FFN and before the head.
 static aero_status flush_add(aero_gpu *g, int n, int d, aero_error *err) {
     if (!g->pending_add) return AERO_OK;
@@ -590,8 +597,10 @@ static aero_status layer(aero_ctx *c, aero_gpu *g, int l, int slot, int n, aero_
     aero_cuda_wmat wq = mat(c, g, w->wq, slot), wk = mat(c, g, w->wk, slot), wv = mat(c, g, w->wv, slot),
                    wo = mat(c, g, w->wo, slot);
     aero_cuda_act a;
-    if (norm_in(g, g->tdev[w->attn_norm], n, d, hp->norm_eps, &a, err) || matmul(g, &wq, &a, g->q, err) ||
-        matmul(g, &wk, &a, g->k, err) || matmul(g, &wv, &a, g->v, err) || attn_inputs(c, g, l, n, err))
+    const aero_cuda_wmat *qkv[3] = {&wq, &wk, &wv};
+    float *const qkv_out[3] = {g->q, g->k, g->v};
+    if (norm_in(g, g->tdev[w->attn_norm], n, d, hp->norm_eps, &a, err) || matmul_many(g, qkv, qkv_out, 3, &a, err) ||
+        attn_inputs(c, g, l, n, err))
         return err->code;
     prof_op(&g->prof, OP_ATTN);
     if (aero_cuda_attention(g->batch, g->q, g->kc[l], g->vc[l], hp->n_head, hp->n_head_kv, hp->head_dim, g->att, err) ||
@@ -600,8 +609,9 @@ static aero_status layer(aero_ctx *c, aero_gpu *g, int l, int slot, int n, aero_
     g->pending_add = true;
     if (w->moe) return flush_add(g, n, d, err) || moe_on_host(c, g, l, n, err) ? err->code : AERO_OK;
     aero_cuda_wmat wg = mat(c, g, w->w_gate, slot), wu = mat(c, g, w->w_up, slot), wd = mat(c, g, w->w_down, slot);
-    if (norm_in(g, g->tdev[w->ffn_norm], n, d, hp->norm_eps, &a, err) || matmul(g, &wg, &a, g->hb, err) ||
-        matmul(g, &wu, &a, g->hb2, err))
+    const aero_cuda_wmat *gu[2] = {&wg, &wu};
+    float *const gu_out[2] = {g->hb, g->hb2};
+    if (norm_in(g, g->tdev[w->ffn_norm], n, d, hp->norm_eps, &a, err) || matmul_many(g, gu, gu_out, 2, &a, err))
         return err->code;
     prof_op(&g->prof, OP_ELEM);
     if (aero_cuda_swiglu_act(g->cu, g->hb, g->hb, g->hb2, n, hp->n_ff, &a, err) || matmul(g, &wd, &a, g->xb, err))

@@ -149,7 +149,16 @@ int main(int argc, char **argv) {
     static const aero_dtype types[] = {AERO_DT_F32,  AERO_DT_F16,  AERO_DT_BF16, AERO_DT_Q8_0,
                                        AERO_DT_Q4_0, AERO_DT_Q4_K, AERO_DT_Q5_K, AERO_DT_Q6_K};
     if (!attn_only) printf("\nmatvec (one token), 16384 x 8192 weights (larger than L2), GB/s of weights and fraction of HBM read %.0f GB/s\n", hbm);
-    if (!attn_only) printf("  type  bytes      R=1            R=2            R=4            R=8\n");
+    if (!attn_only) {
+        // which kernels the quantized types take (AERO_CUDA_MM: default int8, f16, v1), so A/B runs say what they ran
+        const char *mm = getenv("AERO_CUDA_MM");
+        printf("  matmul path: %s (AERO_CUDA_MM=%s); R=1: the decode tile, R>=2: 2 tiles of 16 rows\n",
+               aero_cuda_matmul_int8(AERO_DT_Q4_K) ? "int8 tensor cores for the quantized types, f16 for F16"
+               : aero_cuda_matmul_f16(AERO_DT_Q4_K) ? "f16 tensor cores for F16 and the quantized types"
+                                                    : "f32 kernels",
+               mm ? mm : "unset");
+        printf("  type  bytes      R=1            R=2            R=4            R=8\n");
+    }
     int rows = 16384, cols = 8192;
     float *x = (float *)dalloc(sizeof(float) * 16384 * 512), *y = (float *)dalloc(sizeof(float) * rows * 512);
     {
@@ -218,6 +227,27 @@ int main(int argc, char **argv) {
                 double gbs = layer_bytes * L / (ms * 1e-3) / 1e9;
                 printf("8B-shape %s layers (7 matvecs each, %.0f MB/layer), R=%d: %.3f ms/layer, %.0f GB/s = %.2f of HBM\n",
                        aero_dtype_name(t), layer_bytes / 1e6, R, ms / L, gbs, gbs / hbm);
+            }
+            {
+                // as the forward pass launches one token's layer: q/k/v and gate/up each in one launch (4 launches)
+                double ms = time_ms(3, 4, [&](int) {
+                    for (int l = 0; l < L; l++) {
+                        const aero_cuda_wmat *qkv[3] = {&W[l][0], &W[l][1], &W[l][2]}, *gu[2] = {&W[l][4], &W[l][5]};
+                        float *yq[3] = {y, y + 4096, y + 5120}, *yg[2] = {y, y + 14336};
+                        OK(aero_cuda_act_prepare(cu, x, 1, 4096, &a4096, &err));
+                        OK(aero_cuda_matmul_many(cu, qkv, yq, 3, &a4096, &err));
+                        OK(aero_cuda_act_prepare(cu, x, 1, 4096, &a4096, &err));
+                        OK(aero_cuda_matmul_act(cu, &W[l][3], &a4096, y, &err));
+                        OK(aero_cuda_act_prepare(cu, x, 1, 4096, &a4096, &err));
+                        OK(aero_cuda_matmul_many(cu, gu, yg, 2, &a4096, &err));
+                        OK(aero_cuda_act_prepare(cu, x, 1, 14336, &a14336, &err));
+                        OK(aero_cuda_matmul_act(cu, &W[l][6], &a14336, y, &err));
+                    }
+                });
+                double gbs = layer_bytes * L / (ms * 1e-3) / 1e9;
+                printf("8B-shape %s layers, one token as the forward pass launches it (q/k/v, gate/up one launch each): "
+                       "%.3f ms/layer, %.0f GB/s = %.2f of HBM\n",
+                       aero_dtype_name(t), ms / L, gbs, gbs / hbm);
             }
             // batched: the cost curve of verification / prefill on the same layers
             if (t == AERO_DT_Q4_K) {

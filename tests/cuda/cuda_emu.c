@@ -138,6 +138,12 @@ aero_status aero_cuda_matmul_act(aero_cuda *cu, const aero_cuda_wmat *w, const a
     free(row);
     return AERO_OK;
 }
+aero_status aero_cuda_matmul_many(aero_cuda *cu, const aero_cuda_wmat *const w[], float *const y[], int count,
+                                  const aero_cuda_act *a, aero_error *err) {
+    for (int i = 0; i < count; i++)
+        if (aero_cuda_matmul_act(cu, w[i], a, y[i], err)) return err->code;
+    return AERO_OK;
+}
 aero_status aero_cuda_rmsnorm(aero_cuda *cu, float *out, const float *x, const float *w, int n_rows, int dim, float eps,
                               aero_error *err) {
     for (int i = 0; i < n_rows; i++) {

@@ -25,6 +25,9 @@ struct emu_dim3 {
 };
 static inline uint4 make_uint4(uint32_t x, uint32_t y, uint32_t z, uint32_t w) { return uint4{x, y, z, w}; }
 static inline float4 make_float4(float x, float y, float z, float w) { return float4{x, y, z, w}; }
+static inline uint2 make_uint2(uint32_t x, uint32_t y) { return uint2{x, y}; }
+static inline float2 make_float2(float x, float y) { return float2{x, y}; }
+static inline int __float2int_rn(float f) { return (int)nearbyintf(f); } // round to nearest even (default mode)
 static inline int __popc(unsigned x) { return __builtin_popcount(x); }
 using std::min;
 
@@ -62,6 +65,10 @@ static inline float __shfl_xor_sync(unsigned, float v, int o) {
     float r;
     memcpy(&r, &lanes[(threadIdx.x & 31) ^ (unsigned)o], 4);
     return r;
+}
+static inline int __shfl_xor_sync(unsigned, int v, int o) {
+    const uint32_t *lanes = emu_exchange((uint32_t)v);
+    return (int)lanes[(threadIdx.x & 31) ^ (unsigned)o];
 }
 static inline unsigned __ballot_sync(unsigned, bool pred) {
     const uint32_t *lanes = emu_exchange(pred ? 1u : 0u);

@@ -56,6 +56,10 @@ static const aero_dtype TYPES[] = {AERO_DT_F32,  AERO_DT_F16,  AERO_DT_BF16, AER
 // The tensor-core types round each weight and activation to f16 (relative 2^-11 each, so at most ~1e-3 of
 // sum |w_i x_i| in all); a wrong fragment layout gives errors of the order of the sum itself.
 #define MM_TOL_F16 1.5e-3
+// The int8 kernels (quantized types by default) round each activation to int8 per 32-element block (at most
+// amax / 254 per element: ~1/127 of sum |w_i x_i| at worst for this data, 2-15e-4 observed on the CPU
+// emulation); weights are exact and the f32 epilogue adds ~1e-8.
+#define MM_TOL_INT8 4e-3
 
 // ---- matmul --------------------------------------------------------------------------------------------
 
@@ -70,8 +74,9 @@ static void test_matmul(aero_dtype t, int rows, int cols, int n, uint64_t *rng) 
     // token 1 beyond the f16 range (the tensor-core kernels scale it by a power of two, then back)
     if (n >= 3)
         for (int c = 0; c < cols; c++) x[cols + c] *= 3e5f;
-    const bool mma = aero_cuda_matmul_f16(t) && cols % 32 == 0; // else the plain f32 kernel
-    const double tol = mma ? MM_TOL_F16 : MM_TOL;
+    const bool int8 = aero_cuda_matmul_int8(t);
+    const bool mma = (aero_cuda_matmul_f16(t) && cols % 32 == 0) || int8; // else the plain f32 kernel
+    const double tol = int8 ? MM_TOL_INT8 : mma ? MM_TOL_F16 : MM_TOL;
     for (int r = 0; r < rows; r++) {
         aero_dequantize_row_ref(t, w + rb * r, deq, cols);
         for (int i = 0; i < n; i++) {
@@ -120,9 +125,85 @@ static void test_matmul(aero_dtype t, int rows, int cols, int n, uint64_t *rng) 
     EXPECT(bad_shapes == 0, "matmul %s %dx%d n=%d: %d of %d kernel shapes differ from the matvec", aero_dtype_name(t),
            rows, cols, n, bad_shapes, n_shapes);
     printf("  matmul %-4s %5d x %-5d n=%-3d %s max err %.2e of sum|wx| (tol %.1e)  alone==batch: %s  %d shapes: %s\n",
-           aero_dtype_name(t), rows, cols, n, mma ? "mma" : "f32", worst, tol, bad ? "NO" : "bitwise", n_shapes,
+           aero_dtype_name(t), rows, cols, n, int8 ? "int8" : mma ? "mma" : "f32", worst, tol, bad ? "NO" : "bitwise", n_shapes,
            bad_shapes ? "NO" : "bitwise");
     free(w), free(x), free(deq), free(ref), free(mag), free(yb), free(y1);
+    aero_cuda_arena_reset(cu, mark);
+}
+
+// The int8 activations (aero_cuda_act_prepare with the int8 kernels on) against the rule on the CPU: per
+// 32-element block, amax, d = amax / 127, codes round-to-nearest-even(x * (127 / amax)), d * sum of the codes;
+// bitwise (a block below 1e-30 is zeros). Also rows scaled far from 1 and an all-zero block.
+static void test_q8_prepare(int n, int cols, uint64_t *rng) {
+    if (!aero_cuda_matmul_int8(AERO_DT_Q4_K)) return;
+    size_t mark = aero_cuda_arena_mark(cu), cnt = (size_t)n * cols;
+    float *x = malloc(sizeof(float) * cnt);
+    for (size_t i = 0; i < cnt; i++) x[i] = ct_unif(rng) * (i / cols == 1 ? 3e5f : i / cols == 2 ? 1e-20f : 1.0f);
+    for (int c = 0; c < 32; c++) x[c] = 0.0f;
+    float *dx = up(x, sizeof(float) * cnt);
+    aero_cuda_act a;
+    OK(aero_cuda_act_prepare(cu, dx, n, cols, &a, &err));
+    int8_t *q = malloc(cnt);
+    float *d = malloc(sizeof(float) * cnt / 16);
+    down(q, a.xq, cnt);
+    down(d, a.xd, sizeof(float) * cnt / 16);
+    int bad = 0;
+    for (size_t b = 0; b < cnt / 32; b++) {
+        const float *v = x + 32 * b;
+        float amax = 0;
+        for (int k = 0; k < 32; k++) amax = fmaxf(amax, fabsf(v[k]));
+        const int live = amax >= 1e-30f;
+        const float db = live ? amax / 127.0f : 0.0f, id = live ? 127.0f / amax : 0.0f;
+        int sum = 0, codes_bad = 0;
+        for (int k = 0; k < 32; k++) {
+            const int qk = (int)nearbyintf(v[k] * id);
+            codes_bad += qk != q[32 * b + k];
+            sum += qk;
+        }
+        const float ds = db * (float)sum;
+        bad += codes_bad || memcmp(&d[2 * b], &db, 4) || memcmp(&d[2 * b + 1], &ds, 4);
+    }
+    EXPECT(bad == 0, "int8 activations %d x %d: %d blocks differ from the CPU rule", n, cols, bad);
+    printf("  int8 activations %d x %-5d codes and block scales: %s\n", n, cols, bad ? "DIFFER" : "bitwise the CPU rule");
+    free(x), free(q), free(d);
+    aero_cuda_arena_reset(cu, mark);
+}
+
+static bool same_dev(const void *a, const void *b, size_t bytes);
+
+// aero_cuda_matmul_many (q/k/v and gate/up in one launch on the int8 path) against one aero_cuda_matmul_act per
+// matrix, bitwise, for 1..8 tokens; also a mix of types (which falls back to one launch each).
+static void test_matmul_many(aero_dtype t, int cols, uint64_t *rng) {
+    size_t mark = aero_cuda_arena_mark(cu);
+    const int rows[3] = {512, 128, 100}, n = 8;
+    aero_cuda_wmat W[3];
+    const aero_cuda_wmat *wp[3];
+    float *y[3], *ys[3];
+    for (int i = 0; i < 3; i++) {
+        aero_dtype ti = i == 2 && t == AERO_DT_F16 ? AERO_DT_Q4_K : t; // F16: a mixed set
+        size_t rb;
+        uint8_t *w = ct_random_weights(ti, rows[i], cols, rng, &rb);
+        W[i] = (aero_cuda_wmat){up(w, rb * rows[i]), ti, cols, rows[i], rb};
+        wp[i] = &W[i];
+        y[i] = dalloc(sizeof(float) * n * rows[i]), ys[i] = dalloc(sizeof(float) * n * rows[i]);
+        free(w);
+    }
+    float *x = malloc(sizeof(float) * n * cols);
+    for (int i = 0; i < n * cols; i++) x[i] = ct_unif(rng);
+    float *dx = up(x, sizeof(float) * n * cols);
+    int bad = 0;
+    for (int k = 1; k <= n; k++) {
+        aero_cuda_act a;
+        OK(aero_cuda_act_prepare(cu, dx, k, cols, &a, &err));
+        OK(aero_cuda_matmul_many(cu, wp, y, 3, &a, &err));
+        for (int i = 0; i < 3; i++) OK(aero_cuda_matmul_act(cu, wp[i], &a, ys[i], &err));
+        for (int i = 0; i < 3; i++) bad += !same_dev(y[i], ys[i], sizeof(float) * k * rows[i]);
+    }
+    EXPECT(bad == 0, "matmul_many %s x %d: %d of 24 outputs differ from one launch per matrix", aero_dtype_name(t), cols,
+           bad);
+    printf("  matmul_many %-4s 512/128/100 rows x %d, 1..8 tokens: %s\n", aero_dtype_name(t), cols,
+           bad ? "DIFFERS" : "bitwise one launch per matrix");
+    free(x);
     aero_cuda_arena_reset(cu, mark);
 }
 
@@ -321,7 +402,8 @@ static bool same_dev(const void *a, const void *b, size_t bytes) {
 }
 
 // The prepared form of activations (the permuted f32 copy, or the tensor-core kernels' f16 copy and per-token
-// factors) copied out of the shared scratch into device memory `keep` (room for n * cols floats + n); its bytes.
+// factors, and the int8 codes and block scales when the int8 kernels are on) copied out of the shared scratch into
+// device memory `keep` (room for n * cols floats + n); its bytes.
 static size_t keep_prepared(const aero_cuda_act *a, char *keep) {
     size_t cnt = (size_t)a->n * a->cols;
     if (a->xp) {
@@ -331,7 +413,11 @@ static size_t keep_prepared(const aero_cuda_act *a, char *keep) {
     if (!a->xh) return 0;
     OK(aero_cuda_copy_d2d(cu, keep, a->xh, 2 * cnt, &err));
     OK(aero_cuda_copy_d2d(cu, keep + 2 * cnt, a->xs, sizeof(float) * a->n, &err));
-    return 2 * cnt + sizeof(float) * a->n;
+    size_t b = 2 * cnt + sizeof(float) * a->n;
+    if (!a->xq) return b;
+    OK(aero_cuda_copy_d2d(cu, keep + b, a->xq, cnt, &err));                        // int8 codes
+    OK(aero_cuda_copy_d2d(cu, keep + b + cnt, a->xd, sizeof(float) * cnt / 16, &err)); // {d, d * sum} per block
+    return b + cnt + sizeof(float) * cnt / 16;
 }
 
 // Whether a fused op's prepared activations equal the unfused ones kept in `kept` (pb bytes).
@@ -961,6 +1047,12 @@ int main(void) {
         if (aero_dtype_get(t)->block < 256) test_matmul(t, 33, 96, 9, &rng);
     }
     test_matmul(AERO_DT_Q4_K, 256, 2048, 512, &rng);
+    test_q8_prepare(5, 4096, &rng);
+    test_matmul_many(AERO_DT_Q4_K, 4096, &rng);
+    test_matmul_many(AERO_DT_Q6_K, 1024, &rng);
+    test_matmul_many(AERO_DT_Q8_0, 96, &rng);
+    test_matmul_many(AERO_DT_F16, 256, &rng); // F16, F16, Q4_K: one launch each
+    test_q8_prepare(3, 14336 + 160, &rng);
     test_matmul(AERO_DT_Q6_K, 128, 14336, 64, &rng);
     test_matmul(AERO_DT_F32, 64, 172, 9, &rng); // stories260K's ffn_down: dense rows of any width
     test_matmul(AERO_DT_F16, 40, 100, 5, &rng);

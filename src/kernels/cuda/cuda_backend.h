@@ -126,22 +126,34 @@ typedef struct {
     int n, cols;
     const void *xh;   // f16 copy for the tensor-core kernels (scaled per token), or NULL
     const float *xs;  // per token: the power of two that undoes the f16 copy's scaling
+    const void *xq;   // int8 codes [n][cols] for the int8 kernels of the quantized types, or NULL
+    const float *xd;  // per token and 32-element block: {d, d * sum of its codes} ([n][cols / 32] pairs)
 } aero_cuda_act;
 
 // Prepares n rows of cols activations (cols a multiple of 32, at most the scratch: n * cols <= 16 Mi floats;
 // the scratch is 64 MiB of the VRAM budget, taken at init): the permuted exact copy for the f32 kernels, or,
 // for the tensor-core kernels (the default, see aero_cuda_matmul_f16), an f16 copy scaled per token by a power
-// of two so that it cannot overflow.
+// of two so that it cannot overflow, and (unless AERO_CUDA_MM=f16) the int8 form of aero_cuda_matmul_int8.
 aero_status aero_cuda_act_prepare(aero_cuda *cu, const float *x, int n, int cols, aero_cuda_act *out, aero_error *err);
 // y[i * rows + r] = dot(row r of W, activation row i), weights dequantized in registers: on the tensor cores
 // (f16 weights and activations, f32 accumulation) for the types of aero_cuda_matmul_f16, else f32 arithmetic.
 // n = 1 is the decode matvec; any n (prefill, verification) gives each token the bits it gets alone.
 aero_status aero_cuda_matmul_act(aero_cuda *cu, const aero_cuda_wmat *w, const aero_cuda_act *a, float *y,
                                  aero_error *err);
+// y[i] = W[i] x for count matrices sharing one input (q/k/v, gate/up), each output bitwise what
+// aero_cuda_matmul_act gives it; one launch covering all of them when they share an int8 type and width and a
+// is at most 8 tokens (so the small ones, an 8B's 1024-row K and V, share the GPU with the rest), else one each.
+aero_status aero_cuda_matmul_many(aero_cuda *cu, const aero_cuda_wmat *const w[], float *const y[], int count,
+                                  const aero_cuda_act *a, aero_error *err);
 // Whether matmuls of this weight type run on the tensor cores with f16 activations (F16 and the quantized
 // types, unless AERO_CUDA_MM=v1 selects the f32 kernels for all): their tolerance against the CPU is that of
 // f16 rounding (~1e-3 of sum |w x|), not f32's.
 bool aero_cuda_matmul_f16(aero_dtype t);
+// Whether matmuls of this weight type run on the int8 tensor-core kernels (Q8_0, Q4_0, Q4_K, Q5_K, Q6_K by
+// default; AERO_CUDA_MM=f16 or v1 turn them off): activations quantized per 32-element block to int8 (as the
+// CPU's Q8 activations), tolerance against f32 activations ~4e-3 of sum |w x| (1/127 of a block's largest
+// magnitude per element at worst; docs/perf/cuda.md).
+bool aero_cuda_matmul_int8(aero_dtype t);
 // The same from natural activations x[n][cols] (prepares them, in token groups when they exceed the scratch).
 aero_status aero_cuda_matmul(aero_cuda *cu, const aero_cuda_wmat *w, const float *x, int n, float *y, aero_error *err);
 // The same with an explicit kernel shape (rows per block 1, 2, 4 or 8 with 1 token per block; 1, 2 or 4 with 8

@@ -265,18 +265,32 @@ template <int TY> static bool launch_shape(const aero_cuda_wmat *w, const float 
 
 static bool is_dense(aero_dtype t) { return t == AERO_DT_F32 || t == AERO_DT_F16 || t == AERO_DT_BF16; }
 
-extern "C" bool aero_cuda_matmul_f16(aero_dtype t) { return aero_mma_enabled() && aero_mma_type(t); }
+// The path of a type under AERO_CUDA_MM (cuda_mma.cu): int8 for the quantized types by default, f16 for F16.
+extern "C" bool aero_cuda_matmul_int8(aero_dtype t) {
+    return aero_mma_enabled() && aero_mma_int8_enabled() && aero_q8_type(t);
+}
+extern "C" bool aero_cuda_matmul_f16(aero_dtype t) {
+    return aero_mma_enabled() && aero_mma_type(t) && !aero_cuda_matmul_int8(t);
+}
+
+// Whether a type's matmul reads prepared activations (f16 or int8 tensor-core copies, or the permuted f32 copy)
+// for rows of cols; dense f32 kernels and rows that are not whole 32-chunks read x itself.
+static bool reads_prepared(aero_dtype t, int cols) {
+    return aero_cuda_matmul_f16(t) || aero_cuda_matmul_int8(t) ? cols % 32 == 0 : !is_dense(t);
+}
 
 extern "C" aero_status aero_cuda_act_prepare(aero_cuda *cu, const float *x, int n, int cols, aero_cuda_act *out,
                                              aero_error *err) {
-    *out = aero_cuda_act{x, NULL, n, cols, NULL, NULL};
+    *out = aero_cuda_act{x, NULL, n, cols, NULL, NULL, NULL, NULL};
     if (n <= 0 || cols <= 0 || cols % 32 || !x || (uintptr_t)x % 16)
         return aero_fail(err, AERO_ERR_INVALID, "CUDA activations %d x %d (cols a multiple of 32, 16-byte aligned)", n, cols);
-    if ((size_t)n * cols > cu->scratch_floats)
+    if ((size_t)n * cols > cu->scratch_floats || (aero_mma_enabled() && aero_mma_act_floats(n, cols) > cu->scratch_floats))
         return aero_fail(err, AERO_ERR_RANGE, "CUDA activations %d x %d exceed the scratch of %zu floats", n, cols,
                          cu->scratch_floats);
-    if (aero_mma_enabled()) { // n * cols / 2 + n + 64 <= n * cols floats: fits whenever the f32 copy would
-        aero_mma_prepare(x, n, cols, cu->scratch, &out->xh, &out->xs, cu->compute);
+    if (aero_mma_enabled()) { // the f16 copy, and the int8 form unless AERO_CUDA_MM=f16
+        const bool q8 = aero_mma_int8_enabled();
+        aero_mma_prepare(x, n, cols, cu->scratch, &out->xh, &out->xs, q8 ? &out->xq : NULL, q8 ? &out->xd : NULL,
+                         cu->compute);
         CU_LAUNCHED("f16 activations launch");
         return AERO_OK;
     }
@@ -297,12 +311,20 @@ extern "C" aero_status aero_cuda_matmul_shape(aero_cuda *cu, const aero_cuda_wma
         return aero_fail(err, AERO_ERR_INVALID, "CUDA matmul: activations of %d for a matrix of %lld columns", a->cols,
                          (long long)w->cols);
     const float *x = is_dense(w->type) ? a->x : a->xp;
-    if ((!x && !aero_cuda_matmul_f16(w->type)) || !y) return aero_fail(err, AERO_ERR_INVALID, "CUDA matmul: %s activations missing",
+    if ((!x && !aero_cuda_matmul_f16(w->type) && !aero_cuda_matmul_int8(w->type)) || !y) return aero_fail(err, AERO_ERR_INVALID, "CUDA matmul: %s activations missing",
                                    is_dense(w->type) ? "natural" : "prepared");
     if ((n + T - 1) / (T > 0 ? T : 1) > 65535)
         return aero_fail(err, AERO_ERR_RANGE, "CUDA matmul of %d tokens (at most %d per call)", n, 65535 * T);
     cudaStream_t s = cu->compute;
     bool ok = false;
+    if (aero_cuda_matmul_int8(w->type)) { // cols % 32 == 0 (wmat_check); the tiles as the f16 kernels'
+        if (!a->xq || !a->xd) return aero_fail(err, AERO_ERR_INVALID, "CUDA matmul: int8 activations missing");
+        int mt = R >= 2 ? 2 : 1, nt = mt == 1 ? (T >= 16 ? 2 : 1) : (T >= 64 ? 8 : T >= 16 ? 4 : 1);
+        if (!aero_q8_launch(w, a->xq, a->xd, n, y, mt, nt, s))
+            return aero_fail(err, AERO_ERR_INVALID, "CUDA int8 matmul: no %d x %d tile kernel", mt, nt);
+        CU_LAUNCHED("int8 tensor-core matmul launch");
+        return AERO_OK;
+    }
     if (aero_cuda_matmul_f16(w->type) && w->cols % 32 == 0) {
         if (!a->xh || !a->xs || !y) return aero_fail(err, AERO_ERR_INVALID, "CUDA matmul: f16 activations missing");
         // the tile kernels that exist: 1 x {1, 2} and 2 x {1, 4, 8} (tiles of 16 rows x tiles of 8 tokens)
@@ -359,7 +381,7 @@ static void batched_shape(int *R, int *T) {
 extern "C" aero_status aero_cuda_matmul_act(aero_cuda *cu, const aero_cuda_wmat *w, const aero_cuda_act *a, float *y,
                                             aero_error *err) {
     int R, T;
-    if (aero_cuda_matmul_f16(w->type) && w->cols % 32 == 0) {
+    if ((aero_cuda_matmul_f16(w->type) || aero_cuda_matmul_int8(w->type)) && w->cols % 32 == 0) {
         int mt, nt;
         aero_mma_tiles_for(a->n, &mt, &nt);
         return aero_cuda_matmul_shape(cu, w, a, y, mt, 8 * nt, err);
@@ -369,6 +391,26 @@ extern "C" aero_status aero_cuda_matmul_act(aero_cuda *cu, const aero_cuda_wmat 
                      : aero_cuda_matmul_shape(cu, w, a, y, R, T, err);
 }
 
+// One launch when every matrix qualifies for k_q8_many, else aero_cuda_matmul_act per matrix (same bits).
+extern "C" aero_status aero_cuda_matmul_many(aero_cuda *cu, const aero_cuda_wmat *const w[], float *const y[],
+                                             int count, const aero_cuda_act *a, aero_error *err) {
+    if (count < 1) return AERO_OK;
+    bool one = count <= 3 && a->n >= 1 && a->n <= 8 && a->xq && a->xd;
+    for (int i = 0; i < count && one; i++) {
+        if (aero_cuda_wmat_check(w[i], err)) return err->code;
+        one = y[i] && aero_cuda_matmul_int8(w[i]->type) && w[i]->type == w[0]->type && w[i]->cols == a->cols;
+    }
+    if (one && aero_q8_launch_many(w, y, count, a->xq, a->xd, a->n, cu->compute)) {
+        CU_LAUNCHED("int8 tensor-core matmul launch (several matrices)");
+        return AERO_OK;
+    }
+    for (int i = 0; i < count; i++) {
+        aero_status st = aero_cuda_matmul_act(cu, w[i], a, y[i], err);
+        if (st) return st;
+    }
+    return AERO_OK;
+}
+
 // Prepares and multiplies, in groups of tokens that fit the scratch (tokens are independent: same bits).
 extern "C" aero_status aero_cuda_matmul(aero_cuda *cu, const aero_cuda_wmat *w, const float *x, int n, float *y,
                                         aero_error *err) {
@@ -376,12 +418,14 @@ extern "C" aero_status aero_cuda_matmul(aero_cuda *cu, const aero_cuda_wmat *w, 
     if (st) return st;
     if (n <= 0) return n == 0 ? AERO_OK : aero_fail(err, AERO_ERR_INVALID, "CUDA matmul over %d tokens", n);
     int cols = (int)w->cols, group = (int)(cu->scratch_floats / (size_t)cols);
-    bool prepared = aero_cuda_matmul_f16(w->type) ? cols % 32 == 0 : !is_dense(w->type);
+    bool prepared = reads_prepared(w->type, cols);
+    if (aero_mma_enabled()) // the tensor-core copies: ~0.81 n cols + n + 256 floats (aero_mma_act_floats)
+        group = (int)((cu->scratch_floats - 256) / ((size_t)cols + 1));
     if (!prepared) group = n; // dense f32 kernels read x itself: no scratch
     if (group < 1) return aero_fail(err, AERO_ERR_RANGE, "CUDA matmul: rows of %d exceed the scratch", cols);
     for (int i = 0; i < n; i += group) {
         int k = n - i < group ? n - i : group;
-        aero_cuda_act a = {x + (size_t)i * cols, NULL, k, cols, NULL, NULL};
+        aero_cuda_act a = {x + (size_t)i * cols, NULL, k, cols, NULL, NULL, NULL, NULL};
         if (prepared && (st = aero_cuda_act_prepare(cu, a.x, k, cols, &a, err))) return st;
         if ((st = aero_cuda_matmul_act(cu, w, &a, y + (size_t)i * w->rows, err))) return st;
     }

@@ -1,7 +1,9 @@
 // Matrix products on the tensor cores: weights dequantized in registers straight into the A fragments of
 // mma.m16n8k16 (f16 inputs, f32 accumulation), activations rounded to f16 once per matmul input. Used for
 // every token count (decode, verification, prefill) of the F16 and quantized types, so a token's outputs are
-// the same bits alone or in any batch.
+// the same bits alone or in any batch. The quantized types take the int8 kernels of cuda_q8_kernel.cuh by
+// default (integer activations per 32-element block, mma.m16n8k32.s8; its header states the float operations
+// and the reduction order); AERO_CUDA_MM=f16 keeps them here, on the f16 kernels below.
 //
 // Reduction order (batch invariance): a row is cut into 32-element chunks (as in cuda_matmul.cu); warp w of
 // the MMA_WARPS of a block takes the w-th contiguous run of ceil(chunks / MMA_WARPS) chunks in order (so its
@@ -23,22 +25,36 @@
 #include "cuda_internal.cuh"
 #include "cuda_mma.cuh"
 #include "cuda_mma_kernel.cuh"
+#include "cuda_q8_kernel.cuh"
 
 // One block per token (aero_prep_row_f16), aero_row_threads(cols) threads: a row's loads all in flight at once.
-__global__ void __launch_bounds__(1024)
-    k_prep_f16(const float *__restrict__ x, __half *__restrict__ xh, float *__restrict__ xs, int cols) {
+// With xq, the row's int8 form too (aero_q8_row: the fused ops write the same bytes).
+__global__ void __launch_bounds__(1024) k_prep_f16(const float *__restrict__ x, __half *__restrict__ xh,
+                                                   float *__restrict__ xs, int8_t *__restrict__ xq,
+                                                   float2 *__restrict__ xd, int cols) {
     const size_t i = blockIdx.x;
     aero_prep_row_f16(x + i * cols, cols, xh + i * cols, xs + i);
+    if (xq) aero_q8_row(x + i * cols, cols, xq + i * cols, xd + i * (cols / 32));
 }
 
-// Read once: AERO_CUDA_MM=v1 turns the tensor-core kernels off for the whole process.
-bool aero_mma_enabled(void) {
-    static int on = -1;
-    if (on < 0) {
+// AERO_CUDA_MM, read once: "v1" the f32 kernels for every type, "f16" the f16 tensor-core kernels for the
+// quantized types too, else (the default) the int8 kernels for the quantized types and f16 for F16.
+static const char *mm_mode(void) {
+    static const char *mode = NULL;
+    if (!mode) {
         const char *e = getenv("AERO_CUDA_MM");
-        on = !(e && !strcmp(e, "v1"));
+        mode = e && !strcmp(e, "v1") ? "v1" : e && !strcmp(e, "f16") ? "f16" : "int8";
     }
-    return on;
+    return mode;
+}
+
+// The switches of cuda_mma.cuh, from mm_mode.
+bool aero_mma_enabled(void) { return strcmp(mm_mode(), "v1") != 0; }
+bool aero_mma_int8_enabled(void) { return !strcmp(mm_mode(), "int8"); }
+
+// The block types whose codes fit s8 fragments as they are (after a fixed offset).
+bool aero_q8_type(aero_dtype t) {
+    return t == AERO_DT_Q8_0 || t == AERO_DT_Q4_0 || t == AERO_DT_Q4_K || t == AERO_DT_Q5_K || t == AERO_DT_Q6_K;
 }
 
 // The types whose decoders feed the mma fragments (F32/BF16 would lose range or precision in f16).
@@ -46,13 +62,17 @@ bool aero_mma_type(aero_dtype t) { return aero_cuda_type_supported(t) && t != AE
 
 // One block per token into the scratch slots of aero_mma_act_slots.
 void aero_mma_prepare(const float *x, int n, int cols, float *scratch, const void **xh, const float **xs,
-                      cudaStream_t s) {
+                      const void **xq, const float **xd, cudaStream_t s) {
     __half *h;
     float *scale;
+    int8_t *q = NULL;
+    float2 *qd = NULL;
     aero_mma_act_slots(scratch, n, cols, &h, &scale);
-    k_prep_f16<<<n, aero_row_threads(cols), 0, s>>>(x, h, scale, cols);
+    if (xq) aero_q8_act_slots(scratch, n, cols, &q, &qd);
+    k_prep_f16<<<n, aero_row_threads(cols), 0, s>>>(x, h, scale, q, qd, cols);
     *xh = h;
     *xs = scale;
+    if (xq) *xq = q, *xd = (const float *)qd;
 }
 
 // One tile kernel over the whole matrix and token range (H2: the decode tile's f16-pair experiment, Q4_K).
@@ -99,6 +119,71 @@ bool aero_mma_launch(const aero_cuda_wmat *w, const void *xh, const float *xs, i
     case AERO_DT_Q6_K: return launch_tiles<AERO_DT_Q6_K>(w, xh, xs, n, y, mt, nt, s);
     default: return false;
     }
+}
+
+// One int8 tile kernel over the whole matrix and token range.
+template <int TY, int MT, int NT>
+static void launch_q8(const aero_cuda_wmat *w, const void *xq, const float *xd, int n, float *y, cudaStream_t s) {
+    dim3 grid((unsigned)((w->rows + 16 * MT - 1) / (16 * MT)), (unsigned)((n + 8 * NT - 1) / (8 * NT)));
+    k_q8<TY, MT, NT><<<grid, MMA_THREADS, 0, s>>>((const uint8_t *)w->data, w->row_bytes, (int)w->rows,
+                                                  (int)w->cols, (const int8_t *)xq, (const float2 *)xd, n, y);
+}
+
+// The int8 tile shapes: those of the f16 kernels.
+template <int TY>
+static bool launch_q8_tiles(const aero_cuda_wmat *w, const void *xq, const float *xd, int n, float *y, int mt, int nt,
+                            cudaStream_t s) {
+    if (mt == 1 && nt == 1) launch_q8<TY, 1, 1>(w, xq, xd, n, y, s);
+    else if (mt == 1 && nt == 2) launch_q8<TY, 1, 2>(w, xq, xd, n, y, s);
+    else if (mt == 2 && nt == 4) launch_q8<TY, 2, 4>(w, xq, xd, n, y, s);
+    else if (mt == 2 && nt == 8) launch_q8<TY, 2, 8>(w, xq, xd, n, y, s);
+    else if (mt == 2 && nt == 1) launch_q8<TY, 2, 1>(w, xq, xd, n, y, s);
+    else return false;
+    return true;
+}
+
+// Dispatch by weight type to the int8 tile kernels (K-quants need cols % 256 == 0, as their blocks do).
+bool aero_q8_launch(const aero_cuda_wmat *w, const void *xq, const float *xd, int n, float *y, int mt, int nt,
+                    cudaStream_t s) {
+    switch (w->type) {
+    case AERO_DT_Q8_0: return launch_q8_tiles<AERO_DT_Q8_0>(w, xq, xd, n, y, mt, nt, s);
+    case AERO_DT_Q4_0: return launch_q8_tiles<AERO_DT_Q4_0>(w, xq, xd, n, y, mt, nt, s);
+    case AERO_DT_Q4_K: return launch_q8_tiles<AERO_DT_Q4_K>(w, xq, xd, n, y, mt, nt, s);
+    case AERO_DT_Q5_K: return launch_q8_tiles<AERO_DT_Q5_K>(w, xq, xd, n, y, mt, nt, s);
+    case AERO_DT_Q6_K: return launch_q8_tiles<AERO_DT_Q6_K>(w, xq, xd, n, y, mt, nt, s);
+    default: return false;
+    }
+}
+
+// One k_q8_many launch: the blocks of every matrix in x, token tiles of 8 in y.
+template <int TY>
+static void launch_q8_many(const Q8Many &m, int cols, const void *xq, const float *xd, int n, cudaStream_t s) {
+    dim3 grid((unsigned)m.first[Q8_MANY], (unsigned)((n + 7) / 8));
+    k_q8_many<TY, 1, 1><<<grid, MMA_THREADS, 0, s>>>(m, cols, (const int8_t *)xq, (const float2 *)xd, n);
+}
+
+// Lays the matrices' row tiles end to end (first[]); unused slots repeat the last matrix with no blocks.
+bool aero_q8_launch_many(const aero_cuda_wmat *const w[], float *const y[], int count, const void *xq,
+                         const float *xd, int n, cudaStream_t s) {
+    if (count < 1 || count > Q8_MANY || n < 1 || n > 8) return false;
+    Q8Many m = {};
+    for (int i = 0; i < Q8_MANY; i++) {
+        const aero_cuda_wmat *wi = w[i < count ? i : count - 1];
+        if (wi->type != w[0]->type || wi->cols != w[0]->cols) return false;
+        m.W[i] = (const uint8_t *)wi->data, m.row_bytes[i] = wi->row_bytes, m.rows[i] = (int)wi->rows;
+        m.Y[i] = y[i < count ? i : count - 1];
+        m.first[i + 1] = m.first[i] + (i < count ? (int)((wi->rows + 15) / 16) : 0);
+    }
+    const int cols = (int)w[0]->cols;
+    switch (w[0]->type) {
+    case AERO_DT_Q8_0: launch_q8_many<AERO_DT_Q8_0>(m, cols, xq, xd, n, s); break;
+    case AERO_DT_Q4_0: launch_q8_many<AERO_DT_Q4_0>(m, cols, xq, xd, n, s); break;
+    case AERO_DT_Q4_K: launch_q8_many<AERO_DT_Q4_K>(m, cols, xq, xd, n, s); break;
+    case AERO_DT_Q5_K: launch_q8_many<AERO_DT_Q5_K>(m, cols, xq, xd, n, s); break;
+    case AERO_DT_Q6_K: launch_q8_many<AERO_DT_Q6_K>(m, cols, xq, xd, n, s); break;
+    default: return false;
+    }
+    return true;
 }
 
 // Few tokens: small tiles, the most blocks; many: each decoded weight reused by 64 tokens.

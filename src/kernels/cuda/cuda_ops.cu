@@ -8,6 +8,7 @@
 #include "cuda_internal.cuh"
 #include "cuda_mma.cuh"
 #include "cuda_mma_kernel.cuh"
+#include "cuda_q8_kernel.cuh"
 
 #define ROW_THREADS 1024 // the most threads of the per-row kernels (aero_row_threads)
 
@@ -19,9 +20,11 @@
 // output is also written in the matmul layout (the prepared activations). Plain rmsnorm is this kernel with
 // neither, so fused and unfused give the same bits by construction.
 // With xh (the tensor-core kernels' input), the f16 copy of the output row is written by the same block, from
-// the largest magnitude each thread saw while writing its elements.
+// the largest magnitude each thread saw while writing its elements; with xq, the int8 form too, each warp
+// quantizing the 32-element block it just wrote (aero_q8_quant; dim % 32 == 0, so whole warps take a block).
 __global__ void __launch_bounds__(ROW_THREADS) k_rmsnorm(float *out, float *x, const float *add, const float *w,
-                                                         int dim, float eps, float *xp, __half *xh, float *xs) {
+                                                         int dim, float eps, float *xp, __half *xh, float *xs,
+                                                         int8_t *xq, float2 *xd) {
     __shared__ float red[ROW_THREADS / 32];
     __shared__ float scale;
     float *xr = x + (size_t)blockIdx.x * dim;
@@ -48,12 +51,15 @@ __global__ void __launch_bounds__(ROW_THREADS) k_rmsnorm(float *out, float *x, c
     __syncthreads();
     float sc = scale, mx = 0.0f;
     float *xpr = xp ? xp + (size_t)blockIdx.x * dim : NULL;
+    int8_t *xqr = xq ? xq + (size_t)blockIdx.x * dim : NULL;
+    float2 *xdr = xq ? xd + (size_t)blockIdx.x * (dim / 32) : NULL;
 #pragma unroll 4
     for (int i = threadIdx.x; i < dim; i += blockDim.x) {
         float y = xr[i] * sc * w[i];
         o[i] = y;
         mx = fmaxf(mx, fabsf(y));
         if (xpr) xpr[act_perm(dim, i)] = y;
+        if (xqr) aero_q8_quant(y, i, xqr, xdr);
     }
     if (xh) aero_prep_row_f16_max(o, dim, mx, xh + (size_t)blockIdx.x * dim, xs + blockIdx.x);
 }
@@ -62,26 +68,38 @@ extern "C" aero_status aero_cuda_rmsnorm(aero_cuda *cu, float *out, const float 
                                          float eps, aero_error *err) {
     if (n_rows < 0 || dim <= 0) return aero_fail(err, AERO_ERR_INVALID, "CUDA rmsnorm of %d x %d", n_rows, dim);
     if (n_rows == 0) return AERO_OK;
-    k_rmsnorm<<<n_rows, aero_row_threads(dim), 0, cu->compute>>>(out, (float *)x, NULL, w, dim, eps, NULL, NULL, NULL);
+    k_rmsnorm<<<n_rows, aero_row_threads(dim), 0, cu->compute>>>(out, (float *)x, NULL, w, dim, eps, NULL, NULL, NULL, NULL,
+                                                                 NULL);
     CU_LAUNCHED("rmsnorm launch");
     return AERO_OK;
 }
 
 // Where a fused op writes the matmul input of n rows of cols: the backend's scratch, as aero_cuda_act_prepare
-// (the permuted f32 copy, or with the tensor-core kernels the f16 copy and its factors); act holds only the
-// natural rows when cols is not a multiple of 32 (dense weights read those).
-static aero_status act_target(aero_cuda *cu, float *out, int n, int cols, aero_cuda_act *act, float **xp, __half **xh,
-                              float **xs, aero_error *err) {
-    *xp = NULL, *xh = NULL, *xs = NULL;
+// (the permuted f32 copy, or with the tensor-core kernels the f16 copy and its factors, and the int8 form unless
+// AERO_CUDA_MM=f16); act holds only the natural rows when cols is not a multiple of 32 (dense weights read those).
+struct act_out {
+    float *xp, *xs;
+    __half *xh;
+    int8_t *xq;
+    float2 *xd;
+};
+static aero_status act_target(aero_cuda *cu, float *out, int n, int cols, aero_cuda_act *act, act_out *o,
+                              aero_error *err) {
+    *o = act_out{NULL, NULL, NULL, NULL, NULL};
     if (!act) return AERO_OK;
-    *act = aero_cuda_act{out, NULL, n, cols, NULL, NULL};
+    *act = aero_cuda_act{out, NULL, n, cols, NULL, NULL, NULL, NULL};
     if (cols % 32) return AERO_OK;
-    if ((size_t)n * cols > cu->scratch_floats)
+    if ((size_t)n * cols > cu->scratch_floats || (aero_mma_enabled() && aero_mma_act_floats(n, cols) > cu->scratch_floats))
         return aero_fail(err, AERO_ERR_RANGE, "CUDA activations %d x %d exceed the scratch of %zu floats", n, cols,
                          cu->scratch_floats);
+    float **xp = &o->xp;
     if (aero_mma_enabled()) {
-        aero_mma_act_slots(cu->scratch, n, cols, xh, xs);
-        act->xh = *xh, act->xs = *xs;
+        aero_mma_act_slots(cu->scratch, n, cols, &o->xh, &o->xs);
+        act->xh = o->xh, act->xs = o->xs;
+        if (aero_mma_int8_enabled()) {
+            aero_q8_act_slots(cu->scratch, n, cols, &o->xq, &o->xd);
+            act->xq = o->xq, act->xd = (const float *)o->xd;
+        }
     } else {
         *xp = cu->scratch;
         act->xp = cu->scratch;
@@ -92,11 +110,11 @@ static aero_status act_target(aero_cuda *cu, float *out, int n, int cols, aero_c
 extern "C" aero_status aero_cuda_rmsnorm_act(aero_cuda *cu, float *out, float *x, const float *add, const float *w,
                                              int n_rows, int dim, float eps, aero_cuda_act *act, aero_error *err) {
     if (n_rows < 0 || dim <= 0) return aero_fail(err, AERO_ERR_INVALID, "CUDA rmsnorm of %d x %d", n_rows, dim);
-    float *xp, *xs;
-    __half *xh;
-    aero_status st = act_target(cu, out, n_rows, dim, act, &xp, &xh, &xs, err);
+    act_out o;
+    aero_status st = act_target(cu, out, n_rows, dim, act, &o, err);
     if (st || n_rows == 0) return st;
-    k_rmsnorm<<<n_rows, aero_row_threads(dim), 0, cu->compute>>>(out, x, add, w, dim, eps, xp, xh, xs);
+    k_rmsnorm<<<n_rows, aero_row_threads(dim), 0, cu->compute>>>(out, x, add, w, dim, eps, o.xp, o.xh, o.xs, o.xq,
+                                                                  o.xd);
     CU_LAUNCHED("rmsnorm launch");
     return AERO_OK;
 }
@@ -158,10 +176,13 @@ __global__ void k_swiglu(float *out, const float *gate, const float *up, size_t 
 }
 
 // One block (aero_row_threads) per row when the f16 copy is wanted: the products, then that row's f16 activations
-// from the largest magnitude each thread saw (one launch, where k_swiglu and aero_mma_prepare take two).
+// from the largest magnitude each thread saw (one launch, where k_swiglu and aero_mma_prepare take two); with xq
+// the int8 form of each 32-element block as its warp writes it (aero_q8_quant; cols % 32 == 0).
 __global__ void __launch_bounds__(ROW_THREADS) k_swiglu_f16(float *out, const float *gate, const float *up, int cols,
-                                                            __half *xh, float *xs) {
+                                                            __half *xh, float *xs, int8_t *xq, float2 *xd) {
     const size_t base = (size_t)blockIdx.x * cols;
+    int8_t *xqr = xq ? xq + base : NULL;
+    float2 *xdr = xq ? xd + (size_t)blockIdx.x * (cols / 32) : NULL;
     float mx = 0.0f;
 #pragma unroll 4
     for (int j = threadIdx.x; j < cols; j += blockDim.x) {
@@ -169,6 +190,7 @@ __global__ void __launch_bounds__(ROW_THREADS) k_swiglu_f16(float *out, const fl
         float y = g / (1.0f + expf(-g)) * up[base + j];
         out[base + j] = y;
         mx = fmaxf(mx, fabsf(y));
+        if (xqr) aero_q8_quant(y, j, xqr, xdr);
     }
     aero_prep_row_f16_max(out + base, cols, mx, xh + base, xs + blockIdx.x);
 }
@@ -194,13 +216,12 @@ extern "C" aero_status aero_cuda_swiglu(aero_cuda *cu, float *out, const float *
 extern "C" aero_status aero_cuda_swiglu_act(aero_cuda *cu, float *out, const float *gate, const float *up, int n,
                                             int cols, aero_cuda_act *act, aero_error *err) {
     if (n < 0 || cols <= 0) return aero_fail(err, AERO_ERR_INVALID, "CUDA swiglu of %d x %d", n, cols);
-    float *xp, *xs;
-    __half *xh;
-    aero_status st = act_target(cu, out, n, cols, act, &xp, &xh, &xs, err);
+    act_out o;
+    aero_status st = act_target(cu, out, n, cols, act, &o, err);
     size_t count = (size_t)n * cols;
     if (st || count == 0) return st;
-    if (xh) k_swiglu_f16<<<n, aero_row_threads(cols), 0, cu->compute>>>(out, gate, up, cols, xh, xs);
-    else k_swiglu<<<(unsigned)((count + 255) / 256), 256, 0, cu->compute>>>(out, gate, up, count, cols, xp);
+    if (o.xh) k_swiglu_f16<<<n, aero_row_threads(cols), 0, cu->compute>>>(out, gate, up, cols, o.xh, o.xs, o.xq, o.xd);
+    else k_swiglu<<<(unsigned)((count + 255) / 256), 256, 0, cu->compute>>>(out, gate, up, count, cols, o.xp);
     CU_LAUNCHED("swiglu launch");
     return AERO_OK;
 }
