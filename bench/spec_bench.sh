@@ -111,9 +111,12 @@ wall() { # pair
   [ -r "$T" ] && [ -r "${D#head:}" ] || { echo "$1: $T or ${D#head:} missing, skipped"; return; }
   # --mem holds the KV cache and the resident drafter too: both runs give the teacher's weights the same W bytes
   local info kv dr MEM MEMD
-  info=$("$AEROLLM" run -m "$T" --draft "${D/#head:*/ngram}" -p x -n 1 -c 512 --mem 1G --stats -t 1 2>&1 | grep "memory budget")
+  # (a draft head counts its weights and its state, the same as the run's: its own flag)
+  local dflag=(--draft "$D")
+  [ "${D#head:}" != "$D" ] && dflag=(--draft-head "${D#head:}")
+  info=$("$AEROLLM" run -m "$T" "${dflag[@]}" -p x -n 1 -c 512 --mem 1G --stats -t 1 2>&1 | grep "memory budget")
   kv=$(sed -n 's/.*KV cache \([0-9.]*\) MB.*/\1/p' <<<"$info")
-  dr=$(sed -n 's/.*draft model \([0-9.]*\) MB.*/\1/p' <<<"$info")
+  dr=$(sed -n 's/.*draft \(model\|head\) \([0-9.]*\) MB.*/\2/p' <<<"$info")
   MEM=$(awk -v w="$W" -v kv="${kv:-0}" 'BEGIN { printf "%d", w + (kv + 0.05) * 1e6 }')
   MEMD=$(awk -v m="$MEM" -v d="${dr:-0}" 'BEGIN { printf "%d", m + (d + 0.05) * 1e6 }')
   echo "### Wall clock: $1 pair, teacher streamed with $((W / 1024)) KiB for its weights (-c 512: --mem $MEM, $MEMD with the drafter), greedy, ${#PROMPTS[@]} prompts x $N tokens, -t $THREADS, drafter -t $DTHREADS (load $(cut -d' ' -f1-3 /proc/loadavg))"
@@ -126,13 +129,16 @@ wall() { # pair
   echo "|---|---|---|---|"
   awk -v s="$plain" -v n=$((N * ${#PROMPTS[@]})) 'BEGIN { printf "| plain decoding | %.2f | %.2f | 1.00x |\n", s, 1e3 * s / n }'
   for m in "${MODES[@]}"; do
-    local name=${m%%|*} flags=${m#*|} tot=0
+    local name=${m%%|*} flags=${m#*|} tot=0 failed=0 b
     for p in "${PROMPTS[@]}"; do
       # shellcheck disable=SC2086
-      tot=$(awk -v a="$tot" -v b="$(median_s "$T" "$D" 0 1 "$p" -c 512 --mem "$MEMD" $flags)" 'BEGIN { print a + b }')
+      b=$(median_s "$T" "$D" 0 1 "$p" -c 512 --mem "$MEMD" $flags)
+      awk -v b="$b" 'BEGIN { exit !(b > 0) }' || failed=1 # a run that failed prints no time
+      tot=$(awk -v a="$tot" -v b="$b" 'BEGIN { print a + b }')
     done
-    awk -v m="$name" -v s="$tot" -v p="$plain" -v n=$((N * ${#PROMPTS[@]})) 'BEGIN {
-      printf "| %s | %.2f | %.2f | %.2fx |\n", m, s, 1e3 * s / n, (s > 0 ? p / s : 0) }'
+    awk -v m="$name" -v s="$tot" -v p="$plain" -v f=$failed -v n=$((N * ${#PROMPTS[@]})) 'BEGIN {
+      if (f) { printf "| %s | failed (a run printed no time: rerun it by hand) | | |\n", m; exit }
+      printf "| %s | %.2f | %.2f | %.2fx |\n", m, s, 1e3 * s / n, p / s }'
   done
   echo
 }
