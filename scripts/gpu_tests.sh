@@ -252,13 +252,11 @@ timeout 45 "$BIN/bench_cuda" --quick > "$LOG/bench_cuda.log" 2>&1
 check bench_cuda $? ""
 grep -iE "floor|HBM|pinned|pageable|GB/s" "$LOG/bench_cuda.log" | grep -v "^argmax" | head -40
 grep -E "^argmax vocab" "$LOG/bench_cuda.log"
-# A/B in the same run (docs/perf/cuda.md, "Integer activations"): the f16 tensor-core kernels, and the f16 decode
-# tile experiment (Q4_K straight to f16 pairs, "Resident decode"), against the int8 default above
+# A/B in the same run (docs/perf/cuda.md, "Integer activations"): the f16 tensor-core kernels against the int8
+# default above
 grep -E "matmul path|8B-shape|batched k=" "$LOG/bench_cuda.log" | sed 's/^/  int8: /'
 AERO_CUDA_MM=f16 timeout 45 "$BIN/bench_cuda" --quick > "$LOG/bench_cuda_f16.log" 2>&1
 echo "  AERO_CUDA_MM=f16 (rc $?):"; grep -E "matmul path|8B-shape|^  Q|batched k=" "$LOG/bench_cuda_f16.log" | sed 's/^/    /'
-AERO_CUDA_MM=f16 AERO_CUDA_DEC=h2 timeout 45 "$BIN/bench_cuda" --quick > "$LOG/bench_cuda_h2.log" 2>&1
-echo "  AERO_CUDA_MM=f16 AERO_CUDA_DEC=h2 (rc $?):"; grep -E "8B-shape Q4_K|^  Q4_K" "$LOG/bench_cuda_h2.log" | sed 's/^/    /'
 
 if [ "${1:-}" != "--quick" ]; then
     echo "== 8B-shape Q4_K $(el)"

@@ -29,9 +29,9 @@
 
 // One block per token (aero_prep_row_f16), aero_row_threads(cols) threads: a row's loads all in flight at once.
 // With xq, the row's int8 form too (aero_q8_row: the fused ops write the same bytes).
-__global__ void __launch_bounds__(1024) k_prep_f16(const float *__restrict__ x, __half *__restrict__ xh,
-                                                   float *__restrict__ xs, int8_t *__restrict__ xq,
-                                                   float2 *__restrict__ xd, int cols) {
+__global__ void __launch_bounds__(1024)
+    k_prep_f16(const float *__restrict__ x, __half *__restrict__ xh, float *__restrict__ xs, int8_t *__restrict__ xq,
+               float2 *__restrict__ xd, int cols) {
     const size_t i = blockIdx.x;
     aero_prep_row_f16(x + i * cols, cols, xh + i * cols, xs + i);
     if (xq) aero_q8_row(x + i * cols, cols, xq + i * cols, xd + i * (cols / 32));
@@ -75,30 +75,19 @@ void aero_mma_prepare(const float *x, int n, int cols, float *scratch, const voi
     if (xq) *xq = q, *xd = (const float *)qd;
 }
 
-// One tile kernel over the whole matrix and token range (H2: the decode tile's f16-pair experiment, Q4_K).
-template <int TY, int MT, int NT, bool H2 = false>
+// One tile kernel over the whole matrix and token range.
+template <int TY, int MT, int NT>
 static void launch(const aero_cuda_wmat *w, const void *xh, const float *xs, int n, float *y, cudaStream_t s) {
     dim3 grid((unsigned)((w->rows + 16 * MT - 1) / (16 * MT)), (unsigned)((n + 8 * NT - 1) / (8 * NT)));
-    k_mma<TY, MT, NT, H2><<<grid, MMA_THREADS, 0, s>>>((const uint8_t *)w->data, w->row_bytes, (int)w->rows,
-                                                       (int)w->cols, (const __half *)xh, xs, n, y);
-}
-
-// EXPERIMENT: AERO_CUDA_DEC=h2 decodes Q4_K in the decode tile straight to f16 pairs (not batch invariant).
-static bool dec_h2(void) {
-    static int on = -1;
-    if (on < 0) {
-        const char *e = getenv("AERO_CUDA_DEC");
-        on = e && !strcmp(e, "h2");
-    }
-    return on;
+    k_mma<TY, MT, NT><<<grid, MMA_THREADS, 0, s>>>((const uint8_t *)w->data, w->row_bytes, (int)w->rows, (int)w->cols,
+                                                   (const __half *)xh, xs, n, y);
 }
 
 // The tile shapes that are instantiated: 1 x {1, 2} and 2 x {1, 4, 8}.
 template <int TY>
 static bool launch_tiles(const aero_cuda_wmat *w, const void *xh, const float *xs, int n, float *y, int mt, int nt,
                          cudaStream_t s) {
-    if (TY == AERO_DT_Q4_K && mt == 1 && nt == 1 && dec_h2()) launch<AERO_DT_Q4_K, 1, 1, true>(w, xh, xs, n, y, s);
-    else if (mt == 1 && nt == 1) launch<TY, 1, 1>(w, xh, xs, n, y, s);
+    if (mt == 1 && nt == 1) launch<TY, 1, 1>(w, xh, xs, n, y, s);
     else if (mt == 1 && nt == 2) launch<TY, 1, 2>(w, xh, xs, n, y, s);
     else if (mt == 2 && nt == 4) launch<TY, 2, 4>(w, xh, xs, n, y, s);
     else if (mt == 2 && nt == 8) launch<TY, 2, 8>(w, xh, xs, n, y, s);
@@ -125,8 +114,8 @@ bool aero_mma_launch(const aero_cuda_wmat *w, const void *xh, const float *xs, i
 template <int TY, int MT, int NT>
 static void launch_q8(const aero_cuda_wmat *w, const void *xq, const float *xd, int n, float *y, cudaStream_t s) {
     dim3 grid((unsigned)((w->rows + 16 * MT - 1) / (16 * MT)), (unsigned)((n + 8 * NT - 1) / (8 * NT)));
-    k_q8<TY, MT, NT><<<grid, MMA_THREADS, 0, s>>>((const uint8_t *)w->data, w->row_bytes, (int)w->rows,
-                                                  (int)w->cols, (const int8_t *)xq, (const float2 *)xd, n, y);
+    k_q8<TY, MT, NT><<<grid, MMA_THREADS, 0, s>>>((const uint8_t *)w->data, w->row_bytes, (int)w->rows, (int)w->cols,
+                                                  (const int8_t *)xq, (const float2 *)xd, n, y);
 }
 
 // The int8 tile shapes: those of the f16 kernels.
@@ -163,8 +152,8 @@ static void launch_q8_many(const Q8Many &m, int cols, const void *xq, const floa
 }
 
 // Lays the matrices' row tiles end to end (first[]); unused slots repeat the last matrix with no blocks.
-bool aero_q8_launch_many(const aero_cuda_wmat *const w[], float *const y[], int count, const void *xq,
-                         const float *xd, int n, cudaStream_t s) {
+bool aero_q8_launch_many(const aero_cuda_wmat *const w[], float *const y[], int count, const void *xq, const float *xd,
+                         int n, cudaStream_t s) {
     if (count < 1 || count > Q8_MANY || n < 1 || n > 8) return false;
     Q8Many m = {};
     for (int i = 0; i < Q8_MANY; i++) {
@@ -188,8 +177,8 @@ bool aero_q8_launch_many(const aero_cuda_wmat *const w[], float *const y[], int 
 
 // Few tokens: small tiles, the most blocks; many: each decoded weight reused by 64 tokens.
 void aero_mma_tiles_for(int n, int *mt, int *nt) {
-    if (n <= 8) *mt = 1, *nt = 1;       // decode and short verifications: the most blocks
+    if (n <= 8) *mt = 1, *nt = 1; // decode and short verifications: the most blocks
     else if (n <= 16) *mt = 1, *nt = 2;
     else if (n <= 32) *mt = 2, *nt = 4;
-    else *mt = 2, *nt = 8;              // prefill: each decoded weight used by 64 tokens
+    else *mt = 2, *nt = 8; // prefill: each decoded weight used by 64 tokens
 }

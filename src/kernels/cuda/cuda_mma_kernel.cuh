@@ -132,25 +132,6 @@ template <> struct Raw<AERO_DT_Q4_K> {
         bytes8((q.x >> sh) & 0x0F0F0F0Fu, (q.y >> sh) & 0x0F0F0F0Fu, 0.0f, v);
         scale8<true>(v, d, m);
     }
-#ifndef AERO_CUDA_HOST_EMU
-    // EXPERIMENT (AERO_CUDA_DEC=h2, decode tile only): the 8 weights as f16 pairs straight from the codes,
-    // 0x64XX is the f16 1024 + XX, so one byte permute, one hsub2 and one hfma2 make two weights.
-    __device__ void decode_h2(int c, int, uint32_t out[4]) const {
-        const int sh = 4 * (c & 1);
-        float d, m;
-        q4k_dl_ml_h(c & 7, h, &d, &m);
-        const __half2 d2 = __float2half2_rn(d), m2 = __float2half2_rn(-m), k1024 = __float2half2_rn(1024.0f);
-        const uint32_t x = (q.x >> sh) & 0x0F0F0F0Fu, y = (q.y >> sh) & 0x0F0F0F0Fu;
-        const uint32_t p[4] = {__byte_perm(x, 0x64646464u, 0x5140), __byte_perm(x, 0x64646464u, 0x5342),
-                               __byte_perm(y, 0x64646464u, 0x5140), __byte_perm(y, 0x64646464u, 0x5342)};
-#pragma unroll
-        for (int i = 0; i < 4; i++) {
-            __half2 qh = __hsub2(*reinterpret_cast<const __half2 *>(&p[i]), k1024);
-            __half2 w = __hfma2(d2, qh, m2);
-            out[i] = *reinterpret_cast<uint32_t *>(&w);
-        }
-    }
-#endif
 };
 
 template <> struct Raw<AERO_DT_Q5_K> {
@@ -204,35 +185,23 @@ __device__ __forceinline__ void frag_a(const float wa[8], const float wb[8], uin
 }
 
 // One chunk of the decode tile (16 rows, up to 8 tokens): decode the two rows' raw bytes, two mma steps.
-template <int TY, bool H2 = false>
+template <int TY>
 __device__ __forceinline__ void chunk_mma(const Raw<TY> &ra, const Raw<TY> &rb, uint4 b, int c, int t, float acc[4]) {
     uint32_t a[2][4];
-#ifndef AERO_CUDA_HOST_EMU
-    if constexpr (H2) {
-        uint32_t ha[4], hb[4];
-        ra.decode_h2(c, t, ha);
-        rb.decode_h2(c, t, hb);
-#pragma unroll
-        for (int s = 0; s < 2; s++)
-            a[s][0] = ha[2 * s], a[s][1] = hb[2 * s], a[s][2] = ha[2 * s + 1], a[s][3] = hb[2 * s + 1];
-    } else
-#endif
-    {
-        float wa[8], wb[8];
-        ra.decode(c, t, wa);
-        rb.decode(c, t, wb);
-        frag_a(wa, wb, a);
-    }
+    float wa[8], wb[8];
+    ra.decode(c, t, wa);
+    rb.decode(c, t, wb);
+    frag_a(wa, wb, a);
     mma_16816(acc, a[0], b.x, b.y);
     mma_16816(acc, a[1], b.z, b.w);
 }
 
 // MT tiles of 16 rows x NT tiles of 8 tokens per block of MMA_WARPS warps; grid (ceil(rows / 16 MT),
 // ceil(n / 8 NT)). X: [n][cols] f16 activations, xs[i]: the factor that undoes token i's scaling.
-template <int TY, int MT, int NT, bool H2 = false>
-__global__ void __launch_bounds__(MMA_THREADS) k_mma(const uint8_t *__restrict__ W, size_t row_bytes, int rows,
-                                                     int cols, const __half *__restrict__ X,
-                                                     const float *__restrict__ xs, int n, float *__restrict__ Y) {
+template <int TY, int MT, int NT>
+__global__ void __launch_bounds__(MMA_THREADS)
+    k_mma(const uint8_t *__restrict__ W, size_t row_bytes, int rows, int cols, const __half *__restrict__ X,
+          const float *__restrict__ xs, int n, float *__restrict__ Y) {
     __shared__ float red[MMA_WARPS / 2][MT * NT * 4][32];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
     const int r0 = blockIdx.x * 16 * MT, t0 = blockIdx.y * 8 * NT;
@@ -278,7 +247,7 @@ __global__ void __launch_bounds__(MMA_THREADS) k_mma(const uint8_t *__restrict__
 #pragma unroll
             for (int s = 0; s < DEPTH; s++) {
                 if (c + s >= c1) break;
-                chunk_mma<TY, H2>(ra[s], rb[s], xb[s], c + s, t, acc[0][0]);
+                chunk_mma<TY>(ra[s], rb[s], xb[s], c + s, t, acc[0][0]);
                 if (c + s + DEPTH < c1) fetch(s, c + s + DEPTH);
             }
         }
@@ -328,7 +297,7 @@ __global__ void __launch_bounds__(MMA_THREADS) k_mma(const uint8_t *__restrict__
                         acc[mt][j][i] = acc[mt][j][i] + red[warp / (2 * step)][(mt * NT + j) * 4 + i][lane];
     }
     if (warp) return;
-    // accumulator i of a tile: row g + 8 (i / 2), token 2t + i % 2
+        // accumulator i of a tile: row g + 8 (i / 2), token 2t + i % 2
 #pragma unroll
     for (int mt = 0; mt < MT; mt++)
 #pragma unroll
@@ -339,7 +308,6 @@ __global__ void __launch_bounds__(MMA_THREADS) k_mma(const uint8_t *__restrict__
                 if (row < rows && tok < n) Y[(size_t)tok * rows + row] = acc[mt][j][i] * xs[tok];
             }
 }
-
 
 // The f16 activations of a row of cols, from each thread's largest magnitude over its elements j = threadIdx.x,
 // threadIdx.x + blockDim.x, ... (mx): the row's largest magnitude (max is exact in any order), the power-of-two
@@ -354,7 +322,7 @@ __device__ __forceinline__ void aero_prep_row_f16_max(const float *row, int cols
     __syncthreads();
     mx = 0.0f;
     for (int w = 0; w < (int)((blockDim.x + 31) >> 5); w++) mx = fmaxf(mx, wmax[w]);
-    int e = 0; // mx <= 2^15 * 2^e
+    int e = 0;                                                     // mx <= 2^15 * 2^e
     if (mx > 32768.0f && mx <= 3.0e38f) frexpf(mx / 32768.0f, &e); // mx / 2^15 = f * 2^e, f in [0.5, 1)
     const float down = ldexpf(1.0f, -e);
 #pragma unroll 4
