@@ -22,9 +22,10 @@ run_one() {
 }
 # Whether a test whose file is called $1 (suffix stripped) is selected.
 wanted() { [ -z "$only" ] || [ "$1" = "$only" ] || [ "$1" = "test_$only" ]; }
-# The two tests that mostly build (the sanitized fuzz library, the CUDA variant) run beside the others, which
-# seldom keep both cores busy: the suite's wall time drops by about their length. Their results come at the end.
-HEAVY="test_fuzz_smoke.sh test_cuda_build.sh"
+# The three tests that mostly build (the sanitized fuzz library, the CUDA variant, the GPU forward pass over the
+# emulation) run beside the others, which seldom keep both cores busy: the suite's wall time drops by about their
+# length. Their results come at the end.
+HEAVY="test_fuzz_smoke.sh test_cuda_build.sh test_cuda_emu.sh"
 bg_dir=$(mktemp -d /tmp/aero_tests_bg.XXXXXX)
 trap 'rm -rf "$bg_dir"' EXIT
 bg=()
