@@ -196,6 +196,46 @@ __device__ __forceinline__ void chunk_mma(const Raw<TY> &ra, const Raw<TY> &rb, 
     mma_16816(acc, a[1], b.z, b.w);
 }
 
+// The warps' partial sums of a tile as a fixed pairwise tree (step 1 adds w+1 into each even w, step 2 w+2 into
+// w % 4 == 0, step 4 w+4 into w0), then warp 0 stores the tile: accumulator i is row g + 8 (i / 2), token
+// 2t + i % 2, times xs[token] where xs is given. The one reduction order of the tensor-core kernels (k_mma, k_q8).
+template <int MT, int NT>
+__device__ __forceinline__ void tile_reduce_store(float acc[MT][NT][4], float red[][MT * NT * 4][32], int warp,
+                                                  int lane, int r0, int t0, int rows, int n, const float *xs,
+                                                  float *Y) {
+    const int g = lane >> 2, t = lane & 3;
+#pragma unroll
+    for (int step = 1; step < MMA_WARPS; step <<= 1) {
+        __syncthreads();
+        if ((warp & (2 * step - 1)) == step)
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                for (int j = 0; j < NT; j++)
+#pragma unroll
+                    for (int i = 0; i < 4; i++) red[warp / (2 * step)][(mt * NT + j) * 4 + i][lane] = acc[mt][j][i];
+        __syncthreads();
+        if ((warp & (2 * step - 1)) == 0)
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                for (int j = 0; j < NT; j++)
+#pragma unroll
+                    for (int i = 0; i < 4; i++)
+                        acc[mt][j][i] = acc[mt][j][i] + red[warp / (2 * step)][(mt * NT + j) * 4 + i][lane];
+    }
+    if (warp) return;
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int j = 0; j < NT; j++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                const int row = r0 + 16 * mt + g + 8 * (i >> 1), tok = t0 + 8 * j + 2 * t + (i & 1);
+                if (row < rows && tok < n) Y[(size_t)tok * rows + row] = xs ? acc[mt][j][i] * xs[tok] : acc[mt][j][i];
+            }
+}
+
 // MT tiles of 16 rows x NT tiles of 8 tokens per block of MMA_WARPS warps; grid (ceil(rows / 16 MT),
 // ceil(n / 8 NT)). X: [n][cols] f16 activations, xs[i]: the factor that undoes token i's scaling.
 template <int TY, int MT, int NT>
@@ -274,39 +314,7 @@ __global__ void __launch_bounds__(MMA_THREADS)
         }
     }
 
-    // the warps' partial sums as a fixed pairwise tree: step 1 adds w+1 into each even w, step 2 w+2 into
-    // w % 4 == 0, step 4 w+4 into w0
-#pragma unroll
-    for (int step = 1; step < MMA_WARPS; step <<= 1) {
-        __syncthreads();
-        if ((warp & (2 * step - 1)) == step)
-#pragma unroll
-            for (int mt = 0; mt < MT; mt++)
-#pragma unroll
-                for (int j = 0; j < NT; j++)
-#pragma unroll
-                    for (int i = 0; i < 4; i++) red[warp / (2 * step)][(mt * NT + j) * 4 + i][lane] = acc[mt][j][i];
-        __syncthreads();
-        if ((warp & (2 * step - 1)) == 0)
-#pragma unroll
-            for (int mt = 0; mt < MT; mt++)
-#pragma unroll
-                for (int j = 0; j < NT; j++)
-#pragma unroll
-                    for (int i = 0; i < 4; i++)
-                        acc[mt][j][i] = acc[mt][j][i] + red[warp / (2 * step)][(mt * NT + j) * 4 + i][lane];
-    }
-    if (warp) return;
-        // accumulator i of a tile: row g + 8 (i / 2), token 2t + i % 2
-#pragma unroll
-    for (int mt = 0; mt < MT; mt++)
-#pragma unroll
-        for (int j = 0; j < NT; j++)
-#pragma unroll
-            for (int i = 0; i < 4; i++) {
-                const int row = r0 + 16 * mt + g + 8 * (i >> 1), tok = t0 + 8 * j + 2 * t + (i & 1);
-                if (row < rows && tok < n) Y[(size_t)tok * rows + row] = acc[mt][j][i] * xs[tok];
-            }
+    tile_reduce_store<MT, NT>(acc, red, warp, lane, r0, t0, rows, n, xs, Y);
 }
 
 // The f16 activations of a row of cols, from each thread's largest magnitude over its elements j = threadIdx.x,

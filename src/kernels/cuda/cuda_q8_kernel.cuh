@@ -381,43 +381,13 @@ __device__ __forceinline__ void q8_tile(const uint8_t *__restrict__ W, size_t ro
         }
     }
 
-    // the warps' partial sums as the fixed pairwise tree of k_mma
-#pragma unroll
-    for (int step = 1; step < MMA_WARPS; step <<= 1) {
-        __syncthreads();
-        if ((warp & (2 * step - 1)) == step)
-#pragma unroll
-            for (int mt = 0; mt < MT; mt++)
-#pragma unroll
-                for (int j = 0; j < NT; j++)
-#pragma unroll
-                    for (int i = 0; i < 4; i++) red[warp / (2 * step)][(mt * NT + j) * 4 + i][lane] = acc[mt][j][i];
-        __syncthreads();
-        if ((warp & (2 * step - 1)) == 0)
-#pragma unroll
-            for (int mt = 0; mt < MT; mt++)
-#pragma unroll
-                for (int j = 0; j < NT; j++)
-#pragma unroll
-                    for (int i = 0; i < 4; i++)
-                        acc[mt][j][i] = acc[mt][j][i] + red[warp / (2 * step)][(mt * NT + j) * 4 + i][lane];
-    }
-    if (warp) return;
-#pragma unroll
-    for (int mt = 0; mt < MT; mt++)
-#pragma unroll
-        for (int j = 0; j < NT; j++)
-#pragma unroll
-            for (int i = 0; i < 4; i++) {
-                const int row = r0 + 16 * mt + g + 8 * (i >> 1), tok = t0 + 8 * j + 2 * t + (i & 1);
-                if (row < rows && tok < n) Y[(size_t)tok * rows + row] = acc[mt][j][i];
-            }
+    tile_reduce_store<MT, NT>(acc, red, warp, lane, r0, t0, rows, n, nullptr, Y);
 }
 
 // One matrix: grid (ceil(rows / 16 MT), ceil(n / 8 NT)). The decode tile is bounded to 128 registers: two blocks
 // (16 warps) per SM, each warp with RING units in flight.
 template <int TY, int MT, int NT>
-__global__ void __launch_bounds__(MMA_THREADS, MT * NT == 1 ? 2 : 1)
+__global__ void __launch_bounds__(MMA_THREADS, MT *NT == 1 ? 2 : 1)
     k_q8(const uint8_t *__restrict__ W, size_t row_bytes, int rows, int cols, const int8_t *__restrict__ XQ,
          const float2 *__restrict__ XD, int n, float *__restrict__ Y) {
     q8_tile<TY, MT, NT>(W, row_bytes, rows, cols, XQ, XD, n, Y, blockIdx.x);
@@ -436,7 +406,7 @@ struct Q8Many {
 };
 
 template <int TY, int MT, int NT>
-__global__ void __launch_bounds__(MMA_THREADS, MT * NT == 1 ? 2 : 1)
+__global__ void __launch_bounds__(MMA_THREADS, MT *NT == 1 ? 2 : 1)
     k_q8_many(Q8Many m, int cols, const int8_t *__restrict__ XQ, const float2 *__restrict__ XD, int n) {
     const int x = blockIdx.x, i = x < m.first[1] ? 0 : x < m.first[2] ? 1 : 2;
     // selects, not a dynamic index into the parameter struct (which would copy it to local memory)
