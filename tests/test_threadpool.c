@@ -1,7 +1,11 @@
 // The thread pool on its own: every thread runs each job once, jobs never get lost between spinning and sleeping
-// workers, several callers share one pool, a job may call aero_pool_run on its own pool (runs inline) or another.
+// workers, several callers share one pool, a job may call aero_pool_run on its own pool (runs inline) or another,
+// and a job finishes while a worker is frozen (descheduled on a busy machine): the running threads take its share.
 #include <pthread.h>
+#include <semaphore.h>
 #include <signal.h>
+#include <stdio.h>
+#include <sys/syscall.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <unistd.h>
@@ -157,11 +161,108 @@ static void test_reentrant(void) {
     alarm(0);
 }
 
+// The worker the frozen-worker test stops: who it is, and the semaphores its signal handler waits on.
+static struct {
+    _Atomic pthread_t thread;
+    _Atomic int tid, set;
+    pthread_t caller;
+    sem_t frozen, release;
+} g_worker;
+
+// Records the first thread other than the caller that runs a share. The caller's share waits (up to 0.1 s) for
+// that, or it would take the other share too before the worker wakes.
+static void find_worker_fn(void *ctx, int ith, int nth) {
+    (void)ctx, (void)ith, (void)nth;
+    if (pthread_equal(pthread_self(), g_worker.caller)) {
+        for (int i = 0; i < 100 && !atomic_load(&g_worker.set); i++) usleep(1000);
+        return;
+    }
+    int expect = 0;
+    if (atomic_compare_exchange_strong(&g_worker.set, &expect, 1)) {
+        atomic_store(&g_worker.thread, pthread_self());
+        atomic_store(&g_worker.tid, (int)syscall(SYS_gettid));
+    }
+}
+
+// SIGUSR1 on the worker: it stays in the handler until released, as if the scheduler never ran it.
+static void freeze_handler(int sig) {
+    (void)sig;
+    sem_post(&g_worker.frozen);
+    while (sem_wait(&g_worker.release) != 0) {
+    }
+}
+
+// The scheduler state of one thread of this process ('S': asleep in a wait; '?' unknown).
+static char thread_state(int tid) {
+    char path[64], buf[256];
+    snprintf(path, sizeof path, "/proc/self/task/%d/stat", tid);
+    FILE *f = fopen(path, "r");
+    if (!f) return '?';
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *r = strrchr(buf, ')'); // the name may hold spaces: the state follows the last ')'
+    return r && r[1] == ' ' ? r[2] : '?';
+}
+
+// Counts which thread ran each share of the job run while the worker is frozen.
+typedef struct {
+    _Atomic int calls[2];
+    _Atomic int on_caller;
+} frozen_tally;
+
+static void frozen_fn(void *ctx, int ith, int nth) {
+    frozen_tally *t = ctx;
+    if (nth != 2 || ith < 0 || ith > 1) return;
+    atomic_fetch_add(&t->calls[ith], 1);
+    if (pthread_equal(pthread_self(), g_worker.caller)) atomic_fetch_add(&t->on_caller, 1);
+}
+
+// A two-thread pool whose worker is stopped while asleep (never holding the pool's lock): the next job must run both
+// shares on the caller and return, where a pool that waits for every thread to check in would wait forever (the
+// alarm ends such a run as a failure). Released, the worker takes part in later jobs again.
+static void test_frozen_worker(void) {
+    aero_pool *p = aero_pool_new(2);
+    CHECK(p);
+    if (!p) return;
+    g_worker.caller = pthread_self();
+    sem_init(&g_worker.frozen, 0, 0);
+    sem_init(&g_worker.release, 0, 0);
+    for (int i = 0; i < 100 && !atomic_load(&g_worker.set); i++) aero_pool_run(p, find_worker_fn, NULL);
+    CHECK(atomic_load(&g_worker.set));
+    if (!atomic_load(&g_worker.set)) return;
+    int tid = atomic_load(&g_worker.tid);
+    char st = '?';
+    for (int i = 0; i < 2000 && (st = thread_state(tid)) != 'S'; i++) usleep(5000); // past its spin, asleep
+    CHECKF(st == 'S', "the worker never went to sleep (state %c)", st);
+    if (st != 'S') return;
+    struct sigaction sa = {.sa_handler = freeze_handler};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGUSR1, &sa, NULL);
+    pthread_kill(atomic_load(&g_worker.thread), SIGUSR1);
+    while (sem_wait(&g_worker.frozen) != 0) {
+    }
+    alarm(30);
+    frozen_tally t;
+    memset(&t, 0, sizeof t);
+    for (int rep = 0; rep < 3; rep++) aero_pool_run(p, frozen_fn, &t);
+    alarm(0);
+    CHECKF(atomic_load(&t.calls[0]) == 3 && atomic_load(&t.calls[1]) == 3 && atomic_load(&t.on_caller) == 6,
+           "shares with the worker frozen: %d %d, %d on the caller", atomic_load(&t.calls[0]),
+           atomic_load(&t.calls[1]), atomic_load(&t.on_caller));
+    sem_post(&g_worker.release);
+    for (int i = 0; i < 100; i++) CHECK(run_and_check(p, 2));
+    aero_pool_free(p);
+    sem_destroy(&g_worker.frozen);
+    sem_destroy(&g_worker.release);
+}
+
 int main(void) {
     test_split();
     test_sizes();
     test_many_jobs();
     test_shared_callers();
     test_reentrant();
+    test_frozen_worker();
     return check_done("test_threadpool");
 }

@@ -1,11 +1,14 @@
 // Persistent pthread workers with low-latency dispatch: a decode step calls matmul hundreds of times per
-// token, so workers spin briefly on a generation counter before sleeping on a condition variable, and the
-// caller runs share 0 itself instead of waiting idle.
+// token, so workers spin briefly on a generation counter before sleeping on a condition variable. A job is
+// n shares that any thread claims from one ticket counter, the caller included: when a worker is descheduled
+// (a busy machine: another program, a build), the threads that do run take its shares instead of waiting for it
+// to be scheduled, once per job. A share's result does not depend on the thread that runs it.
 #include "threadpool.h"
 
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 
 #include "cpu.h"
@@ -27,29 +30,27 @@ struct aero_pool {
     pthread_mutex_t run_lock; // one job at a time, even when several threads share the pool
     pthread_mutex_t lock;     // guards sleeping
     pthread_cond_t wake;
-    _Atomic unsigned long gen; // bumped once per job
-    _Atomic int done;          // workers finished with the current job
+    _Atomic uint64_t ticket; // job generation (high 32 bits) and the next unclaimed share (low 32 bits)
+    _Atomic int done;        // shares of the current job finished
     _Atomic int stop;
     int sleepers; // workers blocked on `wake` (under lock)
     aero_pool_fn fn;
     void *ctx;
 };
 
-typedef struct {
-    aero_pool *pool;
-    int ith;
-} pool_worker_arg;
-
 // The pool whose job this thread is running (NULL outside jobs): a job that calls aero_pool_run on its own pool
 // would wait forever for workers that are busy running it, so that call runs inline instead.
 static _Thread_local const aero_pool *tl_in_job;
 
+// The generation of a ticket: bumped once per job.
+static uint32_t ticket_gen(uint64_t t) { return (uint32_t)(t >> 32); }
+
 // Waits for a new generation: spin (cheap wake-up for back-to-back jobs), then block on the condvar.
-static unsigned long wait_for_job(aero_pool *p, unsigned long seen) {
-    unsigned long g;
+static uint32_t wait_for_job(aero_pool *p, uint32_t seen) {
+    uint32_t g;
     double deadline = 0; // spinning is bounded by time (the one clock), not by a CPU-dependent loop count
     for (int spins = 0;; spins++) {
-        g = atomic_load_explicit(&p->gen, memory_order_acquire);
+        g = ticket_gen(atomic_load_explicit(&p->ticket, memory_order_acquire));
         if (g != seen || atomic_load_explicit(&p->stop, memory_order_acquire)) return g;
         if (spins < 64) { // pause is ~60 ns on this CPU: spin ~4 us, then yield
             cpu_relax();
@@ -62,7 +63,7 @@ static unsigned long wait_for_job(aero_pool *p, unsigned long seen) {
     }
     pthread_mutex_lock(&p->lock);
     p->sleepers++;
-    while ((g = atomic_load_explicit(&p->gen, memory_order_acquire)) == seen &&
+    while ((g = ticket_gen(atomic_load_explicit(&p->ticket, memory_order_acquire))) == seen &&
            !atomic_load_explicit(&p->stop, memory_order_acquire))
         pthread_cond_wait(&p->wake, &p->lock);
     p->sleepers--;
@@ -70,19 +71,31 @@ static unsigned long wait_for_job(aero_pool *p, unsigned long seen) {
     return g;
 }
 
-// Worker body: run each new job once as thread ith, then report completion.
+// Claims and runs shares of job generation g until none is left or a newer job has begun. The claim (a CAS on
+// the ticket, which carries the generation) orders the reads of fn and ctx after the caller published them, and
+// the caller does not replace them before every claimed share is done.
+static void run_shares(aero_pool *p, uint32_t g) {
+    uint64_t t = atomic_load_explicit(&p->ticket, memory_order_acquire);
+    for (;;) {
+        if (ticket_gen(t) != g || (uint32_t)t >= (uint32_t)p->n) return;
+        if (!atomic_compare_exchange_weak_explicit(&p->ticket, &t, t + 1, memory_order_acq_rel,
+                                                   memory_order_acquire))
+            continue; // t was reloaded
+        p->fn(p->ctx, (int)(uint32_t)t, p->n);
+        atomic_fetch_add_explicit(&p->done, 1, memory_order_acq_rel);
+        t = atomic_load_explicit(&p->ticket, memory_order_acquire);
+    }
+}
+
+// Worker body: take part in each new job, then wait for the next.
 static void *pool_worker(void *varg) {
-    pool_worker_arg *arg = varg;
-    aero_pool *p = arg->pool;
-    int ith = arg->ith;
-    free(arg);
+    aero_pool *p = varg;
     tl_in_job = p; // a worker only ever runs this pool's jobs
-    unsigned long seen = 0;
+    uint32_t seen = 0;
     for (;;) {
         seen = wait_for_job(p, seen);
         if (atomic_load_explicit(&p->stop, memory_order_acquire)) break;
-        p->fn(p->ctx, ith, p->n);
-        atomic_fetch_add_explicit(&p->done, 1, memory_order_acq_rel);
+        run_shares(p, seen);
     }
     return NULL;
 }
@@ -94,7 +107,7 @@ aero_pool *aero_pool_new(int n_threads) {
     aero_pool *p = calloc(1, sizeof *p);
     if (!p) return NULL;
     p->n = n_threads;
-    atomic_init(&p->gen, 0);
+    atomic_init(&p->ticket, 0);
     atomic_init(&p->done, 0);
     atomic_init(&p->stop, 0);
     if (pthread_mutex_init(&p->run_lock, NULL)) goto fail_run_lock;
@@ -103,15 +116,11 @@ aero_pool *aero_pool_new(int n_threads) {
     p->threads = calloc((size_t)n_threads, sizeof *p->threads);
     if (!p->threads) goto fail_threads;
     int started = 0;
+    // The shares of a job run only after aero_pool_run published it; until then the claim fails (no share of
+    // generation 0 exists: the ticket's share count starts at n).
+    atomic_store_explicit(&p->ticket, (uint64_t)(uint32_t)n_threads, memory_order_relaxed);
     for (int i = 1; i < n_threads; i++) {
-        pool_worker_arg *arg = malloc(sizeof *arg);
-        if (!arg) break;
-        arg->pool = p;
-        arg->ith = i;
-        if (pthread_create(&p->threads[i], NULL, pool_worker, arg)) {
-            free(arg);
-            break;
-        }
+        if (pthread_create(&p->threads[i], NULL, pool_worker, p)) break;
         started++;
     }
     if (started != n_threads - 1) {
@@ -150,10 +159,10 @@ void aero_pool_free(aero_pool *p) {
 // Thread count, 1 for no pool (callers size per-thread scratch with it).
 int aero_pool_size(const aero_pool *p) { return p ? p->n : 1; }
 
-// One job on all threads; the caller is thread 0 and returns when every share is done. Called from inside a job
-// of the same pool (any thread), it runs the whole job inline on the calling thread as fn(ctx, 0, 1): the other
-// threads are busy with the outer job. Jobs of different pools may nest, but not in a cycle (A's job runs B's
-// job which runs A's).
+// One job of n shares; the caller claims shares like the workers and returns when every share is done. Called
+// from inside a job of the same pool (any thread), it runs the whole job inline on the calling thread as
+// fn(ctx, 0, 1): the other threads are busy with the outer job. Jobs of different pools may nest, but not in a
+// cycle (A's job runs B's job which runs A's).
 void aero_pool_run(aero_pool *p, aero_pool_fn fn, void *ctx) {
     if (!p || p->n == 1 || tl_in_job == p) {
         fn(ctx, 0, 1);
@@ -165,16 +174,18 @@ void aero_pool_run(aero_pool *p, aero_pool_fn fn, void *ctx) {
     p->fn = fn;
     p->ctx = ctx;
     atomic_store_explicit(&p->done, 0, memory_order_relaxed);
-    // Publishing under the lock means a worker that checks gen and then sleeps cannot miss the bump.
+    // Publishing under the lock means a worker that checks the ticket and then sleeps cannot miss the new job.
     pthread_mutex_lock(&p->lock);
-    atomic_fetch_add_explicit(&p->gen, 1, memory_order_release);
+    uint32_t g = ticket_gen(atomic_load_explicit(&p->ticket, memory_order_relaxed)) + 1;
+    atomic_store_explicit(&p->ticket, (uint64_t)g << 32, memory_order_release);
     if (p->sleepers) pthread_cond_broadcast(&p->wake);
     pthread_mutex_unlock(&p->lock);
-    fn(ctx, 0, p->n);
+    run_shares(p, g);
     tl_in_job = outer;
-    for (int spins = 0; atomic_load_explicit(&p->done, memory_order_acquire) < p->n - 1; spins++) {
+    // Every share is claimed: wait only for those still running on a worker.
+    for (int spins = 0; atomic_load_explicit(&p->done, memory_order_acquire) < p->n; spins++) {
         if (spins < 64) cpu_relax();
-        else sched_yield(); // a worker was descheduled (busy machine): give it the core
+        else sched_yield(); // a worker was descheduled mid-share (busy machine): give it the core
     }
     pthread_mutex_unlock(&p->run_lock);
 }

@@ -105,7 +105,8 @@ typedef struct {
     size_t pack_stride;
     long n_chunks;    // all matrices
     _Atomic long next_chunk;
-    _Atomic int quantized; // threads done with the activation quantization
+    _Atomic int quant_next; // the next of the nth parts of the activation quantization to claim
+    _Atomic int quant_done; // parts quantized
 } mm_job;
 
 // Quantizes this thread's share of the activation units (whole blocks, so the split never changes a bit).
@@ -236,10 +237,12 @@ static void mm_rows(mm_job *j, const mm_mat *m, int ith, long r0, long r1) {
 // the job's matrices, in order).
 static void mm_task(void *ctx, int ith, int nth) {
     mm_job *j = ctx;
-    if (j->act) {
-        mm_quantize(j, ith, nth);
-        atomic_fetch_add_explicit(&j->quantized, 1, memory_order_acq_rel);
-        for (int spins = 0; atomic_load_explicit(&j->quantized, memory_order_acquire) < nth; spins++) {
+    if (j->act) { // parts claimed like the chunks: a share never waits for a share that no thread has begun
+        for (int q; (q = atomic_fetch_add_explicit(&j->quant_next, 1, memory_order_relaxed)) < nth;) {
+            mm_quantize(j, q, nth);
+            atomic_fetch_add_explicit(&j->quant_done, 1, memory_order_acq_rel);
+        }
+        for (int spins = 0; atomic_load_explicit(&j->quant_done, memory_order_acquire) < nth; spins++) {
             if (spins < 64) cpu_relax();
             else sched_yield();
         }
@@ -352,7 +355,8 @@ static void matmul_run(aero_pool *pool, const aero_wmat *const *ws, int nw, cons
         j.n_chunks += m->n_chunks;
     }
     atomic_init(&j.next_chunk, 0);
-    atomic_init(&j.quantized, 0);
+    atomic_init(&j.quant_next, 0);
+    atomic_init(&j.quant_done, 0);
     aero_pool_run(pool, mm_task, &j);
 }
 
