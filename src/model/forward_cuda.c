@@ -371,6 +371,9 @@ aero_status aero_gpu_ctx_init(aero_ctx *c, uint64_t gpu_mem, aero_error *err) {
     if (plan(c, g, gpu_mem, &budget, err) || share_plan_with_stream(c, g, err) ||
         aero_cuda_init(&g->cu, 0, budget, err))
         goto fail;
+    for (int u = 0; u < g->n_units; u++) // which activation forms the matmuls read
+        for (int i = 0; i < g->units[u].n_mats; i++)
+            aero_cuda_act_f16_note(g->cu, m->gguf.tensors[g->units[u].mats[i]].type);
     uint64_t d = hp->n_embd, qd = (uint64_t)hp->n_head * hp->head_dim, kvd = c->kv_dim, n = g->cap;
     uint64_t ff = hp->n_ff > 0 ? hp->n_ff : 1; // an MoE model's FFN may be all experts (on the host)
     uint64_t kv_bytes = (uint64_t)c->n_seq * c->n_ctx * kvd * 2;

@@ -231,6 +231,7 @@ aero_status head_gpu_new(aero_ctx *c, const head_layer *L, int cells, int nodes,
         head_gpu_free(g);
         return err->code;
     }
+    for (int i = 0; i < HEAD_W_COUNT; i++) aero_cuda_act_f16_note(g->cu, g->w[i].type); // before any capture
     // rows looked up on the device unless the forward pass scales them (aero_ctx_embed_rows does)
     g->embd_dev = !(aero_model_hparams(aero_ctx_model(c))->embd_scale > 0) && aero_gpu_embd(c, &g->embd);
     prof_init(&g->prof, g->cu);

@@ -114,6 +114,8 @@ aero_status aero_cuda_wmat_check(const aero_cuda_wmat *w, aero_error *err) {
     if (w->cols % 32 && !dense) return aero_fail(err, AERO_ERR_UNSUPPORTED, "cols must be a multiple of 32");
     return AERO_OK;
 }
+// The emulation prepares one activation form (the exact f32 rows) whatever the matrices read.
+void aero_cuda_act_f16_note(aero_cuda *cu, aero_dtype t) { (void)cu, (void)t; }
 aero_status aero_cuda_act_prepare(aero_cuda *cu, const float *x, int n, int cols, aero_cuda_act *out, aero_error *err) {
     if (cols % 32 || (uintptr_t)x % 16) return aero_fail(err, AERO_ERR_INVALID, "emu: activations %d x %d", n, cols);
     *out = (aero_cuda_act){.x = x, .xp = x, .n = n, .cols = cols};

@@ -154,6 +154,12 @@ bool aero_cuda_matmul_f16(aero_dtype t);
 // CPU's Q8 activations), tolerance against f32 activations ~4e-3 of sum |w x| (1/127 of a block's largest
 // magnitude per element at worst; docs/perf/cuda.md).
 bool aero_cuda_matmul_int8(aero_dtype t);
+// Tells the backend that a matrix of type t will read the activations it prepares (the forward pass and the draft
+// head call it for each of their matrices at load): one of an f16-path type (aero_cuda_matmul_f16) makes every
+// later prepare and fused op write the f16 copy too. Without it, the int8 default writes only the int8 form
+// (one pass, no row-wide maximum: the element-wise ops then run over many blocks), and an f16-path matmul given
+// such activations prepares its f16 copy itself (same bits, one launch more).
+void aero_cuda_act_f16_note(aero_cuda *cu, aero_dtype t);
 // The same from natural activations x[n][cols] (prepares them, in token groups when they exceed the scratch).
 aero_status aero_cuda_matmul(aero_cuda *cu, const aero_cuda_wmat *w, const float *x, int n, float *y, aero_error *err);
 // The same with an explicit kernel shape (rows per block 1, 2, 4 or 8 with 1 token per block; 1, 2 or 4 with 8

@@ -14,6 +14,7 @@ struct aero_cuda {
     size_t reserved;    // arena bytes the backend keeps (the scratch): a reset never goes below
     float *scratch;     // permuted activations of aero_cuda_act_prepare
     size_t scratch_floats;
+    bool act_f16;       // a matrix that reads f16 activations runs here (aero_cuda_act_f16_note)
 };
 
 #define AERO_CUDA_SCRATCH_FLOATS ((size_t)16 << 20)
@@ -49,6 +50,10 @@ __device__ __forceinline__ size_t act_perm(int cols, int e) {
     return 4 * (1024 * (size_t)k + (size_t)m * q + t) + (e & 3);
 }
   // visible keys per attention segment
+
+// Whether prepared activations get the f16 copy: the f16 tensor-core kernels read it, the int8 ones never; so
+// under the int8 default only once a matrix of an f16-path type is on this backend (aero_cuda_act_f16_note).
+bool aero_cuda_act_f16_wanted(const aero_cuda *cu);
 
 // Turns a CUDA error into a status that names the call.
 // Threads of a one-block-per-row kernel (rmsnorm, swiglu, the f16 prepare): about four elements each, a whole

@@ -265,6 +265,18 @@ template <int TY> static bool launch_shape(const aero_cuda_wmat *w, const float 
 
 static bool is_dense(aero_dtype t) { return t == AERO_DT_F32 || t == AERO_DT_F16 || t == AERO_DT_BF16; }
 
+extern "C" void aero_cuda_act_f16_note(aero_cuda *cu, aero_dtype t) { cu->act_f16 |= aero_cuda_matmul_f16(t); }
+
+// AERO_CUDA_ACT_F16=1 writes the f16 copy always (the behaviour before the note existed: A/B runs).
+bool aero_cuda_act_f16_wanted(const aero_cuda *cu) {
+    static int forced = -1;
+    if (forced < 0) {
+        const char *e = getenv("AERO_CUDA_ACT_F16");
+        forced = e && !strcmp(e, "1");
+    }
+    return !aero_mma_int8_enabled() || cu->act_f16 || forced;
+}
+
 // The path of a type under AERO_CUDA_MM (cuda_mma.cu): int8 for the quantized types by default, f16 for F16.
 extern "C" bool aero_cuda_matmul_int8(aero_dtype t) {
     return aero_mma_enabled() && aero_mma_int8_enabled() && aero_q8_type(t);
@@ -287,11 +299,14 @@ extern "C" aero_status aero_cuda_act_prepare(aero_cuda *cu, const float *x, int 
     if ((size_t)n * cols > cu->scratch_floats || (aero_mma_enabled() && aero_mma_act_floats(n, cols) > cu->scratch_floats))
         return aero_fail(err, AERO_ERR_RANGE, "CUDA activations %d x %d exceed the scratch of %zu floats", n, cols,
                          cu->scratch_floats);
-    if (aero_mma_enabled()) { // the f16 copy, and the int8 form unless AERO_CUDA_MM=f16
+    if (aero_mma_enabled()) { // the f16 copy where wanted, and the int8 form unless AERO_CUDA_MM=f16
         const bool q8 = aero_mma_int8_enabled();
-        aero_mma_prepare(x, n, cols, cu->scratch, &out->xh, &out->xs, q8 ? &out->xq : NULL, q8 ? &out->xd : NULL,
-                         cu->compute);
-        CU_LAUNCHED("f16 activations launch");
+        if (aero_cuda_act_f16_wanted(cu))
+            aero_mma_prepare(x, n, cols, cu->scratch, &out->xh, &out->xs, q8 ? &out->xq : NULL, q8 ? &out->xd : NULL,
+                             cu->compute);
+        else
+            aero_q8_prepare(x, n, cols, cu->scratch, &out->xq, &out->xd, cu->compute);
+        CU_LAUNCHED("activations launch");
         return AERO_OK;
     }
     size_t total = (size_t)n * cols / 4;
@@ -326,10 +341,16 @@ extern "C" aero_status aero_cuda_matmul_shape(aero_cuda *cu, const aero_cuda_wma
         return AERO_OK;
     }
     if (aero_cuda_matmul_f16(w->type) && w->cols % 32 == 0) {
-        if (!a->xh || !a->xs || !y) return aero_fail(err, AERO_ERR_INVALID, "CUDA matmul: f16 activations missing");
+        const void *xh = a->xh;
+        const float *xs = a->xs;
+        if (!xh && a->x) { // prepared for the int8 kernels only (aero_cuda_act_f16_note): the f16 copy now
+            aero_mma_prepare(a->x, n, a->cols, cu->scratch, &xh, &xs, NULL, NULL, s);
+            CU_LAUNCHED("f16 activations launch");
+        }
+        if (!xh || !xs || !y) return aero_fail(err, AERO_ERR_INVALID, "CUDA matmul: f16 activations missing");
         // the tile kernels that exist: 1 x {1, 2} and 2 x {1, 4, 8} (tiles of 16 rows x tiles of 8 tokens)
         int mt = R >= 2 ? 2 : 1, nt = mt == 1 ? (T >= 16 ? 2 : 1) : (T >= 64 ? 8 : T >= 16 ? 4 : 1);
-        if (!aero_mma_launch(w, a->xh, a->xs, n, y, mt, nt, s))
+        if (!aero_mma_launch(w, xh, xs, n, y, mt, nt, s))
             return aero_fail(err, AERO_ERR_INVALID, "CUDA tensor-core matmul: no %d x %d tile kernel", mt, nt);
         CU_LAUNCHED("tensor-core matmul launch");
         return AERO_OK;
@@ -417,6 +438,7 @@ extern "C" aero_status aero_cuda_matmul(aero_cuda *cu, const aero_cuda_wmat *w, 
     aero_status st = aero_cuda_wmat_check(w, err);
     if (st) return st;
     if (n <= 0) return n == 0 ? AERO_OK : aero_fail(err, AERO_ERR_INVALID, "CUDA matmul over %d tokens", n);
+    aero_cuda_act_f16_note(cu, w->type); // its activations prepared with the f16 copy it reads
     int cols = (int)w->cols, group = (int)(cu->scratch_floats / (size_t)cols);
     bool prepared = reads_prepared(w->type, cols);
     if (aero_mma_enabled()) // the tensor-core copies: ~0.81 n cols + n + 256 floats (aero_mma_act_floats)

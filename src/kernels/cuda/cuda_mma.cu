@@ -37,6 +37,14 @@ __global__ void __launch_bounds__(1024)
     if (xq) aero_q8_row(x + i * cols, cols, xq + i * cols, xd + i * (cols / 32));
 }
 
+// The int8 form alone (no f16 copy, so no row-wide maximum): one element per thread over the whole batch, each
+// warp one 32-element block (count % 32 == 0), the bytes of aero_q8_row.
+__global__ void k_prep_q8(const float *__restrict__ x, int8_t *__restrict__ xq, float2 *__restrict__ xd, size_t count) {
+    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= count) return; // count % 32 == 0: whole warps leave together (the quantization shuffles)
+    aero_q8_quant(x[i], (int)i, xq, xd);
+}
+
 // AERO_CUDA_MM, read once: "v1" the f32 kernels for every type, "f16" the f16 tensor-core kernels for the
 // quantized types too, else (the default) the int8 kernels for the quantized types and f16 for F16.
 static const char *mm_mode(void) {
@@ -73,6 +81,17 @@ void aero_mma_prepare(const float *x, int n, int cols, float *scratch, const voi
     *xh = h;
     *xs = scale;
     if (xq) *xq = q, *xd = (const float *)qd;
+}
+
+// The int8 form only, into the slots of aero_q8_act_slots.
+void aero_q8_prepare(const float *x, int n, int cols, float *scratch, const void **xq, const float **xd, cudaStream_t s) {
+    int8_t *q;
+    float2 *qd;
+    aero_q8_act_slots(scratch, n, cols, &q, &qd);
+    const size_t count = (size_t)n * cols;
+    k_prep_q8<<<(unsigned)((count + 255) / 256), 256, 0, s>>>(x, q, qd, count);
+    *xq = q;
+    *xd = (const float *)qd;
 }
 
 // One tile kernel over the whole matrix and token range.

@@ -39,6 +39,8 @@ static inline size_t aero_mma_act_floats(int n, int cols) {
 // (aero_q8_act_slots) from the same launch.
 void aero_mma_prepare(const float *x, int n, int cols, float *scratch, const void **xh, const float **xs,
                       const void **xq, const float **xd, cudaStream_t s);
+// Queues the int8 form of x [n][cols] alone (cols % 32 == 0) into the slots of aero_q8_act_slots.
+void aero_q8_prepare(const float *x, int n, int cols, float *scratch, const void **xq, const float **xd, cudaStream_t s);
 // Queues y = W x on the int8 kernels, tiles as aero_mma_launch; false for a type or shape without a kernel.
 bool aero_q8_launch(const aero_cuda_wmat *w, const void *xq, const float *xd, int n, float *y, int mt, int nt,
                     cudaStream_t s);

@@ -75,8 +75,8 @@ extern "C" aero_status aero_cuda_rmsnorm(aero_cuda *cu, float *out, const float 
 }
 
 // Where a fused op writes the matmul input of n rows of cols: the backend's scratch, as aero_cuda_act_prepare
-// (the permuted f32 copy, or with the tensor-core kernels the f16 copy and its factors, and the int8 form unless
-// AERO_CUDA_MM=f16); act holds only the natural rows when cols is not a multiple of 32 (dense weights read those).
+// (the permuted f32 copy, or with the tensor-core kernels the f16 copy and its factors where wanted, and the int8
+// form unless AERO_CUDA_MM=f16); act holds only the natural rows when cols is not a multiple of 32 (dense weights read those).
 struct act_out {
     float *xp, *xs;
     __half *xh;
@@ -94,8 +94,10 @@ static aero_status act_target(aero_cuda *cu, float *out, int n, int cols, aero_c
                          cu->scratch_floats);
     float **xp = &o->xp;
     if (aero_mma_enabled()) {
-        aero_mma_act_slots(cu->scratch, n, cols, &o->xh, &o->xs);
-        act->xh = o->xh, act->xs = o->xs;
+        if (aero_cuda_act_f16_wanted(cu)) {
+            aero_mma_act_slots(cu->scratch, n, cols, &o->xh, &o->xs);
+            act->xh = o->xh, act->xs = o->xs;
+        }
         if (aero_mma_int8_enabled()) {
             aero_q8_act_slots(cu->scratch, n, cols, &o->xq, &o->xd);
             act->xq = o->xq, act->xd = (const float *)o->xd;
@@ -195,6 +197,18 @@ __global__ void __launch_bounds__(ROW_THREADS) k_swiglu_f16(float *out, const fl
     aero_prep_row_f16_max(out + base, cols, mx, xh + base, xs + blockIdx.x);
 }
 
+// The int8 form alone (no f16 copy wanted): one element per thread over the whole batch, so a one-token row of
+// n_ff spreads over many blocks (k_swiglu_f16 puts it on one SM); each warp quantizes the 32-element block it
+// wrote (cols % 32 == 0, so a warp never straddles rows), the bytes k_swiglu_f16 writes.
+__global__ void k_swiglu_q8(float *out, const float *gate, const float *up, size_t count, int8_t *xq, float2 *xd) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= count) return; // count % 32 == 0: whole warps leave together (the quantization shuffles)
+    float g = gate[i];
+    float y = g / (1.0f + expf(-g)) * up[i];
+    out[i] = y;
+    aero_q8_quant(y, (int)i, xq, xd);
+}
+
 __global__ void k_add(float *y, const float *x, size_t count) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < count) y[i] = y[i] + x[i];
@@ -221,6 +235,7 @@ extern "C" aero_status aero_cuda_swiglu_act(aero_cuda *cu, float *out, const flo
     size_t count = (size_t)n * cols;
     if (st || count == 0) return st;
     if (o.xh) k_swiglu_f16<<<n, aero_row_threads(cols), 0, cu->compute>>>(out, gate, up, cols, o.xh, o.xs, o.xq, o.xd);
+    else if (o.xq) k_swiglu_q8<<<(unsigned)((count + 255) / 256), 256, 0, cu->compute>>>(out, gate, up, count, o.xq, o.xd);
     else k_swiglu<<<(unsigned)((count + 255) / 256), 256, 0, cu->compute>>>(out, gate, up, count, cols, o.xp);
     CU_LAUNCHED("swiglu launch");
     return AERO_OK;
