@@ -29,6 +29,10 @@ if [ "${1:-}" = "--stage" ]; then
     cp build-cuda/aerollm build-cuda/cuda/test_cuda build-cuda/cuda/bench_cuda "$DEST/bin/"
     cp scripts/gpu_tests.sh "$DEST/gpu_tests.sh"
     cp ../shared/data/models/stories260K.gguf "$DEST/models/"
+    # the 3M drafter too, compressed in the bundle: the device call carries at most 64 MiB, and the teacher (37 MB),
+    # the head (7.5 MB) and the bundle leave no room for it as a plain file (delete models/ but the teacher and the
+    # head from the tree that travels)
+    cp models/aero-drafter-3M-F16.gguf "$DEST/models/"
     # libraries outside glibc and the loader: what the GPU machine may lack
     for bin in "$DEST"/bin/*; do
         ldd "$bin" | awk '/=> \// {print $3}' | grep -vE '/(libc|libm|libdl|libpthread|librt|ld-linux[^/]*)\.so' || true
@@ -101,6 +105,7 @@ echo "== whole models $(el)"
 S=$STAGE/models/stories260K.gguf
 TM=models/aero-teacher-34M-Q8_0.gguf
 DM=models/aero-drafter-3M-F16.gguf
+[ -f "$DM" ] || DM=$STAGE/models/aero-drafter-3M-F16.gguf # carried in the bundle
 P="Once upon a time"
 gen() { # tag, model, n, extra flags...: greedy text to $LOG/gen_tag.txt, stderr to .err
     local tag=$1 m=$2 n=$3; shift 3
