@@ -76,6 +76,9 @@ extern "C" aero_status aero_cuda_init(aero_cuda **out, int device, size_t vram_b
     }
     cu->scratch_floats = AERO_CUDA_SCRATCH_FLOATS;
     cu->reserved = cu->used;
+    // AERO_CUDA_ACT_F16=1: the f16 copy always, as before aero_cuda_act_f16_note existed (A/B runs)
+    const char *f16 = getenv("AERO_CUDA_ACT_F16");
+    cu->act_f16 = f16 && !strcmp(f16, "1");
     *out = cu;
     return AERO_OK;
 }

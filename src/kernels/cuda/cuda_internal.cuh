@@ -14,7 +14,7 @@ struct aero_cuda {
     size_t reserved;    // arena bytes the backend keeps (the scratch): a reset never goes below
     float *scratch;     // permuted activations of aero_cuda_act_prepare
     size_t scratch_floats;
-    bool act_f16;       // a matrix that reads f16 activations runs here (aero_cuda_act_f16_note)
+    bool act_f16;       // a matrix that reads f16 activations runs here (aero_cuda_act_f16_note; AERO_CUDA_ACT_F16=1)
 };
 
 #define AERO_CUDA_SCRATCH_FLOATS ((size_t)16 << 20)

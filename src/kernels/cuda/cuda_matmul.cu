@@ -267,15 +267,7 @@ static bool is_dense(aero_dtype t) { return t == AERO_DT_F32 || t == AERO_DT_F16
 
 extern "C" void aero_cuda_act_f16_note(aero_cuda *cu, aero_dtype t) { cu->act_f16 |= aero_cuda_matmul_f16(t); }
 
-// AERO_CUDA_ACT_F16=1 writes the f16 copy always (the behaviour before the note existed: A/B runs).
-bool aero_cuda_act_f16_wanted(const aero_cuda *cu) {
-    static int forced = -1;
-    if (forced < 0) {
-        const char *e = getenv("AERO_CUDA_ACT_F16");
-        forced = e && !strcmp(e, "1");
-    }
-    return !aero_mma_int8_enabled() || cu->act_f16 || forced;
-}
+bool aero_cuda_act_f16_wanted(const aero_cuda *cu) { return !aero_mma_int8_enabled() || cu->act_f16; }
 
 // The path of a type under AERO_CUDA_MM (cuda_mma.cu): int8 for the quantized types by default, f16 for F16.
 extern "C" bool aero_cuda_matmul_int8(aero_dtype t) {
