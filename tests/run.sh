@@ -28,38 +28,31 @@ wanted() { [ -z "$only" ] || [ "$1" = "$only" ] || [ "$1" = "test_$only" ]; }
 HEAVY="test_fuzz_smoke.sh test_cuda_build.sh test_cuda_emu.sh"
 bg_dir=$(mktemp -d /tmp/aero_tests_bg.XXXXXX)
 trap 'rm -rf "$bg_dir"' EXIT
-bg=(); heavy_pids=()
+bg=()
 for h in $HEAVY; do
   t=tests/sh/$h
   [ -e "$t" ] && wanted "$(basename "$t" .sh)" || continue
   ( run_one "$h" bash "$t" > "$bg_dir/$h.out"; echo "$pass $skip $fail" > "$bg_dir/$h.rc" ) &
-  bg+=("$h"); heavy_pids+=($!)
+  bg+=("$h")
 done
-# The Node tests make a second lane beside the C and shell tests, started once the heavy jobs are done (until then
-# those keep both cores busy); its failures name the test file as usual.
-node_tests=()
-for t in tests/node/*.test.mjs; do [ -e "$t" ] && wanted "$(basename "$t" .test.mjs)" && node_tests+=("$t"); done
-if [ ${#node_tests[@]} -gt 0 ] && [ ! -d node_modules ]; then
-  echo "SKIP  node tests: node_modules missing (run npm ci)"; skip=$((skip+1))
-elif [ ${#node_tests[@]} -gt 0 ]; then
-  (
-    for pid in "${heavy_pids[@]}"; do while kill -0 "$pid" 2>/dev/null; do sleep 1; done; done
-    for t in "${node_tests[@]}"; do run_one "$(basename "$t")" node --test "$t"; done > "$bg_dir/node.out"
-    echo "$pass $skip $fail ${failed[*]}" > "$bg_dir/node.rc"
-  ) &
-  bg+=(node)
-fi
 for t in "$@"; do run_one "$(basename "$t")" "$t"; done
 for t in tests/sh/test_*.sh; do
   case " $HEAVY " in *" $(basename "$t") "*) continue ;; esac
   [ -e "$t" ] && wanted "$(basename "$t" .sh)" && run_one "$(basename "$t")" bash "$t"
 done
+node_tests=()
+for t in tests/node/*.test.mjs; do [ -e "$t" ] && wanted "$(basename "$t" .test.mjs)" && node_tests+=("$t"); done
+if [ ${#node_tests[@]} -gt 0 ] && [ ! -d node_modules ]; then
+  echo "SKIP  node tests: node_modules missing (run npm ci)"; skip=$((skip+1))
+else
+  for t in "${node_tests[@]}"; do run_one "$(basename "$t")" node --test "$t"; done
+fi
 wait
-for h in "${bg[@]}"; do # each background job counted from zero: add its own tallies and the names that failed
+for h in "${bg[@]}"; do # each background job counted from zero: add its own tallies
   cat "$bg_dir/$h.out"
-  read -r p s f names < "$bg_dir/$h.rc" || { p=0; s=0; f=1; names=$h; }
+  read -r p s f < "$bg_dir/$h.rc" || { p=0; s=0; f=1; }
   pass=$((pass + p)); skip=$((skip + s)); fail=$((fail + f))
-  [ "$f" = 0 ] || failed+=(${names:-$h})
+  [ "$f" = 0 ] || failed+=("$h")
 done
 if [ -n "$only" ] && [ $((pass + skip + fail)) -eq 0 ]; then
   echo "no test called '$only' (a tests/test_*.c, tests/sh/test_*.sh or tests/node/*.test.mjs name)"; exit 1
