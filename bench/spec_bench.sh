@@ -9,7 +9,8 @@
 #   --mem is that plus the KV cache and the resident drafter, so plain and speculative runs stream alike), plain
 #   decoding against each speculative mode, greedy, 5 prompts x 200 tokens; speedup = plain s / speculative s.
 # Pairs: bundled (the 34M teacher and its 3M drafter), stories (stories260K and its Q4_0 copy), head (the 34M
-#   teacher and its draft head, train/train_head.sh's models/aero-draft-head-*.gguf; SPEC_BENCH_HEAD overrides).
+#   teacher and its draft head, train/train_head.sh's models/aero-draft-head-*.gguf; SPEC_BENCH_HEAD overrides;
+#   SPEC_BENCH_DRAFTER replaces the bundled pair's drafter, to weigh a newly trained one).
 # Knobs: SPEC_BENCH_PAIRS ("bundled stories"; add "head" once the head file exists), SPEC_BENCH_N (200), SPEC_BENCH_TEMPS ("0 0.7 1.0"),
 #   SPEC_BENCH_PARTS ("tpp wall"), SPEC_BENCH_THREADS (2), SPEC_BENCH_DRAFT_THREADS (1), SPEC_BENCH_REPS (1: wall
 #   runs per prompt; the median is kept), SPEC_BENCH_ONLY (an extended regex: only the modes whose name matches).
@@ -47,7 +48,7 @@ fi
 
 pair_files() { # pair -> TEACHER DRAFTER WEIGHT_BYTES (the teacher's share of --mem: 16M, 900K)
   case "$1" in
-  bundled) echo "models/aero-teacher-34M-Q8_0.gguf models/aero-drafter-3M-F16.gguf 16777216" ;;
+  bundled) echo "models/aero-teacher-34M-Q8_0.gguf ${SPEC_BENCH_DRAFTER:-models/aero-drafter-3M-F16.gguf} 16777216" ;;
   stories) echo "../shared/data/models/stories260K.gguf ../shared/data/models/stories260K-Q4_0.gguf 921600" ;;
   head) echo "models/aero-teacher-34M-Q8_0.gguf head:${SPEC_BENCH_HEAD:-models/aero-draft-head-4M-F16.gguf} 16777216" ;;
   *) echo "" ;;

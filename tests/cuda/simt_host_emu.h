@@ -29,6 +29,7 @@ static inline uint2 make_uint2(uint32_t x, uint32_t y) { return uint2{x, y}; }
 static inline float2 make_float2(float x, float y) { return float2{x, y}; }
 static inline int __float2int_rn(float f) { return (int)nearbyintf(f); } // round to nearest even (default mode)
 static inline int __popc(unsigned x) { return __builtin_popcount(x); }
+using std::max;
 using std::min;
 
 static emu_dim3 threadIdx, blockIdx, blockDim, gridDim;

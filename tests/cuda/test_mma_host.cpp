@@ -177,6 +177,45 @@ template <int TY> static void test_q8_many(int cols, int n) {
            cols, n, bad ? "DIFFER" : "bitwise their own launches");
 }
 
+// k_q8v (one token, a lane per row) against the decode tile k_q8<TY, 1, 1> on the same token: bitwise, for
+// partial 32-row blocks and runs of units that start and end inside super-blocks; and k_q8v_many against each
+// matrix's own k_q8v launch, with first[] in 32-row blocks as aero_q8_launch_many lays it out.
+template <int TY> static void test_q8v(int rows, int cols) {
+    const aero_dtype ty = (aero_dtype)TY;
+    const size_t rb = aero_dtype_row_bytes(ty, cols);
+    std::vector<uint8_t> w(rb * rows);
+    std::vector<float> src(cols), x(cols), yt(rows, NAN), yv(rows, NAN);
+    for (int r = 0; r < rows; r++) {
+        for (int c = 0; c < cols; c++) src[c] = unif();
+        aero_quantize_row(ty, src.data(), w.data() + rb * r, cols);
+    }
+    for (auto &v : x) v = unif();
+    std::vector<int8_t> xq;
+    std::vector<float2> xd;
+    prepare_q8(x.data(), 1, cols, xq, xd);
+    launch_q8<TY, 1, 1>(w.data(), rb, rows, cols, xq.data(), xd.data(), 1, yt.data());
+    emu_launch(emu_dim3{(unsigned)((rows + Q8V_ROWS - 1) / Q8V_ROWS), 1, 1}, MMA_THREADS,
+               [&] { k_q8v<TY>(w.data(), rb, rows, cols, xq.data(), xd.data(), yv.data()); });
+    int bad = 0;
+    for (int r = 0; r < rows; r++) bad += memcmp(&yt[r], &yv[r], 4) != 0;
+    // three matrices in one k_q8v_many launch: the first two of `rows` and 7 rows (a lone partial block)
+    const int mr[3] = {rows, rows, 7};
+    std::vector<float> ym[3];
+    Q8Many m = {};
+    for (int i = 0; i < 3; i++) {
+        ym[i].assign(mr[i], NAN);
+        m.W[i] = w.data(), m.row_bytes[i] = rb, m.rows[i] = mr[i], m.Y[i] = ym[i].data();
+        m.first[i + 1] = m.first[i] + (mr[i] + Q8V_ROWS - 1) / Q8V_ROWS;
+    }
+    emu_launch(emu_dim3{(unsigned)m.first[3], 1, 1}, MMA_THREADS, [&] { k_q8v_many<TY>(m, cols, xq.data(), xd.data()); });
+    int many_bad = 0;
+    for (int i = 0; i < 3; i++) many_bad += memcmp(ym[i].data(), yv.data(), 4 * (size_t)mr[i]) != 0;
+    EXPECT(bad == 0, "q8v %s %dx%d: %d rows differ from the decode tile", aero_dtype_name(ty), rows, cols, bad);
+    EXPECT(many_bad == 0, "q8v many %s %dx%d: %d of 3 matrices differ", aero_dtype_name(ty), rows, cols, many_bad);
+    printf("%s q8v %-4s %3d x %-5d one token: %s the decode tile; many: %s\n", bad || many_bad ? "FAIL" : "ok  ",
+           aero_dtype_name(ty), rows, cols, bad ? "DIFFERS from" : "bitwise", many_bad ? "DIFFER" : "bitwise");
+}
+
 // The shape aero_mma_tiles_for picks for n tokens, as an index of run_q8.
 static int shape_for(int n) { return n <= 8 ? 0 : n <= 16 ? 1 : n <= 32 ? 3 : 4; }
 
@@ -334,6 +373,13 @@ int main(void) {
     test_q8_many<AERO_DT_Q4_K>(512, 3);
     test_q8_many<AERO_DT_Q6_K>(256, 9);  // two token tiles
     test_q8_many<AERO_DT_Q8_0>(96, 1);
+    // the one-token kernel: runs of whole super-blocks (512, 4096), runs starting and ending inside them (2816:
+    // 44 units, runs of 6; 2560: runs of 5), warps without units (768 for Q5_K: 12 units, runs of 2)
+    test_q8v<AERO_DT_Q4_K>(40, 512);
+    test_q8v<AERO_DT_Q4_K>(33, 2816);
+    test_q8v<AERO_DT_Q4_K>(64, 4096);
+    test_q8v<AERO_DT_Q5_K>(40, 768);
+    test_q8v<AERO_DT_Q5_K>(20, 2560);
     printf("PASS: %d checks passed, %d failed\n", n_pass, n_fail);
     return n_fail ? 1 : 0;
 }

@@ -129,9 +129,38 @@ bool aero_mma_launch(const aero_cuda_wmat *w, const void *xh, const float *xs, i
     }
 }
 
-// One int8 tile kernel over the whole matrix and token range.
+// Whether one token takes the matrix-vector kernel k_q8v (its types; AERO_CUDA_VEC=0 keeps the decode tile,
+// for A/B runs): read once.
+static bool q8v_wanted(int ty, int n) {
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("AERO_CUDA_VEC");
+        on = !(e && !strcmp(e, "0"));
+    }
+    return on && n == 1 && q8v_block_bytes(ty) > 0;
+}
+
+// Lets kernel k use q8v_smem_bytes(TY) of dynamic shared memory (above the 48 KB default), once per kernel.
+template <int TY> static void q8v_allow_smem(const void *k) {
+    static bool done = false;
+    if (!done) cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, q8v_smem_bytes(TY));
+    done = true;
+}
+
+// One token through k_q8v.
+template <int TY>
+static void launch_q8v(const aero_cuda_wmat *w, const void *xq, const float *xd, float *y, cudaStream_t s) {
+    if constexpr (q8v_block_bytes(TY) > 0) {
+        q8v_allow_smem<TY>((const void *)k_q8v<TY>);
+        k_q8v<TY><<<(unsigned)((w->rows + Q8V_ROWS - 1) / Q8V_ROWS), MMA_THREADS, q8v_smem_bytes(TY), s>>>(
+            (const uint8_t *)w->data, w->row_bytes, (int)w->rows, (int)w->cols, (const int8_t *)xq, (const float2 *)xd, y);
+    }
+}
+
+// One int8 tile kernel over the whole matrix and token range (one token: k_q8v, the same bits).
 template <int TY, int MT, int NT>
 static void launch_q8(const aero_cuda_wmat *w, const void *xq, const float *xd, int n, float *y, cudaStream_t s) {
+    if (MT == 1 && NT == 1 && q8v_wanted(TY, n)) return launch_q8v<TY>(w, xq, xd, y, s);
     dim3 grid((unsigned)((w->rows + 16 * MT - 1) / (16 * MT)), (unsigned)((n + 8 * NT - 1) / (8 * NT)));
     k_q8<TY, MT, NT><<<grid, MMA_THREADS, 0, s>>>((const uint8_t *)w->data, w->row_bytes, (int)w->rows, (int)w->cols,
                                                   (const int8_t *)xq, (const float2 *)xd, n, y);
@@ -163,24 +192,35 @@ bool aero_q8_launch(const aero_cuda_wmat *w, const void *xq, const float *xd, in
     }
 }
 
-// One k_q8_many launch: the blocks of every matrix in x, token tiles of 8 in y.
+// One k_q8_many launch: the blocks of every matrix in x, token tiles of 8 in y (one token: k_q8v_many, whose
+// blocks hold 32 rows).
 template <int TY>
 static void launch_q8_many(const Q8Many &m, int cols, const void *xq, const float *xd, int n, cudaStream_t s) {
+    if constexpr (q8v_block_bytes(TY) > 0) {
+        if (q8v_wanted(TY, n)) {
+            q8v_allow_smem<TY>((const void *)k_q8v_many<TY>);
+            k_q8v_many<TY><<<(unsigned)m.first[Q8_MANY], MMA_THREADS, q8v_smem_bytes(TY), s>>>(
+                m, cols, (const int8_t *)xq, (const float2 *)xd);
+            return;
+        }
+    }
     dim3 grid((unsigned)m.first[Q8_MANY], (unsigned)((n + 7) / 8));
     k_q8_many<TY, 1, 1><<<grid, MMA_THREADS, 0, s>>>(m, cols, (const int8_t *)xq, (const float2 *)xd, n);
 }
 
-// Lays the matrices' row tiles end to end (first[]); unused slots repeat the last matrix with no blocks.
+// Lays the matrices' row tiles end to end (first[]: tiles of 16 rows, or 32 for k_q8v_many); unused slots repeat
+// the last matrix with no blocks.
 bool aero_q8_launch_many(const aero_cuda_wmat *const w[], float *const y[], int count, const void *xq, const float *xd,
                          int n, cudaStream_t s) {
     if (count < 1 || count > Q8_MANY || n < 1 || n > 8) return false;
     Q8Many m = {};
+    const int tile = q8v_wanted(w[0]->type, n) ? Q8V_ROWS : 16;
     for (int i = 0; i < Q8_MANY; i++) {
         const aero_cuda_wmat *wi = w[i < count ? i : count - 1];
         if (wi->type != w[0]->type || wi->cols != w[0]->cols) return false;
         m.W[i] = (const uint8_t *)wi->data, m.row_bytes[i] = wi->row_bytes, m.rows[i] = (int)wi->rows;
         m.Y[i] = y[i < count ? i : count - 1];
-        m.first[i + 1] = m.first[i] + (i < count ? (int)((wi->rows + 15) / 16) : 0);
+        m.first[i + 1] = m.first[i] + (i < count ? (int)((wi->rows + tile - 1) / tile) : 0);
     }
     const int cols = (int)w[0]->cols;
     switch (w[0]->type) {

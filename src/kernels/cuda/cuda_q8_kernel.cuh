@@ -418,4 +418,160 @@ __global__ void __launch_bounds__(MMA_THREADS, MT *NT == 1 ? 2 : 1)
     q8_tile<TY, MT, NT>(W, rb, rows, cols, XQ, XD, n, Y, x - first);
 }
 
+// ---- one token: the matrix-vector kernel of the K-quants with 16-byte aligned super-blocks ------------------
+// The decode tile above computes 8 token columns per mma and decodes each row's scales in all four lanes that
+// hold it; for one token that is 8x the epilogue and 4x the scale work it needs, and its loads take 8 bytes per
+// lane from 8 rows at once. This kernel computes the same bits for n = 1 with the same reduction order: lane r
+// of warp w owns row r of a 32-row block and warp w's contiguous run of units (the tile's split), sums each
+// chunk's codes with dp4a (an exact int32, as the mma's), applies the header's float operations in chunk order,
+// and the warps are summed by the tile's pairwise tree. The weights travel by cp.async: each warp copies one
+// super-block of each of its 32 rows per step into shared memory (32 lanes x 16 B of consecutive bytes per
+// copy, so each copy covers a few whole cache lines), double-buffered, while it computes the previous step.
+// Activations are read through L1 (every lane of a warp reads the same chunk: one broadcast).
+
+#define Q8V_ROWS 32 // rows per block: one per lane
+
+// The super-block bytes of the types this kernel takes (0: not taken).
+__host__ __device__ constexpr int q8v_block_bytes(int ty) {
+    return ty == AERO_DT_Q4_K ? 144 : ty == AERO_DT_Q5_K ? 176 : 0;
+}
+// Dynamic shared memory of a block: MMA_WARPS warps x 2 buffers x 32 rows x one super-block.
+__host__ __device__ constexpr int q8v_smem_bytes(int ty) { return MMA_WARPS * 2 * Q8V_ROWS * q8v_block_bytes(ty); }
+
+#ifndef AERO_CUDA_HOST_EMU
+// 16 bytes global -> shared without a register round trip; completes at cp_async_wait.
+__device__ __forceinline__ void cp_async16(void *dst, const void *src) {
+    const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d), "l"(src));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+// Waits until at most N of this thread's committed groups are still in flight.
+template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+#else
+static inline void cp_async16(void *dst, const void *src) { memcpy(dst, src, 16); }
+static inline void cp_async_commit() {}
+template <int N> static inline void cp_async_wait() {}
+static inline void __syncwarp() { emu_wait(EMU_WARP_WAIT); }
+static inline int __dp4a(int a, int b, int c) {
+    for (int i = 0; i < 4; i++) c += s8_at((uint32_t)a, i) * s8_at((uint32_t)b, i);
+    return c;
+}
+#endif
+
+// Row r's output over the units [u0, u1) of lane r (this warp's run), as the decode tile's warp accumulates it:
+// for each chunk in order, acc = fmaf(dl * da, s, acc) then acc = fmaf(-ml, das, acc). buf: this warp's two
+// buffers of 32 super-blocks (row r's at r * SB).
+template <int TY>
+__device__ __forceinline__ float q8v_run(const uint8_t *W, size_t row_bytes, int rows, int r0, int u0, int u1,
+                                         const int8_t *__restrict__ XQ, const float2 *__restrict__ XD, uint8_t *buf) {
+    constexpr int SB = q8v_block_bytes(TY), PIECES = SB / 16; // 16-byte pieces of a super-block
+    const int lane = threadIdx.x & 31;
+    float acc = 0.0f;
+    if (u0 >= u1) return acc;
+    const int b0 = u0 >> 2, nb = ((u1 - 1) >> 2) - b0 + 1; // the super-blocks the run touches
+    // step i: super-block b0 + i of the 32 rows into buffer i % 2; piece p is row p / PIECES, bytes 16 (p % PIECES)
+    auto issue = [&](int i) {
+        uint8_t *dst = buf + (size_t)(i & 1) * Q8V_ROWS * SB;
+        const size_t off = (size_t)SB * (b0 + i);
+#pragma unroll
+        for (int k = 0; k < PIECES; k++) {
+            const int p = lane + 32 * k, row = p / PIECES, part = p - row * PIECES;
+            cp_async16(dst + 16 * p, W + (size_t)min(r0 + row, rows - 1) * row_bytes + off + 16 * part);
+        }
+        cp_async_commit();
+    };
+    issue(0);
+    for (int i = 0; i < nb; i++) {
+        if (i + 1 < nb) {
+            issue(i + 1);
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
+        __syncwarp(); // every lane's copies of step i are in
+        const uint8_t *blk = buf + (size_t)(i & 1) * Q8V_ROWS * SB + (size_t)lane * SB;
+        const uint4 h = *(const uint4 *)blk;
+        uint4 qh0 = make_uint4(0, 0, 0, 0), qh1 = make_uint4(0, 0, 0, 0);
+        if constexpr (TY == AERO_DT_Q5_K) qh0 = *(const uint4 *)(blk + 16), qh1 = *(const uint4 *)(blk + 32);
+        const int ub = 4 * (b0 + i), ua = max(u0, ub), uz = min(u1, ub + 4);
+        for (int u = ua; u < uz; u++) {
+            const int p = u & 3;
+            const uint8_t *qs = blk + (TY == AERO_DT_Q5_K ? 48 : 16) + 32 * p;
+            const uint4 q0 = *(const uint4 *)qs, q1 = *(const uint4 *)(qs + 16);
+            const uint32_t qw[8] = {q0.x, q0.y, q0.z, q0.w, q1.x, q1.y, q1.z, q1.w};
+            const uint32_t hw[8] = {qh0.x, qh0.y, qh0.z, qh0.w, qh1.x, qh1.y, qh1.z, qh1.w};
+            ScDM sc[2];
+            q4k_pair_scales(p, h, sc);
+#pragma unroll
+            for (int k = 0; k < 2; k++) {
+                const int c = 2 * u + k, g = 2 * p + k;
+                const uint4 a0 = __ldg((const uint4 *)(XQ + 32 * (size_t)c)), a1 = __ldg((const uint4 *)(XQ + 32 * (size_t)c + 16));
+                const uint32_t aw[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
+                const float2 xd = __ldg(XD + c);
+                int sum = 0;
+#pragma unroll
+                for (int j = 0; j < 8; j++) {
+                    uint32_t code = (qw[j] >> (4 * k)) & 0x0F0F0F0Fu;
+                    if constexpr (TY == AERO_DT_Q5_K) code |= ((hw[j] >> g) & 0x01010101u) << 4;
+                    sum = __dp4a((int)code, (int)aw[j], sum);
+                }
+                acc = fmaf(sc[k].d * xd.x, (float)sum, acc);
+                acc = fmaf(sc[k].m, xd.y, acc);
+            }
+        }
+        __syncwarp(); // every lane is done with buffer i % 2 before step i + 2 refills it
+    }
+    return acc;
+}
+
+// Rows 32 bx .. 32 bx + 31 of y = W x for one token: warp w runs the tile's w-th run of units, then the tile's
+// tree ((w0 + w1) + (w2 + w3)) + ((w4 + w5) + (w6 + w7)).
+template <int TY>
+__device__ __forceinline__ void q8v_rows(const uint8_t *__restrict__ W, size_t row_bytes, int rows, int cols,
+                                         const int8_t *__restrict__ XQ, const float2 *__restrict__ XD,
+                                         float *__restrict__ Y, int bx) {
+#ifndef AERO_CUDA_HOST_EMU
+    extern __shared__ uint4 q8v_smem[];
+#else
+    __shared__ uint4 q8v_smem[q8v_smem_bytes(AERO_DT_Q5_K) / 16];
+#endif
+    __shared__ float part[MMA_WARPS][32];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, r0 = bx * Q8V_ROWS;
+    const int nunits = (cols >> 5) / 2, per = (nunits + MMA_WARPS - 1) / MMA_WARPS;
+    const int u0 = min(warp * per, nunits), u1 = min(u0 + per, nunits);
+    uint8_t *buf = (uint8_t *)q8v_smem + (size_t)warp * 2 * Q8V_ROWS * q8v_block_bytes(TY);
+    part[warp][lane] = q8v_run<TY>(W, row_bytes, rows, r0, u0, u1, XQ, XD, buf);
+    __syncthreads();
+    if (warp) return;
+    float w[MMA_WARPS];
+#pragma unroll
+    for (int i = 0; i < MMA_WARPS; i++) w[i] = part[i][lane];
+#pragma unroll
+    for (int step = 1; step < MMA_WARPS; step <<= 1)
+#pragma unroll
+        for (int i = 0; i < MMA_WARPS; i += 2 * step) w[i] = w[i] + w[i + step];
+    if (r0 + lane < rows) Y[r0 + lane] = w[0];
+}
+
+// One matrix, one token: grid ceil(rows / 32), MMA_THREADS threads, q8v_smem_bytes(TY) of dynamic shared memory.
+template <int TY>
+__global__ void __launch_bounds__(MMA_THREADS)
+    k_q8v(const uint8_t *__restrict__ W, size_t row_bytes, int rows, int cols, const int8_t *__restrict__ XQ,
+          const float2 *__restrict__ XD, float *__restrict__ Y) {
+    q8v_rows<TY>(W, row_bytes, rows, cols, XQ, XD, Y, blockIdx.x);
+}
+
+// Up to Q8_MANY matrices sharing one token's input, as k_q8_many with 32-row blocks (first[] counts those).
+template <int TY>
+__global__ void __launch_bounds__(MMA_THREADS) k_q8v_many(Q8Many m, int cols, const int8_t *__restrict__ XQ,
+                                                          const float2 *__restrict__ XD) {
+    const int x = blockIdx.x, i = x < m.first[1] ? 0 : x < m.first[2] ? 1 : 2;
+    const uint8_t *W = i == 0 ? m.W[0] : i == 1 ? m.W[1] : m.W[2];
+    const size_t rb = i == 0 ? m.row_bytes[0] : i == 1 ? m.row_bytes[1] : m.row_bytes[2];
+    const int rows = i == 0 ? m.rows[0] : i == 1 ? m.rows[1] : m.rows[2];
+    float *Y = i == 0 ? m.Y[0] : i == 1 ? m.Y[1] : m.Y[2];
+    const int first = i == 0 ? 0 : i == 1 ? m.first[1] : m.first[2];
+    q8v_rows<TY>(W, rb, rows, cols, XQ, XD, Y, x - first);
+}
+
 #endif
