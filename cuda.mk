@@ -39,6 +39,10 @@ $(CUDA_BUILD)/ref/%.o: src/%.c
 $(CUDA_BUILD)/bench_cuda: tests/cuda/bench_cuda.cu tests/cuda/cuda_test_util.h $(CUDA_OBJ) $(CUDA_REF_OBJ)
 	$(NVCC) $(NVCCFLAGS) -o $@ tests/cuda/bench_cuda.cu $(CUDA_OBJ) $(CUDA_REF_OBJ) -lm
 
+# Read ceilings of the access patterns a decode kernel may use (no arithmetic): stands alone.
+$(CUDA_BUILD)/bench_access: tests/cuda/bench_access.cu
+	$(NVCC) -O3 -std=c++17 $(CUDA_ARCH) -o $@ tests/cuda/bench_access.cu
+
 # The GPU decoders compiled for the CPU (host stand-ins for the intrinsics): runs anywhere, no CUDA needed.
 CUDA_CXX ?= c++
 $(CUDA_BUILD)/test_decode_host: tests/cuda/test_decode_host.cpp src/kernels/cuda/cuda_decode.cuh src/kernels/cuda/cuda_host_emu.h $(CUDA_REF_OBJ)
@@ -57,8 +61,8 @@ $(CUDA_BUILD)/test_mma_host: tests/cuda/test_mma_host.cpp tests/cuda/simt_host_e
 
 .PHONY: cuda-objs cuda-tests cuda-test-host cuda-clean
 cuda-objs: $(CUDA_OBJ)
-cuda-tests: $(CUDA_BUILD)/test_cuda $(CUDA_BUILD)/bench_cuda $(CUDA_BUILD)/test_decode_host $(CUDA_BUILD)/test_attn_host \
-            $(CUDA_BUILD)/test_mma_host
+cuda-tests: $(CUDA_BUILD)/test_cuda $(CUDA_BUILD)/bench_cuda $(CUDA_BUILD)/bench_access $(CUDA_BUILD)/test_decode_host \
+            $(CUDA_BUILD)/test_attn_host $(CUDA_BUILD)/test_mma_host
 cuda-test-host: $(CUDA_BUILD)/test_decode_host $(CUDA_BUILD)/test_attn_host $(CUDA_BUILD)/test_mma_host
 	$(CUDA_BUILD)/test_decode_host
 	$(CUDA_BUILD)/test_attn_host

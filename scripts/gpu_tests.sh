@@ -6,7 +6,9 @@
 #                                  and the stories260K model into DIR (default .cuda, git-ignored: carry it)
 #   DIR/gpu_tests.sh [--quick]     on the GPU machine, from the repository root (models/ holds the bundled pair):
 #                                  1. test_cuda: kernels against the CPU reference, bitwise batch invariance
-#                                  2. bench_cuda: floors (HBM read, pinned PCIe), matvec bandwidth, c(k), overlap
+#                                     (default, AERO_CUDA_MM=f16 and AERO_CUDA_VEC=1, the one-token kernel)
+#                                  2. bench_cuda: floors (HBM read, pinned PCIe), matvec bandwidth, c(k), overlap;
+#                                     bench_access: read ceilings of the access patterns
 #                                  3. whole models: greedy text cuda == cpu (stories260K, bundled teacher),
 #                                     streamed (smallest --gpu-mem) == VRAM-resident, speculative (drafter and
 #                                     draft head) == plain greedy, the draft head's GPU speedup (bench),
@@ -26,7 +28,7 @@ if [ "${1:-}" = "--stage" ]; then
     build-cuda/cuda/test_decode_host | tail -1   # the decoders on the CPU before spending device time
     mkdir -p "$DEST/bin" "$DEST/lib" "$DEST/models"
     [ -f "$DEST/.gitignore" ] || echo '*' > "$DEST/.gitignore"
-    cp build-cuda/aerollm build-cuda/cuda/test_cuda build-cuda/cuda/bench_cuda "$DEST/bin/"
+    cp build-cuda/aerollm build-cuda/cuda/test_cuda build-cuda/cuda/bench_cuda build-cuda/cuda/bench_access "$DEST/bin/"
     cp scripts/gpu_tests.sh "$DEST/gpu_tests.sh"
     cp ../shared/data/models/stories260K.gguf "$DEST/models/"
     # the 3M drafter too, compressed in the bundle: the device call carries at most 64 MiB, and the teacher (37 MB),
@@ -95,6 +97,11 @@ AERO_CUDA_MM=f16 timeout 80 "$BIN/test_cuda" > "$LOG/test_cuda_f16.log" 2>&1
 rcf=$?
 grep -E "FAIL|PASS:" "$LOG/test_cuda_f16.log" | head -10 | sed 's/^/  AERO_CUDA_MM=f16: /'
 check "test_cuda AERO_CUDA_MM=f16" "$rcf" "(rc $rcf)"
+# the one-token kernel k_q8v (opt-in until measured; bitwise the decode tile under the SIMT emulation)
+AERO_CUDA_VEC=1 timeout 80 "$BIN/test_cuda" > "$LOG/test_cuda_vec.log" 2>&1
+rcv=$?
+grep -E "FAIL|PASS:" "$LOG/test_cuda_vec.log" | head -10 | sed 's/^/  AERO_CUDA_VEC=1: /'
+check "test_cuda AERO_CUDA_VEC=1" "$rcv" "(rc $rcv)"
 AERO=$BIN/aerollm
 if [ "$rc" != 0 ] && grep -qE "(FAIL|FATAL).*matmul" "$LOG/test_cuda.log"; then
     echo "the tensor-core matmul failed its tests: the whole-model checks use the f32 kernels (AERO_CUDA_MM=v1)"
@@ -262,6 +269,12 @@ grep -E "^argmax vocab" "$LOG/bench_cuda.log"
 grep -E "matmul path|8B-shape|batched k=" "$LOG/bench_cuda.log" | sed 's/^/  int8: /'
 AERO_CUDA_MM=f16 timeout 45 "$BIN/bench_cuda" --quick > "$LOG/bench_cuda_f16.log" 2>&1
 echo "  AERO_CUDA_MM=f16 (rc $?):"; grep -E "matmul path|8B-shape|^  Q|batched k=" "$LOG/bench_cuda_f16.log" | sed 's/^/    /'
+AERO_CUDA_VEC=1 timeout 45 "$BIN/bench_cuda" --quick > "$LOG/bench_cuda_vec.log" 2>&1
+echo "  AERO_CUDA_VEC=1 (rc $?):"; grep -E "8B-shape|^  Q" "$LOG/bench_cuda_vec.log" | sed 's/^/    /'
+# read ceilings of the access patterns (docs/perf/cuda.md, "One token"): an 8B FFN matrix and an attention one
+[ -x "$STAGE/bin/bench_access" ] && BA=$STAGE/bin/bench_access || BA=$BIN/bench_access
+{ timeout 30 "$BA"; timeout 30 "$BA" 4096 2304; } > "$LOG/bench_access.log" 2>&1
+echo "  bench_access (rc $?):"; sed 's/^/    /' "$LOG/bench_access.log"
 
 if [ "${1:-}" != "--quick" ]; then
     echo "== 8B-shape Q4_K $(el)"
@@ -271,6 +284,17 @@ if [ "${1:-}" != "--quick" ]; then
     echo "  8B resident (rc $?): $(cat "$LOG/bench8b_resident.txt" | tail -6)"
     AERO_CUDA_MM=f16 timeout 40 "$AERO" bench -m "$M8" -p 512 -n 64 --device cuda > "$LOG/bench8b_f16.txt" 2>&1
     echo "  8B resident AERO_CUDA_MM=f16 (rc $?): $(cat "$LOG/bench8b_f16.txt" | tail -6)"
+    for rep in 1 2; do # k_q8v against the decode tile, alternated
+        for v in 1 0; do
+            AERO_CUDA_VEC=$v timeout 40 "$AERO" bench -m "$M8" -p 64 -n 64 --device cuda > "$LOG/bench8b_vec$v.txt" 2>&1
+            echo "  8B resident AERO_CUDA_VEC=$v (rc $?): $(grep -E 'decode' "$LOG/bench8b_vec$v.txt" | tail -2 | tr '\n' ' ')"
+        done
+    done
+    for v in 0 1; do
+        AERO_CUDA_VEC=$v timeout 40 "$AERO" run -m "$M8" -p "$P" -n 24 --temp 0 -c 256 --device cuda > "$LOG/gen8b_vec$v.txt" 2> /dev/null
+    done
+    cmp -s "$LOG/gen8b_vec0.txt" "$LOG/gen8b_vec1.txt" && [ -s "$LOG/gen8b_vec0.txt" ]
+    check "8B greedy AERO_CUDA_VEC=1 == decode tile" $? ""
     AERO_CUDA_PROFILE=1 timeout 40 "$AERO" bench -m "$M8" -p 64 -n 32 --device cuda > "$LOG/prof8b.txt" 2>&1
     echo "  8B resident AERO_CUDA_PROFILE=1:"; grep -A2 "^cuda profile" "$LOG/prof8b.txt" | sed 's/^/    /'
     AERO_CUDA_GRAPHS=0 timeout 40 "$AERO" bench -m "$M8" -p 64 -n 64 --device cuda > "$LOG/bench8b_graph.txt" 2>&1

@@ -129,13 +129,13 @@ bool aero_mma_launch(const aero_cuda_wmat *w, const void *xh, const float *xs, i
     }
 }
 
-// Whether one token takes the matrix-vector kernel k_q8v (its types; AERO_CUDA_VEC=0 keeps the decode tile,
-// for A/B runs): read once.
+// Whether one token takes the matrix-vector kernel k_q8v (its types) instead of the decode tile: read once. Opt-in
+// with AERO_CUDA_VEC=1 until a GPU run has measured it (it is bitwise the tile under the SIMT emulation).
 static bool q8v_wanted(int ty, int n) {
     static int on = -1;
     if (on < 0) {
         const char *e = getenv("AERO_CUDA_VEC");
-        on = !(e && !strcmp(e, "0"));
+        on = e && !strcmp(e, "1");
     }
     return on && n == 1 && q8v_block_bytes(ty) > 0;
 }
