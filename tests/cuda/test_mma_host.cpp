@@ -373,13 +373,18 @@ int main(void) {
     test_q8_many<AERO_DT_Q4_K>(512, 3);
     test_q8_many<AERO_DT_Q6_K>(256, 9);  // two token tiles
     test_q8_many<AERO_DT_Q8_0>(96, 1);
-    // the one-token kernel: runs of whole super-blocks (512, 4096), runs starting and ending inside them (2816:
-    // 44 units, runs of 6; 2560: runs of 5), warps without units (768 for Q5_K: 12 units, runs of 2)
+    // the one-token kernel: runs of whole groups (512, 4096), runs starting and ending inside them (2816: 44
+    // units, runs of 6; 2560: runs of 5), warps without units (768 for Q5_K: 12 units, runs of 2); Q8_0 and Q4_0
+    // blocks at both word alignments in shared memory
     test_q8v<AERO_DT_Q4_K>(40, 512);
     test_q8v<AERO_DT_Q4_K>(33, 2816);
     test_q8v<AERO_DT_Q4_K>(64, 4096);
     test_q8v<AERO_DT_Q5_K>(40, 768);
     test_q8v<AERO_DT_Q5_K>(20, 2560);
+    test_q8v<AERO_DT_Q8_0>(40, 256);  // 8 blocks: one per warp, one group
+    test_q8v<AERO_DT_Q8_0>(33, 2816); // 88 blocks: runs of 11 start and end inside groups of 8
+    test_q8v<AERO_DT_Q4_0>(40, 2816);
+    test_q8v<AERO_DT_Q4_0>(32, 4096);
     printf("PASS: %d checks passed, %d failed\n", n_pass, n_fail);
     return n_fail ? 1 : 0;
 }

@@ -131,13 +131,21 @@ bool aero_mma_launch(const aero_cuda_wmat *w, const void *xh, const float *xs, i
 
 // Whether one token takes the matrix-vector kernel k_q8v (its types) instead of the decode tile: read once. Opt-in
 // with AERO_CUDA_VEC=1 until a GPU run has measured it (it is bitwise the tile under the SIMT emulation).
-static bool q8v_wanted(int ty, int n) {
-    static int on = -1;
+// Its groups must tile the rows (Q8_0, Q4_0: a multiple of 256 columns) and start 16-byte aligned, and the
+// device must grant its shared memory (Q8_0's 139 KB exceeds what GPUs before the A100 / H100 class allow).
+static bool q8v_wanted(const aero_cuda_wmat *w, int n) {
+    static int on = -1, smem_max = 0;
     if (on < 0) {
         const char *e = getenv("AERO_CUDA_VEC");
+        int dev = 0;
         on = e && !strcmp(e, "1");
+        if (on && (cudaGetDevice(&dev) != cudaSuccess ||
+                   cudaDeviceGetAttribute(&smem_max, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess))
+            smem_max = 0;
     }
-    return on && n == 1 && q8v_block_bytes(ty) > 0;
+    const int gb = q8v_block_bytes(w->type);
+    return on && n == 1 && gb > 0 && q8v_smem_bytes(w->type) + 1024 <= smem_max && w->row_bytes % gb == 0 &&
+           ((uintptr_t)w->data & 15) == 0;
 }
 
 // Lets kernel k use q8v_smem_bytes(TY) of dynamic shared memory (above the 48 KB default), once per kernel.
@@ -160,7 +168,7 @@ static void launch_q8v(const aero_cuda_wmat *w, const void *xq, const float *xd,
 // One int8 tile kernel over the whole matrix and token range (one token: k_q8v, the same bits).
 template <int TY, int MT, int NT>
 static void launch_q8(const aero_cuda_wmat *w, const void *xq, const float *xd, int n, float *y, cudaStream_t s) {
-    if (MT == 1 && NT == 1 && q8v_wanted(TY, n)) return launch_q8v<TY>(w, xq, xd, y, s);
+    if (MT == 1 && NT == 1 && q8v_wanted(w, n)) return launch_q8v<TY>(w, xq, xd, y, s);
     dim3 grid((unsigned)((w->rows + 16 * MT - 1) / (16 * MT)), (unsigned)((n + 8 * NT - 1) / (8 * NT)));
     k_q8<TY, MT, NT><<<grid, MMA_THREADS, 0, s>>>((const uint8_t *)w->data, w->row_bytes, (int)w->rows, (int)w->cols,
                                                   (const int8_t *)xq, (const float2 *)xd, n, y);
@@ -195,9 +203,9 @@ bool aero_q8_launch(const aero_cuda_wmat *w, const void *xq, const float *xd, in
 // One k_q8_many launch: the blocks of every matrix in x, token tiles of 8 in y (one token: k_q8v_many, whose
 // blocks hold 32 rows).
 template <int TY>
-static void launch_q8_many(const Q8Many &m, int cols, const void *xq, const float *xd, int n, cudaStream_t s) {
+static void launch_q8_many(const Q8Many &m, int cols, const void *xq, const float *xd, int n, bool vec, cudaStream_t s) {
     if constexpr (q8v_block_bytes(TY) > 0) {
-        if (q8v_wanted(TY, n)) {
+        if (vec) {
             q8v_allow_smem<TY>((const void *)k_q8v_many<TY>);
             k_q8v_many<TY><<<(unsigned)m.first[Q8_MANY], MMA_THREADS, q8v_smem_bytes(TY), s>>>(
                 m, cols, (const int8_t *)xq, (const float2 *)xd);
@@ -214,7 +222,9 @@ bool aero_q8_launch_many(const aero_cuda_wmat *const w[], float *const y[], int 
                          int n, cudaStream_t s) {
     if (count < 1 || count > Q8_MANY || n < 1 || n > 8) return false;
     Q8Many m = {};
-    const int tile = q8v_wanted(w[0]->type, n) ? Q8V_ROWS : 16;
+    bool vec = true;
+    for (int i = 0; i < count; i++) vec &= q8v_wanted(w[i], n);
+    const int tile = vec ? Q8V_ROWS : 16;
     for (int i = 0; i < Q8_MANY; i++) {
         const aero_cuda_wmat *wi = w[i < count ? i : count - 1];
         if (wi->type != w[0]->type || wi->cols != w[0]->cols) return false;
@@ -224,11 +234,11 @@ bool aero_q8_launch_many(const aero_cuda_wmat *const w[], float *const y[], int 
     }
     const int cols = (int)w[0]->cols;
     switch (w[0]->type) {
-    case AERO_DT_Q8_0: launch_q8_many<AERO_DT_Q8_0>(m, cols, xq, xd, n, s); break;
-    case AERO_DT_Q4_0: launch_q8_many<AERO_DT_Q4_0>(m, cols, xq, xd, n, s); break;
-    case AERO_DT_Q4_K: launch_q8_many<AERO_DT_Q4_K>(m, cols, xq, xd, n, s); break;
-    case AERO_DT_Q5_K: launch_q8_many<AERO_DT_Q5_K>(m, cols, xq, xd, n, s); break;
-    case AERO_DT_Q6_K: launch_q8_many<AERO_DT_Q6_K>(m, cols, xq, xd, n, s); break;
+    case AERO_DT_Q8_0: launch_q8_many<AERO_DT_Q8_0>(m, cols, xq, xd, n, vec, s); break;
+    case AERO_DT_Q4_0: launch_q8_many<AERO_DT_Q4_0>(m, cols, xq, xd, n, vec, s); break;
+    case AERO_DT_Q4_K: launch_q8_many<AERO_DT_Q4_K>(m, cols, xq, xd, n, vec, s); break;
+    case AERO_DT_Q5_K: launch_q8_many<AERO_DT_Q5_K>(m, cols, xq, xd, n, vec, s); break;
+    case AERO_DT_Q6_K: launch_q8_many<AERO_DT_Q6_K>(m, cols, xq, xd, n, vec, s); break;
     default: return false;
     }
     return true;

@@ -418,25 +418,20 @@ __global__ void __launch_bounds__(MMA_THREADS, MT *NT == 1 ? 2 : 1)
     q8_tile<TY, MT, NT>(W, rb, rows, cols, XQ, XD, n, Y, x - first);
 }
 
-// ---- one token: the matrix-vector kernel of the K-quants with 16-byte aligned super-blocks ------------------
+// ---- one token: the matrix-vector kernel of the types with 16-byte aligned groups of blocks ---------------
 // The decode tile above computes 8 token columns per mma and decodes each row's scales in all four lanes that
 // hold it; for one token that is 8x the epilogue and 4x the scale work it needs, and its loads take 8 bytes per
 // lane from 8 rows at once. This kernel computes the same bits for n = 1 with the same reduction order: lane r
 // of warp w owns row r of a 32-row block and warp w's contiguous run of units (the tile's split), sums each
 // chunk's codes with dp4a (an exact int32, as the mma's), applies the header's float operations in chunk order,
 // and the warps are summed by the tile's pairwise tree. The weights travel by cp.async: each warp copies one
-// super-block of each of its 32 rows per step into shared memory (32 lanes x 16 B of consecutive bytes per
-// copy, so each copy covers a few whole cache lines), double-buffered, while it computes the previous step.
-// Activations are read through L1 (every lane of a warp reads the same chunk: one broadcast).
+// group (a 16-byte aligned run of blocks: a Q4_K/Q5_K super-block, 8 Q8_0 or Q4_0 blocks) of each of its 32
+// rows per step into shared memory (32 lanes x 16 B of consecutive bytes per copy, so each copy covers a few
+// whole cache lines), double-buffered, while it computes the previous step. Activations are read through L1
+// (every lane of a warp reads the same chunk: one broadcast). Q6_K (210-byte blocks; 8 of them are 53 KB for 32
+// rows) keeps the tile.
 
 #define Q8V_ROWS 32 // rows per block: one per lane
-
-// The super-block bytes of the types this kernel takes (0: not taken).
-__host__ __device__ constexpr int q8v_block_bytes(int ty) {
-    return ty == AERO_DT_Q4_K ? 144 : ty == AERO_DT_Q5_K ? 176 : 0;
-}
-// Dynamic shared memory of a block: MMA_WARPS warps x 2 buffers x 32 rows x one super-block.
-__host__ __device__ constexpr int q8v_smem_bytes(int ty) { return MMA_WARPS * 2 * Q8V_ROWS * q8v_block_bytes(ty); }
 
 #ifndef AERO_CUDA_HOST_EMU
 // 16 bytes global -> shared without a register round trip; completes at cp_async_wait.
@@ -456,23 +451,128 @@ static inline int __dp4a(int a, int b, int c) {
     for (int i = 0; i < 4; i++) c += s8_at((uint32_t)a, i) * s8_at((uint32_t)b, i);
     return c;
 }
+static inline uint32_t __funnelshift_r(uint32_t lo, uint32_t hi, int sh) {
+    return (uint32_t)((((uint64_t)hi << 32) | lo) >> (sh & 31));
+}
 #endif
 
-// Row r's output over the units [u0, u1) of lane r (this warp's run), as the decode tile's warp accumulates it:
-// for each chunk in order, acc = fmaf(dl * da, s, acc) then acc = fmaf(-ml, das, acc). buf: this warp's two
-// buffers of 32 super-blocks (row r's at r * SB).
+// The group bytes of the types this kernel takes (0: not taken): a Q4_K/Q5_K super-block, 8 Q8_0 or Q4_0 blocks.
+__host__ __device__ constexpr int q8v_block_bytes(int ty) {
+    return ty == AERO_DT_Q4_K ? 144 : ty == AERO_DT_Q5_K ? 176 : ty == AERO_DT_Q8_0 ? 8 * 34 : ty == AERO_DT_Q4_0 ? 8 * 18 : 0;
+}
+// Dynamic shared memory of a block: MMA_WARPS warps x 2 buffers x 32 rows x one group, and 16 bytes that the
+// last block's word reads may reach past it (Q8_0, Q4_0).
+__host__ __device__ constexpr int q8v_smem_bytes(int ty) { return MMA_WARPS * 2 * Q8V_ROWS * q8v_block_bytes(ty) + 16; }
+
+// A group's layout per type: GB bytes (a multiple of 16), UPG units of U chunks; Q8V<TY>::unit adds unit p of
+// the group at g (a row's copy in shared memory) to acc, as the decode tile's chunk8 does for that row.
+template <int TY> struct Q8V {
+    static constexpr int GB = 0;
+};
+
+// The chunk sum of 8 code words against chunk c's activation codes (32 int8: one broadcast load pair).
+__device__ __forceinline__ int q8v_dot(const uint32_t code[8], const int8_t *__restrict__ XQ, int c) {
+    const uint4 a0 = __ldg((const uint4 *)(XQ + 32 * (size_t)c)), a1 = __ldg((const uint4 *)(XQ + 32 * (size_t)c + 16));
+    const uint32_t aw[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
+    int sum = 0;
+#pragma unroll
+    for (int j = 0; j < 8; j++) sum = __dp4a((int)code[j], (int)aw[j], sum);
+    return sum;
+}
+
+// Words of shared memory from a 2-byte aligned block: w[0..n) from the word holding byte 0, sh = 16 when the
+// block starts mid-word (then byte k of the block is byte k + 2 of the words).
+template <int N> __device__ __forceinline__ int q8v_words(const uint8_t *p, uint32_t w[N]) {
+    const uint32_t *a = (const uint32_t *)((uintptr_t)p & ~(uintptr_t)3);
+#pragma unroll
+    for (int i = 0; i < N; i++) w[i] = a[i];
+    return (int)((uintptr_t)p & 3) * 8;
+}
+
+template <> struct Q8V<AERO_DT_Q4_K> {
+    static constexpr int GB = q8v_block_bytes(AERO_DT_Q4_K), UPG = 4, U = 2;
+    __device__ static void unit(const uint8_t *g, int p, int u, const int8_t *XQ, const float2 *XD, float &acc) {
+        const uint4 h = *(const uint4 *)g, q0 = *(const uint4 *)(g + 16 + 32 * p), q1 = *(const uint4 *)(g + 32 + 32 * p);
+        const uint32_t qw[8] = {q0.x, q0.y, q0.z, q0.w, q1.x, q1.y, q1.z, q1.w};
+        ScDM sc[2];
+        q4k_pair_scales(p, h, sc);
+#pragma unroll
+        for (int k = 0; k < 2; k++) { // low nibbles: chunk 2u (group 2p), high: chunk 2u + 1
+            uint32_t code[8];
+#pragma unroll
+            for (int j = 0; j < 8; j++) code[j] = (qw[j] >> (4 * k)) & 0x0F0F0F0Fu;
+            const float2 xd = __ldg(XD + 2 * u + k);
+            acc = fmaf(sc[k].d * xd.x, (float)q8v_dot(code, XQ, 2 * u + k), acc);
+            acc = fmaf(sc[k].m, xd.y, acc);
+        }
+    }
+};
+
+template <> struct Q8V<AERO_DT_Q5_K> {
+    static constexpr int GB = q8v_block_bytes(AERO_DT_Q5_K), UPG = 4, U = 2;
+    __device__ static void unit(const uint8_t *g, int p, int u, const int8_t *XQ, const float2 *XD, float &acc) {
+        const uint4 h = *(const uint4 *)g, qh0 = *(const uint4 *)(g + 16), qh1 = *(const uint4 *)(g + 32);
+        const uint4 q0 = *(const uint4 *)(g + 48 + 32 * p), q1 = *(const uint4 *)(g + 64 + 32 * p);
+        const uint32_t qw[8] = {q0.x, q0.y, q0.z, q0.w, q1.x, q1.y, q1.z, q1.w};
+        const uint32_t hw[8] = {qh0.x, qh0.y, qh0.z, qh0.w, qh1.x, qh1.y, qh1.z, qh1.w};
+        ScDM sc[2];
+        q4k_pair_scales(p, h, sc);
+#pragma unroll
+        for (int k = 0; k < 2; k++) { // the fifth bit of element j of group gi is bit gi of qh[j]
+            const int gi = 2 * p + k;
+            uint32_t code[8];
+#pragma unroll
+            for (int j = 0; j < 8; j++) code[j] = ((qw[j] >> (4 * k)) & 0x0F0F0F0Fu) | (((hw[j] >> gi) & 0x01010101u) << 4);
+            const float2 xd = __ldg(XD + 2 * u + k);
+            acc = fmaf(sc[k].d * xd.x, (float)q8v_dot(code, XQ, 2 * u + k), acc);
+            acc = fmaf(sc[k].m, xd.y, acc);
+        }
+    }
+};
+
+template <> struct Q8V<AERO_DT_Q8_0> {
+    static constexpr int GB = q8v_block_bytes(AERO_DT_Q8_0), UPG = 8, U = 1; // 8 blocks of 34 bytes: f16 d, 32 int8 codes
+    __device__ static void unit(const uint8_t *g, int p, int u, const int8_t *XQ, const float2 *XD, float &acc) {
+        uint32_t w[10], code[8];
+        const int sh = q8v_words<10>(g + 34 * p, w); // the codes start at byte 2: mid-word unless the block does
+#pragma unroll
+        for (int j = 0; j < 8; j++) code[j] = sh ? w[j + 1] : __funnelshift_r(w[j], w[j + 1], 16);
+        const float d = __half2float(__ushort_as_half((unsigned short)((w[0] >> sh) & 0xffff)));
+        acc = fmaf(d * __ldg(XD + u).x, (float)q8v_dot(code, XQ, u), acc);
+    }
+};
+
+template <> struct Q8V<AERO_DT_Q4_0> {
+    static constexpr int GB = q8v_block_bytes(AERO_DT_Q4_0), UPG = 8, U = 1; // 8 blocks of 18 bytes: f16 d, 16 bytes of nibbles
+    __device__ static void unit(const uint8_t *g, int p, int u, const int8_t *XQ, const float2 *XD, float &acc) {
+        uint32_t w[6], q[4], code[8];
+        const int sh = q8v_words<6>(g + 18 * p, w);
+#pragma unroll
+        for (int j = 0; j < 4; j++) q[j] = sh ? w[j + 1] : __funnelshift_r(w[j], w[j + 1], 16);
+#pragma unroll
+        for (int j = 0; j < 4; j++) // elements 0..15: low nibbles of bytes 0..15; 16..31: high nibbles; minus 8
+            code[j] = s8_less8(q[j] & 0x0F0F0F0Fu), code[4 + j] = s8_less8((q[j] >> 4) & 0x0F0F0F0Fu);
+        const float d = __half2float(__ushort_as_half((unsigned short)((w[0] >> sh) & 0xffff)));
+        acc = fmaf(d * __ldg(XD + u).x, (float)q8v_dot(code, XQ, u), acc);
+    }
+};
+
+
+// Row r's output over the units [u0, u1) of lane r (this warp's run), as the decode tile's warp accumulates it
+// (Q8V<TY>::unit in unit order). buf: this warp's two buffers of 32 groups (row r's at r * GB).
 template <int TY>
 __device__ __forceinline__ float q8v_run(const uint8_t *W, size_t row_bytes, int rows, int r0, int u0, int u1,
                                          const int8_t *__restrict__ XQ, const float2 *__restrict__ XD, uint8_t *buf) {
-    constexpr int SB = q8v_block_bytes(TY), PIECES = SB / 16; // 16-byte pieces of a super-block
+    typedef Q8V<TY> V;
+    constexpr int PIECES = V::GB / 16; // 16-byte pieces of a group
     const int lane = threadIdx.x & 31;
     float acc = 0.0f;
     if (u0 >= u1) return acc;
-    const int b0 = u0 >> 2, nb = ((u1 - 1) >> 2) - b0 + 1; // the super-blocks the run touches
-    // step i: super-block b0 + i of the 32 rows into buffer i % 2; piece p is row p / PIECES, bytes 16 (p % PIECES)
+    const int b0 = u0 / V::UPG, nb = (u1 - 1) / V::UPG - b0 + 1; // the groups the run touches
+    // step i: group b0 + i of the 32 rows into buffer i % 2; piece p is row p / PIECES, bytes 16 (p % PIECES)
     auto issue = [&](int i) {
-        uint8_t *dst = buf + (size_t)(i & 1) * Q8V_ROWS * SB;
-        const size_t off = (size_t)SB * (b0 + i);
+        uint8_t *dst = buf + (size_t)(i & 1) * Q8V_ROWS * V::GB;
+        const size_t off = (size_t)V::GB * (b0 + i);
 #pragma unroll
         for (int k = 0; k < PIECES; k++) {
             const int p = lane + 32 * k, row = p / PIECES, part = p - row * PIECES;
@@ -489,36 +589,9 @@ __device__ __forceinline__ float q8v_run(const uint8_t *W, size_t row_bytes, int
             cp_async_wait<0>();
         }
         __syncwarp(); // every lane's copies of step i are in
-        const uint8_t *blk = buf + (size_t)(i & 1) * Q8V_ROWS * SB + (size_t)lane * SB;
-        const uint4 h = *(const uint4 *)blk;
-        uint4 qh0 = make_uint4(0, 0, 0, 0), qh1 = make_uint4(0, 0, 0, 0);
-        if constexpr (TY == AERO_DT_Q5_K) qh0 = *(const uint4 *)(blk + 16), qh1 = *(const uint4 *)(blk + 32);
-        const int ub = 4 * (b0 + i), ua = max(u0, ub), uz = min(u1, ub + 4);
-        for (int u = ua; u < uz; u++) {
-            const int p = u & 3;
-            const uint8_t *qs = blk + (TY == AERO_DT_Q5_K ? 48 : 16) + 32 * p;
-            const uint4 q0 = *(const uint4 *)qs, q1 = *(const uint4 *)(qs + 16);
-            const uint32_t qw[8] = {q0.x, q0.y, q0.z, q0.w, q1.x, q1.y, q1.z, q1.w};
-            const uint32_t hw[8] = {qh0.x, qh0.y, qh0.z, qh0.w, qh1.x, qh1.y, qh1.z, qh1.w};
-            ScDM sc[2];
-            q4k_pair_scales(p, h, sc);
-#pragma unroll
-            for (int k = 0; k < 2; k++) {
-                const int c = 2 * u + k, g = 2 * p + k;
-                const uint4 a0 = __ldg((const uint4 *)(XQ + 32 * (size_t)c)), a1 = __ldg((const uint4 *)(XQ + 32 * (size_t)c + 16));
-                const uint32_t aw[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
-                const float2 xd = __ldg(XD + c);
-                int sum = 0;
-#pragma unroll
-                for (int j = 0; j < 8; j++) {
-                    uint32_t code = (qw[j] >> (4 * k)) & 0x0F0F0F0Fu;
-                    if constexpr (TY == AERO_DT_Q5_K) code |= ((hw[j] >> g) & 0x01010101u) << 4;
-                    sum = __dp4a((int)code, (int)aw[j], sum);
-                }
-                acc = fmaf(sc[k].d * xd.x, (float)sum, acc);
-                acc = fmaf(sc[k].m, xd.y, acc);
-            }
-        }
+        const uint8_t *g = buf + (size_t)(i & 1) * Q8V_ROWS * V::GB + (size_t)lane * V::GB;
+        const int ub = V::UPG * (b0 + i), ua = max(u0, ub), uz = min(u1, ub + V::UPG);
+        for (int u = ua; u < uz; u++) V::unit(g, u - ub, u, XQ, XD, acc);
         __syncwarp(); // every lane is done with buffer i % 2 before step i + 2 refills it
     }
     return acc;
@@ -533,11 +606,11 @@ __device__ __forceinline__ void q8v_rows(const uint8_t *__restrict__ W, size_t r
 #ifndef AERO_CUDA_HOST_EMU
     extern __shared__ uint4 q8v_smem[];
 #else
-    __shared__ uint4 q8v_smem[q8v_smem_bytes(AERO_DT_Q5_K) / 16];
+    __shared__ uint4 q8v_smem[q8v_smem_bytes(AERO_DT_Q8_0) / 16];
 #endif
     __shared__ float part[MMA_WARPS][32];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, r0 = bx * Q8V_ROWS;
-    const int nunits = (cols >> 5) / 2, per = (nunits + MMA_WARPS - 1) / MMA_WARPS;
+    const int nunits = (cols >> 5) / Q8V<TY>::U, per = (nunits + MMA_WARPS - 1) / MMA_WARPS;
     const int u0 = min(warp * per, nunits), u1 = min(u0 + per, nunits);
     uint8_t *buf = (uint8_t *)q8v_smem + (size_t)warp * 2 * Q8V_ROWS * q8v_block_bytes(TY);
     part[warp][lane] = q8v_run<TY>(W, row_bytes, rows, r0, u0, u1, XQ, XD, buf);
