@@ -405,17 +405,28 @@ struct Q8Many {
     int first[Q8_MANY + 1];
 };
 
+// The matrix of block x of a Q8Many grid and x's block index within it.
+struct Q8One {
+    const uint8_t *W;
+    size_t row_bytes;
+    int rows;
+    float *Y;
+    int bx;
+};
+__device__ __forceinline__ Q8One q8_many_pick(const Q8Many &m, int x) {
+    const int i = x < m.first[1] ? 0 : x < m.first[2] ? 1 : 2;
+    // selects, not a dynamic index into the parameter struct (which would copy it to local memory)
+    return Q8One{i == 0 ? m.W[0] : i == 1 ? m.W[1] : m.W[2],
+                 i == 0 ? m.row_bytes[0] : i == 1 ? m.row_bytes[1] : m.row_bytes[2],
+                 i == 0 ? m.rows[0] : i == 1 ? m.rows[1] : m.rows[2], i == 0 ? m.Y[0] : i == 1 ? m.Y[1] : m.Y[2],
+                 x - (i == 0 ? 0 : i == 1 ? m.first[1] : m.first[2])};
+}
+
 template <int TY, int MT, int NT>
 __global__ void __launch_bounds__(MMA_THREADS, MT *NT == 1 ? 2 : 1)
     k_q8_many(Q8Many m, int cols, const int8_t *__restrict__ XQ, const float2 *__restrict__ XD, int n) {
-    const int x = blockIdx.x, i = x < m.first[1] ? 0 : x < m.first[2] ? 1 : 2;
-    // selects, not a dynamic index into the parameter struct (which would copy it to local memory)
-    const uint8_t *W = i == 0 ? m.W[0] : i == 1 ? m.W[1] : m.W[2];
-    const size_t rb = i == 0 ? m.row_bytes[0] : i == 1 ? m.row_bytes[1] : m.row_bytes[2];
-    const int rows = i == 0 ? m.rows[0] : i == 1 ? m.rows[1] : m.rows[2];
-    float *Y = i == 0 ? m.Y[0] : i == 1 ? m.Y[1] : m.Y[2];
-    const int first = i == 0 ? 0 : i == 1 ? m.first[1] : m.first[2];
-    q8_tile<TY, MT, NT>(W, rb, rows, cols, XQ, XD, n, Y, x - first);
+    const Q8One o = q8_many_pick(m, blockIdx.x);
+    q8_tile<TY, MT, NT>(o.W, o.row_bytes, o.rows, cols, XQ, XD, n, o.Y, o.bx);
 }
 
 // ---- one token: the matrix-vector kernel of the types with 16-byte aligned groups of blocks ---------------
@@ -638,13 +649,8 @@ __global__ void __launch_bounds__(MMA_THREADS)
 template <int TY>
 __global__ void __launch_bounds__(MMA_THREADS) k_q8v_many(Q8Many m, int cols, const int8_t *__restrict__ XQ,
                                                           const float2 *__restrict__ XD) {
-    const int x = blockIdx.x, i = x < m.first[1] ? 0 : x < m.first[2] ? 1 : 2;
-    const uint8_t *W = i == 0 ? m.W[0] : i == 1 ? m.W[1] : m.W[2];
-    const size_t rb = i == 0 ? m.row_bytes[0] : i == 1 ? m.row_bytes[1] : m.row_bytes[2];
-    const int rows = i == 0 ? m.rows[0] : i == 1 ? m.rows[1] : m.rows[2];
-    float *Y = i == 0 ? m.Y[0] : i == 1 ? m.Y[1] : m.Y[2];
-    const int first = i == 0 ? 0 : i == 1 ? m.first[1] : m.first[2];
-    q8v_rows<TY>(W, rb, rows, cols, XQ, XD, Y, x - first);
+    const Q8One o = q8_many_pick(m, blockIdx.x);
+    q8v_rows<TY>(o.W, o.row_bytes, o.rows, cols, XQ, XD, o.Y, o.bx);
 }
 
 #endif
