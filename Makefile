@@ -12,6 +12,10 @@ BUILD   ?= build
 OPT     := -O2 -g
 LDSAN   :=
 endif
+# OBJ: the folder of the C objects, BUILD's unless given. The CUDA=1 and CUDA=emu variants compile every C file
+# with the same flags, so tests/sh/test_cuda_emu.sh links its build against build-cuda's objects (OBJ=build-cuda)
+# instead of compiling the library a second time; a link's own outputs (libaero.a, the binaries) stay in BUILD.
+OBJ     ?= $(BUILD)
 WARN    := -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -Wno-format-truncation
 # -MMD -MP: each object records the headers it includes (BUILD/x.d), so touching a header rebuilds only its users.
 CFLAGS  := -std=c11 -D_GNU_SOURCE $(WARN) -pthread -Iinclude -Isrc -MMD -MP $(OPT) $(EXTRA_CFLAGS)
@@ -46,11 +50,11 @@ MPI      ?= $(if $(shell command -v mpicc 2>/dev/null),1,0)
 ifeq ($(MPI),1)
 MPI_CFLAGS := $(shell mpicc --showme:compile 2>/dev/null || pkg-config --cflags mpi 2>/dev/null)
 LDLIBS     += $(shell mpicc --showme:link 2>/dev/null || pkg-config --libs mpi 2>/dev/null)
-$(BUILD)/src/mpi/transport.o: CFLAGS += -DAERO_MPI=1 $(MPI_CFLAGS)
+$(OBJ)/src/mpi/transport.o: CFLAGS += -DAERO_MPI=1 $(MPI_CFLAGS)
 endif
 CLI_SRC  := $(wildcard src/cli/*.c)
-LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
-CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
+LIB_OBJ  := $(LIB_SRC:%.c=$(OBJ)/%.o)
+CLI_OBJ  := $(CLI_SRC:%.c=$(OBJ)/%.o)
 TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 BENCH_SRC := $(wildcard bench/bench_*.c)
@@ -82,16 +86,22 @@ $(1)/%.o: %.c
 	$(2) $(3) -c $$< -o $$@
 endef
 $(eval $(call compile_rules,$(BUILD),$(CC),$$(CFLAGS)))
+ifneq ($(OBJ),$(BUILD))
+$(eval $(call compile_rules,$(OBJ),$(CC),$$(CFLAGS)))
+endif
 
-# Objects also depend on the compiler command: changing flags (EXTRA_CFLAGS=..., a new warning) rebuilds them.
-# $(1) stamp file, $(2) the command it records.
+# Objects also depend on the compiler command: changing flags (EXTRA_CFLAGS=..., a new warning) rebuilds them; the
+# links also on the libraries (OBJ/.flags records the compile, BUILD/.ldflags the link, so two variants that link
+# differently share one OBJ). $(1) stamp file, $(2) the command it records.
 define flags_stamp
 $(1): FORCE
 	@mkdir -p $$(dir $$@)
 	@echo '$(2)' | cmp -s - $$@ || echo '$(2)' > $$@
 endef
-$(eval $(call flags_stamp,$(BUILD)/.flags,$(CC) $(CFLAGS) $(LDSAN) $(LDLIBS)))
-$(LIB_OBJ) $(CLI_OBJ) $(TEST_BIN) $(BENCH_BIN) $(AEROLLM): $(BUILD)/.flags
+$(eval $(call flags_stamp,$(OBJ)/.flags,$(CC) $(CFLAGS)))
+$(eval $(call flags_stamp,$(BUILD)/.ldflags,$(CC) $(CFLAGS) $(LDSAN) $(LDLIBS)))
+$(LIB_OBJ) $(CLI_OBJ): $(OBJ)/.flags
+$(TEST_BIN) $(BENCH_BIN) $(AEROLLM): $(BUILD)/.ldflags
 
 $(BUILD)/libaero.a: $(LIB_OBJ) $(CUDA_OBJ)
 	@rm -f $@
@@ -103,21 +113,21 @@ $(BUILD)/libaero.a: $(LIB_OBJ) $(CUDA_OBJ)
 GIT_COMMIT ?= $(shell if [ -e .git ]; then git describe --always --dirty --abbrev=12 --exclude='*' 2>/dev/null || echo unknown; \
                 elif grep -qv '^[$$]Format' .git-commit 2>/dev/null; then head -c 40 .git-commit | tr -cd '0-9a-f'; \
                 else echo unknown; fi)
-$(BUILD)/aero_commit.h: FORCE
+$(OBJ)/aero_commit.h: FORCE
 	@mkdir -p $(dir $@)
 	@echo '#define AERO_GIT_COMMIT "$(GIT_COMMIT)"' > $@.tmp
 	@cmp -s $@.tmp $@ && rm -f $@.tmp || mv $@.tmp $@
-$(BUILD)/src/cli/main.o: $(BUILD)/aero_commit.h
-$(BUILD)/src/cli/main.o: CFLAGS += -I$(BUILD)
+$(OBJ)/src/cli/main.o: $(OBJ)/aero_commit.h
+$(OBJ)/src/cli/main.o: CFLAGS += -I$(OBJ)
 
 # The web page (web/*) is compiled into the server: web/embed.sh turns the files into C arrays (od and sed only,
 # nothing fetched) that src/server/web.c includes; editing a page file rebuilds only web.o.
 WEB_FILES := $(filter-out web/embed.sh,$(wildcard web/*))
-$(BUILD)/web_assets.inc: $(WEB_FILES) web/embed.sh
+$(OBJ)/web_assets.inc: $(WEB_FILES) web/embed.sh
 	@mkdir -p $(dir $@)
 	sh web/embed.sh $(WEB_FILES) > $@.tmp && mv $@.tmp $@
-$(BUILD)/src/server/web.o: $(BUILD)/web_assets.inc
-$(BUILD)/src/server/web.o: CFLAGS += -I$(BUILD)
+$(OBJ)/src/server/web.o: $(OBJ)/web_assets.inc
+$(OBJ)/src/server/web.o: CFLAGS += -I$(OBJ)
 
 $(AEROLLM): $(CLI_OBJ) $(BUILD)/libaero.a
 	$(CC) $(LDSAN) -o $@ $(CLI_OBJ) $(BUILD)/libaero.a $(LDLIBS)
@@ -166,12 +176,12 @@ $(FUZZ_BUILD)/web_assets.inc: $(WEB_FILES) web/embed.sh
 	@mkdir -p $(dir $@)
 	sh web/embed.sh $(WEB_FILES) > $@.tmp && mv $@.tmp $@
 $(FUZZ_BUILD)/obj/src/server/web.o: $(FUZZ_BUILD)/web_assets.inc
-# The SIMD dot kernels without UBSan (ASan and coverage stay): UBSan on dot_avx2.c's unrolled intrinsics costs
-# ~4 minutes of clang time, 2/3 of the whole fuzz build, and no fuzzer's input reaches them (parsers only; the
-# kernels are checked against their scalar references, which keep every sanitizer, in test_kernels).
+# The SIMD dot kernels without sanitizers (coverage stays): UBSan on dot_avx2.c's unrolled intrinsics cost ~4
+# minutes of clang time, ASan 32 of its 40 s, and no fuzzer's input reaches them (parsers only; the kernels are
+# checked against their scalar references, which keep every sanitizer, in test_kernels and `make test SAN=1`).
 FUZZ_SIMD_OBJ := $(filter $(FUZZ_BUILD)/obj/src/kernels/dot_%,$(FUZZ_OBJ))
 $(FUZZ_SIMD_OBJ): FUZZ_CFLAGS := $(filter-out -fsanitize=address$(COMMA)undefined -fno-sanitize-recover=undefined,\
-                                   $(FUZZ_CFLAGS)) -fsanitize=address
+                                   $(FUZZ_CFLAGS))
 $(FUZZ_BUILD)/obj/src/server/web.o: FUZZ_CFLAGS += -I$(FUZZ_BUILD)
 fuzz: $(FUZZ_BIN)
 $(FUZZ_BUILD)/libaero.a: $(FUZZ_OBJ)
@@ -204,4 +214,4 @@ run: all
 clean:
 	rm -rf build build-san build-fuzz build-cuda build-emu aerollm
 
--include $(wildcard $(BUILD)/src/*/*.d $(BUILD)/tests/*.d $(BUILD)/bench/*.d $(FUZZ_BUILD)/obj/src/*/*.d $(FUZZ_BUILD)/*.d)
+-include $(wildcard $(OBJ)/src/*/*.d $(BUILD)/tests/*.d $(BUILD)/bench/*.d $(FUZZ_BUILD)/obj/src/*/*.d $(FUZZ_BUILD)/*.d)

@@ -1,5 +1,6 @@
 // A small SIMT emulation for running block-level CUDA code on the CPU (tests/cuda/test_attn_host.cpp): each
-// thread of a block is a fiber (ucontext) on one OS thread; __syncthreads waits for every thread of the block,
+// thread of a block is a fiber on one OS thread (an x86-64 stack switch: ucontext's swapcontext made two
+// signal-mask system calls per switch, half the tests' time); __syncthreads waits for every thread of the block,
 // a shuffle or ballot for every lane of its warp, and a mix of the two (a barrier under divergent control)
 // is reported as a deadlock. __shared__ variables become statics: one block runs at a time. Host stand-ins for
 // the types come from cuda_host_emu.h.
@@ -7,10 +8,10 @@
 #define AERO_TESTS_CUDA_SIMT_HOST_EMU_H
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <ucontext.h>
 
 #include <functional>
 
@@ -34,10 +35,25 @@ using std::min;
 
 static emu_dim3 threadIdx, blockIdx, blockDim, gridDim;
 
+#if !defined(__x86_64__)
+#error "simt_host_emu.h: the fiber switch is written for x86-64"
+#endif
+// Saves the callee-saved registers, MXCSR and the x87 control word on the current stack, stores the stack pointer
+// in *from_sp and resumes the fiber whose stack pointer is to_sp (the SysV ABI leaves every other register to
+// the caller). Defined once per program: include this header from one file of a test.
+extern "C" void emu_switch(void **from_sp, void *to_sp);
+asm(".text\n.globl emu_switch\n.type emu_switch, @function\nemu_switch:\n"
+    "\tpushq %rbp\n\tpushq %rbx\n\tpushq %r12\n\tpushq %r13\n\tpushq %r14\n\tpushq %r15\n"
+    "\tsubq $8, %rsp\n\tstmxcsr (%rsp)\n\tfnstcw 4(%rsp)\n"
+    "\tmovq %rsp, (%rdi)\n\tmovq %rsi, %rsp\n"
+    "\tldmxcsr (%rsp)\n\tfldcw 4(%rsp)\n\taddq $8, %rsp\n"
+    "\tpopq %r15\n\tpopq %r14\n\tpopq %r13\n\tpopq %r12\n\tpopq %rbx\n\tpopq %rbp\n\tret\n"
+    ".size emu_switch, .-emu_switch\n");
+
 enum { EMU_MAX_THREADS = 256, EMU_STACK = 256 << 10 };
 enum { EMU_RUN, EMU_WARP_WAIT, EMU_BLOCK_WAIT, EMU_DONE };
 static struct {
-    ucontext_t sched, ctx[EMU_MAX_THREADS];
+    void *sched, *ctx[EMU_MAX_THREADS]; // saved stack pointers
     int state[EMU_MAX_THREADS], cur, n;
     char *stacks;
     std::function<void()> body;
@@ -48,7 +64,7 @@ static struct {
 // Suspends the current thread until its warp (or block) has all arrived.
 static inline void emu_wait(int kind) {
     emu.state[emu.cur] = kind;
-    swapcontext(&emu.ctx[emu.cur], &emu.sched);
+    emu_switch(&emu.ctx[emu.cur], emu.sched);
 }
 static inline void __syncthreads() { emu_wait(EMU_BLOCK_WAIT); }
 
@@ -78,9 +94,30 @@ static inline unsigned __ballot_sync(unsigned, bool pred) {
     return m;
 }
 
+// A fiber's first frame: runs the body, then hands back to the scheduler for good.
 static void emu_trampoline() {
     emu.body();
     emu.state[emu.cur] = EMU_DONE;
+    void *dead;
+    emu_switch(&dead, emu.sched);
+    abort(); // never resumed
+}
+
+// A new fiber's stack as emu_switch leaves a suspended one: the trampoline as the return address (16-byte
+// aligned below it, as a call leaves it), zeroed registers and the current MXCSR / x87 control word.
+static void *emu_fiber_stack(char *base) {
+    uintptr_t top = ((uintptr_t)(base + EMU_STACK) & ~(uintptr_t)15) - 16;
+    void **sp = (void **)top;
+    *sp = (void *)emu_trampoline;
+    for (int r = 0; r < 6; r++) *--sp = NULL;
+    uint32_t mxcsr;
+    uint16_t fcw;
+    __asm__ volatile("stmxcsr %0\n\tfnstcw %1" : "=m"(mxcsr), "=m"(fcw));
+    char *ctl = (char *)--sp;
+    memset(ctl, 0, 8);
+    memcpy(ctl, &mxcsr, 4);
+    memcpy(ctl + 4, &fcw, 2);
+    return sp;
 }
 
 // Runs one block of n threads through `body` (which reads threadIdx / blockIdx); false on a deadlock.
@@ -89,18 +126,14 @@ static bool emu_run_block(emu_dim3 block, int n, const std::function<void()> &bo
     emu.body = body, emu.n = n;
     blockIdx = block, blockDim = emu_dim3{(unsigned)n, 1, 1};
     for (int t = 0; t < n; t++) {
-        getcontext(&emu.ctx[t]);
-        emu.ctx[t].uc_stack.ss_sp = emu.stacks + (size_t)EMU_STACK * t;
-        emu.ctx[t].uc_stack.ss_size = EMU_STACK;
-        emu.ctx[t].uc_link = &emu.sched;
-        makecontext(&emu.ctx[t], emu_trampoline, 0);
+        emu.ctx[t] = emu_fiber_stack(emu.stacks + (size_t)EMU_STACK * t);
         emu.state[t] = EMU_RUN, emu.xcount[t] = 0;
     }
     for (;;) {
         for (int t = 0; t < n; t++)
             if (emu.state[t] == EMU_RUN) {
                 emu.cur = t, threadIdx = emu_dim3{(unsigned)t, 0, 0};
-                swapcontext(&emu.sched, &emu.ctx[t]);
+                emu_switch(&emu.sched, emu.ctx[t]);
             }
         bool released = false, all_done = true, all_block = true;
         for (int w0 = 0; w0 < n; w0 += 32) { // a warp whose live lanes all wait at a shuffle goes on

@@ -62,13 +62,15 @@ test('architectures and hyperparameters match llama.cpp', { skip }, () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'aero-arch-'));
   const only = process.env.ARCH_ONLY ? new RegExp(process.env.ARCH_ONLY) : null;
   try {
-    let i = 0;
-    for (const [name, args, tol, minSteps] of CASES) {
-      if (only && !only.test(name)) continue;
-      const file = path.join(dir, `case${i++}.gguf`);
-      run(BIN, ['synth', ...args, '-t', '2', '-q', '-o', file]);
-      const ref = JSON.parse(run('node', ['scripts/llamacpp_ref.mjs', '-m', file, '-t', PROMPT, '-n', String(N),
-        '--top', String(TOP)]));
+    // every model first, then llama.cpp over all of them in one process (loading it is most of a case's time)
+    const cases = CASES.filter(([name]) => !only || only.test(name)).map((c, i) => [...c, path.join(dir, `case${i}.gguf`)]);
+    for (const [, args, , , file] of cases) run(BIN, ['synth', ...args, '-t', '2', '-q', '-o', file]);
+    const refs = run('node', ['scripts/llamacpp_ref.mjs', ...cases.flatMap((c) => ['-m', c[4]]), '-t', PROMPT,
+      '-n', String(N), '--top', String(TOP)]).trim().split('\n').map((l) => JSON.parse(l));
+    assert.equal(refs.length, cases.length, 'one llama.cpp reference per model');
+    for (const [k, [name, , tol, minSteps, file]] of cases.entries()) {
+      const ref = refs[k];
+      assert.equal(ref.model, file);
       const got = JSON.parse(run(DUMP, ['--greedy', file, PROMPT, String(N), String(TOP)]));
       const [w, steps] = compare(name, ref, got, tol, { minSteps, anyTop: true });
       console.log(`${name}: ${steps} of ${N} greedy tokens equal to llama.cpp's${steps < N ? ' (then a near-tie)' : ''}; ` +

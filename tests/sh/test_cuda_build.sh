@@ -14,7 +14,11 @@ fail() { echo "FAIL: $*"; fails=$((fails+1)); }
 # one real architecture (sm_90) keeps the suite's time down: every kernel still compiles; `make CUDA=1` adds the
 # compute_80 PTX for older GPUs
 ARCH=${CUDA_TEST_ARCH:--gencode arch=compute_90,code=sm_90}
+# test_cuda_emu.sh links against this build's C objects and may be building them now: one make at a time
+mkdir -p "$CB"
+if command -v flock >/dev/null 2>&1; then exec 9>"$CB/.lock"; flock 9; fi
 out=$(make CUDA=1 BUILD="$CB" NVCC="$NVCC" CUDA_ARCH="$ARCH" -j2 2>&1) || { echo "$out" | tail -20; fail "make CUDA=1 BUILD=$CB"; }
+exec 9>&-
 out=$(make -f cuda.mk CUDA_BUILD="$CB/cuda" NVCC="$NVCC" CUDA_ARCH="$ARCH" cuda-test-host 2>&1) || { echo "$out" | tail -20; fail "cuda-test-host"; }
 echo "$out" | tail -1
 A=$CB/aerollm

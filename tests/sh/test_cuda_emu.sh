@@ -9,7 +9,13 @@
 set -u
 cd "$(dirname "$0")/../.."
 B=${EMU_BUILD:-build-emu}
-out=$(make CUDA=emu BUILD="$B" -j2 2>&1) || { echo "$out" | tail -20; echo "FAIL: make CUDA=emu"; exit 1; }
+# The C objects are those of `make CUDA=1` (the same files and flags), shared with test_cuda_build.sh in its
+# folder: one library compile for both variants. The two tests may run at once: one builds while the other waits.
+OB=${CUDA_BUILD_DIR:-build-cuda}
+mkdir -p "$OB"
+if command -v flock >/dev/null 2>&1; then exec 9>"$OB/.lock"; flock 9; fi
+out=$(make CUDA=emu BUILD="$B" OBJ="$OB" -j2 2>&1) || { echo "$out" | tail -20; echo "FAIL: make CUDA=emu"; exit 1; }
+exec 9>&-
 A=$B/aerollm
 S=../shared/data/models/stories260K.gguf
 TM=models/aero-teacher-34M-Q8_0.gguf
