@@ -230,7 +230,7 @@ done
 AERO_CUDA_PROFILE=1 timeout 40 "$AERO" bench -m "$TM" -p 128 -n 256 -c 512 --device cuda --draft-head "$HD" \
     --draft-fixed --draft-max 8 > "$LOG/prof_head.txt" 2>&1
 echo "  draft head profile (chain of 8):"
-grep -A2 -E "cuda draft head profile" "$LOG/prof_head.txt" | sed 's/^/    /'
+grep -A3 -E "cuda draft head profile" "$LOG/prof_head.txt" | sed 's/^/    /'
 # MoE: attention on the device, experts on the host; VRAM slots + expert cache == all resident, bitwise
 MQ=/tmp/aero-qwen2moe-tiny.gguf
 "$AERO" synth --preset qwen2moe-tiny --type Q8_0 --quiet -o "$MQ" > /dev/null 2>&1
@@ -264,7 +264,7 @@ check "teacher AERO_CUDA_GRAPHS=0 speculative == plain greedy (cuda)" $? ""
 AERO_CUDA_GRAPHS=0 timeout 30 "$AERO" bench -m "$TM" -p 128 -n 128 --device cuda > "$LOG/bench_teacher_graph.txt" 2>&1
 echo "  teacher bench cuda, AERO_CUDA_GRAPHS=0: $(grep -E 'tok/s|t/s' "$LOG/bench_teacher_graph.txt" | tail -3 | tr '\n' ' ')"
 AERO_CUDA_PROFILE=1 timeout 30 "$AERO" bench -m "$TM" -p 128 -n 128 --device cuda > "$LOG/prof_teacher.txt" 2>&1
-echo "  teacher AERO_CUDA_PROFILE=1:"; grep -A2 "^cuda profile" "$LOG/prof_teacher.txt" | sed 's/^/    /'
+echo "  teacher AERO_CUDA_PROFILE=1:"; grep -A3 "^cuda profile" "$LOG/prof_teacher.txt" | sed 's/^/    /'
 
 echo "== bench_cuda (floors) $(el)"
 timeout 45 "$BIN/bench_cuda" --quick > "$LOG/bench_cuda.log" 2>&1
@@ -303,7 +303,7 @@ if [ "${1:-}" != "--quick" ]; then
     cmp -s "$LOG/gen8b_vec0.txt" "$LOG/gen8b_vec1.txt" && [ -s "$LOG/gen8b_vec0.txt" ]
     check "8B greedy AERO_CUDA_VEC=1 == decode tile" $? ""
     AERO_CUDA_PROFILE=1 timeout 40 "$AERO" bench -m "$M8" -p 64 -n 32 --device cuda > "$LOG/prof8b.txt" 2>&1
-    echo "  8B resident AERO_CUDA_PROFILE=1:"; grep -A2 "^cuda profile" "$LOG/prof8b.txt" | sed 's/^/    /'
+    echo "  8B resident AERO_CUDA_PROFILE=1:"; grep -A3 "^cuda profile" "$LOG/prof8b.txt" | sed 's/^/    /'
     AERO_CUDA_GRAPHS=0 timeout 40 "$AERO" bench -m "$M8" -p 64 -n 64 --device cuda > "$LOG/bench8b_graph.txt" 2>&1
     echo "  8B resident AERO_CUDA_GRAPHS=0 (plain launches; rc $?): $(tail -6 "$LOG/bench8b_graph.txt")"
     echo "$(el)"

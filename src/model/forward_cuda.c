@@ -27,8 +27,6 @@ typedef struct {
     bool host_ffn;  // an MoE layer: attention here, the FFN on the host (aero_ctx_moe_ffn_host)
 } gpu_unit;
 
-
-
 typedef struct aero_gpu {
     aero_cuda *cu;
     aero_cuda_batch *batch;
@@ -58,7 +56,7 @@ typedef struct aero_gpu {
     void *embd_raw;
     void **reg; // host buffers this context page-locked
     int n_reg;
-    bool counted; // in the model's n_gpu_ctx
+    bool counted;     // in the model's n_gpu_ctx
     int head_users;   // draft heads holding VRAM above head_mark (aero_gpu_head_enter)
     size_t head_mark; // the arena's mark when the first of them entered
     char desc[320];
@@ -248,8 +246,7 @@ static aero_status plan(aero_ctx *c, aero_gpu *g, uint64_t gpu_mem, uint64_t *bu
         gpu_mem = want < avail ? want : avail;
         uint64_t embd = embd_vram_bytes(m);
         // every unit resident: room for the embedding too (beside a head's layer the plan counted it already)
-        if (embd && !head_embd_bytes(c) && want + embd + EMBD_RESERVE <= avail)
-            gpu_mem = want + embd + EMBD_RESERVE;
+        if (embd && !head_embd_bytes(c) && want + embd + EMBD_RESERVE <= avail) gpu_mem = want + embd + EMBD_RESERVE;
         if (gpu_mem < p.min_need) {
             st = aero_fail(err, AERO_ERR_NOMEM,
                            "--device cuda: %s has %llu MiB free; this model and context need at "
@@ -470,19 +467,21 @@ static aero_status prep(aero_gpu *g, const float *x, int n, int cols, aero_cuda_
         *a = (aero_cuda_act){.x = x, .n = n, .cols = cols};
         return AERO_OK;
     }
-    prof_op(&g->prof, OP_ELEM);
+    prof_op(&g->prof, OP_PREP);
     return aero_cuda_act_prepare(g->cu, x, n, cols, a, err);
 }
 
-static aero_status matmul(aero_gpu *g, const aero_cuda_wmat *w, const aero_cuda_act *a, float *y, aero_error *err) {
-    prof_op(&g->prof, OP_MATMUL);
+// cls: the matrix's role for AERO_CUDA_PROFILE (OP_MM_*, OP_MATMUL for the others).
+static aero_status matmul(aero_gpu *g, int cls, const aero_cuda_wmat *w, const aero_cuda_act *a, float *y,
+                          aero_error *err) {
+    prof_op(&g->prof, cls);
     return aero_cuda_matmul_act(g->cu, w, a, y, err);
 }
 
 // Several matrices of one input (q/k/v, gate/up): one launch for all when the backend can (same bits as apart).
-static aero_status matmul_many(aero_gpu *g, const aero_cuda_wmat *const w[], float *const y[], int count,
+static aero_status matmul_many(aero_gpu *g, int cls, const aero_cuda_wmat *const w[], float *const y[], int count,
                                const aero_cuda_act *a, aero_error *err) {
-    prof_op(&g->prof, OP_MATMUL);
+    prof_op(&g->prof, cls);
     return aero_cuda_matmul_many(g->cu, w, y, count, a, err);
 }
 
@@ -496,7 +495,7 @@ static aero_status flush_add(aero_gpu *g, int n, int d, aero_error *err) {
 
 // xb = rmsnorm(x) with the pending residual add folded in (x += xb first) and the matmul input prepared.
 static aero_status norm_in(aero_gpu *g, const float *w, int n, int d, float eps, aero_cuda_act *a, aero_error *err) {
-    prof_op(&g->prof, OP_ELEM);
+    prof_op(&g->prof, OP_NORM);
     const float *add = g->pending_add ? g->xb : NULL;
     g->pending_add = false;
     return aero_cuda_rmsnorm_act(g->cu, g->xb, g->x, add, w, n, d, eps, a, err);
@@ -560,7 +559,7 @@ static aero_status attn_inputs(aero_ctx *c, aero_gpu *g, int l, int n, aero_erro
     aero_cuda *cu = g->cu;
     int hd = hp->head_dim, qd = hp->n_head * hd, kvd = c->kv_dim;
     bool norms = w->q_norm >= 0 || w->k_norm >= 0, bias = w->bq >= 0;
-    prof_op(&g->prof, OP_ELEM);
+    prof_op(&g->prof, OP_ROPE);
     if (norms) {
         if (bias && (aero_cuda_add_bias(cu, g->q, g->tdev[w->bq], n, qd, err) ||
                      aero_cuda_add_bias(cu, g->k, g->tdev[w->bk], n, kvd, err) ||
@@ -602,22 +601,24 @@ static aero_status layer(aero_ctx *c, aero_gpu *g, int l, int slot, int n, aero_
     aero_cuda_act a;
     const aero_cuda_wmat *qkv[3] = {&wq, &wk, &wv};
     float *const qkv_out[3] = {g->q, g->k, g->v};
-    if (norm_in(g, g->tdev[w->attn_norm], n, d, hp->norm_eps, &a, err) || matmul_many(g, qkv, qkv_out, 3, &a, err) ||
-        attn_inputs(c, g, l, n, err))
+    if (norm_in(g, g->tdev[w->attn_norm], n, d, hp->norm_eps, &a, err) ||
+        matmul_many(g, OP_MM_QKV, qkv, qkv_out, 3, &a, err) || attn_inputs(c, g, l, n, err))
         return err->code;
     prof_op(&g->prof, OP_ATTN);
     if (aero_cuda_attention(g->batch, g->q, g->kc[l], g->vc[l], hp->n_head, hp->n_head_kv, hp->head_dim, g->att, err) ||
-        prep(g, g->att, n, qd, &a, err) || matmul(g, &wo, &a, g->xb, err))
+        prep(g, g->att, n, qd, &a, err) || matmul(g, OP_MM_O, &wo, &a, g->xb, err))
         return err->code;
     g->pending_add = true;
     if (w->moe) return flush_add(g, n, d, err) || moe_on_host(c, g, l, n, err) ? err->code : AERO_OK;
     aero_cuda_wmat wg = mat(c, g, w->w_gate, slot), wu = mat(c, g, w->w_up, slot), wd = mat(c, g, w->w_down, slot);
     const aero_cuda_wmat *gu[2] = {&wg, &wu};
     float *const gu_out[2] = {g->hb, g->hb2};
-    if (norm_in(g, g->tdev[w->ffn_norm], n, d, hp->norm_eps, &a, err) || matmul_many(g, gu, gu_out, 2, &a, err))
+    if (norm_in(g, g->tdev[w->ffn_norm], n, d, hp->norm_eps, &a, err) ||
+        matmul_many(g, OP_MM_GU, gu, gu_out, 2, &a, err))
         return err->code;
-    prof_op(&g->prof, OP_ELEM);
-    if (aero_cuda_swiglu_act(g->cu, g->hb, g->hb, g->hb2, n, hp->n_ff, &a, err) || matmul(g, &wd, &a, g->xb, err))
+    prof_op(&g->prof, OP_ACT);
+    if (aero_cuda_swiglu_act(g->cu, g->hb, g->hb, g->hb2, n, hp->n_ff, &a, err) ||
+        matmul(g, OP_MM_DOWN, &wd, &a, g->xb, err))
         return err->code;
     g->pending_add = true;
     return AERO_OK;
@@ -657,7 +658,8 @@ static aero_status head(aero_ctx *c, aero_gpu *g, int slot, int n, const uint8_t
         return err->code;
     for (int r = 0; r < nw; r += HEAD_ROWS) {
         int k = nw - r < HEAD_ROWS ? nw - r : HEAD_ROWS;
-        if ((nw > HEAD_ROWS && prep(g, g->lin + (size_t)r * d, k, d, &a, err)) || matmul(g, &wo, &a, g->logits, err))
+        if ((nw > HEAD_ROWS && prep(g, g->lin + (size_t)r * d, k, d, &a, err)) ||
+            matmul(g, OP_MATMUL, &wo, &a, g->logits, err))
             return err->code;
         if (!to_host) break; // a graph capture: one block of rows, copied out after the replay
         prof_op(&g->prof, OP_COPY);
@@ -837,7 +839,8 @@ void aero_gpu_kv_keep(aero_ctx *c, int seq, int base, const int *keep, int n_kee
 aero_status aero_gpu_keep_hidden(aero_ctx *c, int first, int n, aero_error *err) {
     aero_gpu *g = c->gpu;
     size_t d = (size_t)c->m->hp.n_embd;
-    if (first + n > c->cap) return aero_fail(err, AERO_ERR_RANGE, "hidden states: %d rows exceed %d", first + n, c->cap);
+    if (first + n > c->cap)
+        return aero_fail(err, AERO_ERR_RANGE, "hidden states: %d rows exceed %d", first + n, c->cap);
     return aero_cuda_copy_d2h(g->cu, c->x + (size_t)first * d, g->x, sizeof(float) * n * d, err);
 }
 
@@ -911,7 +914,7 @@ aero_status aero_gpu_project_dev(aero_ctx *c, const float *x, int n, float *logi
         int k = n - r < HEAD_ROWS ? n - r : HEAD_ROWS;
         aero_cuda_act a;
         if (!(st = prep(g, x + (size_t)r * d, k, d, &a, err)))
-            st = matmul(g, &wo, &a, logits + (size_t)r * c->m->hp.n_vocab, err);
+            st = matmul(g, OP_MATMUL, &wo, &a, logits + (size_t)r * c->m->hp.n_vocab, err);
     }
     return out_head_leave(c, g, slot, st, err);
 }

@@ -11,7 +11,24 @@
 // from one mark to the next belongs to the class of the first; a GPU waiting for the host to queue work counts
 // in the class before the gap, so compare GPU total with host "layers").
 enum { PH_EMBED, PH_BATCH, PH_LAYERS, PH_HEAD, PH_SYNC, PH_N };
-enum { OP_MATMUL, OP_ATTN, OP_ELEM, OP_COPY, OP_WAIT, OP_N };
+// GPU op classes, reported by group (matmul, attention, norm/rope/act, copies, slot waits) and in detail: the
+// forward pass marks each matrix and element-wise op by its role; OP_MATMUL and OP_ELEM are the other ones.
+enum {
+    OP_MM_QKV,
+    OP_MM_O,
+    OP_MM_GU,
+    OP_MM_DOWN,
+    OP_MATMUL, // matmul group
+    OP_ATTN,   // attention group
+    OP_NORM,
+    OP_ROPE,
+    OP_PREP,
+    OP_ACT,
+    OP_ELEM, // norm/rope/act group
+    OP_COPY,
+    OP_WAIT,
+    OP_N
+};
 #define PROF_MAX_MARKS 8192
 
 typedef struct {

@@ -54,7 +54,9 @@ same s_gpu s_plain "graphs on (capture refused, plain launches) vs AERO_CUDA_GRA
 AERO_CUDA_PROFILE=1 "$A" run -m "$S" -p "$P" -n 48 --temp 0 -c 256 --device cuda > "$T/s_prof" 2> "$T/s_prof.err"
 same s_gpu s_prof "AERO_CUDA_PROFILE=1 changes the text"
 grep -q "cuda profile (context end, 1-token passes: 47" "$T/s_prof.err" && grep -qE "^  host [0-9.]+ ms/pass = embed" "$T/s_prof.err" &&
-    grep -qE "^  GPU  [0-9.]+ ms/pass = matmul" "$T/s_prof.err" || fail "AERO_CUDA_PROFILE=1 report: $(grep -A2 'cuda profile' "$T/s_prof.err")"
+    grep -qE "^  GPU  [0-9.]+ ms/pass = matmul" "$T/s_prof.err" &&
+    grep -qE "^  detail: matmul: q/k/v [0-9.]+ o [0-9.]+ gate/up [0-9.]+ down [0-9.]+ other [0-9.]+ \| norm/rope/act: norm [0-9.]+ rope/kv [0-9.]+ prep [0-9.]+ act" "$T/s_prof.err" ||
+    fail "AERO_CUDA_PROFILE=1 report: $(grep -A3 'cuda profile' "$T/s_prof.err")"
 LP="Once upon a time, there was a little girl named Lily. She loved to play outside in the park. One day"
 "$A" run -m "$S" -p "$LP" -n 24 --temp 0 -c 256 -b 7 --device cuda > "$T/l_gpu" 2>/dev/null
 "$A" run -m "$S" -p "$LP" -n 24 --temp 0 -c 256 --device cpu > "$T/l_cpu" 2>/dev/null
