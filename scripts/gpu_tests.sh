@@ -311,5 +311,20 @@ if [ "${1:-}" != "--quick" ]; then
     echo "  8B --gpu-mem 2G (rc $?): $(cat "$LOG/bench8b_2g.txt" | tail -6)"
     echo "$(el)"
 fi
+# a profiler's view of the decode matvec, where one is installed (nsys was not; ncu was never looked for): the
+# decode tile and k_q8v on bench_cuda's Q4_K matvec (mangled names: type 12 = Q4_K), speed of light, memory
+# workload, warp stall reasons
+NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+echo "== profiler: ncu ${NCU:-none}; tools: $(ls /usr/local/cuda/bin 2>/dev/null | tr '\n' ' ' | cut -c1-300)"
+if [ -n "$NCU" ]; then
+    for v in 0 1; do
+        AERO_CUDA_VEC=$v timeout 150 "$NCU" --kernel-name-base mangled --launch-skip 3 --launch-count 1 \
+            --kernel-name "regex:^(_Z4k_q8ILi12ELi1ELi1E|_Z5k_q8vILi12E)" \
+            --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats --section Occupancy \
+            "$BIN/bench_cuda" --quick > "$LOG/ncu_vec$v.txt" 2>&1
+        echo "  ncu AERO_CUDA_VEC=$v (rc $?):"
+        grep -E "k_q8|Throughput|Duration|L1/TEX Hit|Stall|Occupancy|Warp Cycles|Issued" "$LOG/ncu_vec$v.txt" | head -40 | sed 's/^/    /'
+    done
+fi
 echo "== gpu_tests: exit $status $(el)"
 exit $status
