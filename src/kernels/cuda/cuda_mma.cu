@@ -19,6 +19,7 @@
 // f16 copy cannot overflow) and the outputs scaled back: exact, and a function of the token's own values.
 #include <cuda_fp16.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -244,8 +245,26 @@ bool aero_q8_launch_many(const aero_cuda_wmat *const w[], float *const y[], int 
     return true;
 }
 
+// AERO_CUDA_TILE=MxN (1x2, 2x1, 2x4 or 2x8), read once: that tile for every batch of more than 8 tokens, to
+// compare the batched shapes on one binary (every shape gives the same bits); unset or other values: none.
+static bool forced_tile(int *mt, int *nt) {
+    static int fm = -1, fn = 0;
+    if (fm < 0) {
+        const char *e = getenv("AERO_CUDA_TILE");
+        int m = 0, k = 0;
+        fm = 0;
+        if (e && sscanf(e, "%dx%d", &m, &k) == 2 &&
+            ((m == 1 && k == 2) || (m == 2 && k == 1) || (m == 2 && k == 4) || (m == 2 && k == 8)))
+            fm = m, fn = k;
+    }
+    if (!fm) return false;
+    *mt = fm, *nt = fn;
+    return true;
+}
+
 // Few tokens: small tiles, the most blocks; many: each decoded weight reused by 64 tokens.
 void aero_mma_tiles_for(int n, int *mt, int *nt) {
+    if (n > 8 && forced_tile(mt, nt)) return;
     if (n <= 8) *mt = 1, *nt = 1; // decode and short verifications: the most blocks
     else if (n <= 16) *mt = 1, *nt = 2;
     else if (n <= 32) *mt = 2, *nt = 4;
