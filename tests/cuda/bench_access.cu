@@ -13,6 +13,7 @@
 //   quad8       one row per warp, quad q (4 lanes) the q-th eighth of the row, 8 B per lane per 32-byte unit
 //   lane16      one (row, eighth) per lane: 32 rows x one eighth per warp, 2 x 16 B per lane per 32-byte unit
 //   rowspan     one row per warp, 16 B per lane contiguous: 512 B of one row per warp load
+//   cp.async    k_q8v's movement: 32 rows x one 144-byte group per warp step into shared memory, double-buffered
 #include <cuda_runtime.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -139,6 +140,42 @@ __global__ void k_rowspan(const uint8_t *W, size_t rb, int rows, unsigned *out) 
     if (a == 0x12345678u) out[0] = a;
 }
 
+// k_q8v's data movement alone: block = 32 rows, 8 warps, warp w an eighth of each row's 144-byte groups; per step
+// the warp copies one group of each of its 32 rows into shared memory by cp.async (16 consecutive bytes per lane),
+// double-buffered, then each lane folds its row's group (9 x 16 B) from shared memory.
+__global__ void __launch_bounds__(256) k_cpasync(const uint8_t *W, size_t rb, int rows, unsigned *out) {
+    extern __shared__ uint4 sm[];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, r0 = blockIdx.x * 32;
+    const int ng = (int)(rb / 144), per = (ng + 7) / 8, g0 = min(warp * per, ng), g1 = min(g0 + per, ng);
+    uint8_t *buf = (uint8_t *)sm + (size_t)warp * 2 * 32 * 144;
+    auto issue = [&](int i) {
+        uint8_t *dst = buf + (size_t)(i & 1) * 32 * 144;
+        for (int k = 0; k < 9; k++) {
+            const int p = lane + 32 * k, row = p / 9, part = p - row * 9;
+            const uint8_t *src = W + (size_t)min(r0 + row, rows - 1) * rb + 144 * (size_t)(g0 + i) + 16 * part;
+            asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"((unsigned)__cvta_generic_to_shared(dst + 16 * p)),
+                         "l"(src));
+        }
+        asm volatile("cp.async.commit_group;\n" ::);
+    };
+    unsigned a = 0;
+    const int nb = g1 - g0;
+    if (nb > 0) issue(0);
+    for (int i = 0; i < nb; i++) {
+        if (i + 1 < nb) {
+            issue(i + 1);
+            asm volatile("cp.async.wait_group 1;\n" ::);
+        } else {
+            asm volatile("cp.async.wait_group 0;\n" ::);
+        }
+        __syncwarp();
+        const uint4 *g = (const uint4 *)(buf + (size_t)(i & 1) * 32 * 144 + (size_t)lane * 144);
+        for (int k = 0; k < 9; k++) a ^= g[k].x ^ g[k].w;
+        __syncwarp();
+    }
+    if (a == 0x12345678u) out[0] = a;
+}
+
 typedef void (*Launch)(const uint8_t *, size_t, int, unsigned *);
 
 // Best of a few timed passes, each over the next copy (copies together exceed L2), in GB/s.
@@ -212,6 +249,10 @@ int main(int argc, char **argv) {
     time_pattern("lane16 d1", L_LANE(1), buf, copies, bytes, rb, rows, out);
     time_pattern("lane16 d2", L_LANE(2), buf, copies, bytes, rb, rows, out);
     time_pattern("lane16 d4", L_LANE(4), buf, copies, bytes, rb, rows, out);
+    CK(cudaFuncSetAttribute(k_cpasync, cudaFuncAttributeMaxDynamicSharedMemorySize, 8 * 2 * 32 * 144));
+    time_pattern("cp.async 32x144", [](const uint8_t *w, size_t rb, int rows, unsigned *o) {
+        k_cpasync<<<(rows + 31) / 32, 256, 8 * 2 * 32 * 144>>>(w, rb, rows, o);
+    }, buf, copies, bytes, rb, rows, out);
     time_pattern("rowspan d1 w4", L_SPAN(1, 4), buf, copies, bytes, rb, rows, out);
     time_pattern("rowspan d2 w4", L_SPAN(2, 4), buf, copies, bytes, rb, rows, out);
     time_pattern("rowspan d4 w8", L_SPAN(4, 8), buf, copies, bytes, rb, rows, out);
