@@ -307,6 +307,18 @@ if [ "${1:-}" != "--quick" ]; then
     for v in 0 1; do
         AERO_CUDA_VEC=$v timeout 40 "$AERO" run -m "$M8" -p "$P" -n 24 --temp 0 -c 256 --device cuda > "$LOG/gen8b_vec$v.txt" 2> /dev/null
     done
+    # llama.cpp's Q4_K_M mix (Q6_K head, attn_v and ffn_down in some layers), 8 of the 32 layers
+    MM=/tmp/aero-llama8b8-q4km.gguf
+    timeout 100 "$AERO" synth --preset llama-8b --layers 8 --type Q4_K_M -t 8 --quiet -o "$MM" > /dev/null 2>&1
+    for v in 1 0 1 0; do
+        AERO_CUDA_VEC=$v timeout 40 "$AERO" bench -m "$MM" -p 64 -n 64 --device cuda > "$LOG/bench8bmix_vec$v.txt" 2>&1
+        echo "  8B Q4_K_M (8 layers) AERO_CUDA_VEC=$v (rc $?): $(grep -E 'decode' "$LOG/bench8bmix_vec$v.txt" | tail -1)"
+    done
+    for v in 0 1; do
+        AERO_CUDA_VEC=$v timeout 40 "$AERO" run -m "$MM" -p "$P" -n 24 --temp 0 -c 256 --device cuda > "$LOG/gen8bmix_vec$v.txt" 2> /dev/null
+    done
+    cmp -s "$LOG/gen8bmix_vec0.txt" "$LOG/gen8bmix_vec1.txt" && [ -s "$LOG/gen8bmix_vec0.txt" ]
+    check "8B Q4_K_M greedy AERO_CUDA_VEC=1 == decode tile" $? ""
     cmp -s "$LOG/gen8b_vec0.txt" "$LOG/gen8b_vec1.txt" && [ -s "$LOG/gen8b_vec0.txt" ]
     check "8B greedy AERO_CUDA_VEC=1 == decode tile" $? ""
     AERO_CUDA_PROFILE=1 timeout 40 "$AERO" bench -m "$M8" -p 64 -n 32 --device cuda > "$LOG/prof8b.txt" 2>&1

@@ -385,6 +385,11 @@ int main(void) {
     test_q8v<AERO_DT_Q8_0>(33, 2816); // 88 blocks: runs of 11 start and end inside groups of 8
     test_q8v<AERO_DT_Q4_0>(40, 2816);
     test_q8v<AERO_DT_Q4_0>(32, 4096);
+    // Q6_K (rows of a multiple of 2048 columns, so 16-byte aligned): super-block s starts 2 s % 16 bytes into
+    // its window, every even offset; runs of 1, 3 and 2 super-blocks per warp
+    test_q8v<AERO_DT_Q6_K>(40, 2048);
+    test_q8v<AERO_DT_Q6_K>(33, 6144);
+    test_q8v<AERO_DT_Q6_K>(20, 4096);
     printf("PASS: %d checks passed, %d failed\n", n_pass, n_fail);
     return n_fail ? 1 : 0;
 }

@@ -132,8 +132,9 @@ bool aero_mma_launch(const aero_cuda_wmat *w, const void *xh, const float *xs, i
 
 // Whether one token takes the matrix-vector kernel k_q8v (its types) instead of the decode tile: read once. Opt-in
 // with AERO_CUDA_VEC=1 until a GPU run has measured it (it is bitwise the tile under the SIMT emulation).
-// Its groups must tile the rows (Q8_0, Q4_0: a multiple of 256 columns) and start 16-byte aligned, and the
-// device must grant its shared memory (Q8_0's 139 KB exceeds what GPUs before the A100 / H100 class allow).
+// Its groups must tile the rows (Q8_0, Q4_0: a multiple of 256 columns) and the rows start 16-byte aligned (Q6_K:
+// a multiple of 2048 columns), and the device must grant its shared memory (Q8_0's 139 KB and Q6_K's 123 KB
+// exceed what GPUs before the A100 / H100 class allow).
 static bool q8v_wanted(const aero_cuda_wmat *w, int n) {
     static int on = -1, smem_max = 0;
     if (on < 0) {
@@ -146,7 +147,7 @@ static bool q8v_wanted(const aero_cuda_wmat *w, int n) {
     }
     const int gb = q8v_block_bytes(w->type);
     return on && n == 1 && gb > 0 && q8v_smem_bytes(w->type) + 1024 <= smem_max && w->row_bytes % gb == 0 &&
-           ((uintptr_t)w->data & 15) == 0;
+           w->row_bytes % 16 == 0 && ((uintptr_t)w->data & 15) == 0;
 }
 
 // Lets kernel k use q8v_smem_bytes(TY) of dynamic shared memory (above the 48 KB default), once per kernel.

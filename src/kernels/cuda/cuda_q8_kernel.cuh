@@ -467,13 +467,25 @@ static inline uint32_t __funnelshift_r(uint32_t lo, uint32_t hi, int sh) {
 }
 #endif
 
-// The group bytes of the types this kernel takes (0: not taken): a Q4_K/Q5_K super-block, 8 Q8_0 or Q4_0 blocks.
+// The group bytes of the types this kernel takes (0: not taken): a Q4_K/Q5_K/Q6_K super-block, 8 Q8_0 or Q4_0
+// blocks. Every group but Q6_K's (210 bytes) is a multiple of 16 bytes.
 __host__ __device__ constexpr int q8v_block_bytes(int ty) {
-    return ty == AERO_DT_Q4_K ? 144 : ty == AERO_DT_Q5_K ? 176 : ty == AERO_DT_Q8_0 ? 8 * 34 : ty == AERO_DT_Q4_0 ? 8 * 18 : 0;
+    return ty == AERO_DT_Q4_K ? 144
+           : ty == AERO_DT_Q5_K ? 176
+           : ty == AERO_DT_Q6_K ? 210
+           : ty == AERO_DT_Q8_0 ? 8 * 34
+           : ty == AERO_DT_Q4_0 ? 8 * 18
+                                : 0;
 }
-// Dynamic shared memory of a block: MMA_WARPS warps x 2 buffers x 32 rows x one group, and 16 bytes that the
-// last block's word reads may reach past it (Q8_0, Q4_0).
-__host__ __device__ constexpr int q8v_smem_bytes(int ty) { return MMA_WARPS * 2 * Q8V_ROWS * q8v_block_bytes(ty) + 16; }
+// The bytes copied per row and step: the group, or for Q6_K the 16-byte aligned window around it (with rows
+// 16-byte aligned, a super-block starts 0..14 bytes into a 224-byte window that ends inside the row).
+__host__ __device__ constexpr int q8v_window(int ty) { return ty == AERO_DT_Q6_K ? 224 : q8v_block_bytes(ty); }
+// A row's bytes in shared memory: the window, rounded to an odd number of 16-byte bank groups so that the lanes'
+// 16-byte reads do not conflict (144, 176, 272 already are; Q6_K's 224 becomes 240).
+__host__ __device__ constexpr int q8v_stride(int ty) { return q8v_window(ty) / 16 % 2 ? q8v_window(ty) : q8v_window(ty) + 16; }
+// Dynamic shared memory of a block: MMA_WARPS warps x 2 buffers x 32 rows, and 16 bytes that the last row's word
+// reads may reach past it (Q8_0, Q4_0).
+__host__ __device__ constexpr int q8v_smem_bytes(int ty) { return MMA_WARPS * 2 * Q8V_ROWS * q8v_stride(ty) + 16; }
 
 // A group's layout per type: GB bytes (a multiple of 16), UPG units of U chunks; Q8V<TY>::unit adds unit p of
 // the group at g (a row's copy in shared memory) to acc, as the decode tile's chunk8 does for that row.
@@ -569,25 +581,61 @@ template <> struct Q8V<AERO_DT_Q4_0> {
 };
 
 
+// 32 bytes from a 2-byte aligned place in shared memory, as 8 words.
+__device__ __forceinline__ void q8v_bytes32(const uint8_t *p, uint32_t out[8]) {
+    uint32_t w[9];
+    const int sh = q8v_words<9>(p, w);
+#pragma unroll
+    for (int j = 0; j < 8; j++) out[j] = sh ? __funnelshift_r(w[j], w[j + 1], 16) : w[j];
+}
+
+template <> struct Q8V<AERO_DT_Q6_K> {
+    static constexpr int GB = q8v_block_bytes(AERO_DT_Q6_K), UPG = 8, U = 1; // ql[128] qh[64] scales[16] d
+    // chunk p: 4-bit parts at ql[64 hh + 32 (p & 1)..] (high nibbles for p % 4 >= 2), 2-bit parts at qh[32 hh..]
+    // (shift 2 (p % 4)), codes minus 32; two int8 scales, one per 16 elements; f = fmaf(sc0, s0, sc1 * s1)
+    __device__ static void unit(const uint8_t *g, int p, int u, const int8_t *XQ, const float2 *XD, float &acc) {
+        const int hh = p >> 2, k = p & 3;
+        uint32_t lo[8], hi[8], code[8];
+        q8v_bytes32(g + 64 * hh + 32 * (k & 1), lo);
+        q8v_bytes32(g + 128 + 32 * hh, hi);
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+            code[j] = s8_less32(((lo[j] >> (4 * (k >> 1))) & 0x0F0F0F0Fu) | (((hi[j] >> (2 * k)) & 0x03030303u) << 4));
+        const uint4 a0 = __ldg((const uint4 *)(XQ + 32 * (size_t)u)), a1 = __ldg((const uint4 *)(XQ + 32 * (size_t)u + 16));
+        const int s0 = __dp4a((int)code[3], (int)a0.w,
+                              __dp4a((int)code[2], (int)a0.z, __dp4a((int)code[1], (int)a0.y, __dp4a((int)code[0], (int)a0.x, 0))));
+        const int s1 = __dp4a((int)code[7], (int)a1.w,
+                              __dp4a((int)code[6], (int)a1.z, __dp4a((int)code[5], (int)a1.y, __dp4a((int)code[4], (int)a1.x, 0))));
+        const unsigned short s2 = *(const unsigned short *)(g + 192 + 8 * hh + 2 * k);
+        const float sc0 = __int_as_float(0x4B000000 | ((s2 & 0xff) ^ 0x80)) - 8388736.0f;
+        const float sc1 = __int_as_float(0x4B000000 | ((s2 >> 8) ^ 0x80)) - 8388736.0f;
+        const float d = __half2float(__ushort_as_half(*(const unsigned short *)(g + 208)));
+        const float q = fmaf(sc0, (float)s0, sc1 * (float)s1);
+        acc = fmaf(d * __ldg(XD + u).x, q, acc);
+    }
+};
+
 // Row r's output over the units [u0, u1) of lane r (this warp's run), as the decode tile's warp accumulates it
 // (Q8V<TY>::unit in unit order). buf: this warp's two buffers of 32 groups (row r's at r * GB).
 template <int TY>
 __device__ __forceinline__ float q8v_run(const uint8_t *W, size_t row_bytes, int rows, int r0, int u0, int u1,
                                          const int8_t *__restrict__ XQ, const float2 *__restrict__ XD, uint8_t *buf) {
     typedef Q8V<TY> V;
-    constexpr int PIECES = V::GB / 16; // 16-byte pieces of a group
+    constexpr int PIECES = q8v_window(TY) / 16, STRIDE = q8v_stride(TY); // 16-byte pieces of a row's window
     const int lane = threadIdx.x & 31;
     float acc = 0.0f;
     if (u0 >= u1) return acc;
     const int b0 = u0 / V::UPG, nb = (u1 - 1) / V::UPG - b0 + 1; // the groups the run touches
-    // step i: group b0 + i of the 32 rows into buffer i % 2; piece p is row p / PIECES, bytes 16 (p % PIECES)
+    // step i: the window of group b0 + i (from its byte offset rounded down to 16) of the 32 rows into buffer
+    // i % 2; piece p is row p / PIECES, bytes 16 (p % PIECES)
     auto issue = [&](int i) {
-        uint8_t *dst = buf + (size_t)(i & 1) * Q8V_ROWS * V::GB;
-        const size_t off = (size_t)V::GB * (b0 + i);
+        uint8_t *dst = buf + (size_t)(i & 1) * Q8V_ROWS * STRIDE;
+        const size_t off = ((size_t)V::GB * (b0 + i)) & ~(size_t)15;
 #pragma unroll
         for (int k = 0; k < PIECES; k++) {
             const int p = lane + 32 * k, row = p / PIECES, part = p - row * PIECES;
-            cp_async16(dst + 16 * p, W + (size_t)min(r0 + row, rows - 1) * row_bytes + off + 16 * part);
+            cp_async16(dst + (size_t)row * STRIDE + 16 * part,
+                       W + (size_t)min(r0 + row, rows - 1) * row_bytes + off + 16 * part);
         }
         cp_async_commit();
     };
@@ -600,7 +648,7 @@ __device__ __forceinline__ float q8v_run(const uint8_t *W, size_t row_bytes, int
             cp_async_wait<0>();
         }
         __syncwarp(); // every lane's copies of step i are in
-        const uint8_t *g = buf + (size_t)(i & 1) * Q8V_ROWS * V::GB + (size_t)lane * V::GB;
+        const uint8_t *g = buf + (size_t)(i & 1) * Q8V_ROWS * STRIDE + (size_t)lane * STRIDE + ((V::GB * (b0 + i)) & 15);
         const int ub = V::UPG * (b0 + i), ua = max(u0, ub), uz = min(u1, ub + V::UPG);
         for (int u = ua; u < uz; u++) V::unit(g, u - ub, u, XQ, XD, acc);
         __syncwarp(); // every lane is done with buffer i % 2 before step i + 2 refills it
@@ -617,13 +665,13 @@ __device__ __forceinline__ void q8v_rows(const uint8_t *__restrict__ W, size_t r
 #ifndef AERO_CUDA_HOST_EMU
     extern __shared__ uint4 q8v_smem[];
 #else
-    __shared__ uint4 q8v_smem[q8v_smem_bytes(AERO_DT_Q8_0) / 16];
+    __shared__ uint4 q8v_smem[q8v_smem_bytes(AERO_DT_Q8_0) / 16]; // the largest
 #endif
     __shared__ float part[MMA_WARPS][32];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, r0 = bx * Q8V_ROWS;
     const int nunits = (cols >> 5) / Q8V<TY>::U, per = (nunits + MMA_WARPS - 1) / MMA_WARPS;
     const int u0 = min(warp * per, nunits), u1 = min(u0 + per, nunits);
-    uint8_t *buf = (uint8_t *)q8v_smem + (size_t)warp * 2 * Q8V_ROWS * q8v_block_bytes(TY);
+    uint8_t *buf = (uint8_t *)q8v_smem + (size_t)warp * 2 * Q8V_ROWS * q8v_stride(TY);
     part[warp][lane] = q8v_run<TY>(W, row_bytes, rows, r0, u0, u1, XQ, XD, buf);
     __syncthreads();
     if (warp) return;
