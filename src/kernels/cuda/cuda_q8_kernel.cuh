@@ -414,12 +414,10 @@ struct Q8One {
     int bx;
 };
 __device__ __forceinline__ Q8One q8_many_pick(const Q8Many &m, int x) {
-    const int i = x < m.first[1] ? 0 : x < m.first[2] ? 1 : 2;
-    // selects, not a dynamic index into the parameter struct (which would copy it to local memory)
-    return Q8One{i == 0 ? m.W[0] : i == 1 ? m.W[1] : m.W[2],
-                 i == 0 ? m.row_bytes[0] : i == 1 ? m.row_bytes[1] : m.row_bytes[2],
-                 i == 0 ? m.rows[0] : i == 1 ? m.rows[1] : m.rows[2], i == 0 ? m.Y[0] : i == 1 ? m.Y[1] : m.Y[2],
-                 x - (i == 0 ? 0 : i == 1 ? m.first[1] : m.first[2])};
+    // constant indices, not a dynamic one into the parameter struct (which would copy it to local memory)
+    if (x < m.first[1]) return Q8One{m.W[0], m.row_bytes[0], m.rows[0], m.Y[0], x};
+    if (x < m.first[2]) return Q8One{m.W[1], m.row_bytes[1], m.rows[1], m.Y[1], x - m.first[1]};
+    return Q8One{m.W[2], m.row_bytes[2], m.rows[2], m.Y[2], x - m.first[2]};
 }
 
 template <int TY, int MT, int NT>
@@ -436,11 +434,10 @@ __global__ void __launch_bounds__(MMA_THREADS, MT *NT == 1 ? 2 : 1)
 // of warp w owns row r of a 32-row block and warp w's contiguous run of units (the tile's split), sums each
 // chunk's codes with dp4a (an exact int32, as the mma's), applies the header's float operations in chunk order,
 // and the warps are summed by the tile's pairwise tree. The weights travel by cp.async: each warp copies one
-// group (a 16-byte aligned run of blocks: a Q4_K/Q5_K super-block, 8 Q8_0 or Q4_0 blocks) of each of its 32
-// rows per step into shared memory (32 lanes x 16 B of consecutive bytes per copy, so each copy covers a few
-// whole cache lines), double-buffered, while it computes the previous step. Activations are read through L1
-// (every lane of a warp reads the same chunk: one broadcast). Q6_K (210-byte blocks; 8 of them are 53 KB for 32
-// rows) keeps the tile.
+// group (a Q4_K/Q5_K/Q6_K super-block, 8 Q8_0 or Q4_0 blocks; for Q6_K the 16-byte aligned window around it)
+// of each of its 32 rows per step into shared memory (32 lanes x 16 B of consecutive bytes per copy, so each
+// copy covers a few whole cache lines), double-buffered, while it computes the previous step. Activations are
+// read through L1 (every lane of a warp reads the same chunk: one broadcast).
 
 #define Q8V_ROWS 32 // rows per block: one per lane
 
@@ -470,7 +467,7 @@ static inline uint32_t __funnelshift_r(uint32_t lo, uint32_t hi, int sh) {
 // The group bytes of the types this kernel takes (0: not taken): a Q4_K/Q5_K/Q6_K super-block, 8 Q8_0 or Q4_0
 // blocks. Every group but Q6_K's (210 bytes) is a multiple of 16 bytes.
 __host__ __device__ constexpr int q8v_block_bytes(int ty) {
-    return ty == AERO_DT_Q4_K ? 144
+    return ty == AERO_DT_Q4_K   ? 144
            : ty == AERO_DT_Q5_K ? 176
            : ty == AERO_DT_Q6_K ? 210
            : ty == AERO_DT_Q8_0 ? 8 * 34
@@ -482,25 +479,30 @@ __host__ __device__ constexpr int q8v_block_bytes(int ty) {
 __host__ __device__ constexpr int q8v_window(int ty) { return ty == AERO_DT_Q6_K ? 224 : q8v_block_bytes(ty); }
 // A row's bytes in shared memory: the window, rounded to an odd number of 16-byte bank groups so that the lanes'
 // 16-byte reads do not conflict (144, 176, 272 already are; Q6_K's 224 becomes 240).
-__host__ __device__ constexpr int q8v_stride(int ty) { return q8v_window(ty) / 16 % 2 ? q8v_window(ty) : q8v_window(ty) + 16; }
+__host__ __device__ constexpr int q8v_stride(int ty) {
+    return q8v_window(ty) / 16 % 2 ? q8v_window(ty) : q8v_window(ty) + 16;
+}
 // Dynamic shared memory of a block: MMA_WARPS warps x 2 buffers x 32 rows, and 16 bytes that the last row's word
 // reads may reach past it (Q8_0, Q4_0).
 __host__ __device__ constexpr int q8v_smem_bytes(int ty) { return MMA_WARPS * 2 * Q8V_ROWS * q8v_stride(ty) + 16; }
 
-// A group's layout per type: GB bytes (a multiple of 16), UPG units of U chunks; Q8V<TY>::unit adds unit p of
-// the group at g (a row's copy in shared memory) to acc, as the decode tile's chunk8 does for that row.
-template <int TY> struct Q8V {
-    static constexpr int GB = 0;
-};
+// A group's layout per type: GB bytes, UPG units of U chunks; Q8V<TY>::unit adds unit p of the group at g (a
+// row's copy in shared memory) to acc, as the decode tile's chunk8 does for that row.
+template <int TY> struct Q8V { static constexpr int GB = 0; };
+
+// The integer dot of N words of s8 codes with N words of s8 activation codes (exact in any order).
+template <int N> __device__ __forceinline__ int q8v_dp4a(const uint32_t *code, const uint32_t *act) {
+    int sum = 0;
+#pragma unroll
+    for (int j = 0; j < N; j++) sum = __dp4a((int)code[j], (int)act[j], sum);
+    return sum;
+}
 
 // The chunk sum of 8 code words against chunk c's activation codes (32 int8: one broadcast load pair).
 __device__ __forceinline__ int q8v_dot(const uint32_t code[8], const int8_t *__restrict__ XQ, int c) {
     const uint4 a0 = __ldg((const uint4 *)(XQ + 32 * (size_t)c)), a1 = __ldg((const uint4 *)(XQ + 32 * (size_t)c + 16));
     const uint32_t aw[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
-    int sum = 0;
-#pragma unroll
-    for (int j = 0; j < 8; j++) sum = __dp4a((int)code[j], (int)aw[j], sum);
-    return sum;
+    return q8v_dp4a<8>(code, aw);
 }
 
 // Words of shared memory from a 2-byte aligned block: w[0..n) from the word holding byte 0, sh = 16 when the
@@ -515,7 +517,8 @@ template <int N> __device__ __forceinline__ int q8v_words(const uint8_t *p, uint
 template <> struct Q8V<AERO_DT_Q4_K> {
     static constexpr int GB = q8v_block_bytes(AERO_DT_Q4_K), UPG = 4, U = 2;
     __device__ static void unit(const uint8_t *g, int p, int u, const int8_t *XQ, const float2 *XD, float &acc) {
-        const uint4 h = *(const uint4 *)g, q0 = *(const uint4 *)(g + 16 + 32 * p), q1 = *(const uint4 *)(g + 32 + 32 * p);
+        const uint4 h = *(const uint4 *)g, q0 = *(const uint4 *)(g + 16 + 32 * p),
+                    q1 = *(const uint4 *)(g + 32 + 32 * p);
         const uint32_t qw[8] = {q0.x, q0.y, q0.z, q0.w, q1.x, q1.y, q1.z, q1.w};
         ScDM sc[2];
         q4k_pair_scales(p, h, sc);
@@ -545,7 +548,8 @@ template <> struct Q8V<AERO_DT_Q5_K> {
             const int gi = 2 * p + k;
             uint32_t code[8];
 #pragma unroll
-            for (int j = 0; j < 8; j++) code[j] = ((qw[j] >> (4 * k)) & 0x0F0F0F0Fu) | (((hw[j] >> gi) & 0x01010101u) << 4);
+            for (int j = 0; j < 8; j++)
+                code[j] = ((qw[j] >> (4 * k)) & 0x0F0F0F0Fu) | (((hw[j] >> gi) & 0x01010101u) << 4);
             const float2 xd = __ldg(XD + 2 * u + k);
             acc = fmaf(sc[k].d * xd.x, (float)q8v_dot(code, XQ, 2 * u + k), acc);
             acc = fmaf(sc[k].m, xd.y, acc);
@@ -554,7 +558,8 @@ template <> struct Q8V<AERO_DT_Q5_K> {
 };
 
 template <> struct Q8V<AERO_DT_Q8_0> {
-    static constexpr int GB = q8v_block_bytes(AERO_DT_Q8_0), UPG = 8, U = 1; // 8 blocks of 34 bytes: f16 d, 32 int8 codes
+    static constexpr int GB = q8v_block_bytes(AERO_DT_Q8_0), UPG = 8,
+                         U = 1; // 8 blocks of 34 bytes: f16 d, 32 int8 codes
     __device__ static void unit(const uint8_t *g, int p, int u, const int8_t *XQ, const float2 *XD, float &acc) {
         uint32_t w[10], code[8];
         const int sh = q8v_words<10>(g + 34 * p, w); // the codes start at byte 2: mid-word unless the block does
@@ -566,7 +571,8 @@ template <> struct Q8V<AERO_DT_Q8_0> {
 };
 
 template <> struct Q8V<AERO_DT_Q4_0> {
-    static constexpr int GB = q8v_block_bytes(AERO_DT_Q4_0), UPG = 8, U = 1; // 8 blocks of 18 bytes: f16 d, 16 bytes of nibbles
+    static constexpr int GB = q8v_block_bytes(AERO_DT_Q4_0), UPG = 8,
+                         U = 1; // 8 blocks of 18 bytes: f16 d, 16 bytes of nibbles
     __device__ static void unit(const uint8_t *g, int p, int u, const int8_t *XQ, const float2 *XD, float &acc) {
         uint32_t w[6], q[4], code[8];
         const int sh = q8v_words<6>(g + 18 * p, w);
@@ -579,7 +585,6 @@ template <> struct Q8V<AERO_DT_Q4_0> {
         acc = fmaf(d * __ldg(XD + u).x, (float)q8v_dot(code, XQ, u), acc);
     }
 };
-
 
 // 32 bytes from a 2-byte aligned place in shared memory, as 8 words.
 __device__ __forceinline__ void q8v_bytes32(const uint8_t *p, uint32_t out[8]) {
@@ -601,11 +606,10 @@ template <> struct Q8V<AERO_DT_Q6_K> {
 #pragma unroll
         for (int j = 0; j < 8; j++)
             code[j] = s8_less32(((lo[j] >> (4 * (k >> 1))) & 0x0F0F0F0Fu) | (((hi[j] >> (2 * k)) & 0x03030303u) << 4));
-        const uint4 a0 = __ldg((const uint4 *)(XQ + 32 * (size_t)u)), a1 = __ldg((const uint4 *)(XQ + 32 * (size_t)u + 16));
-        const int s0 = __dp4a((int)code[3], (int)a0.w,
-                              __dp4a((int)code[2], (int)a0.z, __dp4a((int)code[1], (int)a0.y, __dp4a((int)code[0], (int)a0.x, 0))));
-        const int s1 = __dp4a((int)code[7], (int)a1.w,
-                              __dp4a((int)code[6], (int)a1.z, __dp4a((int)code[5], (int)a1.y, __dp4a((int)code[4], (int)a1.x, 0))));
+        const uint4 a0 = __ldg((const uint4 *)(XQ + 32 * (size_t)u)),
+                    a1 = __ldg((const uint4 *)(XQ + 32 * (size_t)u + 16));
+        const uint32_t aw[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
+        const int s0 = q8v_dp4a<4>(code, aw), s1 = q8v_dp4a<4>(code + 4, aw + 4); // elements 0..15, 16..31
         const unsigned short s2 = *(const unsigned short *)(g + 192 + 8 * hh + 2 * k);
         const float sc0 = __int_as_float(0x4B000000 | ((s2 & 0xff) ^ 0x80)) - 8388736.0f;
         const float sc1 = __int_as_float(0x4B000000 | ((s2 >> 8) ^ 0x80)) - 8388736.0f;
@@ -648,7 +652,8 @@ __device__ __forceinline__ float q8v_run(const uint8_t *W, size_t row_bytes, int
             cp_async_wait<0>();
         }
         __syncwarp(); // every lane's copies of step i are in
-        const uint8_t *g = buf + (size_t)(i & 1) * Q8V_ROWS * STRIDE + (size_t)lane * STRIDE + ((V::GB * (b0 + i)) & 15);
+        const uint8_t *g =
+            buf + (size_t)(i & 1) * Q8V_ROWS * STRIDE + (size_t)lane * STRIDE + ((V::GB * (b0 + i)) & 15);
         const int ub = V::UPG * (b0 + i), ua = max(u0, ub), uz = min(u1, ub + V::UPG);
         for (int u = ua; u < uz; u++) V::unit(g, u - ub, u, XQ, XD, acc);
         __syncwarp(); // every lane is done with buffer i % 2 before step i + 2 refills it
@@ -695,8 +700,8 @@ __global__ void __launch_bounds__(MMA_THREADS)
 
 // Up to Q8_MANY matrices sharing one token's input, as k_q8_many with 32-row blocks (first[] counts those).
 template <int TY>
-__global__ void __launch_bounds__(MMA_THREADS) k_q8v_many(Q8Many m, int cols, const int8_t *__restrict__ XQ,
-                                                          const float2 *__restrict__ XD) {
+__global__ void __launch_bounds__(MMA_THREADS)
+    k_q8v_many(Q8Many m, int cols, const int8_t *__restrict__ XQ, const float2 *__restrict__ XD) {
     const Q8One o = q8_many_pick(m, blockIdx.x);
     q8v_rows<TY>(o.W, o.row_bytes, o.rows, cols, XQ, XD, o.Y, o.bx);
 }
