@@ -276,8 +276,9 @@ grep -E "^argmax vocab" "$LOG/bench_cuda.log"
 grep -E "matmul path|8B-shape|batched k=" "$LOG/bench_cuda.log" | sed 's/^/  int8: /'
 AERO_CUDA_MM=f16 timeout 45 "$BIN/bench_cuda" --quick > "$LOG/bench_cuda_f16.log" 2>&1
 echo "  AERO_CUDA_MM=f16 (rc $?):"; grep -E "matmul path|8B-shape|^  Q|batched k=" "$LOG/bench_cuda_f16.log" | sed 's/^/    /'
-# the batched tile shapes against the dispatcher's (2 x 8 past 32 tokens: run 5 found the int8 one slower than f16)
-for tile in 2x4 1x2; do
+# the batched tile shapes against the dispatcher's (2 x 8 past 32 tokens: run 5 found the int8 one slower than f16;
+# 4 x 4: 64 rows per block share each token tile's activations)
+for tile in 4x4 2x4; do
     AERO_CUDA_TILE=$tile timeout 45 "$BIN/bench_cuda" --quick > "$LOG/bench_cuda_tile$tile.log" 2>&1
     echo "  AERO_CUDA_TILE=$tile (rc $?):"; grep -E "batched k=" "$LOG/bench_cuda_tile$tile.log" | sed 's/^/    /'
 done
@@ -296,8 +297,10 @@ if [ "${1:-}" != "--quick" ]; then
     echo "  8B resident (rc $?): $(cat "$LOG/bench8b_resident.txt" | tail -6)"
     AERO_CUDA_MM=f16 timeout 40 "$AERO" bench -m "$M8" -p 512 -n 64 --device cuda > "$LOG/bench8b_f16.txt" 2>&1
     echo "  8B resident AERO_CUDA_MM=f16 (rc $?): $(cat "$LOG/bench8b_f16.txt" | tail -6)"
-    AERO_CUDA_TILE=2x4 timeout 40 "$AERO" bench -m "$M8" -p 512 -n 16 --device cuda > "$LOG/bench8b_tile24.txt" 2>&1
-    echo "  8B resident AERO_CUDA_TILE=2x4 (rc $?): $(grep -E 'prefill' "$LOG/bench8b_tile24.txt" | tail -1)"
+    for tile in 4x4 2x4; do
+        AERO_CUDA_TILE=$tile timeout 40 "$AERO" bench -m "$M8" -p 512 -n 16 --device cuda > "$LOG/bench8b_tile$tile.txt" 2>&1
+        echo "  8B resident AERO_CUDA_TILE=$tile (rc $?): $(grep -E 'prefill' "$LOG/bench8b_tile$tile.txt" | tail -1)"
+    done
     for rep in 1 2; do # k_q8v against the decode tile, alternated
         for v in 1 0; do
             AERO_CUDA_VEC=$v timeout 40 "$AERO" bench -m "$M8" -p 64 -n 64 --device cuda > "$LOG/bench8b_vec$v.txt" 2>&1

@@ -130,7 +130,7 @@ static void launch_q8(const uint8_t *w, size_t rb, int rows, int cols, const int
     emu_launch(grid, MMA_THREADS, [&] { k_q8<TY, MT, NT>(w, rb, rows, cols, xq, xd, n, y); });
 }
 
-// Tile shape s (0: the decode tile 1 x 1, then 1 x 2, 2 x 1, 2 x 4, 2 x 8), as aero_q8_launch.
+// Tile shape s (0: the decode tile 1 x 1, then 1 x 2, 2 x 1, 2 x 4, 2 x 8, 4 x 4), as aero_q8_launch.
 template <int TY> static void run_q8(int s, const uint8_t *w, size_t rb, int rows, int cols, const int8_t *xq,
                                      const float2 *xd, int n, float *y) {
     switch (s) {
@@ -138,6 +138,7 @@ template <int TY> static void run_q8(int s, const uint8_t *w, size_t rb, int row
     case 1: launch_q8<TY, 1, 2>(w, rb, rows, cols, xq, xd, n, y); break;
     case 2: launch_q8<TY, 2, 1>(w, rb, rows, cols, xq, xd, n, y); break;
     case 3: launch_q8<TY, 2, 4>(w, rb, rows, cols, xq, xd, n, y); break;
+    case 5: launch_q8<TY, 4, 4>(w, rb, rows, cols, xq, xd, n, y); break;
     default: launch_q8<TY, 2, 8>(w, rb, rows, cols, xq, xd, n, y); break;
     }
 }
@@ -313,12 +314,12 @@ template <int TY> static void test_q8(int rows, int cols, int n, int n_max) {
     }
     EXPECT(alone_bad == 0, "q8 %s: %d of %d tokens differ alone vs in the batch", aero_dtype_name(ty), alone_bad, n);
     int shape_bad = 0;
-    for (int s = 0; s < 4; s++) {
+    for (int s : {0, 1, 2, 3, 5}) {
         std::vector<float> ys((size_t)n * rows, NAN);
         run_q8<TY>(s, w.data(), rb, rows, cols, xq.data(), xd.data(), n, ys.data());
         shape_bad += memcmp(ys.data(), y.data(), sizeof(float) * n * rows) != 0;
     }
-    EXPECT(shape_bad == 0, "q8 %s: %d of 4 tile shapes differ", aero_dtype_name(ty), shape_bad);
+    EXPECT(shape_bad == 0, "q8 %s: %d of 5 tile shapes differ", aero_dtype_name(ty), shape_bad);
     int count_bad = 0;
     if (n_max) {
         std::vector<float> yall((size_t)n_max * rows, NAN);

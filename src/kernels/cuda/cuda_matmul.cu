@@ -324,9 +324,10 @@ extern "C" aero_status aero_cuda_matmul_shape(aero_cuda *cu, const aero_cuda_wma
         return aero_fail(err, AERO_ERR_RANGE, "CUDA matmul of %d tokens (at most %d per call)", n, 65535 * T);
     cudaStream_t s = cu->compute;
     bool ok = false;
-    if (aero_cuda_matmul_int8(w->type)) { // cols % 32 == 0 (wmat_check); the tiles as the f16 kernels'
+    if (aero_cuda_matmul_int8(w->type)) { // cols % 32 == 0 (wmat_check); the f16 kernels' tiles and 4 x 4
         if (!a->xq || !a->xd) return aero_fail(err, AERO_ERR_INVALID, "CUDA matmul: int8 activations missing");
-        int mt = R >= 2 ? 2 : 1, nt = mt == 1 ? (T >= 16 ? 2 : 1) : (T >= 64 ? 8 : T >= 16 ? 4 : 1);
+        int mt = R >= 4 ? 4 : R >= 2 ? 2 : 1;
+        int nt = mt == 4 ? 4 : mt == 1 ? (T >= 16 ? 2 : 1) : (T >= 64 ? 8 : T >= 16 ? 4 : 1);
         if (!aero_q8_launch(w, a->xq, a->xd, n, y, mt, nt, s))
             return aero_fail(err, AERO_ERR_INVALID, "CUDA int8 matmul: no %d x %d tile kernel", mt, nt);
         CU_LAUNCHED("int8 tensor-core matmul launch");

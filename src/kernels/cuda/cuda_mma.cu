@@ -176,11 +176,13 @@ static void launch_q8(const aero_cuda_wmat *w, const void *xq, const float *xd, 
                                                   (const int8_t *)xq, (const float2 *)xd, n, y);
 }
 
-// The int8 tile shapes: those of the f16 kernels.
+// The int8 tile shapes: those of the f16 kernels, and 4 x 4 (64 rows share each token tile's activations, which a
+// 2 x 8 block reads for only 32 rows: a quarter of the activation traffic per weight byte at 64 tokens).
 template <int TY>
 static bool launch_q8_tiles(const aero_cuda_wmat *w, const void *xq, const float *xd, int n, float *y, int mt, int nt,
                             cudaStream_t s) {
     if (mt == 1 && nt == 1) launch_q8<TY, 1, 1>(w, xq, xd, n, y, s);
+    else if (mt == 4 && nt == 4) launch_q8<TY, 4, 4>(w, xq, xd, n, y, s);
     else if (mt == 1 && nt == 2) launch_q8<TY, 1, 2>(w, xq, xd, n, y, s);
     else if (mt == 2 && nt == 4) launch_q8<TY, 2, 4>(w, xq, xd, n, y, s);
     else if (mt == 2 && nt == 8) launch_q8<TY, 2, 8>(w, xq, xd, n, y, s);
@@ -246,8 +248,9 @@ bool aero_q8_launch_many(const aero_cuda_wmat *const w[], float *const y[], int 
     return true;
 }
 
-// AERO_CUDA_TILE=MxN (1x2, 2x1, 2x4 or 2x8), read once: that tile for every batch of more than 8 tokens, to
-// compare the batched shapes on one binary (every shape gives the same bits); unset or other values: none.
+// AERO_CUDA_TILE=MxN (1x2, 2x1, 2x4, 2x8, or 4x4 for the int8 kernels; the f16 ones take 2x4 for it), read once:
+// that tile for every batch of more than 8 tokens, to compare the batched shapes on one binary (every shape gives
+// the same bits); unset or other values: none.
 static bool forced_tile(int *mt, int *nt) {
     static int fm = -1, fn = 0;
     if (fm < 0) {
@@ -255,7 +258,7 @@ static bool forced_tile(int *mt, int *nt) {
         int m = 0, k = 0;
         fm = 0;
         if (e && sscanf(e, "%dx%d", &m, &k) == 2 &&
-            ((m == 1 && k == 2) || (m == 2 && k == 1) || (m == 2 && k == 4) || (m == 2 && k == 8)))
+            ((m == 1 && k == 2) || (m == 2 && k == 1) || (m == 2 && k == 4) || (m == 2 && k == 8) || (m == 4 && k == 4)))
             fm = m, fn = k;
     }
     if (!fm) return false;
