@@ -177,7 +177,7 @@ static void launch_q8(const aero_cuda_wmat *w, const void *xq, const float *xd, 
 }
 
 // The int8 tile shapes: those of the f16 kernels, and 4 x 4 (64 rows share each token tile's activations, which a
-// 2 x 8 block reads for only 32 rows: a quarter of the activation traffic per weight byte at 64 tokens).
+// 2 x 8 block reads for only 32 rows: half the activation reads from L2 at 64 tokens, for twice the weight reads).
 template <int TY>
 static bool launch_q8_tiles(const aero_cuda_wmat *w, const void *xq, const float *xd, int n, float *y, int mt, int nt,
                             cudaStream_t s) {
