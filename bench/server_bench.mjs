@@ -9,8 +9,10 @@
 // Env: AEROLLM (binary), MODEL (default: synthesize a llama-1b-shape model of TYPE (default Q8_0), 8 layers,
 //      in $TMPDIR),
 //      MEM (default 40% of the model file: nearly every layer streamed; 0: no budget, all resident), TOKENS per stream (default 32), LEVELS (default 1,4,8), THREADS (-t),
-//      DRAFT (draft model or ngram), DRAFT_ARGS (more serve flags for the speculative run, e.g. "--draft-tree 16"),
-//      CTX (-c, default 256: the KV cache of every sequence is counted inside --mem).
+//      DRAFT (draft model, ngram, or head:FILE for a draft head), DRAFT_ARGS (more serve flags for the speculative
+//      run, e.g. "--draft-tree 16"),
+//      CTX (-c, default 256: the KV cache of every sequence is counted inside --mem), SPEC_MEM (the speculative
+//      run's --mem, default MEM: give it what the drafter's state takes on top, so both runs stream alike).
 // Run: node bench/server_bench.mjs
 // Issue 16's benchmark (the teacher's weights get 16 MiB of --mem, less than half their size; the rest of --mem
 // is the 8 sequences' KV cache, 20 MiB at -c 160, and the drafter's 6.6 MiB):
@@ -92,7 +94,9 @@ for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => process.exit(130)
 
 // Starts a server with extra flags and waits until it serves.
 async function startServer(extra) {
-  const args = ['serve', '-m', model, ...(MEM === '0' ? [] : ['--mem', MEM]), '--port', '0', '-np', String(Math.max(...LEVELS)), '-c', process.env.CTX || '256', '--quiet', ...extra];
+  // SPEC_MEM: the speculative run's --mem (a draft head's per-sequence state needs more than a draft model's)
+  const mem = extra.length && process.env.SPEC_MEM ? process.env.SPEC_MEM : MEM;
+  const args = ['serve', '-m', model, ...(mem === '0' ? [] : ['--mem', mem]), '--port', '0', '-np', String(Math.max(...LEVELS)), '-c', process.env.CTX || '256', '--quiet', ...extra];
   if (process.env.THREADS) args.push('-t', process.env.THREADS);
   const srv = { proc: spawn(BIN, args, { stdio: ['ignore', 'ignore', 'pipe'] }), exited: false };
   current = srv;
@@ -155,7 +159,9 @@ const hi = Math.max(...LEVELS), lo = Math.min(...LEVELS);
 const plain = await runLevels('plain decoding', []);
 console.log(`speedup ${hi} streams vs ${lo}: ${(plain[hi] / plain[lo]).toFixed(2)}x (goal >= 4x at 8 streams)`);
 if (DRAFT) {
-  const extra = ['--draft', DRAFT, ...(process.env.DRAFT_ARGS ? process.env.DRAFT_ARGS.split(/\s+/).filter(Boolean) : [])];
+  // "head:FILE" serves with a draft head (--draft-head FILE) instead of a draft model
+  const drafter = DRAFT.startsWith('head:') ? ['--draft-head', DRAFT.slice(5)] : ['--draft', DRAFT];
+  const extra = [...drafter, ...(process.env.DRAFT_ARGS ? process.env.DRAFT_ARGS.split(/\s+/).filter(Boolean) : [])];
   const spec = await runLevels(`speculative: ${extra.join(' ')}`, extra);
   for (const n of LEVELS)
     console.log(`${n} streams: speculative ${spec[n].toFixed(2)} tok/s vs plain ${plain[n].toFixed(2)}: ${(spec[n] / plain[n]).toFixed(2)}x` +
