@@ -436,10 +436,13 @@ __global__ void __launch_bounds__(MMA_THREADS, MT *NT == 1 ? 2 : 1)
 // and the warps are summed by the tile's pairwise tree. The weights travel by cp.async: each warp copies one
 // group (a Q4_K/Q5_K/Q6_K super-block, 8 Q8_0 or Q4_0 blocks; for Q6_K the 16-byte aligned window around it)
 // of each of its 32 rows per step into shared memory (32 lanes x 16 B of consecutive bytes per copy, so each
-// copy covers a few whole cache lines), double-buffered, while it computes the previous step. Activations are
+// copy covers a few whole cache lines), two steps ahead of the one it computes. Activations are
 // read through L1 (every lane of a warp reads the same chunk: one broadcast).
 
 #define Q8V_ROWS 32 // rows per block: one per lane
+#define Q8V_STAGES                                                                                       \
+    3   // buffers per warp: two steps in flight while one computes (a 4096-row matrix has one block per \
+        // SM, whose 8 warps alone must keep ~40 KB in flight)
 
 #ifndef AERO_CUDA_HOST_EMU
 // 16 bytes global -> shared without a register round trip; completes at cp_async_wait.
@@ -482,9 +485,11 @@ __host__ __device__ constexpr int q8v_window(int ty) { return ty == AERO_DT_Q6_K
 __host__ __device__ constexpr int q8v_stride(int ty) {
     return q8v_window(ty) / 16 % 2 ? q8v_window(ty) : q8v_window(ty) + 16;
 }
-// Dynamic shared memory of a block: MMA_WARPS warps x 2 buffers x 32 rows, and 16 bytes that the last row's word
-// reads may reach past it (Q8_0, Q4_0).
-__host__ __device__ constexpr int q8v_smem_bytes(int ty) { return MMA_WARPS * 2 * Q8V_ROWS * q8v_stride(ty) + 16; }
+// Dynamic shared memory of a block: MMA_WARPS warps x Q8V_STAGES buffers x 32 rows, and 16 bytes that the last
+// row's word reads may reach past it (Q8_0, Q4_0).
+__host__ __device__ constexpr int q8v_smem_bytes(int ty) {
+    return MMA_WARPS * Q8V_STAGES * Q8V_ROWS * q8v_stride(ty) + 16;
+}
 
 // A group's layout per type: GB bytes, UPG units of U chunks; Q8V<TY>::unit adds unit p of the group at g (a
 // row's copy in shared memory) to acc, as the decode tile's chunk8 does for that row.
@@ -631,9 +636,9 @@ __device__ __forceinline__ float q8v_run(const uint8_t *W, size_t row_bytes, int
     if (u0 >= u1) return acc;
     const int b0 = u0 / V::UPG, nb = (u1 - 1) / V::UPG - b0 + 1; // the groups the run touches
     // step i: the window of group b0 + i (from its byte offset rounded down to 16) of the 32 rows into buffer
-    // i % 2; piece p is row p / PIECES, bytes 16 (p % PIECES)
+    // i % Q8V_STAGES; piece p is row p / PIECES, bytes 16 (p % PIECES)
     auto issue = [&](int i) {
-        uint8_t *dst = buf + (size_t)(i & 1) * Q8V_ROWS * STRIDE;
+        uint8_t *dst = buf + (size_t)(i % Q8V_STAGES) * Q8V_ROWS * STRIDE;
         const size_t off = ((size_t)V::GB * (b0 + i)) & ~(size_t)15;
 #pragma unroll
         for (int k = 0; k < PIECES; k++) {
@@ -644,19 +649,22 @@ __device__ __forceinline__ float q8v_run(const uint8_t *W, size_t row_bytes, int
         cp_async_commit();
     };
     issue(0);
-    for (int i = 0; i < nb; i++) {
-        if (i + 1 < nb) {
-            issue(i + 1);
+    if (nb > 1) issue(1);
+    for (int i = 0; i < nb; i++) { // steps i + 1 and i + 2 in flight while step i computes
+        if (i + 2 < nb) {
+            issue(i + 2);
+            cp_async_wait<2>();
+        } else if (i + 1 < nb) {
             cp_async_wait<1>();
         } else {
             cp_async_wait<0>();
         }
         __syncwarp(); // every lane's copies of step i are in
         const uint8_t *g =
-            buf + (size_t)(i & 1) * Q8V_ROWS * STRIDE + (size_t)lane * STRIDE + ((V::GB * (b0 + i)) & 15);
+            buf + (size_t)(i % Q8V_STAGES) * Q8V_ROWS * STRIDE + (size_t)lane * STRIDE + ((V::GB * (b0 + i)) & 15);
         const int ub = V::UPG * (b0 + i), ua = max(u0, ub), uz = min(u1, ub + V::UPG);
         for (int u = ua; u < uz; u++) V::unit(g, u - ub, u, XQ, XD, acc);
-        __syncwarp(); // every lane is done with buffer i % 2 before step i + 2 refills it
+        __syncwarp(); // every lane is done with buffer i % Q8V_STAGES before step i + Q8V_STAGES refills it
     }
     return acc;
 }
@@ -676,7 +684,7 @@ __device__ __forceinline__ void q8v_rows(const uint8_t *__restrict__ W, size_t r
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, r0 = bx * Q8V_ROWS;
     const int nunits = (cols >> 5) / Q8V<TY>::U, per = (nunits + MMA_WARPS - 1) / MMA_WARPS;
     const int u0 = min(warp * per, nunits), u1 = min(u0 + per, nunits);
-    uint8_t *buf = (uint8_t *)q8v_smem + (size_t)warp * 2 * Q8V_ROWS * q8v_stride(TY);
+    uint8_t *buf = (uint8_t *)q8v_smem + (size_t)warp * Q8V_STAGES * Q8V_ROWS * q8v_stride(TY);
     part[warp][lane] = q8v_run<TY>(W, row_bytes, rows, r0, u0, u1, XQ, XD, buf);
     __syncthreads();
     if (warp) return;
@@ -692,7 +700,7 @@ __device__ __forceinline__ void q8v_rows(const uint8_t *__restrict__ W, size_t r
 
 // One matrix, one token: grid ceil(rows / 32), MMA_THREADS threads, q8v_smem_bytes(TY) of dynamic shared memory.
 template <int TY>
-__global__ void __launch_bounds__(MMA_THREADS)
+__global__ void __launch_bounds__(MMA_THREADS, 1)
     k_q8v(const uint8_t *__restrict__ W, size_t row_bytes, int rows, int cols, const int8_t *__restrict__ XQ,
           const float2 *__restrict__ XD, float *__restrict__ Y) {
     q8v_rows<TY>(W, row_bytes, rows, cols, XQ, XD, Y, blockIdx.x);
@@ -700,7 +708,7 @@ __global__ void __launch_bounds__(MMA_THREADS)
 
 // Up to Q8_MANY matrices sharing one token's input, as k_q8_many with 32-row blocks (first[] counts those).
 template <int TY>
-__global__ void __launch_bounds__(MMA_THREADS)
+__global__ void __launch_bounds__(MMA_THREADS, 1)
     k_q8v_many(Q8Many m, int cols, const int8_t *__restrict__ XQ, const float2 *__restrict__ XD) {
     const Q8One o = q8_many_pick(m, blockIdx.x);
     q8v_rows<TY>(o.W, o.row_bytes, o.rows, cols, XQ, XD, o.Y, o.bx);
