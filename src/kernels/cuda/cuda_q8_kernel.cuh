@@ -440,9 +440,9 @@ __global__ void __launch_bounds__(MMA_THREADS, MT *NT == 1 ? 2 : 1)
 // read through L1 (every lane of a warp reads the same chunk: one broadcast).
 
 #define Q8V_ROWS 32 // rows per block: one per lane
-#define Q8V_STAGES                                                                                       \
-    3   // buffers per warp: two steps in flight while one computes (a 4096-row matrix has one block per \
-        // SM, whose 8 warps alone must keep ~40 KB in flight)
+// Buffers per warp: two steps in flight while one computes (a 4096-row matrix has one block per SM, whose 8 warps
+// alone must keep ~40 KB in flight).
+#define Q8V_STAGES 3
 
 #ifndef AERO_CUDA_HOST_EMU
 // 16 bytes global -> shared without a register round trip; completes at cp_async_wait.
