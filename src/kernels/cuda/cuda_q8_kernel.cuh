@@ -427,7 +427,7 @@ __global__ void __launch_bounds__(MMA_THREADS, MT *NT == 1 ? 2 : 1)
     q8_tile<TY, MT, NT>(o.W, o.row_bytes, o.rows, cols, XQ, XD, n, o.Y, o.bx);
 }
 
-// ---- one token: the matrix-vector kernel of the types with 16-byte aligned groups of blocks ---------------
+// ---- one token: a matrix-vector kernel with a lane per row (Q8_0, Q4_0, Q4_K, Q5_K, Q6_K) ------------------
 // The decode tile above computes 8 token columns per mma and decodes each row's scales in all four lanes that
 // hold it; for one token that is 8x the epilogue and 4x the scale work it needs, and its loads take 8 bytes per
 // lane from 8 rows at once. This kernel computes the same bits for n = 1 with the same reduction order: lane r
@@ -436,8 +436,8 @@ __global__ void __launch_bounds__(MMA_THREADS, MT *NT == 1 ? 2 : 1)
 // and the warps are summed by the tile's pairwise tree. The weights travel by cp.async: each warp copies one
 // group (a Q4_K/Q5_K/Q6_K super-block, 8 Q8_0 or Q4_0 blocks; for Q6_K the 16-byte aligned window around it)
 // of each of its 32 rows per step into shared memory (32 lanes x 16 B of consecutive bytes per copy, so each
-// copy covers a few whole cache lines), two steps ahead of the one it computes. Activations are
-// read through L1 (every lane of a warp reads the same chunk: one broadcast).
+// copy covers a few whole cache lines), two steps ahead of the one it computes. Activations are read through L1
+// (every lane of a warp reads the same chunk: one broadcast).
 
 #define Q8V_ROWS 32 // rows per block: one per lane
 // Buffers per warp: two steps in flight while one computes (a 4096-row matrix has one block per SM, whose 8 warps
