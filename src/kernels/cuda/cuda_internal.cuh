@@ -39,7 +39,7 @@ struct aero_cuda_batch {
     cudaEvent_t staged;                        // the staging buffer's last upload is done
 };
 
-#define AERO_ATTN_SEG 256
+#define AERO_ATTN_SEG 256 // visible keys per attention segment
 
 // Position of element e of an activation row of `cols` (a multiple of 32) in the f32 kernels' permuted layout
 // (float4 q of chunk c = 128 k + t goes to float4 1024 k + m q + t, m = the chunks of group k): written by
@@ -49,13 +49,11 @@ __device__ __forceinline__ size_t act_perm(int cols, int e) {
     int m = min(128, (cols >> 5) - 128 * k);
     return 4 * (1024 * (size_t)k + (size_t)m * q + t) + (e & 3);
 }
-  // visible keys per attention segment
 
 // Whether prepared activations get the f16 copy: the f16 tensor-core kernels read it, the int8 ones never; so
 // under the int8 default only once a matrix of an f16-path type is on this backend (aero_cuda_act_f16_note).
 bool aero_cuda_act_f16_wanted(const aero_cuda *cu);
 
-// Turns a CUDA error into a status that names the call.
 // Threads of a one-block-per-row kernel (rmsnorm, swiglu, the f16 prepare): about four elements each, a whole
 // number of warps, at most 1024, so every element's load is in flight at once. A function of the row length
 // only, so a row's reduction order does not depend on how many rows a launch has.
@@ -64,6 +62,7 @@ static inline int aero_row_threads(int cols) {
     return t < 32 ? 32 : t > 1024 ? 1024 : t;
 }
 
+// Turns a CUDA error into a status that names the call.
 static inline aero_status aero_cuda_fail(aero_error *err, cudaError_t e, const char *what) {
     return aero_fail(err, e == cudaErrorMemoryAllocation ? AERO_ERR_NOMEM : AERO_ERR_IO, "CUDA %s: %s", what,
                      cudaGetErrorString(e));
