@@ -62,8 +62,14 @@ void prof_pass_begin(gpu_prof *p) {
 static const char *const PH_NAMES[PH_N] = {"embed", "batch", "layers", "head", "sync"};
 enum { G_MATMUL, G_ATTN, G_ELEM, G_COPY, G_WAIT, G_N };
 static const char *const GROUP_NAMES[G_N] = {"matmul", "attention", "norm/rope/act", "copies", "slot waits"};
-static const int GROUP_OF[OP_N] = {G_MATMUL, G_MATMUL, G_MATMUL, G_MATMUL, G_MATMUL, G_ATTN, G_ELEM,
-                                   G_ELEM,   G_ELEM,   G_ELEM,   G_ELEM,   G_COPY,   G_WAIT};
+// The group of an op class, from the enum's order (gpu_prof.h: the matmul classes, attention, the element-wise ones).
+static int group_of(int op) {
+    return op <= OP_MATMUL ? G_MATMUL
+           : op == OP_ATTN ? G_ATTN
+           : op <= OP_ELEM ? G_ELEM
+           : op == OP_COPY ? G_COPY
+                           : G_WAIT;
+}
 static const char *const OP_NAMES[OP_N] = {"q/k/v",   "o",    "gate/up", "down",  "other",  "attention", "norm",
                                            "rope/kv", "prep", "act",     "other", "copies", "slot waits"};
 
@@ -80,14 +86,14 @@ static void prof_report(const gpu_prof *p, const char *when) {
                 h / n);
         for (int i = 0; i < PH_N; i++) fprintf(stderr, " %s %.3f", PH_NAMES[i], s->host[i] / n);
         double grp[G_N] = {0};
-        for (int i = 0; i < OP_N; i++) grp[GROUP_OF[i]] += s->gpu[i];
+        for (int i = 0; i < OP_N; i++) grp[group_of(i)] += s->gpu[i];
         fprintf(stderr, "\n  GPU  %.3f ms/pass =", d / n);
         for (int i = 0; i < G_N; i++) fprintf(stderr, " %s %.3f", GROUP_NAMES[i], grp[i] / n);
         fprintf(stderr, "\n  detail:");
         for (int i = 0; i < OP_N; i++) { // the groups of more than one class, each class by name
-            const int gi = GROUP_OF[i];
+            const int gi = group_of(i);
             if (gi != G_MATMUL && gi != G_ELEM) continue;
-            if (i == 0 || GROUP_OF[i - 1] != gi) fprintf(stderr, "%s %s:", gi == G_MATMUL ? "" : " |", GROUP_NAMES[gi]);
+            if (i == 0 || group_of(i - 1) != gi) fprintf(stderr, "%s %s:", gi == G_MATMUL ? "" : " |", GROUP_NAMES[gi]);
             fprintf(stderr, " %s %.3f", OP_NAMES[i], s->gpu[i] / n);
         }
         fprintf(stderr, "\n");

@@ -265,6 +265,13 @@ template <int TY> static bool launch_shape(const aero_cuda_wmat *w, const float 
 
 static bool is_dense(aero_dtype t) { return t == AERO_DT_F32 || t == AERO_DT_F16 || t == AERO_DT_BF16; }
 
+// The tensor-core tile (mt tiles of 16 rows x nt tiles of 8 tokens) nearest to a requested shape of R rows x T
+// tokens per block, among those instantiated: 1 x {1, 2}, 2 x {1, 4, 8}, and 4 x 4 for the int8 kernels (q8).
+static void mma_tile(int R, int T, bool q8, int *mt, int *nt) {
+    *mt = q8 && R >= 4 ? 4 : R >= 2 ? 2 : 1;
+    *nt = *mt == 4 ? 4 : *mt == 1 ? (T >= 16 ? 2 : 1) : (T >= 64 ? 8 : T >= 16 ? 4 : 1);
+}
+
 extern "C" void aero_cuda_act_f16_note(aero_cuda *cu, aero_dtype t) { cu->act_f16 |= aero_cuda_matmul_f16(t); }
 
 bool aero_cuda_act_f16_wanted(const aero_cuda *cu) { return !aero_mma_int8_enabled() || cu->act_f16; }
@@ -326,8 +333,8 @@ extern "C" aero_status aero_cuda_matmul_shape(aero_cuda *cu, const aero_cuda_wma
     bool ok = false;
     if (aero_cuda_matmul_int8(w->type)) { // cols % 32 == 0 (wmat_check); the f16 kernels' tiles and 4 x 4
         if (!a->xq || !a->xd) return aero_fail(err, AERO_ERR_INVALID, "CUDA matmul: int8 activations missing");
-        int mt = R >= 4 ? 4 : R >= 2 ? 2 : 1;
-        int nt = mt == 4 ? 4 : mt == 1 ? (T >= 16 ? 2 : 1) : (T >= 64 ? 8 : T >= 16 ? 4 : 1);
+        int mt, nt;
+        mma_tile(R, T, true, &mt, &nt);
         if (!aero_q8_launch(w, a->xq, a->xd, n, y, mt, nt, s))
             return aero_fail(err, AERO_ERR_INVALID, "CUDA int8 matmul: no %d x %d tile kernel", mt, nt);
         CU_LAUNCHED("int8 tensor-core matmul launch");
@@ -341,8 +348,8 @@ extern "C" aero_status aero_cuda_matmul_shape(aero_cuda *cu, const aero_cuda_wma
             CU_LAUNCHED("f16 activations launch");
         }
         if (!xh || !xs || !y) return aero_fail(err, AERO_ERR_INVALID, "CUDA matmul: f16 activations missing");
-        // the tile kernels that exist: 1 x {1, 2} and 2 x {1, 4, 8} (tiles of 16 rows x tiles of 8 tokens)
-        int mt = R >= 2 ? 2 : 1, nt = mt == 1 ? (T >= 16 ? 2 : 1) : (T >= 64 ? 8 : T >= 16 ? 4 : 1);
+        int mt, nt;
+        mma_tile(R, T, false, &mt, &nt);
         if (!aero_mma_launch(w, xh, xs, n, y, mt, nt, s))
             return aero_fail(err, AERO_ERR_INVALID, "CUDA tensor-core matmul: no %d x %d tile kernel", mt, nt);
         CU_LAUNCHED("tensor-core matmul launch");

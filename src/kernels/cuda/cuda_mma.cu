@@ -133,8 +133,8 @@ bool aero_mma_launch(const aero_cuda_wmat *w, const void *xh, const float *xs, i
 // Whether one token takes the matrix-vector kernel k_q8v (its types) instead of the decode tile: read once. Opt-in
 // with AERO_CUDA_VEC=1 until a GPU run has measured it (it is bitwise the tile under the SIMT emulation).
 // Its groups must tile the rows (Q8_0, Q4_0: a multiple of 256 columns) and the rows start 16-byte aligned (Q6_K:
-// a multiple of 2048 columns), and the device must grant its shared memory (Q8_0's 139 KB and Q6_K's 123 KB
-// exceed what GPUs before the A100 / H100 class allow).
+// a multiple of 2048 columns), and the device must grant its shared memory (q8v_smem_bytes: 110-209 KB, more than
+// GPUs before the A100 / H100 class allow).
 static bool q8v_wanted(const aero_cuda_wmat *w, int n) {
     static int on = -1, smem_max = 0;
     if (on < 0) {
