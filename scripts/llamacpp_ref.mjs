@@ -59,6 +59,13 @@ const args = parseArgs(process.argv.slice(2));
 const { getLlama, LlamaLogLevel } = await import(pathToFileURL(findPackage()).href);
 const llama = await getLlama({ gpu: false, build: "never", logLevel: LlamaLogLevel?.error ?? "error" });
 
+// argmax with ties to the lower id, as llama.cpp's greedy sampler and this engine's do.
+function argmax(pairs) {
+    let best = pairs[0];
+    for (const p of pairs) if (p[1] > best[1] || (p[1] === best[1] && p[0] < best[0])) best = p;
+    return best[0];
+}
+
 // Decodes the prompt greedily with one model and prints its JSON line.
 async function reference(modelPath) {
     const model = await llama.loadModel({ modelPath: path.resolve(modelPath), gpuLayers: 0 });
@@ -78,13 +85,6 @@ async function reference(modelPath) {
         const last = out[out.length - 1];
         if (!last || !last.next || !last.next.logits) throw new Error("no logits returned");
         return [...last.next.logits.entries()];
-    }
-
-    // argmax with ties to the lower id, as llama.cpp's greedy sampler and this engine's do.
-    function argmax(pairs) {
-        let best = pairs[0];
-        for (const p of pairs) if (p[1] > best[1] || (p[1] === best[1] && p[0] < best[0])) best = p;
-        return best[0];
     }
 
     const steps = [];
